@@ -1,0 +1,465 @@
+//! Kafka RecordBatch v2: the unit the log stores, byte for byte as it travels on the wire.
+//!
+//! The log never re-encodes a batch. It checks the header and the CRC-32C once (on append and
+//! on recovery), writes the broker-owned fields (base offset, partition leader epoch) in place,
+//! and afterwards treats the batch as opaque bytes, so a fetch can hand file bytes to a socket.
+//!
+//! Layout (all integers big-endian), from Kafka's `DefaultRecordBatch`:
+//!
+//! ```text
+//! 0  baseOffset: i64            -- written by the broker
+//! 8  batchLength: i32           -- bytes after this field
+//! 12 partitionLeaderEpoch: i32  -- written by the broker (the Raft term)
+//! 16 magic: i8 (= 2)
+//! 17 crc: u32                   -- CRC-32C of bytes [21, end)
+//! 21 attributes: i16
+//! 23 lastOffsetDelta: i32
+//! 27 baseTimestamp: i64
+//! 35 maxTimestamp: i64
+//! 43 producerId: i64
+//! 51 producerEpoch: i16
+//! 53 baseSequence: i32
+//! 57 recordsCount: i32
+//! 61 records...
+//! ```
+//!
+//! Fields before the CRC-covered range (base offset, length, epoch, magic, crc) are not
+//! protected by the CRC; the log guards base offsets with a contiguity check instead.
+
+use thiserror::Error;
+
+/// Size of the fixed batch header; the smallest well-formed batch is this plus one record.
+pub const BATCH_HEADER_BYTES: usize = 61;
+/// Bytes before `batchLength`'s coverage starts (base offset + the length field itself).
+pub const BATCH_LENGTH_PREFIX_BYTES: usize = 12;
+/// The only record-batch format the log stores.
+pub const MAGIC_V2: i8 = 2;
+
+const OFFSET_BASE_OFFSET: usize = 0;
+const OFFSET_BATCH_LENGTH: usize = 8;
+const OFFSET_LEADER_EPOCH: usize = 12;
+const OFFSET_MAGIC: usize = 16;
+const OFFSET_CRC: usize = 17;
+const OFFSET_ATTRIBUTES: usize = 21;
+const OFFSET_LAST_OFFSET_DELTA: usize = 23;
+const OFFSET_BASE_TIMESTAMP: usize = 27;
+const OFFSET_MAX_TIMESTAMP: usize = 35;
+const OFFSET_PRODUCER_ID: usize = 43;
+const OFFSET_PRODUCER_EPOCH: usize = 51;
+const OFFSET_BASE_SEQUENCE: usize = 53;
+const OFFSET_RECORDS_COUNT: usize = 57;
+
+/// Attribute bits 0..2: the compression codec (0 none, 1 gzip, 2 snappy, 3 lz4, 4 zstd).
+const ATTRIBUTE_COMPRESSION_MASK: i16 = 0x07;
+/// Attribute bit 4: the batch is part of a transaction.
+const ATTRIBUTE_TRANSACTIONAL: i16 = 0x10;
+/// Attribute bit 5: the batch is a control batch (transaction markers).
+const ATTRIBUTE_CONTROL: i16 = 0x20;
+
+/// Why a byte range is not an acceptable record batch. Every variant is a client (or disk)
+/// fault; none of them changes the log.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum BatchError {
+    #[error("batch is {length_bytes} bytes, shorter than the {BATCH_HEADER_BYTES}-byte header")]
+    TooShort { length_bytes: usize },
+    #[error("batchLength field says {declared_bytes} bytes follow, but {actual_bytes} do")]
+    LengthMismatch {
+        declared_bytes: i64,
+        actual_bytes: usize,
+    },
+    #[error("batch is {length_bytes} bytes, over the {limit_bytes}-byte limit")]
+    TooLarge {
+        length_bytes: usize,
+        limit_bytes: usize,
+    },
+    #[error("unsupported record batch magic {magic} (only v2 is stored)")]
+    UnsupportedMagic { magic: i8 },
+    #[error("CRC-32C mismatch: batch says {stored:#010x}, bytes give {computed:#010x}")]
+    CrcMismatch { stored: u32, computed: u32 },
+    #[error("records count {records_count} does not match lastOffsetDelta {last_offset_delta}")]
+    RecordCountMismatch {
+        records_count: i32,
+        last_offset_delta: i32,
+    },
+}
+
+/// The parsed fixed header of a batch. Cheap to copy; holds no bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchHeader {
+    pub base_offset: i64,
+    /// Total size of the batch in bytes, header included.
+    pub size_bytes: u32,
+    pub leader_epoch: i32,
+    pub magic: i8,
+    pub crc: u32,
+    pub attributes: i16,
+    pub last_offset_delta: i32,
+    pub base_timestamp: i64,
+    pub max_timestamp: i64,
+    pub producer_id: i64,
+    pub producer_epoch: i16,
+    pub base_sequence: i32,
+    pub records_count: i32,
+}
+
+impl BatchHeader {
+    /// Parses the header at the start of `bytes` without looking at the records or the CRC.
+    /// Returns `None` when fewer than [`BATCH_HEADER_BYTES`] bytes are given.
+    pub fn parse(bytes: &[u8]) -> Option<BatchHeader> {
+        if bytes.len() < BATCH_HEADER_BYTES {
+            return None;
+        }
+        let batch_length = read_i32(bytes, OFFSET_BATCH_LENGTH);
+        // A negative or absurd length cannot describe a batch; report it as size 0 so that
+        // callers' `size_bytes >= BATCH_HEADER_BYTES` checks reject it.
+        let size_bytes = u32::try_from(i64::from(batch_length) + BATCH_LENGTH_PREFIX_BYTES as i64)
+            .unwrap_or(0);
+        Some(BatchHeader {
+            base_offset: read_i64(bytes, OFFSET_BASE_OFFSET),
+            size_bytes,
+            leader_epoch: read_i32(bytes, OFFSET_LEADER_EPOCH),
+            magic: bytes[OFFSET_MAGIC] as i8,
+            crc: read_u32(bytes, OFFSET_CRC),
+            attributes: read_i16(bytes, OFFSET_ATTRIBUTES),
+            last_offset_delta: read_i32(bytes, OFFSET_LAST_OFFSET_DELTA),
+            base_timestamp: read_i64(bytes, OFFSET_BASE_TIMESTAMP),
+            max_timestamp: read_i64(bytes, OFFSET_MAX_TIMESTAMP),
+            producer_id: read_i64(bytes, OFFSET_PRODUCER_ID),
+            producer_epoch: read_i16(bytes, OFFSET_PRODUCER_EPOCH),
+            base_sequence: read_i32(bytes, OFFSET_BASE_SEQUENCE),
+            records_count: read_i32(bytes, OFFSET_RECORDS_COUNT),
+        })
+    }
+
+    /// Offset of the last record in the batch.
+    pub fn last_offset(&self) -> i64 {
+        self.base_offset + i64::from(self.last_offset_delta)
+    }
+
+    /// Compression codec id (0 none, 1 gzip, 2 snappy, 3 lz4, 4 zstd).
+    pub fn compression(&self) -> i16 {
+        self.attributes & ATTRIBUTE_COMPRESSION_MASK
+    }
+
+    pub fn is_transactional(&self) -> bool {
+        self.attributes & ATTRIBUTE_TRANSACTIONAL != 0
+    }
+
+    pub fn is_control(&self) -> bool {
+        self.attributes & ATTRIBUTE_CONTROL != 0
+    }
+}
+
+/// Checks that `bytes` is exactly one well-formed v2 batch: length, magic, CRC-32C and record
+/// count. `batch_bytes_max` bounds the size. Does not look at the base offset or epoch, which
+/// the broker owns.
+pub fn validate(bytes: &[u8], batch_bytes_max: usize) -> Result<BatchHeader, BatchError> {
+    let header = BatchHeader::parse(bytes).ok_or(BatchError::TooShort {
+        length_bytes: bytes.len(),
+    })?;
+    let declared_bytes = i64::from(read_i32(bytes, OFFSET_BATCH_LENGTH));
+    if declared_bytes + BATCH_LENGTH_PREFIX_BYTES as i64 != bytes.len() as i64 {
+        return Err(BatchError::LengthMismatch {
+            declared_bytes,
+            actual_bytes: bytes.len() - BATCH_LENGTH_PREFIX_BYTES,
+        });
+    }
+    if bytes.len() > batch_bytes_max {
+        return Err(BatchError::TooLarge {
+            length_bytes: bytes.len(),
+            limit_bytes: batch_bytes_max,
+        });
+    }
+    if header.magic != MAGIC_V2 {
+        return Err(BatchError::UnsupportedMagic {
+            magic: header.magic,
+        });
+    }
+    let computed = crc32c::crc32c(&bytes[OFFSET_ATTRIBUTES..]);
+    if computed != header.crc {
+        return Err(BatchError::CrcMismatch {
+            stored: header.crc,
+            computed,
+        });
+    }
+    if header.records_count < 1 || header.last_offset_delta != header.records_count - 1 {
+        return Err(BatchError::RecordCountMismatch {
+            records_count: header.records_count,
+            last_offset_delta: header.last_offset_delta,
+        });
+    }
+    Ok(header)
+}
+
+/// Writes the broker-owned fields. Neither is covered by the CRC, so the batch stays valid.
+pub fn assign_offset_and_epoch(bytes: &mut [u8], base_offset: i64, leader_epoch: i32) {
+    assert!(bytes.len() >= BATCH_HEADER_BYTES, "assigning into a non-batch");
+    bytes[OFFSET_BASE_OFFSET..OFFSET_BASE_OFFSET + 8].copy_from_slice(&base_offset.to_be_bytes());
+    bytes[OFFSET_LEADER_EPOCH..OFFSET_LEADER_EPOCH + 4].copy_from_slice(&leader_epoch.to_be_bytes());
+}
+
+/// Walks the records of an uncompressed batch and returns the offset of the first record whose
+/// timestamp is at or after `timestamp_ms`. `None` when the records are compressed (the caller
+/// then answers with the batch's base offset) or no record qualifies, or the records are
+/// malformed.
+pub fn first_offset_at_or_after(bytes: &[u8], timestamp_ms: i64) -> Option<i64> {
+    let header = BatchHeader::parse(bytes)?;
+    if header.compression() != 0 {
+        return None;
+    }
+    let mut cursor = &bytes[BATCH_HEADER_BYTES..];
+    for _ in 0..header.records_count {
+        let record_length = read_varint(&mut cursor)?;
+        let record_length = usize::try_from(record_length).ok()?;
+        let mut record = cursor.get(..record_length)?;
+        cursor = &cursor[record_length..];
+        record = record.get(1..)?; // attributes: i8
+        let timestamp_delta = read_varint(&mut record)?;
+        let offset_delta = read_varint(&mut record)?;
+        if header.base_timestamp + timestamp_delta >= timestamp_ms {
+            return Some(header.base_offset + offset_delta);
+        }
+    }
+    None
+}
+
+/// Reads a zig-zag varlong, advancing `cursor`. `None` on truncation or overflow.
+fn read_varint(cursor: &mut &[u8]) -> Option<i64> {
+    let mut value: u64 = 0;
+    for (index, byte) in cursor.iter().enumerate().take(10) {
+        value |= u64::from(byte & 0x7f) << (7 * index);
+        if byte & 0x80 == 0 {
+            *cursor = &cursor[index + 1..];
+            return Some(((value >> 1) as i64) ^ -((value & 1) as i64));
+        }
+    }
+    None
+}
+
+fn read_i16(bytes: &[u8], at: usize) -> i16 {
+    i16::from_be_bytes([bytes[at], bytes[at + 1]])
+}
+
+fn read_i32(bytes: &[u8], at: usize) -> i32 {
+    i32::from_be_bytes(bytes[at..at + 4].try_into().expect("slice of four"))
+}
+
+fn read_u32(bytes: &[u8], at: usize) -> u32 {
+    u32::from_be_bytes(bytes[at..at + 4].try_into().expect("slice of four"))
+}
+
+fn read_i64(bytes: &[u8], at: usize) -> i64 {
+    i64::from_be_bytes(bytes[at..at + 8].try_into().expect("slice of eight"))
+}
+
+/// Builds well-formed batches for tests and benchmarks, the way a Kafka producer would
+/// (uncompressed, CRC filled in, base offset 0).
+pub mod build {
+    use super::*;
+
+    /// One record: key (None for a null key), value, and timestamp.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub struct TestRecord {
+        pub key: Option<Vec<u8>>,
+        pub value: Vec<u8>,
+        pub timestamp_ms: i64,
+    }
+
+    /// Encodes `records` as an uncompressed v2 batch. Panics on an empty slice.
+    pub fn batch(records: &[TestRecord]) -> Vec<u8> {
+        assert!(!records.is_empty(), "a batch holds at least one record");
+        let base_timestamp = records[0].timestamp_ms;
+        let max_timestamp = records.iter().map(|r| r.timestamp_ms).max().unwrap_or(0);
+        let mut body = Vec::new();
+        for (index, record) in records.iter().enumerate() {
+            let mut encoded = vec![0u8]; // attributes
+            write_varint(&mut encoded, record.timestamp_ms - base_timestamp);
+            write_varint(&mut encoded, index as i64);
+            match &record.key {
+                Some(key) => {
+                    write_varint(&mut encoded, key.len() as i64);
+                    encoded.extend_from_slice(key);
+                }
+                None => write_varint(&mut encoded, -1),
+            }
+            write_varint(&mut encoded, record.value.len() as i64);
+            encoded.extend_from_slice(&record.value);
+            write_varint(&mut encoded, 0); // headers
+            write_varint(&mut body, encoded.len() as i64);
+            body.extend_from_slice(&encoded);
+        }
+        let mut out = Vec::with_capacity(BATCH_HEADER_BYTES + body.len());
+        out.extend_from_slice(&0i64.to_be_bytes());
+        let batch_length = (BATCH_HEADER_BYTES - BATCH_LENGTH_PREFIX_BYTES + body.len()) as i32;
+        out.extend_from_slice(&batch_length.to_be_bytes());
+        out.extend_from_slice(&0i32.to_be_bytes()); // leader epoch
+        out.push(MAGIC_V2 as u8);
+        out.extend_from_slice(&0u32.to_be_bytes()); // crc, filled below
+        out.extend_from_slice(&0i16.to_be_bytes()); // attributes
+        out.extend_from_slice(&(records.len() as i32 - 1).to_be_bytes());
+        out.extend_from_slice(&base_timestamp.to_be_bytes());
+        out.extend_from_slice(&max_timestamp.to_be_bytes());
+        out.extend_from_slice(&(-1i64).to_be_bytes()); // producer id
+        out.extend_from_slice(&(-1i16).to_be_bytes()); // producer epoch
+        out.extend_from_slice(&(-1i32).to_be_bytes()); // base sequence
+        out.extend_from_slice(&(records.len() as i32).to_be_bytes());
+        out.extend_from_slice(&body);
+        let crc = crc32c::crc32c(&out[OFFSET_ATTRIBUTES..]);
+        out[OFFSET_CRC..OFFSET_CRC + 4].copy_from_slice(&crc.to_be_bytes());
+        out
+    }
+
+    /// A batch of `count` records with `value_bytes`-byte values and timestamps from
+    /// `timestamp_ms` on, one millisecond apart.
+    pub fn batch_of(count: usize, value_bytes: usize, timestamp_ms: i64) -> Vec<u8> {
+        let records: Vec<TestRecord> = (0..count)
+            .map(|index| TestRecord {
+                key: Some(format!("key-{index}").into_bytes()),
+                value: vec![(index % 251) as u8; value_bytes],
+                timestamp_ms: timestamp_ms + index as i64,
+            })
+            .collect();
+        batch(&records)
+    }
+
+    fn write_varint(out: &mut Vec<u8>, value: i64) {
+        let mut zigzag = ((value << 1) ^ (value >> 63)) as u64;
+        loop {
+            if zigzag < 0x80 {
+                out.push(zigzag as u8);
+                return;
+            }
+            out.push((zigzag as u8 & 0x7f) | 0x80);
+            zigzag >>= 7;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::build::{batch, batch_of, TestRecord};
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn a_built_batch_validates_and_reports_its_header() {
+        let bytes = batch_of(3, 10, 1_000);
+        let header = validate(&bytes, 1 << 20).expect("valid");
+        assert_eq!(header.records_count, 3);
+        assert_eq!(header.last_offset_delta, 2);
+        assert_eq!(header.base_timestamp, 1_000);
+        assert_eq!(header.max_timestamp, 1_002);
+        assert_eq!(header.size_bytes as usize, bytes.len());
+        assert_eq!(header.magic, MAGIC_V2);
+    }
+
+    #[test]
+    fn assigning_offset_and_epoch_keeps_the_crc_valid() {
+        let mut bytes = batch_of(2, 5, 0);
+        assign_offset_and_epoch(&mut bytes, 4242, 7);
+        let header = validate(&bytes, 1 << 20).expect("still valid");
+        assert_eq!(header.base_offset, 4242);
+        assert_eq!(header.leader_epoch, 7);
+        assert_eq!(header.last_offset(), 4243);
+    }
+
+    #[test]
+    fn a_flipped_bit_in_the_covered_range_fails_the_crc() {
+        let mut bytes = batch_of(2, 5, 0);
+        let last = bytes.len() - 1;
+        bytes[last] ^= 0x01;
+        assert!(matches!(
+            validate(&bytes, 1 << 20),
+            Err(BatchError::CrcMismatch { .. })
+        ));
+    }
+
+    #[test]
+    fn wrong_length_magic_size_and_count_are_rejected() {
+        let bytes = batch_of(2, 5, 0);
+        assert_eq!(
+            validate(&bytes[..40], 1 << 20),
+            Err(BatchError::TooShort { length_bytes: 40 })
+        );
+        assert!(matches!(
+            validate(&bytes[..bytes.len() - 1], 1 << 20),
+            Err(BatchError::LengthMismatch { .. })
+        ));
+        assert!(matches!(
+            validate(&bytes, 50),
+            Err(BatchError::TooLarge { .. })
+        ));
+        let mut wrong_magic = bytes.clone();
+        wrong_magic[OFFSET_MAGIC] = 1;
+        assert_eq!(
+            validate(&wrong_magic, 1 << 20),
+            Err(BatchError::UnsupportedMagic { magic: 1 })
+        );
+        let mut wrong_count = bytes.clone();
+        wrong_count[OFFSET_RECORDS_COUNT..OFFSET_RECORDS_COUNT + 4]
+            .copy_from_slice(&5i32.to_be_bytes());
+        let crc = crc32c::crc32c(&wrong_count[OFFSET_ATTRIBUTES..]);
+        wrong_count[OFFSET_CRC..OFFSET_CRC + 4].copy_from_slice(&crc.to_be_bytes());
+        assert!(matches!(
+            validate(&wrong_count, 1 << 20),
+            Err(BatchError::RecordCountMismatch { .. })
+        ));
+    }
+
+    #[test]
+    fn a_negative_length_parses_as_an_impossible_size() {
+        let mut bytes = batch_of(1, 1, 0);
+        bytes[OFFSET_BATCH_LENGTH..OFFSET_BATCH_LENGTH + 4].copy_from_slice(&(-100i32).to_be_bytes());
+        assert_eq!(BatchHeader::parse(&bytes).map(|h| h.size_bytes), Some(0));
+        assert!(matches!(
+            validate(&bytes, 1 << 20),
+            Err(BatchError::LengthMismatch { .. })
+        ));
+    }
+
+    #[test]
+    fn timestamp_search_finds_the_first_record_at_or_after() {
+        let records: Vec<TestRecord> = [100, 90, 200, 300]
+            .iter()
+            .map(|&timestamp_ms| TestRecord {
+                key: None,
+                value: b"v".to_vec(),
+                timestamp_ms,
+            })
+            .collect();
+        let mut bytes = batch(&records);
+        assign_offset_and_epoch(&mut bytes, 10, 0);
+        assert_eq!(first_offset_at_or_after(&bytes, 50), Some(10));
+        assert_eq!(first_offset_at_or_after(&bytes, 150), Some(12));
+        assert_eq!(first_offset_at_or_after(&bytes, 300), Some(13));
+        assert_eq!(first_offset_at_or_after(&bytes, 301), None);
+    }
+
+    proptest! {
+        #[test]
+        fn any_batch_round_trips_through_validation(
+            values in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..300), 1..20),
+            base_offset in 0i64..i64::MAX / 2,
+            epoch in 0i32..i32::MAX,
+        ) {
+            let records: Vec<TestRecord> = values.iter().enumerate().map(|(i, v)| TestRecord {
+                key: if i % 2 == 0 { None } else { Some(v.clone()) },
+                value: v.clone(),
+                timestamp_ms: 1_000 + i as i64,
+            }).collect();
+            let mut bytes = batch(&records);
+            assign_offset_and_epoch(&mut bytes, base_offset, epoch);
+            let header = validate(&bytes, usize::MAX).expect("valid");
+            prop_assert_eq!(header.base_offset, base_offset);
+            prop_assert_eq!(header.records_count as usize, records.len());
+            prop_assert_eq!(first_offset_at_or_after(&bytes, 1_000 + records.len() as i64 - 1),
+                Some(base_offset + records.len() as i64 - 1));
+        }
+
+        #[test]
+        fn arbitrary_bytes_never_panic_the_validator(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
+            let _ = validate(&bytes, 1 << 20);
+            let _ = first_offset_at_or_after(&bytes, 0);
+        }
+    }
+}

@@ -1,0 +1,95 @@
+//! Per-partition log settings. Every buffer and cache the log keeps has its bound here, so a
+//! partition's memory is known from its configuration, not from its load.
+
+use crate::batch::BATCH_HEADER_BYTES;
+
+/// Settings for one partition log. Field names follow the house style (units last); the Kafka
+/// topic config each one corresponds to is named in its doc.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogConfig {
+    /// Roll to a new segment before the active one would exceed this (`segment.bytes`).
+    pub segment_bytes_max: u64,
+    /// Roll a non-empty active segment once it is this old (`segment.ms`).
+    pub segment_age_ms_max: Option<u64>,
+    /// Delete closed segments whose newest timestamp is older than this (`retention.ms`).
+    pub retention_age_ms_max: Option<u64>,
+    /// Delete the oldest closed segments while the log is larger than this (`retention.bytes`).
+    pub retention_bytes_max: Option<u64>,
+    /// One sparse index entry per this many log bytes (`index.interval.bytes`).
+    pub index_interval_bytes: u32,
+    /// Largest batch accepted (`max.message.bytes`).
+    pub batch_bytes_max: usize,
+    /// Appended but not yet written bytes; appends wait (back-pressure) beyond this.
+    pub unflushed_bytes_max: usize,
+    /// Recently appended batches kept in memory for tailing readers.
+    pub tail_cache_bytes_max: usize,
+    /// Size of each direct-I/O write a flush is split into (written concurrently).
+    pub write_chunk_bytes: usize,
+}
+
+/// Direct I/O works in units of this; every write position and length is a multiple of it.
+pub const DMA_ALIGNMENT_BYTES: u64 = 4096;
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            segment_bytes_max: 1 << 30,
+            segment_age_ms_max: Some(7 * 24 * 3600 * 1000),
+            retention_age_ms_max: Some(7 * 24 * 3600 * 1000),
+            retention_bytes_max: None,
+            index_interval_bytes: 4096,
+            // Kafka's default max.message.bytes (1 MiB of records plus batch overhead).
+            batch_bytes_max: 1_048_588,
+            unflushed_bytes_max: 16 << 20,
+            tail_cache_bytes_max: 4 << 20,
+            write_chunk_bytes: 1 << 20,
+        }
+    }
+}
+
+impl LogConfig {
+    /// Checks the relations between bounds that the log relies on; `Err` names the first
+    /// violated one.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.segment_bytes_max > u64::from(u32::MAX) {
+            return Err("segment_bytes_max must fit the index's 32-bit positions".into());
+        }
+        if self.segment_bytes_max < BATCH_HEADER_BYTES as u64 {
+            return Err("segment_bytes_max is smaller than one batch header".into());
+        }
+        if self.index_interval_bytes == 0 {
+            return Err("index_interval_bytes must be positive".into());
+        }
+        if self.batch_bytes_max < BATCH_HEADER_BYTES {
+            return Err("batch_bytes_max is smaller than one batch header".into());
+        }
+        if self.unflushed_bytes_max < self.batch_bytes_max {
+            return Err("unflushed_bytes_max must hold at least one largest batch".into());
+        }
+        if self.write_chunk_bytes == 0 || !(self.write_chunk_bytes as u64).is_multiple_of(DMA_ALIGNMENT_BYTES)
+        {
+            return Err("write_chunk_bytes must be a positive multiple of 4096".into());
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_consistent_and_violations_are_named() {
+        assert_eq!(LogConfig::default().validate(), Ok(()));
+        let config = LogConfig {
+            unflushed_bytes_max: 10,
+            ..LogConfig::default()
+        };
+        assert!(config.validate().unwrap_err().contains("unflushed_bytes_max"));
+        let config = LogConfig {
+            write_chunk_bytes: 1000,
+            ..LogConfig::default()
+        };
+        assert!(config.validate().unwrap_err().contains("write_chunk_bytes"));
+    }
+}

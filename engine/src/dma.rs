@@ -1,0 +1,52 @@
+//! Works around glommio 0.9's detection of I/O polling support.
+//!
+//! glommio decides, per thread and block device, whether direct-I/O reads and writes may go to
+//! its I/O-polling ring, by reading 512 bytes at offset 0 of the first `DmaFile` opened there.
+//! On a new, empty segment file the kernel answers that read without doing any I/O, glommio
+//! concludes that polling works, and on devices without polling queues (virtio, most cloud and
+//! SATA disks) every later read then fails with `EOPNOTSUPP`. Opening a file that holds real
+//! data first makes the probe meaningful; its answer is cached for the thread's lifetime.
+
+use std::cell::RefCell;
+use std::collections::HashSet;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+
+use crate::error::LogError;
+
+const PROBE_FILE: &str = ".dma-probe";
+const PROBE_BYTES: usize = 4096;
+
+thread_local! {
+    /// Devices (st_dev) whose polling support this thread has had probed with real data.
+    static PROBED_DEVICES: RefCell<HashSet<u64>> = RefCell::new(HashSet::new());
+}
+
+/// Makes sure glommio's polling probe for the device holding `dir` ran on a file with data.
+/// Cheap after the first call per thread and device.
+pub(crate) async fn probe_device_with_real_data(dir: &Path) -> Result<(), LogError> {
+    let device = std::fs::metadata(dir)
+        .map_err(|error| LogError::io("inspecting the data directory", error))?
+        .dev();
+    if PROBED_DEVICES.with(|probed| probed.borrow().contains(&device)) {
+        return Ok(());
+    }
+    let path = dir.join(PROBE_FILE);
+    let write = || -> std::io::Result<()> {
+        use std::io::Write;
+        let mut file = std::fs::File::create(&path)?;
+        file.write_all(&[0u8; PROBE_BYTES])?;
+        file.sync_all()
+    };
+    write().map_err(|error| LogError::io("writing the direct-I/O probe file", error))?;
+    let file = glommio::io::DmaFile::open(&path)
+        .await
+        .map_err(|error| LogError::glommio("opening the direct-I/O probe file", error))?;
+    file.close()
+        .await
+        .map_err(|error| LogError::glommio("closing the direct-I/O probe file", error))?;
+    std::fs::remove_file(&path)
+        .map_err(|error| LogError::io("removing the direct-I/O probe file", error))?;
+    PROBED_DEVICES.with(|probed| probed.borrow_mut().insert(device));
+    Ok(())
+}

@@ -1,0 +1,73 @@
+//! The engine's error type. Callers (the network layer) map each variant to a Kafka error code
+//! in one place; nothing here knows those codes.
+
+use std::io;
+
+use thiserror::Error;
+
+use crate::batch::BatchError;
+
+/// Why a log operation did not happen. Cloneable so that one failed flush can be reported to
+/// every append that was waiting on it.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum LogError {
+    /// The batch was rejected before anything reached the log.
+    #[error("invalid record batch: {0}")]
+    InvalidBatch(#[from] BatchError),
+    /// The requested offset is outside `[log_start_offset, log_end_offset]`.
+    #[error("offset {offset} is out of range [{log_start_offset}, {log_end_offset}]")]
+    OffsetOutOfRange {
+        offset: u64,
+        log_start_offset: u64,
+        log_end_offset: u64,
+    },
+    /// The device has no space left. The partition stays readable; later appends work once
+    /// space is freed.
+    #[error("no space left on the log device while {operation}")]
+    DiskFull { operation: &'static str },
+    /// Any other I/O failure, with the operation that failed.
+    #[error("I/O error while {operation}: {message} ({kind:?})")]
+    Io {
+        operation: &'static str,
+        kind: io::ErrorKind,
+        message: String,
+    },
+    /// The appended data was discarded before it became durable: a flush failed, or the log
+    /// was truncated back past it.
+    #[error("appended batch was discarded before it was written ({reason})")]
+    Discarded { reason: &'static str },
+    /// The log is shutting down (or was closed) and takes no more appends.
+    #[error("the log is closed")]
+    Closed,
+    /// The log configuration breaks one of its own bounds.
+    #[error("invalid log configuration: {0}")]
+    InvalidConfig(String),
+    /// The on-disk state contradicts itself in a way recovery cannot repair.
+    #[error("corrupt log directory: {0}")]
+    Corrupt(String),
+}
+
+impl LogError {
+    /// Wraps an I/O error from `operation`, recognising a full disk.
+    pub fn io(operation: &'static str, error: io::Error) -> LogError {
+        if error.raw_os_error() == Some(libc::ENOSPC) || error.kind() == io::ErrorKind::StorageFull
+        {
+            return LogError::DiskFull { operation };
+        }
+        LogError::Io {
+            operation,
+            kind: error.kind(),
+            message: error.to_string(),
+        }
+    }
+
+    /// Wraps an error from glommio's file API.
+    pub fn glommio<T>(operation: &'static str, error: glommio::GlommioError<T>) -> LogError {
+        match error {
+            // Keep the OS error number, which the conversion to io::Error would drop.
+            glommio::GlommioError::EnhancedIoError { source, .. }
+            | glommio::GlommioError::IoError(source) => LogError::io(operation, source),
+            other => LogError::io(operation, io::Error::from(other)),
+        }
+    }
+}

@@ -1,0 +1,22 @@
+//! Ferrite's storage engine and the thread-per-core runtime it runs in.
+//!
+//! The engine knows nothing of sockets or of the Kafka protocol beyond the on-disk batch format:
+//! the network layer hands it record batches and gets back offsets, and memory or file ranges
+//! to send. Everything here runs on a glommio executor; a [`log::PartitionLog`] belongs to one
+//! shard and is never shared across threads.
+
+pub mod batch;
+pub mod clock;
+pub mod config;
+mod dma;
+pub mod error;
+pub mod index;
+pub mod log;
+pub mod mesh;
+mod segment;
+mod tail_cache;
+
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use config::LogConfig;
+pub use error::LogError;
+pub use log::{AppendReceipt, FileRange, LogStats, PartitionLog, ReadData, ReadSlice};

@@ -1,0 +1,399 @@
+//! The flusher: one task per partition that turns queued appends into direct-I/O writes and
+//! `fdatasync`s, and the sealing of finished segments.
+//!
+//! Group commit falls out of the loop's shape: each turn takes every queued batch, so the
+//! appends that arrive during one flush share the next one. A turn syncs only if some append
+//! in it (or an earlier unsynced one) is waited on for durability, so acks=1 traffic does not
+//! pay for `fdatasync`.
+
+use std::future::poll_fn;
+use std::path::Path;
+use std::rc::Rc;
+use std::task::Poll;
+
+use glommio::io::{DmaBuffer, DmaFile};
+
+use super::{FlushTicket, LogState, Shared, UnflushedBatch};
+use crate::config::DMA_ALIGNMENT_BYTES;
+use crate::error::LogError;
+use crate::index::TimeIndexEntry;
+use crate::segment::{self, align_down, align_up, SegmentFiles};
+
+/// Runs until the log closes (or is dropped, which cancels it).
+pub(super) async fn run_flusher(shared: Rc<Shared>) {
+    loop {
+        poll_fn(|context| {
+            let mut state = shared.state.borrow_mut();
+            if !state.unflushed.is_empty() || state.sync_requested || state.closing {
+                Poll::Ready(())
+            } else {
+                state.flusher_waker = Some(context.waker().clone());
+                Poll::Pending
+            }
+        })
+        .await;
+        let (batches, ticket) = {
+            let mut state = shared.state.borrow_mut();
+            if state.closing && state.unflushed.is_empty() && !state.sync_requested {
+                return;
+            }
+            let batches: Vec<UnflushedBatch> = state.unflushed.drain(..).collect();
+            let ticket = std::mem::take(&mut state.open_ticket);
+            if !batches.is_empty() {
+                state.in_flight_ticket = Some(ticket.clone());
+            }
+            (batches, ticket)
+        };
+        if !batches.is_empty() {
+            let flushed_bytes: usize = batches.iter().map(|batch| batch.bytes.len()).sum();
+            let result = shared.write_batches(&batches).await;
+            let mut state = shared.state.borrow_mut();
+            state.in_flight_ticket = None;
+            match result {
+                Ok(()) => {
+                    state.stats.flushes += 1;
+                    state.stats.bytes_written += flushed_bytes as u64;
+                    state.unflushed_bytes -= flushed_bytes;
+                    state.unsynced_tickets.push(ticket.clone());
+                    ticket.complete_written(Ok(()));
+                }
+                Err(error) => roll_back_unwritten(&mut state, &ticket, error),
+            }
+            state.wake_waiters();
+        }
+        shared.sync_if_wanted().await;
+    }
+}
+
+/// After a failed write: everything past the written end is discarded (the in-flight flush and
+/// every append queued behind it) and the log end goes back to the written end, so the next
+/// append reuses those offsets. The partition stays readable.
+fn roll_back_unwritten(state: &mut LogState, in_flight: &FlushTicket, error: LogError) {
+    in_flight.fail(error);
+    std::mem::take(&mut state.open_ticket).fail(LogError::Discarded {
+        reason: "an earlier flush of this partition failed",
+    });
+    state.unflushed.clear();
+    state.unflushed_bytes = 0;
+    let keep_end = state.written_end_offset;
+    state.log_end_offset = keep_end;
+    state.tail_cache.truncate_from(keep_end);
+    let doomed: Vec<u64> = state
+        .segments
+        .range(keep_end + 1..)
+        .map(|(&base, _)| base)
+        .collect();
+    for base in doomed {
+        state.segments.remove(&base);
+    }
+    let active = state.active_segment_mut();
+    let written_bytes = active.written_bytes;
+    active.forget_from(written_bytes, keep_end);
+}
+
+impl Shared {
+    /// Writes `batches` (in log order) to their segments, sealing each segment before the
+    /// first write to a later one.
+    async fn write_batches(&self, batches: &[UnflushedBatch]) -> Result<(), LogError> {
+        let mut start = 0;
+        while start < batches.len() {
+            let base_offset = batches[start].segment_base_offset;
+            let run_length = batches[start..]
+                .iter()
+                .take_while(|batch| batch.segment_base_offset == base_offset)
+                .count();
+            self.seal_segments_before(base_offset).await?;
+            self.write_run(base_offset, &batches[start..start + run_length])
+                .await?;
+            start += run_length;
+        }
+        Ok(())
+    }
+
+    async fn seal_segments_before(&self, base_offset: u64) -> Result<(), LogError> {
+        let unsealed: Vec<u64> = {
+            let state = self.state.borrow();
+            state
+                .segments
+                .range(..base_offset)
+                .filter(|(_, segment)| !segment.sealed)
+                .map(|(&base, _)| base)
+                .collect()
+        };
+        for base in unsealed {
+            self.seal_segment(base).await?;
+        }
+        Ok(())
+    }
+
+    /// Trims the segment's file to its logical size (dropping the direct-I/O padding), syncs
+    /// it, writes its indexes and marks it sealed. Also used for the active segment on close.
+    pub(super) async fn seal_segment(&self, base_offset: u64) -> Result<(), LogError> {
+        let (files, written_bytes, offset_index_bytes, time_index_bytes) = {
+            let mut state = self.state.borrow_mut();
+            let segment = state
+                .segments
+                .get_mut(&base_offset)
+                .expect("sealing a segment that exists");
+            assert_eq!(
+                segment.written_bytes, segment.appended_bytes,
+                "only fully written segments are sealed"
+            );
+            if let Some(max_timestamp_ms) = segment.max_timestamp_ms {
+                if segment.end_offset > segment.base_offset {
+                    let relative_offset = segment.relative_offset(segment.end_offset - 1);
+                    segment.time_index.push_if_newer(TimeIndexEntry {
+                        timestamp_ms: max_timestamp_ms,
+                        relative_offset,
+                    });
+                }
+            }
+            (
+                segment.files.clone(),
+                segment.written_bytes,
+                segment.offset_index.encode(),
+                segment.time_index.encode(),
+            )
+        };
+        if let Some(files) = files {
+            files
+                .dma
+                .truncate(written_bytes)
+                .await
+                .map_err(|error| LogError::glommio("trimming a sealed segment", error))?;
+            files
+                .dma
+                .fdatasync()
+                .await
+                .map_err(|error| LogError::glommio("syncing a sealed segment", error))?;
+            write_whole_file(
+                &segment::offset_index_path(&self.dir, base_offset),
+                &offset_index_bytes,
+            )
+            .await?;
+            write_whole_file(
+                &segment::time_index_path(&self.dir, base_offset),
+                &time_index_bytes,
+            )
+            .await?;
+        }
+        if let Some(segment) = self.state.borrow_mut().segments.get_mut(&base_offset) {
+            segment.sealed = true;
+        }
+        Ok(())
+    }
+
+    /// The segment's files, created (and the directory synced) on its first write.
+    async fn files_for_write(&self, base_offset: u64) -> Result<Rc<SegmentFiles>, LogError> {
+        let existing = self
+            .state
+            .borrow()
+            .segments
+            .get(&base_offset)
+            .and_then(|segment| segment.files.clone());
+        if let Some(files) = existing {
+            return Ok(files);
+        }
+        let path = segment::log_path(&self.dir, base_offset);
+        let files = Rc::new(SegmentFiles::open(&path, true).await?);
+        self.sync_directory().await?;
+        let mut state = self.state.borrow_mut();
+        let segment = state
+            .segments
+            .get_mut(&base_offset)
+            .expect("a segment with queued batches exists");
+        segment.files = Some(files.clone());
+        Ok(files)
+    }
+
+    /// Writes one segment's run of batches: the last partial page is repeated, the whole is
+    /// split into `write_chunk_bytes` chunks written concurrently, the end padded with zeros to
+    /// the 4 KiB alignment.
+    async fn write_run(&self, base_offset: u64, run: &[UnflushedBatch]) -> Result<(), LogError> {
+        let files = self.files_for_write(base_offset).await?;
+        let (position, tail_page) = {
+            let state = self.state.borrow();
+            let segment = &state.segments[&base_offset];
+            (segment.written_bytes, segment.tail_page.clone())
+        };
+        let aligned_start = align_down(position);
+        assert_eq!(
+            tail_page.len() as u64,
+            position - aligned_start,
+            "the tail page holds exactly the partial page"
+        );
+        let run_bytes: u64 = run.iter().map(|batch| batch.bytes.len() as u64).sum();
+        let written_end = position + run_bytes;
+        let pieces = std::iter::once(&tail_page[..]).chain(run.iter().map(|b| &b.bytes[..]));
+        let (buffers, new_tail_page) = fill_dma_buffers(
+            &files.dma,
+            pieces,
+            aligned_start,
+            written_end,
+            self.config.write_chunk_bytes,
+        );
+        let chunk_bytes = self.config.write_chunk_bytes as u64;
+        let writes = buffers.into_iter().enumerate().map(|(index, buffer)| {
+            let files = &files;
+            async move {
+                let length = buffer.len();
+                let at = aligned_start + index as u64 * chunk_bytes;
+                let written = files
+                    .dma
+                    .write_at(buffer, at)
+                    .await
+                    .map_err(|error| LogError::glommio("writing a segment", error))?;
+                if written < length {
+                    // Linux returns a short direct write only when it ran out of room (ENOSPC,
+                    // or the file size limit) part way.
+                    return Err(LogError::DiskFull {
+                        operation: "writing a segment (short write)",
+                    });
+                }
+                Ok(())
+            }
+        });
+        if let Err(error) = futures::future::try_join_all(writes).await {
+            // Cut off whatever part of the failed write reached the file, so that neither a
+            // later scan nor the next write's padding can bring it back.
+            if let Err(trim_error) = files.dma.truncate(position).await {
+                self.state.borrow_mut().failed = Some(LogError::glommio(
+                    "trimming a segment after a failed write",
+                    trim_error,
+                ));
+            }
+            return Err(error);
+        }
+        let mut state = self.state.borrow_mut();
+        let segment = state
+            .segments
+            .get_mut(&base_offset)
+            .expect("written segment exists");
+        segment.written_bytes = written_end;
+        segment.tail_page = new_tail_page;
+        let last_offset = run.last().expect("a run has batches").last_offset;
+        state.written_end_offset = last_offset + 1;
+        let written_end_offset = state.written_end_offset;
+        state.tail_cache.evict(written_end_offset);
+        Ok(())
+    }
+
+    /// Syncs the active file when a written append is waited on for durability (or a sync was
+    /// asked for), then completes the tickets it covers.
+    async fn sync_if_wanted(&self) {
+        let (files, tickets, covered_end_offset) = {
+            let mut state = self.state.borrow_mut();
+            let wanted = state.sync_requested
+                || state
+                    .unsynced_tickets
+                    .iter()
+                    .any(|ticket| ticket.durable_wanted.get());
+            if !wanted {
+                return;
+            }
+            state.sync_requested = false;
+            // Earlier segments were synced when sealed, so the active file is all there is.
+            let files = state
+                .segments
+                .values()
+                .rev()
+                .find_map(|segment| segment.files.clone().filter(|_| !segment.sealed));
+            (
+                files,
+                std::mem::take(&mut state.unsynced_tickets),
+                state.written_end_offset,
+            )
+        };
+        let result = match files {
+            Some(files) => {
+                self.state.borrow_mut().stats.syncs += 1;
+                files
+                .dma
+                .fdatasync()
+                .await
+                .map_err(|error| LogError::glommio("syncing a segment", error))
+            }
+            None => Ok(()),
+        };
+        let mut state = self.state.borrow_mut();
+        match &result {
+            Ok(()) => {
+                state.durable_end_offset = state.durable_end_offset.max(covered_end_offset);
+            }
+            Err(error) => state.failed = Some(error.clone()),
+        }
+        for ticket in tickets {
+            ticket.complete_durable(result.clone());
+        }
+        state.wake_waiters();
+    }
+}
+
+/// Copies `pieces` (laid end to end from `aligned_start`) into DMA buffers of at most
+/// `chunk_bytes`, zero-padding the last to the alignment. Also returns the bytes of the new
+/// last partial page (empty when the end is aligned).
+fn fill_dma_buffers<'a>(
+    file: &DmaFile,
+    pieces: impl Iterator<Item = &'a [u8]>,
+    aligned_start: u64,
+    end: u64,
+    chunk_bytes: usize,
+) -> (Vec<DmaBuffer>, Vec<u8>) {
+    assert_eq!(aligned_start % DMA_ALIGNMENT_BYTES, 0);
+    let padded_bytes = (align_up(end) - aligned_start) as usize;
+    let mut buffers: Vec<DmaBuffer> = (0..padded_bytes.div_ceil(chunk_bytes))
+        .map(|index| {
+            let length = chunk_bytes.min(padded_bytes - index * chunk_bytes);
+            file.alloc_dma_buffer(length)
+        })
+        .collect();
+    let mut cursor = 0usize;
+    for mut piece in pieces {
+        while !piece.is_empty() {
+            let buffer = &mut buffers[cursor / chunk_bytes];
+            let within = cursor % chunk_bytes;
+            let take = piece.len().min(buffer.len() - within);
+            buffer.as_bytes_mut()[within..within + take].copy_from_slice(&piece[..take]);
+            piece = &piece[take..];
+            cursor += take;
+        }
+    }
+    let data_bytes = (end - aligned_start) as usize;
+    assert_eq!(cursor, data_bytes, "pieces fill exactly up to the end");
+    let tail_start = (align_down(end) - aligned_start) as usize;
+    let mut new_tail_page = Vec::with_capacity(data_bytes - tail_start);
+    if let Some(last) = buffers.last_mut() {
+        let last_start = padded_bytes - last.len();
+        let bytes = last.as_bytes_mut();
+        bytes[data_bytes - last_start..].fill(0);
+        if tail_start < data_bytes {
+            new_tail_page.extend_from_slice(&bytes[tail_start - last_start..data_bytes - last_start]);
+        }
+    }
+    (buffers, new_tail_page)
+}
+
+/// Writes a small file in full with direct I/O and syncs it (segment indexes).
+pub(super) async fn write_whole_file(path: &Path, bytes: &[u8]) -> Result<(), LogError> {
+    let file = DmaFile::create(path)
+        .await
+        .map_err(|error| LogError::glommio("creating an index file", error))?;
+    if !bytes.is_empty() {
+        let mut buffer = file.alloc_dma_buffer(align_up(bytes.len() as u64) as usize);
+        let data = buffer.as_bytes_mut();
+        data[..bytes.len()].copy_from_slice(bytes);
+        data[bytes.len()..].fill(0);
+        file.write_at(buffer, 0)
+            .await
+            .map_err(|error| LogError::glommio("writing an index file", error))?;
+        file.truncate(bytes.len() as u64)
+            .await
+            .map_err(|error| LogError::glommio("trimming an index file", error))?;
+    }
+    file.fdatasync()
+        .await
+        .map_err(|error| LogError::glommio("syncing an index file", error))?;
+    file.close()
+        .await
+        .map_err(|error| LogError::glommio("closing an index file", error))
+}

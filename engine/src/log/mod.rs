@@ -1,0 +1,743 @@
+//! A partition log: an ordered, append-only sequence of record batches in a directory of
+//! segments, written with direct I/O and group-committed.
+//!
+//! # Write path
+//! [`PartitionLog::append`] validates a batch, assigns its offsets and epoch, places it in the
+//! active segment's bookkeeping and the tail cache, and queues it for the flusher; it returns at
+//! once with an [`AppendReceipt`]. The flusher task takes *everything* queued, writes it with
+//! one direct-I/O write per `write_chunk_bytes` (concurrently) and, if any waiter asked for
+//! durability, one `fdatasync`. Appends that arrive while a flush is in progress form the next
+//! flush, so the flush window is exactly the length of the previous flush: many appenders share
+//! one write and one sync, and an idle log flushes a single append immediately.
+//!
+//! # Invariants
+//! - Offsets are contiguous: every batch starts where the previous one ended.
+//! - `log_start_offset <= durable_end_offset <= written_end_offset <= log_end_offset` (the
+//!   durable end can lag the start after `delete_up_to` of unsynced data; it is only a bound).
+//! - A segment later in the directory has data only if every earlier one is sealed: trimmed,
+//!   synced and indexed. Recovery relies on it.
+//! - Data is acknowledged as durable only after the `fdatasync` that covers it returned.
+
+mod flush;
+mod read;
+mod recovery;
+
+use std::cell::{Cell, RefCell};
+use std::collections::{BTreeMap, VecDeque};
+use std::future::poll_fn;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+use std::task::{Poll, Waker};
+
+use bytes::{Bytes, BytesMut};
+
+use crate::batch::{self, BatchHeader};
+use crate::clock::Clock;
+use crate::config::LogConfig;
+use crate::error::LogError;
+use crate::segment::{self, Segment};
+use crate::tail_cache::{CachedBatch, TailCache};
+
+pub use read::{FileRange, ReadData, ReadSlice};
+
+/// Present in a partition directory only after a clean close; its absence on open means the
+/// last segment must be scanned in full.
+const CLEAN_SHUTDOWN_FILE: &str = "clean-shutdown";
+/// The log start offset, as decimal text, replaced atomically when it moves.
+const LOG_START_OFFSET_FILE: &str = "log-start-offset";
+
+/// A partition's log, owned by one shard. Not `Send`: every call runs on the shard's reactor.
+pub struct PartitionLog {
+    shared: Rc<Shared>,
+    flusher: Option<glommio::Task<()>>,
+}
+
+/// What [`PartitionLog::append`] hands back: the offsets given to the batch and a handle to
+/// wait for it to be written or durable.
+#[derive(Clone)]
+pub struct AppendReceipt {
+    pub base_offset: u64,
+    pub last_offset: u64,
+    ticket: Rc<FlushTicket>,
+}
+
+impl std::fmt::Debug for AppendReceipt {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("AppendReceipt")
+            .field("base_offset", &self.base_offset)
+            .field("last_offset", &self.last_offset)
+            .finish()
+    }
+}
+
+/// The outcome of one flush, shared by every append that went into it.
+#[derive(Default)]
+struct FlushTicket {
+    written: RefCell<Option<Result<(), LogError>>>,
+    durable: RefCell<Option<Result<(), LogError>>>,
+    durable_wanted: Cell<bool>,
+    wakers: RefCell<Vec<Waker>>,
+}
+
+impl FlushTicket {
+    fn complete_written(&self, result: Result<(), LogError>) {
+        *self.written.borrow_mut() = Some(result);
+        self.wake();
+    }
+
+    fn complete_durable(&self, result: Result<(), LogError>) {
+        *self.durable.borrow_mut() = Some(result);
+        self.wake();
+    }
+
+    /// Fails both stages (data that will never be written).
+    fn fail(&self, error: LogError) {
+        if self.written.borrow().is_none() {
+            *self.written.borrow_mut() = Some(Err(error.clone()));
+        }
+        *self.durable.borrow_mut() = Some(Err(error));
+        self.wake();
+    }
+
+    fn wake(&self) {
+        for waker in self.wakers.borrow_mut().drain(..) {
+            waker.wake();
+        }
+    }
+}
+
+/// Counters of the work the flusher did, for metrics and for checking group commit.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LogStats {
+    /// Flusher turns that wrote data.
+    pub flushes: u64,
+    /// `fdatasync` calls on segment files by the flusher.
+    pub syncs: u64,
+    /// Bytes of batches written (not counting repeated tail pages or padding).
+    pub bytes_written: u64,
+}
+
+/// A batch appended but not yet taken by the flusher.
+struct UnflushedBatch {
+    segment_base_offset: u64,
+    last_offset: u64,
+    bytes: Bytes,
+}
+
+struct Shared {
+    dir: PathBuf,
+    config: LogConfig,
+    clock: Rc<dyn Clock>,
+    directory: glommio::io::Directory,
+    state: RefCell<LogState>,
+}
+
+struct LogState {
+    /// Base offset → segment; the last one is the active segment.
+    segments: BTreeMap<u64, Segment>,
+    log_start_offset: u64,
+    log_end_offset: u64,
+    written_end_offset: u64,
+    durable_end_offset: u64,
+    unflushed: VecDeque<UnflushedBatch>,
+    /// Bytes appended whose flush has not completed (queued or in flight): the back-pressure
+    /// measure, bounded by `unflushed_bytes_max`.
+    unflushed_bytes: usize,
+    /// Collects the appends that will go into the next flush.
+    open_ticket: Rc<FlushTicket>,
+    in_flight_ticket: Option<Rc<FlushTicket>>,
+    /// Written, not yet covered by an `fdatasync`.
+    unsynced_tickets: Vec<Rc<FlushTicket>>,
+    sync_requested: bool,
+    tail_cache: TailCache,
+    /// A truncate, deletion or close is reshaping the log; appends wait.
+    maintenance: bool,
+    closing: bool,
+    /// Set when an `fdatasync` failed: what is on disk is unknown until a restart rescans it,
+    /// so the log refuses appends (as Kafka takes a failed log directory offline).
+    failed: Option<LogError>,
+    stats: LogStats,
+    flusher_waker: Option<Waker>,
+    /// Tasks waiting for any state change (back-pressure, maintenance, drains).
+    waiters: Vec<Waker>,
+}
+
+impl LogState {
+    fn wake_flusher(&mut self) {
+        if let Some(waker) = self.flusher_waker.take() {
+            waker.wake();
+        }
+    }
+
+    fn wake_waiters(&mut self) {
+        for waker in std::mem::take(&mut self.waiters) {
+            waker.wake();
+        }
+    }
+
+    fn active_segment(&self) -> &Segment {
+        self.segments
+            .values()
+            .next_back()
+            .expect("a log always has an active segment")
+    }
+
+    fn active_segment_mut(&mut self) -> &mut Segment {
+        self.segments
+            .values_mut()
+            .next_back()
+            .expect("a log always has an active segment")
+    }
+
+    /// The segment holding `offset` (which must be below the log end).
+    fn segment_holding(&self, offset: u64) -> &Segment {
+        self.segments
+            .range(..=offset)
+            .next_back()
+            .map(|(_, segment)| segment)
+            .expect("offsets at or above the log start lie in a segment")
+    }
+
+    fn check_in_range(&self, offset: u64) -> Result<(), LogError> {
+        if offset < self.log_start_offset || offset > self.log_end_offset {
+            return Err(LogError::OffsetOutOfRange {
+                offset,
+                log_start_offset: self.log_start_offset,
+                log_end_offset: self.log_end_offset,
+            });
+        }
+        Ok(())
+    }
+
+    /// Starts a new active segment if the next batch would overflow the active one (by bytes
+    /// or by the 32-bit relative offsets of the index) or the active one is too old.
+    fn roll_if_due(&mut self, config: &LogConfig, batch_bytes: u64, records: u64, now_ms: i64) {
+        let log_end_offset = self.log_end_offset;
+        let active = self.active_segment();
+        if active.appended_bytes == 0 {
+            return;
+        }
+        let too_big = active.appended_bytes + batch_bytes > config.segment_bytes_max;
+        let too_many_offsets = log_end_offset + records - active.base_offset > u64::from(u32::MAX);
+        let too_old = config
+            .segment_age_ms_max
+            .is_some_and(|age_ms_max| now_ms - active.created_ms >= age_ms_max as i64);
+        if too_big || too_many_offsets || too_old {
+            self.segments
+                .insert(log_end_offset, Segment::new_empty(log_end_offset, now_ms));
+        }
+    }
+}
+
+impl Shared {
+    /// Waits until `condition` holds, re-checking on every state change.
+    async fn wait_until(&self, condition: impl Fn(&LogState) -> bool) {
+        poll_fn(|context| {
+            let mut state = self.state.borrow_mut();
+            if condition(&state) {
+                Poll::Ready(())
+            } else {
+                state.waiters.push(context.waker().clone());
+                Poll::Pending
+            }
+        })
+        .await
+    }
+
+    /// Takes the maintenance flag (waiting for a running maintenance to end) and waits until
+    /// every appended batch is written, so the caller sees a quiet log.
+    async fn enter_maintenance(&self) -> Result<MaintenanceGuard<'_>, LogError> {
+        self.wait_until(|state| !state.maintenance || state.closing)
+            .await;
+        {
+            let mut state = self.state.borrow_mut();
+            if state.closing {
+                return Err(LogError::Closed);
+            }
+            state.maintenance = true;
+            state.wake_flusher();
+        }
+        let guard = MaintenanceGuard { shared: self };
+        self.wait_until(|state| state.unflushed.is_empty() && state.in_flight_ticket.is_none())
+            .await;
+        if let Some(error) = self.state.borrow().failed.clone() {
+            return Err(error);
+        }
+        Ok(guard)
+    }
+
+    async fn sync_directory(&self) -> Result<(), LogError> {
+        self.directory
+            .sync()
+            .await
+            .map_err(|error| LogError::glommio("syncing the partition directory", error))
+    }
+
+    /// Unlinks a segment's files. The caller syncs the directory afterwards.
+    fn remove_segment_files(&self, base_offset: u64) -> Result<(), LogError> {
+        remove_segment_files(&self.dir, base_offset)
+    }
+
+    /// Moves the log start forward and records it durably before anything below it is
+    /// deleted, so a crash never resurrects an offset a client was told is gone.
+    async fn persist_log_start_offset(&self, log_start_offset: u64) -> Result<(), LogError> {
+        let temporary = self.dir.join(format!("{LOG_START_OFFSET_FILE}.tmp"));
+        let result = (|| {
+            use std::io::Write;
+            let mut file = std::fs::File::create(&temporary)?;
+            file.write_all(log_start_offset.to_string().as_bytes())?;
+            file.sync_all()?;
+            std::fs::rename(&temporary, self.dir.join(LOG_START_OFFSET_FILE))
+        })();
+        result.map_err(|error| LogError::io("recording the log start offset", error))?;
+        self.sync_directory().await
+    }
+
+    /// Deletes sealed segments from the front while `condition(segment, log_bytes)` holds,
+    /// moving the log start to the first kept segment. Never deletes the active segment.
+    async fn delete_front_segments(
+        &self,
+        condition: impl Fn(&Segment, u64) -> bool,
+    ) -> Result<usize, LogError> {
+        let doomed: Vec<u64> = {
+            let state = self.state.borrow();
+            let mut log_bytes: u64 = state.segments.values().map(|s| s.appended_bytes).sum();
+            let mut doomed = Vec::new();
+            for segment in state.segments.values() {
+                if !segment.sealed || !condition(segment, log_bytes) {
+                    break;
+                }
+                log_bytes -= segment.appended_bytes;
+                doomed.push(segment.base_offset);
+            }
+            doomed
+        };
+        let Some(&last_doomed) = doomed.last() else {
+            return Ok(0);
+        };
+        let new_start = {
+            let state = self.state.borrow();
+            let next = state
+                .segments
+                .range(last_doomed + 1..)
+                .next()
+                .map(|(&base, _)| base)
+                .expect("the active segment is never deleted");
+            next.max(state.log_start_offset)
+        };
+        self.persist_log_start_offset(new_start).await?;
+        {
+            let mut state = self.state.borrow_mut();
+            state.log_start_offset = new_start;
+            for base in &doomed {
+                state.segments.remove(base);
+            }
+        }
+        for base in &doomed {
+            self.remove_segment_files(*base)?;
+        }
+        self.sync_directory().await?;
+        Ok(doomed.len())
+    }
+}
+
+fn remove_segment_files(dir: &Path, base_offset: u64) -> Result<(), LogError> {
+    for path in [
+        segment::log_path(dir, base_offset),
+        segment::offset_index_path(dir, base_offset),
+        segment::time_index_path(dir, base_offset),
+    ] {
+        match std::fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+            Err(error) => return Err(LogError::io("deleting a segment", error)),
+        }
+    }
+    Ok(())
+}
+
+/// Clears the maintenance flag however the maintenance ends.
+struct MaintenanceGuard<'a> {
+    shared: &'a Shared,
+}
+
+impl Drop for MaintenanceGuard<'_> {
+    fn drop(&mut self) {
+        let mut state = self.shared.state.borrow_mut();
+        state.maintenance = false;
+        state.wake_waiters();
+    }
+}
+
+impl PartitionLog {
+    /// The first offset still in the log.
+    pub fn log_start_offset(&self) -> u64 {
+        self.shared.state.borrow().log_start_offset
+    }
+
+    /// The offset the next appended batch will get.
+    pub fn log_end_offset(&self) -> u64 {
+        self.shared.state.borrow().log_end_offset
+    }
+
+    /// Every offset below this is in the segment files (maybe not yet synced).
+    pub fn written_end_offset(&self) -> u64 {
+        self.shared.state.borrow().written_end_offset
+    }
+
+    /// Every offset below this has been made durable by an `fdatasync`.
+    pub fn durable_end_offset(&self) -> u64 {
+        self.shared.state.borrow().durable_end_offset
+    }
+
+    /// Bytes of batches in the log, including appended but unwritten ones.
+    pub fn size_bytes(&self) -> u64 {
+        let state = self.shared.state.borrow();
+        state.segments.values().map(|s| s.appended_bytes).sum()
+    }
+
+    pub fn stats(&self) -> LogStats {
+        self.shared.state.borrow().stats
+    }
+
+    pub fn segment_count(&self) -> usize {
+        self.shared.state.borrow().segments.len()
+    }
+
+    /// Base offsets of the segments, oldest first.
+    pub fn segment_base_offsets(&self) -> Vec<u64> {
+        self.shared.state.borrow().segments.keys().copied().collect()
+    }
+
+    /// Bytes held by the tail cache (bounded by `tail_cache_bytes_max` plus unwritten data).
+    pub fn tail_cache_bytes(&self) -> usize {
+        self.shared.state.borrow().tail_cache.size_bytes()
+    }
+
+    pub fn directory(&self) -> &Path {
+        &self.shared.dir
+    }
+
+    /// Appends one record batch: checks it (length, magic, CRC-32C, record count, size), gives
+    /// it the next offsets and `leader_epoch`, and queues it for the flusher. Waits only when
+    /// `unflushed_bytes_max` bytes are already waiting to be written (back-pressure) or a
+    /// maintenance operation is running. A rejected batch leaves the log unchanged.
+    pub async fn append(
+        &self,
+        mut batch: BytesMut,
+        leader_epoch: i32,
+    ) -> Result<AppendReceipt, LogError> {
+        let config = &self.shared.config;
+        let header = batch::validate(&batch, config.batch_bytes_max)?;
+        let size_bytes = batch.len();
+        self.shared
+            .wait_until(|state| {
+                state.closing
+                    || state.failed.is_some()
+                    || (!state.maintenance
+                        && state.unflushed_bytes + size_bytes <= config.unflushed_bytes_max)
+            })
+            .await;
+        let now_ms = self.shared.clock.now_ms();
+        let mut state = self.shared.state.borrow_mut();
+        if state.closing {
+            return Err(LogError::Closed);
+        }
+        if let Some(error) = &state.failed {
+            return Err(error.clone());
+        }
+        let base_offset = state.log_end_offset;
+        batch::assign_offset_and_epoch(&mut batch, base_offset as i64, leader_epoch);
+        let header = BatchHeader {
+            base_offset: base_offset as i64,
+            leader_epoch,
+            ..header
+        };
+        let records = header.records_count as u64;
+        state.roll_if_due(config, size_bytes as u64, records, now_ms);
+        let active = state.active_segment_mut();
+        let position = active.appended_bytes;
+        active.note_batch(position, &header, config.index_interval_bytes);
+        let segment_base_offset = active.base_offset;
+        let last_offset = header.last_offset() as u64;
+        let bytes = batch.freeze();
+        state.log_end_offset = last_offset + 1;
+        state.unflushed.push_back(UnflushedBatch {
+            segment_base_offset,
+            last_offset,
+            bytes: bytes.clone(),
+        });
+        state.unflushed_bytes += size_bytes;
+        state.tail_cache.push(CachedBatch {
+            base_offset,
+            last_offset,
+            bytes,
+        });
+        state.wake_flusher();
+        Ok(AppendReceipt {
+            base_offset,
+            last_offset,
+            ticket: state.open_ticket.clone(),
+        })
+    }
+
+    /// Waits until the batch is in its segment file (what Kafka's acks=1 promises).
+    pub async fn wait_written(&self, receipt: &AppendReceipt) -> Result<(), LogError> {
+        let ticket = &receipt.ticket;
+        poll_fn(|context| match &*ticket.written.borrow() {
+            Some(result) => Poll::Ready(result.clone()),
+            None => {
+                ticket.wakers.borrow_mut().push(context.waker().clone());
+                Poll::Pending
+            }
+        })
+        .await
+    }
+
+    /// Waits until the batch is written and covered by an `fdatasync` (acks=all on one node).
+    pub async fn wait_durable(&self, receipt: &AppendReceipt) -> Result<(), LogError> {
+        let ticket = &receipt.ticket;
+        ticket.durable_wanted.set(true);
+        poll_fn(|context| {
+            if let Some(result) = &*ticket.durable.borrow() {
+                return Poll::Ready(result.clone());
+            }
+            if matches!(&*ticket.written.borrow(), Some(Ok(()))) {
+                // Written by a flush that nobody needed synced: ask for a sync now.
+                let mut state = self.shared.state.borrow_mut();
+                state.sync_requested = true;
+                state.wake_flusher();
+            }
+            ticket.wakers.borrow_mut().push(context.waker().clone());
+            Poll::Pending
+        })
+        .await
+    }
+
+    /// Appends and waits for durability: the batch survives a crash once this returns `Ok`.
+    pub async fn append_durable(
+        &self,
+        batch: BytesMut,
+        leader_epoch: i32,
+    ) -> Result<AppendReceipt, LogError> {
+        let receipt = self.append(batch, leader_epoch).await?;
+        self.wait_durable(&receipt).await?;
+        Ok(receipt)
+    }
+
+    /// Makes everything appended so far durable.
+    pub async fn sync(&self) -> Result<(), LogError> {
+        let latest = {
+            let state = self.shared.state.borrow();
+            if !state.unflushed.is_empty() {
+                Some(state.open_ticket.clone())
+            } else {
+                state
+                    .in_flight_ticket
+                    .clone()
+                    .or_else(|| state.unsynced_tickets.last().cloned())
+            }
+        };
+        let Some(ticket) = latest else {
+            return Ok(());
+        };
+        let receipt = AppendReceipt {
+            base_offset: 0,
+            last_offset: 0,
+            ticket,
+        };
+        self.wait_durable(&receipt).await
+    }
+
+    /// Removes every batch from the one holding `offset` on (Raft: a new leader overrules
+    /// uncommitted entries). Cuts at a batch boundary, so the new log end may be below
+    /// `offset`; returns it. Appends wait while this runs.
+    pub async fn truncate(&self, offset: u64) -> Result<u64, LogError> {
+        let _guard = self.shared.enter_maintenance().await?;
+        self.shared.truncate_quiet(offset).await
+    }
+
+    /// Moves the log start to `offset` (Kafka's DeleteRecords) and deletes the segments that
+    /// now lie wholly below it. Reads below the new start fail with `OffsetOutOfRange`.
+    pub async fn delete_up_to(&self, offset: u64) -> Result<(), LogError> {
+        let _guard = self.shared.enter_maintenance().await?;
+        {
+            let state = self.shared.state.borrow();
+            state.check_in_range(offset)?;
+            if offset <= state.log_start_offset {
+                return Ok(());
+            }
+        }
+        self.shared.persist_log_start_offset(offset).await?;
+        self.shared.state.borrow_mut().log_start_offset = offset;
+        self.shared
+            .delete_front_segments(|segment, _| segment.end_offset <= offset)
+            .await?;
+        Ok(())
+    }
+
+    /// Applies the retention bounds: deletes the oldest sealed segments while they are older
+    /// than `retention_age_ms_max` (by their newest timestamp) or the log is larger than
+    /// `retention_bytes_max`. Whole segments only; the active one never. Returns how many
+    /// segments were deleted.
+    pub async fn enforce_retention(&self) -> Result<usize, LogError> {
+        let _guard = self.shared.enter_maintenance().await?;
+        let config = &self.shared.config;
+        let now_ms = self.shared.clock.now_ms();
+        self.shared
+            .delete_front_segments(|segment, log_bytes| {
+                let expired = config.retention_age_ms_max.is_some_and(|age_ms_max| {
+                    segment
+                        .max_timestamp_ms
+                        .is_some_and(|newest_ms| now_ms - newest_ms > age_ms_max as i64)
+                });
+                let oversized = config.retention_bytes_max.is_some_and(|bytes_max| {
+                    log_bytes.saturating_sub(segment.appended_bytes) >= bytes_max
+                });
+                expired || oversized
+            })
+            .await
+    }
+
+    /// Flushes and syncs everything, writes the active segment's indexes and marks the
+    /// directory as cleanly closed, so the next open need not scan the log.
+    pub async fn close(mut self) -> Result<(), LogError> {
+        {
+            let guard = self.shared.enter_maintenance().await;
+            let mut state = self.shared.state.borrow_mut();
+            state.closing = true;
+            state.sync_requested = true;
+            state.wake_flusher();
+            state.wake_waiters();
+            drop(state);
+            drop(guard);
+        }
+        if let Some(flusher) = self.flusher.take() {
+            flusher.await;
+        }
+        if let Some(error) = self.shared.state.borrow().failed.clone() {
+            return Err(error);
+        }
+        let active_base_offset = self.shared.state.borrow().active_segment().base_offset;
+        self.shared.seal_segment(active_base_offset).await?;
+        let marker = self.shared.dir.join(CLEAN_SHUTDOWN_FILE);
+        std::fs::write(&marker, b"")
+            .map_err(|error| LogError::io("writing the clean-shutdown marker", error))?;
+        self.shared.sync_directory().await
+    }
+}
+
+impl Shared {
+    /// [`PartitionLog::truncate`] once the log is quiet (maintenance held, nothing unwritten).
+    async fn truncate_quiet(&self, offset: u64) -> Result<u64, LogError> {
+        let (segment_base_offset, files, scan_from, written_bytes, is_first) = {
+            let state = self.state.borrow();
+            state.check_in_range(offset)?;
+            if offset == state.log_end_offset {
+                return Ok(offset);
+            }
+            let segment = state.segment_holding(offset);
+            let scan_from = segment
+                .offset_index
+                .floor_by_offset(segment.relative_offset(offset))
+                .map_or(0, |entry| u64::from(entry.position));
+            let files = segment.files.clone().ok_or_else(|| {
+                LogError::Corrupt(format!("segment {} has no file", segment.base_offset))
+            })?;
+            let is_first = state.segments.keys().next() == Some(&segment.base_offset);
+            (
+                segment.base_offset,
+                files,
+                scan_from,
+                segment.written_bytes,
+                is_first,
+            )
+        };
+        let (cut_position, cut_header) =
+            read::find_batch_holding(&files, written_bytes, scan_from, offset, self.scan_window())
+                .await?;
+        let new_end = cut_header.base_offset as u64;
+        // Every segment after the cut goes; so does the cut segment when the cut is at its
+        // start (unless it is the first), and the previous segment becomes active again.
+        let removes_whole_segment = cut_position == 0 && !is_first;
+        let first_doomed = if removes_whole_segment {
+            segment_base_offset
+        } else {
+            segment_base_offset + 1
+        };
+        let doomed: Vec<u64> = {
+            let state = self.state.borrow();
+            state.segments.range(first_doomed..).map(|(&b, _)| b).collect()
+        };
+        if !removes_whole_segment {
+            files
+                .dma
+                .truncate(cut_position)
+                .await
+                .map_err(|error| LogError::glommio("truncating a segment", error))?;
+            files
+                .dma
+                .fdatasync()
+                .await
+                .map_err(|error| LogError::glommio("syncing a truncated segment", error))?;
+        }
+        for base in &doomed {
+            self.remove_segment_files(*base)?;
+        }
+        self.sync_directory().await?;
+        {
+            let mut state = self.state.borrow_mut();
+            for base in &doomed {
+                state.segments.remove(base);
+            }
+            let active = state.active_segment_mut();
+            if !removes_whole_segment {
+                active.forget_from(cut_position, new_end);
+            }
+            assert_eq!(active.end_offset, new_end, "the cut leaves the log ending at it");
+            active.written_bytes = active.appended_bytes;
+            active.sealed = false;
+        }
+        self.reload_active_tail_page().await?;
+        let mut state = self.state.borrow_mut();
+        state.log_end_offset = new_end;
+        state.written_end_offset = new_end;
+        state.durable_end_offset = state.durable_end_offset.min(new_end);
+        state.tail_cache.truncate_from(new_end);
+        Ok(new_end)
+    }
+
+    async fn reload_active_tail_page(&self) -> Result<(), LogError> {
+        let (files, written_bytes) = {
+            let state = self.state.borrow();
+            let active = state.active_segment();
+            (active.files.clone(), active.written_bytes)
+        };
+        let tail_page = match files {
+            Some(files) => read::last_partial_page(&files, written_bytes).await?,
+            None => Vec::new(),
+        };
+        self.state.borrow_mut().active_segment_mut().tail_page = tail_page;
+        Ok(())
+    }
+
+    fn scan_window(&self) -> usize {
+        self.config.index_interval_bytes as usize + crate::config::DMA_ALIGNMENT_BYTES as usize
+    }
+}
+
+impl Drop for PartitionLog {
+    fn drop(&mut self) {
+        // Without `close` this is a crash as far as the disk is concerned: the flusher stops,
+        // unwritten batches are lost, and the next open scans the active segment.
+        let state = &mut *self.shared.state.borrow_mut();
+        state.closing = true;
+        let error = LogError::Closed;
+        state.open_ticket.fail(error.clone());
+        if let Some(ticket) = &state.in_flight_ticket {
+            ticket.fail(error);
+        }
+        state.wake_waiters();
+    }
+}

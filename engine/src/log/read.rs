@@ -1,0 +1,320 @@
+//! Reads: whole batches from an offset, as memory (the tail cache) or as a file range the
+//! network layer can `sendfile`; and the offset for a timestamp.
+//!
+//! A file read costs at most a few direct-I/O reads of `index_interval_bytes` each: one to find
+//! the batch holding the offset (the sparse index puts it within one interval of an entry), and
+//! one to find how far whole batches fit the byte limit (an index entry near the limit, then
+//! the headers after it). The data itself is not read at all when it is sent with `sendfile`.
+
+use std::os::fd::RawFd;
+use std::os::unix::fs::FileExt;
+use std::rc::Rc;
+
+use bytes::Bytes;
+
+use super::PartitionLog;
+use crate::batch::{self, BatchHeader};
+use crate::error::LogError;
+use crate::segment::{align_down, SegmentFiles, SegmentScanner};
+
+/// The result of a read: whole batches, and the offset a follow-up read would start at.
+#[derive(Debug)]
+pub struct ReadSlice {
+    pub data: ReadData,
+    /// One past the last offset returned; the requested offset when nothing was returned.
+    pub offset_next: u64,
+}
+
+#[derive(Debug)]
+pub enum ReadData {
+    /// Nothing at or after the offset below the requested end.
+    Empty,
+    /// Batches from memory, in order.
+    Memory(Vec<Bytes>),
+    /// A byte range of a segment file holding whole batches.
+    File(FileRange),
+}
+
+/// Whole batches in a segment file. Holds the file open, so the range stays readable even if
+/// retention deletes the segment meanwhile.
+pub struct FileRange {
+    files: Rc<SegmentFiles>,
+    pub position: u64,
+    pub length: u64,
+}
+
+impl std::fmt::Debug for FileRange {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("FileRange")
+            .field("position", &self.position)
+            .field("length", &self.length)
+            .finish()
+    }
+}
+
+impl FileRange {
+    /// A buffered descriptor of the segment file, for `sendfile(socket, fd, position, length)`.
+    /// Valid while this `FileRange` lives.
+    pub fn raw_fd(&self) -> RawFd {
+        self.files.buffered_fd()
+    }
+
+    /// Copies the range into memory (tools and tests; the broker sends it with `sendfile`).
+    pub fn read_to_vec(&self) -> Result<Vec<u8>, LogError> {
+        let mut bytes = vec![0u8; self.length as usize];
+        self.files
+            .buffered
+            .read_exact_at(&mut bytes, self.position)
+            .map_err(|error| LogError::io("reading a file range", error))?;
+        Ok(bytes)
+    }
+}
+
+impl ReadData {
+    /// The batches' bytes, concatenated (tools and tests).
+    pub fn to_vec(&self) -> Result<Vec<u8>, LogError> {
+        match self {
+            ReadData::Empty => Ok(Vec::new()),
+            ReadData::Memory(batches) => Ok(batches.concat()),
+            ReadData::File(range) => range.read_to_vec(),
+        }
+    }
+}
+
+/// Where a file read starts: the segment, and the position of the index entry to scan from.
+struct FilePlan {
+    files: Rc<SegmentFiles>,
+    segment_base_offset: u64,
+    scan_from: u64,
+    written_bytes: u64,
+    /// Below this, the file's pages are never rewritten, so the page cache (and `sendfile`)
+    /// may hold them; the active segment's last partial page is read with direct I/O instead.
+    sendable_bytes: u64,
+}
+
+impl PartitionLog {
+    /// Whole batches starting with the one holding `offset`, as many as fit in `bytes_max`
+    /// (at least one, as Kafka returns an oversized first batch) and end below `offset_end`
+    /// (the caller's visibility bound: the high-water mark). `OffsetOutOfRange` outside
+    /// `[log_start_offset, log_end_offset]`.
+    pub async fn read(
+        &self,
+        offset: u64,
+        bytes_max: usize,
+        offset_end: u64,
+    ) -> Result<ReadSlice, LogError> {
+        let shared = &self.shared;
+        let empty = ReadSlice {
+            data: ReadData::Empty,
+            offset_next: offset,
+        };
+        let plan = {
+            let state = shared.state.borrow();
+            state.check_in_range(offset)?;
+            let offset_end = offset_end.min(state.log_end_offset);
+            if offset >= offset_end {
+                return Ok(empty);
+            }
+            if state.tail_cache.covers(offset) {
+                let batches = state.tail_cache.read(offset, bytes_max, offset_end);
+                return Ok(match batches.last() {
+                    None => empty,
+                    Some(last) => ReadSlice {
+                        offset_next: last.last_offset + 1,
+                        data: ReadData::Memory(batches.into_iter().map(|b| b.bytes).collect()),
+                    },
+                });
+            }
+            let segment = state.segment_holding(offset);
+            let files = segment.files.clone().ok_or_else(|| {
+                LogError::Corrupt(format!(
+                    "offset {offset} is neither cached nor in a segment file"
+                ))
+            })?;
+            FilePlan {
+                files,
+                segment_base_offset: segment.base_offset,
+                scan_from: segment
+                    .offset_index
+                    .floor_by_offset(segment.relative_offset(offset))
+                    .map_or(0, |entry| u64::from(entry.position)),
+                written_bytes: segment.written_bytes,
+                sendable_bytes: if segment.sealed {
+                    segment.written_bytes
+                } else {
+                    align_down(segment.written_bytes)
+                },
+            }
+        };
+        let offset_end = offset_end.min(self.log_end_offset());
+        let window = shared.scan_window();
+        let mut scanner = SegmentScanner::new(&plan.files.dma, plan.written_bytes, window);
+        let (start, first) =
+            scan_to_batch_holding(&mut scanner, plan.scan_from, offset, plan.segment_base_offset)
+                .await?;
+        if first.last_offset() as u64 >= offset_end {
+            return Ok(empty);
+        }
+        let mut end = start + u64::from(first.size_bytes);
+        let mut offset_next = first.last_offset() as u64 + 1;
+        // Jump towards the byte limit with the index, then walk the headers after the jump.
+        let limit = start.saturating_add(bytes_max as u64);
+        if let Some(segment) = shared.state.borrow().segments.get(&plan.segment_base_offset) {
+            let limit_u32 = u32::try_from(limit.min(plan.written_bytes)).unwrap_or(u32::MAX);
+            if let Some(entry) = segment.offset_index.floor_by_position(limit_u32) {
+                let entry_offset = plan.segment_base_offset + u64::from(entry.relative_offset);
+                let entry_position = u64::from(entry.position);
+                if entry_position > end && entry_offset <= offset_end {
+                    end = entry_position;
+                    offset_next = entry_offset;
+                }
+            }
+        }
+        while end < plan.written_bytes {
+            let Some(header) = scanner.header_at(end).await? else {
+                break;
+            };
+            let batch_end = end + u64::from(header.size_bytes);
+            if header.last_offset() as u64 >= offset_end || batch_end > limit {
+                break;
+            }
+            end = batch_end;
+            offset_next = header.last_offset() as u64 + 1;
+        }
+        let data = if end <= plan.sendable_bytes {
+            ReadData::File(FileRange {
+                files: plan.files.clone(),
+                position: start,
+                length: end - start,
+            })
+        } else {
+            let bytes = scanner
+                .bytes_at(start, (end - start) as usize)
+                .await?
+                .ok_or_else(|| LogError::Corrupt("written range shorter than indexed".into()))?;
+            ReadData::Memory(vec![Bytes::copy_from_slice(bytes)])
+        };
+        Ok(ReadSlice { data, offset_next })
+    }
+
+    /// The first offset whose record timestamp is at or after `timestamp_ms` (Kafka's
+    /// ListOffsets by time), or `None` when every record is older. Exact for uncompressed
+    /// batches; for a compressed batch it is the batch's first offset, since finding the
+    /// record would mean decompressing it.
+    pub async fn offset_for_timestamp(&self, timestamp_ms: i64) -> Result<Option<u64>, LogError> {
+        let shared = &self.shared;
+        let (candidates, written_end_offset, log_start_offset) = {
+            let state = shared.state.borrow();
+            let candidates: Vec<(u64, Rc<SegmentFiles>, u64, u64)> = state
+                .segments
+                .values()
+                .filter(|segment| {
+                    segment
+                        .max_timestamp_ms
+                        .is_some_and(|newest_ms| newest_ms >= timestamp_ms)
+                })
+                .filter_map(|segment| {
+                    let files = segment.files.clone()?;
+                    let from_relative = segment
+                        .time_index
+                        .last_before(timestamp_ms)
+                        .map_or(0, |entry| entry.relative_offset);
+                    let scan_from = segment
+                        .offset_index
+                        .floor_by_offset(from_relative)
+                        .map_or(0, |entry| u64::from(entry.position));
+                    Some((segment.base_offset, files, scan_from, segment.written_bytes))
+                })
+                .collect();
+            (candidates, state.written_end_offset, state.log_start_offset)
+        };
+        let answer = |bytes: &[u8], header: &BatchHeader| -> u64 {
+            let exact = batch::first_offset_at_or_after(bytes, timestamp_ms)
+                .unwrap_or(header.base_offset);
+            (exact as u64).max(log_start_offset)
+        };
+        for (_, files, scan_from, written_bytes) in candidates {
+            let mut scanner = SegmentScanner::new(&files.dma, written_bytes, shared.scan_window());
+            let mut position = scan_from;
+            while let Some(header) = scanner.header_at(position).await? {
+                if header.max_timestamp >= timestamp_ms
+                    && header.last_offset() as u64 >= log_start_offset
+                {
+                    let bytes = scanner
+                        .bytes_at(position, header.size_bytes as usize)
+                        .await?
+                        .ok_or_else(|| LogError::Corrupt("batch shorter than its header".into()))?;
+                    return Ok(Some(answer(bytes, &header)));
+                }
+                position += u64::from(header.size_bytes);
+            }
+        }
+        // Appended but not yet written: only the tail cache has these.
+        let state = shared.state.borrow();
+        for cached in state.tail_cache.batches_from(written_end_offset) {
+            let header = BatchHeader::parse(&cached.bytes).expect("cached batches were validated");
+            if header.max_timestamp >= timestamp_ms {
+                return Ok(Some(answer(&cached.bytes, &header)));
+            }
+        }
+        Ok(None)
+    }
+}
+
+/// Walks batch headers from `scan_from` (a batch boundary) to the batch holding `offset`.
+async fn scan_to_batch_holding(
+    scanner: &mut SegmentScanner<'_>,
+    scan_from: u64,
+    offset: u64,
+    segment_base_offset: u64,
+) -> Result<(u64, BatchHeader), LogError> {
+    let mut position = scan_from;
+    loop {
+        let header = scanner.header_at(position).await?.ok_or_else(|| {
+            LogError::Corrupt(format!(
+                "segment {segment_base_offset}: no batch holding offset {offset} after byte \
+                 {scan_from}"
+            ))
+        })?;
+        if header.last_offset() as u64 >= offset {
+            return Ok((position, header));
+        }
+        position += u64::from(header.size_bytes);
+    }
+}
+
+/// The position and header of the written batch holding `offset`.
+pub(super) async fn find_batch_holding(
+    files: &SegmentFiles,
+    written_bytes: u64,
+    scan_from: u64,
+    offset: u64,
+    window_bytes: usize,
+) -> Result<(u64, BatchHeader), LogError> {
+    let mut scanner = SegmentScanner::new(&files.dma, written_bytes, window_bytes);
+    scan_to_batch_holding(&mut scanner, scan_from, offset, 0).await
+}
+
+/// The bytes of the partial last page of the first `written_bytes` bytes of a file.
+pub(super) async fn last_partial_page(
+    files: &SegmentFiles,
+    written_bytes: u64,
+) -> Result<Vec<u8>, LogError> {
+    let page_start = align_down(written_bytes);
+    let partial = (written_bytes - page_start) as usize;
+    if partial == 0 {
+        return Ok(Vec::new());
+    }
+    let page = files
+        .dma
+        .read_at(page_start, partial)
+        .await
+        .map_err(|error| LogError::glommio("reading a segment's last page", error))?;
+    if page.len() != partial {
+        return Err(LogError::Corrupt(format!(
+            "segment file is shorter than its {written_bytes} written bytes"
+        )));
+    }
+    Ok(page.to_vec())
+}

@@ -1,0 +1,277 @@
+//! Opening a partition directory: find the segments, trust what can be trusted, scan what
+//! cannot, and cut the log at the first batch that does not check out.
+//!
+//! - After a clean close (marker present) every segment's indexes were written and its file
+//!   trimmed: the indexes are checked (well-formed, within the file) and only the batches after
+//!   the last index entry are scanned.
+//! - After a crash the last segment is scanned in full, every batch's length, magic, CRC-32C
+//!   and offset contiguity checked; it is cut at the first failure (a torn or half-written
+//!   append, or the zero padding of the last direct write). Earlier segments were sealed before
+//!   the next one received data, so they get the same cheap check as after a clean close.
+//! - Indexes that disagree with the log are rebuilt from a full scan.
+//! - Offsets must be contiguous across segments; from the first segment that does not follow
+//!   on from the previous one (or after one that had to be cut), the rest are deleted, so the
+//!   log never has a hole.
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+
+use super::flush::{run_flusher, write_whole_file};
+use super::{
+    read, remove_segment_files, FlushTicket, LogState, PartitionLog, Shared,
+    CLEAN_SHUTDOWN_FILE, LOG_START_OFFSET_FILE,
+};
+use crate::clock::Clock;
+use crate::config::LogConfig;
+use crate::error::LogError;
+use crate::index::{OffsetIndex, TimeIndex};
+use crate::segment::{self, scan_and_note, Segment, SegmentFiles};
+use crate::tail_cache::TailCache;
+
+impl PartitionLog {
+    /// Opens (creating if needed) the partition log in `dir`, recovering it as described in
+    /// this module's documentation. Must run on a glommio executor: it starts the log's
+    /// flusher task there.
+    pub async fn open(
+        dir: impl Into<PathBuf>,
+        config: LogConfig,
+        clock: Rc<dyn Clock>,
+    ) -> Result<PartitionLog, LogError> {
+        let dir = dir.into();
+        config.validate().map_err(LogError::InvalidConfig)?;
+        std::fs::create_dir_all(&dir)
+            .map_err(|error| LogError::io("creating the partition directory", error))?;
+        crate::dma::probe_device_with_real_data(&dir).await?;
+        let directory = glommio::io::Directory::open(&dir)
+            .await
+            .map_err(|error| LogError::glommio("opening the partition directory", error))?;
+        let clean_marker = dir.join(CLEAN_SHUTDOWN_FILE);
+        let clean = clean_marker.exists();
+        let log_start_checkpoint = read_log_start_checkpoint(&dir)?;
+        let now_ms = clock.now_ms();
+        let segments = recover_segments(&dir, &config, clean, now_ms).await?;
+        let mut segments = segments;
+        if segments.is_empty() {
+            let base_offset = log_start_checkpoint.unwrap_or(0);
+            segments.insert(base_offset, Segment::new_empty(base_offset, now_ms));
+        }
+        let mut active = segments
+            .pop_last()
+            .map(|(_, segment)| segment)
+            .expect("at least one segment");
+        active.sealed = false;
+        active.created_ms = now_ms;
+        if let Some(files) = &active.files {
+            active.tail_page = read::last_partial_page(files, active.written_bytes).await?;
+        }
+        let log_end_offset = active.end_offset;
+        segments.insert(active.base_offset, active);
+        let first_base_offset = *segments.keys().next().expect("at least one segment");
+        let log_start_offset = log_start_checkpoint
+            .unwrap_or(0)
+            .max(first_base_offset)
+            .min(log_end_offset);
+        if clean {
+            // From here on a crash must be noticed: the marker goes before any change.
+            std::fs::remove_file(&clean_marker)
+                .map_err(|error| LogError::io("removing the clean-shutdown marker", error))?;
+        }
+        directory
+            .sync()
+            .await
+            .map_err(|error| LogError::glommio("syncing the partition directory", error))?;
+        let state = LogState {
+            segments,
+            log_start_offset,
+            log_end_offset,
+            written_end_offset: log_end_offset,
+            durable_end_offset: log_end_offset,
+            unflushed: Default::default(),
+            unflushed_bytes: 0,
+            open_ticket: Rc::new(FlushTicket::default()),
+            in_flight_ticket: None,
+            unsynced_tickets: Vec::new(),
+            sync_requested: false,
+            tail_cache: TailCache::new(config.tail_cache_bytes_max),
+            maintenance: false,
+            closing: false,
+            failed: None,
+            stats: Default::default(),
+            flusher_waker: None,
+            waiters: Vec::new(),
+        };
+        let shared = Rc::new(Shared {
+            dir,
+            config,
+            clock,
+            directory,
+            state: RefCell::new(state),
+        });
+        let flusher = glommio::spawn_local(run_flusher(shared.clone()));
+        Ok(PartitionLog {
+            shared,
+            flusher: Some(flusher),
+        })
+    }
+}
+
+/// Recovers every segment in `dir`, in offset order, dropping what cannot be part of a
+/// contiguous log. Segments are returned sealed; the caller reopens the last one.
+async fn recover_segments(
+    dir: &Path,
+    config: &LogConfig,
+    clean: bool,
+    now_ms: i64,
+) -> Result<BTreeMap<u64, Segment>, LogError> {
+    let base_offsets = list_segment_base_offsets(dir)?;
+    let mut segments: BTreeMap<u64, Segment> = BTreeMap::new();
+    let mut discard_rest = false;
+    for (index, &base_offset) in base_offsets.iter().enumerate() {
+        let is_last = index + 1 == base_offsets.len();
+        let follows_on = segments
+            .values()
+            .next_back()
+            .is_none_or(|previous| previous.end_offset == base_offset);
+        if discard_rest || !follows_on {
+            discard_rest = true;
+            remove_segment_files(dir, base_offset)?;
+            continue;
+        }
+        let files = Rc::new(SegmentFiles::open(&segment::log_path(dir, base_offset), false).await?);
+        let file_bytes = files.size_bytes().await?;
+        let mut segment = Segment::new_empty(base_offset, now_ms);
+        let mut complete = false;
+        if clean || !is_last {
+            if let Some((offset_index, time_index)) = load_indexes(dir, base_offset, file_bytes) {
+                // Resume from the last index entry: it and everything after it is re-scanned.
+                segment.offset_index = offset_index;
+                segment.time_index = time_index;
+                let resume = segment.offset_index.last().map_or((0, 0), |entry| {
+                    (u64::from(entry.position), u64::from(entry.relative_offset))
+                });
+                segment.appended_bytes = resume.0;
+                segment.end_offset = base_offset + resume.1;
+                segment.forget_from(resume.0, base_offset + resume.1);
+                complete = scan_and_note(
+                    &mut segment,
+                    &files,
+                    file_bytes,
+                    config.index_interval_bytes,
+                    config.batch_bytes_max,
+                )
+                .await?;
+            }
+        }
+        let mut rebuilt = false;
+        if !complete {
+            // The indexes were missing or wrong, or the tail did not check out: the full scan
+            // decides where the valid log ends.
+            segment = Segment::new_empty(base_offset, now_ms);
+            rebuilt = true;
+            complete = scan_and_note(
+                &mut segment,
+                &files,
+                file_bytes,
+                config.index_interval_bytes,
+                config.batch_bytes_max,
+            )
+            .await?;
+        }
+        if !complete {
+            files
+                .dma
+                .truncate(segment.appended_bytes)
+                .await
+                .map_err(|error| LogError::glommio("cutting a torn segment", error))?;
+            files
+                .dma
+                .fdatasync()
+                .await
+                .map_err(|error| LogError::glommio("syncing a cut segment", error))?;
+            discard_rest = true;
+        }
+        if segment.appended_bytes == 0 && !is_last {
+            // A file that never received a batch (or lost its only one): nothing to keep.
+            drop(files);
+            remove_segment_files(dir, base_offset)?;
+            continue;
+        }
+        if rebuilt && !is_last && !discard_rest {
+            write_whole_file(
+                &segment::offset_index_path(dir, base_offset),
+                &segment.offset_index.encode(),
+            )
+            .await?;
+            write_whole_file(
+                &segment::time_index_path(dir, base_offset),
+                &segment.time_index.encode(),
+            )
+            .await?;
+        }
+        segment.written_bytes = segment.appended_bytes;
+        segment.files = Some(files);
+        segment.sealed = true;
+        segments.insert(base_offset, segment);
+    }
+    Ok(segments)
+}
+
+/// Both index files of a segment, if present and plausible for a log of `file_bytes`.
+fn load_indexes(dir: &Path, base_offset: u64, file_bytes: u64) -> Option<(OffsetIndex, TimeIndex)> {
+    let offset_bytes = std::fs::read(segment::offset_index_path(dir, base_offset)).ok()?;
+    let time_bytes = std::fs::read(segment::time_index_path(dir, base_offset)).ok()?;
+    let offset_index = OffsetIndex::decode(&offset_bytes, file_bytes)?;
+    let time_index = TimeIndex::decode(&time_bytes, u32::MAX)?;
+    if offset_index.entries().is_empty() && file_bytes > 0 {
+        return None;
+    }
+    Some((offset_index, time_index))
+}
+
+/// Base offsets of the `.log` files in `dir`, sorted; removes leftovers that belong to no
+/// segment (indexes without a log, temporary files).
+fn list_segment_base_offsets(dir: &Path) -> Result<Vec<u64>, LogError> {
+    let entries =
+        std::fs::read_dir(dir).map_err(|error| LogError::io("listing a partition", error))?;
+    let mut logs = Vec::new();
+    let mut others = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(|error| LogError::io("listing a partition", error))?;
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if let Some(stem) = name.strip_suffix(".log") {
+            if let Ok(base_offset) = stem.parse::<u64>() {
+                logs.push(base_offset);
+            }
+        } else if let Some(stem) = name
+            .strip_suffix(".index")
+            .or_else(|| name.strip_suffix(".timeindex"))
+        {
+            if let Ok(base_offset) = stem.parse::<u64>() {
+                others.push((base_offset, entry.path()));
+            }
+        } else if name.ends_with(".tmp") {
+            others.push((u64::MAX, entry.path()));
+        }
+    }
+    logs.sort_unstable();
+    for (base_offset, path) in others {
+        if logs.binary_search(&base_offset).is_err() {
+            std::fs::remove_file(&path)
+                .map_err(|error| LogError::io("removing a leftover file", error))?;
+        }
+    }
+    Ok(logs)
+}
+
+fn read_log_start_checkpoint(dir: &Path) -> Result<Option<u64>, LogError> {
+    match std::fs::read_to_string(dir.join(LOG_START_OFFSET_FILE)) {
+        Ok(text) => text.trim().parse::<u64>().map(Some).map_err(|_| {
+            LogError::Corrupt(format!("{LOG_START_OFFSET_FILE} holds {text:?}, not an offset"))
+        }),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(error) => Err(LogError::io("reading the log start offset", error)),
+    }
+}

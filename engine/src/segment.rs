@@ -1,0 +1,277 @@
+//! One segment of a partition log: `<base-offset>.log` plus its offset and time indexes.
+//!
+//! A segment owns the bookkeeping that ties bytes to offsets: how much was appended (in memory)
+//! and how much written (on disk), the last partial page that the next direct-I/O write must
+//! repeat, and the sparse indexes. The log decides when to write, seal or delete a segment;
+//! this module knows how to scan, index and recover one.
+
+use std::os::fd::{AsRawFd, RawFd};
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+
+use glommio::io::{DmaFile, OpenOptions, ReadResult};
+
+use crate::batch::{self, BatchHeader, BATCH_HEADER_BYTES};
+use crate::config::DMA_ALIGNMENT_BYTES;
+use crate::error::LogError;
+use crate::index::{OffsetIndex, OffsetIndexEntry, TimeIndex, TimeIndexEntry};
+
+/// How many bytes recovery reads at a time when it checks every batch of a segment.
+const RECOVERY_WINDOW_BYTES: usize = 1 << 20;
+
+pub(crate) fn log_path(dir: &Path, base_offset: u64) -> PathBuf {
+    dir.join(format!("{base_offset:020}.log"))
+}
+
+pub(crate) fn offset_index_path(dir: &Path, base_offset: u64) -> PathBuf {
+    dir.join(format!("{base_offset:020}.index"))
+}
+
+pub(crate) fn time_index_path(dir: &Path, base_offset: u64) -> PathBuf {
+    dir.join(format!("{base_offset:020}.timeindex"))
+}
+
+pub(crate) fn align_down(value: u64) -> u64 {
+    value - value % DMA_ALIGNMENT_BYTES
+}
+
+pub(crate) fn align_up(value: u64) -> u64 {
+    value.div_ceil(DMA_ALIGNMENT_BYTES) * DMA_ALIGNMENT_BYTES
+}
+
+/// The open files of a segment. Writes and scans go through the direct-I/O file; the buffered
+/// descriptor exists so the network layer can `sendfile` cold data from the page cache.
+pub(crate) struct SegmentFiles {
+    pub dma: DmaFile,
+    pub buffered: std::fs::File,
+}
+
+impl SegmentFiles {
+    pub async fn open(path: &Path, create: bool) -> Result<SegmentFiles, LogError> {
+        let dma = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(create)
+            .dma_open(path)
+            .await
+            .map_err(|error| LogError::glommio("opening a segment file", error))?;
+        let buffered = std::fs::File::open(path)
+            .map_err(|error| LogError::io("opening a segment file for reads", error))?;
+        Ok(SegmentFiles { dma, buffered })
+    }
+
+    pub fn buffered_fd(&self) -> RawFd {
+        self.buffered.as_raw_fd()
+    }
+
+    pub async fn size_bytes(&self) -> Result<u64, LogError> {
+        self.dma
+            .file_size()
+            .await
+            .map_err(|error| LogError::glommio("reading a segment's size", error))
+    }
+}
+
+/// One segment's state. Offsets are absolute; positions are bytes into the `.log` file.
+pub(crate) struct Segment {
+    pub base_offset: u64,
+    /// One past the last offset appended (written or not).
+    pub end_offset: u64,
+    /// Bytes appended, including those not yet written.
+    pub appended_bytes: u64,
+    /// Bytes written to the file by completed flushes.
+    pub written_bytes: u64,
+    /// The bytes of the last, partially filled 4 KiB page on disk: the next direct write starts
+    /// at that page's beginning and must repeat them (identical bytes, so a torn rewrite of the
+    /// page cannot damage what was already durable, given sector-atomic writes).
+    pub tail_page: Vec<u8>,
+    pub offset_index: OffsetIndex,
+    pub time_index: TimeIndex,
+    /// Largest batch max-timestamp in the segment; `None` while empty.
+    pub max_timestamp_ms: Option<i64>,
+    pub created_ms: i64,
+    /// `None` until the flusher creates the file for the segment's first write.
+    pub files: Option<Rc<SegmentFiles>>,
+    /// Fully written, trimmed, synced and indexed on disk; takes no more appends.
+    pub sealed: bool,
+}
+
+impl Segment {
+    pub fn new_empty(base_offset: u64, created_ms: i64) -> Segment {
+        Segment {
+            base_offset,
+            end_offset: base_offset,
+            appended_bytes: 0,
+            written_bytes: 0,
+            tail_page: Vec::new(),
+            offset_index: OffsetIndex::default(),
+            time_index: TimeIndex::default(),
+            max_timestamp_ms: None,
+            created_ms,
+            files: None,
+            sealed: false,
+        }
+    }
+
+    pub fn relative_offset(&self, offset: u64) -> u32 {
+        let relative = offset - self.base_offset;
+        u32::try_from(relative).expect("segments roll before their offset range exceeds u32")
+    }
+
+    /// Accounts for a batch placed at `position`: advances the ends and adds index entries
+    /// every `index_interval_bytes`. The same function indexes appends and recovery scans, so
+    /// both build identical indexes.
+    pub fn note_batch(&mut self, position: u64, header: &BatchHeader, index_interval_bytes: u32) {
+        assert_eq!(position, self.appended_bytes, "batches are placed back to back");
+        assert_eq!(
+            header.base_offset as u64, self.end_offset,
+            "batches are contiguous in offsets"
+        );
+        let max_timestamp_ms = self
+            .max_timestamp_ms
+            .map_or(header.max_timestamp, |max| max.max(header.max_timestamp));
+        self.max_timestamp_ms = Some(max_timestamp_ms);
+        let due = match self.offset_index.last() {
+            None => true,
+            Some(last) => position - u64::from(last.position) >= u64::from(index_interval_bytes),
+        };
+        if due {
+            let relative_offset = self.relative_offset(header.base_offset as u64);
+            self.offset_index.push(OffsetIndexEntry {
+                relative_offset,
+                position: u32::try_from(position).expect("segment positions fit u32"),
+            });
+            self.time_index.push_if_newer(TimeIndexEntry {
+                timestamp_ms: max_timestamp_ms,
+                relative_offset,
+            });
+        }
+        self.appended_bytes = position + u64::from(header.size_bytes);
+        self.end_offset = header.last_offset() as u64 + 1;
+    }
+
+    /// Forgets every batch from the one at `position` on (a batch boundary whose first offset
+    /// is `offset`): ends and index entries go back. As in Kafka, the running max timestamp
+    /// falls back to the time index's last surviving entry, which may miss a larger timestamp
+    /// among the batches after the last index entry.
+    pub fn forget_from(&mut self, position: u64, offset: u64) {
+        assert!(position <= self.appended_bytes && offset <= self.end_offset);
+        self.offset_index
+            .truncate_to_position(u32::try_from(position).expect("segment positions fit u32"));
+        self.time_index
+            .truncate_to_offset(self.relative_offset(offset));
+        self.max_timestamp_ms = self.time_index.last().map(|entry| entry.timestamp_ms);
+        self.appended_bytes = position;
+        self.end_offset = offset;
+    }
+}
+
+/// Reads a segment file through windows of direct-I/O reads, for scanning batch headers (reads,
+/// timestamp search) or whole batches (recovery). Never reads at or past `limit_bytes`.
+pub(crate) struct SegmentScanner<'a> {
+    file: &'a DmaFile,
+    limit_bytes: u64,
+    window_bytes: usize,
+    window: Option<(u64, ReadResult)>,
+}
+
+impl<'a> SegmentScanner<'a> {
+    pub fn new(file: &'a DmaFile, limit_bytes: u64, window_bytes: usize) -> Self {
+        SegmentScanner {
+            file,
+            limit_bytes,
+            window_bytes,
+            window: None,
+        }
+    }
+
+    /// The `length` bytes at `position`, or `None` when they would run past the limit.
+    pub async fn bytes_at(&mut self, position: u64, length: usize) -> Result<Option<&[u8]>, LogError> {
+        let end = position + length as u64;
+        if end > self.limit_bytes {
+            return Ok(None);
+        }
+        let covered = matches!(&self.window, Some((start, data))
+            if *start <= position && end <= *start + data.len() as u64);
+        if !covered {
+            let want = length.max(self.window_bytes) as u64;
+            let read_length = want.min(self.limit_bytes - position) as usize;
+            let data = self
+                .file
+                .read_at(position, read_length)
+                .await
+                .map_err(|error| LogError::glommio("reading a segment", error))?;
+            if (data.len() as u64) < length as u64 {
+                // The file is shorter than the caller believed: treat as the end.
+                return Ok(None);
+            }
+            self.window = Some((position, data));
+        }
+        let (start, data) = self.window.as_ref().expect("window was just filled");
+        let from = (position - start) as usize;
+        Ok(Some(&data[from..from + length]))
+    }
+
+    /// The header of the batch at `position`, if one plausibly starts there (enough bytes, a
+    /// size at least a header, the whole batch within the limit). Does not check the CRC.
+    pub async fn header_at(&mut self, position: u64) -> Result<Option<BatchHeader>, LogError> {
+        let Some(bytes) = self.bytes_at(position, BATCH_HEADER_BYTES).await? else {
+            return Ok(None);
+        };
+        let Some(header) = BatchHeader::parse(bytes) else {
+            return Ok(None);
+        };
+        if (header.size_bytes as usize) < BATCH_HEADER_BYTES
+            || position + u64::from(header.size_bytes) > self.limit_bytes
+        {
+            return Ok(None);
+        }
+        Ok(Some(header))
+    }
+
+    /// The whole batch at `position` if it is valid (length, magic, CRC, count) and starts at
+    /// `offset_expected`.
+    pub async fn valid_batch_at(
+        &mut self,
+        position: u64,
+        offset_expected: u64,
+        batch_bytes_max: usize,
+    ) -> Result<Option<BatchHeader>, LogError> {
+        let Some(header) = self.header_at(position).await? else {
+            return Ok(None);
+        };
+        if header.base_offset < 0 || header.base_offset as u64 != offset_expected {
+            return Ok(None);
+        }
+        let Some(bytes) = self.bytes_at(position, header.size_bytes as usize).await? else {
+            return Ok(None);
+        };
+        Ok(batch::validate(bytes, batch_bytes_max).ok())
+    }
+}
+
+/// Re-notes every valid batch from `segment.appended_bytes` on, up to `limit_bytes`, checking
+/// each one in full. Returns whether the scan reached `limit_bytes` exactly (`false`: it stopped
+/// at a torn, corrupt or non-contiguous batch, which the caller cuts off).
+pub(crate) async fn scan_and_note(
+    segment: &mut Segment,
+    files: &SegmentFiles,
+    limit_bytes: u64,
+    index_interval_bytes: u32,
+    batch_bytes_max: usize,
+) -> Result<bool, LogError> {
+    let mut scanner = SegmentScanner::new(&files.dma, limit_bytes, RECOVERY_WINDOW_BYTES);
+    loop {
+        let position = segment.appended_bytes;
+        if position == limit_bytes {
+            return Ok(true);
+        }
+        match scanner
+            .valid_batch_at(position, segment.end_offset, batch_bytes_max)
+            .await?
+        {
+            Some(header) => segment.note_batch(position, &header, index_interval_bytes),
+            None => return Ok(false),
+        }
+    }
+}

@@ -1,0 +1,153 @@
+//! The most recent batches of a partition, in memory, for readers that follow the tail.
+//!
+//! Consumers of a latency-sensitive pipeline read what was just produced; serving them from
+//! memory keeps their fetches off the disk and lets the flusher write without readers in the
+//! way. The cache always holds a contiguous suffix of the log. Batches that are not yet written
+//! are never evicted (they exist nowhere else), so the cache may exceed its byte bound by at
+//! most the log's `unflushed_bytes_max`.
+
+use std::collections::VecDeque;
+
+use bytes::Bytes;
+
+#[derive(Debug, Clone)]
+pub(crate) struct CachedBatch {
+    pub base_offset: u64,
+    pub last_offset: u64,
+    pub bytes: Bytes,
+}
+
+#[derive(Debug)]
+pub(crate) struct TailCache {
+    batches: VecDeque<CachedBatch>,
+    size_bytes: usize,
+    size_bytes_max: usize,
+}
+
+impl TailCache {
+    pub fn new(size_bytes_max: usize) -> Self {
+        TailCache {
+            batches: VecDeque::new(),
+            size_bytes: 0,
+            size_bytes_max,
+        }
+    }
+
+    pub fn size_bytes(&self) -> usize {
+        self.size_bytes
+    }
+
+    /// Adds the batch that follows the cached suffix.
+    pub fn push(&mut self, batch: CachedBatch) {
+        if let Some(last) = self.batches.back() {
+            assert_eq!(
+                batch.base_offset,
+                last.last_offset + 1,
+                "the tail cache holds a contiguous suffix"
+            );
+        }
+        self.size_bytes += batch.bytes.len();
+        self.batches.push_back(batch);
+    }
+
+    /// Evicts the oldest batches while over the bound, keeping every batch at or after
+    /// `written_end_offset` (not yet on disk).
+    pub fn evict(&mut self, written_end_offset: u64) {
+        while self.size_bytes > self.size_bytes_max {
+            match self.batches.front() {
+                Some(front) if front.last_offset < written_end_offset => {
+                    self.size_bytes -= front.bytes.len();
+                    self.batches.pop_front();
+                }
+                _ => break,
+            }
+        }
+    }
+
+    /// Drops every batch at or after `offset` (the log was truncated or rolled back there).
+    pub fn truncate_from(&mut self, offset: u64) {
+        while let Some(back) = self.batches.back() {
+            if back.base_offset < offset {
+                break;
+            }
+            self.size_bytes -= back.bytes.len();
+            self.batches.pop_back();
+        }
+    }
+
+    /// Whether the batch holding `offset` is cached.
+    pub fn covers(&self, offset: u64) -> bool {
+        match (self.batches.front(), self.batches.back()) {
+            (Some(front), Some(back)) => front.base_offset <= offset && offset <= back.last_offset,
+            _ => false,
+        }
+    }
+
+    /// Whole batches from the one holding `offset`, while they end below `offset_end` and fit
+    /// in `bytes_max` (the first batch is always returned, as Kafka does for fetches).
+    pub fn read(&self, offset: u64, bytes_max: usize, offset_end: u64) -> Vec<CachedBatch> {
+        let first = self.batches.partition_point(|batch| batch.last_offset < offset);
+        let mut out = Vec::new();
+        let mut size_bytes = 0usize;
+        for batch in self.batches.range(first..) {
+            if batch.last_offset >= offset_end {
+                break;
+            }
+            if !out.is_empty() && size_bytes + batch.bytes.len() > bytes_max {
+                break;
+            }
+            size_bytes += batch.bytes.len();
+            out.push(batch.clone());
+        }
+        out
+    }
+
+    /// The cached batches at or after `offset`, oldest first.
+    pub fn batches_from(&self, offset: u64) -> impl Iterator<Item = &CachedBatch> {
+        let first = self.batches.partition_point(|batch| batch.last_offset < offset);
+        self.batches.range(first..)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn batch(base_offset: u64, count: u64, size: usize) -> CachedBatch {
+        CachedBatch {
+            base_offset,
+            last_offset: base_offset + count - 1,
+            bytes: Bytes::from(vec![0u8; size]),
+        }
+    }
+
+    #[test]
+    fn eviction_keeps_unwritten_batches_and_the_bound_otherwise() {
+        let mut cache = TailCache::new(250);
+        for index in 0..5 {
+            cache.push(batch(index * 10, 10, 100));
+        }
+        cache.evict(0);
+        assert_eq!(cache.size_bytes(), 500, "nothing written: nothing evicted");
+        cache.evict(30);
+        assert_eq!(cache.size_bytes(), 200);
+        assert!(!cache.covers(29) && cache.covers(30) && cache.covers(49) && !cache.covers(50));
+    }
+
+    #[test]
+    fn reads_return_whole_batches_within_bounds() {
+        let mut cache = TailCache::new(1 << 20);
+        for index in 0..5 {
+            cache.push(batch(index * 10, 10, 100));
+        }
+        let offsets = |batches: Vec<CachedBatch>| -> Vec<u64> {
+            batches.iter().map(|batch| batch.base_offset).collect()
+        };
+        assert_eq!(offsets(cache.read(15, 250, 100)), vec![10, 20]);
+        assert_eq!(offsets(cache.read(15, 1, 100)), vec![10], "first batch always");
+        assert_eq!(offsets(cache.read(15, 1000, 30)), vec![10, 20]);
+        assert_eq!(offsets(cache.read(15, 1000, 29)), vec![10]);
+        cache.truncate_from(20);
+        assert_eq!(offsets(cache.read(0, 1000, 100)), vec![0, 10]);
+    }
+}

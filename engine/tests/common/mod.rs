@@ -1,0 +1,99 @@
+//! Shared helpers for the engine's integration tests: an executor to run on, small
+//! configurations that make segments roll quickly, and readers that check every batch.
+
+#![allow(dead_code)] // each test binary uses its own subset
+
+use std::future::Future;
+use std::rc::Rc;
+
+use bytes::BytesMut;
+use engine::batch::{self, build};
+use engine::{Clock, LogConfig, ManualClock, PartitionLog, ReadData, SystemClock};
+
+/// Runs `future` to completion on a fresh glommio executor (one per test, so tests may run in
+/// parallel threads).
+pub fn run<T: 'static>(future: impl Future<Output = T> + 'static) -> T {
+    glommio::LocalExecutorBuilder::default()
+        .io_memory(1 << 20)
+        .make()
+        .expect("a glommio executor starts")
+        .run(future)
+}
+
+/// Tiny segments and indexes so that a few kilobytes exercise rolls and index lookups.
+pub fn small_config() -> LogConfig {
+    LogConfig {
+        segment_bytes_max: 16 * 1024,
+        segment_age_ms_max: None,
+        retention_age_ms_max: None,
+        retention_bytes_max: None,
+        index_interval_bytes: 512,
+        batch_bytes_max: 64 * 1024,
+        unflushed_bytes_max: 256 * 1024,
+        tail_cache_bytes_max: 0,
+        write_chunk_bytes: 8192,
+    }
+}
+
+pub fn system_clock() -> Rc<dyn Clock> {
+    Rc::new(SystemClock)
+}
+
+pub fn manual_clock(now_ms: i64) -> (Rc<ManualClock>, Rc<dyn Clock>) {
+    let clock = Rc::new(ManualClock::new(now_ms));
+    (clock.clone(), clock)
+}
+
+/// A batch of `records` records whose values encode `tag`, timestamps from `timestamp_ms`.
+pub fn tagged_batch(tag: u64, records: usize, value_bytes: usize, timestamp_ms: i64) -> BytesMut {
+    let records: Vec<build::TestRecord> = (0..records)
+        .map(|index| build::TestRecord {
+            key: Some(format!("k{tag}-{index}").into_bytes()),
+            value: format!("{tag}:{index}:{}", "x".repeat(value_bytes)).into_bytes(),
+            timestamp_ms: timestamp_ms + index as i64,
+        })
+        .collect();
+    BytesMut::from(&build::batch(&records)[..])
+}
+
+/// Splits concatenated batches, checking each one in full (CRC included).
+pub fn split_batches(mut bytes: &[u8]) -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    while !bytes.is_empty() {
+        let header = batch::BatchHeader::parse(bytes).expect("a whole header");
+        let size = header.size_bytes as usize;
+        batch::validate(&bytes[..size], usize::MAX).expect("every returned batch is valid");
+        out.push(bytes[..size].to_vec());
+        bytes = &bytes[size..];
+    }
+    out
+}
+
+/// Every batch from `from` to the log end, by repeated reads of at most `bytes_max`, checking
+/// that offsets are contiguous and that each read continues where the last one stopped.
+pub async fn read_all(log: &PartitionLog, from: u64, bytes_max: usize) -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    let mut offset = from;
+    let end = log.log_end_offset();
+    while offset < end {
+        let slice = log.read(offset, bytes_max, u64::MAX).await.expect("read");
+        if matches!(slice.data, ReadData::Empty) {
+            panic!("empty read at {offset} below the log end {end}");
+        }
+        let bytes = slice.data.to_vec().expect("bytes");
+        for batch_bytes in split_batches(&bytes) {
+            let header = batch::BatchHeader::parse(&batch_bytes).expect("header");
+            assert!(header.last_offset() as u64 >= offset, "read returned a batch before {offset}");
+            offset = header.last_offset() as u64 + 1;
+            out.push(batch_bytes);
+        }
+        assert_eq!(slice.offset_next, offset, "offset_next names the next batch");
+    }
+    out
+}
+
+/// The bytes of a batch as appended, with the offsets and epoch the log gave it.
+pub fn as_stored(mut appended: BytesMut, base_offset: u64, leader_epoch: i32) -> Vec<u8> {
+    batch::assign_offset_and_epoch(&mut appended, base_offset as i64, leader_epoch);
+    appended.to_vec()
+}
