@@ -112,8 +112,8 @@ impl BatchHeader {
         let batch_length = read_i32(bytes, OFFSET_BATCH_LENGTH);
         // A negative or absurd length cannot describe a batch; report it as size 0 so that
         // callers' `size_bytes >= BATCH_HEADER_BYTES` checks reject it.
-        let size_bytes = u32::try_from(i64::from(batch_length) + BATCH_LENGTH_PREFIX_BYTES as i64)
-            .unwrap_or(0);
+        let size_bytes =
+            u32::try_from(i64::from(batch_length) + BATCH_LENGTH_PREFIX_BYTES as i64).unwrap_or(0);
         Some(BatchHeader {
             base_offset: read_i64(bytes, OFFSET_BASE_OFFSET),
             size_bytes,
@@ -193,9 +193,13 @@ pub fn validate(bytes: &[u8], batch_bytes_max: usize) -> Result<BatchHeader, Bat
 
 /// Writes the broker-owned fields. Neither is covered by the CRC, so the batch stays valid.
 pub fn assign_offset_and_epoch(bytes: &mut [u8], base_offset: i64, leader_epoch: i32) {
-    assert!(bytes.len() >= BATCH_HEADER_BYTES, "assigning into a non-batch");
+    assert!(
+        bytes.len() >= BATCH_HEADER_BYTES,
+        "assigning into a non-batch"
+    );
     bytes[OFFSET_BASE_OFFSET..OFFSET_BASE_OFFSET + 8].copy_from_slice(&base_offset.to_be_bytes());
-    bytes[OFFSET_LEADER_EPOCH..OFFSET_LEADER_EPOCH + 4].copy_from_slice(&leader_epoch.to_be_bytes());
+    bytes[OFFSET_LEADER_EPOCH..OFFSET_LEADER_EPOCH + 4]
+        .copy_from_slice(&leader_epoch.to_be_bytes());
 }
 
 /// Walks the records of an uncompressed batch and returns the offset of the first record whose
@@ -409,7 +413,8 @@ mod tests {
     #[test]
     fn a_negative_length_parses_as_an_impossible_size() {
         let mut bytes = batch_of(1, 1, 0);
-        bytes[OFFSET_BATCH_LENGTH..OFFSET_BATCH_LENGTH + 4].copy_from_slice(&(-100i32).to_be_bytes());
+        bytes[OFFSET_BATCH_LENGTH..OFFSET_BATCH_LENGTH + 4]
+            .copy_from_slice(&(-100i32).to_be_bytes());
         assert_eq!(BatchHeader::parse(&bytes).map(|h| h.size_bytes), Some(0));
         assert!(matches!(
             validate(&bytes, 1 << 20),

@@ -25,6 +25,8 @@ pub struct LogConfig {
     pub tail_cache_bytes_max: usize,
     /// Size of each direct-I/O write a flush is split into (written concurrently).
     pub write_chunk_bytes: usize,
+    /// Segment space is reserved (fallocate) this much at a time ahead of the writes.
+    pub preallocate_bytes: u64,
 }
 
 /// Direct I/O works in units of this; every write position and length is a multiple of it.
@@ -43,6 +45,7 @@ impl Default for LogConfig {
             unflushed_bytes_max: 16 << 20,
             tail_cache_bytes_max: 4 << 20,
             write_chunk_bytes: 1 << 20,
+            preallocate_bytes: 32 << 20,
         }
     }
 }
@@ -66,9 +69,15 @@ impl LogConfig {
         if self.unflushed_bytes_max < self.batch_bytes_max {
             return Err("unflushed_bytes_max must hold at least one largest batch".into());
         }
-        if self.write_chunk_bytes == 0 || !(self.write_chunk_bytes as u64).is_multiple_of(DMA_ALIGNMENT_BYTES)
+        if self.write_chunk_bytes == 0
+            || !(self.write_chunk_bytes as u64).is_multiple_of(DMA_ALIGNMENT_BYTES)
         {
             return Err("write_chunk_bytes must be a positive multiple of 4096".into());
+        }
+        if self.preallocate_bytes == 0
+            || !self.preallocate_bytes.is_multiple_of(DMA_ALIGNMENT_BYTES)
+        {
+            return Err("preallocate_bytes must be a positive multiple of 4096".into());
         }
         Ok(())
     }
@@ -85,7 +94,10 @@ mod tests {
             unflushed_bytes_max: 10,
             ..LogConfig::default()
         };
-        assert!(config.validate().unwrap_err().contains("unflushed_bytes_max"));
+        assert!(config
+            .validate()
+            .unwrap_err()
+            .contains("unflushed_bytes_max"));
         let config = LogConfig {
             write_chunk_bytes: 1000,
             ..LogConfig::default()

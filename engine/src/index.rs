@@ -218,8 +218,14 @@ mod tests {
         assert_eq!(index.floor_by_offset(0).map(|e| e.position), Some(0));
         assert_eq!(index.floor_by_offset(24).map(|e| e.position), Some(4096));
         assert_eq!(index.floor_by_offset(1000).map(|e| e.position), Some(9000));
-        assert_eq!(index.floor_by_position(9000).map(|e| e.relative_offset), Some(25));
-        assert_eq!(index.floor_by_position(8999).map(|e| e.relative_offset), Some(10));
+        assert_eq!(
+            index.floor_by_position(9000).map(|e| e.relative_offset),
+            Some(25)
+        );
+        assert_eq!(
+            index.floor_by_position(8999).map(|e| e.relative_offset),
+            Some(10)
+        );
         assert_eq!(OffsetIndex::default().floor_by_offset(5), None);
     }
 
@@ -229,7 +235,11 @@ mod tests {
         let bytes = index.encode();
         assert_eq!(OffsetIndex::decode(&bytes, 5000), Some(index));
         assert_eq!(OffsetIndex::decode(&bytes[..7], 5000), None, "torn entry");
-        assert_eq!(OffsetIndex::decode(&bytes, 4096), None, "position past the log");
+        assert_eq!(
+            OffsetIndex::decode(&bytes, 4096),
+            None,
+            "position past the log"
+        );
         let mut swapped = bytes[8..].to_vec();
         swapped.extend_from_slice(&bytes[..8]);
         assert_eq!(OffsetIndex::decode(&swapped, 5000), None, "out of order");
@@ -238,8 +248,7 @@ mod tests {
     #[test]
     fn time_index_keeps_only_new_maxima_and_searches_below_target() {
         let mut index = TimeIndex::default();
-        for (timestamp_ms, relative_offset) in [(100, 0), (90, 5), (150, 9), (150, 12), (300, 20)]
-        {
+        for (timestamp_ms, relative_offset) in [(100, 0), (90, 5), (150, 9), (150, 12), (300, 20)] {
             index.push_if_newer(TimeIndexEntry {
                 timestamp_ms,
                 relative_offset,

@@ -81,6 +81,8 @@ pub(crate) struct Segment {
     pub appended_bytes: u64,
     /// Bytes written to the file by completed flushes.
     pub written_bytes: u64,
+    /// Bytes of the file known to have blocks allocated (reserved ahead of writes).
+    pub reserved_bytes: u64,
     /// The bytes of the last, partially filled 4 KiB page on disk: the next direct write starts
     /// at that page's beginning and must repeat them (identical bytes, so a torn rewrite of the
     /// page cannot damage what was already durable, given sector-atomic writes).
@@ -103,6 +105,7 @@ impl Segment {
             end_offset: base_offset,
             appended_bytes: 0,
             written_bytes: 0,
+            reserved_bytes: 0,
             tail_page: Vec::new(),
             offset_index: OffsetIndex::default(),
             time_index: TimeIndex::default(),
@@ -122,7 +125,10 @@ impl Segment {
     /// every `index_interval_bytes`. The same function indexes appends and recovery scans, so
     /// both build identical indexes.
     pub fn note_batch(&mut self, position: u64, header: &BatchHeader, index_interval_bytes: u32) {
-        assert_eq!(position, self.appended_bytes, "batches are placed back to back");
+        assert_eq!(
+            position, self.appended_bytes,
+            "batches are placed back to back"
+        );
         assert_eq!(
             header.base_offset as u64, self.end_offset,
             "batches are contiguous in offsets"
@@ -186,7 +192,11 @@ impl<'a> SegmentScanner<'a> {
     }
 
     /// The `length` bytes at `position`, or `None` when they would run past the limit.
-    pub async fn bytes_at(&mut self, position: u64, length: usize) -> Result<Option<&[u8]>, LogError> {
+    pub async fn bytes_at(
+        &mut self,
+        position: u64,
+        length: usize,
+    ) -> Result<Option<&[u8]>, LogError> {
         let end = position + length as u64;
         if end > self.limit_bytes {
             return Ok(None);

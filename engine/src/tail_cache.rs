@@ -86,7 +86,9 @@ impl TailCache {
     /// Whole batches from the one holding `offset`, while they end below `offset_end` and fit
     /// in `bytes_max` (the first batch is always returned, as Kafka does for fetches).
     pub fn read(&self, offset: u64, bytes_max: usize, offset_end: u64) -> Vec<CachedBatch> {
-        let first = self.batches.partition_point(|batch| batch.last_offset < offset);
+        let first = self
+            .batches
+            .partition_point(|batch| batch.last_offset < offset);
         let mut out = Vec::new();
         let mut size_bytes = 0usize;
         for batch in self.batches.range(first..) {
@@ -104,7 +106,9 @@ impl TailCache {
 
     /// The cached batches at or after `offset`, oldest first.
     pub fn batches_from(&self, offset: u64) -> impl Iterator<Item = &CachedBatch> {
-        let first = self.batches.partition_point(|batch| batch.last_offset < offset);
+        let first = self
+            .batches
+            .partition_point(|batch| batch.last_offset < offset);
         self.batches.range(first..)
     }
 }
@@ -144,7 +148,11 @@ mod tests {
             batches.iter().map(|batch| batch.base_offset).collect()
         };
         assert_eq!(offsets(cache.read(15, 250, 100)), vec![10, 20]);
-        assert_eq!(offsets(cache.read(15, 1, 100)), vec![10], "first batch always");
+        assert_eq!(
+            offsets(cache.read(15, 1, 100)),
+            vec![10],
+            "first batch always"
+        );
         assert_eq!(offsets(cache.read(15, 1000, 30)), vec![10, 20]);
         assert_eq!(offsets(cache.read(15, 1000, 29)), vec![10]);
         cache.truncate_from(20);

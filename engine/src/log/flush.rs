@@ -224,6 +224,8 @@ impl Shared {
         );
         let run_bytes: u64 = run.iter().map(|batch| batch.bytes.len() as u64).sum();
         let written_end = position + run_bytes;
+        self.reserve_space(base_offset, &files, align_up(written_end))
+            .await?;
         let pieces = std::iter::once(&tail_page[..]).chain(run.iter().map(|b| &b.bytes[..]));
         let (buffers, new_tail_page) = fill_dma_buffers(
             &files.dma,
@@ -278,6 +280,33 @@ impl Shared {
         Ok(())
     }
 
+    /// Makes sure the segment's blocks up to `needed_bytes` are allocated, reserving
+    /// `preallocate_bytes` at a time ahead of the writes (without changing the file size), so
+    /// that flushes do not allocate blocks and their syncs carry less metadata.
+    async fn reserve_space(
+        &self,
+        base_offset: u64,
+        files: &SegmentFiles,
+        needed_bytes: u64,
+    ) -> Result<(), LogError> {
+        let reserved_bytes = self.state.borrow().segments[&base_offset].reserved_bytes;
+        if needed_bytes <= reserved_bytes {
+            return Ok(());
+        }
+        let step = self.config.preallocate_bytes;
+        let target = needed_bytes.div_ceil(step) * step;
+        let target = target.min(self.config.segment_bytes_max.max(needed_bytes));
+        files
+            .dma
+            .pre_allocate(target, true)
+            .await
+            .map_err(|error| LogError::glommio("reserving a segment's space", error))?;
+        if let Some(segment) = self.state.borrow_mut().segments.get_mut(&base_offset) {
+            segment.reserved_bytes = target;
+        }
+        Ok(())
+    }
+
     /// Syncs the active file when a written append is waited on for durability (or a sync was
     /// asked for), then completes the tickets it covers.
     async fn sync_if_wanted(&self) {
@@ -288,7 +317,10 @@ impl Shared {
                     .unsynced_tickets
                     .iter()
                     .any(|ticket| ticket.durable_wanted.get());
-            if !wanted {
+            // A sync asked for while another was running is already answered by it once
+            // nothing new was written since: never sync with nothing to cover.
+            if !wanted || state.unsynced_tickets.is_empty() {
+                state.sync_requested = false;
                 return;
             }
             state.sync_requested = false;
@@ -308,10 +340,10 @@ impl Shared {
             Some(files) => {
                 self.state.borrow_mut().stats.syncs += 1;
                 files
-                .dma
-                .fdatasync()
-                .await
-                .map_err(|error| LogError::glommio("syncing a segment", error))
+                    .dma
+                    .fdatasync()
+                    .await
+                    .map_err(|error| LogError::glommio("syncing a segment", error))
             }
             None => Ok(()),
         };
@@ -367,7 +399,8 @@ fn fill_dma_buffers<'a>(
         let bytes = last.as_bytes_mut();
         bytes[data_bytes - last_start..].fill(0);
         if tail_start < data_bytes {
-            new_tail_page.extend_from_slice(&bytes[tail_start - last_start..data_bytes - last_start]);
+            new_tail_page
+                .extend_from_slice(&bytes[tail_start - last_start..data_bytes - last_start]);
         }
     }
     (buffers, new_tail_page)

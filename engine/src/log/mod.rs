@@ -407,7 +407,13 @@ impl PartitionLog {
 
     /// Base offsets of the segments, oldest first.
     pub fn segment_base_offsets(&self) -> Vec<u64> {
-        self.shared.state.borrow().segments.keys().copied().collect()
+        self.shared
+            .state
+            .borrow()
+            .segments
+            .keys()
+            .copied()
+            .collect()
     }
 
     /// Bytes held by the tail cache (bounded by `tail_cache_bytes_max` plus unwritten data).
@@ -658,6 +664,11 @@ impl Shared {
             read::find_batch_holding(&files, written_bytes, scan_from, offset, self.scan_window())
                 .await?;
         let new_end = cut_header.base_offset as u64;
+        if new_end < self.state.borrow().log_start_offset {
+            // The batch holding `offset` began below the log start: nothing of it may stay,
+            // and the log cannot end below its start, so it restarts empty at `offset`.
+            return self.restart_empty_at(offset).await;
+        }
         // Every segment after the cut goes; so does the cut segment when the cut is at its
         // start (unless it is the first), and the previous segment becomes active again.
         let removes_whole_segment = cut_position == 0 && !is_first;
@@ -668,7 +679,11 @@ impl Shared {
         };
         let doomed: Vec<u64> = {
             let state = self.state.borrow();
-            state.segments.range(first_doomed..).map(|(&b, _)| b).collect()
+            state
+                .segments
+                .range(first_doomed..)
+                .map(|(&b, _)| b)
+                .collect()
         };
         if !removes_whole_segment {
             files
@@ -695,7 +710,10 @@ impl Shared {
             if !removes_whole_segment {
                 active.forget_from(cut_position, new_end);
             }
-            assert_eq!(active.end_offset, new_end, "the cut leaves the log ending at it");
+            assert_eq!(
+                active.end_offset, new_end,
+                "the cut leaves the log ending at it"
+            );
             active.written_bytes = active.appended_bytes;
             active.sealed = false;
         }
@@ -706,6 +724,29 @@ impl Shared {
         state.durable_end_offset = state.durable_end_offset.min(new_end);
         state.tail_cache.truncate_from(new_end);
         Ok(new_end)
+    }
+
+    /// Deletes every segment and starts an empty log at `offset` (Kafka's
+    /// `truncateFullyAndStartAt`).
+    async fn restart_empty_at(&self, offset: u64) -> Result<u64, LogError> {
+        self.persist_log_start_offset(offset).await?;
+        let doomed: Vec<u64> = self.state.borrow().segments.keys().copied().collect();
+        for base in &doomed {
+            self.remove_segment_files(*base)?;
+        }
+        self.sync_directory().await?;
+        let mut state = self.state.borrow_mut();
+        state.segments.clear();
+        let now_ms = self.clock.now_ms();
+        state
+            .segments
+            .insert(offset, Segment::new_empty(offset, now_ms));
+        state.log_start_offset = offset;
+        state.log_end_offset = offset;
+        state.written_end_offset = offset;
+        state.durable_end_offset = offset;
+        state.tail_cache.truncate_from(0);
+        Ok(offset)
     }
 
     async fn reload_active_tail_page(&self) -> Result<(), LogError> {

@@ -150,9 +150,13 @@ impl PartitionLog {
         let offset_end = offset_end.min(self.log_end_offset());
         let window = shared.scan_window();
         let mut scanner = SegmentScanner::new(&plan.files.dma, plan.written_bytes, window);
-        let (start, first) =
-            scan_to_batch_holding(&mut scanner, plan.scan_from, offset, plan.segment_base_offset)
-                .await?;
+        let (start, first) = scan_to_batch_holding(
+            &mut scanner,
+            plan.scan_from,
+            offset,
+            plan.segment_base_offset,
+        )
+        .await?;
         if first.last_offset() as u64 >= offset_end {
             return Ok(empty);
         }
@@ -160,7 +164,12 @@ impl PartitionLog {
         let mut offset_next = first.last_offset() as u64 + 1;
         // Jump towards the byte limit with the index, then walk the headers after the jump.
         let limit = start.saturating_add(bytes_max as u64);
-        if let Some(segment) = shared.state.borrow().segments.get(&plan.segment_base_offset) {
+        if let Some(segment) = shared
+            .state
+            .borrow()
+            .segments
+            .get(&plan.segment_base_offset)
+        {
             let limit_u32 = u32::try_from(limit.min(plan.written_bytes)).unwrap_or(u32::MAX);
             if let Some(entry) = segment.offset_index.floor_by_position(limit_u32) {
                 let entry_offset = plan.segment_base_offset + u64::from(entry.relative_offset);
@@ -230,8 +239,8 @@ impl PartitionLog {
             (candidates, state.written_end_offset, state.log_start_offset)
         };
         let answer = |bytes: &[u8], header: &BatchHeader| -> u64 {
-            let exact = batch::first_offset_at_or_after(bytes, timestamp_ms)
-                .unwrap_or(header.base_offset);
+            let exact =
+                batch::first_offset_at_or_after(bytes, timestamp_ms).unwrap_or(header.base_offset);
             (exact as u64).max(log_start_offset)
         };
         for (_, files, scan_from, written_bytes) in candidates {

@@ -20,8 +20,8 @@ use std::rc::Rc;
 
 use super::flush::{run_flusher, write_whole_file};
 use super::{
-    read, remove_segment_files, FlushTicket, LogState, PartitionLog, Shared,
-    CLEAN_SHUTDOWN_FILE, LOG_START_OFFSET_FILE,
+    read, remove_segment_files, FlushTicket, LogState, PartitionLog, Shared, CLEAN_SHUTDOWN_FILE,
+    LOG_START_OFFSET_FILE,
 };
 use crate::clock::Clock;
 use crate::config::LogConfig;
@@ -269,7 +269,9 @@ fn list_segment_base_offsets(dir: &Path) -> Result<Vec<u64>, LogError> {
 fn read_log_start_checkpoint(dir: &Path) -> Result<Option<u64>, LogError> {
     match std::fs::read_to_string(dir.join(LOG_START_OFFSET_FILE)) {
         Ok(text) => text.trim().parse::<u64>().map(Some).map_err(|_| {
-            LogError::Corrupt(format!("{LOG_START_OFFSET_FILE} holds {text:?}, not an offset"))
+            LogError::Corrupt(format!(
+                "{LOG_START_OFFSET_FILE} holds {text:?}, not an offset"
+            ))
         }),
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(error) => Err(LogError::io("reading the log start offset", error)),

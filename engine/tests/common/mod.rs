@@ -32,6 +32,7 @@ pub fn small_config() -> LogConfig {
         unflushed_bytes_max: 256 * 1024,
         tail_cache_bytes_max: 0,
         write_chunk_bytes: 8192,
+        preallocate_bytes: 8192,
     }
 }
 
@@ -83,11 +84,17 @@ pub async fn read_all(log: &PartitionLog, from: u64, bytes_max: usize) -> Vec<Ve
         let bytes = slice.data.to_vec().expect("bytes");
         for batch_bytes in split_batches(&bytes) {
             let header = batch::BatchHeader::parse(&batch_bytes).expect("header");
-            assert!(header.last_offset() as u64 >= offset, "read returned a batch before {offset}");
+            assert!(
+                header.last_offset() as u64 >= offset,
+                "read returned a batch before {offset}"
+            );
             offset = header.last_offset() as u64 + 1;
             out.push(batch_bytes);
         }
-        assert_eq!(slice.offset_next, offset, "offset_next names the next batch");
+        assert_eq!(
+            slice.offset_next, offset,
+            "offset_next names the next batch"
+        );
     }
     out
 }
@@ -96,4 +103,12 @@ pub async fn read_all(log: &PartitionLog, from: u64, bytes_max: usize) -> Vec<Ve
 pub fn as_stored(mut appended: BytesMut, base_offset: u64, leader_epoch: i32) -> Vec<u8> {
     batch::assign_offset_and_epoch(&mut appended, base_offset as i64, leader_epoch);
     appended.to_vec()
+}
+
+/// Cases per property test: `default`, or `PROPTEST_CASES` from the environment for a longer run.
+pub fn proptest_cases(default: u32) -> u32 {
+    std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|value| value.parse().ok())
+        .unwrap_or(default)
 }

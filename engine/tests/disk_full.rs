@@ -1,0 +1,111 @@
+//! A full disk: appends fail with `DiskFull`, acknowledged data stays readable, nothing
+//! half-written appears, and appends work again once space is freed.
+//!
+//! Runs the log on a 512 KiB tmpfs mounted for the test, so it needs root (CAP_SYS_ADMIN),
+//! as the CI runner and the README's test command have.
+
+mod common;
+
+use std::ffi::CString;
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+
+use common::*;
+use engine::{LogConfig, LogError, PartitionLog};
+
+/// A small tmpfs, unmounted (lazily) when dropped.
+struct SmallFilesystem {
+    mount_point: tempfile::TempDir,
+}
+
+impl SmallFilesystem {
+    fn mount(size_bytes: u64) -> SmallFilesystem {
+        let mount_point = tempfile::tempdir().unwrap();
+        let target = CString::new(mount_point.path().as_os_str().as_bytes()).unwrap();
+        let options = CString::new(format!("size={size_bytes}")).unwrap();
+        // SAFETY: every pointer is a NUL-terminated string that outlives the call.
+        let result = unsafe {
+            libc::mount(
+                c"tmpfs".as_ptr(),
+                target.as_ptr(),
+                c"tmpfs".as_ptr(),
+                0,
+                options.as_ptr().cast(),
+            )
+        };
+        assert_eq!(
+            result,
+            0,
+            "mounting a test tmpfs failed ({}); this test needs root",
+            std::io::Error::last_os_error()
+        );
+        SmallFilesystem { mount_point }
+    }
+
+    fn path(&self) -> &Path {
+        self.mount_point.path()
+    }
+}
+
+impl Drop for SmallFilesystem {
+    fn drop(&mut self) {
+        let target = CString::new(self.mount_point.path().as_os_str().as_bytes()).unwrap();
+        // SAFETY: a NUL-terminated path that outlives the call.
+        unsafe { libc::umount2(target.as_ptr(), libc::MNT_DETACH) };
+    }
+}
+
+#[test]
+fn a_full_disk_fails_appends_cleanly_and_recovers_when_space_returns() {
+    let filesystem = SmallFilesystem::mount(512 * 1024);
+    let root = filesystem.path().to_path_buf();
+    run(async move {
+        let filler = root.join("filler");
+        std::fs::write(&filler, vec![7u8; 128 * 1024]).unwrap();
+        let dir = root.join("partition");
+        let config = LogConfig {
+            segment_bytes_max: 64 * 1024,
+            ..small_config()
+        };
+        let log = PartitionLog::open(&dir, config.clone(), system_clock())
+            .await
+            .unwrap();
+        let mut acknowledged = Vec::new();
+        let full_error = loop {
+            let tag = acknowledged.len() as u64;
+            let batch = tagged_batch(tag, 4, 2000, 0);
+            match log.append_durable(batch.clone(), 0).await {
+                Ok(receipt) => acknowledged.push(as_stored(batch, receipt.base_offset, 0)),
+                Err(error) => break error,
+            }
+            assert!(acknowledged.len() < 1000, "a 512 KiB disk must fill up");
+        };
+        assert!(
+            matches!(full_error, LogError::DiskFull { .. }),
+            "expected DiskFull, got {full_error:?}"
+        );
+        assert!(!acknowledged.is_empty());
+        let end_after_failure = log.log_end_offset();
+        assert_eq!(
+            read_all(&log, 0, 1 << 20).await,
+            acknowledged,
+            "acknowledged data stays readable, nothing else appears"
+        );
+        // Still full: still refused, still unchanged.
+        assert!(log
+            .append_durable(tagged_batch(500, 4, 2000, 0), 0)
+            .await
+            .is_err());
+        assert_eq!(log.log_end_offset(), end_after_failure);
+        std::fs::remove_file(&filler).unwrap();
+        let batch = tagged_batch(501, 4, 2000, 0);
+        let receipt = log.append_durable(batch.clone(), 0).await.unwrap();
+        assert_eq!(receipt.base_offset, end_after_failure);
+        acknowledged.push(as_stored(batch, receipt.base_offset, 0));
+        log.close().await.unwrap();
+        let log = PartitionLog::open(&dir, config, system_clock())
+            .await
+            .unwrap();
+        assert_eq!(read_all(&log, 0, 1 << 20).await, acknowledged);
+    });
+}
