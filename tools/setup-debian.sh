@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Installs what building, testing and benchmarking Ferrite need on a fresh Debian machine
+# (run as root). The Rust toolchain itself comes from rustup (see README).
+set -euo pipefail
+export DEBIAN_FRONTEND=noninteractive
+packages=(build-essential pkg-config fio)
+missing=()
+for package in "${packages[@]}"; do
+    dpkg -s "$package" >/dev/null 2>&1 || missing+=("$package")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+    apt-get update -qq
+    apt-get install -y -qq "${missing[@]}"
+fi

@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Runs every check and test of the workspace: formatting, lints, unit/property/integration
+# tests, and the loom models (in a build of their own, see Cargo.toml's default-members).
+# Needs root for the disk-full test, which mounts a small tmpfs.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+echo "== cargo fmt"
+cargo fmt --all --check
+echo "== cargo clippy"
+cargo clippy --all-targets --locked -- -D warnings
+cargo clippy -p ferrite-loom-tests --all-targets --locked -- -D warnings
+echo "== cargo test (engine, net, replication, bench, tools)"
+cargo test --locked
+echo "== loom models of the SPSC ring"
+cargo test -p ferrite-loom-tests --release --locked
