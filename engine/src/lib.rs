@@ -14,6 +14,9 @@ pub mod index;
 pub mod log;
 pub mod mesh;
 mod segment;
+// Built on the mesh's glommio channels, which the `loom` build leaves out.
+#[cfg(not(feature = "loom"))]
+pub mod shard;
 mod tail_cache;
 
 pub use clock::{Clock, ManualClock, SystemClock};

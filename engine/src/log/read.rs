@@ -60,6 +60,15 @@ impl FileRange {
         self.files.buffered_fd()
     }
 
+    /// A new descriptor of the segment file, owned by the caller: lets the range cross to
+    /// another thread (shard) and still be sent with `sendfile`.
+    pub fn duplicate_file(&self) -> Result<std::fs::File, LogError> {
+        self.files
+            .buffered
+            .try_clone()
+            .map_err(|error| LogError::io("duplicating a segment descriptor", error))
+    }
+
     /// Copies the range into memory (tools and tests; the broker sends it with `sendfile`).
     pub fn read_to_vec(&self) -> Result<Vec<u8>, LogError> {
         let mut bytes = vec![0u8; self.length as usize];

@@ -1,0 +1,184 @@
+//! The thread-per-core runtime: one glommio executor per core, each owning a subset of the
+//! partitions outright, and the forwarding of partition requests between them.
+//!
+//! A shard owns the `PartitionLog`s of the partitions that [`owner_shard`] maps to it; nothing
+//! else touches them, so the data path has no locks and no shared mutable state. Work that
+//! lands on the wrong shard (a connection is accepted by whichever shard the kernel picks)
+//! travels to the owner over the SPSC [`mesh`](crate::mesh) as a [`ShardRequest`], and the
+//! [`ShardResponse`] comes back the same way. Batches move (a `BytesMut` changes hands, no copy);
+//! a read's file range travels as a duplicated descriptor, so it can still be `sendfile`d.
+//!
+//! Modules: `context` (what a shard's tasks call: append and read, local or forwarded),
+//! `runtime` (starting the executors, and the shutdown sequence).
+
+mod context;
+mod runtime;
+
+use std::os::fd::OwnedFd;
+
+use bytes::{Bytes, BytesMut};
+
+use crate::error::LogError;
+
+pub use context::ShardContext;
+pub use runtime::{Runtime, RuntimeConfig, RuntimeError, ShutdownHandle};
+
+/// A partition of a topic.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PartitionId {
+    pub topic: String,
+    pub partition: u32,
+}
+
+impl PartitionId {
+    pub fn new(topic: impl Into<String>, partition: u32) -> Self {
+        PartitionId {
+            topic: topic.into(),
+            partition,
+        }
+    }
+
+    /// The partition's directory name under the data directory, as Kafka names it.
+    pub fn directory_name(&self) -> String {
+        format!("{}-{}", self.topic, self.partition)
+    }
+}
+
+/// The shard that owns `partition` among `shard_count` shards: FNV-1a of the topic name plus
+/// the partition number, modulo the shard count. A pure function of the name, so every shard
+/// (and every restart with the same shard count) agrees without asking; consecutive partitions
+/// of one topic land on consecutive shards, which spreads a topic evenly.
+pub fn owner_shard(partition: &PartitionId, shard_count: usize) -> usize {
+    assert!(shard_count > 0, "a runtime has at least one shard");
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in partition.topic.as_bytes() {
+        hash ^= u64::from(*byte);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    (hash.wrapping_add(u64::from(partition.partition)) % shard_count as u64) as usize
+}
+
+/// How long an append's caller waits (Kafka's acks).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// Answer once the batch has offsets (acks=0 callers do not even wait for this).
+    Assigned,
+    /// Answer once the batch is in the segment file (acks=1).
+    Written,
+    /// Answer once the batch is covered by an `fdatasync` (acks=all on one node).
+    Durable,
+}
+
+/// Work for the shard owning `partition`.
+#[derive(Debug)]
+pub enum ShardRequest {
+    Append {
+        partition: PartitionId,
+        batch: BytesMut,
+        leader_epoch: i32,
+        durability: Durability,
+    },
+    Read {
+        partition: PartitionId,
+        offset: u64,
+        bytes_max: usize,
+        offset_end: u64,
+    },
+}
+
+/// The owner's answer to a [`ShardRequest`].
+#[derive(Debug)]
+pub enum ShardResponse {
+    Appended(Result<Appended, LogError>),
+    Read(Result<SendableRead, LogError>),
+}
+
+/// Offsets given to an appended batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Appended {
+    pub base_offset: u64,
+    pub last_offset: u64,
+}
+
+/// A read's result in a form that may cross threads.
+#[derive(Debug)]
+pub struct SendableRead {
+    pub data: SendableData,
+    /// One past the last offset returned; the requested offset when nothing was returned.
+    pub offset_next: u64,
+}
+
+#[derive(Debug)]
+pub enum SendableData {
+    Empty,
+    /// Whole batches from memory.
+    Memory(Vec<Bytes>),
+    /// Whole batches at `position..position + length` of `file` (a duplicated descriptor).
+    File {
+        file: OwnedFd,
+        position: u64,
+        length: u64,
+    },
+}
+
+impl SendableData {
+    /// The bytes, concatenated (tools and tests; the broker sends file ranges with `sendfile`).
+    pub fn to_vec(&self) -> Result<Vec<u8>, LogError> {
+        use std::os::unix::fs::FileExt;
+        match self {
+            SendableData::Empty => Ok(Vec::new()),
+            SendableData::Memory(batches) => Ok(batches.concat()),
+            SendableData::File {
+                file,
+                position,
+                length,
+            } => {
+                let file = std::fs::File::from(
+                    file.try_clone()
+                        .map_err(|error| LogError::io("duplicating a descriptor", error))?,
+                );
+                let mut bytes = vec![0u8; *length as usize];
+                file.read_exact_at(&mut bytes, *position)
+                    .map_err(|error| LogError::io("reading a file range", error))?;
+                Ok(bytes)
+            }
+        }
+    }
+}
+
+/// What travels on the mesh between two shards.
+#[derive(Debug)]
+enum MeshMessage {
+    Request {
+        id: u64,
+        request: ShardRequest,
+    },
+    Response {
+        id: u64,
+        response: ShardResponse,
+    },
+    /// The sender has finished its shutdown drain: it will send no more requests.
+    Drained,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ownership_is_stable_and_spreads_a_topic_over_every_shard() {
+        let shards = 4;
+        let owners: Vec<usize> = (0..8)
+            .map(|partition| owner_shard(&PartitionId::new("orders", partition), shards))
+            .collect();
+        for shard in 0..shards {
+            assert_eq!(owners.iter().filter(|&&owner| owner == shard).count(), 2);
+        }
+        assert_eq!(
+            owner_shard(&PartitionId::new("orders", 3), shards),
+            owners[3],
+            "a pure function of the name"
+        );
+        assert_eq!(owner_shard(&PartitionId::new("x", 9), 1), 0);
+    }
+}

@@ -1,0 +1,302 @@
+//! Starting the shards and stopping them cleanly.
+//!
+//! [`Runtime::start`] builds the mesh (every ring allocated before any executor runs), then
+//! starts one glommio executor per shard, pinned to its CPU when CPUs are given. On each shard
+//! it starts a writer task per peer (the only owner of the mesh `Sender` to that peer, fed by a
+//! bounded local queue so any task may send), a reader task per peer (requests are served in
+//! tasks of their own; responses complete the waiting caller), and the caller's `shard_main`.
+//!
+//! Shutdown (first SIGINT/SIGTERM, or [`ShutdownHandle::trigger`]) rings a bell on every shard.
+//! Each shard then:
+//! 1. lets `shard_main` finish (it stops accepting work when `shutdown_requested` resolves),
+//! 2. waits until nothing it forwarded or is serving is in flight,
+//! 3. tells every peer it is drained (it will send no more requests),
+//! 4. keeps serving peers until every peer said the same and nothing is in flight,
+//! 5. closes every partition log it owns: flush, `fdatasync`, indexes, clean-shutdown marker.
+//!
+//! A second signal exits the process at once with status 130.
+
+use std::future::Future;
+use std::io::Write;
+use std::os::fd::{FromRawFd, IntoRawFd};
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use futures::AsyncReadExt;
+use glommio::channels::local_channel;
+use glommio::{LocalExecutorBuilder, Placement};
+use thiserror::Error;
+
+use super::context::ShardContext;
+use super::MeshMessage;
+use crate::clock::SystemClock;
+use crate::config::LogConfig;
+use crate::error::LogError;
+use crate::mesh::{Mesh, MeshShard};
+
+/// How the shards are laid out and what their partitions look like.
+#[derive(Debug, Clone)]
+pub struct RuntimeConfig {
+    pub shard_count: usize,
+    /// Pin shard `i` to CPU `cpus[i]`; `None` leaves the threads unpinned (tests, or more
+    /// shards than cores).
+    pub cpus: Option<Vec<usize>>,
+    /// Partition `t-p` lives in `data_dir/t-p/`.
+    pub data_dir: PathBuf,
+    pub log_config: LogConfig,
+    /// Messages each mesh ring holds (a power of two); a full ring makes senders wait.
+    pub mesh_ring_capacity: usize,
+    /// Messages queued per peer on a shard before its tasks wait to send.
+    pub outbound_queue_capacity: usize,
+}
+
+impl RuntimeConfig {
+    /// One shard pinned to each CPU the process may use.
+    pub fn one_shard_per_cpu(data_dir: impl Into<PathBuf>) -> RuntimeConfig {
+        let cpus: Vec<usize> =
+            (0..std::thread::available_parallelism().map_or(1, |n| n.get())).collect();
+        RuntimeConfig {
+            shard_count: cpus.len(),
+            cpus: Some(cpus),
+            data_dir: data_dir.into(),
+            log_config: LogConfig::default(),
+            mesh_ring_capacity: 1024,
+            outbound_queue_capacity: 1024,
+        }
+    }
+}
+
+#[derive(Debug, Error)]
+pub enum RuntimeError {
+    #[error("cannot start shard {shard}: {message}")]
+    Start { shard: usize, message: String },
+    #[error("shard {shard} stopped abnormally: {message}")]
+    Crashed { shard: usize, message: String },
+    #[error("shard {shard} could not close its partitions: {error}")]
+    Close { shard: usize, error: LogError },
+    #[error("cannot install signal handlers: {0}")]
+    Signals(std::io::Error),
+}
+
+/// Starts the shutdown sequence from any thread. Cloneable; `Send + Sync`.
+#[derive(Clone)]
+pub struct ShutdownHandle {
+    shared: Arc<ShutdownShared>,
+}
+
+struct ShutdownShared {
+    triggered: AtomicBool,
+    /// The write end of each shard's shutdown bell.
+    bells: Vec<UnixStream>,
+}
+
+impl ShutdownHandle {
+    /// Asks every shard to shut down; later calls do nothing.
+    pub fn trigger(&self) {
+        if self.shared.triggered.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        for mut bell in &self.shared.bells {
+            // Non-blocking; a full socket already holds a byte, which is all the shard needs.
+            let _ = bell.write(&[1]);
+        }
+    }
+
+    /// The first SIGINT or SIGTERM triggers shutdown; a second exits at once (status 130).
+    pub fn install_signal_handlers(&self) -> Result<(), RuntimeError> {
+        use signal_hook::consts::{SIGINT, SIGTERM};
+        let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])
+            .map_err(RuntimeError::Signals)?;
+        let handle = self.clone();
+        std::thread::Builder::new()
+            .name("signals".into())
+            .spawn(move || {
+                let mut received = 0;
+                for _ in signals.forever() {
+                    received += 1;
+                    if received == 1 {
+                        handle.trigger();
+                    } else {
+                        std::process::exit(130);
+                    }
+                }
+            })
+            .map_err(RuntimeError::Signals)?;
+        Ok(())
+    }
+}
+
+/// The running shards.
+pub struct Runtime {
+    shutdown: ShutdownHandle,
+    executors: Vec<glommio::ExecutorJoinHandle<Result<(), RuntimeError>>>,
+}
+
+impl Runtime {
+    /// Starts the shards and runs `shard_main` as a task on each. `shard_main` must return
+    /// once [`ShardContext::shutdown_requested`] resolves.
+    pub fn start<F, Fut>(config: RuntimeConfig, shard_main: F) -> Result<Runtime, RuntimeError>
+    where
+        F: Fn(ShardContext) -> Fut + Send + Clone + 'static,
+        Fut: Future<Output = ()> + 'static,
+    {
+        let shard_count = config.shard_count;
+        assert!(shard_count > 0, "a runtime has at least one shard");
+        if let Some(cpus) = &config.cpus {
+            assert_eq!(cpus.len(), shard_count, "one CPU per shard");
+        }
+        let start_error = |message: String| RuntimeError::Start { shard: 0, message };
+        let mesh = Mesh::<MeshMessage>::new(shard_count, config.mesh_ring_capacity)
+            .map_err(|error| start_error(format!("building the mesh: {error}")))?;
+        let mut bells = Vec::with_capacity(shard_count);
+        let mut bell_listeners = Vec::with_capacity(shard_count);
+        for _ in 0..shard_count {
+            let (ringer, listener) = UnixStream::pair()
+                .map_err(|error| start_error(format!("creating a shutdown bell: {error}")))?;
+            ringer
+                .set_nonblocking(true)
+                .map_err(|error| start_error(format!("creating a shutdown bell: {error}")))?;
+            bells.push(ringer);
+            bell_listeners.push(listener);
+        }
+        let shutdown = ShutdownHandle {
+            shared: Arc::new(ShutdownShared {
+                triggered: AtomicBool::new(false),
+                bells,
+            }),
+        };
+        let mut executors = Vec::with_capacity(shard_count);
+        for (shard_id, (mesh_shard, bell_listener)) in
+            mesh.split().into_iter().zip(bell_listeners).enumerate()
+        {
+            let placement = match &config.cpus {
+                Some(cpus) => Placement::Fixed(cpus[shard_id]),
+                None => Placement::Unbound,
+            };
+            let config = config.clone();
+            let shard_main = shard_main.clone();
+            let executor = LocalExecutorBuilder::new(placement)
+                .name(&format!("shard-{shard_id}"))
+                .spawn(move || run_shard(shard_id, config, mesh_shard, bell_listener, shard_main))
+                .map_err(|error| RuntimeError::Start {
+                    shard: shard_id,
+                    message: error.to_string(),
+                })?;
+            executors.push(executor);
+        }
+        Ok(Runtime {
+            shutdown,
+            executors,
+        })
+    }
+
+    pub fn shutdown_handle(&self) -> ShutdownHandle {
+        self.shutdown.clone()
+    }
+
+    /// Waits for every shard to finish its shutdown; the first failure is returned.
+    pub fn join(self) -> Result<(), RuntimeError> {
+        let mut first_error = None;
+        for (shard, executor) in self.executors.into_iter().enumerate() {
+            let result = match executor.join() {
+                Ok(result) => result,
+                Err(error) => Err(RuntimeError::Crashed {
+                    shard,
+                    message: error.to_string(),
+                }),
+            };
+            if let Err(error) = result {
+                first_error.get_or_insert(error);
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+}
+
+async fn run_shard<F, Fut>(
+    shard_id: usize,
+    config: RuntimeConfig,
+    mesh_shard: MeshShard<MeshMessage>,
+    bell_listener: UnixStream,
+    shard_main: F,
+) -> Result<(), RuntimeError>
+where
+    F: Fn(ShardContext) -> Fut,
+    Fut: Future<Output = ()> + 'static,
+{
+    let shard_count = config.shard_count;
+    let (senders, receivers) = mesh_shard.attach().into_parts();
+    let mut outbound: Vec<_> = (0..shard_count).map(|_| None).collect();
+    for mut sender in senders {
+        let (queue, queued) = local_channel::new_bounded(config.outbound_queue_capacity);
+        outbound[sender.peer_shard_id()] = Some(queue);
+        glommio::spawn_local(async move {
+            while let Some(message) = queued.recv().await {
+                sender.send(message).await;
+            }
+        })
+        .detach();
+    }
+    let context = ShardContext::new(
+        shard_id,
+        shard_count,
+        config.data_dir.clone(),
+        config.log_config.clone(),
+        Rc::new(SystemClock),
+        outbound,
+    );
+    for mut receiver in receivers {
+        let context = context.clone();
+        let peer = receiver.peer_shard_id();
+        glommio::spawn_local(async move {
+            loop {
+                match receiver.recv().await {
+                    MeshMessage::Request { id, request } => {
+                        let in_flight = context.enter_in_flight();
+                        let context = context.clone();
+                        glommio::spawn_local(async move {
+                            let response = context.handle_local(request).await;
+                            context
+                                .send_to_peer(peer, MeshMessage::Response { id, response })
+                                .await;
+                            drop(in_flight);
+                        })
+                        .detach();
+                    }
+                    MeshMessage::Response { id, response } => context.complete(id, response),
+                    MeshMessage::Drained => context.peer_drained(),
+                }
+            }
+        })
+        .detach();
+    }
+    // SAFETY: the descriptor comes from a `UnixStream` this thread now owns alone.
+    let mut bell = unsafe { glommio::net::UnixStream::from_raw_fd(bell_listener.into_raw_fd()) };
+    let bell_context = context.clone();
+    glommio::spawn_local(async move {
+        let mut byte = [0u8; 1];
+        // A byte or an error (the ringer is gone): either way, time to stop.
+        let _ = bell.read(&mut byte).await;
+        bell_context.request_shutdown();
+    })
+    .detach();
+
+    let main_task = glommio::spawn_local(shard_main(context.clone()));
+    context.shutdown_requested().await;
+    main_task.await;
+    context.wait_for_no_work_in_flight().await;
+    for peer in (0..shard_count).filter(|&peer| peer != shard_id) {
+        context.send_to_peer(peer, MeshMessage::Drained).await;
+    }
+    context.wait_for_every_peer_drained().await;
+    context
+        .close_partitions()
+        .await
+        .map_err(|error| RuntimeError::Close {
+            shard: shard_id,
+            error,
+        })
+}

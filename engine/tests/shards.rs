@@ -1,0 +1,183 @@
+//! Several shards, partitions spread over them, appends and reads forwarded across the mesh:
+//! every partition's log ends up exactly what was sent to it, and shutdown closes every log
+//! cleanly.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::sync::mpsc;
+use std::time::Duration;
+
+use common::*;
+use engine::batch::BatchHeader;
+use engine::shard::{owner_shard, Durability, PartitionId, Runtime, RuntimeConfig};
+use engine::PartitionLog;
+
+const SHARDS: usize = 3;
+const PARTITIONS: u32 = 6;
+const BATCHES_PER_SHARD_AND_PARTITION: u64 = 40;
+
+fn config(dir: &std::path::Path) -> RuntimeConfig {
+    RuntimeConfig {
+        shard_count: SHARDS,
+        cpus: None,
+        data_dir: dir.to_path_buf(),
+        log_config: small_config(),
+        // Small rings and queues so that back-pressure is exercised.
+        mesh_ring_capacity: 4,
+        outbound_queue_capacity: 2,
+    }
+}
+
+/// The tag of a batch written by `shard` to `partition`, `sequence`-th.
+fn tag(shard: usize, partition: u32, sequence: u64) -> u64 {
+    (shard as u64) << 40 | u64::from(partition) << 20 | sequence
+}
+
+fn tag_of(batch: &[u8]) -> u64 {
+    // The first record's key is "k{tag}-0" (see `tagged_batch`); records follow the header.
+    let records = &batch[engine::batch::BATCH_HEADER_BYTES..];
+    for start in 0..records.len() {
+        if records[start] != b'k' {
+            continue;
+        }
+        let digits: Vec<u8> = records[start + 1..]
+            .iter()
+            .copied()
+            .take_while(u8::is_ascii_digit)
+            .collect();
+        if !digits.is_empty() && records.get(start + 1 + digits.len()) == Some(&b'-') {
+            return String::from_utf8(digits).unwrap().parse().unwrap();
+        }
+    }
+    panic!("no tagged key in the batch")
+}
+
+#[test]
+fn forwarded_appends_and_reads_land_exactly_on_the_owning_shards_logs() {
+    let dir = tempfile::tempdir().unwrap();
+    let (report, reports) = mpsc::channel::<(usize, Vec<String>)>();
+    let runtime = Runtime::start(config(dir.path()), move |context| {
+        let report = report.clone();
+        async move {
+            let shard = context.shard_id();
+            let mut problems = Vec::new();
+            // Every shard writes to every partition; most appends cross the mesh.
+            let writers: Vec<_> = (0..PARTITIONS)
+                .map(|partition| {
+                    let context = context.clone();
+                    glommio::spawn_local(async move {
+                        let id = PartitionId::new("orders", partition);
+                        let mut previous = None;
+                        for sequence in 0..BATCHES_PER_SHARD_AND_PARTITION {
+                            let durability = match sequence % 3 {
+                                0 => Durability::Assigned,
+                                1 => Durability::Written,
+                                _ => Durability::Durable,
+                            };
+                            let batch = tagged_batch(tag(shard, partition, sequence), 2, 30, 0);
+                            let appended = context
+                                .append(id.clone(), batch, 1, durability)
+                                .await
+                                .expect("append");
+                            assert_eq!(appended.last_offset, appended.base_offset + 1);
+                            assert!(previous.is_none_or(|p| appended.base_offset > p));
+                            previous = Some(appended.last_offset);
+                        }
+                    })
+                })
+                .collect();
+            for writer in writers {
+                writer.await;
+            }
+            // Read back (through the owner) until this shard's own batches are all seen.
+            for partition in 0..PARTITIONS {
+                let id = PartitionId::new("orders", partition);
+                let mut offset = 0;
+                let mut mine = Vec::new();
+                let deadline = std::time::Instant::now() + Duration::from_secs(30);
+                while (mine.len() as u64) < BATCHES_PER_SHARD_AND_PARTITION {
+                    assert!(
+                        std::time::Instant::now() < deadline,
+                        "reads did not catch up"
+                    );
+                    let read = context
+                        .read(id.clone(), offset, 4096, u64::MAX)
+                        .await
+                        .expect("read");
+                    for batch in split_batches(&read.data.to_vec().expect("bytes")) {
+                        let tag = tag_of(&batch);
+                        if tag >> 40 == shard as u64 {
+                            mine.push(tag & 0xfffff);
+                        }
+                    }
+                    offset = read.offset_next;
+                }
+                let expected: Vec<u64> = (0..BATCHES_PER_SHARD_AND_PARTITION).collect();
+                if mine != expected {
+                    problems.push(format!("partition {partition}: read back {mine:?}"));
+                }
+            }
+            report.send((shard, problems)).unwrap();
+            context.shutdown_requested().await;
+        }
+    })
+    .unwrap();
+    let mut finished = BTreeMap::new();
+    for _ in 0..SHARDS {
+        let (shard, problems) = reports.recv_timeout(Duration::from_secs(60)).unwrap();
+        assert!(problems.is_empty(), "shard {shard}: {problems:?}");
+        finished.insert(shard, ());
+    }
+    assert_eq!(finished.len(), SHARDS);
+    runtime.shutdown_handle().trigger();
+    runtime.join().unwrap();
+
+    // Each partition: opened only by its owner, closed cleanly, holding exactly every shard's
+    // batches, each shard's in the order it sent them.
+    for partition in 0..PARTITIONS {
+        let id = PartitionId::new("orders", partition);
+        let partition_dir = dir.path().join(id.directory_name());
+        assert!(
+            partition_dir.join("clean-shutdown").exists(),
+            "{id:?} closed cleanly"
+        );
+        let batches = run({
+            let partition_dir = partition_dir.clone();
+            async move {
+                let log = PartitionLog::open(&partition_dir, small_config(), system_clock())
+                    .await
+                    .unwrap();
+                read_all(&log, 0, 1 << 20).await
+            }
+        });
+        assert_eq!(
+            batches.len() as u64,
+            SHARDS as u64 * BATCHES_PER_SHARD_AND_PARTITION
+        );
+        let mut per_shard: BTreeMap<u64, Vec<u64>> = BTreeMap::new();
+        for batch in &batches {
+            let header = BatchHeader::parse(batch).unwrap();
+            assert_eq!(header.leader_epoch, 1);
+            let tag = tag_of(batch);
+            assert_eq!(
+                (tag >> 20) & 0xfffff,
+                u64::from(partition),
+                "right partition"
+            );
+            per_shard.entry(tag >> 40).or_default().push(tag & 0xfffff);
+        }
+        for (shard, sequences) in per_shard {
+            let expected: Vec<u64> = (0..BATCHES_PER_SHARD_AND_PARTITION).collect();
+            assert_eq!(sequences, expected, "shard {shard}'s batches in order");
+        }
+    }
+    // Every partition directory belongs to the shard the ownership function names; the
+    // function spreads the six partitions over all three shards.
+    let owners: Vec<usize> = (0..PARTITIONS)
+        .map(|p| owner_shard(&PartitionId::new("orders", p), SHARDS))
+        .collect();
+    for shard in 0..SHARDS {
+        assert!(owners.contains(&shard));
+    }
+}
