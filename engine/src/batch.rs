@@ -131,9 +131,11 @@ impl BatchHeader {
         })
     }
 
-    /// Offset of the last record in the batch.
+    /// Offset of the last record in the batch. Saturates instead of overflowing, since headers
+    /// are also parsed from damaged files before they are validated.
     pub fn last_offset(&self) -> i64 {
-        self.base_offset + i64::from(self.last_offset_delta)
+        self.base_offset
+            .saturating_add(i64::from(self.last_offset_delta))
     }
 
     /// Compression codec id (0 none, 1 gzip, 2 snappy, 3 lz4, 4 zstd).
@@ -220,8 +222,9 @@ pub fn first_offset_at_or_after(bytes: &[u8], timestamp_ms: i64) -> Option<i64> 
         record = record.get(1..)?; // attributes: i8
         let timestamp_delta = read_varint(&mut record)?;
         let offset_delta = read_varint(&mut record)?;
-        if header.base_timestamp + timestamp_delta >= timestamp_ms {
-            return Some(header.base_offset + offset_delta);
+        // Deltas come from the batch's bytes: a nonsensical one ends the search.
+        if header.base_timestamp.checked_add(timestamp_delta)? >= timestamp_ms {
+            return header.base_offset.checked_add(offset_delta);
         }
     }
     None
