@@ -68,39 +68,84 @@ async fn reopen_and_check(dir: &Path, config: LogConfig, expected: &[Vec<u8>], c
     log.close().await.unwrap();
 }
 
-#[test]
-fn a_cut_at_any_byte_of_the_last_batch_keeps_every_earlier_batch() {
-    run(async {
+/// A one-segment log after a crash that followed `count` durable appends, kept pristine in
+/// `scratch/original`, from which damaged copies are made.
+struct CrashedSegment {
+    scratch: tempfile::TempDir,
+    config: LogConfig,
+    stored: Vec<Vec<u8>>,
+    log_name: std::ffi::OsString,
+    /// Where the last batch starts and where the data ends (padding may follow).
+    last_start: u64,
+    data_end: u64,
+}
+
+impl CrashedSegment {
+    async fn new(count: u64) -> CrashedSegment {
         let scratch = tempfile::tempdir().unwrap();
         let original = scratch.path().join("original");
         let config = LogConfig {
             segment_bytes_max: 1 << 20,
             ..small_config()
         };
-        let stored = write_and_crash(&original, config.clone(), 20).await;
-        let log_file = segment_files(&original, "log").pop().unwrap();
-        let file_bytes = std::fs::metadata(&log_file).unwrap().len();
-        let last_bytes = stored.last().unwrap().len() as u64;
+        let stored = write_and_crash(&original, config.clone(), count).await;
+        let log_name = segment_files(&original, "log")
+            .pop()
+            .unwrap()
+            .file_name()
+            .unwrap()
+            .to_owned();
         let data_end: u64 = stored.iter().map(|b| b.len() as u64).sum();
+        let last_start = data_end - stored.last().unwrap().len() as u64;
+        CrashedSegment {
+            scratch,
+            config,
+            stored,
+            log_name,
+            last_start,
+            data_end,
+        }
+    }
+
+    fn file_bytes(&self) -> u64 {
+        let path = self.scratch.path().join("original").join(&self.log_name);
+        std::fs::metadata(path).unwrap().len()
+    }
+
+    /// Copies the crashed log, lets `damage` change the copy's segment file, reopens the copy
+    /// and checks that it holds exactly `expected_batches` of the stored batches.
+    async fn check_damaged_copy(
+        &self,
+        damage: impl FnOnce(&Path),
+        expected_batches: usize,
+        context: &str,
+    ) {
+        let copy = self.scratch.path().join("copy");
+        copy_dir(&self.scratch.path().join("original"), &copy);
+        damage(&copy.join(&self.log_name));
+        let expected = &self.stored[..expected_batches];
+        reopen_and_check(&copy, self.config.clone(), expected, context).await;
+        std::fs::remove_dir_all(&copy).unwrap();
+    }
+}
+
+#[test]
+fn a_cut_at_any_byte_of_the_last_batch_keeps_every_earlier_batch() {
+    run(async {
+        let crashed = CrashedSegment::new(20).await;
+        let (data_end, file_bytes) = (crashed.data_end, crashed.file_bytes());
         assert!(file_bytes >= data_end, "padding after the data is allowed");
-        let last_start = data_end - last_bytes;
+        let all = crashed.stored.len();
         // Every byte of the last batch, and a few points in the direct-I/O padding after it.
-        let cuts = (last_start..=data_end).chain([data_end + 1, file_bytes]);
-        for (attempt, cut) in cuts.enumerate() {
-            let copy = scratch.path().join(format!("cut-{attempt}"));
-            copy_dir(&original, &copy);
-            let file = std::fs::OpenOptions::new()
-                .write(true)
-                .open(copy.join(log_file.file_name().unwrap()))
-                .unwrap();
-            file.set_len(cut).unwrap();
-            let expected = if cut >= data_end {
-                &stored[..]
-            } else {
-                &stored[..stored.len() - 1]
+        for cut in (crashed.last_start..=data_end).chain([data_end + 1, file_bytes]) {
+            let cut_file = |path: &Path| {
+                let file = std::fs::OpenOptions::new().write(true).open(path).unwrap();
+                file.set_len(cut).unwrap();
             };
-            reopen_and_check(&copy, config.clone(), expected, &format!("cut at {cut}")).await;
-            std::fs::remove_dir_all(&copy).unwrap();
+            let expected = if cut >= data_end { all } else { all - 1 };
+            crashed
+                .check_damaged_copy(cut_file, expected, &format!("cut at {cut}"))
+                .await;
         }
     });
 }
@@ -108,37 +153,26 @@ fn a_cut_at_any_byte_of_the_last_batch_keeps_every_earlier_batch() {
 #[test]
 fn a_flipped_byte_in_the_last_batch_drops_only_that_batch() {
     run(async {
-        let scratch = tempfile::tempdir().unwrap();
-        let original = scratch.path().join("original");
-        let config = LogConfig {
-            segment_bytes_max: 1 << 20,
-            ..small_config()
-        };
-        let stored = write_and_crash(&original, config.clone(), 10).await;
-        let log_file = segment_files(&original, "log").pop().unwrap();
-        let data_end: u64 = stored.iter().map(|b| b.len() as u64).sum();
-        let last_start = data_end - stored.last().unwrap().len() as u64;
-        for position in last_start..data_end {
-            let within = position - last_start;
+        let crashed = CrashedSegment::new(10).await;
+        for position in crashed.last_start..crashed.data_end {
+            let within = position - crashed.last_start;
             // Bytes 12..16 are the partition leader epoch: outside the CRC in Kafka's format
             // and free to take any value, so no reader can tell a flipped epoch.
             if (12..16).contains(&within) {
                 continue;
             }
-            let copy = scratch.path().join(format!("flip-{position}"));
-            copy_dir(&original, &copy);
-            let path = copy.join(log_file.file_name().unwrap());
-            let mut bytes = std::fs::read(&path).unwrap();
-            bytes[position as usize] ^= 0x5a;
-            std::fs::write(&path, &bytes).unwrap();
-            reopen_and_check(
-                &copy,
-                config.clone(),
-                &stored[..stored.len() - 1],
-                &format!("flip at byte {within} of the last batch"),
-            )
-            .await;
-            std::fs::remove_dir_all(&copy).unwrap();
+            let flip_byte = |path: &Path| {
+                let mut bytes = std::fs::read(path).unwrap();
+                bytes[position as usize] ^= 0x5a;
+                std::fs::write(path, &bytes).unwrap();
+            };
+            crashed
+                .check_damaged_copy(
+                    flip_byte,
+                    crashed.stored.len() - 1,
+                    &format!("flip at byte {within} of the last batch"),
+                )
+                .await;
         }
     });
 }
