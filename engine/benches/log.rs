@@ -173,7 +173,7 @@ fn bench_reads(criterion: &mut Criterion) {
     });
     let mut group = criterion.benchmark_group("read_1MiB");
     group.throughput(Throughput::Bytes(1 << 20));
-    for (name, log) in [("file_range_copied", cold), ("tail_cache", hot)] {
+    for (name, log) in [("file_range_copied", &cold), ("tail_cache", &hot)] {
         let mut offset = 0u64;
         group.bench_function(name, |b| {
             b.iter(|| {
@@ -191,6 +191,14 @@ fn bench_reads(criterion: &mut Criterion) {
         });
     }
     group.finish();
+    // A log belongs to its executor: close it there.
+    executor.run(async move {
+        for log in [cold, hot] {
+            if let Ok(log) = Rc::try_unwrap(log) {
+                log.close().await.expect("close");
+            }
+        }
+    });
 }
 
 criterion_group!(

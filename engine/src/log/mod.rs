@@ -46,7 +46,9 @@ const CLEAN_SHUTDOWN_FILE: &str = "clean-shutdown";
 /// The log start offset, as decimal text, replaced atomically when it moves.
 const LOG_START_OFFSET_FILE: &str = "log-start-offset";
 
-/// A partition's log, owned by one shard. Not `Send`: every call runs on the shard's reactor.
+/// A partition's log, owned by one shard. Not `Send`: every call runs on the shard's reactor,
+/// and so must its drop (dropping cancels the log's flusher task, which glommio allows only on
+/// the executor that runs it). `close` it there, or drop it there to simulate a crash.
 pub struct PartitionLog {
     shared: Rc<Shared>,
     flusher: Option<glommio::Task<()>>,
