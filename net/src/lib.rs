@@ -1,1 +1,15 @@
-//! placeholder
+//! The Kafka wire protocol for Ferrite.
+//!
+//! Decoding and encoding of the many message types come from the `kafka-protocol` crate, which
+//! is generated from Kafka's own JSON message specs (every version, flexible encodings, tagged
+//! fields). This crate adds what sits around them: framing with a size bound, request headers
+//! decoded defensively (a client's bytes never panic the broker), the table of API versions we
+//! implement, and one module per API handler (`api_versions.rs`, …), as Redpanda lays them out.
+//!
+//! Status: framing, header decoding and ApiVersions. The connection loop, the other handlers
+//! and `ferrite serve` come next (issue 4).
+
+pub mod api_versions;
+pub mod frame;
+pub mod request;
+pub mod response;

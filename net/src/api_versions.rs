@@ -1,0 +1,69 @@
+//! ApiVersions: the table of API versions this broker implements, and the handler that tells
+//! clients about it.
+//!
+//! The table is the only place versions are declared, and a version goes in only once its
+//! handler implements it fully, so what we advertise is what we serve. A client that asks with
+//! a newer ApiVersions version than ours gets Kafka's fallback (KIP-511): a version-0 response
+//! with UNSUPPORTED_VERSION and our table, from which it picks a version we speak.
+
+use kafka_protocol::messages::api_versions_response::ApiVersion;
+use kafka_protocol::messages::{ApiKey, ApiVersionsResponse};
+
+/// Kafka's error code for a version the broker does not speak.
+pub const UNSUPPORTED_VERSION: i16 = 35;
+
+/// The version ApiVersions' fallback answer is encoded in: every client can read it.
+pub const FALLBACK_RESPONSE_VERSION: i16 = 0;
+
+/// Each implemented API with the versions we serve in full.
+const IMPLEMENTED: &[(ApiKey, i16, i16)] = &[(ApiKey::ApiVersions, 0, 3)];
+
+/// The versions of `api_key` we implement, or `None` if we do not implement it.
+pub fn supported_range(api_key: ApiKey) -> Option<(i16, i16)> {
+    IMPLEMENTED
+        .iter()
+        .find(|(key, _, _)| *key == api_key)
+        .map(|&(_, min, max)| (min, max))
+}
+
+/// The answer to an ApiVersions request we could decode.
+pub fn response() -> ApiVersionsResponse {
+    ApiVersionsResponse::default().with_api_keys(
+        IMPLEMENTED
+            .iter()
+            .map(|&(api_key, min_version, max_version)| {
+                ApiVersion::default()
+                    .with_api_key(api_key as i16)
+                    .with_min_version(min_version)
+                    .with_max_version(max_version)
+            })
+            .collect(),
+    )
+}
+
+/// The answer to an ApiVersions request in a version we do not speak; encode it at
+/// [`FALLBACK_RESPONSE_VERSION`].
+pub fn fallback_response() -> ApiVersionsResponse {
+    response().with_error_code(UNSUPPORTED_VERSION)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_table_advertises_exactly_what_is_implemented() {
+        let advertised = response();
+        assert_eq!(advertised.error_code, 0);
+        assert_eq!(advertised.api_keys.len(), IMPLEMENTED.len());
+        let api_versions = &advertised.api_keys[0];
+        assert_eq!(api_versions.api_key, ApiKey::ApiVersions as i16);
+        assert_eq!((api_versions.min_version, api_versions.max_version), (0, 3));
+        assert_eq!(
+            supported_range(ApiKey::Produce),
+            None,
+            "not implemented yet"
+        );
+        assert_eq!(fallback_response().error_code, UNSUPPORTED_VERSION);
+    }
+}
