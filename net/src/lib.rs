@@ -6,10 +6,12 @@
 //! decoded defensively (a client's bytes never panic the broker), the table of API versions we
 //! implement, and one module per API handler (`api_versions.rs`, …), as Redpanda lays them out.
 //!
-//! Status: framing, header decoding and ApiVersions. The connection loop, the other handlers
-//! and `ferrite serve` come next (issue 4).
+//! Status: framing, header decoding, the connection loop and per-shard listener, and
+//! ApiVersions. The other handlers come next (issue 4).
 
 pub mod api_versions;
+pub mod connection;
 pub mod frame;
 pub mod request;
 pub mod response;
+pub mod server;
