@@ -18,6 +18,7 @@ mod segment;
 #[cfg(not(feature = "loom"))]
 pub mod shard;
 mod tail_cache;
+mod waiters;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::LogConfig;

@@ -59,7 +59,8 @@ pub(super) async fn run_flusher(shared: Rc<Shared>) {
                 }
                 Err(error) => roll_back_unwritten(&mut state, &ticket, error),
             }
-            state.wake_waiters();
+            drop(state);
+            shared.waiters.wake_all();
         }
         shared.sync_if_wanted().await;
     }
@@ -357,7 +358,8 @@ impl Shared {
         for ticket in tickets {
             ticket.complete_durable(result.clone());
         }
-        state.wake_waiters();
+        drop(state);
+        self.waiters.wake_all();
     }
 }
 

@@ -37,6 +37,7 @@ use crate::config::LogConfig;
 use crate::error::LogError;
 use crate::segment::{self, Segment};
 use crate::tail_cache::{CachedBatch, TailCache};
+use crate::waiters::Waiters;
 
 pub use read::{FileRange, ReadData, ReadSlice};
 
@@ -79,18 +80,18 @@ struct FlushTicket {
     written: RefCell<Option<Result<(), LogError>>>,
     durable: RefCell<Option<Result<(), LogError>>>,
     durable_wanted: Cell<bool>,
-    wakers: RefCell<Vec<Waker>>,
+    waiters: Waiters,
 }
 
 impl FlushTicket {
     fn complete_written(&self, result: Result<(), LogError>) {
         *self.written.borrow_mut() = Some(result);
-        self.wake();
+        self.waiters.wake_all();
     }
 
     fn complete_durable(&self, result: Result<(), LogError>) {
         *self.durable.borrow_mut() = Some(result);
-        self.wake();
+        self.waiters.wake_all();
     }
 
     /// Fails both stages (data that will never be written).
@@ -99,13 +100,7 @@ impl FlushTicket {
             *self.written.borrow_mut() = Some(Err(error.clone()));
         }
         *self.durable.borrow_mut() = Some(Err(error));
-        self.wake();
-    }
-
-    fn wake(&self) {
-        for waker in self.wakers.borrow_mut().drain(..) {
-            waker.wake();
-        }
+        self.waiters.wake_all();
     }
 }
 
@@ -133,6 +128,8 @@ struct Shared {
     clock: Rc<dyn Clock>,
     directory: glommio::io::Directory,
     state: RefCell<LogState>,
+    /// Tasks waiting for any state change (back-pressure, maintenance, drains).
+    waiters: Waiters,
 }
 
 struct LogState {
@@ -161,19 +158,11 @@ struct LogState {
     failed: Option<LogError>,
     stats: LogStats,
     flusher_waker: Option<Waker>,
-    /// Tasks waiting for any state change (back-pressure, maintenance, drains).
-    waiters: Vec<Waker>,
 }
 
 impl LogState {
     fn wake_flusher(&mut self) {
         if let Some(waker) = self.flusher_waker.take() {
-            waker.wake();
-        }
-    }
-
-    fn wake_waiters(&mut self) {
-        for waker in std::mem::take(&mut self.waiters) {
             waker.wake();
         }
     }
@@ -235,16 +224,7 @@ impl LogState {
 impl Shared {
     /// Waits until `condition` holds, re-checking on every state change.
     async fn wait_until(&self, condition: impl Fn(&LogState) -> bool) {
-        poll_fn(|context| {
-            let mut state = self.state.borrow_mut();
-            if condition(&state) {
-                Poll::Ready(())
-            } else {
-                state.waiters.push(context.waker().clone());
-                Poll::Pending
-            }
-        })
-        .await
+        self.waiters.until(|| condition(&self.state.borrow())).await
     }
 
     /// Takes the maintenance flag (waiting for a running maintenance to end) and waits until
@@ -274,11 +254,6 @@ impl Shared {
             .sync()
             .await
             .map_err(|error| LogError::glommio("syncing the partition directory", error))
-    }
-
-    /// Unlinks a segment's files. The caller syncs the directory afterwards.
-    fn remove_segment_files(&self, base_offset: u64) -> Result<(), LogError> {
-        remove_segment_files(&self.dir, base_offset)
     }
 
     /// Moves the log start forward and records it durably before anything below it is
@@ -337,13 +312,14 @@ impl Shared {
             }
         }
         for base in &doomed {
-            self.remove_segment_files(*base)?;
+            remove_segment_files(&self.dir, *base)?;
         }
         self.sync_directory().await?;
         Ok(doomed.len())
     }
 }
 
+/// Unlinks a segment's files (those that exist). The caller syncs the directory afterwards.
 fn remove_segment_files(dir: &Path, base_offset: u64) -> Result<(), LogError> {
     for path in [
         segment::log_path(dir, base_offset),
@@ -366,9 +342,8 @@ struct MaintenanceGuard<'a> {
 
 impl Drop for MaintenanceGuard<'_> {
     fn drop(&mut self) {
-        let mut state = self.shared.state.borrow_mut();
-        state.maintenance = false;
-        state.wake_waiters();
+        self.shared.state.borrow_mut().maintenance = false;
+        self.shared.waiters.wake_all();
     }
 }
 
@@ -496,7 +471,7 @@ impl PartitionLog {
         poll_fn(|context| match &*ticket.written.borrow() {
             Some(result) => Poll::Ready(result.clone()),
             None => {
-                ticket.wakers.borrow_mut().push(context.waker().clone());
+                ticket.waiters.register(context.waker());
                 Poll::Pending
             }
         })
@@ -517,7 +492,7 @@ impl PartitionLog {
                 state.sync_requested = true;
                 state.wake_flusher();
             }
-            ticket.wakers.borrow_mut().push(context.waker().clone());
+            ticket.waiters.register(context.waker());
             Poll::Pending
         })
         .await
@@ -617,8 +592,8 @@ impl PartitionLog {
             state.closing = true;
             state.sync_requested = true;
             state.wake_flusher();
-            state.wake_waiters();
             drop(state);
+            self.shared.waiters.wake_all();
             drop(guard);
         }
         if let Some(flusher) = self.flusher.take() {
@@ -662,9 +637,15 @@ impl Shared {
                 is_first,
             )
         };
-        let (cut_position, cut_header) =
-            read::find_batch_holding(&files, written_bytes, scan_from, offset, self.scan_window())
-                .await?;
+        let (cut_position, cut_header) = read::find_batch_holding(
+            &files,
+            segment_base_offset,
+            written_bytes,
+            scan_from,
+            offset,
+            self.scan_window(),
+        )
+        .await?;
         let new_end = cut_header.base_offset as u64;
         if new_end < self.state.borrow().log_start_offset {
             // The batch holding `offset` began below the log start: nothing of it may stay,
@@ -700,7 +681,7 @@ impl Shared {
                 .map_err(|error| LogError::glommio("syncing a truncated segment", error))?;
         }
         for base in &doomed {
-            self.remove_segment_files(*base)?;
+            remove_segment_files(&self.dir, *base)?;
         }
         self.sync_directory().await?;
         {
@@ -734,7 +715,7 @@ impl Shared {
         self.persist_log_start_offset(offset).await?;
         let doomed: Vec<u64> = self.state.borrow().segments.keys().copied().collect();
         for base in &doomed {
-            self.remove_segment_files(*base)?;
+            remove_segment_files(&self.dir, *base)?;
         }
         self.sync_directory().await?;
         let mut state = self.state.borrow_mut();
@@ -781,6 +762,6 @@ impl Drop for PartitionLog {
         if let Some(ticket) = &state.in_flight_ticket {
             ticket.fail(error);
         }
-        state.wake_waiters();
+        self.shared.waiters.wake_all();
     }
 }

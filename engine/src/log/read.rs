@@ -305,13 +305,14 @@ async fn scan_to_batch_holding(
 /// The position and header of the written batch holding `offset`.
 pub(super) async fn find_batch_holding(
     files: &SegmentFiles,
+    segment_base_offset: u64,
     written_bytes: u64,
     scan_from: u64,
     offset: u64,
     window_bytes: usize,
 ) -> Result<(u64, BatchHeader), LogError> {
     let mut scanner = SegmentScanner::new(&files.dma, written_bytes, window_bytes);
-    scan_to_batch_holding(&mut scanner, scan_from, offset, 0).await
+    scan_to_batch_holding(&mut scanner, scan_from, offset, segment_base_offset).await
 }
 
 /// The bytes of the partial last page of the first `written_bytes` bytes of a file.

@@ -100,7 +100,6 @@ impl PartitionLog {
             failed: None,
             stats: Default::default(),
             flusher_waker: None,
-            waiters: Vec::new(),
         };
         let shared = Rc::new(Shared {
             dir,
@@ -108,6 +107,7 @@ impl PartitionLog {
             clock,
             directory,
             state: RefCell::new(state),
+            waiters: Default::default(),
         });
         let flusher = glommio::spawn_local(run_flusher(shared.clone()));
         Ok(PartitionLog {

@@ -4,10 +4,8 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
-use std::future::poll_fn;
 use std::path::PathBuf;
 use std::rc::Rc;
-use std::task::{Poll, Waker};
 
 use bytes::BytesMut;
 use futures::channel::oneshot;
@@ -21,6 +19,7 @@ use crate::clock::Clock;
 use crate::config::LogConfig;
 use crate::error::LogError;
 use crate::log::{PartitionLog, ReadData};
+use crate::waiters::Waiters;
 
 /// A partition log opened at most once, on first use, by whichever task gets there first.
 type PartitionSlot = Rc<futures::lock::Mutex<Option<Rc<PartitionLog>>>>;
@@ -47,7 +46,7 @@ pub(super) struct ShardState {
     in_flight: Cell<usize>,
     shutdown_requested: Cell<bool>,
     drained_peers: Cell<usize>,
-    waiters: RefCell<Vec<Waker>>,
+    waiters: Waiters,
 }
 
 impl ShardContext {
@@ -74,7 +73,7 @@ impl ShardContext {
                 in_flight: Cell::new(0),
                 shutdown_requested: Cell::new(false),
                 drained_peers: Cell::new(0),
-                waiters: RefCell::new(Vec::new()),
+                waiters: Waiters::default(),
             }),
         }
     }
@@ -344,24 +343,11 @@ impl ShardContext {
     }
 
     fn wake_waiters(&self) {
-        for waker in self.state.waiters.borrow_mut().drain(..) {
-            waker.wake();
-        }
+        self.state.waiters.wake_all();
     }
 
     async fn wait_until(&self, condition: impl Fn(&ShardState) -> bool) {
-        poll_fn(|context| {
-            if condition(&self.state) {
-                Poll::Ready(())
-            } else {
-                self.state
-                    .waiters
-                    .borrow_mut()
-                    .push(context.waker().clone());
-                Poll::Pending
-            }
-        })
-        .await
+        self.state.waiters.until(|| condition(&self.state)).await
     }
 }
 
