@@ -16,7 +16,19 @@ pub const UNSUPPORTED_VERSION: i16 = 35;
 pub const FALLBACK_RESPONSE_VERSION: i16 = 0;
 
 /// Each implemented API with the versions we serve in full.
-const IMPLEMENTED: &[(ApiKey, i16, i16)] = &[(ApiKey::ApiVersions, 0, 3)];
+const IMPLEMENTED: &[(ApiKey, i16, i16)] = &[
+    (ApiKey::Produce, 3, 9),
+    (ApiKey::Fetch, 4, 12),
+    (ApiKey::ListOffsets, 1, 6),
+    (ApiKey::Metadata, 0, 12),
+    (ApiKey::ApiVersions, 0, 3),
+    (ApiKey::CreateTopics, 2, 7),
+    (ApiKey::DeleteTopics, 1, 5),
+    (ApiKey::DeleteRecords, 0, 2),
+    (ApiKey::InitProducerId, 0, 4),
+    (ApiKey::DescribeConfigs, 1, 4),
+    (ApiKey::CreatePartitions, 0, 3),
+];
 
 /// The versions of `api_key` we implement, or `None` if we do not implement it.
 pub fn supported_range(api_key: ApiKey) -> Option<(i16, i16)> {

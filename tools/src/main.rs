@@ -1,6 +1,7 @@
 //! `ferrite`: the command-line entry point. Each sub-command lives in its own module.
 
 mod dump_log;
+mod metrics;
 mod serve;
 
 use std::process::ExitCode;
