@@ -68,13 +68,19 @@ mod tests {
         let advertised = response();
         assert_eq!(advertised.error_code, 0);
         assert_eq!(advertised.api_keys.len(), IMPLEMENTED.len());
-        let api_versions = &advertised.api_keys[0];
-        assert_eq!(api_versions.api_key, ApiKey::ApiVersions as i16);
-        assert_eq!((api_versions.min_version, api_versions.max_version), (0, 3));
+        for (api_key, min, max) in IMPLEMENTED {
+            let entry = advertised
+                .api_keys
+                .iter()
+                .find(|entry| entry.api_key == *api_key as i16)
+                .unwrap();
+            assert_eq!((entry.min_version, entry.max_version), (*min, *max));
+            assert_eq!(supported_range(*api_key), Some((*min, *max)));
+        }
         assert_eq!(
-            supported_range(ApiKey::Produce),
+            supported_range(ApiKey::JoinGroup),
             None,
-            "not implemented yet"
+            "consumer groups are not implemented yet"
         );
         assert_eq!(fallback_response().error_code, UNSUPPORTED_VERSION);
     }
