@@ -642,7 +642,6 @@ impl PartitionLog {
         .await
     }
 
-    /// Appends and waits for durability: the batch survives a crash once this returns `Ok`.
     /// Resolves once the written end (what readers may see) is above `offset`, or the log
     /// is closing or failed.
     pub async fn wait_for_written_end_above(&self, offset: u64) {
@@ -653,6 +652,7 @@ impl PartitionLog {
             .await
     }
 
+    /// Appends and waits for durability: the batch survives a crash once this returns `Ok`.
     pub async fn append_durable(
         &self,
         batch: BytesMut,
