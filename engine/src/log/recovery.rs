@@ -16,9 +16,10 @@
 //!   into the last segment, continued with the batches of that segment the scan shows;
 //!   otherwise from every batch of the last segment, which is then scanned in full even after
 //!   a clean close. Producers whose last batch is older than both are forgotten (accepted
-//!   with any sequence next time, as Kafka treats unknown producers). The snapshot is written
-//!   whenever a segment is sealed, so after a crash only a snapshot write that failed or was
-//!   cut short makes that happen.
+//!   with any sequence next time, as Kafka treats unknown producers). A segment's snapshot is
+//!   durable before the next segment gets data, so after a crash that happens only when the
+//!   log was truncated since the last seal or close (truncation deletes the snapshot) or the
+//!   snapshot is damaged.
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
