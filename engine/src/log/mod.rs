@@ -257,7 +257,10 @@ impl LogState {
         if too_big || too_many_offsets || too_old {
             self.segments
                 .insert(log_end_offset, Segment::new_empty(log_end_offset, now_ms));
-            self.producer_snapshot_due = Some((log_end_offset, self.producers.clone()));
+            // With no producer to remember, the snapshot would say nothing a rebuild from the
+            // new segment does not (an older snapshot cannot reach into it), so skip its syncs.
+            self.producer_snapshot_due =
+                (!self.producers.is_empty()).then(|| (log_end_offset, self.producers.clone()));
         }
     }
 

@@ -129,6 +129,10 @@ impl ProducerTable {
         self.producers.len()
     }
 
+    pub fn is_empty(&self) -> bool {
+        self.producers.is_empty()
+    }
+
     /// Decides what to do with `header`'s batch before it is given offsets. Changes nothing:
     /// the caller [`record`](Self::record)s the batch once it is placed in the log.
     pub fn check(&self, header: &BatchHeader) -> Result<Verdict, LogError> {
