@@ -14,6 +14,8 @@ pub fn log_error_code(error: &LogError) -> i16 {
     let code = match error {
         LogError::InvalidBatch(batch) => return batch_error_code(batch),
         LogError::OffsetOutOfRange { .. } => ResponseError::OffsetOutOfRange,
+        LogError::OutOfOrderSequence { .. } => ResponseError::OutOfOrderSequenceNumber,
+        LogError::InvalidProducerEpoch { .. } => ResponseError::InvalidProducerEpoch,
         // Retriable for the client: space may be freed, or the log reopened.
         LogError::DiskFull { .. } | LogError::Io { .. } | LogError::Corrupt(_) => {
             ResponseError::KafkaStorageError
@@ -31,6 +33,7 @@ pub fn batch_error_code(error: &BatchError) -> i16 {
     let code = match error {
         BatchError::TooLarge { .. } => ResponseError::MessageTooLarge,
         BatchError::UnsupportedMagic { .. } => ResponseError::UnsupportedForMessageFormat,
+        BatchError::InvalidSequence { .. } => ResponseError::InvalidRecord,
         BatchError::TooShort { .. }
         | BatchError::LengthMismatch { .. }
         | BatchError::CrcMismatch { .. }
@@ -85,6 +88,14 @@ mod tests {
             10
         );
         assert_eq!(log_error_code(&LogError::DiskFull { operation: "x" }), 56);
+        assert_eq!(
+            log_error_code(&LogError::OutOfOrderSequence {
+                producer_id: 1,
+                expected: 5,
+                received: 7
+            }),
+            45
+        );
         assert_eq!(
             catalog_error_code(&CatalogError::TopicExists("t".into())),
             36

@@ -189,6 +189,13 @@ fn split_batches(records: Bytes, batch_bytes_max: usize) -> Result<Vec<BytesMut>
                 rest.len()
             )));
         }
+        if header.is_control() {
+            // Commit and abort markers are the broker's to write, never a client's.
+            return Err((
+                code(ResponseError::InvalidRecord),
+                "control batches may not be produced by clients".into(),
+            ));
+        }
         pieces.push(rest.split_to(size));
     }
     if pieces.len() > 1 {
