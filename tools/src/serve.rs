@@ -24,6 +24,9 @@ use serde::Deserialize;
 
 use crate::metrics;
 
+/// Where metrics are served unless told otherwise (the design's command-line contract).
+const DEFAULT_METRICS_LISTEN: ([u8; 4], u16) = ([127, 0, 0, 1], 9644);
+
 /// The flags; every one may also come from the config file.
 #[derive(clap::Args, Debug, Default, Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
@@ -44,7 +47,8 @@ pub struct Arguments {
     /// Number of shards, one pinned per core [default: every core].
     #[arg(long, value_name = "N")]
     cores: Option<usize>,
-    /// Serve Prometheus metrics over HTTP at /metrics on this address [default: off].
+    /// Serve Prometheus metrics over HTTP at /metrics on this address [default:
+    /// 127.0.0.1:9644; if that default is taken, the broker runs without metrics and says so].
     #[arg(long, value_name = "HOST:PORT")]
     metrics_listen: Option<SocketAddr>,
     /// Partitions of a topic created without a count (auto-created, or CreateTopics -1)
@@ -69,6 +73,7 @@ struct Settings {
     advertise: Option<String>,
     data_dir: PathBuf,
     cores: Option<usize>,
+    /// `None`: the default address, given up with a warning if it is taken.
     metrics_listen: Option<SocketAddr>,
     default_partitions: u32,
     auto_create_topics: bool,
@@ -208,7 +213,17 @@ pub fn run(arguments: Arguments) -> ExitCode {
                 return ExitCode::from(2);
             }
         },
-        None => None,
+        None => match metrics::serve(DEFAULT_METRICS_LISTEN.into(), registry.clone()) {
+            Ok(bound) => Some(bound),
+            Err(error) => {
+                eprintln!(
+                    "ferrite serve: no metrics endpoint: the default {} is taken ({error}); \
+                     choose one with --metrics-listen HOST:PORT",
+                    SocketAddr::from(DEFAULT_METRICS_LISTEN)
+                );
+                None
+            }
+        },
     };
     raise_memlock_limit();
     let mut config = RuntimeConfig::one_shard_per_cpu(&settings.data_dir);
