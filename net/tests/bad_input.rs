@@ -60,6 +60,9 @@ fn header_only(api_key: i16, version: i16) -> Vec<u8> {
     bytes
 }
 
+/// Sends one kind of bad input on a fresh connection.
+type BadInput = Box<dyn Fn(&mut Client)>;
+
 #[test]
 fn each_kind_of_bad_input_closes_only_its_own_connection() {
     let broker = TestBroker::start(2, LogConfig::default());
@@ -79,7 +82,7 @@ fn each_kind_of_bad_input_closes_only_its_own_connection() {
     lying_count.extend_from_slice(&[0xff, 0xff, 0xff, 0xff, 0x07]);
     let mut truncated_body = metadata_frame();
     truncated_body.truncate(truncated_body.len() - 2);
-    let cases: Vec<(&str, Box<dyn Fn(&mut Client)>)> = vec![
+    let cases: Vec<(&str, BadInput)> = vec![
         (
             "a frame above the 100 MiB maximum",
             Box::new(|client: &mut Client| {

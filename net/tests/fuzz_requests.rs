@@ -36,77 +36,45 @@ fn valid(api_key: ApiKey, version: i16) -> Bytes {
         .encode(&mut bytes, api_key.request_header_version(version))
         .unwrap();
     let topic = || TopicName(StrBytes::from_static_str("t"));
-    let body: Box<dyn Fn(&mut BytesMut)> = match api_key {
-        ApiKey::Produce => Box::new(|out| {
-            ProduceRequest::default()
-                .with_transactional_id(None)
-                .with_topic_data(vec![produce_request::TopicProduceData::default()
-                    .with_name(topic())
-                    .with_partition_data(vec![
-                        produce_request::PartitionProduceData::default().with_records(Some(
-                            Bytes::from(engine::batch::build::batch_of(2, 4, 1)),
-                        )),
-                    ])])
-                .encode(out, version)
-                .unwrap()
-        }),
-        ApiKey::Fetch => Box::new(|out| {
-            FetchRequest::default()
-                .with_topics(vec![fetch_request::FetchTopic::default()
-                    .with_topic(topic())
-                    .with_partitions(vec![fetch_request::FetchPartition::default()])])
-                .encode(out, version)
-                .unwrap()
-        }),
-        ApiKey::Metadata => Box::new(|out| {
-            MetadataRequest::default()
-                .with_topics(Some(vec![metadata_request::MetadataRequestTopic::default(
-                )
-                .with_name(Some(topic()))]))
-                .encode(out, version)
-                .unwrap()
-        }),
-        ApiKey::CreateTopics => Box::new(|out| {
-            CreateTopicsRequest::default()
-                .with_topics(vec![
-                    create_topics_request::CreatableTopic::default().with_name(topic())
-                ])
-                .encode(out, version)
-                .unwrap()
-        }),
-        other => Box::new(move |out| {
-            // Every other request's default encodes in every version we serve.
-            let kind = default_request(other);
-            kind(out, version)
-        }),
-    };
-    body(&mut bytes);
-    bytes.freeze()
-}
-
-fn default_request(api_key: ApiKey) -> Box<dyn Fn(&mut BytesMut, i16)> {
-    macro_rules! encode_default {
-        ($type:ty) => {
-            Box::new(|out: &mut BytesMut, version: i16| {
-                <$type>::default().encode(out, version).unwrap()
-            })
-        };
-    }
+    let out = &mut bytes;
     match api_key {
-        ApiKey::ListOffsets => encode_default!(ListOffsetsRequest),
-        ApiKey::ApiVersions => encode_default!(ApiVersionsRequest),
-        ApiKey::DeleteTopics => encode_default!(DeleteTopicsRequest),
-        ApiKey::DeleteRecords => encode_default!(DeleteRecordsRequest),
-        ApiKey::InitProducerId => Box::new(|out: &mut BytesMut, version: i16| {
-            InitProducerIdRequest::default()
-                .with_transactional_id(None)
-                .encode(out, version)
-                .unwrap()
-        }),
-        ApiKey::DescribeConfigs => encode_default!(DescribeConfigsRequest),
-        ApiKey::CreatePartitions => encode_default!(CreatePartitionsRequest),
+        ApiKey::Produce => ProduceRequest::default()
+            .with_transactional_id(None)
+            .with_topic_data(vec![produce_request::TopicProduceData::default()
+                .with_name(topic())
+                .with_partition_data(vec![
+                    produce_request::PartitionProduceData::default()
+                        .with_records(Some(Bytes::from(engine::batch::build::batch_of(2, 4, 1)))),
+                ])])
+            .encode(out, version),
+        ApiKey::Fetch => FetchRequest::default()
+            .with_topics(vec![fetch_request::FetchTopic::default()
+                .with_topic(topic())
+                .with_partitions(vec![fetch_request::FetchPartition::default()])])
+            .encode(out, version),
+        ApiKey::Metadata => MetadataRequest::default()
+            .with_topics(Some(vec![metadata_request::MetadataRequestTopic::default(
+            )
+            .with_name(Some(topic()))]))
+            .encode(out, version),
+        ApiKey::CreateTopics => CreateTopicsRequest::default()
+            .with_topics(vec![
+                create_topics_request::CreatableTopic::default().with_name(topic())
+            ])
+            .encode(out, version),
+        ApiKey::InitProducerId => InitProducerIdRequest::default()
+            .with_transactional_id(None)
+            .encode(out, version),
+        ApiKey::ListOffsets => ListOffsetsRequest::default().encode(out, version),
+        ApiKey::ApiVersions => ApiVersionsRequest::default().encode(out, version),
+        ApiKey::DeleteTopics => DeleteTopicsRequest::default().encode(out, version),
+        ApiKey::DeleteRecords => DeleteRecordsRequest::default().encode(out, version),
+        ApiKey::DescribeConfigs => DescribeConfigsRequest::default().encode(out, version),
+        ApiKey::CreatePartitions => CreatePartitionsRequest::default().encode(out, version),
         other => panic!("add a valid {other:?} request to the fuzz target"),
     }
+    .unwrap();
+    bytes.freeze()
 }
 
 fn decode_never_panics(frame: Bytes) {
