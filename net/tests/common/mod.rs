@@ -96,6 +96,7 @@ fn start_runtime(
         log_config,
         mesh_ring_capacity: 256,
         outbound_queue_capacity: 256,
+        retention_check_interval: std::time::Duration::from_secs(300),
     };
     let (bound, bound_shards) = std::sync::mpsc::channel();
     let registry = metrics.clone();
