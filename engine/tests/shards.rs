@@ -101,10 +101,7 @@ fn forwarded_appends_and_reads_land_exactly_on_the_owning_shards_logs() {
                         std::time::Instant::now() < deadline,
                         "reads did not catch up"
                     );
-                    let read = context
-                        .read(id.clone(), offset, 4096, u64::MAX)
-                        .await
-                        .expect("read");
+                    let read = context.read(id.clone(), offset, 4096).await.expect("read");
                     for batch in split_batches(&read.data.to_vec().expect("bytes")) {
                         let tag = tag_of(&batch);
                         if tag >> 40 == shard as u64 {

@@ -499,6 +499,16 @@ impl PartitionLog {
     }
 
     /// Appends and waits for durability: the batch survives a crash once this returns `Ok`.
+    /// Resolves once the written end (what readers may see) is above `offset`, or the log
+    /// is closing or failed.
+    pub async fn wait_for_written_end_above(&self, offset: u64) {
+        self.shared
+            .wait_until(|state| {
+                state.written_end_offset > offset || state.closing || state.failed.is_some()
+            })
+            .await
+    }
+
     pub async fn append_durable(
         &self,
         batch: BytesMut,

@@ -25,13 +25,14 @@ use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
+use futures::future::LocalBoxFuture;
 use futures::AsyncReadExt;
 use glommio::channels::local_channel;
 use glommio::{LocalExecutorBuilder, Placement};
 use thiserror::Error;
 
 use super::context::ShardContext;
-use super::MeshMessage;
+use super::{MeshMessage, ShardRequest, ShardResponse};
 use crate::clock::SystemClock;
 use crate::config::LogConfig;
 use crate::error::LogError;
@@ -257,8 +258,32 @@ where
                     MeshMessage::Request { id, request } => {
                         let in_flight = context.enter_in_flight();
                         let context = context.clone();
+                        let response: LocalBoxFuture<'static, ShardResponse> = match request {
+                            // Offsets are assigned here, in the order the peer sent its
+                            // appends; only the wait for durability runs concurrently.
+                            ShardRequest::Append {
+                                partition,
+                                batch,
+                                leader_epoch,
+                                durability,
+                            } => {
+                                let pending = context
+                                    .submit_local_append(
+                                        &partition,
+                                        batch,
+                                        leader_epoch,
+                                        durability,
+                                    )
+                                    .await;
+                                Box::pin(async move { ShardResponse::Appended(pending.await) })
+                            }
+                            other => {
+                                let context = context.clone();
+                                Box::pin(async move { context.handle_local(other).await })
+                            }
+                        };
                         glommio::spawn_local(async move {
-                            let response = context.handle_local(request).await;
+                            let response = response.await;
                             context
                                 .send_to_peer(peer, MeshMessage::Response { id, response })
                                 .await;
