@@ -186,6 +186,9 @@ impl Connection {
         stream
             .set_write_timeout(Some(RESPONSE_TIMEOUT))
             .map_err(connect_error)?;
+        stream
+            .set_read_timeout(Some(RESPONSE_TIMEOUT))
+            .map_err(connect_error)?;
         let mut connection = Connection {
             address: address.to_string(),
             stream,
@@ -373,6 +376,7 @@ impl Connection {
 mod tests {
     use super::*;
 
+    use kafka_protocol::messages::api_versions_response::ApiVersion;
     use kafka_protocol::protocol::Message;
 
     fn within_crate<R: Api + Message>() {
@@ -396,6 +400,78 @@ mod tests {
         within_crate::<CreateTopicsRequest>();
         within_crate::<DeleteTopicsRequest>();
         within_crate::<DescribeConfigsRequest>();
+    }
+
+    /// A one-connection broker that answers the first request (ApiVersions) with `answer`:
+    /// the bytes after the correlation id, which it copies from the request.
+    fn fake_broker(answer: Vec<u8>) -> String {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let address = listener.local_addr().unwrap().to_string();
+        std::thread::spawn(move || {
+            let (mut stream, _) = listener.accept().unwrap();
+            let mut length = [0u8; 4];
+            stream.read_exact(&mut length).unwrap();
+            let mut request = vec![0u8; i32::from_be_bytes(length) as usize];
+            stream.read_exact(&mut request).unwrap();
+            let correlation_id = &request[4..8];
+            let body_bytes = (correlation_id.len() + answer.len()) as i32;
+            let frame = [&body_bytes.to_be_bytes()[..], correlation_id, &answer].concat();
+            stream.write_all(&frame).unwrap();
+            // Hold the connection open until the client is done with it.
+            let _ = stream.read(&mut [0u8; 1]);
+        });
+        address
+    }
+
+    #[test]
+    fn an_older_broker_s_fallback_answer_is_enough_to_pick_versions() {
+        // KIP-511: a broker without our ApiVersions version answers in version 0 with
+        // UNSUPPORTED_VERSION and its table; here Metadata 0..=5 and no Fetch at all.
+        let mut answer = BytesMut::new();
+        ApiVersionsResponse::default()
+            .with_error_code(UNSUPPORTED_VERSION)
+            .with_api_keys(vec![
+                ApiVersion::default()
+                    .with_api_key(ApiVersionsRequest::KEY)
+                    .with_min_version(0)
+                    .with_max_version(2),
+                ApiVersion::default()
+                    .with_api_key(MetadataRequest::KEY)
+                    .with_min_version(0)
+                    .with_max_version(5),
+            ])
+            .encode(&mut answer, 0)
+            .unwrap();
+        let connection = Connection::open(&fake_broker(answer.to_vec())).unwrap();
+        assert_eq!(connection.version::<MetadataRequest>().unwrap(), 5);
+        let error = connection
+            .version::<FetchRequest>()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("does not speak Fetch in a version this client knows (broker: none, ferrite: 4..12)"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn a_lying_frame_length_is_an_error() {
+        let address = fake_broker_with_frame((-7i32).to_be_bytes().to_vec());
+        let error = Connection::open(&address).err().unwrap().to_string();
+        assert!(error.contains("ApiVersions response from"), "{error}");
+        assert!(error.contains("frame length -7"), "{error}");
+    }
+
+    /// A broker that answers the first request with `bytes`, framing and all.
+    fn fake_broker_with_frame(bytes: Vec<u8>) -> String {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let address = listener.local_addr().unwrap().to_string();
+        std::thread::spawn(move || {
+            let (mut stream, _) = listener.accept().unwrap();
+            stream.write_all(&bytes).unwrap();
+            let _ = stream.read(&mut [0u8; 1]);
+        });
+        address
     }
 
     #[test]
