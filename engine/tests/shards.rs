@@ -108,6 +108,10 @@ fn forwarded_appends_and_reads_land_exactly_on_the_owning_shards_logs() {
                             mine.push(tag & 0xfffff);
                         }
                     }
+                    if read.offset_next == offset {
+                        // Nothing visible yet past `offset`: wait for the owner's flusher.
+                        context.wait_for_data(id.clone(), offset, 1_000).await;
+                    }
                     offset = read.offset_next;
                 }
                 let expected: Vec<u64> = (0..BATCHES_PER_SHARD_AND_PARTITION).collect();

@@ -11,6 +11,7 @@ mod client;
 mod cluster;
 mod consume;
 mod dump_log;
+mod metrics;
 mod partitioner;
 mod produce;
 mod records;
