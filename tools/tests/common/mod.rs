@@ -23,7 +23,16 @@ impl Broker {
     pub fn start() -> Broker {
         let data = tempfile::tempdir().unwrap();
         let mut child = Command::new(env!("CARGO_BIN_EXE_ferrite"))
-            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            // Port 0 for both listeners: tests run in parallel, and must not take the fixed
+            // default metrics port from a broker someone runs on this machine.
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--metrics-listen",
+                "127.0.0.1:0",
+            ])
+            .arg("--data-dir")
             .arg(data.path())
             .stdout(Stdio::piped())
             .spawn()
