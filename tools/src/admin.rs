@@ -14,6 +14,11 @@ use kafka_protocol::error::ResponseError;
 
 use crate::client::ClientError;
 
+/// The end of every admin command's `--help`.
+pub const EXIT_CODES_HELP: &str = "Exit codes: 0 success; 1 the broker could not be reached or \
+    answered with an error (the message names the topic or partition, Kafka's name for the \
+    error code, and what to do); 2 usage error (bad flags or input).";
+
 /// The flag every admin command takes.
 #[derive(clap::Args)]
 pub struct BrokerArguments {

@@ -43,10 +43,13 @@ enum Command {
     /// Reads the files as they are: it never recovers or changes them.
     DumpLog(dump_log::Arguments),
     /// Create, list, describe or delete topics on a running broker.
+    #[command(after_help = admin::EXIT_CODES_HELP)]
     Topic(topic::Arguments),
     /// Write each line of standard input to a topic as a message (KEY<TAB>VALUE with --keyed).
+    #[command(after_help = admin::EXIT_CODES_HELP)]
     Produce(produce::Arguments),
     /// Print a topic's messages on standard output, one per line.
+    #[command(after_help = admin::EXIT_CODES_HELP)]
     Consume(consume::Arguments),
 }
 

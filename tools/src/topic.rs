@@ -15,7 +15,7 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::StrBytes;
 
-use crate::admin::{AdminError, BrokerArguments};
+use crate::admin::{AdminError, BrokerArguments, EXIT_CODES_HELP};
 use crate::cluster::{topic_name, Cluster, TopicMetadata, EARLIEST_TIMESTAMP, LATEST_TIMESTAMP};
 
 /// How long the broker may take to create or delete topics before it answers REQUEST_TIMED_OUT.
@@ -35,6 +35,7 @@ pub struct Arguments {
 #[derive(clap::Subcommand)]
 enum Command {
     /// Create a topic.
+    #[command(after_help = EXIT_CODES_HELP)]
     Create {
         #[command(flatten)]
         broker: BrokerArguments,
@@ -51,12 +52,14 @@ enum Command {
         configs: Vec<(String, String)>,
     },
     /// Print the name of every topic, one per line, sorted.
+    #[command(after_help = EXIT_CODES_HELP)]
     List {
         #[command(flatten)]
         broker: BrokerArguments,
     },
     /// Print each topic's partitions (leader, replicas, in-sync replicas, log start and
     /// high-water offsets) and the settings made on it.
+    #[command(after_help = EXIT_CODES_HELP)]
     Describe {
         #[command(flatten)]
         broker: BrokerArguments,
@@ -68,6 +71,7 @@ enum Command {
         all_configs: bool,
     },
     /// Delete topics and all their messages.
+    #[command(after_help = EXIT_CODES_HELP)]
     Delete {
         #[command(flatten)]
         broker: BrokerArguments,
