@@ -184,6 +184,17 @@ fn a_waiting_fetch_is_woken_by_a_produce_not_by_its_timeout() {
             "answered when the data came, not after max_wait_ms"
         );
     }
+    // Data below min_bytes: the fetch waits for more until max_wait_ms, then answers with
+    // what there is.
+    let started = Instant::now();
+    let request = fetch_request("ticks", 0, 0, 300).with_min_bytes(1 << 20);
+    let response: FetchResponse = consumer.call(ApiKey::Fetch, 12, &request);
+    assert!(!response.responses[0].partitions[0]
+        .records
+        .as_ref()
+        .unwrap()
+        .is_empty());
+    assert!(started.elapsed() >= Duration::from_millis(250));
     // Nothing arrives: the fetch waits its max_wait_ms, then answers empty.
     let started = Instant::now();
     let (error, high_watermark, records) = fetch(&mut consumer, "ticks", 0, 1, 300);
