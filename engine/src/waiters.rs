@@ -108,7 +108,10 @@ impl<T, F: FnMut() -> Option<T> + Unpin> Future for WaitFor<'_, F> {
         let mut slots = this.waiters.slots.borrow_mut();
         let key = *this.slot.get_or_insert_with(|| slots.take_slot());
         let waker = &mut slots.wakers[key];
-        if !waker.as_ref().is_some_and(|old| old.will_wake(context.waker())) {
+        if !waker
+            .as_ref()
+            .is_some_and(|old| old.will_wake(context.waker()))
+        {
             *waker = Some(context.waker().clone());
         }
         Poll::Pending
