@@ -126,6 +126,9 @@ impl ProducerContext for AckContext {
 #[derive(Debug)]
 pub struct ProducerOutcome {
     pub sent: u64,
+    /// Messages of a paced run never handed to librdkafka: its queue stayed full until the
+    /// run's end (the broker stopped answering).
+    pub unsent: u64,
     /// Sent but neither acknowledged nor failed when the final flush gave up.
     pub unacknowledged: u64,
     /// Times the sender found librdkafka's queue full (the client, not the broker, was the
@@ -189,7 +192,7 @@ impl BenchProducer {
         let mut payload = PayloadWriter::new(flags.message_bytes, run_id);
         let partitions = u64::from(flags.partitions);
         let (mut sequence, mut queue_full_waits) = (0u64, 0u64);
-        loop {
+        'sending: loop {
             let now_ns = ns_since(self.start);
             let scheduled_ns = match timetable.step(sequence, now_ns) {
                 Step::Finished => break,
@@ -209,6 +212,11 @@ impl BenchProducer {
                 match self.producer.send(record) {
                     Ok(()) => break,
                     Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                        // A queue still full at the end means the broker stopped answering;
+                        // waiting for librdkafka's message timeout (minutes) would hang the run.
+                        if ns_since(self.start) >= timetable.end_ns() {
+                            break 'sending;
+                        }
                         record = back;
                         queue_full_waits += 1;
                         std::thread::sleep(QUEUE_FULL_WAIT);
@@ -233,6 +241,9 @@ impl BenchProducer {
             .clone();
         Ok(ProducerOutcome {
             sent: sequence,
+            unsent: timetable
+                .message_count()
+                .map_or(0, |count| count.saturating_sub(sequence)),
             unacknowledged: sequence.saturating_sub(tally.acked + tally.failed),
             queue_full_waits,
             client_errors: context.diagnostics.errors(),

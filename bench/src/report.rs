@@ -29,6 +29,8 @@ pub struct Report {
     pub measured_s: f64,
     /// Messages handed to librdkafka, warm-up included.
     pub sent: u64,
+    /// Messages of a paced run never sent: librdkafka's queue stayed full until the run's end.
+    pub produce_unsent: u64,
     /// Messages acknowledged by the broker, warm-up included.
     pub produced: u64,
     pub produce_errors: u64,
@@ -87,6 +89,7 @@ impl Report {
             topic_created: context.topic_created,
             measured_s: seconds,
             sent: produced.sent,
+            produce_unsent: produced.unsent,
             produced: acks.acked,
             produce_errors: acks.failed,
             produce_unacknowledged: produced.unacknowledged,
@@ -111,6 +114,12 @@ impl Report {
 
     fn find_problems(&self) -> Vec<String> {
         let mut problems = Vec::new();
+        if self.produce_unsent > 0 {
+            problems.push(format!(
+                "{} messages due were never sent (librdkafka's queue stayed full)",
+                self.produce_unsent
+            ));
+        }
         if self.produce_errors > 0 {
             problems.push(format!("{} deliveries failed", self.produce_errors));
         }
@@ -245,6 +254,7 @@ mod tests {
         }
         let produced = ProducerOutcome {
             sent: 3000,
+            unsent: 0,
             unacknowledged: 0,
             queue_full_waits: 0,
             tally: acks,

@@ -36,6 +36,21 @@ impl Timetable {
         Timetable { rate_per_s, end_ns }
     }
 
+    /// When the run ends: no message is sent from then on.
+    pub fn end_ns(&self) -> u64 {
+        self.end_ns
+    }
+
+    /// How many messages a paced run sends; `None` when unpaced (bounded by time only).
+    pub fn message_count(&self) -> Option<u64> {
+        let rate = u128::from(self.rate_per_s);
+        // Message i is due before the end exactly when i < end × rate / 10^9.
+        (rate > 0).then(|| {
+            u64::try_from((u128::from(self.end_ns) * rate).div_ceil(1_000_000_000))
+                .unwrap_or(u64::MAX)
+        })
+    }
+
     /// The next step for message `index` (0-based) at time `now_ns`.
     pub fn step(&self, index: u64, now_ns: u64) -> Step {
         if self.rate_per_s == 0 {
@@ -87,8 +102,10 @@ mod tests {
 
     #[test]
     fn a_paced_run_sends_rate_times_duration_messages_on_a_fixed_grid() {
-        let scheduled = simulate(Timetable::new(1000, 1_000_000_000), 10);
+        let timetable = Timetable::new(1000, 1_000_000_000);
+        let scheduled = simulate(timetable, 10);
         assert_eq!(scheduled.len(), 1000);
+        assert_eq!(timetable.message_count(), Some(1000));
         for (index, scheduled_ns) in scheduled.iter().enumerate() {
             assert_eq!(*scheduled_ns, index as u64 * 1_000_000);
         }
@@ -96,8 +113,11 @@ mod tests {
 
     #[test]
     fn rates_that_do_not_divide_a_second_do_not_drift() {
-        let scheduled = simulate(Timetable::new(3, 10_000_000_000), 1);
+        let timetable = Timetable::new(3, 10_000_000_000);
+        let scheduled = simulate(timetable, 1);
         assert_eq!(scheduled.len(), 30);
+        assert_eq!(timetable.message_count(), Some(30));
+        assert_eq!(Timetable::new(3, 10_000_000_001).message_count(), Some(31));
         assert_eq!(scheduled[29], 9_666_666_666);
         assert_eq!(scheduled[3], 1_000_000_000);
     }
@@ -134,5 +154,6 @@ mod tests {
         assert_eq!(timetable.step(5, 10), Step::Send { scheduled_ns: 10 });
         assert_eq!(timetable.step(5, 1_000), Step::Finished);
         assert_eq!(simulate(timetable, 10).len(), 100);
+        assert_eq!(timetable.message_count(), None);
     }
 }
