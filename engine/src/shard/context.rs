@@ -466,6 +466,33 @@ impl ShardContext {
         Ok(log)
     }
 
+    /// Applies the retention limits to every partition log this shard has open: whole
+    /// sealed segments past the age or size limit are deleted. Returns how many were.
+    pub async fn enforce_retention(&self) -> usize {
+        let slots: Vec<(PartitionId, PartitionSlot)> = self
+            .state
+            .partitions
+            .borrow()
+            .iter()
+            .map(|(partition, slot)| (partition.clone(), slot.clone()))
+            .collect();
+        let mut deleted = 0;
+        for (partition, slot) in slots {
+            let Some(log) = slot.lock().await.clone() else {
+                continue;
+            };
+            match log.enforce_retention().await {
+                Ok(segments) => deleted += segments,
+                Err(LogError::Closed) => {}
+                Err(error) => eprintln!(
+                    "ferrite: retention of {} failed: {error}",
+                    partition.directory_name()
+                ),
+            }
+        }
+        deleted
+    }
+
     // ----- used by the runtime -----
 
     pub(super) async fn send_to_peer(&self, peer: usize, message: MeshMessage) {

@@ -24,8 +24,9 @@ use std::path::PathBuf;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
-use futures::future::LocalBoxFuture;
+use futures::future::{select, Either, LocalBoxFuture};
 use futures::AsyncReadExt;
 use glommio::channels::local_channel;
 use glommio::{LocalExecutorBuilder, Placement};
@@ -52,6 +53,9 @@ pub struct RuntimeConfig {
     pub mesh_ring_capacity: usize,
     /// Messages queued per peer on a shard before its tasks wait to send.
     pub outbound_queue_capacity: usize,
+    /// How often each shard applies the retention limits to its partitions (Kafka's
+    /// `log.retention.check.interval.ms`, 5 minutes).
+    pub retention_check_interval: Duration,
 }
 
 impl RuntimeConfig {
@@ -66,6 +70,7 @@ impl RuntimeConfig {
             log_config: LogConfig::default(),
             mesh_ring_capacity: 1024,
             outbound_queue_capacity: 1024,
+            retention_check_interval: Duration::from_secs(300),
         }
     }
 }
@@ -309,6 +314,20 @@ where
     })
     .detach();
 
+    let retention_context = context.clone();
+    let retention_interval = config.retention_check_interval;
+    glommio::spawn_local(async move {
+        loop {
+            let tick = std::pin::pin!(glommio::timer::sleep(retention_interval));
+            let shutdown = std::pin::pin!(retention_context.shutdown_requested());
+            if let Either::Right(_) = select(tick, shutdown).await {
+                return;
+            }
+            let _in_flight = retention_context.enter_in_flight();
+            retention_context.enforce_retention().await;
+        }
+    })
+    .detach();
     let main_task = glommio::spawn_local(shard_main(context.clone()));
     context.shutdown_requested().await;
     main_task.await;

@@ -154,7 +154,8 @@ pub fn describe(
                         ))))
                 }
             };
-            let wanted = resource.configuration_keys;
+            // Null (or empty) asks for every key.
+            let wanted = resource.configuration_keys.filter(|keys| !keys.is_empty());
             let configs = entries
                 .into_iter()
                 .filter(|(key, ..)| {

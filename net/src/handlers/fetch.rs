@@ -107,17 +107,20 @@ pub async fn handle(
             let per_topic = group_by_topic(&topic_names, &wanted, results);
             return Ok(encode(header, NONE, per_topic));
         }
-        // Wait until any partition has data past what we asked for, or the deadline.
+        // Wait until any partition gets data past what it has now (not merely past the fetch
+        // offset: with min_bytes unmet, data already there must not end the wait), or the
+        // deadline.
         let remaining_ms = (deadline - now).as_millis() as u64 + 1;
         let mut waits: Vec<LocalBoxFuture<'_, ()>> = wanted
             .iter()
-            .filter_map(|wanted| {
+            .zip(&results)
+            .filter_map(|(wanted, data)| {
                 let id = wanted.id.clone()?;
-                Some(Box::pin(broker.context.wait_for_data(
-                    id,
-                    wanted.fetch_offset as u64,
-                    remaining_ms,
-                )) as LocalBoxFuture<'_, ()>)
+                let seen_end = wanted.fetch_offset.max(data.high_watermark) as u64;
+                Some(
+                    Box::pin(broker.context.wait_for_data(id, seen_end, remaining_ms))
+                        as LocalBoxFuture<'_, ()>,
+                )
             })
             .collect();
         waits.push(Box::pin(glommio::timer::sleep(deadline - now).map_unit()));
