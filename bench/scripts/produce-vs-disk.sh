@@ -12,7 +12,9 @@
 #
 # Usage: bench/scripts/produce-vs-disk.sh [DIR]   (DIR defaults to ./bench-data; run from the
 # repository root). Environment: PARTITIONS (default 4), DURATION_S (default 15), WARMUP_S
-# (default 3), CORES (broker shards, default every core).
+# (default 3), CORES (broker shards, default every core). A peak run writes about
+# (DURATION_S + WARMUP_S) x the broker's throughput (~10 GiB here); each topic is deleted after
+# its run and the broker's data directory at the end.
 set -euo pipefail
 dir=${1:-./bench-data}
 partitions=${PARTITIONS:-4}
@@ -40,7 +42,12 @@ serve_args=(serve --listen 127.0.0.1:0 --metrics-listen 127.0.0.1:0 --data-dir "
 [[ -n ${CORES:-} ]] && serve_args+=(--cores "$CORES")
 "$release/ferrite" "${serve_args[@]}" >"$results/ferrite.out" 2>"$results/ferrite.err" &
 broker=$!
-trap 'kill "$broker" 2>/dev/null; wait "$broker" 2>/dev/null; rm -rf "$data"' EXIT
+stop_broker() {
+  kill "$broker" 2>/dev/null || true
+  wait "$broker" 2>/dev/null || true
+  rm -rf "$data"
+}
+trap stop_broker EXIT
 for _ in $(seq 300); do
   grep -q 'listening on' "$results/ferrite.out" && break
   kill -0 "$broker" 2>/dev/null || { cat "$results/ferrite.err" >&2; exit 2; }
@@ -50,12 +57,19 @@ address=$(grep -o 'listening on [0-9.:]*' "$results/ferrite.out" | awk '{print $
 [[ -n $address ]] || { echo "ferrite serve did not start" >&2; exit 2; }
 
 run() { # NAME ACKS RATE
+  if ! kill -0 "$broker" 2>/dev/null; then
+    echo "ferrite-bench $1: skipped, ferrite serve is not running (see $results/ferrite.err)" >&2
+    return
+  fi
   echo "ferrite-bench $1: acks=$2 rate=$3 ..." >&2
   "$release/ferrite-bench" --bootstrap "$address" --topic "$1" --partitions "$partitions" \
     --message-bytes 1024 --acks "$2" --rate "$3" --duration-s "$duration_s" \
-    --warmup-s "$warmup_s" --json "$results/$1.json" 2>"$results/$1.log" ||
+    --warmup-s "$warmup_s" --delete-topic --json "$results/$1.json" 2>"$results/$1.log" ||
     echo "ferrite-bench $1 exited with status $? (see $results/$1.log)" >&2
-  tail -n +2 "$results/$1.log" >&2
+  grep -v '^ferrite-bench: .* librdkafka ' "$results/$1.log" | tail -n +2 >&2 || true
+  if ! kill -0 "$broker" 2>/dev/null; then
+    echo "ferrite serve died during $1: $(grep -m1 -A1 'panicked' "$results/ferrite.err" | tr '\n' ' ')" >&2
+  fi
 }
 run peak-acks1 1 0
 run peak-acksall all 0

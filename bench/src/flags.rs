@@ -63,6 +63,9 @@ pub struct RunFlags {
     /// Deadline for creating the topic and finding its leaders, and for the final flush.
     #[arg(long, value_name = "S", default_value_t = 30.0)]
     pub setup_timeout_s: f64,
+    /// Delete the topic once the run is over (peak runs write gigabytes).
+    #[arg(long)]
+    pub delete_topic: bool,
     /// Write the JSON result here (otherwise to stdout).
     #[arg(long, value_name = "FILE")]
     pub json: Option<std::path::PathBuf>,

@@ -66,6 +66,12 @@ pub fn run(flags: RunFlags) -> Result<Report, BenchError> {
             .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
         (produced, consumed)
     });
+    if flags.delete_topic {
+        // The result stands without it; the disk space is the user's to reclaim by hand.
+        if let Err(error) = topic::delete(&flags, setup_timeout) {
+            eprintln!("ferrite-bench: could not delete the topic: {error}");
+        }
+    }
     let context = RunContext {
         librdkafka_version: rdkafka::util::get_rdkafka_version().1,
         started_unix_s,

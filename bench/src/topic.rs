@@ -17,11 +17,21 @@ use crate::flags::RunFlags;
 /// How often the metadata is asked again while partitions have no leader yet.
 const METADATA_RETRY: Duration = Duration::from_millis(100);
 
+fn admin_client(flags: &RunFlags) -> Result<AdminClient<PlainContext>, BenchError> {
+    client::config(&flags.bootstrap, &[])
+        .create_with_context(PlainContext(Diagnostics::new("admin")))
+        .map_err(BenchError::kafka("cannot create the admin client"))
+}
+
+fn admin_options(timeout: Duration) -> AdminOptions {
+    AdminOptions::new()
+        .request_timeout(Some(timeout))
+        .operation_timeout(Some(timeout))
+}
+
 /// Creates the topic unless it exists. Returns whether it was created.
 pub fn create_if_missing(flags: &RunFlags, timeout: Duration) -> Result<bool, BenchError> {
-    let admin: AdminClient<PlainContext> = client::config(&flags.bootstrap, &[])
-        .create_with_context(PlainContext(Diagnostics::new("admin")))
-        .map_err(BenchError::kafka("cannot create the admin client"))?;
+    let admin = admin_client(flags)?;
     let partitions = i32::try_from(flags.partitions).expect("checked with the flags");
     let replication = i32::from(flags.replication_factor);
     let topic = NewTopic::new(
@@ -29,11 +39,9 @@ pub fn create_if_missing(flags: &RunFlags, timeout: Duration) -> Result<bool, Be
         partitions,
         TopicReplication::Fixed(replication),
     );
-    let options = AdminOptions::new()
-        .request_timeout(Some(timeout))
-        .operation_timeout(Some(timeout));
-    let results = futures::executor::block_on(admin.create_topics([&topic], &options))
-        .map_err(BenchError::kafka("CreateTopics failed"))?;
+    let results =
+        futures::executor::block_on(admin.create_topics([&topic], &admin_options(timeout)))
+            .map_err(BenchError::kafka("CreateTopics failed"))?;
     let mut created = false;
     for result in results {
         match result {
@@ -48,6 +56,22 @@ pub fn create_if_missing(flags: &RunFlags, timeout: Duration) -> Result<bool, Be
         }
     }
     Ok(created)
+}
+
+/// Deletes the topic (`--delete-topic`: long runs write gigabytes).
+pub fn delete(flags: &RunFlags, timeout: Duration) -> Result<(), BenchError> {
+    let admin = admin_client(flags)?;
+    let topics = [flags.topic.as_str()];
+    let results =
+        futures::executor::block_on(admin.delete_topics(&topics, &admin_options(timeout)))
+            .map_err(BenchError::kafka("DeleteTopics failed"))?;
+    match results.into_iter().find_map(Result::err) {
+        Some((_, code)) => Err(BenchError::Topic {
+            topic: flags.topic.clone(),
+            reason: format!("DeleteTopics answered {code}"),
+        }),
+        None => Ok(()),
+    }
 }
 
 /// Waits until the metadata shows the topic with exactly `partitions` partitions, each with a

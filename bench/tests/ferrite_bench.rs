@@ -153,6 +153,7 @@ fn a_paced_run_against_ferrite_accounts_for_every_message() {
     assert_eq!(result["flags"]["acks"], "all");
     assert!(result["machine"]["cores"].as_u64().unwrap() >= 1);
     assert!(stderr.contains("produced 1250 of 1250 sent"), "{stderr}");
+    assert!(!stderr.contains("could not delete the topic"), "{stderr}");
 
     let compared = bench(&["compare", json, json]);
     assert!(compared.status.success());
