@@ -33,6 +33,11 @@ pub const PARTITIONS_MAX: u32 = 10_000;
 const CATALOG_FILE: &str = "catalog.json";
 const CATALOG_FORMAT_VERSION: u32 = 1;
 
+/// A partition's directory under the data directory, as Kafka names it: `<topic>-<partition>`.
+pub fn partition_directory_name(topic: &str, partition: u32) -> String {
+    format!("{topic}-{partition}")
+}
+
 /// One topic.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Topic {
@@ -106,6 +111,7 @@ struct CatalogState {
 /// The shared catalog. `Send + Sync`; every shard holds an `Arc` of it through a
 /// [`CatalogView`].
 pub struct Catalog {
+    data_dir: PathBuf,
     path: PathBuf,
     state: Mutex<CatalogState>,
     /// Bumped after every topic change; views compare it to their cached copy.
@@ -143,12 +149,26 @@ impl Catalog {
                 })
             }
         };
-        let topics = file
+        let topics: BTreeMap<String, Arc<Topic>> = file
             .topics
             .into_iter()
             .map(|topic| (topic.name.clone(), Arc::new(topic)))
             .collect();
+        let catalog_path = path.clone();
+        let io_error = move |error: std::io::Error| CatalogError::Io {
+            path: catalog_path.clone(),
+            message: error.to_string(),
+        };
+        // A partition directory deleted by hand (or never made) is made again, empty: the
+        // catalog says the partition exists.
+        for topic in topics.values() {
+            for partition in 0..topic.partitions {
+                let dir = data_dir.join(partition_directory_name(&topic.name, partition));
+                std::fs::create_dir_all(dir).map_err(&io_error)?;
+            }
+        }
         Ok(Catalog {
+            data_dir: data_dir.to_path_buf(),
             path,
             state: Mutex::new(CatalogState {
                 table: Arc::new(TopicTable { topics }),
@@ -189,10 +209,39 @@ impl Catalog {
         if validate_only {
             return Ok(topic);
         }
+        self.create_partition_directories(name, 0..partitions)?;
         let mut table = (*state.table).clone();
         table.topics.insert(name.to_owned(), topic.clone());
         self.publish(&mut state, table)?;
         Ok(topic)
+    }
+
+    /// Makes the partitions' directories, empty: whatever a directory of that name held
+    /// belonged to a deleted topic (a crash between the catalog change and the removal).
+    fn create_partition_directories(
+        &self,
+        topic: &str,
+        partitions: std::ops::Range<u32>,
+    ) -> Result<(), CatalogError> {
+        let io_error = |error: std::io::Error| CatalogError::Io {
+            path: self.data_dir.clone(),
+            message: error.to_string(),
+        };
+        for partition in partitions {
+            let dir = self
+                .data_dir
+                .join(partition_directory_name(topic, partition));
+            match std::fs::remove_dir_all(&dir) {
+                Ok(()) => eprintln!(
+                    "ferrite: removed {}, left over from a deleted topic",
+                    dir.display()
+                ),
+                Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+                Err(error) => return Err(io_error(error)),
+            }
+            std::fs::create_dir_all(&dir).map_err(io_error)?;
+        }
+        Ok(())
     }
 
     /// Removes a topic from the catalog and returns it; the caller removes its partitions.
@@ -238,6 +287,7 @@ impl Catalog {
         if validate_only {
             return Ok(grown);
         }
+        self.create_partition_directories(name, current.partitions..count)?;
         let mut table = (*state.table).clone();
         table.topics.insert(name.to_owned(), grown.clone());
         self.publish(&mut state, table)?;
@@ -422,7 +472,16 @@ mod tests {
         );
         drop(catalog);
 
+        for partition in 0..3 {
+            assert!(dir.path().join(format!("orders-{partition}")).is_dir());
+        }
+        assert!(
+            !dir.path().join("dry-run-0").exists(),
+            "validate-only made nothing"
+        );
+        std::fs::remove_dir_all(dir.path().join("orders-1")).unwrap();
         let reopened = Catalog::open(dir.path()).unwrap();
+        assert!(dir.path().join("orders-1").is_dir(), "made again on open");
         let topics = reopened.topics();
         assert_eq!(topics.len(), 1, "validate-only created nothing");
         assert_eq!(**topics.get("orders").unwrap(), *orders);

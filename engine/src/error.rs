@@ -60,6 +60,10 @@ pub enum LogError {
     /// was truncated back past it.
     #[error("appended batch was discarded before it was written ({reason})")]
     Discarded { reason: &'static str },
+    /// The partition does not exist on this broker (its topic was never created here, or
+    /// was deleted). Only the catalog creates partition directories.
+    #[error("partition {0} does not exist")]
+    UnknownPartition(String),
     /// The log is shutting down (or was closed) and takes no more appends.
     #[error("the log is closed")]
     Closed,

@@ -30,6 +30,15 @@ fn config(dir: &std::path::Path) -> RuntimeConfig {
     }
 }
 
+/// Makes partitions 0..`count` of `topic` exist, as creating the topic would.
+fn create_partitions(dir: &std::path::Path, topic: &str, count: u32) {
+    for partition in 0..count {
+        PartitionId::new(topic, partition)
+            .create_directory(dir)
+            .unwrap();
+    }
+}
+
 /// The tag of a batch written by `shard` to `partition`, `sequence`-th.
 fn tag(shard: usize, partition: u32, sequence: u64) -> u64 {
     (shard as u64) << 40 | u64::from(partition) << 20 | sequence
@@ -57,6 +66,7 @@ fn tag_of(batch: &[u8]) -> u64 {
 #[test]
 fn forwarded_appends_and_reads_land_exactly_on_the_owning_shards_logs() {
     let dir = tempfile::tempdir().unwrap();
+    create_partitions(dir.path(), "orders", PARTITIONS);
     let (report, reports) = mpsc::channel::<(usize, Vec<String>)>();
     let runtime = Runtime::start(config(dir.path()), move |context| {
         let report = report.clone();
@@ -187,6 +197,7 @@ fn forwarded_appends_and_reads_land_exactly_on_the_owning_shards_logs() {
 #[test]
 fn each_shard_applies_retention_to_its_partitions_on_a_timer() {
     let dir = tempfile::tempdir().unwrap();
+    create_partitions(dir.path(), "old-news", SHARDS as u32);
     let mut config = config(dir.path());
     config.log_config.retention_age_ms_max = Some(60_000);
     config.retention_check_interval = Duration::from_millis(20);
@@ -242,6 +253,7 @@ fn each_shard_applies_retention_to_its_partitions_on_a_timer() {
 #[test]
 fn tasks_watching_for_shutdown_are_not_woken_by_every_finished_request() {
     let dir = tempfile::tempdir().unwrap();
+    create_partitions(dir.path(), "elsewhere", SHARDS as u32 * 4);
     let (report, reports) = mpsc::channel();
     let runtime = Runtime::start(config(dir.path()), move |context| {
         let report = report.clone();
@@ -254,7 +266,7 @@ fn tasks_watching_for_shutdown_are_not_woken_by_every_finished_request() {
                 futures::future::select(accept, shutdown).await;
             });
             // A partition another shard owns: every read crosses the mesh and back.
-            let remote = (0..)
+            let remote = (0..SHARDS as u32 * 4)
                 .map(|partition| PartitionId::new("elsewhere", partition))
                 .find(|partition| owner_shard(partition, SHARDS) != context.shard_id())
                 .unwrap();

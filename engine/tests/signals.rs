@@ -30,6 +30,11 @@ fn config(dir: &std::path::Path) -> RuntimeConfig {
 #[test]
 fn sigterm_flushes_and_closes_every_partition() {
     let dir = tempfile::tempdir().unwrap();
+    for partition in 0..4 {
+        PartitionId::new("telemetry", partition)
+            .create_directory(dir.path())
+            .unwrap();
+    }
     let (ready, readiness) = mpsc::channel::<usize>();
     let runtime = Runtime::start(config(dir.path()), move |context| {
         let ready = ready.clone();

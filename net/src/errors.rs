@@ -14,6 +14,7 @@ pub fn log_error_code(error: &LogError) -> i16 {
     let code = match error {
         LogError::InvalidBatch(batch) => return batch_error_code(batch),
         LogError::OffsetOutOfRange { .. } => ResponseError::OffsetOutOfRange,
+        LogError::UnknownPartition(_) => ResponseError::UnknownTopicOrPartition,
         LogError::OutOfOrderSequence { .. } => ResponseError::OutOfOrderSequenceNumber,
         LogError::InvalidProducerEpoch { .. } => ResponseError::InvalidProducerEpoch,
         // Retriable for the client: space may be freed, or the log reopened.

@@ -3,7 +3,7 @@
 //! against what we implement, and only then is the header decoded in the layout that version
 //! uses (flexible versions add tagged fields).
 
-use bytes::{Buf, Bytes};
+use bytes::Bytes;
 use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind};
 use kafka_protocol::protocol::Decodable;
 use thiserror::Error;
@@ -99,7 +99,8 @@ impl DecodedRequest {
         self.header.correlation_id
     }
 
-    /// Decodes the body with the generated codec; trailing bytes are an error too.
+    /// Decodes the body with the generated codec. Bytes after the body are ignored, as Kafka
+    /// ignores them: librdkafka 2.16 pads an all-topics Metadata request (v9+) with three.
     pub fn decode_body(&self) -> Result<RequestKind, RequestError> {
         let malformed = |message: String| RequestError::Malformed {
             api_key: self.api_key,
@@ -108,12 +109,8 @@ impl DecodedRequest {
             message,
         };
         let mut body = self.body.clone();
-        let request = RequestKind::decode(self.api_key, &mut body, self.api_version)
-            .map_err(|error| malformed(format!("body: {error}")))?;
-        if body.has_remaining() {
-            return Err(malformed(format!("{} trailing bytes", body.remaining())));
-        }
-        Ok(request)
+        RequestKind::decode(self.api_key, &mut body, self.api_version)
+            .map_err(|error| malformed(format!("body: {error}")))
     }
 }
 
@@ -193,7 +190,7 @@ mod tests {
     }
 
     #[test]
-    fn truncated_and_padded_bodies_are_malformed() {
+    fn truncated_bodies_are_malformed_and_padding_is_ignored() {
         let whole = encoded_api_versions(3, 9);
         for cut in 8..whole.len() {
             if let Ok(request) = DecodedRequest::decode(whole.slice(..cut)) {
@@ -203,13 +200,11 @@ mod tests {
                 );
             }
         }
+        // Trailing bytes are ignored, as Kafka ignores them (librdkafka 2.16 sends some).
         let mut padded = whole.to_vec();
-        padded.push(0);
+        padded.extend_from_slice(&[0, 0, 0]);
         let request = DecodedRequest::decode(Bytes::from(padded)).unwrap();
-        assert!(matches!(
-            request.decode_body(),
-            Err(RequestError::Malformed { .. })
-        ));
+        assert!(request.decode_body().is_ok());
     }
 
     proptest! {

@@ -13,9 +13,25 @@ use glommio::net::TcpListener;
 use crate::broker::Broker;
 use crate::connection::{serve_connection, ConnectionConfig};
 
-/// Binds this shard's listener (SO_REUSEPORT: every shard binds the same address).
+/// Binds this shard's listener: SO_REUSEPORT, so every shard binds the same address, and
+/// SO_REUSEADDR, which accepted connections inherit, so that a restarted broker can bind again
+/// at once although its old connections linger in TIME-WAIT (as Kafka's acceptor does;
+/// glommio's own `bind` sets only the first).
 pub fn bind(listen: SocketAddr) -> std::io::Result<TcpListener> {
-    TcpListener::bind(listen).map_err(std::io::Error::from)
+    use socket2::{Domain, Protocol, Socket, Type};
+    use std::os::fd::{FromRawFd, IntoRawFd};
+    let domain = if listen.is_ipv6() {
+        Domain::IPV6
+    } else {
+        Domain::IPV4
+    };
+    let socket = Socket::new(domain, Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
+    socket.bind(&listen.into())?;
+    socket.listen(1024)?;
+    // SAFETY: a listening socket we own, handed over whole to glommio.
+    Ok(unsafe { TcpListener::from_raw_fd(socket.into_raw_fd()) })
 }
 
 /// Accepts connections on `listener` until shutdown is requested, serving each on this shard.

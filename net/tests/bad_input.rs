@@ -189,3 +189,16 @@ fn a_newer_api_versions_request_gets_the_fallback_answer() {
         client.call(ApiKey::ApiVersions, 3, &ApiVersionsRequest::default());
     assert_eq!(answer.error_code, 0);
 }
+
+#[test]
+fn padding_after_a_request_body_is_ignored_as_kafka_ignores_it() {
+    let broker = TestBroker::start(1, LogConfig::default());
+    let mut client = broker.connect();
+    // librdkafka 2.16's all-topics Metadata v12 carries three bytes after its body.
+    let mut frame = metadata_frame();
+    frame.extend_from_slice(&[0, 0, 0]);
+    client.send_raw_frame(&frame);
+    let (correlation_id, response): (i32, MetadataResponse) = client.receive(ApiKey::Metadata, 12);
+    assert_eq!(correlation_id, 7);
+    assert_eq!(response.brokers.len(), 1);
+}

@@ -448,7 +448,7 @@ impl ShardContext {
         }
     }
 
-    /// The partition's log, opened (and recovered) on first use.
+    /// The partition's log, opened (and recovered) on first use; its directory must exist.
     async fn partition_log(&self, partition: &PartitionId) -> Result<Rc<PartitionLog>, LogError> {
         assert_eq!(
             self.owner_of(partition),
@@ -466,7 +466,12 @@ impl ShardContext {
         if let Some(log) = opened.as_ref() {
             return Ok(log.clone());
         }
+        // Only the catalog creates partition directories (with their topic): a request that
+        // races a topic's deletion must not bring the partition back.
         let dir = self.state.data_dir.join(partition.directory_name());
+        if !dir.is_dir() {
+            return Err(LogError::UnknownPartition(partition.directory_name()));
+        }
         let log = Rc::new(
             PartitionLog::open(dir, self.state.log_config.clone(), self.state.clock.clone())
                 .await?,

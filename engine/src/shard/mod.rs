@@ -40,7 +40,13 @@ impl PartitionId {
 
     /// The partition's directory name under the data directory, as Kafka names it.
     pub fn directory_name(&self) -> String {
-        format!("{}-{}", self.topic, self.partition)
+        crate::catalog::partition_directory_name(&self.topic, self.partition)
+    }
+
+    /// Creates the partition's (empty) directory under `data_dir`, which is what makes the
+    /// partition exist for the shards. The catalog does this when it creates a topic.
+    pub fn create_directory(&self, data_dir: &std::path::Path) -> std::io::Result<()> {
+        std::fs::create_dir_all(data_dir.join(self.directory_name()))
     }
 }
 
