@@ -40,18 +40,22 @@ pub fn run(arguments: Arguments) -> ExitCode {
     }
     // Every shard binds with SO_REUSEPORT; check first that nobody else holds the address, so
     // that a taken port is a clear start-up error rather than a shard failing later.
-    if let Err(error) = std::net::TcpListener::bind(arguments.listen) {
-        eprintln!(
-            "ferrite serve: cannot listen on {}: {error}",
-            arguments.listen
-        );
-        return ExitCode::from(2);
-    }
+    // Port 0 picks a free port here, which every shard then binds (tests use this).
+    let listen =
+        match std::net::TcpListener::bind(arguments.listen).and_then(|probe| probe.local_addr()) {
+            Ok(bound) => bound,
+            Err(error) => {
+                eprintln!(
+                    "ferrite serve: cannot listen on {}: {error}",
+                    arguments.listen
+                );
+                return ExitCode::from(2);
+            }
+        };
     raise_memlock_limit();
     let mut config = RuntimeConfig::one_shard_per_cpu(&arguments.data_dir);
     config.shard_count = cores;
     config.cpus = Some((0..cores).collect());
-    let listen = arguments.listen;
     // Each shard reports once its listener is bound, so "listening" is printed only when
     // every shard accepts connections.
     let (bound, bound_shards) = std::sync::mpsc::channel::<()>();
