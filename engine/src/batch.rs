@@ -56,6 +56,9 @@ const ATTRIBUTE_TRANSACTIONAL: i16 = 0x10;
 /// Attribute bit 5: the batch is a control batch (transaction markers).
 const ATTRIBUTE_CONTROL: i16 = 0x20;
 
+/// The producer id of a batch written by a producer that is not idempotent.
+pub const NO_PRODUCER_ID: i64 = -1;
+
 /// Why a byte range is not an acceptable record batch. Every variant is a client (or disk)
 /// fault; none of them changes the log.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
@@ -80,6 +83,11 @@ pub enum BatchError {
     RecordCountMismatch {
         records_count: i32,
         last_offset_delta: i32,
+    },
+    #[error("invalid base sequence {base_sequence} in a batch of producer {producer_id}")]
+    InvalidSequence {
+        producer_id: i64,
+        base_sequence: i32,
     },
 }
 
@@ -150,6 +158,24 @@ impl BatchHeader {
     pub fn is_control(&self) -> bool {
         self.attributes & ATTRIBUTE_CONTROL != 0
     }
+
+    /// Whether an idempotent producer wrote the batch (Kafka's `hasProducerId`).
+    pub fn has_producer_id(&self) -> bool {
+        self.producer_id > NO_PRODUCER_ID
+    }
+
+    /// Sequence number of the last record: the base sequence plus the last offset delta,
+    /// wrapping past `i32::MAX` to 0 as producers number them.
+    pub fn last_sequence(&self) -> i32 {
+        sequence_after(self.base_sequence, self.last_offset_delta)
+    }
+}
+
+/// The sequence number `increment` places after `sequence`: producers count from 0 to
+/// `i32::MAX` and wrap to 0. Total on any input (headers come from untrusted bytes).
+pub fn sequence_after(sequence: i32, increment: i32) -> i32 {
+    let wrapped = (i64::from(sequence) + i64::from(increment)).rem_euclid(i64::from(i32::MAX) + 1);
+    i32::try_from(wrapped).expect("a remainder below 2^31 fits i32")
 }
 
 /// Checks that `bytes` is exactly one well-formed v2 batch: length, magic, CRC-32C and record
@@ -272,8 +298,54 @@ pub mod build {
         pub timestamp_ms: i64,
     }
 
-    /// Encodes `records` as an uncompressed v2 batch. Panics on an empty slice.
+    /// The producer-owned header fields: who wrote the batch and where it falls in that
+    /// producer's sequence, plus the attributes (transactional and control bits).
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub struct ProducerFields {
+        pub producer_id: i64,
+        pub producer_epoch: i16,
+        pub base_sequence: i32,
+        pub attributes: i16,
+    }
+
+    impl ProducerFields {
+        /// A producer that is not idempotent (what `batch` writes).
+        pub const NONE: ProducerFields = ProducerFields {
+            producer_id: NO_PRODUCER_ID,
+            producer_epoch: -1,
+            base_sequence: -1,
+            attributes: 0,
+        };
+
+        /// An idempotent producer's data batch.
+        pub fn idempotent(producer_id: i64, producer_epoch: i16, base_sequence: i32) -> Self {
+            ProducerFields {
+                producer_id,
+                producer_epoch,
+                base_sequence,
+                attributes: 0,
+            }
+        }
+
+        /// The same producer fields on a transactional (`control: false`) or control batch.
+        pub fn with_transaction_bits(self, control: bool) -> Self {
+            let control_bit = if control { ATTRIBUTE_CONTROL } else { 0 };
+            ProducerFields {
+                attributes: self.attributes | ATTRIBUTE_TRANSACTIONAL | control_bit,
+                ..self
+            }
+        }
+    }
+
+    /// Encodes `records` as an uncompressed v2 batch of a producer that is not idempotent.
+    /// Panics on an empty slice.
     pub fn batch(records: &[TestRecord]) -> Vec<u8> {
+        batch_from(records, ProducerFields::NONE)
+    }
+
+    /// Encodes `records` as an uncompressed v2 batch with the given producer fields. Panics on
+    /// an empty slice.
+    pub fn batch_from(records: &[TestRecord], producer: ProducerFields) -> Vec<u8> {
         assert!(!records.is_empty(), "a batch holds at least one record");
         let base_timestamp = records[0].timestamp_ms;
         let max_timestamp = records.iter().map(|r| r.timestamp_ms).max().unwrap_or(0);
@@ -302,13 +374,13 @@ pub mod build {
         out.extend_from_slice(&0i32.to_be_bytes()); // leader epoch
         out.push(MAGIC_V2 as u8);
         out.extend_from_slice(&0u32.to_be_bytes()); // crc, filled below
-        out.extend_from_slice(&0i16.to_be_bytes()); // attributes
+        out.extend_from_slice(&producer.attributes.to_be_bytes());
         out.extend_from_slice(&(records.len() as i32 - 1).to_be_bytes());
         out.extend_from_slice(&base_timestamp.to_be_bytes());
         out.extend_from_slice(&max_timestamp.to_be_bytes());
-        out.extend_from_slice(&(-1i64).to_be_bytes()); // producer id
-        out.extend_from_slice(&(-1i16).to_be_bytes()); // producer epoch
-        out.extend_from_slice(&(-1i32).to_be_bytes()); // base sequence
+        out.extend_from_slice(&producer.producer_id.to_be_bytes());
+        out.extend_from_slice(&producer.producer_epoch.to_be_bytes());
+        out.extend_from_slice(&producer.base_sequence.to_be_bytes());
         out.extend_from_slice(&(records.len() as i32).to_be_bytes());
         out.extend_from_slice(&body);
         let crc = crc32c::crc32c(&out[OFFSET_ATTRIBUTES..]);
@@ -358,6 +430,35 @@ mod tests {
         assert_eq!(header.max_timestamp, 1_002);
         assert_eq!(header.size_bytes as usize, bytes.len());
         assert_eq!(header.magic, MAGIC_V2);
+    }
+
+    #[test]
+    fn producer_fields_round_trip_and_sequences_wrap() {
+        let record = TestRecord {
+            key: None,
+            value: b"v".to_vec(),
+            timestamp_ms: 0,
+        };
+        let records = vec![record; 3];
+        let fields = build::ProducerFields::idempotent(77, 4, i32::MAX - 1);
+        let bytes = build::batch_from(&records, fields.with_transaction_bits(false));
+        let header = validate(&bytes, 1 << 20).expect("valid");
+        assert_eq!(
+            (
+                header.producer_id,
+                header.producer_epoch,
+                header.base_sequence
+            ),
+            (77, 4, i32::MAX - 1)
+        );
+        assert!(header.has_producer_id() && header.is_transactional() && !header.is_control());
+        assert_eq!(header.last_sequence(), 0, "MAX-1, MAX, then 0");
+        assert!(!BatchHeader::parse(&batch_of(1, 1, 0))
+            .unwrap()
+            .has_producer_id());
+        assert_eq!(sequence_after(5, 3), 8);
+        assert_eq!(sequence_after(i32::MAX, 1), 0);
+        assert_eq!(sequence_after(i32::MAX, i32::MAX), i32::MAX - 1);
     }
 
     #[test]

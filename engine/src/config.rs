@@ -27,6 +27,12 @@ pub struct LogConfig {
     pub write_chunk_bytes: usize,
     /// Segment space is reserved (fallocate) this much at a time ahead of the writes.
     pub preallocate_bytes: u64,
+    /// Idempotent producers whose sequence state the partition keeps; beyond it the producer
+    /// that appended least recently is forgotten (and accepted with any sequence afterwards).
+    pub producers_max: usize,
+    /// A producer that has not appended for longer than this is forgotten
+    /// (`producer.id.expiration.ms`); `None` keeps producers until `producers_max` evicts them.
+    pub producer_idle_ms_max: Option<u64>,
 }
 
 /// Direct I/O works in units of this; every write position and length is a multiple of it.
@@ -46,6 +52,10 @@ impl Default for LogConfig {
             tail_cache_bytes_max: 4 << 20,
             write_chunk_bytes: 1 << 20,
             preallocate_bytes: 32 << 20,
+            // About 200 bytes each: at most ~2 MiB of producer state per partition.
+            producers_max: 10_000,
+            // Kafka's default producer.id.expiration.ms: one day.
+            producer_idle_ms_max: Some(24 * 3600 * 1000),
         }
     }
 }
@@ -78,6 +88,9 @@ impl LogConfig {
             || !self.preallocate_bytes.is_multiple_of(DMA_ALIGNMENT_BYTES)
         {
             return Err("preallocate_bytes must be a positive multiple of 4096".into());
+        }
+        if self.producers_max == 0 {
+            return Err("producers_max must be positive".into());
         }
         Ok(())
     }

@@ -14,6 +14,30 @@ pub enum LogError {
     /// The batch was rejected before anything reached the log.
     #[error("invalid record batch: {0}")]
     InvalidBatch(#[from] BatchError),
+    /// An idempotent producer's batch does not continue its sequence: a batch went missing in
+    /// between (or this one is a retry older than the batches the log remembers). Nothing was
+    /// written. Kafka's OUT_OF_ORDER_SEQUENCE_NUMBER.
+    #[error(
+        "out-of-order sequence from producer {producer_id}: expected sequence {expected}, \
+         received {received}; the batch was not written"
+    )]
+    OutOfOrderSequence {
+        producer_id: i64,
+        expected: i32,
+        received: i32,
+    },
+    /// An idempotent producer's batch carries an epoch older than one the log has already
+    /// seen for it (a fenced, zombie instance). Nothing was written. Kafka's
+    /// INVALID_PRODUCER_EPOCH.
+    #[error(
+        "producer {producer_id} sent epoch {received}, older than its current epoch {current}; \
+         the batch was not written"
+    )]
+    InvalidProducerEpoch {
+        producer_id: i64,
+        current: i16,
+        received: i16,
+    },
     /// The requested offset is outside `[log_start_offset, log_end_offset]`.
     #[error("offset {offset} is out of range [{log_start_offset}, {log_end_offset}]")]
     OffsetOutOfRange {

@@ -6,6 +6,7 @@
 //! shard and is never shared across threads.
 
 pub mod batch;
+pub mod catalog;
 pub mod clock;
 pub mod config;
 mod dma;

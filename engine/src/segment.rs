@@ -261,14 +261,16 @@ impl<'a> SegmentScanner<'a> {
 }
 
 /// Re-notes every valid batch from `segment.appended_bytes` on, up to `limit_bytes`, checking
-/// each one in full. Returns whether the scan reached `limit_bytes` exactly (`false`: it stopped
-/// at a torn, corrupt or non-contiguous batch, which the caller cuts off).
+/// each one in full, and shows each to `observe` (recovery rebuilds producer state from them).
+/// Returns whether the scan reached `limit_bytes` exactly (`false`: it stopped at a torn,
+/// corrupt or non-contiguous batch, which the caller cuts off).
 pub(crate) async fn scan_and_note(
     segment: &mut Segment,
     files: &SegmentFiles,
     limit_bytes: u64,
     index_interval_bytes: u32,
     batch_bytes_max: usize,
+    observe: &mut dyn FnMut(&BatchHeader),
 ) -> Result<bool, LogError> {
     let mut scanner = SegmentScanner::new(&files.dma, limit_bytes, RECOVERY_WINDOW_BYTES);
     loop {
@@ -280,7 +282,10 @@ pub(crate) async fn scan_and_note(
             .valid_batch_at(position, segment.end_offset, batch_bytes_max)
             .await?
         {
-            Some(header) => segment.note_batch(position, &header, index_interval_bytes),
+            Some(header) => {
+                segment.note_batch(position, &header, index_interval_bytes);
+                observe(&header);
+            }
             None => return Ok(false),
         }
     }

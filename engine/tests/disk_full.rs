@@ -1,5 +1,6 @@
 //! A full disk: appends fail with `DiskFull`, acknowledged data stays readable, nothing
-//! half-written appears, and appends work again once space is freed.
+//! half-written appears, and appends work again once space is freed (an idempotent producer's
+//! retry of a failed batch is then written, not mistaken for a duplicate).
 //!
 //! Runs the log on a 512 KiB tmpfs mounted for the test, so it needs root (CAP_SYS_ADMIN),
 //! as the CI runner and the README's test command have.
@@ -107,5 +108,49 @@ fn a_full_disk_fails_appends_cleanly_and_recovers_when_space_returns() {
             .await
             .unwrap();
         assert_eq!(read_all(&log, 0, 1 << 20).await, acknowledged);
+    });
+}
+
+#[test]
+fn a_retry_of_a_batch_lost_to_a_full_disk_is_written_once_space_returns() {
+    let filesystem = SmallFilesystem::mount(512 * 1024);
+    let root = filesystem.path().to_path_buf();
+    run(async move {
+        let filler = root.join("filler");
+        std::fs::write(&filler, vec![7u8; 128 * 1024]).unwrap();
+        let dir = root.join("partition");
+        let config = LogConfig {
+            segment_bytes_max: 64 * 1024,
+            ..small_config()
+        };
+        let log = PartitionLog::open(&dir, config, system_clock())
+            .await
+            .unwrap();
+        let mut sequence = 0;
+        let failed_sequence = loop {
+            match log
+                .append_durable(producer_batch(1, 0, sequence, 40), 0)
+                .await
+            {
+                Ok(_) => sequence += 40,
+                Err(LogError::DiskFull { .. }) => break sequence,
+                Err(other) => panic!("expected DiskFull, got {other:?}"),
+            }
+            assert!(sequence < 40_000, "a 512 KiB disk must fill up");
+        };
+        let end_after_failure = log.log_end_offset();
+        std::fs::remove_file(&filler).unwrap();
+        let retry = log
+            .append_durable(producer_batch(1, 0, failed_sequence, 40), 0)
+            .await
+            .unwrap();
+        assert!(!retry.duplicate, "the failed batch was never written");
+        assert_eq!(retry.base_offset, end_after_failure);
+        let again = log
+            .append(producer_batch(1, 0, failed_sequence, 40), 0)
+            .await
+            .unwrap();
+        assert!(again.duplicate);
+        assert_eq!(again.base_offset, retry.base_offset);
     });
 }

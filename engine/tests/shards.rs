@@ -26,6 +26,7 @@ fn config(dir: &std::path::Path) -> RuntimeConfig {
         // Small rings and queues so that back-pressure is exercised.
         mesh_ring_capacity: 4,
         outbound_queue_capacity: 2,
+        retention_check_interval: std::time::Duration::from_secs(300),
     }
 }
 
@@ -101,15 +102,16 @@ fn forwarded_appends_and_reads_land_exactly_on_the_owning_shards_logs() {
                         std::time::Instant::now() < deadline,
                         "reads did not catch up"
                     );
-                    let read = context
-                        .read(id.clone(), offset, 4096, u64::MAX)
-                        .await
-                        .expect("read");
+                    let read = context.read(id.clone(), offset, 4096).await.expect("read");
                     for batch in split_batches(&read.data.to_vec().expect("bytes")) {
                         let tag = tag_of(&batch);
                         if tag >> 40 == shard as u64 {
                             mine.push(tag & 0xfffff);
                         }
+                    }
+                    if read.offset_next == offset {
+                        // Nothing visible yet past `offset`: wait for the owner's flusher.
+                        context.wait_for_data(id.clone(), offset, 1_000).await;
                     }
                     offset = read.offset_next;
                 }
@@ -180,4 +182,55 @@ fn forwarded_appends_and_reads_land_exactly_on_the_owning_shards_logs() {
     for shard in 0..SHARDS {
         assert!(owners.contains(&shard));
     }
+}
+
+#[test]
+fn each_shard_applies_retention_to_its_partitions_on_a_timer() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = config(dir.path());
+    config.log_config.retention_age_ms_max = Some(60_000);
+    config.retention_check_interval = Duration::from_millis(20);
+    let (report, reports) = mpsc::channel();
+    let runtime = Runtime::start(config, move |context| {
+        let report = report.clone();
+        async move {
+            // Records from 1970: every sealed segment is long past a one-minute retention.
+            let partition = PartitionId::new("old-news", context.shard_id() as u32);
+            for _ in 0..40 {
+                context
+                    .append(
+                        partition.clone(),
+                        bytes::BytesMut::from(&engine::batch::build::batch_of(4, 200, 1)[..]),
+                        0,
+                        Durability::Written,
+                    )
+                    .await
+                    .expect("append");
+            }
+            let deadline = std::time::Instant::now() + Duration::from_secs(30);
+            let listed = loop {
+                let listed = context
+                    .list_offset(partition.clone(), engine::shard::OffsetQuery::Earliest)
+                    .await
+                    .expect("offsets");
+                if listed.log_start_offset > 0 || std::time::Instant::now() > deadline {
+                    break listed;
+                }
+                glommio::timer::sleep(Duration::from_millis(10)).await;
+            };
+            report.send(listed).unwrap();
+            context.shutdown_requested().await;
+        }
+    })
+    .unwrap();
+    for _ in 0..SHARDS {
+        let listed = reports.recv_timeout(Duration::from_secs(60)).unwrap();
+        assert!(
+            listed.log_start_offset > 0,
+            "old segments were deleted: {listed:?}"
+        );
+        assert_eq!(listed.high_watermark, 160, "the active segment is kept");
+    }
+    runtime.shutdown_handle().trigger();
+    runtime.join().unwrap();
 }

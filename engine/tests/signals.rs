@@ -23,6 +23,7 @@ fn config(dir: &std::path::Path) -> RuntimeConfig {
         log_config: small_config(),
         mesh_ring_capacity: 64,
         outbound_queue_capacity: 64,
+        retention_check_interval: std::time::Duration::from_secs(300),
     }
 }
 

@@ -16,7 +16,19 @@ pub const UNSUPPORTED_VERSION: i16 = 35;
 pub const FALLBACK_RESPONSE_VERSION: i16 = 0;
 
 /// Each implemented API with the versions we serve in full.
-const IMPLEMENTED: &[(ApiKey, i16, i16)] = &[(ApiKey::ApiVersions, 0, 3)];
+const IMPLEMENTED: &[(ApiKey, i16, i16)] = &[
+    (ApiKey::Produce, 3, 9),
+    (ApiKey::Fetch, 4, 12),
+    (ApiKey::ListOffsets, 1, 6),
+    (ApiKey::Metadata, 0, 12),
+    (ApiKey::ApiVersions, 0, 3),
+    (ApiKey::CreateTopics, 2, 7),
+    (ApiKey::DeleteTopics, 1, 5),
+    (ApiKey::DeleteRecords, 0, 2),
+    (ApiKey::InitProducerId, 0, 4),
+    (ApiKey::DescribeConfigs, 1, 4),
+    (ApiKey::CreatePartitions, 0, 3),
+];
 
 /// The versions of `api_key` we implement, or `None` if we do not implement it.
 pub fn supported_range(api_key: ApiKey) -> Option<(i16, i16)> {
@@ -56,13 +68,19 @@ mod tests {
         let advertised = response();
         assert_eq!(advertised.error_code, 0);
         assert_eq!(advertised.api_keys.len(), IMPLEMENTED.len());
-        let api_versions = &advertised.api_keys[0];
-        assert_eq!(api_versions.api_key, ApiKey::ApiVersions as i16);
-        assert_eq!((api_versions.min_version, api_versions.max_version), (0, 3));
+        for (api_key, min, max) in IMPLEMENTED {
+            let entry = advertised
+                .api_keys
+                .iter()
+                .find(|entry| entry.api_key == *api_key as i16)
+                .unwrap();
+            assert_eq!((entry.min_version, entry.max_version), (*min, *max));
+            assert_eq!(supported_range(*api_key), Some((*min, *max)));
+        }
         assert_eq!(
-            supported_range(ApiKey::Produce),
+            supported_range(ApiKey::JoinGroup),
             None,
-            "not implemented yet"
+            "consumer groups are not implemented yet"
         );
         assert_eq!(fallback_response().error_code, UNSUPPORTED_VERSION);
     }

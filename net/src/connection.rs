@@ -1,17 +1,28 @@
-//! One client connection: frames in, responses out, in request order (Kafka clients rely on
-//! it), one request at a time. Bad input ends this connection only, with a log line saying why;
-//! the shard and every other connection carry on.
+//! One client connection, pipelined: a reader decodes requests and starts each in arrival
+//! order (so a connection's appends keep their order), then queues the rest of its handling;
+//! a writer awaits the queued replies strictly in request order (Kafka clients rely on it) and
+//! writes them, splicing file ranges straight from the segment files. The queue is bounded, so
+//! a client that sends faster than it reads answers stops being read.
+//!
+//! Bad input ends this connection only, with a log line saying why; the shard and every other
+//! connection carry on. At shutdown the reader stops reading, the writer finishes what was
+//! already started, and the connection closes; it counts as work in flight until then, so the
+//! shard's drain waits for those answers.
 
 use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, RawFd};
+use std::rc::Rc;
 
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
+use futures::future::{select, Either};
 use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use kafka_protocol::messages::ApiKey;
+use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
+use glommio::net::TcpStream;
+use glommio::task::JoinHandle;
 
-use crate::api_versions;
+use crate::broker::{Broker, Reply, ResponsePart};
 use crate::frame::take_frame;
-use crate::request::{DecodedRequest, RequestError};
-use crate::response::put_response;
+use crate::send_file::Splicer;
 
 /// Bounds of one connection.
 #[derive(Debug, Clone, Copy)]
@@ -20,6 +31,8 @@ pub struct ConnectionConfig {
     pub frame_bytes_max: usize,
     /// Bytes read from the socket at a time.
     pub read_chunk_bytes: usize,
+    /// Requests started but not yet answered, per connection.
+    pub pipeline_depth: usize,
 }
 
 impl Default for ConnectionConfig {
@@ -27,42 +40,64 @@ impl Default for ConnectionConfig {
         ConnectionConfig {
             frame_bytes_max: 100 << 20,
             read_chunk_bytes: 64 << 10,
+            pipeline_depth: 64,
         }
     }
 }
 
 /// Why a connection ended.
 #[derive(Debug)]
-pub enum ConnectionEnd {
-    /// The client closed it.
-    ClientClosed,
-    /// The client sent something we close connections for (logged by [`serve_connection`]).
+enum ConnectionEnd {
+    /// The client closed it, or the broker is shutting down.
+    Closed,
+    /// The client sent something we close connections for.
     BadInput(String),
     /// Reading or writing the socket failed.
     Io(std::io::Error),
 }
 
+/// A started request: its handling runs as a task of its own; the writer awaits it in order.
+type Started = JoinHandle<Result<Reply, String>>;
+
 /// Serves `stream` until it ends, and logs why if it was not the client closing it.
-pub async fn serve_connection<S>(mut stream: S, peer: SocketAddr, config: ConnectionConfig)
-where
-    S: AsyncRead + AsyncWrite + Unpin,
-{
-    match run(&mut stream, config).await {
-        ConnectionEnd::ClientClosed => {}
-        ConnectionEnd::BadInput(reason) => {
-            eprintln!("ferrite: closing the connection from {peer}: {reason}")
+pub async fn serve_connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    broker: Rc<Broker>,
+    config: ConnectionConfig,
+) {
+    let _in_flight = broker.context.work_in_flight();
+    broker.metrics.connection_accepted();
+    let socket_fd = stream.as_raw_fd();
+    let (reader, writer) = stream.split();
+    let (queue, queued) = local_channel::new_bounded(config.pipeline_depth);
+    let writing =
+        glommio::spawn_local(write_replies(queued, writer, socket_fd, broker.clone())).detach();
+    let read_end = read_requests(reader, queue, &broker, config).await;
+    // The queue's sender is gone: the writer finishes what was started, then returns.
+    let write_end = writing.await.unwrap_or(ConnectionEnd::Closed);
+    for end in [read_end, write_end] {
+        match end {
+            ConnectionEnd::Closed => {}
+            ConnectionEnd::BadInput(reason) => {
+                broker.metrics.connection_closed_for_bad_input();
+                eprintln!("ferrite: closing the connection from {peer}: {reason}")
+            }
+            ConnectionEnd::Io(error) => {
+                eprintln!("ferrite: connection from {peer} failed: {error}")
+            }
         }
-        ConnectionEnd::Io(error) => eprintln!("ferrite: connection from {peer} failed: {error}"),
     }
 }
 
-async fn run<S>(stream: &mut S, config: ConnectionConfig) -> ConnectionEnd
-where
-    S: AsyncRead + AsyncWrite + Unpin,
-{
+async fn read_requests<R: AsyncRead + Unpin>(
+    mut reader: R,
+    queue: LocalSender<Started>,
+    broker: &Rc<Broker>,
+    config: ConnectionConfig,
+) -> ConnectionEnd {
     let mut received = BytesMut::new();
     let mut chunk = vec![0u8; config.read_chunk_bytes];
-    let mut responses = BytesMut::new();
     loop {
         loop {
             let frame = match take_frame(&mut received, config.frame_bytes_max) {
@@ -70,59 +105,83 @@ where
                 Ok(None) => break,
                 Err(error) => return ConnectionEnd::BadInput(error.to_string()),
             };
-            if let Err(reason) = answer(frame, &mut responses) {
-                return ConnectionEnd::BadInput(reason);
+            let pending = match broker.start(frame).await {
+                Ok(pending) => pending,
+                Err(reason) => return ConnectionEnd::BadInput(reason),
+            };
+            let started = glommio::spawn_local(pending).detach();
+            if queue.send(started).await.is_err() {
+                // The writer stopped (the socket failed); it says why.
+                return ConnectionEnd::Closed;
             }
         }
-        if !responses.is_empty() {
-            if let Err(error) = stream.write_all(&responses).await {
-                return ConnectionEnd::Io(error);
+        let read = {
+            let read = std::pin::pin!(reader.read(&mut chunk));
+            let shutdown = std::pin::pin!(broker.context.shutdown_requested());
+            match select(read, shutdown).await {
+                Either::Left((read, _)) => read,
+                Either::Right(((), _)) => return ConnectionEnd::Closed,
             }
-            responses.clear();
-        }
-        match stream.read(&mut chunk).await {
-            Ok(0) if received.is_empty() => return ConnectionEnd::ClientClosed,
+        };
+        match read {
+            Ok(0) if received.is_empty() => return ConnectionEnd::Closed,
             Ok(0) => {
                 return ConnectionEnd::BadInput(format!(
                     "closed in the middle of a frame ({} bytes of it received)",
                     received.len()
                 ))
             }
-            Ok(read) => received.extend_from_slice(&chunk[..read]),
+            Ok(read) => {
+                broker.metrics.bytes_received(read as u64);
+                received.extend_from_slice(&chunk[..read])
+            }
             Err(error) => return ConnectionEnd::Io(error),
         }
     }
 }
 
-/// Appends the response to one request frame to `out`, or says why the connection must close.
-fn answer(frame: Bytes, out: &mut BytesMut) -> Result<(), String> {
-    let request = match DecodedRequest::decode(frame) {
-        Ok(request) => request,
-        Err(RequestError::UnsupportedVersion {
-            api_key: ApiKey::ApiVersions,
-            correlation_id,
-            ..
-        }) => {
-            return put_response(
-                out,
-                ApiKey::ApiVersions,
-                api_versions::FALLBACK_RESPONSE_VERSION,
-                correlation_id,
-                &api_versions::fallback_response(),
-            );
+async fn write_replies<W: AsyncWrite + Unpin>(
+    queued: LocalReceiver<Started>,
+    mut writer: W,
+    socket_fd: RawFd,
+    broker: Rc<Broker>,
+) -> ConnectionEnd {
+    let mut splicer: Option<Splicer> = None;
+    while let Some(started) = queued.recv().await {
+        let reply = match started.await {
+            Some(Ok(reply)) => reply,
+            Some(Err(reason)) => return ConnectionEnd::BadInput(reason),
+            // The task was cancelled: only at executor teardown.
+            None => return ConnectionEnd::Closed,
+        };
+        for part in reply {
+            let written = match part {
+                ResponsePart::Memory(bytes) => {
+                    broker.metrics.bytes_sent(bytes.len() as u64, false);
+                    writer.write_all(&bytes).await
+                }
+                ResponsePart::File {
+                    file,
+                    position,
+                    length,
+                } => {
+                    broker.metrics.bytes_sent(length, true);
+                    let splicer = match &mut splicer {
+                        Some(splicer) => splicer,
+                        None => match Splicer::new() {
+                            Ok(created) => splicer.insert(created),
+                            Err(error) => return ConnectionEnd::Io(error),
+                        },
+                    };
+                    splicer
+                        .send(socket_fd, &mut writer, &file, position, length)
+                        .await
+                }
+            };
+            if let Err(error) = written {
+                return ConnectionEnd::Io(error);
+            }
         }
-        Err(error) => return Err(error.to_string()),
-    };
-    // Decoding the body checks it even where the handler needs nothing from it.
-    request.decode_body().map_err(|error| error.to_string())?;
-    match request.api_key {
-        ApiKey::ApiVersions => put_response(
-            out,
-            ApiKey::ApiVersions,
-            request.api_version,
-            request.correlation_id(),
-            &api_versions::response(),
-        ),
-        other => unreachable!("{other:?} is in the implemented table without a handler"),
     }
+    ConnectionEnd::Closed
 }

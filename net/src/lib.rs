@@ -10,8 +10,13 @@
 //! ApiVersions. The other handlers come next (issue 4).
 
 pub mod api_versions;
+pub mod broker;
 pub mod connection;
+pub mod errors;
 pub mod frame;
+pub mod handlers;
+pub mod metrics;
 pub mod request;
 pub mod response;
+pub mod send_file;
 pub mod server;

@@ -5,10 +5,12 @@
 
 use std::net::SocketAddr;
 
-use engine::shard::ShardContext;
+use std::rc::Rc;
+
 use futures::future::{select, Either};
 use glommio::net::TcpListener;
 
+use crate::broker::Broker;
 use crate::connection::{serve_connection, ConnectionConfig};
 
 /// Binds this shard's listener (SO_REUSEPORT: every shard binds the same address).
@@ -18,14 +20,14 @@ pub fn bind(listen: SocketAddr) -> std::io::Result<TcpListener> {
 
 /// Accepts connections on `listener` until shutdown is requested, serving each on this shard.
 pub async fn accept_until_shutdown(
-    context: ShardContext,
+    broker: Rc<Broker>,
     listener: TcpListener,
     config: ConnectionConfig,
 ) {
     loop {
         let accepted = {
             let accept = std::pin::pin!(listener.accept());
-            let shutdown = std::pin::pin!(context.shutdown_requested());
+            let shutdown = std::pin::pin!(broker.context.shutdown_requested());
             match select(accept, shutdown).await {
                 Either::Left((accepted, _)) => accepted,
                 Either::Right(((), _)) => return,
@@ -44,6 +46,6 @@ pub async fn accept_until_shutdown(
             Err(_) => continue,
         };
         let _ = stream.set_nodelay(true);
-        glommio::spawn_local(serve_connection(stream, peer, config)).detach();
+        glommio::spawn_local(serve_connection(stream, peer, broker.clone(), config)).detach();
     }
 }

@@ -1,7 +1,22 @@
 //! `ferrite`: the command-line entry point. Each sub-command lives in its own module.
+//!
+//! The admin commands (`topic`, `produce`, `consume`) speak the Kafka protocol to a running
+//! broker (any Kafka-compatible one) at `--bootstrap HOST:PORT` (127.0.0.1:9092 by default).
+//! Their exit codes: 0 success; 1 the broker could not be reached or answered with an error
+//! (the message names the topic or partition, Kafka's name for the error code, and what to
+//! do); 2 usage errors (bad flags, or input lines that do not match `produce --keyed`).
 
+mod admin;
+mod client;
+mod cluster;
+mod consume;
 mod dump_log;
+mod metrics;
+mod partitioner;
+mod produce;
+mod records;
 mod serve;
+mod topic;
 
 use std::process::ExitCode;
 
@@ -27,11 +42,23 @@ enum Command {
     /// Print the record batches of a partition directory or segment file, checking each CRC.
     /// Reads the files as they are: it never recovers or changes them.
     DumpLog(dump_log::Arguments),
+    /// Create, list, describe or delete topics on a running broker.
+    #[command(after_help = admin::EXIT_CODES_HELP)]
+    Topic(topic::Arguments),
+    /// Write each line of standard input to a topic as a message (KEY<TAB>VALUE with --keyed).
+    #[command(after_help = admin::EXIT_CODES_HELP)]
+    Produce(produce::Arguments),
+    /// Print a topic's messages on standard output, one per line.
+    #[command(after_help = admin::EXIT_CODES_HELP)]
+    Consume(consume::Arguments),
 }
 
 fn main() -> ExitCode {
     match Cli::parse().command {
         Command::Serve(arguments) => serve::run(arguments),
         Command::DumpLog(arguments) => dump_log::run(&arguments),
+        Command::Topic(arguments) => topic::run(arguments),
+        Command::Produce(arguments) => produce::run(arguments),
+        Command::Consume(arguments) => consume::run(arguments),
     }
 }

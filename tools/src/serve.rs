@@ -1,66 +1,257 @@
 //! `ferrite serve`: starts the shards and their Kafka listeners, and stops them cleanly on
 //! SIGINT/SIGTERM.
 //!
+//! Every setting has an embedded default, can be set in a TOML file (`--config FILE`, keys
+//! named as the flags: `listen = "127.0.0.1:9092"`, `default-partitions = 3`), and can be set
+//! on the command line, which wins over the file.
+//!
 //! Exit codes: 0 after a clean shutdown; 1 if the broker failed while running; 2 if it could
-//! not start (address in use, unwritable data directory, …); 130 on a second signal.
+//! not start (bad flags or config file, address in use, unwritable data directory, …); 130 on
+//! a second signal.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 
+use engine::catalog::Catalog;
 use engine::shard::{Runtime, RuntimeConfig};
+use engine::LogConfig;
+use net::broker::{Broker, BrokerConfig};
 use net::connection::ConnectionConfig;
+use net::metrics::MetricsRegistry;
+use serde::Deserialize;
 
-#[derive(clap::Args)]
+use crate::metrics;
+
+/// Where metrics are served unless told otherwise (the design's command-line contract).
+const DEFAULT_METRICS_LISTEN: ([u8; 4], u16) = ([127, 0, 0, 1], 9644);
+
+/// The flags; every one may also come from the config file.
+#[derive(clap::Args, Debug, Default, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct Arguments {
-    /// Kafka listener address.
-    #[arg(long, default_value = "127.0.0.1:9092")]
-    listen: SocketAddr,
-    /// Where partitions are stored.
-    #[arg(long, default_value = "./ferrite-data")]
-    data_dir: PathBuf,
-    /// Number of shards (one per core, pinned); all cores by default.
-    #[arg(long)]
+    /// A TOML file with any of these settings (the flags win over it).
+    #[arg(long, value_name = "FILE")]
+    #[serde(skip)]
+    config: Option<PathBuf>,
+    /// Kafka listener address [default: 127.0.0.1:9092]. Port 0 picks a free port.
+    #[arg(long, value_name = "HOST:PORT")]
+    listen: Option<SocketAddr>,
+    /// The address clients are told to connect to (Metadata) [default: the listen address].
+    #[arg(long, value_name = "HOST:PORT")]
+    advertise: Option<String>,
+    /// Where partitions are stored [default: ./ferrite-data].
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// Number of shards, one pinned per core [default: every core].
+    #[arg(long, value_name = "N")]
     cores: Option<usize>,
+    /// Serve Prometheus metrics over HTTP at /metrics on this address [default:
+    /// 127.0.0.1:9644; if that default is taken, the broker runs without metrics and says so].
+    #[arg(long, value_name = "HOST:PORT")]
+    metrics_listen: Option<SocketAddr>,
+    /// Partitions of a topic created without a count (auto-created, or CreateTopics -1)
+    /// [default: 1].
+    #[arg(long, value_name = "N")]
+    default_partitions: Option<u32>,
+    /// Create topics on their first Metadata or Produce request [default: true].
+    #[arg(long, value_name = "BOOL")]
+    auto_create_topics: Option<bool>,
+    /// Largest record batch accepted, in bytes (Kafka's message.max.bytes) [default: 1048588].
+    #[arg(long, value_name = "BYTES")]
+    max_message_bytes: Option<usize>,
+    /// Segment size at which a partition rolls to a new segment file [default: 1 GiB].
+    #[arg(long, value_name = "BYTES")]
+    segment_bytes: Option<u64>,
+}
+
+/// Every setting resolved: flags over file over defaults.
+#[derive(Debug)]
+struct Settings {
+    listen: SocketAddr,
+    advertise: Option<String>,
+    data_dir: PathBuf,
+    cores: Option<usize>,
+    /// `None`: the default address, given up with a warning if it is taken.
+    metrics_listen: Option<SocketAddr>,
+    default_partitions: u32,
+    auto_create_topics: bool,
+    log: LogConfig,
+}
+
+impl Arguments {
+    fn resolve(self) -> Result<Settings, String> {
+        let file = match &self.config {
+            Some(path) => read_config_file(path)?,
+            None => Arguments::default(),
+        };
+        let mut log = LogConfig::default();
+        if let Some(bytes) = self.max_message_bytes.or(file.max_message_bytes) {
+            log.batch_bytes_max = bytes;
+        }
+        if let Some(bytes) = self.segment_bytes.or(file.segment_bytes) {
+            log.segment_bytes_max = bytes;
+        }
+        log.validate()
+            .map_err(|message| format!("invalid log settings: {message}"))?;
+        let default_partitions = self
+            .default_partitions
+            .or(file.default_partitions)
+            .unwrap_or(1);
+        if default_partitions == 0 {
+            return Err("--default-partitions must be at least 1".into());
+        }
+        Ok(Settings {
+            listen: self
+                .listen
+                .or(file.listen)
+                .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 9092))),
+            advertise: self.advertise.or(file.advertise),
+            data_dir: self
+                .data_dir
+                .or(file.data_dir)
+                .unwrap_or_else(|| PathBuf::from("./ferrite-data")),
+            cores: self.cores.or(file.cores),
+            metrics_listen: self.metrics_listen.or(file.metrics_listen),
+            default_partitions,
+            auto_create_topics: self
+                .auto_create_topics
+                .or(file.auto_create_topics)
+                .unwrap_or(true),
+            log,
+        })
+    }
+}
+
+fn read_config_file(path: &Path) -> Result<Arguments, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|error| format!("cannot read the config file {}: {error}", path.display()))?;
+    toml::from_str(&text).map_err(|error| format!("config file {}: {error}", path.display()))
+}
+
+/// Splits `host:port` into its parts (the host is kept as written: clients resolve it).
+fn parse_advertised(advertise: &str) -> Result<(String, i32), String> {
+    let (host, port) = advertise
+        .rsplit_once(':')
+        .ok_or_else(|| format!("--advertise {advertise}: expected HOST:PORT"))?;
+    let port: u16 = port
+        .parse()
+        .map_err(|_| format!("--advertise {advertise}: '{port}' is not a port"))?;
+    if host.is_empty() || port == 0 {
+        return Err(format!("--advertise {advertise}: expected HOST:PORT"));
+    }
+    Ok((host.trim_matches(['[', ']']).to_owned(), i32::from(port)))
 }
 
 pub fn run(arguments: Arguments) -> ExitCode {
+    let settings = match arguments.resolve() {
+        Ok(settings) => settings,
+        Err(message) => {
+            eprintln!("ferrite serve: {message}");
+            return ExitCode::from(2);
+        }
+    };
     let cores_available = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let cores = arguments.cores.unwrap_or(cores_available);
+    let cores = settings.cores.unwrap_or(cores_available);
     if cores == 0 || cores > cores_available {
         eprintln!("ferrite serve: --cores must be between 1 and {cores_available}");
         return ExitCode::from(2);
     }
-    if let Err(error) = std::fs::create_dir_all(&arguments.data_dir) {
+    if let Err(error) = std::fs::create_dir_all(&settings.data_dir) {
         eprintln!(
             "ferrite serve: cannot create the data directory {}: {error}",
-            arguments.data_dir.display()
+            settings.data_dir.display()
         );
         return ExitCode::from(2);
     }
     // Every shard binds with SO_REUSEPORT; check first that nobody else holds the address, so
-    // that a taken port is a clear start-up error rather than a shard failing later.
-    // Port 0 picks a free port here, which every shard then binds (tests use this).
+    // that a taken port is a clear start-up error rather than a shard failing later. Port 0
+    // picks a free port here, which every shard then binds (tests use this).
     let listen =
-        match std::net::TcpListener::bind(arguments.listen).and_then(|probe| probe.local_addr()) {
+        match std::net::TcpListener::bind(settings.listen).and_then(|probe| probe.local_addr()) {
             Ok(bound) => bound,
             Err(error) => {
                 eprintln!(
                     "ferrite serve: cannot listen on {}: {error}",
-                    arguments.listen
+                    settings.listen
                 );
                 return ExitCode::from(2);
             }
         };
+    let advertised = settings
+        .advertise
+        .clone()
+        .unwrap_or_else(|| listen.to_string());
+    let (advertised_host, advertised_port) = match parse_advertised(&advertised) {
+        Ok(parts) => parts,
+        Err(message) => {
+            eprintln!("ferrite serve: {message}");
+            return ExitCode::from(2);
+        }
+    };
+    if advertised_host == "0.0.0.0" || advertised_host == "::" {
+        eprintln!(
+            "ferrite serve: listening on {listen} but clients cannot connect to that address; \
+             say where they can with --advertise HOST:PORT"
+        );
+        return ExitCode::from(2);
+    }
+    let catalog = match Catalog::open(&settings.data_dir) {
+        Ok(catalog) => Arc::new(catalog),
+        Err(error) => {
+            eprintln!("ferrite serve: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    let registry = MetricsRegistry::new(cores);
+    let metrics_address = match settings.metrics_listen {
+        Some(address) => match metrics::serve(address, registry.clone()) {
+            Ok(bound) => Some(bound),
+            Err(error) => {
+                eprintln!("ferrite serve: cannot serve metrics on {address}: {error}");
+                return ExitCode::from(2);
+            }
+        },
+        None => match metrics::serve(DEFAULT_METRICS_LISTEN.into(), registry.clone()) {
+            Ok(bound) => Some(bound),
+            Err(error) => {
+                eprintln!(
+                    "ferrite serve: no metrics endpoint: the default {} is taken ({error}); \
+                     choose one with --metrics-listen HOST:PORT",
+                    SocketAddr::from(DEFAULT_METRICS_LISTEN)
+                );
+                None
+            }
+        },
+    };
     raise_memlock_limit();
-    let mut config = RuntimeConfig::one_shard_per_cpu(&arguments.data_dir);
+    let mut config = RuntimeConfig::one_shard_per_cpu(&settings.data_dir);
     config.shard_count = cores;
     config.cpus = Some((0..cores).collect());
+    config.log_config = settings.log.clone();
+    let broker_config = BrokerConfig {
+        node_id: 0,
+        advertised_host,
+        advertised_port,
+        cluster_id: "ferrite".into(),
+        auto_create_topics: settings.auto_create_topics,
+        default_partitions: settings.default_partitions,
+        fetch_wait_ms_max: 30_000,
+        log: settings.log.clone(),
+    };
     // Each shard reports once its listener is bound, so "listening" is printed only when
     // every shard accepts connections.
     let (bound, bound_shards) = std::sync::mpsc::channel::<()>();
     let runtime = match Runtime::start(config, move |context| {
         let bound = bound.clone();
+        let shard_metrics = registry.shard(context.shard_id());
+        let broker = Broker::new(
+            context,
+            catalog.clone(),
+            broker_config.clone(),
+            shard_metrics,
+        );
         async move {
             let listener = match net::server::bind(listen) {
                 Ok(listener) => listener,
@@ -70,7 +261,7 @@ pub fn run(arguments: Arguments) -> ExitCode {
                 }
             };
             let _ = bound.send(());
-            net::server::accept_until_shutdown(context, listener, ConnectionConfig::default()).await
+            net::server::accept_until_shutdown(broker, listener, ConnectionConfig::default()).await
         }
     }) {
         Ok(runtime) => runtime,
@@ -89,9 +280,13 @@ pub fn run(arguments: Arguments) -> ExitCode {
         eprintln!("ferrite serve: {error}");
         return ExitCode::from(2);
     }
+    let metrics_note = metrics_address
+        .map(|address| format!(", metrics on http://{address}/metrics"))
+        .unwrap_or_default();
     println!(
-        "ferrite: listening on {listen} (Kafka), data in {}, {cores} shard(s)",
-        arguments.data_dir.display()
+        "ferrite: listening on {listen} (Kafka, advertised as {advertised}), data in {}, \
+         {cores} shard(s){metrics_note}",
+        settings.data_dir.display()
     );
     match runtime.join() {
         Ok(()) => {
@@ -133,4 +328,63 @@ fn raise_memlock_limit() {
          `ulimit -l unlimited` as root, or LimitMEMLOCK=infinity in a systemd unit.",
         current.rlim_cur / 1024
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_win_over_the_file_which_wins_over_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("ferrite.toml");
+        std::fs::write(
+            &file,
+            "listen = \"127.0.0.1:9000\"\ndefault-partitions = 4\nauto-create-topics = false\n",
+        )
+        .unwrap();
+        let arguments = Arguments {
+            config: Some(file.clone()),
+            default_partitions: Some(6),
+            ..Arguments::default()
+        };
+        let settings = arguments.resolve().unwrap();
+        assert_eq!(settings.listen, "127.0.0.1:9000".parse().unwrap());
+        assert_eq!(settings.default_partitions, 6, "the flag wins");
+        assert!(!settings.auto_create_topics, "from the file");
+        assert_eq!(
+            settings.data_dir,
+            PathBuf::from("./ferrite-data"),
+            "default"
+        );
+
+        std::fs::write(&file, "listen = 5\n").unwrap();
+        let error = Arguments {
+            config: Some(file.clone()),
+            ..Arguments::default()
+        }
+        .resolve()
+        .unwrap_err();
+        assert!(error.contains("ferrite.toml"), "{error}");
+        std::fs::write(&file, "lisen = \"127.0.0.1:1\"\n").unwrap();
+        let error = Arguments {
+            config: Some(file),
+            ..Arguments::default()
+        }
+        .resolve()
+        .unwrap_err();
+        assert!(error.contains("lisen"), "a typo is named: {error}");
+    }
+
+    #[test]
+    fn advertised_addresses_are_host_and_port() {
+        assert_eq!(
+            parse_advertised("broker.example:9093"),
+            Ok(("broker.example".into(), 9093))
+        );
+        assert_eq!(parse_advertised("[::1]:9092"), Ok(("::1".into(), 9092)));
+        assert!(parse_advertised("nohost").is_err());
+        assert!(parse_advertised("h:0").is_err());
+        assert!(parse_advertised("h:99999").is_err());
+    }
 }

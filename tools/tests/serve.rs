@@ -1,10 +1,11 @@
 //! `ferrite serve` as a user runs it: a real process on a free loopback port, spoken to over
 //! TCP with the Kafka protocol.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpStream};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
@@ -13,72 +14,7 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 
-const DEADLINE: Duration = Duration::from_secs(30);
-
-/// A running `ferrite serve`, killed if the test fails before stopping it.
-struct Broker {
-    child: Child,
-    address: SocketAddr,
-    stdout_lines: mpsc::Receiver<String>,
-    _data: tempfile::TempDir,
-}
-
-impl Broker {
-    fn start() -> Broker {
-        let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let address = free.local_addr().unwrap();
-        drop(free);
-        let data = tempfile::tempdir().unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_ferrite"))
-            .args(["serve", "--listen", &address.to_string(), "--data-dir"])
-            .arg(data.path())
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let (line_sender, stdout_lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                let _ = line_sender.send(line);
-            }
-        });
-        let broker = Broker {
-            child,
-            address,
-            stdout_lines,
-            _data: data,
-        };
-        broker.wait_for_line("listening on");
-        broker
-    }
-
-    fn wait_for_line(&self, wanted: &str) -> String {
-        let deadline = Instant::now() + DEADLINE;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let line = self
-                .stdout_lines
-                .recv_timeout(left)
-                .unwrap_or_else(|_| panic!("no line containing {wanted:?} in time"));
-            if line.contains(wanted) {
-                return line;
-            }
-        }
-    }
-
-    fn connect(&self) -> TcpStream {
-        let stream = TcpStream::connect(self.address).unwrap();
-        stream.set_read_timeout(Some(DEADLINE)).unwrap();
-        stream
-    }
-}
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use common::{Broker, DEADLINE};
 
 fn api_versions_request(version: i16, correlation_id: i32) -> Vec<u8> {
     let mut body = BytesMut::new();

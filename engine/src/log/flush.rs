@@ -90,6 +90,8 @@ fn roll_back_unwritten(state: &mut LogState, in_flight: &FlushTicket, error: Log
     let active = state.active_segment_mut();
     let written_bytes = active.written_bytes;
     active.forget_from(written_bytes, keep_end);
+    // A retry of a discarded batch must be appended again, not answered as a duplicate.
+    state.forget_producers_from(keep_end);
 }
 
 impl Shared {
@@ -178,8 +180,26 @@ impl Shared {
             )
             .await?;
         }
-        if let Some(segment) = self.state.borrow_mut().segments.get_mut(&base_offset) {
+        let producer_snapshot = {
+            let mut state = self.state.borrow_mut();
+            let Some(segment) = state.segments.get_mut(&base_offset) else {
+                return Ok(());
+            };
             segment.sealed = true;
+            let end_offset = segment.end_offset;
+            match state.producer_snapshot_due.take() {
+                Some((snapshot_end, table)) if snapshot_end == end_offset => {
+                    Some((table, snapshot_end))
+                }
+                other => {
+                    state.producer_snapshot_due = other;
+                    None
+                }
+            }
+        };
+        if let Some((table, end_offset)) = producer_snapshot {
+            // A crash in the next segment then loses no producer (recovery continues this).
+            self.persist_producers(&table, end_offset).await?;
         }
         Ok(())
     }

@@ -10,8 +10,20 @@
 //! flush, so the flush window is exactly the length of the previous flush: many appenders share
 //! one write and one sync, and an idle log flushes a single append immediately.
 //!
+//! # Idempotent producers
+//! Right before offsets are given, in the same synchronous section (no `await` between check
+//! and assignment, so concurrent appends of one producer are checked in log order), the batch
+//! is checked against the partition's [`producers::ProducerTable`]: a retry of one of a
+//! producer's last five batches gets the original offsets back (`duplicate: true`) and nothing
+//! is written; a sequence gap or an old epoch is refused. The table is snapshotted to
+//! [`PRODUCER_STATE_FILE`] when a segment is sealed and on close, and rebuilt on open from that
+//! snapshot plus the batches recovery scans in the active segment.
+//!
 //! # Invariants
 //! - Offsets are contiguous: every batch starts where the previous one ended.
+//! - The producer table records no batch at or above the log end (truncation and a failed
+//!   flush forget them), and the snapshot file describes a prefix of the log (truncation
+//!   deletes it).
 //! - `log_start_offset <= durable_end_offset <= written_end_offset <= log_end_offset` (the
 //!   durable end can lag the start after `delete_up_to` of unsynced data; it is only a bound).
 //! - A segment later in the directory has data only if every earlier one is sealed: trimmed,
@@ -19,6 +31,7 @@
 //! - Data is acknowledged as durable only after the `fdatasync` that covers it returned.
 
 mod flush;
+mod producers;
 mod read;
 mod recovery;
 
@@ -38,6 +51,7 @@ use crate::error::LogError;
 use crate::segment::{self, Segment};
 use crate::tail_cache::{CachedBatch, TailCache};
 use crate::waiters::Waiters;
+use producers::{ProducerTable, Verdict};
 
 pub use read::{FileRange, ReadData, ReadSlice};
 
@@ -46,6 +60,9 @@ pub use read::{FileRange, ReadData, ReadSlice};
 const CLEAN_SHUTDOWN_FILE: &str = "clean-shutdown";
 /// The log start offset, as decimal text, replaced atomically when it moves.
 const LOG_START_OFFSET_FILE: &str = "log-start-offset";
+/// The snapshot of the idempotent producers' state and the log end it covers, replaced
+/// atomically when a segment is sealed and on close; deleted by truncation.
+const PRODUCER_STATE_FILE: &str = "producer-state";
 
 /// A partition's log, owned by one shard. Not `Send`: every call runs on the shard's reactor,
 /// and so must its drop (dropping cancels the log's flusher task, which glommio allows only on
@@ -61,6 +78,9 @@ pub struct PartitionLog {
 pub struct AppendReceipt {
     pub base_offset: u64,
     pub last_offset: u64,
+    /// The batch was a producer's retry of one already in the log: the offsets are the
+    /// original's, nothing was appended, and the waits are for the original.
+    pub duplicate: bool,
     ticket: Rc<FlushTicket>,
 }
 
@@ -70,6 +90,7 @@ impl std::fmt::Debug for AppendReceipt {
             .debug_struct("AppendReceipt")
             .field("base_offset", &self.base_offset)
             .field("last_offset", &self.last_offset)
+            .field("duplicate", &self.duplicate)
             .finish()
     }
 }
@@ -84,6 +105,20 @@ struct FlushTicket {
 }
 
 impl FlushTicket {
+    /// A ticket for data already written (not yet known to be durable).
+    fn written() -> FlushTicket {
+        let ticket = FlushTicket::default();
+        *ticket.written.borrow_mut() = Some(Ok(()));
+        ticket
+    }
+
+    /// A ticket for data already durable.
+    fn durable() -> FlushTicket {
+        let ticket = FlushTicket::written();
+        *ticket.durable.borrow_mut() = Some(Ok(()));
+        ticket
+    }
+
     fn complete_written(&self, result: Result<(), LogError>) {
         *self.written.borrow_mut() = Some(result);
         self.waiters.wake_all();
@@ -158,6 +193,11 @@ struct LogState {
     failed: Option<LogError>,
     stats: LogStats,
     flusher_waker: Option<Waker>,
+    /// The idempotent producers' state: every batch below the log end is accounted for.
+    producers: ProducerTable,
+    /// The table as it was when the segment ending at this offset was rolled away from, to be
+    /// written as the snapshot when that segment is sealed.
+    producer_snapshot_due: Option<(u64, ProducerTable)>,
 }
 
 impl LogState {
@@ -217,6 +257,50 @@ impl LogState {
         if too_big || too_many_offsets || too_old {
             self.segments
                 .insert(log_end_offset, Segment::new_empty(log_end_offset, now_ms));
+            // With no producer to remember, the snapshot would say nothing a rebuild from the
+            // new segment does not (an older snapshot cannot reach into it), so skip its syncs.
+            self.producer_snapshot_due =
+                (!self.producers.is_empty()).then(|| (log_end_offset, self.producers.clone()));
+        }
+    }
+
+    /// A ticket that completes once every offset below `end_offset` is written, and is durable
+    /// once they all are: the flush that carries the last of them, or (when it is already
+    /// written) a ticket of its own that the next sync completes.
+    fn ticket_covering(&mut self, end_offset: u64) -> Rc<FlushTicket> {
+        assert!(end_offset <= self.log_end_offset, "covering appended data");
+        if end_offset <= self.durable_end_offset {
+            return Rc::new(FlushTicket::durable());
+        }
+        if end_offset <= self.written_end_offset {
+            let ticket = Rc::new(FlushTicket::written());
+            self.unsynced_tickets.push(ticket.clone());
+            return ticket;
+        }
+        // Unwritten: queued for the next flush, or in the one running. `end_offset - 1` is the
+        // last offset of a batch, so it is queued exactly when it is at or past the first
+        // queued batch's last offset.
+        let queued = self
+            .unflushed
+            .front()
+            .is_some_and(|first| end_offset > first.last_offset);
+        if queued {
+            return self.open_ticket.clone();
+        }
+        self.in_flight_ticket
+            .clone()
+            .expect("unwritten data that is not queued is being written")
+    }
+
+    /// Forgets producer state at or above `end_offset` (the log now ends there).
+    fn forget_producers_from(&mut self, end_offset: u64) {
+        self.producers.forget_from(end_offset);
+        if self
+            .producer_snapshot_due
+            .as_ref()
+            .is_some_and(|(snapshot_end, _)| *snapshot_end > end_offset)
+        {
+            self.producer_snapshot_due = None;
         }
     }
 }
@@ -256,19 +340,49 @@ impl Shared {
             .map_err(|error| LogError::glommio("syncing the partition directory", error))
     }
 
-    /// Moves the log start forward and records it durably before anything below it is
-    /// deleted, so a crash never resurrects an offset a client was told is gone.
-    async fn persist_log_start_offset(&self, log_start_offset: u64) -> Result<(), LogError> {
-        let temporary = self.dir.join(format!("{LOG_START_OFFSET_FILE}.tmp"));
+    /// Replaces the file `name` with `bytes` atomically and durably: written to a temporary
+    /// file, synced, renamed over it, directory synced. A crash leaves the old or the new.
+    async fn replace_file(
+        &self,
+        name: &str,
+        bytes: &[u8],
+        operation: &'static str,
+    ) -> Result<(), LogError> {
+        let temporary = self.dir.join(format!("{name}.tmp"));
         let result = (|| {
             use std::io::Write;
             let mut file = std::fs::File::create(&temporary)?;
-            file.write_all(log_start_offset.to_string().as_bytes())?;
+            file.write_all(bytes)?;
             file.sync_all()?;
-            std::fs::rename(&temporary, self.dir.join(LOG_START_OFFSET_FILE))
+            std::fs::rename(&temporary, self.dir.join(name))
         })();
-        result.map_err(|error| LogError::io("recording the log start offset", error))?;
+        result.map_err(|error| LogError::io(operation, error))?;
         self.sync_directory().await
+    }
+
+    /// Moves the log start forward and records it durably before anything below it is
+    /// deleted, so a crash never resurrects an offset a client was told is gone.
+    async fn persist_log_start_offset(&self, log_start_offset: u64) -> Result<(), LogError> {
+        self.replace_file(
+            LOG_START_OFFSET_FILE,
+            log_start_offset.to_string().as_bytes(),
+            "recording the log start offset",
+        )
+        .await
+    }
+
+    /// Writes the producer snapshot for a log ending at `end_offset`.
+    async fn persist_producers(
+        &self,
+        table: &ProducerTable,
+        end_offset: u64,
+    ) -> Result<(), LogError> {
+        self.replace_file(
+            PRODUCER_STATE_FILE,
+            &table.encode(end_offset),
+            "writing the producer state snapshot",
+        )
+        .await
     }
 
     /// Deletes sealed segments from the front while `condition(segment, log_bytes)` holds,
@@ -335,6 +449,16 @@ fn remove_segment_files(dir: &Path, base_offset: u64) -> Result<(), LogError> {
     Ok(())
 }
 
+/// Deletes the producer snapshot (the log is about to lose batches it describes). The caller
+/// syncs the directory before the log changes further.
+fn remove_producer_snapshot(dir: &Path) -> Result<(), LogError> {
+    match std::fs::remove_file(dir.join(PRODUCER_STATE_FILE)) {
+        Ok(()) => Ok(()),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(error) => Err(LogError::io("deleting the producer state snapshot", error)),
+    }
+}
+
 /// Clears the maintenance flag however the maintenance ends.
 struct MaintenanceGuard<'a> {
     shared: &'a Shared,
@@ -398,14 +522,22 @@ impl PartitionLog {
         self.shared.state.borrow().tail_cache.size_bytes()
     }
 
+    /// Idempotent producers whose sequence state the log remembers (bounded by
+    /// `producers_max`).
+    pub fn producer_count(&self) -> usize {
+        self.shared.state.borrow().producers.len()
+    }
+
     pub fn directory(&self) -> &Path {
         &self.shared.dir
     }
 
-    /// Appends one record batch: checks it (length, magic, CRC-32C, record count, size), gives
-    /// it the next offsets and `leader_epoch`, and queues it for the flusher. Waits only when
-    /// `unflushed_bytes_max` bytes are already waiting to be written (back-pressure) or a
-    /// maintenance operation is running. A rejected batch leaves the log unchanged.
+    /// Appends one record batch: checks it (length, magic, CRC-32C, record count, size, and
+    /// an idempotent producer's epoch and sequence), gives it the next offsets and
+    /// `leader_epoch`, and queues it for the flusher. Waits only when `unflushed_bytes_max`
+    /// bytes are already waiting to be written (back-pressure) or a maintenance operation is
+    /// running. A rejected batch leaves the log unchanged; a producer's retry of a batch
+    /// already in the log is answered with that batch's offsets and `duplicate: true`.
     pub async fn append(
         &self,
         mut batch: BytesMut,
@@ -430,6 +562,19 @@ impl PartitionLog {
         if let Some(error) = &state.failed {
             return Err(error.clone());
         }
+        if let Verdict::Duplicate {
+            base_offset,
+            last_offset,
+        } = state.producers.check(&header)?
+        {
+            let ticket = state.ticket_covering(last_offset + 1);
+            return Ok(AppendReceipt {
+                base_offset,
+                last_offset,
+                duplicate: true,
+                ticket,
+            });
+        }
         let base_offset = state.log_end_offset;
         batch::assign_offset_and_epoch(&mut batch, base_offset as i64, leader_epoch);
         let header = BatchHeader {
@@ -444,6 +589,7 @@ impl PartitionLog {
         active.note_batch(position, &header, config.index_interval_bytes);
         let segment_base_offset = active.base_offset;
         let last_offset = header.last_offset() as u64;
+        state.producers.record(&header, now_ms);
         let bytes = batch.freeze();
         state.log_end_offset = last_offset + 1;
         state.unflushed.push_back(UnflushedBatch {
@@ -461,6 +607,7 @@ impl PartitionLog {
         Ok(AppendReceipt {
             base_offset,
             last_offset,
+            duplicate: false,
             ticket: state.open_ticket.clone(),
         })
     }
@@ -498,6 +645,16 @@ impl PartitionLog {
         .await
     }
 
+    /// Resolves once the written end (what readers may see) is above `offset`, or the log
+    /// is closing or failed.
+    pub async fn wait_for_written_end_above(&self, offset: u64) {
+        self.shared
+            .wait_until(|state| {
+                state.written_end_offset > offset || state.closing || state.failed.is_some()
+            })
+            .await
+    }
+
     /// Appends and waits for durability: the batch survives a crash once this returns `Ok`.
     pub async fn append_durable(
         &self,
@@ -511,23 +668,18 @@ impl PartitionLog {
 
     /// Makes everything appended so far durable.
     pub async fn sync(&self) -> Result<(), LogError> {
-        let latest = {
-            let state = self.shared.state.borrow();
-            if !state.unflushed.is_empty() {
-                Some(state.open_ticket.clone())
-            } else {
-                state
-                    .in_flight_ticket
-                    .clone()
-                    .or_else(|| state.unsynced_tickets.last().cloned())
+        let ticket = {
+            let mut state = self.shared.state.borrow_mut();
+            if let Some(error) = &state.failed {
+                return Err(error.clone());
             }
-        };
-        let Some(ticket) = latest else {
-            return Ok(());
+            let log_end_offset = state.log_end_offset;
+            state.ticket_covering(log_end_offset)
         };
         let receipt = AppendReceipt {
             base_offset: 0,
             last_offset: 0,
+            duplicate: false,
             ticket,
         };
         self.wait_durable(&receipt).await
@@ -604,6 +756,13 @@ impl PartitionLog {
         }
         let active_base_offset = self.shared.state.borrow().active_segment().base_offset;
         self.shared.seal_segment(active_base_offset).await?;
+        let (producers, log_end_offset) = {
+            let state = self.shared.state.borrow();
+            (state.producers.clone(), state.log_end_offset)
+        };
+        self.shared
+            .persist_producers(&producers, log_end_offset)
+            .await?;
         let marker = self.shared.dir.join(CLEAN_SHUTDOWN_FILE);
         std::fs::write(&marker, b"")
             .map_err(|error| LogError::io("writing the clean-shutdown marker", error))?;
@@ -683,6 +842,7 @@ impl Shared {
         for base in &doomed {
             remove_segment_files(&self.dir, *base)?;
         }
+        remove_producer_snapshot(&self.dir)?;
         self.sync_directory().await?;
         {
             let mut state = self.state.borrow_mut();
@@ -706,6 +866,7 @@ impl Shared {
         state.written_end_offset = new_end;
         state.durable_end_offset = state.durable_end_offset.min(new_end);
         state.tail_cache.truncate_from(new_end);
+        state.forget_producers_from(new_end);
         Ok(new_end)
     }
 
@@ -717,6 +878,7 @@ impl Shared {
         for base in &doomed {
             remove_segment_files(&self.dir, *base)?;
         }
+        remove_producer_snapshot(&self.dir)?;
         self.sync_directory().await?;
         let mut state = self.state.borrow_mut();
         state.segments.clear();
@@ -729,6 +891,8 @@ impl Shared {
         state.written_end_offset = offset;
         state.durable_end_offset = offset;
         state.tail_cache.truncate_from(0);
+        state.producers.clear();
+        state.producer_snapshot_due = None;
         Ok(offset)
     }
 

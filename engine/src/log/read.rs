@@ -189,6 +189,9 @@ impl PartitionLog {
                 }
             }
         }
+        // The last whole batch that ends within the sendable bytes, so that a read reaching
+        // into the active segment's partial last page still sends its bulk from the file.
+        let mut sendable_end = (end <= plan.sendable_bytes).then_some((end, offset_next));
         while end < plan.written_bytes {
             let Some(header) = scanner.header_at(end).await? else {
                 break;
@@ -199,6 +202,15 @@ impl PartitionLog {
             }
             end = batch_end;
             offset_next = header.last_offset() as u64 + 1;
+            if end <= plan.sendable_bytes {
+                sendable_end = Some((end, offset_next));
+            }
+        }
+        if end > plan.sendable_bytes {
+            if let Some((file_end, file_offset_next)) = sendable_end {
+                end = file_end;
+                offset_next = file_offset_next;
+            }
         }
         let data = if end <= plan.sendable_bytes {
             ReadData::File(FileRange {

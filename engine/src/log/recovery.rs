@@ -12,6 +12,14 @@
 //! - Offsets must be contiguous across segments; from the first segment that does not follow
 //!   on from the previous one (or after one that had to be cut), the rest are deleted, so the
 //!   log never has a hole.
+//! - Idempotent producers' state comes from the producer snapshot if it is valid and reaches
+//!   into the last segment, continued with the batches of that segment the scan shows;
+//!   otherwise from every batch of the last segment, which is then scanned in full even after
+//!   a clean close. Producers whose last batch is older than both are forgotten (accepted
+//!   with any sequence next time, as Kafka treats unknown producers). A segment's snapshot is
+//!   durable before the next segment gets data, so after a crash that happens only when the
+//!   log was truncated since the last seal or close (truncation deletes the snapshot) or the
+//!   snapshot is damaged.
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -19,10 +27,12 @@ use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
 use super::flush::{run_flusher, write_whole_file};
+use super::producers::{ProducerLimits, ProducerRecovery, ProducerTable};
 use super::{
-    read, remove_segment_files, FlushTicket, LogState, PartitionLog, Shared, CLEAN_SHUTDOWN_FILE,
-    LOG_START_OFFSET_FILE,
+    read, remove_producer_snapshot, remove_segment_files, FlushTicket, LogState, PartitionLog,
+    Shared, CLEAN_SHUTDOWN_FILE, LOG_START_OFFSET_FILE, PRODUCER_STATE_FILE,
 };
+use crate::batch::BatchHeader;
 use crate::clock::Clock;
 use crate::config::LogConfig;
 use crate::error::LogError;
@@ -51,7 +61,13 @@ impl PartitionLog {
         let clean = clean_marker.exists();
         let log_start_checkpoint = read_log_start_checkpoint(&dir)?;
         let now_ms = clock.now_ms();
-        let segments = recover_segments(&dir, &config, clean, now_ms).await?;
+        let producer_limits = ProducerLimits::of(&config);
+        let mut producers = ProducerRecovery::new(
+            read_producer_snapshot(&dir, producer_limits)?,
+            producer_limits,
+            now_ms,
+        );
+        let segments = recover_segments(&dir, &config, clean, now_ms, &mut producers).await?;
         let mut segments = segments;
         if segments.is_empty() {
             let base_offset = log_start_checkpoint.unwrap_or(0);
@@ -73,6 +89,10 @@ impl PartitionLog {
             .unwrap_or(0)
             .max(first_base_offset)
             .min(log_end_offset);
+        let producers = producers.finish(log_end_offset);
+        if !producers.snapshot_still_fits {
+            remove_producer_snapshot(&dir)?;
+        }
         if clean {
             // From here on a crash must be noticed: the marker goes before any change.
             std::fs::remove_file(&clean_marker)
@@ -100,6 +120,8 @@ impl PartitionLog {
             failed: None,
             stats: Default::default(),
             flusher_waker: None,
+            producers: producers.table,
+            producer_snapshot_due: None,
         };
         let shared = Rc::new(Shared {
             dir,
@@ -124,6 +146,7 @@ async fn recover_segments(
     config: &LogConfig,
     clean: bool,
     now_ms: i64,
+    producers: &mut ProducerRecovery,
 ) -> Result<BTreeMap<u64, Segment>, LogError> {
     let base_offsets = list_segment_base_offsets(dir)?;
     let mut segments: BTreeMap<u64, Segment> = BTreeMap::new();
@@ -143,7 +166,15 @@ async fn recover_segments(
         let file_bytes = files.size_bytes().await?;
         let mut segment = Segment::new_empty(base_offset, now_ms);
         let mut complete = false;
-        if clean || !is_last {
+        // Sealed segments are checked cheaply; the last one only after a clean close, and only
+        // when the producer snapshot covers what precedes its unscanned tail.
+        let trust_indexes = !is_last || (producers.enter_active_segment(base_offset) && clean);
+        let mut observe = |header: &BatchHeader| {
+            if is_last {
+                producers.observe(header);
+            }
+        };
+        if trust_indexes {
             if let Some((offset_index, time_index)) = load_indexes(dir, base_offset, file_bytes) {
                 // Resume from the last index entry: it and everything after it is re-scanned.
                 segment.offset_index = offset_index;
@@ -160,6 +191,7 @@ async fn recover_segments(
                     file_bytes,
                     config.index_interval_bytes,
                     config.batch_bytes_max,
+                    &mut observe,
                 )
                 .await?;
             }
@@ -176,6 +208,7 @@ async fn recover_segments(
                 file_bytes,
                 config.index_interval_bytes,
                 config.batch_bytes_max,
+                &mut observe,
             )
             .await?;
         }
@@ -264,6 +297,19 @@ fn list_segment_base_offsets(dir: &Path) -> Result<Vec<u64>, LogError> {
         }
     }
     Ok(logs)
+}
+
+/// The producer snapshot and the log end it covers, if the file exists and checks out. A
+/// damaged or unknown snapshot is ignored (recovery then rebuilds from the last segment).
+fn read_producer_snapshot(
+    dir: &Path,
+    limits: ProducerLimits,
+) -> Result<Option<(ProducerTable, u64)>, LogError> {
+    match std::fs::read(dir.join(PRODUCER_STATE_FILE)) {
+        Ok(bytes) => Ok(ProducerTable::decode(&bytes, limits).ok()),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(error) => Err(LogError::io("reading the producer state snapshot", error)),
+    }
 }
 
 fn read_log_start_checkpoint(dir: &Path) -> Result<Option<u64>, LogError> {

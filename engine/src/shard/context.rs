@@ -7,19 +7,26 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::rc::Rc;
 
+use std::future::Future;
+use std::time::Duration;
+
 use bytes::BytesMut;
 use futures::channel::oneshot;
+use futures::future::{select, LocalBoxFuture};
 use glommio::channels::local_channel::LocalSender;
 
 use super::{
-    owner_shard, Appended, Durability, MeshMessage, PartitionId, SendableData, SendableRead,
-    ShardRequest, ShardResponse,
+    owner_shard, Appended, Durability, ListedOffset, MeshMessage, OffsetQuery, PartitionId,
+    SendableData, SendableRead, ShardRequest, ShardResponse,
 };
 use crate::clock::Clock;
 use crate::config::LogConfig;
 use crate::error::LogError;
 use crate::log::{PartitionLog, ReadData};
 use crate::waiters::Waiters;
+
+/// An append that has its place in the partition's order; resolves as its durability says.
+pub type AppendPending = LocalBoxFuture<'static, Result<Appended, LogError>>;
 
 /// A partition log opened at most once, on first use, by whichever task gets there first.
 type PartitionSlot = Rc<futures::lock::Mutex<Option<Rc<PartitionLog>>>>;
@@ -99,36 +106,114 @@ impl ShardContext {
         leader_epoch: i32,
         durability: Durability,
     ) -> Result<Appended, LogError> {
+        self.submit_append(partition, batch, leader_epoch, durability)
+            .await
+            .await
+    }
+
+    /// Appends in two steps. The returned future resolves as `durability` says; by the time
+    /// this returns, the batch already has its place in the partition's order (its offsets,
+    /// or its place in the FIFO queue to the owning shard, which assigns offsets in the order
+    /// it receives batches). A connection submits its requests' appends one after the other
+    /// and awaits them concurrently: pipelined produce requests keep their order, which the
+    /// idempotent producer's sequence numbers rely on.
+    pub async fn submit_append(
+        &self,
+        partition: PartitionId,
+        batch: BytesMut,
+        leader_epoch: i32,
+        durability: Durability,
+    ) -> AppendPending {
+        let owner = self.owner_of(&partition);
+        if owner == self.state.shard_id {
+            return self
+                .submit_local_append(&partition, batch, leader_epoch, durability)
+                .await;
+        }
         let request = ShardRequest::Append {
             partition,
             batch,
             leader_epoch,
             durability,
         };
-        match self.dispatch(request).await {
-            ShardResponse::Appended(result) => result,
-            ShardResponse::Read(_) => unreachable!("an append is answered with an append"),
-        }
+        let response = self.forward(owner, request).await;
+        Box::pin(async move {
+            match response.await {
+                ShardResponse::Appended(result) => result,
+                other => unreachable!("an append is answered with {other:?}"),
+            }
+        })
     }
 
-    /// Reads whole batches of `partition` (see [`PartitionLog::read`]), forwarding to the
-    /// owning shard when that is another one.
+    /// Reads whole batches of `partition` from `offset` below its high-water mark (see
+    /// [`PartitionLog::read`]), with the partition's bounds.
     pub async fn read(
         &self,
         partition: PartitionId,
         offset: u64,
         bytes_max: usize,
-        offset_end: u64,
     ) -> Result<SendableRead, LogError> {
         let request = ShardRequest::Read {
             partition,
             offset,
             bytes_max,
-            offset_end,
         };
         match self.dispatch(request).await {
             ShardResponse::Read(result) => result,
-            ShardResponse::Appended(_) => unreachable!("a read is answered with a read"),
+            other => unreachable!("a read is answered with {other:?}"),
+        }
+    }
+
+    /// Resolves once `partition`'s high-water mark is above `offset`, after `timeout_ms`, or at
+    /// shutdown, whichever is first.
+    pub async fn wait_for_data(&self, partition: PartitionId, offset: u64, timeout_ms: u64) {
+        let request = ShardRequest::WaitForData {
+            partition,
+            offset,
+            timeout_ms,
+        };
+        match self.dispatch(request).await {
+            ShardResponse::DataReady => {}
+            other => unreachable!("a wait is answered with {other:?}"),
+        }
+    }
+
+    /// Answers a ListOffsets query for `partition`.
+    pub async fn list_offset(
+        &self,
+        partition: PartitionId,
+        query: OffsetQuery,
+    ) -> Result<ListedOffset, LogError> {
+        match self
+            .dispatch(ShardRequest::ListOffset { partition, query })
+            .await
+        {
+            ShardResponse::ListedOffset(result) => result,
+            other => unreachable!("a ListOffsets query is answered with {other:?}"),
+        }
+    }
+
+    /// Deletes the records of `partition` below `offset` (`None`: the high-water mark);
+    /// returns the new log start offset.
+    pub async fn delete_records(
+        &self,
+        partition: PartitionId,
+        offset: Option<u64>,
+    ) -> Result<u64, LogError> {
+        match self
+            .dispatch(ShardRequest::DeleteRecords { partition, offset })
+            .await
+        {
+            ShardResponse::RecordsDeleted(result) => result,
+            other => unreachable!("a record deletion is answered with {other:?}"),
+        }
+    }
+
+    /// Closes `partition`'s log and deletes its directory.
+    pub async fn remove_partition(&self, partition: PartitionId) -> Result<(), LogError> {
+        match self.dispatch(ShardRequest::Remove { partition }).await {
+            ShardResponse::Removed(result) => result,
+            other => unreachable!("a removal is answered with {other:?}"),
         }
     }
 
@@ -143,38 +228,50 @@ impl ShardContext {
         self.state.shutdown_requested.get()
     }
 
+    /// Counts as work in flight while it lives, so that the shutdown drain waits for it
+    /// (a connection finishing the requests it already read).
+    pub fn work_in_flight(&self) -> impl Drop {
+        InFlight::enter(self)
+    }
+
     async fn dispatch(&self, request: ShardRequest) -> ShardResponse {
-        let partition = match &request {
-            ShardRequest::Append { partition, .. } | ShardRequest::Read { partition, .. } => {
-                partition
-            }
-        };
-        let owner = self.owner_of(partition);
+        let owner = self.owner_of(request.partition());
         if owner == self.state.shard_id {
             return self.handle_local(request).await;
         }
+        self.forward(owner, request).await.await
+    }
+
+    /// Queues `request` to the owning shard; the returned future resolves with its answer.
+    async fn forward(
+        &self,
+        owner: usize,
+        request: ShardRequest,
+    ) -> impl Future<Output = ShardResponse> + 'static {
         // What to answer if the owner goes away before answering (only during shutdown).
-        let closed = match request {
-            ShardRequest::Append { .. } => || ShardResponse::Appended(Err(LogError::Closed)),
-            ShardRequest::Read { .. } => || ShardResponse::Read(Err(LogError::Closed)),
-        };
+        let closed = ShardResponse::closed(&request);
         let id = self.state.request_id_next.get();
         self.state.request_id_next.set(id + 1);
         let (reply, response) = oneshot::channel();
         self.state.pending.borrow_mut().insert(id, reply);
-        let _in_flight = InFlight::enter(self);
+        let in_flight = InFlight::enter(self);
         let sender = self.state.outbound[owner]
             .as_ref()
             .expect("a peer shard has an outbound queue");
-        if sender
+        let sent = sender
             .send(MeshMessage::Request { id, request })
             .await
-            .is_err()
-        {
+            .is_ok();
+        if !sent {
             self.state.pending.borrow_mut().remove(&id);
-            return closed();
         }
-        response.await.unwrap_or_else(|_| closed())
+        async move {
+            let _in_flight = in_flight;
+            if !sent {
+                return closed;
+            }
+            response.await.unwrap_or(closed)
+        }
     }
 
     /// Runs `request` against this shard's own log for the partition.
@@ -186,38 +283,65 @@ impl ShardContext {
                 leader_epoch,
                 durability,
             } => ShardResponse::Appended(
-                self.append_local(&partition, batch, leader_epoch, durability)
+                self.submit_local_append(&partition, batch, leader_epoch, durability)
+                    .await
                     .await,
             ),
             ShardRequest::Read {
                 partition,
                 offset,
                 bytes_max,
-                offset_end,
-            } => ShardResponse::Read(
-                self.read_local(&partition, offset, bytes_max, offset_end)
-                    .await,
-            ),
+            } => ShardResponse::Read(self.read_local(&partition, offset, bytes_max).await),
+            ShardRequest::WaitForData {
+                partition,
+                offset,
+                timeout_ms,
+            } => {
+                self.wait_for_data_local(&partition, offset, timeout_ms)
+                    .await;
+                ShardResponse::DataReady
+            }
+            ShardRequest::ListOffset { partition, query } => {
+                ShardResponse::ListedOffset(self.list_offset_local(&partition, query).await)
+            }
+            ShardRequest::DeleteRecords { partition, offset } => {
+                ShardResponse::RecordsDeleted(self.delete_records_local(&partition, offset).await)
+            }
+            ShardRequest::Remove { partition } => {
+                ShardResponse::Removed(self.remove_local(&partition).await)
+            }
         }
     }
 
-    async fn append_local(
+    /// Assigns the batch its offsets in this shard's log (nothing else can append in
+    /// between: no await separates the sequence checks from the assignment), and returns
+    /// the wait for `durability`.
+    pub(super) async fn submit_local_append(
         &self,
         partition: &PartitionId,
         batch: BytesMut,
         leader_epoch: i32,
         durability: Durability,
-    ) -> Result<Appended, LogError> {
-        let log = self.partition_log(partition).await?;
-        let receipt = log.append(batch, leader_epoch).await?;
-        match durability {
-            Durability::Assigned => {}
-            Durability::Written => log.wait_written(&receipt).await?,
-            Durability::Durable => log.wait_durable(&receipt).await?,
-        }
-        Ok(Appended {
-            base_offset: receipt.base_offset,
-            last_offset: receipt.last_offset,
+    ) -> AppendPending {
+        let assigned = match self.partition_log(partition).await {
+            Ok(log) => log
+                .append(batch, leader_epoch)
+                .await
+                .map(|receipt| (log, receipt)),
+            Err(error) => Err(error),
+        };
+        Box::pin(async move {
+            let (log, receipt) = assigned?;
+            match durability {
+                Durability::Assigned => {}
+                Durability::Written => log.wait_written(&receipt).await?,
+                Durability::Durable => log.wait_durable(&receipt).await?,
+            }
+            Ok(Appended {
+                base_offset: receipt.base_offset,
+                last_offset: receipt.last_offset,
+                log_start_offset: log.log_start_offset(),
+            })
         })
     }
 
@@ -226,10 +350,10 @@ impl ShardContext {
         partition: &PartitionId,
         offset: u64,
         bytes_max: usize,
-        offset_end: u64,
     ) -> Result<SendableRead, LogError> {
         let log = self.partition_log(partition).await?;
-        let slice = log.read(offset, bytes_max, offset_end).await?;
+        let high_watermark = log.written_end_offset();
+        let slice = log.read(offset, bytes_max, high_watermark).await?;
         let data = match slice.data {
             ReadData::Empty => SendableData::Empty,
             ReadData::Memory(batches) => SendableData::Memory(batches),
@@ -242,7 +366,77 @@ impl ShardContext {
         Ok(SendableRead {
             data,
             offset_next: slice.offset_next,
+            log_start_offset: log.log_start_offset(),
+            high_watermark,
         })
+    }
+
+    async fn wait_for_data_local(&self, partition: &PartitionId, offset: u64, timeout_ms: u64) {
+        let Ok(log) = self.partition_log(partition).await else {
+            // The fetch's next read reports the error.
+            return;
+        };
+        let data = std::pin::pin!(log.wait_for_written_end_above(offset));
+        let timeout = std::pin::pin!(glommio::timer::sleep(Duration::from_millis(timeout_ms)));
+        let shutdown = std::pin::pin!(self.shutdown_requested());
+        select(data, select(timeout, shutdown)).await;
+    }
+
+    async fn list_offset_local(
+        &self,
+        partition: &PartitionId,
+        query: OffsetQuery,
+    ) -> Result<ListedOffset, LogError> {
+        let log = self.partition_log(partition).await?;
+        let high_watermark = log.written_end_offset();
+        let offset = match query {
+            OffsetQuery::Earliest => Some(log.log_start_offset()),
+            OffsetQuery::Latest => Some(high_watermark),
+            OffsetQuery::Timestamp(timestamp_ms) => log.offset_for_timestamp(timestamp_ms).await?,
+        };
+        Ok(ListedOffset {
+            offset,
+            log_start_offset: log.log_start_offset(),
+            high_watermark,
+        })
+    }
+
+    async fn delete_records_local(
+        &self,
+        partition: &PartitionId,
+        offset: Option<u64>,
+    ) -> Result<u64, LogError> {
+        let log = self.partition_log(partition).await?;
+        let high_watermark = log.written_end_offset();
+        let offset = offset.unwrap_or(high_watermark);
+        if offset > high_watermark {
+            return Err(LogError::OffsetOutOfRange {
+                offset,
+                log_start_offset: log.log_start_offset(),
+                log_end_offset: high_watermark,
+            });
+        }
+        log.delete_up_to(offset).await?;
+        Ok(log.log_start_offset())
+    }
+
+    async fn remove_local(&self, partition: &PartitionId) -> Result<(), LogError> {
+        let slot = self.state.partitions.borrow_mut().remove(partition);
+        if let Some(slot) = slot {
+            if let Some(log) = slot.lock().await.take() {
+                // A task still holding the log (a long poll) keeps its descriptors; the
+                // files are unlinked under it, which is harmless.
+                if let Ok(log) = Rc::try_unwrap(log) {
+                    log.close().await?;
+                }
+            }
+        }
+        let dir = self.state.data_dir.join(partition.directory_name());
+        match std::fs::remove_dir_all(&dir) {
+            Ok(()) => Ok(()),
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(error) => Err(LogError::io("deleting a partition directory", error)),
+        }
     }
 
     /// The partition's log, opened (and recovered) on first use.
@@ -270,6 +464,33 @@ impl ShardContext {
         );
         *opened = Some(log.clone());
         Ok(log)
+    }
+
+    /// Applies the retention limits to every partition log this shard has open: whole
+    /// sealed segments past the age or size limit are deleted. Returns how many were.
+    pub async fn enforce_retention(&self) -> usize {
+        let slots: Vec<(PartitionId, PartitionSlot)> = self
+            .state
+            .partitions
+            .borrow()
+            .iter()
+            .map(|(partition, slot)| (partition.clone(), slot.clone()))
+            .collect();
+        let mut deleted = 0;
+        for (partition, slot) in slots {
+            let Some(log) = slot.lock().await.clone() else {
+                continue;
+            };
+            match log.enforce_retention().await {
+                Ok(segments) => deleted += segments,
+                Err(LogError::Closed) => {}
+                Err(error) => eprintln!(
+                    "ferrite: retention of {} failed: {error}",
+                    partition.directory_name()
+                ),
+            }
+        }
+        deleted
     }
 
     // ----- used by the runtime -----

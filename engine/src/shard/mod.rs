@@ -20,7 +20,7 @@ use bytes::{Bytes, BytesMut};
 
 use crate::error::LogError;
 
-pub use context::ShardContext;
+pub use context::{AppendPending, ShardContext};
 pub use runtime::{Runtime, RuntimeConfig, RuntimeError, ShutdownHandle};
 
 /// A partition of a topic.
@@ -78,26 +78,101 @@ pub enum ShardRequest {
         leader_epoch: i32,
         durability: Durability,
     },
+    /// Whole batches from `offset`, at most `bytes_max` (at least one batch), below the
+    /// high-water mark.
     Read {
         partition: PartitionId,
         offset: u64,
         bytes_max: usize,
-        offset_end: u64,
     },
+    /// Answered once the high-water mark passes `offset`, after `timeout_ms`, or at shutdown,
+    /// whichever comes first (a fetch's long poll).
+    WaitForData {
+        partition: PartitionId,
+        offset: u64,
+        timeout_ms: u64,
+    },
+    /// The partition's offsets, and the answer to a ListOffsets query.
+    ListOffset {
+        partition: PartitionId,
+        query: OffsetQuery,
+    },
+    /// Moves the log start up to `offset` (`None`: the high-water mark), deleting whole
+    /// segments below it.
+    DeleteRecords {
+        partition: PartitionId,
+        offset: Option<u64>,
+    },
+    /// Closes the partition's log and deletes its directory (its topic was deleted).
+    Remove { partition: PartitionId },
 }
 
-/// The owner's answer to a [`ShardRequest`].
+impl ShardRequest {
+    pub fn partition(&self) -> &PartitionId {
+        match self {
+            ShardRequest::Append { partition, .. }
+            | ShardRequest::Read { partition, .. }
+            | ShardRequest::WaitForData { partition, .. }
+            | ShardRequest::ListOffset { partition, .. }
+            | ShardRequest::DeleteRecords { partition, .. }
+            | ShardRequest::Remove { partition } => partition,
+        }
+    }
+}
+
+/// What a ListOffsets request asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OffsetQuery {
+    Earliest,
+    /// The high-water mark.
+    Latest,
+    /// The first offset whose timestamp is at or after this one (milliseconds).
+    Timestamp(i64),
+}
+
+/// The owner's answer to a [`ShardRequest`], variant for variant.
 #[derive(Debug)]
 pub enum ShardResponse {
     Appended(Result<Appended, LogError>),
     Read(Result<SendableRead, LogError>),
+    DataReady,
+    ListedOffset(Result<ListedOffset, LogError>),
+    /// The new log start offset.
+    RecordsDeleted(Result<u64, LogError>),
+    Removed(Result<(), LogError>),
 }
 
-/// Offsets given to an appended batch.
+impl ShardResponse {
+    /// The answer sent in place of a real one when the owner shut down first.
+    fn closed(request: &ShardRequest) -> ShardResponse {
+        match request {
+            ShardRequest::Append { .. } => ShardResponse::Appended(Err(LogError::Closed)),
+            ShardRequest::Read { .. } => ShardResponse::Read(Err(LogError::Closed)),
+            ShardRequest::WaitForData { .. } => ShardResponse::DataReady,
+            ShardRequest::ListOffset { .. } => ShardResponse::ListedOffset(Err(LogError::Closed)),
+            ShardRequest::DeleteRecords { .. } => {
+                ShardResponse::RecordsDeleted(Err(LogError::Closed))
+            }
+            ShardRequest::Remove { .. } => ShardResponse::Removed(Err(LogError::Closed)),
+        }
+    }
+}
+
+/// Offsets given to an appended batch (or, for a retried duplicate, the original's).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Appended {
     pub base_offset: u64,
     pub last_offset: u64,
+    pub log_start_offset: u64,
+}
+
+/// The answer to a [`OffsetQuery`], with the partition's bounds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ListedOffset {
+    /// `None` when no record has a timestamp at or after the one asked for.
+    pub offset: Option<u64>,
+    pub log_start_offset: u64,
+    pub high_watermark: u64,
 }
 
 /// A read's result in a form that may cross threads.
@@ -106,6 +181,9 @@ pub struct SendableRead {
     pub data: SendableData,
     /// One past the last offset returned; the requested offset when nothing was returned.
     pub offset_next: u64,
+    pub log_start_offset: u64,
+    /// The end of what readers may see: every batch below it is in the segment file.
+    pub high_watermark: u64,
 }
 
 #[derive(Debug)]

@@ -24,14 +24,16 @@ use std::path::PathBuf;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
+use futures::future::{select, Either, LocalBoxFuture};
 use futures::AsyncReadExt;
 use glommio::channels::local_channel;
 use glommio::{LocalExecutorBuilder, Placement};
 use thiserror::Error;
 
 use super::context::ShardContext;
-use super::MeshMessage;
+use super::{MeshMessage, ShardRequest, ShardResponse};
 use crate::clock::SystemClock;
 use crate::config::LogConfig;
 use crate::error::LogError;
@@ -51,6 +53,9 @@ pub struct RuntimeConfig {
     pub mesh_ring_capacity: usize,
     /// Messages queued per peer on a shard before its tasks wait to send.
     pub outbound_queue_capacity: usize,
+    /// How often each shard applies the retention limits to its partitions (Kafka's
+    /// `log.retention.check.interval.ms`, 5 minutes).
+    pub retention_check_interval: Duration,
 }
 
 impl RuntimeConfig {
@@ -65,6 +70,7 @@ impl RuntimeConfig {
             log_config: LogConfig::default(),
             mesh_ring_capacity: 1024,
             outbound_queue_capacity: 1024,
+            retention_check_interval: Duration::from_secs(300),
         }
     }
 }
@@ -257,8 +263,32 @@ where
                     MeshMessage::Request { id, request } => {
                         let in_flight = context.enter_in_flight();
                         let context = context.clone();
+                        let response: LocalBoxFuture<'static, ShardResponse> = match request {
+                            // Offsets are assigned here, in the order the peer sent its
+                            // appends; only the wait for durability runs concurrently.
+                            ShardRequest::Append {
+                                partition,
+                                batch,
+                                leader_epoch,
+                                durability,
+                            } => {
+                                let pending = context
+                                    .submit_local_append(
+                                        &partition,
+                                        batch,
+                                        leader_epoch,
+                                        durability,
+                                    )
+                                    .await;
+                                Box::pin(async move { ShardResponse::Appended(pending.await) })
+                            }
+                            other => {
+                                let context = context.clone();
+                                Box::pin(async move { context.handle_local(other).await })
+                            }
+                        };
                         glommio::spawn_local(async move {
-                            let response = context.handle_local(request).await;
+                            let response = response.await;
                             context
                                 .send_to_peer(peer, MeshMessage::Response { id, response })
                                 .await;
@@ -284,6 +314,20 @@ where
     })
     .detach();
 
+    let retention_context = context.clone();
+    let retention_interval = config.retention_check_interval;
+    glommio::spawn_local(async move {
+        loop {
+            let tick = std::pin::pin!(glommio::timer::sleep(retention_interval));
+            let shutdown = std::pin::pin!(retention_context.shutdown_requested());
+            if let Either::Right(_) = select(tick, shutdown).await {
+                return;
+            }
+            let _in_flight = retention_context.enter_in_flight();
+            retention_context.enforce_retention().await;
+        }
+    })
+    .detach();
     let main_task = glommio::spawn_local(shard_main(context.clone()));
     context.shutdown_requested().await;
     main_task.await;

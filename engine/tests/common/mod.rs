@@ -33,6 +33,8 @@ pub fn small_config() -> LogConfig {
         tail_cache_bytes_max: 0,
         write_chunk_bytes: 8192,
         preallocate_bytes: 8192,
+        producers_max: 1000,
+        producer_idle_ms_max: None,
     }
 }
 
@@ -55,6 +57,25 @@ pub fn tagged_batch(tag: u64, records: usize, value_bytes: usize, timestamp_ms: 
         })
         .collect();
     BytesMut::from(&build::batch(&records)[..])
+}
+
+/// A batch of `records` records from idempotent producer `producer_id` at `epoch`, its first
+/// record numbered `base_sequence`. The values name the producer and sequence.
+pub fn producer_batch(
+    producer_id: i64,
+    epoch: i16,
+    base_sequence: i32,
+    records: usize,
+) -> BytesMut {
+    let records: Vec<build::TestRecord> = (0..records)
+        .map(|index| build::TestRecord {
+            key: None,
+            value: format!("p{producer_id}-e{epoch}-s{base_sequence}-{index}").into_bytes(),
+            timestamp_ms: 1_000,
+        })
+        .collect();
+    let fields = build::ProducerFields::idempotent(producer_id, epoch, base_sequence);
+    BytesMut::from(&build::batch_from(&records, fields)[..])
 }
 
 /// Splits concatenated batches, checking each one in full (CRC included).

@@ -1,0 +1,230 @@
+//! What a shard's connections share: the shard's context (partitions, here or over the mesh),
+//! its view of the catalog, and the broker's configuration; and the dispatch of one decoded
+//! request to its API's handler.
+//!
+//! Handling is split in two so that a connection can pipeline: [`Broker::start`] runs the
+//! part that must happen in request order (a produce request's appends get their place in
+//! each partition's order) and returns the rest as a future, which the connection awaits
+//! concurrently with later requests while it writes responses strictly in request order.
+
+use std::os::fd::OwnedFd;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::{Bytes, BytesMut};
+use engine::catalog::{Catalog, CatalogError, CatalogView, Topic};
+use engine::shard::ShardContext;
+use engine::LogConfig;
+use futures::future::LocalBoxFuture;
+use kafka_protocol::messages::{ApiKey, RequestKind};
+use kafka_protocol::protocol::Encodable;
+
+use crate::api_versions;
+use crate::handlers;
+use crate::metrics::ShardMetrics;
+use crate::request::{DecodedRequest, RequestError};
+use crate::response::put_response;
+
+/// The broker's settings that the protocol exposes.
+#[derive(Debug, Clone)]
+pub struct BrokerConfig {
+    pub node_id: i32,
+    /// The address clients are told to connect to (Metadata).
+    pub advertised_host: String,
+    pub advertised_port: i32,
+    pub cluster_id: String,
+    /// Create a topic on the first Metadata or Produce request that names it.
+    pub auto_create_topics: bool,
+    /// Partitions of an auto-created topic, and of CreateTopics with -1.
+    pub default_partitions: u32,
+    /// Longest a fetch may wait for data, whatever the client asks.
+    pub fetch_wait_ms_max: u64,
+    /// The logs' settings: the broker-wide topic defaults, and the largest batch accepted.
+    pub log: LogConfig,
+}
+
+/// Bytes to write on the connection: memory, or a range of a segment file sent with splice.
+#[derive(Debug)]
+pub enum ResponsePart {
+    Memory(Bytes),
+    File {
+        file: Rc<OwnedFd>,
+        position: u64,
+        length: u64,
+    },
+}
+
+/// The answer to one request: nothing (produce with acks=0), or a framed response in parts.
+pub type Reply = Vec<ResponsePart>;
+
+/// The deferred part of handling a request. `Err` closes the connection with that reason.
+pub type PendingReply = LocalBoxFuture<'static, Result<Reply, String>>;
+
+/// One shard's broker: cheap to share between the shard's connections (`Rc`).
+pub struct Broker {
+    pub context: ShardContext,
+    pub catalog: CatalogView,
+    pub config: BrokerConfig,
+    pub metrics: Arc<ShardMetrics>,
+}
+
+impl Broker {
+    pub fn new(
+        context: ShardContext,
+        catalog: Arc<Catalog>,
+        config: BrokerConfig,
+        metrics: Arc<ShardMetrics>,
+    ) -> Rc<Broker> {
+        Rc::new(Broker {
+            context,
+            catalog: CatalogView::new(catalog),
+            config,
+            metrics,
+        })
+    }
+
+    /// Starts handling one request frame. Returns once everything that must happen in
+    /// request order has happened; `Err` is a reason to close the connection.
+    pub async fn start(self: &Rc<Self>, frame: Bytes) -> Result<PendingReply, String> {
+        let request = match DecodedRequest::decode(frame) {
+            Ok(request) => request,
+            Err(RequestError::UnsupportedVersion {
+                api_key: ApiKey::ApiVersions,
+                correlation_id,
+                ..
+            }) => {
+                let reply = encode_reply(
+                    ApiKey::ApiVersions,
+                    api_versions::FALLBACK_RESPONSE_VERSION,
+                    correlation_id,
+                    &api_versions::fallback_response(),
+                );
+                return Ok(Box::pin(async move { reply }));
+            }
+            Err(error) => return Err(error.to_string()),
+        };
+        let body = request.decode_body().map_err(|error| error.to_string())?;
+        let header = Header {
+            api_key: request.api_key,
+            api_version: request.api_version,
+            correlation_id: request.correlation_id(),
+        };
+        let started_at = Instant::now();
+        let broker = self.clone();
+        let pending: PendingReply = match body {
+            // The only API with work that must happen in request order.
+            RequestKind::Produce(produce) => {
+                handlers::produce::start(broker.clone(), header, produce).await
+            }
+            body => {
+                let broker = broker.clone();
+                Box::pin(async move { broker.answer(header, body).await })
+            }
+        };
+        Ok(Box::pin(async move {
+            let reply = pending.await;
+            broker
+                .metrics
+                .request_answered(header.api_key, started_at.elapsed());
+            reply
+        }))
+    }
+
+    async fn answer(self: Rc<Self>, header: Header, body: RequestKind) -> Result<Reply, String> {
+        match body {
+            RequestKind::ApiVersions(_) => header.reply(&api_versions::response()),
+            RequestKind::Metadata(request) => header.reply(&handlers::metadata::handle(
+                &self,
+                header.api_version,
+                request,
+            )),
+            RequestKind::Fetch(request) => handlers::fetch::handle(&self, header, request).await,
+            RequestKind::ListOffsets(request) => header
+                .reply(&handlers::list_offsets::handle(&self, header.api_version, request).await),
+            RequestKind::CreateTopics(request) => header.reply(&handlers::topics::create(
+                &self,
+                header.api_version,
+                request,
+            )),
+            RequestKind::DeleteTopics(request) => {
+                header.reply(&handlers::topics::delete(&self, header.api_version, request).await)
+            }
+            RequestKind::CreatePartitions(request) => {
+                header.reply(&handlers::topics::create_partitions(&self, request))
+            }
+            RequestKind::DescribeConfigs(request) => header.reply(&handlers::configs::describe(
+                &self,
+                header.api_version,
+                request,
+            )),
+            RequestKind::DeleteRecords(request) => {
+                header.reply(&handlers::delete_records::handle(&self, request).await)
+            }
+            RequestKind::InitProducerId(request) => {
+                header.reply(&handlers::init_producer_id::handle(&self, request))
+            }
+            // Decoding succeeds only for APIs in the implemented table, each handled above.
+            other => Err(format!("no handler for {:?}", other)),
+        }
+    }
+
+    /// The topic, created with the broker's defaults if it does not exist and auto-creation
+    /// is on (and `allow` says the request permits it).
+    pub fn topic_or_create(&self, name: &str, allow: bool) -> Result<Arc<Topic>, CatalogError> {
+        if let Some(topic) = self.catalog.topics().get(name) {
+            return Ok(topic.clone());
+        }
+        if !(allow && self.config.auto_create_topics) {
+            return Err(CatalogError::UnknownTopic(name.to_owned()));
+        }
+        match self.catalog.catalog().create_topic(
+            name,
+            i64::from(self.config.default_partitions),
+            Default::default(),
+            false,
+        ) {
+            Ok(topic) => {
+                eprintln!(
+                    "ferrite: auto-created topic '{name}' with {} partition(s)",
+                    topic.partitions
+                );
+                Ok(topic)
+            }
+            // Another shard created it between our look and our create.
+            Err(CatalogError::TopicExists(_)) => self
+                .catalog
+                .topics()
+                .get(name)
+                .cloned()
+                .ok_or_else(|| CatalogError::UnknownTopic(name.to_owned())),
+            Err(error) => Err(error),
+        }
+    }
+}
+
+/// The header fields a response needs.
+#[derive(Debug, Clone, Copy)]
+pub struct Header {
+    pub api_key: ApiKey,
+    pub api_version: i16,
+    pub correlation_id: i32,
+}
+
+impl Header {
+    /// Encodes `body` as this request's framed response.
+    pub fn reply(&self, body: &impl Encodable) -> Result<Reply, String> {
+        encode_reply(self.api_key, self.api_version, self.correlation_id, body)
+    }
+}
+
+fn encode_reply(
+    api_key: ApiKey,
+    api_version: i16,
+    correlation_id: i32,
+    body: &impl Encodable,
+) -> Result<Reply, String> {
+    let mut out = BytesMut::new();
+    put_response(&mut out, api_key, api_version, correlation_id, body)?;
+    Ok(vec![ResponsePart::Memory(out.freeze())])
+}

@@ -1,0 +1,108 @@
+//! The one place where engine and catalog errors become Kafka error codes, so that every API
+//! answers the same failure with the same code.
+
+use engine::batch::BatchError;
+use engine::catalog::CatalogError;
+use engine::LogError;
+use kafka_protocol::ResponseError;
+
+/// Kafka's "no error".
+pub const NONE: i16 = 0;
+
+/// The code a client gets for a failed log operation.
+pub fn log_error_code(error: &LogError) -> i16 {
+    let code = match error {
+        LogError::InvalidBatch(batch) => return batch_error_code(batch),
+        LogError::OffsetOutOfRange { .. } => ResponseError::OffsetOutOfRange,
+        LogError::OutOfOrderSequence { .. } => ResponseError::OutOfOrderSequenceNumber,
+        LogError::InvalidProducerEpoch { .. } => ResponseError::InvalidProducerEpoch,
+        // Retriable for the client: space may be freed, or the log reopened.
+        LogError::DiskFull { .. } | LogError::Io { .. } | LogError::Corrupt(_) => {
+            ResponseError::KafkaStorageError
+        }
+        LogError::Discarded { .. } => ResponseError::KafkaStorageError,
+        // The broker is shutting down: the client retries elsewhere or after a restart.
+        LogError::Closed => ResponseError::NotLeaderOrFollower,
+        LogError::InvalidConfig(_) => ResponseError::UnknownServerError,
+    };
+    code.code()
+}
+
+/// The code for a batch the broker refused to store.
+pub fn batch_error_code(error: &BatchError) -> i16 {
+    let code = match error {
+        BatchError::TooLarge { .. } => ResponseError::MessageTooLarge,
+        BatchError::UnsupportedMagic { .. } => ResponseError::UnsupportedForMessageFormat,
+        BatchError::InvalidSequence { .. } => ResponseError::InvalidRecord,
+        BatchError::TooShort { .. }
+        | BatchError::LengthMismatch { .. }
+        | BatchError::CrcMismatch { .. }
+        | BatchError::RecordCountMismatch { .. } => ResponseError::CorruptMessage,
+    };
+    code.code()
+}
+
+/// The code for a refused catalog change.
+pub fn catalog_error_code(error: &CatalogError) -> i16 {
+    let code = match error {
+        CatalogError::TopicExists(_) => ResponseError::TopicAlreadyExists,
+        CatalogError::UnknownTopic(_) => ResponseError::UnknownTopicOrPartition,
+        CatalogError::InvalidTopicName { .. } => ResponseError::InvalidTopicException,
+        CatalogError::InvalidPartitions { .. } => ResponseError::InvalidPartitions,
+        CatalogError::Io { .. } | CatalogError::Corrupt { .. } => ResponseError::KafkaStorageError,
+    };
+    code.code()
+}
+
+/// Shorthand for codes named by kafka-protocol.
+pub const fn code(error: ResponseError) -> i16 {
+    error.code()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failures_map_to_the_codes_clients_act_on() {
+        assert_eq!(
+            log_error_code(&LogError::OffsetOutOfRange {
+                offset: 9,
+                log_start_offset: 0,
+                log_end_offset: 3
+            }),
+            1
+        );
+        assert_eq!(
+            log_error_code(&LogError::InvalidBatch(BatchError::CrcMismatch {
+                stored: 1,
+                computed: 2
+            })),
+            2
+        );
+        assert_eq!(
+            log_error_code(&LogError::InvalidBatch(BatchError::TooLarge {
+                length_bytes: 2,
+                limit_bytes: 1
+            })),
+            10
+        );
+        assert_eq!(log_error_code(&LogError::DiskFull { operation: "x" }), 56);
+        assert_eq!(
+            log_error_code(&LogError::OutOfOrderSequence {
+                producer_id: 1,
+                expected: 5,
+                received: 7
+            }),
+            45
+        );
+        assert_eq!(
+            catalog_error_code(&CatalogError::TopicExists("t".into())),
+            36
+        );
+        assert_eq!(
+            catalog_error_code(&CatalogError::UnknownTopic("t".into())),
+            3
+        );
+    }
+}

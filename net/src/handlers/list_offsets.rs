@@ -1,0 +1,71 @@
+//! ListOffsets: a partition's earliest offset (-2), its high-water mark (-1), or the first
+//! offset whose timestamp is at or after a given one.
+
+use engine::shard::{OffsetQuery, PartitionId};
+use kafka_protocol::messages::list_offsets_response::{
+    ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
+};
+use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
+use kafka_protocol::ResponseError;
+
+use crate::broker::Broker;
+use crate::errors::{code, log_error_code, NONE};
+
+const LATEST: i64 = -1;
+const EARLIEST: i64 = -2;
+
+pub async fn handle(
+    broker: &Broker,
+    api_version: i16,
+    request: ListOffsetsRequest,
+) -> ListOffsetsResponse {
+    let topics = broker.catalog.topics();
+    let mut responses = Vec::with_capacity(request.topics.len());
+    for requested in request.topics {
+        let topic = topics.get(&requested.name.0);
+        let mut partitions = Vec::with_capacity(requested.partitions.len());
+        for wanted in requested.partitions {
+            let index = wanted.partition_index;
+            let response = ListOffsetsPartitionResponse::default()
+                .with_partition_index(index)
+                .with_timestamp(-1)
+                .with_offset(-1);
+            // The leader epoch exists from version 4.
+            let response = if api_version >= 4 {
+                response.with_leader_epoch(0)
+            } else {
+                response
+            };
+            let exists = topic.is_some_and(|topic| index >= 0 && (index as u32) < topic.partitions);
+            let query = match wanted.timestamp {
+                LATEST => Some(OffsetQuery::Latest),
+                EARLIEST => Some(OffsetQuery::Earliest),
+                timestamp if timestamp >= 0 => Some(OffsetQuery::Timestamp(timestamp)),
+                _ => None,
+            };
+            let response = match (exists, query) {
+                (false, _) => {
+                    response.with_error_code(code(ResponseError::UnknownTopicOrPartition))
+                }
+                (true, None) => response.with_error_code(code(ResponseError::InvalidRequest)),
+                (true, Some(query)) => {
+                    let partition = PartitionId::new(requested.name.0.as_str(), index as u32);
+                    match broker.context.list_offset(partition, query).await {
+                        Ok(listed) => response
+                            .with_error_code(NONE)
+                            // No record at or after the timestamp: offset -1, as Kafka says.
+                            .with_offset(listed.offset.map_or(-1, |offset| offset as i64)),
+                        Err(error) => response.with_error_code(log_error_code(&error)),
+                    }
+                }
+            };
+            partitions.push(response);
+        }
+        responses.push(
+            ListOffsetsTopicResponse::default()
+                .with_name(requested.name)
+                .with_partitions(partitions),
+        );
+    }
+    ListOffsetsResponse::default().with_topics(responses)
+}

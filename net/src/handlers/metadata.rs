@@ -1,0 +1,104 @@
+//! Metadata: the brokers (this one, at its advertised address), and each topic's partitions
+//! with this broker as leader and only replica. Names of topics that do not exist are created
+//! when auto-creation is on and the request allows it (always, before version 4, as Kafka).
+
+use engine::catalog::Topic;
+use kafka_protocol::messages::metadata_response::{
+    MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
+};
+use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse, TopicName};
+use kafka_protocol::ResponseError;
+
+use super::{str_bytes, uuid};
+use crate::broker::Broker;
+use crate::errors::{catalog_error_code, code, NONE};
+
+/// Kafka's "not sent" value for authorized-operations fields.
+const AUTHORIZED_OPERATIONS_OMITTED: i32 = i32::MIN;
+
+pub fn handle(broker: &Broker, api_version: i16, request: MetadataRequest) -> MetadataResponse {
+    let config = &broker.config;
+    // Version 0 says "all topics" with an empty list; later versions with a null one.
+    let all_topics = match &request.topics {
+        None => true,
+        Some(topics) => topics.is_empty() && api_version == 0,
+    };
+    let allow_auto_create = request.allow_auto_topic_creation || api_version < 4;
+    let topics = if all_topics {
+        broker
+            .catalog
+            .topics()
+            .iter()
+            .map(|topic| described(broker, api_version, topic))
+            .collect()
+    } else {
+        request
+            .topics
+            .unwrap_or_default()
+            .into_iter()
+            .map(|wanted| match wanted.name {
+                Some(name) => match broker.topic_or_create(&name, allow_auto_create) {
+                    Ok(topic) => described(broker, api_version, &topic),
+                    Err(error) => MetadataResponseTopic::default()
+                        .with_name(Some(name))
+                        .with_error_code(catalog_error_code(&error))
+                        .with_topic_authorized_operations(AUTHORIZED_OPERATIONS_OMITTED),
+                },
+                None => match broker.catalog.topics().by_id(wanted.topic_id.as_bytes()) {
+                    Some(topic) => described(broker, api_version, topic),
+                    None => MetadataResponseTopic::default()
+                        .with_topic_id(wanted.topic_id)
+                        .with_error_code(code(ResponseError::UnknownTopicId))
+                        .with_topic_authorized_operations(AUTHORIZED_OPERATIONS_OMITTED),
+                },
+            })
+            .collect()
+    };
+    let response = MetadataResponse::default()
+        .with_brokers(vec![MetadataResponseBroker::default()
+            .with_node_id(BrokerId(config.node_id))
+            .with_host(str_bytes(config.advertised_host.clone()))
+            .with_port(config.advertised_port)])
+        .with_topics(topics)
+        .with_cluster_authorized_operations(AUTHORIZED_OPERATIONS_OMITTED);
+    // Fields a version lacks must stay at their defaults, or encoding fails.
+    let response = if api_version >= 1 {
+        response.with_controller_id(BrokerId(config.node_id))
+    } else {
+        response
+    };
+    if api_version >= 2 {
+        response.with_cluster_id(Some(str_bytes(config.cluster_id.clone())))
+    } else {
+        response
+    }
+}
+
+fn described(broker: &Broker, api_version: i16, topic: &Topic) -> MetadataResponseTopic {
+    let node = BrokerId(broker.config.node_id);
+    let described = MetadataResponseTopic::default()
+        .with_error_code(NONE)
+        .with_name(Some(TopicName(str_bytes(topic.name.clone()))))
+        .with_partitions(
+            (0..topic.partitions)
+                .map(|partition| {
+                    let partition = MetadataResponsePartition::default()
+                        .with_partition_index(partition as i32)
+                        .with_leader_id(node)
+                        .with_replica_nodes(vec![node])
+                        .with_isr_nodes(vec![node]);
+                    if api_version >= 7 {
+                        partition.with_leader_epoch(0)
+                    } else {
+                        partition
+                    }
+                })
+                .collect(),
+        )
+        .with_topic_authorized_operations(AUTHORIZED_OPERATIONS_OMITTED);
+    if api_version >= 10 {
+        described.with_topic_id(uuid(topic.id))
+    } else {
+        described
+    }
+}

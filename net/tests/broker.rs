@@ -1,0 +1,541 @@
+//! The broker's Kafka APIs end to end over TCP: what a client sees, across shards (two
+//! shards, so most partitions live on the shard that did not accept the connection).
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use common::{Client, TestBroker};
+use engine::batch::build::{batch_from, batch_of, ProducerFields, TestRecord};
+use engine::LogConfig;
+use kafka_protocol::messages::create_topics_request::CreatableTopic;
+use kafka_protocol::messages::delete_records_request::{
+    DeleteRecordsPartition, DeleteRecordsTopic,
+};
+use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
+use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
+use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+use kafka_protocol::messages::*;
+use kafka_protocol::protocol::StrBytes;
+
+fn name(topic: &str) -> TopicName {
+    TopicName(StrBytes::from_string(topic.to_owned()))
+}
+
+fn create_topic(client: &mut Client, topic: &str, partitions: i32) -> i16 {
+    let request = CreateTopicsRequest::default().with_topics(vec![CreatableTopic::default()
+        .with_name(name(topic))
+        .with_num_partitions(partitions)
+        .with_replication_factor(1)]);
+    let response: CreateTopicsResponse = client.call(ApiKey::CreateTopics, 7, &request);
+    response.topics[0].error_code
+}
+
+fn produce_request(topic: &str, partition: i32, batch: Vec<u8>, acks: i16) -> ProduceRequest {
+    ProduceRequest::default()
+        .with_acks(acks)
+        .with_timeout_ms(5_000)
+        .with_topic_data(vec![TopicProduceData::default()
+            .with_name(name(topic))
+            .with_partition_data(vec![PartitionProduceData::default()
+                .with_index(partition)
+                .with_records(Some(Bytes::from(batch)))])])
+}
+
+/// Produces one batch; returns (error code, base offset).
+fn produce(client: &mut Client, topic: &str, partition: i32, batch: Vec<u8>) -> (i16, i64) {
+    let response: ProduceResponse = client.call(
+        ApiKey::Produce,
+        9,
+        &produce_request(topic, partition, batch, -1),
+    );
+    let answer = &response.responses[0].partition_responses[0];
+    (answer.error_code, answer.base_offset)
+}
+
+fn fetch_request(topic: &str, partition: i32, offset: i64, max_wait_ms: i32) -> FetchRequest {
+    FetchRequest::default()
+        .with_max_wait_ms(max_wait_ms)
+        .with_min_bytes(1)
+        .with_max_bytes(50 << 20)
+        .with_session_epoch(-1)
+        .with_topics(vec![FetchTopic::default()
+            .with_topic(name(topic))
+            .with_partitions(vec![FetchPartition::default()
+                .with_partition(partition)
+                .with_fetch_offset(offset)
+                .with_partition_max_bytes(50 << 20)])])
+}
+
+/// (error code, high-water mark, records) of one partition's fetch.
+fn fetch(
+    client: &mut Client,
+    topic: &str,
+    partition: i32,
+    offset: i64,
+    max_wait_ms: i32,
+) -> (i16, i64, Bytes) {
+    let response: FetchResponse = client.call(
+        ApiKey::Fetch,
+        12,
+        &fetch_request(topic, partition, offset, max_wait_ms),
+    );
+    let data = &response.responses[0].partitions[0];
+    (
+        data.error_code,
+        data.high_watermark,
+        data.records.clone().unwrap_or_default(),
+    )
+}
+
+/// The batch as the broker stores it: base offset and leader epoch (0) filled in.
+fn stamped(mut batch: Vec<u8>, base_offset: i64) -> Vec<u8> {
+    engine::batch::assign_offset_and_epoch(&mut batch, base_offset, 0);
+    batch
+}
+
+fn list_offset(client: &mut Client, topic: &str, partition: i32, timestamp: i64) -> (i16, i64) {
+    let request = ListOffsetsRequest::default()
+        .with_replica_id(BrokerId(-1))
+        .with_topics(vec![ListOffsetsTopic::default()
+            .with_name(name(topic))
+            .with_partitions(vec![ListOffsetsPartition::default()
+                .with_partition_index(partition)
+                .with_timestamp(timestamp)])]);
+    let response: ListOffsetsResponse = client.call(ApiKey::ListOffsets, 6, &request);
+    let answer = &response.topics[0].partitions[0];
+    (answer.error_code, answer.offset)
+}
+
+#[test]
+fn pipelined_produce_and_fetch_across_shards_keep_order_and_bytes() {
+    let broker = TestBroker::start(2, LogConfig::default());
+    let mut client = broker.connect();
+    assert_eq!(create_topic(&mut client, "orders", 4), 0);
+    assert_eq!(
+        create_topic(&mut client, "orders", 4),
+        36,
+        "TOPIC_ALREADY_EXISTS"
+    );
+
+    // Twenty requests sent before reading any answer: answered in order, offsets in order.
+    let mut sent = Vec::new();
+    let mut batches = vec![Vec::new(); 4];
+    for request in 0..20 {
+        let partition = request % 4;
+        let batch = batch_of(3, 100 + request as usize, 1_000 + request as i64);
+        batches[partition as usize].push(batch.clone());
+        let acks = if request % 2 == 0 { -1 } else { 1 };
+        sent.push(client.send(
+            ApiKey::Produce,
+            9,
+            &produce_request("orders", partition, batch, acks),
+        ));
+    }
+    for (request, correlation_id) in sent.into_iter().enumerate() {
+        let (received, response): (i32, ProduceResponse) = client.receive(ApiKey::Produce, 9);
+        assert_eq!(received, correlation_id);
+        let answer = &response.responses[0].partition_responses[0];
+        assert_eq!(answer.error_code, 0);
+        assert_eq!(
+            answer.base_offset,
+            (request / 4) as i64 * 3,
+            "request {request}"
+        );
+    }
+    for partition in 0..4 {
+        let (error, high_watermark, records) = fetch(&mut client, "orders", partition, 0, 1_000);
+        assert_eq!((error, high_watermark), (0, 15));
+        let expected: Vec<u8> = batches[partition as usize]
+            .iter()
+            .enumerate()
+            .flat_map(|(index, batch)| stamped(batch.clone(), index as i64 * 3))
+            .collect();
+        assert_eq!(&records[..], &expected[..], "partition {partition}");
+    }
+}
+
+#[test]
+fn a_waiting_fetch_is_woken_by_a_produce_not_by_its_timeout() {
+    let broker = TestBroker::start(2, LogConfig::default());
+    let mut consumer = broker.connect();
+    assert_eq!(create_topic(&mut consumer, "ticks", 2), 0);
+    for partition in 0..2 {
+        let started = Instant::now();
+        consumer.send(
+            ApiKey::Fetch,
+            12,
+            &fetch_request("ticks", partition, 0, 20_000),
+        );
+        let mut producer = broker.connect();
+        std::thread::sleep(Duration::from_millis(100));
+        assert_eq!(
+            produce(&mut producer, "ticks", partition, batch_of(1, 10, 5)).0,
+            0
+        );
+        let (_, response): (i32, FetchResponse) = consumer.receive(ApiKey::Fetch, 12);
+        let data = &response.responses[0].partitions[0];
+        assert_eq!(data.high_watermark, 1);
+        assert!(!data.records.as_ref().unwrap().is_empty());
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "answered when the data came, not after max_wait_ms"
+        );
+    }
+    // Data below min_bytes: the fetch waits for more until max_wait_ms, then answers with
+    // what there is.
+    let started = Instant::now();
+    let request = fetch_request("ticks", 0, 0, 300).with_min_bytes(1 << 20);
+    let response: FetchResponse = consumer.call(ApiKey::Fetch, 12, &request);
+    assert!(!response.responses[0].partitions[0]
+        .records
+        .as_ref()
+        .unwrap()
+        .is_empty());
+    assert!(started.elapsed() >= Duration::from_millis(250));
+    // Nothing arrives: the fetch waits its max_wait_ms, then answers empty.
+    let started = Instant::now();
+    let (error, high_watermark, records) = fetch(&mut consumer, "ticks", 0, 1, 300);
+    assert_eq!((error, high_watermark), (0, 1));
+    assert!(records.is_empty());
+    assert!(started.elapsed() >= Duration::from_millis(250));
+}
+
+#[test]
+fn offsets_by_time_and_bounds_and_deleted_records() {
+    let broker = TestBroker::start(2, LogConfig::default());
+    let mut client = broker.connect();
+    assert_eq!(create_topic(&mut client, "events", 1), 0);
+    for (index, timestamp) in [1_000, 2_000, 3_000].into_iter().enumerate() {
+        assert_eq!(
+            produce(&mut client, "events", 0, batch_of(2, 8, timestamp)),
+            (0, index as i64 * 2)
+        );
+    }
+    assert_eq!(
+        list_offset(&mut client, "events", 0, -2),
+        (0, 0),
+        "earliest"
+    );
+    assert_eq!(list_offset(&mut client, "events", 0, -1), (0, 6), "latest");
+    assert_eq!(
+        list_offset(&mut client, "events", 0, 1_500),
+        (0, 2),
+        "by timestamp"
+    );
+    assert_eq!(
+        list_offset(&mut client, "events", 0, 9_000),
+        (0, -1),
+        "after the newest record"
+    );
+    assert_eq!(
+        list_offset(&mut client, "events", 7, -1).0,
+        3,
+        "no such partition"
+    );
+
+    let (error, _, _) = fetch(&mut client, "events", 0, 7, 0);
+    assert_eq!(error, 1, "OFFSET_OUT_OF_RANGE past the end");
+
+    let request = DeleteRecordsRequest::default().with_topics(vec![DeleteRecordsTopic::default()
+        .with_name(name("events"))
+        .with_partitions(vec![DeleteRecordsPartition::default()
+            .with_partition_index(0)
+            .with_offset(4)])]);
+    let response: DeleteRecordsResponse = client.call(ApiKey::DeleteRecords, 2, &request);
+    let answer = &response.topics[0].partitions[0];
+    assert_eq!((answer.error_code, answer.low_watermark), (0, 4));
+    assert_eq!(list_offset(&mut client, "events", 0, -2), (0, 4));
+    assert_eq!(
+        fetch(&mut client, "events", 0, 0, 0).0,
+        1,
+        "below the log start"
+    );
+    let (error, _, records) = fetch(&mut client, "events", 0, 4, 0);
+    assert_eq!(error, 0);
+    assert_eq!(&records[..], &stamped(batch_of(2, 8, 3_000), 4)[..]);
+}
+
+#[test]
+fn the_idempotent_producer_is_deduplicated_and_gaps_are_refused() {
+    let broker = TestBroker::start(2, LogConfig::default());
+    let mut client = broker.connect();
+    let init: InitProducerIdResponse = client.call(
+        ApiKey::InitProducerId,
+        4,
+        &InitProducerIdRequest::default()
+            .with_transaction_timeout_ms(60_000)
+            .with_transactional_id(None)
+            .with_producer_id(ProducerId(-1))
+            .with_producer_epoch(-1),
+    );
+    assert_eq!(init.error_code, 0);
+    let producer_id = init.producer_id.0;
+    assert!(producer_id >= 0);
+    let record = |value: &[u8]| TestRecord {
+        key: None,
+        value: value.to_vec(),
+        timestamp_ms: 1,
+    };
+    let batch = |sequence: i32, value: &[u8]| {
+        batch_from(
+            &[record(value), record(value)],
+            ProducerFields::idempotent(producer_id, 0, sequence),
+        )
+    };
+    for partition in 0..2 {
+        assert_eq!(
+            produce(&mut client, "auto-created", partition, batch(0, b"a")),
+            (0, 0)
+        );
+        assert_eq!(
+            produce(&mut client, "auto-created", partition, batch(2, b"b")),
+            (0, 2)
+        );
+        assert_eq!(
+            produce(&mut client, "auto-created", partition, batch(0, b"a")),
+            (0, 0),
+            "a retry gets its original offset"
+        );
+        assert_eq!(
+            produce(&mut client, "auto-created", partition, batch(9, b"c")).0,
+            45,
+            "a gap"
+        );
+        assert_eq!(
+            list_offset(&mut client, "auto-created", partition, -1),
+            (0, 4),
+            "written once"
+        );
+    }
+}
+
+#[test]
+fn bad_batches_get_error_codes_and_leave_the_partition_untouched() {
+    let broker = TestBroker::start(
+        1,
+        LogConfig {
+            batch_bytes_max: 4_096,
+            ..LogConfig::default()
+        },
+    );
+    let mut client = broker.connect();
+    assert_eq!(create_topic(&mut client, "strict", 1), 0);
+    assert_eq!(
+        produce(&mut client, "strict", 0, batch_of(1, 10, 1)),
+        (0, 0)
+    );
+
+    let mut flipped = batch_of(1, 10, 2);
+    let last = flipped.len() - 1;
+    flipped[last] ^= 0xff;
+    assert_eq!(
+        produce(&mut client, "strict", 0, flipped).0,
+        2,
+        "CORRUPT_MESSAGE for a bad CRC"
+    );
+    let mut cut = batch_of(1, 10, 2);
+    cut.truncate(cut.len() - 3);
+    assert_eq!(
+        produce(&mut client, "strict", 0, cut).0,
+        2,
+        "CORRUPT_MESSAGE for a cut batch"
+    );
+    assert_eq!(
+        produce(&mut client, "strict", 0, batch_of(1, 8_000, 2)).0,
+        10,
+        "MESSAGE_TOO_LARGE"
+    );
+    assert_eq!(
+        produce(&mut client, "strict", 0, batch_of(1, 10, 2).split_off(1)).0,
+        2
+    );
+    assert_eq!(
+        produce(&mut client, "strict", 3, batch_of(1, 10, 2)).0,
+        3,
+        "no such partition"
+    );
+    let control = batch_from(
+        &[TestRecord {
+            key: None,
+            value: vec![0; 6],
+            timestamp_ms: 1,
+        }],
+        ProducerFields::idempotent(1, 0, 0).with_transaction_bits(true),
+    );
+    assert_eq!(
+        produce(&mut client, "strict", 0, control).0,
+        87,
+        "INVALID_RECORD"
+    );
+    let response: ProduceResponse = client.call(
+        ApiKey::Produce,
+        9,
+        &produce_request("strict", 0, batch_of(1, 1, 1), 2),
+    );
+    assert_eq!(
+        response.responses[0].partition_responses[0].error_code, 21,
+        "INVALID_REQUIRED_ACKS"
+    );
+
+    let (error, high_watermark, records) = fetch(&mut client, "strict", 0, 0, 0);
+    assert_eq!(
+        (error, high_watermark),
+        (0, 1),
+        "only the good batch is there"
+    );
+    assert_eq!(&records[..], &stamped(batch_of(1, 10, 1), 0)[..]);
+}
+
+#[test]
+fn acks_zero_gets_no_response_and_later_answers_stay_in_order() {
+    let broker = TestBroker::start(2, LogConfig::default());
+    let mut client = broker.connect();
+    client.send(
+        ApiKey::Produce,
+        9,
+        &produce_request("fire-and-forget", 1, batch_of(1, 5, 1), 0),
+    );
+    let metadata = MetadataRequest::default().with_topics(Some(vec![
+        MetadataRequestTopic::default().with_name(Some(name("fire-and-forget"))),
+    ]));
+    let sent = client.send(ApiKey::Metadata, 12, &metadata);
+    let (received, response): (i32, MetadataResponse) = client.receive(ApiKey::Metadata, 12);
+    assert_eq!(received, sent, "the next response is the metadata one");
+    assert_eq!(
+        response.topics[0].partitions.len(),
+        2,
+        "auto-created with the default count"
+    );
+    let deadline = Instant::now() + common::DEADLINE;
+    while list_offset(&mut client, "fire-and-forget", 1, -1) != (0, 1) {
+        assert!(
+            Instant::now() < deadline,
+            "the acks=0 batch was never written"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn data_past_the_tail_cache_is_spliced_from_the_segment_file() {
+    let log = LogConfig {
+        tail_cache_bytes_max: 64 << 10,
+        ..LogConfig::default()
+    };
+    let broker = TestBroker::start(2, log);
+    let mut client = broker.connect();
+    assert_eq!(create_topic(&mut client, "bulk", 1), 0);
+    let mut expected = Vec::new();
+    for index in 0..64 {
+        let batch = batch_of(4, 2_000, index);
+        let (error, base_offset) = produce(&mut client, "bulk", 0, batch.clone());
+        assert_eq!(error, 0);
+        expected.extend(stamped(batch, base_offset));
+    }
+    let mut received = Vec::new();
+    let mut offset = 0;
+    while offset < 256 {
+        let (error, _, records) = fetch(&mut client, "bulk", 0, offset, 0);
+        assert_eq!(error, 0);
+        let mut cursor = &records[..];
+        while cursor.len() >= 61 {
+            let header = engine::batch::BatchHeader::parse(cursor).unwrap();
+            offset = header.last_offset() + 1;
+            cursor = &cursor[header.size_bytes as usize..];
+        }
+        received.extend_from_slice(&records);
+    }
+    assert_eq!(received, expected, "every byte, in order");
+    let text = broker.metrics.render();
+    let spliced: u64 = text
+        .lines()
+        .filter(|line| line.starts_with("ferrite_bytes_spliced_total{"))
+        .map(|line| line.rsplit(' ').next().unwrap().parse::<u64>().unwrap())
+        .sum();
+    assert!(
+        spliced > 256 << 10,
+        "old batches left by splice, not memory: {spliced} bytes"
+    );
+}
+
+#[test]
+fn a_deleted_topic_comes_back_empty_and_admin_errors_are_explained() {
+    let broker = TestBroker::start(2, LogConfig::default());
+    let mut client = broker.connect();
+    assert_eq!(create_topic(&mut client, "short-lived", 3), 0);
+    for partition in 0..3 {
+        assert_eq!(
+            produce(&mut client, "short-lived", partition, batch_of(2, 4, 1)).0,
+            0
+        );
+    }
+    let delete = DeleteTopicsRequest::default()
+        .with_topic_names(vec![name("short-lived"), name("never-was")]);
+    let response: DeleteTopicsResponse = client.call(ApiKey::DeleteTopics, 5, &delete);
+    assert_eq!(response.responses[0].error_code, 0);
+    assert_eq!(response.responses[1].error_code, 3);
+    for partition in 0..3 {
+        assert!(!broker
+            .data
+            .path()
+            .join(format!("short-lived-{partition}"))
+            .exists());
+    }
+    assert_eq!(create_topic(&mut client, "short-lived", 1), 0);
+    assert_eq!(
+        list_offset(&mut client, "short-lived", 0, -1),
+        (0, 0),
+        "starts empty"
+    );
+
+    let bad = CreateTopicsRequest::default().with_topics(vec![
+        CreatableTopic::default()
+            .with_name(name("three-copies"))
+            .with_num_partitions(1)
+            .with_replication_factor(3),
+        CreatableTopic::default()
+            .with_name(name("bad name!"))
+            .with_num_partitions(1)
+            .with_replication_factor(1),
+        CreatableTopic::default()
+            .with_name(name("zero"))
+            .with_num_partitions(0)
+            .with_replication_factor(1),
+    ]);
+    let response: CreateTopicsResponse = client.call(ApiKey::CreateTopics, 7, &bad);
+    let codes: Vec<i16> = response
+        .topics
+        .iter()
+        .map(|topic| topic.error_code)
+        .collect();
+    assert_eq!(codes, vec![38, 17, 37]);
+    assert!(response
+        .topics
+        .iter()
+        .all(|topic| topic.error_message.is_some()));
+
+    let grow = CreatePartitionsRequest::default().with_topics(vec![
+        kafka_protocol::messages::create_partitions_request::CreatePartitionsTopic::default()
+            .with_name(name("short-lived"))
+            .with_count(4)
+            .with_assignments(None),
+    ]);
+    let response: CreatePartitionsResponse = client.call(ApiKey::CreatePartitions, 3, &grow);
+    assert_eq!(response.results[0].error_code, 0);
+    assert_eq!(
+        produce(&mut client, "short-lived", 3, batch_of(1, 4, 1)),
+        (0, 0)
+    );
+
+    let describe = DescribeConfigsRequest::default().with_resources(vec![
+        kafka_protocol::messages::describe_configs_request::DescribeConfigsResource::default()
+            .with_resource_type(2)
+            .with_resource_name(StrBytes::from_static_str("short-lived")),
+    ]);
+    let response: DescribeConfigsResponse = client.call(ApiKey::DescribeConfigs, 4, &describe);
+    let configs = &response.results[0].configs;
+    assert!(configs.iter().any(|entry| &*entry.name == "retention.ms"));
+}

@@ -1,0 +1,136 @@
+//! The fuzz target for request decoding, run with the normal tests for a bounded number of
+//! cases (`PROPTEST_CASES` raises it): valid requests of every implemented API and version,
+//! cut, flipped and spliced at random, and random bytes behind every valid header. Decoding
+//! gives a request or a typed error; it never panics and never reserves memory the frame
+//! cannot account for (a lying count would abort the process, failing the test run).
+
+use bytes::{Bytes, BytesMut};
+use kafka_protocol::messages::*;
+use kafka_protocol::protocol::{Encodable, StrBytes};
+use net::api_versions;
+use net::request::DecodedRequest;
+use proptest::prelude::*;
+
+/// Every (API, version) we serve.
+fn served() -> Vec<(ApiKey, i16)> {
+    let mut all = Vec::new();
+    for key in 0..100i16 {
+        let Ok(api_key) = ApiKey::try_from(key) else {
+            continue;
+        };
+        if let Some((min, max)) = api_versions::supported_range(api_key) {
+            all.extend((min..=max).map(|version| (api_key, version)));
+        }
+    }
+    all
+}
+
+/// A small valid request of `api_key` at `version`, framed as a client sends it (no length).
+fn valid(api_key: ApiKey, version: i16) -> Bytes {
+    let mut bytes = BytesMut::new();
+    RequestHeader::default()
+        .with_request_api_key(api_key as i16)
+        .with_request_api_version(version)
+        .with_correlation_id(1)
+        .with_client_id(Some(StrBytes::from_static_str("fuzz")))
+        .encode(&mut bytes, api_key.request_header_version(version))
+        .unwrap();
+    let topic = || TopicName(StrBytes::from_static_str("t"));
+    let out = &mut bytes;
+    match api_key {
+        ApiKey::Produce => ProduceRequest::default()
+            .with_transactional_id(None)
+            .with_topic_data(vec![produce_request::TopicProduceData::default()
+                .with_name(topic())
+                .with_partition_data(vec![
+                    produce_request::PartitionProduceData::default()
+                        .with_records(Some(Bytes::from(engine::batch::build::batch_of(2, 4, 1)))),
+                ])])
+            .encode(out, version),
+        ApiKey::Fetch => FetchRequest::default()
+            .with_topics(vec![fetch_request::FetchTopic::default()
+                .with_topic(topic())
+                .with_partitions(vec![fetch_request::FetchPartition::default()])])
+            .encode(out, version),
+        ApiKey::Metadata => MetadataRequest::default()
+            .with_topics(Some(vec![metadata_request::MetadataRequestTopic::default(
+            )
+            .with_name(Some(topic()))]))
+            .encode(out, version),
+        ApiKey::CreateTopics => CreateTopicsRequest::default()
+            .with_topics(vec![
+                create_topics_request::CreatableTopic::default().with_name(topic())
+            ])
+            .encode(out, version),
+        ApiKey::InitProducerId => InitProducerIdRequest::default()
+            .with_transactional_id(None)
+            .encode(out, version),
+        ApiKey::ListOffsets => ListOffsetsRequest::default().encode(out, version),
+        ApiKey::ApiVersions => ApiVersionsRequest::default().encode(out, version),
+        ApiKey::DeleteTopics => DeleteTopicsRequest::default().encode(out, version),
+        ApiKey::DeleteRecords => DeleteRecordsRequest::default().encode(out, version),
+        ApiKey::DescribeConfigs => DescribeConfigsRequest::default().encode(out, version),
+        ApiKey::CreatePartitions => CreatePartitionsRequest::default().encode(out, version),
+        other => panic!("add a valid {other:?} request to the fuzz target"),
+    }
+    .unwrap();
+    bytes.freeze()
+}
+
+fn decode_never_panics(frame: Bytes) {
+    if let Ok(request) = DecodedRequest::decode(frame) {
+        let _ = request.decode_body();
+    }
+}
+
+#[test]
+fn every_served_request_decodes_whole() {
+    for (api_key, version) in served() {
+        let request = DecodedRequest::decode(valid(api_key, version))
+            .unwrap_or_else(|error| panic!("{api_key:?} v{version}: {error}"));
+        request
+            .decode_body()
+            .unwrap_or_else(|error| panic!("{api_key:?} v{version}: {error}"));
+    }
+}
+
+proptest! {
+    #[test]
+    fn mangled_requests_decode_or_fail_cleanly(
+        which in any::<prop::sample::Index>(),
+        cut in any::<prop::sample::Index>(),
+        flips in prop::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 0..6),
+        spliced in prop::collection::vec(any::<u8>(), 0..16),
+        splice_at in any::<prop::sample::Index>(),
+    ) {
+        let cases = served();
+        let (api_key, version) = cases[which.index(cases.len())];
+        let mut bytes = valid(api_key, version).to_vec();
+        for (at, value) in flips {
+            let at = at.index(bytes.len());
+            bytes[at] ^= value;
+        }
+        let at = splice_at.index(bytes.len() + 1);
+        bytes.splice(at..at, spliced);
+        let keep = cut.index(bytes.len() + 1);
+        bytes.truncate(keep.max(bytes.len() / 2));
+        decode_never_panics(Bytes::from(bytes));
+    }
+
+    #[test]
+    fn random_bodies_behind_valid_headers_fail_cleanly(
+        which in any::<prop::sample::Index>(),
+        body in prop::collection::vec(any::<u8>(), 0..512),
+    ) {
+        let cases = served();
+        let (api_key, version) = cases[which.index(cases.len())];
+        let mut bytes = BytesMut::new();
+        RequestHeader::default()
+            .with_request_api_key(api_key as i16)
+            .with_request_api_version(version)
+            .encode(&mut bytes, api_key.request_header_version(version))
+            .unwrap();
+        bytes.extend_from_slice(&body);
+        decode_never_panics(bytes.freeze());
+    }
+}

@@ -1,0 +1,362 @@
+//! `ferrite topic create|list|describe|delete`: topic administration over the Kafka protocol
+//! (CreateTopics, Metadata, ListOffsets, DescribeConfigs, DeleteTopics), so it works against
+//! any Kafka-compatible broker.
+//!
+//! Output is one line per fact, for people and for `grep`/`awk` alike. A command given several
+//! topics handles each one, reports every failure on stderr, and exits 1 if any failed.
+
+use std::time::Duration;
+
+use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
+use kafka_protocol::messages::delete_topics_request::DeleteTopicState;
+use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
+use kafka_protocol::messages::{
+    CreateTopicsRequest, DeleteTopicsRequest, DescribeConfigsRequest, DescribeConfigsResponse,
+};
+use kafka_protocol::protocol::StrBytes;
+
+use crate::admin::{AdminError, BrokerArguments, EXIT_CODES_HELP};
+use crate::cluster::{topic_name, Cluster, TopicMetadata, EARLIEST_TIMESTAMP, LATEST_TIMESTAMP};
+
+/// How long the broker may take to create or delete topics before it answers REQUEST_TIMED_OUT.
+const ADMIN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// DescribeConfigs' resource type for a topic.
+const TOPIC_RESOURCE_TYPE: i8 = 2;
+/// DescribeConfigs' config source for a value set on the topic itself.
+const DYNAMIC_TOPIC_CONFIG_SOURCE: i8 = 1;
+
+#[derive(clap::Args)]
+pub struct Arguments {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(clap::Subcommand)]
+enum Command {
+    /// Create a topic.
+    #[command(after_help = EXIT_CODES_HELP)]
+    Create {
+        #[command(flatten)]
+        broker: BrokerArguments,
+        /// The topic's name.
+        name: String,
+        /// How many partitions (at least 1).
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(i32).range(1..))]
+        partitions: i32,
+        /// How many copies of each partition (at least 1, at most the number of brokers).
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(i16).range(1..))]
+        replication_factor: i16,
+        /// A topic setting, e.g. `--config retention.ms=86400000`; repeat for more.
+        #[arg(long = "config", value_name = "KEY=VALUE", value_parser = parse_config)]
+        configs: Vec<(String, String)>,
+    },
+    /// Print the name of every topic, one per line, sorted.
+    #[command(after_help = EXIT_CODES_HELP)]
+    List {
+        #[command(flatten)]
+        broker: BrokerArguments,
+    },
+    /// Print each topic's partitions (leader, replicas, in-sync replicas, log start and
+    /// high-water offsets) and the settings made on it.
+    #[command(after_help = EXIT_CODES_HELP)]
+    Describe {
+        #[command(flatten)]
+        broker: BrokerArguments,
+        /// The topics to describe.
+        #[arg(required = true)]
+        names: Vec<String>,
+        /// Print every setting with where its value comes from, not only those set on the topic.
+        #[arg(long)]
+        all_configs: bool,
+    },
+    /// Delete topics and all their messages.
+    #[command(after_help = EXIT_CODES_HELP)]
+    Delete {
+        #[command(flatten)]
+        broker: BrokerArguments,
+        /// The topics to delete.
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+}
+
+fn parse_config(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((key, value)) if !key.is_empty() => Ok((key.to_string(), value.to_string())),
+        _ => Err(format!("expected KEY=VALUE, got {text:?}")),
+    }
+}
+
+pub fn run(arguments: Arguments) -> std::process::ExitCode {
+    let outcome = match arguments.command {
+        Command::Create {
+            broker,
+            name,
+            partitions,
+            replication_factor,
+            configs,
+        } => create(&broker, &name, partitions, replication_factor, &configs),
+        Command::List { broker } => list(&broker),
+        Command::Describe {
+            broker,
+            names,
+            all_configs,
+        } => describe(&broker, &names, all_configs),
+        Command::Delete { broker, names } => delete(&broker, &names),
+    };
+    crate::admin::exit("topic", outcome)
+}
+
+fn create(
+    broker: &BrokerArguments,
+    name: &str,
+    partitions: i32,
+    replication_factor: i16,
+    configs: &[(String, String)],
+) -> Result<(), AdminError> {
+    let mut cluster = Cluster::connect(&broker.bootstrap)?;
+    let connection = cluster.bootstrap()?;
+    let version = connection.version::<CreateTopicsRequest>()?;
+    let request = CreateTopicsRequest::default()
+        .with_timeout_ms(timeout_ms(ADMIN_TIMEOUT))
+        .with_topics(vec![CreatableTopic::default()
+            .with_name(topic_name(name))
+            .with_num_partitions(partitions)
+            .with_replication_factor(replication_factor)
+            .with_configs(
+                configs
+                    .iter()
+                    .map(|(key, value)| {
+                        CreatableTopicConfig::default()
+                            .with_name(StrBytes::from_string(key.clone()))
+                            .with_value(Some(StrBytes::from_string(value.clone())))
+                    })
+                    .collect(),
+            )]);
+    let response = connection.send(&request, version, ADMIN_TIMEOUT)?;
+    let result = response
+        .topics
+        .iter()
+        .find(|result| result.name.as_str() == name)
+        .ok_or_else(|| {
+            AdminError::Cluster(format!("the CreateTopics response says nothing of {name}"))
+        })?;
+    if let Some(error) = AdminError::from_code(
+        format!("topic {name}"),
+        result.error_code,
+        result.error_message.as_ref().map(StrBytes::as_str),
+    ) {
+        return Err(error);
+    }
+    println!("created topic {name} with {partitions} partition(s)");
+    Ok(())
+}
+
+fn list(broker: &BrokerArguments) -> Result<(), AdminError> {
+    let mut cluster = Cluster::connect(&broker.bootstrap)?;
+    let response = cluster.metadata(None)?;
+    let mut names: Vec<&str> = response
+        .topics
+        .iter()
+        .filter_map(|topic| topic.name.as_ref().map(|name| name.as_str()))
+        .collect();
+    names.sort_unstable();
+    for name in names {
+        println!("{name}");
+    }
+    Ok(())
+}
+
+fn describe(
+    broker: &BrokerArguments,
+    names: &[String],
+    all_configs: bool,
+) -> Result<(), AdminError> {
+    let mut cluster = Cluster::connect(&broker.bootstrap)?;
+    let failures: Vec<AdminError> = names
+        .iter()
+        .filter_map(|name| describe_one(&mut cluster, name, all_configs).err())
+        .collect();
+    AdminError::all(failures)
+}
+
+fn describe_one(cluster: &mut Cluster, name: &str, all_configs: bool) -> Result<(), AdminError> {
+    let topic = cluster.topic(name)?;
+    let partitions: Vec<i32> = topic
+        .partitions
+        .iter()
+        .map(|partition| partition.index)
+        .collect();
+    let log_starts = cluster.offsets_at(&topic, &partitions, EARLIEST_TIMESTAMP)?;
+    let high_waters = cluster.offsets_at(&topic, &partitions, LATEST_TIMESTAMP)?;
+    let replication_factor = topic
+        .partitions
+        .first()
+        .map_or(0, |partition| partition.replicas.len());
+    println!(
+        "topic {name} partitions {} replication-factor {replication_factor}",
+        topic.partitions.len()
+    );
+    for partition in &topic.partitions {
+        let offset = |offsets: &std::collections::BTreeMap<i32, Option<i64>>| {
+            offsets
+                .get(&partition.index)
+                .copied()
+                .flatten()
+                .map_or("unknown".to_string(), |offset| offset.to_string())
+        };
+        println!(
+            "  partition {} leader {} replicas {} in-sync {} log-start {} high-water {}",
+            partition.index,
+            partition.leader,
+            broker_list(&partition.replicas),
+            broker_list(&partition.in_sync_replicas),
+            offset(&log_starts),
+            offset(&high_waters),
+        );
+    }
+    print_configs(cluster, &topic, all_configs)
+}
+
+fn broker_list(brokers: &[i32]) -> String {
+    let names: Vec<String> = brokers.iter().map(i32::to_string).collect();
+    if names.is_empty() {
+        "none".to_string()
+    } else {
+        names.join(",")
+    }
+}
+
+/// Prints `  config KEY=VALUE` lines, if the broker answers DescribeConfigs at all.
+fn print_configs(
+    cluster: &mut Cluster,
+    topic: &TopicMetadata,
+    all_configs: bool,
+) -> Result<(), AdminError> {
+    let connection = cluster.bootstrap()?;
+    let Ok(version) = connection.version::<DescribeConfigsRequest>() else {
+        println!("  configs unavailable (the broker does not support DescribeConfigs)");
+        return Ok(());
+    };
+    let request =
+        DescribeConfigsRequest::default().with_resources(vec![DescribeConfigsResource::default()
+            .with_resource_type(TOPIC_RESOURCE_TYPE)
+            .with_resource_name(StrBytes::from_string(topic.name.clone()))
+            .with_configuration_keys(None)]);
+    let response: DescribeConfigsResponse = connection.send(&request, version, Duration::ZERO)?;
+    for result in &response.results {
+        if let Some(error) = AdminError::from_code(
+            format!("configs of topic {}", topic.name),
+            result.error_code,
+            result.error_message.as_ref().map(StrBytes::as_str),
+        ) {
+            return Err(error);
+        }
+        let mut configs: Vec<_> = result
+            .configs
+            .iter()
+            .filter(|config| all_configs || config.config_source == DYNAMIC_TOPIC_CONFIG_SOURCE)
+            .collect();
+        configs.sort_by(|left, right| left.name.as_str().cmp(right.name.as_str()));
+        for config in configs {
+            let value = match (&config.value, config.is_sensitive) {
+                (_, true) => "(sensitive)",
+                (Some(value), false) => value.as_str(),
+                (None, false) => "(null)",
+            };
+            if all_configs {
+                println!(
+                    "  config {}={value} source {}",
+                    config.name.as_str(),
+                    config_source_name(config.config_source)
+                );
+            } else {
+                println!("  config {}={value}", config.name.as_str());
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Kafka's names for DescribeConfigs' config sources.
+fn config_source_name(source: i8) -> &'static str {
+    match source {
+        1 => "topic",
+        2 => "dynamic-broker",
+        3 => "dynamic-default-broker",
+        4 => "static-broker",
+        5 => "default",
+        6 => "dynamic-broker-logger",
+        7 => "client-metrics",
+        8 => "group",
+        _ => "unknown",
+    }
+}
+
+fn delete(broker: &BrokerArguments, names: &[String]) -> Result<(), AdminError> {
+    let mut cluster = Cluster::connect(&broker.bootstrap)?;
+    let connection = cluster.bootstrap()?;
+    let version = connection.version::<DeleteTopicsRequest>()?;
+    let request = DeleteTopicsRequest::default().with_timeout_ms(timeout_ms(ADMIN_TIMEOUT));
+    // Version 6 names topics in `topics` (by name or id); earlier ones in `topic_names`.
+    let request = if version >= 6 {
+        request.with_topics(
+            names
+                .iter()
+                .map(|name| DeleteTopicState::default().with_name(Some(topic_name(name))))
+                .collect(),
+        )
+    } else {
+        request.with_topic_names(names.iter().map(|name| topic_name(name)).collect())
+    };
+    let response = connection.send(&request, version, ADMIN_TIMEOUT)?;
+    let mut failures = Vec::new();
+    for name in names {
+        let result = response.responses.iter().find(|result| {
+            result
+                .name
+                .as_ref()
+                .is_some_and(|answered| answered.as_str() == name)
+        });
+        let failure = match result {
+            None => Some(AdminError::Cluster(format!(
+                "the DeleteTopics response says nothing of {name}"
+            ))),
+            Some(result) => AdminError::from_code(
+                format!("topic {name}"),
+                result.error_code,
+                result.error_message.as_ref().map(StrBytes::as_str),
+            ),
+        };
+        match failure {
+            None => println!("deleted topic {name}"),
+            Some(error) => failures.push(error),
+        }
+    }
+    AdminError::all(failures)
+}
+
+fn timeout_ms(timeout: Duration) -> i32 {
+    i32::try_from(timeout.as_millis()).unwrap_or(i32::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn configs_are_key_equals_value() {
+        assert_eq!(
+            parse_config("retention.ms=1000"),
+            Ok(("retention.ms".to_string(), "1000".to_string()))
+        );
+        assert_eq!(
+            parse_config("cleanup.policy=a=b"),
+            Ok(("cleanup.policy".to_string(), "a=b".to_string()))
+        );
+        assert_eq!(parse_config("x="), Ok(("x".to_string(), String::new())));
+        assert!(parse_config("retention.ms").is_err());
+        assert!(parse_config("=1").is_err());
+    }
+}

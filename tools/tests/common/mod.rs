@@ -1,0 +1,100 @@
+//! What the integration tests of `ferrite` share: a real `ferrite serve` on a free loopback
+//! port with a data directory of its own, stopped when the test ends.
+
+use std::io::{BufRead, BufReader};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// How long any single step of a test may take before it counts as hung.
+pub const DEADLINE: Duration = Duration::from_secs(30);
+
+/// A running `ferrite serve`, killed if the test fails before stopping it.
+pub struct Broker {
+    pub child: Child,
+    pub address: SocketAddr,
+    stdout_lines: mpsc::Receiver<String>,
+    _data: tempfile::TempDir,
+}
+
+impl Broker {
+    /// Starts a broker (one shard per core) on a port the kernel picks; returns once it listens.
+    pub fn start() -> Broker {
+        let data = tempfile::tempdir().unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_ferrite"))
+            // Port 0 for both listeners: tests run in parallel, and must not take the fixed
+            // default metrics port from a broker someone runs on this machine.
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--metrics-listen",
+                "127.0.0.1:0",
+            ])
+            .arg("--data-dir")
+            .arg(data.path())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (line_sender, stdout_lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let _ = line_sender.send(line);
+            }
+        });
+        let mut broker = Broker {
+            child,
+            address: SocketAddr::from(([127, 0, 0, 1], 0)),
+            stdout_lines,
+            _data: data,
+        };
+        // "ferrite: listening on 127.0.0.1:PORT (Kafka), data in DIR, N shard(s)"
+        let line = broker.wait_for_line("listening on");
+        broker.address = line
+            .split("listening on ")
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|address| address.parse().ok())
+            .unwrap_or_else(|| panic!("no address in {line:?}"));
+        broker
+    }
+
+    /// The `--bootstrap` value that reaches this broker.
+    #[allow(dead_code, reason = "not every test binary runs admin commands")]
+    pub fn bootstrap(&self) -> String {
+        self.address.to_string()
+    }
+
+    pub fn wait_for_line(&self, wanted: &str) -> String {
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = self
+                .stdout_lines
+                .recv_timeout(left)
+                .unwrap_or_else(|_| panic!("no line containing {wanted:?} in time"));
+            if line.contains(wanted) {
+                return line;
+            }
+        }
+    }
+
+    #[allow(
+        dead_code,
+        reason = "not every test binary speaks the protocol by hand"
+    )]
+    pub fn connect(&self) -> TcpStream {
+        let stream = TcpStream::connect(self.address).unwrap();
+        stream.set_read_timeout(Some(DEADLINE)).unwrap();
+        stream
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
