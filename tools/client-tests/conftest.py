@@ -9,12 +9,15 @@ failure, what the broker said is the other half (failure messages therefore leav
 import os
 import queue
 import signal
+import socket
 import subprocess
 import threading
 import time
 from pathlib import Path
 
 import pytest
+
+from support import wait_until
 
 # Set by tools/client-tests.sh to the binary it just built.
 FERRITE_BIN = os.environ.get("FERRITE_BIN", "")
@@ -61,6 +64,9 @@ class Broker:
                     str(self.data_dir),
                     "--cores",
                     str(self.cores),
+                    # Several brokers may run at once (other tests, other checkouts).
+                    "--metrics-listen",
+                    "127.0.0.1:0",
                 ],
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
@@ -96,10 +102,16 @@ class Broker:
                 return
 
     def kill(self):
-        """SIGKILL: the broker gets no chance to flush or close anything."""
+        """SIGKILL: the broker gets no chance to flush or close anything. Returns once its
+        port is free again: the kernel tears down a killed process's io_uring instances after
+        the process is reaped, and their listening sockets accept connections (and hold the
+        port) until then, for a few milliseconds."""
         assert self.process is not None
         self.process.kill()
         self.process.wait(timeout=STOP_DEADLINE_S)
+        if self.bootstrap is not None:
+            host, port = self.bootstrap.rsplit(":", 1)
+            wait_until(lambda: _refuses_connections(host, int(port)), f"{self.bootstrap} to be free")
 
     def stop(self):
         """SIGTERM, as an operator stops the broker; returns the exit code."""
@@ -126,6 +138,14 @@ class Broker:
                 header += f" (last {len(shown)} of {len(lines)} lines)"
             parts.append("\n".join([header, *shown] if shown else [header, "(empty)"]))
         return "\n".join(parts)
+
+
+def _refuses_connections(host, port):
+    try:
+        socket.create_connection((host, port), timeout=1).close()
+    except ConnectionRefusedError:
+        return True
+    return False
 
 
 def _forward_lines(stream, lines):
