@@ -539,3 +539,36 @@ fn a_deleted_topic_comes_back_empty_and_admin_errors_are_explained() {
     let configs = &response.results[0].configs;
     assert!(configs.iter().any(|entry| &*entry.name == "retention.ms"));
 }
+
+#[test]
+fn a_fetch_waiting_on_a_deleted_topic_does_not_bring_it_back() {
+    let broker = TestBroker::start(2, LogConfig::default());
+    let mut admin = broker.connect();
+    let mut consumer = broker.connect();
+    assert_eq!(create_topic(&mut admin, "doomed", 2), 0);
+    for partition in 0..2 {
+        consumer.send(
+            ApiKey::Fetch,
+            12,
+            &fetch_request("doomed", partition, 0, 1_000),
+        );
+    }
+    let delete = DeleteTopicsRequest::default().with_topic_names(vec![name("doomed")]);
+    let response: DeleteTopicsResponse = admin.call(ApiKey::DeleteTopics, 5, &delete);
+    assert_eq!(response.responses[0].error_code, 0);
+    for _ in 0..2 {
+        let (_, response): (i32, FetchResponse) = consumer.receive(ApiKey::Fetch, 12);
+        let error = response.responses[0].partitions[0].error_code;
+        assert!(
+            error == 3 || error == 0,
+            "unknown topic (or empty, if answered first): {error}"
+        );
+    }
+    // Once both waits are over, nothing may have re-created the partitions.
+    let (error, _, _) = fetch(&mut consumer, "doomed", 0, 0, 0);
+    assert_eq!(error, 3);
+    for partition in 0..2 {
+        let dir = broker.data.path().join(format!("doomed-{partition}"));
+        assert!(!dir.exists(), "{} came back", dir.display());
+    }
+}

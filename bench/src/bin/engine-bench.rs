@@ -15,7 +15,7 @@ use bytes::BytesMut;
 use clap::Parser;
 use engine::batch::build;
 use engine::{LogConfig, PartitionLog, SystemClock};
-use hdrhistogram::Histogram;
+use ferrite_bench::latency;
 use serde::Serialize;
 
 #[derive(Parser, Debug)]
@@ -72,11 +72,6 @@ struct Quantiles {
     max: u64,
 }
 
-/// Acknowledgement latencies from 1 µs to an hour, 3 significant digits.
-fn latency_histogram() -> Histogram<u64> {
-    Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid histogram bounds")
-}
-
 fn main() {
     let arguments = Arguments::parse();
     let report = glommio::LocalExecutorBuilder::default()
@@ -131,7 +126,7 @@ async fn run(arguments: Arguments) -> Result<Report, String> {
             let durable = arguments.durable;
             let appenders = arguments.appenders;
             glommio::spawn_local(async move {
-                let mut latency_us = latency_histogram();
+                let mut latency_us = latency::histogram_us();
                 let mut bytes = 0u64;
                 while start.elapsed() < deadline && bytes * appenders < bytes_max {
                     let sent = Instant::now();
@@ -141,14 +136,14 @@ async fn run(arguments: Arguments) -> Result<Report, String> {
                     } else {
                         log.wait_written(&receipt).await?;
                     }
-                    latency_us.saturating_record(sent.elapsed().as_micros() as u64);
+                    latency::record(&mut latency_us, sent.elapsed());
                     bytes += batch.len() as u64;
                 }
                 Ok::<_, engine::LogError>(latency_us)
             })
         })
         .collect();
-    let mut latency_us = latency_histogram();
+    let mut latency_us = latency::histogram_us();
     for task in tasks {
         let histogram = task.await.map_err(|error| error.to_string())?;
         latency_us

@@ -37,10 +37,9 @@ mod recovery;
 
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, VecDeque};
-use std::future::poll_fn;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
-use std::task::{Poll, Waker};
+use std::task::Waker;
 
 use bytes::{Bytes, BytesMut};
 
@@ -615,34 +614,31 @@ impl PartitionLog {
     /// Waits until the batch is in its segment file (what Kafka's acks=1 promises).
     pub async fn wait_written(&self, receipt: &AppendReceipt) -> Result<(), LogError> {
         let ticket = &receipt.ticket;
-        poll_fn(|context| match &*ticket.written.borrow() {
-            Some(result) => Poll::Ready(result.clone()),
-            None => {
-                ticket.waiters.register(context.waker());
-                Poll::Pending
-            }
-        })
-        .await
+        ticket
+            .waiters
+            .wait_for(|| ticket.written.borrow().clone())
+            .await
     }
 
     /// Waits until the batch is written and covered by an `fdatasync` (acks=all on one node).
     pub async fn wait_durable(&self, receipt: &AppendReceipt) -> Result<(), LogError> {
         let ticket = &receipt.ticket;
         ticket.durable_wanted.set(true);
-        poll_fn(|context| {
-            if let Some(result) = &*ticket.durable.borrow() {
-                return Poll::Ready(result.clone());
-            }
-            if matches!(&*ticket.written.borrow(), Some(Ok(()))) {
-                // Written by a flush that nobody needed synced: ask for a sync now.
-                let mut state = self.shared.state.borrow_mut();
-                state.sync_requested = true;
-                state.wake_flusher();
-            }
-            ticket.waiters.register(context.waker());
-            Poll::Pending
-        })
-        .await
+        ticket
+            .waiters
+            .wait_for(|| {
+                if let Some(result) = &*ticket.durable.borrow() {
+                    return Some(result.clone());
+                }
+                if matches!(&*ticket.written.borrow(), Some(Ok(()))) {
+                    // Written by a flush that nobody needed synced: ask for a sync now.
+                    let mut state = self.shared.state.borrow_mut();
+                    state.sync_requested = true;
+                    state.wake_flusher();
+                }
+                None
+            })
+            .await
     }
 
     /// Resolves once the written end (what readers may see) is above `offset`, or the log

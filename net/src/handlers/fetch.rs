@@ -50,8 +50,11 @@ impl PartitionData {
 struct Wanted {
     topic: usize,
     partition: i32,
-    /// `Some` when the topic and partition exist.
+    /// `Some` while the topic and partition exist.
     id: Option<PartitionId>,
+    /// The topic's id when the fetch started: a topic deleted (and perhaps re-created)
+    /// while the fetch waits is not read again.
+    topic_id: Option<[u8; 16]>,
     fetch_offset: i64,
     partition_max_bytes: i32,
 }
@@ -84,6 +87,7 @@ pub async fn handle(
                 topic: topic_names.len(),
                 partition,
                 id: exists.then(|| PartitionId::new(name.as_str(), partition as u32)),
+                topic_id: topic.map(|topic| topic.id),
                 fetch_offset: fetch_partition.fetch_offset,
                 partition_max_bytes: fetch_partition.partition_max_bytes,
             });
@@ -99,6 +103,7 @@ pub async fn handle(
         i32::MAX as u64
     };
     loop {
+        forget_deleted_topics(broker, &topic_names, &mut wanted);
         let results = read_all(broker, &wanted, response_bytes_max).await;
         let total: u64 = results.iter().map(PartitionData::records_bytes).sum();
         let any_error = results.iter().any(|data| data.error_code != NONE);
@@ -127,6 +132,19 @@ pub async fn handle(
         let shutdown = std::pin::pin!(broker.context.shutdown_requested());
         if let Either::Right(_) = select(select_all(waits), shutdown).await {
             continue;
+        }
+    }
+}
+
+/// Drops the partitions whose topic is gone (or was re-created) since the fetch started, so
+/// that a waiting fetch does not re-open a deleted partition; they answer
+/// UNKNOWN_TOPIC_OR_PARTITION.
+fn forget_deleted_topics(broker: &Broker, topic_names: &[String], wanted: &mut [Wanted]) {
+    let topics = broker.catalog.topics();
+    for wanted in wanted.iter_mut().filter(|wanted| wanted.id.is_some()) {
+        let current = topics.get(&topic_names[wanted.topic]).map(|topic| topic.id);
+        if current != wanted.topic_id {
+            wanted.id = None;
         }
     }
 }

@@ -1,0 +1,205 @@
+//! The consumer: a separate thread with partitions assigned explicitly (no consumer group:
+//! the comparison should not depend on group coordination), from each partition's end as it
+//! was before the producer started. It reads every message's header and accounts for it
+//! exactly: each sequence number of this run once (a bitmap), duplicates and other runs'
+//! messages apart, and the end-to-end latency from the message's scheduled send time to its
+//! arrival in this process (one clock: producer and consumer share the run's start `Instant`).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+
+use crate::client::PlainContext;
+use crate::latency;
+use crate::payload::Header;
+use crate::producer::note_sample;
+use crate::window::{ns_since, Window};
+
+/// How long one poll waits for a message before the loop re-checks whether to stop.
+const POLL_WAIT: Duration = Duration::from_millis(50);
+
+/// `expected` before the producer knows how many messages the consumer should get.
+pub const EXPECTED_UNKNOWN: u64 = u64::MAX;
+
+/// Which sequence numbers arrived: one bit each, grown as they arrive. Its size is bounded by
+/// the number of messages sent (the caller refuses sequence numbers not yet handed out).
+#[derive(Debug, Default)]
+pub struct SequenceSet {
+    words: Vec<u64>,
+}
+
+impl SequenceSet {
+    /// Adds `sequence`; false if it was already there.
+    pub fn insert(&mut self, sequence: u64) -> bool {
+        let word = usize::try_from(sequence / 64).expect("bounded by the messages sent");
+        if word >= self.words.len() {
+            self.words.resize(word + 1, 0);
+        }
+        let bit = 1u64 << (sequence % 64);
+        let fresh = self.words[word] & bit == 0;
+        self.words[word] |= bit;
+        fresh
+    }
+}
+
+/// Everything known about the messages received in a run.
+#[derive(Debug)]
+pub struct ConsumeTally {
+    run_id: u64,
+    window: Window,
+    seen: SequenceSet,
+    /// Distinct messages of this run.
+    pub consumed: u64,
+    /// Of those, received inside the window: the consume throughput's numerator.
+    pub consumed_in_window: u64,
+    pub duplicates: u64,
+    /// Messages not from this run (other producers on the topic, or unreadable).
+    pub foreign: u64,
+    pub errors: u64,
+    pub error_samples: Vec<String>,
+    /// From the scheduled send time to the arrival, for messages scheduled in the window.
+    pub latency_us: Histogram<u64>,
+}
+
+impl ConsumeTally {
+    pub fn new(run_id: u64, window: Window) -> ConsumeTally {
+        ConsumeTally {
+            run_id,
+            window,
+            seen: SequenceSet::default(),
+            consumed: 0,
+            consumed_in_window: 0,
+            duplicates: 0,
+            foreign: 0,
+            errors: 0,
+            error_samples: Vec::new(),
+            latency_us: latency::histogram_us(),
+        }
+    }
+
+    /// Accounts for one received message; `published` is how many sequence numbers the
+    /// producer had handed out when it arrived.
+    pub fn note(&mut self, payload: Option<&[u8]>, received_ns: u64, published: u64) {
+        let header = match payload.and_then(Header::read) {
+            Some(header) if header.run_id == self.run_id && header.sequence < published => header,
+            _ => {
+                self.foreign += 1;
+                return;
+            }
+        };
+        if !self.seen.insert(header.sequence) {
+            self.duplicates += 1;
+            return;
+        }
+        self.consumed += 1;
+        if self.window.contains(received_ns) {
+            self.consumed_in_window += 1;
+        }
+        if self.window.contains(header.scheduled_ns) {
+            latency::record_ns(
+                &mut self.latency_us,
+                received_ns.saturating_sub(header.scheduled_ns),
+            );
+        }
+    }
+
+    pub fn note_error(&mut self, reason: String) {
+        self.errors += 1;
+        note_sample(&mut self.error_samples, reason);
+    }
+}
+
+/// Polls until it has `expected` distinct messages (set once the producer is done), or until
+/// `drain_timeout` passes without a new one after `expected` is known.
+pub fn consume(
+    consumer: BaseConsumer<PlainContext>,
+    start: Instant,
+    mut tally: ConsumeTally,
+    published: &AtomicU64,
+    expected: &AtomicU64,
+    drain_timeout: Duration,
+) -> (ConsumeTally, u64) {
+    let mut last_new_message = Instant::now();
+    let mut draining_since: Option<Instant> = None;
+    loop {
+        let expected_now = expected.load(Ordering::Acquire);
+        if tally.consumed >= expected_now {
+            break;
+        }
+        if expected_now != EXPECTED_UNKNOWN {
+            let since = *draining_since.get_or_insert_with(Instant::now);
+            if since.max(last_new_message).elapsed() >= drain_timeout {
+                break;
+            }
+        }
+        match consumer.poll(POLL_WAIT) {
+            None => {}
+            Some(Ok(message)) => {
+                let received_ns = ns_since(start);
+                let consumed_before = tally.consumed;
+                tally.note(
+                    message.payload(),
+                    received_ns,
+                    published.load(Ordering::Acquire),
+                );
+                if tally.consumed > consumed_before {
+                    last_new_message = Instant::now();
+                }
+            }
+            Some(Err(error)) => tally.note_error(error.to_string()),
+        }
+    }
+    let client_errors = consumer.context().0.errors();
+    (tally, client_errors)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::payload::PayloadWriter;
+
+    const WINDOW: Window = Window {
+        start_ns: 1_000_000,
+        end_ns: 2_000_000,
+    };
+
+    #[test]
+    fn each_message_counts_once_and_others_count_apart() {
+        let mut tally = ConsumeTally::new(7, WINDOW);
+        let mut ours = PayloadWriter::new(100, 7);
+        let mut theirs = PayloadWriter::new(100, 8);
+        tally.note(Some(ours.stamp(0, 500_000)), 1_100_000, 10); // warm-up message
+        tally.note(Some(ours.stamp(1, 1_200_000)), 1_700_000, 10);
+        tally.note(Some(ours.stamp(1, 1_200_000)), 1_800_000, 10); // duplicate
+        tally.note(Some(ours.stamp(2, 1_900_000)), 2_100_000, 10); // after the window
+        tally.note(Some(ours.stamp(10, 1_900_000)), 2_100_000, 10); // never handed out
+        tally.note(Some(theirs.stamp(3, 1_200_000)), 1_300_000, 10);
+        tally.note(Some(&[1, 2, 3]), 1_300_000, 10);
+        tally.note(None, 1_300_000, 10);
+        assert_eq!(tally.consumed, 3);
+        assert_eq!(tally.consumed_in_window, 2);
+        assert_eq!(tally.duplicates, 1);
+        assert_eq!(tally.foreign, 4);
+        assert_eq!(tally.latency_us.len(), 2);
+        assert_eq!(
+            tally.latency_us.max(),
+            500,
+            "1.2 ms scheduled, 1.7 ms received"
+        );
+    }
+
+    #[test]
+    fn the_sequence_set_grows_and_remembers() {
+        let mut set = SequenceSet::default();
+        assert!(set.insert(0));
+        assert!(set.insert(1_000));
+        assert!(!set.insert(1_000));
+        assert!(set.insert(63));
+        assert!(set.insert(64));
+        assert!(!set.insert(0));
+        assert_eq!(set.words.len(), 1_000 / 64 + 1);
+    }
+}

@@ -1,0 +1,222 @@
+//! The load generator's flags. The names in the command-line contract (DESIGN.md) are fixed:
+//! scripts depend on them. The struct is serialised whole into every result, so a result file
+//! says exactly how it was produced.
+
+use clap::{Args, ValueEnum};
+use serde::Serialize;
+
+use crate::error::BenchError;
+use crate::payload::HEADER_BYTES;
+
+#[derive(Args, Serialize, Debug, Clone)]
+pub struct RunFlags {
+    /// The broker to bootstrap from.
+    #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:9092")]
+    pub bootstrap: String,
+    /// Topic to produce to and consume from; created if missing.
+    #[arg(long, value_name = "T", default_value = "ferrite-bench")]
+    pub topic: String,
+    /// Partitions of the topic. Messages go round-robin over them. An existing topic must have
+    /// exactly this many.
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    pub partitions: u32,
+    /// Replication factor when the topic is created.
+    #[arg(long, value_name = "R", default_value_t = 1)]
+    pub replication_factor: u16,
+    /// Size of every message value, in bytes (at least 24: the header the consumer reads).
+    #[arg(long, value_name = "B", default_value_t = 1024)]
+    pub message_bytes: usize,
+    /// Target messages per second, sent on a fixed timetable (open loop); 0 = as fast as
+    /// possible.
+    #[arg(long, value_name = "MSGS_PER_S", default_value_t = 0)]
+    pub rate: u64,
+    /// Length of the measured part of the run, after the warm-up, in seconds.
+    #[arg(long, value_name = "S", default_value_t = 10.0)]
+    pub duration_s: f64,
+    /// Seconds of load before measuring starts (connections, batching and the broker settle).
+    #[arg(long, value_name = "W", default_value_t = 2.0)]
+    pub warmup_s: f64,
+    /// Producer acknowledgements: 0 (none), 1 (leader written), all (every in-sync replica;
+    /// on a single Ferrite node: durable after fdatasync).
+    #[arg(long, value_enum, default_value_t = Acks::All)]
+    pub acks: Acks,
+    /// Turn on the idempotent producer (enable.idempotence; needs --acks all).
+    #[arg(long)]
+    pub idempotence: bool,
+    /// librdkafka linger.ms: how long a partition's batch may wait for more messages.
+    #[arg(long, value_name = "MS", default_value_t = 5.0)]
+    pub linger_ms: f64,
+    /// librdkafka batch.size: the most bytes in one partition's batch.
+    #[arg(long, value_name = "BYTES", default_value_t = 1_000_000)]
+    pub batch_bytes: u64,
+    /// Any other librdkafka producer setting, e.g. `compression.type=lz4` (repeatable; applied
+    /// last, so it overrides the flags above).
+    #[arg(long, value_name = "KEY=VALUE", value_parser = key_value)]
+    pub producer_config: Vec<(String, String)>,
+    /// Any librdkafka consumer setting, e.g. `fetch.wait.max.ms=100` (repeatable).
+    #[arg(long, value_name = "KEY=VALUE", value_parser = key_value)]
+    pub consumer_config: Vec<(String, String)>,
+    /// Once every message is acknowledged, how long the consumer may go without receiving a new
+    /// one before the run ends with whatever it has (missing messages are then reported).
+    #[arg(long, value_name = "S", default_value_t = 10.0)]
+    pub drain_timeout_s: f64,
+    /// Deadline for creating the topic and finding its leaders, and for the final flush.
+    #[arg(long, value_name = "S", default_value_t = 30.0)]
+    pub setup_timeout_s: f64,
+    /// Delete the topic once the run is over (peak runs write gigabytes).
+    #[arg(long)]
+    pub delete_topic: bool,
+    /// Write the JSON result here (otherwise to stdout).
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<std::path::PathBuf>,
+}
+
+#[derive(ValueEnum, Serialize, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Acks {
+    #[value(name = "0")]
+    #[serde(rename = "0")]
+    None,
+    #[value(name = "1")]
+    #[serde(rename = "1")]
+    Leader,
+    #[value(name = "all")]
+    #[serde(rename = "all")]
+    All,
+}
+
+impl Acks {
+    /// The value of librdkafka's `acks` setting.
+    pub fn config_value(self) -> &'static str {
+        match self {
+            Acks::None => "0",
+            Acks::Leader => "1",
+            Acks::All => "all",
+        }
+    }
+}
+
+impl RunFlags {
+    /// Checks what clap cannot: the combinations and ranges the run relies on.
+    pub fn check(&self) -> Result<(), BenchError> {
+        let fail = |reason: String| Err(BenchError::Flags(reason));
+        if self.message_bytes < HEADER_BYTES {
+            return fail(format!(
+                "--message-bytes must be at least {HEADER_BYTES} (the header every message carries)"
+            ));
+        }
+        if self.partitions == 0 || i32::try_from(self.partitions).is_err() {
+            return fail("--partitions must be between 1 and 2^31-1".into());
+        }
+        if self.replication_factor == 0 || i16::try_from(self.replication_factor).is_err() {
+            return fail("--replication-factor must be between 1 and 32767".into());
+        }
+        for (name, value, zero_allowed) in [
+            ("--duration-s", self.duration_s, false),
+            ("--warmup-s", self.warmup_s, true),
+            ("--drain-timeout-s", self.drain_timeout_s, true),
+            ("--setup-timeout-s", self.setup_timeout_s, false),
+            ("--linger-ms", self.linger_ms, true),
+        ] {
+            // Under a million: far beyond any sensible run, and safe to turn into a Duration.
+            let in_range = (0.0..1e6).contains(&value) && (zero_allowed || value > 0.0);
+            if !in_range {
+                return fail(format!("{name} {value} is out of range"));
+            }
+        }
+        if self.idempotence && self.acks != Acks::All {
+            return fail("--idempotence needs --acks all (Kafka's rule)".into());
+        }
+        Ok(())
+    }
+}
+
+fn key_value(argument: &str) -> Result<(String, String), String> {
+    match argument.split_once('=') {
+        Some((key, value)) if !key.is_empty() => Ok((key.to_string(), value.to_string())),
+        _ => Err(format!("expected KEY=VALUE, got {argument:?}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Command {
+        #[command(flatten)]
+        flags: RunFlags,
+    }
+
+    fn parse(arguments: &[&str]) -> Result<RunFlags, String> {
+        let command = Command::try_parse_from(["ferrite-bench"].iter().chain(arguments))
+            .map_err(|error| error.to_string())?;
+        command.flags.check().map_err(|error| error.to_string())?;
+        Ok(command.flags)
+    }
+
+    #[test]
+    fn the_contract_flags_parse() {
+        let flags = parse(&[
+            "--bootstrap",
+            "h:1",
+            "--topic",
+            "t",
+            "--partitions",
+            "3",
+            "--message-bytes",
+            "100",
+            "--rate",
+            "5000",
+            "--duration-s",
+            "2",
+            "--warmup-s",
+            "0.5",
+            "--acks",
+            "1",
+            "--json",
+            "out.json",
+        ])
+        .unwrap();
+        assert_eq!(flags.bootstrap, "h:1");
+        assert_eq!(flags.partitions, 3);
+        assert_eq!(flags.rate, 5000);
+        assert_eq!(flags.acks, Acks::Leader);
+        assert_eq!(
+            flags.json.as_deref(),
+            Some(std::path::Path::new("out.json"))
+        );
+        for (text, acks) in [("0", Acks::None), ("1", Acks::Leader), ("all", Acks::All)] {
+            assert_eq!(parse(&["--acks", text]).unwrap().acks, acks);
+        }
+    }
+
+    #[test]
+    fn impossible_combinations_are_refused() {
+        assert!(parse(&["--message-bytes", "23"]).is_err());
+        assert!(parse(&["--partitions", "0"]).is_err());
+        assert!(parse(&["--duration-s", "0"]).is_err());
+        assert!(parse(&["--warmup-s", "-1"]).is_err());
+        assert!(parse(&["--acks", "2"]).is_err());
+        assert!(parse(&["--idempotence", "--acks", "1"]).is_err());
+        assert!(parse(&["--producer-config", "novalue"]).is_err());
+    }
+
+    #[test]
+    fn extra_librdkafka_settings_are_kept_in_order() {
+        let flags = parse(&[
+            "--producer-config",
+            "compression.type=lz4",
+            "--producer-config",
+            "a=b=c",
+        ])
+        .unwrap();
+        assert_eq!(
+            flags.producer_config,
+            vec![
+                ("compression.type".to_string(), "lz4".to_string()),
+                ("a".to_string(), "b=c".to_string())
+            ]
+        );
+    }
+}

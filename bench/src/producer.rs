@@ -1,0 +1,290 @@
+//! The producer: sends on the timetable (see `schedule`) and accounts for every delivery
+//! report. Messages go round-robin over the partitions, explicitly, so every broker gets the
+//! same spread whatever librdkafka's partitioner does with keyless messages.
+//!
+//! librdkafka calls `delivery` on the polling thread of the `ThreadedProducer`, when the broker's
+//! answer arrives (acks=1/all) or when the request is sent (acks=0). The ack latency runs from
+//! the message's scheduled time to that call, and is recorded only for messages scheduled in
+//! the measurement window; the throughput counts acknowledgements that arrive in the window.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use rdkafka::client::ClientContext;
+use rdkafka::config::RDKafkaLogLevel;
+use rdkafka::error::KafkaError;
+use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
+use rdkafka::types::RDKafkaErrorCode;
+
+use crate::client::{self, Diagnostics};
+use crate::error::BenchError;
+use crate::flags::RunFlags;
+use crate::latency;
+use crate::payload::PayloadWriter;
+use crate::schedule::{Step, Timetable};
+use crate::window::{ns_since, Window};
+
+/// How long the sender waits before retrying when librdkafka's queue is full. Short against
+/// the time the queue (100 000 messages by default) takes to drain, so the wait costs no
+/// throughput.
+const QUEUE_FULL_WAIT: Duration = Duration::from_millis(1);
+
+/// Distinct delivery errors kept as examples for the result.
+const ERROR_SAMPLES_MAX: usize = 5;
+
+/// Everything known about the deliveries of a run.
+#[derive(Debug, Clone)]
+pub struct AckTally {
+    window: Window,
+    pub acked: u64,
+    /// Acknowledgements that arrived inside the window: the throughput's numerator.
+    pub acked_in_window: u64,
+    pub failed: u64,
+    pub error_samples: Vec<String>,
+    /// From the scheduled time to the ack, for messages scheduled inside the window.
+    pub latency_us: Histogram<u64>,
+}
+
+impl AckTally {
+    pub fn new(window: Window) -> AckTally {
+        AckTally {
+            window,
+            acked: 0,
+            acked_in_window: 0,
+            failed: 0,
+            error_samples: Vec::new(),
+            latency_us: latency::histogram_us(),
+        }
+    }
+
+    /// Accounts for one delivery report.
+    pub fn note(&mut self, outcome: Result<(), String>, scheduled_ns: u64, reported_ns: u64) {
+        match outcome {
+            Ok(()) => {
+                self.acked += 1;
+                if self.window.contains(reported_ns) {
+                    self.acked_in_window += 1;
+                }
+                if self.window.contains(scheduled_ns) {
+                    latency::record_ns(
+                        &mut self.latency_us,
+                        reported_ns.saturating_sub(scheduled_ns),
+                    );
+                }
+            }
+            Err(reason) => {
+                self.failed += 1;
+                note_sample(&mut self.error_samples, reason);
+            }
+        }
+    }
+}
+
+/// Keeps the first few distinct error texts.
+pub fn note_sample(samples: &mut Vec<String>, reason: String) {
+    if samples.len() < ERROR_SAMPLES_MAX && !samples.contains(&reason) {
+        samples.push(reason);
+    }
+}
+
+struct AckContext {
+    diagnostics: Diagnostics,
+    start: Instant,
+    tally: Mutex<AckTally>,
+}
+
+impl ClientContext for AckContext {
+    fn log(&self, level: RDKafkaLogLevel, facility: &str, message: &str) {
+        self.diagnostics.log(level, facility, message);
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        self.diagnostics.error(error, reason);
+    }
+}
+
+impl ProducerContext for AckContext {
+    /// The message's scheduled time, in nanoseconds after the run's start.
+    type DeliveryOpaque = usize;
+
+    fn delivery(&self, result: &DeliveryResult<'_>, scheduled_ns: usize) {
+        let reported_ns = ns_since(self.start);
+        let outcome = result
+            .as_ref()
+            .map(|_| ())
+            .map_err(|(error, _)| error.to_string());
+        self.tally
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .note(outcome, scheduled_ns as u64, reported_ns);
+    }
+}
+
+/// What the producer side of a run measured.
+#[derive(Debug)]
+pub struct ProducerOutcome {
+    pub sent: u64,
+    /// Messages of a paced run never handed to librdkafka: its queue stayed full until the
+    /// run's end (the broker stopped answering).
+    pub unsent: u64,
+    /// Sent but neither acknowledged nor failed when the final flush gave up.
+    pub unacknowledged: u64,
+    /// Times the sender found librdkafka's queue full (the client, not the broker, was the
+    /// limit at that moment).
+    pub queue_full_waits: u64,
+    pub tally: AckTally,
+    pub client_errors: u64,
+}
+
+/// A producer connected to the broker, ready to run.
+pub struct BenchProducer {
+    producer: ThreadedProducer<AckContext>,
+    start: Instant,
+}
+
+impl BenchProducer {
+    /// Creates the producer for a run that starts at `start`, and waits (up to `timeout`) for its
+    /// first metadata so the connection is up before the first send.
+    pub fn connect(
+        flags: &RunFlags,
+        start: Instant,
+        window: Window,
+        timeout: Duration,
+    ) -> Result<BenchProducer, BenchError> {
+        let mut config = client::config(&flags.bootstrap, &[]);
+        config
+            .set("acks", flags.acks.config_value())
+            .set("enable.idempotence", flags.idempotence.to_string())
+            .set("linger.ms", flags.linger_ms.to_string())
+            .set("batch.size", flags.batch_bytes.to_string())
+            .set("compression.type", "none");
+        for (key, value) in &flags.producer_config {
+            config.set(key, value);
+        }
+        let context = AckContext {
+            diagnostics: Diagnostics::new("producer"),
+            start,
+            tally: Mutex::new(AckTally::new(window)),
+        };
+        let producer: ThreadedProducer<AckContext> = config
+            .create_with_context(context)
+            .map_err(BenchError::kafka("cannot create the producer"))?;
+        producer
+            .client()
+            .fetch_metadata(Some(&flags.topic), timeout)
+            .map_err(BenchError::kafka("the producer's Metadata failed"))?;
+        Ok(BenchProducer { producer, start })
+    }
+
+    /// Sends every message of the timetable, then waits up to `flush_timeout` for the last
+    /// acknowledgements. `published` holds the number of sequence numbers handed out, raised
+    /// before each send, so the consumer can tell this run's messages from garbage.
+    pub fn run(
+        self,
+        flags: &RunFlags,
+        run_id: u64,
+        timetable: Timetable,
+        published: &AtomicU64,
+        flush_timeout: Duration,
+    ) -> Result<ProducerOutcome, BenchError> {
+        let mut payload = PayloadWriter::new(flags.message_bytes, run_id);
+        let partitions = u64::from(flags.partitions);
+        let (mut sequence, mut queue_full_waits) = (0u64, 0u64);
+        'sending: loop {
+            let now_ns = ns_since(self.start);
+            let scheduled_ns = match timetable.step(sequence, now_ns) {
+                Step::Finished => break,
+                Step::Wait { until_ns } => {
+                    std::thread::sleep(Duration::from_nanos(until_ns - now_ns));
+                    continue;
+                }
+                Step::Send { scheduled_ns } => scheduled_ns,
+            };
+            published.store(sequence + 1, Ordering::Release);
+            let partition = i32::try_from(sequence % partitions).expect("partitions fit in i32");
+            let mut record =
+                BaseRecord::<(), [u8], usize>::with_opaque_to(&flags.topic, scheduled_ns as usize)
+                    .partition(partition)
+                    .payload(payload.stamp(sequence, scheduled_ns));
+            loop {
+                match self.producer.send(record) {
+                    Ok(()) => break,
+                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                        // A queue still full at the end means the broker stopped answering;
+                        // waiting for librdkafka's message timeout (minutes) would hang the run.
+                        if ns_since(self.start) >= timetable.end_ns() {
+                            break 'sending;
+                        }
+                        record = back;
+                        queue_full_waits += 1;
+                        std::thread::sleep(QUEUE_FULL_WAIT);
+                    }
+                    Err((error, _)) => {
+                        return Err(BenchError::Kafka {
+                            what: format!("cannot enqueue message {sequence}"),
+                            source: error,
+                        })
+                    }
+                }
+            }
+            sequence += 1;
+        }
+        // A flush that times out leaves messages unaccounted for; they are reported as such.
+        let _ = self.producer.flush(flush_timeout);
+        let context = self.producer.context();
+        let tally = context
+            .tally
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        Ok(ProducerOutcome {
+            sent: sequence,
+            unsent: timetable
+                .message_count()
+                .map_or(0, |count| count.saturating_sub(sequence)),
+            unacknowledged: sequence.saturating_sub(tally.acked + tally.failed),
+            queue_full_waits,
+            client_errors: context.diagnostics.errors(),
+            tally,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn latency_counts_from_the_scheduled_time_inside_the_window_only() {
+        let mut tally = AckTally::new(Window {
+            start_ns: 1_000,
+            end_ns: 2_000,
+        });
+        tally.note(Ok(()), 500, 1_200); // warm-up message acked in the window
+        tally.note(Ok(()), 1_100, 1_600);
+        tally.note(Ok(()), 1_900, 2_500); // acked after the window
+        tally.note(Err("timed out".into()), 1_200, 1_300);
+        tally.note(Err("timed out".into()), 1_300, 1_400);
+        tally.note(Err("refused".into()), 1_400, 1_500);
+        assert_eq!(tally.acked, 3);
+        assert_eq!(tally.acked_in_window, 2);
+        assert_eq!(tally.failed, 3);
+        assert_eq!(tally.error_samples, vec!["timed out", "refused"]);
+        assert_eq!(
+            tally.latency_us.len(),
+            2,
+            "only messages scheduled in the window"
+        );
+    }
+
+    #[test]
+    fn error_samples_are_bounded() {
+        let mut samples = Vec::new();
+        for index in 0..100 {
+            note_sample(&mut samples, format!("error {index}"));
+        }
+        assert_eq!(samples.len(), ERROR_SAMPLES_MAX);
+    }
+}

@@ -1,0 +1,315 @@
+//! The result of a run: the contract's fields (`produced`, `consumed`, `produce_msgs_per_s`,
+//! `produce_mb_per_s`, `ack_latency_ms`, `e2e_latency_ms` with `p50` … `max`), what else the run
+//! counted, and the context needed to compare it with another run: the machine, the time, the
+//! librdkafka version and every flag.
+//!
+//! MB means MiB (2^20 bytes) of message values, as in Kafka's own producer benchmark; keys,
+//! headers and the batch format's overhead are not counted.
+
+use serde::Serialize;
+
+use crate::consumer::ConsumeTally;
+use crate::flags::RunFlags;
+use crate::latency::PercentilesMs;
+use crate::machine::{utc_timestamp, Machine};
+use crate::producer::ProducerOutcome;
+use crate::window::Window;
+
+#[derive(Serialize, Debug)]
+pub struct Report {
+    pub tool: &'static str,
+    pub tool_version: &'static str,
+    pub librdkafka_version: String,
+    pub started_at: String,
+    pub started_unix_s: u64,
+    pub machine: Machine,
+    pub flags: RunFlags,
+    pub topic_created: bool,
+    /// Seconds the throughputs are measured over (`--duration-s`).
+    pub measured_s: f64,
+    /// Messages handed to librdkafka, warm-up included.
+    pub sent: u64,
+    /// Messages of a paced run never sent: librdkafka's queue stayed full until the run's end.
+    pub produce_unsent: u64,
+    /// Messages acknowledged by the broker, warm-up included.
+    pub produced: u64,
+    pub produce_errors: u64,
+    pub produce_unacknowledged: u64,
+    pub producer_queue_full_waits: u64,
+    /// Distinct messages of this run received by the consumer, warm-up included.
+    pub consumed: u64,
+    pub consume_duplicates: u64,
+    pub consume_foreign: u64,
+    pub consume_errors: u64,
+    /// librdkafka error events (reconnections, timed-out requests) of all clients.
+    pub client_errors: u64,
+    pub produce_msgs_per_s: f64,
+    pub produce_mb_per_s: f64,
+    pub consume_msgs_per_s: f64,
+    pub consume_mb_per_s: f64,
+    pub ack_latency_ms: PercentilesMs,
+    pub e2e_latency_ms: PercentilesMs,
+    pub error_samples: Vec<String>,
+    /// Why the run does not count as clean; empty when every message was acknowledged and
+    /// consumed exactly once.
+    pub problems: Vec<String>,
+}
+
+/// Where and when a run happened.
+pub struct RunContext {
+    pub librdkafka_version: String,
+    pub started_unix_s: u64,
+    pub machine: Machine,
+    pub topic_created: bool,
+    pub window: Window,
+}
+
+impl Report {
+    pub fn new(
+        context: RunContext,
+        flags: RunFlags,
+        produced: &ProducerOutcome,
+        consumed: &ConsumeTally,
+        consumer_client_errors: u64,
+    ) -> Report {
+        let seconds = context.window.seconds();
+        let mib_per_message = flags.message_bytes as f64 / f64::from(1 << 20);
+        let per_second = |count: u64| count as f64 / seconds;
+        let acks = &produced.tally;
+        let mut error_samples = acks.error_samples.clone();
+        error_samples.extend(consumed.error_samples.iter().cloned());
+        let mut report = Report {
+            tool: "ferrite-bench",
+            tool_version: env!("CARGO_PKG_VERSION"),
+            librdkafka_version: context.librdkafka_version,
+            started_at: utc_timestamp(context.started_unix_s),
+            started_unix_s: context.started_unix_s,
+            machine: context.machine,
+            flags,
+            topic_created: context.topic_created,
+            measured_s: seconds,
+            sent: produced.sent,
+            produce_unsent: produced.unsent,
+            produced: acks.acked,
+            produce_errors: acks.failed,
+            produce_unacknowledged: produced.unacknowledged,
+            producer_queue_full_waits: produced.queue_full_waits,
+            consumed: consumed.consumed,
+            consume_duplicates: consumed.duplicates,
+            consume_foreign: consumed.foreign,
+            consume_errors: consumed.errors,
+            client_errors: produced.client_errors + consumer_client_errors,
+            produce_msgs_per_s: per_second(acks.acked_in_window),
+            produce_mb_per_s: per_second(acks.acked_in_window) * mib_per_message,
+            consume_msgs_per_s: per_second(consumed.consumed_in_window),
+            consume_mb_per_s: per_second(consumed.consumed_in_window) * mib_per_message,
+            ack_latency_ms: PercentilesMs::of(&acks.latency_us),
+            e2e_latency_ms: PercentilesMs::of(&consumed.latency_us),
+            error_samples,
+            problems: Vec::new(),
+        };
+        report.problems = report.find_problems();
+        report
+    }
+
+    fn find_problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        if self.produce_unsent > 0 {
+            problems.push(format!(
+                "{} messages due were never sent (librdkafka's queue stayed full)",
+                self.produce_unsent
+            ));
+        }
+        if self.produce_errors > 0 {
+            problems.push(format!("{} deliveries failed", self.produce_errors));
+        }
+        if self.produce_unacknowledged > 0 {
+            problems.push(format!(
+                "{} messages were never acknowledged",
+                self.produce_unacknowledged
+            ));
+        }
+        if self.consumed != self.produced {
+            problems.push(format!(
+                "consumed {} distinct messages, but {} were acknowledged",
+                self.consumed, self.produced
+            ));
+        }
+        if self.consume_duplicates > 0 {
+            problems.push(format!(
+                "{} messages arrived twice",
+                self.consume_duplicates
+            ));
+        }
+        if self.produced > 0 && self.ack_latency_ms.count == 0 {
+            problems.push("no message was acknowledged inside the measured window".into());
+        }
+        problems
+    }
+
+    /// A few lines for a person: what ran, the counts, the rates and the latencies.
+    pub fn summary(&self) -> String {
+        let flags = &self.flags;
+        let rate = match flags.rate {
+            0 => "as fast as possible".to_string(),
+            rate => format!("{rate} msg/s"),
+        };
+        let percentiles = |name: &str, latency: &PercentilesMs| {
+            format!(
+                "  {name} latency ms: p50 {:.3}  p90 {:.3}  p99 {:.3}  p99.9 {:.3}  p99.99 {:.3}  \
+                 max {:.3}  ({} samples)\n",
+                latency.p50,
+                latency.p90,
+                latency.p99,
+                latency.p99_9,
+                latency.p99_99,
+                latency.max,
+                latency.count
+            )
+        };
+        let mut text = format!(
+            "ferrite-bench: {} to {}, topic {} ({} partitions), {} B messages, acks={}, {} s \
+             measured after {} s warm-up\n",
+            rate,
+            flags.bootstrap,
+            flags.topic,
+            flags.partitions,
+            flags.message_bytes,
+            flags.acks.config_value(),
+            flags.duration_s,
+            flags.warmup_s
+        );
+        text += &format!(
+            "  produced {} of {} sent ({} failed, {} unacknowledged); consumed {} ({} \
+             duplicates, {} foreign)\n",
+            self.produced,
+            self.sent,
+            self.produce_errors,
+            self.produce_unacknowledged,
+            self.consumed,
+            self.consume_duplicates,
+            self.consume_foreign
+        );
+        text += &format!(
+            "  produce {:.1} msg/s, {:.2} MiB/s; consume {:.1} msg/s, {:.2} MiB/s\n",
+            self.produce_msgs_per_s,
+            self.produce_mb_per_s,
+            self.consume_msgs_per_s,
+            self.consume_mb_per_s
+        );
+        text += &percentiles("ack", &self.ack_latency_ms);
+        text += &percentiles("e2e", &self.e2e_latency_ms);
+        for problem in &self.problems {
+            text += &format!("  PROBLEM: {problem}\n");
+        }
+        for sample in &self.error_samples {
+            text += &format!("  error: {sample}\n");
+        }
+        text
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::flags::Acks;
+    use crate::producer::AckTally;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Command {
+        #[command(flatten)]
+        flags: RunFlags,
+    }
+
+    const WINDOW: Window = Window {
+        start_ns: 1_000_000_000,
+        end_ns: 3_000_000_000,
+    };
+
+    fn report(consumed_messages: u64) -> Report {
+        let flags = Command::parse_from([
+            "ferrite-bench",
+            "--rate",
+            "1000",
+            "--message-bytes",
+            "1024",
+            "--duration-s",
+            "2",
+            "--warmup-s",
+            "1",
+        ])
+        .flags;
+        assert_eq!(flags.acks, Acks::All);
+        let mut acks = AckTally::new(WINDOW);
+        let mut consumed = ConsumeTally::new(1, WINDOW);
+        let mut payload = crate::payload::PayloadWriter::new(1024, 1);
+        for sequence in 0..3000u64 {
+            let scheduled_ns = sequence * 1_000_000;
+            acks.note(Ok(()), scheduled_ns, scheduled_ns + 2_000_000);
+            if sequence < consumed_messages {
+                let message = payload.stamp(sequence, scheduled_ns);
+                consumed.note(Some(message), scheduled_ns + 3_000_000, 3000);
+            }
+        }
+        let produced = ProducerOutcome {
+            sent: 3000,
+            unsent: 0,
+            unacknowledged: 0,
+            queue_full_waits: 0,
+            tally: acks,
+            client_errors: 0,
+        };
+        let context = RunContext {
+            librdkafka_version: "2.12.1".into(),
+            started_unix_s: 0,
+            machine: Machine::current(),
+            topic_created: true,
+            window: WINDOW,
+        };
+        Report::new(context, flags, &produced, &consumed, 0)
+    }
+
+    #[test]
+    fn the_json_holds_the_contract_fields() {
+        let json = serde_json::to_value(report(3000)).unwrap();
+        for field in ["produced", "consumed"] {
+            assert_eq!(json[field], 3000, "{field}");
+        }
+        assert_eq!(json["produce_msgs_per_s"], 1000.0);
+        assert_eq!(json["produce_mb_per_s"], 1000.0 / 1024.0);
+        for latency in ["ack_latency_ms", "e2e_latency_ms"] {
+            for quantile in ["p50", "p90", "p99", "p99.9", "p99.99", "max"] {
+                assert!(json[latency][quantile].is_f64(), "{latency}.{quantile}");
+            }
+        }
+        assert_eq!(json["ack_latency_ms"]["p99"], 2.0);
+        let e2e_max = json["e2e_latency_ms"]["max"].as_f64().unwrap();
+        assert!(
+            (e2e_max - 3.0).abs() < 0.003,
+            "{e2e_max}: 3 ms to the histogram's precision"
+        );
+        assert_eq!(json["ack_latency_ms"]["count"], 2000, "warm-up excluded");
+        for flag in [
+            "bootstrap",
+            "topic",
+            "partitions",
+            "message_bytes",
+            "rate",
+            "duration_s",
+        ] {
+            assert!(!json["flags"][flag].is_null(), "flags.{flag}");
+        }
+        assert_eq!(json["flags"]["acks"], "all");
+        assert!(json["machine"]["cores"].as_u64().unwrap() >= 1);
+        assert_eq!(json["started_at"], "1970-01-01T00:00:00Z");
+        assert_eq!(json["problems"], serde_json::json!([]));
+    }
+
+    #[test]
+    fn missing_messages_are_a_problem() {
+        let report = report(2999);
+        assert_eq!(report.problems.len(), 1, "{:?}", report.problems);
+        assert!(report.summary().contains("PROBLEM: consumed 2999"));
+    }
+}

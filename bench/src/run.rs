@@ -1,0 +1,101 @@
+//! One benchmark run, in order: set the topic up and position the consumer (before the clock
+//! starts), then produce on the timetable while the consumer thread receives, then let the
+//! consumer drain, then build the report.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+
+use crate::client::{self, Diagnostics, PlainContext};
+use crate::consumer::{consume, ConsumeTally, EXPECTED_UNKNOWN};
+use crate::error::BenchError;
+use crate::flags::RunFlags;
+use crate::machine::{unix_time_s, Machine};
+use crate::producer::BenchProducer;
+use crate::report::{Report, RunContext};
+use crate::schedule::Timetable;
+use crate::topic;
+use crate::window::Window;
+
+pub fn run(flags: RunFlags) -> Result<Report, BenchError> {
+    flags.check()?;
+    let started_unix_s = unix_time_s();
+    let setup_timeout = Duration::from_secs_f64(flags.setup_timeout_s);
+    let setup_deadline = Instant::now() + setup_timeout;
+
+    let topic_created = topic::create_if_missing(&flags, setup_timeout)?;
+    let run_id = run_id();
+    let mut consumer_settings = vec![
+        // librdkafka's assign() needs a group id, though the group is never joined.
+        (
+            "group.id".to_string(),
+            format!("ferrite-bench-{run_id:016x}"),
+        ),
+        ("enable.auto.commit".to_string(), "false".to_string()),
+        ("enable.auto.offset.store".to_string(), "false".to_string()),
+        ("enable.partition.eof".to_string(), "false".to_string()),
+    ];
+    consumer_settings.extend(flags.consumer_config.iter().cloned());
+    let consumer: BaseConsumer<PlainContext> = client::config(&flags.bootstrap, &consumer_settings)
+        .create_with_context(PlainContext(Diagnostics::new("consumer")))
+        .map_err(BenchError::kafka("cannot create the consumer"))?;
+    topic::wait_for_leaders(&consumer, &flags.topic, flags.partitions, setup_deadline)?;
+    let assignment = topic::end_offsets(&consumer, &flags.topic, flags.partitions, setup_deadline)?;
+    consumer
+        .assign(&assignment)
+        .map_err(BenchError::kafka("cannot assign the partitions"))?;
+
+    let window = Window::after_warmup(flags.warmup_s, flags.duration_s);
+    let timetable = Timetable::new(flags.rate, window.end_ns);
+    let drain_timeout = Duration::from_secs_f64(flags.drain_timeout_s);
+    let start = Instant::now();
+    let producer = BenchProducer::connect(&flags, start, window, setup_timeout)?;
+    let published = AtomicU64::new(0);
+    let expected = AtomicU64::new(EXPECTED_UNKNOWN);
+    let (produced, (consumed, consumer_client_errors)) = std::thread::scope(|scope| {
+        let receiver = scope.spawn(|| {
+            let tally = ConsumeTally::new(run_id, window);
+            consume(consumer, start, tally, &published, &expected, drain_timeout)
+        });
+        let produced = producer.run(&flags, run_id, timetable, &published, setup_timeout);
+        let acked = produced.as_ref().map_or(0, |outcome| outcome.tally.acked);
+        expected.store(acked, Ordering::Release);
+        let consumed = receiver
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        (produced, consumed)
+    });
+    if flags.delete_topic {
+        // The result stands without it; the disk space is the user's to reclaim by hand.
+        if let Err(error) = topic::delete(&flags, setup_timeout) {
+            eprintln!("ferrite-bench: could not delete the topic: {error}");
+        }
+    }
+    let context = RunContext {
+        librdkafka_version: rdkafka::util::get_rdkafka_version().1,
+        started_unix_s,
+        machine: Machine::current(),
+        topic_created,
+        window,
+    };
+    Ok(Report::new(
+        context,
+        flags,
+        &produced?,
+        &consumed,
+        consumer_client_errors,
+    ))
+}
+
+/// Tells this run's messages from any other run's on the same topic: the wall-clock time in
+/// nanoseconds mixed with the process id (splitmix64's finaliser).
+fn run_id() -> u64 {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |since| since.as_nanos() as u64);
+    let mut mixed = nanos ^ (u64::from(std::process::id()) << 32);
+    mixed = (mixed ^ (mixed >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    mixed = (mixed ^ (mixed >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    mixed ^ (mixed >> 31)
+}

@@ -1,0 +1,190 @@
+//! `ferrite-bench` as a user runs it: against a real `ferrite serve` on a free loopback port,
+//! reading the JSON result it writes.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use serde_json::Value;
+
+const START_DEADLINE: Duration = Duration::from_secs(30);
+
+/// The `ferrite` binary of this build (same target directory and profile as this test), built
+/// first if missing: `cargo test -p ferrite-bench` alone does not build other packages' binaries.
+fn ferrite_binary() -> PathBuf {
+    let test_binary = std::env::current_exe().expect("the test knows its own path");
+    let profile_dir = test_binary
+        .parent()
+        .and_then(Path::parent)
+        .expect("test binaries live in <target>/<profile>/deps");
+    let binary = profile_dir.join("ferrite");
+    if !binary.exists() {
+        let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+            .args(["build", "-p", "ferrite-tools", "--bin", "ferrite"])
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .status()
+            .expect("cargo runs");
+        assert!(status.success(), "building ferrite failed");
+    }
+    assert!(binary.exists(), "no ferrite binary at {}", binary.display());
+    binary
+}
+
+/// A running `ferrite serve`, killed when dropped.
+struct Broker {
+    child: Child,
+    address: String,
+    _data: tempfile::TempDir,
+}
+
+impl Broker {
+    fn start() -> Broker {
+        let data = tempfile::tempdir().unwrap();
+        let mut child = Command::new(ferrite_binary())
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--metrics-listen",
+                "127.0.0.1:0",
+            ])
+            .args(["--cores", "1", "--data-dir"])
+            .arg(data.path())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (lines, received) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let _ = lines.send(line);
+            }
+        });
+        let line = received
+            .recv_timeout(START_DEADLINE)
+            .expect("ferrite serve prints where it listens");
+        let address = line
+            .split_whitespace()
+            .nth(3)
+            .filter(|_| line.starts_with("ferrite: listening on "))
+            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+            .to_string();
+        Broker {
+            child,
+            address,
+            _data: data,
+        }
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn bench(arguments: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_ferrite-bench"))
+        .args(arguments)
+        .output()
+        .expect("ferrite-bench runs")
+}
+
+#[test]
+fn a_paced_run_against_ferrite_accounts_for_every_message() {
+    let broker = Broker::start();
+    let dir = tempfile::tempdir().unwrap();
+    let json_path = dir.path().join("ferrite.json");
+    let json = json_path.to_str().unwrap();
+    let output = bench(&[
+        "--bootstrap",
+        &broker.address,
+        "--topic",
+        "bench-test",
+        "--partitions",
+        "2",
+        "--message-bytes",
+        "200",
+        "--rate",
+        "500",
+        "--duration-s",
+        "2",
+        "--warmup-s",
+        "0.5",
+        "--acks",
+        "all",
+        "--setup-timeout-s",
+        "10",
+        "--drain-timeout-s",
+        "5",
+        "--json",
+        json,
+    ]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "ferrite-bench failed:\n{stderr}");
+    let result: Value =
+        serde_json::from_str(&std::fs::read_to_string(&json_path).unwrap()).unwrap();
+
+    // 500 msg/s for 2.5 s, each acknowledged and consumed exactly once.
+    assert_eq!(result["produced"], 1250, "{stderr}");
+    assert_eq!(result["consumed"], result["produced"]);
+    assert_eq!(result["consume_duplicates"], 0);
+    assert_eq!(result["problems"], serde_json::json!([]));
+    let msgs_per_s = result["produce_msgs_per_s"].as_f64().unwrap();
+    assert!((250.0..=750.0).contains(&msgs_per_s), "{msgs_per_s} msg/s");
+    assert!(result["produce_mb_per_s"].is_f64());
+    for latency in ["ack_latency_ms", "e2e_latency_ms"] {
+        assert_eq!(
+            result[latency]["count"], 1000,
+            "{latency}: warm-up excluded"
+        );
+        for quantile in ["p50", "p90", "p99", "p99.9", "p99.99", "max"] {
+            let value = result[latency][quantile].as_f64().unwrap();
+            assert!(
+                value > 0.0 && value < 10_000.0,
+                "{latency}.{quantile} = {value}"
+            );
+        }
+    }
+    assert_eq!(result["flags"]["bootstrap"], broker.address.as_str());
+    assert_eq!(result["flags"]["acks"], "all");
+    assert!(result["machine"]["cores"].as_u64().unwrap() >= 1);
+    assert!(stderr.contains("produced 1250 of 1250 sent"), "{stderr}");
+    assert!(!stderr.contains("could not delete the topic"), "{stderr}");
+
+    let compared = bench(&["compare", json, json]);
+    assert!(compared.status.success());
+    let table = String::from_utf8(compared.stdout).unwrap();
+    let row = table
+        .lines()
+        .find(|line| line.starts_with("produced "))
+        .unwrap_or_else(|| panic!("no produced row in\n{table}"));
+    assert_eq!(
+        row.split_whitespace().collect::<Vec<_>>(),
+        ["produced", "1250", "1250", "(1.00x)"]
+    );
+}
+
+#[test]
+fn an_unreachable_broker_is_reported_with_exit_status_2() {
+    let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = free.local_addr().unwrap().to_string();
+    drop(free);
+    let output = bench(&[
+        "--bootstrap",
+        &address,
+        "--setup-timeout-s",
+        "2",
+        "--duration-s",
+        "1",
+    ]);
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("ferrite-bench: CreateTopics failed"),
+        "{stderr}"
+    );
+}
