@@ -6,7 +6,14 @@ import time
 
 import pytest
 
-from clients import TOPIC_ALREADY_EXISTS, UNKNOWN_TOPIC_OR_PARTITION, Confluent, KafkaPython, created_topic
+from clients import (
+    INVALID_PARTITIONS,
+    TOPIC_ALREADY_EXISTS,
+    UNKNOWN_TOPIC_OR_PARTITION,
+    Confluent,
+    KafkaPython,
+    created_topic,
+)
 from support import check_log, messages, topic_name, wait_until
 
 PARTITIONS = 3
@@ -42,6 +49,9 @@ def test_admin_reports_errors_a_user_can_act_on(client):
     topic = created_topic(client, "exists", PARTITIONS)
     assert client.create_topic(topic, PARTITIONS) == TOPIC_ALREADY_EXISTS
     assert client.delete_topic(topic_name("never-created")) == UNKNOWN_TOPIC_OR_PARTITION
+    never_created = topic_name("zero-partitions")
+    assert client.create_topic(never_created, 0) == INVALID_PARTITIONS
+    assert never_created not in client.topics(), "a topic with 0 partitions was created"
     assert client.topics().get(topic) == PARTITIONS, "a failed create changed the existing topic"
 
 
