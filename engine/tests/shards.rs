@@ -234,3 +234,44 @@ fn each_shard_applies_retention_to_its_partitions_on_a_timer() {
     runtime.shutdown_handle().trigger();
     runtime.join().unwrap();
 }
+
+/// glommio's accept (like its DMA reads) keeps a waker clone per poll, and a task's waker
+/// count is 16 bits: a task waiting on accept must not be re-polled by unrelated state changes.
+/// This once aborted the broker after ~32k forwarded requests finished while the accept loop
+/// watched for shutdown.
+#[test]
+fn tasks_watching_for_shutdown_are_not_woken_by_every_finished_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let (report, reports) = mpsc::channel();
+    let runtime = Runtime::start(config(dir.path()), move |context| {
+        let report = report.clone();
+        async move {
+            let listener = glommio::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            let watcher_context = context.clone();
+            let watcher = glommio::spawn_local(async move {
+                let accept = std::pin::pin!(listener.accept());
+                let shutdown = std::pin::pin!(watcher_context.shutdown_requested());
+                futures::future::select(accept, shutdown).await;
+            });
+            // A partition another shard owns: every read crosses the mesh and back.
+            let remote = (0..)
+                .map(|partition| PartitionId::new("elsewhere", partition))
+                .find(|partition| owner_shard(partition, SHARDS) != context.shard_id())
+                .unwrap();
+            // Past the 32 767 wake-ups that overflowed a task's waker count; one shard suffices.
+            let reads = if context.shard_id() == 0 { 34_000 } else { 0 };
+            for _ in 0..reads {
+                context.read(remote.clone(), 0, 1024).await.expect("read");
+            }
+            report.send(()).unwrap();
+            context.shutdown_requested().await;
+            watcher.await;
+        }
+    })
+    .unwrap();
+    for _ in 0..SHARDS {
+        reports.recv_timeout(Duration::from_secs(120)).unwrap();
+    }
+    runtime.shutdown_handle().trigger();
+    runtime.join().expect("no shard aborted");
+}

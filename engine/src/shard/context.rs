@@ -53,7 +53,12 @@ pub(super) struct ShardState {
     in_flight: Cell<usize>,
     shutdown_requested: Cell<bool>,
     drained_peers: Cell<usize>,
-    waiters: Waiters,
+    /// Tasks waiting for shutdown to be requested (woken only then: a task that also awaits
+    /// glommio I/O must not be re-polled by every unrelated state change, since some glommio
+    /// futures keep a waker clone per poll).
+    shutdown_waiters: Waiters,
+    /// The shutdown drain's own waits (in-flight work reaching zero, peers drained).
+    drain_waiters: Waiters,
 }
 
 impl ShardContext {
@@ -80,7 +85,8 @@ impl ShardContext {
                 in_flight: Cell::new(0),
                 shutdown_requested: Cell::new(false),
                 drained_peers: Cell::new(0),
-                waiters: Waiters::default(),
+                shutdown_waiters: Waiters::default(),
+                drain_waiters: Waiters::default(),
             }),
         }
     }
@@ -220,7 +226,10 @@ impl ShardContext {
     /// Resolves once shutdown was requested (a signal or [`super::ShutdownHandle`]): tasks
     /// that accept new work stop accepting then.
     pub async fn shutdown_requested(&self) {
-        self.wait_until(|state| state.shutdown_requested.get())
+        let state = &self.state;
+        state
+            .shutdown_waiters
+            .until(|| state.shutdown_requested.get())
             .await
     }
 
@@ -513,12 +522,13 @@ impl ShardContext {
         let state = &self.state;
         state.drained_peers.set(state.drained_peers.get() + 1);
         assert!(state.drained_peers.get() < state.shard_count);
-        self.wake_waiters();
+        state.drain_waiters.wake_all();
     }
 
     pub(super) fn request_shutdown(&self) {
         self.state.shutdown_requested.set(true);
-        self.wake_waiters();
+        self.state.shutdown_waiters.wake_all();
+        self.state.drain_waiters.wake_all();
     }
 
     pub(super) async fn wait_for_no_work_in_flight(&self) {
@@ -563,12 +573,11 @@ impl ShardContext {
         InFlight::enter(self)
     }
 
-    fn wake_waiters(&self) {
-        self.state.waiters.wake_all();
-    }
-
     async fn wait_until(&self, condition: impl Fn(&ShardState) -> bool) {
-        self.state.waiters.until(|| condition(&self.state)).await
+        self.state
+            .drain_waiters
+            .until(|| condition(&self.state))
+            .await
     }
 }
 
@@ -589,8 +598,10 @@ impl InFlight {
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        let in_flight = &self.context.state.in_flight;
-        in_flight.set(in_flight.get() - 1);
-        self.context.wake_waiters();
+        let state = &self.context.state;
+        state.in_flight.set(state.in_flight.get() - 1);
+        if state.in_flight.get() == 0 {
+            state.drain_waiters.wake_all();
+        }
     }
 }
