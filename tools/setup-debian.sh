@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Installs what building, testing and benchmarking Ferrite need on a fresh Debian machine
 # (run as root). The Rust toolchain itself comes from rustup (see README).
+# kcat and a Python venv are for the real-client tests (tools/client-tests.sh); python3-venv
+# makes `python3 -m venv` work when python3 is Debian's own interpreter (pyenv's already can).
 set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
-packages=(build-essential pkg-config fio)
+packages=(build-essential pkg-config fio kcat python3-venv)
 missing=()
 for package in "${packages[@]}"; do
     dpkg -s "$package" >/dev/null 2>&1 || missing+=("$package")

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every check and test of the workspace: formatting, lints, unit/property/integration
-# tests, and the loom models (in a build of their own, see Cargo.toml's default-members).
+# tests, the loom models (in a build of their own, see Cargo.toml's default-members), and the
+# real-client tests (tools/client-tests.sh: kcat and the Python clients, from a venv).
 # Needs root for the disk-full test, which mounts a small tmpfs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,3 +15,5 @@ echo "== cargo test (engine, net, replication, bench, tools)"
 cargo test --locked
 echo "== loom models of the SPSC ring"
 cargo test -p ferrite-loom-tests --release --locked
+echo "== real Kafka clients against ferrite serve (kcat, kafka-python, confluent-kafka)"
+bash tools/client-tests.sh

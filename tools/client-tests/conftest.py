@@ -1,0 +1,176 @@
+"""The broker under test: a real `ferrite serve` process per test, as a user starts it.
+
+Each test gets its own broker on a free loopback port with its own data directory, so a test
+sees only its own topics and a broker that a test crashed cannot disturb the next one. When a
+test fails, the broker's stderr is attached to the report: what the client saw is half of a
+failure, what the broker said is the other half (failure messages therefore leave it out).
+"""
+
+import os
+import queue
+import signal
+import socket
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from support import wait_until
+
+# Set by tools/client-tests.sh to the binary it just built.
+FERRITE_BIN = os.environ.get("FERRITE_BIN", "")
+START_DEADLINE_S = 30.0
+STOP_DEADLINE_S = 30.0
+LISTENING_PREFIX = "ferrite: listening on "
+STDERR_TAIL_LINES = 80
+
+
+class Broker:
+    """One `ferrite serve` on one data directory; it can be killed and restarted on the same
+    data directory and port, as an operator restarts a crashed broker."""
+
+    def __init__(self, binary, data_dir, log_dir, cores=2):
+        self.binary = binary
+        self.data_dir = Path(data_dir)
+        self.log_dir = Path(log_dir)
+        self.cores = cores
+        self.process = None
+        self.bootstrap = None  # "127.0.0.1:PORT" once the first start printed it
+        self.starts = 0
+        self.stderr_paths = []
+
+    @property
+    def running(self):
+        return self.process is not None and self.process.poll() is None
+
+    def start(self):
+        """Starts the broker (on a free port the first time, on the same port afterwards) and
+        returns once it says it accepts connections."""
+        assert not self.running, "the broker is already running"
+        listen = self.bootstrap or "127.0.0.1:0"
+        self.starts += 1
+        stderr_path = self.log_dir / f"ferrite-{self.starts}.stderr"
+        self.stderr_paths.append(stderr_path)
+        with open(stderr_path, "wb") as stderr_file:
+            self.process = subprocess.Popen(
+                [
+                    self.binary,
+                    "serve",
+                    "--listen",
+                    listen,
+                    "--data-dir",
+                    str(self.data_dir),
+                    "--cores",
+                    str(self.cores),
+                    # Several brokers may run at once (other tests, other checkouts).
+                    "--metrics-listen",
+                    "127.0.0.1:0",
+                ],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=stderr_file,
+                text=True,
+            )
+        lines = queue.Queue()
+        threading.Thread(target=_forward_lines, args=(self.process.stdout, lines), daemon=True).start()
+        deadline = time.monotonic() + START_DEADLINE_S
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                self.kill()
+                raise AssertionError(
+                    f"ferrite serve printed no '{LISTENING_PREFIX}ADDR' line within {START_DEADLINE_S:.0f} s"
+                )
+            try:
+                line = lines.get(timeout=min(left, 0.2))
+            except queue.Empty:
+                if self.process.poll() is not None:
+                    raise AssertionError(
+                        f"ferrite serve exited with {self.process.returncode} before listening"
+                    )
+                continue
+            if line is None:
+                continue  # stdout closed: the poll above reports the exit
+            if line.startswith(LISTENING_PREFIX):
+                address = line[len(LISTENING_PREFIX) :].split(" ", 1)[0]
+                if self.bootstrap is not None:
+                    assert address == self.bootstrap, f"restarted on {address}, not on {self.bootstrap}"
+                assert not address.endswith(":0"), f"the printed address has no port: {line}"
+                self.bootstrap = address
+                return
+
+    def kill(self):
+        """SIGKILL: the broker gets no chance to flush or close anything. Returns once its
+        port is free again: the kernel tears down a killed process's io_uring instances after
+        the process is reaped, and their listening sockets accept connections (and hold the
+        port) until then, for a few milliseconds."""
+        assert self.process is not None
+        self.process.kill()
+        self.process.wait(timeout=STOP_DEADLINE_S)
+        if self.bootstrap is not None:
+            host, port = self.bootstrap.rsplit(":", 1)
+            wait_until(lambda: _refuses_connections(host, int(port)), f"{self.bootstrap} to be free")
+
+    def stop(self):
+        """SIGTERM, as an operator stops the broker; returns the exit code."""
+        assert self.running, "the broker is not running"
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            return self.process.wait(timeout=STOP_DEADLINE_S)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            raise AssertionError(f"ferrite serve did not exit within {STOP_DEADLINE_S:.0f} s of SIGTERM")
+
+    def stderr_tail(self):
+        """The last lines each run of the broker wrote to stderr."""
+        parts = []
+        for path in self.stderr_paths:
+            try:
+                lines = path.read_text(errors="replace").splitlines()
+            except OSError as error:
+                lines = [f"(cannot read {path}: {error})"]
+            shown = lines[-STDERR_TAIL_LINES:]
+            skipped = len(lines) - len(shown)
+            header = f"--- ferrite stderr, {path.name}"
+            if skipped:
+                header += f" (last {len(shown)} of {len(lines)} lines)"
+            parts.append("\n".join([header, *shown] if shown else [header, "(empty)"]))
+        return "\n".join(parts)
+
+
+def _refuses_connections(host, port):
+    try:
+        socket.create_connection((host, port), timeout=1).close()
+    except ConnectionRefusedError:
+        return True
+    return False
+
+
+def _forward_lines(stream, lines):
+    for line in stream:
+        lines.put(line.rstrip("\n"))
+    lines.put(None)
+
+
+@pytest.fixture
+def broker(request, tmp_path):
+    """A running broker with 2 shards; stopped with SIGTERM at the end, which must exit 0."""
+    assert FERRITE_BIN, "FERRITE_BIN is not set: run the tests with tools/client-tests.sh"
+    instance = Broker(FERRITE_BIN, tmp_path / "data", tmp_path)
+    request.node.ferrite_broker = instance
+    instance.start()
+    yield instance
+    if instance.running:
+        exit_code = instance.stop()
+        assert exit_code == 0, f"ferrite serve exited with {exit_code} after SIGTERM"
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    instance = getattr(item, "ferrite_broker", None)
+    if instance is not None and report.failed:
+        report.sections.append((f"ferrite stderr ({report.when})", instance.stderr_tail()))

@@ -1,0 +1,94 @@
+"""Crash safety as a user sees it: what an acks=all producer was told is stored survives the
+broker being killed with SIGKILL mid-stream, exactly once and in order, once it is restarted on
+the same data directory — while the producer (idempotent, so its retries of batches that were
+stored but not acknowledged must not duplicate them) keeps going across the crash."""
+
+import time
+
+import confluent_kafka
+
+from clients import Confluent, created_topic
+from support import CLIENT_DEADLINE_S, check_log, messages
+
+PARTITIONS = 3
+MESSAGE_COUNT = 6000
+KILL_AFTER_ACKED = 1500
+# Produced while the broker is down: they wait in the producer and go out after the restart.
+PRODUCED_WHILE_DOWN = 500
+CHUNK = 50
+# Unacknowledged messages allowed before the loop waits: keeps requests in flight without
+# queueing the whole run before the broker has answered anything.
+OUTSTANDING_MAX = 400
+
+
+def test_acknowledged_messages_survive_kill_9(broker):
+    client = Confluent(broker.bootstrap)
+    topic = created_topic(client, "crash", PARTITIONS)
+    acked = {}  # value -> (partition, offset)
+    failed = {}  # value -> error
+    fatal_errors = []
+
+    def on_delivery(error, message):
+        if error is None:
+            acked[message.value()] = (message.partition(), message.offset())
+        else:
+            failed[message.value()] = error
+
+    def on_error(error):
+        if error.fatal():
+            fatal_errors.append(error)
+
+    producer = confluent_kafka.Producer(
+        {
+            "bootstrap.servers": broker.bootstrap,
+            "enable.idempotence": True,
+            "acks": "all",
+            "linger.ms": 2,
+            "message.timeout.ms": int(CLIENT_DEADLINE_S * 2000),
+            "reconnect.backoff.ms": 20,
+            "reconnect.backoff.max.ms": 250,
+            "error_cb": on_error,
+        }
+    )
+    sent = messages(MESSAGE_COUNT, key_count=30, label="crash")
+
+    def outcome():
+        return (
+            f"{len(acked)} acknowledged, {len(failed)} failed (first: {list(failed.values())[:3]}), "
+            f"fatal producer errors: {fatal_errors}"
+        )
+
+    def wait_for_acknowledgements(produced):
+        deadline = time.monotonic() + CLIENT_DEADLINE_S
+        while produced - len(acked) - len(failed) > OUTSTANDING_MAX:
+            assert time.monotonic() < deadline, f"the producer stalled after {produced} sent: {outcome()}"
+            producer.poll(0.05)
+
+    killed_at = None
+    for first in range(0, MESSAGE_COUNT, CHUNK):
+        for message in sent[first : first + CHUNK]:
+            producer.produce(topic, key=message.key, value=message.value, on_delivery=on_delivery)
+        producer.poll(0)
+        produced = first + CHUNK
+        if killed_at is None:
+            if len(acked) >= KILL_AFTER_ACKED:
+                broker.kill()
+                killed_at = produced
+            else:
+                wait_for_acknowledgements(produced)
+        elif broker.running:
+            wait_for_acknowledgements(produced)
+        elif produced >= killed_at + PRODUCED_WHILE_DOWN:
+            broker.start()
+    assert killed_at is not None and broker.starts == 2, (
+        f"the broker was never killed and restarted mid-stream ({outcome()})"
+    )
+
+    left = producer.flush(CLIENT_DEADLINE_S * 2)
+    assert left == 0, f"{left} message(s) neither acknowledged nor failed after the restart: {outcome()}"
+
+    consumed = client.consume(topic)
+    check_log(consumed, sent, acked=acked, exact=False)
+    assert not failed and not fatal_errors, (
+        f"the broker came back, yet the idempotent producer gave up on messages: {outcome()}"
+    )
