@@ -34,6 +34,24 @@ pub fn bind(listen: SocketAddr) -> std::io::Result<TcpListener> {
     Ok(unsafe { TcpListener::from_raw_fd(socket.into_raw_fd()) })
 }
 
+/// One shard's part of the broker: binds `listen`, says how that went through `bound` (the
+/// caller prints "listening" only once every shard has bound), then serves connections until
+/// shutdown is requested. Returns at once if the bind failed.
+pub async fn serve_shard(
+    broker: Rc<Broker>,
+    listen: SocketAddr,
+    config: ConnectionConfig,
+    bound: impl FnOnce(std::io::Result<()>),
+) {
+    match bind(listen) {
+        Ok(listener) => {
+            bound(Ok(()));
+            accept_until_shutdown(broker, listener, config).await
+        }
+        Err(error) => bound(Err(error)),
+    }
+}
+
 /// Accepts connections on `listener` until shutdown is requested, serving each on this shard.
 pub async fn accept_until_shutdown(
     broker: Rc<Broker>,

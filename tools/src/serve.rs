@@ -252,17 +252,13 @@ pub fn run(arguments: Arguments) -> ExitCode {
             broker_config.clone(),
             shard_metrics,
         );
-        async move {
-            let listener = match net::server::bind(listen) {
-                Ok(listener) => listener,
-                Err(error) => {
-                    eprintln!("ferrite serve: cannot listen on {listen}: {error}");
-                    std::process::exit(2);
-                }
-            };
+        net::server::serve_shard(broker, listen, ConnectionConfig::default(), move |result| {
+            if let Err(error) = result {
+                eprintln!("ferrite serve: cannot listen on {listen}: {error}");
+                std::process::exit(2);
+            }
             let _ = bound.send(());
-            net::server::accept_until_shutdown(broker, listener, ConnectionConfig::default()).await
-        }
+        })
     }) {
         Ok(runtime) => runtime,
         Err(error) => {

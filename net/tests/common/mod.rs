@@ -109,11 +109,15 @@ fn start_runtime(
             broker_config.clone(),
             shard_metrics,
         );
-        async move {
-            let listener = net::server::bind(address).unwrap();
-            bound.send(()).unwrap();
-            net::server::accept_until_shutdown(broker, listener, ConnectionConfig::default()).await
-        }
+        net::server::serve_shard(
+            broker,
+            address,
+            ConnectionConfig::default(),
+            move |result| {
+                result.unwrap();
+                bound.send(()).unwrap();
+            },
+        )
     })
     .unwrap();
     for _ in 0..shards {
