@@ -11,6 +11,7 @@ pub mod clock;
 pub mod config;
 mod dma;
 pub mod error;
+pub mod groups;
 pub mod index;
 pub mod log;
 pub mod mesh;

@@ -1,0 +1,78 @@
+//! Why a group request was refused. Unlike [`crate::LogError`], these are the group protocol's
+//! own answers, one to one with Kafka error codes that clients act on (rejoin, reset the member
+//! id, find the coordinator again), so each variant carries its code here and `net` need not
+//! keep a second table.
+
+use thiserror::Error;
+
+/// A refusal of the group coordinator, as Kafka's clients expect it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Error)]
+pub enum GroupError {
+    /// The group is being unloaded or was just deleted; the client looks for the coordinator
+    /// again. COORDINATOR_NOT_AVAILABLE.
+    #[error("the group coordinator is not available for this group")]
+    CoordinatorNotAvailable,
+    /// A committed offset's metadata is longer than `offset_metadata_bytes_max`.
+    /// OFFSET_METADATA_TOO_LARGE.
+    #[error("the offset's metadata is too large")]
+    OffsetMetadataTooLarge,
+    /// The request names a generation that is not the group's current one. ILLEGAL_GENERATION.
+    #[error("the generation id is not the group's current generation")]
+    IllegalGeneration,
+    /// The member's protocol type or protocols do not match the group's. INCONSISTENT_GROUP_PROTOCOL.
+    #[error("the member's protocols are incompatible with the group's")]
+    InconsistentGroupProtocol,
+    /// The group id is empty. INVALID_GROUP_ID.
+    #[error("the group id is invalid")]
+    InvalidGroupId,
+    /// The member id is not (or no longer) a member of the group. UNKNOWN_MEMBER_ID.
+    #[error("the member id is not known to the group")]
+    UnknownMemberId,
+    /// The session timeout is outside the coordinator's bounds. INVALID_SESSION_TIMEOUT.
+    #[error("the session timeout is outside the allowed range")]
+    InvalidSessionTimeout,
+    /// The group is rebalancing; the member must rejoin. REBALANCE_IN_PROGRESS.
+    #[error("the group is rebalancing")]
+    RebalanceInProgress,
+    /// The group still has members. NON_EMPTY_GROUP.
+    #[error("the group is not empty")]
+    NonEmptyGroup,
+    /// The group does not exist. GROUP_ID_NOT_FOUND.
+    #[error("the group does not exist")]
+    GroupIdNotFound,
+    /// A new member must join again with the member id it was given (KIP-394). MEMBER_ID_REQUIRED.
+    #[error("the member must rejoin with the member id it was given")]
+    MemberIdRequired,
+    /// The group has `group_members_max` members already. GROUP_MAX_SIZE_REACHED.
+    #[error("the group has reached its maximum size")]
+    GroupMaxSizeReached,
+    /// Another instance with the same group.instance.id has taken over the member slot
+    /// (KIP-345). FENCED_INSTANCE_ID.
+    #[error("another member with the same group.instance.id took over")]
+    FencedInstanceId,
+    /// OffsetDelete on a topic the group's members are subscribed to. GROUP_SUBSCRIBED_TO_TOPIC.
+    #[error("the group is subscribed to the topic")]
+    GroupSubscribedToTopic,
+}
+
+impl GroupError {
+    /// Kafka's error code for this refusal.
+    pub fn code(self) -> i16 {
+        match self {
+            GroupError::OffsetMetadataTooLarge => 12,
+            GroupError::CoordinatorNotAvailable => 15,
+            GroupError::IllegalGeneration => 22,
+            GroupError::InconsistentGroupProtocol => 23,
+            GroupError::InvalidGroupId => 24,
+            GroupError::UnknownMemberId => 25,
+            GroupError::InvalidSessionTimeout => 26,
+            GroupError::RebalanceInProgress => 27,
+            GroupError::NonEmptyGroup => 68,
+            GroupError::GroupIdNotFound => 69,
+            GroupError::MemberIdRequired => 79,
+            GroupError::GroupMaxSizeReached => 81,
+            GroupError::FencedInstanceId => 82,
+            GroupError::GroupSubscribedToTopic => 86,
+        }
+    }
+}
