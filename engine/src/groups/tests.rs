@@ -213,7 +213,7 @@ impl Harness {
     fn stable_group_of_three(&mut self) -> (Vec<String>, i32) {
         let (a, ticket_a) = self.join_new("a");
         // Alone and with no initial delay, `a` completes a generation of its own at once.
-        let generation = self.join_answer(ticket_a).generation_id;
+        assert_eq!(self.join_answer(ticket_a).generation_id, 1);
         let (b, ticket_b) = self.join_new("b");
         let (c, ticket_c) = self.join_new("c");
         assert!(
@@ -223,7 +223,6 @@ impl Harness {
         let JoinOutcome::Pending(ticket_a) = self.join(&join_request("a", &a, None)) else {
             panic!("a rejoins into the rebalance");
         };
-        let _ = generation;
         let leader = self.join_answer(ticket_a);
         let generation = leader.generation_id;
         for ticket in [ticket_b, ticket_c] {
@@ -641,7 +640,7 @@ fn offsets_of_a_group_left_empty_expire_after_the_retention() {
     let mut harness = Harness::new(config());
     let (member, ticket) = harness.join_new("a");
     let generation = harness.join_answer(ticket).generation_id;
-    harness.assign(&[member.clone()], generation);
+    harness.assign(std::slice::from_ref(&member), generation);
     assert_eq!(harness.commit(&member, generation, tp("t1", 0), 10), Ok(()));
     harness.tick_to(5_000);
     assert_eq!(harness.leave(&member), Ok(()));
@@ -728,7 +727,7 @@ fn a_leader_that_never_syncs_is_removed_and_the_followers_told_to_rejoin() {
     let mut harness = Harness::new(config());
     let (a, ticket_a) = harness.join_new("a");
     let generation = harness.join_answer(ticket_a).generation_id;
-    harness.assign(&[a.clone()], generation);
+    harness.assign(std::slice::from_ref(&a), generation);
     let (b, ticket_b) = harness.join_new("b");
     let JoinOutcome::Pending(_) = harness.join(&join_request("a", &a, None)) else {
         panic!("a rejoins");
