@@ -40,8 +40,9 @@ pub enum RecordError {
     InvalidUtf8,
     #[error("group record has {0} bytes after its end")]
     TrailingBytes(usize),
-    #[error("group record has members but no protocol")]
-    MembersWithoutProtocol,
+    /// The record decodes but describes an impossible group (a damaged log).
+    #[error("group record describes an inconsistent group: {0}")]
+    InconsistentGroup(&'static str),
 }
 
 impl GroupRecord {
@@ -237,7 +238,7 @@ fn decode_group(group_id: String, value: &[u8], now_ms: i64) -> Result<ClassicGr
         let protocol = group
             .protocol_name
             .clone()
-            .ok_or(RecordError::MembersWithoutProtocol)?;
+            .ok_or(RecordError::InconsistentGroup("members but no protocol"))?;
         group.members.push(Member {
             member_id,
             group_instance_id,
@@ -256,10 +257,41 @@ fn decode_group(group_id: String, value: &[u8], now_ms: i64) -> Result<ClassicGr
         });
     }
     reader.end()?;
+    check_group(&group)?;
     if !group.members.is_empty() {
         group.state = GroupState::Stable;
     }
     Ok(group)
+}
+
+/// What the coordinator asserts of a group, checked here so that a damaged record is an error
+/// and not a crash.
+fn check_group(group: &ClassicGroup) -> Result<(), RecordError> {
+    let inconsistent = |why| Err(RecordError::InconsistentGroup(why));
+    if group.generation_id < 0 {
+        return inconsistent("negative generation");
+    }
+    let leader_consistent = match group.leader_id.as_deref() {
+        None => group.members.is_empty(),
+        Some(leader) => group.member_index(leader).is_some(),
+    };
+    if !leader_consistent {
+        return inconsistent("the leader is not one of the members");
+    }
+    for (index, member) in group.members.iter().enumerate() {
+        let earlier = &group.members[..index];
+        if earlier.iter().any(|m| m.member_id == member.member_id) {
+            return inconsistent("a member id appears twice");
+        }
+        if member.group_instance_id.is_some()
+            && earlier
+                .iter()
+                .any(|m| m.group_instance_id == member.group_instance_id)
+        {
+            return inconsistent("a group.instance.id appears twice");
+        }
+    }
+    Ok(())
 }
 
 fn put_str(buffer: &mut BytesMut, value: &str) {

@@ -1165,6 +1165,32 @@ impl Run {
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(300))]
 
+    /// A damaged `__consumer_offsets` gives an error or some consistent state, never a panic.
+    #[test]
+    fn replaying_damaged_records_does_not_panic(
+        cut in 0usize..200,
+        flips in proptest::collection::vec((0usize..200, any::<u8>()), 0..4),
+    ) {
+        let mut harness = Harness::new(config());
+        let (members, generation) = harness.stable_group_of_three();
+        prop_assert_eq!(harness.commit(&members[0], generation, tp("t1", 0), 5), Ok(()));
+        let mut records = harness.records.clone();
+        for record in &mut records {
+            let Some(value) = &record.value else { continue };
+            let mut bytes = value.to_vec();
+            for (position, byte) in &flips {
+                if let Some(target) = bytes.get_mut(*position) {
+                    *target ^= byte;
+                }
+            }
+            bytes.truncate(bytes.len().saturating_sub(cut % 3));
+            record.value = Some(Bytes::from(bytes));
+        }
+        if let Ok(replayed) = GroupCoordinator::replay(config(), 1, &records, 0) {
+            replayed.check_invariants();
+        }
+    }
+
     #[test]
     fn random_runs_keep_the_invariants_and_replay(steps in proptest::collection::vec(step(), 1..150)) {
         let mut run = Run::new();
