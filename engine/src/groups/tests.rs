@@ -488,6 +488,86 @@ fn a_restarted_static_member_takes_its_slot_back_without_a_rebalance() {
 }
 
 #[test]
+fn static_members_leave_by_instance_id_and_stale_instances_are_fenced() {
+    let mut harness = Harness::new(config());
+    let JoinOutcome::Pending(ticket) = harness.join(&join_request("a", "", Some("instance-a")))
+    else {
+        panic!("a static member joins at once");
+    };
+    let a = harness.join_answer(ticket).member_id;
+    harness.assign(std::slice::from_ref(&a), 1);
+    let leave = |member_id: &str| LeavingMember {
+        member_id: member_id.to_owned(),
+        group_instance_id: Some("instance-a".to_owned()),
+    };
+    let unknown = LeavingMember {
+        member_id: String::new(),
+        group_instance_id: Some("instance-z".to_owned()),
+    };
+    let (results, effects) =
+        harness
+            .coordinator
+            .leave_group(GROUP, &[leave("stale-id"), unknown], harness.now_ms);
+    harness.absorb(effects);
+    assert_eq!(
+        results,
+        Ok(vec![
+            Err(GroupError::FencedInstanceId),
+            Err(GroupError::UnknownMemberId)
+        ])
+    );
+    assert_eq!(harness.state(), GroupState::Stable);
+    // Kafka's consumer leaves by instance id alone.
+    let (results, effects) = harness
+        .coordinator
+        .leave_group(GROUP, &[leave("")], harness.now_ms);
+    harness.absorb(effects);
+    assert_eq!(results, Ok(vec![Ok(())]));
+    assert_eq!(harness.state(), GroupState::Empty);
+    assert_eq!(harness.coordinator.generation_id(GROUP), Some(2));
+    let (missing, _) = harness.coordinator.leave_group("missing", &[leave("")], 0);
+    assert_eq!(missing, Err(GroupError::UnknownMemberId));
+}
+
+#[test]
+fn member_ids_handed_out_count_toward_the_group_size_until_used_or_expired() {
+    let mut harness = Harness::new(GroupConfig {
+        group_members_max: 2,
+        ..config()
+    });
+    let (a, _) = harness.join_new("a");
+    let JoinOutcome::Done(b) = harness.join(&join_request("b", "", None)) else {
+        panic!("b gets a member id");
+    };
+    assert_eq!(b.error, Some(GroupError::MemberIdRequired));
+    let JoinOutcome::Done(full) = harness.join(&join_request("c", "", None)) else {
+        panic!("refused at once");
+    };
+    assert_eq!(full.error, Some(GroupError::GroupMaxSizeReached));
+    // b never comes back: its id lapses after its session timeout, and c fits.
+    harness.tick_to(i64::from(SESSION_MS));
+    assert_eq!(
+        harness.heartbeat(&a, 1),
+        Err(GroupError::UnknownMemberId),
+        "a never synced"
+    );
+    let JoinOutcome::Done(c) = harness.join(&join_request("c", "", None)) else {
+        panic!("c gets a member id");
+    };
+    assert_eq!(c.error, Some(GroupError::MemberIdRequired));
+    // A member id handed out can be given back with LeaveGroup.
+    let leaving = [LeavingMember {
+        member_id: c.member_id,
+        group_instance_id: None,
+    }];
+    let (results, effects) = harness
+        .coordinator
+        .leave_group(GROUP, &leaving, harness.now_ms);
+    harness.absorb(effects);
+    assert_eq!(results, Ok(vec![Ok(())]));
+}
+
+#[test]
 fn stale_generations_and_unknown_members_get_kafka_errors() {
     let mut harness = Harness::new(config());
     let (members, generation) = harness.stable_group_of_three();
