@@ -24,4 +24,6 @@ mod waiters;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::LogConfig;
 pub use error::LogError;
-pub use log::{AppendReceipt, FileRange, LogStats, PartitionLog, ReadData, ReadSlice};
+pub use log::{
+    AppendReceipt, FileRange, LogStats, OffsetAtTime, PartitionLog, ReadData, ReadSlice,
+};

@@ -225,6 +225,18 @@ fn offsets_by_time_and_bounds_and_deleted_records() {
         (0, 2),
         "by timestamp"
     );
+    let request = ListOffsetsRequest::default()
+        .with_replica_id(BrokerId(-1))
+        .with_topics(vec![ListOffsetsTopic::default()
+            .with_name(name("events"))
+            .with_partitions(vec![ListOffsetsPartition::default()
+                .with_partition_index(0)
+                .with_timestamp(1_500)])]);
+    let response: ListOffsetsResponse = client.call(ApiKey::ListOffsets, 6, &request);
+    assert_eq!(
+        response.topics[0].partitions[0].timestamp, 2_000,
+        "the found record's timestamp"
+    );
     assert_eq!(
         list_offset(&mut client, "events", 0, 9_000),
         (0, -1),

@@ -398,13 +398,19 @@ impl ShardContext {
     ) -> Result<ListedOffset, LogError> {
         let log = self.partition_log(partition).await?;
         let high_watermark = log.written_end_offset();
-        let offset = match query {
-            OffsetQuery::Earliest => Some(log.log_start_offset()),
-            OffsetQuery::Latest => Some(high_watermark),
-            OffsetQuery::Timestamp(timestamp_ms) => log.offset_for_timestamp(timestamp_ms).await?,
+        let (offset, timestamp_ms) = match query {
+            OffsetQuery::Earliest => (Some(log.log_start_offset()), None),
+            OffsetQuery::Latest => (Some(high_watermark), None),
+            OffsetQuery::Timestamp(timestamp_ms) => {
+                match log.offset_for_timestamp(timestamp_ms).await? {
+                    Some(found) => (Some(found.offset), Some(found.timestamp_ms)),
+                    None => (None, None),
+                }
+            }
         };
         Ok(ListedOffset {
             offset,
+            timestamp_ms,
             log_start_offset: log.log_start_offset(),
             high_watermark,
         })

@@ -177,6 +177,8 @@ pub struct Appended {
 pub struct ListedOffset {
     /// `None` when no record has a timestamp at or after the one asked for.
     pub offset: Option<u64>,
+    /// The timestamp of the record found by a timestamp query; `None` for the others.
+    pub timestamp_ms: Option<i64>,
     pub log_start_offset: u64,
     pub high_watermark: u64,
 }
