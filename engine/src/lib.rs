@@ -19,6 +19,7 @@ mod segment;
 #[cfg(not(feature = "loom"))]
 pub mod shard;
 mod tail_cache;
+pub mod topic_config;
 mod waiters;
 
 pub use clock::{Clock, ManualClock, SystemClock};

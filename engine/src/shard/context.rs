@@ -25,6 +25,8 @@ use crate::error::LogError;
 use crate::log::{PartitionLog, ReadData};
 use crate::waiters::Waiters;
 
+use super::runtime::TopicLogConfig;
+
 /// An append that has its place in the partition's order; resolves as its durability says.
 pub type AppendPending = LocalBoxFuture<'static, Result<Appended, LogError>>;
 
@@ -43,6 +45,7 @@ pub(super) struct ShardState {
     shard_count: usize,
     data_dir: PathBuf,
     log_config: LogConfig,
+    topic_log_config: Option<TopicLogConfig>,
     clock: Rc<dyn Clock>,
     partitions: RefCell<HashMap<PartitionId, PartitionSlot>>,
     /// Per peer shard (`None` at our own index): the queue its mesh writer task drains.
@@ -67,6 +70,7 @@ impl ShardContext {
         shard_count: usize,
         data_dir: PathBuf,
         log_config: LogConfig,
+        topic_log_config: Option<TopicLogConfig>,
         clock: Rc<dyn Clock>,
         outbound: Vec<Option<LocalSender<MeshMessage>>>,
     ) -> Self {
@@ -77,6 +81,7 @@ impl ShardContext {
                 shard_count,
                 data_dir,
                 log_config,
+                topic_log_config,
                 clock,
                 partitions: RefCell::new(HashMap::new()),
                 outbound,
@@ -478,10 +483,11 @@ impl ShardContext {
         if !dir.is_dir() {
             return Err(LogError::UnknownPartition(partition.directory_name()));
         }
-        let log = Rc::new(
-            PartitionLog::open(dir, self.state.log_config.clone(), self.state.clock.clone())
-                .await?,
-        );
+        let log_config = match &self.state.topic_log_config {
+            Some(topic_log_config) => topic_log_config.for_topic(&partition.topic),
+            None => self.state.log_config.clone(),
+        };
+        let log = Rc::new(PartitionLog::open(dir, log_config, self.state.clock.clone()).await?);
         *opened = Some(log.clone());
         Ok(log)
     }

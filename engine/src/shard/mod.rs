@@ -21,7 +21,7 @@ use bytes::{Bytes, BytesMut};
 use crate::error::LogError;
 
 pub use context::{AppendPending, ShardContext};
-pub use runtime::{Runtime, RuntimeConfig, RuntimeError, ShutdownHandle};
+pub use runtime::{Runtime, RuntimeConfig, RuntimeError, ShutdownHandle, TopicLogConfig};
 
 /// A partition of a topic.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
