@@ -230,11 +230,11 @@ pub fn assign_offset_and_epoch(bytes: &mut [u8], base_offset: i64, leader_epoch:
         .copy_from_slice(&leader_epoch.to_be_bytes());
 }
 
-/// Walks the records of an uncompressed batch and returns the offset of the first record whose
-/// timestamp is at or after `timestamp_ms`. `None` when the records are compressed (the caller
-/// then answers with the batch's base offset) or no record qualifies, or the records are
-/// malformed.
-pub fn first_offset_at_or_after(bytes: &[u8], timestamp_ms: i64) -> Option<i64> {
+/// Walks the records of an uncompressed batch and returns the offset and timestamp of the first
+/// record whose timestamp is at or after `timestamp_ms`. `None` when the records are compressed
+/// (the caller then answers with the batch's base offset and first timestamp) or no record
+/// qualifies, or the records are malformed.
+pub fn first_record_at_or_after(bytes: &[u8], timestamp_ms: i64) -> Option<(i64, i64)> {
     let header = BatchHeader::parse(bytes)?;
     if header.compression() != 0 {
         return None;
@@ -249,8 +249,9 @@ pub fn first_offset_at_or_after(bytes: &[u8], timestamp_ms: i64) -> Option<i64> 
         let timestamp_delta = read_varint(&mut record)?;
         let offset_delta = read_varint(&mut record)?;
         // Deltas come from the batch's bytes: a nonsensical one ends the search.
-        if header.base_timestamp.checked_add(timestamp_delta)? >= timestamp_ms {
-            return header.base_offset.checked_add(offset_delta);
+        let timestamp = header.base_timestamp.checked_add(timestamp_delta)?;
+        if timestamp >= timestamp_ms {
+            return Some((header.base_offset.checked_add(offset_delta)?, timestamp));
         }
     }
     None
@@ -538,10 +539,16 @@ mod tests {
             .collect();
         let mut bytes = batch(&records);
         assign_offset_and_epoch(&mut bytes, 10, 0);
-        assert_eq!(first_offset_at_or_after(&bytes, 50), Some(10));
-        assert_eq!(first_offset_at_or_after(&bytes, 150), Some(12));
-        assert_eq!(first_offset_at_or_after(&bytes, 300), Some(13));
-        assert_eq!(first_offset_at_or_after(&bytes, 301), None);
+        assert_eq!(
+            first_record_at_or_after(&bytes, 50).map(|found| found.0),
+            Some(10)
+        );
+        assert_eq!(
+            first_record_at_or_after(&bytes, 150).map(|found| found.0),
+            Some(12)
+        );
+        assert_eq!(first_record_at_or_after(&bytes, 300), Some((13, 300)));
+        assert_eq!(first_record_at_or_after(&bytes, 301), None);
     }
 
     proptest! {
@@ -561,14 +568,15 @@ mod tests {
             let header = validate(&bytes, usize::MAX).expect("valid");
             prop_assert_eq!(header.base_offset, base_offset);
             prop_assert_eq!(header.records_count as usize, records.len());
-            prop_assert_eq!(first_offset_at_or_after(&bytes, 1_000 + records.len() as i64 - 1),
-                Some(base_offset + records.len() as i64 - 1));
+            let newest = 1_000 + records.len() as i64 - 1;
+            prop_assert_eq!(first_record_at_or_after(&bytes, newest),
+                Some((base_offset + records.len() as i64 - 1, newest)));
         }
 
         #[test]
         fn arbitrary_bytes_never_panic_the_validator(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
             let _ = validate(&bytes, 1 << 20);
-            let _ = first_offset_at_or_after(&bytes, 0);
+            let _ = first_record_at_or_after(&bytes, 0);
         }
     }
 }

@@ -3,7 +3,8 @@
 //! The engine knows nothing of sockets or of the Kafka protocol beyond the on-disk batch format:
 //! the network layer hands it record batches and gets back offsets, and memory or file ranges
 //! to send. Everything here runs on a glommio executor; a [`log::PartitionLog`] belongs to one
-//! shard and is never shared across threads.
+//! shard and is never shared across threads. The exception is [`groups`], the consumer-group
+//! coordinator: a pure state machine that any executor (or a test) drives.
 
 pub mod batch;
 pub mod catalog;
@@ -20,9 +21,12 @@ mod segment;
 #[cfg(not(feature = "loom"))]
 pub mod shard;
 mod tail_cache;
+pub mod topic_config;
 mod waiters;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::LogConfig;
 pub use error::LogError;
-pub use log::{AppendReceipt, FileRange, LogStats, PartitionLog, ReadData, ReadSlice};
+pub use log::{
+    AppendReceipt, FileRange, LogStats, OffsetAtTime, PartitionLog, ReadData, ReadSlice,
+};

@@ -413,20 +413,36 @@ fn timestamps_find_the_first_record_at_or_after() {
             (12_992, Some(899)),
             (12_993, None),
         ] {
+            let found = log.offset_for_timestamp(timestamp_ms).await.unwrap();
             assert_eq!(
-                log.offset_for_timestamp(timestamp_ms).await.unwrap(),
+                found.map(|found| found.offset),
                 expected,
                 "timestamp {timestamp_ms} before the flush"
             );
+            if let Some(found) = found {
+                // The record's own timestamp comes back with it.
+                let offset = found.offset as i64;
+                assert_eq!(found.timestamp_ms, 10_000 + 10 * (offset / 3) + offset % 3);
+            }
         }
+        let offset_at = |found: Option<engine::OffsetAtTime>| found.map(|found| found.offset);
         log.sync().await.unwrap();
-        assert_eq!(log.offset_for_timestamp(11_500).await.unwrap(), Some(450));
+        assert_eq!(
+            offset_at(log.offset_for_timestamp(11_500).await.unwrap()),
+            Some(450)
+        );
         log.close().await.unwrap();
         let log = PartitionLog::open(dir.path(), small_config(), system_clock())
             .await
             .unwrap();
-        assert_eq!(log.offset_for_timestamp(11_500).await.unwrap(), Some(450));
-        assert_eq!(log.offset_for_timestamp(12_992).await.unwrap(), Some(899));
+        assert_eq!(
+            offset_at(log.offset_for_timestamp(11_500).await.unwrap()),
+            Some(450)
+        );
+        assert_eq!(
+            offset_at(log.offset_for_timestamp(12_992).await.unwrap()),
+            Some(899)
+        );
     });
 }
 

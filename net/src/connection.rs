@@ -1,8 +1,8 @@
 //! One client connection, pipelined: a reader decodes requests and starts each in arrival
 //! order (so a connection's appends keep their order), then queues the rest of its handling;
 //! a writer awaits the queued replies strictly in request order (Kafka clients rely on it) and
-//! writes them, splicing file ranges straight from the segment files. The queue is bounded, so
-//! a client that sends faster than it reads answers stops being read.
+//! writes them, splicing file ranges straight from the segment files. The queue is bounded in
+//! requests and in bytes, so a client that sends faster than it reads answers stops being read.
 //!
 //! Bad input ends this connection only, with a log line saying why; the shard and every other
 //! connection carry on. At shutdown the reader stops reading, the writer finishes what was
@@ -18,6 +18,7 @@ use futures::future::{select, Either};
 use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
 use glommio::net::TcpStream;
+use glommio::sync::{Semaphore, StaticPermit};
 use glommio::task::JoinHandle;
 
 use crate::broker::{Broker, Reply, ResponsePart};
@@ -33,6 +34,9 @@ pub struct ConnectionConfig {
     pub read_chunk_bytes: usize,
     /// Requests started but not yet answered, per connection.
     pub pipeline_depth: usize,
+    /// Request bytes started but not yet answered, per connection (a single larger request
+    /// still goes through, alone).
+    pub pipeline_bytes_max: usize,
 }
 
 impl Default for ConnectionConfig {
@@ -41,6 +45,7 @@ impl Default for ConnectionConfig {
             frame_bytes_max: 100 << 20,
             read_chunk_bytes: 64 << 10,
             pipeline_depth: 64,
+            pipeline_bytes_max: 64 << 20,
         }
     }
 }
@@ -56,8 +61,10 @@ enum ConnectionEnd {
     Io(std::io::Error),
 }
 
-/// A started request: its handling runs as a task of its own; the writer awaits it in order.
-type Started = JoinHandle<Result<Reply, String>>;
+/// A started request: its handling runs as a task of its own, which the writer awaits in
+/// order; the permit holds the request's bytes against the connection's budget until its reply
+/// is written.
+type Started = (JoinHandle<Result<Reply, String>>, StaticPermit);
 
 /// Serves `stream` until it ends, and logs why if it was not the client closing it.
 pub async fn serve_connection(
@@ -98,6 +105,7 @@ async fn read_requests<R: AsyncRead + Unpin>(
 ) -> ConnectionEnd {
     let mut received = BytesMut::new();
     let mut chunk = vec![0u8; config.read_chunk_bytes];
+    let budget = Rc::new(Semaphore::new(config.pipeline_bytes_max as u64));
     loop {
         loop {
             let frame = match take_frame(&mut received, config.frame_bytes_max) {
@@ -105,12 +113,16 @@ async fn read_requests<R: AsyncRead + Unpin>(
                 Ok(None) => break,
                 Err(error) => return ConnectionEnd::BadInput(error.to_string()),
             };
+            let bytes = frame.len().min(config.pipeline_bytes_max) as u64;
+            let Ok(permit) = budget.acquire_static_permit(bytes).await else {
+                return ConnectionEnd::Closed;
+            };
             let pending = match broker.start(frame).await {
                 Ok(pending) => pending,
                 Err(reason) => return ConnectionEnd::BadInput(reason),
             };
             let started = glommio::spawn_local(pending).detach();
-            if queue.send(started).await.is_err() {
+            if queue.send((started, permit)).await.is_err() {
                 // The writer stopped (the socket failed); it says why.
                 return ConnectionEnd::Closed;
             }
@@ -147,7 +159,7 @@ async fn write_replies<W: AsyncWrite + Unpin>(
     broker: Rc<Broker>,
 ) -> ConnectionEnd {
     let mut splicer: Option<Splicer> = None;
-    while let Some(started) = queued.recv().await {
+    while let Some((started, _permit)) = queued.recv().await {
         let reply = match started.await {
             Some(Ok(reply)) => reply,
             Some(Err(reason)) => return ConnectionEnd::BadInput(reason),

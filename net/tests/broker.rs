@@ -225,6 +225,18 @@ fn offsets_by_time_and_bounds_and_deleted_records() {
         (0, 2),
         "by timestamp"
     );
+    let request = ListOffsetsRequest::default()
+        .with_replica_id(BrokerId(-1))
+        .with_topics(vec![ListOffsetsTopic::default()
+            .with_name(name("events"))
+            .with_partitions(vec![ListOffsetsPartition::default()
+                .with_partition_index(0)
+                .with_timestamp(1_500)])]);
+    let response: ListOffsetsResponse = client.call(ApiKey::ListOffsets, 6, &request);
+    assert_eq!(
+        response.topics[0].partitions[0].timestamp, 2_000,
+        "the found record's timestamp"
+    );
     assert_eq!(
         list_offset(&mut client, "events", 0, 9_000),
         (0, -1),
@@ -571,4 +583,80 @@ fn a_fetch_waiting_on_a_deleted_topic_does_not_bring_it_back() {
         let dir = broker.data.path().join(format!("doomed-{partition}"));
         assert!(!dir.exists(), "{} came back", dir.display());
     }
+}
+
+fn create_topic_with(client: &mut Client, topic: &str, configs: &[(&str, &str)]) -> i16 {
+    use kafka_protocol::messages::create_topics_request::CreatableTopicConfig;
+    let request = CreateTopicsRequest::default().with_topics(vec![CreatableTopic::default()
+        .with_name(name(topic))
+        .with_num_partitions(1)
+        .with_replication_factor(1)
+        .with_configs(
+            configs
+                .iter()
+                .map(|(key, value)| {
+                    CreatableTopicConfig::default()
+                        .with_name(StrBytes::from_string(key.to_string()))
+                        .with_value(Some(StrBytes::from_string(value.to_string())))
+                })
+                .collect(),
+        )]);
+    let response: CreateTopicsResponse = client.call(ApiKey::CreateTopics, 7, &request);
+    response.topics[0].error_code
+}
+
+#[test]
+fn topic_configs_given_at_creation_apply_to_that_topic_only() {
+    let broker = TestBroker::start(2, LogConfig::default());
+    let mut client = broker.connect();
+    assert_eq!(
+        create_topic_with(&mut client, "small", &[("max.message.bytes", "2000")]),
+        0
+    );
+    assert_eq!(
+        create_topic_with(
+            &mut client,
+            "short-lived-data",
+            &[("retention.ms", "60000"), ("segment.bytes", "1024")]
+        ),
+        0
+    );
+    assert_eq!(create_topic(&mut client, "plain", 1), 0);
+    assert_eq!(
+        create_topic_with(&mut client, "bad", &[("cleanup.policy", "compact")]),
+        40,
+        "INVALID_CONFIG for what is not implemented"
+    );
+
+    assert_eq!(
+        produce(&mut client, "small", 0, batch_of(1, 3_000, 1)).0,
+        10
+    );
+    assert_eq!(
+        produce(&mut client, "plain", 0, batch_of(1, 3_000, 1)),
+        (0, 0)
+    );
+
+    // Records from 1970 in 1 KiB segments: past a one-minute retention once sealed.
+    for index in 0..8 {
+        assert_eq!(
+            produce(&mut client, "short-lived-data", 0, batch_of(1, 1_500, 1)),
+            (0, index)
+        );
+        assert_eq!(produce(&mut client, "plain", 0, batch_of(1, 1_500, 1)).0, 0);
+    }
+    let deadline = Instant::now() + common::DEADLINE;
+    while list_offset(&mut client, "short-lived-data", 0, -2) == (0, 0) {
+        assert!(
+            Instant::now() < deadline,
+            "the topic's retention never applied"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(list_offset(&mut client, "short-lived-data", 0, -1), (0, 8));
+    assert_eq!(
+        list_offset(&mut client, "plain", 0, -2),
+        (0, 0),
+        "the other topic keeps its one, active segment"
+    );
 }

@@ -15,7 +15,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use engine::catalog::Catalog;
-use engine::shard::{Runtime, RuntimeConfig};
+use engine::shard::{Runtime, RuntimeConfig, TopicLogConfig};
 use engine::LogConfig;
 use net::broker::{Broker, BrokerConfig};
 use net::connection::ConnectionConfig;
@@ -230,6 +230,10 @@ pub fn run(arguments: Arguments) -> ExitCode {
     config.shard_count = cores;
     config.cpus = Some((0..cores).collect());
     config.log_config = settings.log.clone();
+    config.topic_log_config = Some(TopicLogConfig::from_catalog(
+        catalog.clone(),
+        settings.log.clone(),
+    ));
     let broker_config = BrokerConfig {
         node_id: 0,
         advertised_host,

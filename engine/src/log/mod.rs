@@ -52,7 +52,7 @@ use crate::tail_cache::{CachedBatch, TailCache};
 use crate::waiters::Waiters;
 use producers::{ProducerTable, Verdict};
 
-pub use read::{FileRange, ReadData, ReadSlice};
+pub use read::{FileRange, OffsetAtTime, ReadData, ReadSlice};
 
 /// Present in a partition directory only after a clean close; its absence on open means the
 /// last segment must be scanned in full.

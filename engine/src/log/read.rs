@@ -17,6 +17,14 @@ use crate::batch::{self, BatchHeader};
 use crate::error::LogError;
 use crate::segment::{align_down, SegmentFiles, SegmentScanner};
 
+/// The answer to a search by timestamp: the first record at or after it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OffsetAtTime {
+    pub offset: u64,
+    /// That record's timestamp (for a compressed batch, the batch's first timestamp).
+    pub timestamp_ms: i64,
+}
+
 /// The result of a read: whole batches, and the offset a follow-up read would start at.
 #[derive(Debug)]
 pub struct ReadSlice {
@@ -232,7 +240,10 @@ impl PartitionLog {
     /// ListOffsets by time), or `None` when every record is older. Exact for uncompressed
     /// batches; for a compressed batch it is the batch's first offset, since finding the
     /// record would mean decompressing it.
-    pub async fn offset_for_timestamp(&self, timestamp_ms: i64) -> Result<Option<u64>, LogError> {
+    pub async fn offset_for_timestamp(
+        &self,
+        timestamp_ms: i64,
+    ) -> Result<Option<OffsetAtTime>, LogError> {
         let shared = &self.shared;
         let (candidates, written_end_offset, log_start_offset) = {
             let state = shared.state.borrow();
@@ -259,10 +270,15 @@ impl PartitionLog {
                 .collect();
             (candidates, state.written_end_offset, state.log_start_offset)
         };
-        let answer = |bytes: &[u8], header: &BatchHeader| -> u64 {
-            let exact =
-                batch::first_offset_at_or_after(bytes, timestamp_ms).unwrap_or(header.base_offset);
-            (exact as u64).max(log_start_offset)
+        let answer = |bytes: &[u8], header: &BatchHeader| -> OffsetAtTime {
+            // A compressed batch is answered with its first record (its base offset and first
+            // timestamp), as far as we can tell without decompressing it.
+            let (offset, timestamp_ms) = batch::first_record_at_or_after(bytes, timestamp_ms)
+                .unwrap_or((header.base_offset, header.base_timestamp));
+            OffsetAtTime {
+                offset: (offset as u64).max(log_start_offset),
+                timestamp_ms,
+            }
         };
         for (_, files, scan_from, written_bytes) in candidates {
             let mut scanner = SegmentScanner::new(&files.dma, written_bytes, shared.scan_window());

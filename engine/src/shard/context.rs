@@ -25,6 +25,8 @@ use crate::error::LogError;
 use crate::log::{PartitionLog, ReadData};
 use crate::waiters::Waiters;
 
+use super::runtime::TopicLogConfig;
+
 /// An append that has its place in the partition's order; resolves as its durability says.
 pub type AppendPending = LocalBoxFuture<'static, Result<Appended, LogError>>;
 
@@ -43,6 +45,7 @@ pub(super) struct ShardState {
     shard_count: usize,
     data_dir: PathBuf,
     log_config: LogConfig,
+    topic_log_config: Option<TopicLogConfig>,
     clock: Rc<dyn Clock>,
     partitions: RefCell<HashMap<PartitionId, PartitionSlot>>,
     /// Per peer shard (`None` at our own index): the queue its mesh writer task drains.
@@ -67,6 +70,7 @@ impl ShardContext {
         shard_count: usize,
         data_dir: PathBuf,
         log_config: LogConfig,
+        topic_log_config: Option<TopicLogConfig>,
         clock: Rc<dyn Clock>,
         outbound: Vec<Option<LocalSender<MeshMessage>>>,
     ) -> Self {
@@ -77,6 +81,7 @@ impl ShardContext {
                 shard_count,
                 data_dir,
                 log_config,
+                topic_log_config,
                 clock,
                 partitions: RefCell::new(HashMap::new()),
                 outbound,
@@ -398,13 +403,19 @@ impl ShardContext {
     ) -> Result<ListedOffset, LogError> {
         let log = self.partition_log(partition).await?;
         let high_watermark = log.written_end_offset();
-        let offset = match query {
-            OffsetQuery::Earliest => Some(log.log_start_offset()),
-            OffsetQuery::Latest => Some(high_watermark),
-            OffsetQuery::Timestamp(timestamp_ms) => log.offset_for_timestamp(timestamp_ms).await?,
+        let (offset, timestamp_ms) = match query {
+            OffsetQuery::Earliest => (Some(log.log_start_offset()), None),
+            OffsetQuery::Latest => (Some(high_watermark), None),
+            OffsetQuery::Timestamp(timestamp_ms) => {
+                match log.offset_for_timestamp(timestamp_ms).await? {
+                    Some(found) => (Some(found.offset), Some(found.timestamp_ms)),
+                    None => (None, None),
+                }
+            }
         };
         Ok(ListedOffset {
             offset,
+            timestamp_ms,
             log_start_offset: log.log_start_offset(),
             high_watermark,
         })
@@ -472,10 +483,11 @@ impl ShardContext {
         if !dir.is_dir() {
             return Err(LogError::UnknownPartition(partition.directory_name()));
         }
-        let log = Rc::new(
-            PartitionLog::open(dir, self.state.log_config.clone(), self.state.clock.clone())
-                .await?,
-        );
+        let log_config = match &self.state.topic_log_config {
+            Some(topic_log_config) => topic_log_config.for_topic(&partition.topic),
+            None => self.state.log_config.clone(),
+        };
+        let log = Rc::new(PartitionLog::open(dir, log_config, self.state.clock.clone()).await?);
         *opened = Some(log.clone());
         Ok(log)
     }

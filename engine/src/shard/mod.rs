@@ -21,7 +21,7 @@ use bytes::{Bytes, BytesMut};
 use crate::error::LogError;
 
 pub use context::{AppendPending, ShardContext};
-pub use runtime::{Runtime, RuntimeConfig, RuntimeError, ShutdownHandle};
+pub use runtime::{Runtime, RuntimeConfig, RuntimeError, ShutdownHandle, TopicLogConfig};
 
 /// A partition of a topic.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -177,6 +177,8 @@ pub struct Appended {
 pub struct ListedOffset {
     /// `None` when no record has a timestamp at or after the one asked for.
     pub offset: Option<u64>,
+    /// The timestamp of the record found by a timestamp query; `None` for the others.
+    pub timestamp_ms: Option<i64>,
     pub log_start_offset: u64,
     pub high_watermark: u64,
 }

@@ -48,7 +48,11 @@ pub struct RuntimeConfig {
     pub cpus: Option<Vec<usize>>,
     /// Partition `t-p` lives in `data_dir/t-p/`.
     pub data_dir: PathBuf,
+    /// The broker's log configuration, for every topic without a `topic_log_config`.
     pub log_config: LogConfig,
+    /// A topic's log configuration (the broker's with the topic's overrides), asked for when a
+    /// partition's log is opened; `None`: every topic uses `log_config`.
+    pub topic_log_config: Option<TopicLogConfig>,
     /// Messages each mesh ring holds (a power of two); a full ring makes senders wait.
     pub mesh_ring_capacity: usize,
     /// Messages queued per peer on a shard before its tasks wait to send.
@@ -68,6 +72,7 @@ impl RuntimeConfig {
             cpus: Some(cpus),
             data_dir: data_dir.into(),
             log_config: LogConfig::default(),
+            topic_log_config: None,
             mesh_ring_capacity: 1024,
             outbound_queue_capacity: 1024,
             retention_check_interval: Duration::from_secs(300),
@@ -85,6 +90,34 @@ pub enum RuntimeError {
     Close { shard: usize, error: LogError },
     #[error("cannot install signal handlers: {0}")]
     Signals(std::io::Error),
+}
+
+/// A topic's log configuration by topic name. Called from every shard's thread.
+#[derive(Clone)]
+pub struct TopicLogConfig(Arc<dyn Fn(&str) -> LogConfig + Send + Sync>);
+
+impl TopicLogConfig {
+    pub fn new(for_topic: impl Fn(&str) -> LogConfig + Send + Sync + 'static) -> TopicLogConfig {
+        TopicLogConfig(Arc::new(for_topic))
+    }
+
+    /// The broker's configuration with each topic's overrides from `catalog` applied.
+    pub fn from_catalog(catalog: Arc<crate::catalog::Catalog>, broker: LogConfig) -> Self {
+        TopicLogConfig::new(move |topic| match catalog.topics().get(topic) {
+            Some(topic) => crate::topic_config::apply(&broker, &topic.configs),
+            None => broker.clone(),
+        })
+    }
+
+    pub fn for_topic(&self, topic: &str) -> LogConfig {
+        (self.0)(topic)
+    }
+}
+
+impl std::fmt::Debug for TopicLogConfig {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.write_str("TopicLogConfig(..)")
+    }
 }
 
 /// Starts the shutdown sequence from any thread. Cloneable; `Send + Sync`.
@@ -251,6 +284,7 @@ where
         shard_count,
         config.data_dir.clone(),
         config.log_config.clone(),
+        config.topic_log_config.clone(),
         Rc::new(SystemClock),
         outbound,
     );

@@ -54,7 +54,8 @@ pub async fn handle(
                         Ok(listed) => response
                             .with_error_code(NONE)
                             // No record at or after the timestamp: offset -1, as Kafka says.
-                            .with_offset(listed.offset.map_or(-1, |offset| offset as i64)),
+                            .with_offset(listed.offset.map_or(-1, |offset| offset as i64))
+                            .with_timestamp(listed.timestamp_ms.unwrap_or(-1)),
                         Err(error) => response.with_error_code(log_error_code(&error)),
                     }
                 }

@@ -13,6 +13,7 @@ use std::rc::Rc;
 use bytes::{Bytes, BytesMut};
 use engine::batch::{self, BatchHeader};
 use engine::shard::{AppendPending, Durability, PartitionId};
+use engine::topic_config;
 use futures::future::join_all;
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
@@ -66,12 +67,12 @@ pub async fn start(broker: Rc<Broker>, header: Header, request: ProduceRequest) 
                     code(ResponseError::UnknownTopicOrPartition),
                     format!("topic '{name}' has no partition {index}"),
                 ),
-                (Ok(_), Some(durability)) => {
+                (Ok(topic), Some(durability)) => {
                     let partition = PartitionId::new(name.as_str(), index as u32);
-                    match split_batches(
-                        partition_data.records.unwrap_or_default(),
-                        broker.config.log.batch_bytes_max,
-                    ) {
+                    let batch_bytes_max =
+                        topic_config::apply(&broker.config.log, &topic.configs).batch_bytes_max;
+                    match split_batches(partition_data.records.unwrap_or_default(), batch_bytes_max)
+                    {
                         Err((error_code, message)) => failed(error_code, message),
                         Ok(batches) => {
                             let mut pending = Vec::with_capacity(batches.len());

@@ -16,7 +16,7 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::ResponseError;
 
-use super::configs::{topic_entries, validate_topic_overrides};
+use super::configs::topic_entries;
 use super::{str_bytes, uuid};
 use crate::broker::Broker;
 use crate::errors::{catalog_error_code, code, log_error_code, NONE};
@@ -65,7 +65,7 @@ pub fn create(
                     overrides.insert(config.name.to_string(), value.to_string());
                 }
             }
-            if let Err(message) = validate_topic_overrides(log, &overrides) {
+            if let Err(message) = engine::topic_config::validate(log, &overrides) {
                 return failed(code(ResponseError::InvalidConfig), message);
             }
             let partitions = match topic.num_partitions {

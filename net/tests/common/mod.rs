@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
 use engine::catalog::Catalog;
-use engine::shard::{Runtime, RuntimeConfig};
+use engine::shard::{Runtime, RuntimeConfig, TopicLogConfig};
 use engine::LogConfig;
 use kafka_protocol::messages::{ApiKey, RequestHeader, ResponseHeader};
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
@@ -93,10 +93,15 @@ fn start_runtime(
         shard_count: shards,
         cpus: None,
         data_dir: data_dir.to_path_buf(),
-        log_config,
+        log_config: log_config.clone(),
+        topic_log_config: Some(TopicLogConfig::from_catalog(
+            catalog.clone(),
+            log_config.clone(),
+        )),
         mesh_ring_capacity: 256,
         outbound_queue_capacity: 256,
-        retention_check_interval: std::time::Duration::from_secs(300),
+        // Short, so that tests see retention act.
+        retention_check_interval: std::time::Duration::from_millis(50),
     };
     let (bound, bound_shards) = std::sync::mpsc::channel();
     let registry = metrics.clone();
