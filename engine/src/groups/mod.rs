@@ -165,10 +165,6 @@ impl GroupCoordinator {
         }
     }
 
-    pub fn config(&self) -> &GroupConfig {
-        &self.config
-    }
-
     /// When [`GroupCoordinator::tick`] has something to do, at the latest.
     pub fn next_deadline_ms(&self) -> i64 {
         self.groups

@@ -762,6 +762,7 @@ fn only_an_empty_group_can_be_deleted() {
     let listed = harness.coordinator.list_groups(&[GroupState::Empty]);
     assert_eq!(listed.len(), 1);
     assert_eq!(listed[0].protocol_type, "consumer");
+    assert_eq!(listed[0].state.name(), "Empty");
     let (results, effects) = harness.coordinator.delete_groups(&names[..1]);
     assert_eq!(results[0].1, Ok(()));
     assert_eq!(
