@@ -6,12 +6,17 @@
 use std::net::SocketAddr;
 
 use std::rc::Rc;
+use std::sync::Arc;
+
+use engine::catalog::Catalog;
+use engine::shard::ShardContext;
 
 use futures::future::{select, Either};
 use glommio::net::TcpListener;
 
-use crate::broker::Broker;
+use crate::broker::{Broker, BrokerConfig};
 use crate::connection::{serve_connection, ConnectionConfig};
+use crate::metrics::MetricsRegistry;
 
 /// Binds this shard's listener: SO_REUSEPORT, so every shard binds the same address, and
 /// SO_REUSEADDR, which accepted connections inherit, so that a restarted broker can bind again
@@ -34,19 +39,30 @@ pub fn bind(listen: SocketAddr) -> std::io::Result<TcpListener> {
     Ok(unsafe { TcpListener::from_raw_fd(socket.into_raw_fd()) })
 }
 
-/// One shard's part of the broker: binds `listen`, says how that went through `bound` (the
-/// caller prints "listening" only once every shard has bound), then serves connections until
-/// shutdown is requested. Returns at once if the bind failed.
+/// What every shard's broker is built from.
+#[derive(Clone)]
+pub struct ShardSetup {
+    pub catalog: Arc<Catalog>,
+    pub broker: BrokerConfig,
+    pub metrics: MetricsRegistry,
+    pub listen: SocketAddr,
+    pub connection: ConnectionConfig,
+}
+
+/// One shard's part of the broker: builds its [`Broker`], binds `setup.listen`, says how that
+/// went through `bound` (the caller prints "listening" only once every shard has bound), then
+/// serves connections until shutdown is requested. Returns at once if the bind failed.
 pub async fn serve_shard(
-    broker: Rc<Broker>,
-    listen: SocketAddr,
-    config: ConnectionConfig,
+    context: ShardContext,
+    setup: ShardSetup,
     bound: impl FnOnce(std::io::Result<()>),
 ) {
-    match bind(listen) {
+    let metrics = setup.metrics.shard(context.shard_id());
+    let broker = Broker::new(context, setup.catalog, setup.broker, metrics);
+    match bind(setup.listen) {
         Ok(listener) => {
             bound(Ok(()));
-            accept_until_shutdown(broker, listener, config).await
+            accept_until_shutdown(broker, listener, setup.connection).await
         }
         Err(error) => bound(Err(error)),
     }

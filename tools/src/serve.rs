@@ -17,9 +17,10 @@ use std::sync::Arc;
 use engine::catalog::Catalog;
 use engine::shard::{Runtime, RuntimeConfig, TopicLogConfig};
 use engine::LogConfig;
-use net::broker::{Broker, BrokerConfig};
+use net::broker::BrokerConfig;
 use net::connection::ConnectionConfig;
 use net::metrics::MetricsRegistry;
+use net::server::ShardSetup;
 use serde::Deserialize;
 
 use crate::metrics;
@@ -247,16 +248,16 @@ pub fn run(arguments: Arguments) -> ExitCode {
     // Each shard reports once its listener is bound, so "listening" is printed only when
     // every shard accepts connections.
     let (bound, bound_shards) = std::sync::mpsc::channel::<()>();
+    let setup = ShardSetup {
+        catalog,
+        broker: broker_config,
+        metrics: registry,
+        listen,
+        connection: ConnectionConfig::default(),
+    };
     let runtime = match Runtime::start(config, move |context| {
         let bound = bound.clone();
-        let shard_metrics = registry.shard(context.shard_id());
-        let broker = Broker::new(
-            context,
-            catalog.clone(),
-            broker_config.clone(),
-            shard_metrics,
-        );
-        net::server::serve_shard(broker, listen, ConnectionConfig::default(), move |result| {
+        net::server::serve_shard(context, setup.clone(), move |result| {
             if let Err(error) = result {
                 eprintln!("ferrite serve: cannot listen on {listen}: {error}");
                 std::process::exit(2);

@@ -16,9 +16,10 @@ use engine::shard::{Runtime, RuntimeConfig, TopicLogConfig};
 use engine::LogConfig;
 use kafka_protocol::messages::{ApiKey, RequestHeader, ResponseHeader};
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
-use net::broker::{Broker, BrokerConfig};
+use net::broker::BrokerConfig;
 use net::connection::ConnectionConfig;
 use net::metrics::MetricsRegistry;
+use net::server::ShardSetup;
 
 pub const DEADLINE: Duration = Duration::from_secs(30);
 
@@ -104,25 +105,19 @@ fn start_runtime(
         retention_check_interval: std::time::Duration::from_millis(50),
     };
     let (bound, bound_shards) = std::sync::mpsc::channel();
-    let registry = metrics.clone();
+    let setup = ShardSetup {
+        catalog,
+        broker: broker_config,
+        metrics: metrics.clone(),
+        listen: address,
+        connection: ConnectionConfig::default(),
+    };
     let runtime = Runtime::start(config, move |context| {
         let bound = bound.clone();
-        let shard_metrics = registry.shard(context.shard_id());
-        let broker = Broker::new(
-            context,
-            catalog.clone(),
-            broker_config.clone(),
-            shard_metrics,
-        );
-        net::server::serve_shard(
-            broker,
-            address,
-            ConnectionConfig::default(),
-            move |result| {
-                result.unwrap();
-                bound.send(()).unwrap();
-            },
-        )
+        net::server::serve_shard(context, setup.clone(), move |result| {
+            result.unwrap();
+            bound.send(()).unwrap();
+        })
     })
     .unwrap();
     for _ in 0..shards {
