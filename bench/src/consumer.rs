@@ -16,6 +16,7 @@ use crate::client::PlainContext;
 use crate::latency;
 use crate::payload::Header;
 use crate::producer::note_sample;
+use crate::progress::RunCounters;
 use crate::window::{ns_since, Window};
 
 /// How long one poll waits for a message before the loop re-checks whether to stop.
@@ -113,11 +114,13 @@ impl ConsumeTally {
 }
 
 /// Polls until it has `expected` distinct messages (set once the producer is done), or until
-/// `drain_timeout` passes without a new one after `expected` is known.
+/// `drain_timeout` passes without a new one after `expected` is known. Keeps
+/// `counters.consumed` up to date for the progress lines.
 pub fn consume(
     consumer: BaseConsumer<PlainContext>,
     start: Instant,
     mut tally: ConsumeTally,
+    counters: &RunCounters,
     published: &AtomicU64,
     expected: &AtomicU64,
     drain_timeout: Duration,
@@ -146,6 +149,7 @@ pub fn consume(
                     published.load(Ordering::Acquire),
                 );
                 if tally.consumed > consumed_before {
+                    counters.consumed.store(tally.consumed, Ordering::Relaxed);
                     last_new_message = Instant::now();
                 }
             }

@@ -15,6 +15,7 @@ pub mod latency;
 pub mod machine;
 pub mod payload;
 pub mod producer;
+pub mod progress;
 pub mod report;
 pub mod run;
 pub mod schedule;

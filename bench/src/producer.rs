@@ -8,7 +8,7 @@
 //! the measurement window; the throughput counts acknowledgements that arrive in the window.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
@@ -23,6 +23,7 @@ use crate::error::BenchError;
 use crate::flags::RunFlags;
 use crate::latency;
 use crate::payload::PayloadWriter;
+use crate::progress::RunCounters;
 use crate::schedule::{Step, Timetable};
 use crate::window::{ns_since, Window};
 
@@ -93,6 +94,7 @@ struct AckContext {
     diagnostics: Diagnostics,
     start: Instant,
     tally: Mutex<AckTally>,
+    counters: Arc<RunCounters>,
 }
 
 impl ClientContext for AckContext {
@@ -115,6 +117,11 @@ impl ProducerContext for AckContext {
             .as_ref()
             .map(|_| ())
             .map_err(|(error, _)| error.to_string());
+        let counter = match outcome {
+            Ok(()) => &self.counters.acked,
+            Err(_) => &self.counters.failed,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
         self.tally
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -146,11 +153,13 @@ pub struct BenchProducer {
 
 impl BenchProducer {
     /// Creates the producer for a run that starts at `start`, and waits (up to `timeout`) for its
-    /// first metadata so the connection is up before the first send.
+    /// first metadata so the connection is up before the first send. Deliveries are counted in
+    /// `counters` as they are reported.
     pub fn connect(
         flags: &RunFlags,
         start: Instant,
         window: Window,
+        counters: Arc<RunCounters>,
         timeout: Duration,
     ) -> Result<BenchProducer, BenchError> {
         let mut config = client::config(&flags.bootstrap, &[]);
@@ -167,6 +176,7 @@ impl BenchProducer {
             diagnostics: Diagnostics::new("producer"),
             start,
             tally: Mutex::new(AckTally::new(window)),
+            counters,
         };
         let producer: ThreadedProducer<AckContext> = config
             .create_with_context(context)
@@ -230,6 +240,11 @@ impl BenchProducer {
                 }
             }
             sequence += 1;
+            self.producer
+                .context()
+                .counters
+                .sent
+                .store(sequence, Ordering::Relaxed);
         }
         // A flush that times out leaves messages unaccounted for; they are reported as such.
         let _ = self.producer.flush(flush_timeout);

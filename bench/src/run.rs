@@ -3,6 +3,7 @@
 //! consumer drain, then build the report.
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -13,6 +14,7 @@ use crate::error::BenchError;
 use crate::flags::RunFlags;
 use crate::machine::{unix_time_s, Machine};
 use crate::producer::BenchProducer;
+use crate::progress::{report_every_second, RunCounters};
 use crate::report::{Report, RunContext};
 use crate::schedule::Timetable;
 use crate::topic;
@@ -50,13 +52,34 @@ pub fn run(flags: RunFlags) -> Result<Report, BenchError> {
     let timetable = Timetable::new(flags.rate, window.end_ns);
     let drain_timeout = Duration::from_secs_f64(flags.drain_timeout_s);
     let start = Instant::now();
-    let producer = BenchProducer::connect(&flags, start, window, setup_timeout)?;
+    let counters = Arc::new(RunCounters::default());
+    let producer =
+        BenchProducer::connect(&flags, start, window, Arc::clone(&counters), setup_timeout)?;
     let published = AtomicU64::new(0);
     let expected = AtomicU64::new(EXPECTED_UNKNOWN);
+    // Dropped when the run is over, which stops the progress lines.
+    let (stop_progress, progress_stopped) = mpsc::channel::<()>();
     let (produced, (consumed, consumer_client_errors)) = std::thread::scope(|scope| {
+        scope.spawn(|| {
+            report_every_second(
+                &counters,
+                start,
+                flags.warmup_s,
+                flags.message_bytes,
+                progress_stopped,
+            )
+        });
         let receiver = scope.spawn(|| {
             let tally = ConsumeTally::new(run_id, window);
-            consume(consumer, start, tally, &published, &expected, drain_timeout)
+            consume(
+                consumer,
+                start,
+                tally,
+                &counters,
+                &published,
+                &expected,
+                drain_timeout,
+            )
         });
         let produced = producer.run(&flags, run_id, timetable, &published, setup_timeout);
         let acked = produced.as_ref().map_or(0, |outcome| outcome.tally.acked);
@@ -64,6 +87,7 @@ pub fn run(flags: RunFlags) -> Result<Report, BenchError> {
         let consumed = receiver
             .join()
             .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        drop(stop_progress);
         (produced, consumed)
     });
     if flags.delete_topic {

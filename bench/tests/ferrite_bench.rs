@@ -111,7 +111,7 @@ fn a_paced_run_against_ferrite_accounts_for_every_message() {
         "--rate",
         "500",
         "--duration-s",
-        "2",
+        "3",
         "--warmup-s",
         "0.5",
         "--acks",
@@ -128,8 +128,8 @@ fn a_paced_run_against_ferrite_accounts_for_every_message() {
     let result: Value =
         serde_json::from_str(&std::fs::read_to_string(&json_path).unwrap()).unwrap();
 
-    // 500 msg/s for 2.5 s, each acknowledged and consumed exactly once.
-    assert_eq!(result["produced"], 1250, "{stderr}");
+    // 500 msg/s for 3.5 s, each acknowledged and consumed exactly once.
+    assert_eq!(result["produced"], 1750, "{stderr}");
     assert_eq!(result["consumed"], result["produced"]);
     assert_eq!(result["consume_duplicates"], 0);
     assert_eq!(result["problems"], serde_json::json!([]));
@@ -138,7 +138,7 @@ fn a_paced_run_against_ferrite_accounts_for_every_message() {
     assert!(result["produce_mb_per_s"].is_f64());
     for latency in ["ack_latency_ms", "e2e_latency_ms"] {
         assert_eq!(
-            result[latency]["count"], 1000,
+            result[latency]["count"], 1500,
             "{latency}: warm-up excluded"
         );
         for quantile in ["p50", "p90", "p99", "p99.9", "p99.99", "max"] {
@@ -152,7 +152,12 @@ fn a_paced_run_against_ferrite_accounts_for_every_message() {
     assert_eq!(result["flags"]["bootstrap"], broker.address.as_str());
     assert_eq!(result["flags"]["acks"], "all");
     assert!(result["machine"]["cores"].as_u64().unwrap() >= 1);
-    assert!(stderr.contains("produced 1250 of 1250 sent"), "{stderr}");
+    assert!(stderr.contains("produced 1750 of 1750 sent"), "{stderr}");
+    // One progress line per second of the run, while it runs.
+    for second in 1..=3 {
+        let line = format!("ferrite-bench: {second:>4} s  produced ");
+        assert!(stderr.contains(&line), "no line {line:?} in\n{stderr}");
+    }
     assert!(!stderr.contains("could not delete the topic"), "{stderr}");
 
     let compared = bench(&["compare", json, json]);
@@ -164,7 +169,7 @@ fn a_paced_run_against_ferrite_accounts_for_every_message() {
         .unwrap_or_else(|| panic!("no produced row in\n{table}"));
     assert_eq!(
         row.split_whitespace().collect::<Vec<_>>(),
-        ["produced", "1250", "1250", "(1.00x)"]
+        ["produced", "1750", "1750", "(1.00x)"]
     );
 }
 
