@@ -17,7 +17,7 @@ use crate::latency;
 use crate::payload::Header;
 use crate::producer::note_sample;
 use crate::progress::RunCounters;
-use crate::window::{ns_since, Window};
+use crate::window::{ns_since, PerSecond, Window};
 
 /// How long one poll waits for a message before the loop re-checks whether to stop.
 const POLL_WAIT: Duration = Duration::from_millis(50);
@@ -56,6 +56,8 @@ pub struct ConsumeTally {
     pub consumed: u64,
     /// Of those, received inside the window: the consume throughput's numerator.
     pub consumed_in_window: u64,
+    /// The same, per whole second of the window.
+    pub consumed_per_second: PerSecond,
     pub duplicates: u64,
     /// Messages not from this run (other producers on the topic, or unreadable).
     pub foreign: u64,
@@ -73,6 +75,7 @@ impl ConsumeTally {
             seen: SequenceSet::default(),
             consumed: 0,
             consumed_in_window: 0,
+            consumed_per_second: PerSecond::new(window),
             duplicates: 0,
             foreign: 0,
             errors: 0,
@@ -98,6 +101,7 @@ impl ConsumeTally {
         self.consumed += 1;
         if self.window.contains(received_ns) {
             self.consumed_in_window += 1;
+            self.consumed_per_second.note(received_ns);
         }
         if self.window.contains(header.scheduled_ns) {
             latency::record_ns(

@@ -25,7 +25,7 @@ use crate::latency;
 use crate::payload::PayloadWriter;
 use crate::progress::RunCounters;
 use crate::schedule::{Step, Timetable};
-use crate::window::{ns_since, Window};
+use crate::window::{ns_since, PerSecond, Window};
 
 /// How long the sender waits before retrying when librdkafka's queue is full. Short against
 /// the time the queue (100 000 messages by default) takes to drain, so the wait costs no
@@ -42,6 +42,8 @@ pub struct AckTally {
     pub acked: u64,
     /// Acknowledgements that arrived inside the window: the throughput's numerator.
     pub acked_in_window: u64,
+    /// The same, per whole second of the window.
+    pub acked_per_second: PerSecond,
     pub failed: u64,
     pub error_samples: Vec<String>,
     /// From the scheduled time to the ack, for messages scheduled inside the window.
@@ -54,6 +56,7 @@ impl AckTally {
             window,
             acked: 0,
             acked_in_window: 0,
+            acked_per_second: PerSecond::new(window),
             failed: 0,
             error_samples: Vec::new(),
             latency_us: latency::histogram_us(),
@@ -67,6 +70,7 @@ impl AckTally {
                 self.acked += 1;
                 if self.window.contains(reported_ns) {
                     self.acked_in_window += 1;
+                    self.acked_per_second.note(reported_ns);
                 }
                 if self.window.contains(scheduled_ns) {
                     latency::record_ns(
@@ -285,6 +289,7 @@ mod tests {
         tally.note(Err("refused".into()), 1_400, 1_500);
         assert_eq!(tally.acked, 3);
         assert_eq!(tally.acked_in_window, 2);
+        assert!(tally.acked_per_second.counts.is_empty(), "no whole second");
         assert_eq!(tally.failed, 3);
         assert_eq!(tally.error_samples, vec!["timed out", "refused"]);
         assert_eq!(

@@ -47,6 +47,10 @@ pub struct Report {
     pub produce_mb_per_s: f64,
     pub consume_msgs_per_s: f64,
     pub consume_mb_per_s: f64,
+    /// Messages acknowledged in each whole second of the measured window.
+    pub produce_per_second: Vec<u64>,
+    /// Distinct messages received in each whole second of the measured window.
+    pub consume_per_second: Vec<u64>,
     pub ack_latency_ms: PercentilesMs,
     pub e2e_latency_ms: PercentilesMs,
     pub error_samples: Vec<String>,
@@ -103,6 +107,8 @@ impl Report {
             produce_mb_per_s: per_second(acks.acked_in_window) * mib_per_message,
             consume_msgs_per_s: per_second(consumed.consumed_in_window),
             consume_mb_per_s: per_second(consumed.consumed_in_window) * mib_per_message,
+            produce_per_second: acks.acked_per_second.counts.clone(),
+            consume_per_second: consumed.consumed_per_second.counts.clone(),
             ack_latency_ms: PercentilesMs::of(&acks.latency_us),
             e2e_latency_ms: PercentilesMs::of(&consumed.latency_us),
             error_samples,
@@ -278,6 +284,10 @@ mod tests {
         }
         assert_eq!(json["produce_msgs_per_s"], 1000.0);
         assert_eq!(json["produce_mb_per_s"], 1000.0 / 1024.0);
+        // Acked 2 ms and received 3 ms after the schedule: the first second of the window
+        // (1 s to 2 s) gets the messages scheduled from 998 ms and 997 ms on.
+        assert_eq!(json["produce_per_second"], serde_json::json!([1000, 1000]));
+        assert_eq!(json["consume_per_second"], serde_json::json!([1000, 1000]));
         for latency in ["ack_latency_ms", "e2e_latency_ms"] {
             for quantile in ["p50", "p90", "p99", "p99.9", "p99.99", "max"] {
                 assert!(json[latency][quantile].is_f64(), "{latency}.{quantile}");

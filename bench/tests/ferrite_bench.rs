@@ -136,6 +136,21 @@ fn a_paced_run_against_ferrite_accounts_for_every_message() {
     let msgs_per_s = result["produce_msgs_per_s"].as_f64().unwrap();
     assert!((250.0..=750.0).contains(&msgs_per_s), "{msgs_per_s} msg/s");
     assert!(result["produce_mb_per_s"].is_f64());
+    // The per-second series add up to the totals of the 3 s window.
+    for (series, total) in [
+        ("produce_per_second", "produce_msgs_per_s"),
+        ("consume_per_second", "consume_msgs_per_s"),
+    ] {
+        let counts: Vec<u64> = result[series]
+            .as_array()
+            .unwrap_or_else(|| panic!("no {series}"))
+            .iter()
+            .map(|count| count.as_u64().unwrap())
+            .collect();
+        assert_eq!(counts.len(), 3, "{series}: {counts:?}");
+        let per_s = counts.iter().sum::<u64>() as f64 / 3.0;
+        assert_eq!(result[total].as_f64(), Some(per_s), "{series}: {counts:?}");
+    }
     for latency in ["ack_latency_ms", "e2e_latency_ms"] {
         assert_eq!(
             result[latency]["count"], 1500,
