@@ -69,6 +69,10 @@ pub struct RunFlags {
     /// Write the JSON result here (otherwise to stdout).
     #[arg(long, value_name = "FILE")]
     pub json: Option<std::path::PathBuf>,
+    /// Read flags from this TOML file first (keys are the flags' names: `partitions = 16`,
+    /// `message-bytes = 1024`); flags given on the command line override it.
+    #[arg(long, value_name = "FILE")]
+    pub workload: Option<std::path::PathBuf>,
 }
 
 #[derive(ValueEnum, Serialize, Debug, Clone, Copy, PartialEq, Eq)]

@@ -21,3 +21,4 @@ pub mod run;
 pub mod schedule;
 pub mod topic;
 pub mod window;
+pub mod workload;

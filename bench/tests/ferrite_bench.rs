@@ -99,27 +99,22 @@ fn a_paced_run_against_ferrite_accounts_for_every_message() {
     let dir = tempfile::tempdir().unwrap();
     let json_path = dir.path().join("ferrite.json");
     let json = json_path.to_str().unwrap();
+    // The workload from a file, as users keep them; the command line overrides its rate.
+    let workload = dir.path().join("workload.toml");
+    std::fs::write(
+        &workload,
+        "topic = \"bench-test\"\npartitions = 2\nmessage-bytes = 200\nrate = 50\n\
+         duration-s = 3\nwarmup-s = 0.5\nacks = \"all\"\nsetup-timeout-s = 10\n\
+         drain-timeout-s = 5\n",
+    )
+    .unwrap();
     let output = bench(&[
+        "--workload",
+        workload.to_str().unwrap(),
         "--bootstrap",
         &broker.address,
-        "--topic",
-        "bench-test",
-        "--partitions",
-        "2",
-        "--message-bytes",
-        "200",
         "--rate",
         "500",
-        "--duration-s",
-        "3",
-        "--warmup-s",
-        "0.5",
-        "--acks",
-        "all",
-        "--setup-timeout-s",
-        "10",
-        "--drain-timeout-s",
-        "5",
         "--json",
         json,
     ]);
@@ -166,6 +161,7 @@ fn a_paced_run_against_ferrite_accounts_for_every_message() {
     }
     assert_eq!(result["flags"]["bootstrap"], broker.address.as_str());
     assert_eq!(result["flags"]["acks"], "all");
+    assert_eq!(result["flags"]["partitions"], 2, "from the workload file");
     assert!(result["machine"]["cores"].as_u64().unwrap() >= 1);
     assert!(stderr.contains("produced 1750 of 1750 sent"), "{stderr}");
     // One progress line per second of the run, while it runs.

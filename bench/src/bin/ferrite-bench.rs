@@ -9,17 +9,20 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use ferrite_bench::compare::compare_files;
 use ferrite_bench::error::BenchError;
 use ferrite_bench::flags::RunFlags;
 use ferrite_bench::report::Report;
+use ferrite_bench::workload;
 
 #[derive(Parser)]
 #[command(
     name = "ferrite-bench",
     about = "Produce/consume benchmark of a Kafka-compatible broker (librdkafka client)",
-    args_conflicts_with_subcommands = true
+    args_conflicts_with_subcommands = true,
+    // A flag given twice takes the last value: the command line's over the workload file's.
+    args_override_self = true
 )]
 struct Command {
     #[command(subcommand)]
@@ -38,7 +41,14 @@ enum Action {
 }
 
 fn main() -> ExitCode {
-    let command = Command::parse();
+    let arguments = match workload::expand(&Command::command(), std::env::args_os().collect()) {
+        Ok(arguments) => arguments,
+        Err(error) => {
+            eprintln!("ferrite-bench: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    let command = Command::parse_from(arguments);
     let outcome = match command.action {
         Some(Action::Compare { files }) => compare_files(&files).map(|table| {
             print!("{table}");
