@@ -6,6 +6,7 @@
 //! arrival in this process (one clock: producer and consumer share the run's start `Instant`).
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
@@ -117,23 +118,25 @@ impl ConsumeTally {
     }
 }
 
-/// Polls until it has `expected` distinct messages (set once the producer is done), or until
-/// `drain_timeout` passes without a new one after `expected` is known. Keeps
-/// `counters.consumed` up to date for the progress lines.
+/// Polls until the run's consumers have `expected` distinct messages between them (set once the
+/// producers are done), or until `drain_timeout` passes without a new one for this consumer
+/// after `expected` is known. `tally` is shared by the run's consumers (their partitions are
+/// disjoint, but a message must count once whichever consumer gets it). Keeps
+/// `counters.consumed` up to date for the progress lines. Returns the client's error count.
 pub fn consume(
     consumer: BaseConsumer<PlainContext>,
     start: Instant,
-    mut tally: ConsumeTally,
+    tally: &Mutex<ConsumeTally>,
     counters: &RunCounters,
     published: &AtomicU64,
     expected: &AtomicU64,
     drain_timeout: Duration,
-) -> (ConsumeTally, u64) {
+) -> u64 {
     let mut last_new_message = Instant::now();
     let mut draining_since: Option<Instant> = None;
     loop {
         let expected_now = expected.load(Ordering::Acquire);
-        if tally.consumed >= expected_now {
+        if lock(tally).consumed >= expected_now {
             break;
         }
         if expected_now != EXPECTED_UNKNOWN {
@@ -146,6 +149,7 @@ pub fn consume(
             None => {}
             Some(Ok(message)) => {
                 let received_ns = ns_since(start);
+                let mut tally = lock(tally);
                 let consumed_before = tally.consumed;
                 tally.note(
                     message.payload(),
@@ -157,11 +161,14 @@ pub fn consume(
                     last_new_message = Instant::now();
                 }
             }
-            Some(Err(error)) => tally.note_error(error.to_string()),
+            Some(Err(error)) => lock(tally).note_error(error.to_string()),
         }
     }
-    let client_errors = consumer.context().0.errors();
-    (tally, client_errors)
+    consumer.context().0.errors()
+}
+
+fn lock(tally: &Mutex<ConsumeTally>) -> MutexGuard<'_, ConsumeTally> {
+    tally.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 #[cfg(test)]

@@ -20,6 +20,14 @@ pub struct RunFlags {
     /// exactly this many.
     #[arg(long, value_name = "N", default_value_t = 1)]
     pub partitions: u32,
+    /// Independent producers (each its own librdkafka client and sending thread), sharing the
+    /// rate: producer p of N sends messages p, p+N, p+2N, ... of the timetable.
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    pub producers: u32,
+    /// Consumers (each its own librdkafka client and thread); consumer c of M is assigned the
+    /// partitions p with p mod M = c (assignment, no consumer group). At most --partitions.
+    #[arg(long, value_name = "M", default_value_t = 1)]
+    pub consumers: u32,
     /// Replication factor when the topic is created.
     #[arg(long, value_name = "R", default_value_t = 1)]
     pub replication_factor: u16,
@@ -111,6 +119,16 @@ impl RunFlags {
         if self.partitions == 0 || i32::try_from(self.partitions).is_err() {
             return fail("--partitions must be between 1 and 2^31-1".into());
         }
+        if !(1..=1024).contains(&self.producers) {
+            return fail("--producers must be between 1 and 1024".into());
+        }
+        if self.consumers == 0 || self.consumers > self.partitions {
+            return fail(format!(
+                "--consumers must be between 1 and --partitions ({}): each consumer is assigned \
+                 at least one partition",
+                self.partitions
+            ));
+        }
         if self.replication_factor == 0 || i16::try_from(self.replication_factor).is_err() {
             return fail("--replication-factor must be between 1 and 32767".into());
         }
@@ -199,6 +217,10 @@ mod tests {
     fn impossible_combinations_are_refused() {
         assert!(parse(&["--message-bytes", "23"]).is_err());
         assert!(parse(&["--partitions", "0"]).is_err());
+        assert!(parse(&["--producers", "0"]).is_err());
+        assert!(parse(&["--consumers", "0"]).is_err());
+        assert!(parse(&["--partitions", "2", "--consumers", "3"]).is_err());
+        assert!(parse(&["--partitions", "3", "--consumers", "3", "--producers", "4"]).is_ok());
         assert!(parse(&["--duration-s", "0"]).is_err());
         assert!(parse(&["--warmup-s", "-1"]).is_err());
         assert!(parse(&["--acks", "2"]).is_err());

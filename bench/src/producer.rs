@@ -97,7 +97,8 @@ pub fn note_sample(samples: &mut Vec<String>, reason: String) {
 struct AckContext {
     diagnostics: Diagnostics,
     start: Instant,
-    tally: Mutex<AckTally>,
+    /// Shared by all the run's producers.
+    tally: Arc<Mutex<AckTally>>,
     counters: Arc<RunCounters>,
 }
 
@@ -157,12 +158,12 @@ pub struct BenchProducer {
 
 impl BenchProducer {
     /// Creates the producer for a run that starts at `start`, and waits (up to `timeout`) for its
-    /// first metadata so the connection is up before the first send. Deliveries are counted in
-    /// `counters` as they are reported.
+    /// first metadata so the connection is up before the first send. Deliveries are accounted
+    /// for in `tally` and `counters` (shared by the run's producers) as they are reported.
     pub fn connect(
         flags: &RunFlags,
         start: Instant,
-        window: Window,
+        tally: Arc<Mutex<AckTally>>,
         counters: Arc<RunCounters>,
         timeout: Duration,
     ) -> Result<BenchProducer, BenchError> {
@@ -179,7 +180,7 @@ impl BenchProducer {
         let context = AckContext {
             diagnostics: Diagnostics::new("producer"),
             start,
-            tally: Mutex::new(AckTally::new(window)),
+            tally,
             counters,
         };
         let producer: ThreadedProducer<AckContext> = config
@@ -192,20 +193,21 @@ impl BenchProducer {
         Ok(BenchProducer { producer, start })
     }
 
-    /// Sends every message of the timetable, then waits up to `flush_timeout` for the last
-    /// acknowledgements. `published` holds the number of sequence numbers handed out, raised
-    /// before each send, so the consumer can tell this run's messages from garbage.
-    pub fn run(
+    /// Sends its slice of the timetable, then waits up to `flush_timeout` for the last
+    /// acknowledgements. `published` holds one more than the highest sequence number handed out,
+    /// raised before each send, so the consumer can tell this run's messages from garbage.
+    fn run(
         self,
         flags: &RunFlags,
         run_id: u64,
         timetable: Timetable,
+        slice: Slice,
         published: &AtomicU64,
         flush_timeout: Duration,
-    ) -> Result<ProducerOutcome, BenchError> {
+    ) -> Result<SenderOutcome, BenchError> {
         let mut payload = PayloadWriter::new(flags.message_bytes, run_id);
         let partitions = u64::from(flags.partitions);
-        let (mut sequence, mut queue_full_waits) = (0u64, 0u64);
+        let (mut sequence, mut sent, mut queue_full_waits) = (slice.first, 0u64, 0u64);
         'sending: loop {
             let now_ns = ns_since(self.start);
             let scheduled_ns = match timetable.step(sequence, now_ns) {
@@ -216,7 +218,7 @@ impl BenchProducer {
                 }
                 Step::Send { scheduled_ns } => scheduled_ns,
             };
-            published.store(sequence + 1, Ordering::Release);
+            published.fetch_max(sequence + 1, Ordering::Release);
             let partition = i32::try_from(sequence % partitions).expect("partitions fit in i32");
             let mut record =
                 BaseRecord::<(), [u8], usize>::with_opaque_to(&flags.topic, scheduled_ns as usize)
@@ -243,32 +245,115 @@ impl BenchProducer {
                     }
                 }
             }
-            sequence += 1;
+            sequence += slice.stride;
+            sent += 1;
             self.producer
                 .context()
                 .counters
                 .sent
-                .store(sequence, Ordering::Relaxed);
+                .fetch_add(1, Ordering::Relaxed);
         }
         // A flush that times out leaves messages unaccounted for; they are reported as such.
         let _ = self.producer.flush(flush_timeout);
-        let context = self.producer.context();
-        let tally = context
-            .tally
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone();
-        Ok(ProducerOutcome {
-            sent: sequence,
-            unsent: timetable
-                .message_count()
-                .map_or(0, |count| count.saturating_sub(sequence)),
-            unacknowledged: sequence.saturating_sub(tally.acked + tally.failed),
+        Ok(SenderOutcome {
+            sent,
             queue_full_waits,
-            client_errors: context.diagnostics.errors(),
-            tally,
+            client_errors: self.producer.context().diagnostics.errors(),
         })
     }
+}
+
+/// The sequence numbers one of the run's producers sends: `first`, `first + stride`, ... With
+/// one producer per residue modulo the producer count, every sequence number belongs to exactly
+/// one producer, so the consumer's loss and duplicate accounting works unchanged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Slice {
+    pub first: u64,
+    pub stride: u64,
+}
+
+impl Slice {
+    /// The slices of `count` producers.
+    pub fn all(count: u64) -> impl Iterator<Item = Slice> {
+        assert!(count > 0, "checked with the flags");
+        (0..count).map(move |first| Slice {
+            first,
+            stride: count,
+        })
+    }
+}
+
+/// What one producer's sender counted.
+#[derive(Debug, Clone, Copy)]
+struct SenderOutcome {
+    sent: u64,
+    queue_full_waits: u64,
+    client_errors: u64,
+}
+
+/// Runs the timetable with `flags.producers` producers, each on its own thread with its own
+/// librdkafka client and its slice of the messages (so they share the rate), and accounts for
+/// them all.
+pub fn produce(
+    flags: &RunFlags,
+    run_id: u64,
+    start: Instant,
+    window: Window,
+    counters: &Arc<RunCounters>,
+    published: &AtomicU64,
+    setup_timeout: Duration,
+) -> Result<ProducerOutcome, BenchError> {
+    let timetable = Timetable::new(flags.rate, window.end_ns);
+    let tally = Arc::new(Mutex::new(AckTally::new(window)));
+    let mut producers = Vec::new();
+    for _ in 0..flags.producers {
+        let counters = Arc::clone(counters);
+        let tally = Arc::clone(&tally);
+        producers.push(BenchProducer::connect(
+            flags,
+            start,
+            tally,
+            counters,
+            setup_timeout,
+        )?);
+    }
+    let senders: Vec<Result<SenderOutcome, BenchError>> = std::thread::scope(|scope| {
+        let threads: Vec<_> = producers
+            .into_iter()
+            .zip(Slice::all(u64::from(flags.producers)))
+            .map(|(producer, slice)| {
+                scope.spawn(move || {
+                    producer.run(flags, run_id, timetable, slice, published, setup_timeout)
+                })
+            })
+            .collect();
+        threads
+            .into_iter()
+            .map(|thread| {
+                thread
+                    .join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+            })
+            .collect()
+    });
+    let (mut sent, mut queue_full_waits, mut client_errors) = (0, 0, 0);
+    for sender in senders {
+        let sender = sender?;
+        sent += sender.sent;
+        queue_full_waits += sender.queue_full_waits;
+        client_errors += sender.client_errors;
+    }
+    let tally = tally.lock().unwrap_or_else(PoisonError::into_inner).clone();
+    Ok(ProducerOutcome {
+        sent,
+        unsent: timetable
+            .message_count()
+            .map_or(0, |count| count.saturating_sub(sent)),
+        unacknowledged: sent.saturating_sub(tally.acked + tally.failed),
+        queue_full_waits,
+        client_errors,
+        tally,
+    })
 }
 
 #[cfg(test)]
@@ -296,6 +381,25 @@ mod tests {
             tally.latency_us.len(),
             2,
             "only messages scheduled in the window"
+        );
+    }
+
+    #[test]
+    fn the_slices_of_the_producers_cover_every_sequence_number_once() {
+        let slices: Vec<Slice> = Slice::all(3).collect();
+        let mut owners = [0u32; 30];
+        for slice in &slices {
+            for sequence in (slice.first..30).step_by(slice.stride as usize) {
+                owners[sequence as usize] += 1;
+            }
+        }
+        assert_eq!(owners, [1; 30]);
+        assert_eq!(
+            Slice::all(1).collect::<Vec<_>>(),
+            [Slice {
+                first: 0,
+                stride: 1
+            }]
         );
     }
 

@@ -3,7 +3,7 @@
 //! consumer drain, then build the report.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{mpsc, Arc};
+use std::sync::{mpsc, Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -13,10 +13,9 @@ use crate::consumer::{consume, ConsumeTally, EXPECTED_UNKNOWN};
 use crate::error::BenchError;
 use crate::flags::RunFlags;
 use crate::machine::{unix_time_s, Machine};
-use crate::producer::BenchProducer;
+use crate::producer::produce;
 use crate::progress::{report_every_second, RunCounters};
 use crate::report::{Report, RunContext};
-use crate::schedule::Timetable;
 use crate::topic;
 use crate::window::Window;
 
@@ -39,27 +38,36 @@ pub fn run(flags: RunFlags) -> Result<Report, BenchError> {
         ("enable.partition.eof".to_string(), "false".to_string()),
     ];
     consumer_settings.extend(flags.consumer_config.iter().cloned());
-    let consumer: BaseConsumer<PlainContext> = client::config(&flags.bootstrap, &consumer_settings)
-        .create_with_context(PlainContext(Diagnostics::new("consumer")))
-        .map_err(BenchError::kafka("cannot create the consumer"))?;
-    topic::wait_for_leaders(&consumer, &flags.topic, flags.partitions, setup_deadline)?;
-    let assignment = topic::end_offsets(&consumer, &flags.topic, flags.partitions, setup_deadline)?;
-    consumer
-        .assign(&assignment)
-        .map_err(BenchError::kafka("cannot assign the partitions"))?;
+    let mut consumers = Vec::new();
+    for _ in 0..flags.consumers {
+        let consumer: BaseConsumer<PlainContext> =
+            client::config(&flags.bootstrap, &consumer_settings)
+                .create_with_context(PlainContext(Diagnostics::new("consumer")))
+                .map_err(BenchError::kafka("cannot create the consumer"))?;
+        consumers.push(consumer);
+    }
+    let first = &consumers[0];
+    topic::wait_for_leaders(first, &flags.topic, flags.partitions, setup_deadline)?;
+    let assignment = topic::end_offsets(first, &flags.topic, flags.partitions, setup_deadline)?;
+    for (consumer, part) in consumers
+        .iter()
+        .zip(topic::split_assignment(&assignment, flags.consumers)?)
+    {
+        consumer
+            .assign(&part)
+            .map_err(BenchError::kafka("cannot assign the partitions"))?;
+    }
 
     let window = Window::after_warmup(flags.warmup_s, flags.duration_s);
-    let timetable = Timetable::new(flags.rate, window.end_ns);
     let drain_timeout = Duration::from_secs_f64(flags.drain_timeout_s);
     let start = Instant::now();
     let counters = Arc::new(RunCounters::default());
-    let producer =
-        BenchProducer::connect(&flags, start, window, Arc::clone(&counters), setup_timeout)?;
     let published = AtomicU64::new(0);
     let expected = AtomicU64::new(EXPECTED_UNKNOWN);
+    let consume_tally = Mutex::new(ConsumeTally::new(run_id, window));
     // Dropped when the run is over, which stops the progress lines.
     let (stop_progress, progress_stopped) = mpsc::channel::<()>();
-    let (produced, (consumed, consumer_client_errors)) = std::thread::scope(|scope| {
+    let (produced, consumer_client_errors) = std::thread::scope(|scope| {
         scope.spawn(|| {
             report_every_second(
                 &counters,
@@ -69,27 +77,49 @@ pub fn run(flags: RunFlags) -> Result<Report, BenchError> {
                 progress_stopped,
             )
         });
-        let receiver = scope.spawn(|| {
-            let tally = ConsumeTally::new(run_id, window);
-            consume(
-                consumer,
-                start,
-                tally,
-                &counters,
-                &published,
-                &expected,
-                drain_timeout,
-            )
-        });
-        let produced = producer.run(&flags, run_id, timetable, &published, setup_timeout);
+        let receivers: Vec<_> = consumers
+            .into_iter()
+            .map(|consumer| {
+                let (counters, published, expected) = (&counters, &published, &expected);
+                let consume_tally = &consume_tally;
+                scope.spawn(move || {
+                    consume(
+                        consumer,
+                        start,
+                        consume_tally,
+                        counters,
+                        published,
+                        expected,
+                        drain_timeout,
+                    )
+                })
+            })
+            .collect();
+        let produced = produce(
+            &flags,
+            run_id,
+            start,
+            window,
+            &counters,
+            &published,
+            setup_timeout,
+        );
         let acked = produced.as_ref().map_or(0, |outcome| outcome.tally.acked);
         expected.store(acked, Ordering::Release);
-        let consumed = receiver
-            .join()
-            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        let consumer_client_errors: u64 = receivers
+            .into_iter()
+            .map(|receiver| {
+                receiver
+                    .join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+            })
+            .sum();
         drop(stop_progress);
-        (produced, consumed)
+        (produced, consumer_client_errors)
     });
+    let consumed = consume_tally
+        .into_inner()
+        .unwrap_or_else(PoisonError::into_inner);
     if flags.delete_topic {
         // The result stands without it; the disk space is the user's to reclaim by hand.
         if let Err(error) = topic::delete(&flags, setup_timeout) {

@@ -145,3 +145,54 @@ pub fn end_offsets(
     }
     Ok(assignment)
 }
+/// `assignment` split between `consumers`: consumer c gets the partitions p with
+/// p mod consumers = c, each from the same offset.
+pub fn split_assignment(
+    assignment: &TopicPartitionList,
+    consumers: u32,
+) -> Result<Vec<TopicPartitionList>, BenchError> {
+    assert!(consumers > 0, "checked with the flags");
+    let mut parts: Vec<TopicPartitionList> =
+        (0..consumers).map(|_| TopicPartitionList::new()).collect();
+    for element in assignment.elements() {
+        let consumer = element.partition().unsigned_abs() % consumers;
+        parts[consumer as usize]
+            .add_partition_offset(element.topic(), element.partition(), element.offset())
+            .map_err(BenchError::kafka("cannot build the assignment"))?;
+    }
+    Ok(parts)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_partitions_are_split_between_the_consumers() {
+        let mut assignment = TopicPartitionList::new();
+        for partition in 0..5 {
+            assignment
+                .add_partition_offset("t", partition, Offset::Offset(100 + i64::from(partition)))
+                .unwrap();
+        }
+        let parts = split_assignment(&assignment, 2).unwrap();
+        let owned = |part: &TopicPartitionList| {
+            part.elements()
+                .iter()
+                .map(|element| (element.partition(), element.offset()))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            owned(&parts[0]),
+            [
+                (0, Offset::Offset(100)),
+                (2, Offset::Offset(102)),
+                (4, Offset::Offset(104))
+            ]
+        );
+        assert_eq!(
+            owned(&parts[1]),
+            [(1, Offset::Offset(101)), (3, Offset::Offset(103))]
+        );
+    }
+}

@@ -185,6 +185,52 @@ fn a_paced_run_against_ferrite_accounts_for_every_message() {
 }
 
 #[test]
+fn producers_share_the_rate_and_consumers_share_the_partitions() {
+    let broker = Broker::start();
+    let dir = tempfile::tempdir().unwrap();
+    let json_path = dir.path().join("many.json");
+    let output = bench(&[
+        "--bootstrap",
+        &broker.address,
+        "--topic",
+        "bench-many",
+        "--partitions",
+        "3",
+        "--producers",
+        "2",
+        "--consumers",
+        "2",
+        "--message-bytes",
+        "100",
+        "--rate",
+        "400",
+        "--duration-s",
+        "1",
+        "--warmup-s",
+        "0.5",
+        "--setup-timeout-s",
+        "10",
+        "--drain-timeout-s",
+        "5",
+        "--json",
+        json_path.to_str().unwrap(),
+    ]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "ferrite-bench failed:\n{stderr}");
+    let result: Value =
+        serde_json::from_str(&std::fs::read_to_string(&json_path).unwrap()).unwrap();
+    // 400 msg/s for 1.5 s between the two producers: 600 distinct sequence numbers, each
+    // consumed exactly once by whichever consumer owns its partition.
+    assert_eq!(result["sent"], 600, "{stderr}");
+    assert_eq!(result["produced"], 600, "{stderr}");
+    assert_eq!(result["consumed"], 600, "{stderr}");
+    assert_eq!(result["consume_duplicates"], 0);
+    assert_eq!(result["problems"], serde_json::json!([]));
+    assert_eq!(result["flags"]["producers"], 2);
+    assert_eq!(result["flags"]["consumers"], 2);
+}
+
+#[test]
 fn an_unreachable_broker_is_reported_with_exit_status_2() {
     let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let address = free.local_addr().unwrap().to_string();
