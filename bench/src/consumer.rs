@@ -1,9 +1,9 @@
-//! The consumer: a separate thread with partitions assigned explicitly (no consumer group:
-//! the comparison should not depend on group coordination), from each partition's end as it
-//! was before the producer started. It reads every message's header and accounts for it
+//! The consumers: each a separate thread with partitions assigned explicitly (no consumer
+//! group: the comparison should not depend on group coordination), from each partition's end as
+//! it was before the producers started. It reads every message's header and accounts for it
 //! exactly: each sequence number of this run once (a bitmap), duplicates and other runs'
 //! messages apart, and the end-to-end latency from the message's scheduled send time to its
-//! arrival in this process (one clock: producer and consumer share the run's start `Instant`).
+//! arrival in this process (one clock: producers and consumers share the run's start `Instant`).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};

@@ -6,6 +6,7 @@ use clap::{Args, ValueEnum};
 use serde::Serialize;
 
 use crate::error::BenchError;
+use crate::keys::KeyDistribution;
 use crate::payload::HEADER_BYTES;
 
 #[derive(Args, Serialize, Debug, Clone)]
@@ -28,6 +29,11 @@ pub struct RunFlags {
     /// partitions p with p mod M = c (assignment, no consumer group). At most --partitions.
     #[arg(long, value_name = "M", default_value_t = 1)]
     pub consumers: u32,
+    /// Message keys: `none` (no key; the messages go round-robin over the partitions) or
+    /// `uniform:K` (an 8-byte key drawn uniformly from K keys; librdkafka's partitioner, set
+    /// with `--producer-config partitioner=...`, places it).
+    #[arg(long, value_name = "none|uniform:K", default_value = "none")]
+    pub key_distribution: KeyDistribution,
     /// Replication factor when the topic is created.
     #[arg(long, value_name = "R", default_value_t = 1)]
     pub replication_factor: u16,
@@ -218,6 +224,13 @@ mod tests {
         assert!(parse(&["--message-bytes", "23"]).is_err());
         assert!(parse(&["--partitions", "0"]).is_err());
         assert!(parse(&["--producers", "0"]).is_err());
+        assert!(parse(&["--key-distribution", "uniform:0"]).is_err());
+        assert_eq!(
+            parse(&["--key-distribution", "uniform:16"])
+                .unwrap()
+                .key_distribution,
+            KeyDistribution::Uniform(16)
+        );
         assert!(parse(&["--consumers", "0"]).is_err());
         assert!(parse(&["--partitions", "2", "--consumers", "3"]).is_err());
         assert!(parse(&["--partitions", "3", "--consumers", "3", "--producers", "4"]).is_ok());

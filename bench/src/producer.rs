@@ -1,6 +1,7 @@
 //! The producer: sends on the timetable (see `schedule`) and accounts for every delivery
-//! report. Messages go round-robin over the partitions, explicitly, so every broker gets the
-//! same spread whatever librdkafka's partitioner does with keyless messages.
+//! report. Keyless messages go round-robin over the partitions, explicitly, so every broker gets
+//! the same spread whatever librdkafka's partitioner does with them; keyed ones (see `keys`) are
+//! placed by the partitioner.
 //!
 //! librdkafka calls `delivery` on the polling thread of the `ThreadedProducer`, when the broker's
 //! answer arrives (acks=1/all) or when the request is sent (acks=0). The ack latency runs from
@@ -219,11 +220,18 @@ impl BenchProducer {
                 Step::Send { scheduled_ns } => scheduled_ns,
             };
             published.fetch_max(sequence + 1, Ordering::Release);
-            let partition = i32::try_from(sequence % partitions).expect("partitions fit in i32");
-            let mut record =
-                BaseRecord::<(), [u8], usize>::with_opaque_to(&flags.topic, scheduled_ns as usize)
-                    .partition(partition)
-                    .payload(payload.stamp(sequence, scheduled_ns));
+            let key = flags.key_distribution.key(run_id, sequence);
+            let mut record = BaseRecord::<[u8], [u8], usize>::with_opaque_to(
+                &flags.topic,
+                scheduled_ns as usize,
+            )
+            .payload(payload.stamp(sequence, scheduled_ns));
+            record = match &key {
+                Some(key) => record.key(key),
+                None => record.partition(
+                    i32::try_from(sequence % partitions).expect("partitions fit in i32"),
+                ),
+            };
             loop {
                 match self.producer.send(record) {
                     Ok(()) => break,

@@ -12,6 +12,7 @@ use crate::client::{self, Diagnostics, PlainContext};
 use crate::consumer::{consume, ConsumeTally, EXPECTED_UNKNOWN};
 use crate::error::BenchError;
 use crate::flags::RunFlags;
+use crate::keys::mix64;
 use crate::machine::{unix_time_s, Machine};
 use crate::producer::produce;
 use crate::progress::{report_every_second, RunCounters};
@@ -143,13 +144,10 @@ pub fn run(flags: RunFlags) -> Result<Report, BenchError> {
 }
 
 /// Tells this run's messages from any other run's on the same topic: the wall-clock time in
-/// nanoseconds mixed with the process id (splitmix64's finaliser).
+/// nanoseconds mixed with the process id.
 fn run_id() -> u64 {
     let nanos = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |since| since.as_nanos() as u64);
-    let mut mixed = nanos ^ (u64::from(std::process::id()) << 32);
-    mixed = (mixed ^ (mixed >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    mixed = (mixed ^ (mixed >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    mixed ^ (mixed >> 31)
+    mix64(nanos ^ (u64::from(std::process::id()) << 32))
 }

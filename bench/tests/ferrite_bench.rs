@@ -185,7 +185,7 @@ fn a_paced_run_against_ferrite_accounts_for_every_message() {
 }
 
 #[test]
-fn producers_share_the_rate_and_consumers_share_the_partitions() {
+fn producers_share_the_rate_and_consumers_share_the_partitions_with_keys() {
     let broker = Broker::start();
     let dir = tempfile::tempdir().unwrap();
     let json_path = dir.path().join("many.json");
@@ -200,6 +200,8 @@ fn producers_share_the_rate_and_consumers_share_the_partitions() {
         "2",
         "--consumers",
         "2",
+        "--key-distribution",
+        "uniform:50",
         "--message-bytes",
         "100",
         "--rate",
@@ -220,7 +222,7 @@ fn producers_share_the_rate_and_consumers_share_the_partitions() {
     let result: Value =
         serde_json::from_str(&std::fs::read_to_string(&json_path).unwrap()).unwrap();
     // 400 msg/s for 1.5 s between the two producers: 600 distinct sequence numbers, each
-    // consumed exactly once by whichever consumer owns its partition.
+    // consumed exactly once by whichever consumer owns the partition its key was placed in.
     assert_eq!(result["sent"], 600, "{stderr}");
     assert_eq!(result["produced"], 600, "{stderr}");
     assert_eq!(result["consumed"], 600, "{stderr}");
@@ -228,6 +230,7 @@ fn producers_share_the_rate_and_consumers_share_the_partitions() {
     assert_eq!(result["problems"], serde_json::json!([]));
     assert_eq!(result["flags"]["producers"], 2);
     assert_eq!(result["flags"]["consumers"], 2);
+    assert_eq!(result["flags"]["key_distribution"], "uniform:50");
 }
 
 #[test]
