@@ -11,13 +11,15 @@
 # and prints the fio figures next to the broker's, throughput as a fraction of fio's.
 #
 # Usage: bench/scripts/produce-vs-disk.sh [DIR]   (DIR defaults to ./bench-data; run from the
-# repository root). Environment: PARTITIONS (default 4), DURATION_S (default 15), WARMUP_S
-# (default 3), CORES (broker shards, default every core). A peak run writes about
+# repository root). Environment: PARTITIONS, one partition count or several separated by spaces
+# (default 4; e.g. PARTITIONS="1 16" runs the three workloads once per count, all against the
+# same broker, in one run), DURATION_S (default 15), WARMUP_S (default 3), CORES (broker shards,
+# default every core). A peak run writes about
 # (DURATION_S + WARMUP_S) x the broker's throughput (~10 GiB here); each topic is deleted after
 # its run and the broker's data directory at the end.
 set -euo pipefail
 dir=${1:-./bench-data}
-partitions=${PARTITIONS:-4}
+read -r -a partition_counts <<<"${PARTITIONS:-4}"
 duration_s=${DURATION_S:-15}
 warmup_s=${WARMUP_S:-3}
 mkdir -p "$dir"
@@ -56,14 +58,14 @@ done
 address=$(grep -o 'listening on [0-9.:]*' "$results/ferrite.out" | awk '{print $3}')
 [[ -n $address ]] || { echo "ferrite serve did not start" >&2; exit 2; }
 
-run() { # NAME ACKS RATE
+run() { # NAME PARTITIONS ACKS RATE
   if ! kill -0 "$broker" 2>/dev/null; then
     echo "ferrite-bench $1: skipped, ferrite serve is not running (see $results/ferrite.err)" >&2
     return
   fi
-  echo "ferrite-bench $1: acks=$2 rate=$3 ..." >&2
-  "$release/ferrite-bench" --bootstrap "$address" --topic "$1" --partitions "$partitions" \
-    --message-bytes 1024 --acks "$2" --rate "$3" --duration-s "$duration_s" \
+  echo "ferrite-bench $1: partitions=$2 acks=$3 rate=$4 ..." >&2
+  "$release/ferrite-bench" --bootstrap "$address" --topic "$1" --partitions "$2" \
+    --message-bytes 1024 --acks "$3" --rate "$4" --duration-s "$duration_s" \
     --warmup-s "$warmup_s" --delete-topic --json "$results/$1.json" 2>"$results/$1.log" ||
     echo "ferrite-bench $1 exited with status $? (see $results/$1.log)" >&2
   grep -v '^ferrite-bench: .* librdkafka ' "$results/$1.log" | tail -n +2 >&2 || true
@@ -71,11 +73,15 @@ run() { # NAME ACKS RATE
     echo "ferrite serve died during $1: $(grep -m1 -A1 'panicked' "$results/ferrite.err" | tr '\n' ' ')" >&2
   fi
 }
-run peak-acks1 1 0
-run peak-acksall all 0
-run fixed-20MiB-acksall all 20480
+names=()
+for partitions in "${partition_counts[@]}"; do
+  run "peak-acks1-p$partitions" "$partitions" 1 0
+  run "peak-acksall-p$partitions" "$partitions" all 0
+  run "fixed-20MiB-acksall-p$partitions" "$partitions" all 20480
+  names+=("peak-acks1-p$partitions" "peak-acksall-p$partitions" "fixed-20MiB-acksall-p$partitions")
+done
 
-python3 - "$results" <<'EOF'
+python3 - "$results" "${names[@]}" <<'EOF'
 import json, sys
 results = sys.argv[1]
 load = lambda name: json.load(open(f"{results}/{name}.json"))
@@ -90,7 +96,7 @@ print(f"fio 4 KiB write + fdatasync:      {sync_job['write']['iops']:8.0f} /s  "
 print()
 print(f"{'ferrite-bench, 1 KiB messages':30} {'msg/s':>9} {'MiB/s':>8} {'of fio':>7} "
       f"{'ack p50':>8} {'ack p99':>8} {'p99.9':>8} {'max':>8} {'e2e p50':>8} {'e2e p99':>8}  ok")
-for name in ["peak-acks1", "peak-acksall", "fixed-20MiB-acksall"]:
+for name in sys.argv[2:]:
     try:
         r = load(name)
     except (OSError, ValueError):
