@@ -56,18 +56,24 @@ impl Drop for SmallFilesystem {
     }
 }
 
+/// On the small filesystem at `root`: a 128 KiB filler file (delete it to free space), and a
+/// partition directory with a log configuration that rolls every 64 KiB.
+fn fill_and_prepare(root: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf, LogConfig) {
+    let filler = root.join("filler");
+    std::fs::write(&filler, vec![7u8; 128 * 1024]).unwrap();
+    let config = LogConfig {
+        segment_bytes_max: 64 * 1024,
+        ..small_config()
+    };
+    (filler, root.join("partition"), config)
+}
+
 #[test]
 fn a_full_disk_fails_appends_cleanly_and_recovers_when_space_returns() {
     let filesystem = SmallFilesystem::mount(512 * 1024);
     let root = filesystem.path().to_path_buf();
     run(async move {
-        let filler = root.join("filler");
-        std::fs::write(&filler, vec![7u8; 128 * 1024]).unwrap();
-        let dir = root.join("partition");
-        let config = LogConfig {
-            segment_bytes_max: 64 * 1024,
-            ..small_config()
-        };
+        let (filler, dir, config) = fill_and_prepare(&root);
         let log = PartitionLog::open(&dir, config.clone(), system_clock())
             .await
             .unwrap();
@@ -116,13 +122,7 @@ fn a_retry_of_a_batch_lost_to_a_full_disk_is_written_once_space_returns() {
     let filesystem = SmallFilesystem::mount(512 * 1024);
     let root = filesystem.path().to_path_buf();
     run(async move {
-        let filler = root.join("filler");
-        std::fs::write(&filler, vec![7u8; 128 * 1024]).unwrap();
-        let dir = root.join("partition");
-        let config = LogConfig {
-            segment_bytes_max: 64 * 1024,
-            ..small_config()
-        };
+        let (filler, dir, config) = fill_and_prepare(&root);
         let log = PartitionLog::open(&dir, config, system_clock())
             .await
             .unwrap();
