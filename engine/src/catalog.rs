@@ -49,6 +49,13 @@ pub struct Topic {
     pub configs: BTreeMap<String, String>,
 }
 
+impl Topic {
+    /// Whether `partition` (as a request names it, possibly negative) is one of the topic's.
+    pub fn has_partition(&self, partition: i32) -> bool {
+        u32::try_from(partition).is_ok_and(|partition| partition < self.partitions)
+    }
+}
+
 /// An immutable snapshot of every topic.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TopicTable {
@@ -92,6 +99,16 @@ pub enum CatalogError {
     Io { path: PathBuf, message: String },
     #[error("the catalog {path} is unreadable: {message}")]
     Corrupt { path: PathBuf, message: String },
+}
+
+impl CatalogError {
+    /// Turns a failed file operation on `path` into [`CatalogError::Io`].
+    fn io(path: &Path) -> impl Fn(std::io::Error) -> CatalogError + '_ {
+        move |error| CatalogError::Io {
+            path: path.to_path_buf(),
+            message: error.to_string(),
+        }
+    }
 }
 
 #[derive(Serialize, Deserialize)]
@@ -154,11 +171,7 @@ impl Catalog {
             .into_iter()
             .map(|topic| (topic.name.clone(), Arc::new(topic)))
             .collect();
-        let catalog_path = path.clone();
-        let io_error = move |error: std::io::Error| CatalogError::Io {
-            path: catalog_path.clone(),
-            message: error.to_string(),
-        };
+        let io_error = CatalogError::io(data_dir);
         // A partition directory deleted by hand (or never made) is made again, empty: the
         // catalog says the partition exists.
         for topic in topics.values() {
@@ -223,10 +236,7 @@ impl Catalog {
         topic: &str,
         partitions: std::ops::Range<u32>,
     ) -> Result<(), CatalogError> {
-        let io_error = |error: std::io::Error| CatalogError::Io {
-            path: self.data_dir.clone(),
-            message: error.to_string(),
-        };
+        let io_error = CatalogError::io(&self.data_dir);
         for partition in partitions {
             let dir = self
                 .data_dir
@@ -239,7 +249,7 @@ impl Catalog {
                 Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
                 Err(error) => return Err(io_error(error)),
             }
-            std::fs::create_dir_all(&dir).map_err(io_error)?;
+            std::fs::create_dir_all(&dir).map_err(&io_error)?;
         }
         Ok(())
     }
@@ -336,23 +346,18 @@ impl Catalog {
                 .collect(),
             producer_id_reserved_end,
         };
-        let io_error = |error: std::io::Error| CatalogError::Io {
-            path: self.path.clone(),
-            message: error.to_string(),
-        };
-        let bytes = serde_json::to_vec_pretty(&file).map_err(|error| CatalogError::Io {
-            path: self.path.clone(),
-            message: error.to_string(),
-        })?;
+        let io_error = CatalogError::io(&self.path);
+        let bytes = serde_json::to_vec_pretty(&file)
+            .map_err(|error| io_error(std::io::Error::from(error)))?;
         let temporary = self.path.with_extension("json.tmp");
-        let mut out = std::fs::File::create(&temporary).map_err(io_error)?;
-        out.write_all(&bytes).map_err(io_error)?;
-        out.sync_all().map_err(io_error)?;
-        std::fs::rename(&temporary, &self.path).map_err(io_error)?;
+        let mut out = std::fs::File::create(&temporary).map_err(&io_error)?;
+        out.write_all(&bytes).map_err(&io_error)?;
+        out.sync_all().map_err(&io_error)?;
+        std::fs::rename(&temporary, &self.path).map_err(&io_error)?;
         if let Some(directory) = self.path.parent() {
             std::fs::File::open(directory)
                 .and_then(|directory| directory.sync_all())
-                .map_err(io_error)?;
+                .map_err(&io_error)?;
         }
         Ok(())
     }

@@ -22,7 +22,7 @@ pub async fn handle(broker: &Broker, request: DeleteRecordsRequest) -> DeleteRec
             let result = DeleteRecordsPartitionResult::default()
                 .with_partition_index(index)
                 .with_low_watermark(-1);
-            let exists = topic.is_some_and(|topic| index >= 0 && (index as u32) < topic.partitions);
+            let exists = topic.is_some_and(|topic| topic.has_partition(index));
             let result = if !exists {
                 result.with_error_code(code(ResponseError::UnknownTopicOrPartition))
             } else if wanted.offset < -1 {

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use bytes::{BufMut, BytesMut};
 use engine::shard::{OffsetQuery, PartitionId, SendableData};
 use futures::future::{select, select_all, Either, LocalBoxFuture};
+use futures::FutureExt;
 use kafka_protocol::messages::FetchRequest;
 use kafka_protocol::ResponseError;
 
@@ -81,8 +82,7 @@ pub async fn handle(
         let topic = topics_table.get(&name);
         for fetch_partition in &fetch_topic.partitions {
             let partition = fetch_partition.partition;
-            let exists =
-                topic.is_some_and(|topic| partition >= 0 && (partition as u32) < topic.partitions);
+            let exists = topic.is_some_and(|topic| topic.has_partition(partition));
             wanted.push(Wanted {
                 topic: topic_names.len(),
                 partition,
@@ -128,7 +128,7 @@ pub async fn handle(
                 )
             })
             .collect();
-        waits.push(Box::pin(glommio::timer::sleep(deadline - now).map_unit()));
+        waits.push(Box::pin(glommio::timer::sleep(deadline - now).map(drop)));
         let shutdown = std::pin::pin!(broker.context.shutdown_requested());
         if let Either::Right(_) = select(select_all(waits), shutdown).await {
             continue;
@@ -392,14 +392,6 @@ fn put_string(out: &mut BytesMut, flexible: bool, value: &str) {
     }
     out.put_slice(value.as_bytes());
 }
-
-trait MapUnit: std::future::Future + Sized {
-    fn map_unit(self) -> futures::future::Map<Self, fn(Self::Output)> {
-        futures::FutureExt::map(self, drop as fn(Self::Output))
-    }
-}
-
-impl<F: std::future::Future> MapUnit for F {}
 
 #[cfg(test)]
 mod tests {

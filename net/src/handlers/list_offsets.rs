@@ -36,7 +36,7 @@ pub async fn handle(
             } else {
                 response
             };
-            let exists = topic.is_some_and(|topic| index >= 0 && (index as u32) < topic.partitions);
+            let exists = topic.is_some_and(|topic| topic.has_partition(index));
             let query = match wanted.timestamp {
                 LATEST => Some(OffsetQuery::Latest),
                 EARLIEST => Some(OffsetQuery::Earliest),

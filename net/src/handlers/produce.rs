@@ -63,14 +63,14 @@ pub async fn start(broker: Rc<Broker>, header: Header, request: ProduceRequest) 
                     "transactions are not supported by this broker".into(),
                 ),
                 (Err(error), _) => failed(catalog_error_code(error), error.to_string()),
-                (Ok(topic), Some(_)) if index < 0 || index as u32 >= topic.partitions => failed(
+                (Ok(topic), Some(_)) if !topic.has_partition(index) => failed(
                     code(ResponseError::UnknownTopicOrPartition),
                     format!("topic '{name}' has no partition {index}"),
                 ),
                 (Ok(topic), Some(durability)) => {
                     let partition = PartitionId::new(name.as_str(), index as u32);
                     let batch_bytes_max =
-                        topic_config::apply(&broker.config.log, &topic.configs).batch_bytes_max;
+                        || topic_config::apply(&broker.config.log, &topic.configs).batch_bytes_max;
                     match split_batches(partition_data.records.unwrap_or_default(), batch_bytes_max)
                     {
                         Err((error_code, message)) => failed(error_code, message),
@@ -168,8 +168,12 @@ async fn answer(
 
 /// Splits a partition's records into batches, each an owned buffer the engine can stamp. A
 /// single batch (what clients send) is validated by the append itself; several are all
-/// validated first, so that a bad one leaves the partition untouched.
-fn split_batches(records: Bytes, batch_bytes_max: usize) -> Result<Vec<BytesMut>, (i16, String)> {
+/// validated first, against the topic's largest batch (`batch_bytes_max`, asked for only
+/// then), so that a bad one leaves the partition untouched.
+fn split_batches(
+    records: Bytes,
+    batch_bytes_max: impl FnOnce() -> usize,
+) -> Result<Vec<BytesMut>, (i16, String)> {
     let corrupt = |message: String| (code(ResponseError::CorruptMessage), message);
     if records.is_empty() {
         return Err(corrupt("the partition's records are empty".into()));
@@ -200,6 +204,7 @@ fn split_batches(records: Bytes, batch_bytes_max: usize) -> Result<Vec<BytesMut>
         pieces.push(rest.split_to(size));
     }
     if pieces.len() > 1 {
+        let batch_bytes_max = batch_bytes_max();
         for piece in &pieces {
             batch::validate(piece, batch_bytes_max)
                 .map_err(|error| (batch_error_code(&error), error.to_string()))?;
@@ -222,15 +227,18 @@ mod tests {
         let one = batch_of(3, 10, 1);
         let two = batch_of(2, 5, 2);
         let both = Bytes::from([one.clone(), two.clone()].concat());
-        let split = split_batches(both.clone(), 1 << 20).unwrap();
+        let split = split_batches(both.clone(), || 1 << 20).unwrap();
         assert_eq!(split.len(), 2);
         assert_eq!(&split[0][..], &one[..]);
         assert_eq!(&split[1][..], &two[..]);
 
         let corrupt = code(ResponseError::CorruptMessage);
-        assert_eq!(split_batches(Bytes::new(), 1 << 20).unwrap_err().0, corrupt);
         assert_eq!(
-            split_batches(both.slice(..both.len() - 1), 1 << 20)
+            split_batches(Bytes::new(), || 1 << 20).unwrap_err().0,
+            corrupt
+        );
+        assert_eq!(
+            split_batches(both.slice(..both.len() - 1), || 1 << 20)
                 .unwrap_err()
                 .0,
             corrupt,
@@ -240,12 +248,14 @@ mod tests {
         let last = flipped.len() - 1;
         flipped[last] ^= 1;
         assert_eq!(
-            split_batches(Bytes::from(flipped), 1 << 20).unwrap_err().0,
+            split_batches(Bytes::from(flipped), || 1 << 20)
+                .unwrap_err()
+                .0,
             corrupt,
             "a bad CRC in the second batch refuses both"
         );
         assert_eq!(
-            split_batches(both, 20).unwrap_err().0,
+            split_batches(both, || 20).unwrap_err().0,
             code(ResponseError::MessageTooLarge)
         );
     }
