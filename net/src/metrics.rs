@@ -107,6 +107,41 @@ impl ShardMetrics {
     }
 }
 
+/// The per-shard counters as exposed: name, help text, and where each shard keeps it.
+type CounterOf = fn(&ShardMetrics) -> &AtomicU64;
+const SHARD_COUNTERS: [(&str, &str, CounterOf); 6] = [
+    (
+        "ferrite_connections_accepted_total",
+        "Client connections accepted.",
+        |m| &m.connections_accepted,
+    ),
+    (
+        "ferrite_connections_closed_bad_input_total",
+        "Connections closed for malformed or unsupported requests.",
+        |m| &m.connections_closed_for_bad_input,
+    ),
+    (
+        "ferrite_bytes_received_total",
+        "Bytes read from client connections.",
+        |m| &m.bytes_received,
+    ),
+    (
+        "ferrite_bytes_sent_total",
+        "Bytes written to client connections.",
+        |m| &m.bytes_sent,
+    ),
+    (
+        "ferrite_bytes_spliced_total",
+        "Bytes sent to clients straight from segment files (splice).",
+        |m| &m.bytes_spliced,
+    ),
+    (
+        "ferrite_produce_bytes_total",
+        "Record batch bytes accepted by produce requests.",
+        |m| &m.records_bytes_appended,
+    ),
+];
+
 /// Every shard's metrics, for the endpoint. Cheap to clone.
 #[derive(Clone)]
 pub struct MetricsRegistry {
@@ -133,58 +168,16 @@ impl MetricsRegistry {
     pub fn render(&self) -> String {
         let mut out = String::new();
         let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
-        let per_shard = |out: &mut String,
-                         name: &str,
-                         help: &str,
-                         kind: &str,
-                         pick: &dyn Fn(&ShardMetrics) -> &AtomicU64| {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        for (name, help, counter) in SHARD_COUNTERS {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
             for (shard, metrics) in self.shards.iter().enumerate() {
-                let _ = writeln!(out, "{name}{{shard=\"{shard}\"}} {}", load(pick(metrics)));
+                let _ = writeln!(
+                    out,
+                    "{name}{{shard=\"{shard}\"}} {}",
+                    load(counter(metrics))
+                );
             }
-        };
-        per_shard(
-            &mut out,
-            "ferrite_connections_accepted_total",
-            "Client connections accepted.",
-            "counter",
-            &|m| &m.connections_accepted,
-        );
-        per_shard(
-            &mut out,
-            "ferrite_connections_closed_bad_input_total",
-            "Connections closed for malformed or unsupported requests.",
-            "counter",
-            &|m| &m.connections_closed_for_bad_input,
-        );
-        per_shard(
-            &mut out,
-            "ferrite_bytes_received_total",
-            "Bytes read from client connections.",
-            "counter",
-            &|m| &m.bytes_received,
-        );
-        per_shard(
-            &mut out,
-            "ferrite_bytes_sent_total",
-            "Bytes written to client connections.",
-            "counter",
-            &|m| &m.bytes_sent,
-        );
-        per_shard(
-            &mut out,
-            "ferrite_bytes_spliced_total",
-            "Bytes sent to clients straight from segment files (splice).",
-            "counter",
-            &|m| &m.bytes_spliced,
-        );
-        per_shard(
-            &mut out,
-            "ferrite_produce_bytes_total",
-            "Record batch bytes accepted by produce requests.",
-            "counter",
-            &|m| &m.records_bytes_appended,
-        );
+        }
 
         let name = "ferrite_request_latency_seconds";
         let _ = writeln!(
