@@ -6,18 +6,11 @@
 //! fetch, the offset after a batch) and the producer's fixed choices.
 
 use bytes::{Bytes, BytesMut};
+use engine::batch::{BatchHeader, BATCH_HEADER_BYTES, BATCH_LENGTH_PREFIX_BYTES, MAGIC_V2};
 use kafka_protocol::records::{
     Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions,
     TimestampType, NO_PARTITION_LEADER_EPOCH, NO_PRODUCER_EPOCH, NO_PRODUCER_ID,
 };
-
-/// Bytes of a batch before its `batch length` field ends: base offset (8) and the length (4).
-const BATCH_LENGTH_END: usize = 12;
-/// Bytes of a v2 batch header, before the first record.
-const BATCH_HEADER_BYTES: usize = 61;
-/// Where the header's fields are.
-const MAGIC_AT: usize = 16;
-const LAST_OFFSET_DELTA_AT: usize = 23;
 
 /// One message to produce.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -97,25 +90,26 @@ pub fn decode_batches(bytes: &Bytes) -> Result<(Vec<FetchedRecord>, Option<i64>)
     let mut records = Vec::new();
     let mut offset_next = None;
     let mut rest = bytes.clone();
-    while rest.len() >= BATCH_LENGTH_END {
+    while rest.len() >= BATCH_LENGTH_PREFIX_BYTES {
         let base_offset = i64::from_be_bytes(array(&rest[0..8]));
         let batch_length = i32::from_be_bytes(array(&rest[8..12]));
         let batch_bytes = usize::try_from(batch_length)
             .ok()
-            .and_then(|length| length.checked_add(BATCH_LENGTH_END))
+            .and_then(|length| length.checked_add(BATCH_LENGTH_PREFIX_BYTES))
             .filter(|&bytes| bytes >= BATCH_HEADER_BYTES)
             .ok_or_else(|| format!("batch at offset {base_offset}: length {batch_length}"))?;
         if rest.len() < batch_bytes {
             break;
         }
         let mut batch = rest.split_to(batch_bytes);
-        let magic = batch[MAGIC_AT];
-        if magic != 2 {
+        let header = BatchHeader::parse(&batch).expect("the batch is at least a header long");
+        if header.magic != MAGIC_V2 {
             return Err(format!(
-                "batch at offset {base_offset}: magic {magic} (only record batches v2 are read)"
+                "batch at offset {base_offset}: magic {} (only record batches v2 are read)",
+                header.magic
             ));
         }
-        let last_offset_delta = i32::from_be_bytes(array(&batch[LAST_OFFSET_DELTA_AT..][..4]));
+        let last_offset_delta = header.last_offset_delta;
         if last_offset_delta < 0 {
             return Err(format!(
                 "batch at offset {base_offset}: last offset delta {last_offset_delta}"
@@ -147,9 +141,9 @@ fn array<const N: usize>(bytes: &[u8]) -> [u8; N] {
 fn batch_count(bytes: &Bytes) -> usize {
     let mut count = 0;
     let mut rest = &bytes[..];
-    while rest.len() >= BATCH_LENGTH_END {
+    while rest.len() >= BATCH_LENGTH_PREFIX_BYTES {
         let length = i32::from_be_bytes(array(&rest[8..12])) as usize;
-        rest = &rest[(BATCH_LENGTH_END + length).min(rest.len())..];
+        rest = &rest[(BATCH_LENGTH_PREFIX_BYTES + length).min(rest.len())..];
         count += 1;
     }
     count
