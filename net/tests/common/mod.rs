@@ -90,6 +90,10 @@ fn start_runtime(
         fetch_wait_ms_max: 30_000,
         log: log_config.clone(),
     };
+    let mut groups = engine::shard::GroupsConfig::default();
+    // Tests need not wait for more members before a group's first rebalance.
+    groups.coordinator.initial_rebalance_delay_ms = 0;
+    engine::shard::prepare_offsets_topic(&catalog, &mut groups).unwrap();
     let config = RuntimeConfig {
         shard_count: shards,
         cpus: None,
@@ -103,6 +107,7 @@ fn start_runtime(
         outbound_queue_capacity: 256,
         // Short, so that tests see retention act.
         retention_check_interval: std::time::Duration::from_millis(50),
+        groups,
     };
     let (bound, bound_shards) = std::sync::mpsc::channel();
     let setup = ShardSetup {
