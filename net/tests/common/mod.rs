@@ -32,7 +32,11 @@ pub struct TestBroker {
 
 impl TestBroker {
     pub fn start(shards: usize, log_config: LogConfig) -> TestBroker {
-        let data = tempfile::tempdir().unwrap();
+        TestBroker::start_in(tempfile::tempdir().unwrap(), shards, log_config)
+    }
+
+    /// Starts on the data of a broker that was stopped (a restart).
+    pub fn start_in(data: tempfile::TempDir, shards: usize, log_config: LogConfig) -> TestBroker {
         let (address, metrics, runtime) = start_runtime(data.path(), shards, log_config);
         TestBroker {
             address,
@@ -91,8 +95,10 @@ fn start_runtime(
         log: log_config.clone(),
     };
     let mut groups = engine::shard::GroupsConfig::default();
-    // Tests need not wait for more members before a group's first rebalance.
+    // Tests need not wait for more members before a group's first rebalance, and may use
+    // session timeouts short enough to see them expire.
     groups.coordinator.initial_rebalance_delay_ms = 0;
+    groups.coordinator.session_timeout_ms_min = 100;
     engine::shard::prepare_offsets_topic(&catalog, &mut groups).unwrap();
     let config = RuntimeConfig {
         shard_count: shards,
