@@ -170,8 +170,10 @@ fn a_group_commit_refused_for_a_full_disk_is_not_remembered() {
     let filesystem = SmallFilesystem::mount(1024 * 1024);
     let root = filesystem.path().to_path_buf();
     let catalog = Arc::new(Catalog::open(&root).unwrap());
-    let mut groups = GroupsConfig::default();
-    groups.offsets_partitions = 1;
+    let mut groups = GroupsConfig {
+        offsets_partitions: 1,
+        ..GroupsConfig::default()
+    };
     prepare_offsets_topic(&catalog, &mut groups).unwrap();
     let log_config = LogConfig {
         // Reserve one block at a time, so the disk fills at a commit, not at the first flush.
