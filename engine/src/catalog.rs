@@ -54,7 +54,8 @@ pub struct Topic {
     /// Kafka's topic id (a UUID), fixed at creation.
     pub id: [u8; 16],
     pub partitions: u32,
-    /// Topic-level configuration overrides (`retention.ms`, ...), as given at creation.
+    /// Topic-level configuration overrides (`retention.ms`, ...), as given at creation or
+    /// last altered.
     pub configs: BTreeMap<String, String>,
 }
 
@@ -110,6 +111,9 @@ pub enum CatalogError {
     Corrupt { path: PathBuf, message: String },
     #[error("topic '{0}' is internal to the broker")]
     InternalTopic(String),
+    /// Topic configuration overrides that are refused; the message says which and why.
+    #[error("{0}")]
+    InvalidConfig(String),
 }
 
 impl CatalogError {
@@ -315,6 +319,39 @@ impl Catalog {
         table.topics.insert(name.to_owned(), grown.clone());
         self.publish(&mut state, table)?;
         Ok(grown)
+    }
+
+    /// Replaces a topic's configuration overrides with what `change` makes of the current
+    /// ones, and returns the topic as it is then; `change` says why not with `Err` (returned as
+    /// [`CatalogError::InvalidConfig`]). It runs under the catalog's lock, so concurrent
+    /// alterations of one topic apply one after the other and none is lost. `validate_only`
+    /// checks without changing anything (AlterConfigs' flag). The caller brings the open logs
+    /// up to date.
+    pub fn alter_topic_configs(
+        &self,
+        name: &str,
+        validate_only: bool,
+        change: impl FnOnce(&BTreeMap<String, String>) -> Result<BTreeMap<String, String>, String>,
+    ) -> Result<Arc<Topic>, CatalogError> {
+        refuse_internal(name)?;
+        let mut state = self.lock();
+        let current = state
+            .table
+            .topics
+            .get(name)
+            .ok_or_else(|| CatalogError::UnknownTopic(name.to_owned()))?
+            .clone();
+        let altered = Arc::new(Topic {
+            configs: change(&current.configs).map_err(CatalogError::InvalidConfig)?,
+            ..(*current).clone()
+        });
+        if validate_only || altered.configs == current.configs {
+            return Ok(altered);
+        }
+        let mut table = (*state.table).clone();
+        table.topics.insert(name.to_owned(), altered.clone());
+        self.publish(&mut state, table)?;
+        Ok(altered)
     }
 
     /// A producer id never handed out before, on this broker, across restarts.
@@ -539,6 +576,62 @@ mod tests {
         assert_eq!(
             catalog.delete_topic("t"),
             Err(CatalogError::UnknownTopic("t".into()))
+        );
+    }
+
+    #[test]
+    fn altered_configs_are_published_and_survive_a_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let catalog = Arc::new(Catalog::open(dir.path()).unwrap());
+        let view = CatalogView::new(catalog.clone());
+        let initial: BTreeMap<String, String> =
+            [("retention.ms".to_owned(), "1000".to_owned())].into();
+        catalog
+            .create_topic("t", 1, initial.clone(), false)
+            .unwrap();
+        let with_segment_ms = |configs: &BTreeMap<String, String>| {
+            let mut configs = configs.clone();
+            configs.insert("segment.ms".into(), "5000".into());
+            Ok(configs)
+        };
+        let checked = catalog
+            .alter_topic_configs("t", true, with_segment_ms)
+            .unwrap();
+        assert_eq!(checked.configs.len(), 2, "what it would become");
+        assert_eq!(
+            view.topics().get("t").unwrap().configs,
+            initial,
+            "unchanged"
+        );
+        catalog
+            .alter_topic_configs("t", false, with_segment_ms)
+            .unwrap();
+        assert_eq!(
+            view.topics().get("t").unwrap().configs["segment.ms"],
+            "5000"
+        );
+        assert_eq!(
+            catalog.alter_topic_configs("t", false, |_| Err("no".into())),
+            Err(CatalogError::InvalidConfig("no".into()))
+        );
+        assert_eq!(
+            catalog.alter_topic_configs("missing", false, |configs| Ok(configs.clone())),
+            Err(CatalogError::UnknownTopic("missing".into()))
+        );
+        assert_eq!(
+            catalog.alter_topic_configs(OFFSETS_TOPIC, false, |configs| Ok(configs.clone())),
+            Err(CatalogError::InternalTopic(OFFSETS_TOPIC.into()))
+        );
+        drop((view, catalog));
+        let reopened = Catalog::open(dir.path()).unwrap();
+        let topics = reopened.topics();
+        let configs = &topics.get("t").unwrap().configs;
+        assert_eq!(
+            (
+                configs["retention.ms"].as_str(),
+                configs["segment.ms"].as_str()
+            ),
+            ("1000", "5000")
         );
     }
 

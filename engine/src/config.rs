@@ -3,9 +3,43 @@
 
 use crate::batch::BATCH_HEADER_BYTES;
 
-/// Settings for one partition log. Field names follow the house style (units last); the Kafka
+/// What happens to a partition's old data (`cleanup.policy`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CleanupPolicy {
+    /// Whole segments past the retention limits are deleted.
+    Delete,
+    /// The log cleaner keeps the latest record of each key; retention deletes nothing.
+    Compact,
+    /// Both: compacted, and segments past the retention limits deleted.
+    CompactAndDelete,
+}
+
+impl CleanupPolicy {
+    /// Whether the retention limits (`retention.ms`, `retention.bytes`) delete segments.
+    pub fn deletes(self) -> bool {
+        matches!(
+            self,
+            CleanupPolicy::Delete | CleanupPolicy::CompactAndDelete
+        )
+    }
+
+    /// Whether the log cleaner compacts the partition.
+    pub fn compacts(self) -> bool {
+        matches!(
+            self,
+            CleanupPolicy::Compact | CleanupPolicy::CompactAndDelete
+        )
+    }
+}
+
+/// Settings for one partition log. Field names follow the house style (units last) except
+/// where they mirror a Kafka topic config one for one (the compaction settings); the Kafka
 /// topic config each one corresponds to is named in its doc.
-#[derive(Debug, Clone, PartialEq, Eq)]
+///
+/// A topic's settings (those `topic_config` maps a key to) may change while the log is open
+/// ([`crate::log::PartitionLog::set_config`]); the others size the log's memory and are fixed
+/// from its open on ([`LogConfig::same_sizing`]).
+#[derive(Debug, Clone, PartialEq)]
 pub struct LogConfig {
     /// Roll to a new segment before the active one would exceed this (`segment.bytes`).
     pub segment_bytes_max: u64,
@@ -33,6 +67,20 @@ pub struct LogConfig {
     /// A producer that has not appended for longer than this is forgotten
     /// (`producer.id.expiration.ms`); `None` keeps producers until `producers_max` evicts them.
     pub producer_idle_ms_max: Option<u64>,
+    /// Whether old data is deleted by retention, compacted, or both (`cleanup.policy`).
+    pub cleanup_policy: CleanupPolicy,
+    /// How long a compacted partition keeps a tombstone (a keyed record without a value) for
+    /// consumers that are behind (`delete.retention.ms`).
+    pub delete_retention_ms: u64,
+    /// A record stays uncompacted at least this long after it was written
+    /// (`min.compaction.lag.ms`).
+    pub min_compaction_lag_ms: u64,
+    /// A record becomes eligible for compaction at the latest this long after it was written,
+    /// however clean the log (`max.compaction.lag.ms`).
+    pub max_compaction_lag_ms: u64,
+    /// The cleaner takes on a partition once at least this fraction of its log is uncompacted
+    /// (`min.cleanable.dirty.ratio`, 0 to 1).
+    pub min_cleanable_dirty_ratio: f64,
 }
 
 /// Direct I/O works in units of this; every write position and length is a multiple of it.
@@ -56,6 +104,12 @@ impl Default for LogConfig {
             producers_max: 10_000,
             // Kafka's default producer.id.expiration.ms: one day.
             producer_idle_ms_max: Some(24 * 3600 * 1000),
+            // Kafka's defaults for the topic configs of the same names.
+            cleanup_policy: CleanupPolicy::Delete,
+            delete_retention_ms: 24 * 3600 * 1000,
+            min_compaction_lag_ms: 0,
+            max_compaction_lag_ms: i64::MAX as u64,
+            min_cleanable_dirty_ratio: 0.5,
         }
     }
 }
@@ -92,7 +146,28 @@ impl LogConfig {
         if self.producers_max == 0 {
             return Err("producers_max must be positive".into());
         }
+        if self.min_compaction_lag_ms > self.max_compaction_lag_ms {
+            return Err(format!(
+                "min.compaction.lag.ms ({}) is greater than max.compaction.lag.ms ({})",
+                self.min_compaction_lag_ms, self.max_compaction_lag_ms
+            ));
+        }
+        if !(0.0..=1.0).contains(&self.min_cleanable_dirty_ratio) {
+            return Err("min_cleanable_dirty_ratio must lie within 0 to 1".into());
+        }
         Ok(())
+    }
+
+    /// Whether `other` sizes a log's memory and I/O as this does: the settings an open log
+    /// cannot take on (its tail cache, producer table and write buffers were made for them).
+    pub fn same_sizing(&self, other: &LogConfig) -> bool {
+        self.index_interval_bytes == other.index_interval_bytes
+            && self.unflushed_bytes_max == other.unflushed_bytes_max
+            && self.tail_cache_bytes_max == other.tail_cache_bytes_max
+            && self.write_chunk_bytes == other.write_chunk_bytes
+            && self.preallocate_bytes == other.preallocate_bytes
+            && self.producers_max == other.producers_max
+            && self.producer_idle_ms_max == other.producer_idle_ms_max
     }
 }
 
@@ -116,5 +191,32 @@ mod tests {
             ..LogConfig::default()
         };
         assert!(config.validate().unwrap_err().contains("write_chunk_bytes"));
+        let config = LogConfig {
+            min_compaction_lag_ms: 10,
+            max_compaction_lag_ms: 5,
+            ..LogConfig::default()
+        };
+        assert!(config
+            .validate()
+            .unwrap_err()
+            .contains("min.compaction.lag.ms"));
+        let config = LogConfig {
+            min_cleanable_dirty_ratio: f64::NAN,
+            ..LogConfig::default()
+        };
+        assert!(config
+            .validate()
+            .unwrap_err()
+            .contains("min_cleanable_dirty_ratio"));
+        assert!(LogConfig::default().same_sizing(&LogConfig {
+            segment_bytes_max: 1 << 20,
+            retention_age_ms_max: None,
+            cleanup_policy: CleanupPolicy::CompactAndDelete,
+            ..LogConfig::default()
+        }));
+        assert!(!LogConfig::default().same_sizing(&LogConfig {
+            tail_cache_bytes_max: 1 << 10,
+            ..LogConfig::default()
+        }));
     }
 }

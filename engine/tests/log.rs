@@ -8,6 +8,7 @@ use std::rc::Rc;
 use bytes::BytesMut;
 use common::*;
 use engine::batch::{self, BatchError};
+use engine::config::CleanupPolicy;
 use engine::{LogConfig, LogError, PartitionLog, ReadData};
 
 #[test]
@@ -286,6 +287,86 @@ fn retention_by_size_and_by_time_deletes_whole_old_segments_only() {
         assert_eq!(log.segment_count(), 1);
         assert_eq!(log.log_start_offset(), log.segment_base_offsets()[0]);
         assert!(dir.path().read_dir().unwrap().count() >= 1);
+    });
+}
+
+#[test]
+fn a_changed_config_applies_to_the_open_log_from_the_next_use_on() {
+    run(async {
+        let dir = tempfile::tempdir().unwrap();
+        let (clock, dyn_clock) = manual_clock(10_000_000);
+        let log = PartitionLog::open(dir.path(), small_config(), dyn_clock)
+            .await
+            .unwrap();
+        log.append(tagged_batch(0, 1, 2_000, 1_000), 0)
+            .await
+            .unwrap();
+
+        // The largest batch: from the next append on.
+        log.set_config(LogConfig {
+            batch_bytes_max: 1_000,
+            ..small_config()
+        })
+        .unwrap();
+        assert_eq!(log.config().batch_bytes_max, 1_000);
+        assert!(matches!(
+            log.append(tagged_batch(1, 1, 2_000, 1_000), 0).await,
+            Err(LogError::InvalidBatch(BatchError::TooLarge { .. }))
+        ));
+        // A configuration that does not hold together is refused and changes nothing.
+        assert!(matches!(
+            log.set_config(LogConfig {
+                segment_bytes_max: 10,
+                ..small_config()
+            }),
+            Err(LogError::InvalidConfig(_))
+        ));
+        assert_eq!(log.config().batch_bytes_max, 1_000);
+
+        // The segment size: from the next roll on (small_config's 16 KiB would hold them all).
+        log.set_config(LogConfig {
+            segment_bytes_max: 1_024,
+            ..small_config()
+        })
+        .unwrap();
+        for tag in 2..6 {
+            log.append(tagged_batch(tag, 1, 2_000, 1_000), 0)
+                .await
+                .unwrap();
+        }
+        log.sync().await.unwrap();
+        assert_eq!(log.segment_count(), 5, "a segment per batch");
+
+        // Retention: only while the cleanup policy includes deletion.
+        clock.advance_ms(1_000_000);
+        let expiring = |cleanup_policy| LogConfig {
+            segment_bytes_max: 1_024,
+            retention_age_ms_max: Some(1),
+            cleanup_policy,
+            ..small_config()
+        };
+        log.set_config(expiring(CleanupPolicy::Compact)).unwrap();
+        assert_eq!(log.enforce_retention().await.unwrap(), 0, "compact only");
+        log.set_config(expiring(CleanupPolicy::CompactAndDelete))
+            .unwrap();
+        assert_eq!(log.enforce_retention().await.unwrap(), 4);
+        assert_eq!(log.log_start_offset(), 4);
+        log.close().await.unwrap();
+    });
+}
+
+#[test]
+#[should_panic(expected = "an open log's memory bounds do not change")]
+fn an_open_log_refuses_new_memory_bounds() {
+    run(async {
+        let dir = tempfile::tempdir().unwrap();
+        let log = PartitionLog::open(dir.path(), small_config(), system_clock())
+            .await
+            .unwrap();
+        let _ = log.set_config(LogConfig {
+            tail_cache_bytes_max: 1 << 20,
+            ..small_config()
+        });
     });
 }
 

@@ -189,6 +189,12 @@ impl Broker {
                 header.api_version,
                 request,
             )),
+            RequestKind::AlterConfigs(request) => {
+                header.reply(&handlers::alter_configs::alter(&self, request).await)
+            }
+            RequestKind::IncrementalAlterConfigs(request) => {
+                header.reply(&handlers::alter_configs::incremental_alter(&self, request).await)
+            }
             RequestKind::DeleteRecords(request) => {
                 header.reply(&handlers::delete_records::handle(&self, request).await)
             }

@@ -52,6 +52,7 @@ pub fn catalog_error_code(error: &CatalogError) -> i16 {
             ResponseError::InvalidTopicException
         }
         CatalogError::InvalidPartitions { .. } => ResponseError::InvalidPartitions,
+        CatalogError::InvalidConfig(_) => ResponseError::InvalidConfig,
         CatalogError::Io { .. } | CatalogError::Corrupt { .. } => ResponseError::KafkaStorageError,
     };
     code.code()
@@ -106,6 +107,10 @@ mod tests {
         assert_eq!(
             catalog_error_code(&CatalogError::UnknownTopic("t".into())),
             3
+        );
+        assert_eq!(
+            catalog_error_code(&CatalogError::InvalidConfig("bad".into())),
+            40
         );
     }
 }

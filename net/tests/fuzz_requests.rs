@@ -144,6 +144,27 @@ fn valid(api_key: ApiKey, version: i16) -> Bytes {
                     ]),
             ])
             .encode(out, version),
+        ApiKey::AlterConfigs => AlterConfigsRequest::default()
+            .with_resources(vec![alter_configs_request::AlterConfigsResource::default()
+                .with_resource_type(2)
+                .with_resource_name(StrBytes::from_static_str("t"))
+                .with_configs(vec![alter_configs_request::AlterableConfig::default()
+                    .with_name(StrBytes::from_static_str("retention.ms"))
+                    .with_value(Some(StrBytes::from_static_str("1000")))])])
+            .encode(out, version),
+        ApiKey::IncrementalAlterConfigs => IncrementalAlterConfigsRequest::default()
+            .with_resources(vec![
+                incremental_alter_configs_request::AlterConfigsResource::default()
+                    .with_resource_type(2)
+                    .with_resource_name(StrBytes::from_static_str("t"))
+                    .with_configs(vec![
+                        incremental_alter_configs_request::AlterableConfig::default()
+                            .with_name(StrBytes::from_static_str("cleanup.policy"))
+                            .with_config_operation(2)
+                            .with_value(Some(StrBytes::from_static_str("compact"))),
+                    ]),
+            ])
+            .encode(out, version),
         other => panic!("add a valid {other:?} request to the fuzz target"),
     }
     .unwrap();

@@ -253,9 +253,9 @@ impl Shared {
             pieces,
             aligned_start,
             written_end,
-            self.config.write_chunk_bytes,
+            self.config().write_chunk_bytes,
         );
-        let chunk_bytes = self.config.write_chunk_bytes as u64;
+        let chunk_bytes = self.config().write_chunk_bytes as u64;
         let writes = buffers.into_iter().enumerate().map(|(index, buffer)| {
             let files = &files;
             async move {
@@ -314,9 +314,10 @@ impl Shared {
         if needed_bytes <= reserved_bytes {
             return Ok(());
         }
-        let step = self.config.preallocate_bytes;
+        let config = self.config();
+        let step = config.preallocate_bytes;
         let target = needed_bytes.div_ceil(step) * step;
-        let target = target.min(self.config.segment_bytes_max.max(needed_bytes));
+        let target = target.min(config.segment_bytes_max.max(needed_bytes));
         files
             .dma
             .pre_allocate(target, true)

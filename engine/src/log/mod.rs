@@ -158,7 +158,10 @@ struct UnflushedBatch {
 
 struct Shared {
     dir: PathBuf,
-    config: LogConfig,
+    /// Replaced whole by [`PartitionLog::set_config`]; read through [`Shared::config`] at each
+    /// use, never kept across an `await`, so a change applies from the next append, roll or
+    /// retention check on.
+    config: RefCell<Rc<LogConfig>>,
     clock: Rc<dyn Clock>,
     directory: glommio::io::Directory,
     state: RefCell<LogState>,
@@ -305,6 +308,11 @@ impl LogState {
 }
 
 impl Shared {
+    /// The log's settings as they are now.
+    fn config(&self) -> Rc<LogConfig> {
+        self.config.borrow().clone()
+    }
+
     /// Waits until `condition` holds, re-checking on every state change.
     async fn wait_until(&self, condition: impl Fn(&LogState) -> bool) {
         self.waiters.until(|| condition(&self.state.borrow())).await
@@ -531,6 +539,27 @@ impl PartitionLog {
         &self.shared.dir
     }
 
+    /// The log's settings as they are now.
+    pub fn config(&self) -> Rc<LogConfig> {
+        self.shared.config()
+    }
+
+    /// Changes the log's settings while it is open (a topic's configuration was altered):
+    /// the largest batch from the next append on, segment size and age from the next roll,
+    /// the retention limits and cleanup policy from the next retention check. Only a topic's
+    /// settings may change; those that size the log's memory must stay as they were at the
+    /// open (`LogConfig::same_sizing`), or the log would break its own bounds.
+    pub fn set_config(&self, config: LogConfig) -> Result<(), LogError> {
+        config.validate().map_err(LogError::InvalidConfig)?;
+        let mut current = self.shared.config.borrow_mut();
+        assert!(
+            current.same_sizing(&config),
+            "an open log's memory bounds do not change"
+        );
+        *current = Rc::new(config);
+        Ok(())
+    }
+
     /// Appends one record batch: checks it (length, magic, CRC-32C, record count, size, and
     /// an idempotent producer's epoch and sequence), gives it the next offsets and
     /// `leader_epoch`, and queues it for the flusher. Waits only when `unflushed_bytes_max`
@@ -542,17 +571,20 @@ impl PartitionLog {
         mut batch: BytesMut,
         leader_epoch: i32,
     ) -> Result<AppendReceipt, LogError> {
-        let config = &self.shared.config;
-        let header = batch::validate(&batch, config.batch_bytes_max)?;
+        let header = batch::validate(&batch, self.shared.config().batch_bytes_max)?;
         let size_bytes = batch.len();
+        // Fixed from the open on (`LogConfig::same_sizing`).
+        let unflushed_bytes_max = self.shared.config().unflushed_bytes_max;
         self.shared
             .wait_until(|state| {
                 state.closing
                     || state.failed.is_some()
                     || (!state.maintenance
-                        && state.unflushed_bytes + size_bytes <= config.unflushed_bytes_max)
+                        && state.unflushed_bytes + size_bytes <= unflushed_bytes_max)
             })
             .await;
+        // Read again after the wait: a roll follows the settings of the moment it happens.
+        let config = self.shared.config();
         let now_ms = self.shared.clock.now_ms();
         let mut state = self.shared.state.borrow_mut();
         if state.closing {
@@ -582,7 +614,7 @@ impl PartitionLog {
             ..header
         };
         let records = header.records_count as u64;
-        state.roll_if_due(config, size_bytes as u64, records, now_ms);
+        state.roll_if_due(&config, size_bytes as u64, records, now_ms);
         let active = state.active_segment_mut();
         let position = active.appended_bytes;
         active.note_batch(position, &header, config.index_interval_bytes);
@@ -710,11 +742,14 @@ impl PartitionLog {
 
     /// Applies the retention bounds: deletes the oldest sealed segments while they are older
     /// than `retention_age_ms_max` (by their newest timestamp) or the log is larger than
-    /// `retention_bytes_max`. Whole segments only; the active one never. Returns how many
-    /// segments were deleted.
+    /// `retention_bytes_max`. Whole segments only; the active one never; nothing unless the
+    /// cleanup policy includes deletion. Returns how many segments were deleted.
     pub async fn enforce_retention(&self) -> Result<usize, LogError> {
         let _guard = self.shared.enter_maintenance().await?;
-        let config = &self.shared.config;
+        let config = self.shared.config();
+        if !config.cleanup_policy.deletes() {
+            return Ok(0);
+        }
         let now_ms = self.shared.clock.now_ms();
         self.shared
             .delete_front_segments(|segment, log_bytes| {
@@ -907,7 +942,7 @@ impl Shared {
     }
 
     fn scan_window(&self) -> usize {
-        self.config.index_interval_bytes as usize + crate::config::DMA_ALIGNMENT_BYTES as usize
+        self.config().index_interval_bytes as usize + crate::config::DMA_ALIGNMENT_BYTES as usize
     }
 }
 

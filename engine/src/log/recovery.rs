@@ -125,7 +125,7 @@ impl PartitionLog {
         };
         let shared = Rc::new(Shared {
             dir,
-            config,
+            config: RefCell::new(Rc::new(config)),
             clock,
             directory,
             state: RefCell::new(state),
@@ -149,6 +149,11 @@ async fn recover_segments(
     producers: &mut ProducerRecovery,
 ) -> Result<BTreeMap<u64, Segment>, LogError> {
     let base_offsets = list_segment_base_offsets(dir)?;
+    // Not `batch_bytes_max`: that limit may have been lowered since the log's batches were
+    // accepted (max.message.bytes altered, or a restart with a smaller --max-message-bytes),
+    // and a batch it no longer admits is not a torn one. No batch ever accepted was larger
+    // than the unflushed-bytes bound, which every batch limit must fit under.
+    let batch_bytes_max = config.unflushed_bytes_max;
     let mut segments: BTreeMap<u64, Segment> = BTreeMap::new();
     let mut discard_rest = false;
     for (index, &base_offset) in base_offsets.iter().enumerate() {
@@ -190,7 +195,7 @@ async fn recover_segments(
                     &files,
                     file_bytes,
                     config.index_interval_bytes,
-                    config.batch_bytes_max,
+                    batch_bytes_max,
                     &mut observe,
                 )
                 .await?;
@@ -207,7 +212,7 @@ async fn recover_segments(
                 &files,
                 file_bytes,
                 config.index_interval_bytes,
-                config.batch_bytes_max,
+                batch_bytes_max,
                 &mut observe,
             )
             .await?;

@@ -248,6 +248,20 @@ impl ShardContext {
         }
     }
 
+    /// Brings `partition`'s log, if open, up to its topic's configuration as the catalog has
+    /// it now (after the topic's configs were altered there). Reading the catalog on the owning
+    /// shard, rather than taking a configuration from the caller, means concurrent alterations
+    /// cannot leave an older one in effect.
+    pub async fn reload_log_config(&self, partition: PartitionId) -> Result<(), LogError> {
+        match self
+            .dispatch(ShardRequest::ReloadConfig { partition })
+            .await
+        {
+            ShardResponse::ConfigReloaded(result) => result,
+            other => unreachable!("a configuration reload is answered with {other:?}"),
+        }
+    }
+
     /// Resolves once shutdown was requested (a signal or [`super::ShutdownHandle`]): tasks
     /// that accept new work stop accepting then.
     pub async fn shutdown_requested(&self) {
@@ -343,6 +357,9 @@ impl ShardContext {
             }
             ShardRequest::Remove { partition } => {
                 ShardResponse::Removed(self.remove_local(&partition).await)
+            }
+            ShardRequest::ReloadConfig { partition } => {
+                ShardResponse::ConfigReloaded(self.reload_config_local(&partition).await)
             }
             ShardRequest::Group { partition, call } => {
                 ShardResponse::Group(self.group_call_local(&partition, call).await)
@@ -482,6 +499,29 @@ impl ShardContext {
         }
     }
 
+    async fn reload_config_local(&self, partition: &PartitionId) -> Result<(), LogError> {
+        let slot = self.state.partitions.borrow().get(partition).cloned();
+        let Some(slot) = slot else {
+            return Ok(());
+        };
+        // Waits for an open in progress, which may have read the configuration before the
+        // alteration.
+        let opened = slot.lock().await;
+        match opened.as_ref() {
+            Some(log) => log.set_config(self.log_config_for(&partition.topic)),
+            None => Ok(()),
+        }
+    }
+
+    /// The log configuration of `topic`'s partitions: the broker's with the topic's overrides,
+    /// as the catalog has them now.
+    fn log_config_for(&self, topic: &str) -> LogConfig {
+        match &self.state.topic_log_config {
+            Some(topic_log_config) => topic_log_config.for_topic(topic),
+            None => self.state.log_config.clone(),
+        }
+    }
+
     /// The partition's log, opened (and recovered) on first use; its directory must exist.
     pub(super) async fn partition_log(
         &self,
@@ -509,10 +549,7 @@ impl ShardContext {
         if !dir.is_dir() {
             return Err(LogError::UnknownPartition(partition.directory_name()));
         }
-        let log_config = match &self.state.topic_log_config {
-            Some(topic_log_config) => topic_log_config.for_topic(&partition.topic),
-            None => self.state.log_config.clone(),
-        };
+        let log_config = self.log_config_for(&partition.topic);
         let log = Rc::new(PartitionLog::open(dir, log_config, self.state.clock.clone()).await?);
         *opened = Some(log.clone());
         Ok(log)

@@ -116,6 +116,9 @@ pub enum ShardRequest {
     },
     /// Closes the partition's log and deletes its directory (its topic was deleted).
     Remove { partition: PartitionId },
+    /// Brings the partition's open log up to its topic's current configuration (the topic's
+    /// configs were altered); a log not open reads it when it opens.
+    ReloadConfig { partition: PartitionId },
     /// A consumer-group request for the coordinator of this `__consumer_offsets` partition.
     Group {
         partition: PartitionId,
@@ -132,6 +135,7 @@ impl ShardRequest {
             | ShardRequest::ListOffset { partition, .. }
             | ShardRequest::DeleteRecords { partition, .. }
             | ShardRequest::Remove { partition }
+            | ShardRequest::ReloadConfig { partition }
             | ShardRequest::Group { partition, .. } => partition,
         }
     }
@@ -157,6 +161,7 @@ pub enum ShardResponse {
     /// The new log start offset.
     RecordsDeleted(Result<u64, LogError>),
     Removed(Result<(), LogError>),
+    ConfigReloaded(Result<(), LogError>),
     Group(GroupReply),
 }
 
@@ -172,6 +177,9 @@ impl ShardResponse {
                 ShardResponse::RecordsDeleted(Err(LogError::Closed))
             }
             ShardRequest::Remove { .. } => ShardResponse::Removed(Err(LogError::Closed)),
+            ShardRequest::ReloadConfig { .. } => {
+                ShardResponse::ConfigReloaded(Err(LogError::Closed))
+            }
             ShardRequest::Group { call, .. } => ShardResponse::Group(
                 call.refused(crate::groups::GroupError::CoordinatorNotAvailable),
             ),

@@ -35,6 +35,7 @@ pub fn small_config() -> LogConfig {
         preallocate_bytes: 8192,
         producers_max: 1000,
         producer_idle_ms_max: None,
+        ..LogConfig::default()
     }
 }
 

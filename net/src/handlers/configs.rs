@@ -1,5 +1,6 @@
 //! DescribeConfigs: a topic's keys (from `engine::topic_config`, the one table of them) with
-//! their effective values and sources, and a few broker keys.
+//! their effective values and sources (set on the topic, or the broker's default), and a few
+//! broker keys.
 
 use std::collections::BTreeMap;
 
@@ -15,17 +16,21 @@ use super::str_bytes;
 use crate::broker::Broker;
 use crate::errors::{code, NONE};
 
-const RESOURCE_TOPIC: i8 = 2;
-const RESOURCE_BROKER: i8 = 4;
+/// Kafka's ConfigResource types.
+pub(super) const RESOURCE_TOPIC: i8 = 2;
+pub(super) const RESOURCE_BROKER: i8 = 4;
 const SOURCE_TOPIC: i8 = 1;
 const SOURCE_STATIC_BROKER: i8 = 4;
 const SOURCE_DEFAULT: i8 = 5;
 
-/// Kafka's config type code (DescribeConfigs v3+): 5 LONG, 2 STRING.
+/// Kafka's config type code (DescribeConfigs v3+).
 fn type_code(kind: Kind) -> i8 {
     match kind {
-        Kind::Integer { .. } => 5,
         Kind::OneOf(_) => 2,
+        Kind::Int { .. } => 3,
+        Kind::Long { .. } => 5,
+        Kind::Double { .. } => 6,
+        Kind::ListOf(_) => 7,
     }
 }
 

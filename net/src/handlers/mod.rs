@@ -1,5 +1,6 @@
 //! One module per Kafka API (a few closely related ones share a module).
 
+pub mod alter_configs;
 pub mod configs;
 pub mod delete_records;
 pub mod fetch;
