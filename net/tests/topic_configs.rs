@@ -129,12 +129,15 @@ fn alter(
     )
 }
 
-/// IncrementalAlterConfigs of topics: (topic, [(key, operation, value)]) each; returns each
-/// resource's (error code, error message).
+/// One IncrementalAlterConfigs change: key, operation, value.
+type Change<'a> = (&'a str, i8, Option<&'a str>);
+
+/// IncrementalAlterConfigs of topics: (topic, changes) each; returns each resource's (error
+/// code, error message).
 fn incremental(
     client: &mut Client,
     version: i16,
-    resources: &[(&str, &[(&str, i8, Option<&str>)])],
+    resources: &[(&str, &[Change])],
     validate_only: bool,
 ) -> Vec<(i16, String)> {
     use kafka_protocol::messages::incremental_alter_configs_request::{

@@ -152,7 +152,10 @@ fn kafka_error_hint(error: ResponseError) -> &'static str {
         ResponseError::InvalidReplicationFactor => {
             "give --replication-factor between 1 and the number of brokers"
         }
-        ResponseError::InvalidConfig => "check the --config keys and values",
+        ResponseError::InvalidConfig => {
+            "check the settings' names and values (`ferrite topic describe TOPIC --all-configs` \
+             lists every setting)"
+        }
         ResponseError::MessageTooLarge | ResponseError::RecordListTooLarge => {
             "the batch is larger than the broker accepts: lower --batch-bytes, or shorten the \
              message"

@@ -22,8 +22,8 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::messages::{
     ApiVersionsRequest, ApiVersionsResponse, CreateTopicsRequest, DeleteTopicsRequest,
-    DescribeConfigsRequest, FetchRequest, ListOffsetsRequest, MetadataRequest, ProduceRequest,
-    RequestHeader, ResponseHeader,
+    DescribeConfigsRequest, FetchRequest, IncrementalAlterConfigsRequest, ListOffsetsRequest,
+    MetadataRequest, ProduceRequest, RequestHeader, ResponseHeader,
 };
 use kafka_protocol::protocol::{
     Decodable, Encodable, HeaderVersion, Request, StrBytes, VersionRange,
@@ -73,6 +73,7 @@ client_versions! {
     CreateTopicsRequest => "CreateTopics", 2..=7;
     DeleteTopicsRequest => "DeleteTopics", 1..=6;
     DescribeConfigsRequest => "DescribeConfigs", 1..=4;
+    IncrementalAlterConfigsRequest => "IncrementalAlterConfigs", 0..=1;
 }
 
 /// Why a request got no usable answer.
@@ -400,6 +401,7 @@ mod tests {
         within_crate::<CreateTopicsRequest>();
         within_crate::<DeleteTopicsRequest>();
         within_crate::<DescribeConfigsRequest>();
+        within_crate::<IncrementalAlterConfigsRequest>();
     }
 
     /// A one-connection broker that answers the first request (ApiVersions) with `answer`:

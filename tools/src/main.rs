@@ -42,7 +42,7 @@ enum Command {
     /// Print the record batches of a partition directory or segment file, checking each CRC.
     /// Reads the files as they are: it never recovers or changes them.
     DumpLog(dump_log::Arguments),
-    /// Create, list, describe or delete topics on a running broker.
+    /// Create, list, describe, alter or delete topics on a running broker.
     #[command(after_help = admin::EXIT_CODES_HELP)]
     Topic(topic::Arguments),
     /// Write each line of standard input to a topic as a message (KEY<TAB>VALUE with --keyed).

@@ -66,6 +66,15 @@ pub struct Arguments {
     /// Segment size at which a partition rolls to a new segment file [default: 1 GiB].
     #[arg(long, value_name = "BYTES")]
     segment_bytes: Option<u64>,
+    /// How long a partition keeps its data, by its timestamps; -1 keeps it forever (Kafka's
+    /// log.retention.ms, the default of every topic's retention.ms) [default: 604800000].
+    #[arg(long, value_name = "MS", allow_negative_numbers = true)]
+    retention_ms: Option<i64>,
+    /// How large a partition's log may grow before its oldest segments go; -1 is no limit
+    /// (Kafka's log.retention.bytes, the default of every topic's retention.bytes)
+    /// [default: -1].
+    #[arg(long, value_name = "BYTES", allow_negative_numbers = true)]
+    retention_bytes: Option<i64>,
     /// Partitions of the internal `__consumer_offsets` topic, used when it is first created
     /// (later starts keep the count it has) [default: 16].
     #[arg(long, value_name = "N")]
@@ -103,6 +112,12 @@ impl Arguments {
         }
         if let Some(bytes) = self.segment_bytes.or(file.segment_bytes) {
             log.segment_bytes_max = bytes;
+        }
+        if let Some(ms) = self.retention_ms.or(file.retention_ms) {
+            log.retention_age_ms_max = retention_limit("--retention-ms", ms)?;
+        }
+        if let Some(bytes) = self.retention_bytes.or(file.retention_bytes) {
+            log.retention_bytes_max = retention_limit("--retention-bytes", bytes)?;
         }
         log.validate()
             .map_err(|message| format!("invalid log settings: {message}"))?;
@@ -152,6 +167,16 @@ impl Arguments {
             log,
             groups,
         })
+    }
+}
+
+/// A retention flag's value: -1 is no limit.
+fn retention_limit(flag: &str, value: i64) -> Result<Option<u64>, String> {
+    match value {
+        -1 => Ok(None),
+        limit => u64::try_from(limit)
+            .map(Some)
+            .map_err(|_| format!("{flag} must be -1 (no limit) or at least 0")),
     }
 }
 
@@ -411,6 +436,26 @@ mod tests {
         .resolve()
         .unwrap_err();
         assert!(error.contains("lisen"), "a typo is named: {error}");
+    }
+
+    #[test]
+    fn retention_flags_set_the_topics_defaults() {
+        let settings = Arguments {
+            retention_ms: Some(-1),
+            retention_bytes: Some(1 << 30),
+            ..Arguments::default()
+        }
+        .resolve()
+        .unwrap();
+        assert_eq!(settings.log.retention_age_ms_max, None);
+        assert_eq!(settings.log.retention_bytes_max, Some(1 << 30));
+        let error = Arguments {
+            retention_ms: Some(-2),
+            ..Arguments::default()
+        }
+        .resolve()
+        .unwrap_err();
+        assert!(error.contains("--retention-ms must be -1"), "{error}");
     }
 
     #[test]

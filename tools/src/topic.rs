@@ -1,6 +1,6 @@
-//! `ferrite topic create|list|describe|delete`: topic administration over the Kafka protocol
-//! (CreateTopics, Metadata, ListOffsets, DescribeConfigs, DeleteTopics), so it works against
-//! any Kafka-compatible broker.
+//! `ferrite topic create|list|describe|alter|delete`: topic administration over the Kafka
+//! protocol (CreateTopics, Metadata, ListOffsets, DescribeConfigs, IncrementalAlterConfigs,
+//! DeleteTopics), so it works against any Kafka-compatible broker.
 //!
 //! Output is one line per fact, for people and for `grep`/`awk` alike. A command given several
 //! topics handles each one, reports every failure on stderr, and exits 1 if any failed.
@@ -10,8 +10,12 @@ use std::time::Duration;
 use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
 use kafka_protocol::messages::delete_topics_request::DeleteTopicState;
 use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
+use kafka_protocol::messages::incremental_alter_configs_request::{
+    AlterConfigsResource, AlterableConfig,
+};
 use kafka_protocol::messages::{
     CreateTopicsRequest, DeleteTopicsRequest, DescribeConfigsRequest, DescribeConfigsResponse,
+    IncrementalAlterConfigsRequest,
 };
 use kafka_protocol::protocol::StrBytes;
 
@@ -21,7 +25,7 @@ use crate::cluster::{topic_name, Cluster, TopicMetadata, EARLIEST_TIMESTAMP, LAT
 /// How long the broker may take to create or delete topics before it answers REQUEST_TIMED_OUT.
 const ADMIN_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// DescribeConfigs' resource type for a topic.
+/// DescribeConfigs' and IncrementalAlterConfigs' resource type for a topic.
 const TOPIC_RESOURCE_TYPE: i8 = 2;
 /// DescribeConfigs' config source for a value set on the topic itself.
 const DYNAMIC_TOPIC_CONFIG_SOURCE: i8 = 1;
@@ -74,6 +78,36 @@ enum Command {
         #[arg(long)]
         all_configs: bool,
     },
+    /// Change a topic's settings: set them, delete them (the broker's default applies again),
+    /// or add items to and remove items from a list such as cleanup.policy. The changes are
+    /// checked together and made together, or none is.
+    #[command(after_help = EXIT_CODES_HELP)]
+    #[command(group(clap::ArgGroup::new("changes")
+        .required(true)
+        .multiple(true)
+        .args(["set", "delete", "append", "subtract"])))]
+    Alter {
+        #[command(flatten)]
+        broker: BrokerArguments,
+        /// The topic's name.
+        name: String,
+        /// Set a setting, e.g. `--set retention.ms=86400000`; repeat for more.
+        #[arg(long, value_name = "KEY=VALUE", value_parser = parse_config)]
+        set: Vec<(String, String)>,
+        /// Remove the topic's own value of a setting, e.g. `--delete retention.ms`; repeat for
+        /// more.
+        #[arg(long, value_name = "KEY")]
+        delete: Vec<String>,
+        /// Add items to a list-valued setting, e.g. `--append cleanup.policy=compact`.
+        #[arg(long, value_name = "KEY=VALUE", value_parser = parse_config)]
+        append: Vec<(String, String)>,
+        /// Remove items from a list-valued setting, e.g. `--subtract cleanup.policy=delete`.
+        #[arg(long, value_name = "KEY=VALUE", value_parser = parse_config)]
+        subtract: Vec<(String, String)>,
+        /// Have the broker check the changes without making them.
+        #[arg(long)]
+        validate_only: bool,
+    },
     /// Delete topics and all their messages.
     #[command(after_help = EXIT_CODES_HELP)]
     Delete {
@@ -110,6 +144,23 @@ pub fn run(arguments: Arguments) -> std::process::ExitCode {
             names,
             all_configs,
         } => describe(&broker, &names, all_configs),
+        Command::Alter {
+            broker,
+            name,
+            set,
+            delete,
+            append,
+            subtract,
+            validate_only,
+        } => {
+            let changes = Changes {
+                set,
+                delete,
+                append,
+                subtract,
+            };
+            alter(&broker, &name, &changes, validate_only)
+        }
         Command::Delete { broker, names } => delete(&broker, &names),
     };
     crate::admin::exit("topic", outcome)
@@ -302,6 +353,77 @@ fn config_source_name(source: i8) -> &'static str {
     }
 }
 
+/// What `topic alter` changes, by IncrementalAlterConfigs operation.
+struct Changes {
+    set: Vec<(String, String)>,
+    delete: Vec<String>,
+    append: Vec<(String, String)>,
+    subtract: Vec<(String, String)>,
+}
+
+impl Changes {
+    /// Each change as IncrementalAlterConfigs carries it (operations: 0 SET, 1 DELETE,
+    /// 2 APPEND, 3 SUBTRACT).
+    fn to_configs(&self) -> Vec<AlterableConfig> {
+        let config = |name: &str, operation: i8, value: Option<&str>| {
+            AlterableConfig::default()
+                .with_name(StrBytes::from_string(name.to_owned()))
+                .with_config_operation(operation)
+                .with_value(value.map(|value| StrBytes::from_string(value.to_owned())))
+        };
+        let with_values = [(0, &self.set), (2, &self.append), (3, &self.subtract)];
+        with_values
+            .into_iter()
+            .flat_map(|(operation, pairs)| {
+                pairs
+                    .iter()
+                    .map(move |(name, value)| config(name, operation, Some(value)))
+            })
+            .chain(self.delete.iter().map(|name| config(name, 1, None)))
+            .collect()
+    }
+}
+
+fn alter(
+    broker: &BrokerArguments,
+    name: &str,
+    changes: &Changes,
+    validate_only: bool,
+) -> Result<(), AdminError> {
+    let mut cluster = Cluster::connect(&broker.bootstrap)?;
+    let connection = cluster.bootstrap()?;
+    let version = connection.version::<IncrementalAlterConfigsRequest>()?;
+    let request = IncrementalAlterConfigsRequest::default()
+        .with_validate_only(validate_only)
+        .with_resources(vec![AlterConfigsResource::default()
+            .with_resource_type(TOPIC_RESOURCE_TYPE)
+            .with_resource_name(StrBytes::from_string(name.to_owned()))
+            .with_configs(changes.to_configs())]);
+    let response = connection.send(&request, version, Duration::ZERO)?;
+    let result = response
+        .responses
+        .iter()
+        .find(|result| result.resource_name.as_str() == name)
+        .ok_or_else(|| {
+            AdminError::Cluster(format!(
+                "the IncrementalAlterConfigs response says nothing of {name}"
+            ))
+        })?;
+    if let Some(error) = AdminError::from_code(
+        format!("topic {name}"),
+        result.error_code,
+        result.error_message.as_ref().map(StrBytes::as_str),
+    ) {
+        return Err(error);
+    }
+    if validate_only {
+        println!("the changes to topic {name} are valid (nothing was changed)");
+    } else {
+        println!("altered topic {name}");
+    }
+    Ok(())
+}
+
 fn delete(broker: &BrokerArguments, names: &[String]) -> Result<(), AdminError> {
     let mut cluster = Cluster::connect(&broker.bootstrap)?;
     let connection = cluster.bootstrap()?;
@@ -366,5 +488,35 @@ mod tests {
         assert_eq!(parse_config("x="), Ok(("x".to_string(), String::new())));
         assert!(parse_config("retention.ms").is_err());
         assert!(parse_config("=1").is_err());
+    }
+
+    #[test]
+    fn alter_sends_each_change_with_its_operation() {
+        let changes = Changes {
+            set: vec![("retention.ms".into(), "1000".into())],
+            delete: vec!["segment.ms".into()],
+            append: vec![("cleanup.policy".into(), "compact".into())],
+            subtract: vec![("cleanup.policy".into(), "delete".into())],
+        };
+        let sent: Vec<(String, i8, Option<String>)> = changes
+            .to_configs()
+            .iter()
+            .map(|config| {
+                (
+                    config.name.to_string(),
+                    config.config_operation,
+                    config.value.as_ref().map(ToString::to_string),
+                )
+            })
+            .collect();
+        assert_eq!(
+            sent,
+            vec![
+                ("retention.ms".into(), 0, Some("1000".into())),
+                ("cleanup.policy".into(), 2, Some("compact".into())),
+                ("cleanup.policy".into(), 3, Some("delete".into())),
+                ("segment.ms".into(), 1, None),
+            ]
+        );
     }
 }

@@ -267,6 +267,128 @@ fn topics_are_created_listed_described_and_deleted() {
     );
 }
 
+#[test]
+fn topic_settings_are_altered_and_described() {
+    let broker = Broker::start();
+    admin_ok(
+        &broker,
+        &[
+            "topic",
+            "create",
+            "orders",
+            "--config",
+            "retention.ms=3600000",
+            "--config",
+            "segment.ms=600000",
+        ],
+        b"",
+    );
+    let altered = admin_ok(
+        &broker,
+        &[
+            "topic",
+            "alter",
+            "orders",
+            "--set",
+            "retention.bytes=1048576",
+            "--set",
+            "max.message.bytes=2000",
+            "--delete",
+            "segment.ms",
+            "--append",
+            "cleanup.policy=delete",
+        ],
+        b"",
+    );
+    assert_eq!(altered, "altered topic orders\n");
+    let described = admin_ok(&broker, &["topic", "describe", "orders"], b"");
+    let configs: Vec<&str> = described
+        .lines()
+        .filter(|line| line.starts_with("  config "))
+        .collect();
+    assert_eq!(
+        configs,
+        vec![
+            "  config cleanup.policy=delete",
+            "  config max.message.bytes=2000",
+            "  config retention.bytes=1048576",
+            "  config retention.ms=3600000",
+        ],
+        "{described}"
+    );
+    let every = admin_ok(
+        &broker,
+        &["topic", "describe", "orders", "--all-configs"],
+        b"",
+    );
+    assert!(
+        every.contains("  config segment.ms=604800000 source default"),
+        "{every}"
+    );
+    assert!(
+        every.contains("  config max.message.bytes=2000 source topic"),
+        "{every}"
+    );
+    assert!(
+        every.contains("  config min.cleanable.dirty.ratio=0.5 source default"),
+        "{every}"
+    );
+
+    // The new limit is in effect for the next batch.
+    admin_fails(
+        &broker,
+        &["produce", "--topic", "orders"],
+        "x".repeat(3_000).as_bytes(),
+        1,
+        "MESSAGE_TOO_LARGE",
+    );
+    assert_eq!(
+        admin_ok(
+            &broker,
+            &[
+                "topic",
+                "alter",
+                "orders",
+                "--set",
+                "retention.ms=60000",
+                "--validate-only"
+            ],
+            b""
+        ),
+        "the changes to topic orders are valid (nothing was changed)\n"
+    );
+    admin_fails(
+        &broker,
+        &["topic", "alter", "orders", "--set", "retention.ms=soon"],
+        b"",
+        1,
+        "topic orders: INVALID_CONFIG (Kafka error 40): invalid value 'soon' for topic config \
+         'retention.ms': expected a whole number of at least -1",
+    );
+    admin_fails(
+        &broker,
+        &["topic", "alter", "nowhere", "--delete", "retention.ms"],
+        b"",
+        1,
+        "topic nowhere: UNKNOWN_TOPIC_OR_PARTITION (Kafka error 3)",
+    );
+    let unchanged = admin_ok(&broker, &["topic", "describe", "orders"], b"");
+    assert!(
+        unchanged.contains("  config retention.ms=3600000\n"),
+        "neither the check nor the refused change altered anything: {unchanged}"
+    );
+    admin_fails(&broker, &["topic", "alter", "orders"], b"", 2, "--set");
+    let help = ferrite(&["topic", "alter", "--help"], b"");
+    assert_eq!(help.code, Some(0));
+    assert!(
+        help.stdout
+            .trim_end()
+            .ends_with("2 usage error (bad flags or input)."),
+        "{}",
+        help.stdout
+    );
+}
+
 /// One consumed line of `consume --offsets --keyed`.
 #[derive(Debug, PartialEq, Eq)]
 struct Consumed {

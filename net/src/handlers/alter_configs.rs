@@ -28,6 +28,9 @@ use crate::errors::{catalog_error_code, code, log_error_code, NONE};
 /// A resource's failure: the Kafka error code and the message saying why.
 type Failure = (i16, String);
 
+/// One IncrementalAlterConfigs change: the key, the operation, the value.
+type Change<'a> = (&'a str, Operation, Option<&'a str>);
+
 pub async fn alter(broker: &Broker, request: AlterConfigsRequest) -> AlterConfigsResponse {
     let mut responses = Vec::with_capacity(request.resources.len());
     for resource in request.resources {
@@ -113,7 +116,7 @@ pub async fn incremental_alter(
 /// AlterConfigOp.OpType.
 fn operations(
     configs: &[kafka_protocol::messages::incremental_alter_configs_request::AlterableConfig],
-) -> Result<Vec<(&str, Operation, Option<&str>)>, Failure> {
+) -> Result<Vec<Change<'_>>, Failure> {
     configs
         .iter()
         .map(|config| {
