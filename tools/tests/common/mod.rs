@@ -1,6 +1,9 @@
 //! What the integration tests of `ferrite` share: a real `ferrite serve` on a free loopback
 //! port with a data directory of its own, stopped when the test ends.
 
+#[allow(dead_code, reason = "only the admin-command tests run commands")]
+pub mod cli;
+
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Command, Stdio};
