@@ -28,6 +28,7 @@ fn config(dir: &std::path::Path) -> RuntimeConfig {
         mesh_ring_capacity: 4,
         outbound_queue_capacity: 2,
         retention_check_interval: std::time::Duration::from_secs(300),
+        groups: engine::shard::GroupsConfig::default(),
     }
 }
 
@@ -243,6 +244,62 @@ fn each_shard_applies_retention_to_its_partitions_on_a_timer() {
         );
         assert_eq!(listed.high_watermark, 160, "the active segment is kept");
     }
+    runtime.shutdown_handle().trigger();
+    runtime.join().unwrap();
+}
+
+#[test]
+fn each_shard_reports_the_offsets_and_sizes_of_the_logs_it_has_open() {
+    let dir = tempfile::tempdir().unwrap();
+    create_partitions(dir.path(), "sized", PARTITIONS);
+    let batch = engine::batch::build::batch_of(4, 100, 1);
+    let batch_bytes = batch.len() as u64;
+    let (report, reports) = mpsc::channel();
+    let runtime = Runtime::start(config(dir.path()), move |context| {
+        let (report, batch) = (report.clone(), batch.clone());
+        async move {
+            // Partition p gets p batches; the last one is never used, so never opened.
+            for partition in 0..PARTITIONS - 1 {
+                let id = PartitionId::new("sized", partition);
+                if context.owner_of(&id) != context.shard_id() {
+                    continue;
+                }
+                context
+                    .list_offset(id.clone(), engine::shard::OffsetQuery::Latest)
+                    .await
+                    .expect("opened");
+                for _ in 0..partition {
+                    context
+                        .append(
+                            id.clone(),
+                            bytes::BytesMut::from(&batch[..]),
+                            0,
+                            Durability::Written,
+                        )
+                        .await
+                        .expect("append");
+                }
+            }
+            report.send(context.partition_stats()).unwrap();
+            context.shutdown_requested().await;
+        }
+    })
+    .unwrap();
+    let mut listed = Vec::new();
+    for _ in 0..SHARDS {
+        listed.extend(reports.recv_timeout(Duration::from_secs(60)).unwrap());
+    }
+    listed.sort_by(|a, b| a.partition.cmp(&b.partition));
+    let wanted: Vec<engine::shard::PartitionStats> = (0..PARTITIONS - 1)
+        .map(|partition| engine::shard::PartitionStats {
+            partition: PartitionId::new("sized", partition),
+            log_start_offset: 0,
+            high_watermark: 4 * u64::from(partition),
+            size_bytes: batch_bytes * u64::from(partition),
+            segment_count: 1,
+        })
+        .collect();
+    assert_eq!(listed, wanted);
     runtime.shutdown_handle().trigger();
     runtime.join().unwrap();
 }

@@ -12,6 +12,7 @@ use std::rc::Rc;
 
 use bytes::{Bytes, BytesMut};
 use engine::batch::{self, BatchHeader};
+use engine::catalog::is_internal_topic;
 use engine::shard::{AppendPending, Durability, PartitionId};
 use engine::topic_config;
 use futures::future::join_all;
@@ -63,6 +64,10 @@ pub async fn start(broker: Rc<Broker>, header: Header, request: ProduceRequest) 
                     "transactions are not supported by this broker".into(),
                 ),
                 (Err(error), _) => failed(catalog_error_code(error), error.to_string()),
+                (Ok(_), Some(_)) if is_internal_topic(&name) => failed(
+                    code(ResponseError::InvalidTopicException),
+                    format!("topic '{name}' is internal to the broker: clients cannot write it"),
+                ),
                 (Ok(topic), Some(_)) if !topic.has_partition(index) => failed(
                     code(ResponseError::UnknownTopicOrPartition),
                     format!("topic '{name}' has no partition {index}"),
@@ -98,7 +103,8 @@ pub async fn start(broker: Rc<Broker>, header: Header, request: ProduceRequest) 
         for (name, partitions) in topics {
             let mut partition_responses = Vec::with_capacity(partitions.len());
             for (index, outcome) in partitions {
-                partition_responses.push(answer(&broker, header.api_version, index, outcome).await);
+                partition_responses
+                    .push(answer(&broker, header.api_version, &name, index, outcome).await);
             }
             responses.push(
                 TopicProduceResponse::default()
@@ -116,6 +122,7 @@ pub async fn start(broker: Rc<Broker>, header: Header, request: ProduceRequest) 
 async fn answer(
     broker: &Broker,
     api_version: i16,
+    topic: &str,
     index: i32,
     outcome: Outcome,
 ) -> PartitionProduceResponse {
@@ -146,7 +153,8 @@ async fn answer(
             for (size, result) in sizes.into_iter().zip(join_all(appends).await) {
                 match result {
                     Ok(appended) => {
-                        broker.metrics.records_appended(size as u64);
+                        let records = appended.last_offset - appended.base_offset + 1;
+                        broker.metrics.batch_produced(topic, size as u64, records);
                         first.get_or_insert(appended.base_offset as i64);
                         log_start_offset = appended.log_start_offset as i64;
                     }
