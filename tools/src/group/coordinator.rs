@@ -376,3 +376,246 @@ pub fn commit_offsets(
     }
     AdminError::all(failures)
 }
+
+#[cfg(test)]
+mod tests {
+    //! The layouts of older protocol versions (FindCoordinator with one key, OffsetFetch and
+    //! OffsetCommit before batching, ListGroups without states), which Ferrite does not answer
+    //! in but older Kafka-compatible brokers do: checked against a scripted broker.
+
+    use super::*;
+
+    use std::io::{Read, Write};
+    use std::sync::{Arc, Mutex};
+
+    use bytes::{Bytes, BytesMut};
+    use kafka_protocol::messages::api_versions_response::ApiVersion;
+    use kafka_protocol::messages::describe_groups_response::DescribedGroup;
+    use kafka_protocol::messages::list_groups_response::ListedGroup as Listed;
+    use kafka_protocol::messages::metadata_response::MetadataResponseBroker;
+    use kafka_protocol::messages::offset_commit_response::{
+        OffsetCommitResponsePartition, OffsetCommitResponseTopic,
+    };
+    use kafka_protocol::messages::offset_fetch_response::{
+        OffsetFetchResponsePartition, OffsetFetchResponseTopic,
+    };
+    use kafka_protocol::messages::{
+        ApiKey, ApiVersionsRequest, ApiVersionsResponse, DescribeGroupsResponse,
+        FindCoordinatorResponse, ListGroupsResponse, MetadataRequest, MetadataResponse,
+        OffsetCommitResponse, OffsetFetchResponse, RequestHeader, ResponseHeader,
+    };
+    use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request};
+
+    /// The highest version of each API the scripted broker speaks: before the layout changes.
+    const OLD_VERSIONS: [(i16, i16); 6] = [
+        (MetadataRequest::KEY, 1),
+        (FindCoordinatorRequest::KEY, 3),
+        (ListGroupsRequest::KEY, 3),
+        (DescribeGroupsRequest::KEY, 4),
+        (OffsetFetchRequest::KEY, 7),
+        (OffsetCommitRequest::KEY, 7),
+    ];
+
+    /// What the scripted broker was asked: the decoded OffsetFetch and OffsetCommit requests.
+    #[derive(Default)]
+    struct Seen {
+        offset_fetches: Vec<OffsetFetchRequest>,
+        offset_commits: Vec<OffsetCommitRequest>,
+    }
+
+    fn encode_response<T: Encodable + HeaderVersion>(
+        correlation_id: i32,
+        response: &T,
+        version: i16,
+    ) -> Vec<u8> {
+        let mut body = BytesMut::new();
+        ResponseHeader::default()
+            .with_correlation_id(correlation_id)
+            .encode(&mut body, T::header_version(version))
+            .unwrap();
+        response.encode(&mut body, version).unwrap();
+        [&(body.len() as i32).to_be_bytes()[..], &body].concat()
+    }
+
+    /// A broker (node 0) coordinating one group, `billing`, Stable with no members' assignments
+    /// and offsets committed in `orders-0` (5) and `orders-1` (none), on one connection.
+    fn scripted_broker(seen: Arc<Mutex<Seen>>) -> String {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let address = listener.local_addr().unwrap();
+        std::thread::spawn(move || {
+            let (mut stream, _) = listener.accept().unwrap();
+            loop {
+                let mut length = [0u8; 4];
+                if stream.read_exact(&mut length).is_err() {
+                    return;
+                }
+                let mut request = vec![0u8; i32::from_be_bytes(length) as usize];
+                stream.read_exact(&mut request).unwrap();
+                let mut request = Bytes::from(request);
+                let key = i16::from_be_bytes([request[0], request[1]]);
+                let version = i16::from_be_bytes([request[2], request[3]]);
+                let api = ApiKey::try_from(key).unwrap();
+                let header =
+                    RequestHeader::decode(&mut request, api.request_header_version(version))
+                        .unwrap();
+                let id = header.correlation_id;
+                let answer = match api {
+                    // KIP-511's fallback: version 0, UNSUPPORTED_VERSION and the table.
+                    ApiKey::ApiVersions => {
+                        let mut table = vec![ApiVersion::default()
+                            .with_api_key(ApiVersionsRequest::KEY)
+                            .with_max_version(0)];
+                        table.extend(OLD_VERSIONS.iter().map(|&(key, max)| {
+                            ApiVersion::default()
+                                .with_api_key(key)
+                                .with_max_version(max)
+                        }));
+                        let response = ApiVersionsResponse::default()
+                            .with_error_code(35)
+                            .with_api_keys(table);
+                        encode_response(id, &response, 0)
+                    }
+                    ApiKey::Metadata => {
+                        let response = MetadataResponse::default().with_brokers(vec![
+                            MetadataResponseBroker::default()
+                                .with_node_id(0.into())
+                                .with_host(StrBytes::from_string(address.ip().to_string()))
+                                .with_port(i32::from(address.port())),
+                        ]);
+                        encode_response(id, &response, version)
+                    }
+                    ApiKey::FindCoordinator => {
+                        let response = FindCoordinatorResponse::default()
+                            .with_node_id(0.into())
+                            .with_host(StrBytes::from_string(address.ip().to_string()))
+                            .with_port(i32::from(address.port()));
+                        encode_response(id, &response, version)
+                    }
+                    ApiKey::ListGroups => {
+                        let response =
+                            ListGroupsResponse::default().with_groups(vec![Listed::default()
+                                .with_group_id(GroupId(StrBytes::from_static_str("billing")))
+                                .with_protocol_type(StrBytes::from_static_str("consumer"))]);
+                        encode_response(id, &response, version)
+                    }
+                    ApiKey::DescribeGroups => {
+                        let response = DescribeGroupsResponse::default().with_groups(vec![
+                            DescribedGroup::default()
+                                .with_group_id(GroupId(StrBytes::from_static_str("billing")))
+                                .with_group_state(StrBytes::from_static_str("Stable"))
+                                .with_protocol_type(StrBytes::from_static_str("consumer")),
+                        ]);
+                        encode_response(id, &response, version)
+                    }
+                    ApiKey::OffsetFetch => {
+                        let decoded = OffsetFetchRequest::decode(&mut request, version).unwrap();
+                        seen.lock().unwrap().offset_fetches.push(decoded);
+                        let partition = |index, offset| {
+                            OffsetFetchResponsePartition::default()
+                                .with_partition_index(index)
+                                .with_committed_offset(offset)
+                        };
+                        let response = OffsetFetchResponse::default().with_topics(vec![
+                            OffsetFetchResponseTopic::default()
+                                .with_name(topic_name("orders"))
+                                .with_partitions(vec![partition(0, 5), partition(1, -1)]),
+                        ]);
+                        encode_response(id, &response, version)
+                    }
+                    ApiKey::OffsetCommit => {
+                        let decoded = OffsetCommitRequest::decode(&mut request, version).unwrap();
+                        let answers = decoded.topics[0]
+                            .partitions
+                            .iter()
+                            .map(|partition| {
+                                OffsetCommitResponsePartition::default()
+                                    .with_partition_index(partition.partition_index)
+                                    // UNKNOWN_MEMBER_ID for partition 1, as if a member joined.
+                                    .with_error_code(if partition.partition_index == 1 {
+                                        25
+                                    } else {
+                                        0
+                                    })
+                            })
+                            .collect();
+                        seen.lock().unwrap().offset_commits.push(decoded);
+                        let response = OffsetCommitResponse::default().with_topics(vec![
+                            OffsetCommitResponseTopic::default()
+                                .with_name(topic_name("orders"))
+                                .with_partitions(answers),
+                        ]);
+                        encode_response(id, &response, version)
+                    }
+                    other => panic!("unexpected {other:?}"),
+                };
+                stream.write_all(&answer).unwrap();
+            }
+        });
+        address.to_string()
+    }
+
+    #[test]
+    fn older_brokers_are_spoken_to_in_their_own_layouts() {
+        let seen = Arc::new(Mutex::new(Seen::default()));
+        let address = scripted_broker(Arc::clone(&seen));
+        let mut cluster = Cluster::connect(&address).unwrap();
+
+        // ListGroups 3 has no states: DescribeGroups, via FindCoordinator 3, supplies it.
+        assert_eq!(
+            list_groups(&mut cluster).unwrap(),
+            [ListedGroup {
+                group_id: "billing".to_string(),
+                state: "Stable".to_string(),
+                protocol_type: "consumer".to_string(),
+            }]
+        );
+
+        let (all, some) = with_coordinator(&mut cluster, "billing", |connection| {
+            Ok((
+                committed_offsets(connection, "billing", None)?,
+                committed_offsets(connection, "billing", Some(("orders", &[0, 1])))?,
+            ))
+        })
+        .unwrap();
+        let expected = CommittedOffsets::from([(("orders".to_string(), 0), 5)]);
+        assert_eq!(all, expected);
+        assert_eq!(some, expected);
+
+        let failure = with_coordinator(&mut cluster, "billing", |connection| {
+            commit_offsets(
+                connection,
+                "billing",
+                "orders",
+                &BTreeMap::from([(0, 3), (1, 4)]),
+            )
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(
+            failure.starts_with(
+                "commit of group billing in partition orders-1: UNKNOWN_MEMBER_ID (Kafka error \
+                 25) — the group has active members"
+            ),
+            "{failure}"
+        );
+
+        let seen = seen.lock().unwrap();
+        let fetches = &seen.offset_fetches;
+        assert_eq!(fetches.len(), 2);
+        assert_eq!(fetches[0].group_id.0.as_str(), "billing");
+        assert_eq!(fetches[0].topics, None, "every partition");
+        let topics = fetches[1].topics.as_ref().unwrap();
+        assert_eq!(topics[0].name.0.as_str(), "orders");
+        assert_eq!(topics[0].partition_indexes, [0, 1]);
+        let commit = &seen.offset_commits[0];
+        assert_eq!(commit.group_id.0.as_str(), "billing");
+        assert_eq!(commit.generation_id_or_member_epoch, -1, "a simple commit");
+        assert_eq!(commit.member_id.as_str(), "");
+        let committed: Vec<(i32, i64)> = commit.topics[0]
+            .partitions
+            .iter()
+            .map(|partition| (partition.partition_index, partition.committed_offset))
+            .collect();
+        assert_eq!(committed, [(0, 3), (1, 4)]);
+    }
+}
