@@ -20,7 +20,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
-use engine::shard::PartitionStats;
+use engine::groups::TopicPartition;
+use engine::shard::{GroupStats, PartitionStats};
 use hdrhistogram::Histogram;
 use kafka_protocol::messages::ApiKey;
 
@@ -106,6 +107,8 @@ struct TopicTraffic {
 pub struct ShardSnapshot {
     /// The partition logs the shard has open.
     pub partitions: Vec<PartitionStats>,
+    /// The groups whose coordinator runs on the shard, with their committed offsets.
+    pub groups: Vec<GroupStats>,
 }
 
 /// One shard's metrics.
@@ -511,7 +514,10 @@ impl MetricsRegistry {
     }
 }
 
-/// Renders what the shards published: one series per partition (listed by its owner only).
+/// Renders what the shards published: one series per partition (listed by its owner only),
+/// and per group its members, committed offsets and lag. The lag of a group on a partition is
+/// the partition's high-water mark (from the owner's snapshot) minus the committed offset; it
+/// is left out while the owner has not opened the partition since start-up.
 fn render_snapshots(out: &mut String, snapshots: &[ShardSnapshot]) {
     let mut partitions: Vec<&PartitionStats> = snapshots
         .iter()
@@ -528,6 +534,77 @@ fn render_snapshots(out: &mut String, snapshots: &[ShardSnapshot]) {
                 "{name}{{topic=\"{topic}\",partition=\"{partition}\"}} {}",
                 value(stats)
             );
+        }
+    }
+    let mut groups: Vec<&GroupStats> = snapshots
+        .iter()
+        .flat_map(|snapshot| &snapshot.groups)
+        .collect();
+    groups.sort_by(|a, b| a.group_id.cmp(&b.group_id));
+    write_family(
+        out,
+        "ferrite_group_members",
+        "gauge",
+        "Members of the consumer group.",
+    );
+    for group in &groups {
+        let _ = writeln!(
+            out,
+            "ferrite_group_members{{group=\"{}\",state=\"{}\"}} {}",
+            label_value(&group.group_id),
+            group.state.name(),
+            group.members
+        );
+    }
+    let high_watermarks: HashMap<(&str, i32), u64> = partitions
+        .iter()
+        .map(|stats| {
+            let key = (
+                stats.partition.topic.as_str(),
+                stats.partition.partition as i32,
+            );
+            (key, stats.high_watermark)
+        })
+        .collect();
+    let committed = || {
+        groups.iter().flat_map(|group| {
+            group
+                .offsets
+                .iter()
+                .map(move |(partition, offset)| (group, partition, *offset))
+        })
+    };
+    let series = |group: &GroupStats, partition: &TopicPartition| {
+        format!(
+            "{{group=\"{}\",topic=\"{}\",partition=\"{}\"}}",
+            label_value(&group.group_id),
+            label_value(&partition.topic),
+            partition.partition
+        )
+    };
+    write_family(
+        out,
+        "ferrite_group_committed_offset",
+        "gauge",
+        "The group's committed offset on the partition.",
+    );
+    for (group, partition, offset) in committed() {
+        let labels = series(group, partition);
+        let _ = writeln!(out, "ferrite_group_committed_offset{labels} {offset}");
+    }
+    write_family(
+        out,
+        "ferrite_group_lag",
+        "gauge",
+        "Records of the partition after the group's committed offset (high-water mark minus \
+         committed offset, at least 0).",
+    );
+    for (group, partition, offset) in committed() {
+        let key = (partition.topic.as_str(), partition.partition);
+        if let Some(&high_watermark) = high_watermarks.get(&key) {
+            let lag = (high_watermark as i64).saturating_sub(offset).max(0);
+            let labels = series(group, partition);
+            let _ = writeln!(out, "ferrite_group_lag{labels} {lag}");
         }
     }
 }
@@ -842,8 +919,12 @@ mod tests {
     }
 
     #[test]
-    fn partitions_from_every_shard_snapshot_are_rendered_by_topic_and_partition() {
+    fn partitions_and_group_lag_from_every_shard_are_rendered() {
         let registry = MetricsRegistry::new(2);
+        let committed_on = |topic: &str, partition: i32| TopicPartition {
+            topic: topic.into(),
+            partition,
+        };
         let stats = |topic: &str, partition: u32, high_watermark: u64| PartitionStats {
             partition: PartitionId::new(topic, partition),
             log_start_offset: 3,
@@ -854,12 +935,24 @@ mod tests {
         registry.shard(0).publish(
             ShardSnapshot {
                 partitions: vec![stats("odd \"name\"\\", 1, 10)],
+                // The group's coordinator is on shard 0; its partitions on either shard.
+                groups: vec![GroupStats {
+                    group_id: "billing".into(),
+                    state: engine::groups::GroupState::Stable,
+                    members: 3,
+                    offsets: vec![
+                        (committed_on("odd \"name\"\\", 0), 15),
+                        (committed_on("b", 0), 5),
+                        (committed_on("unopened", 0), 1),
+                    ],
+                }],
             },
             |_| true,
         );
         registry.shard(1).publish(
             ShardSnapshot {
                 partitions: vec![stats("odd \"name\"\\", 0, 20), stats("b", 0, 5)],
+                groups: Vec::new(),
             },
             |_| true,
         );
@@ -869,6 +962,36 @@ mod tests {
             [("topic", topic), ("partition", partition)]
         };
         let odd = "odd \"name\"\\";
+        let group_partition =
+            |topic: &'static str| [("group", "billing"), ("topic", topic), ("partition", "0")];
+        assert_eq!(
+            value(&samples, "ferrite_group_lag", &group_partition(odd)),
+            5.0
+        );
+        assert_eq!(
+            value(&samples, "ferrite_group_lag", &group_partition("b")),
+            0.0
+        );
+        assert_eq!(
+            value(
+                &samples,
+                "ferrite_group_committed_offset",
+                &group_partition("unopened")
+            ),
+            1.0
+        );
+        assert!(
+            !text.contains("ferrite_group_lag{group=\"billing\",topic=\"unopened\""),
+            "no lag without the partition's high-water mark"
+        );
+        assert_eq!(
+            value(
+                &samples,
+                "ferrite_group_members",
+                &[("group", "billing"), ("state", "Stable")]
+            ),
+            3.0
+        );
         assert_eq!(
             value(
                 &samples,

@@ -116,6 +116,7 @@ async fn publish_snapshots(broker: Rc<Broker>, interval: Duration) {
     loop {
         let snapshot = ShardSnapshot {
             partitions: broker.context.partition_stats(),
+            groups: broker.context.group_stats(),
         };
         let topics = broker.catalog.topics();
         broker

@@ -1,6 +1,6 @@
 //! The metrics endpoint of a real `ferrite serve`, read as Prometheus would read it, while a
 //! client produces and fetches over the Kafka protocol: the numbers must be the exact ones the
-//! client can work out for itself.
+//! client can work out for itself, a consumer group's lag included.
 
 mod common;
 
@@ -12,10 +12,14 @@ use bytes::{Bytes, BytesMut};
 use engine::batch::build::batch_of;
 use kafka_protocol::messages::create_topics_request::CreatableTopic;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use kafka_protocol::messages::offset_commit_request::{
+    OffsetCommitRequestPartition, OffsetCommitRequestTopic,
+};
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::{
-    ApiKey, CreateTopicsRequest, CreateTopicsResponse, FetchRequest, FetchResponse, ProduceRequest,
-    ProduceResponse, RequestHeader, ResponseHeader, TopicName,
+    ApiKey, CreateTopicsRequest, CreateTopicsResponse, FetchRequest, FetchResponse, GroupId,
+    OffsetCommitRequest, OffsetCommitResponse, ProduceRequest, ProduceResponse, RequestHeader,
+    ResponseHeader, TopicName,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 
@@ -167,7 +171,31 @@ fn metrics_count_what_clients_produce_and_fetch_per_topic_partition_and_connecti
         .collect();
     assert_eq!(fetched, produced.map(|sizes| sizes.iter().sum::<u64>()));
 
+    // A group that read partition 0 up to offset 5 and all of partition 1.
+    let commit = OffsetCommitRequest::default()
+        .with_group_id(GroupId(StrBytes::from_static_str("auditors")))
+        .with_generation_id_or_member_epoch(-1)
+        .with_topics(vec![OffsetCommitRequestTopic::default()
+            .with_name(topic_name())
+            .with_partitions(
+                [(0, 5), (1, records[1] as i64)]
+                    .into_iter()
+                    .map(|(partition, offset)| {
+                        OffsetCommitRequestPartition::default()
+                            .with_partition_index(partition)
+                            .with_committed_offset(offset)
+                    })
+                    .collect(),
+            )]);
+    let committed: OffsetCommitResponse = call(&mut client, ApiKey::OffsetCommit, 8, &commit);
+    assert!(committed.topics[0]
+        .partitions
+        .iter()
+        .all(|partition| partition.error_code == 0));
+
     let topic: Labels = &[("topic", TOPIC)];
+    let lag_0: Labels = &[("group", "auditors"), ("topic", TOPIC), ("partition", "0")];
+    let lag_1: Labels = &[("group", "auditors"), ("topic", TOPIC), ("partition", "1")];
     let partition_0: Labels = &[("topic", TOPIC), ("partition", "0")];
     let partition_1: Labels = &[("topic", TOPIC), ("partition", "1")];
     let produce_api: Labels = &[("api", "Produce")];
@@ -202,6 +230,14 @@ fn metrics_count_what_clients_produce_and_fetch_per_topic_partition_and_connecti
             ("ferrite_requests_total", produce_api, 5.0),
             ("ferrite_request_latency_seconds_count", produce_api, 5.0),
             ("ferrite_connections_open", &[], 1.0),
+            ("ferrite_group_committed_offset", lag_0, 5.0),
+            ("ferrite_group_lag", lag_0, records[0] as f64 - 5.0),
+            ("ferrite_group_lag", lag_1, 0.0),
+            (
+                "ferrite_group_members",
+                &[("group", "auditors"), ("state", "Empty")],
+                0.0,
+            ),
         ],
     );
     let text = broker.metrics();

@@ -112,6 +112,10 @@ impl ShardContext {
         &self.state.groups_config
     }
 
+    pub(super) fn data_dir(&self) -> &std::path::Path {
+        &self.state.data_dir
+    }
+
     pub(super) fn coordinators(&self) -> &Coordinators {
         &self.state.coordinators
     }
