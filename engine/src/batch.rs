@@ -239,22 +239,169 @@ pub fn first_record_at_or_after(bytes: &[u8], timestamp_ms: i64) -> Option<(i64,
     if header.compression() != 0 {
         return None;
     }
-    let mut cursor = &bytes[BATCH_HEADER_BYTES..];
-    for _ in 0..header.records_count {
-        let record_length = read_varint(&mut cursor)?;
-        let record_length = usize::try_from(record_length).ok()?;
-        let mut record = cursor.get(..record_length)?;
-        cursor = &cursor[record_length..];
+    PlainRecords::new(bytes, header)
+        .map_while(Result::ok)
+        .find(|record| record.timestamp_ms >= timestamp_ms)
+        .map(|record| (record.offset, record.timestamp_ms))
+}
+
+/// One record of an uncompressed batch, borrowed from the batch's bytes. Headers are skipped:
+/// the broker's own logs (`__consumer_offsets`) do not use them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PlainRecord<'a> {
+    pub offset: i64,
+    pub timestamp_ms: i64,
+    pub key: Option<&'a [u8]>,
+    /// `None`: a tombstone.
+    pub value: Option<&'a [u8]>,
+}
+
+/// The records of a batch the broker wrote itself (uncompressed), in order. A batch that is
+/// compressed or whose records do not parse yields [`RecordsError`] once, then ends.
+pub fn plain_records(bytes: &[u8]) -> Result<PlainRecords<'_>, RecordsError> {
+    let header = BatchHeader::parse(bytes).ok_or(RecordsError::Malformed)?;
+    if header.compression() != 0 {
+        return Err(RecordsError::Compressed);
+    }
+    Ok(PlainRecords::new(bytes, header))
+}
+
+/// Why [`plain_records`] cannot read a batch's records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
+pub enum RecordsError {
+    #[error("the batch's records are compressed")]
+    Compressed,
+    #[error("the batch's records are malformed")]
+    Malformed,
+}
+
+/// The iterator of [`plain_records`].
+pub struct PlainRecords<'a> {
+    header: BatchHeader,
+    cursor: &'a [u8],
+    remaining: i32,
+}
+
+impl<'a> PlainRecords<'a> {
+    fn new(bytes: &'a [u8], header: BatchHeader) -> PlainRecords<'a> {
+        let end = (header.size_bytes as usize).min(bytes.len());
+        PlainRecords {
+            header,
+            cursor: bytes.get(BATCH_HEADER_BYTES..end).unwrap_or_default(),
+            remaining: header.records_count.max(0),
+        }
+    }
+
+    fn next_record(&mut self) -> Option<PlainRecord<'a>> {
+        let record_length = usize::try_from(read_varint(&mut self.cursor)?).ok()?;
+        let mut record = self.cursor.get(..record_length)?;
+        self.cursor = &self.cursor[record_length..];
         record = record.get(1..)?; // attributes: i8
         let timestamp_delta = read_varint(&mut record)?;
         let offset_delta = read_varint(&mut record)?;
-        // Deltas come from the batch's bytes: a nonsensical one ends the search.
-        let timestamp = header.base_timestamp.checked_add(timestamp_delta)?;
-        if timestamp >= timestamp_ms {
-            return Some((header.base_offset.checked_add(offset_delta)?, timestamp));
+        let key = read_varint_bytes(&mut record)?;
+        let value = read_varint_bytes(&mut record)?;
+        Some(PlainRecord {
+            // Deltas come from the batch's bytes: a nonsensical one makes the record malformed.
+            offset: self.header.base_offset.checked_add(offset_delta)?,
+            timestamp_ms: self.header.base_timestamp.checked_add(timestamp_delta)?,
+            key,
+            value,
+        })
+    }
+}
+
+impl<'a> Iterator for PlainRecords<'a> {
+    type Item = Result<PlainRecord<'a>, RecordsError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.remaining == 0 {
+            return None;
+        }
+        match self.next_record() {
+            Some(record) => {
+                self.remaining -= 1;
+                Some(Ok(record))
+            }
+            None => {
+                self.remaining = 0;
+                Some(Err(RecordsError::Malformed))
+            }
         }
     }
-    None
+}
+
+/// Reads a varint length and that many bytes (-1: null), advancing `cursor`.
+fn read_varint_bytes<'a>(cursor: &mut &'a [u8]) -> Option<Option<&'a [u8]>> {
+    let length = read_varint(cursor)?;
+    if length < 0 {
+        return Some(None);
+    }
+    let length = usize::try_from(length).ok()?;
+    let bytes = cursor.get(..length)?;
+    *cursor = &cursor[length..];
+    Some(Some(bytes))
+}
+
+/// Encodes `records` as an uncompressed v2 batch with the given producer fields, CRC filled in,
+/// base offset 0 (the log assigns offsets) and offset deltas counting from 0: what the broker
+/// appends to its own logs, and what [`build`] makes for tests. Panics on an empty slice.
+pub fn encode_plain(records: &[PlainRecord<'_>], producer: build::ProducerFields) -> Vec<u8> {
+    assert!(!records.is_empty(), "a batch holds at least one record");
+    let base_timestamp = records[0].timestamp_ms;
+    let max_timestamp = records.iter().map(|r| r.timestamp_ms).max().unwrap_or(0);
+    let mut body = Vec::new();
+    for (index, record) in records.iter().enumerate() {
+        let mut encoded = vec![0u8]; // attributes
+        write_varint(&mut encoded, record.timestamp_ms - base_timestamp);
+        write_varint(&mut encoded, index as i64);
+        write_varint_bytes(&mut encoded, record.key);
+        write_varint_bytes(&mut encoded, record.value);
+        write_varint(&mut encoded, 0); // headers
+        write_varint(&mut body, encoded.len() as i64);
+        body.extend_from_slice(&encoded);
+    }
+    let mut out = Vec::with_capacity(BATCH_HEADER_BYTES + body.len());
+    out.extend_from_slice(&0i64.to_be_bytes());
+    let batch_length = (BATCH_HEADER_BYTES - BATCH_LENGTH_PREFIX_BYTES + body.len()) as i32;
+    out.extend_from_slice(&batch_length.to_be_bytes());
+    out.extend_from_slice(&0i32.to_be_bytes()); // leader epoch
+    out.push(MAGIC_V2 as u8);
+    out.extend_from_slice(&0u32.to_be_bytes()); // crc, filled below
+    out.extend_from_slice(&producer.attributes.to_be_bytes());
+    out.extend_from_slice(&(records.len() as i32 - 1).to_be_bytes());
+    out.extend_from_slice(&base_timestamp.to_be_bytes());
+    out.extend_from_slice(&max_timestamp.to_be_bytes());
+    out.extend_from_slice(&producer.producer_id.to_be_bytes());
+    out.extend_from_slice(&producer.producer_epoch.to_be_bytes());
+    out.extend_from_slice(&producer.base_sequence.to_be_bytes());
+    out.extend_from_slice(&(records.len() as i32).to_be_bytes());
+    out.extend_from_slice(&body);
+    let crc = crc32c::crc32c(&out[OFFSET_ATTRIBUTES..]);
+    out[OFFSET_CRC..OFFSET_CRC + 4].copy_from_slice(&crc.to_be_bytes());
+    out
+}
+
+fn write_varint_bytes(out: &mut Vec<u8>, bytes: Option<&[u8]>) {
+    match bytes {
+        Some(bytes) => {
+            write_varint(out, bytes.len() as i64);
+            out.extend_from_slice(bytes);
+        }
+        None => write_varint(out, -1),
+    }
+}
+
+fn write_varint(out: &mut Vec<u8>, value: i64) {
+    let mut zigzag = ((value << 1) ^ (value >> 63)) as u64;
+    loop {
+        if zigzag < 0x80 {
+            out.push(zigzag as u8);
+            return;
+        }
+        out.push((zigzag as u8 & 0x7f) | 0x80);
+        zigzag >>= 7;
+    }
 }
 
 /// Reads a zig-zag varlong, advancing `cursor`. `None` on truncation or overflow.
@@ -347,46 +494,16 @@ pub mod build {
     /// Encodes `records` as an uncompressed v2 batch with the given producer fields. Panics on
     /// an empty slice.
     pub fn batch_from(records: &[TestRecord], producer: ProducerFields) -> Vec<u8> {
-        assert!(!records.is_empty(), "a batch holds at least one record");
-        let base_timestamp = records[0].timestamp_ms;
-        let max_timestamp = records.iter().map(|r| r.timestamp_ms).max().unwrap_or(0);
-        let mut body = Vec::new();
-        for (index, record) in records.iter().enumerate() {
-            let mut encoded = vec![0u8]; // attributes
-            write_varint(&mut encoded, record.timestamp_ms - base_timestamp);
-            write_varint(&mut encoded, index as i64);
-            match &record.key {
-                Some(key) => {
-                    write_varint(&mut encoded, key.len() as i64);
-                    encoded.extend_from_slice(key);
-                }
-                None => write_varint(&mut encoded, -1),
-            }
-            write_varint(&mut encoded, record.value.len() as i64);
-            encoded.extend_from_slice(&record.value);
-            write_varint(&mut encoded, 0); // headers
-            write_varint(&mut body, encoded.len() as i64);
-            body.extend_from_slice(&encoded);
-        }
-        let mut out = Vec::with_capacity(BATCH_HEADER_BYTES + body.len());
-        out.extend_from_slice(&0i64.to_be_bytes());
-        let batch_length = (BATCH_HEADER_BYTES - BATCH_LENGTH_PREFIX_BYTES + body.len()) as i32;
-        out.extend_from_slice(&batch_length.to_be_bytes());
-        out.extend_from_slice(&0i32.to_be_bytes()); // leader epoch
-        out.push(MAGIC_V2 as u8);
-        out.extend_from_slice(&0u32.to_be_bytes()); // crc, filled below
-        out.extend_from_slice(&producer.attributes.to_be_bytes());
-        out.extend_from_slice(&(records.len() as i32 - 1).to_be_bytes());
-        out.extend_from_slice(&base_timestamp.to_be_bytes());
-        out.extend_from_slice(&max_timestamp.to_be_bytes());
-        out.extend_from_slice(&producer.producer_id.to_be_bytes());
-        out.extend_from_slice(&producer.producer_epoch.to_be_bytes());
-        out.extend_from_slice(&producer.base_sequence.to_be_bytes());
-        out.extend_from_slice(&(records.len() as i32).to_be_bytes());
-        out.extend_from_slice(&body);
-        let crc = crc32c::crc32c(&out[OFFSET_ATTRIBUTES..]);
-        out[OFFSET_CRC..OFFSET_CRC + 4].copy_from_slice(&crc.to_be_bytes());
-        out
+        let plain: Vec<PlainRecord<'_>> = records
+            .iter()
+            .map(|record| PlainRecord {
+                offset: 0,
+                timestamp_ms: record.timestamp_ms,
+                key: record.key.as_deref(),
+                value: Some(&record.value),
+            })
+            .collect();
+        encode_plain(&plain, producer)
     }
 
     /// A batch of `count` records with `value_bytes`-byte values and timestamps from
@@ -400,18 +517,6 @@ pub mod build {
             })
             .collect();
         batch(&records)
-    }
-
-    fn write_varint(out: &mut Vec<u8>, value: i64) {
-        let mut zigzag = ((value << 1) ^ (value >> 63)) as u64;
-        loop {
-            if zigzag < 0x80 {
-                out.push(zigzag as u8);
-                return;
-            }
-            out.push((zigzag as u8 & 0x7f) | 0x80);
-            zigzag >>= 7;
-        }
     }
 }
 
@@ -574,9 +679,42 @@ mod tests {
         }
 
         #[test]
+        fn plain_records_round_trip_keys_values_and_tombstones(
+            entries in proptest::collection::vec(
+                (proptest::option::of(proptest::collection::vec(any::<u8>(), 0..40)),
+                 proptest::option::of(proptest::collection::vec(any::<u8>(), 0..200))),
+                1..30),
+            base_offset in 0i64..i64::MAX / 2,
+        ) {
+            let records: Vec<PlainRecord<'_>> = entries.iter().enumerate().map(|(i, (key, value))| PlainRecord {
+                offset: 0,
+                timestamp_ms: 5_000 + i as i64,
+                key: key.as_deref(),
+                value: value.as_deref(),
+            }).collect();
+            let mut bytes = encode_plain(&records, build::ProducerFields::NONE);
+            assign_offset_and_epoch(&mut bytes, base_offset, 0);
+            validate(&bytes, usize::MAX).expect("valid");
+            let read: Vec<PlainRecord<'_>> = plain_records(&bytes)
+                .expect("uncompressed")
+                .collect::<Result<_, _>>()
+                .expect("well-formed");
+            prop_assert_eq!(read.len(), records.len());
+            for (index, (read, written)) in read.iter().zip(&records).enumerate() {
+                prop_assert_eq!(read.offset, base_offset + index as i64);
+                prop_assert_eq!(read.timestamp_ms, written.timestamp_ms);
+                prop_assert_eq!(read.key, written.key);
+                prop_assert_eq!(read.value, written.value);
+            }
+        }
+
+        #[test]
         fn arbitrary_bytes_never_panic_the_validator(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
             let _ = validate(&bytes, 1 << 20);
             let _ = first_record_at_or_after(&bytes, 0);
+            if let Ok(records) = plain_records(&bytes) {
+                let _ = records.count();
+            }
         }
     }
 }

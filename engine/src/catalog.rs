@@ -33,6 +33,15 @@ pub const PARTITIONS_MAX: u32 = 10_000;
 const CATALOG_FILE: &str = "catalog.json";
 const CATALOG_FORMAT_VERSION: u32 = 1;
 
+/// The internal topic that holds the consumer groups' state and committed offsets.
+pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
+
+/// Whether `name` is one of the broker's own topics, which clients may read but not write,
+/// delete, trim or grow.
+pub fn is_internal_topic(name: &str) -> bool {
+    name == OFFSETS_TOPIC
+}
+
 /// A partition's directory under the data directory, as Kafka names it: `<topic>-<partition>`.
 pub fn partition_directory_name(topic: &str, partition: u32) -> String {
     format!("{topic}-{partition}")
@@ -99,6 +108,8 @@ pub enum CatalogError {
     Io { path: PathBuf, message: String },
     #[error("the catalog {path} is unreadable: {message}")]
     Corrupt { path: PathBuf, message: String },
+    #[error("topic '{0}' is internal to the broker")]
+    InternalTopic(String),
 }
 
 impl CatalogError {
@@ -256,6 +267,7 @@ impl Catalog {
 
     /// Removes a topic from the catalog and returns it; the caller removes its partitions.
     pub fn delete_topic(&self, name: &str) -> Result<Arc<Topic>, CatalogError> {
+        refuse_internal(name)?;
         let mut state = self.lock();
         let mut table = (*state.table).clone();
         let topic = table
@@ -273,6 +285,7 @@ impl Catalog {
         partitions: i64,
         validate_only: bool,
     ) -> Result<Arc<Topic>, CatalogError> {
+        refuse_internal(name)?;
         let mut state = self.lock();
         let current = state
             .table
@@ -417,6 +430,13 @@ pub fn validate_topic_name(name: &str) -> Result<(), CatalogError> {
         return Err(invalid(
             "only ASCII letters, digits, '.', '_' and '-' are allowed",
         ));
+    }
+    Ok(())
+}
+
+fn refuse_internal(name: &str) -> Result<(), CatalogError> {
+    if is_internal_topic(name) {
+        return Err(CatalogError::InternalTopic(name.to_owned()));
     }
     Ok(())
 }

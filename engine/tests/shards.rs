@@ -28,6 +28,7 @@ fn config(dir: &std::path::Path) -> RuntimeConfig {
         mesh_ring_capacity: 4,
         outbound_queue_capacity: 2,
         retention_check_interval: std::time::Duration::from_secs(300),
+        groups: engine::shard::GroupsConfig::default(),
     }
 }
 

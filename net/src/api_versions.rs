@@ -28,6 +28,18 @@ const IMPLEMENTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::InitProducerId, 0, 4),
     (ApiKey::DescribeConfigs, 1, 4),
     (ApiKey::CreatePartitions, 0, 3),
+    (ApiKey::FindCoordinator, 0, 4),
+    (ApiKey::JoinGroup, 0, 9),
+    (ApiKey::SyncGroup, 0, 5),
+    (ApiKey::Heartbeat, 0, 4),
+    (ApiKey::LeaveGroup, 0, 5),
+    // OffsetCommit v9 and OffsetFetch v9 are the new (KIP-848) consumer protocol's.
+    (ApiKey::OffsetCommit, 2, 8),
+    (ApiKey::OffsetFetch, 1, 8),
+    (ApiKey::ListGroups, 0, 5),
+    (ApiKey::DescribeGroups, 0, 5),
+    (ApiKey::DeleteGroups, 0, 2),
+    (ApiKey::OffsetDelete, 0, 0),
 ];
 
 /// The versions of `api_key` we implement, or `None` if we do not implement it.
@@ -78,9 +90,9 @@ mod tests {
             assert_eq!(supported_range(*api_key), Some((*min, *max)));
         }
         assert_eq!(
-            supported_range(ApiKey::JoinGroup),
+            supported_range(ApiKey::EndTxn),
             None,
-            "consumer groups are not implemented yet"
+            "transactions are not implemented"
         );
         assert_eq!(fallback_response().error_code, UNSUPPORTED_VERSION);
     }

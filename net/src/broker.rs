@@ -7,6 +7,7 @@
 //! each partition's order) and returns the rest as a future, which the connection awaits
 //! concurrently with later requests while it writes responses strictly in request order.
 
+use std::net::SocketAddr;
 use std::os::fd::OwnedFd;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -61,6 +62,15 @@ pub type Reply = Vec<ResponsePart>;
 /// The deferred part of handling a request. `Err` closes the connection with that reason.
 pub type PendingReply = LocalBoxFuture<'static, Result<Reply, String>>;
 
+/// Who sent a request, as the group coordinator records its members.
+#[derive(Debug, Clone)]
+pub struct Client {
+    /// The request header's client id.
+    pub id: String,
+    /// The peer's address as Kafka shows it: `/` and the IP.
+    pub host: String,
+}
+
 /// One shard's broker: cheap to share between the shard's connections (`Rc`).
 pub struct Broker {
     pub context: ShardContext,
@@ -86,7 +96,11 @@ impl Broker {
 
     /// Starts handling one request frame. Returns once everything that must happen in
     /// request order has happened; `Err` is a reason to close the connection.
-    pub async fn start(self: &Rc<Self>, frame: Bytes) -> Result<PendingReply, String> {
+    pub async fn start(
+        self: &Rc<Self>,
+        frame: Bytes,
+        peer: SocketAddr,
+    ) -> Result<PendingReply, String> {
         let request = match DecodedRequest::decode(frame) {
             Ok(request) => request,
             Err(RequestError::UnsupportedVersion {
@@ -119,7 +133,16 @@ impl Broker {
             }
             body => {
                 let broker = broker.clone();
-                Box::pin(async move { broker.answer(header, body).await })
+                let client = Client {
+                    id: request
+                        .header
+                        .client_id
+                        .as_ref()
+                        .map(|id| id.to_string())
+                        .unwrap_or_default(),
+                    host: format!("/{}", peer.ip()),
+                };
+                Box::pin(async move { broker.answer(header, client, body).await })
             }
         };
         Ok(Box::pin(async move {
@@ -131,7 +154,14 @@ impl Broker {
         }))
     }
 
-    async fn answer(self: Rc<Self>, header: Header, body: RequestKind) -> Result<Reply, String> {
+    async fn answer(
+        self: Rc<Self>,
+        header: Header,
+        client: Client,
+        body: RequestKind,
+    ) -> Result<Reply, String> {
+        use handlers::groups;
+        let version = header.api_version;
         match body {
             RequestKind::ApiVersions(_) => header.reply(&api_versions::response()),
             RequestKind::Metadata(request) => header.reply(&handlers::metadata::handle(
@@ -163,6 +193,39 @@ impl Broker {
             }
             RequestKind::InitProducerId(request) => {
                 header.reply(&handlers::init_producer_id::handle(&self, request))
+            }
+            RequestKind::FindCoordinator(request) => {
+                header.reply(&groups::find_coordinator(&self, version, request))
+            }
+            RequestKind::JoinGroup(request) => {
+                header.reply(&groups::join_group(&self, version, &client, request).await)
+            }
+            RequestKind::SyncGroup(request) => {
+                header.reply(&groups::sync_group(&self, request).await)
+            }
+            RequestKind::Heartbeat(request) => {
+                header.reply(&groups::heartbeat(&self, request).await)
+            }
+            RequestKind::LeaveGroup(request) => {
+                header.reply(&groups::leave_group(&self, version, request).await)
+            }
+            RequestKind::OffsetCommit(request) => {
+                header.reply(&groups::offset_commit(&self, request).await)
+            }
+            RequestKind::OffsetFetch(request) => {
+                header.reply(&groups::offset_fetch(&self, version, request).await)
+            }
+            RequestKind::ListGroups(request) => {
+                header.reply(&groups::list_groups(&self, request).await)
+            }
+            RequestKind::DescribeGroups(request) => {
+                header.reply(&groups::describe_groups(&self, version, request).await)
+            }
+            RequestKind::DeleteGroups(request) => {
+                header.reply(&groups::delete_groups(&self, request).await)
+            }
+            RequestKind::OffsetDelete(request) => {
+                header.reply(&groups::offset_delete(&self, request).await)
             }
             // Decoding succeeds only for APIs in the implemented table, each handled above.
             other => Err(format!("no handler for {:?}", other)),

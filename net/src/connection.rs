@@ -80,7 +80,7 @@ pub async fn serve_connection(
     let (queue, queued) = local_channel::new_bounded(config.pipeline_depth);
     let writing =
         glommio::spawn_local(write_replies(queued, writer, socket_fd, broker.clone())).detach();
-    let read_end = read_requests(reader, queue, &broker, config).await;
+    let read_end = read_requests(reader, peer, queue, &broker, config).await;
     // The queue's sender is gone: the writer finishes what was started, then returns.
     let write_end = writing.await.unwrap_or(ConnectionEnd::Closed);
     for end in [read_end, write_end] {
@@ -99,6 +99,7 @@ pub async fn serve_connection(
 
 async fn read_requests<R: AsyncRead + Unpin>(
     mut reader: R,
+    peer: SocketAddr,
     queue: LocalSender<Started>,
     broker: &Rc<Broker>,
     config: ConnectionConfig,
@@ -117,7 +118,7 @@ async fn read_requests<R: AsyncRead + Unpin>(
             let Ok(permit) = budget.acquire_static_permit(bytes).await else {
                 return ConnectionEnd::Closed;
             };
-            let pending = match broker.start(frame).await {
+            let pending = match broker.start(frame, peer).await {
                 Ok(pending) => pending,
                 Err(reason) => return ConnectionEnd::BadInput(reason),
             };

@@ -48,7 +48,9 @@ pub fn catalog_error_code(error: &CatalogError) -> i16 {
     let code = match error {
         CatalogError::TopicExists(_) => ResponseError::TopicAlreadyExists,
         CatalogError::UnknownTopic(_) => ResponseError::UnknownTopicOrPartition,
-        CatalogError::InvalidTopicName { .. } => ResponseError::InvalidTopicException,
+        CatalogError::InvalidTopicName { .. } | CatalogError::InternalTopic(_) => {
+            ResponseError::InvalidTopicException
+        }
         CatalogError::InvalidPartitions { .. } => ResponseError::InvalidPartitions,
         CatalogError::Io { .. } | CatalogError::Corrupt { .. } => ResponseError::KafkaStorageError,
     };

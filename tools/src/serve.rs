@@ -14,8 +14,8 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use engine::catalog::Catalog;
-use engine::shard::{Runtime, RuntimeConfig, TopicLogConfig};
+use engine::catalog::{Catalog, OFFSETS_TOPIC};
+use engine::shard::{prepare_offsets_topic, GroupsConfig, Runtime, RuntimeConfig, TopicLogConfig};
 use engine::LogConfig;
 use net::broker::BrokerConfig;
 use net::connection::ConnectionConfig;
@@ -65,6 +65,14 @@ pub struct Arguments {
     /// Segment size at which a partition rolls to a new segment file [default: 1 GiB].
     #[arg(long, value_name = "BYTES")]
     segment_bytes: Option<u64>,
+    /// Partitions of the internal `__consumer_offsets` topic, used when it is first created
+    /// (later starts keep the count it has) [default: 16].
+    #[arg(long, value_name = "N")]
+    offsets_partitions: Option<u32>,
+    /// How long the first rebalance of an empty group waits for more members to join
+    /// (Kafka's group.initial.rebalance.delay.ms) [default: 3000].
+    #[arg(long, value_name = "MS")]
+    group_initial_rebalance_delay_ms: Option<i64>,
 }
 
 /// Every setting resolved: flags over file over defaults.
@@ -79,6 +87,7 @@ struct Settings {
     default_partitions: u32,
     auto_create_topics: bool,
     log: LogConfig,
+    groups: GroupsConfig,
 }
 
 impl Arguments {
@@ -103,6 +112,25 @@ impl Arguments {
         if default_partitions == 0 {
             return Err("--default-partitions must be at least 1".into());
         }
+        let mut groups = GroupsConfig::default();
+        if let Some(partitions) = self.offsets_partitions.or(file.offsets_partitions) {
+            if partitions == 0 || partitions > engine::catalog::PARTITIONS_MAX {
+                return Err(format!(
+                    "--offsets-partitions must be between 1 and {}",
+                    engine::catalog::PARTITIONS_MAX
+                ));
+            }
+            groups.offsets_partitions = partitions;
+        }
+        if let Some(delay_ms) = self
+            .group_initial_rebalance_delay_ms
+            .or(file.group_initial_rebalance_delay_ms)
+        {
+            if delay_ms < 0 {
+                return Err("--group-initial-rebalance-delay-ms must not be negative".into());
+            }
+            groups.coordinator.initial_rebalance_delay_ms = delay_ms;
+        }
         Ok(Settings {
             listen: self
                 .listen
@@ -121,6 +149,7 @@ impl Arguments {
                 .or(file.auto_create_topics)
                 .unwrap_or(true),
             log,
+            groups,
         })
     }
 }
@@ -228,6 +257,11 @@ pub fn run(arguments: Arguments) -> ExitCode {
     };
     raise_memlock_limit();
     let mut config = RuntimeConfig::one_shard_per_cpu(&settings.data_dir);
+    config.groups = settings.groups.clone();
+    if let Err(error) = prepare_offsets_topic(&catalog, &mut config.groups) {
+        eprintln!("ferrite serve: cannot create {OFFSETS_TOPIC}: {error}");
+        return ExitCode::from(2);
+    }
     config.shard_count = cores;
     config.cpus = Some((0..cores).collect());
     config.log_config = settings.log.clone();

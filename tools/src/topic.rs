@@ -51,11 +51,15 @@ enum Command {
         #[arg(long = "config", value_name = "KEY=VALUE", value_parser = parse_config)]
         configs: Vec<(String, String)>,
     },
-    /// Print the name of every topic, one per line, sorted.
+    /// Print the name of every topic, one per line, sorted; the broker's internal topics
+    /// (`__consumer_offsets`) only with --include-internal.
     #[command(after_help = EXIT_CODES_HELP)]
     List {
         #[command(flatten)]
         broker: BrokerArguments,
+        /// List internal topics too.
+        #[arg(long)]
+        include_internal: bool,
     },
     /// Print each topic's partitions (leader, replicas, in-sync replicas, log start and
     /// high-water offsets) and the settings made on it.
@@ -97,7 +101,10 @@ pub fn run(arguments: Arguments) -> std::process::ExitCode {
             replication_factor,
             configs,
         } => create(&broker, &name, partitions, replication_factor, &configs),
-        Command::List { broker } => list(&broker),
+        Command::List {
+            broker,
+            include_internal,
+        } => list(&broker, include_internal),
         Command::Describe {
             broker,
             names,
@@ -153,12 +160,13 @@ fn create(
     Ok(())
 }
 
-fn list(broker: &BrokerArguments) -> Result<(), AdminError> {
+fn list(broker: &BrokerArguments, include_internal: bool) -> Result<(), AdminError> {
     let mut cluster = Cluster::connect(&broker.bootstrap)?;
     let response = cluster.metadata(None)?;
     let mut names: Vec<&str> = response
         .topics
         .iter()
+        .filter(|topic| include_internal || !topic.is_internal)
         .filter_map(|topic| topic.name.as_ref().map(|name| name.as_str()))
         .collect();
     names.sort_unstable();

@@ -210,6 +210,10 @@ fn topics_are_created_listed_described_and_deleted() {
         admin_ok(&broker, &["topic", "list"], b""),
         "audit\norders\n"
     );
+    assert_eq!(
+        admin_ok(&broker, &["topic", "list", "--include-internal"], b""),
+        "__consumer_offsets\naudit\norders\n"
+    );
     admin_fails(
         &broker,
         &["topic", "create", "orders"],

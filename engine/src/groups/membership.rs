@@ -45,7 +45,8 @@ pub struct JoinResponse {
 }
 
 impl JoinResponse {
-    fn error(error: GroupError, member_id: String) -> JoinResponse {
+    /// A refusal of the join with `error`.
+    pub fn error(error: GroupError, member_id: String) -> JoinResponse {
         JoinResponse {
             error: Some(error),
             member_id,
@@ -95,7 +96,8 @@ pub struct SyncResponse {
 }
 
 impl SyncResponse {
-    pub(super) fn error(error: GroupError) -> SyncResponse {
+    /// A refusal of the sync with `error`.
+    pub fn error(error: GroupError) -> SyncResponse {
         SyncResponse {
             error: Some(error),
             protocol_type: None,

@@ -25,7 +25,8 @@ use crate::error::LogError;
 use crate::log::{PartitionLog, ReadData};
 use crate::waiters::Waiters;
 
-use super::runtime::TopicLogConfig;
+use super::coordinator::{Coordinators, GroupsConfig};
+use super::runtime::{RuntimeConfig, TopicLogConfig};
 
 /// An append that has its place in the partition's order; resolves as its durability says.
 pub type AppendPending = LocalBoxFuture<'static, Result<Appended, LogError>>;
@@ -46,8 +47,11 @@ pub(super) struct ShardState {
     data_dir: PathBuf,
     log_config: LogConfig,
     topic_log_config: Option<TopicLogConfig>,
+    groups_config: GroupsConfig,
     clock: Rc<dyn Clock>,
     partitions: RefCell<HashMap<PartitionId, PartitionSlot>>,
+    /// The group coordinators of the `__consumer_offsets` partitions this shard owns.
+    coordinators: Coordinators,
     /// Per peer shard (`None` at our own index): the queue its mesh writer task drains.
     outbound: Vec<Option<LocalSender<MeshMessage>>>,
     pending: RefCell<HashMap<u64, oneshot::Sender<ShardResponse>>>,
@@ -67,23 +71,22 @@ pub(super) struct ShardState {
 impl ShardContext {
     pub(super) fn new(
         shard_id: usize,
-        shard_count: usize,
-        data_dir: PathBuf,
-        log_config: LogConfig,
-        topic_log_config: Option<TopicLogConfig>,
+        config: &RuntimeConfig,
         clock: Rc<dyn Clock>,
         outbound: Vec<Option<LocalSender<MeshMessage>>>,
     ) -> Self {
-        assert_eq!(outbound.len(), shard_count);
+        assert_eq!(outbound.len(), config.shard_count);
         ShardContext {
             state: Rc::new(ShardState {
                 shard_id,
-                shard_count,
-                data_dir,
-                log_config,
-                topic_log_config,
+                shard_count: config.shard_count,
+                data_dir: config.data_dir.clone(),
+                log_config: config.log_config.clone(),
+                topic_log_config: config.topic_log_config.clone(),
+                groups_config: config.groups.clone(),
                 clock,
                 partitions: RefCell::new(HashMap::new()),
+                coordinators: Coordinators::default(),
                 outbound,
                 pending: RefCell::new(HashMap::new()),
                 request_id_next: Cell::new(0),
@@ -102,6 +105,19 @@ impl ShardContext {
 
     pub fn shard_count(&self) -> usize {
         self.state.shard_count
+    }
+
+    /// The `__consumer_offsets` partitions and the coordinators' settings.
+    pub fn groups_config(&self) -> &GroupsConfig {
+        &self.state.groups_config
+    }
+
+    pub(super) fn coordinators(&self) -> &Coordinators {
+        &self.state.coordinators
+    }
+
+    pub(super) fn now_ms(&self) -> i64 {
+        self.state.clock.now_ms()
     }
 
     pub fn owner_of(&self, partition: &PartitionId) -> usize {
@@ -248,7 +264,7 @@ impl ShardContext {
         InFlight::enter(self)
     }
 
-    async fn dispatch(&self, request: ShardRequest) -> ShardResponse {
+    pub(super) async fn dispatch(&self, request: ShardRequest) -> ShardResponse {
         let owner = self.owner_of(request.partition());
         if owner == self.state.shard_id {
             return self.handle_local(request).await;
@@ -323,6 +339,9 @@ impl ShardContext {
             }
             ShardRequest::Remove { partition } => {
                 ShardResponse::Removed(self.remove_local(&partition).await)
+            }
+            ShardRequest::Group { partition, call } => {
+                ShardResponse::Group(self.group_call_local(&partition, call).await)
             }
         }
     }
@@ -460,7 +479,10 @@ impl ShardContext {
     }
 
     /// The partition's log, opened (and recovered) on first use; its directory must exist.
-    async fn partition_log(&self, partition: &PartitionId) -> Result<Rc<PartitionLog>, LogError> {
+    pub(super) async fn partition_log(
+        &self,
+        partition: &PartitionId,
+    ) -> Result<Rc<PartitionLog>, LogError> {
         assert_eq!(
             self.owner_of(partition),
             self.state.shard_id,

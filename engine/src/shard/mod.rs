@@ -9,9 +9,11 @@
 //! a read's file range travels as a duplicated descriptor, so it can still be `sendfile`d.
 //!
 //! Modules: `context` (what a shard's tasks call: append and read, local or forwarded),
-//! `runtime` (starting the executors, and the shutdown sequence).
+//! `coordinator` (the consumer-group coordinators of the `__consumer_offsets` partitions the
+//! shard owns), `runtime` (starting the executors, and the shutdown sequence).
 
 mod context;
+mod coordinator;
 mod runtime;
 
 use std::os::fd::OwnedFd;
@@ -21,6 +23,9 @@ use bytes::{Bytes, BytesMut};
 use crate::error::LogError;
 
 pub use context::{AppendPending, ShardContext};
+pub use coordinator::{
+    offsets_partition_for, prepare_offsets_topic, GroupCall, GroupReply, GroupStats, GroupsConfig,
+};
 pub use runtime::{Runtime, RuntimeConfig, RuntimeError, ShutdownHandle, TopicLogConfig};
 
 /// A partition of a topic.
@@ -111,6 +116,11 @@ pub enum ShardRequest {
     },
     /// Closes the partition's log and deletes its directory (its topic was deleted).
     Remove { partition: PartitionId },
+    /// A consumer-group request for the coordinator of this `__consumer_offsets` partition.
+    Group {
+        partition: PartitionId,
+        call: GroupCall,
+    },
 }
 
 impl ShardRequest {
@@ -121,7 +131,8 @@ impl ShardRequest {
             | ShardRequest::WaitForData { partition, .. }
             | ShardRequest::ListOffset { partition, .. }
             | ShardRequest::DeleteRecords { partition, .. }
-            | ShardRequest::Remove { partition } => partition,
+            | ShardRequest::Remove { partition }
+            | ShardRequest::Group { partition, .. } => partition,
         }
     }
 }
@@ -146,6 +157,7 @@ pub enum ShardResponse {
     /// The new log start offset.
     RecordsDeleted(Result<u64, LogError>),
     Removed(Result<(), LogError>),
+    Group(GroupReply),
 }
 
 impl ShardResponse {
@@ -160,6 +172,9 @@ impl ShardResponse {
                 ShardResponse::RecordsDeleted(Err(LogError::Closed))
             }
             ShardRequest::Remove { .. } => ShardResponse::Removed(Err(LogError::Closed)),
+            ShardRequest::Group { call, .. } => ShardResponse::Group(
+                call.refused(crate::groups::GroupError::CoordinatorNotAvailable),
+            ),
         }
     }
 }

@@ -33,6 +33,7 @@ use glommio::{LocalExecutorBuilder, Placement};
 use thiserror::Error;
 
 use super::context::ShardContext;
+use super::coordinator::GroupsConfig;
 use super::{MeshMessage, ShardRequest, ShardResponse};
 use crate::clock::SystemClock;
 use crate::config::LogConfig;
@@ -60,6 +61,8 @@ pub struct RuntimeConfig {
     /// How often each shard applies the retention limits to its partitions (Kafka's
     /// `log.retention.check.interval.ms`, 5 minutes).
     pub retention_check_interval: Duration,
+    /// The consumer-group coordinators' settings.
+    pub groups: GroupsConfig,
 }
 
 impl RuntimeConfig {
@@ -76,6 +79,7 @@ impl RuntimeConfig {
             mesh_ring_capacity: 1024,
             outbound_queue_capacity: 1024,
             retention_check_interval: Duration::from_secs(300),
+            groups: GroupsConfig::default(),
         }
     }
 }
@@ -279,15 +283,8 @@ where
         })
         .detach();
     }
-    let context = ShardContext::new(
-        shard_id,
-        shard_count,
-        config.data_dir.clone(),
-        config.log_config.clone(),
-        config.topic_log_config.clone(),
-        Rc::new(SystemClock),
-        outbound,
-    );
+    let context = ShardContext::new(shard_id, &config, Rc::new(SystemClock), outbound);
+
     for mut receiver in receivers {
         let context = context.clone();
         let peer = receiver.peer_shard_id();

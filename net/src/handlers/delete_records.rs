@@ -1,6 +1,7 @@
 //! DeleteRecords: moves partitions' log start offsets up (-1: to the high-water mark);
 //! whole segments below the new start are deleted.
 
+use engine::catalog::is_internal_topic;
 use engine::shard::PartitionId;
 use kafka_protocol::messages::delete_records_response::{
     DeleteRecordsPartitionResult, DeleteRecordsTopicResult,
@@ -25,6 +26,8 @@ pub async fn handle(broker: &Broker, request: DeleteRecordsRequest) -> DeleteRec
             let exists = topic.is_some_and(|topic| topic.has_partition(index));
             let result = if !exists {
                 result.with_error_code(code(ResponseError::UnknownTopicOrPartition))
+            } else if is_internal_topic(&requested.name.0) {
+                result.with_error_code(code(ResponseError::InvalidTopicException))
             } else if wanted.offset < -1 {
                 result.with_error_code(code(ResponseError::OffsetOutOfRange))
             } else {

@@ -2,7 +2,7 @@
 //! with this broker as leader and only replica. Names of topics that do not exist are created
 //! when auto-creation is on and the request allows it (always, before version 4, as Kafka).
 
-use engine::catalog::Topic;
+use engine::catalog::{is_internal_topic, Topic};
 use kafka_protocol::messages::metadata_response::{
     MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
 };
@@ -79,6 +79,7 @@ fn described(broker: &Broker, api_version: i16, topic: &Topic) -> MetadataRespon
     let described = MetadataResponseTopic::default()
         .with_error_code(NONE)
         .with_name(Some(TopicName(str_bytes(topic.name.clone()))))
+        .with_is_internal(is_internal_topic(&topic.name))
         .with_partitions(
             (0..topic.partitions)
                 .map(|partition| {

@@ -12,6 +12,7 @@ use std::rc::Rc;
 
 use bytes::{Bytes, BytesMut};
 use engine::batch::{self, BatchHeader};
+use engine::catalog::is_internal_topic;
 use engine::shard::{AppendPending, Durability, PartitionId};
 use engine::topic_config;
 use futures::future::join_all;
@@ -63,6 +64,10 @@ pub async fn start(broker: Rc<Broker>, header: Header, request: ProduceRequest) 
                     "transactions are not supported by this broker".into(),
                 ),
                 (Err(error), _) => failed(catalog_error_code(error), error.to_string()),
+                (Ok(_), Some(_)) if is_internal_topic(&name) => failed(
+                    code(ResponseError::InvalidTopicException),
+                    format!("topic '{name}' is internal to the broker: clients cannot write it"),
+                ),
                 (Ok(topic), Some(_)) if !topic.has_partition(index) => failed(
                     code(ResponseError::UnknownTopicOrPartition),
                     format!("topic '{name}' has no partition {index}"),

@@ -32,7 +32,11 @@ pub struct TestBroker {
 
 impl TestBroker {
     pub fn start(shards: usize, log_config: LogConfig) -> TestBroker {
-        let data = tempfile::tempdir().unwrap();
+        TestBroker::start_in(tempfile::tempdir().unwrap(), shards, log_config)
+    }
+
+    /// Starts on the data of a broker that was stopped (a restart).
+    pub fn start_in(data: tempfile::TempDir, shards: usize, log_config: LogConfig) -> TestBroker {
         let (address, metrics, runtime) = start_runtime(data.path(), shards, log_config);
         TestBroker {
             address,
@@ -90,6 +94,12 @@ fn start_runtime(
         fetch_wait_ms_max: 30_000,
         log: log_config.clone(),
     };
+    let mut groups = engine::shard::GroupsConfig::default();
+    // Tests need not wait for more members before a group's first rebalance, and may use
+    // session timeouts short enough to see them expire.
+    groups.coordinator.initial_rebalance_delay_ms = 0;
+    groups.coordinator.session_timeout_ms_min = 100;
+    engine::shard::prepare_offsets_topic(&catalog, &mut groups).unwrap();
     let config = RuntimeConfig {
         shard_count: shards,
         cpus: None,
@@ -103,6 +113,7 @@ fn start_runtime(
         outbound_queue_capacity: 256,
         // Short, so that tests see retention act.
         retention_check_interval: std::time::Duration::from_millis(50),
+        groups,
     };
     let (bound, bound_shards) = std::sync::mpsc::channel();
     let setup = ShardSetup {
