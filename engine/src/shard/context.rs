@@ -17,7 +17,7 @@ use glommio::channels::local_channel::LocalSender;
 
 use super::{
     owner_shard, Appended, Durability, ListedOffset, MeshMessage, OffsetQuery, PartitionId,
-    SendableData, SendableRead, ShardRequest, ShardResponse,
+    PartitionStats, SendableData, SendableRead, ShardRequest, ShardResponse,
 };
 use crate::clock::Clock;
 use crate::config::LogConfig;
@@ -110,6 +110,10 @@ impl ShardContext {
     /// The `__consumer_offsets` partitions and the coordinators' settings.
     pub fn groups_config(&self) -> &GroupsConfig {
         &self.state.groups_config
+    }
+
+    pub(super) fn data_dir(&self) -> &std::path::Path {
+        &self.state.data_dir
     }
 
     pub(super) fn coordinators(&self) -> &Coordinators {
@@ -512,6 +516,28 @@ impl ShardContext {
         let log = Rc::new(PartitionLog::open(dir, log_config, self.state.clock.clone()).await?);
         *opened = Some(log.clone());
         Ok(log)
+    }
+
+    /// Offsets and size of every partition log this shard has open, read without waiting (a
+    /// log being opened right now is left out until it is). Partitions nobody used since the
+    /// shard started are not open, so not listed.
+    pub fn partition_stats(&self) -> Vec<PartitionStats> {
+        self.state
+            .partitions
+            .borrow()
+            .iter()
+            .filter_map(|(partition, slot)| {
+                let opened = slot.try_lock()?;
+                let log = opened.as_ref()?;
+                Some(PartitionStats {
+                    partition: partition.clone(),
+                    log_start_offset: log.log_start_offset(),
+                    high_watermark: log.written_end_offset(),
+                    size_bytes: log.size_bytes(),
+                    segment_count: log.segment_count(),
+                })
+            })
+            .collect()
     }
 
     /// Applies the retention limits to every partition log this shard has open: whole

@@ -1,7 +1,7 @@
 //! What the integration tests of `ferrite` share: a real `ferrite serve` on a free loopback
 //! port with a data directory of its own, stopped when the test ends.
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
@@ -14,6 +14,7 @@ pub const DEADLINE: Duration = Duration::from_secs(30);
 pub struct Broker {
     pub child: Child,
     pub address: SocketAddr,
+    metrics_address: SocketAddr,
     stdout_lines: mpsc::Receiver<String>,
     _data: tempfile::TempDir,
 }
@@ -47,17 +48,22 @@ impl Broker {
         let mut broker = Broker {
             child,
             address: SocketAddr::from(([127, 0, 0, 1], 0)),
+            metrics_address: SocketAddr::from(([127, 0, 0, 1], 0)),
             stdout_lines,
             _data: data,
         };
-        // "ferrite: listening on 127.0.0.1:PORT (Kafka), data in DIR, N shard(s)"
+        // "ferrite: listening on 127.0.0.1:PORT (Kafka, ...), data in DIR, N shard(s), metrics on
+        // http://127.0.0.1:PORT/metrics"
         let line = broker.wait_for_line("listening on");
-        broker.address = line
-            .split("listening on ")
-            .nth(1)
-            .and_then(|rest| rest.split_whitespace().next())
-            .and_then(|address| address.parse().ok())
-            .unwrap_or_else(|| panic!("no address in {line:?}"));
+        let address_after = |marker: &str, end: char| {
+            line.split(marker)
+                .nth(1)
+                .and_then(|rest| rest.split(end).next())
+                .and_then(|address| address.parse().ok())
+                .unwrap_or_else(|| panic!("no address after {marker:?} in {line:?}"))
+        };
+        broker.address = address_after("listening on ", ' ');
+        broker.metrics_address = address_after("metrics on http://", '/');
         broker
     }
 
@@ -89,6 +95,27 @@ impl Broker {
         let stream = TcpStream::connect(self.address).unwrap();
         stream.set_read_timeout(Some(DEADLINE)).unwrap();
         stream
+    }
+
+    /// The metrics endpoint's answer to `GET /metrics` (status 200 checked): the exposition.
+    #[allow(dead_code, reason = "not every test binary reads metrics")]
+    pub fn metrics(&self) -> String {
+        let mut stream = TcpStream::connect(self.metrics_address).unwrap();
+        stream.set_read_timeout(Some(DEADLINE)).unwrap();
+        // HTTP/1.0: the server closes the connection after its answer.
+        stream
+            .write_all(b"GET /metrics HTTP/1.0\r\nHost: ferrite\r\n\r\n")
+            .unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).unwrap();
+        let (head, body) = response
+            .split_once("\r\n\r\n")
+            .unwrap_or_else(|| panic!("not an HTTP response: {response:?}"));
+        assert!(
+            head.starts_with("HTTP/1.0 200") || head.starts_with("HTTP/1.1 200"),
+            "{head}"
+        );
+        body.to_owned()
     }
 }
 
