@@ -222,13 +222,14 @@ def main():
         if command == "commit":
             owned = member.owned()
             with _positions_lock:
-                owned = {p: offset for p, offset in _positions.items() if p in owned}
+                positions = {p: offset for p, offset in _positions.items() if p in owned}
             try:
-                member.commit(owned)
+                if positions:
+                    member.commit(positions)
             except Exception as error:  # the test reports whatever the client raised
                 emit("commit_failed", error=repr(error))
             else:
-                emit("committed", offsets=owned)
+                emit("committed", offsets=positions)
         elif command in ("close", "eof"):
             # eof: the test that started this member has gone; leave rather than linger.
             member.close()

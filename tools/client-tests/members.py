@@ -11,7 +11,6 @@ import json
 import subprocess
 import sys
 import threading
-import time
 from collections import defaultdict
 from pathlib import Path
 
@@ -24,7 +23,9 @@ STDERR_TAIL_LINES = 40
 class GroupMember:
     """One running member process; `name` says which one in failure messages."""
 
-    def __init__(self, name, client, bootstrap, group, topic, log_dir, strategy, session_timeout_ms, instance_id=None):
+    def __init__(
+        self, name, client, bootstrap, group, topic, log_dir, strategy, session_timeout_ms, instance_id=None
+    ):
         self.name = name
         self.config = {
             "client": client,
@@ -170,6 +171,14 @@ def describe(members):
     return "\n".join(member.describe() for member in members)
 
 
+def wait_for(members, condition, what, deadline_s=CLIENT_DEADLINE_S):
+    """support.wait_until, with the members' state in the failure message."""
+    try:
+        return wait_until(condition, what, deadline_s=deadline_s)
+    except AssertionError as error:
+        raise AssertionError(f"{error}\n{describe(members)}") from None
+
+
 def wait_for_split(members, partition_count, deadline_s=CLIENT_DEADLINE_S):
     """Waits until the members own every partition between them, each partition once, as evenly
     as possible (sizes differ by at most one); returns {member name: partitions}."""
@@ -178,14 +187,15 @@ def wait_for_split(members, partition_count, deadline_s=CLIENT_DEADLINE_S):
         owned = [member.assignment() for member in members]
         sizes = [len(partitions) for partitions in owned]
         everything = set().union(*owned)
-        if sum(sizes) == partition_count and everything == set(range(partition_count)) and max(sizes) - min(sizes) <= 1:
-            return {member.name: partitions for member, partitions in zip(members, owned)}
+        if (
+            sum(sizes) == partition_count
+            and everything == set(range(partition_count))
+            and max(sizes) - min(sizes) <= 1
+        ):
+            return {member.name: partitions for member, partitions in zip(members, owned, strict=True)}
         return None
 
-    try:
-        return wait_until(split, "the members to split the partitions", deadline_s=deadline_s)
-    except AssertionError as error:
-        raise AssertionError(f"{error}\n{describe(members)}") from None
+    return wait_for(members, split, "the members to split the partitions", deadline_s)
 
 
 def wait_for_values(members, values, deadline_s=CLIENT_DEADLINE_S):
@@ -193,13 +203,14 @@ def wait_for_values(members, values, deadline_s=CLIENT_DEADLINE_S):
     wanted = set(values)
 
     def missing():
-        consumed = {message.value for member in members for message in member.consumed()}
-        return wanted - consumed
+        return wanted - {message.value for member in members for message in member.consumed()}
 
-    try:
-        wait_until(lambda: not missing(), f"the group to consume {len(wanted)} message(s)", deadline_s=deadline_s)
-    except AssertionError as error:
-        raise AssertionError(f"{error}; {len(missing())} still missing\n{describe(members)}") from None
+    wait_for(
+        members,
+        lambda: not missing(),
+        f"the group to consume {len(wanted)} message(s)",
+        deadline_s,
+    )
 
 
 def commit_all(members):
