@@ -39,6 +39,7 @@ class Broker:
         self.cores = cores
         self.process = None
         self.bootstrap = None  # "127.0.0.1:PORT" once the first start printed it
+        self.metrics_url = None  # "http://127.0.0.1:PORT/metrics" of the running broker
         self.starts = 0
         self.stderr_paths = []
 
@@ -100,6 +101,7 @@ class Broker:
                     assert address == self.bootstrap, f"restarted on {address}, not on {self.bootstrap}"
                 assert not address.endswith(":0"), f"the printed address has no port: {line}"
                 self.bootstrap = address
+                self.metrics_url = "http://" + line.split("metrics on http://", 1)[1].strip()
                 return
 
     def kill(self):
