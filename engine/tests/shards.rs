@@ -248,6 +248,77 @@ fn each_shard_applies_retention_to_its_partitions_on_a_timer() {
     runtime.join().unwrap();
 }
 
+#[test]
+fn each_shard_opens_its_partitions_at_start_and_reports_their_offsets_and_sizes() {
+    let dir = tempfile::tempdir().unwrap();
+    create_partitions(dir.path(), "sized", PARTITIONS);
+    let batch = engine::batch::build::batch_of(4, 100, 1);
+    let batch_bytes = batch.len() as u64;
+    let (report, reports) = mpsc::channel();
+    let runtime = Runtime::start(config(dir.path()), move |context| {
+        let (report, batch) = (report.clone(), batch.clone());
+        async move {
+            // Partition p gets p batches; the last one is never used, yet opened at start-up.
+            for partition in 0..PARTITIONS - 1 {
+                let id = PartitionId::new("sized", partition);
+                if context.owner_of(&id) != context.shard_id() {
+                    continue;
+                }
+                context
+                    .list_offset(id.clone(), engine::shard::OffsetQuery::Latest)
+                    .await
+                    .expect("opened");
+                for _ in 0..partition {
+                    context
+                        .append(
+                            id.clone(),
+                            bytes::BytesMut::from(&batch[..]),
+                            0,
+                            Durability::Written,
+                        )
+                        .await
+                        .expect("append");
+                }
+            }
+            let owned = (0..PARTITIONS)
+                .filter(|&partition| {
+                    context.owner_of(&PartitionId::new("sized", partition)) == context.shard_id()
+                })
+                .count();
+            let started = std::time::Instant::now();
+            let stats = loop {
+                let stats = context.partition_stats();
+                if stats.len() == owned || started.elapsed() > Duration::from_secs(30) {
+                    break stats;
+                }
+                glommio::timer::sleep(Duration::from_millis(10)).await;
+            };
+            report.send(stats).unwrap();
+            context.shutdown_requested().await;
+        }
+    })
+    .unwrap();
+    let mut listed = Vec::new();
+    for _ in 0..SHARDS {
+        listed.extend(reports.recv_timeout(Duration::from_secs(60)).unwrap());
+    }
+    listed.sort_by(|a, b| a.partition.cmp(&b.partition));
+    let wanted: Vec<engine::shard::PartitionStats> = (0..PARTITIONS)
+        // Partition p got p batches, except the last, which got none.
+        .map(|partition| (partition, u64::from(partition % (PARTITIONS - 1))))
+        .map(|(partition, batches)| engine::shard::PartitionStats {
+            partition: PartitionId::new("sized", partition),
+            log_start_offset: 0,
+            high_watermark: 4 * batches,
+            size_bytes: batch_bytes * batches,
+            segment_count: 1,
+        })
+        .collect();
+    assert_eq!(listed, wanted);
+    runtime.shutdown_handle().trigger();
+    runtime.join().unwrap();
+}
+
 /// glommio's accept (like its DMA reads) keeps a waker clone per poll, and a task's waker
 /// count is 16 bits: a task waiting on accept must not be re-polled by unrelated state changes.
 /// This once aborted the broker after ~32k forwarded requests finished while the accept loop

@@ -147,9 +147,10 @@ impl Broker {
         };
         Ok(Box::pin(async move {
             let reply = pending.await;
+            let now = Instant::now();
             broker
                 .metrics
-                .request_answered(header.api_key, started_at.elapsed());
+                .request_answered(header.api_key, now - started_at, now);
             reply
         }))
     }

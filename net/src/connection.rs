@@ -74,7 +74,7 @@ pub async fn serve_connection(
     config: ConnectionConfig,
 ) {
     let _in_flight = broker.context.work_in_flight();
-    broker.metrics.connection_accepted();
+    let _open = broker.metrics.connection_accepted();
     let socket_fd = stream.as_raw_fd();
     let (reader, writer) = stream.split();
     let (queue, queued) = local_channel::new_bounded(config.pipeline_depth);

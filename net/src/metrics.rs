@@ -1,64 +1,144 @@
-//! The broker's counters, in Prometheus' text format.
+//! The broker's metrics, in Prometheus' text format.
 //!
-//! Each shard owns one [`ShardMetrics`] and is its only writer (relaxed atomic adds on its own
-//! cache lines, nothing shared on the request path); the metrics endpoint's thread reads every
-//! shard's and renders the sums, plus per-shard series where the split matters.
+//! Each shard owns one [`ShardMetrics`] and is its only writer: counters are relaxed atomic adds
+//! on its own cache lines; what does not fit in an atomic (an API's latency histogram, the
+//! per-topic traffic, the snapshot of the partitions it owns) sits behind a mutex that only the
+//! metrics endpoint's thread contends, once per scrape. That thread reads every shard's metrics
+//! and renders per-shard series, or merges the shards' (latency histograms are merged at scrape
+//! time, so a shard never waits for another).
+//!
+//! Partition offsets and sizes belong to the logs on their owning shard, which publishes a
+//! [`ShardSnapshot`] of them every second or so (`server::publish_snapshots`); a scrape renders
+//! each shard's latest. Everything derived from several shards' state (a partition's lag
+//! against a group's committed offset, say) is worked out in [`MetricsRegistry::render`], from
+//! the snapshots.
 
+use std::borrow::Cow;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
 
+use engine::groups::TopicPartition;
+use engine::shard::{GroupStats, PartitionStats};
+use hdrhistogram::Histogram;
 use kafka_protocol::messages::ApiKey;
 
-/// Upper bounds of the request-latency histogram buckets, in microseconds.
-const LATENCY_BUCKETS_MICROS: [u64; 14] = [
-    100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000,
-    1_000_000, 5_000_000,
-];
-
-/// API keys are small numbers; counters are kept for keys below this.
+/// API keys are small numbers; latencies are kept for keys below this.
 const API_KEYS: usize = 80;
 
-/// One API's request count and latency histogram.
-struct ApiMetrics {
-    requests: AtomicU64,
-    /// Cumulative counts per bucket bound, then the overflow (`+Inf`) bucket.
-    buckets: [AtomicU64; LATENCY_BUCKETS_MICROS.len() + 1],
-    latency_micros_sum: AtomicU64,
+/// Latencies are recorded in microseconds up to a minute (longer ones count as a minute) with
+/// two significant digits: quantiles within 1 %, in ≈ 20 KiB per histogram.
+const LATENCY_MICROS_MAX: u64 = 60_000_000;
+const LATENCY_SIGNIFICANT_DIGITS: u8 = 2;
+
+/// Latency quantiles describe the requests answered in the current window and the one before
+/// it: the last one to two windows.
+const LATENCY_WINDOW: Duration = Duration::from_secs(60);
+
+/// The latency quantiles exposed.
+const QUANTILES: [f64; 5] = [0.5, 0.9, 0.99, 0.999, 0.9999];
+
+fn latency_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, LATENCY_MICROS_MAX, LATENCY_SIGNIFICANT_DIGITS)
+        .expect("constant bounds hdrhistogram accepts")
 }
 
-impl Default for ApiMetrics {
-    fn default() -> Self {
-        ApiMetrics {
-            requests: AtomicU64::new(0),
-            buckets: std::array::from_fn(|_| AtomicU64::new(0)),
-            latency_micros_sum: AtomicU64::new(0),
+/// Only the shard and the scraper take these locks; a panic while one held it leaves numbers
+/// that are still worth reading.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// One API's latencies on one shard.
+#[derive(Default)]
+struct ApiLatency {
+    /// Requests answered since start (exact).
+    requests: u64,
+    latency_micros_sum: u64,
+    /// Allocated on the API's first request: most APIs are never used.
+    recent: Option<RecentLatencies>,
+}
+
+/// The latency histograms of the current window and of the one before it.
+struct RecentLatencies {
+    current: Histogram<u64>,
+    previous: Histogram<u64>,
+    current_ends: Instant,
+}
+
+impl RecentLatencies {
+    fn new(now: Instant) -> RecentLatencies {
+        RecentLatencies {
+            current: latency_histogram(),
+            previous: latency_histogram(),
+            current_ends: now + LATENCY_WINDOW,
+        }
+    }
+
+    /// Moves on to the window `now` falls in (at most two steps: after that both are empty).
+    fn rotate(&mut self, now: Instant) {
+        for _ in 0..2 {
+            if now < self.current_ends {
+                return;
+            }
+            std::mem::swap(&mut self.current, &mut self.previous);
+            self.current.reset();
+            self.current_ends += LATENCY_WINDOW;
+        }
+        if now >= self.current_ends {
+            self.current_ends = now + LATENCY_WINDOW;
         }
     }
 }
 
-/// One shard's counters.
+/// What one shard's produce and fetch requests moved for one topic.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+struct TopicTraffic {
+    produced_bytes: u64,
+    produced_records: u64,
+    produced_batches: u64,
+    fetched_bytes: u64,
+}
+
+/// What a shard publishes about the state it owns, for the metrics thread to render.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ShardSnapshot {
+    /// The partition logs the shard has open.
+    pub partitions: Vec<PartitionStats>,
+    /// The groups whose coordinator runs on the shard, with their committed offsets.
+    pub groups: Vec<GroupStats>,
+}
+
+/// One shard's metrics.
 pub struct ShardMetrics {
-    apis: Vec<ApiMetrics>,
+    /// Indexed by API key.
+    apis: Vec<Mutex<ApiLatency>>,
     connections_accepted: AtomicU64,
+    connections_open: AtomicU64,
     connections_closed_for_bad_input: AtomicU64,
     bytes_received: AtomicU64,
     bytes_sent: AtomicU64,
     bytes_spliced: AtomicU64,
-    records_bytes_appended: AtomicU64,
+    /// Topics this shard's clients produced to or fetched from; topics that no longer exist
+    /// are forgotten when the next snapshot is published, so this is bounded by the catalog.
+    topics: Mutex<HashMap<String, TopicTraffic>>,
+    snapshot: Mutex<ShardSnapshot>,
 }
 
 impl Default for ShardMetrics {
     fn default() -> Self {
         ShardMetrics {
-            apis: (0..API_KEYS).map(|_| ApiMetrics::default()).collect(),
+            apis: (0..API_KEYS).map(|_| Mutex::default()).collect(),
             connections_accepted: AtomicU64::new(0),
+            connections_open: AtomicU64::new(0),
             connections_closed_for_bad_input: AtomicU64::new(0),
             bytes_received: AtomicU64::new(0),
             bytes_sent: AtomicU64::new(0),
             bytes_spliced: AtomicU64::new(0),
-            records_bytes_appended: AtomicU64::new(0),
+            topics: Mutex::default(),
+            snapshot: Mutex::default(),
         }
     }
 }
@@ -67,24 +147,41 @@ fn add(counter: &AtomicU64, amount: u64) {
     counter.fetch_add(amount, Ordering::Relaxed);
 }
 
+/// Counts a connection as open while it lives.
+#[must_use = "the connection counts as open only while this lives"]
+pub struct OpenConnection<'a> {
+    metrics: &'a ShardMetrics,
+}
+
+impl Drop for OpenConnection<'_> {
+    fn drop(&mut self) {
+        self.metrics
+            .connections_open
+            .fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 impl ShardMetrics {
-    /// One answered request of `api_key` that took `latency` from decoding to its reply.
-    pub fn request_answered(&self, api_key: ApiKey, latency: Duration) {
+    /// One answered request of `api_key` that took `latency` from decoding to its reply, which
+    /// was ready at `now`.
+    pub fn request_answered(&self, api_key: ApiKey, latency: Duration, now: Instant) {
         let Some(api) = self.apis.get(api_key as usize) else {
             return;
         };
         let micros = latency.as_micros().min(u128::from(u64::MAX)) as u64;
-        add(&api.requests, 1);
-        add(&api.latency_micros_sum, micros);
-        let bucket = LATENCY_BUCKETS_MICROS
-            .iter()
-            .position(|&bound| micros <= bound)
-            .unwrap_or(LATENCY_BUCKETS_MICROS.len());
-        add(&api.buckets[bucket], 1);
+        let mut api = lock(api);
+        api.requests += 1;
+        api.latency_micros_sum = api.latency_micros_sum.saturating_add(micros);
+        let recent = api.recent.get_or_insert_with(|| RecentLatencies::new(now));
+        recent.rotate(now);
+        recent.current.saturating_record(micros);
     }
 
-    pub fn connection_accepted(&self) {
+    /// A connection was accepted; it counts as open until the returned guard is dropped.
+    pub fn connection_accepted(&self) -> OpenConnection<'_> {
         add(&self.connections_accepted, 1);
+        add(&self.connections_open, 1);
+        OpenConnection { metrics: self }
     }
 
     pub fn connection_closed_for_bad_input(&self) {
@@ -102,45 +199,150 @@ impl ShardMetrics {
         }
     }
 
-    pub fn records_appended(&self, bytes: u64) {
-        add(&self.records_bytes_appended, bytes);
+    /// A produce request appended one batch of `bytes` holding `records` records to `topic`.
+    pub fn batch_produced(&self, topic: &str, bytes: u64, records: u64) {
+        self.count_traffic(topic, |traffic| {
+            traffic.produced_bytes += bytes;
+            traffic.produced_records += records;
+            traffic.produced_batches += 1;
+        });
+    }
+
+    /// A fetch response carries `bytes` of `topic`'s record batches.
+    pub fn records_fetched(&self, topic: &str, bytes: u64) {
+        self.count_traffic(topic, |traffic| traffic.fetched_bytes += bytes);
+    }
+
+    fn count_traffic(&self, topic: &str, count: impl FnOnce(&mut TopicTraffic)) {
+        let mut topics = lock(&self.topics);
+        match topics.get_mut(topic) {
+            Some(traffic) => count(traffic),
+            None => count(topics.entry(topic.to_owned()).or_default()),
+        }
+    }
+
+    /// Replaces what the shard last published; forgets the traffic of topics for which
+    /// `topic_exists` says no.
+    pub fn publish(&self, snapshot: ShardSnapshot, topic_exists: impl Fn(&str) -> bool) {
+        lock(&self.topics).retain(|topic, _| topic_exists(topic));
+        *lock(&self.snapshot) = snapshot;
     }
 }
 
-/// The per-shard counters as exposed: name, help text, and where each shard keeps it.
-type CounterOf = fn(&ShardMetrics) -> &AtomicU64;
-const SHARD_COUNTERS: [(&str, &str, CounterOf); 6] = [
+/// A metric that is one number per shard: name, type, help text, and where a shard keeps it.
+type ShardValue = fn(&ShardMetrics) -> &AtomicU64;
+const SHARD_VALUES: [(&str, &str, &str, ShardValue); 6] = [
     (
         "ferrite_connections_accepted_total",
+        "counter",
         "Client connections accepted.",
         |m| &m.connections_accepted,
     ),
     (
+        "ferrite_connections_open",
+        "gauge",
+        "Client connections open now.",
+        |m| &m.connections_open,
+    ),
+    (
         "ferrite_connections_closed_bad_input_total",
+        "counter",
         "Connections closed for malformed or unsupported requests.",
         |m| &m.connections_closed_for_bad_input,
     ),
     (
         "ferrite_bytes_received_total",
+        "counter",
         "Bytes read from client connections.",
         |m| &m.bytes_received,
     ),
     (
         "ferrite_bytes_sent_total",
+        "counter",
         "Bytes written to client connections.",
         |m| &m.bytes_sent,
     ),
     (
         "ferrite_bytes_spliced_total",
+        "counter",
         "Bytes sent to clients straight from segment files (splice).",
         |m| &m.bytes_spliced,
     ),
+];
+
+/// The per-topic counters: name, help text, and the field.
+type TopicValue = fn(&TopicTraffic) -> u64;
+const TOPIC_COUNTERS: [(&str, &str, TopicValue); 4] = [
     (
-        "ferrite_produce_bytes_total",
-        "Record batch bytes accepted by produce requests.",
-        |m| &m.records_bytes_appended,
+        "ferrite_topic_produced_bytes_total",
+        "Record batch bytes appended by produce requests, summed over shards.",
+        |t| t.produced_bytes,
+    ),
+    (
+        "ferrite_topic_produced_records_total",
+        "Records (offsets) appended by produce requests, summed over shards.",
+        |t| t.produced_records,
+    ),
+    (
+        "ferrite_topic_produced_batches_total",
+        "Record batches appended by produce requests, summed over shards.",
+        |t| t.produced_batches,
+    ),
+    (
+        "ferrite_topic_fetched_bytes_total",
+        "Record batch bytes in fetch responses, summed over shards.",
+        |t| t.fetched_bytes,
     ),
 ];
+
+/// The per-partition gauges: name, help text, and the value.
+type PartitionValue = fn(&PartitionStats) -> u64;
+const PARTITION_GAUGES: [(&str, &str, PartitionValue); 4] = [
+    (
+        "ferrite_partition_log_start_offset",
+        "First offset still in the partition's log.",
+        |p| p.log_start_offset,
+    ),
+    (
+        "ferrite_partition_high_watermark",
+        "Offset after the last record consumers can read (the log end offset).",
+        |p| p.high_watermark,
+    ),
+    (
+        "ferrite_partition_size_bytes",
+        "Bytes of record batches in the partition's segments.",
+        |p| p.size_bytes,
+    ),
+    (
+        "ferrite_partition_segments",
+        "Segment files of the partition's log.",
+        |p| p.segment_count as u64,
+    ),
+];
+
+/// A label value as the text format wants it: backslash, double quote and newline escaped.
+fn label_value(value: &str) -> Cow<'_, str> {
+    if !value.contains(['\\', '"', '\n']) {
+        return Cow::Borrowed(value);
+    }
+    Cow::Owned(
+        value
+            .replace('\\', "\\\\")
+            .replace('"', "\\\"")
+            .replace('\n', "\\n"),
+    )
+}
+
+fn write_family(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+}
+
+/// One API's latencies over every shard.
+struct MergedLatency {
+    requests_per_shard: Vec<u64>,
+    latency_micros_sum: u64,
+    recent: Histogram<u64>,
+}
 
 /// Every shard's metrics, for the endpoint. Cheap to clone.
 #[derive(Clone)]
@@ -164,96 +366,680 @@ impl MetricsRegistry {
         self.shards[shard].clone()
     }
 
-    /// The Prometheus text exposition of every counter.
+    /// The Prometheus text exposition of every metric.
     pub fn render(&self) -> String {
+        self.render_at(Instant::now())
+    }
+
+    fn render_at(&self, now: Instant) -> String {
         let mut out = String::new();
-        let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
-        for (name, help, counter) in SHARD_COUNTERS {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+        self.render_shard_values(&mut out);
+        self.render_latencies(&mut out, now);
+        self.render_topics(&mut out);
+        let snapshots: Vec<ShardSnapshot> = self
+            .shards
+            .iter()
+            .map(|shard| lock(&shard.snapshot).clone())
+            .collect();
+        render_snapshots(&mut out, &snapshots);
+        out
+    }
+
+    fn render_shard_values(&self, out: &mut String) {
+        for (name, kind, help, value) in SHARD_VALUES {
+            write_family(out, name, kind, help);
             for (shard, metrics) in self.shards.iter().enumerate() {
-                let _ = writeln!(
-                    out,
-                    "{name}{{shard=\"{shard}\"}} {}",
-                    load(counter(metrics))
-                );
+                let value = value(metrics).load(Ordering::Relaxed);
+                let _ = writeln!(out, "{name}{{shard=\"{shard}\"}} {value}");
+            }
+        }
+    }
+
+    /// Every shard's latencies of `api_key`, or `None` if no shard answered one.
+    fn merged_latency(&self, key: usize, now: Instant) -> Option<MergedLatency> {
+        let mut merged = MergedLatency {
+            requests_per_shard: Vec::with_capacity(self.shards.len()),
+            latency_micros_sum: 0,
+            recent: latency_histogram(),
+        };
+        for shard in self.shards.iter() {
+            let mut api = lock(&shard.apis[key]);
+            merged.requests_per_shard.push(api.requests);
+            merged.latency_micros_sum = merged
+                .latency_micros_sum
+                .saturating_add(api.latency_micros_sum);
+            if let Some(recent) = &mut api.recent {
+                recent.rotate(now);
+                for histogram in [&recent.current, &recent.previous] {
+                    merged
+                        .recent
+                        .add(histogram)
+                        .expect("histograms of one configuration merge");
+                }
+            }
+        }
+        merged
+            .requests_per_shard
+            .iter()
+            .any(|&requests| requests > 0)
+            .then_some(merged)
+    }
+
+    fn render_latencies(&self, out: &mut String, now: Instant) {
+        let apis: Vec<(String, MergedLatency)> = (0..API_KEYS)
+            .filter_map(|key| {
+                let api_key = ApiKey::try_from(key as i16).ok()?;
+                Some((format!("{api_key:?}"), self.merged_latency(key, now)?))
+            })
+            .collect();
+
+        let name = "ferrite_requests_total";
+        write_family(
+            out,
+            name,
+            "counter",
+            "Requests answered, per shard and API.",
+        );
+        for (api, latency) in &apis {
+            for (shard, requests) in latency.requests_per_shard.iter().enumerate() {
+                let _ = writeln!(out, "{name}{{shard=\"{shard}\",api=\"{api}\"}} {requests}");
             }
         }
 
-        let name = "ferrite_request_latency_seconds";
-        let _ = writeln!(
-            out,
-            "# HELP {name} Time from a request's decoding to its reply being ready, by API.\n\
-             # TYPE {name} histogram"
-        );
-        for key in 0..API_KEYS {
-            let Ok(api_key) = ApiKey::try_from(key as i16) else {
-                continue;
-            };
-            let count: u64 = self
-                .shards
-                .iter()
-                .map(|m| load(&m.apis[key].requests))
-                .sum();
-            if count == 0 {
-                continue;
+        let seconds = |micros: u64| micros as f64 / 1e6;
+        // An empty window has no quantiles, which Prometheus writes as NaN.
+        let recent_seconds = |histogram: &Histogram<u64>, micros: u64| {
+            if histogram.is_empty() {
+                f64::NAN
+            } else {
+                seconds(micros)
             }
-            let api = format!("{api_key:?}");
-            let mut cumulative = 0;
-            for (bucket, bound) in LATENCY_BUCKETS_MICROS.iter().enumerate() {
-                cumulative += self
-                    .shards
-                    .iter()
-                    .map(|m| load(&m.apis[key].buckets[bucket]))
-                    .sum::<u64>();
+        };
+        let name = "ferrite_request_latency_seconds";
+        write_family(
+            out,
+            name,
+            "summary",
+            "Time from a request's decoding to its reply being ready, per API, merged over \
+             shards. Quantiles (within 1%) cover the last 1 to 2 minutes; sum and count, \
+             everything since start.",
+        );
+        for (api, latency) in &apis {
+            for quantile in QUANTILES {
+                let micros = latency.recent.value_at_quantile(quantile);
+                let value = recent_seconds(&latency.recent, micros);
                 let _ = writeln!(
                     out,
-                    "{name}_bucket{{api=\"{api}\",le=\"{}\"}} {cumulative}",
-                    *bound as f64 / 1e6
+                    "{name}{{api=\"{api}\",quantile=\"{quantile}\"}} {value}"
                 );
             }
-            let _ = writeln!(out, "{name}_bucket{{api=\"{api}\",le=\"+Inf\"}} {count}");
-            let sum: u64 = self
-                .shards
-                .iter()
-                .map(|m| load(&m.apis[key].latency_micros_sum))
-                .sum();
-            let _ = writeln!(out, "{name}_sum{{api=\"{api}\"}} {}", sum as f64 / 1e6);
+            let sum = seconds(latency.latency_micros_sum);
+            let count: u64 = latency.requests_per_shard.iter().sum();
+            let _ = writeln!(out, "{name}_sum{{api=\"{api}\"}} {sum}");
             let _ = writeln!(out, "{name}_count{{api=\"{api}\"}} {count}");
         }
-        out
+
+        let name = "ferrite_request_latency_seconds_max";
+        write_family(
+            out,
+            name,
+            "gauge",
+            "Longest time from a request's decoding to its reply being ready in the last 1 to 2 \
+             minutes, per API, over all shards.",
+        );
+        for (api, latency) in &apis {
+            let value = recent_seconds(&latency.recent, latency.recent.max());
+            let _ = writeln!(out, "{name}{{api=\"{api}\"}} {value}");
+        }
+    }
+
+    fn render_topics(&self, out: &mut String) {
+        let mut topics: BTreeMap<String, TopicTraffic> = BTreeMap::new();
+        for shard in self.shards.iter() {
+            for (topic, traffic) in lock(&shard.topics).iter() {
+                let total = topics.entry(topic.clone()).or_default();
+                total.produced_bytes += traffic.produced_bytes;
+                total.produced_records += traffic.produced_records;
+                total.produced_batches += traffic.produced_batches;
+                total.fetched_bytes += traffic.fetched_bytes;
+            }
+        }
+        for (name, help, value) in TOPIC_COUNTERS {
+            write_family(out, name, "counter", help);
+            for (topic, traffic) in &topics {
+                let topic = label_value(topic);
+                let _ = writeln!(out, "{name}{{topic=\"{topic}\"}} {}", value(traffic));
+            }
+        }
+    }
+}
+
+/// Renders what the shards published: one series per partition (listed by its owner only),
+/// and per group its members, committed offsets and lag. The lag of a group on a partition is
+/// the partition's high-water mark (from the owner's snapshot) minus the committed offset; it
+/// is left out while the owner has not opened the partition since start-up.
+fn render_snapshots(out: &mut String, snapshots: &[ShardSnapshot]) {
+    let mut partitions: Vec<&PartitionStats> = snapshots
+        .iter()
+        .flat_map(|snapshot| &snapshot.partitions)
+        .collect();
+    partitions.sort_by(|a, b| a.partition.cmp(&b.partition));
+    for (name, help, value) in PARTITION_GAUGES {
+        write_family(out, name, "gauge", help);
+        for stats in &partitions {
+            let topic = label_value(&stats.partition.topic);
+            let partition = stats.partition.partition;
+            let _ = writeln!(
+                out,
+                "{name}{{topic=\"{topic}\",partition=\"{partition}\"}} {}",
+                value(stats)
+            );
+        }
+    }
+    let mut groups: Vec<&GroupStats> = snapshots
+        .iter()
+        .flat_map(|snapshot| &snapshot.groups)
+        .collect();
+    groups.sort_by(|a, b| a.group_id.cmp(&b.group_id));
+    write_family(
+        out,
+        "ferrite_group_members",
+        "gauge",
+        "Members of the consumer group.",
+    );
+    for group in &groups {
+        let _ = writeln!(
+            out,
+            "ferrite_group_members{{group=\"{}\",state=\"{}\"}} {}",
+            label_value(&group.group_id),
+            group.state.name(),
+            group.members
+        );
+    }
+    let high_watermarks: HashMap<(&str, i32), u64> = partitions
+        .iter()
+        .map(|stats| {
+            let key = (
+                stats.partition.topic.as_str(),
+                stats.partition.partition as i32,
+            );
+            (key, stats.high_watermark)
+        })
+        .collect();
+    let committed = || {
+        groups.iter().flat_map(|group| {
+            group
+                .offsets
+                .iter()
+                .map(move |(partition, offset)| (group, partition, *offset))
+        })
+    };
+    let series = |group: &GroupStats, partition: &TopicPartition| {
+        format!(
+            "{{group=\"{}\",topic=\"{}\",partition=\"{}\"}}",
+            label_value(&group.group_id),
+            label_value(&partition.topic),
+            partition.partition
+        )
+    };
+    write_family(
+        out,
+        "ferrite_group_committed_offset",
+        "gauge",
+        "The group's committed offset on the partition.",
+    );
+    for (group, partition, offset) in committed() {
+        let labels = series(group, partition);
+        let _ = writeln!(out, "ferrite_group_committed_offset{labels} {offset}");
+    }
+    write_family(
+        out,
+        "ferrite_group_lag",
+        "gauge",
+        "Records of the partition after the group's committed offset (high-water mark minus \
+         committed offset, at least 0).",
+    );
+    for (group, partition, offset) in committed() {
+        let key = (partition.topic.as_str(), partition.partition);
+        if let Some(&high_watermark) = high_watermarks.get(&key) {
+            let lag = (high_watermark as i64).saturating_sub(offset).max(0);
+            let labels = series(group, partition);
+            let _ = writeln!(out, "ferrite_group_lag{labels} {lag}");
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use engine::shard::PartitionId;
+
+    /// One sample of the exposition.
+    #[derive(Debug)]
+    struct Sample {
+        name: String,
+        labels: BTreeMap<String, String>,
+        value: f64,
+    }
+
+    fn is_metric_name(name: &str) -> bool {
+        let mut chars = name.chars();
+        chars
+            .next()
+            .is_some_and(|first| first.is_ascii_alphabetic() || first == '_')
+            && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+    }
+
+    /// Parses the text format strictly: every family has HELP then TYPE before its samples,
+    /// each family is declared once, every sample belongs to the family declared last (a
+    /// summary's `_sum` and `_count` included), labels are well formed and unique, values are
+    /// numbers. Panics naming the line otherwise.
+    fn parse(text: &str) -> Vec<Sample> {
+        let mut declared = std::collections::HashSet::new();
+        let mut family: Option<(String, String)> = None;
+        let mut help_of: Option<String> = None;
+        let mut samples = Vec::new();
+        for line in text.lines() {
+            if let Some(rest) = line.strip_prefix("# HELP ") {
+                let (name, help) = rest.split_once(' ').expect(line);
+                assert!(is_metric_name(name) && !help.is_empty(), "{line}");
+                assert!(declared.insert(name.to_owned()), "declared twice: {line}");
+                help_of = Some(name.to_owned());
+                continue;
+            }
+            if let Some(rest) = line.strip_prefix("# TYPE ") {
+                let (name, kind) = rest.split_once(' ').expect(line);
+                assert_eq!(
+                    help_of.as_deref(),
+                    Some(name),
+                    "TYPE after its HELP: {line}"
+                );
+                assert!(
+                    ["counter", "gauge", "summary", "histogram"].contains(&kind),
+                    "{line}"
+                );
+                family = Some((name.to_owned(), kind.to_owned()));
+                continue;
+            }
+            let (series, value) = line.rsplit_once(' ').expect(line);
+            let value: f64 = value.parse().unwrap_or_else(|_| panic!("value: {line}"));
+            let (name, labels) = match series.split_once('{') {
+                Some((name, labels)) => (name, labels.strip_suffix('}').expect(line)),
+                None => (series, ""),
+            };
+            let (family_name, kind) = family.as_ref().expect("a sample after a TYPE");
+            let own = name == family_name
+                || (kind == "summary"
+                    && [format!("{family_name}_sum"), format!("{family_name}_count")]
+                        .contains(&name.to_owned()));
+            assert!(own, "{name} is not of the family {family_name}: {line}");
+            if name.ends_with("_total") {
+                assert_eq!(kind, "counter", "{line}");
+            }
+            let mut parsed = BTreeMap::new();
+            let mut rest = labels;
+            while !rest.is_empty() {
+                let (label, after) = rest.split_once("=\"").expect(line);
+                assert!(is_metric_name(label), "label name: {line}");
+                let mut value = String::new();
+                let mut chars = after.char_indices();
+                let end = loop {
+                    match chars.next().expect(line) {
+                        (_, '\\') => match chars.next().expect(line).1 {
+                            'n' => value.push('\n'),
+                            escaped @ ('\\' | '"') => value.push(escaped),
+                            other => panic!("escape \\{other}: {line}"),
+                        },
+                        (index, '"') => break index,
+                        (_, c) => value.push(c),
+                    }
+                };
+                assert!(parsed.insert(label.to_owned(), value).is_none(), "{line}");
+                rest = &after[end + 1..];
+                rest = rest.strip_prefix(',').unwrap_or(rest);
+            }
+            samples.push(Sample {
+                name: name.to_owned(),
+                labels: parsed,
+                value,
+            });
+        }
+        samples
+    }
+
+    /// The value of the one sample named `name` with exactly `labels`.
+    fn value(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> f64 {
+        let labels: BTreeMap<String, String> = labels
+            .iter()
+            .map(|(label, value)| (label.to_string(), value.to_string()))
+            .collect();
+        let found: Vec<&Sample> = samples
+            .iter()
+            .filter(|sample| sample.name == name && sample.labels == labels)
+            .collect();
+        assert_eq!(found.len(), 1, "{name} {labels:?} in {samples:#?}");
+        found[0].value
+    }
 
     #[test]
-    fn counters_from_every_shard_add_up_in_the_exposition() {
+    fn counters_and_gauges_per_shard_and_per_topic() {
         let registry = MetricsRegistry::new(2);
-        registry
-            .shard(0)
-            .request_answered(ApiKey::Produce, Duration::from_micros(300));
+        let (zero, one) = (registry.shard(0), registry.shard(1));
+        let first = zero.connection_accepted();
+        let second = zero.connection_accepted();
+        drop(first);
+        one.bytes_sent(100, true);
+        one.bytes_sent(20, false);
+        zero.batch_produced("orders", 1_000, 10);
+        one.batch_produced("orders", 500, 5);
+        one.batch_produced("payments", 70, 1);
+        one.records_fetched("orders", 1_400);
+        let samples = parse(&registry.render());
+        let shard = |shard: &'static str| [("shard", shard)];
+        assert_eq!(
+            value(&samples, "ferrite_connections_accepted_total", &shard("0")),
+            2.0
+        );
+        assert_eq!(
+            value(&samples, "ferrite_connections_open", &shard("0")),
+            1.0
+        );
+        assert_eq!(
+            value(&samples, "ferrite_connections_open", &shard("1")),
+            0.0
+        );
+        assert_eq!(
+            value(&samples, "ferrite_bytes_sent_total", &shard("1")),
+            120.0
+        );
+        assert_eq!(
+            value(&samples, "ferrite_bytes_spliced_total", &shard("1")),
+            100.0
+        );
+        let orders = [("topic", "orders")];
+        let payments = [("topic", "payments")];
+        assert_eq!(
+            value(&samples, "ferrite_topic_produced_bytes_total", &orders),
+            1_500.0
+        );
+        assert_eq!(
+            value(&samples, "ferrite_topic_produced_records_total", &orders),
+            15.0
+        );
+        assert_eq!(
+            value(&samples, "ferrite_topic_produced_batches_total", &orders),
+            2.0
+        );
+        assert_eq!(
+            value(&samples, "ferrite_topic_fetched_bytes_total", &orders),
+            1_400.0
+        );
+        assert_eq!(
+            value(&samples, "ferrite_topic_produced_bytes_total", &payments),
+            70.0
+        );
+        assert_eq!(
+            value(&samples, "ferrite_topic_fetched_bytes_total", &payments),
+            0.0
+        );
+
+        drop(second);
+        // A snapshot forgets the topics that are gone.
+        one.publish(ShardSnapshot::default(), |topic| topic == "orders");
+        let samples = parse(&registry.render());
+        assert_eq!(
+            value(&samples, "ferrite_connections_open", &shard("0")),
+            0.0
+        );
+        assert_eq!(
+            value(&samples, "ferrite_topic_produced_bytes_total", &orders),
+            1_500.0
+        );
+        assert!(samples
+            .iter()
+            .all(|sample| sample.labels.get("topic").map(String::as_str) != Some("payments")));
+    }
+
+    #[test]
+    fn latency_quantiles_merge_the_shards_and_cover_the_last_minutes() {
+        let registry = MetricsRegistry::new(2);
+        let start = Instant::now();
+        // 98 fast Produce requests on shard 0, two slow ones on shard 1: the median is fast,
+        // the 0.99 quantile slow.
+        for _ in 0..98 {
+            registry.shard(0).request_answered(
+                ApiKey::Produce,
+                Duration::from_micros(1_000),
+                start,
+            );
+        }
+        for _ in 0..2 {
+            registry
+                .shard(1)
+                .request_answered(ApiKey::Produce, Duration::from_millis(500), start);
+        }
         registry
             .shard(1)
-            .request_answered(ApiKey::Produce, Duration::from_secs(10));
-        registry.shard(1).bytes_sent(100, true);
-        let text = registry.render();
-        assert!(
-            text.contains("ferrite_bytes_spliced_total{shard=\"1\"} 100"),
-            "{text}"
+            .request_answered(ApiKey::Metadata, Duration::from_secs(3_600), start);
+        let samples = parse(&registry.render_at(start + Duration::from_secs(30)));
+        let produce = |quantile: &'static str| [("api", "Produce"), ("quantile", quantile)];
+        let close = |value: f64, wanted: f64| (value - wanted).abs() <= wanted * 0.01;
+        let name = "ferrite_request_latency_seconds";
+        assert!(close(value(&samples, name, &produce("0.5")), 0.001));
+        assert!(close(value(&samples, name, &produce("0.9")), 0.001));
+        assert!(close(value(&samples, name, &produce("0.99")), 0.5));
+        assert!(close(value(&samples, name, &produce("0.9999")), 0.5));
+        let api = |api: &'static str| [("api", api)];
+        assert_eq!(
+            value(
+                &samples,
+                "ferrite_request_latency_seconds_count",
+                &api("Produce")
+            ),
+            100.0
         );
-        assert!(text
-            .contains("ferrite_request_latency_seconds_bucket{api=\"Produce\",le=\"0.00025\"} 0"));
-        assert!(text
-            .contains("ferrite_request_latency_seconds_bucket{api=\"Produce\",le=\"0.0005\"} 1"));
-        assert!(
-            text.contains("ferrite_request_latency_seconds_bucket{api=\"Produce\",le=\"+Inf\"} 2")
+        assert!(close(
+            value(
+                &samples,
+                "ferrite_request_latency_seconds_sum",
+                &api("Produce")
+            ),
+            0.098 + 1.0
+        ));
+        assert!(close(
+            value(
+                &samples,
+                "ferrite_request_latency_seconds_max",
+                &api("Produce")
+            ),
+            0.5
+        ));
+        // Beyond the histogram's range: counted as its largest value, summed exactly.
+        assert!(close(
+            value(
+                &samples,
+                "ferrite_request_latency_seconds_max",
+                &api("Metadata")
+            ),
+            60.0
+        ));
+        assert_eq!(
+            value(
+                &samples,
+                "ferrite_request_latency_seconds_sum",
+                &api("Metadata")
+            ),
+            3_600.0
         );
-        assert!(text.contains("ferrite_request_latency_seconds_count{api=\"Produce\"} 2"));
+        let requests = |shard: &'static str| [("shard", shard), ("api", "Produce")];
+        assert_eq!(
+            value(&samples, "ferrite_requests_total", &requests("0")),
+            98.0
+        );
+        assert_eq!(
+            value(&samples, "ferrite_requests_total", &requests("1")),
+            2.0
+        );
         assert!(
-            !text.contains("api=\"Fetch\""),
+            samples
+                .iter()
+                .all(|sample| sample.labels.get("api").map(String::as_str) != Some("Fetch")),
             "APIs never used are left out"
+        );
+
+        // One window later the requests still count; two later, the quantiles are empty.
+        let later = parse(&registry.render_at(start + LATENCY_WINDOW + Duration::from_secs(1)));
+        assert!(close(value(&later, name, &produce("0.99")), 0.5));
+        let much_later = start + 2 * LATENCY_WINDOW + Duration::from_secs(1);
+        registry.shard(0).request_answered(
+            ApiKey::Produce,
+            Duration::from_micros(2_000),
+            much_later,
+        );
+        let later = parse(&registry.render_at(much_later));
+        assert!(
+            close(value(&later, name, &produce("0.99")), 0.002),
+            "only the new request"
+        );
+        assert_eq!(
+            value(
+                &later,
+                "ferrite_request_latency_seconds_count",
+                &api("Produce")
+            ),
+            101.0
+        );
+        assert!(value(&later, name, &[("api", "Metadata"), ("quantile", "0.5")]).is_nan());
+        assert!(value(
+            &later,
+            "ferrite_request_latency_seconds_max",
+            &api("Metadata")
+        )
+        .is_nan());
+    }
+
+    #[test]
+    fn partitions_and_group_lag_from_every_shard_are_rendered() {
+        let registry = MetricsRegistry::new(2);
+        let committed_on = |topic: &str, partition: i32| TopicPartition {
+            topic: topic.into(),
+            partition,
+        };
+        let stats = |topic: &str, partition: u32, high_watermark: u64| PartitionStats {
+            partition: PartitionId::new(topic, partition),
+            log_start_offset: 3,
+            high_watermark,
+            size_bytes: high_watermark * 100,
+            segment_count: 2,
+        };
+        registry.shard(0).publish(
+            ShardSnapshot {
+                partitions: vec![stats("odd \"name\"\\", 1, 10)],
+                // The group's coordinator is on shard 0; its partitions on either shard.
+                groups: vec![GroupStats {
+                    group_id: "billing".into(),
+                    state: engine::groups::GroupState::Stable,
+                    members: 3,
+                    offsets: vec![
+                        (committed_on("odd \"name\"\\", 0), 15),
+                        (committed_on("b", 0), 5),
+                        (committed_on("unopened", 0), 1),
+                    ],
+                }],
+            },
+            |_| true,
+        );
+        registry.shard(1).publish(
+            ShardSnapshot {
+                partitions: vec![stats("odd \"name\"\\", 0, 20), stats("b", 0, 5)],
+                groups: Vec::new(),
+            },
+            |_| true,
+        );
+        let text = registry.render();
+        let samples = parse(&text);
+        let partition = |topic: &'static str, partition: &'static str| {
+            [("topic", topic), ("partition", partition)]
+        };
+        let odd = "odd \"name\"\\";
+        let group_partition =
+            |topic: &'static str| [("group", "billing"), ("topic", topic), ("partition", "0")];
+        assert_eq!(
+            value(&samples, "ferrite_group_lag", &group_partition(odd)),
+            5.0
+        );
+        assert_eq!(
+            value(&samples, "ferrite_group_lag", &group_partition("b")),
+            0.0
+        );
+        assert_eq!(
+            value(
+                &samples,
+                "ferrite_group_committed_offset",
+                &group_partition("unopened")
+            ),
+            1.0
+        );
+        assert!(
+            !text.contains("ferrite_group_lag{group=\"billing\",topic=\"unopened\""),
+            "no lag without the partition's high-water mark"
+        );
+        assert_eq!(
+            value(
+                &samples,
+                "ferrite_group_members",
+                &[("group", "billing"), ("state", "Stable")]
+            ),
+            3.0
+        );
+        assert_eq!(
+            value(
+                &samples,
+                "ferrite_partition_high_watermark",
+                &partition(odd, "0")
+            ),
+            20.0
+        );
+        assert_eq!(
+            value(
+                &samples,
+                "ferrite_partition_high_watermark",
+                &partition(odd, "1")
+            ),
+            10.0
+        );
+        assert_eq!(
+            value(
+                &samples,
+                "ferrite_partition_size_bytes",
+                &partition("b", "0")
+            ),
+            500.0
+        );
+        assert_eq!(
+            value(
+                &samples,
+                "ferrite_partition_log_start_offset",
+                &partition("b", "0")
+            ),
+            3.0
+        );
+        assert_eq!(
+            value(&samples, "ferrite_partition_segments", &partition("b", "0")),
+            2.0
+        );
+        let order: Vec<&str> = text
+            .lines()
+            .filter(|line| line.starts_with("ferrite_partition_high_watermark{"))
+            .collect();
+        assert_eq!(
+            order,
+            [
+                "ferrite_partition_high_watermark{topic=\"b\",partition=\"0\"} 5",
+                "ferrite_partition_high_watermark{topic=\"odd \\\"name\\\"\\\\\",partition=\"0\"} 20",
+                "ferrite_partition_high_watermark{topic=\"odd \\\"name\\\"\\\\\",partition=\"1\"} 10",
+            ],
+            "sorted by topic and partition, label values escaped"
         );
     }
 }

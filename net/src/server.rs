@@ -1,12 +1,14 @@
 //! The Kafka listener of one shard. Every shard binds the same address (glommio sets
 //! SO_REUSEPORT), so the kernel spreads connections over the shards; each connection is served
 //! on the shard that accepted it. The accept loop ends when shutdown is requested, which is how
-//! the broker stops accepting before it drains.
+//! the broker stops accepting before it drains. Beside it, each shard publishes a snapshot of
+//! the state it owns for the metrics endpoint.
 
 use std::net::SocketAddr;
 
 use std::rc::Rc;
 use std::sync::Arc;
+use std::time::Duration;
 
 use engine::catalog::Catalog;
 use engine::shard::ShardContext;
@@ -16,7 +18,7 @@ use glommio::net::TcpListener;
 
 use crate::broker::{Broker, BrokerConfig};
 use crate::connection::{serve_connection, ConnectionConfig};
-use crate::metrics::MetricsRegistry;
+use crate::metrics::{MetricsRegistry, ShardSnapshot};
 
 /// Binds this shard's listener: SO_REUSEPORT, so every shard binds the same address, and
 /// SO_REUSEADDR, which accepted connections inherit, so that a restarted broker can bind again
@@ -45,6 +47,9 @@ pub struct ShardSetup {
     pub catalog: Arc<Catalog>,
     pub broker: BrokerConfig,
     pub metrics: MetricsRegistry,
+    /// How often each shard publishes its [`ShardSnapshot`] (how stale the partition metrics
+    /// may be).
+    pub metrics_snapshot_interval: Duration,
     pub listen: SocketAddr,
     pub connection: ConnectionConfig,
 }
@@ -62,6 +67,11 @@ pub async fn serve_shard(
     match bind(setup.listen) {
         Ok(listener) => {
             bound(Ok(()));
+            glommio::spawn_local(publish_snapshots(
+                broker.clone(),
+                setup.metrics_snapshot_interval,
+            ))
+            .detach();
             accept_until_shutdown(broker, listener, setup.connection).await
         }
         Err(error) => bound(Err(error)),
@@ -97,5 +107,25 @@ pub async fn accept_until_shutdown(
         };
         let _ = stream.set_nodelay(true);
         glommio::spawn_local(serve_connection(stream, peer, broker.clone(), config)).detach();
+    }
+}
+
+/// Publishes this shard's [`ShardSnapshot`] for the metrics endpoint every `interval` until
+/// shutdown is requested, and has the metrics forget topics that no longer exist.
+async fn publish_snapshots(broker: Rc<Broker>, interval: Duration) {
+    loop {
+        let snapshot = ShardSnapshot {
+            partitions: broker.context.partition_stats(),
+            groups: broker.context.group_stats(),
+        };
+        let topics = broker.catalog.topics();
+        broker
+            .metrics
+            .publish(snapshot, |topic| topics.get(topic).is_some());
+        let tick = std::pin::pin!(glommio::timer::sleep(interval));
+        let shutdown = std::pin::pin!(broker.context.shutdown_requested());
+        if let Either::Right(_) = select(tick, shutdown).await {
+            return;
+        }
     }
 }

@@ -36,6 +36,7 @@ fn valid(api_key: ApiKey, version: i16) -> Bytes {
         .encode(&mut bytes, api_key.request_header_version(version))
         .unwrap();
     let topic = || TopicName(StrBytes::from_static_str("t"));
+    let group = || GroupId(StrBytes::from_static_str("g"));
     let out = &mut bytes;
     match api_key {
         ApiKey::Produce => ProduceRequest::default()
@@ -71,6 +72,78 @@ fn valid(api_key: ApiKey, version: i16) -> Bytes {
         ApiKey::DeleteRecords => DeleteRecordsRequest::default().encode(out, version),
         ApiKey::DescribeConfigs => DescribeConfigsRequest::default().encode(out, version),
         ApiKey::CreatePartitions => CreatePartitionsRequest::default().encode(out, version),
+        ApiKey::FindCoordinator if version >= 4 => FindCoordinatorRequest::default()
+            .with_coordinator_keys(vec![StrBytes::from_static_str("g")])
+            .encode(out, version),
+        ApiKey::FindCoordinator => FindCoordinatorRequest::default()
+            .with_key(StrBytes::from_static_str("g"))
+            .encode(out, version),
+        ApiKey::JoinGroup => JoinGroupRequest::default()
+            .with_group_id(group())
+            .with_protocol_type(StrBytes::from_static_str("consumer"))
+            .with_protocols(vec![join_group_request::JoinGroupRequestProtocol::default(
+            )
+            .with_name(StrBytes::from_static_str("range"))
+            .with_metadata(Bytes::from_static(b"m"))])
+            .encode(out, version),
+        ApiKey::SyncGroup => SyncGroupRequest::default()
+            .with_group_id(group())
+            .with_assignments(vec![
+                sync_group_request::SyncGroupRequestAssignment::default()
+                    .with_member_id(StrBytes::from_static_str("member"))
+                    .with_assignment(Bytes::from_static(b"a")),
+            ])
+            .encode(out, version),
+        ApiKey::Heartbeat => HeartbeatRequest::default()
+            .with_group_id(group())
+            .encode(out, version),
+        ApiKey::LeaveGroup if version >= 3 => LeaveGroupRequest::default()
+            .with_group_id(group())
+            .with_members(vec![leave_group_request::MemberIdentity::default()])
+            .encode(out, version),
+        ApiKey::LeaveGroup => LeaveGroupRequest::default()
+            .with_group_id(group())
+            .encode(out, version),
+        ApiKey::OffsetCommit => OffsetCommitRequest::default()
+            .with_group_id(group())
+            .with_topics(vec![
+                offset_commit_request::OffsetCommitRequestTopic::default()
+                    .with_name(topic())
+                    .with_partitions(vec![
+                        offset_commit_request::OffsetCommitRequestPartition::default(),
+                    ]),
+            ])
+            .encode(out, version),
+        ApiKey::OffsetFetch if version >= 8 => OffsetFetchRequest::default()
+            .with_groups(vec![
+                offset_fetch_request::OffsetFetchRequestGroup::default().with_group_id(group()),
+            ])
+            .encode(out, version),
+        ApiKey::OffsetFetch => OffsetFetchRequest::default()
+            .with_group_id(group())
+            .with_topics(Some(vec![
+                offset_fetch_request::OffsetFetchRequestTopic::default()
+                    .with_name(topic())
+                    .with_partition_indexes(vec![0, 1]),
+            ]))
+            .encode(out, version),
+        ApiKey::ListGroups => ListGroupsRequest::default().encode(out, version),
+        ApiKey::DescribeGroups => DescribeGroupsRequest::default()
+            .with_groups(vec![group()])
+            .encode(out, version),
+        ApiKey::DeleteGroups => DeleteGroupsRequest::default()
+            .with_groups_names(vec![group()])
+            .encode(out, version),
+        ApiKey::OffsetDelete => OffsetDeleteRequest::default()
+            .with_group_id(group())
+            .with_topics(vec![
+                offset_delete_request::OffsetDeleteRequestTopic::default()
+                    .with_name(topic())
+                    .with_partitions(vec![
+                        offset_delete_request::OffsetDeleteRequestPartition::default(),
+                    ]),
+            ])
+            .encode(out, version),
         other => panic!("add a valid {other:?} request to the fuzz target"),
     }
     .unwrap();

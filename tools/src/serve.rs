@@ -13,6 +13,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 use engine::catalog::{Catalog, OFFSETS_TOPIC};
 use engine::shard::{prepare_offsets_topic, GroupsConfig, Runtime, RuntimeConfig, TopicLogConfig};
@@ -286,6 +287,7 @@ pub fn run(arguments: Arguments) -> ExitCode {
         catalog,
         broker: broker_config,
         metrics: registry,
+        metrics_snapshot_interval: Duration::from_secs(1),
         listen,
         connection: ConnectionConfig::default(),
     };

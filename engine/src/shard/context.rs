@@ -17,7 +17,7 @@ use glommio::channels::local_channel::LocalSender;
 
 use super::{
     owner_shard, Appended, Durability, ListedOffset, MeshMessage, OffsetQuery, PartitionId,
-    SendableData, SendableRead, ShardRequest, ShardResponse,
+    PartitionStats, SendableData, SendableRead, ShardRequest, ShardResponse,
 };
 use crate::clock::Clock;
 use crate::config::LogConfig;
@@ -110,6 +110,10 @@ impl ShardContext {
     /// The `__consumer_offsets` partitions and the coordinators' settings.
     pub fn groups_config(&self) -> &GroupsConfig {
         &self.state.groups_config
+    }
+
+    pub(super) fn data_dir(&self) -> &std::path::Path {
+        &self.state.data_dir
     }
 
     pub(super) fn coordinators(&self) -> &Coordinators {
@@ -512,6 +516,72 @@ impl ShardContext {
         let log = Rc::new(PartitionLog::open(dir, log_config, self.state.clock.clone()).await?);
         *opened = Some(log.clone());
         Ok(log)
+    }
+
+    /// Offsets and size of every partition log this shard has open, read without waiting (a
+    /// log being opened right now is left out until it is). Partitions nobody used since the
+    /// shard started are not open, so not listed.
+    pub fn partition_stats(&self) -> Vec<PartitionStats> {
+        self.state
+            .partitions
+            .borrow()
+            .iter()
+            .filter_map(|(partition, slot)| {
+                let opened = slot.try_lock()?;
+                let log = opened.as_ref()?;
+                Some(PartitionStats {
+                    partition: partition.clone(),
+                    log_start_offset: log.log_start_offset(),
+                    high_watermark: log.written_end_offset(),
+                    size_bytes: log.size_bytes(),
+                    segment_count: log.segment_count(),
+                })
+            })
+            .collect()
+    }
+
+    /// Opens (recovering) the log of every partition this shard owns that has a directory
+    /// under the data directory, as a broker loads its logs at start-up: retention, metrics
+    /// and consumer lag then cover partitions nobody has asked for since the start. Returns
+    /// how many were opened; a log that fails to open is reported and left for its first
+    /// request to retry.
+    pub async fn open_owned_partitions(&self) -> usize {
+        let entries = match std::fs::read_dir(&self.state.data_dir) {
+            Ok(entries) => entries,
+            Err(error) => {
+                eprintln!(
+                    "ferrite: cannot list the data directory {}: {error}",
+                    self.state.data_dir.display()
+                );
+                return 0;
+            }
+        };
+        let mut owned: Vec<PartitionId> = entries
+            .filter_map(Result::ok)
+            .filter(|entry| entry.file_type().is_ok_and(|kind| kind.is_dir()))
+            .filter_map(|entry| {
+                let name = entry.file_name().into_string().ok()?;
+                let (topic, partition) = name.rsplit_once('-')?;
+                let partition = PartitionId::new(topic, partition.parse().ok()?);
+                (partition.directory_name() == name).then_some(partition)
+            })
+            .filter(|partition| self.owner_of(partition) == self.state.shard_id)
+            .collect();
+        owned.sort();
+        let mut opened = 0;
+        for partition in owned {
+            if self.is_shutting_down() {
+                break;
+            }
+            match self.partition_log(&partition).await {
+                Ok(_) => opened += 1,
+                Err(error) => eprintln!(
+                    "ferrite: cannot open {} at start-up: {error}",
+                    partition.directory_name()
+                ),
+            }
+        }
+        opened
     }
 
     /// Applies the retention limits to every partition log this shard has open: whole

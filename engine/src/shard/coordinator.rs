@@ -270,6 +270,28 @@ impl ShardContext {
         stats
     }
 
+    /// Loads the coordinator of every `__consumer_offsets` partition this shard owns, so that
+    /// groups and their offsets are known (to metrics, ListGroups) from start-up rather than
+    /// from their first request, as a Kafka coordinator loads its partitions when it takes
+    /// them over. Partitions whose directory does not exist (no offsets topic) are skipped.
+    pub(super) async fn load_owned_coordinators(&self) {
+        for index in 0..self.groups_config().offsets_partitions {
+            let partition = PartitionId::new(OFFSETS_TOPIC, index);
+            if self.owner_of(&partition) != self.shard_id()
+                || self.is_shutting_down()
+                || !self.data_dir().join(partition.directory_name()).is_dir()
+            {
+                continue;
+            }
+            if let Err(error) = self.coordinator(&partition).await {
+                eprintln!(
+                    "ferrite: cannot load the group coordinator of {}: {error}",
+                    partition.directory_name()
+                );
+            }
+        }
+    }
+
     /// Runs `call` on this shard's coordinator of `partition`.
     pub(super) async fn group_call_local(
         &self,

@@ -187,6 +187,19 @@ pub struct Appended {
     pub log_start_offset: u64,
 }
 
+/// One open partition log's offsets and size as its owning shard sees them (for metrics).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionStats {
+    pub partition: PartitionId,
+    pub log_start_offset: u64,
+    /// The written end: consumers read up to here (Kafka's high-water mark, and log end
+    /// offset once the flusher caught up).
+    pub high_watermark: u64,
+    /// Bytes of batches in the log's segments (appended ones not yet written included).
+    pub size_bytes: u64,
+    pub segment_count: usize,
+}
+
 /// The answer to a [`OffsetQuery`], with the partition's bounds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ListedOffset {

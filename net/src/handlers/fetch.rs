@@ -110,6 +110,12 @@ pub async fn handle(
         let now = Instant::now();
         if total >= min_bytes || any_error || now >= deadline || broker.context.is_shutting_down() {
             let per_topic = group_by_topic(&topic_names, &wanted, results);
+            for (topic, partitions) in &per_topic {
+                let bytes: u64 = partitions.iter().map(PartitionData::records_bytes).sum();
+                if bytes > 0 {
+                    broker.metrics.records_fetched(topic, bytes);
+                }
+            }
             return Ok(encode(header, NONE, per_topic));
         }
         // Wait until any partition gets data past what it has now (not merely past the fetch

@@ -103,7 +103,8 @@ pub async fn start(broker: Rc<Broker>, header: Header, request: ProduceRequest) 
         for (name, partitions) in topics {
             let mut partition_responses = Vec::with_capacity(partitions.len());
             for (index, outcome) in partitions {
-                partition_responses.push(answer(&broker, header.api_version, index, outcome).await);
+                partition_responses
+                    .push(answer(&broker, header.api_version, &name, index, outcome).await);
             }
             responses.push(
                 TopicProduceResponse::default()
@@ -121,6 +122,7 @@ pub async fn start(broker: Rc<Broker>, header: Header, request: ProduceRequest) 
 async fn answer(
     broker: &Broker,
     api_version: i16,
+    topic: &str,
     index: i32,
     outcome: Outcome,
 ) -> PartitionProduceResponse {
@@ -151,7 +153,8 @@ async fn answer(
             for (size, result) in sizes.into_iter().zip(join_all(appends).await) {
                 match result {
                     Ok(appended) => {
-                        broker.metrics.records_appended(size as u64);
+                        let records = appended.last_offset - appended.base_offset + 1;
+                        broker.metrics.batch_produced(topic, size as u64, records);
                         first.get_or_insert(appended.base_offset as i64);
                         log_start_offset = appended.log_start_offset as i64;
                     }

@@ -120,6 +120,8 @@ fn start_runtime(
         catalog,
         broker: broker_config,
         metrics: metrics.clone(),
+        // Short, so that tests see the partition metrics soon.
+        metrics_snapshot_interval: std::time::Duration::from_millis(50),
         listen: address,
         connection: ConnectionConfig::default(),
     };

@@ -1,7 +1,10 @@
 //! What the integration tests of `ferrite` share: a real `ferrite serve` on a free loopback
 //! port with a data directory of its own, stopped when the test ends.
 
-use std::io::{BufRead, BufReader};
+#[allow(dead_code, reason = "only the admin-command tests run commands")]
+pub mod cli;
+
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
@@ -14,6 +17,7 @@ pub const DEADLINE: Duration = Duration::from_secs(30);
 pub struct Broker {
     pub child: Child,
     pub address: SocketAddr,
+    metrics_address: SocketAddr,
     stdout_lines: mpsc::Receiver<String>,
     _data: tempfile::TempDir,
 }
@@ -21,7 +25,23 @@ pub struct Broker {
 impl Broker {
     /// Starts a broker (one shard per core) on a port the kernel picks; returns once it listens.
     pub fn start() -> Broker {
-        let data = tempfile::tempdir().unwrap();
+        Broker::start_in(tempfile::tempdir().unwrap())
+    }
+
+    /// Stops the broker with SIGTERM (checking it stops cleanly) and starts a new one on the
+    /// same data directory.
+    #[allow(dead_code, reason = "not every test binary restarts the broker")]
+    pub fn restart(mut self) -> Broker {
+        // SAFETY: signalling our own child process.
+        let sent = unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
+        assert_eq!(sent, 0, "SIGTERM to the broker");
+        let status = self.child.wait().unwrap();
+        assert!(status.success(), "a clean stop, not {status}");
+        let data = std::mem::replace(&mut self._data, tempfile::tempdir().unwrap());
+        Broker::start_in(data)
+    }
+
+    fn start_in(data: tempfile::TempDir) -> Broker {
         let mut child = Command::new(env!("CARGO_BIN_EXE_ferrite"))
             // Port 0 for both listeners: tests run in parallel, and must not take the fixed
             // default metrics port from a broker someone runs on this machine.
@@ -47,17 +67,22 @@ impl Broker {
         let mut broker = Broker {
             child,
             address: SocketAddr::from(([127, 0, 0, 1], 0)),
+            metrics_address: SocketAddr::from(([127, 0, 0, 1], 0)),
             stdout_lines,
             _data: data,
         };
-        // "ferrite: listening on 127.0.0.1:PORT (Kafka), data in DIR, N shard(s)"
+        // "ferrite: listening on 127.0.0.1:PORT (Kafka, ...), data in DIR, N shard(s), metrics on
+        // http://127.0.0.1:PORT/metrics"
         let line = broker.wait_for_line("listening on");
-        broker.address = line
-            .split("listening on ")
-            .nth(1)
-            .and_then(|rest| rest.split_whitespace().next())
-            .and_then(|address| address.parse().ok())
-            .unwrap_or_else(|| panic!("no address in {line:?}"));
+        let address_after = |marker: &str, end: char| {
+            line.split(marker)
+                .nth(1)
+                .and_then(|rest| rest.split(end).next())
+                .and_then(|address| address.parse().ok())
+                .unwrap_or_else(|| panic!("no address after {marker:?} in {line:?}"))
+        };
+        broker.address = address_after("listening on ", ' ');
+        broker.metrics_address = address_after("metrics on http://", '/');
         broker
     }
 
@@ -89,6 +114,27 @@ impl Broker {
         let stream = TcpStream::connect(self.address).unwrap();
         stream.set_read_timeout(Some(DEADLINE)).unwrap();
         stream
+    }
+
+    /// The metrics endpoint's answer to `GET /metrics` (status 200 checked): the exposition.
+    #[allow(dead_code, reason = "not every test binary reads metrics")]
+    pub fn metrics(&self) -> String {
+        let mut stream = TcpStream::connect(self.metrics_address).unwrap();
+        stream.set_read_timeout(Some(DEADLINE)).unwrap();
+        // HTTP/1.0: the server closes the connection after its answer.
+        stream
+            .write_all(b"GET /metrics HTTP/1.0\r\nHost: ferrite\r\n\r\n")
+            .unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).unwrap();
+        let (head, body) = response
+            .split_once("\r\n\r\n")
+            .unwrap_or_else(|| panic!("not an HTTP response: {response:?}"));
+        assert!(
+            head.starts_with("HTTP/1.0 200") || head.starts_with("HTTP/1.1 200"),
+            "{head}"
+        );
+        body.to_owned()
     }
 }
 
