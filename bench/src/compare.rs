@@ -16,6 +16,10 @@ const SETTINGS: &[&str] = &[
     "flags.rate",
     "flags.acks",
     "flags.partitions",
+    "flags.consumers",
+    "flags.consumer_group",
+    "flags.consumer_groups",
+    "flags.assignment_strategy",
     "flags.duration_s",
     "machine.cores",
     "machine.kernel",
@@ -30,6 +34,7 @@ const FIGURES: &[(&str, usize)] = &[
     ("produce_msgs_per_s", 1),
     ("produce_mb_per_s", 2),
     ("consume_msgs_per_s", 1),
+    ("group_settle_ms", 0),
     ("ack_latency_ms.p50", 3),
     ("ack_latency_ms.p90", 3),
     ("ack_latency_ms.p99", 3),
@@ -204,6 +209,7 @@ mod tests {
         assert_eq!(row(&table, "produced"), vec!["0", "5"]);
         assert_eq!(row(&table, "consumed"), vec!["-", "5"]);
         assert_eq!(row(&table, "flags.rate"), vec!["-", "-"]);
+        assert_eq!(row(&table, "group_settle_ms"), vec!["-", "-"]);
     }
 
     #[test]

@@ -17,6 +17,8 @@ pub enum BenchError {
     },
     #[error("topic {topic:?}: {reason}")]
     Topic { topic: String, reason: String },
+    #[error("consumer groups: {0}")]
+    Groups(String),
     #[error("{}: {source}", path.display())]
     Io {
         path: PathBuf,

@@ -26,9 +26,27 @@ pub struct RunFlags {
     #[arg(long, value_name = "N", default_value_t = 1)]
     pub producers: u32,
     /// Consumers (each its own librdkafka client and thread); consumer c of M is assigned the
-    /// partitions p with p mod M = c (assignment, no consumer group). At most --partitions.
+    /// partitions p with p mod M = c (assignment, no consumer group), or, with
+    /// --consumer-group, the members of each group. At most --partitions.
     #[arg(long, value_name = "M", default_value_t = 1)]
     pub consumers: u32,
+    /// Consume as the members of consumer group NAME (subscribe, group coordination, committed
+    /// offsets) instead of by assignment; the clock starts once every partition is assigned.
+    #[arg(long, value_name = "NAME")]
+    pub consumer_group: Option<String>,
+    /// Independent consumer groups, NAME-0 ... NAME-(N-1), each with --consumers members and
+    /// each reading every message (fan-out). Needs --consumer-group.
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = 1,
+        requires = "consumer_group"
+    )]
+    pub consumer_groups: u32,
+    /// How a group's partitions are shared among its members (librdkafka's
+    /// partition.assignment.strategy). Needs --consumer-group.
+    #[arg(long, value_enum, default_value_t = AssignmentStrategy::Range, requires = "consumer_group")]
+    pub assignment_strategy: AssignmentStrategy,
     /// Message keys: `none` (no key; the messages go round-robin over the partitions) or
     /// `uniform:K` (an 8-byte key drawn uniformly from K keys; librdkafka's partitioner, set
     /// with `--producer-config partitioner=...`, places it).
@@ -74,7 +92,8 @@ pub struct RunFlags {
     /// one before the run ends with whatever it has (missing messages are then reported).
     #[arg(long, value_name = "S", default_value_t = 10.0)]
     pub drain_timeout_s: f64,
-    /// Deadline for creating the topic and finding its leaders, and for the final flush.
+    /// Deadline for creating the topic and finding its leaders, for the consumer groups to
+    /// assign every partition, and for the final flush.
     #[arg(long, value_name = "S", default_value_t = 30.0)]
     pub setup_timeout_s: f64,
     /// Delete the topic once the run is over (peak runs write gigabytes).
@@ -113,6 +132,33 @@ impl Acks {
     }
 }
 
+/// librdkafka's `partition.assignment.strategy`: the assignor a group's leader runs.
+#[derive(ValueEnum, Serialize, Debug, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum AssignmentStrategy {
+    /// Consecutive partitions to each member (Kafka's and librdkafka's first default).
+    Range,
+    /// Partitions dealt out one by one.
+    Roundrobin,
+    /// Incremental rebalancing (KIP-429): members keep their partitions through a rebalance
+    /// and give up only those that move, in a second round.
+    CooperativeSticky,
+}
+
+impl AssignmentStrategy {
+    /// The value of librdkafka's `partition.assignment.strategy` setting.
+    pub fn config_value(self) -> &'static str {
+        match self {
+            AssignmentStrategy::Range => "range",
+            AssignmentStrategy::Roundrobin => "roundrobin",
+            AssignmentStrategy::CooperativeSticky => "cooperative-sticky",
+        }
+    }
+}
+
+/// The most consumer groups one run may have (each has --consumers clients and threads).
+pub const CONSUMER_GROUPS_MAX: u32 = 64;
+
 impl RunFlags {
     /// Checks what clap cannot: the combinations and ranges the run relies on.
     pub fn check(&self) -> Result<(), BenchError> {
@@ -134,6 +180,14 @@ impl RunFlags {
                  at least one partition",
                 self.partitions
             ));
+        }
+        if !(1..=CONSUMER_GROUPS_MAX).contains(&self.consumer_groups) {
+            return fail(format!(
+                "--consumer-groups must be between 1 and {CONSUMER_GROUPS_MAX}"
+            ));
+        }
+        if self.consumer_group.as_deref() == Some("") {
+            return fail("--consumer-group needs a name".into());
         }
         if self.replication_factor == 0 || i16::try_from(self.replication_factor).is_err() {
             return fail("--replication-factor must be between 1 and 32767".into());
@@ -239,6 +293,40 @@ mod tests {
         assert!(parse(&["--acks", "2"]).is_err());
         assert!(parse(&["--idempotence", "--acks", "1"]).is_err());
         assert!(parse(&["--producer-config", "novalue"]).is_err());
+    }
+
+    #[test]
+    fn group_flags_need_a_group() {
+        let flags = parse(&["--partitions", "4", "--consumers", "2"]).unwrap();
+        assert_eq!(flags.consumer_group, None);
+        assert_eq!(flags.consumer_groups, 1);
+        assert_eq!(flags.assignment_strategy, AssignmentStrategy::Range);
+        let flags = parse(&[
+            "--consumer-group",
+            "g",
+            "--consumer-groups",
+            "3",
+            "--assignment-strategy",
+            "cooperative-sticky",
+        ])
+        .unwrap();
+        assert_eq!(flags.consumer_group.as_deref(), Some("g"));
+        assert_eq!(flags.consumer_groups, 3);
+        assert_eq!(
+            flags.assignment_strategy.config_value(),
+            "cooperative-sticky"
+        );
+        for strategy in ["range", "roundrobin", "cooperative-sticky"] {
+            let flags =
+                parse(&["--consumer-group", "g", "--assignment-strategy", strategy]).unwrap();
+            assert_eq!(flags.assignment_strategy.config_value(), strategy);
+        }
+        assert!(parse(&["--consumer-groups", "2"]).is_err());
+        assert!(parse(&["--assignment-strategy", "roundrobin"]).is_err());
+        assert!(parse(&["--consumer-group", "g", "--assignment-strategy", "sticky"]).is_err());
+        assert!(parse(&["--consumer-group", "g", "--consumer-groups", "0"]).is_err());
+        assert!(parse(&["--consumer-group", "g", "--consumer-groups", "65"]).is_err());
+        assert!(parse(&["--consumer-group", ""]).is_err());
     }
 
     #[test]

@@ -11,6 +11,7 @@ pub mod compare;
 pub mod consumer;
 pub mod error;
 pub mod flags;
+pub mod group;
 pub mod keys;
 pub mod latency;
 pub mod machine;

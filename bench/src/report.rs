@@ -6,10 +6,13 @@
 //! MB means MiB (2^20 bytes) of message values, as in Kafka's own producer benchmark; keys,
 //! headers and the batch format's overhead are not counted.
 
+use std::time::Duration;
+
 use serde::Serialize;
 
 use crate::consumer::ConsumeTally;
 use crate::flags::RunFlags;
+use crate::group;
 use crate::latency::PercentilesMs;
 use crate::machine::{utc_timestamp, Machine};
 use crate::producer::ProducerOutcome;
@@ -25,6 +28,9 @@ pub struct Report {
     pub machine: Machine,
     pub flags: RunFlags,
     pub topic_created: bool,
+    /// With `--consumer-group`: milliseconds from the consumers' subscriptions until every
+    /// partition was assigned to a member of each group (the clock started then); null without.
+    pub group_settle_ms: Option<f64>,
     /// Seconds the throughputs are measured over (`--duration-s`).
     pub measured_s: f64,
     /// Messages handed to librdkafka, warm-up included.
@@ -36,8 +42,11 @@ pub struct Report {
     pub produce_errors: u64,
     pub produce_unacknowledged: u64,
     pub producer_queue_full_waits: u64,
-    /// Distinct messages of this run received by the consumer, warm-up included.
+    /// Distinct messages of this run received by the consumers, warm-up included; with several
+    /// consumer groups, by the group that received the fewest (each group reads every message).
     pub consumed: u64,
+    /// The same for each consumer group (one entry without `--consumer-groups`).
+    pub consumed_per_group: Vec<u64>,
     pub consume_duplicates: u64,
     pub consume_foreign: u64,
     pub consume_errors: u64,
@@ -45,11 +54,13 @@ pub struct Report {
     pub client_errors: u64,
     pub produce_msgs_per_s: f64,
     pub produce_mb_per_s: f64,
+    /// Every consumer group's distinct messages, added up (N groups: N times the produce rate).
     pub consume_msgs_per_s: f64,
     pub consume_mb_per_s: f64,
     /// Messages acknowledged in each whole second of the measured window.
     pub produce_per_second: Vec<u64>,
-    /// Distinct messages received in each whole second of the measured window.
+    /// Distinct messages received (every group's, added up) in each whole second of the
+    /// measured window.
     pub consume_per_second: Vec<u64>,
     pub ack_latency_ms: PercentilesMs,
     pub e2e_latency_ms: PercentilesMs,
@@ -66,6 +77,8 @@ pub struct RunContext {
     pub machine: Machine,
     pub topic_created: bool,
     pub window: Window,
+    /// How long the consumer groups took to settle (`--consumer-group`).
+    pub group_settle: Option<Duration>,
 }
 
 impl Report {
@@ -91,6 +104,9 @@ impl Report {
             machine: context.machine,
             flags,
             topic_created: context.topic_created,
+            group_settle_ms: context
+                .group_settle
+                .map(|settle| settle.as_micros() as f64 / 1000.0),
             measured_s: seconds,
             sent: produced.sent,
             produce_unsent: produced.unsent,
@@ -98,7 +114,13 @@ impl Report {
             produce_errors: acks.failed,
             produce_unacknowledged: produced.unacknowledged,
             producer_queue_full_waits: produced.queue_full_waits,
-            consumed: consumed.consumed,
+            consumed: consumed
+                .consumed
+                .iter()
+                .copied()
+                .min()
+                .expect("a run has a consumer group"),
+            consumed_per_group: consumed.consumed.clone(),
             consume_duplicates: consumed.duplicates,
             consume_foreign: consumed.foreign,
             consume_errors: consumed.errors,
@@ -135,11 +157,17 @@ impl Report {
                 self.produce_unacknowledged
             ));
         }
-        if self.consumed != self.produced {
-            problems.push(format!(
-                "consumed {} distinct messages, but {} were acknowledged",
-                self.consumed, self.produced
-            ));
+        let names = group::names(&self.flags);
+        for (index, &consumed) in self.consumed_per_group.iter().enumerate() {
+            if consumed != self.produced {
+                let group = names
+                    .get(index)
+                    .map_or_else(String::new, |name| format!("consumer group {name} "));
+                problems.push(format!(
+                    "{group}consumed {consumed} distinct messages, but {} were acknowledged",
+                    self.produced
+                ));
+            }
         }
         if self.consume_duplicates > 0 {
             problems.push(format!(
@@ -196,6 +224,16 @@ impl Report {
             self.consume_duplicates,
             self.consume_foreign
         );
+        if let (Some(name), Some(settle_ms)) = (&flags.consumer_group, self.group_settle_ms) {
+            text += &format!(
+                "  consumer group {name}: {} x {} members ({}), every partition assigned \
+                 {settle_ms:.0} ms after subscribing; consumed per group {:?}\n",
+                flags.consumer_groups,
+                flags.consumers,
+                flags.assignment_strategy.config_value(),
+                self.consumed_per_group
+            );
+        }
         text += &format!(
             "  produce {:.1} msg/s, {:.2} MiB/s; consume {:.1} msg/s, {:.2} MiB/s\n",
             self.produce_msgs_per_s,
@@ -233,8 +271,10 @@ mod tests {
         end_ns: 3_000_000_000,
     };
 
-    fn report(consumed_messages: u64) -> Report {
-        let flags = Command::parse_from([
+    /// A run of 3000 messages at 1000 msg/s with `arguments`, of which each consumer group
+    /// received the first `consumed_per_group[g]`.
+    fn report(arguments: &[&str], consumed_per_group: &[u64]) -> Report {
+        let base = [
             "ferrite-bench",
             "--rate",
             "1000",
@@ -244,18 +284,21 @@ mod tests {
             "2",
             "--warmup-s",
             "1",
-        ])
-        .flags;
+        ];
+        let flags = Command::parse_from(base.iter().chain(arguments)).flags;
         assert_eq!(flags.acks, Acks::All);
+        assert_eq!(group::names(&flags).len().max(1), consumed_per_group.len());
         let mut acks = AckTally::new(WINDOW);
-        let mut consumed = ConsumeTally::new(1, WINDOW);
+        let mut consumed = ConsumeTally::new(1, WINDOW, consumed_per_group.len());
         let mut payload = crate::payload::PayloadWriter::new(1024, 1);
         for sequence in 0..3000u64 {
             let scheduled_ns = sequence * 1_000_000;
             acks.note(Ok(()), scheduled_ns, scheduled_ns + 2_000_000);
-            if sequence < consumed_messages {
-                let message = payload.stamp(sequence, scheduled_ns);
-                consumed.note(Some(message), scheduled_ns + 3_000_000, 3000);
+            for (group, &received) in consumed_per_group.iter().enumerate() {
+                if sequence < received {
+                    let message = payload.stamp(sequence, scheduled_ns);
+                    consumed.note(group, Some(message), scheduled_ns + 3_000_000, 3000);
+                }
             }
         }
         let produced = ProducerOutcome {
@@ -272,13 +315,17 @@ mod tests {
             machine: Machine::current(),
             topic_created: true,
             window: WINDOW,
+            group_settle: flags
+                .consumer_group
+                .as_ref()
+                .map(|_| Duration::from_millis(1500)),
         };
         Report::new(context, flags, &produced, &consumed, 0)
     }
 
     #[test]
     fn the_json_holds_the_contract_fields() {
-        let json = serde_json::to_value(report(3000)).unwrap();
+        let json = serde_json::to_value(report(&[], &[3000])).unwrap();
         for field in ["produced", "consumed"] {
             assert_eq!(json[field], 3000, "{field}");
         }
@@ -314,12 +361,39 @@ mod tests {
         assert!(json["machine"]["cores"].as_u64().unwrap() >= 1);
         assert_eq!(json["started_at"], "1970-01-01T00:00:00Z");
         assert_eq!(json["problems"], serde_json::json!([]));
+        assert_eq!(json["consumed_per_group"], serde_json::json!([3000]));
+        assert!(json["group_settle_ms"].is_null(), "no consumer group");
     }
 
     #[test]
     fn missing_messages_are_a_problem() {
-        let report = report(2999);
+        let report = report(&[], &[2999]);
         assert_eq!(report.problems.len(), 1, "{:?}", report.problems);
         assert!(report.summary().contains("PROBLEM: consumed 2999"));
+    }
+
+    #[test]
+    fn every_consumer_group_must_get_every_message() {
+        let arguments = ["--consumer-group", "g", "--consumer-groups", "2"];
+        let short = report(&arguments, &[3000, 2999]);
+        let json = serde_json::to_value(&short).unwrap();
+        assert_eq!(json["produced"], 3000);
+        assert_eq!(json["consumed"], 2999, "the group that got the fewest");
+        assert_eq!(json["consumed_per_group"], serde_json::json!([3000, 2999]));
+        assert_eq!(json["group_settle_ms"], 1500.0);
+        // Both groups received 2000 messages each in the 2 s window.
+        assert_eq!(json["consume_msgs_per_s"], 2000.0);
+        assert_eq!(
+            short.problems,
+            ["consumer group g-1 consumed 2999 distinct messages, but 3000 were acknowledged"]
+        );
+        let summary = short.summary();
+        assert!(
+            summary.contains(
+                "consumer group g: 2 x 1 members (range), every partition assigned 1500 ms"
+            ),
+            "{summary}"
+        );
+        assert!(report(&arguments, &[3000, 3000]).problems.is_empty());
     }
 }

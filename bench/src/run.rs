@@ -1,6 +1,6 @@
-//! One benchmark run, in order: set the topic up and position the consumer (before the clock
-//! starts), then produce on the timetable while the consumer thread receives, then let the
-//! consumer drain, then build the report.
+//! One benchmark run, in order: set the topic up and position the consumers, by assignment or
+//! by settled consumer groups (before the clock starts), then produce on the timetable while the
+//! consumer threads receive, then let the consumers drain, then build the report.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex, PoisonError};
@@ -9,9 +9,10 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 
 use crate::client::{self, Diagnostics, PlainContext};
-use crate::consumer::{consume, ConsumeTally, EXPECTED_UNKNOWN};
+use crate::consumer::{consume, ConsumeShared, ConsumeTally, EXPECTED_UNKNOWN};
 use crate::error::BenchError;
 use crate::flags::RunFlags;
+use crate::group;
 use crate::keys::mix64;
 use crate::machine::{unix_time_s, Machine};
 use crate::producer::produce;
@@ -28,44 +29,67 @@ pub fn run(flags: RunFlags) -> Result<Report, BenchError> {
 
     let topic_created = topic::create_if_missing(&flags, setup_timeout)?;
     let run_id = run_id();
-    let mut consumer_settings = vec![
-        // librdkafka's assign() needs a group id, though the group is never joined.
-        (
-            "group.id".to_string(),
-            format!("ferrite-bench-{run_id:016x}"),
-        ),
-        ("enable.auto.commit".to_string(), "false".to_string()),
-        ("enable.auto.offset.store".to_string(), "false".to_string()),
-        ("enable.partition.eof".to_string(), "false".to_string()),
-    ];
-    consumer_settings.extend(flags.consumer_config.iter().cloned());
-    let mut consumers = Vec::new();
-    for _ in 0..flags.consumers {
-        let consumer: BaseConsumer<PlainContext> =
-            client::config(&flags.bootstrap, &consumer_settings)
-                .create_with_context(PlainContext(Diagnostics::new("consumer")))
-                .map_err(BenchError::kafka("cannot create the consumer"))?;
-        consumers.push(consumer);
+    let group_names = group::names(&flags);
+    // The consumers by group; without --consumer-group, the explicitly assigned consumers are
+    // the one group there is.
+    let mut groups = Vec::new();
+    for group in 0..group_names.len().max(1) {
+        let mut settings = match group_names.get(group) {
+            Some(name) => group::member_settings(name, flags.assignment_strategy),
+            None => assigned_settings(run_id),
+        };
+        settings.extend(flags.consumer_config.iter().cloned());
+        let members = (0..flags.consumers)
+            .map(|_| {
+                client::config(&flags.bootstrap, &settings)
+                    .create_with_context(PlainContext(Diagnostics::new("consumer")))
+                    .map_err(BenchError::kafka("cannot create the consumer"))
+            })
+            .collect::<Result<Vec<BaseConsumer<PlainContext>>, _>>()?;
+        groups.push(members);
     }
-    let first = &consumers[0];
+    let first = &groups[0][0];
     topic::wait_for_leaders(first, &flags.topic, flags.partitions, setup_deadline)?;
-    let assignment = topic::end_offsets(first, &flags.topic, flags.partitions, setup_deadline)?;
-    for (consumer, part) in consumers
-        .iter()
-        .zip(topic::split_assignment(&assignment, flags.consumers)?)
-    {
-        consumer
-            .assign(&part)
-            .map_err(BenchError::kafka("cannot assign the partitions"))?;
-    }
-
+    let start_offsets = topic::end_offsets(first, &flags.topic, flags.partitions, setup_deadline)?;
     let window = Window::after_warmup(flags.warmup_s, flags.duration_s);
-    let drain_timeout = Duration::from_secs_f64(flags.drain_timeout_s);
+    let mut consume_tally = ConsumeTally::new(run_id, window, groups.len());
+    let group_settle = if group_names.is_empty() {
+        for (consumer, part) in groups[0]
+            .iter()
+            .zip(topic::split_assignment(&start_offsets, flags.consumers)?)
+        {
+            consumer
+                .assign(&part)
+                .map_err(BenchError::kafka("cannot assign the partitions"))?;
+        }
+        None
+    } else {
+        for (members, name) in groups.iter().zip(&group_names) {
+            group::commit_start(&members[0], name, &start_offsets)?;
+        }
+        Some(group::settle(
+            &groups,
+            &group_names,
+            &flags.topic,
+            flags.partitions,
+            Instant::now() + setup_timeout,
+            &mut consume_tally,
+        )?)
+    };
+
     let start = Instant::now();
     let counters = Arc::new(RunCounters::default());
     let published = AtomicU64::new(0);
     let expected = AtomicU64::new(EXPECTED_UNKNOWN);
-    let consume_tally = Mutex::new(ConsumeTally::new(run_id, window));
+    let consume_tally = Mutex::new(consume_tally);
+    let shared = ConsumeShared {
+        start,
+        tally: &consume_tally,
+        counters: &counters,
+        published: &published,
+        expected: &expected,
+        drain_timeout: Duration::from_secs_f64(flags.drain_timeout_s),
+    };
     // Dropped when the run is over, which stops the progress lines.
     let (stop_progress, progress_stopped) = mpsc::channel::<()>();
     let (produced, consumer_client_errors) = std::thread::scope(|scope| {
@@ -78,22 +102,14 @@ pub fn run(flags: RunFlags) -> Result<Report, BenchError> {
                 progress_stopped,
             )
         });
-        let receivers: Vec<_> = consumers
+        let shared = &shared;
+        let receivers: Vec<_> = groups
             .into_iter()
-            .map(|consumer| {
-                let (counters, published, expected) = (&counters, &published, &expected);
-                let consume_tally = &consume_tally;
-                scope.spawn(move || {
-                    consume(
-                        consumer,
-                        start,
-                        consume_tally,
-                        counters,
-                        published,
-                        expected,
-                        drain_timeout,
-                    )
-                })
+            .enumerate()
+            .flat_map(|(group, members)| {
+                members
+                    .into_iter()
+                    .map(move |consumer| scope.spawn(move || consume(consumer, group, shared)))
             })
             .collect();
         let produced = produce(
@@ -133,6 +149,7 @@ pub fn run(flags: RunFlags) -> Result<Report, BenchError> {
         machine: Machine::current(),
         topic_created,
         window,
+        group_settle,
     };
     Ok(Report::new(
         context,
@@ -141,6 +158,20 @@ pub fn run(flags: RunFlags) -> Result<Report, BenchError> {
         &consumed,
         consumer_client_errors,
     ))
+}
+
+/// The settings of an explicitly assigned consumer: librdkafka's assign() needs a group id,
+/// though the group is never joined (a fresh one per run).
+fn assigned_settings(run_id: u64) -> Vec<(String, String)> {
+    [
+        ("group.id", format!("ferrite-bench-{run_id:016x}")),
+        ("enable.auto.commit", "false".to_string()),
+        ("enable.auto.offset.store", "false".to_string()),
+        ("enable.partition.eof", "false".to_string()),
+    ]
+    .into_iter()
+    .map(|(key, value)| (key.to_string(), value))
+    .collect()
 }
 
 /// Tells this run's messages from any other run's on the same topic: the wall-clock time in

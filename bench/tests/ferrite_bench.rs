@@ -162,6 +162,7 @@ fn a_paced_run_against_ferrite_accounts_for_every_message() {
     assert_eq!(result["flags"]["bootstrap"], broker.address.as_str());
     assert_eq!(result["flags"]["acks"], "all");
     assert_eq!(result["flags"]["partitions"], 2, "from the workload file");
+    assert!(result["group_settle_ms"].is_null(), "no consumer group");
     assert!(result["machine"]["cores"].as_u64().unwrap() >= 1);
     assert!(stderr.contains("produced 1750 of 1750 sent"), "{stderr}");
     // One progress line per second of the run, while it runs.
@@ -184,43 +185,62 @@ fn a_paced_run_against_ferrite_accounts_for_every_message() {
     );
 }
 
+/// The arguments of a paced run on a fresh topic of `partitions`, writing its JSON to `json`.
+fn paced_run<'a>(
+    broker: &'a Broker,
+    topic: &'a str,
+    partitions: &'a str,
+    rate: &'a str,
+    duration_s: &'a str,
+    json: &'a Path,
+) -> Vec<&'a str> {
+    vec![
+        "--bootstrap",
+        &broker.address,
+        "--topic",
+        topic,
+        "--partitions",
+        partitions,
+        "--message-bytes",
+        "200",
+        "--rate",
+        rate,
+        "--duration-s",
+        duration_s,
+        "--warmup-s",
+        "0.5",
+        "--setup-timeout-s",
+        "30",
+        "--drain-timeout-s",
+        "5",
+        "--json",
+        json.to_str().expect("a UTF-8 temporary path"),
+    ]
+}
+
+fn run_to_json(arguments: &[&str], json: &Path) -> (Value, String) {
+    let output = bench(arguments);
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(output.status.success(), "ferrite-bench failed:\n{stderr}");
+    let result = serde_json::from_str(&std::fs::read_to_string(json).unwrap()).unwrap();
+    (result, stderr)
+}
+
 #[test]
 fn producers_share_the_rate_and_consumers_share_the_partitions_with_keys() {
     let broker = Broker::start();
     let dir = tempfile::tempdir().unwrap();
-    let json_path = dir.path().join("many.json");
-    let output = bench(&[
-        "--bootstrap",
-        &broker.address,
-        "--topic",
-        "bench-many",
-        "--partitions",
-        "3",
+    let json = dir.path().join("many.json");
+    let mut arguments = paced_run(&broker, "bench-many", "3", "400", "1", &json);
+    arguments.extend([
         "--producers",
         "2",
         "--consumers",
         "2",
         "--key-distribution",
         "uniform:50",
-        "--message-bytes",
-        "100",
-        "--rate",
-        "400",
-        "--duration-s",
-        "1",
-        "--warmup-s",
-        "0.5",
-        "--setup-timeout-s",
-        "10",
-        "--drain-timeout-s",
-        "5",
-        "--json",
-        json_path.to_str().unwrap(),
     ]);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "ferrite-bench failed:\n{stderr}");
-    let result: Value =
-        serde_json::from_str(&std::fs::read_to_string(&json_path).unwrap()).unwrap();
+    let (result, stderr) = run_to_json(&arguments, &json);
     // 400 msg/s for 1.5 s between the two producers: 600 distinct sequence numbers, each
     // consumed exactly once by whichever consumer owns the partition its key was placed in.
     assert_eq!(result["sent"], 600, "{stderr}");
@@ -231,6 +251,74 @@ fn producers_share_the_rate_and_consumers_share_the_partitions_with_keys() {
     assert_eq!(result["flags"]["producers"], 2);
     assert_eq!(result["flags"]["consumers"], 2);
     assert_eq!(result["flags"]["key_distribution"], "uniform:50");
+}
+
+#[test]
+fn a_consumer_group_of_two_members_on_four_partitions_gets_every_message_once() {
+    let broker = Broker::start();
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("group.json");
+    let mut arguments = paced_run(&broker, "bench-group", "4", "500", "3", &json);
+    arguments.extend(["--consumers", "2", "--consumer-group", "bench-members"]);
+    let (result, stderr) = run_to_json(&arguments, &json);
+
+    // 500 msg/s for 3.5 s, each consumed exactly once by the member its partition went to.
+    assert_eq!(result["produced"], 1750, "{stderr}");
+    assert_eq!(result["consumed"], result["produced"], "{stderr}");
+    assert_eq!(result["consumed_per_group"], serde_json::json!([1750]));
+    assert_eq!(result["consume_duplicates"], 0);
+    assert_eq!(result["problems"], serde_json::json!([]));
+    assert_eq!(
+        result["e2e_latency_ms"]["count"], 1500,
+        "the measured window starts after the group settled"
+    );
+    let settle_ms = result["group_settle_ms"].as_f64().expect("group_settle_ms");
+    assert!((0.0..30_000.0).contains(&settle_ms), "{settle_ms} ms");
+    assert_eq!(result["flags"]["consumer_group"], "bench-members");
+    assert_eq!(result["flags"]["assignment_strategy"], "range");
+    assert!(
+        stderr.contains(
+            "ferrite-bench: consumer group \"bench-members\": 4 partitions assigned to 2 members \
+             after "
+        ),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn each_of_two_cooperative_consumer_groups_gets_every_message() {
+    let broker = Broker::start();
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("fan-out.json");
+    let mut arguments = paced_run(&broker, "bench-fan-out", "4", "400", "1", &json);
+    arguments.extend([
+        "--consumers",
+        "2",
+        "--consumer-group",
+        "fan",
+        "--consumer-groups",
+        "2",
+        "--assignment-strategy",
+        "cooperative-sticky",
+    ]);
+    let (result, stderr) = run_to_json(&arguments, &json);
+
+    // 400 msg/s for 1.5 s; each group reads all 600, so the window's 400 are received twice.
+    assert_eq!(result["produced"], 600, "{stderr}");
+    assert_eq!(result["consumed"], 600, "{stderr}");
+    assert_eq!(result["consumed_per_group"], serde_json::json!([600, 600]));
+    assert_eq!(result["consume_duplicates"], 0);
+    assert_eq!(result["problems"], serde_json::json!([]));
+    assert_eq!(result["e2e_latency_ms"]["count"], 800);
+    assert!(result["group_settle_ms"].is_f64());
+    for group in ["fan-0", "fan-1"] {
+        assert!(
+            stderr.contains(&format!(
+                "consumer group \"{group}\": 4 partitions assigned"
+            )),
+            "{stderr}"
+        );
+    }
 }
 
 #[test]

@@ -249,7 +249,7 @@ fn each_shard_applies_retention_to_its_partitions_on_a_timer() {
 }
 
 #[test]
-fn each_shard_reports_the_offsets_and_sizes_of_the_logs_it_has_open() {
+fn each_shard_opens_its_partitions_at_start_and_reports_their_offsets_and_sizes() {
     let dir = tempfile::tempdir().unwrap();
     create_partitions(dir.path(), "sized", PARTITIONS);
     let batch = engine::batch::build::batch_of(4, 100, 1);
@@ -258,7 +258,7 @@ fn each_shard_reports_the_offsets_and_sizes_of_the_logs_it_has_open() {
     let runtime = Runtime::start(config(dir.path()), move |context| {
         let (report, batch) = (report.clone(), batch.clone());
         async move {
-            // Partition p gets p batches; the last one is never used, so never opened.
+            // Partition p gets p batches; the last one is never used, yet opened at start-up.
             for partition in 0..PARTITIONS - 1 {
                 let id = PartitionId::new("sized", partition);
                 if context.owner_of(&id) != context.shard_id() {
@@ -280,7 +280,20 @@ fn each_shard_reports_the_offsets_and_sizes_of_the_logs_it_has_open() {
                         .expect("append");
                 }
             }
-            report.send(context.partition_stats()).unwrap();
+            let owned = (0..PARTITIONS)
+                .filter(|&partition| {
+                    context.owner_of(&PartitionId::new("sized", partition)) == context.shard_id()
+                })
+                .count();
+            let started = std::time::Instant::now();
+            let stats = loop {
+                let stats = context.partition_stats();
+                if stats.len() == owned || started.elapsed() > Duration::from_secs(30) {
+                    break stats;
+                }
+                glommio::timer::sleep(Duration::from_millis(10)).await;
+            };
+            report.send(stats).unwrap();
             context.shutdown_requested().await;
         }
     })
@@ -290,12 +303,14 @@ fn each_shard_reports_the_offsets_and_sizes_of_the_logs_it_has_open() {
         listed.extend(reports.recv_timeout(Duration::from_secs(60)).unwrap());
     }
     listed.sort_by(|a, b| a.partition.cmp(&b.partition));
-    let wanted: Vec<engine::shard::PartitionStats> = (0..PARTITIONS - 1)
-        .map(|partition| engine::shard::PartitionStats {
+    let wanted: Vec<engine::shard::PartitionStats> = (0..PARTITIONS)
+        // Partition p got p batches, except the last, which got none.
+        .map(|partition| (partition, u64::from(partition % (PARTITIONS - 1))))
+        .map(|(partition, batches)| engine::shard::PartitionStats {
             partition: PartitionId::new("sized", partition),
             log_start_offset: 0,
-            high_watermark: 4 * u64::from(partition),
-            size_bytes: batch_bytes * u64::from(partition),
+            high_watermark: 4 * batches,
+            size_bytes: batch_bytes * batches,
             segment_count: 1,
         })
         .collect();

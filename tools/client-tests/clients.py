@@ -3,7 +3,7 @@ tested once (test_python_clients.py) and run with both clients.
 
 Each method does what a user of that client would write: admin calls through the client's
 admin API, produce with delivery reports, consume by assignment (`assign()` with explicit
-offsets, never committing: Ferrite has no group coordinator yet). Errors from the broker come
+offsets, never committing; consumer groups are members.py's). Errors from the broker come
 back as Kafka error codes, the one naming both clients share.
 """
 

@@ -2,8 +2,9 @@
 
 Each test gets its own broker on a free loopback port with its own data directory, so a test
 sees only its own topics and a broker that a test crashed cannot disturb the next one. When a
-test fails, the broker's stderr is attached to the report: what the client saw is half of a
-failure, what the broker said is the other half (failure messages therefore leave it out).
+test fails, the broker's stderr (and that of any client process the test started) is attached
+to the report: what the client saw is half of a failure, what the broker said is the other half
+(failure messages therefore leave it out).
 """
 
 import os
@@ -38,6 +39,7 @@ class Broker:
         self.cores = cores
         self.process = None
         self.bootstrap = None  # "127.0.0.1:PORT" once the first start printed it
+        self.metrics_url = None  # "http://127.0.0.1:PORT/metrics" of the running broker
         self.starts = 0
         self.stderr_paths = []
 
@@ -99,6 +101,7 @@ class Broker:
                     assert address == self.bootstrap, f"restarted on {address}, not on {self.bootstrap}"
                 assert not address.endswith(":0"), f"the printed address has no port: {line}"
                 self.bootstrap = address
+                self.metrics_url = "http://" + line.split("metrics on http://", 1)[1].strip()
                 return
 
     def kill(self):
@@ -171,6 +174,11 @@ def broker(request, tmp_path):
 def pytest_runtest_makereport(item, call):
     outcome = yield
     report = outcome.get_result()
+    if not report.failed:
+        return
     instance = getattr(item, "ferrite_broker", None)
-    if instance is not None and report.failed:
+    if instance is not None:
         report.sections.append((f"ferrite stderr ({report.when})", instance.stderr_tail()))
+    # Client processes a test started (each with a name and a stderr_tail()), e.g. group members.
+    for client in getattr(item, "ferrite_clients", []):
+        report.sections.append((f"{client.name} stderr ({report.when})", client.stderr_tail()))

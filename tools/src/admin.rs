@@ -1,4 +1,4 @@
-//! What the admin commands (`topic`, `produce`, `consume`) share: the `--bootstrap` flag, one
+//! What the admin commands (`topic`, `produce`, `consume`, `group`) share: the `--bootstrap` flag, one
 //! error type, and the one place that turns an outcome into a message and an exit code.
 //!
 //! Exit codes, which scripts may rely on:
@@ -79,6 +79,18 @@ impl AdminError {
             Ok(())
         } else {
             Err(AdminError::Several(failures))
+        }
+    }
+
+    /// Whether running the request again may succeed: the broker said every failure is
+    /// transient (a coordinator loading or moving, a leader election).
+    pub fn is_retriable(&self) -> bool {
+        match self {
+            AdminError::Kafka { error, .. } => error.is_retriable(),
+            AdminError::Several(failures) => {
+                !failures.is_empty() && failures.iter().all(AdminError::is_retriable)
+            }
+            _ => false,
         }
     }
 
@@ -168,6 +180,16 @@ fn kafka_error_hint(error: ResponseError) -> &'static str {
             "the broker does not accept this codec: choose another --compression"
         }
         ResponseError::TopicDeletionDisabled => "the broker is configured to refuse deletions",
+        ResponseError::GroupIdNotFound => {
+            "no such group: `ferrite group list` lists the groups"
+        }
+        ResponseError::InvalidGroupId => "a group id is a non-empty string",
+        // What a coordinator answers a commit from outside a group that has members.
+        ResponseError::UnknownMemberId
+        | ResponseError::IllegalGeneration
+        | ResponseError::NonEmptyGroup => {
+            "the group has active members: stop its consumers, then run the command again              (`ferrite group describe` names them)"
+        }
         _ if error.is_retriable() => {
             "the broker says this is transient (leadership moving, broker busy): run the command \
              again"

@@ -22,8 +22,9 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::messages::{
     ApiVersionsRequest, ApiVersionsResponse, CreateTopicsRequest, DeleteTopicsRequest,
-    DescribeConfigsRequest, FetchRequest, IncrementalAlterConfigsRequest, ListOffsetsRequest,
-    MetadataRequest, ProduceRequest, RequestHeader, ResponseHeader,
+    DescribeConfigsRequest, DescribeGroupsRequest, FetchRequest, FindCoordinatorRequest,
+    IncrementalAlterConfigsRequest, ListGroupsRequest, ListOffsetsRequest, MetadataRequest,
+    OffsetCommitRequest, OffsetFetchRequest, ProduceRequest, RequestHeader, ResponseHeader,
 };
 use kafka_protocol::protocol::{
     Decodable, Encodable, HeaderVersion, Request, StrBytes, VersionRange,
@@ -74,6 +75,11 @@ client_versions! {
     DeleteTopicsRequest => "DeleteTopics", 1..=6;
     DescribeConfigsRequest => "DescribeConfigs", 1..=4;
     IncrementalAlterConfigsRequest => "IncrementalAlterConfigs", 0..=1;
+    FindCoordinatorRequest => "FindCoordinator", 0..=6;
+    ListGroupsRequest => "ListGroups", 0..=5;
+    DescribeGroupsRequest => "DescribeGroups", 0..=6;
+    OffsetFetchRequest => "OffsetFetch", 2..=9;
+    OffsetCommitRequest => "OffsetCommit", 2..=9;
 }
 
 /// Why a request got no usable answer.
@@ -402,6 +408,11 @@ mod tests {
         within_crate::<DeleteTopicsRequest>();
         within_crate::<DescribeConfigsRequest>();
         within_crate::<IncrementalAlterConfigsRequest>();
+        within_crate::<FindCoordinatorRequest>();
+        within_crate::<ListGroupsRequest>();
+        within_crate::<DescribeGroupsRequest>();
+        within_crate::<OffsetFetchRequest>();
+        within_crate::<OffsetCommitRequest>();
     }
 
     /// A one-connection broker that answers the first request (ApiVersions) with `answer`:

@@ -121,7 +121,11 @@ impl Cluster {
         Ok(self.connection_to_address(address)?)
     }
 
-    fn connection_to_address(&mut self, address: String) -> Result<&mut Connection, ClientError> {
+    /// The connection to the broker at `address` (HOST:PORT), e.g. a group's coordinator.
+    pub fn connection_to_address(
+        &mut self,
+        address: String,
+    ) -> Result<&mut Connection, ClientError> {
         match self.connections.entry(address) {
             Entry::Occupied(open) => Ok(open.into_mut()),
             Entry::Vacant(missing) => {
@@ -267,4 +271,13 @@ impl Cluster {
 /// A topic name as the protocol types want it.
 pub fn topic_name(name: &str) -> TopicName {
     TopicName(StrBytes::from_string(name.to_string()))
+}
+
+/// Earliest and latest offsets always exist (an empty partition's are equal); a broker that
+/// answers "none" for them is treated as having an empty log at 0.
+pub fn known_offsets(offsets: BTreeMap<i32, Option<i64>>) -> BTreeMap<i32, i64> {
+    offsets
+        .into_iter()
+        .map(|(partition, offset)| (partition, offset.unwrap_or(0)))
+        .collect()
 }

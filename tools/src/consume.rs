@@ -15,7 +15,9 @@ use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::FetchRequest;
 
 use crate::admin::{AdminError, BrokerArguments};
-use crate::cluster::{topic_name, Cluster, TopicMetadata, EARLIEST_TIMESTAMP, LATEST_TIMESTAMP};
+use crate::cluster::{
+    known_offsets, topic_name, Cluster, TopicMetadata, EARLIEST_TIMESTAMP, LATEST_TIMESTAMP,
+};
 use crate::records::{decode_batches, FetchedRecord};
 
 /// How long the broker may hold a fetch that has nothing to return.
@@ -191,15 +193,6 @@ fn start_positions(
             .map(|&partition| (partition, offset))
             .collect()),
     }
-}
-
-/// Earliest and latest offsets always exist (an empty partition's are equal); a broker that
-/// answers "none" for them is treated as having an empty log at 0.
-fn known_offsets(offsets: BTreeMap<i32, Option<i64>>) -> BTreeMap<i32, i64> {
-    offsets
-        .into_iter()
-        .map(|(partition, offset)| (partition, offset.unwrap_or(0)))
-        .collect()
 }
 
 type Fetched = BTreeMap<i32, (Vec<FetchedRecord>, Option<i64>)>;

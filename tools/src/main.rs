@@ -1,6 +1,6 @@
 //! `ferrite`: the command-line entry point. Each sub-command lives in its own module.
 //!
-//! The admin commands (`topic`, `produce`, `consume`) speak the Kafka protocol to a running
+//! The admin commands (`topic`, `produce`, `consume`, `group`) speak the Kafka protocol to a running
 //! broker (any Kafka-compatible one) at `--bootstrap HOST:PORT` (127.0.0.1:9092 by default).
 //! Their exit codes: 0 success; 1 the broker could not be reached or answered with an error
 //! (the message names the topic or partition, Kafka's name for the error code, and what to
@@ -11,6 +11,7 @@ mod client;
 mod cluster;
 mod consume;
 mod dump_log;
+mod group;
 mod metrics;
 mod partitioner;
 mod produce;
@@ -51,6 +52,10 @@ enum Command {
     /// Print a topic's messages on standard output, one per line.
     #[command(after_help = admin::EXIT_CODES_HELP)]
     Consume(consume::Arguments),
+    /// List and describe consumer groups (committed offsets, lag, members), and reset their
+    /// offsets.
+    #[command(after_help = admin::EXIT_CODES_HELP)]
+    Group(group::Arguments),
 }
 
 fn main() -> ExitCode {
@@ -60,5 +65,6 @@ fn main() -> ExitCode {
         Command::Topic(arguments) => topic::run(arguments),
         Command::Produce(arguments) => produce::run(arguments),
         Command::Consume(arguments) => consume::run(arguments),
+        Command::Group(arguments) => group::run(arguments),
     }
 }

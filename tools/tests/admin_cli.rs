@@ -4,121 +4,10 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
+use common::cli::{admin_fails, admin_ok, ferrite, now_ms};
 use common::{Broker, DEADLINE};
-
-/// What a finished `ferrite` run left behind.
-struct Outcome {
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
-}
-
-impl std::fmt::Debug for Outcome {
-    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            formatter,
-            "exit {:?}\n--- stdout\n{}--- stderr\n{}",
-            self.code, self.stdout, self.stderr
-        )
-    }
-}
-
-/// Runs `ferrite ARGS` with `stdin` as its input; a run longer than [`DEADLINE`] is a failure.
-fn ferrite(args: &[&str], stdin: &[u8]) -> Outcome {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_ferrite"))
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut input = child.stdin.take().unwrap();
-    let stdin = stdin.to_vec();
-    // A command that fails early stops reading: the write then fails, which is fine.
-    let writer = std::thread::spawn(move || {
-        let _ = input.write_all(&stdin);
-    });
-    let read_all = |mut stream: Box<dyn Read + Send>| {
-        std::thread::spawn(move || {
-            let mut bytes = Vec::new();
-            stream.read_to_end(&mut bytes).unwrap();
-            String::from_utf8(bytes).unwrap()
-        })
-    };
-    let stdout = read_all(Box::new(child.stdout.take().unwrap()));
-    let stderr = read_all(Box::new(child.stderr.take().unwrap()));
-    let deadline = Instant::now() + DEADLINE;
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!(
-                "`ferrite {}` still running after {DEADLINE:?}; stderr: {}",
-                args.join(" "),
-                stderr.join().unwrap()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    };
-    writer.join().unwrap();
-    Outcome {
-        code: status.code(),
-        stdout: stdout.join().unwrap(),
-        stderr: stderr.join().unwrap(),
-    }
-}
-
-/// Runs an admin command against `broker`.
-fn admin(broker: &Broker, args: &[&str], stdin: &[u8]) -> Outcome {
-    let bootstrap = broker.bootstrap();
-    let mut all = args.to_vec();
-    all.extend(["--bootstrap", &bootstrap]);
-    ferrite(&all, stdin)
-}
-
-/// Runs an admin command that must succeed.
-fn admin_ok(broker: &Broker, args: &[&str], stdin: &[u8]) -> String {
-    let outcome = admin(broker, args, stdin);
-    assert_eq!(
-        outcome.code,
-        Some(0),
-        "`ferrite {}`: {outcome:?}",
-        args.join(" ")
-    );
-    assert_eq!(outcome.stderr, "", "`ferrite {}`", args.join(" "));
-    outcome.stdout
-}
-
-/// Runs an admin command that must fail with `code` and say `wanted` on stderr.
-fn admin_fails(broker: &Broker, args: &[&str], stdin: &[u8], code: i32, wanted: &str) -> Outcome {
-    let outcome = admin(broker, args, stdin);
-    assert_eq!(
-        outcome.code,
-        Some(code),
-        "`ferrite {}`: {outcome:?}",
-        args.join(" ")
-    );
-    assert!(
-        outcome.stderr.contains(wanted),
-        "`ferrite {}` should say {wanted:?}: {outcome:?}",
-        args.join(" ")
-    );
-    outcome
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64
-}
 
 #[test]
 fn without_a_broker_every_command_says_what_to_do() {
@@ -126,11 +15,21 @@ fn without_a_broker_every_command_says_what_to_do() {
     let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let address = free.local_addr().unwrap().to_string();
     drop(free);
-    let commands: [&[&str]; 4] = [
+    let commands: [&[&str]; 7] = [
         &["topic", "list"],
         &["topic", "create", "t"],
         &["produce", "--topic", "t"],
         &["consume", "--topic", "t"],
+        &["group", "list"],
+        &["group", "describe", "g"],
+        &[
+            "group",
+            "reset-offsets",
+            "g",
+            "--topic",
+            "t",
+            "--to-earliest",
+        ],
     ];
     for command in commands {
         let mut args = command.to_vec();
@@ -149,7 +48,7 @@ fn without_a_broker_every_command_says_what_to_do() {
 
 #[test]
 fn bad_flags_are_usage_errors() {
-    let cases: [(&[&str], &str); 9] = [
+    let cases: [(&[&str], &str); 14] = [
         (&["topic", "create"], "<NAME>"),
         (
             &["topic", "create", "t", "--partitions", "0"],
@@ -178,6 +77,37 @@ fn bad_flags_are_usage_errors() {
                 "1",
             ],
             "cannot be used with",
+        ),
+        (&["group", "describe"], "<GROUPS>"),
+        (
+            &["group", "reset-offsets", "g", "--topic", "t"],
+            "--to-earliest",
+        ),
+        (
+            &[
+                "group",
+                "reset-offsets",
+                "g",
+                "--topic",
+                "t",
+                "--to-earliest",
+                "--to-offset",
+                "3",
+            ],
+            "cannot be used with",
+        ),
+        (&["group", "reset-offsets", "g", "--to-latest"], "--topic"),
+        (
+            &[
+                "group",
+                "reset-offsets",
+                "g",
+                "--topic",
+                "t",
+                "--to-timestamp",
+                "yesterday",
+            ],
+            "--to-timestamp",
         ),
     ];
     for (args, wanted) in cases {

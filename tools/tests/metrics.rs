@@ -261,4 +261,20 @@ fn metrics_count_what_clients_produce_and_fetch_per_topic_partition_and_connecti
             ("ferrite_connections_accepted_total", &[], 1.0),
         ],
     );
+
+    // After a restart, with no client touching anything, the logs and the group are loaded
+    // at start-up: offsets and lag are reported as before.
+    let broker = broker.restart();
+    wait_for_metrics(
+        &broker,
+        &[
+            (
+                "ferrite_partition_high_watermark",
+                partition_0,
+                records[0] as f64,
+            ),
+            ("ferrite_group_lag", lag_0, records[0] as f64 - 5.0),
+            ("ferrite_group_lag", lag_1, 0.0),
+        ],
+    );
 }

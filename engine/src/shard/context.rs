@@ -577,6 +577,50 @@ impl ShardContext {
             .collect()
     }
 
+    /// Opens (recovering) the log of every partition this shard owns that has a directory
+    /// under the data directory, as a broker loads its logs at start-up: retention, metrics
+    /// and consumer lag then cover partitions nobody has asked for since the start. Returns
+    /// how many were opened; a log that fails to open is reported and left for its first
+    /// request to retry.
+    pub async fn open_owned_partitions(&self) -> usize {
+        let entries = match std::fs::read_dir(&self.state.data_dir) {
+            Ok(entries) => entries,
+            Err(error) => {
+                eprintln!(
+                    "ferrite: cannot list the data directory {}: {error}",
+                    self.state.data_dir.display()
+                );
+                return 0;
+            }
+        };
+        let mut owned: Vec<PartitionId> = entries
+            .filter_map(Result::ok)
+            .filter(|entry| entry.file_type().is_ok_and(|kind| kind.is_dir()))
+            .filter_map(|entry| {
+                let name = entry.file_name().into_string().ok()?;
+                let (topic, partition) = name.rsplit_once('-')?;
+                let partition = PartitionId::new(topic, partition.parse().ok()?);
+                (partition.directory_name() == name).then_some(partition)
+            })
+            .filter(|partition| self.owner_of(partition) == self.state.shard_id)
+            .collect();
+        owned.sort();
+        let mut opened = 0;
+        for partition in owned {
+            if self.is_shutting_down() {
+                break;
+            }
+            match self.partition_log(&partition).await {
+                Ok(_) => opened += 1,
+                Err(error) => eprintln!(
+                    "ferrite: cannot open {} at start-up: {error}",
+                    partition.directory_name()
+                ),
+            }
+        }
+        opened
+    }
+
     /// Applies the retention limits to every partition log this shard has open: whole
     /// sealed segments past the age or size limit are deleted. Returns how many were.
     pub async fn enforce_retention(&self) -> usize {

@@ -4,9 +4,9 @@
 //! starts one glommio executor per shard, pinned to its CPU when CPUs are given. On each shard
 //! it starts a writer task per peer (the only owner of the mesh `Sender` to that peer, fed by a
 //! bounded local queue so any task may send), a reader task per peer (requests are served in
-//! tasks of their own; responses complete the waiting caller), the retention timer, the load
-//! of the group coordinators of the `__consumer_offsets` partitions the shard owns, and the
-//! caller's `shard_main`.
+//! tasks of their own; responses complete the waiting caller), the retention timer, the
+//! start-up load of the partition logs the shard owns (then of the group coordinators of its
+//! `__consumer_offsets` partitions), and the caller's `shard_main`.
 //!
 //! Shutdown (first SIGINT/SIGTERM, or [`ShutdownHandle::trigger`]) rings a bell on every shard.
 //! Each shard then:
@@ -361,10 +361,11 @@ where
         }
     })
     .detach();
-    let coordinators_context = context.clone();
+    let loading_context = context.clone();
     glommio::spawn_local(async move {
-        let _in_flight = coordinators_context.enter_in_flight();
-        coordinators_context.load_owned_coordinators().await;
+        let _in_flight = loading_context.enter_in_flight();
+        loading_context.open_owned_partitions().await;
+        loading_context.load_owned_coordinators().await;
     })
     .detach();
     let main_task = glommio::spawn_local(shard_main(context.clone()));

@@ -63,6 +63,31 @@ fn optional(value: Option<StrBytes>) -> Option<String> {
     value.map(|value| value.to_string())
 }
 
+/// A per-partition answer for each requested topic, in the request's order: each partition
+/// with its code from `codes` (absent: no error), built with `partition` and `topic`.
+fn answer_partitions<Topic, Partition>(
+    topics: impl Iterator<Item = (TopicName, Vec<i32>)>,
+    codes: &BTreeMap<TopicPartition, i16>,
+    partition: impl Fn(i32, i16) -> Partition,
+    topic: impl Fn(TopicName, Vec<Partition>) -> Topic,
+) -> Vec<Topic> {
+    topics
+        .map(|(name, indexes)| {
+            let partitions = indexes
+                .into_iter()
+                .map(|index| {
+                    let key = TopicPartition {
+                        topic: name.0.to_string(),
+                        partition: index,
+                    };
+                    partition(index, codes.get(&key).copied().unwrap_or(NONE))
+                })
+                .collect();
+            topic(name, partitions)
+        })
+        .collect()
+}
+
 /// Runs `call` on the coordinator of `group_id`.
 async fn call(broker: &Broker, group_id: &str, call: GroupCall) -> GroupReply {
     let partition =
@@ -320,32 +345,24 @@ pub async fn offset_commit(broker: &Broker, request: OffsetCommitRequest) -> Off
             other => unreachable!("a commit is answered with {other:?}"),
         }
     }
-    OffsetCommitResponse::default().with_topics(
-        request
-            .topics
-            .into_iter()
-            .map(|topic| {
-                let name = topic.name.0.to_string();
-                OffsetCommitResponseTopic::default()
-                    .with_partitions(
-                        topic
-                            .partitions
-                            .iter()
-                            .map(|partition| {
-                                let key = TopicPartition {
-                                    topic: name.clone(),
-                                    partition: partition.partition_index,
-                                };
-                                OffsetCommitResponsePartition::default()
-                                    .with_partition_index(partition.partition_index)
-                                    .with_error_code(codes.get(&key).copied().unwrap_or(NONE))
-                            })
-                            .collect(),
-                    )
-                    .with_name(topic.name)
-            })
-            .collect(),
-    )
+    let topics = request.topics.into_iter().map(|topic| {
+        let partitions = topic.partitions.iter().map(|p| p.partition_index).collect();
+        (topic.name, partitions)
+    });
+    OffsetCommitResponse::default().with_topics(answer_partitions(
+        topics,
+        &codes,
+        |index, code| {
+            OffsetCommitResponsePartition::default()
+                .with_partition_index(index)
+                .with_error_code(code)
+        },
+        |name, partitions| {
+            OffsetCommitResponseTopic::default()
+                .with_name(name)
+                .with_partitions(partitions)
+        },
+    ))
 }
 
 /// One group's committed offsets as OffsetFetch reports them: for each asked partition (or
@@ -661,32 +678,24 @@ pub async fn offset_delete(broker: &Broker, request: OffsetDeleteRequest) -> Off
         .into_iter()
         .map(|(partition, result)| (partition, error_code(&result)))
         .collect();
+    let topics = request.topics.into_iter().map(|topic| {
+        let partitions = topic.partitions.iter().map(|p| p.partition_index).collect();
+        (topic.name, partitions)
+    });
     OffsetDeleteResponse::default()
         .with_error_code(NONE)
-        .with_topics(
-            request
-                .topics
-                .into_iter()
-                .map(|topic| {
-                    let name = topic.name.0.to_string();
-                    OffsetDeleteResponseTopic::default()
-                        .with_partitions(
-                            topic
-                                .partitions
-                                .iter()
-                                .map(|partition| {
-                                    let key = TopicPartition {
-                                        topic: name.clone(),
-                                        partition: partition.partition_index,
-                                    };
-                                    OffsetDeleteResponsePartition::default()
-                                        .with_partition_index(partition.partition_index)
-                                        .with_error_code(codes.get(&key).copied().unwrap_or(NONE))
-                                })
-                                .collect(),
-                        )
-                        .with_name(topic.name)
-                })
-                .collect(),
-        )
+        .with_topics(answer_partitions(
+            topics,
+            &codes,
+            |index, code| {
+                OffsetDeleteResponsePartition::default()
+                    .with_partition_index(index)
+                    .with_error_code(code)
+            },
+            |name, partitions| {
+                OffsetDeleteResponseTopic::default()
+                    .with_name(name)
+                    .with_partitions(partitions)
+            },
+        ))
 }

@@ -1,6 +1,9 @@
 //! What the integration tests of `ferrite` share: a real `ferrite serve` on a free loopback
 //! port with a data directory of its own, stopped when the test ends.
 
+#[allow(dead_code, reason = "only the admin-command tests run commands")]
+pub mod cli;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Command, Stdio};
@@ -22,7 +25,23 @@ pub struct Broker {
 impl Broker {
     /// Starts a broker (one shard per core) on a port the kernel picks; returns once it listens.
     pub fn start() -> Broker {
-        let data = tempfile::tempdir().unwrap();
+        Broker::start_in(tempfile::tempdir().unwrap())
+    }
+
+    /// Stops the broker with SIGTERM (checking it stops cleanly) and starts a new one on the
+    /// same data directory.
+    #[allow(dead_code, reason = "not every test binary restarts the broker")]
+    pub fn restart(mut self) -> Broker {
+        // SAFETY: signalling our own child process.
+        let sent = unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
+        assert_eq!(sent, 0, "SIGTERM to the broker");
+        let status = self.child.wait().unwrap();
+        assert!(status.success(), "a clean stop, not {status}");
+        let data = std::mem::replace(&mut self._data, tempfile::tempdir().unwrap());
+        Broker::start_in(data)
+    }
+
+    fn start_in(data: tempfile::TempDir) -> Broker {
         let mut child = Command::new(env!("CARGO_BIN_EXE_ferrite"))
             // Port 0 for both listeners: tests run in parallel, and must not take the fixed
             // default metrics port from a broker someone runs on this machine.
