@@ -7,6 +7,7 @@ offsets, never committing; consumer groups are members.py's). Errors from the br
 back as Kafka error codes, the one naming both clients share.
 """
 
+import re
 import time
 from collections import defaultdict
 
@@ -23,6 +24,7 @@ from support import CLIENT_DEADLINE_S, Consumed, topic_name, wait_until
 UNKNOWN_TOPIC_OR_PARTITION = 3
 TOPIC_ALREADY_EXISTS = 36
 INVALID_PARTITIONS = 37
+INVALID_CONFIG = 40
 
 # confluent-kafka insists on a group.id for a Consumer even when it is only assigned
 # partitions; with assign() and no commits it never needs the group coordinator.
@@ -69,6 +71,38 @@ class Confluent:
         """Deletes `topic`; returns the Kafka error code (0 on success)."""
         futures = self.admin.delete_topics([topic], operation_timeout=CLIENT_DEADLINE_S)
         return _confluent_error_code(futures[topic])
+
+    def alter_topic_configs(self, topic, changes):
+        """Changes `topic`'s settings (IncrementalAlterConfigs): `changes` maps a name to the
+        value to set, or to None to delete the topic's own value. Returns (Kafka error code,
+        the broker's message)."""
+        entries = [
+            confluent_kafka.admin.ConfigEntry(
+                name,
+                value,
+                incremental_operation=confluent_kafka.admin.AlterConfigOpType.SET
+                if value is not None
+                else confluent_kafka.admin.AlterConfigOpType.DELETE,
+            )
+            for name, value in changes.items()
+        ]
+        resource = confluent_kafka.admin.ConfigResource(
+            confluent_kafka.admin.ResourceType.TOPIC, topic, incremental_configs=entries
+        )
+        future = self.admin.incremental_alter_configs([resource])[resource]
+        try:
+            future.result(timeout=CLIENT_DEADLINE_S)
+        except confluent_kafka.KafkaException as exception:
+            error = exception.args[0]
+            return error.code(), error.str()
+        return 0, None
+
+    def topic_configs(self, topic):
+        """name -> (value, whether it is set on the topic) of every setting of `topic`."""
+        resource = confluent_kafka.admin.ConfigResource(confluent_kafka.admin.ResourceType.TOPIC, topic)
+        entries = self.admin.describe_configs([resource])[resource].result(timeout=CLIENT_DEADLINE_S)
+        topic_source = confluent_kafka.admin.ConfigSource.DYNAMIC_TOPIC_CONFIG.value
+        return {name: (entry.value, entry.source == topic_source) for name, entry in entries.items()}
 
     def produce(self, topic, sent, acks, compression="none", idempotent=False):
         """Produces `sent` in order; returns value -> (partition, offset) from the delivery
@@ -243,6 +277,30 @@ class KafkaPython:
         except kafka.errors.BrokerResponseError as error:
             return error.errno
         return 0
+
+    def alter_topic_configs(self, topic, changes, incremental=True):
+        """Changes `topic`'s settings: `changes` maps a name to the value to set, or to None to
+        delete the topic's own value. IncrementalAlterConfigs, or with `incremental=False`
+        AlterConfigs (kafka-python then sends the topic's other settings along, since that API
+        replaces the whole set; SET only). Returns (Kafka error code, the broker's message)."""
+        configs = {name: value if value is not None else ("DELETE", None) for name, value in changes.items()}
+        resource = kafka.admin.ConfigResource(kafka.admin.ConfigResourceType.TOPIC, topic, configs=configs)
+        result = self.admin.alter_configs([resource], incremental=incremental)["topic"][topic]
+        if result == "OK":
+            return 0, None
+        # "[Error 40] InvalidConfigurationError: <the broker's message>"
+        matched = re.match(r"\[Error (\d+)\] \w+: (.*)", str(result), re.DOTALL)
+        assert matched, f"an alter_configs result kafka-python did not format as expected: {result!r}"
+        return int(matched.group(1)), matched.group(2)
+
+    def topic_configs(self, topic):
+        """name -> (value, whether it is set on the topic) of every setting of `topic`."""
+        resource = kafka.admin.ConfigResource(kafka.admin.ConfigResourceType.TOPIC, topic)
+        described = self.admin.describe_configs([resource], config_filter="all")["topic"][topic]
+        return {
+            name: (entry["value"], entry["config_source"] == "DYNAMIC_TOPIC_CONFIG")
+            for name, entry in described.items()
+        }
 
     def produce(self, topic, sent, acks, compression="none", idempotent=False):
         """Produces `sent` in order; returns value -> (partition, offset) from the send

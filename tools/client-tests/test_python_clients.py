@@ -7,6 +7,7 @@ import time
 import pytest
 
 from clients import (
+    INVALID_CONFIG,
     INVALID_PARTITIONS,
     TOPIC_ALREADY_EXISTS,
     UNKNOWN_TOPIC_OR_PARTITION,
@@ -53,6 +54,40 @@ def test_admin_reports_errors_a_user_can_act_on(client):
     assert client.create_topic(never_created, 0) == INVALID_PARTITIONS
     assert never_created not in client.topics(), "a topic with 0 partitions was created"
     assert client.topics().get(topic) == PARTITIONS, "a failed create changed the existing topic"
+
+
+def test_admin_alters_topic_settings_and_refused_values_say_why(client):
+    topic = created_topic(client, "settings", 1)
+    error, message = client.alter_topic_configs(topic, {"retention.ms": "3600000", "max.message.bytes": "2000"})
+    assert error == 0, f"altering {topic} failed with Kafka error {error}: {message}"
+    configs = client.topic_configs(topic)
+    assert configs["retention.ms"] == ("3600000", True), configs["retention.ms"]
+    assert configs["max.message.bytes"] == ("2000", True), configs["max.message.bytes"]
+    assert configs["segment.bytes"] == ("1073741824", False), configs["segment.bytes"]
+
+    error, message = client.alter_topic_configs(topic, {"retention.ms": "soon"})
+    assert error == INVALID_CONFIG, f"a bad value got Kafka error {error}: {message}"
+    assert "invalid value 'soon' for topic config 'retention.ms'" in message, message
+
+    error, message = client.alter_topic_configs(topic, {"max.message.bytes": None})
+    assert error == 0, f"deleting a setting failed with Kafka error {error}: {message}"
+    configs = client.topic_configs(topic)
+    assert configs["max.message.bytes"] == ("1048588", False), "the broker's default applies again"
+    assert configs["retention.ms"] == ("3600000", True), "neither the refused nor the delete changed it"
+
+
+def test_kafka_python_s_whole_set_alter_configs_keeps_the_other_settings(broker):
+    client = KafkaPython(broker.bootstrap)
+    try:
+        topic = created_topic(client, "whole-set", 1)
+        for name, value in [("retention.ms", "3600000"), ("segment.ms", "600000")]:
+            error, message = client.alter_topic_configs(topic, {name: value}, incremental=False)
+            assert error == 0, f"AlterConfigs of {name} failed with Kafka error {error}: {message}"
+        configs = client.topic_configs(topic)
+        assert configs["retention.ms"] == ("3600000", True), configs["retention.ms"]
+        assert configs["segment.ms"] == ("600000", True), configs["segment.ms"]
+    finally:
+        client.close()
 
 
 @pytest.mark.parametrize("acks", [0, 1, "all"], ids=lambda acks: f"acks={acks}")
