@@ -33,7 +33,22 @@ pub struct LogConfig {
     /// A producer that has not appended for longer than this is forgotten
     /// (`producer.id.expiration.ms`); `None` keeps producers until `producers_max` evicts them.
     pub producer_idle_ms_max: Option<u64>,
+    /// A tombstone (null value) that is its key's latest record is kept by compaction until
+    /// its timestamp is this much older than the cleaning's time, so consumers that lag behind
+    /// see the delete (`delete.retention.ms`).
+    pub delete_retention_ms: u64,
+    /// Compaction leaves a segment (and every later one) alone while its newest timestamp is
+    /// younger than this (`min.compaction.lag.ms`).
+    pub min_compaction_lag_ms: u64,
+    /// Memory the cleaner's map of key → latest offset may use in one cleaning, counted as
+    /// each key's bytes plus [`CLEANER_MAP_ENTRY_OVERHEAD_BYTES`]; the segments whose keys do
+    /// not fit wait for the next cleaning (Kafka's `log.cleaner.dedupe.buffer.size`).
+    pub cleaner_map_bytes_max: usize,
 }
+
+/// What one key of the cleaner's map costs beyond its bytes: the offset, the hash table's
+/// slot and the key's allocation header, rounded up.
+pub const CLEANER_MAP_ENTRY_OVERHEAD_BYTES: usize = 48;
 
 /// Direct I/O works in units of this; every write position and length is a multiple of it.
 pub const DMA_ALIGNMENT_BYTES: u64 = 4096;
@@ -56,6 +71,10 @@ impl Default for LogConfig {
             producers_max: 10_000,
             // Kafka's default producer.id.expiration.ms: one day.
             producer_idle_ms_max: Some(24 * 3600 * 1000),
+            // Kafka's defaults: one day, no lag, 128 MiB (of which Kafka uses 90%).
+            delete_retention_ms: 24 * 3600 * 1000,
+            min_compaction_lag_ms: 0,
+            cleaner_map_bytes_max: 128 << 20,
         }
     }
 }

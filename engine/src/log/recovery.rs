@@ -9,9 +9,14 @@
 //!   append, or the zero padding of the last direct write). Earlier segments were sealed before
 //!   the next one received data, so they get the same cheap check as after a clean close.
 //! - Indexes that disagree with the log are rebuilt from a full scan.
-//! - Offsets must be contiguous across segments; from the first segment that does not follow
-//!   on from the previous one (or after one that had to be cut), the rest are deleted, so the
-//!   log never has a hole.
+//! - Offsets must increase across segments: from the first segment that starts below the
+//!   previous one's last batch (or after one that had to be cut), the rest are deleted. Gaps
+//!   are allowed (compaction removes records and keeps offsets), so a sealed segment's end is
+//!   the next segment's base, not its last batch's end: the log end never moves back when the
+//!   cleaner removed a segment's last batches.
+//! - A cleaning interrupted by a crash is finished or forgotten first (see `clean`): its
+//!   `.cleaned` output is deleted, a `.swap` output (committed) replaces the segments of its
+//!   range.
 //! - Idempotent producers' state comes from the producer snapshot if it is valid and reaches
 //!   into the last segment, continued with the batches of that segment the scan shows;
 //!   otherwise from every batch of the last segment, which is then scanned in full even after
@@ -26,6 +31,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
+use super::clean;
 use super::flush::{run_flusher, write_whole_file};
 use super::producers::{ProducerLimits, ProducerRecovery, ProducerTable};
 use super::{
@@ -57,6 +63,7 @@ impl PartitionLog {
         let directory = glommio::io::Directory::open(&dir)
             .await
             .map_err(|error| LogError::glommio("opening the partition directory", error))?;
+        clean::finish_interrupted(&dir)?;
         let clean_marker = dir.join(CLEAN_SHUTDOWN_FILE);
         let clean = clean_marker.exists();
         let log_start_checkpoint = read_log_start_checkpoint(&dir)?;
@@ -116,6 +123,8 @@ impl PartitionLog {
             sync_requested: false,
             tail_cache: TailCache::new(config.tail_cache_bytes_max),
             maintenance: false,
+            cleaning: false,
+            cleaned_end_offset: 0,
             closing: false,
             failed: None,
             stats: Default::default(),
@@ -130,6 +139,7 @@ impl PartitionLog {
             directory,
             state: RefCell::new(state),
             waiters: Default::default(),
+            clean_fault: Default::default(),
         });
         let flusher = glommio::spawn_local(run_flusher(shared.clone()));
         Ok(PartitionLog {
@@ -139,8 +149,9 @@ impl PartitionLog {
     }
 }
 
-/// Recovers every segment in `dir`, in offset order, dropping what cannot be part of a
-/// contiguous log. Segments are returned sealed; the caller reopens the last one.
+/// Recovers every segment in `dir`, in offset order, dropping what cannot be part of a log
+/// whose offsets increase. Segments are returned sealed, each one's end extended to the next
+/// one's base; the caller reopens the last one.
 async fn recover_segments(
     dir: &Path,
     config: &LogConfig,
@@ -156,7 +167,7 @@ async fn recover_segments(
         let follows_on = segments
             .values()
             .next_back()
-            .is_none_or(|previous| previous.end_offset == base_offset);
+            .is_none_or(|previous| previous.end_offset <= base_offset);
         if discard_rest || !follows_on {
             discard_rest = true;
             remove_segment_files(dir, base_offset)?;
@@ -246,6 +257,11 @@ async fn recover_segments(
         segment.written_bytes = segment.appended_bytes;
         segment.files = Some(files);
         segment.sealed = true;
+        if let Some((_, previous)) = segments.iter_mut().next_back() {
+            // Offsets between the previous segment's last batch and this base were compacted
+            // away; they still belong to the previous segment.
+            previous.end_offset = base_offset;
+        }
         segments.insert(base_offset, segment);
     }
     Ok(segments)

@@ -35,6 +35,9 @@ pub fn small_config() -> LogConfig {
         preallocate_bytes: 8192,
         producers_max: 1000,
         producer_idle_ms_max: None,
+        delete_retention_ms: 24 * 3600 * 1000,
+        min_compaction_lag_ms: 0,
+        cleaner_map_bytes_max: 1 << 20,
     }
 }
 
