@@ -276,9 +276,8 @@ impl Shared {
         let files = Rc::new(SegmentFiles::open(&cleaned_path, true).await?);
         let mut output = Segment::new_empty(base_offset, now_ms);
         let mut writer = OutputWriter::new(&files, self.config.write_chunk_bytes);
-        let tombstone_horizon_ms = now_ms.saturating_sub(
-            i64::try_from(self.config.delete_retention_ms).unwrap_or(i64::MAX),
-        );
+        let tombstone_horizon_ms = now_ms
+            .saturating_sub(i64::try_from(self.config.delete_retention_ms).unwrap_or(i64::MAX));
         let mut records_removed = 0u64;
         let mut bytes_read = 0u64;
         let written = async {
@@ -309,9 +308,12 @@ impl Shared {
             return Err(error);
         }
         if group.len() == 1 && records_removed == 0 {
-            // Nothing to gain: the segment stays as it is.
+            // Nothing to gain: the segment stays as it is (and counts as clean).
             drop(files);
-            return remove_file_if_present(&cleaned_path);
+            remove_file_if_present(&cleaned_path)?;
+            let mut state = self.state.borrow_mut();
+            state.cleaned_end_offset = state.cleaned_end_offset.max(end_offset);
+            return Ok(());
         }
         self.fault_after(CleanStep::OutputWritten)?;
         let swap_path = segment::swap_log_path(&self.dir, base_offset, end_offset);
@@ -319,9 +321,7 @@ impl Shared {
             .map_err(|error| LogError::io("committing a cleaned segment", error))?;
         self.sync_directory().await?;
         // Committed: from here on, failing leaves the disk ahead of memory.
-        let installed = self
-            .install(group, &swap_path, &output, base_offset)
-            .await;
+        let installed = self.install(group, &swap_path, &output, base_offset).await;
         if let Err(error) = installed {
             self.state.borrow_mut().failed = Some(error.clone());
             return Err(error);
@@ -443,7 +443,9 @@ fn filter_batch<'a>(
         let keep = match record.key {
             None => true,
             Some(key) => {
-                let latest = keys.get(key).is_none_or(|&latest| latest == record.offset as u64);
+                let latest = keys
+                    .get(key)
+                    .is_none_or(|&latest| latest == record.offset as u64);
                 let expired_tombstone =
                     record.value.is_none() && record.timestamp_ms < tombstone_horizon_ms;
                 latest && !expired_tombstone
@@ -535,7 +537,11 @@ impl<'a> BatchWalk<'a> {
                 "segment {base_offset}: no valid batch at byte {position}"
             ))
         };
-        let header = self.scanner.header_at(self.position).await?.ok_or_else(damaged)?;
+        let header = self
+            .scanner
+            .header_at(self.position)
+            .await?
+            .ok_or_else(damaged)?;
         let bytes = self
             .scanner
             .bytes_at(self.position, header.size_bytes as usize)
@@ -581,7 +587,11 @@ impl<'a> OutputWriter<'a> {
         if !self.pending.is_empty() {
             self.write(self.pending.len()).await?;
         }
-        assert_eq!(self.written_bytes, align_up(total_bytes), "every byte was written");
+        assert_eq!(
+            self.written_bytes,
+            align_up(total_bytes),
+            "every byte was written"
+        );
         self.files
             .dma
             .truncate(total_bytes)
@@ -643,9 +653,9 @@ pub(super) fn finish_interrupted(dir: &Path) -> Result<(), LogError> {
             remove_file_if_present(&entry.path())?;
             changed = true;
         } else if let Some(range) = name.strip_suffix(segment::SWAP_SUFFIX) {
-            let parsed = range
-                .split_once('.')
-                .and_then(|(base, end)| Some((base.parse::<u64>().ok()?, end.parse::<u64>().ok()?)));
+            let parsed = range.split_once('.').and_then(|(base, end)| {
+                Some((base.parse::<u64>().ok()?, end.parse::<u64>().ok()?))
+            });
             if let Some((base_offset, end_offset)) = parsed {
                 swaps.push((base_offset, end_offset, entry.path()));
             }

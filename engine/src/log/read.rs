@@ -29,7 +29,8 @@ pub struct OffsetAtTime {
 #[derive(Debug)]
 pub struct ReadSlice {
     pub data: ReadData,
-    /// One past the last offset returned; the requested offset when nothing was returned.
+    /// One past the last offset returned (or further, up to the next batch, when compaction
+    /// left a gap there); the requested offset when nothing was returned.
     pub offset_next: u64,
 }
 
@@ -374,7 +375,14 @@ pub(super) async fn find_batch_from(
     window_bytes: usize,
 ) -> Result<Option<(u64, BatchHeader)>, LogError> {
     let mut scanner = SegmentScanner::new(&files.dma, written_bytes, window_bytes);
-    scan_to_batch_from(&mut scanner, scan_from, written_bytes, offset, segment_base_offset).await
+    scan_to_batch_from(
+        &mut scanner,
+        scan_from,
+        written_bytes,
+        offset,
+        segment_base_offset,
+    )
+    .await
 }
 
 /// The bytes of the partial last page of the first `written_bytes` bytes of a file.
