@@ -90,7 +90,9 @@ pub fn compress(codec: i16, plain: &[u8]) -> Result<Vec<u8>, CodecError> {
 fn decompress_snappy(compressed: &[u8], bytes_max: usize) -> Result<Vec<u8>, CodecError> {
     let mut decoder = snap::raw::Decoder::new();
     let Some(mut blocks) = compressed.strip_prefix(&SNAPPY_XERIAL_HEADER[..]) else {
-        check_snappy_length(compressed, bytes_max)?;
+        if snap::raw::decompress_len(compressed).map_err(corrupt)? > bytes_max {
+            return Err(CodecError::TooLarge { bytes_max });
+        }
         return decoder.decompress_vec(compressed).map_err(corrupt);
     };
     let mut out = Vec::new();
@@ -102,7 +104,10 @@ fn decompress_snappy(compressed: &[u8], bytes_max: usize) -> Result<Vec<u8>, Cod
         let block = rest
             .get(..length)
             .ok_or_else(|| CodecError::Corrupt("torn snappy block".into()))?;
-        let block_length = check_snappy_length(block, bytes_max - out.len())?;
+        let block_length = snap::raw::decompress_len(block).map_err(corrupt)?;
+        if out.len() + block_length > bytes_max {
+            return Err(CodecError::TooLarge { bytes_max });
+        }
         let start = out.len();
         out.resize(start + block_length, 0);
         decoder
@@ -111,14 +116,6 @@ fn decompress_snappy(compressed: &[u8], bytes_max: usize) -> Result<Vec<u8>, Cod
         blocks = &rest[length..];
     }
     Ok(out)
-}
-
-fn check_snappy_length(block: &[u8], bytes_max: usize) -> Result<usize, CodecError> {
-    let length = snap::raw::decompress_len(block).map_err(corrupt)?;
-    if length > bytes_max {
-        return Err(CodecError::TooLarge { bytes_max });
-    }
-    Ok(length)
 }
 
 fn read_bounded(reader: impl Read, bytes_max: usize) -> Result<Vec<u8>, CodecError> {

@@ -259,17 +259,24 @@ impl<'a> SegmentScanner<'a> {
     }
 
     /// The whole batch at `position` if it is valid as stored (length, magic, CRC, count) and
-    /// starts at or after `offset_min` (after a gap only where compaction removed records).
+    /// starts at `offset_min`, or after it when both lie below `gaps_end_offset` (where
+    /// compaction may have removed records). Above it a gap means damage: the base offset is
+    /// outside the CRC.
     pub async fn valid_batch_at(
         &mut self,
         position: u64,
         offset_min: u64,
+        gaps_end_offset: u64,
         batch_bytes_max: usize,
     ) -> Result<Option<BatchHeader>, LogError> {
         let Some(header) = self.header_at(position).await? else {
             return Ok(None);
         };
-        if header.base_offset < 0 || (header.base_offset as u64) < offset_min {
+        let base_offset = header.base_offset;
+        let follows = base_offset >= 0
+            && (base_offset as u64 == offset_min
+                || (base_offset as u64 > offset_min && base_offset as u64 <= gaps_end_offset));
+        if !follows {
             return Ok(None);
         }
         let Some(bytes) = self.bytes_at(position, header.size_bytes as usize).await? else {
@@ -280,15 +287,18 @@ impl<'a> SegmentScanner<'a> {
 }
 
 /// Re-notes every valid batch from `segment.appended_bytes` on, up to `limit_bytes`, checking
-/// each one in full, and shows each to `observe` (recovery rebuilds producer state from them).
+/// each one in full (offsets contiguous, except for gaps below `gaps_end_offset`, the end of
+/// what compaction has rewritten), and shows each to `observe` (recovery rebuilds producer state from them).
 /// Returns whether the scan reached `limit_bytes` exactly (`false`: it stopped at a torn or
 /// corrupt batch, or one whose offsets go back, which the caller cuts off).
+#[allow(clippy::too_many_arguments)]
 pub(crate) async fn scan_and_note(
     segment: &mut Segment,
     files: &SegmentFiles,
     limit_bytes: u64,
     index_interval_bytes: u32,
     batch_bytes_max: usize,
+    gaps_end_offset: u64,
     observe: &mut dyn FnMut(&BatchHeader),
 ) -> Result<bool, LogError> {
     let mut scanner = SegmentScanner::new(&files.dma, limit_bytes, RECOVERY_WINDOW_BYTES);
@@ -298,7 +308,12 @@ pub(crate) async fn scan_and_note(
             return Ok(true);
         }
         match scanner
-            .valid_batch_at(position, segment.end_offset, batch_bytes_max)
+            .valid_batch_at(
+                position,
+                segment.end_offset,
+                gaps_end_offset,
+                batch_bytes_max,
+            )
             .await?
         {
             Some(header) => {

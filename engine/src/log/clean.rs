@@ -23,7 +23,10 @@
 //!    copied as it was. So offsets are preserved and gaps appear. The batch's max timestamp is
 //!    kept (it may then exceed every kept record's): retention and the lag rule see the segment
 //!    as before, and a LogAppendTime batch's records keep their time.
-//! 4. Swaps each group in, Kafka-style, crash-safely: the output is written to
+//! 4. Records the end of the range in `compacted-end-offset` (atomically, durably) before the
+//!    first swap: recovery accepts gaps between batches only below it, so a torn or damaged
+//!    batch above it (whose base offset the CRC does not cover) is still caught.
+//!    Then swaps each group in, Kafka-style, crash-safely: the output is written to
 //!    `<base>.log.cleaned` and synced; renamed to `<base>.<end>.log.swap` (directory synced:
 //!    the commit point, `end` being the base of the segment after the group); the inputs'
 //!    files are deleted (directory synced); the swap file is renamed to `<base>.log`
@@ -46,7 +49,7 @@ use std::path::Path;
 use std::rc::Rc;
 
 use super::flush::{fill_dma_buffers, write_whole_file};
-use super::{remove_segment_files, PartitionLog, Shared};
+use super::{remove_segment_files, PartitionLog, Shared, COMPACTED_END_OFFSET_FILE};
 use crate::batch::{self, BatchHeader, StoredRecords, BATCH_HEADER_BYTES};
 use crate::codec;
 use crate::config::CLEANER_MAP_ENTRY_OVERHEAD_BYTES;
@@ -133,6 +136,20 @@ impl PartitionLog {
         };
         let inputs = shared.cleanable_inputs(now_ms);
         let (keys, mapped) = shared.map_latest_offsets(&inputs).await?;
+        let Some(last) = inputs[..mapped].last() else {
+            stats.segments_after = stats.segments_before;
+            return Ok(stats);
+        };
+        // Recovery must accept the gaps before any swap can commit.
+        if last.end_offset > shared.state.borrow().cleaned_end_offset {
+            shared
+                .replace_file(
+                    COMPACTED_END_OFFSET_FILE,
+                    last.end_offset.to_string().as_bytes(),
+                    "recording the compacted end offset",
+                )
+                .await?;
+        }
         for group in shared.group(&inputs[..mapped]) {
             if shared.state.borrow().closing {
                 return Err(LogError::Closed);
@@ -143,8 +160,8 @@ impl PartitionLog {
         Ok(stats)
     }
 
-    /// The share of the sealed segments' bytes not rewritten by a cleaning since the log was
-    /// opened (everything counts as dirty after an open): what a scheduler compares with
+    /// The share of the sealed segments' bytes above the compacted end (not yet rewritten by
+    /// a cleaning): what a scheduler compares with
     /// `min.cleanable.dirty.ratio` to pick the partition most worth cleaning. 0 when nothing
     /// is sealed.
     pub fn dirty_ratio(&self) -> f64 {

@@ -61,6 +61,9 @@ pub use read::{FileRange, OffsetAtTime, ReadData, ReadSlice};
 const CLEAN_SHUTDOWN_FILE: &str = "clean-shutdown";
 /// The log start offset, as decimal text, replaced atomically when it moves.
 const LOG_START_OFFSET_FILE: &str = "log-start-offset";
+/// The end of the offsets the cleaner has rewritten (decimal text, only grows): below it
+/// recovery accepts gaps between batches, above it a gap is damage.
+const COMPACTED_END_OFFSET_FILE: &str = "compacted-end-offset";
 /// The snapshot of the idempotent producers' state and the log end it covers, replaced
 /// atomically when a segment is sealed and on close; deleted by truncation.
 const PRODUCER_STATE_FILE: &str = "producer-state";
