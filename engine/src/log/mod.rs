@@ -19,8 +19,16 @@
 //! [`PRODUCER_STATE_FILE`] when a segment is sealed and on close, and rebuilt on open from that
 //! snapshot plus the batches recovery scans in the active segment.
 //!
+//! # Compaction
+//! [`PartitionLog::clean`] (`clean.rs`) rewrites sealed segments keeping each key's latest
+//! record; kept records keep their offsets, so the log may have gaps below the compacted end.
+//! Reads at an offset in a gap return the next batch; truncation at one ends the log there.
+//!
 //! # Invariants
-//! - Offsets are contiguous: every batch starts where the previous one ended.
+//! - Appends are contiguous: every appended batch starts where the previous one ended. Above
+//!   the compacted end (`compacted-end-offset`) the whole log is contiguous; below it offsets
+//!   only increase (compaction removed records and whole batches, never moved one).
+//! - A sealed segment's offsets end at the next segment's base, whatever its last batch.
 //! - The producer table records no batch at or above the log end (truncation and a failed
 //!   flush forget them), and the snapshot file describes a prefix of the log (truncation
 //!   deletes it).
