@@ -24,7 +24,12 @@
 //! ```
 //!
 //! Fields before the CRC-covered range (base offset, length, epoch, magic, crc) are not
-//! protected by the CRC; the log guards base offsets with a contiguity check instead.
+//! protected by the CRC; the log guards base offsets with an ordering check instead.
+//!
+//! A batch a client sends is dense: `recordsCount == lastOffsetDelta + 1`. Compaction removes
+//! records from stored batches but keeps every kept record's offset delta and the batch's
+//! offset range, so a stored batch may be sparse (`recordsCount <= lastOffsetDelta + 1`):
+//! [`validate`] checks what clients send, [`validate_stored`] what the log reads back.
 
 use thiserror::Error;
 
@@ -51,6 +56,9 @@ const OFFSET_RECORDS_COUNT: usize = 57;
 
 /// Attribute bits 0..2: the compression codec (0 none, 1 gzip, 2 snappy, 3 lz4, 4 zstd).
 const ATTRIBUTE_COMPRESSION_MASK: i16 = 0x07;
+/// Attribute bit 3: the records' timestamps are the broker's append time (the batch's max
+/// timestamp), not the producer's.
+const ATTRIBUTE_LOG_APPEND_TIME: i16 = 0x08;
 /// Attribute bit 4: the batch is part of a transaction.
 const ATTRIBUTE_TRANSACTIONAL: i16 = 0x10;
 /// Attribute bit 5: the batch is a control batch (transaction markers).
@@ -159,6 +167,10 @@ impl BatchHeader {
         self.attributes & ATTRIBUTE_CONTROL != 0
     }
 
+    pub fn is_log_append_time(&self) -> bool {
+        self.attributes & ATTRIBUTE_LOG_APPEND_TIME != 0
+    }
+
     /// Whether an idempotent producer wrote the batch (Kafka's `hasProducerId`).
     pub fn has_producer_id(&self) -> bool {
         self.producer_id > NO_PRODUCER_ID
@@ -178,10 +190,23 @@ pub fn sequence_after(sequence: i32, increment: i32) -> i32 {
     i32::try_from(wrapped).expect("a remainder below 2^31 fits i32")
 }
 
-/// Checks that `bytes` is exactly one well-formed v2 batch: length, magic, CRC-32C and record
-/// count. `batch_bytes_max` bounds the size. Does not look at the base offset or epoch, which
-/// the broker owns.
+/// Checks that `bytes` is exactly one well-formed v2 batch as a client sends it: length, magic,
+/// CRC-32C and a record count that fills the offset range. `batch_bytes_max` bounds the size.
+/// Does not look at the base offset or epoch, which the broker owns.
 pub fn validate(bytes: &[u8], batch_bytes_max: usize) -> Result<BatchHeader, BatchError> {
+    let header = validate_stored(bytes, batch_bytes_max)?;
+    if header.last_offset_delta != header.records_count - 1 {
+        return Err(BatchError::RecordCountMismatch {
+            records_count: header.records_count,
+            last_offset_delta: header.last_offset_delta,
+        });
+    }
+    Ok(header)
+}
+
+/// [`validate`] for batches the log reads back: compaction may have removed records, so the
+/// record count may be below the offset range's length (at least one record remains).
+pub fn validate_stored(bytes: &[u8], batch_bytes_max: usize) -> Result<BatchHeader, BatchError> {
     let header = BatchHeader::parse(bytes).ok_or(BatchError::TooShort {
         length_bytes: bytes.len(),
     })?;
@@ -210,7 +235,7 @@ pub fn validate(bytes: &[u8], batch_bytes_max: usize) -> Result<BatchHeader, Bat
             computed,
         });
     }
-    if header.records_count < 1 || header.last_offset_delta != header.records_count - 1 {
+    if header.records_count < 1 || header.last_offset_delta < header.records_count - 1 {
         return Err(BatchError::RecordCountMismatch {
             records_count: header.records_count,
             last_offset_delta: header.last_offset_delta,
@@ -245,8 +270,9 @@ pub fn first_record_at_or_after(bytes: &[u8], timestamp_ms: i64) -> Option<(i64,
         .map(|record| (record.offset, record.timestamp_ms))
 }
 
-/// One record of an uncompressed batch, borrowed from the batch's bytes. Headers are skipped:
-/// the broker's own logs (`__consumer_offsets`) do not use them.
+/// One record of a batch, borrowed from the batch's (or its decompressed records') bytes.
+/// Headers are skipped: the broker's own logs (`__consumer_offsets`) do not use them, and
+/// compaction copies a kept record's bytes whole.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PlainRecord<'a> {
     pub offset: i64,
@@ -277,37 +303,16 @@ pub enum RecordsError {
 
 /// The iterator of [`plain_records`].
 pub struct PlainRecords<'a> {
-    header: BatchHeader,
-    cursor: &'a [u8],
-    remaining: i32,
+    stored: StoredRecords<'a>,
 }
 
 impl<'a> PlainRecords<'a> {
     fn new(bytes: &'a [u8], header: BatchHeader) -> PlainRecords<'a> {
         let end = (header.size_bytes as usize).min(bytes.len());
+        let body = bytes.get(BATCH_HEADER_BYTES..end).unwrap_or_default();
         PlainRecords {
-            header,
-            cursor: bytes.get(BATCH_HEADER_BYTES..end).unwrap_or_default(),
-            remaining: header.records_count.max(0),
+            stored: StoredRecords::new(body, header),
         }
-    }
-
-    fn next_record(&mut self) -> Option<PlainRecord<'a>> {
-        let record_length = usize::try_from(read_varint(&mut self.cursor)?).ok()?;
-        let mut record = self.cursor.get(..record_length)?;
-        self.cursor = &self.cursor[record_length..];
-        record = record.get(1..)?; // attributes: i8
-        let timestamp_delta = read_varint(&mut record)?;
-        let offset_delta = read_varint(&mut record)?;
-        let key = read_varint_bytes(&mut record)?;
-        let value = read_varint_bytes(&mut record)?;
-        Some(PlainRecord {
-            // Deltas come from the batch's bytes: a nonsensical one makes the record malformed.
-            offset: self.header.base_offset.checked_add(offset_delta)?,
-            timestamp_ms: self.header.base_timestamp.checked_add(timestamp_delta)?,
-            key,
-            value,
-        })
     }
 }
 
@@ -315,8 +320,83 @@ impl<'a> Iterator for PlainRecords<'a> {
     type Item = Result<PlainRecord<'a>, RecordsError>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        if self.remaining == 0 {
+        self.stored
+            .next()
+            .map(|stored| stored.map(|stored| stored.record))
+    }
+}
+
+/// A record and its encoding (length prefix included) as it sits in the records section, so
+/// that compaction can copy a kept record without re-encoding it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoredRecord<'a> {
+    pub record: PlainRecord<'a>,
+    pub encoded: &'a [u8],
+}
+
+/// The records of a records section (`body`: the bytes after the header, decompressed if the
+/// batch is compressed), in order: `header.records_count` of them, then the body must be used
+/// up. A record that does not parse (or bytes left over) yields [`RecordsError`] once, then
+/// the iterator ends.
+pub struct StoredRecords<'a> {
+    header: BatchHeader,
+    cursor: &'a [u8],
+    remaining: i32,
+    failed: bool,
+}
+
+impl<'a> StoredRecords<'a> {
+    pub fn new(body: &'a [u8], header: BatchHeader) -> StoredRecords<'a> {
+        StoredRecords {
+            header,
+            cursor: body,
+            remaining: header.records_count.max(0),
+            failed: false,
+        }
+    }
+
+    fn next_record(&mut self) -> Option<StoredRecord<'a>> {
+        let start = self.cursor;
+        let record_length = usize::try_from(read_varint(&mut self.cursor)?).ok()?;
+        let prefix_length = start.len() - self.cursor.len();
+        let mut record = self.cursor.get(..record_length)?;
+        self.cursor = &self.cursor[record_length..];
+        record = record.get(1..)?; // attributes: i8
+        let timestamp_delta = read_varint(&mut record)?;
+        let offset_delta = read_varint(&mut record)?;
+        let key = read_varint_bytes(&mut record)?;
+        let value = read_varint_bytes(&mut record)?;
+        let timestamp_ms = if self.header.is_log_append_time() {
+            self.header.max_timestamp
+        } else {
+            self.header.base_timestamp.checked_add(timestamp_delta)?
+        };
+        Some(StoredRecord {
+            record: PlainRecord {
+                // Deltas come from the batch's bytes: a nonsensical one makes it malformed.
+                offset: self.header.base_offset.checked_add(offset_delta)?,
+                timestamp_ms,
+                key,
+                value,
+            },
+            encoded: &start[..prefix_length + record_length],
+        })
+    }
+}
+
+impl<'a> Iterator for StoredRecords<'a> {
+    type Item = Result<StoredRecord<'a>, RecordsError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.failed {
             return None;
+        }
+        if self.remaining == 0 {
+            if self.cursor.is_empty() {
+                return None;
+            }
+            self.failed = true;
+            return Some(Err(RecordsError::Malformed));
         }
         match self.next_record() {
             Some(record) => {
@@ -324,7 +404,7 @@ impl<'a> Iterator for PlainRecords<'a> {
                 Some(Ok(record))
             }
             None => {
-                self.remaining = 0;
+                self.failed = true;
                 Some(Err(RecordsError::Malformed))
             }
         }
@@ -361,22 +441,43 @@ pub fn encode_plain(records: &[PlainRecord<'_>], producer: build::ProducerFields
         write_varint(&mut body, encoded.len() as i64);
         body.extend_from_slice(&encoded);
     }
+    let header = BatchHeader {
+        base_offset: 0,
+        size_bytes: 0,
+        leader_epoch: 0,
+        magic: MAGIC_V2,
+        crc: 0,
+        attributes: producer.attributes,
+        last_offset_delta: records.len() as i32 - 1,
+        base_timestamp,
+        max_timestamp,
+        producer_id: producer.producer_id,
+        producer_epoch: producer.producer_epoch,
+        base_sequence: producer.base_sequence,
+        records_count: records.len() as i32,
+    };
+    encode_batch(&header, &body)
+}
+
+/// Encodes a batch from `header` (every field but the size and the CRC, which are computed)
+/// and its records section `body` (already compressed if the attributes say so).
+pub fn encode_batch(header: &BatchHeader, body: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(BATCH_HEADER_BYTES + body.len());
-    out.extend_from_slice(&0i64.to_be_bytes());
+    out.extend_from_slice(&header.base_offset.to_be_bytes());
     let batch_length = (BATCH_HEADER_BYTES - BATCH_LENGTH_PREFIX_BYTES + body.len()) as i32;
     out.extend_from_slice(&batch_length.to_be_bytes());
-    out.extend_from_slice(&0i32.to_be_bytes()); // leader epoch
-    out.push(MAGIC_V2 as u8);
+    out.extend_from_slice(&header.leader_epoch.to_be_bytes());
+    out.push(header.magic as u8);
     out.extend_from_slice(&0u32.to_be_bytes()); // crc, filled below
-    out.extend_from_slice(&producer.attributes.to_be_bytes());
-    out.extend_from_slice(&(records.len() as i32 - 1).to_be_bytes());
-    out.extend_from_slice(&base_timestamp.to_be_bytes());
-    out.extend_from_slice(&max_timestamp.to_be_bytes());
-    out.extend_from_slice(&producer.producer_id.to_be_bytes());
-    out.extend_from_slice(&producer.producer_epoch.to_be_bytes());
-    out.extend_from_slice(&producer.base_sequence.to_be_bytes());
-    out.extend_from_slice(&(records.len() as i32).to_be_bytes());
-    out.extend_from_slice(&body);
+    out.extend_from_slice(&header.attributes.to_be_bytes());
+    out.extend_from_slice(&header.last_offset_delta.to_be_bytes());
+    out.extend_from_slice(&header.base_timestamp.to_be_bytes());
+    out.extend_from_slice(&header.max_timestamp.to_be_bytes());
+    out.extend_from_slice(&header.producer_id.to_be_bytes());
+    out.extend_from_slice(&header.producer_epoch.to_be_bytes());
+    out.extend_from_slice(&header.base_sequence.to_be_bytes());
+    out.extend_from_slice(&header.records_count.to_be_bytes());
+    out.extend_from_slice(body);
     let crc = crc32c::crc32c(&out[OFFSET_ATTRIBUTES..]);
     out[OFFSET_CRC..OFFSET_CRC + 4].copy_from_slice(&crc.to_be_bytes());
     out

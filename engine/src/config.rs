@@ -69,11 +69,12 @@ pub struct LogConfig {
     pub producer_idle_ms_max: Option<u64>,
     /// Whether old data is deleted by retention, compacted, or both (`cleanup.policy`).
     pub cleanup_policy: CleanupPolicy,
-    /// How long a compacted partition keeps a tombstone (a keyed record without a value) for
-    /// consumers that are behind (`delete.retention.ms`).
+    /// A tombstone (null value) that is its key's latest record is kept by compaction until
+    /// its timestamp is this much older than the cleaning's time, so consumers that lag behind
+    /// see the delete (`delete.retention.ms`).
     pub delete_retention_ms: u64,
-    /// A record stays uncompacted at least this long after it was written
-    /// (`min.compaction.lag.ms`).
+    /// Compaction leaves a segment (and every later one) alone while its newest timestamp is
+    /// younger than this (`min.compaction.lag.ms`).
     pub min_compaction_lag_ms: u64,
     /// A record becomes eligible for compaction at the latest this long after it was written,
     /// however clean the log (`max.compaction.lag.ms`).
@@ -81,7 +82,15 @@ pub struct LogConfig {
     /// The cleaner takes on a partition once at least this fraction of its log is uncompacted
     /// (`min.cleanable.dirty.ratio`, 0 to 1).
     pub min_cleanable_dirty_ratio: f64,
+    /// Memory the cleaner's map of key → latest offset may use in one cleaning, counted as
+    /// each key's bytes plus [`CLEANER_MAP_ENTRY_OVERHEAD_BYTES`]; the segments whose keys do
+    /// not fit wait for the next cleaning (Kafka's `log.cleaner.dedupe.buffer.size`).
+    pub cleaner_map_bytes_max: usize,
 }
+
+/// What one key of the cleaner's map costs beyond its bytes: the offset, the hash table's
+/// slot and the key's allocation header, rounded up.
+pub const CLEANER_MAP_ENTRY_OVERHEAD_BYTES: usize = 48;
 
 /// Direct I/O works in units of this; every write position and length is a multiple of it.
 pub const DMA_ALIGNMENT_BYTES: u64 = 4096;
@@ -104,12 +113,14 @@ impl Default for LogConfig {
             producers_max: 10_000,
             // Kafka's default producer.id.expiration.ms: one day.
             producer_idle_ms_max: Some(24 * 3600 * 1000),
-            // Kafka's defaults for the topic configs of the same names.
+            // Kafka's defaults for the topic configs of the same names, and its 128 MiB
+            // dedupe buffer (of which Kafka uses 90%).
             cleanup_policy: CleanupPolicy::Delete,
             delete_retention_ms: 24 * 3600 * 1000,
             min_compaction_lag_ms: 0,
             max_compaction_lag_ms: i64::MAX as u64,
             min_cleanable_dirty_ratio: 0.5,
+            cleaner_map_bytes_max: 128 << 20,
         }
     }
 }

@@ -9,6 +9,7 @@
 pub mod batch;
 pub mod catalog;
 pub mod clock;
+pub mod codec;
 pub mod config;
 mod dma;
 pub mod error;
@@ -28,5 +29,6 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::LogConfig;
 pub use error::LogError;
 pub use log::{
-    AppendReceipt, FileRange, LogStats, OffsetAtTime, PartitionLog, ReadData, ReadSlice,
+    AppendReceipt, CleanStats, CleanStep, FileRange, LogStats, OffsetAtTime, PartitionLog,
+    ReadData, ReadSlice,
 };

@@ -16,8 +16,9 @@ use crate::config::DMA_ALIGNMENT_BYTES;
 use crate::error::LogError;
 use crate::index::{OffsetIndex, OffsetIndexEntry, TimeIndex, TimeIndexEntry};
 
-/// How many bytes recovery reads at a time when it checks every batch of a segment.
-const RECOVERY_WINDOW_BYTES: usize = 1 << 20;
+/// How many bytes recovery and the cleaner read at a time when they go through every batch of
+/// a segment.
+pub(crate) const RECOVERY_WINDOW_BYTES: usize = 1 << 20;
 
 pub(crate) fn log_path(dir: &Path, base_offset: u64) -> PathBuf {
     dir.join(format!("{base_offset:020}.log"))
@@ -30,6 +31,21 @@ pub(crate) fn offset_index_path(dir: &Path, base_offset: u64) -> PathBuf {
 pub(crate) fn time_index_path(dir: &Path, base_offset: u64) -> PathBuf {
     dir.join(format!("{base_offset:020}.timeindex"))
 }
+
+/// The cleaner's output while it is being written; deleted by recovery (the cleaning did not
+/// commit).
+pub(crate) fn cleaned_log_path(dir: &Path, base_offset: u64) -> PathBuf {
+    dir.join(format!("{base_offset:020}{CLEANED_SUFFIX}"))
+}
+
+/// The cleaner's committed output, replacing every segment whose base is in
+/// `[base_offset, end_offset)`; recovery finishes the swap.
+pub(crate) fn swap_log_path(dir: &Path, base_offset: u64, end_offset: u64) -> PathBuf {
+    dir.join(format!("{base_offset:020}.{end_offset:020}{SWAP_SUFFIX}"))
+}
+
+pub(crate) const CLEANED_SUFFIX: &str = ".log.cleaned";
+pub(crate) const SWAP_SUFFIX: &str = ".log.swap";
 
 pub(crate) fn align_down(value: u64) -> u64 {
     value - value % DMA_ALIGNMENT_BYTES
@@ -122,16 +138,19 @@ impl Segment {
     }
 
     /// Accounts for a batch placed at `position`: advances the ends and adds index entries
-    /// every `index_interval_bytes`. The same function indexes appends and recovery scans, so
-    /// both build identical indexes.
+    /// every `index_interval_bytes`. The same function indexes appends, recovery scans and
+    /// the cleaner's output, so all build identical indexes. Offsets may leave a gap before
+    /// the batch (compaction removed what was there), never go back.
     pub fn note_batch(&mut self, position: u64, header: &BatchHeader, index_interval_bytes: u32) {
         assert_eq!(
             position, self.appended_bytes,
             "batches are placed back to back"
         );
-        assert_eq!(
-            header.base_offset as u64, self.end_offset,
-            "batches are contiguous in offsets"
+        assert!(
+            header.base_offset as u64 >= self.end_offset,
+            "batch offsets increase: batch at {} after end {}",
+            header.base_offset,
+            self.end_offset
         );
         let max_timestamp_ms = self
             .max_timestamp_ms
@@ -239,37 +258,47 @@ impl<'a> SegmentScanner<'a> {
         Ok(Some(header))
     }
 
-    /// The whole batch at `position` if it is valid (length, magic, CRC, count) and starts at
-    /// `offset_expected`.
+    /// The whole batch at `position` if it is valid as stored (length, magic, CRC, count) and
+    /// starts at `offset_min`, or after it when both lie below `gaps_end_offset` (where
+    /// compaction may have removed records). Above it a gap means damage: the base offset is
+    /// outside the CRC.
     pub async fn valid_batch_at(
         &mut self,
         position: u64,
-        offset_expected: u64,
+        offset_min: u64,
+        gaps_end_offset: u64,
         batch_bytes_max: usize,
     ) -> Result<Option<BatchHeader>, LogError> {
         let Some(header) = self.header_at(position).await? else {
             return Ok(None);
         };
-        if header.base_offset < 0 || header.base_offset as u64 != offset_expected {
+        let base_offset = header.base_offset;
+        let follows = base_offset >= 0
+            && (base_offset as u64 == offset_min
+                || (base_offset as u64 > offset_min && base_offset as u64 <= gaps_end_offset));
+        if !follows {
             return Ok(None);
         }
         let Some(bytes) = self.bytes_at(position, header.size_bytes as usize).await? else {
             return Ok(None);
         };
-        Ok(batch::validate(bytes, batch_bytes_max).ok())
+        Ok(batch::validate_stored(bytes, batch_bytes_max).ok())
     }
 }
 
 /// Re-notes every valid batch from `segment.appended_bytes` on, up to `limit_bytes`, checking
-/// each one in full, and shows each to `observe` (recovery rebuilds producer state from them).
-/// Returns whether the scan reached `limit_bytes` exactly (`false`: it stopped at a torn,
-/// corrupt or non-contiguous batch, which the caller cuts off).
+/// each one in full (offsets contiguous, except for gaps below `gaps_end_offset`, the end of
+/// what compaction has rewritten), and shows each to `observe` (recovery rebuilds producer state from them).
+/// Returns whether the scan reached `limit_bytes` exactly (`false`: it stopped at a torn or
+/// corrupt batch, or one whose offsets go back, which the caller cuts off).
+#[allow(clippy::too_many_arguments)]
 pub(crate) async fn scan_and_note(
     segment: &mut Segment,
     files: &SegmentFiles,
     limit_bytes: u64,
     index_interval_bytes: u32,
     batch_bytes_max: usize,
+    gaps_end_offset: u64,
     observe: &mut dyn FnMut(&BatchHeader),
 ) -> Result<bool, LogError> {
     let mut scanner = SegmentScanner::new(&files.dma, limit_bytes, RECOVERY_WINDOW_BYTES);
@@ -279,7 +308,12 @@ pub(crate) async fn scan_and_note(
             return Ok(true);
         }
         match scanner
-            .valid_batch_at(position, segment.end_offset, batch_bytes_max)
+            .valid_batch_at(
+                position,
+                segment.end_offset,
+                gaps_end_offset,
+                batch_bytes_max,
+            )
             .await?
         {
             Some(header) => {

@@ -64,6 +64,18 @@ impl TailCache {
         }
     }
 
+    /// Drops every batch that starts below `offset` (the cleaner rewrote those segments, so
+    /// the cached copies are stale). Only written batches lie there.
+    pub fn drop_below(&mut self, offset: u64) {
+        while let Some(front) = self.batches.front() {
+            if front.base_offset >= offset {
+                break;
+            }
+            self.size_bytes -= front.bytes.len();
+            self.batches.pop_front();
+        }
+    }
+
     /// Drops every batch at or after `offset` (the log was truncated or rolled back there).
     pub fn truncate_from(&mut self, offset: u64) {
         while let Some(back) = self.batches.back() {

@@ -387,7 +387,7 @@ impl Shared {
 /// Copies `pieces` (laid end to end from `aligned_start`) into DMA buffers of at most
 /// `chunk_bytes`, zero-padding the last to the alignment. Also returns the bytes of the new
 /// last partial page (empty when the end is aligned).
-fn fill_dma_buffers<'a>(
+pub(super) fn fill_dma_buffers<'a>(
     file: &DmaFile,
     pieces: impl Iterator<Item = &'a [u8]>,
     aligned_start: u64,

@@ -19,8 +19,16 @@
 //! [`PRODUCER_STATE_FILE`] when a segment is sealed and on close, and rebuilt on open from that
 //! snapshot plus the batches recovery scans in the active segment.
 //!
+//! # Compaction
+//! [`PartitionLog::clean`] (`clean.rs`) rewrites sealed segments keeping each key's latest
+//! record; kept records keep their offsets, so the log may have gaps below the compacted end.
+//! Reads at an offset in a gap return the next batch; truncation at one ends the log there.
+//!
 //! # Invariants
-//! - Offsets are contiguous: every batch starts where the previous one ended.
+//! - Appends are contiguous: every appended batch starts where the previous one ended. Above
+//!   the compacted end (`compacted-end-offset`) the whole log is contiguous; below it offsets
+//!   only increase (compaction removed records and whole batches, never moved one).
+//! - A sealed segment's offsets end at the next segment's base, whatever its last batch.
 //! - The producer table records no batch at or above the log end (truncation and a failed
 //!   flush forget them), and the snapshot file describes a prefix of the log (truncation
 //!   deletes it).
@@ -30,6 +38,7 @@
 //!   synced and indexed. Recovery relies on it.
 //! - Data is acknowledged as durable only after the `fdatasync` that covers it returned.
 
+mod clean;
 mod flush;
 mod producers;
 mod read;
@@ -52,6 +61,7 @@ use crate::tail_cache::{CachedBatch, TailCache};
 use crate::waiters::Waiters;
 use producers::{ProducerTable, Verdict};
 
+pub use clean::{CleanStats, CleanStep};
 pub use read::{FileRange, OffsetAtTime, ReadData, ReadSlice};
 
 /// Present in a partition directory only after a clean close; its absence on open means the
@@ -59,6 +69,9 @@ pub use read::{FileRange, OffsetAtTime, ReadData, ReadSlice};
 const CLEAN_SHUTDOWN_FILE: &str = "clean-shutdown";
 /// The log start offset, as decimal text, replaced atomically when it moves.
 const LOG_START_OFFSET_FILE: &str = "log-start-offset";
+/// The end of the offsets the cleaner has rewritten (decimal text, only grows): below it
+/// recovery accepts gaps between batches, above it a gap is damage.
+const COMPACTED_END_OFFSET_FILE: &str = "compacted-end-offset";
 /// The snapshot of the idempotent producers' state and the log end it covers, replaced
 /// atomically when a segment is sealed and on close; deleted by truncation.
 const PRODUCER_STATE_FILE: &str = "producer-state";
@@ -167,6 +180,8 @@ struct Shared {
     state: RefCell<LogState>,
     /// Tasks waiting for any state change (back-pressure, maintenance, drains).
     waiters: Waiters,
+    /// Tests stop a cleaning after this step, as a crash would (see [`CleanStep`]).
+    clean_fault: Cell<Option<CleanStep>>,
 }
 
 struct LogState {
@@ -189,6 +204,12 @@ struct LogState {
     tail_cache: TailCache,
     /// A truncate, deletion or close is reshaping the log; appends wait.
     maintenance: bool,
+    /// The cleaner is rewriting sealed segments: maintenance waits (it could delete or cut
+    /// them), appends do not (they touch only the active segment).
+    cleaning: bool,
+    /// Segments that start below this were rewritten by the last cleaning since the log was
+    /// opened; the rest is dirty (what [`PartitionLog::dirty_ratio`] measures).
+    cleaned_end_offset: u64,
     closing: bool,
     /// Set when an `fdatasync` failed: what is on disk is unknown until a restart rescans it,
     /// so the log refuses appends (as Kafka takes a failed log directory offline).
@@ -318,10 +339,10 @@ impl Shared {
         self.waiters.until(|| condition(&self.state.borrow())).await
     }
 
-    /// Takes the maintenance flag (waiting for a running maintenance to end) and waits until
-    /// every appended batch is written, so the caller sees a quiet log.
+    /// Takes the maintenance flag (waiting for a running maintenance or cleaning to end) and
+    /// waits until every appended batch is written, so the caller sees a quiet log.
     async fn enter_maintenance(&self) -> Result<MaintenanceGuard<'_>, LogError> {
-        self.wait_until(|state| !state.maintenance || state.closing)
+        self.wait_until(|state| (!state.maintenance && !state.cleaning) || state.closing)
             .await;
         {
             let mut state = self.state.borrow_mut();
@@ -616,6 +637,10 @@ impl PartitionLog {
         let records = header.records_count as u64;
         state.roll_if_due(&config, size_bytes as u64, records, now_ms);
         let active = state.active_segment_mut();
+        assert_eq!(
+            active.end_offset, base_offset,
+            "appends are contiguous: the batch starts at the active segment's end"
+        );
         let position = active.appended_bytes;
         active.note_batch(position, &header, config.index_interval_bytes);
         let segment_base_offset = active.base_offset;
@@ -804,40 +829,79 @@ impl PartitionLog {
 impl Shared {
     /// [`PartitionLog::truncate`] once the log is quiet (maintenance held, nothing unwritten).
     async fn truncate_quiet(&self, offset: u64) -> Result<u64, LogError> {
-        let (segment_base_offset, files, scan_from, written_bytes, is_first) = {
+        let mut from_offset = offset;
+        {
             let state = self.state.borrow();
             state.check_in_range(offset)?;
             if offset == state.log_end_offset {
                 return Ok(offset);
             }
-            let segment = state.segment_holding(offset);
-            let scan_from = segment
-                .offset_index
-                .floor_by_offset(segment.relative_offset(offset))
-                .map_or(0, |entry| u64::from(entry.position));
-            let files = segment.files.clone().ok_or_else(|| {
-                LogError::Corrupt(format!("segment {} has no file", segment.base_offset))
-            })?;
-            let is_first = state.segments.keys().next() == Some(&segment.base_offset);
-            (
-                segment.base_offset,
-                files,
+        }
+        // The cut is at the first batch holding `offset` or after it (compaction leaves gaps),
+        // which may be in a later segment (at most one step per segment).
+        let (segment_base_offset, files, is_first, cut_position, cut_base_offset) = loop {
+            let (segment_base_offset, files, scan_from, written_bytes, is_first, next_base) = {
+                let state = self.state.borrow();
+                let segment = state.segment_holding(from_offset);
+                let scan_from = segment
+                    .offset_index
+                    .floor_by_offset(segment.relative_offset(from_offset))
+                    .map_or(0, |entry| u64::from(entry.position));
+                let files = segment.files.clone().ok_or_else(|| {
+                    LogError::Corrupt(format!("segment {} has no file", segment.base_offset))
+                })?;
+                let is_first = state.segments.keys().next() == Some(&segment.base_offset);
+                let next_base = state
+                    .segments
+                    .range(segment.base_offset + 1..)
+                    .next()
+                    .map(|(&base, _)| base);
+                (
+                    segment.base_offset,
+                    files,
+                    scan_from,
+                    segment.written_bytes,
+                    is_first,
+                    next_base,
+                )
+            };
+            let found = read::find_batch_from(
+                &files,
+                segment_base_offset,
+                written_bytes,
                 scan_from,
-                segment.written_bytes,
-                is_first,
+                from_offset,
+                self.scan_window(),
             )
+            .await?;
+            match (found, next_base) {
+                (Some((position, header)), _) => {
+                    break (
+                        segment_base_offset,
+                        files,
+                        is_first,
+                        position,
+                        header.base_offset as u64,
+                    )
+                }
+                (None, Some(next_base)) => from_offset = next_base,
+                (None, None) => {
+                    // Only a gap lies from `offset` to the log end: no batch goes, the end
+                    // moves back to `offset`.
+                    let mut state = self.state.borrow_mut();
+                    state.active_segment_mut().end_offset = offset;
+                    state.log_end_offset = offset;
+                    state.written_end_offset = offset;
+                    state.durable_end_offset = state.durable_end_offset.min(offset);
+                    state.tail_cache.truncate_from(offset);
+                    state.forget_producers_from(offset);
+                    return Ok(offset);
+                }
+            }
         };
-        let (cut_position, cut_header) = read::find_batch_holding(
-            &files,
-            segment_base_offset,
-            written_bytes,
-            scan_from,
-            offset,
-            self.scan_window(),
-        )
-        .await?;
-        let new_end = cut_header.base_offset as u64;
-        if new_end < self.state.borrow().log_start_offset {
+        // In a gap, the log ends at `offset`; inside a batch, at that batch's start.
+        let new_end = offset.min(cut_base_offset);
+        if cut_base_offset < self.state.borrow().log_start_offset {
             // The batch holding `offset` began below the log start: nothing of it may stay,
             // and the log cannot end below its start, so it restarts empty at `offset`.
             return self.restart_empty_at(offset).await;
@@ -881,13 +945,13 @@ impl Shared {
                 state.segments.remove(base);
             }
             let active = state.active_segment_mut();
-            if !removes_whole_segment {
+            if removes_whole_segment {
+                // The segment before the cut ends where the log now does: its own batches end
+                // at or before `new_end` (nothing from `offset` on was found in it).
+                active.end_offset = new_end;
+            } else {
                 active.forget_from(cut_position, new_end);
             }
-            assert_eq!(
-                active.end_offset, new_end,
-                "the cut leaves the log ending at it"
-            );
             active.written_bytes = active.appended_bytes;
             active.sealed = false;
         }

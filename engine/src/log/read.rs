@@ -29,7 +29,8 @@ pub struct OffsetAtTime {
 #[derive(Debug)]
 pub struct ReadSlice {
     pub data: ReadData,
-    /// One past the last offset returned; the requested offset when nothing was returned.
+    /// One past the last offset returned (or further, up to the next batch, when compaction
+    /// left a gap there); the requested offset when nothing was returned.
     pub offset_next: u64,
 }
 
@@ -108,10 +109,13 @@ struct FilePlan {
     /// Below this, the file's pages are never rewritten, so the page cache (and `sendfile`)
     /// may hold them; the active segment's last partial page is read with direct I/O instead.
     sendable_bytes: u64,
+    /// Where to look next when compaction left nothing at or after the offset in this one.
+    next_segment_base_offset: Option<u64>,
 }
 
 impl PartitionLog {
-    /// Whole batches starting with the one holding `offset`, as many as fit in `bytes_max`
+    /// Whole batches starting with the one holding `offset` (or the first after it, when
+    /// compaction removed the records there), as many as fit in `bytes_max`
     /// (at least one, as Kafka returns an oversized first batch) and end below `offset_end`
     /// (the caller's visibility bound: the high-water mark). `OffsetOutOfRange` outside
     /// `[log_start_offset, log_end_offset]`.
@@ -126,54 +130,72 @@ impl PartitionLog {
             data: ReadData::Empty,
             offset_next: offset,
         };
-        let plan = {
-            let state = shared.state.borrow();
-            state.check_in_range(offset)?;
-            let offset_end = offset_end.min(state.log_end_offset);
-            if offset >= offset_end {
-                return Ok(empty);
-            }
-            if state.tail_cache.covers(offset) {
-                let batches = state.tail_cache.read(offset, bytes_max, offset_end);
-                return Ok(match batches.last() {
-                    None => empty,
-                    Some(last) => ReadSlice {
-                        offset_next: last.last_offset + 1,
-                        data: ReadData::Memory(batches.into_iter().map(|b| b.bytes).collect()),
+        self.shared.state.borrow().check_in_range(offset)?;
+        // Compaction leaves gaps: an offset in one is served from the next batch after it,
+        // which may be in a later segment (at most one step per segment).
+        let mut from_offset = offset;
+        let (plan, start, first) = loop {
+            let plan = {
+                let state = shared.state.borrow();
+                let offset_end = offset_end.min(state.log_end_offset);
+                if from_offset >= offset_end {
+                    return Ok(empty);
+                }
+                if state.tail_cache.covers(from_offset) {
+                    let batches = state.tail_cache.read(from_offset, bytes_max, offset_end);
+                    return Ok(match batches.last() {
+                        None => empty,
+                        Some(last) => ReadSlice {
+                            offset_next: last.last_offset + 1,
+                            data: ReadData::Memory(batches.into_iter().map(|b| b.bytes).collect()),
+                        },
+                    });
+                }
+                let segment = state.segment_holding(from_offset);
+                let files = segment.files.clone().ok_or_else(|| {
+                    LogError::Corrupt(format!(
+                        "offset {from_offset} is neither cached nor in a segment file"
+                    ))
+                })?;
+                FilePlan {
+                    files,
+                    segment_base_offset: segment.base_offset,
+                    scan_from: segment
+                        .offset_index
+                        .floor_by_offset(segment.relative_offset(from_offset))
+                        .map_or(0, |entry| u64::from(entry.position)),
+                    written_bytes: segment.written_bytes,
+                    sendable_bytes: if segment.sealed {
+                        segment.written_bytes
+                    } else {
+                        align_down(segment.written_bytes)
                     },
-                });
-            }
-            let segment = state.segment_holding(offset);
-            let files = segment.files.clone().ok_or_else(|| {
-                LogError::Corrupt(format!(
-                    "offset {offset} is neither cached nor in a segment file"
-                ))
-            })?;
-            FilePlan {
-                files,
-                segment_base_offset: segment.base_offset,
-                scan_from: segment
-                    .offset_index
-                    .floor_by_offset(segment.relative_offset(offset))
-                    .map_or(0, |entry| u64::from(entry.position)),
-                written_bytes: segment.written_bytes,
-                sendable_bytes: if segment.sealed {
-                    segment.written_bytes
-                } else {
-                    align_down(segment.written_bytes)
-                },
+                    next_segment_base_offset: state
+                        .segments
+                        .range(segment.base_offset + 1..)
+                        .next()
+                        .map(|(&base, _)| base),
+                }
+            };
+            let mut scanner =
+                SegmentScanner::new(&plan.files.dma, plan.written_bytes, shared.scan_window());
+            let found = scan_to_batch_from(
+                &mut scanner,
+                plan.scan_from,
+                plan.written_bytes,
+                from_offset,
+                plan.segment_base_offset,
+            )
+            .await?;
+            match (found, plan.next_segment_base_offset) {
+                (Some((start, first)), _) => break (plan, start, first),
+                (None, Some(next_base)) => from_offset = next_base,
+                (None, None) => return Ok(empty),
             }
         };
         let offset_end = offset_end.min(self.log_end_offset());
         let window = shared.scan_window();
         let mut scanner = SegmentScanner::new(&plan.files.dma, plan.written_bytes, window);
-        let (start, first) = scan_to_batch_holding(
-            &mut scanner,
-            plan.scan_from,
-            offset,
-            plan.segment_base_offset,
-        )
-        .await?;
         if first.last_offset() as u64 >= offset_end {
             return Ok(empty);
         }
@@ -181,11 +203,19 @@ impl PartitionLog {
         let mut offset_next = first.last_offset() as u64 + 1;
         // Jump towards the byte limit with the index, then walk the headers after the jump.
         let limit = start.saturating_add(bytes_max as u64);
+        // Only while the segment is still the one planned for: the cleaner may have swapped in
+        // a rewritten one with the same base, whose index describes another file.
         if let Some(segment) = shared
             .state
             .borrow()
             .segments
             .get(&plan.segment_base_offset)
+            .filter(|segment| {
+                segment
+                    .files
+                    .as_ref()
+                    .is_some_and(|files| Rc::ptr_eq(files, &plan.files))
+            })
         {
             let limit_u32 = u32::try_from(limit.min(plan.written_bytes)).unwrap_or(u32::MAX);
             if let Some(entry) = segment.offset_index.floor_by_position(limit_u32) {
@@ -308,39 +338,51 @@ impl PartitionLog {
     }
 }
 
-/// Walks batch headers from `scan_from` (a batch boundary) to the batch holding `offset`.
-async fn scan_to_batch_holding(
+/// Walks batch headers from `scan_from` (a batch boundary) to the first batch that holds
+/// `offset` or comes after it; `None` when the segment's `written_bytes` end first (compaction
+/// removed everything from `offset` to the segment's end).
+async fn scan_to_batch_from(
     scanner: &mut SegmentScanner<'_>,
     scan_from: u64,
+    written_bytes: u64,
     offset: u64,
     segment_base_offset: u64,
-) -> Result<(u64, BatchHeader), LogError> {
+) -> Result<Option<(u64, BatchHeader)>, LogError> {
     let mut position = scan_from;
-    loop {
+    while position < written_bytes {
         let header = scanner.header_at(position).await?.ok_or_else(|| {
             LogError::Corrupt(format!(
-                "segment {segment_base_offset}: no batch holding offset {offset} after byte \
-                 {scan_from}"
+                "segment {segment_base_offset}: no batch at byte {position} (looking for \
+                 offset {offset} from byte {scan_from})"
             ))
         })?;
         if header.last_offset() as u64 >= offset {
-            return Ok((position, header));
+            return Ok(Some((position, header)));
         }
         position += u64::from(header.size_bytes);
     }
+    Ok(None)
 }
 
-/// The position and header of the written batch holding `offset`.
-pub(super) async fn find_batch_holding(
+/// The position and header of the first written batch of a segment that holds `offset` or
+/// comes after it, if any.
+pub(super) async fn find_batch_from(
     files: &SegmentFiles,
     segment_base_offset: u64,
     written_bytes: u64,
     scan_from: u64,
     offset: u64,
     window_bytes: usize,
-) -> Result<(u64, BatchHeader), LogError> {
+) -> Result<Option<(u64, BatchHeader)>, LogError> {
     let mut scanner = SegmentScanner::new(&files.dma, written_bytes, window_bytes);
-    scan_to_batch_holding(&mut scanner, scan_from, offset, segment_base_offset).await
+    scan_to_batch_from(
+        &mut scanner,
+        scan_from,
+        written_bytes,
+        offset,
+        segment_base_offset,
+    )
+    .await
 }
 
 /// The bytes of the partial last page of the first `written_bytes` bytes of a file.

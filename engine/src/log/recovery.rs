@@ -9,9 +9,15 @@
 //!   append, or the zero padding of the last direct write). Earlier segments were sealed before
 //!   the next one received data, so they get the same cheap check as after a clean close.
 //! - Indexes that disagree with the log are rebuilt from a full scan.
-//! - Offsets must be contiguous across segments; from the first segment that does not follow
-//!   on from the previous one (or after one that had to be cut), the rest are deleted, so the
-//!   log never has a hole.
+//! - Offsets must be contiguous, within and across segments, except below the compacted end
+//!   (`compacted-end-offset`, written by the cleaner before it commits a swap), where
+//!   compaction leaves gaps: there they must only increase. From the first segment that does
+//!   not follow on (or after one that had to be cut), the rest are deleted. A sealed segment's
+//!   end is the next segment's base, not its last batch's end, so the log end never moves
+//!   back when the cleaner removed a segment's last batches.
+//! - A cleaning interrupted by a crash is finished or forgotten first (see `clean`): its
+//!   `.cleaned` output is deleted, a `.swap` output (committed) replaces the segments of its
+//!   range.
 //! - Idempotent producers' state comes from the producer snapshot if it is valid and reaches
 //!   into the last segment, continued with the batches of that segment the scan shows;
 //!   otherwise from every batch of the last segment, which is then scanned in full even after
@@ -26,11 +32,13 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
+use super::clean;
 use super::flush::{run_flusher, write_whole_file};
 use super::producers::{ProducerLimits, ProducerRecovery, ProducerTable};
 use super::{
     read, remove_producer_snapshot, remove_segment_files, FlushTicket, LogState, PartitionLog,
-    Shared, CLEAN_SHUTDOWN_FILE, LOG_START_OFFSET_FILE, PRODUCER_STATE_FILE,
+    Shared, CLEAN_SHUTDOWN_FILE, COMPACTED_END_OFFSET_FILE, LOG_START_OFFSET_FILE,
+    PRODUCER_STATE_FILE,
 };
 use crate::batch::BatchHeader;
 use crate::clock::Clock;
@@ -57,9 +65,10 @@ impl PartitionLog {
         let directory = glommio::io::Directory::open(&dir)
             .await
             .map_err(|error| LogError::glommio("opening the partition directory", error))?;
+        clean::finish_interrupted(&dir)?;
         let clean_marker = dir.join(CLEAN_SHUTDOWN_FILE);
         let clean = clean_marker.exists();
-        let log_start_checkpoint = read_log_start_checkpoint(&dir)?;
+        let log_start_checkpoint = read_offset_file(&dir, LOG_START_OFFSET_FILE)?;
         let now_ms = clock.now_ms();
         let producer_limits = ProducerLimits::of(&config);
         let mut producers = ProducerRecovery::new(
@@ -67,7 +76,16 @@ impl PartitionLog {
             producer_limits,
             now_ms,
         );
-        let segments = recover_segments(&dir, &config, clean, now_ms, &mut producers).await?;
+        let compacted_end_offset = read_offset_file(&dir, COMPACTED_END_OFFSET_FILE)?.unwrap_or(0);
+        let segments = recover_segments(
+            &dir,
+            &config,
+            clean,
+            now_ms,
+            compacted_end_offset,
+            &mut producers,
+        )
+        .await?;
         let mut segments = segments;
         if segments.is_empty() {
             let base_offset = log_start_checkpoint.unwrap_or(0);
@@ -116,6 +134,8 @@ impl PartitionLog {
             sync_requested: false,
             tail_cache: TailCache::new(config.tail_cache_bytes_max),
             maintenance: false,
+            cleaning: false,
+            cleaned_end_offset: compacted_end_offset,
             closing: false,
             failed: None,
             stats: Default::default(),
@@ -130,6 +150,7 @@ impl PartitionLog {
             directory,
             state: RefCell::new(state),
             waiters: Default::default(),
+            clean_fault: Default::default(),
         });
         let flusher = glommio::spawn_local(run_flusher(shared.clone()));
         Ok(PartitionLog {
@@ -139,13 +160,15 @@ impl PartitionLog {
     }
 }
 
-/// Recovers every segment in `dir`, in offset order, dropping what cannot be part of a
-/// contiguous log. Segments are returned sealed; the caller reopens the last one.
+/// Recovers every segment in `dir`, in offset order, dropping what cannot be part of a log
+/// whose offsets increase. Segments are returned sealed, each one's end extended to the next
+/// one's base; the caller reopens the last one.
 async fn recover_segments(
     dir: &Path,
     config: &LogConfig,
     clean: bool,
     now_ms: i64,
+    gaps_end_offset: u64,
     producers: &mut ProducerRecovery,
 ) -> Result<BTreeMap<u64, Segment>, LogError> {
     let base_offsets = list_segment_base_offsets(dir)?;
@@ -158,10 +181,12 @@ async fn recover_segments(
     let mut discard_rest = false;
     for (index, &base_offset) in base_offsets.iter().enumerate() {
         let is_last = index + 1 == base_offsets.len();
-        let follows_on = segments
-            .values()
-            .next_back()
-            .is_none_or(|previous| previous.end_offset == base_offset);
+        // A gap between segments is compaction's work only below the compacted end; above it,
+        // a missing segment file.
+        let follows_on = segments.values().next_back().is_none_or(|previous| {
+            previous.end_offset == base_offset
+                || (previous.end_offset < base_offset && base_offset <= gaps_end_offset)
+        });
         if discard_rest || !follows_on {
             discard_rest = true;
             remove_segment_files(dir, base_offset)?;
@@ -196,6 +221,7 @@ async fn recover_segments(
                     file_bytes,
                     config.index_interval_bytes,
                     batch_bytes_max,
+                    gaps_end_offset,
                     &mut observe,
                 )
                 .await?;
@@ -213,6 +239,7 @@ async fn recover_segments(
                 file_bytes,
                 config.index_interval_bytes,
                 batch_bytes_max,
+                gaps_end_offset,
                 &mut observe,
             )
             .await?;
@@ -251,6 +278,11 @@ async fn recover_segments(
         segment.written_bytes = segment.appended_bytes;
         segment.files = Some(files);
         segment.sealed = true;
+        if let Some((_, previous)) = segments.iter_mut().next_back() {
+            // Offsets between the previous segment's last batch and this base were compacted
+            // away; they still belong to the previous segment.
+            previous.end_offset = base_offset;
+        }
         segments.insert(base_offset, segment);
     }
     Ok(segments)
@@ -317,14 +349,15 @@ fn read_producer_snapshot(
     }
 }
 
-fn read_log_start_checkpoint(dir: &Path) -> Result<Option<u64>, LogError> {
-    match std::fs::read_to_string(dir.join(LOG_START_OFFSET_FILE)) {
-        Ok(text) => text.trim().parse::<u64>().map(Some).map_err(|_| {
-            LogError::Corrupt(format!(
-                "{LOG_START_OFFSET_FILE} holds {text:?}, not an offset"
-            ))
-        }),
+/// The offset kept as decimal text in the file `name`, if it exists.
+fn read_offset_file(dir: &Path, name: &str) -> Result<Option<u64>, LogError> {
+    match std::fs::read_to_string(dir.join(name)) {
+        Ok(text) => text
+            .trim()
+            .parse::<u64>()
+            .map(Some)
+            .map_err(|_| LogError::Corrupt(format!("{name} holds {text:?}, not an offset"))),
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(error) => Err(LogError::io("reading the log start offset", error)),
+        Err(error) => Err(LogError::io("reading an offset file", error)),
     }
 }

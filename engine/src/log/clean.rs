@@ -1,0 +1,704 @@
+//! Compaction (Kafka's log cleaner) of one partition log: keep only the latest record of each
+//! key in the sealed segments, so a compacted topic holds its keys' current values and reading
+//! it from the start rebuilds them.
+//!
+//! # What a cleaning does
+//! 1. Picks the sealed segments from the front of the log up to the first one whose newest
+//!    timestamp is younger than `min_compaction_lag_ms`, and never the last segment before an
+//!    active segment that has no file yet (a sealed segment's end offset is the next segment's
+//!    base on disk; without that segment, recovery would end the log at the cleaned segment's
+//!    last kept batch and hand out offsets again).
+//! 2. Builds a map key → offset of the key's latest record over them (decompressing batches to
+//!    read keys), bounded by `cleaner_map_bytes_max`: when the keys do not fit, only the
+//!    segments that were mapped whole are cleaned (a partly mapped one names later offsets, so
+//!    records before them that it supersedes go, and the latest stays where it is). Control
+//!    batches (transaction markers) are never looked into and always kept.
+//! 3. Groups consecutive segments so that each group's input fits `segment_bytes_max`, and
+//!    rewrites each group into one segment named after its first input's base: a record stays
+//!    if it has no key, or it is its key's latest and not a tombstone (null value) whose
+//!    timestamp is older than `now - delete_retention_ms`. A batch keeps its base offset, offset
+//!    range (last offset delta), timestamps, producer fields and attributes; its kept records
+//!    keep their bytes (so their offset deltas, which now have gaps) and are re-compressed with
+//!    the batch's codec; a batch with nothing kept is dropped; a batch with everything kept is
+//!    copied as it was. So offsets are preserved and gaps appear. The batch's max timestamp is
+//!    kept (it may then exceed every kept record's): retention and the lag rule see the segment
+//!    as before, and a LogAppendTime batch's records keep their time.
+//! 4. Records the end of the range in `compacted-end-offset` (atomically, durably) before the
+//!    first swap: recovery accepts gaps between batches only below it, so a torn or damaged
+//!    batch above it (whose base offset the CRC does not cover) is still caught.
+//!    Then swaps each group in, Kafka-style, crash-safely: the output is written to
+//!    `<base>.log.cleaned` and synced; renamed to `<base>.<end>.log.swap` (directory synced:
+//!    the commit point, `end` being the base of the segment after the group); the inputs'
+//!    files are deleted (directory synced); the swap file is renamed to `<base>.log`
+//!    (directory synced) and its indexes written. Recovery deletes a `.cleaned` file and
+//!    finishes a `.swap` (deletes the segments whose base is in its range, renames it), so a
+//!    crash at any step leaves the old segments or the new one, never a mix. An error after
+//!    the commit point fails the log (appends refused until a restart finishes the swap),
+//!    since the files on disk and the segments in memory no longer agree.
+//! 5. Replaces the group's segments in memory in one synchronous section. Readers holding the
+//!    old files keep reading them (unlinked, still open).
+//!
+//! Cleaning is serialized with truncation, retention and `delete_up_to` (the `cleaning` flag
+//! and the maintenance flag exclude each other) but not with appends, which only touch the
+//! active segment. A group that is one segment and loses nothing is left as it was, so
+//! cleaning a clean log writes nothing.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::path::Path;
+use std::rc::Rc;
+
+use super::flush::{fill_dma_buffers, write_whole_file};
+use super::{remove_segment_files, PartitionLog, Shared, COMPACTED_END_OFFSET_FILE};
+use crate::batch::{self, BatchHeader, StoredRecords, BATCH_HEADER_BYTES};
+use crate::codec;
+use crate::config::CLEANER_MAP_ENTRY_OVERHEAD_BYTES;
+use crate::error::LogError;
+use crate::segment::{
+    self, align_up, Segment, SegmentFiles, SegmentScanner, RECOVERY_WINDOW_BYTES,
+};
+
+/// Decompressed records of one batch beyond this are refused (a hostile batch could expand
+/// to gigabytes); the cleaning stops with an error rather than guess at that batch's keys.
+const DECOMPRESSED_BYTES_MAX: usize = 256 << 20;
+
+/// What one cleaning did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CleanStats {
+    /// Bytes of the segments rewritten (read twice: once for the map, once to copy).
+    pub bytes_read: u64,
+    /// Bytes of the segments written in their place.
+    pub bytes_written: u64,
+    pub records_removed: u64,
+    pub segments_before: usize,
+    pub segments_after: usize,
+}
+
+/// The steps of a segment swap after which a test can stop a cleaning as a crash would: the
+/// cleaning returns an error at once and leaves everything as it is; the test then drops the
+/// log (a crash) and reopens it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CleanStep {
+    /// `<base>.log.cleaned` is written and synced.
+    OutputWritten,
+    /// Renamed to `<base>.<end>.log.swap`: committed.
+    SwapCommitted,
+    /// The input segments' files are deleted.
+    InputsDeleted,
+    /// The output is renamed into place; its indexes are not written yet.
+    SwapInstalled,
+}
+
+/// A sealed segment the cleaning may rewrite.
+struct Input {
+    base_offset: u64,
+    /// The next segment's base: where this one's offsets end.
+    end_offset: u64,
+    files: Rc<SegmentFiles>,
+    written_bytes: u64,
+}
+
+/// Clears the cleaning flag however the cleaning ends.
+struct CleaningGuard<'a> {
+    shared: &'a Shared,
+}
+
+impl Drop for CleaningGuard<'_> {
+    fn drop(&mut self) {
+        self.shared.state.borrow_mut().cleaning = false;
+        self.shared.waiters.wake_all();
+    }
+}
+
+impl PartitionLog {
+    /// Compacts the sealed segments as this module describes, at time `now_ms` (for
+    /// `delete_retention_ms` and `min_compaction_lag_ms`). Waits for a running truncation,
+    /// retention or deletion; appends go on meanwhile.
+    pub async fn clean(&self, now_ms: i64) -> Result<CleanStats, LogError> {
+        let shared = &self.shared;
+        shared
+            .wait_until(|state| (!state.maintenance && !state.cleaning) || state.closing)
+            .await;
+        {
+            let mut state = shared.state.borrow_mut();
+            if state.closing {
+                return Err(LogError::Closed);
+            }
+            if let Some(error) = &state.failed {
+                return Err(error.clone());
+            }
+            state.cleaning = true;
+        }
+        let _guard = CleaningGuard { shared };
+        let mut stats = CleanStats {
+            segments_before: shared.state.borrow().segments.len(),
+            ..CleanStats::default()
+        };
+        let inputs = shared.cleanable_inputs(now_ms);
+        let (keys, mapped) = shared.map_latest_offsets(&inputs).await?;
+        let Some(last) = inputs[..mapped].last() else {
+            stats.segments_after = stats.segments_before;
+            return Ok(stats);
+        };
+        // Recovery must accept the gaps before any swap can commit.
+        if last.end_offset > shared.state.borrow().cleaned_end_offset {
+            shared
+                .replace_file(
+                    COMPACTED_END_OFFSET_FILE,
+                    last.end_offset.to_string().as_bytes(),
+                    "recording the compacted end offset",
+                )
+                .await?;
+        }
+        for group in shared.group(&inputs[..mapped]) {
+            if shared.state.borrow().closing {
+                return Err(LogError::Closed);
+            }
+            shared.clean_group(group, &keys, now_ms, &mut stats).await?;
+        }
+        stats.segments_after = shared.state.borrow().segments.len();
+        Ok(stats)
+    }
+
+    /// The share of the sealed segments' bytes above the compacted end (not yet rewritten by
+    /// a cleaning): what a scheduler compares with
+    /// `min.cleanable.dirty.ratio` to pick the partition most worth cleaning. 0 when nothing
+    /// is sealed.
+    pub fn dirty_ratio(&self) -> f64 {
+        let state = self.shared.state.borrow();
+        let (mut dirty_bytes, mut total_bytes) = (0u64, 0u64);
+        for segment in state.segments.values().filter(|segment| segment.sealed) {
+            total_bytes += segment.appended_bytes;
+            if segment.base_offset >= state.cleaned_end_offset {
+                dirty_bytes += segment.appended_bytes;
+            }
+        }
+        if total_bytes == 0 {
+            return 0.0;
+        }
+        dirty_bytes as f64 / total_bytes as f64
+    }
+
+    /// Makes the next cleanings stop after `step` as a crash would (tests only).
+    #[doc(hidden)]
+    pub fn inject_clean_fault(&self, step: Option<CleanStep>) {
+        self.shared.clean_fault.set(step);
+    }
+}
+
+impl Shared {
+    /// The sealed segments from the front that a cleaning at `now_ms` may rewrite.
+    fn cleanable_inputs(&self, now_ms: i64) -> Vec<Input> {
+        let state = self.state.borrow();
+        let lag_ms = i64::try_from(self.config().min_compaction_lag_ms).unwrap_or(i64::MAX);
+        let segments: Vec<&Segment> = state.segments.values().collect();
+        let mut inputs = Vec::new();
+        for pair in segments.windows(2) {
+            let (segment, next) = (pair[0], pair[1]);
+            let too_recent = segment
+                .max_timestamp_ms
+                .is_some_and(|newest_ms| newest_ms > now_ms.saturating_sub(lag_ms));
+            if !segment.sealed || next.files.is_none() || too_recent {
+                break;
+            }
+            let Some(files) = segment.files.clone() else {
+                break;
+            };
+            inputs.push(Input {
+                base_offset: segment.base_offset,
+                end_offset: next.base_offset,
+                files,
+                written_bytes: segment.written_bytes,
+            });
+        }
+        inputs
+    }
+
+    /// Key → offset of its latest record over `inputs`, and how many of them (from the front)
+    /// were mapped whole within `cleaner_map_bytes_max`.
+    async fn map_latest_offsets(
+        &self,
+        inputs: &[Input],
+    ) -> Result<(HashMap<Box<[u8]>, u64>, usize), LogError> {
+        let mut keys: HashMap<Box<[u8]>, u64> = HashMap::new();
+        let mut map_bytes = 0usize;
+        for (index, input) in inputs.iter().enumerate() {
+            let mut batches = BatchWalk::new(input);
+            while let Some((header, bytes)) = batches.next().await? {
+                if header.is_control() {
+                    continue;
+                }
+                let body = records_section(&header, &bytes)?;
+                for record in StoredRecords::new(&body, header) {
+                    let record = record.map_err(|_| corrupt_batch(input, &header))?.record;
+                    let Some(key) = record.key else { continue };
+                    let offset = record.offset as u64;
+                    if let Some(latest) = keys.get_mut(key) {
+                        *latest = offset;
+                        continue;
+                    }
+                    map_bytes += key.len() + CLEANER_MAP_ENTRY_OVERHEAD_BYTES;
+                    if map_bytes > self.config().cleaner_map_bytes_max {
+                        if index == 0 {
+                            return Err(LogError::InvalidConfig(format!(
+                                "cleaner_map_bytes_max ({}) cannot hold the keys of one \
+                                 segment",
+                                self.config().cleaner_map_bytes_max
+                            )));
+                        }
+                        return Ok((keys, index));
+                    }
+                    keys.insert(key.into(), offset);
+                }
+            }
+        }
+        Ok((keys, inputs.len()))
+    }
+
+    /// Consecutive inputs whose bytes together fit one segment (at least one each).
+    fn group<'a>(&self, inputs: &'a [Input]) -> Vec<&'a [Input]> {
+        let mut groups = Vec::new();
+        let mut start = 0;
+        while start < inputs.len() {
+            let mut bytes = inputs[start].written_bytes;
+            let mut end = start + 1;
+            while end < inputs.len() {
+                let fits_bytes =
+                    bytes + inputs[end].written_bytes <= self.config().segment_bytes_max;
+                // The index's relative offsets are 32-bit.
+                let fits_offsets =
+                    inputs[end].end_offset - inputs[start].base_offset <= u64::from(u32::MAX);
+                if !fits_bytes || !fits_offsets {
+                    break;
+                }
+                bytes += inputs[end].written_bytes;
+                end += 1;
+            }
+            groups.push(&inputs[start..end]);
+            start = end;
+        }
+        groups
+    }
+
+    /// Rewrites one group into one segment and swaps it in.
+    async fn clean_group(
+        &self,
+        group: &[Input],
+        keys: &HashMap<Box<[u8]>, u64>,
+        now_ms: i64,
+        stats: &mut CleanStats,
+    ) -> Result<(), LogError> {
+        let base_offset = group[0].base_offset;
+        let end_offset = group[group.len() - 1].end_offset;
+        let cleaned_path = segment::cleaned_log_path(&self.dir, base_offset);
+        let files = Rc::new(SegmentFiles::open(&cleaned_path, true).await?);
+        let mut output = Segment::new_empty(base_offset, now_ms);
+        let mut writer = OutputWriter::new(&files, self.config().write_chunk_bytes);
+        let tombstone_horizon_ms = now_ms
+            .saturating_sub(i64::try_from(self.config().delete_retention_ms).unwrap_or(i64::MAX));
+        let mut records_removed = 0u64;
+        let mut bytes_read = 0u64;
+        let written = async {
+            for input in group {
+                bytes_read += input.written_bytes;
+                let mut batches = BatchWalk::new(input);
+                while let Some((header, bytes)) = batches.next().await? {
+                    let Some(kept) =
+                        filter_batch(input, &header, &bytes, keys, tombstone_horizon_ms)?
+                    else {
+                        records_removed += header.records_count as u64;
+                        continue;
+                    };
+                    let kept_header =
+                        BatchHeader::parse(&kept).expect("the filtered batch has a header");
+                    records_removed += (header.records_count - kept_header.records_count) as u64;
+                    let position = output.appended_bytes;
+                    output.note_batch(position, &kept_header, self.config().index_interval_bytes);
+                    writer.push(&kept).await?;
+                }
+            }
+            writer.finish(output.appended_bytes).await
+        }
+        .await;
+        if let Err(error) = written {
+            drop(files);
+            remove_file_if_present(&cleaned_path)?;
+            return Err(error);
+        }
+        if group.len() == 1 && records_removed == 0 {
+            // Nothing to gain: the segment stays as it is (and counts as clean).
+            drop(files);
+            remove_file_if_present(&cleaned_path)?;
+            let mut state = self.state.borrow_mut();
+            state.cleaned_end_offset = state.cleaned_end_offset.max(end_offset);
+            return Ok(());
+        }
+        self.fault_after(CleanStep::OutputWritten)?;
+        let swap_path = segment::swap_log_path(&self.dir, base_offset, end_offset);
+        std::fs::rename(&cleaned_path, &swap_path)
+            .map_err(|error| LogError::io("committing a cleaned segment", error))?;
+        self.sync_directory().await?;
+        // Committed: from here on, failing leaves the disk ahead of memory.
+        let installed = self.install(group, &swap_path, &output, base_offset).await;
+        if let Err(error) = installed {
+            self.state.borrow_mut().failed = Some(error.clone());
+            return Err(error);
+        }
+        self.replace_in_memory(group, output, files, end_offset);
+        stats.bytes_read += bytes_read;
+        stats.bytes_written += self
+            .state
+            .borrow()
+            .segments
+            .get(&base_offset)
+            .map_or(0, |segment| segment.appended_bytes);
+        stats.records_removed += records_removed;
+        Ok(())
+    }
+
+    /// The steps after the commit point: delete the inputs, rename the output into place,
+    /// write its indexes (an empty output is deleted instead).
+    async fn install(
+        &self,
+        group: &[Input],
+        swap_path: &Path,
+        output: &Segment,
+        base_offset: u64,
+    ) -> Result<(), LogError> {
+        self.fault_after(CleanStep::SwapCommitted)?;
+        for input in group {
+            remove_segment_files(&self.dir, input.base_offset)?;
+        }
+        self.sync_directory().await?;
+        self.fault_after(CleanStep::InputsDeleted)?;
+        if output.appended_bytes == 0 {
+            remove_file_if_present(swap_path)?;
+            return self.sync_directory().await;
+        }
+        std::fs::rename(swap_path, segment::log_path(&self.dir, base_offset))
+            .map_err(|error| LogError::io("installing a cleaned segment", error))?;
+        self.sync_directory().await?;
+        self.fault_after(CleanStep::SwapInstalled)?;
+        write_whole_file(
+            &segment::offset_index_path(&self.dir, base_offset),
+            &output.offset_index.encode(),
+        )
+        .await?;
+        write_whole_file(
+            &segment::time_index_path(&self.dir, base_offset),
+            &output.time_index.encode(),
+        )
+        .await
+    }
+
+    /// Puts the output in the group's place, in one synchronous section.
+    fn replace_in_memory(
+        &self,
+        group: &[Input],
+        mut output: Segment,
+        files: Rc<SegmentFiles>,
+        end_offset: u64,
+    ) {
+        let mut state = self.state.borrow_mut();
+        for input in group {
+            state.segments.remove(&input.base_offset);
+        }
+        let base_offset = output.base_offset;
+        if output.appended_bytes > 0 {
+            output.written_bytes = output.appended_bytes;
+            output.reserved_bytes = output.appended_bytes;
+            // The output's offsets end where the group's did, kept batches or not.
+            output.end_offset = end_offset;
+            output.files = Some(files);
+            output.sealed = true;
+            state.segments.insert(base_offset, output);
+        } else if let Some((_, previous)) = state.segments.range_mut(..base_offset).next_back() {
+            previous.end_offset = end_offset;
+        } else {
+            // Everything from the log start to the next segment was compacted away; recovery
+            // derives the same start from the first segment's base.
+            state.log_start_offset = state.log_start_offset.max(end_offset);
+        }
+        assert!(
+            state.segments.contains_key(&end_offset),
+            "a cleaned group ends at the next segment's base"
+        );
+        state.tail_cache.drop_below(end_offset);
+        state.cleaned_end_offset = state.cleaned_end_offset.max(end_offset);
+    }
+
+    fn fault_after(&self, step: CleanStep) -> Result<(), LogError> {
+        if self.clean_fault.get() == Some(step) {
+            return Err(LogError::Io {
+                operation: "cleaning (injected fault)",
+                kind: std::io::ErrorKind::Other,
+                message: format!("stopped after {step:?}"),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// The batch as the cleaning keeps it: `None` when no record stays, the original bytes when
+/// every record stays, otherwise a rebuilt batch of the kept records (same header fields,
+/// fewer records, re-compressed).
+fn filter_batch<'a>(
+    input: &Input,
+    header: &BatchHeader,
+    bytes: &'a [u8],
+    keys: &HashMap<Box<[u8]>, u64>,
+    tombstone_horizon_ms: i64,
+) -> Result<Option<Cow<'a, [u8]>>, LogError> {
+    if header.is_control() {
+        return Ok(Some(Cow::Borrowed(bytes)));
+    }
+    let body = records_section(header, bytes)?;
+    let mut kept_records = Vec::with_capacity(body.len());
+    let mut kept_count = 0i32;
+    for record in StoredRecords::new(&body, *header) {
+        let stored = record.map_err(|_| corrupt_batch(input, header))?;
+        let record = stored.record;
+        let keep = match record.key {
+            None => true,
+            Some(key) => {
+                let latest = keys
+                    .get(key)
+                    .is_none_or(|&latest| latest == record.offset as u64);
+                let expired_tombstone =
+                    record.value.is_none() && record.timestamp_ms < tombstone_horizon_ms;
+                latest && !expired_tombstone
+            }
+        };
+        if keep {
+            kept_records.extend_from_slice(stored.encoded);
+            kept_count += 1;
+        }
+    }
+    if kept_count == 0 {
+        return Ok(None);
+    }
+    if kept_count == header.records_count {
+        return Ok(Some(Cow::Borrowed(bytes)));
+    }
+    let section = codec::compress(header.compression(), &kept_records)
+        .map_err(|error| LogError::Corrupt(format!("re-compressing a cleaned batch: {error}")))?;
+    let rebuilt = batch::encode_batch(
+        &BatchHeader {
+            records_count: kept_count,
+            ..*header
+        },
+        &section,
+    );
+    debug_assert!(batch::validate_stored(&rebuilt, usize::MAX).is_ok());
+    Ok(Some(Cow::Owned(rebuilt)))
+}
+
+/// The batch's records section, decompressed.
+fn records_section<'a>(header: &BatchHeader, bytes: &'a [u8]) -> Result<Cow<'a, [u8]>, LogError> {
+    let section = &bytes[BATCH_HEADER_BYTES..];
+    if header.compression() == codec::CODEC_NONE {
+        return Ok(Cow::Borrowed(section));
+    }
+    codec::decompress(header.compression(), section, DECOMPRESSED_BYTES_MAX)
+        .map(Cow::Owned)
+        .map_err(|error| {
+            LogError::Corrupt(format!(
+                "batch at offset {} cannot be decompressed: {error}",
+                header.base_offset
+            ))
+        })
+}
+
+fn corrupt_batch(input: &Input, header: &BatchHeader) -> LogError {
+    LogError::Corrupt(format!(
+        "segment {}: the records of the batch at offset {} do not parse",
+        input.base_offset, header.base_offset
+    ))
+}
+
+fn remove_file_if_present(path: &Path) -> Result<(), LogError> {
+    match std::fs::remove_file(path) {
+        Ok(()) => Ok(()),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(error) => Err(LogError::io("deleting a cleaner file", error)),
+    }
+}
+
+/// Every batch of a sealed segment, checked (length, magic, CRC) so that the cleaning never
+/// launders a damaged batch into one with a fresh CRC.
+struct BatchWalk<'a> {
+    input: &'a Input,
+    scanner: SegmentScanner<'a>,
+    position: u64,
+}
+
+impl<'a> BatchWalk<'a> {
+    fn new(input: &'a Input) -> BatchWalk<'a> {
+        BatchWalk {
+            input,
+            scanner: SegmentScanner::new(
+                &input.files.dma,
+                input.written_bytes,
+                RECOVERY_WINDOW_BYTES,
+            ),
+            position: 0,
+        }
+    }
+
+    async fn next(&mut self) -> Result<Option<(BatchHeader, Vec<u8>)>, LogError> {
+        if self.position == self.input.written_bytes {
+            return Ok(None);
+        }
+        let (base_offset, position) = (self.input.base_offset, self.position);
+        let damaged = move || {
+            LogError::Corrupt(format!(
+                "segment {base_offset}: no valid batch at byte {position}"
+            ))
+        };
+        let header = self
+            .scanner
+            .header_at(self.position)
+            .await?
+            .ok_or_else(damaged)?;
+        let bytes = self
+            .scanner
+            .bytes_at(self.position, header.size_bytes as usize)
+            .await?
+            .ok_or_else(damaged)?
+            .to_vec();
+        batch::validate_stored(&bytes, usize::MAX).map_err(|_| damaged())?;
+        self.position += u64::from(header.size_bytes);
+        Ok(Some((header, bytes)))
+    }
+}
+
+/// Writes the cleaned segment with direct I/O in `chunk_bytes` pieces, then trims and syncs it.
+struct OutputWriter<'a> {
+    files: &'a SegmentFiles,
+    chunk_bytes: usize,
+    pending: Vec<u8>,
+    /// Bytes written so far (a multiple of the chunk size, so of the alignment).
+    written_bytes: u64,
+}
+
+impl<'a> OutputWriter<'a> {
+    fn new(files: &'a SegmentFiles, chunk_bytes: usize) -> OutputWriter<'a> {
+        OutputWriter {
+            files,
+            chunk_bytes,
+            pending: Vec::with_capacity(chunk_bytes),
+            written_bytes: 0,
+        }
+    }
+
+    async fn push(&mut self, bytes: &[u8]) -> Result<(), LogError> {
+        self.pending.extend_from_slice(bytes);
+        let whole_chunks = self.pending.len() / self.chunk_bytes * self.chunk_bytes;
+        if whole_chunks > 0 {
+            self.write(whole_chunks).await?;
+            self.pending.drain(..whole_chunks);
+        }
+        Ok(())
+    }
+
+    async fn finish(mut self, total_bytes: u64) -> Result<(), LogError> {
+        if !self.pending.is_empty() {
+            self.write(self.pending.len()).await?;
+        }
+        assert_eq!(
+            self.written_bytes,
+            align_up(total_bytes),
+            "every byte was written"
+        );
+        self.files
+            .dma
+            .truncate(total_bytes)
+            .await
+            .map_err(|error| LogError::glommio("trimming a cleaned segment", error))?;
+        self.files
+            .dma
+            .fdatasync()
+            .await
+            .map_err(|error| LogError::glommio("syncing a cleaned segment", error))
+    }
+
+    /// Writes the first `length` pending bytes at the written end (the last buffer padded to
+    /// the alignment when `length` is not a multiple of it).
+    async fn write(&mut self, length: usize) -> Result<(), LogError> {
+        let start = self.written_bytes;
+        let (buffers, _) = fill_dma_buffers(
+            &self.files.dma,
+            std::iter::once(&self.pending[..length]),
+            start,
+            start + length as u64,
+            self.chunk_bytes,
+        );
+        let mut at = start;
+        for buffer in buffers {
+            let buffer_length = buffer.len();
+            let written = self
+                .files
+                .dma
+                .write_at(buffer, at)
+                .await
+                .map_err(|error| LogError::glommio("writing a cleaned segment", error))?;
+            if written < buffer_length {
+                return Err(LogError::DiskFull {
+                    operation: "writing a cleaned segment (short write)",
+                });
+            }
+            at += buffer_length as u64;
+        }
+        self.written_bytes = at;
+        Ok(())
+    }
+}
+
+/// Finishes or forgets a cleaning that a crash interrupted, before recovery lists the
+/// segments: `.cleaned` files (not committed) are deleted; a `.swap` file (committed) replaces
+/// every segment whose base is in its range.
+pub(super) fn finish_interrupted(dir: &Path) -> Result<(), LogError> {
+    let entries =
+        std::fs::read_dir(dir).map_err(|error| LogError::io("listing a partition", error))?;
+    let mut swaps = Vec::new();
+    let mut segment_files = Vec::new();
+    let mut changed = false;
+    for entry in entries {
+        let entry = entry.map_err(|error| LogError::io("listing a partition", error))?;
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if name.ends_with(segment::CLEANED_SUFFIX) {
+            remove_file_if_present(&entry.path())?;
+            changed = true;
+        } else if let Some(range) = name.strip_suffix(segment::SWAP_SUFFIX) {
+            let parsed = range.split_once('.').and_then(|(base, end)| {
+                Some((base.parse::<u64>().ok()?, end.parse::<u64>().ok()?))
+            });
+            if let Some((base_offset, end_offset)) = parsed {
+                swaps.push((base_offset, end_offset, entry.path()));
+            }
+        } else if let Some(base_offset) = [".log", ".index", ".timeindex"]
+            .iter()
+            .find_map(|suffix| name.strip_suffix(suffix)?.parse::<u64>().ok())
+        {
+            segment_files.push((base_offset, entry.path()));
+        }
+    }
+    for (base_offset, end_offset, swap_path) in &swaps {
+        for (_, path) in segment_files
+            .iter()
+            .filter(|(base, _)| (*base_offset..*end_offset).contains(base))
+        {
+            remove_file_if_present(path)?;
+        }
+        std::fs::rename(swap_path, segment::log_path(dir, *base_offset))
+            .map_err(|error| LogError::io("finishing a segment swap", error))?;
+        changed = true;
+    }
+    if changed {
+        std::fs::File::open(dir)
+            .and_then(|directory| directory.sync_all())
+            .map_err(|error| LogError::io("syncing the partition directory", error))?;
+    }
+    Ok(())
+}
