@@ -140,6 +140,16 @@ struct CatalogState {
     producer_id_reserved_end: i64,
 }
 
+impl CatalogState {
+    fn topic(&self, name: &str) -> Result<Arc<Topic>, CatalogError> {
+        self.table
+            .topics
+            .get(name)
+            .cloned()
+            .ok_or_else(|| CatalogError::UnknownTopic(name.to_owned()))
+    }
+}
+
 /// The shared catalog. `Send + Sync`; every shard holds an `Arc` of it through a
 /// [`CatalogView`].
 pub struct Catalog {
@@ -291,12 +301,7 @@ impl Catalog {
     ) -> Result<Arc<Topic>, CatalogError> {
         refuse_internal(name)?;
         let mut state = self.lock();
-        let current = state
-            .table
-            .topics
-            .get(name)
-            .ok_or_else(|| CatalogError::UnknownTopic(name.to_owned()))?
-            .clone();
+        let current = state.topic(name)?;
         let count = validate_partition_count(partitions)?;
         if count <= current.partitions {
             return Err(CatalogError::InvalidPartitions {
@@ -335,12 +340,7 @@ impl Catalog {
     ) -> Result<Arc<Topic>, CatalogError> {
         refuse_internal(name)?;
         let mut state = self.lock();
-        let current = state
-            .table
-            .topics
-            .get(name)
-            .ok_or_else(|| CatalogError::UnknownTopic(name.to_owned()))?
-            .clone();
+        let current = state.topic(name)?;
         let altered = Arc::new(Topic {
             configs: change(&current.configs).map_err(CatalogError::InvalidConfig)?,
             ..(*current).clone()

@@ -381,6 +381,23 @@ struct FetchedOffset {
     metadata: String,
 }
 
+impl FetchedOffsets {
+    /// The topics in a response's own types (they differ between versions 1–7 and 8).
+    fn into_topics<Topic, Partition>(
+        self,
+        topic: impl Fn(TopicName, Vec<Partition>) -> Topic,
+        partition: impl Fn(FetchedOffset) -> Partition,
+    ) -> Vec<Topic> {
+        self.topics
+            .into_iter()
+            .map(|(name, fetched)| {
+                let partitions = fetched.into_iter().map(&partition).collect();
+                topic(TopicName(str_bytes(name)), partitions)
+            })
+            .collect()
+    }
+}
+
 async fn fetch_group_offsets(
     broker: &Broker,
     group_id: &str,
@@ -451,37 +468,27 @@ pub async fn offset_fetch(
                     .collect()
             });
             let fetched = fetch_group_offsets(broker, &group.group_id.0, asked).await;
+            let error_code = fetched.error_code;
+            let topics = fetched.into_topics(
+                |name, partitions| {
+                    OffsetFetchResponseTopics::default()
+                        .with_name(name)
+                        .with_partitions(partitions)
+                },
+                |fetched| {
+                    OffsetFetchResponsePartitions::default()
+                        .with_partition_index(fetched.partition)
+                        .with_committed_offset(fetched.offset)
+                        .with_committed_leader_epoch(fetched.leader_epoch)
+                        .with_metadata(Some(str_bytes(fetched.metadata)))
+                        .with_error_code(NONE)
+                },
+            );
             groups.push(
                 OffsetFetchResponseGroup::default()
                     .with_group_id(group.group_id)
-                    .with_error_code(fetched.error_code)
-                    .with_topics(
-                        fetched
-                            .topics
-                            .into_iter()
-                            .map(|(topic, partitions)| {
-                                OffsetFetchResponseTopics::default()
-                                    .with_name(TopicName(str_bytes(topic)))
-                                    .with_partitions(
-                                        partitions
-                                            .into_iter()
-                                            .map(|fetched| {
-                                                OffsetFetchResponsePartitions::default()
-                                                    .with_partition_index(fetched.partition)
-                                                    .with_committed_offset(fetched.offset)
-                                                    .with_committed_leader_epoch(
-                                                        fetched.leader_epoch,
-                                                    )
-                                                    .with_metadata(Some(str_bytes(
-                                                        fetched.metadata,
-                                                    )))
-                                                    .with_error_code(NONE)
-                                            })
-                                            .collect(),
-                                    )
-                            })
-                            .collect(),
-                    ),
+                    .with_error_code(error_code)
+                    .with_topics(topics),
             );
         }
         return OffsetFetchResponse::default().with_groups(groups);
@@ -499,31 +506,25 @@ pub async fn offset_fetch(
     } else {
         NONE
     };
+    let error_code = fetched.error_code;
+    let topics = fetched.into_topics(
+        |name, partitions| {
+            OffsetFetchResponseTopic::default()
+                .with_name(name)
+                .with_partitions(partitions)
+        },
+        |fetched| {
+            OffsetFetchResponsePartition::default()
+                .with_partition_index(fetched.partition)
+                .with_committed_offset(fetched.offset)
+                .with_committed_leader_epoch(fetched.leader_epoch)
+                .with_metadata(Some(str_bytes(fetched.metadata)))
+                .with_error_code(partition_error)
+        },
+    );
     OffsetFetchResponse::default()
-        .with_error_code(fetched.error_code)
-        .with_topics(
-            fetched
-                .topics
-                .into_iter()
-                .map(|(topic, partitions)| {
-                    OffsetFetchResponseTopic::default()
-                        .with_name(TopicName(str_bytes(topic)))
-                        .with_partitions(
-                            partitions
-                                .into_iter()
-                                .map(|fetched| {
-                                    OffsetFetchResponsePartition::default()
-                                        .with_partition_index(fetched.partition)
-                                        .with_committed_offset(fetched.offset)
-                                        .with_committed_leader_epoch(fetched.leader_epoch)
-                                        .with_metadata(Some(str_bytes(fetched.metadata)))
-                                        .with_error_code(partition_error)
-                                })
-                                .collect(),
-                        )
-                })
-                .collect(),
-        )
+        .with_error_code(error_code)
+        .with_topics(topics)
 }
 
 pub async fn list_groups(broker: &Broker, request: ListGroupsRequest) -> ListGroupsResponse {
