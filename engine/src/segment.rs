@@ -62,6 +62,57 @@ pub(crate) struct SegmentFiles {
     pub buffered: std::fs::File,
 }
 
+/// When the last handle of a deleted segment goes, its blocks are freed: for a segment of
+/// tens of MiB that is tens of milliseconds of kernel work in whatever call closes the last
+/// descriptor, and glommio closes its files through io_uring on the shard's thread, which
+/// would stall every request of the shard (measured: ~130 ms at the end of a cleaning that
+/// deleted 16 segments of 64 MiB). So the drop of a deleted segment's files hands a duplicate
+/// descriptor to a reclaimer thread, which truncates the file to nothing (freeing the blocks
+/// off the shard) and closes it; the shard's own closes are then cheap. Readers never see the
+/// truncation: this runs when the last `Rc` of the files (held by reads in flight too) goes.
+impl Drop for SegmentFiles {
+    fn drop(&mut self) {
+        let unlinked = self
+            .buffered
+            .metadata()
+            .is_ok_and(|metadata| std::os::unix::fs::MetadataExt::nlink(&metadata) == 0);
+        if !unlinked {
+            return;
+        }
+        if let Ok(duplicate) = self.buffered.try_clone() {
+            reclaim_off_shard(duplicate);
+        }
+    }
+}
+
+/// Truncates and closes `file` (already unlinked) on the reclaimer thread, started on first
+/// use. If the thread cannot be started the file is closed here, as it would have been.
+fn reclaim_off_shard(file: std::fs::File) {
+    use std::sync::mpsc::{channel, Sender};
+    use std::sync::{Mutex, OnceLock};
+    static RECLAIMER: OnceLock<Option<Mutex<Sender<std::fs::File>>>> = OnceLock::new();
+    let reclaimer = RECLAIMER.get_or_init(|| {
+        let (sender, files) = channel::<std::fs::File>();
+        std::thread::Builder::new()
+            .name("segment-reclaimer".into())
+            .spawn(move || {
+                for file in files {
+                    // Frees the blocks; the close after it is then cheap. Failure changes
+                    // nothing: the close frees them anyway.
+                    let _ = file.set_len(0);
+                }
+            })
+            .ok()
+            .map(|_| Mutex::new(sender))
+    });
+    if let Some(sender) = reclaimer {
+        if let Ok(sender) = sender.lock() {
+            // A send fails only if the thread died; the file is then closed here.
+            let _ = sender.send(file);
+        }
+    }
+}
+
 impl SegmentFiles {
     pub async fn open(path: &Path, create: bool) -> Result<SegmentFiles, LogError> {
         let dma = OpenOptions::new()
@@ -71,7 +122,12 @@ impl SegmentFiles {
             .dma_open(path)
             .await
             .map_err(|error| LogError::glommio("opening a segment file", error))?;
-        let buffered = std::fs::File::open(path)
+        // Writable only so that a deleted segment's blocks can be freed by truncation (see
+        // the `Drop` impl); nothing else writes through it.
+        let buffered = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(path)
             .map_err(|error| LogError::io("opening a segment file for reads", error))?;
         Ok(SegmentFiles { dma, buffered })
     }
@@ -322,5 +378,47 @@ pub(crate) async fn scan_and_note(
             }
             None => return Ok(false),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_deleted_segment_is_truncated_off_the_shard_when_its_files_are_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("00000000000000000000.log");
+        std::fs::write(&path, vec![7u8; 1 << 20]).unwrap();
+        // An observer descriptor: it sees the inode's size after the segment's are closed.
+        let observer = std::fs::File::open(&path).unwrap();
+        let kept_path = dir.path().join("00000000000000000100.log");
+        std::fs::write(&kept_path, vec![7u8; 4096]).unwrap();
+        glommio::LocalExecutorBuilder::default()
+            .spawn(move || async move {
+                let deleted = SegmentFiles::open(&path, false).await.unwrap();
+                let kept = SegmentFiles::open(&kept_path, false).await.unwrap();
+                std::fs::remove_file(&path).unwrap();
+                drop(deleted);
+                drop(kept);
+            })
+            .unwrap()
+            .join()
+            .unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while observer.metadata().unwrap().len() != 0 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the deleted segment was not truncated"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        assert_eq!(
+            std::fs::metadata(dir.path().join("00000000000000000100.log"))
+                .unwrap()
+                .len(),
+            4096,
+            "a segment still linked is left alone"
+        );
     }
 }
