@@ -339,6 +339,26 @@ impl Catalog {
         change: impl FnOnce(&BTreeMap<String, String>) -> Result<BTreeMap<String, String>, String>,
     ) -> Result<Arc<Topic>, CatalogError> {
         refuse_internal(name)?;
+        self.alter_configs(name, validate_only, change)
+    }
+
+    /// The broker's own change to an internal topic's overrides, which clients may not
+    /// alter: brings a topic made by an older version up to the settings this one gives it.
+    pub(crate) fn alter_internal_topic_configs(
+        &self,
+        name: &str,
+        change: impl FnOnce(&BTreeMap<String, String>) -> Result<BTreeMap<String, String>, String>,
+    ) -> Result<Arc<Topic>, CatalogError> {
+        assert!(is_internal_topic(name), "only for internal topics");
+        self.alter_configs(name, false, change)
+    }
+
+    fn alter_configs(
+        &self,
+        name: &str,
+        validate_only: bool,
+        change: impl FnOnce(&BTreeMap<String, String>) -> Result<BTreeMap<String, String>, String>,
+    ) -> Result<Arc<Topic>, CatalogError> {
         let mut state = self.lock();
         let current = state.topic(name)?;
         let altered = Arc::new(Topic {

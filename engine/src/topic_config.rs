@@ -11,10 +11,6 @@ use std::collections::BTreeMap;
 
 use crate::config::{CleanupPolicy, LogConfig};
 
-/// Whether this broker compacts logs. Until a log cleaner exists, `cleanup.policy` values with
-/// `compact` are refused rather than accepted and silently not acted on.
-pub const COMPACTION_IMPLEMENTED: bool = false;
-
 /// What values a key takes (Kafka's config types).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Kind {
@@ -263,7 +259,7 @@ pub fn entries(broker: &LogConfig, overrides: &BTreeMap<String, String>) -> Vec<
 }
 
 /// Checks a topic's overrides: known keys, values of the right kind, and a resulting log
-/// configuration that holds together and that this broker can act on. `Err` says which key or
+/// configuration that holds together. `Err` says which key or
 /// value is wrong and why.
 pub fn validate(broker: &LogConfig, overrides: &BTreeMap<String, String>) -> Result<(), String> {
     for (name, value) in overrides {
@@ -276,15 +272,6 @@ pub fn validate(broker: &LogConfig, overrides: &BTreeMap<String, String>) -> Res
         }
     }
     let log = apply(broker, overrides);
-    if log.cleanup_policy.compacts() && !COMPACTION_IMPLEMENTED {
-        return Err(format!(
-            "invalid value '{}' for topic config 'cleanup.policy': compaction is not \
-             implemented yet (this broker has no log cleaner); use delete",
-            overrides
-                .get("cleanup.policy")
-                .map_or("compact", String::as_str)
-        ));
-    }
     log.validate().map_err(|reason| {
         let given: Vec<String> = overrides
             .iter()
@@ -579,23 +566,15 @@ mod tests {
     }
 
     #[test]
-    fn compaction_is_refused_until_the_broker_implements_it() {
+    fn every_cleanup_policy_is_accepted_and_applied() {
         for value in [
+            "delete",
             "compact",
             "compact,delete",
             "delete,compact",
             "delete, compact",
         ] {
-            let result = check("cleanup.policy", value);
-            if COMPACTION_IMPLEMENTED {
-                assert_eq!(result, Ok(()), "{value}");
-            } else {
-                let error = result.unwrap_err();
-                assert!(
-                    error.contains("compaction is not implemented yet"),
-                    "{value}: {error}"
-                );
-            }
+            assert_eq!(check("cleanup.policy", value), Ok(()), "{value}");
         }
         let broker = LogConfig::default();
         for (value, policy) in [

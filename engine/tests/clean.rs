@@ -12,7 +12,7 @@ use std::rc::Rc;
 use bytes::BytesMut;
 use common::*;
 use engine::batch::{self, BatchHeader, PlainRecord, StoredRecords, BATCH_HEADER_BYTES};
-use engine::{codec, CleanStep, LogConfig, ManualClock, PartitionLog};
+use engine::{codec, CleanStep, LogConfig, LogError, ManualClock, PartitionLog};
 use proptest::prelude::*;
 
 /// One record written: `key` None has no key, `value` None is a tombstone.
@@ -431,13 +431,14 @@ fn compaction_lag_and_the_map_bound_limit_what_is_cleaned() {
         let log = open_dir(dir.path(), config).await;
         write_cycling(&log, 60, 3).await;
         let newest_ms = START_MS + 600;
-        // Everything is younger than the lag: nothing is cleaned.
+        // Everything is younger than the lag: nothing is due, nor cleaned.
+        assert_eq!(log.cleaning_due(newest_ms), None);
         let stats = log.clean(newest_ms).await.unwrap();
         assert_eq!(stats.records_removed, 0);
-        assert_eq!(log.dirty_ratio(), 1.0);
+        assert_eq!(log.cleaning_due(newest_ms + 1_000), Some(1.0));
         let stats = log.clean(newest_ms + 1_000).await.unwrap();
         assert!(stats.records_removed > 0);
-        assert_eq!(log.dirty_ratio(), 0.0);
+        assert_eq!(log.cleaning_due(newest_ms + 1_000), None, "all clean");
         log.close().await.unwrap();
 
         // A map that holds only a few keys cleans only the segments whose keys fit.
@@ -465,6 +466,38 @@ fn compaction_lag_and_the_map_bound_limit_what_is_cleaned() {
         assert_eq!(
             table(&records),
             table(&written.iter().map(as_read).collect::<Vec<_>>())
+        );
+        log.close().await.unwrap();
+    });
+}
+
+#[test]
+fn a_stopped_cleaning_changes_nothing_and_the_next_one_runs() {
+    run(async {
+        let dir = tempfile::tempdir().unwrap();
+        let log = open_dir(dir.path(), clean_config(300, 0, false)).await;
+        write_cycling(&log, 60, 3).await;
+        let now_ms = START_MS + 1_000;
+        let before = read_records(&log).await;
+        let segments_before = log.segment_count();
+
+        log.stop_cleaning();
+        assert!(matches!(log.clean(now_ms).await, Err(LogError::Closed)));
+        assert_eq!(read_records(&log).await, before, "nothing was rewritten");
+        assert_eq!(log.segment_count(), segments_before);
+        assert!(log.cleaning_due(now_ms).is_some(), "still dirty");
+
+        let stats = log.clean(now_ms).await.unwrap();
+        assert!(
+            stats.records_removed > 0,
+            "the stop applied to one cleaning only"
+        );
+        let after = read_records(&log).await;
+        assert!(after.len() < before.len());
+        assert_eq!(
+            table(&after),
+            table(&before),
+            "every key keeps its latest value"
         );
         log.close().await.unwrap();
     });

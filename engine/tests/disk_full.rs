@@ -189,6 +189,7 @@ fn a_group_commit_refused_for_a_full_disk_is_not_remembered() {
         mesh_ring_capacity: 4,
         outbound_queue_capacity: 4,
         retention_check_interval: std::time::Duration::from_secs(300),
+        cleaner_check_interval: std::time::Duration::from_secs(300),
         groups,
     };
     let partition = TopicPartition {

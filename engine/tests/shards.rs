@@ -28,6 +28,7 @@ fn config(dir: &std::path::Path) -> RuntimeConfig {
         mesh_ring_capacity: 4,
         outbound_queue_capacity: 2,
         retention_check_interval: std::time::Duration::from_secs(300),
+        cleaner_check_interval: std::time::Duration::from_secs(300),
         groups: engine::shard::GroupsConfig::default(),
     }
 }
@@ -359,4 +360,75 @@ fn tasks_watching_for_shutdown_are_not_woken_by_every_finished_request() {
     }
     runtime.shutdown_handle().trigger();
     runtime.join().expect("no shard aborted");
+}
+
+#[test]
+fn each_shard_compacts_its_compacted_partitions_on_a_timer_and_leaves_the_others_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    create_partitions(dir.path(), "table", 1);
+    create_partitions(dir.path(), "events", 1);
+    let mut config = config(dir.path());
+    // One shard owns both partitions, so its stats cover both.
+    config.shard_count = 1;
+    config.cleaner_check_interval = Duration::from_millis(20);
+    let broker = config.log_config.clone();
+    config.topic_log_config = Some(engine::shard::TopicLogConfig::new(move |topic| {
+        let cleanup_policy = match topic {
+            "table" => engine::config::CleanupPolicy::Compact,
+            _ => engine::config::CleanupPolicy::Delete,
+        };
+        engine::LogConfig {
+            cleanup_policy,
+            ..broker.clone()
+        }
+    }));
+    let batch = engine::batch::build::batch_of(4, 200, 1);
+    let written_bytes = 40 * batch.len() as u64;
+    let (report, reports) = mpsc::channel();
+    let runtime = Runtime::start(config, move |context| {
+        let (report, batch) = (report.clone(), batch.clone());
+        async move {
+            // The same 40 batches, each updating the same four keys, to both topics.
+            for topic in ["table", "events"] {
+                for _ in 0..40 {
+                    context
+                        .append(
+                            PartitionId::new(topic, 0),
+                            bytes::BytesMut::from(&batch[..]),
+                            0,
+                            Durability::Written,
+                        )
+                        .await
+                        .expect("append");
+                }
+            }
+            let deadline = std::time::Instant::now() + Duration::from_secs(30);
+            let stats = loop {
+                let stats: BTreeMap<String, _> = context
+                    .partition_stats()
+                    .into_iter()
+                    .map(|stats| (stats.partition.topic.clone(), stats))
+                    .collect();
+                let compacted = stats["table"].size_bytes < stats["events"].size_bytes / 2;
+                if compacted || std::time::Instant::now() > deadline {
+                    break stats;
+                }
+                glommio::timer::sleep(Duration::from_millis(10)).await;
+            };
+            report.send(stats).unwrap();
+            context.shutdown_requested().await;
+        }
+    })
+    .unwrap();
+    let stats = reports.recv_timeout(Duration::from_secs(60)).unwrap();
+    let (table, events) = (&stats["table"], &stats["events"]);
+    assert!(
+        table.size_bytes < written_bytes / 2,
+        "the compacted topic was cleaned by the shard: {table:?}"
+    );
+    assert_eq!(table.high_watermark, 160, "offsets are kept");
+    assert_eq!(events.size_bytes, written_bytes, "delete-only: untouched");
+    assert_eq!(events.log_start_offset, 0);
+    runtime.shutdown_handle().trigger();
+    runtime.join().unwrap();
 }

@@ -25,6 +25,7 @@ fn config(dir: &std::path::Path) -> RuntimeConfig {
         mesh_ring_capacity: 64,
         outbound_queue_capacity: 64,
         retention_check_interval: std::time::Duration::from_secs(300),
+        cleaner_check_interval: std::time::Duration::from_secs(300),
         groups: engine::shard::GroupsConfig::default(),
     }
 }

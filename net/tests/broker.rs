@@ -623,9 +623,13 @@ fn topic_configs_given_at_creation_apply_to_that_topic_only() {
     );
     assert_eq!(create_topic(&mut client, "plain", 1), 0);
     assert_eq!(
-        create_topic_with(&mut client, "bad", &[("cleanup.policy", "compact")]),
+        create_topic_with(&mut client, "table", &[("cleanup.policy", "compact")]),
+        0
+    );
+    assert_eq!(
+        create_topic_with(&mut client, "bad", &[("min.cleanable.dirty.ratio", "2")]),
         40,
-        "INVALID_CONFIG for what is not implemented"
+        "INVALID_CONFIG for a value out of range"
     );
 
     assert_eq!(

@@ -568,3 +568,149 @@ fn offsets_of_an_empty_group_can_be_deleted_and_internal_topics_are_guarded() {
         "the group's state is intact"
     );
 }
+
+/// The log end offset of `__consumer_offsets` partition `partition` (ListOffsets, latest).
+fn offsets_log_end(client: &mut Client, partition: i32) -> i64 {
+    use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
+    let response: ListOffsetsResponse = client.call(
+        ApiKey::ListOffsets,
+        6,
+        &ListOffsetsRequest::default()
+            .with_replica_id(BrokerId(-1))
+            .with_topics(vec![ListOffsetsTopic::default()
+                .with_name(TopicName(text("__consumer_offsets")))
+                .with_partitions(vec![ListOffsetsPartition::default()
+                    .with_partition_index(partition)
+                    .with_timestamp(-1)])]),
+    );
+    let answer = &response.topics[0].partitions[0];
+    assert_eq!(answer.error_code, 0);
+    answer.offset
+}
+
+#[test]
+fn groups_and_offsets_load_unchanged_from_a_compacted_offsets_topic() {
+    // Segments roll every 20 ms, so commits seal many; tombstones go at the first cleaning.
+    let log_config = LogConfig {
+        segment_age_ms_max: Some(20),
+        delete_retention_ms: 0,
+        ..LogConfig::default()
+    };
+    let broker = TestBroker::start(1, log_config.clone());
+    let mut client = broker.connect();
+    create_topic(&mut client, "orders");
+    let joined = join_new(&mut client, "billing", 30_000);
+    let member = joined.member_id.to_string();
+    assert_eq!(
+        sync(&mut client, "billing", 1, &member, &[(&member, b"both")]).error_code,
+        0
+    );
+    let simple_groups = ["audit", "replay", "backup"];
+    let offsets_partitions: std::collections::BTreeSet<i32> = ["billing"]
+        .iter()
+        .chain(&simple_groups)
+        .map(|group| engine::shard::offsets_partition_for(group, 16) as i32)
+        .collect();
+    // Many commits for each group: only the last of each partition counts.
+    let commits = 300;
+    // Once "audit" has forgotten partition 0, it commits only partition 1.
+    let commit_all = |client: &mut Client, round: i64, audit_forgot: bool| {
+        assert_eq!(heartbeat(client, "billing", 1, &member), 0);
+        let offsets = [(0, round), (1, 2 * round)];
+        assert_eq!(
+            commit(client, "billing", 1, &member, "orders", &offsets),
+            vec![0, 0]
+        );
+        for group in simple_groups {
+            let offsets = match group {
+                "audit" if audit_forgot => &offsets[1..],
+                _ => &offsets[..],
+            };
+            let codes = commit(client, group, -1, "", "orders", offsets);
+            assert!(codes.iter().all(|&code| code == 0), "{codes:?}");
+        }
+    };
+    for round in 0..commits {
+        commit_all(&mut client, round, false);
+    }
+    // A tombstone: "audit" forgets partition 0.
+    let deleted: OffsetDeleteResponse = client.call(
+        ApiKey::OffsetDelete,
+        0,
+        &OffsetDeleteRequest::default()
+            .with_group_id(GroupId(text("audit")))
+            .with_topics(vec![OffsetDeleteRequestTopic::default()
+                .with_name(TopicName(text("orders")))
+                .with_partitions(vec![
+                    OffsetDeleteRequestPartition::default().with_partition_index(0)
+                ])]),
+    );
+    assert_eq!(deleted.topics[0].partitions[0].error_code, 0);
+    let ends: Vec<(i32, i64)> = offsets_partitions
+        .iter()
+        .map(|&partition| (partition, offsets_log_end(&mut client, partition)))
+        .collect();
+    // The same final commits again (nothing changes) until the cleaner has been past the
+    // tombstone in every partition the groups use.
+    let last = commits - 1;
+    eventually("the cleaner to compact the offsets partitions", || {
+        commit_all(&mut client, last, true);
+        ends.iter().all(|&(partition, end)| {
+            let file = broker
+                .data
+                .path()
+                .join(format!("__consumer_offsets-{partition}"))
+                .join("compacted-end-offset");
+            std::fs::read_to_string(file)
+                .ok()
+                .and_then(|text| text.parse::<i64>().ok())
+                .is_some_and(|compacted_end| compacted_end >= end)
+        })
+    });
+    drop(client);
+    let data = broker.stop();
+    for &partition in &offsets_partitions {
+        let dir = data.path().join(format!("__consumer_offsets-{partition}"));
+        let compacted_end: u64 = std::fs::read_to_string(dir.join("compacted-end-offset"))
+            .unwrap()
+            .parse()
+            .unwrap();
+        // Below the compacted end each key's latest record is left, a few batches; the
+        // commits there were a batch each (61 bytes of header alone), hundreds of them.
+        let cleaned_bytes: u64 = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|entry| entry.unwrap())
+            .filter_map(|entry| {
+                let name = entry.file_name().into_string().unwrap();
+                let base: u64 = name.strip_suffix(".log")?.parse().ok()?;
+                (base < compacted_end).then(|| entry.metadata().unwrap().len())
+            })
+            .sum();
+        assert!(
+            cleaned_bytes < 4096,
+            "partition {partition}: {cleaned_bytes} bytes below offset {compacted_end}"
+        );
+    }
+
+    let broker = TestBroker::start_in(data, 1, log_config);
+    let mut client = broker.connect();
+    assert_eq!(
+        committed(&mut client, "billing", "orders", &[0, 1]),
+        vec![last, 2 * last]
+    );
+    assert_eq!(
+        committed(&mut client, "audit", "orders", &[0, 1]),
+        vec![-1, 2 * last],
+        "the deleted offset stays deleted once its tombstone is gone"
+    );
+    for group in ["replay", "backup"] {
+        assert_eq!(
+            committed(&mut client, group, "orders", &[0, 1]),
+            vec![last, 2 * last]
+        );
+    }
+    let described = describe(&mut client, "billing");
+    assert_eq!(described.group_state.as_str(), "Stable");
+    assert_eq!(&described.members[0].member_assignment[..], b"both");
+    assert_eq!(heartbeat(&mut client, "billing", 1, &member), 0);
+}

@@ -11,7 +11,6 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use common::{Client, TestBroker};
 use engine::batch::build::batch_of;
-use engine::topic_config::COMPACTION_IMPLEMENTED;
 use engine::LogConfig;
 use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
 use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
@@ -448,64 +447,37 @@ fn incremental_alter_configs_sets_deletes_appends_and_subtracts() {
         APPEND,
         Some("compact"),
     );
-    if COMPACTION_IMPLEMENTED {
-        assert_eq!(appended.0, 0);
-        assert_eq!(
-            described(&mut client, "events", "cleanup.policy"),
-            ("delete,compact".into(), SOURCE_TOPIC)
-        );
-        let subtracted = incremental_one(
-            &mut client,
-            "events",
-            "cleanup.policy",
-            SUBTRACT,
-            Some("delete"),
-        );
-        assert_eq!(subtracted.0, 0);
-        assert_eq!(
-            described(&mut client, "events", "cleanup.policy").0,
-            "compact"
-        );
-        let emptied = incremental_one(
-            &mut client,
-            "events",
-            "cleanup.policy",
-            SUBTRACT,
-            Some("compact"),
-        );
-        assert_eq!(emptied.0, INVALID_CONFIG);
-        assert!(
-            emptied.1.contains("at least one of delete, compact"),
-            "{}",
-            emptied.1
-        );
-        incremental_one(&mut client, "events", "cleanup.policy", DELETE, None);
-    } else {
-        assert_eq!(appended.0, INVALID_CONFIG);
-        assert_eq!(
-            appended.1,
-            "invalid value 'delete,compact' for topic config 'cleanup.policy': compaction is \
-             not implemented yet (this broker has no log cleaner); use delete"
-        );
-        assert_eq!(
-            described(&mut client, "events", "cleanup.policy"),
-            ("delete".into(), SOURCE_DEFAULT),
-            "refused, nothing changed"
-        );
-        let appended = incremental_one(
-            &mut client,
-            "events",
-            "cleanup.policy",
-            APPEND,
-            Some("delete"),
-        );
-        assert_eq!(appended.0, 0);
-        assert_eq!(
-            described(&mut client, "events", "cleanup.policy"),
-            ("delete".into(), SOURCE_TOPIC),
-            "appending what the list holds changes nothing but makes it the topic's own"
-        );
-    }
+    assert_eq!(appended.0, 0);
+    assert_eq!(
+        described(&mut client, "events", "cleanup.policy"),
+        ("delete,compact".into(), SOURCE_TOPIC)
+    );
+    let subtracted = incremental_one(
+        &mut client,
+        "events",
+        "cleanup.policy",
+        SUBTRACT,
+        Some("delete"),
+    );
+    assert_eq!(subtracted.0, 0);
+    assert_eq!(
+        described(&mut client, "events", "cleanup.policy").0,
+        "compact"
+    );
+    let emptied = incremental_one(
+        &mut client,
+        "events",
+        "cleanup.policy",
+        SUBTRACT,
+        Some("compact"),
+    );
+    assert_eq!(emptied.0, INVALID_CONFIG);
+    assert!(
+        emptied.1.contains("at least one of delete, compact"),
+        "{}",
+        emptied.1
+    );
+    incremental_one(&mut client, "events", "cleanup.policy", DELETE, None);
     let emptied = incremental_one(
         &mut client,
         "events",

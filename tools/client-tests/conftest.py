@@ -32,8 +32,9 @@ class Broker:
     """One `ferrite serve` on one data directory; it can be killed and restarted on the same
     data directory and port, as an operator restarts a crashed broker."""
 
-    def __init__(self, binary, data_dir, log_dir, cores=2):
+    def __init__(self, binary, data_dir, log_dir, cores=2, extra_args=()):
         self.binary = binary
+        self.extra_args = list(extra_args)  # further `ferrite serve` flags, e.g. intervals
         self.data_dir = Path(data_dir)
         self.log_dir = Path(log_dir)
         self.cores = cores
@@ -69,6 +70,7 @@ class Broker:
                     # Several brokers may run at once (other tests, other checkouts).
                     "--metrics-listen",
                     "127.0.0.1:0",
+                    *self.extra_args,
                 ],
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
@@ -157,11 +159,20 @@ def _forward_lines(stream, lines):
     lines.put(None)
 
 
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "serve_args(*flags): further `ferrite serve` flags for the test's broker"
+    )
+
+
 @pytest.fixture
 def broker(request, tmp_path):
-    """A running broker with 2 shards; stopped with SIGTERM at the end, which must exit 0."""
+    """A running broker with 2 shards; stopped with SIGTERM at the end, which must exit 0.
+    A test marked `@pytest.mark.serve_args("--flag", "value", ...)` starts it with those flags."""
     assert FERRITE_BIN, "FERRITE_BIN is not set: run the tests with tools/client-tests.sh"
-    instance = Broker(FERRITE_BIN, tmp_path / "data", tmp_path)
+    marker = request.node.get_closest_marker("serve_args")
+    extra_args = marker.args if marker is not None else ()
+    instance = Broker(FERRITE_BIN, tmp_path / "data", tmp_path, extra_args=extra_args)
     request.node.ferrite_broker = instance
     instance.start()
     yield instance

@@ -83,6 +83,10 @@ pub struct Arguments {
     /// (Kafka's group.initial.rebalance.delay.ms) [default: 3000].
     #[arg(long, value_name = "MS")]
     group_initial_rebalance_delay_ms: Option<i64>,
+    /// How often each shard looks for compacted partitions due a cleaning (Kafka's
+    /// log.cleaner.backoff.ms) [default: 15000].
+    #[arg(long, value_name = "MS")]
+    log_cleaner_interval_ms: Option<u64>,
 }
 
 /// Every setting resolved: flags over file over defaults.
@@ -98,6 +102,8 @@ struct Settings {
     auto_create_topics: bool,
     log: LogConfig,
     groups: GroupsConfig,
+    /// `None`: the runtime's default.
+    cleaner_check_interval: Option<Duration>,
 }
 
 impl Arguments {
@@ -147,6 +153,13 @@ impl Arguments {
             }
             groups.coordinator.initial_rebalance_delay_ms = delay_ms;
         }
+        let cleaner_check_interval = match self
+            .log_cleaner_interval_ms
+            .or(file.log_cleaner_interval_ms)
+        {
+            Some(0) => return Err("--log-cleaner-interval-ms must be at least 1".into()),
+            interval_ms => interval_ms.map(Duration::from_millis),
+        };
         Ok(Settings {
             listen: self
                 .listen
@@ -166,6 +179,7 @@ impl Arguments {
                 .unwrap_or(true),
             log,
             groups,
+            cleaner_check_interval,
         })
     }
 }
@@ -287,6 +301,9 @@ pub fn run(arguments: Arguments) -> ExitCode {
     if let Err(error) = prepare_offsets_topic(&catalog, &mut config.groups) {
         eprintln!("ferrite serve: cannot create {OFFSETS_TOPIC}: {error}");
         return ExitCode::from(2);
+    }
+    if let Some(interval) = settings.cleaner_check_interval {
+        config.cleaner_check_interval = interval;
     }
     config.shard_count = cores;
     config.cpus = Some((0..cores).collect());
@@ -456,6 +473,38 @@ mod tests {
         .resolve()
         .unwrap_err();
         assert!(error.contains("--retention-ms must be -1"), "{error}");
+    }
+
+    #[test]
+    fn the_cleaner_interval_is_set_in_milliseconds_and_never_zero() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("ferrite.toml");
+        std::fs::write(&file, "log-cleaner-interval-ms = 250\n").unwrap();
+        let settings = Arguments {
+            config: Some(file),
+            ..Arguments::default()
+        }
+        .resolve()
+        .unwrap();
+        assert_eq!(
+            settings.cleaner_check_interval,
+            Some(Duration::from_millis(250))
+        );
+        assert_eq!(
+            Arguments::default()
+                .resolve()
+                .unwrap()
+                .cleaner_check_interval,
+            None,
+            "the runtime's default"
+        );
+        let error = Arguments {
+            log_cleaner_interval_ms: Some(0),
+            ..Arguments::default()
+        }
+        .resolve()
+        .unwrap_err();
+        assert!(error.contains("--log-cleaner-interval-ms"), "{error}");
     }
 
     #[test]

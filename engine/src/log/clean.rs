@@ -42,6 +42,13 @@
 //! and the maintenance flag exclude each other) but not with appends, which only touch the
 //! active segment. A group that is one segment and loses nothing is left as it was, so
 //! cleaning a clean log writes nothing.
+//!
+//! A cleaning can be long (it reads the cleanable segments twice), and `close` waits for it;
+//! so [`PartitionLog::stop_cleaning`] makes it stop at its next batch, before its next commit
+//! point (an output not yet committed is deleted), and every batch read yields to the
+//! executor when its time slice is used up, so a cleaning in a low-priority task queue
+//! leaves the request path its time. [`PartitionLog::cleaning_due`] is the scheduler's test:
+//! Kafka's dirty ratio over what a cleaning could rewrite now, and `max.compaction.lag.ms`.
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -96,6 +103,7 @@ struct Input {
     end_offset: u64,
     files: Rc<SegmentFiles>,
     written_bytes: u64,
+    max_timestamp_ms: Option<i64>,
 }
 
 /// Clears the cleaning flag however the cleaning ends.
@@ -106,6 +114,7 @@ struct CleaningGuard<'a> {
 impl Drop for CleaningGuard<'_> {
     fn drop(&mut self) {
         self.shared.state.borrow_mut().cleaning = false;
+        self.shared.clean_stop_requested.set(false);
         self.shared.waiters.wake_all();
     }
 }
@@ -113,7 +122,9 @@ impl Drop for CleaningGuard<'_> {
 impl PartitionLog {
     /// Compacts the sealed segments as this module describes, at time `now_ms` (for
     /// `delete_retention_ms` and `min_compaction_lag_ms`). Waits for a running truncation,
-    /// retention or deletion; appends go on meanwhile.
+    /// retention or deletion; appends go on meanwhile. `Err(LogError::Closed)` when the log
+    /// closes or [`PartitionLog::stop_cleaning`] stops it (the groups swapped in by then
+    /// stay cleaned).
     pub async fn clean(&self, now_ms: i64) -> Result<CleanStats, LogError> {
         let shared = &self.shared;
         shared
@@ -130,6 +141,7 @@ impl PartitionLog {
             state.cleaning = true;
         }
         let _guard = CleaningGuard { shared };
+        shared.check_not_stopped()?;
         let mut stats = CleanStats {
             segments_before: shared.state.borrow().segments.len(),
             ..CleanStats::default()
@@ -151,32 +163,48 @@ impl PartitionLog {
                 .await?;
         }
         for group in shared.group(&inputs[..mapped]) {
-            if shared.state.borrow().closing {
-                return Err(LogError::Closed);
-            }
+            shared.check_not_stopped()?;
             shared.clean_group(group, &keys, now_ms, &mut stats).await?;
         }
         stats.segments_after = shared.state.borrow().segments.len();
         Ok(stats)
     }
 
-    /// The share of the sealed segments' bytes above the compacted end (not yet rewritten by
-    /// a cleaning): what a scheduler compares with
-    /// `min.cleanable.dirty.ratio` to pick the partition most worth cleaning. 0 when nothing
-    /// is sealed.
-    pub fn dirty_ratio(&self) -> f64 {
-        let state = self.shared.state.borrow();
+    /// Whether a cleaning at `now_ms` is worth running, by Kafka's rules, and how dirty the
+    /// log is (the scheduler cleans the dirtiest first): over the segments a cleaning could
+    /// rewrite now (sealed, from the front, up to the first one younger than
+    /// `min_compaction_lag_ms`), the share of bytes not cleaned yet, if it reaches
+    /// `min_cleanable_dirty_ratio`, or if the first segment not cleaned yet has a newest
+    /// timestamp older than `max_compaction_lag_ms` (its oldest record is older still: a
+    /// record waits at most the lag plus its segment's time span). `None` when not due.
+    pub fn cleaning_due(&self, now_ms: i64) -> Option<f64> {
+        let shared = &self.shared;
+        let config = shared.config();
+        let cleaned_end_offset = shared.state.borrow().cleaned_end_offset;
+        let inputs = shared.cleanable_inputs(now_ms);
         let (mut dirty_bytes, mut total_bytes) = (0u64, 0u64);
-        for segment in state.segments.values().filter(|segment| segment.sealed) {
-            total_bytes += segment.appended_bytes;
-            if segment.base_offset >= state.cleaned_end_offset {
-                dirty_bytes += segment.appended_bytes;
+        let mut first_dirty = None;
+        for input in &inputs {
+            total_bytes += input.written_bytes;
+            if input.base_offset >= cleaned_end_offset {
+                dirty_bytes += input.written_bytes;
+                first_dirty.get_or_insert(input);
             }
         }
-        if total_bytes == 0 {
-            return 0.0;
-        }
-        dirty_bytes as f64 / total_bytes as f64
+        let first_dirty = first_dirty?;
+        let dirty_ratio = dirty_bytes as f64 / total_bytes as f64;
+        let lag_ms = i64::try_from(config.max_compaction_lag_ms).unwrap_or(i64::MAX);
+        let lag_passed = first_dirty
+            .max_timestamp_ms
+            .is_some_and(|newest_ms| newest_ms < now_ms.saturating_sub(lag_ms));
+        (dirty_ratio >= config.min_cleanable_dirty_ratio || lag_passed).then_some(dirty_ratio)
+    }
+
+    /// Makes the running cleaning, or the next one if none runs, stop at its next batch,
+    /// before its next commit point, with `LogError::Closed`: the log is about to close or be
+    /// removed.
+    pub fn stop_cleaning(&self) {
+        self.shared.clean_stop_requested.set(true);
     }
 
     /// Makes the next cleanings stop after `step` as a crash would (tests only).
@@ -209,6 +237,7 @@ impl Shared {
                 end_offset: next.base_offset,
                 files,
                 written_bytes: segment.written_bytes,
+                max_timestamp_ms: segment.max_timestamp_ms,
             });
         }
         inputs
@@ -225,6 +254,7 @@ impl Shared {
         for (index, input) in inputs.iter().enumerate() {
             let mut batches = BatchWalk::new(input);
             while let Some((header, bytes)) = batches.next().await? {
+                self.check_not_stopped()?;
                 if header.is_control() {
                     continue;
                 }
@@ -303,6 +333,7 @@ impl Shared {
                 bytes_read += input.written_bytes;
                 let mut batches = BatchWalk::new(input);
                 while let Some((header, bytes)) = batches.next().await? {
+                    self.check_not_stopped()?;
                     let Some(kept) =
                         filter_batch(input, &header, &bytes, keys, tombstone_horizon_ms)?
                     else {
@@ -427,6 +458,14 @@ impl Shared {
         state.cleaned_end_offset = state.cleaned_end_offset.max(end_offset);
     }
 
+    /// `Err(LogError::Closed)` once the log is closing or the cleaning was asked to stop.
+    fn check_not_stopped(&self) -> Result<(), LogError> {
+        if self.clean_stop_requested.get() || self.state.borrow().closing {
+            return Err(LogError::Closed);
+        }
+        Ok(())
+    }
+
     fn fault_after(&self, step: CleanStep) -> Result<(), LogError> {
         if self.clean_fault.get() == Some(step) {
             return Err(LogError::Io {
@@ -546,6 +585,8 @@ impl<'a> BatchWalk<'a> {
     }
 
     async fn next(&mut self) -> Result<Option<(BatchHeader, Vec<u8>)>, LogError> {
+        // Decompressing and filtering is CPU work between I/Os: let other queues run.
+        glommio::yield_if_needed().await;
         if self.position == self.input.written_bytes {
             return Ok(None);
         }

@@ -182,6 +182,9 @@ struct Shared {
     waiters: Waiters,
     /// Tests stop a cleaning after this step, as a crash would (see [`CleanStep`]).
     clean_fault: Cell<Option<CleanStep>>,
+    /// The running (or next) cleaning stops at its next batch, before its next commit point
+    /// ([`PartitionLog::stop_cleaning`]); cleared when that cleaning ends.
+    clean_stop_requested: Cell<bool>,
 }
 
 struct LogState {

@@ -151,6 +151,7 @@ impl PartitionLog {
             state: RefCell::new(state),
             waiters: Default::default(),
             clean_fault: Default::default(),
+            clean_stop_requested: Default::default(),
         });
         let flusher = glommio::spawn_local(run_flusher(shared.clone()));
         Ok(PartitionLog {

@@ -484,8 +484,10 @@ impl ShardContext {
         let slot = self.state.partitions.borrow_mut().remove(partition);
         if let Some(slot) = slot {
             if let Some(log) = slot.lock().await.take() {
-                // A task still holding the log (a long poll) keeps its descriptors; the
-                // files are unlinked under it, which is harmless.
+                // A task still holding the log (a long poll, the cleaner) keeps its
+                // descriptors; the files are unlinked under it, which is harmless, and a
+                // cleaning of it stops.
+                log.stop_cleaning();
                 if let Ok(log) = Rc::try_unwrap(log) {
                     log.close().await?;
                 }
@@ -621,9 +623,8 @@ impl ShardContext {
         opened
     }
 
-    /// Applies the retention limits to every partition log this shard has open: whole
-    /// sealed segments past the age or size limit are deleted. Returns how many were.
-    pub async fn enforce_retention(&self) -> usize {
+    /// Every partition log this shard has open (waiting for opens in progress).
+    pub(super) async fn open_logs(&self) -> Vec<(PartitionId, Rc<PartitionLog>)> {
         let slots: Vec<(PartitionId, PartitionSlot)> = self
             .state
             .partitions
@@ -631,11 +632,20 @@ impl ShardContext {
             .iter()
             .map(|(partition, slot)| (partition.clone(), slot.clone()))
             .collect();
-        let mut deleted = 0;
+        let mut logs = Vec::with_capacity(slots.len());
         for (partition, slot) in slots {
-            let Some(log) = slot.lock().await.clone() else {
-                continue;
-            };
+            if let Some(log) = slot.lock().await.clone() {
+                logs.push((partition, log));
+            }
+        }
+        logs
+    }
+
+    /// Applies the retention limits to every partition log this shard has open: whole
+    /// sealed segments past the age or size limit are deleted. Returns how many were.
+    pub async fn enforce_retention(&self) -> usize {
+        let mut deleted = 0;
+        for (partition, log) in self.open_logs().await {
             match log.enforce_retention().await {
                 Ok(segments) => deleted += segments,
                 Err(LogError::Closed) => {}

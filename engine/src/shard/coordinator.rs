@@ -75,31 +75,43 @@ impl Default for GroupsConfig {
     }
 }
 
-/// Creates `__consumer_offsets` with `config.offsets_partitions` partitions if it does not
-/// exist yet; if it does, `config` takes the partition count it has (changing it would move
-/// groups away from their records). Its records are never deleted by retention: they are the
-/// groups' state. (Until compaction exists, the log grows with every commit.)
+/// The settings `__consumer_offsets` is made with (Kafka's): compacted, so the log keeps each
+/// group's and each committed offset's latest record (and its tombstone for a while), which is
+/// all a coordinator's load needs; compaction alone, so retention never deletes the groups'
+/// state; segments of Kafka's `offsets.topic.segment.bytes`.
+const OFFSETS_TOPIC_CONFIGS: [(&str, &str); 2] = [
+    ("cleanup.policy", "compact"),
+    ("segment.bytes", "104857600"),
+];
+
+/// Creates `__consumer_offsets` with `config.offsets_partitions` partitions and
+/// [`OFFSETS_TOPIC_CONFIGS`] if it does not exist yet; if it does, `config` takes the
+/// partition count it has (changing it would move groups away from their records), and a
+/// topic made by a version that did not compact it (retention off instead) is made compacted.
 pub fn prepare_offsets_topic(
     catalog: &Catalog,
     config: &mut GroupsConfig,
 ) -> Result<(), CatalogError> {
+    let wanted = || {
+        OFFSETS_TOPIC_CONFIGS
+            .into_iter()
+            .map(|(name, value)| (name.to_owned(), value.to_owned()))
+    };
     if let Some(topic) = catalog.topics().get(OFFSETS_TOPIC) {
         config.offsets_partitions = topic.partitions;
+        if topic.configs.get("cleanup.policy").map(String::as_str) != Some("compact") {
+            catalog.alter_internal_topic_configs(OFFSETS_TOPIC, |current| {
+                let mut configs = current.clone();
+                configs.extend(wanted().filter(|(name, _)| name == "cleanup.policy"));
+                Ok(configs)
+            })?;
+        }
         return Ok(());
     }
-    let configs = [
-        ("retention.ms", "-1"),
-        ("retention.bytes", "-1"),
-        // Kafka's offsets.topic.segment.bytes.
-        ("segment.bytes", "104857600"),
-    ]
-    .into_iter()
-    .map(|(name, value)| (name.to_owned(), value.to_owned()))
-    .collect();
     catalog.create_topic(
         OFFSETS_TOPIC,
         i64::from(config.offsets_partitions),
-        configs,
+        wanted().collect(),
         false,
     )?;
     Ok(())
@@ -618,6 +630,32 @@ fn member_id_seed(partition: u32, now_ms: i64) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_offsets_topic_is_compacted_including_one_made_before_compaction_existed() {
+        let configs =
+            |catalog: &Catalog| catalog.topics().get(OFFSETS_TOPIC).unwrap().configs.clone();
+        let dir = tempfile::tempdir().unwrap();
+        let catalog = Catalog::open(dir.path()).unwrap();
+        let mut config = GroupsConfig::default();
+        prepare_offsets_topic(&catalog, &mut config).unwrap();
+        assert_eq!(configs(&catalog)["cleanup.policy"], "compact");
+
+        // What an older version made: retention off instead of compaction.
+        let dir = tempfile::tempdir().unwrap();
+        let catalog = Catalog::open(dir.path()).unwrap();
+        let old = [("retention.ms", "-1"), ("segment.bytes", "104857600")]
+            .map(|(name, value)| (name.to_owned(), value.to_owned()));
+        catalog
+            .create_topic(OFFSETS_TOPIC, 3, old.into_iter().collect(), false)
+            .unwrap();
+        prepare_offsets_topic(&catalog, &mut config).unwrap();
+        assert_eq!(config.offsets_partitions, 3, "the existing count is kept");
+        let reopened = Catalog::open(dir.path()).unwrap();
+        let configs = configs(&reopened);
+        assert_eq!(configs["cleanup.policy"], "compact", "and persisted");
+        assert_eq!(configs["retention.ms"], "-1", "the other settings stay");
+    }
 
     #[test]
     fn groups_land_where_kafka_puts_them() {

@@ -9,9 +9,11 @@
 //! a read's file range travels as a duplicated descriptor, so it can still be `sendfile`d.
 //!
 //! Modules: `context` (what a shard's tasks call: append and read, local or forwarded),
+//! `cleaner` (the task that compacts the shard's compacted partitions when they are due),
 //! `coordinator` (the consumer-group coordinators of the `__consumer_offsets` partitions the
 //! shard owns), `runtime` (starting the executors, and the shutdown sequence).
 
+mod cleaner;
 mod context;
 mod coordinator;
 mod runtime;

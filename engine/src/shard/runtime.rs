@@ -4,9 +4,10 @@
 //! starts one glommio executor per shard, pinned to its CPU when CPUs are given. On each shard
 //! it starts a writer task per peer (the only owner of the mesh `Sender` to that peer, fed by a
 //! bounded local queue so any task may send), a reader task per peer (requests are served in
-//! tasks of their own; responses complete the waiting caller), the retention timer, the
-//! start-up load of the partition logs the shard owns (then of the group coordinators of its
-//! `__consumer_offsets` partitions), and the caller's `shard_main`.
+//! tasks of their own; responses complete the waiting caller), the retention timer, the log
+//! cleaner (in its own low-priority task queue), the start-up load of the partition logs the
+//! shard owns (then of the group coordinators of its `__consumer_offsets` partitions), and
+//! the caller's `shard_main`.
 //!
 //! Shutdown (first SIGINT/SIGTERM, or [`ShutdownHandle::trigger`]) rings a bell on every shard.
 //! Each shard then:
@@ -63,6 +64,9 @@ pub struct RuntimeConfig {
     /// How often each shard applies the retention limits to its partitions (Kafka's
     /// `log.retention.check.interval.ms`, 5 minutes).
     pub retention_check_interval: Duration,
+    /// How often each shard looks for compacted partitions due a cleaning (Kafka's
+    /// `log.cleaner.backoff.ms`, 15 seconds).
+    pub cleaner_check_interval: Duration,
     /// The consumer-group coordinators' settings.
     pub groups: GroupsConfig,
 }
@@ -81,6 +85,7 @@ impl RuntimeConfig {
             mesh_ring_capacity: 1024,
             outbound_queue_capacity: 1024,
             retention_check_interval: Duration::from_secs(300),
+            cleaner_check_interval: Duration::from_secs(15),
             groups: GroupsConfig::default(),
         }
     }
@@ -361,6 +366,7 @@ where
         }
     })
     .detach();
+    super::cleaner::start(context.clone(), config.cleaner_check_interval);
     let loading_context = context.clone();
     glommio::spawn_local(async move {
         let _in_flight = loading_context.enter_in_flight();

@@ -113,6 +113,7 @@ fn start_runtime(
         outbound_queue_capacity: 256,
         // Short, so that tests see retention act.
         retention_check_interval: std::time::Duration::from_millis(50),
+        cleaner_check_interval: std::time::Duration::from_millis(50),
         groups,
     };
     let (bound, bound_shards) = std::sync::mpsc::channel();
