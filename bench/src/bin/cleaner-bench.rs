@@ -162,6 +162,8 @@ struct CleanReport {
     segments_after: usize,
     log_bytes_before: u64,
     log_bytes_after: u64,
+    /// The log's cleanable dirty ratio (`PartitionLog::cleaning_due`; 0 when a cleaning is not
+    /// due).
     dirty_ratio_before: f64,
     dirty_ratio_after: f64,
 }
@@ -369,7 +371,8 @@ async fn clean_while_appending(
     appender: &Appender,
 ) -> Result<CleanerRun, String> {
     let log = Rc::new(log);
-    let (log_bytes_before, dirty_ratio_before) = (log.size_bytes(), log.dirty_ratio());
+    let dirty_ratio = |log: &PartitionLog| log.cleaning_due(SystemClock.now_ms()).unwrap_or(0.0);
+    let (log_bytes_before, dirty_ratio_before) = (log.size_bytes(), dirty_ratio(&log));
     eprintln!(
         "cleaner-bench: cleaning {} MiB ({} segments) in the {} queue while appending",
         log_bytes_before >> 20,
@@ -422,7 +425,7 @@ async fn clean_while_appending(
         log_bytes_before,
         log_bytes_after: log.size_bytes(),
         dirty_ratio_before,
-        dirty_ratio_after: log.dirty_ratio(),
+        dirty_ratio_after: dirty_ratio(&log),
     };
     Rc::into_inner(log)
         .expect("the cleaner task has finished")
