@@ -86,6 +86,9 @@ pub struct LogConfig {
     /// each key's bytes plus [`CLEANER_MAP_ENTRY_OVERHEAD_BYTES`]; the segments whose keys do
     /// not fit wait for the next cleaning (Kafka's `log.cleaner.dedupe.buffer.size`).
     pub cleaner_map_bytes_max: usize,
+    /// Bytes per second a cleaning may read plus write (Kafka's
+    /// `log.cleaner.io.max.bytes.per.second`); `None`: as fast as the disk goes.
+    pub cleaner_io_bytes_per_second_max: Option<u64>,
 }
 
 /// What one key of the cleaner's map costs beyond its bytes: the offset, the hash table's
@@ -121,6 +124,7 @@ impl Default for LogConfig {
             max_compaction_lag_ms: i64::MAX as u64,
             min_cleanable_dirty_ratio: 0.5,
             cleaner_map_bytes_max: 128 << 20,
+            cleaner_io_bytes_per_second_max: None,
         }
     }
 }
@@ -165,6 +169,9 @@ impl LogConfig {
         }
         if !(0.0..=1.0).contains(&self.min_cleanable_dirty_ratio) {
             return Err("min_cleanable_dirty_ratio must lie within 0 to 1".into());
+        }
+        if self.cleaner_io_bytes_per_second_max == Some(0) {
+            return Err("cleaner_io_bytes_per_second_max must be positive".into());
         }
         Ok(())
     }

@@ -87,6 +87,10 @@ pub struct Arguments {
     /// log.cleaner.backoff.ms) [default: 15000].
     #[arg(long, value_name = "MS")]
     log_cleaner_interval_ms: Option<u64>,
+    /// Bytes per second one cleaning may read plus write, so compaction's I/O leaves room for
+    /// produce latency (Kafka's log.cleaner.io.max.bytes.per.second) [default: unlimited].
+    #[arg(long, value_name = "BYTES")]
+    log_cleaner_io_max_bytes_per_second: Option<u64>,
 }
 
 /// Every setting resolved: flags over file over defaults.
@@ -124,6 +128,15 @@ impl Arguments {
         }
         if let Some(bytes) = self.retention_bytes.or(file.retention_bytes) {
             log.retention_bytes_max = retention_limit("--retention-bytes", bytes)?;
+        }
+        if let Some(rate) = self
+            .log_cleaner_io_max_bytes_per_second
+            .or(file.log_cleaner_io_max_bytes_per_second)
+        {
+            if rate == 0 {
+                return Err("--log-cleaner-io-max-bytes-per-second must be at least 1".into());
+            }
+            log.cleaner_io_bytes_per_second_max = Some(rate);
         }
         log.validate()
             .map_err(|message| format!("invalid log settings: {message}"))?;

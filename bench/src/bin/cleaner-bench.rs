@@ -79,6 +79,10 @@ struct Arguments {
     /// flusher run, has 1000).
     #[arg(long, default_value_t = 100)]
     cleaner_shares: usize,
+    /// Bytes per second the cleaning may read plus write (`ferrite serve
+    /// --log-cleaner-io-max-bytes-per-second`); unlimited when not given.
+    #[arg(long, value_name = "BYTES")]
+    cleaner_io_max_bytes_per_second: Option<u64>,
     /// Also clean a second, freshly filled log with the cleaner in the default queue.
     #[arg(long)]
     also_default_queue: bool,
@@ -318,6 +322,7 @@ async fn fill_compacted_log(
         cleanup_policy: CleanupPolicy::Compact,
         segment_bytes_max: arguments.segment_bytes,
         retention_age_ms_max: None,
+        cleaner_io_bytes_per_second_max: arguments.cleaner_io_max_bytes_per_second,
         ..LogConfig::default()
     };
     config.validate()?;

@@ -147,7 +147,8 @@ impl PartitionLog {
             ..CleanStats::default()
         };
         let inputs = shared.cleanable_inputs(now_ms);
-        let (keys, mapped) = shared.map_latest_offsets(&inputs).await?;
+        let pacer = Pacer::new(shared.config().cleaner_io_bytes_per_second_max);
+        let (keys, mapped) = shared.map_latest_offsets(&inputs, &pacer).await?;
         let Some(last) = inputs[..mapped].last() else {
             stats.segments_after = stats.segments_before;
             return Ok(stats);
@@ -164,7 +165,9 @@ impl PartitionLog {
         }
         for group in shared.group(&inputs[..mapped]) {
             shared.check_not_stopped()?;
-            shared.clean_group(group, &keys, now_ms, &mut stats).await?;
+            shared
+                .clean_group(group, &keys, now_ms, &pacer, &mut stats)
+                .await?;
         }
         stats.segments_after = shared.state.borrow().segments.len();
         Ok(stats)
@@ -248,11 +251,12 @@ impl Shared {
     async fn map_latest_offsets(
         &self,
         inputs: &[Input],
+        pacer: &Pacer,
     ) -> Result<(HashMap<Box<[u8]>, u64>, usize), LogError> {
         let mut keys: HashMap<Box<[u8]>, u64> = HashMap::new();
         let mut map_bytes = 0usize;
         for (index, input) in inputs.iter().enumerate() {
-            let mut batches = BatchWalk::new(input);
+            let mut batches = BatchWalk::new(input, pacer);
             while let Some((header, bytes)) = batches.next().await? {
                 self.check_not_stopped()?;
                 if header.is_control() {
@@ -316,6 +320,7 @@ impl Shared {
         group: &[Input],
         keys: &HashMap<Box<[u8]>, u64>,
         now_ms: i64,
+        pacer: &Pacer,
         stats: &mut CleanStats,
     ) -> Result<(), LogError> {
         let base_offset = group[0].base_offset;
@@ -323,7 +328,7 @@ impl Shared {
         let cleaned_path = segment::cleaned_log_path(&self.dir, base_offset);
         let files = Rc::new(SegmentFiles::open(&cleaned_path, true).await?);
         let mut output = Segment::new_empty(base_offset, now_ms);
-        let mut writer = OutputWriter::new(&files, self.config().write_chunk_bytes);
+        let mut writer = OutputWriter::new(&files, self.config().write_chunk_bytes, pacer);
         let tombstone_horizon_ms = now_ms
             .saturating_sub(i64::try_from(self.config().delete_retention_ms).unwrap_or(i64::MAX));
         let mut records_removed = 0u64;
@@ -331,7 +336,7 @@ impl Shared {
         let written = async {
             for input in group {
                 bytes_read += input.written_bytes;
-                let mut batches = BatchWalk::new(input);
+                let mut batches = BatchWalk::new(input, pacer);
                 while let Some((header, bytes)) = batches.next().await? {
                     self.check_not_stopped()?;
                     let Some(kept) =
@@ -563,18 +568,57 @@ fn remove_file_if_present(path: &Path) -> Result<(), LogError> {
     }
 }
 
+/// Holds one cleaning's reads and writes to `cleaner_io_bytes_per_second_max` together (Kafka's
+/// `log.cleaner.io.max.bytes.per.second`): the cleaner's I/O queues beside the appends'
+/// writes and `fdatasync`s at the device, which a low-priority task queue does not order, so
+/// pacing it is what bounds its effect on produce latency.
+struct Pacer {
+    bytes_per_second: Option<u64>,
+    started: std::time::Instant,
+    bytes: std::cell::Cell<u64>,
+}
+
+impl Pacer {
+    fn new(bytes_per_second: Option<u64>) -> Pacer {
+        assert!(
+            bytes_per_second != Some(0),
+            "a rate of 0 would never finish"
+        );
+        Pacer {
+            bytes_per_second,
+            started: std::time::Instant::now(),
+            bytes: std::cell::Cell::new(0),
+        }
+    }
+
+    /// Counts `bytes` of I/O and sleeps until the cleaning is back within its rate.
+    async fn pace(&self, bytes: u64) {
+        let Some(rate) = self.bytes_per_second else {
+            return;
+        };
+        self.bytes.set(self.bytes.get() + bytes);
+        let due = std::time::Duration::from_secs_f64(self.bytes.get() as f64 / rate as f64);
+        let ahead = due.saturating_sub(self.started.elapsed());
+        if !ahead.is_zero() {
+            glommio::timer::sleep(ahead).await;
+        }
+    }
+}
+
 /// Every batch of a sealed segment, checked (length, magic, CRC) so that the cleaning never
 /// launders a damaged batch into one with a fresh CRC.
 struct BatchWalk<'a> {
     input: &'a Input,
     scanner: SegmentScanner<'a>,
     position: u64,
+    pacer: &'a Pacer,
 }
 
 impl<'a> BatchWalk<'a> {
-    fn new(input: &'a Input) -> BatchWalk<'a> {
+    fn new(input: &'a Input, pacer: &'a Pacer) -> BatchWalk<'a> {
         BatchWalk {
             input,
+            pacer,
             scanner: SegmentScanner::new(
                 &input.files.dma,
                 input.written_bytes,
@@ -609,6 +653,7 @@ impl<'a> BatchWalk<'a> {
             .to_vec();
         batch::validate_stored(&bytes, usize::MAX).map_err(|_| damaged())?;
         self.position += u64::from(header.size_bytes);
+        self.pacer.pace(u64::from(header.size_bytes)).await;
         Ok(Some((header, bytes)))
     }
 }
@@ -616,6 +661,7 @@ impl<'a> BatchWalk<'a> {
 /// Writes the cleaned segment with direct I/O in `chunk_bytes` pieces, then trims and syncs it.
 struct OutputWriter<'a> {
     files: &'a SegmentFiles,
+    pacer: &'a Pacer,
     chunk_bytes: usize,
     pending: Vec<u8>,
     /// Bytes written so far (a multiple of the chunk size, so of the alignment).
@@ -623,9 +669,10 @@ struct OutputWriter<'a> {
 }
 
 impl<'a> OutputWriter<'a> {
-    fn new(files: &'a SegmentFiles, chunk_bytes: usize) -> OutputWriter<'a> {
+    fn new(files: &'a SegmentFiles, chunk_bytes: usize, pacer: &'a Pacer) -> OutputWriter<'a> {
         OutputWriter {
             files,
+            pacer,
             chunk_bytes,
             pending: Vec::with_capacity(chunk_bytes),
             written_bytes: 0,
@@ -689,6 +736,7 @@ impl<'a> OutputWriter<'a> {
                 });
             }
             at += buffer_length as u64;
+            self.pacer.pace(buffer_length as u64).await;
         }
         self.written_bytes = at;
         Ok(())
