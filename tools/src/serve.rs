@@ -75,6 +75,14 @@ pub struct Arguments {
     /// [default: -1].
     #[arg(long, value_name = "BYTES", allow_negative_numbers = true)]
     retention_bytes: Option<i64>,
+    /// The broker-wide default of any topic setting, by its topic-level name (e.g.
+    /// `cleanup.policy=compact`, `delete.retention.ms=3600000`, `segment.ms=600000`; every key
+    /// `ferrite topic describe --all-configs` lists); repeatable. Topics' own settings override
+    /// it. In the config file: `topic-default = ["segment.ms=600000"]`. Applied after the
+    /// dedicated flags above.
+    #[arg(long = "topic-default", value_name = "KEY=VALUE")]
+    #[serde(default)]
+    topic_default: Vec<String>,
     /// Partitions of the internal `__consumer_offsets` topic, used when it is first created
     /// (later starts keep the count it has) [default: 16].
     #[arg(long, value_name = "N")]
@@ -138,6 +146,12 @@ impl Arguments {
             }
             log.cleaner_io_bytes_per_second_max = Some(rate);
         }
+        let topic_defaults = if self.topic_default.is_empty() {
+            file.topic_default
+        } else {
+            self.topic_default
+        };
+        log = apply_topic_defaults(log, &topic_defaults)?;
         log.validate()
             .map_err(|message| format!("invalid log settings: {message}"))?;
         let default_partitions = self
@@ -205,6 +219,23 @@ fn retention_limit(flag: &str, value: i64) -> Result<Option<u64>, String> {
             .map(Some)
             .map_err(|_| format!("{flag} must be -1 (no limit) or at least 0")),
     }
+}
+
+/// The broker's log configuration with each `KEY=VALUE` of `--topic-default` applied, checked
+/// as a topic's settings are (the same keys, kinds and messages).
+fn apply_topic_defaults(log: LogConfig, defaults: &[String]) -> Result<LogConfig, String> {
+    let mut settings = std::collections::BTreeMap::new();
+    for default in defaults {
+        let (name, value) = default
+            .split_once('=')
+            .ok_or_else(|| format!("--topic-default {default}: expected KEY=VALUE"))?;
+        if settings.insert(name.to_owned(), value.to_owned()).is_some() {
+            return Err(format!("--topic-default {name} is given twice"));
+        }
+    }
+    engine::topic_config::validate(&log, &settings)
+        .map_err(|message| format!("--topic-default: {message}"))?;
+    Ok(engine::topic_config::apply(&log, &settings))
 }
 
 fn read_config_file(path: &Path) -> Result<Arguments, String> {
@@ -486,6 +517,50 @@ mod tests {
         .resolve()
         .unwrap_err();
         assert!(error.contains("--retention-ms must be -1"), "{error}");
+    }
+
+    #[test]
+    fn topic_defaults_set_any_topic_setting_and_are_checked_as_topic_settings_are() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("ferrite.toml");
+        std::fs::write(&file, "topic-default = [\"segment.ms=600000\"]\n").unwrap();
+        let settings = Arguments {
+            topic_default: vec![
+                "cleanup.policy=compact,delete".into(),
+                "delete.retention.ms=3600000".into(),
+            ],
+            config: Some(file.clone()),
+            ..Arguments::default()
+        }
+        .resolve()
+        .unwrap();
+        assert!(settings.log.cleanup_policy.compacts() && settings.log.cleanup_policy.deletes());
+        assert_eq!(settings.log.delete_retention_ms, 3_600_000);
+        assert_eq!(
+            settings.log.segment_age_ms_max,
+            LogConfig::default().segment_age_ms_max,
+            "the flags replace the file's list"
+        );
+        let from_file = Arguments {
+            config: Some(file),
+            ..Arguments::default()
+        }
+        .resolve()
+        .unwrap();
+        assert_eq!(from_file.log.segment_age_ms_max, Some(600_000));
+        for (given, wanted) in [
+            ("retention.ms", "expected KEY=VALUE"),
+            ("min.cleanable.dirty.ratio=2", "min.cleanable.dirty.ratio"),
+            ("no.such.key=1", "no.such.key"),
+        ] {
+            let error = Arguments {
+                topic_default: vec![given.into()],
+                ..Arguments::default()
+            }
+            .resolve()
+            .unwrap_err();
+            assert!(error.contains(wanted), "{given}: {error}");
+        }
     }
 
     #[test]
