@@ -13,7 +13,7 @@ use ferrite_replication::{
 
 const NODES: u64 = 5;
 const STEPS: u64 = 3_000;
-const SEEDS_DEFAULT: u64 = 40;
+const SEEDS_DEFAULT: u64 = 10;
 
 /// A node's disk: what survives a crash, and the writes not yet synced.
 #[derive(Default)]
@@ -135,7 +135,8 @@ impl Simulation {
         let Some(write) = disk.pending.pop_front() else {
             return;
         };
-        disk.durable.truncate(write.from_index as usize - 1);
+        let from_index = write.from_index;
+        disk.durable.truncate(from_index as usize - 1);
         disk.durable.extend(write.entries.iter().cloned());
         let last = write
             .entries
@@ -146,6 +147,7 @@ impl Simulation {
             let effects = node.persisted(last.index, last.term);
             self.apply(id, effects);
         }
+        self.check_durability(from_index);
     }
 
     fn crash(&mut self, id: NodeId) {
@@ -205,6 +207,7 @@ impl Simulation {
         }
         self.faults();
         self.check();
+        self.check_logs();
     }
 
     fn propose(&mut self) {
@@ -261,9 +264,10 @@ impl Simulation {
                         node.id(),
                         node.term()
                     )),
-                    Some(_) => {}
+                    Some(_) => continue,
                     None => new_leaders.push((node.term(), node.id())),
                 }
+                // Checked when a leader first appears: entries it commits later come from it.
                 for (index, entry) in &self.committed {
                     if node.entries().get(*index as usize - 1) != Some(entry) {
                         violations.push(format!(
@@ -275,6 +279,16 @@ impl Simulation {
                 }
             }
         }
+        if let Some(violation) = violations.into_iter().next() {
+            self.fail(violation);
+        }
+        self.leaders_by_term.extend(new_leaders);
+    }
+
+    /// Log matching over every pair of live logs; once per tick, as it is quadratic.
+    fn check_logs(&self) {
+        let live: Vec<&RaftNode> = self.nodes.values().flatten().collect();
+        let mut violations = Vec::new();
         for (position, a) in live.iter().enumerate() {
             for b in &live[position + 1..] {
                 let shared = a.entries().len().min(b.entries().len());
@@ -293,22 +307,25 @@ impl Simulation {
                 }
             }
         }
-        for (index, entry) in &self.committed {
+        if let Some(violation) = violations.into_iter().next() {
+            self.fail(violation);
+        }
+    }
+
+    /// Every committed entry from `from_index` on is durable on a majority of disks.
+    fn check_durability(&self, from_index: Index) {
+        for (index, entry) in self.committed.range(from_index..) {
             let holders = self
                 .disks
                 .values()
                 .filter(|disk| disk.durable.get(*index as usize - 1) == Some(entry))
                 .count() as u64;
             if holders <= NODES / 2 {
-                violations.push(format!(
+                self.fail(format!(
                     "durability: committed {entry:?} is on only {holders} disks"
                 ));
             }
         }
-        if let Some(violation) = violations.into_iter().next() {
-            self.fail(violation);
-        }
-        self.leaders_by_term.extend(new_leaders);
     }
 
     /// Heal everything and check that the cluster elects a leader and commits again.
@@ -346,10 +363,11 @@ impl Simulation {
             for id in 1..=NODES {
                 self.sync_disk(id);
             }
-            if self.now % 10 == 0 {
+            if self.random.chance(1, 10) {
                 self.propose();
             }
             self.check();
+            self.check_logs();
             if self.committed.len() > committed_before + 5 {
                 return;
             }
