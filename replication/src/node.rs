@@ -358,14 +358,18 @@ impl RaftNode {
         count > self.config.voters.len() / 2
     }
 
+    /// Whether a leader is known to be alive: we lead (check-quorum removes us otherwise), or we
+    /// heard from our leader within the minimum election timeout.
     fn in_leader_lease(&self) -> bool {
-        matches!(
-            self.role,
+        match self.role {
+            Role::Leader { .. } => true,
             Role::Follower {
-                leader: Some(_),
-                ..
-            }
-        ) && self.elapsed_ticks < self.config.election_timeout_ticks_min
+                leader: Some(_), ..
+            } => self.elapsed_ticks < self.config.election_timeout_ticks_min,
+            Role::Follower { leader: None, .. }
+            | Role::PreCandidate { .. }
+            | Role::Candidate { .. } => false,
+        }
     }
 
     fn reset_election_timeout(&mut self) {
