@@ -113,7 +113,7 @@ pub async fn accept_until_shutdown(
 /// Publishes this shard's [`ShardSnapshot`] for the metrics endpoint every `interval` until
 /// shutdown is requested, and has the metrics forget topics that no longer exist.
 async fn publish_snapshots(broker: Rc<Broker>, interval: Duration) {
-    loop {
+    let publish = || {
         let snapshot = ShardSnapshot {
             partitions: broker.context.partition_stats(),
             groups: broker.context.group_stats(),
@@ -122,10 +122,13 @@ async fn publish_snapshots(broker: Rc<Broker>, interval: Duration) {
         broker
             .metrics
             .publish(snapshot, |topic| topics.get(topic).is_some());
-        let tick = std::pin::pin!(glommio::timer::sleep(interval));
-        let shutdown = std::pin::pin!(broker.context.shutdown_requested());
-        if let Either::Right(_) = select(tick, shutdown).await {
-            return;
-        }
-    }
+    };
+    publish();
+    broker
+        .context
+        .every(interval, || {
+            publish();
+            std::future::ready(())
+        })
+        .await
 }

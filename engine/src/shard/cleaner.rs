@@ -42,15 +42,9 @@ pub(super) fn start(context: ShardContext, check_interval: Duration) {
 }
 
 async fn run(context: ShardContext, check_interval: Duration) {
-    loop {
-        let tick = std::pin::pin!(glommio::timer::sleep(check_interval));
-        let shutdown = std::pin::pin!(context.shutdown_requested());
-        if let Either::Right(_) = select(tick, shutdown).await {
-            return;
-        }
-        let _in_flight = context.work_in_flight();
-        clean_due_partitions(&context).await;
-    }
+    context
+        .every(check_interval, || clean_due_partitions(&context))
+        .await
 }
 
 /// Cleans every open compacted log whose cleaning is due, dirtiest first; returns how many

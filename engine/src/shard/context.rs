@@ -276,6 +276,25 @@ impl ShardContext {
         self.state.shutdown_requested.get()
     }
 
+    /// Runs `work` every `interval` until shutdown is requested: the shard's periodic chores
+    /// (retention, the cleaner, the metrics snapshot). Each run counts as work in flight, so
+    /// the shutdown drain waits for one under way. What a run returns (a count) is dropped.
+    pub async fn every<Work, Run>(&self, interval: Duration, mut work: Work)
+    where
+        Work: FnMut() -> Run,
+        Run: Future,
+    {
+        loop {
+            let tick = std::pin::pin!(glommio::timer::sleep(interval));
+            let shutdown = std::pin::pin!(self.shutdown_requested());
+            if let futures::future::Either::Right(_) = select(tick, shutdown).await {
+                return;
+            }
+            let _in_flight = self.work_in_flight();
+            work().await;
+        }
+    }
+
     /// Counts as work in flight while it lives, so that the shutdown drain waits for it
     /// (a connection finishing the requests it already read).
     pub fn work_in_flight(&self) -> impl Drop {

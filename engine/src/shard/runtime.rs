@@ -29,7 +29,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::future::{select, Either, LocalBoxFuture};
+use futures::future::LocalBoxFuture;
 use futures::AsyncReadExt;
 use glommio::channels::local_channel;
 use glommio::{LocalExecutorBuilder, Placement};
@@ -355,15 +355,9 @@ where
     let retention_context = context.clone();
     let retention_interval = config.retention_check_interval;
     glommio::spawn_local(async move {
-        loop {
-            let tick = std::pin::pin!(glommio::timer::sleep(retention_interval));
-            let shutdown = std::pin::pin!(retention_context.shutdown_requested());
-            if let Either::Right(_) = select(tick, shutdown).await {
-                return;
-            }
-            let _in_flight = retention_context.enter_in_flight();
-            retention_context.enforce_retention().await;
-        }
+        retention_context
+            .every(retention_interval, || retention_context.enforce_retention())
+            .await
     })
     .detach();
     super::cleaner::start(context.clone(), config.cleaner_check_interval);
