@@ -196,17 +196,10 @@ fn create(
     let result = response
         .topics
         .iter()
-        .find(|result| result.name.as_str() == name)
-        .ok_or_else(|| {
-            AdminError::Cluster(format!("the CreateTopics response says nothing of {name}"))
-        })?;
-    if let Some(error) = AdminError::from_code(
-        format!("topic {name}"),
-        result.error_code,
-        result.error_message.as_ref().map(StrBytes::as_str),
-    ) {
-        return Err(error);
-    }
+        .find(|result| result.name.as_str() == name);
+    topic_outcome("CreateTopics", name, result, |result| {
+        (result.error_code, result.error_message.as_ref())
+    })?;
     println!("created topic {name} with {partitions} partition(s)");
     Ok(())
 }
@@ -403,19 +396,10 @@ fn alter(
     let result = response
         .responses
         .iter()
-        .find(|result| result.resource_name.as_str() == name)
-        .ok_or_else(|| {
-            AdminError::Cluster(format!(
-                "the IncrementalAlterConfigs response says nothing of {name}"
-            ))
-        })?;
-    if let Some(error) = AdminError::from_code(
-        format!("topic {name}"),
-        result.error_code,
-        result.error_message.as_ref().map(StrBytes::as_str),
-    ) {
-        return Err(error);
-    }
+        .find(|result| result.resource_name.as_str() == name);
+    topic_outcome("IncrementalAlterConfigs", name, result, |result| {
+        (result.error_code, result.error_message.as_ref())
+    })?;
     if validate_only {
         println!("the changes to topic {name} are valid (nothing was changed)");
     } else {
@@ -449,22 +433,32 @@ fn delete(broker: &BrokerArguments, names: &[String]) -> Result<(), AdminError> 
                 .as_ref()
                 .is_some_and(|answered| answered.as_str() == name)
         });
-        let failure = match result {
-            None => Some(AdminError::Cluster(format!(
-                "the DeleteTopics response says nothing of {name}"
-            ))),
-            Some(result) => AdminError::from_code(
-                format!("topic {name}"),
-                result.error_code,
-                result.error_message.as_ref().map(StrBytes::as_str),
-            ),
-        };
-        match failure {
-            None => println!("deleted topic {name}"),
-            Some(error) => failures.push(error),
+        let outcome = topic_outcome("DeleteTopics", name, result, |result| {
+            (result.error_code, result.error_message.as_ref())
+        });
+        match outcome {
+            Ok(()) => println!("deleted topic {name}"),
+            Err(error) => failures.push(error),
         }
     }
     AdminError::all(failures)
+}
+
+/// What a response's result for topic `name` says: `Ok`, the error it names (with the
+/// broker's message), or an error saying the `api` response left the topic out.
+fn topic_outcome<Answer>(
+    api: &str,
+    name: &str,
+    result: Option<&Answer>,
+    error_of: impl Fn(&Answer) -> (i16, Option<&StrBytes>),
+) -> Result<(), AdminError> {
+    let result = result
+        .ok_or_else(|| AdminError::Cluster(format!("the {api} response says nothing of {name}")))?;
+    let (code, message) = error_of(result);
+    match AdminError::from_code(format!("topic {name}"), code, message.map(StrBytes::as_str)) {
+        Some(error) => Err(error),
+        None => Ok(()),
+    }
 }
 
 fn timeout_ms(timeout: Duration) -> i32 {
