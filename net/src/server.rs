@@ -41,6 +41,52 @@ pub fn bind(listen: SocketAddr) -> std::io::Result<TcpListener> {
     Ok(unsafe { TcpListener::from_raw_fd(socket.into_raw_fd()) })
 }
 
+/// A listen address held for the shards until they have bound it. Binding first without
+/// SO_REUSEPORT makes a port someone else holds a clear start-up error (and resolves port 0 to
+/// a free port); SO_REUSEPORT is set only afterwards, so the shards' sockets can join it. The
+/// socket never listens, so it takes no connections; while it exists the kernel cannot hand the
+/// port to anyone else (a probe dropped before the shards bound let a parallel test's broker
+/// take the port in between).
+pub struct ListenReservation {
+    socket: socket2::Socket,
+    address: SocketAddr,
+}
+
+impl ListenReservation {
+    pub fn new(listen: SocketAddr) -> std::io::Result<ListenReservation> {
+        use socket2::{Domain, Protocol, Socket, Type};
+        let domain = if listen.is_ipv6() {
+            Domain::IPV6
+        } else {
+            Domain::IPV4
+        };
+        let socket = Socket::new(domain, Type::STREAM, Some(Protocol::TCP))?;
+        socket.bind(&listen.into())?;
+        socket.set_reuse_address(true)?;
+        socket.set_reuse_port(true)?;
+        let address = socket
+            .local_addr()?
+            .as_socket()
+            .ok_or_else(|| std::io::Error::other("the bound address is not an IP address"))?;
+        Ok(ListenReservation { socket, address })
+    }
+
+    /// The reserved address, with port 0 resolved.
+    pub fn address(&self) -> SocketAddr {
+        self.address
+    }
+}
+
+impl std::fmt::Debug for ListenReservation {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("ListenReservation")
+            .field("address", &self.address)
+            .field("fd", &std::os::fd::AsRawFd::as_raw_fd(&self.socket))
+            .finish()
+    }
+}
+
 /// What every shard's broker is built from.
 #[derive(Clone)]
 pub struct ShardSetup {

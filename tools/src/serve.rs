@@ -21,7 +21,7 @@ use engine::LogConfig;
 use net::broker::BrokerConfig;
 use net::connection::ConnectionConfig;
 use net::metrics::MetricsRegistry;
-use net::server::ShardSetup;
+use net::server::{ListenReservation, ShardSetup};
 use serde::Deserialize;
 
 use crate::metrics;
@@ -279,20 +279,20 @@ pub fn run(arguments: Arguments) -> ExitCode {
         );
         return ExitCode::from(2);
     }
-    // Every shard binds with SO_REUSEPORT; check first that nobody else holds the address, so
-    // that a taken port is a clear start-up error rather than a shard failing later. Port 0
-    // picks a free port here, which every shard then binds (tests use this).
-    let listen =
-        match std::net::TcpListener::bind(settings.listen).and_then(|probe| probe.local_addr()) {
-            Ok(bound) => bound,
-            Err(error) => {
-                eprintln!(
-                    "ferrite serve: cannot listen on {}: {error}",
-                    settings.listen
-                );
-                return ExitCode::from(2);
-            }
-        };
+    // Every shard binds with SO_REUSEPORT; reserve the address first, so that a taken port is
+    // a clear start-up error rather than a shard failing later, and port 0 (tests use it)
+    // becomes one free port that stays ours until every shard has bound it.
+    let reservation = match ListenReservation::new(settings.listen) {
+        Ok(reservation) => reservation,
+        Err(error) => {
+            eprintln!(
+                "ferrite serve: cannot listen on {}: {error}",
+                settings.listen
+            );
+            return ExitCode::from(2);
+        }
+    };
+    let listen = reservation.address();
     let advertised = settings
         .advertise
         .clone()
@@ -399,6 +399,7 @@ pub fn run(arguments: Arguments) -> ExitCode {
             return ExitCode::from(1);
         }
     }
+    drop(reservation);
     if let Err(error) = runtime.shutdown_handle().install_signal_handlers() {
         eprintln!("ferrite serve: {error}");
         return ExitCode::from(2);

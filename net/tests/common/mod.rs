@@ -19,7 +19,7 @@ use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 use net::broker::BrokerConfig;
 use net::connection::ConnectionConfig;
 use net::metrics::MetricsRegistry;
-use net::server::ShardSetup;
+use net::server::{ListenReservation, ShardSetup};
 
 pub const DEADLINE: Duration = Duration::from_secs(30);
 
@@ -79,9 +79,9 @@ fn start_runtime(
     shards: usize,
     log_config: LogConfig,
 ) -> (SocketAddr, MetricsRegistry, Runtime) {
-    let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let address = probe.local_addr().unwrap();
-    drop(probe);
+    // Held until every shard has bound, so no parallel test can take the port in between.
+    let reservation = ListenReservation::new("127.0.0.1:0".parse().unwrap()).unwrap();
+    let address = reservation.address();
     let catalog = Arc::new(Catalog::open(data_dir).unwrap());
     let metrics = MetricsRegistry::new(shards);
     let broker_config = BrokerConfig {
