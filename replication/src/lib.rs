@@ -31,8 +31,10 @@ mod message;
 mod node;
 mod random;
 
+pub use log::{EpochRun, LogSummary};
 pub use message::{
-    AppendResult, Effects, Envelope, HardState, Index, LogEntry, LogWrite, Message, NodeId, Term,
+    Effects, EntryKind, EntryMeta, Envelope, FetchResult, HardState, Index, LogWrite, Message,
+    NodeId, Term,
 };
-pub use node::{NotLeader, PersistedState, RaftConfig, RaftNode, RoleKind};
+pub use node::{PersistedState, RaftConfig, RaftNode, Refusal, RoleKind};
 pub use random::SplitMix64;

@@ -1,31 +1,60 @@
 //! What Raft nodes say to each other and what a node asks its driver to do. Plain data: the
-//! transport (not yet written) encodes it; the simulator passes it around as is.
+//! transport encodes it; the simulator passes it around as is.
+//!
+//! Replication is pull-based (Kafka's KRaft, KIP-595): followers `Fetch` from the leader, and
+//! the core deals only in log metadata ([`EntryMeta`]); the record batches themselves travel
+//! beside the messages, read and written by the driver.
 
 /// A Raft node's identity within its group (a broker's node id).
 pub type NodeId = u64;
 /// A Raft term (Kafka's partition leader epoch).
 pub type Term = u64;
-/// A position in the Raft log, from 1; 0 means "before the first entry".
+/// A position in the Raft log: index `i` holds Kafka offset `i - 1`, and 0 means "before
+/// everything", so that "nothing yet" needs no special case.
 pub type Index = u64;
 
-/// One entry of the Raft log. An empty payload is the no-op a new leader appends so that it
-/// can commit the entries of earlier terms.
+/// What an entry is, as its batch header says: records from producers, or one of the control
+/// batches the core itself appends.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LogEntry {
-    pub term: Term,
-    pub index: Index,
-    pub payload: Vec<u8>,
+pub enum EntryKind {
+    Records,
+    /// The one-index entry a new leader appends so that entries of earlier terms can commit
+    /// (Raft §5.4.2; KRaft's LeaderChangeMessage control batch).
+    LeaderChange,
+    /// The group's voter set from this entry on (it takes effect as soon as it is in a log,
+    /// committed or not: single-server membership changes).
+    Voters(Vec<NodeId>),
 }
 
-/// How a follower answers an AppendEntries.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AppendResult {
-    /// The follower's log matches the leader's up to `match_index`, and it has persisted that
-    /// far: what the leader counts towards commit.
-    Accepted { match_index: Index },
-    /// `prev_index`/`prev_term` did not match; the leader should retry from `next_index_hint`
-    /// (the follower's last index + 1, or the first index of the conflicting term).
-    Rejected { next_index_hint: Index },
+/// One entry of the Raft log: one record batch, covering `first_index..=last_index` (a batch
+/// of n records covers n indexes), all in the batch's `term` (its partitionLeaderEpoch).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EntryMeta {
+    pub first_index: Index,
+    pub last_index: Index,
+    pub term: Term,
+    pub kind: EntryKind,
+}
+
+/// How a leader answers a `Fetch`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FetchResult {
+    /// The follower's log matches ours up to `fetch_index - 1`. The leader's core leaves
+    /// `entries` empty; its driver reads whole batches from `fetch_index` on (up to a byte
+    /// budget) and attaches them; the follower's driver fills `entries` from their headers
+    /// before stepping its core. No entries: the follower is caught up.
+    Entries { entries: Vec<EntryMeta> },
+    /// The follower's entry at `fetch_index - 1` is not ours: our last epoch not after its
+    /// `last_fetched_term` is `term`, and it ends at `end_index` (KIP-595's divergingEpoch).
+    Diverging { end_index: Index, term: Term },
+    /// `fetch_index` is below our log start: drop the whole log and restart it at
+    /// `log_start`, whose previous entry has `prev_term`, under `voters` (the voter set in
+    /// force there: what a snapshot holds besides data).
+    SnapshotNeeded {
+        log_start: Index,
+        prev_term: Term,
+        voters: Vec<NodeId>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,27 +71,45 @@ pub enum Message {
         term: Term,
         granted: bool,
     },
+    /// `transfer`: the current leader asked for this election (`TimeoutNow`), so a voter's
+    /// leader lease must not hold it up.
     RequestVote {
         term: Term,
         last_index: Index,
         last_term: Term,
+        transfer: bool,
     },
     RequestVoteResponse {
         term: Term,
         granted: bool,
     },
-    /// Entries after `prev_index` (empty: a heartbeat). `leader` is the sender.
-    AppendEntries {
+    /// A new leader announces itself at once (KRaft's BeginQuorumEpoch), repeated until the
+    /// node fetches.
+    BeginEpoch {
         term: Term,
         leader: NodeId,
-        prev_index: Index,
-        prev_term: Term,
-        entries: Vec<LogEntry>,
-        leader_commit: Index,
     },
-    AppendEntriesResponse {
+    /// Follower → leader: "send me entries from `fetch_index`; my entry at `fetch_index - 1`
+    /// has `last_fetched_term`; storage holds my log up to `durable_index`".
+    Fetch {
         term: Term,
-        result: AppendResult,
+        fetch_index: Index,
+        last_fetched_term: Term,
+        durable_index: Index,
+    },
+    /// The answer to the fetch with this `fetch_index` and `last_fetched_term` (echoed, so a
+    /// late or duplicated answer to an earlier fetch is recognised and dropped).
+    FetchResponse {
+        term: Term,
+        leader: NodeId,
+        commit_index: Index,
+        fetch_index: Index,
+        last_fetched_term: Term,
+        result: FetchResult,
+    },
+    /// Leader → transfer target: "start an election now", skipping pre-vote.
+    TimeoutNow {
+        term: Term,
     },
 }
 
@@ -73,8 +120,10 @@ impl Message {
             | Message::PreVoteResponse { term, .. }
             | Message::RequestVote { term, .. }
             | Message::RequestVoteResponse { term, .. }
-            | Message::AppendEntries { term, .. }
-            | Message::AppendEntriesResponse { term, .. } => *term,
+            | Message::BeginEpoch { term, .. }
+            | Message::Fetch { term, .. }
+            | Message::FetchResponse { term, .. }
+            | Message::TimeoutNow { term } => *term,
         }
     }
 }
@@ -93,19 +142,28 @@ pub struct HardState {
     pub voted_for: Option<NodeId>,
 }
 
-/// Replace the log from `from_index` on by `entries` (truncating whatever was there: a
-/// conflict with the leader's log). The driver reports completion with
-/// [`crate::RaftNode::persisted`].
+/// A change to the log for storage to make, in order, asynchronously; completions come back
+/// through [`crate::RaftNode::persisted`] with the index and term of the log's last entry once
+/// the write (and every earlier one) is durable.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LogWrite {
-    pub from_index: Index,
-    pub entries: Vec<LogEntry>,
+pub enum LogWrite {
+    /// Append these batches at the end (the driver holds their bytes: fetched, or proposed).
+    Append { entries: Vec<EntryMeta> },
+    /// Remove every entry after `after_index` (always a batch boundary or a gap).
+    Truncate { after_index: Index },
+    /// Drop the whole log; it now starts empty at `log_start` (Kafka's
+    /// truncate-fully-and-start-at), the entry before it having `prev_term`, under `voters`.
+    ResetTo {
+        log_start: Index,
+        prev_term: Term,
+        voters: Vec<NodeId>,
+    },
 }
 
 /// What one call asks of the driver, to be done in this order: persist `hard_state` durably
 /// (before any message leaves: a vote must not be forgotten), submit `log_writes` to storage in
-/// order (asynchronously; completions come back through `persisted`), send `messages`, and
-/// apply entries up to `commit_index`.
+/// order (asynchronously; completions come back through `persisted`), send `messages`
+/// (attaching batches to `FetchResponse::Entries`), and apply entries up to `commit_index`.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 #[must_use = "hard state and log writes must be persisted and messages sent"]
 pub struct Effects {

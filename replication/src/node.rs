@@ -1,12 +1,14 @@
-//! One member of one Raft group: roles, elections (pre-vote, check-quorum), log replication and
-//! the commit rule. Every input is a method call (`tick`, `step`, `propose`, `persisted`), and
+//! One member of one Raft group: roles, elections (pre-vote, check-quorum, leader lease),
+//! pull replication (followers fetch; the leader answers with entries, a divergence, or "start
+//! over at my log start"), the commit rule, leadership transfer and single-server membership
+//! changes. Every input is a method call (`tick`, `step`, `propose`, `persisted`, ...), and
 //! every output is the [`Effects`] it returns; nothing here reads a clock or does I/O.
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::log::RaftLog;
+use crate::log::{LogSummary, RaftLog};
 use crate::message::{
-    AppendResult, Effects, Envelope, HardState, Index, LogEntry, Message, NodeId, Term,
+    Effects, EntryKind, EntryMeta, Envelope, FetchResult, HardState, Index, Message, NodeId, Term,
 };
 use crate::random::SplitMix64;
 
@@ -14,24 +16,34 @@ use crate::random::SplitMix64;
 #[derive(Debug, Clone)]
 pub struct RaftConfig {
     pub id: NodeId,
-    /// Every voter of the group, this node included.
-    pub voters: Vec<NodeId>,
-    /// A follower that hears nothing from a leader for a random time in
+    /// A voter that hears nothing from a leader for a random time in
     /// `[election_timeout_ticks_min, 2 * election_timeout_ticks_min)` starts a pre-vote; a
-    /// leader that hears from no majority for `election_timeout_ticks_min` steps down.
+    /// leader that no majority fetched from for `election_timeout_ticks_min` steps down; a
+    /// leadership transfer not done in `election_timeout_ticks_min` is abandoned.
     pub election_timeout_ticks_min: u64,
-    pub heartbeat_interval_ticks: u64,
-    /// Bound on the entries one AppendEntries carries.
-    pub entries_per_message_max: usize,
-    /// Seed of the election-timeout generator; give each node its own.
+    /// How often a leader repeats `BeginEpoch` to members that have not fetched yet.
+    pub begin_epoch_interval_ticks: u64,
+    /// A follower whose fetch went unanswered this long sends it again (it was lost).
+    pub fetch_timeout_ticks: u64,
+    /// Seed of the election-timeout generator; give each node (and each restart) its own.
     pub seed: u64,
 }
 
-/// What storage gave back after a restart.
-#[derive(Debug, Clone, Default)]
+/// What storage gave back after a restart: everything on disk counts as persisted.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PersistedState {
     pub hard_state: HardState,
-    pub entries: Vec<LogEntry>,
+    pub log: LogSummary,
+}
+
+impl PersistedState {
+    /// A node that has never run, in a group whose initial voters are `voters`.
+    pub fn empty(voters: Vec<NodeId>) -> PersistedState {
+        PersistedState {
+            hard_state: HardState::default(),
+            log: LogSummary::empty(voters),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,23 +54,96 @@ pub enum RoleKind {
     Leader,
 }
 
-/// The leader's knowledge of one follower.
-#[derive(Debug, Clone)]
+/// Why a leader-only request was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    NotLeader {
+        leader_hint: Option<NodeId>,
+    },
+    /// Leadership is moving to another node; retry there.
+    TransferInProgress,
+    /// A voter-set change is not committed yet, or this leader has not yet committed an entry
+    /// of its own term (before that, an earlier leader's change may still be in flight).
+    ChangeInProgress,
+    /// The node is not in the role the request needs (e.g. promoting a non-learner).
+    InvalidMember {
+        node: NodeId,
+    },
+    /// A learner must hold everything committed before it may vote.
+    LearnerBehind {
+        node: NodeId,
+    },
+    EmptyBatch,
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Refusal::NotLeader { leader_hint } => {
+                write!(formatter, "not the leader ({leader_hint:?} is)")
+            }
+            Refusal::TransferInProgress => write!(formatter, "leadership transfer in progress"),
+            Refusal::ChangeInProgress => write!(formatter, "a membership change is in progress"),
+            Refusal::InvalidMember { node } => {
+                write!(formatter, "node {node} cannot take that role")
+            }
+            Refusal::LearnerBehind { node } => {
+                write!(formatter, "learner {node} has not caught up")
+            }
+            Refusal::EmptyBatch => write!(formatter, "a batch holds at least one record"),
+        }
+    }
+}
+
+impl std::error::Error for Refusal {}
+
+/// The leader's knowledge of one follower (voter or learner).
+#[derive(Debug, Clone, Default)]
 struct Progress {
     /// The highest index known to be in the follower's log, matching ours, and persisted.
     match_index: Index,
-    /// Where the next AppendEntries starts.
-    next_index: Index,
-    /// Heard from in the current check-quorum period.
+    /// The follower's log matches ours up to here (persisted or not).
+    fetched_index: Index,
+    /// Has fetched in this term: no more `BeginEpoch` needed.
+    has_fetched: bool,
+    /// Fetched in the current check-quorum period.
     recently_active: bool,
+}
+
+/// The follower's one fetch in flight: its `fetch_index` and `last_fetched_term`, and how long
+/// ago it left.
+#[derive(Debug, Clone, Copy)]
+struct FetchInFlight {
+    fetch_index: Index,
+    last_fetched_term: Term,
+    elapsed_ticks: u64,
+}
+
+#[derive(Debug, Clone)]
+struct Transfer {
+    target: NodeId,
+    elapsed_ticks: u64,
+}
+
+#[derive(Debug, Clone)]
+struct LeaderState {
+    /// Every other voter and learner.
+    progress: BTreeMap<NodeId, Progress>,
+    /// Fetch and are not counted, until promoted.
+    learners: BTreeSet<NodeId>,
+    /// Our leader-change entry: committing it means every earlier entry is committed.
+    term_start_index: Index,
+    begin_epoch_elapsed_ticks: u64,
+    transfer: Option<Transfer>,
 }
 
 #[derive(Debug, Clone)]
 enum Role {
     Follower {
         leader: Option<NodeId>,
-        /// Our log matches `leader`'s up to here (what we may acknowledge once persisted).
+        /// Our log matches the leader's up to here: the most of its commit index we may take.
         verified_index: Index,
+        fetch: Option<FetchInFlight>,
     },
     PreCandidate {
         granted: BTreeSet<NodeId>,
@@ -66,16 +151,7 @@ enum Role {
     Candidate {
         granted: BTreeSet<NodeId>,
     },
-    Leader {
-        progress: BTreeMap<NodeId, Progress>,
-        heartbeat_elapsed_ticks: u64,
-    },
-}
-
-/// Proposals are accepted only by the leader.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct NotLeader {
-    pub leader_hint: Option<NodeId>,
+    Leader(LeaderState),
 }
 
 #[derive(Debug)]
@@ -96,28 +172,28 @@ pub struct RaftNode {
 impl RaftNode {
     /// A node (re)starting from what storage holds; it starts as a follower without a leader.
     pub fn new(config: RaftConfig, persisted: PersistedState) -> RaftNode {
-        assert!(
-            config.voters.contains(&config.id),
-            "a node is one of its voters"
-        );
-        assert!(config.election_timeout_ticks_min > config.heartbeat_interval_ticks);
-        assert!(config.heartbeat_interval_ticks > 0 && config.entries_per_message_max > 0);
+        assert!(config.election_timeout_ticks_min > config.begin_epoch_interval_ticks);
+        assert!(config.election_timeout_ticks_min > config.fetch_timeout_ticks);
+        assert!(config.begin_epoch_interval_ticks > 0 && config.fetch_timeout_ticks > 0);
         let random = SplitMix64::new(config.seed);
+        let log = RaftLog::restored(persisted.log);
+        assert!(log.last_term() <= persisted.hard_state.term);
         let mut node = RaftNode {
             config,
             random,
             hard_state: persisted.hard_state,
-            log: RaftLog::restored(persisted.entries),
-            commit_index: 0,
+            // What was removed from the log was committed.
+            commit_index: log.log_start() - 1,
+            log,
             role: Role::Follower {
                 leader: None,
                 verified_index: 0,
+                fetch: None,
             },
             elapsed_ticks: 0,
             election_timeout_ticks: 0,
             effects: Effects::default(),
         };
-        assert!(node.log.last_term() <= node.hard_state.term);
         node.reset_election_timeout();
         node
     }
@@ -155,31 +231,55 @@ impl RaftNode {
         self.log.persisted_index()
     }
 
-    /// The whole log, persisted or not.
-    pub fn entries(&self) -> &[LogEntry] {
-        self.log.entries()
+    /// The log as this node sees it (persisted or not).
+    pub fn log(&self) -> &LogSummary {
+        self.log.summary()
     }
 
-    /// Advance logical time by one tick.
+    /// The term of `index` if this node's log still knows it.
+    pub fn term_at(&self, index: Index) -> Option<Term> {
+        self.log.term_at(index)
+    }
+
+    /// The voter set in force: the last voter-set entry in the log, committed or not.
+    pub fn voters(&self) -> &[NodeId] {
+        self.log.voters()
+    }
+
+    /// Advance logical time by one tick. A clock jump is many calls in a row.
     pub fn tick(&mut self) -> Effects {
         self.elapsed_ticks += 1;
+        let is_voter = self.is_voter();
         match &mut self.role {
-            Role::Leader {
-                heartbeat_elapsed_ticks,
-                ..
-            } => {
-                *heartbeat_elapsed_ticks += 1;
-                if *heartbeat_elapsed_ticks >= self.config.heartbeat_interval_ticks {
-                    *heartbeat_elapsed_ticks = 0;
-                    self.broadcast_append();
+            Role::Leader(state) => {
+                state.begin_epoch_elapsed_ticks += 1;
+                if state.begin_epoch_elapsed_ticks >= self.config.begin_epoch_interval_ticks {
+                    state.begin_epoch_elapsed_ticks = 0;
+                    self.announce();
                 }
+                self.tick_transfer();
                 if self.elapsed_ticks >= self.config.election_timeout_ticks_min {
                     self.elapsed_ticks = 0;
                     self.check_quorum();
                 }
             }
-            Role::Follower { .. } | Role::PreCandidate { .. } | Role::Candidate { .. } => {
-                if self.elapsed_ticks >= self.election_timeout_ticks {
+            Role::Follower { leader, fetch, .. } => {
+                let resend = match fetch {
+                    Some(in_flight) => {
+                        in_flight.elapsed_ticks += 1;
+                        in_flight.elapsed_ticks >= self.config.fetch_timeout_ticks
+                    }
+                    None => self.log.persisted_index() >= self.log.last_index(),
+                };
+                if leader.is_some() && resend {
+                    self.send_fetch();
+                }
+                if is_voter && self.elapsed_ticks >= self.election_timeout_ticks {
+                    self.start_pre_vote();
+                }
+            }
+            Role::PreCandidate { .. } | Role::Candidate { .. } => {
+                if is_voter && self.elapsed_ticks >= self.election_timeout_ticks {
                     self.start_pre_vote();
                 }
             }
@@ -187,70 +287,152 @@ impl RaftNode {
         self.take_effects()
     }
 
-    /// Append `payload` to the log, if this node leads; returns the entry's index. The entry is
-    /// committed once `commit_index` reaches it (and may be lost if leadership changes first).
-    pub fn propose(&mut self, payload: Vec<u8>) -> Result<(Index, Effects), NotLeader> {
-        if !matches!(self.role, Role::Leader { .. }) {
-            return Err(NotLeader {
-                leader_hint: self.leader(),
-            });
+    /// Append a batch of `record_count` records, if this node leads and is not handing over.
+    /// Returns the entry's indexes and term: the driver writes the batch with base offset
+    /// `first_index - 1` and partitionLeaderEpoch `term`. It is committed once `commit_index`
+    /// reaches `last_index` (and may be lost if leadership changes first).
+    pub fn propose(&mut self, record_count: u64) -> Result<(EntryMeta, Effects), Refusal> {
+        self.leader_state_ready()?;
+        if record_count == 0 {
+            return Err(Refusal::EmptyBatch);
         }
-        let index = self.append_own(payload);
-        self.broadcast_append();
-        Ok((index, self.take_effects()))
+        let entry = self.append_own(record_count, EntryKind::Records);
+        Ok((entry, self.take_effects()))
     }
 
     /// Storage completed every write up to the one ending with entry (`index`, `term`).
     pub fn persisted(&mut self, index: Index, term: Term) -> Effects {
         if self.log.persisted(index, term) {
-            match self.role {
-                Role::Leader { .. } => self.advance_commit(),
+            match &self.role {
+                Role::Leader(_) => self.advance_commit(),
                 Role::Follower {
-                    leader: Some(leader),
-                    verified_index,
-                } => self.acknowledge(leader, verified_index),
-                Role::Follower { leader: None, .. }
-                | Role::PreCandidate { .. }
-                | Role::Candidate { .. } => {}
+                    leader: Some(_),
+                    fetch: None,
+                    ..
+                } if self.log.persisted_index() >= self.log.last_index() => self.send_fetch(),
+                Role::Follower { .. } | Role::PreCandidate { .. } | Role::Candidate { .. } => {}
             }
         }
         self.take_effects()
     }
 
+    /// The driver removed every entry before `log_start` (retention or DeleteRecords); only
+    /// committed entries may go, so `log_start <= commit_index + 1`.
+    pub fn log_start_advanced(&mut self, log_start: Index) {
+        self.log.advance_start(log_start, self.commit_index);
+    }
+
+    /// Hand leadership to `target` (a voter): stop taking proposals, wait until it has our
+    /// whole log, then tell it to start an election at once. Abandoned after an election
+    /// timeout.
+    pub fn transfer_leadership(&mut self, target: NodeId) -> Result<Effects, Refusal> {
+        self.leader_state_ready()?;
+        if target == self.config.id || !self.log.voters().contains(&target) {
+            return Err(Refusal::InvalidMember { node: target });
+        }
+        let Role::Leader(state) = &mut self.role else {
+            unreachable!("checked above");
+        };
+        state.transfer = Some(Transfer {
+            target,
+            elapsed_ticks: 0,
+        });
+        self.send_timeout_now_if_caught_up(target);
+        Ok(self.take_effects())
+    }
+
+    /// Let `node` fetch as a learner (not counted in any majority) so it can catch up before
+    /// [`RaftNode::promote`]. Learners are the leader's own state: a new leader forgets them.
+    pub fn add_learner(&mut self, node: NodeId) -> Result<Effects, Refusal> {
+        self.leader_state_ready()?;
+        if node == self.config.id || self.log.voters().contains(&node) {
+            return Err(Refusal::InvalidMember { node });
+        }
+        let term = self.hard_state.term;
+        let id = self.config.id;
+        let Role::Leader(state) = &mut self.role else {
+            unreachable!("checked above");
+        };
+        state.learners.insert(node);
+        state.progress.entry(node).or_default();
+        self.send(node, Message::BeginEpoch { term, leader: id });
+        Ok(self.take_effects())
+    }
+
+    /// Make a caught-up learner a voter: one voter-set entry (single-server change).
+    pub fn promote(&mut self, learner: NodeId) -> Result<Effects, Refusal> {
+        self.membership_change_ready()?;
+        let Role::Leader(state) = &self.role else {
+            unreachable!("checked above");
+        };
+        let Some(progress) = state
+            .progress
+            .get(&learner)
+            .filter(|_| state.learners.contains(&learner))
+        else {
+            return Err(Refusal::InvalidMember { node: learner });
+        };
+        if progress.match_index < self.commit_index {
+            return Err(Refusal::LearnerBehind { node: learner });
+        }
+        let mut voters = self.log.voters().to_vec();
+        voters.push(learner);
+        voters.sort_unstable();
+        self.append_own(1, EntryKind::Voters(voters));
+        Ok(self.take_effects())
+    }
+
+    /// Take `voter` out of the voter set: one voter-set entry. A leader removing itself leads
+    /// (without counting itself) until the change commits, then steps down.
+    pub fn remove_voter(&mut self, voter: NodeId) -> Result<Effects, Refusal> {
+        self.membership_change_ready()?;
+        let voters = self.log.voters();
+        if !voters.contains(&voter) || voters.len() == 1 {
+            return Err(Refusal::InvalidMember { node: voter });
+        }
+        let voters = voters.iter().copied().filter(|id| *id != voter).collect();
+        self.append_own(1, EntryKind::Voters(voters));
+        Ok(self.take_effects())
+    }
+
     /// Handle a message from `from`.
     pub fn step(&mut self, from: NodeId, message: Message) -> Effects {
-        if from == self.config.id || !self.config.voters.contains(&from) {
+        let is_vote = matches!(
+            message,
+            Message::PreVote { .. }
+                | Message::PreVoteResponse { .. }
+                | Message::RequestVote { .. }
+                | Message::RequestVoteResponse { .. }
+        );
+        // Only voters take part in elections: a removed node must not move our term.
+        if from == self.config.id || (is_vote && !self.log.voters().contains(&from)) {
             return self.take_effects();
         }
         let term = message.term();
         if term > self.hard_state.term {
             match message {
                 // Pre-votes never move terms: that is their point.
-                Message::PreVote { .. } => {}
-                Message::PreVoteResponse { granted: true, .. } => {}
+                Message::PreVote { .. } | Message::PreVoteResponse { granted: true, .. } => {}
                 // A leader we heard from recently is alive: a candidate is disruptive, not
-                // needed (it passed a pre-vote only with nodes that lost their leader).
-                Message::RequestVote { .. } if self.in_leader_lease() => {
+                // needed, unless that leader asked for the election.
+                Message::RequestVote {
+                    transfer: false, ..
+                } if self.in_leader_lease() => {
                     return self.take_effects();
                 }
-                Message::AppendEntries { leader, .. } => self.become_follower(term, Some(leader)),
+                Message::BeginEpoch { leader, .. } | Message::FetchResponse { leader, .. } => {
+                    self.become_follower(term, Some(leader))
+                }
                 _ => self.become_follower(term, None),
             }
         } else if term < self.hard_state.term {
             match message {
-                // A stale leader (e.g. healed from a partition) must learn our term so it steps
-                // down; with pre-vote nobody else would tell it.
-                Message::AppendEntries { .. } => {
-                    let hint = self.log.last_index() + 1;
-                    self.send(
-                        from,
-                        Message::AppendEntriesResponse {
-                            term: self.hard_state.term,
-                            result: AppendResult::Rejected {
-                                next_index_hint: hint,
-                            },
-                        },
-                    );
+                // A member left behind (e.g. healed from a partition) learns who leads now.
+                Message::Fetch { .. } | Message::BeginEpoch { .. } => {
+                    if let Some(leader) = self.leader() {
+                        let term = self.hard_state.term;
+                        self.send(from, Message::BeginEpoch { term, leader });
+                    }
                 }
                 Message::PreVote { .. } => self.send(
                     from,
@@ -269,32 +451,23 @@ impl RaftNode {
                 last_index,
                 last_term,
             } => {
-                let granted =
-                    !self.in_leader_lease() && self.log.is_up_to_date(last_index, last_term);
-                let term = if granted { term } else { self.hard_state.term };
-                self.send(from, Message::PreVoteResponse { term, granted });
+                if self.is_voter() {
+                    let granted =
+                        !self.in_leader_lease() && self.log.is_up_to_date(last_index, last_term);
+                    let term = if granted { term } else { self.hard_state.term };
+                    self.send(from, Message::PreVoteResponse { term, granted });
+                    // It lost its leader (a restart, a lost BeginEpoch): say who leads.
+                    if let (false, Some(leader)) = (granted, self.leader()) {
+                        let term = self.hard_state.term;
+                        self.send(from, Message::BeginEpoch { term, leader });
+                    }
+                }
             }
             Message::RequestVote {
                 last_index,
                 last_term,
                 ..
-            } => {
-                let granted = self.hard_state.voted_for.is_none_or(|voted| voted == from)
-                    && self.leader().is_none_or(|leader| leader == from)
-                    && self.log.is_up_to_date(last_index, last_term);
-                if granted {
-                    self.hard_state.voted_for = Some(from);
-                    self.effects.hard_state = Some(self.hard_state);
-                    self.elapsed_ticks = 0;
-                }
-                self.send(
-                    from,
-                    Message::RequestVoteResponse {
-                        term: self.hard_state.term,
-                        granted,
-                    },
-                );
-            }
+            } => self.handle_request_vote(from, last_index, last_term),
             Message::PreVoteResponse { term, granted } => {
                 let votes = match &mut self.role {
                     Role::PreCandidate { granted: votes }
@@ -306,7 +479,7 @@ impl RaftNode {
                     _ => return self.take_effects(),
                 };
                 if self.is_quorum(votes) {
-                    self.start_election();
+                    self.start_election(false);
                 }
             }
             Message::RequestVoteResponse { granted, term: _ } => {
@@ -321,16 +494,31 @@ impl RaftNode {
                     self.become_leader();
                 }
             }
-            Message::AppendEntries {
-                leader,
-                prev_index,
-                prev_term,
-                entries,
-                leader_commit,
+            Message::BeginEpoch { leader, .. } => {
+                self.follow(leader);
+            }
+            Message::Fetch {
+                fetch_index,
+                last_fetched_term,
+                durable_index,
                 ..
-            } => self.handle_append(leader, prev_index, prev_term, &entries, leader_commit),
-            Message::AppendEntriesResponse { result, .. } => {
-                self.handle_append_response(from, result)
+            } => self.handle_fetch(from, fetch_index, last_fetched_term, durable_index),
+            Message::FetchResponse {
+                leader,
+                commit_index,
+                fetch_index,
+                last_fetched_term,
+                result,
+                ..
+            } => {
+                if leader == from && self.follow(leader) {
+                    self.handle_fetch_response(commit_index, fetch_index, last_fetched_term, result)
+                }
+            }
+            Message::TimeoutNow { .. } => {
+                if self.leader() == Some(from) && self.is_voter() {
+                    self.start_election(true);
+                }
             }
         }
         self.take_effects()
@@ -344,10 +532,14 @@ impl RaftNode {
         self.effects.messages.push(Envelope { to, message });
     }
 
-    fn peers(&self) -> Vec<NodeId> {
+    fn is_voter(&self) -> bool {
+        self.log.voters().contains(&self.config.id)
+    }
+
+    fn voter_peers(&self) -> Vec<NodeId> {
         let id = self.config.id;
-        self.config
-            .voters
+        self.log
+            .voters()
             .iter()
             .copied()
             .filter(|voter| *voter != id)
@@ -355,7 +547,7 @@ impl RaftNode {
     }
 
     fn is_quorum(&self, count: usize) -> bool {
-        count > self.config.voters.len() / 2
+        count > self.log.voters().len() / 2
     }
 
     /// Whether a leader is known to be alive: we lead (check-quorum removes us otherwise), or we
@@ -394,8 +586,29 @@ impl RaftNode {
         self.role = Role::Follower {
             leader,
             verified_index: 0,
+            fetch: None,
         };
         self.reset_election_timeout();
+        if leader.is_some() {
+            self.send_fetch();
+        }
+    }
+
+    /// Take `leader` (the sender of a current-term leader message) as our leader; false if we
+    /// lead this term ourselves (two leaders in one term: a peer is broken; never follow it).
+    fn follow(&mut self, leader: NodeId) -> bool {
+        match self.role {
+            Role::Leader(_) => return false,
+            Role::Follower {
+                leader: Some(known),
+                ..
+            } if known == leader => {}
+            Role::Follower { .. } | Role::PreCandidate { .. } | Role::Candidate { .. } => {
+                self.become_follower(self.hard_state.term, Some(leader))
+            }
+        }
+        self.elapsed_ticks = 0;
+        true
     }
 
     fn start_pre_vote(&mut self) {
@@ -404,19 +617,19 @@ impl RaftNode {
         };
         self.reset_election_timeout();
         if self.is_quorum(1) {
-            return self.start_election();
+            return self.start_election(false);
         }
         let message = Message::PreVote {
             term: self.hard_state.term + 1,
             last_index: self.log.last_index(),
             last_term: self.log.last_term(),
         };
-        for peer in self.peers() {
+        for peer in self.voter_peers() {
             self.send(peer, message.clone());
         }
     }
 
-    fn start_election(&mut self) {
+    fn start_election(&mut self, transfer: bool) {
         self.set_term(self.hard_state.term + 1);
         self.hard_state.voted_for = Some(self.config.id);
         self.effects.hard_state = Some(self.hard_state);
@@ -431,59 +644,150 @@ impl RaftNode {
             term: self.hard_state.term,
             last_index: self.log.last_index(),
             last_term: self.log.last_term(),
+            transfer,
         };
-        for peer in self.peers() {
+        for peer in self.voter_peers() {
             self.send(peer, message.clone());
         }
     }
 
+    fn handle_request_vote(&mut self, from: NodeId, last_index: Index, last_term: Term) {
+        let granted = self.is_voter()
+            && self.hard_state.voted_for.is_none_or(|voted| voted == from)
+            && self.leader().is_none_or(|leader| leader == from)
+            && self.log.is_up_to_date(last_index, last_term);
+        if granted {
+            self.hard_state.voted_for = Some(from);
+            self.effects.hard_state = Some(self.hard_state);
+            self.elapsed_ticks = 0;
+        }
+        self.send(
+            from,
+            Message::RequestVoteResponse {
+                term: self.hard_state.term,
+                granted,
+            },
+        );
+    }
+
     fn become_leader(&mut self) {
-        let next_index = self.log.last_index() + 1;
         let progress = self
-            .peers()
+            .voter_peers()
             .into_iter()
-            .map(|peer| {
-                let progress = Progress {
-                    match_index: 0,
-                    next_index,
-                    recently_active: false,
-                };
-                (peer, progress)
-            })
+            .map(|peer| (peer, Progress::default()))
             .collect();
-        self.role = Role::Leader {
+        self.role = Role::Leader(LeaderState {
             progress,
-            heartbeat_elapsed_ticks: 0,
-        };
+            learners: BTreeSet::new(),
+            term_start_index: self.log.last_index() + 1,
+            begin_epoch_elapsed_ticks: 0,
+            transfer: None,
+        });
         self.elapsed_ticks = 0;
         // Entries of earlier terms commit only under an entry of ours (Raft §5.4.2).
-        self.append_own(Vec::new());
-        self.broadcast_append();
+        self.append_own(1, EntryKind::LeaderChange);
+        self.announce();
     }
 
-    fn append_own(&mut self, payload: Vec<u8>) -> Index {
-        let entry = LogEntry {
-            term: self.hard_state.term,
-            index: self.log.last_index() + 1,
-            payload,
-        };
-        let index = entry.index;
-        let write = self.log.append(entry);
-        self.effects.log_writes.push(write);
-        index
-    }
-
-    /// Step down if no majority answered during the last election timeout: a partitioned
-    /// leader stops accepting writes it could never commit, and lets clients find the new one.
-    fn check_quorum(&mut self) {
-        let Role::Leader { progress, .. } = &mut self.role else {
+    /// `BeginEpoch` to every member that has not fetched from us yet.
+    fn announce(&mut self) {
+        let Role::Leader(state) = &self.role else {
             return;
         };
-        let active = 1 + progress
-            .values()
-            .filter(|peer| peer.recently_active)
-            .count();
-        for peer in progress.values_mut() {
+        let silent: Vec<NodeId> = state
+            .progress
+            .iter()
+            .filter(|(_, progress)| !progress.has_fetched)
+            .map(|(id, _)| *id)
+            .collect();
+        let message = Message::BeginEpoch {
+            term: self.hard_state.term,
+            leader: self.config.id,
+        };
+        for peer in silent {
+            self.send(peer, message.clone());
+        }
+    }
+
+    /// Ok if we lead and take requests (no transfer under way).
+    fn leader_state_ready(&self) -> Result<(), Refusal> {
+        match &self.role {
+            Role::Leader(state) if state.transfer.is_some() => Err(Refusal::TransferInProgress),
+            Role::Leader(_) => Ok(()),
+            Role::Follower { .. } | Role::PreCandidate { .. } | Role::Candidate { .. } => {
+                Err(Refusal::NotLeader {
+                    leader_hint: self.leader(),
+                })
+            }
+        }
+    }
+
+    /// One change at a time, and only once we have committed an entry of our term.
+    fn membership_change_ready(&self) -> Result<(), Refusal> {
+        self.leader_state_ready()?;
+        let Role::Leader(state) = &self.role else {
+            unreachable!("checked above");
+        };
+        if self.commit_index < state.term_start_index
+            || self.log.last_voters_index() > self.commit_index
+        {
+            return Err(Refusal::ChangeInProgress);
+        }
+        Ok(())
+    }
+
+    fn append_own(&mut self, index_count: u64, kind: EntryKind) -> EntryMeta {
+        let first_index = self.log.last_index() + 1;
+        let entry = EntryMeta {
+            first_index,
+            last_index: first_index + index_count - 1,
+            term: self.hard_state.term,
+            kind,
+        };
+        let changes_voters = matches!(entry.kind, EntryKind::Voters(_));
+        let write = self.log.append(vec![entry.clone()]);
+        self.effects.log_writes.push(write);
+        if changes_voters {
+            self.track_members();
+        }
+        entry
+    }
+
+    /// After the voter set changed: progress for exactly the other voters and the learners.
+    fn track_members(&mut self) {
+        let voters = self.voter_peers();
+        let Role::Leader(state) = &mut self.role else {
+            return;
+        };
+        state.learners.retain(|learner| !voters.contains(learner));
+        let members: BTreeSet<NodeId> = voters.iter().chain(&state.learners).copied().collect();
+        state.progress.retain(|id, _| members.contains(id));
+        for member in members {
+            state.progress.entry(member).or_default();
+        }
+    }
+
+    /// Step down if no majority fetched during the last election timeout: a partitioned
+    /// leader stops accepting writes it could never commit, and lets clients find the new one.
+    fn check_quorum(&mut self) {
+        let is_voter = self.is_voter();
+        let voters = self.voter_peers();
+        let Role::Leader(state) = &mut self.role else {
+            return;
+        };
+        let active = usize::from(is_voter)
+            + voters
+                .iter()
+                .filter(|voter| {
+                    state
+                        .progress
+                        .get(voter)
+                        .is_some_and(|peer| peer.recently_active)
+                })
+                .count();
+        for peer in state.progress.values_mut() {
+            // Silent for a whole period (restarted, or lost our BeginEpoch): announce again.
+            peer.has_fetched &= peer.recently_active;
             peer.recently_active = false;
         }
         if !self.is_quorum(active) {
@@ -491,156 +795,260 @@ impl RaftNode {
         }
     }
 
-    fn broadcast_append(&mut self) {
-        for peer in self.peers() {
-            self.send_append(peer);
+    fn tick_transfer(&mut self) {
+        let Role::Leader(state) = &mut self.role else {
+            return;
+        };
+        if let Some(transfer) = &mut state.transfer {
+            transfer.elapsed_ticks += 1;
+            if transfer.elapsed_ticks >= self.config.election_timeout_ticks_min {
+                state.transfer = None;
+            }
         }
     }
 
-    fn send_append(&mut self, peer: NodeId) {
-        let Role::Leader { progress, .. } = &mut self.role else {
+    fn send_timeout_now_if_caught_up(&mut self, peer: NodeId) {
+        let last_index = self.log.last_index();
+        let Role::Leader(state) = &self.role else {
             return;
         };
-        let Some(progress) = progress.get_mut(&peer) else {
+        let caught_up = state
+            .transfer
+            .as_ref()
+            .is_some_and(|transfer| transfer.target == peer)
+            && state
+                .progress
+                .get(&peer)
+                .is_some_and(|progress| progress.fetched_index >= last_index);
+        if caught_up {
+            let term = self.hard_state.term;
+            self.send(peer, Message::TimeoutNow { term });
+        }
+    }
+
+    fn send_fetch(&mut self) {
+        let fetch_index = self.log.last_index() + 1;
+        let last_fetched_term = self.log.last_term();
+        let Role::Follower {
+            leader: Some(leader),
+            fetch,
+            ..
+        } = &mut self.role
+        else {
             return;
         };
-        let prev_index = progress.next_index - 1;
-        let prev_term = self
-            .log
-            .term_at(prev_index)
-            .expect("next_index stays within the leader's log + 1");
-        let entries = self
-            .log
-            .slice(progress.next_index, self.config.entries_per_message_max);
-        progress.next_index += entries.len() as Index;
-        let message = Message::AppendEntries {
+        let leader = *leader;
+        *fetch = Some(FetchInFlight {
+            fetch_index,
+            last_fetched_term,
+            elapsed_ticks: 0,
+        });
+        let message = Message::Fetch {
+            term: self.hard_state.term,
+            fetch_index,
+            last_fetched_term,
+            durable_index: self.log.persisted_index(),
+        };
+        self.send(leader, message);
+    }
+
+    fn handle_fetch(
+        &mut self,
+        from: NodeId,
+        fetch_index: Index,
+        last_fetched_term: Term,
+        durable_index: Index,
+    ) {
+        let Role::Leader(state) = &mut self.role else {
+            return;
+        };
+        let Some(progress) = state.progress.get_mut(&from) else {
+            return;
+        };
+        if fetch_index == 0 {
+            return;
+        }
+        progress.has_fetched = true;
+        progress.recently_active = true;
+        let log_start = self.log.log_start();
+        let matched = self.log.term_at(fetch_index - 1) == Some(last_fetched_term);
+        let result = match self.log.end_of_epoch_at_most(last_fetched_term) {
+            Some(_) if matched => {
+                progress.fetched_index = progress.fetched_index.max(fetch_index - 1);
+                progress.match_index = progress.match_index.max(durable_index.min(fetch_index - 1));
+                FetchResult::Entries {
+                    entries: Vec::new(),
+                }
+            }
+            Some((term, end_index)) if fetch_index > log_start => {
+                FetchResult::Diverging { end_index, term }
+            }
+            // Below our log start, or disagreeing at its boundary, or nothing to compare with.
+            Some(_) | None => FetchResult::SnapshotNeeded {
+                log_start,
+                prev_term: self
+                    .log
+                    .term_at(log_start - 1)
+                    .expect("the log start boundary"),
+                voters: self.log.voters_at(log_start - 1).to_vec(),
+            },
+        };
+        if matches!(result, FetchResult::Entries { .. }) {
+            self.advance_commit();
+            if !matches!(self.role, Role::Leader(_)) {
+                return; // stepped down: the change removing us committed
+            }
+            self.send_timeout_now_if_caught_up(from);
+        }
+        let message = Message::FetchResponse {
             term: self.hard_state.term,
             leader: self.config.id,
-            prev_index,
-            prev_term,
-            entries,
-            leader_commit: self.commit_index,
+            commit_index: self.commit_index,
+            fetch_index,
+            last_fetched_term,
+            result,
         };
-        self.send(peer, message);
+        self.send(from, message);
     }
 
-    fn handle_append(
+    fn handle_fetch_response(
         &mut self,
-        leader: NodeId,
-        prev_index: Index,
-        prev_term: Term,
-        entries: &[LogEntry],
         leader_commit: Index,
+        fetch_index: Index,
+        last_fetched_term: Term,
+        result: FetchResult,
     ) {
-        if !matches!(self.role, Role::Follower { leader: Some(known), .. } if known == leader) {
-            if matches!(self.role, Role::Leader { .. }) {
-                // Two leaders in one term: a peer is broken; never follow it.
-                return;
+        let tail = (self.log.last_index() + 1, self.log.last_term());
+        let Role::Follower { fetch, .. } = &mut self.role else {
+            unreachable!("follow() made us a follower");
+        };
+        // Only the answer to the fetch in flight, sent from our current tail: a late answer to
+        // an earlier fetch describes a log we no longer have.
+        let answers_ours = fetch.is_some_and(|in_flight| {
+            (in_flight.fetch_index, in_flight.last_fetched_term) == (fetch_index, last_fetched_term)
+        }) && (fetch_index, last_fetched_term) == tail;
+        if !answers_ours {
+            return;
+        }
+        *fetch = None;
+        match result {
+            FetchResult::Entries { entries } => {
+                if !self.well_formed(&entries) {
+                    return;
+                }
+                if !entries.is_empty() {
+                    let write = self.log.append(entries);
+                    self.effects.log_writes.push(write);
+                }
+                self.verified(self.log.last_index(), leader_commit);
+                // Fetch on once what we took is durable, so that `durable_index` reports it.
+                if self.log.persisted_index() >= self.log.last_index() {
+                    self.send_fetch();
+                }
             }
-            self.become_follower(self.hard_state.term, Some(leader));
+            FetchResult::Diverging { end_index, term } => {
+                let Some(point) = self
+                    .log
+                    .divergence_point(end_index, term, self.commit_index)
+                else {
+                    return;
+                };
+                assert!(
+                    point >= self.commit_index,
+                    "leader's divergence at ({end_index}, {term}) would truncate committed {}",
+                    self.commit_index
+                );
+                if point < self.log.last_index() {
+                    let write = self.log.truncate_after(point);
+                    self.effects.log_writes.push(write);
+                }
+                if let Role::Follower { verified_index, .. } = &mut self.role {
+                    *verified_index = (*verified_index).min(point);
+                }
+                self.send_fetch();
+            }
+            FetchResult::SnapshotNeeded {
+                log_start,
+                prev_term,
+                voters,
+            } => {
+                if log_start == 0 || log_start - 1 < self.commit_index || voters.is_empty() {
+                    return;
+                }
+                let write = self.log.reset_to(log_start, prev_term, voters);
+                self.effects.log_writes.push(write);
+                self.verified(log_start - 1, log_start - 1);
+                self.send_fetch();
+            }
         }
-        self.elapsed_ticks = 0;
-        if self.log.term_at(prev_index) != Some(prev_term) {
-            let next_index_hint = if prev_index > self.log.last_index() {
-                self.log.last_index() + 1
-            } else {
-                self.log
-                    .first_index_of_term_at(prev_index, self.commit_index + 1)
-            };
-            self.send(
-                leader,
-                Message::AppendEntriesResponse {
-                    term: self.hard_state.term,
-                    result: AppendResult::Rejected { next_index_hint },
-                },
-            );
-            return;
+    }
+
+    /// Fetched entries start after our end (gaps allowed; only an empty log may take a first
+    /// batch straddling its start), follow one another, and carry terms between our last and
+    /// the current one.
+    fn well_formed(&self, entries: &[EntryMeta]) -> bool {
+        let mut last_index = self.log.last_index();
+        let mut last_term = self.log.last_term();
+        let log_is_empty = last_index < self.log.log_start();
+        for (position, entry) in entries.iter().enumerate() {
+            let may_straddle = position == 0 && log_is_empty;
+            if (entry.first_index <= last_index && !may_straddle)
+                || entry.first_index > entry.last_index
+                || entry.last_index <= last_index
+                || entry.term < last_term
+                || entry.term > self.hard_state.term
+                || matches!(&entry.kind, EntryKind::Voters(voters) if voters.is_empty())
+            {
+                return false;
+            }
+            last_index = entry.last_index;
+            last_term = entry.term;
         }
-        let well_formed = entries
-            .iter()
-            .zip(prev_index + 1..)
-            .all(|(entry, index)| entry.index == index && entry.term <= self.hard_state.term);
-        if !well_formed {
-            return;
-        }
-        if let Some(write) = self.log.merge(entries, self.commit_index) {
-            self.effects.log_writes.push(write);
-        }
-        let verified = prev_index + entries.len() as Index;
+        true
+    }
+
+    /// Our log matches the leader's up to `index`: take its commit index that far.
+    fn verified(&mut self, index: Index, leader_commit: Index) {
         if let Role::Follower { verified_index, .. } = &mut self.role {
-            *verified_index = (*verified_index).max(verified);
+            *verified_index = (*verified_index).max(index);
         }
-        let commit = leader_commit.min(verified);
+        let commit = leader_commit.min(index);
         if commit > self.commit_index {
             self.commit_index = commit;
             self.effects.commit_index = Some(commit);
         }
-        let Role::Follower { verified_index, .. } = self.role else {
-            unreachable!("became a follower above");
-        };
-        self.acknowledge(leader, verified_index);
     }
 
-    /// Tell the leader how far our log matches its own and is persisted.
-    fn acknowledge(&mut self, leader: NodeId, verified_index: Index) {
-        let match_index = verified_index.min(self.log.persisted_index());
-        self.send(
-            leader,
-            Message::AppendEntriesResponse {
-                term: self.hard_state.term,
-                result: AppendResult::Accepted { match_index },
-            },
-        );
-    }
-
-    fn handle_append_response(&mut self, from: NodeId, result: AppendResult) {
-        let last_index = self.log.last_index();
-        let Role::Leader { progress, .. } = &mut self.role else {
-            return;
-        };
-        let Some(peer) = progress.get_mut(&from) else {
-            return;
-        };
-        peer.recently_active = true;
-        match result {
-            AppendResult::Accepted { match_index } => {
-                if match_index > last_index {
-                    return;
-                }
-                if match_index > peer.match_index {
-                    peer.match_index = match_index;
-                    peer.next_index = peer.next_index.max(match_index + 1);
-                    self.advance_commit();
-                }
-            }
-            AppendResult::Rejected { next_index_hint } => {
-                let next = next_index_hint
-                    .min(peer.next_index.saturating_sub(1))
-                    .clamp(peer.match_index + 1, last_index + 1);
-                if next < peer.next_index {
-                    peer.next_index = next;
-                    self.send_append(from);
-                }
-            }
-        }
-    }
-
-    /// Commit the highest index of the current term that a majority (the leader counting only
-    /// what it has persisted itself) has persisted.
+    /// Commit the highest index of the current term that a majority of the voters (the leader
+    /// counting only what it has persisted itself) has persisted.
     fn advance_commit(&mut self) {
-        let Role::Leader { progress, .. } = &self.role else {
+        let Role::Leader(state) = &self.role else {
             return;
         };
-        let mut matched: Vec<Index> = progress.values().map(|peer| peer.match_index).collect();
-        matched.push(self.log.persisted_index());
+        let id = self.config.id;
+        let voters = self.log.voters();
+        let mut matched: Vec<Index> = voters
+            .iter()
+            .map(|voter| {
+                if *voter == id {
+                    self.log.persisted_index()
+                } else {
+                    state.progress.get(voter).map_or(0, |peer| peer.match_index)
+                }
+            })
+            .collect();
         matched.sort_unstable_by(|a, b| b.cmp(a));
-        let quorum_index = matched[self.config.voters.len() / 2];
+        let quorum_index = matched[voters.len() / 2];
         if quorum_index > self.commit_index
             && self.log.term_at(quorum_index) == Some(self.hard_state.term)
         {
             self.commit_index = quorum_index;
             self.effects.commit_index = Some(quorum_index);
-            // Followers learn the new commit index with the next append or heartbeat.
+            // Followers learn the new commit index with their next fetch.
+        }
+        // A leader that removed itself hands over once the change is committed.
+        if !self.is_voter() && self.commit_index >= self.log.last_voters_index() {
+            self.become_follower(self.hard_state.term, None);
         }
     }
 }

@@ -1,179 +1,390 @@
-//! Elections on a perfect network, one behaviour per test: what pre-vote and check-quorum are
-//! for. (The simulator checks safety under faults; these check the intended liveness choices.)
+//! One behaviour per test on a network without faults: what pre-vote and check-quorum are
+//! for, and each replication path (divergence, a follower below the leader's log start,
+//! leadership transfer, membership changes, voters recovered on restart). The simulator checks
+//! safety under faults; these check the intended behaviour.
 
-use std::collections::{BTreeMap, BTreeSet};
+mod common;
 
-use ferrite_replication::{
-    Effects, Envelope, NodeId, PersistedState, RaftConfig, RaftNode, RoleKind,
-};
+use common::{Batch, Cluster, DiskWrite, Faults};
+use ferrite_replication::{EntryKind, EntryMeta, NodeId, Refusal, RoleKind, Term};
 
 const TICKS_MAX: u64 = 1_000;
+const PERFECT: Faults = Faults {
+    loss_per_mille: 0,
+    duplicate_per_mille: 0,
+    delay_ticks_max: 1,
+};
 
-struct Cluster {
-    nodes: BTreeMap<NodeId, RaftNode>,
-    queue: Vec<(NodeId, Envelope)>,
-    isolated: BTreeSet<NodeId>,
+fn cluster(size: u64) -> Cluster {
+    Cluster::new(7, size, PERFECT, 10)
 }
 
-impl Cluster {
-    fn new(size: u64) -> Cluster {
-        let voters: Vec<NodeId> = (1..=size).collect();
-        let nodes = voters
+fn tick_until(cluster: &mut Cluster, what: &str, done: impl Fn(&Cluster) -> bool) {
+    for _ in 0..TICKS_MAX {
+        cluster.tick_synced();
+        if done(cluster) {
+            return;
+        }
+    }
+    panic!("not within {TICKS_MAX} ticks: {what}");
+}
+
+/// Tick until a leader on the main side is known to every node on that side.
+fn tick_until_leader(cluster: &mut Cluster) -> NodeId {
+    tick_until(cluster, "a leader", |cluster| {
+        let known = |leader| {
+            cluster
+                .live()
+                .filter(|node| cluster.sides[&node.id()] == 0)
+                .all(|node| node.leader() == Some(leader))
+        };
+        cluster
+            .leader()
+            .is_some_and(|leader| cluster.sides[&leader] == 0 && known(leader))
+    });
+    cluster.leader().expect("just seen")
+}
+
+fn ticks(cluster: &mut Cluster, count: u64) {
+    for _ in 0..count {
+        cluster.tick_synced();
+    }
+}
+
+fn node(cluster: &Cluster, id: NodeId) -> &ferrite_replication::RaftNode {
+    cluster.node(id).expect("live node")
+}
+
+/// Propose one batch on the leader and wait until every live voter commits it.
+fn commit_one(cluster: &mut Cluster) -> Batch {
+    let (leader, batch) = cluster.propose().expect("a leader takes proposals");
+    let voters = node(cluster, leader).voters().to_vec();
+    let last = batch.meta.last_index;
+    tick_until(cluster, "commit everywhere", |cluster| {
+        cluster
+            .live()
+            .filter(|node| voters.contains(&node.id()))
+            .all(|node| node.commit_index() >= last)
+    });
+    batch
+}
+
+/// Every live node's disk holds exactly the batches of `reference`'s disk from its log start.
+fn assert_same_logs(cluster: &Cluster, reference: NodeId) {
+    let expected = &cluster.disks[&reference].durable;
+    for node in cluster.live() {
+        let disk = &cluster.disks[&node.id()].durable;
+        assert_eq!(disk.last_index, expected.last_index, "node {}", node.id());
+        for (last_index, batch) in disk.batches.range(expected.log_start..) {
+            assert_eq!(
+                expected.batches.get(last_index),
+                Some(batch),
+                "node {}",
+                node.id()
+            );
+        }
+    }
+}
+
+/// Put a log of `(first_index, last_index, term)` records batches on `id`'s disk (term and
+/// vote at `term`) and restart it from there.
+fn install(cluster: &mut Cluster, id: NodeId, term: Term, batches: &[(u64, u64, Term)]) {
+    cluster.crash(id);
+    let disk = cluster.disks.get_mut(&id).expect("known node");
+    disk.hard_state.term = term;
+    let write = DiskWrite::Append(
+        batches
             .iter()
-            .map(|id| {
-                let config = RaftConfig {
-                    id: *id,
-                    voters: voters.clone(),
-                    election_timeout_ticks_min: 10,
-                    heartbeat_interval_ticks: 2,
-                    entries_per_message_max: 16,
-                    seed: *id,
-                };
-                (*id, RaftNode::new(config, PersistedState::default()))
+            .map(|(first_index, last_index, term)| Batch {
+                meta: EntryMeta {
+                    first_index: *first_index,
+                    last_index: *last_index,
+                    term: *term,
+                    kind: EntryKind::Records,
+                },
+                payload: last_index * 100 + term,
             })
-            .collect();
-        Cluster {
-            nodes,
-            queue: Vec::new(),
-            isolated: BTreeSet::new(),
-        }
-    }
-
-    /// Carry out effects at once: storage completes immediately, messages arrive next.
-    fn apply(&mut self, id: NodeId, effects: Effects) {
-        if let Some(last) = effects
-            .log_writes
-            .last()
-            .and_then(|write| write.entries.last())
-        {
-            let (index, term) = (last.index, last.term);
-            let more = self
-                .nodes
-                .get_mut(&id)
-                .expect("known node")
-                .persisted(index, term);
-            self.queue
-                .extend(more.messages.into_iter().map(|envelope| (id, envelope)));
-        }
-        self.queue
-            .extend(effects.messages.into_iter().map(|envelope| (id, envelope)));
-    }
-
-    fn tick(&mut self) {
-        for id in self.nodes.keys().copied().collect::<Vec<_>>() {
-            let effects = self.nodes.get_mut(&id).expect("known node").tick();
-            self.apply(id, effects);
-        }
-        while !self.queue.is_empty() {
-            for (from, envelope) in std::mem::take(&mut self.queue) {
-                if self.isolated.contains(&from) || self.isolated.contains(&envelope.to) {
-                    continue;
-                }
-                let node = self.nodes.get_mut(&envelope.to).expect("known node");
-                let effects = node.step(from, envelope.message);
-                self.apply(envelope.to, effects);
-            }
-        }
-    }
-
-    fn leader(&self) -> Option<NodeId> {
-        self.nodes
-            .values()
-            .find(|node| node.role() == RoleKind::Leader && !self.isolated.contains(&node.id()))
-            .map(RaftNode::id)
-    }
-
-    fn tick_until_leader(&mut self) -> NodeId {
-        for _ in 0..TICKS_MAX {
-            self.tick();
-            if let Some(leader) = self.leader() {
-                return leader;
-            }
-        }
-        panic!("no leader within {TICKS_MAX} ticks");
-    }
+            .collect(),
+    );
+    disk.durable.apply(&write).expect("a valid log");
+    disk.written = disk.durable.clone();
+    cluster.restart(id);
 }
 
 #[test]
 fn a_cluster_elects_one_leader_and_commits_its_proposals_everywhere() {
-    let mut cluster = Cluster::new(3);
-    let leader = cluster.tick_until_leader();
+    let mut cluster = cluster(3);
+    let leader = tick_until_leader(&mut cluster);
     let follower = cluster
-        .nodes
-        .keys()
-        .copied()
+        .ids()
+        .into_iter()
         .find(|id| *id != leader)
         .expect("3 nodes");
     let refused = cluster
         .nodes
         .get_mut(&follower)
-        .expect("known")
-        .propose(b"x".to_vec());
+        .and_then(Option::as_mut)
+        .expect("live")
+        .propose(1);
     assert_eq!(
-        refused.err().map(|error| error.leader_hint),
-        Some(Some(leader))
+        refused.err(),
+        Some(Refusal::NotLeader {
+            leader_hint: Some(leader)
+        })
     );
-    let (index, effects) = cluster
-        .nodes
-        .get_mut(&leader)
-        .expect("known")
-        .propose(b"x".to_vec())
-        .expect("leader");
-    cluster.apply(leader, effects);
-    for _ in 0..10 {
-        cluster.tick();
-    }
-    for node in cluster.nodes.values() {
-        assert!(
-            node.commit_index() >= index,
-            "node {} did not commit",
-            node.id()
-        );
-        assert_eq!(node.entries()[index as usize - 1].payload, b"x");
+    let batch = commit_one(&mut cluster);
+    for id in cluster.ids() {
+        let stored = cluster.disks[&id]
+            .durable
+            .batch_containing(batch.meta.last_index);
+        assert_eq!(stored, Some(&batch), "node {id}");
     }
 }
 
 #[test]
 fn an_isolated_node_does_not_bump_its_term_and_does_not_depose_the_leader_on_return() {
-    let mut cluster = Cluster::new(3);
-    let leader = cluster.tick_until_leader();
-    let term = cluster.nodes[&leader].term();
+    let mut cluster = cluster(3);
+    let leader = tick_until_leader(&mut cluster);
+    let term = node(&cluster, leader).term();
     let loner = cluster
-        .nodes
-        .keys()
-        .copied()
+        .ids()
+        .into_iter()
         .find(|id| *id != leader)
         .expect("3 nodes");
-    cluster.isolated.insert(loner);
-    for _ in 0..100 {
-        cluster.tick();
-    }
+    cluster.sides.insert(loner, 1);
+    ticks(&mut cluster, 100);
     assert_eq!(
-        cluster.nodes[&loner].term(),
+        node(&cluster, loner).term(),
         term,
         "pre-vote keeps the term"
     );
-    cluster.isolated.clear();
-    for _ in 0..100 {
-        cluster.tick();
-    }
+    cluster.sides.insert(loner, 0);
+    ticks(&mut cluster, 100);
     assert_eq!(cluster.leader(), Some(leader));
-    assert_eq!(cluster.nodes[&leader].term(), term);
+    assert_eq!(node(&cluster, leader).term(), term);
 }
 
 #[test]
 fn a_leader_cut_off_from_the_majority_steps_down_and_the_majority_elects_another() {
-    let mut cluster = Cluster::new(3);
-    let old_leader = cluster.tick_until_leader();
-    cluster.isolated.insert(old_leader);
-    for _ in 0..25 {
-        cluster.tick();
-    }
+    let mut cluster = cluster(3);
+    let old_leader = tick_until_leader(&mut cluster);
+    cluster.sides.insert(old_leader, 1);
+    ticks(&mut cluster, 25);
     assert_eq!(
-        cluster.nodes[&old_leader].role(),
+        node(&cluster, old_leader).role(),
         RoleKind::Follower,
         "check-quorum"
     );
-    let new_leader = cluster.tick_until_leader();
+    let new_leader = tick_until_leader(&mut cluster);
     assert_ne!(new_leader, old_leader);
+}
+
+#[test]
+fn a_follower_truncates_its_divergent_tail_to_the_leaders_epoch_end_and_catches_up() {
+    let mut cluster = cluster(3);
+    let shared = [(1, 3, 1)];
+    install(&mut cluster, 1, 3, &[shared[0], (4, 5, 3)]);
+    install(&mut cluster, 2, 3, &[shared[0], (4, 5, 3)]);
+    // Node 3 holds term-2 entries nobody else has: it cannot win, and must lose them.
+    install(&mut cluster, 3, 2, &[shared[0], (4, 6, 2), (7, 8, 2)]);
+    let leader = tick_until_leader(&mut cluster);
+    assert_ne!(leader, 3, "a less up-to-date log cannot win");
+    commit_one(&mut cluster);
+    let disk = &cluster.disks[&3].durable;
+    assert!(
+        disk.batches.values().all(|batch| batch.meta.term != 2),
+        "term 2 entries are gone"
+    );
+    assert_eq!(disk.term_at(5), Some(3));
+    assert_same_logs(&cluster, leader);
+}
+
+#[test]
+fn a_follower_behind_the_leaders_log_start_restarts_its_log_there() {
+    let mut cluster = cluster(3);
+    let leader = tick_until_leader(&mut cluster);
+    let lagging = cluster
+        .ids()
+        .into_iter()
+        .find(|id| *id != leader)
+        .expect("3 nodes");
+    commit_one(&mut cluster);
+    cluster.crash(lagging);
+    for _ in 0..5 {
+        commit_one(&mut cluster);
+    }
+    // Retention on every live node: the lagging node's next fetch is below every log start.
+    let log_start = cluster.disks[&leader].durable.last_index - 1;
+    let log_start = cluster.disks[&leader]
+        .durable
+        .batch_containing(log_start)
+        .expect("held")
+        .meta
+        .first_index;
+    for id in cluster.ids().into_iter().filter(|id| *id != lagging) {
+        let disk = cluster.disks.get_mut(&id).expect("known");
+        disk.durable.remove_before(log_start);
+        disk.written = disk.durable.clone();
+        cluster
+            .nodes
+            .get_mut(&id)
+            .and_then(Option::as_mut)
+            .expect("live")
+            .log_start_advanced(log_start);
+    }
+    cluster.restart(lagging);
+    let batch = commit_one(&mut cluster);
+    let disk = &cluster.disks[&lagging].durable;
+    assert_eq!(disk.log_start, log_start);
+    assert_eq!(disk.batch_containing(batch.meta.last_index), Some(&batch));
+    assert_same_logs(&cluster, leader);
+}
+
+#[test]
+fn leadership_moves_to_the_transfer_target_without_waiting_for_a_timeout() {
+    let mut cluster = cluster(3);
+    let leader = tick_until_leader(&mut cluster);
+    let term = node(&cluster, leader).term();
+    let target = cluster
+        .ids()
+        .into_iter()
+        .find(|id| *id != leader)
+        .expect("3 nodes");
+    commit_one(&mut cluster);
+    let node_mut = cluster
+        .nodes
+        .get_mut(&leader)
+        .and_then(Option::as_mut)
+        .expect("live");
+    let effects = node_mut.transfer_leadership(target).expect("leader");
+    assert_eq!(node_mut.propose(1).err(), Some(Refusal::TransferInProgress));
+    cluster.apply(leader, effects, &[]);
+    // Well within one election timeout (10 ticks): the lease of the others does not hold it up.
+    ticks(&mut cluster, 6);
+    assert_eq!(cluster.leader(), Some(target));
+    assert_eq!(node(&cluster, target).term(), term + 1);
+    commit_one(&mut cluster);
+}
+
+#[test]
+fn a_learner_catches_up_becomes_a_voter_and_a_leader_can_remove_itself() {
+    let mut cluster = cluster(3);
+    let leader = tick_until_leader(&mut cluster);
+    commit_one(&mut cluster);
+    cluster.add_node(4, vec![1, 2, 3]);
+    let leader_node = cluster
+        .nodes
+        .get_mut(&leader)
+        .and_then(Option::as_mut)
+        .expect("live");
+    assert_eq!(
+        leader_node.promote(4).err(),
+        Some(Refusal::InvalidMember { node: 4 }),
+        "only a learner can be promoted"
+    );
+    let effects = leader_node.add_learner(4).expect("leader");
+    cluster.apply(leader, effects, &[]);
+    tick_until(&mut cluster, "the learner catches up", |cluster| {
+        cluster
+            .node(4)
+            .is_some_and(|node| node.commit_index() >= node_commit(cluster, leader))
+    });
+    assert_eq!(
+        node(&cluster, 4).voters(),
+        &[1, 2, 3],
+        "a learner does not vote"
+    );
+    ticks(&mut cluster, 3); // its next fetch tells the leader it has that durably
+    let leader_node = cluster
+        .nodes
+        .get_mut(&leader)
+        .and_then(Option::as_mut)
+        .expect("live");
+    let effects = leader_node.promote(4).expect("caught up");
+    assert_eq!(
+        leader_node.remove_voter(4).err(),
+        Some(Refusal::ChangeInProgress),
+        "one change at a time"
+    );
+    cluster.apply(leader, effects, &[]);
+    commit_one(&mut cluster);
+    for node in cluster.live() {
+        assert_eq!(node.voters(), &[1, 2, 3, 4], "node {}", node.id());
+    }
+
+    let effects = cluster
+        .nodes
+        .get_mut(&leader)
+        .and_then(Option::as_mut)
+        .expect("live")
+        .remove_voter(leader)
+        .expect("the previous change committed");
+    cluster.apply(leader, effects, &[]);
+    tick_until(
+        &mut cluster,
+        "a new leader without the old one",
+        |cluster| cluster.leader().is_some_and(|new| new != leader),
+    );
+    assert_eq!(node(&cluster, leader).role(), RoleKind::Follower);
+    let batch = commit_one(&mut cluster);
+    let voters: Vec<NodeId> = [1, 2, 3, 4]
+        .into_iter()
+        .filter(|id| *id != leader)
+        .collect();
+    for id in &voters {
+        assert_eq!(node(&cluster, *id).voters(), voters.as_slice());
+        let stored = cluster.disks[id]
+            .durable
+            .batch_containing(batch.meta.last_index);
+        assert_eq!(stored, Some(&batch));
+    }
+}
+
+fn node_commit(cluster: &Cluster, id: NodeId) -> u64 {
+    cluster.node(id).map_or(0, |node| node.commit_index())
+}
+
+#[test]
+fn a_restarted_node_recovers_its_voter_set_from_its_log_and_past_retention() {
+    let mut cluster = cluster(3);
+    let leader = tick_until_leader(&mut cluster);
+    commit_one(&mut cluster);
+    let follower = cluster
+        .ids()
+        .into_iter()
+        .find(|id| *id != leader)
+        .expect("3 nodes");
+    let effects = cluster
+        .nodes
+        .get_mut(&leader)
+        .and_then(Option::as_mut)
+        .expect("live")
+        .remove_voter(follower)
+        .expect("leader");
+    cluster.apply(leader, effects, &[]);
+    commit_one(&mut cluster);
+    let remaining: Vec<NodeId> = cluster
+        .ids()
+        .into_iter()
+        .filter(|id| *id != follower)
+        .collect();
+    let witness = remaining
+        .iter()
+        .copied()
+        .find(|id| *id != leader)
+        .expect("2 left");
+    cluster.crash(witness);
+    cluster.restart(witness);
+    assert_eq!(node(&cluster, witness).voters(), remaining.as_slice());
+
+    // Once retention has removed the voter-set entry, the set lives on as the log's base.
+    let log_start = cluster.disks[&witness].durable.last_index + 1;
+    let disk = cluster.disks.get_mut(&witness).expect("known");
+    disk.durable.remove_before(log_start);
+    disk.written = disk.durable.clone();
+    cluster.crash(witness);
+    cluster.restart(witness);
+    assert_eq!(node(&cluster, witness).voters(), remaining.as_slice());
+    assert_eq!(node(&cluster, witness).log().log_start, log_start);
+    commit_one(&mut cluster);
 }

@@ -1,378 +1,377 @@
 //! The deterministic Raft simulator: N nodes on a seeded network that loses, delays, reorders
-//! and duplicates messages, with partitions, crashes that lose unsynced log writes, and
-//! restarts from what storage holds. After every event it checks Raft's safety properties.
-//! Everything random comes from one seed, so a failure names its seed and `RAFT_SIM_SEED=N`
-//! replays exactly that run. `RAFT_SIM_SEEDS=N` runs N seeds instead of the default few.
+//! and duplicates messages, with partitions and heals, crashes that lose unsynced log writes,
+//! restarts from what storage holds, clock jumps (a node's ticks arriving in a burst),
+//! retention (a node moves its log start up, below its commit index, so lagging followers must
+//! start over at it), compaction (a node drops committed batches, leaving gaps) and leadership
+//! transfers. The disks hold real batches (a payload per batch), and after every event the
+//! simulator checks Raft's safety properties on them. Everything random comes from one seed,
+//! so a failure names its seed and `RAFT_SIM_SEED=N` replays exactly that run;
+//! `RAFT_SIM_SEEDS=N` runs N seeds instead of the default few.
+//!
+//! "Committed stays on a majority" with retention and compaction: every committed index must
+//! be *accounted for* on a majority of durable logs, where a log accounts for it if it holds
+//! the very batch, or has legitimately let it go: the index is below its log start (retention,
+//! or a reset to a leader's log start, both only ever below a commit index), or lies in a gap
+//! left where some node's cleaner removed that committed batch.
 
-use std::collections::{BTreeMap, VecDeque};
+mod common;
 
-use ferrite_replication::{
-    Effects, HardState, Index, LogEntry, LogWrite, Message, NodeId, PersistedState, RaftConfig,
-    RaftNode, RoleKind, SplitMix64, Term,
-};
+use std::collections::{BTreeMap, BTreeSet};
+
+use common::{Batch, Cluster, Faults, StoredLog};
+use ferrite_replication::{EntryKind, Index, NodeId, RoleKind, Term};
 
 const NODES: u64 = 5;
 const STEPS: u64 = 3_000;
 const SEEDS_DEFAULT: u64 = 10;
+const FAULTS: Faults = Faults {
+    loss_per_mille: 100,
+    duplicate_per_mille: 50,
+    delay_ticks_max: 5,
+};
 
-/// A node's disk: what survives a crash, and the writes not yet synced.
+/// What the simulator has seen, to check each new state against.
 #[derive(Default)]
-struct Disk {
-    hard_state: HardState,
-    durable: Vec<LogEntry>,
-    pending: VecDeque<LogWrite>,
+struct Checker {
+    leaders_by_term: BTreeMap<Term, NodeId>,
+    /// The batch committed at each index.
+    committed: BTreeMap<Index, Batch>,
+    /// Last indexes of committed batches some node's cleaner removed.
+    compacted: BTreeSet<Index>,
+    /// How far each node's commits have been recorded.
+    recorded: BTreeMap<NodeId, Index>,
 }
 
-struct InFlight {
-    deliver_at: u64,
-    from: NodeId,
-    to: NodeId,
-    message: Message,
+impl Checker {
+    /// After every delivery: election safety, state-machine safety, leader completeness.
+    fn check_step(&mut self, cluster: &Cluster) {
+        self.record_commits(cluster);
+        for node in cluster.live() {
+            if node.role() != RoleKind::Leader {
+                continue;
+            }
+            match self.leaders_by_term.get(&node.term()) {
+                Some(leader) if *leader != node.id() => cluster.fail(format!(
+                    "election safety: nodes {leader} and {} lead term {}",
+                    node.id(),
+                    node.term()
+                )),
+                Some(_) => continue,
+                None => {}
+            }
+            // Checked when a leader first appears: entries it commits later come from it.
+            let log = &cluster.disks[&node.id()].written;
+            for (index, batch) in self.committed.range(log.log_start..) {
+                if !self.accounts_for(log, *index, batch) || log.last_index < *index {
+                    cluster.fail(format!(
+                        "leader completeness: leader {} of term {} lacks committed {batch:?}",
+                        node.id(),
+                        node.term()
+                    ));
+                }
+            }
+            self.leaders_by_term.insert(node.term(), node.id());
+        }
+    }
+
+    /// Whether `log` holds the committed `batch` at `index`, or has legitimately let it go.
+    fn accounts_for(&self, log: &StoredLog, index: Index, batch: &Batch) -> bool {
+        match log.batch_containing(index) {
+            Some(held) => held == batch,
+            None => {
+                index < log.log_start
+                    || (index <= log.last_index && self.compacted.contains(&batch.meta.last_index))
+            }
+        }
+    }
+
+    /// Every committed index holds the same batch on every node that committed it, and a
+    /// commit index never splits a batch.
+    fn record_commits(&mut self, cluster: &Cluster) {
+        for node in cluster.live() {
+            let commit = node.commit_index();
+            let recorded = self.recorded.entry(node.id()).or_default();
+            *recorded = (*recorded).min(commit);
+            let log = &cluster.disks[&node.id()].written;
+            for batch in log.batches.range(*recorded + 1..).map(|(_, batch)| batch) {
+                if batch.meta.first_index > commit {
+                    break;
+                }
+                if batch.meta.last_index > commit {
+                    cluster.fail(format!(
+                        "node {} commit index {commit} splits {batch:?}",
+                        node.id()
+                    ));
+                }
+                for index in batch.meta.first_index.max(*recorded + 1)..=batch.meta.last_index {
+                    match self.committed.get(&index) {
+                        Some(committed) if committed != batch => cluster.fail(format!(
+                            "state-machine safety: node {} committed {batch:?} at {index}, \
+                             others {committed:?}",
+                            node.id()
+                        )),
+                        Some(_) => {}
+                        None => {
+                            self.committed.insert(index, batch.clone());
+                        }
+                    }
+                }
+            }
+            *recorded = commit;
+        }
+    }
+
+    /// Once per tick: log matching above what both nodes of a pair committed (below that,
+    /// state-machine safety already compares them), and that each core's log summary is
+    /// what its disk holds.
+    fn check_logs(&self, cluster: &Cluster) {
+        let live: Vec<_> = cluster.live().collect();
+        for node in &live {
+            let written = cluster.disks[&node.id()].written.summary();
+            if node.log() != &written {
+                cluster.fail(format!(
+                    "node {}'s log summary {:?} is not its disk's {written:?}",
+                    node.id(),
+                    node.log()
+                ));
+            }
+        }
+        for (position, a) in live.iter().enumerate() {
+            for b in &live[position + 1..] {
+                let (log_a, log_b) = (
+                    &cluster.disks[&a.id()].written,
+                    &cluster.disks[&b.id()].written,
+                );
+                let from = a.commit_index().min(b.commit_index()) + 1;
+                let mut first_difference = None;
+                for batch in log_a.batches.range(from..).map(|(_, batch)| batch) {
+                    let Some(other) = log_b.batch_containing(batch.meta.last_index) else {
+                        continue;
+                    };
+                    if other == batch {
+                        if let Some(index) = first_difference {
+                            cluster.fail(format!(
+                                "log matching: nodes {} and {} share {batch:?} but differ at {index}",
+                                a.id(),
+                                b.id()
+                            ));
+                        }
+                    } else if other.meta.term == batch.meta.term {
+                        cluster.fail(format!(
+                            "log matching: nodes {} and {} hold {batch:?} and {other:?} in one term",
+                            a.id(),
+                            b.id()
+                        ));
+                    } else {
+                        first_difference.get_or_insert(batch.meta.last_index);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Every committed index from `from_index` on is accounted for on a majority of disks.
+    fn check_durability(&self, cluster: &Cluster, from_index: Index) {
+        for (index, batch) in self.committed.range(from_index..) {
+            let holders = cluster
+                .disks
+                .values()
+                .filter(|disk| self.accounts_for(&disk.durable, *index, batch))
+                .count() as u64;
+            if holders <= NODES / 2 {
+                cluster.fail(format!(
+                    "durability: committed {batch:?} is on only {holders} disks"
+                ));
+            }
+        }
+    }
 }
 
 struct Simulation {
-    seed: u64,
-    random: SplitMix64,
-    now: u64,
-    nodes: BTreeMap<NodeId, Option<RaftNode>>,
-    disks: BTreeMap<NodeId, Disk>,
-    network: Vec<InFlight>,
-    /// Partition side of each node; messages cross only between equal sides.
-    sides: BTreeMap<NodeId, u64>,
-    leaders_by_term: BTreeMap<Term, NodeId>,
-    committed: BTreeMap<Index, LogEntry>,
-    payload_next: u64,
-}
-
-fn config(id: NodeId, seed: u64, incarnation: u64) -> RaftConfig {
-    RaftConfig {
-        id,
-        voters: (1..=NODES).collect(),
-        election_timeout_ticks_min: 20,
-        heartbeat_interval_ticks: 4,
-        entries_per_message_max: 8,
-        seed: seed ^ (id << 48) ^ (incarnation << 32),
-    }
+    cluster: Cluster,
+    checker: Checker,
 }
 
 impl Simulation {
     fn new(seed: u64) -> Simulation {
-        let nodes = (1..=NODES)
-            .map(|id| {
-                (
-                    id,
-                    Some(RaftNode::new(
-                        config(id, seed, 0),
-                        PersistedState::default(),
-                    )),
-                )
-            })
-            .collect();
         Simulation {
-            seed,
-            random: SplitMix64::new(seed),
-            now: 0,
-            nodes,
-            disks: (1..=NODES).map(|id| (id, Disk::default())).collect(),
-            network: Vec::new(),
-            sides: (1..=NODES).map(|id| (id, 0)).collect(),
-            leaders_by_term: BTreeMap::new(),
-            committed: BTreeMap::new(),
-            payload_next: 0,
+            cluster: Cluster::new(seed, NODES, FAULTS, 20),
+            checker: Checker::default(),
         }
-    }
-
-    fn fail(&self, what: String) -> ! {
-        panic!(
-            "seed {}: tick {}: {what} (replay with RAFT_SIM_SEED={})",
-            self.seed, self.now, self.seed
-        )
-    }
-
-    fn apply(&mut self, id: NodeId, effects: Effects) {
-        let disk = self.disks.get_mut(&id).expect("every node has a disk");
-        if let Some(hard_state) = effects.hard_state {
-            disk.hard_state = hard_state;
-        }
-        disk.pending.extend(effects.log_writes);
-        for envelope in effects.messages {
-            let copies = if self.random.chance(1, 20) { 2 } else { 1 };
-            for _ in 0..copies {
-                if self.random.chance(1, 10) {
-                    continue;
-                }
-                let deliver_at = self.now + self.random.range(1, 6);
-                self.network.push(InFlight {
-                    deliver_at,
-                    from: id,
-                    to: envelope.to,
-                    message: envelope.message.clone(),
-                });
-            }
-        }
-        if effects.commit_index.is_some() {
-            self.record_commits(id);
-        }
-    }
-
-    fn record_commits(&mut self, id: NodeId) {
-        let Some(node) = &self.nodes[&id] else { return };
-        for entry in &node.entries()[..node.commit_index() as usize] {
-            match self.committed.get(&entry.index) {
-                Some(committed) if committed != entry => self.fail(format!(
-                    "state-machine safety: node {id} committed {entry:?}, others {committed:?}"
-                )),
-                Some(_) => {}
-                None => {
-                    self.committed.insert(entry.index, entry.clone());
-                }
-            }
-        }
-    }
-
-    fn sync_disk(&mut self, id: NodeId) {
-        let disk = self.disks.get_mut(&id).expect("every node has a disk");
-        let Some(write) = disk.pending.pop_front() else {
-            return;
-        };
-        let from_index = write.from_index;
-        disk.durable.truncate(from_index as usize - 1);
-        disk.durable.extend(write.entries.iter().cloned());
-        let last = write
-            .entries
-            .last()
-            .expect("log writes are not empty")
-            .clone();
-        if let Some(node) = self.nodes.get_mut(&id).expect("known node") {
-            let effects = node.persisted(last.index, last.term);
-            self.apply(id, effects);
-        }
-        self.check_durability(from_index);
-    }
-
-    fn crash(&mut self, id: NodeId) {
-        self.nodes.insert(id, None);
-        self.disks
-            .get_mut(&id)
-            .expect("every node has a disk")
-            .pending
-            .clear();
-    }
-
-    fn restart(&mut self, id: NodeId) {
-        let disk = &self.disks[&id];
-        let persisted = PersistedState {
-            hard_state: disk.hard_state,
-            entries: disk.durable.clone(),
-        };
-        let node = RaftNode::new(config(id, self.seed, self.now), persisted);
-        self.nodes.insert(id, Some(node));
     }
 
     fn event(&mut self) {
-        self.now += 1;
+        let Simulation { cluster, checker } = self;
+        cluster.now += 1;
         for id in 1..=NODES {
-            if let Some(node) = self.nodes.get_mut(&id).expect("known node") {
-                let effects = node.tick();
-                self.apply(id, effects);
+            cluster.tick_node(id);
+        }
+        if cluster.random.chance(1, 100) {
+            let id = cluster.random.range(1, NODES + 1);
+            for _ in 0..cluster.random.range(5, 40) {
+                cluster.tick_node(id);
             }
         }
-        let mut due = Vec::new();
-        let mut position = 0;
-        while position < self.network.len() {
-            if self.network[position].deliver_at <= self.now {
-                due.push(self.network.swap_remove(position));
-            } else {
-                position += 1;
-            }
-        }
-        while !due.is_empty() {
-            let delivery = due.swap_remove(self.random.range(0, due.len() as u64) as usize);
-            if self.sides[&delivery.from] != self.sides[&delivery.to] {
-                continue;
-            }
-            if let Some(node) = self.nodes.get_mut(&delivery.to).expect("known node") {
-                let effects = node.step(delivery.from, delivery.message);
-                self.apply(delivery.to, effects);
-                self.check();
-            }
-        }
+        cluster.deliver_due(|cluster| checker.check_step(cluster));
         for id in 1..=NODES {
-            if self.random.chance(1, 2) {
-                self.sync_disk(id);
+            if cluster.random.chance(1, 2) {
+                cluster.sync_disk(id);
             }
         }
-        if self.random.chance(1, 3) {
-            self.propose();
+        if cluster.random.chance(1, 3) {
+            cluster.propose();
         }
         self.faults();
         self.check();
-        self.check_logs();
     }
 
-    fn propose(&mut self) {
-        let leader = self.nodes.iter_mut().find_map(|(id, node)| {
-            node.as_mut()
-                .filter(|node| node.role() == RoleKind::Leader)
-                .map(|node| (*id, node))
-        });
-        if let Some((id, node)) = leader {
-            self.payload_next += 1;
-            let payload = self.payload_next.to_be_bytes().to_vec();
-            if let Ok((_, effects)) = node.propose(payload) {
-                self.apply(id, effects);
-            }
+    fn check(&mut self) {
+        self.checker.check_step(&self.cluster);
+        self.checker.check_logs(&self.cluster);
+        if let Some(from_index) = self.cluster.durable_changed_from.take() {
+            self.checker.check_durability(&self.cluster, from_index);
         }
     }
 
     fn faults(&mut self) {
-        if self.random.chance(1, 200) {
-            let id = self.random.range(1, NODES + 1);
-            if self.nodes[&id].is_some() {
-                self.crash(id);
+        let cluster = &mut self.cluster;
+        if cluster.random.chance(1, 200) {
+            let id = cluster.random.range(1, NODES + 1);
+            if cluster.node(id).is_some() {
+                cluster.crash(id);
             } else {
-                self.restart(id);
+                cluster.restart(id);
             }
         }
         for id in 1..=NODES {
-            if self.nodes[&id].is_none() && self.random.chance(1, 50) {
-                self.restart(id);
+            if cluster.node(id).is_none() && cluster.random.chance(1, 50) {
+                cluster.restart(id);
             }
         }
-        if self.random.chance(1, 300) {
+        if cluster.random.chance(1, 300) {
             for id in 1..=NODES {
-                let side = self.random.range(0, 2);
-                self.sides.insert(id, side);
+                let side = cluster.random.range(0, 2);
+                cluster.sides.insert(id, side);
             }
         }
-        if self.random.chance(1, 100) {
-            for side in self.sides.values_mut() {
+        if cluster.random.chance(1, 100) {
+            for side in cluster.sides.values_mut() {
                 *side = 0;
             }
         }
-    }
-
-    fn check(&mut self) {
-        let live: Vec<&RaftNode> = self.nodes.values().flatten().collect();
-        let mut violations = Vec::new();
-        let mut new_leaders = Vec::new();
-        for node in &live {
-            if node.role() == RoleKind::Leader {
-                match self.leaders_by_term.get(&node.term()) {
-                    Some(leader) if *leader != node.id() => violations.push(format!(
-                        "election safety: nodes {leader} and {} lead term {}",
-                        node.id(),
-                        node.term()
-                    )),
-                    Some(_) => continue,
-                    None => new_leaders.push((node.term(), node.id())),
-                }
-                // Checked when a leader first appears: entries it commits later come from it.
-                for (index, entry) in &self.committed {
-                    if node.entries().get(*index as usize - 1) != Some(entry) {
-                        violations.push(format!(
-                            "leader completeness: leader {} of term {} lacks committed {entry:?}",
-                            node.id(),
-                            node.term()
-                        ));
-                    }
-                }
-            }
+        if cluster.random.chance(1, 100) {
+            let id = self.cluster.random.range(1, NODES + 1);
+            self.retention(id);
         }
-        if let Some(violation) = violations.into_iter().next() {
-            self.fail(violation);
+        if self.cluster.random.chance(1, 30) {
+            let id = self.cluster.random.range(1, NODES + 1);
+            self.compaction(id);
         }
-        self.leaders_by_term.extend(new_leaders);
-    }
-
-    /// Log matching over every pair of live logs; once per tick, as it is quadratic.
-    fn check_logs(&self) {
-        let live: Vec<&RaftNode> = self.nodes.values().flatten().collect();
-        let mut violations = Vec::new();
-        for (position, a) in live.iter().enumerate() {
-            for b in &live[position + 1..] {
-                let shared = a.entries().len().min(b.entries().len());
-                let last_same_term = (0..shared)
-                    .rev()
-                    .find(|at| a.entries()[*at].term == b.entries()[*at].term);
-                if let Some(last) = last_same_term {
-                    if a.entries()[..=last] != b.entries()[..=last] {
-                        violations.push(format!(
-                            "log matching: nodes {} and {} agree on the term of index {} but not on the prefix",
-                            a.id(),
-                            b.id(),
-                            last + 1
-                        ));
-                    }
-                }
-            }
-        }
-        if let Some(violation) = violations.into_iter().next() {
-            self.fail(violation);
+        if self.cluster.random.chance(1, 150) {
+            self.transfer();
         }
     }
 
-    /// Every committed entry from `from_index` on is durable on a majority of disks.
-    fn check_durability(&self, from_index: Index) {
-        for (index, entry) in self.committed.range(from_index..) {
-            let holders = self
-                .disks
-                .values()
-                .filter(|disk| disk.durable.get(*index as usize - 1) == Some(entry))
-                .count() as u64;
-            if holders <= NODES / 2 {
-                self.fail(format!(
-                    "durability: committed {entry:?} is on only {holders} disks"
-                ));
-            }
+    /// Node `id` moves its log start up to a batch boundary at most one past its commit index
+    /// (when all its writes are synced, so its disk is one log).
+    fn retention(&mut self, id: NodeId) {
+        let cluster = &mut self.cluster;
+        let Some(commit) = cluster.node(id).map(|node| node.commit_index()) else {
+            return;
+        };
+        let disk = &cluster.disks[&id];
+        if !disk.pending.is_empty() {
+            return;
+        }
+        let starts: Vec<Index> = disk
+            .durable
+            .batches
+            .values()
+            .map(|batch| batch.meta.first_index)
+            .filter(|first| *first > disk.durable.log_start && *first <= commit + 1)
+            .collect();
+        if starts.is_empty() {
+            return;
+        }
+        let log_start = starts[cluster.random.range(0, starts.len() as u64) as usize];
+        let disk = cluster.disks.get_mut(&id).expect("known node");
+        disk.durable.remove_before(log_start);
+        disk.written = disk.durable.clone();
+        cluster
+            .nodes
+            .get_mut(&id)
+            .and_then(Option::as_mut)
+            .expect("live")
+            .log_start_advanced(log_start);
+    }
+
+    /// Node `id`'s cleaner removes one committed records batch (never its last), leaving a gap.
+    fn compaction(&mut self, id: NodeId) {
+        let cluster = &mut self.cluster;
+        let Some(commit) = cluster.node(id).map(|node| node.commit_index()) else {
+            return;
+        };
+        let disk = &cluster.disks[&id];
+        if !disk.pending.is_empty() {
+            return;
+        }
+        let candidates: Vec<Index> = disk
+            .durable
+            .batches
+            .values()
+            .filter(|batch| {
+                batch.meta.kind == EntryKind::Records
+                    && batch.meta.last_index <= commit
+                    && batch.meta.last_index < disk.durable.last_index
+            })
+            .map(|batch| batch.meta.last_index)
+            .collect();
+        if candidates.is_empty() {
+            return;
+        }
+        let last_index = candidates[cluster.random.range(0, candidates.len() as u64) as usize];
+        let disk = cluster.disks.get_mut(&id).expect("known node");
+        disk.durable.batches.remove(&last_index);
+        disk.written = disk.durable.clone();
+        self.checker.compacted.insert(last_index);
+    }
+
+    fn transfer(&mut self) {
+        let cluster = &mut self.cluster;
+        let Some(leader) = cluster.leader() else {
+            return;
+        };
+        let target = cluster.random.range(1, NODES + 1);
+        let node = cluster
+            .nodes
+            .get_mut(&leader)
+            .and_then(Option::as_mut)
+            .expect("live");
+        if let Ok(effects) = node.transfer_leadership(target) {
+            cluster.apply(leader, effects, &[]);
         }
     }
 
     /// Heal everything and check that the cluster elects a leader and commits again.
     fn settle(&mut self) {
         for id in 1..=NODES {
-            if self.nodes[&id].is_none() {
-                self.restart(id);
+            if self.cluster.node(id).is_none() {
+                self.cluster.restart(id);
             }
-            self.sides.insert(id, 0);
+            self.cluster.sides.insert(id, 0);
         }
-        let committed_before = self.committed.len();
+        let committed_before = self.checker.committed.len();
         for _ in 0..2_000 {
-            self.now += 1;
-            for id in 1..=NODES {
-                let node = self
-                    .nodes
-                    .get_mut(&id)
-                    .expect("known node")
-                    .as_mut()
-                    .expect("restarted");
-                let effects = node.tick();
-                self.apply(id, effects);
-            }
-            let (due, later): (Vec<_>, Vec<_>) = self
-                .network
-                .drain(..)
-                .partition(|delivery| delivery.deliver_at <= self.now);
-            self.network = later;
-            for delivery in due {
-                if let Some(node) = self.nodes.get_mut(&delivery.to).expect("known node") {
-                    let effects = node.step(delivery.from, delivery.message);
-                    self.apply(delivery.to, effects);
-                }
-            }
-            for id in 1..=NODES {
-                self.sync_disk(id);
-            }
-            if self.random.chance(1, 10) {
-                self.propose();
+            self.cluster.tick_synced();
+            if self.cluster.random.chance(1, 10) {
+                self.cluster.propose();
             }
             self.check();
-            self.check_logs();
-            if self.committed.len() > committed_before + 5 {
+            if self.checker.committed.len() > committed_before + 5 {
                 return;
             }
         }
-        self.fail("no progress after healing".to_string());
+        self.cluster.fail("no progress after healing".to_string());
     }
 }
 
