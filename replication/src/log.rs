@@ -174,31 +174,26 @@ impl RaftLog {
             .then_some((self.summary.prev_term, self.summary.log_start - 1))
     }
 
-    /// Where to truncate when the leader says its last epoch not after ours ends at
-    /// (`end_index`, `term`): KIP-595's rule (the lower of its end and ours for that epoch),
-    /// moved down to a point the core knows is a batch boundary. The result is never below
-    /// `commit_index`, which is a batch boundary too (committed entries are the leader's).
-    pub(crate) fn divergence_point(
-        &self,
-        end_index: Index,
-        term: Term,
-        commit_index: Index,
-    ) -> Option<Index> {
-        let (_, own_end) = self.end_of_epoch_at_most(term)?;
-        let point = own_end.min(end_index);
-        if point == own_end || point < self.summary.log_start {
-            return Some(point);
-        }
-        let position = self.run_position(point);
-        let run = self.summary.epochs[position];
-        // Inside a run of `term`, both logs hold the same batches (one leader wrote them), so
-        // the leader's epoch end is a batch end here too. Inside a run of an earlier term our
-        // batch may straddle `point`: drop the whole run, but never a committed entry.
-        if run.term == term || point == self.run_end(position) {
-            Some(point)
+    /// Where to truncate when the leader says its last epoch not after ours is `term` and
+    /// ends at `end_index` (KIP-595's divergingEpoch). Every entry after the point is absent
+    /// from the leader's log, and the point is a batch boundary of ours (the core does not know
+    /// where our batches are, so it must not cut anywhere else):
+    /// - if we hold `term` too, the lower of the two ends: entries of one term are the same
+    ///   batches in every log (one leader wrote them), so the leader's end of `term` is a batch
+    ///   end of ours as well;
+    /// - if our last epoch not after `term` is an earlier one, the end of that epoch's run:
+    ///   every later entry of ours is of a term the leader lacks. (Cutting lower, at the
+    ///   leader's end, could split our batch there, and what lies before that batch may be
+    ///   committed.) The next fetch, from that run's end, finds the rest of the divergence.
+    ///
+    /// `None` if every epoch we still hold is later than `term` (no honest leader says that).
+    pub(crate) fn divergence_point(&self, end_index: Index, term: Term) -> Option<Index> {
+        let (own_term, own_end) = self.end_of_epoch_at_most(term)?;
+        Some(if own_term == term {
+            own_end.min(end_index)
         } else {
-            Some((run.start_index - 1).max(commit_index))
-        }
+            own_end
+        })
     }
 
     /// Whether a log ending at (`last_index`, `last_term`) is at least as up to date as ours:
@@ -342,5 +337,112 @@ impl RaftLog {
         } else {
             false
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn log(
+        log_start: Index,
+        prev_term: Term,
+        runs: &[(Term, Index)],
+        last_index: Index,
+    ) -> RaftLog {
+        RaftLog::restored(LogSummary {
+            log_start,
+            prev_term,
+            epochs: runs
+                .iter()
+                .map(|(term, start_index)| EpochRun {
+                    term: *term,
+                    start_index: *start_index,
+                })
+                .collect(),
+            last_index,
+            voters_base: vec![1, 2, 3],
+            voter_changes: Vec::new(),
+        })
+    }
+
+    #[test]
+    fn term_at_covers_gaps_the_log_start_boundary_and_nothing_else() {
+        let log = log(5, 2, &[(3, 5), (6, 9)], 12);
+        assert_eq!(log.term_at(0), Some(0));
+        assert_eq!(log.term_at(3), None, "before the log start boundary");
+        assert_eq!(log.term_at(4), Some(2));
+        assert_eq!(log.term_at(8), Some(3));
+        assert_eq!(log.term_at(9), Some(6));
+        assert_eq!(log.term_at(13), None);
+        assert_eq!(log.end_of_epoch_at_most(5), Some((3, 8)));
+        assert_eq!(log.end_of_epoch_at_most(2), Some((2, 4)));
+        assert_eq!(log.end_of_epoch_at_most(1), None);
+    }
+
+    #[test]
+    fn divergence_inside_a_run_of_the_leaders_epoch_truncates_at_the_lower_end() {
+        let log = log(1, 0, &[(1, 1), (2, 4)], 9);
+        assert_eq!(log.divergence_point(6, 2), Some(6));
+        assert_eq!(log.divergence_point(12, 2), Some(9), "our own end is lower");
+    }
+
+    #[test]
+    fn divergence_at_an_epoch_we_lack_truncates_to_our_run_before_it_not_into_it() {
+        // Our batch of term 1 may straddle index 5: cutting there could split it, and its
+        // start may be committed. Cut where term 1 ends; the next fetch finds the rest.
+        let log = log(1, 0, &[(1, 1), (3, 10)], 12);
+        assert_eq!(log.divergence_point(5, 2), Some(9));
+        assert_eq!(log.divergence_point(5, 0), Some(0), "nothing in common");
+    }
+
+    #[test]
+    fn truncation_and_a_reset_move_the_persisted_index_back() {
+        let mut log = log(1, 0, &[(1, 1), (2, 4)], 9);
+        log.truncate_after(5);
+        assert_eq!((log.last_index(), log.persisted_index()), (5, 5));
+        assert!(
+            !log.persisted(9, 2),
+            "a completion for truncated entries confirms nothing"
+        );
+        log.reset_to(20, 4, vec![1, 2]);
+        assert_eq!(
+            (log.last_index(), log.last_term(), log.persisted_index()),
+            (19, 4, 19)
+        );
+        assert_eq!(log.voters(), &[1, 2]);
+    }
+
+    #[test]
+    fn advancing_the_log_start_keeps_terms_and_folds_old_voter_sets_into_the_base() {
+        let mut log = log(1, 0, &[(1, 1), (2, 4), (3, 8)], 10);
+        let write = log.append(vec![EntryMeta {
+            first_index: 11,
+            last_index: 11,
+            term: 3,
+            kind: EntryKind::Voters(vec![1, 2]),
+        }]);
+        assert!(matches!(write, LogWrite::Append { .. }));
+        log.advance_start(6, 10);
+        let summary = log.summary();
+        assert_eq!((summary.log_start, summary.prev_term), (6, 2));
+        assert_eq!(
+            summary.epochs,
+            vec![
+                EpochRun {
+                    term: 2,
+                    start_index: 6
+                },
+                EpochRun {
+                    term: 3,
+                    start_index: 8
+                }
+            ]
+        );
+        assert_eq!(log.voters(), &[1, 2]);
+        log.advance_start(12, 11);
+        assert_eq!(log.summary().voters_base, vec![1, 2]);
+        assert!(log.summary().epochs.is_empty());
+        assert_eq!(log.last_term(), 3);
     }
 }

@@ -1,16 +1,17 @@
-//! One member of one Raft group: roles, elections (pre-vote, check-quorum, leader lease),
-//! pull replication (followers fetch; the leader answers with entries, a divergence, or "start
-//! over at my log start"), the commit rule, leadership transfer and single-server membership
-//! changes. Every input is a method call (`tick`, `step`, `propose`, `persisted`, ...), and
-//! every output is the [`Effects`] it returns; nothing here reads a clock or does I/O.
+//! One member of one Raft group: its state, roles and elections (pre-vote, check-quorum,
+//! leader lease, `BeginEpoch`); pull replication and the commit rule are in `replication`,
+//! leadership transfer and membership changes in `membership`. Every input is a method call
+//! (`tick`, `step`, `propose`, `persisted`, ...), and every output is the [`Effects`] it
+//! returns; nothing here reads a clock or does I/O.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::log::{LogSummary, RaftLog};
-use crate::message::{
-    Effects, EntryKind, EntryMeta, Envelope, FetchResult, HardState, Index, Message, NodeId, Term,
-};
+use crate::message::{Effects, EntryKind, Envelope, HardState, Index, Message, NodeId, Term};
 use crate::random::SplitMix64;
+
+mod membership;
+mod replication;
 
 /// A group member's settings. Times are in ticks of the driver's logical clock.
 #[derive(Debug, Clone)]
@@ -287,125 +288,12 @@ impl RaftNode {
         self.take_effects()
     }
 
-    /// Append a batch of `record_count` records, if this node leads and is not handing over.
-    /// Returns the entry's indexes and term: the driver writes the batch with base offset
-    /// `first_index - 1` and partitionLeaderEpoch `term`. It is committed once `commit_index`
-    /// reaches `last_index` (and may be lost if leadership changes first).
-    pub fn propose(&mut self, record_count: u64) -> Result<(EntryMeta, Effects), Refusal> {
-        self.leader_state_ready()?;
-        if record_count == 0 {
-            return Err(Refusal::EmptyBatch);
-        }
-        let entry = self.append_own(record_count, EntryKind::Records);
-        Ok((entry, self.take_effects()))
-    }
-
-    /// Storage completed every write up to the one ending with entry (`index`, `term`).
-    pub fn persisted(&mut self, index: Index, term: Term) -> Effects {
-        if self.log.persisted(index, term) {
-            match &self.role {
-                Role::Leader(_) => self.advance_commit(),
-                Role::Follower {
-                    leader: Some(_),
-                    fetch: None,
-                    ..
-                } if self.log.persisted_index() >= self.log.last_index() => self.send_fetch(),
-                Role::Follower { .. } | Role::PreCandidate { .. } | Role::Candidate { .. } => {}
-            }
-        }
-        self.take_effects()
-    }
-
-    /// The driver removed every entry before `log_start` (retention or DeleteRecords); only
-    /// committed entries may go, so `log_start <= commit_index + 1`.
-    pub fn log_start_advanced(&mut self, log_start: Index) {
-        self.log.advance_start(log_start, self.commit_index);
-    }
-
-    /// Hand leadership to `target` (a voter): stop taking proposals, wait until it has our
-    /// whole log, then tell it to start an election at once. Abandoned after an election
-    /// timeout.
-    pub fn transfer_leadership(&mut self, target: NodeId) -> Result<Effects, Refusal> {
-        self.leader_state_ready()?;
-        if target == self.config.id || !self.log.voters().contains(&target) {
-            return Err(Refusal::InvalidMember { node: target });
-        }
-        let Role::Leader(state) = &mut self.role else {
-            unreachable!("checked above");
-        };
-        state.transfer = Some(Transfer {
-            target,
-            elapsed_ticks: 0,
-        });
-        self.send_timeout_now_if_caught_up(target);
-        Ok(self.take_effects())
-    }
-
-    /// Let `node` fetch as a learner (not counted in any majority) so it can catch up before
-    /// [`RaftNode::promote`]. Learners are the leader's own state: a new leader forgets them.
-    pub fn add_learner(&mut self, node: NodeId) -> Result<Effects, Refusal> {
-        self.leader_state_ready()?;
-        if node == self.config.id || self.log.voters().contains(&node) {
-            return Err(Refusal::InvalidMember { node });
-        }
-        let term = self.hard_state.term;
-        let id = self.config.id;
-        let Role::Leader(state) = &mut self.role else {
-            unreachable!("checked above");
-        };
-        state.learners.insert(node);
-        state.progress.entry(node).or_default();
-        self.send(node, Message::BeginEpoch { term, leader: id });
-        Ok(self.take_effects())
-    }
-
-    /// Make a caught-up learner a voter: one voter-set entry (single-server change).
-    pub fn promote(&mut self, learner: NodeId) -> Result<Effects, Refusal> {
-        self.membership_change_ready()?;
-        let Role::Leader(state) = &self.role else {
-            unreachable!("checked above");
-        };
-        let Some(progress) = state
-            .progress
-            .get(&learner)
-            .filter(|_| state.learners.contains(&learner))
-        else {
-            return Err(Refusal::InvalidMember { node: learner });
-        };
-        if progress.match_index < self.commit_index {
-            return Err(Refusal::LearnerBehind { node: learner });
-        }
-        let mut voters = self.log.voters().to_vec();
-        voters.push(learner);
-        voters.sort_unstable();
-        self.append_own(1, EntryKind::Voters(voters));
-        Ok(self.take_effects())
-    }
-
-    /// Take `voter` out of the voter set: one voter-set entry. A leader removing itself leads
-    /// (without counting itself) until the change commits, then steps down.
-    pub fn remove_voter(&mut self, voter: NodeId) -> Result<Effects, Refusal> {
-        self.membership_change_ready()?;
-        let voters = self.log.voters();
-        if !voters.contains(&voter) || voters.len() == 1 {
-            return Err(Refusal::InvalidMember { node: voter });
-        }
-        let voters = voters.iter().copied().filter(|id| *id != voter).collect();
-        self.append_own(1, EntryKind::Voters(voters));
-        Ok(self.take_effects())
-    }
-
     /// Handle a message from `from`.
     pub fn step(&mut self, from: NodeId, message: Message) -> Effects {
-        let is_vote = matches!(
-            message,
-            Message::PreVote { .. }
-                | Message::PreVoteResponse { .. }
-                | Message::RequestVote { .. }
-                | Message::RequestVoteResponse { .. }
-        );
-        // Only voters take part in elections: a removed node must not move our term.
-        if from == self.config.id || (is_vote && !self.log.voters().contains(&from)) {
+        // Vote requests are answered whatever our voter set says (Raft dissertation §4.1): it
+        // may be stale, and a node outside it may need our vote. The leader lease, not a
+        // membership check, keeps a removed node from disrupting.
+        if from == self.config.id {
             return self.take_effects();
         }
         let term = message.term();
@@ -451,16 +339,14 @@ impl RaftNode {
                 last_index,
                 last_term,
             } => {
-                if self.is_voter() {
-                    let granted =
-                        !self.in_leader_lease() && self.log.is_up_to_date(last_index, last_term);
-                    let term = if granted { term } else { self.hard_state.term };
-                    self.send(from, Message::PreVoteResponse { term, granted });
-                    // It lost its leader (a restart, a lost BeginEpoch): say who leads.
-                    if let (false, Some(leader)) = (granted, self.leader()) {
-                        let term = self.hard_state.term;
-                        self.send(from, Message::BeginEpoch { term, leader });
-                    }
+                let granted =
+                    !self.in_leader_lease() && self.log.is_up_to_date(last_index, last_term);
+                let term = if granted { term } else { self.hard_state.term };
+                self.send(from, Message::PreVoteResponse { term, granted });
+                // It lost its leader (a restart, a lost BeginEpoch): say who leads.
+                if let (false, Some(leader)) = (granted, self.leader()) {
+                    let term = self.hard_state.term;
+                    self.send(from, Message::BeginEpoch { term, leader });
                 }
             }
             Message::RequestVote {
@@ -469,12 +355,13 @@ impl RaftNode {
                 ..
             } => self.handle_request_vote(from, last_index, last_term),
             Message::PreVoteResponse { term, granted } => {
+                let voters = self.log.voters();
                 let votes = match &mut self.role {
                     Role::PreCandidate { granted: votes }
                         if granted && term == self.hard_state.term + 1 =>
                     {
                         votes.insert(from);
-                        votes.len()
+                        votes.iter().filter(|id| voters.contains(id)).count()
                     }
                     _ => return self.take_effects(),
                 };
@@ -483,10 +370,11 @@ impl RaftNode {
                 }
             }
             Message::RequestVoteResponse { granted, term: _ } => {
+                let voters = self.log.voters();
                 let votes = match &mut self.role {
                     Role::Candidate { granted: votes } if granted => {
                         votes.insert(from);
-                        votes.len()
+                        votes.iter().filter(|id| voters.contains(id)).count()
                     }
                     _ => return self.take_effects(),
                 };
@@ -652,8 +540,7 @@ impl RaftNode {
     }
 
     fn handle_request_vote(&mut self, from: NodeId, last_index: Index, last_term: Term) {
-        let granted = self.is_voter()
-            && self.hard_state.voted_for.is_none_or(|voted| voted == from)
+        let granted = self.hard_state.voted_for.is_none_or(|voted| voted == from)
             && self.leader().is_none_or(|leader| leader == from)
             && self.log.is_up_to_date(last_index, last_term);
         if granted {
@@ -722,51 +609,6 @@ impl RaftNode {
         }
     }
 
-    /// One change at a time, and only once we have committed an entry of our term.
-    fn membership_change_ready(&self) -> Result<(), Refusal> {
-        self.leader_state_ready()?;
-        let Role::Leader(state) = &self.role else {
-            unreachable!("checked above");
-        };
-        if self.commit_index < state.term_start_index
-            || self.log.last_voters_index() > self.commit_index
-        {
-            return Err(Refusal::ChangeInProgress);
-        }
-        Ok(())
-    }
-
-    fn append_own(&mut self, index_count: u64, kind: EntryKind) -> EntryMeta {
-        let first_index = self.log.last_index() + 1;
-        let entry = EntryMeta {
-            first_index,
-            last_index: first_index + index_count - 1,
-            term: self.hard_state.term,
-            kind,
-        };
-        let changes_voters = matches!(entry.kind, EntryKind::Voters(_));
-        let write = self.log.append(vec![entry.clone()]);
-        self.effects.log_writes.push(write);
-        if changes_voters {
-            self.track_members();
-        }
-        entry
-    }
-
-    /// After the voter set changed: progress for exactly the other voters and the learners.
-    fn track_members(&mut self) {
-        let voters = self.voter_peers();
-        let Role::Leader(state) = &mut self.role else {
-            return;
-        };
-        state.learners.retain(|learner| !voters.contains(learner));
-        let members: BTreeSet<NodeId> = voters.iter().chain(&state.learners).copied().collect();
-        state.progress.retain(|id, _| members.contains(id));
-        for member in members {
-            state.progress.entry(member).or_default();
-        }
-    }
-
     /// Step down if no majority fetched during the last election timeout: a partitioned
     /// leader stops accepting writes it could never commit, and lets clients find the new one.
     fn check_quorum(&mut self) {
@@ -791,263 +633,6 @@ impl RaftNode {
             peer.recently_active = false;
         }
         if !self.is_quorum(active) {
-            self.become_follower(self.hard_state.term, None);
-        }
-    }
-
-    fn tick_transfer(&mut self) {
-        let Role::Leader(state) = &mut self.role else {
-            return;
-        };
-        if let Some(transfer) = &mut state.transfer {
-            transfer.elapsed_ticks += 1;
-            if transfer.elapsed_ticks >= self.config.election_timeout_ticks_min {
-                state.transfer = None;
-            }
-        }
-    }
-
-    fn send_timeout_now_if_caught_up(&mut self, peer: NodeId) {
-        let last_index = self.log.last_index();
-        let Role::Leader(state) = &self.role else {
-            return;
-        };
-        let caught_up = state
-            .transfer
-            .as_ref()
-            .is_some_and(|transfer| transfer.target == peer)
-            && state
-                .progress
-                .get(&peer)
-                .is_some_and(|progress| progress.fetched_index >= last_index);
-        if caught_up {
-            let term = self.hard_state.term;
-            self.send(peer, Message::TimeoutNow { term });
-        }
-    }
-
-    fn send_fetch(&mut self) {
-        let fetch_index = self.log.last_index() + 1;
-        let last_fetched_term = self.log.last_term();
-        let Role::Follower {
-            leader: Some(leader),
-            fetch,
-            ..
-        } = &mut self.role
-        else {
-            return;
-        };
-        let leader = *leader;
-        *fetch = Some(FetchInFlight {
-            fetch_index,
-            last_fetched_term,
-            elapsed_ticks: 0,
-        });
-        let message = Message::Fetch {
-            term: self.hard_state.term,
-            fetch_index,
-            last_fetched_term,
-            durable_index: self.log.persisted_index(),
-        };
-        self.send(leader, message);
-    }
-
-    fn handle_fetch(
-        &mut self,
-        from: NodeId,
-        fetch_index: Index,
-        last_fetched_term: Term,
-        durable_index: Index,
-    ) {
-        let Role::Leader(state) = &mut self.role else {
-            return;
-        };
-        let Some(progress) = state.progress.get_mut(&from) else {
-            return;
-        };
-        if fetch_index == 0 {
-            return;
-        }
-        progress.has_fetched = true;
-        progress.recently_active = true;
-        let log_start = self.log.log_start();
-        let matched = self.log.term_at(fetch_index - 1) == Some(last_fetched_term);
-        let result = match self.log.end_of_epoch_at_most(last_fetched_term) {
-            Some(_) if matched => {
-                progress.fetched_index = progress.fetched_index.max(fetch_index - 1);
-                progress.match_index = progress.match_index.max(durable_index.min(fetch_index - 1));
-                FetchResult::Entries {
-                    entries: Vec::new(),
-                }
-            }
-            Some((term, end_index)) if fetch_index > log_start => {
-                FetchResult::Diverging { end_index, term }
-            }
-            // Below our log start, or disagreeing at its boundary, or nothing to compare with.
-            Some(_) | None => FetchResult::SnapshotNeeded {
-                log_start,
-                prev_term: self
-                    .log
-                    .term_at(log_start - 1)
-                    .expect("the log start boundary"),
-                voters: self.log.voters_at(log_start - 1).to_vec(),
-            },
-        };
-        if matches!(result, FetchResult::Entries { .. }) {
-            self.advance_commit();
-            if !matches!(self.role, Role::Leader(_)) {
-                return; // stepped down: the change removing us committed
-            }
-            self.send_timeout_now_if_caught_up(from);
-        }
-        let message = Message::FetchResponse {
-            term: self.hard_state.term,
-            leader: self.config.id,
-            commit_index: self.commit_index,
-            fetch_index,
-            last_fetched_term,
-            result,
-        };
-        self.send(from, message);
-    }
-
-    fn handle_fetch_response(
-        &mut self,
-        leader_commit: Index,
-        fetch_index: Index,
-        last_fetched_term: Term,
-        result: FetchResult,
-    ) {
-        let tail = (self.log.last_index() + 1, self.log.last_term());
-        let Role::Follower { fetch, .. } = &mut self.role else {
-            unreachable!("follow() made us a follower");
-        };
-        // Only the answer to the fetch in flight, sent from our current tail: a late answer to
-        // an earlier fetch describes a log we no longer have.
-        let answers_ours = fetch.is_some_and(|in_flight| {
-            (in_flight.fetch_index, in_flight.last_fetched_term) == (fetch_index, last_fetched_term)
-        }) && (fetch_index, last_fetched_term) == tail;
-        if !answers_ours {
-            return;
-        }
-        *fetch = None;
-        match result {
-            FetchResult::Entries { entries } => {
-                if !self.well_formed(&entries) {
-                    return;
-                }
-                if !entries.is_empty() {
-                    let write = self.log.append(entries);
-                    self.effects.log_writes.push(write);
-                }
-                self.verified(self.log.last_index(), leader_commit);
-                // Fetch on once what we took is durable, so that `durable_index` reports it.
-                if self.log.persisted_index() >= self.log.last_index() {
-                    self.send_fetch();
-                }
-            }
-            FetchResult::Diverging { end_index, term } => {
-                let Some(point) = self
-                    .log
-                    .divergence_point(end_index, term, self.commit_index)
-                else {
-                    return;
-                };
-                assert!(
-                    point >= self.commit_index,
-                    "leader's divergence at ({end_index}, {term}) would truncate committed {}",
-                    self.commit_index
-                );
-                if point < self.log.last_index() {
-                    let write = self.log.truncate_after(point);
-                    self.effects.log_writes.push(write);
-                }
-                if let Role::Follower { verified_index, .. } = &mut self.role {
-                    *verified_index = (*verified_index).min(point);
-                }
-                self.send_fetch();
-            }
-            FetchResult::SnapshotNeeded {
-                log_start,
-                prev_term,
-                voters,
-            } => {
-                if log_start == 0 || log_start - 1 < self.commit_index || voters.is_empty() {
-                    return;
-                }
-                let write = self.log.reset_to(log_start, prev_term, voters);
-                self.effects.log_writes.push(write);
-                self.verified(log_start - 1, log_start - 1);
-                self.send_fetch();
-            }
-        }
-    }
-
-    /// Fetched entries start after our end (gaps allowed; only an empty log may take a first
-    /// batch straddling its start), follow one another, and carry terms between our last and
-    /// the current one.
-    fn well_formed(&self, entries: &[EntryMeta]) -> bool {
-        let mut last_index = self.log.last_index();
-        let mut last_term = self.log.last_term();
-        let log_is_empty = last_index < self.log.log_start();
-        for (position, entry) in entries.iter().enumerate() {
-            let may_straddle = position == 0 && log_is_empty;
-            if (entry.first_index <= last_index && !may_straddle)
-                || entry.first_index > entry.last_index
-                || entry.last_index <= last_index
-                || entry.term < last_term
-                || entry.term > self.hard_state.term
-                || matches!(&entry.kind, EntryKind::Voters(voters) if voters.is_empty())
-            {
-                return false;
-            }
-            last_index = entry.last_index;
-            last_term = entry.term;
-        }
-        true
-    }
-
-    /// Our log matches the leader's up to `index`: take its commit index that far.
-    fn verified(&mut self, index: Index, leader_commit: Index) {
-        if let Role::Follower { verified_index, .. } = &mut self.role {
-            *verified_index = (*verified_index).max(index);
-        }
-        let commit = leader_commit.min(index);
-        if commit > self.commit_index {
-            self.commit_index = commit;
-            self.effects.commit_index = Some(commit);
-        }
-    }
-
-    /// Commit the highest index of the current term that a majority of the voters (the leader
-    /// counting only what it has persisted itself) has persisted.
-    fn advance_commit(&mut self) {
-        let Role::Leader(state) = &self.role else {
-            return;
-        };
-        let id = self.config.id;
-        let voters = self.log.voters();
-        let mut matched: Vec<Index> = voters
-            .iter()
-            .map(|voter| {
-                if *voter == id {
-                    self.log.persisted_index()
-                } else {
-                    state.progress.get(voter).map_or(0, |peer| peer.match_index)
-                }
-            })
-            .collect();
-        matched.sort_unstable_by(|a, b| b.cmp(a));
-        let quorum_index = matched[voters.len() / 2];
-        if quorum_index > self.commit_index
-            && self.log.term_at(quorum_index) == Some(self.hard_state.term)
-        {
-            self.commit_index = quorum_index;
-            self.effects.commit_index = Some(quorum_index);
-            // Followers learn the new commit index with their next fetch.
-        }
-        // A leader that removed itself hands over once the change is committed.
-        if !self.is_voter() && self.commit_index >= self.log.last_voters_index() {
             self.become_follower(self.hard_state.term, None);
         }
     }

@@ -16,7 +16,7 @@ const PERFECT: Faults = Faults {
 };
 
 fn cluster(size: u64) -> Cluster {
-    Cluster::new(7, size, PERFECT, 10)
+    Cluster::new(7, size, size, PERFECT, 10)
 }
 
 fn tick_until(cluster: &mut Cluster, what: &str, done: impl Fn(&Cluster) -> bool) {

@@ -2,26 +2,32 @@
 //! and duplicates messages, with partitions and heals, crashes that lose unsynced log writes,
 //! restarts from what storage holds, clock jumps (a node's ticks arriving in a burst),
 //! retention (a node moves its log start up, below its commit index, so lagging followers must
-//! start over at it), compaction (a node drops committed batches, leaving gaps) and leadership
-//! transfers. The disks hold real batches (a payload per batch), and after every event the
+//! start over at it), compaction (a node drops committed batches, leaving gaps), leadership
+//! transfers and membership changes (voters removed, spares added as learners and promoted). The disks hold real batches (a payload per batch), and after every event the
 //! simulator checks Raft's safety properties on them. Everything random comes from one seed,
 //! so a failure names its seed and `RAFT_SIM_SEED=N` replays exactly that run;
 //! `RAFT_SIM_SEEDS=N` runs N seeds instead of the default few.
 //!
-//! "Committed stays on a majority" with retention and compaction: every committed index must
-//! be *accounted for* on a majority of durable logs, where a log accounts for it if it holds
-//! the very batch, or has legitimately let it go: the index is below its log start (retention,
-//! or a reset to a leader's log start, both only ever below a commit index), or lies in a gap
-//! left where some node's cleaner removed that committed batch.
+//! "Committed stays on a majority", with membership changes, retention and compaction: when a
+//! batch is first seen committed by its leader, the disks durably holding it must be a
+//! majority of that leader's voters; from then on each of those disks must keep *accounting
+//! for* it: hold the very batch, or have legitimately let it go: the index is below its log
+//! start (retention, or a reset to a leader's log start, both only ever below a commit index),
+//! or lies in a gap left where some node's cleaner removed that committed batch.
 
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use common::{Batch, Cluster, Faults, StoredLog};
-use ferrite_replication::{EntryKind, Index, NodeId, RoleKind, Term};
+use ferrite_replication::{EntryKind, Index, NodeId, Refusal, RoleKind, SplitMix64, Term};
 
-const NODES: u64 = 5;
+/// Nodes `1..=NODES`; the first `VOTERS_INITIAL` start as voters, the others as spares that
+/// membership changes bring in (as learners, then voters).
+const NODES: u64 = 6;
+const VOTERS_INITIAL: u64 = 5;
+/// Membership changes never shrink the voter set below this.
+const VOTERS_MIN: usize = 3;
 const STEPS: u64 = 3_000;
 const SEEDS_DEFAULT: u64 = 10;
 const FAULTS: Faults = Faults {
@@ -30,12 +36,19 @@ const FAULTS: Faults = Faults {
     delay_ticks_max: 5,
 };
 
+/// A committed batch, and the nodes whose durable logs held it when it was first seen
+/// committed (a majority of the committing leader's voters): each must keep accounting for it.
+struct Committed {
+    batch: Batch,
+    holders: Vec<NodeId>,
+}
+
 /// What the simulator has seen, to check each new state against.
 #[derive(Default)]
 struct Checker {
     leaders_by_term: BTreeMap<Term, NodeId>,
-    /// The batch committed at each index.
-    committed: BTreeMap<Index, Batch>,
+    /// The batch committed at each index, and the nodes whose durable logs held it then.
+    committed: BTreeMap<Index, Committed>,
     /// Last indexes of committed batches some node's cleaner removed.
     compacted: BTreeSet<Index>,
     /// How far each node's commits have been recorded.
@@ -61,7 +74,7 @@ impl Checker {
             }
             // Checked when a leader first appears: entries it commits later come from it.
             let log = &cluster.disks[&node.id()].written;
-            for (index, batch) in self.committed.range(log.log_start..) {
+            for (index, Committed { batch, .. }) in self.committed.range(log.log_start..) {
                 if !self.accounts_for(log, *index, batch) || log.last_index < *index {
                     cluster.fail(format!(
                         "leader completeness: leader {} of term {} lacks committed {batch:?}",
@@ -90,10 +103,12 @@ impl Checker {
     fn record_commits(&mut self, cluster: &Cluster) {
         for node in cluster.live() {
             let commit = node.commit_index();
-            let recorded = self.recorded.entry(node.id()).or_default();
-            *recorded = (*recorded).min(commit);
+            let recorded = self
+                .recorded
+                .get(&node.id())
+                .map_or(0, |at| (*at).min(commit));
             let log = &cluster.disks[&node.id()].written;
-            for batch in log.batches.range(*recorded + 1..).map(|(_, batch)| batch) {
+            for batch in log.batches.range(recorded + 1..).map(|(_, batch)| batch) {
                 if batch.meta.first_index > commit {
                     break;
                 }
@@ -103,21 +118,41 @@ impl Checker {
                         node.id()
                     ));
                 }
-                for index in batch.meta.first_index.max(*recorded + 1)..=batch.meta.last_index {
+                for index in batch.meta.first_index.max(recorded + 1)..=batch.meta.last_index {
                     match self.committed.get(&index) {
-                        Some(committed) if committed != batch => cluster.fail(format!(
+                        Some(committed) if committed.batch != *batch => cluster.fail(format!(
                             "state-machine safety: node {} committed {batch:?} at {index}, \
-                             others {committed:?}",
-                            node.id()
+                             others {:?}",
+                            node.id(),
+                            committed.batch
                         )),
                         Some(_) => {}
                         None => {
-                            self.committed.insert(index, batch.clone());
+                            let holders: Vec<NodeId> = cluster
+                                .disks
+                                .iter()
+                                .filter(|(_, disk)| self.accounts_for(&disk.durable, index, batch))
+                                .map(|(id, _)| *id)
+                                .collect();
+                            if node.role() == RoleKind::Leader {
+                                let voters = node.voters();
+                                let durable_voters =
+                                    voters.iter().filter(|id| holders.contains(id)).count();
+                                if durable_voters <= voters.len() / 2 {
+                                    cluster.fail(format!(
+                                        "durability: leader {} committed {batch:?} held by only \
+                                         {holders:?} of voters {voters:?}",
+                                        node.id()
+                                    ));
+                                }
+                            }
+                            let batch = batch.clone();
+                            self.committed.insert(index, Committed { batch, holders });
                         }
                     }
                 }
             }
-            *recorded = commit;
+            self.recorded.insert(node.id(), commit);
         }
     }
 
@@ -170,18 +205,16 @@ impl Checker {
         }
     }
 
-    /// Every committed index from `from_index` on is accounted for on a majority of disks.
+    /// Every committed index from `from_index` on is still accounted for by every disk that
+    /// held it when it committed.
     fn check_durability(&self, cluster: &Cluster, from_index: Index) {
-        for (index, batch) in self.committed.range(from_index..) {
-            let holders = cluster
-                .disks
-                .values()
-                .filter(|disk| self.accounts_for(&disk.durable, *index, batch))
-                .count() as u64;
-            if holders <= NODES / 2 {
-                cluster.fail(format!(
-                    "durability: committed {batch:?} is on only {holders} disks"
-                ));
+        for (index, Committed { batch, holders }) in self.committed.range(from_index..) {
+            for holder in holders {
+                if !self.accounts_for(&cluster.disks[holder].durable, *index, batch) {
+                    cluster.fail(format!(
+                        "durability: node {holder} lost committed {batch:?} at {index}"
+                    ));
+                }
             }
         }
     }
@@ -195,7 +228,7 @@ struct Simulation {
 impl Simulation {
     fn new(seed: u64) -> Simulation {
         Simulation {
-            cluster: Cluster::new(seed, NODES, FAULTS, 20),
+            cluster: Cluster::new(seed, VOTERS_INITIAL, NODES, FAULTS, 20),
             checker: Checker::default(),
         }
     }
@@ -218,6 +251,8 @@ impl Simulation {
                 cluster.sync_disk(id);
             }
         }
+        // Before a membership change below moves the leader to another voter set.
+        checker.record_commits(cluster);
         if cluster.random.chance(1, 3) {
             cluster.propose();
         }
@@ -269,6 +304,43 @@ impl Simulation {
         }
         if self.cluster.random.chance(1, 150) {
             self.transfer();
+        }
+        if self.cluster.random.chance(1, 60) {
+            self.change_membership();
+        }
+    }
+
+    /// The leader removes a voter (perhaps itself), or brings a spare in: first as a learner,
+    /// then, once it has caught up, as a voter. Refusals (a change in flight, a learner
+    /// behind) are part of the test.
+    fn change_membership(&mut self) {
+        let cluster = &mut self.cluster;
+        let Some(leader) = cluster.leader() else {
+            return;
+        };
+        let voters = cluster.node(leader).expect("live").voters().to_vec();
+        let spares: Vec<NodeId> = (1..=NODES).filter(|id| !voters.contains(id)).collect();
+        let remove =
+            spares.is_empty() || (voters.len() > VOTERS_MIN && cluster.random.chance(1, 3));
+        let pick = |random: &mut SplitMix64, ids: &[NodeId]| {
+            ids[random.range(0, ids.len() as u64) as usize]
+        };
+        let node = cluster
+            .nodes
+            .get_mut(&leader)
+            .and_then(Option::as_mut)
+            .expect("live");
+        let result = if remove {
+            node.remove_voter(pick(&mut cluster.random, &voters))
+        } else {
+            let spare = pick(&mut cluster.random, &spares);
+            match node.promote(spare) {
+                Err(Refusal::InvalidMember { .. }) => node.add_learner(spare),
+                other => other,
+            }
+        };
+        if let Ok(effects) = result {
+            cluster.apply(leader, effects, &[]);
         }
     }
 
@@ -341,7 +413,7 @@ impl Simulation {
         let Some(leader) = cluster.leader() else {
             return;
         };
-        let target = cluster.random.range(1, NODES + 1);
+        let target = cluster.random.range(1, NODES + 1); // a non-voter target is refused
         let node = cluster
             .nodes
             .get_mut(&leader)

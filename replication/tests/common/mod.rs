@@ -260,9 +260,15 @@ pub struct Cluster {
 }
 
 impl Cluster {
-    /// Nodes `1..=size`, all voters.
-    pub fn new(seed: u64, size: u64, faults: Faults, election_timeout_ticks_min: u64) -> Cluster {
-        let voters: Vec<NodeId> = (1..=size).collect();
+    /// Nodes `1..=size`, the first `voter_count` voters, the others not (yet) members.
+    pub fn new(
+        seed: u64,
+        voter_count: u64,
+        size: u64,
+        faults: Faults,
+        election_timeout_ticks_min: u64,
+    ) -> Cluster {
+        let voters: Vec<NodeId> = (1..=voter_count).collect();
         let mut cluster = Cluster {
             seed,
             random: SplitMix64::new(seed),
@@ -277,7 +283,7 @@ impl Cluster {
             payload_next: 0,
             restarts: 0,
         };
-        for id in voters.clone() {
+        for id in 1..=size {
             cluster.add_node(id, voters.clone());
         }
         cluster
