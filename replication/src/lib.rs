@@ -3,28 +3,36 @@
 //! messages from peers ([`RaftNode::step`]), proposals ([`RaftNode::propose`]) and storage
 //! completions ([`RaftNode::persisted`]); each call returns [`Effects`]: the term and vote to
 //! persist, log writes to submit, messages to send and the new commit index. No clocks, sockets,
-//! threads or randomness inside (election timeouts come from a [`SplitMix64`] seeded by the
-//! driver), which is what lets `tests/simulator.rs` run thousands of seeded fault schedules and
-//! reproduce any failure from its seed.
+//! threads, files or randomness inside (election timeouts come from a [`SplitMix64`] seeded by
+//! the driver), which is what lets `tests/simulator.rs` run thousands of seeded fault schedules
+//! and reproduce any failure from its seed.
 //!
-//! What it implements:
-//! - Elections with pre-vote (a node that could not win never bumps a term, so a node healing
-//!   from a partition does not depose a working leader) and check-quorum (a leader that heard
-//!   from no majority during an election timeout steps down; a follower that heard from its
-//!   leader within the minimum election timeout refuses pre-votes and ignores vote requests).
-//! - Log replication with conflict detection: a follower rejects an AppendEntries whose
-//!   `prev_index`/`prev_term` it lacks, with a hint where the leader should retry; it truncates
-//!   conflicting entries (never committed ones: asserted) and replaces them.
-//! - Durability-aware commit: a follower acknowledges only what it has persisted and verified
-//!   against the current leader; the leader counts its own log only up to what it has persisted;
-//!   commit is the highest index of the current term persisted on a majority (the Kafka
-//!   high-water mark once wired in). Heartbeats resend from each follower's `next_index`, which
-//!   is how lost appends are retried.
+//! Built so that a Kafka partition log can be the Raft log: index `i` is Kafka offset `i - 1`,
+//! an entry is one record batch (n records cover n indexes) whose term is its
+//! partitionLeaderEpoch, and the core holds only a summary of the log ([`LogSummary`]: log
+//! start, epoch runs as in Kafka's leader-epoch cache, last index, voter-set entries); the
+//! driver moves the bytes. What it implements:
+//! - Elections with pre-vote (a node that could not win never bumps a term), check-quorum (a
+//!   leader no majority fetched from during an election timeout steps down) and a leader lease
+//!   (a follower that heard from its leader within the minimum election timeout refuses
+//!   pre-votes and ignores vote requests); a new leader announces itself with `BeginEpoch`.
+//! - Pull replication as in KRaft (KIP-595): followers keep one `Fetch` in flight; the leader
+//!   answers `Entries` (its driver attaches whole batches), `Diverging` (the follower truncates
+//!   to the end of that epoch, only ever at a batch boundary) or `SnapshotNeeded` (the fetch is
+//!   below the leader's log start: the follower restarts its log there). Gaps left by the
+//!   cleaner and log starts moved by retention are part of the model.
+//! - Durability-aware commit: followers report their fsynced index in each fetch; the leader
+//!   counts itself only up to its own persisted index; commit (the Kafka high-water mark) is
+//!   the highest index of the current term persisted on a majority of voters, and a new leader
+//!   appends a leader-change entry so earlier terms can commit.
+//! - Leadership transfer (`TimeoutNow` once the target has the whole log; the vote request it
+//!   starts passes the voters' lease) and single-server membership changes (learners,
+//!   `promote`, `remove_voter`; a voter-set entry counts as soon as it is in a log).
 //!
-//! Not yet: snapshots (the log starts at index 1 and is kept whole in memory), leadership
-//! transfer, membership changes, flow control beyond `entries_per_message_max` per message,
-//! using the partition log itself as the Raft log (terms as leader epochs), the transport, and
-//! wiring into the broker.
+//! Not yet: the transport, wiring into `ferrite serve` (a driver over the partition log), a
+//! snapshot of state-machine data for the metadata log (a partition's "snapshot" is its log
+//! start), learners that survive a leader change, and bounds on fetch size beyond the driver's
+//! byte budget.
 
 mod log;
 mod message;
