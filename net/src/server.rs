@@ -42,10 +42,10 @@ pub fn bind(listen: SocketAddr) -> std::io::Result<TcpListener> {
 }
 
 /// A listen address held for the shards until they have bound it. Binding first without
-/// SO_REUSEPORT makes a port someone else holds a clear start-up error (and resolves port 0 to
-/// a free port); SO_REUSEPORT is set only afterwards, so the shards' sockets can join it. The
-/// socket never listens, so it takes no connections; while it exists the kernel cannot hand the
-/// port to anyone else (a probe dropped before the shards bound let a parallel test's broker
+/// SO_REUSEPORT (with SO_REUSEADDR, as every listener) makes a port someone else holds a clear
+/// start-up error (and resolves port 0 to a free port); SO_REUSEPORT is set only afterwards, so the shards' sockets can join it. The
+/// socket never listens, so it takes no connections; while it exists the kernel does not hand the
+/// port out to anyone binding port 0 (a probe dropped before the shards bound let a parallel test's broker
 /// take the port in between).
 pub struct ListenReservation {
     socket: socket2::Socket,
@@ -61,8 +61,10 @@ impl ListenReservation {
             Domain::IPV4
         };
         let socket = Socket::new(domain, Type::STREAM, Some(Protocol::TCP))?;
-        socket.bind(&listen.into())?;
+        // SO_REUSEADDR before the bind, as std's `TcpListener::bind` does: a restarted broker's
+        // old connections in TIME-WAIT must not keep it from its port.
         socket.set_reuse_address(true)?;
+        socket.bind(&listen.into())?;
         socket.set_reuse_port(true)?;
         let address = socket
             .local_addr()?
@@ -177,4 +179,62 @@ async fn publish_snapshots(broker: Rc<Broker>, interval: Duration) {
             std::future::ready(())
         })
         .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Write};
+
+    /// A port whose last connection the server closed first (so it sits in TIME-WAIT, as after
+    /// a broker is killed) can be reserved again at once.
+    fn port_in_time_wait() -> SocketAddr {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let address = listener.local_addr().unwrap();
+        let mut client = std::net::TcpStream::connect(address).unwrap();
+        let (server_side, _) = listener.accept().unwrap();
+        drop(server_side);
+        let mut rest = Vec::new();
+        client.read_to_end(&mut rest).unwrap();
+        address
+    }
+
+    /// A bind with neither SO_REUSEADDR nor SO_REUSEPORT: succeeds only on a port nobody holds.
+    fn plain_bind(address: SocketAddr) -> std::io::Result<()> {
+        let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)?;
+        socket.bind(&address.into())
+    }
+
+    #[test]
+    fn a_reserved_port_is_refused_to_others_and_shared_with_the_shards() {
+        glommio::LocalExecutor::default().run(async {
+            let reservation = ListenReservation::new(port_in_time_wait()).unwrap();
+            let address = reservation.address();
+            assert!(
+                plain_bind(address).is_err(),
+                "a reserved port is not free (the kernel hands out only free ones for port 0)"
+            );
+            let listener = bind(address).unwrap();
+            let mut client = std::net::TcpStream::connect(address).unwrap();
+            let mut accepted = listener.accept().await.unwrap();
+            client.write_all(b"ping").unwrap();
+            let mut received = [0u8; 4];
+            futures::AsyncReadExt::read_exact(&mut accepted, &mut received)
+                .await
+                .unwrap();
+            assert_eq!(&received, b"ping", "connections reach the shard's listener");
+            drop(reservation);
+            assert!(
+                plain_bind(address).is_err(),
+                "the shard's listener keeps the port after the reservation is gone"
+            );
+        });
+    }
+
+    #[test]
+    fn a_port_someone_listens_on_cannot_be_reserved() {
+        let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let error = ListenReservation::new(taken.local_addr().unwrap()).unwrap_err();
+        assert_eq!(error.kind(), std::io::ErrorKind::AddrInUse);
+    }
 }
