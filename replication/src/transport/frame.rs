@@ -112,7 +112,7 @@ impl<T> WireMessage for T where
 }
 
 /// Encodes `header` as an rkyv archive and frames it with `payload`; refuses a frame the
-/// receiver would refuse (over `frame_bytes_max`).
+/// receiver would refuse (over `frame_bytes_max`, or over what the 32-bit length can say).
 pub fn encode<M: WireMessage>(
     kind: FrameKind,
     header: &M,
@@ -123,6 +123,7 @@ pub fn encode<M: WireMessage>(
         reason: error.to_string(),
     })?;
     let frame_bytes = FRAME_FIXED_BYTES + archive.len() + payload.len();
+    let frame_bytes_max = frame_bytes_max.min(u32::MAX as usize);
     if frame_bytes > frame_bytes_max {
         return Err(FrameError::TooLarge {
             frame_bytes,
