@@ -30,6 +30,7 @@ mod log;
 mod message;
 mod node;
 mod random;
+pub mod transport;
 
 pub use message::{
     AppendResult, Effects, Envelope, HardState, Index, LogEntry, LogWrite, Message, NodeId, Term,
