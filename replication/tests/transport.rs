@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::{BufMut, Bytes, BytesMut};
+use engine::shard::listen::ListenReservation;
 use futures::future::{select, Either};
 use futures::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::TcpStream;
@@ -52,23 +53,8 @@ fn payload(sequence: u64) -> Bytes {
 }
 
 /// A listen address held until the transports bind it (port 0 resolved), as the broker does.
-struct Reservation {
-    _socket: socket2::Socket,
-    address: SocketAddr,
-}
-
-fn reserve() -> Reservation {
-    use socket2::{Domain, Protocol, Socket, Type};
-    let socket = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP)).unwrap();
-    let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
-    socket.bind(&any.into()).unwrap();
-    socket.set_reuse_address(true).unwrap();
-    socket.set_reuse_port(true).unwrap();
-    let address = socket.local_addr().unwrap().as_socket().unwrap();
-    Reservation {
-        _socket: socket,
-        address,
-    }
+fn reserve() -> ListenReservation {
+    ListenReservation::new("127.0.0.1:0".parse().unwrap()).unwrap()
 }
 
 fn config(node_id: u64, shard: u32, peers: &BTreeMap<u64, SocketAddr>) -> TransportConfig {
@@ -147,8 +133,10 @@ fn two_brokers_exchange_thousands_of_messages_intact_and_in_order() {
     const MESSAGES: u64 = 5000;
     const SENT_PER_WAIT: u64 = 250;
     let reservations = [reserve(), reserve()];
-    let peers: BTreeMap<u64, SocketAddr> =
-        BTreeMap::from([(1, reservations[0].address), (2, reservations[1].address)]);
+    let peers: BTreeMap<u64, SocketAddr> = BTreeMap::from([
+        (1, reservations[0].address()),
+        (2, reservations[1].address()),
+    ]);
     let started = Arc::new(AtomicUsize::new(0));
     let finished = Arc::new(AtomicUsize::new(0));
     let brokers: Vec<_> = [(1u64, 2u64), (2, 1)]
@@ -201,8 +189,10 @@ fn two_brokers_exchange_thousands_of_messages_intact_and_in_order() {
 #[test]
 fn a_peer_that_starts_late_and_restarts_gets_messages_after_each_start() {
     let reservations = [reserve(), reserve()];
-    let peers: BTreeMap<u64, SocketAddr> =
-        BTreeMap::from([(1, reservations[0].address), (2, reservations[1].address)]);
+    let peers: BTreeMap<u64, SocketAddr> = BTreeMap::from([
+        (1, reservations[0].address()),
+        (2, reservations[1].address()),
+    ]);
     run("late-peer", move || async move {
         let (sender, _) = start(config(1, 0, &peers));
         // Node 2 is down: its address is reserved, nothing listens.
@@ -282,8 +272,10 @@ fn then(mut first: Vec<u8>, second: &[u8]) -> Vec<u8> {
 #[test]
 fn bad_input_closes_only_its_own_connection() {
     let reservations = [reserve(), reserve()];
-    let peers: BTreeMap<u64, SocketAddr> =
-        BTreeMap::from([(1, reservations[0].address), (2, reservations[1].address)]);
+    let peers: BTreeMap<u64, SocketAddr> = BTreeMap::from([
+        (1, reservations[0].address()),
+        (2, reservations[1].address()),
+    ]);
     run("bad-input", move || async move {
         let (sender, _) = start(config(1, 0, &peers));
         let mut receiver_config = config(2, 0, &peers);
@@ -383,8 +375,10 @@ fn bad_input_closes_only_its_own_connection() {
 fn shards_of_one_broker_share_its_address() {
     const SENDER_SHARDS: u32 = 4;
     let reservations = [reserve(), reserve()];
-    let peers: BTreeMap<u64, SocketAddr> =
-        BTreeMap::from([(1, reservations[0].address), (2, reservations[1].address)]);
+    let peers: BTreeMap<u64, SocketAddr> = BTreeMap::from([
+        (1, reservations[0].address()),
+        (2, reservations[1].address()),
+    ]);
     run("reuse-port", move || async move {
         // Node 2's two shards bind the same address.
         let (shard_0, inbox_0) = start(config(2, 0, &peers));
@@ -449,7 +443,7 @@ fn shards_of_one_broker_share_its_address() {
 #[test]
 fn connections_over_the_limit_are_closed_at_once() {
     let reservation = reserve();
-    let peers = BTreeMap::from([(2, reservation.address)]);
+    let peers = BTreeMap::from([(2, reservation.address())]);
     run("connection-limit", move || async move {
         let mut config = config(2, 0, &peers);
         config.inbound_connections_max = 1;
@@ -476,8 +470,10 @@ fn connections_over_the_limit_are_closed_at_once() {
 #[test]
 fn closing_does_not_wait_for_a_peer_that_stopped_reading() {
     let reservations = [reserve(), reserve()];
-    let peers: BTreeMap<u64, SocketAddr> =
-        BTreeMap::from([(1, reservations[0].address), (2, reservations[1].address)]);
+    let peers: BTreeMap<u64, SocketAddr> = BTreeMap::from([
+        (1, reservations[0].address()),
+        (2, reservations[1].address()),
+    ]);
     run("stalled-peer", move || async move {
         // Node 2 accepts and never reads (a stopped process).
         let listener = glommio::net::TcpListener::bind(peers[&2]).unwrap();

@@ -34,7 +34,7 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use glommio::net::TcpListener;
+use engine::shard::listen::bind;
 use thiserror::Error;
 
 pub use frame::{FrameError, WireMessage};
@@ -269,25 +269,4 @@ impl<M> Drop for Transport<M> {
     fn drop(&mut self) {
         self.lifecycle.signal_close();
     }
-}
-
-/// Binds a listener with SO_REUSEPORT, so every shard binds the same address, and
-/// SO_REUSEADDR, which accepted connections inherit, so that a restarted broker binds again at
-/// once although its old connections linger in TIME-WAIT (glommio's own `bind` sets only the
-/// first). The same as the Kafka listener's bind in `net::server`, which this crate may not
-/// depend on.
-fn bind(listen: SocketAddr) -> std::io::Result<TcpListener> {
-    use socket2::{Domain, Protocol, Socket, Type};
-    use std::os::fd::{FromRawFd, IntoRawFd};
-    let socket = Socket::new(
-        Domain::for_address(listen),
-        Type::STREAM,
-        Some(Protocol::TCP),
-    )?;
-    socket.set_reuse_address(true)?;
-    socket.set_reuse_port(true)?;
-    socket.bind(&listen.into())?;
-    socket.listen(1024)?;
-    // SAFETY: a listening socket we own, handed over whole to glommio.
-    Ok(unsafe { TcpListener::from_raw_fd(socket.into_raw_fd()) })
 }
