@@ -215,7 +215,7 @@ impl MetadataImage {
         self.topics.get(name)
     }
 
-    /// The topic with this id, and its name.
+    /// The topic with this id, and its name. Walks every topic.
     pub fn topic_by_id(&self, id: &[u8; 16]) -> Option<(&str, &TopicImage)> {
         self.topics().find(|(_, topic)| &topic.id == id)
     }
@@ -228,7 +228,8 @@ impl MetadataImage {
     }
 
     /// The partitions (topic, partition number) with a replica on `shard` of broker `node_id`:
-    /// what that shard opens and serves.
+    /// what that shard opens and serves. Walks every partition: for start-up and metadata
+    /// changes, not for each request.
     pub fn hosted_partitions(
         &self,
         node_id: NodeId,
