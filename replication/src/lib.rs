@@ -28,6 +28,7 @@
 
 mod log;
 mod message;
+pub mod metadata;
 mod node;
 mod random;
 pub mod transport;
