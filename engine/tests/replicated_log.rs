@@ -237,3 +237,57 @@ fn readers_see_a_replicated_log_up_to_the_high_watermark_replication_sets() {
         log.close().await.unwrap();
     });
 }
+
+#[test]
+fn a_leader_recognises_a_producers_retry_before_appending_it() {
+    run(async {
+        let dir = tempfile::tempdir().unwrap();
+        let log = PartitionLog::open(dir.path(), small_config(), system_clock())
+            .await
+            .unwrap();
+        let first = producer_batch(7, 0, 0, 3);
+        let header = engine::batch::validate(&first, usize::MAX).unwrap();
+        assert!(log.check_duplicate(&header).unwrap().is_none());
+        log.append(first.clone(), 1).await.unwrap();
+        let retry = log.check_duplicate(&header).unwrap().expect("a retry");
+        assert_eq!((retry.base_offset, retry.last_offset), (0, 2));
+        assert!(retry.duplicate);
+        let gap = producer_batch(7, 0, 10, 1);
+        let header = engine::batch::validate(&gap, usize::MAX).unwrap();
+        assert!(matches!(
+            log.check_duplicate(&header),
+            Err(LogError::OutOfOrderSequence { .. })
+        ));
+        log.close().await.unwrap();
+    });
+}
+
+#[test]
+fn a_follower_told_to_start_over_keeps_nothing_and_knows_the_epoch_before_its_start() {
+    run(async {
+        let dir = tempfile::tempdir().unwrap();
+        let log = PartitionLog::open(dir.path(), small_config(), system_clock())
+            .await
+            .unwrap();
+        for tag in 0..5 {
+            log.append(tagged_batch(tag, 2, 10, 0), 1).await.unwrap();
+        }
+        log.reset_to(100, 4).await.unwrap();
+        assert_eq!((log.log_start_offset(), log.log_end_offset()), (100, 100));
+        assert_eq!(log.epochs().runs(), runs(&[(4, 99)]));
+        assert!(
+            log.read(0, 1 << 20, u64::MAX).await.is_err(),
+            "nothing below 100"
+        );
+        let mut copied = tagged_batch(9, 2, 10, 0);
+        engine::batch::assign_offset_and_epoch(&mut copied, 100, 5);
+        log.append_replicated(copied).await.unwrap();
+        log.close().await.unwrap();
+        let log = PartitionLog::open(dir.path(), small_config(), system_clock())
+            .await
+            .unwrap();
+        assert_eq!((log.log_start_offset(), log.log_end_offset()), (100, 102));
+        assert_eq!(log.epochs().runs(), runs(&[(4, 99), (5, 100)]));
+        log.close().await.unwrap();
+    });
+}

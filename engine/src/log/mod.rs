@@ -763,21 +763,10 @@ impl PartitionLog {
         header: &BatchHeader,
         leader_epoch: i32,
     ) -> Result<Attempt, LogError> {
-        let mut state = self.shared.state.borrow_mut();
-        state.check_open()?;
-        if let Verdict::Duplicate {
-            base_offset,
-            last_offset,
-        } = state.producers.check(header)?
-        {
-            let ticket = state.ticket_covering(last_offset + 1);
-            return Ok(Attempt::Appended(AppendReceipt {
-                base_offset,
-                last_offset,
-                duplicate: true,
-                ticket,
-            }));
+        if let Some(receipt) = self.check_duplicate(header)? {
+            return Ok(Attempt::Appended(receipt));
         }
+        let mut state = self.shared.state.borrow_mut();
         let base_offset = state.log_end_offset;
         if state.epoch_needs_recording(leader_epoch, base_offset)? {
             return Ok(Attempt::NewEpochAt(base_offset));
@@ -847,6 +836,31 @@ impl PartitionLog {
             std::mem::take(batch),
             header,
         )))
+    }
+
+    /// An idempotent producer's retry of a batch the log already holds: its receipt (offsets and
+    /// flush handle of the original), so a leader answers it without replicating it again.
+    /// `None` for a new batch; an error for one the producer table refuses (sequence gap, old
+    /// producer epoch). Synchronous, so a caller that appends right after, with no await in
+    /// between, appends exactly what this checked.
+    pub fn check_duplicate(&self, header: &BatchHeader) -> Result<Option<AppendReceipt>, LogError> {
+        let mut state = self.shared.state.borrow_mut();
+        state.check_open()?;
+        match state.producers.check(header)? {
+            Verdict::Duplicate {
+                base_offset,
+                last_offset,
+            } => {
+                let ticket = state.ticket_covering(last_offset + 1);
+                Ok(Some(AppendReceipt {
+                    base_offset,
+                    last_offset,
+                    duplicate: true,
+                    ticket,
+                }))
+            }
+            _ => Ok(None),
+        }
     }
 
     /// Waits until a batch of `size_bytes` fits the back-pressure bound and no maintenance runs
@@ -982,6 +996,23 @@ impl PartitionLog {
     pub async fn truncate(&self, offset: u64) -> Result<u64, LogError> {
         let _guard = self.shared.enter_maintenance().await?;
         self.shared.truncate_quiet(offset).await
+    }
+
+    /// Deletes every segment and starts the log empty at `offset`, the offset before it having
+    /// been written in `previous_epoch` (a follower told to start over at its leader's log
+    /// start: Kafka's truncate-fully-and-start-at, Raft's install-snapshot for a log whose
+    /// state is the log itself).
+    pub async fn reset_to(&self, offset: u64, previous_epoch: i32) -> Result<(), LogError> {
+        let _guard = self.shared.enter_maintenance().await?;
+        self.shared.restart_empty_at(offset).await?;
+        {
+            let mut state = self.shared.state.borrow_mut();
+            state.epochs = EpochRuns::default();
+            if offset > 0 {
+                state.epochs.push(previous_epoch, offset - 1);
+            }
+        }
+        self.shared.persist_epochs().await
     }
 
     /// Moves the log start to `offset` (Kafka's DeleteRecords) and deletes the segments that
