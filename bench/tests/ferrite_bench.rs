@@ -324,7 +324,8 @@ fn each_of_two_cooperative_consumer_groups_gets_every_message() {
 #[test]
 fn an_unreachable_broker_is_reported_with_exit_status_2() {
     // Bound, never listening (connections are refused), and held so nobody else listens there.
-    let free = net::server::ListenReservation::new("127.0.0.1:0".parse().unwrap()).unwrap();
+    let free =
+        engine::shard::listen::ListenReservation::new("127.0.0.1:0".parse().unwrap()).unwrap();
     let address = free.address().to_string();
     let output = bench(&[
         "--bootstrap",

@@ -423,6 +423,75 @@ fn read_varint_bytes<'a>(cursor: &mut &'a [u8]) -> Option<Option<&'a [u8]>> {
     Some(Some(bytes))
 }
 
+/// A control record's type (the second field of its key), as Kafka numbers them. Consumers
+/// skip control batches, so the broker may keep its own bookkeeping in the log this way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ControlType {
+    /// KRaft's LEADER_CHANGE: a new leader's first entry (it lets earlier terms commit).
+    LeaderChange,
+    /// KRaft's KRAFT_VOTERS: the voter set from this entry on.
+    Voters,
+    /// Any other type (transaction markers, snapshot headers), kept as its number.
+    Other(i16),
+}
+
+impl ControlType {
+    fn code(self) -> i16 {
+        match self {
+            ControlType::LeaderChange => 2,
+            ControlType::Voters => 6,
+            ControlType::Other(code) => code,
+        }
+    }
+
+    fn from_code(code: i16) -> ControlType {
+        match code {
+            2 => ControlType::LeaderChange,
+            6 => ControlType::Voters,
+            other => ControlType::Other(other),
+        }
+    }
+}
+
+/// Encodes a control batch of one control record (key: version 0 and `control_type`; value:
+/// `value`), base offset 0 and epoch 0 for the caller to assign.
+pub fn encode_control(control_type: ControlType, value: &[u8], timestamp_ms: i64) -> Vec<u8> {
+    let mut key = Vec::with_capacity(4);
+    key.extend_from_slice(&0i16.to_be_bytes());
+    key.extend_from_slice(&control_type.code().to_be_bytes());
+    let record = PlainRecord {
+        offset: 0,
+        timestamp_ms,
+        key: Some(&key),
+        value: Some(value),
+    };
+    let producer = build::ProducerFields {
+        attributes: ATTRIBUTE_CONTROL,
+        ..build::ProducerFields::NONE
+    };
+    encode_plain(&[record], producer)
+}
+
+/// The type and value of a control batch's first record; `None` for a data batch.
+pub fn read_control(bytes: &[u8]) -> Result<Option<(ControlType, Vec<u8>)>, RecordsError> {
+    let header = BatchHeader::parse(bytes).ok_or(RecordsError::Malformed)?;
+    if !header.is_control() {
+        return Ok(None);
+    }
+    let record = plain_records(bytes)?
+        .next()
+        .ok_or(RecordsError::Malformed)??;
+    let key = record.key.ok_or(RecordsError::Malformed)?;
+    let code = key
+        .get(2..4)
+        .map(|code| i16::from_be_bytes([code[0], code[1]]))
+        .ok_or(RecordsError::Malformed)?;
+    Ok(Some((
+        ControlType::from_code(code),
+        record.value.unwrap_or_default().to_vec(),
+    )))
+}
+
 /// Encodes `records` as an uncompressed v2 batch with the given producer fields, CRC filled in,
 /// base offset 0 (the log assigns offsets) and offset deltas counting from 0: what the broker
 /// appends to its own logs, and what [`build`] makes for tests. Panics on an empty slice.
@@ -626,6 +695,31 @@ mod tests {
     use super::build::{batch, batch_of, TestRecord};
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn control_batches_carry_their_type_and_value_and_data_batches_are_not_control() {
+        for control_type in [
+            ControlType::LeaderChange,
+            ControlType::Voters,
+            ControlType::Other(1),
+        ] {
+            let bytes = encode_control(control_type, b"1,2,3", 7);
+            let header = validate(&bytes, usize::MAX).unwrap();
+            assert!(header.is_control() && !header.is_transactional());
+            assert_eq!(header.records_count, 1);
+            assert_eq!(
+                read_control(&bytes).unwrap(),
+                Some((control_type, b"1,2,3".to_vec()))
+            );
+        }
+        let data = build::batch(&[build::TestRecord {
+            key: Some(vec![0, 0, 0, 2]),
+            value: b"v".to_vec(),
+            timestamp_ms: 0,
+        }]);
+        assert_eq!(read_control(&data).unwrap(), None);
+        assert!(read_control(&[1, 2, 3]).is_err());
+    }
 
     #[test]
     fn a_built_batch_validates_and_reports_its_header() {

@@ -500,7 +500,9 @@ fn refuse_internal(name: &str) -> Result<(), CatalogError> {
     Ok(())
 }
 
-fn validate_partition_count(count: i64) -> Result<u32, CatalogError> {
+/// A topic's partition count as requested: 1 to [`PARTITIONS_MAX`]. Also the metadata
+/// controller's check (`replication::metadata`), so both refuse the same counts.
+pub fn validate_partition_count(count: i64) -> Result<u32, CatalogError> {
     if count < 1 || count > i64::from(PARTITIONS_MAX) {
         return Err(CatalogError::InvalidPartitions {
             count,

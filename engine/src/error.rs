@@ -38,6 +38,17 @@ pub enum LogError {
         current: i16,
         received: i16,
     },
+    /// A replicated batch starts below the log end (the follower must truncate first, or the
+    /// batch is garbage). Nothing was written.
+    #[error("replicated batch at offset {base_offset} is below the log end {log_end_offset}")]
+    BelowLogEnd {
+        base_offset: i64,
+        log_end_offset: u64,
+    },
+    /// A batch of a leader epoch older than the log's latest: a deposed leader's write. Nothing
+    /// was written. Kafka's FENCED_LEADER_EPOCH.
+    #[error("leader epoch {epoch} is older than the log's latest epoch {latest}")]
+    StaleLeaderEpoch { epoch: i32, latest: i32 },
     /// The requested offset is outside `[log_start_offset, log_end_offset]`.
     #[error("offset {offset} is out of range [{log_start_offset}, {log_end_offset}]")]
     OffsetOutOfRange {

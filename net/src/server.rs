@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use engine::catalog::Catalog;
+use engine::shard::listen::bind;
 use engine::shard::ShardContext;
 
 use futures::future::{select, Either};
@@ -19,73 +20,6 @@ use glommio::net::TcpListener;
 use crate::broker::{Broker, BrokerConfig};
 use crate::connection::{serve_connection, ConnectionConfig};
 use crate::metrics::{MetricsRegistry, ShardSnapshot};
-
-/// Binds this shard's listener: SO_REUSEPORT, so every shard binds the same address, and
-/// SO_REUSEADDR, which accepted connections inherit, so that a restarted broker can bind again
-/// at once although its old connections linger in TIME-WAIT (as Kafka's acceptor does;
-/// glommio's own `bind` sets only the first).
-pub fn bind(listen: SocketAddr) -> std::io::Result<TcpListener> {
-    use socket2::{Domain, Protocol, Socket, Type};
-    use std::os::fd::{FromRawFd, IntoRawFd};
-    let domain = if listen.is_ipv6() {
-        Domain::IPV6
-    } else {
-        Domain::IPV4
-    };
-    let socket = Socket::new(domain, Type::STREAM, Some(Protocol::TCP))?;
-    socket.set_reuse_address(true)?;
-    socket.set_reuse_port(true)?;
-    socket.bind(&listen.into())?;
-    socket.listen(1024)?;
-    // SAFETY: a listening socket we own, handed over whole to glommio.
-    Ok(unsafe { TcpListener::from_raw_fd(socket.into_raw_fd()) })
-}
-
-/// A listen address held for the shards until they have bound it. Binding first without
-/// SO_REUSEPORT makes a port someone else holds a clear start-up error (and resolves port 0 to
-/// a free port); SO_REUSEPORT is set only afterwards, so the shards' sockets can join it. The
-/// socket never listens, so it takes no connections; while it exists the kernel cannot hand the
-/// port to anyone else (a probe dropped before the shards bound let a parallel test's broker
-/// take the port in between).
-pub struct ListenReservation {
-    socket: socket2::Socket,
-    address: SocketAddr,
-}
-
-impl ListenReservation {
-    pub fn new(listen: SocketAddr) -> std::io::Result<ListenReservation> {
-        use socket2::{Domain, Protocol, Socket, Type};
-        let domain = if listen.is_ipv6() {
-            Domain::IPV6
-        } else {
-            Domain::IPV4
-        };
-        let socket = Socket::new(domain, Type::STREAM, Some(Protocol::TCP))?;
-        socket.bind(&listen.into())?;
-        socket.set_reuse_address(true)?;
-        socket.set_reuse_port(true)?;
-        let address = socket
-            .local_addr()?
-            .as_socket()
-            .ok_or_else(|| std::io::Error::other("the bound address is not an IP address"))?;
-        Ok(ListenReservation { socket, address })
-    }
-
-    /// The reserved address, with port 0 resolved.
-    pub fn address(&self) -> SocketAddr {
-        self.address
-    }
-}
-
-impl std::fmt::Debug for ListenReservation {
-    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        formatter
-            .debug_struct("ListenReservation")
-            .field("address", &self.address)
-            .field("fd", &std::os::fd::AsRawFd::as_raw_fd(&self.socket))
-            .finish()
-    }
-}
 
 /// What every shard's broker is built from.
 #[derive(Clone)]

@@ -29,15 +29,17 @@
 //!   starts passes the voters' lease) and single-server membership changes (learners,
 //!   `promote`, `remove_voter`; a voter-set entry counts as soon as it is in a log).
 //!
-//! Not yet: the transport, wiring into `ferrite serve` (a driver over the partition log), a
-//! snapshot of state-machine data for the metadata log (a partition's "snapshot" is its log
-//! start), learners that survive a leader change, and bounds on fetch size beyond the driver's
-//! byte budget.
+//! Not yet: a driver over the partition log and wiring the core and [`transport`] into
+//! `ferrite serve`, a snapshot of state-machine data for the metadata log (a partition's
+//! "snapshot" is its log start), learners that survive a leader change, and bounds on fetch
+//! size beyond the driver's byte budget.
 
 mod log;
 mod message;
+pub mod metadata;
 mod node;
 mod random;
+pub mod transport;
 
 pub use log::{EpochRun, LogSummary};
 pub use message::{

@@ -489,9 +489,10 @@ mod tests {
 
     #[test]
     fn a_refused_connection_says_what_to_do() {
-        let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let address = free.local_addr().unwrap().to_string();
-        drop(free);
+        // Bound, never listening (connections are refused), and held so nobody listens there.
+        let free =
+            engine::shard::listen::ListenReservation::new("127.0.0.1:0".parse().unwrap()).unwrap();
+        let address = free.address().to_string();
         let error = Connection::open(&address).err().unwrap();
         let message = error.to_string();
         assert!(

@@ -16,12 +16,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use engine::catalog::{Catalog, OFFSETS_TOPIC};
+use engine::shard::listen::ListenReservation;
 use engine::shard::{prepare_offsets_topic, GroupsConfig, Runtime, RuntimeConfig, TopicLogConfig};
 use engine::LogConfig;
 use net::broker::BrokerConfig;
 use net::connection::ConnectionConfig;
 use net::metrics::MetricsRegistry;
-use net::server::{ListenReservation, ShardSetup};
+use net::server::ShardSetup;
 use serde::Deserialize;
 
 use crate::metrics;

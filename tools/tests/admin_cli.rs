@@ -13,7 +13,8 @@ use common::{Broker, DEADLINE};
 fn without_a_broker_every_command_says_what_to_do() {
     // A port nothing listens on: bound, never listening, so connections are refused, and held
     // so nobody else can listen there while the test runs.
-    let free = net::server::ListenReservation::new("127.0.0.1:0".parse().unwrap()).unwrap();
+    let free =
+        engine::shard::listen::ListenReservation::new("127.0.0.1:0".parse().unwrap()).unwrap();
     let address = free.address().to_string();
     let commands: [&[&str]; 7] = [
         &["topic", "list"],

@@ -56,7 +56,7 @@ use std::path::Path;
 use std::rc::Rc;
 
 use super::flush::{fill_dma_buffers, write_whole_file};
-use super::{remove_segment_files, PartitionLog, Shared, COMPACTED_END_OFFSET_FILE};
+use super::{remove_segment_files, PartitionLog, Shared};
 use crate::batch::{self, BatchHeader, StoredRecords, BATCH_HEADER_BYTES};
 use crate::codec;
 use crate::config::CLEANER_MAP_ENTRY_OVERHEAD_BYTES;
@@ -154,15 +154,7 @@ impl PartitionLog {
             return Ok(stats);
         };
         // Recovery must accept the gaps before any swap can commit.
-        if last.end_offset > shared.state.borrow().cleaned_end_offset {
-            shared
-                .replace_file(
-                    COMPACTED_END_OFFSET_FILE,
-                    last.end_offset.to_string().as_bytes(),
-                    "recording the compacted end offset",
-                )
-                .await?;
-        }
+        shared.allow_gaps_below(last.end_offset).await?;
         for group in shared.group(&inputs[..mapped]) {
             shared.check_not_stopped()?;
             shared

@@ -39,6 +39,7 @@
 //! - Data is acknowledged as durable only after the `fdatasync` that covers it returned.
 
 mod clean;
+mod epochs;
 mod flush;
 mod producers;
 mod read;
@@ -62,6 +63,7 @@ use crate::waiters::Waiters;
 use producers::{ProducerTable, Verdict};
 
 pub use clean::{CleanStats, CleanStep};
+pub use epochs::{EpochRun, EpochRuns};
 pub use read::{FileRange, OffsetAtTime, ReadData, ReadSlice};
 
 /// Present in a partition directory only after a clean close; its absence on open means the
@@ -162,6 +164,13 @@ pub struct LogStats {
     pub bytes_written: u64,
 }
 
+/// How one try at an append went: done, or the log must first record something on disk.
+enum Attempt {
+    Appended(AppendReceipt),
+    /// The batch would start a new epoch (or follow a gap) at this offset.
+    NewEpochAt(u64),
+}
+
 /// A batch appended but not yet taken by the flusher.
 struct UnflushedBatch {
     segment_base_offset: u64,
@@ -224,6 +233,14 @@ struct LogState {
     /// The table as it was when the segment ending at this offset was rolled away from, to be
     /// written as the snapshot when that segment is sealed.
     producer_snapshot_due: Option<(u64, ProducerTable)>,
+    /// Which epoch wrote which offsets (`epochs.rs`), persisted before an epoch's first batch.
+    epochs: EpochRuns,
+    /// Recovery accepts gaps between batches below this offset (`compacted-end-offset`): the
+    /// cleaner's, and those a follower copied from its leader's cleaned log.
+    gaps_allowed_below: u64,
+    /// A replicated log's high-water mark, set by replication (the Raft commit point); `None`
+    /// for a log with no replicas, whose high-water mark is its written end.
+    replicated_high_watermark: Option<u64>,
 }
 
 impl LogState {
@@ -254,6 +271,36 @@ impl LogState {
             .next_back()
             .map(|(_, segment)| segment)
             .expect("offsets at or above the log start lie in a segment")
+    }
+
+    /// Appends are refused once the log is closing or has failed.
+    fn check_open(&self) -> Result<(), LogError> {
+        if self.closing {
+            return Err(LogError::Closed);
+        }
+        match &self.failed {
+            Some(error) => Err(error.clone()),
+            None => Ok(()),
+        }
+    }
+
+    /// Whether a batch of `epoch` at `base_offset` is the first of its epoch, which must be on
+    /// disk in the epochs file before the batch is appended. An epoch older than the log's
+    /// latest is refused: a deposed leader's write.
+    fn epoch_needs_recording(&self, epoch: i32, base_offset: u64) -> Result<bool, LogError> {
+        match self.epochs.last_epoch() {
+            Some(latest) if epoch < latest => Err(LogError::StaleLeaderEpoch { epoch, latest }),
+            _ if epoch < 0 => Err(LogError::StaleLeaderEpoch { epoch, latest: 0 }),
+            _ => Ok(self.epochs.starts_run(epoch, base_offset)),
+        }
+    }
+
+    /// What readers may see: the written end, or below it the replicated high-water mark.
+    fn high_watermark(&self) -> u64 {
+        self.replicated_high_watermark
+            .map_or(self.written_end_offset, |high_watermark| {
+                high_watermark.min(self.written_end_offset)
+            })
     }
 
     fn check_in_range(&self, offset: u64) -> Result<(), LogError> {
@@ -402,6 +449,83 @@ impl Shared {
         .await
     }
 
+    /// Records on disk that `epoch` begins at the log end (`base_offset` when the caller
+    /// looked), with appends held meanwhile; a no-op if another append recorded it first.
+    async fn record_epoch(&self, epoch: i32, base_offset: u64) -> Result<(), LogError> {
+        let _guard = self.enter_maintenance().await?;
+        let recorded = {
+            let mut state = self.state.borrow_mut();
+            let log_end_offset = state.log_end_offset;
+            let new_run = state.epoch_needs_recording(epoch, log_end_offset.max(base_offset))?;
+            if new_run {
+                state.epochs.push(epoch, log_end_offset.max(base_offset));
+            }
+            new_run
+        };
+        if recorded {
+            self.persist_epochs().await?;
+        }
+        Ok(())
+    }
+
+    /// Before a replicated batch of `epoch` at `base_offset` (at or after the log end): records
+    /// a gap before it so recovery accepts it, and its epoch if new.
+    async fn prepare_replicated(&self, epoch: i32, base_offset: u64) -> Result<(), LogError> {
+        {
+            let _guard = self.enter_maintenance().await?;
+            self.allow_gaps_below(base_offset).await?;
+        }
+        self.record_epoch(epoch, base_offset).await
+    }
+
+    /// Makes recovery accept gaps between batches below `offset` (durably, before any batch
+    /// after such a gap can be written).
+    async fn allow_gaps_below(&self, offset: u64) -> Result<(), LogError> {
+        if offset <= self.state.borrow().gaps_allowed_below {
+            return Ok(());
+        }
+        self.replace_file(
+            COMPACTED_END_OFFSET_FILE,
+            offset.to_string().as_bytes(),
+            "recording the compacted end offset",
+        )
+        .await?;
+        let mut state = self.state.borrow_mut();
+        state.gaps_allowed_below = state.gaps_allowed_below.max(offset);
+        Ok(())
+    }
+
+    /// Writes the leader epochs as they are now.
+    async fn persist_epochs(&self) -> Result<(), LogError> {
+        let text = self.state.borrow().epochs.encode();
+        self.replace_file(
+            epochs::LEADER_EPOCHS_FILE,
+            text.as_bytes(),
+            "recording the leader epochs",
+        )
+        .await
+    }
+
+    /// The log now ends at `end_offset` (a truncation): the replicated high-water mark stays
+    /// at or below it, and the epochs that started there or later are forgotten, on disk before
+    /// anything is appended in their place (a later batch may carry an older epoch than a
+    /// forgotten one, and the file must not claim it for the forgotten one).
+    async fn end_moved_back_to(&self, end_offset: u64) -> Result<(), LogError> {
+        let changed = {
+            let mut state = self.state.borrow_mut();
+            if let Some(high_watermark) = &mut state.replicated_high_watermark {
+                *high_watermark = (*high_watermark).min(end_offset);
+            }
+            let before = state.epochs.runs().len();
+            state.epochs.truncate_from(end_offset);
+            state.epochs.runs().len() != before
+        };
+        if changed {
+            self.persist_epochs().await?;
+        }
+        Ok(())
+    }
+
     /// Writes the producer snapshot for a log ending at `end_offset`.
     async fn persist_producers(
         &self,
@@ -518,6 +642,29 @@ impl PartitionLog {
         self.shared.state.borrow().written_end_offset
     }
 
+    /// What consumers may read up to: the written end of a log without replicas; of a
+    /// replicated one, the commit point replication last set (never above the written end).
+    pub fn high_watermark(&self) -> u64 {
+        self.shared.state.borrow().high_watermark()
+    }
+
+    /// Makes this a replicated log whose high-water mark is `high_watermark` (the Raft commit
+    /// point, as offsets), and wakes readers waiting for data. It only moves forward, except
+    /// that it never stays above the log end (a follower truncating its uncommitted tail).
+    pub fn set_replicated_high_watermark(&self, high_watermark: u64) {
+        let mut state = self.shared.state.borrow_mut();
+        let current = state.replicated_high_watermark.unwrap_or(0);
+        state.replicated_high_watermark =
+            Some(current.max(high_watermark).min(state.log_end_offset));
+        drop(state);
+        self.shared.waiters.wake_all();
+    }
+
+    /// Which epoch wrote which offsets.
+    pub fn epochs(&self) -> EpochRuns {
+        self.shared.state.borrow().epochs.clone()
+    }
+
     /// Every offset below this has been made durable by an `fdatasync`.
     pub fn durable_end_offset(&self) -> u64 {
         self.shared.state.borrow().durable_end_offset
@@ -587,16 +734,138 @@ impl PartitionLog {
     /// Appends one record batch: checks it (length, magic, CRC-32C, record count, size, and
     /// an idempotent producer's epoch and sequence), gives it the next offsets and
     /// `leader_epoch`, and queues it for the flusher. Waits only when `unflushed_bytes_max`
-    /// bytes are already waiting to be written (back-pressure) or a maintenance operation is
-    /// running. A rejected batch leaves the log unchanged; a producer's retry of a batch
-    /// already in the log is answered with that batch's offsets and `duplicate: true`.
+    /// bytes are already waiting to be written (back-pressure), a maintenance operation is
+    /// running, or `leader_epoch` is new to the log (it is recorded on disk first). A rejected
+    /// batch leaves the log unchanged; a producer's retry of a batch already in the log is
+    /// answered with that batch's offsets and `duplicate: true`.
     pub async fn append(
         &self,
         mut batch: BytesMut,
         leader_epoch: i32,
     ) -> Result<AppendReceipt, LogError> {
         let header = batch::validate(&batch, self.shared.config().batch_bytes_max)?;
-        let size_bytes = batch.len();
+        loop {
+            self.wait_for_room(batch.len()).await;
+            match self.try_append(&mut batch, &header, leader_epoch)? {
+                Attempt::Appended(receipt) => return Ok(receipt),
+                Attempt::NewEpochAt(base_offset) => {
+                    self.shared.record_epoch(leader_epoch, base_offset).await?
+                }
+            }
+        }
+    }
+
+    /// [`PartitionLog::append`]'s synchronous part: checks and places the batch at the log
+    /// end, unless its epoch must first be recorded.
+    fn try_append(
+        &self,
+        batch: &mut BytesMut,
+        header: &BatchHeader,
+        leader_epoch: i32,
+    ) -> Result<Attempt, LogError> {
+        if let Some(receipt) = self.check_duplicate(header)? {
+            return Ok(Attempt::Appended(receipt));
+        }
+        let mut state = self.shared.state.borrow_mut();
+        let base_offset = state.log_end_offset;
+        if state.epoch_needs_recording(leader_epoch, base_offset)? {
+            return Ok(Attempt::NewEpochAt(base_offset));
+        }
+        batch::assign_offset_and_epoch(batch, base_offset as i64, leader_epoch);
+        let header = BatchHeader {
+            base_offset: base_offset as i64,
+            leader_epoch,
+            ..*header
+        };
+        Ok(Attempt::Appended(self.place(
+            &mut state,
+            std::mem::take(batch),
+            &header,
+        )))
+    }
+
+    /// Appends a batch exactly as another replica's log holds it: its offsets and epoch are
+    /// kept (a follower copying its leader). The batch must start at or after the log end; a
+    /// start after it is a gap the leader's cleaner left, recorded first so that recovery
+    /// accepts it. Checked like [`PartitionLog::append`] except for producer sequences (the
+    /// leader checked them; they are still recorded, for when this replica leads).
+    pub async fn append_replicated(&self, mut batch: BytesMut) -> Result<AppendReceipt, LogError> {
+        let header = batch::validate_stored(&batch, self.shared.config().batch_bytes_max)?;
+        loop {
+            self.wait_for_room(batch.len()).await;
+            match self.try_append_replicated(&mut batch, &header)? {
+                Attempt::Appended(receipt) => return Ok(receipt),
+                Attempt::NewEpochAt(base_offset) => {
+                    self.shared
+                        .prepare_replicated(header.leader_epoch, base_offset)
+                        .await?
+                }
+            }
+        }
+    }
+
+    /// [`PartitionLog::append_replicated`]'s synchronous part: places the batch, unless a gap
+    /// before it or its epoch must first be recorded (`NewEpochAt` then says to prepare).
+    fn try_append_replicated(
+        &self,
+        batch: &mut BytesMut,
+        header: &BatchHeader,
+    ) -> Result<Attempt, LogError> {
+        let mut state = self.shared.state.borrow_mut();
+        state.check_open()?;
+        let log_end_offset = state.log_end_offset;
+        let base_offset = match u64::try_from(header.base_offset) {
+            Ok(base_offset) if base_offset >= log_end_offset => base_offset,
+            _ => {
+                return Err(LogError::BelowLogEnd {
+                    base_offset: header.base_offset,
+                    log_end_offset,
+                })
+            }
+        };
+        let is_gap = base_offset > log_end_offset && base_offset > state.gaps_allowed_below;
+        if is_gap || state.epoch_needs_recording(header.leader_epoch, base_offset)? {
+            return Ok(Attempt::NewEpochAt(base_offset));
+        }
+        if base_offset > log_end_offset {
+            state.active_segment_mut().end_offset = base_offset;
+            state.log_end_offset = base_offset;
+        }
+        Ok(Attempt::Appended(self.place(
+            &mut state,
+            std::mem::take(batch),
+            header,
+        )))
+    }
+
+    /// An idempotent producer's retry of a batch the log already holds: its receipt (offsets and
+    /// flush handle of the original), so a leader answers it without replicating it again.
+    /// `None` for a new batch; an error for one the producer table refuses (sequence gap, old
+    /// producer epoch). Synchronous, so a caller that appends right after, with no await in
+    /// between, appends exactly what this checked.
+    pub fn check_duplicate(&self, header: &BatchHeader) -> Result<Option<AppendReceipt>, LogError> {
+        let mut state = self.shared.state.borrow_mut();
+        state.check_open()?;
+        match state.producers.check(header)? {
+            Verdict::Duplicate {
+                base_offset,
+                last_offset,
+            } => {
+                let ticket = state.ticket_covering(last_offset + 1);
+                Ok(Some(AppendReceipt {
+                    base_offset,
+                    last_offset,
+                    duplicate: true,
+                    ticket,
+                }))
+            }
+            _ => Ok(None),
+        }
+    }
+
+    /// Waits until a batch of `size_bytes` fits the back-pressure bound and no maintenance runs
+    /// (or the log is closing or failed: the caller finds out).
+    async fn wait_for_room(&self, size_bytes: usize) {
         // Fixed from the open on (`LogConfig::same_sizing`).
         let unflushed_bytes_max = self.shared.config().unflushed_bytes_max;
         self.shared
@@ -607,36 +876,16 @@ impl PartitionLog {
                         && state.unflushed_bytes + size_bytes <= unflushed_bytes_max)
             })
             .await;
-        // Read again after the wait: a roll follows the settings of the moment it happens.
+    }
+
+    /// Puts a batch whose offsets and epoch are final at the log end: the active segment (rolled
+    /// first if due), the producer table, the flusher's queue and the tail cache.
+    fn place(&self, state: &mut LogState, batch: BytesMut, header: &BatchHeader) -> AppendReceipt {
+        // Read at each append: a roll follows the settings of the moment it happens.
         let config = self.shared.config();
         let now_ms = self.shared.clock.now_ms();
-        let mut state = self.shared.state.borrow_mut();
-        if state.closing {
-            return Err(LogError::Closed);
-        }
-        if let Some(error) = &state.failed {
-            return Err(error.clone());
-        }
-        if let Verdict::Duplicate {
-            base_offset,
-            last_offset,
-        } = state.producers.check(&header)?
-        {
-            let ticket = state.ticket_covering(last_offset + 1);
-            return Ok(AppendReceipt {
-                base_offset,
-                last_offset,
-                duplicate: true,
-                ticket,
-            });
-        }
-        let base_offset = state.log_end_offset;
-        batch::assign_offset_and_epoch(&mut batch, base_offset as i64, leader_epoch);
-        let header = BatchHeader {
-            base_offset: base_offset as i64,
-            leader_epoch,
-            ..header
-        };
+        let size_bytes = batch.len();
+        let base_offset = header.base_offset as u64;
         let records = header.records_count as u64;
         state.roll_if_due(&config, size_bytes as u64, records, now_ms);
         let active = state.active_segment_mut();
@@ -645,10 +894,10 @@ impl PartitionLog {
             "appends are contiguous: the batch starts at the active segment's end"
         );
         let position = active.appended_bytes;
-        active.note_batch(position, &header, config.index_interval_bytes);
+        active.note_batch(position, header, config.index_interval_bytes);
         let segment_base_offset = active.base_offset;
         let last_offset = header.last_offset() as u64;
-        state.producers.record(&header, now_ms);
+        state.producers.record(header, now_ms);
         let bytes = batch.freeze();
         state.log_end_offset = last_offset + 1;
         state.unflushed.push_back(UnflushedBatch {
@@ -663,12 +912,12 @@ impl PartitionLog {
             bytes,
         });
         state.wake_flusher();
-        Ok(AppendReceipt {
+        AppendReceipt {
             base_offset,
             last_offset,
             duplicate: false,
             ticket: state.open_ticket.clone(),
-        })
+        }
     }
 
     /// Waits until the batch is in its segment file (what Kafka's acks=1 promises).
@@ -701,12 +950,12 @@ impl PartitionLog {
             .await
     }
 
-    /// Resolves once the written end (what readers may see) is above `offset`, or the log
+    /// Resolves once the high-water mark (what readers may see) is above `offset`, or the log
     /// is closing or failed.
-    pub async fn wait_for_written_end_above(&self, offset: u64) {
+    pub async fn wait_for_high_watermark_above(&self, offset: u64) {
         self.shared
             .wait_until(|state| {
-                state.written_end_offset > offset || state.closing || state.failed.is_some()
+                state.high_watermark() > offset || state.closing || state.failed.is_some()
             })
             .await
     }
@@ -747,6 +996,23 @@ impl PartitionLog {
     pub async fn truncate(&self, offset: u64) -> Result<u64, LogError> {
         let _guard = self.shared.enter_maintenance().await?;
         self.shared.truncate_quiet(offset).await
+    }
+
+    /// Deletes every segment and starts the log empty at `offset`, the offset before it having
+    /// been written in `previous_epoch` (a follower told to start over at its leader's log
+    /// start: Kafka's truncate-fully-and-start-at, Raft's install-snapshot for a log whose
+    /// state is the log itself).
+    pub async fn reset_to(&self, offset: u64, previous_epoch: i32) -> Result<(), LogError> {
+        let _guard = self.shared.enter_maintenance().await?;
+        self.shared.restart_empty_at(offset).await?;
+        {
+            let mut state = self.shared.state.borrow_mut();
+            state.epochs = EpochRuns::default();
+            if offset > 0 {
+                state.epochs.push(previous_epoch, offset - 1);
+            }
+        }
+        self.shared.persist_epochs().await
     }
 
     /// Moves the log start to `offset` (Kafka's DeleteRecords) and deletes the segments that
@@ -891,13 +1157,16 @@ impl Shared {
                 (None, None) => {
                     // Only a gap lies from `offset` to the log end: no batch goes, the end
                     // moves back to `offset`.
-                    let mut state = self.state.borrow_mut();
-                    state.active_segment_mut().end_offset = offset;
-                    state.log_end_offset = offset;
-                    state.written_end_offset = offset;
-                    state.durable_end_offset = state.durable_end_offset.min(offset);
-                    state.tail_cache.truncate_from(offset);
-                    state.forget_producers_from(offset);
+                    {
+                        let mut state = self.state.borrow_mut();
+                        state.active_segment_mut().end_offset = offset;
+                        state.log_end_offset = offset;
+                        state.written_end_offset = offset;
+                        state.durable_end_offset = state.durable_end_offset.min(offset);
+                        state.tail_cache.truncate_from(offset);
+                        state.forget_producers_from(offset);
+                    }
+                    self.end_moved_back_to(offset).await?;
                     return Ok(offset);
                 }
             }
@@ -959,12 +1228,15 @@ impl Shared {
             active.sealed = false;
         }
         self.reload_active_tail_page().await?;
-        let mut state = self.state.borrow_mut();
-        state.log_end_offset = new_end;
-        state.written_end_offset = new_end;
-        state.durable_end_offset = state.durable_end_offset.min(new_end);
-        state.tail_cache.truncate_from(new_end);
-        state.forget_producers_from(new_end);
+        {
+            let mut state = self.state.borrow_mut();
+            state.log_end_offset = new_end;
+            state.written_end_offset = new_end;
+            state.durable_end_offset = state.durable_end_offset.min(new_end);
+            state.tail_cache.truncate_from(new_end);
+            state.forget_producers_from(new_end);
+        }
+        self.end_moved_back_to(new_end).await?;
         Ok(new_end)
     }
 
@@ -978,19 +1250,23 @@ impl Shared {
         }
         remove_producer_snapshot(&self.dir)?;
         self.sync_directory().await?;
-        let mut state = self.state.borrow_mut();
-        state.segments.clear();
-        let now_ms = self.clock.now_ms();
-        state
-            .segments
-            .insert(offset, Segment::new_empty(offset, now_ms));
-        state.log_start_offset = offset;
-        state.log_end_offset = offset;
-        state.written_end_offset = offset;
-        state.durable_end_offset = offset;
-        state.tail_cache.truncate_from(0);
-        state.producers.clear();
-        state.producer_snapshot_due = None;
+        {
+            let mut state = self.state.borrow_mut();
+            state.segments.clear();
+            let now_ms = self.clock.now_ms();
+            state
+                .segments
+                .insert(offset, Segment::new_empty(offset, now_ms));
+            state.log_start_offset = offset;
+            state.log_end_offset = offset;
+            state.written_end_offset = offset;
+            state.durable_end_offset = offset;
+            state.tail_cache.truncate_from(0);
+            state.producers.clear();
+            state.producer_snapshot_due = None;
+            state.epochs.trim_before(offset);
+        }
+        self.end_moved_back_to(offset).await?;
         Ok(offset)
     }
 

@@ -33,6 +33,7 @@ use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
 use super::clean;
+use super::epochs;
 use super::flush::{run_flusher, write_whole_file};
 use super::producers::{ProducerLimits, ProducerRecovery, ProducerTable};
 use super::{
@@ -108,6 +109,8 @@ impl PartitionLog {
             .max(first_base_offset)
             .min(log_end_offset);
         let producers = producers.finish(log_end_offset);
+        let epochs = epochs::read_epochs(&dir, log_start_offset, log_end_offset)?;
+        let epochs_file_is_stale = epochs::file_differs(&dir, &epochs)?;
         if !producers.snapshot_still_fits {
             remove_producer_snapshot(&dir)?;
         }
@@ -142,6 +145,9 @@ impl PartitionLog {
             flusher_waker: None,
             producers: producers.table,
             producer_snapshot_due: None,
+            epochs,
+            gaps_allowed_below: compacted_end_offset,
+            replicated_high_watermark: None,
         };
         let shared = Rc::new(Shared {
             dir,
@@ -153,6 +159,11 @@ impl PartitionLog {
             clean_fault: Default::default(),
             clean_stop_requested: Default::default(),
         });
+        if epochs_file_is_stale {
+            // A crash lost the batches of an epoch the file names: rewrite it before anything
+            // is appended at those offsets.
+            shared.persist_epochs().await?;
+        }
         let flusher = glommio::spawn_local(run_flusher(shared.clone()));
         Ok(PartitionLog {
             shared,

@@ -425,7 +425,7 @@ impl ShardContext {
         bytes_max: usize,
     ) -> Result<SendableRead, LogError> {
         let log = self.partition_log(partition).await?;
-        let high_watermark = log.written_end_offset();
+        let high_watermark = log.high_watermark();
         let slice = log.read(offset, bytes_max, high_watermark).await?;
         let data = match slice.data {
             ReadData::Empty => SendableData::Empty,
@@ -449,7 +449,7 @@ impl ShardContext {
             // The fetch's next read reports the error.
             return;
         };
-        let data = std::pin::pin!(log.wait_for_written_end_above(offset));
+        let data = std::pin::pin!(log.wait_for_high_watermark_above(offset));
         let timeout = std::pin::pin!(glommio::timer::sleep(Duration::from_millis(timeout_ms)));
         let shutdown = std::pin::pin!(self.shutdown_requested());
         select(data, select(timeout, shutdown)).await;
@@ -461,7 +461,7 @@ impl ShardContext {
         query: OffsetQuery,
     ) -> Result<ListedOffset, LogError> {
         let log = self.partition_log(partition).await?;
-        let high_watermark = log.written_end_offset();
+        let high_watermark = log.high_watermark();
         let (offset, timestamp_ms) = match query {
             OffsetQuery::Earliest => (Some(log.log_start_offset()), None),
             OffsetQuery::Latest => (Some(high_watermark), None),
@@ -486,7 +486,7 @@ impl ShardContext {
         offset: Option<u64>,
     ) -> Result<u64, LogError> {
         let log = self.partition_log(partition).await?;
-        let high_watermark = log.written_end_offset();
+        let high_watermark = log.high_watermark();
         let offset = offset.unwrap_or(high_watermark);
         if offset > high_watermark {
             return Err(LogError::OffsetOutOfRange {
@@ -590,7 +590,7 @@ impl ShardContext {
                 Some(PartitionStats {
                     partition: partition.clone(),
                     log_start_offset: log.log_start_offset(),
-                    high_watermark: log.written_end_offset(),
+                    high_watermark: log.high_watermark(),
                     size_bytes: log.size_bytes(),
                     segment_count: log.segment_count(),
                 })

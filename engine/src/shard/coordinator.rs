@@ -405,7 +405,7 @@ impl ShardContext {
         partition: &PartitionId,
     ) -> Result<LoadedCoordinator, LoadError> {
         let log = self.partition_log(partition).await?;
-        let end = log.written_end_offset();
+        let end = log.high_watermark();
         let mut offset = log.log_start_offset();
         let mut latest: HashMap<Bytes, (u64, Option<Bytes>)> = HashMap::new();
         let mut sequence = 0u64;

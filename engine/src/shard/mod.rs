@@ -16,6 +16,7 @@
 mod cleaner;
 mod context;
 mod coordinator;
+pub mod listen;
 mod runtime;
 
 use std::os::fd::OwnedFd;

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
 use engine::catalog::Catalog;
+use engine::shard::listen::ListenReservation;
 use engine::shard::{Runtime, RuntimeConfig, TopicLogConfig};
 use engine::LogConfig;
 use kafka_protocol::messages::{ApiKey, RequestHeader, ResponseHeader};
@@ -19,7 +20,7 @@ use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 use net::broker::BrokerConfig;
 use net::connection::ConnectionConfig;
 use net::metrics::MetricsRegistry;
-use net::server::{ListenReservation, ShardSetup};
+use net::server::ShardSetup;
 
 pub const DEADLINE: Duration = Duration::from_secs(30);
 

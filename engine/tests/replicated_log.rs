@@ -1,0 +1,293 @@
+//! What a partition log offers replication: the leader epochs of its offsets (kept across
+//! restarts, crashes and truncations), appends of another replica's batches with their offsets
+//! and epochs kept (gaps included), and a high-water mark replication sets.
+
+mod common;
+
+use std::rc::Rc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use common::*;
+use engine::{EpochRun, LogError, PartitionLog};
+
+fn runs(pairs: &[(i32, u64)]) -> Vec<EpochRun> {
+    pairs
+        .iter()
+        .map(|&(epoch, start_offset)| EpochRun {
+            epoch,
+            start_offset,
+        })
+        .collect()
+}
+
+#[test]
+fn epochs_are_recorded_kept_across_a_restart_and_never_go_back() {
+    run(async {
+        let dir = tempfile::tempdir().unwrap();
+        let log = PartitionLog::open(dir.path(), small_config(), system_clock())
+            .await
+            .unwrap();
+        assert_eq!(log.epochs().runs(), &[]);
+        for (tag, epoch) in [(0, 1), (1, 1), (2, 3), (3, 3), (4, 4)] {
+            log.append(tagged_batch(tag, 2, 10, 0), epoch)
+                .await
+                .unwrap();
+        }
+        assert_eq!(log.epochs().runs(), runs(&[(1, 0), (3, 4), (4, 8)]));
+        assert_eq!(log.epochs().epoch_at(5), Some(3));
+        assert_eq!(log.epochs().end_of_epoch(2, 10), Some((1, 4)));
+        let refused = log.append(tagged_batch(9, 1, 10, 0), 3).await;
+        assert!(
+            matches!(
+                refused,
+                Err(LogError::StaleLeaderEpoch {
+                    epoch: 3,
+                    latest: 4
+                })
+            ),
+            "{refused:?}"
+        );
+        assert_eq!(log.log_end_offset(), 10, "a refused batch is not written");
+        log.close().await.unwrap();
+
+        let log = PartitionLog::open(dir.path(), small_config(), system_clock())
+            .await
+            .unwrap();
+        assert_eq!(log.epochs().runs(), runs(&[(1, 0), (3, 4), (4, 8)]));
+        // A new leader overrules the uncommitted tail from offset 6 (the second batch of epoch 3
+        // and epoch 4's), and the log continues there with epoch 5.
+        assert_eq!(log.truncate(6).await.unwrap(), 6);
+        assert_eq!(log.epochs().runs(), runs(&[(1, 0), (3, 4)]));
+        log.append(tagged_batch(5, 1, 10, 0), 5).await.unwrap();
+        log.close().await.unwrap();
+        let log = PartitionLog::open(dir.path(), small_config(), system_clock())
+            .await
+            .unwrap();
+        assert_eq!(log.epochs().runs(), runs(&[(1, 0), (3, 4), (5, 6)]));
+        log.close().await.unwrap();
+    });
+}
+
+#[test]
+fn an_epoch_whose_batches_a_crash_lost_is_not_claimed_for_later_batches() {
+    run(async {
+        let dir = tempfile::tempdir().unwrap();
+        let log = PartitionLog::open(dir.path(), small_config(), system_clock())
+            .await
+            .unwrap();
+        log.append_durable(tagged_batch(0, 2, 10, 0), 1)
+            .await
+            .unwrap();
+        // Epoch 7's first batch: the epochs file names it before the append returns, but the
+        // batch is only queued, and the log is dropped (a crash) with no await in between, so
+        // the flusher never writes it.
+        log.append(tagged_batch(1, 2, 10, 0), 7).await.unwrap();
+        assert_eq!(log.log_end_offset(), 4);
+        drop(log);
+
+        let log = PartitionLog::open(dir.path(), small_config(), system_clock())
+            .await
+            .unwrap();
+        assert_eq!(log.log_end_offset(), 2, "the unwritten batch is gone");
+        assert_eq!(log.epochs().runs(), runs(&[(1, 0)]), "and so is epoch 7");
+        // Offset 2 is now written in epoch 1 (copied from a leader whose log has epoch 1 there);
+        // after a restart the epochs must say 1, not the lost 7.
+        log.append_durable(tagged_batch(2, 1, 10, 0), 1)
+            .await
+            .unwrap();
+        drop(log);
+        let log = PartitionLog::open(dir.path(), small_config(), system_clock())
+            .await
+            .unwrap();
+        assert_eq!(log.epochs().runs(), runs(&[(1, 0)]));
+        log.close().await.unwrap();
+    });
+}
+
+#[test]
+fn a_log_from_before_epochs_were_kept_reads_as_epoch_0() {
+    run(async {
+        let dir = tempfile::tempdir().unwrap();
+        let log = PartitionLog::open(dir.path(), small_config(), system_clock())
+            .await
+            .unwrap();
+        for tag in 0..3 {
+            log.append(tagged_batch(tag, 1, 10, 0), 0).await.unwrap();
+        }
+        log.close().await.unwrap();
+        std::fs::remove_file(dir.path().join("leader-epochs")).unwrap();
+        let log = PartitionLog::open(dir.path(), small_config(), system_clock())
+            .await
+            .unwrap();
+        assert_eq!(log.epochs().runs(), runs(&[(0, 0)]));
+        log.append(tagged_batch(3, 1, 10, 0), 2).await.unwrap();
+        assert_eq!(log.epochs().runs(), runs(&[(0, 0), (2, 3)]));
+        log.close().await.unwrap();
+    });
+}
+
+#[test]
+fn a_follower_copies_its_leaders_batches_exactly_gaps_and_epochs_included() {
+    run(async {
+        let leader_dir = tempfile::tempdir().unwrap();
+        let follower_dir = tempfile::tempdir().unwrap();
+        let leader = PartitionLog::open(leader_dir.path(), small_config(), system_clock())
+            .await
+            .unwrap();
+        for tag in 0..40u64 {
+            let epoch = 1 + (tag / 15) as i32;
+            leader
+                .append(tagged_batch(tag, 1 + tag as usize % 3, 200, 0), epoch)
+                .await
+                .unwrap();
+        }
+        leader.sync().await.unwrap();
+        let stored = read_all(&leader, 0, 1 << 20).await;
+        let follower = PartitionLog::open(follower_dir.path(), small_config(), system_clock())
+            .await
+            .unwrap();
+        // The first half as the leader has it; then a gap (as the leader's cleaner leaves one):
+        // the batch after the gap keeps its offset.
+        let half = stored.len() / 2;
+        for bytes in &stored[..half] {
+            follower
+                .append_replicated(BytesMut::from(&bytes[..]))
+                .await
+                .unwrap();
+        }
+        let below = follower
+            .append_replicated(BytesMut::from(&stored[half - 1][..]))
+            .await;
+        assert!(
+            matches!(below, Err(LogError::BelowLogEnd { .. })),
+            "{below:?}"
+        );
+        let mut corrupt = BytesMut::from(&stored[half][..]);
+        let last = corrupt.len() - 1;
+        corrupt[last] ^= 0xff;
+        assert!(matches!(
+            follower.append_replicated(corrupt).await,
+            Err(LogError::InvalidBatch(_))
+        ));
+        for bytes in &stored[half + 1..] {
+            follower
+                .append_replicated(BytesMut::from(&bytes[..]))
+                .await
+                .unwrap();
+        }
+        let mut expected = stored.clone();
+        expected.remove(half);
+        assert_eq!(follower.log_end_offset(), leader.log_end_offset());
+        assert_eq!(follower.epochs(), leader.epochs());
+        follower.sync().await.unwrap();
+        assert_eq!(read_all(&follower, 0, 1 << 20).await, expected);
+        // A crash (no clean close): recovery keeps the gap and everything after it.
+        drop(follower);
+        let follower = PartitionLog::open(follower_dir.path(), small_config(), system_clock())
+            .await
+            .unwrap();
+        assert_eq!(read_all(&follower, 0, 1 << 20).await, expected);
+        assert_eq!(follower.epochs(), leader.epochs());
+        follower.close().await.unwrap();
+        leader.close().await.unwrap();
+    });
+}
+
+#[test]
+fn readers_see_a_replicated_log_up_to_the_high_watermark_replication_sets() {
+    run(async {
+        let dir = tempfile::tempdir().unwrap();
+        let log = Rc::new(
+            PartitionLog::open(dir.path(), small_config(), system_clock())
+                .await
+                .unwrap(),
+        );
+        for tag in 0..4 {
+            log.append(tagged_batch(tag, 2, 10, 0), 1).await.unwrap();
+        }
+        log.sync().await.unwrap();
+        assert_eq!(log.high_watermark(), 8, "unreplicated: the written end");
+        log.set_replicated_high_watermark(0);
+        assert_eq!(log.high_watermark(), 0);
+        let waiter = glommio::spawn_local({
+            let log = log.clone();
+            async move { log.wait_for_high_watermark_above(3).await }
+        });
+        log.set_replicated_high_watermark(2);
+        assert_eq!(log.high_watermark(), 2);
+        log.set_replicated_high_watermark(1);
+        assert_eq!(log.high_watermark(), 2, "it never moves back by itself");
+        log.set_replicated_high_watermark(6);
+        glommio::timer::timeout(Duration::from_secs(10), async {
+            waiter.await;
+            Ok(())
+        })
+        .await
+        .expect("the waiting reader is woken");
+        log.set_replicated_high_watermark(100);
+        assert_eq!(log.high_watermark(), 8, "never above the log");
+        log.truncate(4).await.unwrap();
+        assert_eq!(
+            log.high_watermark(),
+            4,
+            "a truncation takes it back with the log"
+        );
+        let log = Rc::into_inner(log).unwrap();
+        log.close().await.unwrap();
+    });
+}
+
+#[test]
+fn a_leader_recognises_a_producers_retry_before_appending_it() {
+    run(async {
+        let dir = tempfile::tempdir().unwrap();
+        let log = PartitionLog::open(dir.path(), small_config(), system_clock())
+            .await
+            .unwrap();
+        let first = producer_batch(7, 0, 0, 3);
+        let header = engine::batch::validate(&first, usize::MAX).unwrap();
+        assert!(log.check_duplicate(&header).unwrap().is_none());
+        log.append(first.clone(), 1).await.unwrap();
+        let retry = log.check_duplicate(&header).unwrap().expect("a retry");
+        assert_eq!((retry.base_offset, retry.last_offset), (0, 2));
+        assert!(retry.duplicate);
+        let gap = producer_batch(7, 0, 10, 1);
+        let header = engine::batch::validate(&gap, usize::MAX).unwrap();
+        assert!(matches!(
+            log.check_duplicate(&header),
+            Err(LogError::OutOfOrderSequence { .. })
+        ));
+        log.close().await.unwrap();
+    });
+}
+
+#[test]
+fn a_follower_told_to_start_over_keeps_nothing_and_knows_the_epoch_before_its_start() {
+    run(async {
+        let dir = tempfile::tempdir().unwrap();
+        let log = PartitionLog::open(dir.path(), small_config(), system_clock())
+            .await
+            .unwrap();
+        for tag in 0..5 {
+            log.append(tagged_batch(tag, 2, 10, 0), 1).await.unwrap();
+        }
+        log.reset_to(100, 4).await.unwrap();
+        assert_eq!((log.log_start_offset(), log.log_end_offset()), (100, 100));
+        assert_eq!(log.epochs().runs(), runs(&[(4, 99)]));
+        assert!(
+            log.read(0, 1 << 20, u64::MAX).await.is_err(),
+            "nothing below 100"
+        );
+        let mut copied = tagged_batch(9, 2, 10, 0);
+        engine::batch::assign_offset_and_epoch(&mut copied, 100, 5);
+        log.append_replicated(copied).await.unwrap();
+        log.close().await.unwrap();
+        let log = PartitionLog::open(dir.path(), small_config(), system_clock())
+            .await
+            .unwrap();
+        assert_eq!((log.log_start_offset(), log.log_end_offset()), (100, 102));
+        assert_eq!(log.epochs().runs(), runs(&[(4, 99), (5, 100)]));
+        log.close().await.unwrap();
+    });
+}
