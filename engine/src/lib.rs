@@ -23,7 +23,7 @@ mod segment;
 pub mod shard;
 mod tail_cache;
 pub mod topic_config;
-mod waiters;
+pub mod waiters;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::LogConfig;

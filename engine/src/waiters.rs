@@ -13,7 +13,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll, Waker};
 
 #[derive(Default)]
-pub(crate) struct Waiters {
+pub struct Waiters {
     slots: RefCell<Slots>,
 }
 
@@ -88,7 +88,7 @@ impl Waiters {
 }
 
 /// The future of [`Waiters::wait_for`].
-pub(crate) struct WaitFor<'a, F> {
+pub struct WaitFor<'a, F> {
     waiters: &'a Waiters,
     check: F,
     slot: Option<usize>,

@@ -39,6 +39,7 @@ mod message;
 pub mod metadata;
 mod node;
 mod random;
+pub mod replica;
 pub mod transport;
 
 pub use log::{EpochRun, LogSummary};

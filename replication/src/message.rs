@@ -15,7 +15,7 @@ pub type Index = u64;
 
 /// What an entry is, as its batch header says: records from producers, or one of the control
 /// batches the core itself appends.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub enum EntryKind {
     Records,
     /// The one-index entry a new leader appends so that entries of earlier terms can commit
@@ -28,7 +28,7 @@ pub enum EntryKind {
 
 /// One entry of the Raft log: one record batch, covering `first_index..=last_index` (a batch
 /// of n records covers n indexes), all in the batch's `term` (its partitionLeaderEpoch).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub struct EntryMeta {
     pub first_index: Index,
     pub last_index: Index,
@@ -37,7 +37,7 @@ pub struct EntryMeta {
 }
 
 /// How a leader answers a `Fetch`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub enum FetchResult {
     /// The follower's log matches ours up to `fetch_index - 1`. The leader's core leaves
     /// `entries` empty; its driver reads whole batches from `fetch_index` on (up to a byte
@@ -57,7 +57,7 @@ pub enum FetchResult {
     },
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub enum Message {
     /// "Would you vote for me in `term`?" — sent without changing the sender's term, so a
     /// node that cannot win (partitioned, or behind) never disturbs the others' terms.

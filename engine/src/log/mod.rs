@@ -426,15 +426,8 @@ impl Shared {
         bytes: &[u8],
         operation: &'static str,
     ) -> Result<(), LogError> {
-        let temporary = self.dir.join(format!("{name}.tmp"));
-        let result = (|| {
-            use std::io::Write;
-            let mut file = std::fs::File::create(&temporary)?;
-            file.write_all(bytes)?;
-            file.sync_all()?;
-            std::fs::rename(&temporary, self.dir.join(name))
-        })();
-        result.map_err(|error| LogError::io(operation, error))?;
+        write_synced_then_rename(&self.dir, name, bytes)
+            .map_err(|error| LogError::io(operation, error))?;
         self.sync_directory().await
     }
 
@@ -586,6 +579,25 @@ impl Shared {
         self.sync_directory().await?;
         Ok(doomed.len())
     }
+}
+
+/// Writes `bytes` to a temporary file in `dir`, syncs it and renames it over `name`: after a
+/// crash the file is the old one or the new one, never a mix. The rename is durable only once
+/// the directory is synced.
+fn write_synced_then_rename(dir: &Path, name: &str, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let temporary = dir.join(format!("{name}.tmp"));
+    let mut file = std::fs::File::create(&temporary)?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    std::fs::rename(&temporary, dir.join(name))
+}
+
+/// Replaces the file `name` in `dir` with `bytes` atomically and durably, blocking the thread
+/// (directory synced too): for small files written rarely, such as a replica's Raft state.
+pub fn replace_file_durably(dir: &Path, name: &str, bytes: &[u8]) -> std::io::Result<()> {
+    write_synced_then_rename(dir, name, bytes)?;
+    std::fs::File::open(dir)?.sync_all()
 }
 
 /// Unlinks a segment's files (those that exist). The caller syncs the directory afterwards.

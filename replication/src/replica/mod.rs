@@ -1,0 +1,618 @@
+//! One broker's member of one partition's Raft group: the driver that runs the pure core
+//! ([`RaftNode`]) over the engine's [`PartitionLog`], so the partition log is the Raft log.
+//!
+//! Everything happens on the shard that owns the partition. Inputs are logical ticks
+//! ([`PartitionReplica::tick`]), peers' messages ([`PartitionReplica::receive`]) and producers'
+//! batches ([`PartitionReplica::produce`]); the core's [`Effects`] are carried out in the order
+//! it asks: the term and vote are made durable (synchronously: elections are rare) before any
+//! message leaves; log writes go to one writer task that applies them in order; messages go
+//! to the [`Outbox`]; the commit index becomes the log's high-water mark, which is what
+//! consumers read up to and what acks=all waits for.
+//!
+//! The writer is the only thing that appends to the log, so the core's view of the log and
+//! the engine's never disagree: before it lets the core number a producer's batch (`propose`)
+//! it has placed every entry the core created earlier (a new leader's LEADER_CHANGE, say), and
+//! it checks the batch against the idempotent producers' table right before numbering it, so a
+//! retry is answered with the original's offsets instead of being replicated twice. Durability
+//! is the engine's group commit: each placed entry's fsync is awaited off the writer, and
+//! reported to the core as `persisted`.
+//!
+//! A leader answers a fetch with whole batches read from its log; a fetch with nothing new to
+//! send is held (long poll) until the log or the commit index moves, or `fetch_wait_ticks`
+//! pass. A follower hands fetched batches to its writer exactly as the leader has them
+//! (`append_replicated`: offsets, epochs and gaps kept).
+
+mod entries;
+mod state_file;
+
+use std::cell::{Cell, RefCell};
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::path::PathBuf;
+use std::rc::Rc;
+
+use bytes::{Bytes, BytesMut};
+use engine::batch;
+use engine::waiters::Waiters;
+use engine::{AppendReceipt, LogError, PartitionLog};
+use futures::channel::oneshot;
+
+use crate::message::{
+    Effects, EntryKind, EntryMeta, FetchResult, Index, LogWrite, Message, NodeId,
+};
+use crate::node::{PersistedState, RaftConfig, RaftNode, Refusal, RoleKind};
+pub use entries::EntryError;
+use state_file::{ReplicaState, StateFile};
+
+/// Where a replica's messages go: the inter-broker transport, or a test's network. Sending
+/// never waits; a message may be lost (Raft retries).
+pub trait Outbox {
+    fn send(&self, to: NodeId, message: Message, payload: Bytes);
+}
+
+/// A replica's settings. Times are in ticks of [`PartitionReplica::tick`].
+#[derive(Debug, Clone)]
+pub struct ReplicaConfig {
+    pub node_id: NodeId,
+    /// The group's voters when it is created (ignored once the replica has state on disk).
+    pub initial_voters: Vec<NodeId>,
+    pub election_timeout_ticks_min: u64,
+    pub begin_epoch_interval_ticks: u64,
+    pub fetch_timeout_ticks: u64,
+    /// How long a leader holds a fetch that has nothing new for the follower.
+    pub fetch_wait_ticks: u64,
+    /// Bytes of batches one fetch response carries (at least one whole batch).
+    pub fetch_bytes_max: usize,
+    /// Seeds the election timeouts; give every replica and every start its own.
+    pub seed: u64,
+}
+
+/// Why a produce was not acknowledged.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ProduceError {
+    /// This replica does not lead (or stopped leading before the batch committed): the client
+    /// retries at the leader. Kafka's NOT_LEADER_OR_FOLLOWER.
+    #[error("not the partition leader (leader: {leader_hint:?})")]
+    NotLeader { leader_hint: Option<NodeId> },
+    #[error(transparent)]
+    Log(#[from] LogError),
+    /// The replica stopped (shutdown, or a write it could not make).
+    #[error("the replica stopped")]
+    Stopped,
+}
+
+/// How much acknowledgement a producer asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Acks {
+    /// Once the leader has placed the batch in its log.
+    Leader,
+    /// Once a majority has it durably: the high-water mark passed it (acks=all).
+    Committed,
+}
+
+/// A failure that stops a replica: its log can no longer follow the core.
+#[derive(Debug, thiserror::Error)]
+pub enum ReplicaError {
+    #[error("partition log: {0}")]
+    Log(#[from] LogError),
+    #[error("raft state file: {0}")]
+    StateFile(#[from] std::io::Error),
+    #[error(transparent)]
+    Entry(#[from] EntryError),
+}
+
+/// One member of a partition's Raft group. Cheap to clone; all clones drive the same member.
+#[derive(Clone)]
+pub struct PartitionReplica {
+    inner: Rc<Inner>,
+}
+
+struct Inner {
+    config: ReplicaConfig,
+    log: Rc<PartitionLog>,
+    node: RefCell<RaftNode>,
+    state: RefCell<ReplicaState>,
+    state_file: StateFile,
+    outbox: Rc<dyn Outbox>,
+    /// The core's log writes, in order, for the writer.
+    log_writes: RefCell<VecDeque<LogWrite>>,
+    /// Producers' batches waiting for the writer to number and place them.
+    proposals: RefCell<VecDeque<Proposal>>,
+    /// Batches fetched from the leader, by first index, until the writer places them.
+    fetched: RefCell<BTreeMap<Index, BytesMut>>,
+    /// Fetches a leader holds until it has something new, with the tick they expire at.
+    parked: RefCell<Vec<(NodeId, Message, u64)>>,
+    /// The commit index last sent to each follower (a fetch that would repeat it is held).
+    commit_sent: RefCell<HashMap<NodeId, Index>>,
+    ticks: Cell<u64>,
+    /// Woken on every change the writer or a waiting producer may care about.
+    changes: Waiters,
+    stopped: RefCell<Option<String>>,
+}
+
+struct Proposal {
+    batch: BytesMut,
+    reply: oneshot::Sender<Result<AppendReceipt, ProduceError>>,
+}
+
+impl PartitionReplica {
+    /// Starts this broker's member of the group whose log is `log` (in `dir`), from what the
+    /// log and the state file hold. Must run on the shard that owns the log: it spawns the
+    /// writer there.
+    pub fn open(
+        config: ReplicaConfig,
+        dir: PathBuf,
+        log: Rc<PartitionLog>,
+        outbox: Rc<dyn Outbox>,
+    ) -> Result<PartitionReplica, ReplicaError> {
+        let state_file = StateFile::new(&dir);
+        let saved = state_file.read()?;
+        let mut state = saved.clone().unwrap_or_else(|| ReplicaState {
+            term: 0,
+            voted_for: None,
+            voters_base: config.initial_voters.clone(),
+            voter_changes: Vec::new(),
+        });
+        state.truncate_after(log.log_end_offset());
+        state.advance_start(log.log_start_offset() + 1);
+        if saved.as_ref() != Some(&state) {
+            state_file.write(&state)?;
+        }
+        let summary = entries::summary_of(&log, &state);
+        let raft_config = RaftConfig {
+            id: config.node_id,
+            election_timeout_ticks_min: config.election_timeout_ticks_min,
+            begin_epoch_interval_ticks: config.begin_epoch_interval_ticks,
+            fetch_timeout_ticks: config.fetch_timeout_ticks,
+            seed: config.seed,
+        };
+        let persisted = PersistedState {
+            hard_state: state.hard_state(),
+            log: summary,
+        };
+        let node = RaftNode::new(raft_config, persisted);
+        // The log holds what is on disk; what the core counts as persisted must be too.
+        log.set_replicated_high_watermark(0);
+        let replica = PartitionReplica {
+            inner: Rc::new(Inner {
+                config,
+                log,
+                node: RefCell::new(node),
+                state: RefCell::new(state),
+                state_file,
+                outbox,
+                log_writes: Default::default(),
+                proposals: Default::default(),
+                fetched: Default::default(),
+                parked: Default::default(),
+                commit_sent: Default::default(),
+                ticks: Cell::new(0),
+                changes: Waiters::default(),
+                stopped: RefCell::new(None),
+            }),
+        };
+        glommio::spawn_local(replica.clone().run_writer()).detach();
+        Ok(replica)
+    }
+
+    pub fn role(&self) -> RoleKind {
+        self.inner.node.borrow().role()
+    }
+
+    pub fn leader(&self) -> Option<NodeId> {
+        self.inner.node.borrow().leader()
+    }
+
+    pub fn term(&self) -> u64 {
+        self.inner.node.borrow().term()
+    }
+
+    pub fn commit_index(&self) -> Index {
+        self.inner.node.borrow().commit_index()
+    }
+
+    pub fn log(&self) -> &Rc<PartitionLog> {
+        &self.inner.log
+    }
+
+    /// Why the replica stopped, if it did.
+    pub fn stopped(&self) -> Option<String> {
+        self.inner.stopped.borrow().clone()
+    }
+
+    /// Stops the writer; later produces fail with [`ProduceError::Stopped`].
+    pub fn stop(&self, reason: &str) {
+        let mut stopped = self.inner.stopped.borrow_mut();
+        if stopped.is_none() {
+            *stopped = Some(reason.to_owned());
+        }
+        drop(stopped);
+        for proposal in self.inner.proposals.borrow_mut().drain(..) {
+            let _ = proposal.reply.send(Err(ProduceError::Stopped));
+        }
+        self.inner.changes.wake_all();
+    }
+
+    /// Advances logical time by one tick.
+    pub fn tick(&self) {
+        let now = self.inner.ticks.get() + 1;
+        self.inner.ticks.set(now);
+        let effects = self.inner.node.borrow_mut().tick();
+        self.carry_out(effects, None);
+        let expired: Vec<_> = {
+            let mut parked = self.inner.parked.borrow_mut();
+            let (expired, kept) = parked.drain(..).partition(|(_, _, until)| *until <= now);
+            *parked = kept;
+            expired
+        };
+        for (from, fetch, _) in expired {
+            let effects = self.inner.node.borrow_mut().step(from, fetch);
+            self.carry_out(effects, None);
+        }
+    }
+
+    /// A message from a peer (with the batches a fetch response carries).
+    pub fn receive(&self, from: NodeId, mut message: Message, payload: Bytes) {
+        if let Message::FetchResponse {
+            result: FetchResult::Entries { entries },
+            ..
+        } = &mut message
+        {
+            match entries::split_entries(&payload) {
+                Ok(batches) => {
+                    let mut fetched = self.inner.fetched.borrow_mut();
+                    for (meta, bytes) in batches {
+                        fetched.insert(meta.first_index, bytes);
+                        entries.push(meta);
+                    }
+                }
+                // A peer's garbage: dropped like a lost message (the fetch is retried).
+                Err(_) => return,
+            }
+        }
+        let parkable = matches!(message, Message::Fetch { .. }).then(|| (from, message.clone()));
+        let effects = self.inner.node.borrow_mut().step(from, message);
+        self.carry_out(effects, parkable);
+    }
+
+    /// Appends a producer's batch if this replica leads, and waits for the acknowledgement
+    /// asked for. The batch was validated by the caller (`batch::validate`).
+    pub async fn produce(
+        &self,
+        batch: BytesMut,
+        acks: Acks,
+    ) -> Result<AppendReceipt, ProduceError> {
+        self.check_leading()?;
+        let (reply, placed) = oneshot::channel();
+        self.inner
+            .proposals
+            .borrow_mut()
+            .push_back(Proposal { batch, reply });
+        self.inner.changes.wake_all();
+        let receipt = placed.await.map_err(|_| ProduceError::Stopped)??;
+        match acks {
+            Acks::Leader => {
+                self.inner.log.wait_written(&receipt).await?;
+            }
+            Acks::Committed => self.wait_committed(&receipt).await?,
+        }
+        Ok(receipt)
+    }
+
+    fn check_leading(&self) -> Result<u64, ProduceError> {
+        if self.inner.stopped.borrow().is_some() {
+            return Err(ProduceError::Stopped);
+        }
+        let node = self.inner.node.borrow();
+        if node.role() == RoleKind::Leader {
+            Ok(node.term())
+        } else {
+            Err(ProduceError::NotLeader {
+                leader_hint: node.leader(),
+            })
+        }
+    }
+
+    /// Waits until the high-water mark passes the batch, failing if leadership moves first (a
+    /// new leader may have truncated it away).
+    async fn wait_committed(&self, receipt: &AppendReceipt) -> Result<(), ProduceError> {
+        let term = self.check_leading()?;
+        let result = RefCell::new(None);
+        self.inner
+            .changes
+            .until(|| {
+                if self.inner.log.high_watermark() > receipt.last_offset {
+                    *result.borrow_mut() = Some(Ok(()));
+                } else if let Err(error) = self.check_leading() {
+                    *result.borrow_mut() = Some(Err(error));
+                } else if self.term() != term {
+                    *result.borrow_mut() = Some(Err(ProduceError::NotLeader {
+                        leader_hint: self.leader(),
+                    }));
+                }
+                result.borrow().is_some()
+            })
+            .await;
+        result.into_inner().unwrap_or(Err(ProduceError::Stopped))
+    }
+
+    /// Carries out what the core asked, in its order. `parkable` is the fetch these effects
+    /// answer, if any: held instead of answered when the answer would carry nothing new.
+    fn carry_out(&self, effects: Effects, parkable: Option<(NodeId, Message)>) {
+        if let Some(hard_state) = effects.hard_state {
+            let mut state = self.inner.state.borrow_mut();
+            state.term = hard_state.term;
+            state.voted_for = hard_state.voted_for;
+            if let Err(error) = self.inner.state_file.write(&state) {
+                drop(state);
+                // Nothing may leave that the vote or term did not survive: stop here.
+                return self.stop(&format!("cannot record the Raft term and vote: {error}"));
+            }
+        }
+        self.inner
+            .log_writes
+            .borrow_mut()
+            .extend(effects.log_writes);
+        for envelope in effects.messages {
+            let Message::FetchResponse {
+                result: FetchResult::Entries { .. },
+                fetch_index,
+                commit_index,
+                ..
+            } = envelope.message
+            else {
+                self.inner
+                    .outbox
+                    .send(envelope.to, envelope.message, Bytes::new());
+                continue;
+            };
+            let nothing_new = fetch_index > self.inner.log.log_end_offset()
+                && self.inner.commit_sent.borrow().get(&envelope.to) == Some(&commit_index);
+            if let Some((from, fetch)) = parkable.as_ref().filter(|_| nothing_new) {
+                let until = self.inner.ticks.get() + self.inner.config.fetch_wait_ticks;
+                self.inner
+                    .parked
+                    .borrow_mut()
+                    .push((*from, fetch.clone(), until));
+                continue;
+            }
+            self.inner
+                .commit_sent
+                .borrow_mut()
+                .insert(envelope.to, commit_index);
+            let replica = self.clone();
+            glommio::spawn_local(async move {
+                let payload = replica.read_batches(fetch_index).await;
+                replica
+                    .inner
+                    .outbox
+                    .send(envelope.to, envelope.message, payload);
+            })
+            .detach();
+        }
+        if let Some(commit_index) = effects.commit_index {
+            self.inner.log.set_replicated_high_watermark(commit_index);
+            self.unpark();
+        }
+        self.inner.changes.wake_all();
+    }
+
+    /// The log or the commit index moved: held fetches are answered now.
+    fn unpark(&self) {
+        let parked: Vec<_> = self.inner.parked.borrow_mut().drain(..).collect();
+        for (from, fetch, _) in parked {
+            let effects = self.inner.node.borrow_mut().step(from, fetch);
+            self.carry_out(effects, None);
+        }
+    }
+
+    /// Whole batches from the entry at `fetch_index` on, up to the fetch byte budget; empty if
+    /// there are none yet (or the read failed: the follower asks again).
+    async fn read_batches(&self, fetch_index: Index) -> Bytes {
+        let log = &self.inner.log;
+        let offset = entries::offset_of(fetch_index);
+        if offset >= log.log_end_offset() {
+            return Bytes::new();
+        }
+        match log
+            .read(
+                offset,
+                self.inner.config.fetch_bytes_max,
+                log.log_end_offset(),
+            )
+            .await
+            .and_then(|slice| slice.data.to_vec())
+        {
+            Ok(bytes) => Bytes::from(bytes),
+            Err(_) => Bytes::new(),
+        }
+    }
+
+    /// The writer: the only task that changes the log. Applies the core's log writes in order,
+    /// and between them numbers and places producers' batches.
+    async fn run_writer(self) {
+        loop {
+            self.inner
+                .changes
+                .until(|| {
+                    self.inner.stopped.borrow().is_some()
+                        || !self.inner.log_writes.borrow().is_empty()
+                        || !self.inner.proposals.borrow().is_empty()
+                })
+                .await;
+            if self.inner.stopped.borrow().is_some() {
+                return;
+            }
+            let next_write = self.inner.log_writes.borrow_mut().pop_front();
+            let result = match next_write {
+                Some(write) => self.apply_write(write).await,
+                None => self.place_next_proposal().await,
+            };
+            if let Err(error) = result {
+                self.stop(&format!("replica stopped: {error}"));
+                return;
+            }
+        }
+    }
+
+    async fn apply_write(&self, write: LogWrite) -> Result<(), ReplicaError> {
+        let log = &self.inner.log;
+        match write {
+            LogWrite::Append { entries } => {
+                for meta in entries {
+                    if let EntryKind::Voters(voters) = &meta.kind {
+                        // On disk before the entry is: the file may name a lost change, never
+                        // miss one the log holds.
+                        let mut state = self.inner.state.borrow_mut();
+                        state.voter_changes.push((meta.first_index, voters.clone()));
+                        self.inner.state_file.write(&state)?;
+                    }
+                    // A follower writes the batch as fetched; a leader writes its own entries.
+                    let fetched = self.inner.fetched.borrow_mut().remove(&meta.first_index);
+                    let bytes = match (fetched, &meta.kind) {
+                        (Some(bytes), _) => bytes,
+                        (None, EntryKind::LeaderChange | EntryKind::Voters(_)) => {
+                            self.core_batch(&meta)
+                        }
+                        (None, EntryKind::Records) => {
+                            return Err(EntryError::Malformed(format!(
+                                "no fetched batch for entry {}",
+                                meta.first_index
+                            ))
+                            .into())
+                        }
+                    };
+                    let receipt = log.append_replicated(bytes).await?;
+                    self.report_durable(receipt, &meta);
+                }
+                self.prune_fetched();
+            }
+            LogWrite::Truncate { after_index } => {
+                log.truncate(after_index).await?;
+                let mut state = self.inner.state.borrow_mut();
+                let before = state.voter_changes.len();
+                state.truncate_after(after_index);
+                if state.voter_changes.len() != before {
+                    self.inner.state_file.write(&state)?;
+                }
+            }
+            LogWrite::ResetTo {
+                log_start,
+                prev_term,
+                voters,
+            } => {
+                let epoch = i32::try_from(prev_term).unwrap_or(i32::MAX);
+                log.reset_to(entries::offset_of(log_start), epoch).await?;
+                let mut state = self.inner.state.borrow_mut();
+                state.voters_base = voters;
+                state.voter_changes.clear();
+                self.inner.state_file.write(&state)?;
+                self.inner.fetched.borrow_mut().clear();
+            }
+        }
+        self.unpark();
+        Ok(())
+    }
+
+    /// The control batch for an entry the core created (it leads, or copies one it missed).
+    fn core_batch(&self, meta: &EntryMeta) -> BytesMut {
+        let leader = self.leader().unwrap_or(self.inner.config.node_id);
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |since| since.as_millis() as i64);
+        entries::control_batch(meta, leader, now_ms)
+    }
+
+    /// Numbers the next producer batch (if this replica still leads) and places it. Every log
+    /// write the core asked for earlier has been applied, so the core's next index is the log
+    /// end; the duplicate check and the numbering happen with no await in between.
+    async fn place_next_proposal(&self) -> Result<(), ReplicaError> {
+        let Some(Proposal { mut batch, reply }) = self.inner.proposals.borrow_mut().pop_front()
+        else {
+            return Ok(());
+        };
+        let header = match batch::validate(&batch, usize::MAX) {
+            Ok(header) => header,
+            Err(error) => {
+                let _ = reply.send(Err(ProduceError::Log(error.into())));
+                return Ok(());
+            }
+        };
+        match self.inner.log.check_duplicate(&header) {
+            Ok(Some(original)) => {
+                let _ = reply.send(Ok(original));
+                return Ok(());
+            }
+            Err(error) => {
+                let _ = reply.send(Err(error.into()));
+                return Ok(());
+            }
+            Ok(None) => {}
+        }
+        let proposed = self
+            .inner
+            .node
+            .borrow_mut()
+            .propose(u64::try_from(header.records_count).unwrap_or(0));
+        let (meta, effects) = match proposed {
+            Ok(proposed) => proposed,
+            Err(refusal) => {
+                let leader_hint = match refusal {
+                    Refusal::NotLeader { leader_hint } => leader_hint,
+                    _ => self.leader(),
+                };
+                let _ = reply.send(Err(ProduceError::NotLeader { leader_hint }));
+                return Ok(());
+            }
+        };
+        assert_eq!(
+            entries::offset_of(meta.first_index),
+            self.inner.log.log_end_offset(),
+            "the core numbers a proposal at the log end"
+        );
+        // The proposal's own write is this one; anything else the core asked for follows.
+        let mut effects = effects;
+        effects.log_writes.retain(|write| {
+            !matches!(write, LogWrite::Append { entries } if entries.first() == Some(&meta))
+        });
+        self.carry_out(effects, None);
+        entries::stamp(&mut batch, &meta);
+        match self.inner.log.append_replicated(batch).await {
+            Ok(receipt) => {
+                self.report_durable(receipt.clone(), &meta);
+                let _ = reply.send(Ok(receipt));
+                self.unpark();
+                Ok(())
+            }
+            Err(error) => {
+                let _ = reply.send(Err(error.clone().into()));
+                Err(error.into())
+            }
+        }
+    }
+
+    /// Once the entry's flush is durable, the core hears of it (the engine group-commits, so
+    /// many entries share one fsync).
+    fn report_durable(&self, receipt: AppendReceipt, meta: &EntryMeta) {
+        let (index, term) = (meta.last_index, meta.term);
+        let replica = self.clone();
+        glommio::spawn_local(async move {
+            if replica.inner.log.wait_durable(&receipt).await.is_ok() {
+                let effects = replica.inner.node.borrow_mut().persisted(index, term);
+                replica.carry_out(effects, None);
+            }
+        })
+        .detach();
+    }
+
+    /// Drops fetched batches the log already holds (answers to duplicated fetches).
+    fn prune_fetched(&self) {
+        let last_index = self.inner.node.borrow().log().last_index;
+        let mut fetched = self.inner.fetched.borrow_mut();
+        while let Some((&first_index, _)) = fetched.first_key_value() {
+            if first_index > last_index {
+                break;
+            }
+            fetched.remove(&first_index);
+        }
+    }
+}
