@@ -45,6 +45,10 @@ pub enum LogError {
         base_offset: i64,
         log_end_offset: u64,
     },
+    /// The partition is replicated and this broker does not lead it: clients go to the leader
+    /// (`leader`, when known). Kafka's NOT_LEADER_OR_FOLLOWER.
+    #[error("this broker does not lead the partition (leader: {leader:?})")]
+    NotLeader { leader: Option<u64> },
     /// A batch of a leader epoch older than the log's latest: a deposed leader's write. Nothing
     /// was written. Kafka's FENCED_LEADER_EPOCH.
     #[error("leader epoch {epoch} is older than the log's latest epoch {latest}")]

@@ -25,8 +25,10 @@ pub fn log_error_code(error: &LogError) -> i16 {
         // The broker is shutting down: the client retries elsewhere or after a restart.
         LogError::Closed => ResponseError::NotLeaderOrFollower,
         LogError::InvalidConfig(_) => ResponseError::UnknownServerError,
-        // A deposed leader's write: the client looks for the new leader.
-        LogError::StaleLeaderEpoch { .. } => ResponseError::NotLeaderOrFollower,
+        // A follower, or a deposed leader's write: the client looks for the leader.
+        LogError::NotLeader { .. } | LogError::StaleLeaderEpoch { .. } => {
+            ResponseError::NotLeaderOrFollower
+        }
         // Only replication appends at given offsets; never a client's request.
         LogError::BelowLogEnd { .. } => ResponseError::UnknownServerError,
     };

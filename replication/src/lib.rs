@@ -40,6 +40,7 @@ pub mod metadata;
 mod node;
 mod random;
 pub mod replica;
+pub mod shard;
 pub mod transport;
 
 pub use log::{EpochRun, LogSummary};

@@ -145,7 +145,7 @@ async fn run_broker(
         election_timeout_ticks_min: 30,
         begin_epoch_interval_ticks: 5,
         fetch_timeout_ticks: 20,
-        fetch_wait_ticks: 50,
+        fetch_wait_ticks: 10,
         fetch_bytes_max: 256 << 10,
         seed: node_id * 7919 + std::process::id() as u64,
     };

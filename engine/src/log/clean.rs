@@ -7,7 +7,8 @@
 //!    timestamp is younger than `min_compaction_lag_ms`, and never the last segment before an
 //!    active segment that has no file yet (a sealed segment's end offset is the next segment's
 //!    base on disk; without that segment, recovery would end the log at the cleaned segment's
-//!    last kept batch and hand out offsets again).
+//!    last kept batch and hand out offsets again), nor one that ends above the high-water mark
+//!    (a replicated log cleans committed data only).
 //! 2. Builds a map key → offset of the key's latest record over them (decompressing batches to
 //!    read keys), bounded by `cleaner_map_bytes_max`: when the keys do not fit, only the
 //!    segments that were mapped whole are cleaned (a partly mapped one names later offsets, so
@@ -215,13 +216,20 @@ impl Shared {
         let state = self.state.borrow();
         let lag_ms = i64::try_from(self.config().min_compaction_lag_ms).unwrap_or(i64::MAX);
         let segments: Vec<&Segment> = state.segments.values().collect();
+        // Only committed data: a replicated log's follower may still have to truncate above
+        // its high-water mark, and must do so on the batches its leader sent.
+        let high_watermark = state.high_watermark();
         let mut inputs = Vec::new();
         for pair in segments.windows(2) {
             let (segment, next) = (pair[0], pair[1]);
             let too_recent = segment
                 .max_timestamp_ms
                 .is_some_and(|newest_ms| newest_ms > now_ms.saturating_sub(lag_ms));
-            if !segment.sealed || next.files.is_none() || too_recent {
+            if !segment.sealed
+                || next.files.is_none()
+                || too_recent
+                || next.base_offset > high_watermark
+            {
                 break;
             }
             let Some(files) = segment.files.clone() else {

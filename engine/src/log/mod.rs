@@ -543,8 +543,13 @@ impl Shared {
             let state = self.state.borrow();
             let mut log_bytes: u64 = state.segments.values().map(|s| s.appended_bytes).sum();
             let mut doomed = Vec::new();
+            // Never past the high-water mark: a replicated log keeps what is not committed.
+            let high_watermark = state.high_watermark();
             for segment in state.segments.values() {
-                if !segment.sealed || !condition(segment, log_bytes) {
+                if !segment.sealed
+                    || segment.end_offset > high_watermark
+                    || !condition(segment, log_bytes)
+                {
                     break;
                 }
                 log_bytes -= segment.appended_bytes;

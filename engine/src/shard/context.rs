@@ -26,7 +26,9 @@ use crate::log::{PartitionLog, ReadData};
 use crate::waiters::Waiters;
 
 use super::coordinator::{Coordinators, GroupsConfig};
+use super::replicated::{DeliveryHandler, Leadership, ReplicatedPartition};
 use super::runtime::{RuntimeConfig, TopicLogConfig};
+use super::Delivery;
 
 /// An append that has its place in the partition's order; resolves as its durability says.
 pub type AppendPending = LocalBoxFuture<'static, Result<Appended, LogError>>;
@@ -66,6 +68,10 @@ pub(super) struct ShardState {
     shutdown_waiters: Waiters,
     /// The shutdown drain's own waits (in-flight work reaching zero, peers drained).
     drain_waiters: Waiters,
+    /// The partitions this shard owns whose log replication runs.
+    replicated: RefCell<HashMap<PartitionId, Rc<dyn ReplicatedPartition>>>,
+    /// Where messages delivered to this shard's partitions go.
+    delivery: RefCell<Option<DeliveryHandler>>,
 }
 
 impl ShardContext {
@@ -95,6 +101,8 @@ impl ShardContext {
                 drained_peers: Cell::new(0),
                 shutdown_waiters: Waiters::default(),
                 drain_waiters: Waiters::default(),
+                replicated: RefCell::new(HashMap::new()),
+                delivery: RefCell::new(None),
             }),
         }
     }
@@ -383,7 +391,61 @@ impl ShardContext {
             ShardRequest::Group { partition, call } => {
                 ShardResponse::Group(self.group_call_local(&partition, call).await)
             }
+            ShardRequest::Deliver { partition, message } => {
+                if let Some(handler) = &*self.state.delivery.borrow() {
+                    handler(partition, message.0);
+                }
+                ShardResponse::Delivered
+            }
         }
+    }
+
+    /// Makes `partition` (owned by this shard) a replicated one: producer batches go to
+    /// `replicated`, and clients are served only where this broker leads.
+    pub fn register_replicated(
+        &self,
+        partition: PartitionId,
+        replicated: Rc<dyn ReplicatedPartition>,
+    ) {
+        assert_eq!(self.owner_of(&partition), self.state.shard_id);
+        self.state
+            .replicated
+            .borrow_mut()
+            .insert(partition, replicated);
+    }
+
+    pub fn unregister_replicated(&self, partition: &PartitionId) {
+        self.state.replicated.borrow_mut().remove(partition);
+    }
+
+    fn replicated(&self, partition: &PartitionId) -> Option<Rc<dyn ReplicatedPartition>> {
+        self.state.replicated.borrow().get(partition).cloned()
+    }
+
+    /// Refuses client work on a replicated partition this broker does not lead.
+    fn check_leading(&self, partition: &PartitionId) -> Result<(), LogError> {
+        match self
+            .replicated(partition)
+            .map(|replicated| replicated.leadership())
+        {
+            None | Some(Leadership::Local) => Ok(()),
+            Some(Leadership::Remote(leader)) => Err(LogError::NotLeader { leader }),
+        }
+    }
+
+    /// Sets what this shard does with messages delivered to its partitions.
+    pub fn set_delivery_handler(&self, handler: DeliveryHandler) {
+        *self.state.delivery.borrow_mut() = Some(handler);
+    }
+
+    /// Hands `message` to the delivery handler of the shard owning `partition` (this one, or
+    /// another over the mesh). Dropped if that shard has no handler.
+    pub async fn deliver(&self, partition: PartitionId, message: Box<dyn std::any::Any + Send>) {
+        let request = ShardRequest::Deliver {
+            partition,
+            message: Delivery(message),
+        };
+        let _ = self.dispatch(request).await;
     }
 
     /// Assigns the batch its offsets in this shard's log (nothing else can append in
@@ -396,6 +458,9 @@ impl ShardContext {
         leader_epoch: i32,
         durability: Durability,
     ) -> AppendPending {
+        if let Some(replicated) = self.replicated(partition) {
+            return replicated.submit_append(batch, durability);
+        }
         let assigned = match self.partition_log(partition).await {
             Ok(log) => log
                 .append(batch, leader_epoch)
@@ -424,6 +489,7 @@ impl ShardContext {
         offset: u64,
         bytes_max: usize,
     ) -> Result<SendableRead, LogError> {
+        self.check_leading(partition)?;
         let log = self.partition_log(partition).await?;
         let high_watermark = log.high_watermark();
         let slice = log.read(offset, bytes_max, high_watermark).await?;
@@ -460,6 +526,7 @@ impl ShardContext {
         partition: &PartitionId,
         query: OffsetQuery,
     ) -> Result<ListedOffset, LogError> {
+        self.check_leading(partition)?;
         let log = self.partition_log(partition).await?;
         let high_watermark = log.high_watermark();
         let (offset, timestamp_ms) = match query {
@@ -485,6 +552,7 @@ impl ShardContext {
         partition: &PartitionId,
         offset: Option<u64>,
     ) -> Result<u64, LogError> {
+        self.check_leading(partition)?;
         let log = self.partition_log(partition).await?;
         let high_watermark = log.high_watermark();
         let offset = offset.unwrap_or(high_watermark);
@@ -544,7 +612,8 @@ impl ShardContext {
     }
 
     /// The partition's log, opened (and recovered) on first use; its directory must exist.
-    pub(super) async fn partition_log(
+    /// Only on the owning shard.
+    pub async fn partition_log(
         &self,
         partition: &PartitionId,
     ) -> Result<Rc<PartitionLog>, LogError> {

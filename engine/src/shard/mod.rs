@@ -17,6 +17,7 @@ mod cleaner;
 mod context;
 mod coordinator;
 pub mod listen;
+pub mod replicated;
 mod runtime;
 
 use std::os::fd::OwnedFd;
@@ -127,6 +128,20 @@ pub enum ShardRequest {
         partition: PartitionId,
         call: GroupCall,
     },
+    /// A message for the replication of this partition, for the owner's delivery handler.
+    Deliver {
+        partition: PartitionId,
+        message: Delivery,
+    },
+}
+
+/// A message [`ShardRequest::Deliver`] carries, opaque to the engine.
+pub struct Delivery(pub Box<dyn std::any::Any + Send>);
+
+impl std::fmt::Debug for Delivery {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.write_str("Delivery(..)")
+    }
 }
 
 impl ShardRequest {
@@ -139,7 +154,8 @@ impl ShardRequest {
             | ShardRequest::DeleteRecords { partition, .. }
             | ShardRequest::Remove { partition }
             | ShardRequest::ReloadConfig { partition }
-            | ShardRequest::Group { partition, .. } => partition,
+            | ShardRequest::Group { partition, .. }
+            | ShardRequest::Deliver { partition, .. } => partition,
         }
     }
 }
@@ -166,6 +182,7 @@ pub enum ShardResponse {
     Removed(Result<(), LogError>),
     ConfigReloaded(Result<(), LogError>),
     Group(GroupReply),
+    Delivered,
 }
 
 impl ShardResponse {
@@ -186,6 +203,7 @@ impl ShardResponse {
             ShardRequest::Group { call, .. } => ShardResponse::Group(
                 call.refused(crate::groups::GroupError::CoordinatorNotAvailable),
             ),
+            ShardRequest::Deliver { .. } => ShardResponse::Delivered,
         }
     }
 }

@@ -32,9 +32,12 @@ use std::rc::Rc;
 
 use bytes::{Bytes, BytesMut};
 use engine::batch;
+use engine::shard::replicated::{Leadership, ReplicatedPartition};
+use engine::shard::{AppendPending, Appended, Durability};
 use engine::waiters::Waiters;
 use engine::{AppendReceipt, LogError, PartitionLog};
 use futures::channel::oneshot;
+use futures::future::LocalBoxFuture;
 
 use crate::message::{
     Effects, EntryKind, EntryMeta, FetchResult, Index, LogWrite, Message, NodeId,
@@ -58,7 +61,8 @@ pub struct ReplicaConfig {
     pub election_timeout_ticks_min: u64,
     pub begin_epoch_interval_ticks: u64,
     pub fetch_timeout_ticks: u64,
-    /// How long a leader holds a fetch that has nothing new for the follower.
+    /// How long a leader holds a fetch that has nothing new for the follower (less than
+    /// `fetch_timeout_ticks`).
     pub fetch_wait_ticks: u64,
     /// Bytes of batches one fetch response carries (at least one whole batch).
     pub fetch_bytes_max: usize,
@@ -83,6 +87,8 @@ pub enum ProduceError {
 /// How much acknowledgement a producer asked for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Acks {
+    /// Once the leader has numbered and placed the batch (acks=0 answers nothing anyway).
+    Placed,
     /// Once the leader has placed the batch in its log.
     Leader,
     /// Once a majority has it durably: the high-water mark passed it (acks=all).
@@ -144,6 +150,10 @@ impl PartitionReplica {
         log: Rc<PartitionLog>,
         outbox: Rc<dyn Outbox>,
     ) -> Result<PartitionReplica, ReplicaError> {
+        assert!(
+            config.fetch_wait_ticks < config.fetch_timeout_ticks,
+            "a held fetch is answered before its follower gives up on it"
+        );
         let state_file = StateFile::new(&dir);
         let saved = state_file.read()?;
         let mut state = saved.clone().unwrap_or_else(|| ReplicaState {
@@ -236,6 +246,7 @@ impl PartitionReplica {
     pub fn tick(&self) {
         let now = self.inner.ticks.get() + 1;
         self.inner.ticks.set(now);
+        self.follow_log_start();
         let effects = self.inner.node.borrow_mut().tick();
         self.carry_out(effects, None);
         let expired: Vec<_> = {
@@ -275,27 +286,41 @@ impl PartitionReplica {
     }
 
     /// Appends a producer's batch if this replica leads, and waits for the acknowledgement
-    /// asked for. The batch was validated by the caller (`batch::validate`).
+    /// asked for. The batch is queued in the partition's order before the first await.
     pub async fn produce(
         &self,
         batch: BytesMut,
         acks: Acks,
     ) -> Result<AppendReceipt, ProduceError> {
-        self.check_leading()?;
+        self.submit(batch, acks).await
+    }
+
+    /// [`PartitionReplica::produce`], with the batch queued synchronously (before the returned
+    /// future is first polled), so batches submitted in order are placed in that order.
+    pub fn submit(
+        &self,
+        batch: BytesMut,
+        acks: Acks,
+    ) -> LocalBoxFuture<'static, Result<AppendReceipt, ProduceError>> {
+        if let Err(error) = self.check_leading() {
+            return Box::pin(std::future::ready(Err(error)));
+        }
         let (reply, placed) = oneshot::channel();
         self.inner
             .proposals
             .borrow_mut()
             .push_back(Proposal { batch, reply });
         self.inner.changes.wake_all();
-        let receipt = placed.await.map_err(|_| ProduceError::Stopped)??;
-        match acks {
-            Acks::Leader => {
-                self.inner.log.wait_written(&receipt).await?;
+        let replica = self.clone();
+        Box::pin(async move {
+            let receipt = placed.await.map_err(|_| ProduceError::Stopped)??;
+            match acks {
+                Acks::Placed => {}
+                Acks::Leader => replica.inner.log.wait_written(&receipt).await?,
+                Acks::Committed => replica.wait_committed(&receipt).await?,
             }
-            Acks::Committed => self.wait_committed(&receipt).await?,
-        }
-        Ok(receipt)
+            Ok(receipt)
+        })
     }
 
     fn check_leading(&self) -> Result<u64, ProduceError> {
@@ -369,10 +394,10 @@ impl PartitionReplica {
                 && self.inner.commit_sent.borrow().get(&envelope.to) == Some(&commit_index);
             if let Some((from, fetch)) = parkable.as_ref().filter(|_| nothing_new) {
                 let until = self.inner.ticks.get() + self.inner.config.fetch_wait_ticks;
-                self.inner
-                    .parked
-                    .borrow_mut()
-                    .push((*from, fetch.clone(), until));
+                let mut parked = self.inner.parked.borrow_mut();
+                // A follower's resent fetch replaces the one held for it.
+                parked.retain(|(follower, _, _)| follower != from);
+                parked.push((*from, fetch.clone(), until));
                 continue;
             }
             self.inner
@@ -604,6 +629,26 @@ impl PartitionReplica {
         .detach();
     }
 
+    /// Tells the core when the log's start moved (retention or DeleteRecords, which stay below
+    /// the commit point), so it sends followers that need what is gone to the new start.
+    fn follow_log_start(&self) {
+        let log_start = self.inner.log.log_start_offset() + 1;
+        let mut node = self.inner.node.borrow_mut();
+        if log_start > node.log().log_start && log_start <= node.commit_index() + 1 {
+            node.log_start_advanced(log_start);
+            drop(node);
+            let mut state = self.inner.state.borrow_mut();
+            let before = state.clone();
+            state.advance_start(log_start);
+            if *state != before {
+                if let Err(error) = self.inner.state_file.write(&state) {
+                    drop(state);
+                    self.stop(&format!("cannot record the Raft state: {error}"));
+                }
+            }
+        }
+    }
+
     /// Drops fetched batches the log already holds (answers to duplicated fetches).
     fn prune_fetched(&self) {
         let last_index = self.inner.node.borrow().log().last_index;
@@ -613,6 +658,41 @@ impl PartitionReplica {
                 break;
             }
             fetched.remove(&first_index);
+        }
+    }
+}
+
+impl ReplicatedPartition for PartitionReplica {
+    fn submit_append(&self, batch: BytesMut, durability: Durability) -> AppendPending {
+        let acks = match durability {
+            Durability::Assigned => Acks::Placed,
+            Durability::Written => Acks::Leader,
+            Durability::Durable => Acks::Committed,
+        };
+        let log = self.inner.log.clone();
+        let pending = self.submit(batch, acks);
+        Box::pin(async move {
+            let receipt = pending.await.map_err(|error| match error {
+                ProduceError::NotLeader { leader_hint } => LogError::NotLeader {
+                    leader: leader_hint,
+                },
+                ProduceError::Log(error) => error,
+                ProduceError::Stopped => LogError::Closed,
+            })?;
+            Ok(Appended {
+                base_offset: receipt.base_offset,
+                last_offset: receipt.last_offset,
+                log_start_offset: log.log_start_offset(),
+            })
+        })
+    }
+
+    fn leadership(&self) -> Leadership {
+        let node = self.inner.node.borrow();
+        if node.role() == RoleKind::Leader {
+            Leadership::Local
+        } else {
+            Leadership::Remote(node.leader())
         }
     }
 }

@@ -1,0 +1,39 @@
+//! Partitions whose log is a Raft log, as the shard sees them. Replication (a crate above this
+//! one) registers each partition it runs on its owning shard; from then on the shard sends that
+//! partition's producer batches to the partition's Raft group instead of appending them itself,
+//! and answers reads, offset queries and deletions only where this broker leads, as Kafka's
+//! followers refuse clients with NOT_LEADER_OR_FOLLOWER.
+//!
+//! The engine knows nothing of Raft: a [`ReplicatedPartition`] is an object that can take a
+//! batch in the partition's order and say who leads. Messages between replicas reach the owning
+//! shard through [`crate::shard::ShardContext::deliver`], also without the engine knowing what
+//! they say.
+
+use std::any::Any;
+
+use bytes::BytesMut;
+
+use super::{AppendPending, Durability, PartitionId};
+
+/// What the shard needs of a replicated partition.
+pub trait ReplicatedPartition {
+    /// Queues a producer's batch in the partition's order, synchronously, and returns the wait
+    /// for `durability`: `Durable` means committed by a majority of the group (acks=all),
+    /// `Written` in the leader's log file (acks=1). Refused with `LogError::NotLeader` unless
+    /// this broker leads.
+    fn submit_append(&self, batch: BytesMut, durability: Durability) -> AppendPending;
+
+    /// Whether this broker leads the partition, and if not, who does (when known).
+    fn leadership(&self) -> Leadership;
+}
+
+/// Who leads a replicated partition, as this broker knows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Leadership {
+    Local,
+    Remote(Option<u64>),
+}
+
+/// What a shard does with a message for one of its partitions that arrived from another
+/// shard (`ShardContext::deliver`): replication registers it once per shard.
+pub type DeliveryHandler = Box<dyn Fn(PartitionId, Box<dyn Any + Send>)>;

@@ -1,0 +1,291 @@
+//! Replicated partitions inside real shard runtimes: three brokers (each an engine runtime of
+//! two shards with its own data directory) run a Raft group per partition over the real
+//! transport. Producer batches sent through any shard reach the owning shard and its group;
+//! only leaders take them (others answer NOT_LEADER with a hint), acks=all returns once a
+//! majority has them, consumers read from leaders only, and every replica of a partition ends
+//! up with the same log, also after a leader's broker stops.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use engine::batch::{self, build};
+use engine::shard::listen::ListenReservation;
+use engine::shard::{Durability, PartitionId, Runtime, RuntimeConfig};
+use engine::{LogConfig, LogError};
+use ferrite_replication::shard::{ReplicationConfig, ShardReplication};
+use ferrite_replication::NodeId;
+
+const SHARDS: usize = 2;
+const PARTITIONS: u32 = 4;
+const DEADLINE: Duration = Duration::from_secs(30);
+
+enum Command {
+    Produce {
+        partition: u32,
+        value: String,
+        reply: mpsc::Sender<Result<u64, LogError>>,
+    },
+    /// The values a consumer reads from this broker (an error where it does not lead).
+    Read {
+        partition: u32,
+        reply: mpsc::Sender<Result<Vec<String>, LogError>>,
+    },
+}
+
+struct Broker {
+    runtime: Option<Runtime>,
+    commands: mpsc::Sender<Command>,
+}
+
+fn partition(number: u32) -> PartitionId {
+    PartitionId::new("orders", number)
+}
+
+fn runtime_config(dir: &Path) -> RuntimeConfig {
+    RuntimeConfig {
+        shard_count: SHARDS,
+        cpus: None,
+        data_dir: dir.to_path_buf(),
+        log_config: LogConfig::default(),
+        topic_log_config: None,
+        mesh_ring_capacity: 64,
+        outbound_queue_capacity: 64,
+        retention_check_interval: Duration::from_secs(300),
+        cleaner_check_interval: Duration::from_secs(300),
+        groups: engine::shard::GroupsConfig::default(),
+    }
+}
+
+fn values(bytes: &[u8]) -> Vec<String> {
+    let mut values = Vec::new();
+    let mut rest = bytes;
+    while !rest.is_empty() {
+        let header = batch::BatchHeader::parse(rest).unwrap();
+        let size = header.size_bytes as usize;
+        if !header.is_control() {
+            for record in batch::plain_records(&rest[..size]).unwrap() {
+                values.push(String::from_utf8(record.unwrap().value.unwrap().to_vec()).unwrap());
+            }
+        }
+        rest = &rest[size..];
+    }
+    values
+}
+
+impl Broker {
+    fn start(node_id: NodeId, dir: PathBuf, peers: BTreeMap<NodeId, SocketAddr>) -> Broker {
+        for number in 0..PARTITIONS {
+            partition(number).create_directory(&dir).unwrap();
+        }
+        let (commands, received) = mpsc::channel::<Command>();
+        let received = std::sync::Arc::new(std::sync::Mutex::new(received));
+        let runtime = Runtime::start(runtime_config(&dir), move |context| {
+            let peers = peers.clone();
+            let received = received.clone();
+            async move {
+                let config =
+                    ReplicationConfig::new("test", node_id, peers[&node_id], peers.clone());
+                let replication = ShardReplication::start(context.clone(), config).unwrap();
+                for number in 0..PARTITIONS {
+                    if context.owner_of(&partition(number)) == context.shard_id() {
+                        replication
+                            .host(partition(number), peers.keys().copied().collect())
+                            .await
+                            .unwrap();
+                    }
+                }
+                if context.shard_id() != 0 {
+                    return context.shutdown_requested().await;
+                }
+                // Shard 0 takes the test's commands, as a connection on any shard would.
+                while !context.is_shutting_down() {
+                    glommio::timer::sleep(Duration::from_millis(5)).await;
+                    let next = received.lock().unwrap().try_recv();
+                    let Ok(command) = next else { continue };
+                    let context = context.clone();
+                    glommio::spawn_local(async move {
+                        match command {
+                            Command::Produce {
+                                partition: number,
+                                value,
+                                reply,
+                            } => {
+                                let batch = BytesMut::from(
+                                    &build::batch(&[build::TestRecord {
+                                        key: None,
+                                        value: value.into_bytes(),
+                                        timestamp_ms: 0,
+                                    }])[..],
+                                );
+                                let result = context
+                                    .append(partition(number), batch, 0, Durability::Durable)
+                                    .await
+                                    .map(|appended| appended.base_offset);
+                                let _ = reply.send(result);
+                            }
+                            Command::Read {
+                                partition: number,
+                                reply,
+                            } => {
+                                let mut all = Vec::new();
+                                let mut offset = 0;
+                                let result = loop {
+                                    match context.read(partition(number), offset, 1 << 20).await {
+                                        Err(error) => break Err(error),
+                                        Ok(read) => {
+                                            let bytes = read.data.to_vec().unwrap();
+                                            if bytes.is_empty() {
+                                                break Ok(all);
+                                            }
+                                            all.extend(values(&bytes));
+                                            offset = read.offset_next;
+                                        }
+                                    }
+                                };
+                                let _ = reply.send(result);
+                            }
+                        }
+                    })
+                    .detach();
+                }
+            }
+        })
+        .unwrap();
+        Broker {
+            runtime: Some(runtime),
+            commands,
+        }
+    }
+
+    fn produce(&self, number: u32, value: &str) -> Result<u64, LogError> {
+        let (reply, answer) = mpsc::channel();
+        self.commands
+            .send(Command::Produce {
+                partition: number,
+                value: value.to_owned(),
+                reply,
+            })
+            .unwrap();
+        answer.recv_timeout(DEADLINE).expect("an answer")
+    }
+
+    fn read(&self, number: u32) -> Result<Vec<String>, LogError> {
+        let (reply, answer) = mpsc::channel();
+        self.commands
+            .send(Command::Read {
+                partition: number,
+                reply,
+            })
+            .unwrap();
+        answer.recv_timeout(DEADLINE).expect("an answer")
+    }
+
+    fn stop(mut self) {
+        let runtime = self.runtime.take().unwrap();
+        runtime.shutdown_handle().trigger();
+        runtime.join().expect("a clean stop");
+    }
+}
+
+/// Produces `value` to whichever broker leads `number`, following NOT_LEADER hints as a
+/// client does; returns the leader.
+fn produce_to_leader(brokers: &BTreeMap<NodeId, Broker>, number: u32, value: &str) -> NodeId {
+    let deadline = Instant::now() + DEADLINE;
+    let mut candidate = *brokers.keys().next().unwrap();
+    loop {
+        match brokers[&candidate].produce(number, value) {
+            Ok(_) => return candidate,
+            Err(LogError::NotLeader {
+                leader: Some(leader),
+            }) if brokers.contains_key(&leader) => candidate = leader,
+            Err(LogError::NotLeader { .. }) | Err(LogError::Closed) => {
+                let ids: Vec<NodeId> = brokers.keys().copied().collect();
+                let next = ids.iter().position(|id| *id == candidate).unwrap() + 1;
+                candidate = ids[next % ids.len()];
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(error) => panic!("produce to {candidate}: {error}"),
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no leader took partition {number}"
+        );
+    }
+}
+
+#[test]
+fn partitions_replicate_across_brokers_and_shards_and_fail_over() {
+    let dirs: BTreeMap<NodeId, tempfile::TempDir> = (1..=3)
+        .map(|id| (id, tempfile::tempdir().unwrap()))
+        .collect();
+    let reservations: BTreeMap<NodeId, ListenReservation> = (1..=3)
+        .map(|id| {
+            let reservation = ListenReservation::new("127.0.0.1:0".parse().unwrap()).unwrap();
+            (id, reservation)
+        })
+        .collect();
+    let peers: BTreeMap<NodeId, SocketAddr> = reservations
+        .iter()
+        .map(|(id, reservation)| (*id, reservation.address()))
+        .collect();
+    let mut brokers: BTreeMap<NodeId, Broker> = (1..=3)
+        .map(|id| {
+            (
+                id,
+                Broker::start(id, dirs[&id].path().into(), peers.clone()),
+            )
+        })
+        .collect();
+
+    let mut expected: BTreeMap<u32, Vec<String>> = BTreeMap::new();
+    let mut leaders = BTreeMap::new();
+    for round in 0..20 {
+        for number in 0..PARTITIONS {
+            let value = format!("p{number}-{round}");
+            leaders.insert(number, produce_to_leader(&brokers, number, &value));
+            expected.entry(number).or_default().push(value);
+        }
+    }
+    for number in 0..PARTITIONS {
+        let leader = leaders[&number];
+        assert_eq!(brokers[&leader].read(number).unwrap(), expected[&number]);
+        for (id, broker) in &brokers {
+            if *id != leader {
+                assert!(
+                    matches!(broker.read(number), Err(LogError::NotLeader { .. })),
+                    "a follower refuses consumers"
+                );
+            }
+        }
+    }
+
+    // The broker leading partition 0 stops; the others elect new leaders and go on.
+    let stopped = leaders[&0];
+    brokers.remove(&stopped).unwrap().stop();
+    for round in 20..30 {
+        for number in 0..PARTITIONS {
+            let value = format!("p{number}-{round}");
+            let leader = produce_to_leader(&brokers, number, &value);
+            assert_ne!(leader, stopped);
+            leaders.insert(number, leader);
+            expected.entry(number).or_default().push(value);
+        }
+    }
+    // It comes back and catches up: every replica reads the same once it leads.
+    brokers.insert(
+        stopped,
+        Broker::start(stopped, dirs[&stopped].path().into(), peers.clone()),
+    );
+    for number in 0..PARTITIONS {
+        let leader = leaders[&number];
+        assert_eq!(brokers[&leader].read(number).unwrap(), expected[&number]);
+    }
+    for broker in brokers.into_values() {
+        broker.stop();
+    }
+    drop(reservations);
+}
