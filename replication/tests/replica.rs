@@ -3,7 +3,7 @@
 //! A leader is elected, acks=all produces commit on a majority, every log ends up byte for byte
 //! the same, a killed leader is replaced, and the restarted one catches up.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::rc::Rc;
@@ -50,12 +50,24 @@ struct Broker {
     status: Arc<Mutex<Option<Status>>>,
 }
 
-struct TransportOutbox(Rc<Transport<Message>>);
+/// The brokers cut off from the others: every message from or to one of them is lost.
+type Isolated = Arc<Mutex<BTreeSet<NodeId>>>;
+
+struct TransportOutbox {
+    node_id: NodeId,
+    transport: Rc<Transport<Message>>,
+    isolated: Isolated,
+}
 
 impl Outbox for TransportOutbox {
     fn send(&self, to: NodeId, message: Message, payload: Bytes) {
+        let isolated = self.isolated.lock().unwrap();
+        if isolated.contains(&self.node_id) || isolated.contains(&to) {
+            return;
+        }
+        drop(isolated);
         // Lost messages are part of Raft's model; a full queue drops the oldest.
-        let _ = self.0.send(to, &message, payload);
+        let _ = self.transport.send(to, &message, payload);
     }
 }
 
@@ -67,13 +79,18 @@ fn log_config() -> LogConfig {
 }
 
 impl Broker {
-    fn start(node_id: NodeId, dir: PathBuf, peers: BTreeMap<NodeId, SocketAddr>) -> Broker {
+    fn start(
+        node_id: NodeId,
+        dir: PathBuf,
+        peers: BTreeMap<NodeId, SocketAddr>,
+        isolated: Isolated,
+    ) -> Broker {
         let (commands, received) = mpsc::channel();
         let status = Arc::new(Mutex::new(None));
         let reported = status.clone();
         let thread = std::thread::spawn(move || {
             glommio::LocalExecutorBuilder::default()
-                .spawn(move || run_broker(node_id, dir, peers, received, reported))
+                .spawn(move || run_broker(node_id, dir, peers, isolated, received, reported))
                 .unwrap()
                 .join()
                 .unwrap();
@@ -116,6 +133,7 @@ async fn run_broker(
     node_id: NodeId,
     dir: PathBuf,
     peers: BTreeMap<NodeId, SocketAddr>,
+    isolated: Isolated,
     commands: mpsc::Receiver<Command>,
     status: Arc<Mutex<Option<Status>>>,
 ) {
@@ -131,7 +149,15 @@ async fn run_broker(
     let transport = Rc::new(
         Transport::<Message>::start(transport_config, {
             let replica_slot = replica_slot.clone();
+            let isolated = isolated.clone();
             move |received: Received<Message>| {
+                let cut = {
+                    let isolated = isolated.lock().unwrap();
+                    isolated.contains(&node_id) || isolated.contains(&received.from_node)
+                };
+                if cut {
+                    return;
+                }
                 if let Some(replica) = &*replica_slot.borrow() {
                     replica.receive(received.from_node, received.message, received.payload);
                 }
@@ -153,7 +179,11 @@ async fn run_broker(
         config,
         dir.clone(),
         log.clone(),
-        Rc::new(TransportOutbox(transport.clone())),
+        Rc::new(TransportOutbox {
+            node_id,
+            transport: transport.clone(),
+            isolated,
+        }),
     )
     .unwrap();
     *replica_slot.borrow_mut() = Some(replica.clone());
@@ -260,50 +290,92 @@ fn values(batches: &[Vec<u8>]) -> Vec<String> {
         .collect()
 }
 
-#[test]
-fn three_replicas_elect_commit_agree_and_survive_the_leaders_crash() {
-    let dirs: BTreeMap<NodeId, tempfile::TempDir> = (1..=3)
-        .map(|id| (id, tempfile::tempdir().unwrap()))
-        .collect();
-    let reservations: BTreeMap<NodeId, ListenReservation> = (1..=3)
-        .map(|id| {
-            (
-                id,
-                ListenReservation::new("127.0.0.1:0".parse().unwrap()).unwrap(),
-            )
-        })
-        .collect();
-    let peers: BTreeMap<NodeId, SocketAddr> = reservations
-        .iter()
-        .map(|(id, reservation)| (*id, reservation.address()))
-        .collect();
-    let mut brokers: BTreeMap<NodeId, Broker> = (1..=3)
-        .map(|id| {
-            (
-                id,
-                Broker::start(id, dirs[&id].path().to_path_buf(), peers.clone()),
-            )
-        })
-        .collect();
+/// Three brokers on loopback, their data directories and the switch that cuts them off.
+struct Cluster {
+    dirs: BTreeMap<NodeId, tempfile::TempDir>,
+    _reservations: BTreeMap<NodeId, ListenReservation>,
+    peers: BTreeMap<NodeId, SocketAddr>,
+    isolated: Isolated,
+    brokers: BTreeMap<NodeId, Broker>,
+}
 
-    let first_leader = wait_until("a leader", || leader_of(&brokers));
-    let mut acknowledged = Vec::new();
-    let mut last_offset = None;
-    for n in 0..100 {
-        let value = format!("first-{n}");
-        let offset = brokers[&first_leader].produce(&value).expect("acks=all");
-        assert!(last_offset < Some(offset), "offsets only grow");
-        last_offset = Some(offset);
-        acknowledged.push(value);
+impl Cluster {
+    fn start() -> Cluster {
+        let dirs: BTreeMap<NodeId, tempfile::TempDir> = (1..=3)
+            .map(|id| (id, tempfile::tempdir().unwrap()))
+            .collect();
+        let reservations: BTreeMap<NodeId, ListenReservation> = (1..=3)
+            .map(|id| {
+                let reservation = ListenReservation::new("127.0.0.1:0".parse().unwrap()).unwrap();
+                (id, reservation)
+            })
+            .collect();
+        let peers: BTreeMap<NodeId, SocketAddr> = reservations
+            .iter()
+            .map(|(id, reservation)| (*id, reservation.address()))
+            .collect();
+        let mut cluster = Cluster {
+            dirs,
+            _reservations: reservations,
+            peers,
+            isolated: Isolated::default(),
+            brokers: BTreeMap::new(),
+        };
+        for id in 1..=3 {
+            cluster.start_broker(id);
+        }
+        cluster
     }
-    let all_equal = |brokers: &BTreeMap<NodeId, Broker>| {
-        let dumps: Vec<Vec<Vec<u8>>> = brokers.values().map(Broker::dump).collect();
+
+    fn start_broker(&mut self, id: NodeId) {
+        let broker = Broker::start(
+            id,
+            self.dirs[&id].path().to_path_buf(),
+            self.peers.clone(),
+            self.isolated.clone(),
+        );
+        self.brokers.insert(id, broker);
+    }
+
+    /// Every log, once they are all the same.
+    fn agreed_log(&self) -> Option<Vec<Vec<u8>>> {
+        if !self
+            .brokers
+            .values()
+            .all(|broker| broker.status().is_some())
+        {
+            return None;
+        }
+        let dumps: Vec<Vec<Vec<u8>>> = self.brokers.values().map(Broker::dump).collect();
         dumps
             .windows(2)
             .all(|pair| pair[0] == pair[1])
             .then(|| dumps[0].clone())
-    };
-    let log = wait_until("every log the same", || all_equal(&brokers));
+    }
+
+    fn stop(self) {
+        for broker in self.brokers.into_values() {
+            broker.crash();
+        }
+    }
+}
+
+#[test]
+fn three_replicas_elect_commit_agree_and_survive_the_leaders_crash() {
+    let mut cluster = Cluster::start();
+    let first_leader = wait_until("a leader", || leader_of(&cluster.brokers));
+    let mut acknowledged = Vec::new();
+    let mut last_offset = None;
+    for n in 0..100 {
+        let value = format!("first-{n}");
+        let offset = cluster.brokers[&first_leader]
+            .produce(&value)
+            .expect("acks=all");
+        assert!(last_offset < Some(offset), "offsets only grow");
+        last_offset = Some(offset);
+        acknowledged.push(value);
+    }
+    let log = wait_until("every log the same", || cluster.agreed_log());
     assert_eq!(
         values(&log),
         acknowledged,
@@ -312,13 +384,13 @@ fn three_replicas_elect_commit_agree_and_survive_the_leaders_crash() {
 
     // The leader crashes; the other two elect one of themselves and go on.
     let crashed_at = Instant::now();
-    brokers.remove(&first_leader).unwrap().crash();
-    let second_leader = wait_until("a new leader", || leader_of(&brokers));
+    cluster.brokers.remove(&first_leader).unwrap().crash();
+    let second_leader = wait_until("a new leader", || leader_of(&cluster.brokers));
     assert_ne!(second_leader, first_leader);
     let failover = crashed_at.elapsed();
     for n in 0..50 {
         let value = format!("second-{n}");
-        brokers[&second_leader]
+        cluster.brokers[&second_leader]
             .produce(&value)
             .expect("acks=all with two of three");
         acknowledged.push(value);
@@ -326,32 +398,62 @@ fn three_replicas_elect_commit_agree_and_survive_the_leaders_crash() {
     eprintln!("failover took {failover:?}");
 
     // The crashed broker comes back and catches up, byte for byte.
-    brokers.insert(
-        first_leader,
-        Broker::start(
-            first_leader,
-            dirs[&first_leader].path().to_path_buf(),
-            peers.clone(),
-        ),
-    );
-    let log = wait_until("the restarted broker caught up", || {
-        let statuses_known = brokers.values().all(|broker| broker.status().is_some());
-        if !statuses_known {
-            return None;
-        }
-        all_equal(&brokers)
-    });
+    cluster.start_broker(first_leader);
+    let log = wait_until("the restarted broker caught up", || cluster.agreed_log());
     assert_eq!(values(&log), acknowledged);
     // A follower refuses produces and names the leader.
-    let follower = brokers
+    let leader = leader_of(&cluster.brokers);
+    let follower = cluster
+        .brokers
         .keys()
         .copied()
-        .find(|id| Some(*id) != leader_of(&brokers))
+        .find(|id| Some(*id) != leader)
         .unwrap();
-    let refused = brokers[&follower].produce("nope").unwrap_err();
+    let refused = cluster.brokers[&follower].produce("nope").unwrap_err();
     assert!(refused.contains("not the partition leader"), "{refused}");
-    for broker in brokers.into_values() {
-        broker.crash();
+    cluster.stop();
+}
+
+#[test]
+fn a_leader_cut_off_acknowledges_nothing_and_its_uncommitted_tail_is_replaced() {
+    let cluster = Cluster::start();
+    let first_leader = wait_until("a leader", || leader_of(&cluster.brokers));
+    let mut acknowledged = Vec::new();
+    for n in 0..20 {
+        let value = format!("before-{n}");
+        cluster.brokers[&first_leader].produce(&value).unwrap();
+        acknowledged.push(value);
     }
-    drop(reservations);
+    wait_until("every log the same", || cluster.agreed_log());
+
+    // Cut the leader off. It still takes a batch into its own log, but no majority ever has
+    // it: the producer is refused (once check-quorum makes it step down), never acknowledged.
+    cluster.isolated.lock().unwrap().insert(first_leader);
+    let refused = cluster.brokers[&first_leader]
+        .produce("never-acknowledged")
+        .unwrap_err();
+    assert!(refused.contains("not the partition leader"), "{refused}");
+    let majority_leader = wait_until("a leader on the majority side", || {
+        let others: BTreeMap<NodeId, &Broker> = cluster
+            .brokers
+            .iter()
+            .filter(|(id, _)| **id != first_leader)
+            .map(|(id, broker)| (*id, broker))
+            .collect();
+        others.iter().find_map(|(id, broker)| {
+            let status = broker.status()?;
+            (status.role == RoleKind::Leader && status.commit_index > 0).then_some(*id)
+        })
+    });
+    for n in 0..20 {
+        let value = format!("after-{n}");
+        cluster.brokers[&majority_leader].produce(&value).unwrap();
+        acknowledged.push(value);
+    }
+
+    // Healed, the old leader follows the new one, drops its uncommitted batch and catches up.
+    cluster.isolated.lock().unwrap().clear();
+    let log = wait_until("every log the same after healing", || cluster.agreed_log());
+    assert_eq!(values(&log), acknowledged);
+    cluster.stop();
 }
