@@ -232,6 +232,19 @@ impl Catalog {
         configs: BTreeMap<String, String>,
         validate_only: bool,
     ) -> Result<Arc<Topic>, CatalogError> {
+        self.create_topic_as(name, new_topic_id(name), partitions, configs, validate_only)
+    }
+
+    /// Creates a topic with the id another broker gave it (a cluster's brokers mirror the
+    /// topics of the metadata log, ids included).
+    pub fn create_topic_as(
+        &self,
+        name: &str,
+        id: [u8; 16],
+        partitions: i64,
+        configs: BTreeMap<String, String>,
+        validate_only: bool,
+    ) -> Result<Arc<Topic>, CatalogError> {
         validate_topic_name(name)?;
         let partitions = validate_partition_count(partitions)?;
         let mut state = self.lock();
@@ -240,7 +253,7 @@ impl Catalog {
         }
         let topic = Arc::new(Topic {
             name: name.to_owned(),
-            id: new_topic_id(name),
+            id,
             partitions,
             configs,
         });
@@ -493,7 +506,7 @@ pub fn validate_topic_name(name: &str) -> Result<(), CatalogError> {
     Ok(())
 }
 
-fn refuse_internal(name: &str) -> Result<(), CatalogError> {
+pub fn refuse_internal(name: &str) -> Result<(), CatalogError> {
     if is_internal_topic(name) {
         return Err(CatalogError::InternalTopic(name.to_owned()));
     }

@@ -22,6 +22,7 @@ use kafka_protocol::messages::{ApiKey, RequestKind};
 use kafka_protocol::protocol::Encodable;
 
 use crate::api_versions;
+use crate::cluster::ClusterView;
 use crate::handlers;
 use crate::metrics::ShardMetrics;
 use crate::request::{DecodedRequest, RequestError};
@@ -43,6 +44,26 @@ pub struct BrokerConfig {
     pub fetch_wait_ms_max: u64,
     /// The logs' settings: the broker-wide topic defaults, and the largest batch accepted.
     pub log: LogConfig,
+}
+
+/// Why a topic a request names cannot be used (yet).
+#[derive(Debug, thiserror::Error)]
+pub enum TopicError {
+    #[error(transparent)]
+    Catalog(CatalogError),
+    /// The controller is creating it; the client retries.
+    #[error("topic '{0}' is being created")]
+    BeingCreated(String),
+}
+
+impl TopicError {
+    /// The Kafka error code to answer.
+    pub fn code(&self) -> i16 {
+        match self {
+            TopicError::Catalog(error) => crate::errors::catalog_error_code(error),
+            TopicError::BeingCreated(_) => kafka_protocol::ResponseError::LeaderNotAvailable.code(),
+        }
+    }
 }
 
 /// Bytes to write on the connection: memory, or a range of a segment file sent with splice.
@@ -77,6 +98,8 @@ pub struct Broker {
     pub catalog: CatalogView,
     pub config: BrokerConfig,
     pub metrics: Arc<ShardMetrics>,
+    /// The other brokers and the controller, when this broker is one of several.
+    pub cluster: Option<Rc<dyn ClusterView>>,
 }
 
 impl Broker {
@@ -85,12 +108,14 @@ impl Broker {
         catalog: Arc<Catalog>,
         config: BrokerConfig,
         metrics: Arc<ShardMetrics>,
+        cluster: Option<Rc<dyn ClusterView>>,
     ) -> Rc<Broker> {
         Rc::new(Broker {
             context,
             catalog: CatalogView::new(catalog),
             config,
             metrics,
+            cluster,
         })
     }
 
@@ -173,11 +198,9 @@ impl Broker {
             RequestKind::Fetch(request) => handlers::fetch::handle(&self, header, request).await,
             RequestKind::ListOffsets(request) => header
                 .reply(&handlers::list_offsets::handle(&self, header.api_version, request).await),
-            RequestKind::CreateTopics(request) => header.reply(&handlers::topics::create(
-                &self,
-                header.api_version,
-                request,
-            )),
+            RequestKind::CreateTopics(request) => {
+                header.reply(&handlers::topics::create(&self, header.api_version, request).await)
+            }
             RequestKind::DeleteTopics(request) => {
                 header.reply(&handlers::topics::delete(&self, header.api_version, request).await)
             }
@@ -239,14 +262,41 @@ impl Broker {
         }
     }
 
-    /// The topic, created with the broker's defaults if it does not exist and auto-creation
-    /// is on (and `allow` says the request permits it).
-    pub fn topic_or_create(&self, name: &str, allow: bool) -> Result<Arc<Topic>, CatalogError> {
+    /// The topic named `name`, created first if it does not exist and auto-creation is on
+    /// and `allow`ed. In a cluster the controller creates it: the first request starts that
+    /// and is answered LEADER_NOT_AVAILABLE, and clients retry as they do with Kafka.
+    pub fn topic_or_create(&self, name: &str, allow: bool) -> Result<Arc<Topic>, TopicError> {
         if let Some(topic) = self.catalog.topics().get(name) {
             return Ok(topic.clone());
         }
         if !(allow && self.config.auto_create_topics) {
-            return Err(CatalogError::UnknownTopic(name.to_owned()));
+            return Err(TopicError::Catalog(CatalogError::UnknownTopic(
+                name.to_owned(),
+            )));
+        }
+        if let Some(cluster) = &self.cluster {
+            engine::catalog::validate_topic_name(name).map_err(TopicError::Catalog)?;
+            let creating = cluster.create_topic(
+                name.to_owned(),
+                self.config.default_partitions,
+                None,
+                Default::default(),
+            );
+            let topic = name.to_owned();
+            glommio::spawn_local(async move {
+                match creating.await {
+                    // Several requests asked for it at once; one of them created it.
+                    Err(error)
+                        if error.code
+                            == kafka_protocol::ResponseError::TopicAlreadyExists.code() => {}
+                    Err(error) => {
+                        eprintln!("ferrite: auto-creating topic '{topic}': {}", error.message)
+                    }
+                    Ok(()) => {}
+                }
+            })
+            .detach();
+            return Err(TopicError::BeingCreated(name.to_owned()));
         }
         match self.catalog.catalog().create_topic(
             name,
@@ -267,8 +317,8 @@ impl Broker {
                 .topics()
                 .get(name)
                 .cloned()
-                .ok_or_else(|| CatalogError::UnknownTopic(name.to_owned())),
-            Err(error) => Err(error),
+                .ok_or_else(|| TopicError::Catalog(CatalogError::UnknownTopic(name.to_owned()))),
+            Err(error) => Err(TopicError::Catalog(error)),
         }
     }
 }

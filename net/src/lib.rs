@@ -11,6 +11,7 @@
 
 pub mod api_versions;
 pub mod broker;
+pub mod cluster;
 pub mod connection;
 pub mod errors;
 pub mod frame;

@@ -18,6 +18,7 @@ use futures::future::{select, Either};
 use glommio::net::TcpListener;
 
 use crate::broker::{Broker, BrokerConfig};
+use crate::cluster::ClusterView;
 use crate::connection::{serve_connection, ConnectionConfig};
 use crate::metrics::{MetricsRegistry, ShardSnapshot};
 
@@ -32,7 +33,12 @@ pub struct ShardSetup {
     pub metrics_snapshot_interval: Duration,
     pub listen: SocketAddr,
     pub connection: ConnectionConfig,
+    /// Makes each shard's view of the cluster, when the broker is one of several.
+    pub cluster: Option<ClusterFactory>,
 }
+
+/// Builds a shard's [`ClusterView`] on that shard.
+pub type ClusterFactory = Arc<dyn Fn(&ShardContext) -> Rc<dyn ClusterView> + Send + Sync>;
 
 /// One shard's part of the broker: builds its [`Broker`], binds `setup.listen`, says how that
 /// went through `bound` (the caller prints "listening" only once every shard has bound), then
@@ -43,7 +49,8 @@ pub async fn serve_shard(
     bound: impl FnOnce(std::io::Result<()>),
 ) {
     let metrics = setup.metrics.shard(context.shard_id());
-    let broker = Broker::new(context, setup.catalog, setup.broker, metrics);
+    let cluster = setup.cluster.as_ref().map(|factory| factory(&context));
+    let broker = Broker::new(context, setup.catalog, setup.broker, metrics, cluster);
     match bind(setup.listen) {
         Ok(listener) => {
             bound(Ok(()));

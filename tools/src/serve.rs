@@ -377,6 +377,7 @@ pub fn run(arguments: Arguments) -> ExitCode {
         metrics_snapshot_interval: Duration::from_secs(1),
         listen,
         connection: ConnectionConfig::default(),
+        cluster: None,
     };
     let runtime = match Runtime::start(config, move |context| {
         let bound = bound.clone();

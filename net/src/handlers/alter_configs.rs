@@ -168,6 +168,11 @@ async fn alter_topic(
             )))
         }
     }
+    if broker.cluster.is_some() {
+        return Err(invalid_request(
+            "topic configs cannot be altered in a cluster yet (they are set at creation)".into(),
+        ));
+    }
     let mut seen = BTreeSet::new();
     if let Some(duplicate) = names.iter().find(|name| !seen.insert(**name)) {
         return Err(invalid_request(format!(

@@ -100,15 +100,21 @@ pub fn find_coordinator(
     api_version: i16,
     request: FindCoordinatorRequest,
 ) -> FindCoordinatorResponse {
+    let group_coordinator = broker.cluster.as_ref().map(|cluster| cluster.group_coordinator());
     let answer = |key: StrBytes| {
         let coordinator = Coordinator::default().with_key(key);
-        match request.key_type {
-            KEY_TYPE_GROUP => coordinator
+        match (request.key_type, &group_coordinator) {
+            (KEY_TYPE_GROUP, Some(member)) => coordinator
+                .with_node_id(member.node_id.into())
+                .with_host(str_bytes(member.host.clone()))
+                .with_port(member.port)
+                .with_error_code(NONE),
+            (KEY_TYPE_GROUP, None) => coordinator
                 .with_node_id(broker.config.node_id.into())
                 .with_host(str_bytes(broker.config.advertised_host.clone()))
                 .with_port(broker.config.advertised_port)
                 .with_error_code(NONE),
-            KEY_TYPE_TRANSACTION => coordinator
+            (KEY_TYPE_TRANSACTION, _) => coordinator
                 .with_node_id((-1).into())
                 .with_port(-1)
                 .with_error_code(code(ResponseError::CoordinatorNotAvailable))

@@ -11,7 +11,8 @@ use kafka_protocol::ResponseError;
 
 use super::{str_bytes, uuid};
 use crate::broker::Broker;
-use crate::errors::{catalog_error_code, code, NONE};
+use crate::cluster::PartitionPlacement;
+use crate::errors::{code, NONE};
 
 /// Kafka's "not sent" value for authorized-operations fields.
 const AUTHORIZED_OPERATIONS_OMITTED: i32 = i32::MIN;
@@ -41,7 +42,7 @@ pub fn handle(broker: &Broker, api_version: i16, request: MetadataRequest) -> Me
                     Ok(topic) => described(broker, api_version, &topic),
                     Err(error) => MetadataResponseTopic::default()
                         .with_name(Some(name))
-                        .with_error_code(catalog_error_code(&error))
+                        .with_error_code(error.code())
                         .with_topic_authorized_operations(AUTHORIZED_OPERATIONS_OMITTED),
                 },
                 None => match broker.catalog.topics().by_id(wanted.topic_id.as_bytes()) {
@@ -54,16 +55,35 @@ pub fn handle(broker: &Broker, api_version: i16, request: MetadataRequest) -> Me
             })
             .collect()
     };
+    let (brokers, controller_id) = match &broker.cluster {
+        Some(cluster) => (
+            cluster
+                .brokers()
+                .into_iter()
+                .map(|member| {
+                    MetadataResponseBroker::default()
+                        .with_node_id(BrokerId(member.node_id))
+                        .with_host(str_bytes(member.host))
+                        .with_port(member.port)
+                })
+                .collect(),
+            cluster.controller_id().unwrap_or(-1),
+        ),
+        None => (
+            vec![MetadataResponseBroker::default()
+                .with_node_id(BrokerId(config.node_id))
+                .with_host(str_bytes(config.advertised_host.clone()))
+                .with_port(config.advertised_port)],
+            config.node_id,
+        ),
+    };
     let response = MetadataResponse::default()
-        .with_brokers(vec![MetadataResponseBroker::default()
-            .with_node_id(BrokerId(config.node_id))
-            .with_host(str_bytes(config.advertised_host.clone()))
-            .with_port(config.advertised_port)])
+        .with_brokers(brokers)
         .with_topics(topics)
         .with_cluster_authorized_operations(AUTHORIZED_OPERATIONS_OMITTED);
     // Fields a version lacks must stay at their defaults, or encoding fails.
     let response = if api_version >= 1 {
-        response.with_controller_id(BrokerId(config.node_id))
+        response.with_controller_id(BrokerId(controller_id))
     } else {
         response
     };
@@ -83,15 +103,34 @@ fn described(broker: &Broker, api_version: i16, topic: &Topic) -> MetadataRespon
         .with_partitions(
             (0..topic.partitions)
                 .map(|partition| {
-                    let partition = MetadataResponsePartition::default()
-                        .with_partition_index(partition as i32)
-                        .with_leader_id(node)
-                        .with_replica_nodes(vec![node])
-                        .with_isr_nodes(vec![node]);
+                    let placement = match &broker.cluster {
+                        Some(cluster) => cluster.placement(&topic.name, partition),
+                        None => Some(PartitionPlacement {
+                            leader: Some(node.0),
+                            leader_epoch: 0,
+                            replicas: vec![node.0],
+                            in_sync: vec![node.0],
+                        }),
+                    };
+                    let described = MetadataResponsePartition::default()
+                        .with_partition_index(partition as i32);
+                    let Some(placement) = placement else {
+                        return described
+                            .with_error_code(code(ResponseError::UnknownTopicOrPartition));
+                    };
+                    let ids = |nodes: Vec<i32>| nodes.into_iter().map(BrokerId).collect();
+                    let described = described
+                        .with_error_code(match placement.leader {
+                            Some(_) => NONE,
+                            None => code(ResponseError::LeaderNotAvailable),
+                        })
+                        .with_leader_id(BrokerId(placement.leader.unwrap_or(-1)))
+                        .with_replica_nodes(ids(placement.replicas))
+                        .with_isr_nodes(ids(placement.in_sync));
                     if api_version >= 7 {
-                        partition.with_leader_epoch(0)
+                        described.with_leader_epoch(placement.leader_epoch)
                     } else {
-                        partition
+                        described
                     }
                 })
                 .collect(),

@@ -22,7 +22,7 @@ use kafka_protocol::ResponseError;
 
 use super::str_bytes;
 use crate::broker::{Broker, Header, PendingReply, Reply};
-use crate::errors::{batch_error_code, catalog_error_code, code, log_error_code, NONE};
+use crate::errors::{batch_error_code, code, log_error_code, NONE};
 
 /// Where one partition's answer comes from.
 enum Outcome {
@@ -63,7 +63,7 @@ pub async fn start(broker: Rc<Broker>, header: Header, request: ProduceRequest) 
                     code(ResponseError::TransactionalIdAuthorizationFailed),
                     "transactions are not supported by this broker".into(),
                 ),
-                (Err(error), _) => failed(catalog_error_code(error), error.to_string()),
+                (Err(error), _) => failed(error.code(), error.to_string()),
                 (Ok(_), Some(_)) if is_internal_topic(&name) => failed(
                     code(ResponseError::InvalidTopicException),
                     format!("topic '{name}' is internal to the broker: clients cannot write it"),

@@ -21,86 +21,144 @@ use super::{str_bytes, uuid};
 use crate::broker::Broker;
 use crate::errors::{catalog_error_code, code, log_error_code, NONE};
 
-/// A replication factor this single broker can honour: 1, or -1 for the default.
-fn replication_factor_ok(replication_factor: i16) -> bool {
-    matches!(replication_factor, 1 | -1)
-}
-
-pub fn create(
+pub async fn create(
     broker: &Broker,
     api_version: i16,
     request: CreateTopicsRequest,
 ) -> CreateTopicsResponse {
-    let catalog = broker.catalog.catalog();
     let log = &broker.config.log;
-    let results = request
-        .topics
-        .into_iter()
-        .map(|topic| {
-            let result = CreatableTopicResult::default().with_name(topic.name.clone());
-            let failed = |error_code: i16, message: String| {
-                let failed = result
-                    .clone()
-                    .with_error_code(error_code)
-                    .with_error_message(Some(str_bytes(message)));
-                if api_version >= 5 {
-                    failed.with_topic_config_error_code(error_code)
-                } else {
-                    failed
-                }
-            };
-            if !replication_factor_ok(topic.replication_factor) || !topic.assignments.is_empty() {
-                return failed(
+    let mut results = Vec::with_capacity(request.topics.len());
+    for topic in request.topics {
+        let result = CreatableTopicResult::default().with_name(topic.name.clone());
+        let failed = |error_code: i16, message: String| {
+            let failed = result
+                .clone()
+                .with_error_code(error_code)
+                .with_error_message(Some(str_bytes(message)));
+            if api_version >= 5 {
+                failed.with_topic_config_error_code(error_code)
+            } else {
+                failed
+            }
+        };
+        let replication_factor = match (&broker.cluster, topic.replication_factor) {
+            (_, _) if !topic.assignments.is_empty() => {
+                results.push(failed(
+                    code(ResponseError::InvalidReplicaAssignment),
+                    "manual replica assignments are not supported; give a replication factor"
+                        .into(),
+                ));
+                continue;
+            }
+            (_, -1) => None,
+            (Some(_), factor) if factor > 0 => Some(factor as u16),
+            (None, 1) => Some(1),
+            (_, factor) => {
+                results.push(failed(
                     code(ResponseError::InvalidReplicationFactor),
-                    format!(
-                        "replication factor {} (or a manual assignment) is not possible on a \
-                         single broker; use 1",
-                        topic.replication_factor
-                    ),
-                );
-            }
-            let mut overrides = BTreeMap::new();
-            for config in &topic.configs {
-                if let Some(value) = &config.value {
-                    overrides.insert(config.name.to_string(), value.to_string());
-                }
-            }
-            if let Err(message) = engine::topic_config::validate(log, &overrides) {
-                return failed(code(ResponseError::InvalidConfig), message);
-            }
-            let partitions = match topic.num_partitions {
-                -1 => i64::from(broker.config.default_partitions),
-                count => i64::from(count),
-            };
-            match catalog.create_topic(&topic.name, partitions, overrides, request.validate_only) {
-                Ok(created) => {
-                    let result = result.with_error_code(NONE);
-                    if api_version < 5 {
-                        return result;
-                    }
-                    let configs = topic_entries(log, &created.configs)
-                        .into_iter()
-                        .map(|(key, value, source, _)| {
-                            CreatableTopicConfigs::default()
-                                .with_name(str_bytes(key))
-                                .with_value(Some(str_bytes(value)))
-                                .with_config_source(source)
-                        })
-                        .collect();
-                    let result = result
-                        .with_num_partitions(created.partitions as i32)
-                        .with_replication_factor(1)
-                        .with_configs(Some(configs));
-                    if api_version >= 7 {
-                        result.with_topic_id(uuid(created.id))
+                    if broker.cluster.is_some() {
+                        format!("replication factor {factor} is not positive")
                     } else {
-                        result
-                    }
-                }
-                Err(error) => failed(catalog_error_code(&error), error.to_string()),
+                        format!(
+                            "replication factor {factor} is not possible on a single broker; \
+                             use 1"
+                        )
+                    },
+                ));
+                continue;
             }
-        })
-        .collect();
+        };
+        let mut overrides = BTreeMap::new();
+        for config in &topic.configs {
+            if let Some(value) = &config.value {
+                overrides.insert(config.name.to_string(), value.to_string());
+            }
+        }
+        if let Err(message) = engine::topic_config::validate(log, &overrides) {
+            results.push(failed(code(ResponseError::InvalidConfig), message));
+            continue;
+        }
+        let partitions = match topic.num_partitions {
+            -1 => i64::from(broker.config.default_partitions),
+            count => i64::from(count),
+        };
+        let created = match &broker.cluster {
+            None => broker.catalog.catalog().create_topic(
+                &topic.name,
+                partitions,
+                overrides,
+                request.validate_only,
+            ),
+            Some(cluster) => {
+                let checked = engine::catalog::validate_topic_name(&topic.name)
+                    .and_then(|()| engine::catalog::validate_partition_count(partitions));
+                let partitions = match checked {
+                    Ok(partitions) => partitions,
+                    Err(error) => {
+                        results.push(failed(catalog_error_code(&error), error.to_string()));
+                        continue;
+                    }
+                };
+                if request.validate_only {
+                    results.push(result.with_error_code(NONE));
+                    continue;
+                }
+                let asked = cluster
+                    .create_topic(
+                        topic.name.to_string(),
+                        partitions,
+                        replication_factor,
+                        overrides,
+                    )
+                    .await;
+                if let Err(error) = asked {
+                    results.push(failed(error.code, error.message));
+                    continue;
+                }
+                broker
+                    .catalog
+                    .topics()
+                    .get(&topic.name)
+                    .cloned()
+                    .ok_or_else(|| engine::catalog::CatalogError::UnknownTopic(topic.name.to_string()))
+            }
+        };
+        let created = match created {
+            Ok(created) => created,
+            Err(error) => {
+                results.push(failed(catalog_error_code(&error), error.to_string()));
+                continue;
+            }
+        };
+        let result = result.with_error_code(NONE);
+        if api_version < 5 {
+            results.push(result);
+            continue;
+        }
+        let configs = topic_entries(log, &created.configs)
+            .into_iter()
+            .map(|(key, value, source, _)| {
+                CreatableTopicConfigs::default()
+                    .with_name(str_bytes(key))
+                    .with_value(Some(str_bytes(value)))
+                    .with_config_source(source)
+            })
+            .collect();
+        let replicas = broker
+            .cluster
+            .as_ref()
+            .and_then(|cluster| cluster.placement(&created.name, 0))
+            .map_or(1, |placement| placement.replicas.len() as i16);
+        let result = result
+            .with_num_partitions(created.partitions as i32)
+            .with_replication_factor(replicas)
+            .with_configs(Some(configs));
+        results.push(if api_version >= 7 {
+            result.with_topic_id(uuid(created.id))
+        } else {
+            result
+        });
+    }
     CreateTopicsResponse::default().with_topics(results)
 }
 
@@ -113,18 +171,16 @@ pub async fn delete(
     let mut responses = Vec::with_capacity(request.topic_names.len());
     for name in request.topic_names {
         let result = DeletableTopicResult::default().with_name(Some(name.clone()));
-        let outcome = match broker.catalog.catalog().delete_topic(&name) {
-            Ok(topic) => {
-                let mut outcome = Ok(());
-                for partition in 0..topic.partitions {
-                    let id = PartitionId::new(topic.name.as_str(), partition);
-                    if let Err(error) = broker.context.remove_partition(id).await {
-                        outcome = Err((log_error_code(&error), error.to_string()));
-                    }
-                }
-                outcome
-            }
-            Err(error) => Err((catalog_error_code(&error), error.to_string())),
+        let outcome = match &broker.cluster {
+            // The controller deletes it everywhere; this broker's part is done when it answers.
+            Some(cluster) => match engine::catalog::refuse_internal(&name) {
+                Err(error) => Err((catalog_error_code(&error), error.to_string())),
+                Ok(()) => cluster
+                    .delete_topic(name.to_string())
+                    .await
+                    .map_err(|error| (error.code, error.message)),
+            },
+            None => delete_here(broker, &name).await,
         };
         responses.push(match outcome {
             Ok(()) => result.with_error_code(NONE),
@@ -137,6 +193,23 @@ pub async fn delete(
     DeleteTopicsResponse::default().with_responses(responses)
 }
 
+/// Deletes a topic from this broker's catalog, then its partitions' logs.
+async fn delete_here(broker: &Broker, name: &str) -> Result<(), (i16, String)> {
+    match broker.catalog.catalog().delete_topic(name) {
+            Ok(topic) => {
+                let mut outcome = Ok(());
+                for partition in 0..topic.partitions {
+                    let id = PartitionId::new(topic.name.as_str(), partition);
+                    if let Err(error) = broker.context.remove_partition(id).await {
+                        outcome = Err((log_error_code(&error), error.to_string()));
+                    }
+                }
+                outcome
+            }
+        Err(error) => Err((catalog_error_code(&error), error.to_string())),
+    }
+}
+
 pub fn create_partitions(
     broker: &Broker,
     request: CreatePartitionsRequest,
@@ -147,6 +220,13 @@ pub fn create_partitions(
         .into_iter()
         .map(|topic| {
             let result = CreatePartitionsTopicResult::default().with_name(topic.name.clone());
+            if broker.cluster.is_some() {
+                return result
+                    .with_error_code(code(ResponseError::InvalidRequest))
+                    .with_error_message(Some(str_bytes(
+                        "partitions cannot be added in a cluster yet",
+                    )));
+            }
             if topic.assignments.is_some() {
                 return result
                     .with_error_code(code(ResponseError::InvalidReplicaAssignment))

@@ -126,6 +126,7 @@ fn start_runtime(
         metrics_snapshot_interval: std::time::Duration::from_millis(50),
         listen: address,
         connection: ConnectionConfig::default(),
+        cluster: None,
     };
     let runtime = Runtime::start(config, move |context| {
         let bound = bound.clone();

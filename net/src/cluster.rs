@@ -1,0 +1,64 @@
+//! What a broker that is one of several knows and asks beyond its own logs: the other brokers
+//! and their addresses, where each partition's replicas are and who leads it, and the
+//! controller that creates and deletes topics. `net` answers Kafka requests from it without
+//! knowing how it is kept (the metadata log and the partitions' Raft groups, in
+//! `replication`); a broker running alone has none, and answers as the only broker.
+
+use std::collections::BTreeMap;
+
+use futures::future::LocalBoxFuture;
+
+/// A broker as clients see it in Metadata.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterBroker {
+    pub node_id: i32,
+    pub host: String,
+    pub port: i32,
+}
+
+/// A partition's replicas and leader, as this broker knows them now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionPlacement {
+    /// `None` while no leader is known (clients retry: LEADER_NOT_AVAILABLE).
+    pub leader: Option<i32>,
+    pub leader_epoch: i32,
+    pub replicas: Vec<i32>,
+    /// The replicas that are caught up (Kafka's ISR); in a Raft group, those the leader
+    /// counts towards commit.
+    pub in_sync: Vec<i32>,
+}
+
+/// A refused or failed cluster change, with the Kafka error code to answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterError {
+    pub code: i16,
+    pub message: String,
+}
+
+/// See the module documentation. One per shard.
+pub trait ClusterView {
+    /// The live brokers.
+    fn brokers(&self) -> Vec<ClusterBroker>;
+
+    /// The broker whose controller currently leads, if known.
+    fn controller_id(&self) -> Option<i32>;
+
+    /// Where a partition lives; `None` if the metadata has no such partition.
+    fn placement(&self, topic: &str, partition: u32) -> Option<PartitionPlacement>;
+
+    /// The broker that coordinates consumer groups.
+    fn group_coordinator(&self) -> ClusterBroker;
+
+    /// Asks the controller for a topic; resolves once this broker's catalog holds it.
+    /// `replication_factor: None` takes the cluster's default.
+    fn create_topic(
+        &self,
+        name: String,
+        partitions: u32,
+        replication_factor: Option<u16>,
+        configs: BTreeMap<String, String>,
+    ) -> LocalBoxFuture<'static, Result<(), ClusterError>>;
+
+    /// Asks the controller to delete a topic; resolves once this broker has removed it.
+    fn delete_topic(&self, name: String) -> LocalBoxFuture<'static, Result<(), ClusterError>>;
+}
