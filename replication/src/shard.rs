@@ -12,6 +12,7 @@ use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::rc::Rc;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -27,6 +28,64 @@ pub struct PartitionMessage {
     pub topic: String,
     pub partition: u32,
     pub message: Message,
+}
+
+/// "I lead these partitions in these terms": what each broker tells the others now and then,
+/// so that every broker can name every partition's leader in Metadata, hosted or not.
+#[derive(Debug, Clone, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub struct LeaderReport {
+    pub topic: String,
+    pub partition: u32,
+    pub term: u64,
+}
+
+/// Everything brokers' shards say to each other.
+#[derive(Debug, Clone, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub enum BrokerWire {
+    Partition(PartitionMessage),
+    Leaders(Vec<LeaderReport>),
+}
+
+/// Who leads each partition as far as this broker knows: its own replicas' view, and what
+/// other brokers reported (the report of the highest term wins). Shared by the broker's
+/// shards.
+#[derive(Debug, Default)]
+pub struct LeaderTable {
+    leaders: RwLock<HashMap<PartitionId, (NodeId, u64)>>,
+}
+
+impl LeaderTable {
+    /// Records that `leader` leads `partition` in `term`, unless a later term is known.
+    pub fn report(&self, partition: &PartitionId, leader: NodeId, term: u64) {
+        let mut leaders = self
+            .leaders
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        match leaders.get(partition) {
+            Some((_, known)) if *known > term => {}
+            Some(current) if *current == (leader, term) => {}
+            _ => {
+                leaders.insert(partition.clone(), (leader, term));
+            }
+        }
+    }
+
+    /// `partition`'s leader and its term, if known.
+    pub fn leader(&self, partition: &PartitionId) -> Option<(NodeId, u64)> {
+        self.leaders
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .get(partition)
+            .copied()
+    }
+
+    /// Forgets a deleted topic's partitions.
+    pub fn forget_topic(&self, topic: &str) {
+        self.leaders
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .retain(|partition, _| partition.topic != topic);
+    }
 }
 
 /// What every shard of a broker is configured with.
@@ -76,19 +135,25 @@ impl ReplicationConfig {
 pub struct ShardReplication {
     context: ShardContext,
     config: ReplicationConfig,
-    transport: Rc<Transport<PartitionMessage>>,
+    transport: Rc<Transport<BrokerWire>>,
     replicas: Rc<RefCell<HashMap<PartitionId, PartitionReplica>>>,
+    leaders: Arc<LeaderTable>,
 }
 
 /// A delivered message: who sent it, what it says, and the batches it carries.
 type Delivered = (NodeId, Message, Bytes);
 
+/// Ticks between two reports of the partitions a shard leads to the other brokers.
+const LEADER_REPORT_INTERVAL_TICKS: u64 = 50;
+
 impl ShardReplication {
     /// Starts the shard's transport, the delivery of peers' messages to its replicas and their
-    /// clock (until the shard shuts down).
+    /// clock (until the shard shuts down). `leaders` is the broker's table, shared by its
+    /// shards.
     pub fn start(
         context: ShardContext,
         config: ReplicationConfig,
+        leaders: Arc<LeaderTable>,
     ) -> Result<Rc<ShardReplication>, TransportError> {
         let replicas: Rc<RefCell<HashMap<PartitionId, PartitionReplica>>> = Default::default();
         let transport_config = TransportConfig::new(
@@ -99,23 +164,27 @@ impl ShardReplication {
             config.peers.clone(),
         );
         let transport = Rc::new(Transport::start(transport_config, {
-            let (context, replicas) = (context.clone(), replicas.clone());
-            move |received: Received<PartitionMessage>| {
-                let partition =
-                    PartitionId::new(received.message.topic, received.message.partition);
-                let delivered: Delivered = (
-                    received.from_node,
-                    received.message.message,
-                    received.payload,
-                );
-                if context.owner_of(&partition) == context.shard_id() {
-                    deliver_locally(&replicas, &partition, delivered);
-                } else {
-                    let context = context.clone();
-                    glommio::spawn_local(async move {
-                        context.deliver(partition, Box::new(delivered)).await
-                    })
-                    .detach();
+            let (context, replicas, leaders) = (context.clone(), replicas.clone(), leaders.clone());
+            move |received: Received<BrokerWire>| match received.message {
+                BrokerWire::Partition(message) => {
+                    let partition = PartitionId::new(message.topic, message.partition);
+                    let delivered: Delivered =
+                        (received.from_node, message.message, received.payload);
+                    if context.owner_of(&partition) == context.shard_id() {
+                        deliver_locally(&replicas, &partition, delivered);
+                    } else {
+                        let context = context.clone();
+                        glommio::spawn_local(async move {
+                            context.deliver(partition, Box::new(delivered)).await
+                        })
+                        .detach();
+                    }
+                }
+                BrokerWire::Leaders(reports) => {
+                    for report in reports {
+                        let partition = PartitionId::new(report.topic, report.partition);
+                        leaders.report(&partition, received.from_node, report.term);
+                    }
                 }
             }
         })?);
@@ -132,19 +201,18 @@ impl ShardReplication {
             config,
             transport,
             replicas,
+            leaders,
         });
         glommio::spawn_local({
             let replication = replication.clone();
             async move {
                 let tick = replication.config.tick;
-                let replicas = replication.replicas.clone();
+                let ticking = replication.clone();
+                let mut ticks = 0u64;
                 context
                     .every(tick, move || {
-                        let replicas: Vec<PartitionReplica> =
-                            replicas.borrow().values().cloned().collect();
-                        for replica in replicas {
-                            replica.tick();
-                        }
+                        ticks += 1;
+                        ticking.tick(ticks % LEADER_REPORT_INTERVAL_TICKS == 0);
                         std::future::ready(())
                     })
                     .await;
@@ -153,6 +221,48 @@ impl ShardReplication {
         })
         .detach();
         Ok(replication)
+    }
+
+    /// One tick of every replica; notes who leads what, and (`report`) tells the other
+    /// brokers what this shard leads.
+    fn tick(&self, report: bool) {
+        let replicas: Vec<(PartitionId, PartitionReplica)> = self
+            .replicas
+            .borrow()
+            .iter()
+            .map(|(partition, replica)| (partition.clone(), replica.clone()))
+            .collect();
+        let mut led = Vec::new();
+        for (partition, replica) in replicas {
+            replica.tick();
+            if let Some(leader) = replica.leader() {
+                self.leaders.report(&partition, leader, replica.term());
+                if leader == self.config.node_id {
+                    led.push(LeaderReport {
+                        topic: partition.topic.clone(),
+                        partition: partition.partition,
+                        term: replica.term(),
+                    });
+                }
+            }
+        }
+        if report && !led.is_empty() {
+            for peer in self
+                .config
+                .peers
+                .keys()
+                .filter(|peer| **peer != self.config.node_id)
+            {
+                let _ = self
+                    .transport
+                    .send(*peer, &BrokerWire::Leaders(led.clone()), Bytes::new());
+            }
+        }
+    }
+
+    /// The broker's table of partition leaders.
+    pub fn leaders(&self) -> &Arc<LeaderTable> {
+        &self.leaders
     }
 
     /// Runs this broker's member of `partition`'s group (its log directory must exist; the
@@ -229,18 +339,18 @@ fn replica_seed(node_id: NodeId, partition: &PartitionId) -> u64 {
 }
 
 struct PartitionOutbox {
-    transport: Rc<Transport<PartitionMessage>>,
+    transport: Rc<Transport<BrokerWire>>,
     topic: String,
     partition: u32,
 }
 
 impl Outbox for PartitionOutbox {
     fn send(&self, to: NodeId, message: Message, payload: Bytes) {
-        let message = PartitionMessage {
+        let message = BrokerWire::Partition(PartitionMessage {
             topic: self.topic.clone(),
             partition: self.partition,
             message,
-        };
+        });
         // A full queue or a closed transport loses the message, as the network may.
         let _ = self.transport.send(to, &message, payload);
     }

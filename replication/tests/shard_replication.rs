@@ -16,7 +16,7 @@ use engine::batch::{self, build};
 use engine::shard::listen::ListenReservation;
 use engine::shard::{Durability, PartitionId, Runtime, RuntimeConfig};
 use engine::{LogConfig, LogError};
-use ferrite_replication::shard::{ReplicationConfig, ShardReplication};
+use ferrite_replication::shard::{LeaderTable, ReplicationConfig, ShardReplication};
 use ferrite_replication::NodeId;
 
 const SHARDS: usize = 2;
@@ -39,6 +39,7 @@ enum Command {
 struct Broker {
     runtime: Option<Runtime>,
     commands: mpsc::Sender<Command>,
+    leaders: std::sync::Arc<LeaderTable>,
 }
 
 fn partition(number: u32) -> PartitionId {
@@ -83,13 +84,17 @@ impl Broker {
         }
         let (commands, received) = mpsc::channel::<Command>();
         let received = std::sync::Arc::new(std::sync::Mutex::new(received));
+        let leaders = std::sync::Arc::new(LeaderTable::default());
+        let table = leaders.clone();
         let runtime = Runtime::start(runtime_config(&dir), move |context| {
             let peers = peers.clone();
             let received = received.clone();
+            let leaders = table.clone();
             async move {
                 let config =
                     ReplicationConfig::new("test", node_id, peers[&node_id], peers.clone());
-                let replication = ShardReplication::start(context.clone(), config).unwrap();
+                let replication =
+                    ShardReplication::start(context.clone(), config, leaders.clone()).unwrap();
                 for number in 0..PARTITIONS {
                     if context.owner_of(&partition(number)) == context.shard_id() {
                         replication
@@ -158,6 +163,7 @@ impl Broker {
         Broker {
             runtime: Some(runtime),
             commands,
+            leaders,
         }
     }
 
@@ -188,6 +194,17 @@ impl Broker {
         let runtime = self.runtime.take().unwrap();
         runtime.shutdown_handle().trigger();
         runtime.join().expect("a clean stop");
+    }
+}
+
+fn wait_until<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        if let Some(found) = check() {
+            return found;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(10));
     }
 }
 
@@ -252,6 +269,13 @@ fn partitions_replicate_across_brokers_and_shards_and_fail_over() {
     }
     for number in 0..PARTITIONS {
         let leader = leaders[&number];
+        // Every broker's table names the leader (its own replica's view, and the reports).
+        for broker in brokers.values() {
+            wait_until("the leader known everywhere", || {
+                (broker.leaders.leader(&partition(number)).map(|(id, _)| id) == Some(leader))
+                    .then_some(())
+            });
+        }
         assert_eq!(brokers[&leader].read(number).unwrap(), expected[&number]);
         for (id, broker) in &brokers {
             if *id != leader {

@@ -100,7 +100,10 @@ pub fn find_coordinator(
     api_version: i16,
     request: FindCoordinatorRequest,
 ) -> FindCoordinatorResponse {
-    let group_coordinator = broker.cluster.as_ref().map(|cluster| cluster.group_coordinator());
+    let group_coordinator = broker
+        .cluster
+        .as_ref()
+        .map(|cluster| cluster.group_coordinator());
     let answer = |key: StrBytes| {
         let coordinator = Coordinator::default().with_key(key);
         match (request.key_type, &group_coordinator) {

@@ -112,8 +112,8 @@ fn described(broker: &Broker, api_version: i16, topic: &Topic) -> MetadataRespon
                             in_sync: vec![node.0],
                         }),
                     };
-                    let described = MetadataResponsePartition::default()
-                        .with_partition_index(partition as i32);
+                    let described =
+                        MetadataResponsePartition::default().with_partition_index(partition as i32);
                     let Some(placement) = placement else {
                         return described
                             .with_error_code(code(ResponseError::UnknownTopicOrPartition));

@@ -120,7 +120,9 @@ pub async fn create(
                     .topics()
                     .get(&topic.name)
                     .cloned()
-                    .ok_or_else(|| engine::catalog::CatalogError::UnknownTopic(topic.name.to_string()))
+                    .ok_or_else(|| {
+                        engine::catalog::CatalogError::UnknownTopic(topic.name.to_string())
+                    })
             }
         };
         let created = match created {
@@ -196,16 +198,16 @@ pub async fn delete(
 /// Deletes a topic from this broker's catalog, then its partitions' logs.
 async fn delete_here(broker: &Broker, name: &str) -> Result<(), (i16, String)> {
     match broker.catalog.catalog().delete_topic(name) {
-            Ok(topic) => {
-                let mut outcome = Ok(());
-                for partition in 0..topic.partitions {
-                    let id = PartitionId::new(topic.name.as_str(), partition);
-                    if let Err(error) = broker.context.remove_partition(id).await {
-                        outcome = Err((log_error_code(&error), error.to_string()));
-                    }
+        Ok(topic) => {
+            let mut outcome = Ok(());
+            for partition in 0..topic.partitions {
+                let id = PartitionId::new(topic.name.as_str(), partition);
+                if let Err(error) = broker.context.remove_partition(id).await {
+                    outcome = Err((log_error_code(&error), error.to_string()));
                 }
-                outcome
             }
+            outcome
+        }
         Err(error) => Err((catalog_error_code(&error), error.to_string())),
     }
 }
