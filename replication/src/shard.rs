@@ -212,7 +212,7 @@ impl ShardReplication {
                 context
                     .every(tick, move || {
                         ticks += 1;
-                        ticking.tick(ticks % LEADER_REPORT_INTERVAL_TICKS == 0);
+                        ticking.tick(ticks.is_multiple_of(LEADER_REPORT_INTERVAL_TICKS));
                         std::future::ready(())
                     })
                     .await;
