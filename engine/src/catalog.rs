@@ -36,6 +36,11 @@ const CATALOG_FORMAT_VERSION: u32 = 1;
 /// The internal topic that holds the consumer groups' state and committed offsets.
 pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
 
+/// The cluster's metadata log (one partition, 0): a directory beside the partitions', but the
+/// controller's own log, not one of the shards' partitions (no retention, no cleaner, no
+/// clients).
+pub const CLUSTER_METADATA_TOPIC: &str = "__cluster_metadata";
+
 /// Whether `name` is one of the broker's own topics, which clients may read but not write,
 /// delete, trim or grow.
 pub fn is_internal_topic(name: &str) -> bool {

@@ -33,23 +33,19 @@ pub struct ShardSetup {
     pub metrics_snapshot_interval: Duration,
     pub listen: SocketAddr,
     pub connection: ConnectionConfig,
-    /// Makes each shard's view of the cluster, when the broker is one of several.
-    pub cluster: Option<ClusterFactory>,
 }
 
-/// Builds a shard's [`ClusterView`] on that shard.
-pub type ClusterFactory = Arc<dyn Fn(&ShardContext) -> Rc<dyn ClusterView> + Send + Sync>;
-
-/// One shard's part of the broker: builds its [`Broker`], binds `setup.listen`, says how that
+/// One shard's part of the broker: builds its [`Broker`] (one of a cluster when `cluster` is
+/// given), binds `setup.listen`, says how that
 /// went through `bound` (the caller prints "listening" only once every shard has bound), then
 /// serves connections until shutdown is requested. Returns at once if the bind failed.
 pub async fn serve_shard(
     context: ShardContext,
     setup: ShardSetup,
+    cluster: Option<Rc<dyn ClusterView>>,
     bound: impl FnOnce(std::io::Result<()>),
 ) {
     let metrics = setup.metrics.shard(context.shard_id());
-    let cluster = setup.cluster.as_ref().map(|factory| factory(&context));
     let broker = Broker::new(context, setup.catalog, setup.broker, metrics, cluster);
     match bind(setup.listen) {
         Ok(listener) => {

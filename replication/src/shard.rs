@@ -8,17 +8,23 @@
 //! another one. Each replica is registered with the shard ([`ShardContext::register_replicated`])
 //! so producer batches for it go through its Raft group and followers refuse clients.
 
+use std::any::Any;
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
-use std::rc::Rc;
+use std::rc::{Rc, Weak};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use bytes::Bytes;
 use engine::shard::{PartitionId, ShardContext};
 
-use crate::message::{Message, NodeId};
+use futures::channel::oneshot;
+
+use crate::controller::{
+    Controller, ControllerError, ControllerRequest, ControllerWire, WireOutbox, METADATA_TOPIC,
+};
+use crate::message::{Index, Message, NodeId};
 use crate::replica::{Outbox, PartitionReplica, ReplicaConfig, ReplicaError};
 use crate::transport::{Received, Transport, TransportConfig, TransportError};
 
@@ -43,7 +49,18 @@ pub struct LeaderReport {
 #[derive(Debug, Clone, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub enum BrokerWire {
     Partition(PartitionMessage),
+    Controller(ControllerWire),
     Leaders(Vec<LeaderReport>),
+}
+
+/// The controller's messages, on the shard's transport.
+struct ControllerOutbox(Rc<Transport<BrokerWire>>);
+
+impl WireOutbox for ControllerOutbox {
+    fn send(&self, to: NodeId, wire: ControllerWire, payload: Bytes) {
+        // Losses are retried by the controller, as the network's.
+        let _ = self.0.send(to, &BrokerWire::Controller(wire), payload);
+    }
 }
 
 /// Who leads each partition as far as this broker knows: its own replicas' view, and what
@@ -136,15 +153,38 @@ pub struct ShardReplication {
     context: ShardContext,
     config: ReplicationConfig,
     transport: Rc<Transport<BrokerWire>>,
-    replicas: Rc<RefCell<HashMap<PartitionId, PartitionReplica>>>,
+    replicas: RefCell<HashMap<PartitionId, PartitionReplica>>,
     leaders: Arc<LeaderTable>,
+    /// The broker's controller, on the shard that runs it.
+    controller: RefCell<Option<Controller>>,
+    /// This value itself, for the tasks its handlers spawn.
+    this: RefCell<Weak<ShardReplication>>,
 }
 
-/// A delivered message: who sent it, what it says, and the batches it carries.
+/// A partition message handed to the owning shard: who sent it, what it says, the batches.
 type Delivered = (NodeId, Message, Bytes);
+/// A controller message handed to the controller's shard.
+type ControllerDelivered = (NodeId, ControllerWire, Bytes);
+
+/// A request for the controller from another shard of the broker, with where to answer.
+struct ControllerCall {
+    request: ControllerRequest,
+    reply: oneshot::Sender<Result<Index, ControllerError>>,
+}
+
+/// Run (`Some(voters)`) or stop (`None`) this broker's replica of a partition on its shard.
+struct HostCall {
+    voters: Option<Vec<NodeId>>,
+    reply: oneshot::Sender<Result<(), String>>,
+}
 
 /// Ticks between two reports of the partitions a shard leads to the other brokers.
 const LEADER_REPORT_INTERVAL_TICKS: u64 = 50;
+
+/// The partition whose owning shard runs the broker's controller.
+fn controller_partition() -> PartitionId {
+    PartitionId::new(METADATA_TOPIC, 0)
+}
 
 impl ShardReplication {
     /// Starts the shard's transport, the delivery of peers' messages to its replicas and their
@@ -155,7 +195,6 @@ impl ShardReplication {
         config: ReplicationConfig,
         leaders: Arc<LeaderTable>,
     ) -> Result<Rc<ShardReplication>, TransportError> {
-        let replicas: Rc<RefCell<HashMap<PartitionId, PartitionReplica>>> = Default::default();
         let transport_config = TransportConfig::new(
             config.cluster_id.clone(),
             config.node_id,
@@ -163,45 +202,36 @@ impl ShardReplication {
             config.rpc_listen,
             config.peers.clone(),
         );
+        // The transport starts first (its listener may fail); it reaches the replication it
+        // feeds through this slot, filled once that exists.
+        let slot: Rc<RefCell<Weak<ShardReplication>>> = Default::default();
         let transport = Rc::new(Transport::start(transport_config, {
-            let (context, replicas, leaders) = (context.clone(), replicas.clone(), leaders.clone());
-            move |received: Received<BrokerWire>| match received.message {
-                BrokerWire::Partition(message) => {
-                    let partition = PartitionId::new(message.topic, message.partition);
-                    let delivered: Delivered =
-                        (received.from_node, message.message, received.payload);
-                    if context.owner_of(&partition) == context.shard_id() {
-                        deliver_locally(&replicas, &partition, delivered);
-                    } else {
-                        let context = context.clone();
-                        glommio::spawn_local(async move {
-                            context.deliver(partition, Box::new(delivered)).await
-                        })
-                        .detach();
-                    }
-                }
-                BrokerWire::Leaders(reports) => {
-                    for report in reports {
-                        let partition = PartitionId::new(report.topic, report.partition);
-                        leaders.report(&partition, received.from_node, report.term);
-                    }
+            let slot = slot.clone();
+            move |received: Received<BrokerWire>| {
+                let replication = slot.borrow().upgrade();
+                if let Some(replication) = replication {
+                    replication.on_wire(received);
                 }
             }
         })?);
-        context.set_delivery_handler({
-            let replicas = replicas.clone();
-            Box::new(move |partition, message| {
-                if let Ok(delivered) = message.downcast::<Delivered>() {
-                    deliver_locally(&replicas, &partition, *delivered);
-                }
-            })
-        });
         let replication = Rc::new(ShardReplication {
             context: context.clone(),
             config,
             transport,
-            replicas,
+            replicas: RefCell::new(HashMap::new()),
             leaders,
+            controller: RefCell::new(None),
+            this: RefCell::new(Weak::new()),
+        });
+        *slot.borrow_mut() = Rc::downgrade(&replication);
+        *replication.this.borrow_mut() = Rc::downgrade(&replication);
+        context.set_delivery_handler({
+            let weak = Rc::downgrade(&replication);
+            Box::new(move |partition, message| {
+                if let Some(replication) = weak.upgrade() {
+                    replication.on_delivery(partition, message);
+                }
+            })
         });
         glommio::spawn_local({
             let replication = replication.clone();
@@ -221,6 +251,188 @@ impl ShardReplication {
         })
         .detach();
         Ok(replication)
+    }
+
+    /// A peer's message, on whichever shard's connection it came.
+    fn on_wire(&self, received: Received<BrokerWire>) {
+        let from = received.from_node;
+        match received.message {
+            BrokerWire::Partition(message) => {
+                let partition = PartitionId::new(message.topic, message.partition);
+                let delivered: Delivered = (from, message.message, received.payload);
+                self.route(partition, Box::new(delivered));
+            }
+            BrokerWire::Controller(wire) => {
+                let delivered: ControllerDelivered = (from, wire, received.payload);
+                self.route(controller_partition(), Box::new(delivered));
+            }
+            BrokerWire::Leaders(reports) => {
+                for report in reports {
+                    let partition = PartitionId::new(report.topic, report.partition);
+                    self.leaders.report(&partition, from, report.term);
+                }
+            }
+        }
+    }
+
+    /// Handles `message` here if this shard owns `partition`, else hands it to the owner.
+    fn route(&self, partition: PartitionId, message: Box<dyn Any + Send>) {
+        if self.context.owner_of(&partition) == self.context.shard_id() {
+            self.on_delivery(partition, message);
+        } else {
+            let context = self.context.clone();
+            glommio::spawn_local(async move { context.deliver(partition, message).await }).detach();
+        }
+    }
+
+    /// Something for a partition this shard owns, from the wire or another shard.
+    fn on_delivery(&self, partition: PartitionId, message: Box<dyn Any + Send>) {
+        let message = match message.downcast::<Delivered>() {
+            Ok(delivered) => {
+                let (from, message, payload) = *delivered;
+                // Not hosted (yet, or any more): dropped like a lost message; the sender
+                // retries.
+                if let Some(replica) = self.replica(&partition) {
+                    replica.receive(from, message, payload);
+                }
+                return;
+            }
+            Err(other) => other,
+        };
+        let message = match message.downcast::<ControllerDelivered>() {
+            Ok(delivered) => {
+                let (from, wire, payload) = *delivered;
+                if let Some(controller) = &*self.controller.borrow() {
+                    controller.receive(from, wire, payload);
+                }
+                return;
+            }
+            Err(other) => other,
+        };
+        let message = match message.downcast::<ControllerCall>() {
+            Ok(call) => {
+                let controller = self.controller.borrow().clone();
+                glommio::spawn_local(async move {
+                    let answer = match controller {
+                        Some(controller) => controller.request(call.request).await,
+                        None => Err(ControllerError::Stopped(
+                            "no controller on this shard".into(),
+                        )),
+                    };
+                    let _ = call.reply.send(answer);
+                })
+                .detach();
+                return;
+            }
+            Err(other) => other,
+        };
+        if let Ok(call) = message.downcast::<HostCall>() {
+            let HostCall { voters, reply } = *call;
+            match voters {
+                Some(voters) => {
+                    let replication = self.clone_rc();
+                    glommio::spawn_local(async move {
+                        let hosted = match replication {
+                            Some(replication) => replication
+                                .host(partition, voters)
+                                .await
+                                .map(drop)
+                                .map_err(|error| error.to_string()),
+                            None => Err("replication stopped".into()),
+                        };
+                        let _ = reply.send(hosted);
+                    })
+                    .detach();
+                }
+                None => {
+                    self.unhost(&partition);
+                    let _ = reply.send(Ok(()));
+                }
+            }
+        }
+    }
+
+    fn clone_rc(&self) -> Option<Rc<ShardReplication>> {
+        self.this.borrow().upgrade()
+    }
+
+    /// Makes this shard the one that runs the broker's controller (the owner of the metadata
+    /// partition), which from now on gets the controller messages peers send.
+    pub fn attach_controller(&self, controller: Controller) {
+        assert_eq!(
+            self.context.owner_of(&controller_partition()),
+            self.context.shard_id(),
+            "the controller runs on the metadata partition's shard"
+        );
+        *self.controller.borrow_mut() = Some(controller);
+    }
+
+    /// Where the controller's messages to other brokers go: this shard's transport.
+    pub fn controller_outbox(&self) -> Rc<dyn WireOutbox> {
+        Rc::new(ControllerOutbox(self.transport.clone()))
+    }
+
+    /// Asks the broker's controller (on its shard) to make a change; resolves with the index of
+    /// the committed metadata entry.
+    pub async fn ask_controller(
+        &self,
+        request: ControllerRequest,
+    ) -> Result<Index, ControllerError> {
+        let local = self.controller.borrow().clone();
+        if let Some(controller) = local {
+            return controller.request(request).await;
+        }
+        let (reply, answer) = oneshot::channel();
+        self.context
+            .deliver(
+                controller_partition(),
+                Box::new(ControllerCall { request, reply }),
+            )
+            .await;
+        answer.await.unwrap_or_else(|_| {
+            Err(ControllerError::Stopped(
+                "the controller's shard stopped".into(),
+            ))
+        })
+    }
+
+    /// [`ShardReplication::host`] on the partition's owning shard, wherever that is.
+    pub async fn host_anywhere(
+        &self,
+        partition: PartitionId,
+        voters: Vec<NodeId>,
+    ) -> Result<(), String> {
+        self.call_owner(partition, Some(voters)).await
+    }
+
+    /// Stops this broker's replica of `partition` on its owning shard.
+    pub async fn unhost_anywhere(&self, partition: PartitionId) {
+        let _ = self.call_owner(partition, None).await;
+    }
+
+    async fn call_owner(
+        &self,
+        partition: PartitionId,
+        voters: Option<Vec<NodeId>>,
+    ) -> Result<(), String> {
+        let (reply, answer) = oneshot::channel();
+        let call = HostCall { voters, reply };
+        if self.context.owner_of(&partition) == self.context.shard_id() {
+            self.on_delivery(partition, Box::new(call));
+        } else {
+            self.context.deliver(partition, Box::new(call)).await;
+        }
+        answer
+            .await
+            .unwrap_or_else(|_| Err("the owning shard stopped".into()))
+    }
+
+    /// Stops this broker's replica of `partition` (its topic was deleted).
+    fn unhost(&self, partition: &PartitionId) {
+        if let Some(replica) = self.replicas.borrow_mut().remove(partition) {
+            self.context.unregister_replicated(partition);
+            replica.stop("the partition's topic was deleted");
+        }
     }
 
     /// One tick of every replica; notes who leads what, and (`report`) tells the other
@@ -306,8 +518,11 @@ impl ShardReplication {
         self.replicas.borrow().get(partition).cloned()
     }
 
-    /// Stops every replica and the transport (the shard is shutting down).
+    /// Stops every replica, the controller and the transport (the shard is shutting down).
     async fn stop(&self) {
+        if let Some(controller) = self.controller.borrow_mut().take() {
+            controller.stop("the broker is shutting down");
+        }
         let replicas: Vec<(PartitionId, PartitionReplica)> =
             self.replicas.borrow_mut().drain().collect();
         for (partition, replica) in replicas {
@@ -315,18 +530,6 @@ impl ShardReplication {
             replica.stop("the shard is shutting down");
         }
         self.transport.close().await;
-    }
-}
-
-fn deliver_locally(
-    replicas: &RefCell<HashMap<PartitionId, PartitionReplica>>,
-    partition: &PartitionId,
-    (from, message, payload): Delivered,
-) {
-    // Not hosted (yet, or any more): dropped like a lost message; the sender retries.
-    let replica = replicas.borrow().get(partition).cloned();
-    if let Some(replica) = replica {
-        replica.receive(from, message, payload);
     }
 }
 

@@ -12,6 +12,7 @@ mod cluster;
 mod consume;
 mod dump_log;
 mod group;
+mod membership;
 mod metrics;
 mod partitioner;
 mod produce;
@@ -39,7 +40,7 @@ enum Command {
     /// Run the broker: one shard per core, the Kafka listener on every shard. Embedded
     /// defaults; no configuration file needed. SIGINT/SIGTERM shuts down cleanly (a second one
     /// exits at once).
-    Serve(serve::Arguments),
+    Serve(Box<serve::Arguments>),
     /// Print the record batches of a partition directory or segment file, checking each CRC.
     /// Reads the files as they are: it never recovers or changes them.
     DumpLog(dump_log::Arguments),
@@ -60,7 +61,7 @@ enum Command {
 
 fn main() -> ExitCode {
     match Cli::parse().command {
-        Command::Serve(arguments) => serve::run(arguments),
+        Command::Serve(arguments) => serve::run(*arguments),
         Command::DumpLog(arguments) => dump_log::run(&arguments),
         Command::Topic(arguments) => topic::run(arguments),
         Command::Produce(arguments) => produce::run(arguments),

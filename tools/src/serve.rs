@@ -9,6 +9,7 @@
 //! not start (bad flags or config file, address in use, unwritable data directory, …); 130 on
 //! a second signal.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -25,6 +26,7 @@ use net::metrics::MetricsRegistry;
 use net::server::ShardSetup;
 use serde::Deserialize;
 
+use crate::membership::{self, ClusterStart, Membership};
 use crate::metrics;
 
 /// Where metrics are served unless told otherwise (the design's command-line contract).
@@ -100,6 +102,63 @@ pub struct Arguments {
     /// produce latency (Kafka's log.cleaner.io.max.bytes.per.second) [default: unlimited].
     #[arg(long, value_name = "BYTES")]
     log_cleaner_io_max_bytes_per_second: Option<u64>,
+    /// This broker's id in a cluster (with --peers).
+    #[arg(long, value_name = "N")]
+    node_id: Option<u64>,
+    /// Every broker of the cluster as ID@HOST:PORT (their inter-broker addresses), this one
+    /// included, e.g. `1@127.0.0.1:9192,2@127.0.0.1:9193,3@127.0.0.1:9194`; the same list on
+    /// every broker. Without it the broker runs alone.
+    #[arg(long, value_name = "ID@HOST:PORT,...")]
+    peers: Option<String>,
+    /// The inter-broker listener [default: this broker's address in --peers].
+    #[arg(long, value_name = "HOST:PORT")]
+    rpc_listen: Option<SocketAddr>,
+    /// Replicas of each partition of an auto-created topic (and of CreateTopics with -1)
+    /// [default: 3, or the number of brokers if fewer].
+    #[arg(long, value_name = "N")]
+    default_replication_factor: Option<u16>,
+}
+
+/// How this broker takes part in a cluster.
+#[derive(Debug, Clone)]
+pub struct ClusterSettings {
+    pub node_id: u64,
+    pub peers: BTreeMap<u64, SocketAddr>,
+    pub rpc_listen: SocketAddr,
+    pub default_replication_factor: u16,
+}
+
+/// The most brokers a cluster may have for now: every broker is a controller voter (brokers
+/// that only follow the metadata log are not built yet).
+const CLUSTER_BROKERS_MAX: usize = 3;
+
+/// Parses `--peers`: `ID@HOST:PORT` entries separated by commas, each id once.
+fn parse_peers(peers: &str) -> Result<BTreeMap<u64, SocketAddr>, String> {
+    let mut parsed = BTreeMap::new();
+    for entry in peers
+        .split(',')
+        .map(str::trim)
+        .filter(|entry| !entry.is_empty())
+    {
+        let (id, address) = entry
+            .split_once('@')
+            .ok_or_else(|| format!("--peers {entry}: expected ID@HOST:PORT"))?;
+        let id: u64 = id
+            .parse()
+            .ok()
+            .filter(|id| *id > 0 && *id <= i32::MAX as u64)
+            .ok_or_else(|| format!("--peers {entry}: '{id}' is not a node id (1 or more)"))?;
+        let address: SocketAddr = address
+            .parse()
+            .map_err(|_| format!("--peers {entry}: '{address}' is not HOST:PORT"))?;
+        if parsed.insert(id, address).is_some() {
+            return Err(format!("--peers names node {id} twice"));
+        }
+    }
+    if parsed.is_empty() {
+        return Err("--peers names no broker".into());
+    }
+    Ok(parsed)
 }
 
 /// Every setting resolved: flags over file over defaults.
@@ -117,6 +176,8 @@ struct Settings {
     groups: GroupsConfig,
     /// `None`: the runtime's default.
     cleaner_check_interval: Option<Duration>,
+    /// `None`: the broker runs alone.
+    cluster: Option<ClusterSettings>,
 }
 
 impl Arguments {
@@ -188,7 +249,45 @@ impl Arguments {
             Some(0) => return Err("--log-cleaner-interval-ms must be at least 1".into()),
             interval_ms => interval_ms.map(Duration::from_millis),
         };
+        let cluster = match (self.node_id.or(file.node_id), self.peers.or(file.peers)) {
+            (None, None) => None,
+            (Some(_), None) => return Err("--node-id needs --peers (the cluster's brokers)".into()),
+            (None, Some(_)) => return Err("--peers needs --node-id (this broker's id)".into()),
+            (Some(node_id), Some(peers)) => {
+                let peers = parse_peers(&peers)?;
+                let Some(own) = peers.get(&node_id).copied() else {
+                    return Err(format!(
+                        "--peers does not name this broker (--node-id {node_id})"
+                    ));
+                };
+                if peers.len() > CLUSTER_BROKERS_MAX {
+                    return Err(format!(
+                        "--peers names {} brokers; a cluster has at most {CLUSTER_BROKERS_MAX} \
+                         for now (every broker is a controller voter)",
+                        peers.len()
+                    ));
+                }
+                let brokers = peers.len() as u16;
+                let default_replication_factor = self
+                    .default_replication_factor
+                    .or(file.default_replication_factor)
+                    .unwrap_or(brokers.min(3));
+                if default_replication_factor == 0 || default_replication_factor > brokers {
+                    return Err(format!(
+                        "--default-replication-factor must be between 1 and {brokers} (the \
+                         brokers in --peers)"
+                    ));
+                }
+                Some(ClusterSettings {
+                    node_id,
+                    rpc_listen: self.rpc_listen.or(file.rpc_listen).unwrap_or(own),
+                    peers,
+                    default_replication_factor,
+                })
+            }
+        };
         Ok(Settings {
+            cluster,
             listen: self
                 .listen
                 .or(file.listen)
@@ -358,7 +457,10 @@ pub fn run(arguments: Arguments) -> ExitCode {
         settings.log.clone(),
     ));
     let broker_config = BrokerConfig {
-        node_id: 0,
+        node_id: settings
+            .cluster
+            .as_ref()
+            .map_or(0, |cluster| cluster.node_id as i32),
         advertised_host,
         advertised_port,
         cluster_id: "ferrite".into(),
@@ -377,17 +479,55 @@ pub fn run(arguments: Arguments) -> ExitCode {
         metrics_snapshot_interval: Duration::from_secs(1),
         listen,
         connection: ConnectionConfig::default(),
-        cluster: None,
     };
+    // The inter-broker listener, held like the Kafka one until every shard has bound it.
+    let rpc_reservation = match &settings.cluster {
+        Some(cluster) => match ListenReservation::new(cluster.rpc_listen) {
+            Ok(reservation) => Some(reservation),
+            Err(error) => {
+                eprintln!(
+                    "ferrite serve: cannot listen on {} (--rpc-listen): {error}",
+                    cluster.rpc_listen
+                );
+                return ExitCode::from(2);
+            }
+        },
+        None => None,
+    };
+    let cluster_start = settings.cluster.clone().map(|cluster| ClusterStart {
+        membership: Membership::new(cluster),
+        catalog: setup.catalog.clone(),
+        data_dir: settings.data_dir.clone(),
+        kafka_host: setup.broker.advertised_host.clone(),
+        kafka_port: u16::try_from(setup.broker.advertised_port).unwrap_or(0),
+        shard_count: cores as u32,
+        incarnation: incarnation(),
+        broker_log_config: settings.log.clone(),
+    });
     let runtime = match Runtime::start(config, move |context| {
         let bound = bound.clone();
-        net::server::serve_shard(context, setup.clone(), move |result| {
-            if let Err(error) = result {
-                eprintln!("ferrite serve: cannot listen on {listen}: {error}");
-                std::process::exit(2);
-            }
-            let _ = bound.send(());
-        })
+        let setup = setup.clone();
+        let cluster_start = cluster_start.clone();
+        async move {
+            let cluster = match &cluster_start {
+                Some(start) => match membership::start_shard(&context, start).await {
+                    Ok(view) => Some(view),
+                    Err(message) => {
+                        eprintln!("ferrite serve: {message}");
+                        std::process::exit(2);
+                    }
+                },
+                None => None,
+            };
+            net::server::serve_shard(context, setup, cluster, move |result| {
+                if let Err(error) = result {
+                    eprintln!("ferrite serve: cannot listen on {listen}: {error}");
+                    std::process::exit(2);
+                }
+                let _ = bound.send(());
+            })
+            .await
+        }
     }) {
         Ok(runtime) => runtime,
         Err(error) => {
@@ -402,6 +542,7 @@ pub fn run(arguments: Arguments) -> ExitCode {
         }
     }
     drop(reservation);
+    drop(rpc_reservation);
     if let Err(error) = runtime.shutdown_handle().install_signal_handlers() {
         eprintln!("ferrite serve: {error}");
         return ExitCode::from(2);
@@ -424,6 +565,15 @@ pub fn run(arguments: Arguments) -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+/// A number different at every start of the process: the controller tells a restarted broker
+/// from a repeated registration by it.
+fn incarnation() -> u64 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| since.as_nanos() as u64);
+    nanos ^ (u64::from(std::process::id()) << 48)
 }
 
 /// glommio registers 10 MiB of I/O memory per shard when the memlock limit allows; raise the
@@ -461,6 +611,58 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_cluster_is_named_by_node_id_and_peers_and_checked() {
+        let cluster = |node_id: Option<u64>, peers: Option<&str>, factor: Option<u16>| {
+            Arguments {
+                node_id,
+                peers: peers.map(str::to_owned),
+                default_replication_factor: factor,
+                ..Arguments::default()
+            }
+            .resolve()
+            .map(|settings| settings.cluster)
+        };
+        let three = "1@127.0.0.1:9192, 2@127.0.0.1:9193,3@127.0.0.1:9194";
+        let settings = cluster(Some(2), Some(three), None).unwrap().unwrap();
+        assert_eq!(settings.node_id, 2);
+        assert_eq!(settings.peers.len(), 3);
+        assert_eq!(settings.rpc_listen, "127.0.0.1:9193".parse::<SocketAddr>().unwrap());
+        assert_eq!(settings.default_replication_factor, 3);
+        let alone = cluster(Some(1), Some("1@127.0.0.1:9192"), None)
+            .unwrap()
+            .unwrap();
+        assert_eq!(alone.default_replication_factor, 1);
+        assert!(
+            cluster(None, None, None).unwrap().is_none(),
+            "a broker alone"
+        );
+        for (node_id, peers, factor, wanted) in [
+            (Some(1), None, None, "needs --peers"),
+            (None, Some(three), None, "needs --node-id"),
+            (Some(4), Some(three), None, "does not name this broker"),
+            (Some(1), Some("1@127.0.0.1:1,1@127.0.0.1:2"), None, "twice"),
+            (
+                Some(1),
+                Some("1:127.0.0.1:1"),
+                None,
+                "expected ID@HOST:PORT",
+            ),
+            (Some(1), Some("0@127.0.0.1:1"), None, "not a node id"),
+            (Some(1), Some("1@nowhere"), None, "not HOST:PORT"),
+            (Some(1), Some(three), Some(4), "between 1 and 3"),
+            (
+                Some(1),
+                Some("1@127.0.0.1:1,2@127.0.0.1:2,3@127.0.0.1:3,4@127.0.0.1:4"),
+                None,
+                "at most 3",
+            ),
+        ] {
+            let error = cluster(node_id, peers, factor).unwrap_err();
+            assert!(error.contains(wanted), "{error} (wanted {wanted:?})");
+        }
+    }
+
+    #[test]
     fn flags_win_over_the_file_which_wins_over_defaults() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("ferrite.toml");
@@ -475,7 +677,7 @@ mod tests {
             ..Arguments::default()
         };
         let settings = arguments.resolve().unwrap();
-        assert_eq!(settings.listen, "127.0.0.1:9000".parse().unwrap());
+        assert_eq!(settings.listen, "127.0.0.1:9000".parse::<SocketAddr>().unwrap());
         assert_eq!(settings.default_partitions, 6, "the flag wins");
         assert!(!settings.auto_create_topics, "from the file");
         assert_eq!(

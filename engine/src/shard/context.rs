@@ -690,7 +690,9 @@ impl ShardContext {
                 let name = entry.file_name().into_string().ok()?;
                 let (topic, partition) = name.rsplit_once('-')?;
                 let partition = PartitionId::new(topic, partition.parse().ok()?);
-                (partition.directory_name() == name).then_some(partition)
+                (partition.directory_name() == name
+                    && partition.topic != crate::catalog::CLUSTER_METADATA_TOPIC)
+                    .then_some(partition)
             })
             .filter(|partition| self.owner_of(partition) == self.state.shard_id)
             .collect();

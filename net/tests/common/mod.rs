@@ -126,11 +126,10 @@ fn start_runtime(
         metrics_snapshot_interval: std::time::Duration::from_millis(50),
         listen: address,
         connection: ConnectionConfig::default(),
-        cluster: None,
     };
     let runtime = Runtime::start(config, move |context| {
         let bound = bound.clone();
-        net::server::serve_shard(context, setup.clone(), move |result| {
+        net::server::serve_shard(context, setup.clone(), None, move |result| {
             result.unwrap();
             bound.send(()).unwrap();
         })

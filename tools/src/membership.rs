@@ -1,0 +1,428 @@
+//! `ferrite serve` as one broker of several: what the broker's shards share about the cluster
+//! (the metadata image the controller applied, who leads each partition), the view of it the
+//! Kafka handlers use ([`net::cluster::ClusterView`]), and the task that keeps this broker in
+//! step with the metadata log: its catalog mirrors the log's topics (ids and configs included)
+//! and its shards run a replica of every partition the log places on this broker.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::rc::Rc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use engine::catalog::{is_internal_topic, Catalog, CatalogError};
+use engine::shard::{PartitionId, ShardContext};
+use ferrite_replication::controller::{
+    Controller, ControllerConfig, ControllerError, ControllerRequest, METADATA_TOPIC,
+};
+use ferrite_replication::metadata::{BrokerRegistration, MetadataImage, PlanError};
+use ferrite_replication::shard::{LeaderTable, ReplicationConfig, ShardReplication};
+use ferrite_replication::NodeId;
+use futures::future::LocalBoxFuture;
+use kafka_protocol::ResponseError;
+use net::cluster::{ClusterBroker, ClusterError, ClusterView, PartitionPlacement};
+
+use crate::serve::ClusterSettings;
+
+/// Brokers of another cluster are refused on the inter-broker listener.
+const CLUSTER_ID: &str = "ferrite";
+/// How often the controller's shard looks for newly applied metadata.
+const SYNC_INTERVAL: Duration = Duration::from_millis(20);
+/// How long a topic change may take to reach this broker's catalog once committed.
+const CATALOG_WAIT: Duration = Duration::from_secs(30);
+
+/// What every shard of the broker shares about the cluster.
+pub struct Membership {
+    pub settings: ClusterSettings,
+    /// The metadata as last applied by this broker's controller.
+    image: RwLock<Arc<MetadataImage>>,
+    pub leaders: Arc<LeaderTable>,
+    /// The node whose controller leads (0: unknown).
+    controller_leader: AtomicU64,
+}
+
+impl Membership {
+    pub fn new(settings: ClusterSettings) -> Arc<Membership> {
+        Arc::new(Membership {
+            settings,
+            image: RwLock::new(Arc::new(MetadataImage::default())),
+            leaders: Arc::new(LeaderTable::default()),
+            controller_leader: AtomicU64::new(0),
+        })
+    }
+
+    fn image(&self) -> Arc<MetadataImage> {
+        self.image
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+}
+
+/// One shard's [`ClusterView`].
+pub struct ShardClusterView {
+    pub membership: Arc<Membership>,
+    pub replication: Rc<ShardReplication>,
+    pub catalog: Arc<Catalog>,
+}
+
+fn node(id: NodeId) -> i32 {
+    i32::try_from(id).unwrap_or(i32::MAX)
+}
+
+/// The Kafka error code a client gets for a controller's answer.
+fn refused(error: ControllerError) -> ClusterError {
+    let code = match &error {
+        ControllerError::Refused(plan) => match plan {
+            PlanError::TopicAlreadyExists(_) => ResponseError::TopicAlreadyExists,
+            PlanError::UnknownTopic(_) | PlanError::UnknownPartition { .. } => {
+                ResponseError::UnknownTopicOrPartition
+            }
+            PlanError::InvalidTopic(_) | PlanError::TopicIdInUse(_) => {
+                ResponseError::InvalidTopicException
+            }
+            PlanError::InvalidPartitions(_) => ResponseError::InvalidPartitions,
+            PlanError::InvalidReplicationFactor { .. } => ResponseError::InvalidReplicationFactor,
+            PlanError::InvalidReplicaAssignment(_) => ResponseError::InvalidReplicaAssignment,
+            PlanError::InvalidConfig(_) => ResponseError::InvalidConfig,
+        },
+        ControllerError::Timeout(_) => ResponseError::RequestTimedOut,
+        ControllerError::Failed(_) | ControllerError::Stopped(_) | ControllerError::NotAVoter => {
+            ResponseError::NotController
+        }
+    }
+    .code();
+    ClusterError {
+        code,
+        message: error.to_string(),
+    }
+}
+
+impl ShardClusterView {
+    /// Sends `request` to the controller and waits until this broker's catalog shows its
+    /// effect (`done`).
+    fn change(
+        &self,
+        request: ControllerRequest,
+        done: impl Fn(&Catalog) -> bool + 'static,
+    ) -> LocalBoxFuture<'static, Result<(), ClusterError>> {
+        let replication = self.replication.clone();
+        let catalog = self.catalog.clone();
+        Box::pin(async move {
+            replication.ask_controller(request).await.map_err(refused)?;
+            let deadline = std::time::Instant::now() + CATALOG_WAIT;
+            while !done(&catalog) {
+                if std::time::Instant::now() > deadline {
+                    return Err(ClusterError {
+                        code: ResponseError::RequestTimedOut.code(),
+                        message: "the change was committed but has not reached this broker yet"
+                            .into(),
+                    });
+                }
+                glommio::timer::sleep(SYNC_INTERVAL).await;
+            }
+            Ok(())
+        })
+    }
+}
+
+impl ClusterView for ShardClusterView {
+    fn brokers(&self) -> Vec<ClusterBroker> {
+        self.membership
+            .image()
+            .live_brokers()
+            .map(|broker| ClusterBroker {
+                node_id: node(broker.node_id),
+                host: broker.kafka_host.clone(),
+                port: i32::from(broker.kafka_port),
+            })
+            .collect()
+    }
+
+    fn controller_id(&self) -> Option<i32> {
+        match self.membership.controller_leader.load(Ordering::Relaxed) {
+            0 => None,
+            leader => Some(node(leader)),
+        }
+    }
+
+    fn placement(&self, topic: &str, partition: u32) -> Option<PartitionPlacement> {
+        if is_internal_topic(topic) {
+            // The consumer-offsets topic is each broker's own (groups are coordinated by one
+            // broker, unreplicated, for now).
+            let own = node(self.membership.settings.node_id);
+            return Some(PartitionPlacement {
+                leader: Some(own),
+                leader_epoch: 0,
+                replicas: vec![own],
+                in_sync: vec![own],
+            });
+        }
+        let image = self.membership.image();
+        let replicas: Vec<i32> = image
+            .topic(topic)?
+            .replicas(partition)?
+            .iter()
+            .map(|replica| node(replica.node_id))
+            .collect();
+        let leader = self
+            .membership
+            .leaders
+            .leader(&PartitionId::new(topic, partition));
+        Some(PartitionPlacement {
+            leader: leader.map(|(leader, _)| node(leader)),
+            leader_epoch: leader.map_or(0, |(_, term)| i32::try_from(term).unwrap_or(i32::MAX)),
+            in_sync: replicas.clone(),
+            replicas,
+        })
+    }
+
+    fn group_coordinator(&self) -> ClusterBroker {
+        // The lowest-numbered broker coordinates every group (its offsets are not replicated
+        // yet).
+        let image = self.membership.image();
+        let lowest = image
+            .brokers()
+            .map(|broker| &broker.registration)
+            .min_by_key(|registration| registration.node_id);
+        match lowest {
+            Some(broker) => ClusterBroker {
+                node_id: node(broker.node_id),
+                host: broker.kafka_host.clone(),
+                port: i32::from(broker.kafka_port),
+            },
+            None => ClusterBroker {
+                node_id: -1,
+                host: String::new(),
+                port: -1,
+            },
+        }
+    }
+
+    fn create_topic(
+        &self,
+        name: String,
+        partitions: u32,
+        replication_factor: Option<u16>,
+        configs: BTreeMap<String, String>,
+    ) -> LocalBoxFuture<'static, Result<(), ClusterError>> {
+        let replication_factor =
+            replication_factor.unwrap_or(self.membership.settings.default_replication_factor);
+        let request = ControllerRequest::CreateTopic {
+            name: name.clone(),
+            partitions: i32::try_from(partitions).unwrap_or(i32::MAX),
+            replication_factor: i16::try_from(replication_factor).unwrap_or(i16::MAX),
+            configs: configs.into_iter().collect(),
+        };
+        self.change(request, move |catalog| {
+            catalog.topics().get(&name).is_some()
+        })
+    }
+
+    fn delete_topic(&self, name: String) -> LocalBoxFuture<'static, Result<(), ClusterError>> {
+        let request = ControllerRequest::DeleteTopic { name: name.clone() };
+        self.change(request, move |catalog| {
+            catalog.topics().get(&name).is_none()
+        })
+    }
+}
+
+/// Keeps this broker in step with the metadata log, on the controller's shard, until shutdown:
+/// publishes each newly applied image to the shards, mirrors its topics into the catalog, and
+/// has the owning shards run this broker's replicas of its partitions.
+pub async fn follow_metadata(
+    context: ShardContext,
+    membership: Arc<Membership>,
+    controller: Controller,
+    replication: Rc<ShardReplication>,
+    catalog: Arc<Catalog>,
+) {
+    let mut applied = 0;
+    let mut hosted: BTreeSet<PartitionId> = BTreeSet::new();
+    while !context.is_shutting_down() {
+        let leader = controller.leader().unwrap_or(0);
+        membership
+            .controller_leader
+            .store(leader, Ordering::Relaxed);
+        if controller.applied_index() != applied {
+            applied = controller.applied_index();
+            let image = Arc::new(controller.image().borrow().clone());
+            *membership
+                .image
+                .write()
+                .unwrap_or_else(|poisoned| poisoned.into_inner()) = image.clone();
+            if let Err(error) = mirror(
+                &context,
+                &membership,
+                &image,
+                &replication,
+                &catalog,
+                &mut hosted,
+            )
+            .await
+            {
+                eprintln!("ferrite: applying the metadata log: {error}");
+            }
+        }
+        let shutdown = std::pin::pin!(context.shutdown_requested());
+        let pause = std::pin::pin!(glommio::timer::sleep(SYNC_INTERVAL));
+        futures::future::select(shutdown, pause).await;
+    }
+}
+
+/// Makes the catalog and the hosted replicas match `image`.
+async fn mirror(
+    context: &ShardContext,
+    membership: &Membership,
+    image: &MetadataImage,
+    replication: &Rc<ShardReplication>,
+    catalog: &Catalog,
+    hosted: &mut BTreeSet<PartitionId>,
+) -> Result<(), String> {
+    let node_id = membership.settings.node_id;
+    for (name, topic) in image.topics() {
+        let existing = catalog.topics().get(name).cloned();
+        match existing {
+            Some(existing) if existing.id == topic.id => {}
+            Some(_) => {
+                // Deleted and created again under the same name while this broker was away.
+                remove_topic(context, replication, catalog, membership, name, hosted).await?;
+                create_topic(catalog, name, topic)?;
+            }
+            None => create_topic(catalog, name, topic)?,
+        }
+        for (partition, replicas) in topic.partitions.iter().enumerate() {
+            let partition = PartitionId::new(name, partition as u32);
+            let voters: Vec<NodeId> = replicas.iter().map(|replica| replica.node_id).collect();
+            if voters.contains(&node_id) && !hosted.contains(&partition) {
+                replication
+                    .host_anywhere(partition.clone(), voters)
+                    .await
+                    .map_err(|error| format!("hosting {partition:?}: {error}"))?;
+                hosted.insert(partition);
+            }
+        }
+    }
+    let gone: Vec<String> = catalog
+        .topics()
+        .iter()
+        .map(|topic| topic.name.clone())
+        .filter(|name| !is_internal_topic(name) && image.topic(name).is_none())
+        .collect();
+    for name in gone {
+        remove_topic(context, replication, catalog, membership, &name, hosted).await?;
+    }
+    Ok(())
+}
+
+fn create_topic(
+    catalog: &Catalog,
+    name: &str,
+    topic: &ferrite_replication::metadata::TopicImage,
+) -> Result<(), String> {
+    match catalog.create_topic_as(
+        name,
+        topic.id,
+        topic.partitions.len() as i64,
+        topic.configs.clone(),
+        false,
+    ) {
+        Ok(_) | Err(CatalogError::TopicExists(_)) => Ok(()),
+        Err(error) => Err(format!("creating topic '{name}': {error}")),
+    }
+}
+
+async fn remove_topic(
+    context: &ShardContext,
+    replication: &Rc<ShardReplication>,
+    catalog: &Catalog,
+    membership: &Membership,
+    name: &str,
+    hosted: &mut BTreeSet<PartitionId>,
+) -> Result<(), String> {
+    let topic = match catalog.delete_topic(name) {
+        Ok(topic) => topic,
+        Err(CatalogError::UnknownTopic(_)) => return Ok(()),
+        Err(error) => return Err(format!("deleting topic '{name}': {error}")),
+    };
+    for partition in 0..topic.partitions {
+        let partition = PartitionId::new(name, partition);
+        replication.unhost_anywhere(partition.clone()).await;
+        hosted.remove(&partition);
+        context
+            .remove_partition(partition.clone())
+            .await
+            .map_err(|error| format!("removing {partition:?}: {error}"))?;
+    }
+    membership.leaders.forget_topic(name);
+    Ok(())
+}
+
+/// What each shard needs to join the cluster (cloned to every shard).
+#[derive(Clone)]
+pub struct ClusterStart {
+    pub membership: Arc<Membership>,
+    pub catalog: Arc<Catalog>,
+    pub data_dir: std::path::PathBuf,
+    /// Where clients reach this broker, as it registers.
+    pub kafka_host: String,
+    pub kafka_port: u16,
+    pub shard_count: u32,
+    /// Different at every start of the process (the controller tells restarts apart by it).
+    pub incarnation: u64,
+    pub broker_log_config: engine::LogConfig,
+}
+
+/// Joins the cluster on this shard: starts its replication (transport, replicas, clock) and,
+/// on the metadata partition's shard, the broker's controller and the task that follows the
+/// metadata log. Returns the shard's view of the cluster for the Kafka handlers.
+pub async fn start_shard(
+    context: &ShardContext,
+    start: &ClusterStart,
+) -> Result<Rc<dyn ClusterView>, String> {
+    let settings = &start.membership.settings;
+    let config = ReplicationConfig::new(
+        CLUSTER_ID,
+        settings.node_id,
+        settings.rpc_listen,
+        settings.peers.clone(),
+    );
+    let replication =
+        ShardReplication::start(context.clone(), config, start.membership.leaders.clone())
+            .map_err(|error| format!("cannot start the inter-broker listener: {error}"))?;
+    let metadata_partition = PartitionId::new(METADATA_TOPIC, 0);
+    if context.owner_of(&metadata_partition) == context.shard_id() {
+        let registration = BrokerRegistration {
+            node_id: settings.node_id,
+            incarnation: start.incarnation,
+            kafka_host: start.kafka_host.clone(),
+            kafka_port: start.kafka_port,
+            rpc_address: settings.rpc_listen.to_string(),
+            shard_count: start.shard_count,
+        };
+        let mut config = ControllerConfig::new(
+            registration,
+            settings.peers.keys().copied(),
+            start.data_dir.clone(),
+            start.incarnation,
+        );
+        config.broker_log_config = start.broker_log_config.clone();
+        let controller = Controller::open(config, replication.controller_outbox())
+            .await
+            .map_err(|error| format!("cannot start the controller: {error}"))?;
+        replication.attach_controller(controller.clone());
+        glommio::spawn_local(follow_metadata(
+            context.clone(),
+            start.membership.clone(),
+            controller,
+            replication.clone(),
+            start.catalog.clone(),
+        ))
+        .detach();
+    }
+    Ok(Rc::new(ShardClusterView {
+        membership: start.membership.clone(),
+        replication,
+        catalog: start.catalog.clone(),
+    }))
+}
