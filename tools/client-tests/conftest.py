@@ -190,6 +190,9 @@ def pytest_runtest_makereport(item, call):
     instance = getattr(item, "ferrite_broker", None)
     if instance is not None:
         report.sections.append((f"ferrite stderr ({report.when})", instance.stderr_tail()))
+    # A cluster's brokers (node id -> Broker), when the test started several.
+    for node, instance in sorted(getattr(item, "ferrite_brokers", {}).items()):
+        report.sections.append((f"broker {node} stderr ({report.when})", instance.stderr_tail()))
     # Client processes a test started (each with a name and a stderr_tail()), e.g. group members.
     for client in getattr(item, "ferrite_clients", []):
         report.sections.append((f"{client.name} stderr ({report.when})", client.stderr_tail()))

@@ -1,0 +1,642 @@
+"""A 3-broker cluster of real `ferrite serve` processes under faults, seen through real
+clients: kcat lists the brokers and the partition leaders; an idempotent acks=all producer
+keeps writing while leaders are killed with SIGKILL, frozen with SIGSTOP past the election
+timeout and restarted, and a checker then proves that nothing it was told is stored was lost,
+duplicated, reordered or moved to another offset; kafka-python follows a leader change by
+itself.
+
+How long each failover took (from the fault to the first acknowledgement of a message sent
+after it to a partition the faulty broker led) is printed on the terminal: it is what a user of
+the cluster waits when a broker dies.
+"""
+
+import re
+import signal
+import socket
+import subprocess
+import threading
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+
+import confluent_kafka
+import confluent_kafka.admin
+import kafka
+import pytest
+
+from conftest import FERRITE_BIN, STOP_DEADLINE_S, Broker
+from support import CLIENT_DEADLINE_S, topic_name, wait_until
+
+NODE_IDS = (1, 2, 3)
+PARTITIONS = 3
+REPLICATION_FACTOR = 3
+# How often the cluster is started afresh on new ports when one of them was taken between
+# choosing it and the broker binding it (another test run on the same machine).
+BIND_ATTEMPTS = 3
+# How long a broker stays frozen: well past the election timeout (~0.5-1 s), so the others
+# elect a new leader while it cannot even notice it was deposed.
+FROZEN_S = 3.0
+# Metadata requests go to one broker; a frozen or dying one must not hold a wait up for long.
+METADATA_TIMEOUT_S = 5.0
+# A failover is a few election timeouts plus the client noticing; this much is a hang.
+FAILOVER_DEADLINE_S = 20.0
+
+
+class Cluster:
+    """Three brokers (`--cores 1` each, own data directory) on loopback. Each can be stopped,
+    killed, frozen and restarted on the same ports and data directory."""
+
+    def __init__(self, tmp_path):
+        self.tmp_path = tmp_path
+        self.brokers = {}  # node id -> Broker
+        self.frozen = set()  # node ids stopped with SIGSTOP
+        self.rpc_ports = {}
+
+    def start(self):
+        """Starts all three on free ports, retrying on new ports when one was taken meanwhile."""
+        for attempt in range(1, BIND_ATTEMPTS + 1):
+            self.rpc_ports = dict(zip(NODE_IDS, _free_ports(len(NODE_IDS)), strict=True))
+            peers = ",".join(f"{node}@127.0.0.1:{port}" for node, port in self.rpc_ports.items())
+            self.brokers = {}
+            for node in NODE_IDS:
+                node_dir = self.tmp_path / f"attempt-{attempt}" / f"node-{node}"
+                node_dir.mkdir(parents=True)
+                self.brokers[node] = Broker(
+                    FERRITE_BIN,
+                    node_dir / "data",
+                    node_dir,
+                    cores=1,
+                    extra_args=[
+                        "--node-id",
+                        str(node),
+                        "--rpc-listen",
+                        f"127.0.0.1:{self.rpc_ports[node]}",
+                        "--peers",
+                        peers,
+                    ],
+                )
+            try:
+                for broker in self.brokers.values():
+                    broker.start()
+                return
+            except AssertionError:
+                taken = any("in use" in broker.stderr_tail() for broker in self.brokers.values())
+                self.shut_down(check_exit=False)
+                if not taken or attempt == BIND_ATTEMPTS:
+                    raise
+
+    def bootstrap(self, nodes=None):
+        """The Kafka addresses of `nodes` (default: every broker that is up and not frozen)."""
+        if nodes is None:
+            nodes = self.answering()
+        return ",".join(self.brokers[node].bootstrap for node in nodes)
+
+    def answering(self):
+        return [node for node, broker in self.brokers.items() if broker.running and node not in self.frozen]
+
+    def kill9(self, node):
+        broker = self.brokers[node]
+        broker.kill()
+        wait_until(
+            lambda: _refuses_connections(self.rpc_ports[node]), f"broker {node}'s inter-broker port to be free"
+        )
+
+    def restart(self, node):
+        """Starts a stopped or killed broker again on its ports and data directory."""
+        self.brokers[node].start()
+
+    def stop(self, node):
+        exit_code = self.brokers[node].stop()
+        assert exit_code == 0, f"broker {node} exited with {exit_code} after SIGTERM"
+
+    def sigstop(self, node):
+        self.brokers[node].process.send_signal(signal.SIGSTOP)
+        self.frozen.add(node)
+
+    def sigcont(self, node):
+        self.brokers[node].process.send_signal(signal.SIGCONT)
+        self.frozen.discard(node)
+
+    def metadata(self, topic=None, node=None):
+        """Metadata as one broker (`node`, or the first that answers) gives it, through a fresh
+        AdminClient bootstrapped from that broker alone, so the answer is that broker's."""
+        for asked in [node] if node is not None else self.answering():
+            admin = confluent_kafka.admin.AdminClient({"bootstrap.servers": self.bootstrap([asked])})
+            try:
+                return admin.list_topics(topic, timeout=METADATA_TIMEOUT_S)
+            except confluent_kafka.KafkaException:
+                if node is not None:
+                    raise
+        raise AssertionError(f"no broker answered a Metadata request (answering: {self.answering()})")
+
+    def leaders(self, topic):
+        """partition -> leader, once every partition has a leader that is up and not frozen
+        (a broker may name a dead leader for a moment after it died)."""
+
+        def current():
+            partitions = self.metadata(topic).topics[topic].partitions
+            leaders = {index: partition.leader for index, partition in partitions.items()}
+            if len(leaders) == PARTITIONS and all(leader in self.answering() for leader in leaders.values()):
+                return leaders
+            return None
+
+        return wait_until(current, f"every partition of {topic} to have a live leader")
+
+    def leader(self, topic, partition):
+        return self.leaders(topic)[partition]
+
+    def wait_all_listed(self):
+        """Waits until every broker that answers lists all three brokers."""
+        for node in self.answering():
+            wait_until(
+                lambda node=node: sorted(self.metadata(node=node).brokers) == list(NODE_IDS),
+                f"broker {node} to list brokers {list(NODE_IDS)}",
+            )
+
+    def shut_down(self, check_exit=True):
+        """Thaws the frozen brokers and stops all with SIGTERM at once (a broker alone may wait
+        for peers that are already gone, so none is stopped last on its own)."""
+        for node in list(self.frozen):
+            self.sigcont(node)
+        running = {node: broker for node, broker in self.brokers.items() if broker.running}
+        for broker in running.values():
+            broker.process.send_signal(signal.SIGTERM)
+        exit_codes = {}
+        for node, broker in running.items():
+            try:
+                exit_codes[node] = broker.process.wait(timeout=STOP_DEADLINE_S)
+            except subprocess.TimeoutExpired:
+                broker.kill()
+                exit_codes[node] = "no exit within the deadline"
+        if check_exit:
+            assert all(code == 0 for code in exit_codes.values()), (
+                f"brokers' exit codes after SIGTERM: {exit_codes}"
+            )
+
+
+def _free_ports(count):
+    """Ports the kernel had free a moment ago: bound together, so they differ, then released."""
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for each in sockets:
+            each.bind(("127.0.0.1", 0))
+        return [each.getsockname()[1] for each in sockets]
+    finally:
+        for each in sockets:
+            each.close()
+
+
+def _refuses_connections(port):
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+    except ConnectionRefusedError:
+        return True
+    return False
+
+
+@pytest.fixture
+def cluster(request, tmp_path):
+    """Three running brokers that list each other; all stopped with SIGTERM at the end, each
+    of which must exit 0."""
+    assert FERRITE_BIN, "FERRITE_BIN is not set: run the tests with tools/client-tests.sh"
+    instance = Cluster(tmp_path)
+    request.node.ferrite_brokers = instance.brokers
+    try:
+        instance.start()
+        request.node.ferrite_brokers = instance.brokers
+        instance.wait_all_listed()
+        yield instance
+    except BaseException:
+        instance.shut_down(check_exit=False)
+        raise
+    instance.shut_down()
+
+
+def created_topic(cluster, label):
+    """A new topic of PARTITIONS partitions with REPLICATION_FACTOR replicas each, once every
+    partition has a live leader."""
+    topic = topic_name(label)
+    admin = confluent_kafka.admin.AdminClient({"bootstrap.servers": cluster.bootstrap()})
+    futures = admin.create_topics(
+        [confluent_kafka.admin.NewTopic(topic, num_partitions=PARTITIONS, replication_factor=REPLICATION_FACTOR)],
+        operation_timeout=CLIENT_DEADLINE_S,
+    )
+    futures[topic].result(timeout=CLIENT_DEADLINE_S)
+    cluster.leaders(topic)
+    return topic
+
+
+def test_kcat_lists_three_brokers_and_the_leaders(cluster):
+    topic = created_topic(cluster, "listed")
+    node = NODE_IDS[0]
+    command = ["kcat", "-b", cluster.bootstrap([node]), "-L"]
+    completed = subprocess.run(command, capture_output=True, text=True, timeout=CLIENT_DEADLINE_S * 2, check=False)
+    assert completed.returncode == 0 and "ERROR" not in completed.stderr, (
+        f"{' '.join(command)} exited with {completed.returncode}; its stderr:\n{completed.stderr[-4000:]}"
+    )
+    listing = completed.stdout
+    brokers = dict(re.findall(r"^\s+broker (\d+) at (\S+)", listing, re.MULTILINE))
+    expected = {str(node): broker.bootstrap for node, broker in cluster.brokers.items()}
+    assert brokers == expected, f"kcat -L should list the three brokers {expected}:\n{listing}"
+    partitions = re.findall(
+        rf'topic "{topic}" with (\d+) partitions:((?:\n\s+partition .*)*)', listing
+    )
+    assert partitions and int(partitions[0][0]) == PARTITIONS, f"kcat -L should list {topic}:\n{listing}"
+    lines = re.findall(r"partition (\d+), leader (-?\d+), replicas: ([\d,]+), isrs: ([\d,]*)", partitions[0][1])
+    assert sorted(int(index) for index, *_ in lines) == list(range(PARTITIONS)), listing
+    for index, leader, replicas, _ in lines:
+        assert leader in expected, f"partition {index} of {topic} has leader {leader}, not a broker:\n{listing}"
+        assert sorted(replicas.split(",")) == sorted(expected), (
+            f"partition {index} of {topic} should have all three brokers as replicas:\n{listing}"
+        )
+
+
+@dataclass(frozen=True)
+class Read:
+    """One message as the checker read it."""
+
+    key: bytes
+    value: bytes
+
+
+class ContinuousProducer:
+    """An idempotent acks=all confluent-kafka producer writing numbered keyed messages at a
+    steady rate from its own thread until stopped; it remembers when each was sent and where
+    and when each was acknowledged."""
+
+    RATE_PER_S = 250
+    KEY_COUNT = 30
+    OUTSTANDING_MAX = 500
+
+    def __init__(self, bootstrap, topic):
+        self.topic = topic
+        self.lock = threading.Lock()
+        self.sent_at = []  # index -> monotonic time of produce()
+        self.acked = {}  # index -> (partition, offset, monotonic time of the acknowledgement)
+        self.failed = {}  # index -> error
+        self.fatal_errors = []
+        self.stopping = threading.Event()
+        self.left_unsettled = None
+        self.producer = confluent_kafka.Producer(
+            {
+                "bootstrap.servers": bootstrap,
+                "enable.idempotence": True,
+                "acks": "all",
+                "linger.ms": 5,
+                # Long enough to ride out every fault: a message the producer gives up on is a
+                # failure of the test, not of the fault.
+                "message.timeout.ms": int(CLIENT_DEADLINE_S * 3000),
+                # A frozen leader answers nothing, and the producer sends a partition nothing
+                # new until its requests in flight to the old leader are over: it should give
+                # up on them well before librdkafka's 60 s default (request.timeout.ms is only
+                # the broker's to enforce). Measured failovers include this wait.
+                "socket.timeout.ms": 3000,
+                "topic.metadata.refresh.interval.ms": 1000,
+                "reconnect.backoff.ms": 20,
+                "reconnect.backoff.max.ms": 250,
+                "error_cb": self._on_error,
+            }
+        )
+        self.thread = threading.Thread(target=self._run, name="producer", daemon=True)
+
+    @staticmethod
+    def message(index):
+        key = f"key-{index % ContinuousProducer.KEY_COUNT}".encode()
+        return key, f"cluster-{index:07d}-".encode() + b"x" * (index % 97)
+
+    @staticmethod
+    def index_of(value):
+        return int(value.split(b"-", 2)[1])
+
+    def _on_error(self, error):
+        if error.fatal():
+            self.fatal_errors.append(error)
+
+    def _on_delivery(self, error, message):
+        index = self.index_of(message.value())
+        with self.lock:
+            if error is None:
+                self.acked[index] = (message.partition(), message.offset(), time.monotonic())
+            else:
+                self.failed[index] = error
+
+    def _run(self):
+        started = time.monotonic()
+        while not self.stopping.is_set():
+            due = int((time.monotonic() - started) * self.RATE_PER_S)
+            with self.lock:
+                outstanding = len(self.sent_at) - len(self.acked) - len(self.failed)
+            while len(self.sent_at) < due and outstanding < self.OUTSTANDING_MAX:
+                index = len(self.sent_at)
+                key, value = self.message(index)
+                with self.lock:
+                    self.sent_at.append(time.monotonic())
+                self.producer.produce(self.topic, key=key, value=value, on_delivery=self._on_delivery)
+                outstanding += 1
+            self.producer.poll(1 / self.RATE_PER_S)
+        self.left_unsettled = self.producer.flush(CLIENT_DEADLINE_S * 2)
+
+    def start(self):
+        self.thread.start()
+
+    def stop(self):
+        self.stopping.set()
+        self.thread.join(CLIENT_DEADLINE_S * 3)
+        assert not self.thread.is_alive(), "the producer thread did not finish"
+        assert self.left_unsettled == 0, (
+            f"{self.left_unsettled} message(s) neither acknowledged nor failed: {self.outcome()}"
+        )
+
+    def outcome(self):
+        with self.lock:
+            return (
+                f"{len(self.sent_at)} sent, {len(self.acked)} acknowledged, {len(self.failed)} failed "
+                f"(first: {list(self.failed.items())[:3]}), fatal errors: {self.fatal_errors}"
+            )
+
+    def acked_count(self):
+        with self.lock:
+            return len(self.acked)
+
+    def wait_for_progress(self, count, what):
+        """Waits until `count` more messages than now are acknowledged."""
+        target = self.acked_count() + count
+        wait_until(lambda: self.acked_count() >= target, f"{count} more acknowledgements {what}")
+
+    def first_acks_after(self, moment):
+        """partition -> when the first message sent after `moment` to it was acknowledged."""
+        firsts = {}
+        with self.lock:
+            for index, (partition, _, acked_at) in self.acked.items():
+                if self.sent_at[index] >= moment and acked_at < firsts.get(partition, float("inf")):
+                    firsts[partition] = acked_at
+        return firsts
+
+
+def measured_failover(producer, fault_at, partitions, fault):
+    """Seconds from `fault_at` to the first acknowledgement of a message sent after it, for
+    each of `partitions` (those the faulty broker led), once all have one."""
+
+    def measured():
+        firsts = producer.first_acks_after(fault_at)
+        if all(partition in firsts for partition in partitions):
+            return {partition: firsts[partition] - fault_at for partition in partitions}
+        return None
+
+    return wait_until(
+        measured,
+        f"partitions {sorted(partitions)} to acknowledge again after {fault} ({producer.outcome()})",
+        deadline_s=FAILOVER_DEADLINE_S,
+    )
+
+
+def read_to_high_water_marks(cluster, topic):
+    """partition -> {offset: Read}: every message from the beginning of each partition up to
+    its high-water mark when the read began, fetched from the partitions' leaders."""
+    consumer = confluent_kafka.Consumer(
+        {
+            "bootstrap.servers": cluster.bootstrap(),
+            "group.id": "ferrite-cluster-checker",
+            "enable.auto.commit": False,
+            "enable.auto.offset.store": False,
+            "enable.partition.eof": True,
+            "fetch.wait.max.ms": 100,
+        }
+    )
+    try:
+        ends = {
+            partition: consumer.get_watermark_offsets(
+                confluent_kafka.TopicPartition(topic, partition), timeout=CLIENT_DEADLINE_S
+            )[1]
+            for partition in range(PARTITIONS)
+        }
+        consumer.assign(
+            [
+                confluent_kafka.TopicPartition(topic, partition, confluent_kafka.OFFSET_BEGINNING)
+                for partition in range(PARTITIONS)
+            ]
+        )
+        read = {partition: {} for partition in range(PARTITIONS)}
+        # Offsets the Raft core's own control batches take are never delivered, so a partition
+        # is read once a message at or past its last offset arrives, or once it is at its end.
+        done = {partition for partition, end in ends.items() if end == 0}
+        deadline = time.monotonic() + CLIENT_DEADLINE_S
+        while len(done) < PARTITIONS:
+            assert time.monotonic() < deadline, (
+                f"reading {topic}: partitions {sorted(set(range(PARTITIONS)) - done)} did not reach "
+                f"their high-water marks {ends} within {CLIENT_DEADLINE_S:.0f} s "
+                f"(read up to {[max(offsets, default=None) for offsets in read.values()]})"
+            )
+            message = consumer.poll(0.2)
+            if message is None:
+                continue
+            partition, offset = message.partition(), message.offset()
+            error = message.error()
+            if error is not None:
+                assert error.code() == confluent_kafka.KafkaError._PARTITION_EOF, f"consume error: {error}"
+                if offset >= ends[partition]:
+                    done.add(partition)
+                continue
+            if offset < ends[partition]:
+                assert offset not in read[partition], f"partition {partition}: offset {offset} delivered twice"
+                read[partition][offset] = Read(key=message.key(), value=message.value())
+            if offset >= ends[partition] - 1:
+                done.add(partition)
+        return read
+    finally:
+        consumer.close()
+
+
+def check_acknowledged(read, producer):
+    """Every acknowledged message exactly once, at the partition and offset it was acknowledged
+    at, with its key; in each partition the messages in the order they were sent."""
+    problems = []
+    places = defaultdict(list)  # index -> [(partition, offset)]
+    for partition, messages in read.items():
+        previous = None
+        for offset in sorted(messages):
+            message = messages[offset]
+            index = producer.index_of(message.value)
+            places[index].append((partition, offset))
+            if (message.key, message.value) != producer.message(index):
+                problems.append(f"partition {partition} offset {offset}: {message} was never sent")
+            if previous is not None and index <= previous:
+                problems.append(
+                    f"partition {partition} offset {offset}: message {index} after message {previous}"
+                )
+            previous = index
+    for index, found in places.items():
+        if len(found) > 1:
+            problems.append(f"message {index} is stored more than once: at {found}")
+    with producer.lock:
+        acked = dict(producer.acked)
+    for index, (partition, offset, _) in sorted(acked.items()):
+        if index not in places:
+            problems.append(f"message {index}, acknowledged at {partition}/{offset}, is missing")
+        elif places[index][0] != (partition, offset):
+            problems.append(f"message {index}, acknowledged at {partition}/{offset}, is at {places[index]}")
+    assert not problems, (
+        f"{len(problems)} problem(s) in {sum(map(len, read.values()))} message(s) read, "
+        f"{len(acked)} acknowledged:\n- " + "\n- ".join(problems[:30])
+    )
+
+
+def check_offsets_kept(earlier, later):
+    """Every offset read both times holds the same message both times."""
+    changed = [
+        (partition, offset, message, later[partition][offset])
+        for partition, messages in earlier.items()
+        for offset, message in messages.items()
+        if offset in later[partition] and later[partition][offset] != message
+    ]
+    assert not changed, f"{len(changed)} offset(s) now hold other data (partition, offset, was, is): {changed[:10]}"
+    lost = [
+        (partition, offset)
+        for partition, messages in earlier.items()
+        for offset in messages
+        if offset not in later[partition]
+    ]
+    assert not lost, f"{len(lost)} committed offset(s) read earlier are gone: {lost[:10]}"
+
+
+def test_idempotent_producer_through_kills_and_freezes(cluster, capsys):
+    topic = created_topic(cluster, "faults")
+    producer = ContinuousProducer(cluster.bootstrap(), topic)
+    producer.start()
+    failovers = []  # (fault, {partition: seconds})
+    try:
+        producer.wait_for_progress(300, "before the first fault")
+
+        # (a) kill -9 the leader of partition 0, then restart it.
+        victim = cluster.leader(topic, 0)
+        led = [partition for partition, leader in cluster.leaders(topic).items() if leader == victim]
+        fault = f"kill -9 of broker {victim} (leader of {led})"
+        fault_at = time.monotonic()
+        cluster.kill9(victim)
+        failovers.append((fault, measured_failover(producer, fault_at, led, fault)))
+        cluster.restart(victim)
+        cluster.wait_all_listed()
+        producer.wait_for_progress(200, f"after broker {victim} restarted")
+
+        middle = read_to_high_water_marks(cluster, topic)
+
+        # (b) SIGSTOP a leader past the election timeout, then SIGCONT it.
+        leaders = cluster.leaders(topic)
+        frozen = leaders[1]
+        led = [partition for partition, leader in leaders.items() if leader == frozen]
+        fault = f"SIGSTOP of broker {frozen} (leader of {led}) for {FROZEN_S:.0f} s"
+        fault_at = time.monotonic()
+        cluster.sigstop(frozen)
+        failovers.append((fault, measured_failover(producer, fault_at, led, fault)))
+        # The fault is the freeze itself: it lasts FROZEN_S whatever the others do meanwhile.
+        time.sleep(max(0.0, fault_at + FROZEN_S - time.monotonic()))
+        cluster.sigcont(frozen)
+        cluster.wait_all_listed()
+        producer.wait_for_progress(200, f"after broker {frozen} was thawed")
+
+        # (c) kill -9 another leader (not the first victim, when another leads), then restart it.
+        leaders = cluster.leaders(topic)
+        candidates = sorted(set(leaders.values()) - {victim}) or sorted(set(leaders.values()))
+        second = candidates[0]
+        led = [partition for partition, leader in leaders.items() if leader == second]
+        fault = f"kill -9 of broker {second} (leader of {led})"
+        fault_at = time.monotonic()
+        cluster.kill9(second)
+        failovers.append((fault, measured_failover(producer, fault_at, led, fault)))
+        cluster.restart(second)
+        cluster.wait_all_listed()
+        producer.wait_for_progress(200, f"after broker {second} restarted")
+    finally:
+        producer.stop()
+    with capsys.disabled():
+        print(f"\nfailover times ({producer.outcome()}):")
+        for fault, seconds in failovers:
+            per_partition = ", ".join(f"partition {p}: {s:.2f} s" for p, s in sorted(seconds.items()))
+            print(f"  {fault}: {per_partition}")
+
+    assert not producer.failed and not producer.fatal_errors, (
+        f"the idempotent producer gave up on messages: {producer.outcome()}"
+    )
+    final = read_to_high_water_marks(cluster, topic)
+    for partition, messages in final.items():
+        assert messages, f"partition {partition} got no messages: the keys should cover every partition"
+    check_acknowledged(final, producer)
+    check_offsets_kept(middle, final)
+
+
+def test_kafka_python_follows_a_leader_change(cluster, capsys):
+    topic = created_topic(cluster, "follow")
+    partition = 0
+    producer = kafka.KafkaProducer(
+        bootstrap_servers=cluster.bootstrap().split(","),
+        acks="all",
+        enable_idempotence=True,
+        request_timeout_ms=5000,
+        retry_backoff_ms=100,
+        reconnect_backoff_ms=20,
+        reconnect_backoff_max_ms=250,
+        linger_ms=5,
+        delivery_timeout_ms=int(CLIENT_DEADLINE_S * 3000),
+    )
+    futures = []  # (value, future)
+    acked_at = {}  # value -> monotonic time of the acknowledgement
+
+    def send(count, pause_s=0.0):
+        for _ in range(count):
+            value = f"follow-{len(futures):06d}".encode()
+            future = producer.send(topic, key=b"k", value=value, partition=partition)
+            future.add_callback(lambda _metadata, value=value: acked_at.setdefault(value, time.monotonic()))
+            futures.append((value, future))
+            time.sleep(pause_s)  # pacing the sends, not waiting for anything
+
+    try:
+        send(200)
+        producer.flush(CLIENT_DEADLINE_S)
+        victim = cluster.leader(topic, partition)
+        send(100)  # in flight while the leader dies
+        killed_at = time.monotonic()
+        sent_before_kill = len(futures)
+        cluster.kill9(victim)
+        send(300, pause_s=0.005)
+        producer.flush(CLIENT_DEADLINE_S * 2)
+    finally:
+        producer.close(timeout=CLIENT_DEADLINE_S)
+    assert all(future.is_done for _, future in futures), "sends neither succeeded nor failed after flush"
+    failed = [(value, future.exception) for value, future in futures if future.failed()]
+    stored = {value: future.value.offset for value, future in futures if future.succeeded()}
+    assert not failed, f"{len(failed)} of {len(futures)} send(s) failed across the leader change: {failed[:5]}"
+    new_leader = cluster.leader(topic, partition)
+    assert new_leader != victim, f"broker {victim} was killed, yet it leads partition {partition}"
+    after_kill = [acked_at[value] for value, _ in futures[sent_before_kill:]]
+    with capsys.disabled():
+        print(
+            f"\nkafka-python: partition {partition} moved from broker {victim} to {new_leader}; the first "
+            f"send after the kill was acknowledged {min(after_kill) - killed_at:.2f} s after it"
+        )
+
+    consumer = kafka.KafkaConsumer(
+        bootstrap_servers=cluster.bootstrap().split(","), enable_auto_commit=False, fetch_max_wait_ms=100
+    )
+    try:
+        topic_partition = kafka.TopicPartition(topic, partition)
+        consumer.assign([topic_partition])
+        consumer.seek_to_beginning(topic_partition)
+        end = consumer.end_offsets([topic_partition])[topic_partition]
+        read = defaultdict(list)  # value -> offsets
+        deadline = time.monotonic() + CLIENT_DEADLINE_S
+        while consumer.position(topic_partition) < end:
+            assert time.monotonic() < deadline, (
+                f"reading partition {partition} did not reach its end {end} within {CLIENT_DEADLINE_S:.0f} s"
+            )
+            for records in consumer.poll(timeout_ms=200).values():
+                for record in records:
+                    read[record.value].append(record.offset)
+    finally:
+        consumer.close()
+    duplicated = {value: offsets for value, offsets in read.items() if len(offsets) > 1}
+    assert not duplicated, f"{len(duplicated)} message(s) stored more than once: {list(duplicated.items())[:5]}"
+    misplaced = [(value, offset, read.get(value)) for value, offset in stored.items() if read.get(value) != [offset]]
+    assert not misplaced, (
+        f"{len(misplaced)} of {len(stored)} acknowledged message(s) not at their offset "
+        f"(value, acknowledged at, read at): {misplaced[:10]}"
+    )
