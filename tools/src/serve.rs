@@ -52,6 +52,11 @@ pub struct Arguments {
     /// Number of shards, one pinned per core [default: every core].
     #[arg(long, value_name = "N")]
     cores: Option<usize>,
+    /// The CPUs the shards are pinned to, one shard each, e.g. `1` or `0,1` (Seastar's
+    /// --cpuset; for several brokers on one machine) [default: 0 up to --cores].
+    #[arg(long, value_name = "CPU,...", value_delimiter = ',')]
+    #[serde(default)]
+    cpuset: Vec<usize>,
     /// Serve Prometheus metrics over HTTP at /metrics on this address [default:
     /// 127.0.0.1:9644; if that default is taken, the broker runs without metrics and says so].
     #[arg(long, value_name = "HOST:PORT")]
@@ -168,6 +173,8 @@ struct Settings {
     advertise: Option<String>,
     data_dir: PathBuf,
     cores: Option<usize>,
+    /// Empty: CPUs 0 up to the shard count.
+    cpuset: Vec<usize>,
     /// `None`: the default address, given up with a warning if it is taken.
     metrics_listen: Option<SocketAddr>,
     default_partitions: u32,
@@ -298,6 +305,11 @@ impl Arguments {
                 .or(file.data_dir)
                 .unwrap_or_else(|| PathBuf::from("./ferrite-data")),
             cores: self.cores.or(file.cores),
+            cpuset: if self.cpuset.is_empty() {
+                file.cpuset
+            } else {
+                self.cpuset
+            },
             metrics_listen: self.metrics_listen.or(file.metrics_listen),
             default_partitions,
             auto_create_topics: self
@@ -367,9 +379,24 @@ pub fn run(arguments: Arguments) -> ExitCode {
         }
     };
     let cores_available = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let cores = settings.cores.unwrap_or(cores_available);
+    let cores = match (settings.cores, settings.cpuset.len()) {
+        (cores, 0) => cores.unwrap_or(cores_available),
+        (None, pinned) => pinned,
+        (Some(cores), pinned) if cores == pinned => cores,
+        (Some(cores), pinned) => {
+            eprintln!("ferrite serve: --cores {cores} but --cpuset names {pinned} CPUs");
+            return ExitCode::from(2);
+        }
+    };
     if cores == 0 || cores > cores_available {
         eprintln!("ferrite serve: --cores must be between 1 and {cores_available}");
+        return ExitCode::from(2);
+    }
+    if let Some(cpu) = settings.cpuset.iter().find(|cpu| **cpu >= cores_available) {
+        eprintln!(
+            "ferrite serve: --cpuset names CPU {cpu}; this machine has 0 to {}",
+            cores_available - 1
+        );
         return ExitCode::from(2);
     }
     if let Err(error) = std::fs::create_dir_all(&settings.data_dir) {
@@ -450,7 +477,11 @@ pub fn run(arguments: Arguments) -> ExitCode {
         config.cleaner_check_interval = interval;
     }
     config.shard_count = cores;
-    config.cpus = Some((0..cores).collect());
+    config.cpus = Some(if settings.cpuset.is_empty() {
+        (0..cores).collect()
+    } else {
+        settings.cpuset.clone()
+    });
     config.log_config = settings.log.clone();
     config.topic_log_config = Some(TopicLogConfig::from_catalog(
         catalog.clone(),
@@ -626,7 +657,10 @@ mod tests {
         let settings = cluster(Some(2), Some(three), None).unwrap().unwrap();
         assert_eq!(settings.node_id, 2);
         assert_eq!(settings.peers.len(), 3);
-        assert_eq!(settings.rpc_listen, "127.0.0.1:9193".parse::<SocketAddr>().unwrap());
+        assert_eq!(
+            settings.rpc_listen,
+            "127.0.0.1:9193".parse::<SocketAddr>().unwrap()
+        );
         assert_eq!(settings.default_replication_factor, 3);
         let alone = cluster(Some(1), Some("1@127.0.0.1:9192"), None)
             .unwrap()
@@ -677,7 +711,10 @@ mod tests {
             ..Arguments::default()
         };
         let settings = arguments.resolve().unwrap();
-        assert_eq!(settings.listen, "127.0.0.1:9000".parse::<SocketAddr>().unwrap());
+        assert_eq!(
+            settings.listen,
+            "127.0.0.1:9000".parse::<SocketAddr>().unwrap()
+        );
         assert_eq!(settings.default_partitions, 6, "the flag wins");
         assert!(!settings.auto_create_topics, "from the file");
         assert_eq!(

@@ -155,3 +155,33 @@ fn a_taken_address_is_a_clear_start_up_error() {
     assert_eq!(output.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&output.stderr).contains("cannot listen on"));
 }
+
+#[test]
+fn shards_are_pinned_where_cpuset_says_and_a_wrong_cpuset_is_refused() {
+    let data = tempfile::tempdir().unwrap();
+    let serve = |extra: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_ferrite"))
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--metrics-listen",
+                "127.0.0.1:0",
+            ])
+            .args(extra)
+            .arg("--data-dir")
+            .arg(data.path())
+            .output()
+            .unwrap()
+    };
+    let output = serve(&["--cpuset", "0", "--cores", "2"]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("--cpuset names 1 CPUs"),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let output = serve(&["--cpuset", "4096"]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("--cpuset names CPU 4096"));
+}
