@@ -34,6 +34,7 @@
 //! "snapshot" is its log start), learners that survive a leader change, and bounds on fetch
 //! size beyond the driver's byte budget.
 
+pub mod controller;
 mod log;
 mod message;
 pub mod metadata;

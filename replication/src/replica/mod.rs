@@ -485,6 +485,9 @@ impl PartitionReplica {
                     self.report_durable(receipt, &meta);
                 }
                 self.prune_fetched();
+                // A follower learns the commit index with the entries it covers, before they
+                // are placed: the high-water mark (held to the log end) catches up now.
+                log.set_replicated_high_watermark(self.commit_index());
             }
             LogWrite::Truncate { after_index } => {
                 log.truncate(after_index).await?;
