@@ -17,7 +17,8 @@ use std::time::{Duration, Instant};
 
 use engine::shard::listen::ListenReservation;
 use ferrite_replication::controller::{
-    Controller, ControllerConfig, ControllerError, ControllerRequest, ControllerWire, WireOutbox,
+    ConfigChange, ConfigOperation, Controller, ControllerConfig, ControllerError,
+    ControllerRequest, ControllerWire, WireOutbox,
 };
 use ferrite_replication::metadata::{BrokerRegistration, MetadataImage, PlanError};
 use ferrite_replication::transport::{Received, Transport, TransportConfig};
@@ -393,12 +394,65 @@ fn a_broker_beyond_the_voters_registers_and_makes_requests() {
         common_image_of(voters()).filter(|image| image.last_applied_index() >= index)
     });
     let topic = image.topic("events").expect("the topic exists");
+    assert_eq!(topic.configs["retention.ms"], "60000");
     for node_id in 1..=4 {
         let leaderships = (0..8)
             .filter(|&p| topic.preferred_leader(p).map(|r| r.node_id) == Some(node_id))
             .count();
         assert_eq!(leaderships, 2, "broker {node_id} leads two partitions");
     }
+    // Its other requests go through too: configs, more partitions, a reassignment.
+    let changes = vec![
+        ConfigChange {
+            key: "segment.ms".to_owned(),
+            operation: ConfigOperation::Set,
+            value: Some("1000".to_owned()),
+        },
+        ConfigChange {
+            key: "retention.ms".to_owned(),
+            operation: ConfigOperation::Delete,
+            value: None,
+        },
+    ];
+    let requests = [
+        ControllerRequest::AlterConfigs {
+            name: "events".to_owned(),
+            changes,
+        },
+        ControllerRequest::CreatePartitions {
+            name: "events".to_owned(),
+            count: 12,
+        },
+        ControllerRequest::Reassign {
+            topic: "events".to_owned(),
+            partition: 0,
+            replicas: vec![4, 1],
+        },
+    ];
+    let mut index = 0;
+    for request in requests {
+        index = brokers[&4].request(request).expect("done");
+    }
+    let image = wait_until("the changes in every voter's image", || {
+        common_image_of(voters()).filter(|image| image.last_applied_index() >= index)
+    });
+    let topic = image.topic("events").expect("the topic exists");
+    assert_eq!(
+        topic.configs,
+        [("segment.ms".to_owned(), "1000".to_owned())].into()
+    );
+    assert_eq!(topic.partitions.len(), 12);
+    let nodes_of_0: Vec<NodeId> = topic.partitions[0].iter().map(|r| r.node_id).collect();
+    assert_eq!(nodes_of_0, vec![4, 1]);
+    assert!(matches!(
+        brokers[&4].request(ControllerRequest::Reassign {
+            topic: "events".to_owned(),
+            partition: 12,
+            replicas: vec![1],
+        }),
+        Err(ControllerError::Refused(PlanError::UnknownPartition { .. }))
+    ));
+
     // It holds no replica of the metadata log, so no image (until observers are built).
     assert_eq!(brokers[&4].image(), Some(MetadataImage::default()));
     assert!(!dirs[&4].path().join("__cluster_metadata-0").exists());

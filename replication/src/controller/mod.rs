@@ -58,7 +58,6 @@ use crate::metadata::{BrokerRegistration, MetadataImage, MetadataRecord, PlanErr
 use crate::replica::{Outbox, PartitionReplica, ReplicaConfig, ReplicaError};
 use crate::transport::Transport;
 use crate::{RoleKind, SplitMix64};
-pub use apply::ApplyError;
 pub use wire::{
     ConfigChange, ConfigOperation, ControllerRequest, ControllerWire, Outcome, WirePlanError,
 };
