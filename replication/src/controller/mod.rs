@@ -408,8 +408,11 @@ impl Controller {
     /// Drives the replica's logical clock; each tick also wakes waiters that re-check the
     /// replica's role.
     async fn run_ticks(self, replica: PartitionReplica) {
-        while self.stopped().is_none() {
+        loop {
             glommio::timer::sleep(self.inner.config.tick_interval).await;
+            if self.stopped().is_some() {
+                return;
+            }
             replica.tick();
             if let Some(reason) = replica.stopped() {
                 self.stop(&reason);
