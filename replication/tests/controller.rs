@@ -116,7 +116,7 @@ fn config(node_id: NodeId, dir: PathBuf, peers: &BTreeMap<NodeId, SocketAddr>) -
     config.replica.election_timeout_ticks_min = 30;
     config.replica.begin_epoch_interval_ticks = 5;
     config.replica.fetch_timeout_ticks = 20;
-    config.replica.fetch_wait_ticks = 50;
+    config.replica.fetch_wait_ticks = 10;
     config.heartbeat_interval = Duration::from_millis(100);
     config.session_timeout = Duration::from_millis(1500);
     config.liveness_check_interval = Duration::from_millis(100);
