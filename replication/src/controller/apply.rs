@@ -21,7 +21,7 @@ const APPLY_READ_BYTES_MAX: usize = 1 << 20;
 /// Why the image cannot follow the log: the controller stops, since an image that skipped a
 /// committed entry would answer differently from the other brokers'.
 #[derive(Debug, thiserror::Error)]
-pub enum ApplyError {
+pub(super) enum ApplyError {
     #[error("reading the metadata log: {0}")]
     Log(#[from] LogError),
     #[error("metadata entry at index {index}: {reason}")]

@@ -58,7 +58,6 @@ use crate::metadata::{BrokerRegistration, MetadataImage, MetadataRecord, PlanErr
 use crate::replica::{Outbox, PartitionReplica, ReplicaConfig, ReplicaError};
 use crate::transport::Transport;
 use crate::{RoleKind, SplitMix64};
-pub use apply::ApplyError;
 pub use wire::{
     ConfigChange, ConfigOperation, ControllerRequest, ControllerWire, Outcome, WirePlanError,
 };
@@ -136,9 +135,11 @@ impl ControllerConfig {
             replica: ReplicaConfig {
                 node_id: registration.node_id,
                 initial_voters: default_voters(peers),
-                // KRaft's 1 s election timeout and 2 s fetch timeout, in 10 ms ticks.
+                // KRaft's 1 s election timeout, in 10 ms ticks.
                 election_timeout_ticks_min: 100,
                 begin_epoch_interval_ticks: 20,
+                // A follower resends a fetch unanswered for 0.6 s: below the election timeout,
+                // above the leader's long poll.
                 fetch_timeout_ticks: 60,
                 fetch_wait_ticks: 50,
                 fetch_bytes_max: 1 << 20,
@@ -409,8 +410,11 @@ impl Controller {
     /// Drives the replica's logical clock; each tick also wakes waiters that re-check the
     /// replica's role.
     async fn run_ticks(self, replica: PartitionReplica) {
-        while self.stopped().is_none() {
+        loop {
             glommio::timer::sleep(self.inner.config.tick_interval).await;
+            if self.stopped().is_some() {
+                return;
+            }
             replica.tick();
             if let Some(reason) = replica.stopped() {
                 self.stop(&reason);
