@@ -116,7 +116,7 @@ class Broker:
         self.process.wait(timeout=STOP_DEADLINE_S)
         if self.bootstrap is not None:
             host, port = self.bootstrap.rsplit(":", 1)
-            wait_until(lambda: _refuses_connections(host, int(port)), f"{self.bootstrap} to be free")
+            wait_until(lambda: refuses_connections(host, int(port)), f"{self.bootstrap} to be free")
 
     def stop(self):
         """SIGTERM, as an operator stops the broker; returns the exit code."""
@@ -145,7 +145,7 @@ class Broker:
         return "\n".join(parts)
 
 
-def _refuses_connections(host, port):
+def refuses_connections(host, port):
     try:
         socket.create_connection((host, port), timeout=1).close()
     except ConnectionRefusedError:

@@ -1,15 +1,17 @@
 """A 3-broker cluster of real `ferrite serve` processes under faults, seen through real
 clients: kcat lists the brokers and the partition leaders; an idempotent acks=all producer
 keeps writing while leaders are killed with SIGKILL, frozen with SIGSTOP past the election
-timeout and restarted, and a checker then proves that nothing it was told is stored was lost,
-duplicated, reordered or moved to another offset; kafka-python follows a leader change by
+timeout, stopped with SIGTERM and restarted, or (where network namespaces can be created) cut
+off from the other brokers, and a checker then proves that nothing it was told is stored was
+lost, duplicated, reordered or moved to another offset; kafka-python follows a leader change by
 itself.
 
 How long each failover took (from the fault to the first acknowledgement of a message sent
 after it to a partition the faulty broker led) is printed on the terminal: it is what a user of
-the cluster waits when a broker dies.
+the cluster waits when a broker fails.
 """
 
+import os
 import re
 import signal
 import socket
@@ -24,7 +26,7 @@ import confluent_kafka.admin
 import kafka
 import pytest
 
-from conftest import FERRITE_BIN, STOP_DEADLINE_S, Broker
+from conftest import FERRITE_BIN, STOP_DEADLINE_S, Broker, refuses_connections
 from support import CLIENT_DEADLINE_S, topic_name, wait_until
 
 NODE_IDS = (1, 2, 3)
@@ -43,38 +45,42 @@ FAILOVER_DEADLINE_S = 20.0
 
 
 class Cluster:
-    """Three brokers (`--cores 1` each, own data directory) on loopback. Each can be stopped,
-    killed, frozen and restarted on the same ports and data directory."""
+    """Three brokers (`--cores 1` each, own data directory) on a `network` (Loopback or
+    Namespaces). Each can be stopped, killed, frozen and restarted on the same addresses and
+    data directory, and, on Namespaces, cut off from the other brokers."""
 
-    def __init__(self, tmp_path):
+    def __init__(self, tmp_path, network):
         self.tmp_path = tmp_path
+        self.network = network
         self.brokers = {}  # node id -> Broker
+        self.rpc_addresses = {}  # node id -> (host, port) of its inter-broker listener
         self.frozen = set()  # node ids stopped with SIGSTOP
-        self.rpc_ports = {}
+        self.cut_off = set()  # node ids the other brokers cannot reach
 
     def start(self):
-        """Starts all three on free ports, retrying on new ports when one was taken meanwhile."""
+        """Starts all three, on new addresses when one was taken between choosing and binding
+        it (another test run on the same machine)."""
         for attempt in range(1, BIND_ATTEMPTS + 1):
-            self.rpc_ports = dict(zip(NODE_IDS, _free_ports(len(NODE_IDS)), strict=True))
-            peers = ",".join(f"{node}@127.0.0.1:{port}" for node, port in self.rpc_ports.items())
+            addresses = self.network.addresses()
+            self.rpc_addresses = {node: rpc for node, (_, rpc) in addresses.items()}
+            peers = ",".join(f"{node}@{host}:{port}" for node, (host, port) in self.rpc_addresses.items())
             self.brokers = {}
-            for node in NODE_IDS:
+            for node, (kafka_listen, (rpc_host, rpc_port)) in addresses.items():
                 node_dir = self.tmp_path / f"attempt-{attempt}" / f"node-{node}"
                 node_dir.mkdir(parents=True)
-                self.brokers[node] = Broker(
-                    FERRITE_BIN,
+                broker = Broker(
+                    self.network.binary(node),
                     node_dir / "data",
                     node_dir,
                     cores=1,
                     extra_args=[
-                        "--node-id",
-                        str(node),
-                        "--rpc-listen",
-                        f"127.0.0.1:{self.rpc_ports[node]}",
-                        "--peers",
-                        peers,
+                        *("--node-id", str(node)),
+                        *("--rpc-listen", f"{rpc_host}:{rpc_port}"),
+                        *("--peers", peers),
                     ],
                 )
+                broker.bootstrap = kafka_listen  # None: a free port, chosen at the first start
+                self.brokers[node] = broker
             try:
                 for broker in self.brokers.values():
                     broker.start()
@@ -86,19 +92,24 @@ class Cluster:
                     raise
 
     def bootstrap(self, nodes=None):
-        """The Kafka addresses of `nodes` (default: every broker that is up and not frozen)."""
+        """The Kafka addresses of `nodes` (default: every broker that answers)."""
         if nodes is None:
             nodes = self.answering()
         return ",".join(self.brokers[node].bootstrap for node in nodes)
 
     def answering(self):
-        return [node for node, broker in self.brokers.items() if broker.running and node not in self.frozen]
+        """The brokers that are up, not frozen and not cut off."""
+        return [
+            node
+            for node, broker in self.brokers.items()
+            if broker.running and node not in self.frozen and node not in self.cut_off
+        ]
 
     def kill9(self, node):
-        broker = self.brokers[node]
-        broker.kill()
+        self.brokers[node].kill()
         wait_until(
-            lambda: _refuses_connections(self.rpc_ports[node]), f"broker {node}'s inter-broker port to be free"
+            lambda: refuses_connections(*self.rpc_addresses[node]),
+            f"broker {node}'s inter-broker port to be free",
         )
 
     def restart(self, node):
@@ -117,6 +128,15 @@ class Cluster:
         self.brokers[node].process.send_signal(signal.SIGCONT)
         self.frozen.discard(node)
 
+    def cut(self, node):
+        """Cuts `node` off from the other brokers; clients still reach it."""
+        self.network.cut(node)
+        self.cut_off.add(node)
+
+    def heal(self, node):
+        self.network.heal(node)
+        self.cut_off.discard(node)
+
     def metadata(self, topic=None, node=None):
         """Metadata as one broker (`node`, or the first that answers) gives it, through a fresh
         AdminClient bootstrapped from that broker alone, so the answer is that broker's."""
@@ -130,8 +150,8 @@ class Cluster:
         raise AssertionError(f"no broker answered a Metadata request (answering: {self.answering()})")
 
     def leaders(self, topic):
-        """partition -> leader, once every partition has a leader that is up and not frozen
-        (a broker may name a dead leader for a moment after it died)."""
+        """partition -> leader, once every partition has a leader that answers, as a broker
+        that answers sees it (one may name a dead leader for a moment after it died)."""
 
         def current():
             partitions = self.metadata(topic).topics[topic].partitions
@@ -174,36 +194,131 @@ class Cluster:
             )
 
 
-def _free_ports(count):
-    """Ports the kernel had free a moment ago: bound together, so they differ, then released."""
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for each in sockets:
-            each.bind(("127.0.0.1", 0))
-        return [each.getsockname()[1] for each in sockets]
-    finally:
-        for each in sockets:
-            each.close()
+class Loopback:
+    """Every broker on 127.0.0.1: Kafka on a port the kernel picks at its first start, the
+    inter-broker listener on a port chosen beforehand (every broker's --peers names them all):
+    one the kernel had free a moment ago, bound and released."""
+
+    def addresses(self):
+        """node -> (Kafka listen address or None for a free port, inter-broker (host, port))."""
+        sockets = [socket.socket() for _ in NODE_IDS]
+        try:
+            for each in sockets:
+                each.bind(("127.0.0.1", 0))
+            return {node: (None, each.getsockname()) for node, each in zip(NODE_IDS, sockets, strict=True)}
+        finally:
+            for each in sockets:
+                each.close()
+
+    def binary(self, node):
+        return FERRITE_BIN
 
 
-def _refuses_connections(port):
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=1).close()
-    except ConnectionRefusedError:
+class Namespaces:
+    """Every broker in its own network namespace with two links: one to a bridge its clients
+    (this test, in the root namespace) reach it through, one to a bridge the brokers reach each
+    other through. Taking a broker's second link down cuts it off from the other brokers while
+    its clients still reach it: a leader that cannot know it was deposed, as far as it can tell,
+    still serving the producers that know it as the leader.
+
+    Names and addresses are derived from the test process's id so that parallel runs differ:
+    10.X.Y.0/25 for clients (the root namespace is 10.X.Y.100), 10.X.Y.128/25 between brokers
+    (the root namespace is 10.X.Y.228, to see a killed broker's inter-broker port free)."""
+
+    KAFKA_PORT = 9092
+    RPC_PORT = 9093
+
+    def __init__(self, tmp_path):
+        self.tmp_path = tmp_path
+        tag = os.getpid()
+        self.prefix = f"10.{(tag >> 8) & 0xFF}.{tag & 0xFF}"
+        self.client_bridge = f"fk{tag}"
+        self.broker_bridge = f"fr{tag}"
+        self.namespaces = {node: f"ferrite-test-{tag}-{node}" for node in NODE_IDS}
+        self.created = []  # ("netns" | "link", name), to delete in reverse order
+
+    @staticmethod
+    def available():
+        """Whether this process may create network namespaces (root, with iproute2)."""
+        probe = f"ferrite-probe-{os.getpid()}"
+        try:
+            subprocess.run(["ip", "netns", "add", probe], check=True, capture_output=True)
+        except (OSError, subprocess.CalledProcessError):
+            return False
+        subprocess.run(["ip", "netns", "del", probe], check=True, capture_output=True)
         return True
-    return False
+
+    def create(self):
+        for bridge, host in ((self.client_bridge, 100), (self.broker_bridge, 228)):
+            _ip("link", "add", bridge, "type", "bridge")
+            self.created.append(("link", bridge))
+            _ip("addr", "add", f"{self.prefix}.{host}/25", "dev", bridge)
+            _ip("link", "set", bridge, "up")
+        for node, namespace in self.namespaces.items():
+            _ip("netns", "add", namespace)
+            self.created.append(("netns", namespace))
+            _ip("-n", namespace, "link", "set", "lo", "up")
+            for bridge, inside, address in (
+                (self.client_bridge, "clients", self.kafka_host(node)),
+                (self.broker_bridge, "brokers", self.rpc_host(node)),
+            ):
+                # The root namespace's end of the pair; deleting the namespace deletes both.
+                outside = self.link(bridge, node)
+                _ip("link", "add", outside, "type", "veth", "peer", "name", inside, "netns", namespace)
+                _ip("link", "set", outside, "master", bridge, "up")
+                _ip("-n", namespace, "addr", "add", f"{address}/25", "dev", inside)
+                _ip("-n", namespace, "link", "set", inside, "up")
+            wrapper = self.tmp_path / f"ferrite-in-namespace-{node}"
+            # `ip netns exec` execs the command: the process the test signals is the broker.
+            wrapper.write_text(f'#!/bin/sh\nexec ip netns exec {namespace} {FERRITE_BIN} "$@"\n')
+            wrapper.chmod(0o755)
+
+    def destroy(self):
+        for kind, name in reversed(self.created):
+            command = ["netns", "del", name] if kind == "netns" else ["link", "del", name]
+            subprocess.run(["ip", *command], check=False, capture_output=True)
+        self.created = []
+
+    def link(self, bridge, node):
+        return f"{bridge}n{node}"
+
+    def kafka_host(self, node):
+        return f"{self.prefix}.{node}"
+
+    def rpc_host(self, node):
+        return f"{self.prefix}.{128 + node}"
+
+    def addresses(self):
+        return {
+            node: (f"{self.kafka_host(node)}:{self.KAFKA_PORT}", (self.rpc_host(node), self.RPC_PORT))
+            for node in NODE_IDS
+        }
+
+    def binary(self, node):
+        return str(self.tmp_path / f"ferrite-in-namespace-{node}")
+
+    def cut(self, node):
+        _ip("link", "set", self.link(self.broker_bridge, node), "down")
+
+    def heal(self, node):
+        _ip("link", "set", self.link(self.broker_bridge, node), "up")
 
 
-@pytest.fixture
-def cluster(request, tmp_path):
-    """Three running brokers that list each other; all stopped with SIGTERM at the end, each
-    of which must exit 0."""
+def _ip(*arguments):
+    completed = subprocess.run(["ip", *arguments], capture_output=True, text=True, check=False)
+    assert completed.returncode == 0, f"ip {' '.join(arguments)} failed: {completed.stderr.strip()}"
+
+
+def running_cluster(request, tmp_path, network):
+    """Three running brokers on `network` that list each other; all stopped with SIGTERM at the
+    end, each of which must exit 0."""
     assert FERRITE_BIN, "FERRITE_BIN is not set: run the tests with tools/client-tests.sh"
-    instance = Cluster(tmp_path)
-    request.node.ferrite_brokers = instance.brokers
+    instance = Cluster(tmp_path, network)
     try:
-        instance.start()
-        request.node.ferrite_brokers = instance.brokers
+        try:
+            instance.start()
+        finally:
+            request.node.ferrite_brokers = instance.brokers
         instance.wait_all_listed()
         yield instance
     except BaseException:
@@ -212,13 +327,36 @@ def cluster(request, tmp_path):
     instance.shut_down()
 
 
+@pytest.fixture
+def cluster(request, tmp_path):
+    yield from running_cluster(request, tmp_path, Loopback())
+
+
+@pytest.fixture
+def namespaced_cluster(request, tmp_path):
+    """A cluster whose brokers can be cut off from each other (see Namespaces); skipped where
+    network namespaces cannot be created."""
+    if not Namespaces.available():
+        pytest.skip("cannot create network namespaces here (needs root and iproute2)")
+    network = Namespaces(tmp_path)
+    try:
+        network.create()
+        yield from running_cluster(request, tmp_path, network)
+    finally:
+        network.destroy()
+
+
 def created_topic(cluster, label):
     """A new topic of PARTITIONS partitions with REPLICATION_FACTOR replicas each, once every
     partition has a live leader."""
     topic = topic_name(label)
     admin = confluent_kafka.admin.AdminClient({"bootstrap.servers": cluster.bootstrap()})
     futures = admin.create_topics(
-        [confluent_kafka.admin.NewTopic(topic, num_partitions=PARTITIONS, replication_factor=REPLICATION_FACTOR)],
+        [
+            confluent_kafka.admin.NewTopic(
+                topic, num_partitions=PARTITIONS, replication_factor=REPLICATION_FACTOR
+            )
+        ],
         operation_timeout=CLIENT_DEADLINE_S,
     )
     futures[topic].result(timeout=CLIENT_DEADLINE_S)
@@ -230,7 +368,9 @@ def test_kcat_lists_three_brokers_and_the_leaders(cluster):
     topic = created_topic(cluster, "listed")
     node = NODE_IDS[0]
     command = ["kcat", "-b", cluster.bootstrap([node]), "-L"]
-    completed = subprocess.run(command, capture_output=True, text=True, timeout=CLIENT_DEADLINE_S * 2, check=False)
+    completed = subprocess.run(
+        command, capture_output=True, text=True, timeout=CLIENT_DEADLINE_S * 2, check=False
+    )
     assert completed.returncode == 0 and "ERROR" not in completed.stderr, (
         f"{' '.join(command)} exited with {completed.returncode}; its stderr:\n{completed.stderr[-4000:]}"
     )
@@ -242,10 +382,14 @@ def test_kcat_lists_three_brokers_and_the_leaders(cluster):
         rf'topic "{topic}" with (\d+) partitions:((?:\n\s+partition .*)*)', listing
     )
     assert partitions and int(partitions[0][0]) == PARTITIONS, f"kcat -L should list {topic}:\n{listing}"
-    lines = re.findall(r"partition (\d+), leader (-?\d+), replicas: ([\d,]+), isrs: ([\d,]*)", partitions[0][1])
+    lines = re.findall(
+        r"partition (\d+), leader (-?\d+), replicas: ([\d,]+), isrs: ([\d,]*)", partitions[0][1]
+    )
     assert sorted(int(index) for index, *_ in lines) == list(range(PARTITIONS)), listing
     for index, leader, replicas, _ in lines:
-        assert leader in expected, f"partition {index} of {topic} has leader {leader}, not a broker:\n{listing}"
+        assert leader in expected, (
+            f"partition {index} of {topic} has leader {leader}, not a broker:\n{listing}"
+        )
         assert sorted(replicas.split(",")) == sorted(expected), (
             f"partition {index} of {topic} should have all three brokers as replicas:\n{listing}"
         )
@@ -335,6 +479,8 @@ class ContinuousProducer:
                 outstanding += 1
             self.producer.poll(1 / self.RATE_PER_S)
         self.left_unsettled = self.producer.flush(CLIENT_DEADLINE_S * 2)
+        # Destroys the client now, so it stops reconnecting before the brokers stop.
+        self.producer = None
 
     def start(self):
         self.thread.start()
@@ -438,7 +584,9 @@ def read_to_high_water_marks(cluster, topic):
                     done.add(partition)
                 continue
             if offset < ends[partition]:
-                assert offset not in read[partition], f"partition {partition}: offset {offset} delivered twice"
+                assert offset not in read[partition], (
+                    f"partition {partition}: offset {offset} delivered twice"
+                )
                 read[partition][offset] = Read(key=message.key(), value=message.value())
             if offset >= ends[partition] - 1:
                 done.add(partition)
@@ -489,7 +637,9 @@ def check_offsets_kept(earlier, later):
         for offset, message in messages.items()
         if offset in later[partition] and later[partition][offset] != message
     ]
-    assert not changed, f"{len(changed)} offset(s) now hold other data (partition, offset, was, is): {changed[:10]}"
+    assert not changed, (
+        f"{len(changed)} offset(s) now hold other data (partition, offset, was, is): {changed[:10]}"
+    )
     lost = [
         (partition, offset)
         for partition, messages in earlier.items()
@@ -546,6 +696,18 @@ def test_idempotent_producer_through_kills_and_freezes(cluster, capsys):
         cluster.restart(second)
         cluster.wait_all_listed()
         producer.wait_for_progress(200, f"after broker {second} restarted")
+
+        # (d) stop the leader of partition 2 as an operator does (SIGTERM), then restart it.
+        leaders = cluster.leaders(topic)
+        stopped = leaders[2]
+        led = [partition for partition, leader in leaders.items() if leader == stopped]
+        fault = f"SIGTERM of broker {stopped} (leader of {led})"
+        fault_at = time.monotonic()
+        cluster.stop(stopped)
+        failovers.append((fault, measured_failover(producer, fault_at, led, fault)))
+        cluster.restart(stopped)
+        cluster.wait_all_listed()
+        producer.wait_for_progress(200, f"after broker {stopped} restarted")
     finally:
         producer.stop()
     with capsys.disabled():
@@ -604,7 +766,9 @@ def test_kafka_python_follows_a_leader_change(cluster, capsys):
     assert all(future.is_done for _, future in futures), "sends neither succeeded nor failed after flush"
     failed = [(value, future.exception) for value, future in futures if future.failed()]
     stored = {value: future.value.offset for value, future in futures if future.succeeded()}
-    assert not failed, f"{len(failed)} of {len(futures)} send(s) failed across the leader change: {failed[:5]}"
+    assert not failed, (
+        f"{len(failed)} of {len(futures)} send(s) failed across the leader change: {failed[:5]}"
+    )
     new_leader = cluster.leader(topic, partition)
     assert new_leader != victim, f"broker {victim} was killed, yet it leads partition {partition}"
     after_kill = [acked_at[value] for value, _ in futures[sent_before_kill:]]
@@ -634,9 +798,49 @@ def test_kafka_python_follows_a_leader_change(cluster, capsys):
     finally:
         consumer.close()
     duplicated = {value: offsets for value, offsets in read.items() if len(offsets) > 1}
-    assert not duplicated, f"{len(duplicated)} message(s) stored more than once: {list(duplicated.items())[:5]}"
-    misplaced = [(value, offset, read.get(value)) for value, offset in stored.items() if read.get(value) != [offset]]
+    assert not duplicated, (
+        f"{len(duplicated)} message(s) stored more than once: {list(duplicated.items())[:5]}"
+    )
+    misplaced = [
+        (value, offset, read.get(value)) for value, offset in stored.items() if read.get(value) != [offset]
+    ]
     assert not misplaced, (
         f"{len(misplaced)} of {len(stored)} acknowledged message(s) not at their offset "
         f"(value, acknowledged at, read at): {misplaced[:10]}"
     )
+
+
+def test_a_leader_cut_off_from_the_other_brokers(namespaced_cluster, capsys):
+    cluster = namespaced_cluster
+    topic = created_topic(cluster, "cutoff")
+    producer = ContinuousProducer(cluster.bootstrap(), topic)
+    producer.start()
+    try:
+        producer.wait_for_progress(300, "before the cut")
+        leaders = cluster.leaders(topic)
+        victim = leaders[0]
+        led = [partition for partition, leader in leaders.items() if leader == victim]
+        fault = f"broker {victim} (leader of {led}) cut off from the others"
+        cut_at = time.monotonic()
+        cluster.cut(victim)
+        failover = measured_failover(producer, cut_at, led, fault)
+        new_leaders = cluster.leaders(topic)
+        assert all(new_leaders[partition] != victim for partition in led), (
+            f"the brokers it was cut off from still name broker {victim} as a leader: {new_leaders}"
+        )
+        producer.wait_for_progress(200, f"while broker {victim} is cut off")
+        middle = read_to_high_water_marks(cluster, topic)
+        cluster.heal(victim)
+        cluster.wait_all_listed()
+        producer.wait_for_progress(200, f"after broker {victim} was reconnected")
+    finally:
+        producer.stop()
+    with capsys.disabled():
+        per_partition = ", ".join(f"partition {p}: {s:.2f} s" for p, s in sorted(failover.items()))
+        print(f"\nfailover after {fault}: {per_partition} ({producer.outcome()})")
+    assert not producer.failed and not producer.fatal_errors, (
+        f"the idempotent producer gave up on messages: {producer.outcome()}"
+    )
+    final = read_to_high_water_marks(cluster, topic)
+    check_acknowledged(final, producer)
+    check_offsets_kept(middle, final)
