@@ -5,6 +5,8 @@
 //! unfenced when it returns; the controller leader's crash costs nothing but a new election,
 //! and the crashed broker rebuilds the same image from its log.
 
+mod support;
+
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -13,9 +15,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use engine::shard::listen::ListenReservation;
 use ferrite_replication::controller::{
     ConfigChange, ConfigOperation, Controller, ControllerConfig, ControllerError,
     ControllerRequest, ControllerWire, WireOutbox,
@@ -23,8 +24,8 @@ use ferrite_replication::controller::{
 use ferrite_replication::metadata::{BrokerRegistration, MetadataImage, PlanError};
 use ferrite_replication::transport::{Received, Transport, TransportConfig};
 use ferrite_replication::{Index, NodeId};
+use support::{loopback_peers, wait_until, DEADLINE};
 
-const DEADLINE: Duration = Duration::from_secs(20);
 const POLL: Duration = Duration::from_millis(10);
 const SHARDS: u32 = 2;
 
@@ -187,17 +188,6 @@ async fn run_broker(
     }
 }
 
-fn wait_until<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + DEADLINE;
-    loop {
-        if let Some(found) = check() {
-            return found;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(POLL);
-    }
-}
-
 /// The one broker that leads the controller group.
 fn leader_of(brokers: &BTreeMap<NodeId, Broker>) -> Option<NodeId> {
     let leaders: Vec<NodeId> = brokers
@@ -238,34 +228,12 @@ fn create_topic(name: &str, partitions: i32, replication_factor: i16) -> Control
     }
 }
 
-/// Brokers 1..=count, with the listen addresses reserved for them.
-fn cluster(
-    count: u64,
-) -> (
-    BTreeMap<NodeId, ListenReservation>,
-    BTreeMap<NodeId, SocketAddr>,
-) {
-    let reservations: BTreeMap<NodeId, ListenReservation> = (1..=count)
-        .map(|id| {
-            (
-                id,
-                ListenReservation::new("127.0.0.1:0".parse().unwrap()).unwrap(),
-            )
-        })
-        .collect();
-    let peers = reservations
-        .iter()
-        .map(|(id, reservation)| (*id, reservation.address()))
-        .collect();
-    (reservations, peers)
-}
-
 #[test]
 fn three_controllers_register_create_fence_and_survive_the_leaders_crash() {
     let dirs: BTreeMap<NodeId, tempfile::TempDir> = (1..=3)
         .map(|id| (id, tempfile::tempdir().unwrap()))
         .collect();
-    let (reservations, peers) = cluster(3);
+    let (reservations, peers) = loopback_peers(3);
     let start = |id: NodeId| Broker::start(id, dirs[&id].path().to_path_buf(), peers.clone());
     let mut brokers: BTreeMap<NodeId, Broker> = (1..=3).map(|id| (id, start(id))).collect();
 
@@ -375,7 +343,7 @@ fn a_broker_beyond_the_voters_registers_and_makes_requests() {
     let dirs: BTreeMap<NodeId, tempfile::TempDir> = (1..=4)
         .map(|id| (id, tempfile::tempdir().unwrap()))
         .collect();
-    let (reservations, peers) = cluster(4);
+    let (reservations, peers) = loopback_peers(4);
     let brokers: BTreeMap<NodeId, Broker> = (1..=4)
         .map(|id| {
             let broker = Broker::start(id, dirs[&id].path().to_path_buf(), peers.clone());

@@ -3,6 +3,8 @@
 //! A leader is elected, acks=all produces commit on a majority, every log ends up byte for byte
 //! the same, a killed leader is replaced, and the restarted one catches up.
 
+mod support;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -19,8 +21,8 @@ use engine::{LogConfig, PartitionLog, SystemClock};
 use ferrite_replication::replica::{Acks, Outbox, PartitionReplica, ReplicaConfig};
 use ferrite_replication::transport::{Received, Transport, TransportConfig};
 use ferrite_replication::{Message, NodeId, RoleKind};
+use support::{loopback_peers, wait_until, DEADLINE};
 
-const DEADLINE: Duration = Duration::from_secs(30);
 const TICK: Duration = Duration::from_millis(10);
 
 /// What a broker thread reports after every tick.
@@ -249,17 +251,6 @@ async fn run_broker(
     }
 }
 
-fn wait_until<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + DEADLINE;
-    loop {
-        if let Some(found) = check() {
-            return found;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(TICK);
-    }
-}
-
 /// The one broker that leads, once the others agree on its term.
 fn leader_of(brokers: &BTreeMap<NodeId, Broker>) -> Option<NodeId> {
     let statuses: Vec<(NodeId, Status)> = brokers
@@ -293,7 +284,7 @@ fn values(batches: &[Vec<u8>]) -> Vec<String> {
 /// Three brokers on loopback, their data directories and the switch that cuts them off.
 struct Cluster {
     dirs: BTreeMap<NodeId, tempfile::TempDir>,
-    _reservations: BTreeMap<NodeId, ListenReservation>,
+    _reservations: Vec<ListenReservation>,
     peers: BTreeMap<NodeId, SocketAddr>,
     isolated: Isolated,
     brokers: BTreeMap<NodeId, Broker>,
@@ -304,16 +295,7 @@ impl Cluster {
         let dirs: BTreeMap<NodeId, tempfile::TempDir> = (1..=3)
             .map(|id| (id, tempfile::tempdir().unwrap()))
             .collect();
-        let reservations: BTreeMap<NodeId, ListenReservation> = (1..=3)
-            .map(|id| {
-                let reservation = ListenReservation::new("127.0.0.1:0".parse().unwrap()).unwrap();
-                (id, reservation)
-            })
-            .collect();
-        let peers: BTreeMap<NodeId, SocketAddr> = reservations
-            .iter()
-            .map(|(id, reservation)| (*id, reservation.address()))
-            .collect();
+        let (reservations, peers) = loopback_peers(3);
         let mut cluster = Cluster {
             dirs,
             _reservations: reservations,

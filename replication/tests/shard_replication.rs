@@ -5,6 +5,8 @@
 //! majority has them, consumers read from leaders only, and every replica of a partition ends
 //! up with the same log, also after a leader's broker stops.
 
+mod support;
+
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -13,15 +15,14 @@ use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use engine::batch::{self, build};
-use engine::shard::listen::ListenReservation;
 use engine::shard::{Durability, PartitionId, Runtime, RuntimeConfig};
 use engine::{LogConfig, LogError};
 use ferrite_replication::shard::{LeaderTable, ReplicationConfig, ShardReplication};
 use ferrite_replication::NodeId;
+use support::{loopback_peers, wait_until, DEADLINE};
 
 const SHARDS: usize = 2;
 const PARTITIONS: u32 = 4;
-const DEADLINE: Duration = Duration::from_secs(30);
 
 enum Command {
     Produce {
@@ -197,17 +198,6 @@ impl Broker {
     }
 }
 
-fn wait_until<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + DEADLINE;
-    loop {
-        if let Some(found) = check() {
-            return found;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
 /// Produces `value` to whichever broker leads `number`, following NOT_LEADER hints as a
 /// client does; returns the leader.
 fn produce_to_leader(brokers: &BTreeMap<NodeId, Broker>, number: u32, value: &str) -> NodeId {
@@ -239,16 +229,7 @@ fn partitions_replicate_across_brokers_and_shards_and_fail_over() {
     let dirs: BTreeMap<NodeId, tempfile::TempDir> = (1..=3)
         .map(|id| (id, tempfile::tempdir().unwrap()))
         .collect();
-    let reservations: BTreeMap<NodeId, ListenReservation> = (1..=3)
-        .map(|id| {
-            let reservation = ListenReservation::new("127.0.0.1:0".parse().unwrap()).unwrap();
-            (id, reservation)
-        })
-        .collect();
-    let peers: BTreeMap<NodeId, SocketAddr> = reservations
-        .iter()
-        .map(|(id, reservation)| (*id, reservation.address()))
-        .collect();
+    let (reservations, peers) = loopback_peers(3);
     let mut brokers: BTreeMap<NodeId, Broker> = (1..=3)
         .map(|id| {
             (

@@ -365,6 +365,16 @@ impl LogState {
             .expect("unwritten data that is not queued is being written")
     }
 
+    /// The log now ends at `end_offset` (a truncation, its files already cut): the ends and what
+    /// the tail cache and the producer table hold follow.
+    fn end_at(&mut self, end_offset: u64) {
+        self.log_end_offset = end_offset;
+        self.written_end_offset = end_offset;
+        self.durable_end_offset = self.durable_end_offset.min(end_offset);
+        self.tail_cache.truncate_from(end_offset);
+        self.forget_producers_from(end_offset);
+    }
+
     /// Forgets producer state at or above `end_offset` (the log now ends there).
     fn forget_producers_from(&mut self, end_offset: u64) {
         self.producers.forget_from(end_offset);
@@ -1177,11 +1187,7 @@ impl Shared {
                     {
                         let mut state = self.state.borrow_mut();
                         state.active_segment_mut().end_offset = offset;
-                        state.log_end_offset = offset;
-                        state.written_end_offset = offset;
-                        state.durable_end_offset = state.durable_end_offset.min(offset);
-                        state.tail_cache.truncate_from(offset);
-                        state.forget_producers_from(offset);
+                        state.end_at(offset);
                     }
                     self.end_moved_back_to(offset).await?;
                     return Ok(offset);
@@ -1245,14 +1251,7 @@ impl Shared {
             active.sealed = false;
         }
         self.reload_active_tail_page().await?;
-        {
-            let mut state = self.state.borrow_mut();
-            state.log_end_offset = new_end;
-            state.written_end_offset = new_end;
-            state.durable_end_offset = state.durable_end_offset.min(new_end);
-            state.tail_cache.truncate_from(new_end);
-            state.forget_producers_from(new_end);
-        }
+        self.state.borrow_mut().end_at(new_end);
         self.end_moved_back_to(new_end).await?;
         Ok(new_end)
     }

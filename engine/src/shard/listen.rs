@@ -13,15 +13,8 @@ use glommio::net::TcpListener;
 /// at once although its old connections linger in TIME-WAIT (as Kafka's acceptor does;
 /// glommio's own `bind` sets only the first).
 pub fn bind(listen: SocketAddr) -> std::io::Result<TcpListener> {
-    use socket2::{Domain, Protocol, Socket, Type};
     use std::os::fd::{FromRawFd, IntoRawFd};
-    let domain = if listen.is_ipv6() {
-        Domain::IPV6
-    } else {
-        Domain::IPV4
-    };
-    let socket = Socket::new(domain, Type::STREAM, Some(Protocol::TCP))?;
-    socket.set_reuse_address(true)?;
+    let socket = reusable_socket(listen)?;
     socket.set_reuse_port(true)?;
     socket.bind(&listen.into())?;
     socket.listen(1024)?;
@@ -29,12 +22,27 @@ pub fn bind(listen: SocketAddr) -> std::io::Result<TcpListener> {
     Ok(unsafe { TcpListener::from_raw_fd(socket.into_raw_fd()) })
 }
 
+/// A TCP socket for `listen`'s address family with SO_REUSEADDR set (before any bind, as std's
+/// `TcpListener::bind` does): a restarted broker's old connections in TIME-WAIT must not keep
+/// it from its port.
+fn reusable_socket(listen: SocketAddr) -> std::io::Result<socket2::Socket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let domain = if listen.is_ipv6() {
+        Domain::IPV6
+    } else {
+        Domain::IPV4
+    };
+    let socket = Socket::new(domain, Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    Ok(socket)
+}
+
 /// A listen address held for the shards until they have bound it. Binding first without
-/// SO_REUSEPORT (with SO_REUSEADDR, as every listener) makes a port someone else holds a clear
-/// start-up error (and resolves port 0 to a free port); SO_REUSEPORT is set only afterwards, so the shards' sockets can join it. The
-/// socket never listens, so it takes no connections; while it exists the kernel does not hand the
-/// port out to anyone binding port 0 (a probe dropped before the shards bound let a parallel test's broker
-/// take the port in between).
+/// SO_REUSEPORT makes a port someone else holds a clear start-up error (and resolves port 0 to
+/// a free port); SO_REUSEPORT is set only afterwards, so the shards' sockets can join it. The
+/// socket never listens, so it takes no connections; while it exists the kernel does not hand
+/// the port out to anyone binding port 0 (a probe dropped before the shards bound let a
+/// parallel test's broker take the port in between).
 pub struct ListenReservation {
     socket: socket2::Socket,
     address: SocketAddr,
@@ -42,16 +50,7 @@ pub struct ListenReservation {
 
 impl ListenReservation {
     pub fn new(listen: SocketAddr) -> std::io::Result<ListenReservation> {
-        use socket2::{Domain, Protocol, Socket, Type};
-        let domain = if listen.is_ipv6() {
-            Domain::IPV6
-        } else {
-            Domain::IPV4
-        };
-        let socket = Socket::new(domain, Type::STREAM, Some(Protocol::TCP))?;
-        // SO_REUSEADDR before the bind, as std's `TcpListener::bind` does: a restarted broker's
-        // old connections in TIME-WAIT must not keep it from its port.
-        socket.set_reuse_address(true)?;
+        let socket = reusable_socket(listen)?;
         socket.bind(&listen.into())?;
         socket.set_reuse_port(true)?;
         let address = socket
