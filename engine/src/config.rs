@@ -86,6 +86,9 @@ pub struct LogConfig {
     /// each key's bytes plus [`CLEANER_MAP_ENTRY_OVERHEAD_BYTES`]; the segments whose keys do
     /// not fit wait for the next cleaning (Kafka's `log.cleaner.dedupe.buffer.size`).
     pub cleaner_map_bytes_max: usize,
+    /// In a cluster, acks=all produces are refused (NOT_ENOUGH_REPLICAS) while fewer replicas
+    /// than this, the leader included, are in sync (`min.insync.replicas`).
+    pub min_insync_replicas: u32,
     /// Bytes per second a cleaning may read plus write (Kafka's
     /// `log.cleaner.io.max.bytes.per.second`); `None`: as fast as the disk goes.
     pub cleaner_io_bytes_per_second_max: Option<u64>,
@@ -124,6 +127,7 @@ impl Default for LogConfig {
             max_compaction_lag_ms: i64::MAX as u64,
             min_cleanable_dirty_ratio: 0.5,
             cleaner_map_bytes_max: 128 << 20,
+            min_insync_replicas: 1,
             cleaner_io_bytes_per_second_max: None,
         }
     }

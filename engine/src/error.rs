@@ -49,6 +49,10 @@ pub enum LogError {
     /// (`leader`, when known). Kafka's NOT_LEADER_OR_FOLLOWER.
     #[error("this broker does not lead the partition (leader: {leader:?})")]
     NotLeader { leader: Option<u64> },
+    /// acks=all was asked while fewer replicas than `min.insync.replicas` are in sync. Nothing
+    /// was written. Kafka's NOT_ENOUGH_REPLICAS.
+    #[error("{in_sync} replica(s) in sync, fewer than min.insync.replicas={required}")]
+    NotEnoughReplicas { in_sync: usize, required: u32 },
     /// A batch of a leader epoch older than the log's latest: a deposed leader's write. Nothing
     /// was written. Kafka's FENCED_LEADER_EPOCH.
     #[error("leader epoch {epoch} is older than the log's latest epoch {latest}")]

@@ -189,8 +189,12 @@ const KEYS: &[Key] = &[
     Key {
         name: "min.insync.replicas",
         kind: Kind::Int { min: 1 },
-        default: |_| "1".into(),
-        apply: |_, _| {},
+        default: |log| log.min_insync_replicas.to_string(),
+        apply: |log, value| {
+            if let Ok(replicas) = value.parse() {
+                log.min_insync_replicas = replicas;
+            }
+        },
     },
     Key {
         name: "retention.bytes",

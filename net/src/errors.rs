@@ -29,6 +29,7 @@ pub fn log_error_code(error: &LogError) -> i16 {
         LogError::NotLeader { .. } | LogError::StaleLeaderEpoch { .. } => {
             ResponseError::NotLeaderOrFollower
         }
+        LogError::NotEnoughReplicas { .. } => ResponseError::NotEnoughReplicas,
         // Only replication appends at given offsets; never a client's request.
         LogError::BelowLogEnd { .. } => ResponseError::UnknownServerError,
     };

@@ -731,3 +731,25 @@ fn altered_configs_survive_a_restart_and_older_bigger_batches_stay_readable() {
         (0, 3)
     );
 }
+
+#[test]
+fn acks_all_needs_min_insync_replicas_and_a_single_broker_has_one() {
+    let broker = TestBroker::start(2, LogConfig::default());
+    let mut client = broker.connect();
+    create_topic(&mut client, "strict", 1, &[("min.insync.replicas", "2")]);
+    let (error_code, _) = produce(&mut client, "strict", 0, batch_of(1, 10, 1));
+    assert_eq!(
+        error_code,
+        kafka_protocol::ResponseError::NotEnoughReplicas.code()
+    );
+    assert_eq!(
+        list_offset(&mut client, "strict", 0, -1),
+        0,
+        "nothing was written"
+    );
+    let (error_code, _) =
+        incremental_one(&mut client, "strict", "min.insync.replicas", SET, Some("1"));
+    assert_eq!(error_code, 0);
+    let (error_code, offset) = produce(&mut client, "strict", 0, batch_of(1, 10, 1));
+    assert_eq!((error_code, offset), (0, 0));
+}

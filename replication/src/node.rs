@@ -424,6 +424,30 @@ impl RaftNode {
         self.log.voters().contains(&self.config.id)
     }
 
+    /// Kafka's in-sync replicas as Raft sees them, while leading: this leader and every voter
+    /// that fetched within the last election timeout or two and has everything committed
+    /// durably. Empty unless leading. (What `min.insync.replicas` is checked against.)
+    pub fn in_sync_voters(&self) -> Vec<NodeId> {
+        let Role::Leader(state) = &self.role else {
+            return Vec::new();
+        };
+        let mut in_sync: Vec<NodeId> = self
+            .voter_peers()
+            .into_iter()
+            .filter(|voter| {
+                state.progress.get(voter).is_some_and(|peer| {
+                    (peer.recently_active || peer.has_fetched)
+                        && peer.match_index >= self.commit_index
+                })
+            })
+            .collect();
+        if self.is_voter() {
+            in_sync.push(self.config.id);
+        }
+        in_sync.sort_unstable();
+        in_sync
+    }
+
     fn voter_peers(&self) -> Vec<NodeId> {
         let id = self.config.id;
         self.log

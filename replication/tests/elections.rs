@@ -165,6 +165,41 @@ fn an_isolated_node_does_not_bump_its_term_and_does_not_depose_the_leader_on_ret
 }
 
 #[test]
+fn in_sync_voters_are_those_that_fetch_and_hold_everything_committed() {
+    let mut cluster = cluster(3);
+    let leader = tick_until_leader(&mut cluster);
+    commit_one(&mut cluster);
+    ticks(&mut cluster, 5);
+    assert_eq!(node(&cluster, leader).in_sync_voters(), cluster.ids());
+    let follower = cluster
+        .ids()
+        .into_iter()
+        .find(|id| *id != leader)
+        .expect("3 nodes");
+    assert!(
+        node(&cluster, follower).in_sync_voters().is_empty(),
+        "only a leader knows"
+    );
+    // Cut off for two election timeouts, the follower falls out; back, it catches up and in.
+    cluster.sides.insert(follower, 1);
+    let (_, batch) = cluster.propose().expect("a leader takes proposals");
+    tick_until(&mut cluster, "a commit by the other two", |cluster| {
+        node(cluster, leader).commit_index() >= batch.meta.last_index
+    });
+    ticks(&mut cluster, 45);
+    let without: Vec<NodeId> = cluster
+        .ids()
+        .into_iter()
+        .filter(|id| *id != follower)
+        .collect();
+    assert_eq!(node(&cluster, leader).in_sync_voters(), without);
+    cluster.sides.insert(follower, 0);
+    tick_until(&mut cluster, "the follower back in sync", |cluster| {
+        node(cluster, leader).in_sync_voters().len() == 3
+    });
+}
+
+#[test]
 fn a_leader_cut_off_from_the_majority_steps_down_and_the_majority_elects_another() {
     let mut cluster = cluster(3);
     let old_leader = tick_until_leader(&mut cluster);

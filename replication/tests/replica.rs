@@ -73,9 +73,10 @@ impl Outbox for TransportOutbox {
     }
 }
 
-fn log_config() -> LogConfig {
+fn log_config(min_insync_replicas: u32) -> LogConfig {
     LogConfig {
         segment_bytes_max: 64 << 10,
+        min_insync_replicas,
         ..LogConfig::default()
     }
 }
@@ -86,13 +87,17 @@ impl Broker {
         dir: PathBuf,
         peers: BTreeMap<NodeId, SocketAddr>,
         isolated: Isolated,
+        min_insync_replicas: u32,
     ) -> Broker {
         let (commands, received) = mpsc::channel();
         let status = Arc::new(Mutex::new(None));
         let reported = status.clone();
         let thread = std::thread::spawn(move || {
             glommio::LocalExecutorBuilder::default()
-                .spawn(move || run_broker(node_id, dir, peers, isolated, received, reported))
+                .spawn(move || {
+                    let config = log_config(min_insync_replicas);
+                    run_broker(node_id, dir, peers, isolated, config, received, reported)
+                })
                 .unwrap()
                 .join()
                 .unwrap();
@@ -136,11 +141,12 @@ async fn run_broker(
     dir: PathBuf,
     peers: BTreeMap<NodeId, SocketAddr>,
     isolated: Isolated,
+    log_config: LogConfig,
     commands: mpsc::Receiver<Command>,
     status: Arc<Mutex<Option<Status>>>,
 ) {
     let log = Rc::new(
-        PartitionLog::open(&dir, log_config(), Rc::new(SystemClock))
+        PartitionLog::open(&dir, log_config, Rc::new(SystemClock))
             .await
             .unwrap(),
     );
@@ -287,11 +293,16 @@ struct Cluster {
     _reservations: Vec<ListenReservation>,
     peers: BTreeMap<NodeId, SocketAddr>,
     isolated: Isolated,
+    min_insync_replicas: u32,
     brokers: BTreeMap<NodeId, Broker>,
 }
 
 impl Cluster {
     fn start() -> Cluster {
+        Cluster::start_with(1)
+    }
+
+    fn start_with(min_insync_replicas: u32) -> Cluster {
         let dirs: BTreeMap<NodeId, tempfile::TempDir> = (1..=3)
             .map(|id| (id, tempfile::tempdir().unwrap()))
             .collect();
@@ -301,6 +312,7 @@ impl Cluster {
             _reservations: reservations,
             peers,
             isolated: Isolated::default(),
+            min_insync_replicas,
             brokers: BTreeMap::new(),
         };
         for id in 1..=3 {
@@ -315,6 +327,7 @@ impl Cluster {
             self.dirs[&id].path().to_path_buf(),
             self.peers.clone(),
             self.isolated.clone(),
+            self.min_insync_replicas,
         );
         self.brokers.insert(id, broker);
     }
@@ -437,5 +450,32 @@ fn a_leader_cut_off_acknowledges_nothing_and_its_uncommitted_tail_is_replaced() 
     cluster.isolated.lock().unwrap().clear();
     let log = wait_until("every log the same after healing", || cluster.agreed_log());
     assert_eq!(values(&log), acknowledged);
+    cluster.stop();
+}
+
+#[test]
+fn acks_all_is_refused_while_fewer_replicas_than_min_insync_are_in_sync() {
+    let mut cluster = Cluster::start_with(3);
+    let leader = wait_until("a leader", || leader_of(&cluster.brokers));
+    cluster.brokers[&leader].produce("all three").unwrap();
+    let follower = cluster
+        .brokers
+        .keys()
+        .copied()
+        .find(|id| *id != leader)
+        .unwrap();
+    cluster.brokers.remove(&follower).unwrap().crash();
+    let refused = wait_until("acks=all refused with two of three in sync", || {
+        cluster.brokers[&leader].produce("two of three").err()
+    });
+    assert!(
+        refused.contains("fewer than min.insync.replicas=3"),
+        "{refused}"
+    );
+    cluster.start_broker(follower);
+    wait_until(
+        "acks=all taken again once the third is back in sync",
+        || cluster.brokers[&leader].produce("three again").ok(),
+    );
     cluster.stop();
 }

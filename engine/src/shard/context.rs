@@ -462,6 +462,16 @@ impl ShardContext {
             return replicated.submit_append(batch, durability);
         }
         let assigned = match self.partition_log(partition).await {
+            // A single copy is one in-sync replica (as Kafka counts a partition of replication
+            // factor 1).
+            Ok(log)
+                if durability == Durability::Durable && log.config().min_insync_replicas > 1 =>
+            {
+                Err(LogError::NotEnoughReplicas {
+                    in_sync: 1,
+                    required: log.config().min_insync_replicas,
+                })
+            }
             Ok(log) => log
                 .append(batch, leader_epoch)
                 .await

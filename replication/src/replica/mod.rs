@@ -305,6 +305,14 @@ impl PartitionReplica {
         if let Err(error) = self.check_leading() {
             return Box::pin(std::future::ready(Err(error)));
         }
+        if acks == Acks::Committed {
+            let required = self.inner.log.config().min_insync_replicas;
+            let in_sync = self.inner.node.borrow().in_sync_voters().len();
+            if in_sync < required as usize {
+                let refused = LogError::NotEnoughReplicas { in_sync, required };
+                return Box::pin(std::future::ready(Err(refused.into())));
+            }
+        }
         let (reply, placed) = oneshot::channel();
         self.inner
             .proposals
