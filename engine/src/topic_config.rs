@@ -224,6 +224,15 @@ const KEYS: &[Key] = &[
         default: |log| limit(log.segment_age_ms_max),
         apply: |log, value| log.segment_age_ms_max = parse_limit(value),
     },
+    Key {
+        name: "unclean.leader.election.enable",
+        // Consistency over availability, and not negotiable: a partition's new leader is always
+        // elected by a majority and holds everything committed (Raft), so no acknowledged write
+        // is ever given up to bring a partition back sooner.
+        kind: Kind::OneOf(&["false"]),
+        default: |_| "false".into(),
+        apply: |_, _| {},
+    },
 ];
 
 fn key(name: &str) -> Result<&'static Key, String> {
@@ -443,6 +452,7 @@ mod tests {
             ("retention.ms", "604800000"),
             ("segment.bytes", "1073741824"),
             ("segment.ms", "604800000"),
+            ("unclean.leader.election.enable", "false"),
         ];
         assert_eq!(defaults.len(), expected.len());
         for (name, value) in expected {
@@ -473,6 +483,7 @@ mod tests {
             ("retention.ms", &["-1", "0", "60000"]),
             ("segment.bytes", &["1024", "2147483647"]),
             ("segment.ms", &["1", "3600000"]),
+            ("unclean.leader.election.enable", &["false"]),
         ];
         for (name, values) in good {
             for value in *values {
@@ -529,6 +540,7 @@ mod tests {
                 "a whole number from 1 to 2147483647",
             ),
             ("retention.bytes", "-2", "a whole number of at least -1"),
+            ("unclean.leader.election.enable", "true", "one of false"),
             ("retention.ms", "soon", "a whole number of at least -1"),
             (
                 "segment.bytes",
