@@ -9,14 +9,14 @@
 //! so producer batches for it go through its Raft group and followers refuse clients.
 
 use std::any::Any;
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::rc::{Rc, Weak};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use engine::shard::{PartitionId, ShardContext};
 
 use futures::channel::oneshot;
@@ -28,12 +28,14 @@ use crate::message::{Index, Message, NodeId};
 use crate::replica::{Outbox, PartitionReplica, ReplicaConfig, ReplicaError};
 use crate::transport::{Received, Transport, TransportConfig, TransportError};
 
-/// A Raft message of one partition's group, as it travels between brokers.
+/// A Raft message of one partition's group, as it travels between brokers; its batches (if
+/// any) are the next `payload_bytes` of the frame's payload.
 #[derive(Debug, Clone, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub struct PartitionMessage {
     pub topic: String,
     pub partition: u32,
     pub message: Message,
+    pub payload_bytes: u32,
 }
 
 /// "I lead these partitions in these terms": what each broker tells the others now and then,
@@ -48,7 +50,8 @@ pub struct LeaderReport {
 /// Everything brokers' shards say to each other.
 #[derive(Debug, Clone, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub enum BrokerWire {
-    Partition(PartitionMessage),
+    /// Every partition message one shard had for one peer in one turn (see [`Coalescer`]).
+    Partitions(Vec<PartitionMessage>),
     Controller(ControllerWire),
     Leaders(Vec<LeaderReport>),
 }
@@ -153,6 +156,8 @@ pub struct ShardReplication {
     context: ShardContext,
     config: ReplicationConfig,
     transport: Rc<Transport<BrokerWire>>,
+    /// Every replica's messages to peers go through it.
+    coalescer: Rc<Coalescer>,
     replicas: RefCell<HashMap<PartitionId, PartitionReplica>>,
     leaders: Arc<LeaderTable>,
     /// The broker's controller, on the shard that runs it.
@@ -217,6 +222,7 @@ impl ShardReplication {
         let replication = Rc::new(ShardReplication {
             context: context.clone(),
             config,
+            coalescer: Coalescer::new(transport.clone()),
             transport,
             replicas: RefCell::new(HashMap::new()),
             leaders,
@@ -257,10 +263,19 @@ impl ShardReplication {
     fn on_wire(&self, received: Received<BrokerWire>) {
         let from = received.from_node;
         match received.message {
-            BrokerWire::Partition(message) => {
-                let partition = PartitionId::new(message.topic, message.partition);
-                let delivered: Delivered = (from, message.message, received.payload);
-                self.route(partition, Box::new(delivered));
+            BrokerWire::Partitions(messages) => {
+                let mut payload = received.payload;
+                for message in messages {
+                    let bytes = message.payload_bytes as usize;
+                    if bytes > payload.len() {
+                        // Lengths that do not add up: a peer's garbage, dropped like a loss.
+                        return;
+                    }
+                    let batches = payload.split_to(bytes);
+                    let partition = PartitionId::new(message.topic, message.partition);
+                    let delivered: Delivered = (from, message.message, batches);
+                    self.route(partition, Box::new(delivered));
+                }
             }
             BrokerWire::Controller(wire) => {
                 let delivered: ControllerDelivered = (from, wire, received.payload);
@@ -472,9 +487,9 @@ impl ShardReplication {
         }
     }
 
-    /// The broker's table of partition leaders.
-    pub fn leaders(&self) -> &Arc<LeaderTable> {
-        &self.leaders
+    /// How many partition messages this shard sent, in how many frames.
+    pub fn coalescing(&self) -> CoalescerStats {
+        self.coalescer.stats.get()
     }
 
     /// Runs this broker's member of `partition`'s group (its log directory must exist; the
@@ -500,7 +515,7 @@ impl ShardReplication {
             seed: replica_seed(self.config.node_id, &partition),
         };
         let outbox = Rc::new(PartitionOutbox {
-            transport: self.transport.clone(),
+            coalescer: self.coalescer.clone(),
             topic: partition.topic.clone(),
             partition: partition.partition,
         });
@@ -541,20 +556,208 @@ fn replica_seed(node_id: NodeId, partition: &PartitionId) -> u64 {
     hasher.finish()
 }
 
-struct PartitionOutbox {
+/// Partition messages for each peer broker, gathered during one turn of the shard's executor
+/// and sent as one frame when the turn ends: the fetches, answers and announcements that a
+/// tick of many partitions produces travel to each broker together, as Kafka's replica fetcher
+/// sends one Fetch per broker pair and Redpanda coalesces heartbeats per node. A frame is
+/// sent early once its batches reach [`COALESCED_PAYLOAD_BYTES_MAX`].
+pub struct Coalescer {
     transport: Rc<Transport<BrokerWire>>,
+    pending: RefCell<BTreeMap<NodeId, (Vec<PartitionMessage>, BytesMut)>>,
+    flush_scheduled: Cell<bool>,
+    stats: Cell<CoalescerStats>,
+}
+
+/// Bytes of batches one coalesced frame carries before it is sent without waiting for the
+/// turn's end (well below the transport's frame limit).
+const COALESCED_PAYLOAD_BYTES_MAX: usize = 8 << 20;
+
+/// What coalescing saved: partition messages queued, frames sent for them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CoalescerStats {
+    pub messages: u64,
+    pub frames: u64,
+}
+
+impl Coalescer {
+    fn new(transport: Rc<Transport<BrokerWire>>) -> Rc<Coalescer> {
+        Rc::new(Coalescer {
+            transport,
+            pending: RefCell::new(BTreeMap::new()),
+            flush_scheduled: Cell::new(false),
+            stats: Cell::new(CoalescerStats::default()),
+        })
+    }
+
+    fn queue(self: &Rc<Self>, to: NodeId, mut message: PartitionMessage, payload: Bytes) {
+        message.payload_bytes = u32::try_from(payload.len()).unwrap_or(u32::MAX);
+        let mut stats = self.stats.get();
+        stats.messages += 1;
+        self.stats.set(stats);
+        let full = {
+            let mut pending = self.pending.borrow_mut();
+            let (messages, batches) = pending.entry(to).or_default();
+            messages.push(message);
+            batches.extend_from_slice(&payload);
+            batches.len() >= COALESCED_PAYLOAD_BYTES_MAX
+        };
+        if full {
+            self.send(to);
+        } else if !self.flush_scheduled.replace(true) {
+            let coalescer = self.clone();
+            glommio::spawn_local(async move {
+                // glommio runs a spawned task at once up to its first await: step aside so the
+                // rest of this turn's messages join the frame.
+                YieldOnce::default().await;
+                coalescer.flush_scheduled.set(false);
+                let peers: Vec<NodeId> = coalescer.pending.borrow().keys().copied().collect();
+                for peer in peers {
+                    coalescer.send(peer);
+                }
+            })
+            .detach();
+        }
+    }
+
+    fn send(&self, to: NodeId) {
+        let Some((messages, batches)) = self.pending.borrow_mut().remove(&to) else {
+            return;
+        };
+        let mut stats = self.stats.get();
+        stats.frames += 1;
+        self.stats.set(stats);
+        // A full queue or a closed transport loses the messages, as the network may.
+        let _ = self
+            .transport
+            .send(to, &BrokerWire::Partitions(messages), batches.freeze());
+    }
+}
+
+/// Pending once (waking itself), then ready: lets the tasks already scheduled run first.
+#[derive(Default)]
+struct YieldOnce {
+    yielded: bool,
+}
+
+impl std::future::Future for YieldOnce {
+    type Output = ();
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        context: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<()> {
+        if self.yielded {
+            return std::task::Poll::Ready(());
+        }
+        self.yielded = true;
+        context.waker().wake_by_ref();
+        std::task::Poll::Pending
+    }
+}
+
+struct PartitionOutbox {
+    coalescer: Rc<Coalescer>,
     topic: String,
     partition: u32,
 }
 
 impl Outbox for PartitionOutbox {
     fn send(&self, to: NodeId, message: Message, payload: Bytes) {
-        let message = BrokerWire::Partition(PartitionMessage {
+        let message = PartitionMessage {
             topic: self.topic.clone(),
             partition: self.partition,
             message,
+            payload_bytes: 0,
+        };
+        self.coalescer.queue(to, message, payload);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::message::FetchResult;
+    use engine::shard::listen::ListenReservation;
+
+    fn fetch_response(commit_index: u64) -> Message {
+        Message::FetchResponse {
+            term: 1,
+            leader: 1,
+            commit_index,
+            fetch_index: 1,
+            last_fetched_term: 0,
+            result: FetchResult::Entries {
+                entries: Vec::new(),
+            },
+        }
+    }
+
+    /// A coalesced frame as the receiver got it: its messages and their batches.
+    type ReceivedFrame = (Vec<PartitionMessage>, Bytes);
+
+    #[test]
+    fn one_turns_messages_to_a_peer_travel_in_one_frame_with_their_batches() {
+        glommio::LocalExecutor::default().run(async {
+            let reservations: Vec<ListenReservation> = (0..2)
+                .map(|_| ListenReservation::new("127.0.0.1:0".parse().unwrap()).unwrap())
+                .collect();
+            let peers: BTreeMap<NodeId, SocketAddr> = [
+                (1, reservations[0].address()),
+                (2, reservations[1].address()),
+            ]
+            .into_iter()
+            .collect();
+            let received: Rc<RefCell<Vec<ReceivedFrame>>> = Default::default();
+            let receiver = Transport::<BrokerWire>::start(
+                TransportConfig::new("test", 2, 0, peers[&2], peers.clone()),
+                {
+                    let received = received.clone();
+                    move |frame: Received<BrokerWire>| {
+                        if let BrokerWire::Partitions(messages) = frame.message {
+                            received.borrow_mut().push((messages, frame.payload));
+                        }
+                    }
+                },
+            )
+            .unwrap();
+            let sender = Rc::new(
+                Transport::<BrokerWire>::start(
+                    TransportConfig::new("test", 1, 0, peers[&1], peers.clone()),
+                    |_| {},
+                )
+                .unwrap(),
+            );
+            let coalescer = Coalescer::new(sender.clone());
+            for (partition, batches) in [(0u32, &b"abc"[..]), (1, &b""[..]), (2, &b"defgh"[..])] {
+                let message = PartitionMessage {
+                    topic: "t".into(),
+                    partition,
+                    message: fetch_response(u64::from(partition)),
+                    payload_bytes: 0,
+                };
+                coalescer.queue(2, message, Bytes::from_static(batches));
+            }
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+            while received.borrow().is_empty() {
+                assert!(std::time::Instant::now() < deadline, "nothing arrived");
+                glommio::timer::sleep(std::time::Duration::from_millis(5)).await;
+            }
+            let (messages, payload) = received.borrow_mut().remove(0);
+            let lengths: Vec<u32> = messages
+                .iter()
+                .map(|message| message.payload_bytes)
+                .collect();
+            assert_eq!(lengths, [3, 0, 5]);
+            assert_eq!(&payload[..], b"abcdefgh");
+            assert_eq!(
+                coalescer.stats.get(),
+                CoalescerStats {
+                    messages: 3,
+                    frames: 1
+                }
+            );
+            sender.close().await;
+            receiver.close().await;
         });
-        // A full queue or a closed transport loses the message, as the network may.
-        let _ = self.transport.send(to, &message, payload);
     }
 }
