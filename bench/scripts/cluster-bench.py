@@ -7,7 +7,7 @@ acks=all, 1 KiB messages.
   2. failover time over K kills: a confluent-kafka producer sends a message every 2 ms to a
      1-partition RF3 topic; the partition's leader is killed with SIGKILL; the failover time is
      from the kill to the first acknowledged (acks=all) message among those sent after it. The
-     killed broker is restarted and the next kill waits until it is listed again.
+     killed broker is restarted and the next kill waits until it has caught up.
 
 Usage (from the repository root, after `cargo build --release -p ferrite-tools -p ferrite-bench`
 and with confluent-kafka importable, e.g. the client tests' venv):
@@ -27,6 +27,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic
@@ -48,6 +49,7 @@ class Cluster:
         self.ids = list(range(1, brokers + 1))
         self.kafka = {i: free_port() for i in self.ids}
         self.rpc = {i: free_port() for i in self.ids}
+        self.metrics = {i: free_port() for i in self.ids}
         self.processes = {}
         cpus = os.cpu_count() or 1
         self.cpu = {i: (i - 1) % cpus for i in self.ids}
@@ -65,7 +67,7 @@ class Cluster:
             [FERRITE, "serve", "--node-id", str(i), "--listen", f"127.0.0.1:{self.kafka[i]}",
              "--rpc-listen", f"127.0.0.1:{self.rpc[i]}", "--peers", self.peers(),
              "--data-dir", data, "--cpuset", str(self.cpu[i]),
-             "--metrics-listen", "127.0.0.1:0"],
+             "--metrics-listen", f"127.0.0.1:{self.metrics[i]}"],
             stdout=log, stderr=log)
 
     def kill(self, i):
@@ -96,6 +98,19 @@ class Cluster:
                 pass
             time.sleep(0.1)
         raise RuntimeError(f"the cluster did not list {count} brokers in {deadline_s} s")
+
+    def high_watermark(self, i, topic, partition=0):
+        """Broker i's high-water mark of a partition (its own replica's), from its metrics."""
+        wanted = f'ferrite_partition_high_watermark{{topic="{topic}",partition="{partition}"}} '
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics[i]}/metrics",
+                                        timeout=2) as response:
+                for line in response.read().decode().splitlines():
+                    if line.startswith(wanted):
+                        return int(line.split()[-1])
+        except OSError:
+            pass
+        return None
 
     def leader(self, topic, partition=0):
         info = self.metadata(topic).topics[topic].partitions[partition]
@@ -169,8 +184,18 @@ def failovers(cluster, kills):
             if first is None:
                 raise RuntimeError("no acknowledgement within 60 s of a kill")
             times.append((first - killed_at) * 1000)
+            # Back in the group before the next kill: the restarted replica has caught up to
+            # where the others were when it came back (else the next kill would leave a
+            # single healthy replica, and the time measured would be its catching up).
+            survivor = next(i for i in cluster.ids if i != victim)
+            mark = cluster.high_watermark(survivor, topic) or 0
             cluster.start(victim)
             cluster.wait_listed(3)
+            deadline = time.monotonic() + 60
+            while (cluster.high_watermark(victim, topic) or -1) < mark:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"broker {victim} did not catch up in 60 s")
+                time.sleep(0.05)
     finally:
         stop.set()
         sender.join()
