@@ -205,7 +205,7 @@ impl Broker {
                 header.reply(&handlers::topics::delete(&self, header.api_version, request).await)
             }
             RequestKind::CreatePartitions(request) => {
-                header.reply(&handlers::topics::create_partitions(&self, request))
+                header.reply(&handlers::topics::create_partitions(&self, request).await)
             }
             RequestKind::DescribeConfigs(request) => header.reply(&handlers::configs::describe(
                 &self,

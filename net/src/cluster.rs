@@ -61,4 +61,20 @@ pub trait ClusterView {
 
     /// Asks the controller to delete a topic; resolves once this broker has removed it.
     fn delete_topic(&self, name: String) -> LocalBoxFuture<'static, Result<(), ClusterError>>;
+
+    /// Asks the controller to grow a topic to `count` partitions; resolves once this broker's
+    /// catalog has them.
+    fn create_partitions(
+        &self,
+        name: String,
+        count: u32,
+    ) -> LocalBoxFuture<'static, Result<(), ClusterError>>;
+
+    /// Asks the controller to make `configs` a topic's whole set of overrides; resolves once
+    /// this broker's catalog (and its open logs) have them.
+    fn alter_topic_configs(
+        &self,
+        name: String,
+        configs: BTreeMap<String, String>,
+    ) -> LocalBoxFuture<'static, Result<(), ClusterError>>;
 }

@@ -90,6 +90,23 @@ impl LeaderTable {
         }
     }
 
+    /// This broker's replica of `partition` knows of no leader in its `term`: an entry naming
+    /// this broker (`own`: it does not lead) or an older term is stale, and goes, so Metadata
+    /// answers LEADER_NOT_AVAILABLE (clients ask again, maybe another broker) rather than send
+    /// clients to a deposed leader, such as a leader cut off from the others that stepped down.
+    pub fn forget_stale(&self, partition: &PartitionId, own: NodeId, term: u64) {
+        let mut leaders = self
+            .leaders
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if leaders
+            .get(partition)
+            .is_some_and(|(leader, known)| *leader == own || *known < term)
+        {
+            leaders.remove(partition);
+        }
+    }
+
     /// `partition`'s leader and its term, if known.
     pub fn leader(&self, partition: &PartitionId) -> Option<(NodeId, u64)> {
         self.leaders
@@ -462,15 +479,18 @@ impl ShardReplication {
         let mut led = Vec::new();
         for (partition, replica) in replicas {
             replica.tick();
-            if let Some(leader) = replica.leader() {
-                self.leaders.report(&partition, leader, replica.term());
-                if leader == self.config.node_id {
-                    led.push(LeaderReport {
-                        topic: partition.topic.clone(),
-                        partition: partition.partition,
-                        term: replica.term(),
-                    });
-                }
+            let Some(leader) = replica.leader() else {
+                self.leaders
+                    .forget_stale(&partition, self.config.node_id, replica.term());
+                continue;
+            };
+            self.leaders.report(&partition, leader, replica.term());
+            if leader == self.config.node_id {
+                led.push(LeaderReport {
+                    topic: partition.topic.clone(),
+                    partition: partition.partition,
+                    term: replica.term(),
+                });
             }
         }
         if report && !led.is_empty() {
@@ -690,6 +710,29 @@ mod tests {
                 entries: Vec::new(),
             },
         }
+    }
+
+    #[test]
+    fn the_leader_table_keeps_the_latest_term_and_drops_what_a_replica_knows_is_stale() {
+        let table = LeaderTable::default();
+        let partition = PartitionId::new("t", 0);
+        table.report(&partition, 2, 5);
+        table.report(&partition, 3, 4);
+        assert_eq!(
+            table.leader(&partition),
+            Some((2, 5)),
+            "an older term's report loses"
+        );
+        // Broker 1's replica, in term 5 and knowing no leader, does not contradict node 2.
+        table.forget_stale(&partition, 1, 5);
+        assert_eq!(table.leader(&partition), Some((2, 5)));
+        // Broker 2's own replica stepped down (cut off): it knows it does not lead.
+        table.forget_stale(&partition, 2, 5);
+        assert_eq!(table.leader(&partition), None);
+        table.report(&partition, 3, 6);
+        // A replica already in term 7 knows term 6's leader is gone.
+        table.forget_stale(&partition, 1, 7);
+        assert_eq!(table.leader(&partition), None);
     }
 
     /// A coalesced frame as the receiver got it: its messages and their batches.

@@ -844,3 +844,61 @@ def test_a_leader_cut_off_from_the_other_brokers(namespaced_cluster, capsys):
     final = read_to_high_water_marks(cluster, topic)
     check_acknowledged(final, producer)
     check_offsets_kept(middle, final)
+
+
+def test_partitions_added_and_configs_altered_through_any_broker_reach_every_broker(cluster):
+    topic = created_topic(cluster, "altered")
+    # Through broker 2, not necessarily the controller's leader.
+    admin = confluent_kafka.admin.AdminClient({"bootstrap.servers": cluster.bootstrap([NODE_IDS[1]])})
+    grown = admin.create_partitions(
+        [confluent_kafka.admin.NewPartitions(topic, PARTITIONS + 2)],
+        operation_timeout=CLIENT_DEADLINE_S,
+    )
+    grown[topic].result(timeout=CLIENT_DEADLINE_S)
+    resource = confluent_kafka.admin.ConfigResource(
+        confluent_kafka.admin.ResourceType.TOPIC,
+        topic,
+        incremental_configs=[
+            confluent_kafka.admin.ConfigEntry(
+                "retention.ms",
+                "3600000",
+                incremental_operation=confluent_kafka.admin.AlterConfigOpType.SET,
+            )
+        ],
+    )
+    altered = admin.incremental_alter_configs([resource])
+    altered[resource].result(timeout=CLIENT_DEADLINE_S)
+    bad = confluent_kafka.admin.ConfigResource(
+        confluent_kafka.admin.ResourceType.TOPIC,
+        topic,
+        incremental_configs=[
+            confluent_kafka.admin.ConfigEntry(
+                "retention.ms",
+                "soon",
+                incremental_operation=confluent_kafka.admin.AlterConfigOpType.SET,
+            )
+        ],
+    )
+    with pytest.raises(confluent_kafka.KafkaException, match="retention.ms"):
+        admin.incremental_alter_configs([bad])[bad].result(timeout=CLIENT_DEADLINE_S)
+    # Every broker, asked alone, has the new partitions (with leaders) and the new setting.
+    for node in NODE_IDS:
+        def grown_here():
+            partitions = cluster.metadata(topic, node=node).topics[topic].partitions
+            ready = len(partitions) == PARTITIONS + 2 and all(
+                partition.leader in NODE_IDS for partition in partitions.values()
+            )
+            return ready or None
+
+        wait_until(grown_here, f"broker {node} to list {PARTITIONS + 2} led partitions")
+        asked = confluent_kafka.admin.AdminClient({"bootstrap.servers": cluster.bootstrap([node])})
+        described = confluent_kafka.admin.ConfigResource(confluent_kafka.admin.ResourceType.TOPIC, topic)
+        configs = asked.describe_configs([described])[described].result(timeout=CLIENT_DEADLINE_S)
+        assert configs["retention.ms"].value == "3600000", f"broker {node}"
+    # The new partitions take writes.
+    producer = confluent_kafka.Producer({"bootstrap.servers": cluster.bootstrap(), "acks": "all"})
+    delivered = []
+    producer.produce(topic, b"to a new partition", partition=PARTITIONS + 1,
+                     on_delivery=lambda error, message: delivered.append(error))
+    assert producer.flush(CLIENT_DEADLINE_S) == 0
+    assert delivered == [None]

@@ -13,7 +13,8 @@ use std::time::Duration;
 use engine::catalog::{is_internal_topic, Catalog, CatalogError};
 use engine::shard::{PartitionId, ShardContext};
 use ferrite_replication::controller::{
-    Controller, ControllerConfig, ControllerError, ControllerRequest, METADATA_TOPIC,
+    ConfigChange, ConfigOperation, Controller, ControllerConfig, ControllerError,
+    ControllerRequest, METADATA_TOPIC,
 };
 use ferrite_replication::metadata::{BrokerRegistration, MetadataImage, PlanError};
 use ferrite_replication::shard::{LeaderTable, ReplicationConfig, ShardReplication};
@@ -225,6 +226,62 @@ impl ClusterView for ShardClusterView {
             catalog.topics().get(&name).is_none()
         })
     }
+
+    fn create_partitions(
+        &self,
+        name: String,
+        count: u32,
+    ) -> LocalBoxFuture<'static, Result<(), ClusterError>> {
+        let request = ControllerRequest::CreatePartitions {
+            name: name.clone(),
+            count: i32::try_from(count).unwrap_or(i32::MAX),
+        };
+        self.change(request, move |catalog| {
+            catalog
+                .topics()
+                .get(&name)
+                .is_some_and(|topic| topic.partitions >= count)
+        })
+    }
+
+    fn alter_topic_configs(
+        &self,
+        name: String,
+        configs: BTreeMap<String, String>,
+    ) -> LocalBoxFuture<'static, Result<(), ClusterError>> {
+        // The whole set, as changes from what this broker has now: removed keys deleted, the
+        // rest set.
+        let current = self
+            .catalog
+            .topics()
+            .get(&name)
+            .map(|topic| topic.configs.clone())
+            .unwrap_or_default();
+        let mut changes: Vec<ConfigChange> = current
+            .keys()
+            .filter(|key| !configs.contains_key(*key))
+            .map(|key| ConfigChange {
+                key: key.clone(),
+                operation: ConfigOperation::Delete,
+                value: None,
+            })
+            .collect();
+        changes.extend(configs.iter().map(|(key, value)| ConfigChange {
+            key: key.clone(),
+            operation: ConfigOperation::Set,
+            value: Some(value.clone()),
+        }));
+        let request = ControllerRequest::AlterConfigs {
+            name: name.clone(),
+            changes,
+        };
+        self.change(request, move |catalog| {
+            catalog
+                .topics()
+                .get(&name)
+                .is_some_and(|topic| topic.configs == configs)
+        })
+    }
 }
 
 /// Keeps this broker in step with the metadata log, on the controller's shard, until shutdown:
@@ -283,7 +340,9 @@ async fn mirror(
     for (name, topic) in image.topics() {
         let existing = catalog.topics().get(name).cloned();
         match existing {
-            Some(existing) if existing.id == topic.id => {}
+            Some(existing) if existing.id == topic.id => {
+                follow_changes(context, catalog, name, &existing, topic).await?
+            }
             Some(_) => {
                 // Deleted and created again under the same name while this broker was away.
                 remove_topic(context, replication, catalog, membership, name, hosted).await?;
@@ -311,6 +370,35 @@ async fn mirror(
         .collect();
     for name in gone {
         remove_topic(context, replication, catalog, membership, &name, hosted).await?;
+    }
+    Ok(())
+}
+
+/// Brings a topic this broker has up to the log's: partitions added, configs replaced (and
+/// applied to its open logs).
+async fn follow_changes(
+    context: &ShardContext,
+    catalog: &Catalog,
+    name: &str,
+    existing: &engine::catalog::Topic,
+    topic: &ferrite_replication::metadata::TopicImage,
+) -> Result<(), String> {
+    let count = topic.partitions.len() as u32;
+    if count > existing.partitions {
+        catalog
+            .add_partitions(name, i64::from(count), false)
+            .map_err(|error| format!("adding partitions to '{name}': {error}"))?;
+    }
+    if existing.configs != topic.configs {
+        catalog
+            .alter_topic_configs(name, false, |_| Ok(topic.configs.clone()))
+            .map_err(|error| format!("altering the configs of '{name}': {error}"))?;
+        for partition in 0..count {
+            context
+                .reload_log_config(PartitionId::new(name, partition))
+                .await
+                .map_err(|error| format!("reloading the configs of '{name}': {error}"))?;
+        }
     }
     Ok(())
 }

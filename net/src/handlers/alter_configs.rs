@@ -168,11 +168,6 @@ async fn alter_topic(
             )))
         }
     }
-    if broker.cluster.is_some() {
-        return Err(invalid_request(
-            "topic configs cannot be altered in a cluster yet (they are set at creation)".into(),
-        ));
-    }
     let mut seen = BTreeSet::new();
     if let Some(duplicate) = names.iter().find(|name| !seen.insert(**name)) {
         return Err(invalid_request(format!(
@@ -180,6 +175,26 @@ async fn alter_topic(
         )));
     }
     let log = &broker.config.log;
+    if let Some(cluster) = &broker.cluster {
+        // The controller decides; the result is checked here first so a bad value is refused
+        // at once with the same message as on a single broker.
+        engine::catalog::refuse_internal(name)
+            .map_err(|error| (catalog_error_code(&error), error.to_string()))?;
+        let current = broker.catalog.topics().get(name).cloned().ok_or_else(|| {
+            let error = engine::catalog::CatalogError::UnknownTopic(name.to_owned());
+            (catalog_error_code(&error), error.to_string())
+        })?;
+        let configs = change(&current.configs)
+            .and_then(|configs| topic_config::validate(log, &configs).map(|()| configs))
+            .map_err(|message| (code(ResponseError::InvalidConfig), message))?;
+        if validate_only {
+            return Ok(());
+        }
+        return cluster
+            .alter_topic_configs(name.to_owned(), configs)
+            .await
+            .map_err(|error| (error.code, error.message));
+    }
     let topic = broker
         .catalog
         .catalog()
