@@ -166,13 +166,23 @@ impl ClusterView for ShardClusterView {
             .iter()
             .map(|replica| node(replica.node_id))
             .collect();
-        let leader = self
+        let known = self
             .membership
             .leaders
             .leader(&PartitionId::new(topic, partition));
+        // No leader known here (an election, or this broker is cut off from the others): name
+        // another replica rather than none. A client asks it, and is either right or told
+        // NOT_LEADER by a broker that (on the majority side) knows the leader; answering
+        // LEADER_NOT_AVAILABLE instead would keep a client that talks only to this broker (as
+        // librdkafka's sparse connections do) asking it again and again.
+        let own = node(self.membership.settings.node_id);
+        let leader = match known {
+            Some((leader, _)) => Some(node(leader)),
+            None => replicas.iter().copied().find(|replica| *replica != own),
+        };
         Some(PartitionPlacement {
-            leader: leader.map(|(leader, _)| node(leader)),
-            leader_epoch: leader.map_or(0, |(_, term)| i32::try_from(term).unwrap_or(i32::MAX)),
+            leader,
+            leader_epoch: known.map_or(0, |(_, term)| i32::try_from(term).unwrap_or(i32::MAX)),
             in_sync: replicas.clone(),
             replicas,
         })

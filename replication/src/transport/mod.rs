@@ -72,6 +72,9 @@ pub struct TransportConfig {
     /// Bytes read from a socket at a time.
     pub read_chunk_bytes: usize,
     pub connect_timeout: Duration,
+    /// An outbound connection whose data the peer has not acknowledged for this long is
+    /// broken and made anew (TCP_USER_TIMEOUT).
+    pub unacknowledged_timeout: Duration,
     /// An inbound connection that has not said hello by then is closed.
     pub handshake_timeout: Duration,
     /// The first wait before reconnecting to a peer; it doubles per failure up to
@@ -107,6 +110,7 @@ impl TransportConfig {
             write_coalesce_bytes_max: 1 << 20,
             read_chunk_bytes: 64 << 10,
             connect_timeout: Duration::from_secs(1),
+            unacknowledged_timeout: Duration::from_secs(2),
             handshake_timeout: Duration::from_secs(5),
             backoff_min: Duration::from_millis(20),
             backoff_max: Duration::from_secs(1),
