@@ -410,17 +410,11 @@ impl ShardReplication {
         &self,
         request: ControllerRequest,
     ) -> Result<Index, ControllerError> {
-        let local = self.controller.borrow().clone();
-        if let Some(controller) = local {
-            return controller.request(request).await;
-        }
         let (reply, answer) = oneshot::channel();
-        self.context
-            .deliver(
-                controller_partition(),
-                Box::new(ControllerCall { request, reply }),
-            )
-            .await;
+        self.route(
+            controller_partition(),
+            Box::new(ControllerCall { request, reply }),
+        );
         answer.await.unwrap_or_else(|_| {
             Err(ControllerError::Stopped(
                 "the controller's shard stopped".into(),
@@ -448,12 +442,7 @@ impl ShardReplication {
         voters: Option<Vec<NodeId>>,
     ) -> Result<(), String> {
         let (reply, answer) = oneshot::channel();
-        let call = HostCall { voters, reply };
-        if self.context.owner_of(&partition) == self.context.shard_id() {
-            self.on_delivery(partition, Box::new(call));
-        } else {
-            self.context.deliver(partition, Box::new(call)).await;
-        }
+        self.route(partition, Box::new(HostCall { voters, reply }));
         answer
             .await
             .unwrap_or_else(|_| Err("the owning shard stopped".into()))

@@ -82,31 +82,20 @@ pub async fn create(
             -1 => i64::from(broker.config.default_partitions),
             count => i64::from(count),
         };
-        let created = match &broker.cluster {
-            None => broker.catalog.catalog().create_topic(
-                &topic.name,
-                partitions,
-                overrides,
-                request.validate_only,
-            ),
-            Some(cluster) => {
-                let checked = engine::catalog::validate_topic_name(&topic.name)
-                    .and_then(|()| engine::catalog::validate_partition_count(partitions));
-                let partitions = match checked {
-                    Ok(partitions) => partitions,
-                    Err(error) => {
-                        results.push(failed(catalog_error_code(&error), error.to_string()));
-                        continue;
-                    }
-                };
-                if request.validate_only {
-                    results.push(result.with_error_code(NONE));
-                    continue;
-                }
+        // In a cluster the catalog mirrors the metadata log, so it checks the request here
+        // too (as CreatePartitions below), and the controller creates the topic.
+        let checked = broker.catalog.catalog().create_topic(
+            &topic.name,
+            partitions,
+            overrides.clone(),
+            request.validate_only || broker.cluster.is_some(),
+        );
+        let created = match (&broker.cluster, checked) {
+            (Some(cluster), Ok(checked)) if !request.validate_only => {
                 let asked = cluster
                     .create_topic(
                         topic.name.to_string(),
-                        partitions,
+                        checked.partitions,
                         replication_factor,
                         overrides,
                     )
@@ -124,6 +113,7 @@ pub async fn create(
                         engine::catalog::CatalogError::UnknownTopic(topic.name.to_string())
                     })
             }
+            (_, checked) => checked,
         };
         let created = match created {
             Ok(created) => created,
