@@ -166,23 +166,24 @@ impl ClusterView for ShardClusterView {
             .iter()
             .map(|replica| node(replica.node_id))
             .collect();
-        let known = self
-            .membership
-            .leaders
-            .leader(&PartitionId::new(topic, partition));
+        let partition = PartitionId::new(topic, partition);
+        let leaders = &self.membership.leaders;
         // No leader known here (an election, or this broker is cut off from the others): name
         // another replica rather than none. A client asks it, and is either right or told
         // NOT_LEADER by a broker that (on the majority side) knows the leader; answering
         // LEADER_NOT_AVAILABLE instead would keep a client that talks only to this broker (as
-        // librdkafka's sparse connections do) asking it again and again.
+        // librdkafka's sparse connections do) asking it again and again. The guess carries
+        // the latest term known here: librdkafka ignores an answer with an older leader epoch
+        // than the one it has, and would stay with the deposed leader.
         let own = node(self.membership.settings.node_id);
-        let leader = match known {
+        let leader = match leaders.leader(&partition) {
             Some((leader, _)) => Some(node(leader)),
             None => replicas.iter().copied().find(|replica| *replica != own),
         };
+        let term = leaders.latest_term(&partition).unwrap_or(0);
         Some(PartitionPlacement {
             leader,
-            leader_epoch: known.map_or(0, |(_, term)| i32::try_from(term).unwrap_or(i32::MAX)),
+            leader_epoch: i32::try_from(term).unwrap_or(i32::MAX),
             in_sync: replicas.clone(),
             replicas,
         })
