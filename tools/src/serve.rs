@@ -477,6 +477,7 @@ pub fn run(arguments: Arguments) -> ExitCode {
         config.cleaner_check_interval = interval;
     }
     config.shard_count = cores;
+    config.replicated_partitions = settings.cluster.is_some();
     config.cpus = Some(if settings.cpuset.is_empty() {
         (0..cores).collect()
     } else {

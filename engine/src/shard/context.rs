@@ -19,6 +19,7 @@ use super::{
     owner_shard, Appended, Durability, ListedOffset, MeshMessage, OffsetQuery, PartitionId,
     PartitionStats, SendableData, SendableRead, ShardRequest, ShardResponse,
 };
+use crate::catalog::is_internal_topic;
 use crate::clock::Clock;
 use crate::config::LogConfig;
 use crate::error::LogError;
@@ -50,6 +51,8 @@ pub(super) struct ShardState {
     log_config: LogConfig,
     topic_log_config: Option<TopicLogConfig>,
     groups_config: GroupsConfig,
+    /// See [`RuntimeConfig::replicated_partitions`].
+    replicated_partitions: bool,
     clock: Rc<dyn Clock>,
     partitions: RefCell<HashMap<PartitionId, PartitionSlot>>,
     /// The group coordinators of the `__consumer_offsets` partitions this shard owns.
@@ -90,6 +93,7 @@ impl ShardContext {
                 log_config: config.log_config.clone(),
                 topic_log_config: config.topic_log_config.clone(),
                 groups_config: config.groups.clone(),
+                replicated_partitions: config.replicated_partitions,
                 clock,
                 partitions: RefCell::new(HashMap::new()),
                 coordinators: Coordinators::default(),
@@ -422,14 +426,19 @@ impl ShardContext {
         self.state.replicated.borrow().get(partition).cloned()
     }
 
-    /// Refuses client work on a replicated partition this broker does not lead.
+    /// Refuses client work on a replicated partition this broker does not lead, and in a
+    /// cluster on one whose replica it does not run (yet).
     fn check_leading(&self, partition: &PartitionId) -> Result<(), LogError> {
         match self
             .replicated(partition)
             .map(|replicated| replicated.leadership())
         {
-            None | Some(Leadership::Local) => Ok(()),
+            Some(Leadership::Local) => Ok(()),
             Some(Leadership::Remote(leader)) => Err(LogError::NotLeader { leader }),
+            None if self.state.replicated_partitions && !is_internal_topic(&partition.topic) => {
+                Err(LogError::NotLeader { leader: None })
+            }
+            None => Ok(()),
         }
     }
 
@@ -460,6 +469,9 @@ impl ShardContext {
     ) -> AppendPending {
         if let Some(replicated) = self.replicated(partition) {
             return replicated.submit_append(batch, durability);
+        }
+        if let Err(error) = self.check_leading(partition) {
+            return Box::pin(async move { Err(error) });
         }
         let assigned = match self.partition_log(partition).await {
             // A single copy is one in-sync replica (as Kafka counts a partition of replication

@@ -69,6 +69,11 @@ pub struct RuntimeConfig {
     pub cleaner_check_interval: Duration,
     /// The consumer-group coordinators' settings.
     pub groups: GroupsConfig,
+    /// A broker of a cluster: every partition but the internal consumer-offsets topic's is
+    /// replicated, and one this broker holds no replica of (yet) is not served. After a
+    /// restart the logs are on disk before the metadata log says which replicas to run; a
+    /// produce taken into such a log would be acknowledged without the other replicas.
+    pub replicated_partitions: bool,
 }
 
 impl RuntimeConfig {
@@ -87,6 +92,7 @@ impl RuntimeConfig {
             retention_check_interval: Duration::from_secs(300),
             cleaner_check_interval: Duration::from_secs(15),
             groups: GroupsConfig::default(),
+            replicated_partitions: false,
         }
     }
 }
