@@ -30,7 +30,7 @@ fn config(dir: &std::path::Path) -> RuntimeConfig {
         retention_check_interval: std::time::Duration::from_secs(300),
         cleaner_check_interval: std::time::Duration::from_secs(300),
         groups: engine::shard::GroupsConfig::default(),
-        replicated_partitions: false,
+        replicated_partitions: None,
     }
 }
 
@@ -446,7 +446,7 @@ fn a_cluster_broker_refuses_partitions_whose_replica_it_does_not_run() {
     let (report, reports) = mpsc::channel();
     let runtime = Runtime::start(
         RuntimeConfig {
-            replicated_partitions: true,
+            replicated_partitions: Some(Default::default()),
             ..config(dir.path())
         },
         move |context| {
