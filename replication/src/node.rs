@@ -280,7 +280,7 @@ impl RaftNode {
             }
             Role::Follower { leader, fetch, .. } => {
                 // An observer whose leader was silent for an election timeout (or that found
-                // none) looks again, from the first voter it has not asked yet.
+                // none) looks again, asking the voters in turn.
                 let lost = !is_voter && self.elapsed_ticks >= self.election_timeout_ticks;
                 if lost {
                     *leader = None;
