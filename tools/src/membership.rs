@@ -92,9 +92,7 @@ fn refused(error: ControllerError) -> ClusterError {
             PlanError::InvalidConfig(_) => ResponseError::InvalidConfig,
         },
         ControllerError::Timeout(_) => ResponseError::RequestTimedOut,
-        ControllerError::Failed(_) | ControllerError::Stopped(_) | ControllerError::NotAVoter => {
-            ResponseError::NotController
-        }
+        ControllerError::Failed(_) | ControllerError::Stopped(_) => ResponseError::NotController,
     }
     .code();
     ClusterError {
@@ -529,6 +527,7 @@ pub async fn start_shard(
         let mut config = ControllerConfig::new(
             registration,
             settings.peers.keys().copied(),
+            settings.controller_voters,
             start.data_dir.clone(),
             start.incarnation,
         );
