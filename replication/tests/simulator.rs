@@ -24,9 +24,7 @@ mod common;
 use std::collections::{BTreeMap, BTreeSet};
 
 use common::{Batch, Cluster, Faults, StoredLog};
-use ferrite_replication::{
-    EntryKind, Index, Message, NodeId, RaftNode, Refusal, RoleKind, SplitMix64, Term,
-};
+use ferrite_replication::{EntryKind, Index, Message, NodeId, Refusal, RoleKind, SplitMix64, Term};
 
 /// Nodes `1..=NODES`; the first `VOTERS_INITIAL` start as voters, the others as spares that
 /// membership changes bring in (as learners, then voters). After them come
@@ -484,11 +482,9 @@ impl Simulation {
 
     /// Heal everything and check that the cluster elects a leader and commits again, and that
     /// then every node catches up with the highest commit index (observers, spares and voters
-    /// removed without knowing it included: the voters name the leader to them), except one
-    /// whose term went past the leader's: it won a pre-vote, and its vote requests arrived
-    /// once the others had a leader, whose lease ignores them while it ignores the leader's
-    /// lower term. Such a node stays out until the next election (the core does not yet make
-    /// a leader learn of a higher term from a node it does not hear vote requests from).
+    /// removed without knowing it included: the voters name the leader to them; and a node
+    /// whose term went past the leader's, whose answer to the leader's announcement makes it
+    /// step down for an election that takes the node in).
     fn settle(&mut self) {
         for id in 1..=self.node_count {
             if self.cluster.node(id).is_none() {
@@ -513,11 +509,15 @@ impl Simulation {
         let caught_up = (0..2_000).any(|_| {
             self.settle_tick();
             self.cluster.leader().is_some()
-                && self.followers().all(|node| node.commit_index() >= target)
+                && self
+                    .cluster
+                    .live()
+                    .all(|node| node.commit_index() >= target)
         });
         if !caught_up {
             let behind: Vec<String> = self
-                .followers()
+                .cluster
+                .live()
                 .filter(|node| node.commit_index() < target)
                 .map(|node| {
                     format!(
@@ -538,18 +538,6 @@ impl Simulation {
                  (leader, term, voters: {leader:?})"
             ));
         }
-    }
-
-    /// The live nodes that follow the leader's log: those whose term is not past its term.
-    fn followers(&self) -> impl Iterator<Item = &RaftNode> {
-        let leader_term = self
-            .cluster
-            .leader()
-            .and_then(|id| self.cluster.node(id))
-            .map_or(0, RaftNode::term);
-        self.cluster
-            .live()
-            .filter(move |node| node.term() <= leader_term)
     }
 
     fn settle_tick(&mut self) {
