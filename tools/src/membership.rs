@@ -4,7 +4,7 @@
 //! step with the metadata log: its catalog mirrors the log's topics (ids and configs included)
 //! and its shards run a replica of every partition the log places on this broker.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
@@ -16,12 +16,12 @@ use ferrite_replication::controller::{
     ConfigChange, ConfigOperation, Controller, ControllerConfig, ControllerError,
     ControllerRequest, METADATA_TOPIC,
 };
-use ferrite_replication::metadata::{BrokerRegistration, MetadataImage, PlanError};
-use ferrite_replication::shard::{LeaderTable, ReplicationConfig, ShardReplication};
+use ferrite_replication::metadata::{BrokerRegistration, MetadataImage, PlanError, Replica};
+use ferrite_replication::shard::{Hosting, LeaderTable, ReplicationConfig, ShardReplication};
 use ferrite_replication::NodeId;
 use futures::future::LocalBoxFuture;
 use kafka_protocol::ResponseError;
-use net::cluster::{ClusterBroker, ClusterError, ClusterView, PartitionPlacement};
+use net::cluster::{ClusterBroker, ClusterError, ClusterView, PartitionMove, PartitionPlacement};
 
 use crate::serve::ClusterSettings;
 
@@ -86,6 +86,7 @@ fn refused(error: ControllerError) -> ClusterError {
             PlanError::InvalidReplicationFactor { .. } => ResponseError::InvalidReplicationFactor,
             PlanError::InvalidReplicaAssignment(_) => ResponseError::InvalidReplicaAssignment,
             PlanError::InvalidConfig(_) => ResponseError::InvalidConfig,
+            PlanError::NoReassignmentInProgress { .. } => ResponseError::NoReassignmentInProgress,
         },
         ControllerError::Timeout(_) => ResponseError::RequestTimedOut,
         ControllerError::Failed(_) | ControllerError::Stopped(_) | ControllerError::NotAVoter => {
@@ -254,6 +255,64 @@ impl ClusterView for ShardClusterView {
         })
     }
 
+    fn reassignments(&self) -> Vec<PartitionMove> {
+        let image = self.membership.image();
+        let nodes = |replicas: &mut dyn Iterator<Item = &Replica>| -> Vec<i32> {
+            replicas.map(|replica| node(replica.node_id)).collect()
+        };
+        image
+            .topics()
+            .flat_map(|(name, topic)| {
+                topic.reassignments.iter().map(move |(&partition, moving)| {
+                    let replicas = topic.replicas(partition).unwrap_or_default();
+                    PartitionMove {
+                        topic: name.to_owned(),
+                        partition,
+                        replicas: nodes(&mut replicas.iter()),
+                        adding: nodes(&mut moving.adding()),
+                        removing: nodes(&mut moving.removing(replicas)),
+                    }
+                })
+            })
+            .collect()
+    }
+
+    fn reassign(
+        &self,
+        topic: String,
+        partition: u32,
+        replicas: Option<Vec<i32>>,
+    ) -> LocalBoxFuture<'static, Result<(), ClusterError>> {
+        let replicas = match replicas
+            .map(|replicas| {
+                replicas
+                    .into_iter()
+                    .map(NodeId::try_from)
+                    .collect::<Result<Vec<NodeId>, _>>()
+            })
+            .transpose()
+        {
+            Ok(replicas) => replicas,
+            Err(_) => {
+                let refusal = ClusterError {
+                    code: ResponseError::InvalidReplicaAssignment.code(),
+                    message: "broker ids are not negative".into(),
+                };
+                return Box::pin(std::future::ready(Err(refusal)));
+            }
+        };
+        let request = ControllerRequest::Reassign {
+            topic,
+            partition,
+            replicas,
+        };
+        let replication = self.replication.clone();
+        Box::pin(async move {
+            replication.ask_controller(request).await.map_err(refused)?;
+            Ok(())
+        })
+    }
+
     fn alter_topic_configs(
         &self,
         name: String,
@@ -305,7 +364,7 @@ pub async fn follow_metadata(
     catalog: Arc<Catalog>,
 ) {
     let mut applied = 0;
-    let mut hosted: BTreeSet<PartitionId> = BTreeSet::new();
+    let mut hosted = Hosted::new();
     while !context.is_shutting_down() {
         let leader = controller.leader().unwrap_or(0);
         membership
@@ -337,6 +396,9 @@ pub async fn follow_metadata(
     }
 }
 
+/// The partitions this broker hosts, with the target voters their replicas were last told.
+type Hosted = BTreeMap<PartitionId, Option<Vec<NodeId>>>;
+
 /// Makes the catalog and the hosted replicas match `image`.
 async fn mirror(
     context: &ShardContext,
@@ -344,7 +406,7 @@ async fn mirror(
     image: &MetadataImage,
     replication: &Rc<ShardReplication>,
     catalog: &Catalog,
-    hosted: &mut BTreeSet<PartitionId>,
+    hosted: &mut Hosted,
 ) -> Result<(), String> {
     let node_id = membership.settings.node_id;
     for (name, topic) in image.topics() {
@@ -360,15 +422,38 @@ async fn mirror(
             }
             None => create_topic(catalog, name, topic)?,
         }
-        for (partition, replicas) in topic.partitions.iter().enumerate() {
-            let partition = PartitionId::new(name, partition as u32);
-            let voters: Vec<NodeId> = replicas.iter().map(|replica| replica.node_id).collect();
-            if voters.contains(&node_id) && !hosted.contains(&partition) {
+        for (number, replicas) in (0u32..).zip(&topic.partitions) {
+            let partition = PartitionId::new(name, number);
+            let node_ids = |replicas: &[Replica]| -> Vec<NodeId> {
+                replicas.iter().map(|replica| replica.node_id).collect()
+            };
+            let involved = node_ids(replicas);
+            let moving = topic.reassignments.get(&number);
+            if involved.contains(&node_id) {
+                let target = moving.map(|moving| node_ids(&moving.target));
+                if hosted.get(&partition) == Some(&target) {
+                    continue;
+                }
+                // A replica new here starts with the group's voters from before the move (it
+                // is not one of them, so it cannot campaign) and learns the changes from the
+                // leader's log.
+                let voters = moving.map_or(involved, |moving| node_ids(&moving.original));
+                let hosting = Hosting {
+                    voters,
+                    target: target.clone(),
+                };
                 replication
-                    .host_anywhere(partition.clone(), voters)
+                    .host_anywhere(partition.clone(), hosting)
                     .await
                     .map_err(|error| format!("hosting {partition:?}: {error}"))?;
-                hosted.insert(partition);
+                hosted.insert(partition, target);
+            } else if hosted.remove(&partition).is_some() {
+                // Moved away: the group goes on without this broker, and its copy goes.
+                replication.unhost_anywhere(partition.clone()).await;
+                context
+                    .remove_partition(partition.clone())
+                    .await
+                    .map_err(|error| format!("removing {partition:?}: {error}"))?;
             }
         }
     }
@@ -436,7 +521,7 @@ async fn remove_topic(
     catalog: &Catalog,
     membership: &Membership,
     name: &str,
-    hosted: &mut BTreeSet<PartitionId>,
+    hosted: &mut Hosted,
 ) -> Result<(), String> {
     let topic = match catalog.delete_topic(name) {
         Ok(topic) => topic,

@@ -23,6 +23,7 @@
 //! (`append_replicated`: offsets, epochs and gaps kept).
 
 mod entries;
+mod reassignment;
 mod state_file;
 
 use std::cell::{Cell, RefCell};
@@ -133,6 +134,8 @@ struct Inner {
     /// Woken on every change the writer or a waiting producer may care about.
     changes: Waiters,
     stopped: RefCell<Option<String>>,
+    /// The voters a reassignment moves the group to, sorted (see `reassignment`).
+    target_voters: RefCell<Option<Vec<NodeId>>>,
 }
 
 struct Proposal {
@@ -198,6 +201,7 @@ impl PartitionReplica {
                 ticks: Cell::new(0),
                 changes: Waiters::default(),
                 stopped: RefCell::new(None),
+                target_voters: RefCell::new(None),
             }),
         };
         glommio::spawn_local(replica.clone().run_writer()).detach();
@@ -249,6 +253,7 @@ impl PartitionReplica {
         self.follow_log_start();
         let effects = self.inner.node.borrow_mut().tick();
         self.carry_out(effects, None);
+        self.step_toward_target();
         let expired: Vec<_> = {
             let mut parked = self.inner.parked.borrow_mut();
             let (expired, kept) = parked.drain(..).partition(|(_, _, until)| *until <= now);
