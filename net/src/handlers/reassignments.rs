@@ -92,7 +92,9 @@ async fn reassign(
         Some(replicas) if replicas == [own] => Ok(()),
         Some(replicas) => Err((
             code(ResponseError::InvalidReplicaAssignment),
-            format!("this broker runs alone: its only possible replicas are [{own}], not {replicas:?}"),
+            format!(
+                "this broker runs alone: its only possible replicas are [{own}], not {replicas:?}"
+            ),
         )),
     }
 }

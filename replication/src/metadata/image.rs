@@ -235,7 +235,11 @@ impl MetadataImage {
         };
         let involved: Vec<Replica> = target
             .iter()
-            .chain(current.iter().filter(|replica| !holds(target, replica.node_id)))
+            .chain(
+                current
+                    .iter()
+                    .filter(|replica| !holds(target, replica.node_id)),
+            )
             .copied()
             .collect();
         *current = involved;
@@ -641,7 +645,10 @@ mod tests {
         };
         let state = |image: &MetadataImage| {
             let topic = image.topic("orders").expect("exists");
-            (topic.partitions[0].clone(), topic.reassignments.get(&0).cloned())
+            (
+                topic.partitions[0].clone(),
+                topic.reassignments.get(&0).cloned(),
+            )
         };
         let target = vec![replica(2, 0), replica(3, 1)];
         assert_eq!(image.apply(2, &reassign(&target)), Applied::Changed);
@@ -656,8 +663,14 @@ mod tests {
             vec![&replica(1, 0)]
         );
         // The same target again, or a completion to anything else, changes nothing.
-        assert!(matches!(image.apply(3, &reassign(&target)), Applied::Stale(_)));
-        assert!(matches!(image.apply(3, &complete(&original)), Applied::Stale(_)));
+        assert!(matches!(
+            image.apply(3, &reassign(&target)),
+            Applied::Stale(_)
+        ));
+        assert!(matches!(
+            image.apply(3, &complete(&original)),
+            Applied::Stale(_)
+        ));
 
         // A snapshot taken mid-move rebuilds it exactly.
         let rebuilt = MetadataImage::from_snapshot(3, &image.to_records());
@@ -672,21 +685,21 @@ mod tests {
             vec![replica(4, 0), replica(2, 0), replica(3, 1), replica(1, 0)]
         );
         assert_eq!(moving.map(|moving| moving.original), Some(original.clone()));
-        assert_eq!(
-            MetadataImage::from_snapshot(4, &image.to_records()),
-            image
-        );
+        assert_eq!(MetadataImage::from_snapshot(4, &image.to_records()), image);
 
         // Cancelled (moved back to the original), then completed there.
         assert_eq!(image.apply(5, &reassign(&original)), Applied::Changed);
-        assert_eq!(
-            MetadataImage::from_snapshot(5, &image.to_records()),
-            image
-        );
-        assert!(matches!(image.apply(6, &complete(&retarget)), Applied::Stale(_)));
+        assert_eq!(MetadataImage::from_snapshot(5, &image.to_records()), image);
+        assert!(matches!(
+            image.apply(6, &complete(&retarget)),
+            Applied::Stale(_)
+        ));
         assert_eq!(image.apply(6, &complete(&original)), Applied::Changed);
         assert_eq!(state(&image), (original, None));
-        assert!(matches!(image.apply(7, &complete(&target)), Applied::Stale(_)));
+        assert!(matches!(
+            image.apply(7, &complete(&target)),
+            Applied::Stale(_)
+        ));
     }
 
     #[test]

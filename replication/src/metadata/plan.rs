@@ -187,12 +187,12 @@ pub fn plan_cancel_reassignment(
     topic: &str,
     partition: u32,
 ) -> Result<Vec<MetadataRecord>, PlanError> {
-    let running = partition_state(image, topic, partition)?
-        .1
-        .ok_or_else(|| PlanError::NoReassignmentInProgress {
+    let running = partition_state(image, topic, partition)?.1.ok_or_else(|| {
+        PlanError::NoReassignmentInProgress {
             topic: topic.to_owned(),
             partition,
-        })?;
+        }
+    })?;
     if running.target == running.original {
         return Ok(vec![]);
     }
@@ -594,7 +594,10 @@ mod tests {
 
         // The leader's voters are not the target yet: nothing to complete.
         let partial = [before[0].node_id, staying.node_id, newcomer];
-        assert_eq!(plan_complete_reassignment(&image, "t", 0, &partial), Ok(vec![]));
+        assert_eq!(
+            plan_complete_reassignment(&image, "t", 0, &partial),
+            Ok(vec![])
+        );
         let records =
             plan_complete_reassignment(&image, "t", 0, &[newcomer, staying.node_id]).expect("ok");
         apply(&mut image, &records);
@@ -628,11 +631,13 @@ mod tests {
         apply(&mut image, &records);
         let topic = image.topic("t").expect("exists");
         assert_eq!(topic.reassignments[&0].target, original);
-        assert_eq!(node_ids(&topic.partitions[0]), vec![original[0].node_id, elsewhere]);
+        assert_eq!(
+            node_ids(&topic.partitions[0]),
+            vec![original[0].node_id, elsewhere]
+        );
         // Cancelled already: going back still, nothing new.
         assert_eq!(plan_cancel_reassignment(&image, "t", 0), Ok(vec![]));
-        let records =
-            plan_complete_reassignment(&image, "t", 0, &node_ids(&original)).expect("ok");
+        let records = plan_complete_reassignment(&image, "t", 0, &node_ids(&original)).expect("ok");
         apply(&mut image, &records);
         assert_eq!(replicas_of(&image, "t"), original);
     }
@@ -643,7 +648,10 @@ mod tests {
         create(&mut image, &new_topic("t", 1, 1));
         let hosting = replicas_of(&image, "t")[0].node_id;
         let fenced = (1..=3).find(|n| *n != hosting).expect("another broker");
-        apply(&mut image, &[MetadataRecord::FenceBroker { node_id: fenced }]);
+        apply(
+            &mut image,
+            &[MetadataRecord::FenceBroker { node_id: fenced }],
+        );
         let refused = |topic: &str, partition, nodes: &[NodeId]| {
             plan_reassign(&image, topic, partition, nodes).expect_err("refused")
         };
