@@ -45,6 +45,8 @@ pub struct LeaderReport {
     pub topic: String,
     pub partition: u32,
     pub term: u64,
+    /// The leader's in-sync voters (what Metadata lists as the ISR).
+    pub in_sync: Vec<NodeId>,
 }
 
 /// Everything brokers' shards say to each other.
@@ -72,6 +74,8 @@ impl WireOutbox for ControllerOutbox {
 #[derive(Debug, Default)]
 pub struct LeaderTable {
     leaders: RwLock<HashMap<PartitionId, (NodeId, u64)>>,
+    /// The in-sync voters a leader reported, with its term.
+    in_sync: RwLock<HashMap<PartitionId, (u64, Vec<NodeId>)>>,
 }
 
 impl LeaderTable {
@@ -116,9 +120,40 @@ impl LeaderTable {
             .copied()
     }
 
+    /// Records the in-sync voters of `partition`'s leader in `term`, unless a later term's
+    /// are known.
+    pub fn report_in_sync(&self, partition: &PartitionId, term: u64, in_sync: &[NodeId]) {
+        let mut known = self
+            .in_sync
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        match known.get(partition) {
+            Some((known_term, _)) if *known_term > term => {}
+            Some((known_term, voters)) if *known_term == term && voters == in_sync => {}
+            _ => {
+                known.insert(partition.clone(), (term, in_sync.to_vec()));
+            }
+        }
+    }
+
+    /// `partition`'s in-sync voters, if its current leader (as known here) reported them.
+    pub fn in_sync(&self, partition: &PartitionId) -> Option<Vec<NodeId>> {
+        let (_, term) = self.leader(partition)?;
+        self.in_sync
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .get(partition)
+            .filter(|(reported_term, _)| *reported_term == term)
+            .map(|(_, in_sync)| in_sync.clone())
+    }
+
     /// Forgets a deleted topic's partitions.
     pub fn forget_topic(&self, topic: &str) {
         self.leaders
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .retain(|partition, _| partition.topic != topic);
+        self.in_sync
             .write()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .retain(|partition, _| partition.topic != topic);
@@ -312,6 +347,8 @@ impl ShardReplication {
                 for report in reports {
                     let partition = PartitionId::new(report.topic, report.partition);
                     self.leaders.report(&partition, from, report.term);
+                    self.leaders
+                        .report_in_sync(&partition, report.term, &report.in_sync);
                 }
             }
         }
@@ -514,10 +551,14 @@ impl ShardReplication {
             };
             self.leaders.report(&partition, leader, replica.term());
             if leader == self.config.node_id {
+                let in_sync = replica.in_sync_voters();
+                self.leaders
+                    .report_in_sync(&partition, replica.term(), &in_sync);
                 led.push(LeaderReport {
                     topic: partition.topic.clone(),
                     partition: partition.partition,
                     term: replica.term(),
+                    in_sync,
                 });
             }
         }

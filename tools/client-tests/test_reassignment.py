@@ -13,6 +13,8 @@ import time
 import confluent_kafka
 import confluent_kafka.admin
 
+import test_cluster
+
 from conftest import FERRITE_BIN
 from support import CLIENT_DEADLINE_S, topic_name, wait_until
 from test_cluster import (  # noqa: F401 (cluster is a fixture)
@@ -22,6 +24,7 @@ from test_cluster import (  # noqa: F401 (cluster is a fixture)
     check_acknowledged,
     check_offsets_kept,
     cluster,
+    measured_failover,
     read_to_high_water_marks,
 )
 
@@ -168,15 +171,24 @@ def test_a_partition_moves_to_other_brokers_while_a_producer_writes(cluster):
 
 
 def test_a_move_completes_through_a_kill_of_the_partitions_leader(cluster):
-    topic = created_topic(cluster, "killed")
+    # The other partitions have 3 replicas, so they fail over while the killed broker is down
+    # (a broker is restarted only after that, as in test_cluster); the moved one has 2, and
+    # waits for it.
+    topic = test_cluster.created_topic(cluster, "killed")
     on_brokers(cluster, topic, [1, 2])
     producer = ContinuousProducer(cluster.bootstrap(), topic)
     producer.start()
     try:
         producer.wait_for_progress(300, "before the move")
         reassign(cluster, topic, [2, 3])
-        victim = cluster.leader(topic, MOVED)
+        leaders = cluster.leaders(topic)
+        victim = leaders[MOVED]
+        others = [p for p, leader in leaders.items() if leader == victim and p != MOVED]
+        fault = f"kill -9 of broker {victim} (leader of {MOVED} and {others}) during the move"
+        fault_at = time.monotonic()
         cluster.kill9(victim)
+        if others:
+            measured_failover(producer, fault_at, others, fault)
         cluster.restart(victim)
         cluster.wait_all_listed()
         wait_moved(cluster, topic, [2, 3])

@@ -112,20 +112,24 @@ impl ShardClusterView {
         let catalog = self.catalog.clone();
         Box::pin(async move {
             replication.ask_controller(request).await.map_err(refused)?;
-            let deadline = std::time::Instant::now() + CATALOG_WAIT;
-            while !done(&catalog) {
-                if std::time::Instant::now() > deadline {
-                    return Err(ClusterError {
-                        code: ResponseError::RequestTimedOut.code(),
-                        message: "the change was committed but has not reached this broker yet"
-                            .into(),
-                    });
-                }
-                glommio::timer::sleep(SYNC_INTERVAL).await;
-            }
-            Ok(())
+            shown_here(|| done(&catalog)).await
         })
     }
+}
+
+/// Waits until this broker shows a committed change (`shown`), for up to [`CATALOG_WAIT`].
+async fn shown_here(shown: impl Fn() -> bool) -> Result<(), ClusterError> {
+    let deadline = std::time::Instant::now() + CATALOG_WAIT;
+    while !shown() {
+        if std::time::Instant::now() > deadline {
+            return Err(ClusterError {
+                code: ResponseError::RequestTimedOut.code(),
+                message: "the change was committed but has not reached this broker yet".into(),
+            });
+        }
+        glommio::timer::sleep(SYNC_INTERVAL).await;
+    }
+    Ok(())
 }
 
 impl ClusterView for ShardClusterView {
@@ -167,10 +171,13 @@ impl ClusterView for ShardClusterView {
             .iter()
             .map(|replica| node(replica.node_id))
             .collect();
-        let known = self
-            .membership
-            .leaders
-            .leader(&PartitionId::new(topic, partition));
+        let id = PartitionId::new(topic, partition);
+        let known = self.membership.leaders.leader(&id);
+        // The leader's in-sync voters once it reported them; all replicas until then.
+        let in_sync = match self.membership.leaders.in_sync(&id) {
+            Some(voters) => voters.into_iter().map(node).collect(),
+            None => replicas.clone(),
+        };
         // No leader known here (an election, or this broker is cut off from the others): name
         // another replica rather than none. A client asks it, and is either right or told
         // NOT_LEADER by a broker that (on the majority side) knows the leader; answering
@@ -184,7 +191,7 @@ impl ClusterView for ShardClusterView {
         Some(PartitionPlacement {
             leader,
             leader_epoch: known.map_or(0, |(_, term)| i32::try_from(term).unwrap_or(i32::MAX)),
-            in_sync: replicas.clone(),
+            in_sync,
             replicas,
         })
     }
@@ -307,9 +314,12 @@ impl ClusterView for ShardClusterView {
             replicas,
         };
         let replication = self.replication.clone();
+        let membership = self.membership.clone();
         Box::pin(async move {
-            replication.ask_controller(request).await.map_err(refused)?;
-            Ok(())
+            let index = replication.ask_controller(request).await.map_err(refused)?;
+            // Answered once this broker's image has it, so that a ListPartitionReassignments
+            // sent here next shows the move.
+            shown_here(|| membership.image().last_applied_index() >= index).await
         })
     }
 
@@ -442,6 +452,11 @@ async fn mirror(
                     voters,
                     target: target.clone(),
                 };
+                if !hosted.contains_key(&partition) {
+                    catalog
+                        .restore_partition_directory(name, number)
+                        .map_err(|error| format!("hosting {partition:?}: {error}"))?;
+                }
                 replication
                     .host_anywhere(partition.clone(), hosting)
                     .await

@@ -220,6 +220,11 @@ impl PartitionReplica {
         self.inner.node.borrow().term()
     }
 
+    /// Kafka's in-sync replicas as this leader sees them (empty unless it leads).
+    pub fn in_sync_voters(&self) -> Vec<NodeId> {
+        self.inner.node.borrow().in_sync_voters()
+    }
+
     pub fn commit_index(&self) -> Index {
         self.inner.node.borrow().commit_index()
     }
