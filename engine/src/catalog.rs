@@ -306,7 +306,9 @@ impl Catalog {
         partition: u32,
     ) -> Result<(), CatalogError> {
         self.lock().topic(topic)?;
-        let dir = self.data_dir.join(partition_directory_name(topic, partition));
+        let dir = self
+            .data_dir
+            .join(partition_directory_name(topic, partition));
         std::fs::create_dir_all(dir).map_err(CatalogError::io(&self.data_dir))
     }
 
