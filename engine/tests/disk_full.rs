@@ -191,6 +191,7 @@ fn a_group_commit_refused_for_a_full_disk_is_not_remembered() {
         retention_check_interval: std::time::Duration::from_secs(300),
         cleaner_check_interval: std::time::Duration::from_secs(300),
         groups,
+        replicated_partitions: None,
     };
     let partition = TopicPartition {
         topic: "orders".into(),

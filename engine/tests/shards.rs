@@ -30,6 +30,7 @@ fn config(dir: &std::path::Path) -> RuntimeConfig {
         retention_check_interval: std::time::Duration::from_secs(300),
         cleaner_check_interval: std::time::Duration::from_secs(300),
         groups: engine::shard::GroupsConfig::default(),
+        replicated_partitions: None,
     }
 }
 
@@ -431,4 +432,78 @@ fn each_shard_compacts_its_compacted_partitions_on_a_timer_and_leaves_the_others
     assert_eq!(events.log_start_offset, 0);
     runtime.shutdown_handle().trigger();
     runtime.join().unwrap();
+}
+
+/// A broker of a cluster serves a partition only through its replica: before the replica runs
+/// (a restarted broker whose metadata log has not placed it yet), a produce, a read or a
+/// listing is refused with NotLeader and leaves the log as it was; the internal
+/// consumer-offsets topic, each broker's own, is served as always.
+#[test]
+fn a_cluster_broker_refuses_partitions_whose_replica_it_does_not_run() {
+    let dir = tempfile::tempdir().unwrap();
+    create_partitions(dir.path(), "orders", 1);
+    create_partitions(dir.path(), engine::catalog::OFFSETS_TOPIC, 1);
+    let (report, reports) = mpsc::channel();
+    let runtime = Runtime::start(
+        RuntimeConfig {
+            replicated_partitions: Some(Default::default()),
+            ..config(dir.path())
+        },
+        move |context| {
+            let report = report.clone();
+            async move {
+                if context.shard_id() == 0 {
+                    let orders = PartitionId::new("orders", 0);
+                    let appended = context
+                        .append(
+                            orders.clone(),
+                            tagged_batch(1, 1, 10, 0),
+                            0,
+                            Durability::Durable,
+                        )
+                        .await;
+                    let read = context.read(orders.clone(), 0, 1024).await;
+                    let listed = context
+                        .list_offset(orders, engine::shard::OffsetQuery::Latest)
+                        .await;
+                    let offsets = context
+                        .append(
+                            PartitionId::new(engine::catalog::OFFSETS_TOPIC, 0),
+                            tagged_batch(2, 1, 10, 0),
+                            0,
+                            Durability::Durable,
+                        )
+                        .await;
+                    report
+                        .send((
+                            format!("{appended:?}"),
+                            format!("{:?}", read.err()),
+                            format!("{:?}", listed.err()),
+                            offsets.map(|appended| appended.base_offset).ok(),
+                        ))
+                        .unwrap();
+                }
+                context.shutdown_requested().await;
+            }
+        },
+    )
+    .unwrap();
+    let (appended, read, listed, offsets) = reports.recv_timeout(Duration::from_secs(60)).unwrap();
+    runtime.shutdown_handle().trigger();
+    runtime.join().expect("no shard aborted");
+    let refused = "Some(NotLeader { leader: None })";
+    assert_eq!(appended, "Err(NotLeader { leader: None })");
+    assert_eq!(read, refused);
+    assert_eq!(listed, refused);
+    assert_eq!(offsets, Some(0), "the consumer-offsets topic is served");
+    let batches = run({
+        let partition_dir = dir.path().join("orders-0");
+        async move {
+            let log = PartitionLog::open(&partition_dir, small_config(), system_clock())
+                .await
+                .unwrap();
+            read_all(&log, 0, 1 << 20).await
+        }
+    });
+    assert!(batches.is_empty(), "nothing was written");
 }

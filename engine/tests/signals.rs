@@ -27,6 +27,7 @@ fn config(dir: &std::path::Path) -> RuntimeConfig {
         retention_check_interval: std::time::Duration::from_secs(300),
         cleaner_check_interval: std::time::Duration::from_secs(300),
         groups: engine::shard::GroupsConfig::default(),
+        replicated_partitions: None,
     }
 }
 

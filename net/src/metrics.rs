@@ -295,28 +295,34 @@ const TOPIC_COUNTERS: [(&str, &str, TopicValue); 4] = [
     ),
 ];
 
-/// The per-partition gauges: name, help text, and the value.
-type PartitionValue = fn(&PartitionStats) -> u64;
-const PARTITION_GAUGES: [(&str, &str, PartitionValue); 4] = [
+/// The per-partition gauges: name, help text, and the value from the owning shard's number
+/// and its statistics of the partition.
+type PartitionValue = fn(usize, &PartitionStats) -> u64;
+const PARTITION_GAUGES: [(&str, &str, PartitionValue); 5] = [
     (
         "ferrite_partition_log_start_offset",
         "First offset still in the partition's log.",
-        |p| p.log_start_offset,
+        |_, p| p.log_start_offset,
     ),
     (
         "ferrite_partition_high_watermark",
         "Offset after the last record consumers can read (the log end offset).",
-        |p| p.high_watermark,
+        |_, p| p.high_watermark,
     ),
     (
         "ferrite_partition_size_bytes",
         "Bytes of record batches in the partition's segments.",
-        |p| p.size_bytes,
+        |_, p| p.size_bytes,
     ),
     (
         "ferrite_partition_segments",
         "Segment files of the partition's log.",
-        |p| p.segment_count as u64,
+        |_, p| p.segment_count as u64,
+    ),
+    (
+        "ferrite_partition_shard",
+        "The shard (thread, core) that owns the partition's log.",
+        |shard, _| shard as u64,
     ),
 ];
 
@@ -519,20 +525,21 @@ impl MetricsRegistry {
 /// the partition's high-water mark (from the owner's snapshot) minus the committed offset; it
 /// is left out while the owner has not opened the partition since start-up.
 fn render_snapshots(out: &mut String, snapshots: &[ShardSnapshot]) {
-    let mut partitions: Vec<&PartitionStats> = snapshots
+    let mut partitions: Vec<(usize, &PartitionStats)> = snapshots
         .iter()
-        .flat_map(|snapshot| &snapshot.partitions)
+        .enumerate()
+        .flat_map(|(shard, snapshot)| snapshot.partitions.iter().map(move |stats| (shard, stats)))
         .collect();
-    partitions.sort_by(|a, b| a.partition.cmp(&b.partition));
+    partitions.sort_by(|(_, a), (_, b)| a.partition.cmp(&b.partition));
     for (name, help, value) in PARTITION_GAUGES {
         write_family(out, name, "gauge", help);
-        for stats in &partitions {
+        for (shard, stats) in &partitions {
             let topic = label_value(&stats.partition.topic);
             let partition = stats.partition.partition;
             let _ = writeln!(
                 out,
                 "{name}{{topic=\"{topic}\",partition=\"{partition}\"}} {}",
-                value(stats)
+                value(*shard, stats)
             );
         }
     }
@@ -558,7 +565,7 @@ fn render_snapshots(out: &mut String, snapshots: &[ShardSnapshot]) {
     }
     let high_watermarks: HashMap<(&str, i32), u64> = partitions
         .iter()
-        .map(|stats| {
+        .map(|(_, stats)| {
             let key = (
                 stats.partition.topic.as_str(),
                 stats.partition.partition as i32,
@@ -1027,6 +1034,15 @@ mod tests {
         assert_eq!(
             value(&samples, "ferrite_partition_segments", &partition("b", "0")),
             2.0
+        );
+        assert_eq!(
+            value(&samples, "ferrite_partition_shard", &partition("b", "0")),
+            1.0
+        );
+        assert_eq!(
+            value(&samples, "ferrite_partition_shard", &partition(odd, "1")),
+            0.0,
+            "each partition is listed with the shard that published it"
         );
         let order: Vec<&str> = text
             .lines()

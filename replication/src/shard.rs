@@ -71,11 +71,23 @@ impl WireOutbox for ControllerOutbox {
 /// Who leads each partition as far as this broker knows: its own replicas' view, and what
 /// other brokers reported (the report of the highest term wins). Shared by the broker's
 /// shards.
+///
+/// It also keeps the latest term it knows of for a partition whose leader it no longer
+/// knows: a client is told of partition leaders with their epoch (the term) and ignores any
+/// later answer with an older one (librdkafka does), so a broker that can only guess at a
+/// leader must still give the term it knows, or its guess is thrown away.
 #[derive(Debug, Default)]
 pub struct LeaderTable {
-    leaders: RwLock<HashMap<PartitionId, (NodeId, u64)>>,
+    leaders: RwLock<HashMap<PartitionId, KnownLeader>>,
     /// The in-sync voters a leader reported, with its term.
     in_sync: RwLock<HashMap<PartitionId, (u64, Vec<NodeId>)>>,
+}
+
+/// The latest term known for a partition and its leader in that term, if known.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct KnownLeader {
+    leader: Option<NodeId>,
+    term: u64,
 }
 
 impl LeaderTable {
@@ -85,34 +97,51 @@ impl LeaderTable {
             .leaders
             .write()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let reported = KnownLeader {
+            leader: Some(leader),
+            term,
+        };
         match leaders.get(partition) {
-            Some((_, known)) if *known > term => {}
-            Some(current) if *current == (leader, term) => {}
+            Some(known) if known.term > term || *known == reported => {}
             _ => {
-                leaders.insert(partition.clone(), (leader, term));
+                leaders.insert(partition.clone(), reported);
             }
         }
     }
 
     /// This broker's replica of `partition` knows of no leader in its `term`: an entry naming
-    /// this broker (`own`: it does not lead) or an older term is stale, and goes, so Metadata
-    /// answers LEADER_NOT_AVAILABLE (clients ask again, maybe another broker) rather than send
-    /// clients to a deposed leader, such as a leader cut off from the others that stepped down.
+    /// this broker (`own`: it does not lead) or an older term is stale, and its leader goes
+    /// (the term stays), so Metadata does not send clients to a deposed leader, such as a
+    /// leader cut off from the others that stepped down.
     pub fn forget_stale(&self, partition: &PartitionId, own: NodeId, term: u64) {
         let mut leaders = self
             .leaders
             .write()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        if leaders
-            .get(partition)
-            .is_some_and(|(leader, known)| *leader == own || *known < term)
-        {
-            leaders.remove(partition);
+        let known = leaders
+            .entry(partition.clone())
+            .or_insert(KnownLeader { leader: None, term });
+        if known.leader == Some(own) || known.term < term {
+            *known = KnownLeader {
+                leader: None,
+                term: known.term.max(term),
+            };
         }
     }
 
     /// `partition`'s leader and its term, if known.
     pub fn leader(&self, partition: &PartitionId) -> Option<(NodeId, u64)> {
+        let known = self.latest(partition)?;
+        Some((known.leader?, known.term))
+    }
+
+    /// The latest term this broker knows of for `partition`, whether or not it knows who
+    /// leads in it.
+    pub fn latest_term(&self, partition: &PartitionId) -> Option<u64> {
+        Some(self.latest(partition)?.term)
+    }
+
+    fn latest(&self, partition: &PartitionId) -> Option<KnownLeader> {
         self.leaders
             .read()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -795,13 +824,24 @@ mod tests {
         // Broker 1's replica, in term 5 and knowing no leader, does not contradict node 2.
         table.forget_stale(&partition, 1, 5);
         assert_eq!(table.leader(&partition), Some((2, 5)));
-        // Broker 2's own replica stepped down (cut off): it knows it does not lead.
+        // Broker 2's own replica stepped down (cut off): it knows it does not lead, and
+        // still knows term 5 is the latest.
         table.forget_stale(&partition, 2, 5);
         assert_eq!(table.leader(&partition), None);
+        assert_eq!(table.latest_term(&partition), Some(5));
+        table.report(&partition, 3, 4);
+        assert_eq!(table.leader(&partition), None, "term 4 is over");
         table.report(&partition, 3, 6);
+        assert_eq!(table.leader(&partition), Some((3, 6)));
         // A replica already in term 7 knows term 6's leader is gone.
         table.forget_stale(&partition, 1, 7);
         assert_eq!(table.leader(&partition), None);
+        assert_eq!(table.latest_term(&partition), Some(7));
+        let unknown = PartitionId::new("t", 1);
+        assert_eq!(table.latest_term(&unknown), None);
+        table.forget_stale(&unknown, 1, 3);
+        assert_eq!(table.leader(&unknown), None);
+        assert_eq!(table.latest_term(&unknown), Some(3));
     }
 
     /// A coalesced frame as the receiver got it: its messages and their batches.

@@ -59,6 +59,8 @@ fn runtime_config(dir: &Path) -> RuntimeConfig {
         retention_check_interval: Duration::from_secs(300),
         cleaner_check_interval: Duration::from_secs(300),
         groups: engine::shard::GroupsConfig::default(),
+        // As a cluster's broker runs: partitions served only through their replicas.
+        replicated_partitions: Some(Default::default()),
     }
 }
 

@@ -11,6 +11,7 @@ after it to a partition the faulty broker led) is printed on the terminal: it is
 the cluster waits when a broker fails.
 """
 
+import logging
 import os
 import re
 import signal
@@ -42,6 +43,21 @@ FROZEN_S = 3.0
 METADATA_TIMEOUT_S = 5.0
 # A failover is a few election timeouts plus the client noticing; this much is a hang.
 FAILOVER_DEADLINE_S = 20.0
+
+
+def rdkafka_debug_config():
+    """With RDKAFKA_DEBUG_FILE set, what makes librdkafka log its view of brokers, metadata and
+    requests to that file: how a client's stall after a fault is diagnosed."""
+    path = os.environ.get("RDKAFKA_DEBUG_FILE")
+    if not path:
+        return {}
+    logger = logging.getLogger("rdkafka")
+    if not logger.handlers:
+        handler = logging.FileHandler(path)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.DEBUG)
+    return {"debug": "broker,topic,metadata,protocol,msg,eos", "logger": logger}
 
 
 class Cluster:
@@ -149,14 +165,14 @@ class Cluster:
                     raise
         raise AssertionError(f"no broker answered a Metadata request (answering: {self.answering()})")
 
-    def leaders(self, topic):
+    def leaders(self, topic, partition_count=PARTITIONS):
         """partition -> leader, once every partition has a leader that answers, as a broker
         that answers sees it (one may name a dead leader for a moment after it died)."""
 
         def current():
             partitions = self.metadata(topic).topics[topic].partitions
             leaders = {index: partition.leader for index, partition in partitions.items()}
-            if len(leaders) == PARTITIONS and all(leader in self.answering() for leader in leaders.values()):
+            if len(leaders) == partition_count and all(leader in self.answering() for leader in leaders.values()):
                 return leaders
             return None
 
@@ -346,21 +362,21 @@ def namespaced_cluster(request, tmp_path):
         network.destroy()
 
 
-def created_topic(cluster, label):
-    """A new topic of PARTITIONS partitions with REPLICATION_FACTOR replicas each, once every
-    partition has a live leader."""
+def created_topic(cluster, label, partition_count=PARTITIONS):
+    """A new topic of `partition_count` partitions with REPLICATION_FACTOR replicas each, once
+    every partition has a live leader."""
     topic = topic_name(label)
     admin = confluent_kafka.admin.AdminClient({"bootstrap.servers": cluster.bootstrap()})
     futures = admin.create_topics(
         [
             confluent_kafka.admin.NewTopic(
-                topic, num_partitions=PARTITIONS, replication_factor=REPLICATION_FACTOR
+                topic, num_partitions=partition_count, replication_factor=REPLICATION_FACTOR
             )
         ],
         operation_timeout=CLIENT_DEADLINE_S,
     )
     futures[topic].result(timeout=CLIENT_DEADLINE_S)
-    cluster.leaders(topic)
+    cluster.leaders(topic, partition_count)
     return topic
 
 
@@ -439,6 +455,7 @@ class ContinuousProducer:
                 "reconnect.backoff.ms": 20,
                 "reconnect.backoff.max.ms": 250,
                 "error_cb": self._on_error,
+                **rdkafka_debug_config(),
             }
         )
         self.thread = threading.Thread(target=self._run, name="producer", daemon=True)
@@ -536,7 +553,7 @@ def measured_failover(producer, fault_at, partitions, fault):
     )
 
 
-def read_to_high_water_marks(cluster, topic):
+def read_to_high_water_marks(cluster, topic, partition_count=PARTITIONS):
     """partition -> {offset: Read}: every message from the beginning of each partition up to
     its high-water mark when the read began, fetched from the partitions' leaders."""
     consumer = confluent_kafka.Consumer(
@@ -563,21 +580,21 @@ def read_to_high_water_marks(cluster, topic):
         return wait_until(asked, f"the high-water mark of {topic}/{partition}")
 
     try:
-        ends = {partition: high_water_mark(partition) for partition in range(PARTITIONS)}
+        ends = {partition: high_water_mark(partition) for partition in range(partition_count)}
         consumer.assign(
             [
                 confluent_kafka.TopicPartition(topic, partition, confluent_kafka.OFFSET_BEGINNING)
-                for partition in range(PARTITIONS)
+                for partition in range(partition_count)
             ]
         )
-        read = {partition: {} for partition in range(PARTITIONS)}
+        read = {partition: {} for partition in range(partition_count)}
         # Offsets the Raft core's own control batches take are never delivered, so a partition
         # is read once a message at or past its last offset arrives, or once it is at its end.
         done = {partition for partition, end in ends.items() if end == 0}
         deadline = time.monotonic() + CLIENT_DEADLINE_S
-        while len(done) < PARTITIONS:
+        while len(done) < partition_count:
             assert time.monotonic() < deadline, (
-                f"reading {topic}: partitions {sorted(set(range(PARTITIONS)) - done)} did not reach "
+                f"reading {topic}: partitions {sorted(set(range(partition_count)) - done)} did not reach "
                 f"their high-water marks {ends} within {CLIENT_DEADLINE_S:.0f} s "
                 f"(read up to {[max(offsets, default=None) for offsets in read.values()]})"
             )
@@ -818,33 +835,29 @@ def test_kafka_python_follows_a_leader_change(cluster, capsys):
     )
 
 
-@pytest.mark.skipif(
-    os.environ.get("FERRITE_CUT_OFF_TEST") != "1",
-    reason="known to fail about 1 run in 14 (3 of 42; issue 7 stays open for it): when the cut-off broker "
-    "led every partition, the brokers elect new leaders within a second but librdkafka, "
-    "connected only to the cut-off broker, sends nothing to them for 20 s; "
-    "FERRITE_CUT_OFF_TEST=1 runs it",
-)
 def test_a_leader_cut_off_from_the_other_brokers(namespaced_cluster, capsys):
     cluster = namespaced_cluster
-    topic = created_topic(cluster, "cutoff")
+    # One partition: the broker cut off leads every partition the producer writes to, so the
+    # producer may be connected to it alone (librdkafka connects only to the brokers it needs),
+    # the hardest case for a client to find the new leader in.
+    topic = created_topic(cluster, "cutoff", partition_count=1)
     producer = ContinuousProducer(cluster.bootstrap(), topic)
     producer.start()
     try:
         producer.wait_for_progress(300, "before the cut")
-        leaders = cluster.leaders(topic)
+        leaders = cluster.leaders(topic, 1)
         victim = leaders[0]
         led = [partition for partition, leader in leaders.items() if leader == victim]
         fault = f"broker {victim} (leader of {led}) cut off from the others"
         cut_at = time.monotonic()
         cluster.cut(victim)
         failover = measured_failover(producer, cut_at, led, fault)
-        new_leaders = cluster.leaders(topic)
+        new_leaders = cluster.leaders(topic, 1)
         assert all(new_leaders[partition] != victim for partition in led), (
             f"the brokers it was cut off from still name broker {victim} as a leader: {new_leaders}"
         )
         producer.wait_for_progress(200, f"while broker {victim} is cut off")
-        middle = read_to_high_water_marks(cluster, topic)
+        middle = read_to_high_water_marks(cluster, topic, 1)
         cluster.heal(victim)
         cluster.wait_all_listed()
         producer.wait_for_progress(200, f"after broker {victim} was reconnected")
@@ -856,7 +869,7 @@ def test_a_leader_cut_off_from_the_other_brokers(namespaced_cluster, capsys):
     assert not producer.failed and not producer.fatal_errors, (
         f"the idempotent producer gave up on messages: {producer.outcome()}"
     )
-    final = read_to_high_water_marks(cluster, topic)
+    final = read_to_high_water_marks(cluster, topic, 1)
     check_acknowledged(final, producer)
     check_offsets_kept(middle, final)
 

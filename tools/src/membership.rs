@@ -4,14 +4,14 @@
 //! step with the metadata log: its catalog mirrors the log's topics (ids and configs included)
 //! and its shards run a replica of every partition the log places on this broker.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use engine::catalog::{is_internal_topic, Catalog, CatalogError};
-use engine::shard::{PartitionId, ShardContext};
+use engine::shard::{PartitionId, ReplicaPlacement, ShardContext};
 use ferrite_replication::controller::{
     ConfigChange, ConfigOperation, Controller, ControllerConfig, ControllerError,
     ControllerRequest, METADATA_TOPIC,
@@ -38,6 +38,9 @@ pub struct Membership {
     /// The metadata as last applied by this broker's controller.
     image: RwLock<Arc<MetadataImage>>,
     pub leaders: Arc<LeaderTable>,
+    /// The shard of each of this broker's replicas, as the metadata log places them (the
+    /// shards route by it).
+    pub placement: Arc<ReplicaPlacement>,
     /// The node whose controller leads (0: unknown).
     controller_leader: AtomicU64,
 }
@@ -48,6 +51,7 @@ impl Membership {
             settings,
             image: RwLock::new(Arc::new(MetadataImage::default())),
             leaders: Arc::new(LeaderTable::default()),
+            placement: Arc::default(),
             controller_leader: AtomicU64::new(0),
         })
     }
@@ -171,10 +175,10 @@ impl ClusterView for ShardClusterView {
             .iter()
             .map(|replica| node(replica.node_id))
             .collect();
-        let id = PartitionId::new(topic, partition);
-        let known = self.membership.leaders.leader(&id);
+        let partition = PartitionId::new(topic, partition);
+        let leaders = &self.membership.leaders;
         // The leader's in-sync voters once it reported them; all replicas until then.
-        let in_sync = match self.membership.leaders.in_sync(&id) {
+        let in_sync = match leaders.in_sync(&partition) {
             Some(voters) => voters.into_iter().map(node).collect(),
             None => replicas.clone(),
         };
@@ -182,15 +186,18 @@ impl ClusterView for ShardClusterView {
         // another replica rather than none. A client asks it, and is either right or told
         // NOT_LEADER by a broker that (on the majority side) knows the leader; answering
         // LEADER_NOT_AVAILABLE instead would keep a client that talks only to this broker (as
-        // librdkafka's sparse connections do) asking it again and again.
+        // librdkafka's sparse connections do) asking it again and again. The guess carries
+        // the latest term known here: librdkafka ignores an answer with an older leader epoch
+        // than the one it has, and would stay with the deposed leader.
         let own = node(self.membership.settings.node_id);
-        let leader = match known {
+        let leader = match leaders.leader(&partition) {
             Some((leader, _)) => Some(node(leader)),
             None => replicas.iter().copied().find(|replica| *replica != own),
         };
+        let term = leaders.latest_term(&partition).unwrap_or(0);
         Some(PartitionPlacement {
             leader,
-            leader_epoch: known.map_or(0, |(_, term)| i32::try_from(term).unwrap_or(i32::MAX)),
+            leader_epoch: i32::try_from(term).unwrap_or(i32::MAX),
             in_sync,
             replicas,
         })
@@ -419,6 +426,12 @@ async fn mirror(
     hosted: &mut Hosted,
 ) -> Result<(), String> {
     let node_id = membership.settings.node_id;
+    // The replicas placed here route to their shards before they start; those taken away
+    // keep theirs until they are removed.
+    let placed = placement_on(image, node_id);
+    let mut during = (*membership.placement.snapshot()).clone();
+    during.extend(placed.clone());
+    membership.placement.set(during);
     for (name, topic) in image.topics() {
         let existing = catalog.topics().get(name).cloned();
         match existing {
@@ -481,7 +494,24 @@ async fn mirror(
     for name in gone {
         remove_topic(context, replication, catalog, membership, &name, hosted).await?;
     }
+    membership.placement.set(placed);
     Ok(())
+}
+
+/// The shard of each replica `image` places on broker `node_id`.
+fn placement_on(image: &MetadataImage, node_id: NodeId) -> HashMap<PartitionId, usize> {
+    image
+        .topics()
+        .flat_map(|(name, topic)| {
+            (0u32..)
+                .zip(&topic.partitions)
+                .filter_map(move |(partition, replicas)| {
+                    let here = replicas.iter().find(|replica| replica.node_id == node_id)?;
+                    let shard = usize::try_from(here.shard).ok()?;
+                    Some((PartitionId::new(name, partition), shard))
+                })
+        })
+        .collect()
 }
 
 /// Brings a topic this broker has up to the log's: partitions added, configs replaced (and

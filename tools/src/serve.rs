@@ -477,6 +477,10 @@ pub fn run(arguments: Arguments) -> ExitCode {
         config.cleaner_check_interval = interval;
     }
     config.shard_count = cores;
+    let membership = settings.cluster.clone().map(Membership::new);
+    config.replicated_partitions = membership
+        .as_ref()
+        .map(|membership| membership.placement.clone());
     config.cpus = Some(if settings.cpuset.is_empty() {
         (0..cores).collect()
     } else {
@@ -525,8 +529,8 @@ pub fn run(arguments: Arguments) -> ExitCode {
         },
         None => None,
     };
-    let cluster_start = settings.cluster.clone().map(|cluster| ClusterStart {
-        membership: Membership::new(cluster),
+    let cluster_start = membership.map(|membership| ClusterStart {
+        membership,
         catalog: setup.catalog.clone(),
         data_dir: settings.data_dir.clone(),
         kafka_host: setup.broker.advertised_host.clone(),

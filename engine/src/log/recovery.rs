@@ -58,7 +58,10 @@ impl PartitionLog {
         config: LogConfig,
         clock: Rc<dyn Clock>,
     ) -> Result<PartitionLog, LogError> {
-        let dir = dir.into();
+        // Absolute: glommio opens a directory relative to no directory descriptor, so a
+        // relative path (`--data-dir ferrite-data`, the default) fails with EBADF.
+        let dir = std::path::absolute(dir.into())
+            .map_err(|error| LogError::io("resolving the partition directory", error))?;
         config.validate().map_err(LogError::InvalidConfig)?;
         std::fs::create_dir_all(&dir)
             .map_err(|error| LogError::io("creating the partition directory", error))?;

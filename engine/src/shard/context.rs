@@ -19,6 +19,7 @@ use super::{
     owner_shard, Appended, Durability, ListedOffset, MeshMessage, OffsetQuery, PartitionId,
     PartitionStats, SendableData, SendableRead, ShardRequest, ShardResponse,
 };
+use crate::catalog::is_internal_topic;
 use crate::clock::Clock;
 use crate::config::LogConfig;
 use crate::error::LogError;
@@ -26,6 +27,7 @@ use crate::log::{PartitionLog, ReadData};
 use crate::waiters::Waiters;
 
 use super::coordinator::{Coordinators, GroupsConfig};
+use super::placement::PlacementView;
 use super::replicated::{DeliveryHandler, Leadership, ReplicatedPartition};
 use super::runtime::{RuntimeConfig, TopicLogConfig};
 use super::Delivery;
@@ -50,6 +52,8 @@ pub(super) struct ShardState {
     log_config: LogConfig,
     topic_log_config: Option<TopicLogConfig>,
     groups_config: GroupsConfig,
+    /// See [`RuntimeConfig::replicated_partitions`].
+    replicated_partitions: Option<PlacementView>,
     clock: Rc<dyn Clock>,
     partitions: RefCell<HashMap<PartitionId, PartitionSlot>>,
     /// The group coordinators of the `__consumer_offsets` partitions this shard owns.
@@ -90,6 +94,7 @@ impl ShardContext {
                 log_config: config.log_config.clone(),
                 topic_log_config: config.topic_log_config.clone(),
                 groups_config: config.groups.clone(),
+                replicated_partitions: config.replicated_partitions.clone().map(PlacementView::new),
                 clock,
                 partitions: RefCell::new(HashMap::new()),
                 coordinators: Coordinators::default(),
@@ -132,8 +137,27 @@ impl ShardContext {
         self.state.clock.now_ms()
     }
 
+    /// The shard that owns `partition`: in a cluster, where the metadata log placed its
+    /// replica here (if it did, on a shard this broker has); otherwise [`owner_shard`].
     pub fn owner_of(&self, partition: &PartitionId) -> usize {
-        owner_shard(partition, self.state.shard_count)
+        self.placed_shard(partition)
+            .unwrap_or_else(|| owner_shard(partition, self.state.shard_count))
+    }
+
+    fn placed_shard(&self, partition: &PartitionId) -> Option<usize> {
+        let placement = self.state.replicated_partitions.as_ref()?;
+        if is_internal_topic(&partition.topic) {
+            return None;
+        }
+        placement
+            .shard_of(partition)
+            .filter(|shard| *shard < self.state.shard_count)
+    }
+
+    /// Whether `partition` is served only through a replica (see
+    /// [`RuntimeConfig::replicated_partitions`]).
+    fn is_replicated(&self, partition: &PartitionId) -> bool {
+        self.state.replicated_partitions.is_some() && !is_internal_topic(&partition.topic)
     }
 
     /// Appends `batch` to `partition` (opening its log on first use) and waits as `durability`
@@ -422,14 +446,17 @@ impl ShardContext {
         self.state.replicated.borrow().get(partition).cloned()
     }
 
-    /// Refuses client work on a replicated partition this broker does not lead.
+    /// Refuses client work on a replicated partition this broker does not lead, and in a
+    /// cluster on one whose replica it does not run (yet).
     fn check_leading(&self, partition: &PartitionId) -> Result<(), LogError> {
         match self
             .replicated(partition)
             .map(|replicated| replicated.leadership())
         {
-            None | Some(Leadership::Local) => Ok(()),
+            Some(Leadership::Local) => Ok(()),
             Some(Leadership::Remote(leader)) => Err(LogError::NotLeader { leader }),
+            None if self.is_replicated(partition) => Err(LogError::NotLeader { leader: None }),
+            None => Ok(()),
         }
     }
 
@@ -460,6 +487,9 @@ impl ShardContext {
     ) -> AppendPending {
         if let Some(replicated) = self.replicated(partition) {
             return replicated.submit_append(batch, durability);
+        }
+        if let Err(error) = self.check_leading(partition) {
+            return Box::pin(async move { Err(error) });
         }
         let assigned = match self.partition_log(partition).await {
             // A single copy is one in-sync replica (as Kafka counts a partition of replication
@@ -521,6 +551,9 @@ impl ShardContext {
     }
 
     async fn wait_for_data_local(&self, partition: &PartitionId, offset: u64, timeout_ms: u64) {
+        if self.check_leading(partition).is_err() {
+            return; // the fetch's next read reports it
+        }
         let Ok(log) = self.partition_log(partition).await else {
             // The fetch's next read reports the error.
             return;
@@ -627,11 +660,16 @@ impl ShardContext {
         &self,
         partition: &PartitionId,
     ) -> Result<Rc<PartitionLog>, LogError> {
-        assert_eq!(
-            self.owner_of(partition),
-            self.state.shard_id,
-            "only the owning shard opens a partition"
-        );
+        if self.owner_of(partition) != self.state.shard_id {
+            // Only the owning shard opens a partition. In a cluster the owner changes when the
+            // metadata log places a replica here or takes it away, and a request may have been
+            // sent to the old owner: the client asks again.
+            assert!(
+                self.is_replicated(partition),
+                "only the owning shard opens a partition"
+            );
+            return Err(LogError::NotLeader { leader: None });
+        }
         let slot = self
             .state
             .partitions
@@ -704,6 +742,9 @@ impl ShardContext {
                     && partition.topic != crate::catalog::CLUSTER_METADATA_TOPIC)
                     .then_some(partition)
             })
+            // A cluster's replicas open their own logs, on the shards the metadata log puts
+            // them on, once it has.
+            .filter(|partition| !self.is_replicated(partition))
             .filter(|partition| self.owner_of(partition) == self.state.shard_id)
             .collect();
         owned.sort();

@@ -11,12 +11,14 @@
 //! Modules: `context` (what a shard's tasks call: append and read, local or forwarded),
 //! `cleaner` (the task that compacts the shard's compacted partitions when they are due),
 //! `coordinator` (the consumer-group coordinators of the `__consumer_offsets` partitions the
-//! shard owns), `runtime` (starting the executors, and the shutdown sequence).
+//! shard owns), `placement` (a cluster's placement of replicas on shards), `runtime` (starting
+//! the executors, and the shutdown sequence).
 
 mod cleaner;
 mod context;
 mod coordinator;
 pub mod listen;
+mod placement;
 pub mod replicated;
 mod runtime;
 
@@ -30,6 +32,7 @@ pub use context::{AppendPending, ShardContext};
 pub use coordinator::{
     offsets_partition_for, prepare_offsets_topic, GroupCall, GroupReply, GroupStats, GroupsConfig,
 };
+pub use placement::ReplicaPlacement;
 pub use runtime::{Runtime, RuntimeConfig, RuntimeError, ShutdownHandle, TopicLogConfig};
 
 /// A partition of a topic.

@@ -37,6 +37,7 @@ use thiserror::Error;
 
 use super::context::ShardContext;
 use super::coordinator::GroupsConfig;
+use super::placement::ReplicaPlacement;
 use super::{MeshMessage, ShardRequest, ShardResponse};
 use crate::clock::SystemClock;
 use crate::config::LogConfig;
@@ -69,6 +70,13 @@ pub struct RuntimeConfig {
     pub cleaner_check_interval: Duration,
     /// The consumer-group coordinators' settings.
     pub groups: GroupsConfig,
+    /// A broker of a cluster (`Some`): every partition but the internal consumer-offsets
+    /// topic's is replicated, runs on the shard this placement gives it, and is not served
+    /// where this broker holds no replica of it (yet): after a restart the logs are on disk
+    /// before the metadata log says which replicas to run, and a produce taken into such a log
+    /// would be acknowledged without the other replicas. Its logs are opened by the replicas,
+    /// not at start-up.
+    pub replicated_partitions: Option<Arc<ReplicaPlacement>>,
 }
 
 impl RuntimeConfig {
@@ -87,6 +95,7 @@ impl RuntimeConfig {
             retention_check_interval: Duration::from_secs(300),
             cleaner_check_interval: Duration::from_secs(15),
             groups: GroupsConfig::default(),
+            replicated_partitions: None,
         }
     }
 }

@@ -116,6 +116,7 @@ fn start_runtime(
         retention_check_interval: std::time::Duration::from_millis(50),
         cleaner_check_interval: std::time::Duration::from_millis(50),
         groups,
+        replicated_partitions: None,
     };
     let (bound, bound_shards) = std::sync::mpsc::channel();
     let setup = ShardSetup {

@@ -41,8 +41,11 @@ impl Broker {
         Broker::start_in(data)
     }
 
+    /// Starts the broker in `data` with the default (relative) data directory, as the
+    /// README's first command does.
     fn start_in(data: tempfile::TempDir) -> Broker {
         let mut child = Command::new(env!("CARGO_BIN_EXE_ferrite"))
+            .current_dir(data.path())
             // Port 0 for both listeners: tests run in parallel, and must not take the fixed
             // default metrics port from a broker someone runs on this machine.
             .args([
@@ -52,8 +55,6 @@ impl Broker {
                 "--metrics-listen",
                 "127.0.0.1:0",
             ])
-            .arg("--data-dir")
-            .arg(data.path())
             .stdout(Stdio::piped())
             .spawn()
             .unwrap();
