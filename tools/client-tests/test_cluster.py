@@ -61,23 +61,25 @@ def rdkafka_debug_config():
 
 
 class Cluster:
-    """Three brokers (`--cores 1` each, own data directory) on a `network` (Loopback or
-    Namespaces). Each can be stopped, killed, frozen and restarted on the same addresses and
-    data directory, and, on Namespaces, cut off from the other brokers."""
+    """`node_count` brokers, ids 1 up (`--cores 1` each, own data directory) on a `network`
+    (Loopback or Namespaces); the controller voters are the first three. Each can be stopped,
+    killed, frozen and restarted on the same addresses and data directory, and, on Namespaces,
+    cut off from the other brokers."""
 
-    def __init__(self, tmp_path, network):
+    def __init__(self, tmp_path, network, node_count=len(NODE_IDS)):
         self.tmp_path = tmp_path
         self.network = network
+        self.node_ids = tuple(range(1, node_count + 1))
         self.brokers = {}  # node id -> Broker
         self.rpc_addresses = {}  # node id -> (host, port) of its inter-broker listener
         self.frozen = set()  # node ids stopped with SIGSTOP
         self.cut_off = set()  # node ids the other brokers cannot reach
 
     def start(self):
-        """Starts all three, on new addresses when one was taken between choosing and binding
+        """Starts them all, on new addresses when one was taken between choosing and binding
         it (another test run on the same machine)."""
         for attempt in range(1, BIND_ATTEMPTS + 1):
-            addresses = self.network.addresses()
+            addresses = self.network.addresses(self.node_ids)
             self.rpc_addresses = {node: rpc for node, (_, rpc) in addresses.items()}
             peers = ",".join(f"{node}@{host}:{port}" for node, (host, port) in self.rpc_addresses.items())
             self.brokers = {}
@@ -182,11 +184,11 @@ class Cluster:
         return self.leaders(topic)[partition]
 
     def wait_all_listed(self):
-        """Waits until every broker that answers lists all three brokers."""
+        """Waits until every broker that answers lists all the brokers."""
         for node in self.answering():
             wait_until(
-                lambda node=node: sorted(self.metadata(node=node).brokers) == list(NODE_IDS),
-                f"broker {node} to list brokers {list(NODE_IDS)}",
+                lambda node=node: sorted(self.metadata(node=node).brokers) == list(self.node_ids),
+                f"broker {node} to list brokers {list(self.node_ids)}",
             )
 
     def shut_down(self, check_exit=True):
@@ -215,13 +217,13 @@ class Loopback:
     inter-broker listener on a port chosen beforehand (every broker's --peers names them all):
     one the kernel had free a moment ago, bound and released."""
 
-    def addresses(self):
+    def addresses(self, node_ids):
         """node -> (Kafka listen address or None for a free port, inter-broker (host, port))."""
-        sockets = [socket.socket() for _ in NODE_IDS]
+        sockets = [socket.socket() for _ in node_ids]
         try:
             for each in sockets:
                 each.bind(("127.0.0.1", 0))
-            return {node: (None, each.getsockname()) for node, each in zip(NODE_IDS, sockets, strict=True)}
+            return {node: (None, each.getsockname()) for node, each in zip(node_ids, sockets, strict=True)}
         finally:
             for each in sockets:
                 each.close()
@@ -304,10 +306,11 @@ class Namespaces:
     def rpc_host(self, node):
         return f"{self.prefix}.{128 + node}"
 
-    def addresses(self):
+    def addresses(self, node_ids):
+        assert set(node_ids) <= set(self.namespaces), f"namespaces exist for {NODE_IDS} only"
         return {
             node: (f"{self.kafka_host(node)}:{self.KAFKA_PORT}", (self.rpc_host(node), self.RPC_PORT))
-            for node in NODE_IDS
+            for node in node_ids
         }
 
     def binary(self, node):
@@ -325,11 +328,11 @@ def _ip(*arguments):
     assert completed.returncode == 0, f"ip {' '.join(arguments)} failed: {completed.stderr.strip()}"
 
 
-def running_cluster(request, tmp_path, network):
-    """Three running brokers on `network` that list each other; all stopped with SIGTERM at the
-    end, each of which must exit 0."""
+def running_cluster(request, tmp_path, network, node_count=len(NODE_IDS)):
+    """`node_count` running brokers on `network` that list each other; all stopped with
+    SIGTERM at the end, each of which must exit 0."""
     assert FERRITE_BIN, "FERRITE_BIN is not set: run the tests with tools/client-tests.sh"
-    instance = Cluster(tmp_path, network)
+    instance = Cluster(tmp_path, network, node_count)
     try:
         try:
             instance.start()
@@ -346,6 +349,12 @@ def running_cluster(request, tmp_path, network):
 @pytest.fixture
 def cluster(request, tmp_path):
     yield from running_cluster(request, tmp_path, Loopback())
+
+
+@pytest.fixture
+def five_brokers(request, tmp_path):
+    """Five brokers: 1, 2 and 3 the controller voters, 4 and 5 observers of the metadata log."""
+    yield from running_cluster(request, tmp_path, Loopback(), node_count=5)
 
 
 @pytest.fixture
@@ -930,3 +939,108 @@ def test_partitions_added_and_configs_altered_through_any_broker_reach_every_bro
                      on_delivery=lambda error, message: delivered.append(error))
     assert producer.flush(CLIENT_DEADLINE_S) == 0
     assert delivered == [None]
+
+
+def test_five_brokers_beyond_the_controller_voters(five_brokers):
+    """More brokers than controller voters: brokers 4 and 5 follow the metadata log as
+    observers. kcat lists all five; a topic's replicas are spread evenly over them; a client
+    that knows only a non-voter produces with acks=all and reads everything back; and with the
+    controller leader killed, a topic is still created through a non-voter."""
+    cluster = five_brokers
+    partitions, replicas_per_partition = 10, 3
+    topic = topic_name("five")
+    admin = confluent_kafka.admin.AdminClient({"bootstrap.servers": cluster.bootstrap([5])})
+    created = admin.create_topics(
+        [confluent_kafka.admin.NewTopic(topic, partitions, replicas_per_partition)],
+        operation_timeout=CLIENT_DEADLINE_S,
+    )
+    created[topic].result(timeout=CLIENT_DEADLINE_S)
+
+    def led_everywhere():
+        """partition -> (leader, replicas) once broker 4 names a live leader for each."""
+        listed = cluster.metadata(topic, node=4).topics[topic].partitions
+        placed = {index: (p.leader, sorted(p.replicas)) for index, p in listed.items()}
+        led = len(placed) == partitions and all(leader in cluster.node_ids for leader, _ in placed.values())
+        return placed if led else None
+
+    placed = wait_until(led_everywhere, f"every partition of {topic} to have a leader")
+    hosted = defaultdict(int)
+    for index, (leader, replicas) in placed.items():
+        assert len(set(replicas)) == replicas_per_partition and leader in replicas, (index, leader, replicas)
+        for node in replicas:
+            hosted[node] += 1
+    assert hosted == {node: 6 for node in cluster.node_ids}, f"30 replicas spread over 5 brokers: {placed}"
+
+    completed = subprocess.run(
+        ["kcat", "-b", cluster.bootstrap([4]), "-L", "-t", topic],
+        capture_output=True, text=True, timeout=CLIENT_DEADLINE_S * 2, check=False,
+    )
+    assert completed.returncode == 0, completed.stderr[-4000:]
+    listing = completed.stdout
+    brokers = dict(re.findall(r"^\s+broker (\d+) at (\S+)", listing, re.MULTILINE))
+    expected = {str(node): broker.bootstrap for node, broker in cluster.brokers.items()}
+    assert brokers == expected, f"kcat -L should list the five brokers {expected}:\n{listing}"
+    leaders = re.findall(r"partition (\d+), leader (\d+), replicas: ([\d,]+), isrs", listing)
+    assert len(leaders) == partitions, listing
+    assert {node for _, _, replicas in leaders for node in replicas.split(",")} == set(expected), listing
+
+    # A client that knows only broker 4 (not a controller voter) writes and reads it all.
+    sent = [(f"key-{n % 17}".encode(), f"value-{n}".encode()) for n in range(600)]
+    producer = confluent_kafka.Producer(
+        {"bootstrap.servers": cluster.bootstrap([4]), "acks": "all", "enable.idempotence": True}
+    )
+    errors = []
+    for key, value in sent:
+        producer.produce(topic, value, key, on_delivery=lambda error, _: error and errors.append(error))
+    assert producer.flush(CLIENT_DEADLINE_S) == 0 and errors == [], errors[:5]
+    consumer = confluent_kafka.Consumer(
+        {"bootstrap.servers": cluster.bootstrap([4]), "group.id": topic, "enable.auto.commit": False}
+    )
+    try:
+        consumer.assign(
+            [confluent_kafka.TopicPartition(topic, p, confluent_kafka.OFFSET_BEGINNING) for p in range(partitions)]
+        )
+        read = []
+        deadline = time.monotonic() + CLIENT_DEADLINE_S
+        while len(read) < len(sent) and time.monotonic() < deadline:
+            message = consumer.poll(0.5)
+            if message is not None:
+                assert message.error() is None, message.error()
+                read.append((message.key(), message.value()))
+    finally:
+        consumer.close()
+    assert sorted(read) == sorted(sent), f"read {len(read)} of {len(sent)} messages"
+    by_key = defaultdict(list)
+    for key, value in read:
+        by_key[key].append(int(value.split(b"-")[1]))
+    assert all(values == sorted(values) for values in by_key.values()), "each key's order kept"
+
+    # The controller leader (a voter) dies; a topic is still created through a non-voter.
+    controller = cluster.metadata(node=5).controller_id
+    assert controller in (1, 2, 3), f"the controller leader is a voter, not {controller}"
+    cluster.kill9(controller)
+    # librdkafka sends CreateTopics to the broker Metadata names as the controller and waits
+    # for a dead one to come back, and Metadata may come from any broker it knows: so the
+    # creation starts once no broker names the dead one any more (within an election timeout
+    # or two of the kill).
+    voters_left = {1, 2, 3} - {controller}
+
+    def new_controller():
+        named = {cluster.metadata(node=node).controller_id for node in cluster.answering()}
+        return named if len(named) == 1 and named <= voters_left else None
+
+    wait_until(new_controller, "every broker to name a new controller leader among the voters left")
+    after = topic_name("after-kill")
+    admin = confluent_kafka.admin.AdminClient({"bootstrap.servers": cluster.bootstrap([5])})
+    created = admin.create_topics(
+        [confluent_kafka.admin.NewTopic(after, 4, replicas_per_partition)],
+        operation_timeout=CLIENT_DEADLINE_S,
+    )
+    created[after].result(timeout=CLIENT_DEADLINE_S)
+
+    def listed_by(node):
+        topics = cluster.metadata(after, node=node).topics
+        return (after in topics and len(topics[after].partitions) == 4) or None
+
+    for node in cluster.answering():
+        wait_until(lambda node=node: listed_by(node), f"broker {node} to list {after}")

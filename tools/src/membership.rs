@@ -93,9 +93,7 @@ fn refused(error: ControllerError) -> ClusterError {
             PlanError::NoReassignmentInProgress { .. } => ResponseError::NoReassignmentInProgress,
         },
         ControllerError::Timeout(_) => ResponseError::RequestTimedOut,
-        ControllerError::Failed(_) | ControllerError::Stopped(_) | ControllerError::NotAVoter => {
-            ResponseError::NotController
-        }
+        ControllerError::Failed(_) | ControllerError::Stopped(_) => ResponseError::NotController,
     }
     .code();
     ClusterError {
@@ -631,6 +629,7 @@ pub async fn start_shard(
         let mut config = ControllerConfig::new(
             registration,
             settings.peers.keys().copied(),
+            settings.controller_voters,
             start.data_dir.clone(),
             start.incarnation,
         );

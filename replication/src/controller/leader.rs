@@ -217,11 +217,11 @@ impl Controller {
     }
 
     fn leading_replica(&self) -> Result<PartitionReplica, Outcome> {
-        match &self.inner.replica {
-            Some(replica) if replica.role() == RoleKind::Leader && self.stopped().is_none() => {
-                Ok(replica.clone())
-            }
-            _ => Err(self.not_leader()),
+        let replica = &self.inner.replica;
+        if replica.role() == RoleKind::Leader && self.stopped().is_none() {
+            Ok(replica.clone())
+        } else {
+            Err(self.not_leader())
         }
     }
 
