@@ -370,16 +370,22 @@ impl ClusterView for ShardClusterView {
 
 /// Keeps this broker in step with the metadata log, on the controller's shard, until shutdown:
 /// publishes each newly applied image to the shards, mirrors its topics into the catalog, and
-/// has the owning shards run this broker's replicas of its partitions.
+/// has the owning shards run this broker's replicas of its partitions (and delete its copies
+/// of partitions moved away). `incarnation` is this run's, as the broker registered.
 pub async fn follow_metadata(
     context: ShardContext,
     membership: Arc<Membership>,
     controller: Controller,
     replication: Rc<ShardReplication>,
     catalog: Arc<Catalog>,
+    incarnation: u64,
 ) {
     let mut applied = 0;
-    let mut hosted = Hosted::new();
+    let mut hosted = Hosted {
+        replicas: BTreeMap::new(),
+        incarnation,
+        swept: false,
+    };
     while !context.is_shutting_down() {
         let leader = controller.leader().unwrap_or(0);
         membership
@@ -411,8 +417,28 @@ pub async fn follow_metadata(
     }
 }
 
-/// The partitions this broker hosts, with the target voters their replicas were last told.
-type Hosted = BTreeMap<PartitionId, Option<Vec<NodeId>>>;
+/// What this broker runs of the metadata log's partitions.
+struct Hosted {
+    /// The partitions hosted here, with the target voters their replicas were last told.
+    replicas: BTreeMap<PartitionId, Option<Vec<NodeId>>>,
+    /// This run of the broker, as it registered.
+    incarnation: u64,
+    /// Whether the copies of partitions placed elsewhere were removed since this broker
+    /// started (a move may have completed while it was down, leaving its copy behind).
+    swept: bool,
+}
+
+impl Hosted {
+    /// Whether `image` is at least as new as this run's registration. After a restart the
+    /// metadata log is applied again from its start, and an older image may place on this
+    /// broker partitions since moved away, or the reverse: copies are deleted or made again
+    /// only from an image that has everything committed before this run began.
+    fn is_current(&self, image: &MetadataImage, node_id: NodeId) -> bool {
+        image
+            .broker(node_id)
+            .is_some_and(|broker| broker.registration.incarnation == self.incarnation)
+    }
+}
 
 /// Makes the catalog and the hosted replicas match `image`.
 async fn mirror(
@@ -424,6 +450,7 @@ async fn mirror(
     hosted: &mut Hosted,
 ) -> Result<(), String> {
     let node_id = membership.settings.node_id;
+    let current = hosted.is_current(image, node_id);
     // The replicas placed here route to their shards before they start; those taken away
     // keep theirs until they are removed.
     let placed = placement_on(image, node_id);
@@ -452,7 +479,7 @@ async fn mirror(
             let moving = topic.reassignments.get(&number);
             if involved.contains(&node_id) {
                 let target = moving.map(|moving| node_ids(&moving.target));
-                if hosted.get(&partition) == Some(&target) {
+                if hosted.replicas.get(&partition) == Some(&target) {
                     continue;
                 }
                 // A replica new here starts with the group's voters from before the move (it
@@ -463,7 +490,7 @@ async fn mirror(
                     voters,
                     target: target.clone(),
                 };
-                if !hosted.contains_key(&partition) {
+                if current && !hosted.replicas.contains_key(&partition) {
                     catalog
                         .restore_partition_directory(name, number)
                         .map_err(|error| format!("hosting {partition:?}: {error}"))?;
@@ -472,8 +499,8 @@ async fn mirror(
                     .host_anywhere(partition.clone(), hosting)
                     .await
                     .map_err(|error| format!("hosting {partition:?}: {error}"))?;
-                hosted.insert(partition, target);
-            } else if hosted.remove(&partition).is_some() {
+                hosted.replicas.insert(partition, target);
+            } else if current && (hosted.replicas.remove(&partition).is_some() || !hosted.swept) {
                 // Moved away: the group goes on without this broker, and its copy goes.
                 replication.unhost_anywhere(partition.clone()).await;
                 context
@@ -493,6 +520,7 @@ async fn mirror(
         remove_topic(context, replication, catalog, membership, &name, hosted).await?;
     }
     membership.placement.set(placed);
+    hosted.swept |= current;
     Ok(())
 }
 
@@ -574,7 +602,7 @@ async fn remove_topic(
     for partition in 0..topic.partitions {
         let partition = PartitionId::new(name, partition);
         replication.unhost_anywhere(partition.clone()).await;
-        hosted.remove(&partition);
+        hosted.replicas.remove(&partition);
         context
             .remove_partition(partition.clone())
             .await
@@ -644,6 +672,7 @@ pub async fn start_shard(
             controller,
             replication.clone(),
             start.catalog.clone(),
+            start.incarnation,
         ))
         .detach();
     }
