@@ -51,9 +51,6 @@ pub trait ClusterView {
     /// The live brokers.
     fn brokers(&self) -> Vec<ClusterBroker>;
 
-    /// The broker whose controller currently leads, if known.
-    fn controller_id(&self) -> Option<i32>;
-
     /// Where a partition lives; `None` if the metadata has no such partition.
     fn placement(&self, topic: &str, partition: u32) -> Option<PartitionPlacement>;
 

@@ -19,6 +19,7 @@ import socket
 import subprocess
 import threading
 import time
+import urllib.request
 from collections import defaultdict
 from dataclasses import dataclass
 
@@ -61,14 +62,15 @@ def rdkafka_debug_config():
 
 
 class Cluster:
-    """`node_count` brokers, ids 1 up (`--cores 1` each, own data directory) on a `network`
+    """`node_count` brokers, ids 1 up (`--cores N` each, 1 by default; own data directory) on a `network`
     (Loopback or Namespaces); the controller voters are the first three. Each can be stopped,
     killed, frozen and restarted on the same addresses and data directory, and, on Namespaces,
     cut off from the other brokers."""
 
-    def __init__(self, tmp_path, network, node_count=len(NODE_IDS)):
+    def __init__(self, tmp_path, network, node_count=len(NODE_IDS), cores=1):
         self.tmp_path = tmp_path
         self.network = network
+        self.cores = cores
         self.node_ids = tuple(range(1, node_count + 1))
         self.brokers = {}  # node id -> Broker
         self.rpc_addresses = {}  # node id -> (host, port) of its inter-broker listener
@@ -90,7 +92,7 @@ class Cluster:
                     self.network.binary(node),
                     node_dir / "data",
                     node_dir,
-                    cores=1,
+                    cores=self.cores,
                     extra_args=[
                         *("--node-id", str(node)),
                         *("--rpc-listen", f"{rpc_host}:{rpc_port}"),
@@ -166,6 +168,15 @@ class Cluster:
                 if node is not None:
                     raise
         raise AssertionError(f"no broker answered a Metadata request (answering: {self.answering()})")
+
+    def controller_leader(self, node):
+        """The node whose controller leads the metadata log as broker `node` knows it (from its
+        /metrics), or None while it knows none."""
+        with urllib.request.urlopen(self.brokers[node].metrics_url, timeout=METADATA_TIMEOUT_S) as response:
+            text = response.read().decode()
+        match = re.search(r"^ferrite_controller_leader (\d+)$", text, re.MULTILINE)
+        assert match, "a cluster's broker reports ferrite_controller_leader"
+        return int(match.group(1)) or None
 
     def leaders(self, topic, partition_count=PARTITIONS):
         """partition -> leader, once every partition has a leader that answers, as a broker
@@ -328,11 +339,11 @@ def _ip(*arguments):
     assert completed.returncode == 0, f"ip {' '.join(arguments)} failed: {completed.stderr.strip()}"
 
 
-def running_cluster(request, tmp_path, network, node_count=len(NODE_IDS)):
-    """`node_count` running brokers on `network` that list each other; all stopped with
-    SIGTERM at the end, each of which must exit 0."""
+def running_cluster(request, tmp_path, network, node_count=len(NODE_IDS), cores=1):
+    """`node_count` running brokers of `cores` shards on `network` that list each other; all
+    stopped with SIGTERM at the end, each of which must exit 0."""
     assert FERRITE_BIN, "FERRITE_BIN is not set: run the tests with tools/client-tests.sh"
-    instance = Cluster(tmp_path, network, node_count)
+    instance = Cluster(tmp_path, network, node_count, cores)
     try:
         try:
             instance.start()
@@ -349,6 +360,12 @@ def running_cluster(request, tmp_path, network, node_count=len(NODE_IDS)):
 @pytest.fixture
 def cluster(request, tmp_path):
     yield from running_cluster(request, tmp_path, Loopback())
+
+
+@pytest.fixture
+def two_shard_cluster(request, tmp_path):
+    """Three brokers of two shards each."""
+    yield from running_cluster(request, tmp_path, Loopback(), cores=2)
 
 
 @pytest.fixture
@@ -1015,21 +1032,15 @@ def test_five_brokers_beyond_the_controller_voters(five_brokers):
         by_key[key].append(int(value.split(b"-")[1]))
     assert all(values == sorted(values) for values in by_key.values()), "each key's order kept"
 
-    # The controller leader (a voter) dies; a topic is still created through a non-voter.
-    controller = cluster.metadata(node=5).controller_id
+    # The controller leader (a voter) dies; a topic is still created through a non-voter, at
+    # once: Metadata names the answering broker as the controller (it forwards), never the dead
+    # one, so librdkafka does not wait for it.
+    controller = wait_until(lambda: cluster.controller_leader(5), "broker 5 to know the controller leader")
     assert controller in (1, 2, 3), f"the controller leader is a voter, not {controller}"
     cluster.kill9(controller)
-    # librdkafka sends CreateTopics to the broker Metadata names as the controller and waits
-    # for a dead one to come back, and Metadata may come from any broker it knows: so the
-    # creation starts once no broker names the dead one any more (within an election timeout
-    # or two of the kill).
-    voters_left = {1, 2, 3} - {controller}
-
-    def new_controller():
-        named = {cluster.metadata(node=node).controller_id for node in cluster.answering()}
-        return named if len(named) == 1 and named <= voters_left else None
-
-    wait_until(new_controller, "every broker to name a new controller leader among the voters left")
+    assert all(cluster.metadata(node=node).controller_id == node for node in cluster.answering()), (
+        "each broker names itself as the controller"
+    )
     after = topic_name("after-kill")
     admin = confluent_kafka.admin.AdminClient({"bootstrap.servers": cluster.bootstrap([5])})
     created = admin.create_topics(
@@ -1044,3 +1055,64 @@ def test_five_brokers_beyond_the_controller_voters(five_brokers):
 
     for node in cluster.answering():
         wait_until(lambda node=node: listed_by(node), f"broker {node} to list {after}")
+
+
+def name_hash_shard(topic, partition, shards):
+    """The shard a broker alone puts a partition on (engine::shard::owner_shard: FNV-1a of the
+    topic name plus the partition number, modulo the shard count)."""
+    value = 0xCBF29CE484222325
+    for byte in topic.encode():
+        value = ((value ^ byte) * 0x100000001B3) & 0xFFFFFFFFFFFFFFFF
+    return ((value + partition) & 0xFFFFFFFFFFFFFFFF) % shards
+
+
+def partition_shards(broker, topics):
+    """topic -> the shard of broker's replica of its partition 0, from /metrics, once it
+    reports every one of `topics`; else None."""
+    with urllib.request.urlopen(broker.metrics_url, timeout=METADATA_TIMEOUT_S) as response:
+        text = response.read().decode()
+    shards = {}
+    for topic in topics:
+        match = re.search(
+            r'^ferrite_partition_shard\{topic="' + re.escape(topic) + r'",partition="0"\} (\d+)$',
+            text,
+            re.MULTILINE,
+        )
+        if not match:
+            return None
+        shards[topic] = int(match.group(1))
+    return shards
+
+
+def test_replicas_spread_over_each_brokers_shards_as_the_metadata_log_places_them(two_shard_cluster):
+    """Four one-partition topics whose names all hash to shard 0 (where a broker alone would
+    put them) end up two per shard on every broker, as the controller placed them, and are
+    written and read through those shards."""
+    cluster = two_shard_cluster
+    topics = []
+    while len(topics) < 4:
+        candidate = topic_name("placed")
+        if name_hash_shard(candidate, 0, 2) == 0:
+            topics.append(candidate)
+    admin = confluent_kafka.admin.AdminClient({"bootstrap.servers": cluster.bootstrap()})
+    futures = admin.create_topics(
+        [confluent_kafka.admin.NewTopic(topic, 1, REPLICATION_FACTOR) for topic in topics],
+        operation_timeout=CLIENT_DEADLINE_S,
+    )
+    for future in futures.values():
+        future.result(timeout=CLIENT_DEADLINE_S)
+    for node, broker in cluster.brokers.items():
+        shards = wait_until(
+            lambda broker=broker: partition_shards(broker, topics),
+            f"broker {node} to report the shards of {topics}",
+        )
+        per_shard = sorted(list(shards.values()).count(shard) for shard in (0, 1))
+        assert per_shard == [2, 2], f"broker {node} put the four replicas on shards {shards}"
+
+    producer = confluent_kafka.Producer({"bootstrap.servers": cluster.bootstrap(), "acks": "all"})
+    for topic in topics:
+        producer.produce(topic, key=b"k", value=topic.encode())
+    assert producer.flush(CLIENT_DEADLINE_S) == 0, "every message acknowledged"
+    for topic in topics:
+        read = read_to_high_water_marks(cluster, topic, 1)
+        assert [message.value for message in read[0].values()] == [topic.encode()], read

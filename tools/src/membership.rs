@@ -6,7 +6,6 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::rc::Rc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -22,6 +21,7 @@ use ferrite_replication::NodeId;
 use futures::future::LocalBoxFuture;
 use kafka_protocol::ResponseError;
 use net::cluster::{ClusterBroker, ClusterError, ClusterView, PartitionMove, PartitionPlacement};
+use net::metrics::MetricsRegistry;
 
 use crate::serve::ClusterSettings;
 
@@ -41,8 +41,6 @@ pub struct Membership {
     /// The shard of each of this broker's replicas, as the metadata log places them (the
     /// shards route by it).
     pub placement: Arc<ReplicaPlacement>,
-    /// The node whose controller leads (0: unknown).
-    controller_leader: AtomicU64,
 }
 
 impl Membership {
@@ -52,7 +50,6 @@ impl Membership {
             image: RwLock::new(Arc::new(MetadataImage::default())),
             leaders: Arc::new(LeaderTable::default()),
             placement: Arc::default(),
-            controller_leader: AtomicU64::new(0),
         })
     }
 
@@ -145,13 +142,6 @@ impl ClusterView for ShardClusterView {
                 port: i32::from(broker.kafka_port),
             })
             .collect()
-    }
-
-    fn controller_id(&self) -> Option<i32> {
-        match self.membership.controller_leader.load(Ordering::Relaxed) {
-            0 => None,
-            leader => Some(node(leader)),
-        }
     }
 
     fn placement(&self, topic: &str, partition: u32) -> Option<PartitionPlacement> {
@@ -378,6 +368,7 @@ pub async fn follow_metadata(
     controller: Controller,
     replication: Rc<ShardReplication>,
     catalog: Arc<Catalog>,
+    metrics: MetricsRegistry,
     incarnation: u64,
 ) {
     let mut applied = 0;
@@ -387,10 +378,7 @@ pub async fn follow_metadata(
         swept: false,
     };
     while !context.is_shutting_down() {
-        let leader = controller.leader().unwrap_or(0);
-        membership
-            .controller_leader
-            .store(leader, Ordering::Relaxed);
+        metrics.controller_leader_observed(controller.leader());
         if controller.applied_index() != applied {
             applied = controller.applied_index();
             let image = Arc::new(controller.image().borrow().clone());
@@ -625,6 +613,8 @@ pub struct ClusterStart {
     /// Different at every start of the process (the controller tells restarts apart by it).
     pub incarnation: u64,
     pub broker_log_config: engine::LogConfig,
+    /// Where the broker reports the controller leader it knows.
+    pub metrics: MetricsRegistry,
 }
 
 /// Joins the cluster on this shard: starts its replication (transport, replicas, clock) and,
@@ -672,6 +662,7 @@ pub async fn start_shard(
             controller,
             replication.clone(),
             start.catalog.clone(),
+            start.metrics.clone(),
             start.incarnation,
         ))
         .detach();

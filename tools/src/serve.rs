@@ -547,6 +547,7 @@ pub fn run(arguments: Arguments) -> ExitCode {
         shard_count: cores as u32,
         incarnation: incarnation(),
         broker_log_config: settings.log.clone(),
+        metrics: setup.metrics.clone(),
     });
     let runtime = match Runtime::start(config, move |context| {
         let bound = bound.clone();
