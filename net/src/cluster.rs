@@ -28,6 +28,17 @@ pub struct PartitionPlacement {
     pub in_sync: Vec<i32>,
 }
 
+/// A partition being moved to other brokers, as ListPartitionReassignments shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionMove {
+    pub topic: String,
+    pub partition: u32,
+    /// Every broker involved: the target's, then those still leaving.
+    pub replicas: Vec<i32>,
+    pub adding: Vec<i32>,
+    pub removing: Vec<i32>,
+}
+
 /// A refused or failed cluster change, with the Kafka error code to answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClusterError {
@@ -65,6 +76,19 @@ pub trait ClusterView {
         &self,
         name: String,
         count: u32,
+    ) -> LocalBoxFuture<'static, Result<(), ClusterError>>;
+
+    /// The partitions being moved, by topic and partition.
+    fn reassignments(&self) -> Vec<PartitionMove>;
+
+    /// Asks the controller to move a partition to the brokers `replicas` (the first its
+    /// preferred leader), or (`None`) to cancel its move; resolves once that is committed (the
+    /// move itself goes on in the background).
+    fn reassign(
+        &self,
+        topic: String,
+        partition: u32,
+        replicas: Option<Vec<i32>>,
     ) -> LocalBoxFuture<'static, Result<(), ClusterError>>;
 
     /// Asks the controller to make `configs` a topic's whole set of overrides; resolves once

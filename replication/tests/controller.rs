@@ -391,7 +391,13 @@ fn a_broker_beyond_the_voters_registers_and_makes_requests() {
         ControllerRequest::Reassign {
             topic: "events".to_owned(),
             partition: 0,
-            replicas: vec![4, 1],
+            replicas: Some(vec![4, 1]),
+        },
+        // What the partition's leader asks once its group's voters are the target.
+        ControllerRequest::CompleteReassignment {
+            topic: "events".to_owned(),
+            partition: 0,
+            voters: vec![1, 4],
         },
     ];
     let mut index = 0;
@@ -413,7 +419,7 @@ fn a_broker_beyond_the_voters_registers_and_makes_requests() {
         brokers[&4].request(ControllerRequest::Reassign {
             topic: "events".to_owned(),
             partition: 12,
-            replicas: vec![1],
+            replicas: Some(vec![1]),
         }),
         Err(ControllerError::Refused(PlanError::UnknownPartition { .. }))
     ));
