@@ -1038,9 +1038,8 @@ def test_five_brokers_beyond_the_controller_voters(five_brokers):
     controller = wait_until(lambda: cluster.controller_leader(5), "broker 5 to know the controller leader")
     assert controller in (1, 2, 3), f"the controller leader is a voter, not {controller}"
     cluster.kill9(controller)
-    assert all(cluster.metadata(node=node).controller_id == node for node in cluster.answering()), (
-        "each broker names itself as the controller"
-    )
+    named = {cluster.metadata(node=node).controller_id for node in cluster.answering()}
+    assert named <= set(cluster.answering()), f"Metadata names a live broker as the controller, not {named}"
     after = topic_name("after-kill")
     admin = confluent_kafka.admin.AdminClient({"bootstrap.servers": cluster.bootstrap([5])})
     created = admin.create_topics(
