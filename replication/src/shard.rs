@@ -205,6 +205,9 @@ pub struct ReplicationConfig {
     pub fetch_timeout_ticks: u64,
     pub fetch_wait_ticks: u64,
     pub fetch_bytes_max: usize,
+    /// How often a partition leader checks whether to hand leadership back to the preferred
+    /// replica; 0: never.
+    pub preferred_leader_check_ticks: u64,
 }
 
 impl ReplicationConfig {
@@ -228,6 +231,8 @@ impl ReplicationConfig {
             // Below the fetch timeout: a held fetch is answered before the follower resends.
             fetch_wait_ticks: 20,
             fetch_bytes_max: 1 << 20,
+            // Kafka's leader.imbalance.check.interval.seconds: 300.
+            preferred_leader_check_ticks: 30_000,
         }
     }
 }
@@ -266,11 +271,12 @@ struct HostCall {
     reply: oneshot::Sender<Result<(), String>>,
 }
 
-/// How a partition is hosted: the voters its group starts with if it is new here, and the
-/// voters a reassignment moves it to, if one runs.
+/// How a partition is hosted: the voters its group starts with if it is new here, the voters
+/// a reassignment moves it to, if one runs, and the replica that should lead when it can.
 pub struct Hosting {
     pub voters: Vec<NodeId>,
     pub target: Option<Vec<NodeId>>,
+    pub preferred_leader: Option<NodeId>,
 }
 
 /// Ticks between two reports of the partitions a shard leads to the other brokers.
@@ -437,14 +443,21 @@ impl ShardReplication {
         if let Ok(call) = message.downcast::<HostCall>() {
             let HostCall { hosting, reply } = *call;
             match hosting {
-                Some(Hosting { voters, target }) => {
+                Some(Hosting {
+                    voters,
+                    target,
+                    preferred_leader,
+                }) => {
                     let replication = self.clone_rc();
                     glommio::spawn_local(async move {
                         let hosted = match replication {
                             Some(replication) => replication
                                 .host(partition, voters)
                                 .await
-                                .map(|replica| replica.set_target_voters(target))
+                                .map(|replica| {
+                                    replica.set_target_voters(target);
+                                    replica.set_preferred_leader(preferred_leader);
+                                })
                                 .map_err(|error| error.to_string()),
                             None => Err("replication stopped".into()),
                         };
@@ -631,6 +644,7 @@ impl ShardReplication {
             fetch_wait_ticks: self.config.fetch_wait_ticks,
             fetch_bytes_max: self.config.fetch_bytes_max,
             seed: replica_seed(self.config.node_id, &partition),
+            preferred_leader_check_ticks: self.config.preferred_leader_check_ticks,
         };
         let outbox = Rc::new(PartitionOutbox {
             coalescer: self.coalescer.clone(),

@@ -201,6 +201,7 @@ async fn run_broker(
         fetch_wait_ticks: 10,
         fetch_bytes_max: 256 << 10,
         seed: node_id * 7919 + std::process::id() as u64,
+        preferred_leader_check_ticks: 0,
     };
     let replica = PartitionReplica::open(
         config,

@@ -67,10 +67,11 @@ class Cluster:
     killed, frozen and restarted on the same addresses and data directory, and, on Namespaces,
     cut off from the other brokers."""
 
-    def __init__(self, tmp_path, network, node_count=len(NODE_IDS), cores=1):
+    def __init__(self, tmp_path, network, node_count=len(NODE_IDS), cores=1, broker_args=()):
         self.tmp_path = tmp_path
         self.network = network
         self.cores = cores
+        self.broker_args = list(broker_args)  # more `ferrite serve` flags for every broker
         self.node_ids = tuple(range(1, node_count + 1))
         self.brokers = {}  # node id -> Broker
         self.rpc_addresses = {}  # node id -> (host, port) of its inter-broker listener
@@ -97,6 +98,7 @@ class Cluster:
                         *("--node-id", str(node)),
                         *("--rpc-listen", f"{rpc_host}:{rpc_port}"),
                         *("--peers", peers),
+                        *self.broker_args,
                     ],
                 )
                 broker.bootstrap = kafka_listen  # None: a free port, chosen at the first start
@@ -339,11 +341,11 @@ def _ip(*arguments):
     assert completed.returncode == 0, f"ip {' '.join(arguments)} failed: {completed.stderr.strip()}"
 
 
-def running_cluster(request, tmp_path, network, node_count=len(NODE_IDS), cores=1):
-    """`node_count` running brokers of `cores` shards on `network` that list each other; all
-    stopped with SIGTERM at the end, each of which must exit 0."""
+def running_cluster(request, tmp_path, network, node_count=len(NODE_IDS), cores=1, broker_args=()):
+    """`node_count` running brokers of `cores` shards (and `broker_args`) on `network` that list
+    each other; all stopped with SIGTERM at the end, each of which must exit 0."""
     assert FERRITE_BIN, "FERRITE_BIN is not set: run the tests with tools/client-tests.sh"
-    instance = Cluster(tmp_path, network, node_count, cores)
+    instance = Cluster(tmp_path, network, node_count, cores, broker_args)
     try:
         try:
             instance.start()
@@ -366,6 +368,15 @@ def cluster(request, tmp_path):
 def two_shard_cluster(request, tmp_path):
     """Three brokers of two shards each."""
     yield from running_cluster(request, tmp_path, Loopback(), cores=2)
+
+
+@pytest.fixture
+def rebalancing_cluster(request, tmp_path):
+    """Three brokers whose partition leaders hand leadership back to the preferred replica
+    every second (Kafka's default check is every 5 minutes)."""
+    yield from running_cluster(
+        request, tmp_path, Loopback(), broker_args=("--leader-imbalance-check-interval-s", "1")
+    )
 
 
 @pytest.fixture
@@ -1115,3 +1126,41 @@ def test_replicas_spread_over_each_brokers_shards_as_the_metadata_log_places_the
     for topic in topics:
         read = read_to_high_water_marks(cluster, topic, 1)
         assert [message.value for message in read[0].values()] == [topic.encode()], read
+
+
+def test_leadership_returns_to_the_preferred_replicas_after_a_broker_comes_back(rebalancing_cluster):
+    """The controller spreads preferred leaders (each partition's first replica) one per
+    broker; after a leader is killed its partitions fail over to the others, and once it is
+    back and in sync they return to it, while an idempotent producer loses nothing."""
+    cluster = rebalancing_cluster
+    topic = created_topic(cluster, "preferred")
+    partitions = cluster.metadata(topic).topics[topic].partitions
+    preferred = {index: partition.replicas[0] for index, partition in partitions.items()}
+    assert sorted(preferred.values()) == list(cluster.node_ids), f"preferred leaders spread: {preferred}"
+
+    def led_as_preferred():
+        return cluster.leaders(topic) == preferred or None
+
+    wait_until(led_as_preferred, f"every partition of {topic} to be led by its preferred replica {preferred}")
+    producer = ContinuousProducer(cluster.bootstrap(), topic)
+    producer.start()
+    try:
+        producer.wait_for_progress(300, "before the kill")
+        victim = preferred[0]
+        cluster.kill9(victim)
+        moved = wait_until(
+            lambda: (leaders := cluster.leaders(topic))[0] != victim and leaders,
+            f"partition 0 to fail over from broker {victim}",
+        )
+        assert victim not in moved.values(), f"broker {victim} is dead, yet Metadata names it: {moved}"
+        producer.wait_for_progress(200, f"while broker {victim} is down")
+        cluster.restart(victim)
+        cluster.wait_all_listed()
+        wait_until(led_as_preferred, f"broker {victim} to lead partition 0 again ({preferred})")
+        producer.wait_for_progress(200, "after leadership returned")
+    finally:
+        producer.stop()
+    assert not producer.failed and not producer.fatal_errors, (
+        f"the idempotent producer gave up on messages: {producer.outcome()}"
+    )
+    check_acknowledged(read_to_high_water_marks(cluster, topic), producer)

@@ -473,10 +473,14 @@ async fn mirror(
                 // A replica new here starts with the group's voters from before the move (it
                 // is not one of them, so it cannot campaign) and learns the changes from the
                 // leader's log.
+                // The first replica is the preferred leader (the first of the target's during
+                // a move, as the image lists them).
+                let preferred_leader = involved.first().copied();
                 let voters = moving.map_or(involved, |moving| node_ids(&moving.original));
                 let hosting = Hosting {
                     voters,
                     target: target.clone(),
+                    preferred_leader,
                 };
                 if current && !hosted.replicas.contains_key(&partition) {
                     catalog
@@ -625,12 +629,17 @@ pub async fn start_shard(
     start: &ClusterStart,
 ) -> Result<Rc<dyn ClusterView>, String> {
     let settings = &start.membership.settings;
-    let config = ReplicationConfig::new(
+    let mut config = ReplicationConfig::new(
         CLUSTER_ID,
         settings.node_id,
         settings.rpc_listen,
         settings.peers.clone(),
     );
+    config.preferred_leader_check_ticks = settings
+        .leader_imbalance_check_interval
+        .map_or(0, |interval| {
+            (interval.as_millis() / config.tick.as_millis().max(1)).max(1) as u64
+        });
     let replication =
         ShardReplication::start(context.clone(), config, start.membership.leaders.clone())
             .map_err(|error| format!("cannot start the inter-broker listener: {error}"))?;

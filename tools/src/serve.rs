@@ -129,7 +129,16 @@ pub struct Arguments {
     /// on every broker [default: 3, or the number of brokers if fewer].
     #[arg(long, value_name = "N")]
     controller_voters: Option<usize>,
+    /// How often each partition leader checks whether to hand leadership back to its
+    /// preferred replica (the first in its replica list) once that one is in sync: Kafka's
+    /// leader.imbalance.check.interval.seconds with auto.leader.rebalance.enable; 0 never
+    /// [default: 300].
+    #[arg(long, value_name = "S")]
+    leader_imbalance_check_interval_s: Option<u64>,
 }
+
+/// Kafka's leader.imbalance.check.interval.seconds.
+const LEADER_IMBALANCE_CHECK_INTERVAL_DEFAULT_S: u64 = 300;
 
 /// How this broker takes part in a cluster.
 #[derive(Debug, Clone)]
@@ -140,6 +149,9 @@ pub struct ClusterSettings {
     pub default_replication_factor: u16,
     /// The controller voters are this many lowest node ids of `peers`.
     pub controller_voters: usize,
+    /// How often a partition leader hands leadership back to its preferred replica; `None`:
+    /// never.
+    pub leader_imbalance_check_interval: Option<Duration>,
 }
 
 /// Parses `--peers`: `ID@HOST:PORT` entries separated by commas, each id once.
@@ -293,12 +305,21 @@ impl Arguments {
                          brokers in --peers)"
                     ));
                 }
+                let leader_imbalance_check_interval = match self
+                    .leader_imbalance_check_interval_s
+                    .or(file.leader_imbalance_check_interval_s)
+                    .unwrap_or(LEADER_IMBALANCE_CHECK_INTERVAL_DEFAULT_S)
+                {
+                    0 => None,
+                    seconds => Some(Duration::from_secs(seconds)),
+                };
                 Some(ClusterSettings {
                     node_id,
                     rpc_listen: self.rpc_listen.or(file.rpc_listen).unwrap_or(own),
                     peers,
                     default_replication_factor,
                     controller_voters,
+                    leader_imbalance_check_interval,
                 })
             }
         };
@@ -724,6 +745,11 @@ mod tests {
         assert_eq!(settings.peers.len(), 5);
         assert_eq!(settings.controller_voters, VOTERS_DEFAULT_COUNT);
         assert_eq!(settings.default_replication_factor, 3);
+        assert_eq!(
+            settings.leader_imbalance_check_interval,
+            Some(Duration::from_secs(300)),
+            "Kafka's default"
+        );
         let settings = cluster(Some(5), Some(5)).unwrap();
         assert_eq!(settings.controller_voters, 5);
         assert_eq!(settings.default_replication_factor, 5);
@@ -747,7 +773,10 @@ mod tests {
         let file = dir.path().join("ferrite.toml");
         std::fs::write(
             &file,
-            format!("node-id = 5\npeers = \"{FIVE}\"\ncontroller-voters = 1\n"),
+            format!(
+                "node-id = 5\npeers = \"{FIVE}\"\ncontroller-voters = 1\n\
+                 leader-imbalance-check-interval-s = 0\n"
+            ),
         )
         .unwrap();
         let from_file = Arguments {
@@ -756,6 +785,7 @@ mod tests {
         };
         let from_file = from_file.resolve().unwrap().cluster.unwrap();
         assert_eq!(from_file.controller_voters, 1);
+        assert_eq!(from_file.leader_imbalance_check_interval, None, "0: never");
     }
 
     #[test]

@@ -146,6 +146,8 @@ impl ControllerConfig {
                 fetch_wait_ticks: 50,
                 fetch_bytes_max: 1 << 20,
                 seed,
+                // Any voter may lead the metadata log.
+                preferred_leader_check_ticks: 0,
             },
             registration,
             data_dir,

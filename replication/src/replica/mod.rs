@@ -23,6 +23,7 @@
 //! (`append_replicated`: offsets, epochs and gaps kept).
 
 mod entries;
+mod preferred;
 mod reassignment;
 mod state_file;
 
@@ -69,6 +70,9 @@ pub struct ReplicaConfig {
     pub fetch_bytes_max: usize,
     /// Seeds the election timeouts; give every replica and every start its own.
     pub seed: u64,
+    /// How often a leader checks whether to hand leadership back to the group's preferred
+    /// replica (see `preferred`); 0: never.
+    pub preferred_leader_check_ticks: u64,
 }
 
 /// Why a produce was not acknowledged.
@@ -136,6 +140,8 @@ struct Inner {
     stopped: RefCell<Option<String>>,
     /// The voters a reassignment moves the group to, sorted (see `reassignment`).
     target_voters: RefCell<Option<Vec<NodeId>>>,
+    /// The replica that should lead when it can (see `preferred`).
+    preferred_leader: Cell<Option<NodeId>>,
 }
 
 struct Proposal {
@@ -202,6 +208,7 @@ impl PartitionReplica {
                 changes: Waiters::default(),
                 stopped: RefCell::new(None),
                 target_voters: RefCell::new(None),
+                preferred_leader: Cell::new(None),
             }),
         };
         glommio::spawn_local(replica.clone().run_writer()).detach();
@@ -259,6 +266,7 @@ impl PartitionReplica {
         let effects = self.inner.node.borrow_mut().tick();
         self.carry_out(effects, None);
         self.step_toward_target();
+        self.return_to_preferred_leader(now);
         let expired: Vec<_> = {
             let mut parked = self.inner.parked.borrow_mut();
             let (expired, kept) = parked.drain(..).partition(|(_, _, until)| *until <= now);
