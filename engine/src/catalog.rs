@@ -297,6 +297,21 @@ impl Catalog {
         Ok(())
     }
 
+    /// Makes the directory of a partition of `topic` again, empty, if it is missing: in a
+    /// cluster a broker removes its copy of a partition moved away from it, and makes it again
+    /// when the partition moves back.
+    pub fn restore_partition_directory(
+        &self,
+        topic: &str,
+        partition: u32,
+    ) -> Result<(), CatalogError> {
+        self.lock().topic(topic)?;
+        let dir = self
+            .data_dir
+            .join(partition_directory_name(topic, partition));
+        std::fs::create_dir_all(dir).map_err(CatalogError::io(&self.data_dir))
+    }
+
     /// Removes a topic from the catalog and returns it; the caller removes its partitions.
     pub fn delete_topic(&self, name: &str) -> Result<Arc<Topic>, CatalogError> {
         refuse_internal(name)?;

@@ -215,6 +215,12 @@ impl Broker {
             RequestKind::AlterConfigs(request) => {
                 header.reply(&handlers::alter_configs::alter(&self, request).await)
             }
+            RequestKind::AlterPartitionReassignments(request) => {
+                header.reply(&handlers::reassignments::alter(&self, request).await)
+            }
+            RequestKind::ListPartitionReassignments(request) => {
+                header.reply(&handlers::reassignments::list(&self, request))
+            }
             RequestKind::IncrementalAlterConfigs(request) => {
                 header.reply(&handlers::alter_configs::incremental_alter(&self, request).await)
             }

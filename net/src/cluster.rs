@@ -28,6 +28,17 @@ pub struct PartitionPlacement {
     pub in_sync: Vec<i32>,
 }
 
+/// A partition being moved to other brokers, as ListPartitionReassignments shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionMove {
+    pub topic: String,
+    pub partition: u32,
+    /// Every broker involved: the target's, then those still leaving.
+    pub replicas: Vec<i32>,
+    pub adding: Vec<i32>,
+    pub removing: Vec<i32>,
+}
+
 /// A refused or failed cluster change, with the Kafka error code to answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClusterError {
@@ -39,9 +50,6 @@ pub struct ClusterError {
 pub trait ClusterView {
     /// The live brokers.
     fn brokers(&self) -> Vec<ClusterBroker>;
-
-    /// The broker whose controller currently leads, if known.
-    fn controller_id(&self) -> Option<i32>;
 
     /// Where a partition lives; `None` if the metadata has no such partition.
     fn placement(&self, topic: &str, partition: u32) -> Option<PartitionPlacement>;
@@ -70,6 +78,19 @@ pub trait ClusterView {
         &self,
         name: String,
         count: u32,
+    ) -> LocalBoxFuture<'static, Result<(), ClusterError>>;
+
+    /// The partitions being moved, by topic and partition.
+    fn reassignments(&self) -> Vec<PartitionMove>;
+
+    /// Asks the controller to move a partition to the brokers `replicas` (the first its
+    /// preferred leader), or (`None`) to cancel its move; resolves once that is committed (the
+    /// move itself goes on in the background).
+    fn reassign(
+        &self,
+        topic: String,
+        partition: u32,
+        replicas: Option<Vec<i32>>,
     ) -> LocalBoxFuture<'static, Result<(), ClusterError>>;
 
     /// Asks the controller to make `configs` a topic's whole set of overrides; resolves once

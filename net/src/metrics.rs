@@ -16,7 +16,7 @@
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -354,6 +354,15 @@ struct MergedLatency {
 #[derive(Clone)]
 pub struct MetricsRegistry {
     shards: Arc<Vec<Arc<ShardMetrics>>>,
+    controller: Arc<ControllerGauge>,
+}
+
+/// A cluster's broker's view of the metadata quorum (rendered only once reported).
+#[derive(Debug, Default)]
+struct ControllerGauge {
+    reported: AtomicBool,
+    /// The node whose controller leads the metadata log; 0: none known.
+    leader: AtomicU64,
 }
 
 impl MetricsRegistry {
@@ -364,7 +373,18 @@ impl MetricsRegistry {
                     .map(|_| Arc::new(ShardMetrics::default()))
                     .collect(),
             ),
+            controller: Arc::default(),
         }
+    }
+
+    /// The node whose controller leads the metadata log, as this broker knows it now
+    /// (`None`: an election, or cut off). Metadata responses name the answering broker as the
+    /// controller (it forwards), so this is where an operator sees the real one.
+    pub fn controller_leader_observed(&self, leader: Option<u64>) {
+        self.controller
+            .leader
+            .store(leader.unwrap_or(0), Ordering::Relaxed);
+        self.controller.reported.store(true, Ordering::Relaxed);
     }
 
     /// Shard `shard`'s metrics. Panics if `shard` is not below the shard count.
@@ -379,6 +399,18 @@ impl MetricsRegistry {
 
     fn render_at(&self, now: Instant) -> String {
         let mut out = String::new();
+        if self.controller.reported.load(Ordering::Relaxed) {
+            let name = "ferrite_controller_leader";
+            write_family(
+                &mut out,
+                name,
+                "gauge",
+                "Node id of the broker whose controller leads the metadata log, as this broker \
+                 knows it (0: none known).",
+            );
+            let leader = self.controller.leader.load(Ordering::Relaxed);
+            let _ = writeln!(out, "{name} {leader}");
+        }
         self.render_shard_values(&mut out);
         self.render_latencies(&mut out, now);
         self.render_topics(&mut out);
@@ -923,6 +955,23 @@ mod tests {
             &api("Metadata")
         )
         .is_nan());
+    }
+
+    #[test]
+    fn the_controller_leader_is_rendered_once_a_cluster_broker_reports_it() {
+        let registry = MetricsRegistry::new(1);
+        assert!(
+            !registry.render().contains("ferrite_controller_leader"),
+            "a broker alone has no controller"
+        );
+        registry.controller_leader_observed(Some(3));
+        assert!(registry
+            .render()
+            .contains("\nferrite_controller_leader 3\n"));
+        registry.controller_leader_observed(None);
+        assert!(registry
+            .render()
+            .contains("\nferrite_controller_leader 0\n"));
     }
 
     #[test]

@@ -664,3 +664,52 @@ fn topic_configs_given_at_creation_apply_to_that_topic_only() {
         "the other topic keeps its one, active segment"
     );
 }
+
+#[test]
+fn a_broker_alone_can_only_move_partitions_to_itself() {
+    let broker = TestBroker::start(2, LogConfig::default());
+    let mut client = broker.connect();
+    assert_eq!(create_topic(&mut client, "moved", 2), 0);
+    let alter = |client: &mut Client, partition: i32, replicas: Option<Vec<i32>>| {
+        let request = AlterPartitionReassignmentsRequest::default().with_topics(vec![
+            alter_partition_reassignments_request::ReassignableTopic::default()
+                .with_name(name("moved"))
+                .with_partitions(vec![
+                    alter_partition_reassignments_request::ReassignablePartition::default()
+                        .with_partition_index(partition)
+                        .with_replicas(replicas.map(|ids| ids.into_iter().map(BrokerId).collect())),
+                ]),
+        ]);
+        let response: AlterPartitionReassignmentsResponse =
+            client.call(ApiKey::AlterPartitionReassignments, 0, &request);
+        assert_eq!(response.error_code, 0);
+        response.responses[0].partitions[0].error_code
+    };
+    // The broker's node id is 0 (see common).
+    assert_eq!(alter(&mut client, 1, Some(vec![0])), 0, "a move to itself");
+    let invalid_replica_assignment = 39;
+    assert_eq!(
+        alter(&mut client, 1, Some(vec![0, 2])),
+        invalid_replica_assignment
+    );
+    let unknown_topic_or_partition = 3;
+    assert_eq!(
+        alter(&mut client, 2, Some(vec![0])),
+        unknown_topic_or_partition
+    );
+    assert_eq!(
+        alter(&mut client, -1, Some(vec![0])),
+        unknown_topic_or_partition
+    );
+    let no_reassignment_in_progress = 85;
+    assert_eq!(alter(&mut client, 0, None), no_reassignment_in_progress);
+
+    let listed: ListPartitionReassignmentsResponse = client.call(
+        ApiKey::ListPartitionReassignments,
+        0,
+        &ListPartitionReassignmentsRequest::default().with_topics(None),
+    );
+    assert_eq!(listed.error_code, 0);
+    assert!(listed.topics.is_empty(), "nothing moves on a broker alone");
+    broker.stop();
+}

@@ -28,6 +28,8 @@
 //! - Leadership transfer (`TimeoutNow` once the target has the whole log; the vote request it
 //!   starts passes the voters' lease) and single-server membership changes (learners,
 //!   `promote`, `remove_voter`; a voter-set entry counts as soon as it is in a log).
+//! - Observers (KIP-595): a node outside the voter set follows the log without ever being
+//!   counted or campaigning, finding the leader by asking the voters.
 //!
 //! Not yet: a driver over the partition log and wiring the core and [`transport`] into
 //! `ferrite serve`, a snapshot of state-machine data for the metadata log (a partition's

@@ -3,6 +3,17 @@
 //! leadership transfer and membership changes in `membership`. Every input is a method call
 //! (`tick`, `step`, `propose`, `persisted`, ...), and every output is the [`Effects`] it
 //! returns; nothing here reads a clock or does I/O.
+//!
+//! A node outside its own voter set is an *observer* (KRaft's term; a learner is an observer
+//! the leader tracks): it fetches and applies the log like a follower but never campaigns and
+//! is never counted. Nobody announces a leader to it, so it finds one itself (KIP-595): it
+//! fetches from the leader it knows, or else from the voters in turn; a voter that does not
+//! lead answers with a `BeginEpoch` naming the leader it knows, and an observer whose leader
+//! has been silent for an election timeout forgets it and looks again. A voter removed from
+//! the group thereby keeps following as an observer. An observer still answers vote requests:
+//! a candidate asks only the voters in its own voter set, so one that asks this node counts it
+//! a voter, and it may be right (a voter being added that has not fetched that entry yet; the
+//! Raft dissertation's §4.1, KIP-853).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -167,6 +178,8 @@ pub struct RaftNode {
     /// or since the last check-quorum (leader).
     elapsed_ticks: u64,
     election_timeout_ticks: u64,
+    /// Fetches an observer sent while it knew no leader: which voter it asks next.
+    leaderless_fetches: u64,
     effects: Effects,
 }
 
@@ -193,6 +206,7 @@ impl RaftNode {
             },
             elapsed_ticks: 0,
             election_timeout_ticks: 0,
+            leaderless_fetches: 0,
             effects: Effects::default(),
         };
         node.reset_election_timeout();
@@ -265,6 +279,13 @@ impl RaftNode {
                 }
             }
             Role::Follower { leader, fetch, .. } => {
+                // An observer whose leader was silent for an election timeout (or that found
+                // none) looks again, asking the voters in turn.
+                let lost = !is_voter && self.elapsed_ticks >= self.election_timeout_ticks;
+                if lost {
+                    *leader = None;
+                    *fetch = None;
+                }
                 let resend = match fetch {
                     Some(in_flight) => {
                         in_flight.elapsed_ticks += 1;
@@ -272,7 +293,11 @@ impl RaftNode {
                     }
                     None => self.log.persisted_index() >= self.log.last_index(),
                 };
-                if leader.is_some() && resend {
+                let fetches = leader.is_some() || !is_voter;
+                if lost {
+                    self.reset_election_timeout();
+                }
+                if fetches && resend {
                     self.send_fetch();
                 }
                 if is_voter && self.elapsed_ticks >= self.election_timeout_ticks {
@@ -314,14 +339,33 @@ impl RaftNode {
                 _ => self.become_follower(term, None),
             }
         } else if term < self.hard_state.term {
+            let our_term = self.hard_state.term;
             match message {
                 // A member left behind (e.g. healed from a partition) learns who leads now.
-                Message::Fetch { .. } | Message::BeginEpoch { .. } => {
+                Message::Fetch { .. } | Message::BeginEpoch { .. } if self.leader().is_some() => {
                     if let Some(leader) = self.leader() {
-                        let term = self.hard_state.term;
-                        self.send(from, Message::BeginEpoch { term, leader });
+                        self.send(
+                            from,
+                            Message::BeginEpoch {
+                                term: our_term,
+                                leader,
+                            },
+                        );
                     }
                 }
+                // A leader behind our term (announced by itself or named by a voter), and no
+                // leader in ours: we won a pre-vote, but our vote requests came once the others
+                // had this leader again, and its lease made them ignore us. Tell the leader our
+                // term (a refused vote carries nothing else), so it steps down and an election
+                // at a later term takes us in; otherwise neither would ever hear from the other
+                // (etcd answers a stale leader's append so).
+                Message::BeginEpoch { leader, .. } if leader != self.config.id => self.send(
+                    leader,
+                    Message::RequestVoteResponse {
+                        term: our_term,
+                        granted: false,
+                    },
+                ),
                 Message::PreVote { .. } => self.send(
                     from,
                     Message::PreVoteResponse {
@@ -382,9 +426,11 @@ impl RaftNode {
                     self.become_leader();
                 }
             }
-            Message::BeginEpoch { leader, .. } => {
+            // A hint naming this node is stale: it does not lead this term.
+            Message::BeginEpoch { leader, .. } if leader != self.config.id => {
                 self.follow(leader);
             }
+            Message::BeginEpoch { .. } => {}
             Message::Fetch {
                 fetch_index,
                 last_fetched_term,
@@ -524,6 +570,7 @@ impl RaftNode {
     }
 
     fn start_pre_vote(&mut self) {
+        assert!(self.is_voter(), "only voters campaign");
         self.role = Role::PreCandidate {
             granted: BTreeSet::from([self.config.id]),
         };
@@ -542,6 +589,7 @@ impl RaftNode {
     }
 
     fn start_election(&mut self, transfer: bool) {
+        assert!(self.is_voter(), "only voters campaign");
         self.set_term(self.hard_state.term + 1);
         self.hard_state.voted_for = Some(self.config.id);
         self.effects.hard_state = Some(self.hard_state);

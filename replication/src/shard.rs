@@ -10,7 +10,7 @@
 
 use std::any::Any;
 use std::cell::{Cell, RefCell};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::rc::{Rc, Weak};
 use std::sync::{Arc, RwLock};
@@ -45,6 +45,8 @@ pub struct LeaderReport {
     pub topic: String,
     pub partition: u32,
     pub term: u64,
+    /// The leader's in-sync voters (what Metadata lists as the ISR).
+    pub in_sync: Vec<NodeId>,
 }
 
 /// Everything brokers' shards say to each other.
@@ -77,6 +79,8 @@ impl WireOutbox for ControllerOutbox {
 #[derive(Debug, Default)]
 pub struct LeaderTable {
     leaders: RwLock<HashMap<PartitionId, KnownLeader>>,
+    /// The in-sync voters a leader reported, with its term.
+    in_sync: RwLock<HashMap<PartitionId, (u64, Vec<NodeId>)>>,
 }
 
 /// The latest term known for a partition and its leader in that term, if known.
@@ -145,9 +149,40 @@ impl LeaderTable {
             .copied()
     }
 
+    /// Records the in-sync voters of `partition`'s leader in `term`, unless a later term's
+    /// are known.
+    pub fn report_in_sync(&self, partition: &PartitionId, term: u64, in_sync: &[NodeId]) {
+        let mut known = self
+            .in_sync
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        match known.get(partition) {
+            Some((known_term, _)) if *known_term > term => {}
+            Some((known_term, voters)) if *known_term == term && voters == in_sync => {}
+            _ => {
+                known.insert(partition.clone(), (term, in_sync.to_vec()));
+            }
+        }
+    }
+
+    /// `partition`'s in-sync voters, if its current leader (as known here) reported them.
+    pub fn in_sync(&self, partition: &PartitionId) -> Option<Vec<NodeId>> {
+        let (_, term) = self.leader(partition)?;
+        self.in_sync
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .get(partition)
+            .filter(|(reported_term, _)| *reported_term == term)
+            .map(|(_, in_sync)| in_sync.clone())
+    }
+
     /// Forgets a deleted topic's partitions.
     pub fn forget_topic(&self, topic: &str) {
         self.leaders
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .retain(|partition, _| partition.topic != topic);
+        self.in_sync
             .write()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .retain(|partition, _| partition.topic != topic);
@@ -208,6 +243,8 @@ pub struct ShardReplication {
     leaders: Arc<LeaderTable>,
     /// The broker's controller, on the shard that runs it.
     controller: RefCell<Option<Controller>>,
+    /// The partitions whose completed move is being reported to the controller.
+    completing: RefCell<HashSet<PartitionId>>,
     /// This value itself, for the tasks its handlers spawn.
     this: RefCell<Weak<ShardReplication>>,
 }
@@ -223,10 +260,17 @@ struct ControllerCall {
     reply: oneshot::Sender<Result<Index, ControllerError>>,
 }
 
-/// Run (`Some(voters)`) or stop (`None`) this broker's replica of a partition on its shard.
+/// Run (`Some`) or stop (`None`) this broker's replica of a partition on its shard.
 struct HostCall {
-    voters: Option<Vec<NodeId>>,
+    hosting: Option<Hosting>,
     reply: oneshot::Sender<Result<(), String>>,
+}
+
+/// How a partition is hosted: the voters its group starts with if it is new here, and the
+/// voters a reassignment moves it to, if one runs.
+pub struct Hosting {
+    pub voters: Vec<NodeId>,
+    pub target: Option<Vec<NodeId>>,
 }
 
 /// Ticks between two reports of the partitions a shard leads to the other brokers.
@@ -273,6 +317,7 @@ impl ShardReplication {
             replicas: RefCell::new(HashMap::new()),
             leaders,
             controller: RefCell::new(None),
+            completing: RefCell::new(HashSet::new()),
             this: RefCell::new(Weak::new()),
         });
         *slot.borrow_mut() = Rc::downgrade(&replication);
@@ -331,6 +376,8 @@ impl ShardReplication {
                 for report in reports {
                     let partition = PartitionId::new(report.topic, report.partition);
                     self.leaders.report(&partition, from, report.term);
+                    self.leaders
+                        .report_in_sync(&partition, report.term, &report.in_sync);
                 }
             }
         }
@@ -388,16 +435,16 @@ impl ShardReplication {
             Err(other) => other,
         };
         if let Ok(call) = message.downcast::<HostCall>() {
-            let HostCall { voters, reply } = *call;
-            match voters {
-                Some(voters) => {
+            let HostCall { hosting, reply } = *call;
+            match hosting {
+                Some(Hosting { voters, target }) => {
                     let replication = self.clone_rc();
                     glommio::spawn_local(async move {
                         let hosted = match replication {
                             Some(replication) => replication
                                 .host(partition, voters)
                                 .await
-                                .map(drop)
+                                .map(|replica| replica.set_target_voters(target))
                                 .map_err(|error| error.to_string()),
                             None => Err("replication stopped".into()),
                         };
@@ -451,13 +498,14 @@ impl ShardReplication {
         })
     }
 
-    /// [`ShardReplication::host`] on the partition's owning shard, wherever that is.
+    /// [`ShardReplication::host`] on the partition's owning shard, wherever that is, and
+    /// tells the replica where a reassignment moves its group (again, if it runs already).
     pub async fn host_anywhere(
         &self,
         partition: PartitionId,
-        voters: Vec<NodeId>,
+        hosting: Hosting,
     ) -> Result<(), String> {
-        self.call_owner(partition, Some(voters)).await
+        self.call_owner(partition, Some(hosting)).await
     }
 
     /// Stops this broker's replica of `partition` on its owning shard.
@@ -468,21 +516,46 @@ impl ShardReplication {
     async fn call_owner(
         &self,
         partition: PartitionId,
-        voters: Option<Vec<NodeId>>,
+        hosting: Option<Hosting>,
     ) -> Result<(), String> {
         let (reply, answer) = oneshot::channel();
-        self.route(partition, Box::new(HostCall { voters, reply }));
+        self.route(partition, Box::new(HostCall { hosting, reply }));
         answer
             .await
             .unwrap_or_else(|_| Err("the owning shard stopped".into()))
     }
 
-    /// Stops this broker's replica of `partition` (its topic was deleted).
+    /// Stops this broker's replica of `partition` (its topic was deleted, or it was moved
+    /// away).
     fn unhost(&self, partition: &PartitionId) {
         if let Some(replica) = self.replicas.borrow_mut().remove(partition) {
             self.context.unregister_replicated(partition);
-            replica.stop("the partition's topic was deleted");
+            replica.stop("this broker no longer hosts the partition");
         }
+    }
+
+    /// Tells the controller that the move of `partition` (led here) to `voters` is complete,
+    /// unless that report is under way already; repeated on later ticks until the metadata
+    /// shows it (the replica's target is cleared then).
+    fn report_completed_move(&self, partition: &PartitionId, voters: Vec<NodeId>) {
+        if !self.completing.borrow_mut().insert(partition.clone()) {
+            return;
+        }
+        let Some(replication) = self.clone_rc() else {
+            return;
+        };
+        let partition = partition.clone();
+        glommio::spawn_local(async move {
+            let request = ControllerRequest::CompleteReassignment {
+                topic: partition.topic.clone(),
+                partition: partition.partition,
+                voters,
+            };
+            // A failure (no controller leader just now) is retried on a later tick.
+            let _ = replication.ask_controller(request).await;
+            replication.completing.borrow_mut().remove(&partition);
+        })
+        .detach();
     }
 
     /// One tick of every replica; notes who leads what, and (`report`) tells the other
@@ -497,6 +570,9 @@ impl ShardReplication {
         let mut led = Vec::new();
         for (partition, replica) in replicas {
             replica.tick();
+            if let Some(voters) = replica.completed_target() {
+                self.report_completed_move(&partition, voters);
+            }
             let Some(leader) = replica.leader() else {
                 self.leaders
                     .forget_stale(&partition, self.config.node_id, replica.term());
@@ -504,10 +580,14 @@ impl ShardReplication {
             };
             self.leaders.report(&partition, leader, replica.term());
             if leader == self.config.node_id {
+                let in_sync = replica.in_sync_voters();
+                self.leaders
+                    .report_in_sync(&partition, replica.term(), &in_sync);
                 led.push(LeaderReport {
                     topic: partition.topic.clone(),
                     partition: partition.partition,
                     term: replica.term(),
+                    in_sync,
                 });
             }
         }

@@ -3,7 +3,8 @@
 //! register and are unfenced; a topic created through a follower appears, spread evenly, in
 //! every broker's image; bad creations get Kafka's errors; a silent broker is fenced and
 //! unfenced when it returns; the controller leader's crash costs nothing but a new election,
-//! and the crashed broker rebuilds the same image from its log.
+//! and the crashed broker rebuilds the same image from its log. Brokers beyond the voters
+//! (observers) apply the same image, follow a new leader, and catch up when started late.
 
 mod support;
 
@@ -19,7 +20,7 @@ use std::time::Duration;
 
 use ferrite_replication::controller::{
     ConfigChange, ConfigOperation, Controller, ControllerConfig, ControllerError,
-    ControllerRequest, ControllerWire, WireOutbox,
+    ControllerRequest, ControllerWire, WireOutbox, VOTERS_DEFAULT_COUNT,
 };
 use ferrite_replication::metadata::{BrokerRegistration, MetadataImage, PlanError};
 use ferrite_replication::transport::{Received, Transport, TransportConfig};
@@ -113,7 +114,13 @@ fn config(node_id: NodeId, dir: PathBuf, peers: &BTreeMap<NodeId, SocketAddr>) -
         shard_count: SHARDS,
     };
     let seed = node_id * 7919 + start * 104_729 + u64::from(std::process::id());
-    let mut config = ControllerConfig::new(registration, peers.keys().copied(), dir, seed);
+    let mut config = ControllerConfig::new(
+        registration,
+        peers.keys().copied(),
+        VOTERS_DEFAULT_COUNT,
+        dir,
+        seed,
+    );
     config.replica.election_timeout_ticks_min = 30;
     config.replica.begin_epoch_interval_ticks = 5;
     config.replica.fetch_timeout_ticks = 20;
@@ -167,11 +174,7 @@ async fn run_broker(
                     glommio::spawn_local(async move {
                         let mut answer = controller.request(request).await;
                         if let Ok(index) = answer {
-                            answer = match controller.wait_applied(index).await {
-                                // A broker that is not a voter has no image to wait for.
-                                Ok(()) | Err(ControllerError::NotAVoter) => Ok(index),
-                                Err(error) => Err(error),
-                            };
+                            answer = controller.wait_applied(index).await.map(|()| index);
                         }
                         let _ = reply.send(answer);
                     })
@@ -208,11 +211,7 @@ fn live_brokers(image: &MetadataImage) -> Vec<NodeId> {
 
 /// Every broker's image, if they are all the same.
 fn common_image(brokers: &BTreeMap<NodeId, Broker>) -> Option<MetadataImage> {
-    common_image_of(brokers.values())
-}
-
-fn common_image_of<'a>(brokers: impl Iterator<Item = &'a Broker>) -> Option<MetadataImage> {
-    let images: Vec<MetadataImage> = brokers.map(Broker::image).collect::<Option<_>>()?;
+    let images: Vec<MetadataImage> = brokers.values().map(Broker::image).collect::<Option<_>>()?;
     images
         .windows(2)
         .all(|pair| pair[0] == pair[1])
@@ -350,16 +349,14 @@ fn a_broker_beyond_the_voters_registers_and_makes_requests() {
             (id, broker)
         })
         .collect();
-    let voters = || brokers.range(1..=3).map(|(_, broker)| broker);
-
     wait_until("all four registered and unfenced", || {
-        common_image_of(voters()).filter(|image| live_brokers(image) == vec![1, 2, 3, 4])
+        common_image(&brokers).filter(|image| live_brokers(image) == vec![1, 2, 3, 4])
     });
     let index = brokers[&4]
         .request(create_topic("events", 8, 2))
         .expect("created through broker 4");
-    let image = wait_until("the topic in every voter's image", || {
-        common_image_of(voters()).filter(|image| image.last_applied_index() >= index)
+    let image = wait_until("the topic in every image", || {
+        common_image(&brokers).filter(|image| image.last_applied_index() >= index)
     });
     let topic = image.topic("events").expect("the topic exists");
     assert_eq!(topic.configs["retention.ms"], "60000");
@@ -394,15 +391,21 @@ fn a_broker_beyond_the_voters_registers_and_makes_requests() {
         ControllerRequest::Reassign {
             topic: "events".to_owned(),
             partition: 0,
-            replicas: vec![4, 1],
+            replicas: Some(vec![4, 1]),
+        },
+        // What the partition's leader asks once its group's voters are the target.
+        ControllerRequest::CompleteReassignment {
+            topic: "events".to_owned(),
+            partition: 0,
+            voters: vec![1, 4],
         },
     ];
     let mut index = 0;
     for request in requests {
         index = brokers[&4].request(request).expect("done");
     }
-    let image = wait_until("the changes in every voter's image", || {
-        common_image_of(voters()).filter(|image| image.last_applied_index() >= index)
+    let image = wait_until("the changes in every image", || {
+        common_image(&brokers).filter(|image| image.last_applied_index() >= index)
     });
     let topic = image.topic("events").expect("the topic exists");
     assert_eq!(
@@ -416,14 +419,62 @@ fn a_broker_beyond_the_voters_registers_and_makes_requests() {
         brokers[&4].request(ControllerRequest::Reassign {
             topic: "events".to_owned(),
             partition: 12,
-            replicas: vec![1],
+            replicas: Some(vec![1]),
         }),
         Err(ControllerError::Refused(PlanError::UnknownPartition { .. }))
     ));
 
-    // It holds no replica of the metadata log, so no image (until observers are built).
-    assert_eq!(brokers[&4].image(), Some(MetadataImage::default()));
-    assert!(!dirs[&4].path().join("__cluster_metadata-0").exists());
+    // It holds its own copy of the metadata log, as an observer of the voters' group.
+    assert!(dirs[&4].path().join("__cluster_metadata-0").exists());
+    for broker in brokers.into_values() {
+        broker.crash();
+    }
+    drop(reservations);
+}
+
+#[test]
+fn observers_apply_every_change_follow_a_new_leader_and_catch_up_when_started_late() {
+    let dirs: BTreeMap<NodeId, tempfile::TempDir> = (1..=5)
+        .map(|id| (id, tempfile::tempdir().unwrap()))
+        .collect();
+    let (reservations, peers) = loopback_peers(5);
+    let start = |id: NodeId| Broker::start(id, dirs[&id].path().to_path_buf(), peers.clone());
+    // Broker 5 starts late; 1, 2 and 3 are the voters, 4 and 5 observers.
+    let mut brokers: BTreeMap<NodeId, Broker> = (1..=4).map(|id| (id, start(id))).collect();
+    wait_until("four registered and unfenced in all four images", || {
+        common_image(&brokers).filter(|image| live_brokers(image) == vec![1, 2, 3, 4])
+    });
+
+    // A topic created through an observer reaches every image, the observer's included.
+    let index = brokers[&4]
+        .request(create_topic("orders", 10, 3))
+        .expect("created through observer 4");
+    let image = wait_until("the topic in all four images", || {
+        common_image(&brokers).filter(|image| image.last_applied_index() >= index)
+    });
+    assert_eq!(image.topic("orders").expect("created").partitions.len(), 10);
+
+    // The late observer rebuilds everything from the log and registers.
+    brokers.insert(5, start(5));
+    let image = wait_until("five registered and unfenced in all five images", || {
+        common_image(&brokers).filter(|image| live_brokers(image) == vec![1, 2, 3, 4, 5])
+    });
+    assert!(image.topic("orders").is_some(), "observer 5 caught up");
+
+    // The controller leader dies: the observers find the new one and keep applying, and a
+    // topic created through one reaches every image left.
+    let leader = wait_until("a controller leader", || leader_of(&brokers));
+    assert!(leader <= 3, "only voters lead (broker {leader} does)");
+    brokers.remove(&leader).unwrap().crash();
+    let new_leader = wait_until("a new controller leader", || leader_of(&brokers));
+    assert!(new_leader <= 3 && new_leader != leader);
+    let index = brokers[&5]
+        .request(create_topic("after", 5, 3))
+        .expect("created through observer 5");
+    let image = wait_until("the new topic in every image left", || {
+        common_image(&brokers).filter(|image| image.last_applied_index() >= index)
+    });
+    assert!(image.topic("orders").is_some() && image.topic("after").is_some());
     for broker in brokers.into_values() {
         broker.crash();
     }

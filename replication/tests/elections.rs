@@ -1,7 +1,7 @@
 //! One behaviour per test on a network without faults: what pre-vote and check-quorum are
 //! for, and each replication path (divergence, a follower below the leader's log start,
-//! leadership transfer, membership changes, voters recovered on restart). The simulator checks
-//! safety under faults; these check the intended behaviour.
+//! leadership transfer, membership changes, voters recovered on restart, observers). The
+//! simulator checks safety under faults; these check the intended behaviour.
 
 mod common;
 
@@ -373,6 +373,11 @@ fn a_learner_catches_up_becomes_a_voter_and_a_leader_can_remove_itself() {
             .batch_containing(batch.meta.last_index);
         assert_eq!(stored, Some(&batch));
     }
+    // The removed leader keeps following, as an observer.
+    tick_until(&mut cluster, "the removed node commits", |cluster| {
+        node_commit(cluster, leader) >= batch.meta.last_index
+    });
+    assert_eq!(node(&cluster, leader).voters(), voters.as_slice());
 }
 
 fn node_commit(cluster: &Cluster, id: NodeId) -> u64 {
@@ -422,4 +427,55 @@ fn a_restarted_node_recovers_its_voter_set_from_its_log_and_past_retention() {
     assert_eq!(node(&cluster, witness).voters(), remaining.as_slice());
     assert_eq!(node(&cluster, witness).log().log_start, log_start);
     commit_one(&mut cluster);
+}
+
+#[test]
+fn observers_follow_the_log_find_each_new_leader_and_count_for_nothing() {
+    // Voters 1, 2 and 3; 4 and 5 are in no voter set.
+    let mut cluster = Cluster::new(7, 3, 5, PERFECT, 10);
+    let observers = [4, 5];
+    let observers_commit = |cluster: &mut Cluster, batch: &Batch| {
+        let last = batch.meta.last_index;
+        tick_until(cluster, "the observers commit the batch", |cluster| {
+            observers.iter().all(|id| node_commit(cluster, *id) >= last)
+        });
+        for id in observers {
+            let stored = cluster.disks[&id].durable.batch_containing(last);
+            assert_eq!(stored, Some(batch), "observer {id}");
+            assert_eq!(node(cluster, id).voters(), &[1, 2, 3]);
+        }
+    };
+    let leader = tick_until_leader(&mut cluster);
+    assert!(leader <= 3);
+    let batch = commit_one(&mut cluster);
+    observers_commit(&mut cluster, &batch);
+
+    // Nobody announces the next leader to them: they find it by asking the voters.
+    cluster.crash(leader);
+    let new_leader = tick_until_leader(&mut cluster);
+    assert!(new_leader <= 3 && new_leader != leader);
+    let batch = commit_one(&mut cluster);
+    observers_commit(&mut cluster, &batch);
+    for id in 1..=5 {
+        let voted_for = cluster.disks[&id].hard_state.voted_for;
+        assert!(
+            voted_for.is_none_or(|voted| voted <= 3) && (id <= 3 || voted_for.is_none()),
+            "node {id} voted for {voted_for:?}"
+        );
+    }
+
+    // One voter and two observers are no majority: the voter neither leads nor commits.
+    let voter = (1..=3)
+        .find(|id| *id != leader && *id != new_leader)
+        .expect("3 voters");
+    cluster.crash(new_leader);
+    ticks(&mut cluster, 100);
+    assert_eq!(
+        cluster.leader(),
+        None,
+        "voter {voter} leads with observers only"
+    );
+    for id in observers {
+        assert_eq!(node(&cluster, id).role(), RoleKind::Follower);
+    }
 }

@@ -104,6 +104,13 @@ fn record() -> impl Strategy<Value = MetadataRecord> {
                 replicas,
             }
         }),
+        (topic_name(), 0u32..6, replicas()).prop_map(|(topic, partition, replicas)| {
+            MetadataRecord::CompleteReassignment {
+                topic,
+                partition,
+                replicas,
+            }
+        }),
         (topic_name(), assignments())
             .prop_map(|(topic, new)| MetadataRecord::CreatePartitions { topic, new }),
     ]

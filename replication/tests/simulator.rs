@@ -3,8 +3,12 @@
 //! restarts from what storage holds, clock jumps (a node's ticks arriving in a burst),
 //! retention (a node moves its log start up, below its commit index, so lagging followers must
 //! start over at it), compaction (a node drops committed batches, leaving gaps), leadership
-//! transfers and membership changes (voters removed, spares added as learners and promoted). The disks hold real batches (a payload per batch), and after every event the
-//! simulator checks Raft's safety properties on them. Everything random comes from one seed,
+//! transfers and membership changes (voters removed, spares added as learners and promoted),
+//! and, in two seeds of three, observers: nodes that are never members but follow the log (as
+//! the controller's non-voting brokers do). The disks hold real batches (a payload per batch),
+//! and after every event the simulator checks Raft's safety properties on them, and that
+//! observers never campaign, vote or lead and commit only what the voters committed; after
+//! healing, that every node (observers included) catches up with the leader. Everything random comes from one seed,
 //! so a failure names its seed and `RAFT_SIM_SEED=N` replays exactly that run;
 //! `RAFT_SIM_SEEDS=N` runs N seeds instead of the default few.
 //!
@@ -20,11 +24,13 @@ mod common;
 use std::collections::{BTreeMap, BTreeSet};
 
 use common::{Batch, Cluster, Faults, StoredLog};
-use ferrite_replication::{EntryKind, Index, NodeId, Refusal, RoleKind, SplitMix64, Term};
+use ferrite_replication::{EntryKind, Index, Message, NodeId, Refusal, RoleKind, SplitMix64, Term};
 
 /// Nodes `1..=NODES`; the first `VOTERS_INITIAL` start as voters, the others as spares that
-/// membership changes bring in (as learners, then voters).
+/// membership changes bring in (as learners, then voters). After them come
+/// `seed % (OBSERVERS_MAX + 1)` observers, never members.
 const NODES: u64 = 6;
+const OBSERVERS_MAX: u64 = 2;
 const VOTERS_INITIAL: u64 = 5;
 /// Membership changes never shrink the voter set below this.
 const VOTERS_MIN: usize = 3;
@@ -53,6 +59,8 @@ struct Checker {
     compacted: BTreeSet<Index>,
     /// How far each node's commits have been recorded.
     recorded: BTreeMap<NodeId, Index>,
+    /// The nodes that are never members.
+    observers: BTreeSet<NodeId>,
 }
 
 impl Checker {
@@ -60,6 +68,14 @@ impl Checker {
     fn check_step(&mut self, cluster: &Cluster) {
         self.record_commits(cluster);
         for node in cluster.live() {
+            if self.observers.contains(&node.id()) && node.role() != RoleKind::Follower {
+                cluster.fail(format!(
+                    "observer {} became a {:?} in term {}",
+                    node.id(),
+                    node.role(),
+                    node.term()
+                ));
+            }
             if node.role() != RoleKind::Leader {
                 continue;
             }
@@ -127,6 +143,12 @@ impl Checker {
                             committed.batch
                         )),
                         Some(_) => {}
+                        // Every commit is recorded right after the delivery or sync that made
+                        // it, before any fetch response can carry it to an observer.
+                        None if self.observers.contains(&node.id()) => cluster.fail(format!(
+                            "observer {} committed {batch:?} at {index}, which no leader had",
+                            node.id()
+                        )),
                         None => {
                             let holders: Vec<NodeId> = cluster
                                 .disks
@@ -205,6 +227,25 @@ impl Checker {
         }
     }
 
+    /// Observers never ask for votes nor grant them (no candidate asks them: they are in no
+    /// voter set), as the messages on their way show.
+    fn check_observers_silent(&self, cluster: &Cluster) {
+        for in_flight in &cluster.network {
+            let campaigning = match &in_flight.message {
+                Message::PreVote { .. } | Message::RequestVote { .. } => true,
+                Message::PreVoteResponse { granted, .. }
+                | Message::RequestVoteResponse { granted, .. } => *granted,
+                _ => false,
+            };
+            if campaigning && self.observers.contains(&in_flight.from) {
+                cluster.fail(format!(
+                    "observer {} sent {:?} to {}",
+                    in_flight.from, in_flight.message, in_flight.to
+                ));
+            }
+        }
+    }
+
     /// Every committed index from `from_index` on is still accounted for by every disk that
     /// held it when it committed.
     fn check_durability(&self, cluster: &Cluster, from_index: Index) {
@@ -223,30 +264,43 @@ impl Checker {
 struct Simulation {
     cluster: Cluster,
     checker: Checker,
+    /// Spares and observers included.
+    node_count: u64,
 }
 
 impl Simulation {
     fn new(seed: u64) -> Simulation {
+        let node_count = NODES + seed % (OBSERVERS_MAX + 1);
+        let checker = Checker {
+            observers: (NODES + 1..=node_count).collect(),
+            ..Checker::default()
+        };
         Simulation {
-            cluster: Cluster::new(seed, VOTERS_INITIAL, NODES, FAULTS, 20),
-            checker: Checker::default(),
+            cluster: Cluster::new(seed, VOTERS_INITIAL, node_count, FAULTS, 20),
+            checker,
+            node_count,
         }
     }
 
     fn event(&mut self) {
-        let Simulation { cluster, checker } = self;
+        let Simulation {
+            cluster,
+            checker,
+            node_count,
+        } = self;
+        let node_count = *node_count;
         cluster.now += 1;
-        for id in 1..=NODES {
+        for id in 1..=node_count {
             cluster.tick_node(id);
         }
         if cluster.random.chance(1, 100) {
-            let id = cluster.random.range(1, NODES + 1);
+            let id = cluster.random.range(1, node_count + 1);
             for _ in 0..cluster.random.range(5, 40) {
                 cluster.tick_node(id);
             }
         }
         cluster.deliver_due(|cluster| checker.check_step(cluster));
-        for id in 1..=NODES {
+        for id in 1..=node_count {
             if cluster.random.chance(1, 2) {
                 cluster.sync_disk(id);
             }
@@ -263,28 +317,30 @@ impl Simulation {
     fn check(&mut self) {
         self.checker.check_step(&self.cluster);
         self.checker.check_logs(&self.cluster);
+        self.checker.check_observers_silent(&self.cluster);
         if let Some(from_index) = self.cluster.durable_changed_from.take() {
             self.checker.check_durability(&self.cluster, from_index);
         }
     }
 
     fn faults(&mut self) {
+        let node_count = self.node_count;
         let cluster = &mut self.cluster;
         if cluster.random.chance(1, 200) {
-            let id = cluster.random.range(1, NODES + 1);
+            let id = cluster.random.range(1, node_count + 1);
             if cluster.node(id).is_some() {
                 cluster.crash(id);
             } else {
                 cluster.restart(id);
             }
         }
-        for id in 1..=NODES {
+        for id in 1..=node_count {
             if cluster.node(id).is_none() && cluster.random.chance(1, 50) {
                 cluster.restart(id);
             }
         }
         if cluster.random.chance(1, 300) {
-            for id in 1..=NODES {
+            for id in 1..=node_count {
                 let side = cluster.random.range(0, 2);
                 cluster.sides.insert(id, side);
             }
@@ -295,11 +351,11 @@ impl Simulation {
             }
         }
         if cluster.random.chance(1, 100) {
-            let id = self.cluster.random.range(1, NODES + 1);
+            let id = self.cluster.random.range(1, node_count + 1);
             self.retention(id);
         }
         if self.cluster.random.chance(1, 30) {
-            let id = self.cluster.random.range(1, NODES + 1);
+            let id = self.cluster.random.range(1, node_count + 1);
             self.compaction(id);
         }
         if self.cluster.random.chance(1, 150) {
@@ -424,26 +480,72 @@ impl Simulation {
         }
     }
 
-    /// Heal everything and check that the cluster elects a leader and commits again.
+    /// Heal everything and check that the cluster elects a leader and commits again, and that
+    /// then every node catches up with the highest commit index (observers, spares and voters
+    /// removed without knowing it included: the voters name the leader to them; and a node
+    /// whose term went past the leader's, whose answer to the leader's announcement makes it
+    /// step down for an election that takes the node in).
     fn settle(&mut self) {
-        for id in 1..=NODES {
+        for id in 1..=self.node_count {
             if self.cluster.node(id).is_none() {
                 self.cluster.restart(id);
             }
             self.cluster.sides.insert(id, 0);
         }
         let committed_before = self.checker.committed.len();
-        for _ in 0..2_000 {
-            self.cluster.tick_synced();
-            if self.cluster.random.chance(1, 10) {
-                self.cluster.propose();
-            }
-            self.check();
-            if self.checker.committed.len() > committed_before + 5 {
-                return;
-            }
+        let progressed = (0..2_000).any(|_| {
+            self.settle_tick();
+            self.checker.committed.len() > committed_before + 5
+        });
+        if !progressed {
+            self.cluster.fail("no progress after healing".to_string());
         }
-        self.cluster.fail("no progress after healing".to_string());
+        let target = self
+            .cluster
+            .live()
+            .map(|node| node.commit_index())
+            .max()
+            .expect("every node was restarted");
+        let caught_up = (0..2_000).any(|_| {
+            self.settle_tick();
+            self.cluster.leader().is_some()
+                && self
+                    .cluster
+                    .live()
+                    .all(|node| node.commit_index() >= target)
+        });
+        if !caught_up {
+            let behind: Vec<String> = self
+                .cluster
+                .live()
+                .filter(|node| node.commit_index() < target)
+                .map(|node| {
+                    format!(
+                        "{} (commit {}, {:?} in term {}, leader {:?}, voters {:?})",
+                        node.id(),
+                        node.commit_index(),
+                        node.role(),
+                        node.term(),
+                        node.leader(),
+                        node.voters()
+                    )
+                })
+                .collect();
+            let leader = self.cluster.leader().and_then(|id| self.cluster.node(id));
+            let leader = leader.map(|node| (node.id(), node.term(), node.voters().to_vec()));
+            self.cluster.fail(format!(
+                "after healing, nodes {behind:?} never reached the commit index {target} \
+                 (leader, term, voters: {leader:?})"
+            ));
+        }
+    }
+
+    fn settle_tick(&mut self) {
+        self.cluster.tick_synced();
+        if self.cluster.random.chance(1, 10) {
+            self.cluster.propose();
+        }
+        self.check();
     }
 }
 

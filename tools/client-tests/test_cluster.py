@@ -19,6 +19,7 @@ import socket
 import subprocess
 import threading
 import time
+import urllib.request
 from collections import defaultdict
 from dataclasses import dataclass
 
@@ -61,23 +62,26 @@ def rdkafka_debug_config():
 
 
 class Cluster:
-    """Three brokers (`--cores 1` each, own data directory) on a `network` (Loopback or
-    Namespaces). Each can be stopped, killed, frozen and restarted on the same addresses and
-    data directory, and, on Namespaces, cut off from the other brokers."""
+    """`node_count` brokers, ids 1 up (`--cores N` each, 1 by default; own data directory) on a `network`
+    (Loopback or Namespaces); the controller voters are the first three. Each can be stopped,
+    killed, frozen and restarted on the same addresses and data directory, and, on Namespaces,
+    cut off from the other brokers."""
 
-    def __init__(self, tmp_path, network):
+    def __init__(self, tmp_path, network, node_count=len(NODE_IDS), cores=1):
         self.tmp_path = tmp_path
         self.network = network
+        self.cores = cores
+        self.node_ids = tuple(range(1, node_count + 1))
         self.brokers = {}  # node id -> Broker
         self.rpc_addresses = {}  # node id -> (host, port) of its inter-broker listener
         self.frozen = set()  # node ids stopped with SIGSTOP
         self.cut_off = set()  # node ids the other brokers cannot reach
 
     def start(self):
-        """Starts all three, on new addresses when one was taken between choosing and binding
+        """Starts them all, on new addresses when one was taken between choosing and binding
         it (another test run on the same machine)."""
         for attempt in range(1, BIND_ATTEMPTS + 1):
-            addresses = self.network.addresses()
+            addresses = self.network.addresses(self.node_ids)
             self.rpc_addresses = {node: rpc for node, (_, rpc) in addresses.items()}
             peers = ",".join(f"{node}@{host}:{port}" for node, (host, port) in self.rpc_addresses.items())
             self.brokers = {}
@@ -88,7 +92,7 @@ class Cluster:
                     self.network.binary(node),
                     node_dir / "data",
                     node_dir,
-                    cores=1,
+                    cores=self.cores,
                     extra_args=[
                         *("--node-id", str(node)),
                         *("--rpc-listen", f"{rpc_host}:{rpc_port}"),
@@ -165,6 +169,15 @@ class Cluster:
                     raise
         raise AssertionError(f"no broker answered a Metadata request (answering: {self.answering()})")
 
+    def controller_leader(self, node):
+        """The node whose controller leads the metadata log as broker `node` knows it (from its
+        /metrics), or None while it knows none."""
+        with urllib.request.urlopen(self.brokers[node].metrics_url, timeout=METADATA_TIMEOUT_S) as response:
+            text = response.read().decode()
+        match = re.search(r"^ferrite_controller_leader (\d+)$", text, re.MULTILINE)
+        assert match, "a cluster's broker reports ferrite_controller_leader"
+        return int(match.group(1)) or None
+
     def leaders(self, topic, partition_count=PARTITIONS):
         """partition -> leader, once every partition has a leader that answers, as a broker
         that answers sees it (one may name a dead leader for a moment after it died)."""
@@ -182,11 +195,11 @@ class Cluster:
         return self.leaders(topic)[partition]
 
     def wait_all_listed(self):
-        """Waits until every broker that answers lists all three brokers."""
+        """Waits until every broker that answers lists all the brokers."""
         for node in self.answering():
             wait_until(
-                lambda node=node: sorted(self.metadata(node=node).brokers) == list(NODE_IDS),
-                f"broker {node} to list brokers {list(NODE_IDS)}",
+                lambda node=node: sorted(self.metadata(node=node).brokers) == list(self.node_ids),
+                f"broker {node} to list brokers {list(self.node_ids)}",
             )
 
     def shut_down(self, check_exit=True):
@@ -215,13 +228,13 @@ class Loopback:
     inter-broker listener on a port chosen beforehand (every broker's --peers names them all):
     one the kernel had free a moment ago, bound and released."""
 
-    def addresses(self):
+    def addresses(self, node_ids):
         """node -> (Kafka listen address or None for a free port, inter-broker (host, port))."""
-        sockets = [socket.socket() for _ in NODE_IDS]
+        sockets = [socket.socket() for _ in node_ids]
         try:
             for each in sockets:
                 each.bind(("127.0.0.1", 0))
-            return {node: (None, each.getsockname()) for node, each in zip(NODE_IDS, sockets, strict=True)}
+            return {node: (None, each.getsockname()) for node, each in zip(node_ids, sockets, strict=True)}
         finally:
             for each in sockets:
                 each.close()
@@ -304,10 +317,11 @@ class Namespaces:
     def rpc_host(self, node):
         return f"{self.prefix}.{128 + node}"
 
-    def addresses(self):
+    def addresses(self, node_ids):
+        assert set(node_ids) <= set(self.namespaces), f"namespaces exist for {NODE_IDS} only"
         return {
             node: (f"{self.kafka_host(node)}:{self.KAFKA_PORT}", (self.rpc_host(node), self.RPC_PORT))
-            for node in NODE_IDS
+            for node in node_ids
         }
 
     def binary(self, node):
@@ -325,11 +339,11 @@ def _ip(*arguments):
     assert completed.returncode == 0, f"ip {' '.join(arguments)} failed: {completed.stderr.strip()}"
 
 
-def running_cluster(request, tmp_path, network):
-    """Three running brokers on `network` that list each other; all stopped with SIGTERM at the
-    end, each of which must exit 0."""
+def running_cluster(request, tmp_path, network, node_count=len(NODE_IDS), cores=1):
+    """`node_count` running brokers of `cores` shards on `network` that list each other; all
+    stopped with SIGTERM at the end, each of which must exit 0."""
     assert FERRITE_BIN, "FERRITE_BIN is not set: run the tests with tools/client-tests.sh"
-    instance = Cluster(tmp_path, network)
+    instance = Cluster(tmp_path, network, node_count, cores)
     try:
         try:
             instance.start()
@@ -346,6 +360,18 @@ def running_cluster(request, tmp_path, network):
 @pytest.fixture
 def cluster(request, tmp_path):
     yield from running_cluster(request, tmp_path, Loopback())
+
+
+@pytest.fixture
+def two_shard_cluster(request, tmp_path):
+    """Three brokers of two shards each."""
+    yield from running_cluster(request, tmp_path, Loopback(), cores=2)
+
+
+@pytest.fixture
+def five_brokers(request, tmp_path):
+    """Five brokers: 1, 2 and 3 the controller voters, 4 and 5 observers of the metadata log."""
+    yield from running_cluster(request, tmp_path, Loopback(), node_count=5)
 
 
 @pytest.fixture
@@ -930,3 +956,163 @@ def test_partitions_added_and_configs_altered_through_any_broker_reach_every_bro
                      on_delivery=lambda error, message: delivered.append(error))
     assert producer.flush(CLIENT_DEADLINE_S) == 0
     assert delivered == [None]
+
+
+def test_five_brokers_beyond_the_controller_voters(five_brokers):
+    """More brokers than controller voters: brokers 4 and 5 follow the metadata log as
+    observers. kcat lists all five; a topic's replicas are spread evenly over them; a client
+    that knows only a non-voter produces with acks=all and reads everything back; and with the
+    controller leader killed, a topic is still created through a non-voter."""
+    cluster = five_brokers
+    partitions, replicas_per_partition = 10, 3
+    topic = topic_name("five")
+    admin = confluent_kafka.admin.AdminClient({"bootstrap.servers": cluster.bootstrap([5])})
+    created = admin.create_topics(
+        [confluent_kafka.admin.NewTopic(topic, partitions, replicas_per_partition)],
+        operation_timeout=CLIENT_DEADLINE_S,
+    )
+    created[topic].result(timeout=CLIENT_DEADLINE_S)
+
+    def led_everywhere():
+        """partition -> (leader, replicas) once broker 4 names a live leader for each."""
+        listed = cluster.metadata(topic, node=4).topics[topic].partitions
+        placed = {index: (p.leader, sorted(p.replicas)) for index, p in listed.items()}
+        led = len(placed) == partitions and all(leader in cluster.node_ids for leader, _ in placed.values())
+        return placed if led else None
+
+    placed = wait_until(led_everywhere, f"every partition of {topic} to have a leader")
+    hosted = defaultdict(int)
+    for index, (leader, replicas) in placed.items():
+        assert len(set(replicas)) == replicas_per_partition and leader in replicas, (index, leader, replicas)
+        for node in replicas:
+            hosted[node] += 1
+    assert hosted == {node: 6 for node in cluster.node_ids}, f"30 replicas spread over 5 brokers: {placed}"
+
+    completed = subprocess.run(
+        ["kcat", "-b", cluster.bootstrap([4]), "-L", "-t", topic],
+        capture_output=True, text=True, timeout=CLIENT_DEADLINE_S * 2, check=False,
+    )
+    assert completed.returncode == 0, completed.stderr[-4000:]
+    listing = completed.stdout
+    brokers = dict(re.findall(r"^\s+broker (\d+) at (\S+)", listing, re.MULTILINE))
+    expected = {str(node): broker.bootstrap for node, broker in cluster.brokers.items()}
+    assert brokers == expected, f"kcat -L should list the five brokers {expected}:\n{listing}"
+    leaders = re.findall(r"partition (\d+), leader (\d+), replicas: ([\d,]+), isrs", listing)
+    assert len(leaders) == partitions, listing
+    assert {node for _, _, replicas in leaders for node in replicas.split(",")} == set(expected), listing
+
+    # A client that knows only broker 4 (not a controller voter) writes and reads it all.
+    sent = [(f"key-{n % 17}".encode(), f"value-{n}".encode()) for n in range(600)]
+    producer = confluent_kafka.Producer(
+        {"bootstrap.servers": cluster.bootstrap([4]), "acks": "all", "enable.idempotence": True}
+    )
+    errors = []
+    for key, value in sent:
+        producer.produce(topic, value, key, on_delivery=lambda error, _: error and errors.append(error))
+    assert producer.flush(CLIENT_DEADLINE_S) == 0 and errors == [], errors[:5]
+    consumer = confluent_kafka.Consumer(
+        {"bootstrap.servers": cluster.bootstrap([4]), "group.id": topic, "enable.auto.commit": False}
+    )
+    try:
+        consumer.assign(
+            [confluent_kafka.TopicPartition(topic, p, confluent_kafka.OFFSET_BEGINNING) for p in range(partitions)]
+        )
+        read = []
+        deadline = time.monotonic() + CLIENT_DEADLINE_S
+        while len(read) < len(sent) and time.monotonic() < deadline:
+            message = consumer.poll(0.5)
+            if message is not None:
+                assert message.error() is None, message.error()
+                read.append((message.key(), message.value()))
+    finally:
+        consumer.close()
+    assert sorted(read) == sorted(sent), f"read {len(read)} of {len(sent)} messages"
+    by_key = defaultdict(list)
+    for key, value in read:
+        by_key[key].append(int(value.split(b"-")[1]))
+    assert all(values == sorted(values) for values in by_key.values()), "each key's order kept"
+
+    # The controller leader (a voter) dies; a topic is still created through a non-voter, at
+    # once: Metadata names the answering broker as the controller (it forwards), never the dead
+    # one, so librdkafka does not wait for it.
+    controller = wait_until(lambda: cluster.controller_leader(5), "broker 5 to know the controller leader")
+    assert controller in (1, 2, 3), f"the controller leader is a voter, not {controller}"
+    cluster.kill9(controller)
+    assert all(cluster.metadata(node=node).controller_id == node for node in cluster.answering()), (
+        "each broker names itself as the controller"
+    )
+    after = topic_name("after-kill")
+    admin = confluent_kafka.admin.AdminClient({"bootstrap.servers": cluster.bootstrap([5])})
+    created = admin.create_topics(
+        [confluent_kafka.admin.NewTopic(after, 4, replicas_per_partition)],
+        operation_timeout=CLIENT_DEADLINE_S,
+    )
+    created[after].result(timeout=CLIENT_DEADLINE_S)
+
+    def listed_by(node):
+        topics = cluster.metadata(after, node=node).topics
+        return (after in topics and len(topics[after].partitions) == 4) or None
+
+    for node in cluster.answering():
+        wait_until(lambda node=node: listed_by(node), f"broker {node} to list {after}")
+
+
+def name_hash_shard(topic, partition, shards):
+    """The shard a broker alone puts a partition on (engine::shard::owner_shard: FNV-1a of the
+    topic name plus the partition number, modulo the shard count)."""
+    value = 0xCBF29CE484222325
+    for byte in topic.encode():
+        value = ((value ^ byte) * 0x100000001B3) & 0xFFFFFFFFFFFFFFFF
+    return ((value + partition) & 0xFFFFFFFFFFFFFFFF) % shards
+
+
+def partition_shards(broker, topics):
+    """topic -> the shard of broker's replica of its partition 0, from /metrics, once it
+    reports every one of `topics`; else None."""
+    with urllib.request.urlopen(broker.metrics_url, timeout=METADATA_TIMEOUT_S) as response:
+        text = response.read().decode()
+    shards = {}
+    for topic in topics:
+        match = re.search(
+            r'^ferrite_partition_shard\{topic="' + re.escape(topic) + r'",partition="0"\} (\d+)$',
+            text,
+            re.MULTILINE,
+        )
+        if not match:
+            return None
+        shards[topic] = int(match.group(1))
+    return shards
+
+
+def test_replicas_spread_over_each_brokers_shards_as_the_metadata_log_places_them(two_shard_cluster):
+    """Four one-partition topics whose names all hash to shard 0 (where a broker alone would
+    put them) end up two per shard on every broker, as the controller placed them, and are
+    written and read through those shards."""
+    cluster = two_shard_cluster
+    topics = []
+    while len(topics) < 4:
+        candidate = topic_name("placed")
+        if name_hash_shard(candidate, 0, 2) == 0:
+            topics.append(candidate)
+    admin = confluent_kafka.admin.AdminClient({"bootstrap.servers": cluster.bootstrap()})
+    futures = admin.create_topics(
+        [confluent_kafka.admin.NewTopic(topic, 1, REPLICATION_FACTOR) for topic in topics],
+        operation_timeout=CLIENT_DEADLINE_S,
+    )
+    for future in futures.values():
+        future.result(timeout=CLIENT_DEADLINE_S)
+    for node, broker in cluster.brokers.items():
+        shards = wait_until(
+            lambda broker=broker: partition_shards(broker, topics),
+            f"broker {node} to report the shards of {topics}",
+        )
+        per_shard = sorted(list(shards.values()).count(shard) for shard in (0, 1))
+        assert per_shard == [2, 2], f"broker {node} put the four replicas on shards {shards}"
+
+    producer = confluent_kafka.Producer({"bootstrap.servers": cluster.bootstrap(), "acks": "all"})
+    for topic in topics:
+        producer.produce(topic, key=b"k", value=topic.encode())
+    assert producer.flush(CLIENT_DEADLINE_S) == 0, "every message acknowledged"
+    for topic in topics:
+        read = read_to_high_water_marks(cluster, topic, 1)
+        assert [message.value for message in read[0].values()] == [topic.encode()], read

@@ -21,10 +21,11 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::messages::{
-    ApiVersionsRequest, ApiVersionsResponse, CreateTopicsRequest, DeleteTopicsRequest,
-    DescribeConfigsRequest, DescribeGroupsRequest, FetchRequest, FindCoordinatorRequest,
-    IncrementalAlterConfigsRequest, ListGroupsRequest, ListOffsetsRequest, MetadataRequest,
-    OffsetCommitRequest, OffsetFetchRequest, ProduceRequest, RequestHeader, ResponseHeader,
+    AlterPartitionReassignmentsRequest, ApiVersionsRequest, ApiVersionsResponse,
+    CreateTopicsRequest, DeleteTopicsRequest, DescribeConfigsRequest, DescribeGroupsRequest,
+    FetchRequest, FindCoordinatorRequest, IncrementalAlterConfigsRequest, ListGroupsRequest,
+    ListOffsetsRequest, ListPartitionReassignmentsRequest, MetadataRequest, OffsetCommitRequest,
+    OffsetFetchRequest, ProduceRequest, RequestHeader, ResponseHeader,
 };
 use kafka_protocol::protocol::{
     Decodable, Encodable, HeaderVersion, Request, StrBytes, VersionRange,
@@ -75,6 +76,8 @@ client_versions! {
     DeleteTopicsRequest => "DeleteTopics", 1..=6;
     DescribeConfigsRequest => "DescribeConfigs", 1..=4;
     IncrementalAlterConfigsRequest => "IncrementalAlterConfigs", 0..=1;
+    AlterPartitionReassignmentsRequest => "AlterPartitionReassignments", 0..=0;
+    ListPartitionReassignmentsRequest => "ListPartitionReassignments", 0..=0;
     FindCoordinatorRequest => "FindCoordinator", 0..=6;
     ListGroupsRequest => "ListGroups", 0..=5;
     DescribeGroupsRequest => "DescribeGroups", 0..=6;

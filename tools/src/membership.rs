@@ -11,9 +11,9 @@
 //! coordinator is the leader of its partition (see `engine::shard::coordinator`).
 
 use std::cell::Cell;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::rc::Rc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -23,12 +23,13 @@ use ferrite_replication::controller::{
     ConfigChange, ConfigOperation, Controller, ControllerConfig, ControllerError,
     ControllerRequest, METADATA_TOPIC,
 };
-use ferrite_replication::metadata::{BrokerRegistration, MetadataImage, PlanError};
-use ferrite_replication::shard::{LeaderTable, ReplicationConfig, ShardReplication};
+use ferrite_replication::metadata::{BrokerRegistration, MetadataImage, PlanError, Replica};
+use ferrite_replication::shard::{Hosting, LeaderTable, ReplicationConfig, ShardReplication};
 use ferrite_replication::NodeId;
 use futures::future::LocalBoxFuture;
 use kafka_protocol::ResponseError;
-use net::cluster::{ClusterBroker, ClusterError, ClusterView, PartitionPlacement};
+use net::cluster::{ClusterBroker, ClusterError, ClusterView, PartitionMove, PartitionPlacement};
+use net::metrics::MetricsRegistry;
 
 use crate::serve::ClusterSettings;
 
@@ -51,8 +52,6 @@ pub struct Membership {
     /// The shard of each of this broker's replicas, as the metadata log places them (the
     /// shards route by it).
     pub placement: Arc<ReplicaPlacement>,
-    /// The node whose controller leads (0: unknown).
-    controller_leader: AtomicU64,
     /// A shard is asking the controller for `__consumer_offsets` (one request at a time).
     offsets_topic_requested: AtomicBool,
 }
@@ -64,7 +63,6 @@ impl Membership {
             image: RwLock::new(Arc::new(MetadataImage::default())),
             leaders: Arc::new(LeaderTable::default()),
             placement: Arc::default(),
-            controller_leader: AtomicU64::new(0),
             offsets_topic_requested: AtomicBool::new(false),
         })
     }
@@ -109,11 +107,10 @@ fn refused(error: ControllerError) -> ClusterError {
             PlanError::InvalidReplicationFactor { .. } => ResponseError::InvalidReplicationFactor,
             PlanError::InvalidReplicaAssignment(_) => ResponseError::InvalidReplicaAssignment,
             PlanError::InvalidConfig(_) => ResponseError::InvalidConfig,
+            PlanError::NoReassignmentInProgress { .. } => ResponseError::NoReassignmentInProgress,
         },
         ControllerError::Timeout(_) => ResponseError::RequestTimedOut,
-        ControllerError::Failed(_) | ControllerError::Stopped(_) | ControllerError::NotAVoter => {
-            ResponseError::NotController
-        }
+        ControllerError::Failed(_) | ControllerError::Stopped(_) => ResponseError::NotController,
     }
     .code();
     ClusterError {
@@ -173,20 +170,24 @@ impl ShardClusterView {
         let catalog = self.catalog.clone();
         Box::pin(async move {
             replication.ask_controller(request).await.map_err(refused)?;
-            let deadline = std::time::Instant::now() + CATALOG_WAIT;
-            while !done(&catalog) {
-                if std::time::Instant::now() > deadline {
-                    return Err(ClusterError {
-                        code: ResponseError::RequestTimedOut.code(),
-                        message: "the change was committed but has not reached this broker yet"
-                            .into(),
-                    });
-                }
-                glommio::timer::sleep(SYNC_INTERVAL).await;
-            }
-            Ok(())
+            shown_here(|| done(&catalog)).await
         })
     }
+}
+
+/// Waits until this broker shows a committed change (`shown`), for up to [`CATALOG_WAIT`].
+async fn shown_here(shown: impl Fn() -> bool) -> Result<(), ClusterError> {
+    let deadline = std::time::Instant::now() + CATALOG_WAIT;
+    while !shown() {
+        if std::time::Instant::now() > deadline {
+            return Err(ClusterError {
+                code: ResponseError::RequestTimedOut.code(),
+                message: "the change was committed but has not reached this broker yet".into(),
+            });
+        }
+        glommio::timer::sleep(SYNC_INTERVAL).await;
+    }
+    Ok(())
 }
 
 impl ClusterView for ShardClusterView {
@@ -213,13 +214,6 @@ impl ClusterView for ShardClusterView {
         brokers
     }
 
-    fn controller_id(&self) -> Option<i32> {
-        match self.membership.controller_leader.load(Ordering::Relaxed) {
-            0 => None,
-            leader => Some(node(leader)),
-        }
-    }
-
     fn placement(&self, topic: &str, partition: u32) -> Option<PartitionPlacement> {
         let image = self.membership.image();
         let replicas: Vec<i32> = image
@@ -230,6 +224,11 @@ impl ClusterView for ShardClusterView {
             .collect();
         let partition = PartitionId::new(topic, partition);
         let leaders = &self.membership.leaders;
+        // The leader's in-sync voters once it reported them; all replicas until then.
+        let in_sync = match leaders.in_sync(&partition) {
+            Some(voters) => voters.into_iter().map(node).collect(),
+            None => replicas.clone(),
+        };
         // No leader known here (an election, or this broker is cut off from the others): name
         // another replica rather than none. A client asks it, and is either right or told
         // NOT_LEADER by a broker that (on the majority side) knows the leader; answering
@@ -246,7 +245,7 @@ impl ClusterView for ShardClusterView {
         Some(PartitionPlacement {
             leader,
             leader_epoch: i32::try_from(term).unwrap_or(i32::MAX),
-            in_sync: replicas.clone(),
+            in_sync,
             replicas,
         })
     }
@@ -325,6 +324,67 @@ impl ClusterView for ShardClusterView {
         })
     }
 
+    fn reassignments(&self) -> Vec<PartitionMove> {
+        let image = self.membership.image();
+        let nodes = |replicas: &mut dyn Iterator<Item = &Replica>| -> Vec<i32> {
+            replicas.map(|replica| node(replica.node_id)).collect()
+        };
+        image
+            .topics()
+            .flat_map(|(name, topic)| {
+                topic.reassignments.iter().map(move |(&partition, moving)| {
+                    let replicas = topic.replicas(partition).unwrap_or_default();
+                    PartitionMove {
+                        topic: name.to_owned(),
+                        partition,
+                        replicas: nodes(&mut replicas.iter()),
+                        adding: nodes(&mut moving.adding()),
+                        removing: nodes(&mut moving.removing(replicas)),
+                    }
+                })
+            })
+            .collect()
+    }
+
+    fn reassign(
+        &self,
+        topic: String,
+        partition: u32,
+        replicas: Option<Vec<i32>>,
+    ) -> LocalBoxFuture<'static, Result<(), ClusterError>> {
+        let replicas = match replicas
+            .map(|replicas| {
+                replicas
+                    .into_iter()
+                    .map(NodeId::try_from)
+                    .collect::<Result<Vec<NodeId>, _>>()
+            })
+            .transpose()
+        {
+            Ok(replicas) => replicas,
+            Err(_) => {
+                let refusal = ClusterError {
+                    code: ResponseError::InvalidReplicaAssignment.code(),
+                    message: "broker ids are not negative".into(),
+                };
+                return Box::pin(std::future::ready(Err(refusal)));
+            }
+        };
+        let request = ControllerRequest::Reassign {
+            topic,
+            partition,
+            replicas,
+        };
+        let replication = self.replication.clone();
+        let membership = self.membership.clone();
+        Box::pin(async move {
+            let index = replication.ask_controller(request).await.map_err(refused)?;
+            // Answered once this broker's image has it, so that a ListPartitionReassignments
+            // sent here next shows the move.
+            shown_here(|| membership.image().last_applied_index() >= index).await
+        })
+    }
+
     fn alter_topic_configs(
         &self,
         name: String,
@@ -367,21 +427,25 @@ impl ClusterView for ShardClusterView {
 
 /// Keeps this broker in step with the metadata log, on the controller's shard, until shutdown:
 /// publishes each newly applied image to the shards, mirrors its topics into the catalog, and
-/// has the owning shards run this broker's replicas of its partitions.
+/// has the owning shards run this broker's replicas of its partitions (and delete its copies
+/// of partitions moved away). `incarnation` is this run's, as the broker registered.
 pub async fn follow_metadata(
     context: ShardContext,
     membership: Arc<Membership>,
     controller: Controller,
     replication: Rc<ShardReplication>,
     catalog: Arc<Catalog>,
+    metrics: MetricsRegistry,
+    incarnation: u64,
 ) {
     let mut applied = 0;
-    let mut hosted: BTreeSet<PartitionId> = BTreeSet::new();
+    let mut hosted = Hosted {
+        replicas: BTreeMap::new(),
+        incarnation,
+        swept: false,
+    };
     while !context.is_shutting_down() {
-        let leader = controller.leader().unwrap_or(0);
-        membership
-            .controller_leader
-            .store(leader, Ordering::Relaxed);
+        metrics.controller_leader_observed(controller.leader());
         if controller.applied_index() != applied {
             applied = controller.applied_index();
             let image = Arc::new(controller.image().borrow().clone());
@@ -408,6 +472,29 @@ pub async fn follow_metadata(
     }
 }
 
+/// What this broker runs of the metadata log's partitions.
+struct Hosted {
+    /// The partitions hosted here, with the target voters their replicas were last told.
+    replicas: BTreeMap<PartitionId, Option<Vec<NodeId>>>,
+    /// This run of the broker, as it registered.
+    incarnation: u64,
+    /// Whether the copies of partitions placed elsewhere were removed since this broker
+    /// started (a move may have completed while it was down, leaving its copy behind).
+    swept: bool,
+}
+
+impl Hosted {
+    /// Whether `image` is at least as new as this run's registration. After a restart the
+    /// metadata log is applied again from its start, and an older image may place on this
+    /// broker partitions since moved away, or the reverse: copies are deleted or made again
+    /// only from an image that has everything committed before this run began.
+    fn is_current(&self, image: &MetadataImage, node_id: NodeId) -> bool {
+        image
+            .broker(node_id)
+            .is_some_and(|broker| broker.registration.incarnation == self.incarnation)
+    }
+}
+
 /// Makes the catalog and the hosted replicas match `image`.
 async fn mirror(
     context: &ShardContext,
@@ -415,9 +502,10 @@ async fn mirror(
     image: &MetadataImage,
     replication: &Rc<ShardReplication>,
     catalog: &Catalog,
-    hosted: &mut BTreeSet<PartitionId>,
+    hosted: &mut Hosted,
 ) -> Result<(), String> {
     let node_id = membership.settings.node_id;
+    let current = hosted.is_current(image, node_id);
     // The replicas placed here route to their shards before they start; those taken away
     // keep theirs until they are removed.
     let placed = placement_on(image, node_id);
@@ -437,15 +525,43 @@ async fn mirror(
             }
             None => create_topic(catalog, name, topic)?,
         }
-        for (partition, replicas) in topic.partitions.iter().enumerate() {
-            let partition = PartitionId::new(name, partition as u32);
-            let voters: Vec<NodeId> = replicas.iter().map(|replica| replica.node_id).collect();
-            if voters.contains(&node_id) && !hosted.contains(&partition) {
+        for (number, replicas) in (0u32..).zip(&topic.partitions) {
+            let partition = PartitionId::new(name, number);
+            let node_ids = |replicas: &[Replica]| -> Vec<NodeId> {
+                replicas.iter().map(|replica| replica.node_id).collect()
+            };
+            let involved = node_ids(replicas);
+            let moving = topic.reassignments.get(&number);
+            if involved.contains(&node_id) {
+                let target = moving.map(|moving| node_ids(&moving.target));
+                if hosted.replicas.get(&partition) == Some(&target) {
+                    continue;
+                }
+                // A replica new here starts with the group's voters from before the move (it
+                // is not one of them, so it cannot campaign) and learns the changes from the
+                // leader's log.
+                let voters = moving.map_or(involved, |moving| node_ids(&moving.original));
+                let hosting = Hosting {
+                    voters,
+                    target: target.clone(),
+                };
+                if current && !hosted.replicas.contains_key(&partition) {
+                    catalog
+                        .restore_partition_directory(name, number)
+                        .map_err(|error| format!("hosting {partition:?}: {error}"))?;
+                }
                 replication
-                    .host_anywhere(partition.clone(), voters)
+                    .host_anywhere(partition.clone(), hosting)
                     .await
                     .map_err(|error| format!("hosting {partition:?}: {error}"))?;
-                hosted.insert(partition);
+                hosted.replicas.insert(partition, target);
+            } else if current && (hosted.replicas.remove(&partition).is_some() || !hosted.swept) {
+                // Moved away: the group goes on without this broker, and its copy goes.
+                replication.unhost_anywhere(partition.clone()).await;
+                context
+                    .remove_partition(partition.clone())
+                    .await
+                    .map_err(|error| format!("removing {partition:?}: {error}"))?;
             }
         }
     }
@@ -459,6 +575,7 @@ async fn mirror(
         remove_topic(context, replication, catalog, membership, &name, hosted).await?;
     }
     membership.placement.set(placed);
+    hosted.swept |= current;
     Ok(())
 }
 
@@ -530,7 +647,7 @@ async fn remove_topic(
     catalog: &Catalog,
     membership: &Membership,
     name: &str,
-    hosted: &mut BTreeSet<PartitionId>,
+    hosted: &mut Hosted,
 ) -> Result<(), String> {
     let topic = match catalog.delete_topic(name) {
         Ok(topic) => topic,
@@ -540,7 +657,7 @@ async fn remove_topic(
     for partition in 0..topic.partitions {
         let partition = PartitionId::new(name, partition);
         replication.unhost_anywhere(partition.clone()).await;
-        hosted.remove(&partition);
+        hosted.replicas.remove(&partition);
         context
             .remove_partition(partition.clone())
             .await
@@ -563,6 +680,8 @@ pub struct ClusterStart {
     /// Different at every start of the process (the controller tells restarts apart by it).
     pub incarnation: u64,
     pub broker_log_config: engine::LogConfig,
+    /// Where the broker reports the controller leader it knows.
+    pub metrics: MetricsRegistry,
 }
 
 /// Joins the cluster on this shard: starts its replication (transport, replicas, clock) and,
@@ -595,6 +714,7 @@ pub async fn start_shard(
         let mut config = ControllerConfig::new(
             registration,
             settings.peers.keys().copied(),
+            settings.controller_voters,
             start.data_dir.clone(),
             start.incarnation,
         );
@@ -609,6 +729,8 @@ pub async fn start_shard(
             controller,
             replication.clone(),
             start.catalog.clone(),
+            start.metrics.clone(),
+            start.incarnation,
         ))
         .detach();
     }

@@ -26,6 +26,8 @@ use net::metrics::MetricsRegistry;
 use net::server::ShardSetup;
 use serde::Deserialize;
 
+use ferrite_replication::controller::VOTERS_DEFAULT_COUNT;
+
 use crate::membership::{self, ClusterStart, Membership};
 use crate::metrics;
 
@@ -122,6 +124,11 @@ pub struct Arguments {
     /// [default: 3, or the number of brokers if fewer].
     #[arg(long, value_name = "N")]
     default_replication_factor: Option<u16>,
+    /// How many brokers are controller voters (the Raft group of the metadata log): the N
+    /// lowest node ids of --peers; the other brokers follow the log as observers. The same
+    /// on every broker [default: 3, or the number of brokers if fewer].
+    #[arg(long, value_name = "N")]
+    controller_voters: Option<usize>,
 }
 
 /// How this broker takes part in a cluster.
@@ -131,11 +138,9 @@ pub struct ClusterSettings {
     pub peers: BTreeMap<u64, SocketAddr>,
     pub rpc_listen: SocketAddr,
     pub default_replication_factor: u16,
+    /// The controller voters are this many lowest node ids of `peers`.
+    pub controller_voters: usize,
 }
-
-/// The most brokers a cluster may have for now: every broker is a controller voter (brokers
-/// that only follow the metadata log are not built yet).
-const CLUSTER_BROKERS_MAX: usize = 3;
 
 /// Parses `--peers`: `ID@HOST:PORT` entries separated by commas, each id once.
 fn parse_peers(peers: &str) -> Result<BTreeMap<u64, SocketAddr>, String> {
@@ -267,14 +272,17 @@ impl Arguments {
                         "--peers does not name this broker (--node-id {node_id})"
                     ));
                 };
-                if peers.len() > CLUSTER_BROKERS_MAX {
+                let controller_voters = self
+                    .controller_voters
+                    .or(file.controller_voters)
+                    .unwrap_or(VOTERS_DEFAULT_COUNT.min(peers.len()));
+                if controller_voters == 0 || controller_voters > peers.len() {
                     return Err(format!(
-                        "--peers names {} brokers; a cluster has at most {CLUSTER_BROKERS_MAX} \
-                         for now (every broker is a controller voter)",
+                        "--controller-voters must be between 1 and {} (the brokers in --peers)",
                         peers.len()
                     ));
                 }
-                let brokers = peers.len() as u16;
+                let brokers = u16::try_from(peers.len()).unwrap_or(u16::MAX);
                 let default_replication_factor = self
                     .default_replication_factor
                     .or(file.default_replication_factor)
@@ -290,6 +298,7 @@ impl Arguments {
                     rpc_listen: self.rpc_listen.or(file.rpc_listen).unwrap_or(own),
                     peers,
                     default_replication_factor,
+                    controller_voters,
                 })
             }
         };
@@ -546,6 +555,7 @@ pub fn run(arguments: Arguments) -> ExitCode {
         shard_count: cores as u32,
         incarnation: incarnation(),
         broker_log_config: settings.log.clone(),
+        metrics: setup.metrics.clone(),
     });
     let runtime = match Runtime::start(config, move |context| {
         let bound = bound.clone();
@@ -696,16 +706,64 @@ mod tests {
             (Some(1), Some("0@127.0.0.1:1"), None, "not a node id"),
             (Some(1), Some("1@nowhere"), None, "not HOST:PORT"),
             (Some(1), Some(three), Some(4), "between 1 and 3"),
-            (
-                Some(1),
-                Some("1@127.0.0.1:1,2@127.0.0.1:2,3@127.0.0.1:3,4@127.0.0.1:4"),
-                None,
-                "at most 3",
-            ),
+            (Some(1), Some(FIVE), Some(6), "between 1 and 5"),
         ] {
             let error = cluster(node_id, peers, factor).unwrap_err();
             assert!(error.contains(wanted), "{error} (wanted {wanted:?})");
         }
+    }
+
+    const FIVE: &str = "1@127.0.0.1:1,2@127.0.0.1:2,3@127.0.0.1:3,4@127.0.0.1:4,5@127.0.0.1:5";
+
+    #[test]
+    fn a_cluster_of_five_has_three_controller_voters_unless_told_and_any_replication_factor() {
+        let cluster = |voters: Option<usize>, factor: Option<u16>| {
+            Arguments {
+                node_id: Some(4),
+                peers: Some(FIVE.to_owned()),
+                controller_voters: voters,
+                default_replication_factor: factor,
+                ..Arguments::default()
+            }
+            .resolve()
+            .map(|settings| settings.cluster.expect("a cluster"))
+        };
+        let settings = cluster(None, None).unwrap();
+        assert_eq!(settings.peers.len(), 5);
+        assert_eq!(settings.controller_voters, VOTERS_DEFAULT_COUNT);
+        assert_eq!(settings.default_replication_factor, 3);
+        let settings = cluster(Some(5), Some(5)).unwrap();
+        assert_eq!(settings.controller_voters, 5);
+        assert_eq!(settings.default_replication_factor, 5);
+        assert_eq!(cluster(Some(1), None).unwrap().controller_voters, 1);
+        for voters in [0, 6] {
+            let error = cluster(Some(voters), None).unwrap_err();
+            assert!(
+                error.contains("--controller-voters must be between 1 and 5"),
+                "{error}"
+            );
+        }
+        let two = Arguments {
+            node_id: Some(1),
+            peers: Some("1@127.0.0.1:1,2@127.0.0.1:2".to_owned()),
+            ..Arguments::default()
+        };
+        let two = two.resolve().unwrap().cluster.unwrap();
+        assert_eq!(two.controller_voters, 2, "every broker when fewer than 3");
+
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("ferrite.toml");
+        std::fs::write(
+            &file,
+            format!("node-id = 5\npeers = \"{FIVE}\"\ncontroller-voters = 1\n"),
+        )
+        .unwrap();
+        let from_file = Arguments {
+            config: Some(file),
+            ..Arguments::default()
+        };
+        let from_file = from_file.resolve().unwrap().cluster.unwrap();
+        assert_eq!(from_file.controller_voters, 1);
     }
 
     #[test]

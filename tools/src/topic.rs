@@ -1,12 +1,16 @@
-//! `ferrite topic create|list|describe|alter|delete`: topic administration over the Kafka
-//! protocol (CreateTopics, Metadata, ListOffsets, DescribeConfigs, IncrementalAlterConfigs,
-//! DeleteTopics), so it works against any Kafka-compatible broker.
+//! `ferrite topic create|list|describe|alter|delete|reassign|reassignments`: topic
+//! administration over the Kafka protocol (CreateTopics, Metadata, ListOffsets,
+//! DescribeConfigs, IncrementalAlterConfigs, DeleteTopics, AlterPartitionReassignments,
+//! ListPartitionReassignments), so it works against any Kafka-compatible broker.
 //!
 //! Output is one line per fact, for people and for `grep`/`awk` alike. A command given several
 //! topics handles each one, reports every failure on stderr, and exits 1 if any failed.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use kafka_protocol::messages::alter_partition_reassignments_request::{
+    ReassignablePartition, ReassignableTopic,
+};
 use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
 use kafka_protocol::messages::delete_topics_request::DeleteTopicState;
 use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
@@ -14,8 +18,9 @@ use kafka_protocol::messages::incremental_alter_configs_request::{
     AlterConfigsResource, AlterableConfig,
 };
 use kafka_protocol::messages::{
-    CreateTopicsRequest, DeleteTopicsRequest, DescribeConfigsRequest, DescribeConfigsResponse,
-    IncrementalAlterConfigsRequest,
+    AlterPartitionReassignmentsRequest, BrokerId, CreateTopicsRequest, DeleteTopicsRequest,
+    DescribeConfigsRequest, DescribeConfigsResponse, IncrementalAlterConfigsRequest,
+    ListPartitionReassignmentsRequest,
 };
 use kafka_protocol::protocol::StrBytes;
 
@@ -117,6 +122,42 @@ enum Command {
         #[arg(required = true)]
         names: Vec<String>,
     },
+    /// Move a partition to other brokers (the first named becomes its preferred leader), or
+    /// cancel its move. The move goes on in the background; --wait waits until it is done.
+    #[command(after_help = EXIT_CODES_HELP)]
+    #[command(group(clap::ArgGroup::new("target")
+        .required(true)
+        .args(["replicas", "cancel"])))]
+    Reassign {
+        #[command(flatten)]
+        broker: BrokerArguments,
+        /// The topic's name.
+        name: String,
+        /// The partition to move.
+        #[arg(long, value_parser = clap::value_parser!(i32).range(0..))]
+        partition: i32,
+        /// The brokers to move it to, e.g. `--replicas 2,3`.
+        #[arg(long, value_delimiter = ',', value_name = "ID,...")]
+        replicas: Vec<i32>,
+        /// Cancel the partition's move: it goes back to the brokers it had before.
+        #[arg(long)]
+        cancel: bool,
+        /// Wait until the move (or its cancellation) is complete.
+        #[arg(long)]
+        wait: bool,
+        /// How long --wait waits, in seconds.
+        #[arg(long, default_value_t = 300)]
+        wait_timeout_s: u64,
+    },
+    /// Print each partition being moved (of TOPIC only, if given): its replicas, and those
+    /// being added and removed. Prints nothing if none is moving.
+    #[command(after_help = EXIT_CODES_HELP)]
+    Reassignments {
+        #[command(flatten)]
+        broker: BrokerArguments,
+        /// Only this topic's partitions.
+        name: Option<String>,
+    },
 }
 
 fn parse_config(text: &str) -> Result<(String, String), String> {
@@ -162,6 +203,20 @@ pub fn run(arguments: Arguments) -> std::process::ExitCode {
             alter(&broker, &name, &changes, validate_only)
         }
         Command::Delete { broker, names } => delete(&broker, &names),
+        Command::Reassign {
+            broker,
+            name,
+            partition,
+            replicas,
+            cancel,
+            wait,
+            wait_timeout_s,
+        } => {
+            let target = (!cancel).then_some(replicas.as_slice());
+            let wait = wait.then(|| Duration::from_secs(wait_timeout_s));
+            reassign(&broker, &name, partition, target, wait)
+        }
+        Command::Reassignments { broker, name } => reassignments(&broker, name.as_deref()),
     };
     crate::admin::exit("topic", outcome)
 }
@@ -442,6 +497,132 @@ fn delete(broker: &BrokerArguments, names: &[String]) -> Result<(), AdminError> 
         }
     }
     AdminError::all(failures)
+}
+
+/// Sends the move of `partition` to `target` (`None`: its cancellation) and, with `wait`,
+/// waits up to that long until it no longer shows in ListPartitionReassignments.
+fn reassign(
+    broker: &BrokerArguments,
+    name: &str,
+    partition: i32,
+    target: Option<&[i32]>,
+    wait: Option<Duration>,
+) -> Result<(), AdminError> {
+    let mut cluster = Cluster::connect(&broker.bootstrap)?;
+    let connection = cluster.bootstrap()?;
+    let version = connection.version::<AlterPartitionReassignmentsRequest>()?;
+    let request = AlterPartitionReassignmentsRequest::default()
+        .with_timeout_ms(timeout_ms(ADMIN_TIMEOUT))
+        .with_topics(vec![ReassignableTopic::default()
+            .with_name(topic_name(name))
+            .with_partitions(vec![ReassignablePartition::default()
+                .with_partition_index(partition)
+                .with_replicas(
+                    target.map(|ids| ids.iter().copied().map(BrokerId).collect()),
+                )])]);
+    let response = connection.send(&request, version, ADMIN_TIMEOUT)?;
+    if let Some(error) = AdminError::from_code(
+        "AlterPartitionReassignments",
+        response.error_code,
+        response.error_message.as_ref().map(StrBytes::as_str),
+    ) {
+        return Err(error);
+    }
+    let result = response
+        .responses
+        .iter()
+        .filter(|topic| topic.name.as_str() == name)
+        .flat_map(|topic| &topic.partitions)
+        .find(|result| result.partition_index == partition);
+    topic_outcome("AlterPartitionReassignments", name, result, |result| {
+        (result.error_code, result.error_message.as_ref())
+    })?;
+    match target {
+        Some(ids) => println!(
+            "reassigning topic {name} partition {partition} to {}",
+            broker_list(ids)
+        ),
+        None => println!("cancelling the reassignment of topic {name} partition {partition}"),
+    }
+    let Some(wait) = wait else {
+        return Ok(());
+    };
+    let deadline = Instant::now() + wait;
+    while ongoing(&mut cluster)?
+        .iter()
+        .any(|moving| moving.topic == name && moving.partition == partition)
+    {
+        if Instant::now() > deadline {
+            return Err(AdminError::Cluster(format!(
+                "topic {name} partition {partition} is still moving after {} s",
+                wait.as_secs()
+            )));
+        }
+        std::thread::sleep(REASSIGNMENT_POLL);
+    }
+    println!("topic {name} partition {partition} is no longer moving");
+    Ok(())
+}
+
+/// How often `reassign --wait` asks whether the move is done.
+const REASSIGNMENT_POLL: Duration = Duration::from_millis(200);
+
+/// One partition's move, as ListPartitionReassignments gives it.
+struct Ongoing {
+    topic: String,
+    partition: i32,
+    replicas: Vec<i32>,
+    adding: Vec<i32>,
+    removing: Vec<i32>,
+}
+
+fn ongoing(cluster: &mut Cluster) -> Result<Vec<Ongoing>, AdminError> {
+    let connection = cluster.bootstrap()?;
+    let version = connection.version::<ListPartitionReassignmentsRequest>()?;
+    let request = ListPartitionReassignmentsRequest::default()
+        .with_timeout_ms(timeout_ms(ADMIN_TIMEOUT))
+        .with_topics(None);
+    let response = connection.send(&request, version, ADMIN_TIMEOUT)?;
+    if let Some(error) = AdminError::from_code(
+        "ListPartitionReassignments",
+        response.error_code,
+        response.error_message.as_ref().map(StrBytes::as_str),
+    ) {
+        return Err(error);
+    }
+    let ids = |brokers: &[BrokerId]| brokers.iter().map(|id| id.0).collect::<Vec<i32>>();
+    Ok(response
+        .topics
+        .iter()
+        .flat_map(|topic| {
+            topic.partitions.iter().map(|partition| Ongoing {
+                topic: topic.name.to_string(),
+                partition: partition.partition_index,
+                replicas: ids(&partition.replicas),
+                adding: ids(&partition.adding_replicas),
+                removing: ids(&partition.removing_replicas),
+            })
+        })
+        .collect())
+}
+
+fn reassignments(broker: &BrokerArguments, name: Option<&str>) -> Result<(), AdminError> {
+    let mut cluster = Cluster::connect(&broker.bootstrap)?;
+    let mut moves = ongoing(&mut cluster)?;
+    moves.retain(|moving| name.is_none_or(|name| moving.topic == name));
+    moves
+        .sort_by(|left, right| (&left.topic, left.partition).cmp(&(&right.topic, right.partition)));
+    for moving in moves {
+        println!(
+            "topic {} partition {} replicas {} adding {} removing {}",
+            moving.topic,
+            moving.partition,
+            broker_list(&moving.replicas),
+            broker_list(&moving.adding),
+            broker_list(&moving.removing),
+        );
+    }
+    Ok(())
 }
 
 /// What a response's result for topic `name` says: `Ok`, the error it names (with the

@@ -55,28 +55,27 @@ pub fn handle(broker: &Broker, api_version: i16, request: MetadataRequest) -> Me
             })
             .collect()
     };
-    let (brokers, controller_id) = match &broker.cluster {
-        Some(cluster) => (
-            cluster
-                .brokers()
-                .into_iter()
-                .map(|member| {
-                    MetadataResponseBroker::default()
-                        .with_node_id(BrokerId(member.node_id))
-                        .with_host(str_bytes(member.host))
-                        .with_port(member.port)
-                })
-                .collect(),
-            cluster.controller_id().unwrap_or(-1),
-        ),
-        None => (
-            vec![MetadataResponseBroker::default()
-                .with_node_id(BrokerId(config.node_id))
-                .with_host(str_bytes(config.advertised_host.clone()))
-                .with_port(config.advertised_port)],
-            config.node_id,
-        ),
+    let brokers = match &broker.cluster {
+        Some(cluster) => cluster
+            .brokers()
+            .into_iter()
+            .map(|member| {
+                MetadataResponseBroker::default()
+                    .with_node_id(BrokerId(member.node_id))
+                    .with_host(str_bytes(member.host))
+                    .with_port(member.port)
+            })
+            .collect(),
+        None => vec![MetadataResponseBroker::default()
+            .with_node_id(BrokerId(config.node_id))
+            .with_host(str_bytes(config.advertised_host.clone()))
+            .with_port(config.advertised_port)],
     };
+    // Clients send controller requests (CreateTopics, ...) to the broker named here. Every
+    // broker forwards them to the controller that leads, so each names itself, as KRaft's
+    // brokers name a live broker: naming the leader would send clients to a dead one for the
+    // election timeout or two it takes the others to notice, and librdkafka waits for it.
+    let controller_id = config.node_id;
     let response = MetadataResponse::default()
         .with_brokers(brokers)
         .with_topics(topics)

@@ -9,6 +9,7 @@ pub mod init_producer_id;
 pub mod list_offsets;
 pub mod metadata;
 pub mod produce;
+pub mod reassignments;
 pub mod topics;
 
 use kafka_protocol::protocol::StrBytes;

@@ -33,10 +33,7 @@ impl Controller {
                 self.ask(target, request.clone()).await
             };
             match outcome {
-                Some(Outcome::Applied(index)) => {
-                    self.inner.leader_heard.set(Some(target));
-                    return Ok(index);
-                }
+                Some(Outcome::Applied(index)) => return Ok(index),
                 Some(Outcome::Refused(error)) => {
                     return Err(ControllerError::Refused(error.into()))
                 }
@@ -46,7 +43,6 @@ impl Controller {
                 }
                 None => hint = None,
             }
-            self.inner.leader_heard.set(hint);
             if started.elapsed() + config.tick_interval >= config.request_timeout {
                 break;
             }

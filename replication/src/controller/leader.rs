@@ -8,8 +8,9 @@ use engine::topic_config;
 use super::wire::{ControllerRequest, Outcome};
 use super::{apply, random_uuid, within, Controller, Planned};
 use crate::metadata::{
-    plan_alter_configs, plan_create_partitions, plan_create_topic, plan_delete_topic,
-    plan_liveness, plan_reassign, MetadataImage, MetadataRecord, NewTopic, PlanError,
+    plan_alter_configs, plan_cancel_reassignment, plan_complete_reassignment,
+    plan_create_partitions, plan_create_topic, plan_delete_topic, plan_liveness, plan_reassign,
+    MetadataImage, MetadataRecord, NewTopic, PlanError,
 };
 use crate::replica::{Acks, PartitionReplica, ProduceError};
 use crate::RoleKind;
@@ -176,8 +177,18 @@ impl Controller {
             ControllerRequest::Reassign {
                 topic,
                 partition,
-                replicas,
+                replicas: Some(replicas),
             } => plan_reassign(image, &topic, partition, &replicas),
+            ControllerRequest::Reassign {
+                topic,
+                partition,
+                replicas: None,
+            } => plan_cancel_reassignment(image, &topic, partition),
+            ControllerRequest::CompleteReassignment {
+                topic,
+                partition,
+                voters,
+            } => plan_complete_reassignment(image, &topic, partition, &voters),
         }
     }
 
@@ -206,11 +217,11 @@ impl Controller {
     }
 
     fn leading_replica(&self) -> Result<PartitionReplica, Outcome> {
-        match &self.inner.replica {
-            Some(replica) if replica.role() == RoleKind::Leader && self.stopped().is_none() => {
-                Ok(replica.clone())
-            }
-            _ => Err(self.not_leader()),
+        let replica = &self.inner.replica;
+        if replica.role() == RoleKind::Leader && self.stopped().is_none() {
+            Ok(replica.clone())
+        } else {
+            Err(self.not_leader())
         }
     }
 

@@ -5,11 +5,15 @@
 //! Why: every broker must agree on which brokers are alive and where each partition lives
 //! (KRaft's controller quorum). The decisions are the pure `plan_*` functions of
 //! [`crate::metadata`]; this module is the I/O around them:
-//! - **The log**: the internal partition `__cluster_metadata-0`, opened in the data directory
-//!   like any partition and replicated by a [`PartitionReplica`] whose voters are the
-//!   controller voters (the first [`VOTERS_DEFAULT_COUNT`] node ids by default). An entry is
-//!   one record batch whose one record is a batch of [`MetadataRecord`]s (`apply`).
-//! - **Apply**: a task applies committed entries (up to the log's high-water mark) to the
+//! - **The log**: the internal partition `__cluster_metadata-0`, opened in every broker's data
+//!   directory like any partition and replicated by a [`PartitionReplica`] whose voters are
+//!   the controller voters (the [`VOTERS_DEFAULT_COUNT`] lowest node ids by default). The
+//!   other brokers' replicas are observers (see `RaftNode`): they fetch the log from the
+//!   leader, which counts them for nothing, and find a new leader themselves after a change,
+//!   so a cluster may have any number of brokers while elections and commits involve only the
+//!   voters (KRaft's controller quorum and its observers). An entry is one record batch whose
+//!   one record is a batch of [`MetadataRecord`]s (`apply`).
+//! - **Apply**: on every broker, voter or observer, a task applies committed entries (up to the log's high-water mark) to the
 //!   [`MetadataImage`] in log order; [`Controller::wait_applied`] waits for an index. After a
 //!   restart the image starts empty and is rebuilt from the log as the commit point is learnt
 //!   again (the log is never compacted yet, so it holds everything).
@@ -26,11 +30,8 @@
 //!   counts every broker of its image as heard from when it takes over, so none is fenced for
 //!   the silence of the election.
 //!
-//! Brokers that are not voters hold no replica here: they register, heartbeat and make
-//! requests (forwarded like any follower's), but their image stays empty. They are to follow
-//! the log as observers: a fetch-only member that the leader answers like a follower but does
-//! not count for commits (the core's learners), applying what it fetches exactly as a voter
-//! does. Not built yet.
+//! A broker that is not a voter never leads, so its requests are always forwarded; otherwise it
+//! is a controller like any other.
 //!
 //! [`ControllerWire`] carries all of it; [`Controller::receive`] is the one routing function.
 
@@ -96,8 +97,8 @@ pub struct ControllerConfig {
     /// This broker, as it registers; `incarnation` must differ at every start of the process.
     pub registration: BrokerRegistration,
     /// The metadata group's member: `node_id` is this broker's, `initial_voters` the
-    /// controller voters (this broker holds a replica only if it is one of them), `seed`
-    /// also seeds topic ids and request ids, so give each start its own.
+    /// controller voters (this broker's replica is an observer unless it is one of them),
+    /// `seed` also seeds topic ids and request ids, so give each start its own.
     pub replica: ReplicaConfig,
     /// The broker's data directory; the metadata log is in `__cluster_metadata-0/` under it.
     pub data_dir: PathBuf,
@@ -123,10 +124,11 @@ pub struct ControllerConfig {
 
 impl ControllerConfig {
     /// Kafka-like defaults for `registration`'s broker in a cluster of `peers` (every broker's
-    /// node id, this one's included): the first [`VOTERS_DEFAULT_COUNT`] are the voters.
+    /// node id, this one's included) whose `voter_count` lowest ids are the controller voters.
     pub fn new(
         registration: BrokerRegistration,
         peers: impl IntoIterator<Item = NodeId>,
+        voter_count: usize,
         data_dir: PathBuf,
         seed: u64,
     ) -> ControllerConfig {
@@ -134,7 +136,7 @@ impl ControllerConfig {
         ControllerConfig {
             replica: ReplicaConfig {
                 node_id: registration.node_id,
-                initial_voters: default_voters(peers),
+                initial_voters: voters_of(peers, voter_count),
                 // KRaft's 1 s election timeout, in 10 ms ticks.
                 election_timeout_ticks_min: 100,
                 begin_epoch_interval_ticks: 20,
@@ -168,12 +170,13 @@ impl ControllerConfig {
     }
 }
 
-/// The first [`VOTERS_DEFAULT_COUNT`] node ids, in order.
-pub fn default_voters(peers: impl IntoIterator<Item = NodeId>) -> Vec<NodeId> {
+/// The controller voters of a cluster of `peers`: the `voter_count` lowest node ids, in order.
+pub fn voters_of(peers: impl IntoIterator<Item = NodeId>, voter_count: usize) -> Vec<NodeId> {
+    assert!(voter_count >= 1, "a controller group has a voter");
     let mut peers: Vec<NodeId> = peers.into_iter().collect();
     peers.sort_unstable();
     peers.dedup();
-    peers.truncate(VOTERS_DEFAULT_COUNT);
+    peers.truncate(voter_count);
     peers
 }
 
@@ -203,9 +206,6 @@ pub enum ControllerError {
     Failed(String),
     #[error("the controller stopped: {0}")]
     Stopped(String),
-    /// Only controller voters hold the metadata image (see the module documentation).
-    #[error("this broker is not a controller voter and holds no metadata image")]
-    NotAVoter,
 }
 
 /// Why the controller could not start.
@@ -226,8 +226,8 @@ pub struct Controller {
 
 struct Inner {
     config: ControllerConfig,
-    /// This broker's member of the metadata group, if it is a voter.
-    replica: Option<PartitionReplica>,
+    /// This broker's member of the metadata group: a voter or an observer.
+    replica: PartitionReplica,
     outbox: Rc<dyn WireOutbox>,
     image: Rc<RefCell<MetadataImage>>,
     /// The last index of the metadata log applied to the image (control entries included,
@@ -241,8 +241,6 @@ struct Inner {
     /// per `request` call in flight).
     pending: RefCell<HashMap<u64, oneshot::Sender<Outcome>>>,
     request_id_next: Cell<u64>,
-    /// The leader a broker without a replica last heard of.
-    leader_heard: Cell<Option<NodeId>>,
     served_in_flight: Cell<usize>,
     /// The leader decides one request at a time.
     deciding: futures::lock::Mutex<()>,
@@ -255,7 +253,8 @@ struct Inner {
 
 impl Controller {
     /// Starts this broker's controller on the current shard: opens the metadata log and its
-    /// replica if this broker is a voter, and starts registering and heartbeating.
+    /// replica (an observer unless this broker is a voter), and starts applying the log,
+    /// registering and heartbeating.
     pub async fn open(
         config: ControllerConfig,
         outbox: Rc<dyn WireOutbox>,
@@ -266,25 +265,21 @@ impl Controller {
             "the controller registers its own broker"
         );
         assert!(!config.voters().is_empty(), "a controller group has voters");
-        let replica = if config.voters().contains(&config.node_id()) {
-            let dir = config
-                .data_dir
-                .join(partition_directory_name(METADATA_TOPIC, 0));
-            let log = PartitionLog::open(
-                &dir,
-                config.metadata_log_config.clone(),
-                Rc::new(SystemClock),
-            )
-            .await?;
-            Some(PartitionReplica::open(
-                config.replica.clone(),
-                dir,
-                Rc::new(log),
-                Rc::new(RaftOutbox(outbox.clone())),
-            )?)
-        } else {
-            None
-        };
+        let dir = config
+            .data_dir
+            .join(partition_directory_name(METADATA_TOPIC, 0));
+        let log = PartitionLog::open(
+            &dir,
+            config.metadata_log_config.clone(),
+            Rc::new(SystemClock),
+        )
+        .await?;
+        let replica = PartitionReplica::open(
+            config.replica.clone(),
+            dir,
+            Rc::new(log),
+            Rc::new(RaftOutbox(outbox.clone())),
+        )?;
         let mut random = SplitMix64::new(config.replica.seed);
         let request_id_next = random.next_u64();
         let controller = Controller {
@@ -298,7 +293,6 @@ impl Controller {
                 started: Instant::now(),
                 pending: Default::default(),
                 request_id_next: Cell::new(request_id_next),
-                leader_heard: Cell::new(None),
                 served_in_flight: Cell::new(0),
                 deciding: futures::lock::Mutex::new(()),
                 heartbeats_ms: Default::default(),
@@ -307,11 +301,10 @@ impl Controller {
                 config,
             }),
         };
-        if let Some(replica) = controller.inner.replica.clone() {
-            glommio::spawn_local(controller.clone().run_ticks(replica.clone())).detach();
-            glommio::spawn_local(controller.clone().run_apply(replica)).detach();
-            glommio::spawn_local(controller.clone().run_liveness_checks()).detach();
-        }
+        let replica = controller.inner.replica.clone();
+        glommio::spawn_local(controller.clone().run_ticks(replica.clone())).detach();
+        glommio::spawn_local(controller.clone().run_apply(replica)).detach();
+        glommio::spawn_local(controller.clone().run_liveness_checks()).detach();
         glommio::spawn_local(controller.clone().run_membership()).detach();
         Ok(controller)
     }
@@ -319,11 +312,7 @@ impl Controller {
     /// Routes a message of the controller protocol from broker `from`.
     pub fn receive(&self, from: NodeId, wire: ControllerWire, payload: Bytes) {
         match wire {
-            ControllerWire::Raft(message) => {
-                if let Some(replica) = &self.inner.replica {
-                    replica.receive(from, message, payload);
-                }
-            }
+            ControllerWire::Raft(message) => self.inner.replica.receive(from, message, payload),
             ControllerWire::Request {
                 request_id,
                 request,
@@ -335,7 +324,7 @@ impl Controller {
         }
     }
 
-    /// The metadata as applied so far (empty on a broker that is not a voter).
+    /// The metadata as applied so far.
     pub fn image(&self) -> Rc<RefCell<MetadataImage>> {
         self.inner.image.clone()
     }
@@ -348,9 +337,6 @@ impl Controller {
     /// Resolves once the image has applied the entry at `index` (what
     /// [`request`](Self::request) answered).
     pub async fn wait_applied(&self, index: Index) -> Result<(), ControllerError> {
-        if self.inner.replica.is_none() {
-            return Err(ControllerError::NotAVoter);
-        }
         self.inner
             .changes
             .until(|| self.applied_index() >= index || self.stopped().is_some())
@@ -363,18 +349,12 @@ impl Controller {
 
     /// Whether this broker leads the controller group.
     pub fn is_leader(&self) -> bool {
-        self.inner
-            .replica
-            .as_ref()
-            .is_some_and(|replica| replica.role() == RoleKind::Leader)
+        self.inner.replica.role() == RoleKind::Leader
     }
 
     /// The controller leader as far as this broker knows.
     pub fn leader(&self) -> Option<NodeId> {
-        match &self.inner.replica {
-            Some(replica) => replica.leader(),
-            None => self.inner.leader_heard.get(),
-        }
+        self.inner.replica.leader()
     }
 
     /// Why the controller stopped, if it did.
@@ -392,9 +372,7 @@ impl Controller {
             }
             *stopped = Some(reason.to_owned());
         }
-        if let Some(replica) = &self.inner.replica {
-            replica.stop(reason);
-        }
+        self.inner.replica.stop(reason);
         self.inner.pending.borrow_mut().clear();
         self.inner.changes.wake_all();
     }

@@ -54,11 +54,19 @@ pub enum ControllerRequest {
         name: String,
         changes: Vec<ConfigChange>,
     },
-    /// Moves a partition to these brokers (the first is its new preferred leader).
+    /// Moves a partition to these brokers (the first is its new preferred leader); `None`
+    /// cancels its move (Kafka's null replicas).
     Reassign {
         topic: String,
         partition: u32,
-        replicas: Vec<NodeId>,
+        replicas: Option<Vec<NodeId>>,
+    },
+    /// The partition's leader reports that its group's committed voters are `voters`: a move
+    /// to them is complete.
+    CompleteReassignment {
+        topic: String,
+        partition: u32,
+        voters: Vec<NodeId>,
     },
 }
 
@@ -117,6 +125,7 @@ pub enum WirePlanError {
     InvalidReplicationFactor { requested: i64, live_brokers: u64 },
     InvalidReplicaAssignment(String),
     InvalidConfig(String),
+    NoReassignmentInProgress { topic: String, partition: u32 },
     TopicIdInUse([u8; 16]),
 }
 
@@ -141,6 +150,9 @@ impl From<PlanError> for WirePlanError {
                 WirePlanError::InvalidReplicaAssignment(reason)
             }
             PlanError::InvalidConfig(reason) => WirePlanError::InvalidConfig(reason),
+            PlanError::NoReassignmentInProgress { topic, partition } => {
+                WirePlanError::NoReassignmentInProgress { topic, partition }
+            }
             PlanError::TopicIdInUse(id) => WirePlanError::TopicIdInUse(id),
         }
     }
@@ -167,6 +179,9 @@ impl From<WirePlanError> for PlanError {
                 PlanError::InvalidReplicaAssignment(reason)
             }
             WirePlanError::InvalidConfig(reason) => PlanError::InvalidConfig(reason),
+            WirePlanError::NoReassignmentInProgress { topic, partition } => {
+                PlanError::NoReassignmentInProgress { topic, partition }
+            }
             WirePlanError::TopicIdInUse(id) => PlanError::TopicIdInUse(id),
         }
     }
@@ -195,6 +210,10 @@ mod tests {
             },
             PlanError::InvalidReplicaAssignment("twice".into()),
             PlanError::InvalidConfig("no".into()),
+            PlanError::NoReassignmentInProgress {
+                topic: "t".into(),
+                partition: 1,
+            },
             PlanError::TopicIdInUse([9; 16]),
         ];
         for error in errors {

@@ -191,3 +191,47 @@ impl Placement {
         Some(self.brokers[found].place(leader))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metadata::records::{BrokerRegistration, MetadataRecord};
+
+    /// Beyond the three controller voters: ten partitions of three replicas over five brokers
+    /// of two shards put six replicas and two leaderships on each broker, three replicas on
+    /// each shard.
+    #[test]
+    fn a_topic_spreads_evenly_over_five_brokers_and_their_shards() {
+        let mut image = MetadataImage::default();
+        for node_id in 1..=5 {
+            let registration = BrokerRegistration {
+                node_id,
+                incarnation: 1,
+                kafka_host: "127.0.0.1".to_owned(),
+                kafka_port: 9092,
+                rpc_address: "127.0.0.1:9192".to_owned(),
+                shard_count: 2,
+            };
+            image.apply(node_id, &MetadataRecord::RegisterBroker(registration));
+            image.apply(node_id, &MetadataRecord::UnfenceBroker { node_id });
+        }
+        let assignments = Placement::of(&image).assign(0..10, 3);
+        let mut replicas = [[0; 2]; 5];
+        let mut leaderships = [0; 5];
+        for assignment in &assignments {
+            let nodes: std::collections::BTreeSet<NodeId> = assignment
+                .replicas
+                .iter()
+                .map(|replica| replica.node_id)
+                .collect();
+            assert_eq!(nodes.len(), 3, "three brokers each: {assignment:?}");
+            for (position, replica) in assignment.replicas.iter().enumerate() {
+                let broker = replica.node_id as usize - 1;
+                replicas[broker][replica.shard as usize] += 1;
+                leaderships[broker] += usize::from(position == 0);
+            }
+        }
+        assert_eq!(replicas, [[3, 3]; 5]);
+        assert_eq!(leaderships, [2; 5]);
+    }
+}

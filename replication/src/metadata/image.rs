@@ -6,6 +6,11 @@
 //! broker, so one that no longer fits (a topic deleted twice, a proposal made against an image
 //! that changed before it committed, a malformed assignment) changes nothing and is reported
 //! as [`Applied::Stale`] for the driver to log.
+//!
+//! A partition being moved (KIP-455's reassignment, carried out as Raft membership changes)
+//! lists as its replicas the target and every broker still involved, first the target's; its
+//! [`Reassignment`] keeps the target and the replicas from before the move (what a
+//! cancellation goes back to).
 
 use std::collections::BTreeMap;
 
@@ -27,6 +32,38 @@ pub struct TopicImage {
     pub configs: BTreeMap<String, String>,
     /// Each partition's replicas, by partition number; never empty, no broker twice.
     pub partitions: Vec<Vec<Replica>>,
+    /// The partitions being moved, by partition number.
+    pub reassignments: BTreeMap<u32, Reassignment>,
+}
+
+/// A partition's move under way.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reassignment {
+    /// Where it goes: its replicas once the move completes (the first preferred).
+    pub target: Vec<Replica>,
+    /// Its replicas before the move began.
+    pub original: Vec<Replica>,
+}
+
+impl Reassignment {
+    /// The target's brokers that were not replicas before (Kafka's adding replicas).
+    pub fn adding(&self) -> impl Iterator<Item = &Replica> {
+        self.target
+            .iter()
+            .filter(|replica| !holds(&self.original, replica.node_id))
+    }
+
+    /// The brokers of `replicas` (the partition's, now) that the target leaves out (Kafka's
+    /// removing replicas).
+    pub fn removing<'a>(&'a self, replicas: &'a [Replica]) -> impl Iterator<Item = &'a Replica> {
+        replicas
+            .iter()
+            .filter(|replica| !holds(&self.target, replica.node_id))
+    }
+}
+
+fn holds(replicas: &[Replica], node_id: NodeId) -> bool {
+    replicas.iter().any(|replica| replica.node_id == node_id)
 }
 
 impl TopicImage {
@@ -109,6 +146,7 @@ impl MetadataImage {
                     id: *topic_id,
                     configs: configs.iter().cloned().collect(),
                     partitions,
+                    reassignments: BTreeMap::new(),
                 };
                 self.topics.insert(name.clone(), topic);
                 Applied::Changed
@@ -131,20 +169,29 @@ impl MetadataImage {
                 topic,
                 partition,
                 replicas,
+            } => self.reassign(topic, *partition, replicas),
+            MetadataRecord::CompleteReassignment {
+                topic,
+                partition,
+                replicas,
             } => {
-                if !well_formed(replicas) {
-                    return Applied::Stale("malformed replica set");
-                }
-                let current = self
-                    .topics
-                    .get_mut(topic)
-                    .and_then(|topic| topic.partitions.get_mut(usize::try_from(*partition).ok()?));
+                let Some(topic) = self.topics.get_mut(topic) else {
+                    return Applied::Stale("no such topic");
+                };
+                let running = topic
+                    .reassignments
+                    .get(partition)
+                    .is_some_and(|reassignment| &reassignment.target == replicas);
+                let current = usize::try_from(*partition)
+                    .ok()
+                    .and_then(|index| topic.partitions.get_mut(index));
                 match current {
-                    Some(current) => {
+                    Some(current) if running => {
                         current.clone_from(replicas);
+                        topic.reassignments.remove(partition);
                         Applied::Changed
                     }
-                    None => Applied::Stale("no such partition"),
+                    _ => Applied::Stale("no move to these replicas under way"),
                 }
             }
             MetadataRecord::CreatePartitions { topic, new } => {
@@ -161,6 +208,49 @@ impl MetadataImage {
                 Applied::Changed
             }
         }
+    }
+
+    /// Starts a partition's move to `target`, or retargets the one under way: the replicas
+    /// become the target followed by every other broker involved so far, in their order. (A
+    /// move to the replicas it has completes at once; plans do not propose one, snapshots do.)
+    fn reassign(&mut self, topic: &str, partition: u32, target: &[Replica]) -> Applied {
+        if !well_formed(target) {
+            return Applied::Stale("malformed replica set");
+        }
+        let Some(topic) = self.topics.get_mut(topic) else {
+            return Applied::Stale("no such partition");
+        };
+        let Some(current) = usize::try_from(partition)
+            .ok()
+            .and_then(|index| topic.partitions.get_mut(index))
+        else {
+            return Applied::Stale("no such partition");
+        };
+        let original = match topic.reassignments.get(&partition) {
+            Some(running) if running.target == target => {
+                return Applied::Stale("the move has that target already")
+            }
+            Some(running) => running.original.clone(),
+            None => current.clone(),
+        };
+        let involved: Vec<Replica> = target
+            .iter()
+            .chain(
+                current
+                    .iter()
+                    .filter(|replica| !holds(target, replica.node_id)),
+            )
+            .copied()
+            .collect();
+        *current = involved;
+        topic.reassignments.insert(
+            partition,
+            Reassignment {
+                target: target.to_vec(),
+                original,
+            },
+        );
+        Applied::Changed
     }
 
     fn register(&mut self, registration: &BrokerRegistration) -> Applied {
@@ -246,7 +336,9 @@ impl MetadataImage {
 
     /// Records that rebuild this image ([`from_snapshot`](Self::from_snapshot) at
     /// [`last_applied_index`](Self::last_applied_index)): what the metadata log is compacted
-    /// into, and what a new broker starts from.
+    /// into, and what a new broker starts from. A partition being moved is created with its
+    /// original replicas, then moved to all it involves now (stale if that is the same), then
+    /// to its target, which lists the involved ones in the same order again.
     pub fn to_records(&self) -> Vec<MetadataRecord> {
         let mut records = Vec::new();
         for broker in self.brokers.values() {
@@ -266,10 +358,24 @@ impl MetadataImage {
                     .zip(&topic.partitions)
                     .map(|(partition, replicas)| PartitionAssignment {
                         partition,
-                        replicas: replicas.clone(),
+                        replicas: topic
+                            .reassignments
+                            .get(&partition)
+                            .map_or(replicas, |moving| &moving.original)
+                            .clone(),
                     })
                     .collect(),
             });
+            for (&partition, moving) in &topic.reassignments {
+                let involved = topic.replicas(partition).unwrap_or_default();
+                for replicas in [involved, &moving.target] {
+                    records.push(MetadataRecord::ReassignPartition {
+                        topic: name.clone(),
+                        partition,
+                        replicas: replicas.to_vec(),
+                    });
+                }
+            }
         }
         records
     }
@@ -481,6 +587,12 @@ mod tests {
             image.apply(2, &reassign(0, moved.clone())),
             Applied::Changed
         );
+        let complete = MetadataRecord::CompleteReassignment {
+            topic: "orders".to_owned(),
+            partition: 0,
+            replicas: moved.clone(),
+        };
+        assert_eq!(image.apply(2, &complete), Applied::Changed);
         assert_eq!(
             image.topic("orders").and_then(|t| t.replicas(0)),
             Some(&moved[..])
@@ -514,6 +626,80 @@ mod tests {
             vec![("orders", 0)]
         );
         assert_eq!(image.hosted_partitions(2, 0).count(), 0);
+    }
+
+    #[test]
+    fn a_move_involves_old_and_new_replicas_until_it_completes() {
+        let mut image = MetadataImage::default();
+        let original = vec![replica(1, 0), replica(2, 0)];
+        image.apply(1, &create("orders", 1, vec![original.clone()]));
+        let reassign = |replicas: &[Replica]| MetadataRecord::ReassignPartition {
+            topic: "orders".to_owned(),
+            partition: 0,
+            replicas: replicas.to_vec(),
+        };
+        let complete = |replicas: &[Replica]| MetadataRecord::CompleteReassignment {
+            topic: "orders".to_owned(),
+            partition: 0,
+            replicas: replicas.to_vec(),
+        };
+        let state = |image: &MetadataImage| {
+            let topic = image.topic("orders").expect("exists");
+            (
+                topic.partitions[0].clone(),
+                topic.reassignments.get(&0).cloned(),
+            )
+        };
+        let target = vec![replica(2, 0), replica(3, 1)];
+        assert_eq!(image.apply(2, &reassign(&target)), Applied::Changed);
+        let (replicas, moving) = state(&image);
+        // The target first, then the broker leaving: all three host the group meanwhile.
+        assert_eq!(replicas, vec![replica(2, 0), replica(3, 1), replica(1, 0)]);
+        let moving = moving.expect("under way");
+        assert_eq!(moving.original, original);
+        assert_eq!(moving.adding().collect::<Vec<_>>(), vec![&replica(3, 1)]);
+        assert_eq!(
+            moving.removing(&replicas).collect::<Vec<_>>(),
+            vec![&replica(1, 0)]
+        );
+        // The same target again, or a completion to anything else, changes nothing.
+        assert!(matches!(
+            image.apply(3, &reassign(&target)),
+            Applied::Stale(_)
+        ));
+        assert!(matches!(
+            image.apply(3, &complete(&original)),
+            Applied::Stale(_)
+        ));
+
+        // A snapshot taken mid-move rebuilds it exactly.
+        let rebuilt = MetadataImage::from_snapshot(3, &image.to_records());
+        assert_eq!(rebuilt, image);
+
+        // Retargeted to broker 4: 3 stays involved (it may be a voter by now).
+        let retarget = vec![replica(4, 0), replica(2, 0)];
+        assert_eq!(image.apply(4, &reassign(&retarget)), Applied::Changed);
+        let (replicas, moving) = state(&image);
+        assert_eq!(
+            replicas,
+            vec![replica(4, 0), replica(2, 0), replica(3, 1), replica(1, 0)]
+        );
+        assert_eq!(moving.map(|moving| moving.original), Some(original.clone()));
+        assert_eq!(MetadataImage::from_snapshot(4, &image.to_records()), image);
+
+        // Cancelled (moved back to the original), then completed there.
+        assert_eq!(image.apply(5, &reassign(&original)), Applied::Changed);
+        assert_eq!(MetadataImage::from_snapshot(5, &image.to_records()), image);
+        assert!(matches!(
+            image.apply(6, &complete(&retarget)),
+            Applied::Stale(_)
+        ));
+        assert_eq!(image.apply(6, &complete(&original)), Applied::Changed);
+        assert_eq!(state(&image), (original, None));
+        assert!(matches!(
+            image.apply(7, &complete(&target)),
+            Applied::Stale(_)
+        ));
     }
 
     #[test]

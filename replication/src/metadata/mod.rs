@@ -27,10 +27,11 @@ mod image;
 mod plan;
 mod records;
 
-pub use image::{Applied, BrokerState, MetadataImage, TopicImage};
+pub use image::{Applied, BrokerState, MetadataImage, Reassignment, TopicImage};
 pub use plan::{
-    plan_alter_configs, plan_create_partitions, plan_create_topic, plan_delete_topic,
-    plan_liveness, plan_reassign, NewTopic, PlanError,
+    plan_alter_configs, plan_cancel_reassignment, plan_complete_reassignment,
+    plan_create_partitions, plan_create_topic, plan_delete_topic, plan_liveness, plan_reassign,
+    NewTopic, PlanError,
 };
 pub use records::{
     decode, encode, BrokerRegistration, MetadataError, MetadataRecord, PartitionAssignment, Replica,

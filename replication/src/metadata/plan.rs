@@ -15,7 +15,7 @@ use engine::{topic_config, LogConfig};
 use thiserror::Error;
 
 use super::assignment::Placement;
-use super::image::MetadataImage;
+use super::image::{MetadataImage, Reassignment};
 use super::records::{MetadataRecord, Replica};
 use crate::NodeId;
 
@@ -46,6 +46,9 @@ pub enum PlanError {
     /// INVALID_CONFIG
     #[error("{0}")]
     InvalidConfig(String),
+    /// NO_REASSIGNMENT_IN_PROGRESS: a cancellation of a partition that is not being moved.
+    #[error("partition {partition} of topic '{topic}' is not being moved")]
+    NoReassignmentInProgress { topic: String, partition: u32 },
     /// UNKNOWN_SERVER_ERROR: the caller's fresh topic id is taken (it should draw another).
     #[error("topic id {0:02x?} is in use")]
     TopicIdInUse([u8; 16]),
@@ -128,23 +131,17 @@ pub fn plan_create_partitions(
     }])
 }
 
-/// Moves a partition to the brokers `node_ids` (registered, fenced or not; the first becomes
-/// its preferred leader). A broker that hosts the partition already keeps its shard; one that
-/// does not gets its least-loaded shard.
+/// Moves a partition to the brokers `node_ids` (the first becomes its preferred leader), or
+/// changes the target of its move under way. A broker that hosts the partition already keeps
+/// its shard; one that does not must be live (it has to catch up before it can vote) and gets
+/// its least-loaded shard.
 pub fn plan_reassign(
     image: &MetadataImage,
     topic: &str,
     partition: u32,
     node_ids: &[NodeId],
 ) -> Result<Vec<MetadataRecord>, PlanError> {
-    let current = image
-        .topic(topic)
-        .ok_or_else(|| PlanError::UnknownTopic(topic.to_owned()))?
-        .replicas(partition)
-        .ok_or_else(|| PlanError::UnknownPartition {
-            topic: topic.to_owned(),
-            partition,
-        })?;
+    let (current, running) = partition_state(image, topic, partition)?;
     if node_ids.is_empty() {
         return Err(PlanError::InvalidReplicaAssignment(
             "a partition needs at least one replica".to_owned(),
@@ -159,15 +156,21 @@ pub fn plan_reassign(
             )));
         }
         let kept = current.iter().find(|replica| replica.node_id == node_id);
-        let replica = match kept {
-            Some(kept) => *kept,
-            None => placement.place_on(node_id, position == 0).ok_or_else(|| {
+        let replica = match (kept, image.broker(node_id)) {
+            (Some(kept), _) => *kept,
+            (None, Some(broker)) if broker.fenced => {
+                return Err(PlanError::InvalidReplicaAssignment(format!(
+                    "broker {node_id} is fenced"
+                )))
+            }
+            (None, _) => placement.place_on(node_id, position == 0).ok_or_else(|| {
                 PlanError::InvalidReplicaAssignment(format!("broker {node_id} is not registered"))
             })?,
         };
         replicas.push(replica);
     }
-    if replicas == current {
+    let target = running.map_or(current, |running| running.target.as_slice());
+    if replicas == target {
         return Ok(vec![]);
     }
     Ok(vec![MetadataRecord::ReassignPartition {
@@ -175,6 +178,73 @@ pub fn plan_reassign(
         partition,
         replicas,
     }])
+}
+
+/// Cancels a partition's move (Kafka's reassignment to null): it goes back to the replicas it
+/// had before, the same way it was going forward.
+pub fn plan_cancel_reassignment(
+    image: &MetadataImage,
+    topic: &str,
+    partition: u32,
+) -> Result<Vec<MetadataRecord>, PlanError> {
+    let running = partition_state(image, topic, partition)?.1.ok_or_else(|| {
+        PlanError::NoReassignmentInProgress {
+            topic: topic.to_owned(),
+            partition,
+        }
+    })?;
+    if running.target == running.original {
+        return Ok(vec![]);
+    }
+    Ok(vec![MetadataRecord::ReassignPartition {
+        topic: topic.to_owned(),
+        partition,
+        replicas: running.original.clone(),
+    }])
+}
+
+/// Completes a partition's move once its Raft group's committed voters (as its leader reports
+/// them) are the target's brokers. Nothing to do if they are not (any more): the leader's view
+/// or the request is behind, and the leader asks again while the move runs.
+pub fn plan_complete_reassignment(
+    image: &MetadataImage,
+    topic: &str,
+    partition: u32,
+    voters: &[NodeId],
+) -> Result<Vec<MetadataRecord>, PlanError> {
+    let Some(running) = partition_state(image, topic, partition)?.1 else {
+        return Ok(vec![]);
+    };
+    let mut target: Vec<NodeId> = running.target.iter().map(|r| r.node_id).collect();
+    let mut voters = voters.to_vec();
+    target.sort_unstable();
+    voters.sort_unstable();
+    if target != voters {
+        return Ok(vec![]);
+    }
+    Ok(vec![MetadataRecord::CompleteReassignment {
+        topic: topic.to_owned(),
+        partition,
+        replicas: running.target.clone(),
+    }])
+}
+
+/// A partition's replicas now and its move under way, if any.
+fn partition_state<'image>(
+    image: &'image MetadataImage,
+    topic: &str,
+    partition: u32,
+) -> Result<(&'image [Replica], Option<&'image Reassignment>), PlanError> {
+    let found = image
+        .topic(topic)
+        .ok_or_else(|| PlanError::UnknownTopic(topic.to_owned()))?;
+    let replicas = found
+        .replicas(partition)
+        .ok_or_else(|| PlanError::UnknownPartition {
+            topic: topic.to_owned(),
+            partition,
+        })?;
+    Ok((replicas, found.reassignments.get(&partition)))
 }
 
 /// Replaces a topic's configuration overrides with what `change` makes of the current ones
@@ -490,38 +560,98 @@ mod tests {
         ));
     }
 
+    fn replicas_of(image: &MetadataImage, topic: &str) -> Vec<Replica> {
+        image
+            .topic(topic)
+            .and_then(|t| t.replicas(0))
+            .expect("exists")
+            .to_vec()
+    }
+
+    fn node_ids(replicas: &[Replica]) -> Vec<NodeId> {
+        replicas.iter().map(|replica| replica.node_id).collect()
+    }
+
     #[test]
     fn reassignment_keeps_shards_of_brokers_that_stay() {
         let mut image = cluster(3, 4);
         create(&mut image, &new_topic("t", 1, 2));
-        let before = image
-            .topic("t")
-            .and_then(|t| t.replicas(0))
-            .expect("exists")
-            .to_vec();
+        let before = replicas_of(&image, "t");
         let staying = before[1];
         let newcomer = (1..=3)
             .find(|node_id| before.iter().all(|r| r.node_id != *node_id))
             .expect("one broker does not host it");
-        let records = plan_reassign(&image, "t", 0, &[staying.node_id, newcomer]).expect("valid");
+        let target = [staying.node_id, newcomer];
+        let records = plan_reassign(&image, "t", 0, &target).expect("valid");
         apply(&mut image, &records);
-        let after = image
-            .topic("t")
-            .and_then(|t| t.replicas(0))
-            .expect("exists");
-        assert_eq!(after[0], staying);
-        assert_eq!(after[1].node_id, newcomer);
-        assert!(after[1].shard < 4);
+        let during = replicas_of(&image, "t");
+        assert_eq!(during[0], staying);
+        assert_eq!(during[1].node_id, newcomer);
+        assert!(during[1].shard < 4);
+        assert_eq!(during[2], before[0], "the leaving broker stays involved");
+        // Asked again while it runs: nothing new.
+        assert_eq!(plan_reassign(&image, "t", 0, &target), Ok(vec![]));
+
+        // The leader's voters are not the target yet: nothing to complete.
+        let partial = [before[0].node_id, staying.node_id, newcomer];
         assert_eq!(
-            plan_reassign(&image, "t", 0, &[staying.node_id, newcomer]),
+            plan_complete_reassignment(&image, "t", 0, &partial),
+            Ok(vec![])
+        );
+        let records =
+            plan_complete_reassignment(&image, "t", 0, &[newcomer, staying.node_id]).expect("ok");
+        apply(&mut image, &records);
+        assert_eq!(replicas_of(&image, "t"), during[..2].to_vec());
+        assert!(image.topic("t").expect("exists").reassignments.is_empty());
+        assert_eq!(plan_reassign(&image, "t", 0, &target), Ok(vec![]));
+        assert_eq!(
+            plan_complete_reassignment(&image, "t", 0, &target),
             Ok(vec![])
         );
     }
 
     #[test]
-    fn reassignment_refusals() {
-        let mut image = cluster(2, 1);
+    fn a_cancelled_move_goes_back_to_the_original_replicas() {
+        let mut image = cluster(3, 1);
         create(&mut image, &new_topic("t", 1, 1));
+        let original = replicas_of(&image, "t");
+        assert_eq!(
+            plan_cancel_reassignment(&image, "t", 0),
+            Err(PlanError::NoReassignmentInProgress {
+                topic: "t".to_owned(),
+                partition: 0
+            })
+        );
+        let elsewhere = (1..=3)
+            .find(|node_id| *node_id != original[0].node_id)
+            .expect("another broker");
+        let records = plan_reassign(&image, "t", 0, &[elsewhere]).expect("valid");
+        apply(&mut image, &records);
+        let records = plan_cancel_reassignment(&image, "t", 0).expect("under way");
+        apply(&mut image, &records);
+        let topic = image.topic("t").expect("exists");
+        assert_eq!(topic.reassignments[&0].target, original);
+        assert_eq!(
+            node_ids(&topic.partitions[0]),
+            vec![original[0].node_id, elsewhere]
+        );
+        // Cancelled already: going back still, nothing new.
+        assert_eq!(plan_cancel_reassignment(&image, "t", 0), Ok(vec![]));
+        let records = plan_complete_reassignment(&image, "t", 0, &node_ids(&original)).expect("ok");
+        apply(&mut image, &records);
+        assert_eq!(replicas_of(&image, "t"), original);
+    }
+
+    #[test]
+    fn reassignment_refusals() {
+        let mut image = cluster(3, 1);
+        create(&mut image, &new_topic("t", 1, 1));
+        let hosting = replicas_of(&image, "t")[0].node_id;
+        let fenced = (1..=3).find(|n| *n != hosting).expect("another broker");
+        apply(
+            &mut image,
+            &[MetadataRecord::FenceBroker { node_id: fenced }],
+        );
         let refused = |topic: &str, partition, nodes: &[NodeId]| {
             plan_reassign(&image, topic, partition, nodes).expect_err("refused")
         };
@@ -537,15 +667,24 @@ mod tests {
             }
         );
         assert!(matches!(
+            plan_cancel_reassignment(&image, "t", 1),
+            Err(PlanError::UnknownPartition { .. })
+        ));
+        assert!(matches!(
             refused("t", 0, &[]),
             PlanError::InvalidReplicaAssignment(_)
         ));
         assert!(matches!(
-            refused("t", 0, &[1, 1]),
+            refused("t", 0, &[hosting, hosting]),
             PlanError::InvalidReplicaAssignment(_)
         ));
         assert!(matches!(
-            refused("t", 0, &[1, 7]),
+            refused("t", 0, &[hosting, 7]),
+            PlanError::InvalidReplicaAssignment(_)
+        ));
+        // A fenced broker cannot catch up to join the group.
+        assert!(matches!(
+            refused("t", 0, &[hosting, fenced]),
             PlanError::InvalidReplicaAssignment(_)
         ));
     }

@@ -92,8 +92,19 @@ pub enum MetadataRecord {
         set: Vec<(String, String)>,
         delete: Vec<String>,
     },
-    /// Replaces a partition's replicas (the first being its new preferred leader).
+    /// Starts moving a partition to `replicas` (its target; the first becomes its preferred
+    /// leader), or changes the target of a move under way (a cancellation's target is the
+    /// replicas from before the move). While it moves, the partition's replicas are the
+    /// target and every other broker still involved (Kafka's adding and removing replicas), so
+    /// all of them host the Raft group its leader changes one voter at a time.
     ReassignPartition {
+        topic: String,
+        partition: u32,
+        replicas: Vec<Replica>,
+    },
+    /// Ends the move of a partition whose Raft group's committed voters are its target
+    /// `replicas` (proposed on behalf of the group's leader): the replicas become the target.
+    CompleteReassignment {
         topic: String,
         partition: u32,
         replicas: Vec<Replica>,
@@ -181,6 +192,11 @@ mod tests {
                 delete: vec!["retention.ms".to_owned()],
             },
             MetadataRecord::ReassignPartition {
+                topic: "orders".to_owned(),
+                partition: 0,
+                replicas: replicas.clone(),
+            },
+            MetadataRecord::CompleteReassignment {
                 topic: "orders".to_owned(),
                 partition: 0,
                 replicas: replicas.clone(),

@@ -84,6 +84,19 @@ impl RaftNode {
         Ok(self.take_effects())
     }
 
+    /// The nodes this leader lets fetch as learners (none if it does not lead).
+    pub fn learners(&self) -> Vec<NodeId> {
+        match &self.role {
+            Role::Leader(state) => state.learners.iter().copied().collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// Whether the voter set in effect is committed (no change in flight).
+    pub fn voters_committed(&self) -> bool {
+        self.log.last_voters_index() <= self.commit_index
+    }
+
     /// One change at a time, and only once we have committed an entry of our term.
     fn membership_change_ready(&self) -> Result<(), Refusal> {
         self.leader_state_ready()?;

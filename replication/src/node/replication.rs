@@ -2,6 +2,8 @@
 //! log's tail; the leader answers with entries (its driver attaches the batches), the end of
 //! the epoch where the follower diverges, or "start over at my log start"; the leader commits
 //! what a majority of voters has durably, counting each follower from its matched fetches.
+//! Anyone may fetch: the leader answers an observer (a node it does not track) the same way
+//! but counts it for nothing, and a node that does not lead tells the fetcher who does.
 
 use super::{FetchInFlight, RaftNode, Refusal, Role};
 use crate::message::{Effects, EntryKind, EntryMeta, FetchResult, Index, Message, NodeId, Term};
@@ -26,10 +28,14 @@ impl RaftNode {
             match &self.role {
                 Role::Leader(_) => self.advance_commit(),
                 Role::Follower {
-                    leader: Some(_),
+                    leader,
                     fetch: None,
                     ..
-                } if self.log.persisted_index() >= self.log.last_index() => self.send_fetch(),
+                } if (leader.is_some() || !self.is_voter())
+                    && self.log.persisted_index() >= self.log.last_index() =>
+                {
+                    self.send_fetch()
+                }
                 Role::Follower { .. } | Role::PreCandidate { .. } | Role::Candidate { .. } => {}
             }
         }
@@ -59,18 +65,30 @@ impl RaftNode {
         entry
     }
 
+    /// One fetch from our log's tail: to our leader, or, an observer knowing none, to the next
+    /// voter in turn (it answers with entries if it leads, with the leader's name if it knows).
     pub(super) fn send_fetch(&mut self) {
         let fetch_index = self.log.last_index() + 1;
         let last_fetched_term = self.log.last_term();
-        let Role::Follower {
-            leader: Some(leader),
-            fetch,
-            ..
-        } = &mut self.role
-        else {
-            return;
+        let target = match self.role {
+            Role::Follower {
+                leader: Some(leader),
+                ..
+            } => leader,
+            Role::Follower { leader: None, .. } if !self.is_voter() => {
+                let voters = self.log.voters();
+                let turn = self.leaderless_fetches % voters.len() as u64;
+                self.leaderless_fetches += 1;
+                voters[turn as usize]
+            }
+            Role::Follower { .. }
+            | Role::PreCandidate { .. }
+            | Role::Candidate { .. }
+            | Role::Leader(_) => return,
         };
-        let leader = *leader;
+        let Role::Follower { fetch, .. } = &mut self.role else {
+            unreachable!("matched above");
+        };
         *fetch = Some(FetchInFlight {
             fetch_index,
             last_fetched_term,
@@ -82,9 +100,12 @@ impl RaftNode {
             last_fetched_term,
             durable_index: self.log.persisted_index(),
         };
-        self.send(leader, message);
+        self.send(target, message);
     }
 
+    /// A fetch at our term. The leader answers it, tracking the fetcher's progress if it is a
+    /// voter or learner; anyone else names the leader it knows (KIP-595's answer to a fetch
+    /// sent to a voter that does not lead), which is how an observer finds the leader.
     pub(super) fn handle_fetch(
         &mut self,
         from: NodeId,
@@ -92,27 +113,24 @@ impl RaftNode {
         last_fetched_term: Term,
         durable_index: Index,
     ) {
+        let term = self.hard_state.term;
         let Role::Leader(state) = &mut self.role else {
-            return;
-        };
-        let Some(progress) = state.progress.get_mut(&from) else {
+            // Not to the leader itself: a removed leader that stepped down asks the voters
+            // that still name it until they elect another.
+            if let Some(leader) = self.leader().filter(|leader| *leader != from) {
+                self.send(from, Message::BeginEpoch { term, leader });
+            }
             return;
         };
         if fetch_index == 0 {
             return;
         }
-        progress.has_fetched = true;
-        progress.recently_active = true;
         let log_start = self.log.log_start();
         let matched = self.log.term_at(fetch_index - 1) == Some(last_fetched_term);
         let result = match self.log.end_of_epoch_at_most(last_fetched_term) {
-            Some(_) if matched => {
-                progress.fetched_index = progress.fetched_index.max(fetch_index - 1);
-                progress.match_index = progress.match_index.max(durable_index.min(fetch_index - 1));
-                FetchResult::Entries {
-                    entries: Vec::new(),
-                }
-            }
+            Some(_) if matched => FetchResult::Entries {
+                entries: Vec::new(),
+            },
             Some((term, end_index)) if fetch_index > log_start => {
                 FetchResult::Diverging { end_index, term }
             }
@@ -126,15 +144,23 @@ impl RaftNode {
                 voters: self.log.voters_at(log_start - 1).to_vec(),
             },
         };
-        if matches!(result, FetchResult::Entries { .. }) {
-            self.advance_commit();
-            if !matches!(self.role, Role::Leader(_)) {
-                return; // stepped down: the change removing us committed
+        let entries = matches!(result, FetchResult::Entries { .. });
+        // Observers are answered without being tracked: they count for nothing.
+        if let Some(progress) = state.progress.get_mut(&from) {
+            progress.has_fetched = true;
+            progress.recently_active = true;
+            if entries {
+                progress.fetched_index = progress.fetched_index.max(fetch_index - 1);
+                progress.match_index = progress.match_index.max(durable_index.min(fetch_index - 1));
+                self.advance_commit();
+                if !matches!(self.role, Role::Leader(_)) {
+                    return; // stepped down: the change removing us committed
+                }
+                self.send_timeout_now_if_caught_up(from);
             }
-            self.send_timeout_now_if_caught_up(from);
         }
         let message = Message::FetchResponse {
-            term: self.hard_state.term,
+            term,
             leader: self.config.id,
             commit_index: self.commit_index,
             fetch_index,

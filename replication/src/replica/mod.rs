@@ -23,6 +23,7 @@
 //! (`append_replicated`: offsets, epochs and gaps kept).
 
 mod entries;
+mod reassignment;
 mod state_file;
 
 use std::cell::{Cell, RefCell};
@@ -133,6 +134,8 @@ struct Inner {
     /// Woken on every change the writer or a waiting producer may care about.
     changes: Waiters,
     stopped: RefCell<Option<String>>,
+    /// The voters a reassignment moves the group to, sorted (see `reassignment`).
+    target_voters: RefCell<Option<Vec<NodeId>>>,
 }
 
 struct Proposal {
@@ -198,6 +201,7 @@ impl PartitionReplica {
                 ticks: Cell::new(0),
                 changes: Waiters::default(),
                 stopped: RefCell::new(None),
+                target_voters: RefCell::new(None),
             }),
         };
         glommio::spawn_local(replica.clone().run_writer()).detach();
@@ -214,6 +218,11 @@ impl PartitionReplica {
 
     pub fn term(&self) -> u64 {
         self.inner.node.borrow().term()
+    }
+
+    /// Kafka's in-sync replicas as this leader sees them (empty unless it leads).
+    pub fn in_sync_voters(&self) -> Vec<NodeId> {
+        self.inner.node.borrow().in_sync_voters()
     }
 
     pub fn commit_index(&self) -> Index {
@@ -249,6 +258,7 @@ impl PartitionReplica {
         self.follow_log_start();
         let effects = self.inner.node.borrow_mut().tick();
         self.carry_out(effects, None);
+        self.step_toward_target();
         let expired: Vec<_> = {
             let mut parked = self.inner.parked.borrow_mut();
             let (expired, kept) = parked.drain(..).partition(|(_, _, until)| *until <= now);
