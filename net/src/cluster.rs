@@ -54,8 +54,10 @@ pub trait ClusterView {
     /// Where a partition lives; `None` if the metadata has no such partition.
     fn placement(&self, topic: &str, partition: u32) -> Option<PartitionPlacement>;
 
-    /// The broker that coordinates consumer groups.
-    fn group_coordinator(&self) -> ClusterBroker;
+    /// The broker that coordinates the groups of `__consumer_offsets` partition
+    /// `offsets_partition`: the partition's leader; `None` while it has none known (or the
+    /// topic is still being created), which clients retry (COORDINATOR_NOT_AVAILABLE).
+    fn group_coordinator(&self, offsets_partition: u32) -> Option<ClusterBroker>;
 
     /// Asks the controller for a topic; resolves once this broker's catalog holds it.
     /// `replication_factor: None` takes the cluster's default.

@@ -3,14 +3,22 @@
 //! Kafka handlers use ([`net::cluster::ClusterView`]), and the task that keeps this broker in
 //! step with the metadata log: its catalog mirrors the log's topics (ids and configs included)
 //! and its shards run a replica of every partition the log places on this broker.
+//!
+//! Consumer groups: `__consumer_offsets` is a replicated topic like any other, created through
+//! the controller on the first FindCoordinator that finds it missing (as Kafka does), with
+//! Kafka's `offsets.topic.replication.factor` of 3 (fewer in a smaller cluster) and only once
+//! that many brokers are live (a topic made with fewer replicas would stay so). A group's
+//! coordinator is the leader of its partition (see `engine::shard::coordinator`).
 
+use std::cell::Cell;
 use std::collections::{BTreeMap, HashMap};
 use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use engine::catalog::{is_internal_topic, Catalog, CatalogError};
-use engine::shard::{PartitionId, ReplicaPlacement, ShardContext};
+use engine::catalog::{is_internal_topic, Catalog, CatalogError, OFFSETS_TOPIC};
+use engine::shard::{offsets_topic_configs, PartitionId, ReplicaPlacement, ShardContext};
 use ferrite_replication::controller::{
     ConfigChange, ConfigOperation, Controller, ControllerConfig, ControllerError,
     ControllerRequest, METADATA_TOPIC,
@@ -31,6 +39,9 @@ const CLUSTER_ID: &str = "ferrite";
 const SYNC_INTERVAL: Duration = Duration::from_millis(20);
 /// How long a topic change may take to reach this broker's catalog once committed.
 const CATALOG_WAIT: Duration = Duration::from_secs(30);
+/// Replicas of each `__consumer_offsets` partition (Kafka's `offsets.topic.replication.factor`),
+/// or as many as the cluster has brokers if fewer.
+const OFFSETS_REPLICATION_FACTOR: usize = 3;
 
 /// What every shard of the broker shares about the cluster.
 pub struct Membership {
@@ -41,6 +52,8 @@ pub struct Membership {
     /// The shard of each of this broker's replicas, as the metadata log places them (the
     /// shards route by it).
     pub placement: Arc<ReplicaPlacement>,
+    /// A shard is asking the controller for `__consumer_offsets` (one request at a time).
+    offsets_topic_requested: AtomicBool,
 }
 
 impl Membership {
@@ -50,6 +63,7 @@ impl Membership {
             image: RwLock::new(Arc::new(MetadataImage::default())),
             leaders: Arc::new(LeaderTable::default()),
             placement: Arc::default(),
+            offsets_topic_requested: AtomicBool::new(false),
         })
     }
 
@@ -66,6 +80,12 @@ pub struct ShardClusterView {
     pub membership: Arc<Membership>,
     pub replication: Rc<ShardReplication>,
     pub catalog: Arc<Catalog>,
+    /// This broker's partition count of `__consumer_offsets`, by which it places groups.
+    pub offsets_partitions: u32,
+    /// Whether this shard said once that the topic's count differs from `offsets_partitions`.
+    offsets_partitions_mismatch_reported: Cell<bool>,
+    /// This broker, as clients reach it.
+    pub own: ClusterBroker,
 }
 
 fn node(id: NodeId) -> i32 {
@@ -100,6 +120,45 @@ fn refused(error: ControllerError) -> ClusterError {
 }
 
 impl ShardClusterView {
+    /// Asks the controller for `__consumer_offsets`, in the background, unless a request is
+    /// under way or too few brokers are live for its replication factor yet.
+    fn request_offsets_topic(&self, image: &MetadataImage) {
+        let replication_factor = self
+            .membership
+            .settings
+            .peers
+            .len()
+            .min(OFFSETS_REPLICATION_FACTOR);
+        if image.live_brokers().count() < replication_factor
+            || self
+                .membership
+                .offsets_topic_requested
+                .swap(true, Ordering::AcqRel)
+        {
+            return;
+        }
+        let creating = self.create_topic(
+            OFFSETS_TOPIC.to_owned(),
+            self.offsets_partitions,
+            u16::try_from(replication_factor).ok(),
+            offsets_topic_configs(),
+        );
+        let membership = self.membership.clone();
+        glommio::spawn_local(async move {
+            match creating.await {
+                Ok(()) => {}
+                Err(error) if error.code == ResponseError::TopicAlreadyExists.code() => {}
+                Err(error) => {
+                    eprintln!("ferrite: cannot create {OFFSETS_TOPIC}: {}", error.message)
+                }
+            }
+            membership
+                .offsets_topic_requested
+                .store(false, Ordering::Release);
+        })
+        .detach();
+    }
+
     /// Sends `request` to the controller and waits until this broker's catalog shows its
     /// effect (`done`).
     fn change(
@@ -133,7 +192,8 @@ async fn shown_here(shown: impl Fn() -> bool) -> Result<(), ClusterError> {
 
 impl ClusterView for ShardClusterView {
     fn brokers(&self) -> Vec<ClusterBroker> {
-        self.membership
+        let mut brokers: Vec<ClusterBroker> = self
+            .membership
             .image()
             .live_brokers()
             .map(|broker| ClusterBroker {
@@ -141,21 +201,20 @@ impl ClusterView for ShardClusterView {
                 host: broker.kafka_host.clone(),
                 port: i32::from(broker.kafka_port),
             })
-            .collect()
+            .collect();
+        // Before its registration is applied here (just started) the broker answers clients
+        // all the same: they must see at least the one they talk to (librdkafka refuses a
+        // Metadata answer without brokers or topics).
+        if !brokers
+            .iter()
+            .any(|broker| broker.node_id == self.own.node_id)
+        {
+            brokers.push(self.own.clone());
+        }
+        brokers
     }
 
     fn placement(&self, topic: &str, partition: u32) -> Option<PartitionPlacement> {
-        if is_internal_topic(topic) {
-            // The consumer-offsets topic is each broker's own (groups are coordinated by one
-            // broker, unreplicated, for now).
-            let own = node(self.membership.settings.node_id);
-            return Some(PartitionPlacement {
-                leader: Some(own),
-                leader_epoch: 0,
-                replicas: vec![own],
-                in_sync: vec![own],
-            });
-        }
         let image = self.membership.image();
         let replicas: Vec<i32> = image
             .topic(topic)?
@@ -191,26 +250,34 @@ impl ClusterView for ShardClusterView {
         })
     }
 
-    fn group_coordinator(&self) -> ClusterBroker {
-        // The lowest-numbered broker coordinates every group (its offsets are not replicated
-        // yet).
+    fn group_coordinator(&self, offsets_partition: u32) -> Option<ClusterBroker> {
         let image = self.membership.image();
-        let lowest = image
-            .brokers()
-            .map(|broker| &broker.registration)
-            .min_by_key(|registration| registration.node_id);
-        match lowest {
-            Some(broker) => ClusterBroker {
-                node_id: node(broker.node_id),
-                host: broker.kafka_host.clone(),
-                port: i32::from(broker.kafka_port),
-            },
-            None => ClusterBroker {
-                node_id: -1,
-                host: String::new(),
-                port: -1,
-            },
+        let Some(topic) = image.topic(OFFSETS_TOPIC) else {
+            self.request_offsets_topic(&image);
+            return None;
+        };
+        if topic.partitions.len() != self.offsets_partitions as usize {
+            // Groups would be looked for in the wrong partitions.
+            if !self.offsets_partitions_mismatch_reported.replace(true) {
+                eprintln!(
+                    "ferrite: {OFFSETS_TOPIC} has {} partitions, but this broker was started with \
+                 --offsets-partitions {}; it coordinates no groups",
+                    topic.partitions.len(),
+                    self.offsets_partitions
+                );
+            }
+            return None;
         }
+        let partition = PartitionId::new(OFFSETS_TOPIC, offsets_partition);
+        let (leader, _) = self.membership.leaders.leader(&partition)?;
+        let broker = image
+            .live_brokers()
+            .find(|broker| broker.node_id == leader)?;
+        Some(ClusterBroker {
+            node_id: node(broker.node_id),
+            host: broker.kafka_host.clone(),
+            port: i32::from(broker.kafka_port),
+        })
     }
 
     fn create_topic(
@@ -680,5 +747,12 @@ pub async fn start_shard(
         membership: start.membership.clone(),
         replication,
         catalog: start.catalog.clone(),
+        offsets_partitions: context.groups_config().offsets_partitions,
+        offsets_partitions_mismatch_reported: Cell::new(false),
+        own: ClusterBroker {
+            node_id: node(settings.node_id),
+            host: start.kafka_host.clone(),
+            port: i32::from(start.kafka_port),
+        },
     }))
 }

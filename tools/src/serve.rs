@@ -499,9 +499,17 @@ pub fn run(arguments: Arguments) -> ExitCode {
     raise_memlock_limit();
     let mut config = RuntimeConfig::one_shard_per_cpu(&settings.data_dir);
     config.groups = settings.groups.clone();
-    if let Err(error) = prepare_offsets_topic(&catalog, &mut config.groups) {
-        eprintln!("ferrite serve: cannot create {OFFSETS_TOPIC}: {error}");
-        return ExitCode::from(2);
+    match (&settings.cluster, catalog.topics().get(OFFSETS_TOPIC)) {
+        // In a cluster the topic is made through the controller (see `membership`) and
+        // mirrored here; the count it was mirrored with at an earlier start is kept.
+        (Some(_), Some(topic)) => config.groups.offsets_partitions = topic.partitions,
+        (Some(_), None) => {}
+        (None, _) => {
+            if let Err(error) = prepare_offsets_topic(&catalog, &mut config.groups) {
+                eprintln!("ferrite serve: cannot create {OFFSETS_TOPIC}: {error}");
+                return ExitCode::from(2);
+            }
+        }
     }
     if let Some(interval) = settings.cleaner_check_interval {
         config.cleaner_check_interval = interval;

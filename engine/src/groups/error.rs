@@ -12,6 +12,15 @@ pub enum GroupError {
     /// again. COORDINATOR_NOT_AVAILABLE.
     #[error("the group coordinator is not available for this group")]
     CoordinatorNotAvailable,
+    /// This broker leads the group's `__consumer_offsets` partition but has not loaded its
+    /// coordinator yet (a new leader waits until it has committed an entry of its term); the
+    /// client retries here. COORDINATOR_LOAD_IN_PROGRESS.
+    #[error("the group coordinator is loading")]
+    CoordinatorLoadInProgress,
+    /// Another broker (or none yet) leads the group's `__consumer_offsets` partition; the
+    /// client looks for the coordinator again. NOT_COORDINATOR.
+    #[error("this broker is not the group's coordinator")]
+    NotCoordinator,
     /// A committed offset's metadata is longer than `offset_metadata_bytes_max`.
     /// OFFSET_METADATA_TOO_LARGE.
     #[error("the offset's metadata is too large")]
@@ -60,7 +69,9 @@ impl GroupError {
     pub fn code(self) -> i16 {
         match self {
             GroupError::OffsetMetadataTooLarge => 12,
+            GroupError::CoordinatorLoadInProgress => 14,
             GroupError::CoordinatorNotAvailable => 15,
+            GroupError::NotCoordinator => 16,
             GroupError::IllegalGeneration => 22,
             GroupError::InconsistentGroupProtocol => 23,
             GroupError::InvalidGroupId => 24,

@@ -19,7 +19,6 @@ use super::{
     owner_shard, Appended, Durability, ListedOffset, MeshMessage, OffsetQuery, PartitionId,
     PartitionStats, SendableData, SendableRead, ShardRequest, ShardResponse,
 };
-use crate::catalog::is_internal_topic;
 use crate::clock::Clock;
 use crate::config::LogConfig;
 use crate::error::LogError;
@@ -145,19 +144,18 @@ impl ShardContext {
     }
 
     fn placed_shard(&self, partition: &PartitionId) -> Option<usize> {
-        let placement = self.state.replicated_partitions.as_ref()?;
-        if is_internal_topic(&partition.topic) {
-            return None;
-        }
-        placement
+        self.state
+            .replicated_partitions
+            .as_ref()?
             .shard_of(partition)
             .filter(|shard| *shard < self.state.shard_count)
     }
 
     /// Whether `partition` is served only through a replica (see
-    /// [`RuntimeConfig::replicated_partitions`]).
-    fn is_replicated(&self, partition: &PartitionId) -> bool {
-        self.state.replicated_partitions.is_some() && !is_internal_topic(&partition.topic)
+    /// [`RuntimeConfig::replicated_partitions`]): in a cluster every partition is, the
+    /// consumer-offsets topic's included.
+    pub(super) fn is_replicated(&self, _partition: &PartitionId) -> bool {
+        self.state.replicated_partitions.is_some()
     }
 
     /// Appends `batch` to `partition` (opening its log on first use) and waits as `durability`
@@ -442,7 +440,10 @@ impl ShardContext {
         self.state.replicated.borrow_mut().remove(partition);
     }
 
-    fn replicated(&self, partition: &PartitionId) -> Option<Rc<dyn ReplicatedPartition>> {
+    pub(super) fn replicated(
+        &self,
+        partition: &PartitionId,
+    ) -> Option<Rc<dyn ReplicatedPartition>> {
         self.state.replicated.borrow().get(partition).cloned()
     }
 

@@ -19,10 +19,19 @@
 //! A timer task per loaded coordinator sleeps until its next deadline (session, rebalance and
 //! sync timeouts, offset retention) or until a call changes the deadlines, and ticks it.
 //!
+//! In a cluster `__consumer_offsets` is replicated like any topic, and a partition's
+//! coordinator runs only on the broker that leads it, as in Kafka: its appends resolve once a
+//! majority has them, and elsewhere group calls are refused with NOT_COORDINATOR. A new
+//! leader loads the coordinator once it has committed an entry of its term (so the log up to
+//! the high-water mark holds everything its predecessors committed; until then calls get
+//! COORDINATOR_LOAD_IN_PROGRESS), and a coordinator is unloaded as soon as its broker stops
+//! leading in the term it was loaded in: a task per shard checks every
+//! [`LEADERSHIP_CHECK_INTERVAL`], and every call checks before it runs.
+//!
 //! [`ShardRequest::Group`]: super::ShardRequest::Group
 
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -30,6 +39,7 @@ use bytes::{Bytes, BytesMut};
 use futures::channel::oneshot;
 use futures::future::{select, Either};
 
+use super::replicated::Leadership;
 use super::{Durability, PartitionId, ShardContext, ShardResponse};
 use crate::batch::{self, BatchHeader, PlainRecord};
 use crate::catalog::{Catalog, CatalogError, OFFSETS_TOPIC};
@@ -84,6 +94,16 @@ const OFFSETS_TOPIC_CONFIGS: [(&str, &str); 2] = [
     ("segment.bytes", "104857600"),
 ];
 
+/// The configuration overrides `__consumer_offsets` is created with (see
+/// [`OFFSETS_TOPIC_CONFIGS`]): by [`prepare_offsets_topic`] on a broker alone, through the
+/// controller in a cluster.
+pub fn offsets_topic_configs() -> BTreeMap<String, String> {
+    OFFSETS_TOPIC_CONFIGS
+        .into_iter()
+        .map(|(name, value)| (name.to_owned(), value.to_owned()))
+        .collect()
+}
+
 /// Creates `__consumer_offsets` with `config.offsets_partitions` partitions and
 /// [`OFFSETS_TOPIC_CONFIGS`] if it does not exist yet; if it does, `config` takes the
 /// partition count it has (changing it would move groups away from their records), and a
@@ -92,17 +112,16 @@ pub fn prepare_offsets_topic(
     catalog: &Catalog,
     config: &mut GroupsConfig,
 ) -> Result<(), CatalogError> {
-    let wanted = || {
-        OFFSETS_TOPIC_CONFIGS
-            .into_iter()
-            .map(|(name, value)| (name.to_owned(), value.to_owned()))
-    };
     if let Some(topic) = catalog.topics().get(OFFSETS_TOPIC) {
         config.offsets_partitions = topic.partitions;
         if topic.configs.get("cleanup.policy").map(String::as_str) != Some("compact") {
             catalog.alter_internal_topic_configs(OFFSETS_TOPIC, |current| {
                 let mut configs = current.clone();
-                configs.extend(wanted().filter(|(name, _)| name == "cleanup.policy"));
+                configs.extend(
+                    offsets_topic_configs()
+                        .into_iter()
+                        .filter(|(name, _)| name == "cleanup.policy"),
+                );
                 Ok(configs)
             })?;
         }
@@ -111,7 +130,7 @@ pub fn prepare_offsets_topic(
     catalog.create_topic(
         OFFSETS_TOPIC,
         i64::from(config.offsets_partitions),
-        wanted().collect(),
+        offsets_topic_configs(),
         false,
     )?;
     Ok(())
@@ -210,14 +229,17 @@ pub(super) struct Coordinators {
 /// One partition's coordinator and the requests waiting on it.
 struct LoadedCoordinator {
     partition: PartitionId,
+    /// The Raft term its broker leads the partition in (`None`: not replicated).
+    term: Option<u64>,
     state: RefCell<GroupCoordinator>,
     /// Where each pending JoinGroup or SyncGroup gets its answer.
     waiting: RefCell<HashMap<Ticket, oneshot::Sender<Completion>>>,
     /// Bumped by every call, so the timer task re-reads the next deadline.
     changes: Cell<u64>,
     changed: Waiters,
-    /// Set when an append failed; the slot no longer holds this coordinator.
-    unloaded: Cell<bool>,
+    /// Why it was unloaded (an append failed, its broker stopped leading); its slot no
+    /// longer holds it.
+    unloaded: Cell<Option<GroupError>>,
 }
 
 /// How a call's own answer arrives: now, or when its ticket completes.
@@ -228,6 +250,11 @@ enum Answer {
 
 /// Longest a batch of group records read at load may be.
 const LOAD_READ_BYTES: usize = 1 << 20;
+
+/// How often a cluster's shard compares the coordinators it runs with the leadership of their
+/// partitions (a fifth of the shortest Raft election timeout: a takeover is noticed well
+/// within the time clients take to find the new coordinator).
+const LEADERSHIP_CHECK_INTERVAL: Duration = Duration::from_millis(100);
 
 impl ShardContext {
     /// Runs a group call against the coordinator of `__consumer_offsets` partition
@@ -286,7 +313,14 @@ impl ShardContext {
     /// groups and their offsets are known (to metrics, ListGroups) from start-up rather than
     /// from their first request, as a Kafka coordinator loads its partitions when it takes
     /// them over. Partitions whose directory does not exist (no offsets topic) are skipped.
+    /// In a cluster, where this depends on leadership, starts
+    /// [`follow_offsets_leadership`](Self::follow_offsets_leadership) instead.
     pub(super) async fn load_owned_coordinators(&self) {
+        if self.is_replicated(&PartitionId::new(OFFSETS_TOPIC, 0)) {
+            let context = self.clone();
+            glommio::spawn_local(async move { context.follow_offsets_leadership().await }).detach();
+            return;
+        }
         for index in 0..self.groups_config().offsets_partitions {
             let partition = PartitionId::new(OFFSETS_TOPIC, index);
             if self.owner_of(&partition) != self.shard_id()
@@ -295,13 +329,66 @@ impl ShardContext {
             {
                 continue;
             }
-            if let Err(error) = self.coordinator(&partition).await {
-                eprintln!(
-                    "ferrite: cannot load the group coordinator of {}: {error}",
-                    partition.directory_name()
-                );
-            }
+            // A failed load is reported by `coordinator`.
+            let _ = self.coordinator(&partition).await;
         }
+    }
+
+    /// In a cluster, until shutdown: loads the coordinator of each `__consumer_offsets`
+    /// partition this shard runs as soon as its broker leads it (and is ready to), as a Kafka
+    /// broker loads a partition's groups when it takes it over, and unloads those whose
+    /// broker stopped leading in their term, so their waiting calls hear NOT_COORDINATOR.
+    async fn follow_offsets_leadership(&self) {
+        while !self.is_shutting_down() {
+            for index in 0..self.groups_config().offsets_partitions {
+                let partition = PartitionId::new(OFFSETS_TOPIC, index);
+                if self.owner_of(&partition) != self.shard_id() {
+                    continue;
+                }
+                let term = self.coordinator_term(&partition);
+                match (self.loaded_coordinator(&partition), term) {
+                    (Some(loaded), Ok(term)) if loaded.term == term => {}
+                    (Some(loaded), _) => {
+                        self.unload_coordinator(&loaded, GroupError::NotCoordinator)
+                    }
+                    // A failed load is reported by `coordinator`, and retried next time.
+                    (None, Ok(Some(_))) => drop(self.coordinator(&partition).await),
+                    (None, _) => {}
+                }
+            }
+            let pause = std::pin::pin!(glommio::timer::sleep(LEADERSHIP_CHECK_INTERVAL));
+            let shutdown = std::pin::pin!(self.shutdown_requested());
+            select(pause, shutdown).await;
+        }
+    }
+
+    /// The term of the coordinator `partition` may run in here: `None` where it is not
+    /// replicated (a broker alone); in a cluster, refused unless this broker leads it and has
+    /// committed an entry of its term.
+    fn coordinator_term(&self, partition: &PartitionId) -> Result<Option<u64>, GroupError> {
+        let Some(replicated) = self.replicated(partition) else {
+            return match self.is_replicated(partition) {
+                true => Err(GroupError::NotCoordinator),
+                false => Ok(None),
+            };
+        };
+        match (replicated.leading_term(), replicated.leadership()) {
+            (Some(term), _) => Ok(Some(term)),
+            (None, Leadership::Local) => Err(GroupError::CoordinatorLoadInProgress),
+            (None, Leadership::Remote(_)) => Err(GroupError::NotCoordinator),
+        }
+    }
+
+    /// The coordinator of `partition` if one is loaded and not being loaded right now.
+    fn loaded_coordinator(&self, partition: &PartitionId) -> Option<Rc<LoadedCoordinator>> {
+        let slot = self
+            .coordinators()
+            .slots
+            .borrow()
+            .get(&partition.partition)
+            .cloned()?;
+        let loaded = slot.try_lock()?;
+        loaded.clone()
     }
 
     /// Runs `call` on this shard's coordinator of `partition`.
@@ -312,21 +399,21 @@ impl ShardContext {
     ) -> GroupReply {
         let coordinator = match self.coordinator(partition).await {
             Ok(coordinator) => coordinator,
-            Err(error) => {
-                eprintln!(
-                    "ferrite: cannot load the group coordinator of {}: {error}",
-                    partition.directory_name()
-                );
-                return call.refused(GroupError::CoordinatorNotAvailable);
-            }
+            Err(error) => return call.refused(error),
         };
         let now_ms = self.now_ms();
-        let refusal = call.refused(GroupError::CoordinatorNotAvailable);
+        // The call is consumed below; its refusals are made while it is at hand.
+        let not_available = call.refused(GroupError::CoordinatorNotAvailable);
+        let not_coordinator = call.refused(GroupError::NotCoordinator);
+        let refusal = move |reason: GroupError| match reason {
+            GroupError::NotCoordinator => not_coordinator,
+            _ => not_available,
+        };
         let (answer, effects) = coordinator.apply(call, now_ms);
         coordinator.changes.set(coordinator.changes.get() + 1);
         coordinator.changed.wake_all();
-        if !self.settle(&coordinator, effects).await {
-            return refusal;
+        if let Err(reason) = self.settle(&coordinator, effects).await {
+            return refusal(reason);
         }
         match answer {
             Answer::Now(reply) => reply,
@@ -339,15 +426,25 @@ impl ShardContext {
                     },
                     // Unloaded, or the broker is stopping: the client finds the coordinator
                     // again and retries.
-                    Either::Left((Err(oneshot::Canceled), _)) | Either::Right(_) => refusal,
+                    Either::Left((Err(oneshot::Canceled), _)) | Either::Right(_) => refusal(
+                        coordinator
+                            .unloaded
+                            .get()
+                            .unwrap_or(GroupError::CoordinatorNotAvailable),
+                    ),
                 }
             }
         }
     }
 
-    /// Makes `effects` durable, then answers the requests they complete. `false` when the
-    /// append failed and the coordinator was unloaded.
-    async fn settle(&self, coordinator: &Rc<LoadedCoordinator>, effects: Effects) -> bool {
+    /// Makes `effects` durable (in a cluster: committed by a majority), then answers the
+    /// requests they complete. Refused (and the coordinator unloaded) when the append failed:
+    /// NOT_COORDINATOR if this broker stopped leading first.
+    async fn settle(
+        &self,
+        coordinator: &Rc<LoadedCoordinator>,
+        effects: Effects,
+    ) -> Result<(), GroupError> {
         if !effects.records.is_empty() {
             let batch = encode_records(&effects.records, self.now_ms());
             let appended = self
@@ -355,12 +452,19 @@ impl ShardContext {
                 .await
                 .await;
             if let Err(error) = appended {
-                eprintln!(
-                    "ferrite: cannot persist group state to {}, unloading its coordinator: {error}",
-                    coordinator.partition.directory_name()
-                );
-                self.unload_coordinator(coordinator);
-                return false;
+                let reason = match error {
+                    LogError::NotLeader { .. } => GroupError::NotCoordinator,
+                    error => {
+                        eprintln!(
+                            "ferrite: cannot persist group state to {}, unloading its \
+                             coordinator: {error}",
+                            coordinator.partition.directory_name()
+                        );
+                        GroupError::CoordinatorNotAvailable
+                    }
+                };
+                self.unload_coordinator(coordinator, reason);
+                return Err(reason);
             }
         }
         for completion in effects.completions {
@@ -373,14 +477,16 @@ impl ShardContext {
                 let _ = reply.send(completion);
             }
         }
-        true
+        Ok(())
     }
 
-    /// The coordinator of `partition` (which this shard owns), loaded on first use.
+    /// The coordinator of `partition` (which this shard owns), loaded on first use and, in a
+    /// cluster, again in each term this broker leads it. A failed load is reported here.
     async fn coordinator(
         &self,
         partition: &PartitionId,
-    ) -> Result<Rc<LoadedCoordinator>, LoadError> {
+    ) -> Result<Rc<LoadedCoordinator>, GroupError> {
+        let term = self.coordinator_term(partition)?;
         let slot = self
             .coordinators()
             .slots
@@ -389,10 +495,28 @@ impl ShardContext {
             .or_default()
             .clone();
         let mut loaded = slot.lock().await;
-        if let Some(coordinator) = loaded.as_ref() {
-            return Ok(coordinator.clone());
+        if let Some(coordinator) = loaded.clone() {
+            if coordinator.term == term {
+                return Ok(coordinator);
+            }
+            // Leadership moved away and back since: another leader may have changed the groups.
+            coordinator.retire(GroupError::NotCoordinator);
+            *loaded = None;
         }
-        let coordinator = Rc::new(self.load_coordinator(partition).await?);
+        let coordinator = match self.load_coordinator(partition, term).await {
+            Ok(coordinator) => Rc::new(coordinator),
+            Err(error) => {
+                eprintln!(
+                    "ferrite: cannot load the group coordinator of {}: {error}",
+                    partition.directory_name()
+                );
+                return Err(GroupError::CoordinatorNotAvailable);
+            }
+        };
+        if self.coordinator_term(partition)? != term {
+            // Leadership moved while the log was read.
+            return Err(GroupError::NotCoordinator);
+        }
         *loaded = Some(coordinator.clone());
         self.spawn_coordinator_timer(coordinator.clone());
         Ok(coordinator)
@@ -403,6 +527,7 @@ impl ShardContext {
     async fn load_coordinator(
         &self,
         partition: &PartitionId,
+        term: Option<u64>,
     ) -> Result<LoadedCoordinator, LoadError> {
         let log = self.partition_log(partition).await?;
         let end = log.high_watermark();
@@ -418,6 +543,11 @@ impl ShardContext {
                 let Some(batch_bytes) = rest.get(..size) else {
                     return Err(LoadError::Malformed("a truncated batch"));
                 };
+                rest = &rest[size..];
+                if header.is_control() {
+                    // Raft's own entries (leader changes, voter sets) in a cluster.
+                    continue;
+                }
                 for record in batch::plain_records(batch_bytes)
                     .map_err(|_| LoadError::Malformed("a batch it did not write"))?
                 {
@@ -431,7 +561,6 @@ impl ShardContext {
                         (sequence, record.value.map(Bytes::copy_from_slice)),
                     );
                 }
-                rest = &rest[size..];
             }
             if slice.offset_next <= offset {
                 return Err(LoadError::Malformed("a read that did not advance"));
@@ -454,11 +583,12 @@ impl ShardContext {
         .map_err(|error| LoadError::Replay(error.to_string()))?;
         Ok(LoadedCoordinator {
             partition: partition.clone(),
+            term,
             state: RefCell::new(state),
             waiting: RefCell::new(HashMap::new()),
             changes: Cell::new(0),
             changed: Waiters::default(),
-            unloaded: Cell::new(false),
+            unloaded: Cell::new(None),
         })
     }
 
@@ -466,7 +596,7 @@ impl ShardContext {
     fn spawn_coordinator_timer(&self, coordinator: Rc<LoadedCoordinator>) {
         let context = self.clone();
         glommio::spawn_local(async move {
-            while !coordinator.unloaded.get() && !context.is_shutting_down() {
+            while coordinator.unloaded.get().is_none() && !context.is_shutting_down() {
                 let deadline_ms = coordinator.state.borrow().next_deadline_ms();
                 let wait_ms = deadline_ms.saturating_sub(context.now_ms()).max(0) as u64;
                 let seen = coordinator.changes.get();
@@ -479,33 +609,44 @@ impl ShardContext {
                     continue;
                 }
                 let now_ms = context.now_ms();
-                if now_ms < deadline_ms || coordinator.unloaded.get() {
+                if now_ms < deadline_ms || coordinator.unloaded.get().is_some() {
                     continue;
                 }
                 let _in_flight = context.enter_in_flight();
                 let effects = coordinator.state.borrow_mut().tick(now_ms);
-                context.settle(&coordinator, effects).await;
+                // A failure unloads the coordinator, which ends this loop.
+                let _ = context.settle(&coordinator, effects).await;
             }
         })
         .detach();
     }
 
-    /// Forgets `coordinator` after a failed append: its waiting requests are dropped (their
-    /// callers answer COORDINATOR_NOT_AVAILABLE) and the next request reloads it from the log.
-    fn unload_coordinator(&self, coordinator: &Rc<LoadedCoordinator>) {
-        if coordinator.unloaded.replace(true) {
-            return;
+    /// Forgets `coordinator` (an append failed, or its broker stopped leading): its waiting
+    /// requests are dropped (their callers answer `reason`) and the next request reloads it
+    /// from the log.
+    fn unload_coordinator(&self, coordinator: &Rc<LoadedCoordinator>, reason: GroupError) {
+        if coordinator.retire(reason) {
+            self.coordinators()
+                .slots
+                .borrow_mut()
+                .remove(&coordinator.partition.partition);
         }
-        self.coordinators()
-            .slots
-            .borrow_mut()
-            .remove(&coordinator.partition.partition);
-        coordinator.waiting.borrow_mut().clear();
-        coordinator.changed.wake_all();
     }
 }
 
 impl LoadedCoordinator {
+    /// Marks it unloaded for `reason` and drops its waiting requests; `false` if it already
+    /// was.
+    fn retire(&self, reason: GroupError) -> bool {
+        if self.unloaded.get().is_some() {
+            return false;
+        }
+        self.unloaded.set(Some(reason));
+        self.waiting.borrow_mut().clear();
+        self.changed.wake_all();
+        true
+    }
+
     /// Runs `call` against the state (no await: nothing else sees a half-made change).
     fn apply(&self, call: GroupCall, now_ms: i64) -> (Answer, Effects) {
         let mut state = self.state.borrow_mut();

@@ -30,7 +30,8 @@ use crate::error::LogError;
 
 pub use context::{AppendPending, ShardContext};
 pub use coordinator::{
-    offsets_partition_for, prepare_offsets_topic, GroupCall, GroupReply, GroupStats, GroupsConfig,
+    offsets_partition_for, offsets_topic_configs, prepare_offsets_topic, GroupCall, GroupReply,
+    GroupStats, GroupsConfig,
 };
 pub use placement::ReplicaPlacement;
 pub use runtime::{Runtime, RuntimeConfig, RuntimeError, ShutdownHandle, TopicLogConfig};

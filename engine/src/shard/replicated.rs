@@ -25,6 +25,12 @@ pub trait ReplicatedPartition {
 
     /// Whether this broker leads the partition, and if not, who does (when known).
     fn leadership(&self) -> Leadership;
+
+    /// The term this broker leads in, once the log up to its high-water mark holds an entry
+    /// of that term (so everything earlier leaders committed); `None` before that and
+    /// wherever it does not lead. A group coordinator runs only while this is `Some`, and is
+    /// reloaded whenever the term changes.
+    fn leading_term(&self) -> Option<u64>;
 }
 
 /// Who leads a replicated partition, as this broker knows it.

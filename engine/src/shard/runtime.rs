@@ -70,12 +70,12 @@ pub struct RuntimeConfig {
     pub cleaner_check_interval: Duration,
     /// The consumer-group coordinators' settings.
     pub groups: GroupsConfig,
-    /// A broker of a cluster (`Some`): every partition but the internal consumer-offsets
-    /// topic's is replicated, runs on the shard this placement gives it, and is not served
-    /// where this broker holds no replica of it (yet): after a restart the logs are on disk
-    /// before the metadata log says which replicas to run, and a produce taken into such a log
-    /// would be acknowledged without the other replicas. Its logs are opened by the replicas,
-    /// not at start-up.
+    /// A broker of a cluster (`Some`): every partition is replicated (the consumer-offsets
+    /// topic's too, whose coordinators run only where this broker leads), runs on the shard
+    /// this placement gives it, and is not served where this broker holds no replica of it
+    /// (yet): after a restart the logs are on disk before the metadata log says which
+    /// replicas to run, and a produce taken into such a log would be acknowledged without the
+    /// other replicas. Its logs are opened by the replicas, not at start-up.
     pub replicated_partitions: Option<Arc<ReplicaPlacement>>,
 }
 

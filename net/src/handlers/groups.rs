@@ -4,8 +4,9 @@
 //! Each turns a Kafka request into [`GroupCall`]s for the coordinator of the group's
 //! `__consumer_offsets` partition (on whichever shard owns it; see `engine::shard`) and the
 //! [`GroupReply`] back into the response of the request's version. What the versions differ in
-//! is handled here; the group protocol itself is `engine::groups`. This broker is every
-//! group's coordinator (a single node).
+//! is handled here; the group protocol itself is `engine::groups`. A broker alone is every
+//! group's coordinator; in a cluster the leader of a group's `__consumer_offsets` partition
+//! is, and the other brokers refuse its group calls with NOT_COORDINATOR.
 
 use std::collections::BTreeMap;
 
@@ -88,10 +89,14 @@ fn answer_partitions<Topic, Partition>(
         .collect()
 }
 
+/// The `__consumer_offsets` partition of `group_id`.
+fn offsets_partition(broker: &Broker, group_id: &str) -> u32 {
+    offsets_partition_for(group_id, broker.context.groups_config().offsets_partitions)
+}
+
 /// Runs `call` on the coordinator of `group_id`.
 async fn call(broker: &Broker, group_id: &str, call: GroupCall) -> GroupReply {
-    let partition =
-        offsets_partition_for(group_id, broker.context.groups_config().offsets_partitions);
+    let partition = offsets_partition(broker, group_id);
     broker.context.group_call(partition, call).await
 }
 
@@ -100,18 +105,25 @@ pub fn find_coordinator(
     api_version: i16,
     request: FindCoordinatorRequest,
 ) -> FindCoordinatorResponse {
-    let group_coordinator = broker
-        .cluster
-        .as_ref()
-        .map(|cluster| cluster.group_coordinator());
     let answer = |key: StrBytes| {
-        let coordinator = Coordinator::default().with_key(key);
-        match (request.key_type, &group_coordinator) {
-            (KEY_TYPE_GROUP, Some(member)) => coordinator
-                .with_node_id(member.node_id.into())
-                .with_host(str_bytes(member.host.clone()))
-                .with_port(member.port)
-                .with_error_code(NONE),
+        let coordinator = Coordinator::default().with_key(key.clone());
+        match (request.key_type, &broker.cluster) {
+            (KEY_TYPE_GROUP, Some(cluster)) => {
+                match cluster.group_coordinator(offsets_partition(broker, &key)) {
+                    Some(member) => coordinator
+                        .with_node_id(member.node_id.into())
+                        .with_host(str_bytes(member.host))
+                        .with_port(member.port)
+                        .with_error_code(NONE),
+                    None => coordinator
+                        .with_node_id((-1).into())
+                        .with_port(-1)
+                        .with_error_code(code(ResponseError::CoordinatorNotAvailable))
+                        .with_error_message(Some(str_bytes(
+                            "the group's coordinator is not known yet",
+                        ))),
+                }
+            }
             (KEY_TYPE_GROUP, None) => coordinator
                 .with_node_id(broker.config.node_id.into())
                 .with_host(str_bytes(broker.config.advertised_host.clone()))
@@ -572,6 +584,8 @@ pub async fn list_groups(broker: &Broker, request: ListGroupsRequest) -> ListGro
         };
         match broker.context.group_call(partition, list).await {
             GroupReply::List(Ok(listed)) => groups.extend(listed),
+            // In a cluster: another broker coordinates this partition's groups.
+            GroupReply::List(Err(GroupError::NotCoordinator)) => {}
             GroupReply::List(Err(refused)) => error = refused.code(),
             other => unreachable!("a group listing is answered with {other:?}"),
         }

@@ -114,8 +114,10 @@ fn described(broker: &Broker, api_version: i16, topic: &Topic) -> MetadataRespon
                     let described =
                         MetadataResponsePartition::default().with_partition_index(partition as i32);
                     let Some(placement) = placement else {
+                        // No leader: not the default 0, which kafka-python takes for a broker id.
                         return described
-                            .with_error_code(code(ResponseError::UnknownTopicOrPartition));
+                            .with_error_code(code(ResponseError::UnknownTopicOrPartition))
+                            .with_leader_id(BrokerId(-1));
                     };
                     let ids = |nodes: Vec<i32>| nodes.into_iter().map(BrokerId).collect();
                     let described = described

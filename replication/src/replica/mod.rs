@@ -724,4 +724,13 @@ impl ReplicatedPartition for PartitionReplica {
             Leadership::Remote(node.leader())
         }
     }
+
+    fn leading_term(&self) -> Option<u64> {
+        let node = self.inner.node.borrow();
+        // Raft index i is offset i - 1: the high-water mark is the commit index, and a leader
+        // commits only entries of its own term, its leader-change entry first.
+        let committed = self.inner.log.high_watermark();
+        (node.role() == RoleKind::Leader && node.term_at(committed) == Some(node.term()))
+            .then(|| node.term())
+    }
 }

@@ -1,0 +1,237 @@
+//! A group coordinator over a replicated `__consumer_offsets` partition follows its broker's
+//! leadership: a JoinGroup waiting on it is answered NOT_COORDINATOR when the broker stops
+//! leading, calls are refused meanwhile, and when the broker leads again (in a later term) the
+//! coordinator is loaded afresh from the log, with what was committed before. Replication is
+//! stood in for by a [`ReplicatedPartition`] whose leadership the test sets.
+
+use std::cell::Cell;
+use std::rc::Rc;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use engine::catalog::OFFSETS_TOPIC;
+use engine::groups::{
+    GroupConfig, GroupError, GroupProtocol, GroupState, JoinGroup, OffsetCommit,
+    OffsetCommitPartition, TopicPartition,
+};
+use engine::log::PartitionLog;
+use engine::shard::replicated::{Leadership, ReplicatedPartition};
+use engine::shard::{
+    AppendPending, Appended, Durability, GroupCall, GroupReply, GroupsConfig, PartitionId, Runtime,
+    RuntimeConfig, ShardContext,
+};
+use engine::{LogConfig, LogError};
+
+/// A replica that leads while `term` is set, appending straight to its log.
+struct StandIn {
+    log: Rc<PartitionLog>,
+    term: Cell<Option<u64>>,
+}
+
+impl ReplicatedPartition for StandIn {
+    fn submit_append(&self, batch: BytesMut, _durability: Durability) -> AppendPending {
+        if self.term.get().is_none() {
+            return Box::pin(async { Err(LogError::NotLeader { leader: Some(2) }) });
+        }
+        let log = self.log.clone();
+        Box::pin(async move {
+            let receipt = log.append(batch, 0).await?;
+            log.wait_durable(&receipt).await?;
+            Ok(Appended {
+                base_offset: receipt.base_offset,
+                last_offset: receipt.last_offset,
+                log_start_offset: log.log_start_offset(),
+            })
+        })
+    }
+
+    fn leadership(&self) -> Leadership {
+        match self.term.get() {
+            Some(_) => Leadership::Local,
+            None => Leadership::Remote(Some(2)),
+        }
+    }
+
+    fn leading_term(&self) -> Option<u64> {
+        self.term.get()
+    }
+}
+
+fn config(dir: &std::path::Path) -> RuntimeConfig {
+    RuntimeConfig {
+        shard_count: 1,
+        cpus: None,
+        data_dir: dir.to_path_buf(),
+        log_config: LogConfig::default(),
+        topic_log_config: None,
+        mesh_ring_capacity: 4,
+        outbound_queue_capacity: 2,
+        retention_check_interval: Duration::from_secs(300),
+        cleaner_check_interval: Duration::from_secs(300),
+        groups: GroupsConfig {
+            offsets_partitions: 1,
+            coordinator: GroupConfig {
+                // A first JoinGroup waits this long for more members: it is still waiting
+                // when leadership moves.
+                initial_rebalance_delay_ms: 60_000,
+                ..GroupConfig::default()
+            },
+        },
+        replicated_partitions: Some(Default::default()),
+    }
+}
+
+fn commit(group_id: &str, offset: i64) -> GroupCall {
+    GroupCall::CommitOffsets(OffsetCommit {
+        group_id: group_id.into(),
+        generation_id: -1,
+        member_id: String::new(),
+        group_instance_id: None,
+        partitions: vec![OffsetCommitPartition {
+            partition: topic_partition(),
+            offset,
+            leader_epoch: -1,
+            metadata: None,
+        }],
+    })
+}
+
+fn fetch(group_id: &str) -> GroupCall {
+    GroupCall::FetchOffsets {
+        group_id: group_id.into(),
+        partitions: Some(vec![topic_partition()]),
+    }
+}
+
+fn topic_partition() -> TopicPartition {
+    TopicPartition {
+        topic: "orders".into(),
+        partition: 0,
+    }
+}
+
+fn join(group_id: &str) -> GroupCall {
+    GroupCall::Join(JoinGroup {
+        group_id: group_id.into(),
+        member_id: String::new(),
+        group_instance_id: None,
+        client_id: "client".into(),
+        client_host: "/127.0.0.1".into(),
+        session_timeout_ms: 10_000,
+        rebalance_timeout_ms: 10_000,
+        protocol_type: "consumer".into(),
+        protocols: vec![GroupProtocol {
+            name: "range".into(),
+            metadata: Default::default(),
+        }],
+        require_known_member_id: false,
+    })
+}
+
+/// The committed offset `reply` (a FetchOffsets answer) gives, or its refusal.
+fn committed(reply: GroupReply) -> Result<Option<i64>, GroupError> {
+    match reply {
+        GroupReply::FetchOffsets(answer) => answer.map(|offsets| {
+            offsets
+                .into_iter()
+                .find_map(|(_, committed)| committed.map(|committed| committed.offset))
+        }),
+        other => panic!("an offset fetch answered with {other:?}"),
+    }
+}
+
+/// Waits (up to a deadline) until `group_id` is rebalancing with a member waiting to join.
+async fn until_joining(context: &ShardContext, group_id: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let describe = GroupCall::Describe {
+            group_id: group_id.into(),
+        };
+        if let GroupReply::Describe(Ok(group)) = context.group_call(0, describe).await {
+            if group.state == GroupState::PreparingRebalance && !group.members.is_empty() {
+                return;
+            }
+        }
+        assert!(Instant::now() < deadline, "the JoinGroup never arrived");
+        glommio::timer::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+#[derive(Debug)]
+struct Seen {
+    committed_in_term_1: String,
+    waiting_join_after_the_loss: Option<GroupError>,
+    fetch_while_following: Result<Option<i64>, GroupError>,
+    fetch_in_term_3: Result<Option<i64>, GroupError>,
+}
+
+#[test]
+fn a_coordinator_follows_the_leadership_of_its_partition() {
+    let dir = tempfile::tempdir().unwrap();
+    PartitionId::new(OFFSETS_TOPIC, 0)
+        .create_directory(dir.path())
+        .unwrap();
+    let (report, reports) = mpsc::channel();
+    let runtime = Runtime::start(config(dir.path()), move |context| {
+        let report = report.clone();
+        async move {
+            let partition = PartitionId::new(OFFSETS_TOPIC, 0);
+            let log = context.partition_log(&partition).await.unwrap();
+            let replica = Rc::new(StandIn {
+                log,
+                term: Cell::new(Some(1)),
+            });
+            context.register_replicated(partition, replica.clone());
+            let committed_in_term_1 =
+                format!("{:?}", context.group_call(0, commit("archive", 5)).await);
+            let waiting = glommio::spawn_local({
+                let context = context.clone();
+                async move { context.group_call(0, join("billing")).await }
+            });
+            until_joining(&context, "billing").await;
+
+            replica.term.set(None);
+            let waiting_join_after_the_loss = match waiting.await {
+                GroupReply::Join(response) => response.error,
+                other => panic!("a JoinGroup answered with {other:?}"),
+            };
+            let fetch_while_following = committed(context.group_call(0, fetch("archive")).await);
+
+            replica.term.set(Some(3));
+            let fetch_in_term_3 = committed(context.group_call(0, fetch("archive")).await);
+            report
+                .send(Seen {
+                    committed_in_term_1,
+                    waiting_join_after_the_loss,
+                    fetch_while_following,
+                    fetch_in_term_3,
+                })
+                .unwrap();
+            context.shutdown_requested().await;
+        }
+    })
+    .unwrap();
+    let seen = reports.recv_timeout(Duration::from_secs(60)).unwrap();
+    runtime.shutdown_handle().trigger();
+    runtime.join().expect("no shard aborted");
+    assert_eq!(
+        seen.committed_in_term_1,
+        format!(
+            "{:?}",
+            GroupReply::CommitOffsets(Ok(vec![(topic_partition(), Ok(()))]))
+        ),
+        "{seen:?}"
+    );
+    assert_eq!(
+        seen.waiting_join_after_the_loss,
+        Some(GroupError::NotCoordinator),
+        "the waiting JoinGroup is told to find the new coordinator"
+    );
+    assert_eq!(seen.fetch_while_following, Err(GroupError::NotCoordinator));
+    assert_eq!(
+        seen.fetch_in_term_3,
+        Ok(Some(5)),
+        "reloaded from the log when leading again"
+    );
+}

@@ -1,0 +1,245 @@
+//! Consumer groups over a replicated `__consumer_offsets` partition, inside real shard runtimes:
+//! three brokers (each an engine runtime of two shards with its own data directory) run the
+//! partition's Raft group over the real transport. Only the leader's broker coordinates: the
+//! others refuse group calls with NOT_COORDINATOR; a commit is answered once a majority has it,
+//! so when the leader's broker stops, the broker that leads next has it and answers with it.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::Duration;
+
+use engine::catalog::OFFSETS_TOPIC;
+use engine::groups::{GroupError, OffsetCommit, OffsetCommitPartition, TopicPartition};
+use engine::shard::{GroupCall, GroupReply, GroupsConfig, PartitionId, Runtime, RuntimeConfig};
+use engine::LogConfig;
+use ferrite_replication::shard::{LeaderTable, ReplicationConfig, ShardReplication};
+use ferrite_replication::NodeId;
+use support::{loopback_peers, wait_until, DEADLINE};
+
+const SHARDS: usize = 2;
+const GROUP: &str = "billing";
+
+/// A group call for the test's broker, and where its answer goes.
+type Command = (GroupCall, mpsc::Sender<GroupReply>);
+
+struct Broker {
+    runtime: Option<Runtime>,
+    commands: mpsc::Sender<Command>,
+}
+
+fn offsets_partition() -> PartitionId {
+    PartitionId::new(OFFSETS_TOPIC, 0)
+}
+
+fn runtime_config(dir: &Path) -> RuntimeConfig {
+    RuntimeConfig {
+        shard_count: SHARDS,
+        cpus: None,
+        data_dir: dir.to_path_buf(),
+        log_config: LogConfig::default(),
+        topic_log_config: None,
+        mesh_ring_capacity: 64,
+        outbound_queue_capacity: 64,
+        retention_check_interval: Duration::from_secs(300),
+        cleaner_check_interval: Duration::from_secs(300),
+        groups: GroupsConfig {
+            offsets_partitions: 1,
+            ..GroupsConfig::default()
+        },
+        // As a cluster's broker runs: the offsets partition served only through its replica.
+        replicated_partitions: Some(Default::default()),
+    }
+}
+
+impl Broker {
+    fn start(node_id: NodeId, dir: PathBuf, peers: BTreeMap<NodeId, SocketAddr>) -> Broker {
+        offsets_partition().create_directory(&dir).unwrap();
+        let (commands, received) = mpsc::channel::<Command>();
+        let received = Arc::new(Mutex::new(received));
+        let leaders = Arc::new(LeaderTable::default());
+        let runtime = Runtime::start(runtime_config(&dir), move |context| {
+            let peers = peers.clone();
+            let received = received.clone();
+            let leaders = leaders.clone();
+            async move {
+                let config =
+                    ReplicationConfig::new("test", node_id, peers[&node_id], peers.clone());
+                let replication =
+                    ShardReplication::start(context.clone(), config, leaders).unwrap();
+                if context.owner_of(&offsets_partition()) == context.shard_id() {
+                    replication
+                        .host(offsets_partition(), peers.keys().copied().collect())
+                        .await
+                        .unwrap();
+                }
+                if context.shard_id() != 0 {
+                    return context.shutdown_requested().await;
+                }
+                // Shard 0 takes the test's calls, as a connection on any shard would (the
+                // partition may be on the other shard).
+                while !context.is_shutting_down() {
+                    glommio::timer::sleep(Duration::from_millis(5)).await;
+                    let next = received.lock().unwrap().try_recv();
+                    let Ok((call, reply)) = next else { continue };
+                    let context = context.clone();
+                    glommio::spawn_local(async move {
+                        let _ = reply.send(context.group_call(0, call).await);
+                    })
+                    .detach();
+                }
+            }
+        })
+        .unwrap();
+        Broker {
+            runtime: Some(runtime),
+            commands,
+        }
+    }
+
+    fn call(&self, call: GroupCall) -> GroupReply {
+        let (reply, answer) = mpsc::channel();
+        self.commands.send((call, reply)).unwrap();
+        answer.recv_timeout(DEADLINE).expect("an answer")
+    }
+
+    /// A simple commit (no membership) of `offset` for the group's one partition.
+    fn commit(&self, offset: i64) -> Result<(), GroupError> {
+        let commit = OffsetCommit {
+            group_id: GROUP.into(),
+            generation_id: -1,
+            member_id: String::new(),
+            group_instance_id: None,
+            partitions: vec![OffsetCommitPartition {
+                partition: topic_partition(),
+                offset,
+                leader_epoch: -1,
+                metadata: None,
+            }],
+        };
+        match self.call(GroupCall::CommitOffsets(commit)) {
+            GroupReply::CommitOffsets(Ok(results)) => {
+                for (_, result) in results {
+                    result?;
+                }
+                Ok(())
+            }
+            GroupReply::CommitOffsets(Err(error)) => Err(error),
+            other => panic!("a commit answered with {other:?}"),
+        }
+    }
+
+    /// The group's committed offset of its partition.
+    fn committed(&self) -> Result<Option<i64>, GroupError> {
+        let fetch = GroupCall::FetchOffsets {
+            group_id: GROUP.into(),
+            partitions: Some(vec![topic_partition()]),
+        };
+        match self.call(fetch) {
+            GroupReply::FetchOffsets(Ok(offsets)) => Ok(offsets
+                .into_iter()
+                .find_map(|(_, committed)| committed.map(|c| c.offset))),
+            GroupReply::FetchOffsets(Err(error)) => Err(error),
+            other => panic!("an offset fetch answered with {other:?}"),
+        }
+    }
+
+    fn stop(mut self) {
+        let runtime = self.runtime.take().unwrap();
+        runtime.shutdown_handle().trigger();
+        runtime.join().expect("a clean stop");
+    }
+}
+
+fn topic_partition() -> TopicPartition {
+    TopicPartition {
+        topic: "orders".into(),
+        partition: 0,
+    }
+}
+
+/// What a broker that cannot coordinate (yet) answers.
+fn not_coordinating(error: GroupError) -> bool {
+    matches!(
+        error,
+        GroupError::NotCoordinator | GroupError::CoordinatorLoadInProgress
+    )
+}
+
+/// The broker that takes a commit of `offset`, trying each in turn as a client following
+/// NOT_COORDINATOR does.
+fn commit_anywhere(brokers: &BTreeMap<NodeId, Broker>, offset: i64) -> NodeId {
+    wait_until("a broker to coordinate the group", || {
+        brokers
+            .iter()
+            .find_map(|(id, broker)| match broker.commit(offset) {
+                Ok(()) => Some(*id),
+                Err(error) if not_coordinating(error) => None,
+                Err(error) => panic!("broker {id} refused a commit: {error}"),
+            })
+    })
+}
+
+#[test]
+fn only_the_leader_coordinates_and_the_next_leader_has_its_commits() {
+    let dirs: BTreeMap<NodeId, tempfile::TempDir> = (1..=3)
+        .map(|id| (id, tempfile::tempdir().unwrap()))
+        .collect();
+    let (reservations, peers) = loopback_peers(3);
+    let mut brokers: BTreeMap<NodeId, Broker> = (1..=3)
+        .map(|id| {
+            (
+                id,
+                Broker::start(id, dirs[&id].path().into(), peers.clone()),
+            )
+        })
+        .collect();
+
+    let coordinator = commit_anywhere(&brokers, 42);
+    assert_eq!(brokers[&coordinator].committed(), Ok(Some(42)));
+    for (id, broker) in &brokers {
+        if *id != coordinator {
+            assert_eq!(
+                broker.committed(),
+                Err(GroupError::NotCoordinator),
+                "broker {id} follows, so it refuses group calls"
+            );
+            assert_eq!(broker.commit(7), Err(GroupError::NotCoordinator));
+        }
+    }
+
+    // The coordinator's broker stops; the next leader loads the group from its copy of the log.
+    brokers.remove(&coordinator).unwrap().stop();
+    let (successor, committed) = wait_until("another broker to coordinate the group", || {
+        brokers
+            .iter()
+            .find_map(|(id, broker)| match broker.committed() {
+                Ok(committed) => Some((*id, committed)),
+                Err(error) if not_coordinating(error) => None,
+                Err(error) => panic!("broker {id} refused an offset fetch: {error}"),
+            })
+    });
+    assert_ne!(successor, coordinator);
+    assert_eq!(
+        committed,
+        Some(42),
+        "the commit acknowledged before the stop"
+    );
+    assert_eq!(commit_anywhere(&brokers, 43), successor);
+    assert_eq!(brokers[&successor].committed(), Ok(Some(43)));
+
+    // The stopped broker comes back: whoever coordinates then has everything committed.
+    brokers.insert(
+        coordinator,
+        Broker::start(coordinator, dirs[&coordinator].path().into(), peers.clone()),
+    );
+    let latest = commit_anywhere(&brokers, 44);
+    assert_eq!(brokers[&latest].committed(), Ok(Some(44)));
+    for broker in brokers.into_values() {
+        broker.stop();
+    }
+    drop(reservations);
+}
