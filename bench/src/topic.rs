@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError;
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Offset, TopicPartitionList};
 
@@ -132,19 +133,42 @@ pub fn end_offsets(
 ) -> Result<TopicPartitionList, BenchError> {
     let mut assignment = TopicPartitionList::new();
     for partition in 0..i32::try_from(partitions).expect("checked with the flags") {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let (_, high) =
-            consumer
-                .fetch_watermarks(topic, partition, left)
-                .map_err(BenchError::kafka(format!(
-                    "ListOffsets of {topic}-{partition} failed"
-                )))?;
+        let high = loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match consumer.fetch_watermarks(topic, partition, left) {
+                Ok((_, high)) => break high,
+                // A leader moving or still being elected: asked again, as clients do.
+                Err(error)
+                    if is_leadership_moving(&error)
+                        && Instant::now() + METADATA_RETRY < deadline =>
+                {
+                    std::thread::sleep(METADATA_RETRY);
+                }
+                Err(error) => {
+                    return Err(BenchError::kafka(format!(
+                        "ListOffsets of {topic}-{partition} failed"
+                    ))(error))
+                }
+            }
+        };
         assignment
             .add_partition_offset(topic, partition, Offset::Offset(high))
             .map_err(BenchError::kafka("cannot build the assignment"))?;
     }
     Ok(assignment)
 }
+/// Whether `error` is a partition's leadership moving (or not yet settled), which passes.
+fn is_leadership_moving(error: &KafkaError) -> bool {
+    matches!(
+        error.rdkafka_error_code(),
+        Some(
+            RDKafkaErrorCode::NotLeaderForPartition
+                | RDKafkaErrorCode::LeaderNotAvailable
+                | RDKafkaErrorCode::UnknownTopicOrPartition
+        )
+    )
+}
+
 /// `assignment` split between `consumers`: consumer c gets the partitions p with
 /// p mod consumers = c, each from the same offset.
 pub fn split_assignment(

@@ -202,13 +202,12 @@ impl ClusterView for ShardClusterView {
                 port: i32::from(broker.kafka_port),
             })
             .collect();
-        // Before its registration is applied here (just started) the broker answers clients
+        // Before any registration is applied here (just started) the broker answers clients
         // all the same: they must see at least the one they talk to (librdkafka refuses a
-        // Metadata answer without brokers or topics).
-        if !brokers
-            .iter()
-            .any(|broker| broker.node_id == self.own.node_id)
-        {
+        // Metadata answer without brokers or topics). Otherwise the list is the live brokers
+        // of the image, those a topic's replicas may go to: a client that waits for N brokers
+        // to be listed may then create a topic of N replicas.
+        if brokers.is_empty() {
             brokers.push(self.own.clone());
         }
         brokers
@@ -229,19 +228,22 @@ impl ClusterView for ShardClusterView {
             Some(voters) => voters.into_iter().map(node).collect(),
             None => replicas.clone(),
         };
-        // No leader known here (an election, or this broker is cut off from the others): name
-        // another replica rather than none. A client asks it, and is either right or told
-        // NOT_LEADER by a broker that (on the majority side) knows the leader; answering
-        // LEADER_NOT_AVAILABLE instead would keep a client that talks only to this broker (as
-        // librdkafka's sparse connections do) asking it again and again. The guess carries
-        // the latest term known here: librdkafka ignores an answer with an older leader epoch
-        // than the one it has, and would stay with the deposed leader.
+        // No leader known here after there was one (an election, or this broker is cut off
+        // from the others): name another replica rather than none. A client asks it, and is
+        // either right or told NOT_LEADER by a broker that (on the majority side) knows the
+        // leader; answering LEADER_NOT_AVAILABLE instead would keep a client that talks only
+        // to this broker (as librdkafka's sparse connections do) asking it again and again.
+        // The guess carries the latest term known here: librdkafka ignores an answer with an
+        // older leader epoch than the one it has, and would stay with the deposed leader. A
+        // new partition's first election (term 0) has no leader yet: LEADER_NOT_AVAILABLE,
+        // and clients wait for one.
         let own = node(self.membership.settings.node_id);
+        let term = leaders.latest_term(&partition).unwrap_or(0);
         let leader = match leaders.leader(&partition) {
             Some((leader, _)) => Some(node(leader)),
+            None if term == 0 => None,
             None => replicas.iter().copied().find(|replica| *replica != own),
         };
-        let term = leaders.latest_term(&partition).unwrap_or(0);
         Some(PartitionPlacement {
             leader,
             leader_epoch: i32::try_from(term).unwrap_or(i32::MAX),
