@@ -8,101 +8,48 @@ mod support;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::sync::{mpsc, Arc, Mutex};
-use std::time::Duration;
+use std::path::PathBuf;
+use std::sync::mpsc;
 
 use engine::catalog::OFFSETS_TOPIC;
 use engine::groups::{GroupError, OffsetCommit, OffsetCommitPartition, TopicPartition};
-use engine::shard::{GroupCall, GroupReply, GroupsConfig, PartitionId, Runtime, RuntimeConfig};
-use engine::LogConfig;
-use ferrite_replication::shard::{LeaderTable, ReplicationConfig, ShardReplication};
+use engine::shard::{GroupCall, GroupReply, GroupsConfig, PartitionId};
 use ferrite_replication::NodeId;
+use support::shard_broker::ShardBroker;
 use support::{loopback_peers, wait_until, DEADLINE};
 
-const SHARDS: usize = 2;
 const GROUP: &str = "billing";
 
 /// A group call for the test's broker, and where its answer goes.
 type Command = (GroupCall, mpsc::Sender<GroupReply>);
 
-struct Broker {
-    runtime: Option<Runtime>,
-    commands: mpsc::Sender<Command>,
-}
+type Broker = ShardBroker<Command>;
 
 fn offsets_partition() -> PartitionId {
     PartitionId::new(OFFSETS_TOPIC, 0)
 }
 
-fn runtime_config(dir: &Path) -> RuntimeConfig {
-    RuntimeConfig {
-        shard_count: SHARDS,
-        cpus: None,
-        data_dir: dir.to_path_buf(),
-        log_config: LogConfig::default(),
-        topic_log_config: None,
-        mesh_ring_capacity: 64,
-        outbound_queue_capacity: 64,
-        retention_check_interval: Duration::from_secs(300),
-        cleaner_check_interval: Duration::from_secs(300),
-        groups: GroupsConfig {
-            offsets_partitions: 1,
-            ..GroupsConfig::default()
+fn start(node_id: NodeId, dir: PathBuf, peers: BTreeMap<NodeId, SocketAddr>) -> Broker {
+    let groups = GroupsConfig {
+        offsets_partitions: 1,
+        ..GroupsConfig::default()
+    };
+    Broker::start(
+        node_id,
+        dir,
+        peers,
+        vec![offsets_partition()],
+        groups,
+        |context, (call, reply): Command| async move {
+            let _ = reply.send(context.group_call(0, call).await);
         },
-        // As a cluster's broker runs: the offsets partition served only through its replica.
-        replicated_partitions: Some(Default::default()),
-    }
+    )
 }
 
 impl Broker {
-    fn start(node_id: NodeId, dir: PathBuf, peers: BTreeMap<NodeId, SocketAddr>) -> Broker {
-        offsets_partition().create_directory(&dir).unwrap();
-        let (commands, received) = mpsc::channel::<Command>();
-        let received = Arc::new(Mutex::new(received));
-        let leaders = Arc::new(LeaderTable::default());
-        let runtime = Runtime::start(runtime_config(&dir), move |context| {
-            let peers = peers.clone();
-            let received = received.clone();
-            let leaders = leaders.clone();
-            async move {
-                let config =
-                    ReplicationConfig::new("test", node_id, peers[&node_id], peers.clone());
-                let replication =
-                    ShardReplication::start(context.clone(), config, leaders).unwrap();
-                if context.owner_of(&offsets_partition()) == context.shard_id() {
-                    replication
-                        .host(offsets_partition(), peers.keys().copied().collect())
-                        .await
-                        .unwrap();
-                }
-                if context.shard_id() != 0 {
-                    return context.shutdown_requested().await;
-                }
-                // Shard 0 takes the test's calls, as a connection on any shard would (the
-                // partition may be on the other shard).
-                while !context.is_shutting_down() {
-                    glommio::timer::sleep(Duration::from_millis(5)).await;
-                    let next = received.lock().unwrap().try_recv();
-                    let Ok((call, reply)) = next else { continue };
-                    let context = context.clone();
-                    glommio::spawn_local(async move {
-                        let _ = reply.send(context.group_call(0, call).await);
-                    })
-                    .detach();
-                }
-            }
-        })
-        .unwrap();
-        Broker {
-            runtime: Some(runtime),
-            commands,
-        }
-    }
-
     fn call(&self, call: GroupCall) -> GroupReply {
         let (reply, answer) = mpsc::channel();
-        self.commands.send((call, reply)).unwrap();
+        self.send((call, reply));
         answer.recv_timeout(DEADLINE).expect("an answer")
     }
 
@@ -146,12 +93,6 @@ impl Broker {
             other => panic!("an offset fetch answered with {other:?}"),
         }
     }
-
-    fn stop(mut self) {
-        let runtime = self.runtime.take().unwrap();
-        runtime.shutdown_handle().trigger();
-        runtime.join().expect("a clean stop");
-    }
 }
 
 fn topic_partition() -> TopicPartition {
@@ -190,12 +131,7 @@ fn only_the_leader_coordinates_and_the_next_leader_has_its_commits() {
         .collect();
     let (reservations, peers) = loopback_peers(3);
     let mut brokers: BTreeMap<NodeId, Broker> = (1..=3)
-        .map(|id| {
-            (
-                id,
-                Broker::start(id, dirs[&id].path().into(), peers.clone()),
-            )
-        })
+        .map(|id| (id, start(id, dirs[&id].path().into(), peers.clone())))
         .collect();
 
     let coordinator = commit_anywhere(&brokers, 42);
@@ -234,7 +170,7 @@ fn only_the_leader_coordinates_and_the_next_leader_has_its_commits() {
     // The stopped broker comes back: whoever coordinates then has everything committed.
     brokers.insert(
         coordinator,
-        Broker::start(coordinator, dirs[&coordinator].path().into(), peers.clone()),
+        start(coordinator, dirs[&coordinator].path().into(), peers.clone()),
     );
     let latest = commit_anywhere(&brokers, 44);
     assert_eq!(brokers[&latest].committed(), Ok(Some(44)));

@@ -9,19 +9,18 @@ mod support;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use engine::batch::{self, build};
-use engine::shard::{Durability, PartitionId, Runtime, RuntimeConfig};
-use engine::{LogConfig, LogError};
-use ferrite_replication::shard::{LeaderTable, ReplicationConfig, ShardReplication};
+use engine::shard::{Durability, GroupsConfig, PartitionId};
+use engine::LogError;
 use ferrite_replication::NodeId;
+use support::shard_broker::ShardBroker;
 use support::{loopback_peers, wait_until, DEADLINE};
 
-const SHARDS: usize = 2;
 const PARTITIONS: u32 = 4;
 
 enum Command {
@@ -37,31 +36,10 @@ enum Command {
     },
 }
 
-struct Broker {
-    runtime: Option<Runtime>,
-    commands: mpsc::Sender<Command>,
-    leaders: std::sync::Arc<LeaderTable>,
-}
+type Broker = ShardBroker<Command>;
 
 fn partition(number: u32) -> PartitionId {
     PartitionId::new("orders", number)
-}
-
-fn runtime_config(dir: &Path) -> RuntimeConfig {
-    RuntimeConfig {
-        shard_count: SHARDS,
-        cpus: None,
-        data_dir: dir.to_path_buf(),
-        log_config: LogConfig::default(),
-        topic_log_config: None,
-        mesh_ring_capacity: 64,
-        outbound_queue_capacity: 64,
-        retention_check_interval: Duration::from_secs(300),
-        cleaner_check_interval: Duration::from_secs(300),
-        groups: engine::shard::GroupsConfig::default(),
-        // As a cluster's broker runs: partitions served only through their replicas.
-        replicated_partitions: Some(Default::default()),
-    }
 }
 
 fn values(bytes: &[u8]) -> Vec<String> {
@@ -80,123 +58,78 @@ fn values(bytes: &[u8]) -> Vec<String> {
     values
 }
 
-impl Broker {
-    fn start(node_id: NodeId, dir: PathBuf, peers: BTreeMap<NodeId, SocketAddr>) -> Broker {
-        for number in 0..PARTITIONS {
-            partition(number).create_directory(&dir).unwrap();
-        }
-        let (commands, received) = mpsc::channel::<Command>();
-        let received = std::sync::Arc::new(std::sync::Mutex::new(received));
-        let leaders = std::sync::Arc::new(LeaderTable::default());
-        let table = leaders.clone();
-        let runtime = Runtime::start(runtime_config(&dir), move |context| {
-            let peers = peers.clone();
-            let received = received.clone();
-            let leaders = table.clone();
-            async move {
-                let config =
-                    ReplicationConfig::new("test", node_id, peers[&node_id], peers.clone());
-                let replication =
-                    ShardReplication::start(context.clone(), config, leaders.clone()).unwrap();
-                for number in 0..PARTITIONS {
-                    if context.owner_of(&partition(number)) == context.shard_id() {
-                        replication
-                            .host(partition(number), peers.keys().copied().collect())
-                            .await
-                            .unwrap();
-                    }
+fn start(node_id: NodeId, dir: PathBuf, peers: BTreeMap<NodeId, SocketAddr>) -> Broker {
+    let partitions = (0..PARTITIONS).map(partition).collect();
+    Broker::start(
+        node_id,
+        dir,
+        peers,
+        partitions,
+        GroupsConfig::default(),
+        |context, command| async move {
+            match command {
+                Command::Produce {
+                    partition: number,
+                    value,
+                    reply,
+                } => {
+                    let batch = BytesMut::from(
+                        &build::batch(&[build::TestRecord {
+                            key: None,
+                            value: value.into_bytes(),
+                            timestamp_ms: 0,
+                        }])[..],
+                    );
+                    let result = context
+                        .append(partition(number), batch, 0, Durability::Durable)
+                        .await
+                        .map(|appended| appended.base_offset);
+                    let _ = reply.send(result);
                 }
-                if context.shard_id() != 0 {
-                    return context.shutdown_requested().await;
-                }
-                // Shard 0 takes the test's commands, as a connection on any shard would.
-                while !context.is_shutting_down() {
-                    glommio::timer::sleep(Duration::from_millis(5)).await;
-                    let next = received.lock().unwrap().try_recv();
-                    let Ok(command) = next else { continue };
-                    let context = context.clone();
-                    glommio::spawn_local(async move {
-                        match command {
-                            Command::Produce {
-                                partition: number,
-                                value,
-                                reply,
-                            } => {
-                                let batch = BytesMut::from(
-                                    &build::batch(&[build::TestRecord {
-                                        key: None,
-                                        value: value.into_bytes(),
-                                        timestamp_ms: 0,
-                                    }])[..],
-                                );
-                                let result = context
-                                    .append(partition(number), batch, 0, Durability::Durable)
-                                    .await
-                                    .map(|appended| appended.base_offset);
-                                let _ = reply.send(result);
-                            }
-                            Command::Read {
-                                partition: number,
-                                reply,
-                            } => {
-                                let mut all = Vec::new();
-                                let mut offset = 0;
-                                let result = loop {
-                                    match context.read(partition(number), offset, 1 << 20).await {
-                                        Err(error) => break Err(error),
-                                        Ok(read) => {
-                                            let bytes = read.data.to_vec().unwrap();
-                                            if bytes.is_empty() {
-                                                break Ok(all);
-                                            }
-                                            all.extend(values(&bytes));
-                                            offset = read.offset_next;
-                                        }
-                                    }
-                                };
-                                let _ = reply.send(result);
+                Command::Read {
+                    partition: number,
+                    reply,
+                } => {
+                    let mut all = Vec::new();
+                    let mut offset = 0;
+                    let result = loop {
+                        match context.read(partition(number), offset, 1 << 20).await {
+                            Err(error) => break Err(error),
+                            Ok(read) => {
+                                let bytes = read.data.to_vec().unwrap();
+                                if bytes.is_empty() {
+                                    break Ok(all);
+                                }
+                                all.extend(values(&bytes));
+                                offset = read.offset_next;
                             }
                         }
-                    })
-                    .detach();
+                    };
+                    let _ = reply.send(result);
                 }
             }
-        })
-        .unwrap();
-        Broker {
-            runtime: Some(runtime),
-            commands,
-            leaders,
-        }
-    }
+        },
+    )
+}
 
+impl Broker {
     fn produce(&self, number: u32, value: &str) -> Result<u64, LogError> {
         let (reply, answer) = mpsc::channel();
-        self.commands
-            .send(Command::Produce {
-                partition: number,
-                value: value.to_owned(),
-                reply,
-            })
-            .unwrap();
+        self.send(Command::Produce {
+            partition: number,
+            value: value.to_owned(),
+            reply,
+        });
         answer.recv_timeout(DEADLINE).expect("an answer")
     }
 
     fn read(&self, number: u32) -> Result<Vec<String>, LogError> {
         let (reply, answer) = mpsc::channel();
-        self.commands
-            .send(Command::Read {
-                partition: number,
-                reply,
-            })
-            .unwrap();
+        self.send(Command::Read {
+            partition: number,
+            reply,
+        });
         answer.recv_timeout(DEADLINE).expect("an answer")
-    }
-
-    fn stop(mut self) {
-        let runtime = self.runtime.take().unwrap();
-        runtime.shutdown_handle().trigger();
-        runtime.join().expect("a clean stop");
     }
 }
 
@@ -233,12 +166,7 @@ fn partitions_replicate_across_brokers_and_shards_and_fail_over() {
         .collect();
     let (reservations, peers) = loopback_peers(3);
     let mut brokers: BTreeMap<NodeId, Broker> = (1..=3)
-        .map(|id| {
-            (
-                id,
-                Broker::start(id, dirs[&id].path().into(), peers.clone()),
-            )
-        })
+        .map(|id| (id, start(id, dirs[&id].path().into(), peers.clone())))
         .collect();
 
     let mut expected: BTreeMap<u32, Vec<String>> = BTreeMap::new();
@@ -285,7 +213,7 @@ fn partitions_replicate_across_brokers_and_shards_and_fail_over() {
     // It comes back and catches up: every replica reads the same once it leads.
     brokers.insert(
         stopped,
-        Broker::start(stopped, dirs[&stopped].path().into(), peers.clone()),
+        start(stopped, dirs[&stopped].path().into(), peers.clone()),
     );
     for number in 0..PARTITIONS {
         let leader = leaders[&number];

@@ -1,5 +1,9 @@
 //! What the multi-broker tests (several brokers on threads of one process, over loopback)
-//! share: waiting on a condition with a deadline, and the brokers' inter-broker addresses.
+//! share: waiting on a condition with a deadline, the brokers' inter-broker addresses, and
+//! (`shard_broker`) a broker of engine shards.
+
+#[allow(dead_code, reason = "only the tests of brokers with shards start them")]
+pub mod shard_broker;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
