@@ -171,6 +171,24 @@ def describe(members):
     return "\n".join(member.describe() for member in members)
 
 
+def end_offsets(acked, partition_count):
+    """partition -> the offset after its last acknowledged message (`acked`: message ->
+    (partition, offset)), which must cover all `partition_count` partitions."""
+    ends = {}
+    for partition, offset in acked.values():
+        ends[partition] = max(ends.get(partition, 0), offset + 1)
+    assert sorted(ends) == list(range(partition_count)), f"messages landed only in partitions {sorted(ends)}"
+    return ends
+
+
+def values(sent):
+    return [message.value for message in sent]
+
+
+def consumed_by(members):
+    return [message for member in members for message in member.consumed()]
+
+
 def wait_for(members, condition, what, deadline_s=CLIENT_DEADLINE_S):
     """support.wait_until, with the members' state in the failure message."""
     try:

@@ -16,7 +16,16 @@ import confluent_kafka.admin
 import pytest
 
 from clients import Confluent
-from members import GroupMember, check_group_log, commit_all, wait_for_split, wait_for_values
+from members import (
+    GroupMember,
+    check_group_log,
+    commit_all,
+    consumed_by,
+    end_offsets,
+    values,
+    wait_for_split,
+    wait_for_values,
+)
 from support import CLIENT_DEADLINE_S, messages, topic_name, wait_until
 from test_cluster import NODE_IDS, cluster, created_topic  # noqa: F401 (`cluster` is a fixture)
 
@@ -63,23 +72,6 @@ def produced(cluster, topic, label, acked):  # noqa: F811
     assert len(acked_now) == len(sent)
     acked.update(acked_now)
     return sent
-
-
-def end_offsets(acked):
-    """partition -> the offset after its last acknowledged message."""
-    ends = {}
-    for partition, offset in acked.values():
-        ends[partition] = max(ends.get(partition, 0), offset + 1)
-    assert sorted(ends) == list(range(PARTITIONS)), f"messages landed only in partitions {sorted(ends)}"
-    return ends
-
-
-def values(sent):
-    return [message.value for message in sent]
-
-
-def consumed_by(members):
-    return [message for member in members for message in member.consumed()]
 
 
 def coordinator(cluster, group):  # noqa: F811
@@ -152,7 +144,7 @@ def test_a_group_carries_on_with_its_offsets_when_its_coordinator_is_killed(
     first = produced(cluster, topic, "first", acked)
     wait_for_values(members, values(first))
     committed_before = commit_all(members)
-    assert committed_before == end_offsets(acked), "each partition's committed offset should be its end"
+    assert committed_before == end_offsets(acked, PARTITIONS), "each partition's committed offset should be its end"
     for node in cluster.answering():
         report = described_through(cluster, node, group)
         assert report["state"] == "Stable" and len(report["members"]) == 2, report
@@ -170,7 +162,7 @@ def test_a_group_carries_on_with_its_offsets_when_its_coordinator_is_killed(
     second = produced(cluster, topic, "second", acked)
     wait_for_values(members, values(second))
     committed_after = commit_all(members)
-    assert committed_after == end_offsets(acked), "the members commit through the new coordinator"
+    assert committed_after == end_offsets(acked, PARTITIONS), "the members commit through the new coordinator"
     # Consumed and never committed: the restarted group must read these again, and only these.
     third = produced(cluster, topic, "third", acked)
     wait_for_values(members, values(third))

@@ -20,7 +20,10 @@ from members import (
     GroupMember,
     check_group_log,
     commit_all,
+    consumed_by,
     describe,
+    end_offsets,
+    values,
     wait_for,
     wait_for_split,
     wait_for_values,
@@ -82,23 +85,6 @@ def produced(client, topic, label, acked):
     return sent
 
 
-def end_offsets(acked):
-    """partition -> the offset after its last acknowledged message."""
-    ends = {}
-    for partition, offset in acked.values():
-        ends[partition] = max(ends.get(partition, 0), offset + 1)
-    assert sorted(ends) == list(range(PARTITIONS)), f"messages landed only in partitions {sorted(ends)}"
-    return ends
-
-
-def values(sent):
-    return [message.value for message in sent]
-
-
-def consumed_by(members):
-    return [message for member in members for message in member.consumed()]
-
-
 def uncommitted(members, committed):
     """(partition, offset) of each message the members consumed at or after the committed offset
     of its partition: a member that restarts or takes over may consume these again."""
@@ -156,7 +142,7 @@ def test_members_split_the_partitions_and_take_over_from_a_closed_then_a_killed_
     first = produced(producer, topic, "first", acked)
     wait_for_values(members, values(first))
     committed = commit_all(members)
-    assert committed == end_offsets(acked), "each partition's committed offset should be its end"
+    assert committed == end_offsets(acked, PARTITIONS), "each partition's committed offset should be its end"
 
     # A member that closes leaves the group: the others take over at once, not after its session.
     callbacks_before = {member.name: len(member.rebalance_events()) for member in members}
@@ -166,7 +152,7 @@ def test_members_split_the_partitions_and_take_over_from_a_closed_then_a_killed_
     after_close = produced(producer, topic, "after-close", acked)
     wait_for_values([a, b], values(after_close))
     committed = commit_all([a, b])
-    assert committed == end_offsets(acked), "each partition's committed offset should be its end"
+    assert committed == end_offsets(acked, PARTITIONS), "each partition's committed offset should be its end"
 
     # Consumed, not committed: whoever owns these partitions next starts again at `committed`.
     before_kill = produced(producer, topic, "before-kill", acked)
@@ -206,7 +192,7 @@ def test_the_group_resumes_from_its_committed_offsets_after_a_restart(
     first = produced(producer, topic, "first", acked)
     wait_for_values(members, values(first))
     committed = commit_all(members)
-    assert committed == end_offsets(acked), "each partition's committed offset should be its end"
+    assert committed == end_offsets(acked, PARTITIONS), "each partition's committed offset should be its end"
     # Consumed and never committed: the restarted group must read these again, and only these.
     second = produced(producer, topic, "second", acked)
     wait_for_values(members, values(second))
