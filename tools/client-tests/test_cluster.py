@@ -489,6 +489,15 @@ class ContinuousProducer:
                 # the broker's to enforce). Measured failovers include this wait.
                 "socket.timeout.ms": 3000,
                 "topic.metadata.refresh.interval.ms": 1000,
+                # One request in flight per broker. With more, a request that times out at a
+                # frozen leader makes the next one, sent on to the new leader, get
+                # OUT_OF_ORDER_SEQUENCE_NUMBER (its predecessor never arrived: right, as Kafka
+                # answers), and librdkafka then bumps the producer epoch and sends every
+                # possibly persisted message again under it, on all partitions, where no
+                # broker can tell them from new ones: duplicates (librdkafka issue #4953,
+                # seen here once in about 20 runs). The checker is to find the broker's
+                # faults, not that one.
+                "max.in.flight.requests.per.connection": 1,
                 "reconnect.backoff.ms": 20,
                 "reconnect.backoff.max.ms": 250,
                 "error_cb": self._on_error,
