@@ -340,36 +340,33 @@ impl RaftNode {
             }
         } else if term < self.hard_state.term {
             let our_term = self.hard_state.term;
-            match message {
+            match (message, self.leader()) {
                 // A member left behind (e.g. healed from a partition) learns who leads now.
-                Message::Fetch { .. } | Message::BeginEpoch { .. } if self.leader().is_some() => {
-                    if let Some(leader) = self.leader() {
-                        self.send(
-                            from,
-                            Message::BeginEpoch {
-                                term: our_term,
-                                leader,
-                            },
-                        );
-                    }
-                }
+                (Message::Fetch { .. } | Message::BeginEpoch { .. }, Some(leader)) => self.send(
+                    from,
+                    Message::BeginEpoch {
+                        term: our_term,
+                        leader,
+                    },
+                ),
                 // A leader behind our term (announced by itself or named by a voter), and no
                 // leader in ours: we won a pre-vote, but our vote requests came once the others
                 // had this leader again, and its lease made them ignore us. Tell the leader our
                 // term (a refused vote carries nothing else), so it steps down and an election
                 // at a later term takes us in; otherwise neither would ever hear from the other
                 // (etcd answers a stale leader's append so).
-                Message::BeginEpoch { leader, .. } if leader != self.config.id => self.send(
-                    leader,
-                    Message::RequestVoteResponse {
-                        term: our_term,
-                        granted: false,
-                    },
-                ),
-                Message::PreVote { .. } => self.send(
+                (Message::BeginEpoch { leader, .. }, None) if leader != self.config.id => self
+                    .send(
+                        leader,
+                        Message::RequestVoteResponse {
+                            term: our_term,
+                            granted: false,
+                        },
+                    ),
+                (Message::PreVote { .. }, _) => self.send(
                     from,
                     Message::PreVoteResponse {
-                        term: self.hard_state.term,
+                        term: our_term,
                         granted: false,
                     },
                 ),
