@@ -151,10 +151,10 @@ impl ShardContext {
             .filter(|shard| *shard < self.state.shard_count)
     }
 
-    /// Whether `partition` is served only through a replica (see
+    /// Whether partitions are served only through their replicas (see
     /// [`RuntimeConfig::replicated_partitions`]): in a cluster every partition is, the
     /// consumer-offsets topic's included.
-    pub(super) fn is_replicated(&self, _partition: &PartitionId) -> bool {
+    pub(super) fn partitions_replicated(&self) -> bool {
         self.state.replicated_partitions.is_some()
     }
 
@@ -456,7 +456,7 @@ impl ShardContext {
         {
             Some(Leadership::Local) => Ok(()),
             Some(Leadership::Remote(leader)) => Err(LogError::NotLeader { leader }),
-            None if self.is_replicated(partition) => Err(LogError::NotLeader { leader: None }),
+            None if self.partitions_replicated() => Err(LogError::NotLeader { leader: None }),
             None => Ok(()),
         }
     }
@@ -666,7 +666,7 @@ impl ShardContext {
             // metadata log places a replica here or takes it away, and a request may have been
             // sent to the old owner: the client asks again.
             assert!(
-                self.is_replicated(partition),
+                self.partitions_replicated(),
                 "only the owning shard opens a partition"
             );
             return Err(LogError::NotLeader { leader: None });
@@ -722,6 +722,11 @@ impl ShardContext {
     /// how many were opened; a log that fails to open is reported and left for its first
     /// request to retry.
     pub async fn open_owned_partitions(&self) -> usize {
+        if self.partitions_replicated() {
+            // A cluster's replicas open their own logs, on the shards the metadata log puts
+            // them on, once it has.
+            return 0;
+        }
         let entries = match std::fs::read_dir(&self.state.data_dir) {
             Ok(entries) => entries,
             Err(error) => {
@@ -743,9 +748,6 @@ impl ShardContext {
                     && partition.topic != crate::catalog::CLUSTER_METADATA_TOPIC)
                     .then_some(partition)
             })
-            // A cluster's replicas open their own logs, on the shards the metadata log puts
-            // them on, once it has.
-            .filter(|partition| !self.is_replicated(partition))
             .filter(|partition| self.owner_of(partition) == self.state.shard_id)
             .collect();
         owned.sort();

@@ -316,7 +316,7 @@ impl ShardContext {
     /// In a cluster, where this depends on leadership, starts
     /// [`follow_offsets_leadership`](Self::follow_offsets_leadership) instead.
     pub(super) async fn load_owned_coordinators(&self) {
-        if self.is_replicated(&PartitionId::new(OFFSETS_TOPIC, 0)) {
+        if self.partitions_replicated() {
             let context = self.clone();
             glommio::spawn_local(async move { context.follow_offsets_leadership().await }).detach();
             return;
@@ -367,7 +367,7 @@ impl ShardContext {
     /// committed an entry of its term.
     fn coordinator_term(&self, partition: &PartitionId) -> Result<Option<u64>, GroupError> {
         let Some(replicated) = self.replicated(partition) else {
-            return match self.is_replicated(partition) {
+            return match self.partitions_replicated() {
                 true => Err(GroupError::NotCoordinator),
                 false => Ok(None),
             };
