@@ -135,10 +135,11 @@ impl LeaderTable {
         Some((known.leader?, known.term))
     }
 
-    /// The latest term this broker knows of for `partition`, whether or not it knows who
-    /// leads in it.
-    pub fn latest_term(&self, partition: &PartitionId) -> Option<u64> {
-        Some(self.latest(partition)?.term)
+    /// The latest term this broker knows of for `partition` and its leader in it, if known
+    /// (a term without a leader: an election, or the leader known to be deposed).
+    pub fn latest_term(&self, partition: &PartitionId) -> Option<(u64, Option<NodeId>)> {
+        let known = self.latest(partition)?;
+        Some((known.term, known.leader))
     }
 
     fn latest(&self, partition: &PartitionId) -> Option<KnownLeader> {
@@ -842,7 +843,7 @@ mod tests {
         // still knows term 5 is the latest.
         table.forget_stale(&partition, 2, 5);
         assert_eq!(table.leader(&partition), None);
-        assert_eq!(table.latest_term(&partition), Some(5));
+        assert_eq!(table.latest_term(&partition), Some((5, None)));
         table.report(&partition, 3, 4);
         assert_eq!(table.leader(&partition), None, "term 4 is over");
         table.report(&partition, 3, 6);
@@ -850,12 +851,12 @@ mod tests {
         // A replica already in term 7 knows term 6's leader is gone.
         table.forget_stale(&partition, 1, 7);
         assert_eq!(table.leader(&partition), None);
-        assert_eq!(table.latest_term(&partition), Some(7));
+        assert_eq!(table.latest_term(&partition), Some((7, None)));
         let unknown = PartitionId::new("t", 1);
         assert_eq!(table.latest_term(&unknown), None);
         table.forget_stale(&unknown, 1, 3);
         assert_eq!(table.leader(&unknown), None);
-        assert_eq!(table.latest_term(&unknown), Some(3));
+        assert_eq!(table.latest_term(&unknown), Some((3, None)));
     }
 
     /// A coalesced frame as the receiver got it: its messages and their batches.

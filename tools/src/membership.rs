@@ -92,6 +92,15 @@ fn node(id: NodeId) -> i32 {
     i32::try_from(id).unwrap_or(i32::MAX)
 }
 
+/// Where clients reach a registered broker.
+fn client_address(broker: &BrokerRegistration) -> ClusterBroker {
+    ClusterBroker {
+        node_id: node(broker.node_id),
+        host: broker.kafka_host.clone(),
+        port: i32::from(broker.kafka_port),
+    }
+}
+
 /// The Kafka error code a client gets for a controller's answer.
 fn refused(error: ControllerError) -> ClusterError {
     let code = match &error {
@@ -196,11 +205,7 @@ impl ClusterView for ShardClusterView {
             .membership
             .image()
             .live_brokers()
-            .map(|broker| ClusterBroker {
-                node_id: node(broker.node_id),
-                host: broker.kafka_host.clone(),
-                port: i32::from(broker.kafka_port),
-            })
+            .map(client_address)
             .collect();
         // Before any registration is applied here (just started) the broker answers clients
         // all the same: they must see at least the one they talk to (librdkafka refuses a
@@ -238,9 +243,9 @@ impl ClusterView for ShardClusterView {
         // new partition's first election (term 0) has no leader yet: LEADER_NOT_AVAILABLE,
         // and clients wait for one.
         let own = node(self.membership.settings.node_id);
-        let term = leaders.latest_term(&partition).unwrap_or(0);
-        let leader = match leaders.leader(&partition) {
-            Some((leader, _)) => Some(node(leader)),
+        let (term, leader) = leaders.latest_term(&partition).unwrap_or((0, None));
+        let leader = match leader {
+            Some(leader) => Some(node(leader)),
             None if term == 0 => None,
             None => replicas.iter().copied().find(|replica| *replica != own),
         };
@@ -272,14 +277,11 @@ impl ClusterView for ShardClusterView {
         }
         let partition = PartitionId::new(OFFSETS_TOPIC, offsets_partition);
         let (leader, _) = self.membership.leaders.leader(&partition)?;
-        let broker = image
+        let coordinator = image
             .live_brokers()
-            .find(|broker| broker.node_id == leader)?;
-        Some(ClusterBroker {
-            node_id: node(broker.node_id),
-            host: broker.kafka_host.clone(),
-            port: i32::from(broker.kafka_port),
-        })
+            .find(|broker| broker.node_id == leader)
+            .map(client_address);
+        coordinator
     }
 
     fn create_topic(
