@@ -720,6 +720,23 @@ def check_offsets_kept(earlier, later):
     assert not lost, f"{len(lost)} committed offset(s) read earlier are gone: {lost[:10]}"
 
 
+def failed_over(producer, leaders, broker, fault_name, fault):
+    """Applies `fault` to `broker` (which leads some partitions in `leaders`), waits for each of
+    those to acknowledge again, and returns (description, {partition: seconds})."""
+    led = [partition for partition, leader in leaders.items() if leader == broker]
+    description = f"{fault_name} of broker {broker} (leader of {led})"
+    fault_at = time.monotonic()
+    fault(broker)
+    return description, measured_failover(producer, fault_at, led, description)
+
+
+def restarted(cluster, producer, broker):
+    """Starts `broker` again and waits until every broker is listed and the producer goes on."""
+    cluster.restart(broker)
+    cluster.wait_all_listed()
+    producer.wait_for_progress(200, f"after broker {broker} restarted")
+
+
 def test_idempotent_producer_through_kills_and_freezes(cluster, capsys):
     topic = created_topic(cluster, "faults")
     producer = ContinuousProducer(cluster.bootstrap(), topic)
@@ -729,28 +746,21 @@ def test_idempotent_producer_through_kills_and_freezes(cluster, capsys):
         producer.wait_for_progress(300, "before the first fault")
 
         # (a) kill -9 the leader of partition 0, then restart it.
-        victim = cluster.leader(topic, 0)
-        led = [partition for partition, leader in cluster.leaders(topic).items() if leader == victim]
-        fault = f"kill -9 of broker {victim} (leader of {led})"
-        fault_at = time.monotonic()
-        cluster.kill9(victim)
-        failovers.append((fault, measured_failover(producer, fault_at, led, fault)))
-        cluster.restart(victim)
-        cluster.wait_all_listed()
-        producer.wait_for_progress(200, f"after broker {victim} restarted")
+        leaders = cluster.leaders(topic)
+        victim = leaders[0]
+        failovers.append(failed_over(producer, leaders, victim, "kill -9", cluster.kill9))
+        restarted(cluster, producer, victim)
 
         middle = read_to_high_water_marks(cluster, topic)
 
         # (b) SIGSTOP a leader past the election timeout, then SIGCONT it.
         leaders = cluster.leaders(topic)
         frozen = leaders[1]
-        led = [partition for partition, leader in leaders.items() if leader == frozen]
-        fault = f"SIGSTOP of broker {frozen} (leader of {led}) for {FROZEN_S:.0f} s"
-        fault_at = time.monotonic()
-        cluster.sigstop(frozen)
-        failovers.append((fault, measured_failover(producer, fault_at, led, fault)))
+        frozen_at = time.monotonic()
+        fault = f"SIGSTOP for {FROZEN_S:.0f} s"
+        failovers.append(failed_over(producer, leaders, frozen, fault, cluster.sigstop))
         # The fault is the freeze itself: it lasts FROZEN_S whatever the others do meanwhile.
-        time.sleep(max(0.0, fault_at + FROZEN_S - time.monotonic()))
+        time.sleep(max(0.0, frozen_at + FROZEN_S - time.monotonic()))
         cluster.sigcont(frozen)
         cluster.wait_all_listed()
         producer.wait_for_progress(200, f"after broker {frozen} was thawed")
@@ -759,26 +769,14 @@ def test_idempotent_producer_through_kills_and_freezes(cluster, capsys):
         leaders = cluster.leaders(topic)
         candidates = sorted(set(leaders.values()) - {victim}) or sorted(set(leaders.values()))
         second = candidates[0]
-        led = [partition for partition, leader in leaders.items() if leader == second]
-        fault = f"kill -9 of broker {second} (leader of {led})"
-        fault_at = time.monotonic()
-        cluster.kill9(second)
-        failovers.append((fault, measured_failover(producer, fault_at, led, fault)))
-        cluster.restart(second)
-        cluster.wait_all_listed()
-        producer.wait_for_progress(200, f"after broker {second} restarted")
+        failovers.append(failed_over(producer, leaders, second, "kill -9", cluster.kill9))
+        restarted(cluster, producer, second)
 
         # (d) stop the leader of partition 2 as an operator does (SIGTERM), then restart it.
         leaders = cluster.leaders(topic)
         stopped = leaders[2]
-        led = [partition for partition, leader in leaders.items() if leader == stopped]
-        fault = f"SIGTERM of broker {stopped} (leader of {led})"
-        fault_at = time.monotonic()
-        cluster.stop(stopped)
-        failovers.append((fault, measured_failover(producer, fault_at, led, fault)))
-        cluster.restart(stopped)
-        cluster.wait_all_listed()
-        producer.wait_for_progress(200, f"after broker {stopped} restarted")
+        failovers.append(failed_over(producer, leaders, stopped, "SIGTERM", cluster.stop))
+        restarted(cluster, producer, stopped)
     finally:
         producer.stop()
     with capsys.disabled():
@@ -893,13 +891,9 @@ def test_a_leader_cut_off_from_the_other_brokers(namespaced_cluster, capsys):
         producer.wait_for_progress(300, "before the cut")
         leaders = cluster.leaders(topic, 1)
         victim = leaders[0]
-        led = [partition for partition, leader in leaders.items() if leader == victim]
-        fault = f"broker {victim} (leader of {led}) cut off from the others"
-        cut_at = time.monotonic()
-        cluster.cut(victim)
-        failover = measured_failover(producer, cut_at, led, fault)
+        fault, failover = failed_over(producer, leaders, victim, "the cut-off", cluster.cut)
         new_leaders = cluster.leaders(topic, 1)
-        assert all(new_leaders[partition] != victim for partition in led), (
+        assert all(new_leaders[partition] != victim for partition in failover), (
             f"the brokers it was cut off from still name broker {victim} as a leader: {new_leaders}"
         )
         producer.wait_for_progress(200, f"while broker {victim} is cut off")
