@@ -343,7 +343,9 @@ proptest! {
         let mut handed_out: Vec<std::ops::Range<i64>> = Vec::new();
         for (index, record) in (1u64..).zip(&batch) {
             let applied = image.apply(index, record);
-            if let (MetadataRecord::AllocateProducerIds(block), Applied::Changed) = (record, applied) {
+            if let (MetadataRecord::AllocateProducerIds(block), Applied::Changed) =
+                (record, applied)
+            {
                 let ids = block.first_id..block.end_id().expect("an applied block fits");
                 prop_assert!(ids.start >= 0 && !ids.is_empty());
                 for earlier in &handed_out {

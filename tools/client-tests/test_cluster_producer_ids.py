@@ -4,9 +4,10 @@ batch for a retry of another's and acknowledges it without storing it.
 
 Three confluent-kafka producers, each bootstrapped from a different broker, take turns writing
 to one partition replicated on all three brokers (three times over, with new producers): every
-acknowledged message is read back exactly once. Raw InitProducerId requests to every broker then show that no id is handed out
-twice: not by different brokers, nor after a broker restarts, the controller leader is killed,
-or a broker comes back with its data directory wiped.
+acknowledged message is read back exactly once. Raw InitProducerId requests to every broker
+then show that no id is handed out twice: not by different brokers, nor after a broker
+restarts, the controller leader is killed, or a broker comes back with its data directory
+wiped.
 """
 
 import shutil
