@@ -9,6 +9,8 @@
 //!
 //! Producer ids are handed out from blocks: the file records the end of the last reserved
 //! block, so ids stay unique across restarts (a restart skips what was left of the block).
+//! This allocator serves a broker alone; in a cluster the controller hands out the blocks
+//! (`replication::controller`), of the same size.
 //!
 //! File writes happen on the calling shard's thread; they are admin operations (create, delete,
 //! a new producer-id block per [`PRODUCER_ID_BLOCK`] producers), never the data path.
@@ -23,8 +25,8 @@ use std::sync::{Arc, Mutex};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-/// Producer ids reserved (and persisted) at a time.
-pub const PRODUCER_ID_BLOCK: i64 = 1000;
+/// Producer ids reserved (and persisted) at a time: Kafka's block size (KIP-730).
+pub const PRODUCER_ID_BLOCK: u32 = 1000;
 /// Kafka's limit on topic name length.
 pub const TOPIC_NAME_BYTES_MAX: usize = 249;
 /// The most partitions one topic may have here.
@@ -413,7 +415,7 @@ impl Catalog {
     pub fn allocate_producer_id(&self) -> Result<i64, CatalogError> {
         let mut state = self.lock();
         if state.producer_id_next == state.producer_id_reserved_end {
-            let reserved_end = state.producer_id_reserved_end + PRODUCER_ID_BLOCK;
+            let reserved_end = state.producer_id_reserved_end + i64::from(PRODUCER_ID_BLOCK);
             self.write_file(&state.table, reserved_end)?;
             state.producer_id_reserved_end = reserved_end;
         }

@@ -100,4 +100,9 @@ pub trait ClusterView {
         name: String,
         configs: BTreeMap<String, String>,
     ) -> LocalBoxFuture<'static, Result<(), ClusterError>>;
+
+    /// A producer id unique in the cluster for its whole life, from the block the controller
+    /// handed this broker; `None` while the broker has none left (it is fetching the next
+    /// block, and the client retries).
+    fn producer_id(&self) -> Option<i64>;
 }

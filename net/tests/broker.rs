@@ -109,6 +109,24 @@ fn list_offset(client: &mut Client, topic: &str, partition: i32, timestamp: i64)
     (answer.error_code, answer.offset)
 }
 
+/// InitProducerId v4 (KIP-360's fields) without a transactional id: (error, id, epoch).
+fn init_producer_id(client: &mut Client, producer_id: i64, producer_epoch: i16) -> (i16, i64, i16) {
+    let response: InitProducerIdResponse = client.call(
+        ApiKey::InitProducerId,
+        4,
+        &InitProducerIdRequest::default()
+            .with_transaction_timeout_ms(60_000)
+            .with_transactional_id(None)
+            .with_producer_id(ProducerId(producer_id))
+            .with_producer_epoch(producer_epoch),
+    );
+    (
+        response.error_code,
+        response.producer_id.0,
+        response.producer_epoch,
+    )
+}
+
 #[test]
 fn pipelined_produce_and_fetch_across_shards_keep_order_and_bytes() {
     let broker = TestBroker::start(2, LogConfig::default());
@@ -274,17 +292,8 @@ fn offsets_by_time_and_bounds_and_deleted_records() {
 fn the_idempotent_producer_is_deduplicated_and_gaps_are_refused() {
     let broker = TestBroker::start(2, LogConfig::default());
     let mut client = broker.connect();
-    let init: InitProducerIdResponse = client.call(
-        ApiKey::InitProducerId,
-        4,
-        &InitProducerIdRequest::default()
-            .with_transaction_timeout_ms(60_000)
-            .with_transactional_id(None)
-            .with_producer_id(ProducerId(-1))
-            .with_producer_epoch(-1),
-    );
-    assert_eq!(init.error_code, 0);
-    let producer_id = init.producer_id.0;
+    let (error, producer_id, epoch) = init_producer_id(&mut client, -1, -1);
+    assert_eq!((error, epoch), (0, 0));
     assert!(producer_id >= 0);
     let record = |value: &[u8]| TestRecord {
         key: None,
@@ -322,6 +331,57 @@ fn the_idempotent_producer_is_deduplicated_and_gaps_are_refused() {
             "written once"
         );
     }
+}
+
+#[test]
+fn init_producer_id_naming_another_producer_does_not_fence_it() {
+    let broker = TestBroker::start(1, LogConfig::default());
+    let mut owner = broker.connect();
+    let mut stranger = broker.connect();
+    assert_eq!(create_topic(&mut owner, "fenced", 1), 0);
+    let (error, owner_id, owner_epoch) = init_producer_id(&mut owner, -1, -1);
+    assert_eq!((error, owner_epoch), (0, 0));
+    let batch = |producer_id, epoch, sequence| {
+        let record = TestRecord {
+            key: None,
+            value: b"v".to_vec(),
+            timestamp_ms: 1,
+        };
+        batch_from(
+            &[record],
+            ProducerFields::idempotent(producer_id, epoch, sequence),
+        )
+    };
+    assert_eq!(
+        produce(&mut owner, "fenced", 0, batch(owner_id, 0, 0)),
+        (0, 0)
+    );
+
+    // Another client names the owner's id and epoch: Kafka hands it a fresh id with epoch 0
+    // (only a transaction coordinator bumps epochs), and it produces under what it got.
+    let (error, stranger_id, stranger_epoch) = init_producer_id(&mut stranger, owner_id, 0);
+    assert_eq!(error, 0);
+    assert_eq!(
+        produce(
+            &mut stranger,
+            "fenced",
+            0,
+            batch(stranger_id, stranger_epoch, 0)
+        ),
+        (0, 1)
+    );
+
+    // The owner's next batch is still accepted (not INVALID_PRODUCER_EPOCH).
+    assert_eq!(
+        produce(&mut owner, "fenced", 0, batch(owner_id, 0, 1)),
+        (0, 2)
+    );
+    assert_ne!(stranger_id, owner_id, "the stranger got the owner's id");
+    assert_eq!(stranger_epoch, 0);
+
+    // KIP-360's id and epoch come both or neither (INVALID_REQUEST).
+    assert_eq!(init_producer_id(&mut stranger, owner_id, -1).0, 42);
+    assert_eq!(init_producer_id(&mut stranger, -1, 0).0, 42);
 }
 
 #[test]

@@ -5,6 +5,8 @@
 //! unfenced when it returns; the controller leader's crash costs nothing but a new election,
 //! and the crashed broker rebuilds the same image from its log. Brokers beyond the voters
 //! (observers) apply the same image, follow a new leader, and catch up when started late.
+//! Producer ids come from blocks that no two brokers, and no two runs of one broker, share:
+//! through restarts, the leader's crash and a broker whose data directory was wiped.
 
 mod support;
 
@@ -20,7 +22,7 @@ use std::time::Duration;
 
 use ferrite_replication::controller::{
     ConfigChange, ConfigOperation, Controller, ControllerConfig, ControllerError,
-    ControllerRequest, ControllerWire, WireOutbox, VOTERS_DEFAULT_COUNT,
+    ControllerRequest, ControllerWire, ProducerIdPool, WireOutbox, VOTERS_DEFAULT_COUNT,
 };
 use ferrite_replication::metadata::{BrokerRegistration, MetadataImage, PlanError};
 use ferrite_replication::transport::{Received, Transport, TransportConfig};
@@ -56,6 +58,8 @@ struct Broker {
     thread: Option<JoinHandle<()>>,
     commands: mpsc::Sender<Command>,
     status: Arc<Mutex<Option<Status>>>,
+    /// This run's producer ids, as its Kafka handlers take them.
+    producer_ids: Arc<ProducerIdPool>,
 }
 
 impl Broker {
@@ -63,9 +67,11 @@ impl Broker {
         let (commands, received) = mpsc::channel();
         let status = Arc::new(Mutex::new(None));
         let reported = status.clone();
+        let producer_ids = Arc::new(ProducerIdPool::default());
+        let pool = producer_ids.clone();
         let thread = std::thread::spawn(move || {
             glommio::LocalExecutorBuilder::default()
-                .spawn(move || run_broker(node_id, dir, peers, received, reported))
+                .spawn(move || run_broker(node_id, dir, peers, received, reported, pool))
                 .unwrap()
                 .join()
                 .unwrap();
@@ -74,7 +80,15 @@ impl Broker {
             thread: Some(thread),
             commands,
             status,
+            producer_ids,
         }
+    }
+
+    /// `count` producer ids, each as soon as the broker has one.
+    fn claim_producer_ids(&self, count: usize) -> Vec<i64> {
+        (0..count)
+            .map(|_| wait_until("a producer id", || self.producer_ids.claim()))
+            .collect()
     }
 
     fn status(&self) -> Option<Status> {
@@ -139,6 +153,7 @@ async fn run_broker(
     peers: BTreeMap<NodeId, SocketAddr>,
     commands: mpsc::Receiver<Command>,
     status: Arc<Mutex<Option<Status>>>,
+    producer_ids: Arc<ProducerIdPool>,
 ) {
     let slot: Rc<std::cell::RefCell<Option<Controller>>> = Default::default();
     let mut transport_config =
@@ -156,7 +171,7 @@ async fn run_broker(
         .unwrap(),
     );
     let outbox: Rc<dyn WireOutbox> = transport.clone();
-    let controller = Controller::open(config(node_id, dir, &peers), outbox)
+    let controller = Controller::open(config(node_id, dir, &peers), outbox, producer_ids)
         .await
         .unwrap();
     *slot.borrow_mut() = Some(controller.clone());
@@ -331,6 +346,82 @@ fn three_controllers_register_create_fence_and_survive_the_leaders_crash() {
     });
     assert!(image.topic("orders").is_none());
     assert_eq!(image.topics().count(), 0);
+    for broker in brokers.into_values() {
+        broker.crash();
+    }
+    drop(reservations);
+}
+
+/// Fails unless no id of `ids` was handed out before (`handed_out`), then remembers them.
+fn never_seen_before(
+    handed_out: &mut std::collections::BTreeSet<i64>,
+    broker: NodeId,
+    ids: &[i64],
+) {
+    for &id in ids {
+        assert!(
+            handed_out.insert(id),
+            "broker {broker} handed out producer id {id} again"
+        );
+    }
+}
+
+#[test]
+fn producer_ids_are_never_handed_out_twice_across_restarts_failover_and_a_wiped_broker() {
+    let mut dirs: BTreeMap<NodeId, tempfile::TempDir> = (1..=3)
+        .map(|id| (id, tempfile::tempdir().unwrap()))
+        .collect();
+    let (reservations, peers) = loopback_peers(3);
+    let start = |id: NodeId, dirs: &BTreeMap<NodeId, tempfile::TempDir>| {
+        Broker::start(id, dirs[&id].path().to_path_buf(), peers.clone())
+    };
+    let mut brokers: BTreeMap<NodeId, Broker> = (1..=3).map(|id| (id, start(id, &dirs))).collect();
+    let mut handed_out = std::collections::BTreeSet::new();
+
+    // Each broker has its own ids; past most of a block, the next one is fetched ahead and
+    // taken up without a gap in service.
+    for (&id, broker) in &brokers {
+        never_seen_before(&mut handed_out, id, &broker.claim_producer_ids(950));
+    }
+    for (&id, broker) in &brokers {
+        never_seen_before(&mut handed_out, id, &broker.claim_producer_ids(100));
+    }
+
+    // A follower restarts: its new run gets a new block, whatever was left of the old one.
+    let leader = wait_until("a controller leader", || leader_of(&brokers));
+    let follower = *brokers.keys().find(|id| **id != leader).unwrap();
+    brokers.remove(&follower).unwrap().crash();
+    brokers.insert(follower, start(follower, &dirs));
+    never_seen_before(
+        &mut handed_out,
+        follower,
+        &brokers[&follower].claim_producer_ids(10),
+    );
+
+    // The controller leader crashes: the new leader hands out blocks after all committed ones,
+    // and so it does once the old leader is back.
+    brokers.remove(&leader).unwrap().crash();
+    wait_until("a new controller leader", || leader_of(&brokers));
+    for (&id, broker) in &brokers {
+        never_seen_before(&mut handed_out, id, &broker.claim_producer_ids(1_000));
+    }
+    brokers.insert(leader, start(leader, &dirs));
+    never_seen_before(
+        &mut handed_out,
+        leader,
+        &brokers[&leader].claim_producer_ids(10),
+    );
+
+    // A broker whose data directory was wiped starts from nothing and still gets new ids.
+    let wiped = follower;
+    brokers.remove(&wiped).unwrap().crash();
+    dirs.insert(wiped, tempfile::tempdir().unwrap());
+    brokers.insert(wiped, start(wiped, &dirs));
+    never_seen_before(
+        &mut handed_out,
+        wiped,
+        &brokers[&wiped].claim_producer_ids(10),
+    );
     for broker in brokers.into_values() {
         broker.crash();
     }

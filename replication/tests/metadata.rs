@@ -1,13 +1,13 @@
 //! Properties of the metadata log: its encoding, the even spread of new partitions over
 //! brokers and shards, and that applying any records is total, deterministic and
-//! reproducible from a snapshot.
+//! reproducible from a snapshot, and that no two producer-id blocks applied share an id.
 
 use std::collections::BTreeMap;
 
 use engine::LogConfig;
 use ferrite_replication::metadata::{
-    decode, encode, plan_create_partitions, plan_create_topic, BrokerRegistration, MetadataImage,
-    MetadataRecord, NewTopic, PartitionAssignment, Replica,
+    decode, encode, plan_create_partitions, plan_create_topic, Applied, BrokerRegistration,
+    MetadataImage, MetadataRecord, NewTopic, PartitionAssignment, ProducerIdBlock, Replica,
 };
 use ferrite_replication::NodeId;
 use proptest::prelude::*;
@@ -113,6 +113,25 @@ fn record() -> impl Strategy<Value = MetadataRecord> {
         }),
         (topic_name(), assignments())
             .prop_map(|(topic, new)| MetadataRecord::CreatePartitions { topic, new }),
+        (
+            node_id(),
+            0u64..3,
+            // Blocks that follow, overlap, leave gaps, overflow or are empty.
+            prop_oneof![
+                (0i64..12).prop_map(|step| step * 500),
+                Just(-1),
+                Just(i64::MAX - 10)
+            ],
+            prop::sample::select(vec![0u32, 500, 1_000])
+        )
+            .prop_map(|(node_id, incarnation, first_id, size)| {
+                MetadataRecord::AllocateProducerIds(ProducerIdBlock {
+                    node_id,
+                    incarnation,
+                    first_id,
+                    size,
+                })
+            }),
     ]
 }
 
@@ -316,6 +335,26 @@ proptest! {
         prop_assert_eq!(&rebuilt, &image);
         // And the snapshot survives its own encoding, as it will be stored.
         prop_assert_eq!(decode(&encode(&image.to_records())), Ok(image.to_records()));
+    }
+
+    #[test]
+    fn producer_id_blocks_that_apply_never_share_an_id(batch in records()) {
+        let mut image = MetadataImage::default();
+        let mut handed_out: Vec<std::ops::Range<i64>> = Vec::new();
+        for (index, record) in (1u64..).zip(&batch) {
+            let applied = image.apply(index, record);
+            if let (MetadataRecord::AllocateProducerIds(block), Applied::Changed) =
+                (record, applied)
+            {
+                let ids = block.first_id..block.end_id().expect("an applied block fits");
+                prop_assert!(ids.start >= 0 && !ids.is_empty());
+                for earlier in &handed_out {
+                    prop_assert!(ids.start >= earlier.end, "{ids:?} after {earlier:?}");
+                }
+                prop_assert_eq!(image.producer_id_next(), ids.end);
+                handed_out.push(ids);
+            }
+        }
     }
 
     #[test]

@@ -21,7 +21,7 @@ use engine::catalog::{is_internal_topic, Catalog, CatalogError, OFFSETS_TOPIC};
 use engine::shard::{offsets_topic_configs, PartitionId, ReplicaPlacement, ShardContext};
 use ferrite_replication::controller::{
     ConfigChange, ConfigOperation, Controller, ControllerConfig, ControllerError,
-    ControllerRequest, METADATA_TOPIC,
+    ControllerRequest, ProducerIdPool, METADATA_TOPIC,
 };
 use ferrite_replication::metadata::{BrokerRegistration, MetadataImage, PlanError, Replica};
 use ferrite_replication::shard::{Hosting, LeaderTable, ReplicationConfig, ShardReplication};
@@ -54,6 +54,9 @@ pub struct Membership {
     pub placement: Arc<ReplicaPlacement>,
     /// A shard is asking the controller for `__consumer_offsets` (one request at a time).
     offsets_topic_requested: AtomicBool,
+    /// This run's producer ids, from blocks the controller committed for it (its shard keeps
+    /// the pool supplied).
+    producer_ids: Arc<ProducerIdPool>,
 }
 
 impl Membership {
@@ -64,6 +67,7 @@ impl Membership {
             leaders: Arc::new(LeaderTable::default()),
             placement: Arc::default(),
             offsets_topic_requested: AtomicBool::new(false),
+            producer_ids: Arc::default(),
         })
     }
 
@@ -112,6 +116,8 @@ fn refused(error: ControllerError) -> ClusterError {
             PlanError::InvalidTopic(_) | PlanError::TopicIdInUse(_) => {
                 ResponseError::InvalidTopicException
             }
+            PlanError::StaleBrokerEpoch { .. } => ResponseError::StaleBrokerEpoch,
+            PlanError::ProducerIdsExhausted => ResponseError::UnknownServerError,
             PlanError::InvalidPartitions(_) => ResponseError::InvalidPartitions,
             PlanError::InvalidReplicationFactor { .. } => ResponseError::InvalidReplicationFactor,
             PlanError::InvalidReplicaAssignment(_) => ResponseError::InvalidReplicaAssignment,
@@ -427,6 +433,10 @@ impl ClusterView for ShardClusterView {
                 .is_some_and(|topic| topic.configs == configs)
         })
     }
+
+    fn producer_id(&self) -> Option<i64> {
+        self.membership.producer_ids.claim()
+    }
 }
 
 /// Keeps this broker in step with the metadata log, on the controller's shard, until shutdown:
@@ -732,9 +742,13 @@ pub async fn start_shard(
             start.incarnation,
         );
         config.broker_log_config = start.broker_log_config.clone();
-        let controller = Controller::open(config, replication.controller_outbox())
-            .await
-            .map_err(|error| format!("cannot start the controller: {error}"))?;
+        let controller = Controller::open(
+            config,
+            replication.controller_outbox(),
+            start.membership.producer_ids.clone(),
+        )
+        .await
+        .map_err(|error| format!("cannot start the controller: {error}"))?;
         replication.attach_controller(controller.clone());
         glommio::spawn_local(follow_metadata(
             context.clone(),

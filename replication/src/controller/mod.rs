@@ -30,6 +30,10 @@
 //!   counts every broker of its image as heard from when it takes over, so none is fenced for
 //!   the silence of the election.
 //!
+//! - **Producer ids** (`producer_ids`): the controller's shard keeps the broker's
+//!   [`ProducerIdPool`] supplied with blocks of producer ids committed to the log for this run
+//!   (KIP-730), asking for the next one before the current runs out.
+//!
 //! A broker that is not a voter never leads, so its requests are always forwarded; otherwise it
 //! is a controller like any other.
 //!
@@ -38,6 +42,7 @@
 mod apply;
 mod forward;
 mod leader;
+mod producer_ids;
 mod wire;
 
 use std::cell::{Cell, RefCell};
@@ -45,6 +50,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::path::PathBuf;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -59,6 +65,7 @@ use crate::metadata::{BrokerRegistration, MetadataImage, MetadataRecord, PlanErr
 use crate::replica::{Outbox, PartitionReplica, ReplicaConfig, ReplicaError};
 use crate::transport::Transport;
 use crate::{RoleKind, SplitMix64};
+pub use producer_ids::ProducerIdPool;
 pub use wire::{
     ConfigChange, ConfigOperation, ControllerRequest, ControllerWire, Outcome, WirePlanError,
 };
@@ -251,15 +258,18 @@ struct Inner {
     /// The term in which this broker last took over as leader.
     leading_term: Cell<Option<u64>>,
     topic_ids: RefCell<SplitMix64>,
+    /// This run's producer ids, which every shard of the broker takes from.
+    producer_ids: Arc<ProducerIdPool>,
 }
 
 impl Controller {
     /// Starts this broker's controller on the current shard: opens the metadata log and its
     /// replica (an observer unless this broker is a voter), and starts applying the log,
-    /// registering and heartbeating.
+    /// registering, heartbeating and keeping `producer_ids` supplied.
     pub async fn open(
         config: ControllerConfig,
         outbox: Rc<dyn WireOutbox>,
+        producer_ids: Arc<ProducerIdPool>,
     ) -> Result<Controller, OpenError> {
         assert_eq!(
             config.registration.node_id,
@@ -300,6 +310,7 @@ impl Controller {
                 heartbeats_ms: Default::default(),
                 leading_term: Cell::new(None),
                 topic_ids: RefCell::new(random),
+                producer_ids,
                 config,
             }),
         };
@@ -308,6 +319,7 @@ impl Controller {
         glommio::spawn_local(controller.clone().run_apply(replica)).detach();
         glommio::spawn_local(controller.clone().run_liveness_checks()).detach();
         glommio::spawn_local(controller.clone().run_membership()).detach();
+        glommio::spawn_local(controller.clone().run_producer_ids()).detach();
         Ok(controller)
     }
 

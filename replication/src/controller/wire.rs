@@ -68,6 +68,12 @@ pub enum ControllerRequest {
         partition: u32,
         voters: Vec<NodeId>,
     },
+    /// A broker run asks for its next block of producer ids (Kafka's AllocateProducerIds,
+    /// KIP-730); it reads the block from its image once the answered index is applied.
+    AllocateProducerIds {
+        node_id: NodeId,
+        incarnation: u64,
+    },
 }
 
 /// One IncrementalAlterConfigs operation on one key.
@@ -127,6 +133,8 @@ pub enum WirePlanError {
     InvalidConfig(String),
     NoReassignmentInProgress { topic: String, partition: u32 },
     TopicIdInUse([u8; 16]),
+    StaleBrokerEpoch { node_id: NodeId, incarnation: u64 },
+    ProducerIdsExhausted,
 }
 
 impl From<PlanError> for WirePlanError {
@@ -154,6 +162,14 @@ impl From<PlanError> for WirePlanError {
                 WirePlanError::NoReassignmentInProgress { topic, partition }
             }
             PlanError::TopicIdInUse(id) => WirePlanError::TopicIdInUse(id),
+            PlanError::StaleBrokerEpoch {
+                node_id,
+                incarnation,
+            } => WirePlanError::StaleBrokerEpoch {
+                node_id,
+                incarnation,
+            },
+            PlanError::ProducerIdsExhausted => WirePlanError::ProducerIdsExhausted,
         }
     }
 }
@@ -183,6 +199,14 @@ impl From<WirePlanError> for PlanError {
                 PlanError::NoReassignmentInProgress { topic, partition }
             }
             WirePlanError::TopicIdInUse(id) => PlanError::TopicIdInUse(id),
+            WirePlanError::StaleBrokerEpoch {
+                node_id,
+                incarnation,
+            } => PlanError::StaleBrokerEpoch {
+                node_id,
+                incarnation,
+            },
+            WirePlanError::ProducerIdsExhausted => PlanError::ProducerIdsExhausted,
         }
     }
 }
@@ -215,6 +239,11 @@ mod tests {
                 partition: 1,
             },
             PlanError::TopicIdInUse([9; 16]),
+            PlanError::StaleBrokerEpoch {
+                node_id: 2,
+                incarnation: 5,
+            },
+            PlanError::ProducerIdsExhausted,
         ];
         for error in errors {
             let wire = ControllerWire::Response {

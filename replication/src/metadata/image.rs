@@ -11,10 +11,16 @@
 //! lists as its replicas the target and every broker still involved, first the target's; its
 //! [`Reassignment`] keeps the target and the replicas from before the move (what a
 //! cancellation goes back to).
+//!
+//! Producer ids (KIP-730): the image knows the first id no block has handed out yet and the
+//! latest block each broker got. Blocks are applied only in increasing order, so no two
+//! committed blocks share an id, whichever leader proposed them.
 
 use std::collections::BTreeMap;
 
-use super::records::{BrokerRegistration, MetadataRecord, PartitionAssignment, Replica};
+use super::records::{
+    BrokerRegistration, MetadataRecord, PartitionAssignment, ProducerIdBlock, Replica,
+};
 use crate::{Index, NodeId};
 
 /// A registered broker and whether it is fenced (considered down).
@@ -94,6 +100,10 @@ pub struct MetadataImage {
     last_applied_index: Index,
     brokers: BTreeMap<NodeId, BrokerState>,
     topics: BTreeMap<String, TopicImage>,
+    /// The first producer id no block has handed out.
+    producer_id_next: i64,
+    /// The latest block of producer ids handed to each broker.
+    producer_id_blocks: BTreeMap<NodeId, ProducerIdBlock>,
 }
 
 impl MetadataImage {
@@ -207,7 +217,21 @@ impl MetadataImage {
                 topic.partitions.extend(new);
                 Applied::Changed
             }
+            MetadataRecord::AllocateProducerIds(block) => self.allocate_producer_ids(block),
         }
+    }
+
+    /// Hands out `block` if it starts at or past every id handed out before.
+    fn allocate_producer_ids(&mut self, block: &ProducerIdBlock) -> Applied {
+        let Some(end_id) = block.end_id().filter(|_| block.size > 0) else {
+            return Applied::Stale("an empty or overflowing producer id block");
+        };
+        if block.first_id < self.producer_id_next {
+            return Applied::Stale("the block overlaps producer ids handed out before");
+        }
+        self.producer_id_next = end_id;
+        self.producer_id_blocks.insert(block.node_id, *block);
+        Applied::Changed
     }
 
     /// Starts a partition's move to `target`, or retargets the one under way: the replicas
@@ -317,6 +341,16 @@ impl MetadataImage {
             .map(|(name, topic)| (name.as_str(), topic))
     }
 
+    /// The first producer id no block has handed out (0 before any).
+    pub fn producer_id_next(&self) -> i64 {
+        self.producer_id_next
+    }
+
+    /// The latest block of producer ids handed to broker `node_id` (to whichever of its runs).
+    pub fn producer_id_block(&self, node_id: NodeId) -> Option<&ProducerIdBlock> {
+        self.producer_id_blocks.get(&node_id)
+    }
+
     /// The partitions (topic, partition number) with a replica on `shard` of broker `node_id`:
     /// what that shard opens and serves. Walks every partition: for start-up and metadata
     /// changes, not for each request.
@@ -338,7 +372,9 @@ impl MetadataImage {
     /// [`last_applied_index`](Self::last_applied_index)): what the metadata log is compacted
     /// into, and what a new broker starts from. A partition being moved is created with its
     /// original replicas, then moved to all it involves now (stale if that is the same), then
-    /// to its target, which lists the involved ones in the same order again.
+    /// to its target, which lists the involved ones in the same order again. Each broker's
+    /// latest producer-id block comes last, in id order: the last block's end is the next free
+    /// id again.
     pub fn to_records(&self) -> Vec<MetadataRecord> {
         let mut records = Vec::new();
         for broker in self.brokers.values() {
@@ -377,6 +413,9 @@ impl MetadataImage {
                 }
             }
         }
+        let mut blocks: Vec<ProducerIdBlock> = self.producer_id_blocks.values().copied().collect();
+        blocks.sort_by_key(|block| block.first_id);
+        records.extend(blocks.into_iter().map(MetadataRecord::AllocateProducerIds));
         records
     }
 }
@@ -714,6 +753,87 @@ mod tests {
         );
         let rebuilt = MetadataImage::from_snapshot(3, &image.to_records());
         assert_eq!(rebuilt, image);
+    }
+
+    fn block(node_id: NodeId, incarnation: u64, first_id: i64, size: u32) -> MetadataRecord {
+        MetadataRecord::AllocateProducerIds(ProducerIdBlock {
+            node_id,
+            incarnation,
+            first_id,
+            size,
+        })
+    }
+
+    #[test]
+    fn producer_id_blocks_are_handed_out_once_in_increasing_order() {
+        let mut image = MetadataImage::default();
+        assert_eq!(image.producer_id_next(), 0);
+        assert_eq!(image.producer_id_block(1), None);
+        assert_eq!(image.apply(1, &block(1, 10, 0, 1_000)), Applied::Changed);
+        assert_eq!(image.producer_id_next(), 1_000);
+        // The same block again, or one overlapping it, is stale: no id goes out twice.
+        for again in [block(1, 10, 0, 1_000), block(2, 5, 999, 1_000)] {
+            assert!(
+                matches!(image.apply(2, &again), Applied::Stale(_)),
+                "{again:?}"
+            );
+        }
+        for malformed in [block(2, 5, 1_000, 0), block(2, 5, i64::MAX - 10, 1_000)] {
+            assert!(
+                matches!(image.apply(2, &malformed), Applied::Stale(_)),
+                "{malformed:?}"
+            );
+        }
+        assert_eq!(image.producer_id_next(), 1_000);
+        assert_eq!(image.producer_id_block(2), None);
+
+        assert_eq!(image.apply(3, &block(2, 5, 1_000, 1_000)), Applied::Changed);
+        // A broker's new run gets a later block; its latest block is the one it may use.
+        assert_eq!(
+            image.apply(4, &block(1, 11, 2_000, 1_000)),
+            Applied::Changed
+        );
+        assert_eq!(
+            image.producer_id_block(1),
+            Some(&ProducerIdBlock {
+                node_id: 1,
+                incarnation: 11,
+                first_id: 2_000,
+                size: 1_000
+            })
+        );
+        assert_eq!(
+            image.producer_id_block(2).map(|block| block.first_id),
+            Some(1_000)
+        );
+        assert_eq!(image.producer_id_next(), 3_000);
+    }
+
+    #[test]
+    fn a_snapshot_keeps_the_next_producer_id_and_each_brokers_block() {
+        let mut image = MetadataImage::default();
+        image.apply(1, &MetadataRecord::RegisterBroker(registration(1, 1)));
+        image.apply(1, &MetadataRecord::RegisterBroker(registration(2, 1)));
+        // Interleaved: broker 1's latest block is past broker 2's, and broker 3 got one but is
+        // not registered (yet, as the image says).
+        image.apply(2, &block(1, 1, 0, 1_000));
+        image.apply(3, &block(2, 1, 1_000, 1_000));
+        image.apply(4, &block(3, 9, 2_000, 500));
+        image.apply(5, &block(1, 1, 2_500, 1_000));
+        let rebuilt = MetadataImage::from_snapshot(5, &image.to_records());
+        assert_eq!(rebuilt, image);
+        assert_eq!(rebuilt.producer_id_next(), 3_500);
+
+        // A broker starting from the snapshot refuses every id handed out before it.
+        let mut rebuilt = rebuilt;
+        assert!(matches!(
+            rebuilt.apply(6, &block(2, 2, 3_000, 1_000)),
+            Applied::Stale(_)
+        ));
+        assert_eq!(
+            rebuilt.apply(6, &block(2, 2, 3_500, 1_000)),
+            Applied::Changed
+        );
     }
 
     #[test]

@@ -13,7 +13,9 @@
 //!   CreatePartitions, config changes, reassignment) against its image with a `plan_*`
 //!   function, which answers with Kafka's error or the records to propose; it runs
 //!   [`plan_liveness`] on a timer with the brokers' heartbeats, and proposes a
-//!   [`MetadataRecord::RegisterBroker`] when a broker starts.
+//!   [`MetadataRecord::RegisterBroker`] when a broker starts, and a
+//!   [`MetadataRecord::AllocateProducerIds`] when a broker needs producer ids
+//!   ([`plan_allocate_producer_ids`]).
 //! - A batch of records is one Raft entry ([`encode`]/[`decode`]).
 //! - Every broker applies committed entries in order to its [`MetadataImage`]
 //!   ([`MetadataImage::apply`]), answers Metadata from it (live brokers, partitions, preferred
@@ -29,10 +31,11 @@ mod records;
 
 pub use image::{Applied, BrokerState, MetadataImage, Reassignment, TopicImage};
 pub use plan::{
-    plan_alter_configs, plan_cancel_reassignment, plan_complete_reassignment,
-    plan_create_partitions, plan_create_topic, plan_delete_topic, plan_liveness, plan_reassign,
-    NewTopic, PlanError,
+    plan_allocate_producer_ids, plan_alter_configs, plan_cancel_reassignment,
+    plan_complete_reassignment, plan_create_partitions, plan_create_topic, plan_delete_topic,
+    plan_liveness, plan_reassign, NewTopic, PlanError,
 };
 pub use records::{
-    decode, encode, BrokerRegistration, MetadataError, MetadataRecord, PartitionAssignment, Replica,
+    decode, encode, BrokerRegistration, MetadataError, MetadataRecord, PartitionAssignment,
+    ProducerIdBlock, Replica,
 };

@@ -16,7 +16,7 @@ use thiserror::Error;
 
 use super::assignment::Placement;
 use super::image::{MetadataImage, Reassignment};
-use super::records::{MetadataRecord, Replica};
+use super::records::{MetadataRecord, ProducerIdBlock, Replica};
 use crate::NodeId;
 
 /// Why a request is refused; each names the Kafka error code the broker answers with.
@@ -52,6 +52,13 @@ pub enum PlanError {
     /// UNKNOWN_SERVER_ERROR: the caller's fresh topic id is taken (it should draw another).
     #[error("topic id {0:02x?} is in use")]
     TopicIdInUse([u8; 16]),
+    /// STALE_BROKER_EPOCH: the broker run asking is not the one registered (its registration
+    /// is not committed yet, or the broker restarted since).
+    #[error("broker {node_id} run {incarnation} is not the registered one")]
+    StaleBrokerEpoch { node_id: NodeId, incarnation: u64 },
+    /// UNKNOWN_SERVER_ERROR: no block of producer ids fits below `i64::MAX` any more.
+    #[error("every producer id has been handed out")]
+    ProducerIdsExhausted,
 }
 
 /// A CreateTopics request for one topic, its defaults (-1) already resolved by the caller.
@@ -279,6 +286,39 @@ pub fn plan_alter_configs(
     }])
 }
 
+/// Hands run `incarnation` of broker `node_id` the next `size` producer ids (Kafka's
+/// AllocateProducerIds, KIP-730): the block starts where the last one handed out ended, so
+/// ids are unique in the cluster for its whole life, whichever broker or run asks. Only the
+/// registered run gets one: a run that is not (yet) would take up a block that the image then
+/// ties to a run the broker no longer is.
+pub fn plan_allocate_producer_ids(
+    image: &MetadataImage,
+    node_id: NodeId,
+    incarnation: u64,
+    size: u32,
+) -> Result<Vec<MetadataRecord>, PlanError> {
+    assert!(size > 0, "a producer id block holds ids");
+    let registered = image
+        .broker(node_id)
+        .is_some_and(|broker| broker.registration.incarnation == incarnation);
+    if !registered {
+        return Err(PlanError::StaleBrokerEpoch {
+            node_id,
+            incarnation,
+        });
+    }
+    let block = ProducerIdBlock {
+        node_id,
+        incarnation,
+        first_id: image.producer_id_next(),
+        size,
+    };
+    if block.end_id().is_none() {
+        return Err(PlanError::ProducerIdsExhausted);
+    }
+    Ok(vec![MetadataRecord::AllocateProducerIds(block)])
+}
+
 /// Fences the unfenced brokers not heard from for more than `session_timeout_ms` (or never:
 /// a new controller leader should count every broker as heard from when it took over), and
 /// unfences the fenced ones heard from since. `heartbeats` holds each broker's last heartbeat,
@@ -375,6 +415,48 @@ mod tests {
     fn create(image: &mut MetadataImage, topic: &NewTopic) {
         let records = plan_create_topic(image, &LogConfig::default(), topic).expect("valid");
         apply(image, &records);
+    }
+
+    #[test]
+    fn producer_id_blocks_follow_each_other_and_go_to_registered_runs_only() {
+        let mut image = cluster(3, 1);
+        let mut handed_out = Vec::new();
+        for node_id in [2, 1, 2, 3] {
+            let records =
+                plan_allocate_producer_ids(&image, node_id, 1, 1_000).expect("registered");
+            let [MetadataRecord::AllocateProducerIds(block)] = records.as_slice() else {
+                panic!("one block: {records:?}");
+            };
+            assert_eq!((block.node_id, block.incarnation), (node_id, 1));
+            handed_out.push(block.first_id);
+            apply(&mut image, &records);
+            assert_eq!(image.producer_id_block(node_id), Some(block));
+        }
+        assert_eq!(handed_out, vec![0, 1_000, 2_000, 3_000]);
+
+        // A run other than the registered one (a restart not registered yet, a broker never
+        // registered) gets nothing.
+        for (node_id, incarnation) in [(1, 2), (4, 1)] {
+            assert_eq!(
+                plan_allocate_producer_ids(&image, node_id, incarnation, 1_000),
+                Err(PlanError::StaleBrokerEpoch {
+                    node_id,
+                    incarnation
+                })
+            );
+        }
+
+        let records = [MetadataRecord::AllocateProducerIds(ProducerIdBlock {
+            node_id: 1,
+            incarnation: 1,
+            first_id: i64::MAX - 1_500,
+            size: 1_000,
+        })];
+        apply(&mut image, &records);
+        assert_eq!(
+            plan_allocate_producer_ids(&image, 1, 1, 1_000),
+            Err(PlanError::ProducerIdsExhausted)
+        );
     }
 
     #[test]

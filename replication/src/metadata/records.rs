@@ -59,6 +59,25 @@ pub struct BrokerRegistration {
     pub shard_count: u32,
 }
 
+/// A block of producer ids the controller handed to one run of a broker (Kafka's
+/// ProducerIdsRecord, KIP-730): ids `first_id..first_id + size`, never handed out again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub struct ProducerIdBlock {
+    pub node_id: NodeId,
+    /// The broker run (its registration's incarnation) the block is for: a restarted broker
+    /// never takes up its previous run's block, whose ids may have been handed out.
+    pub incarnation: u64,
+    pub first_id: i64,
+    pub size: u32,
+}
+
+impl ProducerIdBlock {
+    /// One past the block's last id; `None` if that does not fit an `i64`.
+    pub fn end_id(&self) -> Option<i64> {
+        self.first_id.checked_add(i64::from(self.size))
+    }
+}
+
 /// One change to the cluster's metadata. Applying a record is total: one that no longer fits
 /// the image (a stale or repeated proposal) changes nothing, the same way on every broker.
 #[derive(Debug, Clone, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
@@ -114,6 +133,9 @@ pub enum MetadataRecord {
         topic: String,
         new: Vec<PartitionAssignment>,
     },
+    /// Hands a block of producer ids to a broker run; it starts at or after the end of every
+    /// block handed out before.
+    AllocateProducerIds(ProducerIdBlock),
 }
 
 /// Why bytes are not a batch of metadata records.
@@ -211,6 +233,12 @@ mod tests {
             MetadataRecord::DeleteTopic {
                 name: "orders".to_owned(),
             },
+            MetadataRecord::AllocateProducerIds(ProducerIdBlock {
+                node_id: 2,
+                incarnation: 77,
+                first_id: 3_000,
+                size: 1_000,
+            }),
         ]
     }
 
