@@ -1043,6 +1043,79 @@ mod tests {
     }
 
     #[test]
+    fn connection_limits_come_from_flags_or_the_file_with_kafkas_defaults() {
+        let defaults = Arguments::default().resolve().unwrap();
+        assert_eq!(defaults.connections_max, None, "from the descriptor limit");
+        assert_eq!(defaults.connections_per_ip_max, None, "unlimited, as Kafka");
+        assert_eq!(defaults.connection_idle_max, Some(Duration::from_secs(600)));
+
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("ferrite.toml");
+        std::fs::write(
+            &file,
+            "max-connections = 1000\nmax-connections-per-ip = 10\nconnections-max-idle-ms = -1\n",
+        )
+        .unwrap();
+        let settings = Arguments {
+            config: Some(file),
+            max_connections_per_ip: Some(20),
+            ..Arguments::default()
+        }
+        .resolve()
+        .unwrap();
+        assert_eq!(settings.connections_max, Some(1000));
+        assert_eq!(settings.connections_per_ip_max, Some(20), "the flag wins");
+        assert_eq!(settings.connection_idle_max, None, "-1: never");
+
+        for (arguments, wanted) in [
+            (
+                Arguments {
+                    max_connections: Some(0),
+                    ..Arguments::default()
+                },
+                "--max-connections",
+            ),
+            (
+                Arguments {
+                    max_connections_per_ip: Some(0),
+                    ..Arguments::default()
+                },
+                "--max-connections-per-ip",
+            ),
+            (
+                Arguments {
+                    connections_max_idle_ms: Some(0),
+                    ..Arguments::default()
+                },
+                "--connections-max-idle-ms",
+            ),
+        ] {
+            let error = arguments.resolve().unwrap_err();
+            assert!(error.contains(wanted), "{error}");
+        }
+    }
+
+    #[test]
+    fn the_start_up_line_names_a_descriptor_limit_below_the_estimate() {
+        let estimate = descriptors::Estimate {
+            partitions: 10,
+            segments: 20,
+            shards: 2,
+        };
+        let needed = estimate.needed(1000);
+        assert_eq!(descriptors_note(needed, 1000, &estimate), "");
+        let note = descriptors_note(needed - 1, 1000, &estimate);
+        assert!(
+            note.contains(&format!(
+                "file descriptor limit {} is below the {needed}",
+                needed - 1
+            )),
+            "{note}"
+        );
+        assert!(note.contains("20 segment files in 10 partitions"), "{note}");
+    }
+
+    #[test]
     fn advertised_addresses_are_host_and_port() {
         assert_eq!(
             parse_advertised("broker.example:9093"),
