@@ -54,10 +54,9 @@ fn api_versions_response(stream: &mut TcpStream, version: i16) -> (i32, ApiVersi
     (header.correlation_id, body)
 }
 
-/// True once the server has closed `stream` (a read returns end of file).
+/// True once the server has closed `stream` (a read returns end of file, or a reset).
 fn closed_by_server(stream: &mut TcpStream) -> bool {
-    let mut byte = [0u8; 1];
-    matches!(stream.read(&mut byte), Ok(0))
+    closed_by_server_within(stream, DEADLINE)
 }
 
 #[test]
@@ -241,6 +240,17 @@ fn served(stream: &mut TcpStream, correlation_id: i32) {
     assert_eq!(api_versions_response(stream, 3).0, correlation_id);
 }
 
+/// `count` new connections to `broker`, each served once.
+fn served_connections(broker: &Broker, count: usize) -> Vec<TcpStream> {
+    (0..count)
+        .map(|index| {
+            let mut stream = broker.connect();
+            served(&mut stream, index as i32);
+            stream
+        })
+        .collect()
+}
+
 /// CPU time (user + system) the process `pid` has used so far.
 fn cpu_time(pid: u32) -> Duration {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
@@ -404,10 +414,7 @@ fn at_max_connections_new_connections_wait_until_one_closes() {
         args: &["--max-connections", "3"],
         ..Start::default()
     });
-    let mut open: Vec<TcpStream> = (0..3).map(|_| broker.connect()).collect();
-    for (index, stream) in open.iter_mut().enumerate() {
-        served(stream, index as i32);
-    }
+    let mut open = served_connections(&broker, 3);
     // The fourth connects (the kernel's backlog) but is not served while three are open.
     let mut fourth = broker.connect();
     fourth.write_all(&api_versions_request(3, 4)).unwrap();
@@ -441,10 +448,7 @@ fn over_max_connections_per_ip_a_new_connection_is_closed_and_other_addresses_ar
         args: &["--max-connections-per-ip", "2"],
         ..Start::default()
     });
-    let mut two: Vec<TcpStream> = (0..2).map(|_| broker.connect()).collect();
-    for (index, stream) in two.iter_mut().enumerate() {
-        served(stream, index as i32);
-    }
+    let mut two = served_connections(&broker, 2);
     let mut third = broker.connect();
     assert!(
         closed_by_server(&mut third),
