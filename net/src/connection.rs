@@ -7,9 +7,10 @@
 //! Bad input ends this connection only, with a log line saying why (rate-limited: any client
 //! can send bad input over and over); the shard and every other connection carry on. A
 //! connection with nothing read, nothing in flight and nothing written for
-//! `connections.max.idle.ms` is closed, as Kafka closes idle connections. At shutdown the reader stops reading, the writer finishes what was
-//! already started, and the connection closes; it counts as work in flight until then, so the
-//! shard's drain waits for those answers.
+//! `connections.max.idle.ms` is closed, as Kafka closes idle connections. At shutdown the
+//! reader stops reading, the writer finishes what was already started, and the connection
+//! closes; it counts as work in flight until then, so the shard's drain waits for those
+//! answers.
 
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, RawFd};

@@ -299,7 +299,7 @@ const SHARD_VALUES: [(&str, &str, &str, ShardValue); 10] = [
     (
         "ferrite_accept_failures_total",
         "counter",
-        "Accepts that failed (out of file descriptors and the like); each shortage pauses accepting.",
+        "Accepts that failed (out of file descriptors and the like); a shortage pauses accepts.",
         |m| &m.accept_failures,
     ),
     (
