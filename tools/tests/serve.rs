@@ -152,7 +152,11 @@ fn a_taken_address_is_a_clear_start_up_error() {
         .output()
         .unwrap();
     assert_eq!(output.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&output.stderr).contains("cannot listen on"));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("cannot listen on") && stderr.contains("still after waiting"),
+        "a bounded wait, then a clear error: {stderr}"
+    );
 }
 
 #[test]
