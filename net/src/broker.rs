@@ -296,7 +296,10 @@ impl Broker {
                         if error.code
                             == kafka_protocol::ResponseError::TopicAlreadyExists.code() => {}
                     Err(error) => {
-                        eprintln!("ferrite: auto-creating topic '{topic}': {}", error.message)
+                        engine::log_rate_limited!(
+                            "ferrite: auto-creating topic '{topic}': {}",
+                            error.message
+                        )
                     }
                     Ok(()) => {}
                 }

@@ -4,14 +4,18 @@
 //! writes them, splicing file ranges straight from the segment files. The queue is bounded in
 //! requests and in bytes, so a client that sends faster than it reads answers stops being read.
 //!
-//! Bad input ends this connection only, with a log line saying why; the shard and every other
-//! connection carry on. At shutdown the reader stops reading, the writer finishes what was
-//! already started, and the connection closes; it counts as work in flight until then, so the
-//! shard's drain waits for those answers.
+//! Bad input ends this connection only, with a log line saying why (rate-limited: any client
+//! can send bad input over and over); the shard and every other connection carry on. A
+//! connection with nothing read, nothing in flight and nothing written for
+//! `connections.max.idle.ms` is closed, as Kafka closes idle connections. At shutdown the
+//! reader stops reading, the writer finishes what was already started, and the connection
+//! closes; it counts as work in flight until then, so the shard's drain waits for those
+//! answers.
 
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, RawFd};
 use std::rc::Rc;
+use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use futures::future::{select, Either};
@@ -21,7 +25,10 @@ use glommio::net::TcpStream;
 use glommio::sync::{Semaphore, StaticPermit};
 use glommio::task::JoinHandle;
 
+use engine::log_rate_limited;
+
 use crate::broker::{Broker, Reply, ResponsePart};
+use crate::connection_limits::ConnectionSlot;
 use crate::frame::take_frame;
 use crate::send_file::Splicer;
 
@@ -37,7 +44,13 @@ pub struct ConnectionConfig {
     /// Request bytes started but not yet answered, per connection (a single larger request
     /// still goes through, alone).
     pub pipeline_bytes_max: usize,
+    /// A connection without a byte read or written for this long, and no request in flight,
+    /// is closed (Kafka's `connections.max.idle.ms`); `None`: never.
+    pub idle_max: Option<Duration>,
 }
+
+/// Kafka's `connections.max.idle.ms` default: 10 minutes.
+pub const IDLE_MAX_DEFAULT: Duration = Duration::from_secs(600);
 
 impl Default for ConnectionConfig {
     fn default() -> Self {
@@ -46,6 +59,7 @@ impl Default for ConnectionConfig {
             read_chunk_bytes: 64 << 10,
             pipeline_depth: 64,
             pipeline_bytes_max: 64 << 20,
+            idle_max: Some(IDLE_MAX_DEFAULT),
         }
     }
 }
@@ -55,6 +69,8 @@ impl Default for ConnectionConfig {
 enum ConnectionEnd {
     /// The client closed it, or the broker is shutting down.
     Closed,
+    /// Idle for longer than `idle_max`.
+    Idle,
     /// The client sent something we close connections for.
     BadInput(String),
     /// Reading or writing the socket failed.
@@ -66,34 +82,78 @@ enum ConnectionEnd {
 /// is written.
 type Started = (JoinHandle<Result<Reply, String>>, StaticPermit);
 
-/// Serves `stream` until it ends, and logs why if it was not the client closing it.
+/// When the connection last read or wrote a byte.
+type LastActivity = Rc<std::cell::Cell<Instant>>;
+
+/// Serves `stream` until it ends, and logs why if it was not the client closing it. `slot`
+/// counts it against the broker's connection limits until then.
 pub async fn serve_connection(
     stream: TcpStream,
     peer: SocketAddr,
     broker: Rc<Broker>,
     config: ConnectionConfig,
+    slot: ConnectionSlot,
 ) {
+    let _slot = slot;
     let _in_flight = broker.context.work_in_flight();
     let _open = broker.metrics.connection_accepted();
     let socket_fd = stream.as_raw_fd();
     let (reader, writer) = stream.split();
     let (queue, queued) = local_channel::new_bounded(config.pipeline_depth);
-    let writing =
-        glommio::spawn_local(write_replies(queued, writer, socket_fd, broker.clone())).detach();
-    let read_end = read_requests(reader, peer, queue, &broker, config).await;
+    let activity: LastActivity = Rc::new(std::cell::Cell::new(Instant::now()));
+    let writing = glommio::spawn_local(write_replies(
+        queued,
+        writer,
+        socket_fd,
+        broker.clone(),
+        activity.clone(),
+    ))
+    .detach();
+    let read_end = read_requests(reader, peer, queue, &broker, config, &activity).await;
     // The queue's sender is gone: the writer finishes what was started, then returns.
     let write_end = writing.await.unwrap_or(ConnectionEnd::Closed);
     for end in [read_end, write_end] {
         match end {
             ConnectionEnd::Closed => {}
+            ConnectionEnd::Idle => broker.metrics.connection_closed_idle(),
             ConnectionEnd::BadInput(reason) => {
                 broker.metrics.connection_closed_for_bad_input();
-                eprintln!("ferrite: closing the connection from {peer}: {reason}")
+                log_rate_limited!("ferrite: closing the connection from {peer}: {reason}")
             }
             ConnectionEnd::Io(error) => {
-                eprintln!("ferrite: connection from {peer} failed: {error}")
+                log_rate_limited!("ferrite: connection from {peer} failed: {error}")
             }
         }
+    }
+}
+
+/// Resolves when the reader must stop waiting for bytes: shutdown (`Closed`), or `idle_max`
+/// passed since the last activity with no request in flight (`Idle`).
+async fn stop_reading(
+    broker: &Broker,
+    idle_max: Option<Duration>,
+    activity: &LastActivity,
+    in_flight: impl Fn() -> bool,
+) -> ConnectionEnd {
+    let idle = async {
+        let Some(idle_max) = idle_max else {
+            return std::future::pending().await;
+        };
+        loop {
+            let idle_for = activity.get().elapsed();
+            if idle_for >= idle_max && !in_flight() {
+                return ConnectionEnd::Idle;
+            }
+            // A request in flight keeps the connection: look again one period later (its
+            // reply, when written, moves the last activity on).
+            glommio::timer::sleep(idle_max.checked_sub(idle_for).unwrap_or(idle_max)).await;
+        }
+    };
+    let idle = std::pin::pin!(idle);
+    let shutdown = std::pin::pin!(broker.context.shutdown_requested());
+    match select(idle, shutdown).await {
+        Either::Left((end, _)) => end,
+        Either::Right(((), _)) => ConnectionEnd::Closed,
     }
 }
 
@@ -103,6 +163,7 @@ async fn read_requests<R: AsyncRead + Unpin>(
     queue: LocalSender<Started>,
     broker: &Rc<Broker>,
     config: ConnectionConfig,
+    activity: &LastActivity,
 ) -> ConnectionEnd {
     let mut received = BytesMut::new();
     let mut chunk = vec![0u8; config.read_chunk_bytes];
@@ -130,10 +191,12 @@ async fn read_requests<R: AsyncRead + Unpin>(
         }
         let read = {
             let read = std::pin::pin!(reader.read(&mut chunk));
-            let shutdown = std::pin::pin!(broker.context.shutdown_requested());
-            match select(read, shutdown).await {
+            // Every permit back: no request started and not yet answered.
+            let in_flight = || budget.available() < config.pipeline_bytes_max as u64;
+            let stop = std::pin::pin!(stop_reading(broker, config.idle_max, activity, in_flight));
+            match select(read, stop).await {
                 Either::Left((read, _)) => read,
-                Either::Right(((), _)) => return ConnectionEnd::Closed,
+                Either::Right((end, _)) => return end,
             }
         };
         match read {
@@ -145,6 +208,7 @@ async fn read_requests<R: AsyncRead + Unpin>(
                 ))
             }
             Ok(read) => {
+                activity.set(Instant::now());
                 broker.metrics.bytes_received(read as u64);
                 received.extend_from_slice(&chunk[..read])
             }
@@ -158,6 +222,7 @@ async fn write_replies<W: AsyncWrite + Unpin>(
     mut writer: W,
     socket_fd: RawFd,
     broker: Rc<Broker>,
+    activity: LastActivity,
 ) -> ConnectionEnd {
     let mut splicer: Option<Splicer> = None;
     while let Some((started, _permit)) = queued.recv().await {
@@ -194,6 +259,7 @@ async fn write_replies<W: AsyncWrite + Unpin>(
             if let Err(error) = written {
                 return ConnectionEnd::Io(error);
             }
+            activity.set(Instant::now());
         }
     }
     ConnectionEnd::Closed

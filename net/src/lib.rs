@@ -13,6 +13,7 @@ pub mod api_versions;
 pub mod broker;
 pub mod cluster;
 pub mod connection;
+pub mod connection_limits;
 pub mod errors;
 pub mod frame;
 pub mod handlers;

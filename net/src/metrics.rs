@@ -118,6 +118,10 @@ pub struct ShardMetrics {
     connections_accepted: AtomicU64,
     connections_open: AtomicU64,
     connections_closed_for_bad_input: AtomicU64,
+    connections_closed_idle: AtomicU64,
+    connections_refused: AtomicU64,
+    connections_delayed: AtomicU64,
+    accept_failures: AtomicU64,
     bytes_received: AtomicU64,
     bytes_sent: AtomicU64,
     bytes_spliced: AtomicU64,
@@ -134,6 +138,10 @@ impl Default for ShardMetrics {
             connections_accepted: AtomicU64::new(0),
             connections_open: AtomicU64::new(0),
             connections_closed_for_bad_input: AtomicU64::new(0),
+            connections_closed_idle: AtomicU64::new(0),
+            connections_refused: AtomicU64::new(0),
+            connections_delayed: AtomicU64::new(0),
+            accept_failures: AtomicU64::new(0),
             bytes_received: AtomicU64::new(0),
             bytes_sent: AtomicU64::new(0),
             bytes_spliced: AtomicU64::new(0),
@@ -188,6 +196,26 @@ impl ShardMetrics {
         add(&self.connections_closed_for_bad_input, 1);
     }
 
+    /// Closed after `connections.max.idle.ms` without activity.
+    pub fn connection_closed_idle(&self) {
+        add(&self.connections_closed_idle, 1);
+    }
+
+    /// Closed at once: its address had `max.connections.per.ip` open.
+    pub fn connection_refused(&self) {
+        add(&self.connections_refused, 1);
+    }
+
+    /// Served only once a slot freed: `max.connections` were open when it came.
+    pub fn connection_delayed(&self) {
+        add(&self.connections_delayed, 1);
+    }
+
+    /// An accept failed (out of descriptors and the like).
+    pub fn accept_failed(&self) {
+        add(&self.accept_failures, 1);
+    }
+
     pub fn bytes_received(&self, bytes: u64) {
         add(&self.bytes_received, bytes);
     }
@@ -231,7 +259,7 @@ impl ShardMetrics {
 
 /// A metric that is one number per shard: name, type, help text, and where a shard keeps it.
 type ShardValue = fn(&ShardMetrics) -> &AtomicU64;
-const SHARD_VALUES: [(&str, &str, &str, ShardValue); 6] = [
+const SHARD_VALUES: [(&str, &str, &str, ShardValue); 10] = [
     (
         "ferrite_connections_accepted_total",
         "counter",
@@ -249,6 +277,30 @@ const SHARD_VALUES: [(&str, &str, &str, ShardValue); 6] = [
         "counter",
         "Connections closed for malformed or unsupported requests.",
         |m| &m.connections_closed_for_bad_input,
+    ),
+    (
+        "ferrite_connections_closed_idle_total",
+        "counter",
+        "Connections closed after connections.max.idle.ms without a request.",
+        |m| &m.connections_closed_idle,
+    ),
+    (
+        "ferrite_connections_refused_total",
+        "counter",
+        "Connections closed at once: their address had max.connections.per.ip open.",
+        |m| &m.connections_refused,
+    ),
+    (
+        "ferrite_connections_delayed_total",
+        "counter",
+        "Connections accepted only once another closed: max.connections were open.",
+        |m| &m.connections_delayed,
+    ),
+    (
+        "ferrite_accept_failures_total",
+        "counter",
+        "Accepts that failed (out of file descriptors and the like); a shortage pauses accepts.",
+        |m| &m.accept_failures,
     ),
     (
         "ferrite_bytes_received_total",

@@ -1,8 +1,11 @@
 //! The Kafka listener of one shard. Every shard binds the same address (glommio sets
 //! SO_REUSEPORT), so the kernel spreads connections over the shards; each connection is served
 //! on the shard that accepted it. The accept loop ends when shutdown is requested, which is how
-//! the broker stops accepting before it drains. Beside it, each shard publishes a snapshot of
-//! the state it owns for the metrics endpoint.
+//! the broker stops accepting before it drains. It holds to the broker's connection limits
+//! ([`ConnectionLimits`]: at `max.connections` it stops accepting until a connection closes,
+//! over `max.connections.per.ip` it closes the new connection, as Kafka's acceptor does) and
+//! pauses while descriptors run out ([`AcceptPacing`]). Beside it, each shard publishes a
+//! snapshot of the state it owns for the metrics endpoint.
 
 use std::net::SocketAddr;
 
@@ -11,7 +14,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use engine::catalog::Catalog;
-use engine::shard::listen::bind;
+use engine::log_rate_limited;
+use engine::shard::listen::{bind, AcceptPacing};
 use engine::shard::ShardContext;
 
 use futures::future::{select, Either};
@@ -20,6 +24,7 @@ use glommio::net::TcpListener;
 use crate::broker::{Broker, BrokerConfig};
 use crate::cluster::ClusterView;
 use crate::connection::{serve_connection, ConnectionConfig};
+use crate::connection_limits::{ConnectionLimits, ConnectionSlot, Refusal};
 use crate::metrics::{MetricsRegistry, ShardSnapshot};
 
 /// What every shard's broker is built from.
@@ -33,7 +38,13 @@ pub struct ShardSetup {
     pub metrics_snapshot_interval: Duration,
     pub listen: SocketAddr,
     pub connection: ConnectionConfig,
+    /// `max.connections` and `max.connections.per.ip`, shared by every shard.
+    pub limits: Arc<ConnectionLimits>,
 }
+
+/// How often a shard at `max.connections` looks again whether a connection closed (on any
+/// shard: a close on another thread wakes nothing here).
+const SLOT_RECHECK_INTERVAL: Duration = Duration::from_millis(10);
 
 /// One shard's part of the broker: builds its [`Broker`] (one of a cluster when `cluster` is
 /// given), binds `setup.listen`, says how that
@@ -55,41 +66,114 @@ pub async fn serve_shard(
                 setup.metrics_snapshot_interval,
             ))
             .detach();
-            accept_until_shutdown(broker, listener, setup.connection).await
+            accept_until_shutdown(broker, listener, setup.connection, setup.limits).await
         }
         Err(error) => bound(Err(error)),
     }
 }
 
-/// Accepts connections on `listener` until shutdown is requested, serving each on this shard.
+/// Accepts connections on `listener` until shutdown is requested, serving each on this shard
+/// within `limits`.
 pub async fn accept_until_shutdown(
     broker: Rc<Broker>,
     listener: TcpListener,
     config: ConnectionConfig,
+    limits: Arc<ConnectionLimits>,
 ) {
+    let mut pacing = AcceptPacing::default();
     loop {
-        let accepted = {
-            let accept = std::pin::pin!(listener.accept());
-            let shutdown = std::pin::pin!(broker.context.shutdown_requested());
-            match select(accept, shutdown).await {
-                Either::Left((accepted, _)) => accepted,
-                Either::Right(((), _)) => return,
-            }
+        let Some(accepted) = unless_shutdown(&broker, listener.accept()).await else {
+            return;
         };
         let stream = match accepted {
-            Ok(stream) => stream,
+            Ok(stream) => {
+                pacing.accepted();
+                stream
+            }
             Err(error) => {
-                // Out of descriptors and the like: say so, keep accepting.
-                eprintln!("ferrite: accepting a connection failed: {error}");
+                broker.metrics.accept_failed();
+                match pacing.failed(&error) {
+                    Some(pause) => {
+                        log_rate_limited!(
+                            "ferrite: accepting a connection failed: {error}; accepting again in \
+                             {} ms, open connections are still served",
+                            pause.as_millis()
+                        );
+                        if unless_shutdown(&broker, glommio::timer::sleep(pause))
+                            .await
+                            .is_none()
+                        {
+                            return;
+                        }
+                    }
+                    None => log_rate_limited!("ferrite: accepting a connection failed: {error}"),
+                }
                 continue;
             }
         };
-        let peer = match stream.peer_addr() {
-            Ok(peer) => peer,
-            Err(_) => continue,
+        let Ok(peer) = stream.peer_addr() else {
+            continue;
+        };
+        let Some(admitted) = admit(&broker, &limits, peer).await else {
+            return;
+        };
+        // Refused: dropping the stream closes it.
+        let Some(slot) = admitted else {
+            continue;
         };
         let _ = stream.set_nodelay(true);
-        glommio::spawn_local(serve_connection(stream, peer, broker.clone(), config)).detach();
+        glommio::spawn_local(serve_connection(stream, peer, broker.clone(), config, slot)).detach();
+    }
+}
+
+/// Counts the connection from `peer` against the broker's limits: waits while
+/// `max.connections` are open (as Kafka's acceptor blocks), refuses it (`Some(None)`) if its
+/// address has `max.connections.per.ip`. `None`: shutdown was requested meanwhile.
+async fn admit(
+    broker: &Broker,
+    limits: &Arc<ConnectionLimits>,
+    peer: SocketAddr,
+) -> Option<Option<ConnectionSlot>> {
+    let mut waited = false;
+    loop {
+        match limits.admit(peer.ip()) {
+            Ok(slot) => {
+                if waited {
+                    broker.metrics.connection_delayed();
+                }
+                return Some(Some(slot));
+            }
+            Err(Refusal::AddressFull {
+                connections_per_ip_max,
+            }) => {
+                broker.metrics.connection_refused();
+                log_rate_limited!(
+                    "ferrite: refusing the connection from {peer}: {connections_per_ip_max} \
+                     connections from {} are open (--max-connections-per-ip)",
+                    peer.ip()
+                );
+                return Some(None);
+            }
+            Err(Refusal::BrokerFull { connections_max }) => {
+                if !std::mem::replace(&mut waited, true) {
+                    log_rate_limited!(
+                        "ferrite: {connections_max} client connections are open \
+                         (--max-connections): accepting no more until one closes"
+                    );
+                }
+                unless_shutdown(broker, glommio::timer::sleep(SLOT_RECHECK_INTERVAL)).await?;
+            }
+        }
+    }
+}
+
+/// `future`'s output, or `None` if shutdown is requested first.
+async fn unless_shutdown<F: std::future::Future>(broker: &Broker, future: F) -> Option<F::Output> {
+    let future = std::pin::pin!(future);
+    let shutdown = std::pin::pin!(broker.context.shutdown_requested());
+    match select(future, shutdown).await {
+        Either::Left((output, _)) => Some(output),
+        Either::Right(((), _)) => None,
     }
 }
 

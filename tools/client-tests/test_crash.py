@@ -1,9 +1,12 @@
 """Crash safety as a user sees it: what an acks=all producer was told is stored survives the
 broker being killed with SIGKILL mid-stream, exactly once and in order, once it is restarted on
 the same data directory — while the producer (idempotent, so its retries of batches that were
-stored but not acknowledged must not duplicate them) keeps going across the crash."""
+stored but not acknowledged must not duplicate them) keeps going across the crash; and a broker
+restarted at once after SIGKILL, as a supervisor does, comes up on the same ports every time."""
 
+import socket
 import time
+import urllib.request
 
 import confluent_kafka
 
@@ -92,3 +95,31 @@ def test_acknowledged_messages_survive_kill_9(broker):
     assert not failed and not fatal_errors, (
         f"the broker came back, yet the idempotent producer gave up on messages: {outcome()}"
     )
+
+
+IMMEDIATE_RESTARTS = 5
+PER_RESTART = 200
+
+
+def test_restarted_at_once_after_kill_9_on_the_same_ports(broker):
+    """A supervisor (systemd `Restart=always`, a script) starts a killed broker again at once,
+    on the same Kafka and metrics ports, while the dead one's listening sockets may still
+    linger: it must come up every time, with everything acknowledged before each kill."""
+    client = Confluent(broker.bootstrap)
+    topic = created_topic(client, "restart", PARTITIONS)
+    sent = messages(IMMEDIATE_RESTARTS * PER_RESTART, key_count=10, label="restart")
+    acked = {}
+    for restart in range(IMMEDIATE_RESTARTS):
+        acked.update(
+            client.produce(topic, sent[restart * PER_RESTART : (restart + 1) * PER_RESTART], acks="all")
+        )
+        # A client connection open at the moment of the kill, besides the admin client's.
+        host, port = broker.bootstrap.rsplit(":", 1)
+        live = socket.create_connection((host, int(port)), timeout=CLIENT_DEADLINE_S)
+        broker.kill()
+        broker.start()
+        live.close()
+    assert broker.starts == IMMEDIATE_RESTARTS + 1
+    with urllib.request.urlopen(broker.metrics_url, timeout=CLIENT_DEADLINE_S) as response:
+        assert response.status == 200, "metrics are served on the same port after the restarts"
+    check_log(client.consume(topic), sent, acked=acked)

@@ -10,6 +10,7 @@ mod admin;
 mod client;
 mod cluster;
 mod consume;
+mod descriptors;
 mod dump_log;
 mod group;
 mod membership;

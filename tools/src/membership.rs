@@ -164,7 +164,10 @@ impl ShardClusterView {
                 Ok(()) => {}
                 Err(error) if error.code == ResponseError::TopicAlreadyExists.code() => {}
                 Err(error) => {
-                    eprintln!("ferrite: cannot create {OFFSETS_TOPIC}: {}", error.message)
+                    engine::log_rate_limited!(
+                        "ferrite: cannot create {OFFSETS_TOPIC}: {}",
+                        error.message
+                    )
                 }
             }
             membership
@@ -477,7 +480,7 @@ pub async fn follow_metadata(
             )
             .await
             {
-                eprintln!("ferrite: applying the metadata log: {error}");
+                engine::log_rate_limited!("ferrite: applying the metadata log: {error}");
             }
         }
         let shutdown = std::pin::pin!(context.shutdown_requested());

@@ -6,9 +6,13 @@ use std::net::SocketAddr;
 
 use net::metrics::MetricsRegistry;
 
-/// Starts serving `registry` on `address`; returns the bound address (port 0 picks one).
-pub fn serve(address: SocketAddr, registry: MetricsRegistry) -> std::io::Result<SocketAddr> {
-    let server = tiny_http::Server::http(address)
+/// Starts serving `registry` on `listener` (bound by the caller, so that start-up can wait for
+/// an address still in use); returns the bound address.
+pub fn serve(
+    listener: std::net::TcpListener,
+    registry: MetricsRegistry,
+) -> std::io::Result<SocketAddr> {
+    let server = tiny_http::Server::from_listener(listener, None)
         .map_err(|error| std::io::Error::other(error.to_string()))?;
     let bound = server
         .server_addr()

@@ -14,20 +14,22 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use engine::catalog::{Catalog, OFFSETS_TOPIC};
-use engine::shard::listen::ListenReservation;
+use engine::shard::listen::{retry_while_in_use, ListenReservation, IN_USE_WAIT};
 use engine::shard::{prepare_offsets_topic, GroupsConfig, Runtime, RuntimeConfig, TopicLogConfig};
 use engine::LogConfig;
 use net::broker::BrokerConfig;
-use net::connection::ConnectionConfig;
+use net::connection::{ConnectionConfig, IDLE_MAX_DEFAULT};
+use net::connection_limits::ConnectionLimits;
 use net::metrics::MetricsRegistry;
 use net::server::ShardSetup;
 use serde::Deserialize;
 
 use ferrite_replication::controller::VOTERS_DEFAULT_COUNT;
 
+use crate::descriptors;
 use crate::membership::{self, ClusterStart, Membership};
 use crate::metrics;
 
@@ -109,6 +111,19 @@ pub struct Arguments {
     /// produce latency (Kafka's log.cleaner.io.max.bytes.per.second) [default: unlimited].
     #[arg(long, value_name = "BYTES")]
     log_cleaner_io_max_bytes_per_second: Option<u64>,
+    /// Client connections open at once, over every shard; more wait in the listen backlog
+    /// until one closes (Kafka's max.connections) [default: a quarter of the file descriptor
+    /// limit].
+    #[arg(long, value_name = "N")]
+    max_connections: Option<usize>,
+    /// Client connections from one address; more are closed at once (Kafka's
+    /// max.connections.per.ip) [default: unlimited].
+    #[arg(long, value_name = "N")]
+    max_connections_per_ip: Option<usize>,
+    /// Close a connection after this long without a request (Kafka's
+    /// connections.max.idle.ms); -1 never [default: 600000].
+    #[arg(long, value_name = "MS", allow_negative_numbers = true)]
+    connections_max_idle_ms: Option<i64>,
     /// This broker's id in a cluster (with --peers).
     #[arg(long, value_name = "N")]
     node_id: Option<u64>,
@@ -202,6 +217,12 @@ struct Settings {
     cleaner_check_interval: Option<Duration>,
     /// `None`: the broker runs alone.
     cluster: Option<ClusterSettings>,
+    /// `None`: a quarter of the descriptor limit ([`descriptors::default_connections_max`]).
+    connections_max: Option<usize>,
+    /// `None`: no limit.
+    connections_per_ip_max: Option<usize>,
+    /// `None`: idle connections stay open.
+    connection_idle_max: Option<Duration>,
 }
 
 impl Arguments {
@@ -323,8 +344,30 @@ impl Arguments {
                 })
             }
         };
+        let connections_max = self.max_connections.or(file.max_connections);
+        if connections_max == Some(0) {
+            return Err("--max-connections must be at least 1".into());
+        }
+        let connections_per_ip_max = self.max_connections_per_ip.or(file.max_connections_per_ip);
+        if connections_per_ip_max == Some(0) {
+            return Err("--max-connections-per-ip must be at least 1".into());
+        }
+        let connection_idle_max = match self
+            .connections_max_idle_ms
+            .or(file.connections_max_idle_ms)
+        {
+            None => Some(IDLE_MAX_DEFAULT),
+            Some(-1) => None,
+            Some(ms) if ms > 0 => Some(Duration::from_millis(ms as u64)),
+            Some(_) => {
+                return Err("--connections-max-idle-ms must be -1 (never) or at least 1".into())
+            }
+        };
         Ok(Settings {
             cluster,
+            connections_max,
+            connections_per_ip_max,
+            connection_idle_max,
             listen: self
                 .listen
                 .or(file.listen)
@@ -429,6 +472,16 @@ pub fn run(arguments: Arguments) -> ExitCode {
         );
         return ExitCode::from(2);
     }
+    let descriptor_limit = match descriptors::raise_limit() {
+        Ok(limit) => limit,
+        Err(error) => {
+            eprintln!("ferrite serve: cannot read the file descriptor limit: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    let connections_max = settings
+        .connections_max
+        .unwrap_or_else(|| descriptors::default_connections_max(descriptor_limit));
     if let Err(error) = std::fs::create_dir_all(&settings.data_dir) {
         eprintln!(
             "ferrite serve: cannot create the data directory {}: {error}",
@@ -439,16 +492,22 @@ pub fn run(arguments: Arguments) -> ExitCode {
     // Every shard binds with SO_REUSEPORT; reserve the address first, so that a taken port is
     // a clear start-up error rather than a shard failing later, and port 0 (tests use it)
     // becomes one free port that stays ours until every shard has bound it.
-    let reservation = match ListenReservation::new(settings.listen) {
-        Ok(reservation) => reservation,
-        Err(error) => {
-            eprintln!(
-                "ferrite serve: cannot listen on {}: {error}",
-                settings.listen
-            );
-            return ExitCode::from(2);
-        }
-    };
+    // A broker killed a moment ago may still hold these addresses (see `listen`): every bind
+    // of the start-up waits for them, together at most this long.
+    let in_use_deadline = Instant::now() + IN_USE_WAIT;
+    let reservation =
+        match retry_while_in_use(settings.listen, "Kafka listener", in_use_deadline, || {
+            ListenReservation::new(settings.listen)
+        }) {
+            Ok(reservation) => reservation,
+            Err(error) => {
+                eprintln!(
+                    "ferrite serve: cannot listen on {}: {error}",
+                    settings.listen
+                );
+                return ExitCode::from(2);
+            }
+        };
     let listen = reservation.address();
     let advertised = settings
         .advertise
@@ -476,15 +535,21 @@ pub fn run(arguments: Arguments) -> ExitCode {
         }
     };
     let registry = MetricsRegistry::new(cores);
+    let serve_metrics = |address: SocketAddr| {
+        let listener = retry_while_in_use(address, "metrics", in_use_deadline, || {
+            std::net::TcpListener::bind(address)
+        })?;
+        metrics::serve(listener, registry.clone())
+    };
     let metrics_address = match settings.metrics_listen {
-        Some(address) => match metrics::serve(address, registry.clone()) {
+        Some(address) => match serve_metrics(address) {
             Ok(bound) => Some(bound),
             Err(error) => {
                 eprintln!("ferrite serve: cannot serve metrics on {address}: {error}");
                 return ExitCode::from(2);
             }
         },
-        None => match metrics::serve(DEFAULT_METRICS_LISTEN.into(), registry.clone()) {
+        None => match serve_metrics(DEFAULT_METRICS_LISTEN.into()) {
             Ok(bound) => Some(bound),
             Err(error) => {
                 eprintln!(
@@ -551,11 +616,23 @@ pub fn run(arguments: Arguments) -> ExitCode {
         metrics: registry,
         metrics_snapshot_interval: Duration::from_secs(1),
         listen,
-        connection: ConnectionConfig::default(),
+        connection: ConnectionConfig {
+            idle_max: settings.connection_idle_max,
+            ..ConnectionConfig::default()
+        },
+        limits: Arc::new(ConnectionLimits::new(
+            connections_max,
+            settings.connections_per_ip_max,
+        )),
     };
     // The inter-broker listener, held like the Kafka one until every shard has bound it.
     let rpc_reservation = match &settings.cluster {
-        Some(cluster) => match ListenReservation::new(cluster.rpc_listen) {
+        Some(cluster) => match retry_while_in_use(
+            cluster.rpc_listen,
+            "inter-broker listener",
+            in_use_deadline,
+            || ListenReservation::new(cluster.rpc_listen),
+        ) {
             Ok(reservation) => Some(reservation),
             Err(error) => {
                 eprintln!(
@@ -624,9 +701,14 @@ pub fn run(arguments: Arguments) -> ExitCode {
     let metrics_note = metrics_address
         .map(|address| format!(", metrics on http://{address}/metrics"))
         .unwrap_or_default();
+    let descriptors_note = descriptors_note(
+        descriptor_limit,
+        connections_max,
+        &descriptors::Estimate::of_data_dir(&settings.data_dir, cores),
+    );
     println!(
         "ferrite: listening on {listen} (Kafka, advertised as {advertised}), data in {}, \
-         {cores} shard(s){metrics_note}",
+         {cores} shard(s){metrics_note}{descriptors_note}",
         settings.data_dir.display()
     );
     match runtime.join() {
@@ -639,6 +721,29 @@ pub fn run(arguments: Arguments) -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+/// What the start-up line says about descriptors: nothing while `limit` covers what the broker
+/// needs, else the limit, the estimate and how to raise it.
+fn descriptors_note(
+    limit: u64,
+    connections_max: usize,
+    estimate: &descriptors::Estimate,
+) -> String {
+    let needed = estimate.needed(connections_max);
+    if limit >= needed {
+        return String::new();
+    }
+    format!(
+        "; file descriptor limit {limit} is below the {needed} this broker may need \
+         ({connections_max} connections at {} each, {} segment files in {} partitions, \
+         {} shards): raise it (`ulimit -n`, LimitNOFILE= in a systemd unit) or lower \
+         --max-connections",
+        descriptors::PER_CONNECTION,
+        estimate.segments,
+        estimate.partitions,
+        estimate.shards
+    )
 }
 
 /// A number different at every start of the process: the controller tells a restarted broker
@@ -935,6 +1040,79 @@ mod tests {
         .resolve()
         .unwrap_err();
         assert!(error.contains("--log-cleaner-interval-ms"), "{error}");
+    }
+
+    #[test]
+    fn connection_limits_come_from_flags_or_the_file_with_kafkas_defaults() {
+        let defaults = Arguments::default().resolve().unwrap();
+        assert_eq!(defaults.connections_max, None, "from the descriptor limit");
+        assert_eq!(defaults.connections_per_ip_max, None, "unlimited, as Kafka");
+        assert_eq!(defaults.connection_idle_max, Some(Duration::from_secs(600)));
+
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("ferrite.toml");
+        std::fs::write(
+            &file,
+            "max-connections = 1000\nmax-connections-per-ip = 10\nconnections-max-idle-ms = -1\n",
+        )
+        .unwrap();
+        let settings = Arguments {
+            config: Some(file),
+            max_connections_per_ip: Some(20),
+            ..Arguments::default()
+        }
+        .resolve()
+        .unwrap();
+        assert_eq!(settings.connections_max, Some(1000));
+        assert_eq!(settings.connections_per_ip_max, Some(20), "the flag wins");
+        assert_eq!(settings.connection_idle_max, None, "-1: never");
+
+        for (arguments, wanted) in [
+            (
+                Arguments {
+                    max_connections: Some(0),
+                    ..Arguments::default()
+                },
+                "--max-connections",
+            ),
+            (
+                Arguments {
+                    max_connections_per_ip: Some(0),
+                    ..Arguments::default()
+                },
+                "--max-connections-per-ip",
+            ),
+            (
+                Arguments {
+                    connections_max_idle_ms: Some(0),
+                    ..Arguments::default()
+                },
+                "--connections-max-idle-ms",
+            ),
+        ] {
+            let error = arguments.resolve().unwrap_err();
+            assert!(error.contains(wanted), "{error}");
+        }
+    }
+
+    #[test]
+    fn the_start_up_line_names_a_descriptor_limit_below_the_estimate() {
+        let estimate = descriptors::Estimate {
+            partitions: 10,
+            segments: 20,
+            shards: 2,
+        };
+        let needed = estimate.needed(1000);
+        assert_eq!(descriptors_note(needed, 1000, &estimate), "");
+        let note = descriptors_note(needed - 1, 1000, &estimate);
+        assert!(
+            note.contains(&format!(
+                "file descriptor limit {} is below the {needed}",
+                needed - 1
+            )),
+            "{note}"
+        );
+        assert!(note.contains("20 segment files in 10 partitions"), "{note}");
     }
 
     #[test]

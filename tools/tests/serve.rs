@@ -14,7 +14,7 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 
-use common::{Broker, DEADLINE};
+use common::{Broker, Start, DEADLINE};
 
 fn api_versions_request(version: i16, correlation_id: i32) -> Vec<u8> {
     let mut body = BytesMut::new();
@@ -54,10 +54,9 @@ fn api_versions_response(stream: &mut TcpStream, version: i16) -> (i32, ApiVersi
     (header.correlation_id, body)
 }
 
-/// True once the server has closed `stream` (a read returns end of file).
+/// True once the server has closed `stream` (a read returns end of file, or a reset).
 fn closed_by_server(stream: &mut TcpStream) -> bool {
-    let mut byte = [0u8; 1];
-    matches!(stream.read(&mut byte), Ok(0))
+    closed_by_server_within(stream, DEADLINE)
 }
 
 #[test]
@@ -153,7 +152,11 @@ fn a_taken_address_is_a_clear_start_up_error() {
         .output()
         .unwrap();
     assert_eq!(output.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&output.stderr).contains("cannot listen on"));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("cannot listen on") && stderr.contains("still after waiting"),
+        "a bounded wait, then a clear error: {stderr}"
+    );
 }
 
 #[test]
@@ -184,4 +187,328 @@ fn shards_are_pinned_where_cpuset_says_and_a_wrong_cpuset_is_refused() {
     let output = serve(&["--cpuset", "4096"]);
     assert_eq!(output.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&output.stderr).contains("--cpuset names CPU 4096"));
+}
+
+/// The sum over shards of `name` in a metrics exposition.
+fn metric_sum(exposition: &str, name: &str) -> u64 {
+    exposition
+        .lines()
+        .filter(|line| line.starts_with(&format!("{name}{{")))
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}
+
+/// Whether `stream` gets an answer to ApiVersions within `wait` (false: no answer yet; the
+/// request stays sent).
+fn answered_within(stream: &mut TcpStream, correlation_id: i32, wait: Duration) -> bool {
+    stream.set_read_timeout(Some(wait)).unwrap();
+    let mut length = [0u8; 4];
+    let answered = match stream.read_exact(&mut length) {
+        Ok(()) => true,
+        Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => false,
+        Err(error) if error.kind() == std::io::ErrorKind::TimedOut => false,
+        Err(error) => panic!("reading an answer: {error}"),
+    };
+    stream.set_read_timeout(Some(DEADLINE)).unwrap();
+    if answered {
+        let mut body = vec![0u8; i32::from_be_bytes(length) as usize];
+        stream.read_exact(&mut body).unwrap();
+        let mut body = Bytes::from(body);
+        let header = ResponseHeader::decode(&mut body, 0).unwrap();
+        assert_eq!(header.correlation_id, correlation_id);
+    }
+    answered
+}
+
+/// True if the server closes `stream` within `wait` (false: it is still open).
+fn closed_by_server_within(stream: &mut TcpStream, wait: Duration) -> bool {
+    stream.set_read_timeout(Some(wait)).unwrap();
+    let mut byte = [0u8; 1];
+    let closed = match stream.read(&mut byte) {
+        Ok(0) => true,
+        Ok(_) => panic!("the broker sent something unasked"),
+        Err(error) => !matches!(
+            error.kind(),
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+        ),
+    };
+    stream.set_read_timeout(Some(DEADLINE)).unwrap();
+    closed
+}
+
+/// Sends ApiVersions on `stream` and checks it is answered.
+fn served(stream: &mut TcpStream, correlation_id: i32) {
+    stream
+        .write_all(&api_versions_request(3, correlation_id))
+        .unwrap();
+    assert_eq!(api_versions_response(stream, 3).0, correlation_id);
+}
+
+/// `count` new connections to `broker`, each served once.
+fn served_connections(broker: &Broker, count: usize) -> Vec<TcpStream> {
+    (0..count)
+        .map(|index| {
+            let mut stream = broker.connect();
+            served(&mut stream, index as i32);
+            stream
+        })
+        .collect()
+}
+
+/// CPU time (user + system) the process `pid` has used so far.
+fn cpu_time(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // Fields after the command name (which may hold spaces) ends with ')'.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .unwrap()
+        .1
+        .split_whitespace()
+        .collect();
+    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    // SAFETY: a plain query.
+    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
+    Duration::from_millis(ticks * 1000 / per_second)
+}
+
+/// Starts a broker of one shard under a descriptor limit of `LIMIT` with `args`, holds twice as
+/// many connections as it has descriptors for a few seconds while a client it served before
+/// keeps asking, checks what a user would see (the start-up line names the low limit; the
+/// broker stays up, serves that client, spins no core and writes a few lines at most), and
+/// returns it once descriptors are free again and new connections are served.
+fn under_descriptor_pressure(args: &[&str]) -> Broker {
+    const LIMIT: u64 = 128;
+    let mut all_args = vec!["--cores", "1", "--offsets-partitions", "1"];
+    all_args.extend_from_slice(args);
+    let mut broker = Broker::start_with(&Start {
+        args: &all_args,
+        descriptor_limit: Some(LIMIT),
+    });
+    assert!(
+        broker
+            .listening_line
+            .contains(&format!("file descriptor limit {LIMIT} is below")),
+        "the start-up line names the low limit: {}",
+        broker.listening_line
+    );
+    // The partitions open after the listener; the flood must not take their descriptors.
+    let deadline = Instant::now() + DEADLINE;
+    while !broker.metrics().contains("ferrite_partition_shard{") {
+        assert!(Instant::now() < deadline, "the offsets partition is opened");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mut client = broker.connect();
+    served(&mut client, 1);
+
+    let pressure = Duration::from_secs(3);
+    let cpu_before = cpu_time(broker.child.id());
+    let started = Instant::now();
+    let mut held = Vec::new();
+    while held.len() < 2 * LIMIT as usize {
+        if let Ok(stream) = TcpStream::connect_timeout(&broker.address, Duration::from_millis(100))
+        {
+            held.push(stream);
+        }
+    }
+    let mut correlation_id = 2;
+    while started.elapsed() < pressure {
+        served(&mut client, correlation_id);
+        correlation_id += 1;
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let cpu_used = cpu_time(broker.child.id()) - cpu_before;
+    assert!(
+        cpu_used < started.elapsed() / 2,
+        "no core spinning: {cpu_used:?} of CPU in {:?}",
+        started.elapsed()
+    );
+    assert!(
+        broker.stderr().len() <= 10,
+        "stderr stays small: {} lines, the first: {:#?}",
+        broker.stderr().len(),
+        &broker.stderr()[..broker.stderr().len().min(10)]
+    );
+    served(&mut client, correlation_id);
+    assert!(broker.child.try_wait().unwrap().is_none(), "still running");
+
+    // Descriptors free again: connections that waited in the backlog, and new ones, are served.
+    drop(held.split_off(8));
+    for (index, waiting) in held.iter_mut().enumerate() {
+        served(waiting, 1000 + index as i32);
+    }
+    served(&mut broker.connect(), 2000);
+    broker
+}
+
+#[test]
+fn more_connections_than_descriptors_wait_by_default_at_max_connections() {
+    let broker = under_descriptor_pressure(&[]);
+    let metrics = broker.metrics();
+    assert!(
+        metric_sum(&metrics, "ferrite_connections_delayed_total") > 0,
+        "the default max.connections (a quarter of the descriptors) held them back"
+    );
+    assert_eq!(metric_sum(&metrics, "ferrite_accept_failures_total"), 0);
+}
+
+#[test]
+fn out_of_descriptors_the_broker_pauses_accepting_and_says_so_once() {
+    // A connection limit far above what the descriptors allow, so the descriptors run out.
+    let broker = under_descriptor_pressure(&["--max-connections", "100000"]);
+    let accept_lines = broker
+        .stderr()
+        .iter()
+        .filter(|line| {
+            line.contains("accepting a connection failed: IO error occurred: Too many open files")
+        })
+        .count();
+    assert!(
+        (1..=2).contains(&accept_lines),
+        "the shortage is said, once per interval: {accept_lines} lines"
+    );
+    assert!(metric_sum(&broker.metrics(), "ferrite_accept_failures_total") > 0);
+}
+
+#[test]
+fn bad_frames_from_many_connections_log_a_bounded_number_of_lines_with_a_count() {
+    let broker = Broker::start();
+    // Longer than the log interval (5 s), so a second line carries the count.
+    let flood = Duration::from_secs(6);
+    let started = Instant::now();
+    let mut connections = 0u64;
+    while started.elapsed() < flood {
+        let mut bad = broker.connect();
+        bad.write_all(&[&8i32.to_be_bytes()[..], &[0xff; 8]].concat())
+            .unwrap();
+        assert!(closed_by_server(&mut bad));
+        connections += 1;
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    assert!(connections > 500, "a flood: {connections} connections");
+    let lines: Vec<String> = broker
+        .stderr()
+        .into_iter()
+        .filter(|line| line.contains("closing the connection from"))
+        .collect();
+    assert!(
+        (1..=3).contains(&lines.len()),
+        "{connections} bad connections wrote {} lines: {lines:#?}",
+        lines.len()
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|line| line.contains("more like this not logged")),
+        "the lines left out are counted: {lines:#?}"
+    );
+    let deadline = Instant::now() + DEADLINE;
+    while metric_sum(
+        &broker.metrics(),
+        "ferrite_connections_closed_bad_input_total",
+    ) < connections
+    {
+        assert!(Instant::now() < deadline, "every bad connection is counted");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn at_max_connections_new_connections_wait_until_one_closes() {
+    let broker = Broker::start_with(&Start {
+        args: &["--max-connections", "3"],
+        ..Start::default()
+    });
+    let mut open = served_connections(&broker, 3);
+    // The fourth connects (the kernel's backlog) but is not served while three are open.
+    let mut fourth = broker.connect();
+    fourth.write_all(&api_versions_request(3, 4)).unwrap();
+    assert!(
+        !answered_within(&mut fourth, 4, Duration::from_millis(500)),
+        "a fourth connection is not served at --max-connections 3"
+    );
+    served(&mut open[0], 10);
+    drop(open.remove(0));
+    assert!(
+        answered_within(&mut fourth, 4, DEADLINE),
+        "served once a connection closed"
+    );
+    served(&mut fourth, 5);
+    let metrics = broker.metrics();
+    assert_eq!(metric_sum(&metrics, "ferrite_connections_delayed_total"), 1);
+    assert_eq!(metric_sum(&metrics, "ferrite_connections_open"), 3);
+    assert!(
+        broker
+            .stderr()
+            .iter()
+            .any(|line| line.contains("3 client connections are open (--max-connections)")),
+        "{:#?}",
+        broker.stderr()
+    );
+}
+
+#[test]
+fn over_max_connections_per_ip_a_new_connection_is_closed_and_other_addresses_are_served() {
+    let broker = Broker::start_with(&Start {
+        args: &["--max-connections-per-ip", "2"],
+        ..Start::default()
+    });
+    let mut two = served_connections(&broker, 2);
+    let mut third = broker.connect();
+    assert!(
+        closed_by_server(&mut third),
+        "a third from 127.0.0.1 is closed"
+    );
+    // Another loopback address has its own count.
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket
+        .bind(&std::net::SocketAddr::from(([127, 0, 0, 2], 0)).into())
+        .unwrap();
+    socket.connect(&broker.address.into()).unwrap();
+    let mut other: TcpStream = socket.into();
+    other.set_read_timeout(Some(DEADLINE)).unwrap();
+    served(&mut other, 3);
+    drop(two.pop());
+    let deadline = Instant::now() + DEADLINE;
+    let mut again = loop {
+        // The close reaches the broker a moment after ours: until then a new one is refused.
+        let mut again = broker.connect();
+        if !closed_by_server_within(&mut again, Duration::from_millis(200)) {
+            break again;
+        }
+        assert!(Instant::now() < deadline, "a slot freed by a close");
+    };
+    served(&mut again, 4);
+    assert!(metric_sum(&broker.metrics(), "ferrite_connections_refused_total") >= 1);
+    assert!(broker
+        .stderr()
+        .iter()
+        .any(|line| line.contains("refusing the connection from 127.0.0.1")));
+}
+
+#[test]
+fn a_connection_without_requests_for_connections_max_idle_ms_is_closed() {
+    let idle_ms = 600;
+    let broker = Broker::start_with(&Start {
+        args: &["--connections-max-idle-ms", &idle_ms.to_string()],
+        ..Start::default()
+    });
+    let mut idle = broker.connect();
+    served(&mut idle, 1);
+    let mut busy = broker.connect();
+    let idle_since = Instant::now();
+    // The busy one asks every third of the idle time, for three idle times.
+    for correlation_id in 0..9 {
+        served(&mut busy, correlation_id);
+        std::thread::sleep(Duration::from_millis(idle_ms / 3));
+    }
+    assert!(closed_by_server(&mut idle), "the idle connection is closed");
+    assert!(
+        idle_since.elapsed() >= Duration::from_millis(idle_ms),
+        "not before the idle time"
+    );
+    served(&mut busy, 100);
+    assert_eq!(
+        metric_sum(&broker.metrics(), "ferrite_connections_closed_idle_total"),
+        1
+    );
 }

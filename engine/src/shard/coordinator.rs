@@ -455,7 +455,7 @@ impl ShardContext {
                 let reason = match error {
                     LogError::NotLeader { .. } => GroupError::NotCoordinator,
                     error => {
-                        eprintln!(
+                        crate::log_rate_limited!(
                             "ferrite: cannot persist group state to {}, unloading its \
                              coordinator: {error}",
                             coordinator.partition.directory_name()
@@ -506,7 +506,7 @@ impl ShardContext {
         let coordinator = match self.load_coordinator(partition, term).await {
             Ok(coordinator) => Rc::new(coordinator),
             Err(error) => {
-                eprintln!(
+                crate::log_rate_limited!(
                     "ferrite: cannot load the group coordinator of {}: {error}",
                     partition.directory_name()
                 );

@@ -19,6 +19,7 @@ use kafka_protocol::messages::{ApiKey, RequestHeader, ResponseHeader};
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 use net::broker::BrokerConfig;
 use net::connection::ConnectionConfig;
+use net::connection_limits::ConnectionLimits;
 use net::metrics::MetricsRegistry;
 use net::server::ShardSetup;
 
@@ -127,6 +128,7 @@ fn start_runtime(
         metrics_snapshot_interval: std::time::Duration::from_millis(50),
         listen: address,
         connection: ConnectionConfig::default(),
+        limits: Arc::new(ConnectionLimits::unlimited()),
     };
     let runtime = Runtime::start(config, move |context| {
         let bound = bound.clone();

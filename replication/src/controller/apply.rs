@@ -108,7 +108,9 @@ fn apply_entry(entry: &[u8], image: &RefCell<MetadataImage>) -> Result<(), Entry
         let mut image = image.borrow_mut();
         for change in &records {
             if let Applied::Stale(why) = image.apply(index, change) {
-                eprintln!("metadata entry {index}: stale {change:?} changed nothing ({why})");
+                engine::log_rate_limited!(
+                    "metadata entry {index}: stale {change:?} changed nothing ({why})"
+                );
             }
         }
     }

@@ -450,7 +450,10 @@ impl Controller {
                 Ok(_) => break,
                 Err(ControllerError::Stopped(_)) => return,
                 Err(error) => {
-                    eprintln!("controller: registering broker {}: {error}", self.node_id());
+                    engine::log_rate_limited!(
+                        "controller: registering broker {}: {error}",
+                        self.node_id()
+                    );
                     glommio::timer::sleep(self.inner.config.heartbeat_interval).await;
                 }
             }

@@ -4,7 +4,8 @@
 //! one task, so its messages reach the handler in the order they were sent.
 //!
 //! Anything wrong (a bad length, kind, header or hello, a frame cut short) closes that
-//! connection only, with one log line saying why; the listener and every other connection
+//! connection only, with one log line saying why (rate-limited, as every line a peer can cause
+//! over and over); the listener and every other connection
 //! carry on, and the sender reconnects with back-off.
 
 use std::cell::Cell;
@@ -12,6 +13,8 @@ use std::net::SocketAddr;
 use std::rc::Rc;
 
 use bytes::{Bytes, BytesMut};
+use engine::log_rate_limited;
+use engine::shard::listen::AcceptPacing;
 use futures::future::{select, Either};
 use futures::AsyncReadExt;
 use glommio::net::{TcpListener, TcpStream};
@@ -67,13 +70,35 @@ pub async fn accept_connections<M: WireMessage>(
     lifecycle: Rc<Lifecycle>,
 ) {
     let open = Rc::new(Cell::new(0usize));
+    let mut pacing = AcceptPacing::default();
     loop {
         let stream = match lifecycle.unless_closed(listener.accept()).await {
             None => return,
-            Some(Ok(stream)) => stream,
+            Some(Ok(stream)) => {
+                pacing.accepted();
+                stream
+            }
             Some(Err(error)) => {
-                // Out of descriptors and the like: say so, keep accepting.
-                eprintln!("ferrite: transport: accepting a connection failed: {error}");
+                match pacing.failed(&error) {
+                    // Out of descriptors and the like: pause, or this loop spins.
+                    Some(pause) => {
+                        log_rate_limited!(
+                            "ferrite: transport: accepting a connection failed: {error}; \
+                             accepting again in {} ms",
+                            pause.as_millis()
+                        );
+                        if lifecycle
+                            .unless_closed(glommio::timer::sleep(pause))
+                            .await
+                            .is_none()
+                        {
+                            return;
+                        }
+                    }
+                    None => log_rate_limited!(
+                        "ferrite: transport: accepting a connection failed: {error}"
+                    ),
+                }
                 continue;
             }
         };
@@ -84,7 +109,7 @@ pub async fn accept_connections<M: WireMessage>(
             lifecycle
                 .counters
                 .update(|stats| stats.connections_refused += 1);
-            eprintln!(
+            log_rate_limited!(
                 "ferrite: transport: refusing the connection from {peer}: {} connections are open",
                 open.get()
             );
@@ -121,10 +146,10 @@ async fn serve_connection<M: WireMessage>(
             lifecycle
                 .counters
                 .update(|stats| stats.connections_refused += 1);
-            eprintln!("ferrite: transport: closing the connection from {who}: {reason}");
+            log_rate_limited!("ferrite: transport: closing the connection from {who}: {reason}");
         }
         InboundEnd::Io(error) => {
-            eprintln!("ferrite: transport: the connection from {who} failed: {error}")
+            log_rate_limited!("ferrite: transport: the connection from {who} failed: {error}")
         }
     }
 }

@@ -19,6 +19,7 @@ use std::task::{Poll, Waker};
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
+use engine::log_rate_limited;
 use futures::{AsyncReadExt, AsyncWriteExt, FutureExt};
 use glommio::net::TcpStream;
 
@@ -180,7 +181,7 @@ pub async fn drive_peer(
                     .counters
                     .update(|stats| stats.connect_failures += 1);
                 if !std::mem::replace(&mut outage_logged, true) {
-                    eprintln!(
+                    log_rate_limited!(
                         "ferrite: transport: cannot connect to node {peer_node} at {address}: \
                          {error}; retrying with back-off"
                     );
@@ -207,7 +208,7 @@ pub async fn drive_peer(
                     outage_logged = false;
                 }
                 if !std::mem::replace(&mut outage_logged, true) {
-                    eprintln!(
+                    log_rate_limited!(
                         "ferrite: transport: connection to node {peer_node} at {address} \
                          ended: {reason}; reconnecting"
                     );

@@ -6,8 +6,9 @@ pub mod cli;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// How long any single step of a test may take before it counts as hung.
@@ -19,13 +20,35 @@ pub struct Broker {
     pub address: SocketAddr,
     metrics_address: SocketAddr,
     stdout_lines: mpsc::Receiver<String>,
+    /// Everything the broker wrote to stderr so far, line by line.
+    stderr_lines: Arc<Mutex<Vec<String>>>,
+    /// The line saying where it listens.
+    pub listening_line: String,
     _data: tempfile::TempDir,
+}
+
+/// How a test starts a broker beyond the defaults.
+#[derive(Debug, Default, Clone)]
+pub struct Start<'a> {
+    /// More `ferrite serve` flags.
+    pub args: &'a [&'a str],
+    /// The soft and hard descriptor limit the broker starts under.
+    pub descriptor_limit: Option<u64>,
 }
 
 impl Broker {
     /// Starts a broker (one shard per core) on a port the kernel picks; returns once it listens.
     pub fn start() -> Broker {
-        Broker::start_in(tempfile::tempdir().unwrap())
+        Broker::start_in(tempfile::tempdir().unwrap(), &Start::default())
+    }
+
+    /// Starts a broker as [`Broker::start`] does, with `start`'s flags and limits.
+    #[allow(
+        dead_code,
+        reason = "not every test binary needs more than the defaults"
+    )]
+    pub fn start_with(start: &Start) -> Broker {
+        Broker::start_in(tempfile::tempdir().unwrap(), start)
     }
 
     /// Stops the broker with SIGTERM (checking it stops cleanly) and starts a new one on the
@@ -38,13 +61,30 @@ impl Broker {
         let status = self.child.wait().unwrap();
         assert!(status.success(), "a clean stop, not {status}");
         let data = std::mem::replace(&mut self._data, tempfile::tempdir().unwrap());
-        Broker::start_in(data)
+        Broker::start_in(data, &Start::default())
     }
 
     /// Starts the broker in `data` with the default (relative) data directory, as the
     /// README's first command does.
-    fn start_in(data: tempfile::TempDir) -> Broker {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_ferrite"))
+    fn start_in(data: tempfile::TempDir, start: &Start) -> Broker {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_ferrite"));
+        if let Some(limit) = start.descriptor_limit {
+            let limit = libc::rlimit {
+                rlim_cur: limit,
+                rlim_max: limit,
+            };
+            // SAFETY: only an async-signal-safe system call between fork and exec.
+            unsafe {
+                command.pre_exec(move || {
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == 0 {
+                        Ok(())
+                    } else {
+                        Err(std::io::Error::last_os_error())
+                    }
+                });
+            }
+        }
+        let mut child = command
             .current_dir(data.path())
             // Port 0 for both listeners: tests run in parallel, and must not take the fixed
             // default metrics port from a broker someone runs on this machine.
@@ -55,10 +95,22 @@ impl Broker {
                 "--metrics-listen",
                 "127.0.0.1:0",
             ])
+            .args(start.args)
             .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
             .spawn()
             .unwrap();
         let stdout = child.stdout.take().unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let stderr_lines = Arc::new(Mutex::new(Vec::new()));
+        let collected = stderr_lines.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                // Shown with the test's output, as when the broker wrote to the test's stderr.
+                eprintln!("{line}");
+                collected.lock().unwrap().push(line);
+            }
+        });
         let (line_sender, stdout_lines) = mpsc::channel();
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
@@ -70,6 +122,8 @@ impl Broker {
             address: SocketAddr::from(([127, 0, 0, 1], 0)),
             metrics_address: SocketAddr::from(([127, 0, 0, 1], 0)),
             stdout_lines,
+            stderr_lines,
+            listening_line: String::new(),
             _data: data,
         };
         // "ferrite: listening on 127.0.0.1:PORT (Kafka, ...), data in DIR, N shard(s), metrics on
@@ -84,7 +138,14 @@ impl Broker {
         };
         broker.address = address_after("listening on ", ' ');
         broker.metrics_address = address_after("metrics on http://", '/');
+        broker.listening_line = line;
         broker
+    }
+
+    /// The lines the broker wrote to stderr so far.
+    #[allow(dead_code, reason = "not every test binary reads the broker's stderr")]
+    pub fn stderr(&self) -> Vec<String> {
+        self.stderr_lines.lock().unwrap().clone()
     }
 
     /// The `--bootstrap` value that reaches this broker.
