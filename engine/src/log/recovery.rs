@@ -144,6 +144,7 @@ impl PartitionLog {
             cleaned_end_offset: compacted_end_offset,
             closing: false,
             failed: None,
+            write_failure: None,
             stats: Default::default(),
             flusher_waker: None,
             producers: producers.table,
