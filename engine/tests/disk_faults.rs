@@ -236,17 +236,7 @@ fn a_follower_s_next_batch_after_a_failed_write_is_refused_not_taken_for_a_gap()
     run(async {
         let leader_dir = tempfile::tempdir().unwrap();
         let follower_dir = tempfile::tempdir().unwrap();
-        let leader = PartitionLog::open(leader_dir.path(), config(), system_clock())
-            .await
-            .unwrap();
-        for tag in 0..12u64 {
-            leader
-                .append(tagged_batch(tag, 1 + tag as usize % 3, 200, 0), 1)
-                .await
-                .unwrap();
-        }
-        leader.sync().await.unwrap();
-        let stored = read_all(&leader, 0, 1 << 20).await;
+        let (leader, stored) = leader_log(leader_dir.path(), config(), 12, |_| 1).await;
         let follower = PartitionLog::open(follower_dir.path(), config(), system_clock())
             .await
             .unwrap();

@@ -132,18 +132,10 @@ fn a_follower_copies_its_leaders_batches_exactly_gaps_and_epochs_included() {
     run(async {
         let leader_dir = tempfile::tempdir().unwrap();
         let follower_dir = tempfile::tempdir().unwrap();
-        let leader = PartitionLog::open(leader_dir.path(), small_config(), system_clock())
-            .await
-            .unwrap();
-        for tag in 0..40u64 {
-            let epoch = 1 + (tag / 15) as i32;
-            leader
-                .append(tagged_batch(tag, 1 + tag as usize % 3, 200, 0), epoch)
-                .await
-                .unwrap();
-        }
-        leader.sync().await.unwrap();
-        let stored = read_all(&leader, 0, 1 << 20).await;
+        let (leader, stored) = leader_log(leader_dir.path(), small_config(), 40, |tag| {
+            1 + (tag / 15) as i32
+        })
+        .await;
         let follower = PartitionLog::open(follower_dir.path(), small_config(), system_clock())
             .await
             .unwrap();
@@ -203,17 +195,7 @@ fn a_follower_copies_a_gap_while_its_tail_cache_holds_the_batches_before_it() {
             tail_cache_bytes_max: 1 << 20,
             ..small_config()
         };
-        let leader = PartitionLog::open(leader_dir.path(), config.clone(), system_clock())
-            .await
-            .unwrap();
-        for tag in 0..10u64 {
-            leader
-                .append(tagged_batch(tag, 2, 100, 0), 1)
-                .await
-                .unwrap();
-        }
-        leader.sync().await.unwrap();
-        let mut stored = read_all(&leader, 0, 1 << 20).await;
+        let (leader, mut stored) = leader_log(leader_dir.path(), config.clone(), 10, |_| 1).await;
         // The leader's cleaner removed a whole batch: the follower copies the rest, gap kept.
         stored.remove(4);
         let follower = PartitionLog::open(follower_dir.path(), config, system_clock())

@@ -208,8 +208,10 @@ impl Shared {
             };
             segment.sealed = true;
             let end_offset = segment.end_offset;
-            // Synced whole, after every earlier segment: durable up to its end.
-            state.durable_end_offset = state.durable_end_offset.max(end_offset);
+            // Synced whole, after every earlier segment: durable up to its end (or the written
+            // end, if a gap follows its last batch).
+            let durable_end_offset = end_offset.min(state.written_end_offset);
+            state.durable_end_offset = state.durable_end_offset.max(durable_end_offset);
             match state.producer_snapshot_due.take() {
                 Some((snapshot_end, table)) if snapshot_end == end_offset => {
                     Some((table, snapshot_end))
@@ -242,7 +244,7 @@ impl Shared {
         let files = Rc::new(SegmentFiles::open(&path, true).await?);
         if let Err(error) = self.sync_directory().await {
             // The new file may not survive a crash, whatever a later directory sync says.
-            self.state.borrow_mut().failed = Some(error.clone());
+            self.mark_failed(&error);
             return Err(error);
         }
         let mut state = self.state.borrow_mut();
@@ -359,6 +361,20 @@ impl Shared {
         Ok(())
     }
 
+    /// Makes the log failed (see the module documentation), and says so once: the operator
+    /// must know why a partition stopped taking appends.
+    pub(super) fn mark_failed(&self, error: &LogError) {
+        let mut state = self.state.borrow_mut();
+        if state.failed.is_none() {
+            eprintln!(
+                "ferrite: partition log in {}: {error}; it takes no more appends (a replica \
+                 recovers by itself, a single broker's log once the broker restarts)",
+                self.dir.display()
+            );
+            state.failed = Some(error.clone());
+        }
+    }
+
     /// `fdatasync` of a segment file. A failure makes the log failed (see the module
     /// documentation): the caller returns the error.
     async fn fdatasync(
@@ -376,7 +392,7 @@ impl Shared {
                     .map_or(Ok(()), |error| Err(LogError::io(operation, error)))
             });
         if let Err(error) = &result {
-            self.state.borrow_mut().failed = Some(error.clone());
+            self.mark_failed(error);
         }
         result
     }
@@ -391,7 +407,7 @@ impl Shared {
     ) -> Result<(), LogError> {
         if let Err(error) = files.dma.truncate(length_bytes).await {
             let error = LogError::glommio(operation, error);
-            self.state.borrow_mut().failed = Some(error.clone());
+            self.mark_failed(&error);
             return Err(error);
         }
         self.fdatasync(files, operation).await

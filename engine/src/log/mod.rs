@@ -236,6 +236,10 @@ struct LogState {
     /// rollback instead of the next batch being taken for a compaction gap. The log's own
     /// `append`, which numbers batches itself, clears it.
     write_failure: Option<LogError>,
+    /// The files changed in a way memory does not describe (a cleaning failed half-way through
+    /// installing its output): only a restart's recovery can bring the log back, not
+    /// [`PartitionLog::clear_fault`].
+    restart_required: bool,
     stats: LogStats,
     flusher_waker: Option<Waker>,
     /// The idempotent producers' state: every batch below the log end is accounted for.
@@ -728,11 +732,22 @@ impl PartitionLog {
     ///
     /// A replica calls this before it rebuilds its Raft core from the log, so the core counts
     /// as persisted exactly what is durable. A single broker does not: after a failed sync its
-    /// log refuses appends until the broker restarts, and recovery keeps what checks out.
+    /// log refuses appends until the broker restarts, and recovery keeps what checks out. Also
+    /// refused after a cleaning that failed half-way through installing its output: only the
+    /// recovery of a restart finishes that.
     pub async fn clear_fault(&self) -> Result<(), LogError> {
         {
             let _guard = self.shared.enter_maintenance_even_failed().await?;
-            if self.shared.state.borrow().failed.is_some() {
+            let failed = {
+                let state = self.shared.state.borrow();
+                if state.restart_required {
+                    return Err(state.failed.clone().unwrap_or(LogError::Corrupt(
+                        "a cleaning failed half-way: restart the broker".into(),
+                    )));
+                }
+                state.failed.is_some()
+            };
+            if failed {
                 self.shared.cut_back_to_last_sync().await?;
             }
             let mut state = self.shared.state.borrow_mut();

@@ -145,6 +145,7 @@ impl PartitionLog {
             closing: false,
             failed: None,
             write_failure: None,
+            restart_required: false,
             stats: Default::default(),
             flusher_waker: None,
             producers: producers.table,
