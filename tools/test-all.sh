@@ -11,8 +11,12 @@ cargo fmt --all --check
 echo "== cargo clippy"
 cargo clippy --all-targets --locked -- -D warnings
 cargo clippy -p ferrite-loom-tests --all-targets --locked -- -D warnings
+cargo clippy -p ferrite-engine -p ferrite-replication --features fault-injection --all-targets --locked -- -D warnings
 echo "== cargo test (engine, net, replication, bench, tools)"
 cargo test --locked
+echo "== disk faults injected into the log's file I/O (a test-only feature)"
+cargo test --locked -p ferrite-engine --features fault-injection --test disk_faults
+cargo test --locked -p ferrite-replication --features fault-injection --test replica disk_faults
 echo "== loom models of the SPSC ring"
 cargo test -p ferrite-loom-tests --release --locked
 echo "== real Kafka clients against ferrite serve (kcat, kafka-python, confluent-kafka)"

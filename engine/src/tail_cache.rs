@@ -2,9 +2,10 @@
 //!
 //! Consumers of a latency-sensitive pipeline read what was just produced; serving them from
 //! memory keeps their fetches off the disk and lets the flusher write without readers in the
-//! way. The cache always holds a contiguous suffix of the log. Batches that are not yet written
-//! are never evicted (they exist nowhere else), so the cache may exceed its byte bound by at
-//! most the log's `unflushed_bytes_max`.
+//! way. The cache always holds a suffix of the log: every batch from the first one it holds on,
+//! in offset order (with the gaps between batches a follower copies from a compacted leader).
+//! Batches that are not yet written are never evicted (they exist nowhere else), so the cache
+//! may exceed its byte bound by at most the log's `unflushed_bytes_max`.
 
 use std::collections::VecDeque;
 
@@ -37,13 +38,14 @@ impl TailCache {
         self.size_bytes
     }
 
-    /// Adds the batch that follows the cached suffix.
+    /// Adds the batch that follows the cached suffix (right after it, or after a gap).
     pub fn push(&mut self, batch: CachedBatch) {
         if let Some(last) = self.batches.back() {
-            assert_eq!(
+            assert!(
+                batch.base_offset > last.last_offset,
+                "the tail cache holds a suffix of the log, in order: batch at {} after {}",
                 batch.base_offset,
-                last.last_offset + 1,
-                "the tail cache holds a contiguous suffix"
+                last.last_offset
             );
         }
         self.size_bytes += batch.bytes.len();
@@ -148,6 +150,17 @@ mod tests {
         cache.evict(30);
         assert_eq!(cache.size_bytes(), 200);
         assert!(!cache.covers(29) && cache.covers(30) && cache.covers(49) && !cache.covers(50));
+    }
+
+    #[test]
+    fn a_gap_a_follower_copies_is_kept_and_a_read_in_it_gets_the_next_batch() {
+        let mut cache = TailCache::new(1 << 20);
+        cache.push(batch(0, 10, 100));
+        cache.push(batch(25, 5, 100));
+        assert!(cache.covers(12), "the gap is part of the cached suffix");
+        let read = cache.read(12, 1000, 100);
+        assert_eq!(read.len(), 1);
+        assert_eq!(read[0].base_offset, 25);
     }
 
     #[test]

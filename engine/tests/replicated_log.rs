@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use common::*;
-use engine::{EpochRun, LogError, PartitionLog};
+use engine::{EpochRun, LogConfig, LogError, PartitionLog};
 
 fn runs(pairs: &[(i32, u64)]) -> Vec<EpochRun> {
     pairs
@@ -132,18 +132,10 @@ fn a_follower_copies_its_leaders_batches_exactly_gaps_and_epochs_included() {
     run(async {
         let leader_dir = tempfile::tempdir().unwrap();
         let follower_dir = tempfile::tempdir().unwrap();
-        let leader = PartitionLog::open(leader_dir.path(), small_config(), system_clock())
-            .await
-            .unwrap();
-        for tag in 0..40u64 {
-            let epoch = 1 + (tag / 15) as i32;
-            leader
-                .append(tagged_batch(tag, 1 + tag as usize % 3, 200, 0), epoch)
-                .await
-                .unwrap();
-        }
-        leader.sync().await.unwrap();
-        let stored = read_all(&leader, 0, 1 << 20).await;
+        let (leader, stored) = leader_log(leader_dir.path(), small_config(), 40, |tag| {
+            1 + (tag / 15) as i32
+        })
+        .await;
         let follower = PartitionLog::open(follower_dir.path(), small_config(), system_clock())
             .await
             .unwrap();
@@ -189,6 +181,35 @@ fn a_follower_copies_its_leaders_batches_exactly_gaps_and_epochs_included() {
             .unwrap();
         assert_eq!(read_all(&follower, 0, 1 << 20).await, expected);
         assert_eq!(follower.epochs(), leader.epochs());
+        follower.close().await.unwrap();
+        leader.close().await.unwrap();
+    });
+}
+
+#[test]
+fn a_follower_copies_a_gap_while_its_tail_cache_holds_the_batches_before_it() {
+    run(async {
+        let leader_dir = tempfile::tempdir().unwrap();
+        let follower_dir = tempfile::tempdir().unwrap();
+        let config = LogConfig {
+            tail_cache_bytes_max: 1 << 20,
+            ..small_config()
+        };
+        let (leader, mut stored) = leader_log(leader_dir.path(), config.clone(), 10, |_| 1).await;
+        // The leader's cleaner removed a whole batch: the follower copies the rest, gap kept.
+        stored.remove(4);
+        let follower = PartitionLog::open(follower_dir.path(), config, system_clock())
+            .await
+            .unwrap();
+        for bytes in &stored {
+            follower
+                .append_replicated(BytesMut::from(&bytes[..]))
+                .await
+                .unwrap();
+        }
+        assert_eq!(read_all(&follower, 0, 1 << 20).await, stored, "from memory");
+        follower.sync().await.unwrap();
+        assert!(follower.tail_cache_bytes() > 0);
         follower.close().await.unwrap();
         leader.close().await.unwrap();
     });

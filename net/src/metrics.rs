@@ -350,7 +350,7 @@ const TOPIC_COUNTERS: [(&str, &str, TopicValue); 4] = [
 /// The per-partition gauges: name, help text, and the value from the owning shard's number
 /// and its statistics of the partition.
 type PartitionValue = fn(usize, &PartitionStats) -> u64;
-const PARTITION_GAUGES: [(&str, &str, PartitionValue); 5] = [
+const PARTITION_GAUGES: [(&str, &str, PartitionValue); 6] = [
     (
         "ferrite_partition_log_start_offset",
         "First offset still in the partition's log.",
@@ -375,6 +375,13 @@ const PARTITION_GAUGES: [(&str, &str, PartitionValue); 5] = [
         "ferrite_partition_shard",
         "The shard (thread, core) that owns the partition's log.",
         |shard, _| shard as u64,
+    ),
+    (
+        "ferrite_partition_healthy",
+        "1 while the partition's log here can be written; 0 after a failed write or sync, \
+         until it recovers (a replica by itself, a single broker's log after a failed sync \
+         only by a restart).",
+        |_, p| u64::from(p.healthy),
     ),
 ];
 
@@ -1039,6 +1046,7 @@ mod tests {
             high_watermark,
             size_bytes: high_watermark * 100,
             segment_count: 2,
+            healthy: partition != 1,
         };
         registry.shard(0).publish(
             ShardSnapshot {
@@ -1144,6 +1152,14 @@ mod tests {
             value(&samples, "ferrite_partition_shard", &partition(odd, "1")),
             0.0,
             "each partition is listed with the shard that published it"
+        );
+        assert_eq!(
+            value(&samples, "ferrite_partition_healthy", &partition("b", "0")),
+            1.0
+        );
+        assert_eq!(
+            value(&samples, "ferrite_partition_healthy", &partition(odd, "1")),
+            0.0
         );
         let order: Vec<&str> = text
             .lines()

@@ -395,15 +395,18 @@ def namespaced_cluster(request, tmp_path):
         network.destroy()
 
 
-def created_topic(cluster, label, partition_count=PARTITIONS):
-    """A new topic of `partition_count` partitions with REPLICATION_FACTOR replicas each, once
-    every partition has a live leader."""
+def created_topic(cluster, label, partition_count=PARTITIONS, config=None):
+    """A new topic of `partition_count` partitions with REPLICATION_FACTOR replicas each (and
+    the topic settings in `config`), once every partition has a live leader."""
     topic = topic_name(label)
     admin = confluent_kafka.admin.AdminClient({"bootstrap.servers": cluster.bootstrap()})
     futures = admin.create_topics(
         [
             confluent_kafka.admin.NewTopic(
-                topic, num_partitions=partition_count, replication_factor=REPLICATION_FACTOR
+                topic,
+                num_partitions=partition_count,
+                replication_factor=REPLICATION_FACTOR,
+                config=config or {},
             )
         ],
         operation_timeout=CLIENT_DEADLINE_S,

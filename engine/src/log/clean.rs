@@ -377,7 +377,9 @@ impl Shared {
         // Committed: from here on, failing leaves the disk ahead of memory.
         let installed = self.install(group, &swap_path, &output, base_offset).await;
         if let Err(error) = installed {
-            self.state.borrow_mut().failed = Some(error.clone());
+            // Only recovery, at the next open, can finish the swap.
+            self.state.borrow_mut().restart_required = true;
+            self.mark_failed(&error);
             return Err(error);
         }
         self.replace_in_memory(group, output, files, end_offset);

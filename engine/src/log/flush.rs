@@ -5,6 +5,14 @@
 //! appends that arrive during one flush share the next one. A turn syncs only if some append
 //! in it (or an earlier unsynced one) is waited on for durability, so acks=1 traffic does not
 //! pay for `fdatasync`.
+//!
+//! Failures: a failed write rolls the log end back to the written end (the batches of that
+//! flush and everything queued behind it fail). A failed `fdatasync` (or a failed trim, or a
+//! failed sync of the directory) makes the log *failed*: the kernel may have dropped what that
+//! sync was to cover, and a later sync that succeeds says nothing about it (PostgreSQL's fsync
+//! lesson), so from then on nothing is written or synced and nothing past the last good sync
+//! is acknowledged; every queued append fails. [`super::PartitionLog::clear_fault`] cuts the
+//! log back to the last good sync to bring it back.
 
 use std::future::poll_fn;
 use std::path::Path;
@@ -13,6 +21,7 @@ use std::task::Poll;
 
 use glommio::io::{DmaBuffer, DmaFile};
 
+use super::injected_faults::{injected, IoOperation};
 use super::{FlushTicket, LogState, Shared, UnflushedBatch};
 use crate::config::DMA_ALIGNMENT_BYTES;
 use crate::error::LogError;
@@ -37,6 +46,17 @@ pub(super) async fn run_flusher(shared: Rc<Shared>) {
             if state.closing && state.unflushed.is_empty() && !state.sync_requested {
                 return;
             }
+            if let Some(error) = state.failed.clone() {
+                // Nothing is written or synced after a failed sync: what arrived fails too.
+                roll_back_unwritten(&mut state, None, error.clone());
+                for ticket in std::mem::take(&mut state.unsynced_tickets) {
+                    ticket.fail(error.clone());
+                }
+                state.sync_requested = false;
+                drop(state);
+                shared.waiters.wake_all();
+                continue;
+            }
             let batches: Vec<UnflushedBatch> = state.unflushed.drain(..).collect();
             let ticket = std::mem::take(&mut state.open_ticket);
             if !batches.is_empty() {
@@ -57,7 +77,10 @@ pub(super) async fn run_flusher(shared: Rc<Shared>) {
                     state.unsynced_tickets.push(ticket.clone());
                     ticket.complete_written(Ok(()));
                 }
-                Err(error) => roll_back_unwritten(&mut state, &ticket, error),
+                Err(error) => {
+                    state.write_failure = Some(error.clone());
+                    roll_back_unwritten(&mut state, Some(&ticket), error)
+                }
             }
             drop(state);
             shared.waiters.wake_all();
@@ -66,14 +89,20 @@ pub(super) async fn run_flusher(shared: Rc<Shared>) {
     }
 }
 
-/// After a failed write: everything past the written end is discarded (the in-flight flush and
-/// every append queued behind it) and the log end goes back to the written end, so the next
-/// append reuses those offsets. The partition stays readable.
-fn roll_back_unwritten(state: &mut LogState, in_flight: &FlushTicket, error: LogError) {
-    in_flight.fail(error);
+/// After a failed write or sync: everything past the written end is discarded (the in-flight
+/// flush, if any, failing with `error`, and every append queued behind it) and the log end goes
+/// back to the written end, so the next append reuses those offsets. The partition stays
+/// readable.
+fn roll_back_unwritten(state: &mut LogState, in_flight: Option<&FlushTicket>, error: LogError) {
+    if let Some(in_flight) = in_flight {
+        in_flight.fail(error);
+    }
     std::mem::take(&mut state.open_ticket).fail(LogError::Discarded {
-        reason: "an earlier flush of this partition failed",
+        reason: "an earlier write or sync of this partition failed",
     });
+    if state.log_end_offset == state.written_end_offset {
+        return;
+    }
     state.unflushed.clear();
     state.unflushed_bytes = 0;
     let keep_end = state.written_end_offset;
@@ -159,16 +188,8 @@ impl Shared {
             )
         };
         if let Some(files) = files {
-            files
-                .dma
-                .truncate(written_bytes)
-                .await
-                .map_err(|error| LogError::glommio("trimming a sealed segment", error))?;
-            files
-                .dma
-                .fdatasync()
-                .await
-                .map_err(|error| LogError::glommio("syncing a sealed segment", error))?;
+            self.trim_and_sync(&files, written_bytes, "sealing a segment")
+                .await?;
             write_whole_file(
                 &segment::offset_index_path(&self.dir, base_offset),
                 &offset_index_bytes,
@@ -187,6 +208,10 @@ impl Shared {
             };
             segment.sealed = true;
             let end_offset = segment.end_offset;
+            // Synced whole, after every earlier segment: durable up to its end (or the written
+            // end, if a gap follows its last batch).
+            let durable_end_offset = end_offset.min(state.written_end_offset);
+            state.durable_end_offset = state.durable_end_offset.max(durable_end_offset);
             match state.producer_snapshot_due.take() {
                 Some((snapshot_end, table)) if snapshot_end == end_offset => {
                     Some((table, snapshot_end))
@@ -217,7 +242,11 @@ impl Shared {
         }
         let path = segment::log_path(&self.dir, base_offset);
         let files = Rc::new(SegmentFiles::open(&path, true).await?);
-        self.sync_directory().await?;
+        if let Err(error) = self.sync_directory().await {
+            // The new file may not survive a crash, whatever a later directory sync says.
+            self.mark_failed(&error);
+            return Err(error);
+        }
         let mut state = self.state.borrow_mut();
         let segment = state
             .segments
@@ -276,15 +305,18 @@ impl Shared {
                 Ok(())
             }
         });
-        if let Err(error) = futures::future::try_join_all(writes).await {
-            // Cut off whatever part of the failed write reached the file, so that neither a
-            // later scan nor the next write's padding can bring it back.
-            if let Err(trim_error) = files.dma.truncate(position).await {
-                self.state.borrow_mut().failed = Some(LogError::glommio(
-                    "trimming a segment after a failed write",
-                    trim_error,
-                ));
-            }
+        let written = futures::future::try_join_all(writes).await.and_then(|_| {
+            injected(&self.dir, IoOperation::Write).map_or(Ok(()), |error| {
+                Err(LogError::io("writing a segment", error))
+            })
+        });
+        if let Err(error) = written {
+            // Cut off whatever part of the failed write reached the file, durably, so that
+            // neither a scan after a crash nor the next write's padding can bring it back. (If
+            // that fails too, the log is failed.)
+            let _ = self
+                .trim_and_sync(&files, position, "trimming a segment after a failed write")
+                .await;
             return Err(error);
         }
         let mut state = self.state.borrow_mut();
@@ -329,6 +361,58 @@ impl Shared {
         Ok(())
     }
 
+    /// Makes the log failed (see the module documentation), and says so once: the operator
+    /// must know why a partition stopped taking appends.
+    pub(super) fn mark_failed(&self, error: &LogError) {
+        let mut state = self.state.borrow_mut();
+        if state.failed.is_none() {
+            eprintln!(
+                "ferrite: partition log in {}: {error}; it takes no more appends (a replica \
+                 recovers by itself, a single broker's log once the broker restarts)",
+                self.dir.display()
+            );
+            state.failed = Some(error.clone());
+        }
+    }
+
+    /// `fdatasync` of a segment file. A failure makes the log failed (see the module
+    /// documentation): the caller returns the error.
+    async fn fdatasync(
+        &self,
+        files: &SegmentFiles,
+        operation: &'static str,
+    ) -> Result<(), LogError> {
+        let result = files
+            .dma
+            .fdatasync()
+            .await
+            .map_err(|error| LogError::glommio(operation, error))
+            .and_then(|()| {
+                injected(&self.dir, IoOperation::Sync)
+                    .map_or(Ok(()), |error| Err(LogError::io(operation, error)))
+            });
+        if let Err(error) = &result {
+            self.mark_failed(error);
+        }
+        result
+    }
+
+    /// Cuts a segment file to `length_bytes` (dropping padding, or what a failed write left)
+    /// and syncs it. A failure makes the log failed: what the file holds is unknown.
+    pub(super) async fn trim_and_sync(
+        &self,
+        files: &SegmentFiles,
+        length_bytes: u64,
+        operation: &'static str,
+    ) -> Result<(), LogError> {
+        if let Err(error) = files.dma.truncate(length_bytes).await {
+            let error = LogError::glommio(operation, error);
+            self.mark_failed(&error);
+            return Err(error);
+        }
+        self.fdatasync(files, operation).await
+    }
+
     /// Syncs the active file when a written append is waited on for durability (or a sync was
     /// asked for), then completes the tickets it covers.
     async fn sync_if_wanted(&self) {
@@ -361,11 +445,7 @@ impl Shared {
         let result = match files {
             Some(files) => {
                 self.state.borrow_mut().stats.syncs += 1;
-                files
-                    .dma
-                    .fdatasync()
-                    .await
-                    .map_err(|error| LogError::glommio("syncing a segment", error))
+                self.fdatasync(&files, "syncing a segment").await
             }
             None => Ok(()),
         };
@@ -374,7 +454,8 @@ impl Shared {
             Ok(()) => {
                 state.durable_end_offset = state.durable_end_offset.max(covered_end_offset);
             }
-            Err(error) => state.failed = Some(error.clone()),
+            // `fdatasync` made the log failed; what was queued behind it is never written.
+            Err(error) => roll_back_unwritten(&mut state, None, error.clone()),
         }
         for ticket in tickets {
             ticket.complete_durable(result.clone());

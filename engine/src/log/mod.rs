@@ -36,11 +36,13 @@
 //!   durable end can lag the start after `delete_up_to` of unsynced data; it is only a bound).
 //! - A segment later in the directory has data only if every earlier one is sealed: trimmed,
 //!   synced and indexed. Recovery relies on it.
-//! - Data is acknowledged as durable only after the `fdatasync` that covers it returned.
+//! - Data is acknowledged as durable only after the `fdatasync` that covers it returned, and
+//!   nothing is written, synced or acknowledged after a failed `fdatasync` (see `flush.rs`).
 
 mod clean;
 mod epochs;
 mod flush;
+pub mod injected_faults;
 mod producers;
 mod read;
 mod recovery;
@@ -57,7 +59,7 @@ use crate::batch::{self, BatchHeader};
 use crate::clock::Clock;
 use crate::config::LogConfig;
 use crate::error::LogError;
-use crate::segment::{self, Segment};
+use crate::segment::{self, Segment, SegmentFiles};
 use crate::tail_cache::{CachedBatch, TailCache};
 use crate::waiters::Waiters;
 use producers::{ProducerTable, Verdict};
@@ -223,9 +225,21 @@ struct LogState {
     /// opened; the rest is dirty (what [`PartitionLog::dirty_ratio`] measures).
     cleaned_end_offset: u64,
     closing: bool,
-    /// Set when an `fdatasync` failed: what is on disk is unknown until a restart rescans it,
-    /// so the log refuses appends (as Kafka takes a failed log directory offline).
+    /// Set when an `fdatasync` (or a trim, or a directory sync) failed: what is on disk past
+    /// the last good sync is unknown, so nothing more is written or synced and appends are
+    /// refused (as Kafka takes a failed log directory offline), until a restart rescans the log
+    /// or [`PartitionLog::clear_fault`] cuts it back to the last good sync.
     failed: Option<LogError>,
+    /// Set when a write failed and rolled the log end back to the written end. Batches numbered
+    /// elsewhere for the end that is gone (`append_replicated`: a replica's Raft core numbered
+    /// them) are refused until [`PartitionLog::clear_fault`], so the replica learns of the
+    /// rollback instead of the next batch being taken for a compaction gap. The log's own
+    /// `append`, which numbers batches itself, clears it.
+    write_failure: Option<LogError>,
+    /// The files changed in a way memory does not describe (a cleaning failed half-way through
+    /// installing its output): only a restart's recovery can bring the log back, not
+    /// [`PartitionLog::clear_fault`].
+    restart_required: bool,
     stats: LogStats,
     flusher_waker: Option<Waker>,
     /// The idempotent producers' state: every batch below the log end is accounted for.
@@ -400,8 +414,18 @@ impl Shared {
     }
 
     /// Takes the maintenance flag (waiting for a running maintenance or cleaning to end) and
-    /// waits until every appended batch is written, so the caller sees a quiet log.
+    /// waits until every appended batch is written, so the caller sees a quiet log; refused if
+    /// the log failed.
     async fn enter_maintenance(&self) -> Result<MaintenanceGuard<'_>, LogError> {
+        let guard = self.enter_maintenance_even_failed().await?;
+        if let Some(error) = self.state.borrow().failed.clone() {
+            return Err(error);
+        }
+        Ok(guard)
+    }
+
+    /// [`Shared::enter_maintenance`], also when the log failed (to repair it).
+    async fn enter_maintenance_even_failed(&self) -> Result<MaintenanceGuard<'_>, LogError> {
         self.wait_until(|state| (!state.maintenance && !state.cleaning) || state.closing)
             .await;
         {
@@ -415,9 +439,6 @@ impl Shared {
         let guard = MaintenanceGuard { shared: self };
         self.wait_until(|state| state.unflushed.is_empty() && state.in_flight_ticket.is_none())
             .await;
-        if let Some(error) = self.state.borrow().failed.clone() {
-            return Err(error);
-        }
         Ok(guard)
     }
 
@@ -697,6 +718,45 @@ impl PartitionLog {
         self.shared.state.borrow().durable_end_offset
     }
 
+    /// Why the log cannot take batches numbered elsewhere right now: a failed sync (nothing is
+    /// written any more) or a failed write not yet cleared. `None` when it is healthy.
+    pub fn fault(&self) -> Option<LogError> {
+        let state = self.shared.state.borrow();
+        state.failed.clone().or_else(|| state.write_failure.clone())
+    }
+
+    /// Brings the log back into service after a failed write or sync, without a restart: after a
+    /// failed sync, everything past the last good sync is cut off (the kernel may have dropped
+    /// it, whatever a later sync says) and the cut synced; then whatever the log still holds is
+    /// synced, so all of it is durable. Fails, leaving the log failed, if the disk fails again.
+    ///
+    /// A replica calls this before it rebuilds its Raft core from the log, so the core counts
+    /// as persisted exactly what is durable. A single broker does not: after a failed sync its
+    /// log refuses appends until the broker restarts, and recovery keeps what checks out. Also
+    /// refused after a cleaning that failed half-way through installing its output: only the
+    /// recovery of a restart finishes that.
+    pub async fn clear_fault(&self) -> Result<(), LogError> {
+        {
+            let _guard = self.shared.enter_maintenance_even_failed().await?;
+            let failed = {
+                let state = self.shared.state.borrow();
+                if state.restart_required {
+                    return Err(state.failed.clone().unwrap_or(LogError::Corrupt(
+                        "a cleaning failed half-way: restart the broker".into(),
+                    )));
+                }
+                state.failed.is_some()
+            };
+            if failed {
+                self.shared.cut_back_to_last_sync().await?;
+            }
+            let mut state = self.shared.state.borrow_mut();
+            state.failed = None;
+            state.write_failure = None;
+        }
+        self.sync().await
+    }
+
     /// Bytes of batches in the log, including appended but unwritten ones.
     pub fn size_bytes(&self) -> u64 {
         let state = self.shared.state.borrow();
@@ -798,6 +858,8 @@ impl PartitionLog {
         if state.epoch_needs_recording(leader_epoch, base_offset)? {
             return Ok(Attempt::NewEpochAt(base_offset));
         }
+        // Numbered here, at the end as it is now: a write that failed earlier is behind us.
+        state.write_failure = None;
         batch::assign_offset_and_epoch(batch, base_offset as i64, leader_epoch);
         let header = BatchHeader {
             base_offset: base_offset as i64,
@@ -840,6 +902,9 @@ impl PartitionLog {
     ) -> Result<Attempt, LogError> {
         let mut state = self.shared.state.borrow_mut();
         state.check_open()?;
+        if let Some(error) = &state.write_failure {
+            return Err(error.clone());
+        }
         let log_end_offset = state.log_end_offset;
         let base_offset = match u64::try_from(header.base_offset) {
             Ok(base_offset) if base_offset >= log_end_offset => base_offset,
@@ -1254,6 +1319,37 @@ impl Shared {
         self.state.borrow_mut().end_at(new_end);
         self.end_moved_back_to(new_end).await?;
         Ok(new_end)
+    }
+
+    /// After a failed sync (maintenance held): the log ends at its last good sync, its files
+    /// cut to what they hold and synced, the directory synced.
+    async fn cut_back_to_last_sync(&self) -> Result<(), LogError> {
+        let (cut, log_end_offset) = {
+            let state = self.state.borrow();
+            let cut = state.durable_end_offset.max(state.log_start_offset);
+            (cut.min(state.log_end_offset), state.log_end_offset)
+        };
+        if cut < log_end_offset {
+            self.truncate_quiet(cut).await?;
+        }
+        // What a failed write or trim may have left past the written bytes goes too.
+        let unsealed: Vec<(Rc<SegmentFiles>, u64)> = self
+            .state
+            .borrow()
+            .segments
+            .values()
+            .filter(|segment| !segment.sealed)
+            .filter_map(|segment| Some((segment.files.clone()?, segment.written_bytes)))
+            .collect();
+        for (files, written_bytes) in unsealed {
+            self.trim_and_sync(
+                &files,
+                written_bytes,
+                "cutting a segment back after a failure",
+            )
+            .await?;
+        }
+        self.sync_directory().await
     }
 
     /// Deletes every segment and starts an empty log at `offset` (Kafka's

@@ -144,6 +144,8 @@ impl PartitionLog {
             cleaned_end_offset: compacted_end_offset,
             closing: false,
             failed: None,
+            write_failure: None,
+            restart_required: false,
             stats: Default::default(),
             flusher_waker: None,
             producers: producers.table,

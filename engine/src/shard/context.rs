@@ -705,12 +705,16 @@ impl ShardContext {
             .filter_map(|(partition, slot)| {
                 let opened = slot.try_lock()?;
                 let log = opened.as_ref()?;
+                let replica_fault = self
+                    .replicated(partition)
+                    .and_then(|replicated| replicated.fault());
                 Some(PartitionStats {
                     partition: partition.clone(),
                     log_start_offset: log.log_start_offset(),
                     high_watermark: log.high_watermark(),
                     size_bytes: log.size_bytes(),
                     segment_count: log.segment_count(),
+                    healthy: log.fault().is_none() && replica_fault.is_none(),
                 })
             })
             .collect()

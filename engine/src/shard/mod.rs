@@ -231,6 +231,9 @@ pub struct PartitionStats {
     /// Bytes of batches in the log's segments (appended ones not yet written included).
     pub size_bytes: u64,
     pub segment_count: usize,
+    /// Whether the partition can be written here: false after a failed write or sync of its
+    /// log until the log (or its replica) has recovered.
+    pub healthy: bool,
 }
 
 /// The answer to a [`OffsetQuery`], with the partition's bounds.

@@ -26,6 +26,12 @@ pub trait ReplicatedPartition {
     /// Whether this broker leads the partition, and if not, who does (when known).
     fn leadership(&self) -> Leadership;
 
+    /// Why this broker's replica takes no part in the partition just now (its log could not
+    /// be written), if so: the partition is reported unhealthy. `None` by default.
+    fn fault(&self) -> Option<String> {
+        None
+    }
+
     /// The term this broker leads in, once the log up to its high-water mark holds an entry
     /// of that term (so everything earlier leaders committed); `None` before that and
     /// wherever it does not lead. A group coordinator runs only while this is `Some`, and is

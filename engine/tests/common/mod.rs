@@ -125,6 +125,32 @@ pub async fn read_all(log: &PartitionLog, from: u64, bytes_max: usize) -> Vec<Ve
     out
 }
 
+/// A log in `dir` holding `count` batches appended as a leader appends them (batch `tag` of
+/// `1 + tag % 3` records, in epoch `epoch_of(tag)`), synced, and those batches as stored: what a
+/// follower copies.
+pub async fn leader_log(
+    dir: &std::path::Path,
+    config: LogConfig,
+    count: u64,
+    epoch_of: impl Fn(u64) -> i32,
+) -> (PartitionLog, Vec<Vec<u8>>) {
+    let leader = PartitionLog::open(dir, config, system_clock())
+        .await
+        .expect("the leader's log opens");
+    for tag in 0..count {
+        leader
+            .append(
+                tagged_batch(tag, 1 + tag as usize % 3, 200, 0),
+                epoch_of(tag),
+            )
+            .await
+            .expect("the leader appends");
+    }
+    leader.sync().await.expect("the leader syncs");
+    let stored = read_all(&leader, 0, 1 << 20).await;
+    (leader, stored)
+}
+
 /// The bytes of a batch as appended, with the offsets and epoch the log gave it.
 pub fn as_stored(mut appended: BytesMut, base_offset: u64, leader_epoch: i32) -> Vec<u8> {
     batch::assign_offset_and_epoch(&mut appended, base_offset as i64, leader_epoch);

@@ -427,8 +427,14 @@ impl Controller {
                 return;
             }
             if log.high_watermark() <= offset_next {
-                // The wait ends without a new commit only when the log closes or fails.
-                self.stop("the metadata log closed or failed");
+                // The wait ends without a new commit only when the log closes or fails. A
+                // failed log's replica rebuilds itself from the disk (see `replica`): apply
+                // again once it has.
+                if log.fault().is_some() {
+                    glommio::timer::sleep(self.inner.config.tick_interval).await;
+                    continue;
+                }
+                self.stop("the metadata log closed");
                 return;
             }
             let applied =

@@ -21,6 +21,22 @@
 //! send is held (long poll) until the log or the commit index moves, or `fetch_wait_ticks`
 //! pass. A follower hands fetched batches to its writer exactly as the leader has them
 //! (`append_replicated`: offsets, epochs and gaps kept).
+//!
+//! # Disk faults
+//! A write or sync the log could not make (a full disk, an I/O error), or a Raft state file it
+//! could not replace, means the core may count on entries or a vote that are not on disk. The
+//! replica then *faults*: it acts as a crashed member would, at once and for this partition
+//! only. Its core stops: no ticks, no votes, no fetches, no answers, no leadership (its
+//! producers are told NOT_LEADER_OR_FOLLOWER, and the others elect a leader within an
+//! election timeout); the core's pending writes and the producers' batches waiting for it are
+//! dropped; and it reports itself unhealthy ([`PartitionReplica::fault`]). After a back-off
+//! (two election timeouts, doubling while faults repeat, up to 64) its writer tries to come
+//! back as a restart would: the log clears its fault (after a failed sync it is cut back to its
+//! last good sync: the kernel may have dropped the rest), everything in it is synced, the Raft
+//! state is written, and a new core is built from what is on disk, which refetches what it
+//! lacks. If that fails too (the disk is still full) it tries again after the next back-off.
+//! So the log and the core never disagree: what the core counts as persisted is always on
+//! disk, and no entry is ever numbered for a log end the disk does not have.
 
 mod entries;
 mod preferred;
@@ -84,7 +100,7 @@ pub enum ProduceError {
     NotLeader { leader_hint: Option<NodeId> },
     #[error(transparent)]
     Log(#[from] LogError),
-    /// The replica stopped (shutdown, or a write it could not make).
+    /// The replica stopped (the broker shuts down, or no longer hosts the partition).
     #[error("the replica stopped")]
     Stopped,
 }
@@ -100,7 +116,8 @@ pub enum Acks {
     Committed,
 }
 
-/// A failure that stops a replica: its log can no longer follow the core.
+/// A failure that faults a replica (see "Disk faults" above): its log can no longer follow the
+/// core until it is rebuilt from the disk.
 #[derive(Debug, thiserror::Error)]
 pub enum ReplicaError {
     #[error("partition log: {0}")]
@@ -109,6 +126,21 @@ pub enum ReplicaError {
     StateFile(#[from] std::io::Error),
     #[error(transparent)]
     Entry(#[from] EntryError),
+    /// The core numbered a producer's batch elsewhere than at the log end.
+    #[error("the Raft core numbered entry {index} but the log ends at offset {log_end_offset}")]
+    Disagreement { index: Index, log_end_offset: u64 },
+}
+
+/// The first back-off of a faulted replica, in election timeouts: long enough that the others
+/// have elected a leader without it by the time it comes back.
+const RESUME_BACKOFF_ELECTION_TIMEOUTS_MIN: u64 = 2;
+/// The longest back-off, in election timeouts (about half a minute at the broker's settings).
+const RESUME_BACKOFF_ELECTION_TIMEOUTS_MAX: u64 = 64;
+
+/// Why a replica cannot take part, and when its writer tries to come back.
+struct Fault {
+    reason: String,
+    retry_at_tick: u64,
 }
 
 /// One member of a partition's Raft group. Cheap to clone; all clones drive the same member.
@@ -138,6 +170,15 @@ struct Inner {
     /// Woken on every change the writer or a waiting producer may care about.
     changes: Waiters,
     stopped: RefCell<Option<String>>,
+    /// Set while the replica cannot write (see "Disk faults" above).
+    fault: RefCell<Option<Fault>>,
+    /// The back-off before the next try to come back; doubles while faults repeat.
+    backoff_ticks: Cell<u64>,
+    /// When the replica last came back from a fault.
+    resumed_at_tick: Cell<Option<u64>>,
+    /// Counts the cores this replica has run (one more at each fault): reports of writes an
+    /// earlier core asked for are not given to a later one.
+    generation: Cell<u64>,
     /// The voters a reassignment moves the group to, sorted (see `reassignment`).
     target_voters: RefCell<Option<Vec<NodeId>>>,
     /// The replica that should lead when it can (see `preferred`).
@@ -171,24 +212,7 @@ impl PartitionReplica {
             voters_base: config.initial_voters.clone(),
             voter_changes: Vec::new(),
         });
-        state.truncate_after(log.log_end_offset());
-        state.advance_start(log.log_start_offset() + 1);
-        if saved.as_ref() != Some(&state) {
-            state_file.write(&state)?;
-        }
-        let summary = entries::summary_of(&log, &state);
-        let raft_config = RaftConfig {
-            id: config.node_id,
-            election_timeout_ticks_min: config.election_timeout_ticks_min,
-            begin_epoch_interval_ticks: config.begin_epoch_interval_ticks,
-            fetch_timeout_ticks: config.fetch_timeout_ticks,
-            seed: config.seed,
-        };
-        let persisted = PersistedState {
-            hard_state: state.hard_state(),
-            log: summary,
-        };
-        let node = RaftNode::new(raft_config, persisted);
+        let node = core_from_disk(&config, &log, &state_file, &mut state, saved.as_ref(), 0)?;
         // The log holds what is on disk; what the core counts as persisted must be too.
         log.set_replicated_high_watermark(0);
         let replica = PartitionReplica {
@@ -207,6 +231,10 @@ impl PartitionReplica {
                 ticks: Cell::new(0),
                 changes: Waiters::default(),
                 stopped: RefCell::new(None),
+                fault: RefCell::new(None),
+                backoff_ticks: Cell::new(0),
+                resumed_at_tick: Cell::new(None),
+                generation: Cell::new(0),
                 target_voters: RefCell::new(None),
                 preferred_leader: Cell::new(None),
             }),
@@ -215,11 +243,19 @@ impl PartitionReplica {
         Ok(replica)
     }
 
+    /// The core's role; a follower (of no one) while faulted.
     pub fn role(&self) -> RoleKind {
+        if self.faulted() {
+            return RoleKind::Follower;
+        }
         self.inner.node.borrow().role()
     }
 
+    /// The leader the core knows; none while faulted.
     pub fn leader(&self) -> Option<NodeId> {
+        if self.faulted() {
+            return None;
+        }
         self.inner.node.borrow().leader()
     }
 
@@ -229,6 +265,9 @@ impl PartitionReplica {
 
     /// Kafka's in-sync replicas as this leader sees them (empty unless it leads).
     pub fn in_sync_voters(&self) -> Vec<NodeId> {
+        if self.faulted() {
+            return Vec::new();
+        }
         self.inner.node.borrow().in_sync_voters()
     }
 
@@ -245,6 +284,121 @@ impl PartitionReplica {
         self.inner.stopped.borrow().clone()
     }
 
+    /// Why the replica cannot write its log and takes no part in its group just now, if so
+    /// (see "Disk faults" above); it tries to come back by itself.
+    pub fn fault(&self) -> Option<String> {
+        self.inner
+            .fault
+            .borrow()
+            .as_ref()
+            .map(|fault| fault.reason.clone())
+    }
+
+    fn faulted(&self) -> bool {
+        self.inner.fault.borrow().is_some()
+    }
+
+    /// The replica can no longer trust its log to hold what its core counts on (a write or
+    /// sync failed, or the Raft state could not be recorded): it stops as a crashed member
+    /// would, until its writer rebuilds it from the disk (see "Disk faults" above).
+    fn fail(&self, reason: &str) {
+        if self.inner.stopped.borrow().is_some() || self.faulted() {
+            return;
+        }
+        let now = self.inner.ticks.get();
+        let timeout = self.inner.config.election_timeout_ticks_min;
+        let (min, max) = (
+            timeout * RESUME_BACKOFF_ELECTION_TIMEOUTS_MIN,
+            timeout * RESUME_BACKOFF_ELECTION_TIMEOUTS_MAX,
+        );
+        // A fault soon after coming back from one: the cause is likely still there.
+        let repeated = self
+            .inner
+            .resumed_at_tick
+            .get()
+            .is_some_and(|at| now - at < max);
+        let backoff = if repeated {
+            (self.inner.backoff_ticks.get() * 2).clamp(min, max)
+        } else {
+            min
+        };
+        self.inner.backoff_ticks.set(backoff);
+        *self.inner.fault.borrow_mut() = Some(Fault {
+            reason: reason.to_owned(),
+            retry_at_tick: now + backoff,
+        });
+        self.inner.generation.set(self.inner.generation.get() + 1);
+        eprintln!(
+            "ferrite: replica in {}: {reason}; it takes no part in its group until it is \
+             rebuilt from the disk, tried in {backoff} ticks",
+            self.inner.log.directory().display()
+        );
+        self.inner.log_writes.borrow_mut().clear();
+        self.inner.fetched.borrow_mut().clear();
+        self.inner.parked.borrow_mut().clear();
+        self.inner.commit_sent.borrow_mut().clear();
+        for proposal in self.inner.proposals.borrow_mut().drain(..) {
+            let _ = proposal
+                .reply
+                .send(Err(ProduceError::NotLeader { leader_hint: None }));
+        }
+        self.inner.changes.wake_all();
+    }
+
+    /// The writer's try at bringing a faulted replica back, as a restart would: the log's fault
+    /// cleared (cut back to its last good sync after a failed one, everything left synced),
+    /// the Raft state written (a term or vote its failed write left in memory included), and a
+    /// new core built from them. On failure the fault stays, with a longer back-off.
+    async fn resume(&self) {
+        let rebuilt = async {
+            self.inner.log.clear_fault().await?;
+            let mut state = self.inner.state.borrow().clone();
+            // Election timeouts of its own, as after a restart.
+            let seed_salt = self.inner.generation.get().rotate_left(32);
+            let node = core_from_disk(
+                &self.inner.config,
+                &self.inner.log,
+                &self.inner.state_file,
+                &mut state,
+                None,
+                seed_salt,
+            )?;
+            Ok::<_, ReplicaError>((node, state))
+        }
+        .await;
+        let now = self.inner.ticks.get();
+        match rebuilt {
+            Ok((node, state)) => {
+                *self.inner.node.borrow_mut() = node;
+                *self.inner.state.borrow_mut() = state;
+                *self.inner.fault.borrow_mut() = None;
+                self.inner.resumed_at_tick.set(Some(now));
+                eprintln!(
+                    "ferrite: replica in {}: rebuilt from the disk, it rejoins its group",
+                    self.inner.log.directory().display()
+                );
+            }
+            Err(error) => {
+                let timeout = self.inner.config.election_timeout_ticks_min;
+                let backoff = (self.inner.backoff_ticks.get() * 2).clamp(
+                    timeout * RESUME_BACKOFF_ELECTION_TIMEOUTS_MIN,
+                    timeout * RESUME_BACKOFF_ELECTION_TIMEOUTS_MAX,
+                );
+                self.inner.backoff_ticks.set(backoff);
+                if let Some(fault) = &mut *self.inner.fault.borrow_mut() {
+                    fault.reason = format!("cannot come back from a fault: {error}");
+                    fault.retry_at_tick = now + backoff;
+                }
+                eprintln!(
+                    "ferrite: replica in {}: cannot come back from a fault ({error}); tried \
+                     again in {backoff} ticks",
+                    self.inner.log.directory().display()
+                );
+            }
+        }
+        self.inner.changes.wake_all();
+    }
+
     /// Stops the writer; later produces fail with [`ProduceError::Stopped`].
     pub fn stop(&self, reason: &str) {
         let mut stopped = self.inner.stopped.borrow_mut();
@@ -258,10 +412,17 @@ impl PartitionReplica {
         self.inner.changes.wake_all();
     }
 
-    /// Advances logical time by one tick.
+    /// Advances logical time by one tick (a faulted replica's core does not move; its writer
+    /// is woken when the time to come back has come).
     pub fn tick(&self) {
         let now = self.inner.ticks.get() + 1;
         self.inner.ticks.set(now);
+        if let Some(fault) = &*self.inner.fault.borrow() {
+            if now >= fault.retry_at_tick {
+                self.inner.changes.wake_all();
+            }
+            return;
+        }
         self.follow_log_start();
         let effects = self.inner.node.borrow_mut().tick();
         self.carry_out(effects, None);
@@ -279,8 +440,11 @@ impl PartitionReplica {
         }
     }
 
-    /// A message from a peer (with the batches a fetch response carries).
+    /// A message from a peer (with the batches a fetch response carries); lost while faulted.
     pub fn receive(&self, from: NodeId, mut message: Message, payload: Bytes) {
+        if self.faulted() {
+            return;
+        }
         if let Message::FetchResponse {
             result: FetchResult::Entries { entries },
             ..
@@ -353,6 +517,9 @@ impl PartitionReplica {
         if self.inner.stopped.borrow().is_some() {
             return Err(ProduceError::Stopped);
         }
+        if self.faulted() {
+            return Err(ProduceError::NotLeader { leader_hint: None });
+        }
         let node = self.inner.node.borrow();
         if node.role() == RoleKind::Leader {
             Ok(node.term())
@@ -395,8 +562,9 @@ impl PartitionReplica {
             state.voted_for = hard_state.voted_for;
             if let Err(error) = self.inner.state_file.write(&state) {
                 drop(state);
-                // Nothing may leave that the vote or term did not survive: stop here.
-                return self.stop(&format!("cannot record the Raft term and vote: {error}"));
+                // Nothing may leave that the vote or term did not survive: the messages go
+                // with the core, which is rebuilt once the state is on disk.
+                return self.fail(&format!("cannot record the Raft term and vote: {error}"));
             }
         }
         self.inner
@@ -479,28 +647,45 @@ impl PartitionReplica {
     }
 
     /// The writer: the only task that changes the log. Applies the core's log writes in order,
-    /// and between them numbers and places producers' batches.
+    /// and between them numbers and places producers' batches; brings a faulted replica back
+    /// when its back-off is over (so nothing else changes the log meanwhile).
     async fn run_writer(self) {
         loop {
             self.inner
                 .changes
                 .until(|| {
-                    self.inner.stopped.borrow().is_some()
-                        || !self.inner.log_writes.borrow().is_empty()
-                        || !self.inner.proposals.borrow().is_empty()
+                    if self.inner.stopped.borrow().is_some() {
+                        return true;
+                    }
+                    match &*self.inner.fault.borrow() {
+                        Some(fault) => self.inner.ticks.get() >= fault.retry_at_tick,
+                        None => {
+                            !self.inner.log_writes.borrow().is_empty()
+                                || !self.inner.proposals.borrow().is_empty()
+                        }
+                    }
                 })
                 .await;
             if self.inner.stopped.borrow().is_some() {
                 return;
+            }
+            if self.faulted() {
+                self.resume().await;
+                continue;
             }
             let next_write = self.inner.log_writes.borrow_mut().pop_front();
             let result = match next_write {
                 Some(write) => self.apply_write(write).await,
                 None => self.place_next_proposal().await,
             };
-            if let Err(error) = result {
-                self.stop(&format!("replica stopped: {error}"));
-                return;
+            match result {
+                Ok(()) => {}
+                // The log closes when the broker shuts down or the partition goes.
+                Err(ReplicaError::Log(LogError::Closed)) => {
+                    self.stop("the partition log closed");
+                    return;
+                }
+                Err(error) => self.fail(&error.to_string()),
             }
         }
     }
@@ -510,6 +695,10 @@ impl PartitionReplica {
         match write {
             LogWrite::Append { entries } => {
                 for meta in entries {
+                    if self.faulted() {
+                        // The core that asked for these is gone; its successor asks anew.
+                        return Ok(());
+                    }
                     if let EntryKind::Voters(voters) = &meta.kind {
                         // On disk before the entry is: the file may name a lost change, never
                         // miss one the log holds.
@@ -584,6 +773,12 @@ impl PartitionReplica {
         else {
             return Ok(());
         };
+        if let Some(error) = self.inner.log.fault() {
+            // A write failed since the last one placed: the log end the core would number
+            // this batch after may be gone.
+            let _ = reply.send(Err(ProduceError::NotLeader { leader_hint: None }));
+            return Err(error.into());
+        }
         let header = match batch::validate(&batch, usize::MAX) {
             Ok(header) => header,
             Err(error) => {
@@ -618,11 +813,16 @@ impl PartitionReplica {
                 return Ok(());
             }
         };
-        assert_eq!(
-            entries::offset_of(meta.first_index),
-            self.inner.log.log_end_offset(),
-            "the core numbers a proposal at the log end"
-        );
+        let log_end_offset = self.inner.log.log_end_offset();
+        if entries::offset_of(meta.first_index) != log_end_offset {
+            // Cannot happen while the log reports its faults; if it does, the replica is
+            // rebuilt from the disk rather than the log and the core going separate ways.
+            let _ = reply.send(Err(ProduceError::NotLeader { leader_hint: None }));
+            return Err(ReplicaError::Disagreement {
+                index: meta.first_index,
+                log_end_offset,
+            });
+        }
         // The proposal's own write is this one; anything else the core asked for follows.
         let mut effects = effects;
         effects.log_writes.retain(|write| {
@@ -645,14 +845,27 @@ impl PartitionReplica {
     }
 
     /// Once the entry's flush is durable, the core hears of it (the engine group-commits, so
-    /// many entries share one fsync).
+    /// many entries share one fsync); if it cannot be made durable, the replica faults.
     fn report_durable(&self, receipt: AppendReceipt, meta: &EntryMeta) {
+        if self.faulted() {
+            return; // placed for a core that is gone; its successor counts what is on disk
+        }
         let (index, term) = (meta.last_index, meta.term);
+        let generation = self.inner.generation.get();
         let replica = self.clone();
         glommio::spawn_local(async move {
-            if replica.inner.log.wait_durable(&receipt).await.is_ok() {
-                let effects = replica.inner.node.borrow_mut().persisted(index, term);
-                replica.carry_out(effects, None);
+            let durable = replica.inner.log.wait_durable(&receipt).await;
+            if replica.inner.generation.get() != generation {
+                return; // for a core that is gone
+            }
+            match durable {
+                Ok(()) => {
+                    let effects = replica.inner.node.borrow_mut().persisted(index, term);
+                    replica.carry_out(effects, None);
+                }
+                // Shutdown, or the partition went: the replica is being stopped.
+                Err(LogError::Closed) => {}
+                Err(error) => replica.fail(&format!("entry {index} not made durable: {error}")),
             }
         })
         .detach();
@@ -672,7 +885,7 @@ impl PartitionReplica {
             if *state != before {
                 if let Err(error) = self.inner.state_file.write(&state) {
                     drop(state);
-                    self.stop(&format!("cannot record the Raft state: {error}"));
+                    self.fail(&format!("cannot record the Raft state: {error}"));
                 }
             }
         }
@@ -689,6 +902,36 @@ impl PartitionReplica {
             fetched.remove(&first_index);
         }
     }
+}
+
+/// A core for `log` as it is on disk and `state` (brought in line with the log, and written
+/// unless `saved`, what the file is known to hold, already says the same), as after a restart:
+/// everything in the log counts as persisted. `seed_salt` varies the election timeouts.
+fn core_from_disk(
+    config: &ReplicaConfig,
+    log: &PartitionLog,
+    state_file: &StateFile,
+    state: &mut ReplicaState,
+    saved: Option<&ReplicaState>,
+    seed_salt: u64,
+) -> Result<RaftNode, std::io::Error> {
+    state.truncate_after(log.log_end_offset());
+    state.advance_start(log.log_start_offset() + 1);
+    if saved != Some(state) {
+        state_file.write(state)?;
+    }
+    let raft_config = RaftConfig {
+        id: config.node_id,
+        election_timeout_ticks_min: config.election_timeout_ticks_min,
+        begin_epoch_interval_ticks: config.begin_epoch_interval_ticks,
+        fetch_timeout_ticks: config.fetch_timeout_ticks,
+        seed: config.seed ^ seed_salt,
+    };
+    let persisted = PersistedState {
+        hard_state: state.hard_state(),
+        log: entries::summary_of(log, state),
+    };
+    Ok(RaftNode::new(raft_config, persisted))
 }
 
 impl ReplicatedPartition for PartitionReplica {
@@ -717,15 +960,21 @@ impl ReplicatedPartition for PartitionReplica {
     }
 
     fn leadership(&self) -> Leadership {
-        let node = self.inner.node.borrow();
-        if node.role() == RoleKind::Leader {
+        if self.role() == RoleKind::Leader {
             Leadership::Local
         } else {
-            Leadership::Remote(node.leader())
+            Leadership::Remote(self.leader())
         }
     }
 
+    fn fault(&self) -> Option<String> {
+        PartitionReplica::fault(self)
+    }
+
     fn leading_term(&self) -> Option<u64> {
+        if self.faulted() {
+            return None;
+        }
         let node = self.inner.node.borrow();
         // Raft index i is offset i - 1: the high-water mark is the commit index, and a leader
         // commits only entries of its own term, its leader-change entry first.

@@ -31,7 +31,8 @@ impl PartitionReplica {
         let node = self.inner.node.borrow();
         let mut voters = node.voters().to_vec();
         voters.sort_unstable();
-        (node.role() == RoleKind::Leader && node.voters_committed() && voters == target)
+        // `self.role()`: a faulted replica does not lead, whatever its stopped core says.
+        (self.role() == RoleKind::Leader && node.voters_committed() && voters == target)
             .then_some(target)
     }
 
