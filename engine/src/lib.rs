@@ -17,6 +17,7 @@ pub mod groups;
 pub mod index;
 pub mod log;
 pub mod mesh;
+pub mod repeated;
 mod segment;
 // Built on the mesh's glommio channels, which the `loom` build leaves out.
 #[cfg(not(feature = "loom"))]

@@ -32,8 +32,9 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::PathBuf;
 use std::rc::Rc;
 
-use bytes::{Bytes, BytesMut};
-use engine::batch;
+use bytes::Bytes;
+use engine::batch::CheckedBatch;
+use engine::repeated::{RepeatedReport, REPEATED_REPORT_INTERVAL};
 use engine::shard::replicated::{Leadership, ReplicatedPartition};
 use engine::shard::{AppendPending, Appended, Durability};
 use engine::waiters::Waiters;
@@ -42,7 +43,8 @@ use futures::channel::oneshot;
 use futures::future::LocalBoxFuture;
 
 use crate::message::{
-    Effects, EntryKind, EntryMeta, FetchResult, Index, LogWrite, Message, NodeId,
+    Effects, EntryKind, EntryMeta, FetchResult, Index, LogWrite, Message, NodeId, TermLimit,
+    TERM_MAX,
 };
 use crate::node::{PersistedState, RaftConfig, RaftNode, Refusal, RoleKind};
 pub use entries::EntryError;
@@ -109,6 +111,11 @@ pub enum ReplicaError {
     StateFile(#[from] std::io::Error),
     #[error(transparent)]
     Entry(#[from] EntryError),
+    /// The state file holds a term no batch can carry as its leader epoch: a peer running an
+    /// earlier version raised it. The replica does not start (leading from there, it could
+    /// not write); its data stays as it is for an operator.
+    #[error("raft-state.json holds term {term}, past the highest leader epoch {TERM_MAX}")]
+    TermPastMax { term: u64 },
 }
 
 /// One member of a partition's Raft group. Cheap to clone; all clones drive the same member.
@@ -129,7 +136,7 @@ struct Inner {
     /// Producers' batches waiting for the writer to number and place them.
     proposals: RefCell<VecDeque<Proposal>>,
     /// Batches fetched from the leader, by first index, until the writer places them.
-    fetched: RefCell<BTreeMap<Index, BytesMut>>,
+    fetched: RefCell<BTreeMap<Index, CheckedBatch>>,
     /// Fetches a leader holds until it has something new, with the tick they expire at.
     parked: RefCell<Vec<(NodeId, Message, u64)>>,
     /// The commit index last sent to each follower (a fetch that would repeat it is held).
@@ -145,7 +152,7 @@ struct Inner {
 }
 
 struct Proposal {
-    batch: BytesMut,
+    batch: CheckedBatch,
     reply: oneshot::Sender<Result<AppendReceipt, ProduceError>>,
 }
 
@@ -165,6 +172,13 @@ impl PartitionReplica {
         );
         let state_file = StateFile::new(&dir);
         let saved = state_file.read()?;
+        if let Some(term) = saved
+            .as_ref()
+            .map(|saved| saved.term)
+            .filter(|term| *term > TERM_MAX)
+        {
+            return Err(ReplicaError::TermPastMax { term });
+        }
         let mut state = saved.clone().unwrap_or_else(|| ReplicaState {
             term: 0,
             voted_for: None,
@@ -281,17 +295,20 @@ impl PartitionReplica {
 
     /// A message from a peer (with the batches a fetch response carries).
     pub fn receive(&self, from: NodeId, mut message: Message, payload: Bytes) {
+        let mut batches = Vec::new();
         if let Message::FetchResponse {
             result: FetchResult::Entries { entries },
             ..
         } = &mut message
         {
-            match entries::split_entries(&payload) {
-                Ok(batches) => {
-                    let mut fetched = self.inner.fetched.borrow_mut();
-                    for (meta, bytes) in batches {
-                        fetched.insert(meta.first_index, bytes);
-                        entries.push(meta);
+            // The entries are what the batches say they are, whatever the peer listed.
+            entries.clear();
+            let batch_bytes_max = self.inner.log.config().unflushed_bytes_max;
+            match entries::split_entries(&payload, batch_bytes_max) {
+                Ok(split) => {
+                    for (meta, batch) in split {
+                        entries.push(meta.clone());
+                        batches.push((meta.first_index, batch));
                     }
                 }
                 // A peer's garbage: dropped like a lost message (the fetch is retried).
@@ -300,6 +317,9 @@ impl PartitionReplica {
         }
         let parkable = matches!(message, Message::Fetch { .. }).then(|| (from, message.clone()));
         let effects = self.inner.node.borrow_mut().step(from, message);
+        if !matches!(effects.term_limit, Some(TermLimit::PeerTerm { .. })) {
+            self.inner.fetched.borrow_mut().extend(batches);
+        }
         self.carry_out(effects, parkable);
     }
 
@@ -307,7 +327,7 @@ impl PartitionReplica {
     /// asked for. The batch is queued in the partition's order before the first await.
     pub async fn produce(
         &self,
-        batch: BytesMut,
+        batch: CheckedBatch,
         acks: Acks,
     ) -> Result<AppendReceipt, ProduceError> {
         self.submit(batch, acks).await
@@ -317,7 +337,7 @@ impl PartitionReplica {
     /// future is first polled), so batches submitted in order are placed in that order.
     pub fn submit(
         &self,
-        batch: BytesMut,
+        batch: CheckedBatch,
         acks: Acks,
     ) -> LocalBoxFuture<'static, Result<AppendReceipt, ProduceError>> {
         if let Err(error) = self.check_leading() {
@@ -389,6 +409,9 @@ impl PartitionReplica {
     /// Carries out what the core asked, in its order. `parkable` is the fetch these effects
     /// answer, if any: held instead of answered when the answer would carry nothing new.
     fn carry_out(&self, effects: Effects, parkable: Option<(NodeId, Message)>) {
+        if let Some(limit) = effects.term_limit {
+            self.report_term_limit(limit);
+        }
         if let Some(hard_state) = effects.hard_state {
             let mut state = self.inner.state.borrow_mut();
             state.term = hard_state.term;
@@ -445,6 +468,34 @@ impl PartitionReplica {
             self.unpark();
         }
         self.inner.changes.wake_all();
+    }
+
+    /// Says what the term limit stopped, at most every few seconds per shard and kind (a
+    /// peer may send such a message for every partition, every tick).
+    fn report_term_limit(&self, limit: TermLimit) {
+        thread_local! {
+            static PEER_TERM: RepeatedReport = const { RepeatedReport::new(REPEATED_REPORT_INTERVAL) };
+            static NO_ELECTION: RepeatedReport = const { RepeatedReport::new(REPEATED_REPORT_INTERVAL) };
+        }
+        let log = self.inner.log.directory().display();
+        match limit {
+            TermLimit::PeerTerm { from, term } => PEER_TERM.with(|report| {
+                report.report(|| {
+                    format!(
+                        "ferrite: {log}: refused a Raft message from node {from} naming term \
+                         {term}, past the highest leader epoch {TERM_MAX}"
+                    )
+                })
+            }),
+            TermLimit::NoElection => NO_ELECTION.with(|report| {
+                report.report(|| {
+                    format!(
+                        "ferrite: {log}: at term {TERM_MAX}, the highest leader epoch, this \
+                         replica cannot start an election"
+                    )
+                })
+            }),
+        }
     }
 
     /// The log or the commit index moved: held fetches are answered now.
@@ -519,8 +570,8 @@ impl PartitionReplica {
                     }
                     // A follower writes the batch as fetched; a leader writes its own entries.
                     let fetched = self.inner.fetched.borrow_mut().remove(&meta.first_index);
-                    let bytes = match (fetched, &meta.kind) {
-                        (Some(bytes), _) => bytes,
+                    let batch = match (fetched, &meta.kind) {
+                        (Some(batch), _) => batch,
                         (None, EntryKind::LeaderChange | EntryKind::Voters(_)) => {
                             self.core_batch(&meta)
                         }
@@ -532,7 +583,7 @@ impl PartitionReplica {
                             .into())
                         }
                     };
-                    let receipt = log.append_replicated(bytes).await?;
+                    let receipt = log.append_replicated(batch).await?;
                     self.report_durable(receipt, &meta);
                 }
                 self.prune_fetched();
@@ -568,7 +619,7 @@ impl PartitionReplica {
     }
 
     /// The control batch for an entry the core created (it leads, or copies one it missed).
-    fn core_batch(&self, meta: &EntryMeta) -> BytesMut {
+    fn core_batch(&self, meta: &EntryMeta) -> CheckedBatch {
         let leader = self.leader().unwrap_or(self.inner.config.node_id);
         let now_ms = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -584,13 +635,13 @@ impl PartitionReplica {
         else {
             return Ok(());
         };
-        let header = match batch::validate(&batch, usize::MAX) {
-            Ok(header) => header,
-            Err(error) => {
-                let _ = reply.send(Err(ProduceError::Log(error.into())));
-                return Ok(());
-            }
-        };
+        // The batch was checked where it entered the broker; what is left of the log's
+        // refusals is asked before the core numbers it, never after.
+        let header = *batch.header();
+        if let Err(error) = self.inner.log.check_holds(batch.size_bytes()) {
+            let _ = reply.send(Err(error.into()));
+            return Ok(());
+        }
         match self.inner.log.check_duplicate(&header) {
             Ok(Some(original)) => {
                 let _ = reply.send(Ok(original));
@@ -692,7 +743,7 @@ impl PartitionReplica {
 }
 
 impl ReplicatedPartition for PartitionReplica {
-    fn submit_append(&self, batch: BytesMut, durability: Durability) -> AppendPending {
+    fn submit_append(&self, batch: CheckedBatch, durability: Durability) -> AppendPending {
         let acks = match durability {
             Durability::Assigned => Acks::Placed,
             Durability::Written => Acks::Leader,
