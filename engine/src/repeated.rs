@@ -75,6 +75,9 @@ mod tests {
             report.admit(at(5), || "bad again".into()).as_deref(),
             Some("bad again (4 more like it not shown)")
         );
-        assert_eq!(report.admit(at(11), || "late".into()).as_deref(), Some("late"));
+        assert_eq!(
+            report.admit(at(11), || "late".into()).as_deref(),
+            Some("late")
+        );
     }
 }

@@ -157,7 +157,10 @@ fn a_follower_copies_its_leaders_batches_exactly_gaps_and_epochs_included() {
         // the batch after the gap keeps its offset.
         let half = stored.len() / 2;
         for bytes in &stored[..half] {
-            follower.append_replicated(self::stored(bytes)).await.unwrap();
+            follower
+                .append_replicated(self::stored(bytes))
+                .await
+                .unwrap();
         }
         let below = follower
             .append_replicated(self::stored(&stored[half - 1]))
@@ -174,7 +177,10 @@ fn a_follower_copies_its_leaders_batches_exactly_gaps_and_epochs_included() {
             Err(BatchError::CrcMismatch { .. })
         ));
         for bytes in &stored[half + 1..] {
-            follower.append_replicated(self::stored(bytes)).await.unwrap();
+            follower
+                .append_replicated(self::stored(bytes))
+                .await
+                .unwrap();
         }
         let mut expected = stored.clone();
         expected.remove(half);

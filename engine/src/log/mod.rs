@@ -762,7 +762,11 @@ impl PartitionLog {
     /// `batch_bytes_max`) and appends it ([`PartitionLog::append_checked`]): for callers that
     /// hold raw bytes (tools, tests, benchmarks). The broker's produce path checks once, at
     /// its edge, and appends the checked batch.
-    pub async fn append(&self, batch: BytesMut, leader_epoch: i32) -> Result<AppendReceipt, LogError> {
+    pub async fn append(
+        &self,
+        batch: BytesMut,
+        leader_epoch: i32,
+    ) -> Result<AppendReceipt, LogError> {
         let batch = CheckedBatch::produced(batch, self.shared.config().batch_bytes_max)?;
         self.append_checked(batch, leader_epoch).await
     }
