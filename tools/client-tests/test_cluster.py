@@ -26,9 +26,11 @@ from dataclasses import dataclass
 import confluent_kafka
 import confluent_kafka.admin
 import kafka
+import kafka.errors
 import pytest
 
 from conftest import FERRITE_BIN, STOP_DEADLINE_S, Broker, refuses_connections
+from raw_protocol import RawConnection, record_batch
 from support import CLIENT_DEADLINE_S, topic_name, wait_until
 
 NODE_IDS = (1, 2, 3)
@@ -44,6 +46,13 @@ FROZEN_S = 3.0
 METADATA_TIMEOUT_S = 5.0
 # A failover is a few election timeouts plus the client noticing; this much is a hang.
 FAILOVER_DEADLINE_S = 20.0
+# A produce to a partition whose leader is up is acknowledged within milliseconds.
+SERVING_DEADLINE_S = 5.0
+# One record of 2 MiB: over the default max.message.bytes (1 MiB and a little).
+OVERSIZE_VALUE_BYTES = 2 << 20
+MESSAGE_TOO_LARGE = kafka.errors.MessageSizeTooLargeError.errno
+CORRUPT_MESSAGE = kafka.errors.CorruptRecordError.errno
+NOT_LEADER_OR_FOLLOWER = kafka.errors.NotLeaderForPartitionError.errno
 
 
 def rdkafka_debug_config():
@@ -446,6 +455,57 @@ def test_kcat_lists_three_brokers_and_the_leaders(cluster):
         assert sorted(replicas.split(",")) == sorted(expected), (
             f"partition {index} of {topic} should have all three brokers as replicas:\n{listing}"
         )
+
+
+def test_a_batch_the_log_refuses_leaves_the_partition_serving(cluster):
+    """A 2 MiB batch (over the default max.message.bytes) and a batch with a bad CRC are
+    answered MESSAGE_TOO_LARGE and CORRUPT_MESSAGE by the partition's leader, which takes the
+    next produce at once; a follower refuses them as well (or names the leader), and nothing
+    refused is stored. The leader used to number the large batch in Raft before its log refused
+    it, after which every produce to the partition timed out."""
+    topic = created_topic(cluster, "refused", partition_count=1)
+    leader = cluster.leaders(topic, 1)[0]
+    large = record_batch(b"x" * OVERSIZE_VALUE_BYTES)
+    corrupt = bytearray(record_batch(b"flipped"))
+    corrupt[-1] ^= 0x01
+    refused = ((large, MESSAGE_TOO_LARGE, "a 2 MiB batch"), (bytes(corrupt), CORRUPT_MESSAGE, "a bad CRC"))
+    producer = confluent_kafka.Producer(
+        {
+            "bootstrap.servers": cluster.bootstrap(),
+            "acks": "all",
+            "message.timeout.ms": int(SERVING_DEADLINE_S * 1000),
+        }
+    )
+    acknowledged = []
+
+    def produce_acknowledged(value):
+        delivered = []
+        producer.produce(topic, value, partition=0, on_delivery=lambda error, _: delivered.append(error))
+        producer.flush(SERVING_DEADLINE_S * 2)
+        assert len(delivered) == 1 and delivered[0] is None, (
+            f"{value!r} was not acknowledged within {SERVING_DEADLINE_S:.0f} s: {[str(error) for error in delivered]}"
+        )
+        acknowledged.append(value)
+
+    produce_acknowledged(b"before")
+    connection = RawConnection(cluster.bootstrap([leader]))
+    try:
+        for records, expected, what in refused:
+            assert connection.produce(topic, 0, records) == expected, f"the leader, given {what}"
+            produce_acknowledged(f"after {what}".encode())
+    finally:
+        connection.close()
+    for follower in (node for node in cluster.node_ids if node != leader):
+        connection = RawConnection(cluster.bootstrap([follower]))
+        try:
+            for records, expected, what in refused:
+                code = connection.produce(topic, 0, records)
+                assert code in (expected, NOT_LEADER_OR_FOLLOWER), f"follower {follower}, given {what}: {code}"
+        finally:
+            connection.close()
+    produce_acknowledged(b"last")
+    read = read_to_high_water_marks(cluster, topic, 1)
+    assert [message.value for message in read[0].values()] == acknowledged, "exactly what was acknowledged"
 
 
 @dataclass(frozen=True)
