@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Runs the real-client tests (tools/client-tests/): kcat, kafka-python and confluent-kafka
-# against a debug build of `ferrite serve`. The Python clients live in a venv under the cargo
-# target directory, created on first use and brought up to date with requirements.txt.
+# against `ferrite serve`: a broker alone runs the debug build (debug assertions on), the
+# brokers of a cluster the release build, as users run it (`panic = "abort"`: the cluster fault
+# tests must see a panic end the broker as it would in production). The Python clients live in
+# a venv under the cargo target directory, created on first use and brought up to date with
+# requirements.txt.
 # Needs kcat and python3 with venv (tools/setup-debian.sh installs both).
 # Extra arguments go to pytest, e.g. `bash tools/client-tests.sh -k kcat -x`.
 set -euo pipefail
@@ -24,8 +27,12 @@ if ! cmp -s "$requirements" "$venv/requirements.installed"; then
     cp "$requirements" "$venv/requirements.installed"
 fi
 
+# The release build takes a few minutes when nothing is built yet (seconds afterwards); the
+# debug one is already there after `cargo test`.
 cargo build --locked -p ferrite-tools --bin ferrite
+cargo build --locked --release -p ferrite-tools --bin ferrite
 export FERRITE_BIN="$(cd "$target_dir" && pwd)/debug/ferrite"
+export FERRITE_RELEASE_BIN="$(cd "$target_dir" && pwd)/release/ferrite"
 
 # No __pycache__ or .pytest_cache in the source tree.
 export PYTHONDONTWRITEBYTECODE=1

@@ -94,13 +94,14 @@ class RawConnection:
     def produce(self, topic, partition, records, acks=-1):
         """Sends `records` (the bytes of one partition's batches) to `topic`/`partition` and
         returns the partition's error code."""
+        topic_data = ProduceRequest.TopicProduceData
         request = ProduceRequest(
             acks=acks,
             timeout_ms=int(self.deadline_s * 1000),
             topic_data=[
-                ProduceRequest.TopicProduceData(
+                topic_data(
                     name=topic,
-                    partition_data=[ProduceRequest.TopicProduceData.PartitionProduceData(index=partition, records=records)],
+                    partition_data=[topic_data.PartitionProduceData(index=partition, records=records)],
                 )
             ],
         )

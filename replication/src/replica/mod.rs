@@ -13,7 +13,10 @@
 //! the engine's never disagree: before it lets the core number a producer's batch (`propose`)
 //! it has placed every entry the core created earlier (a new leader's LEADER_CHANGE, say), and
 //! it checks the batch against the idempotent producers' table right before numbering it, so a
-//! retry is answered with the original's offsets instead of being replicated twice. Durability
+//! retry is answered with the original's offsets instead of being replicated twice. Producers'
+//! batches arrive checked (`CheckedBatch`, by the shard owning the partition) and fetched ones
+//! are checked on receipt, so once the core has numbered a batch nothing about the batch itself
+//! can make the log refuse it (which would leave the two disagreeing). Durability
 //! is the engine's group commit: each placed entry's fsync is awaited off the writer, and
 //! reported to the core as `persisted`.
 //!
