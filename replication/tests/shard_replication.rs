@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use engine::batch::{self, build, BatchError};
+use engine::shard::listen::ListenReservation;
 use engine::shard::{Durability, GroupsConfig, PartitionId};
 use engine::LogError;
 use ferrite_replication::NodeId;
@@ -167,15 +168,37 @@ fn produce_to_leader(brokers: &BTreeMap<NodeId, Broker>, number: u32, value: &st
     }
 }
 
+/// Brokers 1 to 3 on loopback, each with its own data directory, which outlives a broker's
+/// stop so it can start again.
+struct Cluster {
+    dirs: BTreeMap<NodeId, tempfile::TempDir>,
+    _reservations: Vec<ListenReservation>,
+    peers: BTreeMap<NodeId, SocketAddr>,
+}
+
+impl Cluster {
+    fn new() -> (Cluster, BTreeMap<NodeId, Broker>) {
+        let dirs = (1..=3)
+            .map(|id| (id, tempfile::tempdir().unwrap()))
+            .collect();
+        let (reservations, peers) = loopback_peers(3);
+        let cluster = Cluster {
+            dirs,
+            _reservations: reservations,
+            peers,
+        };
+        let brokers = (1..=3).map(|id| (id, cluster.start(id))).collect();
+        (cluster, brokers)
+    }
+
+    fn start(&self, id: NodeId) -> Broker {
+        start(id, self.dirs[&id].path().into(), self.peers.clone())
+    }
+}
+
 #[test]
 fn partitions_replicate_across_brokers_and_shards_and_fail_over() {
-    let dirs: BTreeMap<NodeId, tempfile::TempDir> = (1..=3)
-        .map(|id| (id, tempfile::tempdir().unwrap()))
-        .collect();
-    let (reservations, peers) = loopback_peers(3);
-    let mut brokers: BTreeMap<NodeId, Broker> = (1..=3)
-        .map(|id| (id, start(id, dirs[&id].path().into(), peers.clone())))
-        .collect();
+    let (cluster, mut brokers) = Cluster::new();
 
     let mut expected: BTreeMap<u32, Vec<String>> = BTreeMap::new();
     let mut leaders = BTreeMap::new();
@@ -219,10 +242,7 @@ fn partitions_replicate_across_brokers_and_shards_and_fail_over() {
         }
     }
     // It comes back and catches up: every replica reads the same once it leads.
-    brokers.insert(
-        stopped,
-        start(stopped, dirs[&stopped].path().into(), peers.clone()),
-    );
+    brokers.insert(stopped, cluster.start(stopped));
     for number in 0..PARTITIONS {
         let leader = leaders[&number];
         assert_eq!(brokers[&leader].read(number).unwrap(), expected[&number]);
@@ -230,41 +250,28 @@ fn partitions_replicate_across_brokers_and_shards_and_fail_over() {
     for broker in brokers.into_values() {
         broker.stop();
     }
-    drop(reservations);
 }
 
 #[test]
 fn a_batch_the_log_would_refuse_is_refused_before_the_group_numbers_it() {
-    let dirs: BTreeMap<NodeId, tempfile::TempDir> = (1..=3)
-        .map(|id| (id, tempfile::tempdir().unwrap()))
-        .collect();
-    let (reservations, peers) = loopback_peers(3);
-    let brokers: BTreeMap<NodeId, Broker> = (1..=3)
-        .map(|id| (id, start(id, dirs[&id].path().into(), peers.clone())))
-        .collect();
+    let (_cluster, brokers) = Cluster::new();
     let leader = produce_to_leader(&brokers, 0, "before");
     // One record of 2 MiB: over the default max.message.bytes (1 MiB and a little).
     let large = batch_of(&vec![7u8; 2 << 20]);
     let mut corrupt = batch_of(b"flipped");
     let last = corrupt.len() - 1;
     corrupt[last] ^= 1;
-    let too_large = |result: Result<u64, LogError>| {
-        assert!(
-            matches!(
-                result,
-                Err(LogError::InvalidBatch(BatchError::TooLarge { .. }))
-            ),
-            "a 2 MiB batch: {result:?}"
-        )
+    let refused = |result: Result<u64, LogError>, batch: &str| match result {
+        Err(LogError::InvalidBatch(error)) => error,
+        other => panic!("{batch} was answered {other:?}"),
     };
-    let bad_crc = |result: Result<u64, LogError>| {
-        assert!(
-            matches!(
-                result,
-                Err(LogError::InvalidBatch(BatchError::CrcMismatch { .. }))
-            ),
-            "a corrupt batch: {result:?}"
-        )
+    let too_large = |result| {
+        let error = refused(result, "a 2 MiB batch");
+        assert!(matches!(error, BatchError::TooLarge { .. }), "{error}");
+    };
+    let bad_crc = |result| {
+        let error = refused(result, "a corrupt batch");
+        assert!(matches!(error, BatchError::CrcMismatch { .. }), "{error}");
     };
     for round in 0..3 {
         too_large(brokers[&leader].produce_batch(0, large.clone()));
@@ -291,5 +298,4 @@ fn a_batch_the_log_would_refuse_is_refused_before_the_group_numbers_it() {
     for broker in brokers.into_values() {
         broker.stop();
     }
-    drop(reservations);
 }
