@@ -413,7 +413,7 @@ impl PartitionReplica {
     /// answer, if any: held instead of answered when the answer would carry nothing new.
     fn carry_out(&self, effects: Effects, parkable: Option<(NodeId, Message)>) {
         if let Some(limit) = effects.term_limit {
-            self.report_term_limit(limit);
+            report_term_limit(&self.inner.log.directory().display(), limit);
         }
         if let Some(hard_state) = effects.hard_state {
             let mut state = self.inner.state.borrow_mut();
@@ -471,34 +471,6 @@ impl PartitionReplica {
             self.unpark();
         }
         self.inner.changes.wake_all();
-    }
-
-    /// Says what the term limit stopped, at most every few seconds per shard and kind (a
-    /// peer may send such a message for every partition, every tick).
-    fn report_term_limit(&self, limit: TermLimit) {
-        thread_local! {
-            static PEER_TERM: RepeatedReport = const { RepeatedReport::new(REPEATED_REPORT_INTERVAL) };
-            static NO_ELECTION: RepeatedReport = const { RepeatedReport::new(REPEATED_REPORT_INTERVAL) };
-        }
-        let log = self.inner.log.directory().display();
-        match limit {
-            TermLimit::PeerTerm { from, term } => PEER_TERM.with(|report| {
-                report.report(|| {
-                    format!(
-                        "ferrite: {log}: refused a Raft message from node {from} naming term \
-                         {term}, past the highest leader epoch {TERM_MAX}"
-                    )
-                })
-            }),
-            TermLimit::NoElection => NO_ELECTION.with(|report| {
-                report.report(|| {
-                    format!(
-                        "ferrite: {log}: at term {TERM_MAX}, the highest leader epoch, this \
-                         replica cannot start an election"
-                    )
-                })
-            }),
-        }
     }
 
     /// The log or the commit index moved: held fetches are answered now.
@@ -742,6 +714,34 @@ impl PartitionReplica {
             }
             fetched.remove(&first_index);
         }
+    }
+}
+
+/// Says what the term limit stopped (`place`: the partition log or the message concerned), at
+/// most every few seconds per shard and kind: a peer may send such messages for every
+/// partition, every tick.
+pub(crate) fn report_term_limit(place: &dyn std::fmt::Display, limit: TermLimit) {
+    thread_local! {
+        static PEER_TERM: RepeatedReport = const { RepeatedReport::new(REPEATED_REPORT_INTERVAL) };
+        static NO_ELECTION: RepeatedReport = const { RepeatedReport::new(REPEATED_REPORT_INTERVAL) };
+    }
+    match limit {
+        TermLimit::PeerTerm { from, term } => PEER_TERM.with(|report| {
+            report.report(|| {
+                format!(
+                    "ferrite: {place}: refused a message from node {from} naming term {term}, \
+                     past the highest leader epoch {TERM_MAX}"
+                )
+            })
+        }),
+        TermLimit::NoElection => NO_ELECTION.with(|report| {
+            report.report(|| {
+                format!(
+                    "ferrite: {place}: at term {TERM_MAX}, the highest leader epoch, this \
+                     replica cannot start an election"
+                )
+            })
+        }),
     }
 }
 
