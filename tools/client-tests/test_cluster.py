@@ -597,6 +597,16 @@ class ContinuousProducer:
                 self.failed[index] = error
 
     def _run(self):
+        try:
+            self._send_until_stopped()
+            self.left_unsettled = self.producer.flush(CLIENT_DEADLINE_S * 2)
+        except confluent_kafka.KafkaException as error:
+            # A fatal error (produce, poll and flush raise it): the client takes nothing more.
+            self.fatal_errors.append(error.args[0])
+        # Destroys the client now, so it stops reconnecting before the brokers stop.
+        self.producer = None
+
+    def _send_until_stopped(self):
         started = time.monotonic()
         while not self.stopping.is_set():
             due = int((time.monotonic() - started) * self.rate_per_s)
@@ -610,9 +620,6 @@ class ContinuousProducer:
                 self.producer.produce(self.topic, key=key, value=value, on_delivery=self._on_delivery)
                 outstanding += 1
             self.producer.poll(1 / self.rate_per_s)
-        self.left_unsettled = self.producer.flush(CLIENT_DEADLINE_S * 2)
-        # Destroys the client now, so it stops reconnecting before the brokers stop.
-        self.producer = None
 
     def start(self):
         self.thread.start()
@@ -621,6 +628,7 @@ class ContinuousProducer:
         self.stopping.set()
         self.thread.join(CLIENT_DEADLINE_S * 3)
         assert not self.thread.is_alive(), "the producer thread did not finish"
+        assert not self.fatal_errors, f"the producer stopped on a fatal error: {self.outcome()}"
         assert self.left_unsettled == 0, (
             f"{self.left_unsettled} message(s) neither acknowledged nor failed: {self.outcome()}"
         )
@@ -637,9 +645,15 @@ class ContinuousProducer:
             return len(self.acked)
 
     def wait_for_progress(self, count, what):
-        """Waits until `count` more messages than now are acknowledged."""
+        """Waits until `count` more messages than now are acknowledged (failing at once on a
+        fatal error, after which the producer sends nothing)."""
         target = self.acked_count() + count
-        wait_until(lambda: self.acked_count() >= target, f"{count} more acknowledgements {what}")
+
+        def progressed():
+            assert not self.fatal_errors, f"producer {self.number} stopped {what}: {self.outcome()}"
+            return self.acked_count() >= target
+
+        wait_until(progressed, f"{count} more acknowledgements {what}")
 
     def first_acks_after(self, moment):
         """partition -> when the first message sent after `moment` to it was acknowledged."""
@@ -697,8 +711,13 @@ class ProducerGroup:
         than now: none of them may stall."""
         share = -(-count // len(self.members))
         targets = [(member, member.acked_count() + share) for member in self.members]
+
+        def progressed():
+            assert not self.fatal_errors, f"a producer stopped {what}: {self.outcome()}"
+            return all(member.acked_count() >= target for member, target in targets)
+
         wait_until(
-            lambda: all(member.acked_count() >= target for member, target in targets),
+            progressed,
             f"{share} more acknowledgements for each of {len(self.members)} producers {what}",
         )
 
