@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # Runs the real-client tests (tools/client-tests/): kcat, kafka-python and confluent-kafka
-# against a debug build of `ferrite serve` (and, for the disk-fault tests, a debug build with
-# the engine's `fault-injection` feature). The Python clients live in a venv under the cargo
-# target directory, created on first use and brought up to date with requirements.txt.
+# against `ferrite serve`: a broker alone runs the debug build (debug assertions on), the
+# brokers of a cluster the release build, as users run it (`panic = "abort"`: the cluster fault
+# tests must see a panic end the broker as it would in production), and the disk-fault tests a
+# debug build with the engine's `fault-injection` feature (which cannot exist in release). The
+# Python clients live in a venv under the cargo target directory, created on first use and
+# brought up to date with requirements.txt.
 # Needs kcat and python3 with venv (tools/setup-debian.sh installs both).
 # Extra arguments go to pytest, e.g. `bash tools/client-tests.sh -k kcat -x`.
 set -euo pipefail
@@ -27,12 +30,15 @@ fi
 
 # The disk-fault tests' broker first (its disk I/O fails when a test arms a fault), kept under
 # a name of its own; then the broker every other test runs, built last so it is `ferrite`.
-# Cargo keeps both builds, so switching between them costs a copy, not a compile.
+# Cargo keeps both builds, so switching between them costs a copy, not a compile. The release
+# build takes a few minutes when nothing is built yet (seconds afterwards).
 cargo build --locked -p ferrite-tools --bin ferrite --features fault-injection
 cp "$target_dir/debug/ferrite" "$target_dir/debug/ferrite-fault-injection"
 cargo build --locked -p ferrite-tools --bin ferrite
+cargo build --locked --release -p ferrite-tools --bin ferrite
 export FERRITE_BIN="$(cd "$target_dir" && pwd)/debug/ferrite"
 export FERRITE_FAULT_BIN="$(cd "$target_dir" && pwd)/debug/ferrite-fault-injection"
+export FERRITE_RELEASE_BIN="$(cd "$target_dir" && pwd)/release/ferrite"
 
 # No __pycache__ or .pytest_cache in the source tree.
 export PYTHONDONTWRITEBYTECODE=1

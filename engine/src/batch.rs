@@ -30,7 +30,12 @@
 //! records from stored batches but keeps every kept record's offset delta and the batch's
 //! offset range, so a stored batch may be sparse (`recordsCount <= lastOffsetDelta + 1`):
 //! [`validate`] checks what clients send, [`validate_stored`] what the log reads back.
+//!
+//! The log appends only [`CheckedBatch`]es: a batch is checked once, where it enters the broker
+//! (a producer's batch on the owning shard, before anything numbers it; a batch copied from a
+//! leader, when its fetch response arrives), and never again on its way to the file.
 
+use bytes::BytesMut;
 use thiserror::Error;
 
 /// Size of the fixed batch header; the smallest well-formed batch is this plus one record.
@@ -97,6 +102,19 @@ pub enum BatchError {
         producer_id: i64,
         base_sequence: i32,
     },
+    /// A producer's request holds more than the one batch a partition takes per request
+    /// (Kafka's rule from Produce version 3 on).
+    #[error(
+        "a produce request holds one record batch per partition: {actual_bytes} bytes where \
+         the first batch takes {first_batch_bytes}"
+    )]
+    SeveralBatches {
+        first_batch_bytes: usize,
+        actual_bytes: usize,
+    },
+    /// Control batches (transaction markers, the Raft core's entries) are the broker's to write.
+    #[error("control batches may not be produced by clients")]
+    ControlBatch,
 }
 
 /// The parsed fixed header of a batch. Cheap to copy; holds no bytes.
@@ -242,6 +260,78 @@ pub fn validate_stored(bytes: &[u8], batch_bytes_max: usize) -> Result<BatchHead
         });
     }
     Ok(header)
+}
+
+/// A record batch that passed the checks of the place it entered the broker, with its parsed
+/// header: the only thing the log appends, so nothing the log would refuse for its bytes
+/// reaches it (nor the Raft core that numbers a replicated partition's batches before the log
+/// sees them). Only the broker-owned fields (offsets, epoch) change afterwards, and they are
+/// outside the CRC.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckedBatch {
+    bytes: BytesMut,
+    header: BatchHeader,
+}
+
+impl CheckedBatch {
+    /// A batch as a producer sends it for one partition, checked as Kafka checks a produced
+    /// batch: exactly one batch, [`validate`] (length, magic, CRC-32C, a record count that
+    /// fills the offset range) against `batch_bytes_max` (the topic's `max.message.bytes`),
+    /// not a control batch, and an idempotent producer's base sequence not negative. The one
+    /// check of the produce path: `ShardContext`'s append entry point calls it, on the shard
+    /// owning the partition, for a broker alone, a leader and a follower alike.
+    pub fn produced(bytes: BytesMut, batch_bytes_max: usize) -> Result<CheckedBatch, BatchError> {
+        if let Some(first) = BatchHeader::parse(&bytes) {
+            let first_batch_bytes = first.size_bytes as usize;
+            if first_batch_bytes >= BATCH_HEADER_BYTES && first_batch_bytes < bytes.len() {
+                return Err(BatchError::SeveralBatches {
+                    first_batch_bytes,
+                    actual_bytes: bytes.len(),
+                });
+            }
+        }
+        let header = validate(&bytes, batch_bytes_max)?;
+        if header.is_control() {
+            return Err(BatchError::ControlBatch);
+        }
+        if header.has_producer_id() && header.base_sequence < 0 {
+            return Err(BatchError::InvalidSequence {
+                producer_id: header.producer_id,
+                base_sequence: header.base_sequence,
+            });
+        }
+        Ok(CheckedBatch { bytes, header })
+    }
+
+    /// A batch as another replica's log holds it, or as the broker writes its own (control
+    /// batches and compaction's sparse batches included): [`validate_stored`].
+    pub fn stored(bytes: BytesMut, batch_bytes_max: usize) -> Result<CheckedBatch, BatchError> {
+        let header = validate_stored(&bytes, batch_bytes_max)?;
+        Ok(CheckedBatch { bytes, header })
+    }
+
+    pub fn header(&self) -> &BatchHeader {
+        &self.header
+    }
+
+    pub fn bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    pub fn size_bytes(&self) -> usize {
+        self.bytes.len()
+    }
+
+    /// Writes the broker-owned fields (see [`assign_offset_and_epoch`]).
+    pub fn assign_offset_and_epoch(&mut self, base_offset: i64, leader_epoch: i32) {
+        assign_offset_and_epoch(&mut self.bytes, base_offset, leader_epoch);
+        self.header.base_offset = base_offset;
+        self.header.leader_epoch = leader_epoch;
+    }
+
+    pub fn into_bytes(self) -> BytesMut {
+        self.bytes
+    }
 }
 
 /// Writes the broker-owned fields. Neither is covered by the CRC, so the batch stays valid.
@@ -813,6 +903,67 @@ mod tests {
             validate(&wrong_count, 1 << 20),
             Err(BatchError::RecordCountMismatch { .. })
         ));
+    }
+
+    #[test]
+    fn a_produced_batch_is_one_dense_data_batch_within_the_limit() {
+        let checked = |bytes: &[u8], limit| CheckedBatch::produced(BytesMut::from(bytes), limit);
+        let bytes = batch_of(2, 5, 0);
+        let batch = checked(&bytes, bytes.len()).expect("a producer's batch");
+        assert_eq!(batch.bytes(), &bytes[..]);
+        assert_eq!(batch.header().records_count, 2);
+        assert_eq!(
+            checked(&bytes, bytes.len() - 1),
+            Err(BatchError::TooLarge {
+                length_bytes: bytes.len(),
+                limit_bytes: bytes.len() - 1
+            })
+        );
+        let two = [bytes.clone(), batch_of(1, 5, 0)].concat();
+        assert_eq!(
+            checked(&two, 1 << 20),
+            Err(BatchError::SeveralBatches {
+                first_batch_bytes: bytes.len(),
+                actual_bytes: two.len()
+            })
+        );
+        let mut flipped = bytes.clone();
+        flipped[OFFSET_RECORDS_COUNT + 5] ^= 1;
+        assert!(matches!(
+            checked(&flipped, 1 << 20),
+            Err(BatchError::CrcMismatch { .. })
+        ));
+        let control = encode_control(ControlType::Other(0), b"", 0);
+        assert_eq!(checked(&control, 1 << 20), Err(BatchError::ControlBatch));
+        let record = TestRecord {
+            key: None,
+            value: b"v".to_vec(),
+            timestamp_ms: 0,
+        };
+        let negative = build::batch_from(
+            std::slice::from_ref(&record),
+            build::ProducerFields::idempotent(3, 0, -5),
+        );
+        assert_eq!(
+            checked(&negative, 1 << 20),
+            Err(BatchError::InvalidSequence {
+                producer_id: 3,
+                base_sequence: -5
+            })
+        );
+        // A batch without a producer id carries sequence -1: nothing to check.
+        assert!(checked(&build::batch(&[record]), 1 << 20).is_ok());
+        assert!(checked(&[], 1 << 20).is_err());
+
+        let mut stamped = checked(&bytes, 1 << 20).unwrap();
+        stamped.assign_offset_and_epoch(40, 3);
+        assert_eq!(
+            (stamped.header().base_offset, stamped.header().leader_epoch),
+            (40, 3)
+        );
+        let stored = CheckedBatch::stored(stamped.clone().into_bytes(), 1 << 20).unwrap();
+        assert_eq!(stored, stamped, "the header follows the bytes");
+        assert!(CheckedBatch::stored(BytesMut::from(&control[..]), 1 << 20).is_ok());
     }
 
     #[test]

@@ -13,7 +13,6 @@ mod common;
 
 use std::path::Path;
 
-use bytes::BytesMut;
 use common::*;
 use engine::log::injected_faults::{arm, armed, IoOperation};
 use engine::{LogConfig, LogError, PartitionLog};
@@ -236,13 +235,12 @@ fn a_follower_s_next_batch_after_a_failed_write_is_refused_not_taken_for_a_gap()
     run(async {
         let leader_dir = tempfile::tempdir().unwrap();
         let follower_dir = tempfile::tempdir().unwrap();
-        let (leader, stored) = leader_log(leader_dir.path(), config(), 12, |_| 1).await;
+        let (leader, batches) = leader_log(leader_dir.path(), config(), 12, |_| 1).await;
         let follower = PartitionLog::open(follower_dir.path(), config(), system_clock())
             .await
             .unwrap();
-        let copy = |bytes: &Vec<u8>| BytesMut::from(&bytes[..]);
-        for bytes in &stored[..6] {
-            follower.append_replicated(copy(bytes)).await.unwrap();
+        for bytes in &batches[..6] {
+            follower.append_replicated(stored(bytes)).await.unwrap();
         }
         follower.sync().await.unwrap();
         let end_before = follower.log_end_offset();
@@ -254,7 +252,10 @@ fn a_follower_s_next_batch_after_a_failed_write_is_refused_not_taken_for_a_gap()
             Some(1),
         )
         .unwrap();
-        let lost = follower.append_replicated(copy(&stored[6])).await.unwrap();
+        let lost = follower
+            .append_replicated(stored(&batches[6]))
+            .await
+            .unwrap();
         assert!(matches!(
             follower.wait_written(&lost).await,
             Err(LogError::DiskFull { .. })
@@ -262,7 +263,7 @@ fn a_follower_s_next_batch_after_a_failed_write_is_refused_not_taken_for_a_gap()
         assert_eq!(follower.log_end_offset(), end_before);
         // The next batch was numbered for the end that is gone: refused, not a gap.
         assert!(matches!(
-            follower.append_replicated(copy(&stored[7])).await,
+            follower.append_replicated(stored(&batches[7])).await,
             Err(LogError::DiskFull { .. })
         ));
         assert!(
@@ -273,13 +274,13 @@ fn a_follower_s_next_batch_after_a_failed_write_is_refused_not_taken_for_a_gap()
 
         // Once the owner has heard of it, the copy goes on from where the log ends.
         follower.clear_fault().await.unwrap();
-        for bytes in &stored[6..] {
-            follower.append_replicated(copy(bytes)).await.unwrap();
+        for bytes in &batches[6..] {
+            follower.append_replicated(stored(bytes)).await.unwrap();
         }
         follower.sync().await.unwrap();
-        assert_eq!(read_all(&follower, 0, 1 << 20).await, stored);
+        assert_eq!(read_all(&follower, 0, 1 << 20).await, batches);
         let (follower, recovered) = after_a_crash(follower, follower_dir.path()).await;
-        assert_eq!(recovered, stored);
+        assert_eq!(recovered, batches);
         follower.close().await.unwrap();
         leader.close().await.unwrap();
     });

@@ -8,7 +8,7 @@ use std::path::Path;
 
 use bytes::BytesMut;
 use common::*;
-use engine::batch::{build, BatchHeader};
+use engine::batch::{build, BatchError, BatchHeader, CheckedBatch};
 use engine::{LogConfig, LogError, PartitionLog};
 
 async fn open(dir: &Path, config: LogConfig) -> PartitionLog {
@@ -294,13 +294,24 @@ fn batches_without_sequence_state_are_appended_as_they_come() {
             value: b"marker".to_vec(),
             timestamp_ms: 0,
         };
+        // Control batches (transaction markers) are the broker's to write, never a producer's.
         let control = build::ProducerFields::idempotent(9, 0, -1).with_transaction_bits(true);
         let control = BytesMut::from(&build::batch_from(&[record], control)[..]);
-        assert_eq!(append_new(&log, control.clone()).await, 2);
-        assert_eq!(append_new(&log, control).await, 3);
+        assert!(matches!(
+            log.append(control.clone(), 0).await,
+            Err(LogError::InvalidBatch(BatchError::ControlBatch))
+        ));
+        let control = CheckedBatch::stored(control, usize::MAX).unwrap();
+        for base_offset in [2, 3] {
+            let receipt = log.append_checked(control.clone(), 0).await.unwrap();
+            assert_eq!(
+                (receipt.base_offset, receipt.duplicate),
+                (base_offset, false)
+            );
+        }
         assert!(matches!(
             log.append(producer_batch(9, 0, -3, 1), 0).await,
-            Err(LogError::InvalidBatch(_))
+            Err(LogError::InvalidBatch(BatchError::InvalidSequence { .. }))
         ));
         assert_eq!(log.producer_count(), 0);
         log.close().await.unwrap();

@@ -9,7 +9,7 @@ use std::rc::Rc;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use bytes::BytesMut;
+use engine::batch::CheckedBatch;
 use engine::catalog::OFFSETS_TOPIC;
 use engine::groups::{
     GroupConfig, GroupError, GroupProtocol, GroupState, JoinGroup, OffsetCommit,
@@ -30,13 +30,13 @@ struct StandIn {
 }
 
 impl ReplicatedPartition for StandIn {
-    fn submit_append(&self, batch: BytesMut, _durability: Durability) -> AppendPending {
+    fn submit_append(&self, batch: CheckedBatch, _durability: Durability) -> AppendPending {
         if self.term.get().is_none() {
             return Box::pin(async { Err(LogError::NotLeader { leader: Some(2) }) });
         }
         let log = self.log.clone();
         Box::pin(async move {
-            let receipt = log.append(batch, 0).await?;
+            let receipt = log.append_checked(batch, 0).await?;
             log.wait_durable(&receipt).await?;
             Ok(Appended {
                 base_offset: receipt.base_offset,

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use common::*;
+use engine::batch::{BatchError, CheckedBatch};
 use engine::{EpochRun, LogConfig, LogError, PartitionLog};
 
 fn runs(pairs: &[(i32, u64)]) -> Vec<EpochRun> {
@@ -144,12 +145,12 @@ fn a_follower_copies_its_leaders_batches_exactly_gaps_and_epochs_included() {
         let half = stored.len() / 2;
         for bytes in &stored[..half] {
             follower
-                .append_replicated(BytesMut::from(&bytes[..]))
+                .append_replicated(self::stored(bytes))
                 .await
                 .unwrap();
         }
         let below = follower
-            .append_replicated(BytesMut::from(&stored[half - 1][..]))
+            .append_replicated(self::stored(&stored[half - 1]))
             .await;
         assert!(
             matches!(below, Err(LogError::BelowLogEnd { .. })),
@@ -159,12 +160,12 @@ fn a_follower_copies_its_leaders_batches_exactly_gaps_and_epochs_included() {
         let last = corrupt.len() - 1;
         corrupt[last] ^= 0xff;
         assert!(matches!(
-            follower.append_replicated(corrupt).await,
-            Err(LogError::InvalidBatch(_))
+            CheckedBatch::stored(corrupt, usize::MAX),
+            Err(BatchError::CrcMismatch { .. })
         ));
         for bytes in &stored[half + 1..] {
             follower
-                .append_replicated(BytesMut::from(&bytes[..]))
+                .append_replicated(self::stored(bytes))
                 .await
                 .unwrap();
         }
@@ -195,19 +196,16 @@ fn a_follower_copies_a_gap_while_its_tail_cache_holds_the_batches_before_it() {
             tail_cache_bytes_max: 1 << 20,
             ..small_config()
         };
-        let (leader, mut stored) = leader_log(leader_dir.path(), config.clone(), 10, |_| 1).await;
+        let (leader, mut kept) = leader_log(leader_dir.path(), config.clone(), 10, |_| 1).await;
         // The leader's cleaner removed a whole batch: the follower copies the rest, gap kept.
-        stored.remove(4);
+        kept.remove(4);
         let follower = PartitionLog::open(follower_dir.path(), config, system_clock())
             .await
             .unwrap();
-        for bytes in &stored {
-            follower
-                .append_replicated(BytesMut::from(&bytes[..]))
-                .await
-                .unwrap();
+        for bytes in &kept {
+            follower.append_replicated(stored(bytes)).await.unwrap();
         }
-        assert_eq!(read_all(&follower, 0, 1 << 20).await, stored, "from memory");
+        assert_eq!(read_all(&follower, 0, 1 << 20).await, kept, "from memory");
         follower.sync().await.unwrap();
         assert!(follower.tail_cache_bytes() > 0);
         follower.close().await.unwrap();
@@ -300,8 +298,8 @@ fn a_follower_told_to_start_over_keeps_nothing_and_knows_the_epoch_before_its_st
             log.read(0, 1 << 20, u64::MAX).await.is_err(),
             "nothing below 100"
         );
-        let mut copied = tagged_batch(9, 2, 10, 0);
-        engine::batch::assign_offset_and_epoch(&mut copied, 100, 5);
+        let mut copied = stored(&tagged_batch(9, 2, 10, 0));
+        copied.assign_offset_and_epoch(100, 5);
         log.append_replicated(copied).await.unwrap();
         log.close().await.unwrap();
         let log = PartitionLog::open(dir.path(), small_config(), system_clock())
@@ -309,6 +307,46 @@ fn a_follower_told_to_start_over_keeps_nothing_and_knows_the_epoch_before_its_st
             .unwrap();
         assert_eq!((log.log_start_offset(), log.log_end_offset()), (100, 102));
         assert_eq!(log.epochs().runs(), runs(&[(4, 99), (5, 100)]));
+        log.close().await.unwrap();
+    });
+}
+
+#[test]
+fn a_follower_copies_a_batch_over_a_lowered_batch_limit_and_refuses_one_it_cannot_hold() {
+    run(async {
+        let dir = tempfile::tempdir().unwrap();
+        // The topic's max.message.bytes was lowered after the leader took a 100 KiB batch: the
+        // follower must still copy it, or it could never follow its leader again.
+        let config = engine::LogConfig {
+            batch_bytes_max: 1024,
+            ..small_config()
+        };
+        let unflushed_bytes_max = config.unflushed_bytes_max;
+        let log = PartitionLog::open(dir.path(), config, system_clock())
+            .await
+            .unwrap();
+        let large = tagged_batch(1, 1, 100 << 10, 0);
+        assert!(matches!(
+            log.append(large.clone(), 1).await,
+            Err(LogError::InvalidBatch(BatchError::TooLarge { .. }))
+        ));
+        let mut copied = stored(&large);
+        copied.assign_offset_and_epoch(0, 1);
+        log.append_replicated(copied).await.unwrap();
+        assert_eq!(log.log_end_offset(), 1);
+        // Beyond what the log holds unwritten it would wait for room forever: refused at once.
+        let mut too_large = stored(&tagged_batch(2, 1, unflushed_bytes_max, 0));
+        too_large.assign_offset_and_epoch(1, 1);
+        let refused = log.append_replicated(too_large).await;
+        assert!(
+            matches!(
+                refused,
+                Err(LogError::InvalidBatch(BatchError::TooLarge { limit_bytes, .. }))
+                    if limit_bytes == unflushed_bytes_max
+            ),
+            "{refused:?}"
+        );
+        assert_eq!(log.log_end_offset(), 1, "nothing of it was placed");
         log.close().await.unwrap();
     });
 }

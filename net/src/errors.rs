@@ -36,16 +36,23 @@ pub fn log_error_code(error: &LogError) -> i16 {
     code.code()
 }
 
-/// The code for a batch the broker refused to store.
-pub fn batch_error_code(error: &BatchError) -> i16 {
+/// The code for a batch the broker refused to store, as Kafka answers a produced batch:
+/// RecordTooLargeException for its size, CorruptRecordException for bytes that do not hold a
+/// batch or fail the CRC, InvalidRecordException for a batch that is well-formed but not one
+/// a producer may send (`ProduceRequest.validateRecords` and `LogValidator.validateBatch`:
+/// magic other than 2, offsets and record count that disagree, a control batch, a negative
+/// sequence, more than one batch).
+fn batch_error_code(error: &BatchError) -> i16 {
     let code = match error {
         BatchError::TooLarge { .. } => ResponseError::MessageTooLarge,
-        BatchError::UnsupportedMagic { .. } => ResponseError::UnsupportedForMessageFormat,
-        BatchError::InvalidSequence { .. } => ResponseError::InvalidRecord,
         BatchError::TooShort { .. }
         | BatchError::LengthMismatch { .. }
-        | BatchError::CrcMismatch { .. }
-        | BatchError::RecordCountMismatch { .. } => ResponseError::CorruptMessage,
+        | BatchError::CrcMismatch { .. } => ResponseError::CorruptMessage,
+        BatchError::UnsupportedMagic { .. }
+        | BatchError::RecordCountMismatch { .. }
+        | BatchError::InvalidSequence { .. }
+        | BatchError::SeveralBatches { .. }
+        | BatchError::ControlBatch => ResponseError::InvalidRecord,
     };
     code.code()
 }
@@ -98,6 +105,21 @@ mod tests {
             })),
             10
         );
+        let invalid_record = 87;
+        for refused in [
+            BatchError::UnsupportedMagic { magic: 1 },
+            BatchError::RecordCountMismatch {
+                records_count: 2,
+                last_offset_delta: 0,
+            },
+            BatchError::ControlBatch,
+            BatchError::SeveralBatches {
+                first_batch_bytes: 70,
+                actual_bytes: 140,
+            },
+        ] {
+            assert_eq!(batch_error_code(&refused), invalid_record, "{refused}");
+        }
         assert_eq!(log_error_code(&LogError::DiskFull { operation: "x" }), 56);
         assert_eq!(
             log_error_code(&LogError::OutOfOrderSequence {

@@ -442,6 +442,25 @@ fn bad_batches_get_error_codes_and_leave_the_partition_untouched() {
         87,
         "INVALID_RECORD"
     );
+    // Kafka takes exactly one batch per partition from Produce version 3 on, and only magic 2.
+    assert_eq!(
+        produce(
+            &mut client,
+            "strict",
+            0,
+            [batch_of(1, 10, 2), batch_of(1, 10, 3)].concat()
+        )
+        .0,
+        87,
+        "INVALID_RECORD for two batches"
+    );
+    let mut magic_1 = batch_of(1, 10, 2);
+    magic_1[16] = 1;
+    assert_eq!(
+        produce(&mut client, "strict", 0, magic_1).0,
+        87,
+        "INVALID_RECORD for magic 1"
+    );
     let response: ProduceResponse = client.call(
         ApiKey::Produce,
         9,

@@ -49,7 +49,7 @@ pub mod transport;
 pub use log::{EpochRun, LogSummary};
 pub use message::{
     Effects, EntryKind, EntryMeta, Envelope, FetchResult, HardState, Index, LogWrite, Message,
-    NodeId, Term,
+    NodeId, Term, TermLimit, TERM_MAX,
 };
 pub use node::{PersistedState, RaftConfig, RaftNode, Refusal, RoleKind};
 pub use random::SplitMix64;

@@ -9,6 +9,12 @@
 pub type NodeId = u64;
 /// A Raft term (Kafka's partition leader epoch).
 pub type Term = u64;
+/// The highest term a group may reach: the driver stamps each entry's term into its batch as
+/// the partitionLeaderEpoch, a signed 32-bit field. A peer's message naming a later term is
+/// refused unread, and a node at this term does not campaign (its election's term would be
+/// past it): two billion elections are never reached honestly, only by a broken or hostile
+/// peer, which must not make the next leader unable to write.
+pub const TERM_MAX: Term = i32::MAX as Term;
 /// A position in the Raft log: index `i` holds Kafka offset `i - 1`, and 0 means "before
 /// everything", so that "nothing yet" needs no special case.
 pub type Index = u64;
@@ -114,6 +120,39 @@ pub enum Message {
 }
 
 impl Message {
+    /// The highest term the message names: its own, and those of the log positions it
+    /// describes (the sender's last entry, the entry before a fetch, a divergence, a log
+    /// start, the entries of a fetch response).
+    pub fn highest_term(&self) -> Term {
+        let described = match self {
+            Message::PreVote { last_term, .. } | Message::RequestVote { last_term, .. } => {
+                *last_term
+            }
+            Message::Fetch {
+                last_fetched_term, ..
+            } => *last_fetched_term,
+            Message::FetchResponse {
+                last_fetched_term,
+                result,
+                ..
+            } => {
+                let result_term = match result {
+                    FetchResult::Entries { entries } => {
+                        entries.iter().map(|entry| entry.term).max().unwrap_or(0)
+                    }
+                    FetchResult::Diverging { term, .. } => *term,
+                    FetchResult::SnapshotNeeded { prev_term, .. } => *prev_term,
+                };
+                result_term.max(*last_fetched_term)
+            }
+            Message::PreVoteResponse { .. }
+            | Message::RequestVoteResponse { .. }
+            | Message::BeginEpoch { .. }
+            | Message::TimeoutNow { .. } => 0,
+        };
+        self.term().max(described)
+    }
+
     pub fn term(&self) -> Term {
         match self {
             Message::PreVote { term, .. }
@@ -160,10 +199,20 @@ pub enum LogWrite {
     },
 }
 
+/// What [`TERM_MAX`] stopped, for the driver to report to an operator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TermLimit {
+    /// A peer's message named `term`, past [`TERM_MAX`]: it was dropped unread.
+    PeerTerm { from: NodeId, term: Term },
+    /// This node's term is [`TERM_MAX`], so it did not start an election.
+    NoElection,
+}
+
 /// What one call asks of the driver, to be done in this order: persist `hard_state` durably
 /// (before any message leaves: a vote must not be forgotten), submit `log_writes` to storage in
 /// order (asynchronously; completions come back through `persisted`), send `messages`
-/// (attaching batches to `FetchResponse::Entries`), and apply entries up to `commit_index`.
+/// (attaching batches to `FetchResponse::Entries`), and apply entries up to `commit_index`;
+/// `term_limit` is only reported (it changed nothing).
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 #[must_use = "hard state and log writes must be persisted and messages sent"]
 pub struct Effects {
@@ -171,6 +220,7 @@ pub struct Effects {
     pub log_writes: Vec<LogWrite>,
     pub messages: Vec<Envelope>,
     pub commit_index: Option<Index>,
+    pub term_limit: Option<TermLimit>,
 }
 
 impl Effects {
@@ -179,5 +229,6 @@ impl Effects {
             && self.log_writes.is_empty()
             && self.messages.is_empty()
             && self.commit_index.is_none()
+            && self.term_limit.is_none()
     }
 }

@@ -18,7 +18,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::log::{LogSummary, RaftLog};
-use crate::message::{Effects, EntryKind, Envelope, HardState, Index, Message, NodeId, Term};
+use crate::message::{
+    Effects, EntryKind, Envelope, HardState, Index, Message, NodeId, Term, TermLimit, TERM_MAX,
+};
 use crate::random::SplitMix64;
 
 mod membership;
@@ -192,6 +194,10 @@ impl RaftNode {
         let random = SplitMix64::new(config.seed);
         let log = RaftLog::restored(persisted.log);
         assert!(log.last_term() <= persisted.hard_state.term);
+        assert!(
+            persisted.hard_state.term <= TERM_MAX,
+            "the driver refuses to start from a term past TERM_MAX"
+        );
         let mut node = RaftNode {
             config,
             random,
@@ -319,6 +325,16 @@ impl RaftNode {
         // may be stale, and a node outside it may need our vote. The leader lease, not a
         // membership check, keeps a removed node from disrupting.
         if from == self.config.id {
+            return self.take_effects();
+        }
+        // Refused before anything reads it: a term past TERM_MAX would leave the group
+        // with a leader that cannot stamp its entries.
+        let highest = message.highest_term();
+        if highest > TERM_MAX {
+            self.effects.term_limit = Some(TermLimit::PeerTerm {
+                from,
+                term: highest,
+            });
             return self.take_effects();
         }
         let term = message.term();
@@ -527,6 +543,7 @@ impl RaftNode {
 
     fn set_term(&mut self, term: Term) {
         assert!(term >= self.hard_state.term, "terms never go back");
+        assert!(term <= TERM_MAX, "terms past TERM_MAX are refused");
         if term > self.hard_state.term {
             self.hard_state = HardState {
                 term,
@@ -566,8 +583,23 @@ impl RaftNode {
         true
     }
 
+    /// Whether an election's term (ours plus one) is within [`TERM_MAX`]; if not, the node
+    /// waits another election timeout and says so (the group cannot elect anyone any more,
+    /// which an operator must hear of; no leader is better than one that cannot write).
+    fn may_campaign(&mut self) -> bool {
+        if self.hard_state.term < TERM_MAX {
+            return true;
+        }
+        self.effects.term_limit = Some(TermLimit::NoElection);
+        self.reset_election_timeout();
+        false
+    }
+
     fn start_pre_vote(&mut self) {
         assert!(self.is_voter(), "only voters campaign");
+        if !self.may_campaign() {
+            return;
+        }
         self.role = Role::PreCandidate {
             granted: BTreeSet::from([self.config.id]),
         };
@@ -587,6 +619,9 @@ impl RaftNode {
 
     fn start_election(&mut self, transfer: bool) {
         assert!(self.is_voter(), "only voters campaign");
+        if !self.may_campaign() {
+            return;
+        }
         self.set_term(self.hard_state.term + 1);
         self.hard_state.voted_for = Some(self.config.id);
         self.effects.hard_state = Some(self.hard_state);

@@ -24,8 +24,8 @@ use futures::channel::oneshot;
 use crate::controller::{
     Controller, ControllerError, ControllerRequest, ControllerWire, WireOutbox, METADATA_TOPIC,
 };
-use crate::message::{Index, Message, NodeId};
-use crate::replica::{Outbox, PartitionReplica, ReplicaConfig, ReplicaError};
+use crate::message::{Index, Message, NodeId, TermLimit, TERM_MAX};
+use crate::replica::{report_term_limit, Outbox, PartitionReplica, ReplicaConfig, ReplicaError};
 use crate::transport::{Received, Transport, TransportConfig, TransportError};
 
 /// A Raft message of one partition's group, as it travels between brokers; its batches (if
@@ -127,6 +127,22 @@ impl LeaderTable {
                 term: known.term.max(term),
             };
         }
+    }
+
+    /// What broker `from` reported of a partition it leads; refused if its term does not fit
+    /// a Kafka leader epoch (Metadata would name it as epoch `i32::MAX`, and clients would
+    /// ignore every true answer after it).
+    pub fn note_report(&self, from: NodeId, report: LeaderReport) -> Option<TermLimit> {
+        if report.term > TERM_MAX {
+            return Some(TermLimit::PeerTerm {
+                from,
+                term: report.term,
+            });
+        }
+        let partition = PartitionId::new(report.topic, report.partition);
+        self.report(&partition, from, report.term);
+        self.report_in_sync(&partition, report.term, &report.in_sync);
+        None
     }
 
     /// `partition`'s leader and its term, if known.
@@ -381,10 +397,9 @@ impl ShardReplication {
             }
             BrokerWire::Leaders(reports) => {
                 for report in reports {
-                    let partition = PartitionId::new(report.topic, report.partition);
-                    self.leaders.report(&partition, from, report.term);
-                    self.leaders
-                        .report_in_sync(&partition, report.term, &report.in_sync);
+                    if let Some(limit) = self.leaders.note_report(from, report) {
+                        report_term_limit(&"a leader report", limit);
+                    }
                 }
             }
         }
@@ -852,6 +867,24 @@ mod tests {
         table.forget_stale(&partition, 1, 7);
         assert_eq!(table.leader(&partition), None);
         assert_eq!(table.latest_term(&partition), Some((7, None)));
+        let past_max = LeaderReport {
+            topic: "t".into(),
+            partition: 0,
+            term: TERM_MAX + 1,
+            in_sync: vec![3],
+        };
+        assert_eq!(
+            table.note_report(3, past_max),
+            Some(TermLimit::PeerTerm {
+                from: 3,
+                term: TERM_MAX + 1
+            })
+        );
+        assert_eq!(
+            table.latest_term(&partition),
+            Some((7, None)),
+            "a term past the last leader epoch is refused"
+        );
         let unknown = PartitionId::new("t", 1);
         assert_eq!(table.latest_term(&unknown), None);
         table.forget_stale(&unknown, 1, 3);

@@ -1,12 +1,16 @@
 //! One behaviour per test on a network without faults: what pre-vote and check-quorum are
 //! for, and each replication path (divergence, a follower below the leader's log start,
-//! leadership transfer, membership changes, voters recovered on restart, observers). The
-//! simulator checks safety under faults; these check the intended behaviour.
+//! leadership transfer, membership changes, voters recovered on restart, observers, the
+//! highest term). The simulator checks safety under faults; these check the intended
+//! behaviour.
 
 mod common;
 
 use common::{Batch, Cluster, DiskWrite, Faults};
-use ferrite_replication::{EntryKind, EntryMeta, NodeId, Refusal, RoleKind, Term};
+use ferrite_replication::{
+    Effects, EntryKind, EntryMeta, FetchResult, Message, NodeId, Refusal, RoleKind, Term,
+    TermLimit, TERM_MAX,
+};
 
 const TICKS_MAX: u64 = 1_000;
 const PERFECT: Faults = Faults {
@@ -478,4 +482,189 @@ fn observers_follow_the_log_find_each_new_leader_and_count_for_nothing() {
     for id in observers {
         assert_eq!(node(&cluster, id).role(), RoleKind::Follower);
     }
+}
+
+fn node_mut(cluster: &mut Cluster, id: NodeId) -> &mut ferrite_replication::RaftNode {
+    cluster
+        .nodes
+        .get_mut(&id)
+        .and_then(Option::as_mut)
+        .expect("live node")
+}
+
+/// Every kind of message, from a peer in `term`, each naming `far` in one of its term fields
+/// (its own term, or a log position's).
+fn messages_naming(term: Term, far: Term) -> Vec<Message> {
+    let fetch_response = |last_fetched_term, result| Message::FetchResponse {
+        term,
+        leader: 3,
+        commit_index: 0,
+        fetch_index: 1,
+        last_fetched_term,
+        result,
+    };
+    vec![
+        Message::PreVote {
+            term: far,
+            last_index: 1_000,
+            last_term: 1,
+        },
+        Message::PreVote {
+            term: term + 1,
+            last_index: 1_000,
+            last_term: far,
+        },
+        Message::PreVoteResponse {
+            term: far,
+            granted: true,
+        },
+        // A vote request for a leadership transfer passes the leader lease.
+        Message::RequestVote {
+            term: far,
+            last_index: 1_000,
+            last_term: 1,
+            transfer: true,
+        },
+        Message::RequestVote {
+            term: term + 1,
+            last_index: 1_000,
+            last_term: far,
+            transfer: true,
+        },
+        Message::RequestVoteResponse {
+            term: far,
+            granted: false,
+        },
+        Message::BeginEpoch {
+            term: far,
+            leader: 3,
+        },
+        Message::Fetch {
+            term: far,
+            fetch_index: 1,
+            last_fetched_term: 0,
+            durable_index: 0,
+        },
+        Message::Fetch {
+            term,
+            fetch_index: 2,
+            last_fetched_term: far,
+            durable_index: 0,
+        },
+        fetch_response(far, FetchResult::Entries { entries: vec![] }),
+        fetch_response(
+            0,
+            FetchResult::Entries {
+                entries: vec![EntryMeta {
+                    first_index: 1,
+                    last_index: 1,
+                    term: far,
+                    kind: EntryKind::Records,
+                }],
+            },
+        ),
+        fetch_response(
+            0,
+            FetchResult::Diverging {
+                end_index: 1,
+                term: far,
+            },
+        ),
+        fetch_response(
+            0,
+            FetchResult::SnapshotNeeded {
+                log_start: 10,
+                prev_term: far,
+                voters: vec![1, 2, 3],
+            },
+        ),
+        Message::TimeoutNow { term: far },
+    ]
+}
+
+#[test]
+fn a_message_naming_a_term_past_the_last_leader_epoch_is_refused_unread() {
+    let mut cluster = cluster(3);
+    let leader = tick_until_leader(&mut cluster);
+    commit_one(&mut cluster);
+    for far in [TERM_MAX + 1, u64::MAX] {
+        for receiver in cluster.ids() {
+            let sender = cluster
+                .ids()
+                .into_iter()
+                .find(|id| *id != receiver)
+                .unwrap();
+            let term = node(&cluster, receiver).term();
+            for message in messages_naming(term, far) {
+                let node = node_mut(&mut cluster, receiver);
+                let (role, commit, log) = (node.role(), node.commit_index(), node.log().clone());
+                let effects = node.step(sender, message.clone());
+                assert_eq!(
+                    effects,
+                    Effects {
+                        term_limit: Some(TermLimit::PeerTerm {
+                            from: sender,
+                            term: far
+                        }),
+                        ..Effects::default()
+                    },
+                    "node {receiver} given {message:?}"
+                );
+                assert_eq!(
+                    (node.term(), node.role(), node.commit_index(), node.log()),
+                    (term, role, commit, &log),
+                    "node {receiver} changed nothing for {message:?}"
+                );
+            }
+        }
+    }
+    assert_eq!(cluster.leader(), Some(leader));
+    commit_one(&mut cluster);
+}
+
+#[test]
+fn a_group_at_the_last_term_elects_no_one_past_it() {
+    let mut cluster = cluster(3);
+    // One term short of the last one (as far as a broken peer could have pushed it).
+    for id in cluster.ids() {
+        install(&mut cluster, id, TERM_MAX - 1, &[]);
+    }
+    let leader = tick_until_leader(&mut cluster);
+    assert_eq!(node(&cluster, leader).term(), TERM_MAX);
+    commit_one(&mut cluster);
+    // Its leader gone, the group cannot elect another: the next term would be past the last.
+    cluster.crash(leader);
+    let mut reported = Vec::new();
+    for _ in 0..TICKS_MAX {
+        cluster.now += 1;
+        for id in cluster.ids() {
+            if let Some(node) = cluster.nodes.get_mut(&id).and_then(Option::as_mut) {
+                let effects = node.tick();
+                if effects.term_limit == Some(TermLimit::NoElection) {
+                    reported.push(id);
+                }
+                let campaigning = effects.messages.iter().any(|envelope| {
+                    matches!(
+                        envelope.message,
+                        Message::PreVote { .. } | Message::RequestVote { .. }
+                    )
+                });
+                assert!(!campaigning, "node {id} campaigns at the last term");
+                cluster.apply(id, effects, &[]);
+            }
+        }
+        cluster.deliver_due(|_| {});
+        for id in cluster.ids() {
+            cluster.sync_all(id);
+        }
+    }
+    assert!(cluster.live().all(|node| node.term() == TERM_MAX));
+    assert_eq!(cluster.leader(), None);
+    reported.sort_unstable();
+    reported.dedup();
+    assert_eq!(
+        reported.len(),
+        2,
+        "each node that may not campaign says so: {reported:?}"
+    );
 }

@@ -16,7 +16,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use engine::batch::{self, build};
+use engine::batch::{self, build, CheckedBatch};
 use engine::shard::listen::ListenReservation;
 use engine::{LogConfig, PartitionLog, SystemClock};
 use ferrite_replication::replica::{Acks, Outbox, PartitionReplica, ReplicaConfig};
@@ -246,13 +246,14 @@ async fn run_broker(
                 Command::Produce { value, reply } => {
                     let replica = replica.clone();
                     glommio::spawn_local(async move {
-                        let batch = BytesMut::from(
+                        let bytes = BytesMut::from(
                             &build::batch(&[build::TestRecord {
                                 key: None,
                                 value: value.into_bytes(),
                                 timestamp_ms: 0,
                             }])[..],
                         );
+                        let batch = CheckedBatch::produced(bytes, usize::MAX).unwrap();
                         let result = replica
                             .produce(batch, Acks::Committed)
                             .await

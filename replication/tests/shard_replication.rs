@@ -14,7 +14,8 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use engine::batch::{self, build};
+use engine::batch::{self, build, BatchError};
+use engine::shard::listen::ListenReservation;
 use engine::shard::{Durability, GroupsConfig, PartitionId};
 use engine::LogError;
 use ferrite_replication::NodeId;
@@ -24,9 +25,10 @@ use support::{loopback_peers, wait_until, DEADLINE};
 const PARTITIONS: u32 = 4;
 
 enum Command {
+    /// Produce a batch (as a producer's request carries it) with acks=all.
     Produce {
         partition: u32,
-        value: String,
+        batch: Vec<u8>,
         reply: mpsc::Sender<Result<u64, LogError>>,
     },
     /// The values a consumer reads from this broker (an error where it does not lead).
@@ -70,16 +72,10 @@ fn start(node_id: NodeId, dir: PathBuf, peers: BTreeMap<NodeId, SocketAddr>) -> 
             match command {
                 Command::Produce {
                     partition: number,
-                    value,
+                    batch,
                     reply,
                 } => {
-                    let batch = BytesMut::from(
-                        &build::batch(&[build::TestRecord {
-                            key: None,
-                            value: value.into_bytes(),
-                            timestamp_ms: 0,
-                        }])[..],
-                    );
+                    let batch = BytesMut::from(&batch[..]);
                     let result = context
                         .append(partition(number), batch, 0, Durability::Durable)
                         .await
@@ -112,12 +108,25 @@ fn start(node_id: NodeId, dir: PathBuf, peers: BTreeMap<NodeId, SocketAddr>) -> 
     )
 }
 
+/// A producer's batch of one record holding `value`.
+fn batch_of(value: &[u8]) -> Vec<u8> {
+    build::batch(&[build::TestRecord {
+        key: None,
+        value: value.to_vec(),
+        timestamp_ms: 0,
+    }])
+}
+
 impl Broker {
     fn produce(&self, number: u32, value: &str) -> Result<u64, LogError> {
+        self.produce_batch(number, batch_of(value.as_bytes()))
+    }
+
+    fn produce_batch(&self, number: u32, batch: Vec<u8>) -> Result<u64, LogError> {
         let (reply, answer) = mpsc::channel();
         self.send(Command::Produce {
             partition: number,
-            value: value.to_owned(),
+            batch,
             reply,
         });
         answer.recv_timeout(DEADLINE).expect("an answer")
@@ -159,15 +168,37 @@ fn produce_to_leader(brokers: &BTreeMap<NodeId, Broker>, number: u32, value: &st
     }
 }
 
+/// Brokers 1 to 3 on loopback, each with its own data directory, which outlives a broker's
+/// stop so it can start again.
+struct Cluster {
+    dirs: BTreeMap<NodeId, tempfile::TempDir>,
+    _reservations: Vec<ListenReservation>,
+    peers: BTreeMap<NodeId, SocketAddr>,
+}
+
+impl Cluster {
+    fn new() -> (Cluster, BTreeMap<NodeId, Broker>) {
+        let dirs = (1..=3)
+            .map(|id| (id, tempfile::tempdir().unwrap()))
+            .collect();
+        let (reservations, peers) = loopback_peers(3);
+        let cluster = Cluster {
+            dirs,
+            _reservations: reservations,
+            peers,
+        };
+        let brokers = (1..=3).map(|id| (id, cluster.start(id))).collect();
+        (cluster, brokers)
+    }
+
+    fn start(&self, id: NodeId) -> Broker {
+        start(id, self.dirs[&id].path().into(), self.peers.clone())
+    }
+}
+
 #[test]
 fn partitions_replicate_across_brokers_and_shards_and_fail_over() {
-    let dirs: BTreeMap<NodeId, tempfile::TempDir> = (1..=3)
-        .map(|id| (id, tempfile::tempdir().unwrap()))
-        .collect();
-    let (reservations, peers) = loopback_peers(3);
-    let mut brokers: BTreeMap<NodeId, Broker> = (1..=3)
-        .map(|id| (id, start(id, dirs[&id].path().into(), peers.clone())))
-        .collect();
+    let (cluster, mut brokers) = Cluster::new();
 
     let mut expected: BTreeMap<u32, Vec<String>> = BTreeMap::new();
     let mut leaders = BTreeMap::new();
@@ -211,10 +242,7 @@ fn partitions_replicate_across_brokers_and_shards_and_fail_over() {
         }
     }
     // It comes back and catches up: every replica reads the same once it leads.
-    brokers.insert(
-        stopped,
-        start(stopped, dirs[&stopped].path().into(), peers.clone()),
-    );
+    brokers.insert(stopped, cluster.start(stopped));
     for number in 0..PARTITIONS {
         let leader = leaders[&number];
         assert_eq!(brokers[&leader].read(number).unwrap(), expected[&number]);
@@ -222,5 +250,52 @@ fn partitions_replicate_across_brokers_and_shards_and_fail_over() {
     for broker in brokers.into_values() {
         broker.stop();
     }
-    drop(reservations);
+}
+
+#[test]
+fn a_batch_the_log_would_refuse_is_refused_before_the_group_numbers_it() {
+    let (_cluster, brokers) = Cluster::new();
+    let leader = produce_to_leader(&brokers, 0, "before");
+    // One record of 2 MiB: over the default max.message.bytes (1 MiB and a little).
+    let large = batch_of(&vec![7u8; 2 << 20]);
+    let mut corrupt = batch_of(b"flipped");
+    let last = corrupt.len() - 1;
+    corrupt[last] ^= 1;
+    let refused = |result: Result<u64, LogError>, batch: &str| match result {
+        Err(LogError::InvalidBatch(error)) => error,
+        other => panic!("{batch} was answered {other:?}"),
+    };
+    let too_large = |result| {
+        let error = refused(result, "a 2 MiB batch");
+        assert!(matches!(error, BatchError::TooLarge { .. }), "{error}");
+    };
+    let bad_crc = |result| {
+        let error = refused(result, "a corrupt batch");
+        assert!(matches!(error, BatchError::CrcMismatch { .. }), "{error}");
+    };
+    for round in 0..3 {
+        too_large(brokers[&leader].produce_batch(0, large.clone()));
+        bad_crc(brokers[&leader].produce_batch(0, corrupt.clone()));
+        // The partition goes on taking produces at once (it used to stop for good).
+        let started = Instant::now();
+        brokers[&leader]
+            .produce(0, &format!("after-{round}"))
+            .expect("the leader goes on");
+        assert!(started.elapsed() < Duration::from_secs(2));
+    }
+    // A follower refuses them alike (checked before it looks at who leads).
+    for (id, broker) in &brokers {
+        if *id != leader {
+            too_large(broker.produce_batch(0, large.clone()));
+            bad_crc(broker.produce_batch(0, corrupt.clone()));
+        }
+    }
+    assert_eq!(
+        brokers[&leader].read(0).unwrap(),
+        ["before", "after-0", "after-1", "after-2"],
+        "nothing refused was stored"
+    );
+    for broker in brokers.into_values() {
+        broker.stop();
+    }
 }

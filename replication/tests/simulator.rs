@@ -4,8 +4,10 @@
 //! retention (a node moves its log start up, below its commit index, so lagging followers must
 //! start over at it), compaction (a node drops committed batches, leaving gaps), leadership
 //! transfers and membership changes (voters removed, spares added as learners and promoted),
-//! and, in two seeds of three, observers: nodes that are never members but follow the log (as
-//! the controller's non-voting brokers do). The disks hold real batches (a payload per batch),
+//! messages from a broken or hostile peer naming terms past the last leader epoch (which every
+//! node must refuse: no term ever passes `TERM_MAX`), and, in two seeds of three, observers:
+//! nodes that are never members but follow the log (as the controller's non-voting brokers
+//! do). The disks hold real batches (a payload per batch),
 //! and after every event the simulator checks Raft's safety properties on them, and that
 //! observers never campaign, vote or lead and commit only what the voters committed; after
 //! healing, that every node (observers included) catches up with the leader. Everything random comes from one seed,
@@ -23,8 +25,10 @@ mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use common::{Batch, Cluster, Faults, StoredLog};
-use ferrite_replication::{EntryKind, Index, Message, NodeId, Refusal, RoleKind, SplitMix64, Term};
+use common::{Batch, Cluster, Faults, InFlight, StoredLog};
+use ferrite_replication::{
+    EntryKind, FetchResult, Index, Message, NodeId, Refusal, RoleKind, SplitMix64, Term, TERM_MAX,
+};
 
 /// Nodes `1..=NODES`; the first `VOTERS_INITIAL` start as voters, the others as spares that
 /// membership changes bring in (as learners, then voters). After them come
@@ -68,6 +72,13 @@ impl Checker {
     fn check_step(&mut self, cluster: &Cluster) {
         self.record_commits(cluster);
         for node in cluster.live() {
+            if node.term() > TERM_MAX {
+                cluster.fail(format!(
+                    "node {} reached term {}, past the last leader epoch",
+                    node.id(),
+                    node.term()
+                ));
+            }
             if self.observers.contains(&node.id()) && node.role() != RoleKind::Follower {
                 cluster.fail(format!(
                     "observer {} became a {:?} in term {}",
@@ -364,6 +375,59 @@ impl Simulation {
         if self.cluster.random.chance(1, 60) {
             self.change_membership();
         }
+        if self.cluster.random.chance(1, 40) {
+            self.hostile_message();
+        }
+    }
+
+    /// A message from a broken or hostile peer (posing as one of the nodes that may be
+    /// members) naming a term past the last leader epoch in one of the fields that carry a
+    /// term; a vote request for a leadership transfer among them, which passes the leader
+    /// lease.
+    fn hostile_message(&mut self) {
+        let node_count = self.node_count;
+        let cluster = &mut self.cluster;
+        let from = cluster.random.range(1, NODES + 1);
+        let to = cluster.random.range(1, node_count + 1);
+        let far = TERM_MAX + cluster.random.range(1, 1 << 40);
+        let term = cluster.node(to).map_or(0, |node| node.term());
+        let message = match cluster.random.range(0, 5) {
+            0 => Message::RequestVote {
+                term: far,
+                last_index: Index::MAX / 2,
+                last_term: far,
+                transfer: true,
+            },
+            1 => Message::BeginEpoch {
+                term: far,
+                leader: from,
+            },
+            2 => Message::PreVote {
+                term: term + 1,
+                last_index: Index::MAX / 2,
+                last_term: far,
+            },
+            3 => Message::TimeoutNow { term: far },
+            _ => Message::FetchResponse {
+                term,
+                leader: from,
+                commit_index: 0,
+                fetch_index: 1,
+                last_fetched_term: 0,
+                result: FetchResult::Diverging {
+                    end_index: 1,
+                    term: far,
+                },
+            },
+        };
+        let deliver_at = cluster.now + 1;
+        cluster.network.push(InFlight {
+            deliver_at,
+            from,
+            to,
+            message,
+            batches: Vec::new(),
+        });
     }
 
     /// The leader removes a voter (perhaps itself), or brings a spare in: first as a learner,

@@ -18,8 +18,12 @@ from pathlib import Path
 import pytest
 
 
-# Set by tools/client-tests.sh to the binary it just built.
+# Set by tools/client-tests.sh to the binaries it just built: the debug build (a broker alone
+# and the admin commands: debug assertions and overflow checks on) and the release build (the
+# brokers of a cluster, whose fault tests must see the broker as users run it: optimised, and
+# `panic = "abort"`, so a panic on any shard ends the whole process).
 FERRITE_BIN = os.environ.get("FERRITE_BIN", "")
+FERRITE_RELEASE_BIN = os.environ.get("FERRITE_RELEASE_BIN", "")
 START_DEADLINE_S = 30.0
 STOP_DEADLINE_S = 30.0
 LISTENING_PREFIX = "ferrite: listening on "

@@ -1,6 +1,7 @@
 """Kafka requests on a plain socket, for the requests a well-behaved client never sends (a
-heartbeat from a member that never joined, a commit from a stale generation), so that a test
-can see exactly what the broker answers to them.
+heartbeat from a member that never joined, a commit from a stale generation, a record batch
+with a bad CRC, a produce to a follower), so that a test can see exactly what the broker
+answers to them.
 
 kafka-python's message classes encode and decode the requests; each API is used at the highest
 version both kafka-python and the broker support, as a client negotiates it through ApiVersions.
@@ -10,12 +11,33 @@ broker leaves unanswered is a bug, not something to wait out.
 
 import socket
 import struct
+import time
 
 from kafka.protocol.metadata.api_versions import ApiVersionsRequest
+from kafka.protocol.producer.produce import ProduceRequest
+from kafka.record.default_records import DefaultRecordBatchBuilder
 
 from support import CLIENT_DEADLINE_S
 
 FRAME_SIZE_BYTES = 4
+# The slack a record batch needs beyond its value: the batch header and one record's framing.
+BATCH_OVERHEAD_BYTES_MAX = 1024
+
+
+def record_batch(value, key=None):
+    """One uncompressed record batch (magic 2) of one record, as a producer that is not
+    idempotent encodes it."""
+    builder = DefaultRecordBatchBuilder(
+        magic=2,
+        compression_type=0,
+        is_transactional=False,
+        producer_id=-1,
+        producer_epoch=-1,
+        base_sequence=-1,
+        batch_size=len(value) + BATCH_OVERHEAD_BYTES_MAX,
+    )
+    builder.append(0, timestamp=int(time.time() * 1000), key=key, value=value, headers=[])
+    return bytes(builder.build())
 
 
 class RawConnection:
@@ -68,6 +90,23 @@ class RawConnection:
             f"sent {self.correlation_id}"
         )
         return response
+
+    def produce(self, topic, partition, records, acks=-1):
+        """Sends `records` (the bytes of one partition's batches) to `topic`/`partition` and
+        returns the partition's error code."""
+        topic_data = ProduceRequest.TopicProduceData
+        request = ProduceRequest(
+            acks=acks,
+            timeout_ms=int(self.deadline_s * 1000),
+            topic_data=[
+                topic_data(
+                    name=topic,
+                    partition_data=[topic_data.PartitionProduceData(index=partition, records=records)],
+                )
+            ],
+        )
+        response = self.request(request)
+        return response.responses[0].partition_responses[0].error_code
 
     def _receive(self, size):
         data = bytearray()

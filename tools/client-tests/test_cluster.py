@@ -1,10 +1,10 @@
-"""A 3-broker cluster of real `ferrite serve` processes under faults, seen through real
-clients: kcat lists the brokers and the partition leaders; an idempotent acks=all producer
-keeps writing while leaders are killed with SIGKILL, frozen with SIGSTOP past the election
-timeout, stopped with SIGTERM and restarted, or (where network namespaces can be created) cut
-off from the other brokers, and a checker then proves that nothing it was told is stored was
-lost, duplicated, reordered or moved to another offset; kafka-python follows a leader change by
-itself.
+"""A 3-broker cluster of real `ferrite serve` processes (the release build, as users run it)
+under faults, seen through real clients: kcat lists the brokers and the partition leaders;
+idempotent acks=all producers keep writing while a batch over max.message.bytes is refused and
+leaders are killed with SIGKILL, frozen with SIGSTOP past the election timeout, stopped with
+SIGTERM and restarted, or (where network namespaces can be created) cut off from the other
+brokers, and a checker then proves that nothing they were told is stored was lost, duplicated,
+reordered or moved to another offset; kafka-python follows a leader change by itself.
 
 How long each failover took (from the fault to the first acknowledgement of a message sent
 after it to a partition the faulty broker led) is printed on the terminal: it is what a user of
@@ -26,9 +26,11 @@ from dataclasses import dataclass
 import confluent_kafka
 import confluent_kafka.admin
 import kafka
+import kafka.errors
 import pytest
 
-from conftest import FERRITE_BIN, STOP_DEADLINE_S, Broker
+from conftest import FERRITE_RELEASE_BIN, STOP_DEADLINE_S, Broker
+from raw_protocol import RawConnection, record_batch
 from support import CLIENT_DEADLINE_S, topic_name, wait_until
 
 NODE_IDS = (1, 2, 3)
@@ -44,6 +46,13 @@ FROZEN_S = 3.0
 METADATA_TIMEOUT_S = 5.0
 # A failover is a few election timeouts plus the client noticing; this much is a hang.
 FAILOVER_DEADLINE_S = 20.0
+# A produce to a partition whose leader is up is acknowledged within milliseconds.
+SERVING_DEADLINE_S = 5.0
+# One record of 2 MiB: over the default max.message.bytes (1 MiB and a little).
+OVERSIZE_VALUE_BYTES = 2 << 20
+MESSAGE_TOO_LARGE = kafka.errors.MessageSizeTooLargeError.errno
+CORRUPT_MESSAGE = kafka.errors.CorruptRecordError.errno
+NOT_LEADER_OR_FOLLOWER = kafka.errors.NotLeaderForPartitionError.errno
 
 
 def rdkafka_debug_config():
@@ -238,7 +247,7 @@ class Loopback:
                 each.close()
 
     def binary(self, node):
-        return FERRITE_BIN
+        return FERRITE_RELEASE_BIN
 
 
 class Namespaces:
@@ -297,7 +306,7 @@ class Namespaces:
                 _ip("-n", namespace, "link", "set", inside, "up")
             wrapper = self.tmp_path / f"ferrite-in-namespace-{node}"
             # `ip netns exec` execs the command: the process the test signals is the broker.
-            wrapper.write_text(f'#!/bin/sh\nexec ip netns exec {namespace} {FERRITE_BIN} "$@"\n')
+            wrapper.write_text(f'#!/bin/sh\nexec ip netns exec {namespace} {FERRITE_RELEASE_BIN} "$@"\n')
             wrapper.chmod(0o755)
 
     def destroy(self):
@@ -340,7 +349,7 @@ def _ip(*arguments):
 def running_cluster(request, tmp_path, network, node_count=len(NODE_IDS), cores=1, broker_args=()):
     """`node_count` running brokers of `cores` shards (and `broker_args`) on `network` that list
     each other; all stopped with SIGTERM at the end, each of which must exit 0."""
-    assert FERRITE_BIN, "FERRITE_BIN is not set: run the tests with tools/client-tests.sh"
+    assert FERRITE_RELEASE_BIN, "FERRITE_RELEASE_BIN is not set: run the tests with tools/client-tests.sh"
     instance = Cluster(tmp_path, network, node_count, cores, broker_args)
     try:
         try:
@@ -447,6 +456,58 @@ def test_kcat_lists_three_brokers_and_the_leaders(cluster):
         )
 
 
+def test_a_batch_the_log_refuses_leaves_the_partition_serving(cluster):
+    """A 2 MiB batch (over the default max.message.bytes) and a batch with a bad CRC are
+    answered MESSAGE_TOO_LARGE and CORRUPT_MESSAGE by the partition's leader, which takes the
+    next produce at once; a follower refuses them as well (or names the leader), and nothing
+    refused is stored. The leader used to number the large batch in Raft before its log refused
+    it, after which every produce to the partition timed out."""
+    topic = created_topic(cluster, "refused", partition_count=1)
+    leader = cluster.leaders(topic, 1)[0]
+    large = record_batch(b"x" * OVERSIZE_VALUE_BYTES)
+    corrupt = bytearray(record_batch(b"flipped"))
+    corrupt[-1] ^= 0x01
+    refused = ((large, MESSAGE_TOO_LARGE, "a 2 MiB batch"), (bytes(corrupt), CORRUPT_MESSAGE, "a bad CRC"))
+    producer = confluent_kafka.Producer(
+        {
+            "bootstrap.servers": cluster.bootstrap(),
+            "acks": "all",
+            "message.timeout.ms": int(SERVING_DEADLINE_S * 1000),
+        }
+    )
+    acknowledged = []
+
+    def produce_acknowledged(value):
+        delivered = []
+        producer.produce(topic, value, partition=0, on_delivery=lambda error, _: delivered.append(error))
+        producer.flush(SERVING_DEADLINE_S * 2)
+        assert len(delivered) == 1 and delivered[0] is None, (
+            f"{value!r} was not acknowledged within {SERVING_DEADLINE_S:.0f} s: "
+            f"{[str(error) for error in delivered]}"
+        )
+        acknowledged.append(value)
+
+    produce_acknowledged(b"before")
+    connection = RawConnection(cluster.bootstrap([leader]))
+    try:
+        for records, expected, what in refused:
+            assert connection.produce(topic, 0, records) == expected, f"the leader, given {what}"
+            produce_acknowledged(f"after {what}".encode())
+    finally:
+        connection.close()
+    for follower in (node for node in cluster.node_ids if node != leader):
+        connection = RawConnection(cluster.bootstrap([follower]))
+        try:
+            for records, expected, what in refused:
+                code = connection.produce(topic, 0, records)
+                assert code in (expected, NOT_LEADER_OR_FOLLOWER), f"follower {follower}, given {what}: {code}"
+        finally:
+            connection.close()
+    produce_acknowledged(b"last")
+    read = read_to_high_water_marks(cluster, topic, 1)
+    assert [message.value for message in read[0].values()] == acknowledged, "exactly what was acknowledged"
+
+
 @dataclass(frozen=True)
 class Read:
     """One message as the checker read it."""
@@ -458,14 +519,17 @@ class Read:
 class ContinuousProducer:
     """An idempotent acks=all confluent-kafka producer writing numbered keyed messages at a
     steady rate from its own thread until stopped; it remembers when each was sent and where
-    and when each was acknowledged."""
+    and when each was acknowledged. Its messages name its `number`, so several can write one
+    topic (see ProducerGroup)."""
 
     RATE_PER_S = 250
     KEY_COUNT = 30
     OUTSTANDING_MAX = 500
 
-    def __init__(self, bootstrap, topic):
+    def __init__(self, bootstrap, topic, number=0, rate_per_s=RATE_PER_S):
         self.topic = topic
+        self.number = number
+        self.rate_per_s = rate_per_s
         self.lock = threading.Lock()
         self.sent_at = []  # index -> monotonic time of produce()
         self.acked = {}  # index -> (partition, offset, monotonic time of the acknowledgement)
@@ -503,23 +567,28 @@ class ContinuousProducer:
                 **rdkafka_debug_config(),
             }
         )
-        self.thread = threading.Thread(target=self._run, name="producer", daemon=True)
+        self.thread = threading.Thread(target=self._run, name=f"producer-{number}", daemon=True)
 
-    @staticmethod
-    def message(index):
+    @property
+    def members(self):
+        return [self]
+
+    def message(self, index):
         key = f"key-{index % ContinuousProducer.KEY_COUNT}".encode()
-        return key, f"cluster-{index:07d}-".encode() + b"x" * (index % 97)
+        return key, f"cluster-{self.number}-{index:07d}-".encode() + b"x" * (index % 97)
 
     @staticmethod
-    def index_of(value):
-        return int(value.split(b"-", 2)[1])
+    def parse(value):
+        """(producer number, index) of a message's value."""
+        _, number, index, _ = value.split(b"-", 3)
+        return int(number), int(index)
 
     def _on_error(self, error):
         if error.fatal():
             self.fatal_errors.append(error)
 
     def _on_delivery(self, error, message):
-        index = self.index_of(message.value())
+        _, index = self.parse(message.value())
         with self.lock:
             if error is None:
                 self.acked[index] = (message.partition(), message.offset(), time.monotonic())
@@ -527,9 +596,19 @@ class ContinuousProducer:
                 self.failed[index] = error
 
     def _run(self):
+        try:
+            self._send_until_stopped()
+            self.left_unsettled = self.producer.flush(CLIENT_DEADLINE_S * 2)
+        except confluent_kafka.KafkaException as error:
+            # A fatal error (produce, poll and flush raise it): the client takes nothing more.
+            self.fatal_errors.append(error.args[0])
+        # Destroys the client now, so it stops reconnecting before the brokers stop.
+        self.producer = None
+
+    def _send_until_stopped(self):
         started = time.monotonic()
         while not self.stopping.is_set():
-            due = int((time.monotonic() - started) * self.RATE_PER_S)
+            due = int((time.monotonic() - started) * self.rate_per_s)
             with self.lock:
                 outstanding = len(self.sent_at) - len(self.acked) - len(self.failed)
             while len(self.sent_at) < due and outstanding < self.OUTSTANDING_MAX:
@@ -539,10 +618,7 @@ class ContinuousProducer:
                     self.sent_at.append(time.monotonic())
                 self.producer.produce(self.topic, key=key, value=value, on_delivery=self._on_delivery)
                 outstanding += 1
-            self.producer.poll(1 / self.RATE_PER_S)
-        self.left_unsettled = self.producer.flush(CLIENT_DEADLINE_S * 2)
-        # Destroys the client now, so it stops reconnecting before the brokers stop.
-        self.producer = None
+            self.producer.poll(1 / self.rate_per_s)
 
     def start(self):
         self.thread.start()
@@ -551,6 +627,7 @@ class ContinuousProducer:
         self.stopping.set()
         self.thread.join(CLIENT_DEADLINE_S * 3)
         assert not self.thread.is_alive(), "the producer thread did not finish"
+        assert not self.fatal_errors, f"the producer stopped on a fatal error: {self.outcome()}"
         assert self.left_unsettled == 0, (
             f"{self.left_unsettled} message(s) neither acknowledged nor failed: {self.outcome()}"
         )
@@ -567,9 +644,15 @@ class ContinuousProducer:
             return len(self.acked)
 
     def wait_for_progress(self, count, what):
-        """Waits until `count` more messages than now are acknowledged."""
+        """Waits until `count` more messages than now are acknowledged (failing at once on a
+        fatal error, after which the producer sends nothing)."""
         target = self.acked_count() + count
-        wait_until(lambda: self.acked_count() >= target, f"{count} more acknowledgements {what}")
+
+        def progressed():
+            assert not self.fatal_errors, f"producer {self.number} stopped {what}: {self.outcome()}"
+            return self.acked_count() >= target
+
+        wait_until(progressed, f"{count} more acknowledgements {what}")
 
     def first_acks_after(self, moment):
         """partition -> when the first message sent after `moment` to it was acknowledged."""
@@ -581,7 +664,73 @@ class ContinuousProducer:
         return firsts
 
 
-def measured_failover(producer, fault_at, partitions, fault):
+class ProducerGroup:
+    """Several ContinuousProducers writing one topic at once, each bootstrapped from its own
+    broker (so each asks that broker for its producer id, as applications spread over a
+    cluster do), seen as one: the same interface, over all of them."""
+
+    def __init__(self, bootstraps, topic, rate_per_s):
+        self.members = [
+            ContinuousProducer(bootstrap, topic, number, rate_per_s)
+            for number, bootstrap in enumerate(bootstraps)
+        ]
+
+    def start(self):
+        for member in self.members:
+            member.start()
+
+    def stop(self):
+        """Stops them all (together: none waits for another to flush), then reports what any
+        of them left unsettled."""
+        for member in self.members:
+            member.stopping.set()
+        problems = []
+        for member in self.members:
+            try:
+                member.stop()
+            except AssertionError as error:
+                problems.append(f"producer {member.number}: {error}")
+        assert not problems, "; ".join(problems)
+
+    @property
+    def failed(self):
+        return {
+            (member.number, index): error for member in self.members for index, error in member.failed.items()
+        }
+
+    @property
+    def fatal_errors(self):
+        return [error for member in self.members for error in member.fatal_errors]
+
+    def outcome(self):
+        return "; ".join(f"producer {member.number}: {member.outcome()}" for member in self.members)
+
+    def wait_for_progress(self, count, what):
+        """Waits until each producer has `count` / (number of producers) more acknowledgements
+        than now: none of them may stall."""
+        share = -(-count // len(self.members))
+        targets = [(member, member.acked_count() + share) for member in self.members]
+
+        def progressed():
+            assert not self.fatal_errors, f"a producer stopped {what}: {self.outcome()}"
+            return all(member.acked_count() >= target for member, target in targets)
+
+        wait_until(
+            progressed,
+            f"{share} more acknowledgements for each of {len(self.members)} producers {what}",
+        )
+
+    def first_acks_after(self, moment):
+        """partition -> when the first message any producer sent after `moment` to it was
+        acknowledged."""
+        firsts = {}
+        for member in self.members:
+            for partition, acked_at in member.first_acks_after(moment).items():
+                firsts[partition] = min(acked_at, firsts.get(partition, float("inf")))
+        return firsts
+
+
+def measured_failover(producer, fault_at, partitions, fault, deadline_s=FAILOVER_DEADLINE_S):
     """Seconds from `fault_at` to the first acknowledgement of a message sent after it, for
     each of `partitions` (those the faulty broker led), once all have one."""
 
@@ -594,8 +743,32 @@ def measured_failover(producer, fault_at, partitions, fault):
     return wait_until(
         measured,
         f"partitions {sorted(partitions)} to acknowledge again after {fault} ({producer.outcome()})",
-        deadline_s=FAILOVER_DEADLINE_S,
+        deadline_s=deadline_s,
     )
+
+
+def oversize_refused(cluster, topic, partition):
+    """Sends one record of OVERSIZE_VALUE_BYTES to `partition` through a client allowed to
+    send one that large (a plain acks=all producer, whose refused message costs no other
+    message anything) and returns the code of the error it was refused with."""
+    producer = confluent_kafka.Producer(
+        {
+            "bootstrap.servers": cluster.bootstrap(),
+            "acks": "all",
+            "message.max.bytes": 2 * OVERSIZE_VALUE_BYTES,
+            "message.timeout.ms": int(SERVING_DEADLINE_S * 2000),
+        }
+    )
+    delivered = []
+    producer.produce(
+        topic,
+        b"x" * OVERSIZE_VALUE_BYTES,
+        partition=partition,
+        on_delivery=lambda error, _: delivered.append(error),
+    )
+    assert producer.flush(SERVING_DEADLINE_S * 4) == 0, "the oversize message was neither refused nor stored"
+    assert len(delivered) == 1 and delivered[0] is not None, "a message over max.message.bytes was stored"
+    return delivered[0].code()
 
 
 def read_to_high_water_marks(cluster, topic, partition_count=PARTITIONS):
@@ -666,36 +839,47 @@ def read_to_high_water_marks(cluster, topic, partition_count=PARTITIONS):
 
 
 def check_acknowledged(read, producer):
-    """Every acknowledged message exactly once, at the partition and offset it was acknowledged
-    at, with its key; in each partition the messages in the order they were sent."""
+    """Every message `producer` (a ContinuousProducer or a ProducerGroup) was told is stored
+    exactly once, at the partition and offset it was acknowledged at, with its key; in each
+    partition each producer's messages in the order it sent them; nothing else stored."""
     problems = []
-    places = defaultdict(list)  # index -> [(partition, offset)]
+    members = {member.number: member for member in producer.members}
+    places = defaultdict(list)  # (producer number, index) -> [(partition, offset)]
     for partition, messages in read.items():
-        previous = None
+        previous = {}  # producer number -> index of its last message in the partition
         for offset in sorted(messages):
             message = messages[offset]
-            index = producer.index_of(message.value)
-            places[index].append((partition, offset))
-            if (message.key, message.value) != producer.message(index):
+            number, index = ContinuousProducer.parse(message.value)
+            places[(number, index)].append((partition, offset))
+            if number not in members or (message.key, message.value) != members[number].message(index):
                 problems.append(f"partition {partition} offset {offset}: {message} was never sent")
-            if previous is not None and index <= previous:
+            if previous.get(number, -1) >= index:
                 problems.append(
-                    f"partition {partition} offset {offset}: message {index} after message {previous}"
+                    f"partition {partition} offset {offset}: producer {number}'s message {index} "
+                    f"after its message {previous[number]}"
                 )
-            previous = index
-    for index, found in places.items():
+            previous[number] = index
+    for place, found in places.items():
         if len(found) > 1:
-            problems.append(f"message {index} is stored more than once: at {found}")
-    with producer.lock:
-        acked = dict(producer.acked)
-    for index, (partition, offset, _) in sorted(acked.items()):
-        if index not in places:
-            problems.append(f"message {index}, acknowledged at {partition}/{offset}, is missing")
-        elif places[index][0] != (partition, offset):
-            problems.append(f"message {index}, acknowledged at {partition}/{offset}, is at {places[index]}")
+            problems.append(f"message {place} (producer, index) is stored more than once: at {found}")
+    acked_count = 0
+    for number, member in members.items():
+        with member.lock:
+            acked = dict(member.acked)
+        acked_count += len(acked)
+        for index, (partition, offset, _) in sorted(acked.items()):
+            found = places.get((number, index))
+            if not found:
+                problems.append(
+                    f"producer {number}'s message {index}, acknowledged at {partition}/{offset}, is missing"
+                )
+            elif found[0] != (partition, offset):
+                problems.append(
+                    f"producer {number}'s message {index}, acknowledged at {partition}/{offset}, is at {found}"
+                )
     assert not problems, (
         f"{len(problems)} problem(s) in {sum(map(len, read.values()))} message(s) read, "
-        f"{len(acked)} acknowledged:\n- " + "\n- ".join(problems[:30])
+        f"{acked_count} acknowledged:\n- " + "\n- ".join(problems[:30])
     )
 
 
@@ -736,13 +920,30 @@ def restarted(cluster, producer, broker):
     producer.wait_for_progress(200, f"after broker {broker} restarted")
 
 
-def test_idempotent_producer_through_kills_and_freezes(cluster, capsys):
+def test_idempotent_producers_through_an_oversize_batch_kills_and_freezes(cluster, capsys):
+    """Three idempotent producers, each bootstrapped from another broker, write three
+    partitions while one batch over max.message.bytes is refused and leaders are killed,
+    frozen and stopped; nothing any of them was told is stored may be lost, duplicated,
+    reordered or moved."""
     topic = created_topic(cluster, "faults")
-    producer = ContinuousProducer(cluster.bootstrap(), topic)
+    producer = ProducerGroup(
+        [cluster.bootstrap([node]) for node in cluster.node_ids],
+        topic,
+        rate_per_s=ContinuousProducer.RATE_PER_S // len(cluster.node_ids),
+    )
     producer.start()
     failovers = []  # (fault, {partition: seconds})
     try:
         producer.wait_for_progress(300, "before the first fault")
+
+        # (0) One batch over max.message.bytes, amid the producers' own: refused, and every
+        # partition goes on taking their messages at once.
+        refused_at = time.monotonic()
+        assert oversize_refused(cluster, topic, partition=0) == MESSAGE_TOO_LARGE
+        fault = "a refused oversize batch to partition 0"
+        failovers.append(
+            (fault, measured_failover(producer, refused_at, range(PARTITIONS), fault, SERVING_DEADLINE_S))
+        )
 
         # (a) kill -9 the leader of partition 0, then restart it.
         leaders = cluster.leaders(topic)

@@ -55,7 +55,7 @@ use std::task::Waker;
 
 use bytes::{Bytes, BytesMut};
 
-use crate::batch::{self, BatchHeader};
+use crate::batch::{self, BatchError, BatchHeader, CheckedBatch};
 use crate::clock::Clock;
 use crate::config::LogConfig;
 use crate::error::LogError;
@@ -818,21 +818,35 @@ impl PartitionLog {
         Ok(())
     }
 
-    /// Appends one record batch: checks it (length, magic, CRC-32C, record count, size, and
-    /// an idempotent producer's epoch and sequence), gives it the next offsets and
-    /// `leader_epoch`, and queues it for the flusher. Waits only when `unflushed_bytes_max`
-    /// bytes are already waiting to be written (back-pressure), a maintenance operation is
-    /// running, or `leader_epoch` is new to the log (it is recorded on disk first). A rejected
-    /// batch leaves the log unchanged; a producer's retry of a batch already in the log is
-    /// answered with that batch's offsets and `duplicate: true`.
+    /// Checks `batch` as a producer's ([`CheckedBatch::produced`], against this log's
+    /// `batch_bytes_max`) and appends it ([`PartitionLog::append_checked`]): for callers that
+    /// hold raw bytes (tools, tests, benchmarks). The broker's produce path checks once, at
+    /// its edge, and appends the checked batch.
     pub async fn append(
         &self,
-        mut batch: BytesMut,
+        batch: BytesMut,
         leader_epoch: i32,
     ) -> Result<AppendReceipt, LogError> {
-        let header = batch::validate(&batch, self.shared.config().batch_bytes_max)?;
+        let batch = CheckedBatch::produced(batch, self.shared.config().batch_bytes_max)?;
+        self.append_checked(batch, leader_epoch).await
+    }
+
+    /// Appends one checked record batch: checks an idempotent producer's epoch and sequence,
+    /// gives the batch the next offsets and `leader_epoch`, and queues it for the flusher.
+    /// Waits only when `unflushed_bytes_max` bytes are already waiting to be written
+    /// (back-pressure), a maintenance operation is running, or `leader_epoch` is new to the
+    /// log (it is recorded on disk first). A rejected batch leaves the log unchanged; a
+    /// producer's retry of a batch already in the log is answered with that batch's offsets
+    /// and `duplicate: true`.
+    pub async fn append_checked(
+        &self,
+        batch: CheckedBatch,
+        leader_epoch: i32,
+    ) -> Result<AppendReceipt, LogError> {
+        let header = *batch.header();
+        let mut batch = batch.into_bytes();
         loop {
-            self.wait_for_room(batch.len()).await;
+            self.wait_for_room(batch.len()).await?;
             match self.try_append(&mut batch, &header, leader_epoch)? {
                 Attempt::Appended(receipt) => return Ok(receipt),
                 Attempt::NewEpochAt(base_offset) => {
@@ -874,14 +888,17 @@ impl PartitionLog {
     }
 
     /// Appends a batch exactly as another replica's log holds it: its offsets and epoch are
-    /// kept (a follower copying its leader). The batch must start at or after the log end; a
-    /// start after it is a gap the leader's cleaner left, recorded first so that recovery
-    /// accepts it. Checked like [`PartitionLog::append`] except for producer sequences (the
-    /// leader checked them; they are still recorded, for when this replica leads).
-    pub async fn append_replicated(&self, mut batch: BytesMut) -> Result<AppendReceipt, LogError> {
-        let header = batch::validate_stored(&batch, self.shared.config().batch_bytes_max)?;
+    /// kept (a follower copying its leader, or a leader placing a batch its Raft core
+    /// numbered). The batch must start at or after the log end; a start after it is a gap the
+    /// leader's cleaner left, recorded first so that recovery accepts it. Producer sequences
+    /// are not checked (the leader checked them) but recorded, for when this replica leads.
+    /// Its size is bounded only by what the log can hold unwritten, not by `batch_bytes_max`:
+    /// a topic's `max.message.bytes` may have been lowered since its leader took the batch.
+    pub async fn append_replicated(&self, batch: CheckedBatch) -> Result<AppendReceipt, LogError> {
+        let header = *batch.header();
+        let mut batch = batch.into_bytes();
         loop {
-            self.wait_for_room(batch.len()).await;
+            self.wait_for_room(batch.len()).await?;
             match self.try_append_replicated(&mut batch, &header)? {
                 Attempt::Appended(receipt) => return Ok(receipt),
                 Attempt::NewEpochAt(base_offset) => {
@@ -955,9 +972,26 @@ impl PartitionLog {
         }
     }
 
+    /// Whether the log can take a batch of `size_bytes` at all: not beyond what it holds
+    /// unwritten (`unflushed_bytes_max`, never below `batch_bytes_max`). A replica asks
+    /// before its Raft core numbers a batch, since a batch numbered but not placed would leave
+    /// the core and the log disagreeing.
+    pub fn check_holds(&self, size_bytes: usize) -> Result<(), LogError> {
+        let unflushed_bytes_max = self.shared.config().unflushed_bytes_max;
+        if size_bytes > unflushed_bytes_max {
+            return Err(LogError::InvalidBatch(BatchError::TooLarge {
+                length_bytes: size_bytes,
+                limit_bytes: unflushed_bytes_max,
+            }));
+        }
+        Ok(())
+    }
+
     /// Waits until a batch of `size_bytes` fits the back-pressure bound and no maintenance runs
-    /// (or the log is closing or failed: the caller finds out).
-    async fn wait_for_room(&self, size_bytes: usize) {
+    /// (or the log is closing or failed: the caller finds out). A batch larger than the bound
+    /// itself would never fit: refused at once.
+    async fn wait_for_room(&self, size_bytes: usize) -> Result<(), LogError> {
+        self.check_holds(size_bytes)?;
         // Fixed from the open on (`LogConfig::same_sizing`).
         let unflushed_bytes_max = self.shared.config().unflushed_bytes_max;
         self.shared
@@ -968,6 +1002,7 @@ impl PartitionLog {
                         && state.unflushed_bytes + size_bytes <= unflushed_bytes_max)
             })
             .await;
+        Ok(())
     }
 
     /// Puts a batch whose offsets and epoch are final at the log end: the active segment (rolled

@@ -30,7 +30,7 @@
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 
-use crate::batch::{sequence_after, BatchError, BatchHeader};
+use crate::batch::{sequence_after, BatchHeader};
 use crate::config::LogConfig;
 use crate::error::LogError;
 
@@ -140,13 +140,8 @@ impl ProducerTable {
             return Ok(Verdict::Append);
         }
         let producer_id = header.producer_id;
+        // Not negative: `CheckedBatch::produced` refused such a batch.
         let received = header.base_sequence;
-        if received < 0 {
-            return Err(LogError::InvalidBatch(BatchError::InvalidSequence {
-                producer_id,
-                base_sequence: received,
-            }));
-        }
         let Some(entry) = self.producers.get(&producer_id) else {
             return Ok(Verdict::Append);
         };
@@ -681,13 +676,6 @@ mod tests {
             Ok(Verdict::Append)
         );
         assert_eq!(table.len(), 1);
-        assert_eq!(
-            append(&mut table, &mut end, idempotent(2, 0, -5), 1),
-            Err(LogError::InvalidBatch(BatchError::InvalidSequence {
-                producer_id: 2,
-                base_sequence: -5
-            }))
-        );
     }
 
     #[test]

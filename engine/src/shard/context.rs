@@ -19,6 +19,7 @@ use super::{
     owner_shard, Appended, Durability, ListedOffset, MeshMessage, OffsetQuery, PartitionId,
     PartitionStats, SendableData, SendableRead, ShardRequest, ShardResponse,
 };
+use crate::batch::CheckedBatch;
 use crate::clock::Clock;
 use crate::config::LogConfig;
 use crate::error::LogError;
@@ -476,9 +477,12 @@ impl ShardContext {
         let _ = self.dispatch(request).await;
     }
 
-    /// Assigns the batch its offsets in this shard's log (nothing else can append in
-    /// between: no await separates the sequence checks from the assignment), and returns
-    /// the wait for `durability`.
+    /// Checks the batch (the one check of a producer's batch, [`CheckedBatch::produced`],
+    /// against the partition's `max.message.bytes`), then has it numbered: by the partition's
+    /// Raft group when it is replicated, else by this shard's log (nothing else can append in
+    /// between: no await separates the sequence checks from the assignment). Returns the wait
+    /// for `durability`. The check comes before either, so a batch the log would refuse never
+    /// reaches a Raft core, and a broker alone, a leader and a follower refuse it alike.
     pub(super) async fn submit_local_append(
         &self,
         partition: &PartitionId,
@@ -486,31 +490,37 @@ impl ShardContext {
         leader_epoch: i32,
         durability: Durability,
     ) -> AppendPending {
-        if let Some(replicated) = self.replicated(partition) {
+        let refused = |error: LogError| -> AppendPending { Box::pin(async move { Err(error) }) };
+        let replicated = self.replicated(partition);
+        if replicated.is_none() {
+            if let Err(error) = self.check_leading(partition) {
+                return refused(error);
+            }
+        }
+        // A replicated partition's replica holds its log open: this only looks it up.
+        let log = match self.partition_log(partition).await {
+            Ok(log) => log,
+            Err(error) => return refused(error),
+        };
+        let batch = match CheckedBatch::produced(batch, log.config().batch_bytes_max) {
+            Ok(batch) => batch,
+            Err(error) => return refused(error.into()),
+        };
+        if let Some(replicated) = replicated {
             return replicated.submit_append(batch, durability);
         }
-        if let Err(error) = self.check_leading(partition) {
-            return Box::pin(async move { Err(error) });
+        // A single copy is one in-sync replica (as Kafka counts a partition of replication
+        // factor 1).
+        let min_insync_replicas = log.config().min_insync_replicas;
+        if durability == Durability::Durable && min_insync_replicas > 1 {
+            return refused(LogError::NotEnoughReplicas {
+                in_sync: 1,
+                required: min_insync_replicas,
+            });
         }
-        let assigned = match self.partition_log(partition).await {
-            // A single copy is one in-sync replica (as Kafka counts a partition of replication
-            // factor 1).
-            Ok(log)
-                if durability == Durability::Durable && log.config().min_insync_replicas > 1 =>
-            {
-                Err(LogError::NotEnoughReplicas {
-                    in_sync: 1,
-                    required: log.config().min_insync_replicas,
-                })
-            }
-            Ok(log) => log
-                .append(batch, leader_epoch)
-                .await
-                .map(|receipt| (log, receipt)),
-            Err(error) => Err(error),
-        };
+        let assigned = log.append_checked(batch, leader_epoch).await;
         Box::pin(async move {
-            let (log, receipt) = assigned?;
+            let receipt = assigned?;
             match durability {
                 Durability::Assigned => {}
                 Durability::Written => log.wait_written(&receipt).await?,

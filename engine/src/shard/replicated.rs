@@ -11,17 +11,16 @@
 
 use std::any::Any;
 
-use bytes::BytesMut;
-
 use super::{AppendPending, Durability, PartitionId};
+use crate::batch::CheckedBatch;
 
 /// What the shard needs of a replicated partition.
 pub trait ReplicatedPartition {
-    /// Queues a producer's batch in the partition's order, synchronously, and returns the wait
-    /// for `durability`: `Durable` means committed by a majority of the group (acks=all),
-    /// `Written` in the leader's log file (acks=1). Refused with `LogError::NotLeader` unless
-    /// this broker leads.
-    fn submit_append(&self, batch: BytesMut, durability: Durability) -> AppendPending;
+    /// Queues a producer's batch (checked by the shard) in the partition's order,
+    /// synchronously, and returns the wait for `durability`: `Durable` means committed by a
+    /// majority of the group (acks=all), `Written` in the leader's log file (acks=1). Refused
+    /// with `LogError::NotLeader` unless this broker leads.
+    fn submit_append(&self, batch: CheckedBatch, durability: Durability) -> AppendPending;
 
     /// Whether this broker leads the partition, and if not, who does (when known).
     fn leadership(&self) -> Leadership;

@@ -157,6 +157,11 @@ pub fn as_stored(mut appended: BytesMut, base_offset: u64, leader_epoch: i32) ->
     appended.to_vec()
 }
 
+/// A batch as another replica's log holds it, for `append_replicated`.
+pub fn stored(bytes: &[u8]) -> batch::CheckedBatch {
+    batch::CheckedBatch::stored(BytesMut::from(bytes), usize::MAX).expect("a stored batch")
+}
+
 /// Cases per property test: `default`, or `PROPTEST_CASES` from the environment for a longer run.
 pub fn proptest_cases(default: u32) -> u32 {
     std::env::var("PROPTEST_CASES")

@@ -1,7 +1,8 @@
-//! Produce: validate each partition's record batches, append them (the batches are stored as
-//! sent, compressed or not; the broker fills in offsets and leader epoch), and answer as acks
-//! asks: acks=0 gets no response at all, acks=1 once the batch is in the segment file,
-//! acks=all once an `fdatasync` covers it.
+//! Produce: append each partition's record batch (stored as sent, compressed or not; the
+//! broker fills in offsets and leader epoch), and answer as acks asks: acks=0 gets no response
+//! at all, acks=1 once the batch is in the segment file, acks=all once an `fdatasync` covers
+//! it (a majority has it, in a cluster). The batch is checked once, by the shard owning the
+//! partition, against the partition's own `max.message.bytes` (`CheckedBatch::produced`).
 //!
 //! Appends are submitted while the request is started, in request order, and awaited
 //! afterwards (see [`crate::broker`]): a connection's pipelined produce requests land in each
@@ -10,19 +11,16 @@
 
 use std::rc::Rc;
 
-use bytes::{Bytes, BytesMut};
-use engine::batch::{self, BatchHeader};
+use bytes::BytesMut;
 use engine::catalog::is_internal_topic;
 use engine::shard::{AppendPending, Durability, PartitionId};
-use engine::topic_config;
-use futures::future::join_all;
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 use kafka_protocol::ResponseError;
 
 use super::str_bytes;
 use crate::broker::{Broker, Header, PendingReply, Reply};
-use crate::errors::{batch_error_code, code, log_error_code, NONE};
+use crate::errors::{code, log_error_code, NONE};
 
 /// Where one partition's answer comes from.
 enum Outcome {
@@ -30,8 +28,8 @@ enum Outcome {
         error_code: i16,
         message: String,
     },
-    /// Each batch's size and its append.
-    Appending(Vec<(usize, AppendPending)>),
+    /// The batch's size and its append.
+    Appending(usize, AppendPending),
 }
 
 pub async fn start(broker: Rc<Broker>, header: Header, request: ProduceRequest) -> PendingReply {
@@ -72,26 +70,16 @@ pub async fn start(broker: Rc<Broker>, header: Header, request: ProduceRequest) 
                     code(ResponseError::UnknownTopicOrPartition),
                     format!("topic '{name}' has no partition {index}"),
                 ),
-                (Ok(topic), Some(durability)) => {
+                (Ok(_), Some(durability)) => {
                     let partition = PartitionId::new(name.as_str(), index as u32);
-                    let batch_bytes_max =
-                        || topic_config::apply(&broker.config.log, &topic.configs).batch_bytes_max;
-                    match split_batches(partition_data.records.unwrap_or_default(), batch_bytes_max)
-                    {
-                        Err((error_code, message)) => failed(error_code, message),
-                        Ok(batches) => {
-                            let mut pending = Vec::with_capacity(batches.len());
-                            for batch in batches {
-                                let size = batch.len();
-                                let append = broker
-                                    .context
-                                    .submit_append(partition.clone(), batch, 0, durability)
-                                    .await;
-                                pending.push((size, append));
-                            }
-                            Outcome::Appending(pending)
-                        }
-                    }
+                    // The engine stamps offsets in place, so it needs the bytes to itself.
+                    let batch = BytesMut::from(&partition_data.records.unwrap_or_default()[..]);
+                    let size = batch.len();
+                    let append = broker
+                        .context
+                        .submit_append(partition, batch, 0, durability)
+                        .await;
+                    Outcome::Appending(size, append)
                 }
             };
             partitions.push((index, outcome));
@@ -146,125 +134,21 @@ async fn answer(
             error_code,
             message,
         } => failed(error_code, message),
-        Outcome::Appending(pending) => {
-            let mut first = None;
-            let mut log_start_offset = -1;
-            let (sizes, appends): (Vec<usize>, Vec<AppendPending>) = pending.into_iter().unzip();
-            for (size, result) in sizes.into_iter().zip(join_all(appends).await) {
-                match result {
-                    Ok(appended) => {
-                        let records = appended.last_offset - appended.base_offset + 1;
-                        broker.metrics.batch_produced(topic, size as u64, records);
-                        first.get_or_insert(appended.base_offset as i64);
-                        log_start_offset = appended.log_start_offset as i64;
-                    }
-                    Err(error) => return failed(log_error_code(&error), error.to_string()),
+        Outcome::Appending(size, append) => match append.await {
+            Err(error) => failed(log_error_code(&error), error.to_string()),
+            Ok(appended) => {
+                let records = appended.last_offset - appended.base_offset + 1;
+                broker.metrics.batch_produced(topic, size as u64, records);
+                let response = response
+                    .with_error_code(NONE)
+                    .with_base_offset(appended.base_offset as i64);
+                // The log start offset exists from version 5.
+                if api_version >= 5 {
+                    response.with_log_start_offset(appended.log_start_offset as i64)
+                } else {
+                    response
                 }
             }
-            let response = response
-                .with_error_code(NONE)
-                .with_base_offset(first.unwrap_or(-1));
-            // The log start offset exists from version 5.
-            if api_version >= 5 {
-                response.with_log_start_offset(log_start_offset)
-            } else {
-                response
-            }
-        }
-    }
-}
-
-/// Splits a partition's records into batches, each an owned buffer the engine can stamp. A
-/// single batch (what clients send) is validated by the append itself; several are all
-/// validated first, against the topic's largest batch (`batch_bytes_max`, asked for only
-/// then), so that a bad one leaves the partition untouched.
-fn split_batches(
-    records: Bytes,
-    batch_bytes_max: impl FnOnce() -> usize,
-) -> Result<Vec<BytesMut>, (i16, String)> {
-    let corrupt = |message: String| (code(ResponseError::CorruptMessage), message);
-    if records.is_empty() {
-        return Err(corrupt("the partition's records are empty".into()));
-    }
-    let mut pieces = Vec::new();
-    let mut rest = records;
-    while !rest.is_empty() {
-        let header = BatchHeader::parse(&rest).ok_or_else(|| {
-            corrupt(format!(
-                "{} trailing bytes do not hold a batch header",
-                rest.len()
-            ))
-        })?;
-        let size = header.size_bytes as usize;
-        if size < batch::BATCH_HEADER_BYTES || size > rest.len() {
-            return Err(corrupt(format!(
-                "a batch claims {size} bytes where {} remain",
-                rest.len()
-            )));
-        }
-        if header.is_control() {
-            // Commit and abort markers are the broker's to write, never a client's.
-            return Err((
-                code(ResponseError::InvalidRecord),
-                "control batches may not be produced by clients".into(),
-            ));
-        }
-        pieces.push(rest.split_to(size));
-    }
-    if pieces.len() > 1 {
-        let batch_bytes_max = batch_bytes_max();
-        for piece in &pieces {
-            batch::validate(piece, batch_bytes_max)
-                .map_err(|error| (batch_error_code(&error), error.to_string()))?;
-        }
-    }
-    // The engine stamps offsets in place, so it needs the bytes to itself.
-    Ok(pieces
-        .into_iter()
-        .map(|piece| BytesMut::from(&piece[..]))
-        .collect())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use engine::batch::build::batch_of;
-
-    #[test]
-    fn records_split_into_whole_batches_or_are_refused() {
-        let one = batch_of(3, 10, 1);
-        let two = batch_of(2, 5, 2);
-        let both = Bytes::from([one.clone(), two.clone()].concat());
-        let split = split_batches(both.clone(), || 1 << 20).unwrap();
-        assert_eq!(split.len(), 2);
-        assert_eq!(&split[0][..], &one[..]);
-        assert_eq!(&split[1][..], &two[..]);
-
-        let corrupt = code(ResponseError::CorruptMessage);
-        assert_eq!(
-            split_batches(Bytes::new(), || 1 << 20).unwrap_err().0,
-            corrupt
-        );
-        assert_eq!(
-            split_batches(both.slice(..both.len() - 1), || 1 << 20)
-                .unwrap_err()
-                .0,
-            corrupt,
-            "a cut batch"
-        );
-        let mut flipped = both.to_vec();
-        let last = flipped.len() - 1;
-        flipped[last] ^= 1;
-        assert_eq!(
-            split_batches(Bytes::from(flipped), || 1 << 20)
-                .unwrap_err()
-                .0,
-            corrupt,
-            "a bad CRC in the second batch refuses both"
-        );
-        assert_eq!(
-            split_batches(both, || 20).unwrap_err().0,
-            code(ResponseError::MessageTooLarge)
-        );
+        },
     }
 }

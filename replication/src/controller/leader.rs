@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 
+use engine::batch::CheckedBatch;
 use engine::catalog::PRODUCER_ID_BLOCK;
 use engine::topic_config;
 
@@ -101,6 +102,12 @@ impl Controller {
     async fn propose(&self, replica: &PartitionReplica, records: &[MetadataRecord]) -> Outcome {
         let now_ms = i64::try_from(self.now_ms()).unwrap_or(i64::MAX);
         let batch = apply::entry_batch(records, now_ms);
+        // Checked as any producer's batch is, before the group numbers it: an entry its log
+        // would refuse must not reach the Raft core.
+        let batch = match CheckedBatch::produced(batch, replica.log().config().batch_bytes_max) {
+            Ok(batch) => batch,
+            Err(error) => return Outcome::Failed(format!("the metadata entry: {error}")),
+        };
         match replica.produce(batch, Acks::Committed).await {
             Ok(receipt) => {
                 let index = receipt.last_offset + 1;

@@ -116,7 +116,8 @@ pub enum Outcome {
     Refused(WirePlanError),
     /// Not the leader; ask this one, if known.
     NotLeader { leader_hint: Option<NodeId> },
-    /// The leader could not write the change (its log failed).
+    /// The leader could not write the change (its log failed, or the change is more than
+    /// one entry of the metadata log holds).
     Failed(String),
 }
 

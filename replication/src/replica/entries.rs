@@ -5,7 +5,7 @@
 //! leader's LEADER_CHANGE, a voter set) are control batches, which consumers skip.
 
 use bytes::BytesMut;
-use engine::batch::{self, BatchHeader, ControlType};
+use engine::batch::{self, BatchHeader, CheckedBatch, ControlType};
 use engine::PartitionLog;
 
 use super::state_file::ReplicaState;
@@ -26,13 +26,12 @@ pub(crate) fn offset_of(index: Index) -> u64 {
     index - 1
 }
 
-/// The entry a stored batch is, with its header.
-pub(crate) fn entry_of(bytes: &[u8]) -> Result<(EntryMeta, BatchHeader), EntryError> {
-    let header = batch::validate_stored(bytes, usize::MAX)
-        .map_err(|error| EntryError::Malformed(error.to_string()))?;
+/// The entry a batch is.
+pub(crate) fn entry_of(batch: &CheckedBatch) -> Result<EntryMeta, EntryError> {
+    let header = batch.header();
     let term = Term::try_from(header.leader_epoch)
         .map_err(|_| EntryError::NegativeEpoch(header.leader_epoch))?;
-    let kind = match batch::read_control(bytes)
+    let kind = match batch::read_control(batch.bytes())
         .map_err(|error| EntryError::Malformed(format!("{error:?}")))?
     {
         Some((ControlType::LeaderChange, _)) => EntryKind::LeaderChange,
@@ -40,17 +39,22 @@ pub(crate) fn entry_of(bytes: &[u8]) -> Result<(EntryMeta, BatchHeader), EntryEr
         Some((ControlType::Other(_), _)) | None => EntryKind::Records,
     };
     let base_offset = header.base_offset as u64;
-    let meta = EntryMeta {
+    Ok(EntryMeta {
         first_index: base_offset + 1,
         last_index: header.last_offset() as u64 + 1,
         term,
         kind,
-    };
-    Ok((meta, header))
+    })
 }
 
-/// Splits concatenated batches (a fetch response's payload) into entries and their bytes.
-pub(crate) fn split_entries(mut bytes: &[u8]) -> Result<Vec<(EntryMeta, BytesMut)>, EntryError> {
+/// Splits concatenated batches (a fetch response's payload) into entries and their batches,
+/// each checked as a stored batch once, here, where it enters this broker; one larger than
+/// `batch_bytes_max` (what the log can hold unwritten) is refused with the rest, so the core
+/// never hears of an entry the log could not take.
+pub(crate) fn split_entries(
+    mut bytes: &[u8],
+    batch_bytes_max: usize,
+) -> Result<Vec<(EntryMeta, CheckedBatch)>, EntryError> {
     let mut entries = Vec::new();
     while !bytes.is_empty() {
         let header = BatchHeader::parse(bytes)
@@ -59,15 +63,16 @@ pub(crate) fn split_entries(mut bytes: &[u8]) -> Result<Vec<(EntryMeta, BytesMut
             .ok()
             .filter(|size| *size <= bytes.len())
             .ok_or_else(|| EntryError::Malformed("a truncated batch".into()))?;
-        let (meta, _) = entry_of(&bytes[..size])?;
-        entries.push((meta, BytesMut::from(&bytes[..size])));
+        let batch = CheckedBatch::stored(BytesMut::from(&bytes[..size]), batch_bytes_max)
+            .map_err(|error| EntryError::Malformed(error.to_string()))?;
+        entries.push((entry_of(&batch)?, batch));
         bytes = &bytes[size..];
     }
     Ok(entries)
 }
 
 /// The control batch for one of the core's own entries, placed at its index and term.
-pub(crate) fn control_batch(meta: &EntryMeta, leader: NodeId, now_ms: i64) -> BytesMut {
+pub(crate) fn control_batch(meta: &EntryMeta, leader: NodeId, now_ms: i64) -> CheckedBatch {
     let (control_type, value) = match &meta.kind {
         EntryKind::LeaderChange => (ControlType::LeaderChange, leader.to_string()),
         EntryKind::Voters(voters) => (ControlType::Voters, encode_voters(voters)),
@@ -77,16 +82,17 @@ pub(crate) fn control_batch(meta: &EntryMeta, leader: NodeId, now_ms: i64) -> By
         meta.first_index, meta.last_index,
         "a control entry has one index"
     );
-    let mut bytes =
-        BytesMut::from(&batch::encode_control(control_type, value.as_bytes(), now_ms)[..]);
-    stamp(&mut bytes, meta);
-    bytes
+    let bytes = batch::encode_control(control_type, value.as_bytes(), now_ms);
+    let mut batch = CheckedBatch::stored(BytesMut::from(&bytes[..]), usize::MAX)
+        .expect("the broker encodes well-formed control batches");
+    stamp(&mut batch, meta);
+    batch
 }
 
 /// Gives a batch the offsets and epoch of `meta`.
-pub(crate) fn stamp(bytes: &mut BytesMut, meta: &EntryMeta) {
-    let epoch = i32::try_from(meta.term).expect("terms fit a Kafka leader epoch");
-    batch::assign_offset_and_epoch(bytes, offset_of(meta.first_index) as i64, epoch);
+pub(crate) fn stamp(batch: &mut CheckedBatch, meta: &EntryMeta) {
+    let epoch = i32::try_from(meta.term).expect("terms fit a Kafka leader epoch (TERM_MAX)");
+    batch.assign_offset_and_epoch(offset_of(meta.first_index) as i64, epoch);
 }
 
 fn encode_voters(voters: &[NodeId]) -> String {
@@ -170,16 +176,15 @@ mod tests {
                 term: 7,
                 kind,
             };
-            let bytes = control_batch(&meta, 3, 1_000);
-            let (parsed, header) = entry_of(&bytes).unwrap();
-            assert_eq!(parsed, meta);
-            assert!(header.is_control());
+            let batch = control_batch(&meta, 3, 1_000);
+            assert_eq!(entry_of(&batch).unwrap(), meta);
+            assert!(batch.header().is_control());
         }
     }
 
     #[test]
     fn fetched_bytes_split_into_entries_and_garbage_is_refused() {
-        let mut records = BytesMut::from(
+        let records = BytesMut::from(
             &batch::build::batch(&[
                 batch::build::TestRecord {
                     key: None,
@@ -199,6 +204,7 @@ mod tests {
             term: 2,
             kind: EntryKind::Records,
         };
+        let mut records = CheckedBatch::produced(records, usize::MAX).unwrap();
         stamp(&mut records, &meta);
         let leader_change = EntryMeta {
             first_index: 13,
@@ -206,14 +212,18 @@ mod tests {
             term: 3,
             kind: EntryKind::LeaderChange,
         };
-        let mut payload = records.to_vec();
-        payload.extend_from_slice(&control_batch(&leader_change, 1, 0));
-        let entries = split_entries(&payload).unwrap();
+        let mut payload = records.bytes().to_vec();
+        payload.extend_from_slice(control_batch(&leader_change, 1, 0).bytes());
+        let entries = split_entries(&payload, 1 << 20).unwrap();
         let metas: Vec<EntryMeta> = entries.into_iter().map(|(meta, _)| meta).collect();
         assert_eq!(metas, vec![meta, leader_change]);
-        assert!(split_entries(&payload[..payload.len() - 1]).is_err());
+        assert!(split_entries(&payload[..payload.len() - 1], 1 << 20).is_err());
         let mut corrupt = payload.clone();
         corrupt[70] ^= 1;
-        assert!(split_entries(&corrupt).is_err());
+        assert!(split_entries(&corrupt, 1 << 20).is_err());
+        assert!(
+            split_entries(&payload, records.size_bytes() - 1).is_err(),
+            "a batch the log could not hold is refused"
+        );
     }
 }

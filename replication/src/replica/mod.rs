@@ -13,7 +13,10 @@
 //! the engine's never disagree: before it lets the core number a producer's batch (`propose`)
 //! it has placed every entry the core created earlier (a new leader's LEADER_CHANGE, say), and
 //! it checks the batch against the idempotent producers' table right before numbering it, so a
-//! retry is answered with the original's offsets instead of being replicated twice. Durability
+//! retry is answered with the original's offsets instead of being replicated twice. Producers'
+//! batches arrive checked (`CheckedBatch`, by the shard owning the partition) and fetched ones
+//! are checked on receipt, so once the core has numbered a batch nothing about the batch itself
+//! can make the log refuse it (which would leave the two disagreeing). Durability
 //! is the engine's group commit: each placed entry's fsync is awaited off the writer, and
 //! reported to the core as `persisted`.
 //!
@@ -48,8 +51,8 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::PathBuf;
 use std::rc::Rc;
 
-use bytes::{Bytes, BytesMut};
-use engine::batch;
+use bytes::Bytes;
+use engine::batch::CheckedBatch;
 use engine::shard::replicated::{Leadership, ReplicatedPartition};
 use engine::shard::{AppendPending, Appended, Durability};
 use engine::waiters::Waiters;
@@ -58,7 +61,8 @@ use futures::channel::oneshot;
 use futures::future::LocalBoxFuture;
 
 use crate::message::{
-    Effects, EntryKind, EntryMeta, FetchResult, Index, LogWrite, Message, NodeId,
+    Effects, EntryKind, EntryMeta, FetchResult, Index, LogWrite, Message, NodeId, TermLimit,
+    TERM_MAX,
 };
 use crate::node::{PersistedState, RaftConfig, RaftNode, Refusal, RoleKind};
 pub use entries::EntryError;
@@ -129,6 +133,11 @@ pub enum ReplicaError {
     /// The core numbered a producer's batch elsewhere than at the log end.
     #[error("the Raft core numbered entry {index} but the log ends at offset {log_end_offset}")]
     Disagreement { index: Index, log_end_offset: u64 },
+    /// The state file holds a term no batch can carry as its leader epoch: a peer running an
+    /// earlier version raised it. The replica does not start (leading from there, it could
+    /// not write); its data stays as it is for an operator.
+    #[error("raft-state.json holds term {term}, past the highest leader epoch {TERM_MAX}")]
+    TermPastMax { term: u64 },
 }
 
 /// The first back-off of a faulted replica, in election timeouts: long enough that the others
@@ -161,7 +170,7 @@ struct Inner {
     /// Producers' batches waiting for the writer to number and place them.
     proposals: RefCell<VecDeque<Proposal>>,
     /// Batches fetched from the leader, by first index, until the writer places them.
-    fetched: RefCell<BTreeMap<Index, BytesMut>>,
+    fetched: RefCell<BTreeMap<Index, CheckedBatch>>,
     /// Fetches a leader holds until it has something new, with the tick they expire at.
     parked: RefCell<Vec<(NodeId, Message, u64)>>,
     /// The commit index last sent to each follower (a fetch that would repeat it is held).
@@ -186,7 +195,7 @@ struct Inner {
 }
 
 struct Proposal {
-    batch: BytesMut,
+    batch: CheckedBatch,
     reply: oneshot::Sender<Result<AppendReceipt, ProduceError>>,
 }
 
@@ -206,6 +215,13 @@ impl PartitionReplica {
         );
         let state_file = StateFile::new(&dir);
         let saved = state_file.read()?;
+        if let Some(term) = saved
+            .as_ref()
+            .map(|saved| saved.term)
+            .filter(|term| *term > TERM_MAX)
+        {
+            return Err(ReplicaError::TermPastMax { term });
+        }
         let mut state = saved.clone().unwrap_or_else(|| ReplicaState {
             term: 0,
             voted_for: None,
@@ -445,17 +461,20 @@ impl PartitionReplica {
         if self.faulted() {
             return;
         }
+        let mut batches = Vec::new();
         if let Message::FetchResponse {
             result: FetchResult::Entries { entries },
             ..
         } = &mut message
         {
-            match entries::split_entries(&payload) {
-                Ok(batches) => {
-                    let mut fetched = self.inner.fetched.borrow_mut();
-                    for (meta, bytes) in batches {
-                        fetched.insert(meta.first_index, bytes);
-                        entries.push(meta);
+            // The entries are what the batches say they are, whatever the peer listed.
+            entries.clear();
+            let batch_bytes_max = self.inner.log.config().unflushed_bytes_max;
+            match entries::split_entries(&payload, batch_bytes_max) {
+                Ok(split) => {
+                    for (meta, batch) in split {
+                        entries.push(meta.clone());
+                        batches.push((meta.first_index, batch));
                     }
                 }
                 // A peer's garbage: dropped like a lost message (the fetch is retried).
@@ -464,6 +483,9 @@ impl PartitionReplica {
         }
         let parkable = matches!(message, Message::Fetch { .. }).then(|| (from, message.clone()));
         let effects = self.inner.node.borrow_mut().step(from, message);
+        if !matches!(effects.term_limit, Some(TermLimit::PeerTerm { .. })) {
+            self.inner.fetched.borrow_mut().extend(batches);
+        }
         self.carry_out(effects, parkable);
     }
 
@@ -471,7 +493,7 @@ impl PartitionReplica {
     /// asked for. The batch is queued in the partition's order before the first await.
     pub async fn produce(
         &self,
-        batch: BytesMut,
+        batch: CheckedBatch,
         acks: Acks,
     ) -> Result<AppendReceipt, ProduceError> {
         self.submit(batch, acks).await
@@ -481,7 +503,7 @@ impl PartitionReplica {
     /// future is first polled), so batches submitted in order are placed in that order.
     pub fn submit(
         &self,
-        batch: BytesMut,
+        batch: CheckedBatch,
         acks: Acks,
     ) -> LocalBoxFuture<'static, Result<AppendReceipt, ProduceError>> {
         if let Err(error) = self.check_leading() {
@@ -556,6 +578,9 @@ impl PartitionReplica {
     /// Carries out what the core asked, in its order. `parkable` is the fetch these effects
     /// answer, if any: held instead of answered when the answer would carry nothing new.
     fn carry_out(&self, effects: Effects, parkable: Option<(NodeId, Message)>) {
+        if let Some(limit) = effects.term_limit {
+            report_term_limit(&self.inner.log.directory().display(), limit);
+        }
         if let Some(hard_state) = effects.hard_state {
             let mut state = self.inner.state.borrow_mut();
             state.term = hard_state.term;
@@ -708,8 +733,8 @@ impl PartitionReplica {
                     }
                     // A follower writes the batch as fetched; a leader writes its own entries.
                     let fetched = self.inner.fetched.borrow_mut().remove(&meta.first_index);
-                    let bytes = match (fetched, &meta.kind) {
-                        (Some(bytes), _) => bytes,
+                    let batch = match (fetched, &meta.kind) {
+                        (Some(batch), _) => batch,
                         (None, EntryKind::LeaderChange | EntryKind::Voters(_)) => {
                             self.core_batch(&meta)
                         }
@@ -721,7 +746,7 @@ impl PartitionReplica {
                             .into())
                         }
                     };
-                    let receipt = log.append_replicated(bytes).await?;
+                    let receipt = log.append_replicated(batch).await?;
                     self.report_durable(receipt, &meta);
                 }
                 self.prune_fetched();
@@ -757,7 +782,7 @@ impl PartitionReplica {
     }
 
     /// The control batch for an entry the core created (it leads, or copies one it missed).
-    fn core_batch(&self, meta: &EntryMeta) -> BytesMut {
+    fn core_batch(&self, meta: &EntryMeta) -> CheckedBatch {
         let leader = self.leader().unwrap_or(self.inner.config.node_id);
         let now_ms = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -779,13 +804,13 @@ impl PartitionReplica {
             let _ = reply.send(Err(ProduceError::NotLeader { leader_hint: None }));
             return Err(error.into());
         }
-        let header = match batch::validate(&batch, usize::MAX) {
-            Ok(header) => header,
-            Err(error) => {
-                let _ = reply.send(Err(ProduceError::Log(error.into())));
-                return Ok(());
-            }
-        };
+        // The batch was checked where it entered the broker; what is left of the log's
+        // refusals is asked before the core numbers it, never after.
+        let header = *batch.header();
+        if let Err(error) = self.inner.log.check_holds(batch.size_bytes()) {
+            let _ = reply.send(Err(error.into()));
+            return Ok(());
+        }
         match self.inner.log.check_duplicate(&header) {
             Ok(Some(original)) => {
                 let _ = reply.send(Ok(original));
@@ -934,8 +959,24 @@ fn core_from_disk(
     Ok(RaftNode::new(raft_config, persisted))
 }
 
+/// Says what the term limit stopped (`place`: the partition log or the message concerned), at
+/// most every few seconds per shard and kind: a peer may send such messages for every
+/// partition, every tick.
+pub(crate) fn report_term_limit(place: &dyn std::fmt::Display, limit: TermLimit) {
+    match limit {
+        TermLimit::PeerTerm { from, term } => engine::log_rate_limited!(
+            "ferrite: {place}: refused a message from node {from} naming term {term}, past the \
+             highest leader epoch {TERM_MAX}"
+        ),
+        TermLimit::NoElection => engine::log_rate_limited!(
+            "ferrite: {place}: at term {TERM_MAX}, the highest leader epoch, this replica \
+             cannot start an election"
+        ),
+    }
+}
+
 impl ReplicatedPartition for PartitionReplica {
-    fn submit_append(&self, batch: BytesMut, durability: Durability) -> AppendPending {
+    fn submit_append(&self, batch: CheckedBatch, durability: Durability) -> AppendPending {
         let acks = match durability {
             Durability::Assigned => Acks::Placed,
             Durability::Written => Acks::Leader,
