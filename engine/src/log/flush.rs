@@ -132,7 +132,7 @@ impl Shared {
     /// Trims the segment's file to its logical size (dropping the direct-I/O padding), syncs
     /// it, writes its indexes and marks it sealed. Also used for the active segment on close.
     pub(super) async fn seal_segment(&self, base_offset: u64) -> Result<(), LogError> {
-        let (files, written_bytes, offset_index_bytes, time_index_bytes) = {
+        let (files, written_bytes, offset_index_bytes, time_index_bytes, damaged) = {
             let mut state = self.state.borrow_mut();
             let segment = state
                 .segments
@@ -156,9 +156,10 @@ impl Shared {
                 segment.written_bytes,
                 segment.offset_index.encode(),
                 segment.time_index.encode(),
+                !segment.damaged.is_empty(),
             )
         };
-        if let Some(files) = files {
+        if let Some(files) = &files {
             files
                 .dma
                 .truncate(written_bytes)
@@ -169,6 +170,11 @@ impl Shared {
                 .fdatasync()
                 .await
                 .map_err(|error| LogError::glommio("syncing a sealed segment", error))?;
+        }
+        if damaged {
+            // No index files for a damaged segment: the next open scans it in full again.
+            super::damage::remove_index_files(&self.dir, base_offset)?;
+        } else if files.is_some() {
             write_whole_file(
                 &segment::offset_index_path(&self.dir, base_offset),
                 &offset_index_bytes,
@@ -379,8 +385,12 @@ impl Shared {
         for ticket in tickets {
             ticket.complete_durable(result.clone());
         }
+        let durable_end_offset = state.durable_end_offset;
         drop(state);
         self.waiters.wake_all();
+        if result.is_ok() {
+            self.checkpoint_recovery_point(durable_end_offset).await;
+        }
     }
 }
 
