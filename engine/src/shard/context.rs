@@ -711,6 +711,8 @@ impl ShardContext {
                     high_watermark: log.high_watermark(),
                     size_bytes: log.size_bytes(),
                     segment_count: log.segment_count(),
+                    damaged_offsets: log.damaged_offsets(),
+                    damage_found: log.damage_found(),
                 })
             })
             .collect()

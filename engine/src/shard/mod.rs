@@ -231,6 +231,11 @@ pub struct PartitionStats {
     /// Bytes of batches in the log's segments (appended ones not yet written included).
     pub size_bytes: u64,
     pub segment_count: usize,
+    /// Offsets readers are refused because their bytes on disk are damaged.
+    pub damaged_offsets: u64,
+    /// Damaged ranges found since the log was opened (some may be gone since: fetched again
+    /// from a leader, or truncated).
+    pub damage_found: u64,
 }
 
 /// The answer to a [`OffsetQuery`], with the partition's bounds.

@@ -22,6 +22,7 @@
 //! pass. A follower hands fetched batches to its writer exactly as the leader has them
 //! (`append_replicated`: offsets, epochs and gaps kept).
 
+mod damage;
 mod entries;
 mod preferred;
 mod reassignment;
@@ -142,6 +143,9 @@ struct Inner {
     target_voters: RefCell<Option<Vec<NodeId>>>,
     /// The replica that should lead when it can (see `preferred`).
     preferred_leader: Cell<Option<NodeId>>,
+    /// The first damaged offset this replica gave up, until the writer has truncated it away
+    /// (see `damage`).
+    damage_given_up: Cell<Option<u64>>,
 }
 
 struct Proposal {
@@ -170,6 +174,7 @@ impl PartitionReplica {
             voted_for: None,
             voters_base: config.initial_voters.clone(),
             voter_changes: Vec::new(),
+            vote_floor: None,
         });
         state.truncate_after(log.log_end_offset());
         state.advance_start(log.log_start_offset() + 1);
@@ -188,7 +193,8 @@ impl PartitionReplica {
             hard_state: state.hard_state(),
             log: summary,
         };
-        let node = RaftNode::new(raft_config, persisted);
+        let mut node = RaftNode::new(raft_config, persisted);
+        damage::restore_vote_floor(&mut node, &mut state, &state_file)?;
         // The log holds what is on disk; what the core counts as persisted must be too.
         log.set_replicated_high_watermark(0);
         let replica = PartitionReplica {
@@ -209,9 +215,11 @@ impl PartitionReplica {
                 stopped: RefCell::new(None),
                 target_voters: RefCell::new(None),
                 preferred_leader: Cell::new(None),
+                damage_given_up: Cell::new(None),
             }),
         };
         glommio::spawn_local(replica.clone().run_writer()).detach();
+        replica.give_up_damaged_entries();
         Ok(replica)
     }
 
@@ -262,6 +270,7 @@ impl PartitionReplica {
     pub fn tick(&self) {
         let now = self.inner.ticks.get() + 1;
         self.inner.ticks.set(now);
+        self.give_up_damaged_entries();
         self.follow_log_start();
         let effects = self.inner.node.borrow_mut().tick();
         self.carry_out(effects, None);
@@ -456,8 +465,10 @@ impl PartitionReplica {
         }
     }
 
-    /// Whole batches from the entry at `fetch_index` on, up to the fetch byte budget; empty if
-    /// there are none yet (or the read failed: the follower asks again).
+    /// Whole batches from the entry at `fetch_index` on, up to the fetch byte budget, each
+    /// one's CRC checked (a follower would store a damaged batch as it is sent); empty if there
+    /// are none yet, or the read failed (the follower asks again; damage the read found is the
+    /// next tick's business, see `damage`).
     async fn read_batches(&self, fetch_index: Index) -> Bytes {
         let log = &self.inner.log;
         let offset = entries::offset_of(fetch_index);
@@ -465,13 +476,12 @@ impl PartitionReplica {
             return Bytes::new();
         }
         match log
-            .read(
+            .read_verified(
                 offset,
                 self.inner.config.fetch_bytes_max,
                 log.log_end_offset(),
             )
             .await
-            .and_then(|slice| slice.data.to_vec())
         {
             Ok(bytes) => Bytes::from(bytes),
             Err(_) => Bytes::new(),
