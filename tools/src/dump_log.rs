@@ -27,7 +27,8 @@ pub fn run(arguments: &Arguments) -> ExitCode {
         }
     };
     let mut all_valid = true;
-    for file in files {
+    let base_offsets: Vec<Option<i64>> = files.iter().map(|file| base_offset_of(file)).collect();
+    for (index, file) in files.iter().enumerate() {
         let bytes = match std::fs::read(&file) {
             Ok(bytes) => bytes,
             Err(error) => {
@@ -35,13 +36,11 @@ pub fn run(arguments: &Arguments) -> ExitCode {
                 return ExitCode::from(2);
             }
         };
-        // The file name is the segment's base offset: where its first batch should start.
-        let base_offset = file
-            .file_stem()
-            .and_then(|stem| stem.to_str())
-            .and_then(|stem| stem.parse::<i64>().ok())
-            .unwrap_or(0);
-        let outcome = dump_segment(&bytes, base_offset, !arguments.summary);
+        // The file name is the segment's base offset: where its first batch should start; the
+        // next segment's is where its offsets end.
+        let base_offset = base_offsets[index].unwrap_or(0);
+        let next_base_offset = base_offsets.get(index + 1).copied().flatten();
+        let outcome = dump_segment(&bytes, base_offset, next_base_offset, !arguments.summary);
         let damaged_bytes: usize = outcome.damaged.iter().map(|d| d.to - d.from).sum();
         println!(
             "segment {}: {} batches, offsets {}, {} valid bytes of {}{}{}",
@@ -90,11 +89,24 @@ struct Damaged {
     next_offset: i64,
 }
 
+/// The base offset a segment file's name gives.
+fn base_offset_of(file: &Path) -> Option<i64> {
+    file.file_stem()
+        .and_then(|stem| stem.to_str())
+        .and_then(|stem| stem.parse::<i64>().ok())
+}
+
 /// Walks the batches of one segment file, `base_offset` being where its first batch starts:
 /// each one's length, magic, CRC-32C and record count, and that offsets do not go back. Bytes
 /// that fail are damage when valid batches follow (the damaged batch's own length leads to
-/// one, or one is found further on), as the broker's recovery sees it.
-fn dump_segment(bytes: &[u8], base_offset: i64, each_batch: bool) -> SegmentOutcome {
+/// one, or one is found further on), or when a later segment (at `next_base_offset`) does, as
+/// the broker's recovery sees it.
+fn dump_segment(
+    bytes: &[u8],
+    base_offset: i64,
+    next_base_offset: Option<i64>,
+    each_batch: bool,
+) -> SegmentOutcome {
     let mut outcome = SegmentOutcome {
         batches: 0,
         offsets: None,
@@ -107,7 +119,9 @@ fn dump_segment(bytes: &[u8], base_offset: i64, each_batch: bool) -> SegmentOutc
     while position < bytes.len() {
         let header = match check_batch(&bytes[position..], next_offset) {
             Ok(header) => header,
-            Err(reason) => match resume_after(bytes, position, next_offset) {
+            Err(reason) => match resume_after(bytes, position, next_offset)
+                .or_else(|| next_base_offset.map(|next_base| (bytes.len(), next_base)))
+            {
                 Some((resumed_at, resumed_offset)) => {
                     let damaged = Damaged {
                         from: position,
@@ -239,13 +253,28 @@ mod tests {
             bytes.extend_from_slice(&batch);
         }
         let valid = bytes.len();
-        let outcome = dump_segment(&bytes, 0, false);
+        let outcome = dump_segment(&bytes, 0, None, false);
         assert_eq!((outcome.batches, outcome.offsets), (2, Some((0, 5))));
         assert!(outcome.stopped_because.is_none());
         bytes.extend_from_slice(&[0u8; 100]);
-        let outcome = dump_segment(&bytes, 0, false);
+        let outcome = dump_segment(&bytes, 0, None, false);
         assert_eq!(outcome.valid_bytes, valid);
         assert!(outcome.stopped_because.unwrap().contains("torn or padding"));
+    }
+
+    #[test]
+    fn a_bad_tail_before_a_later_segment_is_damage_up_to_its_base() {
+        let mut bytes = build::batch_of(3, 10, 1_000);
+        batch::assign_offset_and_epoch(&mut bytes, 10, 1);
+        let last = bytes.len() - 5;
+        bytes[last] ^= 0x5a;
+        let outcome = dump_segment(&bytes, 10, Some(13), false);
+        assert!(outcome.stopped_because.is_none());
+        assert_eq!(outcome.damaged.len(), 1);
+        assert_eq!(
+            (outcome.damaged[0].first_offset, outcome.damaged[0].next_offset),
+            (10, 13)
+        );
     }
 
     #[test]
@@ -262,7 +291,7 @@ mod tests {
         for (flipped, damaged_batch) in [(starts[1] + 70, 1), (starts[2] + 9, 2)] {
             let mut damaged = bytes.clone();
             damaged[flipped] ^= 0x5a;
-            let outcome = dump_segment(&damaged, 10, false);
+            let outcome = dump_segment(&damaged, 10, None, false);
             assert_eq!(outcome.batches, 3);
             assert!(outcome.stopped_because.is_none());
             let [range] = &outcome.damaged[..] else {
