@@ -137,6 +137,22 @@ impl SegmentFiles {
         self.buffered.as_raw_fd()
     }
 
+    /// Cuts the file to `length_bytes`, durably (`fdatasync`).
+    pub async fn cut_durably(
+        &self,
+        length_bytes: u64,
+        operation: &'static str,
+    ) -> Result<(), LogError> {
+        self.dma
+            .truncate(length_bytes)
+            .await
+            .map_err(|error| LogError::glommio(operation, error))?;
+        self.dma
+            .fdatasync()
+            .await
+            .map_err(|error| LogError::glommio(operation, error))
+    }
+
     pub async fn size_bytes(&self) -> Result<u64, LogError> {
         self.dma
             .file_size()

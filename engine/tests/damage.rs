@@ -39,6 +39,21 @@ async fn write_and_close(dir: &Path, config: LogConfig) -> Vec<Vec<u8>> {
     stored
 }
 
+/// The issue's scenario on disk: the log written and closed cleanly, then one byte 100 bytes
+/// before the end of its second segment flipped (inside a record of its last batch, not in a
+/// batch header). Returns the stored batches, the segment files and the damaged batch's index.
+async fn flipped_near_the_end_of_the_second_segment(
+    dir: &Path,
+) -> (Vec<Vec<u8>>, Vec<PathBuf>, usize) {
+    let stored = write_and_close(dir, issue_config()).await;
+    let logs = segment_logs(dir);
+    assert_eq!(logs.len(), 5, "the scenario spans five segments");
+    let flipped_at = std::fs::metadata(&logs[1]).unwrap().len() - 100;
+    flip_byte(&logs[1], flipped_at);
+    let damaged = batch_at_byte(&stored, base_offset_of(&logs[1]), flipped_at);
+    (stored, logs, damaged)
+}
+
 fn segment_logs(dir: &Path) -> Vec<PathBuf> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
         .unwrap()
@@ -101,19 +116,64 @@ async fn read_until_damaged(log: &PartitionLog, from: u64) -> (Vec<Vec<u8>>, Opt
     (out, None)
 }
 
+/// Reads the log from `stored[first]` on: every batch before `refused` (batch indexes into
+/// `stored`) comes back, then the read of `refused` is refused with exactly their offsets, and
+/// every batch after them comes back with nothing refused.
+async fn assert_only_refused(
+    log: &PartitionLog,
+    stored: &[Vec<u8>],
+    first: usize,
+    refused: std::ops::Range<usize>,
+) {
+    let (start, end) = (
+        offsets_of(&stored[refused.start]).0,
+        offsets_of(&stored[refused.end - 1]).1,
+    );
+    let (before, error) = read_until_damaged(log, offsets_of(&stored[first]).0).await;
+    assert!(
+        before == stored[first..refused.start],
+        "every batch before the damage"
+    );
+    match error {
+        Some(LogError::Damaged {
+            start_offset,
+            end_offset,
+            ..
+        }) => assert_eq!((start_offset, end_offset), (start, end)),
+        other => panic!("a read of the damaged range is refused, not {other:?}"),
+    }
+    let (after, error) = read_until_damaged(log, end).await;
+    assert!(
+        error.is_none(),
+        "nothing after the damaged range is refused"
+    );
+    assert!(
+        after == stored[refused.end..],
+        "every batch after the damage"
+    );
+}
+
+/// The batch in the middle of the segment file `log`: its index in `stored`, and where it
+/// starts in the file.
+fn batch_in_the_middle(stored: &[Vec<u8>], log: &Path) -> (usize, u64) {
+    let base = base_offset_of(log);
+    let middle = std::fs::metadata(log).unwrap().len() / 2;
+    let damaged = batch_at_byte(stored, base, middle);
+    let first_in_segment = stored.iter().position(|b| offsets_of(b).0 == base).unwrap();
+    let start = stored[first_in_segment..damaged]
+        .iter()
+        .map(|b| b.len() as u64)
+        .sum();
+    (damaged, start)
+}
+
 #[test]
 fn a_flipped_byte_near_the_end_of_a_sealed_segment_loses_only_its_batch() {
     run(async {
         let dir = tempfile::tempdir().unwrap();
-        let stored = write_and_close(dir.path(), issue_config()).await;
-        let logs = segment_logs(dir.path());
-        assert_eq!(logs.len(), 5, "the scenario spans five segments");
-        // Near the end of the second segment, inside a record (not the batch's header).
-        let second_bytes = std::fs::metadata(&logs[1]).unwrap().len();
-        let flipped_at = second_bytes - 100;
-        flip_byte(&logs[1], flipped_at);
+        let (stored, logs, damaged) = flipped_near_the_end_of_the_second_segment(dir.path()).await;
+        // As after a crash.
         std::fs::remove_file(dir.path().join("clean-shutdown")).unwrap();
-        let damaged = batch_at_byte(&stored, base_offset_of(&logs[1]), flipped_at);
         let (damaged_start, damaged_end) = offsets_of(&stored[damaged]);
 
         let log = PartitionLog::open(dir.path(), issue_config(), system_clock())
@@ -130,31 +190,7 @@ fn a_flipped_byte_near_the_end_of_a_sealed_segment_loses_only_its_batch() {
             "the log end stays where it was"
         );
 
-        let (before, error) = read_until_damaged(&log, 0).await;
-        assert_eq!(
-            &before[..],
-            &stored[..damaged],
-            "everything before the damage"
-        );
-        match error {
-            Some(LogError::Damaged {
-                start_offset,
-                end_offset,
-                ..
-            }) => assert_eq!((start_offset, end_offset), (damaged_start, damaged_end)),
-            other => panic!("a read of the damaged batch is refused, not {other:?}"),
-        }
-        let (after, error) = read_until_damaged(&log, damaged_end).await;
-        assert!(
-            error.is_none(),
-            "nothing after the damaged batch is refused"
-        );
-        assert_eq!(
-            &after[..],
-            &stored[damaged + 1..],
-            "everything after the damage"
-        );
-
+        assert_only_refused(&log, &stored, 0, damaged..damaged + 1).await;
         let ranges = log.damaged_ranges();
         assert_eq!(ranges.len(), 1, "{ranges:?}");
         assert_eq!(ranges[0].segment_base_offset, base_offset_of(&logs[1]));
@@ -208,22 +244,10 @@ fn a_missing_segment_file_is_damage_and_the_segments_after_it_stay() {
             ),
             (lost_from, lost_to, 0)
         );
-        let (before, error) = read_until_damaged(&log, 0).await;
-        let kept_before = stored
-            .iter()
-            .take_while(|b| offsets_of(b).1 <= lost_from)
-            .count();
-        assert_eq!(&before[..], &stored[..kept_before]);
-        assert!(
-            matches!(error, Some(LogError::Damaged { start_offset, .. }) if start_offset == lost_from)
-        );
-        let (after, error) = read_until_damaged(&log, lost_to).await;
-        assert!(error.is_none());
-        let kept_after = stored
-            .iter()
-            .position(|b| offsets_of(b).0 == lost_to)
-            .unwrap();
-        assert_eq!(&after[..], &stored[kept_after..]);
+        let lost = |b: &Vec<u8>| (lost_from..lost_to).contains(&offsets_of(b).0);
+        let first_lost = stored.iter().position(lost).unwrap();
+        let after_lost = first_lost + stored.iter().filter(|b| lost(b)).count();
+        assert_only_refused(&log, &stored, 0, first_lost..after_lost).await;
         log.close().await.unwrap();
     });
 }
@@ -235,14 +259,7 @@ fn a_damaged_length_field_is_stepped_over_to_the_next_valid_batch() {
         let stored = write_and_close(dir.path(), issue_config()).await;
         let logs = segment_logs(dir.path());
         // The batch in the middle of the third segment: its length field's top byte.
-        let base = base_offset_of(&logs[2]);
-        let middle = std::fs::metadata(&logs[2]).unwrap().len() / 2;
-        let damaged = batch_at_byte(&stored, base, middle);
-        let first_in_segment = stored.iter().position(|b| offsets_of(b).0 == base).unwrap();
-        let batch_start: u64 = stored[first_in_segment..damaged]
-            .iter()
-            .map(|b| b.len() as u64)
-            .sum();
+        let (damaged, batch_start) = batch_in_the_middle(&stored, &logs[2]);
         flip_byte(&logs[2], batch_start + 8);
         std::fs::remove_file(dir.path().join("clean-shutdown")).unwrap();
         // The third segment's index is gone too: the open scans it in full.
@@ -258,11 +275,7 @@ fn a_damaged_length_field_is_stepped_over_to_the_next_valid_batch() {
             offsets_of(&stored[damaged])
         );
         assert_eq!(ranges[0].position, batch_start);
-        let (before, _) = read_until_damaged(&log, 0).await;
-        assert_eq!(&before[..], &stored[..damaged]);
-        let (after, error) = read_until_damaged(&log, offsets_of(&stored[damaged]).1).await;
-        assert!(error.is_none());
-        assert_eq!(&after[..], &stored[damaged + 1..]);
+        assert_only_refused(&log, &stored, 0, damaged..damaged + 1).await;
         log.close().await.unwrap();
     });
 }
@@ -309,9 +322,7 @@ fn damage_a_read_meets_is_recorded_refused_and_found_again_at_the_next_open() {
             ),
             "every read of the range is refused from now on"
         );
-        let (after, error) = read_until_damaged(&log, damaged_end).await;
-        assert!(error.is_none());
-        assert_eq!(&after[..], &stored[damaged + 1..]);
+        assert_only_refused(&log, &stored, 0, damaged..damaged + 1).await;
         // A search by time steps over the damaged batch.
         let first_after_ms = 1_000 + (damaged as i64 + 1) + RECORDS_PER_BATCH as i64;
         let found = log
@@ -341,14 +352,11 @@ fn a_header_damaged_where_no_open_looks_is_found_by_a_read_that_steps_on_it() {
         let dir = tempfile::tempdir().unwrap();
         let stored = write_and_close(dir.path(), issue_config()).await;
         let logs = segment_logs(dir.path());
-        let base = base_offset_of(&logs[3]);
-        let middle = std::fs::metadata(&logs[3]).unwrap().len() / 2;
-        let damaged = batch_at_byte(&stored, base, middle);
-        let first_in_segment = stored.iter().position(|b| offsets_of(b).0 == base).unwrap();
-        let batch_start: u64 = stored[first_in_segment..damaged]
+        let (damaged, batch_start) = batch_in_the_middle(&stored, &logs[3]);
+        let first_in_segment = stored
             .iter()
-            .map(|b| b.len() as u64)
-            .sum();
+            .position(|b| offsets_of(b).0 == base_offset_of(&logs[3]))
+            .unwrap();
         flip_byte(&logs[3], batch_start + 8);
         let (damaged_start, damaged_end) = offsets_of(&stored[damaged]);
 
@@ -362,15 +370,8 @@ fn a_header_damaged_where_no_open_looks_is_found_by_a_read_that_steps_on_it() {
             Err(LogError::Damaged { start_offset, end_offset, .. })
                 if (start_offset, end_offset) == (damaged_start, damaged_end)
         ));
-        let (before, error) =
-            read_until_damaged(&log, offsets_of(&stored[first_in_segment]).0).await;
-        assert_eq!(&before[..], &stored[first_in_segment..damaged]);
-        assert!(
-            matches!(error, Some(LogError::Damaged { start_offset, .. }) if start_offset == damaged_start)
-        );
-        let (after, error) = read_until_damaged(&log, damaged_end).await;
-        assert!(error.is_none());
-        assert_eq!(&after[..], &stored[damaged + 1..]);
+        // Reads around it, recorded now, stop before it and start after it.
+        assert_only_refused(&log, &stored, first_in_segment, damaged..damaged + 1).await;
         log.close().await.unwrap();
     });
 }
@@ -414,17 +415,14 @@ fn after_a_crash_a_bad_batch_below_the_recovery_point_is_damage_and_above_it_a_t
             let log = PartitionLog::open(dir.path(), config, system_clock())
                 .await
                 .unwrap();
-            let (before, error) = read_until_damaged(&log, 0).await;
-            assert_eq!(&before[..], &stored[..50]);
             if below_checkpoint {
                 // Synced and checkpointed: the batches after it were acknowledged and stay.
-                assert!(matches!(error, Some(LogError::Damaged { .. })));
                 assert_eq!(log.log_end_offset(), 100 * RECORDS_PER_BATCH as u64);
-                let (after, _) = read_until_damaged(&log, offsets_of(&stored[50]).1).await;
-                assert_eq!(&after[..], &stored[51..]);
+                assert_only_refused(&log, &stored, 0, 50..51).await;
             } else {
                 // Past the recovery point a crash may tear a write: cut there, as Kafka does.
-                assert!(error.is_none());
+                let (before, error) = read_until_damaged(&log, 0).await;
+                assert!(before == stored[..50] && error.is_none());
                 assert_eq!(log.log_end_offset(), offsets_of(&stored[50]).0);
                 assert!(log.damaged_ranges().is_empty());
             }
@@ -437,11 +435,7 @@ fn after_a_crash_a_bad_batch_below_the_recovery_point_is_damage_and_above_it_a_t
 fn a_replica_truncating_at_the_damage_drops_it_and_appends_go_on_there() {
     run(async {
         let dir = tempfile::tempdir().unwrap();
-        let stored = write_and_close(dir.path(), issue_config()).await;
-        let logs = segment_logs(dir.path());
-        let flipped_at = std::fs::metadata(&logs[1]).unwrap().len() - 100;
-        flip_byte(&logs[1], flipped_at);
-        let damaged = batch_at_byte(&stored, base_offset_of(&logs[1]), flipped_at);
+        let (stored, _, damaged) = flipped_near_the_end_of_the_second_segment(dir.path()).await;
         let (damaged_start, _) = offsets_of(&stored[damaged]);
         let log = PartitionLog::open(dir.path(), issue_config(), system_clock())
             .await
@@ -484,11 +478,7 @@ fn a_replica_truncating_at_the_damage_drops_it_and_appends_go_on_there() {
 fn repair_drops_the_damaged_range_for_good_and_the_rest_reads_through_the_gap() {
     run(async {
         let dir = tempfile::tempdir().unwrap();
-        let stored = write_and_close(dir.path(), issue_config()).await;
-        let logs = segment_logs(dir.path());
-        let flipped_at = std::fs::metadata(&logs[1]).unwrap().len() - 100;
-        flip_byte(&logs[1], flipped_at);
-        let damaged = batch_at_byte(&stored, base_offset_of(&logs[1]), flipped_at);
+        let (stored, _, damaged) = flipped_near_the_end_of_the_second_segment(dir.path()).await;
 
         let dropped = engine::log::repair(dir.path(), issue_config(), system_clock())
             .await

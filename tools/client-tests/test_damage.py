@@ -35,16 +35,23 @@ def value(index):
     return f"damage-{index:06d}-".encode() + b"v" * VALUE_BYTES
 
 
-def create_topic(bootstrap, topic):
+def create_topic(bootstrap, topic, replication_factor=1):
+    """A topic of one partition with 1 MiB segments."""
     admin = confluent_kafka.admin.AdminClient({"bootstrap.servers": bootstrap})
     new_topic = confluent_kafka.admin.NewTopic(
-        topic, num_partitions=1, replication_factor=1, config={"segment.bytes": str(SEGMENT_BYTES)}
+        topic,
+        num_partitions=1,
+        replication_factor=replication_factor,
+        config={"segment.bytes": str(SEGMENT_BYTES)},
     )
-    admin.create_topics([new_topic])[topic].result(timeout=CLIENT_DEADLINE_S)
+    admin.create_topics([new_topic], operation_timeout=CLIENT_DEADLINE_S)[topic].result(
+        timeout=CLIENT_DEADLINE_S
+    )
 
 
-def produce(bootstrap, topic, indexes):
-    """Produces the messages numbered `indexes` with acks=all; returns offset -> value."""
+def produce(bootstrap, topic, indexes, idempotent=True):
+    """Produces the messages numbered `indexes` with acks=all; returns offset -> value of the
+    acknowledged ones (all of them, or the test fails)."""
     acked = {}
     failed = []
 
@@ -61,7 +68,7 @@ def produce(bootstrap, topic, indexes):
             "acks": "all",
             "linger.ms": 5,
             "batch.size": 16384,
-            "enable.idempotence": True,
+            "enable.idempotence": idempotent,
         }
     )
     for index in indexes:
@@ -132,15 +139,32 @@ def fetch_error_code(bootstrap, topic, offset):
         connection.close()
 
 
-def damaged_offsets_metric(broker, topic):
+def partition_metric(broker, name, topic):
+    """The value of the series `name` of the topic's partition 0 in `broker`'s /metrics, or
+    None while it is not listed."""
     with urllib.request.urlopen(broker.metrics_url, timeout=CLIENT_DEADLINE_S) as response:
         text = response.read().decode()
     match = re.search(
-        rf'^ferrite_partition_damaged_offsets{{topic="{re.escape(topic)}",partition="0"}} (\d+)$',
-        text,
-        re.MULTILINE,
+        rf'^{name}{{topic="{re.escape(topic)}",partition="0"}} (\d+)$', text, re.MULTILINE
     )
     return int(match.group(1)) if match else None
+
+
+def damaged_offsets_metric(broker, topic):
+    return partition_metric(broker, "ferrite_partition_damaged_offsets", topic)
+
+
+def wait_for_line(broker, pattern, what):
+    """Waits until the broker's current run wrote a stderr line matching `pattern`."""
+    return wait_until(lambda: re.search(pattern, broker.stderr_paths[-1].read_text()), what)
+
+
+def flip_near_the_end(segment):
+    """Flips one byte 100 bytes before the end of a segment file: inside its last batch's
+    records, where a bad sector or a flipped bit would go unnoticed until read."""
+    data = bytearray(segment.read_bytes())
+    data[len(data) - 100] ^= 0x5A
+    segment.write_bytes(bytes(data))
 
 
 def ferrite(*arguments):
@@ -159,9 +183,7 @@ def test_a_flipped_byte_in_a_sealed_segment_loses_only_its_batch_and_says_so(bro
     partition_dir = broker.data_dir / f"{topic}-0"
     segments = sorted(partition_dir.glob("*.log"))
     assert len(segments) == 5, f"the scenario's five segments: {[s.name for s in segments]}"
-    second = bytearray(segments[1].read_bytes())
-    second[len(second) - 100] ^= 0x5A
-    segments[1].write_bytes(bytes(second))
+    flip_near_the_end(segments[1])
     (partition_dir / "clean-shutdown").unlink()
 
     # dump-log, on the files as they are: the damaged range, and every batch after it.
@@ -175,13 +197,11 @@ def test_a_flipped_byte_in_a_sealed_segment_loses_only_its_batch_and_says_so(bro
     assert f"offsets {end}..=" in dumped.stdout or str(end) in dumped.stdout
 
     broker.start()
-    reported = re.compile(
-        rf"partition {re.escape(topic)}-0: damaged data found when the log was opened: "
-        rf"offsets {start}\.\.{end} \(segment 0*{second_base}\.log, bytes \d+\.\.\d+\): .+"
-    )
     # The broker opens its logs as it starts serving.
-    wait_until(
-        lambda: reported.search(broker.stderr_paths[-1].read_text()),
+    wait_for_line(
+        broker,
+        rf"partition {re.escape(topic)}-0: damaged data found when the log was opened: "
+        rf"offsets {start}\.\.{end} \(segment 0*{second_base}\.log, bytes \d+\.\.\d+\): .+",
         "the broker to say which partition, segment and offsets are damaged",
     )
     assert (

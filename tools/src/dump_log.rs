@@ -29,7 +29,7 @@ pub fn run(arguments: &Arguments) -> ExitCode {
     let mut all_valid = true;
     let base_offsets: Vec<Option<i64>> = files.iter().map(|file| base_offset_of(file)).collect();
     for (index, file) in files.iter().enumerate() {
-        let bytes = match std::fs::read(&file) {
+        let bytes = match std::fs::read(file) {
             Ok(bytes) => bytes,
             Err(error) => {
                 eprintln!("ferrite dump-log: cannot read {}: {error}", file.display());
@@ -272,7 +272,10 @@ mod tests {
         assert!(outcome.stopped_because.is_none());
         assert_eq!(outcome.damaged.len(), 1);
         assert_eq!(
-            (outcome.damaged[0].first_offset, outcome.damaged[0].next_offset),
+            (
+                outcome.damaged[0].first_offset,
+                outcome.damaged[0].next_offset
+            ),
             (10, 13)
         );
     }

@@ -19,6 +19,7 @@
 use std::path::Path;
 use std::rc::Rc;
 
+use super::read::{walk_to_batch, DamageAt, Walk};
 use super::{PartitionLog, Shared, COMPACTED_END_OFFSET_FILE};
 use crate::clock::Clock;
 use crate::config::LogConfig;
@@ -95,18 +96,21 @@ pub(super) fn report(dir: &Path, range: &DamagedRange, found: &str) {
 }
 
 impl Shared {
-    /// Records damage a read met at `position` of the segment at `segment_base_offset` (the
-    /// bytes expected to hold `offset`): where valid batches resume decides the range. Reports
-    /// it once, and removes the segment's index files so that the next open scans the segment
-    /// in full and finds the damage again. Returns the range.
+    /// Records damage a read met in the segment at `segment_base_offset` (whose files are
+    /// `files`): where valid batches resume after it decides the range. Reports it once, and
+    /// removes the segment's index files so that the next open scans the segment in full and
+    /// finds the damage again. Returns the range.
     pub(super) async fn record_damage(
         &self,
         segment_base_offset: u64,
         files: &Rc<SegmentFiles>,
-        position: u64,
-        offset: u64,
-        reason: String,
+        damage: DamageAt,
     ) -> Result<DamagedRange, LogError> {
+        let DamageAt {
+            position,
+            expected_offset: offset,
+            reason,
+        } = damage;
         let (limit_bytes, next_base_offset, written_end_offset) = {
             let state = self.state.borrow();
             let segment = state
@@ -188,37 +192,29 @@ impl Shared {
             )
         };
         let mut scanner = SegmentScanner::new(&files.dma, limit_bytes, self.scan_window());
-        let (position, expected_offset, reason) = match super::read::walk_to_batch(
+        let walk = walk_to_batch(
             &mut scanner,
             scan_from,
             scan_from_offset,
             limit_bytes,
             offset,
         )
-        .await?
-        {
-            super::read::Walk::Found(position, header) => {
-                (position, header.base_offset as u64, reason)
-            }
-            super::read::Walk::Damaged {
+        .await?;
+        let damage = match walk {
+            Walk::Found(position, header) => DamageAt {
                 position,
-                expected_offset,
+                expected_offset: header.base_offset as u64,
                 reason,
-            } => (position, expected_offset, reason),
-            super::read::Walk::End => {
+            },
+            Walk::Damaged(damage) => damage,
+            Walk::End => {
                 return Err(LogError::Corrupt(format!(
                     "no batch holds offset {offset}, which a read returned"
                 )))
             }
         };
-        self.record_damage(
-            segment_base_offset,
-            &files,
-            position,
-            expected_offset,
-            reason,
-        )
-        .await
+        self.record_damage(segment_base_offset, &files, damage)
+            .await
     }
 }
 
@@ -226,6 +222,10 @@ impl PartitionLog {
     /// The damaged ranges of the log at or after its start, in offset order.
     pub fn damaged_ranges(&self) -> Vec<DamagedRange> {
         let state = self.shared.state.borrow();
+        if state.damage_found == 0 {
+            // The common case, asked about at every replica tick: no walk over the segments.
+            return Vec::new();
+        }
         state
             .segments
             .values()
@@ -261,17 +261,13 @@ impl PartitionLog {
 
 /// Removes a segment's index files (those that exist).
 pub(super) fn remove_index_files(dir: &Path, base_offset: u64) -> Result<(), LogError> {
-    for path in [
-        segment::offset_index_path(dir, base_offset),
-        segment::time_index_path(dir, base_offset),
-    ] {
-        match std::fs::remove_file(&path) {
-            Ok(()) => {}
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
-            Err(error) => return Err(LogError::io("deleting a segment's index", error)),
-        }
-    }
-    Ok(())
+    super::remove_existing(
+        &[
+            segment::offset_index_path(dir, base_offset),
+            segment::time_index_path(dir, base_offset),
+        ],
+        "deleting a segment's index",
+    )
 }
 
 /// Drops the damaged ranges of the partition log in `dir` for good: the operator's decision

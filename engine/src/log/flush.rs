@@ -375,18 +375,19 @@ impl Shared {
             }
             None => Ok(()),
         };
-        let mut state = self.state.borrow_mut();
-        match &result {
-            Ok(()) => {
-                state.durable_end_offset = state.durable_end_offset.max(covered_end_offset);
+        let durable_end_offset = {
+            let mut state = self.state.borrow_mut();
+            match &result {
+                Ok(()) => {
+                    state.durable_end_offset = state.durable_end_offset.max(covered_end_offset);
+                }
+                Err(error) => state.failed = Some(error.clone()),
             }
-            Err(error) => state.failed = Some(error.clone()),
-        }
-        for ticket in tickets {
-            ticket.complete_durable(result.clone());
-        }
-        let durable_end_offset = state.durable_end_offset;
-        drop(state);
+            for ticket in tickets {
+                ticket.complete_durable(result.clone());
+            }
+            state.durable_end_offset
+        };
         self.waiters.wake_all();
         if result.is_ok() {
             self.checkpoint_recovery_point(durable_end_offset).await;

@@ -688,15 +688,23 @@ pub fn replace_file_durably(dir: &Path, name: &str, bytes: &[u8]) -> std::io::Re
 
 /// Unlinks a segment's files (those that exist). The caller syncs the directory afterwards.
 fn remove_segment_files(dir: &Path, base_offset: u64) -> Result<(), LogError> {
-    for path in [
-        segment::log_path(dir, base_offset),
-        segment::offset_index_path(dir, base_offset),
-        segment::time_index_path(dir, base_offset),
-    ] {
-        match std::fs::remove_file(&path) {
+    remove_existing(
+        &[
+            segment::log_path(dir, base_offset),
+            segment::offset_index_path(dir, base_offset),
+            segment::time_index_path(dir, base_offset),
+        ],
+        "deleting a segment",
+    )
+}
+
+/// Unlinks those of `paths` that exist.
+fn remove_existing(paths: &[PathBuf], operation: &'static str) -> Result<(), LogError> {
+    for path in paths {
+        match std::fs::remove_file(path) {
             Ok(()) => {}
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
-            Err(error) => return Err(LogError::io("deleting a segment", error)),
+            Err(error) => return Err(LogError::io(operation, error)),
         }
     }
     Ok(())
@@ -705,11 +713,10 @@ fn remove_segment_files(dir: &Path, base_offset: u64) -> Result<(), LogError> {
 /// Deletes the producer snapshot (the log is about to lose batches it describes). The caller
 /// syncs the directory before the log changes further.
 fn remove_producer_snapshot(dir: &Path) -> Result<(), LogError> {
-    match std::fs::remove_file(dir.join(PRODUCER_STATE_FILE)) {
-        Ok(()) => Ok(()),
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(error) => Err(LogError::io("deleting the producer state snapshot", error)),
-    }
+    remove_existing(
+        &[dir.join(PRODUCER_STATE_FILE)],
+        "deleting the producer state snapshot",
+    )
 }
 
 /// Clears the maintenance flag however the maintenance ends.
@@ -1263,22 +1270,9 @@ impl Shared {
                         header.base_offset as u64,
                     )
                 }
-                (
-                    read::Walk::Damaged {
-                        position,
-                        expected_offset,
-                        reason,
-                    },
-                    _,
-                ) => {
-                    self.record_damage(
-                        segment_base_offset,
-                        &files,
-                        position,
-                        expected_offset,
-                        reason,
-                    )
-                    .await?;
+                (read::Walk::Damaged(damage), _) => {
+                    self.record_damage(segment_base_offset, &files, damage)
+                        .await?;
                 }
                 (read::Walk::End, _) if at_limit.is_some() => {
                     let (position, start_offset) = at_limit.expect("checked just now");
@@ -1333,15 +1327,8 @@ impl Shared {
         self.sync_directory().await?;
         if !removes_whole_segment {
             files
-                .dma
-                .truncate(cut_position)
-                .await
-                .map_err(|error| LogError::glommio("truncating a segment", error))?;
-            files
-                .dma
-                .fdatasync()
-                .await
-                .map_err(|error| LogError::glommio("syncing a truncated segment", error))?;
+                .cut_durably(cut_position, "truncating a segment")
+                .await?;
         }
         {
             let mut state = self.state.borrow_mut();

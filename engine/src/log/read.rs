@@ -132,17 +132,11 @@ impl PartitionLog {
         loop {
             match self.read_once(offset, bytes_max, offset_end).await? {
                 Ok(slice) => return Ok(slice),
-                Err(met) => {
+                Err((segment_base_offset, files, damage)) => {
                     // Damage nobody knew of: recorded, then the read is planned again around it.
                     let range = self
                         .shared
-                        .record_damage(
-                            met.segment_base_offset,
-                            &met.files,
-                            met.position,
-                            met.expected_offset,
-                            met.reason,
-                        )
+                        .record_damage(segment_base_offset, &files, damage)
                         .await?;
                     if range.holds(offset) {
                         return Err(range.error());
@@ -227,21 +221,8 @@ impl PartitionLog {
             .await?;
             match (walk, plan.next_segment_base_offset) {
                 (Walk::Found(start, first), _) => break (plan, start, first),
-                (
-                    Walk::Damaged {
-                        position,
-                        expected_offset,
-                        reason,
-                    },
-                    _,
-                ) => {
-                    return Ok(Err(DamageMet {
-                        segment_base_offset: plan.segment_base_offset,
-                        files: plan.files,
-                        position,
-                        expected_offset,
-                        reason,
-                    }))
+                (Walk::Damaged(damage), _) => {
+                    return Ok(Err((plan.segment_base_offset, plan.files, damage)))
                 }
                 // The offset is in a compaction gap that runs into damaged bytes.
                 (Walk::End, _) if plan.readable_bytes < plan.written_bytes => {
@@ -384,7 +365,7 @@ impl PartitionLog {
         let shared = &self.shared;
         let (candidates, written_end_offset, log_start_offset) = {
             let state = shared.state.borrow();
-            let candidates: Vec<(Rc<SegmentFiles>, u64, u64, Vec<(u64, u64)>)> = state
+            let candidates: Vec<Candidate> = state
                 .segments
                 .values()
                 .filter(|segment| {
@@ -461,29 +442,30 @@ impl PartitionLog {
     }
 }
 
+/// A segment a search by time looks in: its files, where to start, its written end, and its
+/// damaged byte ranges (stepped over).
+type Candidate = (Rc<SegmentFiles>, u64, u64, Vec<(u64, u64)>);
+
 /// Where a walk of batch headers towards an offset ended.
 pub(super) enum Walk {
     /// The first batch that holds the offset or comes after it: its position and header.
     Found(u64, BatchHeader),
     /// The walk reached its limit first (compaction removed everything from the offset on).
     End,
-    /// Bytes at `position`, which should hold a batch starting at `expected_offset` or after
-    /// it, are not a batch header.
-    Damaged {
-        position: u64,
-        expected_offset: u64,
-        reason: String,
-    },
+    /// Bytes on the way are not a batch header.
+    Damaged(DamageAt),
 }
 
-/// Damage a read met on its way: where, and why.
-struct DamageMet {
-    segment_base_offset: u64,
-    files: Rc<SegmentFiles>,
-    position: u64,
-    expected_offset: u64,
-    reason: String,
+/// Damaged bytes met in a segment: at `position`, where a batch starting at `expected_offset`
+/// (or after it, below the compacted end) should be, and why they are not one.
+pub(super) struct DamageAt {
+    pub position: u64,
+    pub expected_offset: u64,
+    pub reason: String,
 }
+
+/// Damage a read met on its way: the segment (its base offset and files), and where.
+type DamageMet = (u64, Rc<SegmentFiles>, DamageAt);
 
 /// Walks batch headers from `scan_from` (a batch boundary, holding `scan_from_offset`) to the
 /// first batch that holds `offset` or comes after it, never reading at or past `limit_bytes`.
@@ -508,11 +490,11 @@ pub(super) async fn walk_to_batch(
                     ),
                     None => "bytes that are not a record batch header".into(),
                 };
-                return Ok(Walk::Damaged {
+                return Ok(Walk::Damaged(DamageAt {
                     position,
                     expected_offset,
                     reason,
-                });
+                }));
             }
         };
         if header.last_offset() as u64 >= offset {

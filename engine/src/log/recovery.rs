@@ -1,20 +1,24 @@
 //! Opening a partition directory: find the segments, trust what can be trusted, scan what
-//! cannot, and cut the log at the first batch that does not check out.
+//! cannot, cut off a torn tail, and keep (and report) damage anywhere else.
 //!
 //! - After a clean close (marker present) every segment's indexes were written and its file
 //!   trimmed: the indexes are checked (well-formed, within the file) and only the batches after
 //!   the last index entry are scanned.
 //! - After a crash the last segment is scanned in full, every batch's length, magic, CRC-32C
-//!   and offset contiguity checked; it is cut at the first failure (a torn or half-written
-//!   append, or the zero padding of the last direct write). Earlier segments were sealed before
-//!   the next one received data, so they get the same cheap check as after a clean close.
-//! - Indexes that disagree with the log are rebuilt from a full scan.
+//!   and offset contiguity checked. Earlier segments were sealed before the next one received
+//!   data, so they get the same cheap check as after a clean close.
+//! - Indexes that disagree with the log, or are missing, are rebuilt from a full scan.
+//! - A batch that does not check out is cut off with the rest of its segment only in the last
+//!   segment at or after the recovery point (`recovery-point`: below it everything was synced),
+//!   where a crash may have torn a write. Anywhere else it is damage (`damage`): the scan steps
+//!   over the damaged bytes to the next valid batch, notes the range in its segment, and keeps
+//!   everything after it; the range is reported once the log is open.
 //! - Offsets must be contiguous, within and across segments, except below the compacted end
 //!   (`compacted-end-offset`, written by the cleaner before it commits a swap), where
-//!   compaction leaves gaps: there they must only increase. From the first segment that does
-//!   not follow on (or after one that had to be cut), the rest are deleted. A sealed segment's
-//!   end is the next segment's base, not its last batch's end, so the log end never moves
-//!   back when the cleaner removed a segment's last batches.
+//!   compaction leaves gaps: there they must only increase. Offsets between segments with no
+//!   file above the compacted end are damage too; a segment overlapping the previous one fails
+//!   the open. A sealed segment's end is the next segment's base, not its last batch's end, so
+//!   the log end never moves back when the cleaner removed a segment's last batches.
 //! - A cleaning interrupted by a crash is finished or forgotten first (see `clean`): its
 //!   `.cleaned` output is deleted, a `.swap` output (committed) replaces the segments of its
 //!   range.
@@ -277,7 +281,9 @@ async fn recover_segments(
                 if is_last && offset >= recovery_point {
                     // Past the recovery point the last segment may end in a write a crash cut
                     // short: its tail goes (as Kafka's recovery truncates there).
-                    cut_torn_tail(&files, position).await?;
+                    files
+                        .cut_durably(position, "cutting a torn segment")
+                        .await?;
                     break;
                 }
                 let resume = scanner
@@ -358,20 +364,6 @@ fn follow_on(
     }
     previous.end_offset = base_offset;
     Ok(())
-}
-
-/// Cuts the last segment's torn tail off at `position`, durably.
-async fn cut_torn_tail(files: &SegmentFiles, position: u64) -> Result<(), LogError> {
-    files
-        .dma
-        .truncate(position)
-        .await
-        .map_err(|error| LogError::glommio("cutting a torn segment", error))?;
-    files
-        .dma
-        .fdatasync()
-        .await
-        .map_err(|error| LogError::glommio("syncing a cut segment", error))
 }
 
 /// Both index files of a segment, if present and plausible for a log of `file_bytes`.
