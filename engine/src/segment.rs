@@ -491,7 +491,17 @@ impl<'a> SegmentScanner<'a> {
         // are rare (a plausible header with offsets in range), so few CRCs are computed.
         let mut candidate = position + 1;
         while candidate + BATCH_HEADER_BYTES as u64 <= self.limit_bytes {
-            if let Some(header) = self.header_at(candidate).await? {
+            // Most positions fail on the magic byte: a look at it before a parse.
+            let magic = self
+                .bytes_at(candidate + batch::OFFSET_MAGIC as u64, 1)
+                .await?
+                .map(|byte| byte[0] as i8);
+            let plausible = if magic == Some(batch::MAGIC_V2) {
+                self.header_at(candidate).await?
+            } else {
+                None
+            };
+            if let Some(header) = plausible {
                 if resumes_at(&header) {
                     if let Some(header) = self.valid_batch_at(candidate, batch_bytes_max).await? {
                         return Ok(Some(Resume::At(candidate, header)));
