@@ -48,7 +48,9 @@ pub const MAGIC_V2: i8 = 2;
 const OFFSET_BASE_OFFSET: usize = 0;
 const OFFSET_BATCH_LENGTH: usize = 8;
 const OFFSET_LEADER_EPOCH: usize = 12;
-const OFFSET_MAGIC: usize = 16;
+/// Where the magic byte is in a batch (what a search for the next batch in damaged bytes looks
+/// at first).
+pub const OFFSET_MAGIC: usize = 16;
 const OFFSET_CRC: usize = 17;
 const OFFSET_ATTRIBUTES: usize = 21;
 const OFFSET_LAST_OFFSET_DELTA: usize = 23;

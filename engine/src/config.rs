@@ -92,6 +92,10 @@ pub struct LogConfig {
     /// Bytes per second a cleaning may read plus write (Kafka's
     /// `log.cleaner.io.max.bytes.per.second`); `None`: as fast as the disk goes.
     pub cleaner_io_bytes_per_second_max: Option<u64>,
+    /// The recovery point (what a crash need not rescan, and below which a bad batch is
+    /// damage rather than a torn write) moves to the durable end at most this often (Kafka's
+    /// `log.flush.offset.checkpoint.interval.ms`); each move writes and syncs a small file.
+    pub recovery_point_interval_ms: u64,
 }
 
 /// What one key of the cleaner's map costs beyond its bytes: the offset, the hash table's
@@ -129,6 +133,8 @@ impl Default for LogConfig {
             cleaner_map_bytes_max: 128 << 20,
             min_insync_replicas: 1,
             cleaner_io_bytes_per_second_max: None,
+            // Kafka's log.flush.offset.checkpoint.interval.ms.
+            recovery_point_interval_ms: 60_000,
         }
     }
 }

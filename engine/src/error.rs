@@ -92,6 +92,18 @@ pub enum LogError {
     /// The on-disk state contradicts itself in a way recovery cannot repair.
     #[error("corrupt log directory: {0}")]
     Corrupt(String),
+    /// The offsets' bytes on disk are damaged (found when the log was opened or read); every
+    /// other offset of the partition is served. Kafka's CORRUPT_MESSAGE.
+    #[error(
+        "offsets {start_offset}..{end_offset} of this partition are damaged on disk ({reason}); \
+         they are refused until a replica fetches them again or an operator drops them \
+         (ferrite repair-log)"
+    )]
+    Damaged {
+        start_offset: u64,
+        end_offset: u64,
+        reason: String,
+    },
 }
 
 impl LogError {

@@ -30,6 +30,6 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::LogConfig;
 pub use error::LogError;
 pub use log::{
-    AppendReceipt, CleanStats, CleanStep, EpochRun, EpochRuns, FileRange, LogStats, OffsetAtTime,
-    PartitionLog, ReadData, ReadSlice,
+    AppendReceipt, CleanStats, CleanStep, DamagedRange, EpochRun, EpochRuns, FileRange, LogStats,
+    OffsetAtTime, PartitionLog, ReadData, ReadSlice,
 };

@@ -15,6 +15,7 @@ use crate::batch::{self, BatchHeader, BATCH_HEADER_BYTES};
 use crate::config::DMA_ALIGNMENT_BYTES;
 use crate::error::LogError;
 use crate::index::{OffsetIndex, OffsetIndexEntry, TimeIndex, TimeIndexEntry};
+use crate::log::DamagedRange;
 
 /// How many bytes recovery and the cleaner read at a time when they go through every batch of
 /// a segment.
@@ -136,6 +137,22 @@ impl SegmentFiles {
         self.buffered.as_raw_fd()
     }
 
+    /// Cuts the file to `length_bytes`, durably (`fdatasync`).
+    pub async fn cut_durably(
+        &self,
+        length_bytes: u64,
+        operation: &'static str,
+    ) -> Result<(), LogError> {
+        self.dma
+            .truncate(length_bytes)
+            .await
+            .map_err(|error| LogError::glommio(operation, error))?;
+        self.dma
+            .fdatasync()
+            .await
+            .map_err(|error| LogError::glommio(operation, error))
+    }
+
     pub async fn size_bytes(&self) -> Result<u64, LogError> {
         self.dma
             .file_size()
@@ -168,6 +185,10 @@ pub(crate) struct Segment {
     pub files: Option<Rc<SegmentFiles>>,
     /// Fully written, trimmed, synced and indexed on disk; takes no more appends.
     pub sealed: bool,
+    /// Byte ranges that were durable once and no longer hold valid batches, by position: their
+    /// offsets are refused to readers. A segment with damage keeps no index files on disk, so
+    /// every open scans it in full and finds the damage again.
+    pub damaged: Vec<DamagedRange>,
 }
 
 impl Segment {
@@ -185,6 +206,7 @@ impl Segment {
             created_ms,
             files: None,
             sealed: false,
+            damaged: Vec::new(),
         }
     }
 
@@ -244,6 +266,78 @@ impl Segment {
         self.max_timestamp_ms = self.time_index.last().map(|entry| entry.timestamp_ms);
         self.appended_bytes = position;
         self.end_offset = offset;
+        self.damaged.retain(|range| range.position < position);
+    }
+
+    /// Accounts for damaged bytes at the end of what was noted so far (recovery found them
+    /// between two valid batches): the ends move past them and their offsets.
+    pub fn note_damage(&mut self, range: DamagedRange) {
+        assert_eq!(range.segment_base_offset, self.base_offset);
+        assert_eq!(
+            range.position, self.appended_bytes,
+            "damage follows the batches noted"
+        );
+        assert!(range.start_offset <= range.end_offset && range.start_offset >= self.end_offset);
+        self.appended_bytes = range.end_position();
+        self.end_offset = range.end_offset;
+        self.damaged.push(range);
+    }
+
+    /// Records damage a read found inside what was noted (the segment's bookkeeping already
+    /// covers those bytes); `false` if that damage was recorded already.
+    pub fn add_damage(&mut self, range: DamagedRange) -> bool {
+        assert_eq!(range.segment_base_offset, self.base_offset);
+        if self
+            .damaged
+            .iter()
+            .any(|known| known.position == range.position)
+        {
+            return false;
+        }
+        let at = self
+            .damaged
+            .partition_point(|known| known.position < range.position);
+        self.damaged.insert(at, range);
+        true
+    }
+
+    /// The damaged range holding `offset`, if any.
+    pub fn damage_holding(&self, offset: u64) -> Option<&DamagedRange> {
+        self.damaged.iter().find(|range| range.holds(offset))
+    }
+
+    /// Where a walk of batch headers towards `offset` may start and must stop: from the index
+    /// entry at or before it, or after the last damaged range before it if that is later (the
+    /// index may point into damaged bytes), up to the next damaged range (or the written end).
+    /// Returns the start, the offset of the batch there, and the end.
+    pub fn walk_bounds(&self, offset: u64) -> (u64, u64, u64) {
+        let (mut scan_from, mut scan_from_offset) = self
+            .offset_index
+            .floor_by_offset(self.relative_offset(offset.max(self.base_offset)))
+            .map_or((0, self.base_offset), |entry| {
+                (
+                    u64::from(entry.position),
+                    self.base_offset + u64::from(entry.relative_offset),
+                )
+            });
+        if let Some(range) = self
+            .damaged
+            .iter()
+            .rev()
+            .find(|range| range.end_offset <= offset)
+        {
+            if range.end_position() >= scan_from {
+                (scan_from, scan_from_offset) = (range.end_position(), range.end_offset);
+            }
+        }
+        let limit = self
+            .damaged
+            .iter()
+            .find(|range| range.position >= scan_from)
+            .map_or(self.written_bytes, |range| {
+                range.position.min(self.written_bytes)
+            });
+        (scan_from, scan_from_offset, limit)
     }
 }
 
@@ -316,25 +410,118 @@ impl<'a> SegmentScanner<'a> {
 
     /// The whole batch at `position` if it is valid as stored (length, magic, CRC, count) and
     /// starts at `offset_min`, or after it when both lie below `gaps_end_offset` (where
-    /// compaction may have removed records). Above it a gap means damage: the base offset is
-    /// outside the CRC.
-    pub async fn valid_batch_at(
+    /// compaction may have removed records); otherwise what is wrong there. Above the
+    /// compacted end a gap means damage: the base offset is outside the CRC.
+    pub async fn check_batch_at(
         &mut self,
         position: u64,
         offset_min: u64,
         gaps_end_offset: u64,
         batch_bytes_max: usize,
-    ) -> Result<Option<BatchHeader>, LogError> {
-        let Some(header) = self.header_at(position).await? else {
-            return Ok(None);
+    ) -> Result<BatchCheck, LogError> {
+        let limit_bytes = self.limit_bytes;
+        let Some(bytes) = self.bytes_at(position, BATCH_HEADER_BYTES).await? else {
+            return Ok(BatchCheck::Invalid(format!(
+                "{} bytes at the end, too few for a batch header",
+                limit_bytes.saturating_sub(position)
+            )));
         };
+        let header = BatchHeader::parse(bytes).expect("a whole header parses");
+        let size_bytes = u64::from(header.size_bytes);
+        if size_bytes < BATCH_HEADER_BYTES as u64 {
+            return Ok(BatchCheck::Invalid(
+                "a batch length field that no batch can have".into(),
+            ));
+        }
+        if position + size_bytes > limit_bytes {
+            return Ok(BatchCheck::Invalid(format!(
+                "a batch of {size_bytes} bytes running past the end of the data at byte \
+                 {limit_bytes}"
+            )));
+        }
         let base_offset = header.base_offset;
         let follows = base_offset >= 0
             && (base_offset as u64 == offset_min
                 || (base_offset as u64 > offset_min && base_offset as u64 <= gaps_end_offset));
         if !follows {
-            return Ok(None);
+            return Ok(BatchCheck::Invalid(format!(
+                "a batch at offset {base_offset} where offset {offset_min} was expected"
+            )));
         }
+        let Some(bytes) = self.bytes_at(position, size_bytes as usize).await? else {
+            return Ok(BatchCheck::Invalid("the file ends inside a batch".into()));
+        };
+        Ok(match batch::validate_stored(bytes, batch_bytes_max) {
+            Ok(header) => BatchCheck::Valid(header),
+            Err(error) => BatchCheck::Invalid(error.to_string()),
+        })
+    }
+
+    /// Where valid batches resume after the damaged one at `position` (expected to hold
+    /// `offset`): the batch its length field points to, if that one checks out, else the first
+    /// position after it where a valid batch starts. Such a batch must hold offsets after
+    /// `offset` and, when given, before `offset_below` (the next segment's base).
+    /// `Resume::End` when the damaged bytes run to the limit, `None` when nothing valid
+    /// follows.
+    pub async fn resume_after_damage(
+        &mut self,
+        position: u64,
+        offset: u64,
+        offset_below: Option<u64>,
+        batch_bytes_max: usize,
+    ) -> Result<Option<Resume>, LogError> {
+        let resumes_at = |header: &BatchHeader| {
+            let base_offset = header.base_offset;
+            base_offset >= 0
+                && base_offset as u64 > offset
+                && offset_below.is_none_or(|below| (base_offset as u64) < below)
+        };
+        if let Some(damaged) = self.header_at(position).await? {
+            let next = position + u64::from(damaged.size_bytes);
+            if next == self.limit_bytes {
+                return Ok(Some(Resume::End));
+            }
+            if let Some(header) = self.valid_batch_at(next, batch_bytes_max).await? {
+                if resumes_at(&header) {
+                    return Ok(Some(Resume::At(next, header)));
+                }
+            }
+        }
+        // The length field is damaged too: look for the next batch byte by byte. Candidates
+        // are rare (a plausible header with offsets in range), so few CRCs are computed.
+        let mut candidate = position + 1;
+        while candidate + BATCH_HEADER_BYTES as u64 <= self.limit_bytes {
+            // Most positions fail on the magic byte: a look at it before a parse.
+            let magic = self
+                .bytes_at(candidate + batch::OFFSET_MAGIC as u64, 1)
+                .await?
+                .map(|byte| byte[0] as i8);
+            let plausible = if magic == Some(batch::MAGIC_V2) {
+                self.header_at(candidate).await?
+            } else {
+                None
+            };
+            if let Some(header) = plausible {
+                if resumes_at(&header) {
+                    if let Some(header) = self.valid_batch_at(candidate, batch_bytes_max).await? {
+                        return Ok(Some(Resume::At(candidate, header)));
+                    }
+                }
+            }
+            candidate += 1;
+        }
+        Ok(None)
+    }
+
+    /// The whole batch at `position` if it is valid as stored, wherever its offsets lie.
+    async fn valid_batch_at(
+        &mut self,
+        position: u64,
+        batch_bytes_max: usize,
+    ) -> Result<Option<BatchHeader>, LogError> {
+        let Some(header) = self.header_at(position).await? else {
+            return Ok(None);
+        };
         let Some(bytes) = self.bytes_at(position, header.size_bytes as usize).await? else {
             return Ok(None);
         };
@@ -342,29 +529,44 @@ impl<'a> SegmentScanner<'a> {
     }
 }
 
+/// What [`SegmentScanner::check_batch_at`] found.
+pub(crate) enum BatchCheck {
+    Valid(BatchHeader),
+    /// Not a batch that may stand there, and why.
+    Invalid(String),
+}
+
+/// Where valid batches resume after damaged bytes.
+pub(crate) enum Resume {
+    /// At this position, with this batch.
+    At(u64, BatchHeader),
+    /// The damaged bytes run to the end of the segment.
+    End,
+}
+
 /// Re-notes every valid batch from `segment.appended_bytes` on, up to `limit_bytes`, checking
 /// each one in full (offsets contiguous, except for gaps below `gaps_end_offset`, the end of
-/// what compaction has rewritten), and shows each to `observe` (recovery rebuilds producer state from them).
-/// Returns whether the scan reached `limit_bytes` exactly (`false`: it stopped at a torn or
-/// corrupt batch, or one whose offsets go back, which the caller cuts off).
+/// what compaction has rewritten), and shows each to `observe` (recovery rebuilds producer
+/// state from them). Returns `None` when the scan reached `limit_bytes` exactly, else why it
+/// stopped: a torn or corrupt batch, or one whose offsets go back, which the caller cuts off or
+/// reports as damage.
 #[allow(clippy::too_many_arguments)]
 pub(crate) async fn scan_and_note(
     segment: &mut Segment,
-    files: &SegmentFiles,
+    scanner: &mut SegmentScanner<'_>,
     limit_bytes: u64,
     index_interval_bytes: u32,
     batch_bytes_max: usize,
     gaps_end_offset: u64,
     observe: &mut dyn FnMut(&BatchHeader),
-) -> Result<bool, LogError> {
-    let mut scanner = SegmentScanner::new(&files.dma, limit_bytes, RECOVERY_WINDOW_BYTES);
+) -> Result<Option<String>, LogError> {
     loop {
         let position = segment.appended_bytes;
         if position == limit_bytes {
-            return Ok(true);
+            return Ok(None);
         }
         match scanner
-            .valid_batch_at(
+            .check_batch_at(
                 position,
                 segment.end_offset,
                 gaps_end_offset,
@@ -372,11 +574,11 @@ pub(crate) async fn scan_and_note(
             )
             .await?
         {
-            Some(header) => {
+            BatchCheck::Valid(header) => {
                 segment.note_batch(position, &header, index_interval_bytes);
                 observe(&header);
             }
-            None => return Ok(false),
+            BatchCheck::Invalid(reason) => return Ok(Some(reason)),
         }
     }
 }

@@ -315,6 +315,8 @@ fn each_shard_opens_its_partitions_at_start_and_reports_their_offsets_and_sizes(
             size_bytes: batch_bytes * batches,
             segment_count: 1,
             healthy: true,
+            damaged_offsets: 0,
+            damage_found: 0,
         })
         .collect();
     assert_eq!(listed, wanted);

@@ -22,6 +22,11 @@ pub fn log_error_code(error: &LogError) -> i16 {
             ResponseError::KafkaStorageError
         }
         LogError::Discarded { .. } => ResponseError::KafkaStorageError,
+        // What Kafka answers a read of a batch that does not check out. Not retriable: the
+        // client's application hears of it and may seek past the range (librdkafka passes it
+        // on as a consumer error; KAFKA_STORAGE_ERROR would have it refresh metadata and
+        // retry in silence).
+        LogError::Damaged { .. } => ResponseError::CorruptMessage,
         // The broker is shutting down: the client retries elsewhere or after a restart.
         LogError::Closed => ResponseError::NotLeaderOrFollower,
         LogError::InvalidConfig(_) => ResponseError::UnknownServerError,
@@ -121,6 +126,14 @@ mod tests {
             assert_eq!(batch_error_code(&refused), invalid_record, "{refused}");
         }
         assert_eq!(log_error_code(&LogError::DiskFull { operation: "x" }), 56);
+        assert_eq!(
+            log_error_code(&LogError::Damaged {
+                start_offset: 4,
+                end_offset: 9,
+                reason: "CRC".into()
+            }),
+            2
+        );
         assert_eq!(
             log_error_code(&LogError::OutOfOrderSequence {
                 producer_id: 1,

@@ -347,41 +347,61 @@ const TOPIC_COUNTERS: [(&str, &str, TopicValue); 4] = [
     ),
 ];
 
-/// The per-partition gauges: name, help text, and the value from the owning shard's number
-/// and its statistics of the partition.
+/// The per-partition series: name, kind, help text, and the value from the owning shard's
+/// number and its statistics of the partition.
 type PartitionValue = fn(usize, &PartitionStats) -> u64;
-const PARTITION_GAUGES: [(&str, &str, PartitionValue); 6] = [
+const PARTITION_SERIES: [(&str, &str, &str, PartitionValue); 8] = [
     (
         "ferrite_partition_log_start_offset",
+        "gauge",
         "First offset still in the partition's log.",
         |_, p| p.log_start_offset,
     ),
     (
         "ferrite_partition_high_watermark",
+        "gauge",
         "Offset after the last record consumers can read (the log end offset).",
         |_, p| p.high_watermark,
     ),
     (
         "ferrite_partition_size_bytes",
+        "gauge",
         "Bytes of record batches in the partition's segments.",
         |_, p| p.size_bytes,
     ),
     (
         "ferrite_partition_segments",
+        "gauge",
         "Segment files of the partition's log.",
         |_, p| p.segment_count as u64,
     ),
     (
         "ferrite_partition_shard",
+        "gauge",
         "The shard (thread, core) that owns the partition's log.",
         |shard, _| shard as u64,
     ),
     (
         "ferrite_partition_healthy",
+        "gauge",
         "1 while the partition's log here can be written; 0 after a failed write or sync, \
          until it recovers (a replica by itself, a single broker's log after a failed sync \
          only by a restart).",
         |_, p| u64::from(p.healthy),
+    ),
+    (
+        "ferrite_partition_damaged_offsets",
+        "gauge",
+        "Offsets of the partition refused to readers (CORRUPT_MESSAGE) because their bytes on \
+         disk are damaged; 0 unless the disk lost data (see `ferrite repair-log`).",
+        |_, p| p.damaged_offsets,
+    ),
+    (
+        "ferrite_partition_damage_found_total",
+        "counter",
+        "Damaged ranges found in the partition's log since it was opened (when opened, or by a \
+         read), including those since fetched again from a leader.",
+        |_, p| p.damage_found,
     ),
 ];
 
@@ -622,8 +642,8 @@ fn render_snapshots(out: &mut String, snapshots: &[ShardSnapshot]) {
         .flat_map(|(shard, snapshot)| snapshot.partitions.iter().map(move |stats| (shard, stats)))
         .collect();
     partitions.sort_by(|(_, a), (_, b)| a.partition.cmp(&b.partition));
-    for (name, help, value) in PARTITION_GAUGES {
-        write_family(out, name, "gauge", help);
+    for (name, kind, help, value) in PARTITION_SERIES {
+        write_family(out, name, kind, help);
         for (shard, stats) in &partitions {
             let topic = label_value(&stats.partition.topic);
             let partition = stats.partition.partition;
@@ -1047,6 +1067,8 @@ mod tests {
             size_bytes: high_watermark * 100,
             segment_count: 2,
             healthy: partition != 1,
+            damaged_offsets: 0,
+            damage_found: 0,
         };
         registry.shard(0).publish(
             ShardSnapshot {

@@ -23,6 +23,7 @@ use crate::message::{
 };
 use crate::random::SplitMix64;
 
+mod damage;
 mod membership;
 mod replication;
 
@@ -182,6 +183,9 @@ pub struct RaftNode {
     election_timeout_ticks: u64,
     /// Fetches an observer sent while it knew no leader: which voter it asks next.
     leaderless_fetches: u64,
+    /// Where the log ended before it lost entries to damage (see `damage`): votes go only to
+    /// candidates at least this up to date, and no campaign starts, until the log is back.
+    vote_floor: Option<(Term, Index)>,
     effects: Effects,
 }
 
@@ -213,6 +217,7 @@ impl RaftNode {
             elapsed_ticks: 0,
             election_timeout_ticks: 0,
             leaderless_fetches: 0,
+            vote_floor: None,
             effects: Effects::default(),
         };
         node.reset_election_timeout();
@@ -306,12 +311,14 @@ impl RaftNode {
                 if fetches && resend {
                     self.send_fetch();
                 }
-                if is_voter && self.elapsed_ticks >= self.election_timeout_ticks {
+                if is_voter && self.elapsed_ticks >= self.election_timeout_ticks && !self.abstains()
+                {
                     self.start_pre_vote();
                 }
             }
             Role::PreCandidate { .. } | Role::Candidate { .. } => {
-                if is_voter && self.elapsed_ticks >= self.election_timeout_ticks {
+                if is_voter && self.elapsed_ticks >= self.election_timeout_ticks && !self.abstains()
+                {
                     self.start_pre_vote();
                 }
             }
@@ -397,7 +404,7 @@ impl RaftNode {
                 last_term,
             } => {
                 let granted =
-                    !self.in_leader_lease() && self.log.is_up_to_date(last_index, last_term);
+                    !self.in_leader_lease() && self.candidate_up_to_date(last_index, last_term);
                 let term = if granted { term } else { self.hard_state.term };
                 self.send(from, Message::PreVoteResponse { term, granted });
                 // It lost its leader (a restart, a lost BeginEpoch): say who leads.
@@ -463,7 +470,7 @@ impl RaftNode {
                 }
             }
             Message::TimeoutNow { .. } => {
-                if self.leader() == Some(from) && self.is_voter() {
+                if self.leader() == Some(from) && self.is_voter() && !self.abstains() {
                     self.start_election(true);
                 }
             }
@@ -646,7 +653,7 @@ impl RaftNode {
     fn handle_request_vote(&mut self, from: NodeId, last_index: Index, last_term: Term) {
         let granted = self.hard_state.voted_for.is_none_or(|voted| voted == from)
             && self.leader().is_none_or(|leader| leader == from)
-            && self.log.is_up_to_date(last_index, last_term);
+            && self.candidate_up_to_date(last_index, last_term);
         if granted {
             self.hard_state.voted_for = Some(from);
             self.effects.hard_state = Some(self.hard_state);

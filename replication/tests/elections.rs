@@ -668,3 +668,85 @@ fn a_group_at_the_last_term_elects_no_one_past_it() {
         "each node that may not campaign says so: {reported:?}"
     );
 }
+
+/// Node `id`'s log loses every entry from `first_index` on to damage on disk; it gives them up.
+fn discard_damaged(cluster: &mut Cluster, id: NodeId, first_index: u64) {
+    let effects = cluster
+        .nodes
+        .get_mut(&id)
+        .and_then(Option::as_mut)
+        .expect("live")
+        .discard_from(first_index)
+        .expect("not the leader");
+    cluster.apply(id, effects, &[]);
+    cluster.sync_all(id);
+}
+
+#[test]
+fn a_voter_that_lost_committed_entries_to_damage_votes_only_for_a_candidate_that_has_them() {
+    let mut cluster = cluster(3);
+    let leader = tick_until_leader(&mut cluster);
+    commit_one(&mut cluster);
+    let others: Vec<NodeId> = cluster
+        .ids()
+        .into_iter()
+        .filter(|id| *id != leader)
+        .collect();
+    let (holder, lacking) = (others[0], others[1]);
+    // The leader and `holder` commit a batch `lacking` never sees.
+    cluster.sides.insert(lacking, 1);
+    let (_, batch) = cluster.propose().expect("a leader takes proposals");
+    tick_until(&mut cluster, "the batch committed by two", |cluster| {
+        node(cluster, holder).commit_index() >= batch.meta.last_index
+    });
+    let before = (
+        node(&cluster, holder).term_at(batch.meta.last_index),
+        batch.meta.last_index,
+    );
+    assert!(
+        cluster
+            .nodes
+            .get_mut(&leader)
+            .and_then(Option::as_mut)
+            .expect("live")
+            .discard_from(batch.meta.first_index)
+            .is_none(),
+        "a leader never removes its own entries"
+    );
+    discard_damaged(&mut cluster, holder, batch.meta.first_index);
+    assert_eq!(
+        node(&cluster, holder).log().last_index,
+        batch.meta.first_index - 1,
+        "the damaged entries are no longer counted as held"
+    );
+    assert_eq!(
+        node(&cluster, holder).vote_floor(),
+        Some((before.0.expect("held"), before.1))
+    );
+    // The leader dies and the node without the batch comes back: it campaigns, and the
+    // holder, which counted for the batch's commit, must not vote it in.
+    cluster.crash(leader);
+    cluster.sides.insert(lacking, 0);
+    ticks(&mut cluster, 20 * 10);
+    assert_eq!(
+        cluster.leader(),
+        None,
+        "no leader without the committed batch"
+    );
+    // The old leader returns with the batch: it wins, and the holder fetches the batch again.
+    cluster.restart(leader);
+    assert_eq!(tick_until_leader(&mut cluster), leader);
+    commit_one(&mut cluster);
+    assert_same_logs(&cluster, leader);
+    assert_eq!(
+        cluster.disks[&holder]
+            .durable
+            .batch_containing(batch.meta.last_index),
+        Some(&batch)
+    );
+    assert_eq!(
+        node(&cluster, holder).vote_floor(),
+        None,
+        "back where it was"
+    );
+}

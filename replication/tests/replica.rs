@@ -2,7 +2,9 @@
 //! glommio executor on its own thread with its own data directory, talking over loopback TCP.
 //! A leader is elected, acks=all produces commit on a majority, every log ends up byte for byte
 //! the same, a killed leader is replaced, and the restarted one catches up; a group moves to
-//! other voters one membership change at a time while it takes produces.
+//! other voters one membership change at a time while it takes produces; a replica whose log
+//! is damaged on disk (a follower's, found when it opens it; the leader's, found reading it for
+//! a follower) gets the damaged entries back from another replica.
 
 mod support;
 
@@ -87,6 +89,8 @@ impl Outbox for TransportOutbox {
 fn log_config(min_insync_replicas: u32) -> LogConfig {
     LogConfig {
         segment_bytes_max: 64 << 10,
+        // Followers' fetches read the files, not memory (where damage on disk cannot be).
+        tail_cache_bytes_max: 0,
         min_insync_replicas,
         ..LogConfig::default()
     }
@@ -267,10 +271,11 @@ async fn run_broker(
                     let mut batches = Vec::new();
                     let mut offset = log.log_start_offset();
                     while offset < log.log_end_offset() {
-                        let slice = log
-                            .read(offset, 1 << 20, log.log_end_offset())
-                            .await
-                            .unwrap();
+                        // Damaged offsets (until the replica fetched them again) end the dump.
+                        let Ok(slice) = log.read(offset, 1 << 20, log.log_end_offset()).await
+                        else {
+                            break;
+                        };
                         let bytes = slice.data.to_vec().unwrap();
                         let mut rest = &bytes[..];
                         while !rest.is_empty() {
@@ -708,4 +713,96 @@ mod disk_faults {
     fn a_follower_whose_sync_fails_neither_aborts_nor_skips_and_catches_up() {
         follower_fault(IoOperation::Sync, libc::EIO);
     }
+}
+
+/// A value of about 1 KiB, so that a few hundred fill several 64 KiB segments.
+fn padded(label: &str, number: usize) -> String {
+    format!("{label}-{number}-{}", "x".repeat(1000))
+}
+
+/// The segment files of a log directory, in offset order.
+fn segment_logs(dir: &std::path::Path) -> Vec<PathBuf> {
+    let mut logs: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| path.extension().is_some_and(|extension| extension == "log"))
+        .collect();
+    logs.sort();
+    logs
+}
+
+/// Flips a byte 100 bytes before the end of `path` (inside its last batch's records).
+fn flip_near_the_end(path: &std::path::Path) {
+    let mut bytes = std::fs::read(path).unwrap();
+    let at = bytes.len() - 100;
+    bytes[at] ^= 0x5a;
+    std::fs::write(path, &bytes).unwrap();
+}
+
+#[test]
+fn a_follower_damaged_while_down_fetches_the_damaged_entries_again() {
+    let mut cluster = Cluster::start();
+    let leader = wait_until("a leader", || leader_of(&cluster.brokers));
+    let mut acknowledged = Vec::new();
+    for n in 0..300 {
+        let value = padded("before", n);
+        cluster.brokers[&leader].produce(&value).expect("acks=all");
+        acknowledged.push(value);
+    }
+    wait_until("every log the same", || cluster.agreed_log());
+    let follower = *cluster.brokers.keys().find(|id| **id != leader).unwrap();
+    cluster.brokers.remove(&follower).unwrap().crash();
+    let logs = segment_logs(cluster.dirs[&follower].path());
+    assert!(logs.len() >= 4, "several sealed segments: {logs:?}");
+    flip_near_the_end(&logs[1]);
+    cluster.start_broker(follower);
+    for n in 0..20 {
+        let value = padded("after", n);
+        cluster.brokers[&leader].produce(&value).expect("acks=all");
+        acknowledged.push(value);
+    }
+    let log = wait_until("the damaged follower holds the leader's log again", || {
+        cluster.agreed_log()
+    });
+    assert_eq!(values(&log), acknowledged);
+    cluster.stop();
+}
+
+#[test]
+fn a_leader_that_finds_damage_reading_for_a_follower_hands_over_and_fetches_it_again() {
+    let mut cluster = Cluster::start();
+    let leader = wait_until("a leader", || leader_of(&cluster.brokers));
+    let mut acknowledged = Vec::new();
+    for n in 0..20 {
+        let value = padded("before", n);
+        cluster.brokers[&leader].produce(&value).expect("acks=all");
+        acknowledged.push(value);
+    }
+    wait_until("every log the same", || cluster.agreed_log());
+    // A follower is down while the other two take enough for several segments.
+    let behind = *cluster.brokers.keys().find(|id| **id != leader).unwrap();
+    cluster.brokers.remove(&behind).unwrap().crash();
+    for n in 0..300 {
+        let value = padded("while-down", n);
+        cluster.brokers[&leader].produce(&value).expect("acks=all");
+        acknowledged.push(value);
+    }
+    // The leader's copy of a sealed segment the follower lacks goes bad under it.
+    let logs = segment_logs(cluster.dirs[&leader].path());
+    assert!(logs.len() >= 4, "several sealed segments: {logs:?}");
+    flip_near_the_end(&logs[logs.len() - 2]);
+    cluster.start_broker(behind);
+    let log = wait_until("every replica holds the same log again", || {
+        cluster.agreed_log()
+    });
+    assert_eq!(values(&log), acknowledged);
+    let now_leading = wait_until("a leader", || leader_of(&cluster.brokers));
+    assert_ne!(
+        now_leading, leader,
+        "the damaged leader handed leadership over"
+    );
+    cluster.brokers[&now_leading]
+        .produce("after")
+        .expect("the group takes produces");
+    cluster.stop();
 }

@@ -15,8 +15,9 @@ pub struct Arguments {
     summary: bool,
 }
 
-/// Exit codes: 0 every batch checked out; 1 a segment ends in bytes that are not a valid batch
-/// (what recovery would cut off); 2 the path could not be read.
+/// Exit codes: 0 every batch checked out; 1 a segment holds bytes that are not valid batches
+/// (damaged bytes between batches, or a tail recovery would cut off); 2 the path could not be
+/// read.
 pub fn run(arguments: &Arguments) -> ExitCode {
     let files = match segment_files(&arguments.path) {
         Ok(files) => files,
@@ -26,17 +27,23 @@ pub fn run(arguments: &Arguments) -> ExitCode {
         }
     };
     let mut all_valid = true;
-    for file in files {
-        let bytes = match std::fs::read(&file) {
+    let base_offsets: Vec<Option<i64>> = files.iter().map(|file| base_offset_of(file)).collect();
+    for (index, file) in files.iter().enumerate() {
+        let bytes = match std::fs::read(file) {
             Ok(bytes) => bytes,
             Err(error) => {
                 eprintln!("ferrite dump-log: cannot read {}: {error}", file.display());
                 return ExitCode::from(2);
             }
         };
-        let outcome = dump_segment(&bytes, !arguments.summary);
+        // The file name is the segment's base offset: where its first batch should start; the
+        // next segment's is where its offsets end.
+        let base_offset = base_offsets[index].unwrap_or(0);
+        let next_base_offset = base_offsets.get(index + 1).copied().flatten();
+        let outcome = dump_segment(&bytes, base_offset, next_base_offset, !arguments.summary);
+        let damaged_bytes: usize = outcome.damaged.iter().map(|d| d.to - d.from).sum();
         println!(
-            "segment {}: {} batches, offsets {}, {} valid bytes of {}{}",
+            "segment {}: {} batches, offsets {}, {} valid bytes of {}{}{}",
             file.display(),
             outcome.batches,
             outcome
@@ -46,12 +53,16 @@ pub fn run(arguments: &Arguments) -> ExitCode {
                 )),
             outcome.valid_bytes,
             bytes.len(),
+            match outcome.damaged.len() {
+                0 => String::new(),
+                ranges => format!(", {ranges} damaged range(s) of {damaged_bytes} bytes"),
+            },
             match &outcome.stopped_because {
                 Some(reason) => format!(", then {reason}"),
                 None => String::new(),
             }
         );
-        all_valid &= outcome.stopped_because.is_none();
+        all_valid &= outcome.stopped_because.is_none() && outcome.damaged.is_empty();
     }
     if all_valid {
         ExitCode::SUCCESS
@@ -64,35 +75,83 @@ struct SegmentOutcome {
     batches: u64,
     offsets: Option<(i64, i64)>,
     valid_bytes: usize,
+    /// Bytes between valid batches that are not valid batches themselves.
+    damaged: Vec<Damaged>,
+    /// Why the bytes after the last valid batch are not batches, if any are left.
     stopped_because: Option<String>,
 }
 
-fn dump_segment(bytes: &[u8], each_batch: bool) -> SegmentOutcome {
+/// Damaged bytes `from..to` where offsets `first_offset..next_offset` should be.
+struct Damaged {
+    from: usize,
+    to: usize,
+    first_offset: i64,
+    next_offset: i64,
+}
+
+/// The base offset a segment file's name gives.
+fn base_offset_of(file: &Path) -> Option<i64> {
+    file.file_stem()
+        .and_then(|stem| stem.to_str())
+        .and_then(|stem| stem.parse::<i64>().ok())
+}
+
+/// Walks the batches of one segment file, `base_offset` being where its first batch starts:
+/// each one's length, magic, CRC-32C and record count, and that offsets do not go back. Bytes
+/// that fail are damage when valid batches follow (the damaged batch's own length leads to
+/// one, or one is found further on), or when a later segment (at `next_base_offset`) does, as
+/// the broker's recovery sees it.
+fn dump_segment(
+    bytes: &[u8],
+    base_offset: i64,
+    next_base_offset: Option<i64>,
+    each_batch: bool,
+) -> SegmentOutcome {
     let mut outcome = SegmentOutcome {
         batches: 0,
         offsets: None,
         valid_bytes: 0,
+        damaged: Vec::new(),
         stopped_because: None,
     };
     let mut position = 0usize;
+    let mut next_offset = base_offset;
     while position < bytes.len() {
-        let rest = &bytes[position..];
-        let Some(header) = BatchHeader::parse(rest) else {
-            outcome.stopped_because = Some(format!("{} trailing bytes", rest.len()));
-            break;
+        let header = match check_batch(&bytes[position..], next_offset) {
+            Ok(header) => header,
+            Err(reason) => match resume_after(bytes, position, next_offset)
+                .or_else(|| next_base_offset.map(|next_base| (bytes.len(), next_base)))
+            {
+                Some((resumed_at, resumed_offset)) => {
+                    let damaged = Damaged {
+                        from: position,
+                        to: resumed_at,
+                        first_offset: next_offset,
+                        next_offset: resumed_offset,
+                    };
+                    if each_batch {
+                        println!(
+                            "damaged bytes {}..{} (offsets {}..{}): {reason}",
+                            damaged.from, damaged.to, damaged.first_offset, damaged.next_offset
+                        );
+                    }
+                    outcome.damaged.push(damaged);
+                    position = resumed_at;
+                    next_offset = resumed_offset;
+                    continue;
+                }
+                None => {
+                    outcome.stopped_because = Some(format!(
+                        "{} bytes from byte {position} that are not record batches ({reason}): \
+                         a torn tail if this is the last segment and the broker crashed, \
+                         damaged data otherwise",
+                        bytes.len() - position
+                    ));
+                    break;
+                }
+            },
         };
         let size = header.size_bytes as usize;
-        if size < BATCH_HEADER_BYTES || size > rest.len() {
-            outcome.stopped_because = Some(format!(
-                "at byte {position} a batch header claiming {size} bytes (torn or padding)"
-            ));
-            break;
-        }
-        // Stored batches: compaction may have left fewer records than the offset range.
-        if let Err(error) = batch::validate_stored(&rest[..size], usize::MAX) {
-            outcome.stopped_because = Some(format!("at byte {position} an invalid batch: {error}"));
-            break;
-        }
         if each_batch {
             println!(
                 "offset {}..={} position {position} size {size} epoch {} records {} \
@@ -118,9 +177,49 @@ fn dump_segment(bytes: &[u8], each_batch: bool) -> SegmentOutcome {
             header.last_offset(),
         ));
         position += size;
-        outcome.valid_bytes = position;
+        next_offset = header.last_offset() + 1;
+        outcome.valid_bytes += size;
     }
     outcome
+}
+
+/// The batch at the start of `rest`, if it is valid as stored and starts at `offset_min` or
+/// later (compaction leaves gaps); else what is wrong with it.
+fn check_batch(rest: &[u8], offset_min: i64) -> Result<BatchHeader, String> {
+    let header = BatchHeader::parse(rest)
+        .ok_or_else(|| format!("{} bytes, too few for a batch header", rest.len()))?;
+    let size = header.size_bytes as usize;
+    if size < BATCH_HEADER_BYTES || size > rest.len() {
+        return Err(format!(
+            "a batch header claiming {size} bytes (torn or padding)"
+        ));
+    }
+    if header.base_offset < offset_min {
+        return Err(format!(
+            "a batch at offset {} where offset {offset_min} or later was expected",
+            header.base_offset
+        ));
+    }
+    // Stored batches: compaction may have left fewer records than the offset range.
+    batch::validate_stored(&rest[..size], usize::MAX)
+        .map_err(|error| format!("an invalid batch: {error}"))
+}
+
+/// Where valid batches resume after the damaged one at `position` (expected to hold
+/// `offset`): its length's end, if a valid batch starts there, else the first position after
+/// it where one starts; with that batch's base offset. `None` when none follows.
+fn resume_after(bytes: &[u8], position: usize, offset: i64) -> Option<(usize, i64)> {
+    let valid_at = |at: usize| {
+        check_batch(&bytes[at..], offset + 1)
+            .ok()
+            .map(|header| (at, header.base_offset))
+    };
+    let by_length = BatchHeader::parse(&bytes[position..])
+        .map(|header| position + header.size_bytes as usize)
+        .filter(|next| *next > position + BATCH_HEADER_BYTES && *next < bytes.len());
+    by_length
+        .and_then(valid_at)
+        .or_else(|| (position + 1..bytes.len()).find_map(valid_at))
 }
 
 fn segment_files(path: &Path) -> Result<Vec<PathBuf>, String> {
@@ -154,12 +253,62 @@ mod tests {
             bytes.extend_from_slice(&batch);
         }
         let valid = bytes.len();
-        let outcome = dump_segment(&bytes, false);
+        let outcome = dump_segment(&bytes, 0, None, false);
         assert_eq!((outcome.batches, outcome.offsets), (2, Some((0, 5))));
         assert!(outcome.stopped_because.is_none());
         bytes.extend_from_slice(&[0u8; 100]);
-        let outcome = dump_segment(&bytes, false);
+        let outcome = dump_segment(&bytes, 0, None, false);
         assert_eq!(outcome.valid_bytes, valid);
         assert!(outcome.stopped_because.unwrap().contains("torn or padding"));
+    }
+
+    #[test]
+    fn a_bad_tail_before_a_later_segment_is_damage_up_to_its_base() {
+        let mut bytes = build::batch_of(3, 10, 1_000);
+        batch::assign_offset_and_epoch(&mut bytes, 10, 1);
+        let last = bytes.len() - 5;
+        bytes[last] ^= 0x5a;
+        let outcome = dump_segment(&bytes, 10, Some(13), false);
+        assert!(outcome.stopped_because.is_none());
+        assert_eq!(outcome.damaged.len(), 1);
+        assert_eq!(
+            (
+                outcome.damaged[0].first_offset,
+                outcome.damaged[0].next_offset
+            ),
+            (10, 13)
+        );
+    }
+
+    #[test]
+    fn damaged_bytes_between_valid_batches_are_reported_and_the_walk_goes_on() {
+        let mut bytes = Vec::new();
+        let mut starts = Vec::new();
+        for offset in [10i64, 13, 16, 19] {
+            starts.push(bytes.len());
+            let mut batch = build::batch_of(3, 10, 1_000);
+            batch::assign_offset_and_epoch(&mut batch, offset, 1);
+            bytes.extend_from_slice(&batch);
+        }
+        // A record of the second batch, then the third batch's length field.
+        for (flipped, damaged_batch) in [(starts[1] + 70, 1), (starts[2] + 9, 2)] {
+            let mut damaged = bytes.clone();
+            damaged[flipped] ^= 0x5a;
+            let outcome = dump_segment(&damaged, 10, None, false);
+            assert_eq!(outcome.batches, 3);
+            assert!(outcome.stopped_because.is_none());
+            let [range] = &outcome.damaged[..] else {
+                panic!("one damaged range");
+            };
+            assert_eq!(
+                (range.from, range.to, range.first_offset, range.next_offset),
+                (
+                    starts[damaged_batch],
+                    starts[damaged_batch + 1],
+                    10 + 3 * damaged_batch as i64,
+                    13 + 3 * damaged_batch as i64
+                )
+            );
+        }
     }
 }

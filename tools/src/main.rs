@@ -18,6 +18,7 @@ mod metrics;
 mod partitioner;
 mod produce;
 mod records;
+mod repair_log;
 mod serve;
 mod topic;
 
@@ -45,6 +46,9 @@ enum Command {
     /// Print the record batches of a partition directory or segment file, checking each CRC.
     /// Reads the files as they are: it never recovers or changes them.
     DumpLog(dump_log::Arguments),
+    /// Drop the damaged ranges of a stopped broker's partition directory for good (the broker
+    /// refuses them with CORRUPT_MESSAGE until then); consumers then skip their offsets.
+    RepairLog(repair_log::Arguments),
     /// Create, list, describe, alter or delete topics on a running broker.
     #[command(after_help = admin::EXIT_CODES_HELP)]
     Topic(topic::Arguments),
@@ -64,6 +68,7 @@ fn main() -> ExitCode {
     match Cli::parse().command {
         Command::Serve(arguments) => serve::run(*arguments),
         Command::DumpLog(arguments) => dump_log::run(&arguments),
+        Command::RepairLog(arguments) => repair_log::run(&arguments),
         Command::Topic(arguments) => topic::run(arguments),
         Command::Produce(arguments) => produce::run(arguments),
         Command::Consume(arguments) => consume::run(arguments),

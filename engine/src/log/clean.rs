@@ -225,10 +225,12 @@ impl Shared {
             let too_recent = segment
                 .max_timestamp_ms
                 .is_some_and(|newest_ms| newest_ms > now_ms.saturating_sub(lag_ms));
+            // Damaged bytes are not read through: the cleaner stops before them.
             if !segment.sealed
                 || next.files.is_none()
                 || too_recent
                 || next.base_offset > high_watermark
+                || !segment.damaged.is_empty()
             {
                 break;
             }

@@ -161,7 +161,7 @@ impl Shared {
     /// Trims the segment's file to its logical size (dropping the direct-I/O padding), syncs
     /// it, writes its indexes and marks it sealed. Also used for the active segment on close.
     pub(super) async fn seal_segment(&self, base_offset: u64) -> Result<(), LogError> {
-        let (files, written_bytes, offset_index_bytes, time_index_bytes) = {
+        let (files, written_bytes, offset_index_bytes, time_index_bytes, damaged) = {
             let mut state = self.state.borrow_mut();
             let segment = state
                 .segments
@@ -185,11 +185,17 @@ impl Shared {
                 segment.written_bytes,
                 segment.offset_index.encode(),
                 segment.time_index.encode(),
+                !segment.damaged.is_empty(),
             )
         };
-        if let Some(files) = files {
-            self.trim_and_sync(&files, written_bytes, "sealing a segment")
+        if let Some(files) = &files {
+            self.trim_and_sync(files, written_bytes, "sealing a segment")
                 .await?;
+        }
+        if damaged {
+            // No index files for a damaged segment: the next open scans it in full again.
+            super::damage::remove_index_files(&self.dir, base_offset)?;
+        } else if files.is_some() {
             write_whole_file(
                 &segment::offset_index_path(&self.dir, base_offset),
                 &offset_index_bytes,
@@ -449,19 +455,24 @@ impl Shared {
             }
             None => Ok(()),
         };
-        let mut state = self.state.borrow_mut();
-        match &result {
-            Ok(()) => {
-                state.durable_end_offset = state.durable_end_offset.max(covered_end_offset);
+        let durable_end_offset = {
+            let mut state = self.state.borrow_mut();
+            match &result {
+                Ok(()) => {
+                    state.durable_end_offset = state.durable_end_offset.max(covered_end_offset);
+                }
+                // `fdatasync` made the log failed; what was queued behind it is never written.
+                Err(error) => roll_back_unwritten(&mut state, None, error.clone()),
             }
-            // `fdatasync` made the log failed; what was queued behind it is never written.
-            Err(error) => roll_back_unwritten(&mut state, None, error.clone()),
-        }
-        for ticket in tickets {
-            ticket.complete_durable(result.clone());
-        }
-        drop(state);
+            for ticket in tickets {
+                ticket.complete_durable(result.clone());
+            }
+            state.durable_end_offset
+        };
         self.waiters.wake_all();
+        if result.is_ok() {
+            self.checkpoint_recovery_point(durable_end_offset).await;
+        }
     }
 }
 

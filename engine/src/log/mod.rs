@@ -40,6 +40,7 @@
 //!   nothing is written, synced or acknowledged after a failed `fdatasync` (see `flush.rs`).
 
 mod clean;
+mod damage;
 mod epochs;
 mod flush;
 pub mod injected_faults;
@@ -59,12 +60,13 @@ use crate::batch::{self, BatchError, BatchHeader, CheckedBatch};
 use crate::clock::Clock;
 use crate::config::LogConfig;
 use crate::error::LogError;
-use crate::segment::{self, Segment, SegmentFiles};
+use crate::segment::{self, Segment, SegmentFiles, SegmentScanner};
 use crate::tail_cache::{CachedBatch, TailCache};
 use crate::waiters::Waiters;
 use producers::{ProducerTable, Verdict};
 
 pub use clean::{CleanStats, CleanStep};
+pub use damage::{repair, DamagedRange};
 pub use epochs::{EpochRun, EpochRuns};
 pub use read::{FileRange, OffsetAtTime, ReadData, ReadSlice};
 
@@ -79,6 +81,12 @@ const COMPACTED_END_OFFSET_FILE: &str = "compacted-end-offset";
 /// The snapshot of the idempotent producers' state and the log end it covers, replaced
 /// atomically when a segment is sealed and on close; deleted by truncation.
 const PRODUCER_STATE_FILE: &str = "producer-state";
+/// Kafka's recovery point (decimal text, replaced atomically): every offset below it was made
+/// durable by an `fdatasync`. Written at most every `recovery_point_interval_ms` after a sync
+/// of the active segment and at close, lowered before a truncation below it. After a crash,
+/// a batch below it that does not check out is damage (reported, kept around), one at or after
+/// it in the last segment a torn write (cut off).
+const RECOVERY_POINT_FILE: &str = "recovery-point";
 
 /// A partition's log, owned by one shard. Not `Send`: every call runs on the shard's reactor,
 /// and so must its drop (dropping cancels the log's flusher task, which glommio allows only on
@@ -255,6 +263,11 @@ struct LogState {
     /// A replicated log's high-water mark, set by replication (the Raft commit point); `None`
     /// for a log with no replicas, whose high-water mark is its written end.
     replicated_high_watermark: Option<u64>,
+    /// The recovery point on disk ([`RECOVERY_POINT_FILE`]), and when it was last written.
+    recovery_point: u64,
+    recovery_point_written_ms: i64,
+    /// Damaged ranges found since the open (for metrics; truncation does not lower it).
+    damage_found: u64,
 }
 
 impl LogState {
@@ -285,6 +298,14 @@ impl LogState {
             .next_back()
             .map(|(_, segment)| segment)
             .expect("offsets at or above the log start lie in a segment")
+    }
+
+    /// The damaged range holding `offset`, if its bytes are known to be damaged.
+    fn damage_holding(&self, offset: u64) -> Option<&DamagedRange> {
+        self.segments
+            .range(..=offset)
+            .next_back()
+            .and_then(|(_, segment)| segment.damage_holding(offset))
     }
 
     /// Appends are refused once the log is closing or has failed.
@@ -473,6 +494,56 @@ impl Shared {
         .await
     }
 
+    /// Records `offset` as the recovery point (every offset below it is durable).
+    async fn persist_recovery_point(&self, offset: u64) -> Result<(), LogError> {
+        self.replace_file(
+            RECOVERY_POINT_FILE,
+            offset.to_string().as_bytes(),
+            "recording the recovery point",
+        )
+        .await?;
+        let mut state = self.state.borrow_mut();
+        state.recovery_point = offset;
+        state.recovery_point_written_ms = self.clock.now_ms();
+        Ok(())
+    }
+
+    /// Before the log is cut back to `offset`: a recovery point above it would have recovery
+    /// take a torn write of the offsets appended there next for damage.
+    async fn lower_recovery_point(&self, offset: u64) -> Result<(), LogError> {
+        if offset < self.state.borrow().recovery_point {
+            self.persist_recovery_point(offset).await?;
+        }
+        Ok(())
+    }
+
+    /// After a sync made everything below `durable_end_offset` durable: moves the recovery
+    /// point there, if the last move is `recovery_point_interval_ms` old (as Kafka checkpoints
+    /// its recovery points every `log.flush.offset.checkpoint.interval.ms`).
+    pub(super) async fn checkpoint_recovery_point(&self, durable_end_offset: u64) {
+        let due = {
+            let state = self.state.borrow();
+            let interval_ms =
+                i64::try_from(self.config().recovery_point_interval_ms).unwrap_or(i64::MAX);
+            durable_end_offset > state.recovery_point
+                && self
+                    .clock
+                    .now_ms()
+                    .saturating_sub(state.recovery_point_written_ms)
+                    >= interval_ms
+        };
+        // A failure only leaves an older recovery point, which recovery handles: more of the
+        // last segment is then taken for a possibly torn tail.
+        if due
+            && self
+                .persist_recovery_point(durable_end_offset)
+                .await
+                .is_err()
+        {
+            self.state.borrow_mut().recovery_point_written_ms = self.clock.now_ms();
+        }
+    }
+
     /// Records on disk that `epoch` begins at the log end (`base_offset` when the caller
     /// looked), with appends held meanwhile; a no-op if another append recorded it first.
     async fn record_epoch(&self, epoch: i32, base_offset: u64) -> Result<(), LogError> {
@@ -638,15 +709,23 @@ pub fn replace_file_durably(dir: &Path, name: &str, bytes: &[u8]) -> std::io::Re
 
 /// Unlinks a segment's files (those that exist). The caller syncs the directory afterwards.
 fn remove_segment_files(dir: &Path, base_offset: u64) -> Result<(), LogError> {
-    for path in [
-        segment::log_path(dir, base_offset),
-        segment::offset_index_path(dir, base_offset),
-        segment::time_index_path(dir, base_offset),
-    ] {
-        match std::fs::remove_file(&path) {
+    remove_existing(
+        &[
+            segment::log_path(dir, base_offset),
+            segment::offset_index_path(dir, base_offset),
+            segment::time_index_path(dir, base_offset),
+        ],
+        "deleting a segment",
+    )
+}
+
+/// Unlinks those of `paths` that exist.
+fn remove_existing(paths: &[PathBuf], operation: &'static str) -> Result<(), LogError> {
+    for path in paths {
+        match std::fs::remove_file(path) {
             Ok(()) => {}
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
-            Err(error) => return Err(LogError::io("deleting a segment", error)),
+            Err(error) => return Err(LogError::io(operation, error)),
         }
     }
     Ok(())
@@ -655,11 +734,10 @@ fn remove_segment_files(dir: &Path, base_offset: u64) -> Result<(), LogError> {
 /// Deletes the producer snapshot (the log is about to lose batches it describes). The caller
 /// syncs the directory before the log changes further.
 fn remove_producer_snapshot(dir: &Path) -> Result<(), LogError> {
-    match std::fs::remove_file(dir.join(PRODUCER_STATE_FILE)) {
-        Ok(()) => Ok(()),
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(error) => Err(LogError::io("deleting the producer state snapshot", error)),
-    }
+    remove_existing(
+        &[dir.join(PRODUCER_STATE_FILE)],
+        "deleting the producer state snapshot",
+    )
 }
 
 /// Clears the maintenance flag however the maintenance ends.
@@ -1215,6 +1293,7 @@ impl PartitionLog {
         self.shared
             .persist_producers(&producers, log_end_offset)
             .await?;
+        self.shared.persist_recovery_point(log_end_offset).await?;
         let marker = self.shared.dir.join(CLEAN_SHUTDOWN_FILE);
         std::fs::write(&marker, b"")
             .map_err(|error| LogError::io("writing the clean-shutdown marker", error))?;
@@ -1234,15 +1313,12 @@ impl Shared {
             }
         }
         // The cut is at the first batch holding `offset` or after it (compaction leaves gaps),
-        // which may be in a later segment (at most one step per segment).
+        // which may be in a later segment (at most one step per segment); in damaged bytes, at
+        // their start.
         let (segment_base_offset, files, is_first, cut_position, cut_base_offset) = loop {
-            let (segment_base_offset, files, scan_from, written_bytes, is_first, next_base) = {
+            let (segment_base_offset, files, bounds, is_first, next_base, holding, at_limit) = {
                 let state = self.state.borrow();
                 let segment = state.segment_holding(from_offset);
-                let scan_from = segment
-                    .offset_index
-                    .floor_by_offset(segment.relative_offset(from_offset))
-                    .map_or(0, |entry| u64::from(entry.position));
                 let files = segment.files.clone().ok_or_else(|| {
                     LogError::Corrupt(format!("segment {} has no file", segment.base_offset))
                 })?;
@@ -1252,26 +1328,40 @@ impl Shared {
                     .range(segment.base_offset + 1..)
                     .next()
                     .map(|(&base, _)| base);
+                let bounds = segment.walk_bounds(from_offset);
+                let cut_at = |range: &DamagedRange| (range.position, range.start_offset);
+                let holding = segment.damage_holding(from_offset).map(cut_at);
+                // Where a walk that finds nothing stops: a compaction gap runs into damage.
+                let at_limit = segment
+                    .damaged
+                    .iter()
+                    .find(|range| range.position == bounds.2)
+                    .map(cut_at);
                 (
                     segment.base_offset,
                     files,
-                    scan_from,
-                    segment.written_bytes,
+                    bounds,
                     is_first,
                     next_base,
+                    holding,
+                    at_limit,
                 )
             };
-            let found = read::find_batch_from(
-                &files,
-                segment_base_offset,
-                written_bytes,
+            if let Some((position, start_offset)) = holding {
+                break (segment_base_offset, files, is_first, position, start_offset);
+            }
+            let (scan_from, scan_from_offset, limit_bytes) = bounds;
+            let mut scanner = SegmentScanner::new(&files.dma, limit_bytes, self.scan_window());
+            let walk = read::walk_to_batch(
+                &mut scanner,
                 scan_from,
+                scan_from_offset,
+                limit_bytes,
                 from_offset,
-                self.scan_window(),
             )
             .await?;
-            match (found, next_base) {
-                (Some((position, header)), _) => {
+            match (walk, next_base) {
+                (read::Walk::Found(position, header), _) => {
                     break (
                         segment_base_offset,
                         files,
@@ -1280,10 +1370,19 @@ impl Shared {
                         header.base_offset as u64,
                     )
                 }
-                (None, Some(next_base)) => from_offset = next_base,
-                (None, None) => {
+                (read::Walk::Damaged(damage), _) => {
+                    self.record_damage(segment_base_offset, &files, damage)
+                        .await?;
+                }
+                (read::Walk::End, _) if at_limit.is_some() => {
+                    let (position, start_offset) = at_limit.expect("checked just now");
+                    break (segment_base_offset, files, is_first, position, start_offset);
+                }
+                (read::Walk::End, Some(next_base)) => from_offset = next_base,
+                (read::Walk::End, None) => {
                     // Only a gap lies from `offset` to the log end: no batch goes, the end
                     // moves back to `offset`.
+                    self.lower_recovery_point(offset).await?;
                     {
                         let mut state = self.state.borrow_mut();
                         state.active_segment_mut().end_offset = offset;
@@ -1301,6 +1400,7 @@ impl Shared {
             // and the log cannot end below its start, so it restarts empty at `offset`.
             return self.restart_empty_at(offset).await;
         }
+        self.lower_recovery_point(new_end).await?;
         // Every segment after the cut goes; so does the cut segment when the cut is at its
         // start (unless it is the first), and the previous segment becomes active again.
         let removes_whole_segment = cut_position == 0 && !is_first;
@@ -1317,23 +1417,19 @@ impl Shared {
                 .map(|(&b, _)| b)
                 .collect()
         };
-        if !removes_whole_segment {
-            files
-                .dma
-                .truncate(cut_position)
-                .await
-                .map_err(|error| LogError::glommio("truncating a segment", error))?;
-            files
-                .dma
-                .fdatasync()
-                .await
-                .map_err(|error| LogError::glommio("syncing a truncated segment", error))?;
-        }
-        for base in &doomed {
+        // Last segment first, then the cut: a crash midway leaves a prefix of the log, never a
+        // segment that does not follow on from the one before it (which recovery would report
+        // as damage and keep).
+        for base in doomed.iter().rev() {
             remove_segment_files(&self.dir, *base)?;
         }
         remove_producer_snapshot(&self.dir)?;
         self.sync_directory().await?;
+        if !removes_whole_segment {
+            files
+                .cut_durably(cut_position, "truncating a segment")
+                .await?;
+        }
         {
             let mut state = self.state.borrow_mut();
             for base in &doomed {
@@ -1391,8 +1487,9 @@ impl Shared {
     /// `truncateFullyAndStartAt`).
     async fn restart_empty_at(&self, offset: u64) -> Result<u64, LogError> {
         self.persist_log_start_offset(offset).await?;
+        self.lower_recovery_point(offset).await?;
         let doomed: Vec<u64> = self.state.borrow().segments.keys().copied().collect();
-        for base in &doomed {
+        for base in doomed.iter().rev() {
             remove_segment_files(&self.dir, *base)?;
         }
         remove_producer_snapshot(&self.dir)?;

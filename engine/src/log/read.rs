@@ -105,6 +105,10 @@ struct FilePlan {
     files: Rc<SegmentFiles>,
     segment_base_offset: u64,
     scan_from: u64,
+    /// The offset of the batch at `scan_from`.
+    scan_from_offset: u64,
+    /// Where the readable bytes end: the written end, or the next damaged range.
+    readable_bytes: u64,
     written_bytes: u64,
     /// Below this, the file's pages are never rewritten, so the page cache (and `sendfile`)
     /// may hold them; the active segment's last partial page is read with direct I/O instead.
@@ -125,6 +129,30 @@ impl PartitionLog {
         bytes_max: usize,
         offset_end: u64,
     ) -> Result<ReadSlice, LogError> {
+        loop {
+            match self.read_once(offset, bytes_max, offset_end).await? {
+                Ok(slice) => return Ok(slice),
+                Err((segment_base_offset, files, damage)) => {
+                    // Damage nobody knew of: recorded, then the read is planned again around it.
+                    let range = self
+                        .shared
+                        .record_damage(segment_base_offset, &files, damage)
+                        .await?;
+                    if range.holds(offset) {
+                        return Err(range.error());
+                    }
+                }
+            }
+        }
+    }
+
+    /// [`PartitionLog::read`], or the damage the read met on its way to `offset`.
+    async fn read_once(
+        &self,
+        offset: u64,
+        bytes_max: usize,
+        offset_end: u64,
+    ) -> Result<Result<ReadSlice, DamageMet>, LogError> {
         let shared = &self.shared;
         let empty = ReadSlice {
             data: ReadData::Empty,
@@ -139,17 +167,20 @@ impl PartitionLog {
                 let state = shared.state.borrow();
                 let offset_end = offset_end.min(state.log_end_offset);
                 if from_offset >= offset_end {
-                    return Ok(empty);
+                    return Ok(Ok(empty));
+                }
+                if let Some(range) = state.damage_holding(from_offset) {
+                    return Err(range.error());
                 }
                 if state.tail_cache.covers(from_offset) {
                     let batches = state.tail_cache.read(from_offset, bytes_max, offset_end);
-                    return Ok(match batches.last() {
+                    return Ok(Ok(match batches.last() {
                         None => empty,
                         Some(last) => ReadSlice {
                             offset_next: last.last_offset + 1,
                             data: ReadData::Memory(batches.into_iter().map(|b| b.bytes).collect()),
                         },
-                    });
+                    }));
                 }
                 let segment = state.segment_holding(from_offset);
                 let files = segment.files.clone().ok_or_else(|| {
@@ -157,13 +188,14 @@ impl PartitionLog {
                         "offset {from_offset} is neither cached nor in a segment file"
                     ))
                 })?;
+                let (scan_from, scan_from_offset, readable_bytes) =
+                    segment.walk_bounds(from_offset);
                 FilePlan {
                     files,
                     segment_base_offset: segment.base_offset,
-                    scan_from: segment
-                        .offset_index
-                        .floor_by_offset(segment.relative_offset(from_offset))
-                        .map_or(0, |entry| u64::from(entry.position)),
+                    scan_from,
+                    scan_from_offset,
+                    readable_bytes,
                     written_bytes: segment.written_bytes,
                     sendable_bytes: if segment.sealed {
                         segment.written_bytes
@@ -178,26 +210,44 @@ impl PartitionLog {
                 }
             };
             let mut scanner =
-                SegmentScanner::new(&plan.files.dma, plan.written_bytes, shared.scan_window());
-            let found = scan_to_batch_from(
+                SegmentScanner::new(&plan.files.dma, plan.readable_bytes, shared.scan_window());
+            let walk = walk_to_batch(
                 &mut scanner,
                 plan.scan_from,
-                plan.written_bytes,
+                plan.scan_from_offset,
+                plan.readable_bytes,
                 from_offset,
-                plan.segment_base_offset,
             )
             .await?;
-            match (found, plan.next_segment_base_offset) {
-                (Some((start, first)), _) => break (plan, start, first),
-                (None, Some(next_base)) => from_offset = next_base,
-                (None, None) => return Ok(empty),
+            match (walk, plan.next_segment_base_offset) {
+                (Walk::Found(start, first), _) => break (plan, start, first),
+                (Walk::Damaged(damage), _) => {
+                    return Ok(Err((plan.segment_base_offset, plan.files, damage)))
+                }
+                // The offset is in a compaction gap that runs into damaged bytes.
+                (Walk::End, _) if plan.readable_bytes < plan.written_bytes => {
+                    let state = shared.state.borrow();
+                    let damaged = state
+                        .segments
+                        .get(&plan.segment_base_offset)
+                        .and_then(|segment| {
+                            segment
+                                .damaged
+                                .iter()
+                                .find(|range| range.position == plan.readable_bytes)
+                        })
+                        .map(|range| range.error());
+                    return Err(damaged.unwrap_or(LogError::Closed));
+                }
+                (Walk::End, Some(next_base)) => from_offset = next_base,
+                (Walk::End, None) => return Ok(Ok(empty)),
             }
         };
         let offset_end = offset_end.min(self.log_end_offset());
         let window = shared.scan_window();
-        let mut scanner = SegmentScanner::new(&plan.files.dma, plan.written_bytes, window);
+        let mut scanner = SegmentScanner::new(&plan.files.dma, plan.readable_bytes, window);
         if first.last_offset() as u64 >= offset_end {
-            return Ok(empty);
+            return Ok(Ok(empty));
         }
         let mut end = start + u64::from(first.size_bytes);
         let mut offset_next = first.last_offset() as u64 + 1;
@@ -217,7 +267,7 @@ impl PartitionLog {
                     .is_some_and(|files| Rc::ptr_eq(files, &plan.files))
             })
         {
-            let limit_u32 = u32::try_from(limit.min(plan.written_bytes)).unwrap_or(u32::MAX);
+            let limit_u32 = u32::try_from(limit.min(plan.readable_bytes)).unwrap_or(u32::MAX);
             if let Some(entry) = segment.offset_index.floor_by_position(limit_u32) {
                 let entry_offset = plan.segment_base_offset + u64::from(entry.relative_offset);
                 let entry_position = u64::from(entry.position);
@@ -230,7 +280,7 @@ impl PartitionLog {
         // The last whole batch that ends within the sendable bytes, so that a read reaching
         // into the active segment's partial last page still sends its bulk from the file.
         let mut sendable_end = (end <= plan.sendable_bytes).then_some((end, offset_next));
-        while end < plan.written_bytes {
+        while end < plan.readable_bytes {
             let Some(header) = scanner.header_at(end).await? else {
                 break;
             };
@@ -263,7 +313,45 @@ impl PartitionLog {
                 .ok_or_else(|| LogError::Corrupt("written range shorter than indexed".into()))?;
             ReadData::Memory(vec![Bytes::copy_from_slice(bytes)])
         };
-        Ok(ReadSlice { data, offset_next })
+        Ok(Ok(ReadSlice { data, offset_next }))
+    }
+
+    /// [`PartitionLog::read`] for a follower: the batches' bytes, each batch's CRC-32C checked
+    /// (a client checks its own; a follower would store what it is sent). A batch that fails
+    /// is recorded as damage and ends the read; a read that starts with one fails with
+    /// [`LogError::Damaged`].
+    pub async fn read_verified(
+        &self,
+        offset: u64,
+        bytes_max: usize,
+        offset_end: u64,
+    ) -> Result<Vec<u8>, LogError> {
+        let mut bytes = self
+            .read(offset, bytes_max, offset_end)
+            .await?
+            .data
+            .to_vec()?;
+        let mut valid = 0;
+        while valid < bytes.len() {
+            let rest = &bytes[valid..];
+            let header = BatchHeader::parse(rest)
+                .filter(|header| header.size_bytes as usize <= rest.len())
+                .ok_or_else(|| LogError::Corrupt("a read returned a partial batch".into()))?;
+            let size = header.size_bytes as usize;
+            if let Err(error) = batch::validate_stored(&rest[..size], usize::MAX) {
+                let range = self
+                    .shared
+                    .record_damage_at_offset(header.base_offset.max(0) as u64, error.to_string())
+                    .await?;
+                if valid == 0 {
+                    return Err(range.error());
+                }
+                break;
+            }
+            valid += size;
+        }
+        bytes.truncate(valid);
+        Ok(bytes)
     }
 
     /// The first offset whose record timestamp is at or after `timestamp_ms` (Kafka's
@@ -277,7 +365,7 @@ impl PartitionLog {
         let shared = &self.shared;
         let (candidates, written_end_offset, log_start_offset) = {
             let state = shared.state.borrow();
-            let candidates: Vec<(u64, Rc<SegmentFiles>, u64, u64)> = state
+            let candidates: Vec<Candidate> = state
                 .segments
                 .values()
                 .filter(|segment| {
@@ -295,7 +383,12 @@ impl PartitionLog {
                         .offset_index
                         .floor_by_offset(from_relative)
                         .map_or(0, |entry| u64::from(entry.position));
-                    Some((segment.base_offset, files, scan_from, segment.written_bytes))
+                    let damaged = segment
+                        .damaged
+                        .iter()
+                        .map(|range| (range.position, range.end_position()))
+                        .collect();
+                    Some((files, scan_from, segment.written_bytes, damaged))
                 })
                 .collect();
             (candidates, state.written_end_offset, state.log_start_offset)
@@ -310,10 +403,21 @@ impl PartitionLog {
                 timestamp_ms,
             }
         };
-        for (_, files, scan_from, written_bytes) in candidates {
+        for (files, scan_from, written_bytes, damaged) in candidates {
             let mut scanner = SegmentScanner::new(&files.dma, written_bytes, shared.scan_window());
             let mut position = scan_from;
-            while let Some(header) = scanner.header_at(position).await? {
+            loop {
+                // Damaged bytes are stepped over (the index may point into them).
+                if let Some(&(_, end)) = damaged
+                    .iter()
+                    .find(|(from, to)| (*from..*to).contains(&position))
+                {
+                    position = end;
+                    continue;
+                }
+                let Some(header) = scanner.header_at(position).await? else {
+                    break;
+                };
                 if header.max_timestamp >= timestamp_ms
                     && header.last_offset() as u64 >= log_start_offset
                 {
@@ -338,51 +442,68 @@ impl PartitionLog {
     }
 }
 
-/// Walks batch headers from `scan_from` (a batch boundary) to the first batch that holds
-/// `offset` or comes after it; `None` when the segment's `written_bytes` end first (compaction
-/// removed everything from `offset` to the segment's end).
-async fn scan_to_batch_from(
-    scanner: &mut SegmentScanner<'_>,
-    scan_from: u64,
-    written_bytes: u64,
-    offset: u64,
-    segment_base_offset: u64,
-) -> Result<Option<(u64, BatchHeader)>, LogError> {
-    let mut position = scan_from;
-    while position < written_bytes {
-        let header = scanner.header_at(position).await?.ok_or_else(|| {
-            LogError::Corrupt(format!(
-                "segment {segment_base_offset}: no batch at byte {position} (looking for \
-                 offset {offset} from byte {scan_from})"
-            ))
-        })?;
-        if header.last_offset() as u64 >= offset {
-            return Ok(Some((position, header)));
-        }
-        position += u64::from(header.size_bytes);
-    }
-    Ok(None)
+/// A segment a search by time looks in: its files, where to start, its written end, and its
+/// damaged byte ranges (stepped over).
+type Candidate = (Rc<SegmentFiles>, u64, u64, Vec<(u64, u64)>);
+
+/// Where a walk of batch headers towards an offset ended.
+pub(super) enum Walk {
+    /// The first batch that holds the offset or comes after it: its position and header.
+    Found(u64, BatchHeader),
+    /// The walk reached its limit first (compaction removed everything from the offset on).
+    End,
+    /// Bytes on the way are not a batch header.
+    Damaged(DamageAt),
 }
 
-/// The position and header of the first written batch of a segment that holds `offset` or
-/// comes after it, if any.
-pub(super) async fn find_batch_from(
-    files: &SegmentFiles,
-    segment_base_offset: u64,
-    written_bytes: u64,
+/// Damaged bytes met in a segment: at `position`, where a batch starting at `expected_offset`
+/// (or after it, below the compacted end) should be, and why they are not one.
+pub(super) struct DamageAt {
+    pub position: u64,
+    pub expected_offset: u64,
+    pub reason: String,
+}
+
+/// Damage a read met on its way: the segment (its base offset and files), and where.
+type DamageMet = (u64, Rc<SegmentFiles>, DamageAt);
+
+/// Walks batch headers from `scan_from` (a batch boundary, holding `scan_from_offset`) to the
+/// first batch that holds `offset` or comes after it, never reading at or past `limit_bytes`.
+pub(super) async fn walk_to_batch(
+    scanner: &mut SegmentScanner<'_>,
     scan_from: u64,
+    scan_from_offset: u64,
+    limit_bytes: u64,
     offset: u64,
-    window_bytes: usize,
-) -> Result<Option<(u64, BatchHeader)>, LogError> {
-    let mut scanner = SegmentScanner::new(&files.dma, written_bytes, window_bytes);
-    scan_to_batch_from(
-        &mut scanner,
-        scan_from,
-        written_bytes,
-        offset,
-        segment_base_offset,
-    )
-    .await
+) -> Result<Walk, LogError> {
+    let mut position = scan_from;
+    let mut expected_offset = scan_from_offset;
+    while position < limit_bytes {
+        let header = match scanner.header_at(position).await? {
+            Some(header) if header.base_offset >= expected_offset as i64 => header,
+            found => {
+                let reason = match found {
+                    Some(header) => format!(
+                        "a batch at offset {} where offset {expected_offset} or later was \
+                         expected",
+                        header.base_offset
+                    ),
+                    None => "bytes that are not a record batch header".into(),
+                };
+                return Ok(Walk::Damaged(DamageAt {
+                    position,
+                    expected_offset,
+                    reason,
+                }));
+            }
+        };
+        if header.last_offset() as u64 >= offset {
+            return Ok(Walk::Found(position, header));
+        }
+        expected_offset = header.last_offset() as u64 + 1;
+        position += u64::from(header.size_bytes);
+    }
+    Ok(Walk::End)
 }
 
 /// The bytes of the partial last page of the first `written_bytes` bytes of a file.

@@ -1,20 +1,24 @@
 //! Opening a partition directory: find the segments, trust what can be trusted, scan what
-//! cannot, and cut the log at the first batch that does not check out.
+//! cannot, cut off a torn tail, and keep (and report) damage anywhere else.
 //!
 //! - After a clean close (marker present) every segment's indexes were written and its file
 //!   trimmed: the indexes are checked (well-formed, within the file) and only the batches after
 //!   the last index entry are scanned.
 //! - After a crash the last segment is scanned in full, every batch's length, magic, CRC-32C
-//!   and offset contiguity checked; it is cut at the first failure (a torn or half-written
-//!   append, or the zero padding of the last direct write). Earlier segments were sealed before
-//!   the next one received data, so they get the same cheap check as after a clean close.
-//! - Indexes that disagree with the log are rebuilt from a full scan.
+//!   and offset contiguity checked. Earlier segments were sealed before the next one received
+//!   data, so they get the same cheap check as after a clean close.
+//! - Indexes that disagree with the log, or are missing, are rebuilt from a full scan.
+//! - A batch that does not check out is cut off with the rest of its segment only in the last
+//!   segment at or after the recovery point (`recovery-point`: below it everything was synced),
+//!   where a crash may have torn a write. Anywhere else it is damage (`damage`): the scan steps
+//!   over the damaged bytes to the next valid batch, notes the range in its segment, and keeps
+//!   everything after it; the range is reported once the log is open.
 //! - Offsets must be contiguous, within and across segments, except below the compacted end
 //!   (`compacted-end-offset`, written by the cleaner before it commits a swap), where
-//!   compaction leaves gaps: there they must only increase. From the first segment that does
-//!   not follow on (or after one that had to be cut), the rest are deleted. A sealed segment's
-//!   end is the next segment's base, not its last batch's end, so the log end never moves
-//!   back when the cleaner removed a segment's last batches.
+//!   compaction leaves gaps: there they must only increase. Offsets between segments with no
+//!   file above the compacted end are damage too; a segment overlapping the previous one fails
+//!   the open. A sealed segment's end is the next segment's base, not its last batch's end, so
+//!   the log end never moves back when the cleaner removed a segment's last batches.
 //! - A cleaning interrupted by a crash is finished or forgotten first (see `clean`): its
 //!   `.cleaned` output is deleted, a `.swap` output (committed) replaces the segments of its
 //!   range.
@@ -33,20 +37,23 @@ use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
 use super::clean;
+use super::damage::{self, DamagedRange};
 use super::epochs;
 use super::flush::{run_flusher, write_whole_file};
 use super::producers::{ProducerLimits, ProducerRecovery, ProducerTable};
 use super::{
     read, remove_producer_snapshot, remove_segment_files, FlushTicket, LogState, PartitionLog,
     Shared, CLEAN_SHUTDOWN_FILE, COMPACTED_END_OFFSET_FILE, LOG_START_OFFSET_FILE,
-    PRODUCER_STATE_FILE,
+    PRODUCER_STATE_FILE, RECOVERY_POINT_FILE,
 };
 use crate::batch::BatchHeader;
 use crate::clock::Clock;
 use crate::config::LogConfig;
 use crate::error::LogError;
 use crate::index::{OffsetIndex, TimeIndex};
-use crate::segment::{self, scan_and_note, Segment, SegmentFiles};
+use crate::segment::{
+    self, scan_and_note, Resume, Segment, SegmentFiles, SegmentScanner, RECOVERY_WINDOW_BYTES,
+};
 use crate::tail_cache::TailCache;
 
 impl PartitionLog {
@@ -81,12 +88,14 @@ impl PartitionLog {
             now_ms,
         );
         let compacted_end_offset = read_offset_file(&dir, COMPACTED_END_OFFSET_FILE)?.unwrap_or(0);
+        let recovery_point_checkpoint = read_offset_file(&dir, RECOVERY_POINT_FILE)?;
         let segments = recover_segments(
             &dir,
             &config,
             clean,
             now_ms,
             compacted_end_offset,
+            recovery_point_checkpoint,
             &mut producers,
         )
         .await?;
@@ -112,6 +121,13 @@ impl PartitionLog {
             .max(first_base_offset)
             .min(log_end_offset);
         let producers = producers.finish(log_end_offset);
+        let damaged: Vec<DamagedRange> = segments
+            .values()
+            .flat_map(|segment| segment.damaged.iter().cloned())
+            .collect();
+        for range in &damaged {
+            damage::report(&dir, range, "when the log was opened");
+        }
         let epochs = epochs::read_epochs(&dir, log_start_offset, log_end_offset)?;
         let epochs_file_is_stale = epochs::file_differs(&dir, &epochs)?;
         if !producers.snapshot_still_fits {
@@ -153,6 +169,9 @@ impl PartitionLog {
             epochs,
             gaps_allowed_below: compacted_end_offset,
             replicated_high_watermark: None,
+            recovery_point: recovery_point_checkpoint.unwrap_or(0).min(log_end_offset),
+            recovery_point_written_ms: now_ms,
+            damage_found: damaged.len() as u64,
         };
         let shared = Rc::new(Shared {
             dir,
@@ -177,15 +196,17 @@ impl PartitionLog {
     }
 }
 
-/// Recovers every segment in `dir`, in offset order, dropping what cannot be part of a log
-/// whose offsets increase. Segments are returned sealed, each one's end extended to the next
-/// one's base; the caller reopens the last one.
+/// Recovers every segment in `dir`, in offset order. Segments are returned sealed, each one's
+/// end extended to the next one's base; the caller reopens the last one. Batches that do not
+/// check out are cut off only as the last segment's torn tail (at or after `recovery_point`);
+/// anywhere else they are damage, noted in their segment and kept (with everything after).
 async fn recover_segments(
     dir: &Path,
     config: &LogConfig,
     clean: bool,
     now_ms: i64,
     gaps_end_offset: u64,
+    recovery_point: Option<u64>,
     producers: &mut ProducerRecovery,
 ) -> Result<BTreeMap<u64, Segment>, LogError> {
     let base_offsets = list_segment_base_offsets(dir)?;
@@ -194,25 +215,22 @@ async fn recover_segments(
     // and a batch it no longer admits is not a torn one. No batch ever accepted was larger
     // than the unflushed-bytes bound, which every batch limit must fit under.
     let batch_bytes_max = config.unflushed_bytes_max;
+    // Every segment before the last was sealed (synced) before the next one got data: what
+    // lies below the last one's base was durable, whatever the checkpoint says.
+    let last_base_offset = base_offsets.last().copied().unwrap_or(0);
+    let recovery_point = recovery_point.unwrap_or(0).max(last_base_offset);
     let mut segments: BTreeMap<u64, Segment> = BTreeMap::new();
-    let mut discard_rest = false;
     for (index, &base_offset) in base_offsets.iter().enumerate() {
         let is_last = index + 1 == base_offsets.len();
-        // A gap between segments is compaction's work only below the compacted end; above it,
-        // a missing segment file.
-        let follows_on = segments.values().next_back().is_none_or(|previous| {
-            previous.end_offset == base_offset
-                || (previous.end_offset < base_offset && base_offset <= gaps_end_offset)
-        });
-        if discard_rest || !follows_on {
-            discard_rest = true;
-            remove_segment_files(dir, base_offset)?;
-            continue;
+        let next_base_offset = base_offsets.get(index + 1).copied();
+        if let Some(previous) = segments.values_mut().next_back() {
+            follow_on(previous, base_offset, gaps_end_offset)?;
         }
         let files = Rc::new(SegmentFiles::open(&segment::log_path(dir, base_offset), false).await?);
         let file_bytes = files.size_bytes().await?;
+        let mut scanner = SegmentScanner::new(&files.dma, file_bytes, RECOVERY_WINDOW_BYTES);
         let mut segment = Segment::new_empty(base_offset, now_ms);
-        let mut complete = false;
+        let mut checked = false;
         // Sealed segments are checked cheaply; the last one only after a clean close, and only
         // when the producer snapshot covers what precedes its unscanned tail.
         let trust_indexes = !is_last || (producers.enter_active_segment(base_offset) && clean);
@@ -232,55 +250,77 @@ async fn recover_segments(
                 segment.appended_bytes = resume.0;
                 segment.end_offset = base_offset + resume.1;
                 segment.forget_from(resume.0, base_offset + resume.1);
-                complete = scan_and_note(
+                checked = scan_and_note(
                     &mut segment,
-                    &files,
+                    &mut scanner,
                     file_bytes,
                     config.index_interval_bytes,
                     batch_bytes_max,
                     gaps_end_offset,
                     &mut observe,
                 )
-                .await?;
+                .await?
+                .is_none();
             }
         }
-        let mut rebuilt = false;
-        if !complete {
-            // The indexes were missing or wrong, or the tail did not check out: the full scan
-            // decides where the valid log ends.
+        let rebuilt = !checked;
+        if !checked {
+            // The indexes were missing or wrong, or the tail did not check out: a full scan
+            // decides what is valid, what is damaged, and where a torn tail starts.
             segment = Segment::new_empty(base_offset, now_ms);
-            rebuilt = true;
-            complete = scan_and_note(
+            while let Some(reason) = scan_and_note(
                 &mut segment,
-                &files,
+                &mut scanner,
                 file_bytes,
                 config.index_interval_bytes,
                 batch_bytes_max,
                 gaps_end_offset,
                 &mut observe,
             )
-            .await?;
+            .await?
+            {
+                let (position, offset) = (segment.appended_bytes, segment.end_offset);
+                if is_last && offset >= recovery_point {
+                    // Past the recovery point the last segment may end in a write a crash cut
+                    // short: its tail goes (as Kafka's recovery truncates there).
+                    files
+                        .cut_durably(position, "cutting a torn segment")
+                        .await?;
+                    break;
+                }
+                let resume = scanner
+                    .resume_after_damage(position, offset, next_base_offset, batch_bytes_max)
+                    .await?;
+                let (end_position, end_offset) = match resume {
+                    Some(Resume::At(at, header)) => (at, header.base_offset as u64),
+                    // Nothing valid follows: the offsets up to the next segment (or, in the
+                    // last one, up to the recovery point) were in the damaged bytes.
+                    Some(Resume::End) | None => {
+                        (file_bytes, next_base_offset.unwrap_or(recovery_point))
+                    }
+                };
+                segment.note_damage(DamagedRange {
+                    segment_base_offset: base_offset,
+                    position,
+                    length_bytes: end_position - position,
+                    start_offset: offset,
+                    end_offset: end_offset.max(offset),
+                    reason,
+                });
+            }
         }
-        if !complete {
-            files
-                .dma
-                .truncate(segment.appended_bytes)
-                .await
-                .map_err(|error| LogError::glommio("cutting a torn segment", error))?;
-            files
-                .dma
-                .fdatasync()
-                .await
-                .map_err(|error| LogError::glommio("syncing a cut segment", error))?;
-            discard_rest = true;
-        }
+        drop(scanner);
         if segment.appended_bytes == 0 && !is_last {
-            // A file that never received a batch (or lost its only one): nothing to keep.
+            // A file that never received a batch: nothing to keep (if offsets were meant to be
+            // in it, the next segment does not follow on and they are reported as damage).
             drop(files);
             remove_segment_files(dir, base_offset)?;
             continue;
         }
-        if rebuilt && !is_last && !discard_rest {
+        if !segment.damaged.is_empty() {
+            // No index files for a damaged segment: the next open scans it in full again.
+            damage::remove_index_files(dir, base_offset)?;
+        } else if rebuilt && !is_last {
             write_whole_file(
                 &segment::offset_index_path(dir, base_offset),
                 &segment.offset_index.encode(),
@@ -295,14 +335,37 @@ async fn recover_segments(
         segment.written_bytes = segment.appended_bytes;
         segment.files = Some(files);
         segment.sealed = true;
-        if let Some((_, previous)) = segments.iter_mut().next_back() {
-            // Offsets between the previous segment's last batch and this base were compacted
-            // away; they still belong to the previous segment.
-            previous.end_offset = base_offset;
-        }
         segments.insert(base_offset, segment);
     }
     Ok(segments)
+}
+
+/// Joins `previous` to the segment starting at `base_offset`: offsets between its last batch
+/// and that base were compacted away below the compacted end and still belong to it; above
+/// it they have no segment file (lost), which is damage, not the log's end.
+fn follow_on(
+    previous: &mut Segment,
+    base_offset: u64,
+    gaps_end_offset: u64,
+) -> Result<(), LogError> {
+    if previous.end_offset > base_offset {
+        return Err(LogError::Corrupt(format!(
+            "segment {} holds offsets up to {}, past the next segment's base {base_offset}",
+            previous.base_offset, previous.end_offset
+        )));
+    }
+    if previous.end_offset < base_offset && base_offset > gaps_end_offset {
+        previous.note_damage(DamagedRange {
+            segment_base_offset: previous.base_offset,
+            position: previous.appended_bytes,
+            length_bytes: 0,
+            start_offset: previous.end_offset,
+            end_offset: base_offset,
+            reason: "no segment file holds them (a segment file is missing)".into(),
+        });
+    }
+    previous.end_offset = base_offset;
+    Ok(())
 }
 
 /// Both index files of a segment, if present and plausible for a log of `file_bytes`.

@@ -725,6 +725,8 @@ impl ShardContext {
                     size_bytes: log.size_bytes(),
                     segment_count: log.segment_count(),
                     healthy: log.fault().is_none() && replica_fault.is_none(),
+                    damaged_offsets: log.damaged_offsets(),
+                    damage_found: log.damage_found(),
                 })
             })
             .collect()

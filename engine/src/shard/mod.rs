@@ -234,6 +234,11 @@ pub struct PartitionStats {
     /// Whether the partition can be written here: false after a failed write or sync of its
     /// log until the log (or its replica) has recovered.
     pub healthy: bool,
+    /// Offsets readers are refused because their bytes on disk are damaged.
+    pub damaged_offsets: u64,
+    /// Damaged ranges found since the log was opened (some may be gone since: fetched again
+    /// from a leader, or truncated).
+    pub damage_found: u64,
 }
 
 /// The answer to a [`OffsetQuery`], with the partition's bounds.

@@ -41,6 +41,7 @@
 //! So the log and the core never disagree: what the core counts as persisted is always on
 //! disk, and no entry is ever numbered for a log end the disk does not have.
 
+mod damage;
 mod entries;
 mod preferred;
 mod reassignment;
@@ -192,6 +193,9 @@ struct Inner {
     target_voters: RefCell<Option<Vec<NodeId>>>,
     /// The replica that should lead when it can (see `preferred`).
     preferred_leader: Cell<Option<NodeId>>,
+    /// The first damaged offset this replica gave up, until the writer has truncated it away
+    /// (see `damage`).
+    damage_given_up: Cell<Option<u64>>,
 }
 
 struct Proposal {
@@ -227,6 +231,7 @@ impl PartitionReplica {
             voted_for: None,
             voters_base: config.initial_voters.clone(),
             voter_changes: Vec::new(),
+            vote_floor: None,
         });
         let node = core_from_disk(&config, &log, &state_file, &mut state, saved.as_ref(), 0)?;
         // The log holds what is on disk; what the core counts as persisted must be too.
@@ -253,9 +258,11 @@ impl PartitionReplica {
                 generation: Cell::new(0),
                 target_voters: RefCell::new(None),
                 preferred_leader: Cell::new(None),
+                damage_given_up: Cell::new(None),
             }),
         };
         glommio::spawn_local(replica.clone().run_writer()).detach();
+        replica.give_up_damaged_entries();
         Ok(replica)
     }
 
@@ -439,6 +446,7 @@ impl PartitionReplica {
             }
             return;
         }
+        self.give_up_damaged_entries();
         self.follow_log_start();
         let effects = self.inner.node.borrow_mut().tick();
         self.carry_out(effects, None);
@@ -649,8 +657,10 @@ impl PartitionReplica {
         }
     }
 
-    /// Whole batches from the entry at `fetch_index` on, up to the fetch byte budget; empty if
-    /// there are none yet (or the read failed: the follower asks again).
+    /// Whole batches from the entry at `fetch_index` on, up to the fetch byte budget, each
+    /// one's CRC checked (a follower would store a damaged batch as it is sent); empty if there
+    /// are none yet, or the read failed (the follower asks again; damage the read found is the
+    /// next tick's business, see `damage`).
     async fn read_batches(&self, fetch_index: Index) -> Bytes {
         let log = &self.inner.log;
         let offset = entries::offset_of(fetch_index);
@@ -658,13 +668,12 @@ impl PartitionReplica {
             return Bytes::new();
         }
         match log
-            .read(
+            .read_verified(
                 offset,
                 self.inner.config.fetch_bytes_max,
                 log.log_end_offset(),
             )
             .await
-            .and_then(|slice| slice.data.to_vec())
         {
             Ok(bytes) => Bytes::from(bytes),
             Err(_) => Bytes::new(),
@@ -931,7 +940,8 @@ impl PartitionReplica {
 
 /// A core for `log` as it is on disk and `state` (brought in line with the log, and written
 /// unless `saved`, what the file is known to hold, already says the same), as after a restart:
-/// everything in the log counts as persisted. `seed_salt` varies the election timeouts.
+/// everything in the log counts as persisted, and a vote floor kept for damaged entries holds.
+/// `seed_salt` varies the election timeouts.
 fn core_from_disk(
     config: &ReplicaConfig,
     log: &PartitionLog,
@@ -939,7 +949,7 @@ fn core_from_disk(
     state: &mut ReplicaState,
     saved: Option<&ReplicaState>,
     seed_salt: u64,
-) -> Result<RaftNode, std::io::Error> {
+) -> Result<RaftNode, ReplicaError> {
     state.truncate_after(log.log_end_offset());
     state.advance_start(log.log_start_offset() + 1);
     if saved != Some(state) {
@@ -956,7 +966,9 @@ fn core_from_disk(
         hard_state: state.hard_state(),
         log: entries::summary_of(log, state),
     };
-    Ok(RaftNode::new(raft_config, persisted))
+    let mut node = RaftNode::new(raft_config, persisted);
+    damage::restore_vote_floor(&mut node, state, state_file)?;
+    Ok(node)
 }
 
 /// Says what the term limit stopped (`place`: the partition log or the message concerned), at

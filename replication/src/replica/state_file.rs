@@ -23,6 +23,10 @@ pub(crate) struct ReplicaState {
     pub voters_base: Vec<NodeId>,
     /// Voter-set entries from the log start on, by index, in log order.
     pub voter_changes: Vec<(Index, Vec<NodeId>)>,
+    /// Where the log ended before it gave up entries whose bytes were damaged: the core's vote
+    /// floor (`node::damage`), kept until the log is back there. Absent in older files.
+    #[serde(default)]
+    pub vote_floor: Option<(Term, Index)>,
 }
 
 impl ReplicaState {
