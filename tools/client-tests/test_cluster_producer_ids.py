@@ -40,11 +40,12 @@ IDS_PER_ASK = 5
 
 
 class TurnTakingProducers:
-    """Where each message of several producers was acknowledged, in the shape
-    `check_acknowledged` reads: message `index` is ContinuousProducer.message(index)."""
+    """Where each message of several producers taking turns was acknowledged, in the shape
+    `check_acknowledged` reads: one sequence of messages numbered in the order they were sent
+    (each acknowledged before the next is sent), written as ContinuousProducer number 0 writes
+    them."""
 
-    message = staticmethod(ContinuousProducer.message)
-    index_of = staticmethod(ContinuousProducer.index_of)
+    number = 0
 
     def __init__(self):
         self.lock = threading.Lock()
@@ -67,8 +68,15 @@ class TurnTakingProducers:
 
         wait_until(settled, f"message {index} to be acknowledged or fail")
 
+    @property
+    def members(self):
+        return [self]
+
+    def message(self, index):
+        return ContinuousProducer.message(self, index)
+
     def on_delivery(self, error, message):
-        index = self.index_of(message.value())
+        _, index = ContinuousProducer.parse(message.value())
         with self.lock:
             if error is None:
                 self.acked[index] = (message.partition(), message.offset(), None)
