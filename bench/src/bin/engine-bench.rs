@@ -1,11 +1,13 @@
-//! `engine-bench`: drives one partition log the way a broker would and reports append
-//! throughput and acknowledgement latency as one JSON line.
+//! `engine-bench`: drives partition logs of one shard the way a broker would and reports
+//! append throughput and acknowledgement latency as one JSON line.
 //!
-//! Two questions it answers (see `bench/README.md`):
+//! Three questions it answers (see `bench/README.md`):
 //! - large sequential appends that wait for `fdatasync`: what fraction of the disk's direct
 //!   write bandwidth (fio, same directory) does the log reach?
 //! - many small concurrent appends that wait for durability: how many appends per second does
 //!   group commit give, against one `fdatasync` per append?
+//! - the same spread over many partitions of the shard (`--partitions`): does the cost of a
+//!   durable append stay flat as the partition count grows?
 
 use std::path::PathBuf;
 use std::rc::Rc;
@@ -27,6 +29,9 @@ struct Arguments {
     /// Concurrent appenders (tasks on one shard), each with one append in flight.
     #[arg(long, default_value_t = 1)]
     appenders: u64,
+    /// Partition logs on the shard; appender `i` appends to partition `i % partitions`.
+    #[arg(long, default_value_t = 1)]
+    partitions: u64,
     /// Acknowledge after fdatasync (acks=all); without it, after the write (acks=1).
     #[arg(long)]
     durable: bool,
@@ -52,6 +57,7 @@ struct Arguments {
 struct Report {
     batch_bytes: usize,
     appenders: u64,
+    partitions: u64,
     durable: bool,
     appends: u64,
     bytes: u64,
@@ -106,11 +112,20 @@ async fn run(arguments: Arguments) -> Result<Report, String> {
         write_chunk_bytes: arguments.write_chunk_bytes,
         ..LogConfig::default()
     };
-    let log = Rc::new(
-        PartitionLog::open(dir.path(), config, Rc::new(SystemClock))
-            .await
-            .map_err(|error| error.to_string())?,
-    );
+    if arguments.partitions == 0 {
+        return Err("--partitions must be at least 1".into());
+    }
+    let mut logs = Vec::new();
+    for partition in 0..arguments.partitions {
+        let log = PartitionLog::open(
+            dir.path().join(format!("bench-{partition}")),
+            config.clone(),
+            Rc::new(SystemClock),
+        )
+        .await
+        .map_err(|error| error.to_string())?;
+        logs.push(Rc::new(log));
+    }
     let overhead = build::batch_of(1, 0, 0).len() + 4;
     let batch = Rc::new(build::batch_of(
         1,
@@ -121,8 +136,9 @@ async fn run(arguments: Arguments) -> Result<Report, String> {
     let bytes_max = arguments.total_mib << 20;
     let start = Instant::now();
     let tasks: Vec<_> = (0..arguments.appenders)
-        .map(|_| {
-            let (log, batch) = (log.clone(), batch.clone());
+        .map(|appender| {
+            let log = logs[(appender % arguments.partitions) as usize].clone();
+            let batch = batch.clone();
             let durable = arguments.durable;
             let appenders = arguments.appenders;
             glommio::spawn_local(async move {
@@ -153,18 +169,22 @@ async fn run(arguments: Arguments) -> Result<Report, String> {
     let seconds = start.elapsed().as_secs_f64();
     let appends = latency_us.len();
     let bytes = appends * batch.len() as u64;
-    let stats = log.stats();
+    let (flushes, syncs) = logs.iter().fold((0, 0), |(flushes, syncs), log| {
+        let stats = log.stats();
+        (flushes + stats.flushes, syncs + stats.syncs)
+    });
     Ok(Report {
         batch_bytes: batch.len(),
         appenders: arguments.appenders,
+        partitions: arguments.partitions,
         durable: arguments.durable,
         appends,
         bytes,
         seconds,
         appends_per_s: appends as f64 / seconds,
         mib_per_s: bytes as f64 / seconds / f64::from(1 << 20),
-        flushes: stats.flushes,
-        syncs: stats.syncs,
+        flushes,
+        syncs,
         ack_latency_us: Quantiles {
             p50: latency_us.value_at_quantile(0.5),
             p99: latency_us.value_at_quantile(0.99),

@@ -391,7 +391,11 @@ impl PartitionLog {
                     Some((files, scan_from, segment.written_bytes, damaged))
                 })
                 .collect();
-            (candidates, state.written_end_offset, state.log_start_offset)
+            (
+                candidates,
+                state.segment_written_end_offset,
+                state.log_start_offset,
+            )
         };
         let answer = |bytes: &[u8], header: &BatchHeader| -> OffsetAtTime {
             // A compressed batch is answered with its first record (its base offset and first
@@ -430,7 +434,7 @@ impl PartitionLog {
                 position += u64::from(header.size_bytes);
             }
         }
-        // Appended but not yet written: only the tail cache has these.
+        // Not yet in a segment (queued, or journaled only): only the tail cache has these.
         let state = shared.state.borrow();
         for cached in state.tail_cache.batches_from(written_end_offset) {
             let header = BatchHeader::parse(&cached.bytes).expect("cached batches were validated");
