@@ -208,7 +208,10 @@ mod tests {
         let bytes = file_with(
             header,
             &[
-                &[(RecordKind::Batch, b"t-0", b"one"), (RecordKind::Batch, b"t-1", b"two")],
+                &[
+                    (RecordKind::Batch, b"t-0", b"one"),
+                    (RecordKind::Batch, b"t-1", b"two"),
+                ],
                 &[(RecordKind::Forget, b"t-0", b"")],
                 &[(RecordKind::Batch, b"t-0", &[9u8; 5000])],
             ],
@@ -216,8 +219,14 @@ mod tests {
         assert_eq!(FileHeader::decode(&bytes), Some(header));
         let read = contents(&bytes);
         assert_eq!(read.len(), 4);
-        assert_eq!(read[0], (RecordKind::Batch, b"t-0".to_vec(), b"one".to_vec()));
-        assert_eq!(read[1], (RecordKind::Batch, b"t-1".to_vec(), b"two".to_vec()));
+        assert_eq!(
+            read[0],
+            (RecordKind::Batch, b"t-0".to_vec(), b"one".to_vec())
+        );
+        assert_eq!(
+            read[1],
+            (RecordKind::Batch, b"t-1".to_vec(), b"two".to_vec())
+        );
         assert_eq!(read[2], (RecordKind::Forget, b"t-0".to_vec(), Vec::new()));
         assert_eq!(read[3].2.len(), 5000);
     }

@@ -214,7 +214,9 @@ impl Journal {
     pub fn plan_write(&mut self, bytes: usize) -> Option<WriteSlot> {
         if let Some(&current) = self.live.back() {
             if self.fits_current(bytes) {
-                let header = self.files[current].header.expect("a live file has a header");
+                let header = self.files[current]
+                    .header
+                    .expect("a live file has a header");
                 return Some(WriteSlot {
                     file: current,
                     position: self.position,
@@ -263,7 +265,9 @@ impl Journal {
             .alloc_dma_buffer(Self::slot_bytes(slot, records_bytes));
         buffer.as_bytes_mut().fill(0);
         let records_at = if slot.starts_file {
-            let header = self.files[slot.file].header.expect("a planned file has a header");
+            let header = self.files[slot.file]
+                .header
+                .expect("a planned file has a header");
             buffer.as_bytes_mut()[..FILE_HEADER_BYTES].copy_from_slice(&header.encode());
             FILE_HEADER_BYTES
         } else {
@@ -346,7 +350,11 @@ impl Journal {
     /// The oldest file's batches are all in synced segments and its header is zeroed on disk:
     /// it is free.
     pub fn released(&mut self, file: usize) {
-        assert_eq!(self.live.front(), Some(&file), "files are released oldest first");
+        assert_eq!(
+            self.live.front(),
+            Some(&file),
+            "files are released oldest first"
+        );
         self.live.pop_front();
         let ring_file = &mut self.files[file];
         ring_file.header = None;
@@ -447,7 +455,10 @@ pub(crate) fn read_journal(dir: &Path) -> Result<HashMap<String, JournaledPartit
         let path = entry
             .map_err(|error| LogError::io("listing a journal", error))?
             .path();
-        if path.extension().is_none_or(|extension| extension != "journal") {
+        if path
+            .extension()
+            .is_none_or(|extension| extension != "journal")
+        {
             continue;
         }
         let bytes = bytes::Bytes::from(
@@ -493,7 +504,10 @@ pub(crate) fn release_journal(dir: &Path) -> Result<(), LogError> {
         let path = entry
             .map_err(|error| LogError::io("listing a journal", error))?
             .path();
-        if path.extension().is_some_and(|extension| extension == "journal") {
+        if path
+            .extension()
+            .is_some_and(|extension| extension == "journal")
+        {
             release(&path).map_err(|error| LogError::io("releasing a journal file", error))?;
         }
     }

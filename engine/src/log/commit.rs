@@ -77,7 +77,7 @@ pub struct CommitStats {
 /// stops the cycle there (what a crash does).
 pub struct Committer {
     shared: Rc<CommitShared>,
-    task: Option<glommio::Task<()>>,
+    task: RefCell<Option<glommio::Task<()>>>,
 }
 
 pub(crate) struct CommitShared {
@@ -90,6 +90,8 @@ pub(crate) struct CommitShared {
     journal: Option<RefCell<Journal>>,
     /// The journal has a write, sync or release in flight.
     journal_busy: Cell<bool>,
+    /// Woken when the journal's operation ends (the shard's close waits for it).
+    journal_idle: crate::waiters::Waiters,
     /// Someone waits for a journal record written without a sync.
     journal_sync_wanted: Cell<bool>,
     /// Logs with journal records written since the journal's last sync: (log id, cut
@@ -172,6 +174,7 @@ impl Committer {
             woken: Cell::new(false),
             journal: journal.map(RefCell::new),
             journal_busy: Cell::new(false),
+            journal_idle: Default::default(),
             journal_sync_wanted: Cell::new(false),
             journal_unsynced: RefCell::new(Vec::new()),
             forgets: RefCell::new(Vec::new()),
@@ -181,7 +184,7 @@ impl Committer {
         let task = glommio::spawn_local(run(shared.clone()));
         Committer {
             shared,
-            task: Some(task),
+            task: RefCell::new(Some(task)),
         }
     }
 
@@ -201,27 +204,19 @@ impl Committer {
     /// After every log of the shard was closed (each wrote and synced its segments): releases
     /// every journal file, so the next start has nothing to replay: the shard's clean
     /// shutdown. Logs still open keep their journal records.
-    pub async fn close(mut self) -> Result<(), LogError> {
+    pub async fn close(&self) -> Result<(), LogError> {
         let shared = self.shared.clone();
-        poll_fn(|context| {
-            if shared.journal_busy.get() {
-                *shared.waker.borrow_mut() = Some(context.waker().clone());
-                shared.wake();
-                Poll::Pending
-            } else {
-                Poll::Ready(())
-            }
-        })
-        .await;
-        if let Some(task) = self.task.take() {
-            drop(task);
-        }
+        shared
+            .journal_idle
+            .until(|| !shared.journal_busy.get())
+            .await;
         let Some(journal) = &shared.journal else {
             return Ok(());
         };
         if !shared.logs.borrow().is_empty() {
             return Ok(());
         }
+        self.task.borrow_mut().take();
         let files: Vec<_> = {
             let journal = journal.borrow();
             journal
@@ -242,7 +237,7 @@ impl Drop for Committer {
     fn drop(&mut self) {
         // The task goes with the handle (a crash, as far as the disk is concerned); the logs
         // still registered fail what they wait for when they are dropped in turn.
-        self.task.take();
+        self.task.borrow_mut().take();
     }
 }
 
@@ -356,9 +351,7 @@ enum Decision {
 fn plan(commit: &Rc<CommitShared>, running: &mut FuturesUnordered<LocalBoxFuture<'static, ()>>) {
     let config = commit.journal_config();
     let journal_free = commit.journal.is_some() && !commit.journal_busy.get();
-    let release = journal_free
-        .then(|| plan_release(commit))
-        .flatten();
+    let release = journal_free.then(|| plan_release(commit)).flatten();
     if let Some(config) = &config {
         plan_unwritten_bound(commit, config);
     }
@@ -615,17 +608,17 @@ fn plan_release(commit: &CommitShared) -> Option<usize> {
     let logs = commit.logs.borrow();
     let mut asked = Vec::new();
     let remaining = journal.borrow().oldest_needs(|log_id, end_offset| {
-            let Some(shared) = logs.get(&log_id) else {
-                return false;
-            };
-            let state = shared.state.borrow();
-            // After a cut the log's generation moved on: its earlier records were forgotten.
-            let needed = state.segment_synced_end_offset < end_offset.min(state.log_end_offset);
-            if needed {
-                asked.push(shared.clone());
-            }
-            needed
-        });
+        let Some(shared) = logs.get(&log_id) else {
+            return false;
+        };
+        let state = shared.state.borrow();
+        // After a cut the log's generation moved on: its earlier records were forgotten.
+        let needed = state.segment_synced_end_offset < end_offset.min(state.log_end_offset);
+        if needed {
+            asked.push(shared.clone());
+        }
+        needed
+    });
     drop(logs);
     for shared in asked {
         if !shared.segment_write_wanted.replace(true) {
@@ -698,7 +691,10 @@ async fn journal_operation(commit: Rc<CommitShared>, work: JournalWork) {
         release,
         sync,
     } = work;
-    let journal = commit.journal.as_ref().expect("journal operations need one");
+    let journal = commit
+        .journal
+        .as_ref()
+        .expect("journal operations need one");
     let dirs: Vec<&Path> = parts
         .iter()
         .map(|part| part.shared.dir.as_path())
@@ -800,6 +796,7 @@ async fn journal_operation(commit: Rc<CommitShared>, work: JournalWork) {
                 fail_journal_sync(&commit, zero_error);
             }
             commit.journal_busy.set(false);
+            commit.journal_idle.wake_all();
             commit.wake();
             return;
         }
@@ -847,6 +844,7 @@ async fn journal_operation(commit: Rc<CommitShared>, work: JournalWork) {
         journal_synced(&commit, forgets);
     }
     commit.journal_busy.set(false);
+    commit.journal_idle.wake_all();
     commit.wake();
 }
 
@@ -854,10 +852,7 @@ async fn journal_operation(commit: Rc<CommitShared>, work: JournalWork) {
 /// cache until they reach the segment, and count towards the shard's unwritten bytes.
 fn journaled(commit: &CommitShared, part: &JournalPart, file: usize) {
     let shared = &part.shared;
-    let end_offset = part
-        .batches
-        .last()
-        .map_or(0, |batch| batch.last_offset + 1);
+    let end_offset = part.batches.last().map_or(0, |batch| batch.last_offset + 1);
     let mut state = shared.state.borrow_mut();
     state.busy = false;
     state.in_flight_ticket = None;
@@ -867,7 +862,9 @@ fn journaled(commit: &CommitShared, part: &JournalPart, file: usize) {
     state.written_end_offset = state.written_end_offset.max(end_offset);
     state.stats.flushes += 1;
     state.stats.bytes_written += part.bytes as u64;
-    state.unsynced_tickets.push((end_offset, part.ticket.clone()));
+    state
+        .unsynced_tickets
+        .push((end_offset, part.ticket.clone()));
     state.journal_unsynced = true;
     let generation = state.cut_generation;
     drop(state);

@@ -77,10 +77,10 @@ use producers::{ProducerTable, Verdict};
 
 pub use clean::{CleanStats, CleanStep};
 pub use commit::{CommitStats, Committer};
-pub use replay::{replay_journals, ReplayReport};
 pub use damage::{repair, DamagedRange};
 pub use epochs::{EpochRun, EpochRuns};
 pub use read::{FileRange, OffsetAtTime, ReadData, ReadSlice};
+pub use replay::{replay_journals, ReplayReport};
 
 /// Present in a partition directory only after a clean close; its absence on open means the
 /// last segment must be scanned in full.
@@ -476,7 +476,10 @@ impl LogState {
     /// The log now ends at `end_offset` (a truncation, its files already cut): the ends and what
     /// the tail cache and the producer table hold follow.
     fn end_at(&mut self, end_offset: u64) {
-        assert!(self.lazy.is_empty(), "a log is cut with everything in its segments");
+        assert!(
+            self.lazy.is_empty(),
+            "a log is cut with everything in its segments"
+        );
         self.cut_generation += 1;
         self.log_end_offset = end_offset;
         self.written_end_offset = end_offset;
@@ -1656,7 +1659,10 @@ impl Shared {
             state
                 .segments
                 .insert(offset, Segment::new_empty(offset, now_ms));
-            assert!(state.lazy.is_empty(), "a log is reset with everything in its segments");
+            assert!(
+                state.lazy.is_empty(),
+                "a log is reset with everything in its segments"
+            );
             state.cut_generation += 1;
             state.log_start_offset = offset;
             state.log_end_offset = offset;

@@ -37,9 +37,9 @@ use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
 use super::clean;
+use super::commit::Committer;
 use super::damage::{self, DamagedRange};
 use super::epochs;
-use super::commit::Committer;
 use super::flush::write_whole_file;
 use super::producers::{ProducerLimits, ProducerRecovery, ProducerTable};
 use super::{
@@ -225,9 +225,7 @@ impl PartitionLog {
             // is appended at those offsets.
             shared.persist_epochs().await?;
         }
-        shared
-            .commit_id
-            .set(shared.commit.register(&shared));
+        shared.commit_id.set(shared.commit.register(&shared));
         Ok(PartitionLog {
             shared,
             own_committer: None,

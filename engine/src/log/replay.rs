@@ -77,7 +77,9 @@ pub async fn replay_journals(
                 continue;
             }
             report.partitions += 1;
-            let topic = key.rsplit_once('-').map_or(key.as_str(), |(topic, _)| topic);
+            let topic = key
+                .rsplit_once('-')
+                .map_or(key.as_str(), |(topic, _)| topic);
             let log = PartitionLog::open(&partition_dir, log_config(topic), clock.clone()).await?;
             let replayed = log.replay_journaled(&partition.batches).await;
             let closed = log.close().await;
