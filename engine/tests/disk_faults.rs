@@ -327,11 +327,20 @@ fn a_failed_journal_write_fails_every_append_in_it_and_none_of_it_comes_back() {
         let acknowledged_second = append_durably(&second, 0, 3).await;
         let end_before = first.log_end_offset();
 
-        arm(&dir.path().join("t-0"), IoOperation::Write, libc::EIO, Some(1)).unwrap();
+        arm(
+            &dir.path().join("t-0"),
+            IoOperation::Write,
+            libc::EIO,
+            Some(1),
+        )
+        .unwrap();
         // One journal write carries both logs' appends: the fault armed for one fails it.
         let lost = first.append(tagged_batch(50, 2, 100, 0), 0).await.unwrap();
         let lost_too = second.append(tagged_batch(51, 2, 100, 0), 0).await.unwrap();
-        assert!(matches!(first.wait_durable(&lost).await, Err(LogError::Io { .. })));
+        assert!(matches!(
+            first.wait_durable(&lost).await,
+            Err(LogError::Io { .. })
+        ));
         assert!(second.wait_written(&lost_too).await.is_err());
         assert!(!armed(&dir.path().join("t-0")), "the fault fired");
         assert_eq!(first.log_end_offset(), end_before, "rolled back");
@@ -358,7 +367,13 @@ fn a_failed_journal_sync_fails_every_log_with_records_in_it() {
         let acknowledged_second = append_durably(&second, 0, 3).await;
         let durable_before = (first.durable_end_offset(), second.durable_end_offset());
 
-        arm(&dir.path().join("t-1"), IoOperation::Sync, libc::EIO, Some(1)).unwrap();
+        arm(
+            &dir.path().join("t-1"),
+            IoOperation::Sync,
+            libc::EIO,
+            Some(1),
+        )
+        .unwrap();
         let unlucky = first.append(tagged_batch(50, 2, 100, 0), 0).await.unwrap();
         let armed_one = second.append(tagged_batch(51, 2, 100, 0), 0).await.unwrap();
         assert!(first.wait_durable(&unlucky).await.is_err());
@@ -382,7 +397,10 @@ fn a_failed_journal_sync_fails_every_log_with_records_in_it() {
         for (name, expected) in [("t-0", &acknowledged), ("t-1", &acknowledged_second)] {
             let recovered = replayed(dir.path(), name).await;
             assert_eq!(recovered[..expected.len()], expected[..]);
-            assert!(recovered.len() <= expected.len() + 1, "at most the batch whose sync failed");
+            assert!(
+                recovered.len() <= expected.len() + 1,
+                "at most the batch whose sync failed"
+            );
         }
     });
 }
@@ -398,12 +416,22 @@ fn clear_fault_after_a_failed_journal_sync_keeps_what_the_journal_made_durable()
         // Written to the journal, never durable.
         let written = first.append(tagged_batch(40, 2, 100, 0), 0).await.unwrap();
         first.wait_written(&written).await.unwrap();
-        arm(&dir.path().join("t-0"), IoOperation::Sync, libc::EIO, Some(1)).unwrap();
+        arm(
+            &dir.path().join("t-0"),
+            IoOperation::Sync,
+            libc::EIO,
+            Some(1),
+        )
+        .unwrap();
         assert!(first.wait_durable(&written).await.is_err());
         assert!(first.fault().is_some());
 
         first.clear_fault().await.unwrap();
-        assert_eq!(first.log_end_offset(), last_good_sync, "cut back to the last good sync");
+        assert_eq!(
+            first.log_end_offset(),
+            last_good_sync,
+            "cut back to the last good sync"
+        );
         assert_eq!(read_all(&first, 0, 1 << 20).await, acknowledged);
         acknowledged.extend(append_durably(&first, 50, 3).await);
         assert_eq!(read_all(&first, 0, 1 << 20).await, acknowledged);

@@ -62,9 +62,13 @@ async fn replay(data: &Path) -> engine::ReplayReport {
 
 /// Every batch of partition `partition`, each a valid batch, offsets contiguous.
 async fn contents(data: &Path, partition: usize) -> Vec<Vec<u8>> {
-    let log = PartitionLog::open(data.join(format!("t-{partition}")), config(), system_clock())
-        .await
-        .unwrap();
+    let log = PartitionLog::open(
+        data.join(format!("t-{partition}")),
+        config(),
+        system_clock(),
+    )
+    .await
+    .unwrap();
     let batches = read_all(&log, 0, 1 << 20).await;
     log.close().await.unwrap();
     batches
@@ -104,7 +108,10 @@ fn small_appends_of_many_partitions_share_journal_writes_and_syncs() {
             }
         }
         let stats = shard.committer.stats();
-        assert_eq!(stats.journal_batches, 80, "every small append went to the journal");
+        assert_eq!(
+            stats.journal_batches, 80,
+            "every small append went to the journal"
+        );
         assert_eq!(
             (
                 stats.journal_writes - first_round.journal_writes,
@@ -115,7 +122,11 @@ fn small_appends_of_many_partitions_share_journal_writes_and_syncs() {
         );
         assert_eq!(stats.direct_writes, 0);
         for log in &shard.logs {
-            assert_eq!(log.stats().syncs, 0, "no segment was synced for a small append");
+            assert_eq!(
+                log.stats().syncs,
+                0,
+                "no segment was synced for a small append"
+            );
             assert_eq!(log.durable_end_offset(), 10);
         }
         for log in shard.logs.iter() {
@@ -185,7 +196,10 @@ fn journaled_batches_reach_their_segments_once_enough_gather_and_the_ring_goes_r
         }
         let stats = shard.committer.stats();
         assert_eq!(stats.journal_batches, 1500);
-        assert!(stats.segment_writes > 0, "journaled batches were written later: {stats:?}");
+        assert!(
+            stats.segment_writes > 0,
+            "journaled batches were written later: {stats:?}"
+        );
         assert!(stats.files_released >= 4, "the ring went round: {stats:?}");
         for (partition, log) in shard.logs.iter().enumerate() {
             assert_eq!(read_all(log, 0, 1 << 20).await, acknowledged[partition]);
@@ -276,8 +290,10 @@ fn a_crash_anywhere_in_the_cycle_loses_nothing_acknowledged_and_duplicates_nothi
                         if log.wait_durable(&receipt).await.is_err() {
                             return;
                         }
-                        acknowledged.borrow_mut()[partition]
-                            .push((receipt.base_offset, as_stored(batch, receipt.base_offset, 0)));
+                        acknowledged.borrow_mut()[partition].push((
+                            receipt.base_offset,
+                            as_stored(batch, receipt.base_offset, 0),
+                        ));
                         acks.set(acks.get() + 1);
                     }
                 }));
@@ -309,10 +325,8 @@ fn a_crash_anywhere_in_the_cycle_loses_nothing_acknowledged_and_duplicates_nothi
                         "stop after {stop_after}: partition {partition} batch {index} differs"
                     );
                 }
-                let mut tags: Vec<Vec<u8>> = recovered
-                    .iter()
-                    .map(|bytes| bytes[61..].to_vec())
-                    .collect();
+                let mut tags: Vec<Vec<u8>> =
+                    recovered.iter().map(|bytes| bytes[61..].to_vec()).collect();
                 let count = tags.len();
                 tags.sort();
                 tags.dedup();
@@ -330,7 +344,10 @@ fn a_truncation_is_not_undone_by_replay() {
         let mut kept = Vec::new();
         for tag in 0..10u64 {
             let batch = tagged_batch(tag, 1, 100, 0);
-            let receipt = shard.logs[0].append_durable(batch.clone(), 0).await.unwrap();
+            let receipt = shard.logs[0]
+                .append_durable(batch.clone(), 0)
+                .await
+                .unwrap();
             if tag < 4 {
                 kept.push(as_stored(batch, receipt.base_offset, 0));
             }

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use bytes::BytesMut;
 use clap::Parser;
 use engine::batch::build;
-use engine::{LogConfig, PartitionLog, SystemClock};
+use engine::{CommitStats, Committer, JournalConfig, LogConfig, PartitionLog, SystemClock};
 use ferrite_bench::latency;
 use serde::Serialize;
 
@@ -32,6 +32,10 @@ struct Arguments {
     /// Partition logs on the shard; appender `i` appends to partition `i % partitions`.
     #[arg(long, default_value_t = 1)]
     partitions: u64,
+    /// Size of each file of the shard's journal (4 files), as `ferrite serve
+    /// --journal-file-bytes`; 0: no journal, every append goes to its segment.
+    #[arg(long, default_value_t = 32 << 20)]
+    journal_file_bytes: u64,
     /// Acknowledge after fdatasync (acks=all); without it, after the write (acks=1).
     #[arg(long)]
     durable: bool,
@@ -66,7 +70,33 @@ struct Report {
     mib_per_s: f64,
     flushes: u64,
     syncs: u64,
+    journal_file_bytes: u64,
+    commit: CommitReport,
     ack_latency_us: Quantiles,
+}
+
+/// The shard commit cycle's counters ([`CommitStats`]).
+#[derive(Serialize)]
+struct CommitReport {
+    journal_writes: u64,
+    journal_syncs: u64,
+    journal_batches: u64,
+    direct_writes: u64,
+    segment_writes: u64,
+    files_released: u64,
+}
+
+impl From<CommitStats> for CommitReport {
+    fn from(stats: CommitStats) -> Self {
+        CommitReport {
+            journal_writes: stats.journal_writes,
+            journal_syncs: stats.journal_syncs,
+            journal_batches: stats.journal_batches,
+            direct_writes: stats.direct_writes,
+            segment_writes: stats.segment_writes,
+            files_released: stats.files_released,
+        }
+    }
 }
 
 #[derive(Serialize)]
@@ -115,9 +145,22 @@ async fn run(arguments: Arguments) -> Result<Report, String> {
     if arguments.partitions == 0 {
         return Err("--partitions must be at least 1".into());
     }
+    let committer = match arguments.journal_file_bytes {
+        0 => Committer::new(),
+        file_bytes => {
+            let journal = JournalConfig {
+                file_bytes,
+                ..JournalConfig::default()
+            };
+            Committer::with_journal(&dir.path().join("journal"), 0, journal)
+                .await
+                .map_err(|error| error.to_string())?
+        }
+    };
     let mut logs = Vec::new();
     for partition in 0..arguments.partitions {
-        let log = PartitionLog::open(
+        let log = PartitionLog::open_in(
+            &committer,
             dir.path().join(format!("bench-{partition}")),
             config.clone(),
             Rc::new(SystemClock),
@@ -185,6 +228,8 @@ async fn run(arguments: Arguments) -> Result<Report, String> {
         mib_per_s: bytes as f64 / seconds / f64::from(1 << 20),
         flushes,
         syncs,
+        journal_file_bytes: arguments.journal_file_bytes,
+        commit: committer.stats().into(),
         ack_latency_us: Quantiles {
             p50: latency_us.value_at_quantile(0.5),
             p99: latency_us.value_at_quantile(0.99),

@@ -47,7 +47,7 @@ use futures::future::LocalBoxFuture;
 use futures::stream::{FuturesUnordered, StreamExt};
 
 use super::injected_faults::{injected, IoOperation};
-use super::{FlushTicket, LogState, Shared, UnflushedBatch};
+use super::{FlushTicket, LogState, SegmentOp, Shared, UnflushedBatch};
 use crate::error::LogError;
 use crate::journal::format::{self, RecordKind};
 use crate::journal::{self, Journal, JournalConfig, WriteSlot};
@@ -268,6 +268,24 @@ impl CommitShared {
         self.wake();
     }
 
+    /// Marks the log `id` dirty after `delay_ms` (a retry: the cycle plans only when
+    /// something changes).
+    pub(super) fn mark_dirty_later(self: &Rc<Self>, id: u64, delay_ms: i64) {
+        let commit = Rc::downgrade(self);
+        let delay = std::time::Duration::from_millis(delay_ms.max(0) as u64);
+        glommio::spawn_local(async move {
+            glommio::timer::sleep(delay).await;
+            let Some(commit) = commit.upgrade() else {
+                return;
+            };
+            let shared = commit.logs.borrow().get(&id).cloned();
+            if let Some(shared) = shared {
+                commit.mark_dirty(&shared);
+            }
+        })
+        .detach();
+    }
+
     fn wake(&self) {
         self.woken.set(true);
         if let Some(waker) = self.waker.borrow_mut().take() {
@@ -338,13 +356,14 @@ async fn run(commit: Rc<CommitShared>) {
     }
 }
 
-/// What the cycle does with one dirty log now.
-enum Decision {
-    Nothing,
+/// What the cycle does with one dirty log now: its new batches may go into this cycle's
+/// journal write (or wait for it) while its journaled ones go to the segment.
+#[derive(Default)]
+struct Decision {
+    journal: Option<JournalPart>,
     /// It waits for the journal (busy, or this cycle's write is full); planned again later.
-    Defer,
-    Journal(JournalPart),
-    Segment(SegmentWork),
+    defer: bool,
+    segment: Option<SegmentWork>,
 }
 
 /// Plans every operation that can start now (see the module documentation).
@@ -372,13 +391,18 @@ fn plan(commit: &Rc<CommitShared>, running: &mut FuturesUnordered<LocalBoxFuture
             &mut records_bytes,
             !parts.is_empty(),
         );
-        match decision {
-            Decision::Nothing => {}
-            Decision::Defer => deferred.push(shared),
-            Decision::Journal(part) => parts.push(part),
-            Decision::Segment(work) => {
-                running.push(Box::pin(segment_operation(commit.clone(), shared, work)));
-            }
+        if let Some(part) = decision.journal {
+            parts.push(part);
+        }
+        if let Some(work) = decision.segment {
+            running.push(Box::pin(segment_operation(
+                commit.clone(),
+                shared.clone(),
+                work,
+            )));
+        }
+        if decision.defer {
+            deferred.push(shared);
         }
     }
     for shared in deferred {
@@ -449,7 +473,14 @@ fn plan(commit: &Rc<CommitShared>, running: &mut FuturesUnordered<LocalBoxFuture
     running.push(Box::pin(journal_operation(commit.clone(), work)));
 }
 
-/// Decides what `shared` does now; takes its batches for the operation it starts.
+/// Decides what `shared` does now; takes its batches for the operations it starts.
+///
+/// A log is in at most one journal write and at most one segment operation at a time. New
+/// batches go to the journal only while no direct write of its is in flight or unsynced (a
+/// synced journal record must not follow segment data a power loss could take); journaled
+/// batches go to the segment while newer ones are in the journal write (the segment stays
+/// behind the journal, in order); a direct write waits until neither is in flight, since it
+/// writes everything not yet in the segment.
 fn decide(
     commit: &CommitShared,
     shared: &Rc<Shared>,
@@ -458,11 +489,12 @@ fn decide(
     records_bytes: &mut usize,
     cycle_has_parts: bool,
 ) -> Decision {
+    let mut decision = Decision::default();
     let mut state = shared.state.borrow_mut();
-    if state.busy {
-        return Decision::Nothing;
-    }
     if let Some(error) = state.failed.clone() {
+        if state.in_journal_write || state.segment_op.is_some() {
+            return decision;
+        }
         // Nothing is written or synced after a failed sync: what arrived fails too.
         super::flush::roll_back_unwritten(&mut state, None, error.clone());
         for (_, ticket) in std::mem::take(&mut state.unsynced_tickets) {
@@ -471,15 +503,18 @@ fn decide(
         state.sync_requested = false;
         drop(state);
         shared.waiters.wake_all();
-        return Decision::Nothing;
+        return decision;
     }
-    let journal_eligible = config.is_some() && !state.direct_unsynced && !state.closing;
-    if !state.unflushed.is_empty() {
-        if let Some(config) = config.filter(|_| journal_eligible) {
-            if state.unflushed_bytes < config.bypass_bytes {
-                if !journal_free {
-                    return Decision::Defer;
-                }
+    if !state.unflushed.is_empty() && !state.in_journal_write {
+        let journal_path = config.filter(|config| {
+            !state.direct_unsynced
+                && !state.closing
+                && state.segment_op != Some(SegmentOp::Direct)
+                && state.unflushed_bytes < config.bypass_bytes
+        });
+        match journal_path {
+            Some(_) if !journal_free => decision.defer = true,
+            Some(config) => {
                 let bytes: usize = state
                     .unflushed
                     .iter()
@@ -493,55 +528,73 @@ fn decide(
                     .has_room(*records_bytes + bytes + forget_bytes_pending(commit));
                 if *records_bytes + bytes <= config.write_bytes_max && room {
                     *records_bytes += bytes;
-                    return Decision::Journal(take_for_journal(&mut state, shared));
+                    decision.journal = Some(take_for_journal(&mut state, shared));
+                } else if cycle_has_parts && room {
+                    decision.defer = true;
+                } else if state.segment_op.is_none() {
+                    // The journal is full (or this log's batches alone exceed a write): the
+                    // segment takes them.
+                    decision.segment = Some(take_for_segment(&mut state, SegmentOp::Direct, false));
+                    return decision;
                 }
-                if cycle_has_parts && room {
-                    return Decision::Defer;
-                }
-                // The journal is full (or this log's batches alone exceed a write): the
-                // segment takes them.
             }
+            None if state.segment_op.is_none() => {
+                decision.segment = Some(take_for_segment(&mut state, SegmentOp::Direct, false));
+                return decision;
+            }
+            // The segment operation in flight ends, and the log is planned again.
+            None => {}
         }
-        return Decision::Segment(take_for_segment(commit, &mut state, None));
     }
-    if state.lazy.is_empty() {
-        if state.sync_requested {
-            if state.direct_unsynced
-                || state.segment_synced_end_offset < state.segment_written_end_offset
-            {
-                return Decision::Segment(take_for_segment(commit, &mut state, Some(true)));
-            }
-            if state.journal_unsynced {
-                commit.journal_sync_wanted.set(true);
-                commit.wake();
-            } else {
-                state.sync_requested = false;
-            }
-        }
-        return Decision::Nothing;
-    }
-    if state.maintenance {
+    if state.segment_op.is_some() || state.maintenance {
         // Maintenance writes the log's segments itself.
         if state.sync_requested && state.journal_unsynced {
             commit.journal_sync_wanted.set(true);
-            commit.wake();
         }
-        return Decision::Nothing;
+        return decision;
     }
-    let checkpoint = shared.segment_write_wanted.replace(false);
-    let rolled = state
-        .lazy
-        .front()
-        .is_some_and(|batch| batch.segment_base_offset != state.active_segment().base_offset);
-    let gathered = config.is_some_and(|config| state.lazy_bytes >= config.segment_write_bytes);
-    if checkpoint || rolled || gathered || state.closing || config.is_none() {
-        return Decision::Segment(take_for_segment(commit, &mut state, Some(checkpoint)));
+    if !state.lazy.is_empty() {
+        let checkpoint = shared.segment_write_wanted.replace(false);
+        // The log rolled: the finished segment is sealed (synced, indexed: readable by the
+        // cleaner) with the first write to the next one.
+        let active_base_offset = state.active_segment().base_offset;
+        let rolled = state
+            .lazy
+            .front()
+            .is_some_and(|batch| batch.segment_base_offset != active_base_offset)
+            || state
+                .segments
+                .range(..active_base_offset)
+                .next_back()
+                .is_some_and(|(_, segment)| !segment.sealed);
+        let gathered = config.is_some_and(|config| state.lazy_bytes >= config.segment_write_bytes);
+        let retry_due = state.segment_retry_at_ms <= shared.clock.now_ms();
+        if (checkpoint || rolled || gathered || state.closing || config.is_none()) && retry_due {
+            decision.segment = Some(take_for_segment(
+                &mut state,
+                SegmentOp::Journaled,
+                checkpoint,
+            ));
+            return decision;
+        }
+        if checkpoint {
+            // Asked again once the retry is due.
+            shared.segment_write_wanted.set(true);
+        }
     }
-    if state.sync_requested && state.journal_unsynced {
-        commit.journal_sync_wanted.set(true);
-        commit.wake();
+    if state.sync_requested {
+        if state.direct_unsynced
+            || (state.lazy.is_empty()
+                && state.segment_synced_end_offset < state.segment_written_end_offset)
+        {
+            decision.segment = Some(take_for_segment(&mut state, SegmentOp::Journaled, true));
+        } else if state.journal_unsynced || state.in_journal_write {
+            commit.journal_sync_wanted.set(true);
+        } else {
+            state.sync_requested = false;
+        }
     }
-    Decision::Nothing
+    decision
 }
 
 fn forget_bytes_pending(commit: &CommitShared) -> usize {
@@ -559,7 +612,7 @@ fn take_for_journal(state: &mut LogState, shared: &Rc<Shared>) -> JournalPart {
     let bytes = batches.iter().map(|batch| batch.bytes.len()).sum();
     let ticket = std::mem::take(&mut state.open_ticket);
     state.in_flight_ticket = Some(ticket.clone());
-    state.busy = true;
+    state.in_journal_write = true;
     JournalPart {
         shared: shared.clone(),
         batches,
@@ -568,26 +621,20 @@ fn take_for_journal(state: &mut LogState, shared: &Rc<Shared>) -> JournalPart {
     }
 }
 
-/// Takes every batch of the log not yet in its segment: the journaled ones and, unless
-/// `journaled_only` says which (`Some(force_sync)`), the queued ones with their ticket.
-fn take_for_segment(
-    commit: &CommitShared,
-    state: &mut LogState,
-    journaled_only: Option<bool>,
-) -> SegmentWork {
-    let journaled: Vec<UnflushedBatch> = state.lazy.drain(..).collect();
-    let journaled_bytes = std::mem::take(&mut state.lazy_bytes);
-    commit.add_unwritten(0, journaled_bytes);
-    let (queued, queued_bytes, ticket, force_sync) = match journaled_only {
-        Some(force_sync) => (Vec::new(), 0, None, force_sync),
-        None => {
+/// A segment operation of the log: its journaled batches (they stay in `lazy` until written),
+/// and for a direct write the queued ones with their ticket.
+fn take_for_segment(state: &mut LogState, op: SegmentOp, force_sync: bool) -> SegmentWork {
+    let journaled: Vec<UnflushedBatch> = state.lazy.iter().cloned().collect();
+    let (queued, queued_bytes, ticket) = match op {
+        SegmentOp::Journaled => (Vec::new(), 0, None),
+        SegmentOp::Direct => {
             let queued: Vec<UnflushedBatch> = state.unflushed.drain(..).collect();
             let ticket = std::mem::take(&mut state.open_ticket);
             state.in_flight_ticket = Some(ticket.clone());
-            (queued, state.unflushed_bytes, Some(ticket), false)
+            (queued, state.unflushed_bytes, Some(ticket))
         }
     };
-    state.busy = true;
+    state.segment_op = Some(op);
     SegmentWork {
         journaled,
         queued,
@@ -667,7 +714,7 @@ fn fail_journal_write(
 ) {
     for part in parts {
         let mut state = part.shared.state.borrow_mut();
-        state.busy = false;
+        state.in_journal_write = false;
         state.in_flight_ticket = None;
         state.write_failure = Some(error.clone());
         // The batches were never written: they and what queued behind them go.
@@ -779,7 +826,7 @@ async fn journal_operation(commit: Rc<CommitShared>, work: JournalWork) {
             journal.borrow_mut().abandon_current();
             for part in &parts {
                 let mut state = part.shared.state.borrow_mut();
-                state.busy = false;
+                state.in_journal_write = false;
                 state.in_flight_ticket = None;
                 state.write_failure = Some(error.clone());
                 super::flush::roll_back_unwritten(&mut state, Some(&part.ticket), error.clone());
@@ -854,7 +901,7 @@ fn journaled(commit: &CommitShared, part: &JournalPart, file: usize) {
     let shared = &part.shared;
     let end_offset = part.batches.last().map_or(0, |batch| batch.last_offset + 1);
     let mut state = shared.state.borrow_mut();
-    state.busy = false;
+    state.in_journal_write = false;
     state.in_flight_ticket = None;
     state.unflushed_bytes -= part.bytes;
     state.lazy_bytes += part.bytes;
@@ -889,9 +936,8 @@ fn journaled(commit: &CommitShared, part: &JournalPart, file: usize) {
 /// durable up to their end, and forgotten logs need nothing of the journal.
 fn journal_synced(commit: &CommitShared, forgets: Vec<ForgetRequest>) {
     let unsynced = std::mem::take(&mut *commit.journal_unsynced.borrow_mut());
-    let logs = commit.logs.borrow().clone();
     for (id, generation, end_offset) in unsynced {
-        let Some(shared) = logs.get(&id) else {
+        let Some(shared) = commit.logs.borrow().get(&id).cloned() else {
             continue;
         };
         let mut state = shared.state.borrow_mut();
@@ -902,7 +948,7 @@ fn journal_synced(commit: &CommitShared, forgets: Vec<ForgetRequest>) {
         state.advance_durable_end(end_offset);
         drop(state);
         shared.waiters.wake_all();
-        commit.mark_dirty(shared);
+        commit.mark_dirty(&shared);
     }
     if let Some(journal) = &commit.journal {
         let mut journal = journal.borrow_mut();
@@ -924,9 +970,8 @@ fn fail_journal_sync(commit: &CommitShared, error: LogError) {
         journal.borrow_mut().abandon_current();
     }
     let unsynced = std::mem::take(&mut *commit.journal_unsynced.borrow_mut());
-    let logs = commit.logs.borrow().clone();
     for (id, generation, _) in unsynced {
-        let Some(shared) = logs.get(&id) else {
+        let Some(shared) = commit.logs.borrow().get(&id).cloned() else {
             continue;
         };
         if shared.state.borrow().cut_generation != generation {
@@ -935,7 +980,7 @@ fn fail_journal_sync(commit: &CommitShared, error: LogError) {
         shared.mark_failed(&error);
         let mut state = shared.state.borrow_mut();
         state.journal_unsynced = false;
-        if !state.busy {
+        if !state.in_journal_write && state.segment_op.is_none() {
             super::flush::roll_back_unwritten(&mut state, None, error.clone());
         }
         for (_, ticket) in std::mem::take(&mut state.unsynced_tickets) {
@@ -960,7 +1005,7 @@ async fn segment_operation(commit: Rc<CommitShared>, shared: Rc<Shared>, work: S
             stats.segment_writes += 1;
         }
     });
-    shared.state.borrow_mut().busy = false;
+    shared.state.borrow_mut().segment_op = None;
     shared.waiters.wake_all();
     commit.mark_dirty(&shared);
 }

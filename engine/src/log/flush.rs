@@ -25,6 +25,9 @@ use crate::error::LogError;
 use crate::index::TimeIndexEntry;
 use crate::segment::{self, align_down, align_up, SegmentFiles};
 
+/// How long a failed write of journaled batches to their segment waits before the next try.
+const SEGMENT_RETRY_DELAY_MS: i64 = 100;
+
 /// After a failed write or sync: everything past the written end is discarded (the failed
 /// operation's ticket, if any, failing with `error`, and every append queued behind it) and the
 /// log end goes back to the written end, so the next append reuses those offsets. Batches
@@ -283,6 +286,18 @@ impl Shared {
         segment.tail_page = new_tail_page;
         let last_offset = run.last().expect("a run has batches").last_offset;
         state.segment_written_end_offset = last_offset + 1;
+        // Journaled batches now in the segment leave `lazy` at once, so that it always holds
+        // exactly those from the segment's written end on.
+        let mut written_journaled_bytes = 0;
+        while let Some(front) = state.lazy.front() {
+            if front.last_offset > last_offset {
+                break;
+            }
+            written_journaled_bytes += front.bytes.len();
+            state.lazy.pop_front();
+        }
+        state.lazy_bytes -= written_journaled_bytes;
+        self.commit.add_unwritten(0, written_journaled_bytes);
         let segment_written_end_offset = state.segment_written_end_offset;
         state.tail_cache.evict(segment_written_end_offset);
         Ok(())
@@ -371,8 +386,8 @@ impl Shared {
     /// Writes `work`'s batches (journaled ones first, then new ones) to their segments and
     /// syncs the segment when an append waits for durability (or `force_sync`), completing
     /// what that covers. On a failed write the journaled batches stay unwritten (they are in
-    /// the journal) and the new ones are rolled back; a failed sync fails the log. The caller
-    /// holds the log (`busy`).
+    /// the journal; the next try waits a moment) and the new ones are rolled back; a failed
+    /// sync fails the log. The caller holds the log's segment operation.
     pub(super) async fn write_to_segments(&self, work: SegmentWork) -> Result<(), LogError> {
         let SegmentWork {
             journaled,
@@ -396,7 +411,9 @@ impl Shared {
         };
         {
             let mut state = self.state.borrow_mut();
-            state.in_flight_ticket = None;
+            if ticket.is_some() {
+                state.in_flight_ticket = None;
+            }
             // Whatever part of the batches reached the segment counts as written.
             state.written_end_offset = state
                 .written_end_offset
@@ -415,26 +432,20 @@ impl Shared {
                     }
                 }
                 Err(error) => {
-                    // Journaled batches that did not reach the segment stay for a later write.
+                    // Journaled batches that did not reach the segment stay in `lazy` for a
+                    // later write, after a pause (the journal holds them).
                     let written_anyway = state.failed.is_some();
-                    let segment_end = state.segment_written_end_offset;
-                    let back: Vec<UnflushedBatch> = journaled
-                        .into_iter()
-                        .filter(|batch| batch.last_offset >= segment_end)
-                        .collect();
-                    let back_bytes: usize = back.iter().map(|batch| batch.bytes.len()).sum();
-                    for batch in back.into_iter().rev() {
-                        state.lazy.push_front(batch);
-                    }
-                    state.lazy_bytes += back_bytes;
-                    self.commit.add_unwritten(back_bytes, 0);
                     if !written_anyway {
                         state.write_failure = Some(error.clone());
                     }
-                    if !queued.is_empty() {
+                    if queued.is_empty() {
+                        state.segment_retry_at_ms = self.clock.now_ms() + SEGMENT_RETRY_DELAY_MS;
+                        self.commit
+                            .mark_dirty_later(self.commit_id.get(), SEGMENT_RETRY_DELAY_MS);
+                    } else {
                         state.unflushed_bytes -= queued_bytes;
+                        roll_back_unwritten(&mut state, ticket.as_deref(), error.clone());
                     }
-                    roll_back_unwritten(&mut state, ticket.as_deref(), error.clone());
                 }
             }
         }
@@ -445,11 +456,14 @@ impl Shared {
         written?;
         let wants_sync = {
             let state = self.state.borrow();
-            let waited_on = state.sync_requested
-                || state
-                    .unsynced_tickets
-                    .iter()
-                    .any(|(_, ticket)| ticket.durable_wanted.get());
+            // Journaled batches are made durable by the journal's sync: a write of them alone
+            // syncs only when asked to (the journal needs the space).
+            let waited_on = !queued.is_empty()
+                && (state.sync_requested
+                    || state
+                        .unsynced_tickets
+                        .iter()
+                        .any(|(_, ticket)| ticket.durable_wanted.get()));
             (force_sync || waited_on)
                 && (state.direct_unsynced
                     || state.segment_synced_end_offset < state.segment_written_end_offset)

@@ -206,6 +206,15 @@ enum Attempt {
     NewEpochAt(u64),
 }
 
+/// What a segment operation of a log writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SegmentOp {
+    /// Journaled batches only: the log's new batches may go to the journal meanwhile.
+    Journaled,
+    /// New batches (after the journaled ones): nothing else of the log moves meanwhile.
+    Direct,
+}
+
 /// A batch appended but not yet in its segment (queued, or journaled only).
 #[derive(Clone)]
 struct UnflushedBatch {
@@ -264,8 +273,13 @@ struct LogState {
     /// Journaled, not yet in the segment (`segment_written_end_offset` to the written end).
     lazy: VecDeque<UnflushedBatch>,
     lazy_bytes: usize,
-    /// An operation of the commit cycle (or maintenance) is writing this log's batches.
-    busy: bool,
+    /// The log's new batches are in the journal write in flight.
+    in_journal_write: bool,
+    /// A segment operation of the commit cycle (or maintenance) is writing the log's segment.
+    segment_op: Option<SegmentOp>,
+    /// After a failed write of journaled batches to the segment, the next try waits until
+    /// then (they are safe in the journal meanwhile).
+    segment_retry_at_ms: i64,
     /// The segment holds data written straight to it and not yet synced: until it is, the
     /// log does not use the journal (a synced journal record must not follow segment data a
     /// power loss could take).
@@ -538,8 +552,10 @@ impl Shared {
         }
         self.request_commit();
         let guard = MaintenanceGuard { shared: self };
-        self.wait_until(|state| state.unflushed.is_empty() && !state.busy)
-            .await;
+        self.wait_until(|state| {
+            state.unflushed.is_empty() && !state.in_journal_write && state.segment_op.is_none()
+        })
+        .await;
         Ok(guard)
     }
 
@@ -553,17 +569,16 @@ impl Shared {
     async fn flush_to_segments(&self) -> Result<(), LogError> {
         let work = {
             let mut state = self.state.borrow_mut();
-            assert!(state.maintenance && !state.busy && state.unflushed.is_empty());
+            assert!(state.maintenance && state.segment_op.is_none());
+            assert!(!state.in_journal_write && state.unflushed.is_empty());
             if state.lazy.is_empty()
                 && !state.direct_unsynced
                 && state.segment_synced_end_offset >= state.segment_written_end_offset
             {
                 return Ok(());
             }
-            state.busy = true;
-            let journaled: Vec<UnflushedBatch> = state.lazy.drain(..).collect();
-            let journaled_bytes = std::mem::take(&mut state.lazy_bytes);
-            self.commit.add_unwritten(0, journaled_bytes);
+            state.segment_op = Some(SegmentOp::Direct);
+            let journaled: Vec<UnflushedBatch> = state.lazy.iter().cloned().collect();
             commit::SegmentWork {
                 journaled,
                 queued: Vec::new(),
@@ -573,7 +588,7 @@ impl Shared {
             }
         };
         let result = self.write_to_segments(work).await;
-        self.state.borrow_mut().busy = false;
+        self.state.borrow_mut().segment_op = None;
         self.waiters.wake_all();
         result
     }

@@ -35,6 +35,10 @@ use super::Delivery;
 /// An append that has its place in the partition's order; resolves as its durability says.
 pub type AppendPending = LocalBoxFuture<'static, Result<Appended, LogError>>;
 
+/// Partition logs a shard closes at once at shutdown: enough to overlap their syncs, few
+/// enough to bound the buffers and descriptors of closes in flight.
+const CLOSES_IN_FLIGHT_MAX: usize = 32;
+
 /// A partition log opened at most once, on first use, by whichever task gets there first.
 type PartitionSlot = Rc<futures::lock::Mutex<Option<Rc<PartitionLog>>>>;
 
@@ -870,9 +874,11 @@ impl ShardContext {
         .await
     }
 
-    /// Closes every partition log this shard opened (flush, `fdatasync`, indexes, clean
-    /// marker). Returns the first error; closes the rest regardless.
+    /// Closes every partition log this shard opened (write, `fdatasync`, indexes, clean
+    /// marker), [`CLOSES_IN_FLIGHT_MAX`] at a time, so their syncs overlap instead of queueing
+    /// one behind the other. Returns the first error; closes the rest regardless.
     pub(super) async fn close_partitions(&self) -> Result<(), LogError> {
+        use futures::StreamExt;
         let slots: Vec<PartitionSlot> = self
             .state
             .partitions
@@ -880,21 +886,27 @@ impl ShardContext {
             .drain()
             .map(|(_, slot)| slot)
             .collect();
-        let mut first_error = None;
-        for slot in slots {
-            let Some(log) = slot.lock().await.take() else {
-                continue;
-            };
-            let result = match Rc::try_unwrap(log) {
-                Ok(log) => log.close().await,
-                // Still referenced by a task that outlived the drain: make it durable at least.
-                Err(log) => log.sync().await,
-            };
-            if let Err(error) = result {
-                first_error.get_or_insert(error);
-            }
-        }
-        first_error.map_or(Ok(()), Err)
+        let first_error: RefCell<Option<LogError>> = RefCell::new(None);
+        futures::stream::iter(slots)
+            .for_each_concurrent(CLOSES_IN_FLIGHT_MAX, |slot| {
+                let first_error = &first_error;
+                async move {
+                    let Some(log) = slot.lock().await.take() else {
+                        return;
+                    };
+                    let result = match Rc::try_unwrap(log) {
+                        Ok(log) => log.close().await,
+                        // Still referenced by a task that outlived the drain: make it durable
+                        // at least.
+                        Err(log) => log.sync().await,
+                    };
+                    if let Err(error) = result {
+                        first_error.borrow_mut().get_or_insert(error);
+                    }
+                }
+            })
+            .await;
+        first_error.into_inner().map_or(Ok(()), Err)
     }
 
     /// After every partition log closed: the shard's journal holds nothing (its clean
