@@ -435,6 +435,8 @@ struct ShardTimers {
     clock: Rc<Cell<u64>>,
     wheel: RefCell<TimerWheel>,
     changed: RefCell<Vec<u32>>,
+    /// The buffer of the replicas due at a tick.
+    due: RefCell<Vec<u32>>,
 }
 
 /// A replica's [`Schedule`]: its slot in the shard's timers.
@@ -496,6 +498,7 @@ impl ShardReplication {
                 clock: Rc::new(Cell::new(0)),
                 wheel: RefCell::new(TimerWheel::new(0)),
                 changed: RefCell::new(Vec::new()),
+                due: RefCell::new(Vec::new()),
             }),
             leading: RefCell::new(BTreeSet::new()),
             moving: RefCell::new(BTreeSet::new()),
@@ -537,8 +540,25 @@ impl ShardReplication {
         let from = received.from_node;
         match received.message {
             BrokerWire::Partitions { topics, messages } => {
+                // Most messages are for replicas of this shard, found with each topic looked up
+                // once per frame, and handed over directly.
+                let local: Vec<Option<PartitionReplica>> = {
+                    let replicas = self.replicas.borrow();
+                    let by_topic: Vec<_> = topics
+                        .iter()
+                        .map(|topic| replicas.slots_by_topic.get(topic.as_str()))
+                        .collect();
+                    messages
+                        .iter()
+                        .map(|message| {
+                            let partitions = by_topic.get(message.topic as usize)?.as_ref()?;
+                            let slot = partitions.get(&message.partition)?;
+                            replicas.at(*slot).map(|(_, replica)| replica.clone())
+                        })
+                        .collect()
+                };
                 let mut payload = received.payload;
-                for message in messages {
+                for (message, replica) in messages.into_iter().zip(local) {
                     let bytes = message.payload_bytes as usize;
                     let Some(topic) = topics.get(message.topic as usize) else {
                         return; // a peer's garbage, dropped like a loss
@@ -547,13 +567,7 @@ impl ShardReplication {
                         return; // lengths that do not add up: the same
                     }
                     let batches = payload.split_to(bytes);
-                    // Most messages are for a replica of this shard: handed over directly.
-                    let local = self
-                        .replicas
-                        .borrow()
-                        .get(topic, message.partition)
-                        .cloned();
-                    match local {
+                    match replica {
                         Some(replica) => replica.receive(from, message.message, batches),
                         None => {
                             let partition = PartitionId::new(topic.clone(), message.partition);
@@ -789,9 +803,10 @@ impl ShardReplication {
     fn tick(&self) {
         let now = self.timers.clock.get() + 1;
         self.timers.clock.set(now);
-        let mut due = Vec::new();
+        // The due list's buffer is kept from tick to tick: a tick allocates nothing.
+        let mut due = std::mem::take(&mut *self.timers.due.borrow_mut());
         self.timers.wheel.borrow_mut().expire(now, &mut due);
-        for slot in due {
+        for slot in due.drain(..) {
             let replica = self
                 .replicas
                 .borrow()
@@ -801,6 +816,7 @@ impl ShardReplication {
                 replica.run_due();
             }
         }
+        *self.timers.due.borrow_mut() = due;
         self.note_leadership_changes();
         let moving: Vec<u32> = self.moving.borrow().iter().copied().collect();
         for slot in moving {
@@ -986,6 +1002,8 @@ fn replica_seed(node_id: NodeId, partition: &PartitionId) -> u64 {
 pub struct Coalescer {
     transport: Rc<Transport<BrokerWire>>,
     pending: RefCell<BTreeMap<NodeId, PendingFrame>>,
+    /// Messages in the last frame sent (the capacity the next one starts with).
+    messages_last: Cell<usize>,
     flush_scheduled: Cell<bool>,
     stats: Cell<CoalescerStats>,
 }
@@ -995,8 +1013,33 @@ pub struct Coalescer {
 struct PendingFrame {
     topics: Vec<String>,
     topic_positions: HashMap<Rc<str>, u32>,
+    /// The topic of the last message and its position (a round's messages for one topic
+    /// mostly come one after another).
+    last_topic: Option<(Rc<str>, u32)>,
     messages: Vec<PartitionMessage>,
     batches: BytesMut,
+}
+
+impl PendingFrame {
+    /// The position of `topic` in the frame's topic list, added if new.
+    fn topic_position(&mut self, topic: &Rc<str>) -> u32 {
+        if let Some((last, position)) = &self.last_topic {
+            if Rc::ptr_eq(last, topic) {
+                return *position;
+            }
+        }
+        let position = match self.topic_positions.get(&**topic) {
+            Some(position) => *position,
+            None => {
+                let position = u32::try_from(self.topics.len()).unwrap_or(u32::MAX);
+                self.topics.push(topic.to_string());
+                self.topic_positions.insert(topic.clone(), position);
+                position
+            }
+        };
+        self.last_topic = Some((topic.clone(), position));
+        position
+    }
 }
 
 /// Bytes of batches one coalesced frame carries before it is sent without waiting for the
@@ -1015,6 +1058,7 @@ impl Coalescer {
         Rc::new(Coalescer {
             transport,
             pending: RefCell::new(BTreeMap::new()),
+            messages_last: Cell::new(0),
             flush_scheduled: Cell::new(false),
             stats: Cell::new(CoalescerStats::default()),
         })
@@ -1033,16 +1077,12 @@ impl Coalescer {
         self.stats.set(stats);
         let full = {
             let mut pending = self.pending.borrow_mut();
-            let frame = pending.entry(to).or_default();
-            let topic = match frame.topic_positions.get(&**topic) {
-                Some(position) => *position,
-                None => {
-                    let position = u32::try_from(frame.topics.len()).unwrap_or(u32::MAX);
-                    frame.topics.push(topic.to_string());
-                    frame.topic_positions.insert(topic.clone(), position);
-                    position
-                }
-            };
+            let frame = pending.entry(to).or_insert_with(|| PendingFrame {
+                // As many as the last frame to this peer held: no regrowth per round.
+                messages: Vec::with_capacity(self.messages_last.get().min(1 << 14)),
+                ..PendingFrame::default()
+            });
+            let topic = frame.topic_position(topic);
             frame.messages.push(PartitionMessage {
                 topic,
                 partition,
@@ -1077,6 +1117,7 @@ impl Coalescer {
         let mut stats = self.stats.get();
         stats.frames += 1;
         self.stats.set(stats);
+        self.messages_last.set(frame.messages.len());
         let wire = BrokerWire::Partitions {
             topics: frame.topics,
             messages: frame.messages,

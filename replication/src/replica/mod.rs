@@ -569,17 +569,15 @@ impl PartitionReplica {
         }
         self.step_toward_target();
         self.return_to_preferred_leader(now);
-        let expired: Vec<_> = {
-            let mut parked = self.inner.parked.borrow_mut();
-            if parked.iter().any(|(_, _, until)| *until <= now) {
-                let (expired, kept) = parked.drain(..).partition(|(_, _, until)| *until <= now);
-                *parked = kept;
-                expired
-            } else {
-                Vec::new()
-            }
-        };
-        for (from, fetch, _) in expired {
+        loop {
+            let expired = {
+                let mut parked = self.inner.parked.borrow_mut();
+                let position = parked.iter().position(|(_, _, until)| *until <= now);
+                position.map(|position| parked.swap_remove(position))
+            };
+            let Some((from, fetch, _)) = expired else {
+                break;
+            };
             let effects = self.inner.node.borrow_mut().step(from, fetch);
             self.carry_out(effects, None);
         }
@@ -670,7 +668,11 @@ impl PartitionReplica {
         {
             // The entries are what the batches say they are, whatever the peer listed.
             entries.clear();
-            let batch_bytes_max = self.inner.log.config().unflushed_bytes_max;
+            let batch_bytes_max = if payload.is_empty() {
+                0 // nothing to split (most answers: a round's heartbeat)
+            } else {
+                self.inner.log.config().unflushed_bytes_max
+            };
             match entries::split_entries(&payload, batch_bytes_max) {
                 Ok(split) => {
                     for (meta, batch) in split {
@@ -867,8 +869,11 @@ impl PartitionReplica {
                     .send(envelope.to, envelope.message, Bytes::new());
                 continue;
             };
-            let log_end_offset = self.inner.log.log_end_offset();
-            let nothing_new = fetch_index > log_end_offset
+            // Nothing to read from `fetch_index` on: it is past what the core holds (the usual
+            // case, found without touching the log), or past what the log has placed.
+            let nothing_to_read = fetch_index > self.inner.node.borrow().log().last_index
+                || fetch_index > self.inner.log.log_end_offset();
+            let nothing_new = nothing_to_read
                 && self.inner.commit_sent.borrow().get(&envelope.to) == Some(&commit_index);
             if let Some((from, fetch)) = parkable.as_ref().filter(|_| nothing_new) {
                 // Held until the shard's next fetch round: every fetch held meanwhile is
@@ -886,8 +891,8 @@ impl PartitionReplica {
                 .commit_sent
                 .borrow_mut()
                 .insert(envelope.to, commit_index);
-            if fetch_index > log_end_offset {
-                // Nothing to read: the commit index is the news.
+            if nothing_to_read {
+                // The commit index is the news.
                 self.inner
                     .outbox
                     .send(envelope.to, envelope.message, Bytes::new());
