@@ -23,6 +23,10 @@ use crate::message::{
 };
 use crate::random::SplitMix64;
 
+/// The most doublings of the election timeout after failed campaigns (see
+/// `reset_election_timeout`): at most 8 times the window, 4-8 s at the broker's defaults.
+const ELECTION_BACKOFF_SHIFT_MAX: u32 = 3;
+
 mod damage;
 mod membership;
 mod replication;
@@ -184,6 +188,9 @@ pub struct RaftNode {
     /// or since the last check-quorum (leader).
     elapsed_ticks: u64,
     election_timeout_ticks: u64,
+    /// Campaigns in a row that ended without a leader (the timeout ran out again): each
+    /// doubles the next election timeout, up to [`ELECTION_BACKOFF_SHIFT_MAX`] doublings.
+    campaigns_failed: u32,
     /// Fetches an observer sent while it knew no leader: which voter it asks next.
     leaderless_fetches: u64,
     /// Where the log ended before it lost entries to damage (see `damage`): votes go only to
@@ -223,6 +230,7 @@ impl RaftNode {
             },
             elapsed_ticks: 0,
             election_timeout_ticks: 0,
+            campaigns_failed: 0,
             leaderless_fetches: 0,
             vote_floor: None,
             fetch_floor_index: 0,
@@ -327,6 +335,7 @@ impl RaftNode {
             Role::PreCandidate { .. } | Role::Candidate { .. } => {
                 if is_voter && self.elapsed_ticks >= self.election_timeout_ticks && !self.abstains()
                 {
+                    self.campaigns_failed = self.campaigns_failed.saturating_add(1);
                     self.start_pre_vote();
                 }
             }
@@ -567,6 +576,13 @@ impl RaftNode {
     /// group asks first and the next one only a slot later, and since the metadata rotates the
     /// first replica over partitions, the new leaderships spread over the survivors.
     /// Observers (no rank) draw from the whole window.
+    ///
+    /// After campaigns that ended without a leader the timeout doubles per failed campaign
+    /// (as KRaft's election backoff): a vote is only counted once the voter's state file holds
+    /// it, and when a dead broker's thousand groups elect at once those writes can take longer
+    /// than a timeout; without the backoff every candidate gave up before its votes arrived,
+    /// campaigned again with a new term to write, and the groups churned through terms
+    /// without ever electing. A leader found, or won, starts over from the window.
     fn reset_election_timeout(&mut self) {
         let min = self.config.election_timeout_ticks_min;
         self.elapsed_ticks = 0;
@@ -579,6 +595,7 @@ impl RaftNode {
             }
             None => self.random.range(min, 2 * min),
         };
+        self.election_timeout_ticks <<= self.campaigns_failed.min(ELECTION_BACKOFF_SHIFT_MAX);
     }
 
     fn set_term(&mut self, term: Term) {
@@ -620,6 +637,7 @@ impl RaftNode {
             }
         }
         self.elapsed_ticks = 0;
+        self.campaigns_failed = 0;
         true
     }
 
@@ -715,6 +733,7 @@ impl RaftNode {
             transfer: None,
         });
         self.elapsed_ticks = 0;
+        self.campaigns_failed = 0;
         // Entries of earlier terms commit only under an entry of ours (Raft §5.4.2).
         self.append_own(1, EntryKind::LeaderChange);
         self.announce();

@@ -214,6 +214,22 @@ fn a_leader_cut_off_from_the_majority_steps_down_and_the_majority_elects_another
     assert_ne!(new_leader, old_leader);
 }
 
+/// When a broker dies, the groups it led elect at once, and each vote counts only once the
+/// voter has written it: behind a thousand other groups' writes that can take longer than an
+/// election timeout. Candidates that gave up at every timeout would campaign forever (each
+/// time with a new term to write); backing off lets one wait long enough.
+#[test]
+fn a_group_whose_votes_take_longer_than_an_election_timeout_still_elects() {
+    let mut cluster = cluster(3);
+    let old_leader = tick_until_leader(&mut cluster);
+    cluster.crash(old_leader);
+    // Every message from now on takes up to four minimum election timeouts (a vote's round
+    // trip up to eight; without the backoff no candidate ever waits that long here).
+    cluster.faults.delay_ticks_max = 40;
+    let new_leader = tick_until_leader(&mut cluster);
+    assert_ne!(new_leader, old_leader);
+}
+
 #[test]
 fn a_follower_truncates_its_divergent_tail_to_the_leaders_epoch_end_and_catches_up() {
     let mut cluster = cluster(3);
