@@ -60,9 +60,11 @@ def free_port():
 
 
 class Cluster:
-    def __init__(self, root, ferrite, brokers=3, kafka_port_base=0, rpc_port_base=0):
+    def __init__(self, root, ferrite, segment_bytes, brokers=3, kafka_port_base=0,
+                 rpc_port_base=0):
         self.root = root
         self.ferrite = ferrite
+        self.segment_bytes = segment_bytes
         self.ids = list(range(1, brokers + 1))
 
         def ports(base, offset=0):
@@ -88,7 +90,8 @@ class Cluster:
             [self.ferrite, "serve", "--node-id", str(i), "--listen", f"127.0.0.1:{self.kafka[i]}",
              "--rpc-listen", f"127.0.0.1:{self.rpc[i]}", "--peers", self.peers(),
              "--data-dir", data, "--cpuset", str(self.cpu[i]),
-             "--metrics-listen", f"127.0.0.1:{self.metrics[i]}"],
+             "--metrics-listen", f"127.0.0.1:{self.metrics[i]}",
+             "--segment-bytes", str(self.segment_bytes)],
             stdout=log, stderr=log)
 
     def cpu_s(self, i):
@@ -324,6 +327,8 @@ def main():
     parser.add_argument("--rate", type=int, default=20480)
     parser.add_argument("--partitions", default="3,16,256",
                         help="comma-separated partition counts of the fixed-rate runs")
+    parser.add_argument("--segment-bytes", type=int, default=4 << 20,
+                        help="the brokers' --segment-bytes (bounds the disk reserved per partition)")
     parser.add_argument("--idle-partitions", type=int, default=3000)
     parser.add_argument("--idle-s", type=int, default=30)
     parser.add_argument("--ferrite", default=FERRITE)
@@ -334,6 +339,17 @@ def main():
     arguments = parser.parse_args()
     runs = set(arguments.runs.split(","))
     counts = [int(count) for count in arguments.partitions.split(",")]
+    os.makedirs(arguments.dir, exist_ok=True)
+    # Each written segment reserves min(32 MiB, segment bytes) of disk ahead of its writes, on
+    # every broker: 256 partitions at the broker's 1 GiB default reserve 24 GiB. Refuse a run
+    # that would leave less than 10 GiB free.
+    reserved = 3 * max(counts) * min(32 << 20, arguments.segment_bytes)
+    data = 3 * arguments.rate * 1024 * (arguments.duration_s + arguments.warmup_s)
+    free = shutil.disk_usage(arguments.dir).free
+    if free - reserved - data < 10 << 30:
+        raise SystemExit(f"{arguments.dir}: {free >> 20} MiB free; the runs would reserve "
+                         f"{reserved >> 20} MiB and write {data >> 20} MiB, leaving less "
+                         "than 10 GiB")
     root = os.path.abspath(os.path.join(arguments.dir, f"cluster-{int(time.time())}"))
     os.makedirs(root)
     with open("/proc/cpuinfo") as cpuinfo:
@@ -342,7 +358,8 @@ def main():
     print(json.dumps({"machine": f"{os.cpu_count()} cores, {model}", "results": root,
                       "ferrite": os.path.abspath(arguments.ferrite), "load": os.getloadavg()}),
           flush=True)
-    cluster = Cluster(root, arguments.ferrite, kafka_port_base=arguments.kafka_port_base,
+    cluster = Cluster(root, arguments.ferrite, arguments.segment_bytes,
+                      kafka_port_base=arguments.kafka_port_base,
                       rpc_port_base=arguments.rpc_port_base)
     for i in cluster.ids:
         cluster.start(i)
