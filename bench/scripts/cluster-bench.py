@@ -9,11 +9,11 @@ each, pinned round-robin to the CPUs), replication factor 3, acks=all, 1 KiB mes
      1-partition RF3 topic; the partition's leader is killed with SIGKILL; the failover time is
      from the kill to the first acknowledged (acks=all) message among those sent after it. The
      killed broker is restarted and the next kill waits until it has caught up;
-  3. idle: an idle topic of --idle-partitions partitions (RF3, 3 000 by default): each broker's CPU (user +
-     system, from /proc/PID/stat) over --idle-s, then one broker killed with SIGKILL and the time
-     until every surviving broker's Metadata names a live leader for every partition, and until
-     an acks=all produce was acknowledged on every partition (one message per partition, sent
-     right after the kill, retried by librdkafka).
+  3. idle: an idle topic of --idle-partitions partitions (RF3, 3 000 by default): each
+     broker's CPU (user + system, from /proc/PID/stat) over --idle-s, then the broker leading
+     the most killed with SIGKILL and the time until every surviving broker's Metadata names a
+     live leader for every partition, and until an acks=all produce was acknowledged on every
+     partition (one message per partition, sent right after the kill, retried by librdkafka).
 
 --runs picks which (default: peak,fixed,failover; add idle). --ferrite and --bench pick the
 binaries (e.g. a baseline build to compare with); --kafka-port-base and --rpc-port-base put
@@ -24,8 +24,7 @@ Usage (from the repository root, after `cargo build --release -p ferrite-tools -
 and with confluent-kafka importable, e.g. the client tests' venv):
     target/client-venv/bin/python bench/scripts/cluster-bench.py [--kills 20] [--duration-s 15]
         [--rate 20480] [--partitions 3,16,256] [--runs peak,fixed,failover,idle]
-        [--idle-partitions 3000] [--idle-s 30]
-        [--dir ./bench-data]
+        [--idle-partitions 3000] [--idle-s 30] [--segment-bytes 4194304] [--dir ./bench-data]
 Prints one JSON line per result; figures depend on the machine (noted in the first line, with
 the load average).
 """
@@ -328,7 +327,8 @@ def main():
     parser.add_argument("--partitions", default="3,16,256",
                         help="comma-separated partition counts of the fixed-rate runs")
     parser.add_argument("--segment-bytes", type=int, default=4 << 20,
-                        help="the brokers' --segment-bytes (bounds the disk reserved per partition)")
+                        help="the brokers' --segment-bytes (bounds the disk reserved per "
+                        "partition)")
     parser.add_argument("--idle-partitions", type=int, default=3000)
     parser.add_argument("--idle-s", type=int, default=30)
     parser.add_argument("--ferrite", default=FERRITE)
