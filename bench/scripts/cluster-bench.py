@@ -1,19 +1,32 @@
 #!/usr/bin/env python3
-"""Replication benchmark (issue 7): a 3-broker Ferrite cluster on loopback, replication factor 3,
-acks=all, 1 KiB messages.
+"""Replication benchmark (issues 7 and 16): a 3-broker Ferrite cluster on loopback (one shard
+each, pinned round-robin to the CPUs), replication factor 3, acks=all, 1 KiB messages.
 
-  1. peak throughput (ferrite-bench --rate 0) and a fixed-rate latency run (--rate N), with the
-     bench harness's JSON summary lines;
+  1. peak throughput (ferrite-bench --rate 0, on the first of --partitions) and a fixed-rate
+     latency run (--rate N, linger.ms=0) for each of --partitions, with the bench harness's
+     ack and end-to-end latencies;
   2. failover time over K kills: a confluent-kafka producer sends a message every 2 ms to a
      1-partition RF3 topic; the partition's leader is killed with SIGKILL; the failover time is
      from the kill to the first acknowledged (acks=all) message among those sent after it. The
-     killed broker is restarted and the next kill waits until it has caught up.
+     killed broker is restarted and the next kill waits until it has caught up;
+  3. idle: an idle topic of --idle-partitions partitions (RF3, 3 000 by default): each
+     broker's CPU (user + system, from /proc/PID/stat) over --idle-s, then the broker leading
+     the most killed with SIGKILL and the time until every surviving broker's Metadata names a
+     live leader for every partition, and until an acks=all produce was acknowledged on every
+     partition (one message per partition, sent right after the kill, retried by librdkafka).
+
+--runs picks which (default: peak,fixed,failover; add idle). --ferrite and --bench pick the
+binaries (e.g. a baseline build to compare with); --kafka-port-base and --rpc-port-base put
+the brokers on fixed ports (base + node id; metrics on the Kafka base + 100 + node id; default:
+free ones).
 
 Usage (from the repository root, after `cargo build --release -p ferrite-tools -p ferrite-bench`
 and with confluent-kafka importable, e.g. the client tests' venv):
     target/client-venv/bin/python bench/scripts/cluster-bench.py [--kills 20] [--duration-s 15]
-        [--rate 20480] [--dir ./bench-data]
-Prints one JSON line per result; figures depend on the machine (noted in the first line).
+        [--rate 20480] [--partitions 3,16,256] [--runs peak,fixed,failover,idle]
+        [--idle-partitions 3000] [--idle-s 30] [--segment-bytes 4194304] [--dir ./bench-data]
+Prints one JSON line per result; figures depend on the machine (noted in the first line, with
+the load average).
 """
 
 import argparse
@@ -35,6 +48,8 @@ from confluent_kafka.admin import AdminClient, NewTopic
 TARGET = os.environ.get("CARGO_TARGET_DIR", "target")
 FERRITE = os.path.join(TARGET, "release", "ferrite")
 BENCH = os.path.join(TARGET, "release", "ferrite-bench")
+# Kernel clock ticks per second: the unit of utime and stime in /proc/PID/stat.
+CLOCK_TICKS_PER_S = os.sysconf("SC_CLK_TCK")
 
 
 def free_port():
@@ -44,12 +59,19 @@ def free_port():
 
 
 class Cluster:
-    def __init__(self, root, brokers=3):
+    def __init__(self, root, ferrite, segment_bytes, brokers=3, kafka_port_base=0,
+                 rpc_port_base=0):
         self.root = root
+        self.ferrite = ferrite
+        self.segment_bytes = segment_bytes
         self.ids = list(range(1, brokers + 1))
-        self.kafka = {i: free_port() for i in self.ids}
-        self.rpc = {i: free_port() for i in self.ids}
-        self.metrics = {i: free_port() for i in self.ids}
+
+        def ports(base, offset=0):
+            return {i: base + offset + i if base else free_port() for i in self.ids}
+
+        self.kafka = ports(kafka_port_base)
+        self.rpc = ports(rpc_port_base)
+        self.metrics = ports(kafka_port_base, 100)
         self.processes = {}
         cpus = os.cpu_count() or 1
         self.cpu = {i: (i - 1) % cpus for i in self.ids}
@@ -64,11 +86,19 @@ class Cluster:
         data = os.path.join(self.root, f"broker-{i}")
         log = open(os.path.join(self.root, f"broker-{i}.log"), "ab")
         self.processes[i] = subprocess.Popen(
-            [FERRITE, "serve", "--node-id", str(i), "--listen", f"127.0.0.1:{self.kafka[i]}",
+            [self.ferrite, "serve", "--node-id", str(i), "--listen", f"127.0.0.1:{self.kafka[i]}",
              "--rpc-listen", f"127.0.0.1:{self.rpc[i]}", "--peers", self.peers(),
              "--data-dir", data, "--cpuset", str(self.cpu[i]),
-             "--metrics-listen", f"127.0.0.1:{self.metrics[i]}"],
+             "--metrics-listen", f"127.0.0.1:{self.metrics[i]}",
+             "--segment-bytes", str(self.segment_bytes)],
             stdout=log, stderr=log)
+
+    def cpu_s(self, i):
+        """CPU time broker i has used so far (user + system), in seconds."""
+        with open(f"/proc/{self.processes[i].pid}/stat") as stat:
+            # The command name (field 2) is in parentheses; utime and stime are fields 14, 15.
+            fields = stat.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS_PER_S
 
     def kill(self, i):
         self.processes[i].send_signal(signal.SIGKILL)
@@ -117,9 +147,9 @@ class Cluster:
         return info.leader if info.leader in self.kafka else None
 
 
-def bench(cluster, name, args, results):
+def bench(cluster, bench_binary, name, args, results):
     path = os.path.join(cluster.root, f"{name}.json")
-    command = [BENCH, "--bootstrap", cluster.bootstrap(), "--topic", name,
+    command = [bench_binary, "--bootstrap", cluster.bootstrap(), "--topic", name,
                "--replication-factor", "3", "--message-bytes", "1024", "--acks", "all",
                "--json", path, "--delete-topic"] + args
     subprocess.run(command, check=True, stdout=subprocess.DEVNULL,
@@ -128,8 +158,9 @@ def bench(cluster, name, args, results):
         summary = json.load(result)
     line = {"run": name, "produce_msgs_per_s": summary["produce_msgs_per_s"],
             "produce_mb_per_s": summary["produce_mb_per_s"],
-            "ack_latency_ms": summary["ack_latency_ms"], "produced": summary["produced"],
-            "consumed": summary["consumed"]}
+            "ack_latency_ms": summary["ack_latency_ms"],
+            "e2e_latency_ms": summary["e2e_latency_ms"], "produced": summary["produced"],
+            "consumed": summary["consumed"], "load": os.getloadavg()}
     print(json.dumps(line), flush=True)
     results.append(line)
 
@@ -202,38 +233,158 @@ def failovers(cluster, kills):
     return times
 
 
+def live_leaders(admin, topic, count, alive):
+    """How many of the topic's partitions the broker behind `admin` names a live leader for
+    (one of `alive`); 0 while it does not list them all."""
+    try:
+        partitions = admin.list_topics(topic=topic, timeout=5).topics[topic].partitions
+    except Exception:  # the broker is busy or restarting: nothing known yet
+        return 0
+    return sum(1 for p in partitions.values() if p.leader in alive) if len(partitions) == count \
+        else 0
+
+
+def idle_then_kill(cluster, partitions, idle_s):
+    """The idle CPU of each broker hosting `partitions` RF3 partitions, then the time until a
+    killed broker's leaderships have moved (see the module documentation)."""
+    topic = "idle"
+    admin = AdminClient({"bootstrap.servers": cluster.bootstrap()})
+    # Small segments: each written segment reserves min(32 MiB, segment.bytes) of disk ahead of
+    # its writes, and every partition is written (its leaders' LEADER_CHANGE batches).
+    admin.create_topics([NewTopic(topic, partitions, 3, config={"segment.bytes": "65536"})],
+                        operation_timeout=120)[topic].result(180)
+    # One admin client per broker, each asking only its own broker (a client per question
+    # would load the machine while it measures).
+    admins = {i: AdminClient({"bootstrap.servers": f"127.0.0.1:{cluster.kafka[i]}",
+                              "log_level": 0}) for i in cluster.ids}
+    deadline = time.monotonic() + 300
+    while any(live_leaders(admins[i], topic, partitions, cluster.ids) < partitions
+              for i in cluster.ids):
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"not every partition of {topic} has a leader after 300 s")
+        time.sleep(1)
+    time.sleep(5)  # the creation's own work settles
+    before = {i: cluster.cpu_s(i) for i in cluster.ids}
+    started = time.monotonic()
+    time.sleep(idle_s)
+    elapsed = time.monotonic() - started
+    cpu = {i: round(100 * (cluster.cpu_s(i) - before[i]) / elapsed, 2) for i in cluster.ids}
+    print(json.dumps({"run": "idle", "partitions": partitions, "seconds": round(elapsed, 1),
+                      "cpu_percent_of_one_core": cpu, "load": os.getloadavg()}), flush=True)
+
+    # The broker leading the most partitions goes (the controller leader, ids being equal).
+    led = {i: 0 for i in cluster.ids}
+    for p in admin.list_topics(topic=topic, timeout=10).topics[topic].partitions.values():
+        led[p.leader] = led.get(p.leader, 0) + 1
+    victim = max(cluster.ids, key=lambda i: led[i])
+    survivors = [i for i in cluster.ids if i != victim]
+    acked = {}
+    lock = threading.Lock()
+    producer = Producer({"bootstrap.servers": ",".join(f"127.0.0.1:{cluster.kafka[i]}"
+                                                        for i in survivors),
+                         "acks": "all", "linger.ms": 0, "message.timeout.ms": 60000,
+                         "retry.backoff.ms": 20, "retry.backoff.max.ms": 100,
+                         "reconnect.backoff.ms": 20, "reconnect.backoff.max.ms": 200,
+                         "topic.metadata.refresh.fast.interval.ms": 50, "log_level": 0})
+    producer.list_topics(topic=topic, timeout=10)  # connected and knows the leaders
+
+    def delivered(error, message):
+        if error is None:
+            with lock:
+                acked.setdefault(message.partition(), time.monotonic())
+
+    killed_at = time.monotonic()
+    cluster.kill(victim)
+    for partition in range(partitions):
+        producer.produce(topic, b"x" * 1024, partition=partition, on_delivery=delivered)
+    moved_ms = None
+    deadline = killed_at + 60
+    while time.monotonic() < deadline and (moved_ms is None or len(acked) < partitions):
+        producer.poll(0.01)
+        if moved_ms is None and all(
+                live_leaders(admins[i], topic, partitions, survivors) == partitions
+                for i in survivors):
+            moved_ms = (time.monotonic() - killed_at) * 1000
+    producer.flush(10)
+    acked_ms = (max(acked.values()) - killed_at) * 1000 if len(acked) == partitions else None
+    print(json.dumps({"run": "kill-one", "partitions": partitions, "victim": victim,
+                      "leaderships_moved": led[victim],
+                      "metadata_all_live_ms": moved_ms and round(moved_ms),
+                      "acked_every_partition_ms": acked_ms and round(acked_ms),
+                      "acked": len(acked), "load": os.getloadavg()}), flush=True)
+    cluster.start(victim)
+    cluster.wait_listed(3)
+
+
 def main():
     parser = argparse.ArgumentParser()
+    parser.add_argument("--runs", default="peak,fixed,failover",
+                        help="comma-separated: peak, fixed, failover, idle")
     parser.add_argument("--kills", type=int, default=20)
     parser.add_argument("--duration-s", type=int, default=15)
     parser.add_argument("--warmup-s", type=int, default=3)
     parser.add_argument("--rate", type=int, default=20480)
-    parser.add_argument("--partitions", type=int, default=3)
+    parser.add_argument("--partitions", default="3,16,256",
+                        help="comma-separated partition counts of the fixed-rate runs")
+    parser.add_argument("--segment-bytes", type=int, default=4 << 20,
+                        help="the brokers' --segment-bytes (bounds the disk reserved per "
+                        "partition)")
+    parser.add_argument("--idle-partitions", type=int, default=3000)
+    parser.add_argument("--idle-s", type=int, default=30)
+    parser.add_argument("--ferrite", default=FERRITE)
+    parser.add_argument("--bench", default=BENCH)
+    parser.add_argument("--kafka-port-base", type=int, default=0)
+    parser.add_argument("--rpc-port-base", type=int, default=0)
     parser.add_argument("--dir", default="./bench-data")
     arguments = parser.parse_args()
+    runs = set(arguments.runs.split(","))
+    counts = [int(count) for count in arguments.partitions.split(",")]
+    os.makedirs(arguments.dir, exist_ok=True)
+    # Each written segment reserves min(32 MiB, segment bytes) of disk ahead of its writes, on
+    # every broker: 256 partitions at the broker's 1 GiB default reserve 24 GiB. Refuse a run
+    # that would leave less than 10 GiB free.
+    reserved = 3 * max(counts) * min(32 << 20, arguments.segment_bytes)
+    data = 3 * arguments.rate * 1024 * (arguments.duration_s + arguments.warmup_s)
+    free = shutil.disk_usage(arguments.dir).free
+    if free - reserved - data < 10 << 30:
+        raise SystemExit(f"{arguments.dir}: {free >> 20} MiB free; the runs would reserve "
+                         f"{reserved >> 20} MiB and write {data >> 20} MiB, leaving less "
+                         "than 10 GiB")
     root = os.path.abspath(os.path.join(arguments.dir, f"cluster-{int(time.time())}"))
     os.makedirs(root)
     with open("/proc/cpuinfo") as cpuinfo:
         model = next((line.split(":", 1)[1].strip() for line in cpuinfo
                       if line.startswith("model name")), "?")
-    print(json.dumps({"machine": f"{os.cpu_count()} cores, {model}", "results": root}),
+    print(json.dumps({"machine": f"{os.cpu_count()} cores, {model}", "results": root,
+                      "ferrite": os.path.abspath(arguments.ferrite), "load": os.getloadavg()}),
           flush=True)
-    cluster = Cluster(root)
+    cluster = Cluster(root, arguments.ferrite, arguments.segment_bytes,
+                      kafka_port_base=arguments.kafka_port_base,
+                      rpc_port_base=arguments.rpc_port_base)
     for i in cluster.ids:
         cluster.start(i)
     results = []
     try:
         cluster.wait_listed(3)
-        common = ["--partitions", str(arguments.partitions), "--duration-s",
-                  str(arguments.duration_s), "--warmup-s", str(arguments.warmup_s)]
-        bench(cluster, "peak-rf3-acksall", common + ["--rate", "0"], results)
-        bench(cluster, "fixed-rf3-acksall", common + ["--rate", str(arguments.rate)], results)
-        times = failovers(cluster, arguments.kills)
-        line = {"run": "failover", "kills": len(times),
-                "failover_ms": {"p50": statistics.median(times), "max": max(times),
-                                "min": min(times)},
-                "each_ms": [round(t, 1) for t in times]}
-        print(json.dumps(line), flush=True)
+        timing = ["--duration-s", str(arguments.duration_s), "--warmup-s", str(arguments.warmup_s),
+                  "--linger-ms", "0"]
+        if "peak" in runs:
+            bench(cluster, arguments.bench, "peak-rf3-acksall",
+                  ["--partitions", str(counts[0]), "--rate", "0"] + timing, results)
+        if "fixed" in runs:
+            for count in counts:
+                bench(cluster, arguments.bench, f"fixed-rf3-acksall-{count}p",
+                      ["--partitions", str(count), "--rate", str(arguments.rate)] + timing,
+                      results)
+        if "failover" in runs:
+            times = failovers(cluster, arguments.kills)
+            line = {"run": "failover", "kills": len(times),
+                    "failover_ms": {"p50": statistics.median(times), "max": max(times),
+                                    "min": min(times)},
+                    "each_ms": [round(t, 1) for t in times]}
+            print(json.dumps(line), flush=True)
+        if "idle" in runs:
+            idle_then_kill(cluster, arguments.idle_partitions, arguments.idle_s)
     finally:
         cluster.stop_all()
         if os.environ.get("KEEP_DATA") != "1":

@@ -45,6 +45,7 @@ mod random;
 pub mod replica;
 pub mod shard;
 pub mod transport;
+mod wheel;
 
 pub use log::{EpochRun, LogSummary};
 pub use message::{

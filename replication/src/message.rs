@@ -103,6 +103,18 @@ pub enum Message {
         last_fetched_term: Term,
         durable_index: Index,
     },
+    /// Follower → leader, with a fetch in flight: "storage now holds my log up to
+    /// `durable_index`; my log ends before `fetch_index`, whose previous entry has
+    /// `last_fetched_term`". Fetches are pipelined (the next leaves before the entries of the
+    /// last answer are durable), so durability is reported on its own as soon as storage
+    /// catches up, instead of with the next fetch, which may be held at the leader. It counts
+    /// as the fetch it echoes for the commit rule and check-quorum; nothing answers it.
+    Durable {
+        term: Term,
+        fetch_index: Index,
+        last_fetched_term: Term,
+        durable_index: Index,
+    },
     /// The answer to the fetch with this `fetch_index` and `last_fetched_term` (echoed, so a
     /// late or duplicated answer to an earlier fetch is recognised and dropped).
     FetchResponse {
@@ -129,6 +141,9 @@ impl Message {
                 *last_term
             }
             Message::Fetch {
+                last_fetched_term, ..
+            }
+            | Message::Durable {
                 last_fetched_term, ..
             } => *last_fetched_term,
             Message::FetchResponse {
@@ -161,6 +176,7 @@ impl Message {
             | Message::RequestVoteResponse { term, .. }
             | Message::BeginEpoch { term, .. }
             | Message::Fetch { term, .. }
+            | Message::Durable { term, .. }
             | Message::FetchResponse { term, .. }
             | Message::TimeoutNow { term } => *term,
         }
@@ -224,6 +240,17 @@ pub struct Effects {
 }
 
 impl Effects {
+    /// `later`'s effects after these, as one: the hard state, commit index and term-limit
+    /// report are the later ones where it has them (each supersedes the earlier); the writes
+    /// and messages follow these in order.
+    pub fn merge(&mut self, later: Effects) {
+        self.hard_state = later.hard_state.or(self.hard_state);
+        self.log_writes.extend(later.log_writes);
+        self.messages.extend(later.messages);
+        self.commit_index = later.commit_index.or(self.commit_index);
+        self.term_limit = later.term_limit.or(self.term_limit);
+    }
+
     pub fn is_empty(&self) -> bool {
         self.hard_state.is_none()
             && self.log_writes.is_empty()

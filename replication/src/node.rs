@@ -23,9 +23,14 @@ use crate::message::{
 };
 use crate::random::SplitMix64;
 
+/// The most doublings of the election timeout after failed campaigns (see
+/// `reset_election_timeout`): at most 8 times the window, 4-8 s at the broker's defaults.
+const ELECTION_BACKOFF_SHIFT_MAX: u32 = 3;
+
 mod damage;
 mod membership;
 mod replication;
+mod timers;
 
 /// A group member's settings. Times are in ticks of the driver's logical clock.
 #[derive(Debug, Clone)]
@@ -125,13 +130,15 @@ struct Progress {
     recently_active: bool,
 }
 
-/// The follower's one fetch in flight: its `fetch_index` and `last_fetched_term`, and how long
-/// ago it left.
+/// The follower's one fetch in flight: its `fetch_index` and `last_fetched_term`, how long
+/// ago it left, and the durable index the leader was last told while it is out (by it, or by
+/// a `Durable` report since).
 #[derive(Debug, Clone, Copy)]
 struct FetchInFlight {
     fetch_index: Index,
     last_fetched_term: Term,
     elapsed_ticks: u64,
+    durable_index: Index,
 }
 
 #[derive(Debug, Clone)]
@@ -169,7 +176,7 @@ enum Role {
     Leader(LeaderState),
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct RaftNode {
     config: RaftConfig,
     random: SplitMix64,
@@ -181,11 +188,18 @@ pub struct RaftNode {
     /// or since the last check-quorum (leader).
     elapsed_ticks: u64,
     election_timeout_ticks: u64,
+    /// Campaigns in a row that ended without a leader (the timeout ran out again): each
+    /// doubles the next election timeout, up to [`ELECTION_BACKOFF_SHIFT_MAX`] doublings.
+    campaigns_failed: u32,
     /// Fetches an observer sent while it knew no leader: which voter it asks next.
     leaderless_fetches: u64,
     /// Where the log ended before it lost entries to damage (see `damage`): votes go only to
     /// candidates at least this up to date, and no campaign starts, until the log is back.
     vote_floor: Option<(Term, Index)>,
+    /// A follower fetches on only while storage holds its log up to here: the log's end
+    /// before the entries of the latest answer. Fetches are pipelined (the next leaves while
+    /// those entries are being written), but never more than one answer ahead of the disk.
+    fetch_floor_index: Index,
     effects: Effects,
 }
 
@@ -216,8 +230,10 @@ impl RaftNode {
             },
             elapsed_ticks: 0,
             election_timeout_ticks: 0,
+            campaigns_failed: 0,
             leaderless_fetches: 0,
             vote_floor: None,
+            fetch_floor_index: 0,
             effects: Effects::default(),
         };
         node.reset_election_timeout();
@@ -302,7 +318,7 @@ impl RaftNode {
                         in_flight.elapsed_ticks += 1;
                         in_flight.elapsed_ticks >= self.config.fetch_timeout_ticks
                     }
-                    None => self.log.persisted_index() >= self.log.last_index(),
+                    None => self.log.persisted_index() >= self.fetch_floor_index,
                 };
                 let fetches = leader.is_some() || !is_voter;
                 if lost {
@@ -319,6 +335,7 @@ impl RaftNode {
             Role::PreCandidate { .. } | Role::Candidate { .. } => {
                 if is_voter && self.elapsed_ticks >= self.election_timeout_ticks && !self.abstains()
                 {
+                    self.campaigns_failed = self.campaigns_failed.saturating_add(1);
                     self.start_pre_vote();
                 }
             }
@@ -365,7 +382,10 @@ impl RaftNode {
             let our_term = self.hard_state.term;
             match (message, self.leader()) {
                 // A member left behind (e.g. healed from a partition) learns who leads now.
-                (Message::Fetch { .. } | Message::BeginEpoch { .. }, Some(leader)) => self.send(
+                (
+                    Message::Fetch { .. } | Message::Durable { .. } | Message::BeginEpoch { .. },
+                    Some(leader),
+                ) => self.send(
                     from,
                     Message::BeginEpoch {
                         term: our_term,
@@ -457,6 +477,12 @@ impl RaftNode {
                 durable_index,
                 ..
             } => self.handle_fetch(from, fetch_index, last_fetched_term, durable_index),
+            Message::Durable {
+                fetch_index,
+                last_fetched_term,
+                durable_index,
+                ..
+            } => self.handle_durable(from, fetch_index, last_fetched_term, durable_index),
             Message::FetchResponse {
                 leader,
                 commit_index,
@@ -542,10 +568,34 @@ impl RaftNode {
         }
     }
 
+    /// A new election timeout in `[min, 2 * min)`, staggered by the node's rank in the voter
+    /// set: the window is cut into one slot per voter and the voter at position `r` draws from
+    /// slot `r`. When a leader dies, every group it led elects at once; without the stagger
+    /// its followers would often campaign together and split the vote (each voting for
+    /// itself), costing another timeout per split. With it the first surviving voter of each
+    /// group asks first and the next one only a slot later, and since the metadata rotates the
+    /// first replica over partitions, the new leaderships spread over the survivors.
+    /// Observers (no rank) draw from the whole window.
+    ///
+    /// After campaigns that ended without a leader the timeout doubles per failed campaign
+    /// (as KRaft's election backoff): a vote is only counted once the voter's state file holds
+    /// it, and when a dead broker's thousand groups elect at once those writes can take longer
+    /// than a timeout; without the backoff every candidate gave up before its votes arrived,
+    /// campaigned again with a new term to write, and the groups churned through terms
+    /// without ever electing. A leader found, or won, starts over from the window.
     fn reset_election_timeout(&mut self) {
         let min = self.config.election_timeout_ticks_min;
         self.elapsed_ticks = 0;
-        self.election_timeout_ticks = self.random.range(min, 2 * min);
+        let voters = self.log.voters();
+        self.election_timeout_ticks = match voters.iter().position(|id| *id == self.config.id) {
+            Some(rank) => {
+                let slot_ticks = (min / voters.len() as u64).max(1);
+                let start = (min + rank as u64 * slot_ticks).min(2 * min - 1);
+                self.random.range(start, (start + slot_ticks).min(2 * min))
+            }
+            None => self.random.range(min, 2 * min),
+        };
+        self.election_timeout_ticks <<= self.campaigns_failed.min(ELECTION_BACKOFF_SHIFT_MAX);
     }
 
     fn set_term(&mut self, term: Term) {
@@ -587,6 +637,7 @@ impl RaftNode {
             }
         }
         self.elapsed_ticks = 0;
+        self.campaigns_failed = 0;
         true
     }
 
@@ -682,6 +733,7 @@ impl RaftNode {
             transfer: None,
         });
         self.elapsed_ticks = 0;
+        self.campaigns_failed = 0;
         // Entries of earlier terms commit only under an entry of ours (Raft §5.4.2).
         self.append_own(1, EntryKind::LeaderChange);
         self.announce();

@@ -7,10 +7,26 @@
 //! it is handed to the owning shard over the mesh ([`ShardContext::deliver`]) when that is
 //! another one. Each replica is registered with the shard ([`ShardContext::register_replicated`])
 //! so producer batches for it go through its Raft group and followers refuse clients.
+//!
+//! The unit of bookkeeping is the shard and the broker pair, not the partition, so that a shard
+//! with thousands of idle replicas costs little more than one with a few:
+//! - Time: the shard's clock ticks every 10 ms, but a replica runs only at the ticks it asked
+//!   for ([`crate::replica::Schedule`]: a timer wheel of the shard's replicas). Between them it
+//!   costs nothing; its Raft core is brought up to date in one step when it runs or is handed
+//!   anything.
+//! - Who leads: a replica tells the shard when its role, term or leader changes, and the shard
+//!   writes the changes of a tick into the broker's [`LeaderTable`] together (a broker's death
+//!   moves a thousand leaderships within a second or so).
+//! - Traffic: every partition message one shard has for one peer within one executor turn
+//!   travels as one frame naming each topic once ([`Coalescer`]). Followers' idle fetches are
+//!   held at the leader until the shard's next fetch round (every `fetch_wait_ticks`) and all
+//!   answered in one turn, so the next fetches come back together too: idle, each broker pair
+//!   exchanges one frame each way per round, whatever the partition count (Kafka's replica
+//!   fetcher sends one Fetch per broker pair; Redpanda coalesces heartbeats per node pair).
 
 use std::any::Any;
 use std::cell::{Cell, RefCell};
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::rc::{Rc, Weak};
 use std::sync::{Arc, RwLock};
@@ -25,14 +41,19 @@ use crate::controller::{
     Controller, ControllerError, ControllerRequest, ControllerWire, WireOutbox, METADATA_TOPIC,
 };
 use crate::message::{Index, Message, NodeId, TermLimit, TERM_MAX};
-use crate::replica::{report_term_limit, Outbox, PartitionReplica, ReplicaConfig, ReplicaError};
+use crate::node::RoleKind;
+use crate::replica::{
+    report_term_limit, Outbox, PartitionReplica, ReplicaConfig, ReplicaError, Schedule,
+};
 use crate::transport::{Received, Transport, TransportConfig, TransportError};
+use crate::wheel::TimerWheel;
 
-/// A Raft message of one partition's group, as it travels between brokers; its batches (if
-/// any) are the next `payload_bytes` of the frame's payload.
+/// A Raft message of one partition's group, as it travels between brokers: its topic is the
+/// frame's `topics[topic]`, and its batches (if any) are the next `payload_bytes` of the
+/// frame's payload.
 #[derive(Debug, Clone, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub struct PartitionMessage {
-    pub topic: String,
+    pub topic: u32,
     pub partition: u32,
     pub message: Message,
     pub payload_bytes: u32,
@@ -52,8 +73,12 @@ pub struct LeaderReport {
 /// Everything brokers' shards say to each other.
 #[derive(Debug, Clone, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub enum BrokerWire {
-    /// Every partition message one shard had for one peer in one turn (see [`Coalescer`]).
-    Partitions(Vec<PartitionMessage>),
+    /// Every partition message one shard had for one peer in one turn (see [`Coalescer`]),
+    /// each topic named once.
+    Partitions {
+        topics: Vec<String>,
+        messages: Vec<PartitionMessage>,
+    },
     Controller(ControllerWire),
     Leaders(Vec<LeaderReport>),
 }
@@ -90,23 +115,49 @@ struct KnownLeader {
     term: u64,
 }
 
+fn report_leader(
+    leaders: &mut HashMap<PartitionId, KnownLeader>,
+    partition: &PartitionId,
+    leader: NodeId,
+    term: u64,
+) {
+    let reported = KnownLeader {
+        leader: Some(leader),
+        term,
+    };
+    match leaders.get(partition) {
+        Some(known) if known.term > term || *known == reported => {}
+        _ => {
+            leaders.insert(partition.clone(), reported);
+        }
+    }
+}
+
+fn forget_stale_leader(
+    leaders: &mut HashMap<PartitionId, KnownLeader>,
+    partition: &PartitionId,
+    own: NodeId,
+    term: u64,
+) {
+    match leaders.get_mut(partition) {
+        Some(known) => {
+            if known.leader == Some(own) || known.term < term {
+                *known = KnownLeader {
+                    leader: None,
+                    term: known.term.max(term),
+                };
+            }
+        }
+        None => {
+            leaders.insert(partition.clone(), KnownLeader { leader: None, term });
+        }
+    }
+}
+
 impl LeaderTable {
     /// Records that `leader` leads `partition` in `term`, unless a later term is known.
     pub fn report(&self, partition: &PartitionId, leader: NodeId, term: u64) {
-        let mut leaders = self
-            .leaders
-            .write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let reported = KnownLeader {
-            leader: Some(leader),
-            term,
-        };
-        match leaders.get(partition) {
-            Some(known) if known.term > term || *known == reported => {}
-            _ => {
-                leaders.insert(partition.clone(), reported);
-            }
-        }
+        report_leader(&mut self.write_leaders(), partition, leader, term);
     }
 
     /// This broker's replica of `partition` knows of no leader in its `term`: an entry naming
@@ -114,19 +165,30 @@ impl LeaderTable {
     /// (the term stays), so Metadata does not send clients to a deposed leader, such as a
     /// leader cut off from the others that stepped down.
     pub fn forget_stale(&self, partition: &PartitionId, own: NodeId, term: u64) {
-        let mut leaders = self
-            .leaders
-            .write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let known = leaders
-            .entry(partition.clone())
-            .or_insert(KnownLeader { leader: None, term });
-        if known.leader == Some(own) || known.term < term {
-            *known = KnownLeader {
-                leader: None,
-                term: known.term.max(term),
-            };
+        forget_stale_leader(&mut self.write_leaders(), partition, own, term);
+    }
+
+    /// What this broker's replicas (`own` is this broker) now know of their partitions'
+    /// leaders, `(partition, leader, term)`, written together under one lock: a known leader
+    /// as [`LeaderTable::report`], none as [`LeaderTable::forget_stale`].
+    pub fn note_own<'a>(
+        &self,
+        own: NodeId,
+        views: impl IntoIterator<Item = (&'a PartitionId, Option<NodeId>, u64)>,
+    ) {
+        let mut leaders = self.write_leaders();
+        for (partition, leader, term) in views {
+            match leader {
+                Some(leader) => report_leader(&mut leaders, partition, leader, term),
+                None => forget_stale_leader(&mut leaders, partition, own, term),
+            }
         }
+    }
+
+    fn write_leaders(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<PartitionId, KnownLeader>> {
+        self.leaders
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// What broker `from` reported of a partition it leads; refused if its term does not fit
@@ -261,7 +323,13 @@ pub struct ShardReplication {
     transport: Rc<Transport<BrokerWire>>,
     /// Every replica's messages to peers go through it.
     coalescer: Rc<Coalescer>,
-    replicas: RefCell<HashMap<PartitionId, PartitionReplica>>,
+    replicas: RefCell<Registry>,
+    /// The replicas' clock and timer wheel.
+    timers: Rc<ShardTimers>,
+    /// The slots of the replicas that lead (for the leader reports).
+    leading: RefCell<BTreeSet<u32>>,
+    /// The slots of the replicas a reassignment moves (their completion is reported).
+    moving: RefCell<BTreeSet<u32>>,
     leaders: Arc<LeaderTable>,
     /// The broker's controller, on the shard that runs it.
     controller: RefCell<Option<Controller>>,
@@ -298,6 +366,94 @@ pub struct Hosting {
 
 /// Ticks between two reports of the partitions a shard leads to the other brokers.
 const LEADER_REPORT_INTERVAL_TICKS: u64 = 50;
+
+/// The replicas a shard runs: by topic and partition (the wire names them with a `&str`, so no
+/// `PartitionId` is built per message), and by slot (what the timer wheel names).
+#[derive(Default)]
+struct Registry {
+    slots_by_topic: HashMap<String, HashMap<u32, u32>>,
+    slots: Vec<Option<(PartitionId, PartitionReplica)>>,
+    free_slots: Vec<u32>,
+}
+
+impl Registry {
+    fn slot_of(&self, topic: &str, partition: u32) -> Option<u32> {
+        self.slots_by_topic.get(topic)?.get(&partition).copied()
+    }
+
+    fn get(&self, topic: &str, partition: u32) -> Option<&PartitionReplica> {
+        let slot = self.slot_of(topic, partition)?;
+        self.at(slot).map(|(_, replica)| replica)
+    }
+
+    fn at(&self, slot: u32) -> Option<&(PartitionId, PartitionReplica)> {
+        self.slots.get(slot as usize)?.as_ref()
+    }
+
+    /// A slot for a replica about to open.
+    fn reserve(&mut self) -> u32 {
+        self.free_slots.pop().unwrap_or_else(|| {
+            self.slots.push(None);
+            u32::try_from(self.slots.len() - 1).expect("fewer than 2^32 replicas per shard")
+        })
+    }
+
+    fn fill(&mut self, slot: u32, partition: PartitionId, replica: PartitionReplica) {
+        self.slots_by_topic
+            .entry(partition.topic.clone())
+            .or_default()
+            .insert(partition.partition, slot);
+        self.slots[slot as usize] = Some((partition, replica));
+    }
+
+    fn release(&mut self, slot: u32) {
+        self.slots[slot as usize] = None;
+        self.free_slots.push(slot);
+    }
+
+    fn remove(&mut self, partition: &PartitionId) -> Option<(u32, PartitionReplica)> {
+        let partitions = self.slots_by_topic.get_mut(&partition.topic)?;
+        let slot = partitions.remove(&partition.partition)?;
+        if partitions.is_empty() {
+            self.slots_by_topic.remove(&partition.topic);
+        }
+        let (_, replica) = self.slots[slot as usize].take()?;
+        self.free_slots.push(slot);
+        Some((slot, replica))
+    }
+
+    fn drain(&mut self) -> Vec<(PartitionId, PartitionReplica)> {
+        self.slots_by_topic.clear();
+        self.free_slots.clear();
+        self.slots.drain(..).flatten().collect()
+    }
+}
+
+/// The clock of a shard's replicas, the timer wheel of their due ticks, and the replicas whose
+/// leadership changed since the shard last looked (shared with each replica's [`ReplicaSlot`]).
+struct ShardTimers {
+    clock: Rc<Cell<u64>>,
+    wheel: RefCell<TimerWheel>,
+    changed: RefCell<Vec<u32>>,
+    /// The buffer of the replicas due at a tick.
+    due: RefCell<Vec<u32>>,
+}
+
+/// A replica's [`Schedule`]: its slot in the shard's timers.
+struct ReplicaSlot {
+    timers: Rc<ShardTimers>,
+    slot: u32,
+}
+
+impl Schedule for ReplicaSlot {
+    fn wake_at(&self, tick: u64) {
+        self.timers.wheel.borrow_mut().schedule(tick, self.slot);
+    }
+
+    fn leadership_changed(&self) {
+        self.timers.changed.borrow_mut().push(self.slot);
+    }
+}
 
 /// The partition whose owning shard runs the broker's controller.
 fn controller_partition() -> PartitionId {
@@ -337,7 +493,15 @@ impl ShardReplication {
             config,
             coalescer: Coalescer::new(transport.clone()),
             transport,
-            replicas: RefCell::new(HashMap::new()),
+            replicas: RefCell::new(Registry::default()),
+            timers: Rc::new(ShardTimers {
+                clock: Rc::new(Cell::new(0)),
+                wheel: RefCell::new(TimerWheel::new(0)),
+                changed: RefCell::new(Vec::new()),
+                due: RefCell::new(Vec::new()),
+            }),
+            leading: RefCell::new(BTreeSet::new()),
+            moving: RefCell::new(BTreeSet::new()),
             leaders,
             controller: RefCell::new(None),
             completing: RefCell::new(HashSet::new()),
@@ -358,11 +522,9 @@ impl ShardReplication {
             async move {
                 let tick = replication.config.tick;
                 let ticking = replication.clone();
-                let mut ticks = 0u64;
                 context
                     .every(tick, move || {
-                        ticks += 1;
-                        ticking.tick(ticks.is_multiple_of(LEADER_REPORT_INTERVAL_TICKS));
+                        ticking.tick();
                         std::future::ready(())
                     })
                     .await;
@@ -377,18 +539,42 @@ impl ShardReplication {
     fn on_wire(&self, received: Received<BrokerWire>) {
         let from = received.from_node;
         match received.message {
-            BrokerWire::Partitions(messages) => {
+            BrokerWire::Partitions { topics, messages } => {
+                // Most messages are for replicas of this shard, found with each topic looked up
+                // once per frame, and handed over directly.
+                let local: Vec<Option<PartitionReplica>> = {
+                    let replicas = self.replicas.borrow();
+                    let by_topic: Vec<_> = topics
+                        .iter()
+                        .map(|topic| replicas.slots_by_topic.get(topic.as_str()))
+                        .collect();
+                    messages
+                        .iter()
+                        .map(|message| {
+                            let partitions = by_topic.get(message.topic as usize)?.as_ref()?;
+                            let slot = partitions.get(&message.partition)?;
+                            replicas.at(*slot).map(|(_, replica)| replica.clone())
+                        })
+                        .collect()
+                };
                 let mut payload = received.payload;
-                for message in messages {
+                for (message, replica) in messages.into_iter().zip(local) {
                     let bytes = message.payload_bytes as usize;
+                    let Some(topic) = topics.get(message.topic as usize) else {
+                        return; // a peer's garbage, dropped like a loss
+                    };
                     if bytes > payload.len() {
-                        // Lengths that do not add up: a peer's garbage, dropped like a loss.
-                        return;
+                        return; // lengths that do not add up: the same
                     }
                     let batches = payload.split_to(bytes);
-                    let partition = PartitionId::new(message.topic, message.partition);
-                    let delivered: Delivered = (from, message.message, batches);
-                    self.route(partition, Box::new(delivered));
+                    match replica {
+                        Some(replica) => replica.receive(from, message.message, batches),
+                        None => {
+                            let partition = PartitionId::new(topic.clone(), message.partition);
+                            let delivered: Delivered = (from, message.message, batches);
+                            self.route(partition, Box::new(delivered));
+                        }
+                    }
                 }
             }
             BrokerWire::Controller(wire) => {
@@ -467,14 +653,18 @@ impl ShardReplication {
                     let replication = self.clone_rc();
                     glommio::spawn_local(async move {
                         let hosted = match replication {
-                            Some(replication) => replication
-                                .host(partition, voters)
-                                .await
-                                .map(|replica| {
-                                    replica.set_target_voters(target);
-                                    replica.set_preferred_leader(preferred_leader);
-                                })
-                                .map_err(|error| error.to_string()),
+                            Some(replication) => {
+                                let moving = target.is_some();
+                                replication
+                                    .host(partition.clone(), voters)
+                                    .await
+                                    .map(|replica| {
+                                        replica.set_target_voters(target);
+                                        replica.set_preferred_leader(preferred_leader);
+                                        replication.note_moving(&partition, moving);
+                                    })
+                                    .map_err(|error| error.to_string())
+                            }
                             None => Err("replication stopped".into()),
                         };
                         let _ = reply.send(hosted);
@@ -557,9 +747,29 @@ impl ShardReplication {
     /// Stops this broker's replica of `partition` (its topic was deleted, or it was moved
     /// away).
     fn unhost(&self, partition: &PartitionId) {
-        if let Some(replica) = self.replicas.borrow_mut().remove(partition) {
+        let removed = self.replicas.borrow_mut().remove(partition);
+        if let Some((slot, replica)) = removed {
+            self.leading.borrow_mut().remove(&slot);
+            self.moving.borrow_mut().remove(&slot);
             self.context.unregister_replicated(partition);
             replica.stop("this broker no longer hosts the partition");
+        }
+    }
+
+    /// Whether a reassignment moves `partition` (its completion is then watched every tick).
+    fn note_moving(&self, partition: &PartitionId, moving: bool) {
+        let Some(slot) = self
+            .replicas
+            .borrow()
+            .slot_of(&partition.topic, partition.partition)
+        else {
+            return;
+        };
+        let mut watched = self.moving.borrow_mut();
+        if moving {
+            watched.insert(slot);
+        } else {
+            watched.remove(&slot);
         }
     }
 
@@ -587,50 +797,106 @@ impl ShardReplication {
         .detach();
     }
 
-    /// One tick of every replica; notes who leads what, and (`report`) tells the other
-    /// brokers what this shard leads.
-    fn tick(&self, report: bool) {
-        let replicas: Vec<(PartitionId, PartitionReplica)> = self
-            .replicas
-            .borrow()
-            .iter()
-            .map(|(partition, replica)| (partition.clone(), replica.clone()))
-            .collect();
-        let mut led = Vec::new();
-        for (partition, replica) in replicas {
-            replica.tick();
-            if let Some(voters) = replica.completed_target() {
-                self.report_completed_move(&partition, voters);
-            }
-            let Some(leader) = replica.leader() else {
-                self.leaders
-                    .forget_stale(&partition, self.config.node_id, replica.term());
-                continue;
-            };
-            self.leaders.report(&partition, leader, replica.term());
-            if leader == self.config.node_id {
-                let in_sync = replica.in_sync_voters();
-                self.leaders
-                    .report_in_sync(&partition, replica.term(), &in_sync);
-                led.push(LeaderReport {
-                    topic: partition.topic.clone(),
-                    partition: partition.partition,
-                    term: replica.term(),
-                    in_sync,
-                });
+    /// One tick of the shard's clock: runs the replicas due at it, writes the leaderships
+    /// that changed into the leader table, follows reassignments to their completion, and
+    /// every [`LEADER_REPORT_INTERVAL_TICKS`] tells the other brokers what this shard leads.
+    fn tick(&self) {
+        let now = self.timers.clock.get() + 1;
+        self.timers.clock.set(now);
+        // The due list's buffer is kept from tick to tick: a tick allocates nothing.
+        let mut due = std::mem::take(&mut *self.timers.due.borrow_mut());
+        self.timers.wheel.borrow_mut().expire(now, &mut due);
+        for slot in due.drain(..) {
+            let replica = self
+                .replicas
+                .borrow()
+                .at(slot)
+                .map(|(_, replica)| replica.clone());
+            if let Some(replica) = replica {
+                replica.run_due();
             }
         }
-        if report && !led.is_empty() {
-            for peer in self
-                .config
-                .peers
-                .keys()
-                .filter(|peer| **peer != self.config.node_id)
-            {
-                let _ = self
-                    .transport
-                    .send(*peer, &BrokerWire::Leaders(led.clone()), Bytes::new());
+        *self.timers.due.borrow_mut() = due;
+        self.note_leadership_changes();
+        let moving: Vec<u32> = self.moving.borrow().iter().copied().collect();
+        for slot in moving {
+            let hosted = self.replicas.borrow().at(slot).cloned();
+            if let Some((partition, replica)) = hosted {
+                if let Some(voters) = replica.completed_target() {
+                    self.report_completed_move(&partition, voters);
+                }
             }
+        }
+        if now.is_multiple_of(LEADER_REPORT_INTERVAL_TICKS) {
+            self.report_leaderships();
+        }
+    }
+
+    /// Writes what the replicas whose leadership changed now know into the broker's leader
+    /// table, all under one lock, and keeps the set of those that lead.
+    fn note_leadership_changes(&self) {
+        let mut changed = std::mem::take(&mut *self.timers.changed.borrow_mut());
+        if changed.is_empty() {
+            return;
+        }
+        changed.sort_unstable();
+        changed.dedup();
+        let own = self.config.node_id;
+        let replicas = self.replicas.borrow();
+        let mut leading = self.leading.borrow_mut();
+        let views: Vec<(&PartitionId, Option<NodeId>, u64)> = changed
+            .iter()
+            .filter_map(|slot| {
+                let (partition, replica) = replicas.at(*slot)?;
+                let leader = replica.leader();
+                if leader == Some(own) {
+                    leading.insert(*slot);
+                } else {
+                    leading.remove(slot);
+                }
+                Some((partition, leader, replica.term()))
+            })
+            .collect();
+        self.leaders.note_own(own, views);
+    }
+
+    /// Tells the other brokers which partitions this shard leads, in which terms, with their
+    /// in-sync voters (and notes the in-sync voters here).
+    fn report_leaderships(&self) {
+        let led: Vec<(PartitionId, PartitionReplica)> = {
+            let replicas = self.replicas.borrow();
+            self.leading
+                .borrow()
+                .iter()
+                .filter_map(|slot| replicas.at(*slot).cloned())
+                .collect()
+        };
+        let mut reports = Vec::with_capacity(led.len());
+        for (partition, replica) in led {
+            if replica.role() != RoleKind::Leader {
+                continue;
+            }
+            let in_sync = replica.in_sync_voters();
+            self.leaders
+                .report_in_sync(&partition, replica.term(), &in_sync);
+            reports.push(LeaderReport {
+                topic: partition.topic,
+                partition: partition.partition,
+                term: replica.term(),
+                in_sync,
+            });
+        }
+        if reports.is_empty() {
+            return;
+        }
+        let reports = BrokerWire::Leaders(reports);
+        for peer in self
+            .config
+            .peers
+            .keys()
+            .filter(|peer| **peer != self.config.node_id)
+        {
+            let _ = self.transport.send(*peer, &reports, Bytes::new());
         }
     }
 
@@ -646,10 +912,14 @@ impl ShardReplication {
         partition: PartitionId,
         voters: Vec<NodeId>,
     ) -> Result<PartitionReplica, ReplicaError> {
-        if let Some(replica) = self.replicas.borrow().get(&partition) {
-            return Ok(replica.clone());
+        if let Some(replica) = self.replica(&partition) {
+            return Ok(replica);
         }
         let log = self.context.partition_log(&partition).await?;
+        // Another call may have hosted it while the log opened.
+        if let Some(replica) = self.replica(&partition) {
+            return Ok(replica);
+        }
         let dir = log.directory().to_path_buf();
         let config = ReplicaConfig {
             node_id: self.config.node_id,
@@ -664,21 +934,39 @@ impl ShardReplication {
         };
         let outbox = Rc::new(PartitionOutbox {
             coalescer: self.coalescer.clone(),
-            topic: partition.topic.clone(),
+            topic: Rc::from(partition.topic.as_str()),
             partition: partition.partition,
         });
-        let replica = PartitionReplica::open(config, dir, log, outbox)?;
+        let slot = self.replicas.borrow_mut().reserve();
+        let schedule = Rc::new(ReplicaSlot {
+            timers: self.timers.clone(),
+            slot,
+        });
+        let clock = self.timers.clock.clone();
+        let replica =
+            match PartitionReplica::open_scheduled(config, dir, log, outbox, clock, schedule) {
+                Ok(replica) => replica,
+                Err(error) => {
+                    self.replicas.borrow_mut().release(slot);
+                    return Err(error);
+                }
+            };
         self.context
             .register_replicated(partition.clone(), Rc::new(replica.clone()));
         self.replicas
             .borrow_mut()
-            .insert(partition, replica.clone());
+            .fill(slot, partition, replica.clone());
+        // Its first view of who leads goes into the table at the next tick.
+        self.timers.changed.borrow_mut().push(slot);
         Ok(replica)
     }
 
     /// The replica of `partition` on this shard, if it runs here.
     pub fn replica(&self, partition: &PartitionId) -> Option<PartitionReplica> {
-        self.replicas.borrow().get(partition).cloned()
+        self.replicas
+            .borrow()
+            .get(&partition.topic, partition.partition)
+            .cloned()
     }
 
     /// Stops every replica, the controller and the transport (the shard is shutting down).
@@ -686,8 +974,9 @@ impl ShardReplication {
         if let Some(controller) = self.controller.borrow_mut().take() {
             controller.stop("the broker is shutting down");
         }
-        let replicas: Vec<(PartitionId, PartitionReplica)> =
-            self.replicas.borrow_mut().drain().collect();
+        let replicas = self.replicas.borrow_mut().drain();
+        self.leading.borrow_mut().clear();
+        self.moving.borrow_mut().clear();
         for (partition, replica) in replicas {
             self.context.unregister_replicated(&partition);
             replica.stop("the shard is shutting down");
@@ -705,15 +994,52 @@ fn replica_seed(node_id: NodeId, partition: &PartitionId) -> u64 {
 }
 
 /// Partition messages for each peer broker, gathered during one turn of the shard's executor
-/// and sent as one frame when the turn ends: the fetches, answers and announcements that a
-/// tick of many partitions produces travel to each broker together, as Kafka's replica fetcher
-/// sends one Fetch per broker pair and Redpanda coalesces heartbeats per node. A frame is
-/// sent early once its batches reach [`COALESCED_PAYLOAD_BYTES_MAX`].
+/// and sent as one frame when the turn ends, each topic named once in it: the fetches, answers
+/// and announcements that a tick (or a fetch round) of many partitions produces travel to each
+/// broker together, as Kafka's replica fetcher sends one Fetch per broker pair and Redpanda
+/// coalesces heartbeats per node. A frame is sent early once its batches reach
+/// [`COALESCED_PAYLOAD_BYTES_MAX`].
 pub struct Coalescer {
     transport: Rc<Transport<BrokerWire>>,
-    pending: RefCell<BTreeMap<NodeId, (Vec<PartitionMessage>, BytesMut)>>,
+    pending: RefCell<BTreeMap<NodeId, PendingFrame>>,
+    /// Messages in the last frame sent (the capacity the next one starts with).
+    messages_last: Cell<usize>,
     flush_scheduled: Cell<bool>,
     stats: Cell<CoalescerStats>,
+}
+
+/// One peer's frame being gathered.
+#[derive(Default)]
+struct PendingFrame {
+    topics: Vec<String>,
+    topic_positions: HashMap<Rc<str>, u32>,
+    /// The topic of the last message and its position (a round's messages for one topic
+    /// mostly come one after another).
+    last_topic: Option<(Rc<str>, u32)>,
+    messages: Vec<PartitionMessage>,
+    batches: BytesMut,
+}
+
+impl PendingFrame {
+    /// The position of `topic` in the frame's topic list, added if new.
+    fn topic_position(&mut self, topic: &Rc<str>) -> u32 {
+        if let Some((last, position)) = &self.last_topic {
+            if Rc::ptr_eq(last, topic) {
+                return *position;
+            }
+        }
+        let position = match self.topic_positions.get(&**topic) {
+            Some(position) => *position,
+            None => {
+                let position = u32::try_from(self.topics.len()).unwrap_or(u32::MAX);
+                self.topics.push(topic.to_string());
+                self.topic_positions.insert(topic.clone(), position);
+                position
+            }
+        };
+        self.last_topic = Some((topic.clone(), position));
+        position
+    }
 }
 
 /// Bytes of batches one coalesced frame carries before it is sent without waiting for the
@@ -732,22 +1058,39 @@ impl Coalescer {
         Rc::new(Coalescer {
             transport,
             pending: RefCell::new(BTreeMap::new()),
+            messages_last: Cell::new(0),
             flush_scheduled: Cell::new(false),
             stats: Cell::new(CoalescerStats::default()),
         })
     }
 
-    fn queue(self: &Rc<Self>, to: NodeId, mut message: PartitionMessage, payload: Bytes) {
-        message.payload_bytes = u32::try_from(payload.len()).unwrap_or(u32::MAX);
+    fn queue(
+        self: &Rc<Self>,
+        to: NodeId,
+        topic: &Rc<str>,
+        partition: u32,
+        message: Message,
+        payload: Bytes,
+    ) {
         let mut stats = self.stats.get();
         stats.messages += 1;
         self.stats.set(stats);
         let full = {
             let mut pending = self.pending.borrow_mut();
-            let (messages, batches) = pending.entry(to).or_default();
-            messages.push(message);
-            batches.extend_from_slice(&payload);
-            batches.len() >= COALESCED_PAYLOAD_BYTES_MAX
+            let frame = pending.entry(to).or_insert_with(|| PendingFrame {
+                // As many as the last frame to this peer held: no regrowth per round.
+                messages: Vec::with_capacity(self.messages_last.get().min(1 << 14)),
+                ..PendingFrame::default()
+            });
+            let topic = frame.topic_position(topic);
+            frame.messages.push(PartitionMessage {
+                topic,
+                partition,
+                message,
+                payload_bytes: u32::try_from(payload.len()).unwrap_or(u32::MAX),
+            });
+            frame.batches.extend_from_slice(&payload);
+            frame.batches.len() >= COALESCED_PAYLOAD_BYTES_MAX
         };
         if full {
             self.send(to);
@@ -768,16 +1111,19 @@ impl Coalescer {
     }
 
     fn send(&self, to: NodeId) {
-        let Some((messages, batches)) = self.pending.borrow_mut().remove(&to) else {
+        let Some(frame) = self.pending.borrow_mut().remove(&to) else {
             return;
         };
         let mut stats = self.stats.get();
         stats.frames += 1;
         self.stats.set(stats);
+        self.messages_last.set(frame.messages.len());
+        let wire = BrokerWire::Partitions {
+            topics: frame.topics,
+            messages: frame.messages,
+        };
         // A full queue or a closed transport loses the messages, as the network may.
-        let _ = self
-            .transport
-            .send(to, &BrokerWire::Partitions(messages), batches.freeze());
+        let _ = self.transport.send(to, &wire, frame.batches.freeze());
     }
 }
 
@@ -805,19 +1151,14 @@ impl std::future::Future for YieldOnce {
 
 struct PartitionOutbox {
     coalescer: Rc<Coalescer>,
-    topic: String,
+    topic: Rc<str>,
     partition: u32,
 }
 
 impl Outbox for PartitionOutbox {
     fn send(&self, to: NodeId, message: Message, payload: Bytes) {
-        let message = PartitionMessage {
-            topic: self.topic.clone(),
-            partition: self.partition,
-            message,
-            payload_bytes: 0,
-        };
-        self.coalescer.queue(to, message, payload);
+        self.coalescer
+            .queue(to, &self.topic, self.partition, message, payload);
     }
 }
 
@@ -892,8 +1233,8 @@ mod tests {
         assert_eq!(table.latest_term(&unknown), Some((3, None)));
     }
 
-    /// A coalesced frame as the receiver got it: its messages and their batches.
-    type ReceivedFrame = (Vec<PartitionMessage>, Bytes);
+    /// A coalesced frame as the receiver got it: its topics, messages and their batches.
+    type ReceivedFrame = (Vec<String>, Vec<PartitionMessage>, Bytes);
 
     #[test]
     fn one_turns_messages_to_a_peer_travel_in_one_frame_with_their_batches() {
@@ -913,8 +1254,10 @@ mod tests {
                 {
                     let received = received.clone();
                     move |frame: Received<BrokerWire>| {
-                        if let BrokerWire::Partitions(messages) = frame.message {
-                            received.borrow_mut().push((messages, frame.payload));
+                        if let BrokerWire::Partitions { topics, messages } = frame.message {
+                            received
+                                .borrow_mut()
+                                .push((topics, messages, frame.payload));
                         }
                     }
                 },
@@ -928,26 +1271,27 @@ mod tests {
                 .unwrap(),
             );
             let coalescer = Coalescer::new(sender.clone());
-            for (partition, batches) in [(0u32, &b"abc"[..]), (1, &b""[..]), (2, &b"defgh"[..])] {
-                let message = PartitionMessage {
-                    topic: "t".into(),
-                    partition,
-                    message: fetch_response(u64::from(partition)),
-                    payload_bytes: 0,
-                };
-                coalescer.queue(2, message, Bytes::from_static(batches));
+            let (t, u): (Rc<str>, Rc<str>) = (Rc::from("t"), Rc::from("u"));
+            for (topic, partition, batches) in [
+                (&t, 0u32, &b"abc"[..]),
+                (&u, 1, &b""[..]),
+                (&t, 2, &b"defgh"[..]),
+            ] {
+                let message = fetch_response(u64::from(partition));
+                coalescer.queue(2, topic, partition, message, Bytes::from_static(batches));
             }
             let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
             while received.borrow().is_empty() {
                 assert!(std::time::Instant::now() < deadline, "nothing arrived");
                 glommio::timer::sleep(std::time::Duration::from_millis(5)).await;
             }
-            let (messages, payload) = received.borrow_mut().remove(0);
-            let lengths: Vec<u32> = messages
+            let (topics, messages, payload) = received.borrow_mut().remove(0);
+            assert_eq!(topics, ["t", "u"], "each topic named once");
+            let named: Vec<(u32, u32, u32)> = messages
                 .iter()
-                .map(|message| message.payload_bytes)
+                .map(|message| (message.topic, message.partition, message.payload_bytes))
                 .collect();
-            assert_eq!(lengths, [3, 0, 5]);
+            assert_eq!(named, [(0, 0, 3), (1, 1, 0), (0, 2, 5)]);
             assert_eq!(&payload[..], b"abcdefgh");
             assert_eq!(
                 coalescer.stats.get(),

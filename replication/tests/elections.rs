@@ -124,12 +124,7 @@ fn a_cluster_elects_one_leader_and_commits_its_proposals_everywhere() {
         .into_iter()
         .find(|id| *id != leader)
         .expect("3 nodes");
-    let refused = cluster
-        .nodes
-        .get_mut(&follower)
-        .and_then(Option::as_mut)
-        .expect("live")
-        .propose(1);
+    let refused = cluster.node_mut(follower).expect("live").propose(1);
     assert_eq!(
         refused.err(),
         Some(Refusal::NotLeader {
@@ -208,12 +203,29 @@ fn a_leader_cut_off_from_the_majority_steps_down_and_the_majority_elects_another
     let mut cluster = cluster(3);
     let old_leader = tick_until_leader(&mut cluster);
     cluster.sides.insert(old_leader, 1);
-    ticks(&mut cluster, 25);
+    // Past one election timeout (its check-quorum), short of two (its own campaign).
+    ticks(&mut cluster, 15);
     assert_eq!(
         node(&cluster, old_leader).role(),
         RoleKind::Follower,
         "check-quorum"
     );
+    let new_leader = tick_until_leader(&mut cluster);
+    assert_ne!(new_leader, old_leader);
+}
+
+/// When a broker dies, the groups it led elect at once, and each vote counts only once the
+/// voter has written it: behind a thousand other groups' writes that can take longer than an
+/// election timeout. Candidates that gave up at every timeout would campaign forever (each
+/// time with a new term to write); backing off lets one wait long enough.
+#[test]
+fn a_group_whose_votes_take_longer_than_an_election_timeout_still_elects() {
+    let mut cluster = cluster(3);
+    let old_leader = tick_until_leader(&mut cluster);
+    cluster.crash(old_leader);
+    // Every message from now on takes up to four minimum election timeouts (a vote's round
+    // trip up to eight; without the backoff no candidate ever waits that long here).
+    cluster.faults.delay_ticks_max = 40;
     let new_leader = tick_until_leader(&mut cluster);
     assert_ne!(new_leader, old_leader);
 }
@@ -265,9 +277,7 @@ fn a_follower_behind_the_leaders_log_start_restarts_its_log_there() {
         disk.durable.remove_before(log_start);
         disk.written = disk.durable.clone();
         cluster
-            .nodes
-            .get_mut(&id)
-            .and_then(Option::as_mut)
+            .node_mut(id)
             .expect("live")
             .log_start_advanced(log_start);
     }
@@ -290,11 +300,7 @@ fn leadership_moves_to_the_transfer_target_without_waiting_for_a_timeout() {
         .find(|id| *id != leader)
         .expect("3 nodes");
     commit_one(&mut cluster);
-    let node_mut = cluster
-        .nodes
-        .get_mut(&leader)
-        .and_then(Option::as_mut)
-        .expect("live");
+    let node_mut = cluster.node_mut(leader).expect("live");
     let effects = node_mut.transfer_leadership(target).expect("leader");
     assert_eq!(node_mut.propose(1).err(), Some(Refusal::TransferInProgress));
     cluster.apply(leader, effects, &[]);
@@ -311,11 +317,7 @@ fn a_learner_catches_up_becomes_a_voter_and_a_leader_can_remove_itself() {
     let leader = tick_until_leader(&mut cluster);
     commit_one(&mut cluster);
     cluster.add_node(4, vec![1, 2, 3]);
-    let leader_node = cluster
-        .nodes
-        .get_mut(&leader)
-        .and_then(Option::as_mut)
-        .expect("live");
+    let leader_node = cluster.node_mut(leader).expect("live");
     assert_eq!(
         leader_node.promote(4).err(),
         Some(Refusal::InvalidMember { node: 4 }),
@@ -334,11 +336,7 @@ fn a_learner_catches_up_becomes_a_voter_and_a_leader_can_remove_itself() {
         "a learner does not vote"
     );
     ticks(&mut cluster, 3); // its next fetch tells the leader it has that durably
-    let leader_node = cluster
-        .nodes
-        .get_mut(&leader)
-        .and_then(Option::as_mut)
-        .expect("live");
+    let leader_node = cluster.node_mut(leader).expect("live");
     let effects = leader_node.promote(4).expect("caught up");
     assert_eq!(
         leader_node.remove_voter(4).err(),
@@ -352,9 +350,7 @@ fn a_learner_catches_up_becomes_a_voter_and_a_leader_can_remove_itself() {
     }
 
     let effects = cluster
-        .nodes
-        .get_mut(&leader)
-        .and_then(Option::as_mut)
+        .node_mut(leader)
         .expect("live")
         .remove_voter(leader)
         .expect("the previous change committed");
@@ -399,9 +395,7 @@ fn a_restarted_node_recovers_its_voter_set_from_its_log_and_past_retention() {
         .find(|id| *id != leader)
         .expect("3 nodes");
     let effects = cluster
-        .nodes
-        .get_mut(&leader)
-        .and_then(Option::as_mut)
+        .node_mut(leader)
         .expect("live")
         .remove_voter(follower)
         .expect("leader");
@@ -485,11 +479,7 @@ fn observers_follow_the_log_find_each_new_leader_and_count_for_nothing() {
 }
 
 fn node_mut(cluster: &mut Cluster, id: NodeId) -> &mut ferrite_replication::RaftNode {
-    cluster
-        .nodes
-        .get_mut(&id)
-        .and_then(Option::as_mut)
-        .expect("live node")
+    cluster.node_mut(id).expect("live node")
 }
 
 /// Every kind of message, from a peer in `term`, each naming `far` in one of its term fields
@@ -550,6 +540,18 @@ fn messages_naming(term: Term, far: Term) -> Vec<Message> {
             fetch_index: 2,
             last_fetched_term: far,
             durable_index: 0,
+        },
+        Message::Durable {
+            term: far,
+            fetch_index: 1,
+            last_fetched_term: 0,
+            durable_index: 0,
+        },
+        Message::Durable {
+            term,
+            fetch_index: 2,
+            last_fetched_term: far,
+            durable_index: 1,
         },
         fetch_response(far, FetchResult::Entries { entries: vec![] }),
         fetch_response(
@@ -638,7 +640,7 @@ fn a_group_at_the_last_term_elects_no_one_past_it() {
     for _ in 0..TICKS_MAX {
         cluster.now += 1;
         for id in cluster.ids() {
-            if let Some(node) = cluster.nodes.get_mut(&id).and_then(Option::as_mut) {
+            if let Some(node) = cluster.node_mut(id) {
                 let effects = node.tick();
                 if effects.term_limit == Some(TermLimit::NoElection) {
                     reported.push(id);
@@ -672,9 +674,7 @@ fn a_group_at_the_last_term_elects_no_one_past_it() {
 /// Node `id`'s log loses every entry from `first_index` on to damage on disk; it gives them up.
 fn discard_damaged(cluster: &mut Cluster, id: NodeId, first_index: u64) {
     let effects = cluster
-        .nodes
-        .get_mut(&id)
-        .and_then(Option::as_mut)
+        .node_mut(id)
         .expect("live")
         .discard_from(first_index)
         .expect("not the leader");
@@ -705,9 +705,7 @@ fn a_voter_that_lost_committed_entries_to_damage_votes_only_for_a_candidate_that
     );
     assert!(
         cluster
-            .nodes
-            .get_mut(&leader)
-            .and_then(Option::as_mut)
+            .node_mut(leader)
             .expect("live")
             .discard_from(batch.meta.first_index)
             .is_none(),

@@ -508,7 +508,10 @@ fn a_leader_cut_off_acknowledges_nothing_and_its_uncommitted_tail_is_replaced() 
 fn acks_all_is_refused_while_fewer_replicas_than_min_insync_are_in_sync() {
     let mut cluster = Cluster::start_with(3);
     let leader = wait_until("a leader", || leader_of(&cluster.brokers));
-    cluster.brokers[&leader].produce("all three").unwrap();
+    // A follower counts as in sync once it has fetched from the new leader: not at once.
+    wait_until("acks=all taken with all three in sync", || {
+        cluster.brokers[&leader].produce("all three").ok()
+    });
     let follower = cluster
         .brokers
         .keys()

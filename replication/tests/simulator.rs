@@ -391,7 +391,7 @@ impl Simulation {
         let to = cluster.random.range(1, node_count + 1);
         let far = TERM_MAX + cluster.random.range(1, 1 << 40);
         let term = cluster.node(to).map_or(0, |node| node.term());
-        let message = match cluster.random.range(0, 5) {
+        let message = match cluster.random.range(0, 6) {
             0 => Message::RequestVote {
                 term: far,
                 last_index: Index::MAX / 2,
@@ -408,6 +408,12 @@ impl Simulation {
                 last_term: far,
             },
             3 => Message::TimeoutNow { term: far },
+            4 => Message::Durable {
+                term,
+                fetch_index: 2,
+                last_fetched_term: far,
+                durable_index: 1,
+            },
             _ => Message::FetchResponse {
                 term,
                 leader: from,
@@ -445,17 +451,17 @@ impl Simulation {
         let pick = |random: &mut SplitMix64, ids: &[NodeId]| {
             ids[random.range(0, ids.len() as u64) as usize]
         };
-        let node = cluster
-            .nodes
-            .get_mut(&leader)
-            .and_then(Option::as_mut)
-            .expect("live");
-        let result = if remove {
-            node.remove_voter(pick(&mut cluster.random, &voters))
+        let member = if remove {
+            pick(&mut cluster.random, &voters)
         } else {
-            let spare = pick(&mut cluster.random, &spares);
-            match node.promote(spare) {
-                Err(Refusal::InvalidMember { .. }) => node.add_learner(spare),
+            pick(&mut cluster.random, &spares)
+        };
+        let node = cluster.node_mut(leader).expect("live");
+        let result = if remove {
+            node.remove_voter(member)
+        } else {
+            match node.promote(member) {
+                Err(Refusal::InvalidMember { .. }) => node.add_learner(member),
                 other => other,
             }
         };
@@ -490,9 +496,7 @@ impl Simulation {
         disk.durable.remove_before(log_start);
         disk.written = disk.durable.clone();
         cluster
-            .nodes
-            .get_mut(&id)
-            .and_then(Option::as_mut)
+            .node_mut(id)
             .expect("live")
             .log_start_advanced(log_start);
     }
@@ -534,11 +538,7 @@ impl Simulation {
             return;
         };
         let target = cluster.random.range(1, NODES + 1); // a non-voter target is refused
-        let node = cluster
-            .nodes
-            .get_mut(&leader)
-            .and_then(Option::as_mut)
-            .expect("live");
+        let node = cluster.node_mut(leader).expect("live");
         if let Ok(effects) = node.transfer_leadership(target) {
             cluster.apply(leader, effects, &[]);
         }

@@ -41,6 +41,7 @@ impl RaftNode {
         let after_index = (first_index - 1).max(self.log.log_start() - 1);
         let write = self.log.truncate_after(after_index);
         self.effects.log_writes.push(write);
+        self.fetch_floor_index = self.fetch_floor_index.min(after_index);
         self.commit_index = self.commit_index.min(after_index);
         let mut fetches = false;
         if let Role::Follower {
@@ -54,7 +55,7 @@ impl RaftNode {
             *fetch = None;
             fetches = leader.is_some() || !self.log.voters().contains(&self.config.id);
         }
-        if fetches && self.log.persisted_index() >= self.log.last_index() {
+        if fetches && self.log.persisted_index() >= self.fetch_floor_index {
             self.send_fetch();
         }
         Some(self.take_effects())

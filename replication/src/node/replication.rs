@@ -2,6 +2,13 @@
 //! log's tail; the leader answers with entries (its driver attaches the batches), the end of
 //! the epoch where the follower diverges, or "start over at my log start"; the leader commits
 //! what a majority of voters has durably, counting each follower from its matched fetches.
+//!
+//! Fetches are pipelined: the next one leaves as soon as an answer's entries are handed to
+//! storage, not once they are durable, so the follower's write and sync overlap the trip to the
+//! leader and back; never more than one answer's entries beyond what is durable (the fetch
+//! floor bounds what a slow disk lets pile up). Durability then travels on its own: when
+//! storage catches up while a fetch is out, a `Durable` report tells the leader at once (the
+//! fetch out may be held there for a while), and the leader counts it as it would the fetch.
 //! Anyone may fetch: the leader answers an observer (a node it does not track) the same way
 //! but counts it for nothing, and a node that does not lead tells the fetcher who does.
 
@@ -27,19 +34,40 @@ impl RaftNode {
         if self.log.persisted(index, term) {
             match &self.role {
                 Role::Leader(_) => self.advance_commit(),
-                Role::Follower {
-                    leader,
-                    fetch: None,
-                    ..
-                } if (leader.is_some() || !self.is_voter())
-                    && self.log.persisted_index() >= self.log.last_index() =>
-                {
-                    self.send_fetch()
-                }
-                Role::Follower { .. } | Role::PreCandidate { .. } | Role::Candidate { .. } => {}
+                Role::Follower { .. } => self.follower_persisted(),
+                Role::PreCandidate { .. } | Role::Candidate { .. } => {}
             }
         }
         self.take_effects()
+    }
+
+    /// Storage caught up on a follower: the next fetch, if it waited for the disk (the fetch
+    /// floor), or else a `Durable` report to the leader of the one out, if it told less.
+    fn follower_persisted(&mut self) {
+        let persisted = self.log.persisted_index();
+        let is_voter = self.is_voter();
+        let term = self.hard_state.term;
+        let Role::Follower { leader, fetch, .. } = &mut self.role else {
+            return;
+        };
+        match (fetch, *leader) {
+            (None, leader)
+                if (leader.is_some() || !is_voter) && persisted >= self.fetch_floor_index =>
+            {
+                self.send_fetch()
+            }
+            (Some(in_flight), Some(leader)) if persisted > in_flight.durable_index => {
+                in_flight.durable_index = persisted;
+                let message = Message::Durable {
+                    term,
+                    fetch_index: in_flight.fetch_index,
+                    last_fetched_term: in_flight.last_fetched_term,
+                    durable_index: persisted,
+                };
+                self.send(leader, message);
+            }
+            _ => {}
+        }
     }
 
     /// The driver removed every entry before `log_start` (retention or DeleteRecords); only
@@ -89,16 +117,18 @@ impl RaftNode {
         let Role::Follower { fetch, .. } = &mut self.role else {
             unreachable!("matched above");
         };
+        let durable_index = self.log.persisted_index();
         *fetch = Some(FetchInFlight {
             fetch_index,
             last_fetched_term,
             elapsed_ticks: 0,
+            durable_index,
         });
         let message = Message::Fetch {
             term: self.hard_state.term,
             fetch_index,
             last_fetched_term,
-            durable_index: self.log.persisted_index(),
+            durable_index,
         };
         self.send(target, message);
     }
@@ -149,15 +179,9 @@ impl RaftNode {
         if let Some(progress) = state.progress.get_mut(&from) {
             progress.has_fetched = true;
             progress.recently_active = true;
-            if entries {
-                progress.fetched_index = progress.fetched_index.max(fetch_index - 1);
-                progress.match_index = progress.match_index.max(durable_index.min(fetch_index - 1));
-                self.advance_commit();
-                if !matches!(self.role, Role::Leader(_)) {
-                    return; // stepped down: the change removing us committed
-                }
-                self.send_timeout_now_if_caught_up(from);
-            }
+        }
+        if entries && !self.note_matched(from, fetch_index, durable_index) {
+            return; // stepped down: the change removing us committed
         }
         let message = Message::FetchResponse {
             term,
@@ -168,6 +192,50 @@ impl RaftNode {
             result,
         };
         self.send(from, message);
+    }
+
+    /// A follower's report that storage holds its log up to `durable_index`, with a fetch
+    /// from `fetch_index` out: counted as that fetch would be (and answered by nothing). A
+    /// report from a log that no longer matches ours, or to a node that does not lead, is
+    /// dropped: the follower's next fetch sorts it out.
+    pub(super) fn handle_durable(
+        &mut self,
+        from: NodeId,
+        fetch_index: Index,
+        last_fetched_term: Term,
+        durable_index: Index,
+    ) {
+        let Role::Leader(state) = &mut self.role else {
+            return;
+        };
+        if fetch_index == 0 || self.log.term_at(fetch_index - 1) != Some(last_fetched_term) {
+            return;
+        }
+        if let Some(progress) = state.progress.get_mut(&from) {
+            progress.has_fetched = true;
+            progress.recently_active = true;
+        }
+        self.note_matched(from, fetch_index, durable_index);
+    }
+
+    /// A tracked member's log matches ours before `fetch_index` and is durable up to
+    /// `durable_index`: its progress moves, and with it perhaps the commit index and a
+    /// transfer to it. False if that made us step down (the change removing us committed).
+    fn note_matched(&mut self, from: NodeId, fetch_index: Index, durable_index: Index) -> bool {
+        let Role::Leader(state) = &mut self.role else {
+            return false;
+        };
+        let Some(progress) = state.progress.get_mut(&from) else {
+            return true; // an observer: counted for nothing
+        };
+        progress.fetched_index = progress.fetched_index.max(fetch_index - 1);
+        progress.match_index = progress.match_index.max(durable_index.min(fetch_index - 1));
+        self.advance_commit();
+        if !matches!(self.role, Role::Leader(_)) {
+            return false;
+        }
+        self.send_timeout_now_if_caught_up(from);
+        true
     }
 
     pub(super) fn handle_fetch_response(
@@ -196,12 +264,14 @@ impl RaftNode {
                     return;
                 }
                 if !entries.is_empty() {
+                    self.fetch_floor_index = self.log.last_index();
                     let write = self.log.append(entries);
                     self.effects.log_writes.push(write);
                 }
                 self.verified(self.log.last_index(), leader_commit);
-                // Fetch on once what we took is durable, so that `durable_index` reports it.
-                if self.log.persisted_index() >= self.log.last_index() {
+                // Pipelined: fetch on while these entries are written, once the earlier ones
+                // are durable (else when they are: `persisted`).
+                if self.log.persisted_index() >= self.fetch_floor_index {
                     self.send_fetch();
                 }
             }
@@ -218,6 +288,7 @@ impl RaftNode {
                     let write = self.log.truncate_after(point);
                     self.effects.log_writes.push(write);
                 }
+                self.fetch_floor_index = self.fetch_floor_index.min(point);
                 if let Role::Follower { verified_index, .. } = &mut self.role {
                     *verified_index = (*verified_index).min(point);
                 }
@@ -233,6 +304,7 @@ impl RaftNode {
                 }
                 let write = self.log.reset_to(log_start, prev_term, voters);
                 self.effects.log_writes.push(write);
+                self.fetch_floor_index = self.fetch_floor_index.min(log_start - 1);
                 self.verified(log_start - 1, log_start - 1);
                 self.send_fetch();
             }

@@ -10,8 +10,8 @@
 //! - Those entries may be committed, with this replica's copy counted in their majority. Until
 //!   its log is back where it ended, the replica votes only for candidates at least that up to
 //!   date and never campaigns (the core's vote floor), so a candidate lacking committed entries
-//!   cannot win with its vote. The floor is written to `raft-state.json` before the entries go,
-//!   so a restart midway keeps it.
+//!   cannot win with its vote. The floor is written to `raft-state.json` before the entries go
+//!   (the truncation waits until it is durable), so a restart midway keeps it.
 //! - A leader never removes its own entries: a leader that finds damage (reading for a
 //!   follower) hands leadership to an in-sync voter (one holding everything committed) and gives
 //!   the entries up once it follows. If no voter is in sync it keeps leading; the followers that
@@ -39,7 +39,7 @@ pub(super) fn restore_vote_floor(
 }
 
 impl PartitionReplica {
-    /// At the open and at every tick: if the log has damaged entries, gives them up as this
+    /// At the open and every housekeeping interval: if the log has damaged entries, gives them up as this
     /// module describes (or, leading, hands leadership over first).
     pub(super) fn give_up_damaged_entries(&self) {
         let damaged = self.inner.log.first_damaged_offset();
@@ -73,12 +73,9 @@ impl PartitionReplica {
         {
             let mut state = self.inner.state.borrow_mut();
             state.vote_floor = Some(state.vote_floor.map_or(floor, |known| known.max(floor)));
-            if let Err(error) = self.inner.state_file.write(&state) {
-                drop(state);
-                drop(node);
-                return self.stop(&format!("cannot record the vote floor: {error}"));
-            }
         }
+        // The entries go once the floor is durable: the discard's effects wait for it.
+        self.write_state();
         let effects = node.discard_from(first_index);
         drop(node);
         self.inner.damage_given_up.set(Some(first_offset));

@@ -75,6 +75,35 @@ pub trait Outbox {
     fn send(&self, to: NodeId, message: Message, payload: Bytes);
 }
 
+/// What a replica run by a shard tells it (see `ShardReplication`): when it next needs to run
+/// (the shard's timer wheel), and that who leads changed (the broker's leader table). Between
+/// those ticks the replica costs nothing: its core is brought up to date in one step
+/// ([`RaftNode::advance`]) when it runs or when anything is handed to it.
+pub trait Schedule {
+    /// Call [`PartitionReplica::run_due`] once the clock reaches `tick` (earlier is harmless).
+    fn wake_at(&self, tick: u64);
+    /// The replica's role, term or leader changed.
+    fn leadership_changed(&self);
+}
+
+/// The schedule of a replica that runs alone (the controller's, a test's):
+/// [`PartitionReplica::tick`] runs it at every tick.
+struct Alone;
+
+impl Schedule for Alone {
+    fn wake_at(&self, _tick: u64) {}
+    fn leadership_changed(&self) {}
+}
+
+/// How often a replica looks at its log for damage a reader found and for a log start that
+/// retention moved, in ticks (a second at the broker's settings): both are found by others
+/// (a consumer's read, the retention task), and a look every tick at thousands of replicas
+/// would cost more than everything else they do while idle.
+const HOUSEKEEPING_INTERVAL_TICKS: u64 = 100;
+
+/// No deadline.
+const NEVER: u64 = u64::MAX;
+
 /// A replica's settings. Times are in ticks of [`PartitionReplica::tick`].
 #[derive(Debug, Clone)]
 pub struct ReplicaConfig {
@@ -147,6 +176,13 @@ const RESUME_BACKOFF_ELECTION_TIMEOUTS_MIN: u64 = 2;
 /// The longest back-off, in election timeouts (about half a minute at the broker's settings).
 const RESUME_BACKOFF_ELECTION_TIMEOUTS_MAX: u64 = 64;
 
+/// Effects of the core that wait until the Raft state is durable (see `carry_out`).
+struct Held {
+    log_writes: Vec<LogWrite>,
+    messages: Vec<crate::message::Envelope>,
+    parkable: Option<(NodeId, Message)>,
+}
+
 /// Why a replica cannot take part, and when its writer tries to come back.
 struct Fault {
     reason: String,
@@ -176,7 +212,24 @@ struct Inner {
     parked: RefCell<Vec<(NodeId, Message, u64)>>,
     /// The commit index last sent to each follower (a fetch that would repeat it is held).
     commit_sent: RefCell<HashMap<NodeId, Index>>,
+    /// The clock the replica runs by: its shard's (shared by the shard's replicas) or its own.
+    clock: Rc<Cell<u64>>,
+    /// The tick the core has been brought to (it lags `clock` while nothing is due).
     ticks: Cell<u64>,
+    schedule: Rc<dyn Schedule>,
+    /// The earliest tick the schedule was asked to run the replica at and has not yet.
+    wake_at: Cell<u64>,
+    /// When the replica next looks for damage and a moved log start.
+    housekeeping_at: Cell<u64>,
+    /// Role, term and leader as last told to the schedule and to waiters.
+    leadership: Cell<(RoleKind, u64, Option<NodeId>)>,
+    /// Versions of `state` asked to be written, and the latest one durable: the core's
+    /// effects after a change wait in `held` until it is durable.
+    state_version_wanted: Cell<u64>,
+    state_version_durable: Cell<u64>,
+    /// A task is writing the state file.
+    state_writing: Cell<bool>,
+    held: RefCell<VecDeque<Held>>,
     /// Woken on every change the writer or a waiting producer may care about.
     changes: Waiters,
     stopped: RefCell<Option<String>>,
@@ -205,13 +258,28 @@ struct Proposal {
 
 impl PartitionReplica {
     /// Starts this broker's member of the group whose log is `log` (in `dir`), from what the
-    /// log and the state file hold. Must run on the shard that owns the log: it spawns the
-    /// writer there.
+    /// log and the state file hold, running alone: [`PartitionReplica::tick`] is its clock.
+    /// Must run on the shard that owns the log: it spawns the writer there.
     pub fn open(
         config: ReplicaConfig,
         dir: PathBuf,
         log: Rc<PartitionLog>,
         outbox: Rc<dyn Outbox>,
+    ) -> Result<PartitionReplica, ReplicaError> {
+        let clock = Rc::new(Cell::new(0));
+        PartitionReplica::open_scheduled(config, dir, log, outbox, clock, Rc::new(Alone))
+    }
+
+    /// [`PartitionReplica::open`] for a replica run by its shard: `clock` is the shard's (it
+    /// moves it), and the replica asks `schedule` to run it ([`PartitionReplica::run_due`])
+    /// when something is due.
+    pub fn open_scheduled(
+        config: ReplicaConfig,
+        dir: PathBuf,
+        log: Rc<PartitionLog>,
+        outbox: Rc<dyn Outbox>,
+        clock: Rc<Cell<u64>>,
+        schedule: Rc<dyn Schedule>,
     ) -> Result<PartitionReplica, ReplicaError> {
         assert!(
             config.fetch_wait_ticks < config.fetch_timeout_ticks,
@@ -236,6 +304,8 @@ impl PartitionReplica {
         let node = core_from_disk(&config, &log, &state_file, &mut state, saved.as_ref(), 0)?;
         // The log holds what is on disk; what the core counts as persisted must be too.
         log.set_replicated_high_watermark(0);
+        let now = clock.get();
+        let leadership = (node.role(), node.term(), node.leader());
         let replica = PartitionReplica {
             inner: Rc::new(Inner {
                 config,
@@ -249,7 +319,16 @@ impl PartitionReplica {
                 fetched: Default::default(),
                 parked: Default::default(),
                 commit_sent: Default::default(),
-                ticks: Cell::new(0),
+                clock,
+                ticks: Cell::new(now),
+                schedule,
+                wake_at: Cell::new(NEVER),
+                housekeeping_at: Cell::new(now + HOUSEKEEPING_INTERVAL_TICKS),
+                leadership: Cell::new(leadership),
+                state_version_wanted: Cell::new(0),
+                state_version_durable: Cell::new(0),
+                state_writing: Cell::new(false),
+                held: Default::default(),
                 changes: Waiters::default(),
                 stopped: RefCell::new(None),
                 fault: RefCell::new(None),
@@ -263,6 +342,7 @@ impl PartitionReplica {
         };
         glommio::spawn_local(replica.clone().run_writer()).detach();
         replica.give_up_damaged_entries();
+        replica.reschedule();
         Ok(replica)
     }
 
@@ -360,12 +440,15 @@ impl PartitionReplica {
         self.inner.fetched.borrow_mut().clear();
         self.inner.parked.borrow_mut().clear();
         self.inner.commit_sent.borrow_mut().clear();
+        self.inner.held.borrow_mut().clear();
         for proposal in self.inner.proposals.borrow_mut().drain(..) {
             let _ = proposal
                 .reply
                 .send(Err(ProduceError::NotLeader { leader_hint: None }));
         }
         self.inner.changes.wake_all();
+        self.note_leadership();
+        self.reschedule();
     }
 
     /// The writer's try at bringing a faulted replica back, as a restart would: the log's fault
@@ -373,6 +456,11 @@ impl PartitionReplica {
     /// the Raft state written (a term or vote its failed write left in memory included), and a
     /// new core built from them. On failure the fault stays, with a longer back-off.
     async fn resume(&self) {
+        // The state file has one writer at a time: the last write of the faulted core ends first.
+        self.inner
+            .changes
+            .until(|| !self.inner.state_writing.get())
+            .await;
         let rebuilt = async {
             self.inner.log.clear_fault().await?;
             let mut state = self.inner.state.borrow().clone();
@@ -389,12 +477,17 @@ impl PartitionReplica {
             Ok::<_, ReplicaError>((node, state))
         }
         .await;
-        let now = self.inner.ticks.get();
+        let now = self.inner.clock.get();
         match rebuilt {
             Ok((node, state)) => {
                 *self.inner.node.borrow_mut() = node;
                 *self.inner.state.borrow_mut() = state;
                 *self.inner.fault.borrow_mut() = None;
+                // The new core starts now; what the old one asked to write is gone with it.
+                self.inner.ticks.set(now);
+                self.inner
+                    .state_version_durable
+                    .set(self.inner.state_version_wanted.get());
                 self.inner.resumed_at_tick.set(Some(now));
                 eprintln!(
                     "ferrite: replica in {}: rebuilt from the disk, it rejoins its group",
@@ -420,6 +513,8 @@ impl PartitionReplica {
             }
         }
         self.inner.changes.wake_all();
+        self.note_leadership();
+        self.reschedule();
     }
 
     /// Stops the writer; later produces fail with [`ProduceError::Stopped`].
@@ -435,32 +530,128 @@ impl PartitionReplica {
         self.inner.changes.wake_all();
     }
 
-    /// Advances logical time by one tick (a faulted replica's core does not move; its writer
-    /// is woken when the time to come back has come).
+    /// Advances the clock of a replica opened alone ([`PartitionReplica::open`]) by one tick
+    /// and runs what is due.
     pub fn tick(&self) {
-        let now = self.inner.ticks.get() + 1;
-        self.inner.ticks.set(now);
+        self.inner.clock.set(self.inner.clock.get() + 1);
+        self.run_due();
+    }
+
+    /// Runs what is due at the clock's tick: the core's timers (elections, fetch timeouts,
+    /// check-quorum), held fetches whose wait is over, the next step of a reassignment, the
+    /// preferred-leader check, the look for damage and a moved log start. A faulted replica's
+    /// core does not move; its writer is woken when the time to come back has come. Asks the
+    /// schedule for the next tick that needs it.
+    pub fn run_due(&self) {
+        let now = self.inner.clock.get();
+        if self.inner.wake_at.get() <= now {
+            self.inner.wake_at.set(NEVER);
+        }
+        if self.inner.stopped.borrow().is_some() {
+            return;
+        }
         if let Some(fault) = &*self.inner.fault.borrow() {
+            self.inner.ticks.set(now);
             if now >= fault.retry_at_tick {
                 self.inner.changes.wake_all();
             }
-            return;
         }
-        self.give_up_damaged_entries();
-        self.follow_log_start();
-        let effects = self.inner.node.borrow_mut().tick();
-        self.carry_out(effects, None);
+        if self.faulted() {
+            return self.reschedule();
+        }
+        self.catch_up();
+        if now >= self.inner.housekeeping_at.get() {
+            self.inner
+                .housekeeping_at
+                .set(now + HOUSEKEEPING_INTERVAL_TICKS);
+            self.give_up_damaged_entries();
+            self.follow_log_start();
+        }
         self.step_toward_target();
         self.return_to_preferred_leader(now);
-        let expired: Vec<_> = {
-            let mut parked = self.inner.parked.borrow_mut();
-            let (expired, kept) = parked.drain(..).partition(|(_, _, until)| *until <= now);
-            *parked = kept;
-            expired
-        };
-        for (from, fetch, _) in expired {
+        loop {
+            let expired = {
+                let mut parked = self.inner.parked.borrow_mut();
+                let position = parked.iter().position(|(_, _, until)| *until <= now);
+                position.map(|position| parked.swap_remove(position))
+            };
+            let Some((from, fetch, _)) = expired else {
+                break;
+            };
             let effects = self.inner.node.borrow_mut().step(from, fetch);
             self.carry_out(effects, None);
+        }
+        self.reschedule();
+    }
+
+    /// Brings the core to the clock's tick (the ticks it missed while nothing was due, in one
+    /// step), so that what is handed to it next finds it where ticking every tick would have.
+    fn catch_up(&self) {
+        let now = self.inner.clock.get();
+        let behind = now.saturating_sub(self.inner.ticks.get());
+        self.inner.ticks.set(now);
+        if behind == 0 || self.faulted() {
+            return;
+        }
+        let effects = self.inner.node.borrow_mut().advance(behind);
+        if !effects.is_empty() {
+            self.carry_out(effects, None);
+        }
+    }
+
+    /// Asks the schedule to run the replica at its next due tick, if that is sooner than it
+    /// asked already.
+    fn reschedule(&self) {
+        if self.inner.stopped.borrow().is_some() {
+            return;
+        }
+        let now = self.inner.ticks.get();
+        let due = match &*self.inner.fault.borrow() {
+            Some(fault) => fault.retry_at_tick,
+            None => {
+                let node = self.inner.node.borrow();
+                let leading = node.role() == RoleKind::Leader;
+                let core = now.saturating_add(node.ticks_until_due());
+                let parked = self
+                    .inner
+                    .parked
+                    .borrow()
+                    .iter()
+                    .map(|(_, _, until)| *until)
+                    .min()
+                    .unwrap_or(NEVER);
+                let target = if leading && self.inner.target_voters.borrow().is_some() {
+                    now + 1
+                } else {
+                    NEVER
+                };
+                let every = self.inner.config.preferred_leader_check_ticks;
+                let preferred = match self.inner.preferred_leader.get() {
+                    Some(preferred) if leading && every > 0 && preferred != node.id() => {
+                        (now / every + 1) * every
+                    }
+                    _ => NEVER,
+                };
+                core.min(parked)
+                    .min(target)
+                    .min(preferred)
+                    .min(self.inner.housekeeping_at.get())
+            }
+        };
+        let due = due.max(self.inner.clock.get() + 1);
+        if due < self.inner.wake_at.get() {
+            self.inner.wake_at.set(due);
+            self.inner.schedule.wake_at(due);
+        }
+    }
+
+    /// Tells waiters and the schedule when role, term or leader changed.
+    fn note_leadership(&self) {
+        let leadership = (self.role(), self.term(), self.leader());
+        if leadership != self.inner.leadership.get() {
+            self.inner.leadership.set(leadership);
+            self.inner.changes.wake_all();
+            self.inner.schedule.leadership_changed();
         }
     }
 
@@ -477,7 +668,11 @@ impl PartitionReplica {
         {
             // The entries are what the batches say they are, whatever the peer listed.
             entries.clear();
-            let batch_bytes_max = self.inner.log.config().unflushed_bytes_max;
+            let batch_bytes_max = if payload.is_empty() {
+                0 // nothing to split (most answers: a round's heartbeat)
+            } else {
+                self.inner.log.config().unflushed_bytes_max
+            };
             match entries::split_entries(&payload, batch_bytes_max) {
                 Ok(split) => {
                     for (meta, batch) in split {
@@ -490,9 +685,26 @@ impl PartitionReplica {
             }
         }
         let parkable = matches!(message, Message::Fetch { .. }).then(|| (from, message.clone()));
+        self.catch_up();
         let effects = self.inner.node.borrow_mut().step(from, message);
-        if !matches!(effects.term_limit, Some(TermLimit::PeerTerm { .. })) {
-            self.inner.fetched.borrow_mut().extend(batches);
+        // Only the batches of entries the core took are kept, for the writer: an answer it
+        // dropped (late, duplicated, from a deposed leader) must not stand in for them.
+        if !batches.is_empty() {
+            let mut fetched = self.inner.fetched.borrow_mut();
+            for write in &effects.log_writes {
+                let LogWrite::Append { entries } = write else {
+                    continue;
+                };
+                for meta in entries {
+                    if let Some(position) = batches
+                        .iter()
+                        .position(|(first_index, _)| *first_index == meta.first_index)
+                    {
+                        let (first_index, batch) = batches.swap_remove(position);
+                        fetched.insert(first_index, batch);
+                    }
+                }
+            }
         }
         self.carry_out(effects, parkable);
     }
@@ -561,50 +773,90 @@ impl PartitionReplica {
     }
 
     /// Waits until the high-water mark passes the batch, failing if leadership moves first (a
-    /// new leader may have truncated it away).
+    /// new leader may have truncated it away). The mark is the commit index held to what the
+    /// log has written, so it may move when the leader's own write completes after a majority
+    /// of followers made the batch durable: the log's own wake-up says so.
     async fn wait_committed(&self, receipt: &AppendReceipt) -> Result<(), ProduceError> {
         let term = self.check_leading()?;
-        let result = RefCell::new(None);
-        self.inner
-            .changes
-            .until(|| {
-                if self.inner.log.high_watermark() > receipt.last_offset {
-                    *result.borrow_mut() = Some(Ok(()));
-                } else if let Err(error) = self.check_leading() {
-                    *result.borrow_mut() = Some(Err(error));
-                } else if self.term() != term {
-                    *result.borrow_mut() = Some(Err(ProduceError::NotLeader {
-                        leader_hint: self.leader(),
-                    }));
-                }
-                result.borrow().is_some()
-            })
-            .await;
-        result.into_inner().unwrap_or(Err(ProduceError::Stopped))
+        let log = &self.inner.log;
+        {
+            let committed = log.wait_for_high_watermark_above(receipt.last_offset);
+            let deposed = self.inner.changes.until(|| {
+                self.inner.stopped.borrow().is_some()
+                    || self.check_leading().is_err()
+                    || self.term() != term
+            });
+            futures::pin_mut!(committed, deposed);
+            futures::future::select(committed, deposed).await;
+        }
+        if log.high_watermark() > receipt.last_offset {
+            return Ok(());
+        }
+        self.check_leading()?;
+        Err(ProduceError::NotLeader {
+            leader_hint: self.leader(),
+        })
     }
 
     /// Carries out what the core asked, in its order. `parkable` is the fetch these effects
     /// answer, if any: held instead of answered when the answer would carry nothing new.
+    ///
+    /// A new term or vote is written to the state file without blocking the shard (see
+    /// `state_file`); until it is durable, the log writes and messages of these effects and of
+    /// every later one wait in `held`, in order (a vote must not be seen before it would
+    /// survive a crash, nor an entry of a term the file does not have yet), and the writer
+    /// numbers no producer's batch.
     fn carry_out(&self, effects: Effects, parkable: Option<(NodeId, Message)>) {
-        if let Some(limit) = effects.term_limit {
+        let Effects {
+            hard_state,
+            log_writes,
+            messages,
+            commit_index,
+            term_limit,
+        } = effects;
+        if let Some(limit) = term_limit {
             report_term_limit(&self.inner.log.directory().display(), limit);
         }
-        if let Some(hard_state) = effects.hard_state {
+        if let Some(hard_state) = hard_state {
             let mut state = self.inner.state.borrow_mut();
             state.term = hard_state.term;
             state.voted_for = hard_state.voted_for;
-            if let Err(error) = self.inner.state_file.write(&state) {
-                drop(state);
-                // Nothing may leave that the vote or term did not survive: the messages go
-                // with the core, which is rebuilt once the state is on disk.
-                return self.fail(&format!("cannot record the Raft term and vote: {error}"));
+            drop(state);
+            self.write_state();
+        }
+        if !log_writes.is_empty() || !messages.is_empty() {
+            if self.state_pending() {
+                self.inner.held.borrow_mut().push_back(Held {
+                    log_writes,
+                    messages,
+                    parkable,
+                });
+            } else {
+                self.dispatch(log_writes, messages, parkable);
             }
         }
-        self.inner
-            .log_writes
-            .borrow_mut()
-            .extend(effects.log_writes);
-        for envelope in effects.messages {
+        if let Some(commit_index) = commit_index {
+            self.inner.log.set_replicated_high_watermark(commit_index);
+            self.inner.changes.wake_all();
+            self.unpark();
+        }
+        self.note_leadership();
+        self.reschedule();
+    }
+
+    /// The log writes (to the writer) and messages (to the outbox) of effects whose Raft state
+    /// is durable.
+    fn dispatch(
+        &self,
+        log_writes: Vec<LogWrite>,
+        messages: Vec<crate::message::Envelope>,
+        parkable: Option<(NodeId, Message)>,
+    ) {
+        if !log_writes.is_empty() {
+            self.inner.log_writes.borrow_mut().extend(log_writes);
+            self.inner.changes.wake_all();
+        }
+        for envelope in messages {
             let Message::FetchResponse {
                 result: FetchResult::Entries { .. },
                 fetch_index,
@@ -617,10 +869,18 @@ impl PartitionReplica {
                     .send(envelope.to, envelope.message, Bytes::new());
                 continue;
             };
-            let nothing_new = fetch_index > self.inner.log.log_end_offset()
+            // Nothing to read from `fetch_index` on: it is past what the core holds (the usual
+            // case, found without touching the log), or past what the log has placed.
+            let nothing_to_read = fetch_index > self.inner.node.borrow().log().last_index
+                || fetch_index > self.inner.log.log_end_offset();
+            let nothing_new = nothing_to_read
                 && self.inner.commit_sent.borrow().get(&envelope.to) == Some(&commit_index);
             if let Some((from, fetch)) = parkable.as_ref().filter(|_| nothing_new) {
-                let until = self.inner.ticks.get() + self.inner.config.fetch_wait_ticks;
+                // Held until the shard's next fetch round: every fetch held meanwhile is
+                // answered in the same turn, so a round's answers to one broker travel
+                // together (and its next fetches come back together).
+                let round_ticks = self.inner.config.fetch_wait_ticks.max(1);
+                let until = (self.inner.ticks.get() / round_ticks + 1) * round_ticks;
                 let mut parked = self.inner.parked.borrow_mut();
                 // A follower's resent fetch replaces the one held for it.
                 parked.retain(|(follower, _, _)| follower != from);
@@ -631,6 +891,13 @@ impl PartitionReplica {
                 .commit_sent
                 .borrow_mut()
                 .insert(envelope.to, commit_index);
+            if nothing_to_read {
+                // The commit index is the news.
+                self.inner
+                    .outbox
+                    .send(envelope.to, envelope.message, Bytes::new());
+                continue;
+            }
             let replica = self.clone();
             glommio::spawn_local(async move {
                 let payload = replica.read_batches(fetch_index).await;
@@ -641,15 +908,86 @@ impl PartitionReplica {
             })
             .detach();
         }
-        if let Some(commit_index) = effects.commit_index {
-            self.inner.log.set_replicated_high_watermark(commit_index);
-            self.unpark();
+    }
+
+    /// The Raft state (`state`) changed: writes it to the state file, unless a write is under
+    /// way (which writes it again once done).
+    fn write_state(&self) {
+        let wanted = self.inner.state_version_wanted.get() + 1;
+        self.inner.state_version_wanted.set(wanted);
+        if !self.inner.state_writing.replace(true) {
+            glommio::spawn_local(self.clone().run_state_writes()).detach();
+        }
+    }
+
+    /// Whether a change of the Raft state is not durable yet.
+    fn state_pending(&self) -> bool {
+        self.inner.state_version_durable.get() < self.inner.state_version_wanted.get()
+    }
+
+    /// Writes the state file until the latest state is durable, then lets the held effects
+    /// go. A failed write faults the replica (the effects go with the core).
+    async fn run_state_writes(self) {
+        let generation = self.inner.generation.get();
+        while self.state_pending()
+            && self.inner.stopped.borrow().is_none()
+            && self.inner.generation.get() == generation
+        {
+            let version = self.inner.state_version_wanted.get();
+            let state = self.inner.state.borrow().clone();
+            match self.inner.state_file.write_async(&state).await {
+                Ok(()) => self.inner.state_version_durable.set(version),
+                Err(error) => {
+                    self.inner.state_writing.set(false);
+                    self.fail(&format!("cannot record the Raft state: {error}"));
+                    self.inner.changes.wake_all();
+                    return;
+                }
+            }
+        }
+        self.inner.state_writing.set(false);
+        if self.inner.generation.get() == generation && !self.state_pending() {
+            let held: Vec<Held> = self.inner.held.borrow_mut().drain(..).collect();
+            for Held {
+                log_writes,
+                messages,
+                parkable,
+            } in held
+            {
+                self.dispatch(log_writes, messages, parkable);
+            }
         }
         self.inner.changes.wake_all();
+        self.reschedule();
+    }
+
+    /// Writes the Raft state and waits until it is durable (for the writer, which must not
+    /// place an entry the state file does not describe yet).
+    async fn persist_state(&self) -> Result<(), ReplicaError> {
+        self.write_state();
+        let generation = self.inner.generation.get();
+        self.inner
+            .changes
+            .until(|| {
+                !self.state_pending()
+                    || self.inner.generation.get() != generation
+                    || self.inner.stopped.borrow().is_some()
+            })
+            .await;
+        if self.state_pending() || self.inner.generation.get() != generation {
+            return Err(ReplicaError::StateFile(std::io::Error::other(
+                "the Raft state was not recorded",
+            )));
+        }
+        Ok(())
     }
 
     /// The log or the commit index moved: held fetches are answered now.
     fn unpark(&self) {
+        if self.inner.parked.borrow().is_empty() {
+            return;
+        }
+        self.catch_up();
         let parked: Vec<_> = self.inner.parked.borrow_mut().drain(..).collect();
         for (from, fetch, _) in parked {
             let effects = self.inner.node.borrow_mut().step(from, fetch);
@@ -692,10 +1030,11 @@ impl PartitionReplica {
                         return true;
                     }
                     match &*self.inner.fault.borrow() {
-                        Some(fault) => self.inner.ticks.get() >= fault.retry_at_tick,
+                        Some(fault) => self.inner.clock.get() >= fault.retry_at_tick,
                         None => {
                             !self.inner.log_writes.borrow().is_empty()
-                                || !self.inner.proposals.borrow().is_empty()
+                                || (!self.inner.proposals.borrow().is_empty()
+                                    && self.inner.held.borrow().is_empty())
                         }
                     }
                 })
@@ -736,9 +1075,12 @@ impl PartitionReplica {
                     if let EntryKind::Voters(voters) = &meta.kind {
                         // On disk before the entry is: the file may name a lost change, never
                         // miss one the log holds.
-                        let mut state = self.inner.state.borrow_mut();
-                        state.voter_changes.push((meta.first_index, voters.clone()));
-                        self.inner.state_file.write(&state)?;
+                        self.inner
+                            .state
+                            .borrow_mut()
+                            .voter_changes
+                            .push((meta.first_index, voters.clone()));
+                        self.persist_state().await?;
                     }
                     // A follower writes the batch as fetched; a leader writes its own entries.
                     let fetched = self.inner.fetched.borrow_mut().remove(&meta.first_index);
@@ -758,18 +1100,20 @@ impl PartitionReplica {
                     let receipt = log.append_replicated(batch).await?;
                     self.report_durable(receipt, &meta);
                 }
-                self.prune_fetched();
                 // A follower learns the commit index with the entries it covers, before they
                 // are placed: the high-water mark (held to the log end) catches up now.
                 log.set_replicated_high_watermark(self.commit_index());
             }
             LogWrite::Truncate { after_index } => {
                 log.truncate(after_index).await?;
-                let mut state = self.inner.state.borrow_mut();
-                let before = state.voter_changes.len();
-                state.truncate_after(after_index);
-                if state.voter_changes.len() != before {
-                    self.inner.state_file.write(&state)?;
+                let changed = {
+                    let mut state = self.inner.state.borrow_mut();
+                    let before = state.voter_changes.len();
+                    state.truncate_after(after_index);
+                    state.voter_changes.len() != before
+                };
+                if changed {
+                    self.persist_state().await?;
                 }
             }
             LogWrite::ResetTo {
@@ -779,10 +1123,12 @@ impl PartitionReplica {
             } => {
                 let epoch = i32::try_from(prev_term).unwrap_or(i32::MAX);
                 log.reset_to(entries::offset_of(log_start), epoch).await?;
-                let mut state = self.inner.state.borrow_mut();
-                state.voters_base = voters;
-                state.voter_changes.clear();
-                self.inner.state_file.write(&state)?;
+                {
+                    let mut state = self.inner.state.borrow_mut();
+                    state.voters_base = voters;
+                    state.voter_changes.clear();
+                }
+                self.persist_state().await?;
                 self.inner.fetched.borrow_mut().clear();
             }
         }
@@ -831,6 +1177,7 @@ impl PartitionReplica {
             }
             Ok(None) => {}
         }
+        self.catch_up();
         let proposed = self
             .inner
             .node
@@ -894,6 +1241,7 @@ impl PartitionReplica {
             }
             match durable {
                 Ok(()) => {
+                    replica.catch_up();
                     let effects = replica.inner.node.borrow_mut().persisted(index, term);
                     replica.carry_out(effects, None);
                 }
@@ -916,24 +1264,11 @@ impl PartitionReplica {
             let mut state = self.inner.state.borrow_mut();
             let before = state.clone();
             state.advance_start(log_start);
-            if *state != before {
-                if let Err(error) = self.inner.state_file.write(&state) {
-                    drop(state);
-                    self.fail(&format!("cannot record the Raft state: {error}"));
-                }
+            let changed = *state != before;
+            drop(state);
+            if changed {
+                self.write_state();
             }
-        }
-    }
-
-    /// Drops fetched batches the log already holds (answers to duplicated fetches).
-    fn prune_fetched(&self) {
-        let last_index = self.inner.node.borrow().log().last_index;
-        let mut fetched = self.inner.fetched.borrow_mut();
-        while let Some((&first_index, _)) = fetched.first_key_value() {
-            if first_index > last_index {
-                break;
-            }
-            fetched.remove(&first_index);
         }
     }
 }

@@ -17,6 +17,7 @@ impl PartitionReplica {
     /// The replica that should lead the group when it can (`None`: no preference).
     pub fn set_preferred_leader(&self, preferred: Option<NodeId>) {
         self.inner.preferred_leader.set(preferred);
+        self.reschedule();
     }
 
     /// At every check tick: leadership to the preferred replica, if this one leads instead and

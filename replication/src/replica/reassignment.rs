@@ -22,6 +22,7 @@ impl PartitionReplica {
             voters.dedup();
             voters
         });
+        self.reschedule();
     }
 
     /// The target, if this replica leads and the group's committed voters are it: the move is

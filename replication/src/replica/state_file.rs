@@ -6,6 +6,12 @@
 //! directory fsync). It is written before a voter-set entry is appended, so it may name a
 //! change whose entry a crash lost: opening drops changes past the recovered log end and
 //! rewrites the file before anything is appended there.
+//!
+//! A running replica writes it without blocking its shard ([`StateFile::write_async`]: the
+//! syncs go through io_uring): when a broker dies, the groups it led elect new leaders at
+//! once, each vote and term a file to replace, and a shard that synced a thousand of them one
+//! after another would stall for seconds (its peers' connections timing out meanwhile), while
+//! a thousand syncs in flight together cost a few disk round trips.
 
 use std::path::{Path, PathBuf};
 
@@ -76,10 +82,35 @@ impl StateFile {
         }
     }
 
-    /// Replaces the file durably. Blocking (a few hundred microseconds of fsync), which the
-    /// callers accept: the state changes at elections and membership changes only.
+    /// Replaces the file durably, blocking the thread: for the replica's open, before anything
+    /// else of it runs (never while a [`StateFile::write_async`] is under way: both use the
+    /// same temporary file).
     pub fn write(&self, state: &ReplicaState) -> Result<(), std::io::Error> {
         let bytes = serde_json::to_vec(state).map_err(std::io::Error::other)?;
         engine::log::replace_file_durably(&self.dir, STATE_FILE, &bytes)
+    }
+
+    /// Replaces the file durably as [`StateFile::write`] does (temporary file synced, renamed
+    /// over it, directory synced), without blocking the shard. One at a time per file.
+    pub async fn write_async(&self, state: &ReplicaState) -> Result<(), std::io::Error> {
+        let bytes = serde_json::to_vec(state).map_err(std::io::Error::other)?;
+        let temporary = self.dir.join(format!("{STATE_FILE}.tmp"));
+        let file = glommio::io::BufferedFile::create(&temporary).await?;
+        let written = async {
+            let length = bytes.len();
+            if file.write_at(bytes, 0).await? != length {
+                return Err(std::io::Error::other("a short write"));
+            }
+            file.fdatasync().await?;
+            Ok(())
+        }
+        .await;
+        file.close().await?;
+        written?;
+        glommio::io::rename(&temporary, self.dir.join(STATE_FILE)).await?;
+        let directory = glommio::io::Directory::open(&self.dir).await?;
+        let synced = directory.sync().await;
+        directory.close().await?;
+        Ok(synced?)
     }
 }

@@ -13,7 +13,7 @@ use super::frame::{self, Frame, FrameError, FrameKind, OutboundFrame};
 
 /// The transport protocol this build speaks; bumped by any change of the framing, of the hello
 /// or of the archived layout of the messages carried.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// Bytes of the hello's payload: the protocol version.
 const VERSION_BYTES: usize = 4;

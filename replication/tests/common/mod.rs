@@ -4,6 +4,12 @@
 //! batches a leader's driver attaches to its fetch responses, losing, duplicating and delaying
 //! them as the [`Faults`] say. Everything random comes from one seed.
 //!
+//! Time reaches the nodes as the broker's timer wheel hands it out: a node's ticks are owed
+//! to it until its next due tick (`RaftNode::ticks_until_due`) and then given in one
+//! `RaftNode::advance`; before any other input the node is first brought up to date. Each
+//! such `advance` is checked against a copy of the node given the same ticks one by one: the
+//! two must end equal, with equal effects.
+//!
 //! Each test binary uses part of it.
 #![allow(dead_code)]
 
@@ -255,6 +261,8 @@ pub struct Cluster {
     pub election_timeout_ticks_min: u64,
     /// The lowest index any durable log changed at since the last `take`.
     pub durable_changed_from: Option<Index>,
+    /// Ticks each live node is owed (its next tick is not due yet).
+    pub owed_ticks: BTreeMap<NodeId, u64>,
     payload_next: u64,
     restarts: u64,
 }
@@ -280,6 +288,7 @@ impl Cluster {
             faults,
             election_timeout_ticks_min,
             durable_changed_from: None,
+            owed_ticks: BTreeMap::new(),
             payload_next: 0,
             restarts: 0,
         };
@@ -318,6 +327,12 @@ impl Cluster {
 
     pub fn node(&self, id: NodeId) -> Option<&RaftNode> {
         self.nodes.get(&id).and_then(Option::as_ref)
+    }
+
+    /// Node `id` to hand an input to, brought up to date first (as the broker's driver does).
+    pub fn node_mut(&mut self, id: NodeId) -> Option<&mut RaftNode> {
+        self.catch_up(id);
+        self.nodes.get_mut(&id).and_then(Option::as_mut)
     }
 
     pub fn live(&self) -> impl Iterator<Item = &RaftNode> {
@@ -422,11 +437,42 @@ impl Cluster {
         }
     }
 
+    /// One tick of node `id`'s time: owed to it, and handed over once its next tick is due.
     pub fn tick_node(&mut self, id: NodeId) {
-        if let Some(node) = self.nodes.get_mut(&id).expect("known node") {
-            let effects = node.tick();
-            self.apply(id, effects, &[]);
+        let Some(node) = self.node(id) else {
+            return;
+        };
+        let due = node.ticks_until_due();
+        let owed = self.owed_ticks.entry(id).or_default();
+        *owed += 1;
+        if *owed >= due {
+            self.catch_up(id);
         }
+    }
+
+    /// Hands node `id` the ticks it is owed in one `advance`, checked against a copy of the
+    /// node ticked one by one.
+    pub fn catch_up(&mut self, id: NodeId) {
+        let owed = self.owed_ticks.remove(&id).unwrap_or(0);
+        let Some(node) = self.nodes.get_mut(&id).and_then(Option::as_mut) else {
+            return;
+        };
+        if owed == 0 {
+            return;
+        }
+        let mut ticked = node.clone();
+        let mut expected = Effects::default();
+        for _ in 0..owed {
+            expected.merge(ticked.tick());
+        }
+        let effects = node.advance(owed);
+        if effects != expected || format!("{node:?}") != format!("{ticked:?}") {
+            self.fail(format!(
+                "node {id}: advance({owed}) differs from {owed} ticks: {effects:?} vs \
+                 {expected:?}"
+            ));
+        }
+        self.apply(id, effects, &[]);
     }
 
     /// Deliver every message due, in random order, calling `after_each` after each delivery.
@@ -445,7 +491,7 @@ impl Cluster {
             if self.sides[&delivery.from] != self.sides[&delivery.to] {
                 continue;
             }
-            if let Some(node) = self.nodes.get_mut(&delivery.to).expect("known node") {
+            if let Some(node) = self.node_mut(delivery.to) {
                 let effects = node.step(delivery.from, delivery.message);
                 self.apply(delivery.to, effects, &delivery.batches);
                 after_each(self);
@@ -472,7 +518,7 @@ impl Cluster {
             self.durable_changed_from
                 .map_or(changed_from, |low| low.min(changed_from)),
         );
-        if let Some(node) = self.nodes.get_mut(&id).expect("known node") {
+        if let Some(node) = self.node_mut(id) {
             let effects = node.persisted(index, term);
             self.apply(id, effects, &[]);
         }
@@ -487,6 +533,7 @@ impl Cluster {
     /// The node dies: writes not yet synced are lost.
     pub fn crash(&mut self, id: NodeId) {
         self.nodes.insert(id, None);
+        self.owed_ticks.remove(&id);
         let disk = self.disks.get_mut(&id).expect("every node has a disk");
         disk.pending.clear();
         disk.written = disk.durable.clone();
@@ -502,13 +549,14 @@ impl Cluster {
         };
         let node = RaftNode::new(self.config(id), persisted);
         self.nodes.insert(id, Some(node));
+        self.owed_ticks.remove(&id);
     }
 
     /// The leader appends a batch of 1 to 3 records; returns its payload.
     pub fn propose(&mut self) -> Option<(NodeId, Batch)> {
         let leader = self.leader()?;
         let record_count = self.random.range(1, 4);
-        let node = self.nodes.get_mut(&leader)?.as_mut()?;
+        let node = self.node_mut(leader)?;
         let (meta, effects) = node.propose(record_count).ok()?;
         self.payload_next += 1;
         let batch = Batch {
@@ -520,11 +568,13 @@ impl Cluster {
     }
 
     /// One tick of the whole cluster on a network without surprises: every node ticks, due
-    /// messages arrive, and every disk syncs.
+    /// messages arrive, and every disk syncs. Every node is brought up to date, so that what a
+    /// test reads of a node after the tick is its state at that tick.
     pub fn tick_synced(&mut self) {
         self.now += 1;
         for id in self.ids() {
             self.tick_node(id);
+            self.catch_up(id);
         }
         self.deliver_due(|_| {});
         for id in self.ids() {
