@@ -125,7 +125,7 @@ fn forwarded_appends_and_reads_land_exactly_on_the_owning_shards_logs() {
                     }
                     if read.offset_next == offset {
                         // Nothing visible yet past `offset`: wait for the owner's flusher.
-                        context.wait_for_data(id.clone(), offset, 1_000).await;
+                        context.wait_for_data(vec![(id.clone(), offset)], 1_000).await;
                     }
                     offset = read.offset_next;
                 }
