@@ -92,13 +92,8 @@ fn send_now(
     loop {
         // SAFETY: every iovec points into a live `Bytes` of `buffers`, within its length, for
         // the duration of the call; the kernel only reads them.
-        let sent = unsafe {
-            libc::sendmsg(
-                socket_fd,
-                &message,
-                libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
-            )
-        };
+        let sent =
+            unsafe { libc::sendmsg(socket_fd, &message, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL) };
         if sent >= 0 {
             return Ok(sent as usize);
         }
@@ -123,7 +118,11 @@ mod tests {
         let (ours, mut theirs) = UnixStream::pair().unwrap();
         let buffers: Vec<Bytes> = (0..3000u32)
             .map(|index| {
-                let length = if index % 7 == 0 { 0 } else { index as usize % 300 };
+                let length = if index % 7 == 0 {
+                    0
+                } else {
+                    index as usize % 300
+                };
                 Bytes::from(vec![(index % 251) as u8; length])
             })
             .collect();

@@ -792,3 +792,137 @@ fn a_broker_alone_can_only_move_partitions_to_itself() {
     assert!(listed.topics.is_empty(), "nothing moves on a broker alone");
     broker.stop();
 }
+
+/// A consumer of many partitions spread over both shards, fetching them all in each request
+/// under tight limits, gets every batch of every partition exactly once, in order, each
+/// response within the partition and response limits (only a lone first batch may exceed
+/// them); the producer's requests carry a batch for every partition at once.
+#[test]
+fn a_fetch_of_many_partitions_across_shards_gets_each_partitions_batches_in_order_within_its_limits(
+) {
+    const PARTITIONS_MANY: i32 = 8;
+    const PARTITION_BYTES_MAX: usize = 5_000;
+    const RESPONSE_BYTES_MAX: usize = 12_000;
+    let log = LogConfig {
+        // Older batches come from the segment files (spliced), newer ones from memory.
+        tail_cache_bytes_max: 16 << 10,
+        ..LogConfig::default()
+    };
+    let broker = TestBroker::start(2, log);
+    let mut client = broker.connect();
+    assert_eq!(create_topic(&mut client, "fanout", PARTITIONS_MANY), 0);
+    let mut produced: Vec<Vec<u8>> = vec![Vec::new(); PARTITIONS_MANY as usize];
+    let mut offsets = vec![0i64; PARTITIONS_MANY as usize];
+    for round in 0..24usize {
+        let batches: Vec<Vec<u8>> = (0..PARTITIONS_MANY as usize)
+            .map(|partition| {
+                let records = 1 + (round + partition) % 3;
+                let value_bytes = 100 + ((round * 5 + partition * 3) % 7) * 400;
+                batch_of(records, value_bytes, round as i64)
+            })
+            .collect();
+        let request = ProduceRequest::default()
+            .with_acks(1)
+            .with_timeout_ms(5_000)
+            .with_topic_data(vec![TopicProduceData::default()
+                .with_name(name("fanout"))
+                .with_partition_data(
+                    batches
+                        .iter()
+                        .enumerate()
+                        .map(|(partition, batch)| {
+                            PartitionProduceData::default()
+                                .with_index(partition as i32)
+                                .with_records(Some(Bytes::from(batch.clone())))
+                        })
+                        .collect(),
+                )]);
+        let response: ProduceResponse = client.call(ApiKey::Produce, 9, &request);
+        let answers = &response.responses[0].partition_responses;
+        assert_eq!(answers.len(), PARTITIONS_MANY as usize);
+        for (partition, (answer, batch)) in answers.iter().zip(batches).enumerate() {
+            assert_eq!(answer.index, partition as i32);
+            assert_eq!(
+                (answer.error_code, answer.base_offset),
+                (0, offsets[partition]),
+                "round {round}, partition {partition}"
+            );
+            let records = engine::batch::BatchHeader::parse(&batch)
+                .unwrap()
+                .records_count;
+            produced[partition].extend(stamped(batch, offsets[partition]));
+            offsets[partition] += i64::from(records);
+        }
+    }
+
+    let mut consumed: Vec<Vec<u8>> = vec![Vec::new(); PARTITIONS_MANY as usize];
+    let mut positions = vec![0i64; PARTITIONS_MANY as usize];
+    let started = Instant::now();
+    while positions != offsets {
+        assert!(
+            started.elapsed() < common::DEADLINE,
+            "the consumer stopped progressing"
+        );
+        let request = FetchRequest::default()
+            .with_max_wait_ms(0)
+            .with_min_bytes(1)
+            .with_max_bytes(RESPONSE_BYTES_MAX as i32)
+            .with_session_epoch(-1)
+            .with_topics(vec![FetchTopic::default()
+                .with_topic(name("fanout"))
+                .with_partitions(
+                    positions
+                        .iter()
+                        .enumerate()
+                        .map(|(partition, &offset)| {
+                            FetchPartition::default()
+                                .with_partition(partition as i32)
+                                .with_fetch_offset(offset)
+                                .with_partition_max_bytes(PARTITION_BYTES_MAX as i32)
+                        })
+                        .collect(),
+                )]);
+        let response: FetchResponse = client.call(ApiKey::Fetch, 12, &request);
+        let answers = &response.responses[0].partitions;
+        assert_eq!(answers.len(), PARTITIONS_MANY as usize);
+        let mut response_bytes = 0;
+        for answer in answers {
+            let partition = answer.partition_index as usize;
+            assert_eq!(answer.error_code, 0);
+            assert_eq!(answer.high_watermark, offsets[partition]);
+            let records = answer.records.clone().unwrap_or_default();
+            let mut batches = 0;
+            let mut cursor = &records[..];
+            while !cursor.is_empty() {
+                let header = engine::batch::BatchHeader::parse(cursor).unwrap();
+                assert_eq!(
+                    header.base_offset, positions[partition],
+                    "whole batches, in order"
+                );
+                positions[partition] = header.last_offset() + 1;
+                cursor = &cursor[header.size_bytes as usize..];
+                batches += 1;
+            }
+            let lone_first_batch = batches == 1 && response_bytes == 0;
+            assert!(
+                records.len() <= PARTITION_BYTES_MAX || lone_first_batch,
+                "partition {partition}: {} bytes",
+                records.len()
+            );
+            response_bytes += records.len();
+            assert!(
+                response_bytes <= RESPONSE_BYTES_MAX || lone_first_batch,
+                "{response_bytes} bytes in the response"
+            );
+            consumed[partition].extend_from_slice(&records);
+        }
+        assert!(
+            response_bytes > 0,
+            "every fetch returns something until the end"
+        );
+    }
+    assert_eq!(
+        consumed, produced,
+        "every byte of every partition, in order"
+    );
+}

@@ -13,12 +13,14 @@ use std::time::Duration;
 use bytes::BytesMut;
 use futures::channel::oneshot;
 use futures::future::{join_all, select, select_all, LocalBoxFuture, Shared};
-use futures::FutureExt;
+use futures::stream::FuturesUnordered;
+use futures::{FutureExt, StreamExt};
 use glommio::channels::local_channel::LocalSender;
 
 use super::{
     owner_shard, Appended, Durability, ListedOffset, MeshMessage, OffsetQuery, PartitionId,
-    PartitionRead, PartitionStats, SendableData, SendableRead, ShardRequest, ShardResponse,
+    PartitionRead, PartitionStats, ReadMany, SendableData, SendableRead, ShardRequest,
+    ShardResponse,
 };
 use crate::batch::CheckedBatch;
 use crate::clock::Clock;
@@ -210,7 +212,9 @@ impl ShardContext {
         let mut pending: Vec<Option<AppendPending>> = appends.iter().map(|_| None).collect();
         // Per shard: the positions of its batches, and the batches.
         let mut by_owner: Vec<(Vec<usize>, Vec<(PartitionId, BytesMut)>)> =
-            (0..self.state.shard_count).map(|_| Default::default()).collect();
+            (0..self.state.shard_count)
+                .map(|_| Default::default())
+                .collect();
         for (position, (partition, batch)) in appends.into_iter().enumerate() {
             let owner = &mut by_owner[self.owner_of(&partition)];
             owner.0.push(position);
@@ -299,16 +303,21 @@ impl ShardContext {
         }
     }
 
-    /// Reads every partition of `reads` with one request per owning shard, with the results a
-    /// fetch gets reading them one after the other in this order, sharing `bytes_max`: the
-    /// first read that returns data returns at least one batch, each later one only what fits
-    /// both its own `bytes_max` and the room the earlier ones left (nothing rather than an
-    /// oversized batch), and once no room is left a read returns its partition's offsets only.
+    /// Reads every partition of `reads` with one request per owning shard, with the results
+    /// Kafka's fetch gets reading them one after the other in this order, sharing `bytes_max`:
+    /// until a read has returned data, a read returns at least one batch; each later one only
+    /// whole batches that fit both its own `bytes_max` and the room the earlier ones left
+    /// (nothing rather than an oversized batch); once no room is left a read returns its
+    /// partition's offsets only. Errors (an offset out of range) are reported either way.
     ///
-    /// Each owner reads its own partitions in turn against the whole budget, concurrently with
-    /// the others; the results are then taken in order against the shared budget. A read that
-    /// got more than the room left in the end is read again with that room (only when the
-    /// budget binds, so a consumer far behind pays a second round trip, not one that keeps up).
+    /// Each owner reads its partitions in turn, concurrently with the others, each up to its
+    /// own `bytes_max` (or the whole budget), and stops reading data once what it read fills
+    /// the budget (so a consumer far behind costs each shard at most about one budget of
+    /// reads). The results are then taken in order against the shared budget: a read is kept
+    /// if it fits the room left, and read again with that room when it does not (or when its
+    /// owner had stopped before it) and reads came before it; so a second round trip happens
+    /// only where the budget binds, for a consumer that is behind, never for one that keeps
+    /// up.
     pub async fn read_many(
         &self,
         reads: &[PartitionRead],
@@ -326,7 +335,10 @@ impl ShardContext {
                 continue;
             }
             let request = ShardRequest::ReadMany {
-                reads: owned.iter().map(|&position| reads[position].clone()).collect(),
+                reads: owned
+                    .iter()
+                    .map(|&position| reads[position].clone())
+                    .collect(),
                 bytes_max,
             };
             let answer = self.forward(owner, request).await;
@@ -334,7 +346,7 @@ impl ShardContext {
                 owned,
                 Box::pin(async move {
                     match answer.await {
-                        ShardResponse::ReadMany(results) => results,
+                        ShardResponse::ReadMany(read) => read,
                         other => unreachable!("a read of many is answered with {other:?}"),
                     }
                 }) as LocalBoxFuture<'_, _>,
@@ -344,33 +356,37 @@ impl ShardContext {
         let local = &positions[shard_id];
         if !local.is_empty() {
             let local_reads = local.iter().map(|&position| &reads[position]);
-            answers.push((local, Box::pin(self.read_many_local(local_reads, bytes_max))));
+            answers.push((
+                local,
+                Box::pin(self.read_many_local(local_reads, bytes_max)),
+            ));
         }
-        let mut results: Vec<Option<Result<SendableRead, LogError>>> =
+        // Per read: its owner's result, and whether the owner read its data.
+        let mut results: Vec<Option<(Result<SendableRead, LogError>, bool)>> =
             reads.iter().map(|_| None).collect();
         for (owned, answer) in answers {
             let answered = answer.await;
-            assert_eq!(answered.len(), owned.len(), "one result per read");
-            for (&position, result) in owned.iter().zip(answered) {
-                results[position] = Some(result);
+            assert_eq!(answered.results.len(), owned.len(), "one result per read");
+            for (index, (&position, result)) in owned.iter().zip(answered.results).enumerate() {
+                results[position] = Some((result, index < answered.read_count));
             }
         }
         let mut used = 0u64;
         let mut merged = Vec::with_capacity(reads.len());
         for (read, result) in reads.iter().zip(results) {
-            let mut result = result.expect("every read was sent to its owner");
+            let (mut result, data_read) = result.expect("every read was sent to its owner");
             if let Ok(answer) = &mut result {
                 let remaining = bytes_max.saturating_sub(used);
-                match read_limit(read.bytes_max, remaining) {
-                    None => answer.drop_data(read.offset),
-                    Some(limit) if used > 0 && answer.data.length() > limit as u64 => {
-                        // Its owner had more room than the reads before it left.
-                        result = self
-                            .read(read.partition.clone(), read.offset, limit)
-                            .await
-                            .map(|again| again.within_budget(read.offset, used, remaining));
-                    }
-                    Some(_) => {}
+                let limit = read_limit(read.bytes_max, remaining);
+                if remaining == 0 {
+                    answer.drop_data(read.offset);
+                } else if !data_read || (used > 0 && answer.data.length() > limit as u64) {
+                    // Its owner stopped reading, or had more room than the reads before this
+                    // one left: read it as a read in turn would have been.
+                    result = self
+                        .read(read.partition.clone(), read.offset, limit)
+                        .await
+                        .map(|again| again.within_budget(read.offset, used, limit));
                 }
             }
             if let Ok(answer) = &result {
@@ -494,6 +510,13 @@ impl ShardContext {
             let _in_flight = self.work_in_flight();
             work().await;
         }
+    }
+
+    /// Units of work in flight on this shard: requests it forwarded and awaits, peers'
+    /// requests it serves, and what counts itself with [`ShardContext::work_in_flight`]; what
+    /// the shutdown drain waits for.
+    pub fn work_in_flight_count(&self) -> usize {
+        self.state.in_flight.get()
     }
 
     /// Counts as work in flight while it lives, so that the shutdown drain waits for it
@@ -744,39 +767,40 @@ impl ShardContext {
         })
     }
 
-    /// This shard's part of [`ShardContext::read_many`]: its reads in turn, sharing
-    /// `bytes_max` among themselves.
+    /// This shard's part of [`ShardContext::read_many`]: its reads in turn, each up to its own
+    /// `bytes_max` and `bytes_max` in all, until what they returned fills `bytes_max`; the
+    /// reads after that return their partition's offsets only (or its error).
     async fn read_many_local(
         &self,
         reads: impl Iterator<Item = &PartitionRead>,
         bytes_max: u64,
-    ) -> Vec<Result<SendableRead, LogError>> {
+    ) -> ReadMany {
         let mut used = 0u64;
         let mut results = Vec::with_capacity(reads.size_hint().0);
+        let mut read_count = 0;
         for read in reads {
-            let remaining = bytes_max.saturating_sub(used);
-            let result = match read_limit(read.bytes_max, remaining) {
-                Some(limit) => self
-                    .read_local(&read.partition, read.offset, limit)
+            let result = if used < bytes_max {
+                read_count += 1;
+                let limit = read_limit(read.bytes_max, bytes_max);
+                self.read_local(&read.partition, read.offset, limit).await
+            } else {
+                // The least a read can read, for the offsets and errors only.
+                self.read_local(&read.partition, read.offset, 1)
                     .await
-                    .map(|answer| answer.within_budget(read.offset, used, remaining)),
-                // No room left: the partition's offsets only.
-                None => self
-                    .list_offset_local(&read.partition, OffsetQuery::Latest)
-                    .await
-                    .map(|listed| SendableRead {
-                        data: SendableData::Empty,
-                        offset_next: read.offset,
-                        log_start_offset: listed.log_start_offset,
-                        high_watermark: listed.high_watermark,
-                    }),
+                    .map(|mut answer| {
+                        answer.drop_data(read.offset);
+                        answer
+                    })
             };
             if let Ok(answer) = &result {
                 used += answer.data.length();
             }
             results.push(result);
         }
-        results
+        ReadMany {
+            results,
+            read_count,
+        }
     }
 
     async fn wait_for_data_local(&self, waits: Vec<(PartitionId, u64)>, timeout_ms: u64) {
@@ -791,10 +815,13 @@ impl ShardContext {
             };
             logs.push((log, *offset));
         }
-        let data = select_all(
-            logs.iter()
-                .map(|(log, offset)| Box::pin(log.wait_for_high_watermark_above(*offset))),
-        );
+        // Only the waits whose log woke the task are polled again, not all of them: a long
+        // poll over thousands of partitions costs per wake-up what woke it.
+        let mut waiting: FuturesUnordered<_> = logs
+            .iter()
+            .map(|(log, offset)| log.wait_for_high_watermark_above(*offset))
+            .collect();
+        let data = waiting.next();
         let timeout = std::pin::pin!(glommio::timer::sleep(Duration::from_millis(timeout_ms)));
         let shutdown = std::pin::pin!(self.shutdown_requested());
         select(data, select(timeout, shutdown)).await;
@@ -906,13 +933,16 @@ impl ShardContext {
             );
             return Err(LogError::NotLeader { leader: None });
         }
-        let slot = self
-            .state
-            .partitions
-            .borrow_mut()
-            .entry(partition.clone())
-            .or_default()
-            .clone();
+        // Looked up before it is inserted, so the common case clones no name.
+        let known = self.state.partitions.borrow().get(partition).cloned();
+        let slot = known.unwrap_or_else(|| {
+            self.state
+                .partitions
+                .borrow_mut()
+                .entry(partition.clone())
+                .or_default()
+                .clone()
+        });
         let mut opened = slot.lock().await;
         if let Some(log) = opened.as_ref() {
             return Ok(log.clone());
@@ -1122,11 +1152,11 @@ impl ShardContext {
     }
 }
 
-/// What the room left in a [`ShardContext::read_many`] budget allows one read: `None` when
-/// there is none (offsets only), else at most its own `bytes_max` and the room, and at least
-/// one byte, so the read still returns one whole batch when nothing came before it.
-fn read_limit(bytes_max: usize, remaining: u64) -> Option<usize> {
-    (remaining > 0).then(|| (bytes_max as u64).min(remaining).max(1) as usize)
+/// What the room left in a [`ShardContext::read_many`] budget allows one read: at most its
+/// own `bytes_max` and the room, and at least one byte, so that the read returns one whole
+/// batch when nothing came before it (a log read returns at least one).
+fn read_limit(bytes_max: usize, remaining: u64) -> usize {
+    (bytes_max as u64).min(remaining).max(1) as usize
 }
 
 impl SendableRead {
@@ -1136,11 +1166,12 @@ impl SendableRead {
         self.offset_next = offset;
     }
 
-    /// This read as a read in turn keeps it, `used` bytes of a shared budget already taken and
-    /// `remaining` left: an oversized first batch is kept when nothing came before it, never
-    /// after.
-    fn within_budget(mut self, offset: u64, used: u64, remaining: u64) -> SendableRead {
-        if used > 0 && self.data.length() > remaining {
+    /// This read (made with `limit`, [`read_limit`]) as a read in turn keeps it, `used` bytes
+    /// of a shared budget already taken: a first batch larger than the limit is kept while
+    /// nothing came before it, never after (Kafka's fetch: "min one message" only until a
+    /// partition returned data).
+    fn within_budget(mut self, offset: u64, used: u64, limit: usize) -> SendableRead {
+        if used > 0 && self.data.length() > limit as u64 {
             self.drop_data(offset);
         }
         self

@@ -202,8 +202,7 @@ pub enum ShardResponse {
     /// One result per append of a [`ShardRequest::Append`], in its order.
     Appended(Vec<Result<Appended, LogError>>),
     Read(Result<SendableRead, LogError>),
-    /// One result per read of a [`ShardRequest::ReadMany`], in its order.
-    ReadMany(Vec<Result<SendableRead, LogError>>),
+    ReadMany(ReadMany),
     DataReady,
     ListedOffset(Result<ListedOffset, LogError>),
     /// The new log start offset.
@@ -222,9 +221,10 @@ impl ShardResponse {
                 ShardResponse::Appended(appends.iter().map(|_| Err(LogError::Closed)).collect())
             }
             ShardRequest::Read { .. } => ShardResponse::Read(Err(LogError::Closed)),
-            ShardRequest::ReadMany { reads, .. } => {
-                ShardResponse::ReadMany(reads.iter().map(|_| Err(LogError::Closed)).collect())
-            }
+            ShardRequest::ReadMany { reads, .. } => ShardResponse::ReadMany(ReadMany {
+                results: reads.iter().map(|_| Err(LogError::Closed)).collect(),
+                read_count: reads.len(),
+            }),
             ShardRequest::WaitForData { .. } => ShardResponse::DataReady,
             ShardRequest::ListOffset { .. } => ShardResponse::ListedOffset(Err(LogError::Closed)),
             ShardRequest::DeleteRecords { .. } => {
@@ -280,6 +280,16 @@ pub struct ListedOffset {
     pub timestamp_ms: Option<i64>,
     pub log_start_offset: u64,
     pub high_watermark: u64,
+}
+
+/// An owner's answer to a [`ShardRequest::ReadMany`].
+#[derive(Debug)]
+pub struct ReadMany {
+    /// One result per read, in the request's order.
+    pub results: Vec<Result<SendableRead, LogError>>,
+    /// The reads (a prefix) whose data was read; the owner read only the offsets of the rest,
+    /// its budget full.
+    pub read_count: usize,
 }
 
 /// A read's result in a form that may cross threads.
@@ -353,7 +363,9 @@ enum MeshMessage {
     },
     /// The sender no longer waits for the answer to its request `id` (a long poll that ended
     /// for another reason): the receiver stops serving it and sends no answer.
-    Cancel { id: u64 },
+    Cancel {
+        id: u64,
+    },
     /// The sender has finished its shutdown drain: it will send no more requests.
     Drained,
 }

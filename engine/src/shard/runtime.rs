@@ -322,40 +322,39 @@ where
                         let in_flight = context.enter_in_flight();
                         let context = context.clone();
                         // `None`: cancelled, the peer no longer waits for an answer.
-                        let response: LocalBoxFuture<'static, Option<ShardResponse>> =
-                            match request {
-                                // Offsets are assigned here, in the order the peer sent its
-                                // appends; only the wait for durability runs concurrently.
-                                ShardRequest::Append {
-                                    appends,
-                                    leader_epoch,
-                                    durability,
-                                } => {
-                                    let pending = context
-                                        .submit_local_appends(appends, leader_epoch, durability)
-                                        .await;
-                                    Box::pin(async move {
-                                        Some(ShardResponse::Appended(join_all(pending).await))
-                                    })
-                                }
-                                wait @ ShardRequest::WaitForData { .. } => {
-                                    let context = context.clone();
-                                    let (answer, abort) = abortable(async move {
-                                        context.handle_local(wait).await
-                                    });
-                                    waits.borrow_mut().insert(id, abort);
-                                    let waits = waits.clone();
-                                    Box::pin(async move {
-                                        let answer = answer.await.ok();
-                                        waits.borrow_mut().remove(&id);
-                                        answer
-                                    })
-                                }
-                                other => {
-                                    let context = context.clone();
-                                    Box::pin(async move { Some(context.handle_local(other).await) })
-                                }
-                            };
+                        let response: LocalBoxFuture<'static, Option<ShardResponse>> = match request
+                        {
+                            // Offsets are assigned here, in the order the peer sent its
+                            // appends; only the wait for durability runs concurrently.
+                            ShardRequest::Append {
+                                appends,
+                                leader_epoch,
+                                durability,
+                            } => {
+                                let pending = context
+                                    .submit_local_appends(appends, leader_epoch, durability)
+                                    .await;
+                                Box::pin(async move {
+                                    Some(ShardResponse::Appended(join_all(pending).await))
+                                })
+                            }
+                            wait @ ShardRequest::WaitForData { .. } => {
+                                let context = context.clone();
+                                let (answer, abort) =
+                                    abortable(async move { context.handle_local(wait).await });
+                                waits.borrow_mut().insert(id, abort);
+                                let waits = waits.clone();
+                                Box::pin(async move {
+                                    let answer = answer.await.ok();
+                                    waits.borrow_mut().remove(&id);
+                                    answer
+                                })
+                            }
+                            other => {
+                                let context = context.clone();
+                                Box::pin(async move { Some(context.handle_local(other).await) })
+                            }
+                        };
                         glommio::spawn_local(async move {
                             if let Some(response) = response.await {
                                 context
