@@ -138,6 +138,17 @@ impl SleepWord {
 
     /// Sleeper's half of the handshake: a fresh odd epoch, so the waker notifies it even if it
     /// notified an earlier one. The caller re-reads the other side's index after this.
+    ///
+    /// Why no wake-up is lost: this fence (F_s: after the epoch store E, before the index load
+    /// I) pairs with the one in [`SleepWord::wake`] (F_w: after the waker's index store X,
+    /// before its epoch load L). All `SeqCst` fences are totally ordered. If F_s comes first, L
+    /// reads E or a later epoch (C++ [atomics.fences]: a store before a fence that precedes,
+    /// in that order, a fence before a load is visible to the load), so the waker sees the
+    /// declaration (or a withdrawal, which only an awake sleeper makes) and notifies. If F_w
+    /// comes first, I reads X or later, so the sleeper sees the new index and does not sleep.
+    /// Either way one side sees the other; without either fence both loads may read the old
+    /// values (store buffering) and both sides sleep. The loom models (`loom-tests`) fail with
+    /// a deadlock if either fence is removed.
     fn declare(&self, epoch: &mut usize) {
         *epoch = (*epoch | 1).wrapping_add(2);
         assert_eq!(*epoch % 2, 1, "a declared epoch is odd");
@@ -154,7 +165,8 @@ impl SleepWord {
         }
     }
 
-    /// Waker's half of the handshake; the caller has just stored its index.
+    /// Waker's half of the handshake; the caller has just stored its index. The fence pairs
+    /// with the sleeper's in [`SleepWord::declare`] (which says why that loses no wake-up).
     fn wake(&self, epoch_notified: &mut usize) {
         fence(Ordering::SeqCst);
         let epoch = self.epoch.0.load(Ordering::Relaxed);

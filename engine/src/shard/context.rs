@@ -378,7 +378,7 @@ impl ShardContext {
             if let Ok(answer) = &mut result {
                 let remaining = bytes_max.saturating_sub(used);
                 let limit = read_limit(read.bytes_max, remaining);
-                if remaining == 0 {
+                if used > 0 && remaining == 0 {
                     answer.drop_data(read.offset);
                 } else if !data_read || (used > 0 && answer.data.length() > limit as u64) {
                     // Its owner stopped reading, or had more room than the reads before this
@@ -779,7 +779,8 @@ impl ShardContext {
         let mut results = Vec::with_capacity(reads.size_hint().0);
         let mut read_count = 0;
         for read in reads {
-            let result = if used < bytes_max {
+            // A budget of 0 still lets the first data through, as Kafka's does.
+            let result = if used == 0 || used < bytes_max {
                 read_count += 1;
                 let limit = read_limit(read.bytes_max, bytes_max);
                 self.read_local(&read.partition, read.offset, limit).await
