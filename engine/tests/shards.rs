@@ -538,6 +538,10 @@ fn fetch_reads(reads: &[(u32, u64, usize)]) -> Vec<engine::shard::PartitionRead>
         .collect()
 }
 
+/// A read as the tests compare it: (the batches' bytes, high-water mark, log start offset), or
+/// the error's text.
+type ReadOutcome = Result<(Vec<u8>, u64, u64), String>;
+
 /// What Kafka's fetch gets reading in turn: each read limited to its own bytes and the room
 /// the earlier ones left, at least one batch while nothing came before it, no batch over that
 /// limit after it, and the offsets only once no room is left (an offset out of range is an
@@ -546,7 +550,7 @@ async fn read_in_turn(
     context: &engine::shard::ShardContext,
     reads: &[engine::shard::PartitionRead],
     bytes_max: u64,
-) -> Vec<Result<(Vec<u8>, u64, u64), String>> {
+) -> Vec<ReadOutcome> {
     let mut used = 0u64;
     let mut results = Vec::new();
     for read in reads {
@@ -631,7 +635,7 @@ fn reading_many_partitions_at_once_gets_what_reading_them_in_turn_gets() {
                             reads.push((1, 1_000, per_partition));
                             let reads = fetch_reads(&reads);
                             let expected = read_in_turn(&context, &reads, budget).await;
-                            let got: Vec<Result<(Vec<u8>, u64, u64), String>> = context
+                            let got: Vec<ReadOutcome> = context
                                 .read_many(&reads, budget)
                                 .await
                                 .into_iter()
@@ -679,7 +683,7 @@ fn reading_many_partitions_at_once_gets_what_reading_them_in_turn_gets() {
 }
 
 /// Bytes per read (or the error), for a readable failure message.
-fn summary(results: &[Result<(Vec<u8>, u64, u64), String>]) -> Vec<String> {
+fn summary(results: &[ReadOutcome]) -> Vec<String> {
     results
         .iter()
         .map(|result| match result {

@@ -41,6 +41,14 @@ pub type AppendPending = LocalBoxFuture<'static, Result<Appended, LogError>>;
 /// The answers of one shard to a request's appends, each taken by its batch's wait.
 type AppendAnswers = Rc<RefCell<Vec<Option<Result<Appended, LogError>>>>>;
 
+/// One owning shard's part of [`ShardContext::submit_appends`]: the batches' positions in the
+/// request, and the batches, in the request's order.
+#[derive(Default)]
+struct OwnedAppends {
+    positions: Vec<usize>,
+    appends: Vec<(PartitionId, BytesMut)>,
+}
+
 /// A partition log opened at most once, on first use, by whichever task gets there first.
 type PartitionSlot = Rc<futures::lock::Mutex<Option<Rc<PartitionLog>>>>;
 
@@ -210,17 +218,15 @@ impl ShardContext {
     ) -> Vec<AppendPending> {
         let shard_id = self.state.shard_id;
         let mut pending: Vec<Option<AppendPending>> = appends.iter().map(|_| None).collect();
-        // Per shard: the positions of its batches, and the batches.
-        let mut by_owner: Vec<(Vec<usize>, Vec<(PartitionId, BytesMut)>)> =
-            (0..self.state.shard_count)
-                .map(|_| Default::default())
-                .collect();
+        let mut by_owner: Vec<OwnedAppends> = (0..self.state.shard_count)
+            .map(|_| OwnedAppends::default())
+            .collect();
         for (position, (partition, batch)) in appends.into_iter().enumerate() {
             let owner = &mut by_owner[self.owner_of(&partition)];
-            owner.0.push(position);
-            owner.1.push((partition, batch));
+            owner.positions.push(position);
+            owner.appends.push((partition, batch));
         }
-        for (owner, (positions, appends)) in by_owner.into_iter().enumerate() {
+        for (owner, OwnedAppends { positions, appends }) in by_owner.into_iter().enumerate() {
             if appends.is_empty() {
                 continue;
             }
@@ -1205,17 +1211,15 @@ impl Drop for CancelOnDrop {
         let sender = state.outbound[self.owner]
             .as_ref()
             .expect("a peer shard has an outbound queue");
-        if let Err(error) = sender.try_send(MeshMessage::Cancel { id: self.id }) {
-            // A full queue: send it once there is room. (A closed one: the owner is gone, and
-            // its waits with it.)
-            if let glommio::GlommioError::WouldBlock(glommio::ResourceType::Channel(message)) =
-                error
-            {
-                let context = context.clone();
-                let owner = self.owner;
-                glommio::spawn_local(async move { context.send_to_peer(owner, message).await })
-                    .detach();
-            }
+        // A full queue: send it once there is room. (A closed one: the owner is gone, and its
+        // waits with it.)
+        if let Err(glommio::GlommioError::WouldBlock(glommio::ResourceType::Channel(message))) =
+            sender.try_send(MeshMessage::Cancel { id: self.id })
+        {
+            let context = context.clone();
+            let owner = self.owner;
+            glommio::spawn_local(async move { context.send_to_peer(owner, message).await })
+                .detach();
         }
     }
 }
