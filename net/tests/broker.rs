@@ -942,6 +942,15 @@ fn partitions_by_shard(topic: &str, count: i32) -> [Vec<i32>; 2] {
     owned
 }
 
+/// A broker of two shards with `topic` of six partitions: a client, and the partitions by
+/// owning shard ([`partitions_by_shard`]).
+fn broker_with_topic_on_both_shards(topic: &str) -> (TestBroker, Client, [Vec<i32>; 2]) {
+    let broker = TestBroker::start(2, LogConfig::default());
+    let mut client = broker.connect();
+    assert_eq!(create_topic(&mut client, topic, 6), 0);
+    (broker, client, partitions_by_shard(topic, 6))
+}
+
 /// A fetch (v12) of `partitions` of `topic`, each `(partition, fetch offset)` with the same
 /// partition limit, in this order.
 fn fetch_partitions(
@@ -996,11 +1005,8 @@ fn answered(response: &FetchResponse) -> Vec<(i32, i16, i64, Bytes)> {
 /// `max_wait_ms` with what both shards have.
 #[test]
 fn a_long_poll_across_shards_waits_for_min_bytes_and_is_woken_by_either_shards_produce() {
-    let broker = TestBroker::start(2, LogConfig::default());
-    let mut consumer = broker.connect();
+    let (broker, mut consumer, [shard_0, shard_1]) = broker_with_topic_on_both_shards("polls");
     let mut producer = broker.connect();
-    assert_eq!(create_topic(&mut consumer, "polls", 6), 0);
-    let [shard_0, shard_1] = partitions_by_shard("polls", 6);
     // Each order: the first batch to one shard's partition, the second (which completes
     // min_bytes) to the other's.
     for (round, (first, second)) in [(shard_0[0], shard_1[0]), (shard_1[1], shard_0[1])]
@@ -1073,12 +1079,9 @@ fn a_long_poll_across_shards_waits_for_min_bytes_and_is_woken_by_either_shards_p
 /// with nothing to return does not use up the "first batch" allowance.
 #[test]
 fn only_the_first_partition_with_data_may_exceed_the_fetch_limits_whichever_shard_owns_it() {
-    let broker = TestBroker::start(2, LogConfig::default());
-    let mut client = broker.connect();
-    assert_eq!(create_topic(&mut client, "kip74", 6), 0);
-    let [shard_0, shard_1] = partitions_by_shard("kip74", 6);
+    let (_broker, mut client, [shard_0, shard_1]) = broker_with_topic_on_both_shards("kip74");
     // One partition of each shard starts with a batch over every limit, another of each
-    // shard with small batches, two of which fit a partition's limit.
+    // shard with small batches.
     let big = batch_of(1, 20_000, 1);
     let small = batch_of(1, 300, 2);
     // Two small batches fit a partition's limit, three the response's.
@@ -1168,10 +1171,7 @@ fn only_the_first_partition_with_data_may_exceed_the_fetch_limits_whichever_shar
 /// last stable offset is the high-water mark).
 #[test]
 fn a_fetch_reports_each_partitions_error_beside_the_others_data_without_waiting() {
-    let broker = TestBroker::start(2, LogConfig::default());
-    let mut client = broker.connect();
-    assert_eq!(create_topic(&mut client, "mixed", 6), 0);
-    let [shard_0, shard_1] = partitions_by_shard("mixed", 6);
+    let (_broker, mut client, [shard_0, shard_1]) = broker_with_topic_on_both_shards("mixed");
     let batch = batch_of(2, 100, 7);
     for &partition in shard_0.iter().chain(&shard_1) {
         assert_eq!(

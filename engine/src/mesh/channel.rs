@@ -79,18 +79,9 @@ impl<T> Sender<T> {
     ///
     /// Cancel-safe in the sense that dropping the future drops `value` unsent; nothing else is
     /// lost.
-    pub async fn send(&mut self, mut value: T) {
-        loop {
-            match self.producer.try_push(value) {
-                Ok(()) => {
-                    self.producer.cancel_sleep();
-                    return;
-                }
-                Err(refused) => value = refused,
-            }
-            let producer = &mut self.producer;
-            sleep_until_rung(&self.doorbell, self.slot, || producer.sleep_if_full()).await;
-        }
+    pub async fn send(&mut self, value: T) {
+        self.stage(value).await;
+        self.publish();
     }
 }
 
