@@ -37,9 +37,10 @@ use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
 use super::clean;
+use super::commit::Committer;
 use super::damage::{self, DamagedRange};
 use super::epochs;
-use super::flush::{run_flusher, write_whole_file};
+use super::flush::write_whole_file;
 use super::producers::{ProducerLimits, ProducerRecovery, ProducerTable};
 use super::{
     read, remove_producer_snapshot, remove_segment_files, FlushTicket, LogState, PartitionLog,
@@ -58,9 +59,23 @@ use crate::tail_cache::TailCache;
 
 impl PartitionLog {
     /// Opens (creating if needed) the partition log in `dir`, recovering it as described in
-    /// this module's documentation. Must run on a glommio executor: it starts the log's
-    /// flusher task there.
+    /// this module's documentation, with a commit cycle of its own (no journal: every write
+    /// goes to the segments). Must run on a glommio executor: it starts the cycle's task there.
     pub async fn open(
+        dir: impl Into<PathBuf>,
+        config: LogConfig,
+        clock: Rc<dyn Clock>,
+    ) -> Result<PartitionLog, LogError> {
+        let committer = Committer::new();
+        let mut log = PartitionLog::open_in(&committer, dir, config, clock).await?;
+        log.own_committer = Some(committer);
+        Ok(log)
+    }
+
+    /// Opens the partition log in `dir` as [`PartitionLog::open`] does, committed by the
+    /// shard's `committer` (with its journal, if it has one) along with the shard's other logs.
+    pub async fn open_in(
+        committer: &Committer,
         dir: impl Into<PathBuf>,
         config: LogConfig,
         clock: Rc<dyn Clock>,
@@ -148,8 +163,18 @@ impl PartitionLog {
             log_end_offset,
             written_end_offset: log_end_offset,
             durable_end_offset: log_end_offset,
+            segment_written_end_offset: log_end_offset,
+            segment_synced_end_offset: log_end_offset,
             unflushed: Default::default(),
             unflushed_bytes: 0,
+            lazy: Default::default(),
+            lazy_bytes: 0,
+            in_journal_write: false,
+            segment_op: None,
+            segment_retry_at_ms: i64::MIN,
+            direct_unsynced: false,
+            journal_unsynced: false,
+            cut_generation: 0,
             open_ticket: Rc::new(FlushTicket::default()),
             in_flight_ticket: None,
             unsynced_tickets: Vec::new(),
@@ -163,7 +188,6 @@ impl PartitionLog {
             write_failure: None,
             restart_required: false,
             stats: Default::default(),
-            flusher_waker: None,
             producers: producers.table,
             producer_snapshot_due: None,
             epochs,
@@ -173,8 +197,23 @@ impl PartitionLog {
             recovery_point_written_ms: now_ms,
             damage_found: damaged.len() as u64,
         };
+        let key = dir
+            .file_name()
+            .and_then(|name| name.to_str())
+            .ok_or_else(|| {
+                LogError::InvalidConfig(format!(
+                    "the partition directory {} has no name the journal can record",
+                    dir.display()
+                ))
+            })?
+            .to_owned();
         let shared = Rc::new(Shared {
             dir,
+            key,
+            commit: committer.shared().clone(),
+            commit_id: Default::default(),
+            commit_dirty: Default::default(),
+            segment_write_wanted: Default::default(),
             config: RefCell::new(Rc::new(config)),
             clock,
             directory,
@@ -188,10 +227,10 @@ impl PartitionLog {
             // is appended at those offsets.
             shared.persist_epochs().await?;
         }
-        let flusher = glommio::spawn_local(run_flusher(shared.clone()));
+        shared.commit_id.set(shared.commit.register(&shared));
         Ok(PartitionLog {
             shared,
-            flusher: Some(flusher),
+            own_committer: None,
         })
     }
 }

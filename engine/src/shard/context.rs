@@ -26,7 +26,7 @@ use crate::batch::CheckedBatch;
 use crate::clock::Clock;
 use crate::config::LogConfig;
 use crate::error::LogError;
-use crate::log::{PartitionLog, ReadData};
+use crate::log::{Committer, PartitionLog, ReadData};
 use crate::waiters::Waiters;
 
 use super::coordinator::{Coordinators, GroupsConfig};
@@ -49,6 +49,10 @@ struct OwnedAppends {
     appends: Vec<(PartitionId, BytesMut)>,
 }
 
+/// Partition logs a shard closes at once at shutdown: enough to overlap their syncs, few
+/// enough to bound the buffers and descriptors of closes in flight.
+const CLOSES_IN_FLIGHT_MAX: usize = 32;
+
 /// A partition log opened at most once, on first use, by whichever task gets there first.
 type PartitionSlot = Rc<futures::lock::Mutex<Option<Rc<PartitionLog>>>>;
 
@@ -69,6 +73,8 @@ pub(super) struct ShardState {
     /// See [`RuntimeConfig::replicated_partitions`].
     replicated_partitions: Option<PlacementView>,
     clock: Rc<dyn Clock>,
+    /// The shard's commit cycle, which every partition log of the shard is opened with.
+    committer: Committer,
     partitions: RefCell<HashMap<PartitionId, PartitionSlot>>,
     /// The group coordinators of the `__consumer_offsets` partitions this shard owns.
     coordinators: Coordinators,
@@ -98,6 +104,7 @@ impl ShardContext {
         config: &RuntimeConfig,
         clock: Rc<dyn Clock>,
         outbound: Vec<Option<LocalSender<MeshMessage>>>,
+        committer: Committer,
     ) -> Self {
         assert_eq!(outbound.len(), config.shard_count);
         ShardContext {
@@ -110,6 +117,7 @@ impl ShardContext {
                 groups_config: config.groups.clone(),
                 replicated_partitions: config.replicated_partitions.clone().map(PlacementView::new),
                 clock,
+                committer,
                 partitions: RefCell::new(HashMap::new()),
                 coordinators: Coordinators::default(),
                 outbound,
@@ -961,7 +969,15 @@ impl ShardContext {
             return Err(LogError::UnknownPartition(partition.directory_name()));
         }
         let log_config = self.log_config_for(&partition.topic);
-        let log = Rc::new(PartitionLog::open(dir, log_config, self.state.clock.clone()).await?);
+        let log = Rc::new(
+            PartitionLog::open_in(
+                &self.state.committer,
+                dir,
+                log_config,
+                self.state.clock.clone(),
+            )
+            .await?,
+        );
         *opened = Some(log.clone());
         Ok(log)
     }
@@ -1120,9 +1136,11 @@ impl ShardContext {
         .await
     }
 
-    /// Closes every partition log this shard opened (flush, `fdatasync`, indexes, clean
-    /// marker). Returns the first error; closes the rest regardless.
+    /// Closes every partition log this shard opened (write, `fdatasync`, indexes, clean
+    /// marker), [`CLOSES_IN_FLIGHT_MAX`] at a time, so their syncs overlap instead of queueing
+    /// one behind the other. Returns the first error; closes the rest regardless.
     pub(super) async fn close_partitions(&self) -> Result<(), LogError> {
+        use futures::StreamExt;
         let slots: Vec<PartitionSlot> = self
             .state
             .partitions
@@ -1130,21 +1148,38 @@ impl ShardContext {
             .drain()
             .map(|(_, slot)| slot)
             .collect();
-        let mut first_error = None;
-        for slot in slots {
-            let Some(log) = slot.lock().await.take() else {
-                continue;
-            };
-            let result = match Rc::try_unwrap(log) {
-                Ok(log) => log.close().await,
-                // Still referenced by a task that outlived the drain: make it durable at least.
-                Err(log) => log.sync().await,
-            };
-            if let Err(error) = result {
-                first_error.get_or_insert(error);
-            }
-        }
-        first_error.map_or(Ok(()), Err)
+        let first_error: RefCell<Option<LogError>> = RefCell::new(None);
+        futures::stream::iter(slots)
+            .for_each_concurrent(CLOSES_IN_FLIGHT_MAX, |slot| {
+                let first_error = &first_error;
+                async move {
+                    let Some(log) = slot.lock().await.take() else {
+                        return;
+                    };
+                    let result = match Rc::try_unwrap(log) {
+                        Ok(log) => log.close().await,
+                        // Still referenced by a task that outlived the drain: make it durable
+                        // at least.
+                        Err(log) => log.sync().await,
+                    };
+                    if let Err(error) = result {
+                        first_error.borrow_mut().get_or_insert(error);
+                    }
+                }
+            })
+            .await;
+        first_error.into_inner().map_or(Ok(()), Err)
+    }
+
+    /// After every partition log closed: the shard's journal holds nothing (its clean
+    /// shutdown). Logs still open (a task outlived the drain) keep their journal records.
+    pub(super) async fn close_committer(&self) -> Result<(), LogError> {
+        self.state.committer.close().await
+    }
+
+    /// The shard's commit cycle's counters.
+    pub fn commit_stats(&self) -> crate::log::CommitStats {
+        self.state.committer.stats()
     }
 
     pub(super) fn enter_in_flight(&self) -> InFlight {

@@ -8,7 +8,7 @@ use std::rc::Rc;
 
 use bytes::BytesMut;
 use engine::batch::{self, build};
-use engine::{Clock, LogConfig, ManualClock, PartitionLog, ReadData, SystemClock};
+use engine::{Clock, JournalConfig, LogConfig, ManualClock, PartitionLog, ReadData, SystemClock};
 
 /// Runs `future` to completion on a fresh glommio executor (one per test, so tests may run in
 /// parallel threads).
@@ -38,6 +38,11 @@ pub fn small_config() -> LogConfig {
         cleaner_map_bytes_max: 1 << 20,
         ..LogConfig::default()
     }
+}
+
+/// A journal of small files, so that a few hundred kilobytes go round its ring.
+pub fn small_journal() -> JournalConfig {
+    JournalConfig::small()
 }
 
 pub fn system_clock() -> Rc<dyn Clock> {

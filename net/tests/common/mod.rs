@@ -118,6 +118,8 @@ fn start_runtime(
         cleaner_check_interval: std::time::Duration::from_millis(50),
         groups,
         replicated_partitions: None,
+        // Small journal files, so that tests go round the ring.
+        journal: Some(engine::JournalConfig::small()),
     };
     let (bound, bound_shards) = std::sync::mpsc::channel();
     let setup = ShardSetup {

@@ -39,6 +39,8 @@ fn runtime_config(dir: &Path, groups: GroupsConfig) -> RuntimeConfig {
         cleaner_check_interval: Duration::from_secs(300),
         groups,
         replicated_partitions: Some(Default::default()),
+        // Small journal files, so that tests go round the ring.
+        journal: Some(engine::JournalConfig::small()),
     }
 }
 
