@@ -239,6 +239,44 @@ fn staged_values_are_published_before_the_producer_sleeps() {
     });
 }
 
+/// The mesh writer's pattern (`engine::mesh::Sender::stage`, then `publish` once per run): runs
+/// of values staged and made visible with one publish, the producer going to sleep in the
+/// middle of a run when the ring is full (which must publish the part of the run already
+/// staged, or the consumer never frees a slot), the consumer taking batches and sleeping on an
+/// empty ring. Neither side may sleep through the other's progress.
+#[test]
+fn staged_runs_with_both_sides_sleeping() {
+    check(|| {
+        let (mut producer, mut consumer, wake_consumer, wake_producer) =
+            ring_with_semaphores::<u32>(1);
+        let consuming = thread::spawn(move || {
+            let mut taken = Vec::new();
+            while taken.len() < 3 {
+                if consumer.pop_batch(2, |value| taken.push(value)) > 0 {
+                    consumer.cancel_sleep();
+                } else if consumer.sleep_if_empty() {
+                    wake_consumer.wait();
+                }
+            }
+            assert_eq!(taken, [0, 1, 2]);
+        });
+        for run in [&[0, 1][..], &[2]] {
+            for &value in run {
+                let mut value = value;
+                while let Err(refused) = producer.try_stage(value) {
+                    value = refused;
+                    if producer.sleep_if_full() {
+                        wake_producer.wait();
+                    }
+                }
+                producer.cancel_sleep();
+            }
+            producer.publish();
+        }
+        consuming.join().unwrap();
+    });
+}
+
 /// Counts its drops.
 struct Counted(loom::sync::Arc<AtomicUsize>);
 

@@ -17,9 +17,9 @@ use std::os::fd::{AsRawFd, RawFd};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use futures::future::{select, Either};
-use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use futures::{AsyncRead, AsyncReadExt, AsyncWrite};
 use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
 use glommio::net::TcpStream;
 use glommio::sync::{Semaphore, StaticPermit};
@@ -31,6 +31,7 @@ use crate::broker::{Broker, Reply, ResponsePart};
 use crate::connection_limits::ConnectionSlot;
 use crate::frame::take_frame;
 use crate::send_file::Splicer;
+use crate::send_gathered::send_all;
 
 /// Bounds of one connection.
 #[derive(Debug, Clone, Copy)]
@@ -224,7 +225,12 @@ async fn write_replies<W: AsyncWrite + Unpin>(
     broker: Rc<Broker>,
     activity: LastActivity,
 ) -> ConnectionEnd {
-    let mut splicer: Option<Splicer> = None;
+    let mut sending = Sending {
+        socket_fd,
+        splicer: None,
+        memory: Vec::new(),
+        io_vectors: Vec::new(),
+    };
     while let Some((started, _permit)) = queued.recv().await {
         let reply = match started.await {
             Some(Ok(reply)) => reply,
@@ -232,35 +238,68 @@ async fn write_replies<W: AsyncWrite + Unpin>(
             // The task was cancelled: only at executor teardown.
             None => return ConnectionEnd::Closed,
         };
+        if let Err(error) = sending.send(&mut writer, reply, &broker).await {
+            return ConnectionEnd::Io(error);
+        }
+        activity.set(Instant::now());
+    }
+    ConnectionEnd::Closed
+}
+
+/// How a connection's writer sends a reply: each run of memory parts in one gathered call
+/// (`send_gathered`), each file range spliced from its segment file (`send_file`).
+struct Sending {
+    socket_fd: RawFd,
+    /// Made on the first file range the connection sends.
+    splicer: Option<Splicer>,
+    /// The run of memory parts not yet sent.
+    memory: Vec<Bytes>,
+    /// Scratch space of the gathered sends.
+    io_vectors: Vec<libc::iovec>,
+}
+
+impl Sending {
+    async fn send<W: AsyncWrite + Unpin>(
+        &mut self,
+        writer: &mut W,
+        reply: Reply,
+        broker: &Broker,
+    ) -> std::io::Result<()> {
         for part in reply {
-            let written = match part {
-                ResponsePart::Memory(bytes) => {
-                    broker.metrics.bytes_sent(bytes.len() as u64, false);
-                    writer.write_all(&bytes).await
-                }
+            match part {
+                ResponsePart::Memory(bytes) => self.memory.push(bytes),
                 ResponsePart::File {
                     file,
                     position,
                     length,
                 } => {
+                    self.send_memory(writer, broker).await?;
                     broker.metrics.bytes_sent(length, true);
-                    let splicer = match &mut splicer {
+                    let splicer = match &mut self.splicer {
                         Some(splicer) => splicer,
-                        None => match Splicer::new() {
-                            Ok(created) => splicer.insert(created),
-                            Err(error) => return ConnectionEnd::Io(error),
-                        },
+                        None => self.splicer.insert(Splicer::new()?),
                     };
                     splicer
-                        .send(socket_fd, &mut writer, &file, position, length)
-                        .await
+                        .send(self.socket_fd, writer, &file, position, length)
+                        .await?;
                 }
-            };
-            if let Err(error) = written {
-                return ConnectionEnd::Io(error);
             }
-            activity.set(Instant::now());
         }
+        self.send_memory(writer, broker).await
     }
-    ConnectionEnd::Closed
+
+    async fn send_memory<W: AsyncWrite + Unpin>(
+        &mut self,
+        writer: &mut W,
+        broker: &Broker,
+    ) -> std::io::Result<()> {
+        if self.memory.is_empty() {
+            return Ok(());
+        }
+        let bytes: usize = self.memory.iter().map(Bytes::len).sum();
+        broker.metrics.bytes_sent(bytes as u64, false);
+        let sent = send_all(self.socket_fd, writer, &self.memory, &mut self.io_vectors).await;
+        self.memory.clear();
+        sent
+    }
 }

@@ -21,4 +21,5 @@ pub mod metrics;
 pub mod request;
 pub mod response;
 pub mod send_file;
+pub mod send_gathered;
 pub mod server;

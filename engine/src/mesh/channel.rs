@@ -51,14 +51,13 @@ impl<T> Sender<T> {
         self.producer.try_push(value)
     }
 
-    /// Sends `value`, waiting without blocking the shard for the peer to make room if the ring
-    /// is full: this is the mesh's back-pressure.
-    ///
-    /// Cancel-safe in the sense that dropping the future drops `value` unsent; nothing else is
-    /// lost.
-    pub async fn send(&mut self, mut value: T) {
+    /// Writes `value` into the ring without making it visible to the peer yet (see
+    /// [`Sender::publish`]), waiting as [`Sender::send`] does if the ring is full (which
+    /// publishes what was staged before). Staging a run of values and publishing them once
+    /// costs one release store, and at most one doorbell, for the run.
+    pub async fn stage(&mut self, mut value: T) {
         loop {
-            match self.producer.try_push(value) {
+            match self.producer.try_stage(value) {
                 Ok(()) => {
                     self.producer.cancel_sleep();
                     return;
@@ -68,6 +67,21 @@ impl<T> Sender<T> {
             let producer = &mut self.producer;
             sleep_until_rung(&self.doorbell, self.slot, || producer.sleep_if_full()).await;
         }
+    }
+
+    /// Makes every staged value visible to the peer, waking it if it sleeps.
+    pub fn publish(&mut self) {
+        self.producer.publish();
+    }
+
+    /// Sends `value`, waiting without blocking the shard for the peer to make room if the ring
+    /// is full: this is the mesh's back-pressure.
+    ///
+    /// Cancel-safe in the sense that dropping the future drops `value` unsent; nothing else is
+    /// lost.
+    pub async fn send(&mut self, value: T) {
+        self.stage(value).await;
+        self.publish();
     }
 }
 

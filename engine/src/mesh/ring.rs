@@ -20,10 +20,13 @@
 //!   the other side's index; the waker stores its index, issues a `SeqCst` fence and reads the
 //!   sleep word. The two fences are ordered one way or the other, so either the sleeper sees the
 //!   new index and does not sleep, or the waker sees the declaration and notifies: no wake-up is
-//!   lost. The fences are asymmetric (`sync::barrier_heavy` / `barrier_light`): the sleeper,
-//!   which runs rarely, calls `membarrier(2)`, which forces a full barrier on every running
-//!   thread, so the waker, on every publish, needs only a compiler fence. A side that is awake
-//!   costs the other one load of a line that stays shared, not a fence and not a call.
+//!   lost. Both fences are plain `SeqCst` fences, the same code loom checks. (An earlier version
+//!   made them asymmetric: the sleeper called `membarrier(2)`, forcing a barrier on every running
+//!   thread, so the waker needed only a compiler fence. But a shard declares sleep every time a
+//!   ring runs dry, thousands of times a second under load, and each `membarrier` interrupts
+//!   every CPU running one of our threads (a VM exit under virtualisation): 6 % of the broker's
+//!   samples at 16 partitions, against tens of cycles for a fence per publish.) A side that is
+//!   awake costs the other one fence and one load of a line that stays shared, not a call.
 //! * **One writer per word.** The sleep word is an epoch, odd while asleep, written only by the
 //!   sleeper; the waker remembers the last epoch it notified instead of clearing the word, so one
 //!   declaration costs at most one notify and the waker never writes the sleeper's line. (A
@@ -32,15 +35,13 @@
 //!   than `SeqCst` accesses for the same reason: loom models `SeqCst` fences exactly but treats
 //!   `SeqCst` accesses as acquire/release, and the same code must pass under loom.
 //!
-//! Cost per publish (or per batch popped): one release store and one load (plus a `SeqCst`
-//! fence where the kernel refuses `membarrier`); going to sleep costs a `membarrier` call.
+//! Cost per publish (or per batch popped): one release store, one `SeqCst` fence and one load;
+//! going to sleep costs the same.
 //!
 //! Indices grow without wrapping at the capacity (they wrap at `usize::MAX`, with wrapping
 //! arithmetic); a slot is `index & mask`, and `tail - head` is the number of published values.
 
-use super::sync::{
-    barrier_heavy, barrier_light, prepare_barriers, Arc, AtomicUsize, Ordering, UnsafeCell,
-};
+use super::sync::{fence, Arc, AtomicUsize, Ordering, UnsafeCell};
 use std::mem::MaybeUninit;
 
 /// Largest capacity a ring may have, in values: one million slots bounds the memory a single
@@ -83,7 +84,6 @@ pub fn ring<T>(
         capacity.is_power_of_two() && capacity <= CAPACITY_MAX,
         "ring capacity {capacity} must be a power of two no larger than {CAPACITY_MAX}"
     );
-    prepare_barriers();
     let ring = Arc::new(Ring {
         tail: CachePadded(AtomicUsize::new(0)),
         head: CachePadded(AtomicUsize::new(0)),
@@ -138,11 +138,22 @@ impl SleepWord {
 
     /// Sleeper's half of the handshake: a fresh odd epoch, so the waker notifies it even if it
     /// notified an earlier one. The caller re-reads the other side's index after this.
+    ///
+    /// Why no wake-up is lost: this fence (F_s: after the epoch store E, before the index load
+    /// I) pairs with the one in [`SleepWord::wake`] (F_w: after the waker's index store X,
+    /// before its epoch load L). All `SeqCst` fences are totally ordered. If F_s comes first, L
+    /// reads E or a later epoch (C++ [atomics.fences]: a store before a fence that precedes,
+    /// in that order, a fence before a load is visible to the load), so the waker sees the
+    /// declaration (or a withdrawal, which only an awake sleeper makes) and notifies. If F_w
+    /// comes first, I reads X or later, so the sleeper sees the new index and does not sleep.
+    /// Either way one side sees the other; without either fence both loads may read the old
+    /// values (store buffering) and both sides sleep. The loom models (`loom-tests`) fail with
+    /// a deadlock if either fence is removed.
     fn declare(&self, epoch: &mut usize) {
         *epoch = (*epoch | 1).wrapping_add(2);
         assert_eq!(*epoch % 2, 1, "a declared epoch is odd");
         self.epoch.0.store(*epoch, Ordering::Relaxed);
-        barrier_heavy();
+        fence(Ordering::SeqCst);
     }
 
     /// The sleeper is awake and needs no notify; costs nothing if it was not asleep. A notify
@@ -154,9 +165,10 @@ impl SleepWord {
         }
     }
 
-    /// Waker's half of the handshake; the caller has just stored its index.
+    /// Waker's half of the handshake; the caller has just stored its index. The fence pairs
+    /// with the sleeper's in [`SleepWord::declare`] (which says why that loses no wake-up).
     fn wake(&self, epoch_notified: &mut usize) {
-        barrier_light();
+        fence(Ordering::SeqCst);
         let epoch = self.epoch.0.load(Ordering::Relaxed);
         if epoch % 2 == 1 && epoch != *epoch_notified {
             *epoch_notified = epoch;

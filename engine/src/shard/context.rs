@@ -12,12 +12,15 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use futures::channel::oneshot;
-use futures::future::{select, LocalBoxFuture};
+use futures::future::{join_all, select, select_all, LocalBoxFuture, Shared};
+use futures::stream::FuturesUnordered;
+use futures::{FutureExt, StreamExt};
 use glommio::channels::local_channel::LocalSender;
 
 use super::{
     owner_shard, Appended, Durability, ListedOffset, MeshMessage, OffsetQuery, PartitionId,
-    PartitionStats, SendableData, SendableRead, ShardRequest, ShardResponse,
+    PartitionRead, PartitionStats, ReadMany, SendableData, SendableRead, ShardRequest,
+    ShardResponse,
 };
 use crate::batch::CheckedBatch;
 use crate::clock::Clock;
@@ -34,6 +37,17 @@ use super::Delivery;
 
 /// An append that has its place in the partition's order; resolves as its durability says.
 pub type AppendPending = LocalBoxFuture<'static, Result<Appended, LogError>>;
+
+/// The answers of one shard to a request's appends, each taken by its batch's wait.
+type AppendAnswers = Rc<RefCell<Vec<Option<Result<Appended, LogError>>>>>;
+
+/// One owning shard's part of [`ShardContext::submit_appends`]: the batches' positions in the
+/// request, and the batches, in the request's order.
+#[derive(Default)]
+struct OwnedAppends {
+    positions: Vec<usize>,
+    appends: Vec<(PartitionId, BytesMut)>,
+}
 
 /// Partition logs a shard closes at once at shutdown: enough to overlap their syncs, few
 /// enough to bound the buffers and descriptors of closes in flight.
@@ -194,25 +208,94 @@ impl ShardContext {
         leader_epoch: i32,
         durability: Durability,
     ) -> AppendPending {
-        let owner = self.owner_of(&partition);
-        if owner == self.state.shard_id {
-            return self
-                .submit_local_append(&partition, batch, leader_epoch, durability)
-                .await;
+        self.submit_appends(vec![(partition, batch)], leader_epoch, durability)
+            .await
+            .pop()
+            .expect("one append submitted, one answer")
+    }
+
+    /// [`ShardContext::submit_append`] for several batches at once (a produce request's), in
+    /// their order, with one mesh message per owning shard rather than one per batch: a
+    /// request's appends to one shard get their offsets there in this order, before that shard
+    /// reads its next message. Returns one wait per batch, in the same order.
+    pub async fn submit_appends(
+        &self,
+        appends: Vec<(PartitionId, BytesMut)>,
+        leader_epoch: i32,
+        durability: Durability,
+    ) -> Vec<AppendPending> {
+        let shard_id = self.state.shard_id;
+        let mut pending: Vec<Option<AppendPending>> = appends.iter().map(|_| None).collect();
+        let mut by_owner: Vec<OwnedAppends> = (0..self.state.shard_count)
+            .map(|_| OwnedAppends::default())
+            .collect();
+        for (position, (partition, batch)) in appends.into_iter().enumerate() {
+            let owner = &mut by_owner[self.owner_of(&partition)];
+            owner.positions.push(position);
+            owner.appends.push((partition, batch));
         }
-        let request = ShardRequest::Append {
-            partition,
-            batch,
-            leader_epoch,
-            durability,
-        };
-        let response = self.forward(owner, request).await;
-        Box::pin(async move {
-            match response.await {
-                ShardResponse::Appended(result) => result,
-                other => unreachable!("an append is answered with {other:?}"),
+        for (owner, OwnedAppends { positions, appends }) in by_owner.into_iter().enumerate() {
+            if appends.is_empty() {
+                continue;
             }
-        })
+            if owner == shard_id {
+                let submitted = self
+                    .submit_local_appends(appends, leader_epoch, durability)
+                    .await;
+                for (position, append) in positions.into_iter().zip(submitted) {
+                    pending[position] = Some(append);
+                }
+                continue;
+            }
+            let count = appends.len();
+            let request = ShardRequest::Append {
+                appends,
+                leader_epoch,
+                durability,
+            };
+            let answer = self.forward(owner, request).await;
+            // One answer for the shard's batches, which each batch's wait takes its part of.
+            let answers = async move {
+                match answer.await {
+                    ShardResponse::Appended(results) => {
+                        assert_eq!(results.len(), count, "one result per append");
+                        Rc::new(RefCell::new(results.into_iter().map(Some).collect()))
+                    }
+                    other => unreachable!("an append is answered with {other:?}"),
+                }
+            }
+            .boxed_local()
+            .shared();
+            for (index, position) in positions.into_iter().enumerate() {
+                let answers: Shared<LocalBoxFuture<'static, AppendAnswers>> = answers.clone();
+                pending[position] = Some(Box::pin(async move {
+                    let answers = answers.await;
+                    let result = answers.borrow_mut()[index].take();
+                    result.expect("each append's result is taken once")
+                }));
+            }
+        }
+        pending
+            .into_iter()
+            .map(|append| append.expect("every append was submitted"))
+            .collect()
+    }
+
+    /// [`ShardContext::submit_local_append`] for each of `appends` in turn.
+    pub(super) async fn submit_local_appends(
+        &self,
+        appends: Vec<(PartitionId, BytesMut)>,
+        leader_epoch: i32,
+        durability: Durability,
+    ) -> Vec<AppendPending> {
+        let mut pending = Vec::with_capacity(appends.len());
+        for (partition, batch) in appends {
+            pending.push(
+                self.submit_local_append(&partition, batch, leader_epoch, durability)
+                    .await,
+            );
+        }
+        pending
     }
 
     /// Reads whole batches of `partition` from `offset` below its high-water mark (see
@@ -234,18 +317,127 @@ impl ShardContext {
         }
     }
 
-    /// Resolves once `partition`'s high-water mark is above `offset`, after `timeout_ms`, or at
-    /// shutdown, whichever is first.
-    pub async fn wait_for_data(&self, partition: PartitionId, offset: u64, timeout_ms: u64) {
-        let request = ShardRequest::WaitForData {
-            partition,
-            offset,
-            timeout_ms,
-        };
-        match self.dispatch(request).await {
-            ShardResponse::DataReady => {}
-            other => unreachable!("a wait is answered with {other:?}"),
+    /// Reads every partition of `reads` with one request per owning shard, with the results
+    /// Kafka's fetch gets reading them one after the other in this order, sharing `bytes_max`:
+    /// until a read has returned data, a read returns at least one batch; each later one only
+    /// whole batches that fit both its own `bytes_max` and the room the earlier ones left
+    /// (nothing rather than an oversized batch); once no room is left a read returns its
+    /// partition's offsets only. Errors (an offset out of range) are reported either way.
+    ///
+    /// Each owner reads its partitions in turn, concurrently with the others, each up to its
+    /// own `bytes_max` (or the whole budget), and stops reading data once what it read fills
+    /// the budget (so a consumer far behind costs each shard at most about one budget of
+    /// reads). The results are then taken in order against the shared budget: a read is kept
+    /// if it fits the room left, and read again with that room when it does not (or when its
+    /// owner had stopped before it) and reads came before it; so a second round trip happens
+    /// only where the budget binds, for a consumer that is behind, never for one that keeps
+    /// up.
+    pub async fn read_many(
+        &self,
+        reads: &[PartitionRead],
+        bytes_max: u64,
+    ) -> Vec<Result<SendableRead, LogError>> {
+        let shard_id = self.state.shard_id;
+        // Per shard: the positions in `reads` of the partitions it owns.
+        let mut positions: Vec<Vec<usize>> = vec![Vec::new(); self.state.shard_count];
+        for (position, read) in reads.iter().enumerate() {
+            positions[self.owner_of(&read.partition)].push(position);
         }
+        let mut answers = Vec::new();
+        for (owner, owned) in positions.iter().enumerate() {
+            if owner == shard_id || owned.is_empty() {
+                continue;
+            }
+            let request = ShardRequest::ReadMany {
+                reads: owned
+                    .iter()
+                    .map(|&position| reads[position].clone())
+                    .collect(),
+                bytes_max,
+            };
+            let answer = self.forward(owner, request).await;
+            answers.push((
+                owned,
+                Box::pin(async move {
+                    match answer.await {
+                        ShardResponse::ReadMany(read) => read,
+                        other => unreachable!("a read of many is answered with {other:?}"),
+                    }
+                }) as LocalBoxFuture<'_, _>,
+            ));
+        }
+        // The local reads run while the peers read theirs.
+        let local = &positions[shard_id];
+        if !local.is_empty() {
+            let local_reads = local.iter().map(|&position| &reads[position]);
+            answers.push((
+                local,
+                Box::pin(self.read_many_local(local_reads, bytes_max)),
+            ));
+        }
+        // Per read: its owner's result, and whether the owner read its data.
+        let mut results: Vec<Option<(Result<SendableRead, LogError>, bool)>> =
+            reads.iter().map(|_| None).collect();
+        for (owned, answer) in answers {
+            let answered = answer.await;
+            assert_eq!(answered.results.len(), owned.len(), "one result per read");
+            for (index, (&position, result)) in owned.iter().zip(answered.results).enumerate() {
+                results[position] = Some((result, index < answered.read_count));
+            }
+        }
+        let mut used = 0u64;
+        let mut merged = Vec::with_capacity(reads.len());
+        for (read, result) in reads.iter().zip(results) {
+            let (mut result, data_read) = result.expect("every read was sent to its owner");
+            if let Ok(answer) = &mut result {
+                let remaining = bytes_max.saturating_sub(used);
+                let limit = read_limit(read.bytes_max, remaining);
+                if used > 0 && remaining == 0 {
+                    answer.drop_data(read.offset);
+                } else if !data_read || (used > 0 && answer.data.length() > limit as u64) {
+                    // Its owner stopped reading, or had more room than the reads before this
+                    // one left: read it as a read in turn would have been.
+                    result = self
+                        .read(read.partition.clone(), read.offset, limit)
+                        .await
+                        .map(|again| again.within_budget(read.offset, used, limit));
+                }
+            }
+            if let Ok(answer) = &result {
+                used += answer.data.length();
+            }
+            merged.push(result);
+        }
+        merged
+    }
+
+    /// Resolves once the high-water mark of any partition of `waits` is above its offset,
+    /// after `timeout_ms`, or at shutdown, whichever is first: a fetch's long poll, with one
+    /// wait per owning shard. The waits on other shards are cancelled when this resolves or
+    /// is dropped.
+    pub async fn wait_for_data(&self, waits: Vec<(PartitionId, u64)>, timeout_ms: u64) {
+        let shard_id = self.state.shard_id;
+        let mut by_owner: Vec<Vec<(PartitionId, u64)>> = vec![Vec::new(); self.state.shard_count];
+        for (partition, offset) in waits {
+            by_owner[self.owner_of(&partition)].push((partition, offset));
+        }
+        let local = std::mem::take(&mut by_owner[shard_id]);
+        let mut pending: Vec<LocalBoxFuture<'_, ()>> = Vec::new();
+        for (owner, waits) in by_owner.into_iter().enumerate() {
+            if waits.is_empty() {
+                continue;
+            }
+            let request = ShardRequest::WaitForData { waits, timeout_ms };
+            let answer = self.forward(owner, request).await;
+            pending.push(Box::pin(answer.map(drop)));
+        }
+        if !local.is_empty() {
+            pending.push(Box::pin(self.wait_for_data_local(local, timeout_ms)));
+        }
+        if pending.is_empty() {
+            return;
+        }
+        select_all(pending).await;
     }
 
     /// Answers a ListOffsets query for `partition`.
@@ -334,6 +526,13 @@ impl ShardContext {
         }
     }
 
+    /// Units of work in flight on this shard: requests it forwarded and awaits, peers'
+    /// requests it serves, and what counts itself with [`ShardContext::work_in_flight`]; what
+    /// the shutdown drain waits for.
+    pub fn work_in_flight_count(&self) -> usize {
+        self.state.in_flight.get()
+    }
+
     /// Counts as work in flight while it lives, so that the shutdown drain waits for it
     /// (a connection finishing the requests it already read).
     pub fn work_in_flight(&self) -> impl Drop {
@@ -341,7 +540,10 @@ impl ShardContext {
     }
 
     pub(super) async fn dispatch(&self, request: ShardRequest) -> ShardResponse {
-        let owner = self.owner_of(request.partition());
+        let partition = request
+            .partition()
+            .expect("requests about several partitions are sent to each owner by the caller");
+        let owner = self.owner_of(partition);
         if owner == self.state.shard_id {
             return self.handle_local(request).await;
         }
@@ -349,6 +551,8 @@ impl ShardContext {
     }
 
     /// Queues `request` to the owning shard; the returned future resolves with its answer.
+    /// Dropping it before then cancels a long poll ([`ShardRequest::WaitForData`]) on the
+    /// owner; any other request runs to its end there, and its answer is ignored.
     async fn forward(
         &self,
         owner: usize,
@@ -356,6 +560,7 @@ impl ShardContext {
     ) -> impl Future<Output = ShardResponse> + 'static {
         // What to answer if the owner goes away before answering (only during shutdown).
         let closed = ShardResponse::closed(&request);
+        let cancellable = matches!(request, ShardRequest::WaitForData { .. });
         let id = self.state.request_id_next.get();
         self.state.request_id_next.set(id + 1);
         let (reply, response) = oneshot::channel();
@@ -371,12 +576,21 @@ impl ShardContext {
         if !sent {
             self.state.pending.borrow_mut().remove(&id);
         }
+        let mut cancel = (sent && cancellable).then(|| CancelOnDrop {
+            context: Some(self.clone()),
+            owner,
+            id,
+        });
         async move {
             let _in_flight = in_flight;
             if !sent {
                 return closed;
             }
-            response.await.unwrap_or(closed)
+            let response = response.await.unwrap_or(closed);
+            if let Some(cancel) = &mut cancel {
+                cancel.disarm();
+            }
+            response
         }
     }
 
@@ -384,27 +598,25 @@ impl ShardContext {
     pub(super) async fn handle_local(&self, request: ShardRequest) -> ShardResponse {
         match request {
             ShardRequest::Append {
-                partition,
-                batch,
+                appends,
                 leader_epoch,
                 durability,
-            } => ShardResponse::Appended(
-                self.submit_local_append(&partition, batch, leader_epoch, durability)
-                    .await
-                    .await,
-            ),
+            } => {
+                let pending = self
+                    .submit_local_appends(appends, leader_epoch, durability)
+                    .await;
+                ShardResponse::Appended(join_all(pending).await)
+            }
             ShardRequest::Read {
                 partition,
                 offset,
                 bytes_max,
             } => ShardResponse::Read(self.read_local(&partition, offset, bytes_max).await),
-            ShardRequest::WaitForData {
-                partition,
-                offset,
-                timeout_ms,
-            } => {
-                self.wait_for_data_local(&partition, offset, timeout_ms)
-                    .await;
+            ShardRequest::ReadMany { reads, bytes_max } => {
+                ShardResponse::ReadMany(self.read_many_local(reads.iter(), bytes_max).await)
+            }
+            ShardRequest::WaitForData { waits, timeout_ms } => {
+                self.wait_for_data_local(waits, timeout_ms).await;
                 ShardResponse::DataReady
             }
             ShardRequest::ListOffset { partition, query } => {
@@ -569,15 +781,62 @@ impl ShardContext {
         })
     }
 
-    async fn wait_for_data_local(&self, partition: &PartitionId, offset: u64, timeout_ms: u64) {
-        if self.check_leading(partition).is_err() {
-            return; // the fetch's next read reports it
+    /// This shard's part of [`ShardContext::read_many`]: its reads in turn, each up to its own
+    /// `bytes_max` and `bytes_max` in all, until what they returned fills `bytes_max`; the
+    /// reads after that return their partition's offsets only (or its error).
+    async fn read_many_local(
+        &self,
+        reads: impl Iterator<Item = &PartitionRead>,
+        bytes_max: u64,
+    ) -> ReadMany {
+        let mut used = 0u64;
+        let mut results = Vec::with_capacity(reads.size_hint().0);
+        let mut read_count = 0;
+        for read in reads {
+            // A budget of 0 still lets the first data through, as Kafka's does.
+            let result = if used == 0 || used < bytes_max {
+                read_count += 1;
+                let limit = read_limit(read.bytes_max, bytes_max);
+                self.read_local(&read.partition, read.offset, limit).await
+            } else {
+                // The least a read can read, for the offsets and errors only.
+                self.read_local(&read.partition, read.offset, 1)
+                    .await
+                    .map(|mut answer| {
+                        answer.drop_data(read.offset);
+                        answer
+                    })
+            };
+            if let Ok(answer) = &result {
+                used += answer.data.length();
+            }
+            results.push(result);
         }
-        let Ok(log) = self.partition_log(partition).await else {
-            // The fetch's next read reports the error.
-            return;
-        };
-        let data = std::pin::pin!(log.wait_for_high_watermark_above(offset));
+        ReadMany {
+            results,
+            read_count,
+        }
+    }
+
+    async fn wait_for_data_local(&self, waits: Vec<(PartitionId, u64)>, timeout_ms: u64) {
+        let mut logs = Vec::with_capacity(waits.len());
+        for (partition, offset) in &waits {
+            if self.check_leading(partition).is_err() {
+                return; // the fetch's next read reports it
+            }
+            let Ok(log) = self.partition_log(partition).await else {
+                // The fetch's next read reports the error.
+                return;
+            };
+            logs.push((log, *offset));
+        }
+        // Only the waits whose log woke the task are polled again, not all of them: a long
+        // poll over thousands of partitions costs per wake-up what woke it.
+        let mut waiting: FuturesUnordered<_> = logs
+            .iter()
+            .map(|(log, offset)| log.wait_for_high_watermark_above(*offset))
+            .collect();
+        let data = waiting.next();
         let timeout = std::pin::pin!(glommio::timer::sleep(Duration::from_millis(timeout_ms)));
         let shutdown = std::pin::pin!(self.shutdown_requested());
         select(data, select(timeout, shutdown)).await;
@@ -689,13 +948,16 @@ impl ShardContext {
             );
             return Err(LogError::NotLeader { leader: None });
         }
-        let slot = self
-            .state
-            .partitions
-            .borrow_mut()
-            .entry(partition.clone())
-            .or_default()
-            .clone();
+        // Looked up before it is inserted, so the common case clones no name.
+        let known = self.state.partitions.borrow().get(partition).cloned();
+        let slot = known.unwrap_or_else(|| {
+            self.state
+                .partitions
+                .borrow_mut()
+                .entry(partition.clone())
+                .or_default()
+                .clone()
+        });
         let mut opened = slot.lock().await;
         if let Some(log) = opened.as_ref() {
             return Ok(log.clone());
@@ -929,6 +1191,71 @@ impl ShardContext {
             .drain_waiters
             .until(|| condition(&self.state))
             .await
+    }
+}
+
+/// What the room left in a [`ShardContext::read_many`] budget allows one read: at most its
+/// own `bytes_max` and the room, and at least one byte, so that the read returns one whole
+/// batch when nothing came before it (a log read returns at least one).
+fn read_limit(bytes_max: usize, remaining: u64) -> usize {
+    (bytes_max as u64).min(remaining).max(1) as usize
+}
+
+impl SendableRead {
+    /// Keeps the offsets but not the batches (no room for them in a shared budget).
+    fn drop_data(&mut self, offset: u64) {
+        self.data = SendableData::Empty;
+        self.offset_next = offset;
+    }
+
+    /// This read (made with `limit`, [`read_limit`]) as a read in turn keeps it, `used` bytes
+    /// of a shared budget already taken: a first batch larger than the limit is kept while
+    /// nothing came before it, never after (Kafka's fetch: "min one message" only until a
+    /// partition returned data).
+    fn within_budget(mut self, offset: u64, used: u64, limit: usize) -> SendableRead {
+        if used > 0 && self.data.length() > limit as u64 {
+            self.drop_data(offset);
+        }
+        self
+    }
+}
+
+/// Tells the owner of a long poll ([`ShardRequest::WaitForData`]) that nobody waits for it any
+/// more when dropped before its answer came: the owner stops waiting, and its wait stops
+/// holding the partitions' wake-ups and a task.
+struct CancelOnDrop {
+    /// `None` once answered: nothing left to cancel.
+    context: Option<ShardContext>,
+    owner: usize,
+    id: u64,
+}
+
+impl CancelOnDrop {
+    fn disarm(&mut self) {
+        self.context = None;
+    }
+}
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        let Some(context) = self.context.take() else {
+            return;
+        };
+        let state = &context.state;
+        state.pending.borrow_mut().remove(&self.id);
+        let sender = state.outbound[self.owner]
+            .as_ref()
+            .expect("a peer shard has an outbound queue");
+        // A full queue: send it once there is room. (A closed one: the owner is gone, and its
+        // waits with it.)
+        if let Err(glommio::GlommioError::WouldBlock(glommio::ResourceType::Channel(message))) =
+            sender.try_send(MeshMessage::Cancel { id: self.id })
+        {
+            let context = context.clone();
+            let owner = self.owner;
+            glommio::spawn_local(async move { context.send_to_peer(owner, message).await })
+                .detach();
+        }
     }
 }
 

@@ -91,9 +91,12 @@ pub enum Durability {
 /// Work for the shard owning `partition`.
 #[derive(Debug)]
 pub enum ShardRequest {
+    /// Every append of a produce request whose partition this shard owns, in the request's
+    /// order: the owner gives them offsets in this order before it reads its next message, and
+    /// answers once each has the durability asked for (one answer, since the producer's
+    /// answer waits for them all anyway).
     Append {
-        partition: PartitionId,
-        batch: BytesMut,
+        appends: Vec<(PartitionId, BytesMut)>,
         leader_epoch: i32,
         durability: Durability,
     },
@@ -104,11 +107,18 @@ pub enum ShardRequest {
         offset: u64,
         bytes_max: usize,
     },
-    /// Answered once the high-water mark passes `offset`, after `timeout_ms`, or at shutdown,
-    /// whichever comes first (a fetch's long poll).
+    /// Every read of a fetch whose partition this shard owns, in the fetch's order, sharing
+    /// `bytes_max` as [`ShardContext::read_many`] says: one mesh round trip per owning shard
+    /// rather than one per partition.
+    ReadMany {
+        reads: Vec<PartitionRead>,
+        bytes_max: u64,
+    },
+    /// Answered once the high-water mark of any of `waits`' partitions passes its offset,
+    /// after `timeout_ms`, or at shutdown, whichever comes first (a fetch's long poll, one per
+    /// owning shard). The caller may cancel it ([`MeshMessage::Cancel`]).
     WaitForData {
-        partition: PartitionId,
-        offset: u64,
+        waits: Vec<(PartitionId, u64)>,
         timeout_ms: u64,
     },
     /// The partition's offsets, and the answer to a ListOffsets query.
@@ -149,19 +159,31 @@ impl std::fmt::Debug for Delivery {
 }
 
 impl ShardRequest {
-    pub fn partition(&self) -> &PartitionId {
+    /// The one partition the request is about; `None` for those about several (sent to each
+    /// owning shard by the caller, never routed by partition).
+    pub fn partition(&self) -> Option<&PartitionId> {
         match self {
-            ShardRequest::Append { partition, .. }
-            | ShardRequest::Read { partition, .. }
-            | ShardRequest::WaitForData { partition, .. }
+            ShardRequest::Read { partition, .. }
             | ShardRequest::ListOffset { partition, .. }
             | ShardRequest::DeleteRecords { partition, .. }
             | ShardRequest::Remove { partition }
             | ShardRequest::ReloadConfig { partition }
             | ShardRequest::Group { partition, .. }
-            | ShardRequest::Deliver { partition, .. } => partition,
+            | ShardRequest::Deliver { partition, .. } => Some(partition),
+            ShardRequest::Append { .. }
+            | ShardRequest::ReadMany { .. }
+            | ShardRequest::WaitForData { .. } => None,
         }
     }
+}
+
+/// One partition of a [`ShardContext::read_many`]: whole batches from `offset`, at most
+/// `bytes_max` of them (at least one batch while the shared budget has room).
+#[derive(Debug, Clone)]
+pub struct PartitionRead {
+    pub partition: PartitionId,
+    pub offset: u64,
+    pub bytes_max: usize,
 }
 
 /// What a ListOffsets request asks for.
@@ -177,8 +199,10 @@ pub enum OffsetQuery {
 /// The owner's answer to a [`ShardRequest`], variant for variant.
 #[derive(Debug)]
 pub enum ShardResponse {
-    Appended(Result<Appended, LogError>),
+    /// One result per append of a [`ShardRequest::Append`], in its order.
+    Appended(Vec<Result<Appended, LogError>>),
     Read(Result<SendableRead, LogError>),
+    ReadMany(ReadMany),
     DataReady,
     ListedOffset(Result<ListedOffset, LogError>),
     /// The new log start offset.
@@ -193,8 +217,14 @@ impl ShardResponse {
     /// The answer sent in place of a real one when the owner shut down first.
     fn closed(request: &ShardRequest) -> ShardResponse {
         match request {
-            ShardRequest::Append { .. } => ShardResponse::Appended(Err(LogError::Closed)),
+            ShardRequest::Append { appends, .. } => {
+                ShardResponse::Appended(appends.iter().map(|_| Err(LogError::Closed)).collect())
+            }
             ShardRequest::Read { .. } => ShardResponse::Read(Err(LogError::Closed)),
+            ShardRequest::ReadMany { reads, .. } => ShardResponse::ReadMany(ReadMany {
+                results: reads.iter().map(|_| Err(LogError::Closed)).collect(),
+                read_count: reads.len(),
+            }),
             ShardRequest::WaitForData { .. } => ShardResponse::DataReady,
             ShardRequest::ListOffset { .. } => ShardResponse::ListedOffset(Err(LogError::Closed)),
             ShardRequest::DeleteRecords { .. } => {
@@ -252,6 +282,16 @@ pub struct ListedOffset {
     pub high_watermark: u64,
 }
 
+/// An owner's answer to a [`ShardRequest::ReadMany`].
+#[derive(Debug)]
+pub struct ReadMany {
+    /// One result per read, in the request's order.
+    pub results: Vec<Result<SendableRead, LogError>>,
+    /// The reads (a prefix) whose data was read; the owner read only the offsets of the rest,
+    /// its budget full.
+    pub read_count: usize,
+}
+
 /// A read's result in a form that may cross threads.
 #[derive(Debug)]
 pub struct SendableRead {
@@ -277,6 +317,15 @@ pub enum SendableData {
 }
 
 impl SendableData {
+    /// The number of bytes of batches.
+    pub fn length(&self) -> u64 {
+        match self {
+            SendableData::Empty => 0,
+            SendableData::Memory(batches) => batches.iter().map(|batch| batch.len() as u64).sum(),
+            SendableData::File { length, .. } => *length,
+        }
+    }
+
     /// The bytes, concatenated (tools and tests; the broker sends file ranges with `sendfile`).
     pub fn to_vec(&self) -> Result<Vec<u8>, LogError> {
         use std::os::unix::fs::FileExt;
@@ -311,6 +360,11 @@ enum MeshMessage {
     Response {
         id: u64,
         response: ShardResponse,
+    },
+    /// The sender no longer waits for the answer to its request `id` (a long poll that ended
+    /// for another reason): the receiver stops serving it and sends no answer.
+    Cancel {
+        id: u64,
     },
     /// The sender has finished its shutdown drain: it will send no more requests.
     Drained,

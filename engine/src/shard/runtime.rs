@@ -24,6 +24,8 @@
 //!
 //! A second signal exits the process at once with status 130.
 
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::future::Future;
 use std::io::Write;
 use std::os::fd::{FromRawFd, IntoRawFd};
@@ -34,8 +36,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::future::LocalBoxFuture;
-use futures::AsyncReadExt;
+use futures::future::{abortable, join_all, AbortHandle, LocalBoxFuture};
+use futures::{AsyncReadExt, FutureExt, StreamExt};
 use glommio::channels::local_channel;
 use glommio::{LocalExecutorBuilder, Placement};
 use thiserror::Error;
@@ -350,8 +352,15 @@ where
         let (queue, queued) = local_channel::new_bounded(config.outbound_queue_capacity);
         outbound[sender.peer_shard_id()] = Some(queue);
         glommio::spawn_local(async move {
-            while let Some(message) = queued.recv().await {
-                sender.send(message).await;
+            let mut queued = std::pin::pin!(queued.stream());
+            while let Some(message) = queued.next().await {
+                sender.stage(message).await;
+                // What else is queued already goes out with it: one publish, one wake-up of
+                // the peer at most.
+                while let Some(Some(message)) = queued.next().now_or_never() {
+                    sender.stage(message).await;
+                }
+                sender.publish();
             }
         })
         .detach();
@@ -375,45 +384,63 @@ where
         let context = context.clone();
         let peer = receiver.peer_shard_id();
         glommio::spawn_local(async move {
+            // The peer's long polls being served, by request id, so it can cancel them.
+            let waits: Rc<RefCell<HashMap<u64, AbortHandle>>> = Rc::default();
             loop {
                 match receiver.recv().await {
                     MeshMessage::Request { id, request } => {
                         let in_flight = context.enter_in_flight();
                         let context = context.clone();
-                        let response: LocalBoxFuture<'static, ShardResponse> = match request {
+                        // `None`: cancelled, the peer no longer waits for an answer.
+                        let response: LocalBoxFuture<'static, Option<ShardResponse>> = match request
+                        {
                             // Offsets are assigned here, in the order the peer sent its
                             // appends; only the wait for durability runs concurrently.
                             ShardRequest::Append {
-                                partition,
-                                batch,
+                                appends,
                                 leader_epoch,
                                 durability,
                             } => {
                                 let pending = context
-                                    .submit_local_append(
-                                        &partition,
-                                        batch,
-                                        leader_epoch,
-                                        durability,
-                                    )
+                                    .submit_local_appends(appends, leader_epoch, durability)
                                     .await;
-                                Box::pin(async move { ShardResponse::Appended(pending.await) })
+                                Box::pin(async move {
+                                    Some(ShardResponse::Appended(join_all(pending).await))
+                                })
+                            }
+                            wait @ ShardRequest::WaitForData { .. } => {
+                                let context = context.clone();
+                                let (answer, abort) =
+                                    abortable(async move { context.handle_local(wait).await });
+                                waits.borrow_mut().insert(id, abort);
+                                let waits = waits.clone();
+                                Box::pin(async move {
+                                    let answer = answer.await.ok();
+                                    waits.borrow_mut().remove(&id);
+                                    answer
+                                })
                             }
                             other => {
                                 let context = context.clone();
-                                Box::pin(async move { context.handle_local(other).await })
+                                Box::pin(async move { Some(context.handle_local(other).await) })
                             }
                         };
                         glommio::spawn_local(async move {
-                            let response = response.await;
-                            context
-                                .send_to_peer(peer, MeshMessage::Response { id, response })
-                                .await;
+                            if let Some(response) = response.await {
+                                context
+                                    .send_to_peer(peer, MeshMessage::Response { id, response })
+                                    .await;
+                            }
                             drop(in_flight);
                         })
                         .detach();
                     }
                     MeshMessage::Response { id, response } => context.complete(id, response),
+                    MeshMessage::Cancel { id } => {
+                        if let Some(abort) = waits.borrow_mut().remove(&id) {
+                            abort.abort();
+                        }
+                    }
                     MeshMessage::Drained => context.peer_drained(),
                 }
             }

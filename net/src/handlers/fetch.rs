@@ -12,9 +12,8 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use bytes::{BufMut, BytesMut};
-use engine::shard::{OffsetQuery, PartitionId, SendableData};
-use futures::future::{select, select_all, Either, LocalBoxFuture};
-use futures::FutureExt;
+use engine::shard::{PartitionId, PartitionRead, SendableData};
+use futures::future::select;
 use kafka_protocol::messages::FetchRequest;
 use kafka_protocol::ResponseError;
 
@@ -43,7 +42,7 @@ impl PartitionData {
     }
 
     fn records_bytes(&self) -> u64 {
-        sendable_length(&self.records)
+        self.records.length()
     }
 }
 
@@ -120,25 +119,20 @@ pub async fn handle(
         }
         // Wait until any partition gets data past what it has now (not merely past the fetch
         // offset: with min_bytes unmet, data already there must not end the wait), or the
-        // deadline.
+        // deadline: one wait per shard owning some of the partitions.
         let remaining_ms = (deadline - now).as_millis() as u64 + 1;
-        let mut waits: Vec<LocalBoxFuture<'_, ()>> = wanted
+        let waits: Vec<(PartitionId, u64)> = wanted
             .iter()
             .zip(&results)
             .filter_map(|(wanted, data)| {
                 let id = wanted.id.clone()?;
-                let seen_end = wanted.fetch_offset.max(data.high_watermark) as u64;
-                Some(
-                    Box::pin(broker.context.wait_for_data(id, seen_end, remaining_ms))
-                        as LocalBoxFuture<'_, ()>,
-                )
+                Some((id, wanted.fetch_offset.max(data.high_watermark) as u64))
             })
             .collect();
-        waits.push(Box::pin(glommio::timer::sleep(deadline - now).map(drop)));
+        let data = std::pin::pin!(broker.context.wait_for_data(waits, remaining_ms));
+        let timeout = std::pin::pin!(glommio::timer::sleep(deadline - now));
         let shutdown = std::pin::pin!(broker.context.shutdown_requested());
-        if let Either::Right(_) = select(select_all(waits), shutdown).await {
-            continue;
-        }
+        select(select(data, timeout), shutdown).await;
     }
 }
 
@@ -155,75 +149,58 @@ fn forget_deleted_topics(broker: &Broker, topic_names: &[String], wanted: &mut [
     }
 }
 
-/// Reads every wanted partition in order, sharing the response byte limit: the first
-/// partition with data returns at least one batch whatever the limits (so a consumer always
-/// progresses), later ones only what fits.
+/// Reads every wanted partition, with the results of reading them in order sharing the
+/// response byte limit (see [`engine::shard::ShardContext::read_many`]): the first partition
+/// with data returns at least one batch whatever the limits (so a consumer always progresses),
+/// later ones only what fits.
 async fn read_all(
     broker: &Broker,
     wanted: &[Wanted],
     response_bytes_max: u64,
 ) -> Vec<PartitionData> {
-    let mut used = 0u64;
-    let mut results = Vec::with_capacity(wanted.len());
-    for wanted in wanted {
-        let Some(id) = wanted.id.clone() else {
-            results.push(PartitionData::failed(
-                wanted.partition,
-                code(ResponseError::UnknownTopicOrPartition),
-            ));
-            continue;
-        };
-        if wanted.fetch_offset < 0 {
-            results.push(PartitionData::failed(
-                wanted.partition,
-                code(ResponseError::OffsetOutOfRange),
-            ));
-            continue;
-        }
-        let remaining = response_bytes_max.saturating_sub(used);
-        let bytes_max = (wanted.partition_max_bytes.max(0) as u64)
-            .min(remaining)
-            .max(1) as usize;
-        let data = if remaining == 0 {
-            // Out of room: report the marks only.
-            match broker.context.list_offset(id, OffsetQuery::Latest).await {
-                Ok(listed) => PartitionData {
+    let reads: Vec<PartitionRead> = wanted
+        .iter()
+        .filter(|wanted| wanted.fetch_offset >= 0)
+        .filter_map(|wanted| {
+            Some(PartitionRead {
+                partition: wanted.id.clone()?,
+                offset: wanted.fetch_offset as u64,
+                bytes_max: wanted.partition_max_bytes.max(0) as usize,
+            })
+        })
+        .collect();
+    let mut read = broker
+        .context
+        .read_many(&reads, response_bytes_max)
+        .await
+        .into_iter();
+    wanted
+        .iter()
+        .map(|wanted| {
+            if wanted.id.is_none() {
+                return PartitionData::failed(
+                    wanted.partition,
+                    code(ResponseError::UnknownTopicOrPartition),
+                );
+            }
+            if wanted.fetch_offset < 0 {
+                return PartitionData::failed(
+                    wanted.partition,
+                    code(ResponseError::OffsetOutOfRange),
+                );
+            }
+            match read.next().expect("one result per read") {
+                Ok(read) => PartitionData {
                     partition: wanted.partition,
                     error_code: NONE,
-                    high_watermark: listed.high_watermark as i64,
-                    log_start_offset: listed.log_start_offset as i64,
-                    records: SendableData::Empty,
+                    high_watermark: read.high_watermark as i64,
+                    log_start_offset: read.log_start_offset as i64,
+                    records: read.data,
                 },
                 Err(error) => PartitionData::failed(wanted.partition, log_error_code(&error)),
             }
-        } else {
-            match broker
-                .context
-                .read(id, wanted.fetch_offset as u64, bytes_max)
-                .await
-            {
-                Ok(read) => {
-                    let length = sendable_length(&read.data);
-                    let records = if used > 0 && length > remaining {
-                        SendableData::Empty
-                    } else {
-                        read.data
-                    };
-                    PartitionData {
-                        partition: wanted.partition,
-                        error_code: NONE,
-                        high_watermark: read.high_watermark as i64,
-                        log_start_offset: read.log_start_offset as i64,
-                        records,
-                    }
-                }
-                Err(error) => PartitionData::failed(wanted.partition, log_error_code(&error)),
-            }
-        };
-        used += data.records_bytes();
-        results.push(data);
-    }
-    results
+        })
+        .collect()
 }
 
 fn group_by_topic<'a>(
@@ -239,14 +216,6 @@ fn group_by_topic<'a>(
         grouped[wanted.topic].1.push(data);
     }
     grouped
-}
-
-fn sendable_length(data: &SendableData) -> u64 {
-    match data {
-        SendableData::Empty => 0,
-        SendableData::Memory(batches) => batches.iter().map(|batch| batch.len() as u64).sum(),
-        SendableData::File { length, .. } => *length,
-    }
 }
 
 /// Encodes a framed Fetch response (versions 4 to 12) whose records are memory or file parts.

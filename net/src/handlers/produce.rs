@@ -41,16 +41,22 @@ pub async fn start(broker: Rc<Broker>, header: Header, request: ProduceRequest) 
         _ => None,
     };
     let transactional = request.transactional_id.is_some();
+    // Per topic, per partition: the answer known now, or `None` for a batch to append.
     let mut topics = Vec::with_capacity(request.topic_data.len());
+    // The batches to append, in request order, each with its (topic, partition) position.
+    let mut appends = Vec::new();
+    let mut positions = Vec::new();
     for topic_data in request.topic_data {
         let name = topic_data.name.0;
         let topic = broker.topic_or_create(&name, true);
         let mut partitions = Vec::with_capacity(topic_data.partition_data.len());
         for partition_data in topic_data.partition_data {
             let index = partition_data.index;
-            let failed = |error_code: i16, message: String| Outcome::Failed {
-                error_code,
-                message,
+            let failed = |error_code: i16, message: String| {
+                Some(Outcome::Failed {
+                    error_code,
+                    message,
+                })
             };
             let outcome = match (&topic, durability) {
                 (_, None) => failed(
@@ -70,27 +76,31 @@ pub async fn start(broker: Rc<Broker>, header: Header, request: ProduceRequest) 
                     code(ResponseError::UnknownTopicOrPartition),
                     format!("topic '{name}' has no partition {index}"),
                 ),
-                (Ok(_), Some(durability)) => {
+                (Ok(_), Some(_)) => {
                     let partition = PartitionId::new(name.as_str(), index as u32);
                     // The engine stamps offsets in place, so it needs the bytes to itself.
                     let batch = BytesMut::from(&partition_data.records.unwrap_or_default()[..]);
-                    let size = batch.len();
-                    let append = broker
-                        .context
-                        .submit_append(partition, batch, 0, durability)
-                        .await;
-                    Outcome::Appending(size, append)
+                    positions.push((topics.len(), partitions.len(), batch.len()));
+                    appends.push((partition, batch));
+                    None
                 }
             };
             partitions.push((index, outcome));
         }
         topics.push((name, partitions));
     }
+    if let Some(durability) = durability {
+        let submitted = broker.context.submit_appends(appends, 0, durability).await;
+        for ((topic, partition, size), append) in positions.into_iter().zip(submitted) {
+            topics[topic].1[partition].1 = Some(Outcome::Appending(size, append));
+        }
+    }
     Box::pin(async move {
         let mut responses = Vec::with_capacity(topics.len());
         for (name, partitions) in topics {
             let mut partition_responses = Vec::with_capacity(partitions.len());
             for (index, outcome) in partitions {
+                let outcome = outcome.expect("every batch was submitted");
                 partition_responses
                     .push(answer(&broker, header.api_version, &name, index, outcome).await);
             }
