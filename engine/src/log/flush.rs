@@ -127,6 +127,7 @@ impl Shared {
     /// Writes `batches` (in log order) to their segments, sealing each segment before the
     /// first write to a later one.
     async fn write_batches(&self, batches: &[UnflushedBatch]) -> Result<(), LogError> {
+        self.before_change().await?;
         let mut start = 0;
         while start < batches.len() {
             let base_offset = batches[start].segment_base_offset;
@@ -189,7 +190,14 @@ impl Shared {
             )
         };
         if let Some(files) = &files {
-            self.trim_and_sync(files, written_bytes, "sealing a segment")
+            let open = match files.get().await {
+                Ok(open) => open,
+                Err(error) => {
+                    self.mark_failed(&error);
+                    return Err(error);
+                }
+            };
+            self.trim_and_sync(&open, written_bytes, "sealing a segment")
                 .await?;
         }
         if damaged {
@@ -213,6 +221,8 @@ impl Shared {
                 return Ok(());
             };
             segment.sealed = true;
+            // Trimmed: what it had reserved is free again.
+            segment.preallocation = None;
             let end_offset = segment.end_offset;
             // Synced whole, after every earlier segment: durable up to its end (or the written
             // end, if a gap follows its last batch).
@@ -244,10 +254,11 @@ impl Shared {
             .get(&base_offset)
             .and_then(|segment| segment.files.clone());
         if let Some(files) = existing {
-            return Ok(files);
+            return files.get().await;
         }
         let path = segment::log_path(&self.dir, base_offset);
-        let files = Rc::new(SegmentFiles::open(&path, true).await?);
+        let (handle, files) =
+            SegmentFiles::create(self.resources.files(), &path, path.clone()).await?;
         if let Err(error) = self.sync_directory().await {
             // The new file may not survive a crash, whatever a later directory sync says.
             self.mark_failed(&error);
@@ -258,7 +269,7 @@ impl Shared {
             .segments
             .get_mut(&base_offset)
             .expect("a segment with queued batches exists");
-        segment.files = Some(files.clone());
+        segment.files = Some(handle);
         Ok(files)
     }
 
@@ -339,31 +350,24 @@ impl Shared {
         Ok(())
     }
 
-    /// Makes sure the segment's blocks up to `needed_bytes` are allocated, reserving
-    /// `preallocate_bytes` at a time ahead of the writes (without changing the file size), so
-    /// that flushes do not allocate blocks and their syncs carry less metadata.
+    /// Before a write ending at `needed_bytes`: reserves the segment's blocks ahead of the
+    /// writes (without changing the file size) when the partition is written steadily, as much
+    /// as its rate asks for and the shard's budget allows (`preallocate.rs`).
     async fn reserve_space(
         &self,
         base_offset: u64,
         files: &SegmentFiles,
         needed_bytes: u64,
     ) -> Result<(), LogError> {
-        let reserved_bytes = self.state.borrow().segments[&base_offset].reserved_bytes;
-        if needed_bytes <= reserved_bytes {
+        let Some(planned) = self.plan_reservation(base_offset, needed_bytes) else {
             return Ok(());
-        }
-        let config = self.config();
-        let step = config.preallocate_bytes;
-        let target = needed_bytes.div_ceil(step) * step;
-        let target = target.min(config.segment_bytes_max.max(needed_bytes));
+        };
         files
             .dma
-            .pre_allocate(target, true)
+            .pre_allocate(planned.end_bytes, true)
             .await
             .map_err(|error| LogError::glommio("reserving a segment's space", error))?;
-        if let Some(segment) = self.state.borrow_mut().segments.get_mut(&base_offset) {
-            segment.reserved_bytes = target;
-        }
+        self.note_reservation(base_offset, planned);
         Ok(())
     }
 
@@ -449,10 +453,18 @@ impl Shared {
             )
         };
         let result = match files {
-            Some(files) => {
-                self.state.borrow_mut().stats.syncs += 1;
-                self.fdatasync(&files, "syncing a segment").await
-            }
+            // Failing to open the file for the sync is a failed sync: nothing it was to cover
+            // is known durable.
+            Some(files) => match files.get().await {
+                Ok(files) => {
+                    self.state.borrow_mut().stats.syncs += 1;
+                    self.fdatasync(&files, "syncing a segment").await
+                }
+                Err(error) => {
+                    self.mark_failed(&error);
+                    Err(error)
+                }
+            },
             None => Ok(()),
         };
         let durable_end_offset = {
@@ -521,11 +533,12 @@ pub(super) fn fill_dma_buffers<'a>(
     (buffers, new_tail_page)
 }
 
-/// Writes a small file in full with direct I/O and syncs it (segment indexes).
+/// Writes a small file in full with direct I/O and syncs it (segment indexes, the log's state
+/// files): through io_uring, so the writes of many logs overlap.
 pub(super) async fn write_whole_file(path: &Path, bytes: &[u8]) -> Result<(), LogError> {
     let file = DmaFile::create(path)
         .await
-        .map_err(|error| LogError::glommio("creating an index file", error))?;
+        .map_err(|error| LogError::glommio("creating an index or state file", error))?;
     if !bytes.is_empty() {
         let mut buffer = file.alloc_dma_buffer(align_up(bytes.len() as u64) as usize);
         let data = buffer.as_bytes_mut();
@@ -533,15 +546,15 @@ pub(super) async fn write_whole_file(path: &Path, bytes: &[u8]) -> Result<(), Lo
         data[bytes.len()..].fill(0);
         file.write_at(buffer, 0)
             .await
-            .map_err(|error| LogError::glommio("writing an index file", error))?;
+            .map_err(|error| LogError::glommio("writing an index or state file", error))?;
         file.truncate(bytes.len() as u64)
             .await
-            .map_err(|error| LogError::glommio("trimming an index file", error))?;
+            .map_err(|error| LogError::glommio("trimming an index or state file", error))?;
     }
     file.fdatasync()
         .await
-        .map_err(|error| LogError::glommio("syncing an index file", error))?;
+        .map_err(|error| LogError::glommio("syncing an index or state file", error))?;
     file.close()
         .await
-        .map_err(|error| LogError::glommio("closing an index file", error))
+        .map_err(|error| LogError::glommio("closing an index or state file", error))
 }

@@ -44,12 +44,13 @@ mod damage;
 mod epochs;
 mod flush;
 pub mod injected_faults;
+mod preallocate;
 mod producers;
 mod read;
 mod recovery;
 
 use std::cell::{Cell, RefCell};
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::task::Waker;
@@ -60,7 +61,8 @@ use crate::batch::{self, BatchError, BatchHeader, CheckedBatch};
 use crate::clock::Clock;
 use crate::config::LogConfig;
 use crate::error::LogError;
-use crate::segment::{self, Segment, SegmentFiles, SegmentScanner};
+use crate::resources::{CachedFile, OpenDirectory, ShardResources, TrimTail};
+use crate::segment::{self, Segment, SegmentFile, SegmentFiles, SegmentScanner, Segments};
 use crate::tail_cache::{CachedBatch, TailCache};
 use crate::waiters::Waiters;
 use producers::{ProducerTable, Verdict};
@@ -195,7 +197,10 @@ struct Shared {
     /// retention check on.
     config: RefCell<Rc<LogConfig>>,
     clock: Rc<dyn Clock>,
-    directory: glommio::io::Directory,
+    /// The shard's budgets and file cache, which this log's files are opened through.
+    resources: Rc<ShardResources>,
+    /// The partition directory, for `fsync` after its entries change; opened on demand.
+    directory: Rc<CachedFile<OpenDirectory>>,
     state: RefCell<LogState>,
     /// Tasks waiting for any state change (back-pressure, maintenance, drains).
     waiters: Waiters,
@@ -204,11 +209,35 @@ struct Shared {
     /// The running (or next) cleaning stops at its next batch, before its next commit point
     /// ([`PartitionLog::stop_cleaning`]); cleared when that cleaning ends.
     clean_stop_requested: Cell<bool>,
+    /// This log's place among the shard's tail caches, by last append (0: holds nothing).
+    tail_stamp: Cell<u64>,
+}
+
+impl TrimTail for Shared {
+    fn drop_written(&self) -> bool {
+        let Ok(mut state) = self.state.try_borrow_mut() else {
+            return false;
+        };
+        let written_end_offset = state.written_end_offset;
+        state.tail_cache.drop_written(written_end_offset);
+        if state.tail_cache.is_empty() {
+            self.resources
+                .tail_budget()
+                .forget(self.tail_stamp.replace(0));
+        }
+        true
+    }
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        self.resources.tail_budget().forget(self.tail_stamp.get());
+    }
 }
 
 struct LogState {
     /// Base offset → segment; the last one is the active segment.
-    segments: BTreeMap<u64, Segment>,
+    segments: Segments,
     log_start_offset: u64,
     log_end_offset: u64,
     written_end_offset: u64,
@@ -268,6 +297,22 @@ struct LogState {
     recovery_point_written_ms: i64,
     /// Damaged ranges found since the open (for metrics; truncation does not lower it).
     damage_found: u64,
+    /// The clean-shutdown marker of the last clean close, kept until the files first change:
+    /// a log nobody wrote to since a clean open closes at no cost, its files as they were.
+    clean_marker: CleanMarker,
+    /// How much the next reservation of segment space ahead of the writes is.
+    preallocation_pace: preallocate::PreallocationPace,
+}
+
+/// Whether the partition directory holds the clean-shutdown marker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum CleanMarker {
+    /// There since a clean close; the files are exactly as that close left them.
+    Present,
+    /// Being removed (durably) before a first change; changes wait.
+    Removing,
+    /// Not there: the files changed since the open, or it was not clean.
+    Absent,
 }
 
 impl LogState {
@@ -465,9 +510,38 @@ impl Shared {
 
     async fn sync_directory(&self) -> Result<(), LogError> {
         self.directory
+            .get()
+            .await?
+            .directory
             .sync()
             .await
             .map_err(|error| LogError::glommio("syncing the partition directory", error))
+    }
+
+    /// Before the first change to the files since a clean open: the clean-shutdown marker goes,
+    /// durably, so that a crash from now on is noticed by the next open. Every change to a
+    /// partition's files comes after this (segment writes, truncation, deletion, a cleaning's
+    /// swap, the small state files). A failure to make the removal durable fails the log, as a
+    /// failed directory sync does anywhere.
+    async fn before_change(&self) -> Result<(), LogError> {
+        self.wait_until(|state| state.clean_marker != CleanMarker::Removing)
+            .await;
+        if self.state.borrow().clean_marker == CleanMarker::Absent {
+            return Ok(());
+        }
+        self.state.borrow_mut().clean_marker = CleanMarker::Removing;
+        let removed = match std::fs::remove_file(self.dir.join(CLEAN_SHUTDOWN_FILE)) {
+            Err(error) if error.kind() != std::io::ErrorKind::NotFound => {
+                Err(LogError::io("removing the clean-shutdown marker", error))
+            }
+            _ => self.sync_directory().await,
+        };
+        self.state.borrow_mut().clean_marker = CleanMarker::Absent;
+        self.waiters.wake_all();
+        if let Err(error) = &removed {
+            self.mark_failed(error);
+        }
+        removed
     }
 
     /// Replaces the file `name` with `bytes` atomically and durably: written to a temporary
@@ -478,8 +552,37 @@ impl Shared {
         bytes: &[u8],
         operation: &'static str,
     ) -> Result<(), LogError> {
+        self.before_change().await?;
         write_synced_then_rename(&self.dir, name, bytes)
             .map_err(|error| LogError::io(operation, error))?;
+        self.sync_directory().await
+    }
+
+    /// [`Shared::replace_file`] for several files at once, as a close writes them: their
+    /// temporaries written and synced through io_uring (so the syncs of many logs closing
+    /// together overlap instead of blocking the shard one after the other), renamed, then one
+    /// directory sync for all. A crash leaves each file old or new.
+    async fn replace_files(
+        &self,
+        files: &[(&str, &[u8])],
+        operation: &'static str,
+    ) -> Result<(), LogError> {
+        self.before_change().await?;
+        let temporaries: Vec<PathBuf> = files
+            .iter()
+            .map(|(name, _)| self.dir.join(format!("{name}.tmp")))
+            .collect();
+        futures::future::try_join_all(
+            files
+                .iter()
+                .zip(&temporaries)
+                .map(|((_, bytes), temporary)| flush::write_whole_file(temporary, bytes)),
+        )
+        .await?;
+        for ((name, _), temporary) in files.iter().zip(&temporaries) {
+            std::fs::rename(temporary, self.dir.join(name))
+                .map_err(|error| LogError::io(operation, error))?;
+        }
         self.sync_directory().await
     }
 
@@ -926,7 +1029,10 @@ impl PartitionLog {
         loop {
             self.wait_for_room(batch.len()).await?;
             match self.try_append(&mut batch, &header, leader_epoch)? {
-                Attempt::Appended(receipt) => return Ok(receipt),
+                Attempt::Appended(receipt) => {
+                    self.shared.resources.tail_budget().trim();
+                    return Ok(receipt);
+                }
                 Attempt::NewEpochAt(base_offset) => {
                     self.shared.record_epoch(leader_epoch, base_offset).await?
                 }
@@ -978,7 +1084,10 @@ impl PartitionLog {
         loop {
             self.wait_for_room(batch.len()).await?;
             match self.try_append_replicated(&mut batch, &header)? {
-                Attempt::Appended(receipt) => return Ok(receipt),
+                Attempt::Appended(receipt) => {
+                    self.shared.resources.tail_budget().trim();
+                    return Ok(receipt);
+                }
                 Attempt::NewEpochAt(base_offset) => {
                     self.shared
                         .prepare_replicated(header.leader_epoch, base_offset)
@@ -1116,6 +1225,13 @@ impl PartitionLog {
             last_offset,
             bytes,
         });
+        let this: std::rc::Weak<dyn TrimTail> = Rc::downgrade(&self.shared) as _;
+        self.shared.tail_stamp.set(
+            self.shared
+                .resources
+                .tail_budget()
+                .touch(self.shared.tail_stamp.get(), this),
+        );
         state.wake_flusher();
         AppendReceipt {
             base_offset,
@@ -1266,7 +1382,8 @@ impl PartitionLog {
     }
 
     /// Flushes and syncs everything, writes the active segment's indexes and marks the
-    /// directory as cleanly closed, so the next open need not scan the log.
+    /// directory as cleanly closed, so the next open need not scan the log. A log whose files
+    /// did not change since a clean open is left as it is: it still holds that close's marker.
     pub async fn close(mut self) -> Result<(), LogError> {
         {
             let guard = self.shared.enter_maintenance().await;
@@ -1284,20 +1401,33 @@ impl PartitionLog {
         if let Some(error) = self.shared.state.borrow().failed.clone() {
             return Err(error);
         }
+        if self.shared.state.borrow().clean_marker == CleanMarker::Present {
+            return Ok(());
+        }
         let active_base_offset = self.shared.state.borrow().active_segment().base_offset;
         self.shared.seal_segment(active_base_offset).await?;
         let (producers, log_end_offset) = {
             let state = self.shared.state.borrow();
-            (state.producers.clone(), state.log_end_offset)
+            (
+                state.producers.encode(state.log_end_offset),
+                state.log_end_offset,
+            )
         };
+        let recovery_point = log_end_offset.to_string();
+        // One directory sync covers both renames and the active segment's new index files.
         self.shared
-            .persist_producers(&producers, log_end_offset)
+            .replace_files(
+                &[
+                    (PRODUCER_STATE_FILE, &producers),
+                    (RECOVERY_POINT_FILE, recovery_point.as_bytes()),
+                ],
+                "writing the producer state and the recovery point",
+            )
             .await?;
-        self.shared.persist_recovery_point(log_end_offset).await?;
-        let marker = self.shared.dir.join(CLEAN_SHUTDOWN_FILE);
-        std::fs::write(&marker, b"")
-            .map_err(|error| LogError::io("writing the clean-shutdown marker", error))?;
-        self.shared.sync_directory().await
+        // Not synced: everything it vouches for is durable already, and a marker lost to a
+        // crash only makes the next open scan the last segment.
+        std::fs::write(self.shared.dir.join(CLEAN_SHUTDOWN_FILE), b"")
+            .map_err(|error| LogError::io("writing the clean-shutdown marker", error))
     }
 }
 
@@ -1312,6 +1442,7 @@ impl Shared {
                 return Ok(offset);
             }
         }
+        self.before_change().await?;
         // The cut is at the first batch holding `offset` or after it (compaction leaves gaps),
         // which may be in a later segment (at most one step per segment); in damaged bytes, at
         // their start.
@@ -1351,7 +1482,8 @@ impl Shared {
                 break (segment_base_offset, files, is_first, position, start_offset);
             }
             let (scan_from, scan_from_offset, limit_bytes) = bounds;
-            let mut scanner = SegmentScanner::new(&files.dma, limit_bytes, self.scan_window());
+            let open = files.get().await?;
+            let mut scanner = SegmentScanner::new(&open.dma, limit_bytes, self.scan_window());
             let walk = read::walk_to_batch(
                 &mut scanner,
                 scan_from,
@@ -1427,6 +1559,8 @@ impl Shared {
         self.sync_directory().await?;
         if !removes_whole_segment {
             files
+                .get()
+                .await?
                 .cut_durably(cut_position, "truncating a segment")
                 .await?;
         }
@@ -1455,6 +1589,7 @@ impl Shared {
     /// After a failed sync (maintenance held): the log ends at its last good sync, its files
     /// cut to what they hold and synced, the directory synced.
     async fn cut_back_to_last_sync(&self) -> Result<(), LogError> {
+        self.before_change().await?;
         let (cut, log_end_offset) = {
             let state = self.state.borrow();
             let cut = state.durable_end_offset.max(state.log_start_offset);
@@ -1464,7 +1599,7 @@ impl Shared {
             self.truncate_quiet(cut).await?;
         }
         // What a failed write or trim may have left past the written bytes goes too.
-        let unsealed: Vec<(Rc<SegmentFiles>, u64)> = self
+        let unsealed: Vec<(Rc<SegmentFile>, u64)> = self
             .state
             .borrow()
             .segments
@@ -1474,7 +1609,7 @@ impl Shared {
             .collect();
         for (files, written_bytes) in unsealed {
             self.trim_and_sync(
-                &files,
+                &*files.get().await?,
                 written_bytes,
                 "cutting a segment back after a failure",
             )
@@ -1521,11 +1656,35 @@ impl Shared {
             (active.files.clone(), active.written_bytes)
         };
         let tail_page = match files {
-            Some(files) => read::last_partial_page(&files, written_bytes).await?,
+            Some(files) => read::last_partial_page(&*files.get().await?, written_bytes).await?,
             None => Vec::new(),
         };
         self.state.borrow_mut().active_segment_mut().tail_page = tail_page;
         Ok(())
+    }
+
+    /// The open files of a segment a read planned for (the cache may have closed them since
+    /// the plan); `None` if the segment left the log meanwhile (retention, `delete_up_to`, a
+    /// cleaning's swap): its name may now be another file's, so the read plans again.
+    async fn open_planned(
+        &self,
+        base_offset: u64,
+        handle: &Rc<SegmentFile>,
+    ) -> Result<Option<Rc<SegmentFiles>>, LogError> {
+        let opened = handle.get().await;
+        let still_in_log = self
+            .state
+            .borrow()
+            .segments
+            .get(&base_offset)
+            .and_then(|segment| segment.files.as_ref())
+            .is_some_and(|files| Rc::ptr_eq(files, handle));
+        match opened {
+            Ok(files) if still_in_log => Ok(Some(files)),
+            Ok(_) => Ok(None),
+            Err(_) if !still_in_log => Ok(None),
+            Err(error) => Err(error),
+        }
     }
 
     fn scan_window(&self) -> usize {

@@ -32,7 +32,6 @@
 //!   snapshot is damaged.
 
 use std::cell::RefCell;
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
@@ -42,8 +41,8 @@ use super::epochs;
 use super::flush::{run_flusher, write_whole_file};
 use super::producers::{ProducerLimits, ProducerRecovery, ProducerTable};
 use super::{
-    read, remove_producer_snapshot, remove_segment_files, FlushTicket, LogState, PartitionLog,
-    Shared, CLEAN_SHUTDOWN_FILE, COMPACTED_END_OFFSET_FILE, LOG_START_OFFSET_FILE,
+    read, remove_producer_snapshot, remove_segment_files, CleanMarker, FlushTicket, LogState,
+    PartitionLog, Shared, CLEAN_SHUTDOWN_FILE, COMPACTED_END_OFFSET_FILE, LOG_START_OFFSET_FILE,
     PRODUCER_STATE_FILE, RECOVERY_POINT_FILE,
 };
 use crate::batch::BatchHeader;
@@ -51,8 +50,10 @@ use crate::clock::Clock;
 use crate::config::LogConfig;
 use crate::error::LogError;
 use crate::index::{OffsetIndex, TimeIndex};
+use crate::resources::{self, CachedFile, FileCache, OpenDirectory};
 use crate::segment::{
-    self, scan_and_note, Resume, Segment, SegmentFiles, SegmentScanner, RECOVERY_WINDOW_BYTES,
+    self, scan_and_note, Resume, Segment, SegmentFile, SegmentScanner, Segments,
+    RECOVERY_WINDOW_BYTES,
 };
 use crate::tail_cache::TailCache;
 
@@ -73,12 +74,10 @@ impl PartitionLog {
         std::fs::create_dir_all(&dir)
             .map_err(|error| LogError::io("creating the partition directory", error))?;
         crate::dma::probe_device_with_real_data(&dir).await?;
-        let directory = glommio::io::Directory::open(&dir)
-            .await
-            .map_err(|error| LogError::glommio("opening the partition directory", error))?;
+        let resources = resources::current();
+        let directory = CachedFile::<OpenDirectory>::closed(resources.files(), dir.clone());
         clean::finish_interrupted(&dir)?;
-        let clean_marker = dir.join(CLEAN_SHUTDOWN_FILE);
-        let clean = clean_marker.exists();
+        let clean = dir.join(CLEAN_SHUTDOWN_FILE).exists();
         let log_start_checkpoint = read_offset_file(&dir, LOG_START_OFFSET_FILE)?;
         let now_ms = clock.now_ms();
         let producer_limits = ProducerLimits::of(&config);
@@ -89,7 +88,12 @@ impl PartitionLog {
         );
         let compacted_end_offset = read_offset_file(&dir, COMPACTED_END_OFFSET_FILE)?.unwrap_or(0);
         let recovery_point_checkpoint = read_offset_file(&dir, RECOVERY_POINT_FILE)?;
+        // Whether the open removed or wrote files whose fate must be durable before the log
+        // changes further (a crash must not bring them back under a newer log).
+        let mut directory_changed = false;
         let segments = recover_segments(
+            &mut directory_changed,
+            resources.files(),
             &dir,
             &config,
             clean,
@@ -111,7 +115,8 @@ impl PartitionLog {
         active.sealed = false;
         active.created_ms = now_ms;
         if let Some(files) = &active.files {
-            active.tail_page = read::last_partial_page(files, active.written_bytes).await?;
+            active.tail_page =
+                read::last_partial_page(&*files.get().await?, active.written_bytes).await?;
         }
         let log_end_offset = active.end_offset;
         segments.insert(active.base_offset, active);
@@ -132,16 +137,19 @@ impl PartitionLog {
         let epochs_file_is_stale = epochs::file_differs(&dir, &epochs)?;
         if !producers.snapshot_still_fits {
             remove_producer_snapshot(&dir)?;
+            directory_changed = true;
         }
-        if clean {
-            // From here on a crash must be noticed: the marker goes before any change.
-            std::fs::remove_file(&clean_marker)
-                .map_err(|error| LogError::io("removing the clean-shutdown marker", error))?;
+        // A clean log keeps its marker until its files first change (`Shared::before_change`),
+        // so opening it writes and syncs nothing, and closing it unchanged costs nothing.
+        if directory_changed || !clean {
+            directory
+                .get()
+                .await?
+                .directory
+                .sync()
+                .await
+                .map_err(|error| LogError::glommio("syncing the partition directory", error))?;
         }
-        directory
-            .sync()
-            .await
-            .map_err(|error| LogError::glommio("syncing the partition directory", error))?;
         let state = LogState {
             segments,
             log_start_offset,
@@ -154,7 +162,10 @@ impl PartitionLog {
             in_flight_ticket: None,
             unsynced_tickets: Vec::new(),
             sync_requested: false,
-            tail_cache: TailCache::new(config.tail_cache_bytes_max),
+            tail_cache: TailCache::new(
+                config.tail_cache_bytes_max,
+                resources.tail_budget().clone(),
+            ),
             maintenance: false,
             cleaning: false,
             cleaned_end_offset: compacted_end_offset,
@@ -172,16 +183,24 @@ impl PartitionLog {
             recovery_point: recovery_point_checkpoint.unwrap_or(0).min(log_end_offset),
             recovery_point_written_ms: now_ms,
             damage_found: damaged.len() as u64,
+            preallocation_pace: super::preallocate::PreallocationPace::new(),
+            clean_marker: if clean {
+                CleanMarker::Present
+            } else {
+                CleanMarker::Absent
+            },
         };
         let shared = Rc::new(Shared {
             dir,
             config: RefCell::new(Rc::new(config)),
             clock,
+            resources,
             directory,
             state: RefCell::new(state),
             waiters: Default::default(),
             clean_fault: Default::default(),
             clean_stop_requested: Default::default(),
+            tail_stamp: Default::default(),
         });
         if epochs_file_is_stale {
             // A crash lost the batches of an epoch the file names: rewrite it before anything
@@ -200,7 +219,10 @@ impl PartitionLog {
 /// end extended to the next one's base; the caller reopens the last one. Batches that do not
 /// check out are cut off only as the last segment's torn tail (at or after `recovery_point`);
 /// anywhere else they are damage, noted in their segment and kept (with everything after).
+#[allow(clippy::too_many_arguments)]
 async fn recover_segments(
+    directory_changed: &mut bool,
+    cache: &Rc<FileCache>,
     dir: &Path,
     config: &LogConfig,
     clean: bool,
@@ -208,7 +230,7 @@ async fn recover_segments(
     gaps_end_offset: u64,
     recovery_point: Option<u64>,
     producers: &mut ProducerRecovery,
-) -> Result<BTreeMap<u64, Segment>, LogError> {
+) -> Result<Segments, LogError> {
     let base_offsets = list_segment_base_offsets(dir)?;
     // Not `batch_bytes_max`: that limit may have been lowered since the log's batches were
     // accepted (max.message.bytes altered, or a restart with a smaller --max-message-bytes),
@@ -219,14 +241,15 @@ async fn recover_segments(
     // lies below the last one's base was durable, whatever the checkpoint says.
     let last_base_offset = base_offsets.last().copied().unwrap_or(0);
     let recovery_point = recovery_point.unwrap_or(0).max(last_base_offset);
-    let mut segments: BTreeMap<u64, Segment> = BTreeMap::new();
+    let mut segments = Segments::default();
     for (index, &base_offset) in base_offsets.iter().enumerate() {
         let is_last = index + 1 == base_offsets.len();
         let next_base_offset = base_offsets.get(index + 1).copied();
         if let Some(previous) = segments.values_mut().next_back() {
             follow_on(previous, base_offset, gaps_end_offset)?;
         }
-        let files = Rc::new(SegmentFiles::open(&segment::log_path(dir, base_offset), false).await?);
+        let handle = SegmentFile::closed(cache, segment::log_path(dir, base_offset));
+        let files = handle.get().await?;
         let file_bytes = files.size_bytes().await?;
         let mut scanner = SegmentScanner::new(&files.dma, file_bytes, RECOVERY_WINDOW_BYTES);
         let mut segment = Segment::new_empty(base_offset, now_ms);
@@ -313,13 +336,15 @@ async fn recover_segments(
         if segment.appended_bytes == 0 && !is_last {
             // A file that never received a batch: nothing to keep (if offsets were meant to be
             // in it, the next segment does not follow on and they are reported as damage).
-            drop(files);
+            drop((files, handle));
             remove_segment_files(dir, base_offset)?;
+            *directory_changed = true;
             continue;
         }
         if !segment.damaged.is_empty() {
             // No index files for a damaged segment: the next open scans it in full again.
             damage::remove_index_files(dir, base_offset)?;
+            *directory_changed = true;
         } else if rebuilt && !is_last {
             write_whole_file(
                 &segment::offset_index_path(dir, base_offset),
@@ -333,7 +358,7 @@ async fn recover_segments(
             .await?;
         }
         segment.written_bytes = segment.appended_bytes;
-        segment.files = Some(files);
+        segment.files = Some(handle);
         segment.sealed = true;
         segments.insert(base_offset, segment);
     }
