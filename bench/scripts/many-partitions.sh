@@ -73,7 +73,7 @@ start_broker() {
   "${command[@]}" >"$out" 2>>"$logs/stderr" &
   broker=$!
   for _ in $(seq 600); do
-    grep -q 'listening on' "$out" && break
+    grep -qs 'listening on' "$out" && break
     kill -0 "$broker" 2>/dev/null || fail "the broker exited at start-up: $(tail -3 "$logs/stderr")"
     sleep 0.05
   done

@@ -221,6 +221,12 @@ impl TailBudget {
         }
     }
 
+    /// The most one log opening fills its cache with from what its recovery read: a share of
+    /// the bound for each of the logs a shard opens at once.
+    pub fn seed_bytes_max(&self) -> usize {
+        self.bytes_max / 64
+    }
+
     /// A tail cache grew or shrank.
     pub fn add(&self, bytes: usize) {
         self.bytes.set(self.bytes.get() + bytes);

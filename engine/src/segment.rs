@@ -725,8 +725,9 @@ pub(crate) enum Resume {
 
 /// Re-notes every valid batch from `segment.appended_bytes` on, up to `limit_bytes`, checking
 /// each one in full (offsets contiguous, except for gaps below `gaps_end_offset`, the end of
-/// what compaction has rewritten), and shows each to `observe` (recovery rebuilds producer
-/// state from them). Returns `None` when the scan reached `limit_bytes` exactly, else why it
+/// what compaction has rewritten), and shows each to `observe` with its position and bytes (recovery
+/// rebuilds producer state from them, and fills the tail cache with the last segment's last
+/// batches). Returns `None` when the scan reached `limit_bytes` exactly, else why it
 /// stopped: a torn or corrupt batch, or one whose offsets go back, which the caller cuts off or
 /// reports as damage.
 #[allow(clippy::too_many_arguments)]
@@ -737,7 +738,7 @@ pub(crate) async fn scan_and_note(
     index_interval_bytes: u32,
     batch_bytes_max: usize,
     gaps_end_offset: u64,
-    observe: &mut dyn FnMut(&BatchHeader),
+    observe: &mut dyn FnMut(u64, &BatchHeader, &[u8]),
 ) -> Result<Option<String>, LogError> {
     loop {
         let position = segment.appended_bytes;
@@ -755,7 +756,12 @@ pub(crate) async fn scan_and_note(
         {
             BatchCheck::Valid(header) => {
                 segment.note_batch(position, &header, index_interval_bytes);
-                observe(&header);
+                // In the window the check just read.
+                let bytes = scanner
+                    .bytes_at(position, header.size_bytes as usize)
+                    .await?
+                    .ok_or_else(|| LogError::Corrupt("a segment shrank while scanned".into()))?;
+                observe(position, &header, bytes);
             }
             BatchCheck::Invalid(reason) => return Ok(Some(reason)),
         }

@@ -43,6 +43,19 @@ impl TailCache {
         }
     }
 
+    /// A cache holding `batches` (a suffix of the log, in order) from the start.
+    pub fn seeded(
+        size_bytes_max: usize,
+        budget: Rc<TailBudget>,
+        batches: impl IntoIterator<Item = CachedBatch>,
+    ) -> Self {
+        let mut cache = TailCache::new(size_bytes_max, budget);
+        for batch in batches {
+            cache.push(batch);
+        }
+        cache
+    }
+
     pub fn size_bytes(&self) -> usize {
         self.size_bytes
     }

@@ -262,8 +262,8 @@ impl PartitionLog {
     }
 }
 
-/// Removes a segment's index files (those that exist).
-pub(super) fn remove_index_files(dir: &Path, base_offset: u64) -> Result<(), LogError> {
+/// Removes a segment's index files (those that exist); whether there were any.
+pub(super) fn remove_index_files(dir: &Path, base_offset: u64) -> Result<bool, LogError> {
     super::remove_existing(
         &[
             segment::offset_index_path(dir, base_offset),

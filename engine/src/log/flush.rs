@@ -162,8 +162,13 @@ impl Shared {
     /// Trims the segment's file to its logical size (dropping the direct-I/O padding), syncs
     /// it, writes its indexes and marks it sealed. Also used for the active segment on close.
     pub(super) async fn seal_segment(&self, base_offset: u64) -> Result<(), LogError> {
-        let (files, written_bytes, offset_index_bytes, time_index_bytes, damaged) = {
+        let (files, written_bytes, offset_index_bytes, time_index_bytes, damaged, closing_small) = {
             let mut state = self.state.borrow_mut();
+            // The active segment of a log closing, small enough to be read whole at the next
+            // open: no index files (`SMALL_SEGMENT_BYTES_MAX`).
+            let closing_small = state.closing
+                && state.segments.keys().next_back() == Some(&base_offset)
+                && state.segments[&base_offset].written_bytes <= super::SMALL_SEGMENT_BYTES_MAX;
             let segment = state
                 .segments
                 .get_mut(&base_offset)
@@ -187,6 +192,7 @@ impl Shared {
                 segment.offset_index.encode(),
                 segment.time_index.encode(),
                 !segment.damaged.is_empty(),
+                closing_small,
             )
         };
         if let Some(files) = &files {
@@ -200,7 +206,9 @@ impl Shared {
             self.trim_and_sync(&open, written_bytes, "sealing a segment")
                 .await?;
         }
-        if damaged {
+        if closing_small {
+            // Its stale index files, if any, go with the close (`PartitionLog::close`).
+        } else if damaged {
             // No index files for a damaged segment: the next open scans it in full again.
             super::damage::remove_index_files(&self.dir, base_offset)?;
         } else if files.is_some() {

@@ -72,8 +72,10 @@ pub use damage::{repair, DamagedRange};
 pub use epochs::{EpochRun, EpochRuns};
 pub use read::{FileRange, OffsetAtTime, ReadData, ReadSlice};
 
-/// Present in a partition directory only after a clean close; its absence on open means the
-/// last segment must be scanned in full.
+/// Present in a partition directory only after a clean close (holding the log end offset as
+/// decimal text), until the files next change; its absence on open means the last segment
+/// must be scanned in full. When the files change it becomes the recovery point (renamed): at
+/// the close everything up to that offset was durable.
 const CLEAN_SHUTDOWN_FILE: &str = "clean-shutdown";
 /// The log start offset, as decimal text, replaced atomically when it moves.
 const LOG_START_OFFSET_FILE: &str = "log-start-offset";
@@ -83,6 +85,10 @@ const COMPACTED_END_OFFSET_FILE: &str = "compacted-end-offset";
 /// The snapshot of the idempotent producers' state and the log end it covers, replaced
 /// atomically when a segment is sealed and on close; deleted by truncation.
 const PRODUCER_STATE_FILE: &str = "producer-state";
+/// An active segment this small keeps no index files and no empty producer snapshot over a
+/// clean close (the next open reads it whole in one read, `RECOVERY_WINDOW_BYTES`): a close
+/// of a partition written a little then costs one `fdatasync` and one directory sync, not six.
+pub(super) const SMALL_SEGMENT_BYTES_MAX: u64 = segment::RECOVERY_WINDOW_BYTES as u64;
 /// Kafka's recovery point (decimal text, replaced atomically): every offset below it was made
 /// durable by an `fdatasync`. Written at most every `recovery_point_interval_ms` after a sync
 /// of the active segment and at close, lowered before a truncation below it. After a crash,
@@ -213,6 +219,16 @@ struct Shared {
     tail_stamp: Cell<u64>,
 }
 
+impl Shared {
+    /// This log's tail cache was just filled: it becomes the last the shard's budget trims.
+    fn note_tail_use(this: &Rc<Shared>) {
+        let weak: std::rc::Weak<dyn TrimTail> = Rc::downgrade(this) as _;
+        let budget = this.resources.tail_budget();
+        this.tail_stamp
+            .set(budget.touch(this.tail_stamp.get(), weak));
+    }
+}
+
 impl TrimTail for Shared {
     fn drop_written(&self) -> bool {
         let Ok(mut state) = self.state.try_borrow_mut() else {
@@ -307,8 +323,9 @@ struct LogState {
 /// Whether the partition directory holds the clean-shutdown marker.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum CleanMarker {
-    /// There since a clean close; the files are exactly as that close left them.
-    Present,
+    /// There since a clean close; the files are exactly as that close left them. It holds the
+    /// log end of that close, if its text reads as an offset.
+    Present { log_end_offset: Option<u64> },
     /// Being removed (durably) before a first change; changes wait.
     Removing,
     /// Not there: the files changed since the open, or it was not clean.
@@ -526,11 +543,19 @@ impl Shared {
     async fn before_change(&self) -> Result<(), LogError> {
         self.wait_until(|state| state.clean_marker != CleanMarker::Removing)
             .await;
-        if self.state.borrow().clean_marker == CleanMarker::Absent {
+        let CleanMarker::Present { log_end_offset } = self.state.borrow().clean_marker else {
             return Ok(());
-        }
+        };
         self.state.borrow_mut().clean_marker = CleanMarker::Removing;
-        let removed = match std::fs::remove_file(self.dir.join(CLEAN_SHUTDOWN_FILE)) {
+        let marker = self.dir.join(CLEAN_SHUTDOWN_FILE);
+        // Everything up to the log end of the clean close was durable: the marker becomes the
+        // recovery point in one rename (a recovery point whose text was lost in a crash reads
+        // as none, which only makes recovery scan more).
+        let gone = match log_end_offset {
+            Some(_) => std::fs::rename(&marker, self.dir.join(RECOVERY_POINT_FILE)),
+            None => std::fs::remove_file(&marker),
+        };
+        let removed = match gone {
             Err(error) if error.kind() != std::io::ErrorKind::NotFound => {
                 Err(LogError::io("removing the clean-shutdown marker", error))
             }
@@ -811,7 +836,7 @@ pub fn replace_file_durably(dir: &Path, name: &str, bytes: &[u8]) -> std::io::Re
 }
 
 /// Unlinks a segment's files (those that exist). The caller syncs the directory afterwards.
-fn remove_segment_files(dir: &Path, base_offset: u64) -> Result<(), LogError> {
+fn remove_segment_files(dir: &Path, base_offset: u64) -> Result<bool, LogError> {
     remove_existing(
         &[
             segment::log_path(dir, base_offset),
@@ -822,21 +847,22 @@ fn remove_segment_files(dir: &Path, base_offset: u64) -> Result<(), LogError> {
     )
 }
 
-/// Unlinks those of `paths` that exist.
-fn remove_existing(paths: &[PathBuf], operation: &'static str) -> Result<(), LogError> {
+/// Unlinks those of `paths` that exist; whether there were any.
+fn remove_existing(paths: &[PathBuf], operation: &'static str) -> Result<bool, LogError> {
+    let mut removed = false;
     for path in paths {
         match std::fs::remove_file(path) {
-            Ok(()) => {}
+            Ok(()) => removed = true,
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
             Err(error) => return Err(LogError::io(operation, error)),
         }
     }
-    Ok(())
+    Ok(removed)
 }
 
-/// Deletes the producer snapshot (the log is about to lose batches it describes). The caller
-/// syncs the directory before the log changes further.
-fn remove_producer_snapshot(dir: &Path) -> Result<(), LogError> {
+/// Deletes the producer snapshot (the log is about to lose batches it describes); whether there
+/// was one. The caller syncs the directory before the log changes further.
+fn remove_producer_snapshot(dir: &Path) -> Result<bool, LogError> {
     remove_existing(
         &[dir.join(PRODUCER_STATE_FILE)],
         "deleting the producer state snapshot",
@@ -1225,13 +1251,7 @@ impl PartitionLog {
             last_offset,
             bytes,
         });
-        let this: std::rc::Weak<dyn TrimTail> = Rc::downgrade(&self.shared) as _;
-        self.shared.tail_stamp.set(
-            self.shared
-                .resources
-                .tail_budget()
-                .touch(self.shared.tail_stamp.get(), this),
-        );
+        Shared::note_tail_use(&self.shared);
         state.wake_flusher();
         AppendReceipt {
             base_offset,
@@ -1401,33 +1421,52 @@ impl PartitionLog {
         if let Some(error) = self.shared.state.borrow().failed.clone() {
             return Err(error);
         }
-        if self.shared.state.borrow().clean_marker == CleanMarker::Present {
+        if matches!(
+            self.shared.state.borrow().clean_marker,
+            CleanMarker::Present { .. }
+        ) {
             return Ok(());
         }
         let active_base_offset = self.shared.state.borrow().active_segment().base_offset;
         self.shared.seal_segment(active_base_offset).await?;
         let (producers, log_end_offset) = {
             let state = self.shared.state.borrow();
+            let small = state.active_segment().written_bytes <= SMALL_SEGMENT_BYTES_MAX;
             (
-                state.producers.encode(state.log_end_offset),
+                (!state.producers.is_empty() || !small)
+                    .then(|| state.producers.encode(state.log_end_offset)),
                 state.log_end_offset,
             )
         };
-        let recovery_point = log_end_offset.to_string();
-        // One directory sync covers both renames and the active segment's new index files.
-        self.shared
-            .replace_files(
-                &[
-                    (PRODUCER_STATE_FILE, &producers),
-                    (RECOVERY_POINT_FILE, recovery_point.as_bytes()),
-                ],
-                "writing the producer state and the recovery point",
-            )
-            .await?;
+        // One directory sync covers the snapshot's rename and the active segment's index
+        // files. A small active segment keeps neither indexes nor an empty snapshot: the next
+        // open scans it whole in one read and finds the same.
+        match producers {
+            Some(producers) => {
+                self.shared
+                    .replace_files(
+                        &[(PRODUCER_STATE_FILE, &producers)],
+                        "writing the producer state snapshot",
+                    )
+                    .await?
+            }
+            None => {
+                let active_base_offset = self.shared.state.borrow().active_segment().base_offset;
+                let stale = remove_producer_snapshot(&self.shared.dir)?
+                    | damage::remove_index_files(&self.shared.dir, active_base_offset)?;
+                if stale {
+                    self.shared.sync_directory().await?;
+                }
+            }
+        }
         // Not synced: everything it vouches for is durable already, and a marker lost to a
-        // crash only makes the next open scan the last segment.
-        std::fs::write(self.shared.dir.join(CLEAN_SHUTDOWN_FILE), b"")
-            .map_err(|error| LogError::io("writing the clean-shutdown marker", error))
+        // crash only makes the next open scan the last segment. Its text is the log end, the
+        // recovery point once the files change again (see `Shared::before_change`).
+        std::fs::write(
+            self.shared.dir.join(CLEAN_SHUTDOWN_FILE),
+            log_end_offset.to_string(),
+        )
+        .map_err(|error| LogError::io("writing the clean-shutdown marker", error))
     }
 }
 
