@@ -15,6 +15,7 @@ mod dma;
 pub mod error;
 pub mod groups;
 pub mod index;
+pub mod journal;
 pub mod log;
 pub mod mesh;
 pub mod rate_limited_log;
@@ -30,7 +31,8 @@ pub mod waiters;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::LogConfig;
 pub use error::LogError;
+pub use journal::JournalConfig;
 pub use log::{
-    AppendReceipt, CleanStats, CleanStep, DamagedRange, EpochRun, EpochRuns, FileRange, LogStats,
-    OffsetAtTime, PartitionLog, ReadData, ReadSlice,
+    AppendReceipt, CleanStats, CleanStep, CommitStats, Committer, DamagedRange, EpochRun,
+    EpochRuns, FileRange, LogStats, OffsetAtTime, PartitionLog, ReadData, ReadSlice, ReplayReport,
 };

@@ -285,3 +285,158 @@ fn a_follower_s_next_batch_after_a_failed_write_is_refused_not_taken_for_a_gap()
         leader.close().await.unwrap();
     });
 }
+
+/// A shard's commit cycle with a journal, and two logs `t-0` and `t-1` in `data`.
+async fn journaled_shard(data: &Path) -> (engine::Committer, PartitionLog, PartitionLog) {
+    let committer = engine::Committer::with_journal(
+        &engine::journal::shard_journal_dir(data, 0),
+        0,
+        small_journal(),
+    )
+    .await
+    .unwrap();
+    let first = PartitionLog::open_in(&committer, data.join("t-0"), config(), system_clock())
+        .await
+        .unwrap();
+    let second = PartitionLog::open_in(&committer, data.join("t-1"), config(), system_clock())
+        .await
+        .unwrap();
+    (committer, first, second)
+}
+
+/// The shard crashes (its cycle and logs dropped), restarts (replay), and the log `name`
+/// is read back whole.
+async fn replayed(data: &Path, name: &str) -> Vec<Vec<u8>> {
+    engine::log::replay_journals(data, &|_| config(), system_clock())
+        .await
+        .unwrap();
+    let log = PartitionLog::open(data.join(name), config(), system_clock())
+        .await
+        .unwrap();
+    let batches = read_all(&log, 0, 1 << 20).await;
+    log.close().await.unwrap();
+    batches
+}
+
+#[test]
+fn a_failed_journal_write_fails_every_append_in_it_and_none_of_it_comes_back() {
+    run(async {
+        let dir = tempfile::tempdir().unwrap();
+        let (committer, first, second) = journaled_shard(dir.path()).await;
+        let mut acknowledged = append_durably(&first, 0, 3).await;
+        let acknowledged_second = append_durably(&second, 0, 3).await;
+        let end_before = first.log_end_offset();
+
+        arm(
+            &dir.path().join("t-0"),
+            IoOperation::Write,
+            libc::EIO,
+            Some(1),
+        )
+        .unwrap();
+        // One journal write carries both logs' appends: the fault armed for one fails it.
+        let lost = first.append(tagged_batch(50, 2, 100, 0), 0).await.unwrap();
+        let lost_too = second.append(tagged_batch(51, 2, 100, 0), 0).await.unwrap();
+        assert!(matches!(
+            first.wait_durable(&lost).await,
+            Err(LogError::Io { .. })
+        ));
+        assert!(second.wait_written(&lost_too).await.is_err());
+        assert!(!armed(&dir.path().join("t-0")), "the fault fired");
+        assert_eq!(first.log_end_offset(), end_before, "rolled back");
+        assert!(first.fault().is_some() && second.fault().is_some());
+        assert_eq!(read_all(&first, 0, 1 << 20).await, acknowledged);
+
+        // The log goes on at the same offsets.
+        acknowledged.extend(append_durably(&first, 100, 2).await);
+        assert!(first.fault().is_none());
+        // The failed write was zeroed on disk: a crash does not bring it back.
+        drop(committer);
+        drop((first, second));
+        assert_eq!(replayed(dir.path(), "t-0").await, acknowledged);
+        assert_eq!(replayed(dir.path(), "t-1").await, acknowledged_second);
+    });
+}
+
+#[test]
+fn a_failed_journal_sync_fails_every_log_with_records_in_it() {
+    run(async {
+        let dir = tempfile::tempdir().unwrap();
+        let (committer, first, second) = journaled_shard(dir.path()).await;
+        let acknowledged = append_durably(&first, 0, 3).await;
+        let acknowledged_second = append_durably(&second, 0, 3).await;
+        let durable_before = (first.durable_end_offset(), second.durable_end_offset());
+
+        arm(
+            &dir.path().join("t-1"),
+            IoOperation::Sync,
+            libc::EIO,
+            Some(1),
+        )
+        .unwrap();
+        let unlucky = first.append(tagged_batch(50, 2, 100, 0), 0).await.unwrap();
+        let armed_one = second.append(tagged_batch(51, 2, 100, 0), 0).await.unwrap();
+        assert!(first.wait_durable(&unlucky).await.is_err());
+        assert!(second.wait_durable(&armed_one).await.is_err());
+        assert!(!armed(&dir.path().join("t-1")), "the fault fired");
+        assert_eq!(
+            (first.durable_end_offset(), second.durable_end_offset()),
+            durable_before,
+            "nothing past the last good sync is durable"
+        );
+        // Both logs are failed: nothing more is acknowledged, whatever a later sync says.
+        for log in [&first, &second] {
+            assert!(log.fault().is_some());
+            assert!(log
+                .append_durable(tagged_batch(60, 1, 10, 0), 0)
+                .await
+                .is_err());
+        }
+        drop(committer);
+        drop((first, second));
+        for (name, expected) in [("t-0", &acknowledged), ("t-1", &acknowledged_second)] {
+            let recovered = replayed(dir.path(), name).await;
+            assert_eq!(recovered[..expected.len()], expected[..]);
+            assert!(
+                recovered.len() <= expected.len() + 1,
+                "at most the batch whose sync failed"
+            );
+        }
+    });
+}
+
+#[test]
+fn clear_fault_after_a_failed_journal_sync_keeps_what_the_journal_made_durable() {
+    run(async {
+        let dir = tempfile::tempdir().unwrap();
+        let (committer, first, second) = journaled_shard(dir.path()).await;
+        // Durable in the journal only: not yet in the segment.
+        let mut acknowledged = append_durably(&first, 0, 4).await;
+        let last_good_sync = first.durable_end_offset();
+        // Written to the journal, never durable.
+        let written = first.append(tagged_batch(40, 2, 100, 0), 0).await.unwrap();
+        first.wait_written(&written).await.unwrap();
+        arm(
+            &dir.path().join("t-0"),
+            IoOperation::Sync,
+            libc::EIO,
+            Some(1),
+        )
+        .unwrap();
+        assert!(first.wait_durable(&written).await.is_err());
+        assert!(first.fault().is_some());
+
+        first.clear_fault().await.unwrap();
+        assert_eq!(
+            first.log_end_offset(),
+            last_good_sync,
+            "cut back to the last good sync"
+        );
+        assert_eq!(read_all(&first, 0, 1 << 20).await, acknowledged);
+        acknowledged.extend(append_durably(&first, 50, 3).await);
+        assert_eq!(read_all(&first, 0, 1 << 20).await, acknowledged);
+        drop(committer);
+        drop((first, second));
+        assert_eq!(replayed(dir.path(), "t-0").await, acknowledged);
+    });
+}

@@ -193,6 +193,8 @@ fn a_group_commit_refused_for_a_full_disk_is_not_remembered() {
         cleaner_check_interval: std::time::Duration::from_secs(300),
         groups,
         replicated_partitions: None,
+        // The disk fills at a segment write: the journal (pre-written) would take the commit.
+        journal: None,
     };
     let partition = TopicPartition {
         topic: "orders".into(),

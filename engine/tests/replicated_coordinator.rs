@@ -4,6 +4,8 @@
 //! coordinator is loaded afresh from the log, with what was committed before. Replication is
 //! stood in for by a [`ReplicatedPartition`] whose leadership the test sets.
 
+mod common;
+
 use std::cell::Cell;
 use std::rc::Rc;
 use std::sync::mpsc;
@@ -22,6 +24,8 @@ use engine::shard::{
     RuntimeConfig, ShardContext,
 };
 use engine::{LogConfig, LogError};
+
+use common::small_journal;
 
 /// A replica that leads while `term` is set, appending straight to its log.
 struct StandIn {
@@ -80,6 +84,7 @@ fn config(dir: &std::path::Path) -> RuntimeConfig {
             },
         },
         replicated_partitions: Some(Default::default()),
+        journal: Some(small_journal()),
     }
 }
 

@@ -32,6 +32,7 @@ fn config(dir: &std::path::Path) -> RuntimeConfig {
         cleaner_check_interval: std::time::Duration::from_secs(300),
         groups: engine::shard::GroupsConfig::default(),
         replicated_partitions: None,
+        journal: Some(small_journal()),
     }
 }
 

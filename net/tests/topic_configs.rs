@@ -628,8 +628,9 @@ fn altered_settings_take_effect_on_open_logs_without_a_restart() {
         );
     }
 
-    // segment.bytes: the next roll follows the new size.
-    assert_eq!(segment_files(&broker, "sized", 0), 1);
+    // segment.bytes: the next roll follows the new size. (One segment so far; its file may
+    // not exist yet while its batches are in the shard's journal.)
+    assert!(segment_files(&broker, "sized", 0) <= 1);
     assert_eq!(
         incremental_one(&mut client, "sized", "segment.bytes", SET, Some("1024")).0,
         0
@@ -637,10 +638,16 @@ fn altered_settings_take_effect_on_open_logs_without_a_restart() {
     for _ in 0..3 {
         assert_eq!(produce(&mut client, "sized", 0, batch_of(1, 1_500, 1)).0, 0);
     }
-    assert!(
-        segment_files(&broker, "sized", 0) >= 3,
-        "each batch larger than a segment rolls to a new one"
-    );
+    // Segment files are written once the shard's commit cycle moves the journaled batches
+    // there, a moment after the acknowledgements.
+    let deadline = Instant::now() + common::DEADLINE;
+    while segment_files(&broker, "sized", 0) < 3 {
+        assert!(
+            Instant::now() < deadline,
+            "each batch larger than a segment rolls to a new one"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
 
     // retention.ms: the next retention check (every 50 ms here) applies it. The records are
     // from 1970, so only "no limit" kept them.
@@ -661,16 +668,16 @@ fn altered_settings_take_effect_on_open_logs_without_a_restart() {
         incremental_one(&mut client, "kept", "retention.ms", SET, Some("60000")).0,
         0
     );
+    // Every segment but the active one goes, once sealed (the last of them is sealed with the
+    // active one's first write, a moment after the acknowledgement).
     let deadline = Instant::now() + common::DEADLINE;
-    while list_offset(&mut client, "kept", 0, -2) == 0 {
-        assert!(Instant::now() < deadline, "the new retention never applied");
+    while list_offset(&mut client, "kept", 0, -2) != 5 {
+        assert!(
+            Instant::now() < deadline,
+            "the new retention never removed every sealed segment"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
-    assert_eq!(
-        list_offset(&mut client, "kept", 0, -2),
-        5,
-        "every sealed segment went; the active one stays"
-    );
     assert_eq!(list_offset(&mut client, "kept", 0, -1), 6);
 }
 

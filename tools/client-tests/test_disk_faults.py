@@ -57,7 +57,12 @@ class FaultInjectingLoopback(Loopback):
 def fault_cluster(request, tmp_path):
     assert FERRITE_FAULT_BIN, "FERRITE_FAULT_BIN is not set: run the tests with tools/client-tests.sh"
     yield from running_cluster(
-        request, tmp_path, FaultInjectingLoopback(), broker_args=("--offsets-partitions", "1")
+        request,
+        tmp_path,
+        FaultInjectingLoopback(),
+        # A 16 MiB journal (4 files of 4 MiB): the disk-full test's tmpfs holds it beside the
+        # metadata log's reserved segment.
+        broker_args=("--offsets-partitions", "1", "--journal-file-bytes", "4194304"),
     )
 
 

@@ -8,7 +8,8 @@
 //! segment file, the two ends of the pipe it splices through; its data files (segment files,
 //! two descriptors each, and partition directories), at most `--open-files-max` over all
 //! shards whatever the partition count (each shard's file cache closes the least recently used
-//! beyond its share; files in use by reads in flight may exceed it briefly); and per shard its
+//! beyond its share; files in use by reads in flight may exceed it briefly); each shard's
+//! journal files, open for the broker's life and outside that bound; and per shard its
 //! io_uring rings, eventfds, listeners and doorbell sockets.
 
 /// Descriptors one client connection can hold: its socket and a splice pipe's two ends.
@@ -66,13 +67,15 @@ pub fn default_connections_max(limit: u64) -> usize {
 pub struct Estimate {
     /// `--open-files-max`: the data files of every shard together.
     pub open_files_max: u64,
+    /// The journal files of every shard together (0 without a journal).
+    pub journal_files: u64,
     pub shards: u64,
 }
 
 impl Estimate {
     /// Descriptors for the data and the runtime, without connections.
     pub fn files(&self) -> u64 {
-        self.open_files_max + self.shards * PER_SHARD + PER_PROCESS
+        self.open_files_max + self.journal_files + self.shards * PER_SHARD + PER_PROCESS
     }
 
     /// Descriptors for the data, the runtime and `connections_max` connections.
@@ -90,9 +93,10 @@ mod tests {
     fn the_estimate_is_the_open_files_bound_and_the_runtime_not_the_data_on_disk() {
         let estimate = Estimate {
             open_files_max: 4000,
+            journal_files: 8,
             shards: 2,
         };
-        assert_eq!(estimate.files(), 4000 + 2 * PER_SHARD + PER_PROCESS);
+        assert_eq!(estimate.files(), 4000 + 8 + 2 * PER_SHARD + PER_PROCESS);
         assert_eq!(estimate.needed(10), estimate.files() + 30);
     }
 

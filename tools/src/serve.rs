@@ -20,7 +20,7 @@ use engine::catalog::{Catalog, OFFSETS_TOPIC};
 use engine::resources::{ResourceLimits, OPEN_FILES_MIN};
 use engine::shard::listen::{retry_while_in_use, ListenReservation, IN_USE_WAIT};
 use engine::shard::{prepare_offsets_topic, GroupsConfig, Runtime, RuntimeConfig, TopicLogConfig};
-use engine::LogConfig;
+use engine::{JournalConfig, LogConfig};
 use net::broker::BrokerConfig;
 use net::connection::{ConnectionConfig, IDLE_MAX_DEFAULT};
 use net::connection_limits::ConnectionLimits;
@@ -79,6 +79,12 @@ pub struct Arguments {
     /// Segment size at which a partition rolls to a new segment file [default: 1 GiB].
     #[arg(long, value_name = "BYTES")]
     segment_bytes: Option<u64>,
+    /// Size of each of the 4 files of every shard's journal, where the small appends of all
+    /// the shard's partitions are made durable together (`<data-dir>/journal/`, written once
+    /// with zeros); 0 turns the journal off: every append is written and synced in its
+    /// partition's segment [default: 33554432].
+    #[arg(long, value_name = "BYTES")]
+    journal_file_bytes: Option<u64>,
     /// How long a partition keeps its data, by its timestamps; -1 keeps it forever (Kafka's
     /// log.retention.ms, the default of every topic's retention.ms) [default: 604800000].
     #[arg(long, value_name = "MS", allow_negative_numbers = true)]
@@ -235,6 +241,8 @@ struct Settings {
     groups: GroupsConfig,
     /// `None`: the runtime's default.
     cleaner_check_interval: Option<Duration>,
+    /// `None`: no journal (`--journal-file-bytes 0`).
+    journal: Option<JournalConfig>,
     /// `None`: the broker runs alone.
     cluster: Option<ClusterSettings>,
     /// `None`: a quarter of the descriptor limit ([`descriptors::default_connections_max`]).
@@ -353,6 +361,24 @@ impl Arguments {
             }
             groups.coordinator.initial_rebalance_delay_ms = delay_ms;
         }
+        let journal = match self.journal_file_bytes.or(file.journal_file_bytes) {
+            Some(0) => None,
+            file_bytes => {
+                let mut journal = JournalConfig::default();
+                if let Some(file_bytes) = file_bytes {
+                    journal.file_bytes = file_bytes;
+                    // A write of the cycle stays well inside a file of a small journal.
+                    journal.write_bytes_max = journal
+                        .write_bytes_max
+                        .min((file_bytes / 4) as usize / 4096 * 4096);
+                    journal.bypass_bytes = journal.bypass_bytes.min(journal.write_bytes_max);
+                }
+                journal
+                    .validate()
+                    .map_err(|error| format!("--journal-file-bytes: {error}"))?;
+                Some(journal)
+            }
+        };
         let cleaner_check_interval = match self
             .log_cleaner_interval_ms
             .or(file.log_cleaner_interval_ms)
@@ -474,6 +500,7 @@ impl Arguments {
             log,
             groups,
             cleaner_check_interval,
+            journal,
         })
     }
 }
@@ -669,6 +696,7 @@ pub fn run(arguments: Arguments) -> ExitCode {
         config.cleaner_check_interval = interval;
     }
     config.shard_count = cores;
+    config.journal = settings.journal.clone();
     let membership = settings.cluster.clone().map(Membership::new);
     config.replicated_partitions = membership
         .as_ref()
@@ -796,6 +824,11 @@ pub fn run(arguments: Arguments) -> ExitCode {
         connections_max,
         &descriptors::Estimate {
             open_files_max: settings.resources.open_files_max as u64,
+            journal_files: settings
+                .journal
+                .as_ref()
+                .map_or(0, |journal| journal.files as u64)
+                * cores as u64,
             shards: cores as u64,
         },
     );
@@ -1234,6 +1267,7 @@ mod tests {
     fn the_start_up_line_names_a_descriptor_limit_below_the_estimate() {
         let estimate = descriptors::Estimate {
             open_files_max: 4000,
+            journal_files: 8,
             shards: 2,
         };
         let needed = estimate.needed(1000);

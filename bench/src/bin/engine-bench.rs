@@ -1,11 +1,13 @@
-//! `engine-bench`: drives one partition log the way a broker would and reports append
-//! throughput and acknowledgement latency as one JSON line.
+//! `engine-bench`: drives partition logs of one shard the way a broker would and reports
+//! append throughput and acknowledgement latency as one JSON line.
 //!
-//! Two questions it answers (see `bench/README.md`):
+//! Three questions it answers (see `bench/README.md`):
 //! - large sequential appends that wait for `fdatasync`: what fraction of the disk's direct
 //!   write bandwidth (fio, same directory) does the log reach?
 //! - many small concurrent appends that wait for durability: how many appends per second does
 //!   group commit give, against one `fdatasync` per append?
+//! - the same spread over many partitions of the shard (`--partitions`): does the cost of a
+//!   durable append stay flat as the partition count grows?
 
 use std::path::PathBuf;
 use std::rc::Rc;
@@ -14,7 +16,7 @@ use std::time::{Duration, Instant};
 use bytes::BytesMut;
 use clap::Parser;
 use engine::batch::build;
-use engine::{LogConfig, PartitionLog, SystemClock};
+use engine::{CommitStats, Committer, JournalConfig, LogConfig, PartitionLog, SystemClock};
 use ferrite_bench::latency;
 use serde::Serialize;
 
@@ -27,6 +29,13 @@ struct Arguments {
     /// Concurrent appenders (tasks on one shard), each with one append in flight.
     #[arg(long, default_value_t = 1)]
     appenders: u64,
+    /// Partition logs on the shard; appender `i` appends to partition `i % partitions`.
+    #[arg(long, default_value_t = 1)]
+    partitions: u64,
+    /// Size of each file of the shard's journal (4 files), as `ferrite serve
+    /// --journal-file-bytes`; 0: no journal, every append goes to its segment.
+    #[arg(long, default_value_t = 32 << 20)]
+    journal_file_bytes: u64,
     /// Acknowledge after fdatasync (acks=all); without it, after the write (acks=1).
     #[arg(long)]
     durable: bool,
@@ -52,6 +61,7 @@ struct Arguments {
 struct Report {
     batch_bytes: usize,
     appenders: u64,
+    partitions: u64,
     durable: bool,
     appends: u64,
     bytes: u64,
@@ -60,7 +70,33 @@ struct Report {
     mib_per_s: f64,
     flushes: u64,
     syncs: u64,
+    journal_file_bytes: u64,
+    commit: CommitReport,
     ack_latency_us: Quantiles,
+}
+
+/// The shard commit cycle's counters ([`CommitStats`]).
+#[derive(Serialize)]
+struct CommitReport {
+    journal_writes: u64,
+    journal_syncs: u64,
+    journal_batches: u64,
+    direct_writes: u64,
+    segment_writes: u64,
+    files_released: u64,
+}
+
+impl From<CommitStats> for CommitReport {
+    fn from(stats: CommitStats) -> Self {
+        CommitReport {
+            journal_writes: stats.journal_writes,
+            journal_syncs: stats.journal_syncs,
+            journal_batches: stats.journal_batches,
+            direct_writes: stats.direct_writes,
+            segment_writes: stats.segment_writes,
+            files_released: stats.files_released,
+        }
+    }
 }
 
 #[derive(Serialize)]
@@ -106,11 +142,33 @@ async fn run(arguments: Arguments) -> Result<Report, String> {
         write_chunk_bytes: arguments.write_chunk_bytes,
         ..LogConfig::default()
     };
-    let log = Rc::new(
-        PartitionLog::open(dir.path(), config, Rc::new(SystemClock))
-            .await
-            .map_err(|error| error.to_string())?,
-    );
+    if arguments.partitions == 0 {
+        return Err("--partitions must be at least 1".into());
+    }
+    let committer = match arguments.journal_file_bytes {
+        0 => Committer::new(),
+        file_bytes => {
+            let journal = JournalConfig {
+                file_bytes,
+                ..JournalConfig::default()
+            };
+            Committer::with_journal(&dir.path().join("journal"), 0, journal)
+                .await
+                .map_err(|error| error.to_string())?
+        }
+    };
+    let mut logs = Vec::new();
+    for partition in 0..arguments.partitions {
+        let log = PartitionLog::open_in(
+            &committer,
+            dir.path().join(format!("bench-{partition}")),
+            config.clone(),
+            Rc::new(SystemClock),
+        )
+        .await
+        .map_err(|error| error.to_string())?;
+        logs.push(Rc::new(log));
+    }
     let overhead = build::batch_of(1, 0, 0).len() + 4;
     let batch = Rc::new(build::batch_of(
         1,
@@ -121,8 +179,9 @@ async fn run(arguments: Arguments) -> Result<Report, String> {
     let bytes_max = arguments.total_mib << 20;
     let start = Instant::now();
     let tasks: Vec<_> = (0..arguments.appenders)
-        .map(|_| {
-            let (log, batch) = (log.clone(), batch.clone());
+        .map(|appender| {
+            let log = logs[(appender % arguments.partitions) as usize].clone();
+            let batch = batch.clone();
             let durable = arguments.durable;
             let appenders = arguments.appenders;
             glommio::spawn_local(async move {
@@ -153,18 +212,24 @@ async fn run(arguments: Arguments) -> Result<Report, String> {
     let seconds = start.elapsed().as_secs_f64();
     let appends = latency_us.len();
     let bytes = appends * batch.len() as u64;
-    let stats = log.stats();
+    let (flushes, syncs) = logs.iter().fold((0, 0), |(flushes, syncs), log| {
+        let stats = log.stats();
+        (flushes + stats.flushes, syncs + stats.syncs)
+    });
     Ok(Report {
         batch_bytes: batch.len(),
         appenders: arguments.appenders,
+        partitions: arguments.partitions,
         durable: arguments.durable,
         appends,
         bytes,
         seconds,
         appends_per_s: appends as f64 / seconds,
         mib_per_s: bytes as f64 / seconds / f64::from(1 << 20),
-        flushes: stats.flushes,
-        syncs: stats.syncs,
+        flushes,
+        syncs,
+        journal_file_bytes: arguments.journal_file_bytes,
+        commit: committer.stats().into(),
         ack_latency_us: Quantiles {
             p50: latency_us.value_at_quantile(0.5),
             p99: latency_us.value_at_quantile(0.99),

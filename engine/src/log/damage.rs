@@ -126,7 +126,7 @@ impl Shared {
             (
                 segment.written_bytes,
                 next_base_offset,
-                state.written_end_offset,
+                state.segment_written_end_offset,
             )
         };
         let batch_bytes_max = self.config().unflushed_bytes_max;

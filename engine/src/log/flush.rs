@@ -1,26 +1,23 @@
-//! The flusher: one task per partition that turns queued appends into direct-I/O writes and
-//! `fdatasync`s, and the sealing of finished segments.
-//!
-//! Group commit falls out of the loop's shape: each turn takes every queued batch, so the
-//! appends that arrive during one flush share the next one. A turn syncs only if some append
-//! in it (or an earlier unsynced one) is waited on for durability, so acks=1 traffic does not
-//! pay for `fdatasync`.
+//! Segment writes: turning a log's batches into direct-I/O writes of its segment files, the
+//! sealing of finished segments, and what a failed write or sync does. The shard's commit
+//! cycle (`commit.rs`) decides when a log's batches go here; maintenance (truncation, close)
+//! calls the same functions while it holds the log.
 //!
 //! Failures: a failed write rolls the log end back to the written end (the batches of that
-//! flush and everything queued behind it fail). A failed `fdatasync` (or a failed trim, or a
-//! failed sync of the directory) makes the log *failed*: the kernel may have dropped what that
-//! sync was to cover, and a later sync that succeeds says nothing about it (PostgreSQL's fsync
-//! lesson), so from then on nothing is written or synced and nothing past the last good sync
-//! is acknowledged; every queued append fails. [`super::PartitionLog::clear_fault`] cuts the
-//! log back to the last good sync to bring it back.
+//! operation and everything queued behind it fail; journaled batches, already written, stay).
+//! A failed `fdatasync` (or a failed trim, or a failed sync of the directory) makes the log
+//! *failed*: the kernel may have dropped what that sync was to cover, and a later sync that
+//! succeeds says nothing about it (PostgreSQL's fsync lesson), so from then on nothing is
+//! written or synced and nothing past the last good sync is acknowledged; every queued append
+//! fails. [`super::PartitionLog::clear_fault`] cuts the log back to the last good sync to bring
+//! it back.
 
-use std::future::poll_fn;
 use std::path::Path;
 use std::rc::Rc;
-use std::task::Poll;
 
 use glommio::io::{DmaBuffer, DmaFile};
 
+use super::commit::SegmentWork;
 use super::injected_faults::{injected, IoOperation};
 use super::{FlushTicket, LogState, Shared, UnflushedBatch};
 use crate::config::DMA_ALIGNMENT_BYTES;
@@ -28,72 +25,18 @@ use crate::error::LogError;
 use crate::index::TimeIndexEntry;
 use crate::segment::{self, align_down, align_up, SegmentFiles};
 
-/// Runs until the log closes (or is dropped, which cancels it).
-pub(super) async fn run_flusher(shared: Rc<Shared>) {
-    loop {
-        poll_fn(|context| {
-            let mut state = shared.state.borrow_mut();
-            if !state.unflushed.is_empty() || state.sync_requested || state.closing {
-                Poll::Ready(())
-            } else {
-                state.flusher_waker = Some(context.waker().clone());
-                Poll::Pending
-            }
-        })
-        .await;
-        let (batches, ticket) = {
-            let mut state = shared.state.borrow_mut();
-            if state.closing && state.unflushed.is_empty() && !state.sync_requested {
-                return;
-            }
-            if let Some(error) = state.failed.clone() {
-                // Nothing is written or synced after a failed sync: what arrived fails too.
-                roll_back_unwritten(&mut state, None, error.clone());
-                for ticket in std::mem::take(&mut state.unsynced_tickets) {
-                    ticket.fail(error.clone());
-                }
-                state.sync_requested = false;
-                drop(state);
-                shared.waiters.wake_all();
-                continue;
-            }
-            let batches: Vec<UnflushedBatch> = state.unflushed.drain(..).collect();
-            let ticket = std::mem::take(&mut state.open_ticket);
-            if !batches.is_empty() {
-                state.in_flight_ticket = Some(ticket.clone());
-            }
-            (batches, ticket)
-        };
-        if !batches.is_empty() {
-            let flushed_bytes: usize = batches.iter().map(|batch| batch.bytes.len()).sum();
-            let result = shared.write_batches(&batches).await;
-            let mut state = shared.state.borrow_mut();
-            state.in_flight_ticket = None;
-            match result {
-                Ok(()) => {
-                    state.stats.flushes += 1;
-                    state.stats.bytes_written += flushed_bytes as u64;
-                    state.unflushed_bytes -= flushed_bytes;
-                    state.unsynced_tickets.push(ticket.clone());
-                    ticket.complete_written(Ok(()));
-                }
-                Err(error) => {
-                    state.write_failure = Some(error.clone());
-                    roll_back_unwritten(&mut state, Some(&ticket), error)
-                }
-            }
-            drop(state);
-            shared.waiters.wake_all();
-        }
-        shared.sync_if_wanted().await;
-    }
-}
+/// How long a failed write of journaled batches to their segment waits before the next try.
+const SEGMENT_RETRY_DELAY_MS: i64 = 100;
 
-/// After a failed write or sync: everything past the written end is discarded (the in-flight
-/// flush, if any, failing with `error`, and every append queued behind it) and the log end goes
-/// back to the written end, so the next append reuses those offsets. The partition stays
-/// readable.
-fn roll_back_unwritten(state: &mut LogState, in_flight: Option<&FlushTicket>, error: LogError) {
+/// After a failed write or sync: everything past the written end is discarded (the failed
+/// operation's ticket, if any, failing with `error`, and every append queued behind it) and the
+/// log end goes back to the written end, so the next append reuses those offsets. Batches
+/// already written (to the segment or the journal) stay. The partition stays readable.
+pub(super) fn roll_back_unwritten(
+    state: &mut LogState,
+    in_flight: Option<&FlushTicket>,
+    error: LogError,
+) {
     if let Some(in_flight) = in_flight {
         in_flight.fail(error);
     }
@@ -116,17 +59,31 @@ fn roll_back_unwritten(state: &mut LogState, in_flight: Option<&FlushTicket>, er
     for base in doomed {
         state.segments.remove(&base);
     }
+    // What the active segment keeps: its written bytes and the journaled batches that belong
+    // to it (written to the journal, not yet to the segment).
+    let active_base_offset = state.active_segment().base_offset;
+    let journaled_bytes: u64 = state
+        .lazy
+        .iter()
+        .filter(|batch| batch.segment_base_offset == active_base_offset)
+        .map(|batch| batch.bytes.len() as u64)
+        .sum();
     let active = state.active_segment_mut();
-    let written_bytes = active.written_bytes;
-    active.forget_from(written_bytes, keep_end);
+    let keep_bytes = active.written_bytes + journaled_bytes;
+    active.forget_from(keep_bytes, keep_end);
     // A retry of a discarded batch must be appended again, not answered as a duplicate.
     state.forget_producers_from(keep_end);
 }
 
 impl Shared {
     /// Writes `batches` (in log order) to their segments, sealing each segment before the
-    /// first write to a later one.
-    async fn write_batches(&self, batches: &[UnflushedBatch]) -> Result<(), LogError> {
+    /// first write to a later one; `reserve_ahead`: no sync waits on these writes, so they may
+    /// reserve space ahead (`preallocate.rs`).
+    async fn write_batches(
+        &self,
+        batches: &[UnflushedBatch],
+        reserve_ahead: bool,
+    ) -> Result<(), LogError> {
         self.before_change().await?;
         let mut start = 0;
         while start < batches.len() {
@@ -136,8 +93,12 @@ impl Shared {
                 .take_while(|batch| batch.segment_base_offset == base_offset)
                 .count();
             self.seal_segments_before(base_offset).await?;
-            self.write_run(base_offset, &batches[start..start + run_length])
-                .await?;
+            self.write_run(
+                base_offset,
+                &batches[start..start + run_length],
+                reserve_ahead,
+            )
+            .await?;
             start += run_length;
         }
         Ok(())
@@ -234,8 +195,8 @@ impl Shared {
             let end_offset = segment.end_offset;
             // Synced whole, after every earlier segment: durable up to its end (or the written
             // end, if a gap follows its last batch).
-            let durable_end_offset = end_offset.min(state.written_end_offset);
-            state.durable_end_offset = state.durable_end_offset.max(durable_end_offset);
+            let synced_end_offset = end_offset.min(state.segment_written_end_offset);
+            state.segment_synced(synced_end_offset);
             match state.producer_snapshot_due.take() {
                 Some((snapshot_end, table)) if snapshot_end == end_offset => {
                     Some((table, snapshot_end))
@@ -284,7 +245,12 @@ impl Shared {
     /// Writes one segment's run of batches: the last partial page is repeated, the whole is
     /// split into `write_chunk_bytes` chunks written concurrently, the end padded with zeros to
     /// the 4 KiB alignment.
-    async fn write_run(&self, base_offset: u64, run: &[UnflushedBatch]) -> Result<(), LogError> {
+    async fn write_run(
+        &self,
+        base_offset: u64,
+        run: &[UnflushedBatch],
+        reserve_ahead: bool,
+    ) -> Result<(), LogError> {
         let files = self.files_for_write(base_offset).await?;
         let (position, tail_page) = {
             let state = self.state.borrow();
@@ -299,7 +265,7 @@ impl Shared {
         );
         let run_bytes: u64 = run.iter().map(|batch| batch.bytes.len() as u64).sum();
         let written_end = position + run_bytes;
-        self.reserve_space(base_offset, &files, align_up(written_end))
+        self.reserve_space(base_offset, &files, align_up(written_end), reserve_ahead)
             .await?;
         let pieces = std::iter::once(&tail_page[..]).chain(run.iter().map(|b| &b.bytes[..]));
         let (buffers, new_tail_page) = fill_dma_buffers(
@@ -352,9 +318,21 @@ impl Shared {
         segment.written_bytes = written_end;
         segment.tail_page = new_tail_page;
         let last_offset = run.last().expect("a run has batches").last_offset;
-        state.written_end_offset = last_offset + 1;
-        let written_end_offset = state.written_end_offset;
-        state.tail_cache.evict(written_end_offset);
+        state.segment_written_end_offset = last_offset + 1;
+        // Journaled batches now in the segment leave `lazy` at once, so that it always holds
+        // exactly those from the segment's written end on.
+        let mut written_journaled_bytes = 0;
+        while let Some(front) = state.lazy.front() {
+            if front.last_offset > last_offset {
+                break;
+            }
+            written_journaled_bytes += front.bytes.len();
+            state.lazy.pop_front();
+        }
+        state.lazy_bytes -= written_journaled_bytes;
+        self.commit.add_unwritten(0, written_journaled_bytes);
+        let segment_written_end_offset = state.segment_written_end_offset;
+        state.tail_cache.evict(segment_written_end_offset);
         Ok(())
     }
 
@@ -366,8 +344,9 @@ impl Shared {
         base_offset: u64,
         files: &SegmentFiles,
         needed_bytes: u64,
+        reserve_ahead: bool,
     ) -> Result<(), LogError> {
-        let Some(planned) = self.plan_reservation(base_offset, needed_bytes) else {
+        let Some(planned) = self.plan_reservation(base_offset, needed_bytes, reserve_ahead) else {
             return Ok(());
         };
         files
@@ -431,34 +410,112 @@ impl Shared {
         self.fdatasync(files, operation).await
     }
 
-    /// Syncs the active file when a written append is waited on for durability (or a sync was
-    /// asked for), then completes the tickets it covers.
-    async fn sync_if_wanted(&self) {
-        let (files, tickets, covered_end_offset) = {
+    /// Writes `work`'s batches (journaled ones first, then new ones) to their segments and
+    /// syncs the segment when an append waits for durability (or `force_sync`), completing
+    /// what that covers. On a failed write the journaled batches stay unwritten (they are in
+    /// the journal; the next try waits a moment) and the new ones are rolled back; a failed
+    /// sync fails the log. The caller holds the log's segment operation.
+    pub(super) async fn write_to_segments(&self, work: SegmentWork) -> Result<(), LogError> {
+        let SegmentWork {
+            journaled,
+            queued,
+            queued_bytes,
+            ticket,
+            force_sync,
+        } = work;
+        let batches: Vec<UnflushedBatch> = journaled.iter().chain(&queued).cloned().collect();
+        let written = if batches.is_empty() {
+            Ok(())
+        } else {
+            // Journaled batches alone: their durability is the journal's, no sync waits on
+            // this write (a forced one is a checkpoint or a close, which trims what is left).
+            self.write_batches(&batches, queued.is_empty() && !force_sync)
+                .await
+        };
+        // A log that failed meanwhile (a journal sync it had records in) acknowledges nothing
+        // more.
+        let failed = self.state.borrow().failed.clone();
+        let written = match (written, failed) {
+            (Ok(()), Some(error)) => Err(error),
+            (written, _) => written,
+        };
+        {
             let mut state = self.state.borrow_mut();
-            let wanted = state.sync_requested
-                || state
-                    .unsynced_tickets
-                    .iter()
-                    .any(|ticket| ticket.durable_wanted.get());
-            // A sync asked for while another was running is already answered by it once
-            // nothing new was written since: never sync with nothing to cover.
-            if !wanted || state.unsynced_tickets.is_empty() {
-                state.sync_requested = false;
-                return;
+            if ticket.is_some() {
+                state.in_flight_ticket = None;
             }
+            // Whatever part of the batches reached the segment counts as written.
+            state.written_end_offset = state
+                .written_end_offset
+                .max(state.segment_written_end_offset);
+            match &written {
+                Ok(()) => {
+                    if !queued.is_empty() {
+                        state.unflushed_bytes -= queued_bytes;
+                        state.direct_unsynced = true;
+                        state.stats.flushes += 1;
+                        state.stats.bytes_written += queued_bytes as u64;
+                    }
+                    if let Some(ticket) = &ticket {
+                        let end_offset = state.written_end_offset;
+                        state.unsynced_tickets.push((end_offset, ticket.clone()));
+                    }
+                }
+                Err(error) => {
+                    // Journaled batches that did not reach the segment stay in `lazy` for a
+                    // later write, after a pause (the journal holds them).
+                    let written_anyway = state.failed.is_some();
+                    if !written_anyway {
+                        state.write_failure = Some(error.clone());
+                    }
+                    if queued.is_empty() {
+                        state.segment_retry_at_ms = self.clock.now_ms() + SEGMENT_RETRY_DELAY_MS;
+                        self.commit
+                            .mark_dirty_later(self.commit_id.get(), SEGMENT_RETRY_DELAY_MS);
+                    } else {
+                        state.unflushed_bytes -= queued_bytes;
+                        roll_back_unwritten(&mut state, ticket.as_deref(), error.clone());
+                    }
+                }
+            }
+        }
+        if let (Ok(()), Some(ticket)) = (&written, &ticket) {
+            ticket.complete_written(Ok(()));
+        }
+        self.waiters.wake_all();
+        written?;
+        let wants_sync = {
+            let state = self.state.borrow();
+            // Journaled batches are made durable by the journal's sync: a write of them alone
+            // syncs only when asked to (the journal needs the space).
+            let waited_on = !queued.is_empty()
+                && (state.sync_requested
+                    || state
+                        .unsynced_tickets
+                        .iter()
+                        .any(|(_, ticket)| ticket.durable_wanted.get()));
+            (force_sync || waited_on)
+                && (state.direct_unsynced
+                    || state.segment_synced_end_offset < state.segment_written_end_offset)
+        };
+        if wants_sync {
+            self.sync_segment().await?;
+        }
+        Ok(())
+    }
+
+    /// Syncs the segment being written (earlier ones were synced when sealed): everything in
+    /// the segments is then durable.
+    pub(super) async fn sync_segment(&self) -> Result<(), LogError> {
+        let (files, covered_end_offset) = {
+            let mut state = self.state.borrow_mut();
             state.sync_requested = false;
-            // Earlier segments were synced when sealed, so the active file is all there is.
             let files = state
                 .segments
                 .values()
                 .rev()
                 .find_map(|segment| segment.files.clone().filter(|_| !segment.sealed));
-            (
-                files,
-                std::mem::take(&mut state.unsynced_tickets),
-                state.written_end_offset,
-            )
+            (files, state.segment_written_end_offset)
         };
         let result = match files {
             // Failing to open the file for the sync is a failed sync: nothing it was to cover
@@ -475,24 +532,28 @@ impl Shared {
             },
             None => Ok(()),
         };
-        let durable_end_offset = {
+        let segment_synced_end_offset = {
             let mut state = self.state.borrow_mut();
             match &result {
                 Ok(()) => {
-                    state.durable_end_offset = state.durable_end_offset.max(covered_end_offset);
+                    state.direct_unsynced = false;
+                    state.segment_synced(covered_end_offset);
                 }
-                // `fdatasync` made the log failed; what was queued behind it is never written.
-                Err(error) => roll_back_unwritten(&mut state, None, error.clone()),
+                Err(error) => {
+                    // `fdatasync` made the log failed; nothing unsynced is acknowledged.
+                    roll_back_unwritten(&mut state, None, error.clone());
+                    for (_, ticket) in std::mem::take(&mut state.unsynced_tickets) {
+                        ticket.fail(error.clone());
+                    }
+                }
             }
-            for ticket in tickets {
-                ticket.complete_durable(result.clone());
-            }
-            state.durable_end_offset
+            state.segment_synced_end_offset
         };
         self.waiters.wake_all();
-        if result.is_ok() {
-            self.checkpoint_recovery_point(durable_end_offset).await;
-        }
+        result?;
+        self.checkpoint_recovery_point(segment_synced_end_offset)
+            .await;
+        Ok(())
     }
 }
 

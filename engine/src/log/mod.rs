@@ -3,12 +3,15 @@
 //!
 //! # Write path
 //! [`PartitionLog::append`] validates a batch, assigns its offsets and epoch, places it in the
-//! active segment's bookkeeping and the tail cache, and queues it for the flusher; it returns at
-//! once with an [`AppendReceipt`]. The flusher task takes *everything* queued, writes it with
-//! one direct-I/O write per `write_chunk_bytes` (concurrently) and, if any waiter asked for
-//! durability, one `fdatasync`. Appends that arrive while a flush is in progress form the next
-//! flush, so the flush window is exactly the length of the previous flush: many appenders share
-//! one write and one sync, and an idle log flushes a single append immediately.
+//! active segment's bookkeeping and the tail cache, and queues it for the shard's commit cycle
+//! ([`Committer`], `commit.rs`); it returns at once with an [`AppendReceipt`]. The cycle takes
+//! *everything* queued, from every log of the shard at once: small pending runs go into one
+//! write of the shard's journal and one `fdatasync` for all of them (the batches reach their
+//! segments later, unsynced), large ones straight to their segment, with one direct-I/O write
+//! per `write_chunk_bytes` and, if any waiter asked for durability, an `fdatasync`. Appends
+//! that arrive while a write is in progress form the next one, so the commit window is exactly
+//! the length of the previous write: many appenders share one write and one sync, and an idle
+//! log commits a single append immediately.
 //!
 //! # Idempotent producers
 //! Right before offsets are given, in the same synchronous section (no `await` between check
@@ -34,12 +37,19 @@
 //!   deletes it).
 //! - `log_start_offset <= durable_end_offset <= written_end_offset <= log_end_offset` (the
 //!   durable end can lag the start after `delete_up_to` of unsynced data; it is only a bound).
+//!   Written and durable mean in a segment or in the shard's journal; the batches from
+//!   `segment_written_end_offset` to the written end are journaled only, kept in the tail
+//!   cache (and in `lazy`) until the cycle writes them to their segment.
+//! - Before a log is cut (truncation, `reset_to`, `clear_fault`) or closed, everything it holds
+//!   is written to its segments and synced, then a Forget record of it made durable in the
+//!   journal: replay never re-appends what a cut removed (`commit.rs`, `replay.rs`).
 //! - A segment later in the directory has data only if every earlier one is sealed: trimmed,
 //!   synced and indexed. Recovery relies on it.
 //! - Data is acknowledged as durable only after the `fdatasync` that covers it returned, and
 //!   nothing is written, synced or acknowledged after a failed `fdatasync` (see `flush.rs`).
 
 mod clean;
+mod commit;
 mod damage;
 mod epochs;
 mod flush;
@@ -48,12 +58,12 @@ mod preallocate;
 mod producers;
 mod read;
 mod recovery;
+mod replay;
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
-use std::task::Waker;
 
 use bytes::{Bytes, BytesMut};
 
@@ -68,9 +78,11 @@ use crate::waiters::Waiters;
 use producers::{ProducerTable, Verdict};
 
 pub use clean::{CleanStats, CleanStep};
+pub use commit::{CommitStats, Committer};
 pub use damage::{repair, DamagedRange};
 pub use epochs::{EpochRun, EpochRuns};
 pub use read::{FileRange, OffsetAtTime, ReadData, ReadSlice};
+pub use replay::{replay_journals, ReplayReport};
 
 /// Present in a partition directory only after a clean close (holding the log end offset as
 /// decimal text), until the files next change; its absence on open means the last segment
@@ -97,11 +109,13 @@ pub(super) const SMALL_SEGMENT_BYTES_MAX: u64 = segment::RECOVERY_WINDOW_BYTES a
 const RECOVERY_POINT_FILE: &str = "recovery-point";
 
 /// A partition's log, owned by one shard. Not `Send`: every call runs on the shard's reactor,
-/// and so must its drop (dropping cancels the log's flusher task, which glommio allows only on
-/// the executor that runs it). `close` it there, or drop it there to simulate a crash.
+/// and so must its drop (a log opened alone owns its commit cycle's task, which glommio lets
+/// only the executor running it cancel). `close` it there, or drop it there (with its shard's
+/// [`Committer`], if it has one) to simulate a crash.
 pub struct PartitionLog {
     shared: Rc<Shared>,
-    flusher: Option<glommio::Task<()>>,
+    /// The commit cycle of a log opened alone ([`PartitionLog::open`]).
+    own_committer: Option<Committer>,
 }
 
 /// What [`PartitionLog::append`] hands back: the offsets given to the batch and a handle to
@@ -151,13 +165,23 @@ impl FlushTicket {
         ticket
     }
 
+    /// Records the write's outcome, unless the ticket already has one (it failed: a dropped
+    /// log fails its tickets while a write may still complete).
     fn complete_written(&self, result: Result<(), LogError>) {
-        *self.written.borrow_mut() = Some(result);
+        let mut written = self.written.borrow_mut();
+        if written.is_none() {
+            *written = Some(result);
+        }
+        drop(written);
         self.waiters.wake_all();
     }
 
     fn complete_durable(&self, result: Result<(), LogError>) {
-        *self.durable.borrow_mut() = Some(result);
+        let mut durable = self.durable.borrow_mut();
+        if durable.is_none() {
+            *durable = Some(result);
+        }
+        drop(durable);
         self.waiters.wake_all();
     }
 
@@ -171,12 +195,13 @@ impl FlushTicket {
     }
 }
 
-/// Counters of the work the flusher did, for metrics and for checking group commit.
+/// Counters of the writes the commit cycle did for this log, for metrics and for checking
+/// group commit.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct LogStats {
-    /// Flusher turns that wrote data.
+    /// Writes (to the journal or a segment) that carried new appends.
     pub flushes: u64,
-    /// `fdatasync` calls on segment files by the flusher.
+    /// `fdatasync` calls on the log's segment files by the commit cycle.
     pub syncs: u64,
     /// Bytes of batches written (not counting repeated tail pages or padding).
     pub bytes_written: u64,
@@ -189,7 +214,17 @@ enum Attempt {
     NewEpochAt(u64),
 }
 
-/// A batch appended but not yet taken by the flusher.
+/// What a segment operation of a log writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SegmentOp {
+    /// Journaled batches only: the log's new batches may go to the journal meanwhile.
+    Journaled,
+    /// New batches (after the journaled ones): nothing else of the log moves meanwhile.
+    Direct,
+}
+
+/// A batch appended but not yet in its segment (queued, or journaled only).
+#[derive(Clone)]
 struct UnflushedBatch {
     segment_base_offset: u64,
     last_offset: u64,
@@ -198,6 +233,16 @@ struct UnflushedBatch {
 
 struct Shared {
     dir: PathBuf,
+    /// The directory's name: how the journal names the partition (`journal::format`).
+    key: String,
+    /// The shard's commit cycle, and this log's id there.
+    commit: Rc<commit::CommitShared>,
+    commit_id: Cell<u64>,
+    /// Queued in the commit cycle's dirty list.
+    commit_dirty: Cell<bool>,
+    /// The cycle asks that the journaled batches go to the segment, synced (the journal needs
+    /// the space, or the shard's unwritten bound is exceeded).
+    segment_write_wanted: Cell<bool>,
     /// Replaced whole by [`PartitionLog::set_config`]; read through [`Shared::config`] at each
     /// use, never kept across an `await`, so a change applies from the next append, roll or
     /// retention check on.
@@ -234,8 +279,9 @@ impl TrimTail for Shared {
         let Ok(mut state) = self.state.try_borrow_mut() else {
             return false;
         };
-        let written_end_offset = state.written_end_offset;
-        state.tail_cache.drop_written(written_end_offset);
+        // Journaled batches not yet in their segment are read from the cache alone: they stay.
+        let segment_written_end_offset = state.segment_written_end_offset;
+        state.tail_cache.drop_written(segment_written_end_offset);
         if state.tail_cache.is_empty() {
             self.resources
                 .tail_budget()
@@ -256,17 +302,44 @@ struct LogState {
     segments: Segments,
     log_start_offset: u64,
     log_end_offset: u64,
+    /// Below it every batch is written: in the journal or in its segment (acks=1).
     written_end_offset: u64,
+    /// Below it every batch is durable: synced in the journal or in its segment (acks=all).
     durable_end_offset: u64,
+    /// Below it every batch is in its segment file (maybe unsynced).
+    segment_written_end_offset: u64,
+    /// Below it every batch is in a synced segment: what the journal may forget, and where
+    /// the recovery point may go.
+    segment_synced_end_offset: u64,
+    /// Appended, not yet written anywhere: the next operation of the commit cycle takes them.
     unflushed: VecDeque<UnflushedBatch>,
-    /// Bytes appended whose flush has not completed (queued or in flight): the back-pressure
+    /// Bytes appended whose write has not completed (queued or in flight): the back-pressure
     /// measure, bounded by `unflushed_bytes_max`.
     unflushed_bytes: usize,
-    /// Collects the appends that will go into the next flush.
+    /// Journaled, not yet in the segment (`segment_written_end_offset` to the written end).
+    lazy: VecDeque<UnflushedBatch>,
+    lazy_bytes: usize,
+    /// The log's new batches are in the journal write in flight.
+    in_journal_write: bool,
+    /// A segment operation of the commit cycle (or maintenance) is writing the log's segment.
+    segment_op: Option<SegmentOp>,
+    /// After a failed write of journaled batches to the segment, the next try waits until
+    /// then (they are safe in the journal meanwhile).
+    segment_retry_at_ms: i64,
+    /// The segment holds data written straight to it and not yet synced: until it is, the
+    /// log does not use the journal (a synced journal record must not follow segment data a
+    /// power loss could take).
+    direct_unsynced: bool,
+    /// Journal records of this log were written since the journal's last sync.
+    journal_unsynced: bool,
+    /// Counts the cuts of the log: a journal write or sync that completes after a cut says
+    /// nothing about the log as it is now.
+    cut_generation: u64,
+    /// Collects the appends that will go into the next write.
     open_ticket: Rc<FlushTicket>,
     in_flight_ticket: Option<Rc<FlushTicket>>,
-    /// Written, not yet covered by an `fdatasync`.
-    unsynced_tickets: Vec<Rc<FlushTicket>>,
+    /// Written, not yet covered by an `fdatasync`, with the end offset each covers.
+    unsynced_tickets: Vec<(u64, Rc<FlushTicket>)>,
     sync_requested: bool,
     tail_cache: TailCache,
     /// A truncate, deletion or close is reshaping the log; appends wait.
@@ -294,7 +367,6 @@ struct LogState {
     /// [`PartitionLog::clear_fault`].
     restart_required: bool,
     stats: LogStats,
-    flusher_waker: Option<Waker>,
     /// The idempotent producers' state: every batch below the log end is accounted for.
     producers: ProducerTable,
     /// The table as it was when the segment ending at this offset was rolled away from, to be
@@ -333,10 +405,26 @@ enum CleanMarker {
 }
 
 impl LogState {
-    fn wake_flusher(&mut self) {
-        if let Some(waker) = self.flusher_waker.take() {
-            waker.wake();
+    /// Everything below `end_offset` is durable: the tickets it covers complete.
+    fn advance_durable_end(&mut self, end_offset: u64) {
+        let end_offset = end_offset.min(self.log_end_offset);
+        if end_offset > self.durable_end_offset {
+            self.durable_end_offset = end_offset;
         }
+        let durable_end_offset = self.durable_end_offset;
+        self.unsynced_tickets.retain(|(ticket_end, ticket)| {
+            let covered = *ticket_end <= durable_end_offset;
+            if covered {
+                ticket.complete_durable(Ok(()));
+            }
+            !covered
+        });
+    }
+
+    /// The segments are synced below `end_offset` (and so durable there).
+    fn segment_synced(&mut self, end_offset: u64) {
+        self.segment_synced_end_offset = self.segment_synced_end_offset.max(end_offset);
+        self.advance_durable_end(end_offset);
     }
 
     fn active_segment(&self) -> &Segment {
@@ -444,7 +532,7 @@ impl LogState {
         }
         if end_offset <= self.written_end_offset {
             let ticket = Rc::new(FlushTicket::written());
-            self.unsynced_tickets.push(ticket.clone());
+            self.unsynced_tickets.push((end_offset, ticket.clone()));
             return ticket;
         }
         // Unwritten: queued for the next flush, or in the one running. `end_offset - 1` is the
@@ -465,9 +553,16 @@ impl LogState {
     /// The log now ends at `end_offset` (a truncation, its files already cut): the ends and what
     /// the tail cache and the producer table hold follow.
     fn end_at(&mut self, end_offset: u64) {
+        assert!(
+            self.lazy.is_empty(),
+            "a log is cut with everything in its segments"
+        );
+        self.cut_generation += 1;
         self.log_end_offset = end_offset;
         self.written_end_offset = end_offset;
+        self.segment_written_end_offset = end_offset;
         self.durable_end_offset = self.durable_end_offset.min(end_offset);
+        self.segment_synced_end_offset = self.segment_synced_end_offset.min(end_offset);
         self.tail_cache.truncate_from(end_offset);
         self.forget_producers_from(end_offset);
     }
@@ -517,12 +612,68 @@ impl Shared {
                 return Err(LogError::Closed);
             }
             state.maintenance = true;
-            state.wake_flusher();
         }
+        self.request_commit();
         let guard = MaintenanceGuard { shared: self };
-        self.wait_until(|state| state.unflushed.is_empty() && state.in_flight_ticket.is_none())
-            .await;
+        self.wait_until(|state| {
+            state.unflushed.is_empty() && !state.in_journal_write && state.segment_op.is_none()
+        })
+        .await;
         Ok(guard)
+    }
+
+    /// Asks the shard's commit cycle to look at this log.
+    fn request_commit(&self) {
+        self.commit.mark_dirty(self);
+    }
+
+    /// With maintenance held: writes every batch not yet in the segments there and syncs
+    /// them, so the log is on its segments alone (the journal holds nothing it needs).
+    async fn flush_to_segments(&self) -> Result<(), LogError> {
+        let work = {
+            let mut state = self.state.borrow_mut();
+            assert!(state.maintenance && state.segment_op.is_none());
+            assert!(!state.in_journal_write && state.unflushed.is_empty());
+            if state.lazy.is_empty()
+                && !state.direct_unsynced
+                && state.segment_synced_end_offset >= state.segment_written_end_offset
+            {
+                return Ok(());
+            }
+            state.segment_op = Some(SegmentOp::Direct);
+            let journaled: Vec<UnflushedBatch> = state.lazy.iter().cloned().collect();
+            commit::SegmentWork {
+                journaled,
+                queued: Vec::new(),
+                queued_bytes: 0,
+                ticket: None,
+                force_sync: true,
+            }
+        };
+        let result = self.write_to_segments(work).await;
+        self.state.borrow_mut().segment_op = None;
+        self.waiters.wake_all();
+        result
+    }
+
+    /// With maintenance held, before a cut: the log on its segments alone, and its journal
+    /// records forgotten.
+    async fn prepare_cut(&self) -> Result<(), LogError> {
+        self.flush_to_segments().await?;
+        self.forget_in_journal().await
+    }
+
+    /// With maintenance held and the log on its segments ([`Shared::flush_to_segments`]):
+    /// makes replay ignore every earlier journal record of the log, durably, before the log is
+    /// cut or closed (replay would otherwise re-append what the cut removed).
+    async fn forget_in_journal(&self) -> Result<(), LogError> {
+        if !self.commit.journal_holds(self.commit_id.get()) {
+            return Ok(());
+        }
+        let done = self.commit.request_forget(self);
+        done.waiters
+            .wait_for(|| done.durable.borrow().clone())
+            .await
     }
 
     async fn sync_directory(&self) -> Result<(), LogError> {
@@ -878,6 +1029,8 @@ impl Drop for MaintenanceGuard<'_> {
     fn drop(&mut self) {
         self.shared.state.borrow_mut().maintenance = false;
         self.shared.waiters.wake_all();
+        // What waited for the maintenance (a sync, the journal's need for space) goes on.
+        self.shared.request_commit();
     }
 }
 
@@ -955,7 +1108,10 @@ impl PartitionLog {
                 state.failed.is_some()
             };
             if failed {
-                self.shared.cut_back_to_last_sync().await?;
+                if let Err(error) = self.shared.cut_back_to_last_sync().await {
+                    self.shared.mark_failed(&error);
+                    return Err(error);
+                }
             }
             let mut state = self.shared.state.borrow_mut();
             state.failed = None;
@@ -1039,7 +1195,7 @@ impl PartitionLog {
     }
 
     /// Appends one checked record batch: checks an idempotent producer's epoch and sequence,
-    /// gives the batch the next offsets and `leader_epoch`, and queues it for the flusher.
+    /// gives the batch the next offsets and `leader_epoch`, and queues it for the commit cycle.
     /// Waits only when `unflushed_bytes_max` bytes are already waiting to be written
     /// (back-pressure), a maintenance operation is running, or `leader_epoch` is new to the
     /// log (it is recorded on disk first). A rejected batch leaves the log unchanged; a
@@ -1219,7 +1375,7 @@ impl PartitionLog {
     }
 
     /// Puts a batch whose offsets and epoch are final at the log end: the active segment (rolled
-    /// first if due), the producer table, the flusher's queue and the tail cache.
+    /// first if due), the producer table, the commit cycle's queue and the tail cache.
     fn place(&self, state: &mut LogState, batch: BytesMut, header: &BatchHeader) -> AppendReceipt {
         // Read at each append: a roll follows the settings of the moment it happens.
         let config = self.shared.config();
@@ -1252,7 +1408,7 @@ impl PartitionLog {
             bytes,
         });
         Shared::note_tail_use(&self.shared);
-        state.wake_flusher();
+        self.shared.request_commit();
         AppendReceipt {
             base_offset,
             last_offset,
@@ -1261,7 +1417,8 @@ impl PartitionLog {
         }
     }
 
-    /// Waits until the batch is in its segment file (what Kafka's acks=1 promises).
+    /// Waits until the batch is written, in the shard's journal or its segment file (what
+    /// Kafka's acks=1 promises: it survives the broker process, not a power loss).
     pub async fn wait_written(&self, receipt: &AppendReceipt) -> Result<(), LogError> {
         let ticket = &receipt.ticket;
         ticket
@@ -1281,10 +1438,9 @@ impl PartitionLog {
                     return Some(result.clone());
                 }
                 if matches!(&*ticket.written.borrow(), Some(Ok(()))) {
-                    // Written by a flush that nobody needed synced: ask for a sync now.
-                    let mut state = self.shared.state.borrow_mut();
-                    state.sync_requested = true;
-                    state.wake_flusher();
+                    // Written by a write that nobody needed synced: ask for a sync now.
+                    self.shared.state.borrow_mut().sync_requested = true;
+                    self.shared.request_commit();
                 }
                 None
             })
@@ -1322,6 +1478,7 @@ impl PartitionLog {
             let log_end_offset = state.log_end_offset;
             state.ticket_covering(log_end_offset)
         };
+        self.shared.request_commit();
         let receipt = AppendReceipt {
             base_offset: 0,
             last_offset: 0,
@@ -1336,6 +1493,9 @@ impl PartitionLog {
     /// `offset`; returns it. Appends wait while this runs.
     pub async fn truncate(&self, offset: u64) -> Result<u64, LogError> {
         let _guard = self.shared.enter_maintenance().await?;
+        if offset != self.shared.state.borrow().log_end_offset {
+            self.shared.prepare_cut().await?;
+        }
         self.shared.truncate_quiet(offset).await
     }
 
@@ -1345,6 +1505,7 @@ impl PartitionLog {
     /// state is the log itself).
     pub async fn reset_to(&self, offset: u64, previous_epoch: i32) -> Result<(), LogError> {
         let _guard = self.shared.enter_maintenance().await?;
+        self.shared.prepare_cut().await?;
         self.shared.restart_empty_at(offset).await?;
         {
             let mut state = self.shared.state.borrow_mut();
@@ -1367,6 +1528,9 @@ impl PartitionLog {
                 return Ok(());
             }
         }
+        // The segments must reach the new start before it is recorded: after a crash, replay
+        // would otherwise bring back journaled batches below it.
+        self.shared.flush_to_segments().await?;
         self.shared.persist_log_start_offset(offset).await?;
         self.shared.state.borrow_mut().log_start_offset = offset;
         self.shared
@@ -1401,31 +1565,28 @@ impl PartitionLog {
             .await
     }
 
-    /// Flushes and syncs everything, writes the active segment's indexes and marks the
-    /// directory as cleanly closed, so the next open need not scan the log. A log whose files
-    /// did not change since a clean open is left as it is: it still holds that close's marker.
-    pub async fn close(mut self) -> Result<(), LogError> {
+    /// Writes and syncs everything to the segments, writes the active segment's indexes and
+    /// marks the directory as cleanly closed, so the next open need not scan the log; then the
+    /// journal forgets the log. A log whose files did not change since a clean open is left as
+    /// it is: it still holds that close's marker.
+    pub async fn close(self) -> Result<(), LogError> {
+        let _guard = self.shared.enter_maintenance_even_failed().await?;
         {
-            let guard = self.shared.enter_maintenance().await;
             let mut state = self.shared.state.borrow_mut();
             state.closing = true;
-            state.sync_requested = true;
-            state.wake_flusher();
-            drop(state);
-            self.shared.waiters.wake_all();
-            drop(guard);
+            if let Some(error) = state.failed.clone() {
+                return Err(error);
+            }
         }
-        if let Some(flusher) = self.flusher.take() {
-            flusher.await;
-        }
-        if let Some(error) = self.shared.state.borrow().failed.clone() {
-            return Err(error);
-        }
+        self.shared.waiters.wake_all();
+        self.shared.flush_to_segments().await?;
+        // Batches journaled since the open reached the segment just now (and removed the
+        // marker): a marker still there means the files are as the last clean close left them.
         if matches!(
             self.shared.state.borrow().clean_marker,
             CleanMarker::Present { .. }
         ) {
-            return Ok(());
+            return self.shared.forget_in_journal().await;
         }
         let active_base_offset = self.shared.state.borrow().active_segment().base_offset;
         self.shared.seal_segment(active_base_offset).await?;
@@ -1466,7 +1627,8 @@ impl PartitionLog {
             self.shared.dir.join(CLEAN_SHUTDOWN_FILE),
             log_end_offset.to_string(),
         )
-        .map_err(|error| LogError::io("writing the clean-shutdown marker", error))
+        .map_err(|error| LogError::io("writing the clean-shutdown marker", error))?;
+        self.shared.forget_in_journal().await
     }
 }
 
@@ -1630,10 +1792,24 @@ impl Shared {
     async fn cut_back_to_last_sync(&self) -> Result<(), LogError> {
         self.before_change().await?;
         let (cut, log_end_offset) = {
-            let state = self.state.borrow();
+            let mut state = self.state.borrow_mut();
             let cut = state.durable_end_offset.max(state.log_start_offset);
-            (cut.min(state.log_end_offset), state.log_end_offset)
+            let cut = cut.min(state.log_end_offset);
+            // Journaled batches at or past the cut were never durable: they go. Those below
+            // it are durable in the journal only, and go to the segment next.
+            let keep_end = cut
+                .max(state.segment_written_end_offset)
+                .min(state.written_end_offset);
+            let before: usize = state.lazy_bytes;
+            state.lazy.retain(|batch| batch.last_offset < keep_end);
+            state.lazy_bytes = state.lazy.iter().map(|batch| batch.bytes.len()).sum();
+            self.commit.add_unwritten(0, before - state.lazy_bytes);
+            state.written_end_offset = keep_end;
+            let error = state.failed.take().unwrap_or(LogError::Closed);
+            flush::roll_back_unwritten(&mut state, None, error);
+            (cut, state.log_end_offset)
         };
+        self.prepare_cut().await?;
         if cut < log_end_offset {
             self.truncate_quiet(cut).await?;
         }
@@ -1675,10 +1851,17 @@ impl Shared {
             state
                 .segments
                 .insert(offset, Segment::new_empty(offset, now_ms));
+            assert!(
+                state.lazy.is_empty(),
+                "a log is reset with everything in its segments"
+            );
+            state.cut_generation += 1;
             state.log_start_offset = offset;
             state.log_end_offset = offset;
             state.written_end_offset = offset;
             state.durable_end_offset = offset;
+            state.segment_written_end_offset = offset;
+            state.segment_synced_end_offset = offset;
             state.tail_cache.truncate_from(0);
             state.producers.clear();
             state.producer_snapshot_due = None;
@@ -1733,15 +1916,19 @@ impl Shared {
 
 impl Drop for PartitionLog {
     fn drop(&mut self) {
-        // Without `close` this is a crash as far as the disk is concerned: the flusher stops,
-        // unwritten batches are lost, and the next open scans the active segment.
-        let state = &mut *self.shared.state.borrow_mut();
-        state.closing = true;
-        let error = LogError::Closed;
-        state.open_ticket.fail(error.clone());
-        if let Some(ticket) = &state.in_flight_ticket {
-            ticket.fail(error);
+        // Without `close` this is a crash as far as the disk is concerned: the log leaves its
+        // commit cycle (a log opened alone stops its own), unwritten batches are lost, and the
+        // next open scans the active segment (after replay, with its shard's journal).
+        {
+            let state = &mut *self.shared.state.borrow_mut();
+            state.closing = true;
+            let error = LogError::Closed;
+            state.open_ticket.fail(error.clone());
+            if let Some(ticket) = &state.in_flight_ticket {
+                ticket.fail(error);
+            }
         }
+        self.shared.commit.unregister(self.shared.commit_id.get());
         self.shared.waiters.wake_all();
     }
 }

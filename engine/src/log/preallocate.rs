@@ -5,8 +5,12 @@
 //! 32 GB), and on ext4 a direct write into reserved space converts an unwritten extent, which
 //! made the `fdatasync` after it the most expensive kind measured here (see ARCHITECTURE.md,
 //! "Preallocation"). So a partition reserves only while it is written steadily, and as much as
-//! its rate asks for:
-//! - a write past the reserved end of a partition that last ran past it more than
+//! its rate asks for, and only where no `fdatasync` waits on the write:
+//! - only a write of journaled batches alone (the commit cycle's lazy segment writes, which
+//!   no acknowledgement waits on: the journal made them durable) reserves ahead; a direct
+//!   write, synced in the same cycle for an acks=all append, appends to the plain file, whose
+//!   sync is the cheaper kind (so without a journal nothing reserves);
+//! - such a write past the reserved end of a partition that last ran past it more than
 //!   [`GROW_WINDOW_MS`] ago (or never) reserves nothing: it appends to the plain file, and
 //!   the step it would reserve halves;
 //! - one that ran past it again within the window reserves twice the last step (at least
@@ -77,6 +81,7 @@ impl Shared {
         &self,
         base_offset: u64,
         needed_bytes: u64,
+        reserve_ahead: bool,
     ) -> Option<PlannedReservation> {
         let config = self.config();
         let now_ms = self.clock.now_ms();
@@ -94,6 +99,9 @@ impl Shared {
             return None;
         }
         segment.preallocation = None;
+        if !reserve_ahead {
+            return None;
+        }
         let step_bytes = preallocation_pace.next_step(now_ms, config.preallocate_bytes);
         let end_max = config.segment_bytes_max.max(needed_bytes);
         let wanted_end = align_up(needed_bytes + step_bytes).min(end_max);

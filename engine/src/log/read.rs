@@ -276,7 +276,10 @@ impl PartitionLog {
                     .is_some_and(|files| Rc::ptr_eq(files, &plan.files))
             })
         {
-            let limit_u32 = u32::try_from(limit.min(plan.readable_bytes)).unwrap_or(u32::MAX);
+            // Not past the sendable bytes: the index also has entries for batches appended
+            // but not yet in the file, and a jump past the last sendable batch would leave
+            // nothing to send from the file.
+            let limit_u32 = u32::try_from(limit.min(plan.sendable_bytes)).unwrap_or(u32::MAX);
             if let Some(entry) = segment.offset_index.floor_by_position(limit_u32) {
                 let entry_offset = plan.segment_base_offset + u64::from(entry.relative_offset);
                 let entry_position = u64::from(entry.position);
@@ -406,7 +409,11 @@ impl PartitionLog {
                     ))
                 })
                 .collect();
-            (candidates, state.written_end_offset, state.log_start_offset)
+            (
+                candidates,
+                state.segment_written_end_offset,
+                state.log_start_offset,
+            )
         };
         let answer = |bytes: &[u8], header: &BatchHeader| -> OffsetAtTime {
             // A compressed batch is answered with its first record (its base offset and first
@@ -449,7 +456,7 @@ impl PartitionLog {
                 position += u64::from(header.size_bytes);
             }
         }
-        // Appended but not yet written: only the tail cache has these.
+        // Not yet in a segment (queued, or journaled only): only the tail cache has these.
         let state = shared.state.borrow();
         for cached in state.tail_cache.batches_from(written_end_offset) {
             let header = BatchHeader::parse(&cached.bytes).expect("cached batches were validated");

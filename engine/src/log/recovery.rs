@@ -37,9 +37,10 @@ use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
 use super::clean;
+use super::commit::Committer;
 use super::damage::{self, DamagedRange};
 use super::epochs;
-use super::flush::{run_flusher, write_whole_file};
+use super::flush::write_whole_file;
 use super::producers::{ProducerLimits, ProducerRecovery, ProducerTable};
 use super::{
     read, remove_producer_snapshot, remove_segment_files, CleanMarker, FlushTicket, LogState,
@@ -62,9 +63,23 @@ use crate::tail_cache::{CachedBatch, TailCache};
 
 impl PartitionLog {
     /// Opens (creating if needed) the partition log in `dir`, recovering it as described in
-    /// this module's documentation. Must run on a glommio executor: it starts the log's
-    /// flusher task there.
+    /// this module's documentation, with a commit cycle of its own (no journal: every write
+    /// goes to the segments). Must run on a glommio executor: it starts the cycle's task there.
     pub async fn open(
+        dir: impl Into<PathBuf>,
+        config: LogConfig,
+        clock: Rc<dyn Clock>,
+    ) -> Result<PartitionLog, LogError> {
+        let committer = Committer::new();
+        let mut log = PartitionLog::open_in(&committer, dir, config, clock).await?;
+        log.own_committer = Some(committer);
+        Ok(log)
+    }
+
+    /// Opens the partition log in `dir` as [`PartitionLog::open`] does, committed by the
+    /// shard's `committer` (with its journal, if it has one) along with the shard's other logs.
+    pub async fn open_in(
+        committer: &Committer,
         dir: impl Into<PathBuf>,
         config: LogConfig,
         clock: Rc<dyn Clock>,
@@ -177,8 +192,18 @@ impl PartitionLog {
             log_end_offset,
             written_end_offset: log_end_offset,
             durable_end_offset: log_end_offset,
+            segment_written_end_offset: log_end_offset,
+            segment_synced_end_offset: log_end_offset,
             unflushed: Default::default(),
             unflushed_bytes: 0,
+            lazy: Default::default(),
+            lazy_bytes: 0,
+            in_journal_write: false,
+            segment_op: None,
+            segment_retry_at_ms: i64::MIN,
+            direct_unsynced: false,
+            journal_unsynced: false,
+            cut_generation: 0,
             open_ticket: Rc::new(FlushTicket::default()),
             in_flight_ticket: None,
             unsynced_tickets: Vec::new(),
@@ -198,7 +223,6 @@ impl PartitionLog {
             write_failure: None,
             restart_required: false,
             stats: Default::default(),
-            flusher_waker: None,
             producers: producers.table,
             producer_snapshot_due: None,
             epochs,
@@ -213,8 +237,23 @@ impl PartitionLog {
                 None => CleanMarker::Absent,
             },
         };
+        let key = dir
+            .file_name()
+            .and_then(|name| name.to_str())
+            .ok_or_else(|| {
+                LogError::InvalidConfig(format!(
+                    "the partition directory {} has no name the journal can record",
+                    dir.display()
+                ))
+            })?
+            .to_owned();
         let shared = Rc::new(Shared {
             dir,
+            key,
+            commit: committer.shared().clone(),
+            commit_id: Default::default(),
+            commit_dirty: Default::default(),
+            segment_write_wanted: Default::default(),
             config: RefCell::new(Rc::new(config)),
             clock,
             resources,
@@ -234,10 +273,10 @@ impl PartitionLog {
             Shared::note_tail_use(&shared);
             shared.resources.tail_budget().trim();
         }
-        let flusher = glommio::spawn_local(run_flusher(shared.clone()));
+        shared.commit_id.set(shared.commit.register(&shared));
         Ok(PartitionLog {
             shared,
-            flusher: Some(flusher),
+            own_committer: None,
         })
     }
 }

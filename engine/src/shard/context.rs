@@ -24,7 +24,7 @@ use crate::batch::CheckedBatch;
 use crate::clock::Clock;
 use crate::config::LogConfig;
 use crate::error::LogError;
-use crate::log::{PartitionLog, ReadData};
+use crate::log::{Committer, PartitionLog, ReadData};
 use crate::waiters::Waiters;
 
 use super::coordinator::{Coordinators, GroupsConfig};
@@ -64,6 +64,8 @@ pub(super) struct ShardState {
     /// See [`RuntimeConfig::replicated_partitions`].
     replicated_partitions: Option<PlacementView>,
     clock: Rc<dyn Clock>,
+    /// The shard's commit cycle, which every partition log of the shard is opened with.
+    committer: Committer,
     partitions: RefCell<HashMap<PartitionId, PartitionSlot>>,
     /// The group coordinators of the `__consumer_offsets` partitions this shard owns.
     coordinators: Coordinators,
@@ -93,6 +95,7 @@ impl ShardContext {
         config: &RuntimeConfig,
         clock: Rc<dyn Clock>,
         outbound: Vec<Option<LocalSender<MeshMessage>>>,
+        committer: Committer,
     ) -> Self {
         assert_eq!(outbound.len(), config.shard_count);
         ShardContext {
@@ -105,6 +108,7 @@ impl ShardContext {
                 groups_config: config.groups.clone(),
                 replicated_partitions: config.replicated_partitions.clone().map(PlacementView::new),
                 clock,
+                committer,
                 partitions: RefCell::new(HashMap::new()),
                 coordinators: Coordinators::default(),
                 outbound,
@@ -708,7 +712,15 @@ impl ShardContext {
             return Err(LogError::UnknownPartition(partition.directory_name()));
         }
         let log_config = self.log_config_for(&partition.topic);
-        let log = Rc::new(PartitionLog::open(dir, log_config, self.state.clock.clone()).await?);
+        let log = Rc::new(
+            PartitionLog::open_in(
+                &self.state.committer,
+                dir,
+                log_config,
+                self.state.clock.clone(),
+            )
+            .await?,
+        );
         *opened = Some(log.clone());
         Ok(log)
     }
@@ -904,6 +916,17 @@ impl ShardContext {
             })
             .await;
         first_error.into_inner().map_or(Ok(()), Err)
+    }
+
+    /// After every partition log closed: the shard's journal holds nothing (its clean
+    /// shutdown). Logs still open (a task outlived the drain) keep their journal records.
+    pub(super) async fn close_committer(&self) -> Result<(), LogError> {
+        self.state.committer.close().await
+    }
+
+    /// The shard's commit cycle's counters.
+    pub fn commit_stats(&self) -> crate::log::CommitStats {
+        self.state.committer.stats()
     }
 
     pub(super) fn enter_in_flight(&self) -> InFlight {

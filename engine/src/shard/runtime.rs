@@ -1,7 +1,11 @@
 //! Starting the shards and stopping them cleanly.
 //!
-//! [`Runtime::start`] builds the mesh (every ring allocated before any executor runs), then
-//! starts one glommio executor per shard, pinned to its CPU when CPUs are given. On each shard
+//! [`Runtime::start`] first replays the journals a crash left in the data directory (every
+//! shard's, before any shard runs: a partition's records may be in the journal of a shard that
+//! no longer owns it) and prepares each shard's journal, then builds the mesh (every ring
+//! allocated before any executor runs), then starts one glommio executor per shard, pinned to
+//! its CPU when CPUs are given. Each shard has one commit cycle ([`Committer`]) for all its
+//! partition logs, with its journal. On each shard
 //! it starts a writer task per peer (the only owner of the mesh `Sender` to that peer, fed by a
 //! bounded local queue so any task may send), a reader task per peer (requests are served in
 //! tasks of their own; responses complete the waiting caller), the retention timer, the log
@@ -15,7 +19,8 @@
 //! 2. waits until nothing it forwarded or is serving is in flight,
 //! 3. tells every peer it is drained (it will send no more requests),
 //! 4. keeps serving peers until every peer said the same and nothing is in flight,
-//! 5. closes every partition log it owns: flush, `fdatasync`, indexes, clean-shutdown marker.
+//! 5. closes every partition log it owns (write, `fdatasync`, indexes, clean-shutdown marker),
+//!    then releases its journal: a journal with no live file is the shard's clean shutdown.
 //!
 //! A second signal exits the process at once with status 130.
 
@@ -42,6 +47,8 @@ use super::{MeshMessage, ShardRequest, ShardResponse};
 use crate::clock::SystemClock;
 use crate::config::LogConfig;
 use crate::error::LogError;
+use crate::journal::{self, JournalConfig, JOURNAL_DIRECTORY};
+use crate::log::{replay_journals, Committer};
 use crate::mesh::{Mesh, MeshShard};
 use crate::resources::{self, ResourceLimits};
 
@@ -81,6 +88,9 @@ pub struct RuntimeConfig {
     /// replicas to run, and a produce taken into such a log would be acknowledged without the
     /// other replicas. Its logs are opened by the replicas, not at start-up.
     pub replicated_partitions: Option<Arc<ReplicaPlacement>>,
+    /// Each shard's journal (`data_dir/journal/shard-N`), where small appends of all its
+    /// partitions are committed together; `None`: every write goes to the segments directly.
+    pub journal: Option<JournalConfig>,
 }
 
 impl RuntimeConfig {
@@ -101,6 +111,7 @@ impl RuntimeConfig {
             cleaner_check_interval: Duration::from_secs(15),
             groups: GroupsConfig::default(),
             replicated_partitions: None,
+            journal: Some(JournalConfig::default()),
         }
     }
 }
@@ -213,6 +224,7 @@ impl Runtime {
             assert_eq!(cpus.len(), shard_count, "one CPU per shard");
         }
         let start_error = |message: String| RuntimeError::Start { shard: 0, message };
+        prepare_journals(&config).map_err(|error| start_error(error.to_string()))?;
         let mesh = Mesh::<MeshMessage>::new(shard_count, config.mesh_ring_capacity)
             .map_err(|error| start_error(format!("building the mesh: {error}")))?;
         let mut bells = Vec::with_capacity(shard_count);
@@ -280,6 +292,51 @@ impl Runtime {
     }
 }
 
+/// Replays every journal in the data directory into its logs and releases it (on a thread
+/// of its own, as replay needs a glommio executor), then removes the journals of shards this
+/// run does not have.
+fn prepare_journals(config: &RuntimeConfig) -> Result<(), LogError> {
+    let data_dir = config.data_dir.clone();
+    let log_config = config.log_config.clone();
+    let topic_log_config = config.topic_log_config.clone();
+    let replayed = LocalExecutorBuilder::new(Placement::Unbound)
+        .name("journal-replay")
+        .spawn(move || async move {
+            let config_for = |topic: &str| match &topic_log_config {
+                Some(topic_log_config) => topic_log_config.for_topic(topic),
+                None => log_config.clone(),
+            };
+            replay_journals(&data_dir, &config_for, Rc::new(SystemClock)).await
+        })
+        .map_err(|error| LogError::Corrupt(format!("cannot start the journal replay: {error}")))?
+        .join()
+        .map_err(|error| LogError::Corrupt(format!("the journal replay stopped: {error}")))??;
+    if replayed.batches_appended > 0 || replayed.partitions_with_gap > 0 {
+        eprintln!(
+            "ferrite: replayed {} batches of {} partitions from the journals ({} already in \
+             their logs, {} partitions ended at a batch never acknowledged)",
+            replayed.batches_appended,
+            replayed.partitions,
+            replayed.batches_present,
+            replayed.partitions_with_gap
+        );
+    }
+    let root = config.data_dir.join(JOURNAL_DIRECTORY);
+    if let Ok(entries) = std::fs::read_dir(&root) {
+        for entry in entries.filter_map(Result::ok) {
+            let kept = config.journal.is_some()
+                && (0..config.shard_count).any(|shard| {
+                    entry.path() == journal::shard_journal_dir(&config.data_dir, shard)
+                });
+            if !kept {
+                std::fs::remove_dir_all(entry.path())
+                    .map_err(|error| LogError::io("removing an unused journal", error))?;
+            }
+        }
+    }
+    Ok(())
+}
+
 async fn run_shard<F, Fut>(
     shard_id: usize,
     config: RuntimeConfig,
@@ -306,7 +363,20 @@ where
         })
         .detach();
     }
-    let context = ShardContext::new(shard_id, &config, Rc::new(SystemClock), outbound);
+    let committer = match &config.journal {
+        Some(journal_config) => Committer::with_journal(
+            &journal::shard_journal_dir(&config.data_dir, shard_id),
+            shard_id as u32,
+            journal_config.clone(),
+        )
+        .await
+        .map_err(|error| RuntimeError::Start {
+            shard: shard_id,
+            message: format!("opening the shard's journal: {error}"),
+        })?,
+        None => Committer::new(),
+    };
+    let context = ShardContext::new(shard_id, &config, Rc::new(SystemClock), outbound, committer);
 
     for mut receiver in receivers {
         let context = context.clone();
@@ -394,6 +464,13 @@ where
     context.wait_for_every_peer_drained().await;
     context
         .close_partitions()
+        .await
+        .map_err(|error| RuntimeError::Close {
+            shard: shard_id,
+            error,
+        })?;
+    context
+        .close_committer()
         .await
         .map_err(|error| RuntimeError::Close {
             shard: shard_id,

@@ -8,7 +8,7 @@ use std::rc::Rc;
 
 use bytes::BytesMut;
 use engine::batch::{self, build};
-use engine::{Clock, LogConfig, ManualClock, PartitionLog, ReadData, SystemClock};
+use engine::{Clock, JournalConfig, LogConfig, ManualClock, PartitionLog, ReadData, SystemClock};
 
 /// Runs `future` to completion on a fresh glommio executor (one per test, so tests may run in
 /// parallel threads).
@@ -37,6 +37,18 @@ pub fn small_config() -> LogConfig {
         producer_idle_ms_max: None,
         cleaner_map_bytes_max: 1 << 20,
         ..LogConfig::default()
+    }
+}
+
+/// A journal of small files, so that a few hundred kilobytes go round its ring.
+pub fn small_journal() -> JournalConfig {
+    JournalConfig {
+        file_bytes: 256 * 1024,
+        files: 4,
+        write_bytes_max: 64 * 1024,
+        bypass_bytes: 16 * 1024,
+        segment_write_bytes: 16 * 1024,
+        unwritten_bytes_max: 256 * 1024,
     }
 }
 

@@ -40,6 +40,15 @@ fn runtime_config(dir: &Path, groups: GroupsConfig) -> RuntimeConfig {
         cleaner_check_interval: Duration::from_secs(300),
         groups,
         replicated_partitions: Some(Default::default()),
+        // Small journal files, so that tests go round the ring.
+        journal: Some(engine::JournalConfig {
+            file_bytes: 256 * 1024,
+            files: 4,
+            write_bytes_max: 64 * 1024,
+            bypass_bytes: 16 * 1024,
+            segment_write_bytes: 16 * 1024,
+            unwritten_bytes_max: 256 * 1024,
+        }),
     }
 }
 

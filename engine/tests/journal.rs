@@ -1,0 +1,496 @@
+//! The shard's commit cycle with its journal: many partitions' small appends share one journal
+//! write and sync; large ones go to their segments; batches reach the segments later; the ring
+//! goes round; and a crash of the shard (its `Committer` and every log dropped, mid-cycle)
+//! loses nothing acknowledged and duplicates nothing once `replay_journals` has run, whatever
+//! was cut, reset, deleted or removed before it.
+
+mod common;
+
+use std::cell::RefCell;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+
+use bytes::BytesMut;
+use common::*;
+use engine::batch::BatchHeader;
+use engine::journal::shard_journal_dir;
+use engine::log::replay_journals;
+use engine::{Committer, JournalConfig, LogConfig, LogError, PartitionLog};
+
+/// A shard: its commit cycle with a journal, and `partitions` logs `t-0`.. in `data`.
+struct Shard {
+    committer: Committer,
+    logs: Vec<Rc<PartitionLog>>,
+}
+
+fn config() -> LogConfig {
+    LogConfig {
+        segment_bytes_max: 64 * 1024,
+        tail_cache_bytes_max: 0,
+        ..small_config()
+    }
+}
+
+async fn open_shard(data: &Path, partitions: usize, journal: JournalConfig) -> Shard {
+    let committer = Committer::with_journal(&shard_journal_dir(data, 0), 0, journal)
+        .await
+        .unwrap();
+    let mut logs = Vec::new();
+    for partition in 0..partitions {
+        let dir = data.join(format!("t-{partition}"));
+        let log = PartitionLog::open_in(&committer, dir, config(), system_clock())
+            .await
+            .unwrap();
+        logs.push(Rc::new(log));
+    }
+    Shard { committer, logs }
+}
+
+/// A crash of the whole shard: the cycle stops wherever it is, the logs go without a close.
+fn crash(shard: Shard) {
+    let Shard { committer, logs } = shard;
+    drop(committer);
+    drop(logs);
+}
+
+/// What a restart does before the shard opens its logs.
+async fn replay(data: &Path) -> engine::ReplayReport {
+    replay_journals(data, &|_| config(), system_clock())
+        .await
+        .unwrap()
+}
+
+/// Every batch of partition `partition`, each a valid batch, offsets contiguous.
+async fn contents(data: &Path, partition: usize) -> Vec<Vec<u8>> {
+    let log = PartitionLog::open(
+        data.join(format!("t-{partition}")),
+        config(),
+        system_clock(),
+    )
+    .await
+    .unwrap();
+    let batches = read_all(&log, 0, 1 << 20).await;
+    log.close().await.unwrap();
+    batches
+}
+
+fn segment_bytes_on_disk(dir: &Path) -> u64 {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .filter_map(Result::ok)
+        .filter(|entry| entry.file_name().to_string_lossy().ends_with(".log"))
+        .map(|entry| entry.metadata().unwrap().len())
+        .sum()
+}
+
+#[test]
+fn small_appends_of_many_partitions_share_journal_writes_and_syncs() {
+    run(async {
+        let dir = tempfile::tempdir().unwrap();
+        let shard = open_shard(dir.path(), 16, small_journal()).await;
+        let mut first_round = shard.committer.stats();
+        for round in 0..5u64 {
+            let receipts: Vec<_> = {
+                let mut receipts = Vec::new();
+                for (partition, log) in shard.logs.iter().enumerate() {
+                    let batch = tagged_batch(round * 100 + partition as u64, 2, 50, 0);
+                    receipts.push((log.clone(), log.append(batch, 0).await.unwrap()));
+                }
+                receipts
+            };
+            for (log, receipt) in &receipts {
+                log.wait_durable(receipt).await.unwrap();
+            }
+            if round == 0 {
+                // A fresh log records its first epoch before its first append, which spreads
+                // the first round over several cycles; the rounds after it are the measure.
+                first_round = shard.committer.stats();
+            }
+        }
+        let stats = shard.committer.stats();
+        assert_eq!(
+            stats.journal_batches, 80,
+            "every small append went to the journal"
+        );
+        assert_eq!(
+            (
+                stats.journal_writes - first_round.journal_writes,
+                stats.journal_syncs - first_round.journal_syncs
+            ),
+            (4, 4),
+            "one journal write and one sync for 16 partitions' appends: {stats:?}"
+        );
+        assert_eq!(stats.direct_writes, 0);
+        for log in &shard.logs {
+            assert_eq!(
+                log.stats().syncs,
+                0,
+                "no segment was synced for a small append"
+            );
+            assert_eq!(log.durable_end_offset(), 10);
+        }
+        for log in shard.logs.iter() {
+            assert_eq!(read_all(log, 0, 1 << 20).await.len(), 5);
+        }
+        crash(shard);
+    });
+}
+
+#[test]
+fn acks_one_appends_are_written_to_the_journal_without_a_sync() {
+    run(async {
+        let dir = tempfile::tempdir().unwrap();
+        let shard = open_shard(dir.path(), 4, small_journal()).await;
+        for tag in 0..20u64 {
+            let log = &shard.logs[tag as usize % 4];
+            let receipt = log.append(tagged_batch(tag, 1, 30, 0), 0).await.unwrap();
+            log.wait_written(&receipt).await.unwrap();
+        }
+        let stats = shard.committer.stats();
+        assert_eq!(stats.journal_batches, 20);
+        assert_eq!(stats.journal_syncs, 0, "nobody asked for durability");
+        // Now someone does: one journal sync covers every partition.
+        for log in &shard.logs {
+            log.sync().await.unwrap();
+        }
+        assert!(shard.committer.stats().journal_syncs >= 1);
+        assert!(shard.committer.stats().journal_syncs <= 4);
+        crash(shard);
+    });
+}
+
+#[test]
+fn large_pending_runs_go_straight_to_their_segment() {
+    run(async {
+        let dir = tempfile::tempdir().unwrap();
+        let shard = open_shard(dir.path(), 1, small_journal()).await;
+        let log = &shard.logs[0];
+        // Larger than the journal's bypass: written once, to the segment, and synced there.
+        let big = tagged_batch(1, 1, 20 * 1024, 0);
+        let receipt = log.append_durable(big, 0).await.unwrap();
+        assert_eq!(receipt.base_offset, 0);
+        let stats = shard.committer.stats();
+        assert_eq!(stats.journal_batches, 0);
+        assert_eq!(stats.direct_writes, 1);
+        assert_eq!(log.stats().syncs, 1);
+        assert!(segment_bytes_on_disk(&dir.path().join("t-0")) >= 20 * 1024);
+        crash(shard);
+    });
+}
+
+#[test]
+fn journaled_batches_reach_their_segments_once_enough_gather_and_the_ring_goes_round() {
+    run(async {
+        let dir = tempfile::tempdir().unwrap();
+        let shard = open_shard(dir.path(), 3, small_journal()).await;
+        let mut acknowledged: Vec<Vec<Vec<u8>>> = vec![Vec::new(); 3];
+        // About 1.5 MiB through a ring of 4 files of 256 KiB.
+        for tag in 0..1500u64 {
+            let partition = tag as usize % 3;
+            let batch = tagged_batch(tag, 1, 900, 0);
+            let receipt = shard.logs[partition]
+                .append_durable(batch.clone(), 0)
+                .await
+                .unwrap();
+            acknowledged[partition].push(as_stored(batch, receipt.base_offset, 0));
+        }
+        let stats = shard.committer.stats();
+        assert_eq!(stats.journal_batches, 1500);
+        assert!(
+            stats.segment_writes > 0,
+            "journaled batches were written later: {stats:?}"
+        );
+        assert!(stats.files_released >= 4, "the ring went round: {stats:?}");
+        for (partition, log) in shard.logs.iter().enumerate() {
+            assert_eq!(read_all(log, 0, 1 << 20).await, acknowledged[partition]);
+            assert!(
+                segment_bytes_on_disk(&dir.path().join(format!("t-{partition}"))) > 200 * 1024,
+                "most of the partition is in its segments"
+            );
+        }
+        crash(shard);
+        replay(dir.path()).await;
+        for (partition, expected) in acknowledged.iter().enumerate() {
+            assert_eq!(&contents(dir.path(), partition).await, expected);
+        }
+    });
+}
+
+#[test]
+fn a_crash_keeps_every_acknowledged_batch_and_replay_writes_it_once() {
+    run(async {
+        let dir = tempfile::tempdir().unwrap();
+        let shard = open_shard(dir.path(), 4, small_journal()).await;
+        let mut acknowledged: Vec<Vec<Vec<u8>>> = vec![Vec::new(); 4];
+        for tag in 0..40u64 {
+            let partition = tag as usize % 4;
+            let batch = tagged_batch(tag, 2, 100, 0);
+            let receipt = shard.logs[partition]
+                .append_durable(batch.clone(), 0)
+                .await
+                .unwrap();
+            acknowledged[partition].push(as_stored(batch, receipt.base_offset, 0));
+        }
+        // Still only in the journal: the segments lack them.
+        assert!(segment_bytes_on_disk(&dir.path().join("t-0")) < 2000);
+        crash(shard);
+        let report = replay(dir.path()).await;
+        assert_eq!(report.batches_appended, 40);
+        for (partition, expected) in acknowledged.iter().enumerate() {
+            assert_eq!(&contents(dir.path(), partition).await, expected);
+        }
+        // Replay released the journal: a second one finds nothing.
+        let again = replay(dir.path()).await;
+        assert_eq!(again.batches_appended + again.batches_present, 0);
+        // And the shard starts again on it and goes on where the logs end.
+        let shard = open_shard(dir.path(), 4, small_journal()).await;
+        let receipt = shard.logs[0]
+            .append_durable(tagged_batch(99, 1, 10, 0), 0)
+            .await
+            .unwrap();
+        assert_eq!(receipt.base_offset, 20);
+        crash(shard);
+        replay(dir.path()).await;
+        assert_eq!(contents(dir.path(), 0).await.len(), 11);
+    });
+}
+
+/// A crash at many points of the cycle: appenders to journal-path and direct-path partitions
+/// run concurrently, and the shard is dropped after the `stop_after`-th acknowledgement, with
+/// writes and syncs in flight. After replay every acknowledged batch is there, once, at its
+/// offset; what was never acknowledged may be there or not, but only after every acknowledged
+/// batch of its partition.
+#[test]
+fn a_crash_anywhere_in_the_cycle_loses_nothing_acknowledged_and_duplicates_nothing() {
+    for stop_after in [1usize, 7, 23, 60, 111, 170] {
+        run(async move {
+            let dir = tempfile::tempdir().unwrap();
+            let shard = open_shard(dir.path(), 6, small_journal()).await;
+            // Per partition: the acknowledged batches' base offsets and bytes.
+            type Acknowledged = Vec<Vec<(u64, Vec<u8>)>>;
+            let acknowledged: Rc<RefCell<Acknowledged>> =
+                Rc::new(RefCell::new(vec![Vec::new(); 6]));
+            let acks = Rc::new(std::cell::Cell::new(0usize));
+            let mut tasks = Vec::new();
+            for partition in 0..6usize {
+                let log = shard.logs[partition].clone();
+                let (acknowledged, acks) = (acknowledged.clone(), acks.clone());
+                tasks.push(glommio::spawn_local(async move {
+                    for round in 0..60u64 {
+                        let tag = partition as u64 * 1000 + round;
+                        // Partitions 4 and 5 append batches past the journal's bypass now and
+                        // then: the direct path, mixed with journaled ones.
+                        let value_bytes = if partition >= 4 && round % 3 == 0 {
+                            20 * 1024
+                        } else {
+                            100 + (round as usize * 37) % 900
+                        };
+                        let batch = tagged_batch(tag, 1 + round as usize % 3, value_bytes, 0);
+                        let Ok(receipt) = log.append(batch.clone(), 0).await else {
+                            return;
+                        };
+                        if log.wait_durable(&receipt).await.is_err() {
+                            return;
+                        }
+                        acknowledged.borrow_mut()[partition].push((
+                            receipt.base_offset,
+                            as_stored(batch, receipt.base_offset, 0),
+                        ));
+                        acks.set(acks.get() + 1);
+                    }
+                }));
+            }
+            while acks.get() < stop_after {
+                glommio::executor().yield_now().await;
+            }
+            // The appenders hold the logs too: they go with the shard.
+            let Shard { committer, logs } = shard;
+            drop(committer);
+            drop(tasks);
+            drop(logs);
+            replay(dir.path()).await;
+            let acknowledged = acknowledged.borrow().clone();
+            for (partition, expected) in acknowledged.iter().enumerate() {
+                let recovered = contents(dir.path(), partition).await;
+                assert!(
+                    recovered.len() >= expected.len(),
+                    "stop after {stop_after}: partition {partition} lost acknowledged batches \
+                     ({} of {})",
+                    recovered.len(),
+                    expected.len()
+                );
+                for (index, (base_offset, bytes)) in expected.iter().enumerate() {
+                    let header = BatchHeader::parse(&recovered[index]).unwrap();
+                    assert_eq!(header.base_offset as u64, *base_offset);
+                    assert!(
+                        &recovered[index] == bytes,
+                        "stop after {stop_after}: partition {partition} batch {index} differs"
+                    );
+                }
+                let mut tags: Vec<Vec<u8>> =
+                    recovered.iter().map(|bytes| bytes[61..].to_vec()).collect();
+                let count = tags.len();
+                tags.sort();
+                tags.dedup();
+                assert_eq!(tags.len(), count, "stop after {stop_after}: a batch twice");
+            }
+        });
+    }
+}
+
+#[test]
+fn a_truncation_is_not_undone_by_replay() {
+    run(async {
+        let dir = tempfile::tempdir().unwrap();
+        let shard = open_shard(dir.path(), 2, small_journal()).await;
+        let mut kept = Vec::new();
+        for tag in 0..10u64 {
+            let batch = tagged_batch(tag, 1, 100, 0);
+            let receipt = shard.logs[0]
+                .append_durable(batch.clone(), 0)
+                .await
+                .unwrap();
+            if tag < 4 {
+                kept.push(as_stored(batch, receipt.base_offset, 0));
+            }
+            // The other partition keeps the journal busy with records of its own.
+            shard.logs[1]
+                .append_durable(tagged_batch(tag, 1, 100, 0), 0)
+                .await
+                .unwrap();
+        }
+        // A Raft follower overruled: offsets 4.. go, nothing is appended after the cut.
+        assert_eq!(shard.logs[0].truncate(4).await.unwrap(), 4);
+        crash(shard);
+        replay(dir.path()).await;
+        assert_eq!(contents(dir.path(), 0).await, kept);
+        assert_eq!(contents(dir.path(), 1).await.len(), 10);
+
+        // Cut, then new batches at the same offsets: the new ones, once.
+        let shard = open_shard(dir.path(), 1, small_journal()).await;
+        let log = &shard.logs[0];
+        for tag in 10..14u64 {
+            log.append_durable(tagged_batch(tag, 1, 100, 0), 0)
+                .await
+                .unwrap();
+        }
+        assert_eq!(log.truncate(6).await.unwrap(), 6);
+        let batch = tagged_batch(20, 1, 100, 0);
+        let receipt = log.append_durable(batch.clone(), 0).await.unwrap();
+        assert_eq!(receipt.base_offset, 6);
+        let expected_tail = as_stored(batch, 6, 0);
+        crash(shard);
+        replay(dir.path()).await;
+        let recovered = contents(dir.path(), 0).await;
+        assert_eq!(recovered.len(), 7);
+        assert_eq!(recovered[..4], kept[..]);
+        assert_eq!(recovered[6], expected_tail);
+    });
+}
+
+#[test]
+fn a_reset_and_deleted_records_are_not_undone_by_replay() {
+    run(async {
+        let dir = tempfile::tempdir().unwrap();
+        let shard = open_shard(dir.path(), 2, small_journal()).await;
+        for tag in 0..8u64 {
+            for log in &shard.logs {
+                log.append_durable(tagged_batch(tag, 1, 100, 0), 0)
+                    .await
+                    .unwrap();
+            }
+        }
+        // Partition 0 starts over, empty, at offset 3 (below its end: what it held from 3 on
+        // must not come back); partition 1's records below 5 are deleted.
+        shard.logs[0].reset_to(3, 0).await.unwrap();
+        shard.logs[1].delete_up_to(5).await.unwrap();
+        crash(shard);
+        replay(dir.path()).await;
+        let log = PartitionLog::open(dir.path().join("t-0"), config(), system_clock())
+            .await
+            .unwrap();
+        assert_eq!((log.log_start_offset(), log.log_end_offset()), (3, 3));
+        log.close().await.unwrap();
+        let log = PartitionLog::open(dir.path().join("t-1"), config(), system_clock())
+            .await
+            .unwrap();
+        assert_eq!((log.log_start_offset(), log.log_end_offset()), (5, 8));
+        assert_eq!(read_all(&log, 5, 1 << 20).await.len(), 3);
+        log.close().await.unwrap();
+    });
+}
+
+#[test]
+fn a_removed_partition_is_not_replayed_into_a_new_one_of_the_same_name() {
+    run(async {
+        let dir = tempfile::tempdir().unwrap();
+        let mut shard = open_shard(dir.path(), 2, small_journal()).await;
+        for tag in 0..6u64 {
+            for log in &shard.logs {
+                log.append_durable(tagged_batch(tag, 1, 100, 0), 0)
+                    .await
+                    .unwrap();
+            }
+        }
+        // The topic is deleted (its log closed, its directory removed) and created again.
+        let removed = Rc::into_inner(shard.logs.remove(0)).unwrap();
+        removed.close().await.unwrap();
+        let partition_dir: PathBuf = dir.path().join("t-0");
+        std::fs::remove_dir_all(&partition_dir).unwrap();
+        std::fs::create_dir(&partition_dir).unwrap();
+        crash(shard);
+        replay(dir.path()).await;
+        assert!(contents(dir.path(), 0).await.is_empty());
+        assert_eq!(contents(dir.path(), 1).await.len(), 6);
+    });
+}
+
+#[test]
+fn a_clean_close_of_the_shard_leaves_an_empty_journal() {
+    run(async {
+        let dir = tempfile::tempdir().unwrap();
+        let shard = open_shard(dir.path(), 3, small_journal()).await;
+        for tag in 0..30u64 {
+            shard.logs[tag as usize % 3]
+                .append_durable(tagged_batch(tag, 1, 200, 0), 0)
+                .await
+                .unwrap();
+        }
+        let Shard { committer, logs } = shard;
+        for log in logs {
+            Rc::into_inner(log).unwrap().close().await.unwrap();
+        }
+        committer.close().await.unwrap();
+        drop(committer);
+        let report = replay(dir.path()).await;
+        assert_eq!(report.batches_appended + report.batches_present, 0);
+        for partition in 0..3 {
+            assert_eq!(contents(dir.path(), partition).await.len(), 10);
+        }
+    });
+}
+
+#[test]
+fn a_closed_log_refuses_appends_and_its_shard_goes_on() {
+    run(async {
+        let dir = tempfile::tempdir().unwrap();
+        let mut shard = open_shard(dir.path(), 2, small_journal()).await;
+        shard.logs[0]
+            .append_durable(tagged_batch(1, 1, 10, 0), 0)
+            .await
+            .unwrap();
+        let closed = Rc::into_inner(shard.logs.remove(0)).unwrap();
+        closed.close().await.unwrap();
+        assert_eq!(shard.committer.log_count(), 1);
+        let receipt = shard.logs[0]
+            .append_durable(BytesMut::from(&tagged_batch(2, 1, 10, 0)[..]), 0)
+            .await
+            .unwrap();
+        assert_eq!(receipt.base_offset, 0);
+        assert!(matches!(
+            shard.logs[0].append(BytesMut::new(), 0).await,
+            Err(LogError::InvalidBatch(_))
+        ));
+        crash(shard);
+    });
+}
