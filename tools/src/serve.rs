@@ -132,9 +132,10 @@ pub struct Arguments {
     /// the partition count does not set the descriptors a broker needs [default: 4000].
     #[arg(long, value_name = "N")]
     open_files_max: Option<usize>,
-    /// The largest space reserved (fallocate) at a time ahead of a partition's writes, for
-    /// partitions written steadily (reservations start at 1 MiB and double with the write
-    /// rate); 0 never (Redpanda's segment_fallocation_step) [default: 0].
+    /// The largest space reserved (fallocate) at a time ahead of a partition's segment writes
+    /// behind the journal (synced direct writes never reserve), for partitions written
+    /// steadily (reservations start at 1 MiB and double with the write rate); 0 never
+    /// (Redpanda's segment_fallocation_step) [default: 0].
     #[arg(long, value_name = "BYTES")]
     segment_fallocation_step: Option<u64>,
     /// Space reserved ahead of writes and not yet written, over every partition of the broker;

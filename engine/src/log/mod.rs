@@ -630,13 +630,21 @@ impl Shared {
     /// With maintenance held: writes every batch not yet in the segments there and syncs
     /// them, so the log is on its segments alone (the journal holds nothing it needs).
     async fn flush_to_segments(&self) -> Result<(), LogError> {
+        self.write_to_segments_before(true).await
+    }
+
+    /// [`Shared::flush_to_segments`], the sync left to the caller when not `sync` (a close:
+    /// sealing the active segment syncs it, and with it everything unsynced, since earlier
+    /// segments were synced when sealed: one `fdatasync` per closing log instead of two).
+    async fn write_to_segments_before(&self, sync: bool) -> Result<(), LogError> {
         let work = {
             let mut state = self.state.borrow_mut();
             assert!(state.maintenance && state.segment_op.is_none());
             assert!(!state.in_journal_write && state.unflushed.is_empty());
             if state.lazy.is_empty()
-                && !state.direct_unsynced
-                && state.segment_synced_end_offset >= state.segment_written_end_offset
+                && (!sync
+                    || (!state.direct_unsynced
+                        && state.segment_synced_end_offset >= state.segment_written_end_offset))
             {
                 return Ok(());
             }
@@ -647,7 +655,7 @@ impl Shared {
                 queued: Vec::new(),
                 queued_bytes: 0,
                 ticket: None,
-                force_sync: true,
+                force_sync: sync,
             }
         };
         let result = self.write_to_segments(work).await;
@@ -1570,6 +1578,16 @@ impl PartitionLog {
     /// journal forgets the log. A log whose files did not change since a clean open is left as
     /// it is: it still holds that close's marker.
     pub async fn close(self) -> Result<(), LogError> {
+        self.close_as(false).await
+    }
+
+    /// [`PartitionLog::close`] at the shard's shutdown: the journal is released whole after
+    /// every log closed, so no log's close writes a Forget record to it.
+    pub async fn close_at_shutdown(self) -> Result<(), LogError> {
+        self.close_as(true).await
+    }
+
+    async fn close_as(self, at_shutdown: bool) -> Result<(), LogError> {
         let _guard = self.shared.enter_maintenance_even_failed().await?;
         {
             let mut state = self.shared.state.borrow_mut();
@@ -1579,14 +1597,14 @@ impl PartitionLog {
             }
         }
         self.shared.waiters.wake_all();
-        self.shared.flush_to_segments().await?;
+        self.shared.write_to_segments_before(false).await?;
         // Batches journaled since the open reached the segment just now (and removed the
         // marker): a marker still there means the files are as the last clean close left them.
         if matches!(
             self.shared.state.borrow().clean_marker,
             CleanMarker::Present { .. }
         ) {
-            return self.shared.forget_in_journal().await;
+            return self.forget_unless(at_shutdown).await;
         }
         let active_base_offset = self.shared.state.borrow().active_segment().base_offset;
         self.shared.seal_segment(active_base_offset).await?;
@@ -1628,6 +1646,18 @@ impl PartitionLog {
             log_end_offset.to_string(),
         )
         .map_err(|error| LogError::io("writing the clean-shutdown marker", error))?;
+        self.forget_unless(at_shutdown).await
+    }
+
+    /// After a close: the journal forgets the log (so that a replay never re-appends its
+    /// records after a cut made elsewhere, once it moved), except at the shard's shutdown,
+    /// where the shard releases its whole journal once every log closed
+    /// ([`Committer::close`]): a crash before that finds every closed log's records already in
+    /// its synced segments, and replay skips them.
+    async fn forget_unless(&self, at_shutdown: bool) -> Result<(), LogError> {
+        if at_shutdown {
+            return Ok(());
+        }
         self.shared.forget_in_journal().await
     }
 }

@@ -884,9 +884,10 @@ impl ShardContext {
         .await
     }
 
-    /// Closes every partition log this shard opened (flush, `fdatasync`, indexes, clean
-    /// marker), [`PARTITIONS_CLOSING_MAX`] at a time; a log nobody changed since a clean open
-    /// costs nothing. Returns the first error; closes the rest regardless.
+    /// At shutdown: closes every partition log this shard opened (write, `fdatasync`, indexes,
+    /// clean marker; no Forget record each, the journal is released whole afterwards),
+    /// [`PARTITIONS_CLOSING_MAX`] at a time; a log nobody changed since a clean open costs
+    /// nothing. Returns the first error; closes the rest regardless.
     pub(super) async fn close_partitions(&self) -> Result<(), LogError> {
         let slots: Vec<PartitionSlot> = self
             .state
@@ -904,7 +905,7 @@ impl ShardContext {
                         return;
                     };
                     let result = match Rc::try_unwrap(log) {
-                        Ok(log) => log.close().await,
+                        Ok(log) => log.close_at_shutdown().await,
                         // Still referenced by a task that outlived the drain: make it durable at
                         // least.
                         Err(log) => log.sync().await,
