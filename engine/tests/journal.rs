@@ -255,6 +255,9 @@ fn a_crash_keeps_every_acknowledged_batch_and_replay_writes_it_once() {
     });
 }
 
+/// Per partition, the acknowledged batches: base offset and bytes.
+type Acknowledged = Vec<(u64, Vec<u8>)>;
+
 /// A crash at many points of the cycle: appenders to journal-path and direct-path partitions
 /// run concurrently, and the shard is dropped after the `stop_after`-th acknowledgement, with
 /// writes and syncs in flight. After replay every acknowledged batch is there, once, at its
@@ -266,9 +269,7 @@ fn a_crash_anywhere_in_the_cycle_loses_nothing_acknowledged_and_duplicates_nothi
         run(async move {
             let dir = tempfile::tempdir().unwrap();
             let shard = open_shard(dir.path(), 6, small_journal()).await;
-            // Per partition: the acknowledged batches' base offsets and bytes.
-            type Acknowledged = Vec<Vec<(u64, Vec<u8>)>>;
-            let acknowledged: Rc<RefCell<Acknowledged>> =
+            let acknowledged: Rc<RefCell<Vec<Acknowledged>>> =
                 Rc::new(RefCell::new(vec![Vec::new(); 6]));
             let acks = Rc::new(std::cell::Cell::new(0usize));
             let mut tasks = Vec::new();

@@ -176,10 +176,10 @@ mod tests {
 
     const PAGE: usize = DMA_ALIGNMENT_BYTES as usize;
 
-    /// A record to write: its kind, key and payload.
-    type Record<'a> = (RecordKind, &'a [u8], &'a [u8]);
+    /// A record to encode: kind, key, payload.
+    type TestRecord<'a> = (RecordKind, &'a [u8], &'a [u8]);
 
-    fn file_with(header: FileHeader, writes: &[&[Record]]) -> Vec<u8> {
+    fn file_with(header: FileHeader, writes: &[&[TestRecord]]) -> Vec<u8> {
         let mut bytes = vec![0u8; 8 * PAGE];
         bytes[..FILE_HEADER_BYTES].copy_from_slice(&header.encode());
         let mut position = FILE_HEADER_BYTES;

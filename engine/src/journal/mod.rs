@@ -82,6 +82,19 @@ impl Default for JournalConfig {
 }
 
 impl JournalConfig {
+    /// A journal of small files (4 x 256 KiB), so that a few hundred kilobytes go round its
+    /// ring: for tests.
+    pub fn small() -> JournalConfig {
+        JournalConfig {
+            file_bytes: 256 * 1024,
+            files: 4,
+            write_bytes_max: 64 * 1024,
+            bypass_bytes: 16 * 1024,
+            segment_write_bytes: 16 * 1024,
+            unwritten_bytes_max: 256 * 1024,
+        }
+    }
+
     /// Checks the relations the journal relies on; `Err` names the first violated one.
     pub fn validate(&self) -> Result<(), String> {
         if self.files < 3 {
@@ -445,22 +458,8 @@ pub(crate) struct JournaledPartition {
 /// Reads every live file of the journal in `dir` (blocking reads: start-up only) and returns,
 /// per partition directory name, the batches replay must consider, in write order.
 pub(crate) fn read_journal(dir: &Path) -> Result<HashMap<String, JournaledPartition>, LogError> {
-    let entries = match std::fs::read_dir(dir) {
-        Ok(entries) => entries,
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(HashMap::new()),
-        Err(error) => return Err(LogError::io("listing a journal", error)),
-    };
     let mut files = Vec::new();
-    for entry in entries {
-        let path = entry
-            .map_err(|error| LogError::io("listing a journal", error))?
-            .path();
-        if path
-            .extension()
-            .is_none_or(|extension| extension != "journal")
-        {
-            continue;
-        }
+    for path in journal_files(dir)? {
         let bytes = bytes::Bytes::from(
             std::fs::read(&path).map_err(|error| LogError::io("reading a journal file", error))?,
         );
@@ -490,16 +489,25 @@ pub(crate) fn read_journal(dir: &Path) -> Result<HashMap<String, JournaledPartit
 /// only, after replay): the journal holds nothing.
 pub(crate) fn release_journal(dir: &Path) -> Result<(), LogError> {
     use std::os::unix::fs::FileExt;
-    let entries = match std::fs::read_dir(dir) {
-        Ok(entries) => entries,
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(error) => return Err(LogError::io("listing a journal", error)),
-    };
     let release = |path: &Path| -> std::io::Result<()> {
         let file = std::fs::OpenOptions::new().write(true).open(path)?;
         file.write_all_at(&[0u8; FILE_HEADER_BYTES], 0)?;
         file.sync_data()
     };
+    for path in journal_files(dir)? {
+        release(&path).map_err(|error| LogError::io("releasing a journal file", error))?;
+    }
+    Ok(())
+}
+
+/// The files of the journal in `dir` (none if it does not exist).
+fn journal_files(dir: &Path) -> Result<Vec<PathBuf>, LogError> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(error) => return Err(LogError::io("listing a journal", error)),
+    };
+    let mut files = Vec::new();
     for entry in entries {
         let path = entry
             .map_err(|error| LogError::io("listing a journal", error))?
@@ -508,8 +516,8 @@ pub(crate) fn release_journal(dir: &Path) -> Result<(), LogError> {
             .extension()
             .is_some_and(|extension| extension == "journal")
         {
-            release(&path).map_err(|error| LogError::io("releasing a journal file", error))?;
+            files.push(path);
         }
     }
-    Ok(())
+    Ok(files)
 }

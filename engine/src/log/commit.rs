@@ -709,7 +709,7 @@ fn plan_unwritten_bound(commit: &CommitShared, config: &JournalConfig) {
         .map(|shared| (shared.state.borrow().lazy_bytes, shared.clone()))
         .filter(|(bytes, _)| *bytes > 0)
         .collect();
-    candidates.sort_by_key(|(bytes, _)| std::cmp::Reverse(*bytes));
+    candidates.sort_by_key(|candidate| std::cmp::Reverse(candidate.0));
     let mut excess = unwritten - config.unwritten_bytes_max / 2;
     for (bytes, shared) in candidates {
         shared.segment_write_wanted.set(true);
@@ -721,7 +721,8 @@ fn plan_unwritten_bound(commit: &CommitShared, config: &JournalConfig) {
     }
 }
 
-/// Fails a journal write that could not be placed.
+/// Fails a journal write that could not be placed or failed: its appends (and what queued
+/// behind them) and its Forget requests.
 fn fail_journal_write(
     commit: &CommitShared,
     parts: Vec<JournalPart>,
@@ -786,8 +787,8 @@ async fn journal_operation(commit: Rc<CommitShared>, work: JournalWork) {
         let injected_error = dirs
             .iter()
             .filter_map(|dir| injected(dir, IoOperation::Write))
-            // Every armed fault is used up, the last one reported.
-            .fold(None, |_, error| Some(error));
+            // Every directory asked (each armed fault counts down), the last answer kept.
+            .reduce(|_, error| error);
         let result = result.and(injected_error.map_or(Ok(()), |error| {
             Err(LogError::io("writing the journal", error))
         }));
@@ -841,19 +842,7 @@ async fn journal_operation(commit: Rc<CommitShared>, work: JournalWork) {
         Ok(None) => {}
         Err((error, zero_error)) => {
             journal.borrow_mut().abandon_current();
-            for part in &parts {
-                let mut state = part.shared.state.borrow_mut();
-                state.in_journal_write = false;
-                state.in_flight_ticket = None;
-                state.write_failure = Some(error.clone());
-                super::flush::roll_back_unwritten(&mut state, Some(&part.ticket), error.clone());
-                drop(state);
-                part.shared.waiters.wake_all();
-                commit.mark_dirty(&part.shared);
-            }
-            for forget in forgets.drain(..) {
-                forget.done.fail(error.clone());
-            }
+            fail_journal_write(&commit, parts, std::mem::take(&mut forgets), error);
             if let Some(zero_error) = zero_error {
                 // The failed bytes may still be there: whatever the journal holds unsynced is
                 // unknown, as after a failed sync.
@@ -891,8 +880,7 @@ async fn journal_operation(commit: Rc<CommitShared>, work: JournalWork) {
         let injected_error = unsynced_dirs
             .iter()
             .filter_map(|dir| injected(dir, IoOperation::Sync))
-            // Every armed fault is used up, the last one reported.
-            .fold(None, |_, error| Some(error));
+            .reduce(|_, error| error);
         let synced = synced.and(injected_error.map_or(Ok(()), |error| {
             Err(LogError::io("syncing the journal", error))
         }));

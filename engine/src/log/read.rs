@@ -276,10 +276,11 @@ impl PartitionLog {
                     .is_some_and(|files| Rc::ptr_eq(files, &plan.files))
             })
         {
-            // Not past the sendable bytes: the index also has entries for batches appended
-            // but not yet in the file, and a jump past the last sendable batch would leave
-            // nothing to send from the file.
-            let limit_u32 = u32::try_from(limit.min(plan.sendable_bytes)).unwrap_or(u32::MAX);
+            // Not past the readable bytes (damage starts there) nor the sendable ones: the
+            // index also has entries for batches appended but not yet in the file, and a jump
+            // past the last sendable batch would leave nothing to send from the file.
+            let limit_u32 = u32::try_from(limit.min(plan.readable_bytes).min(plan.sendable_bytes))
+                .unwrap_or(u32::MAX);
             if let Some(entry) = segment.offset_index.floor_by_position(limit_u32) {
                 let entry_offset = plan.segment_base_offset + u64::from(entry.relative_offset);
                 let entry_position = u64::from(entry.position);

@@ -42,14 +42,7 @@ pub fn small_config() -> LogConfig {
 
 /// A journal of small files, so that a few hundred kilobytes go round its ring.
 pub fn small_journal() -> JournalConfig {
-    JournalConfig {
-        file_bytes: 256 * 1024,
-        files: 4,
-        write_bytes_max: 64 * 1024,
-        bypass_bytes: 16 * 1024,
-        segment_write_bytes: 16 * 1024,
-        unwritten_bytes_max: 256 * 1024,
-    }
+    JournalConfig::small()
 }
 
 pub fn system_clock() -> Rc<dyn Clock> {

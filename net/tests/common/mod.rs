@@ -120,14 +120,7 @@ fn start_runtime(
         groups,
         replicated_partitions: None,
         // Small journal files, so that tests go round the ring.
-        journal: Some(engine::JournalConfig {
-            file_bytes: 256 * 1024,
-            files: 4,
-            write_bytes_max: 64 * 1024,
-            bypass_bytes: 16 * 1024,
-            segment_write_bytes: 16 * 1024,
-            unwritten_bytes_max: 256 * 1024,
-        }),
+        journal: Some(engine::JournalConfig::small()),
     };
     let (bound, bound_shards) = std::sync::mpsc::channel();
     let setup = ShardSetup {
