@@ -199,9 +199,8 @@ impl Drop for Preallocation {
 pub(crate) struct TailBudget {
     bytes_max: usize,
     bytes: Cell<usize>,
-    /// Logs with cached batches by the stamp of their last append: the smallest first.
-    recency: RefCell<BTreeMap<u64, Weak<dyn TrimTail>>>,
-    stamp_next: Cell<u64>,
+    /// Logs with cached batches by their last append.
+    recency: Recency<dyn TrimTail>,
 }
 
 /// A log whose tail cache the budget can ask to drop its written batches.
@@ -216,8 +215,7 @@ impl TailBudget {
         TailBudget {
             bytes_max,
             bytes: Cell::new(0),
-            recency: RefCell::new(BTreeMap::new()),
-            stamp_next: Cell::new(1),
+            recency: Recency::new(),
         }
     }
 
@@ -239,21 +237,12 @@ impl TailBudget {
     /// The log (whose recency stamp was `old`, 0 if none) was just appended to; returns its
     /// new stamp.
     pub fn touch(&self, old: u64, log: Weak<dyn TrimTail>) -> u64 {
-        let stamp = self.stamp_next.get();
-        self.stamp_next.set(stamp + 1);
-        let mut recency = self.recency.borrow_mut();
-        if old != 0 {
-            recency.remove(&old);
-        }
-        recency.insert(stamp, log);
-        stamp
+        self.recency.touch(old, log)
     }
 
     /// The log with recency stamp `stamp` holds nothing any more (or is gone).
     pub fn forget(&self, stamp: u64) {
-        if stamp != 0 {
-            self.recency.borrow_mut().remove(&stamp);
-        }
+        self.recency.forget(stamp);
     }
 
     /// Drops the written batches of the least recently appended logs while over the bound.
@@ -261,13 +250,7 @@ impl TailBudget {
     pub fn trim(&self) {
         let mut after_stamp = 0;
         while self.bytes.get() > self.bytes_max {
-            let candidate = self
-                .recency
-                .borrow()
-                .range(after_stamp..)
-                .next()
-                .map(|(&stamp, log)| (stamp, log.upgrade()));
-            let Some((stamp, log)) = candidate else {
+            let Some((stamp, log)) = self.recency.oldest_from(after_stamp) else {
                 return;
             };
             after_stamp = stamp + 1;
@@ -387,9 +370,8 @@ trait Evictable {
 pub(crate) struct FileCache {
     open_files_max: usize,
     count: DescriptorCount,
-    /// Open handles by the stamp of their last use: the smallest is the least recently used.
-    recency: RefCell<BTreeMap<u64, Weak<dyn Evictable>>>,
-    stamp_next: Cell<u64>,
+    /// Open handles by their last use.
+    recency: Recency<dyn Evictable>,
 }
 
 impl FileCache {
@@ -397,8 +379,7 @@ impl FileCache {
         FileCache {
             open_files_max,
             count: DescriptorCount::default(),
-            recency: RefCell::new(BTreeMap::new()),
-            stamp_next: Cell::new(1),
+            recency: Recency::new(),
         }
     }
 
@@ -415,40 +396,69 @@ impl FileCache {
     pub fn make_room(&self, descriptors: usize) {
         let mut after_stamp = 0;
         while self.count.get() + descriptors > self.open_files_max {
-            let candidate = self
-                .recency
-                .borrow()
-                .range(after_stamp..)
-                .next()
-                .map(|(&stamp, handle)| (stamp, handle.upgrade()));
-            let Some((stamp, handle)) = candidate else {
+            let Some((stamp, handle)) = self.recency.oldest_from(after_stamp) else {
                 return;
             };
             match handle {
                 Some(handle) if !handle.close_if_unused() => after_stamp = stamp + 1,
-                _ => {
-                    self.recency.borrow_mut().remove(&stamp);
-                }
+                _ => self.recency.forget(stamp),
             }
         }
     }
 
     /// Marks the handle with stamp `old` (0: not listed) as just used; returns its new stamp.
     fn touch(&self, old: u64, handle: Weak<dyn Evictable>) -> u64 {
+        self.recency.touch(old, handle)
+    }
+
+    fn forget(&self, stamp: u64) {
+        self.recency.forget(stamp);
+    }
+}
+
+/// Entries by the stamp of their last use, the least recently used first: the order in which
+/// the file cache closes files and the tail budget trims caches.
+struct Recency<T: ?Sized> {
+    entries: RefCell<BTreeMap<u64, Weak<T>>>,
+    stamp_next: Cell<u64>,
+}
+
+impl<T: ?Sized> Recency<T> {
+    fn new() -> Recency<T> {
+        Recency {
+            entries: RefCell::new(BTreeMap::new()),
+            // 0 means "not listed".
+            stamp_next: Cell::new(1),
+        }
+    }
+
+    /// Lists `entry` (listed with stamp `old` before, 0 if not) as just used; returns its new
+    /// stamp.
+    fn touch(&self, old: u64, entry: Weak<T>) -> u64 {
         let stamp = self.stamp_next.get();
         self.stamp_next.set(stamp + 1);
-        let mut recency = self.recency.borrow_mut();
+        let mut entries = self.entries.borrow_mut();
         if old != 0 {
-            recency.remove(&old);
+            entries.remove(&old);
         }
-        recency.insert(stamp, handle);
+        entries.insert(stamp, entry);
         stamp
     }
 
     fn forget(&self, stamp: u64) {
         if stamp != 0 {
-            self.recency.borrow_mut().remove(&stamp);
+            self.entries.borrow_mut().remove(&stamp);
         }
+    }
+
+    /// The least recently used entry with a stamp of at least `from_stamp` (`None` inside if
+    /// it is gone).
+    fn oldest_from(&self, from_stamp: u64) -> Option<(u64, Option<Rc<T>>)> {
+        self.entries
+            .borrow()
+            .range(from_stamp..)
+            .next()
+            .map(|(&stamp, entry)| (stamp, entry.upgrade()))
     }
 }
 
@@ -613,7 +623,7 @@ mod tests {
                 0,
                 "a dropped handle closes its file"
             );
-            assert!(cache.recency.borrow().is_empty());
+            assert!(cache.recency.entries.borrow().is_empty());
         });
     }
 
