@@ -59,7 +59,9 @@ pub struct LogConfig {
     pub tail_cache_bytes_max: usize,
     /// Size of each direct-I/O write a flush is split into (written concurrently).
     pub write_chunk_bytes: usize,
-    /// Segment space is reserved (fallocate) this much at a time ahead of the writes.
+    /// The most segment space reserved (fallocate) at a time ahead of the writes of a partition
+    /// written steadily (Redpanda's `segment_fallocation_step`); reservations start smaller
+    /// and grow with the write rate (`log/preallocate.rs`). 0: never.
     pub preallocate_bytes: u64,
     /// Idempotent producers whose sequence state the partition keeps; beyond it the producer
     /// that appended least recently is forgotten (and accepted with any sequence afterwards).
@@ -163,10 +165,8 @@ impl LogConfig {
         {
             return Err("write_chunk_bytes must be a positive multiple of 4096".into());
         }
-        if self.preallocate_bytes == 0
-            || !self.preallocate_bytes.is_multiple_of(DMA_ALIGNMENT_BYTES)
-        {
-            return Err("preallocate_bytes must be a positive multiple of 4096".into());
+        if !self.preallocate_bytes.is_multiple_of(DMA_ALIGNMENT_BYTES) {
+            return Err("preallocate_bytes must be a multiple of 4096 (0: never)".into());
         }
         if self.producers_max == 0 {
             return Err("producers_max must be positive".into());

@@ -19,6 +19,7 @@ pub mod journal;
 pub mod log;
 pub mod mesh;
 pub mod rate_limited_log;
+pub mod resources;
 mod segment;
 // Built on the mesh's glommio channels, which the `loom` build leaves out.
 #[cfg(not(feature = "loom"))]

@@ -8,6 +8,7 @@
 use std::os::fd::{AsRawFd, RawFd};
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
+use std::sync::Arc;
 
 use glommio::io::{DmaFile, OpenOptions, ReadResult};
 
@@ -16,6 +17,9 @@ use crate::config::DMA_ALIGNMENT_BYTES;
 use crate::error::LogError;
 use crate::index::{OffsetIndex, OffsetIndexEntry, TimeIndex, TimeIndexEntry};
 use crate::log::DamagedRange;
+use crate::resources::{
+    CachedFile, Counted, DescriptorCount, FileCache, OpenFile, Preallocation, ReadDescriptor,
+};
 
 /// How many bytes recovery and the cleaner read at a time when they go through every batch of
 /// a segment.
@@ -57,32 +61,39 @@ pub(crate) fn align_up(value: u64) -> u64 {
 }
 
 /// The open files of a segment. Writes and scans go through the direct-I/O file; the buffered
-/// descriptor exists so the network layer can `sendfile` cold data from the page cache.
+/// descriptor exists so the network layer can `sendfile` cold data from the page cache, and is
+/// shared with the reads that do (see [`ReadDescriptor`]). Held open by the shard's
+/// [`FileCache`](crate::resources::FileCache) through the segment's [`SegmentFile`] handle,
+/// which closes it when it has been unused longest and reopens it on demand.
 pub(crate) struct SegmentFiles {
     pub dma: DmaFile,
-    pub buffered: std::fs::File,
+    pub buffered: Arc<ReadDescriptor>,
+    /// The direct-I/O descriptor (the buffered one counts itself).
+    _dma_counted: Counted,
 }
 
-/// When the last handle of a deleted segment goes, its blocks are freed: for a segment of
+/// A segment's file, open or not (see [`CachedFile`]).
+pub(crate) type SegmentFile = CachedFile<SegmentFiles>;
+
+/// When the last handle of a deleted segment's files goes, its blocks are freed: for a segment of
 /// tens of MiB that is tens of milliseconds of kernel work in whatever call closes the last
 /// descriptor, and glommio closes its files through io_uring on the shard's thread, which
 /// would stall every request of the shard (measured: ~130 ms at the end of a cleaning that
-/// deleted 16 segments of 64 MiB). So the drop of a deleted segment's files hands a duplicate
-/// descriptor to a reclaimer thread, which truncates the file to nothing (freeing the blocks
-/// off the shard) and closes it; the shard's own closes are then cheap. Readers never see the
-/// truncation: this runs when the last `Rc` of the files (held by reads in flight too) goes.
-impl Drop for SegmentFiles {
-    fn drop(&mut self) {
-        let unlinked = self
-            .buffered
-            .metadata()
-            .is_ok_and(|metadata| std::os::unix::fs::MetadataExt::nlink(&metadata) == 0);
-        if !unlinked {
-            return;
-        }
-        if let Ok(duplicate) = self.buffered.try_clone() {
-            reclaim_off_shard(duplicate);
-        }
+/// deleted 16 segments of 64 MiB). So when the last holder of a deleted segment's buffered
+/// descriptor (the segment's files, or a read in flight) drops it, a duplicate goes to a
+/// reclaimer thread, which truncates the file to nothing (freeing the blocks off the shard) and
+/// closes it; the shard's own closes are then cheap. Readers never see the truncation: the
+/// files of a segment in use by a read are never closed by the cache, so no other copy of its
+/// descriptors exists, and this runs when the last of them goes.
+pub(crate) fn reclaim_if_deleted(file: &std::fs::File) {
+    let unlinked = file
+        .metadata()
+        .is_ok_and(|metadata| std::os::unix::fs::MetadataExt::nlink(&metadata) == 0);
+    if !unlinked {
+        return;
+    }
+    if let Ok(duplicate) = file.try_clone() {
+        reclaim_off_shard(duplicate);
     }
 }
 
@@ -115,7 +126,24 @@ fn reclaim_off_shard(file: std::fs::File) {
 }
 
 impl SegmentFiles {
-    pub async fn open(path: &Path, create: bool) -> Result<SegmentFiles, LogError> {
+    /// Creates a segment file at `at` (empty) and opens it through `cache`; the handle reopens
+    /// it at `path`, the name it has once in place (a cleaner's output is written under a
+    /// temporary name and renamed).
+    pub async fn create(
+        cache: &Rc<FileCache>,
+        at: &Path,
+        path: PathBuf,
+    ) -> Result<(Rc<SegmentFile>, Rc<SegmentFiles>), LogError> {
+        cache.make_room(SegmentFiles::DESCRIPTORS);
+        let files = Rc::new(SegmentFiles::open_at(at, true, cache.count()).await?);
+        Ok((SegmentFile::adopt(cache, path, files.clone()), files))
+    }
+
+    async fn open_at(
+        path: &Path,
+        create: bool,
+        count: &DescriptorCount,
+    ) -> Result<SegmentFiles, LogError> {
         let dma = OpenOptions::new()
             .read(true)
             .write(true)
@@ -123,20 +151,24 @@ impl SegmentFiles {
             .dma_open(path)
             .await
             .map_err(|error| LogError::glommio("opening a segment file", error))?;
+        let dma_counted = count.counted(1);
         // Writable only so that a deleted segment's blocks can be freed by truncation (see
-        // the `Drop` impl); nothing else writes through it.
+        // `reclaim_if_deleted`); nothing else writes through it.
         let buffered = std::fs::OpenOptions::new()
             .read(true)
             .write(true)
             .open(path)
             .map_err(|error| LogError::io("opening a segment file for reads", error))?;
-        Ok(SegmentFiles { dma, buffered })
+        Ok(SegmentFiles {
+            dma,
+            buffered: Arc::new(ReadDescriptor::new(buffered, count)),
+            _dma_counted: dma_counted,
+        })
     }
 
     pub fn buffered_fd(&self) -> RawFd {
         self.buffered.as_raw_fd()
     }
-
     /// Cuts the file to `length_bytes`, durably (`fdatasync`).
     pub async fn cut_durably(
         &self,
@@ -161,6 +193,20 @@ impl SegmentFiles {
     }
 }
 
+impl OpenFile for SegmentFiles {
+    const DESCRIPTORS: usize = 2;
+
+    async fn open(path: &Path, count: &DescriptorCount) -> Result<Self, LogError> {
+        SegmentFiles::open_at(path, false, count).await
+    }
+
+    /// In use while anyone but the cache holds the files, or a read in flight holds the
+    /// buffered descriptor.
+    fn in_use(this: &Rc<Self>) -> bool {
+        Rc::strong_count(this) > 1 || Arc::strong_count(&this.buffered) > 1
+    }
+}
+
 /// One segment's state. Offsets are absolute; positions are bytes into the `.log` file.
 pub(crate) struct Segment {
     pub base_offset: u64,
@@ -172,6 +218,9 @@ pub(crate) struct Segment {
     pub written_bytes: u64,
     /// Bytes of the file known to have blocks allocated (reserved ahead of writes).
     pub reserved_bytes: u64,
+    /// The share of the shard's preallocation budget that the reserved and not yet written
+    /// bytes take (`log/preallocate.rs`); `None` when nothing is reserved ahead.
+    pub preallocation: Option<Preallocation>,
     /// The bytes of the last, partially filled 4 KiB page on disk: the next direct write starts
     /// at that page's beginning and must repeat them (identical bytes, so a torn rewrite of the
     /// page cannot damage what was already durable, given sector-atomic writes).
@@ -182,7 +231,7 @@ pub(crate) struct Segment {
     pub max_timestamp_ms: Option<i64>,
     pub created_ms: i64,
     /// `None` until the flusher creates the file for the segment's first write.
-    pub files: Option<Rc<SegmentFiles>>,
+    pub files: Option<Rc<SegmentFile>>,
     /// Fully written, trimmed, synced and indexed on disk; takes no more appends.
     pub sealed: bool,
     /// Byte ranges that were durable once and no longer hold valid batches, by position: their
@@ -199,6 +248,7 @@ impl Segment {
             appended_bytes: 0,
             written_bytes: 0,
             reserved_bytes: 0,
+            preallocation: None,
             tail_page: Vec::new(),
             offset_index: OffsetIndex::default(),
             time_index: TimeIndex::default(),
@@ -338,6 +388,135 @@ impl Segment {
                 range.position.min(self.written_bytes)
             });
         (scan_from, scan_from_offset, limit)
+    }
+}
+
+/// A log's segments in base-offset order, with the parts of `BTreeMap<u64, Segment>`'s
+/// interface the log uses. A sorted vector rather than a map: most logs have one segment or a
+/// few, appended at the end and dropped at the front, and a map's node holds room for eleven
+/// (2 KiB per idle partition); the vector holds exactly what it has while small.
+#[derive(Default)]
+pub(crate) struct Segments {
+    bases: Vec<u64>,
+    segments: Vec<Segment>,
+}
+
+impl Segments {
+    pub fn len(&self) -> usize {
+        self.segments.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.segments.is_empty()
+    }
+
+    fn position(&self, base_offset: u64) -> Result<usize, usize> {
+        self.bases.binary_search(&base_offset)
+    }
+
+    pub fn get(&self, base_offset: &u64) -> Option<&Segment> {
+        Some(&self.segments[self.position(*base_offset).ok()?])
+    }
+
+    pub fn get_mut(&mut self, base_offset: &u64) -> Option<&mut Segment> {
+        let at = self.position(*base_offset).ok()?;
+        Some(&mut self.segments[at])
+    }
+
+    pub fn contains_key(&self, base_offset: &u64) -> bool {
+        self.position(*base_offset).is_ok()
+    }
+
+    /// Inserts (or replaces) the segment starting at `base_offset`.
+    pub fn insert(&mut self, base_offset: u64, segment: Segment) {
+        assert_eq!(
+            base_offset, segment.base_offset,
+            "a segment is keyed by its base"
+        );
+        match self.position(base_offset) {
+            Ok(at) => self.segments[at] = segment,
+            Err(at) => {
+                if self.segments.len() == self.segments.capacity() {
+                    // Doubling, but exactly: one segment takes room for one.
+                    let more = self.segments.len().max(1);
+                    self.segments.reserve_exact(more);
+                    self.bases.reserve_exact(more);
+                }
+                self.bases.insert(at, base_offset);
+                self.segments.insert(at, segment);
+            }
+        }
+    }
+
+    pub fn remove(&mut self, base_offset: &u64) -> Option<Segment> {
+        let at = self.position(*base_offset).ok()?;
+        self.bases.remove(at);
+        Some(self.segments.remove(at))
+    }
+
+    pub fn pop_last(&mut self) -> Option<(u64, Segment)> {
+        Some((self.bases.pop()?, self.segments.pop()?))
+    }
+
+    pub fn clear(&mut self) {
+        self.bases.clear();
+        self.segments.clear();
+    }
+
+    pub fn keys(&self) -> std::slice::Iter<'_, u64> {
+        self.bases.iter()
+    }
+
+    pub fn values(&self) -> std::slice::Iter<'_, Segment> {
+        self.segments.iter()
+    }
+
+    pub fn values_mut(&mut self) -> std::slice::IterMut<'_, Segment> {
+        self.segments.iter_mut()
+    }
+
+    /// The positions of the segments whose base lies in `range`.
+    fn span(&self, range: impl std::ops::RangeBounds<u64>) -> std::ops::Range<usize> {
+        use std::ops::Bound;
+        let start = match range.start_bound() {
+            Bound::Included(&from) => self.bases.partition_point(|&base| base < from),
+            Bound::Excluded(&from) => self.bases.partition_point(|&base| base <= from),
+            Bound::Unbounded => 0,
+        };
+        let end = match range.end_bound() {
+            Bound::Included(&to) => self.bases.partition_point(|&base| base <= to),
+            Bound::Excluded(&to) => self.bases.partition_point(|&base| base < to),
+            Bound::Unbounded => self.bases.len(),
+        };
+        start..end.max(start)
+    }
+
+    /// The segments whose base lies in `range`, with their bases, in order.
+    pub fn range(
+        &self,
+        range: impl std::ops::RangeBounds<u64>,
+    ) -> std::iter::Zip<std::slice::Iter<'_, u64>, std::slice::Iter<'_, Segment>> {
+        let span = self.span(range);
+        self.bases[span.clone()].iter().zip(&self.segments[span])
+    }
+
+    pub fn range_mut(
+        &mut self,
+        range: impl std::ops::RangeBounds<u64>,
+    ) -> std::iter::Zip<std::slice::Iter<'_, u64>, std::slice::IterMut<'_, Segment>> {
+        let span = self.span(range);
+        self.bases[span.clone()]
+            .iter()
+            .zip(&mut self.segments[span])
+    }
+}
+
+impl std::ops::Index<&u64> for Segments {
+    type Output = Segment;
+
+    fn index(&self, base_offset: &u64) -> &Segment {
+        self.get(base_offset)
+            .expect("a segment with that base exists")
     }
 }
 
@@ -546,8 +725,9 @@ pub(crate) enum Resume {
 
 /// Re-notes every valid batch from `segment.appended_bytes` on, up to `limit_bytes`, checking
 /// each one in full (offsets contiguous, except for gaps below `gaps_end_offset`, the end of
-/// what compaction has rewritten), and shows each to `observe` (recovery rebuilds producer
-/// state from them). Returns `None` when the scan reached `limit_bytes` exactly, else why it
+/// what compaction has rewritten), and shows each to `observe` with its position and bytes (recovery
+/// rebuilds producer state from them, and fills the tail cache with the last segment's last
+/// batches). Returns `None` when the scan reached `limit_bytes` exactly, else why it
 /// stopped: a torn or corrupt batch, or one whose offsets go back, which the caller cuts off or
 /// reports as damage.
 #[allow(clippy::too_many_arguments)]
@@ -558,7 +738,7 @@ pub(crate) async fn scan_and_note(
     index_interval_bytes: u32,
     batch_bytes_max: usize,
     gaps_end_offset: u64,
-    observe: &mut dyn FnMut(&BatchHeader),
+    observe: &mut dyn FnMut(u64, &BatchHeader, &[u8]),
 ) -> Result<Option<String>, LogError> {
     loop {
         let position = segment.appended_bytes;
@@ -576,7 +756,12 @@ pub(crate) async fn scan_and_note(
         {
             BatchCheck::Valid(header) => {
                 segment.note_batch(position, &header, index_interval_bytes);
-                observe(&header);
+                // In the window the check just read.
+                let bytes = scanner
+                    .bytes_at(position, header.size_bytes as usize)
+                    .await?
+                    .ok_or_else(|| LogError::Corrupt("a segment shrank while scanned".into()))?;
+                observe(position, &header, bytes);
             }
             BatchCheck::Invalid(reason) => return Ok(Some(reason)),
         }
@@ -598,8 +783,9 @@ mod tests {
         std::fs::write(&kept_path, vec![7u8; 4096]).unwrap();
         glommio::LocalExecutorBuilder::default()
             .spawn(move || async move {
-                let deleted = SegmentFiles::open(&path, false).await.unwrap();
-                let kept = SegmentFiles::open(&kept_path, false).await.unwrap();
+                let count = DescriptorCount::default();
+                let deleted = SegmentFiles::open(&path, &count).await.unwrap();
+                let kept = SegmentFiles::open(&kept_path, &count).await.unwrap();
                 std::fs::remove_file(&path).unwrap();
                 drop(deleted);
                 drop(kept);

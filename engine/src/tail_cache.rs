@@ -6,10 +6,18 @@
 //! in offset order (with the gaps between batches a follower copies from a compacted leader).
 //! Batches that are not yet written are never evicted (they exist nowhere else), so the cache
 //! may exceed its byte bound by at most the log's `unflushed_bytes_max`.
+//!
+//! Every cache of a shard also counts its bytes in the shard's [`TailBudget`], which drops the
+//! written batches of the least recently appended partitions when they exceed the shard's
+//! bound: the per-partition bound alone would let 10 000 idle partitions keep their last
+//! batches forever.
 
 use std::collections::VecDeque;
+use std::rc::Rc;
 
 use bytes::Bytes;
+
+use crate::resources::TailBudget;
 
 #[derive(Debug, Clone)]
 pub(crate) struct CachedBatch {
@@ -18,24 +26,75 @@ pub(crate) struct CachedBatch {
     pub bytes: Bytes,
 }
 
-#[derive(Debug)]
 pub(crate) struct TailCache {
     batches: VecDeque<CachedBatch>,
     size_bytes: usize,
     size_bytes_max: usize,
+    budget: Rc<TailBudget>,
 }
 
 impl TailCache {
-    pub fn new(size_bytes_max: usize) -> Self {
+    pub fn new(size_bytes_max: usize, budget: Rc<TailBudget>) -> Self {
         TailCache {
             batches: VecDeque::new(),
             size_bytes: 0,
             size_bytes_max,
+            budget,
         }
+    }
+
+    /// A cache holding `batches` (a suffix of the log, in order) from the start.
+    pub fn seeded(
+        size_bytes_max: usize,
+        budget: Rc<TailBudget>,
+        batches: impl IntoIterator<Item = CachedBatch>,
+    ) -> Self {
+        let mut cache = TailCache::new(size_bytes_max, budget);
+        for batch in batches {
+            cache.push(batch);
+        }
+        cache
     }
 
     pub fn size_bytes(&self) -> usize {
         self.size_bytes
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.batches.is_empty()
+    }
+
+    fn pop_front(&mut self) {
+        if let Some(front) = self.batches.pop_front() {
+            self.shrunk(front.bytes.len());
+        }
+    }
+
+    fn pop_back(&mut self) {
+        if let Some(back) = self.batches.pop_back() {
+            self.shrunk(back.bytes.len());
+        }
+    }
+
+    fn shrunk(&mut self, bytes: usize) {
+        self.size_bytes -= bytes;
+        self.budget.remove(bytes);
+        if self.batches.is_empty() {
+            // An idle partition's cache holds no buffer either.
+            self.batches = VecDeque::new();
+        }
+    }
+
+    /// Drops every written batch (the shard's budget is spent and this partition was appended
+    /// to least recently): only what is not yet on disk stays.
+    pub fn drop_written(&mut self, written_end_offset: u64) {
+        while self
+            .batches
+            .front()
+            .is_some_and(|front| front.last_offset < written_end_offset)
+        {
+            self.pop_front();
+        }
     }
 
     /// Adds the batch that follows the cached suffix (right after it, or after a gap).
@@ -49,6 +108,7 @@ impl TailCache {
             );
         }
         self.size_bytes += batch.bytes.len();
+        self.budget.add(batch.bytes.len());
         self.batches.push_back(batch);
     }
 
@@ -57,10 +117,7 @@ impl TailCache {
     pub fn evict(&mut self, written_end_offset: u64) {
         while self.size_bytes > self.size_bytes_max {
             match self.batches.front() {
-                Some(front) if front.last_offset < written_end_offset => {
-                    self.size_bytes -= front.bytes.len();
-                    self.batches.pop_front();
-                }
+                Some(front) if front.last_offset < written_end_offset => self.pop_front(),
                 _ => break,
             }
         }
@@ -73,8 +130,7 @@ impl TailCache {
             if front.base_offset >= offset {
                 break;
             }
-            self.size_bytes -= front.bytes.len();
-            self.batches.pop_front();
+            self.pop_front();
         }
     }
 
@@ -84,8 +140,7 @@ impl TailCache {
             if back.base_offset < offset {
                 break;
             }
-            self.size_bytes -= back.bytes.len();
-            self.batches.pop_back();
+            self.pop_back();
         }
     }
 
@@ -127,9 +182,19 @@ impl TailCache {
     }
 }
 
+impl Drop for TailCache {
+    fn drop(&mut self) {
+        self.budget.remove(self.size_bytes);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn cache(size_bytes_max: usize) -> TailCache {
+        TailCache::new(size_bytes_max, Rc::new(TailBudget::new(usize::MAX)))
+    }
 
     fn batch(base_offset: u64, count: u64, size: usize) -> CachedBatch {
         CachedBatch {
@@ -141,7 +206,7 @@ mod tests {
 
     #[test]
     fn eviction_keeps_unwritten_batches_and_the_bound_otherwise() {
-        let mut cache = TailCache::new(250);
+        let mut cache = cache(250);
         for index in 0..5 {
             cache.push(batch(index * 10, 10, 100));
         }
@@ -154,7 +219,7 @@ mod tests {
 
     #[test]
     fn a_gap_a_follower_copies_is_kept_and_a_read_in_it_gets_the_next_batch() {
-        let mut cache = TailCache::new(1 << 20);
+        let mut cache = cache(1 << 20);
         cache.push(batch(0, 10, 100));
         cache.push(batch(25, 5, 100));
         assert!(cache.covers(12), "the gap is part of the cached suffix");
@@ -165,7 +230,7 @@ mod tests {
 
     #[test]
     fn reads_return_whole_batches_within_bounds() {
-        let mut cache = TailCache::new(1 << 20);
+        let mut cache = cache(1 << 20);
         for index in 0..5 {
             cache.push(batch(index * 10, 10, 100));
         }

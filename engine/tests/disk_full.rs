@@ -185,6 +185,7 @@ fn a_group_commit_refused_for_a_full_disk_is_not_remembered() {
         cpus: None,
         data_dir: root.clone(),
         log_config: log_config.clone(),
+        resources: Default::default(),
         topic_log_config: Some(TopicLogConfig::from_catalog(catalog, log_config)),
         mesh_ring_capacity: 4,
         outbound_queue_capacity: 4,

@@ -545,17 +545,69 @@ fn a_clean_close_and_reopen_keeps_everything_and_rescans_nothing_twice() {
         let log = PartitionLog::open(dir.path(), small_config(), system_clock())
             .await
             .unwrap();
-        assert!(
-            !dir.path().join("clean-shutdown").exists(),
-            "the marker is consumed"
-        );
         assert_eq!(log.log_end_offset(), 450);
         assert_eq!(read_all(&log, 0, 3000).await, stored);
+        assert!(
+            dir.path().join("clean-shutdown").exists(),
+            "the marker stays while the files are as the close left them"
+        );
         let receipt = log
             .append_durable(tagged_batch(9, 1, 1, 0), 0)
             .await
             .unwrap();
         assert_eq!(receipt.base_offset, 450);
+        assert!(
+            !dir.path().join("clean-shutdown").exists(),
+            "the first change removes the marker, before it reaches the files"
+        );
+        // A crash now: the next open must not trust the last segment.
+        drop(log);
+        let log = PartitionLog::open(dir.path(), small_config(), system_clock())
+            .await
+            .unwrap();
+        assert_eq!(log.log_end_offset(), 451);
+    });
+}
+
+#[test]
+fn a_log_unchanged_since_a_clean_open_closes_without_touching_its_files() {
+    run(async {
+        let dir = tempfile::tempdir().unwrap();
+        let log = PartitionLog::open(dir.path(), small_config(), system_clock())
+            .await
+            .unwrap();
+        for tag in 0..20u64 {
+            log.append(tagged_batch(tag, 3, 40, 0), 0).await.unwrap();
+        }
+        log.close().await.unwrap();
+        let listing = |dir: &std::path::Path| {
+            let mut files: Vec<(String, std::time::SystemTime, u64)> = std::fs::read_dir(dir)
+                .unwrap()
+                .map(|entry| {
+                    let entry = entry.unwrap();
+                    let metadata = entry.metadata().unwrap();
+                    (
+                        entry.file_name().into_string().unwrap(),
+                        metadata.modified().unwrap(),
+                        metadata.len(),
+                    )
+                })
+                .collect();
+            files.sort();
+            files
+        };
+        let closed = listing(dir.path());
+        let log = PartitionLog::open(dir.path(), small_config(), system_clock())
+            .await
+            .unwrap();
+        assert_eq!(log.log_end_offset(), 60);
+        log.read(0, 1 << 20, 60).await.unwrap();
+        log.close().await.unwrap();
+        assert_eq!(
+            listing(dir.path()),
+            closed,
+            "opened, read and closed: every file as it was"
+        );
     });
 }
 

@@ -192,7 +192,7 @@ fn a_crash_with_many_segments_keeps_every_durable_batch() {
 fn missing_or_damaged_indexes_are_rebuilt_from_the_log() {
     run(async {
         let dir = tempfile::tempdir().unwrap();
-        let stored = write_and_crash(dir.path(), small_config(), 300).await;
+        let stored = write_and_crash(dir.path(), small_config(), 400).await;
         let log = PartitionLog::open(dir.path(), small_config(), system_clock())
             .await
             .unwrap();
@@ -200,6 +200,12 @@ fn missing_or_damaged_indexes_are_rebuilt_from_the_log() {
         let indexes = segment_files(dir.path(), "index");
         let time_indexes = segment_files(dir.path(), "timeindex");
         assert!(indexes.len() > 3 && time_indexes.len() == indexes.len());
+        assert_eq!(
+            indexes.len(),
+            segment_files(dir.path(), "log").len() - 1,
+            "every sealed segment has its indexes; the small active one, read whole at the \
+             next open, none"
+        );
         // One index gone, one torn, one pointing past its log, one time index garbled.
         std::fs::remove_file(&indexes[0]).unwrap();
         let torn = std::fs::read(&indexes[1]).unwrap();

@@ -68,6 +68,7 @@ fn config(dir: &std::path::Path) -> RuntimeConfig {
         cpus: None,
         data_dir: dir.to_path_buf(),
         log_config: LogConfig::default(),
+        resources: Default::default(),
         topic_log_config: None,
         mesh_ring_capacity: 4,
         outbound_queue_capacity: 2,

@@ -23,6 +23,7 @@ fn config(dir: &std::path::Path) -> RuntimeConfig {
         cpus: None,
         data_dir: dir.to_path_buf(),
         log_config: small_config(),
+        resources: Default::default(),
         topic_log_config: None,
         // Small rings and queues so that back-pressure is exercised.
         mesh_ring_capacity: 4,

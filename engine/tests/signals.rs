@@ -21,6 +21,7 @@ fn config(dir: &std::path::Path) -> RuntimeConfig {
         cpus: None,
         data_dir: dir.to_path_buf(),
         log_config: small_config(),
+        resources: Default::default(),
         topic_log_config: None,
         mesh_ring_capacity: 64,
         outbound_queue_capacity: 64,

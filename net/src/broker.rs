@@ -8,13 +8,13 @@
 //! concurrently with later requests while it writes responses strictly in request order.
 
 use std::net::SocketAddr;
-use std::os::fd::OwnedFd;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 use engine::catalog::{Catalog, CatalogError, CatalogView, Topic};
+use engine::resources::ReadDescriptor;
 use engine::shard::ShardContext;
 use engine::LogConfig;
 use futures::future::LocalBoxFuture;
@@ -71,7 +71,9 @@ impl TopicError {
 pub enum ResponsePart {
     Memory(Bytes),
     File {
-        file: Rc<OwnedFd>,
+        /// The segment file's descriptor, shared with the shard that owns it (which counts it
+        /// open until the last holder drops it).
+        file: Arc<ReadDescriptor>,
         position: u64,
         length: u64,
     },

@@ -60,7 +60,7 @@ impl Splicer {
         &mut self,
         socket_fd: RawFd,
         socket: &mut W,
-        file: &OwnedFd,
+        file: &impl AsRawFd,
         position: u64,
         length: u64,
     ) -> io::Result<()> {

@@ -5,20 +5,15 @@
 //! can say when the limit is too low.
 //!
 //! What a broker holds open: per client connection its socket and, once it fetches from a
-//! segment file, the two ends of the pipe it splices through; per segment file two descriptors
-//! (the direct-I/O one for writes and scans, a buffered one for reads); about one per partition
-//! (its directory and state files); and per shard its io_uring rings, eventfds, listeners and
-//! doorbell sockets. The segment count is that of the data directory at start-up, so the
-//! estimate is a floor: partitions and segments grow while the broker runs.
-
-use std::path::Path;
+//! segment file, the two ends of the pipe it splices through; its data files (segment files,
+//! two descriptors each, and partition directories), at most `--open-files-max` over all
+//! shards whatever the partition count (each shard's file cache closes the least recently used
+//! beyond its share; files in use by reads in flight may exceed it briefly); each shard's
+//! journal files, open for the broker's life and outside that bound; and per shard its
+//! io_uring rings, eventfds, listeners and doorbell sockets.
 
 /// Descriptors one client connection can hold: its socket and a splice pipe's two ends.
 pub const PER_CONNECTION: u64 = 3;
-/// Descriptors one segment file holds while its log is open.
-const PER_SEGMENT: u64 = 2;
-/// Descriptors per partition besides its segments.
-const PER_PARTITION: u64 = 1;
 /// A shard's own: 3 io_uring rings, an eventfd, listeners, doorbell and shutdown sockets, the
 /// inter-broker connections of a small cluster.
 const PER_SHARD: u64 = 32;
@@ -66,47 +61,21 @@ pub fn default_connections_max(limit: u64) -> usize {
     usize::try_from(limit / 4).unwrap_or(usize::MAX).max(1)
 }
 
-/// What the broker's data takes in descriptors, from what is in `data_dir` now.
+/// What the broker's data and runtime take in descriptors: bounded by the settings, not by the
+/// partitions or segments on disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Estimate {
-    pub partitions: u64,
-    pub segments: u64,
+    /// `--open-files-max`: the data files of every shard together.
+    pub open_files_max: u64,
+    /// The journal files of every shard together (0 without a journal).
+    pub journal_files: u64,
     pub shards: u64,
 }
 
 impl Estimate {
-    /// Counts the partition directories and segment files under `data_dir` (unreadable
-    /// entries count as nothing: this is an estimate).
-    pub fn of_data_dir(data_dir: &Path, shards: usize) -> Estimate {
-        let mut estimate = Estimate {
-            partitions: 0,
-            segments: 0,
-            shards: shards as u64,
-        };
-        let Ok(entries) = std::fs::read_dir(data_dir) else {
-            return estimate;
-        };
-        for entry in entries.filter_map(Result::ok) {
-            if !entry.file_type().is_ok_and(|kind| kind.is_dir()) {
-                continue;
-            }
-            estimate.partitions += 1;
-            if let Ok(files) = std::fs::read_dir(entry.path()) {
-                estimate.segments += files
-                    .filter_map(Result::ok)
-                    .filter(|file| file.file_name().to_string_lossy().ends_with(".log"))
-                    .count() as u64;
-            }
-        }
-        estimate
-    }
-
     /// Descriptors for the data and the runtime, without connections.
     pub fn files(&self) -> u64 {
-        self.segments * PER_SEGMENT
-            + self.partitions * PER_PARTITION
-            + self.shards * PER_SHARD
-            + PER_PROCESS
+        self.open_files_max + self.journal_files + self.shards * PER_SHARD + PER_PROCESS
     }
 
     /// Descriptors for the data, the runtime and `connections_max` connections.
@@ -121,31 +90,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_estimate_counts_segments_partitions_and_shards() {
-        let data = tempfile::tempdir().unwrap();
-        for (partition, segments) in [
-            ("orders-0", 3),
-            ("orders-1", 1),
-            ("__consumer_offsets-0", 0),
-        ] {
-            let dir = data.path().join(partition);
-            std::fs::create_dir(&dir).unwrap();
-            for segment in 0..segments {
-                std::fs::write(dir.join(format!("{segment:020}.log")), b"").unwrap();
-                std::fs::write(dir.join(format!("{segment:020}.index")), b"").unwrap();
-            }
-        }
-        std::fs::write(data.path().join("catalog.json"), b"{}").unwrap();
-        let estimate = Estimate::of_data_dir(data.path(), 2);
-        assert_eq!(
-            estimate,
-            Estimate {
-                partitions: 3,
-                segments: 4,
-                shards: 2
-            }
-        );
-        assert_eq!(estimate.files(), 4 * 2 + 3 + 2 * PER_SHARD + PER_PROCESS);
+    fn the_estimate_is_the_open_files_bound_and_the_runtime_not_the_data_on_disk() {
+        let estimate = Estimate {
+            open_files_max: 4000,
+            journal_files: 8,
+            shards: 2,
+        };
+        assert_eq!(estimate.files(), 4000 + 8 + 2 * PER_SHARD + PER_PROCESS);
         assert_eq!(estimate.needed(10), estimate.files() + 30);
     }
 

@@ -17,6 +17,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use engine::catalog::{Catalog, OFFSETS_TOPIC};
+use engine::resources::{ResourceLimits, OPEN_FILES_MIN};
 use engine::shard::listen::{retry_while_in_use, ListenReservation, IN_USE_WAIT};
 use engine::shard::{prepare_offsets_topic, GroupsConfig, Runtime, RuntimeConfig, TopicLogConfig};
 use engine::{JournalConfig, LogConfig};
@@ -126,6 +127,26 @@ pub struct Arguments {
     /// max.connections.per.ip) [default: unlimited].
     #[arg(long, value_name = "N")]
     max_connections_per_ip: Option<usize>,
+    /// Descriptors of data files (segments, partition directories) the broker keeps open, over
+    /// every shard; beyond it the least recently used are closed and reopened when needed, so
+    /// the partition count does not set the descriptors a broker needs [default: 4000].
+    #[arg(long, value_name = "N")]
+    open_files_max: Option<usize>,
+    /// The largest space reserved (fallocate) at a time ahead of a partition's segment writes
+    /// behind the journal (synced direct writes never reserve), for partitions written
+    /// steadily (reservations start at 1 MiB and double with the write rate); 0 never
+    /// (Redpanda's segment_fallocation_step) [default: 0].
+    #[arg(long, value_name = "BYTES")]
+    segment_fallocation_step: Option<u64>,
+    /// Space reserved ahead of writes and not yet written, over every partition of the broker;
+    /// a reservation beyond it is not made [default: 512 MiB].
+    #[arg(long, value_name = "BYTES")]
+    preallocated_bytes_max: Option<u64>,
+    /// Memory of every partition's tail cache together (recent batches kept for consumers
+    /// following the tail); beyond it the least recently written partitions' cached batches
+    /// go [default: 128 MiB].
+    #[arg(long, value_name = "BYTES")]
+    tail_cache_bytes_max: Option<usize>,
     /// Close a connection after this long without a request (Kafka's
     /// connections.max.idle.ms); -1 never [default: 600000].
     #[arg(long, value_name = "MS", allow_negative_numbers = true)]
@@ -231,6 +252,46 @@ struct Settings {
     connections_per_ip_max: Option<usize>,
     /// `None`: idle connections stay open.
     connection_idle_max: Option<Duration>,
+    /// The resource bounds of the whole broker, shared out among the shards.
+    resources: BrokerResources,
+}
+
+/// The broker's resource bounds, over every shard (each shard gets an equal share).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct BrokerResources {
+    open_files_max: usize,
+    preallocated_bytes_max: u64,
+    tail_cache_bytes_max: usize,
+}
+
+impl Default for BrokerResources {
+    /// Data files at 4 000 keep the whole broker under 4 096 descriptors of files (the rest:
+    /// standard streams, the catalog, index and state files being written); sockets apart.
+    fn default() -> Self {
+        BrokerResources {
+            open_files_max: 4000,
+            preallocated_bytes_max: 512 << 20,
+            tail_cache_bytes_max: 128 << 20,
+        }
+    }
+}
+
+impl BrokerResources {
+    /// One shard's share among `shards`.
+    fn per_shard(&self, shards: usize) -> Result<ResourceLimits, String> {
+        let limits = ResourceLimits {
+            open_files_max: self.open_files_max / shards,
+            preallocated_bytes_max: self.preallocated_bytes_max / shards as u64,
+            tail_cache_bytes_max: self.tail_cache_bytes_max / shards,
+        };
+        limits.validate().map_err(|_| {
+            format!(
+                "--open-files-max must be at least {} with {shards} shard(s)",
+                OPEN_FILES_MIN * shards
+            )
+        })?;
+        Ok(limits)
+    }
 }
 
 impl Arguments {
@@ -251,6 +312,12 @@ impl Arguments {
         }
         if let Some(bytes) = self.retention_bytes.or(file.retention_bytes) {
             log.retention_bytes_max = retention_limit("--retention-bytes", bytes)?;
+        }
+        if let Some(step) = self
+            .segment_fallocation_step
+            .or(file.segment_fallocation_step)
+        {
+            log.preallocate_bytes = step;
         }
         if let Some(rate) = self
             .log_cleaner_io_max_bytes_per_second
@@ -389,7 +456,23 @@ impl Arguments {
                 return Err("--connections-max-idle-ms must be -1 (never) or at least 1".into())
             }
         };
+        let defaults = BrokerResources::default();
+        let resources = BrokerResources {
+            open_files_max: self
+                .open_files_max
+                .or(file.open_files_max)
+                .unwrap_or(defaults.open_files_max),
+            preallocated_bytes_max: self
+                .preallocated_bytes_max
+                .or(file.preallocated_bytes_max)
+                .unwrap_or(defaults.preallocated_bytes_max),
+            tail_cache_bytes_max: self
+                .tail_cache_bytes_max
+                .or(file.tail_cache_bytes_max)
+                .unwrap_or(defaults.tail_cache_bytes_max),
+        };
         Ok(Settings {
+            resources,
             cluster,
             connections_max,
             connections_per_ip_max,
@@ -499,6 +582,13 @@ pub fn run(arguments: Arguments) -> ExitCode {
         );
         return ExitCode::from(2);
     }
+    let resources = match settings.resources.per_shard(cores) {
+        Ok(resources) => resources,
+        Err(message) => {
+            eprintln!("ferrite serve: {message}");
+            return ExitCode::from(2);
+        }
+    };
     let descriptor_limit = match descriptors::raise_limit() {
         Ok(limit) => limit,
         Err(error) => {
@@ -618,6 +708,7 @@ pub fn run(arguments: Arguments) -> ExitCode {
         settings.cpuset.clone()
     });
     config.log_config = settings.log.clone();
+    config.resources = resources;
     config.topic_log_config = Some(TopicLogConfig::from_catalog(
         catalog.clone(),
         settings.log.clone(),
@@ -732,7 +823,15 @@ pub fn run(arguments: Arguments) -> ExitCode {
     let descriptors_note = descriptors_note(
         descriptor_limit,
         connections_max,
-        &descriptors::Estimate::of_data_dir(&settings.data_dir, cores),
+        &descriptors::Estimate {
+            open_files_max: settings.resources.open_files_max as u64,
+            journal_files: settings
+                .journal
+                .as_ref()
+                .map_or(0, |journal| journal.files as u64)
+                * cores as u64,
+            shards: cores as u64,
+        },
     );
     println!(
         "ferrite: listening on {listen} (Kafka, advertised as {advertised}), data in {}, \
@@ -764,12 +863,11 @@ fn descriptors_note(
     }
     format!(
         "; file descriptor limit {limit} is below the {needed} this broker may need \
-         ({connections_max} connections at {} each, {} segment files in {} partitions, \
-         {} shards): raise it (`ulimit -n`, LimitNOFILE= in a systemd unit) or lower \
-         --max-connections",
+         ({connections_max} connections at {} each, {} data files (--open-files-max), {} \
+         shards): raise it (`ulimit -n`, LimitNOFILE= in a systemd unit) or lower \
+         --max-connections or --open-files-max",
         descriptors::PER_CONNECTION,
-        estimate.segments,
-        estimate.partitions,
+        estimate.open_files_max,
         estimate.shards
     )
 }
@@ -1071,6 +1169,49 @@ mod tests {
     }
 
     #[test]
+    fn resource_bounds_are_the_brokers_and_shared_out_among_its_shards() {
+        let defaults = Arguments::default().resolve().unwrap();
+        assert_eq!(
+            defaults.resources.per_shard(2).unwrap(),
+            ResourceLimits::default(),
+            "the engine's defaults are one shard's share of a two-shard broker"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("ferrite.toml");
+        std::fs::write(
+            &file,
+            "open-files-max = 1000\nsegment-fallocation-step = 8388608\n\
+             preallocated-bytes-max = 4194304\n",
+        )
+        .unwrap();
+        let settings = Arguments {
+            config: Some(file),
+            tail_cache_bytes_max: Some(1 << 20),
+            ..Arguments::default()
+        }
+        .resolve()
+        .unwrap();
+        assert_eq!(settings.log.preallocate_bytes, 8 << 20);
+        assert_eq!(
+            settings.resources.per_shard(4).unwrap(),
+            ResourceLimits {
+                open_files_max: 250,
+                preallocated_bytes_max: 1 << 20,
+                tail_cache_bytes_max: 256 << 10,
+            }
+        );
+        let too_few = BrokerResources {
+            open_files_max: OPEN_FILES_MIN * 2 - 1,
+            ..BrokerResources::default()
+        };
+        let error = too_few.per_shard(2).unwrap_err();
+        assert!(
+            error.contains("--open-files-max must be at least"),
+            "{error}"
+        );
+    }
+
+    #[test]
     fn connection_limits_come_from_flags_or_the_file_with_kafkas_defaults() {
         let defaults = Arguments::default().resolve().unwrap();
         assert_eq!(defaults.connections_max, None, "from the descriptor limit");
@@ -1126,8 +1267,8 @@ mod tests {
     #[test]
     fn the_start_up_line_names_a_descriptor_limit_below_the_estimate() {
         let estimate = descriptors::Estimate {
-            partitions: 10,
-            segments: 20,
+            open_files_max: 4000,
+            journal_files: 8,
             shards: 2,
         };
         let needed = estimate.needed(1000);
@@ -1140,7 +1281,10 @@ mod tests {
             )),
             "{note}"
         );
-        assert!(note.contains("20 segment files in 10 partitions"), "{note}");
+        assert!(
+            note.contains("4000 data files (--open-files-max)"),
+            "{note}"
+        );
     }
 
     #[test]

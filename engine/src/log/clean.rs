@@ -63,7 +63,7 @@ use crate::codec;
 use crate::config::CLEANER_MAP_ENTRY_OVERHEAD_BYTES;
 use crate::error::LogError;
 use crate::segment::{
-    self, align_up, Segment, SegmentFiles, SegmentScanner, RECOVERY_WINDOW_BYTES,
+    self, align_up, Segment, SegmentFile, SegmentFiles, SegmentScanner, RECOVERY_WINDOW_BYTES,
 };
 
 /// Decompressed records of one batch beyond this are refused (a hostile batch could expand
@@ -102,7 +102,7 @@ struct Input {
     base_offset: u64,
     /// The next segment's base: where this one's offsets end.
     end_offset: u64,
-    files: Rc<SegmentFiles>,
+    files: Rc<SegmentFile>,
     written_bytes: u64,
     max_timestamp_ms: Option<i64>,
 }
@@ -258,7 +258,8 @@ impl Shared {
         let mut keys: HashMap<Box<[u8]>, u64> = HashMap::new();
         let mut map_bytes = 0usize;
         for (index, input) in inputs.iter().enumerate() {
-            let mut batches = BatchWalk::new(input, pacer);
+            let files = input.files.get().await?;
+            let mut batches = BatchWalk::new(input, &files, pacer);
             while let Some((header, bytes)) = batches.next().await? {
                 self.check_not_stopped()?;
                 if header.is_control() {
@@ -328,7 +329,19 @@ impl Shared {
         let base_offset = group[0].base_offset;
         let end_offset = group[group.len() - 1].end_offset;
         let cleaned_path = segment::cleaned_log_path(&self.dir, base_offset);
-        let files = Rc::new(SegmentFiles::open(&cleaned_path, true).await?);
+        // The inputs stay open (in use) until the output has replaced them in memory: once the
+        // output is renamed into place, their name is its, and the cache must not reopen an
+        // input by that name for a reader.
+        let mut inputs_open = Vec::with_capacity(group.len());
+        for input in group {
+            inputs_open.push(input.files.get().await?);
+        }
+        let (handle, files) = SegmentFiles::create(
+            self.resources.files(),
+            &cleaned_path,
+            segment::log_path(&self.dir, base_offset),
+        )
+        .await?;
         let mut output = Segment::new_empty(base_offset, now_ms);
         let mut writer = OutputWriter::new(&files, self.config().write_chunk_bytes, pacer);
         let tombstone_horizon_ms = now_ms
@@ -336,9 +349,9 @@ impl Shared {
         let mut records_removed = 0u64;
         let mut bytes_read = 0u64;
         let written = async {
-            for input in group {
+            for (input, input_files) in group.iter().zip(&inputs_open) {
                 bytes_read += input.written_bytes;
-                let mut batches = BatchWalk::new(input, pacer);
+                let mut batches = BatchWalk::new(input, input_files, pacer);
                 while let Some((header, bytes)) = batches.next().await? {
                     self.check_not_stopped()?;
                     let Some(kept) =
@@ -359,19 +372,20 @@ impl Shared {
         }
         .await;
         if let Err(error) = written {
-            drop(files);
+            drop((files, handle));
             remove_file_if_present(&cleaned_path)?;
             return Err(error);
         }
         if group.len() == 1 && records_removed == 0 {
             // Nothing to gain: the segment stays as it is (and counts as clean).
-            drop(files);
+            drop((files, handle));
             remove_file_if_present(&cleaned_path)?;
             let mut state = self.state.borrow_mut();
             state.cleaned_end_offset = state.cleaned_end_offset.max(end_offset);
             return Ok(());
         }
         self.fault_after(CleanStep::OutputWritten)?;
+        self.before_change().await?;
         let swap_path = segment::swap_log_path(&self.dir, base_offset, end_offset);
         std::fs::rename(&cleaned_path, &swap_path)
             .map_err(|error| LogError::io("committing a cleaned segment", error))?;
@@ -384,7 +398,8 @@ impl Shared {
             self.mark_failed(&error);
             return Err(error);
         }
-        self.replace_in_memory(group, output, files, end_offset);
+        self.replace_in_memory(group, output, handle, end_offset);
+        drop((files, inputs_open));
         stats.bytes_read += bytes_read;
         stats.bytes_written += self
             .state
@@ -436,7 +451,7 @@ impl Shared {
         &self,
         group: &[Input],
         mut output: Segment,
-        files: Rc<SegmentFiles>,
+        files: Rc<SegmentFile>,
         end_offset: u64,
     ) {
         let mut state = self.state.borrow_mut();
@@ -619,15 +634,11 @@ struct BatchWalk<'a> {
 }
 
 impl<'a> BatchWalk<'a> {
-    fn new(input: &'a Input, pacer: &'a Pacer) -> BatchWalk<'a> {
+    fn new(input: &'a Input, files: &'a SegmentFiles, pacer: &'a Pacer) -> BatchWalk<'a> {
         BatchWalk {
             input,
             pacer,
-            scanner: SegmentScanner::new(
-                &input.files.dma,
-                input.written_bytes,
-                RECOVERY_WINDOW_BYTES,
-            ),
+            scanner: SegmentScanner::new(&files.dma, input.written_bytes, RECOVERY_WINDOW_BYTES),
             position: 0,
         }
     }

@@ -52,6 +52,13 @@ use crate::error::LogError;
 use crate::journal::format::{self, RecordKind};
 use crate::journal::{self, Journal, JournalConfig, WriteSlot};
 
+/// Segment operations of a shard in flight beyond which its lazy segment writes (journaled
+/// batches, which nobody waits on) wait for the next plan: each holds its segment's files open
+/// (in use, so the shard's file cache cannot close them), and a checkpoint that asked every
+/// log of the journal's oldest file at once would otherwise open as many files as there are
+/// such logs, whatever `open_files_max` says. Enough to keep the disk's queue full.
+const LAZY_WRITES_BESIDE_MAX: usize = 32;
+
 /// Counters of the commit cycle's work, for tests and benchmarks.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct CommitStats {
@@ -100,6 +107,8 @@ pub(crate) struct CommitShared {
     forgets: RefCell<Vec<ForgetRequest>>,
     /// Journaled bytes of all logs not yet in their segments.
     unwritten_bytes: Cell<usize>,
+    /// Segment operations running (see `LAZY_WRITES_BESIDE_MAX`).
+    segment_ops_in_flight: Cell<usize>,
     stats: Cell<CommitStats>,
 }
 
@@ -179,6 +188,7 @@ impl Committer {
             journal_unsynced: RefCell::new(Vec::new()),
             forgets: RefCell::new(Vec::new()),
             unwritten_bytes: Cell::new(0),
+            segment_ops_in_flight: Cell::new(0),
             stats: Cell::new(CommitStats::default()),
         });
         let task = glommio::spawn_local(run(shared.clone()));
@@ -395,6 +405,9 @@ fn plan(commit: &Rc<CommitShared>, running: &mut FuturesUnordered<LocalBoxFuture
             parts.push(part);
         }
         if let Some(work) = decision.segment {
+            commit
+                .segment_ops_in_flight
+                .set(commit.segment_ops_in_flight.get() + 1);
             running.push(Box::pin(segment_operation(
                 commit.clone(),
                 shared.clone(),
@@ -553,7 +566,10 @@ fn decide(
         }
         return decision;
     }
-    if !state.lazy.is_empty() {
+    if !state.lazy.is_empty() && commit.segment_ops_in_flight.get() >= LAZY_WRITES_BESIDE_MAX {
+        // Planned again when one of those ends (see `LAZY_WRITES_BESIDE_MAX`).
+        decision.defer = true;
+    } else if !state.lazy.is_empty() {
         let checkpoint = shared.segment_write_wanted.replace(false);
         // The log rolled: the finished segment is sealed (synced, indexed: readable by the
         // cleaner) with the first write to the next one.
@@ -996,6 +1012,9 @@ async fn segment_operation(commit: Rc<CommitShared>, shared: Rc<Shared>, work: S
         }
     });
     shared.state.borrow_mut().segment_op = None;
+    commit
+        .segment_ops_in_flight
+        .set(commit.segment_ops_in_flight.get() - 1);
     shared.waiters.wake_all();
     commit.mark_dirty(&shared);
 }

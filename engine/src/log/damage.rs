@@ -24,7 +24,7 @@ use super::{PartitionLog, Shared, COMPACTED_END_OFFSET_FILE};
 use crate::clock::Clock;
 use crate::config::LogConfig;
 use crate::error::LogError;
-use crate::segment::{self, Resume, SegmentFiles, SegmentScanner, RECOVERY_WINDOW_BYTES};
+use crate::segment::{self, Resume, SegmentFile, SegmentScanner, RECOVERY_WINDOW_BYTES};
 
 /// Offsets of a partition whose bytes on disk are damaged.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -103,7 +103,7 @@ impl Shared {
     pub(super) async fn record_damage(
         &self,
         segment_base_offset: u64,
-        files: &Rc<SegmentFiles>,
+        files: &Rc<SegmentFile>,
         damage: DamageAt,
     ) -> Result<DamagedRange, LogError> {
         let DamageAt {
@@ -130,7 +130,8 @@ impl Shared {
             )
         };
         let batch_bytes_max = self.config().unflushed_bytes_max;
-        let mut scanner = SegmentScanner::new(&files.dma, limit_bytes, RECOVERY_WINDOW_BYTES);
+        let open = files.get().await?;
+        let mut scanner = SegmentScanner::new(&open.dma, limit_bytes, RECOVERY_WINDOW_BYTES);
         let resume = scanner
             .resume_after_damage(position, offset, next_base_offset, batch_bytes_max)
             .await?;
@@ -163,6 +164,7 @@ impl Shared {
         };
         if added {
             report(&self.dir, &range, "on read");
+            self.before_change().await?;
             remove_index_files(&self.dir, segment_base_offset)?;
         }
         Ok(range)
@@ -191,7 +193,8 @@ impl Shared {
                 limit_bytes,
             )
         };
-        let mut scanner = SegmentScanner::new(&files.dma, limit_bytes, self.scan_window());
+        let open = files.get().await?;
+        let mut scanner = SegmentScanner::new(&open.dma, limit_bytes, self.scan_window());
         let walk = walk_to_batch(
             &mut scanner,
             scan_from,
@@ -259,8 +262,8 @@ impl PartitionLog {
     }
 }
 
-/// Removes a segment's index files (those that exist).
-pub(super) fn remove_index_files(dir: &Path, base_offset: u64) -> Result<(), LogError> {
+/// Removes a segment's index files (those that exist); whether there were any.
+pub(super) fn remove_index_files(dir: &Path, base_offset: u64) -> Result<bool, LogError> {
     super::remove_existing(
         &[
             segment::offset_index_path(dir, base_offset),

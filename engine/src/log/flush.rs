@@ -77,8 +77,14 @@ pub(super) fn roll_back_unwritten(
 
 impl Shared {
     /// Writes `batches` (in log order) to their segments, sealing each segment before the
-    /// first write to a later one.
-    async fn write_batches(&self, batches: &[UnflushedBatch]) -> Result<(), LogError> {
+    /// first write to a later one; `reserve_ahead`: no sync waits on these writes, so they may
+    /// reserve space ahead (`preallocate.rs`).
+    async fn write_batches(
+        &self,
+        batches: &[UnflushedBatch],
+        reserve_ahead: bool,
+    ) -> Result<(), LogError> {
+        self.before_change().await?;
         let mut start = 0;
         while start < batches.len() {
             let base_offset = batches[start].segment_base_offset;
@@ -87,8 +93,12 @@ impl Shared {
                 .take_while(|batch| batch.segment_base_offset == base_offset)
                 .count();
             self.seal_segments_before(base_offset).await?;
-            self.write_run(base_offset, &batches[start..start + run_length])
-                .await?;
+            self.write_run(
+                base_offset,
+                &batches[start..start + run_length],
+                reserve_ahead,
+            )
+            .await?;
             start += run_length;
         }
         Ok(())
@@ -113,8 +123,13 @@ impl Shared {
     /// Trims the segment's file to its logical size (dropping the direct-I/O padding), syncs
     /// it, writes its indexes and marks it sealed. Also used for the active segment on close.
     pub(super) async fn seal_segment(&self, base_offset: u64) -> Result<(), LogError> {
-        let (files, written_bytes, offset_index_bytes, time_index_bytes, damaged) = {
+        let (files, written_bytes, offset_index_bytes, time_index_bytes, damaged, closing_small) = {
             let mut state = self.state.borrow_mut();
+            // The active segment of a log closing, small enough to be read whole at the next
+            // open: no index files (`SMALL_SEGMENT_BYTES_MAX`).
+            let closing_small = state.closing
+                && state.segments.keys().next_back() == Some(&base_offset)
+                && state.segments[&base_offset].written_bytes <= super::SMALL_SEGMENT_BYTES_MAX;
             let segment = state
                 .segments
                 .get_mut(&base_offset)
@@ -138,13 +153,23 @@ impl Shared {
                 segment.offset_index.encode(),
                 segment.time_index.encode(),
                 !segment.damaged.is_empty(),
+                closing_small,
             )
         };
         if let Some(files) = &files {
-            self.trim_and_sync(files, written_bytes, "sealing a segment")
+            let open = match files.get().await {
+                Ok(open) => open,
+                Err(error) => {
+                    self.mark_failed(&error);
+                    return Err(error);
+                }
+            };
+            self.trim_and_sync(&open, written_bytes, "sealing a segment")
                 .await?;
         }
-        if damaged {
+        if closing_small {
+            // Its stale index files, if any, go with the close (`PartitionLog::close`).
+        } else if damaged {
             // No index files for a damaged segment: the next open scans it in full again.
             super::damage::remove_index_files(&self.dir, base_offset)?;
         } else if files.is_some() {
@@ -165,6 +190,8 @@ impl Shared {
                 return Ok(());
             };
             segment.sealed = true;
+            // Trimmed: what it had reserved is free again.
+            segment.preallocation = None;
             let end_offset = segment.end_offset;
             // Synced whole, after every earlier segment: durable up to its end (or the written
             // end, if a gap follows its last batch).
@@ -196,10 +223,11 @@ impl Shared {
             .get(&base_offset)
             .and_then(|segment| segment.files.clone());
         if let Some(files) = existing {
-            return Ok(files);
+            return files.get().await;
         }
         let path = segment::log_path(&self.dir, base_offset);
-        let files = Rc::new(SegmentFiles::open(&path, true).await?);
+        let (handle, files) =
+            SegmentFiles::create(self.resources.files(), &path, path.clone()).await?;
         if let Err(error) = self.sync_directory().await {
             // The new file may not survive a crash, whatever a later directory sync says.
             self.mark_failed(&error);
@@ -210,14 +238,19 @@ impl Shared {
             .segments
             .get_mut(&base_offset)
             .expect("a segment with queued batches exists");
-        segment.files = Some(files.clone());
+        segment.files = Some(handle);
         Ok(files)
     }
 
     /// Writes one segment's run of batches: the last partial page is repeated, the whole is
     /// split into `write_chunk_bytes` chunks written concurrently, the end padded with zeros to
     /// the 4 KiB alignment.
-    async fn write_run(&self, base_offset: u64, run: &[UnflushedBatch]) -> Result<(), LogError> {
+    async fn write_run(
+        &self,
+        base_offset: u64,
+        run: &[UnflushedBatch],
+        reserve_ahead: bool,
+    ) -> Result<(), LogError> {
         let files = self.files_for_write(base_offset).await?;
         let (position, tail_page) = {
             let state = self.state.borrow();
@@ -232,7 +265,7 @@ impl Shared {
         );
         let run_bytes: u64 = run.iter().map(|batch| batch.bytes.len() as u64).sum();
         let written_end = position + run_bytes;
-        self.reserve_space(base_offset, &files, align_up(written_end))
+        self.reserve_space(base_offset, &files, align_up(written_end), reserve_ahead)
             .await?;
         let pieces = std::iter::once(&tail_page[..]).chain(run.iter().map(|b| &b.bytes[..]));
         let (buffers, new_tail_page) = fill_dma_buffers(
@@ -303,31 +336,25 @@ impl Shared {
         Ok(())
     }
 
-    /// Makes sure the segment's blocks up to `needed_bytes` are allocated, reserving
-    /// `preallocate_bytes` at a time ahead of the writes (without changing the file size), so
-    /// that flushes do not allocate blocks and their syncs carry less metadata.
+    /// Before a write ending at `needed_bytes`: reserves the segment's blocks ahead of the
+    /// writes (without changing the file size) when the partition is written steadily, as much
+    /// as its rate asks for and the shard's budget allows (`preallocate.rs`).
     async fn reserve_space(
         &self,
         base_offset: u64,
         files: &SegmentFiles,
         needed_bytes: u64,
+        reserve_ahead: bool,
     ) -> Result<(), LogError> {
-        let reserved_bytes = self.state.borrow().segments[&base_offset].reserved_bytes;
-        if needed_bytes <= reserved_bytes {
+        let Some(planned) = self.plan_reservation(base_offset, needed_bytes, reserve_ahead) else {
             return Ok(());
-        }
-        let config = self.config();
-        let step = config.preallocate_bytes;
-        let target = needed_bytes.div_ceil(step) * step;
-        let target = target.min(config.segment_bytes_max.max(needed_bytes));
+        };
         files
             .dma
-            .pre_allocate(target, true)
+            .pre_allocate(planned.end_bytes, true)
             .await
             .map_err(|error| LogError::glommio("reserving a segment's space", error))?;
-        if let Some(segment) = self.state.borrow_mut().segments.get_mut(&base_offset) {
-            segment.reserved_bytes = target;
-        }
+        self.note_reservation(base_offset, planned);
         Ok(())
     }
 
@@ -400,7 +427,10 @@ impl Shared {
         let written = if batches.is_empty() {
             Ok(())
         } else {
-            self.write_batches(&batches).await
+            // Journaled batches alone: their durability is the journal's, no sync waits on
+            // this write (a forced one is a checkpoint or a close, which trims what is left).
+            self.write_batches(&batches, queued.is_empty() && !force_sync)
+                .await
         };
         // A log that failed meanwhile (a journal sync it had records in) acknowledges nothing
         // more.
@@ -488,10 +518,18 @@ impl Shared {
             (files, state.segment_written_end_offset)
         };
         let result = match files {
-            Some(files) => {
-                self.state.borrow_mut().stats.syncs += 1;
-                self.fdatasync(&files, "syncing a segment").await
-            }
+            // Failing to open the file for the sync is a failed sync: nothing it was to cover
+            // is known durable.
+            Some(files) => match files.get().await {
+                Ok(files) => {
+                    self.state.borrow_mut().stats.syncs += 1;
+                    self.fdatasync(&files, "syncing a segment").await
+                }
+                Err(error) => {
+                    self.mark_failed(&error);
+                    Err(error)
+                }
+            },
             None => Ok(()),
         };
         let segment_synced_end_offset = {
@@ -564,11 +602,12 @@ pub(super) fn fill_dma_buffers<'a>(
     (buffers, new_tail_page)
 }
 
-/// Writes a small file in full with direct I/O and syncs it (segment indexes).
+/// Writes a small file in full with direct I/O and syncs it (segment indexes, the log's state
+/// files): through io_uring, so the writes of many logs overlap.
 pub(super) async fn write_whole_file(path: &Path, bytes: &[u8]) -> Result<(), LogError> {
     let file = DmaFile::create(path)
         .await
-        .map_err(|error| LogError::glommio("creating an index file", error))?;
+        .map_err(|error| LogError::glommio("creating an index or state file", error))?;
     if !bytes.is_empty() {
         let mut buffer = file.alloc_dma_buffer(align_up(bytes.len() as u64) as usize);
         let data = buffer.as_bytes_mut();
@@ -576,15 +615,15 @@ pub(super) async fn write_whole_file(path: &Path, bytes: &[u8]) -> Result<(), Lo
         data[bytes.len()..].fill(0);
         file.write_at(buffer, 0)
             .await
-            .map_err(|error| LogError::glommio("writing an index file", error))?;
+            .map_err(|error| LogError::glommio("writing an index or state file", error))?;
         file.truncate(bytes.len() as u64)
             .await
-            .map_err(|error| LogError::glommio("trimming an index file", error))?;
+            .map_err(|error| LogError::glommio("trimming an index or state file", error))?;
     }
     file.fdatasync()
         .await
-        .map_err(|error| LogError::glommio("syncing an index file", error))?;
+        .map_err(|error| LogError::glommio("syncing an index or state file", error))?;
     file.close()
         .await
-        .map_err(|error| LogError::glommio("closing an index file", error))
+        .map_err(|error| LogError::glommio("closing an index or state file", error))
 }

@@ -54,13 +54,14 @@ mod damage;
 mod epochs;
 mod flush;
 pub mod injected_faults;
+mod preallocate;
 mod producers;
 mod read;
 mod recovery;
 mod replay;
 
 use std::cell::{Cell, RefCell};
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
@@ -70,7 +71,8 @@ use crate::batch::{self, BatchError, BatchHeader, CheckedBatch};
 use crate::clock::Clock;
 use crate::config::LogConfig;
 use crate::error::LogError;
-use crate::segment::{self, Segment, SegmentFiles, SegmentScanner};
+use crate::resources::{CachedFile, OpenDirectory, ShardResources, TrimTail};
+use crate::segment::{self, Segment, SegmentFile, SegmentFiles, SegmentScanner, Segments};
 use crate::tail_cache::{CachedBatch, TailCache};
 use crate::waiters::Waiters;
 use producers::{ProducerTable, Verdict};
@@ -82,8 +84,10 @@ pub use epochs::{EpochRun, EpochRuns};
 pub use read::{FileRange, OffsetAtTime, ReadData, ReadSlice};
 pub use replay::{replay_journals, ReplayReport};
 
-/// Present in a partition directory only after a clean close; its absence on open means the
-/// last segment must be scanned in full.
+/// Present in a partition directory only after a clean close (holding the log end offset as
+/// decimal text), until the files next change; its absence on open means the last segment
+/// must be scanned in full. When the files change it becomes the recovery point (renamed): at
+/// the close everything up to that offset was durable.
 const CLEAN_SHUTDOWN_FILE: &str = "clean-shutdown";
 /// The log start offset, as decimal text, replaced atomically when it moves.
 const LOG_START_OFFSET_FILE: &str = "log-start-offset";
@@ -93,6 +97,10 @@ const COMPACTED_END_OFFSET_FILE: &str = "compacted-end-offset";
 /// The snapshot of the idempotent producers' state and the log end it covers, replaced
 /// atomically when a segment is sealed and on close; deleted by truncation.
 const PRODUCER_STATE_FILE: &str = "producer-state";
+/// An active segment this small keeps no index files and no empty producer snapshot over a
+/// clean close (the next open reads it whole in one read, `RECOVERY_WINDOW_BYTES`): a close
+/// of a partition written a little then costs one `fdatasync` and one directory sync, not six.
+pub(super) const SMALL_SEGMENT_BYTES_MAX: u64 = segment::RECOVERY_WINDOW_BYTES as u64;
 /// Kafka's recovery point (decimal text, replaced atomically): every offset below it was made
 /// durable by an `fdatasync`. Written at most every `recovery_point_interval_ms` after a sync
 /// of the active segment and at close, lowered before a truncation below it. After a crash,
@@ -240,7 +248,10 @@ struct Shared {
     /// retention check on.
     config: RefCell<Rc<LogConfig>>,
     clock: Rc<dyn Clock>,
-    directory: glommio::io::Directory,
+    /// The shard's budgets and file cache, which this log's files are opened through.
+    resources: Rc<ShardResources>,
+    /// The partition directory, for `fsync` after its entries change; opened on demand.
+    directory: Rc<CachedFile<OpenDirectory>>,
     state: RefCell<LogState>,
     /// Tasks waiting for any state change (back-pressure, maintenance, drains).
     waiters: Waiters,
@@ -249,11 +260,46 @@ struct Shared {
     /// The running (or next) cleaning stops at its next batch, before its next commit point
     /// ([`PartitionLog::stop_cleaning`]); cleared when that cleaning ends.
     clean_stop_requested: Cell<bool>,
+    /// This log's place among the shard's tail caches, by last append (0: holds nothing).
+    tail_stamp: Cell<u64>,
+}
+
+impl Shared {
+    /// This log's tail cache was just filled: it becomes the last the shard's budget trims.
+    fn note_tail_use(this: &Rc<Shared>) {
+        let weak: std::rc::Weak<dyn TrimTail> = Rc::downgrade(this) as _;
+        let budget = this.resources.tail_budget();
+        this.tail_stamp
+            .set(budget.touch(this.tail_stamp.get(), weak));
+    }
+}
+
+impl TrimTail for Shared {
+    fn drop_written(&self) -> bool {
+        let Ok(mut state) = self.state.try_borrow_mut() else {
+            return false;
+        };
+        // Journaled batches not yet in their segment are read from the cache alone: they stay.
+        let segment_written_end_offset = state.segment_written_end_offset;
+        state.tail_cache.drop_written(segment_written_end_offset);
+        if state.tail_cache.is_empty() {
+            self.resources
+                .tail_budget()
+                .forget(self.tail_stamp.replace(0));
+        }
+        true
+    }
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        self.resources.tail_budget().forget(self.tail_stamp.get());
+    }
 }
 
 struct LogState {
     /// Base offset → segment; the last one is the active segment.
-    segments: BTreeMap<u64, Segment>,
+    segments: Segments,
     log_start_offset: u64,
     log_end_offset: u64,
     /// Below it every batch is written: in the journal or in its segment (acks=1).
@@ -339,6 +385,23 @@ struct LogState {
     recovery_point_written_ms: i64,
     /// Damaged ranges found since the open (for metrics; truncation does not lower it).
     damage_found: u64,
+    /// The clean-shutdown marker of the last clean close, kept until the files first change:
+    /// a log nobody wrote to since a clean open closes at no cost, its files as they were.
+    clean_marker: CleanMarker,
+    /// How much the next reservation of segment space ahead of the writes is.
+    preallocation_pace: preallocate::PreallocationPace,
+}
+
+/// Whether the partition directory holds the clean-shutdown marker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum CleanMarker {
+    /// There since a clean close; the files are exactly as that close left them. It holds the
+    /// log end of that close, if its text reads as an offset.
+    Present { log_end_offset: Option<u64> },
+    /// Being removed (durably) before a first change; changes wait.
+    Removing,
+    /// Not there: the files changed since the open, or it was not clean.
+    Absent,
 }
 
 impl LogState {
@@ -567,13 +630,21 @@ impl Shared {
     /// With maintenance held: writes every batch not yet in the segments there and syncs
     /// them, so the log is on its segments alone (the journal holds nothing it needs).
     async fn flush_to_segments(&self) -> Result<(), LogError> {
+        self.write_to_segments_before(true).await
+    }
+
+    /// [`Shared::flush_to_segments`], the sync left to the caller when not `sync` (a close:
+    /// sealing the active segment syncs it, and with it everything unsynced, since earlier
+    /// segments were synced when sealed: one `fdatasync` per closing log instead of two).
+    async fn write_to_segments_before(&self, sync: bool) -> Result<(), LogError> {
         let work = {
             let mut state = self.state.borrow_mut();
             assert!(state.maintenance && state.segment_op.is_none());
             assert!(!state.in_journal_write && state.unflushed.is_empty());
             if state.lazy.is_empty()
-                && !state.direct_unsynced
-                && state.segment_synced_end_offset >= state.segment_written_end_offset
+                && (!sync
+                    || (!state.direct_unsynced
+                        && state.segment_synced_end_offset >= state.segment_written_end_offset))
             {
                 return Ok(());
             }
@@ -584,7 +655,7 @@ impl Shared {
                 queued: Vec::new(),
                 queued_bytes: 0,
                 ticket: None,
-                force_sync: true,
+                force_sync: sync,
             }
         };
         let result = self.write_to_segments(work).await;
@@ -615,9 +686,46 @@ impl Shared {
 
     async fn sync_directory(&self) -> Result<(), LogError> {
         self.directory
+            .get()
+            .await?
+            .directory
             .sync()
             .await
             .map_err(|error| LogError::glommio("syncing the partition directory", error))
+    }
+
+    /// Before the first change to the files since a clean open: the clean-shutdown marker goes,
+    /// durably, so that a crash from now on is noticed by the next open. Every change to a
+    /// partition's files comes after this (segment writes, truncation, deletion, a cleaning's
+    /// swap, the small state files). A failure to make the removal durable fails the log, as a
+    /// failed directory sync does anywhere.
+    async fn before_change(&self) -> Result<(), LogError> {
+        self.wait_until(|state| state.clean_marker != CleanMarker::Removing)
+            .await;
+        let CleanMarker::Present { log_end_offset } = self.state.borrow().clean_marker else {
+            return Ok(());
+        };
+        self.state.borrow_mut().clean_marker = CleanMarker::Removing;
+        let marker = self.dir.join(CLEAN_SHUTDOWN_FILE);
+        // Everything up to the log end of the clean close was durable: the marker becomes the
+        // recovery point in one rename (a recovery point whose text was lost in a crash reads
+        // as none, which only makes recovery scan more).
+        let gone = match log_end_offset {
+            Some(_) => std::fs::rename(&marker, self.dir.join(RECOVERY_POINT_FILE)),
+            None => std::fs::remove_file(&marker),
+        };
+        let removed = match gone {
+            Err(error) if error.kind() != std::io::ErrorKind::NotFound => {
+                Err(LogError::io("removing the clean-shutdown marker", error))
+            }
+            _ => self.sync_directory().await,
+        };
+        self.state.borrow_mut().clean_marker = CleanMarker::Absent;
+        self.waiters.wake_all();
+        if let Err(error) = &removed {
+            self.mark_failed(error);
+        }
+        removed
     }
 
     /// Replaces the file `name` with `bytes` atomically and durably: written to a temporary
@@ -628,8 +736,37 @@ impl Shared {
         bytes: &[u8],
         operation: &'static str,
     ) -> Result<(), LogError> {
+        self.before_change().await?;
         write_synced_then_rename(&self.dir, name, bytes)
             .map_err(|error| LogError::io(operation, error))?;
+        self.sync_directory().await
+    }
+
+    /// [`Shared::replace_file`] for several files at once, as a close writes them: their
+    /// temporaries written and synced through io_uring (so the syncs of many logs closing
+    /// together overlap instead of blocking the shard one after the other), renamed, then one
+    /// directory sync for all. A crash leaves each file old or new.
+    async fn replace_files(
+        &self,
+        files: &[(&str, &[u8])],
+        operation: &'static str,
+    ) -> Result<(), LogError> {
+        self.before_change().await?;
+        let temporaries: Vec<PathBuf> = files
+            .iter()
+            .map(|(name, _)| self.dir.join(format!("{name}.tmp")))
+            .collect();
+        futures::future::try_join_all(
+            files
+                .iter()
+                .zip(&temporaries)
+                .map(|((_, bytes), temporary)| flush::write_whole_file(temporary, bytes)),
+        )
+        .await?;
+        for ((name, _), temporary) in files.iter().zip(&temporaries) {
+            std::fs::rename(temporary, self.dir.join(name))
+                .map_err(|error| LogError::io(operation, error))?;
+        }
         self.sync_directory().await
     }
 
@@ -858,7 +995,7 @@ pub fn replace_file_durably(dir: &Path, name: &str, bytes: &[u8]) -> std::io::Re
 }
 
 /// Unlinks a segment's files (those that exist). The caller syncs the directory afterwards.
-fn remove_segment_files(dir: &Path, base_offset: u64) -> Result<(), LogError> {
+fn remove_segment_files(dir: &Path, base_offset: u64) -> Result<bool, LogError> {
     remove_existing(
         &[
             segment::log_path(dir, base_offset),
@@ -869,21 +1006,22 @@ fn remove_segment_files(dir: &Path, base_offset: u64) -> Result<(), LogError> {
     )
 }
 
-/// Unlinks those of `paths` that exist.
-fn remove_existing(paths: &[PathBuf], operation: &'static str) -> Result<(), LogError> {
+/// Unlinks those of `paths` that exist; whether there were any.
+fn remove_existing(paths: &[PathBuf], operation: &'static str) -> Result<bool, LogError> {
+    let mut removed = false;
     for path in paths {
         match std::fs::remove_file(path) {
-            Ok(()) => {}
+            Ok(()) => removed = true,
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
             Err(error) => return Err(LogError::io(operation, error)),
         }
     }
-    Ok(())
+    Ok(removed)
 }
 
-/// Deletes the producer snapshot (the log is about to lose batches it describes). The caller
-/// syncs the directory before the log changes further.
-fn remove_producer_snapshot(dir: &Path) -> Result<(), LogError> {
+/// Deletes the producer snapshot (the log is about to lose batches it describes); whether there
+/// was one. The caller syncs the directory before the log changes further.
+fn remove_producer_snapshot(dir: &Path) -> Result<bool, LogError> {
     remove_existing(
         &[dir.join(PRODUCER_STATE_FILE)],
         "deleting the producer state snapshot",
@@ -1081,7 +1219,10 @@ impl PartitionLog {
         loop {
             self.wait_for_room(batch.len()).await?;
             match self.try_append(&mut batch, &header, leader_epoch)? {
-                Attempt::Appended(receipt) => return Ok(receipt),
+                Attempt::Appended(receipt) => {
+                    self.shared.resources.tail_budget().trim();
+                    return Ok(receipt);
+                }
                 Attempt::NewEpochAt(base_offset) => {
                     self.shared.record_epoch(leader_epoch, base_offset).await?
                 }
@@ -1133,7 +1274,10 @@ impl PartitionLog {
         loop {
             self.wait_for_room(batch.len()).await?;
             match self.try_append_replicated(&mut batch, &header)? {
-                Attempt::Appended(receipt) => return Ok(receipt),
+                Attempt::Appended(receipt) => {
+                    self.shared.resources.tail_budget().trim();
+                    return Ok(receipt);
+                }
                 Attempt::NewEpochAt(base_offset) => {
                     self.shared
                         .prepare_replicated(header.leader_epoch, base_offset)
@@ -1271,6 +1415,7 @@ impl PartitionLog {
             last_offset,
             bytes,
         });
+        Shared::note_tail_use(&self.shared);
         self.shared.request_commit();
         AppendReceipt {
             base_offset,
@@ -1430,8 +1575,19 @@ impl PartitionLog {
 
     /// Writes and syncs everything to the segments, writes the active segment's indexes and
     /// marks the directory as cleanly closed, so the next open need not scan the log; then the
-    /// journal forgets the log.
+    /// journal forgets the log. A log whose files did not change since a clean open is left as
+    /// it is: it still holds that close's marker.
     pub async fn close(self) -> Result<(), LogError> {
+        self.close_as(false).await
+    }
+
+    /// [`PartitionLog::close`] at the shard's shutdown: the journal is released whole after
+    /// every log closed, so no log's close writes a Forget record to it.
+    pub async fn close_at_shutdown(self) -> Result<(), LogError> {
+        self.close_as(true).await
+    }
+
+    async fn close_as(self, at_shutdown: bool) -> Result<(), LogError> {
         let _guard = self.shared.enter_maintenance_even_failed().await?;
         {
             let mut state = self.shared.state.borrow_mut();
@@ -1441,21 +1597,67 @@ impl PartitionLog {
             }
         }
         self.shared.waiters.wake_all();
-        self.shared.flush_to_segments().await?;
+        self.shared.write_to_segments_before(false).await?;
+        // Batches journaled since the open reached the segment just now (and removed the
+        // marker): a marker still there means the files are as the last clean close left them.
+        if matches!(
+            self.shared.state.borrow().clean_marker,
+            CleanMarker::Present { .. }
+        ) {
+            return self.forget_unless(at_shutdown).await;
+        }
         let active_base_offset = self.shared.state.borrow().active_segment().base_offset;
         self.shared.seal_segment(active_base_offset).await?;
         let (producers, log_end_offset) = {
             let state = self.shared.state.borrow();
-            (state.producers.clone(), state.log_end_offset)
+            let small = state.active_segment().written_bytes <= SMALL_SEGMENT_BYTES_MAX;
+            (
+                (!state.producers.is_empty() || !small)
+                    .then(|| state.producers.encode(state.log_end_offset)),
+                state.log_end_offset,
+            )
         };
-        self.shared
-            .persist_producers(&producers, log_end_offset)
-            .await?;
-        self.shared.persist_recovery_point(log_end_offset).await?;
-        let marker = self.shared.dir.join(CLEAN_SHUTDOWN_FILE);
-        std::fs::write(&marker, b"")
-            .map_err(|error| LogError::io("writing the clean-shutdown marker", error))?;
-        self.shared.sync_directory().await?;
+        // One directory sync covers the snapshot's rename and the active segment's index
+        // files. A small active segment keeps neither indexes nor an empty snapshot: the next
+        // open scans it whole in one read and finds the same.
+        match producers {
+            Some(producers) => {
+                self.shared
+                    .replace_files(
+                        &[(PRODUCER_STATE_FILE, &producers)],
+                        "writing the producer state snapshot",
+                    )
+                    .await?
+            }
+            None => {
+                let active_base_offset = self.shared.state.borrow().active_segment().base_offset;
+                let stale = remove_producer_snapshot(&self.shared.dir)?
+                    | damage::remove_index_files(&self.shared.dir, active_base_offset)?;
+                if stale {
+                    self.shared.sync_directory().await?;
+                }
+            }
+        }
+        // Not synced: everything it vouches for is durable already, and a marker lost to a
+        // crash only makes the next open scan the last segment. Its text is the log end, the
+        // recovery point once the files change again (see `Shared::before_change`).
+        std::fs::write(
+            self.shared.dir.join(CLEAN_SHUTDOWN_FILE),
+            log_end_offset.to_string(),
+        )
+        .map_err(|error| LogError::io("writing the clean-shutdown marker", error))?;
+        self.forget_unless(at_shutdown).await
+    }
+
+    /// After a close: the journal forgets the log (so that a replay never re-appends its
+    /// records after a cut made elsewhere, once it moved), except at the shard's shutdown,
+    /// where the shard releases its whole journal once every log closed
+    /// ([`Committer::close`]): a crash before that finds every closed log's records already in
+    /// its synced segments, and replay skips them.
+    async fn forget_unless(&self, at_shutdown: bool) -> Result<(), LogError> {
+        if at_shutdown {
+            return Ok(());
+        }
         self.shared.forget_in_journal().await
     }
 }
@@ -1471,6 +1673,7 @@ impl Shared {
                 return Ok(offset);
             }
         }
+        self.before_change().await?;
         // The cut is at the first batch holding `offset` or after it (compaction leaves gaps),
         // which may be in a later segment (at most one step per segment); in damaged bytes, at
         // their start.
@@ -1510,7 +1713,8 @@ impl Shared {
                 break (segment_base_offset, files, is_first, position, start_offset);
             }
             let (scan_from, scan_from_offset, limit_bytes) = bounds;
-            let mut scanner = SegmentScanner::new(&files.dma, limit_bytes, self.scan_window());
+            let open = files.get().await?;
+            let mut scanner = SegmentScanner::new(&open.dma, limit_bytes, self.scan_window());
             let walk = read::walk_to_batch(
                 &mut scanner,
                 scan_from,
@@ -1586,6 +1790,8 @@ impl Shared {
         self.sync_directory().await?;
         if !removes_whole_segment {
             files
+                .get()
+                .await?
                 .cut_durably(cut_position, "truncating a segment")
                 .await?;
         }
@@ -1614,6 +1820,7 @@ impl Shared {
     /// After a failed sync (maintenance held): the log ends at its last good sync, its files
     /// cut to what they hold and synced, the directory synced.
     async fn cut_back_to_last_sync(&self) -> Result<(), LogError> {
+        self.before_change().await?;
         let (cut, log_end_offset) = {
             let mut state = self.state.borrow_mut();
             let cut = state.durable_end_offset.max(state.log_start_offset);
@@ -1637,7 +1844,7 @@ impl Shared {
             self.truncate_quiet(cut).await?;
         }
         // What a failed write or trim may have left past the written bytes goes too.
-        let unsealed: Vec<(Rc<SegmentFiles>, u64)> = self
+        let unsealed: Vec<(Rc<SegmentFile>, u64)> = self
             .state
             .borrow()
             .segments
@@ -1647,7 +1854,7 @@ impl Shared {
             .collect();
         for (files, written_bytes) in unsealed {
             self.trim_and_sync(
-                &files,
+                &*files.get().await?,
                 written_bytes,
                 "cutting a segment back after a failure",
             )
@@ -1701,11 +1908,35 @@ impl Shared {
             (active.files.clone(), active.written_bytes)
         };
         let tail_page = match files {
-            Some(files) => read::last_partial_page(&files, written_bytes).await?,
+            Some(files) => read::last_partial_page(&*files.get().await?, written_bytes).await?,
             None => Vec::new(),
         };
         self.state.borrow_mut().active_segment_mut().tail_page = tail_page;
         Ok(())
+    }
+
+    /// The open files of a segment a read planned for (the cache may have closed them since
+    /// the plan); `None` if the segment left the log meanwhile (retention, `delete_up_to`, a
+    /// cleaning's swap): its name may now be another file's, so the read plans again.
+    async fn open_planned(
+        &self,
+        base_offset: u64,
+        handle: &Rc<SegmentFile>,
+    ) -> Result<Option<Rc<SegmentFiles>>, LogError> {
+        let opened = handle.get().await;
+        let still_in_log = self
+            .state
+            .borrow()
+            .segments
+            .get(&base_offset)
+            .and_then(|segment| segment.files.as_ref())
+            .is_some_and(|files| Rc::ptr_eq(files, handle));
+        match opened {
+            Ok(files) if still_in_log => Ok(Some(files)),
+            Ok(_) => Ok(None),
+            Err(_) if !still_in_log => Ok(None),
+            Err(error) => Err(error),
+        }
     }
 
     fn scan_window(&self) -> usize {

@@ -9,13 +9,15 @@
 use std::os::fd::RawFd;
 use std::os::unix::fs::FileExt;
 use std::rc::Rc;
+use std::sync::Arc;
 
 use bytes::Bytes;
 
 use super::PartitionLog;
 use crate::batch::{self, BatchHeader};
 use crate::error::LogError;
-use crate::segment::{align_down, SegmentFiles, SegmentScanner};
+use crate::resources::ReadDescriptor;
+use crate::segment::{align_down, SegmentFile, SegmentFiles, SegmentScanner};
 
 /// The answer to a search by timestamp: the first record at or after it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,8 +46,8 @@ pub enum ReadData {
     File(FileRange),
 }
 
-/// Whole batches in a segment file. Holds the file open, so the range stays readable even if
-/// retention deletes the segment meanwhile.
+/// Whole batches in a segment file. Holds the file open (the shard's file cache does not close
+/// it meanwhile), so the range stays readable even if retention deletes the segment.
 pub struct FileRange {
     files: Rc<SegmentFiles>,
     pub position: u64,
@@ -69,13 +71,11 @@ impl FileRange {
         self.files.buffered_fd()
     }
 
-    /// A new descriptor of the segment file, owned by the caller: lets the range cross to
-    /// another thread (shard) and still be sent with `sendfile`.
-    pub fn duplicate_file(&self) -> Result<std::fs::File, LogError> {
-        self.files
-            .buffered
-            .try_clone()
-            .map_err(|error| LogError::io("duplicating a segment descriptor", error))
+    /// The segment file's buffered descriptor, shared: lets the range cross to another thread
+    /// (shard) and still be sent with `sendfile`, counted in this shard's open files (and kept
+    /// open by the cache) until the last holder drops it.
+    pub fn descriptor(&self) -> Arc<ReadDescriptor> {
+        self.files.buffered.clone()
     }
 
     /// Copies the range into memory (tools and tests; the broker sends it with `sendfile`).
@@ -83,6 +83,7 @@ impl FileRange {
         let mut bytes = vec![0u8; self.length as usize];
         self.files
             .buffered
+            .file()
             .read_exact_at(&mut bytes, self.position)
             .map_err(|error| LogError::io("reading a file range", error))?;
         Ok(bytes)
@@ -102,7 +103,7 @@ impl ReadData {
 
 /// Where a file read starts: the segment, and the position of the index entry to scan from.
 struct FilePlan {
-    files: Rc<SegmentFiles>,
+    files: Rc<SegmentFile>,
     segment_base_offset: u64,
     scan_from: u64,
     /// The offset of the batch at `scan_from`.
@@ -162,9 +163,11 @@ impl PartitionLog {
         // Compaction leaves gaps: an offset in one is served from the next batch after it,
         // which may be in a later segment (at most one step per segment).
         let mut from_offset = offset;
-        let (plan, start, first) = loop {
+        let (plan, open, start, first) = loop {
             let plan = {
                 let state = shared.state.borrow();
+                // Again on a new plan: a segment planned for may have been deleted since.
+                state.check_in_range(from_offset)?;
                 let offset_end = offset_end.min(state.log_end_offset);
                 if from_offset >= offset_end {
                     return Ok(Ok(empty));
@@ -209,8 +212,14 @@ impl PartitionLog {
                         .map(|(&base, _)| base),
                 }
             };
+            let Some(open) = shared
+                .open_planned(plan.segment_base_offset, &plan.files)
+                .await?
+            else {
+                continue;
+            };
             let mut scanner =
-                SegmentScanner::new(&plan.files.dma, plan.readable_bytes, shared.scan_window());
+                SegmentScanner::new(&open.dma, plan.readable_bytes, shared.scan_window());
             let walk = walk_to_batch(
                 &mut scanner,
                 plan.scan_from,
@@ -220,7 +229,7 @@ impl PartitionLog {
             )
             .await?;
             match (walk, plan.next_segment_base_offset) {
-                (Walk::Found(start, first), _) => break (plan, start, first),
+                (Walk::Found(start, first), _) => break (plan, open, start, first),
                 (Walk::Damaged(damage), _) => {
                     return Ok(Err((plan.segment_base_offset, plan.files, damage)))
                 }
@@ -245,7 +254,7 @@ impl PartitionLog {
         };
         let offset_end = offset_end.min(self.log_end_offset());
         let window = shared.scan_window();
-        let mut scanner = SegmentScanner::new(&plan.files.dma, plan.readable_bytes, window);
+        let mut scanner = SegmentScanner::new(&open.dma, plan.readable_bytes, window);
         if first.last_offset() as u64 >= offset_end {
             return Ok(Ok(empty));
         }
@@ -306,7 +315,7 @@ impl PartitionLog {
         }
         let data = if end <= plan.sendable_bytes {
             ReadData::File(FileRange {
-                files: plan.files.clone(),
+                files: open.clone(),
                 position: start,
                 length: end - start,
             })
@@ -392,7 +401,13 @@ impl PartitionLog {
                         .iter()
                         .map(|range| (range.position, range.end_position()))
                         .collect();
-                    Some((files, scan_from, segment.written_bytes, damaged))
+                    Some((
+                        segment.base_offset,
+                        files,
+                        scan_from,
+                        segment.written_bytes,
+                        damaged,
+                    ))
                 })
                 .collect();
             (
@@ -411,7 +426,11 @@ impl PartitionLog {
                 timestamp_ms,
             }
         };
-        for (files, scan_from, written_bytes, damaged) in candidates {
+        for (base_offset, files, scan_from, written_bytes, damaged) in candidates {
+            // A segment deleted since (retention) holds nothing at or after the log start.
+            let Some(files) = shared.open_planned(base_offset, &files).await? else {
+                continue;
+            };
             let mut scanner = SegmentScanner::new(&files.dma, written_bytes, shared.scan_window());
             let mut position = scan_from;
             loop {
@@ -450,9 +469,9 @@ impl PartitionLog {
     }
 }
 
-/// A segment a search by time looks in: its files, where to start, its written end, and its
-/// damaged byte ranges (stepped over).
-type Candidate = (Rc<SegmentFiles>, u64, u64, Vec<(u64, u64)>);
+/// A segment a search by time looks in: its base offset, its file, where to start, its written
+/// end, and its damaged byte ranges (stepped over).
+type Candidate = (u64, Rc<SegmentFile>, u64, u64, Vec<(u64, u64)>);
 
 /// Where a walk of batch headers towards an offset ended.
 pub(super) enum Walk {
@@ -473,7 +492,7 @@ pub(super) struct DamageAt {
 }
 
 /// Damage a read met on its way: the segment (its base offset and files), and where.
-type DamageMet = (u64, Rc<SegmentFiles>, DamageAt);
+type DamageMet = (u64, Rc<SegmentFile>, DamageAt);
 
 /// Walks batch headers from `scan_from` (a batch boundary, holding `scan_from_offset`) to the
 /// first batch that holds `offset` or comes after it, never reading at or past `limit_bytes`.

@@ -32,7 +32,7 @@
 //!   snapshot is damaged.
 
 use std::cell::RefCell;
-use std::collections::BTreeMap;
+use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
@@ -43,19 +43,23 @@ use super::epochs;
 use super::flush::write_whole_file;
 use super::producers::{ProducerLimits, ProducerRecovery, ProducerTable};
 use super::{
-    read, remove_producer_snapshot, remove_segment_files, FlushTicket, LogState, PartitionLog,
-    Shared, CLEAN_SHUTDOWN_FILE, COMPACTED_END_OFFSET_FILE, LOG_START_OFFSET_FILE,
+    read, remove_producer_snapshot, remove_segment_files, CleanMarker, FlushTicket, LogState,
+    PartitionLog, Shared, CLEAN_SHUTDOWN_FILE, COMPACTED_END_OFFSET_FILE, LOG_START_OFFSET_FILE,
     PRODUCER_STATE_FILE, RECOVERY_POINT_FILE,
 };
+use bytes::Bytes;
+
 use crate::batch::BatchHeader;
 use crate::clock::Clock;
 use crate::config::LogConfig;
 use crate::error::LogError;
 use crate::index::{OffsetIndex, TimeIndex};
+use crate::resources::{self, CachedFile, FileCache, OpenDirectory};
 use crate::segment::{
-    self, scan_and_note, Resume, Segment, SegmentFiles, SegmentScanner, RECOVERY_WINDOW_BYTES,
+    self, scan_and_note, Resume, Segment, SegmentFile, SegmentScanner, Segments,
+    RECOVERY_WINDOW_BYTES,
 };
-use crate::tail_cache::TailCache;
+use crate::tail_cache::{CachedBatch, TailCache};
 
 impl PartitionLog {
     /// Opens (creating if needed) the partition log in `dir`, recovering it as described in
@@ -88,12 +92,16 @@ impl PartitionLog {
         std::fs::create_dir_all(&dir)
             .map_err(|error| LogError::io("creating the partition directory", error))?;
         crate::dma::probe_device_with_real_data(&dir).await?;
-        let directory = glommio::io::Directory::open(&dir)
-            .await
-            .map_err(|error| LogError::glommio("opening the partition directory", error))?;
+        let resources = resources::current();
+        let directory = CachedFile::<OpenDirectory>::closed(resources.files(), dir.clone());
         clean::finish_interrupted(&dir)?;
-        let clean_marker = dir.join(CLEAN_SHUTDOWN_FILE);
-        let clean = clean_marker.exists();
+        // The marker holds the log end of the clean close (an older marker holds nothing).
+        let clean_marker = match std::fs::read_to_string(dir.join(CLEAN_SHUTDOWN_FILE)) {
+            Ok(text) => Some(text.trim().parse::<u64>().ok()),
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => None,
+            Err(error) => return Err(LogError::io("reading the clean-shutdown marker", error)),
+        };
+        let clean = clean_marker.is_some();
         let log_start_checkpoint = read_offset_file(&dir, LOG_START_OFFSET_FILE)?;
         let now_ms = clock.now_ms();
         let producer_limits = ProducerLimits::of(&config);
@@ -103,8 +111,25 @@ impl PartitionLog {
             now_ms,
         );
         let compacted_end_offset = read_offset_file(&dir, COMPACTED_END_OFFSET_FILE)?.unwrap_or(0);
-        let recovery_point_checkpoint = read_offset_file(&dir, RECOVERY_POINT_FILE)?;
+        // After a clean close everything up to its log end was durable. A recovery point file
+        // whose text a crash lost reads as none (recovery then scans more).
+        let recovery_point_checkpoint =
+            clean_marker
+                .flatten()
+                .or(read_offset_file(&dir, RECOVERY_POINT_FILE).unwrap_or(None));
+        // Whether the open removed or wrote files whose fate must be durable before the log
+        // changes further (a crash must not bring them back under a newer log).
+        let mut directory_changed = false;
+        let tail_seed = RefCell::new(TailSeed {
+            batches: VecDeque::new(),
+            bytes: 0,
+            bytes_max: config
+                .tail_cache_bytes_max
+                .min(resources.tail_budget().seed_bytes_max()),
+        });
         let segments = recover_segments(
+            &mut directory_changed,
+            resources.files(),
             &dir,
             &config,
             clean,
@@ -112,6 +137,7 @@ impl PartitionLog {
             compacted_end_offset,
             recovery_point_checkpoint,
             &mut producers,
+            &tail_seed,
         )
         .await?;
         let mut segments = segments;
@@ -126,7 +152,8 @@ impl PartitionLog {
         active.sealed = false;
         active.created_ms = now_ms;
         if let Some(files) = &active.files {
-            active.tail_page = read::last_partial_page(files, active.written_bytes).await?;
+            active.tail_page =
+                read::last_partial_page(&*files.get().await?, active.written_bytes).await?;
         }
         let log_end_offset = active.end_offset;
         segments.insert(active.base_offset, active);
@@ -145,18 +172,20 @@ impl PartitionLog {
         }
         let epochs = epochs::read_epochs(&dir, log_start_offset, log_end_offset)?;
         let epochs_file_is_stale = epochs::file_differs(&dir, &epochs)?;
-        if !producers.snapshot_still_fits {
-            remove_producer_snapshot(&dir)?;
+        if !producers.snapshot_still_fits && remove_producer_snapshot(&dir)? {
+            directory_changed = true;
         }
-        if clean {
-            // From here on a crash must be noticed: the marker goes before any change.
-            std::fs::remove_file(&clean_marker)
-                .map_err(|error| LogError::io("removing the clean-shutdown marker", error))?;
+        // A clean log keeps its marker until its files first change (`Shared::before_change`),
+        // so opening it writes and syncs nothing, and closing it unchanged costs nothing.
+        if directory_changed || !clean {
+            directory
+                .get()
+                .await?
+                .directory
+                .sync()
+                .await
+                .map_err(|error| LogError::glommio("syncing the partition directory", error))?;
         }
-        directory
-            .sync()
-            .await
-            .map_err(|error| LogError::glommio("syncing the partition directory", error))?;
         let state = LogState {
             segments,
             log_start_offset,
@@ -179,7 +208,13 @@ impl PartitionLog {
             in_flight_ticket: None,
             unsynced_tickets: Vec::new(),
             sync_requested: false,
-            tail_cache: TailCache::new(config.tail_cache_bytes_max),
+            tail_cache: TailCache::seeded(
+                config.tail_cache_bytes_max,
+                resources.tail_budget().clone(),
+                tail_seed
+                    .into_inner()
+                    .suffix_ending_at(log_start_offset, log_end_offset),
+            ),
             maintenance: false,
             cleaning: false,
             cleaned_end_offset: compacted_end_offset,
@@ -196,6 +231,11 @@ impl PartitionLog {
             recovery_point: recovery_point_checkpoint.unwrap_or(0).min(log_end_offset),
             recovery_point_written_ms: now_ms,
             damage_found: damaged.len() as u64,
+            preallocation_pace: super::preallocate::PreallocationPace::new(),
+            clean_marker: match clean_marker {
+                Some(log_end_offset) => CleanMarker::Present { log_end_offset },
+                None => CleanMarker::Absent,
+            },
         };
         let key = dir
             .file_name()
@@ -216,16 +256,22 @@ impl PartitionLog {
             segment_write_wanted: Default::default(),
             config: RefCell::new(Rc::new(config)),
             clock,
+            resources,
             directory,
             state: RefCell::new(state),
             waiters: Default::default(),
             clean_fault: Default::default(),
             clean_stop_requested: Default::default(),
+            tail_stamp: Default::default(),
         });
         if epochs_file_is_stale {
             // A crash lost the batches of an epoch the file names: rewrite it before anything
             // is appended at those offsets.
             shared.persist_epochs().await?;
+        }
+        if !shared.state.borrow().tail_cache.is_empty() {
+            Shared::note_tail_use(&shared);
+            shared.resources.tail_budget().trim();
         }
         shared.commit_id.set(shared.commit.register(&shared));
         Ok(PartitionLog {
@@ -239,7 +285,10 @@ impl PartitionLog {
 /// end extended to the next one's base; the caller reopens the last one. Batches that do not
 /// check out are cut off only as the last segment's torn tail (at or after `recovery_point`);
 /// anywhere else they are damage, noted in their segment and kept (with everything after).
+#[allow(clippy::too_many_arguments)]
 async fn recover_segments(
+    directory_changed: &mut bool,
+    cache: &Rc<FileCache>,
     dir: &Path,
     config: &LogConfig,
     clean: bool,
@@ -247,7 +296,8 @@ async fn recover_segments(
     gaps_end_offset: u64,
     recovery_point: Option<u64>,
     producers: &mut ProducerRecovery,
-) -> Result<BTreeMap<u64, Segment>, LogError> {
+    tail: &RefCell<TailSeed>,
+) -> Result<Segments, LogError> {
     let base_offsets = list_segment_base_offsets(dir)?;
     // Not `batch_bytes_max`: that limit may have been lowered since the log's batches were
     // accepted (max.message.bytes altered, or a restart with a smaller --max-message-bytes),
@@ -258,14 +308,15 @@ async fn recover_segments(
     // lies below the last one's base was durable, whatever the checkpoint says.
     let last_base_offset = base_offsets.last().copied().unwrap_or(0);
     let recovery_point = recovery_point.unwrap_or(0).max(last_base_offset);
-    let mut segments: BTreeMap<u64, Segment> = BTreeMap::new();
+    let mut segments = Segments::default();
     for (index, &base_offset) in base_offsets.iter().enumerate() {
         let is_last = index + 1 == base_offsets.len();
         let next_base_offset = base_offsets.get(index + 1).copied();
         if let Some(previous) = segments.values_mut().next_back() {
             follow_on(previous, base_offset, gaps_end_offset)?;
         }
-        let files = Rc::new(SegmentFiles::open(&segment::log_path(dir, base_offset), false).await?);
+        let handle = SegmentFile::closed(cache, segment::log_path(dir, base_offset));
+        let files = handle.get().await?;
         let file_bytes = files.size_bytes().await?;
         let mut scanner = SegmentScanner::new(&files.dma, file_bytes, RECOVERY_WINDOW_BYTES);
         let mut segment = Segment::new_empty(base_offset, now_ms);
@@ -273,9 +324,12 @@ async fn recover_segments(
         // Sealed segments are checked cheaply; the last one only after a clean close, and only
         // when the producer snapshot covers what precedes its unscanned tail.
         let trust_indexes = !is_last || (producers.enter_active_segment(base_offset) && clean);
-        let mut observe = |header: &BatchHeader| {
+        let mut observe = |position: u64, header: &BatchHeader, bytes: &[u8]| {
             if is_last {
                 producers.observe(header);
+                if position + bytes.len() as u64 + tail.borrow().bytes_max as u64 > file_bytes {
+                    tail.borrow_mut().push(header, bytes);
+                }
             }
         };
         if trust_indexes {
@@ -307,6 +361,7 @@ async fn recover_segments(
             // The indexes were missing or wrong, or the tail did not check out: a full scan
             // decides what is valid, what is damaged, and where a torn tail starts.
             segment = Segment::new_empty(base_offset, now_ms);
+            tail.borrow_mut().clear();
             while let Some(reason) = scan_and_note(
                 &mut segment,
                 &mut scanner,
@@ -338,6 +393,9 @@ async fn recover_segments(
                         (file_bytes, next_base_offset.unwrap_or(recovery_point))
                     }
                 };
+                // The cache holds only batches after the last damage: a read from memory
+                // cannot step over damaged offsets as a read from the file stops at them.
+                tail.borrow_mut().clear();
                 segment.note_damage(DamagedRange {
                     segment_base_offset: base_offset,
                     position,
@@ -352,13 +410,13 @@ async fn recover_segments(
         if segment.appended_bytes == 0 && !is_last {
             // A file that never received a batch: nothing to keep (if offsets were meant to be
             // in it, the next segment does not follow on and they are reported as damage).
-            drop(files);
-            remove_segment_files(dir, base_offset)?;
+            drop((files, handle));
+            *directory_changed |= remove_segment_files(dir, base_offset)?;
             continue;
         }
         if !segment.damaged.is_empty() {
             // No index files for a damaged segment: the next open scans it in full again.
-            damage::remove_index_files(dir, base_offset)?;
+            *directory_changed |= damage::remove_index_files(dir, base_offset)?;
         } else if rebuilt && !is_last {
             write_whole_file(
                 &segment::offset_index_path(dir, base_offset),
@@ -372,11 +430,59 @@ async fn recover_segments(
             .await?;
         }
         segment.written_bytes = segment.appended_bytes;
-        segment.files = Some(files);
+        segment.files = Some(handle);
         segment.sealed = true;
         segments.insert(base_offset, segment);
     }
     Ok(segments)
+}
+
+/// The last batches of the last segment, as recovery scans them (the last `bytes_max` bytes of
+/// them, after any damage): they go into the tail cache, so consumers that followed the tail
+/// before a restart read from memory after it instead of from the disk, one partition after
+/// another. The bytes were read by the scan anyway.
+struct TailSeed {
+    batches: VecDeque<CachedBatch>,
+    bytes: usize,
+    bytes_max: usize,
+}
+
+impl TailSeed {
+    fn push(&mut self, header: &BatchHeader, bytes: &[u8]) {
+        self.batches.push_back(CachedBatch {
+            base_offset: header.base_offset as u64,
+            last_offset: header.last_offset() as u64,
+            bytes: Bytes::copy_from_slice(bytes),
+        });
+        self.bytes += bytes.len();
+        while self.bytes > self.bytes_max {
+            let Some(oldest) = self.batches.pop_front() else {
+                break;
+            };
+            self.bytes -= oldest.bytes.len();
+        }
+    }
+
+    fn clear(&mut self) {
+        self.batches.clear();
+        self.bytes = 0;
+    }
+
+    /// The batches, if they are the log's last ones (ending at `log_end_offset`, none below
+    /// `log_start_offset`); none otherwise: the cache must hold a suffix of the log, and a
+    /// seed that recovery's later steps cut short or moved past is not one.
+    fn suffix_ending_at(
+        mut self,
+        log_start_offset: u64,
+        log_end_offset: u64,
+    ) -> VecDeque<CachedBatch> {
+        self.batches
+            .retain(|batch| batch.base_offset >= log_start_offset);
+        match self.batches.back() {
+            Some(last) if last.last_offset + 1 == log_end_offset => self.batches,
+            _ => VecDeque::new(),
+        }
+    }
 }
 
 /// Joins `previous` to the segment starting at `base_offset`: offsets between its last batch

@@ -49,12 +49,16 @@ struct OwnedAppends {
     appends: Vec<(PartitionId, BytesMut)>,
 }
 
-/// Partition logs a shard closes at once at shutdown: enough to overlap their syncs, few
-/// enough to bound the buffers and descriptors of closes in flight.
-const CLOSES_IN_FLIGHT_MAX: usize = 32;
-
 /// A partition log opened at most once, on first use, by whichever task gets there first.
 type PartitionSlot = Rc<futures::lock::Mutex<Option<Rc<PartitionLog>>>>;
+
+/// Partition logs a shard opens at once at start-up, and closes at once at shutdown: enough to
+/// keep the disk busy with the reads of recovery and the syncs of closing (which io_uring runs
+/// concurrently, and the filesystem commits together), few enough that their files (three
+/// descriptors each while in use) stay well within the shard's share of `--open-files-max`.
+/// Redpanda bounds the same (`storage_max_concurrent_replay`, its close flushes).
+const PARTITIONS_OPENING_MAX: usize = 64;
+const PARTITIONS_CLOSING_MAX: usize = 64;
 
 /// A shard's handle to its partitions and to the other shards. Cheap to clone; lives on (and
 /// only on) the shard's executor thread.
@@ -768,7 +772,7 @@ impl ShardContext {
             ReadData::Empty => SendableData::Empty,
             ReadData::Memory(batches) => SendableData::Memory(batches),
             ReadData::File(range) => SendableData::File {
-                file: range.duplicate_file()?.into(),
+                file: range.descriptor(),
                 position: range.position,
                 length: range.length,
             },
@@ -1045,20 +1049,25 @@ impl ShardContext {
             .filter(|partition| self.owner_of(partition) == self.state.shard_id)
             .collect();
         owned.sort();
-        let mut opened = 0;
-        for partition in owned {
-            if self.is_shutting_down() {
-                break;
-            }
-            match self.partition_log(&partition).await {
-                Ok(_) => opened += 1,
-                Err(error) => eprintln!(
-                    "ferrite: cannot open {} at start-up: {error}",
-                    partition.directory_name()
-                ),
-            }
-        }
-        opened
+        let opened = Cell::new(0);
+        futures::stream::iter(owned)
+            .for_each_concurrent(PARTITIONS_OPENING_MAX, |partition| {
+                let opened = &opened;
+                async move {
+                    if self.is_shutting_down() {
+                        return;
+                    }
+                    match self.partition_log(&partition).await {
+                        Ok(_) => opened.set(opened.get() + 1),
+                        Err(error) => eprintln!(
+                            "ferrite: cannot open {} at start-up: {error}",
+                            partition.directory_name()
+                        ),
+                    }
+                }
+            })
+            .await;
+        opened.get()
     }
 
     /// Every partition log this shard has open (waiting for opens in progress).
@@ -1136,11 +1145,11 @@ impl ShardContext {
         .await
     }
 
-    /// Closes every partition log this shard opened (write, `fdatasync`, indexes, clean
-    /// marker), [`CLOSES_IN_FLIGHT_MAX`] at a time, so their syncs overlap instead of queueing
-    /// one behind the other. Returns the first error; closes the rest regardless.
+    /// At shutdown: closes every partition log this shard opened (write, `fdatasync`, indexes,
+    /// clean marker; no Forget record each, the journal is released whole afterwards),
+    /// [`PARTITIONS_CLOSING_MAX`] at a time; a log nobody changed since a clean open costs
+    /// nothing. Returns the first error; closes the rest regardless.
     pub(super) async fn close_partitions(&self) -> Result<(), LogError> {
-        use futures::StreamExt;
         let slots: Vec<PartitionSlot> = self
             .state
             .partitions
@@ -1148,18 +1157,18 @@ impl ShardContext {
             .drain()
             .map(|(_, slot)| slot)
             .collect();
-        let first_error: RefCell<Option<LogError>> = RefCell::new(None);
+        let first_error = RefCell::new(None);
         futures::stream::iter(slots)
-            .for_each_concurrent(CLOSES_IN_FLIGHT_MAX, |slot| {
+            .for_each_concurrent(PARTITIONS_CLOSING_MAX, |slot| {
                 let first_error = &first_error;
                 async move {
                     let Some(log) = slot.lock().await.take() else {
                         return;
                     };
                     let result = match Rc::try_unwrap(log) {
-                        Ok(log) => log.close().await,
-                        // Still referenced by a task that outlived the drain: make it durable
-                        // at least.
+                        Ok(log) => log.close_at_shutdown().await,
+                        // Still referenced by a task that outlived the drain: make it durable at
+                        // least.
                         Err(log) => log.sync().await,
                     };
                     if let Err(error) = result {

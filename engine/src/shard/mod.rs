@@ -6,7 +6,8 @@
 //! lands on the wrong shard (a connection is accepted by whichever shard the kernel picks)
 //! travels to the owner over the SPSC [`mesh`](crate::mesh) as a [`ShardRequest`], and the
 //! [`ShardResponse`] comes back the same way. Batches move (a `BytesMut` changes hands, no copy);
-//! a read's file range travels as a duplicated descriptor, so it can still be `sendfile`d.
+//! a read's file range travels as the segment's shared descriptor, so it can still be
+//! `sendfile`d (counted among the owner's open files until the last holder drops it).
 //!
 //! Modules: `context` (what a shard's tasks call: append and read, local or forwarded),
 //! `cleaner` (the task that compacts the shard's compacted partitions when they are due),
@@ -22,11 +23,12 @@ mod placement;
 pub mod replicated;
 mod runtime;
 
-use std::os::fd::OwnedFd;
+use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 
 use crate::error::LogError;
+use crate::resources::ReadDescriptor;
 
 pub use context::{AppendPending, ShardContext};
 pub use coordinator::{
@@ -308,9 +310,11 @@ pub enum SendableData {
     Empty,
     /// Whole batches from memory.
     Memory(Vec<Bytes>),
-    /// Whole batches at `position..position + length` of `file` (a duplicated descriptor).
+    /// Whole batches at `position..position + length` of `file`: the segment file's
+    /// descriptor, shared with the owning shard, which counts it among its open files and
+    /// keeps it open until this (the last holder) drops it.
     File {
-        file: OwnedFd,
+        file: Arc<ReadDescriptor>,
         position: u64,
         length: u64,
     },
@@ -337,12 +341,9 @@ impl SendableData {
                 position,
                 length,
             } => {
-                let file = std::fs::File::from(
-                    file.try_clone()
-                        .map_err(|error| LogError::io("duplicating a descriptor", error))?,
-                );
                 let mut bytes = vec![0u8; *length as usize];
-                file.read_exact_at(&mut bytes, *position)
+                file.file()
+                    .read_exact_at(&mut bytes, *position)
                     .map_err(|error| LogError::io("reading a file range", error))?;
                 Ok(bytes)
             }

@@ -52,6 +52,7 @@ use crate::error::LogError;
 use crate::journal::{self, JournalConfig, JOURNAL_DIRECTORY};
 use crate::log::{replay_journals, Committer};
 use crate::mesh::{Mesh, MeshShard};
+use crate::resources::{self, ResourceLimits};
 
 /// How the shards are laid out and what their partitions look like.
 #[derive(Debug, Clone)]
@@ -64,6 +65,9 @@ pub struct RuntimeConfig {
     pub data_dir: PathBuf,
     /// The broker's log configuration, for every topic without a `topic_log_config`.
     pub log_config: LogConfig,
+    /// The bounds each shard holds its partition logs to together (descriptors, preallocated
+    /// space, tail-cache memory): per shard, not per partition.
+    pub resources: ResourceLimits,
     /// A topic's log configuration (the broker's with the topic's overrides), asked for when a
     /// partition's log is opened; `None`: every topic uses `log_config`.
     pub topic_log_config: Option<TopicLogConfig>,
@@ -101,6 +105,7 @@ impl RuntimeConfig {
             cpus: Some(cpus),
             data_dir: data_dir.into(),
             log_config: LogConfig::default(),
+            resources: ResourceLimits::default(),
             topic_log_config: None,
             mesh_ring_capacity: 1024,
             outbound_queue_capacity: 1024,
@@ -346,6 +351,8 @@ where
     Fut: Future<Output = ()> + 'static,
 {
     let shard_count = config.shard_count;
+    // Before any partition log is opened on this shard.
+    resources::install(config.resources.clone());
     let (senders, receivers) = mesh_shard.attach().into_parts();
     let mut outbound: Vec<_> = (0..shard_count).map(|_| None).collect();
     for mut sender in senders {

@@ -8,7 +8,6 @@
 //! tests. Fetch sessions (KIP-227) are not kept: every response says session 0, which tells the
 //! client to keep sending full requests, as the protocol allows.
 
-use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use bytes::{BufMut, BytesMut};
@@ -323,7 +322,7 @@ impl PartsEncoder {
                 self.flush_head();
                 self.length += length;
                 self.parts.push(ResponsePart::File {
-                    file: Rc::new(file),
+                    file,
                     position,
                     length,
                 });

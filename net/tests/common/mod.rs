@@ -107,6 +107,7 @@ fn start_runtime(
         cpus: None,
         data_dir: data_dir.to_path_buf(),
         log_config: log_config.clone(),
+        resources: Default::default(),
         topic_log_config: Some(TopicLogConfig::from_catalog(
             catalog.clone(),
             log_config.clone(),

@@ -32,6 +32,7 @@ fn runtime_config(dir: &Path, groups: GroupsConfig) -> RuntimeConfig {
         cpus: None,
         data_dir: dir.to_path_buf(),
         log_config: LogConfig::default(),
+        resources: Default::default(),
         topic_log_config: None,
         mesh_ring_capacity: 64,
         outbound_queue_capacity: 64,
