@@ -6,6 +6,12 @@
 //! (the message names the topic or partition, Kafka's name for the error code, and what to
 //! do); 2 usage errors (bad flags, or input lines that do not match `produce --keyed`).
 
+/// The broker allocates and frees a buffer or two per batch on every shard; glibc's malloc spent
+/// ~15 % of a shard's time at 16 partitions (bins, consolidation, trims). mimalloc keeps
+/// thread-local free lists (each shard is one thread) and is a well-kept crate.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod admin;
 mod client;
 mod cluster;
