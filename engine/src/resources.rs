@@ -57,7 +57,7 @@ impl Default for ResourceLimits {
     /// The defaults of one shard of a two-shard broker (see `ferrite serve --open-files-max`).
     fn default() -> Self {
         ResourceLimits {
-            open_files_max: 2000,
+            open_files_max: 1792,
             preallocated_bytes_max: 256 << 20,
             tail_cache_bytes_max: 64 << 20,
         }
