@@ -46,7 +46,7 @@ use std::task::{Poll, Waker};
 use futures::future::LocalBoxFuture;
 use futures::stream::{FuturesUnordered, StreamExt};
 
-use super::injected_faults::{injected, IoOperation};
+use super::injected_faults::{injected_in_any, IoOperation};
 use super::{FlushTicket, LogState, SegmentOp, Shared, UnflushedBatch};
 use crate::error::LogError;
 use crate::journal::format::{self, RecordKind};
@@ -759,11 +759,6 @@ async fn journal_operation(commit: Rc<CommitShared>, work: JournalWork) {
         .journal
         .as_ref()
         .expect("journal operations need one");
-    let dirs: Vec<&Path> = parts
-        .iter()
-        .map(|part| part.shared.dir.as_path())
-        .chain(forgets.iter().map(|forget| forget.dir.as_path()))
-        .collect();
     let write_future = async {
         let Some((slot, buffer)) = write else {
             return Ok(None);
@@ -784,11 +779,13 @@ async fn journal_operation(commit: Rc<CommitShared>, work: JournalWork) {
             });
         // The write is done first and its result replaced, as a real failure may have
         // reached the file; every partition in the write sees the fault armed for any.
-        let injected_error = dirs
-            .iter()
-            .filter_map(|dir| injected(dir, IoOperation::Write))
-            // Every directory asked (each armed fault counts down), the last answer kept.
-            .reduce(|_, error| error);
+        let injected_error = injected_in_any(
+            parts
+                .iter()
+                .map(|part| part.shared.dir.as_path())
+                .chain(forgets.iter().map(|forget| forget.dir.as_path())),
+            IoOperation::Write,
+        );
         let result = result.and(injected_error.map_or(Ok(()), |error| {
             Err(LogError::io("writing the journal", error))
         }));
@@ -867,20 +864,17 @@ async fn journal_operation(commit: Rc<CommitShared>, work: JournalWork) {
                 .map_err(|error| LogError::glommio("syncing the journal", error))
         }))
         .await;
-        let unsynced_dirs: Vec<std::path::PathBuf> = {
+        let injected_error = {
             let logs = commit.logs.borrow();
-            commit
-                .journal_unsynced
-                .borrow()
-                .iter()
-                .filter_map(|(id, _, _)| logs.get(id).map(|shared| shared.dir.clone()))
-                .chain(forgets.iter().map(|forget| forget.dir.clone()))
-                .collect()
+            let unsynced = commit.journal_unsynced.borrow();
+            injected_in_any(
+                unsynced
+                    .iter()
+                    .filter_map(|(id, _, _)| logs.get(id).map(|shared| shared.dir.as_path()))
+                    .chain(forgets.iter().map(|forget| forget.dir.as_path())),
+                IoOperation::Sync,
+            )
         };
-        let injected_error = unsynced_dirs
-            .iter()
-            .filter_map(|dir| injected(dir, IoOperation::Sync))
-            .reduce(|_, error| error);
         let synced = synced.and(injected_error.map_or(Ok(()), |error| {
             Err(LogError::io("syncing the journal", error))
         }));

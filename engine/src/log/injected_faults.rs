@@ -46,6 +46,31 @@ impl IoOperation {
     }
 }
 
+/// The error an operation shared by several partitions' directories reports (a journal write
+/// or sync): every directory is asked, so each armed fault counts down, and the last answer is
+/// kept. Without the feature the directories are not even walked: the commit cycle's hot path
+/// pays nothing for them.
+#[cfg(not(feature = "fault-injection"))]
+#[inline(always)]
+pub(crate) fn injected_in_any<'a>(
+    _dirs: impl Iterator<Item = &'a Path>,
+    _operation: IoOperation,
+) -> Option<io::Error> {
+    None
+}
+
+/// The error an operation shared by several partitions' directories reports (a journal write
+/// or sync): every directory is asked, so each armed fault counts down, and the last answer is
+/// kept.
+#[cfg(feature = "fault-injection")]
+pub(crate) fn injected_in_any<'a>(
+    dirs: impl Iterator<Item = &'a Path>,
+    operation: IoOperation,
+) -> Option<io::Error> {
+    dirs.filter_map(|dir| injected(dir, operation))
+        .reduce(|_, error| error)
+}
+
 /// The error a fault armed in `dir` for `operation` makes that operation report, if one is
 /// armed (and uses up one of its count).
 #[cfg(not(feature = "fault-injection"))]
