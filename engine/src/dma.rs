@@ -1,4 +1,6 @@
-//! Works around glommio 0.9's detection of I/O polling support.
+//! Direct-I/O helpers shared by the segment, cleaner and journal writers: a whole-buffer write
+//! that names a short write for what it is, and a work-around for glommio 0.9's detection of I/O
+//! polling support.
 //!
 //! glommio decides, per thread and block device, whether direct-I/O reads and writes may go to
 //! its I/O-polling ring, by reading 512 bytes at offset 0 of the first `DmaFile` opened there.
@@ -12,7 +14,32 @@ use std::collections::HashSet;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
+use glommio::io::{DmaBuffer, DmaFile};
+
 use crate::error::LogError;
+
+/// Writes all of `buffer` at `position` of `file`. Linux returns a short direct write only when
+/// it ran out of room (ENOSPC, or the file size limit) part way, so that is
+/// [`LogError::DiskFull`] naming `short_write`; an error of the write names `operation`.
+pub(crate) async fn write_whole_at(
+    file: &DmaFile,
+    buffer: DmaBuffer,
+    position: u64,
+    operation: &'static str,
+    short_write: &'static str,
+) -> Result<(), LogError> {
+    let length = buffer.len();
+    let written = file
+        .write_at(buffer, position)
+        .await
+        .map_err(|error| LogError::glommio(operation, error))?;
+    if written < length {
+        return Err(LogError::DiskFull {
+            operation: short_write,
+        });
+    }
+    Ok(())
+}
 
 const PROBE_FILE: &str = ".dma-probe";
 const PROBE_BYTES: usize = 4096;

@@ -406,16 +406,14 @@ pub(crate) async fn zero_range(
 ) -> Result<(), LogError> {
     let mut buffer = file.alloc_dma_buffer(length);
     buffer.as_bytes_mut().fill(0);
-    let written = file
-        .write_at(buffer, position)
-        .await
-        .map_err(|error| LogError::glommio("zeroing journal bytes", error))?;
-    if written < length {
-        return Err(LogError::DiskFull {
-            operation: "zeroing journal bytes (short write)",
-        });
-    }
-    Ok(())
+    crate::dma::write_whole_at(
+        file,
+        buffer,
+        position,
+        "zeroing journal bytes",
+        "zeroing journal bytes (short write)",
+    )
+    .await
 }
 
 /// Gives a new file its whole size in written zeros, synced: later writes overwrite blocks

@@ -739,17 +739,14 @@ impl<'a> OutputWriter<'a> {
         let mut at = start;
         for buffer in buffers {
             let buffer_length = buffer.len();
-            let written = self
-                .files
-                .dma
-                .write_at(buffer, at)
-                .await
-                .map_err(|error| LogError::glommio("writing a cleaned segment", error))?;
-            if written < buffer_length {
-                return Err(LogError::DiskFull {
-                    operation: "writing a cleaned segment (short write)",
-                });
-            }
+            crate::dma::write_whole_at(
+                &self.files.dma,
+                buffer,
+                at,
+                "writing a cleaned segment",
+                "writing a cleaned segment (short write)",
+            )
+            .await?;
             at += buffer_length as u64;
             self.pacer.pace(buffer_length as u64).await;
         }

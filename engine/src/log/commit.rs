@@ -765,18 +765,14 @@ async fn journal_operation(commit: Rc<CommitShared>, work: JournalWork) {
         };
         let length = buffer.len();
         let file = journal.borrow().file(slot.file);
-        let result = file
-            .write_at(buffer, slot.position)
-            .await
-            .map_err(|error| LogError::glommio("writing the journal", error))
-            .and_then(|written| {
-                if written < length {
-                    return Err(LogError::DiskFull {
-                        operation: "writing the journal (short write)",
-                    });
-                }
-                Ok(())
-            });
+        let result = crate::dma::write_whole_at(
+            &file,
+            buffer,
+            slot.position,
+            "writing the journal",
+            "writing the journal (short write)",
+        )
+        .await;
         // The write is done first and its result replaced, as a real failure may have
         // reached the file; every partition in the write sees the fault armed for any.
         let injected_error = injected_in_any(

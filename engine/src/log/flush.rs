@@ -279,21 +279,15 @@ impl Shared {
         let writes = buffers.into_iter().enumerate().map(|(index, buffer)| {
             let files = &files;
             async move {
-                let length = buffer.len();
                 let at = aligned_start + index as u64 * chunk_bytes;
-                let written = files
-                    .dma
-                    .write_at(buffer, at)
-                    .await
-                    .map_err(|error| LogError::glommio("writing a segment", error))?;
-                if written < length {
-                    // Linux returns a short direct write only when it ran out of room (ENOSPC,
-                    // or the file size limit) part way.
-                    return Err(LogError::DiskFull {
-                        operation: "writing a segment (short write)",
-                    });
-                }
-                Ok(())
+                crate::dma::write_whole_at(
+                    &files.dma,
+                    buffer,
+                    at,
+                    "writing a segment",
+                    "writing a segment (short write)",
+                )
+                .await
             }
         });
         let written = futures::future::try_join_all(writes).await.and_then(|_| {
