@@ -6,6 +6,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# The builds take ~15 GB and the client tests a few hundred MB at a time (their brokers' data
+# directories, removed as each test passes): a run that fails on a full disk says little, so
+# say how much there was.
+echo "== disk free (the target directory, the temporary directory)"
+df -h "${CARGO_TARGET_DIR:-.}" "${TMPDIR:-/tmp}"
+
 echo "== cargo fmt"
 cargo fmt --all --check
 echo "== cargo clippy"
