@@ -273,3 +273,22 @@ def test_a_follower_whose_disk_fills_up(mounts, fault_cluster, capsys):
         )
     check_survived(cluster, node)
     check_replicas_agree(cluster, topic, range(3))
+
+
+def test_a_broker_whose_disk_is_full_at_start_says_so(mounts, tmp_path):
+    """A broker that cannot preallocate its shards' journals on a full disk exits at once with
+    a non-zero code and a line naming the cause, not a bare 'a shard stopped' (what CI printed
+    when a run's disk was full)."""
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(data_dir)], check=True)
+    mounts.append(data_dir)
+    serve = subprocess.run(
+        [os.environ["FERRITE_BIN"], "serve", "--listen", "127.0.0.1:0", "--data-dir", str(data_dir), "--cores", "2"],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert serve.returncode != 0, serve.stderr
+    assert re.search(r"no space left", serve.stderr, re.IGNORECASE), serve.stderr

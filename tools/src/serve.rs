@@ -810,7 +810,13 @@ pub fn run(arguments: Arguments) -> ExitCode {
     };
     for _ in 0..cores {
         if bound_shards.recv().is_err() {
-            eprintln!("ferrite serve: a shard stopped before it was listening");
+            // Say why: the shard that stopped returned its error (a journal it could not
+            // open on a full disk, say), which the others' shutdown lets `join` hand over.
+            runtime.shutdown_handle().trigger();
+            match runtime.join() {
+                Err(error) => eprintln!("ferrite serve: {error}"),
+                Ok(()) => eprintln!("ferrite serve: a shard stopped before it was listening"),
+            }
             return ExitCode::from(1);
         }
     }
