@@ -11,7 +11,10 @@ range; the partition still takes produces; and `ferrite repair-log`, the operato
 that the range is lost, makes consumers skip it.
 """
 
+import fcntl
+import os
 import re
+import signal
 import subprocess
 import time
 import urllib.request
@@ -195,6 +198,19 @@ def test_a_flipped_byte_in_a_sealed_segment_loses_only_its_batch_and_says_so(bro
     second_base, third_base = (int(segment.stem) for segment in segments[1:3])
     assert second_base <= start < end <= third_base, f"the range {start}..{end} is in the second segment"
     assert f"offsets {end}..=" in dumped.stdout or str(end) in dumped.stdout
+    # Read as operators do, `dump-log DIR | head`: the reader goes away after one line, with
+    # far more than the pipe's buffer (shrunk to a page) still to come. dump-log ends by
+    # SIGPIPE like other Unix tools, without a panic message.
+    reader, writer = os.pipe()
+    fcntl.fcntl(writer, fcntl.F_SETPIPE_SZ, 4096)
+    assert len(dumped.stdout) > 4 * 4096, "enough output to outgrow the pipe's buffer"
+    head = subprocess.Popen([FERRITE_BIN, "dump-log", str(partition_dir)], stdout=writer, stderr=subprocess.PIPE)
+    os.close(writer)
+    with os.fdopen(reader, "rb") as lines:
+        assert lines.readline().startswith(b"offset ")
+    _, stderr = head.communicate(timeout=CLIENT_DEADLINE_S)
+    assert head.returncode == -signal.SIGPIPE, f"dump-log | head: exit {head.returncode}, {stderr.decode()!r}"
+    assert b"panicked" not in stderr, stderr.decode()
 
     broker.start()
     # The broker opens its logs as it starts serving.

@@ -73,11 +73,34 @@ enum Command {
 fn main() -> ExitCode {
     match Cli::parse().command {
         Command::Serve(arguments) => serve::run(*arguments),
-        Command::DumpLog(arguments) => dump_log::run(&arguments),
-        Command::RepairLog(arguments) => repair_log::run(&arguments),
-        Command::Topic(arguments) => topic::run(arguments),
+        Command::DumpLog(arguments) => {
+            end_quietly_on_a_closed_pipe();
+            dump_log::run(&arguments)
+        }
+        Command::RepairLog(arguments) => {
+            end_quietly_on_a_closed_pipe();
+            repair_log::run(&arguments)
+        }
+        Command::Topic(arguments) => {
+            end_quietly_on_a_closed_pipe();
+            topic::run(arguments)
+        }
         Command::Produce(arguments) => produce::run(arguments),
         Command::Consume(arguments) => consume::run(arguments),
-        Command::Group(arguments) => group::run(arguments),
+        Command::Group(arguments) => {
+            end_quietly_on_a_closed_pipe();
+            group::run(arguments)
+        }
+    }
+}
+
+/// The commands that print with `println!` end as other Unix tools do when their reader goes
+/// away (`ferrite dump-log DIR | head`): by SIGPIPE, silently, instead of `println!`'s panic on
+/// the EPIPE that Rust's ignored SIGPIPE turns it into. Not for `serve`, whose sockets must
+/// not kill it, nor `consume`, which stops cleanly on EPIPE itself.
+fn end_quietly_on_a_closed_pipe() {
+    // SAFETY: restoring a signal's default disposition at start-up, before any thread exists.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
 }
