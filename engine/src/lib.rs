@@ -11,6 +11,7 @@ pub mod catalog;
 pub mod clock;
 pub mod codec;
 pub mod config;
+pub mod data_dir_lock;
 mod dma;
 pub mod error;
 pub mod groups;

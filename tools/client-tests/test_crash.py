@@ -5,12 +5,14 @@ stored but not acknowledged must not duplicate them) keeps going across the cras
 restarted at once after SIGKILL, as a supervisor does, comes up on the same ports every time."""
 
 import socket
+import subprocess
 import time
 import urllib.request
 
 import confluent_kafka
 
 from clients import Confluent, created_topic
+from conftest import FERRITE_BIN
 from support import CLIENT_DEADLINE_S, check_log, messages
 
 PARTITIONS = 3
@@ -122,4 +124,32 @@ def test_restarted_at_once_after_kill_9_on_the_same_ports(broker):
     assert broker.starts == IMMEDIATE_RESTARTS + 1
     with urllib.request.urlopen(broker.metrics_url, timeout=CLIENT_DEADLINE_S) as response:
         assert response.status == 200, "metrics are served on the same port after the restarts"
+    check_log(client.consume(topic), sent, acked=acked)
+
+
+def test_a_second_process_on_a_running_broker_s_data_directory_is_refused(broker):
+    """A second `ferrite serve` on the same data directory (another port, an operator's slip or
+    a supervisor starting a new process before the old one has gone) would write the same
+    files: it is refused at once, and so is `ferrite repair-log` on one of the running broker's
+    partitions; the running broker serves on as before."""
+    client = Confluent(broker.bootstrap)
+    topic = created_topic(client, "locked", PARTITIONS)
+    sent = messages(100, key_count=10, label="locked")
+    acked = client.produce(topic, sent, acks="all")
+    second = subprocess.run(
+        [FERRITE_BIN, "serve", "--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0", "--data-dir", str(broker.data_dir)],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=CLIENT_DEADLINE_S * 2,
+    )
+    assert second.returncode == 2, f"a second broker on the directory: exit {second.returncode}\n{second.stderr}"
+    assert "is in use by another process" in second.stderr, second.stderr
+    repair = subprocess.run(
+        [FERRITE_BIN, "repair-log", str(broker.data_dir / f"{topic}-0")],
+        capture_output=True,
+        text=True,
+        timeout=CLIENT_DEADLINE_S * 2,
+    )
+    assert repair.returncode == 1 and "stop the broker first" in repair.stderr, repair.stderr
     check_log(client.consume(topic), sent, acked=acked)

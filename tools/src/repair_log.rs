@@ -9,10 +9,11 @@
 //! the work (`engine::log::repair`), finding the damage as the broker does; the broker must be
 //! stopped, since both would change the same files.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::rc::Rc;
 
+use engine::data_dir_lock::DataDirLock;
 use engine::{LogConfig, SystemClock};
 
 #[derive(clap::Args)]
@@ -26,8 +27,8 @@ pub struct Arguments {
 const BATCH_BYTES_MAX: usize = 1 << 30;
 
 /// Exit codes: 0 the log has no damage left (the dropped ranges are listed); 1 the repair
-/// failed (the log is as it was, or each segment either repaired or untouched: run it again);
-/// 2 the path is not a partition directory.
+/// failed (the log is as it was, or each segment either repaired or untouched: run it again),
+/// or a broker runs on the data directory; 2 the path is not a partition directory.
 pub fn run(arguments: &Arguments) -> ExitCode {
     if !arguments.path.is_dir() {
         eprintln!(
@@ -36,6 +37,16 @@ pub fn run(arguments: &Arguments) -> ExitCode {
         );
         return ExitCode::from(2);
     }
+    // The broker holds its data directory's lock while it runs (and this command holds it
+    // while it repairs, so no broker starts on the files meanwhile).
+    let data_dir = arguments.path.parent().unwrap_or(Path::new("."));
+    let _data_dir_lock = match DataDirLock::take(data_dir) {
+        Ok(lock) => lock,
+        Err(error) => {
+            eprintln!("ferrite repair-log: {error}; stop the broker first");
+            return ExitCode::from(1);
+        }
+    };
     let path = arguments.path.clone();
     let config = LogConfig {
         batch_bytes_max: BATCH_BYTES_MAX,

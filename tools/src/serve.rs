@@ -17,6 +17,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use engine::catalog::{Catalog, OFFSETS_TOPIC};
+use engine::data_dir_lock::DataDirLock;
 use engine::resources::{ResourceLimits, OPEN_FILES_MIN};
 use engine::shard::listen::{retry_while_in_use, ListenReservation, IN_USE_WAIT};
 use engine::shard::{prepare_offsets_topic, GroupsConfig, Runtime, RuntimeConfig, TopicLogConfig};
@@ -609,6 +610,14 @@ pub fn run(arguments: Arguments) -> ExitCode {
         );
         return ExitCode::from(2);
     }
+    // Held until the process ends: a second broker on the same directory would destroy both.
+    let _data_dir_lock = match DataDirLock::take(&settings.data_dir) {
+        Ok(lock) => lock,
+        Err(error) => {
+            eprintln!("ferrite serve: {error}");
+            return ExitCode::from(2);
+        }
+    };
     // Every shard binds with SO_REUSEPORT; reserve the address first, so that a taken port is
     // a clear start-up error rather than a shard failing later, and port 0 (tests use it)
     // becomes one free port that stays ours until every shard has bound it.
