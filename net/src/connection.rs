@@ -1,7 +1,9 @@
 //! One client connection, pipelined: a reader decodes requests and starts each in arrival
 //! order (so a connection's appends keep their order), then queues the rest of its handling;
 //! a writer awaits the queued replies strictly in request order (Kafka clients rely on it) and
-//! writes them, splicing file ranges straight from the segment files. The queue is bounded in
+//! writes them, splicing file ranges straight from the segment files; the replies that are
+//! ready together (a commit answers many pipelined produce requests at once) go out in one
+//! gathered `sendmsg`. The queue is bounded in
 //! requests and in bytes, so a client that sends faster than it reads answers stops being read.
 //!
 //! Bad input ends this connection only, with a log line saying why (rate-limited: any client
@@ -19,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use futures::future::{select, Either};
-use futures::{AsyncRead, AsyncReadExt, AsyncWrite};
+use futures::{AsyncRead, AsyncReadExt, AsyncWrite, FutureExt};
 use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
 use glommio::net::TcpStream;
 use glommio::sync::{Semaphore, StaticPermit};
@@ -218,6 +220,10 @@ async fn read_requests<R: AsyncRead + Unpin>(
     }
 }
 
+/// Memory bytes of replies gathered into one `sendmsg` at most: beyond it the writer sends what
+/// it has before taking the next ready reply. A reply larger than this still goes out whole.
+const COALESCED_REPLY_BYTES_MAX: usize = 1 << 20;
+
 async fn write_replies<W: AsyncWrite + Unpin>(
     queued: LocalReceiver<Started>,
     mut writer: W,
@@ -229,37 +235,85 @@ async fn write_replies<W: AsyncWrite + Unpin>(
         socket_fd,
         splicer: None,
         memory: Vec::new(),
+        memory_bytes: 0,
         io_vectors: Vec::new(),
     };
-    while let Some((started, _permit)) = queued.recv().await {
-        let reply = match started.await {
-            Some(Ok(reply)) => reply,
-            Some(Err(reason)) => return ConnectionEnd::BadInput(reason),
-            // The task was cancelled: only at executor teardown.
-            None => return ConnectionEnd::Closed,
+    // The permits of replies queued but not yet sent: their bytes count against the
+    // connection's budget until they are on the socket.
+    let mut permits = Vec::with_capacity(1);
+    // A request taken from the queue whose reply was not ready yet: the next to await.
+    let mut next: Option<Started> = None;
+    loop {
+        let started = match next.take() {
+            Some(started) => started,
+            None => match queued.recv().await {
+                Some(started) => started,
+                None => return ConnectionEnd::Closed,
+            },
         };
-        if let Err(error) = sending.send(&mut writer, reply, &broker).await {
+        let (mut handle, permit) = started;
+        let mut reply = (&mut handle).await;
+        permits.push(permit);
+        // Every reply that is ready now goes out with this one, in one `sendmsg`: one durable
+        // commit answers many pipelined requests at once (a produce request per partition
+        // batch, as librdkafka sends them), and a system call and a client wake-up per reply
+        // cost more than the reply.
+        loop {
+            match reply {
+                Some(Ok(reply)) => {
+                    if let Err(error) = sending.queue(&mut writer, reply, &broker).await {
+                        return ConnectionEnd::Io(error);
+                    }
+                }
+                Some(Err(reason)) => return ConnectionEnd::BadInput(reason),
+                // The task was cancelled: only at executor teardown.
+                None => return ConnectionEnd::Closed,
+            }
+            if sending.memory_bytes >= COALESCED_REPLY_BYTES_MAX {
+                break;
+            }
+            // Polled once, not awaited: a reply that is not ready waits for the next round.
+            let Some(Some((mut handle, permit))) = queued.recv().now_or_never() else {
+                break;
+            };
+            match (&mut handle).now_or_never() {
+                Some(ready) => {
+                    reply = ready;
+                    permits.push(permit);
+                }
+                None => {
+                    next = Some((handle, permit));
+                    break;
+                }
+            }
+        }
+        if let Err(error) = sending.send_memory(&mut writer, &broker).await {
             return ConnectionEnd::Io(error);
         }
+        permits.clear();
         activity.set(Instant::now());
     }
-    ConnectionEnd::Closed
 }
 
-/// How a connection's writer sends a reply: each run of memory parts in one gathered call
-/// (`send_gathered`), each file range spliced from its segment file (`send_file`).
+/// How a connection's writer sends replies: each run of memory parts (of one reply or of
+/// several ready together) in one gathered call (`send_gathered`), each file range spliced
+/// from its segment file (`send_file`).
 struct Sending {
     socket_fd: RawFd,
     /// Made on the first file range the connection sends.
     splicer: Option<Splicer>,
     /// The run of memory parts not yet sent.
     memory: Vec<Bytes>,
+    /// Their bytes.
+    memory_bytes: usize,
     /// Scratch space of the gathered sends.
     io_vectors: Vec<libc::iovec>,
 }
 
 impl Sending {
-    async fn send<W: AsyncWrite + Unpin>(
+    /// Sends `reply`'s file ranges (and the memory parts before each) and keeps its trailing
+    /// memory parts for the next [`Sending::send_memory`].
+    async fn queue<W: AsyncWrite + Unpin>(
         &mut self,
         writer: &mut W,
         reply: Reply,
@@ -267,7 +321,10 @@ impl Sending {
     ) -> std::io::Result<()> {
         for part in reply {
             match part {
-                ResponsePart::Memory(bytes) => self.memory.push(bytes),
+                ResponsePart::Memory(bytes) => {
+                    self.memory_bytes += bytes.len();
+                    self.memory.push(bytes);
+                }
                 ResponsePart::File {
                     file,
                     position,
@@ -285,7 +342,7 @@ impl Sending {
                 }
             }
         }
-        self.send_memory(writer, broker).await
+        Ok(())
     }
 
     async fn send_memory<W: AsyncWrite + Unpin>(
@@ -296,10 +353,10 @@ impl Sending {
         if self.memory.is_empty() {
             return Ok(());
         }
-        let bytes: usize = self.memory.iter().map(Bytes::len).sum();
-        broker.metrics.bytes_sent(bytes as u64, false);
+        broker.metrics.bytes_sent(self.memory_bytes as u64, false);
         let sent = send_all(self.socket_fd, writer, &self.memory, &mut self.io_vectors).await;
         self.memory.clear();
+        self.memory_bytes = 0;
         sent
     }
 }

@@ -258,6 +258,20 @@ impl ShardContext {
                 durability,
             };
             let answer = self.forward(owner, request).await;
+            if let [position] = positions[..] {
+                // One batch (librdkafka sends a produce request per partition batch): its wait
+                // is the answer itself, without sharing it.
+                pending[position] = Some(Box::pin(async move {
+                    match answer.await {
+                        ShardResponse::Appended(mut results) => {
+                            assert_eq!(results.len(), 1, "one result per append");
+                            results.pop().expect("checked: one result")
+                        }
+                        other => unreachable!("an append is answered with {other:?}"),
+                    }
+                }));
+                continue;
+            }
             // One answer for the shard's batches, which each batch's wait takes its part of.
             let answers = async move {
                 match answer.await {
