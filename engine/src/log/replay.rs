@@ -108,7 +108,8 @@ pub async fn replay_journals(
                 }
             })
         });
-        let mut replayed = futures::stream::iter(replays).buffer_unordered(PARTITIONS_REPLAYING_MAX);
+        let mut replayed =
+            futures::stream::iter(replays).buffer_unordered(PARTITIONS_REPLAYING_MAX);
         while let Some(outcome) = replayed.next().await {
             let (appended, present, gap) = outcome?;
             report.partitions += 1;
