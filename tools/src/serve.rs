@@ -766,8 +766,23 @@ pub fn run(arguments: Arguments) -> ExitCode {
         },
         None => None,
     };
-    let cluster_start = membership.map(|membership| ClusterStart {
+    let votes = match membership
+        .as_ref()
+        .map(|_| ferrite_replication::votes::RecoveredVotes::recover(&settings.data_dir))
+        .transpose()
+    {
+        Ok(votes) => votes,
+        Err(error) => {
+            eprintln!(
+                "ferrite serve: cannot recover the Raft vote logs in {}: {error}",
+                settings.data_dir.display()
+            );
+            return ExitCode::from(2);
+        }
+    };
+    let cluster_start = membership.zip(votes).map(|(membership, votes)| ClusterStart {
         membership,
+        votes,
         catalog: setup.catalog.clone(),
         data_dir: settings.data_dir.clone(),
         kafka_host: setup.broker.advertised_host.clone(),
