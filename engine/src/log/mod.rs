@@ -730,16 +730,18 @@ impl Shared {
 
     /// Replaces the file `name` with `bytes` atomically and durably: written to a temporary
     /// file, synced, renamed over it, directory synced. A crash leaves the old or the new.
+    /// Through io_uring, never blocking the shard: when a broker dies, every partition it led
+    /// gets a new leader epoch on each survivor at once, and a thousand epoch files written
+    /// and synced one after another with blocking calls stalled the shard for seconds (its
+    /// Metadata answers, its followers' fetches and its leaders' quorum checks with it, so
+    /// leaders stepped down and the elections churned; issue 16).
     async fn replace_file(
         &self,
         name: &str,
         bytes: &[u8],
         operation: &'static str,
     ) -> Result<(), LogError> {
-        self.before_change().await?;
-        write_synced_then_rename(&self.dir, name, bytes)
-            .map_err(|error| LogError::io(operation, error))?;
-        self.sync_directory().await
+        self.replace_files(&[(name, bytes)], operation).await
     }
 
     /// [`Shared::replace_file`] for several files at once, as a close writes them: their
