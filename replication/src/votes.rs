@@ -194,6 +194,11 @@ impl RecoveredVotes {
         }))
     }
 
+    /// The newest vote recorded for the partition whose directory is named `key`.
+    pub fn vote(&self, key: &str) -> Option<Vote> {
+        self.votes.get(key).copied()
+    }
+
     /// The data directory whose partitions the votes are of.
     pub fn data_dir(&self) -> &Path {
         &self.data_dir

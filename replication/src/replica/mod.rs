@@ -4,7 +4,7 @@
 //! Everything happens on the shard that owns the partition. Inputs are logical ticks
 //! ([`PartitionReplica::tick`]), peers' messages ([`PartitionReplica::receive`]) and producers'
 //! batches ([`PartitionReplica::produce`]); the core's [`Effects`] are carried out in the order
-//! it asks: the term and vote are made durable (synchronously: elections are rare) before any
+//! it asks: the term and vote are made durable (in the shard's vote log, `votes`) before any
 //! message leaves; log writes go to one writer task that applies them in order; messages go
 //! to the [`Outbox`]; the commit index becomes the log's high-water mark, which is what
 //! consumers read up to and what acks=all waits for.

@@ -8,10 +8,11 @@
 //! rewrites the file before anything is appended there.
 //!
 //! A running replica writes it without blocking its shard ([`StateFile::write_async`]: the
-//! syncs go through io_uring): when a broker dies, the groups it led elect new leaders at
-//! once, each vote and term a file to replace, and a shard that synced a thousand of them one
-//! after another would stall for seconds (its peers' connections timing out meanwhile), while
-//! a thousand syncs in flight together cost a few disk round trips.
+//! syncs go through io_uring). A replica its shard runs records new terms and votes in the
+//! shard's vote log instead (`crate::votes`: one sync for all the shard's votes of a moment,
+//! where a thousand elections after a broker's death cost two thousand syncs here), so this
+//! file's term and vote are then a lower bound, and it is written for voter sets and vote
+//! floors (and by replicas run alone, such as the controller's).
 
 use std::path::{Path, PathBuf};
 
