@@ -963,22 +963,21 @@ impl ShardReplication {
             slot,
         });
         let clock = self.timers.clock.clone();
-        let replica =
-            match PartitionReplica::open_scheduled(
-                config,
-                dir,
-                log,
-                outbox,
-                clock,
-                schedule,
-                self.votes.clone(),
-            ) {
-                Ok(replica) => replica,
-                Err(error) => {
-                    self.replicas.borrow_mut().release(slot);
-                    return Err(error);
-                }
-            };
+        let replica = match PartitionReplica::open_scheduled(
+            config,
+            dir,
+            log,
+            outbox,
+            clock,
+            schedule,
+            self.votes.clone(),
+        ) {
+            Ok(replica) => replica,
+            Err(error) => {
+                self.replicas.borrow_mut().release(slot);
+                return Err(error);
+            }
+        };
         self.context
             .register_replicated(partition.clone(), Rc::new(replica.clone()));
         self.replicas

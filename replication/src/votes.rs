@@ -230,10 +230,7 @@ pub struct VoteLog {
 impl VoteLog {
     /// Starts shard `shard_id`'s file, empty (what an earlier run left was merged by
     /// [`RecoveredVotes::recover`]). Blocks on creating it: for the shard's start.
-    pub fn create(
-        recovered: Arc<RecoveredVotes>,
-        shard_id: usize,
-    ) -> std::io::Result<Rc<VoteLog>> {
+    pub fn create(recovered: Arc<RecoveredVotes>, shard_id: usize) -> std::io::Result<Rc<VoteLog>> {
         let name = format!("shard-{shard_id}");
         engine::log::replace_file_durably(&recovered.dir, &name, &[])?;
         Ok(Rc::new(VoteLog {
@@ -426,7 +423,8 @@ impl VoteLog {
 
 /// The key of a replica whose directory is `dir` (see [`VoteLog::serves`]).
 pub fn key_of(dir: &Path) -> Option<Rc<str>> {
-    dir.file_name().map(|name| Rc::from(name.to_string_lossy().as_ref()))
+    dir.file_name()
+        .map(|name| Rc::from(name.to_string_lossy().as_ref()))
 }
 
 #[cfg(test)]
@@ -515,7 +513,11 @@ mod tests {
         std::fs::write(&shard_file, bytes).expect("torn");
 
         let recovered = RecoveredVotes::recover(data.path()).expect("recovered");
-        let mut votes: Vec<_> = recovered.votes.iter().map(|(k, v)| (k.clone(), *v)).collect();
+        let mut votes: Vec<_> = recovered
+            .votes
+            .iter()
+            .map(|(k, v)| (k.clone(), *v))
+            .collect();
         votes.sort_by(|a, b| a.0.cmp(&b.0));
         assert_eq!(
             votes,

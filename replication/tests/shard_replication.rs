@@ -255,7 +255,9 @@ fn partitions_replicate_across_brokers_and_shards_and_fail_over() {
 
 /// The term in a replica's `raft-state.json`.
 fn state_file_term(dir: &std::path::Path, number: u32) -> u64 {
-    let path = dir.join(partition(number).directory_name()).join("raft-state.json");
+    let path = dir
+        .join(partition(number).directory_name())
+        .join("raft-state.json");
     let state: serde_json::Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
     state["term"].as_u64().unwrap()
 }
@@ -293,9 +295,16 @@ fn a_failovers_terms_and_votes_are_in_the_vote_logs_when_the_brokers_stop() {
         );
         let votes = RecoveredVotes::recover(dir).unwrap();
         let vote = votes.vote(&partition(0).directory_name()).unwrap();
-        assert!(vote.term >= term, "broker {id}: {vote:?} is older than term {term}");
+        assert!(
+            vote.term >= term,
+            "broker {id}: {vote:?} is older than term {term}"
+        );
         if vote.term == term {
-            assert_eq!(vote.voted_for, Some(leader), "broker {id} voted for the leader");
+            assert_eq!(
+                vote.voted_for,
+                Some(leader),
+                "broker {id} voted for the leader"
+            );
         }
     }
 }

@@ -961,7 +961,11 @@ impl PartitionReplica {
     /// The term or vote changed: recorded in the shard's vote log (one sync for every vote of
     /// the shard meanwhile), or in the state file if the replica has none or it failed.
     fn record_vote(&self, vote: Vote) {
-        let Some((votes, key)) = self.inner.votes.as_ref().filter(|(votes, _)| !votes.failed())
+        let Some((votes, key)) = self
+            .inner
+            .votes
+            .as_ref()
+            .filter(|(votes, _)| !votes.failed())
         else {
             return self.write_state();
         };
