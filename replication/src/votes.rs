@@ -167,9 +167,13 @@ impl RecoveredVotes {
             let path = dir.join(&name);
             if name.ends_with(".tmp") {
                 // A compaction or a merge a crash interrupted: the file it was to replace
-                // still holds everything.
-                merged_files.push(path);
-                continue;
+                // still holds everything. Gone before the merge writes its own.
+                match std::fs::remove_file(&path) {
+                    Err(error) if error.kind() != std::io::ErrorKind::NotFound => {
+                        return Err(error)
+                    }
+                    _ => continue,
+                }
             }
             let bytes = std::fs::read(&path)?;
             decode_records(&bytes, |key, vote| merge(&mut votes, key, vote));
@@ -404,11 +408,9 @@ impl VoteLog {
             (bytes, partitions)
         };
         let old = self.state.borrow_mut().file.take();
-        if let Some(old) = old {
-            // Another clone may be in no write: this task is the file's only writer.
-            if let Ok(file) = Rc::try_unwrap(old) {
-                file.close().await.map_err(|error| self.error(error))?;
-            }
+        // This task is the file's only writer, so no write holds a clone of it now.
+        if let Some(file) = old.and_then(|old| Rc::try_unwrap(old).ok()) {
+            file.close().await.map_err(|error| self.error(error))?;
         }
         let length = bytes.len() as u64;
         crate::replica::replace_file_durably_async(&self.recovered.dir, &self.name, bytes)
@@ -504,7 +506,9 @@ mod tests {
             })
             .expect("an executor");
         executor.join().expect("the executor ran");
-        // A crash in the middle of the next write: a torn record at the end.
+        // A crash in the middle of the next write: a torn record at the end (and a merge's
+        // temporary file left by an earlier crash).
+        std::fs::write(dir.join("base.tmp"), b"partial").expect("a leftover");
         let shard_file = dir.join("shard-1");
         let mut torn = Vec::new();
         encode_record(&mut torn, "t-2", &vote(9, Some(1)));
