@@ -13,7 +13,8 @@ each, pinned round-robin to the CPUs), replication factor 3, acks=all, 1 KiB mes
      broker's CPU (user + system, from /proc/PID/stat) over --idle-s, then the broker leading
      the most killed with SIGKILL and the time until every surviving broker's Metadata names a
      live leader for every partition, and until an acks=all produce was acknowledged on every
-     partition (one message per partition, sent right after the kill, retried by librdkafka).
+     partition (one message per partition, sent right after the kill, retried by librdkafka),
+     with the times at which 50, 90 and 99 % of the partitions got there (where the time goes).
 
 --runs picks which (default: peak,fixed,failover; add idle). --ferrite and --bench pick the
 binaries (e.g. a baseline build to compare with); --kafka-port-base and --rpc-port-base put
