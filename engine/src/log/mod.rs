@@ -744,6 +744,24 @@ impl Shared {
         self.replace_files(&[(name, bytes)], operation).await
     }
 
+    /// [`Shared::replace_file`] with the file written, synced and renamed by blocking calls,
+    /// in the turn that asks (only the directory sync is awaited): for the recovery point,
+    /// moved right after a sync whose appends were just woken, so that it is on disk before
+    /// any of them runs (a crash after an acknowledgement then finds its checkpoint, which
+    /// `tests/damage.rs` relies on). Written at most once per `recovery_point_interval_ms`,
+    /// never for each of a failover's thousand new epochs.
+    async fn replace_file_in_this_turn(
+        &self,
+        name: &str,
+        bytes: &[u8],
+        operation: &'static str,
+    ) -> Result<(), LogError> {
+        self.before_change().await?;
+        write_synced_then_rename(&self.dir, name, bytes)
+            .map_err(|error| LogError::io(operation, error))?;
+        self.sync_directory().await
+    }
+
     /// [`Shared::replace_file`] for several files at once, as a close writes them: their
     /// temporaries written and synced through io_uring (so the syncs of many logs closing
     /// together overlap instead of blocking the shard one after the other), renamed, then one
@@ -785,7 +803,7 @@ impl Shared {
 
     /// Records `offset` as the recovery point (every offset below it is durable).
     async fn persist_recovery_point(&self, offset: u64) -> Result<(), LogError> {
-        self.replace_file(
+        self.replace_file_in_this_turn(
             RECOVERY_POINT_FILE,
             offset.to_string().as_bytes(),
             "recording the recovery point",
