@@ -13,7 +13,8 @@ each, pinned round-robin to the CPUs), replication factor 3, acks=all, 1 KiB mes
      broker's CPU (user + system, from /proc/PID/stat) over --idle-s, then the broker leading
      the most killed with SIGKILL and the time until every surviving broker's Metadata names a
      live leader for every partition, and until an acks=all produce was acknowledged on every
-     partition (one message per partition, sent right after the kill, retried by librdkafka).
+     partition (one message per partition, sent right after the kill, retried by librdkafka),
+     with the times at which 50, 90 and 99 % of the partitions got there (where the time goes).
 
 --runs picks which (default: peak,fixed,failover; add idle). --ferrite and --bench pick the
 binaries (e.g. a baseline build to compare with); --kafka-port-base and --rpc-port-base put
@@ -298,19 +299,34 @@ def idle_then_kill(cluster, partitions, idle_s):
     for partition in range(partitions):
         producer.produce(topic, b"x" * 1024, partition=partition, on_delivery=delivered)
     moved_ms = None
+    # When the slowest survivor's Metadata first named a live leader for a share of the
+    # partitions, and when that share of them was acknowledged: where the time goes.
+    shares = (0.5, 0.9, 0.99)
+    live_at, acked_at = {}, {}
+
+    def note(reached, count):
+        for share in shares:
+            if share not in reached and count >= share * partitions:
+                reached[share] = round((time.monotonic() - killed_at) * 1000)
+
     deadline = killed_at + 60
     while time.monotonic() < deadline and (moved_ms is None or len(acked) < partitions):
         producer.poll(0.01)
-        if moved_ms is None and all(
-                live_leaders(admins[i], topic, partitions, survivors) == partitions
-                for i in survivors):
-            moved_ms = (time.monotonic() - killed_at) * 1000
+        with lock:
+            note(acked_at, len(acked))
+        if moved_ms is None:
+            live = min(live_leaders(admins[i], topic, partitions, survivors) for i in survivors)
+            note(live_at, live)
+            if live == partitions:
+                moved_ms = (time.monotonic() - killed_at) * 1000
     producer.flush(10)
     acked_ms = (max(acked.values()) - killed_at) * 1000 if len(acked) == partitions else None
     print(json.dumps({"run": "kill-one", "partitions": partitions, "victim": victim,
                       "leaderships_moved": led[victim],
                       "metadata_all_live_ms": moved_ms and round(moved_ms),
                       "acked_every_partition_ms": acked_ms and round(acked_ms),
+                      "metadata_live_share_ms": {str(k): v for k, v in live_at.items()},
+                      "acked_share_ms": {str(k): v for k, v in acked_at.items()},
                       "acked": len(acked), "load": os.getloadavg()}), flush=True)
     cluster.start(victim)
     cluster.wait_listed(3)

@@ -45,6 +45,7 @@ mod random;
 pub mod replica;
 pub mod shard;
 pub mod transport;
+pub mod votes;
 mod wheel;
 
 pub use log::{EpochRun, LogSummary};

@@ -578,7 +578,7 @@ impl RaftNode {
     /// Observers (no rank) draw from the whole window.
     ///
     /// After campaigns that ended without a leader the timeout doubles per failed campaign
-    /// (as KRaft's election backoff): a vote is only counted once the voter's state file holds
+    /// (as KRaft's election backoff): a vote is only counted once the voter's vote log holds
     /// it, and when a dead broker's thousand groups elect at once those writes can take longer
     /// than a timeout; without the backoff every candidate gave up before its votes arrived,
     /// campaigned again with a new term to write, and the groups churned through terms

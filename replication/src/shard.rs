@@ -46,6 +46,7 @@ use crate::replica::{
     report_term_limit, Outbox, PartitionReplica, ReplicaConfig, ReplicaError, Schedule,
 };
 use crate::transport::{Received, Transport, TransportConfig, TransportError};
+use crate::votes::{RecoveredVotes, VoteLog};
 use crate::wheel::TimerWheel;
 
 /// A Raft message of one partition's group, as it travels between brokers: its topic is the
@@ -287,6 +288,10 @@ pub struct ReplicationConfig {
     /// How often a partition leader checks whether to hand leadership back to the preferred
     /// replica; 0: never.
     pub preferred_leader_check_ticks: u64,
+    /// The votes earlier runs recorded in the data directory's vote logs: with them, each
+    /// shard keeps its replicas' terms and votes in a vote log of its own (see `votes`);
+    /// without, in each replica's `raft-state.json`.
+    pub votes: Option<Arc<RecoveredVotes>>,
 }
 
 impl ReplicationConfig {
@@ -312,6 +317,7 @@ impl ReplicationConfig {
             fetch_bytes_max: 1 << 20,
             // Kafka's leader.imbalance.check.interval.seconds: 300.
             preferred_leader_check_ticks: 30_000,
+            votes: None,
         }
     }
 }
@@ -331,6 +337,8 @@ pub struct ShardReplication {
     /// The slots of the replicas a reassignment moves (their completion is reported).
     moving: RefCell<BTreeSet<u32>>,
     leaders: Arc<LeaderTable>,
+    /// Where the shard's replicas record their terms and votes, if not in their state files.
+    votes: Option<Rc<VoteLog>>,
     /// The broker's controller, on the shard that runs it.
     controller: RefCell<Option<Controller>>,
     /// The partitions whose completed move is being reported to the controller.
@@ -488,8 +496,20 @@ impl ShardReplication {
                 }
             }
         })?);
+        let votes = config.votes.clone().and_then(|recovered| {
+            VoteLog::create(recovered, context.shard_id())
+                .map_err(|error| {
+                    eprintln!(
+                        "ferrite: cannot start shard {}'s vote log ({error}); its replicas \
+                         record their votes in their raft-state.json",
+                        context.shard_id()
+                    )
+                })
+                .ok()
+        });
         let replication = Rc::new(ShardReplication {
             context: context.clone(),
+            votes,
             config,
             coalescer: Coalescer::new(transport.clone()),
             transport,
@@ -943,14 +963,21 @@ impl ShardReplication {
             slot,
         });
         let clock = self.timers.clock.clone();
-        let replica =
-            match PartitionReplica::open_scheduled(config, dir, log, outbox, clock, schedule) {
-                Ok(replica) => replica,
-                Err(error) => {
-                    self.replicas.borrow_mut().release(slot);
-                    return Err(error);
-                }
-            };
+        let replica = match PartitionReplica::open_scheduled(
+            config,
+            dir,
+            log,
+            outbox,
+            clock,
+            schedule,
+            self.votes.clone(),
+        ) {
+            Ok(replica) => replica,
+            Err(error) => {
+                self.replicas.borrow_mut().release(slot);
+                return Err(error);
+            }
+        };
         self.context
             .register_replicated(partition.clone(), Rc::new(replica.clone()));
         self.replicas

@@ -18,6 +18,7 @@ use engine::batch::{self, build, BatchError};
 use engine::shard::listen::ListenReservation;
 use engine::shard::{Durability, GroupsConfig, PartitionId};
 use engine::LogError;
+use ferrite_replication::votes::RecoveredVotes;
 use ferrite_replication::NodeId;
 use support::shard_broker::ShardBroker;
 use support::{loopback_peers, wait_until, DEADLINE};
@@ -249,6 +250,62 @@ fn partitions_replicate_across_brokers_and_shards_and_fail_over() {
     }
     for broker in brokers.into_values() {
         broker.stop();
+    }
+}
+
+/// The term in a replica's `raft-state.json`.
+fn state_file_term(dir: &std::path::Path, number: u32) -> u64 {
+    let path = dir
+        .join(partition(number).directory_name())
+        .join("raft-state.json");
+    let state: serde_json::Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+    state["term"].as_u64().unwrap()
+}
+
+/// A failover's terms and votes go to the shards' vote logs (one sync covers every vote of a
+/// moment), not to each partition's `raft-state.json` (two syncs and a rename each, which made
+/// a thousand elections after a broker's death take many seconds), and what the brokers left
+/// in them when they stopped (nothing is written at a stop: as after a kill -9) is what the
+/// next start reads: every survivor's vote in the new leader's term.
+#[test]
+fn a_failovers_terms_and_votes_are_in_the_vote_logs_when_the_brokers_stop() {
+    let (cluster, mut brokers) = Cluster::new();
+    let mut leaders = BTreeMap::new();
+    for number in 0..PARTITIONS {
+        leaders.insert(number, produce_to_leader(&brokers, number, "before"));
+    }
+    let stopped = leaders[&0];
+    brokers.remove(&stopped).unwrap().stop();
+    for number in 0..PARTITIONS {
+        leaders.insert(number, produce_to_leader(&brokers, number, "after"));
+    }
+    let leader = leaders[&0];
+    let (_, term) = wait_until("the new leader's term known", || {
+        brokers[&leader].leaders.leader(&partition(0))
+    });
+    let survivors: Vec<NodeId> = brokers.keys().copied().collect();
+    for broker in brokers.into_values() {
+        broker.stop();
+    }
+    for id in survivors {
+        let dir = cluster.dirs[&id].path();
+        assert!(
+            state_file_term(dir, 0) < term,
+            "broker {id}: the election of term {term} rewrote raft-state.json"
+        );
+        let votes = RecoveredVotes::recover(dir).unwrap();
+        let vote = votes.vote(&partition(0).directory_name()).unwrap();
+        assert!(
+            vote.term >= term,
+            "broker {id}: {vote:?} is older than term {term}"
+        );
+        if vote.term == term {
+            assert_eq!(
+                vote.voted_for,
+                Some(leader),
+                "broker {id} voted for the leader"
+            );
+        }
     }
 }
 

@@ -694,6 +694,9 @@ pub struct ClusterStart {
     pub membership: Arc<Membership>,
     pub catalog: Arc<Catalog>,
     pub data_dir: std::path::PathBuf,
+    /// The Raft votes earlier runs recorded (each shard keeps its replicas' votes in a vote
+    /// log of its own).
+    pub votes: Arc<ferrite_replication::votes::RecoveredVotes>,
     /// Where clients reach this broker, as it registers.
     pub kafka_host: String,
     pub kafka_port: u16,
@@ -719,6 +722,7 @@ pub async fn start_shard(
         settings.rpc_listen,
         settings.peers.clone(),
     );
+    config.votes = Some(start.votes.clone());
     config.preferred_leader_check_ticks = settings
         .leader_imbalance_check_interval
         .map_or(0, |interval| {

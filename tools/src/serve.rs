@@ -775,17 +775,34 @@ pub fn run(arguments: Arguments) -> ExitCode {
         },
         None => None,
     };
-    let cluster_start = membership.map(|membership| ClusterStart {
-        membership,
-        catalog: setup.catalog.clone(),
-        data_dir: settings.data_dir.clone(),
-        kafka_host: setup.broker.advertised_host.clone(),
-        kafka_port: u16::try_from(setup.broker.advertised_port).unwrap_or(0),
-        shard_count: cores as u32,
-        incarnation: incarnation(),
-        broker_log_config: settings.log.clone(),
-        metrics: setup.metrics.clone(),
-    });
+    let votes = match membership
+        .as_ref()
+        .map(|_| ferrite_replication::votes::RecoveredVotes::recover(&settings.data_dir))
+        .transpose()
+    {
+        Ok(votes) => votes,
+        Err(error) => {
+            eprintln!(
+                "ferrite serve: cannot recover the Raft vote logs in {}: {error}",
+                settings.data_dir.display()
+            );
+            return ExitCode::from(2);
+        }
+    };
+    let cluster_start = membership
+        .zip(votes)
+        .map(|(membership, votes)| ClusterStart {
+            membership,
+            votes,
+            catalog: setup.catalog.clone(),
+            data_dir: settings.data_dir.clone(),
+            kafka_host: setup.broker.advertised_host.clone(),
+            kafka_port: u16::try_from(setup.broker.advertised_port).unwrap_or(0),
+            shard_count: cores as u32,
+            incarnation: incarnation(),
+            broker_log_config: settings.log.clone(),
+            metrics: setup.metrics.clone(),
+        });
     let runtime = match Runtime::start(config, move |context| {
         let bound = bound.clone();
         let setup = setup.clone();

@@ -730,7 +730,27 @@ impl Shared {
 
     /// Replaces the file `name` with `bytes` atomically and durably: written to a temporary
     /// file, synced, renamed over it, directory synced. A crash leaves the old or the new.
+    /// Through io_uring, never blocking the shard: when a broker dies, every partition it led
+    /// gets a new leader epoch on each survivor at once, and a thousand epoch files written
+    /// and synced one after another with blocking calls stalled the shard for seconds (its
+    /// Metadata answers, its followers' fetches and its leaders' quorum checks with it, so
+    /// leaders stepped down and the elections churned; issue 16).
     async fn replace_file(
+        &self,
+        name: &str,
+        bytes: &[u8],
+        operation: &'static str,
+    ) -> Result<(), LogError> {
+        self.replace_files(&[(name, bytes)], operation).await
+    }
+
+    /// [`Shared::replace_file`] with the file written, synced and renamed by blocking calls,
+    /// in the turn that asks (only the directory sync is awaited): for the recovery point,
+    /// moved right after a sync whose appends were just woken, so that it is on disk before
+    /// any of them runs (a crash after an acknowledgement then finds its checkpoint, which
+    /// `tests/damage.rs` relies on). Written at most once per `recovery_point_interval_ms`,
+    /// never for each of a failover's thousand new epochs.
+    async fn replace_file_in_this_turn(
         &self,
         name: &str,
         bytes: &[u8],
@@ -783,7 +803,7 @@ impl Shared {
 
     /// Records `offset` as the recovery point (every offset below it is durable).
     async fn persist_recovery_point(&self, offset: u64) -> Result<(), LogError> {
-        self.replace_file(
+        self.replace_file_in_this_turn(
             RECOVERY_POINT_FILE,
             offset.to_string().as_bytes(),
             "recording the recovery point",

@@ -4,7 +4,7 @@
 //! Everything happens on the shard that owns the partition. Inputs are logical ticks
 //! ([`PartitionReplica::tick`]), peers' messages ([`PartitionReplica::receive`]) and producers'
 //! batches ([`PartitionReplica::produce`]); the core's [`Effects`] are carried out in the order
-//! it asks: the term and vote are made durable (synchronously: elections are rare) before any
+//! it asks: the term and vote are made durable (in the shard's vote log, `votes`) before any
 //! message leaves; log writes go to one writer task that applies them in order; messages go
 //! to the [`Outbox`]; the commit index becomes the log's high-water mark, which is what
 //! consumers read up to and what acks=all waits for.
@@ -66,7 +66,10 @@ use crate::message::{
     TERM_MAX,
 };
 use crate::node::{PersistedState, RaftConfig, RaftNode, Refusal, RoleKind};
+use crate::votes::{Vote, VoteLog, VoteLogError};
 pub use entries::EntryError;
+pub(crate) use state_file::replace_file_durably_async;
+pub(crate) use state_file::STATE_FILE;
 use state_file::{ReplicaState, StateFile};
 
 /// Where a replica's messages go: the inter-broker transport, or a test's network. Sending
@@ -201,6 +204,9 @@ struct Inner {
     node: RefCell<RaftNode>,
     state: RefCell<ReplicaState>,
     state_file: StateFile,
+    /// The shard's vote log and this replica's name in it, if its term and vote go there
+    /// rather than to the state file (see `votes`).
+    votes: Option<(Rc<VoteLog>, Rc<str>)>,
     outbox: Rc<dyn Outbox>,
     /// The core's log writes, in order, for the writer.
     log_writes: RefCell<VecDeque<LogWrite>>,
@@ -227,6 +233,9 @@ struct Inner {
     /// effects after a change wait in `held` until it is durable.
     state_version_wanted: Cell<u64>,
     state_version_durable: Cell<u64>,
+    /// The same for terms and votes handed to the shard's vote log.
+    vote_version_wanted: Cell<u64>,
+    vote_version_durable: Cell<u64>,
     /// A task is writing the state file.
     state_writing: Cell<bool>,
     held: RefCell<VecDeque<Held>>,
@@ -267,12 +276,13 @@ impl PartitionReplica {
         outbox: Rc<dyn Outbox>,
     ) -> Result<PartitionReplica, ReplicaError> {
         let clock = Rc::new(Cell::new(0));
-        PartitionReplica::open_scheduled(config, dir, log, outbox, clock, Rc::new(Alone))
+        PartitionReplica::open_scheduled(config, dir, log, outbox, clock, Rc::new(Alone), None)
     }
 
     /// [`PartitionReplica::open`] for a replica run by its shard: `clock` is the shard's (it
     /// moves it), and the replica asks `schedule` to run it ([`PartitionReplica::run_due`])
-    /// when something is due.
+    /// when something is due. With `votes`, the shard's vote log, its terms and votes are
+    /// recorded there (if it serves `dir`).
     pub fn open_scheduled(
         config: ReplicaConfig,
         dir: PathBuf,
@@ -280,13 +290,29 @@ impl PartitionReplica {
         outbox: Rc<dyn Outbox>,
         clock: Rc<Cell<u64>>,
         schedule: Rc<dyn Schedule>,
+        votes: Option<Rc<VoteLog>>,
     ) -> Result<PartitionReplica, ReplicaError> {
         assert!(
             config.fetch_wait_ticks < config.fetch_timeout_ticks,
             "a held fetch is answered before its follower gives up on it"
         );
         let state_file = StateFile::new(&dir);
-        let saved = state_file.read()?;
+        let mut saved = state_file.read()?;
+        let votes = votes
+            .filter(|votes| votes.serves(&dir))
+            .and_then(|votes| crate::votes::key_of(&dir).map(|key| (votes, key)));
+        // The vote log holds a newer term or vote than the state file (which is only written
+        // for voter sets and vote floors). A replica without a state file is new here: any
+        // vote of its name is of a deleted partition of the same name.
+        if let (Some((votes, key)), Some(saved)) = (&votes, saved.as_mut()) {
+            if let Some(vote) = votes
+                .durable_vote(key)
+                .filter(|vote| vote.newer(&Vote::from(saved.hard_state())))
+            {
+                saved.term = vote.term;
+                saved.voted_for = vote.voted_for;
+            }
+        }
         if let Some(term) = saved
             .as_ref()
             .map(|saved| saved.term)
@@ -313,6 +339,7 @@ impl PartitionReplica {
                 node: RefCell::new(node),
                 state: RefCell::new(state),
                 state_file,
+                votes,
                 outbox,
                 log_writes: Default::default(),
                 proposals: Default::default(),
@@ -327,6 +354,8 @@ impl PartitionReplica {
                 leadership: Cell::new(leadership),
                 state_version_wanted: Cell::new(0),
                 state_version_durable: Cell::new(0),
+                vote_version_wanted: Cell::new(0),
+                vote_version_durable: Cell::new(0),
                 state_writing: Cell::new(false),
                 held: Default::default(),
                 changes: Waiters::default(),
@@ -488,6 +517,9 @@ impl PartitionReplica {
                 self.inner
                     .state_version_durable
                     .set(self.inner.state_version_wanted.get());
+                self.inner
+                    .vote_version_durable
+                    .set(self.inner.vote_version_wanted.get());
                 self.inner.resumed_at_tick.set(Some(now));
                 eprintln!(
                     "ferrite: replica in {}: rebuilt from the disk, it rejoins its group",
@@ -801,8 +833,8 @@ impl PartitionReplica {
     /// Carries out what the core asked, in its order. `parkable` is the fetch these effects
     /// answer, if any: held instead of answered when the answer would carry nothing new.
     ///
-    /// A new term or vote is written to the state file without blocking the shard (see
-    /// `state_file`); until it is durable, the log writes and messages of these effects and of
+    /// A new term or vote is recorded without blocking the shard (in the shard's vote log, see
+    /// `votes`, or the state file, see `state_file`); until it is durable, the log writes and messages of these effects and of
     /// every later one wait in `held`, in order (a vote must not be seen before it would
     /// survive a crash, nor an entry of a term the file does not have yet), and the writer
     /// numbers no producer's batch.
@@ -822,7 +854,7 @@ impl PartitionReplica {
             state.term = hard_state.term;
             state.voted_for = hard_state.voted_for;
             drop(state);
-            self.write_state();
+            self.record_vote(hard_state.into());
         }
         if !log_writes.is_empty() || !messages.is_empty() {
             if self.state_pending() {
@@ -923,6 +955,69 @@ impl PartitionReplica {
     /// Whether a change of the Raft state is not durable yet.
     fn state_pending(&self) -> bool {
         self.inner.state_version_durable.get() < self.inner.state_version_wanted.get()
+            || self.inner.vote_version_durable.get() < self.inner.vote_version_wanted.get()
+    }
+
+    /// The term or vote changed: recorded in the shard's vote log (one sync for every vote of
+    /// the shard meanwhile), or in the state file if the replica has none or it failed.
+    fn record_vote(&self, vote: Vote) {
+        let Some((votes, key)) = self
+            .inner
+            .votes
+            .as_ref()
+            .filter(|(votes, _)| !votes.failed())
+        else {
+            return self.write_state();
+        };
+        let version = self.inner.vote_version_wanted.get() + 1;
+        self.inner.vote_version_wanted.set(version);
+        let answer = votes.record(key, vote);
+        let generation = self.inner.generation.get();
+        let replica = self.clone();
+        glommio::spawn_local(async move {
+            let recorded = answer.await;
+            replica.vote_recorded(generation, version, recorded);
+        })
+        .detach();
+    }
+
+    /// The vote log's answer for vote `version`: the held effects go once nothing else is
+    /// pending; a vote that could not be recorded faults the replica.
+    fn vote_recorded(
+        &self,
+        generation: u64,
+        version: u64,
+        recorded: Result<Result<(), VoteLogError>, oneshot::Canceled>,
+    ) {
+        if self.inner.generation.get() != generation || self.inner.stopped.borrow().is_some() {
+            return;
+        }
+        match recorded {
+            Ok(Ok(())) => {
+                let durable = &self.inner.vote_version_durable;
+                durable.set(durable.get().max(version));
+                self.release_held();
+            }
+            Ok(Err(error)) => self.fail(&format!("cannot record the Raft vote: {error}")),
+            Err(oneshot::Canceled) => self.fail("the shard's vote log stopped"),
+        }
+    }
+
+    /// Lets the held effects go once the Raft state is durable.
+    fn release_held(&self) {
+        if !self.state_pending() {
+            let held: Vec<Held> = self.inner.held.borrow_mut().drain(..).collect();
+            for Held {
+                log_writes,
+                messages,
+                parkable,
+            } in held
+            {
+                self.dispatch(log_writes, messages, parkable);
+            }
+        }
+        self.inner.changes.wake_all();
+        self.reschedule();
     }
 
     /// Writes the state file until the latest state is durable, then lets the held effects
@@ -946,16 +1041,8 @@ impl PartitionReplica {
             }
         }
         self.inner.state_writing.set(false);
-        if self.inner.generation.get() == generation && !self.state_pending() {
-            let held: Vec<Held> = self.inner.held.borrow_mut().drain(..).collect();
-            for Held {
-                log_writes,
-                messages,
-                parkable,
-            } in held
-            {
-                self.dispatch(log_writes, messages, parkable);
-            }
+        if self.inner.generation.get() == generation {
+            return self.release_held();
         }
         self.inner.changes.wake_all();
         self.reschedule();

@@ -8,10 +8,11 @@
 //! rewrites the file before anything is appended there.
 //!
 //! A running replica writes it without blocking its shard ([`StateFile::write_async`]: the
-//! syncs go through io_uring): when a broker dies, the groups it led elect new leaders at
-//! once, each vote and term a file to replace, and a shard that synced a thousand of them one
-//! after another would stall for seconds (its peers' connections timing out meanwhile), while
-//! a thousand syncs in flight together cost a few disk round trips.
+//! syncs go through io_uring). A replica its shard runs records new terms and votes in the
+//! shard's vote log instead (`crate::votes`: one sync for all the shard's votes of a moment,
+//! where a thousand elections after a broker's death cost two thousand syncs here), so this
+//! file's term and vote are then a lower bound, and it is written for voter sets and vote
+//! floors (and by replicas run alone, such as the controller's).
 
 use std::path::{Path, PathBuf};
 
@@ -19,7 +20,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::message::{HardState, Index, NodeId, Term};
 
-const STATE_FILE: &str = "raft-state.json";
+pub(crate) const STATE_FILE: &str = "raft-state.json";
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct ReplicaState {
@@ -94,23 +95,34 @@ impl StateFile {
     /// over it, directory synced), without blocking the shard. One at a time per file.
     pub async fn write_async(&self, state: &ReplicaState) -> Result<(), std::io::Error> {
         let bytes = serde_json::to_vec(state).map_err(std::io::Error::other)?;
-        let temporary = self.dir.join(format!("{STATE_FILE}.tmp"));
-        let file = glommio::io::BufferedFile::create(&temporary).await?;
-        let written = async {
-            let length = bytes.len();
-            if file.write_at(bytes, 0).await? != length {
-                return Err(std::io::Error::other("a short write"));
-            }
-            file.fdatasync().await?;
-            Ok(())
-        }
-        .await;
-        file.close().await?;
-        written?;
-        glommio::io::rename(&temporary, self.dir.join(STATE_FILE)).await?;
-        let directory = glommio::io::Directory::open(&self.dir).await?;
-        let synced = directory.sync().await;
-        directory.close().await?;
-        Ok(synced?)
+        replace_file_durably_async(&self.dir, STATE_FILE, bytes).await
     }
+}
+
+/// `engine::log::replace_file_durably` through io_uring, without blocking the shard: `name` in
+/// `dir` replaced by `bytes` (a temporary file written and synced, renamed over it, the
+/// directory synced). One at a time per file (they share the temporary file).
+pub(crate) async fn replace_file_durably_async(
+    dir: &Path,
+    name: &str,
+    bytes: Vec<u8>,
+) -> Result<(), std::io::Error> {
+    let temporary = dir.join(format!("{name}.tmp"));
+    let file = glommio::io::BufferedFile::create(&temporary).await?;
+    let written = async {
+        let length = bytes.len();
+        if file.write_at(bytes, 0).await? != length {
+            return Err(std::io::Error::other("a short write"));
+        }
+        file.fdatasync().await?;
+        Ok(())
+    }
+    .await;
+    file.close().await?;
+    written?;
+    glommio::io::rename(&temporary, dir.join(name)).await?;
+    let directory = glommio::io::Directory::open(dir).await?;
+    let synced = directory.sync().await;
+    directory.close().await?;
+    Ok(synced?)
 }

@@ -15,6 +15,7 @@ use std::time::Duration;
 use engine::shard::{GroupsConfig, PartitionId, Runtime, RuntimeConfig, ShardContext};
 use engine::LogConfig;
 use ferrite_replication::shard::{LeaderTable, ReplicationConfig, ShardReplication};
+use ferrite_replication::votes::RecoveredVotes;
 use ferrite_replication::NodeId;
 
 pub const SHARDS: usize = 2;
@@ -67,15 +68,18 @@ impl<Command: Send + 'static> ShardBroker<Command> {
         let received = Arc::new(Mutex::new(received));
         let leaders = Arc::new(LeaderTable::default());
         let table = leaders.clone();
+        let votes = RecoveredVotes::recover(&dir).unwrap();
         let runtime = Runtime::start(runtime_config(&dir, groups), move |context| {
             let peers = peers.clone();
             let partitions = partitions.clone();
             let received = received.clone();
             let leaders = table.clone();
             let handle = handle.clone();
+            let votes = votes.clone();
             async move {
-                let config =
+                let mut config =
                     ReplicationConfig::new("test", node_id, peers[&node_id], peers.clone());
+                config.votes = Some(votes);
                 let replication =
                     ShardReplication::start(context.clone(), config, leaders).unwrap();
                 for partition in partitions {
