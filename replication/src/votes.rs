@@ -25,8 +25,10 @@
 //! replicas fault, and come back writing `raft-state.json`) and every later one: the shard's
 //! replicas then record their votes in their state files, as without a vote log.
 
+use std::borrow::Borrow;
 use std::cell::RefCell;
 use std::collections::HashMap;
+use std::hash::Hash;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::sync::Arc;
@@ -82,12 +84,19 @@ pub struct VoteLogError {
     reason: String,
 }
 
-fn merge(votes: &mut HashMap<String, Vote>, key: &str, vote: Vote) {
+/// Keeps the newer of `vote` and the one `votes` holds for `key` (recovery's merge of files,
+/// a shard's queue of votes to write).
+fn merge<K: Eq + Hash + Borrow<str>>(
+    votes: &mut HashMap<K, Vote>,
+    key: &str,
+    vote: Vote,
+    owned: impl FnOnce() -> K,
+) {
     match votes.get_mut(key) {
         Some(known) if !vote.newer(known) => {}
         Some(known) => *known = vote,
         None => {
-            votes.insert(key.to_owned(), vote);
+            votes.insert(owned(), vote);
         }
     }
 }
@@ -176,7 +185,9 @@ impl RecoveredVotes {
                 }
             }
             let bytes = std::fs::read(&path)?;
-            decode_records(&bytes, |key, vote| merge(&mut votes, key, vote));
+            decode_records(&bytes, |key, vote| {
+                merge(&mut votes, key, vote, || key.to_owned())
+            });
             if name != BASE_FILE {
                 merged_files.push(path);
             }
@@ -287,13 +298,7 @@ impl VoteLog {
             let _ = sender.send(Err(error.clone()));
             return receiver;
         }
-        match state.queued.get_mut(key) {
-            Some(queued) if !vote.newer(queued) => {}
-            Some(queued) => *queued = vote,
-            None => {
-                state.queued.insert(key.clone(), vote);
-            }
-        }
+        merge(&mut state.queued, key, vote, || key.clone());
         state.waiters.push(sender);
         let start_writer = !std::mem::replace(&mut state.writing, true);
         drop(state);
