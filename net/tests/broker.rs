@@ -221,6 +221,50 @@ fn a_waiting_fetch_is_woken_by_a_produce_not_by_its_timeout() {
     assert!(started.elapsed() >= Duration::from_millis(250));
 }
 
+/// librdkafka sends a produce request per partition batch and keeps as many in flight as it
+/// likes; a broker that stops reading a connection after a few dozen unanswered requests caps
+/// that connection at so many requests per reply latency (issue 16: with a cluster's acks=all
+/// latency the client's queue grew without bound). Here a long-poll fetch heads the
+/// connection, and the produce that would answer it comes 300 requests later: it must be read
+/// and started while the fetch still waits.
+#[test]
+fn a_connection_keeps_reading_hundreds_of_requests_behind_a_waiting_one() {
+    let broker = TestBroker::start(1, LogConfig::default());
+    let mut client = broker.connect();
+    assert_eq!(create_topic(&mut client, "deep", 1), 0);
+    let started = Instant::now();
+    let max_wait = Duration::from_secs(20);
+    client.send(
+        ApiKey::Fetch,
+        12,
+        &fetch_request("deep", 0, 0, max_wait.as_millis() as i32),
+    );
+    let between = 300;
+    for _ in 0..between {
+        client.send(ApiKey::ApiVersions, 3, &ApiVersionsRequest::default());
+    }
+    client.send(
+        ApiKey::Produce,
+        9,
+        &produce_request("deep", 0, batch_of(1, 10, 5), 1),
+    );
+    let (_, response): (i32, FetchResponse) = client.receive(ApiKey::Fetch, 12);
+    let data = &response.responses[0].partitions[0];
+    assert_eq!(data.high_watermark, 1);
+    assert!(!data.records.as_ref().unwrap().is_empty());
+    assert!(
+        started.elapsed() < max_wait / 2,
+        "the fetch was answered by the produce behind it, not by its max_wait_ms ({:?})",
+        started.elapsed()
+    );
+    for _ in 0..between {
+        let (_, versions): (i32, ApiVersionsResponse) = client.receive(ApiKey::ApiVersions, 3);
+        assert_eq!(versions.error_code, 0);
+    }
+    let (_, produced): (i32, ProduceResponse) = client.receive(ApiKey::Produce, 9);
+    assert_eq!(produced.responses[0].partition_responses[0].error_code, 0);
+}
+
 #[test]
 fn offsets_by_time_and_bounds_and_deleted_records() {
     let broker = TestBroker::start(2, LogConfig::default());
