@@ -3,7 +3,7 @@
 //! a writer awaits the queued replies strictly in request order (Kafka clients rely on it) and
 //! writes them, splicing file ranges straight from the segment files; the replies that are
 //! ready together (a commit answers many pipelined produce requests at once) go out in one
-//! gathered `sendmsg`. The queue is bounded in
+//! gathered `sendmsg`. What is in flight is bounded in
 //! requests and in bytes, so a client that sends faster than it reads answers stops being read.
 //!
 //! Bad input ends this connection only, with a log line saying why (rate-limited: any client
@@ -91,9 +91,16 @@ enum ConnectionEnd {
 }
 
 /// A started request: its handling runs as a task of its own, which the writer awaits in
-/// order; the permit holds the request's bytes against the connection's budget until its reply
-/// is written.
-type Started = (JoinHandle<Result<Reply, String>>, StaticPermit);
+/// order, and its admission, held until its reply is written.
+type Started = (JoinHandle<Result<Reply, String>>, Admission);
+
+/// What holds a started request against the connection's bounds: one of its `pipeline_depth`
+/// places and the request's bytes of its `pipeline_bytes_max`. (The queue to the writer grows
+/// on demand up to `pipeline_depth`, so an idle connection holds no room for it.)
+struct Admission {
+    _place: StaticPermit,
+    _bytes: StaticPermit,
+}
 
 /// When the connection last read or wrote a byte.
 type LastActivity = Rc<std::cell::Cell<Instant>>;
@@ -112,7 +119,7 @@ pub async fn serve_connection(
     let _open = broker.metrics.connection_accepted();
     let socket_fd = stream.as_raw_fd();
     let (reader, writer) = stream.split();
-    let (queue, queued) = local_channel::new_bounded(config.pipeline_depth);
+    let (queue, queued) = local_channel::new_unbounded();
     let activity: LastActivity = Rc::new(std::cell::Cell::new(Instant::now()));
     let writing = glommio::spawn_local(write_replies(
         queued,
@@ -180,6 +187,7 @@ async fn read_requests<R: AsyncRead + Unpin>(
 ) -> ConnectionEnd {
     let mut received = BytesMut::new();
     let mut chunk = vec![0u8; config.read_chunk_bytes];
+    let places = Rc::new(Semaphore::new(config.pipeline_depth as u64));
     let budget = Rc::new(Semaphore::new(config.pipeline_bytes_max as u64));
     loop {
         loop {
@@ -189,18 +197,29 @@ async fn read_requests<R: AsyncRead + Unpin>(
                 Err(error) => return ConnectionEnd::BadInput(error.to_string()),
             };
             let bytes = frame.len().min(config.pipeline_bytes_max) as u64;
-            let Ok(permit) = budget.acquire_static_permit(bytes).await else {
+            let Ok(place) = places.acquire_static_permit(1).await else {
                 return ConnectionEnd::Closed;
+            };
+            let Ok(held_bytes) = budget.acquire_static_permit(bytes).await else {
+                return ConnectionEnd::Closed;
+            };
+            let admission = Admission {
+                _place: place,
+                _bytes: held_bytes,
             };
             let pending = match broker.start(frame, peer).await {
                 Ok(pending) => pending,
                 Err(reason) => return ConnectionEnd::BadInput(reason),
             };
             let started = glommio::spawn_local(pending).detach();
-            if queue.send((started, permit)).await.is_err() {
+            if queue.send((started, admission)).await.is_err() {
                 // The writer stopped (the socket failed); it says why.
                 return ConnectionEnd::Closed;
             }
+            // A backlog of a thousand requests starts without awaiting anything: give the
+            // shard's other work (replication, commits, other connections) its turn once the
+            // time slice is over.
+            glommio::yield_if_needed().await;
         }
         let read = {
             let read = std::pin::pin!(reader.read(&mut chunk));
@@ -248,9 +267,9 @@ async fn write_replies<W: AsyncWrite + Unpin>(
         memory_bytes: 0,
         io_vectors: Vec::new(),
     };
-    // The permits of replies queued but not yet sent: their bytes count against the
-    // connection's budget until they are on the socket.
-    let mut permits = Vec::with_capacity(1);
+    // The admissions of replies queued but not yet sent: they count against the connection's
+    // bounds until they are on the socket.
+    let mut admissions = Vec::with_capacity(1);
     // A request taken from the queue whose reply was not ready yet: the next to await.
     let mut next: Option<Started> = None;
     loop {
@@ -261,9 +280,9 @@ async fn write_replies<W: AsyncWrite + Unpin>(
                 None => return ConnectionEnd::Closed,
             },
         };
-        let (mut handle, permit) = started;
+        let (mut handle, admission) = started;
         let mut reply = (&mut handle).await;
-        permits.push(permit);
+        admissions.push(admission);
         // Every reply that is ready now goes out with this one, in one `sendmsg`: one durable
         // commit answers many pipelined requests at once (a produce request per partition
         // batch, as librdkafka sends them), and a system call and a client wake-up per reply
@@ -283,16 +302,16 @@ async fn write_replies<W: AsyncWrite + Unpin>(
                 break;
             }
             // Polled once, not awaited: a reply that is not ready waits for the next round.
-            let Some(Some((mut handle, permit))) = queued.recv().now_or_never() else {
+            let Some(Some((mut handle, admission))) = queued.recv().now_or_never() else {
                 break;
             };
             match (&mut handle).now_or_never() {
                 Some(ready) => {
                     reply = ready;
-                    permits.push(permit);
+                    admissions.push(admission);
                 }
                 None => {
-                    next = Some((handle, permit));
+                    next = Some((handle, admission));
                     break;
                 }
             }
@@ -300,7 +319,7 @@ async fn write_replies<W: AsyncWrite + Unpin>(
         if let Err(error) = sending.send_memory(&mut writer, &broker).await {
             return ConnectionEnd::Io(error);
         }
-        permits.clear();
+        admissions.clear();
         activity.set(Instant::now());
     }
 }
