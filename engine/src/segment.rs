@@ -175,12 +175,18 @@ impl SegmentFiles {
         length_bytes: u64,
         operation: &'static str,
     ) -> Result<(), LogError> {
-        self.dma
-            .truncate(length_bytes)
-            .await
-            .map_err(|error| LogError::glommio(operation, error))?;
+        self.cut(length_bytes, operation).await?;
         self.dma
             .fdatasync()
+            .await
+            .map_err(|error| LogError::glommio(operation, error))
+    }
+
+    /// Cuts the file to `length_bytes`, unsynced (journal replay syncs the whole file system
+    /// once, after it).
+    pub async fn cut(&self, length_bytes: u64, operation: &'static str) -> Result<(), LogError> {
+        self.dma
+            .truncate(length_bytes)
             .await
             .map_err(|error| LogError::glommio(operation, error))
     }

@@ -74,6 +74,28 @@ async fn contents(data: &Path, partition: usize) -> Vec<Vec<u8>> {
     batches
 }
 
+/// Appends `count` batches of `records` records of `value_bytes` to the shard's partitions in
+/// turn, each acknowledged as durable; per partition, the batches as stored.
+async fn append_round_robin(
+    shard: &Shard,
+    count: u64,
+    records: usize,
+    value_bytes: usize,
+) -> Vec<Vec<Vec<u8>>> {
+    let partitions = shard.logs.len();
+    let mut acknowledged: Vec<Vec<Vec<u8>>> = vec![Vec::new(); partitions];
+    for tag in 0..count {
+        let partition = tag as usize % partitions;
+        let batch = tagged_batch(tag, records, value_bytes, 0);
+        let receipt = shard.logs[partition]
+            .append_durable(batch.clone(), 0)
+            .await
+            .unwrap();
+        acknowledged[partition].push(as_stored(batch, receipt.base_offset, 0));
+    }
+    acknowledged
+}
+
 fn segment_bytes_on_disk(dir: &Path) -> u64 {
     std::fs::read_dir(dir)
         .unwrap()
@@ -183,17 +205,8 @@ fn journaled_batches_reach_their_segments_once_enough_gather_and_the_ring_goes_r
     run(async {
         let dir = tempfile::tempdir().unwrap();
         let shard = open_shard(dir.path(), 3, small_journal()).await;
-        let mut acknowledged: Vec<Vec<Vec<u8>>> = vec![Vec::new(); 3];
         // About 1.5 MiB through a ring of 4 files of 256 KiB.
-        for tag in 0..1500u64 {
-            let partition = tag as usize % 3;
-            let batch = tagged_batch(tag, 1, 900, 0);
-            let receipt = shard.logs[partition]
-                .append_durable(batch.clone(), 0)
-                .await
-                .unwrap();
-            acknowledged[partition].push(as_stored(batch, receipt.base_offset, 0));
-        }
+        let acknowledged = append_round_robin(&shard, 1500, 1, 900).await;
         let stats = shard.committer.stats();
         assert_eq!(stats.journal_batches, 1500);
         assert!(
@@ -221,16 +234,7 @@ fn a_crash_keeps_every_acknowledged_batch_and_replay_writes_it_once() {
     run(async {
         let dir = tempfile::tempdir().unwrap();
         let shard = open_shard(dir.path(), 4, small_journal()).await;
-        let mut acknowledged: Vec<Vec<Vec<u8>>> = vec![Vec::new(); 4];
-        for tag in 0..40u64 {
-            let partition = tag as usize % 4;
-            let batch = tagged_batch(tag, 2, 100, 0);
-            let receipt = shard.logs[partition]
-                .append_durable(batch.clone(), 0)
-                .await
-                .unwrap();
-            acknowledged[partition].push(as_stored(batch, receipt.base_offset, 0));
-        }
+        let acknowledged = append_round_robin(&shard, 40, 2, 100).await;
         // Still only in the journal: the segments lack them.
         assert!(segment_bytes_on_disk(&dir.path().join("t-0")) < 2000);
         crash(shard);
@@ -253,6 +257,61 @@ fn a_crash_keeps_every_acknowledged_batch_and_replay_writes_it_once() {
         replay(dir.path()).await;
         assert_eq!(contents(dir.path(), 0).await.len(), 11);
     });
+}
+
+/// Polls `future` at most `polls` times, then drops it where it stands, as a kill would stop
+/// it: `None` unless it finished first.
+async fn poll_at_most<F: std::future::Future>(future: F, polls: usize) -> Option<F::Output> {
+    let mut future = std::pin::pin!(future);
+    let mut polls_left = polls;
+    std::future::poll_fn(|context| {
+        if polls_left == 0 {
+            return std::task::Poll::Ready(None);
+        }
+        polls_left -= 1;
+        future.as_mut().poll(context).map(Some)
+    })
+    .await
+}
+
+/// Replay defers every sync of the logs it writes to one `syncfs`, then leaves each log
+/// cleanly closed (so the shard's open reads it without a scan or a sync) and releases the
+/// journal. A second crash anywhere in a replay (the replay dropped after a number of polls,
+/// with writes in flight), then a full replay, keeps every acknowledged batch, once.
+#[test]
+fn a_crash_during_replay_loses_nothing_and_replay_leaves_the_logs_closed() {
+    for polls in [1usize, 3, 10, 30, 100, 300, 1000] {
+        run(async move {
+            let dir = tempfile::tempdir().unwrap();
+            let shard = open_shard(dir.path(), 8, small_journal()).await;
+            let acknowledged = append_round_robin(&shard, 48, 2, 100).await;
+            crash(shard);
+            let interrupted = poll_at_most(
+                replay_journals(dir.path(), &|_| config(), system_clock()),
+                polls,
+            )
+            .await;
+            let finished = interrupted.map(Result::unwrap).is_some();
+            let report = replay(dir.path()).await;
+            if !finished {
+                assert_eq!(report.batches_appended + report.batches_present, 48);
+            }
+            for (partition, expected) in acknowledged.iter().enumerate() {
+                let partition_dir = dir.path().join(format!("t-{partition}"));
+                assert!(
+                    partition_dir.join("clean-shutdown").exists(),
+                    "polls {polls}: partition {partition} left without a close"
+                );
+                assert_eq!(
+                    &contents(dir.path(), partition).await,
+                    expected,
+                    "polls {polls}: partition {partition}"
+                );
+            }
+            let again = replay(dir.path()).await;
+            assert_eq!(again.batches_appended + again.batches_present, 0);
+        });
+    }
 }
 
 /// Per partition, the acknowledged batches: base offset and bytes.

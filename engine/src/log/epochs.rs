@@ -173,9 +173,19 @@ pub(crate) fn read_epochs(
 /// Whether the file in `dir` exists and says something other than `runs` (after a crash it may
 /// name an epoch whose batches were lost; an absent file says what it should).
 pub(crate) fn file_differs(dir: &Path, runs: &EpochRuns) -> Result<bool, LogError> {
+    Ok(read_file(dir)?.is_some_and(|text| text != runs.encode()))
+}
+
+/// Whether the file in `dir` is absent or says something other than `text` (the encoding of
+/// the runs about to be written).
+pub(crate) fn file_differs_from_text(dir: &Path, text: &str) -> Result<bool, LogError> {
+    Ok(read_file(dir)?.is_none_or(|on_disk| on_disk != text))
+}
+
+fn read_file(dir: &Path) -> Result<Option<String>, LogError> {
     match std::fs::read_to_string(dir.join(LEADER_EPOCHS_FILE)) {
-        Ok(text) => Ok(text != runs.encode()),
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Ok(text) => Ok(Some(text)),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(error) => Err(LogError::io("reading the leader epochs", error)),
     }
 }

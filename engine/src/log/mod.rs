@@ -260,6 +260,11 @@ struct Shared {
     /// The running (or next) cleaning stops at its next batch, before its next commit point
     /// ([`PartitionLog::stop_cleaning`]); cleared when that cleaning ends.
     clean_stop_requested: Cell<bool>,
+    /// Opened by journal replay ([`replay_journals`]): no `fsync`/`fdatasync` of the log's
+    /// segments or directory, no recovery point written, no clean-shutdown marker at close
+    /// (the close hands it back). Replay makes all of it durable with one `syncfs` before the
+    /// journal, which holds every batch appended here, is released; see `replay.rs`.
+    syncs_deferred: bool,
     /// This log's place among the shard's tail caches, by last append (0: holds nothing).
     tail_stamp: Cell<u64>,
 }
@@ -685,6 +690,9 @@ impl Shared {
     }
 
     async fn sync_directory(&self) -> Result<(), LogError> {
+        if self.syncs_deferred {
+            return Ok(());
+        }
         self.directory
             .get()
             .await?
@@ -828,6 +836,11 @@ impl Shared {
     /// point there, if the last move is `recovery_point_interval_ms` old (as Kafka checkpoints
     /// its recovery points every `log.flush.offset.checkpoint.interval.ms`).
     pub(super) async fn checkpoint_recovery_point(&self, durable_end_offset: u64) {
+        // Deferred syncs: "durable" is not yet, and a recovery point past what a power loss
+        // can take back would turn a torn tail into damage.
+        if self.syncs_deferred {
+            return;
+        }
         let due = {
             let state = self.state.borrow();
             let interval_ms =
@@ -900,6 +913,11 @@ impl Shared {
     /// Writes the leader epochs as they are now.
     async fn persist_epochs(&self) -> Result<(), LogError> {
         let text = self.state.borrow().epochs.encode();
+        // Replay appends the batches the file was written for before they were journaled:
+        // it usually says this already, and rewriting it would cost a sync per partition.
+        if self.syncs_deferred && !epochs::file_differs_from_text(&self.dir, &text)? {
+            return Ok(());
+        }
         self.replace_file(
             epochs::LEADER_EPOCHS_FILE,
             text.as_bytes(),
@@ -1608,6 +1626,24 @@ impl PartitionLog {
     }
 
     async fn close_as(self, at_shutdown: bool) -> Result<(), LogError> {
+        if let Some(marker) = self.close_files().await? {
+            marker.write()?;
+        }
+        self.forget_unless(at_shutdown).await
+    }
+
+    /// A close for journal replay (a log opened by [`PartitionLog::open_for_replay`]): the
+    /// segments written and trimmed, unsynced, and the clean-shutdown marker handed back, to
+    /// be written once a `syncfs` made what it vouches for durable.
+    pub(crate) async fn close_for_replay(self) -> Result<Option<CleanMarkerDue>, LogError> {
+        assert!(self.shared.syncs_deferred);
+        self.close_files().await
+    }
+
+    /// What every close does to the files: everything written to the segments, the active
+    /// one sealed, its producer snapshot; the clean-shutdown marker to write after (none if
+    /// the files are still as the last clean close left them).
+    async fn close_files(&self) -> Result<Option<CleanMarkerDue>, LogError> {
         let _guard = self.shared.enter_maintenance_even_failed().await?;
         {
             let mut state = self.shared.state.borrow_mut();
@@ -1624,7 +1660,7 @@ impl PartitionLog {
             self.shared.state.borrow().clean_marker,
             CleanMarker::Present { .. }
         ) {
-            return self.forget_unless(at_shutdown).await;
+            return Ok(None);
         }
         let active_base_offset = self.shared.state.borrow().active_segment().base_offset;
         self.shared.seal_segment(active_base_offset).await?;
@@ -1658,15 +1694,10 @@ impl PartitionLog {
                 }
             }
         }
-        // Not synced: everything it vouches for is durable already, and a marker lost to a
-        // crash only makes the next open scan the last segment. Its text is the log end, the
-        // recovery point once the files change again (see `Shared::before_change`).
-        std::fs::write(
-            self.shared.dir.join(CLEAN_SHUTDOWN_FILE),
-            log_end_offset.to_string(),
-        )
-        .map_err(|error| LogError::io("writing the clean-shutdown marker", error))?;
-        self.forget_unless(at_shutdown).await
+        Ok(Some(CleanMarkerDue {
+            dir: self.shared.dir.clone(),
+            log_end_offset,
+        }))
     }
 
     /// After a close: the journal forgets the log (so that a replay never re-appends its
@@ -1679,6 +1710,27 @@ impl PartitionLog {
             return Ok(());
         }
         self.shared.forget_in_journal().await
+    }
+}
+
+/// The clean-shutdown marker a close leaves to write last, once everything it vouches for is
+/// durable (at once for a normal close, whose seal synced; after replay's `syncfs`).
+#[derive(Debug)]
+pub(crate) struct CleanMarkerDue {
+    dir: PathBuf,
+    log_end_offset: u64,
+}
+
+impl CleanMarkerDue {
+    /// Not synced: everything it vouches for is durable already, and a marker lost to a
+    /// crash only makes the next open scan the last segment. Its text is the log end, the
+    /// recovery point once the files change again (see `Shared::before_change`).
+    pub(crate) fn write(&self) -> Result<(), LogError> {
+        std::fs::write(
+            self.dir.join(CLEAN_SHUTDOWN_FILE),
+            self.log_end_offset.to_string(),
+        )
+        .map_err(|error| LogError::io("writing the clean-shutdown marker", error))
     }
 }
 

@@ -84,9 +84,33 @@ impl PartitionLog {
         config: LogConfig,
         clock: Rc<dyn Clock>,
     ) -> Result<PartitionLog, LogError> {
+        PartitionLog::open_with(committer, dir.into(), config, clock, false).await
+    }
+
+    /// [`PartitionLog::open`] for journal replay: nothing of the log is synced, neither by the
+    /// open nor later (see `Shared::syncs_deferred`); close it with
+    /// [`PartitionLog::close_for_replay`].
+    pub(crate) async fn open_for_replay(
+        dir: PathBuf,
+        config: LogConfig,
+        clock: Rc<dyn Clock>,
+    ) -> Result<PartitionLog, LogError> {
+        let committer = Committer::new();
+        let mut log = PartitionLog::open_with(&committer, dir, config, clock, true).await?;
+        log.own_committer = Some(committer);
+        Ok(log)
+    }
+
+    async fn open_with(
+        committer: &Committer,
+        dir: PathBuf,
+        config: LogConfig,
+        clock: Rc<dyn Clock>,
+        syncs_deferred: bool,
+    ) -> Result<PartitionLog, LogError> {
         // Absolute: glommio opens a directory relative to no directory descriptor, so a
         // relative path (`--data-dir ferrite-data`, the default) fails with EBADF.
-        let dir = std::path::absolute(dir.into())
+        let dir = std::path::absolute(dir)
             .map_err(|error| LogError::io("resolving the partition directory", error))?;
         config.validate().map_err(LogError::InvalidConfig)?;
         std::fs::create_dir_all(&dir)
@@ -138,6 +162,7 @@ impl PartitionLog {
             recovery_point_checkpoint,
             &mut producers,
             &tail_seed,
+            syncs_deferred,
         )
         .await?;
         let mut segments = segments;
@@ -177,7 +202,7 @@ impl PartitionLog {
         }
         // A clean log keeps its marker until its files first change (`Shared::before_change`),
         // so opening it writes and syncs nothing, and closing it unchanged costs nothing.
-        if directory_changed || !clean {
+        if (directory_changed || !clean) && !syncs_deferred {
             directory
                 .get()
                 .await?
@@ -263,8 +288,11 @@ impl PartitionLog {
             clean_fault: Default::default(),
             clean_stop_requested: Default::default(),
             tail_stamp: Default::default(),
+            syncs_deferred,
         });
-        if epochs_file_is_stale {
+        // Replay appends, right after, the batches whose epochs the file names (it wrote the
+        // file before journaling them); what stays stale is rewritten by the shard's open.
+        if epochs_file_is_stale && !syncs_deferred {
             // A crash lost the batches of an epoch the file names: rewrite it before anything
             // is appended at those offsets.
             shared.persist_epochs().await?;
@@ -297,6 +325,7 @@ async fn recover_segments(
     recovery_point: Option<u64>,
     producers: &mut ProducerRecovery,
     tail: &RefCell<TailSeed>,
+    syncs_deferred: bool,
 ) -> Result<Segments, LogError> {
     let base_offsets = list_segment_base_offsets(dir)?;
     // Not `batch_bytes_max`: that limit may have been lowered since the log's batches were
@@ -377,9 +406,12 @@ async fn recover_segments(
                 if is_last && offset >= recovery_point {
                     // Past the recovery point the last segment may end in a write a crash cut
                     // short: its tail goes (as Kafka's recovery truncates there).
-                    files
-                        .cut_durably(position, "cutting a torn segment")
-                        .await?;
+                    let operation = "cutting a torn segment";
+                    if syncs_deferred {
+                        files.cut(position, operation).await?;
+                    } else {
+                        files.cut_durably(position, operation).await?;
+                    }
                     break;
                 }
                 let resume = scanner

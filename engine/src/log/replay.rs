@@ -12,10 +12,21 @@
 //! between was written to the segment directly and lost with the crash before its sync, and
 //! acknowledgements cover contiguous prefixes only.
 //!
-//! Then every replayed log is synced, left without a close (as after a crash: its shard's open
-//! scans its last segment, which replay just wrote), and the journals released, so replay runs
-//! once. A crash during replay replays again: appending is idempotent here, since
-//! what reached the segments is skipped.
+//! Nothing of this is synced log by log: every replayed log is opened and closed with its
+//! syncs deferred (`PartitionLog::open_for_replay`), then one `syncfs` of the data directory's
+//! file system makes all of it durable at once, then the logs' clean-shutdown markers are
+//! written (so the shards' opens read them as cleanly closed, with no scan, write or sync),
+//! then the journal is released, so replay runs once. At 10 000 partitions written once each,
+//! syncing each log (its segment, its directory, its epochs and recovery point: seven
+//! `fsync`s) took 18 s of a restart; one `syncfs` takes a fraction of a second.
+//!
+//! A crash (or power loss) before the journal's release replays again from the journal, which
+//! still holds every batch: appending is idempotent here, since what reached the segments is
+//! skipped, and whatever part of the unsynced work the disk kept is harmless: a segment's torn
+//! tail is cut (the recovery point never moves during replay, so it is never taken for
+//! damage), a marker removal that was lost leaves a marker whose log end is still a prefix of
+//! what is durable, and the small state files are replaced by a synced temporary and a rename.
+//! No marker is written before the `syncfs`, so none vouches for what a power loss can take.
 
 use std::path::Path;
 use std::rc::Rc;
@@ -23,7 +34,7 @@ use std::rc::Rc;
 use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
 
-use super::PartitionLog;
+use super::{CleanMarkerDue, PartitionLog};
 use crate::batch::{BatchHeader, CheckedBatch};
 use crate::clock::Clock;
 use crate::config::LogConfig;
@@ -67,6 +78,10 @@ pub async fn replay_journals(
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(report),
         Err(error) => return Err(LogError::io("listing the journals", error)),
     };
+    // Opened before anything is written: `syncfs` reports the write-back errors that occur
+    // after the descriptor was opened (Linux 5.8 on).
+    let data_dir_file = std::fs::File::open(data_dir)
+        .map_err(|error| LogError::io("opening the data directory", error))?;
     let mut dirs: Vec<std::path::PathBuf> = entries
         .filter_map(Result::ok)
         .map(|entry| entry.path())
@@ -92,10 +107,9 @@ pub async fn replay_journals(
                     let topic = key
                         .rsplit_once('-')
                         .map_or(key.as_str(), |(topic, _)| topic);
-                    let log = PartitionLog::open(&partition_dir, log_config(topic), clock).await?;
-                    // Not closed: the replayed batches are synced, and closing would only
-                    // add a seal, index files and a marker (three more syncs) that spare the
-                    // shard's open a scan of one small last segment.
+                    let log =
+                        PartitionLog::open_for_replay(partition_dir, log_config(topic), clock)
+                            .await?;
                     let replayed = log.replay_journaled(&partition.batches).await;
                     let replayed = replayed.map_err(|error| {
                         LogError::Corrupt(format!(
@@ -104,30 +118,57 @@ pub async fn replay_journals(
                             dir.display()
                         ))
                     })?;
-                    Ok::<_, LogError>(replayed)
+                    let marker = log.close_for_replay().await?;
+                    Ok::<_, LogError>((replayed, marker))
                 }
             })
         });
         let mut replayed =
             futures::stream::iter(replays).buffer_unordered(PARTITIONS_REPLAYING_MAX);
+        // One per partition of this journal, which bounds them.
+        let mut markers: Vec<CleanMarkerDue> = Vec::new();
         while let Some(outcome) = replayed.next().await {
-            let (appended, present, gap) = outcome?;
+            let ((appended, present, gap), marker) = outcome?;
             report.partitions += 1;
             report.batches_appended += appended;
             report.batches_present += present;
             report.partitions_with_gap += usize::from(gap);
+            markers.extend(marker);
+        }
+        drop(replayed);
+        sync_file_system(&data_dir_file)?;
+        for marker in &markers {
+            marker.write()?;
         }
         journal::release_journal(&dir)?;
     }
     Ok(report)
 }
 
+/// `syncfs` of the file system holding `file`: every file's data and metadata written so far,
+/// and the disk's cache flushed. Blocking: replay runs on a thread of its own, before the
+/// shards start.
+fn sync_file_system(file: &std::fs::File) -> Result<(), LogError> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: `syncfs` takes a descriptor, which `file` keeps open for the call.
+    if unsafe { libc::syncfs(file.as_raw_fd()) } == 0 {
+        Ok(())
+    } else {
+        Err(LogError::io(
+            "syncing the replayed logs (syncfs of the data directory)",
+            std::io::Error::last_os_error(),
+        ))
+    }
+}
+
 impl PartitionLog {
-    /// Appends the journaled `batches` the log lacks (the rule of the module documentation)
-    /// and syncs them. Returns how many were appended and present, and whether a gap ended it.
+    /// Appends the journaled `batches` the log lacks (the rule of the module documentation),
+    /// written to the segment when the log closes, unsynced (the caller syncs the file system).
+    /// Returns how many were appended and present, and whether a gap ended it.
     async fn replay_journaled(&self, batches: &[Bytes]) -> Result<(u64, u64, bool), LogError> {
         let (mut appended, mut present) = (0, 0);
         let mut gap = false;
+        let mut last_receipt = None;
         let batch_bytes_max = self.config().unflushed_bytes_max;
         for bytes in batches {
             let Some(header) = BatchHeader::parse(bytes) else {
@@ -148,10 +189,13 @@ impl PartitionLog {
                 break;
             }
             let batch = CheckedBatch::stored(BytesMut::from(&bytes[..]), batch_bytes_max)?;
-            self.append_replicated(batch).await?;
+            last_receipt = Some(self.append_replicated(batch).await?);
             appended += 1;
         }
-        self.sync().await?;
+        // A failed write fails every append queued behind it: the last one tells.
+        if let Some(receipt) = &last_receipt {
+            self.wait_written(receipt).await?;
+        }
         Ok((appended, present, gap))
     }
 }
