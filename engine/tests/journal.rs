@@ -201,6 +201,31 @@ fn large_pending_runs_go_straight_to_their_segment() {
 }
 
 #[test]
+fn acks_one_appends_go_back_to_the_journal_after_a_large_one_went_to_the_segment() {
+    run(async {
+        let dir = tempfile::tempdir().unwrap();
+        let shard = open_shard(dir.path(), 1, small_journal()).await;
+        let log = &shard.logs[0];
+        // Past the bypass and acks=1: written to the segment, and nobody asks for its sync.
+        let big = tagged_batch(1, 1, 20 * 1024, 0);
+        let receipt = log.append(big, 0).await.unwrap();
+        log.wait_written(&receipt).await.unwrap();
+        assert_eq!(shard.committer.stats().direct_writes, 1);
+        // Small acks=1 appends after it: the journal takes them again (the segment written
+        // directly is synced once first), not one extending segment write each.
+        for tag in 2..12u64 {
+            let receipt = log.append(tagged_batch(tag, 1, 30, 0), 0).await.unwrap();
+            log.wait_written(&receipt).await.unwrap();
+        }
+        let stats = shard.committer.stats();
+        assert_eq!(stats.direct_writes, 1, "{stats:?}");
+        assert_eq!(stats.journal_batches, 10, "{stats:?}");
+        assert_eq!(read_all(log, 0, 1 << 20).await.len(), 11);
+        crash(shard);
+    });
+}
+
+#[test]
 fn journaled_batches_reach_their_segments_once_enough_gather_and_the_ring_goes_round() {
     run(async {
         let dir = tempfile::tempdir().unwrap();

@@ -17,7 +17,10 @@
 //! - a *segment write* of journaled batches alone (unsynced): once `segment_write_bytes` have
 //!   gathered, the log rolled, the shard's unwritten bytes exceed their bound, or the journal
 //!   needs the space (then synced too);
-//! - a *sync* of what an acks=1 append left unsynced, when someone now waits for durability.
+//! - a *sync* of what an acks=1 append left unsynced, when someone now waits for durability,
+//!   or when small appends follow a direct write nobody waited to sync: only a synced log may
+//!   journal again, and acks=1 never asks (a 1-partition acks=1 run sent every append to the
+//!   segment, each an extending write through an io-wq worker, p99 up to 10x acks=all's).
 //!
 //! Operations of different logs, and the journal's, run concurrently (their I/O is submitted
 //! in the same reactor turn); a log is in at most one operation at a time, and the journal
@@ -519,12 +522,20 @@ fn decide(
         return decision;
     }
     if !state.unflushed.is_empty() && !state.in_journal_write {
-        let journal_path = config.filter(|config| {
-            !state.direct_unsynced
-                && !state.closing
+        let journal_fits = config.filter(|config| {
+            !state.closing
                 && state.segment_op != Some(SegmentOp::Direct)
                 && state.unflushed_bytes < config.bypass_bytes
         });
+        if journal_fits.is_some() && state.direct_unsynced && state.segment_op.is_none() {
+            // Small appends after a direct write that nobody waited to sync (acks=1): only a
+            // sync lets the log back into the journal, and acks=1 never asks for one, so
+            // without this every later append would extend the segment through an io-wq
+            // worker. One sync, then the next plan journals them.
+            decision.segment = Some(take_for_segment(&mut state, SegmentOp::Journaled, true));
+            return decision;
+        }
+        let journal_path = journal_fits.filter(|_| !state.direct_unsynced);
         match journal_path {
             Some(_) if !journal_free => decision.defer = true,
             Some(config) => {
