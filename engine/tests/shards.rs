@@ -774,3 +774,72 @@ fn a_long_poll_ends_on_any_shards_data_and_cancels_its_other_waits() {
     runtime.shutdown_handle().trigger();
     runtime.join().unwrap();
 }
+
+/// Deleting a topic while a task still holds one of its partitions (a consumer's long poll)
+/// closes that log all the same, so none of its writes comes after its files are gone (a
+/// queued segment write that reopened a file unlinked inside glommio's open aborted the
+/// broker, with 4 096 partitions and a consumer long-polling them): an append through the
+/// held handle is refused as closed, and the shard's other partitions go on, with few
+/// descriptors, through several rounds of the journal.
+#[test]
+fn a_partition_removed_while_a_long_poll_holds_it_leaves_its_shard_writing() {
+    const KEPT: u32 = 12;
+    let dir = tempfile::tempdir().unwrap();
+    create_partitions(dir.path(), "deleted", 1);
+    create_partitions(dir.path(), "kept", KEPT);
+    let mut config = config(dir.path());
+    config.shard_count = 1;
+    config.resources.open_files_max = engine::resources::OPEN_FILES_MIN;
+    let (report, reports) = mpsc::channel::<Result<(), String>>();
+    let runtime = Runtime::start(config, move |context| {
+        let report = report.clone();
+        async move {
+            let outcome = async {
+                let deleted = PartitionId::new("deleted", 0);
+                let held = context
+                    .partition_log(&deleted)
+                    .await
+                    .map_err(|error| format!("open: {error}"))?;
+                for sequence in 0..5 {
+                    let batch = tagged_batch(sequence, 1, 100, 0);
+                    context
+                        .append(deleted.clone(), batch, 0, Durability::Written)
+                        .await
+                        .map_err(|error| format!("append before the removal: {error}"))?;
+                }
+                context
+                    .remove_partition(deleted.clone())
+                    .await
+                    .map_err(|error| format!("removal: {error}"))?;
+                // The holder's handle is closed: nothing more is written for the partition.
+                match held.append(tagged_batch(5, 1, 100, 0), 0).await {
+                    Err(engine::LogError::Closed) => {}
+                    other => {
+                        return Err(format!("an append through the held log: {other:?}"));
+                    }
+                }
+                // About twice the journal's ring (4 x 256 KiB), over more partitions than the
+                // descriptors hold, each append acknowledged as durable.
+                for sequence in 0..480u64 {
+                    let partition = PartitionId::new("kept", (sequence % u64::from(KEPT)) as u32);
+                    let batch = tagged_batch(sequence, 1, 4000, 0);
+                    context
+                        .append(partition, batch, 0, Durability::Durable)
+                        .await
+                        .map_err(|error| format!("append {sequence} after the removal: {error}"))?;
+                }
+                drop(held);
+                Ok(())
+            };
+            report.send(outcome.await).unwrap();
+        }
+    })
+    .unwrap();
+    let outcome = reports
+        .recv_timeout(Duration::from_secs(120))
+        .unwrap_or_else(|_| Err("the shard's appends did not finish within 120 s".into()));
+    assert_eq!(outcome, Ok(()));
+    assert!(!dir.path().join("deleted-0").exists());
+    runtime.shutdown_handle().trigger();
+    runtime.join().unwrap();
+}

@@ -1625,7 +1625,18 @@ impl PartitionLog {
         self.close_as(true).await
     }
 
-    async fn close_as(self, at_shutdown: bool) -> Result<(), LogError> {
+    /// [`PartitionLog::close`] of a log other tasks may still hold (a long poll), before its
+    /// directory is removed: once it returns, nothing of the log writes, reopens or syncs a
+    /// file (appends are refused as closed; reads of what is gone fail) and the journal has
+    /// forgotten it. A removal that only dropped its own handle left a held log's queued
+    /// writes to reopen segment files unlinked under them (glommio's open panics on a path
+    /// removed while it opens) and its journal records to replay into a new partition of the
+    /// same name.
+    pub async fn close_while_held(&self) -> Result<(), LogError> {
+        self.close_as(false).await
+    }
+
+    async fn close_as(&self, at_shutdown: bool) -> Result<(), LogError> {
         if let Some(marker) = self.close_files().await? {
             marker.write()?;
         }

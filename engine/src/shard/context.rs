@@ -911,12 +911,10 @@ impl ShardContext {
         if let Some(slot) = slot {
             if let Some(log) = slot.lock().await.take() {
                 // A task still holding the log (a long poll, the cleaner) keeps its
-                // descriptors; the files are unlinked under it, which is harmless, and a
-                // cleaning of it stops.
+                // descriptors and reads what they still see; a cleaning of it stops, and the
+                // log closes under it, so none of its writes comes after the files are gone.
                 log.stop_cleaning();
-                if let Ok(log) = Rc::try_unwrap(log) {
-                    log.close().await?;
-                }
+                log.close_while_held().await?;
             }
         }
         let dir = self.state.data_dir.join(partition.directory_name());
