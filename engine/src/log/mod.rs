@@ -379,6 +379,9 @@ struct LogState {
     producer_snapshot_due: Option<(u64, ProducerTable)>,
     /// Which epoch wrote which offsets (`epochs.rs`), persisted before an epoch's first batch.
     epochs: EpochRuns,
+    /// The epochs file was there at the open, or a write of it was started since: only while
+    /// it is surely absent may a write be skipped because absence says the same.
+    epochs_file_may_exist: bool,
     /// Recovery accepts gaps between batches below this offset (`compacted-end-offset`): the
     /// cleaner's, and those a follower copied from its leader's cleaned log.
     gaps_allowed_below: u64,
@@ -912,7 +915,19 @@ impl Shared {
 
     /// Writes the leader epochs as they are now.
     async fn persist_epochs(&self) -> Result<(), LogError> {
-        let text = self.state.borrow().epochs.encode();
+        let text = {
+            let mut state = self.state.borrow_mut();
+            if !state.epochs_file_may_exist
+                && state
+                    .epochs
+                    .absent_file_says_the_same(state.log_start_offset)
+            {
+                return Ok(());
+            }
+            // Set before the write: one that fails half-way may leave the file in place.
+            state.epochs_file_may_exist = true;
+            state.epochs.encode()
+        };
         // Replay appends the batches the file was written for before they were journaled:
         // it usually says this already, and rewriting it would cost a sync per partition.
         if self.syncs_deferred && !epochs::file_differs_from_text(&self.dir, &text)? {

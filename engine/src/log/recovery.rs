@@ -196,7 +196,7 @@ impl PartitionLog {
             damage::report(&dir, range, "when the log was opened");
         }
         let epochs = epochs::read_epochs(&dir, log_start_offset, log_end_offset)?;
-        let epochs_file_is_stale = epochs::file_differs(&dir, &epochs)?;
+        let epochs_file = epochs::check_file(&dir, &epochs)?;
         if !producers.snapshot_still_fits && remove_producer_snapshot(&dir)? {
             directory_changed = true;
         }
@@ -251,6 +251,7 @@ impl PartitionLog {
             producers: producers.table,
             producer_snapshot_due: None,
             epochs,
+            epochs_file_may_exist: epochs_file.exists,
             gaps_allowed_below: compacted_end_offset,
             replicated_high_watermark: None,
             recovery_point: recovery_point_checkpoint.unwrap_or(0).min(log_end_offset),
@@ -292,7 +293,7 @@ impl PartitionLog {
         });
         // Replay appends, right after, the batches whose epochs the file names (it wrote the
         // file before journaling them); what stays stale is rewritten by the shard's open.
-        if epochs_file_is_stale && !syncs_deferred {
+        if epochs_file.stale && !syncs_deferred {
             // A crash lost the batches of an epoch the file names: rewrite it before anything
             // is appended at those offsets.
             shared.persist_epochs().await?;
