@@ -156,6 +156,9 @@ impl Broker {
         let pending: PendingReply = match body {
             // The only API with work that must happen in request order.
             RequestKind::Produce(produce) => {
+                // The frame's last holder besides the batches: with it gone, a large batch
+                // owns its bytes and goes to the engine without a copy.
+                drop(request);
                 handlers::produce::start(broker.clone(), header, produce).await
             }
             body => {

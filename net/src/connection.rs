@@ -19,7 +19,7 @@ use std::os::fd::{AsRawFd, RawFd};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use futures::future::{select, Either};
 use futures::{AsyncRead, AsyncReadExt, AsyncWrite, FutureExt};
 use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
@@ -31,7 +31,7 @@ use engine::log_rate_limited;
 
 use crate::broker::{Broker, Reply, ResponsePart};
 use crate::connection_limits::ConnectionSlot;
-use crate::frame::take_frame;
+use crate::frame::{frame_bytes, take_frame, FRAME_LENGTH_BYTES};
 use crate::send_file::Splicer;
 use crate::send_gathered::send_all;
 
@@ -189,6 +189,12 @@ async fn read_requests<R: AsyncRead + Unpin>(
     let mut chunk = vec![0u8; config.read_chunk_bytes];
     let places = Rc::new(Semaphore::new(config.pipeline_depth as u64));
     let budget = Rc::new(Semaphore::new(config.pipeline_bytes_max as u64));
+    let waiting = Waiting {
+        broker,
+        config,
+        activity,
+        budget: &budget,
+    };
     loop {
         loop {
             let frame = match take_frame(&mut received, config.frame_bytes_max) {
@@ -196,42 +202,33 @@ async fn read_requests<R: AsyncRead + Unpin>(
                 Ok(None) => break,
                 Err(error) => return ConnectionEnd::BadInput(error.to_string()),
             };
-            let bytes = frame.len().min(config.pipeline_bytes_max) as u64;
-            let Ok(place) = places.acquire_static_permit(1).await else {
-                return ConnectionEnd::Closed;
-            };
-            let Ok(held_bytes) = budget.acquire_static_permit(bytes).await else {
-                return ConnectionEnd::Closed;
-            };
-            let admission = Admission {
-                _place: place,
-                _bytes: held_bytes,
-            };
-            let pending = match broker.start(frame, peer).await {
-                Ok(pending) => pending,
-                Err(reason) => return ConnectionEnd::BadInput(reason),
-            };
-            let started = glommio::spawn_local(pending).detach();
-            if queue.send((started, admission)).await.is_err() {
-                // The writer stopped (the socket failed); it says why.
-                return ConnectionEnd::Closed;
+            if let Err(end) =
+                start_request(frame, peer, &queue, broker, config, &places, &budget).await
+            {
+                return end;
             }
-            // A backlog of a thousand requests starts without awaiting anything: give the
-            // shard's other work (replication, commits, other connections) its turn once the
-            // time slice is over.
-            glommio::yield_if_needed().await;
         }
-        let read = {
-            let read = std::pin::pin!(reader.read(&mut chunk));
-            // Every permit back: no request started and not yet answered.
-            let in_flight = || budget.available() < config.pipeline_bytes_max as u64;
-            let stop = std::pin::pin!(stop_reading(broker, config.idle_max, activity, in_flight));
-            match select(read, stop).await {
-                Either::Left((read, _)) => read,
-                Either::Right((end, _)) => return end,
+        // A frame longer than a read chunk (a produce request of large batches) is read
+        // straight into a buffer of its own, sized once: no copy out of `chunk`, no regrowth,
+        // and its batches own their bytes (the produce handler hands them on without a copy).
+        match frame_bytes(&received, config.frame_bytes_max) {
+            Ok(Some(frame_end)) if frame_end > config.read_chunk_bytes => {
+                let read = read_own_frame(&mut reader, &waiting, &mut received, frame_end).await;
+                let frame = match read {
+                    Ok(frame) => frame,
+                    Err(end) => return end,
+                };
+                if let Err(end) =
+                    start_request(frame, peer, &queue, broker, config, &places, &budget).await
+                {
+                    return end;
+                }
+                continue;
             }
-        };
-        match read {
+            Ok(_) => {}
+            Err(error) => return ConnectionEnd::BadInput(error.to_string()),
+        }
+        match waiting.read(&mut reader, &mut chunk).await {
             Ok(0) if received.is_empty() => return ConnectionEnd::Closed,
             Ok(0) => {
                 return ConnectionEnd::BadInput(format!(
@@ -239,14 +236,111 @@ async fn read_requests<R: AsyncRead + Unpin>(
                     received.len()
                 ))
             }
-            Ok(read) => {
-                activity.set(Instant::now());
-                broker.metrics.bytes_received(read as u64);
-                received.extend_from_slice(&chunk[..read])
-            }
-            Err(error) => return ConnectionEnd::Io(error),
+            Ok(read) => received.extend_from_slice(&chunk[..read]),
+            Err(end) => return end,
         }
     }
+}
+
+/// What a read waits on besides the socket: shutdown, and the idle limit.
+struct Waiting<'a> {
+    broker: &'a Broker,
+    config: ConnectionConfig,
+    activity: &'a LastActivity,
+    budget: &'a Semaphore,
+}
+
+impl Waiting<'_> {
+    /// One read into `buffer`, or why the reader must stop instead.
+    async fn read<R: AsyncRead + Unpin>(
+        &self,
+        reader: &mut R,
+        buffer: &mut [u8],
+    ) -> Result<usize, ConnectionEnd> {
+        let read = std::pin::pin!(reader.read(buffer));
+        // Every permit back: no request started and not yet answered.
+        let in_flight = || self.budget.available() < self.config.pipeline_bytes_max as u64;
+        let stop = std::pin::pin!(stop_reading(
+            self.broker,
+            self.config.idle_max,
+            self.activity,
+            in_flight
+        ));
+        match select(read, stop).await {
+            Either::Left((Ok(read), _)) => {
+                self.activity.set(Instant::now());
+                self.broker.metrics.bytes_received(read as u64);
+                Ok(read)
+            }
+            Either::Left((Err(error), _)) => Err(ConnectionEnd::Io(error)),
+            Either::Right((end, _)) => Err(end),
+        }
+    }
+}
+
+/// Reads the rest of the frame whose first bytes are all of `received` (`frame_end` bytes with
+/// its length prefix) into a buffer of exactly that size, and returns its body. The buffer
+/// starts zeroed (`calloc`: fresh pages cost no pass), so reads go straight into it.
+async fn read_own_frame<R: AsyncRead + Unpin>(
+    reader: &mut R,
+    waiting: &Waiting<'_>,
+    received: &mut BytesMut,
+    frame_end: usize,
+) -> Result<Bytes, ConnectionEnd> {
+    let mut frame = BytesMut::zeroed(frame_end);
+    let mut filled = received.len();
+    frame[..filled].copy_from_slice(received);
+    received.clear();
+    while filled < frame_end {
+        match waiting.read(reader, &mut frame[filled..]).await? {
+            0 => {
+                return Err(ConnectionEnd::BadInput(format!(
+                    "closed in the middle of a frame ({filled} bytes of it received)"
+                )))
+            }
+            read => filled += read,
+        }
+    }
+    frame.advance(FRAME_LENGTH_BYTES);
+    Ok(frame.freeze())
+}
+
+/// Starts one request (in arrival order) once the connection's bounds admit it, and queues the
+/// rest of its handling for the writer.
+async fn start_request(
+    frame: Bytes,
+    peer: SocketAddr,
+    queue: &LocalSender<Started>,
+    broker: &Rc<Broker>,
+    config: ConnectionConfig,
+    places: &Rc<Semaphore>,
+    budget: &Rc<Semaphore>,
+) -> Result<(), ConnectionEnd> {
+    let bytes = frame.len().min(config.pipeline_bytes_max) as u64;
+    let Ok(place) = places.acquire_static_permit(1).await else {
+        return Err(ConnectionEnd::Closed);
+    };
+    let Ok(held_bytes) = budget.acquire_static_permit(bytes).await else {
+        return Err(ConnectionEnd::Closed);
+    };
+    let admission = Admission {
+        _place: place,
+        _bytes: held_bytes,
+    };
+    let pending = broker
+        .start(frame, peer)
+        .await
+        .map_err(ConnectionEnd::BadInput)?;
+    let started = glommio::spawn_local(pending).detach();
+    if queue.send((started, admission)).await.is_err() {
+        // The writer stopped (the socket failed); it says why.
+        return Err(ConnectionEnd::Closed);
+    }
+    // A backlog of a thousand requests starts without awaiting anything: give the shard's
+    // other work (replication, commits, other connections) its turn once the time slice is
+    // over.
+    glommio::yield_if_needed().await;
+    Ok(())
 }
 
 /// Memory bytes of replies gathered into one `sendmsg` at most: beyond it the writer sends what

@@ -19,16 +19,14 @@ pub enum FrameError {
     },
 }
 
-/// Takes the next whole frame's body off the front of `buffer`, or `Ok(None)` if it has not
-/// all arrived yet. Reserves room for the rest of a frame whose length is known.
-pub fn take_frame(
-    buffer: &mut BytesMut,
-    frame_bytes_max: usize,
-) -> Result<Option<BytesMut>, FrameError> {
-    if buffer.len() < FRAME_LENGTH_BYTES {
+/// The bytes of the frame at the front of `buffer`, its length prefix included, once that
+/// prefix has arrived (`Ok(None)` before); a negative length or one over `frame_bytes_max` is
+/// an error, before anything is buffered for it.
+pub fn frame_bytes(buffer: &[u8], frame_bytes_max: usize) -> Result<Option<usize>, FrameError> {
+    let Some(prefix) = buffer.first_chunk::<FRAME_LENGTH_BYTES>() else {
         return Ok(None);
-    }
-    let length = i32::from_be_bytes(buffer[..FRAME_LENGTH_BYTES].try_into().expect("four bytes"));
+    };
+    let length = i32::from_be_bytes(*prefix);
     let length_bytes =
         usize::try_from(length).map_err(|_| FrameError::NegativeLength { length })?;
     if length_bytes > frame_bytes_max {
@@ -37,13 +35,22 @@ pub fn take_frame(
             limit_bytes: frame_bytes_max,
         });
     }
-    let frame_end = FRAME_LENGTH_BYTES + length_bytes;
-    if buffer.len() < frame_end {
-        buffer.reserve(frame_end - buffer.len());
-        return Ok(None);
+    Ok(Some(FRAME_LENGTH_BYTES + length_bytes))
+}
+
+/// Takes the next whole frame's body off the front of `buffer`, or `Ok(None)` if it has not
+/// all arrived yet.
+pub fn take_frame(
+    buffer: &mut BytesMut,
+    frame_bytes_max: usize,
+) -> Result<Option<BytesMut>, FrameError> {
+    match frame_bytes(buffer, frame_bytes_max)? {
+        Some(frame_end) if buffer.len() >= frame_end => {
+            buffer.advance(FRAME_LENGTH_BYTES);
+            Ok(Some(buffer.split_to(frame_end - FRAME_LENGTH_BYTES)))
+        }
+        _ => Ok(None),
     }
-    buffer.advance(FRAME_LENGTH_BYTES);
-    Ok(Some(buffer.split_to(length_bytes)))
 }
 
 /// Appends `body` to `out` as one frame.

@@ -125,6 +125,7 @@ pub struct ShardMetrics {
     bytes_received: AtomicU64,
     bytes_sent: AtomicU64,
     bytes_spliced: AtomicU64,
+    produce_bytes_copied: AtomicU64,
     /// Topics this shard's clients produced to or fetched from; topics that no longer exist
     /// are forgotten when the next snapshot is published, so this is bounded by the catalog.
     topics: Mutex<HashMap<String, TopicTraffic>>,
@@ -145,6 +146,7 @@ impl Default for ShardMetrics {
             bytes_received: AtomicU64::new(0),
             bytes_sent: AtomicU64::new(0),
             bytes_spliced: AtomicU64::new(0),
+            produce_bytes_copied: AtomicU64::new(0),
             topics: Mutex::default(),
             snapshot: Mutex::default(),
         }
@@ -227,6 +229,11 @@ impl ShardMetrics {
         }
     }
 
+    /// A produce request's batch of `bytes` was copied out of the request's buffer.
+    pub fn produce_bytes_copied(&self, bytes: u64) {
+        add(&self.produce_bytes_copied, bytes);
+    }
+
     /// A produce request appended one batch of `bytes` holding `records` records to `topic`.
     pub fn batch_produced(&self, topic: &str, bytes: u64, records: u64) {
         self.count_traffic(topic, |traffic| {
@@ -259,7 +266,7 @@ impl ShardMetrics {
 
 /// A metric that is one number per shard: name, type, help text, and where a shard keeps it.
 type ShardValue = fn(&ShardMetrics) -> &AtomicU64;
-const SHARD_VALUES: [(&str, &str, &str, ShardValue); 10] = [
+const SHARD_VALUES: [(&str, &str, &str, ShardValue); 11] = [
     (
         "ferrite_connections_accepted_total",
         "counter",
@@ -319,6 +326,12 @@ const SHARD_VALUES: [(&str, &str, &str, ShardValue); 10] = [
         "counter",
         "Bytes sent to clients straight from segment files (splice).",
         |m| &m.bytes_spliced,
+    ),
+    (
+        "ferrite_produce_bytes_copied_total",
+        "counter",
+        "Produced record batch bytes copied out of their request's buffer before the append.",
+        |m| &m.produce_bytes_copied,
     ),
 ];
 

@@ -596,6 +596,56 @@ fn data_past_the_tail_cache_is_spliced_from_the_segment_file() {
     );
 }
 
+/// The sum over shards of a per-shard counter.
+fn shard_counter(broker: &TestBroker, name: &str) -> u64 {
+    broker
+        .metrics
+        .render()
+        .lines()
+        .filter(|line| line.starts_with(&format!("{name}{{")))
+        .map(|line| line.rsplit(' ').next().unwrap().parse::<u64>().unwrap())
+        .sum()
+}
+
+#[test]
+fn a_large_batch_alone_in_its_request_is_appended_without_a_copy() {
+    let broker = TestBroker::start(2, LogConfig::default());
+    let mut client = broker.connect();
+    assert_eq!(create_topic(&mut client, "large", 2), 0);
+    let copied = || shard_counter(&broker, "ferrite_produce_bytes_copied_total");
+    let mut expected = Vec::new();
+    // Both partitions: one lives on the shard that accepted the connection, one on the other.
+    for partition in 0..2 {
+        let large = batch_of(256, 1_000, 1);
+        assert!(large.len() > 128 << 10);
+        let before = copied();
+        let (error, base_offset) = produce(&mut client, "large", partition, large.clone());
+        assert_eq!(error, 0);
+        assert_eq!(
+            copied() - before,
+            0,
+            "a large batch alone in its request is appended in the buffer it was read into"
+        );
+        let small = batch_of(2, 100, 2);
+        let (error, _) = produce(&mut client, "large", partition, small.clone());
+        assert_eq!(error, 0);
+        assert_eq!(
+            copied() - before,
+            small.len() as u64,
+            "a small batch is copied out of the shared read buffer"
+        );
+        let (error, _, records) = fetch(&mut client, "large", partition, 0, 0);
+        assert_eq!(error, 0);
+        assert_eq!(
+            records[..large.len()],
+            stamped(large, base_offset)[..],
+            "the large batch reads back as sent, offsets stamped"
+        );
+        expected.push(partition);
+    }
+    assert_eq!(expected, [0, 1]);
+}
+
 #[test]
 fn a_deleted_topic_comes_back_empty_and_admin_errors_are_explained() {
     let broker = TestBroker::start(2, LogConfig::default());

@@ -11,7 +11,7 @@
 
 use std::rc::Rc;
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use engine::catalog::is_internal_topic;
 use engine::shard::{AppendPending, Durability, PartitionId};
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
@@ -21,6 +21,7 @@ use kafka_protocol::ResponseError;
 use super::str_bytes;
 use crate::broker::{Broker, Header, PendingReply, Reply};
 use crate::errors::{code, log_error_code, NONE};
+use crate::metrics::ShardMetrics;
 
 /// Where one partition's answer comes from.
 enum Outcome {
@@ -33,21 +34,29 @@ enum Outcome {
 }
 
 pub async fn start(broker: Rc<Broker>, header: Header, request: ProduceRequest) -> PendingReply {
-    let acks = request.acks;
+    let ProduceRequest {
+        acks,
+        transactional_id,
+        topic_data,
+        ..
+    } = request;
     let durability = match acks {
         0 => Some(Durability::Assigned),
         1 => Some(Durability::Written),
         -1 => Some(Durability::Durable),
         _ => None,
     };
-    let transactional = request.transactional_id.is_some();
+    let transactional = transactional_id.is_some();
+    drop(transactional_id);
     // Per topic, per partition: the answer known now, or `None` for a batch to append.
-    let mut topics = Vec::with_capacity(request.topic_data.len());
+    let mut topics = Vec::with_capacity(topic_data.len());
     // The batches to append, in request order, each with its (topic, partition) position.
     let mut appends = Vec::new();
     let mut positions = Vec::new();
-    for topic_data in request.topic_data {
-        let name = topic_data.name.0;
+    for topic_data in topic_data {
+        // An owned copy: the request's strings are slices of its frame, which a batch handed
+        // on without a copy must hold alone (see `owned_batches`).
+        let name = str_bytes(topic_data.name.0.to_string());
         let topic = broker.topic_or_create(&name, true);
         let mut partitions = Vec::with_capacity(topic_data.partition_data.len());
         for partition_data in topic_data.partition_data {
@@ -78,8 +87,7 @@ pub async fn start(broker: Rc<Broker>, header: Header, request: ProduceRequest) 
                 ),
                 (Ok(_), Some(_)) => {
                     let partition = PartitionId::new(name.as_str(), index as u32);
-                    // The engine stamps offsets in place, so it needs the bytes to itself.
-                    let batch = BytesMut::from(&partition_data.records.unwrap_or_default()[..]);
+                    let batch = partition_data.records.unwrap_or_default();
                     positions.push((topics.len(), partitions.len(), batch.len()));
                     appends.push((partition, batch));
                     None
@@ -89,6 +97,7 @@ pub async fn start(broker: Rc<Broker>, header: Header, request: ProduceRequest) 
         }
         topics.push((name, partitions));
     }
+    let appends = owned_batches(&broker.metrics, appends);
     if let Some(durability) = durability {
         let submitted = broker.context.submit_appends(appends, 0, durability).await;
         for ((topic, partition, size), append) in positions.into_iter().zip(submitted) {
@@ -115,6 +124,39 @@ pub async fn start(broker: Rc<Broker>, header: Header, request: ProduceRequest) 
         }
         header.reply(&ProduceResponse::default().with_responses(responses))
     })
+}
+
+/// A batch at least this large that is its request's only one goes to the engine in the
+/// frame's own buffer (the connection reads a frame longer than a read chunk into a buffer of
+/// its own): the frame's few other bytes ride along, nothing more.
+const BATCH_OWNING_FRAME_BYTES_MIN: usize = 64 << 10;
+
+/// The request's batches as bytes of their own: the engine stamps offsets in place. A request's
+/// only batch, when large and the last holder of its frame (librdkafka sends a request per
+/// partition batch; peak runs send ~1 MiB batches), keeps the frame's buffer, which the
+/// connection read it into: no copy. Any other is copied, so that a small batch never pins a
+/// buffer shared with other requests, nor one batch of many a whole frame.
+fn owned_batches(
+    metrics: &ShardMetrics,
+    appends: Vec<(PartitionId, Bytes)>,
+) -> Vec<(PartitionId, BytesMut)> {
+    let only = appends.len() == 1;
+    appends
+        .into_iter()
+        .map(|(partition, batch)| {
+            let read_into = batch.as_ptr();
+            let owned = if only && batch.len() >= BATCH_OWNING_FRAME_BYTES_MIN {
+                // Copies only if something else still holds the frame.
+                BytesMut::from(batch)
+            } else {
+                BytesMut::from(&batch[..])
+            };
+            if owned.as_ptr() != read_into {
+                metrics.produce_bytes_copied(owned.len() as u64);
+            }
+            (partition, owned)
+        })
+        .collect()
 }
 
 async fn answer(
