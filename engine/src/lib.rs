@@ -35,5 +35,6 @@ pub use error::LogError;
 pub use journal::JournalConfig;
 pub use log::{
     AppendReceipt, CleanStats, CleanStep, CommitStats, Committer, DamagedRange, EpochRun,
-    EpochRuns, FileRange, LogStats, OffsetAtTime, PartitionLog, ReadData, ReadSlice, ReplayReport,
+    EpochRuns, FileRange, LogStats, OffsetAtTime, PartitionLog, ReadData, ReadSlice, ReplayPhases,
+    ReplayReport,
 };

@@ -82,7 +82,7 @@ pub use commit::{CommitStats, Committer};
 pub use damage::{repair, DamagedRange};
 pub use epochs::{EpochRun, EpochRuns};
 pub use read::{FileRange, OffsetAtTime, ReadData, ReadSlice};
-pub use replay::{replay_journals, ReplayReport};
+pub use replay::{replay_journals, ReplayPhases, ReplayReport};
 
 /// Present in a partition directory only after a clean close (holding the log end offset as
 /// decimal text), until the files next change; its absence on open means the last segment

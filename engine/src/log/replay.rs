@@ -54,6 +54,22 @@ pub struct ReplayReport {
     pub batches_present: u64,
     /// Partitions whose replay stopped at a gap (batches after it were never acknowledged).
     pub partitions_with_gap: usize,
+    /// Where the time went, per phase, summed over the journals: what a slow restart after a
+    /// crash spends it on (the start-up line prints them).
+    pub phases: ReplayPhases,
+}
+
+/// Wall-clock time of each phase of a replay.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ReplayPhases {
+    /// Reading and scanning the journal files.
+    pub read: std::time::Duration,
+    /// Opening, appending to and closing the logs (their own recovery included).
+    pub logs: std::time::Duration,
+    /// The `syncfs` that makes the replayed logs durable.
+    pub sync: std::time::Duration,
+    /// Writing the clean-shutdown markers and releasing the journal.
+    pub release: std::time::Duration,
 }
 
 /// Partitions replayed at once. Replay runs before anything else, so it may use more of the
@@ -90,9 +106,11 @@ pub async fn replay_journals(
     dirs.sort();
     for dir in dirs {
         report.journals += 1;
+        let phase_started = std::time::Instant::now();
         let mut partitions: Vec<(String, journal::JournaledPartition)> =
             journal::read_journal(&dir)?.into_iter().collect();
         partitions.sort_by(|a, b| a.0.cmp(&b.0));
+        let phase_started = report.phases.read.add_elapsed(phase_started);
         // A journal names each partition once, so its partitions replay independently, many at
         // a time: each is a few small writes and syncs (the first change's marker rename, the
         // appended batches), which io_uring and the disk overlap. Journals go one after
@@ -136,13 +154,29 @@ pub async fn replay_journals(
             markers.extend(marker);
         }
         drop(replayed);
+        let phase_started = report.phases.logs.add_elapsed(phase_started);
         sync_file_system(&data_dir_file)?;
+        let phase_started = report.phases.sync.add_elapsed(phase_started);
         for marker in &markers {
             marker.write()?;
         }
         journal::release_journal(&dir)?;
+        report.phases.release.add_elapsed(phase_started);
     }
     Ok(report)
+}
+
+trait AddElapsed {
+    /// Adds the time since `started` and returns now, when the next phase starts.
+    fn add_elapsed(&mut self, started: std::time::Instant) -> std::time::Instant;
+}
+
+impl AddElapsed for std::time::Duration {
+    fn add_elapsed(&mut self, started: std::time::Instant) -> std::time::Instant {
+        let now = std::time::Instant::now();
+        *self += now - started;
+        now
+    }
 }
 
 /// `syncfs` of the file system holding `file`: every file's data and metadata written so far,

@@ -301,6 +301,7 @@ fn prepare_journals(config: &RuntimeConfig) -> Result<(), LogError> {
     let data_dir = config.data_dir.clone();
     let log_config = config.log_config.clone();
     let topic_log_config = config.topic_log_config.clone();
+    let started = std::time::Instant::now();
     let replayed = LocalExecutorBuilder::new(Placement::Unbound)
         .name("journal-replay")
         .spawn(move || async move {
@@ -316,11 +317,17 @@ fn prepare_journals(config: &RuntimeConfig) -> Result<(), LogError> {
     if replayed.batches_appended > 0 || replayed.partitions_with_gap > 0 {
         eprintln!(
             "ferrite: replayed {} batches of {} partitions from the journals ({} already in \
-             their logs, {} partitions ended at a batch never acknowledged)",
+             their logs, {} partitions ended at a batch never acknowledged) in {:.2} s: \
+             reading {:.2} s, logs {:.2} s, syncfs {:.2} s, release {:.2} s",
             replayed.batches_appended,
             replayed.partitions,
             replayed.batches_present,
-            replayed.partitions_with_gap
+            replayed.partitions_with_gap,
+            started.elapsed().as_secs_f64(),
+            replayed.phases.read.as_secs_f64(),
+            replayed.phases.logs.as_secs_f64(),
+            replayed.phases.sync.as_secs_f64(),
+            replayed.phases.release.as_secs_f64(),
         );
     }
     let root = config.data_dir.join(JOURNAL_DIRECTORY);
