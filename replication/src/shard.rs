@@ -33,6 +33,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
+use engine::shard::replicated::{MessageKind, ReplicationStats};
 use engine::shard::{PartitionId, ShardContext};
 
 use futures::channel::oneshot;
@@ -43,7 +44,8 @@ use crate::controller::{
 use crate::message::{Index, Message, NodeId, TermLimit, TERM_MAX};
 use crate::node::RoleKind;
 use crate::replica::{
-    report_term_limit, Outbox, PartitionReplica, ReplicaConfig, ReplicaError, Schedule,
+    report_term_limit, Outbox, PartitionReplica, ReplicaConfig, ReplicaError, ReplicaEvent,
+    Schedule,
 };
 use crate::transport::{Received, Transport, TransportConfig, TransportError};
 use crate::votes::{RecoveredVotes, VoteLog};
@@ -511,7 +513,7 @@ impl ShardReplication {
             context: context.clone(),
             votes,
             config,
-            coalescer: Coalescer::new(transport.clone()),
+            coalescer: Coalescer::new(transport.clone(), context.replication_counts()),
             transport,
             replicas: RefCell::new(Registry::default()),
             timers: Rc::new(ShardTimers {
@@ -578,6 +580,19 @@ impl ShardReplication {
                         .collect()
                 };
                 let mut payload = received.payload;
+                {
+                    let mut counts = self.coalescer.counts.borrow_mut();
+                    for message in &messages {
+                        let kind = match message.message {
+                            Message::FetchResponse { .. } if message.payload_bytes > 0 => {
+                                MessageKind::FetchEntries
+                            }
+                            ref other => message_kind(other, &Bytes::new()),
+                        };
+                        counts.received[kind as usize] += 1;
+                    }
+                    counts.batches_received += batch_count(&payload);
+                }
                 for (message, replica) in messages.into_iter().zip(local) {
                     let bytes = message.payload_bytes as usize;
                     let Some(topic) = topics.get(message.topic as usize) else {
@@ -1028,6 +1043,8 @@ fn replica_seed(node_id: NodeId, partition: &PartitionId) -> u64 {
 /// [`COALESCED_PAYLOAD_BYTES_MAX`].
 pub struct Coalescer {
     transport: Rc<Transport<BrokerWire>>,
+    /// The shard's replication counts (`ShardContext::replication_counts`).
+    counts: Rc<RefCell<ReplicationStats>>,
     pending: RefCell<BTreeMap<NodeId, PendingFrame>>,
     /// Messages in the last frame sent (the capacity the next one starts with).
     messages_last: Cell<usize>,
@@ -1081,9 +1098,13 @@ pub struct CoalescerStats {
 }
 
 impl Coalescer {
-    fn new(transport: Rc<Transport<BrokerWire>>) -> Rc<Coalescer> {
+    fn new(
+        transport: Rc<Transport<BrokerWire>>,
+        counts: Rc<RefCell<ReplicationStats>>,
+    ) -> Rc<Coalescer> {
         Rc::new(Coalescer {
             transport,
+            counts,
             pending: RefCell::new(BTreeMap::new()),
             messages_last: Cell::new(0),
             flush_scheduled: Cell::new(false),
@@ -1102,6 +1123,11 @@ impl Coalescer {
         let mut stats = self.stats.get();
         stats.messages += 1;
         self.stats.set(stats);
+        {
+            let mut counts = self.counts.borrow_mut();
+            counts.sent[message_kind(&message, &payload) as usize] += 1;
+            counts.batches_sent += batch_count(&payload);
+        }
         let full = {
             let mut pending = self.pending.borrow_mut();
             let frame = pending.entry(to).or_insert_with(|| PendingFrame {
@@ -1144,6 +1170,7 @@ impl Coalescer {
         let mut stats = self.stats.get();
         stats.frames += 1;
         self.stats.set(stats);
+        self.counts.borrow_mut().frames_sent += 1;
         self.messages_last.set(frame.messages.len());
         let wire = BrokerWire::Partitions {
             topics: frame.topics,
@@ -1152,6 +1179,36 @@ impl Coalescer {
         // A full queue or a closed transport loses the messages, as the network may.
         let _ = self.transport.send(to, &wire, frame.batches.freeze());
     }
+}
+
+/// What kind of message `message` is, for the metrics.
+fn message_kind(message: &Message, payload: &Bytes) -> MessageKind {
+    match message {
+        Message::Fetch { .. } => MessageKind::Fetch,
+        Message::FetchResponse { .. } if !payload.is_empty() => MessageKind::FetchEntries,
+        Message::FetchResponse { .. } => MessageKind::FetchAnswer,
+        Message::Durable { .. } => MessageKind::Durable,
+        _ => MessageKind::Other,
+    }
+}
+
+/// How many whole record batches `payload` holds (each: base offset, then its length).
+fn batch_count(payload: &[u8]) -> u64 {
+    const LENGTH_END: usize = 12; // base offset (8 bytes), batch length (4)
+    let mut count = 0;
+    let mut rest = payload;
+    while let Some(length) = rest.get(8..LENGTH_END) {
+        let length = i32::from_be_bytes([length[0], length[1], length[2], length[3]]);
+        let Some(next) = usize::try_from(length)
+            .ok()
+            .and_then(|length| rest.get(LENGTH_END + length..))
+        else {
+            break;
+        };
+        count += 1;
+        rest = next;
+    }
+    count
 }
 
 /// Pending once (waking itself), then ready: lets the tasks already scheduled run first.
@@ -1186,6 +1243,15 @@ impl Outbox for PartitionOutbox {
     fn send(&self, to: NodeId, message: Message, payload: Bytes) {
         self.coalescer
             .queue(to, &self.topic, self.partition, message, payload);
+    }
+
+    fn note(&self, event: ReplicaEvent) {
+        let mut counts = self.coalescer.counts.borrow_mut();
+        match event {
+            ReplicaEvent::FetchHeld => counts.fetches_held += 1,
+            ReplicaEvent::FetchFloorWait => counts.fetch_floor_waits += 1,
+            ReplicaEvent::Stage(stage, elapsed) => counts.observe(stage, elapsed),
+        }
     }
 }
 
@@ -1297,7 +1363,7 @@ mod tests {
                 )
                 .unwrap(),
             );
-            let coalescer = Coalescer::new(sender.clone());
+            let coalescer = Coalescer::new(sender.clone(), Rc::default());
             let (t, u): (Rc<str>, Rc<str>) = (Rc::from("t"), Rc::from("u"));
             for (topic, partition, batches) in [
                 (&t, 0u32, &b"abc"[..]),
