@@ -18,7 +18,9 @@
 //!   writes the changes of a tick into the broker's [`LeaderTable`] together (a broker's death
 //!   moves a thousand leaderships within a second or so).
 //! - Traffic: every partition message one shard has for one peer within one executor turn
-//!   travels as one frame naming each topic once ([`Coalescer`]). Followers' idle fetches are
+//!   travels as one frame naming each topic once ([`Coalescer`]); a partition's `Durable`
+//!   reports in it collapse into the latest (a follower's journal sync makes a whole
+//!   answer's batches durable at once, and each reports). Followers' idle fetches are
 //!   held at the leader until the shard's next fetch round (every `fetch_wait_ticks`) and all
 //!   answered in one turn, so the next fetches come back together too: idle, each broker pair
 //!   exchanges one frame each way per round, whatever the partition count (Kafka's replica
@@ -1062,6 +1064,9 @@ struct PendingFrame {
     last_topic: Option<(Rc<str>, u32)>,
     messages: Vec<PartitionMessage>,
     batches: BytesMut,
+    /// Per (topic position, partition), where in `messages` its last message sits, if that is
+    /// a `Durable` report: a newer report replaces it rather than follow it.
+    last_durable: HashMap<(u32, u32), usize>,
 }
 
 impl PendingFrame {
@@ -1136,13 +1141,30 @@ impl Coalescer {
                 ..PendingFrame::default()
             });
             let topic = frame.topic_position(topic);
-            frame.messages.push(PartitionMessage {
-                topic,
-                partition,
-                message,
-                payload_bytes: u32::try_from(payload.len()).unwrap_or(u32::MAX),
-            });
-            frame.batches.extend_from_slice(&payload);
+            let key = (topic, partition);
+            let is_durable = matches!(message, Message::Durable { .. });
+            // A follower's storage completes a whole journal write's batches at once and
+            // reports each: a later report in the same frame says all the earlier one did
+            // (reports are answered by nothing), so the leader steps one, not dozens.
+            let replaces = is_durable
+                .then(|| frame.last_durable.get(&key).copied())
+                .flatten();
+            if let Some(position) = replaces {
+                frame.messages[position].message = message;
+            } else {
+                if is_durable {
+                    frame.last_durable.insert(key, frame.messages.len());
+                } else {
+                    frame.last_durable.remove(&key);
+                }
+                frame.messages.push(PartitionMessage {
+                    topic,
+                    partition,
+                    message,
+                    payload_bytes: u32::try_from(payload.len()).unwrap_or(u32::MAX),
+                });
+                frame.batches.extend_from_slice(&payload);
+            }
             frame.batches.len() >= COALESCED_PAYLOAD_BYTES_MAX
         };
         if full {
@@ -1328,6 +1350,96 @@ mod tests {
 
     /// A coalesced frame as the receiver got it: its topics, messages and their batches.
     type ReceivedFrame = (Vec<String>, Vec<PartitionMessage>, Bytes);
+
+    fn durable(durable_index: u64) -> Message {
+        Message::Durable {
+            term: 1,
+            fetch_index: 10,
+            last_fetched_term: 1,
+            durable_index,
+        }
+    }
+
+    #[test]
+    fn a_turns_durable_reports_of_one_partition_travel_as_the_latest_one() {
+        glommio::LocalExecutor::default().run(async {
+            let reservations: Vec<ListenReservation> = (0..2)
+                .map(|_| ListenReservation::new("127.0.0.1:0".parse().unwrap()).unwrap())
+                .collect();
+            let peers: BTreeMap<NodeId, SocketAddr> = [
+                (1, reservations[0].address()),
+                (2, reservations[1].address()),
+            ]
+            .into_iter()
+            .collect();
+            let received: Rc<RefCell<Vec<ReceivedFrame>>> = Default::default();
+            let receiver = Transport::<BrokerWire>::start(
+                TransportConfig::new("test", 2, 0, peers[&2], peers.clone()),
+                {
+                    let received = received.clone();
+                    move |frame: Received<BrokerWire>| {
+                        if let BrokerWire::Partitions { topics, messages } = frame.message {
+                            received
+                                .borrow_mut()
+                                .push((topics, messages, frame.payload));
+                        }
+                    }
+                },
+            )
+            .unwrap();
+            let sender = Rc::new(
+                Transport::<BrokerWire>::start(
+                    TransportConfig::new("test", 1, 0, peers[&1], peers.clone()),
+                    |_| {},
+                )
+                .unwrap(),
+            );
+            let counts: Rc<RefCell<ReplicationStats>> = Rc::default();
+            let coalescer = Coalescer::new(sender.clone(), counts.clone());
+            let t: Rc<str> = Rc::from("t");
+            // One journal sync made 40 batches of partition 0 durable, each reported; partition
+            // 1 reported once, then fetched, then reported again (kept in that order).
+            for index in 1..=40 {
+                coalescer.queue(2, &t, 0, durable(index), Bytes::new());
+            }
+            coalescer.queue(2, &t, 1, durable(5), Bytes::new());
+            let fetch = Message::Fetch {
+                term: 1,
+                fetch_index: 10,
+                last_fetched_term: 1,
+                durable_index: 5,
+            };
+            coalescer.queue(2, &t, 1, fetch.clone(), Bytes::new());
+            coalescer.queue(2, &t, 1, durable(6), Bytes::new());
+            coalescer.queue(2, &t, 1, durable(7), Bytes::new());
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+            while received.borrow().is_empty() {
+                assert!(std::time::Instant::now() < deadline, "nothing arrived");
+                glommio::timer::sleep(std::time::Duration::from_millis(5)).await;
+            }
+            let (_, messages, _) = received.borrow_mut().remove(0);
+            let sent: Vec<(u32, Message)> = messages
+                .into_iter()
+                .map(|message| (message.partition, message.message))
+                .collect();
+            assert_eq!(
+                sent,
+                [
+                    (0, durable(40)),
+                    (1, durable(5)),
+                    (1, fetch),
+                    (1, durable(7)),
+                ]
+            );
+            // Every report the replicas made is counted, one frame carried them.
+            let counts = counts.borrow();
+            assert_eq!(counts.sent[MessageKind::Durable as usize], 43);
+            assert_eq!(counts.frames_sent, 1);
+            drop(counts);
+            sender.close().await;
+            receiver.close().await;
+        });
+    }
 
     #[test]
     fn one_turns_messages_to_a_peer_travel_in_one_frame_with_their_batches() {
