@@ -1351,6 +1351,57 @@ mod tests {
     /// A coalesced frame as the receiver got it: its topics, messages and their batches.
     type ReceivedFrame = (Vec<String>, Vec<PartitionMessage>, Bytes);
 
+    /// Node 1's transport sending to node 2's, which keeps the partition frames it receives.
+    #[allow(clippy::type_complexity)]
+    fn node_1_to_node_2() -> (
+        Rc<Transport<BrokerWire>>,
+        Transport<BrokerWire>,
+        Rc<RefCell<Vec<ReceivedFrame>>>,
+        Vec<ListenReservation>,
+    ) {
+        let reservations: Vec<ListenReservation> = (0..2)
+            .map(|_| ListenReservation::new("127.0.0.1:0".parse().unwrap()).unwrap())
+            .collect();
+        let peers: BTreeMap<NodeId, SocketAddr> = [
+            (1, reservations[0].address()),
+            (2, reservations[1].address()),
+        ]
+        .into_iter()
+        .collect();
+        let received: Rc<RefCell<Vec<ReceivedFrame>>> = Default::default();
+        let receiver = Transport::<BrokerWire>::start(
+            TransportConfig::new("test", 2, 0, peers[&2], peers.clone()),
+            {
+                let received = received.clone();
+                move |frame: Received<BrokerWire>| {
+                    if let BrokerWire::Partitions { topics, messages } = frame.message {
+                        received
+                            .borrow_mut()
+                            .push((topics, messages, frame.payload));
+                    }
+                }
+            },
+        )
+        .unwrap();
+        let sender = Rc::new(
+            Transport::<BrokerWire>::start(
+                TransportConfig::new("test", 1, 0, peers[&1], peers.clone()),
+                |_| {},
+            )
+            .unwrap(),
+        );
+        (sender, receiver, received, reservations)
+    }
+
+    /// Waits (20 s at most) until node 2 received a frame.
+    async fn first_frame(received: &RefCell<Vec<ReceivedFrame>>) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while received.borrow().is_empty() {
+            assert!(std::time::Instant::now() < deadline, "nothing arrived");
+            glommio::timer::sleep(std::time::Duration::from_millis(5)).await;
+        }
+    }
+
     fn durable(durable_index: u64) -> Message {
         Message::Durable {
             term: 1,
@@ -1363,37 +1414,7 @@ mod tests {
     #[test]
     fn a_turns_durable_reports_of_one_partition_travel_as_the_latest_one() {
         glommio::LocalExecutor::default().run(async {
-            let reservations: Vec<ListenReservation> = (0..2)
-                .map(|_| ListenReservation::new("127.0.0.1:0".parse().unwrap()).unwrap())
-                .collect();
-            let peers: BTreeMap<NodeId, SocketAddr> = [
-                (1, reservations[0].address()),
-                (2, reservations[1].address()),
-            ]
-            .into_iter()
-            .collect();
-            let received: Rc<RefCell<Vec<ReceivedFrame>>> = Default::default();
-            let receiver = Transport::<BrokerWire>::start(
-                TransportConfig::new("test", 2, 0, peers[&2], peers.clone()),
-                {
-                    let received = received.clone();
-                    move |frame: Received<BrokerWire>| {
-                        if let BrokerWire::Partitions { topics, messages } = frame.message {
-                            received
-                                .borrow_mut()
-                                .push((topics, messages, frame.payload));
-                        }
-                    }
-                },
-            )
-            .unwrap();
-            let sender = Rc::new(
-                Transport::<BrokerWire>::start(
-                    TransportConfig::new("test", 1, 0, peers[&1], peers.clone()),
-                    |_| {},
-                )
-                .unwrap(),
-            );
+            let (sender, receiver, received, _reservations) = node_1_to_node_2();
             let counts: Rc<RefCell<ReplicationStats>> = Rc::default();
             let coalescer = Coalescer::new(sender.clone(), counts.clone());
             let t: Rc<str> = Rc::from("t");
@@ -1412,11 +1433,7 @@ mod tests {
             coalescer.queue(2, &t, 1, fetch.clone(), Bytes::new());
             coalescer.queue(2, &t, 1, durable(6), Bytes::new());
             coalescer.queue(2, &t, 1, durable(7), Bytes::new());
-            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-            while received.borrow().is_empty() {
-                assert!(std::time::Instant::now() < deadline, "nothing arrived");
-                glommio::timer::sleep(std::time::Duration::from_millis(5)).await;
-            }
+            first_frame(&received).await;
             let (_, messages, _) = received.borrow_mut().remove(0);
             let sent: Vec<(u32, Message)> = messages
                 .into_iter()
@@ -1444,37 +1461,7 @@ mod tests {
     #[test]
     fn one_turns_messages_to_a_peer_travel_in_one_frame_with_their_batches() {
         glommio::LocalExecutor::default().run(async {
-            let reservations: Vec<ListenReservation> = (0..2)
-                .map(|_| ListenReservation::new("127.0.0.1:0".parse().unwrap()).unwrap())
-                .collect();
-            let peers: BTreeMap<NodeId, SocketAddr> = [
-                (1, reservations[0].address()),
-                (2, reservations[1].address()),
-            ]
-            .into_iter()
-            .collect();
-            let received: Rc<RefCell<Vec<ReceivedFrame>>> = Default::default();
-            let receiver = Transport::<BrokerWire>::start(
-                TransportConfig::new("test", 2, 0, peers[&2], peers.clone()),
-                {
-                    let received = received.clone();
-                    move |frame: Received<BrokerWire>| {
-                        if let BrokerWire::Partitions { topics, messages } = frame.message {
-                            received
-                                .borrow_mut()
-                                .push((topics, messages, frame.payload));
-                        }
-                    }
-                },
-            )
-            .unwrap();
-            let sender = Rc::new(
-                Transport::<BrokerWire>::start(
-                    TransportConfig::new("test", 1, 0, peers[&1], peers.clone()),
-                    |_| {},
-                )
-                .unwrap(),
-            );
+            let (sender, receiver, received, _reservations) = node_1_to_node_2();
             let coalescer = Coalescer::new(sender.clone(), Rc::default());
             let (t, u): (Rc<str>, Rc<str>) = (Rc::from("t"), Rc::from("u"));
             for (topic, partition, batches) in [
@@ -1485,11 +1472,7 @@ mod tests {
                 let message = fetch_response(u64::from(partition));
                 coalescer.queue(2, topic, partition, message, Bytes::from_static(batches));
             }
-            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-            while received.borrow().is_empty() {
-                assert!(std::time::Instant::now() < deadline, "nothing arrived");
-                glommio::timer::sleep(std::time::Duration::from_millis(5)).await;
-            }
+            first_frame(&received).await;
             let (topics, messages, payload) = received.borrow_mut().remove(0);
             assert_eq!(topics, ["t", "u"], "each topic named once");
             let named: Vec<(u32, u32, u32)> = messages
