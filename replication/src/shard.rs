@@ -1449,10 +1449,15 @@ mod tests {
                 ]
             );
             // Every report the replicas made is counted, one frame carried them.
-            let counts = counts.borrow();
-            assert_eq!(counts.sent[MessageKind::Durable as usize], 43);
-            assert_eq!(counts.frames_sent, 1);
-            drop(counts);
+            let (durable_sent, frames_sent) = {
+                let counts = counts.borrow();
+                (
+                    counts.sent[MessageKind::Durable as usize],
+                    counts.frames_sent,
+                )
+            };
+            assert_eq!(durable_sent, 43);
+            assert_eq!(frames_sent, 1);
             sender.close().await;
             receiver.close().await;
         });
