@@ -21,7 +21,9 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use engine::groups::TopicPartition;
+use engine::shard::replicated::{MessageKind, ReplicationStats, Stage, StageHistogram};
 use engine::shard::{GroupStats, PartitionStats};
+use engine::CommitStats;
 use hdrhistogram::Histogram;
 use kafka_protocol::messages::ApiKey;
 
@@ -109,6 +111,10 @@ pub struct ShardSnapshot {
     pub partitions: Vec<PartitionStats>,
     /// The groups whose coordinator runs on the shard, with their committed offsets.
     pub groups: Vec<GroupStats>,
+    /// What the shard's replicas sent, received and waited for (a cluster broker's).
+    pub replication: ReplicationStats,
+    /// What the shard's commit cycle did.
+    pub commit: CommitStats,
 }
 
 /// One shard's metrics.
@@ -512,6 +518,8 @@ impl MetricsRegistry {
             .map(|shard| lock(&shard.snapshot).clone())
             .collect();
         render_snapshots(&mut out, &snapshots);
+        render_commit(&mut out, &snapshots);
+        render_replication(&mut out, &snapshots);
         out
     }
 
@@ -740,6 +748,161 @@ fn render_snapshots(out: &mut String, snapshots: &[ShardSnapshot]) {
     }
 }
 
+/// The commit cycles' counters, per shard.
+fn render_commit(out: &mut String, snapshots: &[ShardSnapshot]) {
+    type CommitValue = fn(&CommitStats) -> u64;
+    const SERIES: [(&str, &str, CommitValue); 9] = [
+        ("ferrite_journal_writes_total", "Journal writes.", |s| {
+            s.journal_writes
+        }),
+        ("ferrite_journal_syncs_total", "Journal fdatasyncs.", |s| {
+            s.journal_syncs
+        }),
+        (
+            "ferrite_journal_bytes_total",
+            "Bytes of journal records written.",
+            |s| s.journal_bytes,
+        ),
+        (
+            "ferrite_journal_batches_total",
+            "Batches written to the journal.",
+            |s| s.journal_batches,
+        ),
+        (
+            "ferrite_journal_write_seconds_total",
+            "Time the journal's writes took, summed.",
+            |s| s.journal_write_micros,
+        ),
+        (
+            "ferrite_journal_sync_seconds_total",
+            "Time the journal's fdatasyncs took, summed.",
+            |s| s.journal_sync_micros,
+        ),
+        (
+            "ferrite_segment_direct_writes_total",
+            "Segment writes carrying new appends (the direct path: large runs, a full journal).",
+            |s| s.direct_writes,
+        ),
+        (
+            "ferrite_segment_lazy_writes_total",
+            "Segment writes of journaled batches.",
+            |s| s.segment_writes,
+        ),
+        (
+            "ferrite_journal_files_released_total",
+            "Journal files released for reuse.",
+            |s| s.files_released,
+        ),
+    ];
+    for (name, help, value) in SERIES {
+        write_family(out, name, "counter", help);
+        for (shard, snapshot) in snapshots.iter().enumerate() {
+            let value = value(&snapshot.commit);
+            if name.ends_with("_seconds_total") {
+                let seconds = value as f64 / 1e6;
+                let _ = writeln!(out, "{name}{{shard=\"{shard}\"}} {seconds}");
+            } else {
+                let _ = writeln!(out, "{name}{{shard=\"{shard}\"}} {value}");
+            }
+        }
+    }
+}
+
+/// The replication counters and stage histograms, summed over the shards; nothing on a broker
+/// without replication.
+fn render_replication(out: &mut String, snapshots: &[ShardSnapshot]) {
+    let mut total = ReplicationStats::default();
+    for snapshot in snapshots {
+        total.merge(&snapshot.replication);
+    }
+    if total == ReplicationStats::default() {
+        return;
+    }
+    for (name, help, counts) in [
+        (
+            "ferrite_replication_messages_sent_total",
+            "Partition Raft messages sent to peer brokers, by kind.",
+            &total.sent,
+        ),
+        (
+            "ferrite_replication_messages_received_total",
+            "Partition Raft messages received from peer brokers, by kind.",
+            &total.received,
+        ),
+    ] {
+        write_family(out, name, "counter", help);
+        for kind in MessageKind::ALL {
+            let _ = writeln!(
+                out,
+                "{name}{{kind=\"{}\"}} {}",
+                kind.name(),
+                counts[kind as usize]
+            );
+        }
+    }
+    for (name, help, value) in [
+        (
+            "ferrite_replication_batches_sent_total",
+            "Record batches sent in fetch answers (as a leader).",
+            total.batches_sent,
+        ),
+        (
+            "ferrite_replication_batches_received_total",
+            "Record batches received in fetch answers (as a follower).",
+            total.batches_received,
+        ),
+        (
+            "ferrite_replication_frames_sent_total",
+            "Frames carrying partition messages sent to peer brokers.",
+            total.frames_sent,
+        ),
+        (
+            "ferrite_replication_fetches_held_total",
+            "Followers' fetches held by a leader until it had something new.",
+            total.fetches_held,
+        ),
+        (
+            "ferrite_replication_fetch_floor_waits_total",
+            "Fetch answers with entries after which the follower waited for its disk before \
+             fetching again.",
+            total.fetch_floor_waits,
+        ),
+    ] {
+        write_family(out, name, "counter", help);
+        let _ = writeln!(out, "{name} {value}");
+    }
+    let name = "ferrite_replication_stage_seconds";
+    write_family(
+        out,
+        name,
+        "histogram",
+        "Time a replicated write spends in each stage: place (submitted until the leader's \
+         writer placed it), leader_durable, commit (placed until committed), follower_round \
+         (entries sent until the follower reports them durable), follower_durable.",
+    );
+    for stage in Stage::ALL {
+        let histogram = &total.stages[stage as usize];
+        let stage = stage.name();
+        let mut cumulative = 0;
+        for (bound, count) in StageHistogram::BOUNDS_MICROS.iter().zip(histogram.buckets) {
+            cumulative += count;
+            let le = *bound as f64 / 1e6;
+            let _ = writeln!(
+                out,
+                "{name}_bucket{{stage=\"{stage}\",le=\"{le}\"}} {cumulative}"
+            );
+        }
+        let _ = writeln!(
+            out,
+            "{name}_bucket{{stage=\"{stage}\",le=\"+Inf\"}} {}",
+            histogram.count
+        );
+        let sum = histogram.sum_micros as f64 / 1e6;
+        let _ = writeln!(out, "{name}_sum{{stage=\"{stage}\"}} {sum}");
+        let _ = writeln!(out, "{name}_count{{stage=\"{stage}\"}} {}", histogram.count);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -802,6 +965,10 @@ mod tests {
             let own = name == family_name
                 || (kind == "summary"
                     && [format!("{family_name}_sum"), format!("{family_name}_count")]
+                        .contains(&name.to_owned()))
+                || (kind == "histogram"
+                    && ["_bucket", "_sum", "_count"]
+                        .map(|suffix| format!("{family_name}{suffix}"))
                         .contains(&name.to_owned()));
             assert!(own, "{name} is not of the family {family_name}: {line}");
             if name.ends_with("_total") {
@@ -850,6 +1017,63 @@ mod tests {
             .collect();
         assert_eq!(found.len(), 1, "{name} {labels:?} in {samples:#?}");
         found[0].value
+    }
+
+    #[test]
+    fn replication_counts_and_stage_histograms_are_summed_over_the_shards() {
+        let registry = MetricsRegistry::new(2);
+        // Nothing replicated: no replication series at all (a single broker's metrics).
+        assert!(!registry.render().contains("ferrite_replication_"));
+        let mut first = ReplicationStats::default();
+        first.sent[MessageKind::Fetch as usize] = 3;
+        first.received[MessageKind::FetchEntries as usize] = 2;
+        first.batches_received = 5;
+        first.observe(Stage::Commit, Duration::from_micros(800));
+        first.observe(Stage::Commit, Duration::from_millis(30));
+        let mut second = ReplicationStats::default();
+        second.sent[MessageKind::Fetch as usize] = 4;
+        second.fetch_floor_waits = 1;
+        second.observe(Stage::Commit, Duration::from_secs(60));
+        for (shard, replication) in [first, second].into_iter().enumerate() {
+            let snapshot = ShardSnapshot {
+                replication,
+                ..ShardSnapshot::default()
+            };
+            registry.shard(shard).publish(snapshot, |_| true);
+        }
+        let samples = parse(&registry.render());
+        let sent = "ferrite_replication_messages_sent_total";
+        assert_eq!(value(&samples, sent, &[("kind", "fetch")]), 7.0);
+        assert_eq!(value(&samples, sent, &[("kind", "durable")]), 0.0);
+        let received = "ferrite_replication_messages_received_total";
+        assert_eq!(value(&samples, received, &[("kind", "fetch_entries")]), 2.0);
+        let batches = "ferrite_replication_batches_received_total";
+        assert_eq!(value(&samples, batches, &[]), 5.0);
+        let floor = "ferrite_replication_fetch_floor_waits_total";
+        assert_eq!(value(&samples, floor, &[]), 1.0);
+        let bucket = |le: &'static str| {
+            value(
+                &samples,
+                "ferrite_replication_stage_seconds_bucket",
+                &[("stage", "commit"), ("le", le)],
+            )
+        };
+        // Cumulative: 0.8 ms, 30 ms, and a minute past the last bound.
+        assert_eq!(bucket("0.0005"), 0.0);
+        assert_eq!(bucket("0.001"), 1.0);
+        assert_eq!(bucket("0.02"), 1.0);
+        assert_eq!(bucket("0.05"), 2.0);
+        assert_eq!(bucket("5"), 2.0);
+        assert_eq!(bucket("+Inf"), 3.0);
+        let count = "ferrite_replication_stage_seconds_count";
+        assert_eq!(value(&samples, count, &[("stage", "commit")]), 3.0);
+        assert_eq!(value(&samples, count, &[("stage", "place")]), 0.0);
+        let sum = value(
+            &samples,
+            "ferrite_replication_stage_seconds_sum",
+            &[("stage", "commit")],
+        );
+        assert!((sum - 60.0308).abs() < 1e-9, "{sum}");
     }
 
     #[test]
@@ -1097,6 +1321,7 @@ mod tests {
                         (committed_on("unopened", 0), 1),
                     ],
                 }],
+                ..ShardSnapshot::default()
             },
             |_| true,
         );
@@ -1104,6 +1329,7 @@ mod tests {
             ShardSnapshot {
                 partitions: vec![stats("odd \"name\"\\", 0, 20), stats("b", 0, 5)],
                 groups: Vec::new(),
+                ..ShardSnapshot::default()
             },
             |_| true,
         );

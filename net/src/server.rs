@@ -184,6 +184,8 @@ async fn publish_snapshots(broker: Rc<Broker>, interval: Duration) {
         let snapshot = ShardSnapshot {
             partitions: broker.context.partition_stats(),
             groups: broker.context.group_stats(),
+            replication: broker.context.replication_stats(),
+            commit: broker.context.commit_stats(),
         };
         let topics = broker.catalog.topics();
         broker

@@ -53,5 +53,5 @@ pub use message::{
     Effects, EntryKind, EntryMeta, Envelope, FetchResult, HardState, Index, LogWrite, Message,
     NodeId, Term, TermLimit, TERM_MAX,
 };
-pub use node::{PersistedState, RaftConfig, RaftNode, Refusal, RoleKind};
+pub use node::{PersistedState, RaftConfig, RaftNode, Refusal, RoleKind, FETCH_ANSWERS_AHEAD_MAX};
 pub use random::SplitMix64;

@@ -15,7 +15,7 @@
 //! a voter, and it may be right (a voter being added that has not fetched that entry yet; the
 //! Raft dissertation's §4.1, KIP-853).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use crate::log::{LogSummary, RaftLog};
 use crate::message::{
@@ -30,6 +30,8 @@ const ELECTION_BACKOFF_SHIFT_MAX: u32 = 3;
 mod damage;
 mod membership;
 mod replication;
+
+pub use replication::FETCH_ANSWERS_AHEAD_MAX;
 mod timers;
 
 /// A group member's settings. Times are in ticks of the driver's logical clock.
@@ -197,9 +199,13 @@ pub struct RaftNode {
     /// candidates at least this up to date, and no campaign starts, until the log is back.
     vote_floor: Option<(Term, Index)>,
     /// A follower fetches on only while storage holds its log up to here: the log's end
-    /// before the entries of the latest answer. Fetches are pipelined (the next leaves while
-    /// those entries are being written), but never more than one answer ahead of the disk.
+    /// before the entries of the `FETCH_ANSWERS_AHEAD_MAX`-th latest answer. Fetches are
+    /// pipelined (the next leaves while those entries are being written), but never more than
+    /// that many answers ahead of the disk.
     fetch_floor_index: Index,
+    /// The log's end before each of the latest answers with entries, oldest first (at most
+    /// `FETCH_ANSWERS_AHEAD_MAX`): where the floor moves to.
+    answer_starts: VecDeque<Index>,
     effects: Effects,
 }
 
@@ -234,6 +240,7 @@ impl RaftNode {
             leaderless_fetches: 0,
             vote_floor: None,
             fetch_floor_index: 0,
+            answer_starts: VecDeque::new(),
             effects: Effects::default(),
         };
         node.reset_election_timeout();

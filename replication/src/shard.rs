@@ -18,7 +18,9 @@
 //!   writes the changes of a tick into the broker's [`LeaderTable`] together (a broker's death
 //!   moves a thousand leaderships within a second or so).
 //! - Traffic: every partition message one shard has for one peer within one executor turn
-//!   travels as one frame naming each topic once ([`Coalescer`]). Followers' idle fetches are
+//!   travels as one frame naming each topic once ([`Coalescer`]); a partition's `Durable`
+//!   reports in it collapse into the latest (a follower's journal sync makes a whole
+//!   answer's batches durable at once, and each reports). Followers' idle fetches are
 //!   held at the leader until the shard's next fetch round (every `fetch_wait_ticks`) and all
 //!   answered in one turn, so the next fetches come back together too: idle, each broker pair
 //!   exchanges one frame each way per round, whatever the partition count (Kafka's replica
@@ -33,6 +35,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
+use engine::shard::replicated::{MessageKind, ReplicationStats};
 use engine::shard::{PartitionId, ShardContext};
 
 use futures::channel::oneshot;
@@ -43,7 +46,8 @@ use crate::controller::{
 use crate::message::{Index, Message, NodeId, TermLimit, TERM_MAX};
 use crate::node::RoleKind;
 use crate::replica::{
-    report_term_limit, Outbox, PartitionReplica, ReplicaConfig, ReplicaError, Schedule,
+    report_term_limit, Outbox, PartitionReplica, ReplicaConfig, ReplicaError, ReplicaEvent,
+    Schedule,
 };
 use crate::transport::{Received, Transport, TransportConfig, TransportError};
 use crate::votes::{RecoveredVotes, VoteLog};
@@ -511,7 +515,7 @@ impl ShardReplication {
             context: context.clone(),
             votes,
             config,
-            coalescer: Coalescer::new(transport.clone()),
+            coalescer: Coalescer::new(transport.clone(), context.replication_counts()),
             transport,
             replicas: RefCell::new(Registry::default()),
             timers: Rc::new(ShardTimers {
@@ -578,6 +582,19 @@ impl ShardReplication {
                         .collect()
                 };
                 let mut payload = received.payload;
+                {
+                    let mut counts = self.coalescer.counts.borrow_mut();
+                    for message in &messages {
+                        let kind = match message.message {
+                            Message::FetchResponse { .. } if message.payload_bytes > 0 => {
+                                MessageKind::FetchEntries
+                            }
+                            ref other => message_kind(other, &Bytes::new()),
+                        };
+                        counts.received[kind as usize] += 1;
+                    }
+                    counts.batches_received += batch_count(&payload);
+                }
                 for (message, replica) in messages.into_iter().zip(local) {
                     let bytes = message.payload_bytes as usize;
                     let Some(topic) = topics.get(message.topic as usize) else {
@@ -1028,6 +1045,8 @@ fn replica_seed(node_id: NodeId, partition: &PartitionId) -> u64 {
 /// [`COALESCED_PAYLOAD_BYTES_MAX`].
 pub struct Coalescer {
     transport: Rc<Transport<BrokerWire>>,
+    /// The shard's replication counts (`ShardContext::replication_counts`).
+    counts: Rc<RefCell<ReplicationStats>>,
     pending: RefCell<BTreeMap<NodeId, PendingFrame>>,
     /// Messages in the last frame sent (the capacity the next one starts with).
     messages_last: Cell<usize>,
@@ -1045,6 +1064,9 @@ struct PendingFrame {
     last_topic: Option<(Rc<str>, u32)>,
     messages: Vec<PartitionMessage>,
     batches: BytesMut,
+    /// Per (topic position, partition), where in `messages` its last message sits, if that is
+    /// a `Durable` report: a newer report replaces it rather than follow it.
+    last_durable: HashMap<(u32, u32), usize>,
 }
 
 impl PendingFrame {
@@ -1081,9 +1103,13 @@ pub struct CoalescerStats {
 }
 
 impl Coalescer {
-    fn new(transport: Rc<Transport<BrokerWire>>) -> Rc<Coalescer> {
+    fn new(
+        transport: Rc<Transport<BrokerWire>>,
+        counts: Rc<RefCell<ReplicationStats>>,
+    ) -> Rc<Coalescer> {
         Rc::new(Coalescer {
             transport,
+            counts,
             pending: RefCell::new(BTreeMap::new()),
             messages_last: Cell::new(0),
             flush_scheduled: Cell::new(false),
@@ -1102,6 +1128,11 @@ impl Coalescer {
         let mut stats = self.stats.get();
         stats.messages += 1;
         self.stats.set(stats);
+        {
+            let mut counts = self.counts.borrow_mut();
+            counts.sent[message_kind(&message, &payload) as usize] += 1;
+            counts.batches_sent += batch_count(&payload);
+        }
         let full = {
             let mut pending = self.pending.borrow_mut();
             let frame = pending.entry(to).or_insert_with(|| PendingFrame {
@@ -1110,13 +1141,30 @@ impl Coalescer {
                 ..PendingFrame::default()
             });
             let topic = frame.topic_position(topic);
-            frame.messages.push(PartitionMessage {
-                topic,
-                partition,
-                message,
-                payload_bytes: u32::try_from(payload.len()).unwrap_or(u32::MAX),
-            });
-            frame.batches.extend_from_slice(&payload);
+            let key = (topic, partition);
+            let is_durable = matches!(message, Message::Durable { .. });
+            // A follower's storage completes a whole journal write's batches at once and
+            // reports each: a later report in the same frame says all the earlier one did
+            // (reports are answered by nothing), so the leader steps one, not dozens.
+            let replaces = is_durable
+                .then(|| frame.last_durable.get(&key).copied())
+                .flatten();
+            if let Some(position) = replaces {
+                frame.messages[position].message = message;
+            } else {
+                if is_durable {
+                    frame.last_durable.insert(key, frame.messages.len());
+                } else {
+                    frame.last_durable.remove(&key);
+                }
+                frame.messages.push(PartitionMessage {
+                    topic,
+                    partition,
+                    message,
+                    payload_bytes: u32::try_from(payload.len()).unwrap_or(u32::MAX),
+                });
+                frame.batches.extend_from_slice(&payload);
+            }
             frame.batches.len() >= COALESCED_PAYLOAD_BYTES_MAX
         };
         if full {
@@ -1144,6 +1192,7 @@ impl Coalescer {
         let mut stats = self.stats.get();
         stats.frames += 1;
         self.stats.set(stats);
+        self.counts.borrow_mut().frames_sent += 1;
         self.messages_last.set(frame.messages.len());
         let wire = BrokerWire::Partitions {
             topics: frame.topics,
@@ -1152,6 +1201,36 @@ impl Coalescer {
         // A full queue or a closed transport loses the messages, as the network may.
         let _ = self.transport.send(to, &wire, frame.batches.freeze());
     }
+}
+
+/// What kind of message `message` is, for the metrics.
+fn message_kind(message: &Message, payload: &Bytes) -> MessageKind {
+    match message {
+        Message::Fetch { .. } => MessageKind::Fetch,
+        Message::FetchResponse { .. } if !payload.is_empty() => MessageKind::FetchEntries,
+        Message::FetchResponse { .. } => MessageKind::FetchAnswer,
+        Message::Durable { .. } => MessageKind::Durable,
+        _ => MessageKind::Other,
+    }
+}
+
+/// How many whole record batches `payload` holds (each: base offset, then its length).
+fn batch_count(payload: &[u8]) -> u64 {
+    const LENGTH_END: usize = 12; // base offset (8 bytes), batch length (4)
+    let mut count = 0;
+    let mut rest = payload;
+    while let Some(length) = rest.get(8..LENGTH_END) {
+        let length = i32::from_be_bytes([length[0], length[1], length[2], length[3]]);
+        let Some(next) = usize::try_from(length)
+            .ok()
+            .and_then(|length| rest.get(LENGTH_END + length..))
+        else {
+            break;
+        };
+        count += 1;
+        rest = next;
+    }
+    count
 }
 
 /// Pending once (waking itself), then ready: lets the tasks already scheduled run first.
@@ -1186,6 +1265,15 @@ impl Outbox for PartitionOutbox {
     fn send(&self, to: NodeId, message: Message, payload: Bytes) {
         self.coalescer
             .queue(to, &self.topic, self.partition, message, payload);
+    }
+
+    fn note(&self, event: ReplicaEvent) {
+        let mut counts = self.coalescer.counts.borrow_mut();
+        match event {
+            ReplicaEvent::FetchHeld => counts.fetches_held += 1,
+            ReplicaEvent::FetchFloorWait => counts.fetch_floor_waits += 1,
+            ReplicaEvent::Stage(stage, elapsed) => counts.observe(stage, elapsed),
+        }
     }
 }
 
@@ -1263,41 +1351,123 @@ mod tests {
     /// A coalesced frame as the receiver got it: its topics, messages and their batches.
     type ReceivedFrame = (Vec<String>, Vec<PartitionMessage>, Bytes);
 
+    /// Node 1's transport sending to node 2's, which keeps the partition frames it receives.
+    #[allow(clippy::type_complexity)]
+    fn node_1_to_node_2() -> (
+        Rc<Transport<BrokerWire>>,
+        Transport<BrokerWire>,
+        Rc<RefCell<Vec<ReceivedFrame>>>,
+        Vec<ListenReservation>,
+    ) {
+        let reservations: Vec<ListenReservation> = (0..2)
+            .map(|_| ListenReservation::new("127.0.0.1:0".parse().unwrap()).unwrap())
+            .collect();
+        let peers: BTreeMap<NodeId, SocketAddr> = [
+            (1, reservations[0].address()),
+            (2, reservations[1].address()),
+        ]
+        .into_iter()
+        .collect();
+        let received: Rc<RefCell<Vec<ReceivedFrame>>> = Default::default();
+        let receiver = Transport::<BrokerWire>::start(
+            TransportConfig::new("test", 2, 0, peers[&2], peers.clone()),
+            {
+                let received = received.clone();
+                move |frame: Received<BrokerWire>| {
+                    if let BrokerWire::Partitions { topics, messages } = frame.message {
+                        received
+                            .borrow_mut()
+                            .push((topics, messages, frame.payload));
+                    }
+                }
+            },
+        )
+        .unwrap();
+        let sender = Rc::new(
+            Transport::<BrokerWire>::start(
+                TransportConfig::new("test", 1, 0, peers[&1], peers.clone()),
+                |_| {},
+            )
+            .unwrap(),
+        );
+        (sender, receiver, received, reservations)
+    }
+
+    /// Waits (20 s at most) until node 2 received a frame.
+    async fn first_frame(received: &RefCell<Vec<ReceivedFrame>>) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while received.borrow().is_empty() {
+            assert!(std::time::Instant::now() < deadline, "nothing arrived");
+            glommio::timer::sleep(std::time::Duration::from_millis(5)).await;
+        }
+    }
+
+    fn durable(durable_index: u64) -> Message {
+        Message::Durable {
+            term: 1,
+            fetch_index: 10,
+            last_fetched_term: 1,
+            durable_index,
+        }
+    }
+
+    #[test]
+    fn a_turns_durable_reports_of_one_partition_travel_as_the_latest_one() {
+        glommio::LocalExecutor::default().run(async {
+            let (sender, receiver, received, _reservations) = node_1_to_node_2();
+            let counts: Rc<RefCell<ReplicationStats>> = Rc::default();
+            let coalescer = Coalescer::new(sender.clone(), counts.clone());
+            let t: Rc<str> = Rc::from("t");
+            // One journal sync made 40 batches of partition 0 durable, each reported; partition
+            // 1 reported once, then fetched, then reported again (kept in that order).
+            for index in 1..=40 {
+                coalescer.queue(2, &t, 0, durable(index), Bytes::new());
+            }
+            coalescer.queue(2, &t, 1, durable(5), Bytes::new());
+            let fetch = Message::Fetch {
+                term: 1,
+                fetch_index: 10,
+                last_fetched_term: 1,
+                durable_index: 5,
+            };
+            coalescer.queue(2, &t, 1, fetch.clone(), Bytes::new());
+            coalescer.queue(2, &t, 1, durable(6), Bytes::new());
+            coalescer.queue(2, &t, 1, durable(7), Bytes::new());
+            first_frame(&received).await;
+            let (_, messages, _) = received.borrow_mut().remove(0);
+            let sent: Vec<(u32, Message)> = messages
+                .into_iter()
+                .map(|message| (message.partition, message.message))
+                .collect();
+            assert_eq!(
+                sent,
+                [
+                    (0, durable(40)),
+                    (1, durable(5)),
+                    (1, fetch),
+                    (1, durable(7)),
+                ]
+            );
+            // Every report the replicas made is counted, one frame carried them.
+            let (durable_sent, frames_sent) = {
+                let counts = counts.borrow();
+                (
+                    counts.sent[MessageKind::Durable as usize],
+                    counts.frames_sent,
+                )
+            };
+            assert_eq!(durable_sent, 43);
+            assert_eq!(frames_sent, 1);
+            sender.close().await;
+            receiver.close().await;
+        });
+    }
+
     #[test]
     fn one_turns_messages_to_a_peer_travel_in_one_frame_with_their_batches() {
         glommio::LocalExecutor::default().run(async {
-            let reservations: Vec<ListenReservation> = (0..2)
-                .map(|_| ListenReservation::new("127.0.0.1:0".parse().unwrap()).unwrap())
-                .collect();
-            let peers: BTreeMap<NodeId, SocketAddr> = [
-                (1, reservations[0].address()),
-                (2, reservations[1].address()),
-            ]
-            .into_iter()
-            .collect();
-            let received: Rc<RefCell<Vec<ReceivedFrame>>> = Default::default();
-            let receiver = Transport::<BrokerWire>::start(
-                TransportConfig::new("test", 2, 0, peers[&2], peers.clone()),
-                {
-                    let received = received.clone();
-                    move |frame: Received<BrokerWire>| {
-                        if let BrokerWire::Partitions { topics, messages } = frame.message {
-                            received
-                                .borrow_mut()
-                                .push((topics, messages, frame.payload));
-                        }
-                    }
-                },
-            )
-            .unwrap();
-            let sender = Rc::new(
-                Transport::<BrokerWire>::start(
-                    TransportConfig::new("test", 1, 0, peers[&1], peers.clone()),
-                    |_| {},
-                )
-                .unwrap(),
-            );
-            let coalescer = Coalescer::new(sender.clone());
+            let (sender, receiver, received, _reservations) = node_1_to_node_2();
+            let coalescer = Coalescer::new(sender.clone(), Rc::default());
             let (t, u): (Rc<str>, Rc<str>) = (Rc::from("t"), Rc::from("u"));
             for (topic, partition, batches) in [
                 (&t, 0u32, &b"abc"[..]),
@@ -1307,11 +1477,7 @@ mod tests {
                 let message = fetch_response(u64::from(partition));
                 coalescer.queue(2, topic, partition, message, Bytes::from_static(batches));
             }
-            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-            while received.borrow().is_empty() {
-                assert!(std::time::Instant::now() < deadline, "nothing arrived");
-                glommio::timer::sleep(std::time::Duration::from_millis(5)).await;
-            }
+            first_frame(&received).await;
             let (topics, messages, payload) = received.borrow_mut().remove(0);
             assert_eq!(topics, ["t", "u"], "each topic named once");
             let named: Vec<(u32, u32, u32)> = messages

@@ -9,7 +9,7 @@ mod common;
 use common::{Batch, Cluster, DiskWrite, Faults};
 use ferrite_replication::{
     Effects, EntryKind, EntryMeta, FetchResult, Message, NodeId, Refusal, RoleKind, Term,
-    TermLimit, TERM_MAX,
+    TermLimit, FETCH_ANSWERS_AHEAD_MAX, TERM_MAX,
 };
 
 const TICKS_MAX: u64 = 1_000;
@@ -138,6 +138,58 @@ fn a_cluster_elects_one_leader_and_commits_its_proposals_everywhere() {
             .batch_containing(batch.meta.last_index);
         assert_eq!(stored, Some(&batch), "node {id}");
     }
+}
+
+/// One trip of every message under way (each arrives one tick after it left), with the
+/// leader's disk syncing everything and the others' syncing nothing.
+fn trip_with_only_the_leader_syncing(cluster: &mut Cluster, leader: NodeId) {
+    cluster.now += 1;
+    cluster.deliver_due(|_| {});
+    cluster.sync_all(leader);
+}
+
+#[test]
+fn a_follower_fetches_on_while_its_disk_writes_several_answers_and_no_more() {
+    let mut cluster = cluster(3);
+    let leader = tick_until_leader(&mut cluster);
+    commit_one(&mut cluster);
+    let follower = *cluster
+        .ids()
+        .iter()
+        .find(|id| **id != leader)
+        .expect("three nodes");
+    let written = |cluster: &Cluster| cluster.disks[&follower].written.last_index;
+    // From here the followers' disks sync nothing: each batch the leader takes is answered to
+    // the fetch the follower sent after the last answer, as long as it fetches on. A
+    // follower storage commits one group at a time; a fetch that waited for the group in
+    // flight made the next batch miss the following group too.
+    for count in 1..=FETCH_ANSWERS_AHEAD_MAX + 2 {
+        let (_, batch) = cluster.propose().expect("the leader takes proposals");
+        // A batch the follower can take arrives within one trip: the fetch waits at the
+        // leader (a trip for the answer, and for the next fetch while its own answer ran).
+        trip_with_only_the_leader_syncing(&mut cluster, leader);
+        trip_with_only_the_leader_syncing(&mut cluster, leader);
+        if count <= FETCH_ANSWERS_AHEAD_MAX + 1 {
+            assert_eq!(
+                written(&cluster),
+                batch.meta.last_index,
+                "batch {count} reached the follower, nothing of it durable there"
+            );
+        } else {
+            // No more than that many answers beyond what is durable: the next fetch waits.
+            assert!(
+                written(&cluster) < batch.meta.last_index,
+                "batch {count} reached a follower already {FETCH_ANSWERS_AHEAD_MAX} answers \
+                 ahead of its disk"
+            );
+        }
+    }
+    // The oldest answer becomes durable: the follower fetches again and takes the last batch.
+    let last = cluster.disks[&leader].written.last_index;
+    cluster.sync_disk(follower);
+    trip_with_only_the_leader_syncing(&mut cluster, leader);
+    trip_with_only_the_leader_syncing(&mut cluster, leader);
+    assert_eq!(written(&cluster), last);
 }
 
 #[test]

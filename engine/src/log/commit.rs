@@ -79,6 +79,10 @@ pub struct CommitStats {
     pub segment_writes: u64,
     /// Journal files released for reuse.
     pub files_released: u64,
+    /// Time the journal's writes and syncs took, summed, in microseconds (with
+    /// `journal_writes` and `journal_syncs`, their mean).
+    pub journal_write_micros: u64,
+    pub journal_sync_micros: u64,
 }
 
 /// A shard's commit cycle (see the module documentation). Every log of the shard is opened
@@ -776,6 +780,7 @@ async fn journal_operation(commit: Rc<CommitShared>, work: JournalWork) {
         };
         let length = buffer.len();
         let file = journal.borrow().file(slot.file);
+        let started = std::time::Instant::now();
         let result = crate::dma::write_whole_at(
             &file,
             buffer,
@@ -784,6 +789,8 @@ async fn journal_operation(commit: Rc<CommitShared>, work: JournalWork) {
             "writing the journal (short write)",
         )
         .await;
+        let took_micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+        commit.count(|stats| stats.journal_write_micros += took_micros);
         // The write is done first and its result replaced, as a real failure may have
         // reached the file; every partition in the write sees the fault armed for any.
         let injected_error = injected_in_any(
@@ -865,12 +872,15 @@ async fn journal_operation(commit: Rc<CommitShared>, work: JournalWork) {
     if wants_sync && journal.borrow().has_unsynced() {
         let files = journal.borrow_mut().take_unsynced();
         commit.count(|stats| stats.journal_syncs += files.len() as u64);
+        let started = std::time::Instant::now();
         let synced = futures::future::try_join_all(files.iter().map(|file| async move {
             file.fdatasync()
                 .await
                 .map_err(|error| LogError::glommio("syncing the journal", error))
         }))
         .await;
+        let took_micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+        commit.count(|stats| stats.journal_sync_micros += took_micros);
         let injected_error = {
             let logs = commit.logs.borrow();
             let unsynced = commit.journal_unsynced.borrow();

@@ -31,7 +31,7 @@ use crate::waiters::Waiters;
 
 use super::coordinator::{Coordinators, GroupsConfig};
 use super::placement::PlacementView;
-use super::replicated::{DeliveryHandler, Leadership, ReplicatedPartition};
+use super::replicated::{DeliveryHandler, Leadership, ReplicatedPartition, ReplicationStats};
 use super::runtime::{RuntimeConfig, TopicLogConfig};
 use super::Delivery;
 
@@ -100,6 +100,8 @@ pub(super) struct ShardState {
     replicated: RefCell<HashMap<PartitionId, Rc<dyn ReplicatedPartition>>>,
     /// Where messages delivered to this shard's partitions go.
     delivery: RefCell<Option<DeliveryHandler>>,
+    /// What the shard's replicas did, for the metrics (counted by replication).
+    replication_stats: Rc<RefCell<ReplicationStats>>,
 }
 
 impl ShardContext {
@@ -134,6 +136,7 @@ impl ShardContext {
                 drain_waiters: Waiters::default(),
                 replicated: RefCell::new(HashMap::new()),
                 delivery: RefCell::new(None),
+                replication_stats: Rc::default(),
             }),
         }
     }
@@ -996,6 +999,16 @@ impl ShardContext {
         );
         *opened = Some(log.clone());
         Ok(log)
+    }
+
+    /// Where the shard's replicas count what they did (see [`ReplicationStats`]).
+    pub fn replication_counts(&self) -> Rc<RefCell<ReplicationStats>> {
+        self.state.replication_stats.clone()
+    }
+
+    /// What the shard's replicas did so far.
+    pub fn replication_stats(&self) -> ReplicationStats {
+        self.state.replication_stats.borrow().clone()
     }
 
     /// Offsets and size of every partition log this shard has open, read without waiting (a

@@ -41,7 +41,7 @@ impl RaftNode {
         let after_index = (first_index - 1).max(self.log.log_start() - 1);
         let write = self.log.truncate_after(after_index);
         self.effects.log_writes.push(write);
-        self.fetch_floor_index = self.fetch_floor_index.min(after_index);
+        self.lower_fetch_floor(after_index);
         self.commit_index = self.commit_index.min(after_index);
         let mut fetches = false;
         if let Role::Follower {

@@ -5,14 +5,25 @@
 //!
 //! Fetches are pipelined: the next one leaves as soon as an answer's entries are handed to
 //! storage, not once they are durable, so the follower's write and sync overlap the trip to the
-//! leader and back; never more than one answer's entries beyond what is durable (the fetch
-//! floor bounds what a slow disk lets pile up). Durability then travels on its own: when
+//! leader and back; never more than `FETCH_ANSWERS_AHEAD_MAX` answers' entries beyond what is
+//! durable (the fetch floor bounds what a slow disk lets pile up). More than one: a follower's
+//! storage commits one group at a time (the shard's journal), so with only one answer allowed
+//! ahead, the fetch for a batch the leader takes while the follower's sync runs left only once
+//! that sync was done, and the batch missed the next group too (one more write and sync of
+//! the follower before it counted). With the fetch already waiting at the leader, the batch
+//! goes out at once and joins the follower's next group. Durability then travels on its own: when
 //! storage catches up while a fetch is out, a `Durable` report tells the leader at once (the
 //! fetch out may be held there for a while), and the leader counts it as it would the fetch.
 //! Anyone may fetch: the leader answers an observer (a node it does not track) the same way
 //! but counts it for nothing, and a node that does not lead tells the fetcher who does.
 
 use super::{FetchInFlight, RaftNode, Refusal, Role};
+
+/// Answers with entries a follower may have handed to storage and not yet made durable when
+/// it fetches again (see the module documentation); each carries at most the leader's fetch
+/// byte budget, so a slow disk lets at most this many budgets (plus the one in flight) pile up
+/// per partition.
+pub const FETCH_ANSWERS_AHEAD_MAX: usize = 3;
 use crate::message::{Effects, EntryKind, EntryMeta, FetchResult, Index, Message, NodeId, Term};
 
 impl RaftNode {
@@ -264,7 +275,15 @@ impl RaftNode {
                     return;
                 }
                 if !entries.is_empty() {
-                    self.fetch_floor_index = self.log.last_index();
+                    self.answer_starts.push_back(self.log.last_index());
+                    if self.answer_starts.len() > FETCH_ANSWERS_AHEAD_MAX {
+                        self.answer_starts.pop_front();
+                    }
+                    if self.answer_starts.len() == FETCH_ANSWERS_AHEAD_MAX {
+                        // The oldest of the latest answers must be durable before the next
+                        // fetch: that many are then being written at most.
+                        self.fetch_floor_index = self.answer_starts[0];
+                    }
                     let write = self.log.append(entries);
                     self.effects.log_writes.push(write);
                 }
@@ -288,7 +307,7 @@ impl RaftNode {
                     let write = self.log.truncate_after(point);
                     self.effects.log_writes.push(write);
                 }
-                self.fetch_floor_index = self.fetch_floor_index.min(point);
+                self.lower_fetch_floor(point);
                 if let Role::Follower { verified_index, .. } = &mut self.role {
                     *verified_index = (*verified_index).min(point);
                 }
@@ -304,10 +323,19 @@ impl RaftNode {
                 }
                 let write = self.log.reset_to(log_start, prev_term, voters);
                 self.effects.log_writes.push(write);
-                self.fetch_floor_index = self.fetch_floor_index.min(log_start - 1);
+                self.lower_fetch_floor(log_start - 1);
                 self.verified(log_start - 1, log_start - 1);
                 self.send_fetch();
             }
+        }
+    }
+
+    /// The log was cut back to `index`: entries past it need no longer be durable before the
+    /// next fetch.
+    pub(super) fn lower_fetch_floor(&mut self, index: Index) {
+        self.fetch_floor_index = self.fetch_floor_index.min(index);
+        for start in &mut self.answer_starts {
+            *start = (*start).min(index);
         }
     }
 

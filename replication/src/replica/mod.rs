@@ -51,10 +51,11 @@ use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::PathBuf;
 use std::rc::Rc;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use engine::batch::CheckedBatch;
-use engine::shard::replicated::{Leadership, ReplicatedPartition};
+use engine::shard::replicated::{Leadership, ReplicatedPartition, Stage};
 use engine::shard::{AppendPending, Appended, Durability};
 use engine::waiters::Waiters;
 use engine::{AppendReceipt, LogError, PartitionLog};
@@ -76,6 +77,19 @@ use state_file::{ReplicaState, StateFile};
 /// never waits; a message may be lost (Raft retries).
 pub trait Outbox {
     fn send(&self, to: NodeId, message: Message, payload: Bytes);
+    /// Something the replica did, for the shard's metrics; ignored by default.
+    fn note(&self, _event: ReplicaEvent) {}
+}
+
+/// What a replica tells its [`Outbox`] for the metrics (see `ReplicationStats`).
+#[derive(Debug, Clone, Copy)]
+pub enum ReplicaEvent {
+    /// A follower's fetch held (nothing new to send it).
+    FetchHeld,
+    /// Fetched entries after which the follower waits for its disk before fetching again.
+    FetchFloorWait,
+    /// A stage of a replicated write took this long.
+    Stage(Stage, Duration),
 }
 
 /// What a replica run by a shard tells it (see `ShardReplication`): when it next needs to run
@@ -106,6 +120,9 @@ const HOUSEKEEPING_INTERVAL_TICKS: u64 = 100;
 
 /// No deadline.
 const NEVER: u64 = u64::MAX;
+
+/// Entries sent to one follower whose round a leader times at once (older ones are forgotten).
+const ROUNDS_TIMED_MAX: usize = 64;
 
 /// A replica's settings. Times are in ticks of [`PartitionReplica::tick`].
 #[derive(Debug, Clone)]
@@ -218,6 +235,9 @@ struct Inner {
     parked: RefCell<Vec<(NodeId, Message, u64)>>,
     /// The commit index last sent to each follower (a fetch that would repeat it is held).
     commit_sent: RefCell<HashMap<NodeId, Index>>,
+    /// Per follower, the log's last index when entries were sent to it and when, oldest first
+    /// (at most `ROUNDS_TIMED_MAX`): its next report of durability times the round.
+    rounds: RefCell<HashMap<NodeId, VecDeque<(Index, Instant)>>>,
     /// The clock the replica runs by: its shard's (shared by the shard's replicas) or its own.
     clock: Rc<Cell<u64>>,
     /// The tick the core has been brought to (it lags `clock` while nothing is due).
@@ -346,6 +366,7 @@ impl PartitionReplica {
                 fetched: Default::default(),
                 parked: Default::default(),
                 commit_sent: Default::default(),
+                rounds: Default::default(),
                 clock,
                 ticks: Cell::new(now),
                 schedule,
@@ -717,8 +738,20 @@ impl PartitionReplica {
             }
         }
         let parkable = matches!(message, Message::Fetch { .. }).then(|| (from, message.clone()));
+        if let Message::Fetch { durable_index, .. } | Message::Durable { durable_index, .. } =
+            message
+        {
+            self.time_rounds(from, durable_index);
+        }
         self.catch_up();
         let effects = self.inner.node.borrow_mut().step(from, message);
+        let fetches_on = effects
+            .messages
+            .iter()
+            .any(|envelope| matches!(envelope.message, Message::Fetch { .. }));
+        if !batches.is_empty() && !fetches_on && !effects.log_writes.is_empty() {
+            self.inner.outbox.note(ReplicaEvent::FetchFloorWait);
+        }
         // Only the batches of entries the core took are kept, for the writer: an answer it
         // dropped (late, duplicated, from a deposed leader) must not stand in for them.
         if !batches.is_empty() {
@@ -739,6 +772,24 @@ impl PartitionReplica {
             }
         }
         self.carry_out(effects, parkable);
+    }
+
+    /// A follower reports its log durable up to `durable_index`: the rounds of the entries
+    /// sent to it that this covers are over.
+    fn time_rounds(&self, from: NodeId, durable_index: Index) {
+        let mut rounds = self.inner.rounds.borrow_mut();
+        let Some(sent) = rounds.get_mut(&from) else {
+            return;
+        };
+        while let Some(&(index, at)) = sent.front() {
+            if index > durable_index {
+                break;
+            }
+            sent.pop_front();
+            self.inner
+                .outbox
+                .note(ReplicaEvent::Stage(Stage::FollowerRound, at.elapsed()));
+        }
     }
 
     /// Appends a producer's batch if this replica leads, and waits for the acknowledgement
@@ -776,12 +827,19 @@ impl PartitionReplica {
             .push_back(Proposal { batch, reply });
         self.inner.changes.wake_all();
         let replica = self.clone();
+        let submitted = Instant::now();
         Box::pin(async move {
             let receipt = placed.await.map_err(|_| ProduceError::Stopped)??;
+            let outbox = &replica.inner.outbox;
+            let placed_at = Instant::now();
+            outbox.note(ReplicaEvent::Stage(Stage::Place, placed_at - submitted));
             match acks {
                 Acks::Placed => {}
                 Acks::Leader => replica.inner.log.wait_written(&receipt).await?,
-                Acks::Committed => replica.wait_committed(&receipt).await?,
+                Acks::Committed => {
+                    replica.wait_committed(&receipt).await?;
+                    outbox.note(ReplicaEvent::Stage(Stage::Commit, placed_at.elapsed()));
+                }
             }
             Ok(receipt)
         })
@@ -917,6 +975,7 @@ impl PartitionReplica {
                 // A follower's resent fetch replaces the one held for it.
                 parked.retain(|(follower, _, _)| follower != from);
                 parked.push((*from, fetch.clone(), until));
+                self.inner.outbox.note(ReplicaEvent::FetchHeld);
                 continue;
             }
             self.inner
@@ -929,6 +988,15 @@ impl PartitionReplica {
                     .outbox
                     .send(envelope.to, envelope.message, Bytes::new());
                 continue;
+            }
+            {
+                let last_index = self.inner.node.borrow().log().last_index;
+                let mut rounds = self.inner.rounds.borrow_mut();
+                let sent = rounds.entry(envelope.to).or_default();
+                if sent.len() == ROUNDS_TIMED_MAX {
+                    sent.pop_front();
+                }
+                sent.push_back((last_index, Instant::now()));
             }
             let replica = self.clone();
             glommio::spawn_local(async move {
@@ -1184,8 +1252,9 @@ impl PartitionReplica {
                             .into())
                         }
                     };
+                    let handed_at = Instant::now();
                     let receipt = log.append_replicated(batch).await?;
-                    self.report_durable(receipt, &meta);
+                    self.report_durable(receipt, &meta, handed_at);
                 }
                 // A follower learns the commit index with the entries it covers, before they
                 // are placed: the high-water mark (held to the log end) catches up now.
@@ -1298,9 +1367,10 @@ impl PartitionReplica {
         });
         self.carry_out(effects, None);
         entries::stamp(&mut batch, &meta);
+        let handed_at = Instant::now();
         match self.inner.log.append_replicated(batch).await {
             Ok(receipt) => {
-                self.report_durable(receipt.clone(), &meta);
+                self.report_durable(receipt.clone(), &meta, handed_at);
                 let _ = reply.send(Ok(receipt));
                 self.unpark();
                 Ok(())
@@ -1314,7 +1384,7 @@ impl PartitionReplica {
 
     /// Once the entry's flush is durable, the core hears of it (the engine group-commits, so
     /// many entries share one fsync); if it cannot be made durable, the replica faults.
-    fn report_durable(&self, receipt: AppendReceipt, meta: &EntryMeta) {
+    fn report_durable(&self, receipt: AppendReceipt, meta: &EntryMeta, handed_at: Instant) {
         if self.faulted() {
             return; // placed for a core that is gone; its successor counts what is on disk
         }
@@ -1328,6 +1398,15 @@ impl PartitionReplica {
             }
             match durable {
                 Ok(()) => {
+                    let stage = if replica.inner.node.borrow().role() == RoleKind::Leader {
+                        Stage::LeaderDurable
+                    } else {
+                        Stage::FollowerDurable
+                    };
+                    replica
+                        .inner
+                        .outbox
+                        .note(ReplicaEvent::Stage(stage, handed_at.elapsed()));
                     replica.catch_up();
                     let effects = replica.inner.node.borrow_mut().persisted(index, term);
                     replica.carry_out(effects, None);
