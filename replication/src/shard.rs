@@ -865,12 +865,14 @@ impl ShardReplication {
             }
         }
         if now.is_multiple_of(LEADER_REPORT_INTERVAL_TICKS) {
-            self.report_leaderships();
+            let leading: Vec<u32> = self.leading.borrow().iter().copied().collect();
+            self.report_leaderships(&leading);
         }
     }
 
     /// Writes what the replicas whose leadership changed now know into the broker's leader
-    /// table, all under one lock, and keeps the set of those that lead.
+    /// table, all under one lock, keeps the set of those that lead, and tells the other
+    /// brokers of the leaderships won.
     fn note_leadership_changes(&self) {
         let mut changed = std::mem::take(&mut *self.timers.changed.borrow_mut());
         if changed.is_empty() {
@@ -879,31 +881,39 @@ impl ShardReplication {
         changed.sort_unstable();
         changed.dedup();
         let own = self.config.node_id;
-        let replicas = self.replicas.borrow();
-        let mut leading = self.leading.borrow_mut();
-        let views: Vec<(&PartitionId, Option<NodeId>, u64)> = changed
-            .iter()
-            .filter_map(|slot| {
-                let (partition, replica) = replicas.at(*slot)?;
-                let leader = replica.leader();
-                if leader == Some(own) {
-                    leading.insert(*slot);
-                } else {
-                    leading.remove(slot);
-                }
-                Some((partition, leader, replica.term()))
-            })
-            .collect();
-        self.leaders.note_own(own, views);
+        let mut won = Vec::new();
+        {
+            let replicas = self.replicas.borrow();
+            let mut leading = self.leading.borrow_mut();
+            let views: Vec<(&PartitionId, Option<NodeId>, u64)> = changed
+                .iter()
+                .filter_map(|slot| {
+                    let (partition, replica) = replicas.at(*slot)?;
+                    let leader = replica.leader();
+                    if leader == Some(own) {
+                        leading.insert(*slot);
+                        won.push(*slot);
+                    } else {
+                        leading.remove(slot);
+                    }
+                    Some((partition, leader, replica.term()))
+                })
+                .collect();
+            self.leaders.note_own(own, views);
+        }
+        // The other brokers hear of a won leadership now, not at the next periodic report
+        // (up to `LEADER_REPORT_INTERVAL_TICKS` later): until then a broker without a replica
+        // of the partition answers Metadata with LEADER_NOT_AVAILABLE (a new topic's
+        // partitions) or the deposed leader (a failover), and its clients wait or retry.
+        self.report_leaderships(&won);
     }
 
-    /// Tells the other brokers which partitions this shard leads, in which terms, with their
-    /// in-sync voters (and notes the in-sync voters here).
-    fn report_leaderships(&self) {
+    /// Tells the other brokers which of the partitions at `slots` this shard leads, in which
+    /// terms, with their in-sync voters (and notes the in-sync voters here).
+    fn report_leaderships(&self, slots: &[u32]) {
         let led: Vec<(PartitionId, PartitionReplica)> = {
             let replicas = self.replicas.borrow();
-            self.leading
-                .borrow()
+            slots
                 .iter()
                 .filter_map(|slot| replicas.at(*slot).cloned())
                 .collect()
