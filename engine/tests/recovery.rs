@@ -281,13 +281,24 @@ fn a_crash_keeps_the_last_pages_padding_uncut_and_serves_exactly_the_acknowledge
                 (log, batches)
             }
         };
-        let file_bytes = |dir: &Path| std::fs::metadata(dir.join(&crashed.log_name)).unwrap().len();
+        let file_bytes = |dir: &Path| {
+            std::fs::metadata(dir.join(&crashed.log_name))
+                .unwrap()
+                .len()
+        };
 
         // Zeros only after the data, up to the page end: the padding stays, nothing else moves.
         copy_dir(&crashed.scratch.path().join("original"), &copy);
         let (log, batches) = read_back(copy.clone()).await;
-        assert!(batches == crashed.stored, "exactly the acknowledged batches");
-        assert_eq!(file_bytes(&copy), padded, "the open did not cut the padding");
+        assert!(
+            batches == crashed.stored,
+            "exactly the acknowledged batches"
+        );
+        assert_eq!(
+            file_bytes(&copy),
+            padded,
+            "the open did not cut the padding"
+        );
         let end = log.log_end_offset();
         let next = tagged_batch(77, 2, 30, 0);
         let receipt = log.append_durable(next.clone(), 5).await.unwrap();
@@ -335,11 +346,17 @@ fn a_crash_keeps_the_last_pages_padding_uncut_and_serves_exactly_the_acknowledge
             copy_dir(&crashed.scratch.path().join("original"), &copy);
             damage(&copy.join(&crashed.log_name));
             let (log, batches) = read_back(copy.clone()).await;
-            assert!(batches == crashed.stored, "{name}: the acknowledged batches");
+            assert!(
+                batches == crashed.stored,
+                "{name}: the acknowledged batches"
+            );
             assert_eq!(file_bytes(&copy), data_end, "{name}: cut at the data's end");
             let next = tagged_batch(79, 1, 20, 0);
             let receipt = log.append_durable(next.clone(), 5).await.unwrap();
-            assert_eq!(receipt.base_offset, end, "{name}: the next append follows on");
+            assert_eq!(
+                receipt.base_offset, end,
+                "{name}: the next append follows on"
+            );
             drop(log);
             let mut expected = crashed.stored.clone();
             expected.push(as_stored(next, end, 5));

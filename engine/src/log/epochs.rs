@@ -302,7 +302,8 @@ mod tests {
     #[test]
     fn an_absent_file_means_epoch_0_and_a_file_is_trimmed_to_the_recovered_log() {
         let dir = tempfile::tempdir().unwrap();
-        let read = |start, end| read_epochs(dir.path(), read_file(dir.path())?.as_deref(), start, end);
+        let read =
+            |start, end| read_epochs(dir.path(), read_file(dir.path())?.as_deref(), start, end);
         assert_eq!(read(5, 20).unwrap(), runs(&[(0, 5)]));
         assert_eq!(read(5, 5).unwrap(), EpochRuns::default());
         std::fs::write(
@@ -311,14 +312,8 @@ mod tests {
         )
         .unwrap();
         // A crash lost the batches of epoch 3 (the file had been written first).
-        assert_eq!(
-            read(0, 30).unwrap(),
-            runs(&[(1, 0), (2, 10)])
-        );
+        assert_eq!(read(0, 30).unwrap(), runs(&[(1, 0), (2, 10)]));
         std::fs::write(dir.path().join(LEADER_EPOCHS_FILE), "garbage").unwrap();
-        assert!(matches!(
-            read(0, 30),
-            Err(LogError::Corrupt(_))
-        ));
+        assert!(matches!(read(0, 30), Err(LogError::Corrupt(_))));
     }
 }

@@ -124,10 +124,17 @@ impl Shared {
     /// it, writes its indexes and marks it sealed. Also used for the active segment on close,
     /// which is synced but not trimmed: see `recovery.rs` on the padding it keeps.
     pub(super) async fn seal_segment(&self, base_offset: u64) -> Result<(), LogError> {
-        let (files, written_bytes, offset_index_bytes, time_index_bytes, damaged, closing, closing_small) = {
+        let (
+            files,
+            written_bytes,
+            offset_index_bytes,
+            time_index_bytes,
+            damaged,
+            closing,
+            closing_small,
+        ) = {
             let mut state = self.state.borrow_mut();
-            let closing =
-                state.closing && state.segments.keys().next_back() == Some(&base_offset);
+            let closing = state.closing && state.segments.keys().next_back() == Some(&base_offset);
             // The active segment of a log closing, small enough to be read whole at the next
             // open: no index files (`SMALL_SEGMENT_BYTES_MAX`).
             let closing_small = closing
@@ -185,6 +192,7 @@ impl Shared {
             // No index files for a damaged segment: the next open scans it in full again.
             super::damage::remove_index_files(&self.dir, base_offset)?;
         } else if files.is_some() {
+            self.state.borrow_mut().close_leftovers_may_exist = true;
             write_whole_file(
                 &segment::offset_index_path(&self.dir, base_offset),
                 &offset_index_bytes,

@@ -122,7 +122,11 @@ impl PartitionLog {
         }
         // The marker holds the log end of the clean close (an older marker holds nothing).
         let clean_marker = listing
-            .read_to_string(&dir, CLEAN_SHUTDOWN_FILE, "reading the clean-shutdown marker")?
+            .read_to_string(
+                &dir,
+                CLEAN_SHUTDOWN_FILE,
+                "reading the clean-shutdown marker",
+            )?
             .map(|text| text.trim().parse::<u64>().ok());
         let clean = clean_marker.is_some();
         let log_start_checkpoint = read_offset_file(&dir, &listing, LOG_START_OFFSET_FILE)?;
@@ -178,6 +182,7 @@ impl PartitionLog {
         active.sealed = false;
         active.created_ms = now_ms;
         let log_end_offset = active.end_offset;
+        let active_base_offset = active.base_offset;
         segments.insert(active.base_offset, active);
         let first_base_offset = *segments.keys().next().expect("at least one segment");
         let log_start_offset = log_start_checkpoint
@@ -204,7 +209,10 @@ impl PartitionLog {
             log_end_offset,
         )?;
         let epochs_file = epochs::check_text(epochs_text.as_deref(), &epochs);
-        if !producers.snapshot_still_fits && remove_producer_snapshot(&dir)? {
+        if !producers.snapshot_still_fits
+            && listing.has(PRODUCER_STATE_FILE)
+            && remove_producer_snapshot(&dir)?
+        {
             directory_changed = true;
         }
         // A clean log keeps its marker until its files first change (`Shared::before_change`),
@@ -259,6 +267,9 @@ impl PartitionLog {
             producer_snapshot_due: None,
             epochs,
             epochs_file_may_exist: epochs_file.exists,
+            close_leftovers_may_exist: listing.has(PRODUCER_STATE_FILE)
+                || listing.has_path(&segment::offset_index_path(&dir, active_base_offset))
+                || listing.has_path(&segment::time_index_path(&dir, active_base_offset)),
             gaps_allowed_below: compacted_end_offset,
             replicated_high_watermark: None,
             recovery_point: recovery_point_checkpoint.unwrap_or(0).min(log_end_offset),
@@ -472,12 +483,15 @@ async fn recover_segments(
             let page_start = segment::align_down(segment.appended_bytes);
             let partial = (segment.appended_bytes - page_start) as usize;
             if partial > 0 {
-                let page = scanner.bytes_at(page_start, partial).await?.ok_or_else(|| {
-                    LogError::Corrupt(format!(
-                        "segment file is shorter than its {} scanned bytes",
-                        segment.appended_bytes
-                    ))
-                })?;
+                let page = scanner
+                    .bytes_at(page_start, partial)
+                    .await?
+                    .ok_or_else(|| {
+                        LogError::Corrupt(format!(
+                            "segment file is shorter than its {} scanned bytes",
+                            segment.appended_bytes
+                        ))
+                    })?;
                 segment.tail_page = page.to_vec();
             }
         }
@@ -647,6 +661,10 @@ impl Listing {
         self.names.iter().map(String::as_str)
     }
 
+    fn has(&self, name: &str) -> bool {
+        self.names.contains(name)
+    }
+
     fn has_path(&self, path: &Path) -> bool {
         path.file_name()
             .and_then(|name| name.to_str())
@@ -654,7 +672,12 @@ impl Listing {
     }
 
     /// The contents of the file `name` in `dir`, if the listing has it.
-    fn read(&self, dir: &Path, name: &str, what: &'static str) -> Result<Option<Vec<u8>>, LogError> {
+    fn read(
+        &self,
+        dir: &Path,
+        name: &str,
+        what: &'static str,
+    ) -> Result<Option<Vec<u8>>, LogError> {
         if !self.names.contains(name) {
             return Ok(None);
         }
