@@ -404,20 +404,27 @@ fn delete_up_to_moves_the_start_and_survives_a_reopen() {
     });
 }
 
+/// A log in `dir` (small segments, so several) with 300 batches of 2 records appended and
+/// synced, and the batches as stored.
+async fn open_with_300_batches(dir: &std::path::Path) -> (PartitionLog, Vec<Vec<u8>>) {
+    let log = PartitionLog::open(dir, small_config(), system_clock())
+        .await
+        .unwrap();
+    let mut stored = Vec::new();
+    for tag in 0..300u64 {
+        let batch = tagged_batch(tag, 2, 60, 0);
+        let receipt = log.append(batch.clone(), 1).await.unwrap();
+        stored.push(as_stored(batch, receipt.base_offset, 1));
+    }
+    log.sync().await.unwrap();
+    (log, stored)
+}
+
 #[test]
 fn truncation_cuts_at_a_batch_and_appends_continue_from_there() {
     run(async {
         let dir = tempfile::tempdir().unwrap();
-        let log = PartitionLog::open(dir.path(), small_config(), system_clock())
-            .await
-            .unwrap();
-        let mut stored = Vec::new();
-        for tag in 0..300u64 {
-            let batch = tagged_batch(tag, 2, 60, 0);
-            let receipt = log.append(batch.clone(), 1).await.unwrap();
-            stored.push(as_stored(batch, receipt.base_offset, 1));
-        }
-        log.sync().await.unwrap();
+        let (log, mut stored) = open_with_300_batches(dir.path()).await;
         let segments_before = log.segment_count();
         // Offset 401 is inside the batch at 400: the cut goes to 400.
         assert_eq!(log.truncate(401).await.unwrap(), 400);
@@ -633,16 +640,7 @@ fn an_invalid_configuration_is_refused_with_its_reason() {
 fn a_close_after_a_cut_into_a_sealed_segment_removes_its_index_files() {
     run(async {
         let dir = tempfile::tempdir().unwrap();
-        let log = PartitionLog::open(dir.path(), small_config(), system_clock())
-            .await
-            .unwrap();
-        let mut stored = Vec::new();
-        for tag in 0..300u64 {
-            let batch = tagged_batch(tag, 2, 60, 0);
-            let receipt = log.append(batch.clone(), 1).await.unwrap();
-            stored.push(as_stored(batch, receipt.base_offset, 1));
-        }
-        log.sync().await.unwrap();
+        let (log, mut stored) = open_with_300_batches(dir.path()).await;
         let second_segment = log.segment_base_offsets()[1];
         let indexes = ["index", "timeindex"]
             .map(|extension| dir.path().join(format!("{:020}.{extension}", 0)));
