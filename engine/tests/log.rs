@@ -635,7 +635,8 @@ fn an_invalid_configuration_is_refused_with_its_reason() {
 
 /// A cut back into a sealed segment makes it the active one again, with the index files its
 /// seal wrote, which describe batches now cut off: a close of the (small) active segment
-/// removes them, so the next open scans the segment rather than trust them.
+/// removes them, so the next open scans the segment rather than trust them, even when the log
+/// was reopened since the seal (its open saw no index files of its active segment then).
 #[test]
 fn a_close_after_a_cut_into_a_sealed_segment_removes_its_index_files() {
     run(async {
@@ -648,6 +649,11 @@ fn a_close_after_a_cut_into_a_sealed_segment_removes_its_index_files() {
             indexes.iter().all(|path| path.exists()),
             "the first segment's seal wrote them"
         );
+        // Reopened: this log never wrote them, its open saw none for its active segment.
+        log.close().await.unwrap();
+        let log = PartitionLog::open(dir.path(), small_config(), system_clock())
+            .await
+            .unwrap();
         assert_eq!(log.truncate(second_segment).await.unwrap(), second_segment);
         assert_eq!(log.segment_count(), 1);
         stored.truncate(second_segment as usize / 2);
