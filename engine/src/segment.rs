@@ -176,6 +176,11 @@ impl SegmentFiles {
         operation: &'static str,
     ) -> Result<(), LogError> {
         self.cut(length_bytes, operation).await?;
+        self.sync(operation).await
+    }
+
+    /// `fdatasync` of the file.
+    pub async fn sync(&self, operation: &'static str) -> Result<(), LogError> {
         self.dma
             .fdatasync()
             .await
@@ -574,6 +579,21 @@ impl<'a> SegmentScanner<'a> {
         let (start, data) = self.window.as_ref().expect("window was just filled");
         let from = (position - start) as usize;
         Ok(Some(&data[from..from + length]))
+    }
+
+    /// Whether the bytes from `position` to the limit are only the zeros a direct write pads
+    /// its last page with: fewer than a page, ending at the page's end, all zero. A scan of
+    /// the last segment that stops there has reached the end of its data (zeros never read
+    /// as a batch), not a torn write: see `recovery.rs` on why such a tail is left uncut.
+    pub async fn only_padding_from(&mut self, position: u64) -> Result<bool, LogError> {
+        let limit_bytes = self.limit_bytes;
+        if position >= limit_bytes || limit_bytes != align_up(position) {
+            return Ok(false);
+        }
+        let tail = self
+            .bytes_at(position, (limit_bytes - position) as usize)
+            .await?;
+        Ok(tail.is_some_and(|bytes| bytes.iter().all(|&byte| byte == 0)))
     }
 
     /// The header of the batch at `position`, if one plausibly starts there (enough bytes, a

@@ -404,20 +404,27 @@ fn delete_up_to_moves_the_start_and_survives_a_reopen() {
     });
 }
 
+/// A log in `dir` (small segments, so several) with 300 batches of 2 records appended and
+/// synced, and the batches as stored.
+async fn open_with_300_batches(dir: &std::path::Path) -> (PartitionLog, Vec<Vec<u8>>) {
+    let log = PartitionLog::open(dir, small_config(), system_clock())
+        .await
+        .unwrap();
+    let mut stored = Vec::new();
+    for tag in 0..300u64 {
+        let batch = tagged_batch(tag, 2, 60, 0);
+        let receipt = log.append(batch.clone(), 1).await.unwrap();
+        stored.push(as_stored(batch, receipt.base_offset, 1));
+    }
+    log.sync().await.unwrap();
+    (log, stored)
+}
+
 #[test]
 fn truncation_cuts_at_a_batch_and_appends_continue_from_there() {
     run(async {
         let dir = tempfile::tempdir().unwrap();
-        let log = PartitionLog::open(dir.path(), small_config(), system_clock())
-            .await
-            .unwrap();
-        let mut stored = Vec::new();
-        for tag in 0..300u64 {
-            let batch = tagged_batch(tag, 2, 60, 0);
-            let receipt = log.append(batch.clone(), 1).await.unwrap();
-            stored.push(as_stored(batch, receipt.base_offset, 1));
-        }
-        log.sync().await.unwrap();
+        let (log, mut stored) = open_with_300_batches(dir.path()).await;
         let segments_before = log.segment_count();
         // Offset 401 is inside the batch at 400: the cut goes to 400.
         assert_eq!(log.truncate(401).await.unwrap(), 400);
@@ -623,5 +630,41 @@ fn an_invalid_configuration_is_refused_with_its_reason() {
             Err(LogError::InvalidConfig(reason)) => assert!(reason.contains("unflushed")),
             other => panic!("expected InvalidConfig, got {:?}", other.map(|_| ())),
         }
+    });
+}
+
+/// A cut back into a sealed segment makes it the active one again, with the index files its
+/// seal wrote, which describe batches now cut off: a close of the (small) active segment
+/// removes them, so the next open scans the segment rather than trust them, even when the log
+/// was reopened since the seal (its open saw no index files of its active segment then).
+#[test]
+fn a_close_after_a_cut_into_a_sealed_segment_removes_its_index_files() {
+    run(async {
+        let dir = tempfile::tempdir().unwrap();
+        let (log, mut stored) = open_with_300_batches(dir.path()).await;
+        let second_segment = log.segment_base_offsets()[1];
+        let indexes = ["index", "timeindex"]
+            .map(|extension| dir.path().join(format!("{:020}.{extension}", 0)));
+        assert!(
+            indexes.iter().all(|path| path.exists()),
+            "the first segment's seal wrote them"
+        );
+        // Reopened: this log never wrote them, its open saw none for its active segment.
+        log.close().await.unwrap();
+        let log = PartitionLog::open(dir.path(), small_config(), system_clock())
+            .await
+            .unwrap();
+        assert_eq!(log.truncate(second_segment).await.unwrap(), second_segment);
+        assert_eq!(log.segment_count(), 1);
+        stored.truncate(second_segment as usize / 2);
+        log.close().await.unwrap();
+        for path in &indexes {
+            assert!(!path.exists(), "{} left by the close", path.display());
+        }
+        let log = PartitionLog::open(dir.path(), small_config(), system_clock())
+            .await
+            .unwrap();
+        assert_eq!(read_all(&log, 0, 4096).await, stored);
+        log.close().await.unwrap();
     });
 }

@@ -757,32 +757,31 @@ impl<'a> OutputWriter<'a> {
 
 /// Finishes or forgets a cleaning that a crash interrupted, before recovery lists the
 /// segments: `.cleaned` files (not committed) are deleted; a `.swap` file (committed) replaces
-/// every segment whose base is in its range.
-pub(super) fn finish_interrupted(dir: &Path) -> Result<(), LogError> {
-    let entries =
-        std::fs::read_dir(dir).map_err(|error| LogError::io("listing a partition", error))?;
+/// every segment whose base is in its range. `names` are the directory's entries (listed once
+/// by the open). Returns whether it changed the directory (the open then lists it again).
+pub(super) fn finish_interrupted<'a>(
+    dir: &Path,
+    names: impl Iterator<Item = &'a str>,
+) -> Result<bool, LogError> {
     let mut swaps = Vec::new();
     let mut segment_files = Vec::new();
     let mut changed = false;
-    for entry in entries {
-        let entry = entry.map_err(|error| LogError::io("listing a partition", error))?;
-        let name = entry.file_name();
-        let Some(name) = name.to_str() else { continue };
+    for name in names {
         if name.ends_with(segment::CLEANED_SUFFIX) {
-            remove_file_if_present(&entry.path())?;
+            remove_file_if_present(&dir.join(name))?;
             changed = true;
         } else if let Some(range) = name.strip_suffix(segment::SWAP_SUFFIX) {
             let parsed = range.split_once('.').and_then(|(base, end)| {
                 Some((base.parse::<u64>().ok()?, end.parse::<u64>().ok()?))
             });
             if let Some((base_offset, end_offset)) = parsed {
-                swaps.push((base_offset, end_offset, entry.path()));
+                swaps.push((base_offset, end_offset, dir.join(name)));
             }
         } else if let Some(base_offset) = [".log", ".index", ".timeindex"]
             .iter()
             .find_map(|suffix| name.strip_suffix(suffix)?.parse::<u64>().ok())
         {
-            segment_files.push((base_offset, entry.path()));
+            segment_files.push((base_offset, dir.join(name)));
         }
     }
     for (base_offset, end_offset, swap_path) in &swaps {
@@ -801,5 +800,5 @@ pub(super) fn finish_interrupted(dir: &Path) -> Result<(), LogError> {
             .and_then(|directory| directory.sync_all())
             .map_err(|error| LogError::io("syncing the partition directory", error))?;
     }
-    Ok(())
+    Ok(changed)
 }

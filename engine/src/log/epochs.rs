@@ -159,32 +159,38 @@ impl EpochRuns {
     }
 }
 
-/// Reads the runs of the log in `dir` (an absent file: a log written before epochs were kept,
-/// all epoch 0 from `log_start_offset`, or an empty log) and trims them to the recovered log.
+/// The runs of the log in `dir` from its file's `text` (`None`: no file, a log written before
+/// epochs were kept, all epoch 0 from `log_start_offset`, or an empty log), trimmed to the
+/// recovered log. The open reads the file once (if its directory listing has it) and hands
+/// the text here and to [`check_text`].
 pub(crate) fn read_epochs(
     dir: &Path,
+    text: Option<&str>,
     log_start_offset: u64,
     log_end_offset: u64,
 ) -> Result<EpochRuns, LogError> {
-    let path = dir.join(LEADER_EPOCHS_FILE);
-    let mut runs = match std::fs::read_to_string(&path) {
-        Ok(text) => EpochRuns::decode(&text)
-            .map_err(|problem| LogError::Corrupt(format!("{}: {problem}", path.display())))?,
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+    let mut runs = match text {
+        Some(text) => EpochRuns::decode(text).map_err(|problem| {
+            LogError::Corrupt(format!(
+                "{}: {problem}",
+                dir.join(LEADER_EPOCHS_FILE).display()
+            ))
+        })?,
+        None => {
             let mut runs = EpochRuns::default();
             if log_end_offset > log_start_offset {
                 runs.push(0, log_start_offset);
             }
             runs
         }
-        Err(error) => return Err(LogError::io("reading the leader epochs", error)),
     };
     runs.truncate_from(log_end_offset);
     runs.trim_before(log_start_offset);
     Ok(runs)
 }
 
-/// What the file in `dir` is, against the runs the log was recovered with.
+/// What the file is (its `text`, `None` if absent), against the runs the log was recovered
+/// with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct FileCheck {
     pub exists: bool,
@@ -193,12 +199,11 @@ pub(crate) struct FileCheck {
     pub stale: bool,
 }
 
-pub(crate) fn check_file(dir: &Path, runs: &EpochRuns) -> Result<FileCheck, LogError> {
-    let text = read_file(dir)?;
-    Ok(FileCheck {
+pub(crate) fn check_text(text: Option<&str>, runs: &EpochRuns) -> FileCheck {
+    FileCheck {
         exists: text.is_some(),
         stale: text.is_some_and(|text| text != runs.encode()),
-    })
+    }
 }
 
 /// Whether the file in `dir` is absent or says something other than `text` (the encoding of
@@ -297,22 +302,18 @@ mod tests {
     #[test]
     fn an_absent_file_means_epoch_0_and_a_file_is_trimmed_to_the_recovered_log() {
         let dir = tempfile::tempdir().unwrap();
-        assert_eq!(read_epochs(dir.path(), 5, 20).unwrap(), runs(&[(0, 5)]));
-        assert_eq!(read_epochs(dir.path(), 5, 5).unwrap(), EpochRuns::default());
+        let read =
+            |start, end| read_epochs(dir.path(), read_file(dir.path())?.as_deref(), start, end);
+        assert_eq!(read(5, 20).unwrap(), runs(&[(0, 5)]));
+        assert_eq!(read(5, 5).unwrap(), EpochRuns::default());
         std::fs::write(
             dir.path().join(LEADER_EPOCHS_FILE),
             runs(&[(1, 0), (2, 10), (3, 30)]).encode(),
         )
         .unwrap();
         // A crash lost the batches of epoch 3 (the file had been written first).
-        assert_eq!(
-            read_epochs(dir.path(), 0, 30).unwrap(),
-            runs(&[(1, 0), (2, 10)])
-        );
+        assert_eq!(read(0, 30).unwrap(), runs(&[(1, 0), (2, 10)]));
         std::fs::write(dir.path().join(LEADER_EPOCHS_FILE), "garbage").unwrap();
-        assert!(matches!(
-            read_epochs(dir.path(), 0, 30),
-            Err(LogError::Corrupt(_))
-        ));
+        assert!(matches!(read(0, 30), Err(LogError::Corrupt(_))));
     }
 }

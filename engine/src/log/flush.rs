@@ -121,14 +121,23 @@ impl Shared {
     }
 
     /// Trims the segment's file to its logical size (dropping the direct-I/O padding), syncs
-    /// it, writes its indexes and marks it sealed. Also used for the active segment on close.
+    /// it, writes its indexes and marks it sealed. Also used for the active segment on close,
+    /// which is synced but not trimmed: see `recovery.rs` on the padding it keeps.
     pub(super) async fn seal_segment(&self, base_offset: u64) -> Result<(), LogError> {
-        let (files, written_bytes, offset_index_bytes, time_index_bytes, damaged, closing_small) = {
+        let (
+            files,
+            written_bytes,
+            offset_index_bytes,
+            time_index_bytes,
+            damaged,
+            closing,
+            closing_small,
+        ) = {
             let mut state = self.state.borrow_mut();
+            let closing = state.closing && state.segments.keys().next_back() == Some(&base_offset);
             // The active segment of a log closing, small enough to be read whole at the next
             // open: no index files (`SMALL_SEGMENT_BYTES_MAX`).
-            let closing_small = state.closing
-                && state.segments.keys().next_back() == Some(&base_offset)
+            let closing_small = closing
                 && state.segments[&base_offset].written_bytes <= super::SMALL_SEGMENT_BYTES_MAX;
             let segment = state
                 .segments
@@ -153,6 +162,7 @@ impl Shared {
                 segment.offset_index.encode(),
                 segment.time_index.encode(),
                 !segment.damaged.is_empty(),
+                closing,
                 closing_small,
             )
         };
@@ -164,8 +174,17 @@ impl Shared {
                     return Err(error);
                 }
             };
-            self.trim_and_sync(&open, written_bytes, "sealing a segment")
-                .await?;
+            if closing {
+                // Past its written bytes the file holds at most its last page's padding: a
+                // failed write was cut off at once (or failed the log, which does not close
+                // cleanly), and a cut or recovery left the file at a batch's end or with
+                // verified padding. A trim would be an `ftruncate` inside a page (the kernel
+                // reads the page back first); the next open takes the padding for the end.
+                self.fdatasync(&open, "sealing a segment").await?;
+            } else {
+                self.trim_and_sync(&open, written_bytes, "sealing a segment")
+                    .await?;
+            }
         }
         if closing_small {
             // Its stale index files, if any, go with the close (`PartitionLog::close`).
@@ -173,6 +192,7 @@ impl Shared {
             // No index files for a damaged segment: the next open scans it in full again.
             super::damage::remove_index_files(&self.dir, base_offset)?;
         } else if files.is_some() {
+            self.state.borrow_mut().close_leftovers_may_exist = true;
             write_whole_file(
                 &segment::offset_index_path(&self.dir, base_offset),
                 &offset_index_bytes,

@@ -43,7 +43,7 @@ use super::epochs;
 use super::flush::write_whole_file;
 use super::producers::{ProducerLimits, ProducerRecovery, ProducerTable};
 use super::{
-    read, remove_producer_snapshot, remove_segment_files, CleanMarker, FlushTicket, LogState,
+    remove_producer_snapshot, remove_segment_files, CleanMarker, FlushTicket, LogState,
     PartitionLog, Shared, CLEAN_SHUTDOWN_FILE, COMPACTED_END_OFFSET_FILE, LOG_START_OFFSET_FILE,
     PRODUCER_STATE_FILE, RECOVERY_POINT_FILE,
 };
@@ -113,34 +113,38 @@ impl PartitionLog {
         let dir = std::path::absolute(dir)
             .map_err(|error| LogError::io("resolving the partition directory", error))?;
         config.validate().map_err(LogError::InvalidConfig)?;
-        std::fs::create_dir_all(&dir)
-            .map_err(|error| LogError::io("creating the partition directory", error))?;
+        let mut listing = Listing::of_creating(&dir)?;
         crate::dma::probe_device_with_real_data(&dir).await?;
         let resources = resources::current();
         let directory = CachedFile::<OpenDirectory>::closed(resources.files(), dir.clone());
-        clean::finish_interrupted(&dir)?;
+        if clean::finish_interrupted(&dir, listing.names())? {
+            listing = Listing::of_creating(&dir)?;
+        }
         // The marker holds the log end of the clean close (an older marker holds nothing).
-        let clean_marker = match std::fs::read_to_string(dir.join(CLEAN_SHUTDOWN_FILE)) {
-            Ok(text) => Some(text.trim().parse::<u64>().ok()),
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound => None,
-            Err(error) => return Err(LogError::io("reading the clean-shutdown marker", error)),
-        };
+        let clean_marker = listing
+            .read_to_string(
+                &dir,
+                CLEAN_SHUTDOWN_FILE,
+                "reading the clean-shutdown marker",
+            )?
+            .map(|text| text.trim().parse::<u64>().ok());
         let clean = clean_marker.is_some();
-        let log_start_checkpoint = read_offset_file(&dir, LOG_START_OFFSET_FILE)?;
+        let log_start_checkpoint = read_offset_file(&dir, &listing, LOG_START_OFFSET_FILE)?;
         let now_ms = clock.now_ms();
         let producer_limits = ProducerLimits::of(&config);
         let mut producers = ProducerRecovery::new(
-            read_producer_snapshot(&dir, producer_limits)?,
+            read_producer_snapshot(&dir, &listing, producer_limits)?,
             producer_limits,
             now_ms,
         );
-        let compacted_end_offset = read_offset_file(&dir, COMPACTED_END_OFFSET_FILE)?.unwrap_or(0);
+        let compacted_end_offset =
+            read_offset_file(&dir, &listing, COMPACTED_END_OFFSET_FILE)?.unwrap_or(0);
         // After a clean close everything up to its log end was durable. A recovery point file
         // whose text a crash lost reads as none (recovery then scans more).
-        let recovery_point_checkpoint =
-            clean_marker
-                .flatten()
-                .or(read_offset_file(&dir, RECOVERY_POINT_FILE).unwrap_or(None));
+        let recovery_point_checkpoint = match clean_marker.flatten() {
+            Some(log_end_offset) => Some(log_end_offset),
+            None => read_offset_file(&dir, &listing, RECOVERY_POINT_FILE).unwrap_or(None),
+        };
         // Whether the open removed or wrote files whose fate must be durable before the log
         // changes further (a crash must not bring them back under a newer log).
         let mut directory_changed = false;
@@ -155,6 +159,7 @@ impl PartitionLog {
             &mut directory_changed,
             resources.files(),
             &dir,
+            &listing,
             &config,
             clean,
             now_ms,
@@ -176,11 +181,8 @@ impl PartitionLog {
             .expect("at least one segment");
         active.sealed = false;
         active.created_ms = now_ms;
-        if let Some(files) = &active.files {
-            active.tail_page =
-                read::last_partial_page(&*files.get().await?, active.written_bytes).await?;
-        }
         let log_end_offset = active.end_offset;
+        let active_base_offset = active.base_offset;
         segments.insert(active.base_offset, active);
         let first_base_offset = *segments.keys().next().expect("at least one segment");
         let log_start_offset = log_start_checkpoint
@@ -195,9 +197,22 @@ impl PartitionLog {
         for range in &damaged {
             damage::report(&dir, range, "when the log was opened");
         }
-        let epochs = epochs::read_epochs(&dir, log_start_offset, log_end_offset)?;
-        let epochs_file = epochs::check_file(&dir, &epochs)?;
-        if !producers.snapshot_still_fits && remove_producer_snapshot(&dir)? {
+        let epochs_text = listing.read_to_string(
+            &dir,
+            epochs::LEADER_EPOCHS_FILE,
+            "reading the leader epochs",
+        )?;
+        let epochs = epochs::read_epochs(
+            &dir,
+            epochs_text.as_deref(),
+            log_start_offset,
+            log_end_offset,
+        )?;
+        let epochs_file = epochs::check_text(epochs_text.as_deref(), &epochs);
+        if !producers.snapshot_still_fits
+            && listing.has(PRODUCER_STATE_FILE)
+            && remove_producer_snapshot(&dir)?
+        {
             directory_changed = true;
         }
         // A clean log keeps its marker until its files first change (`Shared::before_change`),
@@ -252,6 +267,9 @@ impl PartitionLog {
             producer_snapshot_due: None,
             epochs,
             epochs_file_may_exist: epochs_file.exists,
+            close_leftovers_may_exist: listing.has(PRODUCER_STATE_FILE)
+                || listing.has_path(&segment::offset_index_path(&dir, active_base_offset))
+                || listing.has_path(&segment::time_index_path(&dir, active_base_offset)),
             gaps_allowed_below: compacted_end_offset,
             replicated_high_watermark: None,
             recovery_point: recovery_point_checkpoint.unwrap_or(0).min(log_end_offset),
@@ -319,6 +337,7 @@ async fn recover_segments(
     directory_changed: &mut bool,
     cache: &Rc<FileCache>,
     dir: &Path,
+    listing: &Listing,
     config: &LogConfig,
     clean: bool,
     now_ms: i64,
@@ -328,7 +347,7 @@ async fn recover_segments(
     tail: &RefCell<TailSeed>,
     syncs_deferred: bool,
 ) -> Result<Segments, LogError> {
-    let base_offsets = list_segment_base_offsets(dir)?;
+    let base_offsets = segment_base_offsets(dir, listing)?;
     // Not `batch_bytes_max`: that limit may have been lowered since the log's batches were
     // accepted (max.message.bytes altered, or a restart with a smaller --max-message-bytes),
     // and a batch it no longer admits is not a torn one. No batch ever accepted was larger
@@ -363,7 +382,9 @@ async fn recover_segments(
             }
         };
         if trust_indexes {
-            if let Some((offset_index, time_index)) = load_indexes(dir, base_offset, file_bytes) {
+            if let Some((offset_index, time_index)) =
+                load_indexes(dir, listing, base_offset, file_bytes)
+            {
                 // Resume from the last index entry: it and everything after it is re-scanned.
                 segment.offset_index = offset_index;
                 segment.time_index = time_index;
@@ -373,7 +394,7 @@ async fn recover_segments(
                 segment.appended_bytes = resume.0;
                 segment.end_offset = base_offset + resume.1;
                 segment.forget_from(resume.0, base_offset + resume.1);
-                checked = scan_and_note(
+                let stopped = scan_and_note(
                     &mut segment,
                     &mut scanner,
                     file_bytes,
@@ -382,8 +403,12 @@ async fn recover_segments(
                     gaps_end_offset,
                     &mut observe,
                 )
-                .await?
-                .is_none();
+                .await?;
+                // A closed active segment keeps its last page's padding (see below).
+                checked = stopped.is_none()
+                    || (is_last
+                        && segment.end_offset >= recovery_point
+                        && scanner.only_padding_from(segment.appended_bytes).await?);
             }
         }
         let rebuilt = !checked;
@@ -405,6 +430,20 @@ async fn recover_segments(
             {
                 let (position, offset) = (segment.appended_bytes, segment.end_offset);
                 if is_last && offset >= recovery_point {
+                    if scanner.only_padding_from(position).await? {
+                        // Zeros from the data's end to the end of its page, and nothing
+                        // after: the padding of the last direct write, as every write leaves
+                        // it until a seal trims it (a close does not: it costs an `ftruncate`
+                        // inside a page, which reads the page back from the disk). It stays:
+                        // never served (the log ends here), overwritten by the next write
+                        // (which starts at this page with its valid bytes), and found the
+                        // same way by the next scan. Synced as a cut would have been, unless
+                        // a clean close or replay's `syncfs` covers it.
+                        if !clean && !syncs_deferred {
+                            files.sync("syncing a recovered segment").await?;
+                        }
+                        break;
+                    }
                     // Past the recovery point the last segment may end in a write a crash cut
                     // short: its tail goes (as Kafka's recovery truncates there).
                     let operation = "cutting a torn segment";
@@ -437,6 +476,23 @@ async fn recover_segments(
                     end_offset: end_offset.max(offset),
                     reason,
                 });
+            }
+        }
+        if is_last {
+            // The last partial page, which the next write repeats: the scan just read it.
+            let page_start = segment::align_down(segment.appended_bytes);
+            let partial = (segment.appended_bytes - page_start) as usize;
+            if partial > 0 {
+                let page = scanner
+                    .bytes_at(page_start, partial)
+                    .await?
+                    .ok_or_else(|| {
+                        LogError::Corrupt(format!(
+                            "segment file is shorter than its {} scanned bytes",
+                            segment.appended_bytes
+                        ))
+                    })?;
+                segment.tail_page = page.to_vec();
             }
         }
         drop(scanner);
@@ -546,10 +602,20 @@ fn follow_on(
     Ok(())
 }
 
-/// Both index files of a segment, if present and plausible for a log of `file_bytes`.
-fn load_indexes(dir: &Path, base_offset: u64, file_bytes: u64) -> Option<(OffsetIndex, TimeIndex)> {
-    let offset_bytes = std::fs::read(segment::offset_index_path(dir, base_offset)).ok()?;
-    let time_bytes = std::fs::read(segment::time_index_path(dir, base_offset)).ok()?;
+/// Both index files of a segment, if listed and plausible for a log of `file_bytes`.
+fn load_indexes(
+    dir: &Path,
+    listing: &Listing,
+    base_offset: u64,
+    file_bytes: u64,
+) -> Option<(OffsetIndex, TimeIndex)> {
+    let offset_path = segment::offset_index_path(dir, base_offset);
+    let time_path = segment::time_index_path(dir, base_offset);
+    if !listing.has_path(&offset_path) || !listing.has_path(&time_path) {
+        return None;
+    }
+    let offset_bytes = std::fs::read(offset_path).ok()?;
+    let time_bytes = std::fs::read(time_path).ok()?;
     let offset_index = OffsetIndex::decode(&offset_bytes, file_bytes)?;
     let time_index = TimeIndex::decode(&time_bytes, u32::MAX)?;
     if offset_index.entries().is_empty() && file_bytes > 0 {
@@ -558,17 +624,99 @@ fn load_indexes(dir: &Path, base_offset: u64, file_bytes: u64) -> Option<(Offset
     Some((offset_index, time_index))
 }
 
-/// Base offsets of the `.log` files in `dir`, sorted; removes leftovers that belong to no
-/// segment (indexes without a log, temporary files).
-fn list_segment_base_offsets(dir: &Path) -> Result<Vec<u64>, LogError> {
-    let entries =
-        std::fs::read_dir(dir).map_err(|error| LogError::io("listing a partition", error))?;
+/// The names in a partition directory, listed once when its log opens: which of its small
+/// files (clean-shutdown marker, log start, compacted end, recovery point, producer snapshot,
+/// leader epochs, segment indexes) exist. The open reads those that do, instead of trying
+/// each by name: at 10 000 partitions opened after a crash, the failed opens by name were
+/// five or six per partition. Nothing else works in the directory while its log opens.
+struct Listing {
+    names: std::collections::BTreeSet<String>,
+}
+
+impl Listing {
+    /// Lists `dir`, creating it (with its parents) if it does not exist.
+    fn of_creating(dir: &Path) -> Result<Listing, LogError> {
+        let entries = match std::fs::read_dir(dir) {
+            Ok(entries) => entries,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+                std::fs::create_dir_all(dir)
+                    .map_err(|error| LogError::io("creating the partition directory", error))?;
+                std::fs::read_dir(dir)
+                    .map_err(|error| LogError::io("listing a partition", error))?
+            }
+            Err(error) => return Err(LogError::io("listing a partition", error)),
+        };
+        let mut names = std::collections::BTreeSet::new();
+        for entry in entries {
+            let entry = entry.map_err(|error| LogError::io("listing a partition", error))?;
+            // A name that is not UTF-8 is none of the log's files.
+            if let Ok(name) = entry.file_name().into_string() {
+                names.insert(name);
+            }
+        }
+        Ok(Listing { names })
+    }
+
+    fn names(&self) -> impl Iterator<Item = &str> {
+        self.names.iter().map(String::as_str)
+    }
+
+    fn has(&self, name: &str) -> bool {
+        self.names.contains(name)
+    }
+
+    fn has_path(&self, path: &Path) -> bool {
+        path.file_name()
+            .and_then(|name| name.to_str())
+            .is_some_and(|name| self.names.contains(name))
+    }
+
+    /// The contents of the file `name` in `dir`, if the listing has it.
+    fn read(
+        &self,
+        dir: &Path,
+        name: &str,
+        what: &'static str,
+    ) -> Result<Option<Vec<u8>>, LogError> {
+        if !self.names.contains(name) {
+            return Ok(None);
+        }
+        match std::fs::read(dir.join(name)) {
+            Ok(bytes) => Ok(Some(bytes)),
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(error) => Err(LogError::io(what, error)),
+        }
+    }
+
+    /// [`Listing::read`] as text.
+    fn read_to_string(
+        &self,
+        dir: &Path,
+        name: &str,
+        what: &'static str,
+    ) -> Result<Option<String>, LogError> {
+        self.read(dir, name, what)?
+            .map(|bytes| {
+                String::from_utf8(bytes).map_err(|_| {
+                    LogError::io(
+                        what,
+                        std::io::Error::new(
+                            std::io::ErrorKind::InvalidData,
+                            format!("{name} is not UTF-8 text"),
+                        ),
+                    )
+                })
+            })
+            .transpose()
+    }
+}
+
+/// Base offsets of the `.log` files of the `listing` of `dir`, sorted; removes leftovers that
+/// belong to no segment (indexes without a log, temporary files).
+fn segment_base_offsets(dir: &Path, listing: &Listing) -> Result<Vec<u64>, LogError> {
     let mut logs = Vec::new();
     let mut others = Vec::new();
-    for entry in entries {
-        let entry = entry.map_err(|error| LogError::io("listing a partition", error))?;
-        let name = entry.file_name();
-        let Some(name) = name.to_str() else { continue };
+    for name in listing.names() {
         if let Some(stem) = name.strip_suffix(".log") {
             if let Ok(base_offset) = stem.parse::<u64>() {
                 logs.push(base_offset);
@@ -578,10 +726,10 @@ fn list_segment_base_offsets(dir: &Path) -> Result<Vec<u64>, LogError> {
             .or_else(|| name.strip_suffix(".timeindex"))
         {
             if let Ok(base_offset) = stem.parse::<u64>() {
-                others.push((base_offset, entry.path()));
+                others.push((base_offset, dir.join(name)));
             }
         } else if name.ends_with(".tmp") {
-            others.push((u64::MAX, entry.path()));
+            others.push((u64::MAX, dir.join(name)));
         }
     }
     logs.sort_unstable();
@@ -598,24 +746,24 @@ fn list_segment_base_offsets(dir: &Path) -> Result<Vec<u64>, LogError> {
 /// damaged or unknown snapshot is ignored (recovery then rebuilds from the last segment).
 fn read_producer_snapshot(
     dir: &Path,
+    listing: &Listing,
     limits: ProducerLimits,
 ) -> Result<Option<(ProducerTable, u64)>, LogError> {
-    match std::fs::read(dir.join(PRODUCER_STATE_FILE)) {
-        Ok(bytes) => Ok(ProducerTable::decode(&bytes, limits).ok()),
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(error) => Err(LogError::io("reading the producer state snapshot", error)),
-    }
+    let bytes = listing.read(
+        dir,
+        PRODUCER_STATE_FILE,
+        "reading the producer state snapshot",
+    )?;
+    Ok(bytes.and_then(|bytes| ProducerTable::decode(&bytes, limits).ok()))
 }
 
 /// The offset kept as decimal text in the file `name`, if it exists.
-fn read_offset_file(dir: &Path, name: &str) -> Result<Option<u64>, LogError> {
-    match std::fs::read_to_string(dir.join(name)) {
-        Ok(text) => text
-            .trim()
-            .parse::<u64>()
-            .map(Some)
-            .map_err(|_| LogError::Corrupt(format!("{name} holds {text:?}, not an offset"))),
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(error) => Err(LogError::io("reading an offset file", error)),
-    }
+fn read_offset_file(dir: &Path, listing: &Listing, name: &str) -> Result<Option<u64>, LogError> {
+    let Some(text) = listing.read_to_string(dir, name, "reading an offset file")? else {
+        return Ok(None);
+    };
+    text.trim()
+        .parse::<u64>()
+        .map(Some)
+        .map_err(|_| LogError::Corrupt(format!("{name} holds {text:?}, not an offset")))
 }
