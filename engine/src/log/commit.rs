@@ -627,12 +627,7 @@ fn decide(
         return decision;
     }
     let checkpoint = shared.segment_write_wanted.get();
-    let segment_write_due = if state.lazy.is_empty() {
-        // Asked by a checkpoint with everything already written (a write that gathered enough)
-        // but not all of it synced: one sync lets the journal's file go, and nothing else
-        // would ever make it (an idle log sends no more appends).
-        checkpoint && state.segment_synced_end_offset < state.segment_written_end_offset
-    } else {
+    let segment_write_due = !state.lazy.is_empty() && {
         // The log rolled: the finished segment is sealed (synced, indexed: readable by the
         // cleaner) with the first write to the next one.
         let active_base_offset = state.active_segment().base_offset;
