@@ -136,6 +136,12 @@ impl ShardResources {
         self.files.open_descriptors()
     }
 
+    /// Data files opened on demand so far: a file the cache had closed to stay within
+    /// `open_files_max` and that was needed again, or one not opened yet.
+    pub fn files_opened(&self) -> u64 {
+        self.files.opened()
+    }
+
     /// Bytes reserved ahead of writes and not yet written, over the shard's segments.
     pub fn preallocated_bytes(&self) -> u64 {
         self.preallocated_bytes.get()
@@ -370,6 +376,9 @@ trait Evictable {
 pub(crate) struct FileCache {
     open_files_max: usize,
     count: DescriptorCount,
+    /// Files opened on demand so far (closed by the cache earlier, or not opened yet): what a
+    /// bound below the files in steady use costs.
+    opened: Cell<u64>,
     /// Open handles by their last use.
     recency: Recency<dyn Evictable>,
 }
@@ -379,6 +388,7 @@ impl FileCache {
         FileCache {
             open_files_max,
             count: DescriptorCount::default(),
+            opened: Cell::new(0),
             recency: Recency::new(),
         }
     }
@@ -389,6 +399,11 @@ impl FileCache {
 
     pub fn open_descriptors(&self) -> usize {
         self.count.get()
+    }
+
+    /// Files opened on demand so far (see [`CachedFile::get`]).
+    pub fn opened(&self) -> u64 {
+        self.opened.get()
     }
 
     /// Closes least recently used files until `descriptors` more fit the bound, or only files
@@ -505,6 +520,7 @@ impl<T: OpenFile> CachedFile<T> {
             return Ok(open);
         }
         self.cache.make_room(T::DESCRIPTORS);
+        self.cache.opened.set(self.cache.opened.get() + 1);
         let opened = Rc::new(T::open(&self.path, &self.cache.count).await?);
         // Another task may have opened it meanwhile: one copy stays open, the first.
         if let Some(open) = self.get_if_open() {
@@ -513,6 +529,11 @@ impl<T: OpenFile> CachedFile<T> {
         *self.open.borrow_mut() = Some(opened.clone());
         self.mark_used();
         Ok(opened)
+    }
+
+    /// Whether the cache holds the file open now (using it costs no open).
+    pub fn is_open(&self) -> bool {
+        self.open.borrow().is_some()
     }
 
     fn mark_used(self: &Rc<Self>) {

@@ -5,7 +5,7 @@
 //! repeat, and the sparse indexes. The log decides when to write, seal or delete a segment;
 //! this module knows how to scan, index and recover one.
 
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::sync::Arc;
@@ -65,9 +65,16 @@ pub(crate) fn align_up(value: u64) -> u64 {
 /// shared with the reads that do (see [`ReadDescriptor`]). Held open by the shard's
 /// [`FileCache`](crate::resources::FileCache) through the segment's [`SegmentFile`] handle,
 /// which closes it when it has been unused longest and reopens it on demand.
+///
+/// The buffered descriptor is opened by the first read that sends from the file, not with the
+/// file: a segment only written (a journal checkpoint's write and sync of each partition) then
+/// costs the cache one descriptor, not two, so it holds twice the partitions, and a reopen is
+/// one `openat` and one `close` fewer.
 pub(crate) struct SegmentFiles {
     pub dma: DmaFile,
-    pub buffered: Arc<ReadDescriptor>,
+    buffered: std::cell::OnceCell<Arc<ReadDescriptor>>,
+    /// The shard's descriptor count, which the buffered descriptor joins when it is opened.
+    count: DescriptorCount,
     /// The direct-I/O descriptor (the buffered one counts itself).
     _dma_counted: Counted,
 }
@@ -151,24 +158,33 @@ impl SegmentFiles {
             .dma_open(path)
             .await
             .map_err(|error| LogError::glommio("opening a segment file", error))?;
-        let dma_counted = count.counted(1);
-        // Writable only so that a deleted segment's blocks can be freed by truncation (see
-        // `reclaim_if_deleted`); nothing else writes through it.
-        let buffered = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(path)
-            .map_err(|error| LogError::io("opening a segment file for reads", error))?;
         Ok(SegmentFiles {
             dma,
-            buffered: Arc::new(ReadDescriptor::new(buffered, count)),
-            _dma_counted: dma_counted,
+            buffered: std::cell::OnceCell::new(),
+            count: count.clone(),
+            _dma_counted: count.counted(1),
         })
     }
 
-    pub fn buffered_fd(&self) -> RawFd {
-        self.buffered.as_raw_fd()
+    /// The buffered descriptor, opened on first use (counted in the shard's open files; the
+    /// cache makes room for it at its next open).
+    pub fn read_descriptor(&self) -> Result<Arc<ReadDescriptor>, LogError> {
+        if let Some(descriptor) = self.buffered.get() {
+            return Ok(descriptor.clone());
+        }
+        // Through /proc: the very file of the direct-I/O descriptor, whatever its name is now
+        // (a cleaner's output renamed, a deleted segment still read). Writable only so that a
+        // deleted segment's blocks can be freed by truncation (see `reclaim_if_deleted`);
+        // nothing else writes through it.
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(format!("/proc/self/fd/{}", self.dma.as_raw_fd()))
+            .map_err(|error| LogError::io("opening a segment file for reads", error))?;
+        let descriptor = Arc::new(ReadDescriptor::new(file, &self.count));
+        Ok(self.buffered.get_or_init(|| descriptor).clone())
     }
+
     /// Cuts the file to `length_bytes`, durably (`fdatasync`).
     pub async fn cut_durably(
         &self,
@@ -204,8 +220,24 @@ impl SegmentFiles {
     }
 }
 
+impl Drop for SegmentFiles {
+    fn drop(&mut self) {
+        if self.buffered.get().is_none() {
+            // The direct-I/O descriptor is the file's last: a deleted segment's blocks are
+            // freed off the shard as its buffered descriptor's would be.
+            // SAFETY: the descriptor stays open (owned by `self.dma`) for this borrow; the
+            // `File` is never dropped, so it does not close it.
+            let file = std::mem::ManuallyDrop::new(unsafe {
+                <std::fs::File as std::os::fd::FromRawFd>::from_raw_fd(self.dma.as_raw_fd())
+            });
+            reclaim_if_deleted(&file);
+        }
+    }
+}
+
 impl OpenFile for SegmentFiles {
-    const DESCRIPTORS: usize = 2;
+    /// The direct-I/O descriptor; the buffered one is opened by reads (`read_descriptor`).
+    const DESCRIPTORS: usize = 1;
 
     async fn open(path: &Path, count: &DescriptorCount) -> Result<Self, LogError> {
         SegmentFiles::open_at(path, false, count).await
@@ -214,7 +246,11 @@ impl OpenFile for SegmentFiles {
     /// In use while anyone but the cache holds the files, or a read in flight holds the
     /// buffered descriptor.
     fn in_use(this: &Rc<Self>) -> bool {
-        Rc::strong_count(this) > 1 || Arc::strong_count(&this.buffered) > 1
+        Rc::strong_count(this) > 1
+            || this
+                .buffered
+                .get()
+                .is_some_and(|descriptor| Arc::strong_count(descriptor) > 1)
     }
 }
 

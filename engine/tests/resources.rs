@@ -127,3 +127,87 @@ fn descriptors_stay_within_the_bound_with_more_partitions_than_it_allows() {
         );
     });
 }
+
+/// Partitions written steadily with small batches: each journal file holds batches of every
+/// one of them, so each release asks every one to write and sync its segment.
+const STEADY_PARTITIONS: usize = 64;
+/// Descriptors for three quarters of the partitions' segments.
+const STEADY_OPEN_FILES_MAX: usize = 48;
+
+#[test]
+fn a_released_journal_file_reopens_only_the_segments_beyond_the_file_caches_room() {
+    run(async {
+        let data = tempfile::tempdir().unwrap();
+        let data = data.path().canonicalize().unwrap();
+        resources::install(ResourceLimits {
+            open_files_max: STEADY_OPEN_FILES_MAX,
+            ..ResourceLimits::default()
+        });
+        // Batches gather in no log for a segment write of their own before the journal wants
+        // its file back: the releases make every segment write.
+        let journal = JournalConfig {
+            segment_write_bytes: 1 << 20,
+            unwritten_bytes_max: 16 << 20,
+            ..small_journal()
+        };
+        let config = engine::LogConfig {
+            segment_bytes_max: 8 << 20,
+            ..small_config()
+        };
+        let committer = Committer::with_journal(&shard_journal_dir(&data, 0), 0, journal)
+            .await
+            .unwrap();
+        let mut logs = Vec::new();
+        for partition in 0..STEADY_PARTITIONS {
+            let log = PartitionLog::open_in(
+                &committer,
+                data.join(format!("t-{partition}")),
+                config.clone(),
+                system_clock(),
+            )
+            .await
+            .unwrap();
+            logs.push(log);
+        }
+        // One round: a durable append to every partition at once (one journal write).
+        let round = |tag: u64| {
+            futures::future::join_all(logs.iter().enumerate().map(|(partition, log)| {
+                log.append_durable(tagged_batch(tag + partition as u64, 1, 200, 0), 0)
+            }))
+        };
+        let mut tag = 0;
+        while committer.stats().files_released < 4 {
+            for receipt in round(tag).await {
+                receipt.unwrap();
+            }
+            tag += STEADY_PARTITIONS as u64;
+        }
+        // In the steady state: every partition has batches in every file.
+        let before = committer.stats();
+        while committer.stats().files_released < before.files_released + 8 {
+            for receipt in round(tag).await {
+                receipt.unwrap();
+            }
+            tag += STEADY_PARTITIONS as u64;
+        }
+        let after = committer.stats();
+        let released = after.files_released - before.files_released;
+        let opened = after.files_opened - before.files_opened;
+        assert_eq!(
+            after.direct_writes, 0,
+            "every append went through the journal"
+        );
+        // A segment only written needs one descriptor: a release must reopen the 16 segments
+        // beyond the cache's room, and no more (give or take a few), not all 64.
+        let beyond_room = (STEADY_PARTITIONS - STEADY_OPEN_FILES_MAX) as u64;
+        assert!(
+            opened <= released * (beyond_room + 8),
+            "{opened} files opened for {released} released journal files of {STEADY_PARTITIONS} \
+             partitions each, {STEADY_OPEN_FILES_MAX} descriptors"
+        );
+        for log in logs {
+            log.close().await.unwrap();
+        }
+        committer.close().await.unwrap();
+    });
+}

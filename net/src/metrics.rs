@@ -751,7 +751,7 @@ fn render_snapshots(out: &mut String, snapshots: &[ShardSnapshot]) {
 /// The commit cycles' counters, per shard.
 fn render_commit(out: &mut String, snapshots: &[ShardSnapshot]) {
     type CommitValue = fn(&CommitStats) -> u64;
-    const SERIES: [(&str, &str, CommitValue); 9] = [
+    const SERIES: [(&str, &str, CommitValue); 10] = [
         ("ferrite_journal_writes_total", "Journal writes.", |s| {
             s.journal_writes
         }),
@@ -792,6 +792,12 @@ fn render_commit(out: &mut String, snapshots: &[ShardSnapshot]) {
             "ferrite_journal_files_released_total",
             "Journal files released for reuse.",
             |s| s.files_released,
+        ),
+        (
+            "ferrite_files_opened_total",
+            "Segment files and partition directories opened on demand by the shard's file cache \
+             (closed earlier to stay within --open-files-max, or not opened yet).",
+            |s| s.files_opened,
         ),
     ];
     for (name, help, value) in SERIES {

@@ -6,7 +6,7 @@
 //!
 //! What a broker holds open: per client connection its socket and, once it fetches from a
 //! segment file, the two ends of the pipe it splices through; its data files (segment files,
-//! two descriptors each, and partition directories), at most `--open-files-max` over all
+//! one descriptor each and a second once a read sends from one, and partition directories), at most `--open-files-max` over all
 //! shards whatever the partition count (each shard's file cache closes the least recently used
 //! beyond its share; files in use by reads in flight may exceed it briefly); each shard's
 //! journal files, open for the broker's life and outside that bound; and per shard its

@@ -40,7 +40,7 @@
 //!   makes every log with records in it failed.
 
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::future::poll_fn;
 use std::path::Path;
 use std::rc::Rc;
@@ -56,10 +56,10 @@ use crate::journal::format::{self, RecordKind};
 use crate::journal::{self, Journal, JournalConfig, WriteSlot};
 
 /// Segment operations of a shard in flight beyond which its lazy segment writes (journaled
-/// batches, which nobody waits on) wait for the next plan: each holds its segment's files open
-/// (in use, so the shard's file cache cannot close them), and a checkpoint that asked every
-/// log of the journal's oldest file at once would otherwise open as many files as there are
-/// such logs, whatever `open_files_max` says. Enough to keep the disk's queue full.
+/// batches, which nobody waits on) wait for a slot: each holds its segment's files open (in
+/// use, so the shard's file cache cannot close them), and a checkpoint that asked every log of
+/// the journal's oldest file at once would otherwise open as many files as there are such
+/// logs, whatever `open_files_max` says. Enough to keep the disk's queue full.
 const LAZY_WRITES_BESIDE_MAX: usize = 32;
 
 /// Counters of the commit cycle's work, for tests and benchmarks.
@@ -83,6 +83,10 @@ pub struct CommitStats {
     /// `journal_writes` and `journal_syncs`, their mean).
     pub journal_write_micros: u64,
     pub journal_sync_micros: u64,
+    /// Data files the shard's file cache opened on demand (see
+    /// [`crate::resources::ShardResources::files_opened`]): with more partitions written than
+    /// `open_files_max` holds, mostly this cycle's segment writes reopening their files.
+    pub files_opened: u64,
 }
 
 /// A shard's commit cycle (see the module documentation). Every log of the shard is opened
@@ -116,6 +120,10 @@ pub(crate) struct CommitShared {
     unwritten_bytes: Cell<usize>,
     /// Segment operations running (see `LAZY_WRITES_BESIDE_MAX`).
     segment_ops_in_flight: Cell<usize>,
+    /// Logs whose lazy segment write waits for a slot (`LAZY_WRITES_BESIDE_MAX`), each at most
+    /// once (`Shared::segment_slot_waiting`), in two queues: those whose segment file the
+    /// shard's file cache holds open now go first (see `SlotQueues`).
+    slot_waiting: RefCell<SlotQueues>,
     stats: Cell<CommitStats>,
 }
 
@@ -196,6 +204,7 @@ impl Committer {
             forgets: RefCell::new(Vec::new()),
             unwritten_bytes: Cell::new(0),
             segment_ops_in_flight: Cell::new(0),
+            slot_waiting: RefCell::new(SlotQueues::default()),
             stats: Cell::new(CommitStats::default()),
         });
         let task = glommio::spawn_local(run(shared.clone()));
@@ -210,7 +219,10 @@ impl Committer {
     }
 
     pub fn stats(&self) -> CommitStats {
-        self.shared.stats.get()
+        CommitStats {
+            files_opened: crate::resources::current().files_opened(),
+            ..self.shared.stats.get()
+        }
     }
 
     /// Logs registered (open).
@@ -332,6 +344,17 @@ impl CommitShared {
         done
     }
 
+    /// Queues `shared` for a segment operation's slot (`SlotQueues`), unless it waits already.
+    fn wait_for_slot(&self, shared: &Shared, file_open: bool) {
+        if shared.segment_slot_waiting.replace(true) {
+            return;
+        }
+        self.slot_waiting
+            .borrow_mut()
+            .push(shared.commit_id.get(), file_open);
+        self.wake();
+    }
+
     /// Journaled bytes moved from (negative) or to the logs' unwritten part.
     pub(super) fn add_unwritten(&self, added: usize, removed: usize) {
         self.unwritten_bytes
@@ -391,7 +414,23 @@ fn plan(commit: &Rc<CommitShared>, running: &mut FuturesUnordered<LocalBoxFuture
     if let Some(config) = &config {
         plan_unwritten_bound(commit, config);
     }
-    let ids: Vec<u64> = std::mem::take(&mut *commit.dirty.borrow_mut());
+    // Logs waiting for a segment operation's slot take those free now, before the dirty ones.
+    let mut ids: Vec<u64> = Vec::new();
+    {
+        let mut waiting = commit.slot_waiting.borrow_mut();
+        let logs = commit.logs.borrow();
+        let free = LAZY_WRITES_BESIDE_MAX.saturating_sub(commit.segment_ops_in_flight.get());
+        while ids.len() < free {
+            let Some(id) = waiting.pop() else {
+                break;
+            };
+            if let Some(shared) = logs.get(&id) {
+                shared.segment_slot_waiting.set(false);
+                ids.push(id);
+            }
+        }
+    }
+    ids.extend(std::mem::take(&mut *commit.dirty.borrow_mut()));
     let mut parts: Vec<JournalPart> = Vec::new();
     let mut records_bytes = 0usize;
     let mut deferred = Vec::new();
@@ -429,6 +468,12 @@ fn plan(commit: &Rc<CommitShared>, running: &mut FuturesUnordered<LocalBoxFuture
         if !shared.commit_dirty.replace(true) {
             commit.dirty.borrow_mut().push(shared.commit_id.get());
         }
+    }
+    if commit.segment_ops_in_flight.get() < LAZY_WRITES_BESIDE_MAX
+        && !commit.slot_waiting.borrow().is_empty()
+    {
+        // A log given a slot found nothing to do after all: the next waiting ones take it.
+        commit.wake();
     }
     if !journal_free {
         return;
@@ -581,11 +626,8 @@ fn decide(
         }
         return decision;
     }
-    if !state.lazy.is_empty() && commit.segment_ops_in_flight.get() >= LAZY_WRITES_BESIDE_MAX {
-        // Planned again when one of those ends (see `LAZY_WRITES_BESIDE_MAX`).
-        decision.defer = true;
-    } else if !state.lazy.is_empty() {
-        let checkpoint = shared.segment_write_wanted.replace(false);
+    let checkpoint = shared.segment_write_wanted.get();
+    let segment_write_due = !state.lazy.is_empty() && {
         // The log rolled: the finished segment is sealed (synced, indexed: readable by the
         // cleaner) with the first write to the next one.
         let active_base_offset = state.active_segment().base_offset;
@@ -599,19 +641,21 @@ fn decide(
                 .next_back()
                 .is_some_and(|(_, segment)| !segment.sealed);
         let gathered = config.is_some_and(|config| state.lazy_bytes >= config.segment_write_bytes);
+        // After a failed write the flag stays set until the retry is due.
         let retry_due = state.segment_retry_at_ms <= shared.clock.now_ms();
-        if (checkpoint || rolled || gathered || state.closing || config.is_none()) && retry_due {
-            decision.segment = Some(take_for_segment(
-                &mut state,
-                SegmentOp::Journaled,
-                checkpoint,
-            ));
-            return decision;
-        }
-        if checkpoint {
-            // Asked again once the retry is due.
-            shared.segment_write_wanted.set(true);
-        }
+        (checkpoint || rolled || gathered || state.closing || config.is_none()) && retry_due
+    };
+    if segment_write_due && commit.segment_ops_in_flight.get() >= LAZY_WRITES_BESIDE_MAX {
+        // Given a slot when one frees (see `SlotQueues`), without being planned again meanwhile.
+        commit.wait_for_slot(shared, segment_file_open(&state));
+    } else if segment_write_due {
+        shared.segment_write_wanted.set(false);
+        decision.segment = Some(take_for_segment(
+            &mut state,
+            SegmentOp::Journaled,
+            checkpoint,
+        ));
+        return decision;
     }
     if state.sync_requested {
         if state.direct_unsynced
@@ -626,6 +670,54 @@ fn decide(
         }
     }
     decision
+}
+
+/// Whether the file the log's next segment write goes to is open in the shard's file cache.
+fn segment_file_open(state: &LogState) -> bool {
+    let base_offset = state
+        .lazy
+        .front()
+        .map_or(state.active_segment().base_offset, |batch| {
+            batch.segment_base_offset
+        });
+    state
+        .segments
+        .get(&base_offset)
+        .and_then(|segment| segment.files.as_ref())
+        .is_some_and(|files| files.is_open())
+}
+
+/// Logs waiting for a slot of `LAZY_WRITES_BESIDE_MAX`, those whose file is open first.
+///
+/// Why: a checkpoint asks every log with batches in the journal's oldest file to write and
+/// sync its segment. With more such logs than the shard's file cache holds (4 096 partitions
+/// of 2 shards at 5 messages a second each: 2 048 logs against ~900 open segments), taking them
+/// in the order they asked made nearly every write reopen its file (~570 reopens a second,
+/// each an `openat`, `statx`, `statfs`, `fcntl` and two `close`s): the least recently used
+/// file is the one needed next, and each open closes one the checkpoint has yet to reach.
+/// Writing the open ones first reopens only the files beyond the cache's room.
+#[derive(Default)]
+struct SlotQueues {
+    open: VecDeque<u64>,
+    closed: VecDeque<u64>,
+}
+
+impl SlotQueues {
+    fn push(&mut self, log_id: u64, file_open: bool) {
+        if file_open {
+            self.open.push_back(log_id);
+        } else {
+            self.closed.push_back(log_id);
+        }
+    }
+
+    fn pop(&mut self) -> Option<u64> {
+        self.open.pop_front().or_else(|| self.closed.pop_front())
+    }
+
+    fn is_empty(&self) -> bool {
+        self.open.is_empty() && self.closed.is_empty()
+    }
 }
 
 fn forget_bytes_pending(commit: &CommitShared) -> usize {
@@ -700,7 +792,10 @@ fn plan_release(commit: &CommitShared) -> Option<usize> {
     drop(logs);
     for shared in asked {
         if !shared.segment_write_wanted.replace(true) {
-            commit.mark_dirty(&shared);
+            // Through the slot queue, open files first (see `SlotQueues`); the next plan
+            // gives the free slots to the first of them.
+            let file_open = segment_file_open(&shared.state.borrow());
+            commit.wait_for_slot(&shared, file_open);
         }
     }
     if remaining > 0 {

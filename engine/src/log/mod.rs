@@ -243,6 +243,8 @@ struct Shared {
     /// The cycle asks that the journaled batches go to the segment, synced (the journal needs
     /// the space, or the shard's unwritten bound is exceeded).
     segment_write_wanted: Cell<bool>,
+    /// Waits in the commit cycle's queue for a segment operation's slot (`commit.rs`).
+    segment_slot_waiting: Cell<bool>,
     /// Replaced whole by [`PartitionLog::set_config`]; read through [`Shared::config`] at each
     /// use, never kept across an `await`, so a change applies from the next append, roll or
     /// retention check on.

@@ -6,7 +6,7 @@
 //! one to find how far whole batches fit the byte limit (an index entry near the limit, then
 //! the headers after it). The data itself is not read at all when it is sent with `sendfile`.
 
-use std::os::fd::RawFd;
+use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::fs::FileExt;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -49,7 +49,9 @@ pub enum ReadData {
 /// Whole batches in a segment file. Holds the file open (the shard's file cache does not close
 /// it meanwhile), so the range stays readable even if retention deletes the segment.
 pub struct FileRange {
-    files: Rc<SegmentFiles>,
+    /// Keeps the cache from closing the file under the range.
+    _files: Rc<SegmentFiles>,
+    descriptor: Arc<ReadDescriptor>,
     pub position: u64,
     pub length: u64,
 }
@@ -68,21 +70,20 @@ impl FileRange {
     /// A buffered descriptor of the segment file, for `sendfile(socket, fd, position, length)`.
     /// Valid while this `FileRange` lives.
     pub fn raw_fd(&self) -> RawFd {
-        self.files.buffered_fd()
+        self.descriptor.as_raw_fd()
     }
 
     /// The segment file's buffered descriptor, shared: lets the range cross to another thread
     /// (shard) and still be sent with `sendfile`, counted in this shard's open files (and kept
     /// open by the cache) until the last holder drops it.
     pub fn descriptor(&self) -> Arc<ReadDescriptor> {
-        self.files.buffered.clone()
+        self.descriptor.clone()
     }
 
     /// Copies the range into memory (tools and tests; the broker sends it with `sendfile`).
     pub fn read_to_vec(&self) -> Result<Vec<u8>, LogError> {
         let mut bytes = vec![0u8; self.length as usize];
-        self.files
-            .buffered
+        self.descriptor
             .file()
             .read_exact_at(&mut bytes, self.position)
             .map_err(|error| LogError::io("reading a file range", error))?;
@@ -315,7 +316,8 @@ impl PartitionLog {
         }
         let data = if end <= plan.sendable_bytes {
             ReadData::File(FileRange {
-                files: open.clone(),
+                descriptor: open.read_descriptor()?,
+                _files: open.clone(),
                 position: start,
                 length: end - start,
             })

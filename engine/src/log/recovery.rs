@@ -298,6 +298,7 @@ impl PartitionLog {
             commit_id: Default::default(),
             commit_dirty: Default::default(),
             segment_write_wanted: Default::default(),
+            segment_slot_waiting: Default::default(),
             config: RefCell::new(Rc::new(config)),
             clock,
             resources,
