@@ -1826,14 +1826,16 @@ impl Reactor {
         // than needed now: a task queue's slice may then end before its full preempt duration
         // (it never runs longer), and a sleep with nothing else to wait for may be woken once
         // by a pending preempt timer. A timer that fired (its completion was consumed) or that
-        // would fire too late is dropped, which cancels it if it is still in the kernel.
+        // would fire too late is dropped, which cancels it if it is still in the kernel. A kept
+        // timer may still fire before this function decides to sleep, its completion consumed
+        // by a `consume_rings!` below, so the places that would arm one ask again
+        // (`latency_timer_pending`) instead of trusting this decision.
         let now = Instant::now();
         let latency_deadline_max = match (preempt_timer(), user_timer) {
             (Some(preempt), _) => Some(now + preempt),
             (None, Some(user)) => Some(now + user),
             (None, None) => None,
         };
-        let mut latency_timer_kept = false;
         if let Some(src) = self.latency_preemption_timeout_src.take() {
             let deadline = self.latency_preemption_deadline.get();
             let fires_in_time = match (deadline, latency_deadline_max) {
@@ -1843,7 +1845,6 @@ impl Reactor {
             };
             if src.result().is_none() && fires_in_time {
                 self.latency_preemption_timeout_src.set(Some(src));
-                latency_timer_kept = true;
             } else {
                 drop(src);
                 self.latency_preemption_deadline.set(None);
@@ -1887,7 +1888,7 @@ impl Reactor {
         if should_sleep {
             // We are about to go to sleep. It's ok to sleep, but if there
             // is a timer set, we need to make sure we wake up to handle it.
-            if let Some(dur) = user_timer.filter(|_| !latency_timer_kept) {
+            if let Some(dur) = user_timer.filter(|_| !self.latency_timer_pending()) {
                 // FERRITE PATCH: not when a pending timer already fires by then.
                 self.latency_preemption_timeout_src
                     .set(Some(lat_ring.prepare_latency_preemption_timer(dur)));
@@ -1925,7 +1926,7 @@ impl Reactor {
         }
 
         // FERRITE PATCH: only when no pending timer was kept (see the top of this function).
-        if let Some(preempt) = preempt_timer().filter(|_| !latency_timer_kept) {
+        if let Some(preempt) = preempt_timer().filter(|_| !self.latency_timer_pending()) {
             self.latency_preemption_timeout_src
                 .set(Some(lat_ring.prepare_latency_preemption_timer(preempt)));
             self.latency_preemption_deadline
@@ -1941,6 +1942,16 @@ impl Reactor {
         // need_preempt() should be false at this point. As soon as the next event
         // in the preempt ring completes, though, then it will be true.
         Ok(should_sleep)
+    }
+
+    /// FERRITE PATCH: whether the latency ring's timer is still in the kernel: its completion
+    /// not consumed yet, so it will fire (and, once posted, wake a sleep through the linked
+    /// rings' poll even if nothing consumes it first).
+    fn latency_timer_pending(&self) -> bool {
+        let src = self.latency_preemption_timeout_src.take();
+        let pending = src.as_ref().is_some_and(|src| src.result().is_none());
+        self.latency_preemption_timeout_src.set(src);
+        pending
     }
 
     pub(crate) fn flush_syscall_thread(&self) -> usize {
