@@ -1325,6 +1325,14 @@ impl LocalExecutor {
         loop {
             self.reactor.sys.install_eventfd();
             if self.need_preempt() {
+                // FERRITE PATCH: `false` makes the caller park, so "preempted before running
+                // anything" must not read as "nothing to run": a preempt timer that fired
+                // between `poll_io` and here left runnable queues behind, and parking consumed
+                // its completion (which wakes no task) and slept with them until an unrelated
+                // event. Upstream arms a fresh timer in every `poll_io`, so it fired here only
+                // when the thread lost the CPU for a whole slice; the kept timer of the patch in
+                // `Reactor::wait` fires at any point of a turn (vendor/README.md).
+                ran |= !self.queues.borrow().active_executors.is_empty();
                 break;
             }
             if !self.run_one_task_queue() {

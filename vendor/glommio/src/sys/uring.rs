@@ -1829,7 +1829,7 @@ impl Reactor {
         // would fire too late is dropped, which cancels it if it is still in the kernel. A kept
         // timer may still fire before this function decides to sleep, its completion consumed
         // by a `consume_rings!` below, so the places that would arm one ask again
-        // (`latency_timer_pending`) instead of trusting this decision.
+        // (`keep_latency_timer_until`) instead of trusting this decision.
         let now = Instant::now();
         let latency_deadline_max = match (preempt_timer(), user_timer) {
             (Some(preempt), _) => Some(now + preempt),
@@ -1888,13 +1888,21 @@ impl Reactor {
         if should_sleep {
             // We are about to go to sleep. It's ok to sleep, but if there
             // is a timer set, we need to make sure we wake up to handle it.
-            if let Some(dur) = user_timer.filter(|_| !self.latency_timer_pending()) {
-                // FERRITE PATCH: not when a pending timer already fires by then.
-                self.latency_preemption_timeout_src
-                    .set(Some(lat_ring.prepare_latency_preemption_timer(dur)));
-                self.latency_preemption_deadline
-                    .set(Some(Instant::now() + dur));
-                assert!(flush_rings!(lat_ring)? > 0);
+            // FERRITE PATCH: not when the kept timer is still pending and fires by then. Asked
+            // here, after the last `consume_rings!` before the sleep, not taken from the top of
+            // this function: a kept timer that fired in between had its completion consumed
+            // and no longer wakes anything (the first version of this patch slept without any
+            // timer then). From here to the sleep nothing consumes the latency ring, so a
+            // timer found pending either fires later or has left a completion that makes the
+            // ring's fd readable, which ends the sleep at once (vendor/README.md).
+            if let Some(dur) = user_timer {
+                if !self.keep_latency_timer_until(Instant::now() + dur) {
+                    self.latency_preemption_timeout_src
+                        .set(Some(lat_ring.prepare_latency_preemption_timer(dur)));
+                    assert!(flush_rings!(lat_ring)? > 0);
+                    self.latency_preemption_deadline
+                        .set(Some(Instant::now() + dur));
+                }
             }
             // From this moment on the remote executors are aware that we are sleeping
             // We have to sweep the remote channels function once more because since
@@ -1925,13 +1933,19 @@ impl Reactor {
             }
         }
 
-        // FERRITE PATCH: only when no pending timer was kept (see the top of this function).
-        if let Some(preempt) = preempt_timer().filter(|_| !self.latency_timer_pending()) {
-            self.latency_preemption_timeout_src
-                .set(Some(lat_ring.prepare_latency_preemption_timer(preempt)));
-            self.latency_preemption_deadline
-                .set(Some(Instant::now() + preempt));
-            flush_rings!(lat_ring, main_ring)?;
+        // FERRITE PATCH: only when the kept timer fired or would fire later than a new one.
+        // Asked again with the preempt duration of now: waking tasks above can activate a task
+        // queue with a shorter latency requirement, which lowers it. A too-late timer dropped
+        // here has its cancellation submitted before the new timer, as upstream does at the top.
+        if let Some(preempt) = preempt_timer() {
+            if !self.keep_latency_timer_until(Instant::now() + preempt) {
+                flush_cancellations!(into &mut woke; lat_ring);
+                self.latency_preemption_timeout_src
+                    .set(Some(lat_ring.prepare_latency_preemption_timer(preempt)));
+                flush_rings!(lat_ring, main_ring)?;
+                self.latency_preemption_deadline
+                    .set(Some(Instant::now() + preempt));
+            }
         }
 
         // A Note about `need_preempt`:
@@ -1944,14 +1958,26 @@ impl Reactor {
         Ok(should_sleep)
     }
 
-    /// FERRITE PATCH: whether the latency ring's timer is still in the kernel: its completion
-    /// not consumed yet, so it will fire (and, once posted, wake a sleep through the linked
-    /// rings' poll even if nothing consumes it first).
-    fn latency_timer_pending(&self) -> bool {
-        let src = self.latency_preemption_timeout_src.take();
-        let pending = src.as_ref().is_some_and(|src| src.result().is_none());
-        self.latency_preemption_timeout_src.set(src);
-        pending
+    /// FERRITE PATCH: keeps the latency ring's timer, and says so, if its completion has not
+    /// been consumed yet (so it will fire, or has fired and its completion still wakes a sleep
+    /// through the linked rings' poll) and it fires no later than `deadline`. Otherwise drops
+    /// it, which queues its cancellation if it is still in the kernel.
+    fn keep_latency_timer_until(&self, deadline: Instant) -> bool {
+        let Some(src) = self.latency_preemption_timeout_src.take() else {
+            return false;
+        };
+        let in_time = src.result().is_none()
+            && self
+                .latency_preemption_deadline
+                .get()
+                .is_some_and(|fires_at| fires_at <= deadline);
+        if in_time {
+            self.latency_preemption_timeout_src.set(Some(src));
+        } else {
+            drop(src);
+            self.latency_preemption_deadline.set(None);
+        }
+        in_time
     }
 
     pub(crate) fn flush_syscall_thread(&self) -> usize {
