@@ -203,6 +203,17 @@ impl BatchHeader {
     }
 }
 
+/// Whether `tail`, the bytes of a segment file from `position` to the file's end, is only the
+/// zeros a direct write pads its last page with: fewer than a page, ending at that page's end,
+/// all zero. A scan of the last segment that stops there has reached the end of its data (zeros
+/// never read as a batch: a length of 0), not a torn write; recovery leaves such a tail uncut
+/// (`ARCHITECTURE.md`, "The last page's padding") and `ferrite dump-log` reports it as the end.
+pub fn is_last_page_padding(position: u64, tail: &[u8]) -> bool {
+    let page = crate::config::DMA_ALIGNMENT_BYTES;
+    let end = position + tail.len() as u64;
+    !tail.is_empty() && end == position.div_ceil(page) * page && tail.iter().all(|&byte| byte == 0)
+}
+
 /// The sequence number `increment` places after `sequence`: producers count from 0 to
 /// `i32::MAX` and wrap to 0. Total on any input (headers come from untrusted bytes).
 pub fn sequence_after(sequence: i32, increment: i32) -> i32 {

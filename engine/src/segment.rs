@@ -629,7 +629,7 @@ impl<'a> SegmentScanner<'a> {
         let tail = self
             .bytes_at(position, (limit_bytes - position) as usize)
             .await?;
-        Ok(tail.is_some_and(|bytes| bytes.iter().all(|&byte| byte == 0)))
+        Ok(tail.is_some_and(|bytes| crate::batch::is_last_page_padding(position, bytes)))
     }
 
     /// The header of the batch at `position`, if one plausibly starts there (enough bytes, a

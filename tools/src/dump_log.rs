@@ -119,6 +119,14 @@ fn dump_segment(
     while position < bytes.len() {
         let header = match check_batch(&bytes[position..], next_offset) {
             Ok(header) => header,
+            // The last segment of a log closed (or crashed) after a direct write ends in its
+            // last page's zeros, which the broker takes for the end of the data.
+            Err(_)
+                if next_base_offset.is_none()
+                    && batch::is_last_page_padding(position as u64, &bytes[position..]) =>
+            {
+                break;
+            }
             Err(reason) => match resume_after(bytes, position, next_offset)
                 .or_else(|| next_base_offset.map(|next_base| (bytes.len(), next_base)))
             {
@@ -259,6 +267,24 @@ mod tests {
         bytes.extend_from_slice(&[0u8; 100]);
         let outcome = dump_segment(&bytes, 0, None, false);
         assert_eq!(outcome.valid_bytes, valid);
+        assert!(outcome.stopped_because.unwrap().contains("torn or padding"));
+    }
+
+    #[test]
+    fn the_last_segments_page_padding_is_its_end_and_zeros_past_the_page_are_not() {
+        let mut bytes = build::batch_of(3, 10, 1_000);
+        batch::assign_offset_and_epoch(&mut bytes, 0, 1);
+        let valid = bytes.len();
+        bytes.resize(4096, 0);
+        let outcome = dump_segment(&bytes, 0, None, false);
+        assert_eq!((outcome.batches, outcome.valid_bytes), (1, valid));
+        assert!(outcome.stopped_because.is_none());
+        // Before a later segment the same zeros are damage (sealed segments are trimmed).
+        let outcome = dump_segment(&bytes, 0, Some(3), false);
+        assert_eq!(outcome.damaged.len(), 1);
+        // A file grown past the page (a torn write) is not padding.
+        bytes.resize(8192, 0);
+        let outcome = dump_segment(&bytes, 0, None, false);
         assert!(outcome.stopped_because.unwrap().contains("torn or padding"));
     }
 
