@@ -29,6 +29,14 @@ const STALL_MAX: Duration = Duration::from_secs(1);
 /// How long the timer test drives the race.
 const RUN_TIME: Duration = Duration::from_secs(2);
 
+/// An executor on any CPU with a short preemption slice (`PREEMPT`), so that slices end often.
+fn executor_builder(name: &str) -> LocalExecutorBuilder {
+    LocalExecutorBuilder::new(Placement::Unbound)
+        .name(name)
+        .io_memory(1 << 20)
+        .preempt_timer(PREEMPT)
+}
+
 /// Busy-waits for `duration`: a CPU-bound slice that never yields.
 fn spin(duration: Duration) {
     let start = Instant::now();
@@ -97,10 +105,7 @@ impl Watched {
 fn sleeps_end_on_time_when_the_kept_preemption_timer_fires_as_the_reactor_parks() {
     let watched = Arc::new(Watched::default());
     let in_executor = watched.clone();
-    let executor = LocalExecutorBuilder::new(Placement::Unbound)
-        .name("timer-race")
-        .io_memory(1 << 20)
-        .preempt_timer(PREEMPT)
+    let executor = executor_builder("timer-race")
         .spawn(move || async move {
             let watched = in_executor;
             let rescue = glommio::spawn_local({
@@ -161,10 +166,7 @@ fn cross_executor_wakes_are_never_lost_while_reactors_go_to_sleep() {
     let (to_pinger, from_echo) = shared_channel::new_bounded::<u64>(1);
     let watched = Arc::new(Watched::default());
 
-    let echo = LocalExecutorBuilder::new(Placement::Unbound)
-        .name("echo")
-        .io_memory(1 << 20)
-        .preempt_timer(PREEMPT)
+    let echo = executor_builder("echo")
         .spawn(move || async move {
             let receiver = from_pinger.connect().await;
             let sender = to_pinger.connect().await;
@@ -182,10 +184,7 @@ fn cross_executor_wakes_are_never_lost_while_reactors_go_to_sleep() {
         .expect("the echo executor starts");
 
     let in_executor = watched.clone();
-    let pinger = LocalExecutorBuilder::new(Placement::Unbound)
-        .name("pinger")
-        .io_memory(1 << 20)
-        .preempt_timer(PREEMPT)
+    let pinger = executor_builder("pinger")
         .spawn(move || async move {
             let watched = in_executor;
             let sender = to_echo.connect().await;

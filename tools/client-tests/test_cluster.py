@@ -171,20 +171,26 @@ class Cluster:
         named, on five brokers): an answer from another broker is asked again, so that the
         answer is `node`'s (brokers that do not host a partition learn its leader a moment
         after those that do)."""
-        for asked in [node] if node is not None else self.answering():
-            address = self.bootstrap([asked])
-            deadline = time.monotonic() + METADATA_TIMEOUT_S
-            while True:
-                admin = confluent_kafka.admin.AdminClient({"bootstrap.servers": address})
-                try:
-                    answer = admin.list_topics(topic, timeout=METADATA_TIMEOUT_S)
-                except confluent_kafka.KafkaException:
-                    if node is not None:
-                        raise
-                    break
-                if answer.orig_broker_name.split("/")[0] == address or node is None:
-                    return answer
-                assert time.monotonic() < deadline, f"broker {node} never answered Metadata itself"
+
+        def ask(asked):
+            admin = confluent_kafka.admin.AdminClient({"bootstrap.servers": self.bootstrap([asked])})
+            return admin.list_topics(topic, timeout=METADATA_TIMEOUT_S)
+
+        if node is not None:
+            address = self.bootstrap([node])
+
+            def answered_by_node():
+                answer = ask(node)
+                return answer if answer.orig_broker_name.split("/")[0] == address else None
+
+            return wait_until(
+                answered_by_node, f"broker {node} to answer Metadata itself", deadline_s=METADATA_TIMEOUT_S
+            )
+        for asked in self.answering():
+            try:
+                return ask(asked)
+            except confluent_kafka.KafkaException:
+                pass
         raise AssertionError(f"no broker answered a Metadata request (answering: {self.answering()})")
 
     def controller_leader(self, node):
