@@ -7,7 +7,12 @@
 #      (20 480 msg/s), for each partition count: acks=all and acks=1, messages without keys
 #      (round-robin) and with keys drawn uniformly from 10 000;
 #   3. peak acks=all throughput (--rate 0) with 1 and 16 partitions;
-#   4. if bench/scripts/many-partitions.sh exists: 10 000 partitions written once each (resident
+#   4. for every run, where the time went: the producer's librdkafka statistics (its own queue
+#      before a request carries a message, and the request's round trip to the broker), the
+#      broker's own mean Produce latency (from decoding the request to its reply being ready,
+#      from the metrics' sum and count), and the CPU each side used (broker and client, in cores
+#      over the run's wall time, warm-up included: the two share the machine's cores);
+#   5. if bench/scripts/many-partitions.sh exists: 10 000 partitions written once each (resident
 #      memory, descriptors, disk beyond the data, shutdown and restart times).
 # and prints one table. Each topic is deleted after its run, the data directory at the end.
 #
@@ -62,6 +67,24 @@ for _ in $(seq 300); do
 done
 address=$(grep -o 'listening on [0-9.:]*' "$results/ferrite.out" | awk '{print $3}')
 [[ -n $address ]] || { echo "ferrite serve did not start" >&2; exit 2; }
+metrics=$(grep -o 'metrics on http://[0-9.:]*/metrics' "$results/ferrite.out" | awk '{print $3}')
+
+ticks_per_s=$(getconf CLK_TCK)
+# CPU ticks (user + system) of a process; with `children`, of its waited-for children.
+cpu_ticks() { # PID [children]
+  local fields
+  read -r -a fields <"/proc/$1/stat" || { echo 0; return; }
+  # Counted from the end (a process name may hold spaces): utime is the 14th of 52 fields,
+  # stime the 15th, cutime and cstime the 16th and 17th.
+  local i=$((${#fields[@]} - 52 + 13))
+  [[ ${2:-} == children ]] && i=$((i + 2))
+  echo $((fields[i] + fields[i + 1]))
+}
+# The broker's Produce latency sum (s) and count since it started.
+produce_latency_totals() {
+  curl -s "$metrics" | awk '/^ferrite_request_latency_seconds_sum\{api="Produce"\}/ {s=$2}
+    /^ferrite_request_latency_seconds_count\{api="Produce"\}/ {c=$2} END {print s+0, c+0}'
+}
 
 run() { # NAME PARTITIONS ACKS RATE KEYS
   if ! kill -0 "$broker" 2>/dev/null; then
@@ -69,11 +92,30 @@ run() { # NAME PARTITIONS ACKS RATE KEYS
     return
   fi
   echo "ferrite-bench $1: partitions=$2 acks=$3 rate=$4 keys=$5 ..." >&2
+  local broker_before client_before started latency_before
+  latency_before=$(produce_latency_totals)
+  broker_before=$(cpu_ticks "$broker")
+  client_before=$(cpu_ticks $$ children)
+  started=$(date +%s.%N)
   "$ferrite_bench" --bootstrap "$address" --topic "$1" --partitions "$2" \
     --message-bytes 1024 --acks "$3" --rate "$4" --linger-ms 0 --key-distribution "$5" \
     --duration-s "$duration_s" --warmup-s "$warmup_s" --delete-topic \
     --json "$results/$1.json" 2>"$results/$1.log" ||
     echo "ferrite-bench $1 exited with status $? (see $results/$1.log)" >&2
+  # shellcheck disable=SC2046 # the totals are two numbers each
+  python3 - "$results/$1.cpu.json" "$ticks_per_s" "$started" "$(date +%s.%N)" \
+    "$broker_before" "$(cpu_ticks "$broker")" "$client_before" "$(cpu_ticks $$ children)" \
+    $latency_before $(produce_latency_totals) <<'EOF'
+import json, sys
+out, hz, start, end, b0, b1, c0, c1, s0, n0, s1, n1 = sys.argv[1:]
+wall, hz = float(end) - float(start), float(hz)
+requests = float(n1) - float(n0)
+json.dump({"wall_s": wall, "broker_cores": (int(b1) - int(b0)) / hz / wall,
+           "client_cores": (int(c1) - int(c0)) / hz / wall,
+           "produce_requests": requests,
+           "broker_produce_mean_ms": (float(s1) - float(s0)) / requests * 1e3 if requests else None},
+          open(out, "w"))
+EOF
   if ! kill -0 "$broker" 2>/dev/null; then
     echo "ferrite serve died during $1: $(tail -3 "$results/ferrite.err" | tr '\n' ' ')" >&2
   fi
@@ -109,8 +151,9 @@ fio_mib_s = seq["bw_bytes"] / 2**20
 print(f"fio 1 MiB direct seq write, qd 8: {fio_mib_s:.0f} MiB/s; "
       f"fio 4 KiB write + fdatasync: {sync_job['write']['iops']:.0f} /s")
 print(f"{'run (20 MiB/s unless peak)':26} {'MiB/s':>7} {'of fio':>6} "
-      f"{'ack p50':>8} {'p99':>7} {'p99.9':>7} {'max':>7} "
-      f"{'e2e p50':>8} {'p99':>7} {'p99.9':>7} {'max':>7}  ok")
+      f"{'e2e p50':>8} {'p99':>7} {'p99.9':>7} {'max':>7} {'ack p99':>7} "
+      f"{'queue':>6} {'rtt':>6} {'brk ms':>6} "
+      f"{'broker':>6} {'client':>6} {'req/s':>7}  ok")
 for name in sys.argv[2:]:
     try:
         r = load(name)
@@ -118,11 +161,26 @@ for name in sys.argv[2:]:
         print(f"{name:26} (no result)")
         continue
     ack, e2e = r["ack_latency_ms"], r["e2e_latency_ms"]
+    split = r.get("producer_latency_split") or {}
+    queue = (split.get("producer_queue_ms") or {}).get("p99_worst_interval", float("nan"))
+    rtt = (split.get("broker_round_trip_ms") or {}).get("p99_worst_interval", float("nan"))
+    try:
+        cpu = load(f"{name}.cpu")
+        brk = cpu["broker_produce_mean_ms"]
+        brk = f"{brk if brk is not None else float('nan'):6.2f}"
+        sides = (f"{cpu['broker_cores']:6.2f} {cpu['client_cores']:6.2f} "
+                 f"{cpu['produce_requests'] / cpu['wall_s']:7.0f}")
+    except (OSError, ValueError, KeyError):
+        brk, sides = f"{'':6}", f"{'':6} {'':6} {'':7}"
     print(f"{name:26} {r['produce_mb_per_s']:7.1f} {r['produce_mb_per_s'] / fio_mib_s:6.1%} "
-          f"{ack['p50']:8.2f} {ack['p99']:7.2f} {ack['p99.9']:7.2f} {ack['max']:7.2f} "
-          f"{e2e['p50']:8.2f} {e2e['p99']:7.2f} {e2e['p99.9']:7.2f} {e2e['max']:7.2f}  "
+          f"{e2e['p50']:8.2f} {e2e['p99']:7.2f} {e2e['p99.9']:7.2f} {e2e['max']:7.2f} "
+          f"{ack['p99']:7.2f} {queue:6.2f} {rtt:6.2f} {brk} {sides}  "
           f"{'yes' if not r['problems'] else '; '.join(r['problems'])}")
-print("latencies in ms")
+print("latencies in ms. queue, rtt: the producer's librdkafka statistics, p99 of its worst "
+      "1 s interval: messages in its own queue before a request carries them, and the request's "
+      "round trip to the broker; brk ms: the broker's mean Produce latency (decoded to reply "
+      "ready); broker, client: cores used over the run (warm-up included); req/s: Produce "
+      "requests a second")
 EOF
 
 if [[ ${MANY:-1} != 0 && -x bench/scripts/many-partitions.sh ]]; then

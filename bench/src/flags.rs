@@ -81,6 +81,11 @@ pub struct RunFlags {
     /// librdkafka batch.size: the most bytes in one partition's batch.
     #[arg(long, value_name = "BYTES", default_value_t = 1_000_000)]
     pub batch_bytes: u64,
+    /// How often the producer's librdkafka reports its statistics (`statistics.interval.ms`),
+    /// from which the result splits the ack latency into the client's own queue and the broker
+    /// round trip (`producer_latency_split`); 0: not asked.
+    #[arg(long, value_name = "MS", default_value_t = 1000)]
+    pub client_stats_interval_ms: u64,
     /// Any other librdkafka producer setting, e.g. `compression.type=lz4` (repeatable; applied
     /// last, so it overrides the flags above).
     #[arg(long, value_name = "KEY=VALUE", value_parser = key_value)]

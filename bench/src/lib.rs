@@ -7,6 +7,7 @@
 //!   Redpanda and Kafka the same way; `run` is its entry point.
 
 pub mod client;
+pub mod client_stats;
 pub mod compare;
 pub mod consumer;
 pub mod error;

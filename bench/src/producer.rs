@@ -20,6 +20,7 @@ use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, T
 use rdkafka::types::RDKafkaErrorCode;
 
 use crate::client::{self, Diagnostics};
+use crate::client_stats::ProducerLatencySplit;
 use crate::error::BenchError;
 use crate::flags::RunFlags;
 use crate::latency;
@@ -49,6 +50,8 @@ pub struct AckTally {
     pub error_samples: Vec<String>,
     /// From the scheduled time to the ack, for messages scheduled inside the window.
     pub latency_us: Histogram<u64>,
+    /// librdkafka's own split of that time, over its statistics intervals inside the window.
+    pub latency_split: ProducerLatencySplit,
 }
 
 impl AckTally {
@@ -61,6 +64,16 @@ impl AckTally {
             failed: 0,
             error_samples: Vec::new(),
             latency_us: latency::histogram_us(),
+            latency_split: ProducerLatencySplit::default(),
+        }
+    }
+
+    /// Accounts for one statistics report of librdkafka's, received at `reported_ns`, covering
+    /// the `interval_ns` before it: kept only if that interval lies inside the window.
+    pub fn note_statistics(&mut self, statistics_json: &[u8], reported_ns: u64, interval_ns: u64) {
+        let interval_start_ns = reported_ns.saturating_sub(interval_ns);
+        if self.window.contains(reported_ns) && interval_start_ns >= self.window.start_ns {
+            self.latency_split.note(statistics_json);
         }
     }
 
@@ -98,6 +111,8 @@ pub fn note_sample(samples: &mut Vec<String>, reason: String) {
 struct AckContext {
     diagnostics: Diagnostics,
     start: Instant,
+    /// `--client-stats-interval-ms`, in nanoseconds.
+    stats_interval_ns: u64,
     /// Shared by all the run's producers.
     tally: Arc<Mutex<AckTally>>,
     counters: Arc<RunCounters>,
@@ -110,6 +125,14 @@ impl ClientContext for AckContext {
 
     fn error(&self, error: KafkaError, reason: &str) {
         self.diagnostics.error(error, reason);
+    }
+
+    fn stats_raw(&self, statistics: &[u8]) {
+        let reported_ns = ns_since(self.start);
+        self.tally
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .note_statistics(statistics, reported_ns, self.stats_interval_ns);
     }
 }
 
@@ -175,12 +198,19 @@ impl BenchProducer {
             .set("linger.ms", flags.linger_ms.to_string())
             .set("batch.size", flags.batch_bytes.to_string())
             .set("compression.type", "none");
+        if flags.client_stats_interval_ms > 0 {
+            config.set(
+                "statistics.interval.ms",
+                flags.client_stats_interval_ms.to_string(),
+            );
+        }
         for (key, value) in &flags.producer_config {
             config.set(key, value);
         }
         let context = AckContext {
             diagnostics: Diagnostics::new("producer"),
             start,
+            stats_interval_ns: flags.client_stats_interval_ms * 1_000_000,
             tally,
             counters,
         };

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+use crate::client_stats::{ProducerLatencySplit, SideLatencyMs};
 use crate::consumer::ConsumeTally;
 use crate::flags::RunFlags;
 use crate::group;
@@ -63,6 +64,8 @@ pub struct Report {
     /// measured window.
     pub consume_per_second: Vec<u64>,
     pub ack_latency_ms: PercentilesMs,
+    /// The producer's librdkafka on where that time went: its own queue, the broker round trip.
+    pub producer_latency_split: ProducerLatencySplit,
     pub e2e_latency_ms: PercentilesMs,
     pub error_samples: Vec<String>,
     /// Why the run does not count as clean; empty when every message was acknowledged and
@@ -132,6 +135,7 @@ impl Report {
             produce_per_second: acks.acked_per_second.counts.clone(),
             consume_per_second: consumed.consumed_per_second.counts.clone(),
             ack_latency_ms: PercentilesMs::of(&acks.latency_us),
+            producer_latency_split: acks.latency_split.clone(),
             e2e_latency_ms: PercentilesMs::of(&consumed.latency_us),
             error_samples,
             problems: Vec::new(),
@@ -243,6 +247,21 @@ impl Report {
         );
         text += &percentiles("ack", &self.ack_latency_ms);
         text += &percentiles("e2e", &self.e2e_latency_ms);
+        let split = &self.producer_latency_split;
+        if split.intervals > 0 {
+            let side = |latency: &SideLatencyMs| {
+                format!(
+                    "mean {:.3}  p99 {:.3} (worst interval)  max {:.3}",
+                    latency.mean, latency.p99_worst_interval, latency.max
+                )
+            };
+            text += &format!(
+                "  librdkafka, ms over {} intervals: in its queue {}; broker round trip {}\n",
+                split.intervals,
+                side(&split.producer_queue_ms),
+                side(&split.broker_round_trip_ms)
+            );
+        }
         for problem in &self.problems {
             text += &format!("  PROBLEM: {problem}\n");
         }
