@@ -379,8 +379,8 @@ impl Catalog {
 
     /// The broker's own change to an internal topic's overrides, which clients may not
     /// alter: brings a topic made by an older version up to the settings this one gives it.
-    /// (Used by the shard runtime, which the `loom` build leaves out.)
-    #[cfg(not(feature = "loom"))]
+    /// (Used by the shard runtime, which the `--cfg loom` build leaves out.)
+    #[cfg(not(loom))]
     pub(crate) fn alter_internal_topic_configs(
         &self,
         name: &str,

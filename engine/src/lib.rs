@@ -22,8 +22,8 @@ pub mod mesh;
 pub mod rate_limited_log;
 pub mod resources;
 mod segment;
-// Built on the mesh's glommio channels, which the `loom` build leaves out.
-#[cfg(not(feature = "loom"))]
+// Built on the mesh's glommio channels, which the `--cfg loom` build leaves out.
+#[cfg(not(loom))]
 pub mod shard;
 mod tail_cache;
 pub mod topic_config;

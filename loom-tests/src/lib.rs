@@ -1,11 +1,14 @@
 //! Loom models of Ferrite's lock-free code: the shard mesh's SPSC ring (`tests/ring.rs`).
 //!
-//! This crate exists so that the `engine` crate is built with its `loom` feature (loom's atomics
-//! in place of `std`'s) only here; in a shared build, feature unification would put loom's
-//! atomics in the production binary. Run it on its own: `cargo test -p ferrite-loom-tests --release`.
+//! The models need `engine` built under `--cfg loom` (loom's atomics in place of `std`'s, and
+//! the shard runtime left out), a configuration of the whole build rather than a feature (a
+//! feature must only add, and would be unified into every other crate's build), so this crate
+//! is empty without it. Run it on its own target directory:
+//! `RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom cargo test -p ferrite-loom-tests --release`.
 //!
 //! The library holds what the models share: a [`Semaphore`], the loom-friendly stand-in for the
 //! doorbell that wakes a sleeping shard in production.
+#![cfg(loom)]
 
 use engine::mesh::Notify;
 use loom::sync::{Condvar, Mutex};

@@ -4,6 +4,7 @@
 //! Besides each model's assertions, loom fails a model on a data race on a ring slot (the slots
 //! are loom cells), on a deadlock (which is how a lost wake-up shows: a side waits forever), and
 //! on a leaked ring.
+#![cfg(loom)]
 
 use engine::mesh::ring::{ring, Consumer, Producer};
 use ferrite_loom_tests::{check, Semaphore};

@@ -21,32 +21,32 @@
 //! ([`ring`] module docs), and the other side rings the shard's doorbell only if it finds it
 //! asleep (the private `doorbell` module's docs say why the doorbell is a socket pair).
 //!
-//! Under the `loom` feature only the ring and its synchronisation shim are built: loom checks
+//! Under `--cfg loom` only the ring and its synchronisation shim are built: loom checks
 //! them, and the glommio side cannot run on loom's atomics.
 
-#[cfg(not(feature = "loom"))]
+#[cfg(not(loom))]
 mod channel;
-#[cfg(not(feature = "loom"))]
+#[cfg(not(loom))]
 mod doorbell;
 pub mod ring;
 mod sync;
 
-#[cfg(not(feature = "loom"))]
+#[cfg(not(loom))]
 pub use channel::{Receiver, Sender};
 pub use ring::{Consumer, Notify, Producer, CAPACITY_MAX};
 
-#[cfg(not(feature = "loom"))]
+#[cfg(not(loom))]
 use doorbell::{DoorbellSocket, ShardDoorbell};
-#[cfg(not(feature = "loom"))]
+#[cfg(not(loom))]
 use std::{io, sync::Arc};
 
 /// Every ring of a mesh of `shard_count` shards, built before the executors start.
-#[cfg(not(feature = "loom"))]
+#[cfg(not(loom))]
 pub struct Mesh<T> {
     shards: Vec<MeshShard<T>>,
 }
 
-#[cfg(not(feature = "loom"))]
+#[cfg(not(loom))]
 impl<T: Send> Mesh<T> {
     /// Allocates `shard_count * (shard_count - 1)` rings of `capacity` messages each and one
     /// doorbell (a socket pair: two descriptors) per shard.
@@ -97,7 +97,7 @@ impl<T: Send> Mesh<T> {
 /// Shard `shard_id`'s ends of the mesh before its executor starts: the producers of the rings
 /// to every peer and the consumers of the rings from every peer. `Send`, so it can be moved into
 /// the executor's thread.
-#[cfg(not(feature = "loom"))]
+#[cfg(not(loom))]
 pub struct MeshShard<T> {
     shard_id: usize,
     /// Indexed by peer shard id; `None` at `shard_id`.
@@ -107,7 +107,7 @@ pub struct MeshShard<T> {
     doorbell_socket: DoorbellSocket,
 }
 
-#[cfg(not(feature = "loom"))]
+#[cfg(not(loom))]
 impl<T> MeshShard<T> {
     /// This shard's id, its index in [`Mesh::split`].
     pub fn shard_id(&self) -> usize {
@@ -151,7 +151,7 @@ impl<T> MeshShard<T> {
 }
 
 /// Shard `shard_id`'s ends of the mesh, bound to its executor.
-#[cfg(not(feature = "loom"))]
+#[cfg(not(loom))]
 pub struct ShardChannels<T> {
     shard_id: usize,
     shard_count: usize,
@@ -161,7 +161,7 @@ pub struct ShardChannels<T> {
     receivers: Vec<Receiver<T>>,
 }
 
-#[cfg(not(feature = "loom"))]
+#[cfg(not(loom))]
 impl<T> ShardChannels<T> {
     /// This shard's id.
     pub fn shard_id(&self) -> usize {
@@ -211,7 +211,7 @@ impl<T> ShardChannels<T> {
     }
 }
 
-#[cfg(all(test, not(feature = "loom")))]
+#[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
     use glommio::{timer, LocalExecutorBuilder, Placement};

@@ -1,13 +1,13 @@
 //! The synchronisation primitives the ring is written against, so that one body of code runs both
 //! in production and under loom's model checker.
 //!
-//! With the `loom` feature every name here is loom's: atomics and fences whose every permitted
+//! Under `--cfg loom` every name here is loom's: atomics and fences whose every permitted
 //! interleaving and reordering loom explores, an `Arc` whose leaks it reports, and an `UnsafeCell`
 //! that records each access so that two unsynchronised accesses to a ring slot fail the model.
 //! Without it they are the `std` types at zero cost; `UnsafeCell` is a thin wrapper giving the
 //! `std` cell loom's closure-based API, which is the only shape both can share.
 
-#[cfg(feature = "loom")]
+#[cfg(loom)]
 pub(crate) use loom::{
     cell::UnsafeCell,
     sync::{
@@ -16,18 +16,18 @@ pub(crate) use loom::{
     },
 };
 
-#[cfg(not(feature = "loom"))]
+#[cfg(not(loom))]
 pub(crate) use std::sync::{
     atomic::{fence, AtomicUsize, Ordering},
     Arc,
 };
 
 /// `std::cell::UnsafeCell` behind loom's `with_mut` API (loom's cell has no `get`).
-#[cfg(not(feature = "loom"))]
+#[cfg(not(loom))]
 #[derive(Debug)]
 pub(crate) struct UnsafeCell<T>(std::cell::UnsafeCell<T>);
 
-#[cfg(not(feature = "loom"))]
+#[cfg(not(loom))]
 impl<T> UnsafeCell<T> {
     pub(crate) fn new(value: T) -> Self {
         Self(std::cell::UnsafeCell::new(value))
