@@ -161,7 +161,11 @@ def bench(cluster, bench_binary, name, args, results):
             "produce_mb_per_s": summary["produce_mb_per_s"],
             "ack_latency_ms": summary["ack_latency_ms"],
             "e2e_latency_ms": summary["e2e_latency_ms"], "produced": summary["produced"],
-            "consumed": summary["consumed"], "load": os.getloadavg()}
+            "consumed": summary["consumed"],
+            # The client's own queue against the round trip to the brokers (ferrite-bench's
+            # reading of librdkafka's statistics; absent from older ferrite-bench builds).
+            "producer_latency_split": summary.get("producer_latency_split"),
+            "load": os.getloadavg()}
     print(json.dumps(line), flush=True)
     results.append(line)
 
