@@ -6,13 +6,8 @@
 //! (the message names the topic or partition, Kafka's name for the error code, and what to
 //! do); 2 usage errors (bad flags, or input lines that do not match `produce --keyed`).
 
-/// The broker allocates and frees a buffer or two per batch on every shard; glibc's malloc spent
-/// ~15 % of a shard's time at 16 partitions (bins, consolidation, trims). mimalloc keeps
-/// thread-local free lists (each shard is one thread) and is a well-kept crate.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 mod admin;
+mod allocator;
 mod client;
 mod cluster;
 mod consume;
@@ -72,7 +67,10 @@ enum Command {
 
 fn main() -> ExitCode {
     match Cli::parse().command {
-        Command::Serve(arguments) => serve::run(*arguments),
+        Command::Serve(arguments) => {
+            allocator::keep_freed_memory_for_a_while();
+            serve::run(*arguments)
+        }
         Command::DumpLog(arguments) => {
             end_quietly_on_a_closed_pipe();
             dump_log::run(&arguments)
