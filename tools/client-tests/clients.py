@@ -104,15 +104,16 @@ class Confluent:
         topic_source = confluent_kafka.admin.ConfigSource.DYNAMIC_TOPIC_CONFIG.value
         return {name: (entry.value, entry.source == topic_source) for name, entry in entries.items()}
 
-    def produce(self, topic, sent, acks, compression="none", idempotent=False):
+    def produce(self, topic, sent, acks, compression="none", idempotent=False, linger_ms=5):
         """Produces `sent` in order; returns value -> (partition, offset) from the delivery
-        reports (empty with acks=0, which learns no offsets). Fails on any delivery error."""
+        reports (empty with acks=0, which learns no offsets). Fails on any delivery error.
+        `linger_ms` 0 sends a produce request per message, as many in flight as it likes."""
         config = {
             "bootstrap.servers": self.bootstrap,
             "acks": str(acks),
             "enable.idempotence": idempotent,
             "compression.type": compression,
-            "linger.ms": 5,
+            "linger.ms": linger_ms,
             "message.timeout.ms": int(CLIENT_DEADLINE_S * 1000),
         }
         producer = confluent_kafka.Producer(config)
