@@ -104,17 +104,18 @@ class Confluent:
         topic_source = confluent_kafka.admin.ConfigSource.DYNAMIC_TOPIC_CONFIG.value
         return {name: (entry.value, entry.source == topic_source) for name, entry in entries.items()}
 
-    def produce(self, topic, sent, acks, compression="none", idempotent=False, linger_ms=5):
+    def produce(self, topic, sent, acks, compression="none", idempotent=False, settings=None):
         """Produces `sent` in order; returns value -> (partition, offset) from the delivery
         reports (empty with acks=0, which learns no offsets). Fails on any delivery error.
-        `linger_ms` 0 sends a produce request per message, as many in flight as it likes."""
+        `settings`: further librdkafka settings, which win over these."""
         config = {
             "bootstrap.servers": self.bootstrap,
             "acks": str(acks),
             "enable.idempotence": idempotent,
             "compression.type": compression,
-            "linger.ms": linger_ms,
+            "linger.ms": 5,
             "message.timeout.ms": int(CLIENT_DEADLINE_S * 1000),
+            **(settings or {}),
         }
         producer = confluent_kafka.Producer(config)
         acked = {}

@@ -13,6 +13,9 @@ from support import CLIENT_DEADLINE_S, check_log, messages
 # partition, which each does with a chance of one half: 20 all on the owner is one in a million.
 PRODUCERS_MAX = 20
 MESSAGES_PER_PRODUCER = 500
+# linger.ms=0 and a message per batch: librdkafka sends a produce request per message, as many
+# in flight as it likes (without the second it packs the messages queued meanwhile together).
+ONE_REQUEST_PER_MESSAGE = {"linger.ms": 0, "batch.num.messages": 1}
 
 
 def metric_total(broker, name):
@@ -32,7 +35,7 @@ def test_a_producer_moves_to_its_partitions_shard_and_every_message_arrives_once
         while metric_total(broker, "ferrite_connections_moved_total") == 0:
             assert producers < PRODUCERS_MAX, f"{producers} producers, and no connection moved"
             produced = messages(MESSAGES_PER_PRODUCER, key_count=1, label=f"producer-{producers}")
-            acked.update(client.produce(topic, produced, acks="all", linger_ms=0))
+            acked.update(client.produce(topic, produced, acks="all", settings=ONE_REQUEST_PER_MESSAGE))
             sent.extend(produced)
             producers += 1
         check_log(client.consume(topic), sent, acked=acked)
