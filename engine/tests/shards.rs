@@ -843,3 +843,108 @@ fn a_partition_removed_while_a_long_poll_holds_it_leaves_its_shard_writing() {
     runtime.shutdown_handle().trigger();
     runtime.join().unwrap();
 }
+
+/// What one shard saw of the connection handover test.
+#[derive(Debug, PartialEq, Eq)]
+enum HandoverReport {
+    /// The connection handler of shard `by` took what shard `from` handed over.
+    Adopted { from: usize, by: usize },
+    /// What shard `shard` forwarded over the mesh, by shard, after one read of a partition
+    /// shard `owner` owns.
+    Forwarded {
+        shard: usize,
+        owner: usize,
+        sent: Vec<u64>,
+    },
+    /// After shutdown was requested, a handover from `shard` came back with this payload.
+    GivenBack { shard: usize, payload: usize },
+}
+
+/// The mesh carries connections (opaque to the engine) to the other shard's connection
+/// handler, which runs on that shard; once a shard's shutdown was requested a handover is given
+/// back untouched (its peers may have drained). Forwarded requests are counted by destination.
+#[test]
+fn a_handed_over_connection_reaches_the_other_shards_handler_and_forwarding_is_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    create_partitions(dir.path(), "counted", SHARDS as u32 * 2);
+    let (report, reports) = mpsc::channel::<HandoverReport>();
+    // Every handler is set before any shard hands anything over.
+    let handlers_set = std::sync::Arc::new(std::sync::Barrier::new(SHARDS));
+    let runtime = Runtime::start(config(dir.path()), move |context| {
+        let report = report.clone();
+        let handlers_set = handlers_set.clone();
+        async move {
+            let shard = context.shard_id();
+            let adopted = report.clone();
+            context.set_connection_handler(Box::new(move |handover| {
+                let from = *handover.0.downcast::<usize>().expect("a shard number");
+                adopted
+                    .send(HandoverReport::Adopted { from, by: shard })
+                    .unwrap();
+            }));
+            handlers_set.wait();
+            let next = (shard + 1) % SHARDS;
+            let handover = engine::shard::ConnectionHandover(Box::new(shard));
+            assert!(context.hand_over(next, handover).await.is_ok());
+
+            let owner = (shard + 1) % SHARDS;
+            let elsewhere = (0..SHARDS as u32 * 2)
+                .map(|partition| PartitionId::new("counted", partition))
+                .find(|partition| owner_shard(partition, SHARDS) == owner)
+                .unwrap();
+            context.read(elsewhere, 0, 1024).await.expect("read");
+            report
+                .send(HandoverReport::Forwarded {
+                    shard,
+                    owner,
+                    sent: context.mesh_requests_sent(),
+                })
+                .unwrap();
+
+            context.shutdown_requested().await;
+            let handover = engine::shard::ConnectionHandover(Box::new(shard));
+            let given_back = context.hand_over(next, handover).await.unwrap_err();
+            let payload = *given_back.0.downcast::<usize>().expect("the payload sent");
+            report
+                .send(HandoverReport::GivenBack { shard, payload })
+                .unwrap();
+        }
+    })
+    .unwrap();
+    let mut seen = Vec::new();
+    for _ in 0..SHARDS * 2 {
+        seen.push(reports.recv_timeout(Duration::from_secs(120)).unwrap());
+    }
+    runtime.shutdown_handle().trigger();
+    for _ in 0..SHARDS {
+        seen.push(reports.recv_timeout(Duration::from_secs(120)).unwrap());
+    }
+    runtime.join().unwrap();
+    for shard in 0..SHARDS {
+        let next = (shard + 1) % SHARDS;
+        assert!(
+            seen.contains(&HandoverReport::Adopted {
+                from: shard,
+                by: next
+            }),
+            "{seen:?}"
+        );
+        let mut sent = vec![0; SHARDS];
+        sent[next] = 1;
+        assert!(
+            seen.contains(&HandoverReport::Forwarded {
+                shard,
+                owner: next,
+                sent
+            }),
+            "{seen:?}"
+        );
+        assert!(
+            seen.contains(&HandoverReport::GivenBack {
+                shard,
+                payload: shard
+            }),
+            "{seen:?}"
+        );
+    }
+}

@@ -24,6 +24,7 @@ use kafka_protocol::protocol::Encodable;
 use crate::api_versions;
 use crate::cluster::ClusterView;
 use crate::handlers;
+use crate::handover::{Draining, Routing};
 use crate::metrics::ShardMetrics;
 use crate::request::{DecodedRequest, RequestError};
 use crate::response::put_response;
@@ -122,11 +123,13 @@ impl Broker {
     }
 
     /// Starts handling one request frame. Returns once everything that must happen in
-    /// request order has happened; `Err` is a reason to close the connection.
+    /// request order has happened; `Err` is a reason to close the connection. `routing` counts
+    /// where the connection's data requests go (the connection handover's rule).
     pub async fn start(
         self: &Rc<Self>,
         frame: Bytes,
         peer: SocketAddr,
+        routing: &mut Routing,
     ) -> Result<PendingReply, String> {
         let request = match DecodedRequest::decode(frame) {
             Ok(request) => request,
@@ -146,6 +149,7 @@ impl Broker {
             Err(error) => return Err(error.to_string()),
         };
         let body = request.decode_body().map_err(|error| error.to_string())?;
+        routing.count_request(&self.context, &body);
         let header = Header {
             api_key: request.api_key,
             api_version: request.api_version,
@@ -163,6 +167,7 @@ impl Broker {
             }
             body => {
                 let broker = broker.clone();
+                let draining = routing.draining();
                 let client = Client {
                     id: request
                         .header
@@ -172,7 +177,7 @@ impl Broker {
                         .unwrap_or_default(),
                     host: format!("/{}", peer.ip()),
                 };
-                Box::pin(async move { broker.answer(header, client, body).await })
+                Box::pin(async move { broker.answer(header, client, body, &draining).await })
             }
         };
         Ok(Box::pin(async move {
@@ -185,11 +190,13 @@ impl Broker {
         }))
     }
 
+    /// `draining`: the connection's, which a long poll watches (see [`Draining`]).
     async fn answer(
         self: Rc<Self>,
         header: Header,
         client: Client,
         body: RequestKind,
+        draining: &Draining,
     ) -> Result<Reply, String> {
         use handlers::groups;
         let version = header.api_version;
@@ -200,7 +207,9 @@ impl Broker {
                 header.api_version,
                 request,
             )),
-            RequestKind::Fetch(request) => handlers::fetch::handle(&self, header, request).await,
+            RequestKind::Fetch(request) => {
+                handlers::fetch::handle(&self, header, request, draining).await
+            }
             RequestKind::ListOffsets(request) => header
                 .reply(&handlers::list_offsets::handle(&self, header.api_version, request).await),
             RequestKind::CreateTopics(request) => {

@@ -13,10 +13,15 @@
 //! reader stops reading, the writer finishes what was already started, and the connection
 //! closes; it counts as work in flight until then, so the shard's drain waits for those
 //! answers.
+//!
+//! A connection whose data requests nearly all name partitions of one other shard moves there
+//! at a request boundary (`crate::handover`): the reader stops starting requests, waits until
+//! every one it started was answered and written, and hands the socket with the bytes it read
+//! but did not start to that shard, which serves the connection from then on ([`adopt`]).
 
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, RawFd};
-use std::rc::Rc;
+use std::rc::{Rc, Weak};
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, Bytes, BytesMut};
@@ -28,10 +33,12 @@ use glommio::sync::{Semaphore, StaticPermit};
 use glommio::task::JoinHandle;
 
 use engine::log_rate_limited;
+use engine::shard::{ConnectionHandover, InFlight};
 
 use crate::broker::{Broker, Reply, ResponsePart};
 use crate::connection_limits::ConnectionSlot;
 use crate::frame::{frame_bytes, take_frame, FRAME_LENGTH_BYTES};
+use crate::handover::{self, Carried, HandoverRule, Routing};
 use crate::send_file::Splicer;
 use crate::send_gathered::send_all;
 
@@ -52,6 +59,9 @@ pub struct ConnectionConfig {
     /// A connection without a byte read or written for this long, and no request in flight,
     /// is closed (Kafka's `connections.max.idle.ms`); `None`: never.
     pub idle_max: Option<Duration>,
+    /// When a connection moves to the shard its data requests go to (`crate::handover`);
+    /// `None`: connections stay on the shard that accepted them.
+    pub handover: Option<HandoverRule>,
 }
 
 /// Kafka's `connections.max.idle.ms` default: 10 minutes.
@@ -73,6 +83,7 @@ impl Default for ConnectionConfig {
             pipeline_depth: 1024,
             pipeline_bytes_max: 64 << 20,
             idle_max: Some(IDLE_MAX_DEFAULT),
+            handover: Some(HandoverRule::default()),
         }
     }
 }
@@ -105,8 +116,8 @@ struct Admission {
 /// When the connection last read or wrote a byte.
 type LastActivity = Rc<std::cell::Cell<Instant>>;
 
-/// Serves `stream` until it ends, and logs why if it was not the client closing it. `slot`
-/// counts it against the broker's connection limits until then.
+/// Serves `stream`, accepted on this shard, until it ends, and logs why if it was not the
+/// client closing it. `slot` counts it against the broker's connection limits until then.
 pub async fn serve_connection(
     stream: TcpStream,
     peer: SocketAddr,
@@ -114,25 +125,63 @@ pub async fn serve_connection(
     config: ConnectionConfig,
     slot: ConnectionSlot,
 ) {
-    let _slot = slot;
-    let _in_flight = broker.context.work_in_flight();
-    let _open = broker.metrics.connection_accepted();
-    let socket_fd = stream.as_raw_fd();
-    let (reader, writer) = stream.split();
-    let (queue, queued) = local_channel::new_unbounded();
-    let activity: LastActivity = Rc::new(std::cell::Cell::new(Instant::now()));
-    let writing = glommio::spawn_local(write_replies(
-        queued,
-        writer,
-        socket_fd,
-        broker.clone(),
-        activity.clone(),
-    ))
-    .detach();
-    let read_end = read_requests(reader, peer, queue, &broker, config, &activity).await;
-    // The queue's sender is gone: the writer finishes what was started, then returns.
-    let write_end = writing.await.unwrap_or(ConnectionEnd::Closed);
-    for end in [read_end, write_end] {
+    let in_flight = broker.context.work_in_flight();
+    broker.metrics.connection_accepted();
+    let carried = Carried {
+        peer,
+        slot,
+        unread: BytesMut::new(),
+        last_activity: Instant::now(),
+        moved_at: None,
+    };
+    serve(stream, carried, broker, config, in_flight).await
+}
+
+/// Serves, on this shard, a connection another shard handed over (what the shard's connection
+/// handler does; `broker` is gone only at the shard's end, which closes it).
+pub fn adopt(broker: &Weak<Broker>, config: ConnectionConfig, handover: ConnectionHandover) {
+    let Some(broker) = broker.upgrade() else {
+        return;
+    };
+    let Some((stream, carried)) = handover::adopted(handover) else {
+        return;
+    };
+    // Counted before this returns, so the shard's drain cannot miss it.
+    let in_flight = broker.context.work_in_flight();
+    glommio::spawn_local(serve(stream, carried, broker, config, in_flight)).detach();
+}
+
+/// Serves the connection on this shard until it ends or moves to another; `in_flight` counts
+/// it for the shard's shutdown drain meanwhile.
+async fn serve(
+    mut stream: TcpStream,
+    mut carried: Carried,
+    broker: Rc<Broker>,
+    config: ConnectionConfig,
+    in_flight: InFlight,
+) {
+    let _in_flight = in_flight;
+    let _open = broker.metrics.connection_open();
+    let peer = carried.peer;
+    let ends = loop {
+        match serve_here(stream, &mut carried, &broker, config).await {
+            Served::Ended(ends) => break ends,
+            Served::Moving { to, stream: moving } => {
+                match handover::hand_over(&broker.context, to, moving, carried).await {
+                    Ok(()) => {
+                        broker.metrics.connection_moved();
+                        return;
+                    }
+                    // It stays: served here again, from the bytes it had read.
+                    Err((kept, kept_carried)) => {
+                        stream = kept;
+                        carried = kept_carried;
+                    }
+                }
+            }
+        }
+    };
+    for end in ends {
         match end {
             ConnectionEnd::Closed => {}
             ConnectionEnd::Idle => broker.metrics.connection_closed_idle(),
@@ -144,6 +193,82 @@ pub async fn serve_connection(
                 log_rate_limited!("ferrite: connection from {peer} failed: {error}")
             }
         }
+    }
+}
+
+/// How serving a connection on this shard stopped.
+enum Served {
+    /// The reader's end and the writer's.
+    Ended([ConnectionEnd; 2]),
+    /// Every request started here was answered and written: the connection moves to shard
+    /// `to`.
+    Moving { to: usize, stream: TcpStream },
+}
+
+/// What made the reader stop.
+enum ReadEnd {
+    Ended(ConnectionEnd),
+    /// Every request it started was answered and written; move to this shard.
+    Moving(usize),
+}
+
+/// Runs the connection's reader and writer on this shard, from `carried.unread` on, and keeps
+/// `carried` up to date (what it read but did not start, its idle clock, its last move).
+async fn serve_here(
+    stream: TcpStream,
+    carried: &mut Carried,
+    broker: &Rc<Broker>,
+    config: ConnectionConfig,
+) -> Served {
+    let socket_fd = stream.as_raw_fd();
+    let (mut reader, writer) = stream.split();
+    let (queue, queued) = local_channel::new_unbounded();
+    let activity: LastActivity = Rc::new(std::cell::Cell::new(carried.last_activity));
+    let writing = glommio::spawn_local(write_replies(
+        queued,
+        writer,
+        socket_fd,
+        broker.clone(),
+        activity.clone(),
+    ))
+    .detach();
+    let mut routing = Routing::new(config.handover, &broker.context, carried.moved_at);
+    let pipeline = Pipeline {
+        peer: carried.peer,
+        queue,
+        broker,
+        config,
+        places: Rc::new(Semaphore::new(config.pipeline_depth as u64)),
+        budget: Rc::new(Semaphore::new(config.pipeline_bytes_max as u64)),
+    };
+    let read_end = read_requests(
+        &mut reader,
+        &mut carried.unread,
+        pipeline,
+        &activity,
+        &mut routing,
+    )
+    .await;
+    carried.moved_at = routing.moved_at();
+    // The queue's sender went with the pipeline: the writer finishes what was started, then
+    // returns.
+    let write_end = writing.await;
+    carried.last_activity = activity.get();
+    match (read_end, write_end) {
+        (ReadEnd::Moving(to), Some((ConnectionEnd::Closed, writer))) => Served::Moving {
+            to,
+            stream: reader
+                .reunite(writer)
+                .expect("the two halves of one stream"),
+        },
+        (ReadEnd::Moving(_), write_end) => Served::Ended([
+            ConnectionEnd::Closed,
+            write_end.map_or(ConnectionEnd::Closed, |(end, _)| end),
+        ]),
+        (ReadEnd::Ended(read_end), write_end) => Served::Ended([
+            read_end,
+            write_end.map_or(ConnectionEnd::Closed, |(end, _)| end),
+        ]),
     }
 }
 
@@ -177,67 +302,70 @@ async fn stop_reading(
     }
 }
 
+/// Reads and starts requests from `received` (bytes read before, the start of a frame or
+/// whole ones) on, until the connection ends or moves to another shard.
 async fn read_requests<R: AsyncRead + Unpin>(
-    mut reader: R,
-    peer: SocketAddr,
-    queue: LocalSender<Started>,
-    broker: &Rc<Broker>,
-    config: ConnectionConfig,
+    reader: &mut R,
+    received: &mut BytesMut,
+    pipeline: Pipeline<'_>,
     activity: &LastActivity,
-) -> ConnectionEnd {
-    let mut received = BytesMut::new();
+    routing: &mut Routing,
+) -> ReadEnd {
+    let config = pipeline.config;
     let mut chunk = vec![0u8; config.read_chunk_bytes];
-    let places = Rc::new(Semaphore::new(config.pipeline_depth as u64));
-    let budget = Rc::new(Semaphore::new(config.pipeline_bytes_max as u64));
     let waiting = Waiting {
-        broker,
+        broker: pipeline.broker,
         config,
         activity,
-        budget: &budget,
+        budget: &pipeline.budget,
     };
     loop {
         loop {
-            let frame = match take_frame(&mut received, config.frame_bytes_max) {
+            let frame = match take_frame(received, config.frame_bytes_max) {
                 Ok(Some(frame)) => frame.freeze(),
                 Ok(None) => break,
-                Err(error) => return ConnectionEnd::BadInput(error.to_string()),
+                Err(error) => return ReadEnd::Ended(ConnectionEnd::BadInput(error.to_string())),
             };
-            if let Err(end) =
-                start_request(frame, peer, &queue, broker, config, &places, &budget).await
-            {
-                return end;
+            if let Err(end) = pipeline.start(frame, routing).await {
+                return ReadEnd::Ended(end);
+            }
+        }
+        // A request boundary with every request read so far started: where the connection may
+        // move to the shard its requests go to.
+        if let Some(to) = routing.destination(Instant::now()) {
+            match pipeline.drain(routing).await {
+                Drain::Done => return ReadEnd::Moving(to),
+                Drain::GivenUp => {}
+                Drain::Shutdown => return ReadEnd::Ended(ConnectionEnd::Closed),
             }
         }
         // A frame longer than a read chunk (a produce request of large batches) is read
         // straight into a buffer of its own, sized once: no copy out of `chunk`, no regrowth,
         // and its batches own their bytes (the produce handler hands them on without a copy).
-        match frame_bytes(&received, config.frame_bytes_max) {
+        match frame_bytes(received, config.frame_bytes_max) {
             Ok(Some(frame_end)) if frame_end > config.read_chunk_bytes => {
-                let read = read_own_frame(&mut reader, &waiting, &mut received, frame_end).await;
-                let frame = match read {
+                let frame = match read_own_frame(reader, &waiting, received, frame_end).await {
                     Ok(frame) => frame,
-                    Err(end) => return end,
+                    Err(end) => return ReadEnd::Ended(end),
                 };
-                if let Err(end) =
-                    start_request(frame, peer, &queue, broker, config, &places, &budget).await
-                {
-                    return end;
+                if let Err(end) = pipeline.start(frame, routing).await {
+                    return ReadEnd::Ended(end);
                 }
                 continue;
             }
             Ok(_) => {}
-            Err(error) => return ConnectionEnd::BadInput(error.to_string()),
+            Err(error) => return ReadEnd::Ended(ConnectionEnd::BadInput(error.to_string())),
         }
-        match waiting.read(&mut reader, &mut chunk).await {
-            Ok(0) if received.is_empty() => return ConnectionEnd::Closed,
+        match waiting.read(reader, &mut chunk).await {
+            Ok(0) if received.is_empty() => return ReadEnd::Ended(ConnectionEnd::Closed),
             Ok(0) => {
-                return ConnectionEnd::BadInput(format!(
+                return ReadEnd::Ended(ConnectionEnd::BadInput(format!(
                     "closed in the middle of a frame ({} bytes of it received)",
                     received.len()
-                ))
+                )))
             }
             Ok(read) => received.extend_from_slice(&chunk[..read]),
-            Err(end) => return end,
+            Err(end) => return ReadEnd::Ended(end),
         }
     }
 }
@@ -305,51 +433,101 @@ async fn read_own_frame<R: AsyncRead + Unpin>(
     Ok(frame.freeze())
 }
 
-/// Starts one request (in arrival order) once the connection's bounds admit it, and queues the
-/// rest of its handling for the writer.
-async fn start_request(
-    frame: Bytes,
+/// Where the reader starts requests: the queue to the writer, and the connection's bounds.
+struct Pipeline<'a> {
     peer: SocketAddr,
-    queue: &LocalSender<Started>,
-    broker: &Rc<Broker>,
+    queue: LocalSender<Started>,
+    broker: &'a Rc<Broker>,
     config: ConnectionConfig,
-    places: &Rc<Semaphore>,
-    budget: &Rc<Semaphore>,
-) -> Result<(), ConnectionEnd> {
-    let bytes = frame.len().min(config.pipeline_bytes_max) as u64;
-    let Ok(place) = places.acquire_static_permit(1).await else {
-        return Err(ConnectionEnd::Closed);
-    };
-    let Ok(held_bytes) = budget.acquire_static_permit(bytes).await else {
-        return Err(ConnectionEnd::Closed);
-    };
-    let admission = Admission {
-        _place: place,
-        _bytes: held_bytes,
-    };
-    let pending = broker
-        .start(frame, peer)
-        .await
-        .map_err(ConnectionEnd::BadInput)?;
-    let started = glommio::spawn_local(pending).detach();
-    if queue.send((started, admission)).await.is_err() {
-        // The writer stopped (the socket failed); it says why.
-        return Err(ConnectionEnd::Closed);
+    /// One unit per request started and not yet answered and written (`pipeline_depth`).
+    places: Rc<Semaphore>,
+    /// The bytes of those requests (`pipeline_bytes_max`).
+    budget: Rc<Semaphore>,
+}
+
+/// How a drain before a move ended.
+enum Drain {
+    /// Every request started was answered and its reply written.
+    Done,
+    /// Not within the rule's `drain_max`: the connection stays.
+    GivenUp,
+    Shutdown,
+}
+
+impl Pipeline<'_> {
+    /// Starts one request (in arrival order) once the connection's bounds admit it, and queues
+    /// the rest of its handling for the writer.
+    async fn start(&self, frame: Bytes, routing: &mut Routing) -> Result<(), ConnectionEnd> {
+        let bytes = frame.len().min(self.config.pipeline_bytes_max) as u64;
+        let Ok(place) = self.places.acquire_static_permit(1).await else {
+            return Err(ConnectionEnd::Closed);
+        };
+        let Ok(held_bytes) = self.budget.acquire_static_permit(bytes).await else {
+            return Err(ConnectionEnd::Closed);
+        };
+        let admission = Admission {
+            _place: place,
+            _bytes: held_bytes,
+        };
+        let pending = self
+            .broker
+            .start(frame, self.peer, routing)
+            .await
+            .map_err(ConnectionEnd::BadInput)?;
+        let started = glommio::spawn_local(pending).detach();
+        if self.queue.send((started, admission)).await.is_err() {
+            // The writer stopped (the socket failed); it says why.
+            return Err(ConnectionEnd::Closed);
+        }
+        // A backlog of a thousand requests starts without awaiting anything: give the shard's
+        // other work (replication, commits, other connections) its turn once the time slice is
+        // over.
+        glommio::yield_if_needed().await;
+        Ok(())
     }
-    // A backlog of a thousand requests starts without awaiting anything: give the shard's
-    // other work (replication, commits, other connections) its turn once the time slice is
-    // over.
-    glommio::yield_if_needed().await;
-    Ok(())
+
+    /// Waits until every request started was answered and its reply written (every place
+    /// free again), with the connection's long polls told to answer at once, for at most the
+    /// rule's `drain_max`.
+    async fn drain(&self, routing: &Routing) -> Drain {
+        let draining = routing.draining();
+        draining.start();
+        let depth = self.config.pipeline_depth as u64;
+        let every_place = std::pin::pin!(self.places.acquire_permit(depth));
+        let give_up = std::pin::pin!(glommio::timer::sleep(routing.drain_max()));
+        let shutdown = std::pin::pin!(self.broker.context.shutdown_requested());
+        let drain = match select(every_place, select(give_up, shutdown)).await {
+            Either::Left((Ok(_every_place), _)) => Drain::Done,
+            // The semaphore is never closed.
+            Either::Left((Err(_), _)) => Drain::GivenUp,
+            Either::Right((Either::Left(_), _)) => Drain::GivenUp,
+            Either::Right((Either::Right(_), _)) => Drain::Shutdown,
+        };
+        draining.stop();
+        drain
+    }
 }
 
 /// Memory bytes of replies gathered into one `sendmsg` at most: beyond it the writer sends what
 /// it has before taking the next ready reply. A reply larger than this still goes out whole.
 const COALESCED_REPLY_BYTES_MAX: usize = 1 << 20;
 
+/// Writes the replies of the requests `queued`, in order, until the queue's sender is gone and
+/// every reply was written (or writing fails); gives `writer` back with why it stopped.
 async fn write_replies<W: AsyncWrite + Unpin>(
     queued: LocalReceiver<Started>,
     mut writer: W,
+    socket_fd: RawFd,
+    broker: Rc<Broker>,
+    activity: LastActivity,
+) -> (ConnectionEnd, W) {
+    let end = write_replies_to(queued, &mut writer, socket_fd, broker, activity).await;
+    (end, writer)
+}
+
+async fn write_replies_to<W: AsyncWrite + Unpin>(
+    queued: LocalReceiver<Started>,
+    writer: &mut W,
     socket_fd: RawFd,
     broker: Rc<Broker>,
     activity: LastActivity,
@@ -384,7 +562,7 @@ async fn write_replies<W: AsyncWrite + Unpin>(
         loop {
             match reply {
                 Some(Ok(reply)) => {
-                    if let Err(error) = sending.queue(&mut writer, reply, &broker).await {
+                    if let Err(error) = sending.queue(writer, reply, &broker).await {
                         return ConnectionEnd::Io(error);
                     }
                 }
@@ -410,7 +588,7 @@ async fn write_replies<W: AsyncWrite + Unpin>(
                 }
             }
         }
-        if let Err(error) = sending.send_memory(&mut writer, &broker).await {
+        if let Err(error) = sending.send_memory(writer, &broker).await {
             return ConnectionEnd::Io(error);
         }
         admissions.clear();

@@ -17,6 +17,7 @@ pub mod connection_limits;
 pub mod errors;
 pub mod frame;
 pub mod handlers;
+pub mod handover;
 pub mod metrics;
 pub mod request;
 pub mod response;

@@ -115,6 +115,8 @@ pub struct ShardSnapshot {
     pub replication: ReplicationStats,
     /// What the shard's commit cycle did.
     pub commit: CommitStats,
+    /// Requests the shard forwarded to each shard over the mesh since the start, by shard.
+    pub mesh_requests_sent: Vec<u64>,
 }
 
 /// One shard's metrics.
@@ -127,6 +129,7 @@ pub struct ShardMetrics {
     connections_closed_idle: AtomicU64,
     connections_refused: AtomicU64,
     connections_delayed: AtomicU64,
+    connections_moved: AtomicU64,
     accept_failures: AtomicU64,
     bytes_received: AtomicU64,
     bytes_sent: AtomicU64,
@@ -148,6 +151,7 @@ impl Default for ShardMetrics {
             connections_closed_idle: AtomicU64::new(0),
             connections_refused: AtomicU64::new(0),
             connections_delayed: AtomicU64::new(0),
+            connections_moved: AtomicU64::new(0),
             accept_failures: AtomicU64::new(0),
             bytes_received: AtomicU64::new(0),
             bytes_sent: AtomicU64::new(0),
@@ -193,11 +197,21 @@ impl ShardMetrics {
         recent.current.saturating_record(micros);
     }
 
-    /// A connection was accepted; it counts as open until the returned guard is dropped.
-    pub fn connection_accepted(&self) -> OpenConnection<'_> {
+    /// A connection was accepted.
+    pub fn connection_accepted(&self) {
         add(&self.connections_accepted, 1);
+    }
+
+    /// A connection is served on this shard (accepted here, or handed over by another shard)
+    /// until the returned guard is dropped.
+    pub fn connection_open(&self) -> OpenConnection<'_> {
         add(&self.connections_open, 1);
         OpenConnection { metrics: self }
+    }
+
+    /// A connection was handed over to another shard.
+    pub fn connection_moved(&self) {
+        add(&self.connections_moved, 1);
     }
 
     pub fn connection_closed_for_bad_input(&self) {
@@ -272,7 +286,7 @@ impl ShardMetrics {
 
 /// A metric that is one number per shard: name, type, help text, and where a shard keeps it.
 type ShardValue = fn(&ShardMetrics) -> &AtomicU64;
-const SHARD_VALUES: [(&str, &str, &str, ShardValue); 11] = [
+const SHARD_VALUES: [(&str, &str, &str, ShardValue); 12] = [
     (
         "ferrite_connections_accepted_total",
         "counter",
@@ -284,6 +298,13 @@ const SHARD_VALUES: [(&str, &str, &str, ShardValue); 11] = [
         "gauge",
         "Client connections open now.",
         |m| &m.connections_open,
+    ),
+    (
+        "ferrite_connections_moved_total",
+        "counter",
+        "Connections handed over to another shard, the owner of nearly all the partitions their \
+         produce and fetch requests named (they are served there from then on).",
+        |m| &m.connections_moved,
     ),
     (
         "ferrite_connections_closed_bad_input_total",
@@ -519,6 +540,7 @@ impl MetricsRegistry {
             .collect();
         render_snapshots(&mut out, &snapshots);
         render_commit(&mut out, &snapshots);
+        render_mesh(&mut out, &snapshots);
         render_replication(&mut out, &snapshots);
         out
     }
@@ -814,6 +836,25 @@ fn render_commit(out: &mut String, snapshots: &[ShardSnapshot]) {
     }
 }
 
+/// The requests each shard forwarded to each other shard.
+fn render_mesh(out: &mut String, snapshots: &[ShardSnapshot]) {
+    let name = "ferrite_mesh_requests_total";
+    write_family(
+        out,
+        name,
+        "counter",
+        "Requests a shard forwarded over the mesh to the shard owning their partitions (`to`): \
+         a connection's requests for partitions another shard owns, and the broker's own.",
+    );
+    for (shard, snapshot) in snapshots.iter().enumerate() {
+        for (to, sent) in snapshot.mesh_requests_sent.iter().enumerate() {
+            if to != shard {
+                let _ = writeln!(out, "{name}{{shard=\"{shard}\",to=\"{to}\"}} {sent}");
+            }
+        }
+    }
+}
+
 /// The replication counters and stage histograms, summed over the shards; nothing on a broker
 /// without replication.
 fn render_replication(out: &mut String, snapshots: &[ShardSnapshot]) {
@@ -1086,9 +1127,12 @@ mod tests {
     fn counters_and_gauges_per_shard_and_per_topic() {
         let registry = MetricsRegistry::new(2);
         let (zero, one) = (registry.shard(0), registry.shard(1));
-        let first = zero.connection_accepted();
-        let second = zero.connection_accepted();
+        zero.connection_accepted();
+        zero.connection_accepted();
+        let first = zero.connection_open();
+        let second = zero.connection_open();
         drop(first);
+        one.connection_moved();
         one.bytes_sent(100, true);
         one.bytes_sent(20, false);
         zero.batch_produced("orders", 1_000, 10);
@@ -1108,6 +1152,10 @@ mod tests {
         assert_eq!(
             value(&samples, "ferrite_connections_open", &shard("1")),
             0.0
+        );
+        assert_eq!(
+            value(&samples, "ferrite_connections_moved_total", &shard("1")),
+            1.0
         );
         assert_eq!(
             value(&samples, "ferrite_bytes_sent_total", &shard("1")),
@@ -1146,8 +1194,20 @@ mod tests {
 
         drop(second);
         // A snapshot forgets the topics that are gone.
-        one.publish(ShardSnapshot::default(), |topic| topic == "orders");
+        let snapshot = ShardSnapshot {
+            mesh_requests_sent: vec![7, 0],
+            ..ShardSnapshot::default()
+        };
+        one.publish(snapshot, |topic| topic == "orders");
         let samples = parse(&registry.render());
+        assert_eq!(
+            value(
+                &samples,
+                "ferrite_mesh_requests_total",
+                &[("shard", "1"), ("to", "0")]
+            ),
+            7.0
+        );
         assert_eq!(
             value(&samples, "ferrite_connections_open", &shard("0")),
             0.0

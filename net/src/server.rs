@@ -1,11 +1,13 @@
 //! The Kafka listener of one shard. Every shard binds the same address (glommio sets
 //! SO_REUSEPORT), so the kernel spreads connections over the shards; each connection is served
-//! on the shard that accepted it. The accept loop ends when shutdown is requested, which is how
-//! the broker stops accepting before it drains. It holds to the broker's connection limits
-//! ([`ConnectionLimits`]: at `max.connections` it stops accepting until a connection closes,
-//! over `max.connections.per.ip` it closes the new connection, as Kafka's acceptor does) and
-//! pauses while descriptors run out ([`AcceptPacing`]). Beside it, each shard publishes a
-//! snapshot of the state it owns for the metrics endpoint.
+//! on the shard that accepted it, unless its data requests go to another shard, which it then
+//! moves to (`crate::handover`; each shard serves those handed to it). The accept loop ends
+//! when shutdown is requested, which is how the broker stops accepting before it drains. It
+//! holds to the broker's connection limits ([`ConnectionLimits`]: at `max.connections` it stops
+//! accepting until a connection closes, over `max.connections.per.ip` it closes the new
+//! connection, as Kafka's acceptor does) and pauses while descriptors run out
+//! ([`AcceptPacing`]). Beside it, each shard publishes a snapshot of the state it owns for the
+//! metrics endpoint.
 
 use std::net::SocketAddr;
 
@@ -23,7 +25,7 @@ use glommio::net::TcpListener;
 
 use crate::broker::{Broker, BrokerConfig};
 use crate::cluster::ClusterView;
-use crate::connection::{serve_connection, ConnectionConfig};
+use crate::connection::{adopt, serve_connection, ConnectionConfig};
 use crate::connection_limits::{ConnectionLimits, ConnectionSlot, Refusal};
 use crate::metrics::{MetricsRegistry, ShardSnapshot};
 
@@ -58,6 +60,15 @@ pub async fn serve_shard(
 ) {
     let metrics = setup.metrics.shard(context.shard_id());
     let broker = Broker::new(context, setup.catalog, setup.broker, metrics, cluster);
+    // Connections other shards hand over are served here (weakly held: the shard's context,
+    // which keeps the handler, is the broker's).
+    let handed_over = Rc::downgrade(&broker);
+    let connection = setup.connection;
+    broker
+        .context
+        .set_connection_handler(Box::new(move |handover| {
+            adopt(&handed_over, connection, handover)
+        }));
     match bind(setup.listen) {
         Ok(listener) => {
             bound(Ok(()));
@@ -186,6 +197,7 @@ async fn publish_snapshots(broker: Rc<Broker>, interval: Duration) {
             groups: broker.context.group_stats(),
             replication: broker.context.replication_stats(),
             commit: broker.context.commit_stats(),
+            mesh_requests_sent: broker.context.mesh_requests_sent(),
         };
         let topics = broker.catalog.topics();
         broker

@@ -6,7 +6,10 @@ mod common;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use common::{Client, TestBroker};
+use common::{
+    create_topic, fetch_request, name, partitions_by_shard, produce_request, shard_counter, Client,
+    TestBroker,
+};
 use engine::batch::build::{batch_from, batch_of, ProducerFields, TestRecord};
 use engine::LogConfig;
 use kafka_protocol::messages::create_topics_request::CreatableTopic;
@@ -20,30 +23,6 @@ use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProdu
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
 
-fn name(topic: &str) -> TopicName {
-    TopicName(StrBytes::from_string(topic.to_owned()))
-}
-
-fn create_topic(client: &mut Client, topic: &str, partitions: i32) -> i16 {
-    let request = CreateTopicsRequest::default().with_topics(vec![CreatableTopic::default()
-        .with_name(name(topic))
-        .with_num_partitions(partitions)
-        .with_replication_factor(1)]);
-    let response: CreateTopicsResponse = client.call(ApiKey::CreateTopics, 7, &request);
-    response.topics[0].error_code
-}
-
-fn produce_request(topic: &str, partition: i32, batch: Vec<u8>, acks: i16) -> ProduceRequest {
-    ProduceRequest::default()
-        .with_acks(acks)
-        .with_timeout_ms(5_000)
-        .with_topic_data(vec![TopicProduceData::default()
-            .with_name(name(topic))
-            .with_partition_data(vec![PartitionProduceData::default()
-                .with_index(partition)
-                .with_records(Some(Bytes::from(batch)))])])
-}
-
 /// Produces one batch; returns (error code, base offset).
 fn produce(client: &mut Client, topic: &str, partition: i32, batch: Vec<u8>) -> (i16, i64) {
     let response: ProduceResponse = client.call(
@@ -53,20 +32,6 @@ fn produce(client: &mut Client, topic: &str, partition: i32, batch: Vec<u8>) -> 
     );
     let answer = &response.responses[0].partition_responses[0];
     (answer.error_code, answer.base_offset)
-}
-
-fn fetch_request(topic: &str, partition: i32, offset: i64, max_wait_ms: i32) -> FetchRequest {
-    FetchRequest::default()
-        .with_max_wait_ms(max_wait_ms)
-        .with_min_bytes(1)
-        .with_max_bytes(50 << 20)
-        .with_session_epoch(-1)
-        .with_topics(vec![FetchTopic::default()
-            .with_topic(name(topic))
-            .with_partitions(vec![FetchPartition::default()
-                .with_partition(partition)
-                .with_fetch_offset(offset)
-                .with_partition_max_bytes(50 << 20)])])
 }
 
 /// (error code, high-water mark, records) of one partition's fetch.
@@ -596,17 +561,6 @@ fn data_past_the_tail_cache_is_spliced_from_the_segment_file() {
     );
 }
 
-/// The sum over shards of a per-shard counter.
-fn shard_counter(broker: &TestBroker, name: &str) -> u64 {
-    broker
-        .metrics
-        .render()
-        .lines()
-        .filter(|line| line.starts_with(&format!("{name}{{")))
-        .map(|line| line.rsplit(' ').next().unwrap().parse::<u64>().unwrap())
-        .sum()
-}
-
 #[test]
 fn a_large_batch_alone_in_its_request_is_appended_without_a_copy() {
     let broker = TestBroker::start(2, LogConfig::default());
@@ -1019,21 +973,6 @@ fn a_fetch_of_many_partitions_across_shards_gets_each_partitions_batches_in_orde
         consumed, produced,
         "every byte of every partition, in order"
     );
-}
-
-/// Partitions of `topic` (of `count`) owned by each of the test broker's two shards: the
-/// first list shard 0's, the second shard 1's.
-fn partitions_by_shard(topic: &str, count: i32) -> [Vec<i32>; 2] {
-    let mut owned: [Vec<i32>; 2] = [Vec::new(), Vec::new()];
-    for partition in 0..count {
-        let id = engine::shard::PartitionId::new(topic, partition as u32);
-        owned[engine::shard::owner_shard(&id, 2)].push(partition);
-    }
-    assert!(
-        owned.iter().all(|partitions| partitions.len() >= 2),
-        "{count} partitions of {topic} give each shard two: {owned:?}"
-    );
-    owned
 }
 
 /// A broker of two shards with `topic` of six partitions: a client, and the partitions by

@@ -5,10 +5,8 @@
 
 mod common;
 
-use std::time::Instant;
-
 use bytes::Bytes;
-use common::{Client, TestBroker, DEADLINE};
+use common::{eventually, Client, TestBroker};
 use engine::batch::build::batch_of;
 use engine::LogConfig;
 use kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol;
@@ -197,15 +195,6 @@ fn create_topic(client: &mut Client, topic: &str) {
             .with_allow_auto_topic_creation(true),
     );
     assert_eq!(response.topics[0].error_code, 0);
-}
-
-/// Waits until `condition` holds, polling; panics at the deadline.
-fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
-    let started = Instant::now();
-    while !condition() {
-        assert!(started.elapsed() < DEADLINE, "timed out waiting for {what}");
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
 }
 
 #[test]

@@ -104,9 +104,10 @@ class Confluent:
         topic_source = confluent_kafka.admin.ConfigSource.DYNAMIC_TOPIC_CONFIG.value
         return {name: (entry.value, entry.source == topic_source) for name, entry in entries.items()}
 
-    def produce(self, topic, sent, acks, compression="none", idempotent=False):
+    def produce(self, topic, sent, acks, compression="none", idempotent=False, settings=None):
         """Produces `sent` in order; returns value -> (partition, offset) from the delivery
-        reports (empty with acks=0, which learns no offsets). Fails on any delivery error."""
+        reports (empty with acks=0, which learns no offsets). Fails on any delivery error.
+        `settings`: further librdkafka settings, which win over these."""
         config = {
             "bootstrap.servers": self.bootstrap,
             "acks": str(acks),
@@ -114,6 +115,7 @@ class Confluent:
             "compression.type": compression,
             "linger.ms": 5,
             "message.timeout.ms": int(CLIENT_DEADLINE_S * 1000),
+            **(settings or {}),
         }
         producer = confluent_kafka.Producer(config)
         acked = {}

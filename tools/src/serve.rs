@@ -25,6 +25,7 @@ use engine::{JournalConfig, LogConfig};
 use net::broker::BrokerConfig;
 use net::connection::{ConnectionConfig, IDLE_MAX_DEFAULT};
 use net::connection_limits::ConnectionLimits;
+use net::handover::HandoverRule;
 use net::metrics::MetricsRegistry;
 use net::server::ShardSetup;
 use serde::Deserialize;
@@ -152,6 +153,12 @@ pub struct Arguments {
     /// connections.max.idle.ms); -1 never [default: 600000].
     #[arg(long, value_name = "MS", allow_negative_numbers = true)]
     connections_max_idle_ms: Option<i64>,
+    /// Move a client connection to the shard (core) owning the partitions nearly all its
+    /// produce and fetch requests name, so that they stop crossing between cores (the kernel
+    /// puts each connection on an arbitrary shard); false keeps every connection on the shard
+    /// that accepted it [default: true].
+    #[arg(long, value_name = "BOOL")]
+    connection_handover: Option<bool>,
     /// This broker's id in a cluster (with --peers).
     #[arg(long, value_name = "N")]
     node_id: Option<u64>,
@@ -253,6 +260,8 @@ struct Settings {
     connections_per_ip_max: Option<usize>,
     /// `None`: idle connections stay open.
     connection_idle_max: Option<Duration>,
+    /// Whether connections move to the shard their data requests go to.
+    connection_handover: bool,
     /// The resource bounds of the whole broker, shared out among the shards.
     resources: BrokerResources,
 }
@@ -481,6 +490,10 @@ impl Arguments {
             connections_max,
             connections_per_ip_max,
             connection_idle_max,
+            connection_handover: self
+                .connection_handover
+                .or(file.connection_handover)
+                .unwrap_or(true),
             listen: self
                 .listen
                 .or(file.listen)
@@ -749,6 +762,7 @@ pub fn run(arguments: Arguments) -> ExitCode {
         listen,
         connection: ConnectionConfig {
             idle_max: settings.connection_idle_max,
+            handover: settings.connection_handover.then(HandoverRule::default),
             ..ConnectionConfig::default()
         },
         limits: Arc::new(ConnectionLimits::new(
@@ -1252,12 +1266,14 @@ mod tests {
         assert_eq!(defaults.connections_max, None, "from the descriptor limit");
         assert_eq!(defaults.connections_per_ip_max, None, "unlimited, as Kafka");
         assert_eq!(defaults.connection_idle_max, Some(Duration::from_secs(600)));
+        assert!(defaults.connection_handover, "on unless turned off");
 
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("ferrite.toml");
         std::fs::write(
             &file,
-            "max-connections = 1000\nmax-connections-per-ip = 10\nconnections-max-idle-ms = -1\n",
+            "max-connections = 1000\nmax-connections-per-ip = 10\nconnections-max-idle-ms = -1\n\
+             connection-handover = false\n",
         )
         .unwrap();
         let settings = Arguments {
@@ -1270,6 +1286,7 @@ mod tests {
         assert_eq!(settings.connections_max, Some(1000));
         assert_eq!(settings.connections_per_ip_max, Some(20), "the flag wins");
         assert_eq!(settings.connection_idle_max, None, "-1: never");
+        assert!(!settings.connection_handover, "turned off in the file");
 
         for (arguments, wanted) in [
             (

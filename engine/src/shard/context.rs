@@ -1,6 +1,7 @@
 //! What a shard's tasks hold: [`ShardContext`], through which they append to and read from any
 //! partition. The owner's log is used directly when this shard owns the partition; otherwise
 //! the request is forwarded over the mesh and the caller waits for the owner's response.
+//! Connections handed from shard to shard travel the same mesh (`hand_over`).
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -33,7 +34,7 @@ use super::coordinator::{Coordinators, GroupsConfig};
 use super::placement::PlacementView;
 use super::replicated::{DeliveryHandler, Leadership, ReplicatedPartition, ReplicationStats};
 use super::runtime::{RuntimeConfig, TopicLogConfig};
-use super::Delivery;
+use super::{ConnectionHandler, ConnectionHandover, Delivery};
 
 /// An append that has its place in the partition's order; resolves as its durability says.
 pub type AppendPending = LocalBoxFuture<'static, Result<Appended, LogError>>;
@@ -88,6 +89,8 @@ pub(super) struct ShardState {
     request_id_next: Cell<u64>,
     /// Requests this shard forwarded and awaits, plus peers' requests it is serving.
     in_flight: Cell<usize>,
+    /// Requests forwarded to each shard over the mesh since the start (0 at our own index).
+    mesh_requests_sent: Vec<Cell<u64>>,
     shutdown_requested: Cell<bool>,
     drained_peers: Cell<usize>,
     /// Tasks waiting for shutdown to be requested (woken only then: a task that also awaits
@@ -100,6 +103,8 @@ pub(super) struct ShardState {
     replicated: RefCell<HashMap<PartitionId, Rc<dyn ReplicatedPartition>>>,
     /// Where messages delivered to this shard's partitions go.
     delivery: RefCell<Option<DeliveryHandler>>,
+    /// Where connections other shards hand to this one go.
+    connection_handler: RefCell<Option<ConnectionHandler>>,
     /// What the shard's replicas did, for the metrics (counted by replication).
     replication_stats: Rc<RefCell<ReplicationStats>>,
 }
@@ -130,12 +135,14 @@ impl ShardContext {
                 pending: RefCell::new(HashMap::new()),
                 request_id_next: Cell::new(0),
                 in_flight: Cell::new(0),
+                mesh_requests_sent: (0..config.shard_count).map(|_| Cell::new(0)).collect(),
                 shutdown_requested: Cell::new(false),
                 drained_peers: Cell::new(0),
                 shutdown_waiters: Waiters::default(),
                 drain_waiters: Waiters::default(),
                 replicated: RefCell::new(HashMap::new()),
                 delivery: RefCell::new(None),
+                connection_handler: RefCell::new(None),
                 replication_stats: Rc::default(),
             }),
         }
@@ -556,7 +563,7 @@ impl ShardContext {
 
     /// Counts as work in flight while it lives, so that the shutdown drain waits for it
     /// (a connection finishing the requests it already read).
-    pub fn work_in_flight(&self) -> impl Drop {
+    pub fn work_in_flight(&self) -> InFlight {
         InFlight::enter(self)
     }
 
@@ -590,6 +597,8 @@ impl ShardContext {
         let sender = self.state.outbound[owner]
             .as_ref()
             .expect("a peer shard has an outbound queue");
+        let sent_to_owner = &self.state.mesh_requests_sent[owner];
+        sent_to_owner.set(sent_to_owner.get() + 1);
         let sent = sender
             .send(MeshMessage::Request { id, request })
             .await
@@ -706,6 +715,69 @@ impl ShardContext {
     /// Sets what this shard does with messages delivered to its partitions.
     pub fn set_delivery_handler(&self, handler: DeliveryHandler) {
         *self.state.delivery.borrow_mut() = Some(handler);
+    }
+
+    /// Requests this shard forwarded to each shard over the mesh since the start, by shard
+    /// (0 at its own index): what serving partitions that live elsewhere cost it.
+    pub fn mesh_requests_sent(&self) -> Vec<u64> {
+        self.state
+            .mesh_requests_sent
+            .iter()
+            .map(Cell::get)
+            .collect()
+    }
+
+    /// Sets what this shard does with a connection another shard hands to it.
+    pub fn set_connection_handler(&self, handler: ConnectionHandler) {
+        *self.state.connection_handler.borrow_mut() = Some(handler);
+    }
+
+    /// Hands `connection` to shard `to`, whose connection handler takes it (fire-and-forget:
+    /// the mesh is FIFO, so it reaches `to` before this shard's `Drained`, and `to` closes it
+    /// if its own shutdown was requested by then). Gives it back, untouched, when it cannot be
+    /// sent: this shard's shutdown was requested, or the queue to `to` is closed (only at the
+    /// very end of a shutdown).
+    pub async fn hand_over(
+        &self,
+        to: usize,
+        connection: ConnectionHandover,
+    ) -> Result<(), ConnectionHandover> {
+        assert!(
+            to != self.state.shard_id && to < self.state.shard_count,
+            "a connection is handed to another shard of this broker"
+        );
+        if self.is_shutting_down() {
+            return Err(connection);
+        }
+        let sender = self.state.outbound[to]
+            .as_ref()
+            .expect("a peer shard has an outbound queue");
+        let refused = match sender.send(MeshMessage::Handover(connection)).await {
+            Ok(()) => return Ok(()),
+            Err(glommio::GlommioError::Closed(glommio::ResourceType::Channel(message))) => message,
+            // `send` waits for room, and nothing runs between its wait and its push.
+            Err(error) => unreachable!("a local channel's send failed with {error:?}"),
+        };
+        match refused {
+            MeshMessage::Handover(connection) => Err(connection),
+            other => unreachable!("a handover was sent, {other:?} came back"),
+        }
+    }
+
+    /// Takes a connection another shard handed over: to the connection handler, unless this
+    /// shard's shutdown was requested (it may have told its peers it drained, and the
+    /// connection's requests could need them) or there is no handler; dropped, it is closed.
+    pub(super) fn adopt_connection(&self, connection: ConnectionHandover) {
+        if self.is_shutting_down() {
+            return;
+        }
+        match &*self.state.connection_handler.borrow() {
+            Some(handler) => handler(connection),
+            None => crate::log_rate_limited!(
+                "ferrite: shard {} closes a connection handed to it: it serves no connections",
+                self.state.shard_id
+            ),
+        }
     }
 
     /// Hands `message` to the delivery handler of the shard owning `partition` (this one, or
@@ -1293,8 +1365,9 @@ impl Drop for CancelOnDrop {
     }
 }
 
-/// Counts one unit of cross-shard work for the shutdown drain while it lives.
-pub(super) struct InFlight {
+/// Counts one unit of work in flight for the shutdown drain while it lives.
+#[must_use = "the work counts as in flight only while this lives"]
+pub struct InFlight {
     context: ShardContext,
 }
 

@@ -14,6 +14,12 @@
 //! `coordinator` (the consumer-group coordinators of the `__consumer_offsets` partitions the
 //! shard owns), `placement` (a cluster's placement of replicas on shards), `runtime` (starting
 //! the executors, and the shutdown sequence).
+//!
+//! Besides partition work, the mesh carries client connections: the network layer hands a
+//! connection whose partition requests nearly all go to another shard over to that shard
+//! ([`ShardContext::hand_over`]), as a [`ConnectionHandover`] the engine does not look into,
+//! delivered to the handler the network layer registered there
+//! ([`ShardContext::set_connection_handler`]).
 
 mod cleaner;
 mod context;
@@ -30,7 +36,7 @@ use bytes::{Bytes, BytesMut};
 use crate::error::LogError;
 use crate::resources::ReadDescriptor;
 
-pub use context::{AppendPending, ShardContext};
+pub use context::{AppendPending, InFlight, ShardContext};
 pub use coordinator::{
     offsets_partition_for, offsets_topic_configs, prepare_offsets_topic, GroupCall, GroupReply,
     GroupStats, GroupsConfig,
@@ -150,6 +156,21 @@ pub enum ShardRequest {
         message: Delivery,
     },
 }
+
+/// A client connection one shard hands to another, opaque to the engine (the network layer's
+/// socket and what travels with it: the engine cannot name the network layer's types, which
+/// depend on it, not the other way round). Dropping it closes the connection.
+pub struct ConnectionHandover(pub Box<dyn std::any::Any + Send>);
+
+impl std::fmt::Debug for ConnectionHandover {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.write_str("ConnectionHandover(..)")
+    }
+}
+
+/// What a shard does with a connection another shard handed to it: the network layer
+/// registers it once per shard ([`ShardContext::set_connection_handler`]).
+pub type ConnectionHandler = Box<dyn Fn(ConnectionHandover)>;
 
 /// A message [`ShardRequest::Deliver`] carries, opaque to the engine.
 pub struct Delivery(pub Box<dyn std::any::Any + Send>);
@@ -367,6 +388,11 @@ enum MeshMessage {
     Cancel {
         id: u64,
     },
+    /// A client connection for the receiver's connection handler; fire-and-forget. Sent
+    /// only before the sender's `Drained` (the mesh is FIFO), so the receiver sees it while it
+    /// still serves its peers; one that arrives once the receiver's shutdown was requested is
+    /// closed there (its requests could need peers that drained).
+    Handover(ConnectionHandover),
     /// The sender has finished its shutdown drain: it will send no more requests.
     Drained,
 }

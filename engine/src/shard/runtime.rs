@@ -8,7 +8,8 @@
 //! partition logs, with its journal. On each shard
 //! it starts a writer task per peer (the only owner of the mesh `Sender` to that peer, fed by a
 //! bounded local queue so any task may send), a reader task per peer (requests are served in
-//! tasks of their own; responses complete the waiting caller), the retention timer, the log
+//! tasks of their own; responses complete the waiting caller; connections handed over go to
+//! the shard's connection handler), the retention timer, the log
 //! cleaner (in its own low-priority task queue), the start-up load of the partition logs the
 //! shard owns (then of the group coordinators of its `__consumer_offsets` partitions), and
 //! the caller's `shard_main`.
@@ -455,6 +456,7 @@ where
                             abort.abort();
                         }
                     }
+                    MeshMessage::Handover(connection) => context.adopt_connection(connection),
                     MeshMessage::Drained => context.peer_drained(),
                 }
             }

@@ -18,6 +18,7 @@ use kafka_protocol::ResponseError;
 
 use crate::broker::{Broker, Header, Reply, ResponsePart};
 use crate::errors::{code, log_error_code, NONE};
+use crate::handover::Draining;
 
 /// What one partition answers.
 #[derive(Debug)]
@@ -58,10 +59,13 @@ struct Wanted {
     partition_max_bytes: i32,
 }
 
+/// Answers `request`; a long poll ends early (with what there is) once the connection's
+/// `draining` starts: it is about to move to another shard (`crate::handover`).
 pub async fn handle(
     broker: &Broker,
     header: Header,
     request: FetchRequest,
+    draining: &Draining,
 ) -> Result<Reply, String> {
     let version = header.api_version;
     if version >= 7 && (request.session_id != 0 || request.session_epoch > 0) {
@@ -106,7 +110,8 @@ pub async fn handle(
         let total: u64 = results.iter().map(PartitionData::records_bytes).sum();
         let any_error = results.iter().any(|data| data.error_code != NONE);
         let now = Instant::now();
-        if total >= min_bytes || any_error || now >= deadline || broker.context.is_shutting_down() {
+        let stop_waiting = broker.context.is_shutting_down() || draining.is_started();
+        if total >= min_bytes || any_error || now >= deadline || stop_waiting {
             let per_topic = group_by_topic(&topic_names, &wanted, results);
             for (topic, partitions) in &per_topic {
                 let bytes: u64 = partitions.iter().map(PartitionData::records_bytes).sum();
@@ -131,7 +136,8 @@ pub async fn handle(
         let data = std::pin::pin!(broker.context.wait_for_data(waits, remaining_ms));
         let timeout = std::pin::pin!(glommio::timer::sleep(deadline - now));
         let shutdown = std::pin::pin!(broker.context.shutdown_requested());
-        select(select(data, timeout), shutdown).await;
+        let drain = std::pin::pin!(draining.started());
+        select(select(data, timeout), select(shutdown, drain)).await;
     }
 }
 

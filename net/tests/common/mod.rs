@@ -15,7 +15,13 @@ use engine::catalog::Catalog;
 use engine::shard::listen::ListenReservation;
 use engine::shard::{Runtime, RuntimeConfig, TopicLogConfig};
 use engine::LogConfig;
-use kafka_protocol::messages::{ApiKey, RequestHeader, ResponseHeader};
+use kafka_protocol::messages::create_topics_request::CreatableTopic;
+use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+use kafka_protocol::messages::{
+    ApiKey, CreateTopicsRequest, CreateTopicsResponse, FetchRequest, ProduceRequest, RequestHeader,
+    ResponseHeader, TopicName,
+};
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 use net::broker::BrokerConfig;
 use net::connection::ConnectionConfig;
@@ -48,6 +54,55 @@ impl TestBroker {
         }
     }
 
+    /// A client connected to the broker whose connection shard `shard` accepted (the kernel
+    /// picks the shard: connections are opened, and the others closed, until one lands there).
+    pub fn connect_on_shard(&self, shard: usize) -> Client {
+        for _ in 0..200 {
+            let before = self.accepted_by_shard();
+            let client = self.connect();
+            let mut after = self.accepted_by_shard();
+            let deadline = std::time::Instant::now() + DEADLINE;
+            while after.iter().sum::<u64>() == before.iter().sum::<u64>() {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "the connection was not accepted"
+                );
+                std::thread::sleep(Duration::from_millis(5));
+                after = self.accepted_by_shard();
+            }
+            if after[shard] > before[shard] {
+                return client;
+            }
+        }
+        panic!("200 connections, none accepted by shard {shard}")
+    }
+
+    /// `ferrite_connections_accepted_total` of each shard.
+    fn accepted_by_shard(&self) -> Vec<u64> {
+        let text = self.metrics.render();
+        (0..self.shard_count())
+            .map(|shard| {
+                metric_value(
+                    &text,
+                    &format!("ferrite_connections_accepted_total{{shard=\"{shard}\"}}"),
+                )
+            })
+            .collect()
+    }
+
+    fn shard_count(&self) -> usize {
+        self.metrics
+            .render()
+            .lines()
+            .filter(|line| line.starts_with("ferrite_connections_open{"))
+            .count()
+    }
+
+    /// The value of the series `series` (name and labels, as rendered) now; 0 if absent.
+    pub fn metric(&self, series: &str) -> u64 {
+        metric_value(&self.metrics.render(), series)
+    }
+
     pub fn connect(&self) -> Client {
         let stream = TcpStream::connect(self.address).unwrap();
         stream.set_read_timeout(Some(DEADLINE)).unwrap();
@@ -74,6 +129,86 @@ impl Drop for TestBroker {
             let _ = runtime.join();
         }
     }
+}
+
+/// The value of `series` (name and labels exactly as rendered) in `text`; 0 if absent.
+fn metric_value(text: &str, series: &str) -> u64 {
+    text.lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+        .map_or(0, |value| value.parse().unwrap())
+}
+
+/// The sum over shards of a per-shard counter.
+pub fn shard_counter(broker: &TestBroker, name: &str) -> u64 {
+    broker
+        .metrics
+        .render()
+        .lines()
+        .filter(|line| line.starts_with(&format!("{name}{{")))
+        .map(|line| line.rsplit(' ').next().unwrap().parse::<u64>().unwrap())
+        .sum()
+}
+
+/// Waits until `condition` holds, polling; panics at the deadline.
+pub fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
+    let started = std::time::Instant::now();
+    while !condition() {
+        assert!(started.elapsed() < DEADLINE, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+pub fn name(topic: &str) -> TopicName {
+    TopicName(StrBytes::from_string(topic.to_owned()))
+}
+
+pub fn create_topic(client: &mut Client, topic: &str, partitions: i32) -> i16 {
+    let request = CreateTopicsRequest::default().with_topics(vec![CreatableTopic::default()
+        .with_name(name(topic))
+        .with_num_partitions(partitions)
+        .with_replication_factor(1)]);
+    let response: CreateTopicsResponse = client.call(ApiKey::CreateTopics, 7, &request);
+    response.topics[0].error_code
+}
+
+pub fn produce_request(topic: &str, partition: i32, batch: Vec<u8>, acks: i16) -> ProduceRequest {
+    ProduceRequest::default()
+        .with_acks(acks)
+        .with_timeout_ms(5_000)
+        .with_topic_data(vec![TopicProduceData::default()
+            .with_name(name(topic))
+            .with_partition_data(vec![PartitionProduceData::default()
+                .with_index(partition)
+                .with_records(Some(Bytes::from(batch)))])])
+}
+
+pub fn fetch_request(topic: &str, partition: i32, offset: i64, max_wait_ms: i32) -> FetchRequest {
+    FetchRequest::default()
+        .with_max_wait_ms(max_wait_ms)
+        .with_min_bytes(1)
+        .with_max_bytes(50 << 20)
+        .with_session_epoch(-1)
+        .with_topics(vec![FetchTopic::default()
+            .with_topic(name(topic))
+            .with_partitions(vec![FetchPartition::default()
+                .with_partition(partition)
+                .with_fetch_offset(offset)
+                .with_partition_max_bytes(50 << 20)])])
+}
+
+/// Partitions of `topic` (of `count`) owned by each of the test broker's two shards: the
+/// first list shard 0's, the second shard 1's.
+pub fn partitions_by_shard(topic: &str, count: i32) -> [Vec<i32>; 2] {
+    let mut owned: [Vec<i32>; 2] = [Vec::new(), Vec::new()];
+    for partition in 0..count {
+        let id = engine::shard::PartitionId::new(topic, partition as u32);
+        owned[engine::shard::owner_shard(&id, 2)].push(partition);
+    }
+    assert!(
+        owned.iter().all(|partitions| partitions.len() >= 2),
+        "{count} partitions of {topic} give each shard two: {owned:?}"
+    );
+    owned
 }
 
 fn start_runtime(
