@@ -54,6 +54,26 @@ pub fn partition_directory_name(topic: &str, partition: u32) -> String {
     format!("{topic}-{partition}")
 }
 
+/// The names of the directories in `dir` (none if it does not exist), symbolic links to one
+/// included: from the listing's entry types, with a `stat` only of links. Start-up looks up
+/// every partition's directory in it instead of asking the file system about each.
+pub(crate) fn directory_names(dir: &Path) -> std::io::Result<std::collections::HashSet<String>> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(Default::default()),
+        Err(error) => return Err(error),
+    };
+    let mut names = std::collections::HashSet::new();
+    for entry in entries {
+        let entry = entry?;
+        let kind = entry.file_type()?;
+        if kind.is_dir() || (kind.is_symlink() && entry.path().is_dir()) {
+            names.extend(entry.file_name().into_string().ok());
+        }
+    }
+    Ok(names)
+}
+
 /// One topic.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Topic {
@@ -205,11 +225,16 @@ impl Catalog {
             .collect();
         let io_error = CatalogError::io(data_dir);
         // A partition directory deleted by hand (or never made) is made again, empty: the
-        // catalog says the partition exists.
+        // catalog says the partition exists. The directory is listed once, and only missing
+        // ones are made: a `mkdir` of each that failed with EEXIST (and the `stat` after it)
+        // was 20 000 system calls at every start with 10 000 partitions.
+        let existing = directory_names(data_dir).map_err(&io_error)?;
         for topic in topics.values() {
             for partition in 0..topic.partitions {
-                let dir = data_dir.join(partition_directory_name(&topic.name, partition));
-                std::fs::create_dir_all(dir).map_err(&io_error)?;
+                let name = partition_directory_name(&topic.name, partition);
+                if !existing.contains(&name) {
+                    std::fs::create_dir_all(data_dir.join(name)).map_err(&io_error)?;
+                }
             }
         }
         Ok(Catalog {

@@ -36,5 +36,5 @@ pub use journal::JournalConfig;
 pub use log::{
     AppendReceipt, CleanStats, CleanStep, CommitStats, Committer, DamagedRange, EpochRun,
     EpochRuns, FileRange, LogStats, OffsetAtTime, PartitionLog, ReadData, ReadSlice, ReplayPhases,
-    ReplayReport,
+    ReplayReport, Replayed, ReplayedLogs,
 };

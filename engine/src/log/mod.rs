@@ -82,7 +82,8 @@ pub use commit::{CommitStats, Committer};
 pub use damage::{repair, DamagedRange};
 pub use epochs::{EpochRun, EpochRuns};
 pub use read::{FileRange, OffsetAtTime, ReadData, ReadSlice};
-pub use replay::{replay_journals, ReplayPhases, ReplayReport};
+use replay::ReplayedLog;
+pub use replay::{replay_journals, ReplayPhases, ReplayReport, Replayed, ReplayedLogs};
 
 /// Present in a partition directory only after a clean close (holding the log end offset as
 /// decimal text), until the files next change; its absence on open means the last segment
@@ -414,6 +415,10 @@ enum CleanMarker {
     /// There since a clean close; the files are exactly as that close left them. It holds the
     /// log end of that close, if its text reads as an offset.
     Present { log_end_offset: Option<u64> },
+    /// Not there, but owed: the log was closed by journal replay, whose `syncfs` made its
+    /// files durable, and they are still as that close left them (ending at this log end). A
+    /// close writes the marker and nothing else; the first change has nothing to remove.
+    Owed { log_end_offset: u64 },
     /// Being removed (durably) before a first change; changes wait.
     Removing,
     /// Not there: the files changed since the open, or it was not clean.
@@ -721,8 +726,15 @@ impl Shared {
     async fn before_change(&self) -> Result<(), LogError> {
         self.wait_until(|state| state.clean_marker != CleanMarker::Removing)
             .await;
-        let CleanMarker::Present { log_end_offset } = self.state.borrow().clean_marker else {
-            return Ok(());
+        let clean_marker = self.state.borrow().clean_marker;
+        let log_end_offset = match clean_marker {
+            CleanMarker::Present { log_end_offset } => log_end_offset,
+            CleanMarker::Owed { .. } => {
+                // No file vouches for the files: the close must seal them again.
+                self.state.borrow_mut().clean_marker = CleanMarker::Absent;
+                return Ok(());
+            }
+            CleanMarker::Removing | CleanMarker::Absent => return Ok(()),
         };
         self.state.borrow_mut().clean_marker = CleanMarker::Removing;
         let marker = self.dir.join(CLEAN_SHUTDOWN_FILE);
@@ -1668,16 +1680,22 @@ impl PartitionLog {
     }
 
     /// A close for journal replay (a log opened by [`PartitionLog::open_for_replay`]): the
-    /// segments written and trimmed, unsynced, and the clean-shutdown marker handed back, to
-    /// be written once a `syncfs` made what it vouches for durable.
-    pub(crate) async fn close_for_replay(self) -> Result<Option<CleanMarkerDue>, LogError> {
+    /// segments written, unsynced, and no clean-shutdown marker: what it would say is handed
+    /// back, for the shard's first open once a `syncfs` made it durable (see `replay.rs`).
+    /// `None`: the files are still as the last clean close left them, its marker with them.
+    pub(crate) async fn close_for_replay(self) -> Result<Option<ReplayedLog>, LogError> {
         assert!(self.shared.syncs_deferred);
-        self.close_files().await
+        let closed = self.close_files().await?;
+        Ok(closed.map(|marker| ReplayedLog {
+            active_base_offset: self.shared.state.borrow().active_segment().base_offset,
+            log_end_offset: marker.log_end_offset,
+        }))
     }
 
     /// What every close does to the files: everything written to the segments, the active
     /// one sealed, its producer snapshot; the clean-shutdown marker to write after (none if
-    /// the files are still as the last clean close left them).
+    /// the files are still as the last clean close left them; only it if they are as replay's
+    /// close left them).
     async fn close_files(&self) -> Result<Option<CleanMarkerDue>, LogError> {
         let _guard = self.shared.enter_maintenance_even_failed().await?;
         {
@@ -1690,12 +1708,23 @@ impl PartitionLog {
         self.shared.waiters.wake_all();
         self.shared.write_to_segments_before(false).await?;
         // Batches journaled since the open reached the segment just now (and removed the
-        // marker): a marker still there means the files are as the last clean close left them.
-        if matches!(
-            self.shared.state.borrow().clean_marker,
-            CleanMarker::Present { .. }
-        ) {
-            return Ok(None);
+        // marker): a marker still there means the files are as the last clean close left them;
+        // one owed, as replay's close left them, durable: only the marker is missing.
+        let clean_marker = self.shared.state.borrow().clean_marker;
+        match clean_marker {
+            CleanMarker::Present { .. } => return Ok(None),
+            CleanMarker::Owed { log_end_offset } => {
+                assert_eq!(
+                    log_end_offset,
+                    self.shared.state.borrow().log_end_offset,
+                    "a log owed its marker is as replay closed it"
+                );
+                return Ok(Some(CleanMarkerDue {
+                    dir: self.shared.dir.clone(),
+                    log_end_offset,
+                }));
+            }
+            CleanMarker::Removing | CleanMarker::Absent => {}
         }
         let active_base_offset = self.shared.state.borrow().active_segment().base_offset;
         self.shared.seal_segment(active_base_offset).await?;
@@ -1756,9 +1785,10 @@ impl PartitionLog {
 }
 
 /// The clean-shutdown marker a close leaves to write last, once everything it vouches for is
-/// durable (at once for a normal close, whose seal synced; after replay's `syncfs`).
+/// durable (at once for a normal close, whose seal synced; never for replay's, whose `syncfs`
+/// comes after: `ReplayedLog`).
 #[derive(Debug)]
-pub(crate) struct CleanMarkerDue {
+struct CleanMarkerDue {
     dir: PathBuf,
     log_end_offset: u64,
 }
@@ -1767,7 +1797,7 @@ impl CleanMarkerDue {
     /// Not synced: everything it vouches for is durable already, and a marker lost to a
     /// crash only makes the next open scan the last segment. Its text is the log end, the
     /// recovery point once the files change again (see `Shared::before_change`).
-    pub(crate) fn write(&self) -> Result<(), LogError> {
+    fn write(&self) -> Result<(), LogError> {
         std::fs::write(
             self.dir.join(CLEAN_SHUTDOWN_FILE),
             self.log_end_offset.to_string(),

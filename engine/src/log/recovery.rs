@@ -44,8 +44,8 @@ use super::flush::write_whole_file;
 use super::producers::{ProducerLimits, ProducerRecovery, ProducerTable};
 use super::{
     remove_producer_snapshot, remove_segment_files, CleanMarker, FlushTicket, LogState,
-    PartitionLog, Shared, CLEAN_SHUTDOWN_FILE, COMPACTED_END_OFFSET_FILE, LOG_START_OFFSET_FILE,
-    PRODUCER_STATE_FILE, RECOVERY_POINT_FILE,
+    PartitionLog, ReplayedLog, ReplayedLogs, Shared, CLEAN_SHUTDOWN_FILE,
+    COMPACTED_END_OFFSET_FILE, LOG_START_OFFSET_FILE, PRODUCER_STATE_FILE, RECOVERY_POINT_FILE,
 };
 use bytes::Bytes;
 
@@ -84,7 +84,30 @@ impl PartitionLog {
         config: LogConfig,
         clock: Rc<dyn Clock>,
     ) -> Result<PartitionLog, LogError> {
-        PartitionLog::open_with(committer, dir.into(), config, clock, false).await
+        PartitionLog::open_with(committer, dir.into(), config, clock, Opening::Normal).await
+    }
+
+    /// [`PartitionLog::open_in`] for a shard's opens after journal replay ran at start-up: a
+    /// log replay closed (its entry in `replayed`, taken here: only the first open after the
+    /// replay may use it) is read as after a clean close, with no marker file (see
+    /// `replay.rs`), provided its last segment is still the one replay closed.
+    pub async fn open_in_after_replay(
+        committer: &Committer,
+        dir: impl Into<PathBuf>,
+        config: LogConfig,
+        clock: Rc<dyn Clock>,
+        replayed: &ReplayedLogs,
+    ) -> Result<PartitionLog, LogError> {
+        let dir = dir.into();
+        let opening = match dir
+            .file_name()
+            .and_then(|name| name.to_str())
+            .and_then(|key| replayed.take(key))
+        {
+            Some(replayed) => Opening::AfterReplay(replayed),
+            None => Opening::Normal,
+        };
+        PartitionLog::open_with(committer, dir, config, clock, opening).await
     }
 
     /// [`PartitionLog::open`] for journal replay: nothing of the log is synced, neither by the
@@ -96,7 +119,8 @@ impl PartitionLog {
         clock: Rc<dyn Clock>,
     ) -> Result<PartitionLog, LogError> {
         let committer = Committer::new();
-        let mut log = PartitionLog::open_with(&committer, dir, config, clock, true).await?;
+        let mut log =
+            PartitionLog::open_with(&committer, dir, config, clock, Opening::ForReplay).await?;
         log.own_committer = Some(committer);
         Ok(log)
     }
@@ -106,8 +130,9 @@ impl PartitionLog {
         dir: PathBuf,
         config: LogConfig,
         clock: Rc<dyn Clock>,
-        syncs_deferred: bool,
+        opening: Opening,
     ) -> Result<PartitionLog, LogError> {
+        let syncs_deferred = opening == Opening::ForReplay;
         // Absolute: glommio opens a directory relative to no directory descriptor, so a
         // relative path (`--data-dir ferrite-data`, the default) fails with EBADF.
         let dir = std::path::absolute(dir)
@@ -128,7 +153,19 @@ impl PartitionLog {
                 "reading the clean-shutdown marker",
             )?
             .map(|text| text.trim().parse::<u64>().ok());
-        let clean = clean_marker.is_some();
+        // Replay closed the log and its `syncfs` made the files durable, but wrote no marker:
+        // taken as one, if the files are those replay closed (its active segment is still the
+        // last; a directory emptied and made again since holds none).
+        let marker_owed = match opening {
+            Opening::AfterReplay(replayed)
+                if clean_marker.is_none()
+                    && last_segment_base_offset(&listing) == Some(replayed.active_base_offset) =>
+            {
+                Some(replayed.log_end_offset)
+            }
+            _ => None,
+        };
+        let clean = clean_marker.is_some() || marker_owed.is_some();
         let log_start_checkpoint = read_offset_file(&dir, &listing, LOG_START_OFFSET_FILE)?;
         let now_ms = clock.now_ms();
         let producer_limits = ProducerLimits::of(&config);
@@ -141,10 +178,14 @@ impl PartitionLog {
             read_offset_file(&dir, &listing, COMPACTED_END_OFFSET_FILE)?.unwrap_or(0);
         // After a clean close everything up to its log end was durable. A recovery point file
         // whose text a crash lost reads as none (recovery then scans more).
-        let recovery_point_checkpoint = match clean_marker.flatten() {
+        let recovery_point_on_disk = match clean_marker.flatten() {
             Some(log_end_offset) => Some(log_end_offset),
             None => read_offset_file(&dir, &listing, RECOVERY_POINT_FILE).unwrap_or(None),
         };
+        // Replay's `syncfs` made everything up to the log end durable; the file still says
+        // what it said before the crash (replay never moves it), which stays the log's recovery
+        // point on disk (lower, so a later crash only scans more) until it is next moved.
+        let recovery_point_checkpoint = marker_owed.or(recovery_point_on_disk);
         // Whether the open removed or wrote files whose fate must be durable before the log
         // changes further (a crash must not bring them back under a newer log).
         let mut directory_changed = false;
@@ -272,13 +313,18 @@ impl PartitionLog {
                 || listing.has_path(&segment::time_index_path(&dir, active_base_offset)),
             gaps_allowed_below: compacted_end_offset,
             replicated_high_watermark: None,
-            recovery_point: recovery_point_checkpoint.unwrap_or(0).min(log_end_offset),
+            recovery_point: recovery_point_on_disk.unwrap_or(0).min(log_end_offset),
             recovery_point_written_ms: now_ms,
             damage_found: damaged.len() as u64,
             preallocation_pace: super::preallocate::PreallocationPace::new(),
-            clean_marker: match clean_marker {
-                Some(log_end_offset) => CleanMarker::Present { log_end_offset },
-                None => CleanMarker::Absent,
+            clean_marker: match (clean_marker, marker_owed) {
+                (Some(log_end_offset), _) => CleanMarker::Present { log_end_offset },
+                // The files end where replay closed them (anything else is damage found since,
+                // and the close seals the log again).
+                (None, Some(replayed_end_offset)) if replayed_end_offset == log_end_offset => {
+                    CleanMarker::Owed { log_end_offset }
+                }
+                (None, _) => CleanMarker::Absent,
             },
         };
         let key = dir
@@ -327,6 +373,26 @@ impl PartitionLog {
             own_committer: None,
         })
     }
+}
+
+/// What an open is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Opening {
+    Normal,
+    /// By journal replay: nothing synced (`Shared::syncs_deferred`).
+    ForReplay,
+    /// A shard's first open of a log replay closed at start-up.
+    AfterReplay(ReplayedLog),
+}
+
+/// The base offset of the last segment file the listing has.
+fn last_segment_base_offset(listing: &Listing) -> Option<u64> {
+    listing.names().filter_map(segment_base_offset_of).max()
+}
+
+/// The base offset a segment file's name gives (`<base offset, 20 digits>.log`).
+fn segment_base_offset_of(name: &str) -> Option<u64> {
+    name.strip_suffix(".log")?.parse().ok()
 }
 
 /// Recovers every segment in `dir`, in offset order. Segments are returned sealed, each one's
@@ -718,10 +784,8 @@ fn segment_base_offsets(dir: &Path, listing: &Listing) -> Result<Vec<u64>, LogEr
     let mut logs = Vec::new();
     let mut others = Vec::new();
     for name in listing.names() {
-        if let Some(stem) = name.strip_suffix(".log") {
-            if let Ok(base_offset) = stem.parse::<u64>() {
-                logs.push(base_offset);
-            }
+        if name.ends_with(".log") {
+            logs.extend(segment_base_offset_of(name));
         } else if let Some(stem) = name
             .strip_suffix(".index")
             .or_else(|| name.strip_suffix(".timeindex"))

@@ -14,27 +14,40 @@
 //!
 //! Nothing of this is synced log by log: every replayed log is opened and closed with its
 //! syncs deferred (`PartitionLog::open_for_replay`), then one `syncfs` of the data directory's
-//! file system makes all of it durable at once, then the logs' clean-shutdown markers are
-//! written (so the shards' opens read them as cleanly closed, with no scan, write or sync),
-//! then the journal is released, so replay runs once. At 10 000 partitions written once each,
-//! syncing each log (its segment, its directory, its epochs and recovery point: seven
-//! `fsync`s) took 18 s of a restart; one `syncfs` takes a fraction of a second.
+//! file system makes all of it durable at once, then the journal is released, so replay runs
+//! once. At 10 000 partitions written once each, syncing each log (its segment, its directory,
+//! its epochs and recovery point: seven `fsync`s) took 18 s of a restart; one `syncfs` takes a
+//! fraction of a second.
 //!
-//! A crash (or power loss) before the journal's release replays again from the journal, which
-//! still holds every batch: appending is idempotent here, since what reached the segments is
-//! skipped, and whatever part of the unsynced work the disk kept is harmless: a segment's torn
-//! tail is cut (the recovery point never moves during replay, so it is never taken for
-//! damage), a marker removal that was lost leaves a marker whose log end is still a prefix of
-//! what is durable, and the small state files are replaced by a synced temporary and a rename.
-//! No marker is written before the `syncfs`, so none vouches for what a power loss can take.
+//! No clean-shutdown marker is written for a replayed log: creating one file per partition
+//! after the `syncfs` took as long as the replay of the logs itself at 10 000 partitions. What
+//! a marker would tell the shard's open (the files are as a close left them, durable, ending
+//! at this log end) is handed over in memory instead ([`ReplayedLogs`]): the shards start in
+//! the same process right after, and the first open of each replayed log reads it as after a
+//! clean close (no scan past the last index entry, no sync, no write) and owes the marker to
+//! its own close, which writes it if the files have not changed by then. The hand-off dies
+//! with the process; nothing on disk vouches for anything, so every crash leaves what a crash
+//! always leaves, which recovery handles without it:
+//! - before the `syncfs`, or after it and before the journal's release (or during it): the
+//!   next start replays again from the journal, which still holds every batch: appending is
+//!   idempotent here, since what reached the segments is skipped, and whatever part of the
+//!   unsynced work the disk kept is harmless: a segment's torn tail is cut (the recovery point
+//!   never moves during replay, so it is never taken for damage), a marker removal that was
+//!   lost leaves a marker whose log end is still a prefix of what is durable, and the small
+//!   state files are replaced by a synced temporary and a rename;
+//! - after the release, before or after the shards' opens: the replayed logs have no marker,
+//!   so the next open recovers each as after a crash (its last segment scanned in full, a
+//!   torn tail cut, syncs), which finds what the `syncfs` made durable.
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::rc::Rc;
+use std::sync::Mutex;
 
 use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
 
-use super::{CleanMarkerDue, PartitionLog};
+use super::PartitionLog;
 use crate::batch::{BatchHeader, CheckedBatch};
 use crate::clock::Clock;
 use crate::config::LogConfig;
@@ -68,7 +81,7 @@ pub struct ReplayPhases {
     pub logs: std::time::Duration,
     /// The `syncfs` that makes the replayed logs durable.
     pub sync: std::time::Duration,
-    /// Writing the clean-shutdown markers and releasing the journal.
+    /// Releasing the journal.
     pub release: std::time::Duration,
 }
 
@@ -78,6 +91,55 @@ pub struct ReplayPhases {
 /// 24 s and 256 at a time 9 s to start (with the logs also closed at the end: 15 s).
 const PARTITIONS_REPLAYING_MAX: usize = 256;
 
+/// What replay hands the shards: its report, and the logs it left closed without a marker.
+pub struct Replayed {
+    pub report: ReplayReport,
+    pub logs: ReplayedLogs,
+}
+
+/// What a replayed log's clean-shutdown marker would have said (see the module documentation):
+/// its files are as replay's close left them, durable since the `syncfs`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ReplayedLog {
+    /// The base offset of the active segment replay closed: the open takes the hand-off only if
+    /// the directory's last segment is still that one.
+    pub(crate) active_base_offset: u64,
+    pub(crate) log_end_offset: u64,
+}
+
+/// The logs replay closed, by partition directory name, until each one's first open takes its
+/// entry ([`PartitionLog::open_in_after_replay`]). Shared by the shards (any of them may own a
+/// replayed partition), locked only by those opens; one entry per replayed partition at most,
+/// which bounds it.
+#[derive(Debug, Default)]
+pub struct ReplayedLogs {
+    logs: Mutex<HashMap<String, ReplayedLog>>,
+}
+
+impl ReplayedLogs {
+    /// Takes the entry of the partition directory `key`: only a log's first open after the
+    /// replay may use it (a later one finds the marker its close wrote, or a changed log).
+    pub(crate) fn take(&self, key: &str) -> Option<ReplayedLog> {
+        self.lock().remove(key)
+    }
+
+    /// Replayed logs not opened since.
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, ReplayedLog>> {
+        // A panic while holding it left the map whole (each use is one insert or remove).
+        self.logs
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
 /// Replays every journal under `data_dir` (see the module documentation) and releases them.
 /// `log_config` gives a topic's log configuration. Runs before the shards start: a partition's
 /// records may be in another shard's journal than the one that owns it now (a changed shard
@@ -86,12 +148,18 @@ pub async fn replay_journals(
     data_dir: &Path,
     log_config: &dyn Fn(&str) -> LogConfig,
     clock: Rc<dyn Clock>,
-) -> Result<ReplayReport, LogError> {
+) -> Result<Replayed, LogError> {
     let root = data_dir.join(JOURNAL_DIRECTORY);
     let mut report = ReplayReport::default();
+    let mut replayed_logs: HashMap<String, ReplayedLog> = HashMap::new();
     let entries = match std::fs::read_dir(&root) {
         Ok(entries) => entries,
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(report),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+            return Ok(Replayed {
+                report,
+                logs: ReplayedLogs::default(),
+            })
+        }
         Err(error) => return Err(LogError::io("listing the journals", error)),
     };
     // Opened before anything is written: `syncfs` reports the write-back errors that occur
@@ -104,6 +172,10 @@ pub async fn replay_journals(
         .filter(|path| path.is_dir())
         .collect();
     dirs.sort();
+    // The partition directories, listed once (a `stat` of each journaled partition's directory
+    // was 10 000 system calls at 10 000 partitions): replay never creates or removes one.
+    let partition_dirs = crate::catalog::directory_names(data_dir)
+        .map_err(|error| LogError::io("listing the data directory", error))?;
     for dir in dirs {
         report.journals += 1;
         let phase_started = std::time::Instant::now();
@@ -116,12 +188,12 @@ pub async fn replay_journals(
         // appended batches), which io_uring and the disk overlap. Journals go one after
         // another: a partition may be in two of them (a changed shard count), the older first.
         let replays = partitions.into_iter().filter_map(|(key, partition)| {
-            let partition_dir = data_dir.join(&key);
             // Removed since (its removal forgot it, unless a crash came first).
-            partition_dir.is_dir().then(|| {
+            partition_dirs.contains(&key).then(|| {
                 let clock = clock.clone();
                 let dir = &dir;
                 async move {
+                    let partition_dir = data_dir.join(&key);
                     let topic = key
                         .rsplit_once('-')
                         .map_or(key.as_str(), |(topic, _)| topic);
@@ -136,34 +208,38 @@ pub async fn replay_journals(
                             dir.display()
                         ))
                     })?;
-                    let marker = log.close_for_replay().await?;
-                    Ok::<_, LogError>((replayed, marker))
+                    let closed = log.close_for_replay().await?;
+                    Ok::<_, LogError>((key, replayed, closed))
                 }
             })
         });
         let mut replayed =
             futures::stream::iter(replays).buffer_unordered(PARTITIONS_REPLAYING_MAX);
-        // One per partition of this journal, which bounds them.
-        let mut markers: Vec<CleanMarkerDue> = Vec::new();
         while let Some(outcome) = replayed.next().await {
-            let ((appended, present, gap), marker) = outcome?;
+            let (key, (appended, present, gap), closed) = outcome?;
             report.partitions += 1;
             report.batches_appended += appended;
             report.batches_present += present;
             report.partitions_with_gap += usize::from(gap);
-            markers.extend(marker);
+            // `None`: its marker is still there, the files as a clean close left them. A
+            // partition in an earlier journal too was closed again just now: the later entry.
+            if let Some(closed) = closed {
+                replayed_logs.insert(key, closed);
+            }
         }
         drop(replayed);
         let phase_started = report.phases.logs.add_elapsed(phase_started);
         sync_file_system(&data_dir_file)?;
         let phase_started = report.phases.sync.add_elapsed(phase_started);
-        for marker in &markers {
-            marker.write()?;
-        }
         journal::release_journal(&dir)?;
         report.phases.release.add_elapsed(phase_started);
     }
-    Ok(report)
+    Ok(Replayed {
+        report,
+        logs: ReplayedLogs {
+            logs: Mutex::new(replayed_logs),
+        },
+    })
 }
 
 trait AddElapsed {

@@ -7,6 +7,7 @@ use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::rc::Rc;
+use std::sync::Arc;
 
 use std::future::Future;
 use std::time::Duration;
@@ -27,7 +28,7 @@ use crate::batch::CheckedBatch;
 use crate::clock::Clock;
 use crate::config::LogConfig;
 use crate::error::LogError;
-use crate::log::{Committer, PartitionLog, ReadData};
+use crate::log::{Committer, PartitionLog, ReadData, ReplayedLogs};
 use crate::waiters::Waiters;
 
 use super::coordinator::{Coordinators, GroupsConfig};
@@ -80,11 +81,16 @@ pub(super) struct ShardState {
     clock: Rc<dyn Clock>,
     /// The shard's commit cycle, which every partition log of the shard is opened with.
     committer: Committer,
+    /// The logs start-up's journal replay closed, which their first open reads as closed
+    /// cleanly (shared by the shards: any of them may own one).
+    replayed_logs: Arc<ReplayedLogs>,
     partitions: RefCell<HashMap<PartitionId, PartitionSlot>>,
     /// The group coordinators of the `__consumer_offsets` partitions this shard owns.
     coordinators: Coordinators,
     /// Per peer shard (`None` at our own index): the queue its mesh writer task drains.
     outbound: Vec<Option<LocalSender<MeshMessage>>>,
+    /// What the mesh writer tasks took from those queues and have not yet published.
+    mesh_writers: Rc<MeshWriters>,
     pending: RefCell<HashMap<u64, oneshot::Sender<ShardResponse>>>,
     request_id_next: Cell<u64>,
     /// Requests this shard forwarded and awaits, plus peers' requests it is serving.
@@ -116,6 +122,8 @@ impl ShardContext {
         clock: Rc<dyn Clock>,
         outbound: Vec<Option<LocalSender<MeshMessage>>>,
         committer: Committer,
+        replayed_logs: Arc<ReplayedLogs>,
+        mesh_writers: Rc<MeshWriters>,
     ) -> Self {
         assert_eq!(outbound.len(), config.shard_count);
         ShardContext {
@@ -129,9 +137,11 @@ impl ShardContext {
                 replicated_partitions: config.replicated_partitions.clone().map(PlacementView::new),
                 clock,
                 committer,
+                replayed_logs,
                 partitions: RefCell::new(HashMap::new()),
                 coordinators: Coordinators::default(),
                 outbound,
+                mesh_writers,
                 pending: RefCell::new(HashMap::new()),
                 request_id_next: Cell::new(0),
                 in_flight: Cell::new(0),
@@ -1061,11 +1071,12 @@ impl ShardContext {
         }
         let log_config = self.log_config_for(&partition.topic);
         let log = Rc::new(
-            PartitionLog::open_in(
+            PartitionLog::open_in_after_replay(
                 &self.state.committer,
                 dir,
                 log_config,
                 self.state.clock.clone(),
+                &self.state.replayed_logs,
             )
             .await?,
         );
@@ -1235,6 +1246,27 @@ impl ShardContext {
         self.wait_until(|state| state.in_flight.get() == 0).await
     }
 
+    /// Waits until every message queued for a peer was published to its ring. At shutdown,
+    /// once every peer drained: the writer tasks stop with the shard's executor, and a shard
+    /// whose drain and close ran to the end without yielding left its own `Drained` queued,
+    /// unpublished, so its peer waited for it forever (seen when closing the logs took the
+    /// late shard seconds: 10 000 partitions replayed after a crash, each writing its marker).
+    pub(super) async fn wait_for_outbound_published(&self) {
+        let writers = &self.state.mesh_writers;
+        writers
+            .published
+            .until(|| {
+                writers.staging.get() == 0
+                    && self
+                        .state
+                        .outbound
+                        .iter()
+                        .flatten()
+                        .all(|queue| queue.len() == 0)
+            })
+            .await
+    }
+
     pub(super) async fn wait_for_every_peer_drained(&self) {
         self.wait_until(|state| {
             state.drained_peers.get() + 1 == state.shard_count && state.in_flight.get() == 0
@@ -1297,6 +1329,29 @@ impl ShardContext {
             .drain_waiters
             .until(|| condition(&self.state))
             .await
+    }
+}
+
+/// The shard's mesh writer tasks (one per peer, `runtime.rs`): how many messages they took
+/// from their queues and have not yet published.
+#[derive(Default)]
+pub(super) struct MeshWriters {
+    staging: Cell<usize>,
+    published: Waiters,
+}
+
+impl MeshWriters {
+    /// A writer took a message from its queue.
+    pub(super) fn took(&self) {
+        self.staging.set(self.staging.get() + 1);
+    }
+
+    /// A writer published `count` messages it took.
+    pub(super) fn published(&self, count: usize) {
+        let staging = self.staging.get();
+        assert!(count <= staging, "a writer publishes only what it took");
+        self.staging.set(staging - count);
+        self.published.wake_all();
     }
 }
 

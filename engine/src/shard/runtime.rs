@@ -2,7 +2,9 @@
 //!
 //! [`Runtime::start`] first replays the journals a crash left in the data directory (every
 //! shard's, before any shard runs: a partition's records may be in the journal of a shard that
-//! no longer owns it) and prepares each shard's journal, then builds the mesh (every ring
+//! no longer owns it; the logs it closed are handed to the shards' first opens, which read
+//! them as cleanly closed: `ReplayedLogs`) and prepares each shard's journal, then builds the
+//! mesh (every ring
 //! allocated before any executor runs), then starts one glommio executor per shard, pinned to
 //! its CPU when CPUs are given. Each shard has one commit cycle ([`Committer`]) for all its
 //! partition logs, with its journal. On each shard
@@ -19,7 +21,9 @@
 //! 1. lets `shard_main` finish (it stops accepting work when `shutdown_requested` resolves),
 //! 2. waits until nothing it forwarded or is serving is in flight,
 //! 3. tells every peer it is drained (it will send no more requests),
-//! 4. keeps serving peers until every peer said the same and nothing is in flight,
+//! 4. keeps serving peers until every peer said the same and nothing is in flight, then
+//!    waits until its mesh writer tasks published everything queued (its `Drained` included:
+//!    the tasks stop with the shard),
 //! 5. closes every partition log it owns (write, `fdatasync`, indexes, clean-shutdown marker),
 //!    then releases its journal: a journal with no live file is the shard's clean shutdown.
 //!
@@ -43,7 +47,7 @@ use glommio::channels::local_channel;
 use glommio::{LocalExecutorBuilder, Placement};
 use thiserror::Error;
 
-use super::context::ShardContext;
+use super::context::{MeshWriters, ShardContext};
 use super::coordinator::GroupsConfig;
 use super::placement::ReplicaPlacement;
 use super::{MeshMessage, ShardRequest, ShardResponse};
@@ -51,7 +55,7 @@ use crate::clock::SystemClock;
 use crate::config::LogConfig;
 use crate::error::LogError;
 use crate::journal::{self, JournalConfig, JOURNAL_DIRECTORY};
-use crate::log::{replay_journals, Committer};
+use crate::log::{replay_journals, Committer, Replayed, ReplayedLogs};
 use crate::mesh::{Mesh, MeshShard};
 use crate::resources::{self, ResourceLimits};
 
@@ -227,7 +231,8 @@ impl Runtime {
             assert_eq!(cpus.len(), shard_count, "one CPU per shard");
         }
         let start_error = |message: String| RuntimeError::Start { shard: 0, message };
-        prepare_journals(&config).map_err(|error| start_error(error.to_string()))?;
+        let replayed_logs =
+            Arc::new(prepare_journals(&config).map_err(|error| start_error(error.to_string()))?);
         let mesh = Mesh::<MeshMessage>::new(shard_count, config.mesh_ring_capacity)
             .map_err(|error| start_error(format!("building the mesh: {error}")))?;
         let mut bells = Vec::with_capacity(shard_count);
@@ -257,9 +262,19 @@ impl Runtime {
             };
             let config = config.clone();
             let shard_main = shard_main.clone();
+            let replayed_logs = replayed_logs.clone();
             let executor = LocalExecutorBuilder::new(placement)
                 .name(&format!("shard-{shard_id}"))
-                .spawn(move || run_shard(shard_id, config, mesh_shard, bell_listener, shard_main))
+                .spawn(move || {
+                    run_shard(
+                        shard_id,
+                        config,
+                        mesh_shard,
+                        bell_listener,
+                        replayed_logs,
+                        shard_main,
+                    )
+                })
                 .map_err(|error| RuntimeError::Start {
                     shard: shard_id,
                     message: error.to_string(),
@@ -297,8 +312,8 @@ impl Runtime {
 
 /// Replays every journal in the data directory into its logs and releases it (on a thread
 /// of its own, as replay needs a glommio executor), then removes the journals of shards this
-/// run does not have.
-fn prepare_journals(config: &RuntimeConfig) -> Result<(), LogError> {
+/// run does not have. Returns the logs replay closed, for the shards' first opens.
+fn prepare_journals(config: &RuntimeConfig) -> Result<ReplayedLogs, LogError> {
     let data_dir = config.data_dir.clone();
     let log_config = config.log_config.clone();
     let topic_log_config = config.topic_log_config.clone();
@@ -315,6 +330,10 @@ fn prepare_journals(config: &RuntimeConfig) -> Result<(), LogError> {
         .map_err(|error| LogError::Corrupt(format!("cannot start the journal replay: {error}")))?
         .join()
         .map_err(|error| LogError::Corrupt(format!("the journal replay stopped: {error}")))??;
+    let Replayed {
+        report: replayed,
+        logs: replayed_logs,
+    } = replayed;
     if replayed.batches_appended > 0 || replayed.partitions_with_gap > 0 {
         eprintln!(
             "ferrite: replayed {} batches of {} partitions from the journals ({} already in \
@@ -344,7 +363,7 @@ fn prepare_journals(config: &RuntimeConfig) -> Result<(), LogError> {
             }
         }
     }
-    Ok(())
+    Ok(replayed_logs)
 }
 
 async fn run_shard<F, Fut>(
@@ -352,6 +371,7 @@ async fn run_shard<F, Fut>(
     config: RuntimeConfig,
     mesh_shard: MeshShard<MeshMessage>,
     bell_listener: UnixStream,
+    replayed_logs: Arc<ReplayedLogs>,
     shard_main: F,
 ) -> Result<(), RuntimeError>
 where
@@ -363,19 +383,26 @@ where
     resources::install(config.resources.clone());
     let (senders, receivers) = mesh_shard.attach().into_parts();
     let mut outbound: Vec<_> = (0..shard_count).map(|_| None).collect();
+    let mesh_writers = Rc::new(MeshWriters::default());
     for mut sender in senders {
         let (queue, queued) = local_channel::new_bounded(config.outbound_queue_capacity);
         outbound[sender.peer_shard_id()] = Some(queue);
+        let writers = mesh_writers.clone();
         glommio::spawn_local(async move {
             let mut queued = std::pin::pin!(queued.stream());
             while let Some(message) = queued.next().await {
+                writers.took();
                 sender.stage(message).await;
+                let mut staged = 1;
                 // What else is queued already goes out with it: one publish, one wake-up of
                 // the peer at most.
                 while let Some(Some(message)) = queued.next().now_or_never() {
+                    writers.took();
                     sender.stage(message).await;
+                    staged += 1;
                 }
                 sender.publish();
+                writers.published(staged);
             }
         })
         .detach();
@@ -393,7 +420,15 @@ where
         })?,
         None => Committer::new(),
     };
-    let context = ShardContext::new(shard_id, &config, Rc::new(SystemClock), outbound, committer);
+    let context = ShardContext::new(
+        shard_id,
+        &config,
+        Rc::new(SystemClock),
+        outbound,
+        committer,
+        replayed_logs,
+        mesh_writers,
+    );
 
     for mut receiver in receivers {
         let context = context.clone();
@@ -498,6 +533,8 @@ where
         context.send_to_peer(peer, MeshMessage::Drained).await;
     }
     context.wait_for_every_peer_drained().await;
+    // Our `Drained` reaches the peers before the closes, which may run long without yielding.
+    context.wait_for_outbound_published().await;
     context
         .close_partitions()
         .await
