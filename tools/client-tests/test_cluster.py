@@ -857,7 +857,8 @@ def read_to_high_water_marks(cluster, topic, partition_count=PARTITIONS):
 
 def check_acknowledged(read, producer):
     """Every message `producer` (a ContinuousProducer or a ProducerGroup) was told is stored
-    exactly once, at the partition and offset it was acknowledged at, with its key; in each
+    exactly once, at the partition and offset it was acknowledged at (in that partition, for
+    librdkafka's implicit acks, which carry no offset), with its key; in each
     partition each producer's messages in the order it sent them; nothing else stored."""
     problems = []
     members = {member.number: member for member in producer.members}
@@ -890,6 +891,15 @@ def check_acknowledged(read, producer):
                 problems.append(
                     f"producer {number}'s message {index}, acknowledged at {partition}/{offset}, is missing"
                 )
+            elif offset is None:
+                # Acknowledged without an offset: librdkafka's implicit ack (a request whose answer
+                # never came, a timeout or a closed connection, is known stored once a later
+                # request of the same idempotent producer succeeds: `rd_kafka_dr_implicit_ack`).
+                # It must still be stored, once, in that partition.
+                if found[0][0] != partition:
+                    problems.append(
+                        f"producer {number}'s message {index}, acknowledged in partition {partition}, is at {found}"
+                    )
             elif found[0] != (partition, offset):
                 problems.append(
                     f"producer {number}'s message {index}, acknowledged at {partition}/{offset}, is at {found}"
