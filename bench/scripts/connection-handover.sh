@@ -12,6 +12,8 @@
 # shards, default every core), FERRITE and FERRITE_BENCH (binaries, default this tree's release
 # build).
 set -euo pipefail
+# shellcheck source=bench/scripts/broker.sh
+source "$(dirname "$0")/broker.sh"
 dir=${1:-./bench-data}
 runs=${RUNS:-4}
 duration_s=${DURATION_S:-15}
@@ -42,16 +44,9 @@ stop_broker() {
 }
 trap stop_broker EXIT
 
-# Sum of the series of `name` whose labels match the extended regex `labels` (default: all).
-metric() { # NAME [LABELS]
-  curl -sf "$metrics" | awk -v name="$1" -v labels="${2:-}" '
-    index($0, name "{") == 1 && $0 ~ labels { sum += $NF } END { printf "%d\n", sum }'
-}
-
 cpu_seconds() {
-  # Fields 14 and 15 (utime, stime) counted after the command name, which may hold spaces.
-  awk -v tick="$ticks_per_second" '{ sub(/^.*\) /, ""); printf "%.2f\n", ($12 + $13) / tick }' \
-    "/proc/$broker/stat"
+  awk -v ticks="$(cpu_ticks "$broker")" -v tick="$ticks_per_second" \
+    'BEGIN { printf "%.2f\n", ticks / tick }'
 }
 
 printf '%-9s %3s %6s %8s %10s %10s %8s %8s\n' handover run moved mesh produce0 produce1 cpu_s p99_ms
@@ -62,14 +57,8 @@ for handover in true false; do
   [[ -n ${CORES:-} ]] && serve_args+=(--cores "$CORES")
   "$ferrite" "${serve_args[@]}" >"$results/ferrite-$handover.out" 2>"$results/ferrite-$handover.err" &
   broker=$!
-  for _ in $(seq 300); do
-    grep -q 'listening on' "$results/ferrite-$handover.out" && break
-    kill -0 "$broker" 2>/dev/null || { cat "$results/ferrite-$handover.err" >&2; exit 2; }
-    sleep 0.1
-  done
-  address=$(grep -o 'listening on [0-9.:]*' "$results/ferrite-$handover.out" | awk '{print $3}')
-  metrics=$(grep -o 'metrics on http://[0-9.:]*/metrics' "$results/ferrite-$handover.out" | awk '{print $3}')
-  [[ -n $address && -n $metrics ]] || { echo "ferrite serve did not start" >&2; exit 2; }
+  wait_for_listening "$broker" "$results/ferrite-$handover.out" "$results/ferrite-$handover.err"
+  [[ -n $metrics ]] || { echo "ferrite serve serves no metrics" >&2; exit 2; }
   for run in $(seq "$runs"); do
     # The broker publishes its snapshot (the mesh counts) every second.
     sleep 1.5

@@ -23,6 +23,8 @@
 # its figures beside today's on the same machine), KEYED=0 to skip the keyed runs, PEAK=0 to skip
 # the peak runs, MANY=0 to skip the 10 000-partition run.
 set -euo pipefail
+# shellcheck source=bench/scripts/broker.sh
+source "$(dirname "$0")/broker.sh"
 dir=${1:-./bench-data}
 read -r -a counts <<<"${COUNTS:-1 16 256 4096}"
 duration_s=${DURATION_S:-15}
@@ -60,30 +62,13 @@ stop_broker() {
   rm -rf "$data"
 }
 trap stop_broker EXIT
-for _ in $(seq 300); do
-  grep -q 'listening on' "$results/ferrite.out" && break
-  kill -0 "$broker" 2>/dev/null || { cat "$results/ferrite.err" >&2; exit 2; }
-  sleep 0.1
-done
-address=$(grep -o 'listening on [0-9.:]*' "$results/ferrite.out" | awk '{print $3}')
-[[ -n $address ]] || { echo "ferrite serve did not start" >&2; exit 2; }
-metrics=$(grep -o 'metrics on http://[0-9.:]*/metrics' "$results/ferrite.out" | awk '{print $3}')
+wait_for_listening "$broker" "$results/ferrite.out" "$results/ferrite.err"
 
 ticks_per_s=$(getconf CLK_TCK)
-# CPU ticks (user + system) of a process; with `children`, of its waited-for children.
-cpu_ticks() { # PID [children]
-  local fields
-  read -r -a fields <"/proc/$1/stat" || { echo 0; return; }
-  # Counted from the end (a process name may hold spaces): utime is the 14th of 52 fields,
-  # stime the 15th, cutime and cstime the 16th and 17th.
-  local i=$((${#fields[@]} - 52 + 13))
-  [[ ${2:-} == children ]] && i=$((i + 2))
-  echo $((fields[i] + fields[i + 1]))
-}
 # The broker's Produce latency sum (s) and count since it started.
 produce_latency_totals() {
-  curl -s "$metrics" | awk '/^ferrite_request_latency_seconds_sum\{api="Produce"\}/ {s=$2}
-    /^ferrite_request_latency_seconds_count\{api="Produce"\}/ {c=$2} END {print s+0, c+0}'
+  echo "$(metric ferrite_request_latency_seconds_sum 'api="Produce"')" \
+    "$(metric ferrite_request_latency_seconds_count 'api="Produce"')"
 }
 
 run() { # NAME PARTITIONS ACKS RATE KEYS

@@ -18,6 +18,8 @@
 # (DURATION_S + WARMUP_S) x the broker's throughput (~10 GiB here); each topic is deleted after
 # its run and the broker's data directory at the end.
 set -euo pipefail
+# shellcheck source=bench/scripts/broker.sh
+source "$(dirname "$0")/broker.sh"
 dir=${1:-./bench-data}
 read -r -a partition_counts <<<"${PARTITIONS:-4}"
 duration_s=${DURATION_S:-15}
@@ -50,13 +52,7 @@ stop_broker() {
   rm -rf "$data"
 }
 trap stop_broker EXIT
-for _ in $(seq 300); do
-  grep -q 'listening on' "$results/ferrite.out" && break
-  kill -0 "$broker" 2>/dev/null || { cat "$results/ferrite.err" >&2; exit 2; }
-  sleep 0.1
-done
-address=$(grep -o 'listening on [0-9.:]*' "$results/ferrite.out" | awk '{print $3}')
-[[ -n $address ]] || { echo "ferrite serve did not start" >&2; exit 2; }
+wait_for_listening "$broker" "$results/ferrite.out" "$results/ferrite.err"
 
 run() { # NAME PARTITIONS ACKS RATE
   if ! kill -0 "$broker" 2>/dev/null; then
