@@ -604,9 +604,7 @@ impl ShardContext {
         let (reply, response) = oneshot::channel();
         self.state.pending.borrow_mut().insert(id, reply);
         let in_flight = InFlight::enter(self);
-        let sender = self.state.outbound[owner]
-            .as_ref()
-            .expect("a peer shard has an outbound queue");
+        let sender = self.outbound_to(owner);
         let sent_to_owner = &self.state.mesh_requests_sent[owner];
         sent_to_owner.set(sent_to_owner.get() + 1);
         let sent = sender
@@ -759,9 +757,7 @@ impl ShardContext {
         if self.is_shutting_down() {
             return Err(connection);
         }
-        let sender = self.state.outbound[to]
-            .as_ref()
-            .expect("a peer shard has an outbound queue");
+        let sender = self.outbound_to(to);
         let refused = match sender.send(MeshMessage::Handover(connection)).await {
             Ok(()) => return Ok(()),
             Err(glommio::GlommioError::Closed(glommio::ResourceType::Channel(message))) => message,
@@ -1215,10 +1211,15 @@ impl ShardContext {
 
     // ----- used by the runtime -----
 
-    pub(super) async fn send_to_peer(&self, peer: usize, message: MeshMessage) {
-        let sender = self.state.outbound[peer]
+    /// The queue to `peer`'s mesh writer task.
+    fn outbound_to(&self, peer: usize) -> &LocalSender<MeshMessage> {
+        self.state.outbound[peer]
             .as_ref()
-            .expect("a peer shard has an outbound queue");
+            .expect("a peer shard has an outbound queue")
+    }
+
+    pub(super) async fn send_to_peer(&self, peer: usize, message: MeshMessage) {
+        let sender = self.outbound_to(peer);
         // Fails only once the runtime closed the queue at the very end of shutdown.
         let _ = sender.send(message).await;
     }
@@ -1402,11 +1403,8 @@ impl Drop for CancelOnDrop {
         let Some(context) = self.context.take() else {
             return;
         };
-        let state = &context.state;
-        state.pending.borrow_mut().remove(&self.id);
-        let sender = state.outbound[self.owner]
-            .as_ref()
-            .expect("a peer shard has an outbound queue");
+        context.state.pending.borrow_mut().remove(&self.id);
+        let sender = context.outbound_to(self.owner);
         // A full queue: send it once there is room. (A closed one: the owner is gone, and its
         // waits with it.)
         if let Err(glommio::GlommioError::WouldBlock(glommio::ResourceType::Channel(message))) =
