@@ -14,7 +14,7 @@ import time
 import confluent_kafka
 
 from support import CLIENT_DEADLINE_S, topic_name, wait_until
-from test_cluster import cluster  # noqa: F401 (`cluster` is a fixture)
+from cluster_support import cluster  # noqa: F401 (`cluster` is a fixture)
 from test_damage import create_topic as create_damage_topic
 from test_damage import flip_near_the_end, partition_metric, wait_for_line
 from test_damage import produce as produce_to

@@ -27,7 +27,7 @@ from members import (
     wait_for_values,
 )
 from support import CLIENT_DEADLINE_S, messages, topic_name, wait_until
-from test_cluster import NODE_IDS, cluster, created_topic  # noqa: F401 (`cluster` is a fixture)
+from cluster_support import NODE_IDS, cluster, created_topic  # noqa: F401 (`cluster` is a fixture)
 
 PARTITIONS = 4
 MESSAGE_COUNT = 200

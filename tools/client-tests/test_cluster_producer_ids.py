@@ -16,16 +16,10 @@ import threading
 import confluent_kafka
 from kafka.protocol.producer.transaction import InitProducerIdRequest
 
+from cluster_checks import ContinuousProducer, check_acknowledged, read_to_high_water_marks
+from cluster_support import NODE_IDS, cluster, created_topic  # noqa: F401 (`cluster` is a fixture)
 from raw_protocol import RawConnection
 from support import CLIENT_DEADLINE_S, wait_until
-from test_cluster import (  # noqa: F401 (`cluster` is a fixture)
-    NODE_IDS,
-    ContinuousProducer,
-    check_acknowledged,
-    cluster,
-    created_topic,
-    read_to_high_water_marks,
-)
 
 MESSAGES_PER_PRODUCER = 20
 # Which broker a client asks for its producer id is the client's choice (librdkafka asks the

@@ -1,5 +1,5 @@
 """Disk faults in a 3-broker cluster of real `ferrite serve` processes under acks=all traffic
-(the idempotent producer and the checker of test_cluster.py): a segment write or an
+(the idempotent producer and the checker of cluster_checks.py): a segment write or an
 `fdatasync` that fails on a partition's leader or on one of its followers, and a follower whose
 data directory, a small tmpfs, fills up.
 
@@ -25,16 +25,18 @@ import urllib.request
 import pytest
 
 from support import wait_until
-from test_cluster import (
-    FAILOVER_DEADLINE_S,
-    METADATA_TIMEOUT_S,
-    NODE_IDS,
+from cluster_checks import (
     ContinuousProducer,
-    Loopback,
     check_acknowledged,
-    created_topic,
     measured_failover,
     read_to_high_water_marks,
+)
+from cluster_support import (
+    FAILOVER_DEADLINE_S,
+    Loopback,
+    METADATA_TIMEOUT_S,
+    NODE_IDS,
+    created_topic,
     running_cluster,
 )
 

@@ -2,7 +2,7 @@
 `ferrite serve` processes, while an idempotent acks=all producer keeps writing: the move is
 asked for and watched with `ferrite topic reassign` and `ferrite topic reassignments`
 (AlterPartitionReassignments and ListPartitionReassignments), and carried out as Raft
-membership changes of the partition's group. Afterwards the checker of test_cluster.py finds
+membership changes of the partition's group. Afterwards the checker of cluster_checks.py finds
 every acknowledged message exactly once and in order, the broker moved away from has deleted
 its copy, and the broker moved to serves the partition on its own.
 """
@@ -13,20 +13,17 @@ import time
 import confluent_kafka
 import confluent_kafka.admin
 
-import test_cluster
-
-from conftest import FERRITE_BIN
-from support import CLIENT_DEADLINE_S, topic_name, wait_until
-from test_cluster import (  # noqa: F401 (cluster is a fixture)
-    PARTITIONS,
+from cluster_checks import (
     ContinuousProducer,
     Read,
     check_acknowledged,
     check_offsets_kept,
-    cluster,
     measured_failover,
     read_to_high_water_marks,
 )
+from cluster_support import PARTITIONS, cluster, created_topic  # noqa: F401 (cluster is a fixture)
+from conftest import FERRITE_BIN
+from support import CLIENT_DEADLINE_S, topic_name, wait_until
 
 MOVED = 0  # the partition the tests move
 # A move is a few Raft round trips per broker added or removed, plus a learner catching up.
@@ -174,7 +171,7 @@ def test_a_move_completes_through_a_kill_of_the_partitions_leader(cluster):
     # The other partitions have 3 replicas, so they fail over while the killed broker is down
     # (a broker is restarted only after that, as in test_cluster); the moved one has 2, and
     # waits for it.
-    topic = test_cluster.created_topic(cluster, "killed")
+    topic = created_topic(cluster, "killed")
     on_brokers(cluster, topic, [1, 2])
     producer = ContinuousProducer(cluster.bootstrap(), topic)
     producer.start()
