@@ -1,7 +1,7 @@
 //! One classic consumer group: its members, its state and generation, the protocol its members
 //! agreed on, and its committed offsets. The bookkeeping every flow relies on lives here (who
 //! is leader, which protocol wins the vote, whether everyone has rejoined); the flows
-//! themselves are in `membership.rs` and `offsets.rs`.
+//! themselves are in `rebalance.rs` and `offsets.rs`.
 
 use std::collections::BTreeMap;
 

@@ -14,7 +14,7 @@
 
 mod error;
 mod group;
-mod membership;
+mod rebalance;
 mod offsets;
 mod record;
 #[cfg(test)]
@@ -26,7 +26,7 @@ use bytes::Bytes;
 
 pub use error::GroupError;
 pub use group::{CommittedOffset, GroupProtocol, GroupState, TopicPartition};
-pub use membership::{
+pub use rebalance::{
     JoinGroup, JoinOutcome, JoinResponse, JoinedMember, LeaveResults, LeavingMember, SyncGroup,
     SyncOutcome, SyncResponse,
 };
@@ -185,7 +185,7 @@ impl GroupCoordinator {
             .collect();
         for group_id in group_ids {
             if let Some(group) = self.groups.get_mut(&group_id) {
-                membership::expire(&self.config, group, now_ms, &mut effects);
+                rebalance::expire(&self.config, group, now_ms, &mut effects);
             }
         }
         if now_ms >= self.offsets_check_next_ms {

@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 
 use super::group::{ClassicGroup, CommittedOffset, GroupState, TopicPartition};
-use super::membership::validate_member;
+use super::rebalance::validate_member;
 use super::{remove_group, Effects, GroupConfig, GroupCoordinator, GroupError, GroupRecord};
 
 /// An OffsetCommit request.
