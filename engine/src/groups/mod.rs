@@ -14,8 +14,8 @@
 
 mod error;
 mod group;
-mod rebalance;
 mod offsets;
+mod rebalance;
 mod record;
 #[cfg(test)]
 mod tests;
@@ -26,11 +26,11 @@ use bytes::Bytes;
 
 pub use error::GroupError;
 pub use group::{CommittedOffset, GroupProtocol, GroupState, TopicPartition};
+pub use offsets::{OffsetCommit, OffsetCommitPartition, PartitionResults};
 pub use rebalance::{
     JoinGroup, JoinOutcome, JoinResponse, JoinedMember, LeaveResults, LeavingMember, SyncGroup,
     SyncOutcome, SyncResponse,
 };
-pub use offsets::{OffsetCommit, OffsetCommitPartition, PartitionResults};
 pub use record::{GroupRecord, RecordError};
 
 use group::ClassicGroup;
