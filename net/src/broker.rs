@@ -213,15 +213,15 @@ impl Broker {
             RequestKind::ListOffsets(request) => header
                 .reply(&handlers::list_offsets::handle(&self, header.api_version, request).await),
             RequestKind::CreateTopics(request) => {
-                header.reply(&handlers::topics::create(&self, header.api_version, request).await)
+                header.reply(&handlers::create_topics::create(&self, header.api_version, request).await)
             }
             RequestKind::DeleteTopics(request) => {
-                header.reply(&handlers::topics::delete(&self, header.api_version, request).await)
+                header.reply(&handlers::create_topics::delete(&self, header.api_version, request).await)
             }
             RequestKind::CreatePartitions(request) => {
-                header.reply(&handlers::topics::create_partitions(&self, request).await)
+                header.reply(&handlers::create_topics::create_partitions(&self, request).await)
             }
-            RequestKind::DescribeConfigs(request) => header.reply(&handlers::configs::describe(
+            RequestKind::DescribeConfigs(request) => header.reply(&handlers::describe_configs::describe(
                 &self,
                 header.api_version,
                 request,
@@ -230,10 +230,10 @@ impl Broker {
                 header.reply(&handlers::alter_configs::alter(&self, request).await)
             }
             RequestKind::AlterPartitionReassignments(request) => {
-                header.reply(&handlers::reassignments::alter(&self, request).await)
+                header.reply(&handlers::alter_partition_reassignments::alter(&self, request).await)
             }
             RequestKind::ListPartitionReassignments(request) => {
-                header.reply(&handlers::reassignments::list(&self, request))
+                header.reply(&handlers::alter_partition_reassignments::list(&self, request))
             }
             RequestKind::IncrementalAlterConfigs(request) => {
                 header.reply(&handlers::alter_configs::incremental_alter(&self, request).await)

@@ -1,16 +1,16 @@
 //! One module per Kafka API (a few closely related ones share a module).
 
 pub mod alter_configs;
-pub mod configs;
+pub mod alter_partition_reassignments;
+pub mod create_topics;
 pub mod delete_records;
+pub mod describe_configs;
 pub mod fetch;
 pub mod groups;
 pub mod init_producer_id;
 pub mod list_offsets;
 pub mod metadata;
 pub mod produce;
-pub mod reassignments;
-pub mod topics;
 
 use kafka_protocol::protocol::StrBytes;
 

@@ -16,7 +16,7 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::ResponseError;
 
-use super::configs::topic_entries;
+use super::describe_configs::topic_entries;
 use super::{str_bytes, uuid};
 use crate::broker::Broker;
 use crate::errors::{catalog_error_code, code, log_error_code, NONE};
