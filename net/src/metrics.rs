@@ -1502,4 +1502,111 @@ mod tests {
             "sorted by topic and partition, label values escaped"
         );
     }
+
+    /// Every family filled from a fixed state on two shards, rendered at a fixed time: the
+    /// exposition must stay byte for byte what `testdata/metrics_exposition.prom` holds, so a
+    /// change of its text is a decision, not an accident of moving the rendering code.
+    #[test]
+    fn the_exposition_of_a_fixed_state_is_unchanged() {
+        let registry = MetricsRegistry::new(2);
+        let start = Instant::now();
+        registry.controller_leader_observed(Some(2));
+        let (zero, one) = (registry.shard(0), registry.shard(1));
+        zero.connection_accepted();
+        let _open = zero.connection_open();
+        zero.connection_closed_for_bad_input();
+        zero.connection_closed_idle();
+        one.connection_refused();
+        one.connection_delayed();
+        one.connection_moved();
+        one.accept_failed();
+        zero.bytes_received(4_096);
+        zero.bytes_sent(1_000, true);
+        one.bytes_sent(24, false);
+        one.produce_bytes_copied(512);
+        zero.batch_produced("orders", 1_000, 10);
+        one.batch_produced("a \"quoted\"\\topic\n", 70, 1);
+        one.records_fetched("orders", 900);
+        for micros in [300, 1_000, 2_500, 40_000] {
+            zero.request_answered(ApiKey::Produce, Duration::from_micros(micros), start);
+        }
+        one.request_answered(ApiKey::Fetch, Duration::from_millis(500), start);
+        let stats = |topic: &str, partition: u32, high_watermark: u64| PartitionStats {
+            partition: PartitionId::new(topic, partition),
+            log_start_offset: 2,
+            high_watermark,
+            size_bytes: high_watermark * 80,
+            segment_count: 1,
+            healthy: partition == 0,
+            damaged_offsets: u64::from(partition),
+            damage_found: 1,
+        };
+        let mut replication = ReplicationStats::default();
+        replication.sent[MessageKind::Fetch as usize] = 6;
+        replication.received[MessageKind::FetchEntries as usize] = 5;
+        replication.batches_sent = 4;
+        replication.batches_received = 3;
+        replication.frames_sent = 2;
+        replication.fetches_held = 1;
+        replication.fetch_floor_waits = 1;
+        replication.observe(Stage::Place, Duration::from_micros(200));
+        replication.observe(Stage::Commit, Duration::from_millis(7));
+        let commit = CommitStats {
+            journal_writes: 9,
+            journal_syncs: 8,
+            journal_bytes: 70_000,
+            journal_batches: 60,
+            direct_writes: 5,
+            segment_writes: 4,
+            files_released: 3,
+            journal_write_micros: 1_500,
+            journal_sync_micros: 2_250_000,
+            files_opened: 2,
+        };
+        zero.publish(
+            ShardSnapshot {
+                partitions: vec![stats("orders", 1, 40)],
+                groups: vec![GroupStats {
+                    group_id: "billing".into(),
+                    state: engine::groups::GroupState::Stable,
+                    members: 2,
+                    offsets: vec![
+                        (
+                            TopicPartition {
+                                topic: "orders".into(),
+                                partition: 0,
+                            },
+                            12,
+                        ),
+                        (
+                            TopicPartition {
+                                topic: "orders".into(),
+                                partition: 1,
+                            },
+                            40,
+                        ),
+                    ],
+                }],
+                replication: replication.clone(),
+                commit,
+                mesh_requests_sent: vec![0, 11],
+            },
+            |_| true,
+        );
+        one.publish(
+            ShardSnapshot {
+                partitions: vec![stats("orders", 0, 30)],
+                replication,
+                mesh_requests_sent: vec![3, 0],
+                ..ShardSnapshot::default()
+            },
+            |_| true,
+        );
+        let text = registry.render_at(start + Duration::from_secs(30));
+        let expected = include_str!(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/testdata/metrics_exposition.prom"
+        ));
+        assert_eq!(text, expected);
+    }
 }
