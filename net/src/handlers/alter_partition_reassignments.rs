@@ -1,28 +1,24 @@
-//! AlterPartitionReassignments and ListPartitionReassignments (KIP-455): moving partitions to
-//! other brokers, and seeing which are moving. In a cluster the controller records each move
-//! and the partition's Raft group carries it out one membership change at a time; the
-//! request is answered once the move is recorded, not once it is done, as Kafka's is.
+//! AlterPartitionReassignments (KIP-455): moving partitions to other brokers. In a cluster the
+//! controller records each move (`ClusterView::reassign`) and the partition's Raft group carries
+//! it out one membership change at a time; the request is answered once the move is recorded,
+//! not once it is done, as Kafka's is.
 //!
 //! A broker running alone has one broker to place replicas on: a move to itself changes
-//! nothing, any other is INVALID_REPLICA_ASSIGNMENT, and nothing is ever moving.
+//! nothing, any other is INVALID_REPLICA_ASSIGNMENT.
 
 use kafka_protocol::messages::alter_partition_reassignments_response::{
     ReassignablePartitionResponse, ReassignableTopicResponse,
 };
-use kafka_protocol::messages::list_partition_reassignments_response::{
-    OngoingPartitionReassignment, OngoingTopicReassignment,
-};
 use kafka_protocol::messages::{
-    AlterPartitionReassignmentsRequest, AlterPartitionReassignmentsResponse, BrokerId,
-    ListPartitionReassignmentsRequest, ListPartitionReassignmentsResponse, TopicName,
+    AlterPartitionReassignmentsRequest, AlterPartitionReassignmentsResponse,
 };
 use kafka_protocol::ResponseError;
 
-use super::str_bytes;
+use super::fields::str_bytes;
 use crate::broker::Broker;
 use crate::errors::{code, NONE};
 
-pub async fn alter(
+pub async fn handle(
     broker: &Broker,
     request: AlterPartitionReassignmentsRequest,
 ) -> AlterPartitionReassignmentsResponse {
@@ -97,48 +93,4 @@ async fn reassign(
             ),
         )),
     }
-}
-
-pub fn list(
-    broker: &Broker,
-    request: ListPartitionReassignmentsRequest,
-) -> ListPartitionReassignmentsResponse {
-    let moves = broker
-        .cluster
-        .as_ref()
-        .map(|cluster| cluster.reassignments())
-        .unwrap_or_default();
-    let asked = |topic: &str, partition: u32| match &request.topics {
-        None => true,
-        Some(topics) => topics.iter().any(|asked| {
-            asked.name.as_str() == topic
-                && asked
-                    .partition_indexes
-                    .iter()
-                    .any(|index| i64::from(*index) == i64::from(partition))
-        }),
-    };
-    let brokers = |ids: &[i32]| ids.iter().copied().map(BrokerId).collect::<Vec<_>>();
-    let mut topics: Vec<OngoingTopicReassignment> = Vec::new();
-    for moving in moves
-        .iter()
-        .filter(|moving| asked(&moving.topic, moving.partition))
-    {
-        let partition = OngoingPartitionReassignment::default()
-            .with_partition_index(i32::try_from(moving.partition).unwrap_or(i32::MAX))
-            .with_replicas(brokers(&moving.replicas))
-            .with_adding_replicas(brokers(&moving.adding))
-            .with_removing_replicas(brokers(&moving.removing));
-        match topics.last_mut() {
-            Some(last) if last.name.as_str() == moving.topic => last.partitions.push(partition),
-            _ => topics.push(
-                OngoingTopicReassignment::default()
-                    .with_name(TopicName(str_bytes(moving.topic.clone())))
-                    .with_partitions(vec![partition]),
-            ),
-        }
-    }
-    ListPartitionReassignmentsResponse::default()
-        .with_error_code(NONE)
-        .with_topics(topics)
 }

@@ -1,27 +1,21 @@
-//! CreateTopics, DeleteTopics and CreatePartitions: changes to the catalog. Deleting a topic
-//! also closes its partitions' logs on their owning shards and deletes their directories before
-//! answering, so a topic re-created under the same name starts empty.
+//! CreateTopics: new topics in the catalog (in a cluster, through the controller, after the
+//! same checks here), with their configuration overrides checked first. From version 5 the
+//! answer carries the topic's effective configuration.
 
 use std::collections::BTreeMap;
 
-use engine::shard::PartitionId;
-use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
 use kafka_protocol::messages::create_topics_response::{
     CreatableTopicConfigs, CreatableTopicResult,
 };
-use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
-use kafka_protocol::messages::{
-    CreatePartitionsRequest, CreatePartitionsResponse, CreateTopicsRequest, CreateTopicsResponse,
-    DeleteTopicsRequest, DeleteTopicsResponse,
-};
+use kafka_protocol::messages::{CreateTopicsRequest, CreateTopicsResponse};
 use kafka_protocol::ResponseError;
 
-use super::describe_configs::topic_entries;
-use super::{str_bytes, uuid};
+use super::config_entries::topic_entries;
+use super::fields::{str_bytes, uuid};
 use crate::broker::Broker;
-use crate::errors::{catalog_error_code, code, log_error_code, NONE};
+use crate::errors::{catalog_error_code, code, NONE};
 
-pub async fn create(
+pub async fn handle(
     broker: &Broker,
     api_version: i16,
     request: CreateTopicsRequest,
@@ -152,93 +146,4 @@ pub async fn create(
         });
     }
     CreateTopicsResponse::default().with_topics(results)
-}
-
-pub async fn delete(
-    broker: &Broker,
-    api_version: i16,
-    request: DeleteTopicsRequest,
-) -> DeleteTopicsResponse {
-    // Versions up to 5 name the topics in `topic_names`; 6 in `topics` (we serve up to 5).
-    let mut responses = Vec::with_capacity(request.topic_names.len());
-    for name in request.topic_names {
-        let result = DeletableTopicResult::default().with_name(Some(name.clone()));
-        let outcome = match &broker.cluster {
-            // The controller deletes it everywhere; this broker's part is done when it answers.
-            Some(cluster) => match engine::catalog::refuse_internal(&name) {
-                Err(error) => Err((catalog_error_code(&error), error.to_string())),
-                Ok(()) => cluster
-                    .delete_topic(name.to_string())
-                    .await
-                    .map_err(|error| (error.code, error.message)),
-            },
-            None => delete_here(broker, &name).await,
-        };
-        responses.push(match outcome {
-            Ok(()) => result.with_error_code(NONE),
-            Err((error_code, message)) if api_version >= 5 => result
-                .with_error_code(error_code)
-                .with_error_message(Some(str_bytes(message))),
-            Err((error_code, _)) => result.with_error_code(error_code),
-        });
-    }
-    DeleteTopicsResponse::default().with_responses(responses)
-}
-
-/// Deletes a topic from this broker's catalog, then its partitions' logs.
-async fn delete_here(broker: &Broker, name: &str) -> Result<(), (i16, String)> {
-    match broker.catalog.catalog().delete_topic(name) {
-        Ok(topic) => {
-            let mut outcome = Ok(());
-            for partition in 0..topic.partitions {
-                let id = PartitionId::new(topic.name.as_str(), partition);
-                if let Err(error) = broker.context.remove_partition(id).await {
-                    outcome = Err((log_error_code(&error), error.to_string()));
-                }
-            }
-            outcome
-        }
-        Err(error) => Err((catalog_error_code(&error), error.to_string())),
-    }
-}
-
-pub async fn create_partitions(
-    broker: &Broker,
-    request: CreatePartitionsRequest,
-) -> CreatePartitionsResponse {
-    let catalog = broker.catalog.catalog();
-    let mut results = Vec::with_capacity(request.topics.len());
-    for topic in request.topics {
-        let result = CreatePartitionsTopicResult::default().with_name(topic.name.clone());
-        if topic.assignments.is_some() {
-            results.push(
-                result
-                    .with_error_code(code(ResponseError::InvalidReplicaAssignment))
-                    .with_error_message(Some(str_bytes(
-                        "manual replica assignments are not supported; new partitions are \
-                         placed by the broker",
-                    ))),
-            );
-            continue;
-        }
-        // Checked here in either case: in a cluster the catalog mirrors the metadata log.
-        let validate_only = request.validate_only || broker.cluster.is_some();
-        let mut outcome = catalog
-            .add_partitions(&topic.name, i64::from(topic.count), validate_only)
-            .map(drop)
-            .map_err(|error| (catalog_error_code(&error), error.to_string()));
-        if let (Some(cluster), Ok(()), false) = (&broker.cluster, &outcome, request.validate_only) {
-            outcome = cluster
-                .create_partitions(topic.name.to_string(), topic.count.max(0) as u32)
-                .await
-                .map_err(|error| (error.code, error.message));
-        }
-        results.push(match outcome {
-            Ok(()) => result.with_error_code(NONE),
-            Err((error_code, message)) => result
-                .with_error_code(error_code)
-                .with_error_message(Some(str_bytes(message))),
-        });
-    }
-    CreatePartitionsResponse::default().with_results(results)
 }
