@@ -5,8 +5,9 @@ use std::collections::BTreeMap;
 
 use kafka_protocol::messages::{alter_configs_response, AlterConfigsRequest, AlterConfigsResponse};
 
-use super::topic_overrides::{alter_topic, answer};
+use super::topic_overrides::alter_topic;
 use crate::broker::Broker;
+use crate::errors::Failure;
 
 pub async fn handle(broker: &Broker, request: AlterConfigsRequest) -> AlterConfigsResponse {
     let mut responses = Vec::with_capacity(request.resources.len());
@@ -33,7 +34,7 @@ pub async fn handle(broker: &Broker, request: AlterConfigsRequest) -> AlterConfi
             |_| Ok(replacement),
         )
         .await;
-        let (error_code, error_message) = answer(outcome);
+        let (error_code, error_message) = Failure::fields(outcome);
         responses.push(
             alter_configs_response::AlterConfigsResourceResponse::default()
                 .with_resource_type(resource.resource_type)

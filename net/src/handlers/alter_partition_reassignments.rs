@@ -14,9 +14,8 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::ResponseError;
 
-use super::fields::str_bytes;
 use crate::broker::Broker;
-use crate::errors::{code, NONE};
+use crate::errors::{code, Failure, NONE};
 
 pub async fn handle(
     broker: &Broker,
@@ -32,12 +31,12 @@ pub async fn handle(
             let outcome = reassign(broker, &topic.name, partition.partition_index, replicas).await;
             let response = ReassignablePartitionResponse::default()
                 .with_partition_index(partition.partition_index);
-            partitions.push(match outcome {
-                Ok(()) => response.with_error_code(NONE),
-                Err((error_code, message)) => response
+            let (error_code, error_message) = Failure::fields(outcome);
+            partitions.push(
+                response
                     .with_error_code(error_code)
-                    .with_error_message(Some(str_bytes(message))),
-            });
+                    .with_error_message(error_message),
+            );
         }
         responses.push(
             ReassignableTopicResponse::default()
@@ -56,19 +55,18 @@ async fn reassign(
     topic: &str,
     partition: i32,
     replicas: Option<Vec<i32>>,
-) -> Result<(), (i16, String)> {
+) -> Result<(), Failure> {
     let unknown = || {
-        (
+        Failure::new(
             code(ResponseError::UnknownTopicOrPartition),
             format!("topic '{topic}' has no partition {partition}"),
         )
     };
     let partition = u32::try_from(partition).map_err(|_| unknown())?;
     if let Some(cluster) = &broker.cluster {
-        return cluster
+        return Ok(cluster
             .reassign(topic.to_owned(), partition, replicas)
-            .await
-            .map_err(|error| (error.code, error.message));
+            .await?);
     }
     let known = broker
         .catalog
@@ -81,12 +79,12 @@ async fn reassign(
     }
     let own = broker.config.node_id;
     match replicas {
-        None => Err((
+        None => Err(Failure::new(
             code(ResponseError::NoReassignmentInProgress),
             format!("partition {partition} of topic '{topic}' is not being moved"),
         )),
         Some(replicas) if replicas == [own] => Ok(()),
-        Some(replicas) => Err((
+        Some(replicas) => Err(Failure::new(
             code(ResponseError::InvalidReplicaAssignment),
             format!(
                 "this broker runs alone: its only possible replicas are [{own}], not {replicas:?}"

@@ -13,7 +13,7 @@ use kafka_protocol::ResponseError;
 use super::config_entries::topic_entries;
 use super::fields::{str_bytes, uuid};
 use crate::broker::Broker;
-use crate::errors::{catalog_error_code, code, NONE};
+use crate::errors::{code, Failure, NONE};
 
 pub async fn handle(
     broker: &Broker,
@@ -24,31 +24,30 @@ pub async fn handle(
     let mut results = Vec::with_capacity(request.topics.len());
     for topic in request.topics {
         let result = CreatableTopicResult::default().with_name(topic.name.clone());
-        let failed = |error_code: i16, message: String| {
+        let failed = |failure: Failure| {
             let failed = result
                 .clone()
-                .with_error_code(error_code)
-                .with_error_message(Some(str_bytes(message)));
+                .with_error_code(failure.code)
+                .with_error_message(Some(str_bytes(failure.message)));
             if api_version >= 5 {
-                failed.with_topic_config_error_code(error_code)
+                failed.with_topic_config_error_code(failure.code)
             } else {
                 failed
             }
         };
         let replication_factor = match (&broker.cluster, topic.replication_factor) {
             (_, _) if !topic.assignments.is_empty() => {
-                results.push(failed(
+                results.push(failed(Failure::new(
                     code(ResponseError::InvalidReplicaAssignment),
-                    "manual replica assignments are not supported; give a replication factor"
-                        .into(),
-                ));
+                    "manual replica assignments are not supported; give a replication factor",
+                )));
                 continue;
             }
             (_, -1) => None,
             (Some(_), factor) if factor > 0 => Some(factor as u16),
             (None, 1) => Some(1),
             (_, factor) => {
-                results.push(failed(
+                results.push(failed(Failure::new(
                     code(ResponseError::InvalidReplicationFactor),
                     if broker.cluster.is_some() {
                         format!("replication factor {factor} is not positive")
@@ -58,7 +57,7 @@ pub async fn handle(
                              use 1"
                         )
                     },
-                ));
+                )));
                 continue;
             }
         };
@@ -69,7 +68,10 @@ pub async fn handle(
             }
         }
         if let Err(message) = engine::topic_config::validate(log, &overrides) {
-            results.push(failed(code(ResponseError::InvalidConfig), message));
+            results.push(failed(Failure::new(
+                code(ResponseError::InvalidConfig),
+                message,
+            )));
             continue;
         }
         let partitions = match topic.num_partitions {
@@ -95,7 +97,7 @@ pub async fn handle(
                     )
                     .await;
                 if let Err(error) = asked {
-                    results.push(failed(error.code, error.message));
+                    results.push(failed(Failure::from(error)));
                     continue;
                 }
                 broker
@@ -112,7 +114,7 @@ pub async fn handle(
         let created = match created {
             Ok(created) => created,
             Err(error) => {
-                results.push(failed(catalog_error_code(&error), error.to_string()));
+                results.push(failed(Failure::from(error)));
                 continue;
             }
         };

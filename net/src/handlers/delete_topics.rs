@@ -6,9 +6,8 @@ use engine::shard::PartitionId;
 use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
 use kafka_protocol::messages::{DeleteTopicsRequest, DeleteTopicsResponse};
 
-use super::fields::str_bytes;
 use crate::broker::Broker;
-use crate::errors::{catalog_error_code, log_error_code, NONE};
+use crate::errors::Failure;
 
 pub async fn handle(
     broker: &Broker,
@@ -22,38 +21,35 @@ pub async fn handle(
         let outcome = match &broker.cluster {
             // The controller deletes it everywhere; this broker's part is done when it answers.
             Some(cluster) => match engine::catalog::refuse_internal(&name) {
-                Err(error) => Err((catalog_error_code(&error), error.to_string())),
+                Err(error) => Err(Failure::from(error)),
                 Ok(()) => cluster
                     .delete_topic(name.to_string())
                     .await
-                    .map_err(|error| (error.code, error.message)),
+                    .map_err(Failure::from),
             },
             None => delete_here(broker, &name).await,
         };
-        responses.push(match outcome {
-            Ok(()) => result.with_error_code(NONE),
-            Err((error_code, message)) if api_version >= 5 => result
-                .with_error_code(error_code)
-                .with_error_message(Some(str_bytes(message))),
-            Err((error_code, _)) => result.with_error_code(error_code),
+        let (error_code, error_message) = Failure::fields(outcome);
+        let result = result.with_error_code(error_code);
+        // The message exists from version 5.
+        responses.push(if api_version >= 5 {
+            result.with_error_message(error_message)
+        } else {
+            result
         });
     }
     DeleteTopicsResponse::default().with_responses(responses)
 }
 
 /// Deletes a topic from this broker's catalog, then its partitions' logs.
-async fn delete_here(broker: &Broker, name: &str) -> Result<(), (i16, String)> {
-    match broker.catalog.catalog().delete_topic(name) {
-        Ok(topic) => {
-            let mut outcome = Ok(());
-            for partition in 0..topic.partitions {
-                let id = PartitionId::new(topic.name.as_str(), partition);
-                if let Err(error) = broker.context.remove_partition(id).await {
-                    outcome = Err((log_error_code(&error), error.to_string()));
-                }
-            }
-            outcome
+async fn delete_here(broker: &Broker, name: &str) -> Result<(), Failure> {
+    let topic = broker.catalog.catalog().delete_topic(name)?;
+    let mut outcome = Ok(());
+    for partition in 0..topic.partitions {
+        let id = PartitionId::new(topic.name.as_str(), partition);
+        if let Err(error) = broker.context.remove_partition(id).await {
+            outcome = Err(Failure::from(error));
         }
-        Err(error) => Err((catalog_error_code(&error), error.to_string())),
     }
+    outcome
 }

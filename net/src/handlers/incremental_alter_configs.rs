@@ -9,9 +9,9 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::ResponseError;
 
-use super::topic_overrides::{alter_topic, answer, Failure};
+use super::topic_overrides::alter_topic;
 use crate::broker::Broker;
-use crate::errors::code;
+use crate::errors::{code, Failure};
 
 /// One IncrementalAlterConfigs change: the key, the operation, the value.
 type Change<'a> = (&'a str, Operation, Option<&'a str>);
@@ -48,7 +48,7 @@ pub async fn handle(
             }
             Err(failure) => Err(failure),
         };
-        let (error_code, error_message) = answer(outcome);
+        let (error_code, error_message) = Failure::fields(outcome);
         responses.push(
             incremental_alter_configs_response::AlterConfigsResourceResponse::default()
                 .with_resource_type(resource.resource_type)
@@ -72,7 +72,7 @@ fn operations(configs: &[AlterableConfig]) -> Result<Vec<Change<'_>>, Failure> {
                 2 => Operation::Append,
                 3 => Operation::Subtract,
                 other => {
-                    return Err((
+                    return Err(Failure::new(
                         code(ResponseError::InvalidRequest),
                         format!(
                             "unknown config operation {other} for '{}' (0 SET, 1 DELETE, 2 \

@@ -15,16 +15,11 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use engine::shard::PartitionId;
 use engine::topic_config;
-use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 
 use super::config_entries::{RESOURCE_BROKER, RESOURCE_TOPIC};
-use super::fields::str_bytes;
 use crate::broker::Broker;
-use crate::errors::{catalog_error_code, code, log_error_code, NONE};
-
-/// A resource's failure: the Kafka error code and the message saying why.
-pub(super) type Failure = (i16, String);
+use crate::errors::{code, log_error_code, Failure};
 
 /// Changes the overrides of topic `name` to what `change` makes of them (after checking the
 /// resource and the keys named), checks the result, persists it and applies it to the
@@ -37,7 +32,8 @@ pub(super) async fn alter_topic(
     validate_only: bool,
     change: impl FnOnce(&BTreeMap<String, String>) -> Result<BTreeMap<String, String>, String>,
 ) -> Result<(), Failure> {
-    let invalid_request = |message: String| (code(ResponseError::InvalidRequest), message);
+    let invalid_request =
+        |message: String| Failure::new(code(ResponseError::InvalidRequest), message);
     match resource_type {
         RESOURCE_TOPIC => {}
         RESOURCE_BROKER => {
@@ -63,22 +59,19 @@ pub(super) async fn alter_topic(
     if let Some(cluster) = &broker.cluster {
         // The controller decides; the result is checked here first so a bad value is refused
         // at once with the same message as on a single broker.
-        engine::catalog::refuse_internal(name)
-            .map_err(|error| (catalog_error_code(&error), error.to_string()))?;
+        engine::catalog::refuse_internal(name)?;
         let current = broker.catalog.topics().get(name).cloned().ok_or_else(|| {
-            let error = engine::catalog::CatalogError::UnknownTopic(name.to_owned());
-            (catalog_error_code(&error), error.to_string())
+            Failure::from(engine::catalog::CatalogError::UnknownTopic(name.to_owned()))
         })?;
         let configs = change(&current.configs)
             .and_then(|configs| topic_config::validate(log, &configs).map(|()| configs))
-            .map_err(|message| (code(ResponseError::InvalidConfig), message))?;
+            .map_err(|message| Failure::new(code(ResponseError::InvalidConfig), message))?;
         if validate_only {
             return Ok(());
         }
-        return cluster
+        return Ok(cluster
             .alter_topic_configs(name.to_owned(), configs)
-            .await
-            .map_err(|error| (error.code, error.message));
+            .await?);
     }
     let topic = broker
         .catalog
@@ -87,8 +80,7 @@ pub(super) async fn alter_topic(
             let configs = change(current)?;
             topic_config::validate(log, &configs)?;
             Ok(configs)
-        })
-        .map_err(|error| (catalog_error_code(&error), error.to_string()))?;
+        })?;
     if validate_only {
         return Ok(());
     }
@@ -103,20 +95,12 @@ pub(super) async fn alter_topic(
         .find_map(Result::err);
     match failed {
         None => Ok(()),
-        Some(error) => Err((
+        Some(error) => Err(Failure::new(
             log_error_code(&error),
             format!(
                 "the new configs of topic '{name}' are saved, but not yet in effect on every \
                  partition ({error}); they will be when the partition is next opened"
             ),
         )),
-    }
-}
-
-/// The error code and message fields of a resource's answer.
-pub(super) fn answer(outcome: Result<(), Failure>) -> (i16, Option<StrBytes>) {
-    match outcome {
-        Ok(()) => (NONE, None),
-        Err((error_code, message)) => (error_code, Some(str_bytes(message))),
     }
 }
