@@ -212,31 +212,27 @@ impl Broker {
             }
             RequestKind::ListOffsets(request) => header
                 .reply(&handlers::list_offsets::handle(&self, header.api_version, request).await),
-            RequestKind::CreateTopics(request) => {
-                header.reply(&handlers::topics::create(&self, header.api_version, request).await)
-            }
-            RequestKind::DeleteTopics(request) => {
-                header.reply(&handlers::topics::delete(&self, header.api_version, request).await)
-            }
+            RequestKind::CreateTopics(request) => header
+                .reply(&handlers::create_topics::handle(&self, header.api_version, request).await),
+            RequestKind::DeleteTopics(request) => header
+                .reply(&handlers::delete_topics::handle(&self, header.api_version, request).await),
             RequestKind::CreatePartitions(request) => {
-                header.reply(&handlers::topics::create_partitions(&self, request).await)
+                header.reply(&handlers::create_partitions::handle(&self, request).await)
             }
-            RequestKind::DescribeConfigs(request) => header.reply(&handlers::configs::describe(
-                &self,
-                header.api_version,
-                request,
-            )),
+            RequestKind::DescribeConfigs(request) => header.reply(
+                &handlers::describe_configs::handle(&self, header.api_version, request),
+            ),
             RequestKind::AlterConfigs(request) => {
-                header.reply(&handlers::alter_configs::alter(&self, request).await)
+                header.reply(&handlers::alter_configs::handle(&self, request).await)
             }
             RequestKind::AlterPartitionReassignments(request) => {
-                header.reply(&handlers::reassignments::alter(&self, request).await)
+                header.reply(&handlers::alter_partition_reassignments::handle(&self, request).await)
             }
-            RequestKind::ListPartitionReassignments(request) => {
-                header.reply(&handlers::reassignments::list(&self, request))
-            }
+            RequestKind::ListPartitionReassignments(request) => header.reply(
+                &handlers::list_partition_reassignments::handle(&self, request),
+            ),
             RequestKind::IncrementalAlterConfigs(request) => {
-                header.reply(&handlers::alter_configs::incremental_alter(&self, request).await)
+                header.reply(&handlers::incremental_alter_configs::handle(&self, request).await)
             }
             RequestKind::DeleteRecords(request) => {
                 header.reply(&handlers::delete_records::handle(&self, request).await)
@@ -245,37 +241,37 @@ impl Broker {
                 header.reply(&handlers::init_producer_id::handle(&self, request))
             }
             RequestKind::FindCoordinator(request) => {
-                header.reply(&groups::find_coordinator(&self, version, request))
+                header.reply(&handlers::find_coordinator::handle(&self, version, request))
             }
             RequestKind::JoinGroup(request) => {
-                header.reply(&groups::join_group(&self, version, &client, request).await)
+                header.reply(&groups::join_group::handle(&self, version, &client, request).await)
             }
             RequestKind::SyncGroup(request) => {
-                header.reply(&groups::sync_group(&self, request).await)
+                header.reply(&groups::sync_group::handle(&self, request).await)
             }
             RequestKind::Heartbeat(request) => {
-                header.reply(&groups::heartbeat(&self, request).await)
+                header.reply(&groups::heartbeat::handle(&self, request).await)
             }
             RequestKind::LeaveGroup(request) => {
-                header.reply(&groups::leave_group(&self, version, request).await)
+                header.reply(&groups::leave_group::handle(&self, version, request).await)
             }
             RequestKind::OffsetCommit(request) => {
-                header.reply(&groups::offset_commit(&self, request).await)
+                header.reply(&groups::offset_commit::handle(&self, request).await)
             }
             RequestKind::OffsetFetch(request) => {
-                header.reply(&groups::offset_fetch(&self, version, request).await)
+                header.reply(&groups::offset_fetch::handle(&self, version, request).await)
             }
             RequestKind::ListGroups(request) => {
-                header.reply(&groups::list_groups(&self, request).await)
+                header.reply(&groups::list_groups::handle(&self, request).await)
             }
             RequestKind::DescribeGroups(request) => {
-                header.reply(&groups::describe_groups(&self, version, request).await)
+                header.reply(&groups::describe_groups::handle(&self, version, request).await)
             }
             RequestKind::DeleteGroups(request) => {
-                header.reply(&groups::delete_groups(&self, request).await)
+                header.reply(&groups::delete_groups::handle(&self, request).await)
             }
             RequestKind::OffsetDelete(request) => {
-                header.reply(&groups::offset_delete(&self, request).await)
+                header.reply(&groups::offset_delete::handle(&self, request).await)
             }
             // Decoding succeeds only for APIs in the implemented table, each handled above.
             other => Err(format!("no handler for {:?}", other)),

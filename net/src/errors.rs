@@ -4,7 +4,10 @@
 use engine::batch::BatchError;
 use engine::catalog::CatalogError;
 use engine::LogError;
+use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
+
+use crate::cluster::ClusterError;
 
 /// Kafka's "no error".
 pub const NONE: i16 = 0;
@@ -75,6 +78,50 @@ pub fn catalog_error_code(error: &CatalogError) -> i16 {
         CatalogError::Io { .. } | CatalogError::Corrupt { .. } => ResponseError::KafkaStorageError,
     };
     code.code()
+}
+
+/// A request item the broker refused, as the APIs whose answers carry a message report it:
+/// the Kafka error code and the message saying why. Every engine, catalog and controller error
+/// becomes one through the mappings above, so an API never pairs a code and a message itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    pub code: i16,
+    pub message: String,
+}
+
+impl Failure {
+    pub fn new(code: i16, message: impl Into<String>) -> Failure {
+        Failure {
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// An answer's error code and message fields: no error and no message on success.
+    pub fn fields(outcome: Result<(), Failure>) -> (i16, Option<StrBytes>) {
+        match outcome {
+            Ok(()) => (NONE, None),
+            Err(failure) => (failure.code, Some(StrBytes::from_string(failure.message))),
+        }
+    }
+}
+
+impl From<CatalogError> for Failure {
+    fn from(error: CatalogError) -> Failure {
+        Failure::new(catalog_error_code(&error), error.to_string())
+    }
+}
+
+impl From<LogError> for Failure {
+    fn from(error: LogError) -> Failure {
+        Failure::new(log_error_code(&error), error.to_string())
+    }
+}
+
+impl From<ClusterError> for Failure {
+    fn from(error: ClusterError) -> Failure {
+        Failure::new(error.code, error.message)
+    }
 }
 
 /// Shorthand for codes named by kafka-protocol.

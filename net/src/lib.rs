@@ -1,13 +1,17 @@
-//! The Kafka wire protocol for Ferrite.
+//! The Kafka wire protocol for Ferrite: what turns client bytes into calls on the shard, the
+//! catalog or the cluster, and their answers back into bytes.
 //!
 //! Decoding and encoding of the many message types come from the `kafka-protocol` crate, which
 //! is generated from Kafka's own JSON message specs (every version, flexible encodings, tagged
-//! fields). This crate adds what sits around them: framing with a size bound, request headers
-//! decoded defensively (a client's bytes never panic the broker), the table of API versions we
-//! implement, and one module per API handler (`api_versions.rs`, …), as Redpanda lays them out.
-//!
-//! Status: framing, header decoding, the connection loop and per-shard listener, and
-//! ApiVersions. The other handlers come next (issue 4).
+//! fields). This crate adds what sits around them, one module per concern: framing with a size
+//! bound (`frame`; `response` frames the answers), request headers decoded defensively so a
+//! client's bytes never panic the broker (`request`), the table of API versions we implement
+//! (`api_versions`), the dispatch of a request to its handler (`broker`), one module per API
+//! handler (`handlers`), as Redpanda lays them out, the one mapping of errors to Kafka codes
+//! (`errors`), the connection loop and its writes (`connection`, `send_gathered`,
+//! `send_file`), connections moving between shards (`handover`), the listener (`server`,
+//! `connection_limits`), the cluster as the handlers see it (`cluster`) and the metrics
+//! (`metrics`). It never touches segment files itself.
 
 pub mod api_versions;
 pub mod broker;

@@ -6,32 +6,12 @@ mod common;
 
 use std::io::Write;
 
-use bytes::Bytes;
-use common::{Client, TestBroker};
+use common::{name, produce, Client, TestBroker};
 use engine::batch::build::batch_of;
 use engine::LogConfig;
 use kafka_protocol::messages::create_topics_request::CreatableTopic;
-use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
-
-fn name(topic: &str) -> TopicName {
-    TopicName(StrBytes::from_string(topic.to_owned()))
-}
-
-fn produce(client: &mut Client, topic: &str, batch: Vec<u8>) -> (i16, i64) {
-    let request = ProduceRequest::default()
-        .with_acks(-1)
-        .with_timeout_ms(5_000)
-        .with_topic_data(vec![TopicProduceData::default()
-            .with_name(name(topic))
-            .with_partition_data(vec![PartitionProduceData::default()
-                .with_index(0)
-                .with_records(Some(Bytes::from(batch)))])]);
-    let response: ProduceResponse = client.call(ApiKey::Produce, 9, &request);
-    let answer = &response.responses[0].partition_responses[0];
-    (answer.error_code, answer.base_offset)
-}
 
 /// A valid Metadata v12 request frame body (header + body), for mangling.
 fn metadata_frame() -> Vec<u8> {
@@ -73,7 +53,10 @@ fn each_kind_of_bad_input_closes_only_its_own_connection() {
         .with_replication_factor(1)]);
     let created: CreateTopicsResponse = bystander.call(ApiKey::CreateTopics, 7, &request);
     assert_eq!(created.topics[0].error_code, 0);
-    assert_eq!(produce(&mut bystander, "kept", batch_of(2, 10, 1)), (0, 0));
+    assert_eq!(
+        produce(&mut bystander, "kept", 0, batch_of(2, 10, 1)),
+        (0, 0)
+    );
 
     let mut lying_count = metadata_frame();
     // Metadata v12 body: compact nullable topics array first; claim two billion topics.
@@ -160,7 +143,7 @@ fn each_kind_of_bad_input_closes_only_its_own_connection() {
         assert_eq!(user_topics.count(), 1, "{what}");
     }
     assert_eq!(
-        produce(&mut bystander, "kept", batch_of(1, 10, 2)),
+        produce(&mut bystander, "kept", 0, batch_of(1, 10, 2)),
         (0, 2),
         "nothing partial was appended"
     );

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use common::{
-    create_topic, eventually, fetch_request, partitions_by_shard, produce_request, Client,
+    create_topic, eventually, fetch_request, partitions_by_shard, produce_request, stamped, Client,
     TestBroker,
 };
 use engine::batch::build::{batch_from, batch_of, ProducerFields, TestRecord};
@@ -84,12 +84,6 @@ fn read_partition(client: &mut Client, topic: &str, partition: i32, end: i64) ->
         read.extend_from_slice(&records);
     }
     read
-}
-
-/// The batch as the broker stores it at `base_offset`.
-fn stamped(mut batch: Vec<u8>, base_offset: i64) -> Vec<u8> {
-    engine::batch::assign_offset_and_epoch(&mut batch, base_offset, 0);
-    batch
 }
 
 fn shard_series(name: &str, shard: usize) -> String {

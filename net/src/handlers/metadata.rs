@@ -9,7 +9,7 @@ use kafka_protocol::messages::metadata_response::{
 use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse, TopicName};
 use kafka_protocol::ResponseError;
 
-use super::{str_bytes, uuid};
+use super::fields::{str_bytes, uuid};
 use crate::broker::Broker;
 use crate::cluster::PartitionPlacement;
 use crate::errors::{code, NONE};

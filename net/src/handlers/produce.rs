@@ -18,7 +18,7 @@ use kafka_protocol::messages::produce_response::{PartitionProduceResponse, Topic
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 use kafka_protocol::ResponseError;
 
-use super::str_bytes;
+use super::fields::str_bytes;
 use crate::broker::{Broker, Header, PendingReply, Reply};
 use crate::errors::{code, log_error_code, NONE};
 use crate::metrics::ShardMetrics;

@@ -2,58 +2,18 @@
 //! their effective values and sources (set on the topic, or the broker's default), and a few
 //! broker keys.
 
-use std::collections::BTreeMap;
-
-use engine::topic_config::{self, Kind};
-use engine::LogConfig;
 use kafka_protocol::messages::describe_configs_response::{
     DescribeConfigsResourceResult, DescribeConfigsResult,
 };
 use kafka_protocol::messages::{DescribeConfigsRequest, DescribeConfigsResponse};
 use kafka_protocol::ResponseError;
 
-use super::str_bytes;
+use super::config_entries::{topic_entries, RESOURCE_BROKER, RESOURCE_TOPIC, SOURCE_STATIC_BROKER};
+use super::fields::str_bytes;
 use crate::broker::Broker;
 use crate::errors::{code, NONE};
 
-/// Kafka's ConfigResource types.
-pub(super) const RESOURCE_TOPIC: i8 = 2;
-pub(super) const RESOURCE_BROKER: i8 = 4;
-const SOURCE_TOPIC: i8 = 1;
-const SOURCE_STATIC_BROKER: i8 = 4;
-const SOURCE_DEFAULT: i8 = 5;
-
-/// Kafka's config type code (DescribeConfigs v3+).
-fn type_code(kind: Kind) -> i8 {
-    match kind {
-        Kind::OneOf(_) => 2,
-        Kind::Int { .. } => 3,
-        Kind::Long { .. } => 5,
-        Kind::Double { .. } => 6,
-        Kind::ListOf(_) => 7,
-    }
-}
-
-/// Every topic key with its effective value, source and type, as DescribeConfigs and
-/// CreateTopics (v5+) report them.
-pub fn topic_entries(
-    log: &LogConfig,
-    overrides: &BTreeMap<String, String>,
-) -> Vec<(&'static str, String, i8, i8)> {
-    topic_config::entries(log, overrides)
-        .into_iter()
-        .map(|entry| {
-            let source = if entry.overridden {
-                SOURCE_TOPIC
-            } else {
-                SOURCE_DEFAULT
-            };
-            (entry.name, entry.value, source, type_code(entry.kind))
-        })
-        .collect()
-}
-
-pub fn describe(
+pub fn handle(
     broker: &Broker,
     api_version: i16,
     request: DescribeConfigsRequest,

@@ -1,0 +1,78 @@
+//! FindCoordinator: which broker coordinates a group. A broker alone is every group's
+//! coordinator; in a cluster, the leader of the group's `__consumer_offsets` partition is
+//! (`ClusterView::group_coordinator`), the same partition the group APIs call
+//! (`groups::coordinator`), so the answer and the calls cannot disagree. Transactions are not
+//! served: their key type is answered COORDINATOR_NOT_AVAILABLE.
+
+use kafka_protocol::messages::find_coordinator_response::Coordinator;
+use kafka_protocol::messages::{FindCoordinatorRequest, FindCoordinatorResponse};
+use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::ResponseError;
+
+use super::fields::str_bytes;
+use super::groups::coordinator::offsets_partition;
+use crate::broker::Broker;
+use crate::errors::{code, NONE};
+
+/// FindCoordinator's key types.
+const KEY_TYPE_GROUP: i8 = 0;
+const KEY_TYPE_TRANSACTION: i8 = 1;
+
+pub fn handle(
+    broker: &Broker,
+    api_version: i16,
+    request: FindCoordinatorRequest,
+) -> FindCoordinatorResponse {
+    let answer = |key: StrBytes| {
+        let coordinator = Coordinator::default().with_key(key.clone());
+        match (request.key_type, &broker.cluster) {
+            (KEY_TYPE_GROUP, Some(cluster)) => {
+                match cluster.group_coordinator(offsets_partition(broker, &key)) {
+                    Some(member) => coordinator
+                        .with_node_id(member.node_id.into())
+                        .with_host(str_bytes(member.host))
+                        .with_port(member.port)
+                        .with_error_code(NONE),
+                    None => coordinator
+                        .with_node_id((-1).into())
+                        .with_port(-1)
+                        .with_error_code(code(ResponseError::CoordinatorNotAvailable))
+                        .with_error_message(Some(str_bytes(
+                            "the group's coordinator is not known yet",
+                        ))),
+                }
+            }
+            (KEY_TYPE_GROUP, None) => coordinator
+                .with_node_id(broker.config.node_id.into())
+                .with_host(str_bytes(broker.config.advertised_host.clone()))
+                .with_port(broker.config.advertised_port)
+                .with_error_code(NONE),
+            (KEY_TYPE_TRANSACTION, _) => coordinator
+                .with_node_id((-1).into())
+                .with_port(-1)
+                .with_error_code(code(ResponseError::CoordinatorNotAvailable))
+                .with_error_message(Some(str_bytes("transactions are not supported"))),
+            _ => coordinator
+                .with_node_id((-1).into())
+                .with_port(-1)
+                .with_error_code(code(ResponseError::InvalidRequest))
+                .with_error_message(Some(str_bytes("unknown coordinator key type"))),
+        }
+    };
+    if api_version >= 4 {
+        let coordinators = request
+            .coordinator_keys
+            .iter()
+            .cloned()
+            .map(answer)
+            .collect();
+        return FindCoordinatorResponse::default().with_coordinators(coordinators);
+    }
+    let coordinator = answer(request.key.clone());
+    FindCoordinatorResponse::default()
+        .with_error_code(coordinator.error_code)
+        .with_error_message(coordinator.error_message)
+        .with_node_id(coordinator.node_id)
+        .with_host(coordinator.host)
+        .with_port(coordinator.port)
+}

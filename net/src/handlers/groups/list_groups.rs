@@ -1,0 +1,74 @@
+//! ListGroups: the groups every `__consumer_offsets` partition's coordinator on this broker
+//! holds, filtered by state (v4) and type (v5: only "classic" groups run here). In a cluster
+//! the partitions another broker coordinates are skipped, as each broker lists its own.
+
+use engine::groups::{GroupError, GroupState};
+use engine::shard::{GroupCall, GroupReply};
+use kafka_protocol::messages::list_groups_response::ListedGroup;
+use kafka_protocol::messages::{GroupId, ListGroupsRequest, ListGroupsResponse};
+use kafka_protocol::protocol::StrBytes;
+
+use crate::broker::Broker;
+use crate::errors::NONE;
+use crate::handlers::fields::str_bytes;
+
+/// The only group type this broker runs (ListGroups v5).
+const GROUP_TYPE_CLASSIC: &str = "classic";
+
+pub async fn handle(broker: &Broker, request: ListGroupsRequest) -> ListGroupsResponse {
+    let wanted_types = &request.types_filter;
+    if !wanted_types.is_empty()
+        && !wanted_types
+            .iter()
+            .any(|wanted| wanted.eq_ignore_ascii_case(GROUP_TYPE_CLASSIC))
+    {
+        return ListGroupsResponse::default().with_error_code(NONE);
+    }
+    let states: Vec<GroupState> = [
+        GroupState::Empty,
+        GroupState::PreparingRebalance,
+        GroupState::CompletingRebalance,
+        GroupState::Stable,
+        GroupState::Dead,
+    ]
+    .into_iter()
+    .filter(|state| {
+        request
+            .states_filter
+            .iter()
+            .any(|wanted| wanted.eq_ignore_ascii_case(state.name()))
+    })
+    .collect();
+    if !request.states_filter.is_empty() && states.is_empty() {
+        // Only states no group can be in were asked for.
+        return ListGroupsResponse::default().with_error_code(NONE);
+    }
+    let mut groups = Vec::new();
+    let mut error = NONE;
+    for partition in 0..broker.context.groups_config().offsets_partitions {
+        let list = GroupCall::List {
+            states: states.clone(),
+        };
+        match broker.context.group_call(partition, list).await {
+            GroupReply::List(Ok(listed)) => groups.extend(listed),
+            // In a cluster: another broker coordinates this partition's groups.
+            GroupReply::List(Err(GroupError::NotCoordinator)) => {}
+            GroupReply::List(Err(refused)) => error = refused.code(),
+            other => unreachable!("a group listing is answered with {other:?}"),
+        }
+    }
+    ListGroupsResponse::default()
+        .with_error_code(error)
+        .with_groups(
+            groups
+                .into_iter()
+                .map(|group| {
+                    ListedGroup::default()
+                        .with_group_id(GroupId(str_bytes(group.group_id)))
+                        .with_protocol_type(str_bytes(group.protocol_type))
+                        .with_group_state(StrBytes::from_static_str(group.state.name()))
+                        .with_group_type(StrBytes::from_static_str(GROUP_TYPE_CLASSIC))
+                })
+                .collect(),
+        )
+}

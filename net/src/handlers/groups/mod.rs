@@ -1,0 +1,24 @@
+//! The consumer-group APIs (Kafka's classic protocol), one module each: JoinGroup, SyncGroup,
+//! Heartbeat, LeaveGroup, OffsetCommit, OffsetFetch, ListGroups, DescribeGroups, DeleteGroups
+//! and OffsetDelete.
+//!
+//! Each turns a Kafka request into [`GroupCall`](engine::shard::GroupCall)s for the
+//! coordinator of the group's `__consumer_offsets` partition ([`coordinator`]) and the
+//! [`GroupReply`](engine::shard::GroupReply) back into the response of the request's version.
+//! What the versions differ in is handled here; the group protocol itself is
+//! `engine::groups`. A broker alone is every group's coordinator; in a cluster the leader of a
+//! group's `__consumer_offsets` partition is, and the other brokers refuse its group calls
+//! with NOT_COORDINATOR.
+
+pub(crate) mod coordinator;
+pub mod delete_groups;
+pub mod describe_groups;
+pub mod heartbeat;
+pub mod join_group;
+pub mod leave_group;
+pub mod list_groups;
+pub mod offset_commit;
+pub mod offset_delete;
+pub mod offset_fetch;
+mod partition_results;
+pub mod sync_group;

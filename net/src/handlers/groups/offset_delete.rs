@@ -1,0 +1,65 @@
+//! OffsetDelete: removes a group's committed offsets of some partitions (refused for
+//! partitions the group is still subscribed to), each partition answered on its own.
+
+use std::collections::BTreeMap;
+
+use engine::groups::TopicPartition;
+use engine::shard::{GroupCall, GroupReply};
+use kafka_protocol::messages::offset_delete_response::{
+    OffsetDeleteResponsePartition, OffsetDeleteResponseTopic,
+};
+use kafka_protocol::messages::{OffsetDeleteRequest, OffsetDeleteResponse};
+
+use super::coordinator::{call, error_code};
+use super::partition_results::answer_partitions;
+use crate::broker::Broker;
+use crate::errors::NONE;
+
+pub async fn handle(broker: &Broker, request: OffsetDeleteRequest) -> OffsetDeleteResponse {
+    let group_id = request.group_id.0.to_string();
+    let partitions: Vec<TopicPartition> = request
+        .topics
+        .iter()
+        .flat_map(|topic| {
+            topic.partitions.iter().map(|partition| TopicPartition {
+                topic: topic.name.0.to_string(),
+                partition: partition.partition_index,
+            })
+        })
+        .collect();
+    let delete = GroupCall::DeleteOffsets {
+        group_id: group_id.clone(),
+        partitions,
+    };
+    let results = match call(broker, &group_id, delete).await {
+        GroupReply::DeleteOffsets(Ok(results)) => results,
+        GroupReply::DeleteOffsets(Err(error)) => {
+            return OffsetDeleteResponse::default().with_error_code(error.code())
+        }
+        other => unreachable!("an offset deletion is answered with {other:?}"),
+    };
+    let codes: BTreeMap<TopicPartition, i16> = results
+        .into_iter()
+        .map(|(partition, result)| (partition, error_code(&result)))
+        .collect();
+    let topics = request.topics.into_iter().map(|topic| {
+        let partitions = topic.partitions.iter().map(|p| p.partition_index).collect();
+        (topic.name, partitions)
+    });
+    OffsetDeleteResponse::default()
+        .with_error_code(NONE)
+        .with_topics(answer_partitions(
+            topics,
+            &codes,
+            |index, code| {
+                OffsetDeleteResponsePartition::default()
+                    .with_partition_index(index)
+                    .with_error_code(code)
+            },
+            |name, partitions| {
+                OffsetDeleteResponseTopic::default()
+                    .with_name(name)
+                    .with_partitions(partitions)
+            },
+        ))
+}

@@ -1,0 +1,178 @@
+//! OffsetFetch: a group's committed offsets, of the partitions asked or of every one. Version
+//! 8 asks for several groups at once in its own types; version 1 has no top-level error code,
+//! so a group's error goes on every partition.
+
+use engine::groups::TopicPartition;
+use engine::shard::{GroupCall, GroupReply};
+use kafka_protocol::messages::offset_fetch_response::{
+    OffsetFetchResponseGroup, OffsetFetchResponsePartition, OffsetFetchResponsePartitions,
+    OffsetFetchResponseTopic, OffsetFetchResponseTopics,
+};
+use kafka_protocol::messages::{OffsetFetchRequest, OffsetFetchResponse, TopicName};
+
+use super::coordinator::call;
+use crate::broker::Broker;
+use crate::errors::NONE;
+use crate::handlers::fields::str_bytes;
+
+/// One group's committed offsets as OffsetFetch reports them: for each asked partition (or
+/// every committed one), offset, leader epoch, metadata, error code; -1 where nothing was
+/// committed.
+struct FetchedOffsets {
+    error_code: i16,
+    /// By topic, in the order asked (or by name when every committed partition is reported).
+    topics: Vec<(String, Vec<FetchedOffset>)>,
+}
+
+struct FetchedOffset {
+    partition: i32,
+    offset: i64,
+    leader_epoch: i32,
+    metadata: String,
+}
+
+impl FetchedOffsets {
+    /// The topics in a response's own types (they differ between versions 1–7 and 8).
+    fn into_topics<Topic, Partition>(
+        self,
+        topic: impl Fn(TopicName, Vec<Partition>) -> Topic,
+        partition: impl Fn(FetchedOffset) -> Partition,
+    ) -> Vec<Topic> {
+        self.topics
+            .into_iter()
+            .map(|(name, fetched)| {
+                let partitions = fetched.into_iter().map(&partition).collect();
+                topic(TopicName(str_bytes(name)), partitions)
+            })
+            .collect()
+    }
+}
+
+async fn fetch_group_offsets(
+    broker: &Broker,
+    group_id: &str,
+    asked: Option<Vec<(String, Vec<i32>)>>,
+) -> FetchedOffsets {
+    let partitions = asked.as_ref().map(|topics| {
+        topics
+            .iter()
+            .flat_map(|(topic, partitions)| {
+                partitions.iter().map(|&partition| TopicPartition {
+                    topic: topic.clone(),
+                    partition,
+                })
+            })
+            .collect::<Vec<_>>()
+    });
+    let fetch = GroupCall::FetchOffsets {
+        group_id: group_id.to_owned(),
+        partitions,
+    };
+    let offsets = match call(broker, group_id, fetch).await {
+        GroupReply::FetchOffsets(Ok(offsets)) => offsets,
+        GroupReply::FetchOffsets(Err(error)) => {
+            return FetchedOffsets {
+                error_code: error.code(),
+                topics: Vec::new(),
+            }
+        }
+        other => unreachable!("an offset fetch is answered with {other:?}"),
+    };
+    let mut topics: Vec<(String, Vec<FetchedOffset>)> = Vec::new();
+    for (partition, committed) in offsets {
+        let fetched = FetchedOffset {
+            partition: partition.partition,
+            offset: committed.as_ref().map_or(-1, |committed| committed.offset),
+            leader_epoch: committed
+                .as_ref()
+                .map_or(-1, |committed| committed.leader_epoch),
+            metadata: committed
+                .map(|committed| committed.metadata)
+                .unwrap_or_default(),
+        };
+        match topics.last_mut() {
+            Some((topic, fetched_offsets)) if *topic == partition.topic => {
+                fetched_offsets.push(fetched)
+            }
+            _ => topics.push((partition.topic, vec![fetched])),
+        }
+    }
+    FetchedOffsets {
+        error_code: NONE,
+        topics,
+    }
+}
+
+pub async fn handle(
+    broker: &Broker,
+    api_version: i16,
+    request: OffsetFetchRequest,
+) -> OffsetFetchResponse {
+    if api_version >= 8 {
+        let mut groups = Vec::with_capacity(request.groups.len());
+        for group in request.groups {
+            let asked = group.topics.map(|topics| {
+                topics
+                    .into_iter()
+                    .map(|topic| (topic.name.0.to_string(), topic.partition_indexes))
+                    .collect()
+            });
+            let fetched = fetch_group_offsets(broker, &group.group_id.0, asked).await;
+            let error_code = fetched.error_code;
+            let topics = fetched.into_topics(
+                |name, partitions| {
+                    OffsetFetchResponseTopics::default()
+                        .with_name(name)
+                        .with_partitions(partitions)
+                },
+                |fetched| {
+                    OffsetFetchResponsePartitions::default()
+                        .with_partition_index(fetched.partition)
+                        .with_committed_offset(fetched.offset)
+                        .with_committed_leader_epoch(fetched.leader_epoch)
+                        .with_metadata(Some(str_bytes(fetched.metadata)))
+                        .with_error_code(NONE)
+                },
+            );
+            groups.push(
+                OffsetFetchResponseGroup::default()
+                    .with_group_id(group.group_id)
+                    .with_error_code(error_code)
+                    .with_topics(topics),
+            );
+        }
+        return OffsetFetchResponse::default().with_groups(groups);
+    }
+    let asked = request.topics.map(|topics| {
+        topics
+            .into_iter()
+            .map(|topic| (topic.name.0.to_string(), topic.partition_indexes))
+            .collect()
+    });
+    let fetched = fetch_group_offsets(broker, &request.group_id.0, asked).await;
+    // Version 1 has no top-level error code: a group-level error goes on every partition.
+    let partition_error = if api_version < 2 {
+        fetched.error_code
+    } else {
+        NONE
+    };
+    let error_code = fetched.error_code;
+    let topics = fetched.into_topics(
+        |name, partitions| {
+            OffsetFetchResponseTopic::default()
+                .with_name(name)
+                .with_partitions(partitions)
+        },
+        |fetched| {
+            OffsetFetchResponsePartition::default()
+                .with_partition_index(fetched.partition)
+                .with_committed_offset(fetched.offset)
+                .with_committed_leader_epoch(fetched.leader_epoch)
+                .with_metadata(Some(str_bytes(fetched.metadata)))
+                .with_error_code(partition_error)
+        },
+    );
+    OffsetFetchResponse::default()
+        .with_error_code(error_code)
+        .with_topics(topics)
+}
