@@ -57,7 +57,8 @@ use std::path::Path;
 use std::rc::Rc;
 
 use super::flush::{fill_dma_buffers, write_whole_file};
-use super::{remove_segment_files, PartitionLog, Shared};
+use super::state_files::remove_segment_files;
+use super::{PartitionLog, Shared};
 use crate::batch::{self, BatchHeader, StoredRecords, BATCH_HEADER_BYTES};
 use crate::codec;
 use crate::config::CLEANER_MAP_ENTRY_OVERHEAD_BYTES;

@@ -264,7 +264,7 @@ impl PartitionLog {
 
 /// Removes a segment's index files (those that exist); whether there were any.
 pub(super) fn remove_index_files(dir: &Path, base_offset: u64) -> Result<bool, LogError> {
-    super::remove_existing(
+    super::state_files::remove_existing(
         &[
             segment::offset_index_path(dir, base_offset),
             segment::time_index_path(dir, base_offset),
@@ -297,7 +297,7 @@ pub async fn repair(
         return Ok(damaged);
     };
     if gaps_end_offset > compacted_end_offset {
-        super::replace_file_durably(
+        super::state_files::replace_file_durably(
             &dir,
             COMPACTED_END_OFFSET_FILE,
             gaps_end_offset.to_string().as_bytes(),

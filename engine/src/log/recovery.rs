@@ -42,10 +42,11 @@ use super::damage::{self, DamagedRange};
 use super::epochs;
 use super::flush::write_whole_file;
 use super::producers::{ProducerLimits, ProducerRecovery, ProducerTable};
+use super::state_files::{remove_producer_snapshot, remove_segment_files};
 use super::{
-    remove_producer_snapshot, remove_segment_files, CleanMarker, FlushTicket, LogState,
-    PartitionLog, ReplayedLog, ReplayedLogs, Shared, CLEAN_SHUTDOWN_FILE,
-    COMPACTED_END_OFFSET_FILE, LOG_START_OFFSET_FILE, PRODUCER_STATE_FILE, RECOVERY_POINT_FILE,
+    CleanMarker, FlushTicket, LogState, PartitionLog, ReplayedLog, ReplayedLogs, Shared,
+    CLEAN_SHUTDOWN_FILE, COMPACTED_END_OFFSET_FILE, LOG_START_OFFSET_FILE, PRODUCER_STATE_FILE,
+    RECOVERY_POINT_FILE,
 };
 use bytes::Bytes;
 
