@@ -756,7 +756,7 @@ fn encode_records(records: &[GroupRecord], now_ms: i64) -> BytesMut {
             value: record.value.as_deref(),
         })
         .collect();
-    BytesMut::from(&batch::encode_plain(&plain, batch::build::ProducerFields::NONE)[..])
+    BytesMut::from(&batch::encode_plain(&plain, batch::ProducerFields::NONE)[..])
 }
 
 /// Member ids must not repeat across restarts: seed their generator from the clock and the
