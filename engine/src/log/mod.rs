@@ -65,6 +65,7 @@ mod damage;
 mod epochs;
 mod flush;
 pub mod injected_faults;
+mod listing;
 mod maintenance;
 mod preallocate;
 mod producers;
