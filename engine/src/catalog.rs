@@ -17,13 +17,14 @@
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
+
+use crate::durable_file;
 
 /// Producer ids reserved (and persisted) at a time: Kafka's block size (KIP-730).
 pub const PRODUCER_ID_BLOCK: u32 = 1000;
@@ -481,17 +482,8 @@ impl Catalog {
         let io_error = CatalogError::io(&self.path);
         let bytes = serde_json::to_vec_pretty(&file)
             .map_err(|error| io_error(std::io::Error::from(error)))?;
-        let temporary = self.path.with_extension("json.tmp");
-        let mut out = std::fs::File::create(&temporary).map_err(&io_error)?;
-        out.write_all(&bytes).map_err(&io_error)?;
-        out.sync_all().map_err(&io_error)?;
-        std::fs::rename(&temporary, &self.path).map_err(&io_error)?;
-        if let Some(directory) = self.path.parent() {
-            std::fs::File::open(directory)
-                .and_then(|directory| directory.sync_all())
-                .map_err(&io_error)?;
-        }
-        Ok(())
+        let directory = self.path.parent().unwrap_or(Path::new("."));
+        durable_file::replace_file_durably(directory, CATALOG_FILE, &bytes).map_err(&io_error)
     }
 }
 

@@ -13,6 +13,7 @@ pub mod codec;
 pub mod config;
 pub mod data_dir_lock;
 mod dma;
+pub mod durable_file;
 pub mod error;
 pub mod groups;
 pub mod index;

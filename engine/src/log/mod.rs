@@ -99,7 +99,6 @@ pub use epochs::{EpochRun, EpochRuns};
 pub use read::{FileRange, OffsetAtTime, ReadData, ReadSlice};
 use replay::ReplayedLog;
 pub use replay::{replay_journals, ReplayPhases, ReplayReport, Replayed, ReplayedLogs};
-pub use state_files::replace_file_durably;
 
 /// Present in a partition directory only after a clean close (holding the log end offset as
 /// decimal text), until the files next change; its absence on open means the last segment

@@ -6,6 +6,7 @@
 //! because these files are what recovery trusts, so the rules for writing them live in one
 //! place.
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use super::producers::ProducerTable;
@@ -14,6 +15,7 @@ use super::{
     CleanMarker, Shared, CLEAN_SHUTDOWN_FILE, COMPACTED_END_OFFSET_FILE, LOG_START_OFFSET_FILE,
     PRODUCER_STATE_FILE, RECOVERY_POINT_FILE,
 };
+use crate::durable_file;
 use crate::error::LogError;
 use crate::segment;
 
@@ -101,7 +103,7 @@ impl Shared {
         operation: &'static str,
     ) -> Result<(), LogError> {
         self.before_change().await?;
-        write_synced_then_rename(&self.dir, name, bytes)
+        durable_file::write_synced_then_rename(&self.dir, name, |file| file.write_all(bytes))
             .map_err(|error| LogError::io(operation, error))?;
         self.sync_directory().await
     }
@@ -315,25 +317,6 @@ impl Shared {
         )
         .await
     }
-}
-
-/// Writes `bytes` to a temporary file in `dir`, syncs it and renames it over `name`: after a
-/// crash the file is the old one or the new one, never a mix. The rename is durable only once
-/// the directory is synced.
-fn write_synced_then_rename(dir: &Path, name: &str, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    let temporary = dir.join(format!("{name}.tmp"));
-    let mut file = std::fs::File::create(&temporary)?;
-    file.write_all(bytes)?;
-    file.sync_all()?;
-    std::fs::rename(&temporary, dir.join(name))
-}
-
-/// Replaces the file `name` in `dir` with `bytes` atomically and durably, blocking the thread
-/// (directory synced too): for small files written rarely, such as a replica's Raft state.
-pub fn replace_file_durably(dir: &Path, name: &str, bytes: &[u8]) -> std::io::Result<()> {
-    write_synced_then_rename(dir, name, bytes)?;
-    std::fs::File::open(dir)?.sync_all()
 }
 
 /// Unlinks a segment's files (those that exist). The caller syncs the directory afterwards.
