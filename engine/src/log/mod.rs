@@ -95,7 +95,7 @@ use producers::ProducerTable;
 pub use clean::{CleanStats, CleanStep};
 pub use commit::{CommitStats, Committer};
 pub use damage::{repair, DamagedRange};
-pub use epochs::{EpochRun, EpochRuns};
+pub use epochs::{EpochRun, EpochRuns, SINGLE_BROKER_EPOCH};
 pub use read::{FileRange, OffsetAtTime, ReadData, ReadSlice};
 use replay::ReplayedLog;
 pub use replay::{replay_journals, ReplayPhases, ReplayReport, Replayed, ReplayedLogs};

@@ -448,7 +448,7 @@ impl ShardContext {
         if !effects.records.is_empty() {
             let batch = encode_records(&effects.records, self.now_ms());
             let appended = self
-                .submit_local_append(&coordinator.partition, batch, 0, Durability::Durable)
+                .submit_local_append(&coordinator.partition, batch, Durability::Durable)
                 .await
                 .await;
             if let Err(error) = appended {
