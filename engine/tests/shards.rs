@@ -178,7 +178,7 @@ fn forwarded_appends_and_reads_land_exactly_on_the_owning_shards_logs() {
         let mut per_shard: BTreeMap<u64, Vec<u64>> = BTreeMap::new();
         for batch in &batches {
             let header = BatchHeader::parse(batch).unwrap();
-            assert_eq!(header.leader_epoch, 1);
+            assert_eq!(header.leader_epoch, engine::log::SINGLE_BROKER_EPOCH);
             let tag = tag_of(batch);
             assert_eq!(
                 (tag >> 20) & 0xfffff,
