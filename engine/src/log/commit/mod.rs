@@ -38,6 +38,10 @@
 //! - Failures keep the write path's rules (see `flush.rs`): a failed journal write is zeroed
 //!   on disk (and synced) before its appends are failed and rolled back; a failed journal sync
 //!   makes every log with records in it failed.
+//!
+//! Rooms: this file holds the cycle's shared state and its loop; `planning.rs` decides what
+//! each dirty log does (no I/O), `operations.rs` runs the journal and segment operations and
+//! applies their outcome.
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
