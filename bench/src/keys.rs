@@ -6,6 +6,7 @@
 use std::fmt;
 use std::str::FromStr;
 
+use engine::random::mix64;
 use serde::{Serialize, Serializer};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,13 +61,6 @@ impl Serialize for KeyDistribution {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         serializer.collect_str(self)
     }
-}
-
-/// splitmix64's finaliser: a bijection of u64 that spreads every input bit over the output.
-pub fn mix64(mut value: u64) -> u64 {
-    value = (value ^ (value >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    value = (value ^ (value >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    value ^ (value >> 31)
 }
 
 #[cfg(test)]

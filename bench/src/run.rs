@@ -13,13 +13,13 @@ use crate::consumer::{consume, ConsumeShared, ConsumeTally, EXPECTED_UNKNOWN};
 use crate::error::BenchError;
 use crate::flags::RunFlags;
 use crate::group;
-use crate::keys::mix64;
 use crate::machine::{unix_time_s, Machine};
 use crate::producer::produce;
 use crate::progress::{report_every_second, RunCounters};
 use crate::report::{Report, RunContext};
 use crate::topic;
 use crate::window::Window;
+use engine::random::mix64;
 
 pub fn run(flags: RunFlags) -> Result<Report, BenchError> {
     flags.check()?;

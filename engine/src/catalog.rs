@@ -3,9 +3,9 @@
 //!
 //! Topics change rarely and are read on every request, so the catalog is the one piece of state
 //! the shards share: writers take a mutex, write the file (temporary file, `fsync`, rename,
-//! `fsync` of the directory) and publish a new immutable [`TopicTable`]; readers go through a
-//! per-shard [`CatalogView`] that re-reads the shared table only when a version counter moved,
-//! so the request path costs one relaxed atomic load and no lock.
+//! `fsync` of the directory) and publish a new immutable [`TopicTable`] through an [`ArcSwap`];
+//! readers (through a shard's [`CatalogView`]) load it without a lock, so the request path never
+//! waits for a writer.
 //!
 //! Producer ids are handed out from blocks: the file records the end of the last reserved
 //! block, so ids stay unique across restarts (a restart skips what was left of the block).
@@ -15,15 +15,16 @@
 //! File writes happen on the calling shard's thread; they are admin operations (create, delete,
 //! a new producer-id block per [`PRODUCER_ID_BLOCK`] producers), never the data path.
 
-use std::cell::RefCell;
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+use arc_swap::ArcSwap;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
+
+use crate::durable_file;
 
 /// Producer ids reserved (and persisted) at a time: Kafka's block size (KIP-730).
 pub const PRODUCER_ID_BLOCK: u32 = 1000;
@@ -161,20 +162,19 @@ struct CatalogFile {
     producer_id_reserved_end: i64,
 }
 
+/// What writers change under the catalog's mutex besides the published table (which they
+/// replace only while holding it, so changes never interleave).
 struct CatalogState {
-    table: Arc<TopicTable>,
     producer_id_next: i64,
     producer_id_reserved_end: i64,
 }
 
-impl CatalogState {
-    fn topic(&self, name: &str) -> Result<Arc<Topic>, CatalogError> {
-        self.table
-            .topics
-            .get(name)
-            .cloned()
-            .ok_or_else(|| CatalogError::UnknownTopic(name.to_owned()))
-    }
+fn topic_named(table: &TopicTable, name: &str) -> Result<Arc<Topic>, CatalogError> {
+    table
+        .topics
+        .get(name)
+        .cloned()
+        .ok_or_else(|| CatalogError::UnknownTopic(name.to_owned()))
 }
 
 /// The shared catalog. `Send + Sync`; every shard holds an `Arc` of it through a
@@ -183,8 +183,8 @@ pub struct Catalog {
     data_dir: PathBuf,
     path: PathBuf,
     state: Mutex<CatalogState>,
-    /// Bumped after every topic change; views compare it to their cached copy.
-    version: AtomicU64,
+    /// The topics as they are now; replaced whole, with `state` locked.
+    table: ArcSwap<TopicTable>,
 }
 
 impl Catalog {
@@ -241,18 +241,17 @@ impl Catalog {
             data_dir: data_dir.to_path_buf(),
             path,
             state: Mutex::new(CatalogState {
-                table: Arc::new(TopicTable { topics }),
                 // Whatever was left of the last block before a restart is skipped.
                 producer_id_next: file.producer_id_reserved_end,
                 producer_id_reserved_end: file.producer_id_reserved_end,
             }),
-            version: AtomicU64::new(1),
+            table: ArcSwap::from_pointee(TopicTable { topics }),
         })
     }
 
     /// The current topics.
     pub fn topics(&self) -> Arc<TopicTable> {
-        self.lock().table.clone()
+        self.table.load_full()
     }
 
     /// Creates a topic; returns it. `validate_only` checks without creating (CreateTopics'
@@ -280,7 +279,7 @@ impl Catalog {
         validate_topic_name(name)?;
         let partitions = validate_partition_count(partitions)?;
         let mut state = self.lock();
-        if state.table.topics.contains_key(name) {
+        if self.table.load().topics.contains_key(name) {
             return Err(CatalogError::TopicExists(name.to_owned()));
         }
         let topic = Arc::new(Topic {
@@ -293,7 +292,7 @@ impl Catalog {
             return Ok(topic);
         }
         self.create_partition_directories(name, 0..partitions)?;
-        let mut table = (*state.table).clone();
+        let mut table = (**self.table.load()).clone();
         table.topics.insert(name.to_owned(), topic.clone());
         self.publish(&mut state, table)?;
         Ok(topic)
@@ -332,7 +331,7 @@ impl Catalog {
         topic: &str,
         partition: u32,
     ) -> Result<(), CatalogError> {
-        self.lock().topic(topic)?;
+        topic_named(&self.table.load(), topic)?;
         let dir = self
             .data_dir
             .join(partition_directory_name(topic, partition));
@@ -343,7 +342,7 @@ impl Catalog {
     pub fn delete_topic(&self, name: &str) -> Result<Arc<Topic>, CatalogError> {
         refuse_internal(name)?;
         let mut state = self.lock();
-        let mut table = (*state.table).clone();
+        let mut table = (**self.table.load()).clone();
         let topic = table
             .topics
             .remove(name)
@@ -361,7 +360,7 @@ impl Catalog {
     ) -> Result<Arc<Topic>, CatalogError> {
         refuse_internal(name)?;
         let mut state = self.lock();
-        let current = state.topic(name)?;
+        let current = topic_named(&self.table.load(), name)?;
         let count = validate_partition_count(partitions)?;
         if count <= current.partitions {
             return Err(CatalogError::InvalidPartitions {
@@ -380,7 +379,7 @@ impl Catalog {
             return Ok(grown);
         }
         self.create_partition_directories(name, current.partitions..count)?;
-        let mut table = (*state.table).clone();
+        let mut table = (**self.table.load()).clone();
         table.topics.insert(name.to_owned(), grown.clone());
         self.publish(&mut state, table)?;
         Ok(grown)
@@ -422,7 +421,7 @@ impl Catalog {
         change: impl FnOnce(&BTreeMap<String, String>) -> Result<BTreeMap<String, String>, String>,
     ) -> Result<Arc<Topic>, CatalogError> {
         let mut state = self.lock();
-        let current = state.topic(name)?;
+        let current = topic_named(&self.table.load(), name)?;
         let altered = Arc::new(Topic {
             configs: change(&current.configs).map_err(CatalogError::InvalidConfig)?,
             ..(*current).clone()
@@ -430,7 +429,7 @@ impl Catalog {
         if validate_only || altered.configs == current.configs {
             return Ok(altered);
         }
-        let mut table = (*state.table).clone();
+        let mut table = (**self.table.load()).clone();
         table.topics.insert(name.to_owned(), altered.clone());
         self.publish(&mut state, table)?;
         Ok(altered)
@@ -441,7 +440,7 @@ impl Catalog {
         let mut state = self.lock();
         if state.producer_id_next == state.producer_id_reserved_end {
             let reserved_end = state.producer_id_reserved_end + i64::from(PRODUCER_ID_BLOCK);
-            self.write_file(&state.table, reserved_end)?;
+            self.write_file(&self.table.load(), reserved_end)?;
             state.producer_id_reserved_end = reserved_end;
         }
         let id = state.producer_id_next;
@@ -459,8 +458,7 @@ impl Catalog {
 
     fn publish(&self, state: &mut CatalogState, table: TopicTable) -> Result<(), CatalogError> {
         self.write_file(&table, state.producer_id_reserved_end)?;
-        state.table = Arc::new(table);
-        self.version.fetch_add(1, Ordering::Release);
+        self.table.store(Arc::new(table));
         Ok(())
     }
 
@@ -481,49 +479,28 @@ impl Catalog {
         let io_error = CatalogError::io(&self.path);
         let bytes = serde_json::to_vec_pretty(&file)
             .map_err(|error| io_error(std::io::Error::from(error)))?;
-        let temporary = self.path.with_extension("json.tmp");
-        let mut out = std::fs::File::create(&temporary).map_err(&io_error)?;
-        out.write_all(&bytes).map_err(&io_error)?;
-        out.sync_all().map_err(&io_error)?;
-        std::fs::rename(&temporary, &self.path).map_err(&io_error)?;
-        if let Some(directory) = self.path.parent() {
-            std::fs::File::open(directory)
-                .and_then(|directory| directory.sync_all())
-                .map_err(&io_error)?;
-        }
-        Ok(())
+        let directory = self.path.parent().unwrap_or(Path::new("."));
+        durable_file::replace_file_durably(directory, CATALOG_FILE, &bytes).map_err(&io_error)
     }
 }
 
-/// A shard's cached view of the catalog: re-reads the shared table only after a change.
+/// A shard's handle on the catalog.
 pub struct CatalogView {
     catalog: Arc<Catalog>,
-    cached: RefCell<(u64, Arc<TopicTable>)>,
 }
 
 impl CatalogView {
     pub fn new(catalog: Arc<Catalog>) -> CatalogView {
-        let version = catalog.version.load(Ordering::Acquire);
-        let table = catalog.topics();
-        CatalogView {
-            catalog,
-            cached: RefCell::new((version, table)),
-        }
+        CatalogView { catalog }
     }
 
     pub fn catalog(&self) -> &Arc<Catalog> {
         &self.catalog
     }
 
-    /// The current topics (at most one version behind a change made on another thread at
-    /// this very moment).
+    /// The current topics.
     pub fn topics(&self) -> Arc<TopicTable> {
-        let version = self.catalog.version.load(Ordering::Acquire);
-        let mut cached = self.cached.borrow_mut();
-        if cached.0 != version {
-            *cached = (version, self.catalog.topics());
-        }
-        cached.1.clone()
+        self.catalog.topics()
     }
 }
 

@@ -94,7 +94,7 @@ fn forwarded_appends_and_reads_land_exactly_on_the_owning_shards_logs() {
                             };
                             let batch = tagged_batch(tag(shard, partition, sequence), 2, 30, 0);
                             let appended = context
-                                .append(id.clone(), batch, 1, durability)
+                                .append(id.clone(), batch, durability)
                                 .await
                                 .expect("append");
                             assert_eq!(appended.last_offset, appended.base_offset + 1);
@@ -178,7 +178,7 @@ fn forwarded_appends_and_reads_land_exactly_on_the_owning_shards_logs() {
         let mut per_shard: BTreeMap<u64, Vec<u64>> = BTreeMap::new();
         for batch in &batches {
             let header = BatchHeader::parse(batch).unwrap();
-            assert_eq!(header.leader_epoch, 1);
+            assert_eq!(header.leader_epoch, engine::log::SINGLE_BROKER_EPOCH);
             let tag = tag_of(batch);
             assert_eq!(
                 (tag >> 20) & 0xfffff,
@@ -220,7 +220,6 @@ fn each_shard_applies_retention_to_its_partitions_on_a_timer() {
                     .append(
                         partition.clone(),
                         bytes::BytesMut::from(&engine::batch::build::batch_of(4, 200, 1)[..]),
-                        0,
                         Durability::Written,
                     )
                     .await
@@ -279,7 +278,6 @@ fn each_shard_opens_its_partitions_at_start_and_reports_their_offsets_and_sizes(
                         .append(
                             id.clone(),
                             bytes::BytesMut::from(&batch[..]),
-                            0,
                             Durability::Written,
                         )
                         .await
@@ -403,7 +401,6 @@ fn each_shard_compacts_its_compacted_partitions_on_a_timer_and_leaves_the_others
                         .append(
                             PartitionId::new(topic, 0),
                             bytes::BytesMut::from(&batch[..]),
-                            0,
                             Durability::Written,
                         )
                         .await
@@ -465,7 +462,6 @@ fn a_cluster_broker_refuses_partitions_whose_replica_it_does_not_run() {
                         .append(
                             orders.clone(),
                             tagged_batch(1, 1, 10, 0),
-                            0,
                             Durability::Durable,
                         )
                         .await;
@@ -477,7 +473,6 @@ fn a_cluster_broker_refuses_partitions_whose_replica_it_does_not_run() {
                         .append(
                             PartitionId::new(engine::catalog::OFFSETS_TOPIC, 0),
                             tagged_batch(2, 1, 10, 0),
-                            0,
                             Durability::Durable,
                         )
                         .await;
@@ -609,10 +604,7 @@ fn reading_many_partitions_at_once_gets_what_reading_them_in_turn_gets() {
                             (PartitionId::new("many", partition), batch)
                         })
                         .collect();
-                    for append in context
-                        .submit_appends(appends, 0, Durability::Written)
-                        .await
-                    {
+                    for append in context.submit_appends(appends, Durability::Written).await {
                         if let Err(error) = append.await {
                             problems.push(format!("append: {error}"));
                         }
@@ -735,7 +727,7 @@ fn a_long_poll_ends_on_any_shards_data_and_cancels_its_other_waits() {
                     glommio::timer::sleep(Duration::from_millis(200)).await;
                     let batch = tagged_batch(tag(1, 0, 0), 1, 10, 0);
                     if let Err(error) = context
-                        .append(owned_by(2), batch, 0, Durability::Written)
+                        .append(owned_by(2), batch, Durability::Written)
                         .await
                     {
                         report
@@ -803,7 +795,7 @@ fn a_partition_removed_while_a_long_poll_holds_it_leaves_its_shard_writing() {
                 for sequence in 0..5 {
                     let batch = tagged_batch(sequence, 1, 100, 0);
                     context
-                        .append(deleted.clone(), batch, 0, Durability::Written)
+                        .append(deleted.clone(), batch, Durability::Written)
                         .await
                         .map_err(|error| format!("append before the removal: {error}"))?;
                 }
@@ -824,7 +816,7 @@ fn a_partition_removed_while_a_long_poll_holds_it_leaves_its_shard_writing() {
                     let partition = PartitionId::new("kept", (sequence % u64::from(KEPT)) as u32);
                     let batch = tagged_batch(sequence, 1, 4000, 0);
                     context
-                        .append(partition, batch, 0, Durability::Durable)
+                        .append(partition, batch, Durability::Durable)
                         .await
                         .map_err(|error| format!("append {sequence} after the removal: {error}"))?;
                 }

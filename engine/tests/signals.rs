@@ -52,7 +52,7 @@ fn sigterm_flushes_and_closes_every_partition() {
                     // puts these on disk.
                     let batch = tagged_batch(sequence, 1, 20, 0);
                     context
-                        .append(id.clone(), batch, 0, Durability::Assigned)
+                        .append(id.clone(), batch, Durability::Assigned)
                         .await
                         .expect("append");
                 }

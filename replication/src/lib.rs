@@ -41,17 +41,16 @@ mod log;
 mod message;
 pub mod metadata;
 mod node;
-mod random;
 pub mod replica;
 pub mod shard;
 pub mod transport;
 pub mod votes;
 mod wheel;
 
+pub use engine::random::SplitMix64;
 pub use log::{EpochRun, LogSummary};
 pub use message::{
     Effects, EntryKind, EntryMeta, Envelope, FetchResult, HardState, Index, LogWrite, Message,
     NodeId, Term, TermLimit, TERM_MAX,
 };
 pub use node::{PersistedState, RaftConfig, RaftNode, Refusal, RoleKind, FETCH_ANSWERS_AHEAD_MAX};
-pub use random::SplitMix64;

@@ -21,7 +21,7 @@ use crate::log::{LogSummary, RaftLog};
 use crate::message::{
     Effects, EntryKind, Envelope, HardState, Index, Message, NodeId, Term, TermLimit, TERM_MAX,
 };
-use crate::random::SplitMix64;
+use crate::SplitMix64;
 
 /// The most doublings of the election timeout after failed campaigns (see
 /// `reset_election_timeout`): at most 8 times the window, 4-8 s at the broker's defaults.

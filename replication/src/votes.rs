@@ -197,7 +197,7 @@ impl RecoveredVotes {
         let mut keys: Vec<&String> = votes.keys().collect();
         keys.sort();
         let bytes = encode_all(keys.into_iter().map(|key| (key.as_str(), &votes[key])));
-        engine::log::replace_file_durably(&dir, BASE_FILE, &bytes)?;
+        engine::durable_file::replace_file_durably(&dir, BASE_FILE, &bytes)?;
         for path in merged_files {
             std::fs::remove_file(path)?;
         }
@@ -247,7 +247,7 @@ impl VoteLog {
     /// [`RecoveredVotes::recover`]). Blocks on creating it: for the shard's start.
     pub fn create(recovered: Arc<RecoveredVotes>, shard_id: usize) -> std::io::Result<Rc<VoteLog>> {
         let name = format!("shard-{shard_id}");
-        engine::log::replace_file_durably(&recovered.dir, &name, &[])?;
+        engine::durable_file::replace_file_durably(&recovered.dir, &name, &[])?;
         Ok(Rc::new(VoteLog {
             recovered,
             name,

@@ -78,7 +78,7 @@ fn start(node_id: NodeId, dir: PathBuf, peers: BTreeMap<NodeId, SocketAddr>) -> 
                 } => {
                     let batch = BytesMut::from(&batch[..]);
                     let result = context
-                        .append(partition(number), batch, 0, Durability::Durable)
+                        .append(partition(number), batch, Durability::Durable)
                         .await
                         .map(|appended| appended.base_offset);
                     let _ = reply.send(result);

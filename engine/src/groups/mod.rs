@@ -24,6 +24,8 @@ use std::collections::BTreeMap;
 
 use bytes::Bytes;
 
+use crate::random::SplitMix64;
+
 pub use error::GroupError;
 pub use group::{CommittedOffset, GroupProtocol, GroupState, TopicPartition};
 pub use offsets::{OffsetCommit, OffsetCommitPartition, PartitionResults};
@@ -159,7 +161,7 @@ impl GroupCoordinator {
             groups: BTreeMap::new(),
             ids: IdSource {
                 ticket_last: 0,
-                member_id_seed: seed,
+                member_ids_random: SplitMix64::new(seed),
             },
             offsets_check_next_ms,
         }
@@ -308,8 +310,8 @@ fn remove_group(
 #[derive(Debug)]
 struct IdSource {
     ticket_last: u64,
-    /// State of the generator of member ids' random part (seeded by the driver).
-    member_id_seed: u64,
+    /// The generator of member ids' random part (seeded by the driver).
+    member_ids_random: SplitMix64,
 }
 
 impl IdSource {
@@ -335,10 +337,6 @@ impl IdSource {
     }
 
     fn next_random(&mut self) -> u64 {
-        self.member_id_seed = self.member_id_seed.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.member_id_seed;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
+        self.member_ids_random.next_u64()
     }
 }

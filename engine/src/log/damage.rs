@@ -23,6 +23,7 @@ use super::read::{walk_to_batch, DamageAt, Walk};
 use super::{PartitionLog, Shared, COMPACTED_END_OFFSET_FILE};
 use crate::clock::Clock;
 use crate::config::LogConfig;
+use crate::durable_file;
 use crate::error::LogError;
 use crate::segment::{self, Resume, SegmentFile, SegmentScanner, RECOVERY_WINDOW_BYTES};
 
@@ -264,7 +265,7 @@ impl PartitionLog {
 
 /// Removes a segment's index files (those that exist); whether there were any.
 pub(super) fn remove_index_files(dir: &Path, base_offset: u64) -> Result<bool, LogError> {
-    super::remove_existing(
+    super::state_files::remove_existing(
         &[
             segment::offset_index_path(dir, base_offset),
             segment::time_index_path(dir, base_offset),
@@ -297,7 +298,7 @@ pub async fn repair(
         return Ok(damaged);
     };
     if gaps_end_offset > compacted_end_offset {
-        super::replace_file_durably(
+        durable_file::replace_file_durably(
             &dir,
             COMPACTED_END_OFFSET_FILE,
             gaps_end_offset.to_string().as_bytes(),
@@ -349,23 +350,24 @@ pub async fn repair(
 fn copy_without(dir: &Path, base_offset: u64, ranges: &[&DamagedRange]) -> std::io::Result<u64> {
     use std::io::{Read, Seek, SeekFrom};
     let path = segment::log_path(dir, base_offset);
-    let mut temporary_name = path.clone().into_os_string();
-    temporary_name.push(".tmp");
+    let name = path
+        .file_name()
+        .and_then(|name| name.to_str())
+        .expect("a segment's file name is its base offset, in ASCII");
     let mut source = std::fs::File::open(&path)?;
     let file_bytes = source.metadata()?.len();
-    let mut copy = std::fs::File::create(&temporary_name)?;
-    let mut from = 0u64;
-    let kept = ranges
-        .iter()
-        .map(|range| (range.position, range.end_position()))
-        .chain([(file_bytes, file_bytes)]);
-    for (damaged_from, damaged_to) in kept {
-        source.seek(SeekFrom::Start(from))?;
-        std::io::copy(&mut (&mut source).take(damaged_from - from), &mut copy)?;
-        from = damaged_to;
-    }
-    copy.sync_all()?;
-    std::fs::rename(&temporary_name, &path)?;
-    std::fs::File::open(dir)?.sync_all()?;
+    durable_file::replace_durably_with(dir, name, |copy| {
+        let mut from = 0u64;
+        let kept = ranges
+            .iter()
+            .map(|range| (range.position, range.end_position()))
+            .chain([(file_bytes, file_bytes)]);
+        for (damaged_from, damaged_to) in kept {
+            source.seek(SeekFrom::Start(from))?;
+            std::io::copy(&mut (&mut source).take(damaged_from - from), copy)?;
+            from = damaged_to;
+        }
+        Ok(())
+    })?;
     Ok(file_bytes)
 }

@@ -17,6 +17,9 @@ use crate::error::LogError;
 
 /// The file the runs are kept in: a version line, then one `epoch start-offset` line per run.
 pub(crate) const LEADER_EPOCHS_FILE: &str = "leader-epochs";
+/// The leader epoch of every batch a partition without replication takes: its broker leads it
+/// for ever, so its epoch never changes (and its log needs no `leader-epochs` file).
+pub const SINGLE_BROKER_EPOCH: i32 = 0;
 const FILE_VERSION: &str = "ferrite-leader-epochs 1";
 
 /// One epoch's first offset; the run lasts until the next run's start (or the log end).

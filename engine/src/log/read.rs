@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use super::PartitionLog;
+use super::{PartitionLog, Shared};
 use crate::batch::{self, BatchHeader};
 use crate::error::LogError;
 use crate::resources::ReadDescriptor;
@@ -556,4 +556,30 @@ pub(super) async fn last_partial_page(
         )));
     }
     Ok(page.to_vec())
+}
+
+impl Shared {
+    /// The open files of a segment a read planned for (the cache may have closed them since
+    /// the plan); `None` if the segment left the log meanwhile (retention, `delete_up_to`, a
+    /// cleaning's swap): its name may now be another file's, so the read plans again.
+    pub(super) async fn open_planned(
+        &self,
+        base_offset: u64,
+        handle: &Rc<SegmentFile>,
+    ) -> Result<Option<Rc<SegmentFiles>>, LogError> {
+        let opened = handle.get().await;
+        let still_in_log = self
+            .state
+            .borrow()
+            .segments
+            .get(&base_offset)
+            .and_then(|segment| segment.files.as_ref())
+            .is_some_and(|files| Rc::ptr_eq(files, handle));
+        match opened {
+            Ok(files) if still_in_log => Ok(Some(files)),
+            Ok(_) => Ok(None),
+            Err(_) if !still_in_log => Ok(None),
+            Err(error) => Err(error),
+        }
+    }
 }

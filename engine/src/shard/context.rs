@@ -211,12 +211,9 @@ impl ShardContext {
         &self,
         partition: PartitionId,
         batch: BytesMut,
-        leader_epoch: i32,
         durability: Durability,
     ) -> Result<Appended, LogError> {
-        self.submit_append(partition, batch, leader_epoch, durability)
-            .await
-            .await
+        self.submit_append(partition, batch, durability).await.await
     }
 
     /// Appends in two steps. The returned future resolves as `durability` says; by the time
@@ -229,10 +226,9 @@ impl ShardContext {
         &self,
         partition: PartitionId,
         batch: BytesMut,
-        leader_epoch: i32,
         durability: Durability,
     ) -> AppendPending {
-        self.submit_appends(vec![(partition, batch)], leader_epoch, durability)
+        self.submit_appends(vec![(partition, batch)], durability)
             .await
             .pop()
             .expect("one append submitted, one answer")
@@ -245,7 +241,6 @@ impl ShardContext {
     pub async fn submit_appends(
         &self,
         appends: Vec<(PartitionId, BytesMut)>,
-        leader_epoch: i32,
         durability: Durability,
     ) -> Vec<AppendPending> {
         let shard_id = self.state.shard_id;
@@ -263,9 +258,7 @@ impl ShardContext {
                 continue;
             }
             if owner == shard_id {
-                let submitted = self
-                    .submit_local_appends(appends, leader_epoch, durability)
-                    .await;
+                let submitted = self.submit_local_appends(appends, durability).await;
                 for (position, append) in positions.into_iter().zip(submitted) {
                     pending[position] = Some(append);
                 }
@@ -274,7 +267,6 @@ impl ShardContext {
             let count = appends.len();
             let request = ShardRequest::Append {
                 appends,
-                leader_epoch,
                 durability,
             };
             let answer = self.forward(owner, request).await;
@@ -323,13 +315,12 @@ impl ShardContext {
     pub(super) async fn submit_local_appends(
         &self,
         appends: Vec<(PartitionId, BytesMut)>,
-        leader_epoch: i32,
         durability: Durability,
     ) -> Vec<AppendPending> {
         let mut pending = Vec::with_capacity(appends.len());
         for (partition, batch) in appends {
             pending.push(
-                self.submit_local_append(&partition, batch, leader_epoch, durability)
+                self.submit_local_append(&partition, batch, durability)
                     .await,
             );
         }
@@ -637,12 +628,9 @@ impl ShardContext {
         match request {
             ShardRequest::Append {
                 appends,
-                leader_epoch,
                 durability,
             } => {
-                let pending = self
-                    .submit_local_appends(appends, leader_epoch, durability)
-                    .await;
+                let pending = self.submit_local_appends(appends, durability).await;
                 ShardResponse::Appended(join_all(pending).await)
             }
             ShardRequest::Read {
@@ -806,7 +794,6 @@ impl ShardContext {
         &self,
         partition: &PartitionId,
         batch: BytesMut,
-        leader_epoch: i32,
         durability: Durability,
     ) -> AppendPending {
         let refused = |error: LogError| -> AppendPending { Box::pin(async move { Err(error) }) };
@@ -837,7 +824,9 @@ impl ShardContext {
                 required: min_insync_replicas,
             });
         }
-        let assigned = log.append_checked(batch, leader_epoch).await;
+        let assigned = log
+            .append_checked(batch, crate::log::SINGLE_BROKER_EPOCH)
+            .await;
         Box::pin(async move {
             let receipt = assigned?;
             match durability {

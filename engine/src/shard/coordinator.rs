@@ -448,7 +448,7 @@ impl ShardContext {
         if !effects.records.is_empty() {
             let batch = encode_records(&effects.records, self.now_ms());
             let appended = self
-                .submit_local_append(&coordinator.partition, batch, 0, Durability::Durable)
+                .submit_local_append(&coordinator.partition, batch, Durability::Durable)
                 .await
                 .await;
             if let Err(error) = appended {
@@ -756,7 +756,7 @@ fn encode_records(records: &[GroupRecord], now_ms: i64) -> BytesMut {
             value: record.value.as_deref(),
         })
         .collect();
-    BytesMut::from(&batch::encode_plain(&plain, batch::build::ProducerFields::NONE)[..])
+    BytesMut::from(&batch::encode_plain(&plain, batch::ProducerFields::NONE)[..])
 }
 
 /// Member ids must not repeat across restarts: seed their generator from the clock and the

@@ -105,7 +105,6 @@ pub enum ShardRequest {
     /// answer waits for them all anyway).
     Append {
         appends: Vec<(PartitionId, BytesMut)>,
-        leader_epoch: i32,
         durability: Durability,
     },
     /// Whole batches from `offset`, at most `bytes_max` (at least one batch), below the

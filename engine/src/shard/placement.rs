@@ -10,14 +10,13 @@
 //! or an internal topic) keeps the hash.
 //!
 //! The table is read on every request, by every shard, and written only when the metadata
-//! changes. So it is an immutable map behind a version number: a shard reads the version
-//! (one shared atomic load, no write, so no cache line bounces between cores) and takes a new
-//! copy of the map only after it changed.
+//! changes. So it is an immutable map published through an [`ArcSwap`]: a read takes no lock
+//! and writes no shared cache line, a change replaces the whole map.
 
-use std::cell::RefCell;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
 
 use super::PartitionId;
 
@@ -25,57 +24,35 @@ use super::PartitionId;
 /// follows the metadata log).
 #[derive(Debug, Default)]
 pub struct ReplicaPlacement {
-    /// Bumped after every change of `shards`.
-    version: AtomicU64,
-    shards: RwLock<Arc<HashMap<PartitionId, usize>>>,
+    shards: ArcSwap<HashMap<PartitionId, usize>>,
 }
 
 impl ReplicaPlacement {
     /// Replaces the whole placement.
     pub fn set(&self, shards: HashMap<PartitionId, usize>) {
-        let mut current = self
-            .shards
-            .write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        *current = Arc::new(shards);
-        self.version.fetch_add(1, Ordering::Release);
+        self.shards.store(Arc::new(shards));
     }
 
     /// The placement as it is now.
     pub fn snapshot(&self) -> Arc<HashMap<PartitionId, usize>> {
-        self.shards
-            .read()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .clone()
+        self.shards.load_full()
     }
 }
 
-/// One shard's copy of the placement, refreshed when the shared version moves.
+/// A shard's handle on the placement.
 #[derive(Debug)]
 pub(super) struct PlacementView {
     shared: Arc<ReplicaPlacement>,
-    /// The version `shards` was copied at (`u64::MAX`: never copied).
-    cached: RefCell<(u64, Arc<HashMap<PartitionId, usize>>)>,
 }
 
 impl PlacementView {
     pub(super) fn new(shared: Arc<ReplicaPlacement>) -> PlacementView {
-        PlacementView {
-            shared,
-            cached: RefCell::new((u64::MAX, Arc::default())),
-        }
+        PlacementView { shared }
     }
 
     /// The shard `partition` is placed on, if placed.
     pub(super) fn shard_of(&self, partition: &PartitionId) -> Option<usize> {
-        let version = self.shared.version.load(Ordering::Acquire);
-        let mut cached = self.cached.borrow_mut();
-        if cached.0 != version {
-            // Read the map after the version: a change in between is seen now and its
-            // version bump again next time, which only costs one more copy.
-            *cached = (version, self.shared.snapshot());
-        }
-        cached.1.get(partition).copied()
+        self.shared.shards.load().get(partition).copied()
     }
 }
 

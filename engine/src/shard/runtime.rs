@@ -448,12 +448,10 @@ where
                             // appends; only the wait for durability runs concurrently.
                             ShardRequest::Append {
                                 appends,
-                                leader_epoch,
                                 durability,
                             } => {
-                                let pending = context
-                                    .submit_local_appends(appends, leader_epoch, durability)
-                                    .await;
+                                let pending =
+                                    context.submit_local_appends(appends, durability).await;
                                 Box::pin(async move {
                                     Some(ShardResponse::Appended(join_all(pending).await))
                                 })

@@ -99,7 +99,7 @@ pub async fn start(broker: Rc<Broker>, header: Header, request: ProduceRequest) 
     }
     let appends = owned_batches(&broker.metrics, appends);
     if let Some(durability) = durability {
-        let submitted = broker.context.submit_appends(appends, 0, durability).await;
+        let submitted = broker.context.submit_appends(appends, durability).await;
         for ((topic, partition, size), append) in positions.into_iter().zip(submitted) {
             topics[topic].1[partition].1 = Some(Outcome::Appending(size, append));
         }

@@ -38,7 +38,7 @@ pub(super) fn entry_batch(records: &[MetadataRecord], now_ms: i64) -> BytesMut {
         key: None,
         value: Some(&value),
     };
-    BytesMut::from(&batch::encode_plain(&[record], batch::build::ProducerFields::NONE)[..])
+    BytesMut::from(&batch::encode_plain(&[record], batch::ProducerFields::NONE)[..])
 }
 
 /// Applies every committed entry after `applied_index` (the last index applied) to `image`, in

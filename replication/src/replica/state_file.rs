@@ -88,7 +88,7 @@ impl StateFile {
     /// same temporary file).
     pub fn write(&self, state: &ReplicaState) -> Result<(), std::io::Error> {
         let bytes = serde_json::to_vec(state).map_err(std::io::Error::other)?;
-        engine::log::replace_file_durably(&self.dir, STATE_FILE, &bytes)
+        engine::durable_file::replace_file_durably(&self.dir, STATE_FILE, &bytes)
     }
 
     /// Replaces the file durably as [`StateFile::write`] does (temporary file synced, renamed
@@ -99,7 +99,7 @@ impl StateFile {
     }
 }
 
-/// `engine::log::replace_file_durably` through io_uring, without blocking the shard: `name` in
+/// `engine::durable_file::replace_file_durably` through io_uring, without blocking the shard: `name` in
 /// `dir` replaced by `bytes` (a temporary file written and synced, renamed over it, the
 /// directory synced). One at a time per file (they share the temporary file).
 pub(crate) async fn replace_file_durably_async(
