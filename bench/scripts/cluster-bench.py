@@ -21,8 +21,9 @@ binaries (e.g. a baseline build to compare with); --kafka-port-base and --rpc-po
 the brokers on fixed ports (base + node id; metrics on the Kafka base + 100 + node id; default:
 free ones).
 
-Usage (from the repository root, after `cargo build --release -p ferrite-tools -p ferrite-bench`
-and with confluent-kafka importable, e.g. the client tests' venv):
+Usage (from the repository root, after `cargo build --release -p ferrite-tools --bin ferrite`
+and `cargo build --release -p ferrite-bench`, and with confluent-kafka importable, e.g. the
+client tests' venv):
     target/client-venv/bin/python bench/scripts/cluster-bench.py [--kills 20] [--duration-s 15]
         [--rate 20480] [--partitions 3,16,256] [--runs peak,fixed,failover,idle]
         [--idle-partitions 3000] [--idle-s 30] [--segment-bytes 4194304] [--dir ./bench-data]

@@ -22,7 +22,7 @@ mkdir -p "$dir"
 dir=$(cd "$dir" && pwd)
 release=${CARGO_TARGET_DIR:-target}/release
 if [[ -z ${FERRITE:-} || -z ${FERRITE_BENCH:-} ]]; then
-  cargo build --release -q -p ferrite-tools -p ferrite-bench
+  cargo build --release -q -p ferrite-tools --bin ferrite && cargo build --release -q -p ferrite-bench
 fi
 ferrite=${FERRITE:-$release/ferrite}
 ferrite_bench=${FERRITE_BENCH:-$release/ferrite-bench}

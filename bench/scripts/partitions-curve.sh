@@ -34,7 +34,7 @@ dir=$(cd "$dir" && pwd)
 command -v fio >/dev/null || { echo "fio is missing: apt-get install -y fio" >&2; exit 2; }
 release=${CARGO_TARGET_DIR:-target}/release
 if [[ -z ${FERRITE:-} || -z ${FERRITE_BENCH:-} ]]; then
-  cargo build --release -q -p ferrite-tools -p ferrite-bench
+  cargo build --release -q -p ferrite-tools --bin ferrite && cargo build --release -q -p ferrite-bench
 fi
 ferrite=${FERRITE:-$release/ferrite}
 ferrite_bench=${FERRITE_BENCH:-$release/ferrite-bench}

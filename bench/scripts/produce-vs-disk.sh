@@ -27,7 +27,7 @@ warmup_s=${WARMUP_S:-3}
 mkdir -p "$dir"
 dir=$(cd "$dir" && pwd)
 command -v fio >/dev/null || { echo "fio is missing: apt-get install -y fio" >&2; exit 2; }
-cargo build --release -q -p ferrite-tools -p ferrite-bench
+cargo build --release -q -p ferrite-tools --bin ferrite && cargo build --release -q -p ferrite-bench
 release=${CARGO_TARGET_DIR:-target}/release
 results=$dir/produce-vs-disk-$(date -u +%Y%m%dT%H%M%SZ)
 mkdir -p "$results"
