@@ -36,6 +36,7 @@
 //! "snapshot" is its log start), learners that survive a leader change, and bounds on fetch
 //! size beyond the driver's byte budget.
 
+pub mod cluster;
 pub mod controller;
 mod log;
 mod message;

@@ -30,10 +30,12 @@ use net::metrics::MetricsRegistry;
 use net::server::ShardSetup;
 use serde::Deserialize;
 
+use ferrite_replication::cluster::{
+    start_shard, ClusterSettings, ClusterStart, ClusterState, CLUSTER_ID,
+};
 use ferrite_replication::controller::VOTERS_DEFAULT_COUNT;
 
 use crate::descriptors;
-use crate::membership::{self, ClusterStart, Membership};
 use crate::metrics;
 
 /// Where metrics are served unless told otherwise (the design's command-line contract).
@@ -189,20 +191,6 @@ pub struct Arguments {
 
 /// Kafka's leader.imbalance.check.interval.seconds.
 const LEADER_IMBALANCE_CHECK_INTERVAL_DEFAULT_S: u64 = 300;
-
-/// How this broker takes part in a cluster.
-#[derive(Debug, Clone)]
-pub struct ClusterSettings {
-    pub node_id: u64,
-    pub peers: BTreeMap<u64, SocketAddr>,
-    pub rpc_listen: SocketAddr,
-    pub default_replication_factor: u16,
-    /// The controller voters are this many lowest node ids of `peers`.
-    pub controller_voters: usize,
-    /// How often a partition leader hands leadership back to its preferred replica; `None`:
-    /// never.
-    pub leader_imbalance_check_interval: Option<Duration>,
-}
 
 /// Parses `--peers`: `ID@HOST:PORT` entries separated by commas, each id once.
 fn parse_peers(peers: &str) -> Result<BTreeMap<u64, SocketAddr>, String> {
@@ -707,7 +695,7 @@ pub fn run(arguments: Arguments) -> ExitCode {
     let mut config = RuntimeConfig::one_shard_per_cpu(&settings.data_dir);
     config.groups = settings.groups.clone();
     match (&settings.cluster, catalog.topics().get(OFFSETS_TOPIC)) {
-        // In a cluster the topic is made through the controller (see `membership`) and
+        // In a cluster the topic is made through the controller (see `ferrite_replication::cluster`) and
         // mirrored here; the count it was mirrored with at an earlier start is kept.
         (Some(_), Some(topic)) => config.groups.offsets_partitions = topic.partitions,
         (Some(_), None) => {}
@@ -723,10 +711,8 @@ pub fn run(arguments: Arguments) -> ExitCode {
     }
     config.shard_count = cores;
     config.journal = settings.journal.clone();
-    let membership = settings.cluster.clone().map(Membership::new);
-    config.replicated_partitions = membership
-        .as_ref()
-        .map(|membership| membership.placement.clone());
+    let cluster_state = settings.cluster.clone().map(ClusterState::new);
+    config.replicated_partitions = cluster_state.as_ref().map(|state| state.placement.clone());
     config.cpus = Some(if settings.cpuset.is_empty() {
         (0..cores).collect()
     } else {
@@ -745,7 +731,7 @@ pub fn run(arguments: Arguments) -> ExitCode {
             .map_or(0, |cluster| cluster.node_id as i32),
         advertised_host,
         advertised_port,
-        cluster_id: "ferrite".into(),
+        cluster_id: CLUSTER_ID.into(),
         auto_create_topics: settings.auto_create_topics,
         default_partitions: settings.default_partitions,
         fetch_wait_ms_max: 30_000,
@@ -789,7 +775,7 @@ pub fn run(arguments: Arguments) -> ExitCode {
         },
         None => None,
     };
-    let votes = match membership
+    let votes = match cluster_state
         .as_ref()
         .map(|_| ferrite_replication::votes::RecoveredVotes::recover(&settings.data_dir))
         .transpose()
@@ -803,27 +789,28 @@ pub fn run(arguments: Arguments) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let cluster_start = membership
-        .zip(votes)
-        .map(|(membership, votes)| ClusterStart {
-            membership,
-            votes,
-            catalog: setup.catalog.clone(),
-            data_dir: settings.data_dir.clone(),
-            kafka_host: setup.broker.advertised_host.clone(),
-            kafka_port: u16::try_from(setup.broker.advertised_port).unwrap_or(0),
-            shard_count: cores as u32,
-            incarnation: incarnation(),
-            broker_log_config: settings.log.clone(),
-            metrics: setup.metrics.clone(),
-        });
+    let controller_leader_metrics = setup.metrics.clone();
+    let cluster_start = cluster_state.zip(votes).map(|(state, votes)| ClusterStart {
+        state,
+        votes,
+        catalog: setup.catalog.clone(),
+        data_dir: settings.data_dir.clone(),
+        kafka_host: setup.broker.advertised_host.clone(),
+        kafka_port: u16::try_from(setup.broker.advertised_port).unwrap_or(0),
+        shard_count: cores as u32,
+        incarnation: incarnation(),
+        broker_log_config: settings.log.clone(),
+        controller_leader_observed: Arc::new(move |leader| {
+            controller_leader_metrics.controller_leader_observed(leader)
+        }),
+    });
     let runtime = match Runtime::start(config, move |context| {
         let bound = bound.clone();
         let setup = setup.clone();
         let cluster_start = cluster_start.clone();
         async move {
             let cluster = match &cluster_start {
-                Some(start) => match membership::start_shard(&context, start).await {
+                Some(start) => match start_shard(&context, start).await {
                     Ok(view) => Some(view),
                     Err(message) => {
                         eprintln!("ferrite serve: {message}");
