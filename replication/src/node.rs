@@ -1,6 +1,6 @@
 //! One member of one Raft group: its state, roles and elections (pre-vote, check-quorum,
 //! leader lease, `BeginEpoch`); pull replication and the commit rule are in `replication`,
-//! leadership transfer and membership changes in `membership`. Every input is a method call
+//! leadership transfer and voter changes in `voter_changes`. Every input is a method call
 //! (`tick`, `step`, `propose`, `persisted`, ...), and every output is the [`Effects`] it
 //! returns; nothing here reads a clock or does I/O.
 //!
@@ -28,8 +28,8 @@ use crate::random::SplitMix64;
 const ELECTION_BACKOFF_SHIFT_MAX: u32 = 3;
 
 mod damage;
-mod membership;
 mod replication;
+mod voter_changes;
 
 pub use replication::FETCH_ANSWERS_AHEAD_MAX;
 mod timers;
