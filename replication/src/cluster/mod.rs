@@ -36,7 +36,7 @@ use crate::shard::LeaderTable;
 use crate::NodeId;
 
 pub use shard_cluster::ShardCluster;
-pub use start::{start_shard, ClusterStart, ControllerLeaderObserver};
+pub use start::{new_incarnation, start_shard, ClusterStart, ControllerLeaderObserver};
 
 /// The cluster's id: brokers of another cluster are refused on the inter-broker listener, and
 /// clients see it in Metadata.

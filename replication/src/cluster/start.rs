@@ -42,6 +42,15 @@ pub struct ClusterStart {
     pub controller_leader_observed: ControllerLeaderObserver,
 }
 
+/// A number different at every start of the process, for [`ClusterStart::incarnation`]: the
+/// controller tells a restarted broker from a repeated registration by it.
+pub fn new_incarnation() -> u64 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| since.as_nanos() as u64);
+    nanos ^ (u64::from(std::process::id()) << 48)
+}
+
 /// Joins the cluster on this shard (see the module documentation). Returns the shard's view
 /// of the cluster for the Kafka handlers.
 pub async fn start_shard(

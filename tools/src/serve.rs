@@ -1,0 +1,444 @@
+//! `ferrite serve`: resolves the settings (`settings`), then starts the shards, their Kafka
+//! listeners and, with `--peers`, the broker's part in the cluster
+//! (`ferrite_replication::cluster`), and stops them cleanly on SIGINT/SIGTERM.
+//!
+//! Exit codes: 0 after a clean shutdown; 1 if the broker failed while running; 2 if it could
+//! not start (bad flags or config file, address in use, unwritable data directory, …); 130 on
+//! a second signal.
+
+mod settings;
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use engine::catalog::{Catalog, OFFSETS_TOPIC};
+use engine::data_dir_lock::DataDirLock;
+use engine::shard::listen::{retry_while_in_use, ListenReservation, IN_USE_WAIT};
+use engine::shard::{prepare_offsets_topic, Runtime, RuntimeConfig, TopicLogConfig};
+use ferrite_replication::cluster::{
+    new_incarnation, start_shard, ClusterStart, ClusterState, CLUSTER_ID,
+};
+use net::broker::BrokerConfig;
+use net::connection::ConnectionConfig;
+use net::connection_limits::ConnectionLimits;
+use net::handover::HandoverRule;
+use net::metrics::MetricsRegistry;
+use net::server::ShardSetup;
+
+use crate::descriptors;
+use crate::metrics;
+use settings::parse_advertised;
+pub use settings::Arguments;
+
+/// Where metrics are served unless told otherwise (the design's command-line contract).
+const DEFAULT_METRICS_LISTEN: ([u8; 4], u16) = ([127, 0, 0, 1], 9644);
+
+pub fn run(arguments: Arguments) -> ExitCode {
+    let settings = match arguments.resolve() {
+        Ok(settings) => settings,
+        Err(message) => {
+            eprintln!("ferrite serve: {message}");
+            return ExitCode::from(2);
+        }
+    };
+    let cores_available = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let cores = match (settings.cores, settings.cpuset.len()) {
+        (cores, 0) => cores.unwrap_or(cores_available),
+        (None, pinned) => pinned,
+        (Some(cores), pinned) if cores == pinned => cores,
+        (Some(cores), pinned) => {
+            eprintln!("ferrite serve: --cores {cores} but --cpuset names {pinned} CPUs");
+            return ExitCode::from(2);
+        }
+    };
+    if cores == 0 || cores > cores_available {
+        eprintln!("ferrite serve: --cores must be between 1 and {cores_available}");
+        return ExitCode::from(2);
+    }
+    if let Some(cpu) = settings.cpuset.iter().find(|cpu| **cpu >= cores_available) {
+        eprintln!(
+            "ferrite serve: --cpuset names CPU {cpu}; this machine has 0 to {}",
+            cores_available - 1
+        );
+        return ExitCode::from(2);
+    }
+    let resources = match settings.resources.per_shard(cores) {
+        Ok(resources) => resources,
+        Err(message) => {
+            eprintln!("ferrite serve: {message}");
+            return ExitCode::from(2);
+        }
+    };
+    let descriptor_limit = match descriptors::raise_limit() {
+        Ok(limit) => limit,
+        Err(error) => {
+            eprintln!("ferrite serve: cannot read the file descriptor limit: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    let connections_max = settings
+        .connections_max
+        .unwrap_or_else(|| descriptors::default_connections_max(descriptor_limit));
+    if let Err(error) = std::fs::create_dir_all(&settings.data_dir) {
+        eprintln!(
+            "ferrite serve: cannot create the data directory {}: {error}",
+            settings.data_dir.display()
+        );
+        return ExitCode::from(2);
+    }
+    // Held until the process ends: a second broker on the same directory would destroy both.
+    let _data_dir_lock = match DataDirLock::take(&settings.data_dir) {
+        Ok(lock) => lock,
+        Err(error) => {
+            eprintln!("ferrite serve: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    // Every shard binds with SO_REUSEPORT; reserve the address first, so that a taken port is
+    // a clear start-up error rather than a shard failing later, and port 0 (tests use it)
+    // becomes one free port that stays ours until every shard has bound it.
+    // A broker killed a moment ago may still hold these addresses (see `listen`): every bind
+    // of the start-up waits for them, together at most this long.
+    let in_use_deadline = Instant::now() + IN_USE_WAIT;
+    let reservation =
+        match retry_while_in_use(settings.listen, "Kafka listener", in_use_deadline, || {
+            ListenReservation::new(settings.listen)
+        }) {
+            Ok(reservation) => reservation,
+            Err(error) => {
+                eprintln!(
+                    "ferrite serve: cannot listen on {}: {error}",
+                    settings.listen
+                );
+                return ExitCode::from(2);
+            }
+        };
+    let listen = reservation.address();
+    let advertised = settings
+        .advertise
+        .clone()
+        .unwrap_or_else(|| listen.to_string());
+    let (advertised_host, advertised_port) = match parse_advertised(&advertised) {
+        Ok(parts) => parts,
+        Err(message) => {
+            eprintln!("ferrite serve: {message}");
+            return ExitCode::from(2);
+        }
+    };
+    if advertised_host == "0.0.0.0" || advertised_host == "::" {
+        eprintln!(
+            "ferrite serve: listening on {listen} but clients cannot connect to that address; \
+             say where they can with --advertise HOST:PORT"
+        );
+        return ExitCode::from(2);
+    }
+    let catalog = match Catalog::open(&settings.data_dir) {
+        Ok(catalog) => Arc::new(catalog),
+        Err(error) => {
+            eprintln!("ferrite serve: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    let registry = MetricsRegistry::new(cores);
+    let serve_metrics = |address: SocketAddr| {
+        let listener = retry_while_in_use(address, "metrics", in_use_deadline, || {
+            std::net::TcpListener::bind(address)
+        })?;
+        metrics::serve(listener, registry.clone())
+    };
+    let metrics_address = match settings.metrics_listen {
+        Some(address) => match serve_metrics(address) {
+            Ok(bound) => Some(bound),
+            Err(error) => {
+                eprintln!("ferrite serve: cannot serve metrics on {address}: {error}");
+                return ExitCode::from(2);
+            }
+        },
+        None => match serve_metrics(DEFAULT_METRICS_LISTEN.into()) {
+            Ok(bound) => Some(bound),
+            Err(error) => {
+                eprintln!(
+                    "ferrite serve: no metrics endpoint: the default {} is taken ({error}); \
+                     choose one with --metrics-listen HOST:PORT",
+                    SocketAddr::from(DEFAULT_METRICS_LISTEN)
+                );
+                None
+            }
+        },
+    };
+    raise_memlock_limit();
+    let mut config = RuntimeConfig::one_shard_per_cpu(&settings.data_dir);
+    config.groups = settings.groups.clone();
+    match (&settings.cluster, catalog.topics().get(OFFSETS_TOPIC)) {
+        // In a cluster the topic is made through the controller (see `ferrite_replication::cluster`) and
+        // mirrored here; the count it was mirrored with at an earlier start is kept.
+        (Some(_), Some(topic)) => config.groups.offsets_partitions = topic.partitions,
+        (Some(_), None) => {}
+        (None, _) => {
+            if let Err(error) = prepare_offsets_topic(&catalog, &mut config.groups) {
+                eprintln!("ferrite serve: cannot create {OFFSETS_TOPIC}: {error}");
+                return ExitCode::from(2);
+            }
+        }
+    }
+    if let Some(interval) = settings.cleaner_check_interval {
+        config.cleaner_check_interval = interval;
+    }
+    config.shard_count = cores;
+    config.journal = settings.journal.clone();
+    let cluster_state = settings.cluster.clone().map(ClusterState::new);
+    config.replicated_partitions = cluster_state.as_ref().map(|state| state.placement.clone());
+    config.cpus = Some(if settings.cpuset.is_empty() {
+        (0..cores).collect()
+    } else {
+        settings.cpuset.clone()
+    });
+    config.log_config = settings.log.clone();
+    config.resources = resources;
+    config.topic_log_config = Some(TopicLogConfig::from_catalog(
+        catalog.clone(),
+        settings.log.clone(),
+    ));
+    let broker_config = BrokerConfig {
+        node_id: settings
+            .cluster
+            .as_ref()
+            .map_or(0, |cluster| cluster.node_id as i32),
+        advertised_host,
+        advertised_port,
+        cluster_id: CLUSTER_ID.into(),
+        auto_create_topics: settings.auto_create_topics,
+        default_partitions: settings.default_partitions,
+        fetch_wait_ms_max: 30_000,
+        log: settings.log.clone(),
+    };
+    // Each shard reports once its listener is bound, so "listening" is printed only when
+    // every shard accepts connections.
+    let (bound, bound_shards) = std::sync::mpsc::channel::<()>();
+    let setup = ShardSetup {
+        catalog,
+        broker: broker_config,
+        metrics: registry,
+        metrics_snapshot_interval: Duration::from_secs(1),
+        listen,
+        connection: ConnectionConfig {
+            idle_max: settings.connection_idle_max,
+            handover: settings.connection_handover.then(HandoverRule::default),
+            ..ConnectionConfig::default()
+        },
+        limits: Arc::new(ConnectionLimits::new(
+            connections_max,
+            settings.connections_per_ip_max,
+        )),
+    };
+    // The inter-broker listener, held like the Kafka one until every shard has bound it.
+    let rpc_reservation = match &settings.cluster {
+        Some(cluster) => match retry_while_in_use(
+            cluster.rpc_listen,
+            "inter-broker listener",
+            in_use_deadline,
+            || ListenReservation::new(cluster.rpc_listen),
+        ) {
+            Ok(reservation) => Some(reservation),
+            Err(error) => {
+                eprintln!(
+                    "ferrite serve: cannot listen on {} (--rpc-listen): {error}",
+                    cluster.rpc_listen
+                );
+                return ExitCode::from(2);
+            }
+        },
+        None => None,
+    };
+    let votes = match cluster_state
+        .as_ref()
+        .map(|_| ferrite_replication::votes::RecoveredVotes::recover(&settings.data_dir))
+        .transpose()
+    {
+        Ok(votes) => votes,
+        Err(error) => {
+            eprintln!(
+                "ferrite serve: cannot recover the Raft vote logs in {}: {error}",
+                settings.data_dir.display()
+            );
+            return ExitCode::from(2);
+        }
+    };
+    let controller_leader_metrics = setup.metrics.clone();
+    let cluster_start = cluster_state.zip(votes).map(|(state, votes)| ClusterStart {
+        state,
+        votes,
+        catalog: setup.catalog.clone(),
+        data_dir: settings.data_dir.clone(),
+        kafka_host: setup.broker.advertised_host.clone(),
+        kafka_port: u16::try_from(setup.broker.advertised_port).unwrap_or(0),
+        shard_count: cores as u32,
+        incarnation: new_incarnation(),
+        broker_log_config: settings.log.clone(),
+        controller_leader_observed: Arc::new(move |leader| {
+            controller_leader_metrics.controller_leader_observed(leader)
+        }),
+    });
+    let runtime = match Runtime::start(config, move |context| {
+        let bound = bound.clone();
+        let setup = setup.clone();
+        let cluster_start = cluster_start.clone();
+        async move {
+            let cluster = match &cluster_start {
+                Some(start) => match start_shard(&context, start).await {
+                    Ok(view) => Some(view),
+                    Err(message) => {
+                        eprintln!("ferrite serve: {message}");
+                        std::process::exit(2);
+                    }
+                },
+                None => None,
+            };
+            net::server::serve_shard(context, setup, cluster, move |result| {
+                if let Err(error) = result {
+                    eprintln!("ferrite serve: cannot listen on {listen}: {error}");
+                    std::process::exit(2);
+                }
+                let _ = bound.send(());
+            })
+            .await
+        }
+    }) {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("ferrite serve: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    for _ in 0..cores {
+        if bound_shards.recv().is_err() {
+            // Say why: the shard that stopped returned its error (a journal it could not
+            // open on a full disk, say), which the others' shutdown lets `join` hand over.
+            runtime.shutdown_handle().trigger();
+            match runtime.join() {
+                Err(error) => eprintln!("ferrite serve: {error}"),
+                Ok(()) => eprintln!("ferrite serve: a shard stopped before it was listening"),
+            }
+            return ExitCode::from(1);
+        }
+    }
+    drop(reservation);
+    drop(rpc_reservation);
+    if let Err(error) = runtime.shutdown_handle().install_signal_handlers() {
+        eprintln!("ferrite serve: {error}");
+        return ExitCode::from(2);
+    }
+    let metrics_note = metrics_address
+        .map(|address| format!(", metrics on http://{address}/metrics"))
+        .unwrap_or_default();
+    let descriptors_note = descriptors_note(
+        descriptor_limit,
+        connections_max,
+        &descriptors::Estimate {
+            open_files_max: settings.resources.open_files_max as u64,
+            journal_files: settings
+                .journal
+                .as_ref()
+                .map_or(0, |journal| journal.files as u64)
+                * cores as u64,
+            shards: cores as u64,
+        },
+    );
+    println!(
+        "ferrite: listening on {listen} (Kafka, advertised as {advertised}), data in {}, \
+         {cores} shard(s){metrics_note}{descriptors_note}",
+        settings.data_dir.display()
+    );
+    match runtime.join() {
+        Ok(()) => {
+            println!("ferrite: stopped cleanly");
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("ferrite serve: {error}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// What the start-up line says about descriptors: nothing while `limit` covers what the broker
+/// needs, else the limit, the estimate and how to raise it.
+fn descriptors_note(
+    limit: u64,
+    connections_max: usize,
+    estimate: &descriptors::Estimate,
+) -> String {
+    let needed = estimate.needed(connections_max);
+    if limit >= needed {
+        return String::new();
+    }
+    format!(
+        "; file descriptor limit {limit} is below the {needed} this broker may need \
+         ({connections_max} connections at {} each, {} data files (--open-files-max), {} \
+         shards): raise it (`ulimit -n`, LimitNOFILE= in a systemd unit) or lower \
+         --max-connections or --open-files-max",
+        descriptors::PER_CONNECTION,
+        estimate.open_files_max,
+        estimate.shards
+    )
+}
+
+/// glommio registers 10 MiB of I/O memory per shard when the memlock limit allows; raise the
+/// limit if we may (root, or a hard limit above the soft one), else say what it costs and how
+/// to raise it. glommio falls back to unregistered buffers either way.
+fn raise_memlock_limit() {
+    let wanted = libc::rlimit {
+        rlim_cur: libc::RLIM_INFINITY,
+        rlim_max: libc::RLIM_INFINITY,
+    };
+    // SAFETY: plain system calls on a local struct.
+    if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &wanted) } == 0 {
+        return;
+    }
+    let mut current = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: as above.
+    if unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut current) } == 0 {
+        current.rlim_cur = current.rlim_max;
+        // SAFETY: as above.
+        unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &current) };
+    }
+    eprintln!(
+        "ferrite serve: the locked-memory limit stays at {} KiB; glommio uses unregistered \
+         buffers where its 10 MiB per shard do not fit (a little slower I/O). To raise it: \
+         `ulimit -l unlimited` as root, or LimitMEMLOCK=infinity in a systemd unit.",
+        current.rlim_cur / 1024
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_start_up_line_names_a_descriptor_limit_below_the_estimate() {
+        let estimate = descriptors::Estimate {
+            open_files_max: 4000,
+            journal_files: 8,
+            shards: 2,
+        };
+        let needed = estimate.needed(1000);
+        assert_eq!(descriptors_note(needed, 1000, &estimate), "");
+        let note = descriptors_note(needed - 1, 1000, &estimate);
+        assert!(
+            note.contains(&format!(
+                "file descriptor limit {} is below the {needed}",
+                needed - 1
+            )),
+            "{note}"
+        );
+        assert!(
+            note.contains("4000 data files (--open-files-max)"),
+            "{note}"
+        );
+    }
+}
