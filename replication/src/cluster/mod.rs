@@ -3,7 +3,7 @@
 //! partition), each shard's view of it for the Kafka handlers ([`ShardCluster`]: brokers,
 //! partition placement and leaders, group coordinators, and changes asked of the controller),
 //! and the task that keeps this broker in step with the metadata log
-//! ([`metadata_follower`]): its catalog mirrors the log's topics (ids and configs included)
+//! (`metadata_follower`): its catalog mirrors the log's topics (ids and configs included)
 //! and its shards run a replica of every partition the log places on this broker.
 //!
 //! It lives here rather than in the `ferrite` binary so that a request flows one way (the
