@@ -17,12 +17,13 @@ use engine::catalog::{Catalog, CatalogError, CatalogView, Topic};
 use engine::resources::ReadDescriptor;
 use engine::shard::ShardContext;
 use engine::LogConfig;
+use ferrite_replication::cluster::ShardCluster;
 use futures::future::LocalBoxFuture;
 use kafka_protocol::messages::{ApiKey, RequestKind};
 use kafka_protocol::protocol::Encodable;
 
 use crate::api_versions;
-use crate::cluster::ClusterView;
+use crate::cluster::Cluster;
 use crate::handlers;
 use crate::handover::{Draining, Routing};
 use crate::metrics::ShardMetrics;
@@ -102,7 +103,7 @@ pub struct Broker {
     pub config: BrokerConfig,
     pub metrics: Arc<ShardMetrics>,
     /// The other brokers and the controller, when this broker is one of several.
-    pub cluster: Option<Rc<dyn ClusterView>>,
+    pub cluster: Option<Cluster>,
 }
 
 impl Broker {
@@ -111,14 +112,14 @@ impl Broker {
         catalog: Arc<Catalog>,
         config: BrokerConfig,
         metrics: Arc<ShardMetrics>,
-        cluster: Option<Rc<dyn ClusterView>>,
+        cluster: Option<Rc<ShardCluster>>,
     ) -> Rc<Broker> {
         Rc::new(Broker {
             context,
             catalog: CatalogView::new(catalog),
             config,
             metrics,
-            cluster,
+            cluster: cluster.map(Cluster::new),
         })
     }
 

@@ -1,43 +1,20 @@
-//! What a broker that is one of several knows and asks beyond its own logs: the other brokers
-//! and their addresses, where each partition's replicas are and who leads it, and the
-//! controller that creates and deletes topics. `net` answers Kafka requests from it without
-//! knowing how it is kept (the metadata log and the partitions' Raft groups, in
-//! `replication`); a broker running alone has none, and answers as the only broker.
+//! The cluster in Kafka's terms: what a broker that is one of several knows and asks beyond its
+//! own logs (the other brokers, where each partition's replicas are and who leads it, the
+//! controller that creates and deletes topics), as the Kafka handlers use it. The control plane
+//! itself is `ferrite_replication::cluster`, below this crate; this wrapper only turns its typed
+//! refusals into Kafka error codes, through [`crate::errors::cluster_error_code`], so that the
+//! handlers answer with a code and a message as for every other failure. A broker running
+//! alone has no cluster, and answers as the only broker.
 
 use std::collections::BTreeMap;
+use std::rc::Rc;
 
+use ferrite_replication::cluster::{ClusterChangeError, ShardCluster};
 use futures::future::LocalBoxFuture;
 
-/// A broker as clients see it in Metadata.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ClusterBroker {
-    pub node_id: i32,
-    pub host: String,
-    pub port: i32,
-}
+pub use ferrite_replication::cluster::{ClusterBroker, PartitionMove, PartitionPlacement};
 
-/// A partition's replicas and leader, as this broker knows them now.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PartitionPlacement {
-    /// `None` while no leader is known (clients retry: LEADER_NOT_AVAILABLE).
-    pub leader: Option<i32>,
-    pub leader_epoch: i32,
-    pub replicas: Vec<i32>,
-    /// The replicas that are caught up (Kafka's ISR); in a Raft group, those the leader
-    /// counts towards commit.
-    pub in_sync: Vec<i32>,
-}
-
-/// A partition being moved to other brokers, as ListPartitionReassignments shows it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PartitionMove {
-    pub topic: String,
-    pub partition: u32,
-    /// Every broker involved: the target's, then those still leaving.
-    pub replicas: Vec<i32>,
-    pub adding: Vec<i32>,
-    pub removing: Vec<i32>,
-}
+use crate::errors::cluster_error_code;
 
 /// A refused or failed cluster change, with the Kafka error code to answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,63 +23,88 @@ pub struct ClusterError {
     pub message: String,
 }
 
-/// See the module documentation. One per shard.
-pub trait ClusterView {
-    /// The live brokers.
-    fn brokers(&self) -> Vec<ClusterBroker>;
+impl From<ClusterChangeError> for ClusterError {
+    fn from(error: ClusterChangeError) -> ClusterError {
+        ClusterError {
+            code: cluster_error_code(&error),
+            message: error.to_string(),
+        }
+    }
+}
 
-    /// Where a partition lives; `None` if the metadata has no such partition.
-    fn placement(&self, topic: &str, partition: u32) -> Option<PartitionPlacement>;
+/// One shard's cluster, for the handlers (see the module documentation).
+pub struct Cluster {
+    shard: Rc<ShardCluster>,
+}
 
-    /// The broker that coordinates the groups of `__consumer_offsets` partition
-    /// `offsets_partition`: the partition's leader; `None` while it has none known (or the
-    /// topic is still being created), which clients retry (COORDINATOR_NOT_AVAILABLE).
-    fn group_coordinator(&self, offsets_partition: u32) -> Option<ClusterBroker>;
+type Change = LocalBoxFuture<'static, Result<(), ClusterError>>;
 
-    /// Asks the controller for a topic; resolves once this broker's catalog holds it.
-    /// `replication_factor: None` takes the cluster's default.
-    fn create_topic(
+/// `change` with its refusal in Kafka's terms.
+fn answered(change: LocalBoxFuture<'static, Result<(), ClusterChangeError>>) -> Change {
+    Box::pin(async move { Ok(change.await?) })
+}
+
+impl Cluster {
+    pub fn new(shard: Rc<ShardCluster>) -> Cluster {
+        Cluster { shard }
+    }
+
+    /// See [`ShardCluster::brokers`].
+    pub fn brokers(&self) -> Vec<ClusterBroker> {
+        self.shard.brokers()
+    }
+
+    /// See [`ShardCluster::placement`].
+    pub fn placement(&self, topic: &str, partition: u32) -> Option<PartitionPlacement> {
+        self.shard.placement(topic, partition)
+    }
+
+    /// See [`ShardCluster::group_coordinator`].
+    pub fn group_coordinator(&self, offsets_partition: u32) -> Option<ClusterBroker> {
+        self.shard.group_coordinator(offsets_partition)
+    }
+
+    /// See [`ShardCluster::create_topic`].
+    pub fn create_topic(
         &self,
         name: String,
         partitions: u32,
         replication_factor: Option<u16>,
         configs: BTreeMap<String, String>,
-    ) -> LocalBoxFuture<'static, Result<(), ClusterError>>;
+    ) -> Change {
+        answered(
+            self.shard
+                .create_topic(name, partitions, replication_factor, configs),
+        )
+    }
 
-    /// Asks the controller to delete a topic; resolves once this broker has removed it.
-    fn delete_topic(&self, name: String) -> LocalBoxFuture<'static, Result<(), ClusterError>>;
+    /// See [`ShardCluster::delete_topic`].
+    pub fn delete_topic(&self, name: String) -> Change {
+        answered(self.shard.delete_topic(name))
+    }
 
-    /// Asks the controller to grow a topic to `count` partitions; resolves once this broker's
-    /// catalog has them.
-    fn create_partitions(
-        &self,
-        name: String,
-        count: u32,
-    ) -> LocalBoxFuture<'static, Result<(), ClusterError>>;
+    /// See [`ShardCluster::create_partitions`].
+    pub fn create_partitions(&self, name: String, count: u32) -> Change {
+        answered(self.shard.create_partitions(name, count))
+    }
 
-    /// The partitions being moved, by topic and partition.
-    fn reassignments(&self) -> Vec<PartitionMove>;
+    /// See [`ShardCluster::reassignments`].
+    pub fn reassignments(&self) -> Vec<PartitionMove> {
+        self.shard.reassignments()
+    }
 
-    /// Asks the controller to move a partition to the brokers `replicas` (the first its
-    /// preferred leader), or (`None`) to cancel its move; resolves once that is committed (the
-    /// move itself goes on in the background).
-    fn reassign(
-        &self,
-        topic: String,
-        partition: u32,
-        replicas: Option<Vec<i32>>,
-    ) -> LocalBoxFuture<'static, Result<(), ClusterError>>;
+    /// See [`ShardCluster::reassign`].
+    pub fn reassign(&self, topic: String, partition: u32, replicas: Option<Vec<i32>>) -> Change {
+        answered(self.shard.reassign(topic, partition, replicas))
+    }
 
-    /// Asks the controller to make `configs` a topic's whole set of overrides; resolves once
-    /// this broker's catalog (and its open logs) have them.
-    fn alter_topic_configs(
-        &self,
-        name: String,
-        configs: BTreeMap<String, String>,
-    ) -> LocalBoxFuture<'static, Result<(), ClusterError>>;
+    /// See [`ShardCluster::alter_topic_configs`].
+    pub fn alter_topic_configs(&self, name: String, configs: BTreeMap<String, String>) -> Change {
+        answered(self.shard.alter_topic_configs(name, configs))
+    }
 
-    /// A producer id unique in the cluster for its whole life, from the block the controller
-    /// handed this broker; `None` while the broker has none left (it is fetching the next
-    /// block, and the client retries).
-    fn producer_id(&self) -> Option<i64>;
+    /// See [`ShardCluster::producer_id`].
+    pub fn producer_id(&self) -> Option<i64> {
+        self.shard.producer_id()
+    }
 }

@@ -1,9 +1,12 @@
-//! The one place where engine and catalog errors become Kafka error codes, so that every API
-//! answers the same failure with the same code.
+//! The one place where engine, catalog and cluster errors become Kafka error codes, so that
+//! every API answers the same failure with the same code.
 
 use engine::batch::BatchError;
 use engine::catalog::CatalogError;
 use engine::LogError;
+use ferrite_replication::cluster::ClusterChangeError;
+use ferrite_replication::controller::ControllerError;
+use ferrite_replication::metadata::PlanError;
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 
@@ -124,6 +127,36 @@ impl From<ClusterError> for Failure {
     }
 }
 
+/// The code for a refused or failed cluster change (one asked of the controller).
+pub fn cluster_error_code(error: &ClusterChangeError) -> i16 {
+    let code = match error {
+        ClusterChangeError::Controller(ControllerError::Refused(plan)) => match plan {
+            PlanError::TopicAlreadyExists(_) => ResponseError::TopicAlreadyExists,
+            PlanError::UnknownTopic(_) | PlanError::UnknownPartition { .. } => {
+                ResponseError::UnknownTopicOrPartition
+            }
+            PlanError::InvalidTopic(_) | PlanError::TopicIdInUse(_) => {
+                ResponseError::InvalidTopicException
+            }
+            PlanError::StaleBrokerEpoch { .. } => ResponseError::StaleBrokerEpoch,
+            PlanError::ProducerIdsExhausted => ResponseError::UnknownServerError,
+            PlanError::InvalidPartitions(_) => ResponseError::InvalidPartitions,
+            PlanError::InvalidReplicationFactor { .. } => ResponseError::InvalidReplicationFactor,
+            PlanError::InvalidReplicaAssignment(_) => ResponseError::InvalidReplicaAssignment,
+            PlanError::InvalidConfig(_) => ResponseError::InvalidConfig,
+            PlanError::NoReassignmentInProgress { .. } => ResponseError::NoReassignmentInProgress,
+        },
+        ClusterChangeError::Controller(ControllerError::Timeout(_))
+        | ClusterChangeError::NotShownHere => ResponseError::RequestTimedOut,
+        // Retriable: the client looks for the controller again.
+        ClusterChangeError::Controller(
+            ControllerError::Failed(_) | ControllerError::Stopped(_),
+        ) => ResponseError::NotController,
+        ClusterChangeError::NegativeBrokerId => ResponseError::InvalidReplicaAssignment,
+    };
+    code.code()
+}
+
 /// Shorthand for codes named by kafka-protocol.
 pub const fn code(error: ResponseError) -> i16 {
     error.code()
@@ -200,6 +233,51 @@ mod tests {
         assert_eq!(
             catalog_error_code(&CatalogError::InvalidConfig("bad".into())),
             40
+        );
+    }
+
+    #[test]
+    fn cluster_refusals_map_to_the_codes_clients_act_on() {
+        let refused = |plan: PlanError| {
+            cluster_error_code(&ClusterChangeError::Controller(ControllerError::Refused(
+                plan,
+            )))
+        };
+        assert_eq!(refused(PlanError::TopicAlreadyExists("t".into())), 36);
+        assert_eq!(refused(PlanError::UnknownTopic("t".into())), 3);
+        assert_eq!(
+            refused(PlanError::UnknownPartition {
+                topic: "t".into(),
+                partition: 9
+            }),
+            3
+        );
+        assert_eq!(
+            refused(PlanError::InvalidReplicationFactor {
+                requested: 4,
+                live_brokers: 3
+            }),
+            38
+        );
+        assert_eq!(refused(PlanError::InvalidPartitions("fewer".into())), 37);
+        assert_eq!(refused(PlanError::InvalidConfig("bad".into())), 40);
+        assert_eq!(
+            refused(PlanError::NoReassignmentInProgress {
+                topic: "t".into(),
+                partition: 0
+            }),
+            85
+        );
+        // Retriable: the client asks again (REQUEST_TIMED_OUT) or looks for the controller
+        // (NOT_CONTROLLER).
+        let timed_out = ControllerError::Timeout(std::time::Duration::from_secs(1));
+        assert_eq!(cluster_error_code(&timed_out.into()), 7);
+        assert_eq!(cluster_error_code(&ClusterChangeError::NotShownHere), 7);
+        let stopped = ControllerError::Stopped("shutting down".into());
+        assert_eq!(cluster_error_code(&stopped.into()), 41);
+        assert_eq!(
+            cluster_error_code(&ClusterChangeError::NegativeBrokerId),
+            39
         );
     }
 }

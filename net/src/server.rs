@@ -19,12 +19,12 @@ use engine::catalog::Catalog;
 use engine::log_rate_limited;
 use engine::shard::listen::{bind, AcceptPacing};
 use engine::shard::ShardContext;
+use ferrite_replication::cluster::ShardCluster;
 
 use futures::future::{select, Either};
 use glommio::net::TcpListener;
 
 use crate::broker::{Broker, BrokerConfig};
-use crate::cluster::ClusterView;
 use crate::connection::{adopt, serve_connection, ConnectionConfig};
 use crate::connection_limits::{ConnectionLimits, ConnectionSlot, Refusal};
 use crate::metrics::{MetricsRegistry, ShardSnapshot};
@@ -55,7 +55,7 @@ const SLOT_RECHECK_INTERVAL: Duration = Duration::from_millis(10);
 pub async fn serve_shard(
     context: ShardContext,
     setup: ShardSetup,
-    cluster: Option<Rc<dyn ClusterView>>,
+    cluster: Option<Rc<ShardCluster>>,
     bound: impl FnOnce(std::io::Result<()>),
 ) {
     let metrics = setup.metrics.shard(context.shard_id());

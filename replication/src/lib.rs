@@ -31,11 +31,16 @@
 //! - Observers (KIP-595): a node outside the voter set follows the log without ever being
 //!   counted or campaigning, finding the leader by asking the voters.
 //!
-//! Not yet: a driver over the partition log and wiring the core and [`transport`] into
-//! `ferrite serve`, a snapshot of state-machine data for the metadata log (a partition's
-//! "snapshot" is its log start), learners that survive a leader change, and bounds on fetch
-//! size beyond the driver's byte budget.
+//! Around the core: [`replica`] drives it over a partition log, [`shard`] runs a shard's
+//! replicas and [`transport`] carries their messages between brokers, [`controller`] and
+//! [`metadata`] keep the cluster's metadata log, and [`cluster`] is a broker's part in the
+//! cluster (the control plane), which `net`'s Kafka handlers call.
+//!
+//! Not yet: a snapshot of state-machine data for the metadata log (a partition's "snapshot" is
+//! its log start), learners that survive a leader change, and bounds on fetch size beyond the
+//! driver's byte budget.
 
+pub mod cluster;
 pub mod controller;
 mod log;
 mod message;

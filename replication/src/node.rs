@@ -1,8 +1,8 @@
-//! One member of one Raft group: its state, roles and elections (pre-vote, check-quorum,
-//! leader lease, `BeginEpoch`); pull replication and the commit rule are in `replication`,
-//! leadership transfer and membership changes in `membership`. Every input is a method call
-//! (`tick`, `step`, `propose`, `persisted`, ...), and every output is the [`Effects`] it
-//! returns; nothing here reads a clock or does I/O.
+//! One member of one Raft group: its state and roles, and the leader lease; elections
+//! (pre-vote, check-quorum, `BeginEpoch`) are in `elections`, pull replication and the commit
+//! rule in `replication`, leadership transfer and voter changes in `voter_changes`. Every
+//! input is a method call (`tick`, `step`, `propose`, `persisted`, ...), and every output is
+//! the [`Effects`] it returns; nothing here reads a clock or does I/O.
 //!
 //! A node outside its own voter set is an *observer* (KRaft's term; a learner is an observer
 //! the leader tracks): it fetches and applies the log like a follower but never campaigns and
@@ -19,7 +19,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use crate::log::{LogSummary, RaftLog};
 use crate::message::{
-    Effects, EntryKind, Envelope, HardState, Index, Message, NodeId, Term, TermLimit, TERM_MAX,
+    Effects, Envelope, HardState, Index, Message, NodeId, Term, TermLimit, TERM_MAX,
 };
 use crate::SplitMix64;
 
@@ -28,8 +28,9 @@ use crate::SplitMix64;
 const ELECTION_BACKOFF_SHIFT_MAX: u32 = 3;
 
 mod damage;
-mod membership;
+mod elections;
 mod replication;
+mod voter_changes;
 
 pub use replication::FETCH_ANSWERS_AHEAD_MAX;
 mod timers;
@@ -648,124 +649,6 @@ impl RaftNode {
         true
     }
 
-    /// Whether an election's term (ours plus one) is within [`TERM_MAX`]; if not, the node
-    /// waits another election timeout and says so (the group cannot elect anyone any more,
-    /// which an operator must hear of; no leader is better than one that cannot write).
-    fn may_campaign(&mut self) -> bool {
-        if self.hard_state.term < TERM_MAX {
-            return true;
-        }
-        self.effects.term_limit = Some(TermLimit::NoElection);
-        self.reset_election_timeout();
-        false
-    }
-
-    fn start_pre_vote(&mut self) {
-        assert!(self.is_voter(), "only voters campaign");
-        if !self.may_campaign() {
-            return;
-        }
-        self.role = Role::PreCandidate {
-            granted: BTreeSet::from([self.config.id]),
-        };
-        self.reset_election_timeout();
-        if self.is_quorum(1) {
-            return self.start_election(false);
-        }
-        let message = Message::PreVote {
-            term: self.hard_state.term + 1,
-            last_index: self.log.last_index(),
-            last_term: self.log.last_term(),
-        };
-        for peer in self.voter_peers() {
-            self.send(peer, message.clone());
-        }
-    }
-
-    fn start_election(&mut self, transfer: bool) {
-        assert!(self.is_voter(), "only voters campaign");
-        if !self.may_campaign() {
-            return;
-        }
-        self.set_term(self.hard_state.term + 1);
-        self.hard_state.voted_for = Some(self.config.id);
-        self.effects.hard_state = Some(self.hard_state);
-        self.role = Role::Candidate {
-            granted: BTreeSet::from([self.config.id]),
-        };
-        self.reset_election_timeout();
-        if self.is_quorum(1) {
-            return self.become_leader();
-        }
-        let message = Message::RequestVote {
-            term: self.hard_state.term,
-            last_index: self.log.last_index(),
-            last_term: self.log.last_term(),
-            transfer,
-        };
-        for peer in self.voter_peers() {
-            self.send(peer, message.clone());
-        }
-    }
-
-    fn handle_request_vote(&mut self, from: NodeId, last_index: Index, last_term: Term) {
-        let granted = self.hard_state.voted_for.is_none_or(|voted| voted == from)
-            && self.leader().is_none_or(|leader| leader == from)
-            && self.candidate_up_to_date(last_index, last_term);
-        if granted {
-            self.hard_state.voted_for = Some(from);
-            self.effects.hard_state = Some(self.hard_state);
-            self.elapsed_ticks = 0;
-        }
-        self.send(
-            from,
-            Message::RequestVoteResponse {
-                term: self.hard_state.term,
-                granted,
-            },
-        );
-    }
-
-    fn become_leader(&mut self) {
-        let progress = self
-            .voter_peers()
-            .into_iter()
-            .map(|peer| (peer, Progress::default()))
-            .collect();
-        self.role = Role::Leader(LeaderState {
-            progress,
-            learners: BTreeSet::new(),
-            term_start_index: self.log.last_index() + 1,
-            begin_epoch_elapsed_ticks: 0,
-            transfer: None,
-        });
-        self.elapsed_ticks = 0;
-        self.campaigns_failed = 0;
-        // Entries of earlier terms commit only under an entry of ours (Raft §5.4.2).
-        self.append_own(1, EntryKind::LeaderChange);
-        self.announce();
-    }
-
-    /// `BeginEpoch` to every member that has not fetched from us yet.
-    fn announce(&mut self) {
-        let Role::Leader(state) = &self.role else {
-            return;
-        };
-        let silent: Vec<NodeId> = state
-            .progress
-            .iter()
-            .filter(|(_, progress)| !progress.has_fetched)
-            .map(|(id, _)| *id)
-            .collect();
-        let message = Message::BeginEpoch {
-            term: self.hard_state.term,
-            leader: self.config.id,
-        };
-        for peer in silent {
-            self.send(peer, message.clone());
-        }
-    }
-
     /// Ok if we lead and take requests (no transfer under way).
     fn leader_state_ready(&self) -> Result<(), Refusal> {
         match &self.role {
@@ -776,34 +659,6 @@ impl RaftNode {
                     leader_hint: self.leader(),
                 })
             }
-        }
-    }
-
-    /// Step down if no majority fetched during the last election timeout: a partitioned
-    /// leader stops accepting writes it could never commit, and lets clients find the new one.
-    fn check_quorum(&mut self) {
-        let is_voter = self.is_voter();
-        let voters = self.voter_peers();
-        let Role::Leader(state) = &mut self.role else {
-            return;
-        };
-        let active = usize::from(is_voter)
-            + voters
-                .iter()
-                .filter(|voter| {
-                    state
-                        .progress
-                        .get(voter)
-                        .is_some_and(|peer| peer.recently_active)
-                })
-                .count();
-        for peer in state.progress.values_mut() {
-            // Silent for a whole period (restarted, or lost our BeginEpoch): announce again.
-            peer.has_fetched &= peer.recently_active;
-            peer.recently_active = false;
-        }
-        if !self.is_quorum(active) {
-            self.become_follower(self.hard_state.term, None);
         }
     }
 }

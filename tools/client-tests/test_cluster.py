@@ -406,7 +406,7 @@ def watch_leaders(cluster, topic, partitions, watch_s):
     - a broker that named a leader for a partition answers LEADER_NOT_AVAILABLE for it;
     - once a leader named itself (a broker names itself only when its replica leads; a broker
       whose replica knows a term but no leader names another replica as a guess, see
-      `ShardClusterView::placement`), it no longer does so in that term, or another broker
+      `ShardCluster::placement`), it no longer does so in that term, or another broker
       names itself: the partition was between leaders;
     and, per partition, how many rounds after the last broker with a replica of it the last
     broker without one named its leader (None if one never did)."""

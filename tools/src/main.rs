@@ -14,7 +14,6 @@ mod consume;
 mod descriptors;
 mod dump_log;
 mod group;
-mod membership;
 mod metrics;
 mod partitioner;
 mod produce;

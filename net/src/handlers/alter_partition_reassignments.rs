@@ -1,5 +1,5 @@
 //! AlterPartitionReassignments (KIP-455): moving partitions to other brokers. In a cluster the
-//! controller records each move (`ClusterView::reassign`) and the partition's Raft group carries
+//! controller records each move (`Cluster::reassign`) and the partition's Raft group carries
 //! it out one membership change at a time; the request is answered once the move is recorded,
 //! not once it is done, as Kafka's is.
 //!

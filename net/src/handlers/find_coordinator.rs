@@ -1,6 +1,6 @@
 //! FindCoordinator: which broker coordinates a group. A broker alone is every group's
 //! coordinator; in a cluster, the leader of the group's `__consumer_offsets` partition is
-//! (`ClusterView::group_coordinator`), the same partition the group APIs call
+//! (`Cluster::group_coordinator`), the same partition the group APIs call
 //! (`groups::coordinator`), so the answer and the calls cannot disagree. Transactions are not
 //! served: their key type is answered COORDINATOR_NOT_AVAILABLE.
 

@@ -2,7 +2,7 @@
 //!
 //! The id is unique for the life of the broker alone (the catalog's allocator) or of the
 //! cluster (the controller's blocks, through
-//! [`crate::cluster::ClusterView::producer_id`]); a broker of a cluster without a block at
+//! [`crate::cluster::Cluster::producer_id`]); a broker of a cluster without a block at
 //! hand answers COORDINATOR_LOAD_IN_PROGRESS, which clients retry, as Kafka does while it
 //! waits for its next block (KIP-730).
 //!

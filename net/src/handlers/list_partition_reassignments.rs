@@ -1,5 +1,5 @@
 //! ListPartitionReassignments (KIP-455): the partitions being moved, as the controller records
-//! them (`ClusterView::reassignments`); on a broker alone nothing is ever moving.
+//! them (`Cluster::reassignments`); on a broker alone nothing is ever moving.
 
 use kafka_protocol::messages::list_partition_reassignments_response::{
     OngoingPartitionReassignment, OngoingTopicReassignment,

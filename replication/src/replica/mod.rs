@@ -25,27 +25,20 @@
 //! pass. A follower hands fetched batches to its writer exactly as the leader has them
 //! (`append_replicated`: offsets, epochs and gaps kept).
 //!
-//! # Disk faults
-//! A write or sync the log could not make (a full disk, an I/O error), or a Raft state file it
-//! could not replace, means the core may count on entries or a vote that are not on disk. The
-//! replica then *faults*: it acts as a crashed member would, at once and for this partition
-//! only. Its core stops: no ticks, no votes, no fetches, no answers, no leadership (its
-//! producers are told NOT_LEADER_OR_FOLLOWER, and the others elect a leader within an
-//! election timeout); the core's pending writes and the producers' batches waiting for it are
-//! dropped; and it reports itself unhealthy ([`PartitionReplica::fault`]). After a back-off
-//! (two election timeouts, doubling while faults repeat, up to 64) its writer tries to come
-//! back as a restart would: the log clears its fault (after a failed sync it is cut back to its
-//! last good sync: the kernel may have dropped the rest), everything in it is synced, the Raft
-//! state is written, and a new core is built from what is on disk, which refetches what it
-//! lacks. If that fails too (the disk is still full) it tries again after the next back-off.
-//! So the log and the core never disagree: what the core counts as persisted is always on
-//! disk, and no entry is ever numbered for a log end the disk does not have.
+//! Here: the replica's state, its clock and the core's effects carried out. Apart: producers'
+//! batches (`produce`), the writer (`writer`), the term and vote made durable
+//! (`durable_state`), disk faults (`fault`), damaged entries (`damage`), moves
+//! (`reassignment`) and the preferred leader (`preferred`).
 
 mod damage;
+mod durable_state;
 mod entries;
+mod fault;
 mod preferred;
+mod produce;
 mod reassignment;
 mod state_file;
+mod writer;
 
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -55,23 +48,21 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use engine::batch::CheckedBatch;
-use engine::shard::replicated::{Leadership, ReplicatedPartition, Stage};
-use engine::shard::{AppendPending, Appended, Durability};
+use engine::shard::replicated::Stage;
 use engine::waiters::Waiters;
 use engine::{AppendReceipt, LogError, PartitionLog};
 use futures::channel::oneshot;
-use futures::future::LocalBoxFuture;
 
-use crate::message::{
-    Effects, EntryKind, EntryMeta, FetchResult, Index, LogWrite, Message, NodeId, TermLimit,
-    TERM_MAX,
-};
-use crate::node::{PersistedState, RaftConfig, RaftNode, Refusal, RoleKind};
-use crate::votes::{Vote, VoteLog, VoteLogError};
+use crate::message::{Effects, FetchResult, Index, LogWrite, Message, NodeId, TermLimit, TERM_MAX};
+use crate::node::{RaftNode, RoleKind};
+use crate::votes::{Vote, VoteLog};
 pub use entries::EntryError;
 pub(crate) use state_file::replace_file_durably_async;
 pub(crate) use state_file::STATE_FILE;
 use state_file::{ReplicaState, StateFile};
+
+use durable_state::core_from_disk;
+pub use produce::{Acks, ProduceError};
 
 /// Where a replica's messages go: the inter-broker transport, or a test's network. Sending
 /// never waits; a message may be lost (Raft retries).
@@ -145,32 +136,7 @@ pub struct ReplicaConfig {
     pub preferred_leader_check_ticks: u64,
 }
 
-/// Why a produce was not acknowledged.
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum ProduceError {
-    /// This replica does not lead (or stopped leading before the batch committed): the client
-    /// retries at the leader. Kafka's NOT_LEADER_OR_FOLLOWER.
-    #[error("not the partition leader (leader: {leader_hint:?})")]
-    NotLeader { leader_hint: Option<NodeId> },
-    #[error(transparent)]
-    Log(#[from] LogError),
-    /// The replica stopped (the broker shuts down, or no longer hosts the partition).
-    #[error("the replica stopped")]
-    Stopped,
-}
-
-/// How much acknowledgement a producer asked for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Acks {
-    /// Once the leader has numbered and placed the batch (acks=0 answers nothing anyway).
-    Placed,
-    /// Once the leader has placed the batch in its log.
-    Leader,
-    /// Once a majority has it durably: the high-water mark passed it (acks=all).
-    Committed,
-}
-
-/// A failure that faults a replica (see "Disk faults" above): its log can no longer follow the
+/// A failure that faults a replica (see `fault`): its log can no longer follow the
 /// core until it is rebuilt from the disk.
 #[derive(Debug, thiserror::Error)]
 pub enum ReplicaError {
@@ -189,12 +155,6 @@ pub enum ReplicaError {
     #[error("raft-state.json holds term {term}, past the highest leader epoch {TERM_MAX}")]
     TermPastMax { term: u64 },
 }
-
-/// The first back-off of a faulted replica, in election timeouts: long enough that the others
-/// have elected a leader without it by the time it comes back.
-const RESUME_BACKOFF_ELECTION_TIMEOUTS_MIN: u64 = 2;
-/// The longest back-off, in election timeouts (about half a minute at the broker's settings).
-const RESUME_BACKOFF_ELECTION_TIMEOUTS_MAX: u64 = 64;
 
 /// Effects of the core that wait until the Raft state is durable (see `carry_out`).
 struct Held {
@@ -262,7 +222,7 @@ struct Inner {
     /// Woken on every change the writer or a waiting producer may care about.
     changes: Waiters,
     stopped: RefCell<Option<String>>,
-    /// Set while the replica cannot write (see "Disk faults" above).
+    /// Set while the replica cannot write (see `fault`).
     fault: RefCell<Option<Fault>>,
     /// The back-off before the next try to come back; doubles while faults repeat.
     backoff_ticks: Cell<u64>,
@@ -435,139 +395,6 @@ impl PartitionReplica {
     /// Why the replica stopped, if it did.
     pub fn stopped(&self) -> Option<String> {
         self.inner.stopped.borrow().clone()
-    }
-
-    /// Why the replica cannot write its log and takes no part in its group just now, if so
-    /// (see "Disk faults" above); it tries to come back by itself.
-    pub fn fault(&self) -> Option<String> {
-        self.inner
-            .fault
-            .borrow()
-            .as_ref()
-            .map(|fault| fault.reason.clone())
-    }
-
-    fn faulted(&self) -> bool {
-        self.inner.fault.borrow().is_some()
-    }
-
-    /// The replica can no longer trust its log to hold what its core counts on (a write or
-    /// sync failed, or the Raft state could not be recorded): it stops as a crashed member
-    /// would, until its writer rebuilds it from the disk (see "Disk faults" above).
-    fn fail(&self, reason: &str) {
-        if self.inner.stopped.borrow().is_some() || self.faulted() {
-            return;
-        }
-        let now = self.inner.ticks.get();
-        let timeout = self.inner.config.election_timeout_ticks_min;
-        let (min, max) = (
-            timeout * RESUME_BACKOFF_ELECTION_TIMEOUTS_MIN,
-            timeout * RESUME_BACKOFF_ELECTION_TIMEOUTS_MAX,
-        );
-        // A fault soon after coming back from one: the cause is likely still there.
-        let repeated = self
-            .inner
-            .resumed_at_tick
-            .get()
-            .is_some_and(|at| now - at < max);
-        let backoff = if repeated {
-            (self.inner.backoff_ticks.get() * 2).clamp(min, max)
-        } else {
-            min
-        };
-        self.inner.backoff_ticks.set(backoff);
-        *self.inner.fault.borrow_mut() = Some(Fault {
-            reason: reason.to_owned(),
-            retry_at_tick: now + backoff,
-        });
-        self.inner.generation.set(self.inner.generation.get() + 1);
-        eprintln!(
-            "ferrite: replica in {}: {reason}; it takes no part in its group until it is \
-             rebuilt from the disk, tried in {backoff} ticks",
-            self.inner.log.directory().display()
-        );
-        self.inner.log_writes.borrow_mut().clear();
-        self.inner.fetched.borrow_mut().clear();
-        self.inner.parked.borrow_mut().clear();
-        self.inner.commit_sent.borrow_mut().clear();
-        self.inner.held.borrow_mut().clear();
-        for proposal in self.inner.proposals.borrow_mut().drain(..) {
-            let _ = proposal
-                .reply
-                .send(Err(ProduceError::NotLeader { leader_hint: None }));
-        }
-        self.inner.changes.wake_all();
-        self.note_leadership();
-        self.reschedule();
-    }
-
-    /// The writer's try at bringing a faulted replica back, as a restart would: the log's fault
-    /// cleared (cut back to its last good sync after a failed one, everything left synced),
-    /// the Raft state written (a term or vote its failed write left in memory included), and a
-    /// new core built from them. On failure the fault stays, with a longer back-off.
-    async fn resume(&self) {
-        // The state file has one writer at a time: the last write of the faulted core ends first.
-        self.inner
-            .changes
-            .until(|| !self.inner.state_writing.get())
-            .await;
-        let rebuilt = async {
-            self.inner.log.clear_fault().await?;
-            let mut state = self.inner.state.borrow().clone();
-            // Election timeouts of its own, as after a restart.
-            let seed_salt = self.inner.generation.get().rotate_left(32);
-            let node = core_from_disk(
-                &self.inner.config,
-                &self.inner.log,
-                &self.inner.state_file,
-                &mut state,
-                None,
-                seed_salt,
-            )?;
-            Ok::<_, ReplicaError>((node, state))
-        }
-        .await;
-        let now = self.inner.clock.get();
-        match rebuilt {
-            Ok((node, state)) => {
-                *self.inner.node.borrow_mut() = node;
-                *self.inner.state.borrow_mut() = state;
-                *self.inner.fault.borrow_mut() = None;
-                // The new core starts now; what the old one asked to write is gone with it.
-                self.inner.ticks.set(now);
-                self.inner
-                    .state_version_durable
-                    .set(self.inner.state_version_wanted.get());
-                self.inner
-                    .vote_version_durable
-                    .set(self.inner.vote_version_wanted.get());
-                self.inner.resumed_at_tick.set(Some(now));
-                eprintln!(
-                    "ferrite: replica in {}: rebuilt from the disk, it rejoins its group",
-                    self.inner.log.directory().display()
-                );
-            }
-            Err(error) => {
-                let timeout = self.inner.config.election_timeout_ticks_min;
-                let backoff = (self.inner.backoff_ticks.get() * 2).clamp(
-                    timeout * RESUME_BACKOFF_ELECTION_TIMEOUTS_MIN,
-                    timeout * RESUME_BACKOFF_ELECTION_TIMEOUTS_MAX,
-                );
-                self.inner.backoff_ticks.set(backoff);
-                if let Some(fault) = &mut *self.inner.fault.borrow_mut() {
-                    fault.reason = format!("cannot come back from a fault: {error}");
-                    fault.retry_at_tick = now + backoff;
-                }
-                eprintln!(
-                    "ferrite: replica in {}: cannot come back from a fault ({error}); tried \
-                     again in {backoff} ticks",
-                    self.inner.log.directory().display()
-                );
-            }
-        }
-        self.inner.changes.wake_all();
-        self.note_leadership();
-        self.reschedule();
     }
 
     /// Stops the writer; later produces fail with [`ProduceError::Stopped`].
@@ -792,102 +619,6 @@ impl PartitionReplica {
         }
     }
 
-    /// Appends a producer's batch if this replica leads, and waits for the acknowledgement
-    /// asked for. The batch is queued in the partition's order before the first await.
-    pub async fn produce(
-        &self,
-        batch: CheckedBatch,
-        acks: Acks,
-    ) -> Result<AppendReceipt, ProduceError> {
-        self.submit(batch, acks).await
-    }
-
-    /// [`PartitionReplica::produce`], with the batch queued synchronously (before the returned
-    /// future is first polled), so batches submitted in order are placed in that order.
-    pub fn submit(
-        &self,
-        batch: CheckedBatch,
-        acks: Acks,
-    ) -> LocalBoxFuture<'static, Result<AppendReceipt, ProduceError>> {
-        if let Err(error) = self.check_leading() {
-            return Box::pin(std::future::ready(Err(error)));
-        }
-        if acks == Acks::Committed {
-            let required = self.inner.log.config().min_insync_replicas;
-            let in_sync = self.inner.node.borrow().in_sync_voters().len();
-            if in_sync < required as usize {
-                let refused = LogError::NotEnoughReplicas { in_sync, required };
-                return Box::pin(std::future::ready(Err(refused.into())));
-            }
-        }
-        let (reply, placed) = oneshot::channel();
-        self.inner
-            .proposals
-            .borrow_mut()
-            .push_back(Proposal { batch, reply });
-        self.inner.changes.wake_all();
-        let replica = self.clone();
-        let submitted = Instant::now();
-        Box::pin(async move {
-            let receipt = placed.await.map_err(|_| ProduceError::Stopped)??;
-            let outbox = &replica.inner.outbox;
-            let placed_at = Instant::now();
-            outbox.note(ReplicaEvent::Stage(Stage::Place, placed_at - submitted));
-            match acks {
-                Acks::Placed => {}
-                Acks::Leader => replica.inner.log.wait_written(&receipt).await?,
-                Acks::Committed => {
-                    replica.wait_committed(&receipt).await?;
-                    outbox.note(ReplicaEvent::Stage(Stage::Commit, placed_at.elapsed()));
-                }
-            }
-            Ok(receipt)
-        })
-    }
-
-    fn check_leading(&self) -> Result<u64, ProduceError> {
-        if self.inner.stopped.borrow().is_some() {
-            return Err(ProduceError::Stopped);
-        }
-        if self.faulted() {
-            return Err(ProduceError::NotLeader { leader_hint: None });
-        }
-        let node = self.inner.node.borrow();
-        if node.role() == RoleKind::Leader {
-            Ok(node.term())
-        } else {
-            Err(ProduceError::NotLeader {
-                leader_hint: node.leader(),
-            })
-        }
-    }
-
-    /// Waits until the high-water mark passes the batch, failing if leadership moves first (a
-    /// new leader may have truncated it away). The mark is the commit index held to what the
-    /// log has written, so it may move when the leader's own write completes after a majority
-    /// of followers made the batch durable: the log's own wake-up says so.
-    async fn wait_committed(&self, receipt: &AppendReceipt) -> Result<(), ProduceError> {
-        let term = self.check_leading()?;
-        let log = &self.inner.log;
-        {
-            let committed = log.wait_for_high_watermark_above(receipt.last_offset);
-            let deposed = self.inner.changes.until(|| {
-                self.inner.stopped.borrow().is_some()
-                    || self.check_leading().is_err()
-                    || self.term() != term
-            });
-            futures::pin_mut!(committed, deposed);
-            futures::future::select(committed, deposed).await;
-        }
-        if log.high_watermark() > receipt.last_offset {
-            return Ok(());
-        }
-        self.check_leading()?;
-        Err(ProduceError::NotLeader {
-            leader_hint: self.leader(),
-        })
-    }
-
     /// Carries out what the core asked, in its order. `parkable` is the fetch these effects
     /// answer, if any: held instead of answered when the answer would carry nothing new.
     ///
@@ -1010,133 +741,6 @@ impl PartitionReplica {
         }
     }
 
-    /// The Raft state (`state`) changed: writes it to the state file, unless a write is under
-    /// way (which writes it again once done).
-    fn write_state(&self) {
-        let wanted = self.inner.state_version_wanted.get() + 1;
-        self.inner.state_version_wanted.set(wanted);
-        if !self.inner.state_writing.replace(true) {
-            glommio::spawn_local(self.clone().run_state_writes()).detach();
-        }
-    }
-
-    /// Whether a change of the Raft state is not durable yet.
-    fn state_pending(&self) -> bool {
-        self.inner.state_version_durable.get() < self.inner.state_version_wanted.get()
-            || self.inner.vote_version_durable.get() < self.inner.vote_version_wanted.get()
-    }
-
-    /// The term or vote changed: recorded in the shard's vote log (one sync for every vote of
-    /// the shard meanwhile), or in the state file if the replica has none or it failed.
-    fn record_vote(&self, vote: Vote) {
-        let Some((votes, key)) = self
-            .inner
-            .votes
-            .as_ref()
-            .filter(|(votes, _)| !votes.failed())
-        else {
-            return self.write_state();
-        };
-        let version = self.inner.vote_version_wanted.get() + 1;
-        self.inner.vote_version_wanted.set(version);
-        let answer = votes.record(key, vote);
-        let generation = self.inner.generation.get();
-        let replica = self.clone();
-        glommio::spawn_local(async move {
-            let recorded = answer.await;
-            replica.vote_recorded(generation, version, recorded);
-        })
-        .detach();
-    }
-
-    /// The vote log's answer for vote `version`: the held effects go once nothing else is
-    /// pending; a vote that could not be recorded faults the replica.
-    fn vote_recorded(
-        &self,
-        generation: u64,
-        version: u64,
-        recorded: Result<Result<(), VoteLogError>, oneshot::Canceled>,
-    ) {
-        if self.inner.generation.get() != generation || self.inner.stopped.borrow().is_some() {
-            return;
-        }
-        match recorded {
-            Ok(Ok(())) => {
-                let durable = &self.inner.vote_version_durable;
-                durable.set(durable.get().max(version));
-                self.release_held();
-            }
-            Ok(Err(error)) => self.fail(&format!("cannot record the Raft vote: {error}")),
-            Err(oneshot::Canceled) => self.fail("the shard's vote log stopped"),
-        }
-    }
-
-    /// Lets the held effects go once the Raft state is durable.
-    fn release_held(&self) {
-        if !self.state_pending() {
-            let held: Vec<Held> = self.inner.held.borrow_mut().drain(..).collect();
-            for Held {
-                log_writes,
-                messages,
-                parkable,
-            } in held
-            {
-                self.dispatch(log_writes, messages, parkable);
-            }
-        }
-        self.inner.changes.wake_all();
-        self.reschedule();
-    }
-
-    /// Writes the state file until the latest state is durable, then lets the held effects
-    /// go. A failed write faults the replica (the effects go with the core).
-    async fn run_state_writes(self) {
-        let generation = self.inner.generation.get();
-        while self.state_pending()
-            && self.inner.stopped.borrow().is_none()
-            && self.inner.generation.get() == generation
-        {
-            let version = self.inner.state_version_wanted.get();
-            let state = self.inner.state.borrow().clone();
-            match self.inner.state_file.write_async(&state).await {
-                Ok(()) => self.inner.state_version_durable.set(version),
-                Err(error) => {
-                    self.inner.state_writing.set(false);
-                    self.fail(&format!("cannot record the Raft state: {error}"));
-                    self.inner.changes.wake_all();
-                    return;
-                }
-            }
-        }
-        self.inner.state_writing.set(false);
-        if self.inner.generation.get() == generation {
-            return self.release_held();
-        }
-        self.inner.changes.wake_all();
-        self.reschedule();
-    }
-
-    /// Writes the Raft state and waits until it is durable (for the writer, which must not
-    /// place an entry the state file does not describe yet).
-    async fn persist_state(&self) -> Result<(), ReplicaError> {
-        self.write_state();
-        let generation = self.inner.generation.get();
-        self.inner
-            .changes
-            .until(|| {
-                !self.state_pending()
-                    || self.inner.generation.get() != generation
-                    || self.inner.stopped.borrow().is_some()
-            })
-            .await;
-        if self.state_pending() || self.inner.generation.get() != generation {
-            return Err(ReplicaError::StateFile(std::io::Error::other(
-                "the Raft state was not recorded",
-            )));
-        }
-        Ok(())
-    }
-
     /// The log or the commit index moved: held fetches are answered now.
     fn unpark(&self) {
         if self.inner.parked.borrow().is_empty() {
@@ -1172,304 +776,6 @@ impl PartitionReplica {
             Err(_) => Bytes::new(),
         }
     }
-
-    /// The writer: the only task that changes the log. Applies the core's log writes in order,
-    /// and between them numbers and places producers' batches; brings a faulted replica back
-    /// when its back-off is over (so nothing else changes the log meanwhile).
-    async fn run_writer(self) {
-        loop {
-            self.inner
-                .changes
-                .until(|| {
-                    if self.inner.stopped.borrow().is_some() {
-                        return true;
-                    }
-                    match &*self.inner.fault.borrow() {
-                        Some(fault) => self.inner.clock.get() >= fault.retry_at_tick,
-                        None => {
-                            !self.inner.log_writes.borrow().is_empty()
-                                || (!self.inner.proposals.borrow().is_empty()
-                                    && self.inner.held.borrow().is_empty())
-                        }
-                    }
-                })
-                .await;
-            if self.inner.stopped.borrow().is_some() {
-                return;
-            }
-            if self.faulted() {
-                self.resume().await;
-                continue;
-            }
-            let next_write = self.inner.log_writes.borrow_mut().pop_front();
-            let result = match next_write {
-                Some(write) => self.apply_write(write).await,
-                None => self.place_next_proposal().await,
-            };
-            match result {
-                Ok(()) => {}
-                // The log closes when the broker shuts down or the partition goes.
-                Err(ReplicaError::Log(LogError::Closed)) => {
-                    self.stop("the partition log closed");
-                    return;
-                }
-                Err(error) => self.fail(&error.to_string()),
-            }
-        }
-    }
-
-    async fn apply_write(&self, write: LogWrite) -> Result<(), ReplicaError> {
-        let log = &self.inner.log;
-        match write {
-            LogWrite::Append { entries } => {
-                for meta in entries {
-                    if self.faulted() {
-                        // The core that asked for these is gone; its successor asks anew.
-                        return Ok(());
-                    }
-                    if let EntryKind::Voters(voters) = &meta.kind {
-                        // On disk before the entry is: the file may name a lost change, never
-                        // miss one the log holds.
-                        self.inner
-                            .state
-                            .borrow_mut()
-                            .voter_changes
-                            .push((meta.first_index, voters.clone()));
-                        self.persist_state().await?;
-                    }
-                    // A follower writes the batch as fetched; a leader writes its own entries.
-                    let fetched = self.inner.fetched.borrow_mut().remove(&meta.first_index);
-                    let batch = match (fetched, &meta.kind) {
-                        (Some(batch), _) => batch,
-                        (None, EntryKind::LeaderChange | EntryKind::Voters(_)) => {
-                            self.core_batch(&meta)
-                        }
-                        (None, EntryKind::Records) => {
-                            return Err(EntryError::Malformed(format!(
-                                "no fetched batch for entry {}",
-                                meta.first_index
-                            ))
-                            .into())
-                        }
-                    };
-                    let handed_at = Instant::now();
-                    let receipt = log.append_replicated(batch).await?;
-                    self.report_durable(receipt, &meta, handed_at);
-                }
-                // A follower learns the commit index with the entries it covers, before they
-                // are placed: the high-water mark (held to the log end) catches up now.
-                log.set_replicated_high_watermark(self.commit_index());
-            }
-            LogWrite::Truncate { after_index } => {
-                log.truncate(after_index).await?;
-                let changed = {
-                    let mut state = self.inner.state.borrow_mut();
-                    let before = state.voter_changes.len();
-                    state.truncate_after(after_index);
-                    state.voter_changes.len() != before
-                };
-                if changed {
-                    self.persist_state().await?;
-                }
-            }
-            LogWrite::ResetTo {
-                log_start,
-                prev_term,
-                voters,
-            } => {
-                let epoch = i32::try_from(prev_term).unwrap_or(i32::MAX);
-                log.reset_to(entries::offset_of(log_start), epoch).await?;
-                {
-                    let mut state = self.inner.state.borrow_mut();
-                    state.voters_base = voters;
-                    state.voter_changes.clear();
-                }
-                self.persist_state().await?;
-                self.inner.fetched.borrow_mut().clear();
-            }
-        }
-        self.unpark();
-        Ok(())
-    }
-
-    /// The control batch for an entry the core created (it leads, or copies one it missed).
-    fn core_batch(&self, meta: &EntryMeta) -> CheckedBatch {
-        let leader = self.leader().unwrap_or(self.inner.config.node_id);
-        let now_ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |since| since.as_millis() as i64);
-        entries::control_batch(meta, leader, now_ms)
-    }
-
-    /// Numbers the next producer batch (if this replica still leads) and places it. Every log
-    /// write the core asked for earlier has been applied, so the core's next index is the log
-    /// end; the duplicate check and the numbering happen with no await in between.
-    async fn place_next_proposal(&self) -> Result<(), ReplicaError> {
-        let Some(Proposal { mut batch, reply }) = self.inner.proposals.borrow_mut().pop_front()
-        else {
-            return Ok(());
-        };
-        if let Some(error) = self.inner.log.fault() {
-            // A write failed since the last one placed: the log end the core would number
-            // this batch after may be gone.
-            let _ = reply.send(Err(ProduceError::NotLeader { leader_hint: None }));
-            return Err(error.into());
-        }
-        // The batch was checked where it entered the broker; what is left of the log's
-        // refusals is asked before the core numbers it, never after.
-        let header = *batch.header();
-        if let Err(error) = self.inner.log.check_holds(batch.size_bytes()) {
-            let _ = reply.send(Err(error.into()));
-            return Ok(());
-        }
-        match self.inner.log.check_duplicate(&header) {
-            Ok(Some(original)) => {
-                let _ = reply.send(Ok(original));
-                return Ok(());
-            }
-            Err(error) => {
-                let _ = reply.send(Err(error.into()));
-                return Ok(());
-            }
-            Ok(None) => {}
-        }
-        self.catch_up();
-        let proposed = self
-            .inner
-            .node
-            .borrow_mut()
-            .propose(u64::try_from(header.records_count).unwrap_or(0));
-        let (meta, effects) = match proposed {
-            Ok(proposed) => proposed,
-            Err(refusal) => {
-                let leader_hint = match refusal {
-                    Refusal::NotLeader { leader_hint } => leader_hint,
-                    _ => self.leader(),
-                };
-                let _ = reply.send(Err(ProduceError::NotLeader { leader_hint }));
-                return Ok(());
-            }
-        };
-        let log_end_offset = self.inner.log.log_end_offset();
-        if entries::offset_of(meta.first_index) != log_end_offset {
-            // Cannot happen while the log reports its faults; if it does, the replica is
-            // rebuilt from the disk rather than the log and the core going separate ways.
-            let _ = reply.send(Err(ProduceError::NotLeader { leader_hint: None }));
-            return Err(ReplicaError::Disagreement {
-                index: meta.first_index,
-                log_end_offset,
-            });
-        }
-        // The proposal's own write is this one; anything else the core asked for follows.
-        let mut effects = effects;
-        effects.log_writes.retain(|write| {
-            !matches!(write, LogWrite::Append { entries } if entries.first() == Some(&meta))
-        });
-        self.carry_out(effects, None);
-        entries::stamp(&mut batch, &meta);
-        let handed_at = Instant::now();
-        match self.inner.log.append_replicated(batch).await {
-            Ok(receipt) => {
-                self.report_durable(receipt.clone(), &meta, handed_at);
-                let _ = reply.send(Ok(receipt));
-                self.unpark();
-                Ok(())
-            }
-            Err(error) => {
-                let _ = reply.send(Err(error.clone().into()));
-                Err(error.into())
-            }
-        }
-    }
-
-    /// Once the entry's flush is durable, the core hears of it (the engine group-commits, so
-    /// many entries share one fsync); if it cannot be made durable, the replica faults.
-    fn report_durable(&self, receipt: AppendReceipt, meta: &EntryMeta, handed_at: Instant) {
-        if self.faulted() {
-            return; // placed for a core that is gone; its successor counts what is on disk
-        }
-        let (index, term) = (meta.last_index, meta.term);
-        let generation = self.inner.generation.get();
-        let replica = self.clone();
-        glommio::spawn_local(async move {
-            let durable = replica.inner.log.wait_durable(&receipt).await;
-            if replica.inner.generation.get() != generation {
-                return; // for a core that is gone
-            }
-            match durable {
-                Ok(()) => {
-                    let stage = if replica.inner.node.borrow().role() == RoleKind::Leader {
-                        Stage::LeaderDurable
-                    } else {
-                        Stage::FollowerDurable
-                    };
-                    replica
-                        .inner
-                        .outbox
-                        .note(ReplicaEvent::Stage(stage, handed_at.elapsed()));
-                    replica.catch_up();
-                    let effects = replica.inner.node.borrow_mut().persisted(index, term);
-                    replica.carry_out(effects, None);
-                }
-                // Shutdown, or the partition went: the replica is being stopped.
-                Err(LogError::Closed) => {}
-                Err(error) => replica.fail(&format!("entry {index} not made durable: {error}")),
-            }
-        })
-        .detach();
-    }
-
-    /// Tells the core when the log's start moved (retention or DeleteRecords, which stay below
-    /// the commit point), so it sends followers that need what is gone to the new start.
-    fn follow_log_start(&self) {
-        let log_start = self.inner.log.log_start_offset() + 1;
-        let mut node = self.inner.node.borrow_mut();
-        if log_start > node.log().log_start && log_start <= node.commit_index() + 1 {
-            node.log_start_advanced(log_start);
-            drop(node);
-            let mut state = self.inner.state.borrow_mut();
-            let before = state.clone();
-            state.advance_start(log_start);
-            let changed = *state != before;
-            drop(state);
-            if changed {
-                self.write_state();
-            }
-        }
-    }
-}
-
-/// A core for `log` as it is on disk and `state` (brought in line with the log, and written
-/// unless `saved`, what the file is known to hold, already says the same), as after a restart:
-/// everything in the log counts as persisted, and a vote floor kept for damaged entries holds.
-/// `seed_salt` varies the election timeouts.
-fn core_from_disk(
-    config: &ReplicaConfig,
-    log: &PartitionLog,
-    state_file: &StateFile,
-    state: &mut ReplicaState,
-    saved: Option<&ReplicaState>,
-    seed_salt: u64,
-) -> Result<RaftNode, ReplicaError> {
-    state.truncate_after(log.log_end_offset());
-    state.advance_start(log.log_start_offset() + 1);
-    if saved != Some(state) {
-        state_file.write(state)?;
-    }
-    let raft_config = RaftConfig {
-        id: config.node_id,
-        election_timeout_ticks_min: config.election_timeout_ticks_min,
-        begin_epoch_interval_ticks: config.begin_epoch_interval_ticks,
-        fetch_timeout_ticks: config.fetch_timeout_ticks,
-        seed: config.seed ^ seed_salt,
-    };
-    let persisted = PersistedState {
-        hard_state: state.hard_state(),
-        log: entries::summary_of(log, state),
-    };
-    let mut node = RaftNode::new(raft_config, persisted);
-    damage::restore_vote_floor(&mut node, state, state_file)?;
-    Ok(node)
 }
 
 /// Says what the term limit stopped (`place`: the partition log or the message concerned), at
@@ -1485,55 +791,5 @@ pub(crate) fn report_term_limit(place: &dyn std::fmt::Display, limit: TermLimit)
             "ferrite: {place}: at term {TERM_MAX}, the highest leader epoch, this replica \
              cannot start an election"
         ),
-    }
-}
-
-impl ReplicatedPartition for PartitionReplica {
-    fn submit_append(&self, batch: CheckedBatch, durability: Durability) -> AppendPending {
-        let acks = match durability {
-            Durability::Assigned => Acks::Placed,
-            Durability::Written => Acks::Leader,
-            Durability::Durable => Acks::Committed,
-        };
-        let log = self.inner.log.clone();
-        let pending = self.submit(batch, acks);
-        Box::pin(async move {
-            let receipt = pending.await.map_err(|error| match error {
-                ProduceError::NotLeader { leader_hint } => LogError::NotLeader {
-                    leader: leader_hint,
-                },
-                ProduceError::Log(error) => error,
-                ProduceError::Stopped => LogError::Closed,
-            })?;
-            Ok(Appended {
-                base_offset: receipt.base_offset,
-                last_offset: receipt.last_offset,
-                log_start_offset: log.log_start_offset(),
-            })
-        })
-    }
-
-    fn leadership(&self) -> Leadership {
-        if self.role() == RoleKind::Leader {
-            Leadership::Local
-        } else {
-            Leadership::Remote(self.leader())
-        }
-    }
-
-    fn fault(&self) -> Option<String> {
-        PartitionReplica::fault(self)
-    }
-
-    fn leading_term(&self) -> Option<u64> {
-        if self.faulted() {
-            return None;
-        }
-        let node = self.inner.node.borrow();
-        // Raft index i is offset i - 1: the high-water mark is the commit index, and a leader
-        // commits only entries of its own term, its leader-change entry first.
-        let committed = self.inner.log.high_watermark();
-        (node.role() == RoleKind::Leader && node.term_at(committed) == Some(node.term()))
-            .then(|| node.term())
     }
 }

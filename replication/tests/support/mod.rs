@@ -1,7 +1,13 @@
 //! What the multi-broker tests (several brokers on threads of one process, over loopback)
-//! share: waiting on a condition with a deadline, the brokers' inter-broker addresses, and
-//! (`shard_broker`) a broker of engine shards.
+//! share: waiting on a condition with a deadline, the brokers' inter-broker addresses, a broker
+//! of engine shards hosting given partitions (`shard_broker`) and one run by the cluster
+//! control plane (`cluster_broker`).
 
+#[allow(
+    dead_code,
+    reason = "only the tests of brokers run by the control plane start them"
+)]
+pub mod cluster_broker;
 #[allow(dead_code, reason = "only the tests of brokers with shards start them")]
 pub mod shard_broker;
 

@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use kafka_protocol::error::ResponseError;
 
 use super::assignment::Assignment;
-use super::coordinator::{
+use super::requests::{
     committed_offsets, describe_group, with_coordinator, CommittedOffsets, GroupDescription,
     DEAD_STATE,
 };
@@ -274,7 +274,7 @@ fn or_dash(text: &str) -> &str {
 mod tests {
     use super::*;
 
-    use super::super::coordinator::GroupMember;
+    use super::super::requests::GroupMember;
 
     fn member(id: &str, assignment: Result<Assignment, String>) -> GroupMember {
         GroupMember {

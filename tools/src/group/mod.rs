@@ -7,8 +7,8 @@
 //! `describe` a form scripts can parse without guessing at columns.
 
 mod assignment;
-mod coordinator;
 mod describe;
+mod requests;
 mod reset;
 
 use crate::admin::{AdminError, BrokerArguments, EXIT_CODES_HELP};
@@ -82,7 +82,7 @@ struct ListedGroupJson<'a> {
 
 fn list(broker: &BrokerArguments, json: bool) -> Result<(), AdminError> {
     let mut cluster = Cluster::connect(&broker.bootstrap)?;
-    let groups = coordinator::list_groups(&mut cluster)?;
+    let groups = requests::list_groups(&mut cluster)?;
     if json {
         let listed: Vec<ListedGroupJson> = groups
             .iter()

@@ -10,7 +10,7 @@
 
 use std::collections::BTreeMap;
 
-use super::coordinator::{
+use super::requests::{
     commit_offsets, committed_offsets, describe_group, with_coordinator, GroupDescription,
     DEAD_STATE, EMPTY_STATE,
 };
@@ -182,7 +182,7 @@ fn refuse_unless_empty(description: &GroupDescription) -> Result<(), AdminError>
 fn plan_text(
     group: &str,
     topic: &str,
-    committed: &super::coordinator::CommittedOffsets,
+    committed: &super::requests::CommittedOffsets,
     plan: &BTreeMap<i32, i64>,
     executed: bool,
 ) -> String {
@@ -210,7 +210,7 @@ mod tests {
 
     use clap::Parser;
 
-    use super::super::coordinator::{CommittedOffsets, GroupMember};
+    use super::super::requests::{CommittedOffsets, GroupMember};
 
     #[derive(clap::Parser)]
     struct Command {

@@ -1,0 +1,384 @@
+//! One shard's view of the cluster, for the Kafka handlers: the live brokers, where each
+//! partition's replicas are and who leads it, which broker coordinates a group, and the changes
+//! a client asks of the controller (each answered once this broker shows its effect, so that
+//! the client's next request here sees it).
+
+use std::cell::Cell;
+use std::collections::BTreeMap;
+use std::rc::Rc;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use engine::catalog::{Catalog, OFFSETS_TOPIC};
+use engine::shard::{offsets_topic_configs, PartitionId};
+use futures::future::LocalBoxFuture;
+
+use super::{
+    kafka_node_id, ClusterBroker, ClusterChangeError, ClusterState, PartitionMove,
+    PartitionPlacement,
+};
+use crate::controller::{ConfigChange, ConfigOperation, ControllerError, ControllerRequest};
+use crate::metadata::{BrokerRegistration, MetadataImage, PlanError, Replica};
+use crate::shard::ShardReplication;
+use crate::NodeId;
+
+/// How long a topic change may take to reach this broker's catalog once committed.
+const CATALOG_WAIT: Duration = Duration::from_secs(30);
+/// How often a change is looked for while waiting for it to show here.
+const SHOWN_POLL_INTERVAL: Duration = Duration::from_millis(20);
+/// Replicas of each `__consumer_offsets` partition (Kafka's `offsets.topic.replication.factor`),
+/// or as many as the cluster has brokers if fewer.
+const OFFSETS_REPLICATION_FACTOR: usize = 3;
+
+/// See the module documentation. One per shard.
+pub struct ShardCluster {
+    pub(super) state: Arc<ClusterState>,
+    pub(super) replication: Rc<ShardReplication>,
+    pub(super) catalog: Arc<Catalog>,
+    /// This broker's partition count of `__consumer_offsets`, by which it places groups.
+    pub(super) offsets_partitions: u32,
+    /// Whether this shard said once that the topic's count differs from `offsets_partitions`.
+    pub(super) offsets_partitions_mismatch_reported: Cell<bool>,
+    /// This broker, as clients reach it.
+    pub(super) own: ClusterBroker,
+}
+
+/// Where clients reach a registered broker.
+fn client_address(broker: &BrokerRegistration) -> ClusterBroker {
+    ClusterBroker {
+        node_id: kafka_node_id(broker.node_id),
+        host: broker.kafka_host.clone(),
+        port: i32::from(broker.kafka_port),
+    }
+}
+
+/// Waits until this broker shows a committed change (`shown`), for up to [`CATALOG_WAIT`].
+async fn shown_here(shown: impl Fn() -> bool) -> Result<(), ClusterChangeError> {
+    let deadline = Instant::now() + CATALOG_WAIT;
+    while !shown() {
+        if Instant::now() > deadline {
+            return Err(ClusterChangeError::NotShownHere);
+        }
+        glommio::timer::sleep(SHOWN_POLL_INTERVAL).await;
+    }
+    Ok(())
+}
+
+impl ShardCluster {
+    /// The shared state of the broker this shard belongs to.
+    pub fn state(&self) -> &Arc<ClusterState> {
+        &self.state
+    }
+
+    /// The live brokers.
+    pub fn brokers(&self) -> Vec<ClusterBroker> {
+        let mut brokers: Vec<ClusterBroker> = self
+            .state
+            .image()
+            .live_brokers()
+            .map(client_address)
+            .collect();
+        // Before any registration is applied here (just started) the broker answers clients
+        // all the same: they must see at least the one they talk to (librdkafka refuses a
+        // Metadata answer without brokers or topics). Otherwise the list is the live brokers
+        // of the image, those a topic's replicas may go to: a client that waits for N brokers
+        // to be listed may then create a topic of N replicas.
+        if brokers.is_empty() {
+            brokers.push(self.own.clone());
+        }
+        brokers
+    }
+
+    /// Where a partition lives; `None` if the metadata has no such partition.
+    pub fn placement(&self, topic: &str, partition: u32) -> Option<PartitionPlacement> {
+        let image = self.state.image();
+        let replicas: Vec<i32> = image
+            .topic(topic)?
+            .replicas(partition)?
+            .iter()
+            .map(|replica| kafka_node_id(replica.node_id))
+            .collect();
+        let partition = PartitionId::new(topic, partition);
+        let leaders = &self.state.leaders;
+        // The leader's in-sync voters once it reported them; all replicas until then.
+        let in_sync = match leaders.in_sync(&partition) {
+            Some(voters) => voters.into_iter().map(kafka_node_id).collect(),
+            None => replicas.clone(),
+        };
+        // No leader known here after there was one (an election, or this broker is cut off
+        // from the others): name another replica rather than none. A client asks it, and is
+        // either right or told NOT_LEADER by a broker that (on the majority side) knows the
+        // leader; answering LEADER_NOT_AVAILABLE instead would keep a client that talks only
+        // to this broker (as librdkafka's sparse connections do) asking it again and again.
+        // The guess carries the latest term known here: librdkafka ignores an answer with an
+        // older leader epoch than the one it has, and would stay with the deposed leader. A
+        // new partition's first election (term 0) has no leader yet: LEADER_NOT_AVAILABLE,
+        // and clients wait for one.
+        let own = kafka_node_id(self.state.settings.node_id);
+        let (term, leader) = leaders.latest_term(&partition).unwrap_or((0, None));
+        let leader = match leader {
+            Some(leader) => Some(kafka_node_id(leader)),
+            None if term == 0 => None,
+            None => replicas.iter().copied().find(|replica| *replica != own),
+        };
+        Some(PartitionPlacement {
+            leader,
+            leader_epoch: i32::try_from(term).unwrap_or(i32::MAX),
+            in_sync,
+            replicas,
+        })
+    }
+
+    /// The broker that coordinates the groups of `__consumer_offsets` partition
+    /// `offsets_partition`: the partition's leader; `None` while it has none known (or the
+    /// topic is still being created, which the first call starts), which clients retry
+    /// (COORDINATOR_NOT_AVAILABLE).
+    pub fn group_coordinator(&self, offsets_partition: u32) -> Option<ClusterBroker> {
+        let image = self.state.image();
+        let Some(topic) = image.topic(OFFSETS_TOPIC) else {
+            self.request_offsets_topic(&image);
+            return None;
+        };
+        if topic.partitions.len() != self.offsets_partitions as usize {
+            // Groups would be looked for in the wrong partitions.
+            if !self.offsets_partitions_mismatch_reported.replace(true) {
+                eprintln!(
+                    "ferrite: {OFFSETS_TOPIC} has {} partitions, but this broker was started with \
+                 --offsets-partitions {}; it coordinates no groups",
+                    topic.partitions.len(),
+                    self.offsets_partitions
+                );
+            }
+            return None;
+        }
+        let partition = PartitionId::new(OFFSETS_TOPIC, offsets_partition);
+        let (leader, _) = self.state.leaders.leader(&partition)?;
+        let coordinator = image
+            .live_brokers()
+            .find(|broker| broker.node_id == leader)
+            .map(client_address);
+        coordinator
+    }
+
+    /// Asks the controller for a topic; resolves once this broker's catalog holds it.
+    /// `replication_factor: None` takes the cluster's default.
+    pub fn create_topic(
+        &self,
+        name: String,
+        partitions: u32,
+        replication_factor: Option<u16>,
+        configs: BTreeMap<String, String>,
+    ) -> LocalBoxFuture<'static, Result<(), ClusterChangeError>> {
+        let replication_factor =
+            replication_factor.unwrap_or(self.state.settings.default_replication_factor);
+        let request = ControllerRequest::CreateTopic {
+            name: name.clone(),
+            partitions: i32::try_from(partitions).unwrap_or(i32::MAX),
+            replication_factor: i16::try_from(replication_factor).unwrap_or(i16::MAX),
+            configs: configs.into_iter().collect(),
+        };
+        self.change(request, move |catalog| {
+            catalog.topics().get(&name).is_some()
+        })
+    }
+
+    /// Asks the controller to delete a topic; resolves once this broker has removed it.
+    pub fn delete_topic(
+        &self,
+        name: String,
+    ) -> LocalBoxFuture<'static, Result<(), ClusterChangeError>> {
+        let request = ControllerRequest::DeleteTopic { name: name.clone() };
+        self.change(request, move |catalog| {
+            catalog.topics().get(&name).is_none()
+        })
+    }
+
+    /// Asks the controller to grow a topic to `count` partitions; resolves once this broker's
+    /// catalog has them.
+    pub fn create_partitions(
+        &self,
+        name: String,
+        count: u32,
+    ) -> LocalBoxFuture<'static, Result<(), ClusterChangeError>> {
+        let request = ControllerRequest::CreatePartitions {
+            name: name.clone(),
+            count: i32::try_from(count).unwrap_or(i32::MAX),
+        };
+        self.change(request, move |catalog| {
+            catalog
+                .topics()
+                .get(&name)
+                .is_some_and(|topic| topic.partitions >= count)
+        })
+    }
+
+    /// The partitions being moved, by topic and partition.
+    pub fn reassignments(&self) -> Vec<PartitionMove> {
+        let image = self.state.image();
+        let nodes = |replicas: &mut dyn Iterator<Item = &Replica>| -> Vec<i32> {
+            replicas
+                .map(|replica| kafka_node_id(replica.node_id))
+                .collect()
+        };
+        image
+            .topics()
+            .flat_map(|(name, topic)| {
+                topic.reassignments.iter().map(move |(&partition, moving)| {
+                    let replicas = topic.replicas(partition).unwrap_or_default();
+                    PartitionMove {
+                        topic: name.to_owned(),
+                        partition,
+                        replicas: nodes(&mut replicas.iter()),
+                        adding: nodes(&mut moving.adding()),
+                        removing: nodes(&mut moving.removing(replicas)),
+                    }
+                })
+            })
+            .collect()
+    }
+
+    /// Asks the controller to move a partition to the brokers `replicas` (the first its
+    /// preferred leader), or (`None`) to cancel its move; resolves once that is committed (the
+    /// move itself goes on in the background).
+    pub fn reassign(
+        &self,
+        topic: String,
+        partition: u32,
+        replicas: Option<Vec<i32>>,
+    ) -> LocalBoxFuture<'static, Result<(), ClusterChangeError>> {
+        let replicas = match replicas
+            .map(|replicas| {
+                replicas
+                    .into_iter()
+                    .map(NodeId::try_from)
+                    .collect::<Result<Vec<NodeId>, _>>()
+            })
+            .transpose()
+        {
+            Ok(replicas) => replicas,
+            Err(_) => {
+                return Box::pin(std::future::ready(Err(
+                    ClusterChangeError::NegativeBrokerId,
+                )))
+            }
+        };
+        let request = ControllerRequest::Reassign {
+            topic,
+            partition,
+            replicas,
+        };
+        let replication = self.replication.clone();
+        let state = self.state.clone();
+        Box::pin(async move {
+            let index = replication.ask_controller(request).await?;
+            // Answered once this broker's image has it, so that a ListPartitionReassignments
+            // sent here next shows the move.
+            shown_here(|| state.image().last_applied_index() >= index).await
+        })
+    }
+
+    /// Asks the controller to make `configs` a topic's whole set of overrides; resolves once
+    /// this broker's catalog (and its open logs) have them.
+    pub fn alter_topic_configs(
+        &self,
+        name: String,
+        configs: BTreeMap<String, String>,
+    ) -> LocalBoxFuture<'static, Result<(), ClusterChangeError>> {
+        // The whole set, as changes from what this broker has now: removed keys deleted, the
+        // rest set.
+        let current = self
+            .catalog
+            .topics()
+            .get(&name)
+            .map(|topic| topic.configs.clone())
+            .unwrap_or_default();
+        let mut changes: Vec<ConfigChange> = current
+            .keys()
+            .filter(|key| !configs.contains_key(*key))
+            .map(|key| ConfigChange {
+                key: key.clone(),
+                operation: ConfigOperation::Delete,
+                value: None,
+            })
+            .collect();
+        changes.extend(configs.iter().map(|(key, value)| ConfigChange {
+            key: key.clone(),
+            operation: ConfigOperation::Set,
+            value: Some(value.clone()),
+        }));
+        let request = ControllerRequest::AlterConfigs {
+            name: name.clone(),
+            changes,
+        };
+        self.change(request, move |catalog| {
+            catalog
+                .topics()
+                .get(&name)
+                .is_some_and(|topic| topic.configs == configs)
+        })
+    }
+
+    /// A producer id unique in the cluster for its whole life, from the block the controller
+    /// handed this broker; `None` while the broker has none left (it is fetching the next
+    /// block, and the client retries).
+    pub fn producer_id(&self) -> Option<i64> {
+        self.state.producer_ids.claim()
+    }
+
+    /// Asks the controller for `__consumer_offsets`, in the background, unless a request is
+    /// under way or too few brokers are live for its replication factor yet.
+    fn request_offsets_topic(&self, image: &MetadataImage) {
+        let replication_factor = self
+            .state
+            .settings
+            .peers
+            .len()
+            .min(OFFSETS_REPLICATION_FACTOR);
+        if image.live_brokers().count() < replication_factor
+            || self
+                .state
+                .offsets_topic_requested
+                .swap(true, Ordering::AcqRel)
+        {
+            return;
+        }
+        let creating = self.create_topic(
+            OFFSETS_TOPIC.to_owned(),
+            self.offsets_partitions,
+            u16::try_from(replication_factor).ok(),
+            offsets_topic_configs(),
+        );
+        let state = self.state.clone();
+        glommio::spawn_local(async move {
+            match creating.await {
+                Ok(())
+                | Err(ClusterChangeError::Controller(ControllerError::Refused(
+                    PlanError::TopicAlreadyExists(_),
+                ))) => {}
+                Err(error) => {
+                    engine::log_rate_limited!("ferrite: cannot create {OFFSETS_TOPIC}: {error}")
+                }
+            }
+            state
+                .offsets_topic_requested
+                .store(false, Ordering::Release);
+        })
+        .detach();
+    }
+
+    /// Sends `request` to the controller and waits until this broker's catalog shows its
+    /// effect (`done`).
+    fn change(
+        &self,
+        request: ControllerRequest,
+        done: impl Fn(&Catalog) -> bool + 'static,
+    ) -> LocalBoxFuture<'static, Result<(), ClusterChangeError>> {
+        let replication = self.replication.clone();
+        let catalog = self.catalog.clone();
+        Box::pin(async move {
+            replication.ask_controller(request).await?;
+            shown_here(|| done(&catalog)).await
+        })
+    }
+}

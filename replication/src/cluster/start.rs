@@ -1,0 +1,124 @@
+//! Joining the cluster, once per shard: each shard starts its replication (transport, replicas,
+//! clock); the metadata partition's shard also opens the broker's controller and starts the
+//! metadata follower.
+
+use std::cell::Cell;
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use engine::catalog::Catalog;
+use engine::shard::{PartitionId, ShardContext};
+use engine::LogConfig;
+
+use super::metadata_follower::follow_metadata;
+use super::{kafka_node_id, ClusterBroker, ClusterState, ShardCluster, CLUSTER_ID};
+use crate::controller::{Controller, ControllerConfig, METADATA_TOPIC};
+use crate::metadata::BrokerRegistration;
+use crate::shard::{ReplicationConfig, ShardReplication};
+use crate::votes::RecoveredVotes;
+use crate::NodeId;
+
+/// Told the controller leader this broker knows (`None`: none), every time the metadata
+/// follower looks (the broker's metrics report it).
+pub type ControllerLeaderObserver = Arc<dyn Fn(Option<NodeId>) + Send + Sync>;
+
+/// What each shard needs to join the cluster (cloned to every shard).
+#[derive(Clone)]
+pub struct ClusterStart {
+    pub state: Arc<ClusterState>,
+    pub catalog: Arc<Catalog>,
+    pub data_dir: PathBuf,
+    /// The Raft votes earlier runs recorded (each shard keeps its replicas' votes in a vote
+    /// log of its own).
+    pub votes: Arc<RecoveredVotes>,
+    /// Where clients reach this broker, as it registers.
+    pub kafka_host: String,
+    pub kafka_port: u16,
+    pub shard_count: u32,
+    /// Different at every start of the process (the controller tells restarts apart by it).
+    pub incarnation: u64,
+    pub broker_log_config: LogConfig,
+    pub controller_leader_observed: ControllerLeaderObserver,
+}
+
+/// A number different at every start of the process, for [`ClusterStart::incarnation`]: the
+/// controller tells a restarted broker from a repeated registration by it.
+pub fn new_incarnation() -> u64 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| since.as_nanos() as u64);
+    nanos ^ (u64::from(std::process::id()) << 48)
+}
+
+/// Joins the cluster on this shard (see the module documentation). Returns the shard's view
+/// of the cluster for the Kafka handlers.
+pub async fn start_shard(
+    context: &ShardContext,
+    start: &ClusterStart,
+) -> Result<Rc<ShardCluster>, String> {
+    let settings = &start.state.settings;
+    let mut config = ReplicationConfig::new(
+        CLUSTER_ID,
+        settings.node_id,
+        settings.rpc_listen,
+        settings.peers.clone(),
+    );
+    config.votes = Some(start.votes.clone());
+    config.preferred_leader_check_ticks = settings
+        .leader_imbalance_check_interval
+        .map_or(0, |interval| {
+            (interval.as_millis() / config.tick.as_millis().max(1)).max(1) as u64
+        });
+    let replication = ShardReplication::start(context.clone(), config, start.state.leaders.clone())
+        .map_err(|error| format!("cannot start the inter-broker listener: {error}"))?;
+    let metadata_partition = PartitionId::new(METADATA_TOPIC, 0);
+    if context.owner_of(&metadata_partition) == context.shard_id() {
+        let registration = BrokerRegistration {
+            node_id: settings.node_id,
+            incarnation: start.incarnation,
+            kafka_host: start.kafka_host.clone(),
+            kafka_port: start.kafka_port,
+            rpc_address: settings.rpc_listen.to_string(),
+            shard_count: start.shard_count,
+        };
+        let mut config = ControllerConfig::new(
+            registration,
+            settings.peers.keys().copied(),
+            settings.controller_voters,
+            start.data_dir.clone(),
+            start.incarnation,
+        );
+        config.broker_log_config = start.broker_log_config.clone();
+        let controller = Controller::open(
+            config,
+            replication.controller_outbox(),
+            start.state.producer_ids.clone(),
+        )
+        .await
+        .map_err(|error| format!("cannot start the controller: {error}"))?;
+        replication.attach_controller(controller.clone());
+        glommio::spawn_local(follow_metadata(
+            context.clone(),
+            start.state.clone(),
+            controller,
+            replication.clone(),
+            start.catalog.clone(),
+            start.controller_leader_observed.clone(),
+            start.incarnation,
+        ))
+        .detach();
+    }
+    Ok(Rc::new(ShardCluster {
+        state: start.state.clone(),
+        replication,
+        catalog: start.catalog.clone(),
+        offsets_partitions: context.groups_config().offsets_partitions,
+        offsets_partitions_mismatch_reported: Cell::new(false),
+        own: ClusterBroker {
+            node_id: kafka_node_id(settings.node_id),
+            host: start.kafka_host.clone(),
+            port: i32::from(start.kafka_port),
+        },
+    }))
+}

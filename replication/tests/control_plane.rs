@@ -1,0 +1,176 @@
+//! The cluster control plane (`ferrite_replication::cluster`) driven in-process, as the Kafka
+//! handlers drive it: brokers of engine shards joined with `cluster::start_shard`, asked
+//! through a shard's `ShardCluster`. What a client would see: a topic it creates gets a
+//! replica on each broker the controller chose and a leader every broker agrees on, the
+//! first FindCoordinator has `__consumer_offsets` made (and then names its leader), refused
+//! changes come back as the controller's typed refusal, and deleted topics go from every
+//! broker.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use engine::catalog::OFFSETS_TOPIC;
+use engine::shard::listen::ListenReservation;
+use ferrite_replication::cluster::{
+    ClusterBroker as Broker, ClusterChangeError, PartitionPlacement,
+};
+use ferrite_replication::controller::ControllerError;
+use ferrite_replication::metadata::PlanError;
+use support::cluster_broker::ClusterBroker;
+use support::{loopback_peers, wait_until};
+
+const OFFSETS_PARTITIONS: u32 = 2;
+
+/// Brokers 1..=`count`, with their inter-broker addresses held until the test ends.
+fn start_cluster(dir: &Path, count: u64) -> (Vec<ListenReservation>, Vec<ClusterBroker>) {
+    let (reservations, peers) = loopback_peers(count);
+    let brokers = (1..=count)
+        .map(|node_id| {
+            let data = dir.join(format!("broker-{node_id}"));
+            std::fs::create_dir_all(&data).unwrap();
+            ClusterBroker::start(node_id, data, peers.clone(), OFFSETS_PARTITIONS)
+        })
+        .collect();
+    (reservations, brokers)
+}
+
+fn placement(broker: &ClusterBroker, topic: &str, partition: u32) -> Option<PartitionPlacement> {
+    let topic = topic.to_owned();
+    broker.look(move |cluster| cluster.placement(&topic, partition))
+}
+
+/// Waits until `broker` places every partition of `topic` (`count` of them) on `replicas`
+/// brokers with a leader, and returns the leaders.
+fn leaders_of(broker: &ClusterBroker, topic: &str, count: u32, replicas: usize) -> Vec<i32> {
+    (0..count)
+        .map(|partition| {
+            wait_until(&format!("a leader of {topic}/{partition}"), || {
+                let placement = placement(broker, topic, partition)?;
+                assert_eq!(placement.replicas.len(), replicas, "{placement:?}");
+                assert!(placement.replicas.contains(&placement.leader?));
+                placement.leader
+            })
+        })
+        .collect()
+}
+
+fn create_topic(
+    broker: &ClusterBroker,
+    name: &str,
+    partitions: u32,
+) -> Result<(), ClusterChangeError> {
+    let name = name.to_owned();
+    broker.ask(move |cluster| cluster.create_topic(name, partitions, None, BTreeMap::new()))
+}
+
+fn coordinator(broker: &ClusterBroker, offsets_partition: u32) -> Option<Broker> {
+    broker.look(move |cluster| cluster.group_coordinator(offsets_partition))
+}
+
+#[test]
+fn a_single_broker_creates_topics_leads_them_and_refuses_what_the_controller_refuses() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_reservations, mut brokers) = start_cluster(dir.path(), 1);
+    let broker = &brokers[0];
+    // Until its registration is applied the broker lists only itself, but the controller
+    // places nothing on it yet (as a client that creates a topic right away would hear).
+    wait_until("the broker's registration", || {
+        let live = broker.look(|cluster| cluster.state().image().live_brokers().count());
+        (live == 1).then_some(())
+    });
+
+    create_topic(broker, "orders", 3).unwrap();
+    let topic = broker.catalog.topics().get("orders").cloned().unwrap();
+    assert_eq!(topic.partitions, 3);
+    assert_eq!(leaders_of(broker, "orders", 3, 1), vec![1, 1, 1]);
+    assert_eq!(
+        broker.look(|cluster| cluster.brokers()),
+        vec![Broker {
+            node_id: 1,
+            host: "127.0.0.1".into(),
+            port: 9001
+        }]
+    );
+
+    // The controller's refusals, as they are (net turns them into Kafka codes).
+    assert!(matches!(
+        create_topic(broker, "orders", 1),
+        Err(ClusterChangeError::Controller(ControllerError::Refused(
+            PlanError::TopicAlreadyExists(name)
+        ))) if name == "orders"
+    ));
+    assert!(matches!(
+        broker.ask(|cluster| cluster.delete_topic("missing".into())),
+        Err(ClusterChangeError::Controller(ControllerError::Refused(
+            PlanError::UnknownTopic(_)
+        )))
+    ));
+    assert!(matches!(
+        broker.ask(|cluster| cluster.reassign("orders".into(), 0, Some(vec![-1]))),
+        Err(ClusterChangeError::NegativeBrokerId)
+    ));
+
+    // The first FindCoordinator finds no `__consumer_offsets`, has it made, and is told to
+    // retry; the broker then coordinates every group (it leads every partition).
+    assert_eq!(coordinator(broker, 0), None);
+    let found = wait_until("a group coordinator", || coordinator(broker, 1));
+    assert_eq!(found.node_id, 1);
+    let offsets = broker.catalog.topics().get(OFFSETS_TOPIC).cloned().unwrap();
+    assert_eq!(offsets.partitions, OFFSETS_PARTITIONS);
+    leaders_of(broker, OFFSETS_TOPIC, OFFSETS_PARTITIONS, 1);
+
+    broker
+        .ask(|cluster| cluster.delete_topic("orders".into()))
+        .unwrap();
+    assert!(broker.catalog.topics().get("orders").is_none());
+    assert_eq!(placement(broker, "orders", 0), None);
+
+    brokers.pop().unwrap().stop();
+}
+
+#[test]
+fn three_brokers_agree_on_replicas_and_leaders_of_topics_any_of_them_creates() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_reservations, brokers) = start_cluster(dir.path(), 3);
+    wait_until("three live brokers", || {
+        (brokers[1].look(|cluster| cluster.brokers()).len() == 3).then_some(())
+    });
+
+    // Asked of broker 2, whichever broker leads the controller; three replicas each (the
+    // cluster's default replication factor here).
+    create_topic(&brokers[1], "orders", 2).unwrap();
+    let leaders = leaders_of(&brokers[1], "orders", 2, 3);
+    for broker in &brokers {
+        wait_until("every broker to agree on the leaders", || {
+            (leaders_of(broker, "orders", 2, 3) == leaders).then_some(())
+        });
+        let topic = broker.catalog.topics().get("orders").cloned();
+        assert_eq!(topic.map(|topic| topic.partitions), Some(2));
+    }
+
+    brokers[2]
+        .ask(|cluster| cluster.create_partitions("orders".into(), 4))
+        .unwrap();
+    for broker in &brokers {
+        wait_until("the new partitions everywhere", || {
+            let topic = broker.catalog.topics().get("orders").cloned()?;
+            (topic.partitions == 4).then_some(())
+        });
+        leaders_of(broker, "orders", 4, 3);
+    }
+
+    // `__consumer_offsets` with Kafka's three replicas; every broker names the same
+    // coordinator for a group's partition.
+    let found = wait_until("a group coordinator", || coordinator(&brokers[0], 0));
+    for broker in &brokers {
+        let named = wait_until("the same coordinator", || coordinator(broker, 0));
+        assert_eq!(named, found);
+        leaders_of(broker, OFFSETS_TOPIC, OFFSETS_PARTITIONS, 3);
+    }
+
+    for broker in brokers {
+        broker.stop();
+    }
+}

@@ -1,0 +1,367 @@
+//! The settings' tests: flags over the file over the defaults, and every refusal named.
+
+use super::*;
+
+#[test]
+fn a_cluster_is_named_by_node_id_and_peers_and_checked() {
+    let cluster = |node_id: Option<u64>, peers: Option<&str>, factor: Option<u16>| {
+        Arguments {
+            node_id,
+            peers: peers.map(str::to_owned),
+            default_replication_factor: factor,
+            ..Arguments::default()
+        }
+        .resolve()
+        .map(|settings| settings.cluster)
+    };
+    let three = "1@127.0.0.1:9192, 2@127.0.0.1:9193,3@127.0.0.1:9194";
+    let settings = cluster(Some(2), Some(three), None).unwrap().unwrap();
+    assert_eq!(settings.node_id, 2);
+    assert_eq!(settings.peers.len(), 3);
+    assert_eq!(
+        settings.rpc_listen,
+        "127.0.0.1:9193".parse::<SocketAddr>().unwrap()
+    );
+    assert_eq!(settings.default_replication_factor, 3);
+    let alone = cluster(Some(1), Some("1@127.0.0.1:9192"), None)
+        .unwrap()
+        .unwrap();
+    assert_eq!(alone.default_replication_factor, 1);
+    assert!(
+        cluster(None, None, None).unwrap().is_none(),
+        "a broker alone"
+    );
+    for (node_id, peers, factor, wanted) in [
+        (Some(1), None, None, "needs --peers"),
+        (None, Some(three), None, "needs --node-id"),
+        (Some(4), Some(three), None, "does not name this broker"),
+        (Some(1), Some("1@127.0.0.1:1,1@127.0.0.1:2"), None, "twice"),
+        (
+            Some(1),
+            Some("1:127.0.0.1:1"),
+            None,
+            "expected ID@HOST:PORT",
+        ),
+        (Some(1), Some("0@127.0.0.1:1"), None, "not a node id"),
+        (Some(1), Some("1@nowhere"), None, "not HOST:PORT"),
+        (Some(1), Some(three), Some(4), "between 1 and 3"),
+        (Some(1), Some(FIVE), Some(6), "between 1 and 5"),
+    ] {
+        let error = cluster(node_id, peers, factor).unwrap_err();
+        assert!(error.contains(wanted), "{error} (wanted {wanted:?})");
+    }
+}
+
+const FIVE: &str = "1@127.0.0.1:1,2@127.0.0.1:2,3@127.0.0.1:3,4@127.0.0.1:4,5@127.0.0.1:5";
+
+#[test]
+fn a_cluster_of_five_has_three_controller_voters_unless_told_and_any_replication_factor() {
+    let cluster = |voters: Option<usize>, factor: Option<u16>| {
+        Arguments {
+            node_id: Some(4),
+            peers: Some(FIVE.to_owned()),
+            controller_voters: voters,
+            default_replication_factor: factor,
+            ..Arguments::default()
+        }
+        .resolve()
+        .map(|settings| settings.cluster.expect("a cluster"))
+    };
+    let settings = cluster(None, None).unwrap();
+    assert_eq!(settings.peers.len(), 5);
+    assert_eq!(settings.controller_voters, VOTERS_DEFAULT_COUNT);
+    assert_eq!(settings.default_replication_factor, 3);
+    assert_eq!(
+        settings.leader_imbalance_check_interval,
+        Some(Duration::from_secs(300)),
+        "Kafka's default"
+    );
+    let settings = cluster(Some(5), Some(5)).unwrap();
+    assert_eq!(settings.controller_voters, 5);
+    assert_eq!(settings.default_replication_factor, 5);
+    assert_eq!(cluster(Some(1), None).unwrap().controller_voters, 1);
+    for voters in [0, 6] {
+        let error = cluster(Some(voters), None).unwrap_err();
+        assert!(
+            error.contains("--controller-voters must be between 1 and 5"),
+            "{error}"
+        );
+    }
+    let two = Arguments {
+        node_id: Some(1),
+        peers: Some("1@127.0.0.1:1,2@127.0.0.1:2".to_owned()),
+        ..Arguments::default()
+    };
+    let two = two.resolve().unwrap().cluster.unwrap();
+    assert_eq!(two.controller_voters, 2, "every broker when fewer than 3");
+
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("ferrite.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "node-id = 5\npeers = \"{FIVE}\"\ncontroller-voters = 1\n\
+             leader-imbalance-check-interval-s = 0\n"
+        ),
+    )
+    .unwrap();
+    let from_file = Arguments {
+        config: Some(file),
+        ..Arguments::default()
+    };
+    let from_file = from_file.resolve().unwrap().cluster.unwrap();
+    assert_eq!(from_file.controller_voters, 1);
+    assert_eq!(from_file.leader_imbalance_check_interval, None, "0: never");
+}
+
+#[test]
+fn flags_win_over_the_file_which_wins_over_defaults() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("ferrite.toml");
+    std::fs::write(
+        &file,
+        "listen = \"127.0.0.1:9000\"\ndefault-partitions = 4\nauto-create-topics = false\n",
+    )
+    .unwrap();
+    let arguments = Arguments {
+        config: Some(file.clone()),
+        default_partitions: Some(6),
+        ..Arguments::default()
+    };
+    let settings = arguments.resolve().unwrap();
+    assert_eq!(
+        settings.listen,
+        "127.0.0.1:9000".parse::<SocketAddr>().unwrap()
+    );
+    assert_eq!(settings.default_partitions, 6, "the flag wins");
+    assert!(!settings.auto_create_topics, "from the file");
+    assert_eq!(
+        settings.data_dir,
+        PathBuf::from("./ferrite-data"),
+        "default"
+    );
+
+    std::fs::write(&file, "listen = 5\n").unwrap();
+    let error = Arguments {
+        config: Some(file.clone()),
+        ..Arguments::default()
+    }
+    .resolve()
+    .unwrap_err();
+    assert!(error.contains("ferrite.toml"), "{error}");
+    std::fs::write(&file, "lisen = \"127.0.0.1:1\"\n").unwrap();
+    let error = Arguments {
+        config: Some(file),
+        ..Arguments::default()
+    }
+    .resolve()
+    .unwrap_err();
+    assert!(error.contains("lisen"), "a typo is named: {error}");
+}
+
+#[test]
+fn retention_flags_set_the_topics_defaults() {
+    let settings = Arguments {
+        retention_ms: Some(-1),
+        retention_bytes: Some(1 << 30),
+        ..Arguments::default()
+    }
+    .resolve()
+    .unwrap();
+    assert_eq!(settings.log.retention_age_ms_max, None);
+    assert_eq!(settings.log.retention_bytes_max, Some(1 << 30));
+    let error = Arguments {
+        retention_ms: Some(-2),
+        ..Arguments::default()
+    }
+    .resolve()
+    .unwrap_err();
+    assert!(error.contains("--retention-ms must be -1"), "{error}");
+}
+
+#[test]
+fn topic_defaults_set_any_topic_setting_and_are_checked_as_topic_settings_are() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("ferrite.toml");
+    std::fs::write(&file, "topic-default = [\"segment.ms=600000\"]\n").unwrap();
+    let settings = Arguments {
+        topic_default: vec![
+            "cleanup.policy=compact,delete".into(),
+            "delete.retention.ms=3600000".into(),
+        ],
+        config: Some(file.clone()),
+        ..Arguments::default()
+    }
+    .resolve()
+    .unwrap();
+    assert!(settings.log.cleanup_policy.compacts() && settings.log.cleanup_policy.deletes());
+    assert_eq!(settings.log.delete_retention_ms, 3_600_000);
+    assert_eq!(
+        settings.log.segment_age_ms_max,
+        LogConfig::default().segment_age_ms_max,
+        "the flags replace the file's list"
+    );
+    let from_file = Arguments {
+        config: Some(file),
+        ..Arguments::default()
+    }
+    .resolve()
+    .unwrap();
+    assert_eq!(from_file.log.segment_age_ms_max, Some(600_000));
+    for (given, wanted) in [
+        ("retention.ms", "expected KEY=VALUE"),
+        ("min.cleanable.dirty.ratio=2", "min.cleanable.dirty.ratio"),
+        ("no.such.key=1", "no.such.key"),
+    ] {
+        let error = Arguments {
+            topic_default: vec![given.into()],
+            ..Arguments::default()
+        }
+        .resolve()
+        .unwrap_err();
+        assert!(error.contains(wanted), "{given}: {error}");
+    }
+}
+
+#[test]
+fn the_cleaner_interval_is_set_in_milliseconds_and_never_zero() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("ferrite.toml");
+    std::fs::write(&file, "log-cleaner-interval-ms = 250\n").unwrap();
+    let settings = Arguments {
+        config: Some(file),
+        ..Arguments::default()
+    }
+    .resolve()
+    .unwrap();
+    assert_eq!(
+        settings.cleaner_check_interval,
+        Some(Duration::from_millis(250))
+    );
+    assert_eq!(
+        Arguments::default()
+            .resolve()
+            .unwrap()
+            .cleaner_check_interval,
+        None,
+        "the runtime's default"
+    );
+    let error = Arguments {
+        log_cleaner_interval_ms: Some(0),
+        ..Arguments::default()
+    }
+    .resolve()
+    .unwrap_err();
+    assert!(error.contains("--log-cleaner-interval-ms"), "{error}");
+}
+
+#[test]
+fn resource_bounds_are_the_brokers_and_shared_out_among_its_shards() {
+    let defaults = Arguments::default().resolve().unwrap();
+    assert_eq!(
+        defaults.resources.per_shard(2).unwrap(),
+        ResourceLimits::default(),
+        "the engine's defaults are one shard's share of a two-shard broker"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("ferrite.toml");
+    std::fs::write(
+        &file,
+        "open-files-max = 1000\nsegment-fallocation-step = 8388608\n\
+         preallocated-bytes-max = 4194304\n",
+    )
+    .unwrap();
+    let settings = Arguments {
+        config: Some(file),
+        tail_cache_bytes_max: Some(1 << 20),
+        ..Arguments::default()
+    }
+    .resolve()
+    .unwrap();
+    assert_eq!(settings.log.preallocate_bytes, 8 << 20);
+    assert_eq!(
+        settings.resources.per_shard(4).unwrap(),
+        ResourceLimits {
+            open_files_max: 250,
+            preallocated_bytes_max: 1 << 20,
+            tail_cache_bytes_max: 256 << 10,
+        }
+    );
+    let too_few = BrokerResources {
+        open_files_max: OPEN_FILES_MIN * 2 - 1,
+        ..BrokerResources::default()
+    };
+    let error = too_few.per_shard(2).unwrap_err();
+    assert!(
+        error.contains("--open-files-max must be at least"),
+        "{error}"
+    );
+}
+
+#[test]
+fn connection_limits_come_from_flags_or_the_file_with_kafkas_defaults() {
+    let defaults = Arguments::default().resolve().unwrap();
+    assert_eq!(defaults.connections_max, None, "from the descriptor limit");
+    assert_eq!(defaults.connections_per_ip_max, None, "unlimited, as Kafka");
+    assert_eq!(defaults.connection_idle_max, Some(Duration::from_secs(600)));
+    assert!(defaults.connection_handover, "on unless turned off");
+
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("ferrite.toml");
+    std::fs::write(
+        &file,
+        "max-connections = 1000\nmax-connections-per-ip = 10\nconnections-max-idle-ms = -1\n\
+         connection-handover = false\n",
+    )
+    .unwrap();
+    let settings = Arguments {
+        config: Some(file),
+        max_connections_per_ip: Some(20),
+        ..Arguments::default()
+    }
+    .resolve()
+    .unwrap();
+    assert_eq!(settings.connections_max, Some(1000));
+    assert_eq!(settings.connections_per_ip_max, Some(20), "the flag wins");
+    assert_eq!(settings.connection_idle_max, None, "-1: never");
+    assert!(!settings.connection_handover, "turned off in the file");
+
+    for (arguments, wanted) in [
+        (
+            Arguments {
+                max_connections: Some(0),
+                ..Arguments::default()
+            },
+            "--max-connections",
+        ),
+        (
+            Arguments {
+                max_connections_per_ip: Some(0),
+                ..Arguments::default()
+            },
+            "--max-connections-per-ip",
+        ),
+        (
+            Arguments {
+                connections_max_idle_ms: Some(0),
+                ..Arguments::default()
+            },
+            "--connections-max-idle-ms",
+        ),
+    ] {
+        let error = arguments.resolve().unwrap_err();
+        assert!(error.contains(wanted), "{error}");
+    }
+}
+
+#[test]
+fn advertised_addresses_are_host_and_port() {
+    assert_eq!(
+        parse_advertised("broker.example:9093"),
+        Ok(("broker.example".into(), 9093))
+    );
+    assert_eq!(parse_advertised("[::1]:9092"), Ok(("::1".into(), 9092)));
+    assert!(parse_advertised("nohost").is_err());
+    assert!(parse_advertised("h:0").is_err());
+    assert!(parse_advertised("h:99999").is_err());
+}
