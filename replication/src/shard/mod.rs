@@ -26,7 +26,6 @@
 //!   exchanges one frame each way per round, whatever the partition count (Kafka's replica
 //!   fetcher sends one Fetch per broker pair; Redpanda coalesces heartbeats per node pair).
 
-use std::any::Any;
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::SocketAddr;
@@ -37,8 +36,6 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use engine::shard::replicated::{MessageKind, ReplicationStats};
 use engine::shard::{PartitionId, ShardContext};
-
-use futures::channel::oneshot;
 
 use crate::controller::{
     Controller, ControllerError, ControllerRequest, ControllerWire, WireOutbox, METADATA_TOPIC,
@@ -351,21 +348,20 @@ pub struct ShardReplication {
     this: RefCell<Weak<ShardReplication>>,
 }
 
-/// A partition message handed to the owning shard: who sent it, what it says, the batches.
-type Delivered = (NodeId, Message, Bytes);
-/// A controller message handed to the controller's shard.
-type ControllerDelivered = (NodeId, ControllerWire, Bytes);
-
-/// A request for the controller from another shard of the broker, with where to answer.
-struct ControllerCall {
-    request: ControllerRequest,
-    reply: oneshot::Sender<Result<Index, ControllerError>>,
+/// A peer's partition message that arrived on a shard other than its partition's owner, on its
+/// way there: who sent it, what it says, the batches.
+struct RoutedMessage {
+    partition: PartitionId,
+    from: NodeId,
+    message: Message,
+    payload: Bytes,
 }
 
-/// Run (`Some`) or stop (`None`) this broker's replica of a partition on its shard.
-struct HostCall {
-    hosting: Option<Hosting>,
-    reply: oneshot::Sender<Result<(), String>>,
+thread_local! {
+    /// This shard's replication: what work other shards post here ([`ShardContext::post`] runs
+    /// a closure on this shard's thread) finds the typed state it is for through it, as
+    /// Seastar's `sharded<T>::local()` finds a shard's instance of a service.
+    static THIS_SHARD: RefCell<Weak<ShardReplication>> = RefCell::new(Weak::new());
 }
 
 /// How a partition is hosted: the voters its group starts with if it is new here, the voters
@@ -533,13 +529,12 @@ impl ShardReplication {
         });
         *slot.borrow_mut() = Rc::downgrade(&replication);
         *replication.this.borrow_mut() = Rc::downgrade(&replication);
-        context.set_delivery_handler({
-            let weak = Rc::downgrade(&replication);
-            Box::new(move |partition, message| {
-                if let Some(replication) = weak.upgrade() {
-                    replication.on_delivery(partition, message);
-                }
-            })
+        THIS_SHARD.with(|this| {
+            assert!(
+                this.borrow().upgrade().is_none(),
+                "one replication runs per shard"
+            );
+            *this.borrow_mut() = Rc::downgrade(&replication);
         });
         glommio::spawn_local({
             let replication = replication.clone();
@@ -582,6 +577,9 @@ impl ShardReplication {
                         .collect()
                 };
                 let mut payload = received.payload;
+                // Per owning shard, the frame's messages for replicas that run there: one post
+                // per shard, whatever the number of messages.
+                let mut elsewhere: Vec<Vec<RoutedMessage>> = Vec::new();
                 {
                     let mut counts = self.coalescer.counts.borrow_mut();
                     for message in &messages {
@@ -608,15 +606,45 @@ impl ShardReplication {
                         Some(replica) => replica.receive(from, message.message, batches),
                         None => {
                             let partition = PartitionId::new(topic.clone(), message.partition);
-                            let delivered: Delivered = (from, message.message, batches);
-                            self.route(partition, Box::new(delivered));
+                            let owner = self.context.owner_of(&partition);
+                            // Owned here but not hosted (yet, or any more): dropped like a lost
+                            // message; the sender retries.
+                            if owner != self.context.shard_id() {
+                                if elsewhere.is_empty() {
+                                    elsewhere.resize_with(self.context.shard_count(), Vec::new);
+                                }
+                                elsewhere[owner].push(RoutedMessage {
+                                    partition,
+                                    from,
+                                    message: message.message,
+                                    payload: batches,
+                                });
+                            }
                         }
+                    }
+                }
+                for (owner, messages) in elsewhere.into_iter().enumerate() {
+                    if !messages.is_empty() {
+                        self.context.post(owner, move |_| {
+                            if let Some(replication) = ShardReplication::on_this_shard() {
+                                replication.receive_routed(messages);
+                            }
+                        });
                     }
                 }
             }
             BrokerWire::Controller(wire) => {
-                let delivered: ControllerDelivered = (from, wire, received.payload);
-                self.route(controller_partition(), Box::new(delivered));
+                let payload = received.payload;
+                let owner = self.context.owner_of(&controller_partition());
+                if owner == self.context.shard_id() {
+                    self.receive_controller_wire(from, wire, payload);
+                } else {
+                    self.context.post(owner, move |_| {
+                        if let Some(replication) = ShardReplication::on_this_shard() {
+                            replication.receive_controller_wire(from, wire, payload);
+                        }
+                    });
+                }
             }
             BrokerWire::Leaders(reports) => {
                 for report in reports {
@@ -628,91 +656,25 @@ impl ShardReplication {
         }
     }
 
-    /// Handles `message` here if this shard owns `partition`, else hands it to the owner.
-    fn route(&self, partition: PartitionId, message: Box<dyn Any + Send>) {
-        if self.context.owner_of(&partition) == self.context.shard_id() {
-            self.on_delivery(partition, message);
-        } else {
-            let context = self.context.clone();
-            glommio::spawn_local(async move { context.deliver(partition, message).await }).detach();
+    /// This shard's replication, while it runs.
+    fn on_this_shard() -> Option<Rc<ShardReplication>> {
+        THIS_SHARD.with(|this| this.borrow().upgrade())
+    }
+
+    /// Peers' partition messages another shard routed here, the owner of their partitions.
+    fn receive_routed(&self, messages: Vec<RoutedMessage>) {
+        for routed in messages {
+            // Not hosted (yet, or any more): dropped like a lost message; the sender retries.
+            if let Some(replica) = self.replica(&routed.partition) {
+                replica.receive(routed.from, routed.message, routed.payload);
+            }
         }
     }
 
-    /// Something for a partition this shard owns, from the wire or another shard.
-    fn on_delivery(&self, partition: PartitionId, message: Box<dyn Any + Send>) {
-        let message = match message.downcast::<Delivered>() {
-            Ok(delivered) => {
-                let (from, message, payload) = *delivered;
-                // Not hosted (yet, or any more): dropped like a lost message; the sender
-                // retries.
-                if let Some(replica) = self.replica(&partition) {
-                    replica.receive(from, message, payload);
-                }
-                return;
-            }
-            Err(other) => other,
-        };
-        let message = match message.downcast::<ControllerDelivered>() {
-            Ok(delivered) => {
-                let (from, wire, payload) = *delivered;
-                if let Some(controller) = &*self.controller.borrow() {
-                    controller.receive(from, wire, payload);
-                }
-                return;
-            }
-            Err(other) => other,
-        };
-        let message = match message.downcast::<ControllerCall>() {
-            Ok(call) => {
-                let controller = self.controller.borrow().clone();
-                glommio::spawn_local(async move {
-                    let answer = match controller {
-                        Some(controller) => controller.request(call.request).await,
-                        None => Err(ControllerError::Stopped(
-                            "no controller on this shard".into(),
-                        )),
-                    };
-                    let _ = call.reply.send(answer);
-                })
-                .detach();
-                return;
-            }
-            Err(other) => other,
-        };
-        if let Ok(call) = message.downcast::<HostCall>() {
-            let HostCall { hosting, reply } = *call;
-            match hosting {
-                Some(Hosting {
-                    voters,
-                    target,
-                    preferred_leader,
-                }) => {
-                    let replication = self.clone_rc();
-                    glommio::spawn_local(async move {
-                        let hosted = match replication {
-                            Some(replication) => {
-                                let moving = target.is_some();
-                                replication
-                                    .host(partition.clone(), voters)
-                                    .await
-                                    .map(|replica| {
-                                        replica.set_target_voters(target);
-                                        replica.set_preferred_leader(preferred_leader);
-                                        replication.note_moving(&partition, moving);
-                                    })
-                                    .map_err(|error| error.to_string())
-                            }
-                            None => Err("replication stopped".into()),
-                        };
-                        let _ = reply.send(hosted);
-                    })
-                    .detach();
-                }
-                None => {
-                    self.unhost(&partition);
-                    let _ = reply.send(Ok(()));
-                }
-            }
+    /// A peer's message for the broker's controller, on the controller's shard.
+    fn receive_controller_wire(&self, from: NodeId, wire: ControllerWire, payload: Bytes) {
+        if let Some(controller) = &*self.controller.borrow() {
+            controller.receive(from, wire, payload);
         }
     }
 
@@ -742,16 +704,26 @@ impl ShardReplication {
         &self,
         request: ControllerRequest,
     ) -> Result<Index, ControllerError> {
-        let (reply, answer) = oneshot::channel();
-        self.route(
-            controller_partition(),
-            Box::new(ControllerCall { request, reply }),
-        );
-        answer.await.unwrap_or_else(|_| {
-            Err(ControllerError::Stopped(
-                "the controller's shard stopped".into(),
-            ))
-        })
+        let owner = self.context.owner_of(&controller_partition());
+        self.context
+            .call_on(owner, move |_| {
+                let controller = ShardReplication::on_this_shard()
+                    .and_then(|replication| replication.controller.borrow().clone());
+                Box::pin(async move {
+                    match controller {
+                        Some(controller) => controller.request(request).await,
+                        None => Err(ControllerError::Stopped(
+                            "no controller on this shard".into(),
+                        )),
+                    }
+                })
+            })
+            .await
+            .unwrap_or_else(|| {
+                Err(ControllerError::Stopped(
+                    "the controller's shard stopped".into(),
+                ))
+            })
     }
 
     /// [`ShardReplication::host`] on the partition's owning shard, wherever that is, and
@@ -769,16 +741,51 @@ impl ShardReplication {
         let _ = self.call_owner(partition, None).await;
     }
 
+    /// Runs (`Some`) or stops (`None`) this broker's replica of `partition` on its owning
+    /// shard.
     async fn call_owner(
         &self,
         partition: PartitionId,
         hosting: Option<Hosting>,
     ) -> Result<(), String> {
-        let (reply, answer) = oneshot::channel();
-        self.route(partition, Box::new(HostCall { hosting, reply }));
-        answer
+        let owner = self.context.owner_of(&partition);
+        self.context
+            .call_on(owner, move |_| {
+                let replication = ShardReplication::on_this_shard();
+                Box::pin(async move {
+                    let Some(replication) = replication else {
+                        return Err("replication stopped".into());
+                    };
+                    match hosting {
+                        Some(hosting) => replication.host_moving(partition, hosting).await,
+                        None => {
+                            replication.unhost(&partition);
+                            Ok(())
+                        }
+                    }
+                })
+            })
             .await
-            .unwrap_or_else(|_| Err("the owning shard stopped".into()))
+            .unwrap_or_else(|| Err("the owning shard stopped".into()))
+    }
+
+    /// [`ShardReplication::host`], then where a reassignment moves the group and which replica
+    /// should lead.
+    async fn host_moving(&self, partition: PartitionId, hosting: Hosting) -> Result<(), String> {
+        let Hosting {
+            voters,
+            target,
+            preferred_leader,
+        } = hosting;
+        let moving = target.is_some();
+        let replica = self
+            .host(partition.clone(), voters)
+            .await
+            .map_err(|error| error.to_string())?;
+        replica.set_target_voters(target);
+        replica.set_preferred_leader(preferred_leader);
+        self.note_moving(&partition, moving);
+        Ok(())
     }
 
     /// Stops this broker's replica of `partition` (its topic was deleted, or it was moved
