@@ -197,18 +197,21 @@ impl ShardContext {
 
     /// Runs `work` on shard `on` (here if it is this one) and resolves with what the future it
     /// makes there resolves to, which travels back over the mesh; `None` if that shard stopped
-    /// first. Not counted as work in flight on either shard: an upper layer's call may wait on
+    /// first. The future runs to its end in a task of its own, whether or not the caller still
+    /// waits. Not counted as work in flight on either shard: an upper layer's call may wait on
     /// other brokers (a controller's commit), which the shutdown drain must not wait for.
     pub async fn call_on<Answer, Work>(&self, on: usize, work: Work) -> Option<Answer>
     where
         Answer: Send + 'static,
         Work: FnOnce(&ShardContext) -> LocalBoxFuture<'static, Answer> + Send + 'static,
     {
+        let (answer_to, answer) = oneshot::channel();
         if on == self.shard_id() {
-            return Some(work(self).await);
+            let answering = work(self);
+            glommio::spawn_local(async move { drop(answer_to.send(answering.await)) }).detach();
+            return answer.await.ok();
         }
         let caller = self.shard_id();
-        let (answer_to, answer) = oneshot::channel();
         self.post(on, move |context| {
             let answering = work(context);
             let context = context.clone();
