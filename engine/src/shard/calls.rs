@@ -95,6 +95,9 @@ impl<Call: ShardCall> ServeCall for Envelope<Call> {
         Call::CANCELLABLE
     }
 
+    // Yielding a future is the point: the outer one is what runs in arrival order, the inner
+    // one the rest.
+    #[allow(clippy::async_yields_async)]
     fn serve(
         self: Box<Self>,
         context: ShardContext,

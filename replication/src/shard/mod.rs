@@ -158,7 +158,7 @@ thread_local! {
     /// This shard's replication: what work other shards post here ([`ShardContext::post`] runs
     /// a closure on this shard's thread) finds the typed state it is for through it, as
     /// Seastar's `sharded<T>::local()` finds a shard's instance of a service.
-    static THIS_SHARD: RefCell<Weak<ShardReplication>> = RefCell::new(Weak::new());
+    static THIS_SHARD: RefCell<Weak<ShardReplication>> = const { RefCell::new(Weak::new()) };
 }
 
 /// How a partition is hosted: the voters its group starts with if it is new here, the voters
