@@ -185,7 +185,8 @@ impl ShardContext {
     /// returns at once (fire-and-forget: nothing is answered, and a task that cannot be
     /// delivered, at the very end of a shutdown, is dropped). What an upper layer uses for
     /// messages it routes to the shard that owns their partition: the closure holds the
-    /// message, typed, and finds the receiver's state itself. Not counted as work in flight.
+    /// message, typed, and finds the receiver's state itself. Counted among the mesh requests
+    /// sent to `to` ([`ShardContext::mesh_requests_sent`]), not as work in flight.
     ///
     /// # Panics
     ///
@@ -195,6 +196,8 @@ impl ShardContext {
             to != self.shard_id() && to < self.shard_count(),
             "work is posted to another shard of this broker"
         );
+        let sent_to = &self.state.mesh_requests_sent[to];
+        sent_to.set(sent_to.get() + 1);
         self.send_soon(to, MeshMessage::Post(ShardTask(Box::new(task))));
     }
 

@@ -64,7 +64,7 @@ pub(super) struct ShardState {
     pub(super) call_id_next: Cell<u64>,
     /// Requests this shard forwarded and awaits, plus peers' requests it is serving.
     pub(super) in_flight: Cell<usize>,
-    /// Requests forwarded to each shard over the mesh since the start (0 at our own index).
+    /// Calls and posts sent to each shard over the mesh since the start (0 at our own index).
     pub(super) mesh_requests_sent: Vec<Cell<u64>>,
     pub(super) shutdown_requested: Cell<bool>,
     pub(super) drained_peers: Cell<usize>,
@@ -169,8 +169,9 @@ impl ShardContext {
     pub(super) fn partitions_replicated(&self) -> bool {
         self.state.replicated_partitions.is_some()
     }
-    /// Requests this shard forwarded to each shard over the mesh since the start, by shard
-    /// (0 at its own index): what serving partitions that live elsewhere cost it.
+    /// Requests this shard forwarded to each shard over the mesh since the start (calls and
+    /// posts), by shard (0 at its own index): what serving partitions that live elsewhere cost
+    /// it.
     pub fn mesh_requests_sent(&self) -> Vec<u64> {
         self.state
             .mesh_requests_sent
