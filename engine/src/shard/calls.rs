@@ -13,8 +13,10 @@
 //!   is a closure over the upper layer's own typed message: the engine carries it without
 //!   knowing what it says, and nothing needs to be downcast at the other end.
 //!   [`ShardContext::call_on`] is a post whose answer comes back as a [`Reply`].
-//! - The shard's own bookkeeping: a long poll's cancellation, a connection handover
-//!   (`handover.rs`), and the shutdown drain's `Drained`.
+//! - A connection handover (`handover.rs`): a closure of the network layer's, like a post, but
+//!   closed rather than run if the receiver's shutdown was requested.
+//! - The shard's own bookkeeping: a long poll's cancellation and the shutdown drain's
+//!   `Drained`.
 //!
 //! Every message to a peer goes through the bounded queue of that peer's mesh writer task
 //! (`runtime.rs`), which stages what is queued and publishes it at once: a turn's messages to
@@ -30,7 +32,7 @@ use std::collections::HashMap;
 use std::rc::Rc;
 
 use super::context::{InFlight, ShardContext};
-use super::ConnectionHandover;
+use super::handover::ConnectionHandover;
 use super::PartitionId;
 use crate::mesh::Receiver;
 
@@ -46,7 +48,7 @@ pub(super) enum MeshMessage {
     /// The sender no longer waits for the answer to its call `id` (a long poll that ended for
     /// another reason): the receiver stops serving it and sends no answer.
     Cancel { id: u64 },
-    /// A client connection for the receiver's connection handler; fire-and-forget. Sent only
+    /// A client connection for the receiver to adopt; fire-and-forget. Sent only
     /// before the sender's `Drained` (the mesh is FIFO), so the receiver sees it while it still
     /// serves its peers; one that arrives once the receiver's shutdown was requested is closed
     /// there (its requests could need peers that drained).

@@ -22,7 +22,7 @@ use super::placement::PlacementView;
 use super::replicated::{ReplicatedPartition, ReplicationStats};
 use super::runtime::{RuntimeConfig, TopicLogConfig};
 use super::shutdown::MeshWriters;
-use super::{owner_shard, ConnectionHandler, PartitionId};
+use super::{owner_shard, PartitionId};
 use crate::clock::Clock;
 use crate::config::LogConfig;
 use crate::log::{Committer, ReplayedLogs};
@@ -76,8 +76,6 @@ pub(super) struct ShardState {
     pub(super) drain_waiters: Waiters,
     /// The partitions this shard owns whose log replication runs.
     pub(super) replicated: RefCell<HashMap<PartitionId, Rc<dyn ReplicatedPartition>>>,
-    /// Where connections other shards hand to this one go.
-    pub(super) connection_handler: RefCell<Option<ConnectionHandler>>,
     /// What the shard's replicas did, for the metrics (counted by replication).
     pub(super) replication_stats: Rc<RefCell<ReplicationStats>>,
 }
@@ -117,7 +115,6 @@ impl ShardContext {
                 shutdown_waiters: Waiters::default(),
                 drain_waiters: Waiters::default(),
                 replicated: RefCell::new(HashMap::new()),
-                connection_handler: RefCell::new(None),
                 replication_stats: Rc::default(),
             }),
         }

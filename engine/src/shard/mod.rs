@@ -19,9 +19,8 @@
 //!
 //! Besides partition work, the mesh carries client connections: the network layer hands a
 //! connection whose partition requests nearly all go to another shard over to that shard
-//! ([`ShardContext::hand_over`]), as a [`ConnectionHandover`] the engine does not look into,
-//! delivered to the handler the network layer registered there
-//! ([`ShardContext::set_connection_handler`]).
+//! ([`ShardContext::hand_over`]), as a closure of the network layer's
+//! that adopts the connection on the receiving shard.
 
 mod append;
 mod calls;
@@ -104,21 +103,6 @@ pub enum Durability {
     /// Answer once the batch is covered by an `fdatasync` (acks=all on one node).
     Durable,
 }
-
-/// A client connection one shard hands to another, opaque to the engine (the network layer's
-/// socket and what travels with it: the engine cannot name the network layer's types, which
-/// depend on it, not the other way round). Dropping it closes the connection.
-pub struct ConnectionHandover(pub Box<dyn std::any::Any + Send>);
-
-impl std::fmt::Debug for ConnectionHandover {
-    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        formatter.write_str("ConnectionHandover(..)")
-    }
-}
-
-/// What a shard does with a connection another shard handed to it: the network layer
-/// registers it once per shard ([`ShardContext::set_connection_handler`]).
-pub type ConnectionHandler = Box<dyn Fn(ConnectionHandover)>;
 
 /// One partition of a [`ShardContext::read_many`]: whole batches from `offset`, at most
 /// `bytes_max` of them (at least one batch while the shared budget has room).
