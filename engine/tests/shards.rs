@@ -839,7 +839,7 @@ fn a_partition_removed_while_a_long_poll_holds_it_leaves_its_shard_writing() {
 /// What one shard saw of the connection handover test.
 #[derive(Debug, PartialEq, Eq)]
 enum HandoverReport {
-    /// The connection handler of shard `by` took what shard `from` handed over.
+    /// Shard `by` adopted what shard `from` handed over.
     Adopted { from: usize, by: usize },
     /// What shard `shard` forwarded over the mesh, by shard, after one read of a partition
     /// shard `owner` owns.
@@ -852,32 +852,29 @@ enum HandoverReport {
     GivenBack { shard: usize, payload: usize },
 }
 
-/// The mesh carries connections (opaque to the engine) to the other shard's connection
-/// handler, which runs on that shard; once a shard's shutdown was requested a handover is given
+/// The mesh carries connections (opaque to the engine) to the other shard, where what adopts
+/// them runs; once a shard's shutdown was requested a handover is given
 /// back untouched (its peers may have drained). Forwarded requests are counted by destination.
 #[test]
-fn a_handed_over_connection_reaches_the_other_shards_handler_and_forwarding_is_counted() {
+fn a_handed_over_connection_is_adopted_on_the_other_shard_and_forwarding_is_counted() {
     let dir = tempfile::tempdir().unwrap();
     create_partitions(dir.path(), "counted", SHARDS as u32 * 2);
     let (report, reports) = mpsc::channel::<HandoverReport>();
-    // Every handler is set before any shard hands anything over.
-    let handlers_set = std::sync::Arc::new(std::sync::Barrier::new(SHARDS));
     let runtime = Runtime::start(config(dir.path()), move |context| {
         let report = report.clone();
-        let handlers_set = handlers_set.clone();
         async move {
             let shard = context.shard_id();
-            let adopted = report.clone();
-            context.set_connection_handler(Box::new(move |handover| {
-                let from = *handover.0.downcast::<usize>().expect("a shard number");
-                adopted
-                    .send(HandoverReport::Adopted { from, by: shard })
-                    .unwrap();
-            }));
-            handlers_set.wait();
             let next = (shard + 1) % SHARDS;
-            let handover = engine::shard::ConnectionHandover(Box::new(shard));
-            assert!(context.hand_over(next, handover).await.is_ok());
+            let adopted = report.clone();
+            let handed_over = context.hand_over(next, shard, move |receiver, from| {
+                adopted
+                    .send(HandoverReport::Adopted {
+                        from,
+                        by: receiver.shard_id(),
+                    })
+                    .unwrap();
+            });
+            assert!(handed_over.await.is_ok());
 
             let owner = (shard + 1) % SHARDS;
             let elsewhere = (0..SHARDS as u32 * 2)
@@ -894,9 +891,12 @@ fn a_handed_over_connection_reaches_the_other_shards_handler_and_forwarding_is_c
                 .unwrap();
 
             context.shutdown_requested().await;
-            let handover = engine::shard::ConnectionHandover(Box::new(shard));
-            let given_back = context.hand_over(next, handover).await.unwrap_err();
-            let payload = *given_back.0.downcast::<usize>().expect("the payload sent");
+            let payload = context
+                .hand_over(next, shard, |_, _| {
+                    unreachable!("given back, never adopted")
+                })
+                .await
+                .unwrap_err();
             report
                 .send(HandoverReport::GivenBack { shard, payload })
                 .unwrap();

@@ -19,6 +19,7 @@
 //! every one it started was answered and written, and hands the socket with the bytes it read
 //! but did not start to that shard, which serves the connection from then on ([`adopt`]).
 
+use std::cell::RefCell;
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, RawFd};
 use std::rc::{Rc, Weak};
@@ -33,7 +34,7 @@ use glommio::sync::{Semaphore, StaticPermit};
 use glommio::task::JoinHandle;
 
 use engine::log_rate_limited;
-use engine::shard::{ConnectionHandover, InFlight};
+use engine::shard::{InFlight, ShardContext};
 
 use crate::broker::{Broker, Reply, ResponsePart};
 use crate::connection_limits::ConnectionSlot;
@@ -137,13 +138,33 @@ pub async fn serve_connection(
     serve(stream, carried, broker, config, in_flight).await
 }
 
-/// Serves, on this shard, a connection another shard handed over (what the shard's connection
-/// handler does; `broker` is gone only at the shard's end, which closes it).
-pub fn adopt(broker: &Weak<Broker>, config: ConnectionConfig, handover: ConnectionHandover) {
-    let Some(broker) = broker.upgrade() else {
+thread_local! {
+    /// The broker this shard serves and its connections' bounds, which connections other
+    /// shards hand over here are served with (weakly held: the broker is the shard's, gone
+    /// only at its end, which closes them): a handover is a closure run on this shard's
+    /// thread, and this is how it finds the shard's broker, as replication finds its shard's.
+    static SERVING_HERE: RefCell<Option<(Weak<Broker>, ConnectionConfig)>> =
+        const { RefCell::new(None) };
+}
+
+/// Makes `broker` the one that serves, with `config`, the connections other shards hand over to
+/// this shard.
+pub fn adopt_handed_over(broker: &Rc<Broker>, config: ConnectionConfig) {
+    SERVING_HERE.with(|serving| *serving.borrow_mut() = Some((Rc::downgrade(broker), config)));
+}
+
+/// Serves, on this shard, a connection another shard handed over (`stream`, with what it
+/// `carried`), if a broker serves connections here ([`adopt_handed_over`]); else it is closed.
+pub fn adopt(context: &ShardContext, stream: TcpStream, carried: Carried) {
+    let serving = SERVING_HERE.with(|serving| serving.borrow().clone());
+    let Some((broker, config)) = serving else {
+        log_rate_limited!(
+            "ferrite: shard {} closes a connection handed to it: it serves no connections",
+            context.shard_id()
+        );
         return;
     };
-    let Some((stream, carried)) = handover::adopted(handover) else {
+    let Some(broker) = broker.upgrade() else {
         return;
     };
     // Counted before this returns, so the shard's drain cannot miss it.

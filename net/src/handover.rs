@@ -22,7 +22,7 @@
 //! shutdown; once every request it started was answered and its reply written, the socket, the
 //! bytes read but not yet started, the connection's limits slot and its idle clock ([`Carried`])
 //! go to the other shard over the mesh ([`hand_over`]), which serves the connection from then
-//! on ([`adopted`]). Requests are started in order on one shard, then in order on the other,
+//! on (`connection::adopt`). Requests are started in order on one shard, then in order on the other,
 //! none twice: their replies leave in order, and a partition's appends keep the order they were
 //! sent in (those before the move were answered, so assigned, before any after it starts). A
 //! drain longer than `drain_max` (a JoinGroup waiting for a rebalance) gives the move up.
@@ -42,7 +42,7 @@ use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use engine::log_rate_limited;
-use engine::shard::{ConnectionHandover, PartitionId, ShardContext};
+use engine::shard::{PartitionId, ShardContext};
 use engine::waiters::Waiters;
 use glommio::net::TcpStream;
 use kafka_protocol::messages::RequestKind;
@@ -268,36 +268,19 @@ pub async fn hand_over(
         }
     };
     let moving = Moving { socket, carried };
-    match context
-        .hand_over(to, ConnectionHandover(Box::new(moving)))
-        .await
-    {
+    let handed_over = context.hand_over(to, moving, |context, moving: Moving| {
+        // SAFETY: the descriptor is a socket's, duplicated for this handover; nothing else
+        // owns it.
+        let stream = unsafe { TcpStream::from_raw_fd(moving.socket.into_raw_fd()) };
+        crate::connection::adopt(context, stream, moving.carried);
+    });
+    match handed_over.await {
         // The duplicate is on its way: this shard's stream goes (no read or write of it is
         // under way; dropping it cancels its readiness polls and closes its descriptor only).
         Ok(()) => Ok(()),
-        Err(ConnectionHandover(given_back)) => {
-            let moving = given_back
-                .downcast::<Moving>()
-                .expect("a handover given back is the one sent");
-            // Dropping the duplicate closes it alone; `stream` still holds the socket.
-            Err((stream, moving.carried))
-        }
+        // Dropping the duplicate closes it alone; `stream` still holds the socket.
+        Err(moving) => Err((stream, moving.carried)),
     }
-}
-
-/// The connection another shard handed to this one, as a stream of this shard's executor, and
-/// what it carried; `None` (closing it, with a log line) if it is not a connection.
-pub fn adopted(handover: ConnectionHandover) -> Option<(TcpStream, Carried)> {
-    let moving = match handover.0.downcast::<Moving>() {
-        Ok(moving) => *moving,
-        Err(_) => {
-            log_rate_limited!("ferrite: a shard was handed something that is not a connection");
-            return None;
-        }
-    };
-    // SAFETY: the descriptor is a socket's, duplicated for this handover; nothing else owns it.
-    let stream = unsafe { TcpStream::from_raw_fd(moving.socket.into_raw_fd()) };
-    Some((stream, moving.carried))
 }
 
 #[cfg(test)]

@@ -25,7 +25,7 @@ use futures::future::{select, Either};
 use glommio::net::TcpListener;
 
 use crate::broker::{Broker, BrokerConfig};
-use crate::connection::{adopt, serve_connection, ConnectionConfig};
+use crate::connection::{adopt_handed_over, serve_connection, ConnectionConfig};
 use crate::connection_limits::{ConnectionLimits, ConnectionSlot, Refusal};
 use crate::metrics::{MetricsRegistry, ShardSnapshot};
 
@@ -60,15 +60,7 @@ pub async fn serve_shard(
 ) {
     let metrics = setup.metrics.shard(context.shard_id());
     let broker = Broker::new(context, setup.catalog, setup.broker, metrics, cluster);
-    // Connections other shards hand over are served here (weakly held: the shard's context,
-    // which keeps the handler, is the broker's).
-    let handed_over = Rc::downgrade(&broker);
-    let connection = setup.connection;
-    broker
-        .context
-        .set_connection_handler(Box::new(move |handover| {
-            adopt(&handed_over, connection, handover)
-        }));
+    adopt_handed_over(&broker, setup.connection);
     match bind(setup.listen) {
         Ok(listener) => {
             bound(Ok(()));

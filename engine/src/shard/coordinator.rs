@@ -3,7 +3,7 @@
 //!
 //! Groups are spread over the partitions of the internal `__consumer_offsets` topic by a hash of
 //! the group id, and each partition's coordinator lives on the shard that owns the partition,
-//! like any other partition's log. A group request is a [`ShardRequest::Group`] routed to that
+//! like any other partition's log. A group request is a [`GroupRequest`] routed to that
 //! shard, so one group's requests are all handled by one thread, in arrival order, without
 //! locks.
 //!
@@ -27,8 +27,6 @@
 //! COORDINATOR_LOAD_IN_PROGRESS), and a coordinator is unloaded as soon as its broker stops
 //! leading in the term it was loaded in: a task per shard checks every
 //! [`LEADERSHIP_CHECK_INTERVAL`], and every call checks before it runs.
-//!
-//! [`ShardRequest::Group`]: super::ShardRequest::Group
 
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, HashMap};
@@ -37,10 +35,11 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use futures::channel::oneshot;
-use futures::future::{select, Either};
+use futures::future::{select, Either, LocalBoxFuture};
 
+use super::calls::ShardCall;
 use super::replicated::Leadership;
-use super::{Durability, PartitionId, ShardContext, ShardResponse};
+use super::{Durability, PartitionId, ShardContext};
 use crate::batch::{self, BatchHeader, PlainRecord};
 use crate::catalog::{Catalog, CatalogError, OFFSETS_TOPIC};
 use crate::error::LogError;
@@ -261,13 +260,8 @@ impl ShardContext {
     /// `offsets_partition` (see [`offsets_partition_for`]), on whichever shard owns it.
     pub async fn group_call(&self, offsets_partition: u32, call: GroupCall) -> GroupReply {
         let partition = PartitionId::new(OFFSETS_TOPIC, offsets_partition);
-        match self
-            .dispatch(super::ShardRequest::Group { partition, call })
+        self.dispatch(&partition.clone(), GroupRequest { partition, call })
             .await
-        {
-            ShardResponse::Group(reply) => reply,
-            other => unreachable!("a group call is answered with {other:?}"),
-        }
     }
 
     /// The groups of every coordinator this shard has loaded, for the metrics endpoint.
@@ -392,11 +386,7 @@ impl ShardContext {
     }
 
     /// Runs `call` on this shard's coordinator of `partition`.
-    pub(super) async fn group_call_local(
-        &self,
-        partition: &PartitionId,
-        call: GroupCall,
-    ) -> GroupReply {
+    async fn group_call_local(&self, partition: &PartitionId, call: GroupCall) -> GroupReply {
         let coordinator = match self.coordinator(partition).await {
             Ok(coordinator) => coordinator,
             Err(error) => return call.refused(error),
@@ -743,6 +733,26 @@ enum LoadError {
     Malformed(&'static str),
     #[error("its records do not replay: {0}")]
     Replay(String),
+}
+
+/// A consumer-group request for the coordinator of a `__consumer_offsets` partition, on the
+/// shard that owns it.
+pub(super) struct GroupRequest {
+    partition: PartitionId,
+    call: GroupCall,
+}
+
+impl ShardCall for GroupRequest {
+    type Answer = GroupReply;
+
+    fn closed(&self) -> Self::Answer {
+        self.call.refused(GroupError::CoordinatorNotAvailable)
+    }
+
+    async fn accept(self, context: &ShardContext) -> LocalBoxFuture<'static, Self::Answer> {
+        let context = context.clone();
+        Box::pin(async move { context.group_call_local(&self.partition, self.call).await })
+    }
 }
 
 /// One uncompressed batch of `records`, stamped `now_ms`.

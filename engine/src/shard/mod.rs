@@ -4,34 +4,42 @@
 //! A shard owns the `PartitionLog`s of the partitions that [`owner_shard`] maps to it; nothing
 //! else touches them, so the data path has no locks and no shared mutable state. Work that
 //! lands on the wrong shard (a connection is accepted by whichever shard the kernel picks)
-//! travels to the owner over the SPSC [`mesh`](crate::mesh) as a [`ShardRequest`], and the
-//! [`ShardResponse`] comes back the same way. Batches move (a `BytesMut` changes hands, no copy);
+//! travels to the owner over the SPSC [`mesh`](crate::mesh) as a request of its own type, and
+//! its answer, of the type the request's type names, comes back the same way (`calls`).
+//! Batches move (a `BytesMut` changes hands, no copy);
 //! a read's file range travels as the segment's shared descriptor, so it can still be
 //! `sendfile`d (counted among the owner's open files until the last holder drops it).
 //!
-//! Modules: `context` (what a shard's tasks call: append and read, local or forwarded),
-//! `cleaner` (the task that compacts the shard's compacted partitions when they are due),
+//! Modules: `context` (what a shard's tasks hold, [`ShardContext`]) and its operations, one
+//! concern a file (`append`, `read`, `offsets`, `logs`, `replicated`, `handover`, `shutdown`),
+//! `calls` (the typed traffic of the mesh and what a shard does with each message), `cleaner` (the task that compacts the shard's compacted partitions when they are due),
 //! `coordinator` (the consumer-group coordinators of the `__consumer_offsets` partitions the
 //! shard owns), `placement` (a cluster's placement of replicas on shards), `runtime` (starting
 //! the executors, and the shutdown sequence).
 //!
 //! Besides partition work, the mesh carries client connections: the network layer hands a
 //! connection whose partition requests nearly all go to another shard over to that shard
-//! ([`ShardContext::hand_over`]), as a [`ConnectionHandover`] the engine does not look into,
-//! delivered to the handler the network layer registered there
-//! ([`ShardContext::set_connection_handler`]).
+//! ([`ShardContext::hand_over`]), as a closure of the network layer's
+//! that adopts the connection on the receiving shard.
 
+mod append;
+mod calls;
 mod cleaner;
 mod context;
 mod coordinator;
+mod handover;
 pub mod listen;
+mod logs;
+mod offsets;
 mod placement;
+mod read;
 pub mod replicated;
 mod runtime;
+mod shutdown;
 
 use std::sync::Arc;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 
 use crate::error::LogError;
 use crate::resources::ReadDescriptor;
@@ -96,109 +104,6 @@ pub enum Durability {
     Durable,
 }
 
-/// Work for the shard owning `partition`.
-#[derive(Debug)]
-pub enum ShardRequest {
-    /// Every append of a produce request whose partition this shard owns, in the request's
-    /// order: the owner gives them offsets in this order before it reads its next message, and
-    /// answers once each has the durability asked for (one answer, since the producer's
-    /// answer waits for them all anyway).
-    Append {
-        appends: Vec<(PartitionId, BytesMut)>,
-        durability: Durability,
-    },
-    /// Whole batches from `offset`, at most `bytes_max` (at least one batch), below the
-    /// high-water mark.
-    Read {
-        partition: PartitionId,
-        offset: u64,
-        bytes_max: usize,
-    },
-    /// Every read of a fetch whose partition this shard owns, in the fetch's order, sharing
-    /// `bytes_max` as [`ShardContext::read_many`] says: one mesh round trip per owning shard
-    /// rather than one per partition.
-    ReadMany {
-        reads: Vec<PartitionRead>,
-        bytes_max: u64,
-    },
-    /// Answered once the high-water mark of any of `waits`' partitions passes its offset,
-    /// after `timeout_ms`, or at shutdown, whichever comes first (a fetch's long poll, one per
-    /// owning shard). The caller may cancel it ([`MeshMessage::Cancel`]).
-    WaitForData {
-        waits: Vec<(PartitionId, u64)>,
-        timeout_ms: u64,
-    },
-    /// The partition's offsets, and the answer to a ListOffsets query.
-    ListOffset {
-        partition: PartitionId,
-        query: OffsetQuery,
-    },
-    /// Moves the log start up to `offset` (`None`: the high-water mark), deleting whole
-    /// segments below it.
-    DeleteRecords {
-        partition: PartitionId,
-        offset: Option<u64>,
-    },
-    /// Closes the partition's log and deletes its directory (its topic was deleted).
-    Remove { partition: PartitionId },
-    /// Brings the partition's open log up to its topic's current configuration (the topic's
-    /// configs were altered); a log not open reads it when it opens.
-    ReloadConfig { partition: PartitionId },
-    /// A consumer-group request for the coordinator of this `__consumer_offsets` partition.
-    Group {
-        partition: PartitionId,
-        call: GroupCall,
-    },
-    /// A message for the replication of this partition, for the owner's delivery handler.
-    Deliver {
-        partition: PartitionId,
-        message: Delivery,
-    },
-}
-
-/// A client connection one shard hands to another, opaque to the engine (the network layer's
-/// socket and what travels with it: the engine cannot name the network layer's types, which
-/// depend on it, not the other way round). Dropping it closes the connection.
-pub struct ConnectionHandover(pub Box<dyn std::any::Any + Send>);
-
-impl std::fmt::Debug for ConnectionHandover {
-    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        formatter.write_str("ConnectionHandover(..)")
-    }
-}
-
-/// What a shard does with a connection another shard handed to it: the network layer
-/// registers it once per shard ([`ShardContext::set_connection_handler`]).
-pub type ConnectionHandler = Box<dyn Fn(ConnectionHandover)>;
-
-/// A message [`ShardRequest::Deliver`] carries, opaque to the engine.
-pub struct Delivery(pub Box<dyn std::any::Any + Send>);
-
-impl std::fmt::Debug for Delivery {
-    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        formatter.write_str("Delivery(..)")
-    }
-}
-
-impl ShardRequest {
-    /// The one partition the request is about; `None` for those about several (sent to each
-    /// owning shard by the caller, never routed by partition).
-    pub fn partition(&self) -> Option<&PartitionId> {
-        match self {
-            ShardRequest::Read { partition, .. }
-            | ShardRequest::ListOffset { partition, .. }
-            | ShardRequest::DeleteRecords { partition, .. }
-            | ShardRequest::Remove { partition }
-            | ShardRequest::ReloadConfig { partition }
-            | ShardRequest::Group { partition, .. }
-            | ShardRequest::Deliver { partition, .. } => Some(partition),
-            ShardRequest::Append { .. }
-            | ShardRequest::ReadMany { .. }
-            | ShardRequest::WaitForData { .. } => None,
-        }
-    }
-}
-
 /// One partition of a [`ShardContext::read_many`]: whole batches from `offset`, at most
 /// `bytes_max` of them (at least one batch while the shared budget has room).
 #[derive(Debug, Clone)]
@@ -216,52 +121,6 @@ pub enum OffsetQuery {
     Latest,
     /// The first offset whose timestamp is at or after this one (milliseconds).
     Timestamp(i64),
-}
-
-/// The owner's answer to a [`ShardRequest`], variant for variant.
-#[derive(Debug)]
-pub enum ShardResponse {
-    /// One result per append of a [`ShardRequest::Append`], in its order.
-    Appended(Vec<Result<Appended, LogError>>),
-    Read(Result<SendableRead, LogError>),
-    ReadMany(ReadMany),
-    DataReady,
-    ListedOffset(Result<ListedOffset, LogError>),
-    /// The new log start offset.
-    RecordsDeleted(Result<u64, LogError>),
-    Removed(Result<(), LogError>),
-    ConfigReloaded(Result<(), LogError>),
-    Group(GroupReply),
-    Delivered,
-}
-
-impl ShardResponse {
-    /// The answer sent in place of a real one when the owner shut down first.
-    fn closed(request: &ShardRequest) -> ShardResponse {
-        match request {
-            ShardRequest::Append { appends, .. } => {
-                ShardResponse::Appended(appends.iter().map(|_| Err(LogError::Closed)).collect())
-            }
-            ShardRequest::Read { .. } => ShardResponse::Read(Err(LogError::Closed)),
-            ShardRequest::ReadMany { reads, .. } => ShardResponse::ReadMany(ReadMany {
-                results: reads.iter().map(|_| Err(LogError::Closed)).collect(),
-                read_count: reads.len(),
-            }),
-            ShardRequest::WaitForData { .. } => ShardResponse::DataReady,
-            ShardRequest::ListOffset { .. } => ShardResponse::ListedOffset(Err(LogError::Closed)),
-            ShardRequest::DeleteRecords { .. } => {
-                ShardResponse::RecordsDeleted(Err(LogError::Closed))
-            }
-            ShardRequest::Remove { .. } => ShardResponse::Removed(Err(LogError::Closed)),
-            ShardRequest::ReloadConfig { .. } => {
-                ShardResponse::ConfigReloaded(Err(LogError::Closed))
-            }
-            ShardRequest::Group { call, .. } => ShardResponse::Group(
-                call.refused(crate::groups::GroupError::CoordinatorNotAvailable),
-            ),
-            ShardRequest::Deliver { .. } => ShardResponse::Delivered,
-        }
-    }
 }
 
 /// Offsets given to an appended batch (or, for a retried duplicate, the original's).
@@ -304,7 +163,7 @@ pub struct ListedOffset {
     pub high_watermark: u64,
 }
 
-/// An owner's answer to a [`ShardRequest::ReadMany`].
+/// An owner's part of a [`ShardContext::read_many`].
 #[derive(Debug)]
 pub struct ReadMany {
     /// One result per read, in the request's order.
@@ -369,31 +228,6 @@ impl SendableData {
             }
         }
     }
-}
-
-/// What travels on the mesh between two shards.
-#[derive(Debug)]
-enum MeshMessage {
-    Request {
-        id: u64,
-        request: ShardRequest,
-    },
-    Response {
-        id: u64,
-        response: ShardResponse,
-    },
-    /// The sender no longer waits for the answer to its request `id` (a long poll that ended
-    /// for another reason): the receiver stops serving it and sends no answer.
-    Cancel {
-        id: u64,
-    },
-    /// A client connection for the receiver's connection handler; fire-and-forget. Sent
-    /// only before the sender's `Drained` (the mesh is FIFO), so the receiver sees it while it
-    /// still serves its peers; one that arrives once the receiver's shutdown was requested is
-    /// closed there (its requests could need peers that drained).
-    Handover(ConnectionHandover),
-    /// The sender has finished its shutdown drain: it will send no more requests.
-    Drained,
 }
 
 #[cfg(test)]

@@ -6,13 +6,15 @@
 //!
 //! The engine knows nothing of Raft: a [`ReplicatedPartition`] is an object that can take a
 //! batch in the partition's order and say who leads. Messages between replicas reach the owning
-//! shard through [`crate::shard::ShardContext::deliver`], also without the engine knowing what
-//! they say.
+//! shard as replication's own typed closures ([`crate::shard::ShardContext::post`]), also
+//! without the engine knowing what they say.
 
-use std::any::Any;
+use std::cell::RefCell;
+use std::rc::Rc;
 
-use super::{AppendPending, Durability, PartitionId};
+use super::{AppendPending, Durability, PartitionId, ShardContext};
 use crate::batch::CheckedBatch;
+use crate::error::LogError;
 
 /// What the shard needs of a replicated partition.
 pub trait ReplicatedPartition {
@@ -45,9 +47,56 @@ pub enum Leadership {
     Remote(Option<u64>),
 }
 
-/// What a shard does with a message for one of its partitions that arrived from another
-/// shard (`ShardContext::deliver`): replication registers it once per shard.
-pub type DeliveryHandler = Box<dyn Fn(PartitionId, Box<dyn Any + Send>)>;
+impl ShardContext {
+    /// Makes `partition` (owned by this shard) a replicated one: producer batches go to
+    /// `replicated`, and clients are served only where this broker leads.
+    pub fn register_replicated(
+        &self,
+        partition: PartitionId,
+        replicated: Rc<dyn ReplicatedPartition>,
+    ) {
+        assert_eq!(self.owner_of(&partition), self.state.shard_id);
+        self.state
+            .replicated
+            .borrow_mut()
+            .insert(partition, replicated);
+    }
+
+    pub fn unregister_replicated(&self, partition: &PartitionId) {
+        self.state.replicated.borrow_mut().remove(partition);
+    }
+
+    pub(super) fn replicated(
+        &self,
+        partition: &PartitionId,
+    ) -> Option<Rc<dyn ReplicatedPartition>> {
+        self.state.replicated.borrow().get(partition).cloned()
+    }
+
+    /// Refuses client work on a replicated partition this broker does not lead, and in a
+    /// cluster on one whose replica it does not run (yet).
+    pub(super) fn check_leading(&self, partition: &PartitionId) -> Result<(), LogError> {
+        match self
+            .replicated(partition)
+            .map(|replicated| replicated.leadership())
+        {
+            Some(Leadership::Local) => Ok(()),
+            Some(Leadership::Remote(leader)) => Err(LogError::NotLeader { leader }),
+            None if self.partitions_replicated() => Err(LogError::NotLeader { leader: None }),
+            None => Ok(()),
+        }
+    }
+
+    /// Where the shard's replicas count what they did (see [`ReplicationStats`]).
+    pub fn replication_counts(&self) -> Rc<RefCell<ReplicationStats>> {
+        self.state.replication_stats.clone()
+    }
+
+    /// What the shard's replicas did so far.
+    pub fn replication_stats(&self) -> ReplicationStats {
+        self.state.replication_stats.borrow().clone()
+    }
+}
 
 /// Where a replicated write's time goes, for `/metrics` (`ferrite_replication_*`): what the
 /// shard's replicas sent and received, by kind, and how long each stage of an acks=all write

@@ -9,9 +9,9 @@
 //! its CPU when CPUs are given. Each shard has one commit cycle ([`Committer`]) for all its
 //! partition logs, with its journal. On each shard
 //! it starts a writer task per peer (the only owner of the mesh `Sender` to that peer, fed by a
-//! bounded local queue so any task may send), a reader task per peer (requests are served in
-//! tasks of their own; responses complete the waiting caller; connections handed over go to
-//! the shard's connection handler), the retention timer, the log
+//! bounded local queue so any task may send), a reader task per peer (`calls.rs`: calls are
+//! served in tasks of their own; replies complete the waiting caller; posts run on arrival;
+//! connections handed over go to the shard's connection handler), the retention timer, the log
 //! cleaner (in its own low-priority task queue), the start-up load of the partition logs the
 //! shard owns (then of the group coordinators of its `__consumer_offsets` partitions), and
 //! the caller's `shard_main`.
@@ -29,8 +29,6 @@
 //!
 //! A second signal exits the process at once with status 130.
 
-use std::cell::RefCell;
-use std::collections::HashMap;
 use std::future::Future;
 use std::io::Write;
 use std::os::fd::{FromRawFd, IntoRawFd};
@@ -41,16 +39,16 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::future::{abortable, join_all, AbortHandle, LocalBoxFuture};
 use futures::{AsyncReadExt, FutureExt, StreamExt};
 use glommio::channels::local_channel;
 use glommio::{LocalExecutorBuilder, Placement};
 use thiserror::Error;
 
-use super::context::{MeshWriters, ShardContext};
+use super::calls::MeshMessage;
+use super::context::ShardContext;
 use super::coordinator::GroupsConfig;
 use super::placement::ReplicaPlacement;
-use super::{MeshMessage, ShardRequest, ShardResponse};
+use super::shutdown::MeshWriters;
 use crate::clock::SystemClock;
 use crate::config::LogConfig;
 use crate::error::LogError;
@@ -430,71 +428,9 @@ where
         mesh_writers,
     );
 
-    for mut receiver in receivers {
+    for receiver in receivers {
         let context = context.clone();
-        let peer = receiver.peer_shard_id();
-        glommio::spawn_local(async move {
-            // The peer's long polls being served, by request id, so it can cancel them.
-            let waits: Rc<RefCell<HashMap<u64, AbortHandle>>> = Rc::default();
-            loop {
-                match receiver.recv().await {
-                    MeshMessage::Request { id, request } => {
-                        let in_flight = context.enter_in_flight();
-                        let context = context.clone();
-                        // `None`: cancelled, the peer no longer waits for an answer.
-                        let response: LocalBoxFuture<'static, Option<ShardResponse>> = match request
-                        {
-                            // Offsets are assigned here, in the order the peer sent its
-                            // appends; only the wait for durability runs concurrently.
-                            ShardRequest::Append {
-                                appends,
-                                durability,
-                            } => {
-                                let pending =
-                                    context.submit_local_appends(appends, durability).await;
-                                Box::pin(async move {
-                                    Some(ShardResponse::Appended(join_all(pending).await))
-                                })
-                            }
-                            wait @ ShardRequest::WaitForData { .. } => {
-                                let context = context.clone();
-                                let (answer, abort) =
-                                    abortable(async move { context.handle_local(wait).await });
-                                waits.borrow_mut().insert(id, abort);
-                                let waits = waits.clone();
-                                Box::pin(async move {
-                                    let answer = answer.await.ok();
-                                    waits.borrow_mut().remove(&id);
-                                    answer
-                                })
-                            }
-                            other => {
-                                let context = context.clone();
-                                Box::pin(async move { Some(context.handle_local(other).await) })
-                            }
-                        };
-                        glommio::spawn_local(async move {
-                            if let Some(response) = response.await {
-                                context
-                                    .send_to_peer(peer, MeshMessage::Response { id, response })
-                                    .await;
-                            }
-                            drop(in_flight);
-                        })
-                        .detach();
-                    }
-                    MeshMessage::Response { id, response } => context.complete(id, response),
-                    MeshMessage::Cancel { id } => {
-                        if let Some(abort) = waits.borrow_mut().remove(&id) {
-                            abort.abort();
-                        }
-                    }
-                    MeshMessage::Handover(connection) => context.adopt_connection(connection),
-                    MeshMessage::Drained => context.peer_drained(),
-                }
-            }
-        })
-        .detach();
+        glommio::spawn_local(async move { context.serve_peer(receiver).await }).detach();
     }
     // SAFETY: the descriptor comes from a `UnixStream` this thread now owns alone.
     let mut bell = unsafe { glommio::net::UnixStream::from_raw_fd(bell_listener.into_raw_fd()) };

@@ -1,0 +1,230 @@
+//! Producer batches: [`ShardContext::submit_appends`] gives each batch its place in its
+//! partition's order (here, or in the FIFO queue to the owning shard, which gives offsets in the
+//! order it receives batches) and returns the waits for their durability. The owner's part,
+//! the same for its own appends and a peer's [`AppendRequest`], is
+//! `ShardContext::submit_local_appends`.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+
+use bytes::BytesMut;
+use futures::future::{join_all, LocalBoxFuture, Shared};
+use futures::FutureExt;
+
+use super::calls::ShardCall;
+use super::context::ShardContext;
+use super::{Appended, Durability, PartitionId};
+use crate::batch::CheckedBatch;
+use crate::error::LogError;
+
+/// An append that has its place in the partition's order; resolves as its durability says.
+pub type AppendPending = LocalBoxFuture<'static, Result<Appended, LogError>>;
+
+/// The answers of one shard to a request's appends, each taken by its batch's wait.
+type AppendAnswers = Rc<RefCell<Vec<Option<Result<Appended, LogError>>>>>;
+
+/// One owning shard's part of [`ShardContext::submit_appends`]: the batches' positions in the
+/// request, and the batches, in the request's order.
+#[derive(Default)]
+struct OwnedAppends {
+    positions: Vec<usize>,
+    appends: Vec<(PartitionId, BytesMut)>,
+}
+
+impl ShardContext {
+    /// Appends `batch` to `partition` (opening its log on first use) and waits as `durability`
+    /// says, forwarding to the owning shard when that is another one.
+    pub async fn append(
+        &self,
+        partition: PartitionId,
+        batch: BytesMut,
+        durability: Durability,
+    ) -> Result<Appended, LogError> {
+        self.submit_append(partition, batch, durability).await.await
+    }
+
+    /// Appends in two steps. The returned future resolves as `durability` says; by the time
+    /// this returns, the batch already has its place in the partition's order (its offsets,
+    /// or its place in the FIFO queue to the owning shard, which assigns offsets in the order
+    /// it receives batches). A connection submits its requests' appends one after the other
+    /// and awaits them concurrently: pipelined produce requests keep their order, which the
+    /// idempotent producer's sequence numbers rely on.
+    pub async fn submit_append(
+        &self,
+        partition: PartitionId,
+        batch: BytesMut,
+        durability: Durability,
+    ) -> AppendPending {
+        self.submit_appends(vec![(partition, batch)], durability)
+            .await
+            .pop()
+            .expect("one append submitted, one answer")
+    }
+
+    /// [`ShardContext::submit_append`] for several batches at once (a produce request's), in
+    /// their order, with one mesh message per owning shard rather than one per batch: a
+    /// request's appends to one shard get their offsets there in this order, before that shard
+    /// reads its next message. Returns one wait per batch, in the same order.
+    pub async fn submit_appends(
+        &self,
+        appends: Vec<(PartitionId, BytesMut)>,
+        durability: Durability,
+    ) -> Vec<AppendPending> {
+        let shard_id = self.state.shard_id;
+        let mut pending: Vec<Option<AppendPending>> = appends.iter().map(|_| None).collect();
+        let mut by_owner: Vec<OwnedAppends> = (0..self.state.shard_count)
+            .map(|_| OwnedAppends::default())
+            .collect();
+        for (position, (partition, batch)) in appends.into_iter().enumerate() {
+            let owner = &mut by_owner[self.owner_of(&partition)];
+            owner.positions.push(position);
+            owner.appends.push((partition, batch));
+        }
+        for (owner, OwnedAppends { positions, appends }) in by_owner.into_iter().enumerate() {
+            if appends.is_empty() {
+                continue;
+            }
+            if owner == shard_id {
+                let submitted = self.submit_local_appends(appends, durability).await;
+                for (position, append) in positions.into_iter().zip(submitted) {
+                    pending[position] = Some(append);
+                }
+                continue;
+            }
+            let count = appends.len();
+            let request = AppendRequest {
+                appends,
+                durability,
+            };
+            let answer = self.forward(owner, request).await;
+            if let [position] = positions[..] {
+                // One batch (librdkafka sends a produce request per partition batch): its wait
+                // is the answer itself, without sharing it.
+                pending[position] = Some(Box::pin(async move {
+                    let mut results = answer.await;
+                    assert_eq!(results.len(), 1, "one result per append");
+                    results.pop().expect("checked: one result")
+                }));
+                continue;
+            }
+            // One answer for the shard's batches, which each batch's wait takes its part of.
+            let answers = async move {
+                let results = answer.await;
+                assert_eq!(results.len(), count, "one result per append");
+                Rc::new(RefCell::new(results.into_iter().map(Some).collect()))
+            }
+            .boxed_local()
+            .shared();
+            for (index, position) in positions.into_iter().enumerate() {
+                let answers: Shared<LocalBoxFuture<'static, AppendAnswers>> = answers.clone();
+                pending[position] = Some(Box::pin(async move {
+                    let answers = answers.await;
+                    let result = answers.borrow_mut()[index].take();
+                    result.expect("each append's result is taken once")
+                }));
+            }
+        }
+        pending
+            .into_iter()
+            .map(|append| append.expect("every append was submitted"))
+            .collect()
+    }
+
+    /// [`ShardContext::submit_local_append`] for each of `appends` in turn.
+    async fn submit_local_appends(
+        &self,
+        appends: Vec<(PartitionId, BytesMut)>,
+        durability: Durability,
+    ) -> Vec<AppendPending> {
+        let mut pending = Vec::with_capacity(appends.len());
+        for (partition, batch) in appends {
+            pending.push(
+                self.submit_local_append(&partition, batch, durability)
+                    .await,
+            );
+        }
+        pending
+    }
+
+    /// Checks the batch (the one check of a producer's batch, [`CheckedBatch::produced`],
+    /// against the partition's `max.message.bytes`), then has it numbered: by the partition's
+    /// Raft group when it is replicated, else by this shard's log (nothing else can append in
+    /// between: no await separates the sequence checks from the assignment). Returns the wait
+    /// for `durability`. The check comes before either, so a batch the log would refuse never
+    /// reaches a Raft core, and a broker alone, a leader and a follower refuse it alike.
+    pub(super) async fn submit_local_append(
+        &self,
+        partition: &PartitionId,
+        batch: BytesMut,
+        durability: Durability,
+    ) -> AppendPending {
+        let refused = |error: LogError| -> AppendPending { Box::pin(async move { Err(error) }) };
+        let replicated = self.replicated(partition);
+        if replicated.is_none() {
+            if let Err(error) = self.check_leading(partition) {
+                return refused(error);
+            }
+        }
+        // A replicated partition's replica holds its log open: this only looks it up.
+        let log = match self.partition_log(partition).await {
+            Ok(log) => log,
+            Err(error) => return refused(error),
+        };
+        let batch = match CheckedBatch::produced(batch, log.config().batch_bytes_max) {
+            Ok(batch) => batch,
+            Err(error) => return refused(error.into()),
+        };
+        if let Some(replicated) = replicated {
+            return replicated.submit_append(batch, durability);
+        }
+        // A single copy is one in-sync replica (as Kafka counts a partition of replication
+        // factor 1).
+        let min_insync_replicas = log.config().min_insync_replicas;
+        if durability == Durability::Durable && min_insync_replicas > 1 {
+            return refused(LogError::NotEnoughReplicas {
+                in_sync: 1,
+                required: min_insync_replicas,
+            });
+        }
+        let assigned = log
+            .append_checked(batch, crate::log::SINGLE_BROKER_EPOCH)
+            .await;
+        Box::pin(async move {
+            let receipt = assigned?;
+            match durability {
+                Durability::Assigned => {}
+                Durability::Written => log.wait_written(&receipt).await?,
+                Durability::Durable => log.wait_durable(&receipt).await?,
+            }
+            Ok(Appended {
+                base_offset: receipt.base_offset,
+                last_offset: receipt.last_offset,
+                log_start_offset: log.log_start_offset(),
+            })
+        })
+    }
+}
+
+/// Every append of a produce request whose partition one shard owns, in the request's order:
+/// the owner gives them their places in this order before it reads its next message, and
+/// answers once each has the durability asked for (one answer, since the producer's answer
+/// waits for them all anyway), one result per append.
+pub(super) struct AppendRequest {
+    appends: Vec<(PartitionId, BytesMut)>,
+    durability: Durability,
+}
+
+impl ShardCall for AppendRequest {
+    type Answer = Vec<Result<Appended, LogError>>;
+
+    fn closed(&self) -> Self::Answer {
+        self.appends.iter().map(|_| Err(LogError::Closed)).collect()
+    }
+
+    async fn accept(self, context: &ShardContext) -> LocalBoxFuture<'static, Self::Answer> {
+        let pending = context
+            .submit_local_appends(self.appends, self.durability)
+            .await;
+        Box::pin(join_all(pending))
+    }
+}

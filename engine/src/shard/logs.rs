@@ -1,0 +1,335 @@
+//! The shard's partition logs: opened once, on first use or at start-up
+//! ([`ShardContext::partition_log`], [`ShardContext::open_owned_partitions`]), brought up to
+//! their topic's configuration, held to the retention limits, removed with their topic, and
+//! closed at shutdown.
+
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+
+use futures::future::LocalBoxFuture;
+use futures::StreamExt;
+
+use super::calls::ShardCall;
+use super::context::ShardContext;
+use super::{PartitionId, PartitionStats};
+use crate::config::LogConfig;
+use crate::error::LogError;
+use crate::log::PartitionLog;
+
+/// A partition log opened at most once, on first use, by whichever task gets there first.
+pub(super) type PartitionSlot = Rc<futures::lock::Mutex<Option<Rc<PartitionLog>>>>;
+
+/// Partition logs a shard opens at once at start-up, and closes at once at shutdown: enough to
+/// keep the disk busy with the reads of recovery and the syncs of closing (which io_uring runs
+/// concurrently, and the filesystem commits together), few enough that their files (three
+/// descriptors each while in use) stay well within the shard's share of `--open-files-max`.
+/// Redpanda bounds the same (`storage_max_concurrent_replay`, its close flushes).
+const PARTITIONS_OPENING_MAX: usize = 64;
+const PARTITIONS_CLOSING_MAX: usize = 64;
+
+impl ShardContext {
+    /// Closes `partition`'s log and deletes its directory.
+    pub async fn remove_partition(&self, partition: PartitionId) -> Result<(), LogError> {
+        self.dispatch(&partition.clone(), RemoveRequest { partition })
+            .await
+    }
+
+    /// Brings `partition`'s log, if open, up to its topic's configuration as the catalog has
+    /// it now (after the topic's configs were altered there). Reading the catalog on the owning
+    /// shard, rather than taking a configuration from the caller, means concurrent alterations
+    /// cannot leave an older one in effect.
+    pub async fn reload_log_config(&self, partition: PartitionId) -> Result<(), LogError> {
+        self.dispatch(&partition.clone(), ReloadConfigRequest { partition })
+            .await
+    }
+
+    async fn remove_local(&self, partition: &PartitionId) -> Result<(), LogError> {
+        let slot = self.state.partitions.borrow_mut().remove(partition);
+        if let Some(slot) = slot {
+            if let Some(log) = slot.lock().await.take() {
+                // A task still holding the log (a long poll, the cleaner) keeps its
+                // descriptors and reads what they still see; a cleaning of it stops, and the
+                // log closes under it, so none of its writes comes after the files are gone.
+                log.stop_cleaning();
+                log.close_while_held().await?;
+            }
+        }
+        let dir = self.state.data_dir.join(partition.directory_name());
+        match std::fs::remove_dir_all(&dir) {
+            Ok(()) => Ok(()),
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(error) => Err(LogError::io("deleting a partition directory", error)),
+        }
+    }
+
+    async fn reload_config_local(&self, partition: &PartitionId) -> Result<(), LogError> {
+        let slot = self.state.partitions.borrow().get(partition).cloned();
+        let Some(slot) = slot else {
+            return Ok(());
+        };
+        // Waits for an open in progress, which may have read the configuration before the
+        // alteration.
+        let opened = slot.lock().await;
+        match opened.as_ref() {
+            Some(log) => log.set_config(self.log_config_for(&partition.topic)),
+            None => Ok(()),
+        }
+    }
+
+    /// The log configuration of `topic`'s partitions: the broker's with the topic's overrides,
+    /// as the catalog has them now.
+    fn log_config_for(&self, topic: &str) -> LogConfig {
+        match &self.state.topic_log_config {
+            Some(topic_log_config) => topic_log_config.for_topic(topic),
+            None => self.state.log_config.clone(),
+        }
+    }
+
+    /// The partition's log, opened (and recovered) on first use; its directory must exist.
+    /// Only on the owning shard.
+    pub async fn partition_log(
+        &self,
+        partition: &PartitionId,
+    ) -> Result<Rc<PartitionLog>, LogError> {
+        if self.owner_of(partition) != self.state.shard_id {
+            // Only the owning shard opens a partition. In a cluster the owner changes when the
+            // metadata log places a replica here or takes it away, and a request may have been
+            // sent to the old owner: the client asks again.
+            assert!(
+                self.partitions_replicated(),
+                "only the owning shard opens a partition"
+            );
+            return Err(LogError::NotLeader { leader: None });
+        }
+        // Looked up before it is inserted, so the common case clones no name.
+        let known = self.state.partitions.borrow().get(partition).cloned();
+        let slot = known.unwrap_or_else(|| {
+            self.state
+                .partitions
+                .borrow_mut()
+                .entry(partition.clone())
+                .or_default()
+                .clone()
+        });
+        let mut opened = slot.lock().await;
+        if let Some(log) = opened.as_ref() {
+            return Ok(log.clone());
+        }
+        // Only the catalog creates partition directories (with their topic): a request that
+        // races a topic's deletion must not bring the partition back.
+        let dir = self.state.data_dir.join(partition.directory_name());
+        if !dir.is_dir() {
+            return Err(LogError::UnknownPartition(partition.directory_name()));
+        }
+        let log_config = self.log_config_for(&partition.topic);
+        let log = Rc::new(
+            PartitionLog::open_in_after_replay(
+                &self.state.committer,
+                dir,
+                log_config,
+                self.state.clock.clone(),
+                &self.state.replayed_logs,
+            )
+            .await?,
+        );
+        *opened = Some(log.clone());
+        Ok(log)
+    }
+
+    /// Offsets and size of every partition log this shard has open, read without waiting (a
+    /// log being opened right now is left out until it is). Partitions nobody used since the
+    /// shard started are not open, so not listed.
+    pub fn partition_stats(&self) -> Vec<PartitionStats> {
+        self.state
+            .partitions
+            .borrow()
+            .iter()
+            .filter_map(|(partition, slot)| {
+                let opened = slot.try_lock()?;
+                let log = opened.as_ref()?;
+                let replica_fault = self
+                    .replicated(partition)
+                    .and_then(|replicated| replicated.fault());
+                Some(PartitionStats {
+                    partition: partition.clone(),
+                    log_start_offset: log.log_start_offset(),
+                    high_watermark: log.high_watermark(),
+                    size_bytes: log.size_bytes(),
+                    segment_count: log.segment_count(),
+                    healthy: log.fault().is_none() && replica_fault.is_none(),
+                    damaged_offsets: log.damaged_offsets(),
+                    damage_found: log.damage_found(),
+                })
+            })
+            .collect()
+    }
+
+    /// Opens (recovering) the log of every partition this shard owns that has a directory
+    /// under the data directory, as a broker loads its logs at start-up: retention, metrics
+    /// and consumer lag then cover partitions nobody has asked for since the start. Returns
+    /// how many were opened; a log that fails to open is reported and left for its first
+    /// request to retry.
+    pub async fn open_owned_partitions(&self) -> usize {
+        if self.partitions_replicated() {
+            // A cluster's replicas open their own logs, on the shards the metadata log puts
+            // them on, once it has.
+            return 0;
+        }
+        let entries = match std::fs::read_dir(&self.state.data_dir) {
+            Ok(entries) => entries,
+            Err(error) => {
+                eprintln!(
+                    "ferrite: cannot list the data directory {}: {error}",
+                    self.state.data_dir.display()
+                );
+                return 0;
+            }
+        };
+        let mut owned: Vec<PartitionId> = entries
+            .filter_map(Result::ok)
+            .filter(|entry| entry.file_type().is_ok_and(|kind| kind.is_dir()))
+            .filter_map(|entry| {
+                let name = entry.file_name().into_string().ok()?;
+                let (topic, partition) = name.rsplit_once('-')?;
+                let partition = PartitionId::new(topic, partition.parse().ok()?);
+                (partition.directory_name() == name
+                    && partition.topic != crate::catalog::CLUSTER_METADATA_TOPIC)
+                    .then_some(partition)
+            })
+            .filter(|partition| self.owner_of(partition) == self.state.shard_id)
+            .collect();
+        owned.sort();
+        let opened = Cell::new(0);
+        futures::stream::iter(owned)
+            .for_each_concurrent(PARTITIONS_OPENING_MAX, |partition| {
+                let opened = &opened;
+                async move {
+                    if self.is_shutting_down() {
+                        return;
+                    }
+                    match self.partition_log(&partition).await {
+                        Ok(_) => opened.set(opened.get() + 1),
+                        Err(error) => eprintln!(
+                            "ferrite: cannot open {} at start-up: {error}",
+                            partition.directory_name()
+                        ),
+                    }
+                }
+            })
+            .await;
+        opened.get()
+    }
+
+    /// Every partition log this shard has open (waiting for opens in progress).
+    pub(super) async fn open_logs(&self) -> Vec<(PartitionId, Rc<PartitionLog>)> {
+        let slots: Vec<(PartitionId, PartitionSlot)> = self
+            .state
+            .partitions
+            .borrow()
+            .iter()
+            .map(|(partition, slot)| (partition.clone(), slot.clone()))
+            .collect();
+        let mut logs = Vec::with_capacity(slots.len());
+        for (partition, slot) in slots {
+            if let Some(log) = slot.lock().await.clone() {
+                logs.push((partition, log));
+            }
+        }
+        logs
+    }
+
+    /// Applies the retention limits to every partition log this shard has open: whole
+    /// sealed segments past the age or size limit are deleted. Returns how many were.
+    pub async fn enforce_retention(&self) -> usize {
+        let mut deleted = 0;
+        for (partition, log) in self.open_logs().await {
+            match log.enforce_retention().await {
+                Ok(segments) => deleted += segments,
+                Err(LogError::Closed) => {}
+                Err(error) => eprintln!(
+                    "ferrite: retention of {} failed: {error}",
+                    partition.directory_name()
+                ),
+            }
+        }
+        deleted
+    }
+
+    /// At shutdown: closes every partition log this shard opened (write, `fdatasync`, indexes,
+    /// clean marker; no Forget record each, the journal is released whole afterwards),
+    /// [`PARTITIONS_CLOSING_MAX`] at a time; a log nobody changed since a clean open costs
+    /// nothing. Returns the first error; closes the rest regardless.
+    pub(super) async fn close_partitions(&self) -> Result<(), LogError> {
+        let slots: Vec<PartitionSlot> = self
+            .state
+            .partitions
+            .borrow_mut()
+            .drain()
+            .map(|(_, slot)| slot)
+            .collect();
+        let first_error = RefCell::new(None);
+        futures::stream::iter(slots)
+            .for_each_concurrent(PARTITIONS_CLOSING_MAX, |slot| {
+                let first_error = &first_error;
+                async move {
+                    let Some(log) = slot.lock().await.take() else {
+                        return;
+                    };
+                    let result = match Rc::try_unwrap(log) {
+                        Ok(log) => log.close_at_shutdown().await,
+                        // Still referenced by a task that outlived the drain: make it durable at
+                        // least.
+                        Err(log) => log.sync().await,
+                    };
+                    if let Err(error) = result {
+                        first_error.borrow_mut().get_or_insert(error);
+                    }
+                }
+            })
+            .await;
+        first_error.into_inner().map_or(Ok(()), Err)
+    }
+
+    /// After every partition log closed: the shard's journal holds nothing (its clean
+    /// shutdown). Logs still open (a task outlived the drain) keep their journal records.
+    pub(super) async fn close_committer(&self) -> Result<(), LogError> {
+        self.state.committer.close().await
+    }
+}
+
+/// Closes the partition's log and deletes its directory (its topic was deleted).
+pub(super) struct RemoveRequest {
+    partition: PartitionId,
+}
+
+impl ShardCall for RemoveRequest {
+    type Answer = Result<(), LogError>;
+
+    fn closed(&self) -> Self::Answer {
+        Err(LogError::Closed)
+    }
+
+    async fn accept(self, context: &ShardContext) -> LocalBoxFuture<'static, Self::Answer> {
+        let context = context.clone();
+        Box::pin(async move { context.remove_local(&self.partition).await })
+    }
+}
+
+/// Brings the partition's open log up to its topic's current configuration (the topic's
+/// configs were altered); a log not open reads it when it opens.
+pub(super) struct ReloadConfigRequest {
+    partition: PartitionId,
+}
+
+impl ShardCall for ReloadConfigRequest {
+    type Answer = Result<(), LogError>;
+
+    fn closed(&self) -> Self::Answer {
+        Err(LogError::Closed)
+    }
+
+    async fn accept(self, context: &ShardContext) -> LocalBoxFuture<'static, Self::Answer> {
+        let context = context.clone();
+        Box::pin(async move { context.reload_config_local(&self.partition).await })
+    }
+}

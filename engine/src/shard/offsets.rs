@@ -1,0 +1,124 @@
+//! Offsets: a ListOffsets query ([`ShardContext::list_offset`]) and the deletion of records
+//! below an offset ([`ShardContext::delete_records`]), with their request types.
+
+use futures::future::LocalBoxFuture;
+
+use super::calls::ShardCall;
+use super::context::ShardContext;
+use super::{ListedOffset, OffsetQuery, PartitionId};
+use crate::error::LogError;
+
+impl ShardContext {
+    /// Answers a ListOffsets query for `partition`.
+    pub async fn list_offset(
+        &self,
+        partition: PartitionId,
+        query: OffsetQuery,
+    ) -> Result<ListedOffset, LogError> {
+        self.dispatch(&partition.clone(), ListOffsetRequest { partition, query })
+            .await
+    }
+
+    /// Deletes the records of `partition` below `offset` (`None`: the high-water mark);
+    /// returns the new log start offset.
+    pub async fn delete_records(
+        &self,
+        partition: PartitionId,
+        offset: Option<u64>,
+    ) -> Result<u64, LogError> {
+        self.dispatch(
+            &partition.clone(),
+            DeleteRecordsRequest { partition, offset },
+        )
+        .await
+    }
+
+    async fn list_offset_local(
+        &self,
+        partition: &PartitionId,
+        query: OffsetQuery,
+    ) -> Result<ListedOffset, LogError> {
+        self.check_leading(partition)?;
+        let log = self.partition_log(partition).await?;
+        let high_watermark = log.high_watermark();
+        let (offset, timestamp_ms) = match query {
+            OffsetQuery::Earliest => (Some(log.log_start_offset()), None),
+            OffsetQuery::Latest => (Some(high_watermark), None),
+            OffsetQuery::Timestamp(timestamp_ms) => {
+                match log.offset_for_timestamp(timestamp_ms).await? {
+                    Some(found) => (Some(found.offset), Some(found.timestamp_ms)),
+                    None => (None, None),
+                }
+            }
+        };
+        Ok(ListedOffset {
+            offset,
+            timestamp_ms,
+            log_start_offset: log.log_start_offset(),
+            high_watermark,
+        })
+    }
+
+    async fn delete_records_local(
+        &self,
+        partition: &PartitionId,
+        offset: Option<u64>,
+    ) -> Result<u64, LogError> {
+        self.check_leading(partition)?;
+        let log = self.partition_log(partition).await?;
+        let high_watermark = log.high_watermark();
+        let offset = offset.unwrap_or(high_watermark);
+        if offset > high_watermark {
+            return Err(LogError::OffsetOutOfRange {
+                offset,
+                log_start_offset: log.log_start_offset(),
+                log_end_offset: high_watermark,
+            });
+        }
+        log.delete_up_to(offset).await?;
+        Ok(log.log_start_offset())
+    }
+}
+
+/// The partition's offsets, and the answer to a ListOffsets query.
+pub(super) struct ListOffsetRequest {
+    partition: PartitionId,
+    query: OffsetQuery,
+}
+
+impl ShardCall for ListOffsetRequest {
+    type Answer = Result<ListedOffset, LogError>;
+
+    fn closed(&self) -> Self::Answer {
+        Err(LogError::Closed)
+    }
+
+    async fn accept(self, context: &ShardContext) -> LocalBoxFuture<'static, Self::Answer> {
+        let context = context.clone();
+        Box::pin(async move { context.list_offset_local(&self.partition, self.query).await })
+    }
+}
+
+/// Moves the log start up to `offset` (`None`: the high-water mark), deleting whole segments
+/// below it; answered with the new log start offset.
+pub(super) struct DeleteRecordsRequest {
+    partition: PartitionId,
+    offset: Option<u64>,
+}
+
+impl ShardCall for DeleteRecordsRequest {
+    type Answer = Result<u64, LogError>;
+
+    fn closed(&self) -> Self::Answer {
+        Err(LogError::Closed)
+    }
+
+    async fn accept(self, context: &ShardContext) -> LocalBoxFuture<'static, Self::Answer> {
+        let context = context.clone();
+        Box::pin(async move {
+            context
+                .delete_records_local(&self.partition, self.offset)
+                .await
+        })
+    }
+}
