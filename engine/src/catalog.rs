@@ -14,6 +14,19 @@
 //!
 //! File writes happen on the calling shard's thread; they are admin operations (create, delete,
 //! a new producer-id block per [`PRODUCER_ID_BLOCK`] producers), never the data path.
+//!
+//! A topic's overrides are altered ([`Catalog::alter_topic_configs`]) by a function of the current
+//! ones run under the catalog's mutex, so concurrent alterations of one topic serialize and none is
+//! lost.
+//!
+//! The catalog is the only creator of partition directories: it makes them (empty, clearing
+//! anything a deleted topic of the same name left) before it publishes a topic or its new
+//! partitions, and makes missing ones again when it opens (the data directory listed once, not a
+//! `mkdir` of each). A shard opens a partition's log only if its directory exists, so a request
+//! racing a topic's deletion gets UNKNOWN_TOPIC_OR_PARTITION instead of bringing the partition
+//! back. Removing a partition closes its log even while another task (a long poll) still holds it
+//! (`PartitionLog::close_while_held`): its writes finish and the journal forgets it before the
+//! directory goes, so no queued segment write reopens a file unlinked under it.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

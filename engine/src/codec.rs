@@ -6,6 +6,9 @@
 //! Formats are those of Kafka's Java client: gzip (a gzip stream), snappy (xerial's framing:
 //! a 16-byte header, then blocks of a 4-byte big-endian length and raw snappy; raw snappy is
 //! also read, as the Java client does), lz4 (the LZ4 frame format) and zstd (a zstd frame).
+//!
+//! Decompression is bounded by the caller ([`decompress`]'s `bytes_max`; the cleaner passes 256 MiB
+//! per batch): a batch's bytes are a client's, and a small compressed batch can claim any size.
 
 use std::io::{Read, Write};
 

@@ -8,6 +8,11 @@
 //! so the log grows by a bounded number of lines per interval whatever the traffic. Lines
 //! left out are only counted, never stored; a burst that ends is reported by the next line
 //! from the same place.
+//!
+//! It lives in `engine` because every crate logs such lines (accept failures, connections closed
+//! for bad input, inter-broker connections breaking, messages naming a term past the last leader
+//! epoch, group state that cannot be written, metadata entries that changed nothing), and `engine`
+//! is the one crate they all depend on.
 
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};

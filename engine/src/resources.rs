@@ -22,12 +22,23 @@
 //! are opened and closed around the write, outside the cache: at most a few per partition
 //! being opened or closed at once.
 //!
+//! A segment holds one descriptor (direct I/O) until a read sends from it; the buffered one the
+//! network layer splices from is opened then, through `/proc/self/fd`, so a renamed or deleted file
+//! is still the same file, and later reads of a sealed segment share it.
+//! `ferrite_files_opened_total` counts the opens on demand, which says when the bound is too low
+//! for the working set. The shard journal's files are outside the bound (open for the broker's
+//! life, counted in `ferrite serve`'s start-up descriptor estimate).
+//!
 //! # Tail caches
 //! [`TailBudget`]: every tail cache of the shard counts its bytes here; once they exceed
 //! `tail_cache_bytes_max`, the written batches of the least recently appended partitions are
 //! dropped (a partition appended to once and then idle keeps nothing in memory for long; its
 //! readers are served from the file). Unwritten batches are never dropped: they exist nowhere
 //! else, and each log bounds them itself (`unflushed_bytes_max`).
+//!
+//! # Preallocation
+//! The disk-space budget, `preallocated_bytes_max`: space reserved ahead of writes and not
+//! yet written, over the shard's segments (`log::preallocate` decides who reserves and how much).
 
 use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
@@ -303,7 +314,7 @@ impl Drop for Counted {
 }
 
 /// A segment file's buffered descriptor, shared by the segment's open files and the reads
-/// that send its bytes with `sendfile`/`splice` (on this shard or, once a read's answer
+/// that send its bytes with `splice` (on this shard or, once a read's answer
 /// crossed the mesh, on another). Counted in its shard's [`FileCache`] until the last holder
 /// drops it; when it goes and the file was deleted meanwhile, the file's blocks are freed off
 /// the shard (see [`crate::segment::SegmentFiles`]).

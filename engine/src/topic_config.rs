@@ -6,6 +6,14 @@
 //! One table serves every use: checking overrides at topic creation and when they are altered,
 //! describing them (DescribeConfigs, CreateTopics v5+), and opening (or re-configuring) a
 //! partition's log with them.
+//!
+//! Each key has a kind (Kafka's INT, LONG, DOUBLE, STRING, LIST); a refused value's message names
+//! the key, the value and what was expected. IncrementalAlterConfigs' SET, DELETE, APPEND and
+//! SUBTRACT work as in Kafka: a list is appended to (or subtracted from) as it is in effect, the
+//! broker's default if the topic has no value of its own. The cleanup policy decides both
+//! background jobs, as in Kafka: retention deletes segments only when it includes `delete`, the
+//! cleaner compacts only when it includes `compact`. The shard applies the `LogConfig` made here
+//! (`shard::TopicLogConfig::from_catalog`).
 
 use std::collections::BTreeMap;
 

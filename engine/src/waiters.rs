@@ -6,6 +6,11 @@
 //! it completed or not, so waiting costs memory only while someone waits: a future dropped by a
 //! `select` (a connection that re-arms its shutdown watch on every read, say) leaves nothing
 //! behind, and re-polling a waiting future replaces its waker instead of adding a clone.
+//!
+//! Wake-ups are kept to the tasks concerned: shutdown watchers sit in `Waiters` of their own, woken
+//! only by shutdown. Some glommio futures (accept, DMA I/O) keep a clone of the waker per poll, and
+//! a task's waker count is 16 bits, so a task that also awaits such a future must not be re-polled
+//! by every unrelated event; `engine/tests/shards.rs` guards it.
 
 use std::cell::RefCell;
 use std::future::Future;

@@ -6,6 +6,27 @@
 //! gathered `sendmsg`. What is in flight is bounded in
 //! requests and in bytes, so a client that sends faster than it reads answers stops being read.
 //!
+//! Bounds: 1 024 requests and 64 MiB in flight by default ([`ConnectionConfig`]). The depth is that
+//! high because librdkafka (without idempotence) keeps a produce request per partition batch in
+//! flight without limit: with a depth below a client's request rate times a cluster's acks=all
+//! latency, requests wait unread in the socket and the client's own queue grows while the broker's
+//! latency looks fine. The queue of started requests grows on demand, so an idle connection holds
+//! no room for it; the reader yields once its time slice is used up, so a backlog of a thousand
+//! requests does not hold up the shard's other work (its Raft traffic included).
+//!
+//! Reading without copying: frames up to a read chunk (64 KiB) are cut out of one shared buffer; a
+//! longer one (a produce request of large batches) is read straight into a zeroed (`calloc`) buffer
+//! of exactly its size, so its bytes are neither copied on the way in nor regrown, and Produce
+//! hands a request's only batch of 64 KiB or more to the engine in that buffer (the request, whose
+//! strings are slices of the frame, is dropped first). What is still copied is counted in
+//! `ferrite_produce_bytes_copied_total`.
+//!
+//! Writing together: the replies that are ready together, and each reply's memory parts (a fetch's
+//! partition headers and in-memory batches), go out in one non-blocking `sendmsg` of up to 1 MiB
+//! (`send_gathered`), file ranges spliced (`send_file`). Why: librdkafka sends a produce request
+//! per partition batch, and one journal sync answers dozens of them at once; a `sendmsg`, and a
+//! client wake-up, per reply would multiply the system calls by that many.
+//!
 //! Bad input ends this connection only, with a log line saying why (rate-limited: any client
 //! can send bad input over and over); the shard and every other connection carry on. A
 //! connection with nothing read, nothing in flight and nothing written for

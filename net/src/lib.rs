@@ -11,7 +11,21 @@
 //! (`errors`), the connection loop and its writes (`connection`, `send_gathered`,
 //! `send_file`), connections moving between shards (`handover`), the listener (`server`,
 //! `connection_limits`), the cluster as the handlers see it (`cluster`) and the metrics
-//! (`metrics`). It never touches segment files itself.
+//! (`metrics`).
+//!
+//! # Invariants
+//! - Responses leave a connection in request order, whatever order their work finishes in and
+//!   whichever shard serves it: a connection moves only once every request it started was answered
+//!   and written, and its first request on the new shard is the first it had not started.
+//! - A connection's produce requests reach each partition in the order they were sent: the appends
+//!   of request N are submitted (offsets assigned locally, or queued on the FIFO mesh to the owner,
+//!   whose reader assigns offsets before it reads its next message) before request N+1 is started;
+//!   across a move, request N was answered (so numbered) before N+1 is started.
+//! - What a version lacks stays at its default in a response (kafka-protocol refuses to encode
+//!   otherwise); handlers set version-dependent fields only where the version has them.
+//! - No client bytes can panic the broker (`tests/fuzz_requests.rs` mangles a valid request of
+//!   every served API and version; `tests/bad_input.rs`).
+//! - `net` never touches segment files itself: it gets batches and file ranges from `engine`.
 
 pub mod api_versions;
 pub mod broker;

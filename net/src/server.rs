@@ -1,13 +1,20 @@
-//! The Kafka listener of one shard. Every shard binds the same address (glommio sets
-//! SO_REUSEPORT), so the kernel spreads connections over the shards; each connection is served
-//! on the shard that accepted it, unless its data requests go to another shard, which it then
-//! moves to (`crate::handover`; each shard serves those handed to it). The accept loop ends
-//! when shutdown is requested, which is how the broker stops accepting before it drains. It
-//! holds to the broker's connection limits ([`ConnectionLimits`]: at `max.connections` it stops
-//! accepting until a connection closes, over `max.connections.per.ip` it closes the new
-//! connection, as Kafka's acceptor does) and pauses while descriptors run out
+//! The Kafka listener of one shard. Every shard binds the same address
+//! (`engine::shard::listen::bind` sets SO_REUSEPORT, and SO_REUSEADDR so a restarted broker binds
+//! at once while its old connections linger in TIME-WAIT), so the kernel spreads connections over
+//! the shards; each connection is served on the shard that accepted it, unless its data requests go
+//! to another shard, which it then moves to (`crate::handover`; each shard serves those handed to
+//! it). The accept loop ends when shutdown is requested, which is how the broker stops accepting
+//! before it drains. It holds to the broker's connection limits ([`ConnectionLimits`]: at
+//! `max.connections` it stops accepting until a connection closes, over `max.connections.per.ip` it
+//! closes the new connection, as Kafka's acceptor does) and pauses while descriptors run out
 //! ([`AcceptPacing`]). Beside it, each shard publishes a snapshot of the state it owns for the
 //! metrics endpoint.
+//!
+//! [`serve_shard`] is the one place `ferrite serve` and the test harness start a shard, from the
+//! shared [`ShardSetup`]. At `max.connections` the acceptor looks again for a free slot every 10
+//! ms. The snapshot (the open partitions' offsets, sizes, health and damage, the commit cycle's
+//! `CommitStats`, the replicas' `ReplicationStats`) is published every `metrics_snapshot_interval`
+//! (1 s in `ferrite serve`).
 
 use std::net::SocketAddr;
 

@@ -5,6 +5,13 @@ sees only its own topics and a broker that a test crashed cannot disturb the nex
 test fails, the broker's stderr (and that of any client process the test started) is attached
 to the report: what the client saw is half of a failure, what the broker said is the other half
 (failure messages therefore leave it out).
+
+The suite's invariant: nothing in these tests knows Ferrite's internals besides `/metrics`,
+`ferrite dump-log` and the disk-fault file of the `fault-injection` build
+(`ferrite-fault-injection`, which `client-tests.sh` builds beside `ferrite`); the tests expect
+only what Kafka documents for these clients, and use kcat, kafka-python and confluent-kafka
+through their public APIs only. A broker alone runs the debug build, a cluster's brokers the
+release build (see `FERRITE_BIN` below). Python packages are pinned in `requirements.txt`.
 """
 
 import os

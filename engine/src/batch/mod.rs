@@ -24,7 +24,8 @@
 //! ```
 //!
 //! Fields before the CRC-covered range (base offset, length, epoch, magic, crc) are not
-//! protected by the CRC; the log guards base offsets with an ordering check instead.
+//! protected by the CRC; the log guards base offsets with an ordering check instead. A flipped
+//! partition leader epoch is undetectable, as in Kafka.
 //!
 //! A batch a client sends is dense: `recordsCount == lastOffsetDelta + 1`. Compaction removes
 //! records from stored batches but keeps every kept record's offset delta and the batch's
@@ -34,6 +35,13 @@
 //! The log appends only [`CheckedBatch`]es: a batch is checked once, where it enters the broker
 //! (a producer's batch on the owning shard, before anything numbers it; a batch copied from a
 //! leader, when its fetch response arrives), and never again on its way to the file.
+//!
+//! [`CheckedBatch::produced`] is a producer's batch as Kafka checks it: exactly one batch, within
+//! `max.message.bytes`, not a control batch, no negative sequence; [`CheckedBatch::stored`] is a
+//! batch copied from a leader or written by the broker. Control batches ([`encode_control`],
+//! [`read_control`]) carry KRaft's LEADER_CHANGE and KRAFT_VOTERS records, the Raft core's own
+//! entries in the log, which consumers skip. The [`build`] module encodes batches as a producer
+//! would, for tests and benchmarks.
 
 use bytes::BytesMut;
 use thiserror::Error;
@@ -207,7 +215,7 @@ impl BatchHeader {
 /// zeros a direct write pads its last page with: fewer than a page, ending at that page's end,
 /// all zero. A scan of the last segment that stops there has reached the end of its data (zeros
 /// never read as a batch: a length of 0), not a torn write; recovery leaves such a tail uncut
-/// (`ARCHITECTURE.md`, "The last page's padding") and `ferrite dump-log` reports it as the end.
+/// (`log::recovery`, "The last page's padding") and `ferrite dump-log` reports it as the end.
 pub fn is_last_page_padding(position: u64, tail: &[u8]) -> bool {
     let page = crate::config::DMA_ALIGNMENT_BYTES;
     let end = position + tail.len() as u64;

@@ -21,6 +21,24 @@
 //! (`log::commit`) arranges before the ring runs out. Which partitions a live file holds
 //! batches of, and up to which offset, is kept here (`holdings`); the commit cycle decides.
 //!
+//! # Reclaiming the ring
+//! When fewer than two files are free, the logs holding batches in the oldest live file are asked
+//! to write and sync their segments up to those batches; once none needs it, the file is released
+//! and free. The logs asked queue for the shard's slots of lazy segment operations (`log::commit`),
+//! those whose segment file the file cache holds open first: with more partitions in one journal
+//! file than the cache holds, any fixed order makes nearly every write reopen its file, since the
+//! least recently used file is always the next one needed. A log that is cut (truncation,
+//! `reset_to`, `clear_fault`), removed or closed first writes everything to its segments and syncs
+//! them, then has a Forget record of it made durable in the journal; from then on it needs nothing
+//! of its earlier records, and nothing a cut removed is ever replayed (`log::replay`).
+//!
+//! Defaults ([`JournalConfig`]): 4 files of 32 MiB (`ferrite serve --journal-file-bytes`, 0 for no
+//! journal), writes of at most 1 MiB, runs of 128 KiB or more bypass it, lazy segment writes at 64
+//! KiB gathered, at most 48 MiB journaled but not in segments per shard. A journal sync changes no
+//! file metadata because its files are pre-zeroed and overwritten in place: an `fdatasync` that
+//! extends a file or converts `fallocate`d extents costs a metadata journal commit, several times
+//! an overwrite's.
+//!
 //! At start-up, before any partition serves, every journal of the data directory is read
 //! ([`read_journal`]) and its batches appended to their logs where missing (`log::replay`),
 //! then released: a journal holds nothing once its shard is open.

@@ -3,6 +3,20 @@
 //! or durable. Its own room because it is the hot path every produce and every replica's copy
 //! takes, and the one place offsets are handed out (the producer check and the numbering sit
 //! in one synchronous section, see the log's module doc).
+//!
+//! # What replication uses
+//! A replica's Raft core decides offsets and epochs; the log keeps them and refuses what would
+//! break them. [`PartitionLog::append`] refuses an epoch older than the log's latest
+//! (`StaleLeaderEpoch`). [`PartitionLog::append_replicated`] keeps a batch's offsets and epoch, and
+//! is refused after a failed write until [`PartitionLog::clear_fault`], since the batch was
+//! numbered for a log end that is gone ([`PartitionLog::fault`] says why the log cannot take such
+//! batches now; `flush.rs`). [`PartitionLog::check_holds`] and [`PartitionLog::check_duplicate`]
+//! run before the core numbers a batch: once the core has numbered a batch, nothing about the batch
+//! may make the log refuse it. [`PartitionLog::reset_to`] starts the log over at a leader's log
+//! start. [`PartitionLog::set_replicated_high_watermark`] makes the high-water mark (what readers
+//! see, and what retention, DeleteRecords and the cleaner stop at) the Raft commit point instead of
+//! the written end. [`PartitionLog::read_verified`] is a follower's read: every batch's CRC
+//! checked, a bad one recorded as damage (`damage.rs`) rather than sent.
 
 use bytes::BytesMut;
 

@@ -14,7 +14,25 @@
 //! Damage is found when the log is opened (see `recovery`) or when a read meets it (a batch
 //! header that does not parse, or a batch whose CRC-32C fails when read for a follower). A
 //! segment with damage keeps no index files on disk, so every later open scans it in full and
-//! finds the damage again.
+//! finds the damage again. Found once, a range is thus reported at every start until it is gone.
+//!
+//! How a range is found: the damaged batch's own length field leads past it if that batch is valid
+//! (only its CRC failed), else the bytes are searched for the next valid batch (a plausible header
+//! with offsets in range, then its CRC); with none, the range runs to the next segment's base (or,
+//! in the last segment, to the recovery point). The range is noted in its segment: reads of it
+//! fail, reads around it stop before it or start after it. The report on stderr names the
+//! partition, the segment file, the bytes, the offsets and what was wrong; the count is
+//! `damage_found` (`ferrite_partition_damage_found_total` in `/metrics`).
+//!
+//! Why CORRUPT_MESSAGE: clients hand it to the application, as Kafka answers a corrupt batch read;
+//! on KAFKA_STORAGE_ERROR librdkafka retries in silence (the mapping is `net::errors`).
+//!
+//! A range goes by truncation (a replica fetching the range again truncates at it), by retention or
+//! `DeleteRecords` past it, or by [`repair`] (broker stopped): the damaged segments are rewritten
+//! without the damaged bytes (temporary file, `fdatasync`, rename, directory `fsync`) after
+//! `compacted-end-offset` is raised past the ranges, so they read as compaction's gaps (a reader is
+//! given the next batch); a range that ran to the end of the last segment keeps its offsets used,
+//! with an empty segment file at its end, so the log end never moves back.
 
 use std::path::Path;
 use std::rc::Rc;

@@ -10,6 +10,13 @@
 //! trims to the recovered log end. A log from before this file existed was written with epoch 0
 //! throughout (the single-node broker's only epoch), which is what an absent file means; so a
 //! log whose only run is epoch 0 from its start writes no file until a second epoch comes.
+//!
+//! Why an absent file may stand for epoch 0 rather than being written: a new partition of a broker
+//! alone then waits for no file write (and no two syncs) before its first append, which matters
+//! when thousands of partitions are created at once. Once a file exists it is always rewritten
+//! (`EpochRuns::absent_file_says_the_same` decides only while it is surely absent). The file is
+//! replaced through io_uring like the log's other small state files, never by blocking calls on the
+//! shard: a failover gives every surviving replica a new epoch at once.
 
 use std::path::Path;
 

@@ -1,6 +1,6 @@
 //! Segment writes: turning a log's batches into direct-I/O writes of its segment files, the
 //! sealing of finished segments, and what a failed write or sync does. The shard's commit
-//! cycle (`commit.rs`) decides when a log's batches go here; maintenance (truncation, close)
+//! cycle (`commit/`) decides when a log's batches go here; maintenance (truncation, close)
 //! calls the same functions while it holds the log.
 //!
 //! Failures: a failed write rolls the log end back to the written end (the batches of that
@@ -11,6 +11,34 @@
 //! written or synced and nothing past the last good sync is acknowledged; every queued append
 //! fails. [`super::PartitionLog::clear_fault`] cuts the log back to the last good sync to bring
 //! it back.
+//!
+//! A failed write (`ENOSPC`, `EIO`) also cuts the segment file back to the written end and syncs
+//! the cut, so a crash cannot bring the failed write's batches back; the log end goes back with the
+//! tail cache and the producer table, the partition stays readable, and the next `append` (once
+//! there is space) reuses the offsets. A failed journal write is overwritten with zeros and synced
+//! before any of its appends hears of the failure (for the same reason), fails the appends of every
+//! partition in it, and the journal continues in a new file. Batches numbered elsewhere
+//! (`append_replicated`: a replica's Raft core numbered them for the end that is gone) are refused
+//! until `clear_fault`, so the replica hears of the rollback instead of taking its next batch for a
+//! compaction gap.
+//!
+//! What makes a log failed: a failed `fdatasync` of the active segment, of a segment being sealed,
+//! of the cut after a failed write, or of the directory after a new segment file. A single broker's
+//! failed log stays so until the broker restarts (recovery keeps what checks out, as Kafka takes a
+//! failed log directory offline); a replica's is brought back by `clear_fault`, which cuts the log
+//! back to the last good sync (`durable_end_offset`; a sealed segment counts as synced to its end),
+//! trims and syncs what is left, and syncs everything still written but unsynced. A failed journal
+//! `fdatasync` (or a failed zeroing after a failed journal write) fails, the same way, every log
+//! with records written to the journal since its last good sync, and the journal moves on to a new
+//! file; `clear_fault` keeps what the journal made durable (it writes it to the segment and syncs
+//! it first).
+//!
+//! # The durable page
+//! The bytes of a durable page are never changed: a write starts at the 4 KiB page holding the
+//! written end and repeats that page's existing bytes, so a torn rewrite of the page (given
+//! sector-atomic writes) can only damage bytes after the durable end. That page is rewritten with
+//! direct I/O, so a page-cache copy of it could be stale: the network layer splices file ranges
+//! only below the active segment's last partial page, and reads of that page are direct I/O.
 
 use std::path::Path;
 use std::rc::Rc;

@@ -2,6 +2,15 @@
 //! listing has (the producer snapshot, the offset files). Kept apart from recovery because it
 //! is the one place the open touches the directory by name: at 10 000 partitions after a
 //! crash, trying each file by name was five or six failed opens per partition.
+//!
+//! # Files in a partition directory
+//! `<base offset, 20 digits>.log` / `.index` / `.timeindex` per segment; `log-start-offset`;
+//! `compacted-end-offset` (once cleaned or repaired); `recovery-point`; `clean-shutdown` (from a
+//! clean close until the files next change); `producer-state`; `leader-epochs`; `*.tmp` leftovers
+//! of an interrupted atomic replace; a cleaning's `<base>.log.cleaned` (deleted on open) or
+//! `<base>.<end>.log.swap` (its swap finished on open); and a replica's `raft-state.json`. In a
+//! cluster, `<data-dir>/raft-votes/` holds the shards' vote logs (`base`, `shard-N`; see
+//! `replication::votes`).
 
 use std::path::Path;
 

@@ -4,7 +4,7 @@
 //! # Write path
 //! [`PartitionLog::append`] validates a batch, assigns its offsets and epoch, places it in the
 //! active segment's bookkeeping and the tail cache, and queues it for the shard's commit cycle
-//! ([`Committer`], `commit.rs`); it returns at once with an [`AppendReceipt`]. The cycle takes
+//! ([`Committer`], `commit/`); it returns at once with an [`AppendReceipt`]. The cycle takes
 //! *everything* queued, from every log of the shard at once: small pending runs go into one
 //! write of the shard's journal and one `fdatasync` for all of them (the batches reach their
 //! segments later, unsynced), large ones straight to their segment, with one direct-I/O write
@@ -21,20 +21,29 @@
 //! is written; a sequence gap or an old epoch is refused. The table is snapshotted to
 //! [`PRODUCER_STATE_FILE`] when a segment is sealed and on close, and rebuilt on open from that
 //! snapshot plus the batches recovery scans in the active segment.
+//! A duplicate's receipt is the original's: its waits complete when the original batch is written
+//! (acks=1) or durable (acks=all), so a retry is never acknowledged before the batch it repeats.
 //!
 //! # Compaction
-//! [`PartitionLog::clean`] (`clean.rs`) rewrites sealed segments keeping each key's latest
+//! [`PartitionLog::clean`] (`clean/`) rewrites sealed segments keeping each key's latest
 //! record; kept records keep their offsets, so the log may have gaps below the compacted end.
 //! Reads at an offset in a gap return the next batch; truncation at one ends the log there.
 //!
+//! # Bounds
+//! Every buffer has a configured bound: `unflushed_bytes_max` (appends wait beyond it),
+//! `tail_cache_bytes_max` (exceeded only by unwritten data, itself bounded), `write_chunk_bytes`,
+//! `producers_max` (entries of about 200 bytes: five batches each). Memory per partition is about
+//! those plus 20 bytes of index per `index_interval_bytes` of log.
+//!
 //! # Rooms
 //! This file holds the log's state and what it answers about itself; each way of changing it
-//! has its own file: `append.rs` (the hot path), `commit.rs` and `flush.rs` (the shard's commit
-//! cycle and the segment writes it issues), `read.rs`, `truncate.rs` (cuts that move the end
-//! back), `retention.rs` (what leaves the front), `clean.rs` (compaction), `close.rs`,
-//! `maintenance.rs` (the exclusive hold the changes other than appends take), `state_files.rs`
-//! (the small files recovery trusts), `recovery.rs` and `replay.rs` (open after a crash),
-//! `damage.rs`, `epochs.rs`, `producers.rs`, `preallocate.rs`, `injected_faults.rs`.
+//! has its own file: `append.rs` (the hot path, and the calls replication makes), `commit/`
+//! and `flush.rs` (the shard's commit cycle and the segment writes it issues), `read.rs`,
+//! `truncate.rs` (cuts that move the end back), `retention.rs` (what leaves the front),
+//! `clean/` (compaction), `close.rs`, `maintenance.rs` (the exclusive hold the changes other
+//! than appends take), `state_files.rs` (the small files recovery trusts), `listing.rs`,
+//! `recovery.rs` and `replay.rs` (open after a crash), `damage.rs`, `epochs.rs`, `producers/`,
+//! `preallocate.rs`, `injected_faults.rs`.
 //!
 //! # Invariants
 //! - Appends are contiguous: every appended batch starts where the previous one ended. Above
@@ -51,11 +60,17 @@
 //!   cache (and in `lazy`) until the cycle writes them to their segment.
 //! - Before a log is cut (truncation, `reset_to`, `clear_fault`) or closed, everything it holds
 //!   is written to its segments and synced, then a Forget record of it made durable in the
-//!   journal: replay never re-appends what a cut removed (`commit.rs`, `replay.rs`).
+//!   journal: replay never re-appends what a cut removed (`commit/`, `replay.rs`).
 //! - A segment later in the directory has data only if every earlier one is sealed: trimmed,
 //!   synced and indexed. Recovery relies on it.
 //! - Data is acknowledged as durable only after the `fdatasync` that covers it returned, and
 //!   nothing is written, synced or acknowledged after a failed `fdatasync` (see `flush.rs`).
+//! - A read never returns bytes of a known damaged range, and recovery never removes a batch that
+//!   follows damage: it cuts only the last segment's torn tail, past the recovery point.
+//! - The cleaner never rewrites the active segment, nor the sealed segment before an active segment
+//!   that has no file yet.
+//! - Offsets whose batches do not check out above the compacted end are a damaged range, never
+//!   skipped in silence.
 
 mod append;
 mod clean;
@@ -259,7 +274,7 @@ struct Shared {
     /// The cycle asks that the journaled batches go to the segment, synced (the journal needs
     /// the space, or the shard's unwritten bound is exceeded).
     segment_write_wanted: Cell<bool>,
-    /// Waits in the commit cycle's queue for a segment operation's slot (`commit.rs`).
+    /// Waits in the commit cycle's queue for a segment operation's slot (`commit/`).
     segment_slot_waiting: Cell<bool>,
     /// Replaced whole by [`PartitionLog::set_config`]; read through [`Shared::config`] at each
     /// use, never kept across an `await`, so a change applies from the next append, roll or
@@ -735,7 +750,8 @@ impl PartitionLog {
         self.shared.config()
     }
 
-    /// Changes the log's settings while it is open (a topic's configuration was altered):
+    /// Changes the log's settings while it is open (a topic's configuration was altered; the
+    /// log reads them at each use and never keeps them across an `await`):
     /// the largest batch from the next append on, segment size and age from the next roll,
     /// the retention limits and cleanup policy from the next retention check. Only a topic's
     /// settings may change; those that size the log's memory must stay as they were at the

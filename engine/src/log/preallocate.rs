@@ -3,9 +3,10 @@
 //! A reservation is not free: every byte reserved and not yet written is disk the partition
 //! holds for nothing (32 MiB per written partition once made 1 000 one-record partitions take
 //! 32 GB), and on ext4 a direct write into reserved space converts an unwritten extent, which
-//! made the `fdatasync` after it the most expensive kind measured here (see ARCHITECTURE.md,
-//! "Preallocation"). So a partition reserves only while it is written steadily, and as much as
-//! its rate asks for, and only where no `fdatasync` waits on the write:
+//! made the `fdatasync` after it the most expensive kind measured here: the conversion is a
+//! metadata journal commit, several times the cost of a sync after appending to a plain file.
+//! So a partition reserves only while it is written steadily, and as much as its rate asks
+//! for, and only where no `fdatasync` waits on the write:
 //! - only a write of journaled batches alone (the commit cycle's lazy segment writes, which
 //!   no acknowledgement waits on: the journal made them durable) reserves ahead; a direct
 //!   write, synced in the same cycle for an acks=all append, appends to the plain file, whose

@@ -1,10 +1,13 @@
 //! Reads: whole batches from an offset, as memory (the tail cache) or as a file range the
-//! network layer can `sendfile`; and the offset for a timestamp.
+//! network layer can `splice`; and the offset for a timestamp.
 //!
 //! A file read costs at most a few direct-I/O reads of `index_interval_bytes` each: one to find
 //! the batch holding the offset (the sparse index puts it within one interval of an entry), and
 //! one to find how far whole batches fit the byte limit (an index entry near the limit, then
-//! the headers after it). The data itself is not read at all when it is sent with `sendfile`.
+//! the headers after it). The data itself is not read at all when it is spliced.
+//!
+//! Only bytes below the active segment's last partial page are spliced from the page cache; that
+//! page is read with direct I/O (why: `flush.rs`, "The durable page").
 
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::fs::FileExt;
@@ -67,20 +70,20 @@ impl std::fmt::Debug for FileRange {
 }
 
 impl FileRange {
-    /// A buffered descriptor of the segment file, for `sendfile(socket, fd, position, length)`.
+    /// A buffered descriptor of the segment file, for `splice(2)` into a socket.
     /// Valid while this `FileRange` lives.
     pub fn raw_fd(&self) -> RawFd {
         self.descriptor.as_raw_fd()
     }
 
     /// The segment file's buffered descriptor, shared: lets the range cross to another thread
-    /// (shard) and still be sent with `sendfile`, counted in this shard's open files (and kept
+    /// (shard) and still be spliced, counted in this shard's open files (and kept
     /// open by the cache) until the last holder drops it.
     pub fn descriptor(&self) -> Arc<ReadDescriptor> {
         self.descriptor.clone()
     }
 
-    /// Copies the range into memory (tools and tests; the broker sends it with `sendfile`).
+    /// Copies the range into memory (tools and tests; the broker splices it).
     pub fn read_to_vec(&self) -> Result<Vec<u8>, LogError> {
         let mut bytes = vec![0u8; self.length as usize];
         self.descriptor
@@ -112,7 +115,7 @@ struct FilePlan {
     /// Where the readable bytes end: the written end, or the next damaged range.
     readable_bytes: u64,
     written_bytes: u64,
-    /// Below this, the file's pages are never rewritten, so the page cache (and `sendfile`)
+    /// Below this, the file's pages are never rewritten, so the page cache (and `splice`)
     /// may hold them; the active segment's last partial page is read with direct I/O instead.
     sendable_bytes: u64,
     /// Where to look next when compaction left nothing at or after the offset in this one.

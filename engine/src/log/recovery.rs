@@ -30,6 +30,67 @@
 //!   durable before the next segment gets data, so after a crash that happens only when the
 //!   log was truncated since the last seal or close (truncation deletes the snapshot) or the
 //!   snapshot is damaged.
+//! - Recovery seeds the tail cache with the last batches it read of the last segment (a 64th of the
+//!   shard's tail budget each, kept only if they end at the log end and follow any damage), so
+//!   consumers that followed the tail still read from memory after a restart.
+//!
+//! # What is checked when
+//! Each entry: when, what is checked, and what a batch that does not check out is.
+//! - *Open, a sealed segment* (any but the last; the last after a clean close): the index files are
+//!   well-formed and within the file, and every batch after the last index entry is checked in full
+//!   (length, magic, CRC-32C, offsets following on; the last one may end in its last page's
+//!   padding); if that fails, or the index files are missing, the whole segment in full. A bad
+//!   batch: damage.
+//! - *Open after a crash, the last segment*: every batch in full. A bad batch at or past the
+//!   recovery point: a torn write, cut off there with everything after it (as Kafka's recovery
+//!   truncates), unless it is only the last page's padding (below); below it: damage.
+//! - *Open, the segment list*: each segment starts where the previous one ends (gaps only below the
+//!   compacted end). A missing file: damage (its offsets, 0 bytes); a segment overlapping the
+//!   previous one: the open fails.
+//! - *A read* (a client's fetch, ListOffsets by time, truncation): the headers it walks from an
+//!   index entry to the batch it wants; what it sends is not checked (as in Kafka, the client
+//!   checks CRCs; the bytes are spliced from the page cache). A bad header: damage.
+//! - *A follower's fetch* (`read_verified`): every batch sent, CRC included. A bad batch: damage
+//!   (the good batches before it are sent).
+//! - *The cleaner*: stops before a segment with damage.
+//! - *`ferrite dump-log`*: every batch, CRC included, of every file, without recovering anything. A
+//!   bad batch is reported; the last segment's padding is its end (`batch::is_last_page_padding`,
+//!   the rule recovery uses).
+//!
+//! "Follows on" means the next offset exactly, or any later one below `compacted-end-offset`
+//! (compaction's gaps); a batch may be sparse (fewer records than its offset range) anywhere.
+//! Missing or inconsistent indexes are rebuilt by a full scan, and written back unless the segment
+//! is damaged. A batch's size is judged against `unflushed_bytes_max`, which bounds every batch the
+//! log ever accepted, not against `max.message.bytes`: that may have been lowered since the batch
+//! was written, and such a batch is not a torn one.
+//!
+//! # The last page's padding
+//! A direct write pads its last page with zeros; a seal trims them, a close does not (the active
+//! segment is synced, not trimmed), and a crash leaves them. When the scan of the last segment, at
+//! or past the recovery point, stops where the rest of the file is zeros up to the end of that page
+//! and no further (`SegmentScanner::only_padding_from`), recovery takes that for the data's end and
+//! leaves it (synced, as a cut would be, unless a clean close or replay's `syncfs` covers it). It
+//! is not trimmed because an `ftruncate` inside a page makes ext4 read that page back from the disk
+//! first, once per partition at every restart after a crash.
+//!
+//! Why this never serves or keeps a torn write: zeros never parse as a batch (a length of 0), so
+//! nothing past the data is served or counted in the log end; the file is exactly what every write
+//! leaves until its seal (a failed write is cut off at once, or fails the log, which then closes
+//! without a marker), so the next write starts at that page with its valid bytes and overwrites the
+//! zeros, and a crash after it is recovered as any crash after a write. Anything else after the
+//! data (non-zero bytes in the page, or a file longer than the page, as a torn write that grew the
+//! file leaves) is cut off. A crash that tore a write into exactly "the old bytes, then zeros to
+//! the page end" loses only what was never acknowledged: the batches after the old bytes were not
+//! durable, and the journal replays any it acknowledged.
+//!
+//! # Limits of what is detected
+//! The partition leader epoch and the base offset are outside Kafka's CRC (`batch`): a flipped base
+//! offset shows only as offsets that do not follow on. A flipped byte inside a sealed segment
+//! before its last index entry is found only by a read that walks onto it, a follower's fetch of
+//! it, `ferrite dump-log`, or a client's own CRC check (which the client reports; the broker never
+//! hears of it): there is no background scrubbing. In the last segment, a byte flipped after the
+//! recovery point is taken for a torn write and cut off with what follows. A lost first segment
+//! file moves the log start instead of being reported.
 
 use std::cell::RefCell;
 use std::collections::VecDeque;

@@ -12,12 +12,43 @@
 //! between was written to the segment directly and lost with the crash before its sync, and
 //! acknowledgements cover contiguous prefixes only.
 //!
+//! Why a partition's batches may be only in the journal: their lazy segment write had not happened,
+//! or was not synced, or was torn; the segment's own recovery cuts such a tail off as it would any
+//! torn write, since the recovery point moves only with segment syncs. The journals are read in
+//! full before any shard starts: the live files in sequence order, every record that checks out
+//! (the scan goes on at the next page at anything else, `journal::format`). A partition's records
+//! are keyed by its directory name; a removed topic's partitions have a Forget record, and a
+//! partition whose directory is gone is skipped. A journal batch that cannot be appended (or whose
+//! segment write fails) stops the start: it holds an acknowledged batch.
+//!
+//! # Why replay never undoes a cut
+//! A cut (a follower's truncation to its leader, `reset_to`, `clear_fault`; retention and
+//! `DeleteRecords` move the log start instead, and replay skips anything below the log end) first
+//! writes the log's journaled batches to its segments and syncs them, then makes a Forget record of
+//! the log durable in the journal, and only then cuts. Replay ignores every record before the
+//! Forget, so removed batches cannot come back; records after it were appended after the cut. A
+//! crash between the Forget and the cut leaves the uncut log, whose extra entries were never
+//! committed: the Raft core truncates them again, as after any crash. A close writes a Forget the
+//! same way, so a closed log's records (a partition moved away, then re-created) are not replayed
+//! into a later log of that directory; except at the shard's shutdown (`close_at_shutdown`), which
+//! releases the whole journal once every log closed: a crash before that finds each closed log's
+//! records already in its synced segments, and nothing can cut a log in between.
+//!
+//! # Start-up without syncing each log
 //! Nothing of this is synced log by log: every replayed log is opened and closed with its
 //! syncs deferred (`PartitionLog::open_for_replay`), then one `syncfs` of the data directory's
 //! file system makes all of it durable at once, then the journal is released, so replay runs
 //! once. At 10 000 partitions written once each, syncing each log (its segment, its directory,
 //! its epochs and recovery point: seven `fsync`s) took 18 s of a restart; one `syncfs` takes a
 //! fraction of a second.
+//!
+//! Such a log skips every `fdatasync` and directory sync, never moves its recovery point, and does
+//! not rewrite a leader-epochs file that already says what it would write; it is closed written but
+//! not trimmed (the last page's padding is left, see `recovery`; no indexes for a small segment).
+//! The descriptor the `syncfs` goes through is opened before
+//! replay writes anything, so write-back errors since are reported to it. The start-up line that
+//! reports a replay gives its time per phase (reading the journals; opening, appending to and
+//! closing the logs; the `syncfs`; the release), so a slow restart says where its time went.
 //!
 //! No clean-shutdown marker is written for a replayed log: creating one file per partition
 //! after the `syncfs` took as long as the replay of the logs itself at 10 000 partitions. What
@@ -38,6 +69,16 @@
 //! - after the release, before or after the shards' opens: the replayed logs have no marker,
 //!   so the next open recovers each as after a crash (its last segment scanned in full, a
 //!   torn tail cut, syncs), which finds what the `syncfs` made durable.
+//!
+//! The first open takes the hand-off's entry (`PartitionLog::open_in_after_replay`), so no later
+//! open uses it, and only if the directory's last segment is still the one replay closed (a
+//! directory emptied and made again since holds none). The log then owes its marker
+//! (`CleanMarker::Owed`): its close writes the marker and nothing else while the files are
+//! unchanged, and its first change has no file to remove. Its recovery point on disk stays where
+//! the crash left it until it next moves, so a later crash only scans more of its last segment. The
+//! price is that the next clean shutdown writes one marker per replayed log still unchanged: a cost
+//! moved to the shutdown, not removed (writing them in the background after the start would compete
+//! with the reads that follow a restart).
 
 use std::collections::HashMap;
 use std::path::Path;

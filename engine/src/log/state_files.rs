@@ -5,6 +5,29 @@
 //! change to a cleanly closed log's files removes its clean-shutdown marker first. Its own room
 //! because these files are what recovery trusts, so the rules for writing them live in one
 //! place.
+//!
+//! Why never with blocking calls on the shard: a failover gives each surviving broker a thousand
+//! new epochs at once, and a close writes several files for many logs together. The one file not
+//! written through io_uring is the recovery point, written at most once per
+//! `recovery_point_interval_ms` in the turn of the sync it follows, so it is on disk before the
+//! appends that sync acknowledged run.
+//!
+//! # The clean-shutdown marker and the recovery point
+//! `close` writes a `clean-shutdown` marker holding the log end as text, unsynced: a marker a crash
+//! loses only makes the next open scan the last segment. The marker stays while the files are as
+//! that close left them, so opening, reading and closing an unchanged log writes and syncs nothing.
+//! The first change (a segment write, a cut; a journal record is not one, since replay re-appends
+//! it) renames the marker to `recovery-point` and syncs the directory before the change reaches the
+//! files.
+//!
+//! The *recovery point* (`recovery-point`, Kafka's `recovery-point-offset-checkpoint`) is an offset
+//! below which everything was made durable by an `fdatasync`. It moves to the synced end after a
+//! sync, at most every `recovery_point_interval_ms` (Kafka's
+//! `log.flush.offset.checkpoint.interval.ms`); after a clean close it is the marker's text (one
+//! rename, no write at close); it is lowered before a truncation below it. A recovery point whose
+//! text a crash lost reads as none, so recovery scans more, never less. Every segment but the last
+//! was sealed (synced) before the next got data, so everything below the last segment's base counts
+//! as below the recovery point whatever the file says.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};

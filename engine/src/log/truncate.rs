@@ -3,6 +3,10 @@
 //! cutting it to its last good sync (`clear_fault`). Its own room because a cut is the one
 //! change that moves the log end backwards, which the journal, the producer table, the epochs
 //! and the recovery point must all follow (see the log's invariants).
+//!
+//! Truncation deletes the segments after the cut, last first, before it cuts the one that holds it:
+//! a crash midway leaves a prefix of the log, never a segment that does not follow on (which would
+//! then read as damage).
 
 use std::rc::Rc;
 

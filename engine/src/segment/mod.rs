@@ -64,7 +64,7 @@ pub(crate) fn align_up(value: u64) -> u64 {
 }
 
 /// The open files of a segment. Writes and scans go through the direct-I/O file; the buffered
-/// descriptor exists so the network layer can `sendfile` cold data from the page cache, and is
+/// descriptor exists so the network layer can splice cold data from the page cache, and is
 /// shared with the reads that do (see [`ReadDescriptor`]). Held open by the shard's
 /// [`FileCache`](crate::resources::FileCache) through the segment's [`SegmentFile`] handle,
 /// which closes it when it has been unused longest and reopens it on demand.

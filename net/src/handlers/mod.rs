@@ -3,6 +3,10 @@
 //! request's version. The consumer-group APIs sit together in `groups`, beside what they share;
 //! other helpers of several APIs have a module named for what they are (`fields`,
 //! `config_entries`, `topic_overrides`).
+//!
+//! Internal topics (`engine::catalog::is_internal_topic`) are readable but refuse Produce,
+//! DeleteRecords, DeleteTopics, CreatePartitions, AlterConfigs and IncrementalAlterConfigs with
+//! INVALID_TOPIC_EXCEPTION, as Kafka's do: their contents and settings are the broker's.
 
 pub mod alter_configs;
 pub mod alter_partition_reassignments;

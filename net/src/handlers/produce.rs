@@ -1,8 +1,10 @@
-//! Produce: append each partition's record batch (stored as sent, compressed or not; the
-//! broker fills in offsets and leader epoch), and answer as acks asks: acks=0 gets no response
-//! at all, acks=1 once the batch is in the segment file, acks=all once an `fdatasync` covers
-//! it (a majority has it, in a cluster). The batch is checked once, by the shard owning the
-//! partition, against the partition's own `max.message.bytes` (`CheckedBatch::produced`).
+//! Produce: append each partition's record batch (stored as sent, compressed or not; the broker
+//! fills in offsets and leader epoch), and answer as acks asks: acks=0 gets no response at all,
+//! acks=1 once the batch is written with direct I/O to the shard's journal or to its segment (no
+//! sync), acks=all once the `fdatasync` covering it returned (committed by a majority, in a
+//! cluster). In a cluster acks=all is refused up front with NOT_ENOUGH_REPLICAS while fewer
+//! replicas than `min.insync.replicas` are in sync. The batch is checked once, by the shard owning
+//! the partition, against the partition's own `max.message.bytes` (`CheckedBatch::produced`).
 //!
 //! Appends are submitted while the request is started, in request order, and awaited
 //! afterwards (see [`crate::broker`]): a connection's pipelined produce requests land in each

@@ -8,8 +8,9 @@
 //! owner, instead of sending it a configuration, means concurrent alterations cannot leave an
 //! older one in effect. In a cluster the controller decides, after the same check here.
 //!
-//! Only topics can be altered. The broker's own settings are fixed at start-up (`ferrite
-//! serve` flags), and internal topics keep the settings the broker gave them.
+//! Only topics can be altered (a BROKER resource is refused with INVALID_REQUEST). The broker's own
+//! settings are fixed at start-up (`ferrite serve` flags), and internal topics keep the settings
+//! the broker gave them.
 
 use std::collections::{BTreeMap, BTreeSet};
 

@@ -2,6 +2,11 @@
 //! segment scanner) and writes (the output segment, in chunks of direct I/O) held together to
 //! `cleaner_io_bytes_per_second_max`. Kept apart from the cleaning's logic (what to keep, the
 //! crash-safe swap) because this is what bounds its effect on produce latency.
+//!
+//! The bound is Kafka's `log.cleaner.io.max.bytes.per.second` (unlimited by default, as in Kafka).
+//! Why pacing and not only the low-priority task queue: the cleaner's I/O queues beside the
+//! appends' `fdatasync`s at the device, which the task queue does not order, so pacing, not
+//! priority, is what keeps compaction out of produce latency.
 
 use super::Input;
 use crate::batch::{self, BatchHeader};

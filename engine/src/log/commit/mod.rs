@@ -26,7 +26,27 @@
 //! in the same reactor turn); a log is in at most one operation at a time, and the journal
 //! writes one cycle at a time, so its group-commit window is one journal round trip.
 //!
-//! Invariants:
+//! A log's new batches may go into the journal while its older journaled ones are being written to
+//! its segment (two operation slots per log), but never while a direct write of it is in flight or
+//! unsynced (see the invariants). An idle shard thus commits one append at once, a busy one
+//! everything that arrived during the previous round trip.
+//!
+//! Journaled batches wait for their lazy segment write in the tail cache, which serves reads of
+//! them: a partition that gets a few messages a second does not rewrite a 4 KiB page of its segment
+//! each time. When the shard's unwritten bytes exceed `unwritten_bytes_max` the largest logs are
+//! written first; a rolled log's finished segment is sealed by that write. Lazy segment writes run
+//! only while fewer than `LAZY_WRITES_BESIDE_MAX` segment operations are in flight (its doc says
+//! why). A closing log's journaled batches are written unsynced and the close's own sync covers
+//! them: one `fdatasync` per log.
+//!
+//! # Acknowledgement
+//! acks=1 (and a replica's "written") is answered when the journal write (or the direct segment
+//! write) returned, with no sync; acks=all (a broker alone; in a cluster the replica's "persisted")
+//! when the `fdatasync` of the journal or of the segment covering it returned. acks=1 thus never
+//! waits for a sync of its own; the *sync* above is why a log whose direct write nobody waited to
+//! sync may journal again.
+//!
+//! # Invariants
 //! - A log's acknowledged data is a contiguous prefix: `durable_end_offset` (and
 //!   `written_end_offset`) only cover offsets below which every batch is durable (written),
 //!   in the journal or in a segment.

@@ -27,6 +27,16 @@
 //! are the versioned, checksummed snapshot the log writes when it seals a segment or closes;
 //! [`ProducerRecovery`] combines that snapshot with the batches recovery scans in the active
 //! segment.
+//!
+//! The snapshot (`producer-state`, version 1, big-endian, a CRC-32C over everything after the
+//! checksum; written to a temporary file, synced, renamed, directory synced) holds the log end
+//! offset it covers and, per producer, its id, epoch, last append time and up to five batches
+//! (sequence range and offsets). It is written when a segment is sealed (the state at that
+//! segment's end; skipped while no producer is known) and at close, and deleted by truncation
+//! before the log changes and by an open that finds it does not fit, so it always describes a
+//! prefix of the log. Defaults: `producer_idle_ms_max` one day (Kafka's
+//! `producer.id.expiration.ms`; recovered producers count as having appended at the time of the
+//! open), `producers_max` 10 000 per partition. Transactions are out of scope.
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 
