@@ -174,3 +174,4 @@ pub fn proptest_cases(default: u32) -> u32 {
         .and_then(|value| value.parse().ok())
         .unwrap_or(default)
 }
+pub mod shards;
