@@ -582,3 +582,4 @@ impl Cluster {
         }
     }
 }
+pub mod faultless;
