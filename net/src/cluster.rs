@@ -5,6 +5,13 @@
 //! refusals into Kafka error codes, through [`crate::errors::cluster_error_code`], so that the
 //! handlers answer with a code and a message as for every other failure. A broker running
 //! alone has no cluster, and answers as the only broker.
+//!
+//! `Broker::cluster` holds it (`None` for a broker alone). Metadata, CreateTopics, DeleteTopics,
+//! CreatePartitions, the config changes, auto-creation, FindCoordinator, InitProducerId and the
+//! partition reassignments use it. The handlers check what they can before asking (a bad config
+//! value gets the same INVALID_CONFIG message as on a single broker); an auto-created topic is
+//! answered LEADER_NOT_AVAILABLE while the controller creates it, as Kafka does; and Metadata
+//! names the answering broker as the controller (`handlers::metadata` says why).
 
 use std::collections::BTreeMap;
 use std::rc::Rc;

@@ -31,14 +31,19 @@
 //! - Observers (KIP-595): a node outside the voter set follows the log without ever being
 //!   counted or campaigning, finding the leader by asking the voters.
 //!
-//! Around the core: [`replica`] drives it over a partition log, [`shard`] runs a shard's
-//! replicas and [`transport`] carries their messages between brokers, [`controller`] and
-//! [`metadata`] keep the cluster's metadata log, and [`cluster`] is a broker's part in the
-//! cluster (the control plane), which `net`'s Kafka handlers call.
+//! Around the core: [`replica`] drives it over a partition log, [`votes`] is the shard's
+//! group-committed vote log, `wheel` the shard's timer wheel, [`shard`] runs a shard's replicas
+//! and [`transport`] carries their messages between brokers, [`controller`] and [`metadata`]
+//! keep the cluster's metadata log, and [`cluster`] is a broker's part in the cluster (the
+//! control plane), which `net`'s Kafka handlers call.
+//!
+//! Invariant: the crate depends on `engine` only, never on `net`, and answers in typed errors,
+//! never Kafka error codes; `replica` is where Kafka record batches meet the core.
 //!
 //! Not yet: a snapshot of state-machine data for the metadata log (a partition's "snapshot" is
-//! its log start), learners that survive a leader change, and bounds on fetch size beyond the
-//! driver's byte budget.
+//! its log start), learners that survive a leader change (an observer still follows,
+//! untracked), changing the controller voters of a running cluster, and bounds on fetch size
+//! beyond the driver's byte budget.
 
 pub mod cluster;
 pub mod controller;

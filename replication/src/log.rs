@@ -6,6 +6,10 @@
 //! The log may have gaps (the cleaner removes records below the commit index and keeps
 //! offsets); a gap belongs to the epoch run around it, as in Kafka, and nothing here needs to
 //! know where the gaps are.
+//!
+//! Truncation on divergence only ever cuts at a point the core knows is a batch end (see
+//! `RaftLog::divergence_point`), never inside a batch the driver stores whole, and never below
+//! the commit index (asserted where a `Diverging` answer is taken).
 
 use crate::message::{EntryKind, EntryMeta, Index, LogWrite, NodeId, Term};
 

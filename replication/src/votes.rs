@@ -12,6 +12,12 @@
 //! `replica`). `raft-state.json` keeps the voter sets and the vote floor, and a term and vote
 //! that are only a lower bound: a replica opens at the newer of the two ([`Vote::newer`]).
 //!
+//! Records: `[u32 len][u32 CRC-32C][u64 term][u64 voted_for + 1][partition directory name]`,
+//! little-endian. Invariants: a vote is acknowledged to the replica only once its record is
+//! synced, and nothing is ever appended after a torn record (each run starts empty files). A
+//! replica writes its `raft-state.json` before any vote, which is what lets recovery drop the
+//! votes of partitions that have none.
+//!
 //! Recovery ([`RecoveredVotes::recover`], once per process before any shard starts, whatever
 //! the shard count was before): every file of the directory is read (a record counts only
 //! whole with a good CRC-32C, so a crash's torn tail, never acknowledged, is ignored), the

@@ -1,5 +1,10 @@
 //! `ferrite dump-log`: a read-only view of segment files, for operators checking what a crash
 //! left behind and for anyone learning the on-disk format.
+//!
+//! It reads segment files without recovering them (nothing is written) and reports each batch
+//! (CRC checked) and each damaged range with the offsets it held, stepping over it as recovery
+//! does; the last segment's zero padding is its end, by the rule recovery uses
+//! (`batch::is_last_page_padding`).
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;

@@ -1,10 +1,16 @@
 //! `ferrite`: the command-line entry point. Each sub-command lives in its own module.
 //!
-//! The admin commands (`topic`, `produce`, `consume`, `group`) speak the Kafka protocol to a running
-//! broker (any Kafka-compatible one) at `--bootstrap HOST:PORT` (127.0.0.1:9092 by default).
+//! The admin commands (`topic`, `produce`, `consume`, `group`) speak the Kafka protocol to a
+//! running broker (any Kafka-compatible one) at `--bootstrap HOST:PORT` (127.0.0.1:9092 by
+//! default).
 //! Their exit codes: 0 success; 1 the broker could not be reached or answered with an error
 //! (the message names the topic or partition, Kafka's name for the error code, and what to
 //! do); 2 usage errors (bad flags, or input lines that do not match `produce --keyed`).
+//!
+//! Invariant: the admin commands are Kafka clients and nothing else: they use only the wire
+//! protocol, never `net` nor any of the broker's state (of `engine` only `engine::batch`, the
+//! record batch format's header layout), so they work against any Kafka-compatible broker and
+//! test Ferrite as a client would.
 
 mod admin;
 mod allocator;

@@ -2,6 +2,16 @@
 //! listeners and, with `--peers`, the broker's part in the cluster
 //! (`ferrite_replication::cluster`), and stops them cleanly on SIGINT/SIGTERM.
 //!
+//! A start, in order: resolve the settings; raise the soft descriptor limit to the hard one
+//! (`descriptors`); take the data directory's lock; open the catalog; start the metrics
+//! endpoint (a tiny_http thread; when the default address is taken the broker runs without
+//! metrics and says so); raise the memlock limit where it may; start the runtime (one pinned
+//! shard per core, or the CPUs `--cpuset` names, so several brokers can share a machine); have
+//! every shard bind the Kafka listener, and print the one start-up line only once all are
+//! listening, so a supervisor or test that waits for it can connect at once; and install the
+//! signal handling. Every bind of the start-up waits up to `engine::shard::listen::IN_USE_WAIT`
+//! in all for an address a broker killed a moment ago still holds.
+//!
 //! Exit codes: 0 after a clean shutdown; 1 if the broker failed while running; 2 if it could
 //! not start (bad flags or config file, address in use, unwritable data directory, …); 130 on
 //! a second signal.
@@ -172,8 +182,9 @@ pub fn run(arguments: Arguments) -> ExitCode {
     let mut config = RuntimeConfig::one_shard_per_cpu(&settings.data_dir);
     config.groups = settings.groups.clone();
     match (&settings.cluster, catalog.topics().get(OFFSETS_TOPIC)) {
-        // In a cluster the topic is made through the controller (see `ferrite_replication::cluster`) and
-        // mirrored here; the count it was mirrored with at an earlier start is kept.
+        // In a cluster the topic is made through the controller (see
+        // `ferrite_replication::cluster`) and mirrored here; the count it was mirrored with at an
+        // earlier start is kept.
         (Some(_), Some(topic)) => config.groups.offsets_partitions = topic.partitions,
         (Some(_), None) => {}
         (None, _) => {

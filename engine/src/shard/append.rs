@@ -3,6 +3,12 @@
 //! order it receives batches) and returns the waits for their durability. The owner's part,
 //! the same for its own appends and a peer's [`AppendRequest`], is
 //! `ShardContext::submit_local_appends`.
+//!
+//! That is where a broker alone and a replicated partition diverge, in one place: the batch is
+//! checked there, once, so a broker alone, a leader and a follower refuse a bad batch alike and
+//! one the log would refuse never reaches a Raft core; then either the log or the partition's
+//! Raft group numbers it. A produce request's batches cost one mesh message per owning shard,
+//! not per batch, and one answer per shard.
 
 use std::cell::RefCell;
 use std::rc::Rc;

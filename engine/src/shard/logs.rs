@@ -2,6 +2,16 @@
 //! ([`ShardContext::partition_log`], [`ShardContext::open_owned_partitions`]), brought up to
 //! their topic's configuration, held to the retention limits, removed with their topic, and
 //! closed at shutdown.
+//!
+//! During the start-up load, requests wait on the partition's slot. Logs are opened and closed
+//! `PARTITIONS_OPENING_MAX` and `PARTITIONS_CLOSING_MAX` at a time, so their I/O and syncs
+//! overlap without opening every file of the shard at once.
+//!
+//! In a cluster (`RuntimeConfig::replicated_partitions`) a partition whose replica this broker
+//! does not run (yet) is refused with `NotLeader`, and its log is opened by its replica, never at
+//! start-up: after a restart the logs are on disk before the metadata log says which replicas
+//! to run, and a produce taken into a bare log would be acknowledged without the other replicas.
+//! This includes `__consumer_offsets`, whose coordinators run only where the broker leads.
 
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;

@@ -6,21 +6,38 @@
 //! lands on the wrong shard (a connection is accepted by whichever shard the kernel picks)
 //! travels to the owner over the SPSC [`mesh`](crate::mesh) as a request of its own type, and
 //! its answer, of the type the request's type names, comes back the same way (`calls`).
-//! Batches move (a `BytesMut` changes hands, no copy);
-//! a read's file range travels as the segment's shared descriptor, so it can still be
-//! `sendfile`d (counted among the owner's open files until the last holder drops it).
+//! Batches move (a `BytesMut` changes hands, no copy); a read's file range travels as the
+//! segment's shared descriptor, so the connection's shard can still splice it to the socket
+//! through a pipe (`net`'s `send_file`), counted among the owner's open files until the last
+//! holder drops it.
+//!
+//! Invariants: only the owning shard opens a partition's log (asserted); nothing on the data
+//! path is locked or shared between threads. What the runtime shares between shards is the
+//! mesh rings, the doorbells and the shutdown bells; beside them, state that changes rarely and
+//! is read per request (the catalog's table, the replica placement) is published immutable
+//! behind a version, so a reader pays one atomic load and never a lock.
 //!
 //! Modules: `context` (what a shard's tasks hold, [`ShardContext`]) and its operations, one
 //! concern a file (`append`, `read`, `offsets`, `logs`, `replicated`, `handover`, `shutdown`),
-//! `calls` (the typed traffic of the mesh and what a shard does with each message), `cleaner` (the task that compacts the shard's compacted partitions when they are due),
+//! `calls` (the typed traffic of the mesh and what a shard does with each message), `cleaner`
+//! (the task that compacts the shard's compacted partitions when they are due),
 //! `coordinator` (the consumer-group coordinators of the `__consumer_offsets` partitions the
 //! shard owns), `placement` (a cluster's placement of replicas on shards), `runtime` (starting
 //! the executors, and the shutdown sequence).
 //!
+//! A group coordinator's load reads its compacted partition log as any other (gaps and removed
+//! tombstones change nothing: the latest record of every key is kept, in offset order) and
+//! skips control batches; a call's records are appended as one uncompressed batch. Waiting
+//! JoinGroup and SyncGroup calls are answered at shutdown, so the drain never waits on a client.
+//! In a cluster, an append refused with `NotLeader` unloads the coordinator and its waiters hear
+//! NOT_COORDINATOR, so they find the coordinator again (`tests/replicated_coordinator.rs`).
+//!
 //! Besides partition work, the mesh carries client connections: the network layer hands a
 //! connection whose partition requests nearly all go to another shard over to that shard
 //! ([`ShardContext::hand_over`]), as a closure of the network layer's
-//! that adopts the connection on the receiving shard.
+//! that adopts the connection on the receiving shard. It counts as work in flight on the shard
+//! that had it until its handover is queued to the mesh, and on the receiving shard from the
+//! moment that shard takes it, so the shutdown drain never loses one between shards.
 
 mod append;
 mod calls;
@@ -209,7 +226,7 @@ impl SendableData {
         }
     }
 
-    /// The bytes, concatenated (tools and tests; the broker sends file ranges with `sendfile`).
+    /// The bytes, concatenated (tools and tests; the broker splices file ranges).
     pub fn to_vec(&self) -> Result<Vec<u8>, LogError> {
         use std::os::unix::fs::FileExt;
         match self {

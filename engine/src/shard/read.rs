@@ -1,6 +1,12 @@
 //! Reads: one partition's ([`ShardContext::read`]), a fetch's partitions sharing one budget
 //! with one call per owning shard ([`ShardContext::read_many`]), and a fetch's long poll
 //! ([`ShardContext::wait_for_data`]), each with the request type that carries it to the owner.
+//!
+//! Reads stop at the high-water mark. For a broker alone that is the written end: a consumer
+//! sees only batches already written with direct I/O to their segment or to the shard's journal
+//! (served from the tail cache until they reach the segment), which survive a broker crash; only
+//! a power loss before their `fdatasync` can take them back, as with Kafka's single replica. For
+//! a replicated partition it is the Raft commit point.
 
 use std::time::Duration;
 

@@ -8,6 +8,12 @@
 //! batch in the partition's order and say who leads. Messages between replicas reach the owning
 //! shard as replication's own typed closures ([`crate::shard::ShardContext::post`]), also
 //! without the engine knowing what they say.
+//!
+//! A [`ReplicatedPartition`] also says the term it leads in once it is ready to coordinate
+//! groups (`leading_term`); the group coordinator runs only then. [`ReplicationStats`] is what
+//! the shard's replicas sent and received and how long each stage of a replicated write took,
+//! counted by replication and rendered by `net`'s metrics: the engine keeps the counters so that
+//! the metrics snapshot, which it publishes, carries them.
 
 use std::cell::RefCell;
 use std::rc::Rc;

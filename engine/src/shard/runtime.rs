@@ -16,6 +16,12 @@
 //! shard owns (then of the group coordinators of its `__consumer_offsets` partitions), and
 //! the caller's `shard_main`.
 //!
+//! The journals of shards this run does not have are removed once replayed (the shard count
+//! may have changed). A mesh writer stages everything already queued and publishes it at once
+//! (one release store and at most one doorbell per run, not per message); a full ring
+//! back-pressures the tasks that send (they wait on the bounded local queue) instead of
+//! dropping messages or blocking the reactor.
+//!
 //! Shutdown (first SIGINT/SIGTERM, or [`ShutdownHandle::trigger`]) rings a bell on every shard.
 //! Each shard then:
 //! 1. lets `shard_main` finish (it stops accepting work when `shutdown_requested` resolves),
@@ -26,6 +32,10 @@
 //!    the tasks stop with the shard),
 //! 5. closes every partition log it owns (write, `fdatasync`, indexes, clean-shutdown marker),
 //!    then releases its journal: a journal with no live file is the shard's clean shutdown.
+//!
+//! Step 4 waits for the writers because they stop with the shard: a shard whose drain and close
+//! never yielded would otherwise leave its own `Drained` queued, and its peer would wait for it
+//! forever. Step 5 closes the logs many at a time, so their syncs overlap.
 //!
 //! A second signal exits the process at once with status 130.
 

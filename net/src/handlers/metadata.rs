@@ -1,6 +1,6 @@
 //! Metadata: the brokers (this one, at its advertised address), and each topic's partitions with
 //! this broker as leader and only replica, for a broker alone. In a cluster the answer comes from
-//! `ClusterView`: the image's live brokers (or, before any registration is applied, the answering
+//! `Cluster`: the image's live brokers (or, before any registration is applied, the answering
 //! broker alone, since clients refuse an answer without brokers), each partition's replicas from
 //! the image, its leader and epoch from the broker's `LeaderTable`, ISR the leader's in-sync
 //! voters; the answering broker is named as the controller. Names of topics that do not exist are

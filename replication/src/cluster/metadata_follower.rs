@@ -3,6 +3,15 @@
 //! included), and has the owning shards run this broker's replicas of its partitions (and
 //! delete its copies of partitions moved away). The catalog and the shards are driven from
 //! the log, never the reverse, so that every broker ends up with what the log says.
+//!
+//! Mirroring a topic creates and deletes partition directories as a single broker does, adds
+//! new partitions and replaces configs (reloading open logs). Each replica placed here runs on
+//! the shard the log names (`engine::shard::ReplicaPlacement`, written before the replica
+//! starts) through `ShardReplication::host_anywhere`, and is told its preferred leader (the
+//! first replica, see `replica::preferred`) and its move's target (again when it changes). A
+//! partition's directory is made again when it moves back to this broker
+//! (`Catalog::restore_partition_directory`); this broker's copy is stopped and deleted once a
+//! completed move leaves it out (after a restart, of every partition placed elsewhere).
 
 use std::collections::{BTreeMap, HashMap};
 use std::rc::Rc;

@@ -2,6 +2,12 @@
 //! partition's replicas are and who leads it, which broker coordinates a group, and the changes
 //! a client asks of the controller (each answered once this broker shows its effect, so that
 //! the client's next request here sees it).
+//!
+//! Leaders come from the broker's `LeaderTable`, and the ISR from the in-sync voters leaders put
+//! in their reports. In a cluster `ferrite serve` does not make `__consumer_offsets` locally: it
+//! keeps the partition count an earlier start mirrored, and a broker started with another
+//! `--offsets-partitions` coordinates no groups (and says so once), since it would look for
+//! groups in the wrong partitions.
 
 use std::cell::Cell;
 use std::collections::BTreeMap;

@@ -1,6 +1,12 @@
 //! Joining the cluster, once per shard: each shard starts its replication (transport, replicas,
 //! clock); the metadata partition's shard also opens the broker's controller and starts the
 //! metadata follower.
+//!
+//! The settings come from `ferrite serve` (`--node-id N --peers ID@HOST:PORT,...`, `--rpc-listen`
+//! by default this broker's own entry in `--peers`; the first `--controller-voters` node ids
+//! vote in the controller). The broker's controller registers it with its advertised Kafka
+//! address, heartbeats, and keeps the shared `ProducerIdPool` supplied, which every shard's
+//! [`ShardCluster::producer_id`] takes from.
 
 use std::cell::Cell;
 use std::path::PathBuf;

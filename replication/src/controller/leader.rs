@@ -1,5 +1,8 @@
 //! The controller leader's side: deciding requests one at a time against an image that has
 //! applied the whole log, proposing the planned records, and watching brokers' liveness.
+//!
+//! Topic ids are version-4 UUIDs drawn from a [`SplitMix64`](crate::SplitMix64) seeded per
+//! start (the crate's only randomness is seeded, so tests are reproducible).
 
 use std::collections::BTreeMap;
 

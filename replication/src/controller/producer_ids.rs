@@ -94,8 +94,9 @@ impl ProducerIdPool {
 
 impl Controller {
     /// Keeps this run supplied with producer ids until the controller stops: whenever the pool
-    /// wants a block and the run's registration is applied here, asks the leader for one,
-    /// waits until the image has applied it, and adds it to the pool.
+    /// wants a block and the run's registration is applied here (the plan refuses any other
+    /// run's request with STALE_BROKER_EPOCH), asks the leader for one, waits until the image
+    /// has applied it, and adds it to the pool.
     pub(super) async fn run_producer_ids(self) {
         let node_id = self.node_id();
         let incarnation = self.inner.config.registration.incarnation;

@@ -2,7 +2,9 @@
 //! leader's announcement (`BeginEpoch`) and check-quorum (a leader no majority fetched from
 //! during an election timeout steps down). Apart from the rest of the node so that the rules
 //! for who may lead read in one place; the lease that makes voters refuse pre-votes is
-//! `RaftNode::in_leader_lease`.
+//! `RaftNode::in_leader_lease`. Election timeouts are staggered by the voter's place in the
+//! voter set and doubled after each campaign that ended without a leader (the timeout's item
+//! doc in `node.rs` says why); a node at [`TERM_MAX`] does not campaign.
 
 use std::collections::BTreeSet;
 

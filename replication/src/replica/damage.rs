@@ -1,6 +1,8 @@
 //! A replica whose partition log has damaged entries (the engine found bytes that no longer
 //! check out: when the log was opened, or when a leader read them for a follower) gets them
-//! back from the leader instead of keeping a hole, or of serving what it cannot read.
+//! back from the leader instead of keeping a hole, or of serving what it cannot read. A leader
+//! reads what it sends with `read_verified` (each batch's CRC checked), so damage on disk is
+//! found rather than sent.
 //!
 //! The design, in Raft's terms:
 //! - The damaged entries must not count as held: the replica gives them up with everything

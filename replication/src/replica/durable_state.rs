@@ -2,6 +2,13 @@
 //! shard's vote log (or the replica's state file) without blocking the shard, and the core's
 //! effects wait in `held` until it is; and the core rebuilt from what is on disk, as after a
 //! restart (also when a faulted replica comes back, see `fault`).
+//!
+//! The log writes and messages of the call that changed the term or vote, and of every later
+//! call, wait in order until it is durable (the writer numbers no producer's batch meanwhile),
+//! so a thousand elections at once cost a few syncs of the shard's vote log rather than two
+//! syncs and a rename per partition. A recorded vote is checked against the replica's
+//! generation (bumped at every fault and rebuild), so one meant for a core that is gone is never
+//! given to its successor; the writer's storage completions likewise (`report_durable`).
 
 use engine::PartitionLog;
 use futures::channel::oneshot;

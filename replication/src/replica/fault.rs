@@ -14,6 +14,14 @@
 //! lacks. If that fails too (the disk is still full) it tries again after the next back-off.
 //! So the log and the core never disagree: what the core counts as persisted is always on
 //! disk, and no entry is ever numbered for a log end the disk does not have.
+//!
+//! Also faulted: the core numbering a proposal elsewhere than at the log end (which the log's
+//! own fault reports should make impossible). While faulted, `leadership` and `in_sync_voters`
+//! report nothing and `/metrics` has `ferrite_partition_healthy 0`; the leader's ISR leaves the
+//! replica out once the commit point passes it. Coming back is done by the writer, the only
+//! task that changes the log, so nothing races it; it also rewrites a term or vote a failed
+//! write left only in memory. Raft's safety after a fault is thus its safety after a crash. The
+//! metadata log's replica does the same, and the controller waits for it instead of stopping.
 
 use super::durable_state::core_from_disk;
 use super::{Fault, PartitionReplica, ProduceError, ReplicaError};

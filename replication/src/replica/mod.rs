@@ -23,7 +23,10 @@
 //! A leader answers a fetch with whole batches read from its log; a fetch with nothing new to
 //! send is held (long poll) until the log or the commit index moves, or `fetch_wait_ticks`
 //! pass. A follower hands fetched batches to its writer exactly as the leader has them
-//! (`append_replicated`: offsets, epochs and gaps kept).
+//! (`append_replicated`: offsets, epochs and gaps kept). A replica runs by a clock (its
+//! shard's, or its own alone: the controller's, tests') only at the ticks it asks its
+//! [`Schedule`] for: the core's next deadline, held fetches' round, a reassignment step, the
+//! preferred-leader check, housekeeping (`HOUSEKEEPING_INTERVAL_TICKS`).
 //!
 //! Here: the replica's state, its clock and the core's effects carried out. Apart: producers'
 //! batches (`produce`), the writer (`writer`), the term and vote made durable

@@ -2,6 +2,12 @@
 //! partition's order for the writer to number and place, and acknowledged as the producer
 //! asked (placed, in the leader's log, or committed by a majority); and the same, as the
 //! shard's [`ReplicatedPartition`] for the engine.
+//!
+//! acks=all waits on the log's own high-water mark (which may move when the leader's write
+//! completes after the followers made the batch durable) and fails with NotLeader if
+//! leadership moves first. It is refused up front with NOT_ENOUGH_REPLICAS while the core's
+//! `in_sync_voters` (the leader and the voters that fetched lately and hold everything
+//! committed: Kafka's ISR) are fewer than the topic's `min.insync.replicas`.
 
 use std::time::Instant;
 

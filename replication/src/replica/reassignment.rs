@@ -8,7 +8,11 @@
 //! Learners are a leader's own state, so a new leader simply starts again from the voter set
 //! in its log; nothing here needs to survive a restart. The metadata learns that the move is
 //! complete from [`PartitionReplica::completed_target`], which the shard reports to the
-//! controller.
+//! controller (`CompleteReassignment`, one request in flight per partition, repeated until the
+//! metadata clears the target). The target comes from the metadata through
+//! `ShardReplication::host_anywhere`; a replica new to a broker starts with the group's
+//! original voters, so it cannot campaign before it is promoted. `tests/replica.rs` moves a
+//! group from {1, 2} to {2, 3} while it takes produces.
 
 use super::PartitionReplica;
 use crate::message::NodeId;

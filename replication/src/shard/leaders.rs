@@ -1,5 +1,11 @@
 //! Who leads each partition as far as this broker knows ([`LeaderTable`]), shared by the
 //! broker's shards.
+//!
+//! Other brokers' leaderships come from their reports, sent as soon as a broker wins a
+//! leadership (at the tick that notes it) and every 500 ms: with the periodic report alone, a
+//! broker without a replica of a partition would answer LEADER_NOT_AVAILABLE for up to a report
+//! interval after the others named the new leader. Leaders put their in-sync voters in their
+//! reports, which is the ISR every broker's Metadata gives.
 
 use std::collections::HashMap;
 use std::sync::RwLock;

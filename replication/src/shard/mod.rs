@@ -32,6 +32,10 @@
 //! brokers' shards say to each other), `leaders` (the broker's [`LeaderTable`]), `registry`
 //! (the shard's replicas and their timers), `coalescer` (a turn's partition messages per peer,
 //! one frame each).
+//!
+//! Besides partitions, controller messages and requests go to the shard that owns
+//! `__cluster_metadata-0`, where the controller runs; one wire type (`wire`) carries partition
+//! messages, controller messages and leader reports.
 
 mod coalescer;
 mod leaders;

@@ -19,6 +19,11 @@
 //! Must be created and used on a glommio executor (it spawns its tasks there); it lives on that
 //! thread. Its tasks run until [`Transport::close`] (or until it is dropped, which signals the
 //! same without waiting).
+//!
+//! The listener's socket options and the start-up reservation of its address are
+//! `engine::shard::listen`'s, shared with the Kafka listener, and its accept loop pauses while
+//! descriptors or kernel memory run out (`AcceptPacing`), as the Kafka listener's does: retrying
+//! at once would spin.
 
 mod backoff;
 pub mod frame;
