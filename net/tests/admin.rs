@@ -170,24 +170,25 @@ fn topic_configs_given_at_creation_apply_to_that_topic_only() {
     let broker = TestBroker::start(2, LogConfig::default());
     let mut client = broker.connect();
     assert_eq!(
-        create_topic_with(&mut client, "small", &[("max.message.bytes", "2000")]),
+        create_topic_with(&mut client, "small", 1, &[("max.message.bytes", "2000")]),
         0
     );
     assert_eq!(
         create_topic_with(
             &mut client,
             "short-lived-data",
+            1,
             &[("retention.ms", "60000"), ("segment.bytes", "1024")]
         ),
         0
     );
     assert_eq!(create_topic(&mut client, "plain", 1), 0);
     assert_eq!(
-        create_topic_with(&mut client, "table", &[("cleanup.policy", "compact")]),
+        create_topic_with(&mut client, "table", 1, &[("cleanup.policy", "compact")]),
         0
     );
     assert_eq!(
-        create_topic_with(&mut client, "bad", &[("min.cleanable.dirty.ratio", "2")]),
+        create_topic_with(&mut client, "bad", 1, &[("min.cleanable.dirty.ratio", "2")]),
         40,
         "INVALID_CONFIG for a value out of range"
     );

@@ -11,7 +11,6 @@ use std::time::{Duration, Instant};
 use common::{produce, Client, TestBroker};
 use engine::batch::build::batch_of;
 use engine::LogConfig;
-use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
 use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
 use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
 use kafka_protocol::messages::*;
@@ -36,22 +35,11 @@ fn text(value: &str) -> StrBytes {
 }
 
 fn create_topic(client: &mut Client, topic: &str, partitions: i32, configs: &[(&str, &str)]) {
-    let request = CreateTopicsRequest::default().with_topics(vec![CreatableTopic::default()
-        .with_name(TopicName(text(topic)))
-        .with_num_partitions(partitions)
-        .with_replication_factor(1)
-        .with_configs(
-            configs
-                .iter()
-                .map(|(key, value)| {
-                    CreatableTopicConfig::default()
-                        .with_name(text(key))
-                        .with_value(Some(text(value)))
-                })
-                .collect(),
-        )]);
-    let response: CreateTopicsResponse = client.call(ApiKey::CreateTopics, 7, &request);
-    assert_eq!(response.topics[0].error_code, 0, "{topic}");
+    assert_eq!(
+        common::create_topic_with(client, topic, partitions, configs),
+        0,
+        "{topic}"
+    );
 }
 
 /// Every key of the topic: value, source and type.

@@ -164,13 +164,9 @@ pub fn name(topic: &str) -> TopicName {
     TopicName(StrBytes::from_string(topic.to_owned()))
 }
 
+/// Creates `topic` with `partitions` partitions; returns the error code.
 pub fn create_topic(client: &mut Client, topic: &str, partitions: i32) -> i16 {
-    let request = CreateTopicsRequest::default().with_topics(vec![CreatableTopic::default()
-        .with_name(name(topic))
-        .with_num_partitions(partitions)
-        .with_replication_factor(1)]);
-    let response: CreateTopicsResponse = client.call(ApiKey::CreateTopics, 7, &request);
-    response.topics[0].error_code
+    create_topic_with(client, topic, partitions, &[])
 }
 
 pub fn produce_request(topic: &str, partition: i32, batch: Vec<u8>, acks: i16) -> ProduceRequest {
@@ -411,12 +407,18 @@ pub fn list_offset(client: &mut Client, topic: &str, partition: i32, timestamp: 
     (answer.error_code, answer.offset)
 }
 
-/// Creates `topic` with one partition and `configs`; returns the error code.
-pub fn create_topic_with(client: &mut Client, topic: &str, configs: &[(&str, &str)]) -> i16 {
+/// Creates `topic` with `partitions` partitions and the topic settings `configs`; returns the
+/// error code.
+pub fn create_topic_with(
+    client: &mut Client,
+    topic: &str,
+    partitions: i32,
+    configs: &[(&str, &str)],
+) -> i16 {
     use kafka_protocol::messages::create_topics_request::CreatableTopicConfig;
     let request = CreateTopicsRequest::default().with_topics(vec![CreatableTopic::default()
         .with_name(name(topic))
-        .with_num_partitions(1)
+        .with_num_partitions(partitions)
         .with_replication_factor(1)
         .with_configs(
             configs
