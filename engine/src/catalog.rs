@@ -4,7 +4,7 @@
 //! Topics change rarely and are read on every request, so the catalog is the one piece of state
 //! the shards share: writers take a mutex, write the file (temporary file, `fsync`, rename,
 //! `fsync` of the directory) and publish a new immutable [`TopicTable`] through an [`ArcSwap`];
-//! readers (through a shard's [`CatalogView`]) load it without a lock, so the request path never
+//! readers ([`Catalog::topics`], from every shard) load it without a lock, so the request path never
 //! waits for a writer.
 //!
 //! Producer ids are handed out from blocks: the file records the end of the last reserved
@@ -190,8 +190,7 @@ fn topic_named(table: &TopicTable, name: &str) -> Result<Arc<Topic>, CatalogErro
         .ok_or_else(|| CatalogError::UnknownTopic(name.to_owned()))
 }
 
-/// The shared catalog. `Send + Sync`; every shard holds an `Arc` of it through a
-/// [`CatalogView`].
+/// The shared catalog. `Send + Sync`; every shard holds an `Arc` of it.
 pub struct Catalog {
     data_dir: PathBuf,
     path: PathBuf,
@@ -497,26 +496,6 @@ impl Catalog {
     }
 }
 
-/// A shard's handle on the catalog.
-pub struct CatalogView {
-    catalog: Arc<Catalog>,
-}
-
-impl CatalogView {
-    pub fn new(catalog: Arc<Catalog>) -> CatalogView {
-        CatalogView { catalog }
-    }
-
-    pub fn catalog(&self) -> &Arc<Catalog> {
-        &self.catalog
-    }
-
-    /// The current topics.
-    pub fn topics(&self) -> Arc<TopicTable> {
-        self.catalog.topics()
-    }
-}
-
 /// Kafka's rules: 1 to 249 characters of `[a-zA-Z0-9._-]`, and not `.` or `..`.
 pub fn validate_topic_name(name: &str) -> Result<(), CatalogError> {
     let invalid = |reason| CatalogError::InvalidTopicName {
@@ -631,7 +610,7 @@ mod tests {
     fn views_see_changes_and_partitions_only_grow() {
         let dir = tempfile::tempdir().unwrap();
         let catalog = Arc::new(Catalog::open(dir.path()).unwrap());
-        let view = CatalogView::new(catalog.clone());
+        let view = catalog.clone();
         assert!(view.topics().is_empty());
         catalog
             .create_topic("t", 2, BTreeMap::new(), false)
@@ -657,7 +636,7 @@ mod tests {
     fn altered_configs_are_published_and_survive_a_reopen() {
         let dir = tempfile::tempdir().unwrap();
         let catalog = Arc::new(Catalog::open(dir.path()).unwrap());
-        let view = CatalogView::new(catalog.clone());
+        let view = catalog.clone();
         let initial: BTreeMap<String, String> =
             [("retention.ms".to_owned(), "1000".to_owned())].into();
         catalog

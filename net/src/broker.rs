@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
-use engine::catalog::{Catalog, CatalogError, CatalogView, Topic};
+use engine::catalog::{Catalog, CatalogError, Topic};
 use engine::resources::ReadDescriptor;
 use engine::shard::ShardContext;
 use engine::LogConfig;
@@ -99,7 +99,7 @@ pub struct Client {
 /// One shard's broker: cheap to share between the shard's connections (`Rc`).
 pub struct Broker {
     pub context: ShardContext,
-    pub catalog: CatalogView,
+    pub catalog: Arc<Catalog>,
     pub config: BrokerConfig,
     pub metrics: Arc<ShardMetrics>,
     /// The other brokers and the controller, when this broker is one of several.
@@ -116,7 +116,7 @@ impl Broker {
     ) -> Rc<Broker> {
         Rc::new(Broker {
             context,
-            catalog: CatalogView::new(catalog),
+            catalog,
             config,
             metrics,
             cluster: cluster.map(Cluster::new),
@@ -318,7 +318,7 @@ impl Broker {
             .detach();
             return Err(TopicError::BeingCreated(name.to_owned()));
         }
-        match self.catalog.catalog().create_topic(
+        match self.catalog.create_topic(
             name,
             i64::from(self.config.default_partitions),
             Default::default(),

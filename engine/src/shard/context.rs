@@ -18,7 +18,7 @@ use glommio::channels::local_channel::LocalSender;
 use super::calls::MeshMessage;
 use super::coordinator::{Coordinators, GroupsConfig};
 use super::logs::PartitionSlot;
-use super::placement::PlacementView;
+use super::placement::ReplicaPlacement;
 use super::replicated::{ReplicatedPartition, ReplicationStats};
 use super::runtime::{RuntimeConfig, TopicLogConfig};
 use super::shutdown::MeshWriters;
@@ -46,7 +46,7 @@ pub(super) struct ShardState {
     pub(super) topic_log_config: Option<TopicLogConfig>,
     pub(super) groups_config: GroupsConfig,
     /// See [`RuntimeConfig::replicated_partitions`].
-    pub(super) replicated_partitions: Option<PlacementView>,
+    pub(super) replicated_partitions: Option<Arc<ReplicaPlacement>>,
     pub(super) clock: Rc<dyn Clock>,
     /// The shard's commit cycle, which every partition log of the shard is opened with.
     pub(super) committer: Committer,
@@ -99,7 +99,7 @@ impl ShardContext {
                 log_config: config.log_config.clone(),
                 topic_log_config: config.topic_log_config.clone(),
                 groups_config: config.groups.clone(),
-                replicated_partitions: config.replicated_partitions.clone().map(PlacementView::new),
+                replicated_partitions: config.replicated_partitions.clone(),
                 clock,
                 committer,
                 replayed_logs,

@@ -33,26 +33,14 @@ impl ReplicaPlacement {
         self.shards.store(Arc::new(shards));
     }
 
+    /// The shard `partition` is placed on, if placed.
+    pub fn shard_of(&self, partition: &PartitionId) -> Option<usize> {
+        self.shards.load().get(partition).copied()
+    }
+
     /// The placement as it is now.
     pub fn snapshot(&self) -> Arc<HashMap<PartitionId, usize>> {
         self.shards.load_full()
-    }
-}
-
-/// A shard's handle on the placement.
-#[derive(Debug)]
-pub(super) struct PlacementView {
-    shared: Arc<ReplicaPlacement>,
-}
-
-impl PlacementView {
-    pub(super) fn new(shared: Arc<ReplicaPlacement>) -> PlacementView {
-        PlacementView { shared }
-    }
-
-    /// The shard `partition` is placed on, if placed.
-    pub(super) fn shard_of(&self, partition: &PartitionId) -> Option<usize> {
-        self.shared.shards.load().get(partition).copied()
     }
 }
 
@@ -61,16 +49,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_view_follows_every_change_of_the_shared_placement() {
-        let shared = Arc::new(ReplicaPlacement::default());
-        let view = PlacementView::new(shared.clone());
+    fn every_change_of_the_placement_is_seen_by_the_next_look_up() {
+        let placement = ReplicaPlacement::default();
         let partition = PartitionId::new("t", 3);
-        assert_eq!(view.shard_of(&partition), None);
-        shared.set([(partition.clone(), 1)].into_iter().collect());
-        assert_eq!(view.shard_of(&partition), Some(1));
-        shared.set([(partition.clone(), 0)].into_iter().collect());
-        assert_eq!(view.shard_of(&partition), Some(0));
-        shared.set(HashMap::new());
-        assert_eq!(view.shard_of(&partition), None);
+        assert_eq!(placement.shard_of(&partition), None);
+        placement.set([(partition.clone(), 1)].into_iter().collect());
+        assert_eq!(placement.shard_of(&partition), Some(1));
+        placement.set([(partition.clone(), 0)].into_iter().collect());
+        assert_eq!(placement.shard_of(&partition), Some(0));
+        placement.set(HashMap::new());
+        assert_eq!(placement.shard_of(&partition), None);
     }
 }

@@ -70,7 +70,6 @@ async fn reassign(
     }
     let known = broker
         .catalog
-        .catalog()
         .topics()
         .get(topic)
         .is_some_and(|found| partition < found.partitions);

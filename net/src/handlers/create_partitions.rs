@@ -34,7 +34,7 @@ pub async fn handle(broker: &Broker, request: CreatePartitionsRequest) -> Create
 /// Grows topic `name` to `count` partitions (`validate_only`: checks only).
 async fn grow(broker: &Broker, name: &str, count: i32, validate_only: bool) -> Result<(), Failure> {
     // Checked here in either case: in a cluster the catalog mirrors the metadata log.
-    broker.catalog.catalog().add_partitions(
+    broker.catalog.add_partitions(
         name,
         i64::from(count),
         validate_only || broker.cluster.is_some(),

@@ -80,7 +80,7 @@ pub async fn handle(
         };
         // In a cluster the catalog mirrors the metadata log, so it checks the request here
         // too (as CreatePartitions below), and the controller creates the topic.
-        let checked = broker.catalog.catalog().create_topic(
+        let checked = broker.catalog.create_topic(
             &topic.name,
             partitions,
             overrides.clone(),

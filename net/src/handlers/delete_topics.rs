@@ -43,7 +43,7 @@ pub async fn handle(
 
 /// Deletes a topic from this broker's catalog, then its partitions' logs.
 async fn delete_here(broker: &Broker, name: &str) -> Result<(), Failure> {
-    let topic = broker.catalog.catalog().delete_topic(name)?;
+    let topic = broker.catalog.delete_topic(name)?;
     let mut outcome = Ok(());
     for partition in 0..topic.partitions {
         let id = PartitionId::new(topic.name.as_str(), partition);

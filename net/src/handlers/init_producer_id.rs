@@ -42,7 +42,6 @@ pub fn handle(broker: &Broker, request: InitProducerIdRequest) -> InitProducerId
             .ok_or(code(ResponseError::CoordinatorLoadInProgress)),
         None => broker
             .catalog
-            .catalog()
             .allocate_producer_id()
             .map_err(|error| catalog_error_code(&error)),
     };

@@ -76,7 +76,6 @@ pub(super) async fn alter_topic(
     }
     let topic = broker
         .catalog
-        .catalog()
         .alter_topic_configs(name, validate_only, |current| {
             let configs = change(current)?;
             topic_config::validate(log, &configs)?;
