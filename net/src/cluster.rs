@@ -17,6 +17,7 @@ use std::collections::BTreeMap;
 use std::rc::Rc;
 
 use ferrite_replication::cluster::{ClusterChangeError, ShardCluster};
+use ferrite_replication::stats::ReplicationStats;
 use futures::future::LocalBoxFuture;
 
 pub use ferrite_replication::cluster::{ClusterBroker, PartitionMove, PartitionPlacement};
@@ -108,6 +109,11 @@ impl Cluster {
     /// See [`ShardCluster::alter_topic_configs`].
     pub fn alter_topic_configs(&self, name: String, configs: BTreeMap<String, String>) -> Change {
         answered(self.shard.alter_topic_configs(name, configs))
+    }
+
+    /// See [`ShardCluster::replication_stats`].
+    pub fn replication_stats(&self) -> ReplicationStats {
+        self.shard.replication_stats()
     }
 
     /// See [`ShardCluster::producer_id`].

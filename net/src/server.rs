@@ -32,6 +32,7 @@ use futures::future::{select, Either};
 use glommio::net::TcpListener;
 
 use crate::broker::{Broker, BrokerConfig};
+use crate::cluster::Cluster;
 use crate::connection::{adopt_handed_over, serve_connection, ConnectionConfig};
 use crate::connection_limits::{ConnectionLimits, ConnectionSlot, Refusal};
 use crate::metrics::{MetricsRegistry, ShardSnapshot};
@@ -194,7 +195,11 @@ async fn publish_snapshots(broker: Rc<Broker>, interval: Duration) {
         let snapshot = ShardSnapshot {
             partitions: broker.context.partition_stats(),
             groups: broker.context.group_stats(),
-            replication: broker.context.replication_stats(),
+            replication: broker
+                .cluster
+                .as_ref()
+                .map(Cluster::replication_stats)
+                .unwrap_or_default(),
             commit: broker.context.commit_stats(),
             mesh_requests_sent: broker.context.mesh_requests_sent(),
         };

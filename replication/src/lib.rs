@@ -53,6 +53,7 @@ pub mod metadata;
 mod node;
 pub mod replica;
 pub mod shard;
+pub mod stats;
 pub mod transport;
 pub mod votes;
 mod wheel;

@@ -19,7 +19,7 @@ use super::calls::MeshMessage;
 use super::coordinator::{Coordinators, GroupsConfig};
 use super::logs::PartitionSlot;
 use super::placement::ReplicaPlacement;
-use super::replicated::{ReplicatedPartition, ReplicationStats};
+use super::replicated::ReplicatedPartition;
 use super::runtime::{RuntimeConfig, TopicLogConfig};
 use super::shutdown::MeshWriters;
 use super::{owner_shard, PartitionId};
@@ -76,8 +76,6 @@ pub(super) struct ShardState {
     pub(super) drain_waiters: Waiters,
     /// The partitions this shard owns whose log replication runs.
     pub(super) replicated: RefCell<HashMap<PartitionId, Rc<dyn ReplicatedPartition>>>,
-    /// What the shard's replicas did, for the metrics (counted by replication).
-    pub(super) replication_stats: Rc<RefCell<ReplicationStats>>,
 }
 
 impl ShardContext {
@@ -115,7 +113,6 @@ impl ShardContext {
                 shutdown_waiters: Waiters::default(),
                 drain_waiters: Waiters::default(),
                 replicated: RefCell::new(HashMap::new()),
-                replication_stats: Rc::default(),
             }),
         }
     }

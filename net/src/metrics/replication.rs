@@ -3,7 +3,7 @@
 
 use std::fmt::Write;
 
-use engine::shard::replicated::{MessageKind, ReplicationStats, Stage, StageHistogram};
+use ferrite_replication::stats::{MessageKind, ReplicationStats, Stage, StageHistogram};
 
 use super::exposition::write_family;
 use super::shard::ShardSnapshot;

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use engine::shard::replicated::ReplicationStats;
+use ferrite_replication::stats::ReplicationStats;
 use engine::shard::{GroupStats, PartitionStats};
 use engine::CommitStats;
 use kafka_protocol::messages::ApiKey;

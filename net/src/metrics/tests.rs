@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use engine::groups::TopicPartition;
-use engine::shard::replicated::{MessageKind, ReplicationStats, Stage};
+use ferrite_replication::stats::{MessageKind, ReplicationStats, Stage};
 use engine::shard::{GroupStats, PartitionId, PartitionStats};
 use engine::CommitStats;
 use kafka_protocol::messages::ApiKey;

@@ -27,6 +27,7 @@ use super::{
 use crate::controller::{ConfigChange, ConfigOperation, ControllerError, ControllerRequest};
 use crate::metadata::{BrokerRegistration, MetadataImage, PlanError, Replica};
 use crate::shard::ShardReplication;
+use crate::stats::ReplicationStats;
 use crate::NodeId;
 
 /// How long a topic change may take to reach this broker's catalog once committed.
@@ -75,6 +76,11 @@ impl ShardCluster {
     /// The shared state of the broker this shard belongs to.
     pub fn state(&self) -> &Arc<ClusterState> {
         &self.state
+    }
+
+    /// What this shard's replicas sent and received so far, and how long their writes took.
+    pub fn replication_stats(&self) -> ReplicationStats {
+        self.replication.replication_stats()
     }
 
     /// The live brokers.

@@ -51,13 +51,13 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use engine::batch::CheckedBatch;
-use engine::shard::replicated::Stage;
 use engine::waiters::Waiters;
 use engine::{AppendReceipt, LogError, PartitionLog};
 use futures::channel::oneshot;
 
 use crate::message::{Effects, FetchResult, Index, LogWrite, Message, NodeId, TermLimit, TERM_MAX};
 use crate::node::{RaftNode, RoleKind};
+use crate::stats::Stage;
 use crate::votes::{Vote, VoteLog};
 pub use entries::EntryError;
 pub(crate) use state_file::replace_file_durably_async;

@@ -12,7 +12,7 @@
 use std::time::Instant;
 
 use engine::batch::CheckedBatch;
-use engine::shard::replicated::{Leadership, ReplicatedPartition, Stage};
+use engine::shard::replicated::{Leadership, ReplicatedPartition};
 use engine::shard::{AppendPending, Appended, Durability};
 use engine::{AppendReceipt, LogError};
 use futures::channel::oneshot;
@@ -21,6 +21,7 @@ use futures::future::LocalBoxFuture;
 use super::{PartitionReplica, Proposal, ReplicaEvent};
 use crate::message::NodeId;
 use crate::node::RoleKind;
+use crate::stats::Stage;
 
 /// Why a produce was not acknowledged.
 #[derive(Debug, Clone, thiserror::Error)]

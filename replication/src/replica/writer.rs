@@ -5,7 +5,6 @@
 use std::time::Instant;
 
 use engine::batch::CheckedBatch;
-use engine::shard::replicated::Stage;
 use engine::{AppendReceipt, LogError};
 
 use super::{
@@ -13,6 +12,7 @@ use super::{
 };
 use crate::message::{EntryKind, EntryMeta, LogWrite};
 use crate::node::{Refusal, RoleKind};
+use crate::stats::Stage;
 
 impl PartitionReplica {
     /// The writer: the only task that changes the log. Applies the core's log writes in order,

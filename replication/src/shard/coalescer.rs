@@ -6,11 +6,11 @@ use std::collections::{BTreeMap, HashMap};
 use std::rc::Rc;
 
 use bytes::{Bytes, BytesMut};
-use engine::shard::replicated::{MessageKind, ReplicationStats};
 
 use super::wire::{BrokerWire, PartitionMessage};
 use crate::message::{Message, NodeId};
 use crate::replica::{Outbox, ReplicaEvent};
+use crate::stats::{MessageKind, ReplicationStats};
 use crate::transport::Transport;
 
 /// Partition messages for each peer broker, gathered during one turn of the shard's executor
@@ -21,7 +21,7 @@ use crate::transport::Transport;
 /// [`COALESCED_PAYLOAD_BYTES_MAX`].
 pub struct Coalescer {
     transport: Rc<Transport<BrokerWire>>,
-    /// The shard's replication counts (`ShardContext::replication_counts`).
+    /// The shard's replication counts ([`super::ShardReplication::replication_stats`]).
     pub(super) counts: Rc<RefCell<ReplicationStats>>,
     pending: RefCell<BTreeMap<NodeId, PendingFrame>>,
     /// Messages in the last frame sent (the capacity the next one starts with).

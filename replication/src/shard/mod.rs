@@ -54,7 +54,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use engine::shard::replicated::MessageKind;
 use engine::shard::{PartitionId, ShardContext};
 
 use coalescer::{batch_count, message_kind, PartitionOutbox};
@@ -67,6 +66,7 @@ use crate::controller::{
 use crate::message::{Index, Message, NodeId};
 use crate::node::RoleKind;
 use crate::replica::{report_term_limit, PartitionReplica, ReplicaConfig, ReplicaError};
+use crate::stats::{MessageKind, ReplicationStats};
 use crate::transport::{Received, Transport, TransportConfig, TransportError};
 use crate::votes::{RecoveredVotes, VoteLog};
 use crate::wheel::TimerWheel;
@@ -224,7 +224,7 @@ impl ShardReplication {
             context: context.clone(),
             votes,
             config,
-            coalescer: Coalescer::new(transport.clone(), context.replication_counts()),
+            coalescer: Coalescer::new(transport.clone(), Rc::default()),
             transport,
             replicas: RefCell::new(Registry::default()),
             timers: Rc::new(ShardTimers {
@@ -665,6 +665,11 @@ impl ShardReplication {
         {
             let _ = self.transport.send(*peer, &reports, Bytes::new());
         }
+    }
+
+    /// What the shard's replicas sent and received so far, and how long their writes took.
+    pub fn replication_stats(&self) -> ReplicationStats {
+        self.coalescer.counts.borrow().clone()
     }
 
     /// How many partition messages this shard sent, in how many frames.
