@@ -49,6 +49,11 @@ pub enum LogError {
     /// (`leader`, when known). Kafka's NOT_LEADER_OR_FOLLOWER.
     #[error("this broker does not lead the partition (leader: {leader:?})")]
     NotLeader { leader: Option<u64> },
+    /// A producer's batch for a partition whose log replication runs reached the shard's own
+    /// append (a routing bug: in a cluster, producer batches go to the partition's Raft
+    /// replica). Nothing was written.
+    #[error("the partition is replicated: its batches are appended by its replica")]
+    Replicated,
     /// acks=all was asked while fewer replicas than `min.insync.replicas` are in sync. Nothing
     /// was written. Kafka's NOT_ENOUGH_REPLICAS.
     #[error("{in_sync} replica(s) in sync, fewer than min.insync.replicas={required}")]

@@ -2,7 +2,8 @@
 //! leadership: a JoinGroup waiting on it is answered NOT_COORDINATOR when the broker stops
 //! leading, calls are refused meanwhile, and when the broker leads again (in a later term) the
 //! coordinator is loaded afresh from the log, with what was committed before. Replication is
-//! stood in for by a [`ReplicatedPartition`] whose leadership the test sets.
+//! stood in for by a [`StandIn`] that tells the shard who leads, as the test sets it, and
+//! appends the coordinator's records while leading.
 
 mod common;
 
@@ -11,6 +12,7 @@ use std::rc::Rc;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use bytes::BytesMut;
 use engine::batch::CheckedBatch;
 use engine::catalog::OFFSETS_TOPIC;
 use engine::groups::{
@@ -18,28 +20,44 @@ use engine::groups::{
     OffsetCommitPartition, TopicPartition,
 };
 use engine::log::PartitionLog;
-use engine::shard::replicated::{Leadership, ReplicatedPartition};
 use engine::shard::{
-    AppendPending, Appended, Durability, GroupCall, GroupReply, GroupsConfig, PartitionId, Runtime,
-    RuntimeConfig, ShardContext,
+    AppendPending, Appended, ClientAccess, GroupCall, GroupReply, GroupsConfig, PartitionId,
+    Runtime, RuntimeConfig, ShardContext,
 };
 use engine::{LogConfig, LogError};
 
 use common::small_journal;
 
-/// A replica that leads while `term` is set, appending straight to its log.
+/// A replica that leads while `term` is set (its log then holds an entry of the term at
+/// once), appending straight to its log, and follows broker 2 otherwise.
 struct StandIn {
+    context: ShardContext,
+    partition: PartitionId,
     log: Rc<PartitionLog>,
     term: Cell<Option<u64>>,
 }
 
-impl ReplicatedPartition for StandIn {
-    fn submit_append(&self, batch: CheckedBatch, _durability: Durability) -> AppendPending {
+impl StandIn {
+    /// Leads in `term` (`None`: follows broker 2), and tells the shard so.
+    fn lead(&self, term: Option<u64>) {
+        self.term.set(term);
+        let access = match term {
+            Some(term) => ClientAccess::Leader {
+                term,
+                term_committed_at: 0,
+            },
+            None => ClientAccess::Follower { leader: Some(2) },
+        };
+        self.context.set_client_access(&self.partition, access);
+    }
+
+    fn submit_append(&self, batch: BytesMut) -> AppendPending {
         if self.term.get().is_none() {
             return Box::pin(async { Err(LogError::NotLeader { leader: Some(2) }) });
         }
         let log = self.log.clone();
         Box::pin(async move {
+            let batch = CheckedBatch::produced(batch, log.config().batch_bytes_max)?;
             let receipt = log.append_checked(batch, 0).await?;
             log.wait_durable(&receipt).await?;
             Ok(Appended {
@@ -48,17 +66,6 @@ impl ReplicatedPartition for StandIn {
                 log_start_offset: log.log_start_offset(),
             })
         })
-    }
-
-    fn leadership(&self) -> Leadership {
-        match self.term.get() {
-            Some(_) => Leadership::Local,
-            None => Leadership::Remote(Some(2)),
-        }
-    }
-
-    fn leading_term(&self) -> Option<u64> {
-        self.term.get()
     }
 }
 
@@ -185,10 +192,19 @@ fn a_coordinator_follows_the_leadership_of_its_partition() {
             let partition = PartitionId::new(OFFSETS_TOPIC, 0);
             let log = context.partition_log(&partition).await.unwrap();
             let replica = Rc::new(StandIn {
+                context: context.clone(),
+                partition,
                 log,
-                term: Cell::new(Some(1)),
+                term: Cell::new(None),
             });
-            context.register_replicated(partition, replica.clone());
+            context.set_replicated_append({
+                let replica = replica.clone();
+                Rc::new(move |_, batch, _| {
+                    let appended = replica.submit_append(batch);
+                    Box::pin(std::future::ready(appended))
+                })
+            });
+            replica.lead(Some(1));
             let committed_in_term_1 =
                 format!("{:?}", context.group_call(0, commit("archive", 5)).await);
             let waiting = glommio::spawn_local({
@@ -197,14 +213,14 @@ fn a_coordinator_follows_the_leadership_of_its_partition() {
             });
             until_joining(&context, "billing").await;
 
-            replica.term.set(None);
+            replica.lead(None);
             let waiting_join_after_the_loss = match waiting.await {
                 GroupReply::Join(response) => response.error,
                 other => panic!("a JoinGroup answered with {other:?}"),
             };
             let fetch_while_following = committed(context.group_call(0, fetch("archive")).await);
 
-            replica.term.set(Some(3));
+            replica.lead(Some(3));
             let fetch_in_term_3 = committed(context.group_call(0, fetch("archive")).await);
             report
                 .send(Seen {

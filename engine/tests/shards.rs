@@ -384,9 +384,11 @@ fn each_shard_compacts_its_compacted_partitions_on_a_timer_and_leaves_the_others
 }
 
 /// A broker of a cluster serves a partition only through its replica: before the replica runs
-/// (a restarted broker whose metadata log has not placed it yet), a produce, a read or a
-/// listing is refused with NotLeader and leaves the log as it was; so is the internal
-/// consumer-offsets topic, whose group calls get NOT_COORDINATOR.
+/// (a restarted broker whose metadata log has not placed it yet), a read or a listing is refused
+/// with NotLeader; the internal consumer-offsets topic's group calls get NOT_COORDINATOR; and a
+/// producer's batch that reaches the shard's own append (producer batches go to the replicas,
+/// through replication: this would be a routing bug) is refused as such. The log stays as it
+/// was.
 #[test]
 fn a_cluster_broker_refuses_partitions_whose_replica_it_does_not_run() {
     let dir = tempfile::tempdir().unwrap();
@@ -449,10 +451,10 @@ fn a_cluster_broker_refuses_partitions_whose_replica_it_does_not_run() {
     runtime.shutdown_handle().trigger();
     runtime.join().expect("no shard aborted");
     let refused = "Some(NotLeader { leader: None })";
-    assert_eq!(appended, "Err(NotLeader { leader: None })");
+    assert_eq!(appended, "Err(Replicated)");
     assert_eq!(read, refused);
     assert_eq!(listed, refused);
-    assert_eq!(offsets, "Err(NotLeader { leader: None })");
+    assert_eq!(offsets, "Err(Replicated)");
     assert_eq!(described, "Describe(Err(NotCoordinator))");
     let batches = run({
         let partition_dir = dir.path().join("orders-0");

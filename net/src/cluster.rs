@@ -6,7 +6,9 @@
 //! handlers answer with a code and a message as for every other failure. A broker running
 //! alone has no cluster, and answers as the only broker.
 //!
-//! `Broker::cluster` holds it (`None` for a broker alone). Metadata, CreateTopics, DeleteTopics,
+//! `Broker::cluster` holds it (`None` for a broker alone). Produce hands it the batches (the
+//! partitions' Raft replicas take them; their refusals are the engine's `LogError`s, which the
+//! handler maps as on a broker alone). Metadata, CreateTopics, DeleteTopics,
 //! CreatePartitions, the config changes, auto-creation, FindCoordinator, InitProducerId and the
 //! partition reassignments use it. The handlers check what they can before asking (a bad config
 //! value gets the same INVALID_CONFIG message as on a single broker); an auto-created topic is
@@ -16,6 +18,8 @@
 use std::collections::BTreeMap;
 use std::rc::Rc;
 
+use bytes::BytesMut;
+use engine::shard::{AppendPending, Durability, PartitionId};
 use ferrite_replication::cluster::{ClusterChangeError, ShardCluster};
 use ferrite_replication::stats::ReplicationStats;
 use futures::future::LocalBoxFuture;
@@ -109,6 +113,15 @@ impl Cluster {
     /// See [`ShardCluster::alter_topic_configs`].
     pub fn alter_topic_configs(&self, name: String, configs: BTreeMap<String, String>) -> Change {
         answered(self.shard.alter_topic_configs(name, configs))
+    }
+
+    /// See [`ShardCluster::submit_appends`].
+    pub async fn submit_appends(
+        &self,
+        appends: Vec<(PartitionId, BytesMut)>,
+        durability: Durability,
+    ) -> Vec<AppendPending> {
+        self.shard.submit_appends(appends, durability).await
     }
 
     /// See [`ShardCluster::replication_stats`].

@@ -41,8 +41,9 @@ pub fn log_error_code(error: &LogError) -> i16 {
             ResponseError::NotLeaderOrFollower
         }
         LogError::NotEnoughReplicas { .. } => ResponseError::NotEnoughReplicas,
-        // Only replication appends at given offsets; never a client's request.
-        LogError::BelowLogEnd { .. } => ResponseError::UnknownServerError,
+        // Only replication appends at given offsets; never a client's request. And a
+        // replicated partition's batches never reach the shard's own append (a routing bug).
+        LogError::BelowLogEnd { .. } | LogError::Replicated => ResponseError::UnknownServerError,
     };
     code.code()
 }

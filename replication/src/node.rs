@@ -277,6 +277,16 @@ impl RaftNode {
         self.commit_index
     }
 
+    /// While leading: the index of the leader-change entry that began this term. A leader
+    /// commits only entries of its own term, so once the commit index reaches it, everything
+    /// earlier leaders committed is committed here too.
+    pub fn term_start_index(&self) -> Option<Index> {
+        match &self.role {
+            Role::Leader(state) => Some(state.term_start_index),
+            Role::Follower { .. } | Role::PreCandidate { .. } | Role::Candidate { .. } => None,
+        }
+    }
+
     pub fn persisted_index(&self) -> Index {
         self.log.persisted_index()
     }

@@ -40,7 +40,7 @@ fn start(node_id: NodeId, dir: PathBuf, peers: BTreeMap<NodeId, SocketAddr>) -> 
         peers,
         vec![offsets_partition()],
         groups,
-        |context, (call, reply): Command| async move {
+        |context, _, (call, reply): Command| async move {
             let _ = reply.send(context.group_call(0, call).await);
         },
     )

@@ -69,7 +69,7 @@ fn start(node_id: NodeId, dir: PathBuf, peers: BTreeMap<NodeId, SocketAddr>) -> 
         peers,
         partitions,
         GroupsConfig::default(),
-        |context, command| async move {
+        |context, replication, command| async move {
             match command {
                 Command::Produce {
                     partition: number,
@@ -77,10 +77,11 @@ fn start(node_id: NodeId, dir: PathBuf, peers: BTreeMap<NodeId, SocketAddr>) -> 
                     reply,
                 } => {
                     let batch = BytesMut::from(&batch[..]);
-                    let result = context
-                        .append(partition(number), batch, Durability::Durable)
-                        .await
-                        .map(|appended| appended.base_offset);
+                    let mut pending = replication
+                        .submit_appends(vec![(partition(number), batch)], Durability::Durable)
+                        .await;
+                    let appended = pending.pop().expect("one wait per batch").await;
+                    let result = appended.map(|appended| appended.base_offset);
                     let _ = reply.send(result);
                 }
                 Command::Read {
@@ -313,6 +314,14 @@ fn a_failovers_terms_and_votes_are_in_the_vote_logs_when_the_brokers_stop() {
 fn a_batch_the_log_would_refuse_is_refused_before_the_group_numbers_it() {
     let (_cluster, brokers) = Cluster::new();
     let leader = produce_to_leader(&brokers, 0, "before");
+    // A partition whose replica no broker runs: no group to number it.
+    assert!(
+        matches!(
+            brokers[&leader].produce(PARTITIONS, "nowhere"),
+            Err(LogError::NotLeader { leader: None })
+        ),
+        "a produce without a replica is refused"
+    );
     // One record of 2 MiB: over the default max.message.bytes (1 MiB and a little).
     let large = batch_of(&vec![7u8; 2 << 20]);
     let mut corrupt = batch_of(b"flipped");

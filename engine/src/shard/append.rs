@@ -1,16 +1,21 @@
-//! Producer batches: [`ShardContext::submit_appends`] gives each batch its place in its
-//! partition's order (here, or in the FIFO queue to the owning shard, which gives offsets in the
-//! order it receives batches) and returns the waits for their durability. The owner's part,
-//! the same for its own appends and a peer's [`AppendRequest`], is
-//! `ShardContext::submit_local_appends`.
+//! Producer batches: [`ShardContext::submit_appends_through`] gives each batch its place in its
+//! partition's order (here, or in the FIFO queue to the owning shard, which gives batches their
+//! places in the order it receives them) and returns the waits for their durability. A produce
+//! request's batches cost one mesh message per owning shard, not per batch, and one answer per
+//! shard.
 //!
-//! That is where a broker alone and a replicated partition diverge, in one place: the batch is
-//! checked there, once, so a broker alone, a leader and a follower refuse a bad batch alike and
-//! one the log would refuse never reaches a Raft core; then either the log or the partition's
-//! Raft group numbers it. A produce request's batches cost one mesh message per owning shard,
-//! not per batch, and one answer per shard.
+//! What the owner does with its batches is the caller's [`AppendOwner`], the same for its own
+//! batches and a peer's [`AppendRequest`]: the engine routes and carries them without knowing
+//! what happens at the other end. Its own, [`UnreplicatedLogs`] ([`ShardContext::submit_appends`]),
+//! appends to the shard's logs of a broker alone; in a cluster replication routes producer
+//! batches with an owner of its own, which hands them to the partitions' Raft replicas, and the
+//! shard's logs refuse them (see `replicated.rs`). Either owner checks each batch once, there
+//! ([`CheckedBatch::produced`], against the partition's `max.message.bytes`), before anything
+//! numbers it.
 
 use std::cell::RefCell;
+use std::future::Future;
+use std::marker::PhantomData;
 use std::rc::Rc;
 
 use bytes::BytesMut;
@@ -29,7 +34,41 @@ pub type AppendPending = LocalBoxFuture<'static, Result<Appended, LogError>>;
 /// The answers of one shard to a request's appends, each taken by its batch's wait.
 type AppendAnswers = Rc<RefCell<Vec<Option<Result<Appended, LogError>>>>>;
 
-/// One owning shard's part of [`ShardContext::submit_appends`]: the batches' positions in the
+/// What the shard owning some partitions does with a produce request's batches for them: gives
+/// each its place in its partition's order, in the request's order (nothing else may be placed
+/// in between: no await between one's place and the next's check), and returns one wait per
+/// batch, in the same order. Runs on the owning shard, for [`ShardContext::submit_appends_through`].
+pub trait AppendOwner: 'static {
+    fn submit_owned(
+        context: &ShardContext,
+        appends: Vec<(PartitionId, BytesMut)>,
+        durability: Durability,
+    ) -> impl Future<Output = Vec<AppendPending>>;
+}
+
+/// The [`AppendOwner`] of a broker alone: the shard's own logs. In a cluster every partition is
+/// replicated, and a producer's batch that reaches it is refused (`LogError::Replicated`).
+pub struct UnreplicatedLogs;
+
+impl AppendOwner for UnreplicatedLogs {
+    async fn submit_owned(
+        context: &ShardContext,
+        appends: Vec<(PartitionId, BytesMut)>,
+        durability: Durability,
+    ) -> Vec<AppendPending> {
+        let mut pending = Vec::with_capacity(appends.len());
+        for (partition, batch) in appends {
+            pending.push(
+                context
+                    .submit_local_append(&partition, batch, durability)
+                    .await,
+            );
+        }
+        pending
+    }
+}
+
+/// One owning shard's part of [`ShardContext::submit_appends_through`]: the batches' positions in the
 /// request, and the batches, in the request's order.
 #[derive(Default)]
 struct OwnedAppends {
@@ -68,10 +107,23 @@ impl ShardContext {
     }
 
     /// [`ShardContext::submit_append`] for several batches at once (a produce request's), in
-    /// their order, with one mesh message per owning shard rather than one per batch: a
-    /// request's appends to one shard get their offsets there in this order, before that shard
-    /// reads its next message. Returns one wait per batch, in the same order.
+    /// their order: [`ShardContext::submit_appends_through`] the shard's own logs.
     pub async fn submit_appends(
+        &self,
+        appends: Vec<(PartitionId, BytesMut)>,
+        durability: Durability,
+    ) -> Vec<AppendPending> {
+        self.submit_appends_through::<UnreplicatedLogs>(appends, durability)
+            .await
+    }
+
+    /// Routes `appends` (a produce request's batches, in its order) to the shards owning their
+    /// partitions, where `Owner` gives each batch its place: here directly, elsewhere with one
+    /// mesh message per owning shard rather than one per batch. A request's appends to one
+    /// shard get their places there in this order, before that shard reads its next message.
+    /// Returns one wait per batch, in the same order. Calls to other shards count as work in
+    /// flight on both sides until answered (the shutdown drain waits for them).
+    pub async fn submit_appends_through<Owner: AppendOwner>(
         &self,
         appends: Vec<(PartitionId, BytesMut)>,
         durability: Durability,
@@ -91,16 +143,17 @@ impl ShardContext {
                 continue;
             }
             if owner == shard_id {
-                let submitted = self.submit_local_appends(appends, durability).await;
+                let submitted = Owner::submit_owned(self, appends, durability).await;
                 for (position, append) in positions.into_iter().zip(submitted) {
                     pending[position] = Some(append);
                 }
                 continue;
             }
             let count = appends.len();
-            let request = AppendRequest {
+            let request = AppendRequest::<Owner> {
                 appends,
                 durability,
+                owner: PhantomData,
             };
             let answer = self.forward(owner, request).await;
             if let [position] = positions[..] {
@@ -136,28 +189,11 @@ impl ShardContext {
             .collect()
     }
 
-    /// [`ShardContext::submit_local_append`] for each of `appends` in turn.
-    async fn submit_local_appends(
-        &self,
-        appends: Vec<(PartitionId, BytesMut)>,
-        durability: Durability,
-    ) -> Vec<AppendPending> {
-        let mut pending = Vec::with_capacity(appends.len());
-        for (partition, batch) in appends {
-            pending.push(
-                self.submit_local_append(&partition, batch, durability)
-                    .await,
-            );
-        }
-        pending
-    }
-
     /// Checks the batch (the one check of a producer's batch, [`CheckedBatch::produced`],
-    /// against the partition's `max.message.bytes`), then has it numbered: by the partition's
-    /// Raft group when it is replicated, else by this shard's log (nothing else can append in
-    /// between: no await separates the sequence checks from the assignment). Returns the wait
-    /// for `durability`. The check comes before either, so a batch the log would refuse never
-    /// reaches a Raft core, and a broker alone, a leader and a follower refuse it alike.
+    /// against the partition's `max.message.bytes`), then has this shard's log number it
+    /// (nothing else can append in between: no await separates the sequence checks from the
+    /// assignment). Returns the wait for `durability`. Serves only logs without replicas: in a
+    /// cluster the batch belongs to the partition's replica, and is refused.
     pub(super) async fn submit_local_append(
         &self,
         partition: &PartitionId,
@@ -165,13 +201,9 @@ impl ShardContext {
         durability: Durability,
     ) -> AppendPending {
         let refused = |error: LogError| -> AppendPending { Box::pin(async move { Err(error) }) };
-        let replicated = self.replicated(partition);
-        if replicated.is_none() {
-            if let Err(error) = self.check_leading(partition) {
-                return refused(error);
-            }
+        if self.partitions_replicated() {
+            return refused(LogError::Replicated);
         }
-        // A replicated partition's replica holds its log open: this only looks it up.
         let log = match self.partition_log(partition).await {
             Ok(log) => log,
             Err(error) => return refused(error),
@@ -180,9 +212,6 @@ impl ShardContext {
             Ok(batch) => batch,
             Err(error) => return refused(error.into()),
         };
-        if let Some(replicated) = replicated {
-            return replicated.submit_append(batch, durability);
-        }
         // A single copy is one in-sync replica (as Kafka counts a partition of replication
         // factor 1).
         let min_insync_replicas = log.config().min_insync_replicas;
@@ -212,15 +241,16 @@ impl ShardContext {
 }
 
 /// Every append of a produce request whose partition one shard owns, in the request's order:
-/// the owner gives them their places in this order before it reads its next message, and
-/// answers once each has the durability asked for (one answer, since the producer's answer
-/// waits for them all anyway), one result per append.
-pub(super) struct AppendRequest {
+/// the owner gives them their places in this order (through `Owner`) before it reads its next
+/// message, and answers once each has the durability asked for (one answer, since the
+/// producer's answer waits for them all anyway), one result per append.
+pub(super) struct AppendRequest<Owner: AppendOwner> {
     appends: Vec<(PartitionId, BytesMut)>,
     durability: Durability,
+    owner: PhantomData<fn() -> Owner>,
 }
 
-impl ShardCall for AppendRequest {
+impl<Owner: AppendOwner> ShardCall for AppendRequest<Owner> {
     type Answer = Vec<Result<Appended, LogError>>;
 
     fn closed(&self) -> Self::Answer {
@@ -228,9 +258,7 @@ impl ShardCall for AppendRequest {
     }
 
     async fn accept(self, context: &ShardContext) -> LocalBoxFuture<'static, Self::Answer> {
-        let pending = context
-            .submit_local_appends(self.appends, self.durability)
-            .await;
+        let pending = Owner::submit_owned(context, self.appends, self.durability).await;
         Box::pin(join_all(pending))
     }
 }

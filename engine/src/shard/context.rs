@@ -2,7 +2,8 @@
 //! partition, and reach the other shards. The operations live beside it, one concern a file:
 //! `append.rs` (producer batches), `read.rs` (reads and long polls), `offsets.rs` (offset
 //! queries and record deletion), `logs.rs` (the shard's partition logs: opening, configuration,
-//! retention, removal, closing), `replicated.rs` (the registry of replicated partitions),
+//! retention, removal, closing), `replicated.rs` (who may serve a replicated partition's
+//! clients, as replication says),
 //! `handover.rs` (connections moving between shards), `shutdown.rs` (the drain), and
 //! `calls.rs` (how work and answers travel the mesh). Each operation runs on the owner's log
 //! directly when this shard owns the partition, and is forwarded over the mesh otherwise.
@@ -19,7 +20,7 @@ use super::calls::MeshMessage;
 use super::coordinator::{Coordinators, GroupsConfig};
 use super::logs::PartitionSlot;
 use super::placement::ReplicaPlacement;
-use super::replicated::ReplicatedPartition;
+use super::replicated::{ClientAccess, ReplicatedAppend};
 use super::runtime::{RuntimeConfig, TopicLogConfig};
 use super::shutdown::MeshWriters;
 use super::{owner_shard, PartitionId};
@@ -74,8 +75,11 @@ pub(super) struct ShardState {
     pub(super) shutdown_waiters: Waiters,
     /// The shutdown drain's own waits (in-flight work reaching zero, peers drained).
     pub(super) drain_waiters: Waiters,
-    /// The partitions this shard owns whose log replication runs.
-    pub(super) replicated: RefCell<HashMap<PartitionId, Rc<dyn ReplicatedPartition>>>,
+    /// Who may serve the clients of the partitions this shard owns whose replica replication
+    /// runs here, as replication last said.
+    pub(super) client_access: RefCell<HashMap<PartitionId, ClientAccess>>,
+    /// How the group coordinator appends to a replicated partition (installed by replication).
+    pub(super) replicated_append: RefCell<Option<ReplicatedAppend>>,
 }
 
 impl ShardContext {
@@ -112,7 +116,8 @@ impl ShardContext {
                 drained_peers: Cell::new(0),
                 shutdown_waiters: Waiters::default(),
                 drain_waiters: Waiters::default(),
-                replicated: RefCell::new(HashMap::new()),
+                client_access: RefCell::new(HashMap::new()),
+                replicated_append: RefCell::new(None),
             }),
         }
     }

@@ -38,7 +38,7 @@ use futures::channel::oneshot;
 use futures::future::{select, Either, LocalBoxFuture};
 
 use super::calls::ShardCall;
-use super::replicated::Leadership;
+use super::replicated::ClientAccess;
 use super::{Durability, PartitionId, ShardContext};
 use crate::batch::{self, BatchHeader, PlainRecord};
 use crate::catalog::{Catalog, CatalogError, OFFSETS_TOPIC};
@@ -360,16 +360,16 @@ impl ShardContext {
     /// replicated (a broker alone); in a cluster, refused unless this broker leads it and has
     /// committed an entry of its term.
     fn coordinator_term(&self, partition: &PartitionId) -> Result<Option<u64>, GroupError> {
-        let Some(replicated) = self.replicated(partition) else {
+        let Some(access) = self.client_access(partition) else {
             return match self.partitions_replicated() {
                 true => Err(GroupError::NotCoordinator),
                 false => Ok(None),
             };
         };
-        match (replicated.leading_term(), replicated.leadership()) {
+        match (self.leading_term(partition), access) {
             (Some(term), _) => Ok(Some(term)),
-            (None, Leadership::Local) => Err(GroupError::CoordinatorLoadInProgress),
-            (None, Leadership::Remote(_)) => Err(GroupError::NotCoordinator),
+            (None, ClientAccess::Leader { .. }) => Err(GroupError::CoordinatorLoadInProgress),
+            (None, _) => Err(GroupError::NotCoordinator),
         }
     }
 
@@ -438,7 +438,7 @@ impl ShardContext {
         if !effects.records.is_empty() {
             let batch = encode_records(&effects.records, self.now_ms());
             let appended = self
-                .submit_local_append(&coordinator.partition, batch, Durability::Durable)
+                .submit_coordinator_append(&coordinator.partition, batch, Durability::Durable)
                 .await
                 .await;
             if let Err(error) = appended {

@@ -21,6 +21,7 @@ use futures::StreamExt;
 
 use super::calls::ShardCall;
 use super::context::ShardContext;
+use super::replicated::ClientAccess;
 use super::{PartitionId, PartitionStats};
 use crate::config::LogConfig;
 use crate::error::LogError;
@@ -146,6 +147,14 @@ impl ShardContext {
         Ok(log)
     }
 
+    /// The partition's log if it is open now, without waiting (`None` while it is being opened
+    /// or closed).
+    pub(super) fn open_log(&self, partition: &PartitionId) -> Option<Rc<PartitionLog>> {
+        let slot = self.state.partitions.borrow().get(partition).cloned()?;
+        let opened = slot.try_lock()?;
+        opened.clone()
+    }
+
     /// Offsets and size of every partition log this shard has open, read without waiting (a
     /// log being opened right now is left out until it is). Partitions nobody used since the
     /// shard started are not open, so not listed.
@@ -157,16 +166,14 @@ impl ShardContext {
             .filter_map(|(partition, slot)| {
                 let opened = slot.try_lock()?;
                 let log = opened.as_ref()?;
-                let replica_fault = self
-                    .replicated(partition)
-                    .and_then(|replicated| replicated.fault());
+                let replica_faulted = self.client_access(partition) == Some(ClientAccess::Faulted);
                 Some(PartitionStats {
                     partition: partition.clone(),
                     log_start_offset: log.log_start_offset(),
                     high_watermark: log.high_watermark(),
                     size_bytes: log.size_bytes(),
                     segment_count: log.segment_count(),
-                    healthy: log.fault().is_none() && replica_fault.is_none(),
+                    healthy: log.fault().is_none() && !replica_faulted,
                     damaged_offsets: log.damaged_offsets(),
                     damage_found: log.damage_found(),
                 })

@@ -50,7 +50,7 @@ mod logs;
 mod offsets;
 mod placement;
 mod read;
-pub mod replicated;
+mod replicated;
 mod runtime;
 mod shutdown;
 
@@ -61,12 +61,14 @@ use bytes::Bytes;
 use crate::error::LogError;
 use crate::resources::ReadDescriptor;
 
+pub use append::{AppendOwner, UnreplicatedLogs};
 pub use context::{AppendPending, InFlight, ShardContext};
 pub use coordinator::{
     offsets_partition_for, offsets_topic_configs, prepare_offsets_topic, GroupCall, GroupReply,
     GroupStats, GroupsConfig,
 };
 pub use placement::ReplicaPlacement;
+pub use replicated::{ClientAccess, ReplicatedAppend};
 pub use runtime::{Runtime, RuntimeConfig, RuntimeError, ShutdownHandle, TopicLogConfig};
 
 /// A partition of a topic.

@@ -1,89 +1,131 @@
-//! Partitions whose log is a Raft log, as the shard sees them. Replication (a crate above this
-//! one) registers each partition it runs on its owning shard; from then on the shard sends that
-//! partition's producer batches to the partition's Raft group instead of appending them itself,
-//! and answers reads, offset queries and deletions only where this broker leads, as Kafka's
-//! followers refuse clients with NOT_LEADER_OR_FOLLOWER.
+//! What the shard knows of the partitions replication runs: who may serve their clients, as
+//! data replication pushes down whenever it changes ([`ShardContext::set_client_access`]), never
+//! an object the shard calls up into. In a cluster, every partition is served only through its
+//! Raft replica, so:
+//! - Producer batches never reach this crate's append: replication routes them to the owning
+//!   shard itself (over this crate's mesh, [`ShardContext::submit_appends_through`]) and hands
+//!   them to the partition's replica there, which appends to the `PartitionLog`. The shard's own
+//!   append refuses them (`LogError::Replicated`: a routing bug, never a silent write).
+//! - Reads, offset queries and deletions are served only where this broker leads; followers
+//!   refuse them with the leader they know, as Kafka's refuse clients with
+//!   NOT_LEADER_OR_FOLLOWER (`check_leading`), and so does a broker on a
+//!   partition whose replica it does not run (yet).
+//! - A faulted replica makes its partition unhealthy in the metrics.
 //!
-//! The engine knows nothing of Raft: a [`ReplicatedPartition`] is an object that can take a
-//! batch in the partition's order and say who leads. Messages between replicas reach the owning
-//! shard as replication's own typed closures ([`crate::shard::ShardContext::post`]), also
-//! without the engine knowing what they say.
+//! The engine knows nothing of Raft: a [`ClientAccess`] says only who leads and from which
+//! offset on the log holds this leader's term. Messages between replicas reach the owning shard
+//! as replication's own typed closures ([`ShardContext::post`]), also without the engine knowing
+//! what they say.
 //!
-//! A [`ReplicatedPartition`] also says the term it leads in once it is ready to coordinate
-//! groups (`leading_term`); the group coordinator runs only then.
+//! The one call up left is the group coordinator's: it still lives in this crate and appends its
+//! records to a replicated `__consumer_offsets` partition in a cluster, through the function
+//! replication installs on each shard ([`ShardContext::set_replicated_append`]). It goes when
+//! the coordinator moves above replication (issue 17).
 
 use std::rc::Rc;
 
+use bytes::BytesMut;
+use futures::future::LocalBoxFuture;
+
 use super::{AppendPending, Durability, PartitionId, ShardContext};
-use crate::batch::CheckedBatch;
 use crate::error::LogError;
 
-/// What the shard needs of a replicated partition.
-pub trait ReplicatedPartition {
-    /// Queues a producer's batch (checked by the shard) in the partition's order,
-    /// synchronously, and returns the wait for `durability`: `Durable` means committed by a
-    /// majority of the group (acks=all), `Written` in the leader's log file (acks=1). Refused
-    /// with `LogError::NotLeader` unless this broker leads.
-    fn submit_append(&self, batch: CheckedBatch, durability: Durability) -> AppendPending;
-
-    /// Whether this broker leads the partition, and if not, who does (when known).
-    fn leadership(&self) -> Leadership;
-
-    /// Why this broker's replica takes no part in the partition just now (its log could not
-    /// be written), if so: the partition is reported unhealthy. `None` by default.
-    fn fault(&self) -> Option<String> {
-        None
-    }
-
-    /// The term this broker leads in, once the log up to its high-water mark holds an entry
-    /// of that term (so everything earlier leaders committed); `None` before that and
-    /// wherever it does not lead. A group coordinator runs only while this is `Some`, and is
-    /// reloaded whenever the term changes.
-    fn leading_term(&self) -> Option<u64>;
-}
-
-/// Who leads a replicated partition, as this broker knows it.
+/// Who may serve a replicated partition's clients on this broker, as its replica last said.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Leadership {
-    Local,
-    Remote(Option<u64>),
+pub enum ClientAccess {
+    /// This broker leads the partition in `term`. Its log holds everything earlier leaders
+    /// committed once its high-water mark reaches `term_committed_at` (one past the leader's
+    /// first batch of the term: a leader commits only entries of its own term, its first one
+    /// first); the group coordinator waits for that.
+    Leader { term: u64, term_committed_at: u64 },
+    /// Another broker leads (`leader`, when known): clients go there.
+    Follower { leader: Option<u64> },
+    /// The replica cannot write its log just now and takes no part in its group (it comes back
+    /// by itself): clients are refused as by a follower that knows no leader, and the partition
+    /// is reported unhealthy.
+    Faulted,
 }
+
+/// How the group coordinator appends its records to a replicated partition: the partition, the
+/// records as one batch, how long to wait; resolves once the batch has its place in the
+/// partition's order (see [`ShardContext::submit_append`]).
+pub type ReplicatedAppend =
+    Rc<dyn Fn(PartitionId, BytesMut, Durability) -> LocalBoxFuture<'static, AppendPending>>;
 
 impl ShardContext {
-    /// Makes `partition` (owned by this shard) a replicated one: producer batches go to
-    /// `replicated`, and clients are served only where this broker leads.
-    pub fn register_replicated(
-        &self,
-        partition: PartitionId,
-        replicated: Rc<dyn ReplicatedPartition>,
-    ) {
-        assert_eq!(self.owner_of(&partition), self.state.shard_id);
-        self.state
-            .replicated
-            .borrow_mut()
-            .insert(partition, replicated);
+    /// Says who may serve `partition`'s clients: replication calls it when it starts running
+    /// the partition's replica, on the shard that owns the partition, and whenever that changes.
+    pub fn set_client_access(&self, partition: &PartitionId, access: ClientAccess) {
+        let mut accesses = self.state.client_access.borrow_mut();
+        match accesses.get_mut(partition) {
+            Some(known) => *known = access,
+            None => {
+                assert_eq!(self.owner_of(partition), self.state.shard_id);
+                accesses.insert(partition.clone(), access);
+            }
+        }
     }
 
-    pub fn unregister_replicated(&self, partition: &PartitionId) {
-        self.state.replicated.borrow_mut().remove(partition);
+    /// Forgets `partition`'s access: its replica stopped running here.
+    pub fn clear_client_access(&self, partition: &PartitionId) {
+        self.state.client_access.borrow_mut().remove(partition);
     }
 
-    pub(super) fn replicated(
+    /// Who may serve `partition`'s clients, if replication runs its replica on this shard.
+    pub fn client_access(&self, partition: &PartitionId) -> Option<ClientAccess> {
+        self.state.client_access.borrow().get(partition).copied()
+    }
+
+    /// The term this broker leads `partition` in, once its log up to the high-water mark holds
+    /// an entry of that term (so everything earlier leaders committed); `None` before that and
+    /// wherever it does not lead. A group coordinator runs only while this is `Some`, and is
+    /// reloaded whenever the term changes.
+    pub fn leading_term(&self, partition: &PartitionId) -> Option<u64> {
+        let Some(ClientAccess::Leader {
+            term,
+            term_committed_at,
+        }) = self.client_access(partition)
+        else {
+            return None;
+        };
+        // A replicated partition's replica holds its log open.
+        let log = self.open_log(partition)?;
+        (log.high_watermark() >= term_committed_at).then_some(term)
+    }
+
+    /// Has the group coordinator's appends to replicated partitions go through `append` (see
+    /// the module documentation); replication installs it once per shard.
+    pub fn set_replicated_append(&self, append: ReplicatedAppend) {
+        let mut installed = self.state.replicated_append.borrow_mut();
+        assert!(installed.is_none(), "one replication runs per shard");
+        *installed = Some(append);
+    }
+
+    /// Appends the group coordinator's records to `partition` (owned by this shard): to the
+    /// shard's own log on a broker alone, in a cluster through the partition's replica.
+    pub(super) async fn submit_coordinator_append(
         &self,
         partition: &PartitionId,
-    ) -> Option<Rc<dyn ReplicatedPartition>> {
-        self.state.replicated.borrow().get(partition).cloned()
+        batch: BytesMut,
+        durability: Durability,
+    ) -> AppendPending {
+        if !self.partitions_replicated() {
+            return self.submit_local_append(partition, batch, durability).await;
+        }
+        let append = self.state.replicated_append.borrow().clone();
+        match append {
+            Some(append) => append(partition.clone(), batch, durability).await,
+            None => Box::pin(async { Err(LogError::NotLeader { leader: None }) }),
+        }
     }
 
     /// Refuses client work on a replicated partition this broker does not lead, and in a
     /// cluster on one whose replica it does not run (yet).
     pub(super) fn check_leading(&self, partition: &PartitionId) -> Result<(), LogError> {
-        match self
-            .replicated(partition)
-            .map(|replicated| replicated.leadership())
-        {
-            Some(Leadership::Local) => Ok(()),
-            Some(Leadership::Remote(leader)) => Err(LogError::NotLeader { leader }),
+        match self.client_access(partition) {
+            Some(ClientAccess::Leader { .. }) => Ok(()),
+            Some(ClientAccess::Follower { leader }) => Err(LogError::NotLeader { leader }),
+            Some(ClientAccess::Faulted) => Err(LogError::NotLeader { leader: None }),
             None if self.partitions_replicated() => Err(LogError::NotLeader { leader: None }),
             None => Ok(()),
         }

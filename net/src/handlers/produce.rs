@@ -9,7 +9,11 @@
 //! Appends are submitted while the request is started, in request order, and awaited
 //! afterwards (see [`crate::broker`]): a connection's pipelined produce requests land in each
 //! partition in the order they were sent, which the idempotent producer's sequence numbers rely
-//! on; the engine checks those sequences in the same step that assigns offsets.
+//! on; the log (a replica's writer, in a cluster) checks those sequences in the same step that
+//! assigns offsets. On a broker alone the batches go to the shards' logs
+//! (`ShardContext::submit_appends`); in a cluster to the partitions' Raft replicas, through the
+//! cluster ([`crate::cluster::Cluster::submit_appends`]), which routes them to the owning shards
+//! over the same mesh, one message per owning shard.
 
 use std::rc::Rc;
 
@@ -101,7 +105,12 @@ pub async fn start(broker: Rc<Broker>, header: Header, request: ProduceRequest) 
     }
     let appends = owned_batches(&broker.metrics, appends);
     if let Some(durability) = durability {
-        let submitted = broker.context.submit_appends(appends, durability).await;
+        // In a cluster the partitions' Raft replicas take the batches; on a broker alone the
+        // shards' own logs.
+        let submitted = match &broker.cluster {
+            Some(cluster) => cluster.submit_appends(appends, durability).await,
+            None => broker.context.submit_appends(appends, durability).await,
+        };
         for ((topic, partition, size), append) in positions.into_iter().zip(submitted) {
             topics[topic].1[partition].1 = Some(Outcome::Appending(size, append));
         }

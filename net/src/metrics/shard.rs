@@ -7,9 +7,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use ferrite_replication::stats::ReplicationStats;
 use engine::shard::{GroupStats, PartitionStats};
 use engine::CommitStats;
+use ferrite_replication::stats::ReplicationStats;
 use kafka_protocol::messages::ApiKey;
 
 use super::latency::{ApiLatency, RecentLatencies, API_KEYS};

@@ -5,9 +5,9 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use engine::groups::TopicPartition;
-use ferrite_replication::stats::{MessageKind, ReplicationStats, Stage};
 use engine::shard::{GroupStats, PartitionId, PartitionStats};
 use engine::CommitStats;
+use ferrite_replication::stats::{MessageKind, ReplicationStats, Stage};
 use kafka_protocol::messages::ApiKey;
 
 use super::latency::LATENCY_WINDOW;

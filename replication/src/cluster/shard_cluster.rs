@@ -16,8 +16,9 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use bytes::BytesMut;
 use engine::catalog::{Catalog, OFFSETS_TOPIC};
-use engine::shard::{offsets_topic_configs, PartitionId};
+use engine::shard::{offsets_topic_configs, AppendPending, Durability, PartitionId};
 use futures::future::LocalBoxFuture;
 
 use super::{
@@ -76,6 +77,17 @@ impl ShardCluster {
     /// The shared state of the broker this shard belongs to.
     pub fn state(&self) -> &Arc<ClusterState> {
         &self.state
+    }
+
+    /// Submits a produce request's batches to their partitions' Raft replicas (see
+    /// [`ShardReplication::submit_appends`]): one wait per batch, in the request's order, each
+    /// with its place in its partition's order by the time this returns.
+    pub async fn submit_appends(
+        &self,
+        appends: Vec<(PartitionId, BytesMut)>,
+        durability: Durability,
+    ) -> Vec<AppendPending> {
+        self.replication.submit_appends(appends, durability).await
     }
 
     /// What this shard's replicas sent and received so far, and how long their writes took.

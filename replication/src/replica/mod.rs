@@ -51,6 +51,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use engine::batch::CheckedBatch;
+use engine::shard::ClientAccess;
 use engine::waiters::Waiters;
 use engine::{AppendReceipt, LogError, PartitionLog};
 use futures::channel::oneshot;
@@ -87,14 +88,18 @@ pub enum ReplicaEvent {
 }
 
 /// What a replica run by a shard tells it (see `ShardReplication`): when it next needs to run
-/// (the shard's timer wheel), and that who leads changed (the broker's leader table). Between
-/// those ticks the replica costs nothing: its core is brought up to date in one step
-/// ([`RaftNode::advance`]) when it runs or when anything is handed to it.
+/// (the shard's timer wheel), that who leads changed (the broker's leader table), and who may
+/// serve the partition's clients (the engine's shard, at once). Between those ticks the replica
+/// costs nothing: its core is brought up to date in one step ([`RaftNode::advance`]) when it
+/// runs or when anything is handed to it.
 pub trait Schedule {
     /// Call [`PartitionReplica::run_due`] once the clock reaches `tick` (earlier is harmless).
     fn wake_at(&self, tick: u64);
     /// The replica's role, term or leader changed.
     fn leadership_changed(&self);
+    /// Who may serve the partition's clients changed ([`PartitionReplica::client_access`]);
+    /// told before the replica yields, so the shard never serves on an outdated one.
+    fn client_access_changed(&self, access: ClientAccess);
 }
 
 /// The schedule of a replica that runs alone (the controller's, a test's):
@@ -104,6 +109,7 @@ struct Alone;
 impl Schedule for Alone {
     fn wake_at(&self, _tick: u64) {}
     fn leadership_changed(&self) {}
+    fn client_access_changed(&self, _access: ClientAccess) {}
 }
 
 /// How often a replica looks at its log for damage a reader found and for a log start that
@@ -212,6 +218,8 @@ struct Inner {
     housekeeping_at: Cell<u64>,
     /// Role, term and leader as last told to the schedule and to waiters.
     leadership: Cell<(RoleKind, u64, Option<NodeId>)>,
+    /// Who may serve the partition's clients, as last told to the schedule.
+    client_access: Cell<ClientAccess>,
     /// Versions of `state` asked to be written, and the latest one durable: the core's
     /// effects after a change wait in `held` until it is durable.
     state_version_wanted: Cell<u64>,
@@ -315,6 +323,7 @@ impl PartitionReplica {
         log.set_replicated_high_watermark(0);
         let now = clock.get();
         let leadership = (node.role(), node.term(), node.leader());
+        let client_access = produce::client_access_of(&node);
         let replica = PartitionReplica {
             inner: Rc::new(Inner {
                 config,
@@ -336,6 +345,7 @@ impl PartitionReplica {
                 wake_at: Cell::new(NEVER),
                 housekeeping_at: Cell::new(now + HOUSEKEEPING_INTERVAL_TICKS),
                 leadership: Cell::new(leadership),
+                client_access: Cell::new(client_access),
                 state_version_wanted: Cell::new(0),
                 state_version_durable: Cell::new(0),
                 vote_version_wanted: Cell::new(0),
@@ -477,7 +487,10 @@ impl PartitionReplica {
             return;
         }
         let effects = self.inner.node.borrow_mut().advance(behind);
-        if !effects.is_empty() {
+        if effects.is_empty() {
+            // A leader that no majority fetched from steps down without a word.
+            self.note_client_access();
+        } else {
             self.carry_out(effects, None);
         }
     }
@@ -528,13 +541,29 @@ impl PartitionReplica {
         }
     }
 
-    /// Tells waiters and the schedule when role, term or leader changed.
+    /// Tells waiters and the schedule when role, term or leader changed, and the schedule when
+    /// who may serve clients did.
     fn note_leadership(&self) {
         let leadership = (self.role(), self.term(), self.leader());
         if leadership != self.inner.leadership.get() {
             self.inner.leadership.set(leadership);
             self.inner.changes.wake_all();
             self.inner.schedule.leadership_changed();
+        }
+        self.note_client_access();
+    }
+
+    /// Tells the schedule when who may serve the partition's clients changed. Every change of
+    /// the core or of the fault state ends here before the replica yields. A stopped replica
+    /// tells nothing: its shard forgot it.
+    fn note_client_access(&self) {
+        if self.inner.stopped.borrow().is_some() {
+            return;
+        }
+        let access = self.client_access();
+        if access != self.inner.client_access.get() {
+            self.inner.client_access.set(access);
+            self.inner.schedule.client_access_changed(access);
         }
     }
 

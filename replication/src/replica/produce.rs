@@ -1,7 +1,9 @@
 //! Producers' side of a replica: a batch is taken only by the leader, queued in the
 //! partition's order for the writer to number and place, and acknowledged as the producer
-//! asked (placed, in the leader's log, or committed by a majority); and the same, as the
-//! shard's [`ReplicatedPartition`] for the engine.
+//! asked (placed, in the leader's log, or committed by a majority), in Raft's terms
+//! ([`PartitionReplica::submit`]) or the engine's ([`PartitionReplica::submit_append`]); and
+//! who may serve the partition's clients, as the replica tells its shard
+//! ([`PartitionReplica::client_access`]).
 //!
 //! acks=all waits on the log's own high-water mark (which may move when the leader's write
 //! completes after the followers made the batch durable) and fails with NotLeader if
@@ -12,15 +14,14 @@
 use std::time::Instant;
 
 use engine::batch::CheckedBatch;
-use engine::shard::replicated::{Leadership, ReplicatedPartition};
-use engine::shard::{AppendPending, Appended, Durability};
+use engine::shard::{AppendPending, Appended, ClientAccess, Durability};
 use engine::{AppendReceipt, LogError};
 use futures::channel::oneshot;
 use futures::future::LocalBoxFuture;
 
 use super::{PartitionReplica, Proposal, ReplicaEvent};
 use crate::message::NodeId;
-use crate::node::RoleKind;
+use crate::node::{RaftNode, RoleKind};
 use crate::stats::Stage;
 
 /// Why a produce was not acknowledged.
@@ -146,8 +147,10 @@ impl PartitionReplica {
     }
 }
 
-impl ReplicatedPartition for PartitionReplica {
-    fn submit_append(&self, batch: CheckedBatch, durability: Durability) -> AppendPending {
+impl PartitionReplica {
+    /// [`PartitionReplica::submit`] in the engine's terms: a producer's batch (checked by the
+    /// shard owning the partition) with Kafka's acks as a [`Durability`], answered as an append.
+    pub fn submit_append(&self, batch: CheckedBatch, durability: Durability) -> AppendPending {
         let acks = match durability {
             Durability::Assigned => Acks::Placed,
             Durability::Written => Acks::Leader,
@@ -171,27 +174,29 @@ impl ReplicatedPartition for PartitionReplica {
         })
     }
 
-    fn leadership(&self) -> Leadership {
-        if self.role() == RoleKind::Leader {
-            Leadership::Local
-        } else {
-            Leadership::Remote(self.leader())
-        }
-    }
-
-    fn fault(&self) -> Option<String> {
-        PartitionReplica::fault(self)
-    }
-
-    fn leading_term(&self) -> Option<u64> {
+    /// Who may serve the partition's clients on this broker, as its shard is told
+    /// ([`engine::shard::ShardContext::set_client_access`]): the leader, in its term, with the
+    /// high-water mark at which its log holds an entry of that term; a follower, naming the
+    /// leader it knows; or, while faulted, neither.
+    pub fn client_access(&self) -> ClientAccess {
         if self.faulted() {
-            return None;
+            return ClientAccess::Faulted;
         }
-        let node = self.inner.node.borrow();
-        // Raft index i is offset i - 1: the high-water mark is the commit index, and a leader
-        // commits only entries of its own term, its leader-change entry first.
-        let committed = self.inner.log.high_watermark();
-        (node.role() == RoleKind::Leader && node.term_at(committed) == Some(node.term()))
-            .then(|| node.term())
+        client_access_of(&self.inner.node.borrow())
+    }
+}
+
+/// [`PartitionReplica::client_access`] of a core that is not faulted.
+pub(super) fn client_access_of(node: &RaftNode) -> ClientAccess {
+    match node.term_start_index() {
+        // Raft index i is offset i - 1: the high-water mark, as an index, is the commit index,
+        // and it holds an entry of this term once it reaches the term's first.
+        Some(term_start_index) => ClientAccess::Leader {
+            term: node.term(),
+            term_committed_at: term_start_index,
+        },
+        None => ClientAccess::Follower {
+            leader: node.leader(),
+        },
     }
 }

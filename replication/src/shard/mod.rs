@@ -7,8 +7,11 @@
 //! it is posted to the owning shard over the mesh ([`ShardContext::post`], a closure over the
 //! typed messages, one per owning shard and frame) when that is another one, and controller
 //! and hosting calls go to their shard with [`ShardContext::call_on`], answered over the mesh.
-//! Each replica is registered with the shard ([`ShardContext::register_replicated`])
-//! so producer batches for it go through its Raft group and followers refuse clients.
+//! Producer batches reach the replicas the same way, down from the Kafka handlers: routed to the
+//! owning shard, one mesh call per owning shard and request (`produce`). Each replica tells its
+//! shard who may serve its partition's clients whenever that changes
+//! ([`ShardContext::set_client_access`], data the engine reads, so followers refuse clients
+//! without the engine calling up here).
 //!
 //! The unit of bookkeeping is the shard and the broker pair, not the partition, so that a shard
 //! with thousands of idle replicas costs little more than one with a few:
@@ -28,10 +31,10 @@
 //!   exchanges one frame each way per round, whatever the partition count (Kafka's replica
 //!   fetcher sends one Fetch per broker pair; Redpanda coalesces heartbeats per node pair).
 //!
-//! Files: this one (the shard's replication: start, routing, hosting, the tick), `wire` (what
-//! brokers' shards say to each other), `leaders` (the broker's [`LeaderTable`]), `registry`
-//! (the shard's replicas and their timers), `coalescer` (a turn's partition messages per peer,
-//! one frame each).
+//! Files: this one (the shard's replication: start, routing, hosting, the tick), `produce`
+//! (producers' batches to the replicas), `wire` (what brokers' shards say to each other),
+//! `leaders` (the broker's [`LeaderTable`]), `registry` (the shard's replicas and their timers),
+//! `coalescer` (a turn's partition messages per peer, one frame each).
 //!
 //! Besides partitions, controller messages and requests go to the shard that owns
 //! `__cluster_metadata-0`, where the controller runs; one wire type (`wire`) carries partition
@@ -39,6 +42,7 @@
 
 mod coalescer;
 mod leaders;
+mod produce;
 mod registry;
 mod wire;
 
@@ -242,6 +246,7 @@ impl ShardReplication {
         });
         *slot.borrow_mut() = Rc::downgrade(&replication);
         *replication.this.borrow_mut() = Rc::downgrade(&replication);
+        produce::install_coordinator_append(&context);
         THIS_SHARD.with(|this| {
             assert!(
                 this.borrow().upgrade().is_none(),
@@ -508,7 +513,7 @@ impl ShardReplication {
         if let Some((slot, replica)) = removed {
             self.leading.borrow_mut().remove(&slot);
             self.moving.borrow_mut().remove(&slot);
-            self.context.unregister_replicated(partition);
+            self.context.clear_client_access(partition);
             replica.stop("this broker no longer hosts the partition");
         }
     }
@@ -713,6 +718,8 @@ impl ShardReplication {
         let schedule = Rc::new(ReplicaSlot {
             timers: self.timers.clone(),
             slot,
+            context: self.context.clone(),
+            partition: partition.clone(),
         });
         let clock = self.timers.clock.clone();
         let replica = match PartitionReplica::open_scheduled(
@@ -730,8 +737,9 @@ impl ShardReplication {
                 return Err(error);
             }
         };
+        // From now on the replica tells the shard of every change itself.
         self.context
-            .register_replicated(partition.clone(), Rc::new(replica.clone()));
+            .set_client_access(&partition, replica.client_access());
         self.replicas
             .borrow_mut()
             .fill(slot, partition, replica.clone());
@@ -757,7 +765,7 @@ impl ShardReplication {
         self.leading.borrow_mut().clear();
         self.moving.borrow_mut().clear();
         for (partition, replica) in replicas {
-            self.context.unregister_replicated(&partition);
+            self.context.clear_client_access(&partition);
             replica.stop("the shard is shutting down");
         }
         self.transport.close().await;

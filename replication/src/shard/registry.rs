@@ -1,11 +1,13 @@
 //! The replicas a shard runs ([`Registry`]) and their clock and timer wheel ([`ShardTimers`]):
-//! the bookkeeping by shard, not by partition, that keeps thousands of idle replicas cheap.
+//! the bookkeeping by shard, not by partition, that keeps thousands of idle replicas cheap;
+//! and each replica's [`ReplicaSlot`], through which it asks to run and tells the shard who may
+//! serve its partition's clients.
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::rc::Rc;
 
-use engine::shard::PartitionId;
+use engine::shard::{ClientAccess, PartitionId, ShardContext};
 
 use crate::replica::{PartitionReplica, Schedule};
 use crate::wheel::TimerWheel;
@@ -82,10 +84,13 @@ pub(super) struct ShardTimers {
     pub(super) due: RefCell<Vec<u32>>,
 }
 
-/// A replica's [`Schedule`]: its slot in the shard's timers.
+/// A replica's [`Schedule`]: its slot in the shard's timers, and its partition, whose client
+/// access it tells the shard.
 pub(super) struct ReplicaSlot {
     pub(super) timers: Rc<ShardTimers>,
     pub(super) slot: u32,
+    pub(super) context: ShardContext,
+    pub(super) partition: PartitionId,
 }
 
 impl Schedule for ReplicaSlot {
@@ -95,5 +100,9 @@ impl Schedule for ReplicaSlot {
 
     fn leadership_changed(&self) {
         self.timers.changed.borrow_mut().push(self.slot);
+    }
+
+    fn client_access_changed(&self, access: ClientAccess) {
+        self.context.set_client_access(&self.partition, access);
     }
 }

@@ -3,12 +3,14 @@
 //! their replicas, running replication over the real transport and hosting the given
 //! partitions with every peer a voter. Shard 0 takes the test's commands, as a connection on
 //! any shard would (the partition may be on the other shard), and runs each with the test's
-//! handler.
+//! handler, which gets the shard's context and its replication (producer batches go through
+//! the latter, as in `ferrite serve`).
 
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::Duration;
 
@@ -58,7 +60,11 @@ impl<Command: Send + 'static> ShardBroker<Command> {
         handle: Handle,
     ) -> ShardBroker<Command>
     where
-        Handle: Fn(ShardContext, Command) -> Handled + Send + Sync + Clone + 'static,
+        Handle: Fn(ShardContext, Rc<ShardReplication>, Command) -> Handled
+            + Send
+            + Sync
+            + Clone
+            + 'static,
         Handled: Future<Output = ()> + 'static,
     {
         for partition in &partitions {
@@ -97,7 +103,8 @@ impl<Command: Send + 'static> ShardBroker<Command> {
                     glommio::timer::sleep(Duration::from_millis(5)).await;
                     let next = received.lock().unwrap().try_recv();
                     let Ok(command) = next else { continue };
-                    glommio::spawn_local(handle(context.clone(), command)).detach();
+                    glommio::spawn_local(handle(context.clone(), replication.clone(), command))
+                        .detach();
                 }
             }
         })

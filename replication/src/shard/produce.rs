@@ -1,0 +1,116 @@
+//! Producer batches in a cluster: from the connection's shard to the partitions' Raft replicas.
+//!
+//! [`ShardReplication::submit_appends`] routes a produce request's batches to the shards that
+//! own their partitions over the engine's mesh ([`ShardContext::submit_appends_through`]: one
+//! call per owning shard, the batches moved, not copied), and on each owner [`ReplicaAppends`]
+//! hands them, in the request's order, to the replica this shard runs
+//! ([`ShardReplication::submit_local_append`]). So a produce flows one way, down: the Kafka
+//! handler asks the cluster, which asks Raft, which appends to the log; the engine only carries
+//! the call and keeps it counted as work in flight for the shutdown drain.
+//!
+//! Each batch is checked once, on the owner, with the engine's producer check
+//! ([`CheckedBatch::produced`], against the partition's `max.message.bytes`) before the replica
+//! sees it, so a bad batch never reaches a Raft core and a leader and a follower refuse it
+//! alike; the replica's writer then checks the idempotent producer's sequence and has the core
+//! number the batch in one synchronous step (`replica::writer`).
+
+use std::rc::Rc;
+
+use bytes::BytesMut;
+use engine::batch::CheckedBatch;
+use engine::shard::{AppendOwner, AppendPending, Durability, PartitionId, ShardContext};
+use engine::LogError;
+
+use super::ShardReplication;
+
+/// The owner's part of [`ShardReplication::submit_appends`]: each batch to its partition's
+/// replica on this shard.
+struct ReplicaAppends;
+
+impl AppendOwner for ReplicaAppends {
+    async fn submit_owned(
+        _context: &ShardContext,
+        appends: Vec<(PartitionId, BytesMut)>,
+        durability: Durability,
+    ) -> Vec<AppendPending> {
+        let replication = ShardReplication::on_this_shard();
+        let mut pending = Vec::with_capacity(appends.len());
+        for (partition, batch) in appends {
+            pending.push(match &replication {
+                Some(replication) => {
+                    replication
+                        .submit_local_append(&partition, batch, durability)
+                        .await
+                }
+                // The shard's replication stopped (shutdown): no replica runs here.
+                None => refused(LogError::NotLeader { leader: None }),
+            });
+        }
+        pending
+    }
+}
+
+impl ShardReplication {
+    /// Submits a produce request's batches (in its order) to their partitions' replicas,
+    /// wherever this broker's shards run them, and returns one wait per batch, in the same
+    /// order, each resolving as `durability` says (acks=all: committed by a majority). By the
+    /// time this returns, every batch has its place in its partition's order, so a
+    /// connection's pipelined requests keep theirs.
+    pub async fn submit_appends(
+        &self,
+        appends: Vec<(PartitionId, BytesMut)>,
+        durability: Durability,
+    ) -> Vec<AppendPending> {
+        self.context
+            .submit_appends_through::<ReplicaAppends>(appends, durability)
+            .await
+    }
+
+    /// Checks a producer's batch for `partition` (owned by this shard) and queues it to the
+    /// partition's replica here; refused with NotLeader where no replica runs (yet, or any
+    /// more) or this one does not lead.
+    pub async fn submit_local_append(
+        &self,
+        partition: &PartitionId,
+        batch: BytesMut,
+        durability: Durability,
+    ) -> AppendPending {
+        let Some(replica) = self.replica(partition) else {
+            return refused(LogError::NotLeader { leader: None });
+        };
+        // The replica holds its log open: this only looks it up (and refuses a partition the
+        // placement moved to another shard meanwhile).
+        let log = match self.context.partition_log(partition).await {
+            Ok(log) => log,
+            Err(error) => return refused(error),
+        };
+        match CheckedBatch::produced(batch, log.config().batch_bytes_max) {
+            Ok(batch) => replica.submit_append(batch, durability),
+            Err(error) => refused(error.into()),
+        }
+    }
+}
+
+/// Has the engine's group coordinator, which still lives below this crate, append its records to
+/// a replicated `__consumer_offsets` partition through the partition's replica on `context`'s
+/// shard, as a producer's batch (see `engine::shard::ReplicatedAppend`).
+// Yielding a future is the point: the outer one places the batch, the inner one waits for it.
+#[allow(clippy::async_yields_async)]
+pub(super) fn install_coordinator_append(context: &ShardContext) {
+    context.set_replicated_append(Rc::new(|partition, batch, durability| {
+        Box::pin(async move {
+            match ShardReplication::on_this_shard() {
+                Some(replication) => {
+                    replication
+                        .submit_local_append(&partition, batch, durability)
+                        .await
+                }
+                None => refused(LogError::NotLeader { leader: None }),
+            }
+        })
+    }));
+}
+
+fn refused(error: LogError) -> AppendPending {
+    Box::pin(async move { Err(error) })
+}
