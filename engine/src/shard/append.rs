@@ -6,12 +6,12 @@
 //!
 //! What the owner does with its batches is the caller's [`AppendOwner`], the same for its own
 //! batches and a peer's [`AppendRequest`]: the engine routes and carries them without knowing
-//! what happens at the other end. Its own, [`UnreplicatedLogs`] ([`ShardContext::submit_appends`]),
-//! appends to the shard's logs of a broker alone; in a cluster replication routes producer
-//! batches with an owner of its own, which hands them to the partitions' Raft replicas, and the
-//! shard's logs refuse them (see `replicated.rs`). Either owner checks each batch once, there
-//! ([`CheckedBatch::produced`], against the partition's `max.message.bytes`), before anything
-//! numbers it.
+//! what happens at the other end. Its own, [`UnreplicatedLogs`]
+//! ([`ShardContext::submit_appends`]), appends to the shard's logs of a broker alone; in a
+//! cluster replication routes producer batches with an owner of its own, which hands them to
+//! the partitions' Raft replicas, and the shard's logs refuse them (see `replicated.rs`).
+//! Either owner checks each batch once, there ([`CheckedBatch::produced`], against the
+//! partition's `max.message.bytes`), before anything numbers it.
 
 use std::cell::RefCell;
 use std::future::Future;
@@ -35,9 +35,10 @@ pub type AppendPending = LocalBoxFuture<'static, Result<Appended, LogError>>;
 type AppendAnswers = Rc<RefCell<Vec<Option<Result<Appended, LogError>>>>>;
 
 /// What the shard owning some partitions does with a produce request's batches for them: gives
-/// each its place in its partition's order, in the request's order (nothing else may be placed
-/// in between: no await between one's place and the next's check), and returns one wait per
-/// batch, in the same order. Runs on the owning shard, for [`ShardContext::submit_appends_through`].
+/// each its place in its partition's order, in the request's order, before it resolves (the
+/// owner reads its next mesh message only then, so nothing sent after lands in between), and
+/// returns one wait per batch, in the same order. Runs on the owning shard, for
+/// [`ShardContext::submit_appends_through`].
 pub trait AppendOwner: 'static {
     fn submit_owned(
         context: &ShardContext,
@@ -68,8 +69,8 @@ impl AppendOwner for UnreplicatedLogs {
     }
 }
 
-/// One owning shard's part of [`ShardContext::submit_appends_through`]: the batches' positions in the
-/// request, and the batches, in the request's order.
+/// One owning shard's part of [`ShardContext::submit_appends_through`]: the batches' positions
+/// in the request, and the batches, in the request's order.
 #[derive(Default)]
 struct OwnedAppends {
     positions: Vec<usize>,

@@ -1,7 +1,8 @@
 //! A broker's part in the cluster, above Raft and below the Kafka protocol: what the broker's
 //! shards share about the cluster (the metadata image the controller applied, who leads each
 //! partition), each shard's view of it for the Kafka handlers ([`ShardCluster`]: brokers,
-//! partition placement and leaders, group coordinators, and changes asked of the controller),
+//! partition placement and leaders, group coordinators, producers' batches (to the partitions'
+//! replicas, `crate::shard::produce`), and changes asked of the controller),
 //! and the task that keeps this broker in step with the metadata log
 //! (`metadata_follower`): its catalog mirrors the log's topics (ids and configs included)
 //! and its shards run a replica of every partition the log places on this broker.
