@@ -51,7 +51,7 @@ pub use requests::{
 
 use std::cell::RefCell;
 use std::collections::HashMap;
-use std::rc::Rc;
+use std::rc::{Rc, Weak};
 use std::time::Duration;
 
 use engine::catalog::OFFSETS_TOPIC;
@@ -104,7 +104,7 @@ pub struct ShardGroups {
 
 thread_local! {
     /// This shard's groups, for the requests other shards post here.
-    static THIS_SHARD: RefCell<Option<std::rc::Weak<ShardGroups>>> = const { RefCell::new(None) };
+    static THIS_SHARD: RefCell<Option<Weak<ShardGroups>>> = const { RefCell::new(None) };
 }
 
 impl ShardGroups {
@@ -145,7 +145,7 @@ impl ShardGroups {
 
     /// This shard's groups, once started ([`ShardGroups::start`]).
     pub fn local() -> Option<Rc<ShardGroups>> {
-        THIS_SHARD.with(|this| this.borrow().as_ref().and_then(std::rc::Weak::upgrade))
+        THIS_SHARD.with(|this| this.borrow().as_ref().and_then(Weak::upgrade))
     }
 
     /// The groups' settings.
