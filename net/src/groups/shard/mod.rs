@@ -171,6 +171,9 @@ impl ShardGroups {
             return self.run(&partition, request).await;
         }
         let closed = request.refused(GroupError::CoordinatorNotAvailable);
+        // `call_on` counts nothing in flight (an upper layer's call may wait on other brokers);
+        // a group request is counted on both shards, as the engine counts its own forwarded
+        // calls, so that the shutdown drain waits for it as it always did.
         let _in_flight = self.context.work_in_flight();
         let answer = self
             .context
