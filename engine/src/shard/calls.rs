@@ -2,17 +2,19 @@
 //! each message on arrival.
 //!
 //! Three kinds of traffic, each with its own shape:
-//! - Calls ([`ShardCall`]): work on a partition another shard owns (an append, a read, a group
-//!   request). Each kind of request is a type whose `Answer` type says what comes back, so the
-//!   answer cannot be of another kind: the call travels as an [`Envelope`] holding the request
-//!   and the caller's typed answer slot, and the owner sends the answer back over the mesh as a
-//!   [`Reply`], which completes the caller's wait when its shard reads it. No answer crosses
-//!   threads beside the mesh, so the caller is woken by its own reader, not by another thread.
+//! - Calls ([`ShardCall`]): work on a partition another shard owns (an append, a read, an
+//!   offset query). Each kind of request is a type whose `Answer` type says what comes back, so
+//!   the answer cannot be of another kind: the call travels as an [`Envelope`] holding the
+//!   request and the caller's typed answer slot, and the owner sends the answer back over the
+//!   mesh as a [`Reply`], which completes the caller's wait when its shard reads it. No answer
+//!   crosses threads beside the mesh, so the caller is woken by its own reader, not by another
+//!   thread.
 //! - Posts ([`ShardContext::post`]): work an upper layer (replication's Raft messages) sends to
 //!   the shard that can do it, run there on arrival, in arrival order; fire-and-forget. A post
 //!   is a closure over the upper layer's own typed message: the engine carries it without
 //!   knowing what it says, and nothing needs to be downcast at the other end.
-//!   [`ShardContext::call_on`] is a post whose answer comes back as a [`Reply`].
+//!   [`ShardContext::call_on`] is a post whose answer comes back as a [`Reply`] (replication's
+//!   controller calls, `net`'s group requests).
 //! - A connection handover (`handover.rs`): a closure of the network layer's, like a post, but
 //!   closed rather than run if the receiver's shutdown was requested.
 //! - The shard's own bookkeeping: a long poll's cancellation and the shutdown drain's

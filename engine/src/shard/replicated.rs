@@ -72,10 +72,7 @@ impl ShardContext {
         self.state.replicated.borrow_mut().remove(partition);
     }
 
-    pub(super) fn replicated(
-        &self,
-        partition: &PartitionId,
-    ) -> Option<Rc<dyn ReplicatedPartition>> {
+    pub fn replicated(&self, partition: &PartitionId) -> Option<Rc<dyn ReplicatedPartition>> {
         self.state.replicated.borrow().get(partition).cloned()
     }
 

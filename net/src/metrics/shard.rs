@@ -7,8 +7,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use crate::groups::shard::GroupStats;
 use engine::shard::replicated::ReplicationStats;
-use engine::shard::{GroupStats, PartitionStats};
+use engine::shard::PartitionStats;
 use engine::CommitStats;
 use kafka_protocol::messages::ApiKey;
 

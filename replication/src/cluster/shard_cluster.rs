@@ -16,8 +16,8 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use engine::catalog::{Catalog, OFFSETS_TOPIC};
-use engine::shard::{offsets_topic_configs, PartitionId};
+use engine::catalog::{offsets_topic_configs, Catalog, OFFSETS_TOPIC};
+use engine::shard::PartitionId;
 use futures::future::LocalBoxFuture;
 
 use super::{
