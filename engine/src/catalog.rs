@@ -52,6 +52,24 @@ const CATALOG_FORMAT_VERSION: u32 = 1;
 /// The internal topic that holds the consumer groups' state and committed offsets.
 pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
 
+/// The settings [`OFFSETS_TOPIC`] is made with (Kafka's): compacted, so the log keeps each
+/// group's and each committed offset's latest record (and its tombstone for a while), which is
+/// all a coordinator's load needs; compaction alone, so retention never deletes the groups'
+/// state; segments of Kafka's `offsets.topic.segment.bytes`. By `net`'s groups on a broker
+/// alone, through the controller in a cluster.
+const OFFSETS_TOPIC_CONFIGS: [(&str, &str); 2] = [
+    ("cleanup.policy", "compact"),
+    ("segment.bytes", "104857600"),
+];
+
+/// The configuration overrides [`OFFSETS_TOPIC`] is created with ([`OFFSETS_TOPIC_CONFIGS`]).
+pub fn offsets_topic_configs() -> BTreeMap<String, String> {
+    OFFSETS_TOPIC_CONFIGS
+        .into_iter()
+        .map(|(name, value)| (name.to_owned(), value.to_owned()))
+        .collect()
+}
+
 /// The cluster's metadata log (one partition, 0): a directory beside the partitions', but the
 /// controller's own log, not one of the shards' partitions (no retention, no cleaner, no
 /// clients).
@@ -415,9 +433,7 @@ impl Catalog {
 
     /// The broker's own change to an internal topic's overrides, which clients may not
     /// alter: brings a topic made by an older version up to the settings this one gives it.
-    /// (Used by the shard runtime, which the `--cfg loom` build leaves out.)
-    #[cfg(not(loom))]
-    pub(crate) fn alter_internal_topic_configs(
+    pub fn alter_internal_topic_configs(
         &self,
         name: &str,
         change: impl FnOnce(&BTreeMap<String, String>) -> Result<BTreeMap<String, String>, String>,

@@ -1,10 +1,13 @@
 //! Ferrite's storage engine and the thread-per-core runtime it runs in.
 //!
-//! The engine knows nothing of sockets or of the Kafka protocol beyond the on-disk batch format:
-//! the network layer hands it record batches and gets back offsets, and memory or file ranges
-//! to send. Everything here runs on a glommio executor; a [`log::PartitionLog`] belongs to one
-//! shard and is never shared across threads. The exception is [`groups`], the consumer-group
-//! coordinator: a pure state machine that any executor (or a test) drives.
+//! The engine knows nothing of the Kafka protocol beyond the on-disk batch format: the network
+//! layer hands it record batches and gets back offsets, and memory or file ranges to send. Of
+//! sockets it knows only what the shard runtime gives every listener of the layers above, as
+//! Seastar's `listen` does: one listening socket per shard at a shared address
+//! ([`shard::listen`]); what arrives on them is theirs. Everything here runs on a glommio executor; a [`log::PartitionLog`] belongs to one
+//! shard and is never shared across threads. What runs on top of the logs (the consumer-group
+//! coordinator in `net`, Raft in `replication`) keeps its per-shard state itself and reaches
+//! other shards through [`shard::ShardContext::post`] and [`shard::ShardContext::call_on`].
 
 pub mod batch;
 pub mod catalog;
@@ -15,7 +18,6 @@ pub mod data_dir_lock;
 mod dma;
 pub mod durable_file;
 pub mod error;
-pub mod groups;
 pub mod index;
 pub mod journal;
 pub mod log;

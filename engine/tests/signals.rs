@@ -27,7 +27,6 @@ fn config(dir: &std::path::Path) -> RuntimeConfig {
         outbound_queue_capacity: 64,
         retention_check_interval: std::time::Duration::from_secs(300),
         cleaner_check_interval: std::time::Duration::from_secs(300),
-        groups: engine::shard::GroupsConfig::default(),
         replicated_partitions: None,
         journal: Some(small_journal()),
     }

@@ -24,6 +24,7 @@ use kafka_protocol::protocol::Encodable;
 
 use crate::api_versions;
 use crate::cluster::Cluster;
+use crate::groups::shard::ShardGroups;
 use crate::handlers;
 use crate::handover::{Draining, Routing};
 use crate::metrics::ShardMetrics;
@@ -104,6 +105,8 @@ pub struct Broker {
     pub metrics: Arc<ShardMetrics>,
     /// The other brokers and the controller, when this broker is one of several.
     pub cluster: Option<Cluster>,
+    /// The shard's group coordinators, and the way to every group's.
+    pub groups: Rc<ShardGroups>,
 }
 
 impl Broker {
@@ -113,6 +116,7 @@ impl Broker {
         config: BrokerConfig,
         metrics: Arc<ShardMetrics>,
         cluster: Option<Rc<ShardCluster>>,
+        groups: Rc<ShardGroups>,
     ) -> Rc<Broker> {
         Rc::new(Broker {
             context,
@@ -120,6 +124,7 @@ impl Broker {
             config,
             metrics,
             cluster: cluster.map(Cluster::new),
+            groups,
         })
     }
 

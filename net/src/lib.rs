@@ -10,8 +10,9 @@
 //! handler (`handlers`), as Redpanda lays them out, the one mapping of errors to Kafka codes
 //! (`errors`), the connection loop and its writes (`connection`, `send_gathered`,
 //! `send_file`), connections moving between shards (`handover`), the listener (`server`,
-//! `connection_limits`), the cluster as the handlers see it (`cluster`) and the metrics
-//! (`metrics`).
+//! `connection_limits`), the cluster as the handlers see it (`cluster`), the consumer-group
+//! coordinator (`groups`: Kafka's group protocol as a state machine, and its driver on the shards
+//! that own `__consumer_offsets`) and the metrics (`metrics`).
 //!
 //! # Invariants
 //! - Responses leave a connection in request order, whatever order their work finishes in and
@@ -34,6 +35,7 @@ pub mod connection;
 pub mod connection_limits;
 pub mod errors;
 pub mod frame;
+pub mod groups;
 pub mod handlers;
 pub mod handover;
 pub mod metrics;

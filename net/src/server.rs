@@ -13,7 +13,7 @@
 //! [`serve_shard`] is the one place `ferrite serve` and the test harness start a shard, from the
 //! shared [`ShardSetup`]. At `max.connections` the acceptor looks again for a free slot every 10
 //! ms. The snapshot (the open partitions' offsets, sizes, health and damage, the commit cycle's
-//! `CommitStats`, the replicas' `ReplicationStats`) is published every `metrics_snapshot_interval`
+//! `CommitStats`, the replicas' `ReplicationStats`, the loaded groups) is published every `metrics_snapshot_interval`
 //! (1 s in `ferrite serve`).
 
 use std::net::SocketAddr;
@@ -35,6 +35,7 @@ use crate::broker::{Broker, BrokerConfig};
 use crate::cluster::Cluster;
 use crate::connection::{adopt_handed_over, serve_connection, ConnectionConfig};
 use crate::connection_limits::{ConnectionLimits, ConnectionSlot, Refusal};
+use crate::groups::shard::ShardGroups;
 use crate::metrics::{MetricsRegistry, ShardSnapshot};
 
 /// What every shard's broker is built from.
@@ -57,17 +58,25 @@ pub struct ShardSetup {
 const SLOT_RECHECK_INTERVAL: Duration = Duration::from_millis(10);
 
 /// One shard's part of the broker: builds its [`Broker`] (one of a cluster when `cluster` is
-/// given), binds `setup.listen`, says how that
+/// given; `groups`, the shard's group coordinators, started first), binds `setup.listen`, says how that
 /// went through `bound` (the caller prints "listening" only once every shard has bound), then
 /// serves connections until shutdown is requested. Returns at once if the bind failed.
 pub async fn serve_shard(
     context: ShardContext,
     setup: ShardSetup,
     cluster: Option<Rc<ShardCluster>>,
+    groups: Rc<ShardGroups>,
     bound: impl FnOnce(std::io::Result<()>),
 ) {
     let metrics = setup.metrics.shard(context.shard_id());
-    let broker = Broker::new(context, setup.catalog, setup.broker, metrics, cluster);
+    let broker = Broker::new(
+        context,
+        setup.catalog,
+        setup.broker,
+        metrics,
+        cluster,
+        groups,
+    );
     adopt_handed_over(&broker, setup.connection);
     match bind(setup.listen) {
         Ok(listener) => {
@@ -194,7 +203,7 @@ async fn publish_snapshots(broker: Rc<Broker>, interval: Duration) {
     let publish = || {
         let snapshot = ShardSnapshot {
             partitions: broker.context.partition_stats(),
-            groups: broker.context.group_stats(),
+            groups: broker.groups.stats(),
             replication: broker
                 .cluster
                 .as_ref()

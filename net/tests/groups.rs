@@ -598,7 +598,7 @@ fn groups_and_offsets_load_unchanged_from_a_compacted_offsets_topic() {
     let offsets_partitions: std::collections::BTreeSet<i32> = ["billing"]
         .iter()
         .chain(&simple_groups)
-        .map(|group| engine::shard::offsets_partition_for(group, 16) as i32)
+        .map(|group| net::groups::offsets_partition_for(group, 16) as i32)
         .collect();
     // Many commits for each group: only the last of each partition counts.
     let commits = 300;

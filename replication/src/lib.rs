@@ -1,5 +1,5 @@
 //! The Raft core: one group member as a pure, deterministic state machine, in the style of
-//! raft-rs and of `engine::groups`. The driver hands it logical time ([`RaftNode::tick`]),
+//! raft-rs and of `net::groups`. The driver hands it logical time ([`RaftNode::tick`]),
 //! messages from peers ([`RaftNode::step`]), proposals ([`RaftNode::propose`]) and storage
 //! completions ([`RaftNode::persisted`]); each call returns [`Effects`]: the term and vote to
 //! persist, log writes to submit, messages to send and the new commit index. No clocks, sockets,

@@ -424,7 +424,7 @@ impl VoteLog {
             file.close().await.map_err(|error| self.error(error))?;
         }
         let length = bytes.len() as u64;
-        crate::replica::replace_file_durably_async(&self.recovered.dir, &self.name, bytes)
+        engine::durable_file::replace_file_durably_async(&self.recovered.dir, &self.name, &bytes)
             .await
             .map_err(|error| self.error(error))?;
         let mut state = self.state.borrow_mut();

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use bytes::BytesMut;
 use engine::batch::{self, build, BatchError};
 use engine::shard::listen::ListenReservation;
-use engine::shard::{Durability, GroupsConfig, PartitionId};
+use engine::shard::{Durability, PartitionId};
 use engine::LogError;
 use ferrite_replication::votes::RecoveredVotes;
 use ferrite_replication::NodeId;
@@ -68,7 +68,7 @@ fn start(node_id: NodeId, dir: PathBuf, peers: BTreeMap<NodeId, SocketAddr>) -> 
         dir,
         peers,
         partitions,
-        GroupsConfig::default(),
+        |_| {},
         |context, replication, command| async move {
             match command {
                 Command::Produce {

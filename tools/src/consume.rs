@@ -15,7 +15,7 @@ use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::FetchRequest;
 
 use crate::admin::{AdminError, BrokerArguments};
-use crate::cluster::{
+use crate::client::cluster::{
     known_offsets, topic_name, Cluster, TopicMetadata, EARLIEST_TIMESTAMP, LATEST_TIMESTAMP,
 };
 use crate::records::{decode_batches, FetchedRecord};

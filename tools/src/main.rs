@@ -15,7 +15,6 @@
 mod admin;
 mod allocator;
 mod client;
-mod cluster;
 mod consume;
 mod descriptors;
 mod dump_log;

@@ -22,7 +22,7 @@ use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::records::Compression;
 
 use crate::admin::{AdminError, BrokerArguments};
-use crate::cluster::{topic_name, Cluster, TopicMetadata};
+use crate::client::cluster::{topic_name, Cluster, TopicMetadata};
 use crate::partitioner::partition_for_key;
 use crate::records::{encode_batch, Message};
 

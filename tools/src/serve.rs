@@ -7,10 +7,11 @@
 //! endpoint (a tiny_http thread; when the default address is taken the broker runs without
 //! metrics and says so); raise the memlock limit where it may; start the runtime (one pinned
 //! shard per core, or the CPUs `--cpuset` names, so several brokers can share a machine); have
-//! every shard bind the Kafka listener, and print the one start-up line only once all are
-//! listening, so a supervisor or test that waits for it can connect at once; and install the
-//! signal handling. Every bind of the start-up waits up to `engine::shard::listen::IN_USE_WAIT`
-//! in all for an address a broker killed a moment ago still holds.
+//! every shard start its group coordinators (`net::groups::shard`) and bind the Kafka listener,
+//! and print the one start-up line only once all are listening, so a supervisor or test that
+//! waits for it can connect at once; and install the signal handling. Every bind of the
+//! start-up waits up to `engine::shard::listen::IN_USE_WAIT` in all for an address a broker
+//! killed a moment ago still holds.
 //!
 //! Exit codes: 0 after a clean shutdown; 1 if the broker failed while running; 2 if it could
 //! not start (bad flags or config file, address in use, unwritable data directory, …); 130 on
@@ -26,13 +27,15 @@ use std::time::{Duration, Instant};
 use engine::catalog::{Catalog, OFFSETS_TOPIC};
 use engine::data_dir_lock::DataDirLock;
 use engine::shard::listen::{retry_while_in_use, ListenReservation, IN_USE_WAIT};
-use engine::shard::{prepare_offsets_topic, Runtime, RuntimeConfig, TopicLogConfig};
+use engine::shard::{Runtime, RuntimeConfig, TopicLogConfig};
 use ferrite_replication::cluster::{
     new_incarnation, start_shard, ClusterStart, ClusterState, CLUSTER_ID,
 };
 use net::broker::BrokerConfig;
 use net::connection::ConnectionConfig;
 use net::connection_limits::ConnectionLimits;
+use net::groups::prepare_offsets_topic;
+use net::groups::shard::ShardGroups;
 use net::handover::HandoverRule;
 use net::metrics::MetricsRegistry;
 use net::server::ShardSetup;
@@ -180,19 +183,20 @@ pub fn run(arguments: Arguments) -> ExitCode {
     };
     raise_memlock_limit();
     let mut config = RuntimeConfig::one_shard_per_cpu(&settings.data_dir);
-    config.groups = settings.groups.clone();
+    let mut groups_config = settings.groups.clone();
     match (&settings.cluster, catalog.topics().get(OFFSETS_TOPIC)) {
         // In a cluster the topic is made through the controller (see
         // `ferrite_replication::cluster`) and mirrored here; the count it was mirrored with at an
         // earlier start is kept.
-        (Some(_), Some(topic)) => config.groups.offsets_partitions = topic.partitions,
+        (Some(_), Some(topic)) => groups_config.offsets_partitions = topic.partitions,
         (Some(_), None) => {}
-        (None, _) => {
-            if let Err(error) = prepare_offsets_topic(&catalog, &mut config.groups) {
+        (None, _) => match prepare_offsets_topic(&catalog, groups_config.offsets_partitions) {
+            Ok(partitions) => groups_config.offsets_partitions = partitions,
+            Err(error) => {
                 eprintln!("ferrite serve: cannot create {OFFSETS_TOPIC}: {error}");
                 return ExitCode::from(2);
             }
-        }
+        },
     }
     if let Some(interval) = settings.cleaner_check_interval {
         config.cleaner_check_interval = interval;
@@ -291,11 +295,14 @@ pub fn run(arguments: Arguments) -> ExitCode {
         controller_leader_observed: Arc::new(move |leader| {
             controller_leader_metrics.controller_leader_observed(leader)
         }),
+        offsets_partitions: groups_config.offsets_partitions,
     });
     let runtime = match Runtime::start(config, move |context| {
         let bound = bound.clone();
         let setup = setup.clone();
         let cluster_start = cluster_start.clone();
+        // First, so that peers' group requests find this shard's coordinators.
+        let groups = ShardGroups::start(&context, groups_config.clone());
         async move {
             let cluster = match &cluster_start {
                 Some(start) => match start_shard(&context, start).await {
@@ -307,7 +314,7 @@ pub fn run(arguments: Arguments) -> ExitCode {
                 },
                 None => None,
             };
-            net::server::serve_shard(context, setup, cluster, move |result| {
+            net::server::serve_shard(context, setup, cluster, groups, move |result| {
                 if let Err(error) = result {
                     eprintln!("ferrite serve: cannot listen on {listen}: {error}");
                     std::process::exit(2);

@@ -40,7 +40,6 @@
 //! direct I/O, so a page-cache copy of it could be stale: the network layer splices file ranges
 //! only below the active segment's last partial page, and reads of that page are direct I/O.
 
-use std::path::Path;
 use std::rc::Rc;
 
 use glommio::io::{DmaBuffer, DmaFile};
@@ -49,6 +48,7 @@ use super::commit::SegmentWork;
 use super::injected_faults::{injected, IoOperation};
 use super::{FlushTicket, LogState, Shared, UnflushedBatch};
 use crate::config::DMA_ALIGNMENT_BYTES;
+use crate::durable_file::write_whole_file;
 use crate::error::LogError;
 use crate::index::TimeIndexEntry;
 use crate::segment::{self, align_down, align_up, SegmentFiles};
@@ -645,30 +645,4 @@ pub(super) fn fill_dma_buffers<'a>(
         }
     }
     (buffers, new_tail_page)
-}
-
-/// Writes a small file in full with direct I/O and syncs it (segment indexes, the log's state
-/// files): through io_uring, so the writes of many logs overlap.
-pub(super) async fn write_whole_file(path: &Path, bytes: &[u8]) -> Result<(), LogError> {
-    let file = DmaFile::create(path)
-        .await
-        .map_err(|error| LogError::glommio("creating an index or state file", error))?;
-    if !bytes.is_empty() {
-        let mut buffer = file.alloc_dma_buffer(align_up(bytes.len() as u64) as usize);
-        let data = buffer.as_bytes_mut();
-        data[..bytes.len()].copy_from_slice(bytes);
-        data[bytes.len()..].fill(0);
-        file.write_at(buffer, 0)
-            .await
-            .map_err(|error| LogError::glommio("writing an index or state file", error))?;
-        file.truncate(bytes.len() as u64)
-            .await
-            .map_err(|error| LogError::glommio("trimming an index or state file", error))?;
-    }
-    file.fdatasync()
-        .await
-        .map_err(|error| LogError::glommio("syncing an index or state file", error))?;
-    file.close()
-        .await
-        .map_err(|error| LogError::glommio("closing an index or state file", error))
 }

@@ -101,7 +101,6 @@ use super::clean;
 use super::commit::Committer;
 use super::damage::{self, DamagedRange};
 use super::epochs;
-use super::flush::write_whole_file;
 use super::listing::{read_offset_file, read_producer_snapshot, segment_base_offsets, Listing};
 use super::producers::{ProducerLimits, ProducerRecovery};
 use super::state_files::{remove_producer_snapshot, remove_segment_files};
@@ -110,6 +109,7 @@ use super::{
     CLEAN_SHUTDOWN_FILE, COMPACTED_END_OFFSET_FILE, LOG_START_OFFSET_FILE, PRODUCER_STATE_FILE,
     RECOVERY_POINT_FILE,
 };
+use crate::durable_file::write_whole_file;
 use bytes::Bytes;
 
 use crate::batch::BatchHeader;

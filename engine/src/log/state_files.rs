@@ -32,8 +32,8 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use super::epochs;
 use super::producers::ProducerTable;
-use super::{epochs, flush};
 use super::{
     CleanMarker, Shared, CLEAN_SHUTDOWN_FILE, COMPACTED_END_OFFSET_FILE, LOG_START_OFFSET_FILE,
     PRODUCER_STATE_FILE, RECOVERY_POINT_FILE,
@@ -149,7 +149,7 @@ impl Shared {
             files
                 .iter()
                 .zip(&temporaries)
-                .map(|((_, bytes), temporary)| flush::write_whole_file(temporary, bytes)),
+                .map(|((_, bytes), temporary)| durable_file::write_whole_file(temporary, bytes)),
         )
         .await?;
         for ((name, _), temporary) in files.iter().zip(&temporaries) {

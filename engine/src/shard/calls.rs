@@ -2,17 +2,19 @@
 //! each message on arrival.
 //!
 //! Three kinds of traffic, each with its own shape:
-//! - Calls ([`ShardCall`]): work on a partition another shard owns (an append, a read, a group
-//!   request). Each kind of request is a type whose `Answer` type says what comes back, so the
-//!   answer cannot be of another kind: the call travels as an [`Envelope`] holding the request
-//!   and the caller's typed answer slot, and the owner sends the answer back over the mesh as a
-//!   [`Reply`], which completes the caller's wait when its shard reads it. No answer crosses
-//!   threads beside the mesh, so the caller is woken by its own reader, not by another thread.
+//! - Calls ([`ShardCall`]): work on a partition another shard owns (an append, a read, an
+//!   offset query). Each kind of request is a type whose `Answer` type says what comes back, so
+//!   the answer cannot be of another kind: the call travels as an [`Envelope`] holding the
+//!   request and the caller's typed answer slot, and the owner sends the answer back over the
+//!   mesh as a [`Reply`], which completes the caller's wait when its shard reads it. No answer
+//!   crosses threads beside the mesh, so the caller is woken by its own reader, not by another
+//!   thread.
 //! - Posts ([`ShardContext::post`]): work an upper layer (replication's Raft messages) sends to
 //!   the shard that can do it, run there on arrival, in arrival order; fire-and-forget. A post
 //!   is a closure over the upper layer's own typed message: the engine carries it without
 //!   knowing what it says, and nothing needs to be downcast at the other end.
-//!   [`ShardContext::call_on`] is a post whose answer comes back as a [`Reply`].
+//!   [`ShardContext::call_on`] is a post whose answer comes back as a [`Reply`] (replication's
+//!   controller calls, `net`'s group requests).
 //! - A connection handover (`handover.rs`): a closure of the network layer's, like a post, but
 //!   closed rather than run if the receiver's shutdown was requested.
 //! - The shard's own bookkeeping: a long poll's cancellation and the shutdown drain's
@@ -183,9 +185,11 @@ impl ShardContext {
         }
     }
 
-    /// Runs `task` on shard `to` when it reads it, after everything this shard sent it before;
-    /// returns at once (fire-and-forget: nothing is answered, and a task that cannot be
-    /// delivered, at the very end of a shutdown, is dropped). What an upper layer uses for
+    /// Runs `task` on shard `to` when it reads it; returns at once (fire-and-forget: nothing is
+    /// answered, and a task that cannot be delivered, at the very end of a shutdown, is
+    /// dropped). Posts arrive in the order they were made while `to`'s queue has room; one that
+    /// finds it full waits in a task of its own, which a later post may pass (Raft's messages
+    /// allow that; what must keep its order goes with [`ShardContext::call_on`], which waits). What an upper layer uses for
     /// messages it routes to the shard that owns their partition: the closure holds the
     /// message, typed, and finds the receiver's state itself. Counted among the mesh requests
     /// sent to `to` ([`ShardContext::mesh_requests_sent`]), not as work in flight.
@@ -194,13 +198,22 @@ impl ShardContext {
     ///
     /// If `to` is this shard (run the work directly) or not one of the runtime's.
     pub fn post(&self, to: usize, task: impl FnOnce(&ShardContext) + Send + 'static) {
+        self.send_soon(to, self.post_message(to, task));
+    }
+
+    /// `task` as a post to shard `to`, counted among the mesh requests sent to it.
+    fn post_message(
+        &self,
+        to: usize,
+        task: impl FnOnce(&ShardContext) + Send + 'static,
+    ) -> MeshMessage {
         assert!(
             to != self.shard_id() && to < self.shard_count(),
             "work is posted to another shard of this broker"
         );
         let sent_to = &self.state.mesh_requests_sent[to];
         sent_to.set(sent_to.get() + 1);
-        self.send_soon(to, MeshMessage::Post(ShardTask(Box::new(task))));
+        MeshMessage::Post(ShardTask(Box::new(task)))
     }
 
     /// Runs `work` on shard `on` (here if it is this one) and resolves with what the future it
@@ -220,7 +233,7 @@ impl ShardContext {
             return answer.await.ok();
         }
         let caller = self.shard_id();
-        self.post(on, move |context| {
+        let post = self.post_message(on, move |context| {
             let answering = work(context);
             let context = context.clone();
             glommio::spawn_local(async move {
@@ -231,6 +244,9 @@ impl ShardContext {
             })
             .detach();
         });
+        // Waits for room rather than sending from a task of its own, as a forwarded call
+        // does: calls made one after the other arrive in that order (a group's requests).
+        self.send_to_peer(on, post).await;
         answer.await.ok()
     }
 

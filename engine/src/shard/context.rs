@@ -17,7 +17,6 @@ use std::sync::Arc;
 use glommio::channels::local_channel::LocalSender;
 
 use super::calls::MeshMessage;
-use super::coordinator::{Coordinators, GroupsConfig};
 use super::logs::PartitionSlot;
 use super::placement::ReplicaPlacement;
 use super::replicated::{ClientAccess, ReplicatedAppend};
@@ -45,7 +44,6 @@ pub(super) struct ShardState {
     pub(super) data_dir: PathBuf,
     pub(super) log_config: LogConfig,
     pub(super) topic_log_config: Option<TopicLogConfig>,
-    pub(super) groups_config: GroupsConfig,
     /// See [`RuntimeConfig::replicated_partitions`].
     pub(super) replicated_partitions: Option<Arc<ReplicaPlacement>>,
     pub(super) clock: Rc<dyn Clock>,
@@ -55,8 +53,10 @@ pub(super) struct ShardState {
     /// cleanly (shared by the shards: any of them may own one).
     pub(super) replayed_logs: Arc<ReplayedLogs>,
     pub(super) partitions: RefCell<HashMap<PartitionId, PartitionSlot>>,
-    /// The group coordinators of the `__consumer_offsets` partitions this shard owns.
-    pub(super) coordinators: Coordinators,
+    /// Whether the start-up open of the partitions this shard owns finished (see
+    /// [`ShardContext::owned_partitions_opened`]), and who waits for it.
+    pub(super) owned_partitions_opened: Cell<bool>,
+    pub(super) owned_partitions_opened_waiters: Waiters,
     /// Per peer shard (`None` at our own index): the queue its mesh writer task drains.
     pub(super) outbound: Vec<Option<LocalSender<MeshMessage>>>,
     /// What the mesh writer tasks took from those queues and have not yet published.
@@ -100,13 +100,13 @@ impl ShardContext {
                 data_dir: config.data_dir.clone(),
                 log_config: config.log_config.clone(),
                 topic_log_config: config.topic_log_config.clone(),
-                groups_config: config.groups.clone(),
                 replicated_partitions: config.replicated_partitions.clone(),
                 clock,
                 committer,
                 replayed_logs,
                 partitions: RefCell::new(HashMap::new()),
-                coordinators: Coordinators::default(),
+                owned_partitions_opened: Cell::new(false),
+                owned_partitions_opened_waiters: Waiters::default(),
                 outbound,
                 mesh_writers,
                 call_id_next: Cell::new(0),
@@ -130,20 +130,13 @@ impl ShardContext {
         self.state.shard_count
     }
 
-    /// The `__consumer_offsets` partitions and the coordinators' settings.
-    pub fn groups_config(&self) -> &GroupsConfig {
-        &self.state.groups_config
-    }
-
-    pub(super) fn data_dir(&self) -> &std::path::Path {
+    /// Partition `t-p` lives in `data_dir/t-p/`.
+    pub fn data_dir(&self) -> &std::path::Path {
         &self.state.data_dir
     }
 
-    pub(super) fn coordinators(&self) -> &Coordinators {
-        &self.state.coordinators
-    }
-
-    pub(super) fn now_ms(&self) -> i64 {
+    /// The shard's clock, in milliseconds since the Unix epoch.
+    pub fn now_ms(&self) -> i64 {
         self.state.clock.now_ms()
     }
 
@@ -164,8 +157,8 @@ impl ShardContext {
 
     /// Whether partitions are served only through their replicas (see
     /// [`RuntimeConfig::replicated_partitions`]): in a cluster every partition is, the
-    /// consumer-offsets topic's included.
-    pub(super) fn partitions_replicated(&self) -> bool {
+    /// internal topics' included.
+    pub fn partitions_replicated(&self) -> bool {
         self.state.replicated_partitions.is_some()
     }
     /// Requests this shard forwarded to each shard over the mesh since the start (calls and

@@ -11,7 +11,7 @@
 //! does not run (yet) is refused with `NotLeader`, and its log is opened by its replica, never at
 //! start-up: after a restart the logs are on disk before the metadata log says which replicas
 //! to run, and a produce taken into a bare log would be acknowledged without the other replicas.
-//! This includes `__consumer_offsets`, whose coordinators run only where the broker leads.
+//! This includes the internal topics.
 
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
@@ -235,6 +235,23 @@ impl ShardContext {
             })
             .await;
         opened.get()
+    }
+
+    /// Resolves once the runtime's start-up open of the partitions this shard owns
+    /// ([`ShardContext::open_owned_partitions`]) finished: what a layer above that reads those
+    /// logs from the start (a group coordinator loading its state) waits for.
+    pub async fn owned_partitions_opened(&self) {
+        let state = &self.state;
+        state
+            .owned_partitions_opened_waiters
+            .until(|| state.owned_partitions_opened.get())
+            .await
+    }
+
+    /// The start-up open of the partitions this shard owns finished.
+    pub(super) fn set_owned_partitions_opened(&self) {
+        self.state.owned_partitions_opened.set(true);
+        self.state.owned_partitions_opened_waiters.wake_all();
     }
 
     /// Every partition log this shard has open (waiting for opens in progress).

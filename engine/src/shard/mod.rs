@@ -20,17 +20,9 @@
 //! Modules: `context` (what a shard's tasks hold, [`ShardContext`]) and its operations, one
 //! concern a file (`append`, `read`, `offsets`, `logs`, `replicated`, `handover`, `shutdown`),
 //! `calls` (the typed traffic of the mesh and what a shard does with each message), `cleaner`
-//! (the task that compacts the shard's compacted partitions when they are due),
-//! `coordinator` (the consumer-group coordinators of the `__consumer_offsets` partitions the
-//! shard owns), `placement` (a cluster's placement of replicas on shards), `runtime` (starting
-//! the executors, and the shutdown sequence).
-//!
-//! A group coordinator's load reads its compacted partition log as any other (gaps and removed
-//! tombstones change nothing: the latest record of every key is kept, in offset order) and
-//! skips control batches; a call's records are appended as one uncompressed batch. Waiting
-//! JoinGroup and SyncGroup calls are answered at shutdown, so the drain never waits on a client.
-//! In a cluster, an append refused with `NotLeader` unloads the coordinator and its waiters hear
-//! NOT_COORDINATOR, so they find the coordinator again (`tests/replicated_coordinator.rs`).
+//! (the task that compacts the shard's compacted partitions when they are due), `placement`
+//! (a cluster's placement of replicas on shards), `runtime` (starting the executors, and the
+//! shutdown sequence).
 //!
 //! Besides partition work, the mesh carries client connections: the network layer hands a
 //! connection whose partition requests nearly all go to another shard over to that shard
@@ -43,7 +35,6 @@ mod append;
 mod calls;
 mod cleaner;
 mod context;
-mod coordinator;
 mod handover;
 pub mod listen;
 mod logs;
@@ -63,10 +54,6 @@ use crate::resources::ReadDescriptor;
 
 pub use append::{AppendOwner, UnreplicatedLogs};
 pub use context::{AppendPending, InFlight, ShardContext};
-pub use coordinator::{
-    offsets_partition_for, offsets_topic_configs, prepare_offsets_topic, GroupCall, GroupReply,
-    GroupStats, GroupsConfig,
-};
 pub use placement::ReplicaPlacement;
 pub use replicated::{ClientAccess, ReplicatedAppend};
 pub use runtime::{Runtime, RuntimeConfig, RuntimeError, ShutdownHandle, TopicLogConfig};

@@ -17,10 +17,11 @@
 //! as replication's own typed closures ([`ShardContext::post`]), also without the engine knowing
 //! what they say.
 //!
-//! The one call up left is the group coordinator's: it still lives in this crate and appends its
-//! records to a replicated `__consumer_offsets` partition in a cluster, through the function
-//! replication installs on each shard ([`ShardContext::set_replicated_append`]). It goes when
-//! the coordinator moves above replication (issue 17).
+//! The one call up left is the group coordinator's (`net::groups`): its shard's coordinators
+//! start before the cluster, and append their records to a replicated `__consumer_offsets`
+//! partition through the function replication installs on each shard
+//! ([`ShardContext::set_replicated_append`], [`ShardContext::submit_coordinator_append`]). It
+//! goes when the coordinators get the cluster's append themselves.
 
 use std::rc::Rc;
 
@@ -103,7 +104,7 @@ impl ShardContext {
 
     /// Appends the group coordinator's records to `partition` (owned by this shard): to the
     /// shard's own log on a broker alone, in a cluster through the partition's replica.
-    pub(super) async fn submit_coordinator_append(
+    pub async fn submit_coordinator_append(
         &self,
         partition: &PartitionId,
         batch: BytesMut,

@@ -13,8 +13,8 @@
 //! served in tasks of their own; replies complete the waiting caller; posts run on arrival;
 //! connections handed over go to the shard's connection handler), the retention timer, the log
 //! cleaner (in its own low-priority task queue), the start-up load of the partition logs the
-//! shard owns (then of the group coordinators of its `__consumer_offsets` partitions), and
-//! the caller's `shard_main`.
+//! shard owns (whose end [`ShardContext::owned_partitions_opened`] signals, for the layers
+//! above that read their logs from the start), and the caller's `shard_main`.
 //!
 //! The journals of shards this run does not have are removed once replayed (the shard count
 //! may have changed). A mesh writer stages everything already queued and publishes it at once
@@ -56,7 +56,6 @@ use thiserror::Error;
 
 use super::calls::MeshMessage;
 use super::context::ShardContext;
-use super::coordinator::GroupsConfig;
 use super::placement::ReplicaPlacement;
 use super::shutdown::MeshWriters;
 use crate::clock::SystemClock;
@@ -94,14 +93,12 @@ pub struct RuntimeConfig {
     /// How often each shard looks for compacted partitions due a cleaning (Kafka's
     /// `log.cleaner.backoff.ms`, 15 seconds).
     pub cleaner_check_interval: Duration,
-    /// The consumer-group coordinators' settings.
-    pub groups: GroupsConfig,
-    /// A broker of a cluster (`Some`): every partition is replicated (the consumer-offsets
-    /// topic's too, whose coordinators run only where this broker leads), runs on the shard
-    /// this placement gives it, and is not served where this broker holds no replica of it
-    /// (yet): after a restart the logs are on disk before the metadata log says which
-    /// replicas to run, and a produce taken into such a log would be acknowledged without the
-    /// other replicas. Its logs are opened by the replicas, not at start-up.
+    /// A broker of a cluster (`Some`): every partition is replicated (the internal topics'
+    /// too), runs on the shard this placement gives it, and is not served where this broker
+    /// holds no replica of it (yet): after a restart the logs are on disk before the metadata
+    /// log says which replicas to run, and a produce taken into such a log would be
+    /// acknowledged without the other replicas. Its logs are opened by the replicas, not at
+    /// start-up.
     pub replicated_partitions: Option<Arc<ReplicaPlacement>>,
     /// Each shard's journal (`data_dir/journal/shard-N`), where small appends of all its
     /// partitions are committed together; `None`: every write goes to the segments directly.
@@ -124,7 +121,6 @@ impl RuntimeConfig {
             outbound_queue_capacity: 1024,
             retention_check_interval: Duration::from_secs(300),
             cleaner_check_interval: Duration::from_secs(15),
-            groups: GroupsConfig::default(),
             replicated_partitions: None,
             journal: Some(JournalConfig::default()),
         }
@@ -466,7 +462,7 @@ where
     glommio::spawn_local(async move {
         let _in_flight = loading_context.enter_in_flight();
         loading_context.open_owned_partitions().await;
-        loading_context.load_owned_coordinators().await;
+        loading_context.set_owned_partitions_opened();
     })
     .detach();
     let main_task = glommio::spawn_local(shard_main(context.clone()));

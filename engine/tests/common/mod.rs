@@ -175,3 +175,4 @@ pub fn proptest_cases(default: u32) -> u32 {
         .unwrap_or(default)
 }
 pub mod shards;
+pub mod small_filesystem;

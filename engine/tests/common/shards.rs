@@ -23,7 +23,6 @@ pub fn config(dir: &std::path::Path) -> RuntimeConfig {
         outbound_queue_capacity: 2,
         retention_check_interval: std::time::Duration::from_secs(300),
         cleaner_check_interval: std::time::Duration::from_secs(300),
-        groups: engine::shard::GroupsConfig::default(),
         replicated_partitions: None,
         journal: Some(small_journal()),
     }

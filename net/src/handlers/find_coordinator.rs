@@ -1,7 +1,7 @@
 //! FindCoordinator: which broker coordinates a group. A broker alone is every group's
 //! coordinator; in a cluster, the leader of the group's `__consumer_offsets` partition is
 //! (`Cluster::group_coordinator`), the same partition the group APIs call
-//! (`groups::coordinator`), so the answer and the calls cannot disagree. Transactions are not
+//! (`handlers::groups::coordinator`), so the answer and the calls cannot disagree. Transactions are not
 //! served: their key type is answered COORDINATOR_NOT_AVAILABLE.
 
 use kafka_protocol::messages::find_coordinator_response::Coordinator;

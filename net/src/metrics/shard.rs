@@ -7,7 +7,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use engine::shard::{GroupStats, PartitionStats};
+use crate::groups::shard::GroupStats;
+use engine::shard::PartitionStats;
 use engine::CommitStats;
 use ferrite_replication::stats::ReplicationStats;
 use kafka_protocol::messages::ApiKey;

@@ -7,8 +7,9 @@
 use std::collections::HashMap;
 use std::fmt::Write;
 
-use engine::groups::TopicPartition;
-use engine::shard::{GroupStats, PartitionStats};
+use crate::groups::shard::GroupStats;
+use crate::groups::TopicPartition;
+use engine::shard::PartitionStats;
 
 use super::exposition::{label_value, write_family};
 use super::shard::ShardSnapshot;

@@ -4,8 +4,9 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use engine::groups::TopicPartition;
-use engine::shard::{GroupStats, PartitionId, PartitionStats};
+use crate::groups::shard::GroupStats;
+use crate::groups::TopicPartition;
+use engine::shard::{PartitionId, PartitionStats};
 use engine::CommitStats;
 use ferrite_replication::stats::{MessageKind, ReplicationStats, Stage};
 use kafka_protocol::messages::ApiKey;
@@ -433,7 +434,7 @@ fn partitions_and_group_lag_from_every_shard_are_rendered() {
             // The group's coordinator is on shard 0; its partitions on either shard.
             groups: vec![GroupStats {
                 group_id: "billing".into(),
-                state: engine::groups::GroupState::Stable,
+                state: crate::groups::GroupState::Stable,
                 members: 3,
                 offsets: vec![
                     (committed_on("odd \"name\"\\", 0), 15),
@@ -621,7 +622,7 @@ fn the_exposition_of_a_fixed_state_is_unchanged() {
             partitions: vec![stats("orders", 1, 40)],
             groups: vec![GroupStats {
                 group_id: "billing".into(),
-                state: engine::groups::GroupState::Stable,
+                state: crate::groups::GroupState::Stable,
                 members: 2,
                 offsets: vec![
                     (

@@ -28,6 +28,7 @@ use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 use net::broker::BrokerConfig;
 use net::connection::ConnectionConfig;
 use net::connection_limits::ConnectionLimits;
+use net::groups::shard::{GroupsConfig, ShardGroups};
 use net::metrics::MetricsRegistry;
 use net::server::ShardSetup;
 
@@ -229,12 +230,13 @@ fn start_runtime(
         fetch_wait_ms_max: 30_000,
         log: log_config.clone(),
     };
-    let mut groups = engine::shard::GroupsConfig::default();
+    let mut groups = GroupsConfig::default();
     // Tests need not wait for more members before a group's first rebalance, and may use
     // session timeouts short enough to see them expire.
     groups.coordinator.initial_rebalance_delay_ms = 0;
     groups.coordinator.session_timeout_ms_min = 100;
-    engine::shard::prepare_offsets_topic(&catalog, &mut groups).unwrap();
+    groups.offsets_partitions =
+        net::groups::prepare_offsets_topic(&catalog, groups.offsets_partitions).unwrap();
     let config = RuntimeConfig {
         shard_count: shards,
         cpus: None,
@@ -250,7 +252,6 @@ fn start_runtime(
         // Short, so that tests see retention act.
         retention_check_interval: std::time::Duration::from_millis(50),
         cleaner_check_interval: std::time::Duration::from_millis(50),
-        groups,
         replicated_partitions: None,
         // Small journal files, so that tests go round the ring.
         journal: Some(engine::JournalConfig::small()),
@@ -268,7 +269,8 @@ fn start_runtime(
     };
     let runtime = Runtime::start(config, move |context| {
         let bound = bound.clone();
-        net::server::serve_shard(context, setup.clone(), None, move |result| {
+        let groups = ShardGroups::start(&context, groups.clone());
+        net::server::serve_shard(context, setup.clone(), None, groups, move |result| {
             result.unwrap();
             bound.send(()).unwrap();
         })

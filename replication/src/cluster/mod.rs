@@ -16,7 +16,7 @@
 //! the controller on the first FindCoordinator that finds it missing (as Kafka does), with
 //! Kafka's `offsets.topic.replication.factor` of 3 (fewer in a smaller cluster) and only once
 //! that many brokers are live (a topic made with fewer replicas would stay so). A group's
-//! coordinator is the leader of its partition (see `engine::shard::coordinator`).
+//! coordinator is the leader of its partition (see `net::groups::shard`).
 
 mod metadata_follower;
 mod shard_cluster;

@@ -17,8 +17,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use engine::catalog::{Catalog, OFFSETS_TOPIC};
-use engine::shard::{offsets_topic_configs, AppendPending, Durability, PartitionId};
+use engine::catalog::{offsets_topic_configs, Catalog, OFFSETS_TOPIC};
+use engine::shard::{AppendPending, Durability, PartitionId};
 use futures::future::LocalBoxFuture;
 
 use super::{

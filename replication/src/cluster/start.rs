@@ -46,6 +46,8 @@ pub struct ClusterStart {
     pub incarnation: u64,
     pub broker_log_config: LogConfig,
     pub controller_leader_observed: ControllerLeaderObserver,
+    /// The partitions `__consumer_offsets` is made with, and that the groups are spread over.
+    pub offsets_partitions: u32,
 }
 
 /// A number different at every start of the process, for [`ClusterStart::incarnation`]: the
@@ -119,7 +121,7 @@ pub async fn start_shard(
         state: start.state.clone(),
         replication,
         catalog: start.catalog.clone(),
-        offsets_partitions: context.groups_config().offsets_partitions,
+        offsets_partitions: start.offsets_partitions,
         offsets_partitions_mismatch_reported: Cell::new(false),
         own: ClusterBroker {
             node_id: kafka_node_id(settings.node_id),

@@ -61,7 +61,6 @@ use crate::node::{RaftNode, RoleKind};
 use crate::stats::Stage;
 use crate::votes::{Vote, VoteLog};
 pub use entries::EntryError;
-pub(crate) use state_file::replace_file_durably_async;
 pub(crate) use state_file::STATE_FILE;
 use state_file::{ReplicaState, StateFile};
 

@@ -95,34 +95,8 @@ impl StateFile {
     /// over it, directory synced), without blocking the shard. One at a time per file.
     pub async fn write_async(&self, state: &ReplicaState) -> Result<(), std::io::Error> {
         let bytes = serde_json::to_vec(state).map_err(std::io::Error::other)?;
-        replace_file_durably_async(&self.dir, STATE_FILE, bytes).await
+        engine::durable_file::replace_file_durably_async(&self.dir, STATE_FILE, &bytes)
+            .await
+            .map_err(std::io::Error::other)
     }
-}
-
-/// `engine::durable_file::replace_file_durably` through io_uring, without blocking the shard: `name` in
-/// `dir` replaced by `bytes` (a temporary file written and synced, renamed over it, the
-/// directory synced). One at a time per file (they share the temporary file).
-pub(crate) async fn replace_file_durably_async(
-    dir: &Path,
-    name: &str,
-    bytes: Vec<u8>,
-) -> Result<(), std::io::Error> {
-    let temporary = dir.join(format!("{name}.tmp"));
-    let file = glommio::io::BufferedFile::create(&temporary).await?;
-    let written = async {
-        let length = bytes.len();
-        if file.write_at(bytes, 0).await? != length {
-            return Err(std::io::Error::other("a short write"));
-        }
-        file.fdatasync().await?;
-        Ok(())
-    }
-    .await;
-    file.close().await?;
-    written?;
-    glommio::io::rename(&temporary, dir.join(name)).await?;
-    let directory = glommio::io::Directory::open(dir).await?;
-    let synced = directory.sync().await;
-    directory.close().await?;
-    Ok(synced?)
 }

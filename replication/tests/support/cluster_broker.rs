@@ -12,7 +12,7 @@ use std::sync::{mpsc, Arc, Mutex};
 use std::time::Duration;
 
 use engine::catalog::Catalog;
-use engine::shard::{GroupsConfig, Runtime, RuntimeConfig, TopicLogConfig};
+use engine::shard::{Runtime, RuntimeConfig, TopicLogConfig};
 use engine::LogConfig;
 use ferrite_replication::cluster::{
     self, ClusterSettings, ClusterStart, ClusterState, ShardCluster,
@@ -62,6 +62,7 @@ impl ClusterBroker {
             incarnation: node_id,
             broker_log_config: LogConfig::default(),
             controller_leader_observed: Arc::new(|_| {}),
+            offsets_partitions,
         };
         let config = RuntimeConfig {
             shard_count: SHARDS,
@@ -77,10 +78,6 @@ impl ClusterBroker {
             outbound_queue_capacity: 64,
             retention_check_interval: Duration::from_secs(300),
             cleaner_check_interval: Duration::from_secs(300),
-            groups: GroupsConfig {
-                offsets_partitions,
-                ..GroupsConfig::default()
-            },
             replicated_partitions: Some(state.placement.clone()),
             journal: Some(engine::JournalConfig::small()),
         };

@@ -4,7 +4,8 @@
 //! partitions with every peer a voter. Shard 0 takes the test's commands, as a connection on
 //! any shard would (the partition may be on the other shard), and runs each with the test's
 //! handler, which gets the shard's context and its replication (producer batches go through
-//! the latter, as in `ferrite serve`).
+//! the latter, as in `ferrite serve`). (`net`'s group tests include this file, and start their
+//! coordinators on every shard with the `on_shard` hook.)
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -14,7 +15,7 @@ use std::rc::Rc;
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::Duration;
 
-use engine::shard::{GroupsConfig, PartitionId, Runtime, RuntimeConfig, ShardContext};
+use engine::shard::{PartitionId, Runtime, RuntimeConfig, ShardContext};
 use engine::LogConfig;
 use ferrite_replication::shard::{LeaderTable, ReplicationConfig, ShardReplication};
 use ferrite_replication::votes::RecoveredVotes;
@@ -29,7 +30,7 @@ pub struct ShardBroker<Command> {
     pub leaders: Arc<LeaderTable>,
 }
 
-fn runtime_config(dir: &Path, groups: GroupsConfig) -> RuntimeConfig {
+fn runtime_config(dir: &Path) -> RuntimeConfig {
     RuntimeConfig {
         shard_count: SHARDS,
         cpus: None,
@@ -41,7 +42,6 @@ fn runtime_config(dir: &Path, groups: GroupsConfig) -> RuntimeConfig {
         outbound_queue_capacity: 64,
         retention_check_interval: Duration::from_secs(300),
         cleaner_check_interval: Duration::from_secs(300),
-        groups,
         replicated_partitions: Some(Default::default()),
         // Small journal files, so that tests go round the ring.
         journal: Some(engine::JournalConfig::small()),
@@ -50,16 +50,18 @@ fn runtime_config(dir: &Path, groups: GroupsConfig) -> RuntimeConfig {
 
 impl<Command: Send + 'static> ShardBroker<Command> {
     /// Starts broker `node_id` of the cluster `peers` in `dir`, hosting `partitions` (their
-    /// directories made here), and has `handle` run each command sent to it.
-    pub fn start<Handle, Handled>(
+    /// directories made here), runs `on_shard` first on every shard, and has `handle` run each
+    /// command sent to it.
+    pub fn start<OnShard, Handle, Handled>(
         node_id: NodeId,
         dir: PathBuf,
         peers: BTreeMap<NodeId, SocketAddr>,
         partitions: Vec<PartitionId>,
-        groups: GroupsConfig,
+        on_shard: OnShard,
         handle: Handle,
     ) -> ShardBroker<Command>
     where
+        OnShard: Fn(&ShardContext) + Send + Sync + Clone + 'static,
         Handle: Fn(ShardContext, Rc<ShardReplication>, Command) -> Handled
             + Send
             + Sync
@@ -75,7 +77,8 @@ impl<Command: Send + 'static> ShardBroker<Command> {
         let leaders = Arc::new(LeaderTable::default());
         let table = leaders.clone();
         let votes = RecoveredVotes::recover(&dir).unwrap();
-        let runtime = Runtime::start(runtime_config(&dir, groups), move |context| {
+        let runtime = Runtime::start(runtime_config(&dir), move |context| {
+            on_shard(&context);
             let peers = peers.clone();
             let partitions = partitions.clone();
             let received = received.clone();

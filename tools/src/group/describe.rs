@@ -17,7 +17,7 @@ use super::requests::{
     DEAD_STATE,
 };
 use crate::admin::AdminError;
-use crate::cluster::{Cluster, LATEST_TIMESTAMP};
+use crate::client::cluster::{Cluster, LATEST_TIMESTAMP};
 
 /// Log end offsets by topic and partition; a partition whose topic or partition no longer
 /// exists is absent.

@@ -12,7 +12,7 @@ mod requests;
 mod reset;
 
 use crate::admin::{AdminError, BrokerArguments, EXIT_CODES_HELP};
-use crate::cluster::Cluster;
+use crate::client::cluster::Cluster;
 
 /// The end of `reset-offsets --help`: its refusal is an exit code of its own kind.
 const RESET_EXIT_CODES_HELP: &str = "Exit codes: 0 success (the plan printed, or committed \

@@ -28,8 +28,8 @@ use kafka_protocol::protocol::StrBytes;
 
 use super::assignment::{self, Assignment};
 use crate::admin::AdminError;
+use crate::client::cluster::{topic_name, Cluster};
 use crate::client::Connection;
-use crate::cluster::{topic_name, Cluster};
 
 /// How long to keep retrying while the coordinator is unavailable, loading or moving.
 const COORDINATOR_WAIT: Duration = Duration::from_secs(10);

@@ -15,7 +15,7 @@ use super::requests::{
     DEAD_STATE, EMPTY_STATE,
 };
 use crate::admin::{AdminError, BrokerArguments};
-use crate::cluster::{known_offsets, Cluster, EARLIEST_TIMESTAMP, LATEST_TIMESTAMP};
+use crate::client::cluster::{known_offsets, Cluster, EARLIEST_TIMESTAMP, LATEST_TIMESTAMP};
 
 #[derive(clap::Args)]
 #[command(group(

@@ -10,11 +10,11 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use engine::resources::{ResourceLimits, OPEN_FILES_MIN};
-use engine::shard::GroupsConfig;
 use engine::{JournalConfig, LogConfig};
 use ferrite_replication::cluster::ClusterSettings;
 use ferrite_replication::controller::VOTERS_DEFAULT_COUNT;
 use net::connection::IDLE_MAX_DEFAULT;
+use net::groups::shard::GroupsConfig;
 use serde::Deserialize;
 
 /// The flags; every one may also come from the config file.

@@ -58,12 +58,12 @@ use std::rc::Rc;
 
 mod paced_io;
 
-use super::flush::write_whole_file;
 use super::state_files::remove_segment_files;
 use super::{PartitionLog, Shared};
 use crate::batch::{self, BatchHeader, StoredRecords, BATCH_HEADER_BYTES};
 use crate::codec;
 use crate::config::CLEANER_MAP_ENTRY_OVERHEAD_BYTES;
+use crate::durable_file::write_whole_file;
 use crate::error::LogError;
 use crate::segment::{self, Segment, SegmentFile, SegmentFiles};
 use paced_io::{BatchWalk, OutputWriter, Pacer};

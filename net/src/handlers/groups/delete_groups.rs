@@ -1,23 +1,20 @@
 //! DeleteGroups: removes empty groups and their committed offsets, each group answered on its
 //! own.
 
-use engine::shard::{GroupCall, GroupReply};
 use kafka_protocol::messages::delete_groups_response::DeletableGroupResult;
 use kafka_protocol::messages::{DeleteGroupsRequest, DeleteGroupsResponse};
 
 use super::coordinator::{call, error_code};
 use crate::broker::Broker;
+use crate::groups::shard::DeleteGroup;
 
 pub async fn handle(broker: &Broker, request: DeleteGroupsRequest) -> DeleteGroupsResponse {
     let mut results = Vec::with_capacity(request.groups_names.len());
     for group_id in request.groups_names {
-        let delete = GroupCall::Delete {
+        let delete = DeleteGroup {
             group_id: group_id.0.to_string(),
         };
-        let result = match call(broker, &group_id.0, delete).await {
-            GroupReply::Delete(result) => result,
-            other => unreachable!("a group deletion is answered with {other:?}"),
-        };
+        let result = call(broker, &group_id.0, delete).await;
         results.push(
             DeletableGroupResult::default()
                 .with_group_id(group_id)

@@ -1,8 +1,6 @@
 //! DescribeGroups: each group's state, protocol and members (with their metadata and
 //! assignments); a group that does not exist is described as Dead, as Kafka does.
 
-use engine::groups::GroupState;
-use engine::shard::{GroupCall, GroupReply};
 use kafka_protocol::messages::describe_groups_response::{DescribedGroup, DescribedGroupMember};
 use kafka_protocol::messages::{DescribeGroupsRequest, DescribeGroupsResponse};
 use kafka_protocol::protocol::StrBytes;
@@ -10,6 +8,8 @@ use kafka_protocol::protocol::StrBytes;
 use super::coordinator::call;
 use crate::broker::Broker;
 use crate::errors::NONE;
+use crate::groups::shard::DescribeGroup;
+use crate::groups::GroupState;
 use crate::handlers::fields::str_bytes;
 
 /// DescribeGroups' "authorized operations not asked for".
@@ -22,14 +22,14 @@ pub async fn handle(
 ) -> DescribeGroupsResponse {
     let mut described = Vec::with_capacity(request.groups.len());
     for group_id in request.groups {
-        let describe = GroupCall::Describe {
+        let describe = DescribeGroup {
             group_id: group_id.0.to_string(),
         };
         let group = DescribedGroup::default()
             .with_authorized_operations(AUTHORIZED_OPERATIONS_OMITTED)
             .with_group_id(group_id.clone());
         let group = match call(broker, &group_id.0, describe).await {
-            GroupReply::Describe(Ok(description)) => group
+            Ok(description) => group
                 .with_error_code(NONE)
                 .with_group_state(StrBytes::from_static_str(description.state.name()))
                 .with_protocol_type(str_bytes(description.protocol_type))
@@ -55,10 +55,9 @@ pub async fn handle(
                         })
                         .collect(),
                 ),
-            GroupReply::Describe(Err(error)) => group
+            Err(error) => group
                 .with_error_code(error.code())
                 .with_group_state(StrBytes::from_static_str(GroupState::Dead.name())),
-            other => unreachable!("a group description is answered with {other:?}"),
         };
         described.push(group);
     }

@@ -1,23 +1,20 @@
 //! Heartbeat: a member says it is alive, and hears whether a rebalance is under way.
 
-use engine::shard::{GroupCall, GroupReply};
 use kafka_protocol::messages::{HeartbeatRequest, HeartbeatResponse};
 
 use super::coordinator::{call, error_code};
 use crate::broker::Broker;
+use crate::groups::shard::Heartbeat;
 use crate::handlers::fields::optional_string;
 
 pub async fn handle(broker: &Broker, request: HeartbeatRequest) -> HeartbeatResponse {
     let group_id = request.group_id.0.to_string();
-    let heartbeat = GroupCall::Heartbeat {
+    let heartbeat = Heartbeat {
         group_id: group_id.clone(),
         generation_id: request.generation_id,
         member_id: request.member_id.to_string(),
         group_instance_id: optional_string(request.group_instance_id),
     };
-    let result = match call(broker, &group_id, heartbeat).await {
-        GroupReply::Heartbeat(result) => result,
-        other => unreachable!("a heartbeat is answered with {other:?}"),
-    };
+    let result = call(broker, &group_id, heartbeat).await;
     HeartbeatResponse::default().with_error_code(error_code(&result))
 }

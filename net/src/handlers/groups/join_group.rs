@@ -2,14 +2,13 @@
 //! the generation, the leader and (the leader only) every member's subscription. Versions
 //! differ in the rebalance timeout (from 1) and KIP-394's required known member id (from 4).
 
-use engine::groups::{GroupError, GroupProtocol, JoinGroup};
-use engine::shard::{GroupCall, GroupReply};
 use kafka_protocol::messages::join_group_response::JoinGroupResponseMember;
 use kafka_protocol::messages::{JoinGroupRequest, JoinGroupResponse};
 
 use super::coordinator::call;
 use crate::broker::{Broker, Client};
 use crate::errors::NONE;
+use crate::groups::{GroupError, GroupProtocol, JoinGroup};
 use crate::handlers::fields::{optional_string, str_bytes};
 
 pub async fn handle(
@@ -43,10 +42,7 @@ pub async fn handle(
             .collect(),
         require_known_member_id: api_version >= 4,
     };
-    let response = match call(broker, &group_id, GroupCall::Join(join)).await {
-        GroupReply::Join(response) => response,
-        other => unreachable!("a join is answered with {other:?}"),
-    };
+    let response = call(broker, &group_id, join).await;
     JoinGroupResponse::default()
         .with_error_code(response.error.map_or(NONE, GroupError::code))
         .with_generation_id(response.generation_id)

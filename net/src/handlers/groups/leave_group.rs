@@ -1,14 +1,14 @@
 //! LeaveGroup: members leave a group at once instead of by session timeout; one member per
 //! request before version 3, a batch (each with its own answer) from 3 on.
 
-use engine::groups::LeavingMember;
-use engine::shard::{GroupCall, GroupReply};
 use kafka_protocol::messages::leave_group_response::MemberResponse;
 use kafka_protocol::messages::{LeaveGroupRequest, LeaveGroupResponse};
 
 use super::coordinator::{call, error_code};
 use crate::broker::Broker;
 use crate::errors::NONE;
+use crate::groups::shard::LeaveGroup;
+use crate::groups::LeavingMember;
 use crate::handlers::fields::{optional_string, str_bytes};
 
 pub async fn handle(
@@ -33,15 +33,11 @@ pub async fn handle(
             group_instance_id: None,
         }]
     };
-    let leave = GroupCall::Leave {
+    let leave = LeaveGroup {
         group_id: group_id.clone(),
         members: members.clone(),
     };
     let results = match call(broker, &group_id, leave).await {
-        GroupReply::Leave(results) => results,
-        other => unreachable!("a leave is answered with {other:?}"),
-    };
-    let results = match results {
         Ok(results) => results,
         Err(error) => return LeaveGroupResponse::default().with_error_code(error.code()),
     };

@@ -2,14 +2,14 @@
 //! holds, filtered by state (v4) and type (v5: only "classic" groups run here). In a cluster
 //! the partitions another broker coordinates are skipped, as each broker lists its own.
 
-use engine::groups::{GroupError, GroupState};
-use engine::shard::{GroupCall, GroupReply};
 use kafka_protocol::messages::list_groups_response::ListedGroup;
 use kafka_protocol::messages::{GroupId, ListGroupsRequest, ListGroupsResponse};
 use kafka_protocol::protocol::StrBytes;
 
 use crate::broker::Broker;
 use crate::errors::NONE;
+use crate::groups::shard::ListGroups;
+use crate::groups::{GroupError, GroupState};
 use crate::handlers::fields::str_bytes;
 
 /// The only group type this broker runs (ListGroups v5).
@@ -45,16 +45,15 @@ pub async fn handle(broker: &Broker, request: ListGroupsRequest) -> ListGroupsRe
     }
     let mut groups = Vec::new();
     let mut error = NONE;
-    for partition in 0..broker.context.groups_config().offsets_partitions {
-        let list = GroupCall::List {
+    for partition in 0..broker.groups.config().offsets_partitions {
+        let list = ListGroups {
             states: states.clone(),
         };
-        match broker.context.group_call(partition, list).await {
-            GroupReply::List(Ok(listed)) => groups.extend(listed),
+        match broker.groups.call(partition, list).await {
+            Ok(listed) => groups.extend(listed),
             // In a cluster: another broker coordinates this partition's groups.
-            GroupReply::List(Err(GroupError::NotCoordinator)) => {}
-            GroupReply::List(Err(refused)) => error = refused.code(),
-            other => unreachable!("a group listing is answered with {other:?}"),
+            Err(GroupError::NotCoordinator) => {}
+            Err(refused) => error = refused.code(),
         }
     }
     ListGroupsResponse::default()

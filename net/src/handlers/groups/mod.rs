@@ -2,11 +2,11 @@
 //! Heartbeat, LeaveGroup, OffsetCommit, OffsetFetch, ListGroups, DescribeGroups, DeleteGroups
 //! and OffsetDelete.
 //!
-//! Each turns a Kafka request into [`GroupCall`](engine::shard::GroupCall)s for the
-//! coordinator of the group's `__consumer_offsets` partition ([`coordinator`]) and the
-//! [`GroupReply`](engine::shard::GroupReply) back into the response of the request's version.
-//! What the versions differ in is handled here; the group protocol itself is
-//! `engine::groups`. A broker alone is every group's coordinator; in a cluster the leader of a
+//! Each turns a Kafka request into [`GroupRequest`](crate::groups::shard::GroupRequest)s for
+//! the coordinator of the group's `__consumer_offsets` partition ([`coordinator`]) and their
+//! answers (each request's type names its answer's) back into the response of the request's
+//! version. What the versions differ in is handled here; the group protocol itself is
+//! [`crate::groups`]. A broker alone is every group's coordinator; in a cluster the leader of a
 //! group's `__consumer_offsets` partition is, and the other brokers refuse its group calls
 //! with NOT_COORDINATOR.
 

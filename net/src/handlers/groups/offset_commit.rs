@@ -5,8 +5,6 @@
 
 use std::collections::BTreeMap;
 
-use engine::groups::{OffsetCommit, OffsetCommitPartition, TopicPartition};
-use engine::shard::{GroupCall, GroupReply};
 use kafka_protocol::messages::offset_commit_response::{
     OffsetCommitResponsePartition, OffsetCommitResponseTopic,
 };
@@ -17,6 +15,7 @@ use super::coordinator::{call, error_code};
 use super::partition_results::answer_partitions;
 use crate::broker::Broker;
 use crate::errors::code;
+use crate::groups::{OffsetCommit, OffsetCommitPartition, TopicPartition};
 use crate::handlers::fields::optional_string;
 
 pub async fn handle(broker: &Broker, request: OffsetCommitRequest) -> OffsetCommitResponse {
@@ -60,18 +59,17 @@ pub async fn handle(broker: &Broker, request: OffsetCommitRequest) -> OffsetComm
             group_instance_id: optional_string(request.group_instance_id.clone()),
             partitions,
         };
-        match call(broker, &group_id, GroupCall::CommitOffsets(commit)).await {
-            GroupReply::CommitOffsets(Ok(results)) => {
+        match call(broker, &group_id, commit).await {
+            Ok(results) => {
                 for (partition, result) in results {
                     codes.insert(partition, error_code(&result));
                 }
             }
-            GroupReply::CommitOffsets(Err(error)) => {
+            Err(error) => {
                 for partition in requested {
                     codes.insert(partition, error.code());
                 }
             }
-            other => unreachable!("a commit is answered with {other:?}"),
         }
     }
     let topics = request.topics.into_iter().map(|topic| {

@@ -3,8 +3,6 @@
 
 use std::collections::BTreeMap;
 
-use engine::groups::TopicPartition;
-use engine::shard::{GroupCall, GroupReply};
 use kafka_protocol::messages::offset_delete_response::{
     OffsetDeleteResponsePartition, OffsetDeleteResponseTopic,
 };
@@ -14,6 +12,8 @@ use super::coordinator::{call, error_code};
 use super::partition_results::answer_partitions;
 use crate::broker::Broker;
 use crate::errors::NONE;
+use crate::groups::shard::DeleteOffsets;
+use crate::groups::TopicPartition;
 
 pub async fn handle(broker: &Broker, request: OffsetDeleteRequest) -> OffsetDeleteResponse {
     let group_id = request.group_id.0.to_string();
@@ -27,16 +27,13 @@ pub async fn handle(broker: &Broker, request: OffsetDeleteRequest) -> OffsetDele
             })
         })
         .collect();
-    let delete = GroupCall::DeleteOffsets {
+    let delete = DeleteOffsets {
         group_id: group_id.clone(),
         partitions,
     };
     let results = match call(broker, &group_id, delete).await {
-        GroupReply::DeleteOffsets(Ok(results)) => results,
-        GroupReply::DeleteOffsets(Err(error)) => {
-            return OffsetDeleteResponse::default().with_error_code(error.code())
-        }
-        other => unreachable!("an offset deletion is answered with {other:?}"),
+        Ok(results) => results,
+        Err(error) => return OffsetDeleteResponse::default().with_error_code(error.code()),
     };
     let codes: BTreeMap<TopicPartition, i16> = results
         .into_iter()

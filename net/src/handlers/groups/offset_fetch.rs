@@ -2,8 +2,6 @@
 //! 8 asks for several groups at once in its own types; version 1 has no top-level error code,
 //! so a group's error goes on every partition.
 
-use engine::groups::TopicPartition;
-use engine::shard::{GroupCall, GroupReply};
 use kafka_protocol::messages::offset_fetch_response::{
     OffsetFetchResponseGroup, OffsetFetchResponsePartition, OffsetFetchResponsePartitions,
     OffsetFetchResponseTopic, OffsetFetchResponseTopics,
@@ -13,6 +11,8 @@ use kafka_protocol::messages::{OffsetFetchRequest, OffsetFetchResponse, TopicNam
 use super::coordinator::call;
 use crate::broker::Broker;
 use crate::errors::NONE;
+use crate::groups::shard::FetchOffsets;
+use crate::groups::TopicPartition;
 use crate::handlers::fields::str_bytes;
 
 /// One group's committed offsets as OffsetFetch reports them: for each asked partition (or
@@ -64,19 +64,18 @@ async fn fetch_group_offsets(
             })
             .collect::<Vec<_>>()
     });
-    let fetch = GroupCall::FetchOffsets {
+    let fetch = FetchOffsets {
         group_id: group_id.to_owned(),
         partitions,
     };
     let offsets = match call(broker, group_id, fetch).await {
-        GroupReply::FetchOffsets(Ok(offsets)) => offsets,
-        GroupReply::FetchOffsets(Err(error)) => {
+        Ok(offsets) => offsets,
+        Err(error) => {
             return FetchedOffsets {
                 error_code: error.code(),
                 topics: Vec::new(),
             }
         }
-        other => unreachable!("an offset fetch is answered with {other:?}"),
     };
     let mut topics: Vec<(String, Vec<FetchedOffset>)> = Vec::new();
     for (partition, committed) in offsets {

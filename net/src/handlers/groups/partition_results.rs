@@ -3,10 +3,10 @@
 
 use std::collections::BTreeMap;
 
-use engine::groups::TopicPartition;
 use kafka_protocol::messages::TopicName;
 
 use crate::errors::NONE;
+use crate::groups::TopicPartition;
 
 /// A per-partition answer for each requested topic, in the request's order: each partition
 /// with its code from `codes` (absent: no error), built with `partition` and `topic`.

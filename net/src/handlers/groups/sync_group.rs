@@ -1,12 +1,11 @@
 //! SyncGroup: the leader hands over the assignment, and every member receives its own.
 
-use engine::groups::{GroupError, SyncGroup};
-use engine::shard::{GroupCall, GroupReply};
 use kafka_protocol::messages::{SyncGroupRequest, SyncGroupResponse};
 
 use super::coordinator::call;
 use crate::broker::Broker;
 use crate::errors::NONE;
+use crate::groups::{GroupError, SyncGroup};
 use crate::handlers::fields::{optional_string, str_bytes};
 
 pub async fn handle(broker: &Broker, request: SyncGroupRequest) -> SyncGroupResponse {
@@ -24,10 +23,7 @@ pub async fn handle(broker: &Broker, request: SyncGroupRequest) -> SyncGroupResp
             .map(|assignment| (assignment.member_id.to_string(), assignment.assignment))
             .collect(),
     };
-    let response = match call(broker, &group_id, GroupCall::Sync(sync)).await {
-        GroupReply::Sync(response) => response,
-        other => unreachable!("a sync is answered with {other:?}"),
-    };
+    let response = call(broker, &group_id, sync).await;
     SyncGroupResponse::default()
         .with_error_code(response.error.map_or(NONE, GroupError::code))
         .with_protocol_type(response.protocol_type.map(str_bytes))

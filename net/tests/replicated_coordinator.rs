@@ -3,9 +3,8 @@
 //! leading, calls are refused meanwhile, and when the broker leads again (in a later term) the
 //! coordinator is loaded afresh from the log, with what was committed before. Replication is
 //! stood in for by a [`StandIn`] that tells the shard who leads, as the test sets it, and
-//! appends the coordinator's records while leading.
-
-mod common;
+//! appends the coordinator's records while leading. A cluster broker that does not run the
+//! partition's replica (yet) refuses group calls with NOT_COORDINATOR.
 
 use std::cell::Cell;
 use std::rc::Rc;
@@ -15,18 +14,16 @@ use std::time::{Duration, Instant};
 use bytes::BytesMut;
 use engine::batch::CheckedBatch;
 use engine::catalog::OFFSETS_TOPIC;
-use engine::groups::{
+use engine::log::PartitionLog;
+use engine::shard::{
+    AppendPending, Appended, ClientAccess, PartitionId, Runtime, RuntimeConfig, ShardContext,
+};
+use engine::{JournalConfig, LogConfig, LogError};
+use net::groups::shard::{DescribeGroup, FetchOffsets, GroupsConfig, ShardGroups};
+use net::groups::{
     GroupConfig, GroupError, GroupProtocol, GroupState, JoinGroup, OffsetCommit,
     OffsetCommitPartition, TopicPartition,
 };
-use engine::log::PartitionLog;
-use engine::shard::{
-    AppendPending, Appended, ClientAccess, GroupCall, GroupReply, GroupsConfig, PartitionId,
-    Runtime, RuntimeConfig, ShardContext,
-};
-use engine::{LogConfig, LogError};
-
-use common::small_journal;
 
 /// A replica that leads while `term` is set (its log then holds an entry of the term at
 /// once), appending straight to its log, and follows broker 2 otherwise.
@@ -81,22 +78,25 @@ fn config(dir: &std::path::Path) -> RuntimeConfig {
         outbound_queue_capacity: 2,
         retention_check_interval: Duration::from_secs(300),
         cleaner_check_interval: Duration::from_secs(300),
-        groups: GroupsConfig {
-            offsets_partitions: 1,
-            coordinator: GroupConfig {
-                // A first JoinGroup waits this long for more members: it is still waiting
-                // when leadership moves.
-                initial_rebalance_delay_ms: 60_000,
-                ..GroupConfig::default()
-            },
-        },
         replicated_partitions: Some(Default::default()),
-        journal: Some(small_journal()),
+        journal: Some(JournalConfig::small()),
     }
 }
 
-fn commit(group_id: &str, offset: i64) -> GroupCall {
-    GroupCall::CommitOffsets(OffsetCommit {
+fn groups_config() -> GroupsConfig {
+    GroupsConfig {
+        offsets_partitions: 1,
+        coordinator: GroupConfig {
+            // A first JoinGroup waits this long for more members: it is still waiting when
+            // leadership moves.
+            initial_rebalance_delay_ms: 60_000,
+            ..GroupConfig::default()
+        },
+    }
+}
+
+fn commit(group_id: &str, offset: i64) -> OffsetCommit {
+    OffsetCommit {
         group_id: group_id.into(),
         generation_id: -1,
         member_id: String::new(),
@@ -107,11 +107,11 @@ fn commit(group_id: &str, offset: i64) -> GroupCall {
             leader_epoch: -1,
             metadata: None,
         }],
-    })
+    }
 }
 
-fn fetch(group_id: &str) -> GroupCall {
-    GroupCall::FetchOffsets {
+fn fetch(group_id: &str) -> FetchOffsets {
+    FetchOffsets {
         group_id: group_id.into(),
         partitions: Some(vec![topic_partition()]),
     }
@@ -124,8 +124,8 @@ fn topic_partition() -> TopicPartition {
     }
 }
 
-fn join(group_id: &str) -> GroupCall {
-    GroupCall::Join(JoinGroup {
+fn join(group_id: &str) -> JoinGroup {
+    JoinGroup {
         group_id: group_id.into(),
         member_id: String::new(),
         group_instance_id: None,
@@ -139,29 +139,28 @@ fn join(group_id: &str) -> GroupCall {
             metadata: Default::default(),
         }],
         require_known_member_id: false,
-    })
-}
-
-/// The committed offset `reply` (a FetchOffsets answer) gives, or its refusal.
-fn committed(reply: GroupReply) -> Result<Option<i64>, GroupError> {
-    match reply {
-        GroupReply::FetchOffsets(answer) => answer.map(|offsets| {
-            offsets
-                .into_iter()
-                .find_map(|(_, committed)| committed.map(|committed| committed.offset))
-        }),
-        other => panic!("an offset fetch answered with {other:?}"),
     }
 }
 
+/// The committed offset a FetchOffsets answer gives, or its refusal.
+fn committed(
+    answer: <FetchOffsets as net::groups::shard::GroupRequest>::Answer,
+) -> Result<Option<i64>, GroupError> {
+    answer.map(|offsets| {
+        offsets
+            .into_iter()
+            .find_map(|(_, committed)| committed.map(|committed| committed.offset))
+    })
+}
+
 /// Waits (up to a deadline) until `group_id` is rebalancing with a member waiting to join.
-async fn until_joining(context: &ShardContext, group_id: &str) {
+async fn until_joining(groups: &Rc<ShardGroups>, group_id: &str) {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let describe = GroupCall::Describe {
+        let describe = DescribeGroup {
             group_id: group_id.into(),
         };
-        if let GroupReply::Describe(Ok(group)) = context.group_call(0, describe).await {
+        if let Ok(group) = groups.call(0, describe).await {
             if group.state == GroupState::PreparingRebalance && !group.members.is_empty() {
                 return;
             }
@@ -188,6 +187,7 @@ fn a_coordinator_follows_the_leadership_of_its_partition() {
     let (report, reports) = mpsc::channel();
     let runtime = Runtime::start(config(dir.path()), move |context| {
         let report = report.clone();
+        let groups = ShardGroups::start(&context, groups_config());
         async move {
             let partition = PartitionId::new(OFFSETS_TOPIC, 0);
             let log = context.partition_log(&partition).await.unwrap();
@@ -205,23 +205,19 @@ fn a_coordinator_follows_the_leadership_of_its_partition() {
                 })
             });
             replica.lead(Some(1));
-            let committed_in_term_1 =
-                format!("{:?}", context.group_call(0, commit("archive", 5)).await);
+            let committed_in_term_1 = format!("{:?}", groups.call(0, commit("archive", 5)).await);
             let waiting = glommio::spawn_local({
-                let context = context.clone();
-                async move { context.group_call(0, join("billing")).await }
+                let groups = groups.clone();
+                async move { groups.call(0, join("billing")).await }
             });
-            until_joining(&context, "billing").await;
+            until_joining(&groups, "billing").await;
 
             replica.lead(None);
-            let waiting_join_after_the_loss = match waiting.await {
-                GroupReply::Join(response) => response.error,
-                other => panic!("a JoinGroup answered with {other:?}"),
-            };
-            let fetch_while_following = committed(context.group_call(0, fetch("archive")).await);
+            let waiting_join_after_the_loss = waiting.await.error;
+            let fetch_while_following = committed(groups.call(0, fetch("archive")).await);
 
             replica.lead(Some(3));
-            let fetch_in_term_3 = committed(context.group_call(0, fetch("archive")).await);
+            let fetch_in_term_3 = committed(groups.call(0, fetch("archive")).await);
             report
                 .send(Seen {
                     committed_in_term_1,
@@ -241,7 +237,7 @@ fn a_coordinator_follows_the_leadership_of_its_partition() {
         seen.committed_in_term_1,
         format!(
             "{:?}",
-            GroupReply::CommitOffsets(Ok(vec![(topic_partition(), Ok(()))]))
+            Ok::<_, GroupError>(vec![(topic_partition(), Ok::<(), GroupError>(()))])
         ),
         "{seen:?}"
     );
@@ -256,4 +252,39 @@ fn a_coordinator_follows_the_leadership_of_its_partition() {
         Ok(Some(5)),
         "reloaded from the log when leading again"
     );
+}
+
+/// A broker of a cluster serves `__consumer_offsets` only through its replicas, like any
+/// partition: before the replica runs (a restarted broker whose metadata log has not placed it
+/// yet), group calls get NOT_COORDINATOR.
+#[test]
+fn a_cluster_broker_refuses_group_calls_where_it_does_not_run_the_replica() {
+    let dir = tempfile::tempdir().unwrap();
+    PartitionId::new(OFFSETS_TOPIC, 0)
+        .create_directory(dir.path())
+        .unwrap();
+    let (report, reports) = mpsc::channel();
+    // Two shards: the partition's may be either, and the call is made on shard 0.
+    let two_shards = RuntimeConfig {
+        shard_count: 2,
+        ..config(dir.path())
+    };
+    let runtime = Runtime::start(two_shards, move |context| {
+        let report = report.clone();
+        let groups = ShardGroups::start(&context, groups_config());
+        async move {
+            if context.shard_id() == 0 {
+                let describe = DescribeGroup {
+                    group_id: "billing".into(),
+                };
+                report.send(groups.call(0, describe).await).unwrap();
+            }
+            context.shutdown_requested().await;
+        }
+    })
+    .unwrap();
+    let described = reports.recv_timeout(Duration::from_secs(60)).unwrap();
+    runtime.shutdown_handle().trigger();
+    runtime.join().expect("no shard aborted");
+    assert_eq!(described, Err(GroupError::NotCoordinator));
 }

@@ -14,6 +14,11 @@
 //! Trust: the 4-byte frame length is checked before anything is read for it (at most
 //! [`FRAME_BYTES_MAX`]); the body is decoded by `kafka-protocol`, which reports short or
 //! malformed input as an error.
+//!
+//! Above these connections, [`cluster`] keeps the brokers and partition leaders a Metadata answer
+//! names, and sends the requests that must go to each partition's leader.
+
+pub mod cluster;
 
 use std::io::{Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};

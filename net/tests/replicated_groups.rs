@@ -4,6 +4,8 @@
 //! others refuse group calls with NOT_COORDINATOR; a commit is answered once a majority has it,
 //! so when the leader's broker stops, the broker that leads next has it and answers with it.
 
+// Replication's multi-broker test support: brokers of engine shards running replication.
+#[path = "../../replication/tests/support/mod.rs"]
 mod support;
 
 use std::collections::BTreeMap;
@@ -12,16 +14,24 @@ use std::path::PathBuf;
 use std::sync::mpsc;
 
 use engine::catalog::OFFSETS_TOPIC;
-use engine::groups::{GroupError, OffsetCommit, OffsetCommitPartition, TopicPartition};
-use engine::shard::{GroupCall, GroupReply, GroupsConfig, PartitionId};
+use engine::shard::PartitionId;
 use ferrite_replication::NodeId;
+use net::groups::shard::{FetchOffsets, GroupRequest, GroupsConfig, ShardGroups};
+use net::groups::{
+    GroupError, OffsetCommit, OffsetCommitPartition, PartitionResults, TopicPartition,
+};
 use support::shard_broker::ShardBroker;
 use support::{loopback_peers, wait_until, DEADLINE};
 
 const GROUP: &str = "billing";
 
+type FetchAnswer = <FetchOffsets as GroupRequest>::Answer;
+
 /// A group call for the test's broker, and where its answer goes.
-type Command = (GroupCall, mpsc::Sender<GroupReply>);
+enum Command {
+    Commit(OffsetCommit, mpsc::Sender<PartitionResults>),
+    Fetch(FetchOffsets, mpsc::Sender<FetchAnswer>),
+}
 
 type Broker = ShardBroker<Command>;
 
@@ -39,17 +49,31 @@ fn start(node_id: NodeId, dir: PathBuf, peers: BTreeMap<NodeId, SocketAddr>) -> 
         dir,
         peers,
         vec![offsets_partition()],
-        groups,
-        |context, _, (call, reply): Command| async move {
-            let _ = reply.send(context.group_call(0, call).await);
+        move |context| drop(ShardGroups::start(context, groups.clone())),
+        |_, _, command: Command| async move {
+            let groups = ShardGroups::local().expect("started on every shard");
+            match command {
+                Command::Commit(commit, reply) => {
+                    let _ = reply.send(groups.call(0, commit).await);
+                }
+                Command::Fetch(fetch, reply) => {
+                    let _ = reply.send(groups.call(0, fetch).await);
+                }
+            }
         },
     )
 }
 
 impl Broker {
-    fn call(&self, call: GroupCall) -> GroupReply {
+    fn commit_offsets(&self, commit: OffsetCommit) -> PartitionResults {
         let (reply, answer) = mpsc::channel();
-        self.send((call, reply));
+        self.send(Command::Commit(commit, reply));
+        answer.recv_timeout(DEADLINE).expect("an answer")
+    }
+
+    fn fetch_offsets(&self, fetch: FetchOffsets) -> FetchAnswer {
+        let (reply, answer) = mpsc::channel();
+        self.send(Command::Fetch(fetch, reply));
         answer.recv_timeout(DEADLINE).expect("an answer")
     }
 
@@ -67,31 +91,22 @@ impl Broker {
                 metadata: None,
             }],
         };
-        match self.call(GroupCall::CommitOffsets(commit)) {
-            GroupReply::CommitOffsets(Ok(results)) => {
-                for (_, result) in results {
-                    result?;
-                }
-                Ok(())
-            }
-            GroupReply::CommitOffsets(Err(error)) => Err(error),
-            other => panic!("a commit answered with {other:?}"),
+        for (_, result) in self.commit_offsets(commit)? {
+            result?;
         }
+        Ok(())
     }
 
     /// The group's committed offset of its partition.
     fn committed(&self) -> Result<Option<i64>, GroupError> {
-        let fetch = GroupCall::FetchOffsets {
+        let fetch = FetchOffsets {
             group_id: GROUP.into(),
             partitions: Some(vec![topic_partition()]),
         };
-        match self.call(fetch) {
-            GroupReply::FetchOffsets(Ok(offsets)) => Ok(offsets
-                .into_iter()
-                .find_map(|(_, committed)| committed.map(|c| c.offset))),
-            GroupReply::FetchOffsets(Err(error)) => Err(error),
-            other => panic!("an offset fetch answered with {other:?}"),
-        }
+        Ok(self
+            .fetch_offsets(fetch)?
+            .into_iter()
+            .find_map(|(_, committed)| committed.map(|c| c.offset)))
     }
 }
 

@@ -1,6 +1,6 @@
 //! The consumer-group coordinator of Kafka's classic group protocol, as a pure, deterministic state
-//! machine: no I/O, no clock, no randomness of its own. The driver (`shard::coordinator`, on behalf
-//! of the Kafka request handlers of `net`) calls one method per request with the current time, and
+//! machine: no I/O, no clock, no randomness of its own. The driver ([`shard`], on behalf of the
+//! Kafka request handlers) calls one method per request with the current time, and
 //! gets back the request's answer plus [`Effects`]: answers to earlier requests that had to wait (a
 //! JoinGroup until the join phase completes, a SyncGroup until the leader's assignment arrives),
 //! and [`GroupRecord`]s to append to `__consumer_offsets`. The driver sleeps until
@@ -16,7 +16,10 @@
 //! LeaveGroup and the timeouts; `rebalance/transitions.rs` moves a group through a rebalance),
 //! `offsets` (OffsetCommit, OffsetFetch, OffsetDelete, retention of empty groups' offsets),
 //! `record` (the records and `replay`), `error` (`GroupError`, carrying its Kafka code). Member ids
-//! come from a seeded SplitMix64, time is an argument.
+//! come from a seeded SplitMix64, time is an argument. Beside the state machine, and the only
+//! modules here that do I/O: `offsets_topic` (which `__consumer_offsets` partition holds a group,
+//! and the topic's creation on a broker alone) and [`shard`] (the driver on each shard: routing,
+//! loading from the log, appending, timers, leadership).
 //!
 //! # Invariants
 //! Asserted after every step of the property test (`tests/property.rs`): a group has a leader if
@@ -42,8 +45,10 @@
 mod error;
 mod group;
 mod offsets;
+mod offsets_topic;
 mod rebalance;
 mod record;
+pub mod shard;
 #[cfg(test)]
 mod tests;
 
@@ -51,11 +56,12 @@ use std::collections::BTreeMap;
 
 use bytes::Bytes;
 
-use crate::random::SplitMix64;
+use engine::random::SplitMix64;
 
 pub use error::GroupError;
 pub use group::{CommittedOffset, GroupProtocol, GroupState, TopicPartition};
 pub use offsets::{OffsetCommit, OffsetCommitPartition, PartitionResults};
+pub use offsets_topic::{offsets_partition_for, prepare_offsets_topic};
 pub use rebalance::{
     JoinGroup, JoinOutcome, JoinResponse, JoinedMember, LeaveResults, LeavingMember, SyncGroup,
     SyncOutcome, SyncResponse,

@@ -1,7 +1,7 @@
-//! Why a group request was refused. Unlike [`crate::LogError`], these are the group protocol's
+//! Why a group request was refused. Unlike [`engine::LogError`], these are the group protocol's
 //! own answers, one to one with Kafka error codes that clients act on (rejoin, reset the member
-//! id, find the coordinator again), so each variant carries its code here and `net` need not
-//! keep a second table.
+//! id, find the coordinator again), so each variant carries its code here and the handlers need
+//! not keep a second table.
 
 use thiserror::Error;
 
