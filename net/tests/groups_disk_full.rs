@@ -7,6 +7,7 @@
 #[path = "../../engine/tests/common/mod.rs"]
 mod engine_common;
 
+use std::rc::Rc;
 use std::sync::{mpsc, Arc};
 
 use engine::catalog::Catalog;
@@ -14,7 +15,7 @@ use engine::shard::{Runtime, RuntimeConfig, TopicLogConfig};
 use engine::LogConfig;
 use engine_common::small_config;
 use engine_common::small_filesystem::SmallFilesystem;
-use net::groups::shard::{FetchOffsets, GroupRequest, GroupsConfig, ShardGroups};
+use net::groups::shard::{FetchOffsets, GroupRequest, GroupsConfig, LocalOffsetsLog, ShardGroups};
 use net::groups::{
     prepare_offsets_topic, GroupError, OffsetCommit, OffsetCommitPartition, PartitionResults,
     TopicPartition,
@@ -98,7 +99,7 @@ fn a_group_commit_refused_for_a_full_disk_is_not_remembered() {
                 fetch.clone(),
                 filler.clone(),
             );
-            let groups = ShardGroups::start(&context, groups.clone());
+            let groups = ShardGroups::start(&context, groups.clone(), Rc::new(LocalOffsetsLog));
             async move {
                 let mut seen = Vec::new();
                 assert_eq!(accepted(&groups.call(0, commit(5)).await), Ok(()));
@@ -139,7 +140,7 @@ fn a_group_commit_refused_for_a_full_disk_is_not_remembered() {
     let (report, reports) = mpsc::channel::<Option<i64>>();
     let runtime = Runtime::start(config, move |context| {
         let (report, fetch) = (report.clone(), fetch.clone());
-        let groups = ShardGroups::start(&context, groups.clone());
+        let groups = ShardGroups::start(&context, groups.clone(), Rc::new(LocalOffsetsLog));
         async move {
             report
                 .send(committed(groups.call(0, fetch()).await))

@@ -6,7 +6,7 @@
 //! appends the coordinator's records while leading. A cluster broker that does not run the
 //! partition's replica (yet) refuses group calls with NOT_COORDINATOR.
 
-use std::cell::Cell;
+use std::cell::{Cell, OnceCell};
 use std::rc::Rc;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -16,21 +16,26 @@ use engine::batch::CheckedBatch;
 use engine::catalog::OFFSETS_TOPIC;
 use engine::log::PartitionLog;
 use engine::shard::{
-    AppendPending, Appended, ClientAccess, PartitionId, Runtime, RuntimeConfig, ShardContext,
+    AppendPending, Appended, ClientAccess, Durability, PartitionId, Runtime, RuntimeConfig,
+    ShardContext,
 };
 use engine::{JournalConfig, LogConfig, LogError};
-use net::groups::shard::{DescribeGroup, FetchOffsets, GroupsConfig, ShardGroups};
+use futures::future::LocalBoxFuture;
+use net::groups::shard::{
+    DescribeGroup, FetchOffsets, GroupsConfig, OffsetsLog, ReplicatedOffsetsLog, ShardGroups,
+};
 use net::groups::{
     GroupConfig, GroupError, GroupProtocol, GroupState, JoinGroup, OffsetCommit,
     OffsetCommitPartition, TopicPartition,
 };
 
 /// A replica that leads while `term` is set (its log then holds an entry of the term at
-/// once), appending straight to its log, and follows broker 2 otherwise.
+/// once), appending straight to its log (once the test opened it), and follows broker 2
+/// otherwise. The coordinators append through it as through a replica in a cluster.
 struct StandIn {
     context: ShardContext,
     partition: PartitionId,
-    log: Rc<PartitionLog>,
+    log: OnceCell<Rc<PartitionLog>>,
     term: Cell<Option<u64>>,
 }
 
@@ -49,10 +54,9 @@ impl StandIn {
     }
 
     fn submit_append(&self, batch: BytesMut) -> AppendPending {
-        if self.term.get().is_none() {
+        let (Some(_), Some(log)) = (self.term.get(), self.log.get().cloned()) else {
             return Box::pin(async { Err(LogError::NotLeader { leader: Some(2) }) });
-        }
-        let log = self.log.clone();
+        };
         Box::pin(async move {
             let batch = CheckedBatch::produced(batch, log.config().batch_bytes_max)?;
             let receipt = log.append_checked(batch, 0).await?;
@@ -63,6 +67,18 @@ impl StandIn {
                 log_start_offset: log.log_start_offset(),
             })
         })
+    }
+}
+
+impl OffsetsLog for StandIn {
+    fn submit<'a>(
+        &'a self,
+        _context: &'a ShardContext,
+        _partition: &'a PartitionId,
+        batch: BytesMut,
+        _durability: Durability,
+    ) -> LocalBoxFuture<'a, AppendPending> {
+        Box::pin(std::future::ready(self.submit_append(batch)))
     }
 }
 
@@ -187,23 +203,16 @@ fn a_coordinator_follows_the_leadership_of_its_partition() {
     let (report, reports) = mpsc::channel();
     let runtime = Runtime::start(config(dir.path()), move |context| {
         let report = report.clone();
-        let groups = ShardGroups::start(&context, groups_config());
+        let replica = Rc::new(StandIn {
+            context: context.clone(),
+            partition: PartitionId::new(OFFSETS_TOPIC, 0),
+            log: OnceCell::new(),
+            term: Cell::new(None),
+        });
+        let groups = ShardGroups::start(&context, groups_config(), replica.clone());
         async move {
-            let partition = PartitionId::new(OFFSETS_TOPIC, 0);
-            let log = context.partition_log(&partition).await.unwrap();
-            let replica = Rc::new(StandIn {
-                context: context.clone(),
-                partition,
-                log,
-                term: Cell::new(None),
-            });
-            context.set_replicated_append({
-                let replica = replica.clone();
-                Rc::new(move |_, batch, _| {
-                    let appended = replica.submit_append(batch);
-                    Box::pin(std::future::ready(appended))
-                })
-            });
+            let log = context.partition_log(&replica.partition).await.unwrap();
+            assert!(replica.log.set(log).is_ok(), "opened once");
             replica.lead(Some(1));
             let committed_in_term_1 = format!("{:?}", groups.call(0, commit("archive", 5)).await);
             let waiting = glommio::spawn_local({
@@ -271,7 +280,7 @@ fn a_cluster_broker_refuses_group_calls_where_it_does_not_run_the_replica() {
     };
     let runtime = Runtime::start(two_shards, move |context| {
         let report = report.clone();
-        let groups = ShardGroups::start(&context, groups_config());
+        let groups = ShardGroups::start(&context, groups_config(), Rc::new(ReplicatedOffsetsLog));
         async move {
             if context.shard_id() == 0 {
                 let describe = DescribeGroup {

@@ -11,12 +11,15 @@ mod support;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::rc::Rc;
 use std::sync::mpsc;
 
 use engine::catalog::OFFSETS_TOPIC;
 use engine::shard::PartitionId;
 use ferrite_replication::NodeId;
-use net::groups::shard::{FetchOffsets, GroupRequest, GroupsConfig, ShardGroups};
+use net::groups::shard::{
+    FetchOffsets, GroupRequest, GroupsConfig, ReplicatedOffsetsLog, ShardGroups,
+};
 use net::groups::{
     GroupError, OffsetCommit, OffsetCommitPartition, PartitionResults, TopicPartition,
 };
@@ -49,7 +52,13 @@ fn start(node_id: NodeId, dir: PathBuf, peers: BTreeMap<NodeId, SocketAddr>) -> 
         dir,
         peers,
         vec![offsets_partition()],
-        move |context| drop(ShardGroups::start(context, groups.clone())),
+        move |context| {
+            drop(ShardGroups::start(
+                context,
+                groups.clone(),
+                Rc::new(ReplicatedOffsetsLog),
+            ))
+        },
         |_, _, command: Command| async move {
             let groups = ShardGroups::local().expect("started on every shard");
             match command {

@@ -21,6 +21,7 @@ mod settings;
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
+use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -35,7 +36,7 @@ use net::broker::BrokerConfig;
 use net::connection::ConnectionConfig;
 use net::connection_limits::ConnectionLimits;
 use net::groups::prepare_offsets_topic;
-use net::groups::shard::ShardGroups;
+use net::groups::shard::{LocalOffsetsLog, OffsetsLog, ReplicatedOffsetsLog, ShardGroups};
 use net::handover::HandoverRule;
 use net::metrics::MetricsRegistry;
 use net::server::ShardSetup;
@@ -302,7 +303,12 @@ pub fn run(arguments: Arguments) -> ExitCode {
         let setup = setup.clone();
         let cluster_start = cluster_start.clone();
         // First, so that peers' group requests find this shard's coordinators.
-        let groups = ShardGroups::start(&context, groups_config.clone());
+        let offsets_log: Rc<dyn OffsetsLog> = if cluster_start.is_some() {
+            Rc::new(ReplicatedOffsetsLog)
+        } else {
+            Rc::new(LocalOffsetsLog)
+        };
+        let groups = ShardGroups::start(&context, groups_config.clone(), offsets_log);
         async move {
             let cluster = match &cluster_start {
                 Some(start) => match start_shard(&context, start).await {

@@ -195,7 +195,7 @@ impl ShardContext {
     /// (nothing else can append in between: no await separates the sequence checks from the
     /// assignment). Returns the wait for `durability`. Serves only logs without replicas: in a
     /// cluster the batch belongs to the partition's replica, and is refused.
-    pub(super) async fn submit_local_append(
+    pub async fn submit_local_append(
         &self,
         partition: &PartitionId,
         batch: BytesMut,

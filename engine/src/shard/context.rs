@@ -19,7 +19,7 @@ use glommio::channels::local_channel::LocalSender;
 use super::calls::MeshMessage;
 use super::logs::PartitionSlot;
 use super::placement::ReplicaPlacement;
-use super::replicated::{ClientAccess, ReplicatedAppend};
+use super::replicated::ClientAccess;
 use super::runtime::{RuntimeConfig, TopicLogConfig};
 use super::shutdown::MeshWriters;
 use super::{owner_shard, PartitionId};
@@ -78,8 +78,6 @@ pub(super) struct ShardState {
     /// Who may serve the clients of the partitions this shard owns whose replica replication
     /// runs here, as replication last said.
     pub(super) client_access: RefCell<HashMap<PartitionId, ClientAccess>>,
-    /// How the group coordinator appends to a replicated partition (installed by replication).
-    pub(super) replicated_append: RefCell<Option<ReplicatedAppend>>,
 }
 
 impl ShardContext {
@@ -117,7 +115,6 @@ impl ShardContext {
                 shutdown_waiters: Waiters::default(),
                 drain_waiters: Waiters::default(),
                 client_access: RefCell::new(HashMap::new()),
-                replicated_append: RefCell::new(None),
             }),
         }
     }

@@ -55,7 +55,7 @@ use crate::resources::ReadDescriptor;
 pub use append::{AppendOwner, UnreplicatedLogs};
 pub use context::{AppendPending, InFlight, ShardContext};
 pub use placement::ReplicaPlacement;
-pub use replicated::{ClientAccess, ReplicatedAppend};
+pub use replicated::ClientAccess;
 pub use runtime::{Runtime, RuntimeConfig, RuntimeError, ShutdownHandle, TopicLogConfig};
 
 /// A partition of a topic.

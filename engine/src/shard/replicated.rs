@@ -17,18 +17,11 @@
 //! as replication's own typed closures ([`ShardContext::post`]), also without the engine knowing
 //! what they say.
 //!
-//! The one call up left is the group coordinator's (`net::groups`): its shard's coordinators
-//! start before the cluster, and append their records to a replicated `__consumer_offsets`
-//! partition through the function replication installs on each shard
-//! ([`ShardContext::set_replicated_append`], [`ShardContext::submit_coordinator_append`]). It
-//! goes when the coordinators get the cluster's append themselves.
+//! The group coordinator (`net::groups`) appends its records to a replicated
+//! `__consumer_offsets` partition the same way, through replication, never through this crate's
+//! append.
 
-use std::rc::Rc;
-
-use bytes::BytesMut;
-use futures::future::LocalBoxFuture;
-
-use super::{AppendPending, Durability, PartitionId, ShardContext};
+use super::{PartitionId, ShardContext};
 use crate::error::LogError;
 
 /// Who may serve a replicated partition's clients on this broker, as its replica last said.
@@ -46,12 +39,6 @@ pub enum ClientAccess {
     /// is reported unhealthy.
     Faulted,
 }
-
-/// How the group coordinator appends its records to a replicated partition: the partition, the
-/// records as one batch, how long to wait; resolves once the batch has its place in the
-/// partition's order (see [`ShardContext::submit_append`]).
-pub type ReplicatedAppend =
-    Rc<dyn Fn(PartitionId, BytesMut, Durability) -> LocalBoxFuture<'static, AppendPending>>;
 
 impl ShardContext {
     /// Says who may serve `partition`'s clients: replication calls it when it starts running
@@ -92,32 +79,6 @@ impl ShardContext {
         // A replicated partition's replica holds its log open.
         let log = self.open_log(partition)?;
         (log.high_watermark() >= term_committed_at).then_some(term)
-    }
-
-    /// Has the group coordinator's appends to replicated partitions go through `append` (see
-    /// the module documentation); replication installs it once per shard.
-    pub fn set_replicated_append(&self, append: ReplicatedAppend) {
-        let mut installed = self.state.replicated_append.borrow_mut();
-        assert!(installed.is_none(), "one replication runs per shard");
-        *installed = Some(append);
-    }
-
-    /// Appends the group coordinator's records to `partition` (owned by this shard): to the
-    /// shard's own log on a broker alone, in a cluster through the partition's replica.
-    pub async fn submit_coordinator_append(
-        &self,
-        partition: &PartitionId,
-        batch: BytesMut,
-        durability: Durability,
-    ) -> AppendPending {
-        if !self.partitions_replicated() {
-            return self.submit_local_append(partition, batch, durability).await;
-        }
-        let append = self.state.replicated_append.borrow().clone();
-        match append {
-            Some(append) => append(partition.clone(), batch, durability).await,
-            None => Box::pin(async { Err(LogError::NotLeader { leader: None }) }),
-        }
     }
 
     /// Refuses client work on a replicated partition this broker does not lead, and in a

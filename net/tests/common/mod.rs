@@ -7,6 +7,7 @@
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
+use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -28,7 +29,7 @@ use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 use net::broker::BrokerConfig;
 use net::connection::ConnectionConfig;
 use net::connection_limits::ConnectionLimits;
-use net::groups::shard::{GroupsConfig, ShardGroups};
+use net::groups::shard::{GroupsConfig, LocalOffsetsLog, ShardGroups};
 use net::metrics::MetricsRegistry;
 use net::server::ShardSetup;
 
@@ -269,7 +270,7 @@ fn start_runtime(
     };
     let runtime = Runtime::start(config, move |context| {
         let bound = bound.clone();
-        let groups = ShardGroups::start(&context, groups.clone());
+        let groups = ShardGroups::start(&context, groups.clone(), Rc::new(LocalOffsetsLog));
         net::server::serve_shard(context, setup.clone(), None, groups, move |result| {
             result.unwrap();
             bound.send(()).unwrap();

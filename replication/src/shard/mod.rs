@@ -246,7 +246,6 @@ impl ShardReplication {
         });
         *slot.borrow_mut() = Rc::downgrade(&replication);
         *replication.this.borrow_mut() = Rc::downgrade(&replication);
-        produce::install_coordinator_append(&context);
         THIS_SHARD.with(|this| {
             assert!(
                 this.borrow().upgrade().is_none(),
@@ -374,8 +373,9 @@ impl ShardReplication {
         }
     }
 
-    /// This shard's replication, while it runs.
-    fn on_this_shard() -> Option<Rc<ShardReplication>> {
+    /// This shard's replication, while it runs: what work that runs on a shard (a peer's
+    /// post, a group coordinator's append) finds it through.
+    pub fn on_this_shard() -> Option<Rc<ShardReplication>> {
         THIS_SHARD.with(|this| this.borrow().upgrade())
     }
 

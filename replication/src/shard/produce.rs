@@ -14,8 +14,6 @@
 //! alike; the replica's writer then checks the idempotent producer's sequence and has the core
 //! number the batch in one synchronous step (`replica::writer`).
 
-use std::rc::Rc;
-
 use bytes::BytesMut;
 use engine::batch::CheckedBatch;
 use engine::shard::{AppendOwner, AppendPending, Durability, PartitionId, ShardContext};
@@ -89,26 +87,6 @@ impl ShardReplication {
             Err(error) => refused(error.into()),
         }
     }
-}
-
-/// Has the engine's group coordinator, which still lives below this crate, append its records to
-/// a replicated `__consumer_offsets` partition through the partition's replica on `context`'s
-/// shard, as a producer's batch (see `engine::shard::ReplicatedAppend`).
-// Yielding a future is the point: the outer one places the batch, the inner one waits for it.
-#[allow(clippy::async_yields_async)]
-pub(super) fn install_coordinator_append(context: &ShardContext) {
-    context.set_replicated_append(Rc::new(|partition, batch, durability| {
-        Box::pin(async move {
-            match ShardReplication::on_this_shard() {
-                Some(replication) => {
-                    replication
-                        .submit_local_append(&partition, batch, durability)
-                        .await
-                }
-                None => refused(LogError::NotLeader { leader: None }),
-            }
-        })
-    }));
 }
 
 fn refused(error: LogError) -> AppendPending {

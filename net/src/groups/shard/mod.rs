@@ -38,11 +38,15 @@
 //!
 //! Files: this one (the shard's coordinators: start, routing, a call's run), `requests` (the
 //! request types), `loaded` (one loaded coordinator: its load, its waiting requests),
-//! `leadership` (which coordinators may run here in a cluster).
+//! `leadership` (which coordinators may run here in a cluster), `offsets_log` (where their
+//! records go: the shard's log, or the partition's replica in a cluster).
 
 mod leadership;
 mod loaded;
+mod offsets_log;
 mod requests;
+
+pub use offsets_log::{LocalOffsetsLog, OffsetsLog, ReplicatedOffsetsLog};
 
 pub use requests::{
     DeleteGroup, DeleteOffsets, DescribeGroup, FetchOffsets, GroupRequest, Heartbeat, LeaveGroup,
@@ -99,6 +103,7 @@ type CoordinatorSlot = Rc<futures::lock::Mutex<Option<Rc<LoadedCoordinator>>>>;
 pub struct ShardGroups {
     context: ShardContext,
     config: GroupsConfig,
+    log: Rc<dyn OffsetsLog>,
     slots: RefCell<HashMap<u32, CoordinatorSlot>>,
 }
 
@@ -112,15 +117,21 @@ impl ShardGroups {
     /// owns are served here, and once the shard has opened its partitions the coordinators of
     /// its `__consumer_offsets` partitions are loaded (in a cluster: followed as their
     /// leadership moves). Call it on every shard, first thing, before the shard takes
-    /// requests.
+    /// requests. `log` is where the coordinators' records go ([`LocalOffsetsLog`] on a broker
+    /// alone, [`ReplicatedOffsetsLog`] in a cluster).
     ///
     /// # Panics
     ///
     /// If the shard's groups were started already.
-    pub fn start(context: &ShardContext, config: GroupsConfig) -> Rc<ShardGroups> {
+    pub fn start(
+        context: &ShardContext,
+        config: GroupsConfig,
+        log: Rc<dyn OffsetsLog>,
+    ) -> Rc<ShardGroups> {
         let groups = Rc::new(ShardGroups {
             context: context.clone(),
             config,
+            log,
             slots: RefCell::default(),
         });
         THIS_SHARD.with(|this| {
@@ -308,8 +319,13 @@ impl ShardGroups {
             let batch = encode_records(&effects.records, self.context.now_ms());
             // On the partition's own shard: through its replica in a cluster.
             let appended = self
-                .context
-                .submit_coordinator_append(&coordinator.partition, batch, Durability::Durable)
+                .log
+                .submit(
+                    &self.context,
+                    &coordinator.partition,
+                    batch,
+                    Durability::Durable,
+                )
                 .await
                 .await;
             if let Err(error) = appended {
