@@ -27,9 +27,15 @@ use super::context::ShardContext;
 use super::{Appended, Durability, PartitionId};
 use crate::batch::CheckedBatch;
 use crate::error::LogError;
+use crate::log::PartitionLog;
 
 /// An append that has its place in the partition's order; resolves as its durability says.
 pub type AppendPending = LocalBoxFuture<'static, Result<Appended, LogError>>;
+
+/// An append refused before it had a place: resolves at once with `error`.
+pub fn refused_append(error: LogError) -> AppendPending {
+    Box::pin(async move { Err(error) })
+}
 
 /// The answers of one shard to a request's appends, each taken by its batch's wait.
 type AppendAnswers = Rc<RefCell<Vec<Option<Result<Appended, LogError>>>>>;
@@ -190,8 +196,20 @@ impl ShardContext {
             .collect()
     }
 
-    /// Checks the batch (the one check of a producer's batch, [`CheckedBatch::produced`],
-    /// against the partition's `max.message.bytes`), then has this shard's log number it
+    /// The one check of a producer's batch for `partition` (owned by this shard), wherever it
+    /// is appended: the partition's log (open, or opened now) and the batch checked against
+    /// its `max.message.bytes` ([`CheckedBatch::produced`]).
+    pub async fn check_produced(
+        &self,
+        partition: &PartitionId,
+        batch: BytesMut,
+    ) -> Result<(Rc<PartitionLog>, CheckedBatch), LogError> {
+        let log = self.partition_log(partition).await?;
+        let batch = CheckedBatch::produced(batch, log.config().batch_bytes_max)?;
+        Ok((log, batch))
+    }
+
+    /// Checks the batch ([`ShardContext::check_produced`]), then has this shard's log number it
     /// (nothing else can append in between: no await separates the sequence checks from the
     /// assignment). Returns the wait for `durability`. Serves only logs without replicas: in a
     /// cluster the batch belongs to the partition's replica, and is refused.
@@ -201,23 +219,18 @@ impl ShardContext {
         batch: BytesMut,
         durability: Durability,
     ) -> AppendPending {
-        let refused = |error: LogError| -> AppendPending { Box::pin(async move { Err(error) }) };
         if self.partitions_replicated() {
-            return refused(LogError::Replicated);
+            return refused_append(LogError::Replicated);
         }
-        let log = match self.partition_log(partition).await {
-            Ok(log) => log,
-            Err(error) => return refused(error),
-        };
-        let batch = match CheckedBatch::produced(batch, log.config().batch_bytes_max) {
-            Ok(batch) => batch,
-            Err(error) => return refused(error.into()),
+        let (log, batch) = match self.check_produced(partition, batch).await {
+            Ok(checked) => checked,
+            Err(error) => return refused_append(error),
         };
         // A single copy is one in-sync replica (as Kafka counts a partition of replication
         // factor 1).
         let min_insync_replicas = log.config().min_insync_replicas;
         if durability == Durability::Durable && min_insync_replicas > 1 {
-            return refused(LogError::NotEnoughReplicas {
+            return refused_append(LogError::NotEnoughReplicas {
                 in_sync: 1,
                 required: min_insync_replicas,
             });

@@ -9,14 +9,15 @@
 //! the call and keeps it counted as work in flight for the shutdown drain.
 //!
 //! Each batch is checked once, on the owner, with the engine's producer check
-//! ([`CheckedBatch::produced`], against the partition's `max.message.bytes`) before the replica
+//! ([`ShardContext::check_produced`], against the partition's `max.message.bytes`) before the replica
 //! sees it, so a bad batch never reaches a Raft core and a leader and a follower refuse it
 //! alike; the replica's writer then checks the idempotent producer's sequence and has the core
 //! number the batch in one synchronous step (`replica::writer`).
 
 use bytes::BytesMut;
-use engine::batch::CheckedBatch;
-use engine::shard::{AppendOwner, AppendPending, Durability, PartitionId, ShardContext};
+use engine::shard::{
+    refused_append, AppendOwner, AppendPending, Durability, PartitionId, ShardContext,
+};
 use engine::LogError;
 
 use super::ShardReplication;
@@ -31,18 +32,10 @@ impl AppendOwner for ReplicaAppends {
         appends: Vec<(PartitionId, BytesMut)>,
         durability: Durability,
     ) -> Vec<AppendPending> {
-        let replication = ShardReplication::on_this_shard();
         let mut pending = Vec::with_capacity(appends.len());
         for (partition, batch) in appends {
-            pending.push(match &replication {
-                Some(replication) => {
-                    replication
-                        .submit_local_append(&partition, batch, durability)
-                        .await
-                }
-                // The shard's replication stopped (shutdown): no replica runs here.
-                None => refused(LogError::NotLeader { leader: None }),
-            });
+            pending
+                .push(ShardReplication::submit_on_this_shard(&partition, batch, durability).await);
         }
         pending
     }
@@ -64,6 +57,25 @@ impl ShardReplication {
             .await
     }
 
+    /// [`ShardReplication::submit_local_append`] on the calling shard's replication, which
+    /// work running on a shard finds there (a produce request's owner side, a group
+    /// coordinator's records); refused with NotLeader while none runs (before its start, after
+    /// its stop at shutdown).
+    pub async fn submit_on_this_shard(
+        partition: &PartitionId,
+        batch: BytesMut,
+        durability: Durability,
+    ) -> AppendPending {
+        match ShardReplication::on_this_shard() {
+            Some(replication) => {
+                replication
+                    .submit_local_append(partition, batch, durability)
+                    .await
+            }
+            None => refused_append(LogError::NotLeader { leader: None }),
+        }
+    }
+
     /// Checks a producer's batch for `partition` (owned by this shard) and queues it to the
     /// partition's replica here; refused with NotLeader where no replica runs (yet, or any
     /// more) or this one does not lead.
@@ -74,21 +86,13 @@ impl ShardReplication {
         durability: Durability,
     ) -> AppendPending {
         let Some(replica) = self.replica(partition) else {
-            return refused(LogError::NotLeader { leader: None });
+            return refused_append(LogError::NotLeader { leader: None });
         };
         // The replica holds its log open: this only looks it up (and refuses a partition the
         // placement moved to another shard meanwhile).
-        let log = match self.context.partition_log(partition).await {
-            Ok(log) => log,
-            Err(error) => return refused(error),
-        };
-        match CheckedBatch::produced(batch, log.config().batch_bytes_max) {
-            Ok(batch) => replica.submit_append(batch, durability),
-            Err(error) => refused(error.into()),
+        match self.context.check_produced(partition, batch).await {
+            Ok((_, batch)) => replica.submit_append(batch, durability),
+            Err(error) => refused_append(error),
         }
     }
-}
-
-fn refused(error: LogError) -> AppendPending {
-    Box::pin(async move { Err(error) })
 }

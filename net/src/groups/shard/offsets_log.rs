@@ -7,7 +7,6 @@
 
 use bytes::BytesMut;
 use engine::shard::{AppendPending, Durability, PartitionId, ShardContext};
-use engine::LogError;
 use ferrite_replication::shard::ShardReplication;
 use futures::future::LocalBoxFuture;
 
@@ -46,9 +45,6 @@ impl OffsetsLog for LocalOffsetsLog {
 pub struct ReplicatedOffsetsLog;
 
 impl OffsetsLog for ReplicatedOffsetsLog {
-    // Yielding a future is the point: the outer one places the batch, the inner one waits for
-    // it to be durable.
-    #[allow(clippy::async_yields_async)]
     fn submit<'a>(
         &'a self,
         _context: &'a ShardContext,
@@ -56,17 +52,8 @@ impl OffsetsLog for ReplicatedOffsetsLog {
         batch: BytesMut,
         durability: Durability,
     ) -> LocalBoxFuture<'a, AppendPending> {
-        Box::pin(async move {
-            match ShardReplication::on_this_shard() {
-                Some(replication) => {
-                    replication
-                        .submit_local_append(partition, batch, durability)
-                        .await
-                }
-                None => {
-                    Box::pin(async { Err(LogError::NotLeader { leader: None }) }) as AppendPending
-                }
-            }
-        })
+        Box::pin(ShardReplication::submit_on_this_shard(
+            partition, batch, durability,
+        ))
     }
 }
