@@ -279,6 +279,11 @@ impl Broker {
             RequestKind::OffsetDelete(request) => {
                 header.reply(&groups::offset_delete::handle(&self, request).await)
             }
+            RequestKind::ConsumerGroupHeartbeat(request) => header
+                .reply(&groups::consumer_group_heartbeat::handle(&self, &client, request).await),
+            RequestKind::ConsumerGroupDescribe(request) => {
+                header.reply(&groups::consumer_group_describe::handle(&self, request).await)
+            }
             // Decoding succeeds only for APIs in the implemented table, each handled above.
             other => Err(format!("no handler for {:?}", other)),
         }

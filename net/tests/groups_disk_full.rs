@@ -76,6 +76,7 @@ fn a_group_commit_refused_for_a_full_disk_is_not_remembered() {
     let fetch = move || FetchOffsets {
         group_id: "billing".into(),
         partitions: Some(vec![partition.clone()]),
+        member: None,
     };
     fn committed(answer: <FetchOffsets as GroupRequest>::Answer) -> Option<i64> {
         answer.unwrap()[0].1.as_ref().map(|c| c.offset)

@@ -130,6 +130,7 @@ fn fetch(group_id: &str) -> FetchOffsets {
     FetchOffsets {
         group_id: group_id.into(),
         partitions: Some(vec![topic_partition()]),
+        member: None,
     }
 }
 

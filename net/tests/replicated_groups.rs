@@ -111,6 +111,7 @@ impl Broker {
         let fetch = FetchOffsets {
             group_id: GROUP.into(),
             partitions: Some(vec![topic_partition()]),
+            member: None,
         };
         Ok(self
             .fetch_offsets(fetch)?

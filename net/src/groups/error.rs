@@ -62,6 +62,25 @@ pub enum GroupError {
     /// OffsetDelete on a topic the group's members are subscribed to. GROUP_SUBSCRIBED_TO_TOPIC.
     #[error("the group is subscribed to the topic")]
     GroupSubscribedToTopic,
+    /// The request is malformed for its protocol (a consumer-protocol heartbeat without what
+    /// its epoch requires). INVALID_REQUEST.
+    #[error("the request is invalid")]
+    InvalidRequest,
+    /// The member's epoch is ahead of, or unknown to, the coordinator: it must rejoin with
+    /// epoch 0. FENCED_MEMBER_EPOCH.
+    #[error("the member epoch is fenced")]
+    FencedMemberEpoch,
+    /// Another member with the same group.instance.id is still in the group.
+    /// UNRELEASED_INSTANCE_ID.
+    #[error("the group.instance.id is still in use by another member")]
+    UnreleasedInstanceId,
+    /// The server-side assignor named is not one the coordinator runs. UNSUPPORTED_ASSIGNOR.
+    #[error("the assignor is not supported")]
+    UnsupportedAssignor,
+    /// An OffsetCommit or OffsetFetch with a member epoch older than the member's.
+    /// STALE_MEMBER_EPOCH.
+    #[error("the member epoch is stale")]
+    StaleMemberEpoch,
 }
 
 impl GroupError {
@@ -84,6 +103,11 @@ impl GroupError {
             GroupError::GroupMaxSizeReached => 81,
             GroupError::FencedInstanceId => 82,
             GroupError::GroupSubscribedToTopic => 86,
+            GroupError::InvalidRequest => 42,
+            GroupError::FencedMemberEpoch => 110,
+            GroupError::UnreleasedInstanceId => 111,
+            GroupError::UnsupportedAssignor => 112,
+            GroupError::StaleMemberEpoch => 113,
         }
     }
 }

@@ -20,6 +20,10 @@ pub enum GroupState {
     CompletingRebalance,
     /// Every member has its assignment.
     Stable,
+    /// A consumer-protocol group whose target assignment is being computed.
+    Assigning,
+    /// A consumer-protocol group whose members are moving to their target assignment.
+    Reconciling,
     /// The group does not exist (deleted, expired or never created).
     Dead,
 }
@@ -32,6 +36,8 @@ impl GroupState {
             GroupState::PreparingRebalance => "PreparingRebalance",
             GroupState::CompletingRebalance => "CompletingRebalance",
             GroupState::Stable => "Stable",
+            GroupState::Assigning => "Assigning",
+            GroupState::Reconciling => "Reconciling",
             GroupState::Dead => "Dead",
         }
     }
@@ -294,6 +300,10 @@ impl ClassicGroup {
     pub fn check_invariants(&self) {
         let state = self.state;
         assert_ne!(state, GroupState::Dead, "dead groups are not kept");
+        assert!(
+            !matches!(state, GroupState::Assigning | GroupState::Reconciling),
+            "the consumer protocol's states"
+        );
         assert!(self.generation_id >= 0);
         assert_eq!(self.members.is_empty(), self.leader_id.is_none());
         if let Some(leader) = &self.leader_id {

@@ -42,6 +42,7 @@
 //! [`GroupCoordinator::next_deadline_ms`] scans every group, O(members): fine for thousands of
 //! members; a timer heap is the step if it shows in profiles.
 
+pub mod consumer;
 mod error;
 mod group;
 mod offsets;
@@ -68,6 +69,7 @@ pub use rebalance::{
 };
 pub use record::{GroupRecord, RecordError};
 
+use consumer::{ConsumerGroup, ConsumerGroupConfig};
 use group::ClassicGroup;
 
 /// The coordinator's bounds and timeouts; Kafka's broker settings of the same names.
@@ -87,6 +89,8 @@ pub struct GroupConfig {
     pub offsets_retention_check_interval_ms: i64,
     /// offset.metadata.max.bytes.
     pub offset_metadata_bytes_max: usize,
+    /// The consumer protocol's settings (KIP-848).
+    pub consumer: ConsumerGroupConfig,
 }
 
 impl Default for GroupConfig {
@@ -99,6 +103,7 @@ impl Default for GroupConfig {
             offsets_retention_ms: 7 * 24 * 60 * 60 * 1_000,
             offsets_retention_check_interval_ms: 600_000,
             offset_metadata_bytes_max: 4_096,
+            consumer: ConsumerGroupConfig::default(),
         }
     }
 }
@@ -147,6 +152,8 @@ pub struct ListedGroup {
     pub group_id: String,
     pub protocol_type: String,
     pub state: GroupState,
+    /// A group of the consumer protocol (KIP-848), not the classic one.
+    pub consumer_protocol: bool,
 }
 
 /// A group as DescribeGroups shows it. Members' metadata and assignments are given only when
@@ -175,6 +182,8 @@ pub struct DescribedMember {
 pub struct GroupCoordinator {
     config: GroupConfig,
     groups: BTreeMap<String, ClassicGroup>,
+    /// Groups of the consumer protocol; a group id is in `groups` or here, never both.
+    consumer_groups: BTreeMap<String, ConsumerGroup>,
     ids: IdSource,
     offsets_check_next_ms: i64,
 }
@@ -192,6 +201,7 @@ impl GroupCoordinator {
         GroupCoordinator {
             config,
             groups: BTreeMap::new(),
+            consumer_groups: BTreeMap::new(),
             ids: IdSource {
                 ticket_last: 0,
                 member_ids_random: SplitMix64::new(seed),
@@ -205,6 +215,7 @@ impl GroupCoordinator {
         self.groups
             .values()
             .filter_map(ClassicGroup::next_deadline_ms)
+            .chain(consumer::next_deadline_ms(&self.consumer_groups))
             .fold(self.offsets_check_next_ms, i64::min)
     }
 
@@ -223,8 +234,20 @@ impl GroupCoordinator {
                 rebalance::expire(&self.config, group, now_ms, &mut effects);
             }
         }
+        consumer::expire_members(
+            &self.config.consumer,
+            &mut self.consumer_groups,
+            now_ms,
+            &mut effects,
+        );
         if now_ms >= self.offsets_check_next_ms {
             offsets::expire(&self.config, &mut self.groups, now_ms, &mut effects);
+            consumer::expire_offsets(
+                self.config.offsets_retention_ms,
+                &mut self.consumer_groups,
+                now_ms,
+                &mut effects,
+            );
             self.offsets_check_next_ms = now_ms + self.config.offsets_retention_check_interval_ms;
         }
         effects
@@ -234,17 +257,22 @@ impl GroupCoordinator {
     pub fn list_groups(&self, states: &[GroupState]) -> Vec<ListedGroup> {
         self.groups
             .values()
-            .filter(|group| states.is_empty() || states.contains(&group.state))
             .map(|group| ListedGroup {
                 group_id: group.group_id.clone(),
                 protocol_type: group.protocol_type.clone().unwrap_or_default(),
                 state: group.state,
+                consumer_protocol: false,
             })
+            .chain(self.consumer_groups.values().map(consumer::listed))
+            .filter(|group| states.is_empty() || states.contains(&group.state))
             .collect()
     }
 
     /// DescribeGroups for one group; a group that does not exist is described as Dead.
     pub fn describe_group(&self, group_id: &str) -> GroupDescription {
+        if let Some(group) = self.consumer_groups.get(group_id) {
+            return consumer::described(group, &self.config.consumer);
+        }
         let Some(group) = self.groups.get(group_id) else {
             return GroupDescription {
                 group_id: group_id.to_owned(),
@@ -291,6 +319,11 @@ impl GroupCoordinator {
         let results = group_ids
             .iter()
             .map(|group_id| {
+                if let Some(result) =
+                    consumer::delete(&mut self.consumer_groups, group_id, &mut effects)
+                {
+                    return (group_id.clone(), result);
+                }
                 let result = match self.groups.get(group_id) {
                     None => Err(GroupError::GroupIdNotFound),
                     Some(group) if group.state != GroupState::Empty => {
@@ -311,6 +344,14 @@ impl GroupCoordinator {
     pub fn check_invariants(&self) {
         for (group_id, group) in &self.groups {
             assert_eq!(*group_id, group.group_id);
+            group.check_invariants();
+        }
+        for (group_id, group) in &self.consumer_groups {
+            assert_eq!(*group_id, group.group_id);
+            assert!(
+                !self.groups.contains_key(group_id),
+                "a group has one protocol"
+            );
             group.check_invariants();
         }
     }

@@ -7,7 +7,9 @@ use std::collections::BTreeMap;
 
 use super::group::{ClassicGroup, CommittedOffset, GroupState, TopicPartition};
 use super::rebalance::validate_member;
-use super::{remove_group, Effects, GroupConfig, GroupCoordinator, GroupError, GroupRecord};
+use super::{
+    consumer, remove_group, Effects, GroupConfig, GroupCoordinator, GroupError, GroupRecord,
+};
 
 /// An OffsetCommit request.
 #[derive(Debug, Clone)]
@@ -54,6 +56,18 @@ impl GroupCoordinator {
         if request.group_id.is_empty() {
             return Err(GroupError::InvalidGroupId);
         }
+        if let Some(group) = self.consumer_groups.get_mut(&request.group_id) {
+            // A consumer-protocol group: `generation_id` is the member epoch.
+            consumer::validate_commit(group, &request.member_id, request.generation_id)?;
+            return Ok(store_commits(
+                &self.config,
+                &request.group_id,
+                &mut group.offsets,
+                &request.partitions,
+                now_ms,
+                effects,
+            ));
+        }
         let simple = request.generation_id < 0;
         if !simple && !self.groups.contains_key(&request.group_id) {
             return Err(GroupError::IllegalGeneration);
@@ -77,33 +91,28 @@ impl GroupCoordinator {
             let member = &mut group.members[index];
             member.session_deadline_ms = now_ms + i64::from(member.session_timeout_ms);
         }
-        let results = request
-            .partitions
-            .iter()
-            .map(|commit| {
-                let metadata = commit.metadata.clone().unwrap_or_default();
-                if metadata.len() > self.config.offset_metadata_bytes_max {
-                    return (
-                        commit.partition.clone(),
-                        Err(GroupError::OffsetMetadataTooLarge),
-                    );
-                }
-                let committed = CommittedOffset {
-                    offset: commit.offset,
-                    leader_epoch: commit.leader_epoch,
-                    metadata,
-                    commit_timestamp_ms: now_ms,
-                };
-                effects.records.push(GroupRecord::offset(
-                    &group.group_id,
-                    &commit.partition,
-                    &committed,
-                ));
-                group.offsets.insert(commit.partition.clone(), committed);
-                (commit.partition.clone(), Ok(()))
-            })
-            .collect();
-        Ok(results)
+        Ok(store_commits(
+            &self.config,
+            &request.group_id,
+            &mut group.offsets,
+            &request.partitions,
+            now_ms,
+            effects,
+        ))
+    }
+
+    /// OffsetFetch (version 9) from a member of a consumer-protocol group: the member must be
+    /// in the group at `member_epoch`. Nothing to check for a classic group.
+    pub fn check_fetching_member(
+        &self,
+        group_id: &str,
+        member_id: &str,
+        member_epoch: i32,
+    ) -> Result<(), GroupError> {
+        match self.consumer_groups.get(group_id) {
+            Some(group) => consumer::validate_fetch(group, member_id, member_epoch),
+            None => Ok(()),
+        }
     }
 
     /// OffsetFetch: the committed offsets of the given partitions (`None` where there is none),
@@ -113,7 +122,10 @@ impl GroupCoordinator {
         group_id: &str,
         partitions: Option<&[TopicPartition]>,
     ) -> Vec<(TopicPartition, Option<CommittedOffset>)> {
-        let offsets = self.groups.get(group_id).map(|group| &group.offsets);
+        let offsets = match self.consumer_groups.get(group_id) {
+            Some(group) => Some(&group.offsets),
+            None => self.groups.get(group_id).map(|group| &group.offsets),
+        };
         match partitions {
             Some(partitions) => partitions
                 .iter()
@@ -139,15 +151,21 @@ impl GroupCoordinator {
         partitions: &[TopicPartition],
     ) -> (PartitionResults, Effects) {
         let mut effects = Effects::default();
-        let Some(group) = self.groups.get_mut(group_id) else {
-            return (Err(GroupError::GroupIdNotFound), effects);
-        };
-        let subscribed = if group.state == GroupState::Empty {
-            Vec::new()
-        } else {
-            match subscribed_topics(group) {
-                Some(topics) => topics,
-                None => return (Err(GroupError::NonEmptyGroup), effects),
+        let (subscribed, offsets) = match self.consumer_groups.get_mut(group_id) {
+            Some(group) => (consumer::subscribed_topics(group), &mut group.offsets),
+            None => {
+                let Some(group) = self.groups.get_mut(group_id) else {
+                    return (Err(GroupError::GroupIdNotFound), effects);
+                };
+                let subscribed = if group.state == GroupState::Empty {
+                    Vec::new()
+                } else {
+                    match subscribed_topics(group) {
+                        Some(topics) => topics,
+                        None => return (Err(GroupError::NonEmptyGroup), effects),
+                    }
+                };
+                (subscribed, &mut group.offsets)
             }
         };
         let results = partitions
@@ -156,7 +174,7 @@ impl GroupCoordinator {
                 if subscribed.contains(&partition.topic) {
                     return (partition.clone(), Err(GroupError::GroupSubscribedToTopic));
                 }
-                if group.offsets.remove(partition).is_some() {
+                if offsets.remove(partition).is_some() {
                     effects
                         .records
                         .push(GroupRecord::offset_tombstone(group_id, partition));
@@ -166,6 +184,41 @@ impl GroupCoordinator {
             .collect();
         (Ok(results), effects)
     }
+}
+
+/// Stores the commits of one request in `offsets`, each with its record; a commit whose
+/// metadata is too long is refused alone.
+fn store_commits(
+    config: &GroupConfig,
+    group_id: &str,
+    offsets: &mut BTreeMap<TopicPartition, CommittedOffset>,
+    commits: &[OffsetCommitPartition],
+    now_ms: i64,
+    effects: &mut Effects,
+) -> Vec<(TopicPartition, Result<(), GroupError>)> {
+    commits
+        .iter()
+        .map(|commit| {
+            let metadata = commit.metadata.clone().unwrap_or_default();
+            if metadata.len() > config.offset_metadata_bytes_max {
+                return (
+                    commit.partition.clone(),
+                    Err(GroupError::OffsetMetadataTooLarge),
+                );
+            }
+            let committed = CommittedOffset {
+                offset: commit.offset,
+                leader_epoch: commit.leader_epoch,
+                metadata,
+                commit_timestamp_ms: now_ms,
+            };
+            effects
+                .records
+                .push(GroupRecord::offset(group_id, &commit.partition, &committed));
+            offsets.insert(commit.partition.clone(), committed);
+            (commit.partition.clone(), Ok(()))
+        })
+        .collect()
 }
 
 /// Drops the offsets of groups empty for longer than the retention (a group used only for

@@ -9,7 +9,7 @@ mod transitions;
 use bytes::Bytes;
 
 use super::group::{ClassicGroup, GroupProtocol, GroupState, PendingMember};
-use super::{Effects, GroupConfig, GroupCoordinator, GroupError, Ticket};
+use super::{consumer, Effects, GroupConfig, GroupCoordinator, GroupError, Ticket};
 use transitions::Flow;
 
 /// A JoinGroup request.
@@ -158,6 +158,12 @@ impl GroupCoordinator {
         if request.group_id.is_empty() {
             return Err(GroupError::InvalidGroupId);
         }
+        consumer::downgrade_if_empty(
+            &mut self.consumer_groups,
+            &mut self.groups,
+            &request.group_id,
+            effects,
+        )?;
         let config = &self.config;
         if !(config.session_timeout_ms_min..=config.session_timeout_ms_max)
             .contains(&request.session_timeout_ms)
@@ -253,7 +259,10 @@ impl GroupCoordinator {
         }
         let session_deadline_ms = now_ms + i64::from(group.members[index].session_timeout_ms);
         match group.state {
-            GroupState::Empty | GroupState::Dead => Err(GroupError::UnknownMemberId),
+            GroupState::Empty
+            | GroupState::Dead
+            | GroupState::Assigning
+            | GroupState::Reconciling => Err(GroupError::UnknownMemberId),
             GroupState::PreparingRebalance => Err(GroupError::RebalanceInProgress),
             GroupState::Stable => {
                 group.mark_synced(&request.member_id);
@@ -307,7 +316,10 @@ impl GroupCoordinator {
         let member = &mut group.members[index];
         member.session_deadline_ms = now_ms + i64::from(member.session_timeout_ms);
         match group.state {
-            GroupState::Empty | GroupState::Dead => Err(GroupError::UnknownMemberId),
+            GroupState::Empty
+            | GroupState::Dead
+            | GroupState::Assigning
+            | GroupState::Reconciling => Err(GroupError::UnknownMemberId),
             GroupState::PreparingRebalance => Err(GroupError::RebalanceInProgress),
             GroupState::CompletingRebalance | GroupState::Stable => Ok(()),
         }

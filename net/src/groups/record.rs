@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 use bytes::{BufMut, Bytes, BytesMut};
 use thiserror::Error;
 
+use super::consumer::records::{consumer_record_type, ConsumerReplay};
 use super::group::{
     ClassicGroup, CommittedOffset, GroupProtocol, GroupState, Member, TopicPartition,
 };
@@ -125,7 +126,12 @@ impl GroupCoordinator {
         let mut metadata: BTreeMap<String, Option<ClassicGroup>> = BTreeMap::new();
         let mut offsets: BTreeMap<String, BTreeMap<TopicPartition, CommittedOffset>> =
             BTreeMap::new();
+        let mut consumer_groups = ConsumerReplay::default();
         for record in records {
+            if let Some(record_type) = consumer_record_type(&record.key) {
+                consumer_groups.apply(record_type, &record.key[2..], record.value.as_deref())?;
+                continue;
+            }
             let mut key = Reader::new(&record.key);
             let version = key.u8()?;
             if version != KEY_VERSION {
@@ -177,6 +183,7 @@ impl GroupCoordinator {
                 .or_insert_with(|| ClassicGroup::new(group_id))
                 .offsets = group_offsets;
         }
+        coordinator.install_consumer_groups(consumer_groups, now_ms)?;
         coordinator.check_invariants();
         Ok(coordinator)
     }

@@ -45,7 +45,10 @@ impl Flow<'_> {
         )?;
         let unchanged = group.members[index].protocols == request.protocols;
         let rejoin_needed = match group.state {
-            GroupState::Empty | GroupState::Dead => return Err(GroupError::UnknownMemberId),
+            GroupState::Empty
+            | GroupState::Dead
+            | GroupState::Assigning
+            | GroupState::Reconciling => return Err(GroupError::UnknownMemberId),
             GroupState::PreparingRebalance => true,
             GroupState::CompletingRebalance => !unchanged,
             // The leader's rejoin means it wants a new assignment.
@@ -349,7 +352,10 @@ impl Flow<'_> {
             | GroupState::PreparingRebalance => {
                 self.rebalance(group);
             }
-            GroupState::Empty | GroupState::Dead => {}
+            GroupState::Empty
+            | GroupState::Dead
+            | GroupState::Assigning
+            | GroupState::Reconciling => {}
         }
     }
 

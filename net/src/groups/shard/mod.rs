@@ -49,8 +49,8 @@ mod requests;
 pub use offsets_log::{LocalOffsetsLog, OffsetsLog, ReplicatedOffsetsLog};
 
 pub use requests::{
-    DeleteGroup, DeleteOffsets, DescribeGroup, FetchOffsets, GroupRequest, Heartbeat, LeaveGroup,
-    ListGroups, Outcome,
+    ConsumerGroupHeartbeat, DeleteGroup, DeleteOffsets, DescribeConsumerGroup, DescribeGroup,
+    FetchOffsets, GroupRequest, Heartbeat, LeaveGroup, ListGroups, Outcome,
 };
 
 use std::cell::RefCell;

@@ -3,9 +3,15 @@
 //! answer of another kind needs an arm. Each says what it does to the state machine (without
 //! awaiting: nothing else sees a half-made change) and how it is refused as a whole.
 
+use std::sync::Arc;
+
+use engine::catalog::TopicTable;
 use futures::channel::oneshot;
 
 use super::loaded::LoadedCoordinator;
+use crate::groups::consumer::{
+    ConsumerGroupDescription, ConsumerHeartbeat, ConsumerHeartbeatResponse, SubscribedTopic,
+};
 use crate::groups::{
     CommittedOffset, Effects, GroupCoordinator, GroupDescription, GroupError, GroupState,
     JoinGroup, JoinOutcome, JoinResponse, LeaveResults, LeavingMember, ListedGroup, OffsetCommit,
@@ -165,6 +171,9 @@ impl GroupRequest for OffsetCommit {
 pub struct FetchOffsets {
     pub group_id: String,
     pub partitions: Option<Vec<TopicPartition>>,
+    /// The member id and member epoch of a consumer-protocol member (OffsetFetch v9), checked
+    /// before the offsets are given.
+    pub member: Option<(String, i32)>,
 }
 
 impl GroupRequest for FetchOffsets {
@@ -180,6 +189,13 @@ impl GroupRequest for FetchOffsets {
         state: &mut GroupCoordinator,
         _: i64,
     ) -> (Outcome<Self::Answer>, Effects) {
+        if let Some((member_id, member_epoch)) = &self.member {
+            if let Err(error) =
+                state.check_fetching_member(&self.group_id, member_id, *member_epoch)
+            {
+                return now(Err(error));
+            }
+        }
         now(Ok(
             state.fetch_offsets(&self.group_id, self.partitions.as_deref())
         ))
@@ -279,5 +295,63 @@ impl GroupRequest for DeleteGroup {
         let (mut results, effects) = state.delete_groups(&[self.group_id]);
         let result = results.pop().map_or(Ok(()), |(_, result)| result);
         (Outcome::Now(result), effects)
+    }
+}
+
+/// A ConsumerGroupHeartbeat, with the topics as the broker's catalog has them when it was sent
+/// (the coordinator looks up the group's subscribed topics in it).
+#[derive(Debug)]
+pub struct ConsumerGroupHeartbeat {
+    pub heartbeat: ConsumerHeartbeat,
+    pub topics: Arc<TopicTable>,
+}
+
+impl GroupRequest for ConsumerGroupHeartbeat {
+    type Answer = Result<ConsumerHeartbeatResponse, GroupError>;
+
+    fn refused(&self, error: GroupError) -> Self::Answer {
+        Err(error)
+    }
+
+    fn apply(
+        self,
+        _: &LoadedCoordinator,
+        state: &mut GroupCoordinator,
+        now_ms: i64,
+    ) -> (Outcome<Self::Answer>, Effects) {
+        let topics = &self.topics;
+        let lookup = |name: &str| {
+            topics.get(name).map(|topic| SubscribedTopic {
+                id: topic.id,
+                name: topic.name.clone(),
+                partitions: i32::try_from(topic.partitions).unwrap_or(i32::MAX),
+            })
+        };
+        let (result, effects) = state.consumer_heartbeat(&self.heartbeat, &lookup, now_ms);
+        (Outcome::Now(result), effects)
+    }
+}
+
+/// One consumer-protocol group's description (ConsumerGroupDescribe); `None` if the group is
+/// not a consumer-protocol group.
+#[derive(Debug)]
+pub struct DescribeConsumerGroup {
+    pub group_id: String,
+}
+
+impl GroupRequest for DescribeConsumerGroup {
+    type Answer = Result<Option<ConsumerGroupDescription>, GroupError>;
+
+    fn refused(&self, error: GroupError) -> Self::Answer {
+        Err(error)
+    }
+
+    fn apply(
+        self,
+        _: &LoadedCoordinator,
+        state: &mut GroupCoordinator,
+        _: i64,
+    ) -> (Outcome<Self::Answer>, Effects) {
+        now(Ok(state.describe_consumer_group(&self.group_id)))
     }
 }

@@ -1,5 +1,5 @@
 //! ListGroups: the groups every `__consumer_offsets` partition's coordinator on this broker
-//! holds, filtered by state (v4) and type (v5: only "classic" groups run here). In a cluster
+//! holds, filtered by state (v4) and type (v5: "classic" or "consumer", KIP-848). In a cluster
 //! the partitions another broker coordinates are skipped, as each broker lists its own.
 
 use kafka_protocol::messages::list_groups_response::ListedGroup;
@@ -12,16 +12,27 @@ use crate::groups::shard::ListGroups;
 use crate::groups::{GroupError, GroupState};
 use crate::handlers::fields::str_bytes;
 
-/// The only group type this broker runs (ListGroups v5).
+/// The group types this broker runs (ListGroups v5).
 const GROUP_TYPE_CLASSIC: &str = "classic";
+const GROUP_TYPE_CONSUMER: &str = "consumer";
+
+fn group_type(consumer_protocol: bool) -> &'static str {
+    if consumer_protocol {
+        GROUP_TYPE_CONSUMER
+    } else {
+        GROUP_TYPE_CLASSIC
+    }
+}
 
 pub async fn handle(broker: &Broker, request: ListGroupsRequest) -> ListGroupsResponse {
     let wanted_types = &request.types_filter;
-    if !wanted_types.is_empty()
-        && !wanted_types
-            .iter()
-            .any(|wanted| wanted.eq_ignore_ascii_case(GROUP_TYPE_CLASSIC))
-    {
+    let wanted_type = |consumer_protocol: bool| {
+        wanted_types.is_empty()
+            || wanted_types
+                .iter()
+                .any(|wanted| wanted.eq_ignore_ascii_case(group_type(consumer_protocol)))
+    };
+    if !wanted_type(false) && !wanted_type(true) {
         return ListGroupsResponse::default().with_error_code(NONE);
     }
     let states: Vec<GroupState> = [
@@ -29,6 +40,8 @@ pub async fn handle(broker: &Broker, request: ListGroupsRequest) -> ListGroupsRe
         GroupState::PreparingRebalance,
         GroupState::CompletingRebalance,
         GroupState::Stable,
+        GroupState::Assigning,
+        GroupState::Reconciling,
         GroupState::Dead,
     ]
     .into_iter()
@@ -50,7 +63,11 @@ pub async fn handle(broker: &Broker, request: ListGroupsRequest) -> ListGroupsRe
             states: states.clone(),
         };
         match broker.groups.call(partition, list).await {
-            Ok(listed) => groups.extend(listed),
+            Ok(listed) => groups.extend(
+                listed
+                    .into_iter()
+                    .filter(|group| wanted_type(group.consumer_protocol)),
+            ),
             // In a cluster: another broker coordinates this partition's groups.
             Err(GroupError::NotCoordinator) => {}
             Err(refused) => error = refused.code(),
@@ -66,7 +83,9 @@ pub async fn handle(broker: &Broker, request: ListGroupsRequest) -> ListGroupsRe
                         .with_group_id(GroupId(str_bytes(group.group_id)))
                         .with_protocol_type(str_bytes(group.protocol_type))
                         .with_group_state(StrBytes::from_static_str(group.state.name()))
-                        .with_group_type(StrBytes::from_static_str(GROUP_TYPE_CLASSIC))
+                        .with_group_type(StrBytes::from_static_str(group_type(
+                            group.consumer_protocol,
+                        )))
                 })
                 .collect(),
         )

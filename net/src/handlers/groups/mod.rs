@@ -1,6 +1,7 @@
-//! The consumer-group APIs (Kafka's classic protocol), one module each: JoinGroup, SyncGroup,
-//! Heartbeat, LeaveGroup, OffsetCommit, OffsetFetch, ListGroups, DescribeGroups, DeleteGroups
-//! and OffsetDelete.
+//! The consumer-group APIs, one module each: Kafka's classic protocol (JoinGroup, SyncGroup,
+//! Heartbeat, LeaveGroup), the consumer protocol of KIP-848 (ConsumerGroupHeartbeat,
+//! ConsumerGroupDescribe), and both's OffsetCommit, OffsetFetch, ListGroups, DescribeGroups,
+//! DeleteGroups and OffsetDelete.
 //!
 //! Each turns a Kafka request into [`GroupRequest`](crate::groups::shard::GroupRequest)s for
 //! the coordinator of the group's `__consumer_offsets` partition ([`coordinator`]) and their
@@ -10,6 +11,8 @@
 //! group's `__consumer_offsets` partition is, and the other brokers refuse its group calls
 //! with NOT_COORDINATOR.
 
+pub mod consumer_group_describe;
+pub mod consumer_group_heartbeat;
 pub(crate) mod coordinator;
 pub mod delete_groups;
 pub mod describe_groups;

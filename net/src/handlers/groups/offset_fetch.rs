@@ -52,6 +52,7 @@ async fn fetch_group_offsets(
     broker: &Broker,
     group_id: &str,
     asked: Option<Vec<(String, Vec<i32>)>>,
+    member: Option<(String, i32)>,
 ) -> FetchedOffsets {
     let partitions = asked.as_ref().map(|topics| {
         topics
@@ -67,6 +68,7 @@ async fn fetch_group_offsets(
     let fetch = FetchOffsets {
         group_id: group_id.to_owned(),
         partitions,
+        member,
     };
     let offsets = match call(broker, group_id, fetch).await {
         Ok(offsets) => offsets,
@@ -116,7 +118,11 @@ pub async fn handle(
                     .map(|topic| (topic.name.0.to_string(), topic.partition_indexes))
                     .collect()
             });
-            let fetched = fetch_group_offsets(broker, &group.group_id.0, asked).await;
+            // Version 9: a consumer-protocol member names itself and its epoch.
+            let member = group
+                .member_id
+                .map(|member_id| (member_id.to_string(), group.member_epoch));
+            let fetched = fetch_group_offsets(broker, &group.group_id.0, asked, member).await;
             let error_code = fetched.error_code;
             let topics = fetched.into_topics(
                 |name, partitions| {
@@ -148,7 +154,7 @@ pub async fn handle(
             .map(|topic| (topic.name.0.to_string(), topic.partition_indexes))
             .collect()
     });
-    let fetched = fetch_group_offsets(broker, &request.group_id.0, asked).await;
+    let fetched = fetch_group_offsets(broker, &request.group_id.0, asked, None).await;
     // Version 1 has no top-level error code: a group-level error goes on every partition.
     let partition_error = if api_version < 2 {
         fetched.error_code
