@@ -91,14 +91,20 @@ class ConfluentMember:
         settings = {
             "bootstrap.servers": config["bootstrap"],
             "group.id": config["group"],
-            "partition.assignment.strategy": config["strategy"],
-            "session.timeout.ms": config["session_timeout_ms"],
-            "heartbeat.interval.ms": HEARTBEAT_INTERVAL_MS,
             "max.poll.interval.ms": MAX_POLL_INTERVAL_MS,
             "enable.auto.commit": False,
             "auto.offset.reset": "earliest",
             "fetch.wait.max.ms": 100,
         }
+        if config.get("protocol") == "consumer":
+            # KIP-848: the broker assigns (the strategy names its assignor) and sets the session
+            # timeout and heartbeat interval; librdkafka refuses the classic settings.
+            settings["group.protocol"] = "consumer"
+            settings["group.remote.assignor"] = config["strategy"]
+        else:
+            settings["partition.assignment.strategy"] = config["strategy"]
+            settings["session.timeout.ms"] = config["session_timeout_ms"]
+            settings["heartbeat.interval.ms"] = HEARTBEAT_INTERVAL_MS
         if config.get("instance_id") is not None:
             settings["group.instance.id"] = config["instance_id"]
         self.consumer = confluent_kafka.Consumer(settings)

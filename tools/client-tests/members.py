@@ -24,7 +24,17 @@ class GroupMember:
     """One running member process; `name` says which one in failure messages."""
 
     def __init__(
-        self, name, client, bootstrap, group, topic, log_dir, strategy, session_timeout_ms, instance_id=None
+        self,
+        name,
+        client,
+        bootstrap,
+        group,
+        topic,
+        log_dir,
+        strategy,
+        session_timeout_ms,
+        instance_id=None,
+        protocol="classic",
     ):
         self.name = name
         self.config = {
@@ -35,6 +45,7 @@ class GroupMember:
             "strategy": strategy,
             "session_timeout_ms": session_timeout_ms,
             "instance_id": instance_id,
+            "protocol": protocol,  # "consumer": KIP-848 (confluent-kafka only)
         }
         self.stderr_path = Path(log_dir) / f"member-{name}.stderr"
         self._lock = threading.Lock()

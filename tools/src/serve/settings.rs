@@ -14,6 +14,7 @@ use engine::{JournalConfig, LogConfig};
 use ferrite_replication::cluster::ClusterSettings;
 use ferrite_replication::controller::VOTERS_DEFAULT_COUNT;
 use net::connection::IDLE_MAX_DEFAULT;
+use net::groups::consumer::AssignorKind;
 use net::groups::shard::GroupsConfig;
 use serde::Deserialize;
 
@@ -90,6 +91,20 @@ pub struct Arguments {
     /// (Kafka's group.initial.rebalance.delay.ms) [default: 3000].
     #[arg(long, value_name = "MS")]
     group_initial_rebalance_delay_ms: Option<i64>,
+    /// How long a member of a consumer-protocol group (KIP-848) may go without a heartbeat
+    /// before its partitions go to the others (Kafka's group.consumer.session.timeout.ms)
+    /// [default: 45000].
+    #[arg(long, value_name = "MS")]
+    group_consumer_session_timeout_ms: Option<i32>,
+    /// How often members of a consumer-protocol group heartbeat (Kafka's
+    /// group.consumer.heartbeat.interval.ms) [default: 5000].
+    #[arg(long, value_name = "MS")]
+    group_consumer_heartbeat_interval_ms: Option<i32>,
+    /// The server-side assignors of consumer-protocol groups, the first the default, of
+    /// `uniform` and `range` (Kafka's group.consumer.assignors) [default: uniform,range].
+    #[arg(long, value_name = "NAMES", value_delimiter = ',')]
+    #[serde(default)]
+    group_consumer_assignors: Vec<String>,
     /// How often each shard looks for compacted partitions due a cleaning (Kafka's
     /// log.cleaner.backoff.ms) [default: 15000].
     #[arg(long, value_name = "MS")]
@@ -338,6 +353,41 @@ impl Arguments {
                 return Err("--group-initial-rebalance-delay-ms must not be negative".into());
             }
             groups.coordinator.initial_rebalance_delay_ms = delay_ms;
+        }
+        let consumer = &mut groups.coordinator.consumer;
+        if let Some(timeout_ms) = self
+            .group_consumer_session_timeout_ms
+            .or(file.group_consumer_session_timeout_ms)
+        {
+            consumer.session_timeout_ms = timeout_ms;
+        }
+        if let Some(interval_ms) = self
+            .group_consumer_heartbeat_interval_ms
+            .or(file.group_consumer_heartbeat_interval_ms)
+        {
+            consumer.heartbeat_interval_ms = interval_ms;
+        }
+        if !(0 < consumer.heartbeat_interval_ms
+            && consumer.heartbeat_interval_ms < consumer.session_timeout_ms)
+        {
+            return Err("--group-consumer-heartbeat-interval-ms must be positive and below \
+                        --group-consumer-session-timeout-ms"
+                .into());
+        }
+        let assignors = if self.group_consumer_assignors.is_empty() {
+            file.group_consumer_assignors
+        } else {
+            self.group_consumer_assignors
+        };
+        if !assignors.is_empty() {
+            consumer.assignors = assignors
+                .iter()
+                .map(|name| {
+                    AssignorKind::from_name(name.trim()).ok_or_else(|| {
+                        format!("--group-consumer-assignors: unknown assignor '{name}' (uniform, range)")
+                    })
+                })
+                .collect::<Result<_, _>>()?;
         }
         let journal = match self.journal_file_bytes.or(file.journal_file_bytes) {
             Some(0) => None,

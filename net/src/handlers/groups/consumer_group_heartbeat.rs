@@ -40,7 +40,9 @@ pub async fn handle(
         subscribed_topic_names: request
             .subscribed_topic_names
             .map(|names| names.into_iter().map(|name| name.0.to_string()).collect()),
-        subscribed_topic_regex: optional_string(request.subscribed_topic_regex),
+        // librdkafka sends an empty regex for none, which Kafka takes as none too.
+        subscribed_topic_regex: optional_string(request.subscribed_topic_regex)
+            .filter(|regex| !regex.is_empty()),
         server_assignor: optional_string(request.server_assignor),
         owned,
         client_id: client.id.clone(),
