@@ -35,8 +35,10 @@
 //! JoinGroup or SyncGroup superseded by a newer one from the same member is answered
 //! REBALANCE_IN_PROGRESS instead of being dropped; dead groups are not kept (DescribeGroups reports
 //! Dead for unknown ids). Not implemented: KIP-496 (expiring offsets of unsubscribed topics in
-//! non-empty groups), the new-member join timeout, transactional offset commits, the KIP-848
-//! consumer protocol.
+//! non-empty groups), the new-member join timeout, transactional offset commits.
+//!
+//! The consumer protocol of Kafka 4 (KIP-848) runs in the same coordinator, beside the classic
+//! one: [`consumer`] (its groups, assignors, reconciliation and records).
 //!
 //! # Cost
 //! [`GroupCoordinator::next_deadline_ms`] scans every group, O(members): fine for thousands of

@@ -370,9 +370,11 @@ impl Arguments {
         if !(0 < consumer.heartbeat_interval_ms
             && consumer.heartbeat_interval_ms < consumer.session_timeout_ms)
         {
-            return Err("--group-consumer-heartbeat-interval-ms must be positive and below \
+            return Err(
+                "--group-consumer-heartbeat-interval-ms must be positive and below \
                         --group-consumer-session-timeout-ms"
-                .into());
+                    .into(),
+            );
         }
         let assignors = if self.group_consumer_assignors.is_empty() {
             file.group_consumer_assignors

@@ -151,7 +151,12 @@ fn settle(
         for client in clients.iter_mut() {
             match client.heartbeat(coordinator, now_ms, records) {
                 // A member removed meanwhile rejoins on its next heartbeat.
-                Ok(_) | Err(GroupError::UnknownMemberId | GroupError::FencedMemberEpoch) => {}
+                Ok(_)
+                | Err(
+                    GroupError::UnknownMemberId
+                    | GroupError::FencedMemberEpoch
+                    | GroupError::UnreleasedInstanceId,
+                ) => {}
                 Err(error) => panic!("a well-behaved member is refused: {error}"),
             }
         }
@@ -493,7 +498,8 @@ enum Step {
     Leave {
         client: usize,
     },
-    /// The process restarts: it rejoins with epoch 0, owning nothing.
+    /// The process restarts: it rejoins with epoch 0, owning nothing (the static member under
+    /// a new member id, as librdkafka makes a new one per process).
     Restart {
         client: usize,
     },
@@ -536,6 +542,7 @@ proptest! {
             client
         }).collect();
         let mut now_ms = 0;
+        let mut restarts = 0;
         for step in steps {
             match step {
                 Step::Heartbeat { client } => {
@@ -549,6 +556,10 @@ proptest! {
                 Step::Restart { client } => {
                     clients[client].epoch = 0;
                     clients[client].owned.clear();
+                    if clients[client].instance_id.is_some() {
+                        restarts += 1;
+                        clients[client].member_id = format!("static-{restarts}");
+                    }
                 }
                 Step::Subscribe { client, topics } => {
                     clients[client].subscription = match topics {
@@ -565,10 +576,13 @@ proptest! {
             }
         }
         assert_replays(&coordinator, &records);
-        // Everyone heartbeats on: the group settles with every partition handed out.
+        // Everyone heartbeats on, once a static member's old slot has expired: the group
+        // settles with every partition handed out.
         for client in &mut clients {
             client.subscription = vec!["a".into()];
         }
+        now_ms += i64::from(SESSION_MS);
+        records.extend(coordinator.tick(now_ms).records);
         let rounds = settle(&mut clients, &mut coordinator, now_ms, &mut records);
         prop_assert!(rounds < 10);
         prop_assert_eq!(clients.iter().map(Client::count).sum::<usize>(), 4);
@@ -576,4 +590,115 @@ proptest! {
         prop_assert_eq!(description.state, GroupState::Stable);
         assert_replays(&coordinator, &records);
     }
+}
+
+#[test]
+fn a_member_that_does_not_revoke_within_its_rebalance_timeout_is_removed() {
+    let mut coordinator = coordinator();
+    let mut records = Vec::new();
+    let mut first = Client::new("m1", &["a"]);
+    first.heartbeat(&mut coordinator, 0, &mut records).unwrap();
+    let mut second = Client::new("m2", &["a"]);
+    second.heartbeat(&mut coordinator, 0, &mut records).unwrap();
+    // m1 hears it must revoke, then keeps heartbeating as if it still owned everything.
+    let (answer, _) = coordinator.consumer_heartbeat(&first.request(), &topics, 1);
+    assert_eq!(
+        answer.unwrap().assignment.map(|a| a[&TOPIC_A].len()),
+        Some(2)
+    );
+    let stubborn = first.request();
+    for now_ms in (4_000..30_000).step_by(4_000) {
+        let (answer, _) = coordinator.consumer_heartbeat(&stubborn, &topics, now_ms);
+        assert_eq!(answer.unwrap().member_epoch, 1);
+        second
+            .heartbeat(&mut coordinator, now_ms, &mut records)
+            .unwrap();
+        assert_eq!(second.count(), 0, "m2 waits for m1 to revoke");
+    }
+    // Its rebalance timeout (30 s) passes while its session is kept alive.
+    let effects = coordinator.tick(30_001);
+    assert!(!effects.records.is_empty());
+    coordinator.check_invariants();
+    let (answer, _) = coordinator.consumer_heartbeat(&stubborn, &topics, 30_002);
+    assert_eq!(answer, Err(GroupError::UnknownMemberId));
+    second
+        .heartbeat(&mut coordinator, 30_003, &mut records)
+        .unwrap();
+    assert_eq!(second.count(), 4);
+}
+
+#[test]
+fn an_empty_consumer_group_is_deleted_with_its_offsets_and_a_subscribed_topic_keeps_them() {
+    let mut coordinator = coordinator();
+    let mut records = Vec::new();
+    let mut member = Client::new("m1", &["a"]);
+    member.heartbeat(&mut coordinator, 0, &mut records).unwrap();
+    let commit = OffsetCommit {
+        group_id: GROUP.to_owned(),
+        generation_id: 1,
+        member_id: "m1".to_owned(),
+        group_instance_id: None,
+        partitions: [("a", 0), ("b", 0)]
+            .into_iter()
+            .map(|(topic, partition)| OffsetCommitPartition {
+                partition: TopicPartition {
+                    topic: topic.into(),
+                    partition,
+                },
+                offset: 5,
+                leader_epoch: -1,
+                metadata: None,
+            })
+            .collect(),
+    };
+    let (results, _) = coordinator.commit_offsets(&commit, 1);
+    results.unwrap();
+    let a0 = TopicPartition {
+        topic: "a".into(),
+        partition: 0,
+    };
+    let b0 = TopicPartition {
+        topic: "b".into(),
+        partition: 0,
+    };
+    let (results, _) = coordinator.delete_offsets(GROUP, &[a0.clone(), b0]);
+    let results = results.unwrap();
+    assert_eq!(results[0].1, Err(GroupError::GroupSubscribedToTopic));
+    assert_eq!(results[1].1, Ok(()));
+    let (results, _) = coordinator.delete_groups(&[GROUP.to_owned()]);
+    assert_eq!(results[0].1, Err(GroupError::NonEmptyGroup));
+    member.leave(&mut coordinator, 2, &mut records);
+    let (results, effects) = coordinator.delete_groups(&[GROUP.to_owned()]);
+    assert_eq!(results[0].1, Ok(()));
+    assert!(coordinator.list_groups(&[]).is_empty());
+    assert_eq!(coordinator.fetch_offsets(GROUP, Some(&[a0]))[0].1, None);
+    records.extend(effects.records);
+    let replayed = GroupCoordinator::replay(config(), 1, &records, 3).unwrap();
+    assert!(
+        replayed.list_groups(&[]).is_empty(),
+        "the tombstones delete the group"
+    );
+}
+
+#[test]
+fn records_are_in_kafkas_byte_layout() {
+    let mut group = ConsumerGroup::new("g".to_owned(), 0);
+    group.group_epoch = 5;
+    let record = records::group_metadata(&group);
+    assert_eq!(&record.key[..], b"\x00\x03\x00\x01g");
+    // Value version 0, the epoch, no tagged fields.
+    assert_eq!(&record.value.unwrap()[..], b"\x00\x00\x00\x00\x00\x05\x00");
+    let mut member = ConsumerMember::new("m".to_owned(), 0, SESSION_MS);
+    member.assignment.member_epoch = 2;
+    member.assignment.previous_member_epoch = 1;
+    member.assignment.assigned = [(TOPIC_A, [0, 1].into_iter().collect())]
+        .into_iter()
+        .collect();
+    let record = records::current_assignment("g", &member);
+    assert_eq!(&record.key[..], b"\x00\x08\x00\x01g\x00\x01m");
+    let mut value = b"\x00\x00\x00\x00\x00\x02\x00\x00\x00\x01\x00\x02".to_vec();
+    value.extend_from_slice(&TOPIC_A);
+    // Two partitions (compact length 3), the topic's tags, no pending revocations, the tags.
+    value.extend_from_slice(b"\x03\x00\x00\x00\x00\x00\x00\x00\x01\x00\x01\x00");
+    assert_eq!(&record.value.unwrap()[..], &value[..]);
 }
