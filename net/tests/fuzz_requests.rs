@@ -182,6 +182,19 @@ fn valid(api_key: ApiKey, version: i16) -> Bytes {
                     .with_partition_indexes(vec![0]),
             ]))
             .encode(out, version),
+        ApiKey::ConsumerGroupHeartbeat => ConsumerGroupHeartbeatRequest::default()
+            .with_group_id(group())
+            .with_member_id(StrBytes::from_static_str("member"))
+            .with_rebalance_timeout_ms(30_000)
+            .with_subscribed_topic_names(Some(vec![topic()]))
+            .with_topic_partitions(Some(vec![
+                consumer_group_heartbeat_request::TopicPartitions::default()
+                    .with_partitions(vec![0, 1]),
+            ]))
+            .encode(out, version),
+        ApiKey::ConsumerGroupDescribe => ConsumerGroupDescribeRequest::default()
+            .with_group_ids(vec![group()])
+            .encode(out, version),
         other => panic!("add a valid {other:?} request to the fuzz target"),
     }
     .unwrap();
