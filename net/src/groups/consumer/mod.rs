@@ -421,6 +421,153 @@ impl ConsumerGroup {
         self.bump_epoch(config, effects);
     }
 
+    /// A heartbeat with epoch 0: a new member, a member that lost its state and starts over
+    /// (what it held is free again), or a static member back under a new member id, which
+    /// takes over its slot (assignment and epoch) if its predecessor left with epoch -2.
+    /// Returns whether the membership changed (a new member).
+    fn join(
+        &mut self,
+        member_id: &str,
+        request: &ConsumerHeartbeat,
+        config: &ConsumerGroupConfig,
+        members_max: usize,
+        now_ms: i64,
+        effects: &mut Effects,
+    ) -> Result<bool, GroupError> {
+        let static_slot = request.instance_id.as_ref().and_then(|instance| {
+            self.members
+                .values()
+                .find(|m| m.instance_id.as_ref() == Some(instance))
+                .map(|m| (m.member_id.clone(), m.left_static()))
+        });
+        match static_slot {
+            Some((old_id, _)) if old_id == member_id => {}
+            Some((_, false)) => return Err(GroupError::UnreleasedInstanceId),
+            Some((old_id, true)) => {
+                self.take_over(&old_id, member_id, effects);
+                return Ok(false);
+            }
+            None => {}
+        }
+        if let Some(member) = self.members.get_mut(member_id) {
+            member.assignment = ConsumerMember::new(String::new(), now_ms, 0).assignment;
+            member.revocation_deadline_ms = None;
+            effects
+                .records
+                .push(records::current_assignment(&self.group_id, member));
+            return Ok(false);
+        }
+        if self.members.len() >= members_max {
+            return Err(GroupError::GroupMaxSizeReached);
+        }
+        let member = ConsumerMember::new(member_id.to_owned(), now_ms, config.session_timeout_ms);
+        self.members.insert(member_id.to_owned(), member);
+        self.empty_since_ms = None;
+        Ok(true)
+    }
+
+    /// A static member's new incarnation `new_id` takes over `old_id`'s slot.
+    fn take_over(&mut self, old_id: &str, new_id: &str, effects: &mut Effects) {
+        let mut member = self.members.remove(old_id).expect("the slot's member");
+        effects
+            .records
+            .extend(records::member_tombstones(&self.group_id, old_id));
+        member.member_id = new_id.to_owned();
+        member.assignment.member_epoch = member.assignment.previous_member_epoch.max(0);
+        if let Some(target) = self.target.remove(old_id) {
+            effects
+                .records
+                .push(records::target_member(&self.group_id, new_id, &target));
+            self.target.insert(new_id.to_owned(), target);
+        }
+        effects
+            .records
+            .push(records::member_metadata(&self.group_id, &member));
+        effects
+            .records
+            .push(records::current_assignment(&self.group_id, &member));
+        self.members.insert(new_id.to_owned(), member);
+    }
+
+    /// Checks a heartbeat's member and epoch (a member that is not the one it says, or whose
+    /// epoch is not its own, is fenced and must rejoin). Returns whether the member retries a
+    /// heartbeat whose answer it lost, and so must hear its assignment again.
+    fn check_member_epoch(
+        &self,
+        member_id: &str,
+        request: &ConsumerHeartbeat,
+    ) -> Result<bool, GroupError> {
+        let member = self
+            .members
+            .get(member_id)
+            .ok_or(GroupError::UnknownMemberId)?;
+        if request.instance_id.is_some() && member.instance_id != request.instance_id {
+            return Err(GroupError::FencedInstanceId);
+        }
+        let current = &member.assignment;
+        if request.member_epoch > current.member_epoch {
+            return Err(GroupError::FencedMemberEpoch);
+        }
+        if request.member_epoch == current.member_epoch {
+            return Ok(false);
+        }
+        // The answer that moved the member on may have been lost: it retries with its previous
+        // epoch and the partitions it was given before.
+        let retry = request.member_epoch == current.previous_member_epoch
+            && request
+                .owned
+                .as_ref()
+                .is_some_and(|owned| is_subset(owned, &current.assigned));
+        if retry {
+            Ok(true)
+        } else {
+            Err(GroupError::FencedMemberEpoch)
+        }
+    }
+
+    /// Renews the member's session and takes what its heartbeat changes of it (a record if
+    /// anything did). Returns whether its subscription or assignor changed.
+    fn update_member(
+        &mut self,
+        member_id: &str,
+        request: &ConsumerHeartbeat,
+        config: &ConsumerGroupConfig,
+        now_ms: i64,
+        effects: &mut Effects,
+    ) -> bool {
+        let member = self.members.get_mut(member_id).expect("a member by now");
+        member.session_deadline_ms = now_ms + i64::from(config.session_timeout_ms);
+        let mut updated = member.clone();
+        let mut changed_subscription = false;
+        updated.client_id.clone_from(&request.client_id);
+        updated.client_host.clone_from(&request.client_host);
+        if request.instance_id.is_some() {
+            updated.instance_id.clone_from(&request.instance_id);
+        }
+        if request.rack_id.is_some() {
+            updated.rack_id.clone_from(&request.rack_id);
+        }
+        if request.rebalance_timeout_ms >= 0 {
+            updated.rebalance_timeout_ms = request.rebalance_timeout_ms;
+        }
+        if let Some(names) = &request.subscribed_topic_names {
+            let names: BTreeSet<String> = names.iter().cloned().collect();
+            changed_subscription |= names != updated.subscribed_topic_names;
+            updated.subscribed_topic_names = names;
+        }
+        if request.server_assignor.is_some() && request.server_assignor != updated.server_assignor {
+            updated.server_assignor.clone_from(&request.server_assignor);
+            changed_subscription = true;
+        }
+        if updated != *member {
+            effects
+                .records
+                .push(records::member_metadata(&self.group_id, &updated));
+            *member = updated;
+        }
+        changed_subscription
+    }
+
     fn next_deadline_ms(&self) -> Option<i64> {
         self.members
             .values()
@@ -511,158 +658,31 @@ impl GroupCoordinator {
         effects: &mut Effects,
     ) -> Result<ConsumerHeartbeatResponse, GroupError> {
         validate(request, &self.config.consumer)?;
-        let config = &self.config.consumer;
         let joining = request.member_epoch == JOIN_EPOCH;
-        if self.groups.contains_key(&request.group_id) {
-            // An empty classic group becomes a consumer group; one with members is not ours.
-            let classic = &self.groups[&request.group_id];
-            if !joining || !classic.members.is_empty() || !classic.pending_members.is_empty() {
-                return Err(GroupError::GroupIdNotFound);
-            }
-            let classic = self.groups.remove(&request.group_id).expect("present");
-            effects
-                .records
-                .push(GroupRecord::group_tombstone(&request.group_id));
-            let mut group = ConsumerGroup::new(request.group_id.clone(), now_ms);
-            group.offsets = classic.offsets;
-            self.consumer_groups.insert(request.group_id.clone(), group);
-        }
-        if !self.consumer_groups.contains_key(&request.group_id) {
-            if !joining {
-                return Err(GroupError::UnknownMemberId);
-            }
-            let group = ConsumerGroup::new(request.group_id.clone(), now_ms);
-            self.consumer_groups.insert(request.group_id.clone(), group);
-        }
-        let group_members_max = self.config.group_members_max;
+        let member_id = match request.member_id.as_str() {
+            // A version 0 client that joins: the coordinator names it.
+            "" => self.ids.member_id(&request.client_id),
+            member_id => member_id.to_owned(),
+        };
+        self.convert_to_consumer_group(&request.group_id, joining, now_ms, effects)?;
+        let members_max = self.config.group_members_max;
+        let config = &self.config.consumer;
         let group = self
             .consumer_groups
             .get_mut(&request.group_id)
-            .expect("created above");
+            .ok_or(GroupError::UnknownMemberId)?;
         if request.member_epoch == LEAVE_EPOCH || request.member_epoch == STATIC_LEAVE_EPOCH {
             return leave(group, request, config, now_ms, effects);
-        }
-        let mut member_id = request.member_id.clone();
-        if member_id.is_empty() {
-            member_id = self.ids.member_id(&request.client_id);
         }
         let mut changed_subscription = false;
         let mut send_assignment = joining || request.owned.is_some();
         if joining {
-            let static_slot = request.instance_id.as_ref().and_then(|instance| {
-                group
-                    .members
-                    .values()
-                    .find(|m| m.instance_id.as_ref() == Some(instance))
-                    .map(|m| (m.member_id.clone(), m.left_static()))
-            });
-            let mut took_over = false;
-            match static_slot {
-                Some((old_id, _)) if old_id == member_id => {}
-                Some((_, false)) => return Err(GroupError::UnreleasedInstanceId),
-                Some((old_id, true)) => {
-                    // The instance is back under a new member id: it takes over the slot.
-                    let mut member = group.members.remove(&old_id).expect("found above");
-                    effects
-                        .records
-                        .extend(records::member_tombstones(&group.group_id, &old_id));
-                    member.member_id = member_id.clone();
-                    member.assignment.member_epoch = member.assignment.previous_member_epoch.max(0);
-                    if let Some(target) = group.target.remove(&old_id) {
-                        effects.records.push(records::target_member(
-                            &group.group_id,
-                            &member_id,
-                            &target,
-                        ));
-                        group.target.insert(member_id.clone(), target);
-                    }
-                    effects
-                        .records
-                        .push(records::member_metadata(&group.group_id, &member));
-                    effects
-                        .records
-                        .push(records::current_assignment(&group.group_id, &member));
-                    group.members.insert(member_id.clone(), member);
-                    took_over = true;
-                }
-                None => {}
-            }
-            match group.members.get_mut(&member_id) {
-                Some(_) if took_over => {}
-                Some(member) => {
-                    // A member that lost its state rejoins: what it held is free again.
-                    member.assignment = ConsumerMember::new(String::new(), now_ms, 0).assignment;
-                    member.revocation_deadline_ms = None;
-                    effects
-                        .records
-                        .push(records::current_assignment(&group.group_id, member));
-                }
-                None => {
-                    if group.members.len() >= group_members_max {
-                        return Err(GroupError::GroupMaxSizeReached);
-                    }
-                    let member =
-                        ConsumerMember::new(member_id.clone(), now_ms, config.session_timeout_ms);
-                    group.members.insert(member_id.clone(), member);
-                    group.empty_since_ms = None;
-                    changed_subscription = true;
-                }
-            }
+            changed_subscription =
+                group.join(&member_id, request, config, members_max, now_ms, effects)?;
         } else {
-            let member = group
-                .members
-                .get(&member_id)
-                .ok_or(GroupError::UnknownMemberId)?;
-            if member.instance_id != request.instance_id && request.instance_id.is_some() {
-                return Err(GroupError::FencedInstanceId);
-            }
-            let current = &member.assignment;
-            if request.member_epoch > current.member_epoch {
-                return Err(GroupError::FencedMemberEpoch);
-            }
-            if request.member_epoch < current.member_epoch {
-                // The answer that moved the member on may have been lost: it retries with
-                // its previous epoch and the partitions it was given before.
-                let retry = request.member_epoch == current.previous_member_epoch
-                    && request
-                        .owned
-                        .as_ref()
-                        .is_some_and(|owned| is_subset(owned, &current.assigned));
-                if !retry {
-                    return Err(GroupError::FencedMemberEpoch);
-                }
-                send_assignment = true;
-            }
+            send_assignment |= group.check_member_epoch(&member_id, request)?;
         }
-        let member = group.members.get_mut(&member_id).expect("a member by now");
-        member.session_deadline_ms = now_ms + i64::from(config.session_timeout_ms);
-        let mut updated = member.clone();
-        updated.client_id.clone_from(&request.client_id);
-        updated.client_host.clone_from(&request.client_host);
-        if request.instance_id.is_some() {
-            updated.instance_id.clone_from(&request.instance_id);
-        }
-        if request.rack_id.is_some() {
-            updated.rack_id.clone_from(&request.rack_id);
-        }
-        if request.rebalance_timeout_ms >= 0 {
-            updated.rebalance_timeout_ms = request.rebalance_timeout_ms;
-        }
-        if let Some(names) = &request.subscribed_topic_names {
-            let names: BTreeSet<String> = names.iter().cloned().collect();
-            changed_subscription |= names != updated.subscribed_topic_names;
-            updated.subscribed_topic_names = names;
-        }
-        if request.server_assignor.is_some() && request.server_assignor != updated.server_assignor {
-            updated.server_assignor.clone_from(&request.server_assignor);
-            changed_subscription = true;
-        }
-        if updated != *member {
-            effects
-                .records
-                .push(records::member_metadata(&group.group_id, &updated));
-            *member = updated;
-        }
+        changed_subscription |= group.update_member(&member_id, request, config, now_ms, effects);
         let topics_changed = group.refresh_topics(topics, effects);
         if changed_subscription || topics_changed {
             group.bump_epoch(config, effects);
@@ -675,6 +695,33 @@ impl GroupCoordinator {
             heartbeat_interval_ms: config.heartbeat_interval_ms,
             assignment: send_assignment.then(|| member.assignment.assigned.clone()),
         })
+    }
+
+    /// Makes `group_id` a consumer group if it can be one: a new group for a member that joins,
+    /// an empty classic group (offsets only) converted with its offsets. A classic group with
+    /// members is refused GROUP_ID_NOT_FOUND, as Kafka does when it cannot upgrade it.
+    fn convert_to_consumer_group(
+        &mut self,
+        group_id: &str,
+        joining: bool,
+        now_ms: i64,
+        effects: &mut Effects,
+    ) -> Result<(), GroupError> {
+        if let Some(classic) = self.groups.get(group_id) {
+            if !joining || !classic.members.is_empty() || !classic.pending_members.is_empty() {
+                return Err(GroupError::GroupIdNotFound);
+            }
+            let classic = self.groups.remove(group_id).expect("present");
+            effects.records.push(GroupRecord::group_tombstone(group_id));
+            let mut group = ConsumerGroup::new(group_id.to_owned(), now_ms);
+            group.offsets = classic.offsets;
+            self.consumer_groups.insert(group_id.to_owned(), group);
+        }
+        if joining && !self.consumer_groups.contains_key(group_id) {
+            let group = ConsumerGroup::new(group_id.to_owned(), now_ms);
+            self.consumer_groups.insert(group_id.to_owned(), group);
+        }
+        Ok(())
     }
 
     /// ConsumerGroupDescribe of one group; `None` if it is not a consumer group.
