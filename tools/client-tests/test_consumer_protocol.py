@@ -285,3 +285,17 @@ def test_a_group_carries_on_when_its_coordinator_broker_is_killed(request, consu
         cluster.restart(killed)
     finally:
         stop()
+
+
+@pytest.mark.serve_args(*BROKER_ARGS)
+def test_a_member_subscribed_by_regular_expression_gets_the_matching_topics(broker, start_member):
+    admin_client = Confluent(broker.bootstrap)
+    topic = created_topic(admin_client, "kip848-regex", PARTITIONS)
+    admin_client.close()
+    # librdkafka sends a subscription starting with ^ as the heartbeat's regular expression.
+    member = start_member("a", topic_name("kip848-regex"), f"^{topic[:-2]}.*")
+    wait_for_split([member], PARTITIONS)
+    acked = {}
+    sent = produced(broker.bootstrap, topic, "regex", acked)
+    wait_for_values([member], values(sent))
+    member.close()

@@ -81,6 +81,10 @@ pub enum GroupError {
     /// STALE_MEMBER_EPOCH.
     #[error("the member epoch is stale")]
     StaleMemberEpoch,
+    /// A subscription's regular expression does not compile (or is too large).
+    /// INVALID_REGULAR_EXPRESSION.
+    #[error("the regular expression is not valid")]
+    InvalidRegularExpression,
 }
 
 impl GroupError {
@@ -108,6 +112,7 @@ impl GroupError {
             GroupError::UnreleasedInstanceId => 111,
             GroupError::UnsupportedAssignor => 112,
             GroupError::StaleMemberEpoch => 113,
+            GroupError::InvalidRegularExpression => 128,
         }
     }
 }

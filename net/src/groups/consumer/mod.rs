@@ -26,8 +26,16 @@
 //! reconciles one member (O(partitions held in the group)); Kafka caches the topics' metadata
 //! and an ownership index, the step if it shows in profiles.
 //!
+//! A member subscribes to topic names, a regular expression (matched against whole topic names,
+//! internal topics aside), or both; the group's subscribed topics are looked up again on every
+//! heartbeat ([`TopicSource`]), so topics created, grown or deleted move the group on.
+//!
 //! # Differences from Kafka
-//! Not implemented: regular-expression subscriptions (INVALID_REQUEST), rack-aware assignment,
+//! Regular expressions are the `regex` crate's (RE2's syntax, as Kafka's RE2/J), resolved on
+//! every heartbeat rather than every few seconds, and not written to records of their own
+//! (ConsumerGroupRegularExpression): the member's record keeps the pattern and the group's
+//! partition metadata record its resolved topics.
+//! Not implemented: rack-aware assignment,
 //! classic members in a consumer group (online migration), client-side assignors, the
 //! UNSUPPORTED_VERSION answer to an OffsetCommit below version 9 from a consumer-protocol member
 //! (it is checked as a version 9 one). A consumer group's size is bounded by the classic
@@ -85,6 +93,54 @@ impl Default for ConsumerGroupConfig {
         }
     }
 }
+
+/// What the coordinator sees of the broker's topics when a heartbeat arrives.
+pub trait TopicSource {
+    /// The topic named `name`, if it exists.
+    fn topic(&self, name: &str) -> Option<SubscribedTopic>;
+    /// Every topic's name but the internal ones: what regular expressions are matched against.
+    fn names(&self) -> Vec<&str>;
+}
+
+/// The most memory one subscription's compiled regular expression may take.
+const TOPIC_REGEX_BYTES_MAX: usize = 1 << 20;
+
+/// A member's regular-expression subscription, compiled once; it matches whole topic names,
+/// as Kafka's does.
+#[derive(Debug, Clone)]
+pub(crate) struct TopicRegex {
+    pattern: String,
+    compiled: regex::Regex,
+}
+
+impl TopicRegex {
+    pub fn new(pattern: &str) -> Result<TopicRegex, GroupError> {
+        let compiled = regex::RegexBuilder::new(&format!("^(?:{pattern})$"))
+            .size_limit(TOPIC_REGEX_BYTES_MAX)
+            .build()
+            .map_err(|_| GroupError::InvalidRegularExpression)?;
+        Ok(TopicRegex {
+            pattern: pattern.to_owned(),
+            compiled,
+        })
+    }
+
+    pub fn pattern(&self) -> &str {
+        &self.pattern
+    }
+
+    fn matches(&self, topic: &str) -> bool {
+        self.compiled.is_match(topic)
+    }
+}
+
+impl PartialEq for TopicRegex {
+    fn eq(&self, other: &TopicRegex) -> bool {
+        self.pattern == other.pattern
+    }
+}
+
+impl Eq for TopicRegex {}
 
 /// A topic as the group last saw it: what the assignors work from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -163,6 +219,7 @@ pub(crate) struct ConsumerMember {
     pub client_id: String,
     pub client_host: String,
     pub subscribed_topic_names: BTreeSet<String>,
+    pub subscribed_topic_regex: Option<TopicRegex>,
     pub server_assignor: Option<String>,
     pub rebalance_timeout_ms: i32,
     pub assignment: MemberAssignment,
@@ -181,6 +238,7 @@ impl ConsumerMember {
             client_id: String::new(),
             client_host: String::new(),
             subscribed_topic_names: BTreeSet::new(),
+            subscribed_topic_regex: None,
             server_assignor: None,
             rebalance_timeout_ms: -1,
             assignment: MemberAssignment {
@@ -193,6 +251,29 @@ impl ConsumerMember {
             session_deadline_ms: now_ms + i64::from(session_timeout_ms),
             revocation_deadline_ms: None,
         }
+    }
+
+    /// Whether the member subscribes to `topic`, by name or by its regular expression.
+    fn subscribes_to(&self, topic: &str) -> bool {
+        self.subscribed_topic_names.contains(topic)
+            || self
+                .subscribed_topic_regex
+                .as_ref()
+                .is_some_and(|regex| regex.matches(topic))
+    }
+
+    /// The topics the member subscribes to: its names, and those of `topics` (the group's) its
+    /// regular expression matches.
+    fn subscribed_names<'a>(
+        &'a self,
+        topics: &'a BTreeMap<String, SubscribedTopic>,
+    ) -> BTreeSet<&'a str> {
+        let matched = topics.keys().filter(|name| self.subscribes_to(name));
+        self.subscribed_topic_names
+            .iter()
+            .chain(matched)
+            .map(String::as_str)
+            .collect()
     }
 
     /// Whether the member left for now as a static member (its slot waits for its instance).
@@ -308,10 +389,10 @@ impl ConsumerGroup {
             .members
             .values()
             .map(|member| {
-                let topics = member
-                    .subscribed_topic_names
-                    .iter()
-                    .filter_map(|name| self.subscribed_topics.get(name))
+                let topics = self
+                    .subscribed_topics
+                    .values()
+                    .filter(|topic| member.subscribes_to(&topic.name))
                     .map(|topic| topic.id)
                     .collect();
                 (member.member_id.clone(), topics)
@@ -339,20 +420,30 @@ impl ConsumerGroup {
         effects.records.push(records::target_metadata(self));
     }
 
-    /// Looks the subscribed topics up again; a change bumps the epoch.
-    fn refresh_topics(
-        &mut self,
-        topics: &dyn Fn(&str) -> Option<SubscribedTopic>,
-        effects: &mut Effects,
-    ) -> bool {
-        let names: BTreeSet<&String> = self
+    /// Looks the subscribed topics up again (names, and what the regular expressions match
+    /// now); records a change and says so (the caller bumps the epoch).
+    fn refresh_topics(&mut self, topics: &dyn TopicSource, effects: &mut Effects) -> bool {
+        let mut names: BTreeSet<&str> = self
             .members
             .values()
-            .flat_map(|member| &member.subscribed_topic_names)
+            .flat_map(|member| member.subscribed_topic_names.iter().map(String::as_str))
             .collect();
+        let regexes: Vec<&TopicRegex> = self
+            .members
+            .values()
+            .filter_map(|member| member.subscribed_topic_regex.as_ref())
+            .collect();
+        if !regexes.is_empty() {
+            names.extend(
+                topics
+                    .names()
+                    .into_iter()
+                    .filter(|name| regexes.iter().any(|regex| regex.matches(name))),
+            );
+        }
         let current: BTreeMap<String, SubscribedTopic> = names
             .into_iter()
-            .filter_map(|name| topics(name).map(|topic| (name.clone(), topic)))
+            .filter_map(|name| topics.topic(name).map(|topic| (name.to_owned(), topic)))
             .collect();
         if current == self.subscribed_topics {
             return false;
@@ -555,6 +646,16 @@ impl ConsumerGroup {
             changed_subscription |= names != updated.subscribed_topic_names;
             updated.subscribed_topic_names = names;
         }
+        if let Some(pattern) = &request.subscribed_topic_regex {
+            // An empty pattern clears the regular-expression subscription (librdkafka sends
+            // one with every full heartbeat of a member that has none).
+            let regex = match pattern.as_str() {
+                "" => None,
+                pattern => Some(TopicRegex::new(pattern).expect("validated with the request")),
+            };
+            changed_subscription |= regex != updated.subscribed_topic_regex;
+            updated.subscribed_topic_regex = regex;
+        }
         if request.server_assignor.is_some() && request.server_assignor != updated.server_assignor {
             updated.server_assignor.clone_from(&request.server_assignor);
             changed_subscription = true;
@@ -636,7 +737,7 @@ impl GroupCoordinator {
     pub fn consumer_heartbeat(
         &mut self,
         request: &ConsumerHeartbeat,
-        topics: &dyn Fn(&str) -> Option<SubscribedTopic>,
+        topics: &dyn TopicSource,
         now_ms: i64,
     ) -> (Result<ConsumerHeartbeatResponse, GroupError>, Effects) {
         let mut effects = Effects::default();
@@ -653,7 +754,7 @@ impl GroupCoordinator {
     fn heartbeat_consumer(
         &mut self,
         request: &ConsumerHeartbeat,
-        topics: &dyn Fn(&str) -> Option<SubscribedTopic>,
+        topics: &dyn TopicSource,
         now_ms: i64,
         effects: &mut Effects,
     ) -> Result<ConsumerHeartbeatResponse, GroupError> {
@@ -754,6 +855,10 @@ impl GroupCoordinator {
                     client_id: member.client_id.clone(),
                     client_host: member.client_host.clone(),
                     subscribed_topic_names: member.subscribed_topic_names.iter().cloned().collect(),
+                    subscribed_topic_regex: member
+                        .subscribed_topic_regex
+                        .as_ref()
+                        .map(|regex| regex.pattern().to_owned()),
                     assignment: named(&member.assignment.assigned),
                     target_assignment: named(group.target.get(&member.member_id).unwrap_or(&empty)),
                 })
@@ -782,6 +887,7 @@ pub struct DescribedConsumerMember {
     pub client_id: String,
     pub client_host: String,
     pub subscribed_topic_names: Vec<String>,
+    pub subscribed_topic_regex: Option<String>,
     /// (topic id, topic name, partitions).
     pub assignment: Vec<(TopicId, String, Vec<i32>)>,
     pub target_assignment: Vec<(TopicId, String, Vec<i32>)>,
@@ -792,12 +898,16 @@ fn validate(request: &ConsumerHeartbeat, config: &ConsumerGroupConfig) -> Result
     if request.group_id.is_empty() {
         return Err(GroupError::InvalidRequest);
     }
-    if request.subscribed_topic_regex.is_some() {
-        return Err(GroupError::InvalidRequest);
+    if let Some(pattern) = request.subscribed_topic_regex.as_deref() {
+        TopicRegex::new(pattern)?;
     }
     match request.member_epoch {
         JOIN_EPOCH => {
-            let subscribed = request.subscribed_topic_names.is_some();
+            let subscribed = request.subscribed_topic_names.is_some()
+                || request
+                    .subscribed_topic_regex
+                    .as_ref()
+                    .is_some_and(|r| !r.is_empty());
             let owns_nothing = request
                 .owned
                 .as_ref()
@@ -973,11 +1083,13 @@ pub(super) fn validate_fetch(
 
 /// Topics the members subscribe to (OffsetDelete keeps their offsets).
 pub(super) fn subscribed_topics(group: &ConsumerGroup) -> Vec<String> {
-    group
+    let topics = &group.subscribed_topics;
+    let names: BTreeSet<&str> = group
         .members
         .values()
-        .flat_map(|m| m.subscribed_topic_names.iter().cloned())
-        .collect()
+        .flat_map(|member| member.subscribed_names(topics))
+        .collect();
+    names.into_iter().map(str::to_owned).collect()
 }
 
 /// ListGroups' entry for a consumer group.
@@ -999,9 +1111,8 @@ pub(super) fn described(group: &ConsumerGroup, config: &ConsumerGroupConfig) -> 
         .values()
         .map(|member| {
             let topics: Vec<&str> = member
-                .subscribed_topic_names
-                .iter()
-                .map(String::as_str)
+                .subscribed_names(&group.subscribed_topics)
+                .into_iter()
                 .collect();
             let assigned: Vec<(&str, Vec<i32>)> = member
                 .assignment

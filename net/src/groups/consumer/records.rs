@@ -24,7 +24,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use bytes::{BufMut, Bytes, BytesMut};
 
 use super::reconcile::MemberAssignment;
-use super::{Assignment, ConsumerGroup, ConsumerMember, MemberState, SubscribedTopic, TopicId};
+use super::{
+    Assignment, ConsumerGroup, ConsumerMember, MemberState, SubscribedTopic, TopicId, TopicRegex,
+};
 use crate::groups::{GroupCoordinator, GroupRecord, RecordError};
 
 pub const GROUP_METADATA: i16 = 3;
@@ -85,7 +87,12 @@ pub(super) fn member_metadata(group_id: &str, member: &ConsumerMember) -> GroupR
     for name in &member.subscribed_topic_names {
         value.string(name);
     }
-    value.nullable_string(None); // SubscribedTopicRegex
+    value.nullable_string(
+        member
+            .subscribed_topic_regex
+            .as_ref()
+            .map(TopicRegex::pattern),
+    );
     value.i32(member.rebalance_timeout_ms);
     value.nullable_string(member.server_assignor.as_deref());
     record(
@@ -502,10 +509,11 @@ impl ConsumerReplay {
                 for _ in 0..value.array_len()? {
                     member.subscribed_topic_names.insert(value.string()?);
                 }
-                if value.nullable_string()?.is_some() {
-                    return Err(RecordError::InconsistentGroup(
-                        "a regular-expression subscription (not supported)",
-                    ));
+                if let Some(pattern) = value.nullable_string()? {
+                    member.subscribed_topic_regex =
+                        Some(TopicRegex::new(&pattern).map_err(|_| {
+                            RecordError::InconsistentGroup("an invalid regular expression")
+                        })?);
                 }
                 member.rebalance_timeout_ms = value.i32()?;
                 member.server_assignor = value.nullable_string()?;

@@ -29,7 +29,20 @@ fn config() -> GroupConfig {
     }
 }
 
-fn topics(name: &str) -> Option<SubscribedTopic> {
+/// Topics `a` (4 partitions) and `b` (3).
+struct Topics;
+
+impl TopicSource for Topics {
+    fn topic(&self, name: &str) -> Option<SubscribedTopic> {
+        lookup(name)
+    }
+
+    fn names(&self) -> Vec<&str> {
+        vec!["a", "b"]
+    }
+}
+
+fn lookup(name: &str) -> Option<SubscribedTopic> {
     match name {
         "a" => Some(SubscribedTopic {
             id: TOPIC_A,
@@ -91,7 +104,7 @@ impl Client {
         now_ms: i64,
         records: &mut Vec<GroupRecord>,
     ) -> Result<ConsumerHeartbeatResponse, GroupError> {
-        let (result, effects) = coordinator.consumer_heartbeat(&self.request(), &topics, now_ms);
+        let (result, effects) = coordinator.consumer_heartbeat(&self.request(), &Topics, now_ms);
         records.extend(effects.records);
         coordinator.check_invariants();
         match &result {
@@ -122,7 +135,7 @@ impl Client {
         } else {
             LEAVE_EPOCH
         };
-        let (_, effects) = coordinator.consumer_heartbeat(&request, &topics, now_ms);
+        let (_, effects) = coordinator.consumer_heartbeat(&request, &Topics, now_ms);
         records.extend(effects.records);
         coordinator.check_invariants();
         self.epoch = 0;
@@ -601,14 +614,14 @@ fn a_member_that_does_not_revoke_within_its_rebalance_timeout_is_removed() {
     let mut second = Client::new("m2", &["a"]);
     second.heartbeat(&mut coordinator, 0, &mut records).unwrap();
     // m1 hears it must revoke, then keeps heartbeating as if it still owned everything.
-    let (answer, _) = coordinator.consumer_heartbeat(&first.request(), &topics, 1);
+    let (answer, _) = coordinator.consumer_heartbeat(&first.request(), &Topics, 1);
     assert_eq!(
         answer.unwrap().assignment.map(|a| a[&TOPIC_A].len()),
         Some(2)
     );
     let stubborn = first.request();
     for now_ms in (4_000..30_000).step_by(4_000) {
-        let (answer, _) = coordinator.consumer_heartbeat(&stubborn, &topics, now_ms);
+        let (answer, _) = coordinator.consumer_heartbeat(&stubborn, &Topics, now_ms);
         assert_eq!(answer.unwrap().member_epoch, 1);
         second
             .heartbeat(&mut coordinator, now_ms, &mut records)
@@ -619,7 +632,7 @@ fn a_member_that_does_not_revoke_within_its_rebalance_timeout_is_removed() {
     let effects = coordinator.tick(30_001);
     assert!(!effects.records.is_empty());
     coordinator.check_invariants();
-    let (answer, _) = coordinator.consumer_heartbeat(&stubborn, &topics, 30_002);
+    let (answer, _) = coordinator.consumer_heartbeat(&stubborn, &Topics, 30_002);
     assert_eq!(answer, Err(GroupError::UnknownMemberId));
     second
         .heartbeat(&mut coordinator, 30_003, &mut records)
@@ -701,4 +714,42 @@ fn records_are_in_kafkas_byte_layout() {
     // Two partitions (compact length 3), the topic's tags, no pending revocations, the tags.
     value.extend_from_slice(b"\x03\x00\x00\x00\x00\x00\x00\x00\x01\x00\x01\x00");
     assert_eq!(&record.value.unwrap()[..], &value[..]);
+}
+
+#[test]
+fn a_regular_expression_subscription_follows_the_topics_it_matches() {
+    let mut coordinator = coordinator();
+    let mut records = Vec::new();
+    let mut by_name = Client::new("m1", &["a"]);
+    by_name
+        .heartbeat(&mut coordinator, 0, &mut records)
+        .unwrap();
+    let mut by_regex = Client::new("m2", &[]);
+    let mut request = by_regex.request();
+    request.subscribed_topic_regex = Some("(^[ab])".to_owned());
+    let (answer, effects) = coordinator.consumer_heartbeat(&request, &Topics, 1);
+    records.extend(effects.records);
+    by_regex.epoch = answer.unwrap().member_epoch;
+    let description = coordinator.describe_consumer_group(GROUP).unwrap();
+    let regex_member = &description.members[1];
+    assert_eq!(
+        regex_member.subscribed_topic_regex.as_deref(),
+        Some("(^[ab])")
+    );
+    let targeted: BTreeSet<&str> = regex_member
+        .target_assignment
+        .iter()
+        .map(|(_, name, _)| name.as_str())
+        .collect();
+    assert!(
+        targeted.contains("b"),
+        "b is matched only by m2's expression: {targeted:?}"
+    );
+    assert_replays(&coordinator, &records);
+    let mut bad = Client::new("m3", &[]);
+    let mut request = bad.request();
+    request.subscribed_topic_regex = Some("(unclosed".to_owned());
+    bad.epoch = 0;
+    let (answer, _) = coordinator.consumer_heartbeat(&request, &Topics, 2);
+    assert_eq!(answer, Err(GroupError::InvalidRegularExpression));
 }

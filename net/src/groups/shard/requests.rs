@@ -5,12 +5,13 @@
 
 use std::sync::Arc;
 
-use engine::catalog::TopicTable;
+use engine::catalog::{is_internal_topic, TopicTable};
 use futures::channel::oneshot;
 
 use super::loaded::LoadedCoordinator;
 use crate::groups::consumer::{
     ConsumerGroupDescription, ConsumerHeartbeat, ConsumerHeartbeatResponse, SubscribedTopic,
+    TopicSource,
 };
 use crate::groups::{
     CommittedOffset, Effects, GroupCoordinator, GroupDescription, GroupError, GroupState,
@@ -319,16 +320,30 @@ impl GroupRequest for ConsumerGroupHeartbeat {
         state: &mut GroupCoordinator,
         now_ms: i64,
     ) -> (Outcome<Self::Answer>, Effects) {
-        let topics = &self.topics;
-        let lookup = |name: &str| {
-            topics.get(name).map(|topic| SubscribedTopic {
-                id: topic.id,
-                name: topic.name.clone(),
-                partitions: i32::try_from(topic.partitions).unwrap_or(i32::MAX),
-            })
-        };
-        let (result, effects) = state.consumer_heartbeat(&self.heartbeat, &lookup, now_ms);
+        let topics = CatalogTopics(&self.topics);
+        let (result, effects) = state.consumer_heartbeat(&self.heartbeat, &topics, now_ms);
         (Outcome::Now(result), effects)
+    }
+}
+
+/// The broker's topics as the consumer protocol's coordinator sees them.
+struct CatalogTopics<'a>(&'a TopicTable);
+
+impl TopicSource for CatalogTopics<'_> {
+    fn topic(&self, name: &str) -> Option<SubscribedTopic> {
+        self.0.get(name).map(|topic| SubscribedTopic {
+            id: topic.id,
+            name: topic.name.clone(),
+            partitions: i32::try_from(topic.partitions).unwrap_or(i32::MAX),
+        })
+    }
+
+    fn names(&self) -> Vec<&str> {
+        self.0
+            .iter()
+            .map(|topic| topic.name.as_str())
+            .filter(|name| !is_internal_topic(name))
+            .collect()
     }
 }
 

@@ -85,6 +85,7 @@ pub async fn handle(
                             .map(|name| TopicName(str_bytes(name)))
                             .collect(),
                     )
+                    .with_subscribed_topic_regex(member.subscribed_topic_regex.map(str_bytes))
                     .with_assignment(assignment(member.assignment))
                     .with_target_assignment(assignment(member.target_assignment))
                     .with_member_type(MEMBER_TYPE_CONSUMER)

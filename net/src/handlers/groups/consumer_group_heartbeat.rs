@@ -1,8 +1,8 @@
 //! ConsumerGroupHeartbeat (KIP-848): a member of a consumer-protocol group joins, says it is
 //! alive, reports the partitions it owns and hears its assignment, or leaves. The coordinator
 //! ([`crate::groups::consumer`]) gets the broker's current topics to assign from. Version 1
-//! adds the regular-expression subscription (refused: not implemented) and has the client
-//! generate its member id; version 0 clients get one generated here.
+//! adds the regular-expression subscription and has the client generate its member id;
+//! version 0 clients get one generated here.
 
 use kafka_protocol::messages::consumer_group_heartbeat_response::{Assignment, TopicPartitions};
 use kafka_protocol::messages::{ConsumerGroupHeartbeatRequest, ConsumerGroupHeartbeatResponse};
@@ -40,9 +40,8 @@ pub async fn handle(
         subscribed_topic_names: request
             .subscribed_topic_names
             .map(|names| names.into_iter().map(|name| name.0.to_string()).collect()),
-        // librdkafka sends an empty regex for none, which Kafka takes as none too.
-        subscribed_topic_regex: optional_string(request.subscribed_topic_regex)
-            .filter(|regex| !regex.is_empty()),
+        // Empty: no regular expression (librdkafka sends that with every full heartbeat).
+        subscribed_topic_regex: optional_string(request.subscribed_topic_regex),
         server_assignor: optional_string(request.server_assignor),
         owned,
         client_id: client.id.clone(),
