@@ -2,9 +2,20 @@
 //! clients about it.
 //!
 //! The table is the only place versions are declared, and a version goes in only once its
-//! handler implements it fully, so what we advertise is what we serve. A client that asks with
-//! a newer ApiVersions version than ours gets Kafka's fallback (KIP-511): a version-0 response
-//! with UNSUPPORTED_VERSION and our table, from which it picks a version we speak.
+//! handler implements it fully, so what we advertise is what we serve. Every API in it is served
+//! down to the oldest version Kafka 3.9 serves (0 for all of them; versions older than the
+//! generated codec reads are decoded and encoded in `old_versions`), except Produce v0–2 and
+//! Fetch v0–3: those carry message formats v0 and v1 (magic 0 and 1), which Ferrite does not
+//! store. They are [`MESSAGE_FORMAT_V0_V1`]: not advertised (as Kafka 4.0 advertises no Fetch
+//! below 4, KIP-896), and each partition of such a request is answered UNSUPPORTED_VERSION in a
+//! response of the request's own version, so the client is told why instead of being cut off.
+//!
+//! Any other version outside the table is closed on, as Kafka does (its SocketServer refuses a
+//! header whose version it does not serve, logs "Received request for api with key ... and
+//! unsupported version ...", and closes the connection; 3.9 and 4.x alike), except ApiVersions
+//! itself: a client that asks with a newer ApiVersions version than ours gets Kafka's fallback
+//! (KIP-511), a version-0 response with UNSUPPORTED_VERSION and our table, from which it picks a
+//! version we speak.
 
 use kafka_protocol::messages::api_versions_response::ApiVersion;
 use kafka_protocol::messages::{ApiKey, ApiVersionsResponse};
@@ -19,14 +30,14 @@ pub const FALLBACK_RESPONSE_VERSION: i16 = 0;
 const IMPLEMENTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::Produce, 3, 9),
     (ApiKey::Fetch, 4, 12),
-    (ApiKey::ListOffsets, 1, 6),
+    (ApiKey::ListOffsets, 0, 6),
     (ApiKey::Metadata, 0, 12),
     (ApiKey::ApiVersions, 0, 3),
-    (ApiKey::CreateTopics, 2, 7),
-    (ApiKey::DeleteTopics, 1, 5),
+    (ApiKey::CreateTopics, 0, 7),
+    (ApiKey::DeleteTopics, 0, 5),
     (ApiKey::DeleteRecords, 0, 2),
     (ApiKey::InitProducerId, 0, 4),
-    (ApiKey::DescribeConfigs, 1, 4),
+    (ApiKey::DescribeConfigs, 0, 4),
     (ApiKey::AlterConfigs, 0, 2),
     (ApiKey::CreatePartitions, 0, 3),
     (ApiKey::FindCoordinator, 0, 4),
@@ -35,8 +46,8 @@ const IMPLEMENTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::Heartbeat, 0, 4),
     (ApiKey::LeaveGroup, 0, 5),
     // OffsetCommit v9 and OffsetFetch v9 are the new (KIP-848) consumer protocol's.
-    (ApiKey::OffsetCommit, 2, 8),
-    (ApiKey::OffsetFetch, 1, 8),
+    (ApiKey::OffsetCommit, 0, 8),
+    (ApiKey::OffsetFetch, 0, 8),
     (ApiKey::ListGroups, 0, 5),
     (ApiKey::DescribeGroups, 0, 5),
     (ApiKey::DeleteGroups, 0, 2),
@@ -45,6 +56,18 @@ const IMPLEMENTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::AlterPartitionReassignments, 0, 0),
     (ApiKey::ListPartitionReassignments, 0, 0),
 ];
+
+/// Versions of message formats v0 and v1 (magic 0 and 1): answered UNSUPPORTED_VERSION on every
+/// partition, never advertised.
+pub const MESSAGE_FORMAT_V0_V1: &[(ApiKey, i16, i16)] =
+    &[(ApiKey::Produce, 0, 2), (ApiKey::Fetch, 0, 3)];
+
+/// Whether `api_version` of `api_key` is one of [`MESSAGE_FORMAT_V0_V1`].
+pub fn is_message_format_v0_v1(api_key: ApiKey, api_version: i16) -> bool {
+    MESSAGE_FORMAT_V0_V1
+        .iter()
+        .any(|&(key, min, max)| key == api_key && (min..=max).contains(&api_version))
+}
 
 /// The versions of `api_key` we implement, or `None` if we do not implement it.
 pub fn supported_range(api_key: ApiKey) -> Option<(i16, i16)> {
@@ -99,5 +122,20 @@ mod tests {
             "transactions are not implemented"
         );
         assert_eq!(fallback_response().error_code, UNSUPPORTED_VERSION);
+    }
+
+    #[test]
+    fn message_formats_v0_and_v1_are_refused_below_what_is_advertised() {
+        for &(api_key, min, max) in MESSAGE_FORMAT_V0_V1 {
+            let (served_min, _) = supported_range(api_key).unwrap();
+            assert_eq!(
+                max + 1,
+                served_min,
+                "{api_key:?}: refused right below served"
+            );
+            assert!(is_message_format_v0_v1(api_key, min) && is_message_format_v0_v1(api_key, max));
+            assert!(!is_message_format_v0_v1(api_key, served_min));
+        }
+        assert!(!is_message_format_v0_v1(ApiKey::ListOffsets, 0));
     }
 }
