@@ -23,10 +23,13 @@
 //! - ListOffsets v0: Kafka's `legacyFetchOffsetsBefore` (see `PartitionLog::offsets_before`);
 //!   a negative timestamp other than -1 and -2 is answered UNSUPPORTED_VERSION, as Kafka does.
 //! - OffsetCommit v0 has no generation or member: it is a simple commit (generation -1), as v1+
-//!   commits without a group are. Kafka 3.9 stored v0 commits in ZooKeeper (and answered
-//!   UNSUPPORTED_VERSION without one, KRaft); Ferrite has no ZooKeeper, so v0 commits and
-//!   fetches use the coordinator's offsets, which v1+ clients see too. OffsetCommit v1's
-//!   per-partition commit timestamp is read and not kept: every commit is stamped on arrival.
+//!   commits without a group are. Kafka 3.9 stored v0 commits in ZooKeeper, where they never
+//!   expired (and answered UNSUPPORTED_VERSION without ZooKeeper, in KRaft mode); Ferrite has no
+//!   ZooKeeper, so v0 commits and fetches use the coordinator's offsets, which v1+ clients see
+//!   too and which expire as a simple group's do: offsets.retention.minutes after their commit.
+//!   OffsetCommit v1's per-partition commit timestamp is read and not kept: every commit is
+//!   stamped on arrival, which is what Kafka does with the -1 clients send (a client's own stamp
+//!   would move that expiry; v2–4's retention time is likewise ignored, as before).
 //! - OffsetFetch v0 reads the coordinator's offsets like v1 (Kafka 3.9: ZooKeeper, see above).
 //! - DescribeConfigs v0 has `is_default` where later versions have a source: true exactly for
 //!   a broker default (Kafka 3.x writes false always; the spec's meaning is kept here).
@@ -47,8 +50,10 @@ use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 
 use crate::api_versions::UNSUPPORTED_VERSION;
 
-/// A request body, decoded.
+/// A request body, decoded. Moved once per request, never stored: boxing the common variant to
+/// shrink the rare ones would cost every request an allocation.
 #[derive(Debug)]
+#[allow(clippy::large_enum_variant)]
 pub enum Body {
     /// In the generated codec's types, whatever the version it came in.
     Current(RequestKind),
