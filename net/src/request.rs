@@ -1,7 +1,8 @@
 //! Request headers, decoded without trusting the client: the API key and version are read
 //! with bounds checks first (so a short frame is an error, not a panic), the version is checked
-//! against what we implement, and only then is the header decoded in the layout that version
-//! uses (flexible versions add tagged fields).
+//! against what we implement (or answer UNSUPPORTED_VERSION: message formats v0/v1), and only
+//! then is the header decoded in the layout that version uses (flexible versions add tagged
+//! fields).
 
 use bytes::Bytes;
 use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind};
