@@ -7,10 +7,13 @@ decodes the records with Kafka's own schemas, and its HTTP API reports end offse
 offset per partition. So its answer is right only if the broker's `__consumer_offsets` records
 are Kafka's, byte for byte, and the broker serves the request versions Burrow's Sarama sends.
 
-The client profile says `kafka-version = "2.1.0"`, the newest Burrow 1.2.1 knows, as Burrow's
-documentation tells a user of any newer cluster to set. With it, the Sarama Debian builds Burrow
-with (1.22.1) sends, without asking ApiVersions first:
-- Metadata v5 (both modules, at start and every `topic-refresh`);
+The client profile's `kafka-version` is, as Burrow's configuration asks, the cluster's Kafka
+version; Burrow 1.2.1 refuses to start with any it does not list, the newest being "2.1.0",
+which a user of a newer Kafka (and of Ferrite) therefore sets. With it, the Sarama Debian builds
+Burrow with (1.22.1) sends, without asking ApiVersions first:
+- Metadata v5 (both modules, at start and every `topic-refresh`), all topics, and once naming
+  `__consumer_offsets` with auto-creation allowed (Sarama's way of looking up a topic the full
+  listing lacked: on a new cluster no group has made it create the topic yet);
 - ListOffsets v0, `max_num_offsets` 1, latest offset: the cluster module builds this request
   itself and never sets a version, whatever `kafka-version` says (every `offset-refresh`);
 - ListOffsets v1, earliest and latest: the consumer module's starting offset in each partition of
