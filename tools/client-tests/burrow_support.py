@@ -276,7 +276,10 @@ expire-cache = {EVALUATION_CACHE_S}
         return None
 
     def _get(self, path, parse=True):
-        """(HTTP status, body: parsed JSON unless `parse` is False) of a GET to the API."""
+        """(HTTP status, body: parsed JSON unless `parse` is False) of a GET to the API. Fails
+        if Burrow exited (it does when a module cannot start, e.g. without the offsets topic's
+        metadata)."""
+        assert self.process.poll() is None, f"Burrow exited with {self.process.returncode}"
         try:
             with urllib.request.urlopen(self.api_url + path, timeout=CLIENT_DEADLINE_S) as response:
                 status, body = response.status, response.read().decode()
