@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
-use engine::catalog::{Catalog, CatalogError, Topic};
+use engine::catalog::{Catalog, CatalogError, Topic, OFFSETS_TOPIC};
 use engine::resources::ReadDescriptor;
 use engine::shard::ShardContext;
 use engine::LogConfig;
@@ -318,6 +318,10 @@ impl Broker {
             )));
         }
         if let Some(cluster) = &self.cluster {
+            if name == OFFSETS_TOPIC {
+                cluster.ensure_offsets_topic();
+                return Err(TopicError::BeingCreated(name.to_owned()));
+            }
             engine::catalog::validate_topic_name(name).map_err(TopicError::Catalog)?;
             let creating = cluster.create_topic(
                 name.to_owned(),
