@@ -6,7 +6,8 @@
 # debug build with the engine's `fault-injection` feature (which cannot exist in release). The
 # Python clients live in a venv under the cargo target directory, created on first use and
 # brought up to date with requirements.txt.
-# Needs kcat and python3 with venv (tools/setup-debian.sh installs both).
+# Needs kcat, python3 with venv, and for the Burrow test burrow, libzookeeper-java and a JRE
+# (tools/setup-debian.sh installs them all).
 # Extra arguments go to pytest, e.g. `bash tools/client-tests.sh -k kcat -x`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -17,6 +18,10 @@ requirements=tools/client-tests/requirements.txt
 
 if ! command -v kcat >/dev/null; then
     echo "client-tests: kcat is not installed (bash tools/setup-debian.sh installs it)" >&2
+    exit 2
+fi
+if [ ! -x /usr/bin/Burrow ] || [ ! -f /usr/share/java/zookeeper.jar ] || ! command -v java >/dev/null; then
+    echo "client-tests: burrow, libzookeeper-java or a JRE is missing (bash tools/setup-debian.sh installs them)" >&2
     exit 2
 fi
 if [ ! -x "$venv/bin/python" ]; then

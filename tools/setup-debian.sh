@@ -3,9 +3,12 @@
 # (run as root). The Rust toolchain itself comes from rustup (see README).
 # kcat and a Python venv are for the real-client tests (tools/client-tests.sh); python3-venv
 # makes `python3 -m venv` work when python3 is Debian's own interpreter (pyenv's already can).
+# burrow (LinkedIn's lag monitor) is for the Burrow test; it keeps its own state in ZooKeeper,
+# which the test runs on loopback from libzookeeper-java's jars on a headless JRE (the
+# `zookeeper` package would add a system service and a full JRE with X11, neither needed).
 set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
-packages=(build-essential pkg-config fio kcat python3-venv)
+packages=(build-essential pkg-config fio kcat python3-venv burrow libzookeeper-java default-jre-headless)
 missing=()
 for package in "${packages[@]}"; do
     dpkg -s "$package" >/dev/null 2>&1 || missing+=("$package")

@@ -326,6 +326,38 @@ fn readers_see_a_replicated_log_up_to_the_high_watermark_replication_sets() {
 }
 
 #[test]
+fn version_0_offsets_never_pass_the_replicated_high_watermark() {
+    run(async {
+        let dir = tempfile::tempdir().unwrap();
+        let log = PartitionLog::open(dir.path(), small_config(), system_clock())
+            .await
+            .unwrap();
+        // One segment (16 KiB holds them all) with records stamped 1 000 to 4 001.
+        for tag in 0..4 {
+            let timestamp_ms = 1_000 * (tag as i64 + 1);
+            log.append(tagged_batch(tag, 2, 10, timestamp_ms), 1)
+                .await
+                .unwrap();
+        }
+        log.sync().await.unwrap();
+        let now_ms = 1_000_000;
+        assert_eq!(log.offsets_before(-1, now_ms, 10), vec![8, 0]);
+        assert_eq!(log.offsets_before(-1, now_ms, 1), vec![8]);
+        assert_eq!(log.offsets_before(-2, now_ms, 10), vec![0]);
+        assert_eq!(log.offsets_before(-1, now_ms, 0), Vec::<u64>::new());
+        // The segment was last written at 4 001 (its newest record); the log end is now.
+        assert_eq!(log.offsets_before(4_001, now_ms, 10), vec![0]);
+        assert_eq!(log.offsets_before(4_000, now_ms, 10), Vec::<u64>::new());
+        assert_eq!(log.offsets_before(now_ms, now_ms, 10), vec![8, 0]);
+        // A consumer is never told of offsets replication has not committed.
+        log.set_replicated_high_watermark(3);
+        assert_eq!(log.offsets_before(-1, now_ms, 10), vec![3, 0]);
+        assert_eq!(log.offsets_before(-1, now_ms, 1), vec![3]);
+        log.close().await.unwrap();
+    });
+}
+
+#[test]
 fn a_leader_recognises_a_producers_retry_before_appending_it() {
     run(async {
         let dir = tempfile::tempdir().unwrap();

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
-use engine::catalog::{Catalog, CatalogError, Topic};
+use engine::catalog::{Catalog, CatalogError, Topic, OFFSETS_TOPIC};
 use engine::resources::ReadDescriptor;
 use engine::shard::ShardContext;
 use engine::LogConfig;
@@ -28,8 +28,9 @@ use crate::groups::shard::ShardGroups;
 use crate::handlers;
 use crate::handover::{Draining, Routing};
 use crate::metrics::ShardMetrics;
+use crate::old_versions::{Body, RefusedRequest, VersionedResponse};
 use crate::request::{DecodedRequest, RequestError};
-use crate::response::put_response;
+use crate::response::{put_response, put_response_with};
 
 /// The broker's settings that the protocol exposes.
 #[derive(Debug, Clone)]
@@ -154,8 +155,6 @@ impl Broker {
             }
             Err(error) => return Err(error.to_string()),
         };
-        let body = request.decode_body().map_err(|error| error.to_string())?;
-        routing.count_request(&self.context, &body);
         let header = Header {
             api_key: request.api_key,
             api_version: request.api_version,
@@ -163,27 +162,46 @@ impl Broker {
         };
         let started_at = Instant::now();
         let broker = self.clone();
-        let pending: PendingReply = match body {
-            // The only API with work that must happen in request order.
-            RequestKind::Produce(produce) => {
-                // The frame's last holder besides the batches: with it gone, a large batch
-                // owns its bytes and goes to the engine without a copy.
-                drop(request);
-                handlers::produce::start(broker.clone(), header, produce).await
-            }
-            body => {
+        let pending: PendingReply = match request
+            .decode_body()
+            .map_err(|error| error.to_string())?
+        {
+            Body::ListOffsetsV0(list) => {
                 let broker = broker.clone();
-                let draining = routing.draining();
-                let client = Client {
-                    id: request
-                        .header
-                        .client_id
-                        .as_ref()
-                        .map(|id| id.to_string())
-                        .unwrap_or_default(),
-                    host: format!("/{}", peer.ip()),
-                };
-                Box::pin(async move { broker.answer(header, client, body, &draining).await })
+                Box::pin(async move {
+                    header.reply_versioned(&handlers::list_offsets::handle_v0(&broker, list).await)
+                })
+            }
+            Body::MessageFormatV0V1(refused) => {
+                refuse_message_format_v0_v1(header, &refused, peer)?
+            }
+            Body::Current(body) => {
+                routing.count_request(&self.context, &body);
+                match body {
+                    // The only API with work that must happen in request order.
+                    RequestKind::Produce(produce) => {
+                        // The frame's last holder besides the batches: with it gone, a large
+                        // batch owns its bytes and goes to the engine without a copy.
+                        drop(request);
+                        handlers::produce::start(broker.clone(), header, produce).await
+                    }
+                    body => {
+                        let broker = broker.clone();
+                        let draining = routing.draining();
+                        let client = Client {
+                            id: request
+                                .header
+                                .client_id
+                                .as_ref()
+                                .map(|id| id.to_string())
+                                .unwrap_or_default(),
+                            host: format!("/{}", peer.ip()),
+                        };
+                        Box::pin(
+                            async move { broker.answer(header, client, body, &draining).await },
+                        )
+                    }
+                }
             }
         };
         Ok(Box::pin(async move {
@@ -216,16 +234,19 @@ impl Broker {
             RequestKind::Fetch(request) => {
                 handlers::fetch::handle(&self, header, request, draining).await
             }
-            RequestKind::ListOffsets(request) => header
-                .reply(&handlers::list_offsets::handle(&self, header.api_version, request).await),
-            RequestKind::CreateTopics(request) => header
-                .reply(&handlers::create_topics::handle(&self, header.api_version, request).await),
-            RequestKind::DeleteTopics(request) => header
-                .reply(&handlers::delete_topics::handle(&self, header.api_version, request).await),
+            RequestKind::ListOffsets(request) => header.reply_versioned(
+                &handlers::list_offsets::handle(&self, header.api_version, request).await,
+            ),
+            RequestKind::CreateTopics(request) => header.reply_versioned(
+                &handlers::create_topics::handle(&self, header.api_version, request).await,
+            ),
+            RequestKind::DeleteTopics(request) => header.reply_versioned(
+                &handlers::delete_topics::handle(&self, header.api_version, request).await,
+            ),
             RequestKind::CreatePartitions(request) => {
                 header.reply(&handlers::create_partitions::handle(&self, request).await)
             }
-            RequestKind::DescribeConfigs(request) => header.reply(
+            RequestKind::DescribeConfigs(request) => header.reply_versioned(
                 &handlers::describe_configs::handle(&self, header.api_version, request),
             ),
             RequestKind::AlterConfigs(request) => {
@@ -262,10 +283,10 @@ impl Broker {
                 header.reply(&groups::leave_group::handle(&self, version, request).await)
             }
             RequestKind::OffsetCommit(request) => {
-                header.reply(&groups::offset_commit::handle(&self, request).await)
+                header.reply_versioned(&groups::offset_commit::handle(&self, request).await)
             }
             RequestKind::OffsetFetch(request) => {
-                header.reply(&groups::offset_fetch::handle(&self, version, request).await)
+                header.reply_versioned(&groups::offset_fetch::handle(&self, version, request).await)
             }
             RequestKind::ListGroups(request) => {
                 header.reply(&groups::list_groups::handle(&self, request).await)
@@ -302,6 +323,10 @@ impl Broker {
             )));
         }
         if let Some(cluster) = &self.cluster {
+            if name == OFFSETS_TOPIC {
+                cluster.ensure_offsets_topic();
+                return Err(TopicError::BeingCreated(name.to_owned()));
+            }
             engine::catalog::validate_topic_name(name).map_err(TopicError::Catalog)?;
             let creating = cluster.create_topic(
                 name.to_owned(),
@@ -353,6 +378,31 @@ impl Broker {
     }
 }
 
+/// Answers a request in a version of message formats v0/v1 (Produce v0–2, Fetch v0–3)
+/// UNSUPPORTED_VERSION on every partition, in the request's own version; `Err` (close) for a
+/// produce request with acks=0, whose client reads no answer: Kafka answers such a request's
+/// errors by closing the connection.
+fn refuse_message_format_v0_v1(
+    header: Header,
+    refused: &RefusedRequest,
+    peer: SocketAddr,
+) -> Result<PendingReply, String> {
+    engine::log_rate_limited!(
+        "ferrite: answering {:?} v{} from {peer} UNSUPPORTED_VERSION on {} partition(s): message formats v0 and v1 are not supported",
+        refused.api_key,
+        refused.api_version,
+        refused.partition_count()
+    );
+    if !refused.wants_answer() {
+        return Err(format!(
+            "{:?} v{} with acks=0: message formats v0 and v1 are not supported",
+            refused.api_key, refused.api_version
+        ));
+    }
+    let reply = header.reply_versioned(refused);
+    Ok(Box::pin(async move { reply }))
+}
+
 /// The header fields a response needs.
 #[derive(Debug, Clone, Copy)]
 pub struct Header {
@@ -365,6 +415,20 @@ impl Header {
     /// Encodes `body` as this request's framed response.
     pub fn reply(&self, body: &impl Encodable) -> Result<Reply, String> {
         encode_reply(self.api_key, self.api_version, self.correlation_id, body)
+    }
+
+    /// Encodes `body` as this request's framed response, in a version older than the generated
+    /// codec writes if the request came in one.
+    pub fn reply_versioned(&self, body: &impl VersionedResponse) -> Result<Reply, String> {
+        let mut out = BytesMut::new();
+        put_response_with(
+            &mut out,
+            self.api_key,
+            self.api_version,
+            self.correlation_id,
+            |encoded| body.encode_in(self.api_version, encoded),
+        )?;
+        Ok(vec![ResponsePart::Memory(out.freeze())])
     }
 }
 

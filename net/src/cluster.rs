@@ -76,6 +76,11 @@ impl Cluster {
         self.shard.group_coordinator(offsets_partition)
     }
 
+    /// See [`ShardCluster::ensure_offsets_topic`].
+    pub fn ensure_offsets_topic(&self) {
+        self.shard.ensure_offsets_topic()
+    }
+
     /// See [`ShardCluster::create_topic`].
     pub fn create_topic(
         &self,

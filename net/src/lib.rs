@@ -6,7 +6,7 @@
 //! fields). This crate adds what sits around them, one module per concern: framing with a size
 //! bound (`frame`; `response` frames the answers), request headers decoded defensively so a
 //! client's bytes never panic the broker (`request`), the table of API versions we implement
-//! (`api_versions`), the dispatch of a request to its handler (`broker`), one module per API
+//! (`api_versions`) and the versions older than the generated codec reads (`old_versions`), the dispatch of a request to its handler (`broker`), one module per API
 //! handler (`handlers`), as Redpanda lays them out, the one mapping of errors to Kafka codes
 //! (`errors`), the connection loop and its writes (`connection`, `send_gathered`,
 //! `send_file`), connections moving between shards (`handover`), the listener (`server`,
@@ -39,6 +39,7 @@ pub mod groups;
 pub mod handlers;
 pub mod handover;
 pub mod metrics;
+pub mod old_versions;
 pub mod request;
 pub mod response;
 pub mod send_file;

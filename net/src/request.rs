@@ -1,7 +1,8 @@
 //! Request headers, decoded without trusting the client: the API key and version are read
 //! with bounds checks first (so a short frame is an error, not a panic), the version is checked
-//! against what we implement, and only then is the header decoded in the layout that version
-//! uses (flexible versions add tagged fields).
+//! against what we implement (or answer UNSUPPORTED_VERSION: message formats v0/v1), and only
+//! then is the header decoded in the layout that version uses (flexible versions add tagged
+//! fields).
 
 use bytes::Bytes;
 use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind};
@@ -9,6 +10,7 @@ use kafka_protocol::protocol::Decodable;
 use thiserror::Error;
 
 use crate::api_versions;
+use crate::old_versions::{self, Body};
 
 /// Bytes every request starts with: api key (2), api version (2), correlation id (4).
 const FIXED_HEADER_BYTES: usize = 8;
@@ -69,7 +71,9 @@ impl DecodedRequest {
                 api_key: raw_api_key,
                 correlation_id,
             })?;
-        if !(version_min..=version_max).contains(&api_version) {
+        if !(version_min..=version_max).contains(&api_version)
+            && !api_versions::is_message_format_v0_v1(api_key, api_version)
+        {
             return Err(RequestError::UnsupportedVersion {
                 api_key,
                 api_version,
@@ -99,17 +103,23 @@ impl DecodedRequest {
         self.header.correlation_id
     }
 
-    /// Decodes the body with the generated codec. Bytes after the body are ignored, as Kafka
-    /// ignores them: librdkafka 2.16 pads an all-topics Metadata request (v9+) with three.
-    pub fn decode_body(&self) -> Result<RequestKind, RequestError> {
+    /// Decodes the body: with the generated codec, or in `old_versions` for a version older
+    /// than it reads. Bytes after the body are ignored, as Kafka ignores them: librdkafka 2.16
+    /// pads an all-topics Metadata request (v9+) with three.
+    pub fn decode_body(&self) -> Result<Body, RequestError> {
         let malformed = |message: String| RequestError::Malformed {
             api_key: self.api_key,
             api_version: self.api_version,
             correlation_id: self.correlation_id(),
             message,
         };
+        if old_versions::is_older_than_codec(self.api_key, self.api_version) {
+            return old_versions::decode(self.api_key, self.api_version, self.body.clone())
+                .map_err(|error| malformed(format!("body: {error}")));
+        }
         let mut body = self.body.clone();
         RequestKind::decode(self.api_key, &mut body, self.api_version)
+            .map(Body::Current)
             .map_err(|error| malformed(format!("body: {error}")))
     }
 }
@@ -154,7 +164,8 @@ mod tests {
                 Some("test-client"),
                 "v{version}"
             );
-            let RequestKind::ApiVersions(body) = request.decode_body().unwrap() else {
+            let Body::Current(RequestKind::ApiVersions(body)) = request.decode_body().unwrap()
+            else {
                 panic!("an ApiVersions body");
             };
             if version >= 3 {

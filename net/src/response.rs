@@ -17,12 +17,27 @@ pub fn put_response(
     correlation_id: i32,
     body: &impl Encodable,
 ) -> Result<(), String> {
+    put_response_with(out, api_key, api_version, correlation_id, |encoded| {
+        body.encode(encoded, api_version)
+            .map_err(|error| error.to_string())
+    })
+}
+
+/// [`put_response`] with a body written by `encode_body` (a version the generated codec does
+/// not write: `old_versions`).
+pub fn put_response_with(
+    out: &mut BytesMut,
+    api_key: ApiKey,
+    api_version: i16,
+    correlation_id: i32,
+    encode_body: impl FnOnce(&mut BytesMut) -> Result<(), String>,
+) -> Result<(), String> {
     let mut encoded = BytesMut::new();
     ResponseHeader::default()
         .with_correlation_id(correlation_id)
         .encode(&mut encoded, api_key.response_header_version(api_version))
         .map_err(|error| format!("encoding a {api_key:?} response header: {error}"))?;
-    body.encode(&mut encoded, api_version)
+    encode_body(&mut encoded)
         .map_err(|error| format!("encoding a {api_key:?} v{api_version} response: {error}"))?;
     put_frame(out, &encoded);
     Ok(())

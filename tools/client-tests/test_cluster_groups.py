@@ -30,6 +30,9 @@ from support import CLIENT_DEADLINE_S, messages, topic_name, wait_until
 from cluster_support import NODE_IDS, cluster, created_topic  # noqa: F401 (`cluster` is a fixture)
 
 PARTITIONS = 4
+# `ferrite serve`'s default --offsets-partitions (the cluster fixture leaves it).
+OFFSETS_PARTITIONS = 16
+OFFSETS_TOPIC = "__consumer_offsets"
 MESSAGE_COUNT = 200
 # Enough keys that every partition gets messages (the key names are fixed, so where they land is
 # too).
@@ -181,3 +184,17 @@ def test_a_group_carries_on_with_its_offsets_when_its_coordinator_is_killed(
         )
     for member in restarted:
         member.close()
+
+
+def test_the_offsets_topic_asked_for_by_name_first_is_made_for_groups(cluster):  # noqa: F811
+    """Sarama-based tools (Burrow) ask a fresh cluster's Metadata for `__consumer_offsets` by
+    name, auto-creation allowed, before any group made it: it must be created as groups need it
+    (the broker's offsets partition count, not --default-partitions), and groups coordinated."""
+    producer = confluent_kafka.Producer({"bootstrap.servers": cluster.bootstrap()})
+
+    def partition_count():
+        topic = producer.list_topics(OFFSETS_TOPIC, timeout=5).topics[OFFSETS_TOPIC]
+        return len(topic.partitions) if topic.error is None and topic.partitions else None
+
+    assert wait_until(partition_count, f"{OFFSETS_TOPIC} created") == OFFSETS_PARTITIONS
+    assert coordinator(cluster, "a-group-after-the-offsets-topic") in NODE_IDS

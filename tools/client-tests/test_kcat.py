@@ -13,6 +13,11 @@ CONSUME_FORMAT = r"%p\t%o\t%k\t%s\n"
 
 def kcat(broker, *arguments, stdin=None):
     """Runs kcat against the broker; returns its stdout, failing with its stderr if it failed."""
+    return kcat_with_log(broker, *arguments, stdin=stdin)[0]
+
+
+def kcat_with_log(broker, *arguments, stdin=None):
+    """kcat() that returns stdout and stderr (where `-d` sends librdkafka's debug log)."""
     command = ["kcat", "-b", broker.bootstrap, *arguments]
     try:
         completed = subprocess.run(
@@ -27,7 +32,7 @@ def kcat(broker, *arguments, stdin=None):
     assert completed.returncode == 0 and "ERROR" not in stderr, (
         f"{' '.join(command)} exited with {completed.returncode}; its stderr:\n{stderr[-4000:]}"
     )
-    return completed.stdout.decode()
+    return completed.stdout.decode(), stderr
 
 
 def listed_topics(broker):
@@ -65,9 +70,10 @@ def listed_topics(broker):
     return declared
 
 
-def produce_lines(broker, topic, sent):
+def produce_lines(broker, topic, sent, *options):
+    """Produces `sent` as key:value lines; returns kcat's stderr."""
     lines = b"".join(message.key + b":" + message.value + b"\n" for message in sent)
-    kcat(broker, "-P", "-K:", "-t", topic, stdin=lines)
+    return kcat_with_log(broker, "-P", "-K:", "-t", topic, *options, stdin=lines)[1]
 
 
 def consume_all(broker, topic):
@@ -105,4 +111,21 @@ def test_kcat_produce_to_a_new_topic_creates_it(broker):
     sent = messages(100, key_count=10)
     produce_lines(broker, topic, sent)
     assert topic in listed_topics(broker), "the topic kcat produced to is not listed"
+    check_log(consume_all(broker, topic), sent)
+
+
+def test_kcat_compresses_with_every_codec_it_is_asked_for(broker):
+    """librdkafka before 2.8 (Debian 12's kcat is 2.0.2) uses gzip, snappy or lz4 only if the
+    broker advertises Produce v0, and otherwise sends every batch uncompressed without a word;
+    Ferrite advertises it as Kafka 4 does (KAFKA-18659) while answering v0-2 UNSUPPORTED_VERSION."""
+    topic = created_topic(Confluent(broker.bootstrap), "kcat-codecs", 1)
+    sent = []
+    for codec in ("gzip", "snappy", "lz4", "zstd"):
+        batch = messages(50, key_count=5, label=codec)
+        log = produce_lines(broker, topic, batch, "-z", codec, "-d", "msg")
+        assert "does not support compression" not in log, log[-4000:]
+        assert re.search(rf"Produce MessageSet with \d+ message\(s\) \([^)]*, {codec}\)", log), (
+            f"no {codec} batch in kcat's log:\n{log[-4000:]}"
+        )
+        sent += batch
     check_log(consume_all(broker, topic), sent)

@@ -719,6 +719,61 @@ impl PartitionLog {
         self.shared.state.borrow().segments.len()
     }
 
+    /// Kafka's answer to a ListOffsets v0 query (`UnifiedLog.legacyFetchOffsetsBefore` and the
+    /// consumer's cap in `Partition.legacyFetchOffsetsForTimestamp`). The candidates are where
+    /// each segment starts (never below the log start) and the log end if the newest segment
+    /// holds anything, each with the time it was last written to; the answer is up to
+    /// `count_max` of them, newest first, from the newest written at or before `timestamp_ms`
+    /// (from the log end for -1, latest; only the oldest for -2, earliest). Offsets above the
+    /// high-water mark are replaced by it, as Kafka does for consumers. Kafka times a segment by
+    /// its file's modification time; a segment here is timed by its largest record timestamp
+    /// (its creation while empty), which is that moment for records stamped on arrival.
+    pub fn offsets_before(&self, timestamp_ms: i64, now_ms: i64, count_max: usize) -> Vec<u64> {
+        const LATEST: i64 = -1;
+        const EARLIEST: i64 = -2;
+        let state = self.shared.state.borrow();
+        let mut candidates: Vec<(u64, i64)> = state
+            .segments
+            .values()
+            .map(|segment| {
+                let written_ms = segment.max_timestamp_ms.unwrap_or(segment.created_ms);
+                (segment.base_offset.max(state.log_start_offset), written_ms)
+            })
+            .collect();
+        if state
+            .segments
+            .values()
+            .last()
+            .is_some_and(|newest| newest.appended_bytes > 0)
+        {
+            candidates.push((state.log_end_offset, now_ms));
+        }
+        let newest_taken = match timestamp_ms {
+            LATEST => candidates.len(),
+            EARLIEST => candidates.len().min(1),
+            timestamp_ms => candidates
+                .iter()
+                .rposition(|&(_, written_ms)| written_ms <= timestamp_ms)
+                .map_or(0, |at| at + 1),
+        };
+        let mut offsets: Vec<u64> = candidates[..newest_taken]
+            .iter()
+            .rev()
+            .take(count_max)
+            .map(|&(offset, _)| offset)
+            .collect();
+        let high_watermark = state.high_watermark();
+        if offsets
+            .first()
+            .is_some_and(|&newest| newest > high_watermark)
+        {
+            offsets.retain(|&offset| offset <= high_watermark);
+            offsets.insert(0, high_watermark);
+        }
+        debug_assert!(offsets.windows(2).all(|pair| pair[0] >= pair[1]));
+        offsets
+    }
+
     /// Base offsets of the segments, oldest first.
     pub fn segment_base_offsets(&self) -> Vec<u64> {
         self.shared

@@ -55,16 +55,44 @@ impl ShardContext {
     }
 
     async fn remove_local(&self, partition: &PartitionId) -> Result<(), LogError> {
-        let slot = self.state.partitions.borrow_mut().remove(partition);
-        if let Some(slot) = slot {
-            if let Some(log) = slot.lock().await.take() {
+        // The slot stays in the map, locked, until the directory is gone: a request that
+        // arrives meanwhile waits on it and then finds no directory (`UnknownPartition`). Taken
+        // out of the map first, a request arriving during the close would make a new slot,
+        // reopen the log from the directory about to be deleted, and leave an open log with no
+        // files for the shutdown to close.
+        let known = self.state.partitions.borrow().get(partition).cloned();
+        let Some(slot) = known else {
+            return self.delete_partition_directory(partition);
+        };
+        let mut opened = slot.lock().await;
+        let closed = match opened.take() {
+            Some(log) => {
                 // A task still holding the log (a long poll, the cleaner) keeps its
                 // descriptors and reads what they still see; a cleaning of it stops, and the
                 // log closes under it, so none of its writes comes after the files are gone.
                 log.stop_cleaning();
-                log.close_while_held().await?;
+                log.close_while_held().await
             }
+            None => Ok(()),
+        };
+        let removed = closed.and_then(|()| self.delete_partition_directory(partition));
+        self.forget_slot(partition, &slot);
+        removed
+    }
+
+    /// Takes `partition`'s slot out of the map if it is still `slot` (a topic created again
+    /// under the same name has a slot of its own).
+    fn forget_slot(&self, partition: &PartitionId, slot: &PartitionSlot) {
+        let mut partitions = self.state.partitions.borrow_mut();
+        if partitions
+            .get(partition)
+            .is_some_and(|current| Rc::ptr_eq(current, slot))
+        {
+            partitions.remove(partition);
         }
+    }
+
+    fn delete_partition_directory(&self, partition: &PartitionId) -> Result<(), LogError> {
         let dir = self.state.data_dir.join(partition.directory_name());
         match std::fs::remove_dir_all(&dir) {
             Ok(()) => Ok(()),
@@ -292,31 +320,37 @@ impl ShardContext {
     /// At shutdown: closes every partition log this shard opened (write, `fdatasync`, indexes,
     /// clean marker; no Forget record each, the journal is released whole afterwards),
     /// [`PARTITIONS_CLOSING_MAX`] at a time; a log nobody changed since a clean open costs
-    /// nothing. Returns the first error; closes the rest regardless.
-    pub(super) async fn close_partitions(&self) -> Result<(), LogError> {
-        let slots: Vec<PartitionSlot> = self
+    /// nothing. Returns the first error, with its partition; closes the rest regardless.
+    ///
+    /// Each slot stays in the map, locked, while its log closes, as in a removal: a topic
+    /// deletion still being applied (the metadata log's follower runs until the shard stops)
+    /// waits for the close and then deletes the directory of a closed log, instead of deleting
+    /// it under the close.
+    pub(super) async fn close_partitions(&self) -> Result<(), (PartitionId, LogError)> {
+        let slots: Vec<(PartitionId, PartitionSlot)> = self
             .state
             .partitions
-            .borrow_mut()
-            .drain()
-            .map(|(_, slot)| slot)
+            .borrow()
+            .iter()
+            .map(|(partition, slot)| (partition.clone(), slot.clone()))
             .collect();
         let first_error = RefCell::new(None);
         futures::stream::iter(slots)
-            .for_each_concurrent(PARTITIONS_CLOSING_MAX, |slot| {
+            .for_each_concurrent(PARTITIONS_CLOSING_MAX, |(partition, slot)| {
                 let first_error = &first_error;
                 async move {
-                    let Some(log) = slot.lock().await.take() else {
-                        return;
+                    let mut opened = slot.lock().await;
+                    let result = match opened.take().map(Rc::try_unwrap) {
+                        None => Ok(()),
+                        Some(Ok(log)) => log.close_at_shutdown().await,
+                        // Still referenced by a task that outlived the shutdown's drain: make it
+                        // durable at least.
+                        Some(Err(log)) => log.sync().await,
                     };
-                    let result = match Rc::try_unwrap(log) {
-                        Ok(log) => log.close_at_shutdown().await,
-                        // Still referenced by a task that outlived the drain: make it durable at
-                        // least.
-                        Err(log) => log.sync().await,
-                    };
+                    self.forget_slot(&partition, &slot);
+                    drop(opened);
                     if let Err(error) = result {
-                        first_error.borrow_mut().get_or_insert(error);
+                        first_error.borrow_mut().get_or_insert((partition, error));
                     }
                 }
             })

@@ -1,5 +1,6 @@
-//! Offsets: a ListOffsets query ([`ShardContext::list_offset`]) and the deletion of records
-//! below an offset ([`ShardContext::delete_records`]), with their request types.
+//! Offsets: a ListOffsets query ([`ShardContext::list_offset`]), its version-0 form
+//! ([`ShardContext::offsets_before`]), and the deletion of records below an offset
+//! ([`ShardContext::delete_records`]), with their request types.
 
 use futures::future::LocalBoxFuture;
 
@@ -17,6 +18,25 @@ impl ShardContext {
     ) -> Result<ListedOffset, LogError> {
         self.dispatch(&partition.clone(), ListOffsetRequest { partition, query })
             .await
+    }
+
+    /// Answers a ListOffsets version 0 query for `partition`: up to `count_max` offsets, newest
+    /// first (see [`crate::log::PartitionLog::offsets_before`]).
+    pub async fn offsets_before(
+        &self,
+        partition: PartitionId,
+        timestamp_ms: i64,
+        count_max: usize,
+    ) -> Result<Vec<u64>, LogError> {
+        self.dispatch(
+            &partition.clone(),
+            OffsetsBeforeRequest {
+                partition,
+                timestamp_ms,
+                count_max,
+            },
+        )
+        .await
     }
 
     /// Deletes the records of `partition` below `offset` (`None`: the high-water mark);
@@ -59,6 +79,17 @@ impl ShardContext {
         })
     }
 
+    async fn offsets_before_local(
+        &self,
+        partition: &PartitionId,
+        timestamp_ms: i64,
+        count_max: usize,
+    ) -> Result<Vec<u64>, LogError> {
+        self.check_leading(partition)?;
+        let log = self.partition_log(partition).await?;
+        Ok(log.offsets_before(timestamp_ms, self.now_ms(), count_max))
+    }
+
     async fn delete_records_local(
         &self,
         partition: &PartitionId,
@@ -96,6 +127,30 @@ impl ShardCall for ListOffsetRequest {
     async fn accept(self, context: &ShardContext) -> LocalBoxFuture<'static, Self::Answer> {
         let context = context.clone();
         Box::pin(async move { context.list_offset_local(&self.partition, self.query).await })
+    }
+}
+
+/// A ListOffsets version 0 query, answered with its offsets.
+pub(super) struct OffsetsBeforeRequest {
+    partition: PartitionId,
+    timestamp_ms: i64,
+    count_max: usize,
+}
+
+impl ShardCall for OffsetsBeforeRequest {
+    type Answer = Result<Vec<u64>, LogError>;
+
+    fn closed(&self) -> Self::Answer {
+        Err(LogError::Closed)
+    }
+
+    async fn accept(self, context: &ShardContext) -> LocalBoxFuture<'static, Self::Answer> {
+        let context = context.clone();
+        Box::pin(async move {
+            context
+                .offsets_before_local(&self.partition, self.timestamp_ms, self.count_max)
+                .await
+        })
     }
 }
 

@@ -133,8 +133,14 @@ pub enum RuntimeError {
     Start { shard: usize, message: String },
     #[error("shard {shard} stopped abnormally: {message}")]
     Crashed { shard: usize, message: String },
-    #[error("shard {shard} could not close its partitions: {error}")]
-    Close { shard: usize, error: LogError },
+    #[error("shard {shard} could not close partition {partition}: {error}")]
+    ClosePartition {
+        shard: usize,
+        partition: String,
+        error: LogError,
+    },
+    #[error("shard {shard} could not close its journal: {error}")]
+    CloseJournal { shard: usize, error: LogError },
     #[error("cannot install signal handlers: {0}")]
     Signals(std::io::Error),
 }
@@ -478,14 +484,15 @@ where
     context
         .close_partitions()
         .await
-        .map_err(|error| RuntimeError::Close {
+        .map_err(|(partition, error)| RuntimeError::ClosePartition {
             shard: shard_id,
+            partition: partition.directory_name(),
             error,
         })?;
     context
         .close_committer()
         .await
-        .map_err(|error| RuntimeError::Close {
+        .map_err(|error| RuntimeError::CloseJournal {
             shard: shard_id,
             error,
         })

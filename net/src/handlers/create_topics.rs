@@ -118,7 +118,8 @@ pub async fn handle(
                 continue;
             }
         };
-        let result = result.with_error_code(NONE);
+        // No message on success, as Kafka (the generated default is an empty one).
+        let result = result.with_error_code(NONE).with_error_message(None);
         if api_version < 5 {
             results.push(result);
             continue;

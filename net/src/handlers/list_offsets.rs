@@ -1,5 +1,6 @@
 //! ListOffsets: a partition's earliest offset (-2), its high-water mark (-1), or the first
-//! offset whose timestamp is at or after a given one.
+//! offset whose timestamp is at or after a given one; in version 0, up to `max_num_offsets`
+//! offsets before a time, newest first (Kafka's "old-style offsets", Sarama's question).
 
 use engine::shard::{OffsetQuery, PartitionId};
 use futures::StreamExt;
@@ -9,8 +10,13 @@ use kafka_protocol::messages::list_offsets_response::{
 use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
 use kafka_protocol::ResponseError;
 
+use crate::api_versions::UNSUPPORTED_VERSION;
 use crate::broker::Broker;
 use crate::errors::{code, log_error_code, NONE};
+use crate::old_versions::{
+    ListOffsetsV0Partition, ListOffsetsV0PartitionResponse, ListOffsetsV0Request,
+    ListOffsetsV0Response,
+};
 
 const LATEST: i64 = -1;
 const EARLIEST: i64 = -2;
@@ -79,4 +85,51 @@ pub async fn handle(
         );
     }
     ListOffsetsResponse::default().with_topics(responses)
+}
+
+/// Version 0: for each partition, up to `max_num_offsets` of the offsets where segments start
+/// and the log end, written at or before the timestamp, newest first (see
+/// `engine::log::PartitionLog::offsets_before`). A negative timestamp other than -1 and -2 is
+/// answered UNSUPPORTED_VERSION, as Kafka answers it in this version.
+pub async fn handle_v0(broker: &Broker, request: ListOffsetsV0Request) -> ListOffsetsV0Response {
+    let topics = broker.catalog.topics();
+    let mut responses = Vec::with_capacity(request.topics.len());
+    for (name, partitions) in request.topics {
+        let topic = topics.get(name.0.as_str());
+        let topic_name = name.0.as_str();
+        let answered = futures::stream::iter(partitions)
+            .map(|wanted: ListOffsetsV0Partition| async move {
+                let index = wanted.partition_index;
+                let answer = |error_code, old_style_offsets| ListOffsetsV0PartitionResponse {
+                    partition_index: index,
+                    error_code,
+                    old_style_offsets,
+                };
+                if !topic.is_some_and(|topic| topic.has_partition(index)) {
+                    return answer(code(ResponseError::UnknownTopicOrPartition), Vec::new());
+                }
+                if wanted.timestamp_ms < EARLIEST {
+                    return answer(UNSUPPORTED_VERSION, Vec::new());
+                }
+                // Never more than the log has candidates; a count of 0 or less asks for none.
+                let count_max = usize::try_from(wanted.max_num_offsets).unwrap_or(0);
+                let partition = PartitionId::new(topic_name, index as u32);
+                match broker
+                    .context
+                    .offsets_before(partition, wanted.timestamp_ms, count_max)
+                    .await
+                {
+                    Ok(offsets) => answer(
+                        NONE,
+                        offsets.into_iter().map(|offset| offset as i64).collect(),
+                    ),
+                    Err(error) => answer(log_error_code(&error), Vec::new()),
+                }
+            })
+            .buffered(PARTITIONS_IN_FLIGHT_MAX)
+            .collect::<Vec<_>>()
+            .await;
+        responses.push((name, answered));
+    }
+    ListOffsetsV0Response { topics: responses }
 }

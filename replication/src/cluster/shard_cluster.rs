@@ -350,6 +350,18 @@ impl ShardCluster {
         self.state.producer_ids.claim()
     }
 
+    /// Has the controller create `__consumer_offsets` (with its own partition count,
+    /// replication factor and configs, as Kafka creates its internal topics) unless it exists:
+    /// for a client that asks for it by name before any group made it, as Sarama-based tools
+    /// (Burrow) do at start-up. Created as an ordinary topic instead, it would have
+    /// `--default-partitions` partitions and coordinate no group, for good.
+    pub fn ensure_offsets_topic(&self) {
+        let image = self.state.image();
+        if image.topic(OFFSETS_TOPIC).is_none() {
+            self.request_offsets_topic(&image);
+        }
+    }
+
     /// Asks the controller for `__consumer_offsets`, in the background, unless a request is
     /// under way or too few brokers are live for its replication factor yet.
     fn request_offsets_topic(&self, image: &MetadataImage) {
