@@ -564,7 +564,11 @@ impl ConsumerGroup {
             .records
             .extend(records::member_tombstones(&self.group_id, old_id));
         member.member_id = new_id.to_owned();
-        member.assignment.member_epoch = member.assignment.previous_member_epoch.max(0);
+        member.assignment.member_epoch = member.assignment.previous_member_epoch;
+        if member.assignment.member_epoch <= 0 {
+            // It left before it had an epoch: it starts over like any new member.
+            member.assignment = ConsumerMember::new(String::new(), 0, 0).assignment;
+        }
         if let Some(target) = self.target.remove(old_id) {
             effects
                 .records
@@ -958,6 +962,16 @@ fn leave(
     }
     if request.member_epoch == STATIC_LEAVE_EPOCH {
         let member = group.members.get_mut(&member_id).expect("checked above");
+        if member.left_static() {
+            // Said twice: the epoch to come back to is kept.
+            return Ok(ConsumerHeartbeatResponse {
+                member_id,
+                member_epoch: STATIC_LEAVE_EPOCH,
+                heartbeat_interval_ms: 0,
+                assignment: None,
+            });
+        }
+        // The epoch the member's next incarnation takes back (`take_over`).
         member.assignment.previous_member_epoch = member.assignment.member_epoch;
         member.assignment.member_epoch = STATIC_LEAVE_EPOCH;
         effects

@@ -170,7 +170,7 @@ fn settle(
                     | GroupError::FencedMemberEpoch
                     | GroupError::UnreleasedInstanceId,
                 ) => {}
-                Err(error) => panic!("a well-behaved member is refused: {error}"),
+                Err(error) => panic!("a well-behaved member is refused: {error}: {client:?}"),
             }
         }
         let after: Vec<(i32, Assignment)> =
