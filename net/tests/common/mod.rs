@@ -256,6 +256,7 @@ fn start_runtime(
         replicated_partitions: None,
         // Small journal files, so that tests go round the ring.
         journal: Some(engine::JournalConfig::small()),
+        record_rewrite: None,
     };
     let (bound, bound_shards) = std::sync::mpsc::channel();
     let setup = ShardSetup {
