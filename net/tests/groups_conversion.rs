@@ -51,7 +51,12 @@ mod old_format {
         }
     }
 
-    pub fn offset(group: &str, topic: &str, partition: i32, offset: Option<i64>) -> (Bytes, Option<Bytes>) {
+    pub fn offset(
+        group: &str,
+        topic: &str,
+        partition: i32,
+        offset: Option<i64>,
+    ) -> (Bytes, Option<Bytes>) {
         let mut key = BytesMut::new();
         key.put_u8(0);
         key.put_u8(0);
@@ -238,7 +243,8 @@ fn check_converted(broker: &TestBroker) {
             let after_group = &key[4 + group_length..];
             match version {
                 1 => {
-                    let topic_length = i16::from_be_bytes([after_group[0], after_group[1]]) as usize;
+                    let topic_length =
+                        i16::from_be_bytes([after_group[0], after_group[1]]) as usize;
                     assert_eq!(&after_group[2..2 + topic_length], TOPIC.as_bytes());
                     assert_eq!(after_group.len(), 2 + topic_length + 4);
                 }

@@ -18,7 +18,6 @@
 mod kafka;
 mod legacy;
 
-pub use kafka::{GroupMetadataValue, MemberMetadata, RecordKey};
 pub use legacy::LegacyRecordConversion;
 
 use std::collections::BTreeMap;
@@ -30,7 +29,9 @@ use super::group::{
     ClassicGroup, CommittedOffset, GroupProtocol, GroupState, Member, TopicPartition,
 };
 use super::{GroupConfig, GroupCoordinator};
-use kafka::{decode_offset_value, encode_offset_value};
+use kafka::{
+    decode_offset_value, encode_offset_value, GroupMetadataValue, MemberMetadata, RecordKey,
+};
 
 /// One change to persist: a key and a value, or a tombstone.
 #[derive(Debug, Clone, PartialEq, Eq)]

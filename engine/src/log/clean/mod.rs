@@ -50,6 +50,9 @@
 //! executor when its time slice is used up, so a cleaning in a low-priority task queue
 //! leaves the request path its time. [`PartitionLog::cleaning_due`] is the scheduler's test:
 //! Kafka's dirty ratio over what a cleaning could rewrite now, and `max.compaction.lag.ms`.
+//!
+//! `rewrite` (beside) runs the same swap with another rule per record: a one-time rewrite of
+//! every record in a format a layer above changed ([`PartitionLog::rewrite_records`]).
 
 use std::borrow::Cow;
 use std::collections::HashMap;
