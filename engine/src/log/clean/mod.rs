@@ -370,12 +370,12 @@ impl Shared {
                 let mut batches = BatchWalk::new(input, input_files, pacer);
                 while let Some((header, bytes)) = batches.next().await? {
                     self.check_not_stopped()?;
-                    let Some((kept, rewritten)) = filter_batch(input, &header, &bytes, policy)?
-                    else {
+                    let Some(kept) = filter_batch(input, &header, &bytes, policy)? else {
                         records_removed += header.records_count as u64;
                         continue;
                     };
-                    records_rewritten += rewritten;
+                    records_rewritten += kept.records_rewritten;
+                    let kept = kept.bytes;
                     let kept_header =
                         BatchHeader::parse(&kept).expect("the filtered batch has a header");
                     records_removed += (header.records_count - kept_header.records_count) as u64;
@@ -532,17 +532,32 @@ enum RecordPolicy<'a> {
     Rewrite(&'a mut dyn PartitionRecordRewrite),
 }
 
+/// A batch as a cleaning keeps it, and how many of its records the policy changed.
+struct KeptBatch<'a> {
+    bytes: Cow<'a, [u8]>,
+    records_rewritten: u64,
+}
+
+impl<'a> KeptBatch<'a> {
+    fn unchanged(bytes: &'a [u8]) -> KeptBatch<'a> {
+        KeptBatch {
+            bytes: Cow::Borrowed(bytes),
+            records_rewritten: 0,
+        }
+    }
+}
+
 /// The batch as `policy` keeps it: `None` when no record stays, the original bytes when every
 /// record stays unchanged, otherwise a rebuilt batch of the kept records (same header fields,
-/// fewer or changed records, re-compressed); with the number of records the policy changed.
+/// fewer or changed records, re-compressed).
 fn filter_batch<'a>(
     input: &Input,
     header: &BatchHeader,
     bytes: &'a [u8],
     policy: &mut RecordPolicy<'_>,
-) -> Result<Option<(Cow<'a, [u8]>, u64)>, LogError> {
+) -> Result<Option<KeptBatch<'a>>, LogError> {
     if header.is_control() {
-        return Ok(Some((Cow::Borrowed(bytes), 0)));
+        return Ok(Some(KeptBatch::unchanged(bytes)));
     }
     let body = records_section(header, bytes)?;
     let mut kept_records = Vec::with_capacity(body.len());
@@ -600,7 +615,7 @@ fn filter_batch<'a>(
         return Ok(None);
     }
     if kept_count == header.records_count && rewritten == 0 {
-        return Ok(Some((Cow::Borrowed(bytes), 0)));
+        return Ok(Some(KeptBatch::unchanged(bytes)));
     }
     let section = codec::compress(header.compression(), &kept_records)
         .map_err(|error| LogError::Corrupt(format!("re-compressing a cleaned batch: {error}")))?;
@@ -612,7 +627,10 @@ fn filter_batch<'a>(
         &section,
     );
     debug_assert!(batch::validate_stored(&rebuilt, usize::MAX).is_ok());
-    Ok(Some((Cow::Owned(rebuilt), rewritten)))
+    Ok(Some(KeptBatch {
+        bytes: Cow::Owned(rebuilt),
+        records_rewritten: rewritten,
+    }))
 }
 
 /// The batch's records section, decompressed.
