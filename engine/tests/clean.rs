@@ -513,19 +513,15 @@ impl engine::PartitionRecordRewrite for ReverseValues {
         &mut self,
         key: Option<&[u8]>,
         value: Option<&[u8]>,
-    ) -> Result<Option<engine::RewrittenRecord>, String> {
-        match value {
-            Some(value) if value.starts_with(b"value-") => {
-                self.rewritten += 1;
-                let mut reversed: Vec<u8> = b"new:".to_vec();
-                reversed.extend(value.iter().rev());
-                Ok(Some(engine::RewrittenRecord {
-                    key: key.map(<[u8]>::to_vec),
-                    value: Some(reversed),
-                }))
-            }
-            _ => Ok(None),
-        }
+    ) -> Option<engine::RewrittenRecord> {
+        let value = value.filter(|value| value.starts_with(b"value-"))?;
+        self.rewritten += 1;
+        let mut reversed: Vec<u8> = b"new:".to_vec();
+        reversed.extend(value.iter().rev());
+        Some(engine::RewrittenRecord {
+            key: key.map(<[u8]>::to_vec),
+            value: Some(reversed),
+        })
     }
 
     fn summary(&self) -> String {

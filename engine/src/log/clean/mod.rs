@@ -588,13 +588,7 @@ fn filter_batch<'a>(
                 }
             }
             RecordPolicy::Rewrite(rewrite) => {
-                let changed = rewrite.rewrite(record.key, record.value).map_err(|why| {
-                    LogError::Corrupt(format!(
-                        "segment {}: the record at offset {} cannot be rewritten: {why}",
-                        input.base_offset, record.offset
-                    ))
-                })?;
-                match changed {
+                match rewrite.rewrite(record.key, record.value) {
                     None => kept_records.extend_from_slice(stored.encoded),
                     Some(changed) => {
                         let encoded = batch::rewrite_record(

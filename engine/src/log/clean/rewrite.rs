@@ -41,13 +41,9 @@ pub trait RecordRewrite: Send + Sync + std::fmt::Debug {
 
 /// The rewrite of one partition's log, record by record, oldest first.
 pub trait PartitionRecordRewrite {
-    /// The record's new key and value; `Ok(None)` keeps it as it is. `Err` (a record the
-    /// transform does not recognize: damage) stops the rewrite, and the open fails.
-    fn rewrite(
-        &mut self,
-        key: Option<&[u8]>,
-        value: Option<&[u8]>,
-    ) -> Result<Option<RewrittenRecord>, String>;
+    /// The record's new key and value; `None` keeps it as it is (a record already in the new
+    /// format, or one the transform does not recognize, which is not its to judge).
+    fn rewrite(&mut self, key: Option<&[u8]>, value: Option<&[u8]>) -> Option<RewrittenRecord>;
     /// What it rewrote, for the broker's log.
     fn summary(&self) -> String;
 }

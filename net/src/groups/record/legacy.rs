@@ -15,7 +15,10 @@
 //! key read as an old one: version 0 and kind 0 to 2 (kind 2, a group key, is no old kind);
 //! its group's int16 length and first two bytes make a u32 length of at least 65 536 for any
 //! group id that is not empty, longer than the key, and an empty group id leaves the fields
-//! one short. `tests` check both directions.
+//! one short. `tests` check both directions. So the conversion converts what reads strictly as
+//! an old record and leaves everything else as it is: Kafka's records, and anything neither
+//! format reads (damage), which the coordinator's load then refuses with a typed error, as any
+//! record it cannot read.
 //!
 //! # The conversion
 //! [`LegacyRecordConversion`] is the engine's [`RecordRewrite`] for `__consumer_offsets`: each
@@ -88,27 +91,21 @@ struct PartitionConversion {
 }
 
 impl PartitionRecordRewrite for PartitionConversion {
-    fn rewrite(
-        &mut self,
-        key: Option<&[u8]>,
-        value: Option<&[u8]>,
-    ) -> Result<Option<RewrittenRecord>, String> {
-        let key = key.ok_or("a record without a key")?;
-        let key = Bytes::copy_from_slice(key);
-        if RecordKey::decode(&key).is_ok() {
-            return Ok(None);
-        }
-        let (key, value) = convert(&key, value).map_err(|error| error.to_string())?;
+    /// Converts a record that reads strictly as the old format, and leaves anything else as it
+    /// is: Kafka's records (never also an old one), and anything the coordinator's load judges
+    /// (a record type this binary does not know, damage).
+    fn rewrite(&mut self, key: Option<&[u8]>, value: Option<&[u8]>) -> Option<RewrittenRecord> {
+        let (key, value) = convert(key?, value).ok()?;
         self.groups.insert(key.group_id().to_owned());
         match (&key, &value) {
             (_, None) => self.tombstones += 1,
             (RecordKey::Offset { .. }, Some(_)) => self.offsets += 1,
             (RecordKey::GroupMetadata { .. }, Some(_)) => self.group_metadata += 1,
         }
-        Ok(Some(RewrittenRecord {
+        Some(RewrittenRecord {
             key: Some(key.encode().to_vec()),
             value: value.map(|value| value.to_vec()),
-        }))
+        })
     }
 
     fn summary(&self) -> String {
