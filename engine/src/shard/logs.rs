@@ -3,6 +3,10 @@
 //! their topic's configuration, held to the retention limits, removed with their topic, and
 //! closed at shutdown.
 //!
+//! An open also runs the runtime's one-time record rewrite (`RuntimeConfig::record_rewrite`) on
+//! a log of its topic whose directory has no marker of it, before the log is handed to anyone:
+//! so no reader, coordinator or follower ever sees a record in the format it replaces.
+//!
 //! During the start-up load, requests wait on the partition's slot. Logs are opened and closed
 //! `PARTITIONS_OPENING_MAX` and `PARTITIONS_CLOSING_MAX` at a time, so their I/O and syncs
 //! overlap without opening every file of the shard at once.
@@ -96,8 +100,9 @@ impl ShardContext {
         }
     }
 
-    /// The partition's log, opened (and recovered) on first use; its directory must exist.
-    /// Only on the owning shard.
+    /// The partition's log, opened (and recovered, and its records rewritten once if the
+    /// runtime has a rewrite for its topic) on first use; its directory must exist. Only on the
+    /// owning shard.
     pub async fn partition_log(
         &self,
         partition: &PartitionId,
