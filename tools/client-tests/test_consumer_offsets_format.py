@@ -9,18 +9,22 @@ client ids, timeouts, subscriptions and assignments. Deleting one partition's of
 (OffsetDelete) and then the group (DeleteGroups) must show as Kafka's tombstones: the key, no
 value.
 
-With FERRITE_PREVIOUS_BIN set to a `ferrite` built before the broker wrote Kafka's records
-(fcb44f7), two more tests start that binary, commit through it, and check that the current
-binary converts the data directory at start-up, a broker alone and a 3-broker cluster: the same
-offsets and group come back, the topic decodes, and the broker says so in its log.
+A data directory the previous binary (fcb44f7, its own record format) wrote is converted at
+start-up: the broker says so in its log, the same offsets and group come back, and the topic then
+decodes with Kafka's schemas. One such directory is in the repository (PREVIOUS_DATA); with
+FERRITE_PREVIOUS_BIN set to a `ferrite` built at fcb44f7, two more tests make their own, with a
+broker alone and with a 3-broker cluster.
 """
 
 import json
 import os
 import struct
 import subprocess
+import tarfile
 import threading
+from pathlib import Path
 
+import kafka.errors
 import pytest
 from kafka import KafkaAdminClient, KafkaConsumer, OffsetAndMetadata, TopicPartition
 
@@ -31,6 +35,11 @@ from conftest import Broker
 from support import CLIENT_DEADLINE_S, messages, topic_name, wait_until
 
 OFFSETS_TOPIC = "__consumer_offsets"
+# A data directory `ferrite serve` wrote at fcb44f7, the last commit before Kafka's records, shut
+# down cleanly: topic `orders` (2 partitions, 20 messages), group `previous-group` (one
+# kafka-python member, client id previous-a) committed 5 "old-0" and 6 "old-1", then 7 "old-0b"
+# on partition 0, and left. Its journal (pre-zeroed files the broker makes afresh) is left out.
+PREVIOUS_DATA = Path(__file__).with_name("data") / "ferrite-fcb44f7-groups.tar.gz"
 PARTITIONS = 2
 SESSION_TIMEOUT_MS = 10_000
 MAX_POLL_INTERVAL_MS = 20_000
@@ -369,33 +378,49 @@ def test_a_data_directory_of_the_previous_binary_is_converted_at_start_up(tmp_pa
     current = Broker(os.environ["FERRITE_BIN"], tmp_path / "data", tmp_path / "current")
     current.start()
     try:
-        said_converted(current)
-        state = latest(read_offsets_topic(current.bootstrap))
-        for partition in range(PARTITIONS):
-            value = state[("offset", group, topic, partition)]
-            assert (value["offset"], value["metadata"]) == (5 + partition, f"old-{partition}")
-        # The member left: the group's last record is an empty group of a later generation.
-        assert state[("group", group)]["members"] == [] and state[("group", group)]["generation"] >= 2
-        check = KafkaConsumer(bootstrap_servers=current.bootstrap, group_id=group, enable_auto_commit=False)
-        try:
-            committed = {p: check.committed(TopicPartition(topic, p)) for p in range(PARTITIONS)}
-        finally:
-            check.close(autocommit=False)
-        assert committed == {p: 5 + p for p in range(PARTITIONS)}
-        described = subprocess.run(
-            [os.environ["FERRITE_BIN"], "group", "describe", group, "--bootstrap", current.bootstrap, "--json"],
-            capture_output=True,
-            text=True,
-            timeout=CLIENT_DEADLINE_S,
-            stdin=subprocess.DEVNULL,
-        )
-        assert described.returncode == 0, described.stderr
-        (report,) = json.loads(described.stdout)
-        rows = {row["partition"]: row for row in report["partitions"]}
-        assert {p: rows[p]["committed_offset"] for p in range(PARTITIONS)} == {p: 5 + p for p in range(PARTITIONS)}
-        assert all(rows[p]["lag"] == rows[p]["log_end_offset"] - 5 - p for p in range(PARTITIONS))
+        check_converted(current, group, topic, {p: (5 + p, f"old-{p}") for p in range(PARTITIONS)})
     finally:
         assert current.stop() == 0
+
+
+def test_the_data_directory_of_the_previous_binary_in_the_repository_is_converted(tmp_path):
+    """The same without building the previous binary: a data directory it wrote (the archive
+    beside this file; see PREVIOUS_DATA)."""
+    with tarfile.open(PREVIOUS_DATA) as archive:
+        archive.extractall(tmp_path, filter="data")
+    current = Broker(os.environ["FERRITE_BIN"], tmp_path / "data", tmp_path)
+    current.start()
+    try:
+        check_converted(current, "previous-group", "orders", {0: (7, "old-0b"), 1: (6, "old-1")})
+    finally:
+        assert current.stop() == 0
+
+
+def check_converted(broker, group, topic, expected):
+    """The broker said it converted; the topic decodes with Kafka's schemas and holds `expected`
+    (partition -> (offset, metadata)) and the group, empty since its member left; a consumer of
+    the group and `ferrite group describe` see the same offsets."""
+    said_converted(broker)
+    state = latest(read_offsets_topic(broker.bootstrap))
+    for partition, (offset, metadata) in expected.items():
+        value = state[("offset", group, topic, partition)]
+        assert (value["offset"], value["metadata"]) == (offset, metadata), value
+    assert state[("group", group)]["members"] == [] and state[("group", group)]["generation"] >= 2
+    offsets = {partition: offset for partition, (offset, _) in expected.items()}
+    assert committed_offsets(broker.bootstrap, group, topic) == offsets
+    described = subprocess.run(
+        [os.environ["FERRITE_BIN"], "group", "describe", group, "--bootstrap", broker.bootstrap, "--json"],
+        capture_output=True,
+        text=True,
+        timeout=CLIENT_DEADLINE_S,
+        stdin=subprocess.DEVNULL,
+    )
+    assert described.returncode == 0, described.stderr
+    (report,) = json.loads(described.stdout)
+    rows = {row["partition"]: row for row in report["partitions"]}
+    assert {partition: rows[partition]["committed_offset"] for partition in offsets} == offsets
+    for partition, offset in offsets.items():
+        assert rows[partition]["lag"] == rows[partition]["log_end_offset"] - offset
 
 
 def said_converted(broker):
@@ -422,11 +447,21 @@ class PreviousBinary:
 
 
 def committed_offsets(bootstrap, group, topic):
-    check = KafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
-    try:
-        return {p: check.committed(TopicPartition(topic, p)) for p in range(PARTITIONS)}
-    finally:
-        check.close(autocommit=False)
+    """The group's committed offsets as a consumer of it reads them; asked again while the
+    client cannot reach the coordinator it found (a broker just stopped) or reads none (the
+    new coordinator still loading)."""
+
+    def ask():
+        check = KafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
+        try:
+            committed = {p: check.committed(TopicPartition(topic, p)) for p in range(PARTITIONS)}
+        except kafka.errors.KafkaConnectionError:
+            return None
+        finally:
+            check.close(autocommit=False)
+        return committed if None not in committed.values() else None
+
+    return wait_until(ask, f"the committed offsets of {group}")
 
 
 @pytest.mark.skipif(not os.environ.get("FERRITE_PREVIOUS_BIN"), reason="FERRITE_PREVIOUS_BIN is not set")
