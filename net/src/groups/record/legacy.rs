@@ -14,8 +14,9 @@
 //! the 10 + G a Kafka reading consumes, an old group key 6 + G against at least 10 + G. A Kafka
 //! key read as an old one: version 0 and kind 0 to 2 (kind 2, a group key, is no old kind);
 //! its group's int16 length and first two bytes make a u32 length of at least 65 536 for any
-//! group id that is not empty, longer than the key, and an empty group id leaves the fields
-//! one short. `tests` check both directions. So the conversion converts what reads strictly as
+//! group id that is not empty, longer than the key; with an empty group id the topic is read as
+//! the group and the partition as the topic's length, which ends an old offset key one field
+//! short (or, read as an old group key, 4 bytes long). `tests` check both directions. So the conversion converts what reads strictly as
 //! an old record and leaves everything else as it is: Kafka's records, and anything neither
 //! format reads (damage), which the coordinator's load then refuses with a typed error, as any
 //! record it cannot read.
