@@ -615,6 +615,10 @@ fn a_record_rewrite_changes_every_record_in_place_once_and_survives_a_crash_at_e
             if step.is_none() {
                 assert_eq!(stats.records_rewritten, changed);
             }
+            assert!(
+                log.cleaning_due(START_MS + 60_000).is_some(),
+                "a rewrite compacts nothing, and leaves the segments to the cleaner"
+            );
             // Records already rewritten are left as they are: nothing is written.
             let mut again = ReverseValues { rewritten: 0 };
             let stats = log.rewrite_records(&mut again, START_MS).await.unwrap();

@@ -392,12 +392,17 @@ impl Shared {
             remove_file_if_present(&cleaned_path)?;
             return Err(error);
         }
+        // Only compaction makes a segment clean: a rewrite leaves superseded records for the
+        // cleaner, which then finds the rewritten segments as dirty as before.
+        let compacted = matches!(policy, RecordPolicy::Compact { .. });
         if group.len() == 1 && records_removed == 0 && records_rewritten == 0 {
-            // Nothing to gain: the segment stays as it is (and counts as clean).
+            // Nothing to gain: the segment stays as it is (and, compacted, counts as clean).
             drop((files, handle));
             remove_file_if_present(&cleaned_path)?;
-            let mut state = self.state.borrow_mut();
-            state.cleaned_end_offset = state.cleaned_end_offset.max(end_offset);
+            if compacted {
+                let mut state = self.state.borrow_mut();
+                state.cleaned_end_offset = state.cleaned_end_offset.max(end_offset);
+            }
             return Ok(());
         }
         self.fault_after(CleanStep::OutputWritten)?;
@@ -414,7 +419,7 @@ impl Shared {
             self.mark_failed(&error);
             return Err(error);
         }
-        self.replace_in_memory(group, output, handle, end_offset);
+        self.replace_in_memory(group, output, handle, end_offset, compacted);
         drop((files, inputs_open));
         stats.bytes_read += bytes_read;
         stats.bytes_written += self
@@ -463,13 +468,15 @@ impl Shared {
         .await
     }
 
-    /// Puts the output in the group's place, in one synchronous section.
+    /// Puts the output in the group's place, in one synchronous section; `compacted`: it is
+    /// clean now.
     fn replace_in_memory(
         &self,
         group: &[Input],
         mut output: Segment,
         files: Rc<SegmentFile>,
         end_offset: u64,
+        compacted: bool,
     ) {
         let mut state = self.state.borrow_mut();
         for input in group {
@@ -496,7 +503,9 @@ impl Shared {
             "a cleaned group ends at the next segment's base"
         );
         state.tail_cache.drop_below(end_offset);
-        state.cleaned_end_offset = state.cleaned_end_offset.max(end_offset);
+        if compacted {
+            state.cleaned_end_offset = state.cleaned_end_offset.max(end_offset);
+        }
     }
 
     /// `Err(LogError::Closed)` once the log is closing or the cleaning was asked to stop.

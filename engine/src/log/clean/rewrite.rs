@@ -12,7 +12,9 @@
 //! what they were, which is what lets a replicated partition's replicas each rewrite their own
 //! copy: the same batches in, the same batches out (the transform is deterministic), and Raft's
 //! view of the log (each batch's offset range and term) unchanged. The active segment is rolled
-//! first, so that every record is in a sealed segment the swap can replace.
+//! first, so that every record is in a sealed segment the swap can replace. It compacts
+//! nothing: the rewritten segments stay as dirty as they were, and the cleaner compacts them as
+//! any (a log never compacted is all dirty, so at its next check).
 //!
 //! It runs on a log nobody else uses yet: [`ShardContext::partition_log`] runs it right after the
 //! open, before the log is handed to anyone, on the partitions of the transform's topic whose
