@@ -39,6 +39,6 @@ pub use error::LogError;
 pub use journal::JournalConfig;
 pub use log::{
     AppendReceipt, CleanStats, CleanStep, CommitStats, Committer, DamagedRange, EpochRun,
-    EpochRuns, FileRange, LogStats, OffsetAtTime, PartitionLog, ReadData, ReadSlice, ReplayPhases,
-    ReplayReport, Replayed, ReplayedLogs,
+    EpochRuns, FileRange, LogStats, OffsetAtTime, PartitionLog, PartitionRecordRewrite, ReadData,
+    ReadSlice, RecordRewrite, ReplayPhases, ReplayReport, Replayed, ReplayedLogs, RewrittenRecord,
 };

@@ -29,6 +29,7 @@ fn config(dir: &std::path::Path) -> RuntimeConfig {
         cleaner_check_interval: std::time::Duration::from_secs(300),
         replicated_partitions: None,
         journal: Some(small_journal()),
+        record_rewrite: None,
     }
 }
 

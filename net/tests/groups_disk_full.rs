@@ -52,6 +52,7 @@ fn a_group_commit_refused_for_a_full_disk_is_not_remembered() {
         replicated_partitions: None,
         // The disk fills at a segment write: the journal (pre-written) would take the commit.
         journal: None,
+        record_rewrite: None,
     };
     let partition = TopicPartition {
         topic: "orders".into(),

@@ -96,6 +96,7 @@ fn config(dir: &std::path::Path) -> RuntimeConfig {
         cleaner_check_interval: Duration::from_secs(300),
         replicated_partitions: Some(Default::default()),
         journal: Some(JournalConfig::small()),
+        record_rewrite: None,
     }
 }
 

@@ -35,8 +35,8 @@ use ferrite_replication::cluster::{
 use net::broker::BrokerConfig;
 use net::connection::ConnectionConfig;
 use net::connection_limits::ConnectionLimits;
-use net::groups::prepare_offsets_topic;
 use net::groups::shard::{LocalOffsetsLog, OffsetsLog, ReplicatedOffsetsLog, ShardGroups};
+use net::groups::{prepare_offsets_topic, LegacyRecordConversion};
 use net::handover::HandoverRule;
 use net::metrics::MetricsRegistry;
 use net::server::ShardSetup;
@@ -184,6 +184,9 @@ pub fn run(arguments: Arguments) -> ExitCode {
     };
     raise_memlock_limit();
     let mut config = RuntimeConfig::one_shard_per_cpu(&settings.data_dir);
+    // A data directory of a Ferrite that wrote its own format to `__consumer_offsets` gets
+    // Kafka's, once, as each partition opens.
+    config.record_rewrite = Some(Arc::new(LegacyRecordConversion));
     let mut groups_config = settings.groups.clone();
     match (&settings.cluster, catalog.topics().get(OFFSETS_TOPIC)) {
         // In a cluster the topic is made through the controller (see

@@ -663,6 +663,31 @@ pub fn encode_batch(header: &BatchHeader, body: &[u8]) -> Vec<u8> {
     out
 }
 
+/// A stored record (`encoded`: as [`StoredRecord::encoded`], length prefix included) with
+/// another key and value: its attributes, timestamp and offset deltas and headers as they
+/// were. `None` if `encoded` does not parse.
+pub fn rewrite_record(encoded: &[u8], key: Option<&[u8]>, value: Option<&[u8]>) -> Option<Vec<u8>> {
+    let mut cursor = encoded;
+    let record_length = usize::try_from(read_varint(&mut cursor)?).ok()?;
+    let record = cursor.get(..record_length)?;
+    let mut fields = record.get(1..)?; // attributes: i8
+    read_varint(&mut fields)?; // timestamp delta
+    read_varint(&mut fields)?; // offset delta
+    let kept_prefix = &record[..record.len() - fields.len()];
+    read_varint_bytes(&mut fields)?; // key
+    read_varint_bytes(&mut fields)?; // value
+    let headers = fields;
+    let mut body = Vec::with_capacity(record_length);
+    body.extend_from_slice(kept_prefix);
+    write_varint_bytes(&mut body, key);
+    write_varint_bytes(&mut body, value);
+    body.extend_from_slice(headers);
+    let mut rewritten = Vec::with_capacity(body.len() + 5);
+    write_varint(&mut rewritten, body.len() as i64);
+    rewritten.extend_from_slice(&body);
+    Some(rewritten)
+}
+
 fn write_varint_bytes(out: &mut Vec<u8>, bytes: Option<&[u8]>) {
     match bytes {
         Some(bytes) => {

@@ -107,7 +107,7 @@ use crate::tail_cache::TailCache;
 use crate::waiters::Waiters;
 use producers::ProducerTable;
 
-pub use clean::{CleanStats, CleanStep};
+pub use clean::{CleanStats, CleanStep, PartitionRecordRewrite, RecordRewrite, RewrittenRecord};
 pub use commit::{CommitStats, Committer};
 pub use damage::{repair, DamagedRange};
 pub use epochs::{EpochRun, EpochRuns, SINGLE_BROKER_EPOCH};
@@ -564,13 +564,23 @@ impl LogState {
             .segment_age_ms_max
             .is_some_and(|age_ms_max| now_ms - active.created_ms >= age_ms_max as i64);
         if too_big || too_many_offsets || too_old {
-            self.segments
-                .insert(log_end_offset, Segment::new_empty(log_end_offset, now_ms));
-            // With no producer to remember, the snapshot would say nothing a rebuild from the
-            // new segment does not (an older snapshot cannot reach into it), so skip its syncs.
-            self.producer_snapshot_due =
-                (!self.producers.is_empty()).then(|| (log_end_offset, self.producers.clone()));
+            self.roll(now_ms);
         }
+    }
+
+    /// Starts a new, empty active segment at the log end.
+    fn roll(&mut self, now_ms: i64) {
+        let log_end_offset = self.log_end_offset;
+        assert!(
+            self.active_segment().appended_bytes > 0,
+            "a roll leaves no empty segment behind"
+        );
+        self.segments
+            .insert(log_end_offset, Segment::new_empty(log_end_offset, now_ms));
+        // With no producer to remember, the snapshot would say nothing a rebuild from the
+        // new segment does not (an older snapshot cannot reach into it), so skip its syncs.
+        self.producer_snapshot_due =
+            (!self.producers.is_empty()).then(|| (log_end_offset, self.producers.clone()));
     }
 
     /// A ticket that completes once every offset below `end_offset` is written, and is durable

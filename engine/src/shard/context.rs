@@ -25,7 +25,7 @@ use super::shutdown::MeshWriters;
 use super::{owner_shard, PartitionId};
 use crate::clock::Clock;
 use crate::config::LogConfig;
-use crate::log::{Committer, ReplayedLogs};
+use crate::log::{Committer, RecordRewrite, ReplayedLogs};
 use crate::waiters::Waiters;
 
 pub use super::append::AppendPending;
@@ -44,6 +44,8 @@ pub(super) struct ShardState {
     pub(super) data_dir: PathBuf,
     pub(super) log_config: LogConfig,
     pub(super) topic_log_config: Option<TopicLogConfig>,
+    /// See [`RuntimeConfig::record_rewrite`].
+    pub(super) record_rewrite: Option<Arc<dyn RecordRewrite>>,
     /// See [`RuntimeConfig::replicated_partitions`].
     pub(super) replicated_partitions: Option<Arc<ReplicaPlacement>>,
     pub(super) clock: Rc<dyn Clock>,
@@ -98,6 +100,7 @@ impl ShardContext {
                 data_dir: config.data_dir.clone(),
                 log_config: config.log_config.clone(),
                 topic_log_config: config.topic_log_config.clone(),
+                record_rewrite: config.record_rewrite.clone(),
                 replicated_partitions: config.replicated_partitions.clone(),
                 clock,
                 committer,

@@ -3,6 +3,10 @@
 //! their topic's configuration, held to the retention limits, removed with their topic, and
 //! closed at shutdown.
 //!
+//! An open also runs the runtime's one-time record rewrite (`RuntimeConfig::record_rewrite`) on
+//! a log of its topic whose directory has no marker of it, before the log is handed to anyone:
+//! so no reader, coordinator or follower ever sees a record in the format it replaces.
+//!
 //! During the start-up load, requests wait on the partition's slot. Logs are opened and closed
 //! `PARTITIONS_OPENING_MAX` and `PARTITIONS_CLOSING_MAX` at a time, so their I/O and syncs
 //! overlap without opening every file of the shard at once.
@@ -124,8 +128,9 @@ impl ShardContext {
         }
     }
 
-    /// The partition's log, opened (and recovered) on first use; its directory must exist.
-    /// Only on the owning shard.
+    /// The partition's log, opened (and recovered, and its records rewritten once if the
+    /// runtime has a rewrite for its topic) on first use; its directory must exist. Only on the
+    /// owning shard.
     pub async fn partition_log(
         &self,
         partition: &PartitionId,
@@ -161,18 +166,63 @@ impl ShardContext {
             return Err(LogError::UnknownPartition(partition.directory_name()));
         }
         let log_config = self.log_config_for(&partition.topic);
-        let log = Rc::new(
-            PartitionLog::open_in_after_replay(
-                &self.state.committer,
-                dir,
-                log_config,
-                self.state.clock.clone(),
-                &self.state.replayed_logs,
-            )
-            .await?,
-        );
+        let log = PartitionLog::open_in_after_replay(
+            &self.state.committer,
+            dir,
+            log_config,
+            self.state.clock.clone(),
+            &self.state.replayed_logs,
+        )
+        .await?;
+        if let Err(error) = self.rewrite_records_once(partition, &log).await {
+            // Closed as it is: the next open rewrites what is left (see `rewrite_records`).
+            let _ = log.close().await;
+            return Err(error);
+        }
+        let log = Rc::new(log);
         *opened = Some(log.clone());
         Ok(log)
+    }
+
+    /// Runs the runtime's record rewrite ([`RuntimeConfig::record_rewrite`]) on `log`, just
+    /// opened, if it is of the rewrite's topic and has not been rewritten yet, then marks its
+    /// directory; the broker's log says what was rewritten.
+    ///
+    /// [`RuntimeConfig::record_rewrite`]: super::RuntimeConfig::record_rewrite
+    async fn rewrite_records_once(
+        &self,
+        partition: &PartitionId,
+        log: &PartitionLog,
+    ) -> Result<(), LogError> {
+        let Some(rewrite) = &self.state.record_rewrite else {
+            return Ok(());
+        };
+        let marker = rewrite.done_marker();
+        if rewrite.topic() != partition.topic || log.directory().join(marker).exists() {
+            return Ok(());
+        }
+        let mut partition_rewrite = rewrite.start();
+        let stats = log
+            .rewrite_records(partition_rewrite.as_mut(), self.now_ms())
+            .await
+            .map_err(|error| match error {
+                LogError::Closed => LogError::Closed,
+                error => LogError::Corrupt(format!(
+                    "the one-time rewrite of {}'s records failed: {error}",
+                    partition.directory_name()
+                )),
+            })?;
+        crate::durable_file::replace_file_durably(log.directory(), marker, b"")
+            .map_err(|error| LogError::io("marking a partition's records rewritten", error))?;
+        if stats.records_rewritten > 0 {
+            eprintln!(
+                "ferrite: {}: rewrote {} records in place ({}), once (marked by {marker})",
+                partition.directory_name(),
+                stats.records_rewritten,
+                partition_rewrite.summary(),
+            );
+        }
+        Ok(())
     }
 
     /// The partition's log if it is open now, without waiting (`None` while it is being opened

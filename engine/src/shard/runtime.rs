@@ -62,7 +62,7 @@ use crate::clock::SystemClock;
 use crate::config::LogConfig;
 use crate::error::LogError;
 use crate::journal::{self, JournalConfig, JOURNAL_DIRECTORY};
-use crate::log::{replay_journals, Committer, Replayed, ReplayedLogs};
+use crate::log::{replay_journals, Committer, RecordRewrite, Replayed, ReplayedLogs};
 use crate::mesh::{Mesh, MeshShard};
 use crate::resources::{self, ResourceLimits};
 
@@ -103,6 +103,10 @@ pub struct RuntimeConfig {
     /// Each shard's journal (`data_dir/journal/shard-N`), where small appends of all its
     /// partitions are committed together; `None`: every write goes to the segments directly.
     pub journal: Option<JournalConfig>,
+    /// A one-time rewrite of a topic's records in a format a layer above changed (the group
+    /// coordinator's `__consumer_offsets`), run on each of its partitions when its log is
+    /// opened, before anyone reads it ([`RecordRewrite`]); `None`: logs open as they are.
+    pub record_rewrite: Option<Arc<dyn RecordRewrite>>,
 }
 
 impl RuntimeConfig {
@@ -123,6 +127,7 @@ impl RuntimeConfig {
             cleaner_check_interval: Duration::from_secs(15),
             replicated_partitions: None,
             journal: Some(JournalConfig::default()),
+            record_rewrite: None,
         }
     }
 }

@@ -69,7 +69,7 @@ pub use rebalance::{
     JoinGroup, JoinOutcome, JoinResponse, JoinedMember, LeaveResults, LeavingMember, SyncGroup,
     SyncOutcome, SyncResponse,
 };
-pub use record::{GroupRecord, RecordError};
+pub use record::{GroupRecord, LegacyRecordConversion, RecordError};
 
 use consumer::{ConsumerGroup, ConsumerGroupConfig};
 use group::ClassicGroup;
@@ -382,6 +382,9 @@ fn remove_group(
     effects.records.push(GroupRecord::group_tombstone(group_id));
 }
 
+/// The longest prefix (client id or group.instance.id) a member id is made with.
+const MEMBER_ID_PREFIX_BYTES_MAX: usize = 1024;
+
 /// Where tickets and member ids come from.
 #[derive(Debug)]
 struct IdSource {
@@ -398,8 +401,15 @@ impl IdSource {
 
     /// `{prefix}-{uuid-like}`, as Kafka's member ids (prefix: client id, or group.instance.id
     /// for a static member). The random part is SplitMix64 over the seed: a bijection of a
-    /// counter, so ids never repeat within a coordinator's life.
+    /// counter, so ids never repeat within a coordinator's life. A prefix is cut to
+    /// [`MEMBER_ID_PREFIX_BYTES_MAX`], so that every member id fits the int16-length strings of
+    /// responses and of `__consumer_offsets` records (a client id may be 32767 bytes).
     fn member_id(&mut self, prefix: &str) -> String {
+        let mut prefix_end = prefix.len().min(MEMBER_ID_PREFIX_BYTES_MAX);
+        while !prefix.is_char_boundary(prefix_end) {
+            prefix_end -= 1;
+        }
+        let prefix = &prefix[..prefix_end];
         let high = self.next_random();
         let low = self.next_random();
         format!(

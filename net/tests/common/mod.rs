@@ -256,6 +256,8 @@ fn start_runtime(
         replicated_partitions: None,
         // Small journal files, so that tests go round the ring.
         journal: Some(engine::JournalConfig::small()),
+        // As `ferrite serve`: the previous format of `__consumer_offsets` is converted.
+        record_rewrite: Some(Arc::new(net::groups::LegacyRecordConversion)),
     };
     let (bound, bound_shards) = std::sync::mpsc::channel();
     let setup = ShardSetup {

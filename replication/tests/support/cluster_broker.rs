@@ -80,6 +80,7 @@ impl ClusterBroker {
             cleaner_check_interval: Duration::from_secs(300),
             replicated_partitions: Some(state.placement.clone()),
             journal: Some(engine::JournalConfig::small()),
+            record_rewrite: None,
         };
         let (questions, received) = mpsc::channel::<Question>();
         let received = Arc::new(Mutex::new(received));

@@ -45,6 +45,7 @@ fn runtime_config(dir: &Path) -> RuntimeConfig {
         replicated_partitions: Some(Default::default()),
         // Small journal files, so that tests go round the ring.
         journal: Some(engine::JournalConfig::small()),
+        record_rewrite: None,
     }
 }
 

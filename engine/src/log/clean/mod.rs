@@ -50,6 +50,9 @@
 //! executor when its time slice is used up, so a cleaning in a low-priority task queue
 //! leaves the request path its time. [`PartitionLog::cleaning_due`] is the scheduler's test:
 //! Kafka's dirty ratio over what a cleaning could rewrite now, and `max.compaction.lag.ms`.
+//!
+//! `rewrite` (beside) runs the same swap with another rule per record: a one-time rewrite of
+//! every record in a format a layer above changed ([`PartitionLog::rewrite_records`]).
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -57,6 +60,9 @@ use std::path::Path;
 use std::rc::Rc;
 
 mod paced_io;
+mod rewrite;
+
+pub use rewrite::{PartitionRecordRewrite, RecordRewrite, RewrittenRecord};
 
 use super::state_files::remove_segment_files;
 use super::{PartitionLog, Shared};
@@ -80,6 +86,8 @@ pub struct CleanStats {
     /// Bytes of the segments written in their place.
     pub bytes_written: u64,
     pub records_removed: u64,
+    /// Records a rewrite ([`PartitionLog::rewrite_records`]) changed.
+    pub records_rewritten: u64,
     pub segments_before: usize,
     pub segments_after: usize,
 }
@@ -158,10 +166,16 @@ impl PartitionLog {
         };
         // Recovery must accept the gaps before any swap can commit.
         shared.allow_gaps_below(last.end_offset).await?;
+        let mut policy = RecordPolicy::Compact {
+            keys: &keys,
+            tombstone_horizon_ms: now_ms.saturating_sub(
+                i64::try_from(shared.config().delete_retention_ms).unwrap_or(i64::MAX),
+            ),
+        };
         for group in shared.group(&inputs[..mapped]) {
             shared.check_not_stopped()?;
             shared
-                .clean_group(group, &keys, now_ms, &pacer, &mut stats)
+                .clean_group(group, &mut policy, now_ms, &pacer, &mut stats)
                 .await?;
         }
         stats.segments_after = shared.state.borrow().segments.len();
@@ -319,11 +333,12 @@ impl Shared {
         groups
     }
 
-    /// Rewrites one group into one segment and swaps it in.
+    /// Rewrites one group into one segment, its records kept or changed as `policy` says, and
+    /// swaps it in.
     async fn clean_group(
         &self,
         group: &[Input],
-        keys: &HashMap<Box<[u8]>, u64>,
+        policy: &mut RecordPolicy<'_>,
         now_ms: i64,
         pacer: &Pacer,
         stats: &mut CleanStats,
@@ -346,9 +361,8 @@ impl Shared {
         .await?;
         let mut output = Segment::new_empty(base_offset, now_ms);
         let mut writer = OutputWriter::new(&files, self.config().write_chunk_bytes, pacer);
-        let tombstone_horizon_ms = now_ms
-            .saturating_sub(i64::try_from(self.config().delete_retention_ms).unwrap_or(i64::MAX));
         let mut records_removed = 0u64;
+        let mut records_rewritten = 0u64;
         let mut bytes_read = 0u64;
         let written = async {
             for (input, input_files) in group.iter().zip(&inputs_open) {
@@ -356,12 +370,12 @@ impl Shared {
                 let mut batches = BatchWalk::new(input, input_files, pacer);
                 while let Some((header, bytes)) = batches.next().await? {
                     self.check_not_stopped()?;
-                    let Some(kept) =
-                        filter_batch(input, &header, &bytes, keys, tombstone_horizon_ms)?
-                    else {
+                    let Some(kept) = filter_batch(input, &header, &bytes, policy)? else {
                         records_removed += header.records_count as u64;
                         continue;
                     };
+                    records_rewritten += kept.records_rewritten;
+                    let kept = kept.bytes;
                     let kept_header =
                         BatchHeader::parse(&kept).expect("the filtered batch has a header");
                     records_removed += (header.records_count - kept_header.records_count) as u64;
@@ -378,12 +392,17 @@ impl Shared {
             remove_file_if_present(&cleaned_path)?;
             return Err(error);
         }
-        if group.len() == 1 && records_removed == 0 {
-            // Nothing to gain: the segment stays as it is (and counts as clean).
+        // Only compaction makes a segment clean: a rewrite leaves superseded records for the
+        // cleaner, which then finds the rewritten segments as dirty as before.
+        let compacted = matches!(policy, RecordPolicy::Compact { .. });
+        if group.len() == 1 && records_removed == 0 && records_rewritten == 0 {
+            // Nothing to gain: the segment stays as it is (and, compacted, counts as clean).
             drop((files, handle));
             remove_file_if_present(&cleaned_path)?;
-            let mut state = self.state.borrow_mut();
-            state.cleaned_end_offset = state.cleaned_end_offset.max(end_offset);
+            if compacted {
+                let mut state = self.state.borrow_mut();
+                state.cleaned_end_offset = state.cleaned_end_offset.max(end_offset);
+            }
             return Ok(());
         }
         self.fault_after(CleanStep::OutputWritten)?;
@@ -400,7 +419,7 @@ impl Shared {
             self.mark_failed(&error);
             return Err(error);
         }
-        self.replace_in_memory(group, output, handle, end_offset);
+        self.replace_in_memory(group, output, handle, end_offset, compacted);
         drop((files, inputs_open));
         stats.bytes_read += bytes_read;
         stats.bytes_written += self
@@ -410,6 +429,7 @@ impl Shared {
             .get(&base_offset)
             .map_or(0, |segment| segment.appended_bytes);
         stats.records_removed += records_removed;
+        stats.records_rewritten += records_rewritten;
         Ok(())
     }
 
@@ -448,13 +468,15 @@ impl Shared {
         .await
     }
 
-    /// Puts the output in the group's place, in one synchronous section.
+    /// Puts the output in the group's place, in one synchronous section; `compacted`: it is
+    /// clean now.
     fn replace_in_memory(
         &self,
         group: &[Input],
         mut output: Segment,
         files: Rc<SegmentFile>,
         end_offset: u64,
+        compacted: bool,
     ) {
         let mut state = self.state.borrow_mut();
         for input in group {
@@ -481,7 +503,9 @@ impl Shared {
             "a cleaned group ends at the next segment's base"
         );
         state.tail_cache.drop_below(end_offset);
-        state.cleaned_end_offset = state.cleaned_end_offset.max(end_offset);
+        if compacted {
+            state.cleaned_end_offset = state.cleaned_end_offset.max(end_offset);
+        }
     }
 
     /// `Err(LogError::Closed)` once the log is closing or the cleaning was asked to stop.
@@ -504,46 +528,97 @@ impl Shared {
     }
 }
 
-/// The batch as the cleaning keeps it: `None` when no record stays, the original bytes when
-/// every record stays, otherwise a rebuilt batch of the kept records (same header fields,
-/// fewer records, re-compressed).
+/// What a rewrite keeps of each record and how.
+enum RecordPolicy<'a> {
+    /// Compaction: a record stays if it has no key, or it is its key's latest (`keys`: key →
+    /// offset of its latest record) and not a tombstone older than the horizon.
+    Compact {
+        keys: &'a HashMap<Box<[u8]>, u64>,
+        tombstone_horizon_ms: i64,
+    },
+    /// A one-time rewrite ([`PartitionLog::rewrite_records`]): every record stays, as the
+    /// transform makes it.
+    Rewrite(&'a mut dyn PartitionRecordRewrite),
+}
+
+/// A batch as a cleaning keeps it, and how many of its records the policy changed.
+struct KeptBatch<'a> {
+    bytes: Cow<'a, [u8]>,
+    records_rewritten: u64,
+}
+
+impl<'a> KeptBatch<'a> {
+    fn unchanged(bytes: &'a [u8]) -> KeptBatch<'a> {
+        KeptBatch {
+            bytes: Cow::Borrowed(bytes),
+            records_rewritten: 0,
+        }
+    }
+}
+
+/// The batch as `policy` keeps it: `None` when no record stays, the original bytes when every
+/// record stays unchanged, otherwise a rebuilt batch of the kept records (same header fields,
+/// fewer or changed records, re-compressed).
 fn filter_batch<'a>(
     input: &Input,
     header: &BatchHeader,
     bytes: &'a [u8],
-    keys: &HashMap<Box<[u8]>, u64>,
-    tombstone_horizon_ms: i64,
-) -> Result<Option<Cow<'a, [u8]>>, LogError> {
+    policy: &mut RecordPolicy<'_>,
+) -> Result<Option<KeptBatch<'a>>, LogError> {
     if header.is_control() {
-        return Ok(Some(Cow::Borrowed(bytes)));
+        return Ok(Some(KeptBatch::unchanged(bytes)));
     }
     let body = records_section(header, bytes)?;
     let mut kept_records = Vec::with_capacity(body.len());
     let mut kept_count = 0i32;
+    let mut rewritten = 0u64;
     for record in StoredRecords::new(&body, *header) {
         let stored = record.map_err(|_| corrupt_batch(input, header))?;
         let record = stored.record;
-        let keep = match record.key {
-            None => true,
-            Some(key) => {
-                let latest = keys
-                    .get(key)
-                    .is_none_or(|&latest| latest == record.offset as u64);
-                let expired_tombstone =
-                    record.value.is_none() && record.timestamp_ms < tombstone_horizon_ms;
-                latest && !expired_tombstone
+        match policy {
+            RecordPolicy::Compact {
+                keys,
+                tombstone_horizon_ms,
+            } => {
+                let keep = match record.key {
+                    None => true,
+                    Some(key) => {
+                        let latest = keys
+                            .get(key)
+                            .is_none_or(|&latest| latest == record.offset as u64);
+                        let expired_tombstone =
+                            record.value.is_none() && record.timestamp_ms < *tombstone_horizon_ms;
+                        latest && !expired_tombstone
+                    }
+                };
+                if keep {
+                    kept_records.extend_from_slice(stored.encoded);
+                    kept_count += 1;
+                }
             }
-        };
-        if keep {
-            kept_records.extend_from_slice(stored.encoded);
-            kept_count += 1;
+            RecordPolicy::Rewrite(rewrite) => {
+                match rewrite.rewrite(record.key, record.value) {
+                    None => kept_records.extend_from_slice(stored.encoded),
+                    Some(changed) => {
+                        let encoded = batch::rewrite_record(
+                            stored.encoded,
+                            changed.key.as_deref(),
+                            changed.value.as_deref(),
+                        )
+                        .ok_or_else(|| corrupt_batch(input, header))?;
+                        kept_records.extend_from_slice(&encoded);
+                        rewritten += 1;
+                    }
+                }
+                kept_count += 1;
+            }
         }
     }
     if kept_count == 0 {
         return Ok(None);
     }
-    if kept_count == header.records_count {
-        return Ok(Some(Cow::Borrowed(bytes)));
+    if kept_count == header.records_count && rewritten == 0 {
+        return Ok(Some(KeptBatch::unchanged(bytes)));
     }
     let section = codec::compress(header.compression(), &kept_records)
         .map_err(|error| LogError::Corrupt(format!("re-compressing a cleaned batch: {error}")))?;
@@ -555,7 +630,10 @@ fn filter_batch<'a>(
         &section,
     );
     debug_assert!(batch::validate_stored(&rebuilt, usize::MAX).is_ok());
-    Ok(Some(Cow::Owned(rebuilt)))
+    Ok(Some(KeptBatch {
+        bytes: Cow::Owned(rebuilt),
+        records_rewritten: rewritten,
+    }))
 }
 
 /// The batch's records section, decompressed.

@@ -322,7 +322,8 @@ impl<'a> Reader<'a> {
     }
 
     fn utf8(bytes: &[u8]) -> Result<String, RecordError> {
-        String::from_utf8(bytes.to_vec()).map_err(|_| RecordError::InvalidUtf8)
+        String::from_utf8(bytes.to_vec())
+            .map_err(|_| RecordError::Malformed("a string that is not UTF-8".to_owned()))
     }
 
     /// A key's non-flexible string.
@@ -371,7 +372,7 @@ impl<'a> Reader<'a> {
     fn value_version(&mut self) -> Result<(), RecordError> {
         match self.i16()? {
             VALUE_VERSION => Ok(()),
-            other => Err(RecordError::UnknownVersion(other.to_be_bytes()[1])),
+            other => Err(RecordError::UnknownValueVersion(other)),
         }
     }
 
@@ -439,7 +440,7 @@ impl ConsumerReplay {
                 Some(key.key_string()?)
             }
             GROUP_METADATA | PARTITION_METADATA | TARGET_ASSIGNMENT_METADATA => None,
-            other => return Err(RecordError::UnknownKind(other.to_be_bytes()[1])),
+            other => return Err(RecordError::UnknownKeyVersion(other)),
         };
         if !key.rest.is_empty() {
             return Err(RecordError::TrailingBytes(key.rest.len()));
