@@ -189,6 +189,21 @@ def assigned_partitions(assignment):
 def read_offsets_topic(bootstrap):
     """Every record of __consumer_offsets, oldest first per partition, decoded: a list of
     (key, value or None)."""
+    decoded = []
+    for record in read_offsets_records(bootstrap):
+        key = decode_key(record.key)
+        if record.value is None:
+            value = None
+        elif key[0] == "offset":
+            value = decode_offset_value(record.value)
+        else:
+            value = decode_group_value(record.value)
+        decoded.append((key, value))
+    return decoded
+
+
+def read_offsets_records(bootstrap):
+    """Every record of __consumer_offsets as kafka-python reads it, oldest first per partition."""
     consumer = KafkaConsumer(
         bootstrap_servers=bootstrap,
         group_id=None,
@@ -212,17 +227,7 @@ def read_offsets_topic(bootstrap):
         wait_until(caught_up, "reading __consumer_offsets to its end")
     finally:
         consumer.close()
-    decoded = []
-    for record in sorted(records, key=lambda record: (record.partition, record.offset)):
-        key = decode_key(record.key)
-        if record.value is None:
-            value = None
-        elif key[0] == "offset":
-            value = decode_offset_value(record.value)
-        else:
-            value = decode_group_value(record.value)
-        decoded.append((key, value))
-    return decoded
+    return sorted(records, key=lambda record: (record.partition, record.offset))
 
 
 def latest(decoded):

@@ -34,6 +34,7 @@ from members import (
 )
 from support import CLIENT_DEADLINE_S, messages, topic_name, wait_until
 from test_cluster_groups import committed_offsets, coordinator
+from test_consumer_offsets_format import Reader, read_offsets_records
 
 PARTITIONS = 4
 MESSAGE_COUNT = 200
@@ -128,6 +129,77 @@ def lags(broker, group, topic):
     return described_lags if described_lags == metrics_lags else None
 
 
+def consumer_group_records(bootstrap, group):
+    """The latest record of each consumer-group key (versions 3 to 8) of `group` in
+    __consumer_offsets, decoded with Kafka's schemas (ConsumerGroup*Key/Value) independently
+    of the broker: {(key version, member id or None): value or None}."""
+    latest = {}
+    for record in read_offsets_records(bootstrap):
+        key = Reader(record.key)
+        version = key.int16()
+        if not 3 <= version <= 8:
+            continue
+        group_id = key.string(False)
+        member_id = key.string(False) if version in (5, 7, 8) else None
+        key.end()
+        if group_id != group:
+            continue
+        latest[(version, member_id)] = None if record.value is None else decode_consumer_value(version, record.value)
+    return latest
+
+
+def decode_consumer_value(version, data):
+    reader = Reader(data)
+    assert reader.int16() == 0, "value version 0"
+
+    def topic_partitions():
+        partitions = {}
+        for _ in range(reader.array_length(True)):
+            topic_id = reader.take(16)
+            partitions[topic_id] = [reader.int32() for _ in range(reader.array_length(True))]
+            reader.tagged_fields()
+        return partitions
+
+    if version in (3, 6):  # ConsumerGroupMetadataValue, ...TargetAssignmentMetadataValue
+        value = {"epoch": reader.int32()}
+    elif version == 4:  # ConsumerGroupPartitionMetadataValue
+        value = {}
+        for _ in range(reader.array_length(True)):
+            reader.take(16)
+            name = reader.string(True)
+            value[name] = reader.int32()
+            for _ in range(reader.array_length(True)):
+                reader.int32()
+                for _ in range(reader.array_length(True)):
+                    reader.string(True)
+                reader.tagged_fields()
+            reader.tagged_fields()
+    elif version == 5:  # ConsumerGroupMemberMetadataValue
+        value = {
+            "instance_id": reader.nullable_string(True),
+            "rack_id": reader.nullable_string(True),
+            "client_id": reader.string(True),
+            "client_host": reader.string(True),
+            "topics": [reader.string(True) for _ in range(reader.array_length(True))],
+            "regex": reader.nullable_string(True),
+            "rebalance_timeout_ms": reader.int32(),
+            "assignor": reader.nullable_string(True),
+        }
+    elif version == 7:  # ConsumerGroupTargetAssignmentMemberValue
+        value = {"partitions": topic_partitions()}
+    else:  # ConsumerGroupCurrentMemberAssignmentValue
+        value = {
+            "epoch": reader.int32(),
+            "previous_epoch": reader.int32(),
+            "state": reader.take(1)[0],
+            "assigned": topic_partitions(),
+            "revoking": topic_partitions(),
+        }
+    reader.tagged_fields()
+    reader.end()
+    return value
+
+
 @pytest.mark.serve_args(*BROKER_ARGS)
 @pytest.mark.parametrize("assignor", ["uniform", "range"])
 def test_members_share_the_partitions_and_take_over_from_a_closed_then_a_killed_member(
@@ -150,6 +222,23 @@ def test_members_share_the_partitions_and_take_over_from_a_closed_then_a_killed_
     assert description.state == confluent_kafka.ConsumerGroupState.STABLE
     assert description.partition_assignor == assignor
     assert len(description.members) == 3
+    # The group's records, read back with Kafka's schemas: its epoch, every member with its
+    # subscription and the assignor, and their current assignments (stable, at the assignment
+    # epoch) holding each partition once.
+    records = consumer_group_records(broker.bootstrap, group)
+    assert records[(4, None)] == {topic: PARTITIONS}, records
+    member_ids = {member_id for version, member_id in records if version == 5 and records[(5, member_id)]}
+    assert member_ids == {member.member_id for member in description.members}
+    assert all(records[(5, member_id)]["topics"] == [topic] for member_id in member_ids)
+    assert all(records[(5, member_id)]["assignor"] == assignor for member_id in member_ids)
+    assignment_epoch = records[(6, None)]["epoch"]
+    assert records[(3, None)]["epoch"] == assignment_epoch
+    held = []
+    for member_id in member_ids:
+        current = records[(8, member_id)]
+        assert (current["epoch"], current["state"], current["revoking"]) == (assignment_epoch, 0, {}), current
+        held.extend(partition for partitions in current["assigned"].values() for partition in partitions)
+    assert sorted(held) == list(range(PARTITIONS)), f"the members' records hold {sorted(held)}"
 
     acked = {}
     first = produced(broker.bootstrap, topic, "first", acked)
