@@ -282,9 +282,8 @@ impl Broker {
             RequestKind::LeaveGroup(request) => {
                 header.reply(&groups::leave_group::handle(&self, version, request).await)
             }
-            RequestKind::OffsetCommit(request) => {
-                header.reply_versioned(&groups::offset_commit::handle(&self, request).await)
-            }
+            RequestKind::OffsetCommit(request) => header
+                .reply_versioned(&groups::offset_commit::handle(&self, version, request).await),
             RequestKind::OffsetFetch(request) => {
                 header.reply_versioned(&groups::offset_fetch::handle(&self, version, request).await)
             }

@@ -62,6 +62,7 @@ fn a_group_commit_refused_for_a_full_disk_is_not_remembered() {
     let commit = {
         let partition = partition.clone();
         move |offset: i64| OffsetCommit {
+            api_version: net::groups::OFFSET_COMMIT_MEMBER_EPOCH_VERSION,
             group_id: "billing".into(),
             generation_id: -1,
             member_id: String::new(),

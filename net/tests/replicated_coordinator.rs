@@ -114,6 +114,7 @@ fn groups_config() -> GroupsConfig {
 
 fn commit(group_id: &str, offset: i64) -> OffsetCommit {
     OffsetCommit {
+        api_version: net::groups::OFFSET_COMMIT_MEMBER_EPOCH_VERSION,
         group_id: group_id.into(),
         generation_id: -1,
         member_id: String::new(),

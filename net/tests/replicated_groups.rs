@@ -89,6 +89,7 @@ impl Broker {
     /// A simple commit (no membership) of `offset` for the group's one partition.
     fn commit(&self, offset: i64) -> Result<(), GroupError> {
         let commit = OffsetCommit {
+            api_version: net::groups::OFFSET_COMMIT_MEMBER_EPOCH_VERSION,
             group_id: GROUP.into(),
             generation_id: -1,
             member_id: String::new(),

@@ -81,6 +81,10 @@ pub enum GroupError {
     /// STALE_MEMBER_EPOCH.
     #[error("the member epoch is stale")]
     StaleMemberEpoch,
+    /// An OffsetCommit older than version 9 from a consumer-protocol member, whose epoch only
+    /// version 9 on carries. UNSUPPORTED_VERSION.
+    #[error("OffsetCommit version 9 or above must be used by members of the consumer protocol")]
+    UnsupportedVersion,
     /// A subscription's regular expression does not compile (or is too large).
     /// INVALID_REGULAR_EXPRESSION.
     #[error("the regular expression is not valid")]
@@ -113,6 +117,7 @@ impl GroupError {
             GroupError::UnsupportedAssignor => 112,
             GroupError::StaleMemberEpoch => 113,
             GroupError::InvalidRegularExpression => 128,
+            GroupError::UnsupportedVersion => 35,
         }
     }
 }

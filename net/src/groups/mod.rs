@@ -63,7 +63,9 @@ use engine::random::SplitMix64;
 
 pub use error::GroupError;
 pub use group::{CommittedOffset, GroupProtocol, GroupState, TopicPartition};
-pub use offsets::{OffsetCommit, OffsetCommitPartition, PartitionResults};
+pub use offsets::{
+    OffsetCommit, OffsetCommitPartition, PartitionResults, OFFSET_COMMIT_MEMBER_EPOCH_VERSION,
+};
 pub use offsets_topic::{offsets_partition_for, prepare_offsets_topic};
 pub use rebalance::{
     JoinGroup, JoinOutcome, JoinResponse, JoinedMember, LeaveResults, LeavingMember, SyncGroup,

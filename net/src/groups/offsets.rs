@@ -11,9 +11,16 @@ use super::{
     consumer, remove_group, Effects, GroupConfig, GroupCoordinator, GroupError, GroupRecord,
 };
 
+/// The first OffsetCommit version of the consumer protocol (KIP-848): its generation is a
+/// consumer group member's epoch, and a group it names must exist.
+pub const OFFSET_COMMIT_MEMBER_EPOCH_VERSION: i16 = 9;
+
 /// An OffsetCommit request.
 #[derive(Debug, Clone)]
 pub struct OffsetCommit {
+    /// The request's version: Kafka's rules differ from [`OFFSET_COMMIT_MEMBER_EPOCH_VERSION`]
+    /// on.
+    pub api_version: i16,
     pub group_id: String,
     /// -1 for a simple commit (no group membership).
     pub generation_id: i32,
@@ -35,8 +42,9 @@ pub type PartitionResults = Result<Vec<(TopicPartition, Result<(), GroupError>)>
 
 impl GroupCoordinator {
     /// OffsetCommit. A commit for a group that does not exist creates it (empty) if it is a
-    /// simple commit; otherwise it is refused with ILLEGAL_GENERATION (Kafka answers
-    /// GROUP_ID_NOT_FOUND from OffsetCommit v9; `net` maps it by version).
+    /// simple commit; otherwise it is refused with ILLEGAL_GENERATION, or GROUP_ID_NOT_FOUND
+    /// from version 9 on, as Kafka does. A consumer-protocol member must commit with version 9
+    /// or later (UNSUPPORTED_VERSION otherwise).
     pub fn commit_offsets(
         &mut self,
         request: &OffsetCommit,
@@ -58,7 +66,12 @@ impl GroupCoordinator {
         }
         if let Some(group) = self.consumer_groups.get_mut(&request.group_id) {
             // A consumer-protocol group: `generation_id` is the member epoch.
-            consumer::validate_commit(group, &request.member_id, request.generation_id)?;
+            consumer::validate_commit(
+                group,
+                &request.member_id,
+                request.generation_id,
+                request.api_version,
+            )?;
             return Ok(store_commits(
                 &self.config,
                 &request.group_id,
@@ -70,7 +83,13 @@ impl GroupCoordinator {
         }
         let simple = request.generation_id < 0;
         if !simple && !self.groups.contains_key(&request.group_id) {
-            return Err(GroupError::IllegalGeneration);
+            return Err(
+                if request.api_version >= OFFSET_COMMIT_MEMBER_EPOCH_VERSION {
+                    GroupError::GroupIdNotFound
+                } else {
+                    GroupError::IllegalGeneration
+                },
+            );
         }
         let group = self
             .groups

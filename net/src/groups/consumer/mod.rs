@@ -1058,11 +1058,13 @@ pub(super) fn remove_empty_group(
 }
 
 /// Checks an OffsetCommit against a consumer group (the member and its epoch), as Kafka does:
-/// a commit from outside the group (epoch < 0) only while the group is empty.
+/// a commit from outside the group (epoch < 0) only while the group is empty, and a member's
+/// only in a version that carries its epoch.
 pub(super) fn validate_commit(
     group: &ConsumerGroup,
     member_id: &str,
     member_epoch: i32,
+    api_version: i16,
 ) -> Result<(), GroupError> {
     if member_epoch < 0 && group.members.is_empty() {
         return Ok(());
@@ -1071,6 +1073,9 @@ pub(super) fn validate_commit(
         .members
         .get(member_id)
         .ok_or(GroupError::UnknownMemberId)?;
+    if api_version < super::offsets::OFFSET_COMMIT_MEMBER_EPOCH_VERSION {
+        return Err(GroupError::UnsupportedVersion);
+    }
     let expected = member.assignment.member_epoch;
     match member_epoch.cmp(&expected) {
         std::cmp::Ordering::Greater => Err(GroupError::FencedMemberEpoch),

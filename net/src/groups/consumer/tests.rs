@@ -8,6 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use proptest::prelude::*;
 
 use super::*;
+use crate::groups::offsets::OFFSET_COMMIT_MEMBER_EPOCH_VERSION;
 use crate::groups::{
     GroupConfig, GroupProtocol, JoinGroup, JoinOutcome, OffsetCommit, OffsetCommitPartition,
     TopicPartition,
@@ -279,6 +280,7 @@ fn offset_commits_are_checked_against_the_member_epoch() {
     let mut member = Client::new("m1", &["a"]);
     member.heartbeat(&mut coordinator, 0, &mut records).unwrap();
     let commit = |epoch: i32, member_id: &str| OffsetCommit {
+        api_version: OFFSET_COMMIT_MEMBER_EPOCH_VERSION,
         group_id: GROUP.to_owned(),
         generation_id: epoch,
         member_id: member_id.to_owned(),
@@ -295,6 +297,23 @@ fn offset_commits_are_checked_against_the_member_epoch() {
     };
     let (results, _) = coordinator.commit_offsets(&commit(1, "m1"), 1);
     assert!(results.unwrap()[0].1.is_ok());
+    let before_member_epochs = OffsetCommit {
+        api_version: OFFSET_COMMIT_MEMBER_EPOCH_VERSION - 1,
+        ..commit(1, "m1")
+    };
+    let (results, _) = coordinator.commit_offsets(&before_member_epochs, 1);
+    assert_eq!(results.unwrap_err(), GroupError::UnsupportedVersion);
+    let unknown_group = |api_version| OffsetCommit {
+        api_version,
+        group_id: "no-such-group".to_owned(),
+        ..commit(1, "m1")
+    };
+    let (results, _) =
+        coordinator.commit_offsets(&unknown_group(OFFSET_COMMIT_MEMBER_EPOCH_VERSION), 1);
+    assert_eq!(results.unwrap_err(), GroupError::GroupIdNotFound);
+    let (results, _) =
+        coordinator.commit_offsets(&unknown_group(OFFSET_COMMIT_MEMBER_EPOCH_VERSION - 1), 1);
+    assert_eq!(results.unwrap_err(), GroupError::IllegalGeneration);
     let (results, _) = coordinator.commit_offsets(&commit(0, "m1"), 1);
     assert_eq!(results.unwrap_err(), GroupError::StaleMemberEpoch);
     let (results, _) = coordinator.commit_offsets(&commit(1, "nobody"), 1);
@@ -320,6 +339,7 @@ fn a_group_id_has_one_protocol() {
     let mut records = Vec::new();
     // An empty classic group with offsets becomes a consumer group and keeps them.
     let simple = OffsetCommit {
+        api_version: OFFSET_COMMIT_MEMBER_EPOCH_VERSION,
         group_id: GROUP.to_owned(),
         generation_id: -1,
         member_id: String::new(),
@@ -647,6 +667,7 @@ fn an_empty_consumer_group_is_deleted_with_its_offsets_and_a_subscribed_topic_ke
     let mut member = Client::new("m1", &["a"]);
     member.heartbeat(&mut coordinator, 0, &mut records).unwrap();
     let commit = OffsetCommit {
+        api_version: OFFSET_COMMIT_MEMBER_EPOCH_VERSION,
         group_id: GROUP.to_owned(),
         generation_id: 1,
         member_id: "m1".to_owned(),

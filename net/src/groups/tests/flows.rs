@@ -425,6 +425,7 @@ fn offsets_commit_and_fetch_checked_against_the_generation() {
     );
     assert_eq!(harness.committed(tp("t1", 0)), Some(7));
     let too_large = OffsetCommit {
+        api_version: OFFSET_COMMIT_MEMBER_EPOCH_VERSION,
         group_id: GROUP.to_owned(),
         generation_id: -1,
         member_id: String::new(),
@@ -438,6 +439,7 @@ fn offsets_commit_and_fetch_checked_against_the_generation() {
     };
     let (results, _) = harness.coordinator.commit_offsets(
         &OffsetCommit {
+            api_version: OFFSET_COMMIT_MEMBER_EPOCH_VERSION,
             group_id: "simple".to_owned(),
             ..too_large
         },

@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use bytes::{BufMut, Bytes, BytesMut};
 use proptest::prelude::*;
 
+use super::offsets::OFFSET_COMMIT_MEMBER_EPOCH_VERSION;
 use super::*;
 
 mod flows;
@@ -180,6 +181,7 @@ impl Harness {
         offset: i64,
     ) -> Result<(), GroupError> {
         let request = OffsetCommit {
+            api_version: OFFSET_COMMIT_MEMBER_EPOCH_VERSION,
             group_id: GROUP.to_owned(),
             generation_id,
             member_id: member_id.to_owned(),

@@ -297,6 +297,7 @@ impl Run {
             } => {
                 let state = &self.clients[client];
                 let request = OffsetCommit {
+                    api_version: OFFSET_COMMIT_MEMBER_EPOCH_VERSION,
                     group_id: GROUP.to_owned(),
                     generation_id: state.generation_id,
                     member_id: state.member_id.clone(),
@@ -313,6 +314,7 @@ impl Run {
             }
             Step::SimpleCommit { partition, offset } => {
                 let request = OffsetCommit {
+                    api_version: OFFSET_COMMIT_MEMBER_EPOCH_VERSION,
                     group_id: GROUP.to_owned(),
                     generation_id: -1,
                     member_id: String::new(),

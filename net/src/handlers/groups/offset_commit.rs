@@ -18,7 +18,11 @@ use crate::errors::code;
 use crate::groups::{OffsetCommit, OffsetCommitPartition, TopicPartition};
 use crate::handlers::fields::optional_string;
 
-pub async fn handle(broker: &Broker, request: OffsetCommitRequest) -> OffsetCommitResponse {
+pub async fn handle(
+    broker: &Broker,
+    version: i16,
+    request: OffsetCommitRequest,
+) -> OffsetCommitResponse {
     let group_id = request.group_id.0.to_string();
     let topics = broker.catalog.topics();
     // Partitions of topics that do not exist are answered here; the rest go to the group.
@@ -53,6 +57,7 @@ pub async fn handle(broker: &Broker, request: OffsetCommitRequest) -> OffsetComm
         .collect();
     if !partitions.is_empty() {
         let commit = OffsetCommit {
+            api_version: version,
             group_id: group_id.clone(),
             generation_id: request.generation_id_or_member_epoch,
             member_id: request.member_id.to_string(),
