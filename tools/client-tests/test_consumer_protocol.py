@@ -3,7 +3,7 @@ confluent-kafka (librdkafka 2.10+): the broker assigns the partitions itself (it
 `range` assignors), members share a topic, take over from a member that closes (at once) or is
 killed (after the broker's session timeout), carry on through a broker restart and resume from
 the group's committed offsets afterwards; in a 3-broker cluster the group carries on when its
-coordinator is killed.
+coordinator is killed, then a member is killed, the other leaves and a new one resumes.
 
 Members run as processes of their own (members.py). The broker's consumer-protocol session is
 set short (6 s, heartbeats every 0.5 s) so that a dead member is noticed in seconds; unlike the
@@ -369,8 +369,24 @@ def test_a_group_carries_on_when_its_coordinator_broker_is_killed(request, consu
         consumed = consumed_by(members)
         assert sorted(message.value for message in consumed) == sorted(values(first + second))
         assert len({(message.partition, message.offset) for message in consumed}) == len(consumed)
-        for member in members:
-            member.close()
+
+        # A member killed: the other takes over its partitions once the new coordinator times
+        # it out; then that one leaves, and a new member resumes from the offsets committed
+        # through the new coordinator.
+        a, b = members
+        b.kill()
+        wait_for_split([a], PARTITIONS, deadline_s=SESSION_TIMEOUT_S + TAKEOVER_MARGIN_S)
+        third = produced(cluster.bootstrap(), topic, "third", acked)
+        wait_for_values([a], values(third))
+        committed = commit_all([a])
+        assert committed == end_offsets(acked, PARTITIONS)
+        a.close()
+        fourth = produced(cluster.bootstrap(), topic, "fourth", acked)
+        resumed = start("c", group, topic)
+        wait_for_split([resumed], PARTITIONS)
+        wait_for_values([resumed], values(fourth))
+        check_group_log(consumed_by([resumed]), fourth, first_offsets=committed)
+        resumed.close()
         cluster.restart(killed)
     finally:
         stop()
