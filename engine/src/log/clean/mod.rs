@@ -130,6 +130,24 @@ impl Drop for CleaningGuard<'_> {
     }
 }
 
+impl Shared {
+    /// Waits for a maintenance or cleaning under way, then marks one (a cleaning or a record
+    /// rewrite) as running until the guard drops; refused on a closing or failed log.
+    async fn start_cleaning(&self) -> Result<CleaningGuard<'_>, LogError> {
+        self.wait_until(|state| (!state.maintenance && !state.cleaning) || state.closing)
+            .await;
+        let mut state = self.state.borrow_mut();
+        if state.closing {
+            return Err(LogError::Closed);
+        }
+        if let Some(error) = &state.failed {
+            return Err(error.clone());
+        }
+        state.cleaning = true;
+        Ok(CleaningGuard { shared: self })
+    }
+}
+
 impl PartitionLog {
     /// Compacts the sealed segments as this module describes, at time `now_ms` (for
     /// `delete_retention_ms` and `min_compaction_lag_ms`). Waits for a running truncation,
@@ -138,20 +156,7 @@ impl PartitionLog {
     /// stay cleaned).
     pub async fn clean(&self, now_ms: i64) -> Result<CleanStats, LogError> {
         let shared = &self.shared;
-        shared
-            .wait_until(|state| (!state.maintenance && !state.cleaning) || state.closing)
-            .await;
-        {
-            let mut state = shared.state.borrow_mut();
-            if state.closing {
-                return Err(LogError::Closed);
-            }
-            if let Some(error) = &state.failed {
-                return Err(error.clone());
-            }
-            state.cleaning = true;
-        }
-        let _guard = CleaningGuard { shared };
+        let _guard = shared.start_cleaning().await?;
         shared.check_not_stopped()?;
         let mut stats = CleanStats {
             segments_before: shared.state.borrow().segments.len(),

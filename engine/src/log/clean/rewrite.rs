@@ -26,7 +26,7 @@
 //! [`ShardContext::partition_log`]: crate::shard::ShardContext::partition_log
 
 use super::paced_io::Pacer;
-use super::{CleanStats, CleaningGuard, Input, RecordPolicy};
+use super::{CleanStats, Input, RecordPolicy};
 use crate::error::LogError;
 use crate::log::PartitionLog;
 
@@ -68,23 +68,13 @@ impl PartitionLog {
     ) -> Result<CleanStats, LogError> {
         self.sync().await?;
         let shared = &self.shared;
-        shared
-            .wait_until(|state| (!state.maintenance && !state.cleaning) || state.closing)
-            .await;
+        let _guard = shared.start_cleaning().await?;
         {
             let mut state = shared.state.borrow_mut();
-            if state.closing {
-                return Err(LogError::Closed);
-            }
-            if let Some(error) = &state.failed {
-                return Err(error.clone());
-            }
-            state.cleaning = true;
             if state.active_segment().appended_bytes > 0 {
                 state.roll(now_ms);
             }
         }
-        let _guard = CleaningGuard { shared };
         let mut stats = CleanStats {
             segments_before: shared.state.borrow().segments.len(),
             ..CleanStats::default()
