@@ -117,6 +117,19 @@ struct Input {
     max_timestamp_ms: Option<i64>,
 }
 
+impl Input {
+    /// `segment` as an input, its offsets ending where `next` begins; `None` if it has no file.
+    fn of(segment: &Segment, next: &Segment) -> Option<Input> {
+        Some(Input {
+            base_offset: segment.base_offset,
+            end_offset: next.base_offset,
+            files: segment.files.clone()?,
+            written_bytes: segment.written_bytes,
+            max_timestamp_ms: segment.max_timestamp_ms,
+        })
+    }
+}
+
 /// Clears the cleaning flag however the cleaning ends.
 struct CleaningGuard<'a> {
     shared: &'a Shared,
@@ -255,16 +268,10 @@ impl Shared {
             {
                 break;
             }
-            let Some(files) = segment.files.clone() else {
+            let Some(input) = Input::of(segment, next) else {
                 break;
             };
-            inputs.push(Input {
-                base_offset: segment.base_offset,
-                end_offset: next.base_offset,
-                files,
-                written_bytes: segment.written_bytes,
-                max_timestamp_ms: segment.max_timestamp_ms,
-            });
+            inputs.push(input);
         }
         inputs
     }

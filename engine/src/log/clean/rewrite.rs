@@ -114,16 +114,7 @@ impl super::Shared {
                 )));
             }
             // A segment without a file holds nothing (the log was synced).
-            let Some(files) = segment.files.clone() else {
-                continue;
-            };
-            inputs.push(Input {
-                base_offset: segment.base_offset,
-                end_offset: next.base_offset,
-                files,
-                written_bytes: segment.written_bytes,
-                max_timestamp_ms: segment.max_timestamp_ms,
-            });
+            inputs.extend(Input::of(segment, next));
         }
         Ok(inputs)
     }
