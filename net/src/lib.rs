@@ -45,3 +45,4 @@ pub mod response;
 pub mod send_file;
 pub mod send_gathered;
 pub mod server;
+pub mod transactions;

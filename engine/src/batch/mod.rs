@@ -542,13 +542,19 @@ pub enum ControlType {
     LeaderChange,
     /// KRaft's KRAFT_VOTERS: the voter set from this entry on.
     Voters,
-    /// Any other type (transaction markers, snapshot headers), kept as its number.
+    /// A transaction's ABORT marker (Kafka's `ControlRecordType.ABORT`).
+    Abort,
+    /// A transaction's COMMIT marker (Kafka's `ControlRecordType.COMMIT`).
+    Commit,
+    /// Any other type (snapshot headers), kept as its number.
     Other(i16),
 }
 
 impl ControlType {
     fn code(self) -> i16 {
         match self {
+            ControlType::Abort => 0,
+            ControlType::Commit => 1,
             ControlType::LeaderChange => 2,
             ControlType::Voters => 6,
             ControlType::Other(code) => code,
@@ -557,6 +563,8 @@ impl ControlType {
 
     fn from_code(code: i16) -> ControlType {
         match code {
+            0 => ControlType::Abort,
+            1 => ControlType::Commit,
             2 => ControlType::LeaderChange,
             6 => ControlType::Voters,
             other => ControlType::Other(other),
@@ -601,6 +609,76 @@ pub fn read_control(bytes: &[u8]) -> Result<Option<(ControlType, Vec<u8>)>, Reco
         ControlType::from_code(code),
         record.value.unwrap_or_default().to_vec(),
     )))
+}
+
+/// A transaction marker (Kafka's `EndTransactionMarker`): the control batch a transaction
+/// coordinator has written to every partition of a transaction when it ends, which tells the
+/// partition (and a `read_committed` consumer) that the producer's batches since its previous
+/// marker are committed or aborted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TransactionMarker {
+    pub producer_id: i64,
+    pub producer_epoch: i16,
+    /// The coordinator's epoch (its partition's leader epoch), which lets a partition refuse a
+    /// marker from a coordinator that has since been replaced.
+    pub coordinator_epoch: i32,
+    pub committed: bool,
+}
+
+/// Version of a marker's value (Kafka's `EndTransactionMarker.CURRENT_END_TXN_MARKER_VERSION`).
+const MARKER_VALUE_VERSION: i16 = 0;
+
+/// Encodes `marker` as Kafka writes one: a transactional control batch of one record (key:
+/// version 0 and type ABORT or COMMIT; value: version 0 and the coordinator epoch), with the
+/// producer's id and epoch, no sequence, base offset 0 for the log to assign.
+pub fn encode_transaction_marker(marker: &TransactionMarker, timestamp_ms: i64) -> Vec<u8> {
+    let control_type = if marker.committed {
+        ControlType::Commit
+    } else {
+        ControlType::Abort
+    };
+    let mut key = Vec::with_capacity(4);
+    key.extend_from_slice(&0i16.to_be_bytes());
+    key.extend_from_slice(&control_type.code().to_be_bytes());
+    let mut value = Vec::with_capacity(6);
+    value.extend_from_slice(&MARKER_VALUE_VERSION.to_be_bytes());
+    value.extend_from_slice(&marker.coordinator_epoch.to_be_bytes());
+    let record = PlainRecord {
+        offset: 0,
+        timestamp_ms,
+        key: Some(&key),
+        value: Some(&value),
+    };
+    let producer = ProducerFields {
+        producer_id: marker.producer_id,
+        producer_epoch: marker.producer_epoch,
+        base_sequence: -1,
+        attributes: ATTRIBUTE_CONTROL | ATTRIBUTE_TRANSACTIONAL,
+    };
+    encode_plain(&[record], producer)
+}
+
+/// The marker a batch holds; `None` for a data batch or another control batch (a Raft
+/// entry's). A marker's value is read as Kafka reads it: its version, then the coordinator
+/// epoch (later versions may append fields).
+pub fn read_transaction_marker(bytes: &[u8]) -> Result<Option<TransactionMarker>, RecordsError> {
+    let header = BatchHeader::parse(bytes).ok_or(RecordsError::Malformed)?;
+    let committed = match read_control(bytes)? {
+        Some((ControlType::Commit, value)) => (true, value),
+        Some((ControlType::Abort, value)) => (false, value),
+        _ => return Ok(None),
+    };
+    let (committed, value) = committed;
+    let coordinator_epoch = value
+        .get(2..6)
+        .map(|epoch| i32::from_be_bytes([epoch[0], epoch[1], epoch[2], epoch[3]]))
+        .ok_or(RecordsError::Malformed)?;
+    Ok(Some(TransactionMarker {
+        producer_id: header.producer_id,
+        producer_epoch: header.producer_epoch,
+        coordinator_epoch,
+        committed,
+    }))
 }
 
 /// Encodes `records` as an uncompressed v2 batch with the given producer fields, CRC filled in,

@@ -10,7 +10,7 @@ fn control_batches_carry_their_type_and_value_and_data_batches_are_not_control()
     for control_type in [
         ControlType::LeaderChange,
         ControlType::Voters,
-        ControlType::Other(1),
+        ControlType::Other(3),
     ] {
         let bytes = encode_control(control_type, b"1,2,3", 7);
         let header = validate(&bytes, usize::MAX).unwrap();
@@ -28,6 +28,36 @@ fn control_batches_carry_their_type_and_value_and_data_batches_are_not_control()
     }]);
     assert_eq!(read_control(&data).unwrap(), None);
     assert!(read_control(&[1, 2, 3]).is_err());
+}
+
+#[test]
+fn a_transaction_marker_reads_back_as_written_and_is_a_transactional_control_batch() {
+    for committed in [true, false] {
+        let marker = TransactionMarker {
+            producer_id: 4_000_000_123,
+            producer_epoch: 7,
+            coordinator_epoch: 12,
+            committed,
+        };
+        let bytes = encode_transaction_marker(&marker, 1_000);
+        let header = validate(&bytes, usize::MAX).unwrap();
+        assert!(header.is_control() && header.is_transactional());
+        assert_eq!(header.base_sequence, -1);
+        assert_eq!(read_transaction_marker(&bytes).unwrap(), Some(marker));
+        let expected_type = if committed {
+            ControlType::Commit
+        } else {
+            ControlType::Abort
+        };
+        assert_eq!(
+            read_control(&bytes).unwrap().map(|(t, _)| t),
+            Some(expected_type)
+        );
+    }
+    let raft_entry = encode_control(ControlType::LeaderChange, b"1", 0);
+    assert_eq!(read_transaction_marker(&raft_entry).unwrap(), None);
+    let short_value = encode_control(ControlType::Commit, &[0, 0, 0], 0);
+    assert!(read_transaction_marker(&short_value).is_err());
 }
 
 #[test]

@@ -54,6 +54,7 @@ mod record;
 pub mod shard;
 #[cfg(test)]
 mod tests;
+pub mod transactions;
 
 use std::collections::BTreeMap;
 

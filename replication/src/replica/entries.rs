@@ -36,7 +36,9 @@ pub(crate) fn entry_of(batch: &CheckedBatch) -> Result<EntryMeta, EntryError> {
     {
         Some((ControlType::LeaderChange, _)) => EntryKind::LeaderChange,
         Some((ControlType::Voters, value)) => EntryKind::Voters(decode_voters(&value)?),
-        Some((ControlType::Other(_), _)) | None => EntryKind::Records,
+        Some((ControlType::Abort | ControlType::Commit | ControlType::Other(_), _)) | None => {
+            EntryKind::Records
+        }
     };
     let base_offset = header.base_offset as u64;
     Ok(EntryMeta {
