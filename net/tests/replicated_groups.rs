@@ -113,11 +113,12 @@ impl Broker {
             group_id: GROUP.into(),
             partitions: Some(vec![topic_partition()]),
             member: None,
+            require_stable: false,
         };
         Ok(self
             .fetch_offsets(fetch)?
             .into_iter()
-            .find_map(|(_, committed)| committed.map(|c| c.offset)))
+            .find_map(|(_, committed)| committed.ok().flatten().map(|c| c.offset)))
     }
 }
 

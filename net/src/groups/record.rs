@@ -16,8 +16,10 @@
 
 mod kafka;
 mod legacy;
+mod log;
 
 pub use legacy::LegacyRecordConversion;
+pub use log::LogReplay;
 
 use std::collections::BTreeMap;
 
@@ -184,6 +186,26 @@ impl GroupCoordinator {
         coordinator.check_invariants();
         Ok(coordinator)
     }
+}
+
+/// The group, partition and offset of a transaction's offset record (a TxnOffsetCommit's: an
+/// offset key with a value); anything else in a transactional batch is malformed.
+pub(super) fn decode_transactional_offset(
+    record: &GroupRecord,
+) -> Result<(String, TopicPartition, CommittedOffset), RecordError> {
+    let RecordKey::Offset {
+        group_id,
+        partition,
+    } = RecordKey::decode(&record.key)?
+    else {
+        return Err(RecordError::Malformed(
+            "a transaction's record is not an offset".into(),
+        ));
+    };
+    let value = record.value.as_ref().ok_or_else(|| {
+        RecordError::Malformed("a transaction's offset record has no value".into())
+    })?;
+    Ok((group_id, partition, decode_offset_value(value)?))
 }
 
 fn offset_key(group_id: &str, partition: &TopicPartition) -> Bytes {

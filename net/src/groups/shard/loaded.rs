@@ -2,23 +2,25 @@
 //! the requests waiting on it, and how it is rebuilt from the partition's log and written back
 //! to it.
 //!
-//! A load reads the compacted log as any other (gaps and removed tombstones change nothing: the
-//! latest record of every key is kept, in offset order) and skips control batches (Raft's own
-//! entries in a cluster); a call's records are appended as one uncompressed batch.
+//! A load reads the compacted log as any other, skips control batches (Raft's own entries in a
+//! cluster) other than transaction markers, and feeds the records and markers to a
+//! [`LogReplay`] (which says what a transaction's records become). A call's records are appended as one uncompressed batch (transactional, with
+//! the producer's id and epoch, for a transaction's), a transaction's marker as its control
+//! batch.
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 
 use bytes::{Bytes, BytesMut};
-use engine::batch::{self, BatchHeader, PlainRecord};
+use engine::batch::{self, BatchHeader, PlainRecord, ProducerFields};
 use engine::shard::{PartitionId, ShardContext};
 use engine::waiters::Waiters;
 use engine::LogError;
 use futures::channel::oneshot;
 
 use crate::groups::{
-    Completion, GroupConfig, GroupCoordinator, GroupError, GroupRecord, JoinResponse, SyncResponse,
-    Ticket,
+    Completion, Effects, GroupConfig, GroupCoordinator, GroupError, GroupRecord, JoinResponse,
+    LogReplay, SyncResponse, Ticket, TransactionProducer,
 };
 
 /// Longest a batch of group records read at load may be.
@@ -65,8 +67,7 @@ impl LoadedCoordinator {
         let log = context.partition_log(partition).await?;
         let end = log.high_watermark();
         let mut offset = log.log_start_offset();
-        let mut latest: HashMap<Bytes, (u64, Option<Bytes>)> = HashMap::new();
-        let mut sequence = 0u64;
+        let mut replay = LogReplay::default();
         while offset < end {
             let slice = log.read(offset, LOAD_READ_BYTES, end).await?;
             let bytes = slice.data.to_vec()?;
@@ -78,7 +79,12 @@ impl LoadedCoordinator {
                 };
                 rest = &rest[size..];
                 if header.is_control() {
-                    // Raft's own entries (leader changes, voter sets) in a cluster.
+                    let marker = batch::read_transaction_marker(batch_bytes)
+                        .map_err(|_| LoadError::Malformed("a malformed transaction marker"))?;
+                    // Otherwise Raft's own entries (leader changes, voter sets) in a cluster.
+                    if let Some(marker) = marker {
+                        replay.marker(&marker);
+                    }
                     continue;
                 }
                 for record in batch::plain_records(batch_bytes)
@@ -88,11 +94,19 @@ impl LoadedCoordinator {
                     let Some(key) = record.key else {
                         return Err(LoadError::Malformed("a record without a key"));
                     };
-                    sequence += 1;
-                    latest.insert(
-                        Bytes::copy_from_slice(key),
-                        (sequence, record.value.map(Bytes::copy_from_slice)),
-                    );
+                    let record = GroupRecord {
+                        key: Bytes::copy_from_slice(key),
+                        value: record.value.map(Bytes::copy_from_slice),
+                    };
+                    if header.is_transactional() {
+                        let producer = TransactionProducer {
+                            producer_id: header.producer_id,
+                            producer_epoch: header.producer_epoch,
+                        };
+                        replay.transactional(producer, record);
+                    } else {
+                        replay.plain(record);
+                    }
                 }
             }
             if slice.offset_next <= offset {
@@ -100,20 +114,11 @@ impl LoadedCoordinator {
             }
             offset = slice.offset_next;
         }
-        let mut records: Vec<(u64, GroupRecord)> = latest
-            .into_iter()
-            .map(|(key, (sequence, value))| (sequence, GroupRecord { key, value }))
-            .collect();
-        records.sort_unstable_by_key(|(sequence, _)| *sequence);
         let now_ms = context.now_ms();
         let seed = member_id_seed(partition.partition, now_ms);
-        let state = GroupCoordinator::replay(
-            config.clone(),
-            seed,
-            records.iter().map(|(_, record)| record),
-            now_ms,
-        )
-        .map_err(|error| LoadError::Replay(error.to_string()))?;
+        let state = replay
+            .replay(config.clone(), seed, now_ms)
+            .map_err(|error| LoadError::Replay(error.to_string()))?;
         Ok(LoadedCoordinator {
             partition: partition.clone(),
             term,
@@ -185,9 +190,21 @@ fn wait_for<Answer>(
     receiver
 }
 
-/// One uncompressed batch of `records`, stamped `now_ms`.
-pub(super) fn encode_records(records: &[GroupRecord], now_ms: i64) -> BytesMut {
-    let plain: Vec<PlainRecord<'_>> = records
+/// The batch that makes `effects` durable, stamped `now_ms`: its transaction's marker, or
+/// its records as one uncompressed batch (a transactional one for a transaction's offsets,
+/// with the producer's id and epoch); `None` if there is nothing to write.
+pub(super) fn encode_effects(effects: &Effects, now_ms: i64) -> Option<BytesMut> {
+    if let Some(marker) = &effects.marker {
+        assert!(effects.records.is_empty(), "a marker is appended alone");
+        return Some(BytesMut::from(
+            &batch::encode_transaction_marker(marker, now_ms)[..],
+        ));
+    }
+    if effects.records.is_empty() {
+        return None;
+    }
+    let plain: Vec<PlainRecord<'_>> = effects
+        .records
         .iter()
         .map(|record| PlainRecord {
             offset: 0,
@@ -196,7 +213,19 @@ pub(super) fn encode_records(records: &[GroupRecord], now_ms: i64) -> BytesMut {
             value: record.value.as_deref(),
         })
         .collect();
-    BytesMut::from(&batch::encode_plain(&plain, batch::ProducerFields::NONE)[..])
+    let producer = match effects.transaction {
+        // No sequence (Kafka writes 0 and its log skips the check for a coordinator's
+        // append): the coordinator's batches are not a producer's to deduplicate.
+        Some(producer) => ProducerFields {
+            producer_id: producer.producer_id,
+            producer_epoch: producer.producer_epoch,
+            base_sequence: -1,
+            attributes: 0,
+        }
+        .with_transaction_bits(false),
+        None => ProducerFields::NONE,
+    };
+    Some(BytesMut::from(&batch::encode_plain(&plain, producer)[..]))
 }
 
 /// Member ids must not repeat across restarts: seed their generator from the clock and the

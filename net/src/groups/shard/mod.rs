@@ -49,8 +49,9 @@ mod requests;
 pub use offsets_log::{LocalOffsetsLog, OffsetsLog, ReplicatedOffsetsLog};
 
 pub use requests::{
-    ConsumerGroupHeartbeat, DeleteGroup, DeleteOffsets, DescribeConsumerGroup, DescribeGroup,
-    FetchOffsets, GroupRequest, Heartbeat, LeaveGroup, ListGroups, Outcome,
+    CompleteTransaction, ConsumerGroupHeartbeat, DeleteGroup, DeleteOffsets, DescribeConsumerGroup,
+    DescribeGroup, FetchOffsets, FetchedOffsets, GroupRequest, Heartbeat, LeaveGroup, ListGroups,
+    Outcome,
 };
 
 use std::cell::RefCell;
@@ -64,7 +65,7 @@ use engine::LogError;
 use futures::channel::oneshot;
 use futures::future::{select, Either};
 
-use loaded::{encode_records, LoadedCoordinator};
+use loaded::{encode_effects, LoadedCoordinator};
 
 use super::{offsets_partition_for, Effects, GroupConfig, GroupError, GroupState, TopicPartition};
 
@@ -315,8 +316,7 @@ impl ShardGroups {
         coordinator: &Rc<LoadedCoordinator>,
         effects: Effects,
     ) -> Result<(), GroupError> {
-        if !effects.records.is_empty() {
-            let batch = encode_records(&effects.records, self.context.now_ms());
+        if let Some(batch) = encode_effects(&effects, self.context.now_ms()) {
             // On the partition's own shard: through its replica in a cluster.
             let appended = self
                 .log

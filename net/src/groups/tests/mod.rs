@@ -12,6 +12,7 @@ use super::*;
 
 mod flows;
 mod property;
+mod transactions;
 
 const SESSION_MS: i32 = 10_000;
 const REBALANCE_MS: i32 = 30_000;
@@ -78,6 +79,8 @@ struct Harness {
     now_ms: i64,
     answers: BTreeMap<Ticket, Completion>,
     records: Vec<GroupRecord>,
+    /// Every effect's batch as the log holds it, in order (what a load reads back).
+    log: Vec<Effects>,
 }
 
 impl Harness {
@@ -87,10 +90,15 @@ impl Harness {
             now_ms: 0,
             answers: BTreeMap::new(),
             records: Vec::new(),
+            log: Vec::new(),
         }
     }
 
     fn absorb(&mut self, effects: Effects) {
+        self.log.push(Effects {
+            completions: Vec::new(),
+            ..effects.clone()
+        });
         self.records.extend(effects.records);
         for completion in effects.completions {
             let previous = self.answers.insert(completion.ticket(), completion);
