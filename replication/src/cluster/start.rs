@@ -17,6 +17,7 @@ use engine::catalog::Catalog;
 use engine::shard::{PartitionId, ShardContext};
 use engine::LogConfig;
 
+use super::markers::{MarkerChannel, MarkerConfig};
 use super::metadata_follower::follow_metadata;
 use super::{kafka_node_id, ClusterBroker, ClusterState, ShardCluster, CLUSTER_ID};
 use crate::controller::{Controller, ControllerConfig, METADATA_TOPIC};
@@ -117,12 +118,20 @@ pub async fn start_shard(
         ))
         .detach();
     }
+    let markers = MarkerChannel::new(
+        MarkerConfig::default(),
+        start.state.clone(),
+        &replication,
+        context.shard_id() as u32,
+    );
+    replication.attach_marker_channel(markers.clone());
     Ok(Rc::new(ShardCluster {
         state: start.state.clone(),
         replication,
         catalog: start.catalog.clone(),
         offsets_partitions: start.offsets_partitions,
         offsets_partitions_mismatch_reported: Cell::new(false),
+        markers,
         own: ClusterBroker {
             node_id: kafka_node_id(settings.node_id),
             host: start.kafka_host.clone(),
