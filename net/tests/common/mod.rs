@@ -26,7 +26,7 @@ use kafka_protocol::messages::{
     ResponseHeader, TopicName,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
-use net::broker::BrokerConfig;
+use net::broker::{Broker, BrokerConfig};
 use net::connection::ConnectionConfig;
 use net::connection_limits::ConnectionLimits;
 use net::groups::shard::{GroupsConfig, LocalOffsetsLog, ShardGroups};
@@ -34,6 +34,11 @@ use net::metrics::MetricsRegistry;
 use net::server::ShardSetup;
 
 pub const DEADLINE: Duration = Duration::from_secs(30);
+
+/// Run on each shard as it starts, with a handle on the shard's broker (the catalog, settings
+/// and group coordinators of the one serving connections): how a test reaches what no request
+/// of its own reaches, such as the end of a transaction in the groups.
+pub type ShardHook = Arc<dyn Fn(Rc<Broker>) + Send + Sync>;
 
 pub struct TestBroker {
     pub address: SocketAddr,
@@ -49,7 +54,17 @@ impl TestBroker {
 
     /// Starts on the data of a broker that was stopped (a restart).
     pub fn start_in(data: tempfile::TempDir, shards: usize, log_config: LogConfig) -> TestBroker {
-        let (address, metrics, runtime) = start_runtime(data.path(), shards, log_config);
+        TestBroker::start_hooked(data, shards, log_config, None)
+    }
+
+    /// [`TestBroker::start_in`], running `hook` on each shard as it starts.
+    pub fn start_hooked(
+        data: tempfile::TempDir,
+        shards: usize,
+        log_config: LogConfig,
+        hook: Option<ShardHook>,
+    ) -> TestBroker {
+        let (address, metrics, runtime) = start_runtime(data.path(), shards, log_config, hook);
         TestBroker {
             address,
             metrics,
@@ -215,6 +230,7 @@ fn start_runtime(
     data_dir: &Path,
     shards: usize,
     log_config: LogConfig,
+    hook: Option<ShardHook>,
 ) -> (SocketAddr, MetricsRegistry, Runtime) {
     // Held until every shard has bound, so no parallel test can take the port in between.
     let reservation = ListenReservation::new("127.0.0.1:0".parse().unwrap()).unwrap();
@@ -273,6 +289,16 @@ fn start_runtime(
     let runtime = Runtime::start(config, move |context| {
         let bound = bound.clone();
         let groups = ShardGroups::start(&context, groups.clone(), Rc::new(LocalOffsetsLog));
+        if let Some(hook) = &hook {
+            hook(Broker::new(
+                context.clone(),
+                setup.catalog.clone(),
+                setup.broker.clone(),
+                setup.metrics.shard(context.shard_id()),
+                None,
+                groups.clone(),
+            ));
+        }
         net::server::serve_shard(context, setup.clone(), None, groups, move |result| {
             result.unwrap();
             bound.send(()).unwrap();

@@ -113,7 +113,7 @@ fn a_transactions_offsets_wait_for_its_commit_marker() {
     assert!(!harness.coordinator.is_offset_pending(GROUP, &p0));
     let fetched = harness
         .coordinator
-        .fetch_offsets(GROUP, Some(&[p1.clone()]));
+        .fetch_offsets(GROUP, Some(std::slice::from_ref(&p1)));
     let committed = fetched[0].1.clone().unwrap();
     assert_eq!(
         (committed.leader_epoch, committed.metadata.as_str()),
