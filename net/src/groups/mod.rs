@@ -15,7 +15,9 @@
 //! Modules: `group` (one group's bookkeeping), `rebalance` (JoinGroup, SyncGroup, Heartbeat,
 //! LeaveGroup and the timeouts; `rebalance/transitions.rs` moves a group through a rebalance),
 //! `offsets` (OffsetCommit, OffsetFetch, OffsetDelete, retention of empty groups' offsets),
-//! `record` (the records and `replay`), `error` (`GroupError`, carrying its Kafka code). Member ids
+//! `transactional` (TxnOffsetCommit: offsets pending in a transaction until its marker),
+//! `record` (the records, `replay`, and `LogReplay`, the fold of a log's batches and markers a
+//! load feeds it), `error` (`GroupError`, carrying its Kafka code). Member ids
 //! come from a seeded SplitMix64, time is an argument. Beside the state machine, and the only
 //! modules here that do I/O: `offsets_topic` (which `__consumer_offsets` partition holds a group,
 //! and the topic's creation on a broker alone) and [`shard`] (the driver on each shard: routing,
@@ -35,7 +37,7 @@
 //! JoinGroup or SyncGroup superseded by a newer one from the same member is answered
 //! REBALANCE_IN_PROGRESS instead of being dropped; dead groups are not kept (DescribeGroups reports
 //! Dead for unknown ids). Not implemented: KIP-496 (expiring offsets of unsubscribed topics in
-//! non-empty groups), the new-member join timeout, transactional offset commits.
+//! non-empty groups), the new-member join timeout.
 //!
 //! The consumer protocol of Kafka 4 (KIP-848) runs in the same coordinator, beside the classic
 //! one: [`consumer`] (its groups, assignors, reconciliation and records).

@@ -10,6 +10,9 @@
 //! data directory's partitions once, when they are opened (see there). The replay reads Kafka's
 //! records only.
 //!
+//! `log` ([`LogReplay`]) folds a log's batches into what the replay takes: the latest record of
+//! each key, and a transaction's records held until its marker.
+//!
 //! Record types are told apart by the key's version: the classic ones in
 //! [`RecordKey::decode`], the consumer-group records of KIP-848 (key versions 3 to 8) by
 //! `consumer::records` (in [`GroupCoordinator::replay`], before the classic ones).

@@ -10,8 +10,9 @@
 //! id and epoch ([`Effects::transaction`]); the marker is the transaction's control batch
 //! ([`Effects::marker`]), appended by the coordinator itself so that it lands in the
 //! partition's order with the coordinator's own records. A load from the log replays the same
-//! rules (`shard/loaded.rs`): a transaction's offsets wait for its marker, an aborted one's are
-//! dropped, and the offsets of a transaction still open at the log's end come back pending.
+//! rules ([`LogReplay`](super::LogReplay)): a transaction's offsets wait for its marker, an
+//! aborted one's are dropped, and the offsets of a transaction still open at the log's end
+//! come back pending.
 //!
 //! Kafka keeps the most recent commit of a partition whatever the order of the outcomes: a
 //! plain commit or a deletion that comes after a transaction's offset supersedes it (the
