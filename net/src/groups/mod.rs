@@ -400,6 +400,12 @@ impl GroupCoordinator {
             );
             group.check_invariants();
         }
+        for group_id in self.open_transactions.committing_groups() {
+            assert!(
+                self.groups.contains_key(group_id) || self.consumer_groups.contains_key(group_id),
+                "a group an open transaction commits offsets in exists"
+            );
+        }
     }
 
     /// The generation of a group, if it exists.

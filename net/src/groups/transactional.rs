@@ -14,10 +14,11 @@
 //! aborted one's are dropped, and the offsets of a transaction still open at the log's end
 //! come back pending.
 //!
-//! Kafka keeps the most recent commit of a partition whatever the order of the outcomes: a
-//! plain commit or a deletion that comes after a transaction's offset supersedes it (the
-//! transaction's commit then leaves it alone), which a load tells by the records' order in the
-//! log.
+//! Kafka keeps the most recent commit of a partition whatever the order of the outcomes (its
+//! record's place in the log decides): a plain commit or a deletion that comes after a
+//! transaction's offset supersedes it, and so does a later transaction's offset once that one
+//! commits (the earlier transaction's commit then leaves the partition alone); a load tells the
+//! same by the records' order in the log.
 //!
 //! Cost: a plain commit or deletion looks at every open transaction (O(open transactions));
 //! their number is bounded by the transactional producers using the partition's groups.
@@ -55,15 +56,25 @@ pub struct TransactionProducer {
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct OpenTransaction {
     producer_epoch: i16,
-    /// By group and partition: the offset the transaction commits, or `None` where a plain
-    /// commit or a deletion came after it.
-    offsets: BTreeMap<String, BTreeMap<TopicPartition, Option<CommittedOffset>>>,
+    /// By group and partition: the offset the transaction commits, or `None` where a later
+    /// commit superseded it.
+    offsets: BTreeMap<String, BTreeMap<TopicPartition, Option<PendingOffset>>>,
+}
+
+/// An offset a transaction commits, with its record's place among the transactions' offset
+/// records (their order in the log).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct PendingOffset {
+    place: u64,
+    committed: CommittedOffset,
 }
 
 /// The open transactions of a coordinator's groups, by producer id.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(super) struct OpenTransactions {
     by_producer: BTreeMap<i64, OpenTransaction>,
+    /// The place of the latest transaction's offset record (see [`PendingOffset`]).
+    place_last: u64,
 }
 
 impl OpenTransactions {
@@ -84,23 +95,39 @@ impl OpenTransactions {
                 offsets: BTreeMap::new(),
             });
         transaction.producer_epoch = transaction.producer_epoch.max(producer.producer_epoch);
+        self.place_last += 1;
+        let place = self.place_last;
         transaction
             .offsets
             .entry(group_id.to_owned())
             .or_default()
-            .insert(partition, committed);
+            .insert(
+                partition,
+                committed.map(|committed| PendingOffset { place, committed }),
+            );
     }
 
     /// A plain commit or a deletion of `partition` in `group_id` came after every open
     /// transaction's offset of it: none of them will replace it.
     pub(super) fn supersede(&mut self, group_id: &str, partition: &TopicPartition) {
+        self.supersede_before(group_id, partition, u64::MAX);
+    }
+
+    /// A transaction's offset of `partition` in `group_id`, placed at `place`, is committed:
+    /// the open transactions' offsets of it placed before it will not replace it.
+    fn supersede_before(&mut self, group_id: &str, partition: &TopicPartition, place: u64) {
         for transaction in self.by_producer.values_mut() {
-            if let Some(committed) = transaction
+            if let Some(pending) = transaction
                 .offsets
                 .get_mut(group_id)
                 .and_then(|offsets| offsets.get_mut(partition))
             {
-                *committed = None;
+                if pending
+                    .as_ref()
+                    .is_some_and(|pending| pending.place < place)
+                {
+                    *pending = None;
+                }
             }
         }
     }
@@ -126,6 +153,15 @@ impl OpenTransactions {
                 .get(group_id)
                 .is_some_and(|offsets| offsets.contains_key(partition))
         })
+    }
+
+    /// The groups some open transaction commits an offset in (one not superseded).
+    pub(super) fn committing_groups(&self) -> impl Iterator<Item = &str> {
+        self.by_producer
+            .values()
+            .flat_map(|transaction| &transaction.offsets)
+            .filter(|(_, offsets)| offsets.values().any(Option::is_some))
+            .map(|(group_id, _)| group_id.as_str())
     }
 
     /// Whether an open transaction commits offsets in `group_id` (its offsets do not expire
@@ -219,6 +255,14 @@ impl GroupCoordinator {
             .remove(&marker.producer_id);
         if let Some(ended) = ended.filter(|_| marker.committed) {
             for (group_id, offsets) in ended.offsets {
+                let offsets: Vec<(TopicPartition, PendingOffset)> = offsets
+                    .into_iter()
+                    .filter_map(|(partition, pending)| Some((partition, pending?)))
+                    .collect();
+                for (partition, pending) in &offsets {
+                    self.open_transactions
+                        .supersede_before(&group_id, partition, pending.place);
+                }
                 self.materialize(&group_id, offsets);
             }
         }
@@ -228,17 +272,9 @@ impl GroupCoordinator {
         })
     }
 
-    /// Makes a committed transaction's offsets of `group_id` its committed offsets (those not
-    /// superseded), creating the group (empty) if it went meanwhile.
-    fn materialize(
-        &mut self,
-        group_id: &str,
-        offsets: BTreeMap<TopicPartition, Option<CommittedOffset>>,
-    ) {
-        let offsets: Vec<(TopicPartition, CommittedOffset)> = offsets
-            .into_iter()
-            .filter_map(|(partition, committed)| Some((partition, committed?)))
-            .collect();
+    /// Makes a committed transaction's offsets of `group_id` (those not superseded) its
+    /// committed offsets, creating the group (empty) if it went meanwhile.
+    fn materialize(&mut self, group_id: &str, offsets: Vec<(TopicPartition, PendingOffset)>) {
         if offsets.is_empty() {
             return;
         }
@@ -252,7 +288,11 @@ impl GroupCoordinator {
                     .offsets
             }
         };
-        group_offsets.extend(offsets);
+        group_offsets.extend(
+            offsets
+                .into_iter()
+                .map(|(partition, pending)| (partition, pending.committed)),
+        );
     }
 
     /// Whether an open transaction commits an offset of `partition` in `group_id` (OffsetFetch

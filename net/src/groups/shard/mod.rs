@@ -310,7 +310,8 @@ impl ShardGroups {
 
     /// Makes `effects` durable (in a cluster: committed by a majority), then answers the
     /// requests they complete. Refused (and the coordinator unloaded) when the append failed:
-    /// NOT_COORDINATOR if this broker stopped leading first.
+    /// NOT_COORDINATOR if this broker stopped leading first, INVALID_PRODUCER_EPOCH if the log
+    /// refused a fenced producer's batch.
     async fn settle(
         &self,
         coordinator: &Rc<LoadedCoordinator>,
@@ -331,6 +332,9 @@ impl ShardGroups {
             if let Err(error) = appended {
                 let reason = match error {
                     LogError::NotLeader { .. } => GroupError::NotCoordinator,
+                    // A transaction's offsets or marker from a fenced producer epoch, which
+                    // the partition's producer state refuses: the producer hears it is fenced.
+                    LogError::InvalidProducerEpoch { .. } => GroupError::InvalidProducerEpoch,
                     error => {
                         engine::log_rate_limited!(
                             "ferrite: cannot persist group state to {}, unloading its \

@@ -72,6 +72,27 @@ fn tp(topic: &str, partition: i32) -> TopicPartition {
     }
 }
 
+/// The coordinator a load of `log` (every effect's batch, in order) gives back, checked.
+fn replay_log(log: &[Effects], now_ms: i64) -> GroupCoordinator {
+    let mut replay = LogReplay::default();
+    for batch in log {
+        if let Some(marker) = &batch.marker {
+            replay.marker(marker);
+        }
+        for record in &batch.records {
+            match batch.transaction {
+                Some(producer) => replay.transactional(producer, record.clone()),
+                None => replay.plain(record.clone()),
+            }
+        }
+    }
+    let coordinator = replay
+        .replay(config(), 9, now_ms)
+        .expect("the log reads back");
+    coordinator.check_invariants();
+    coordinator
+}
+
 /// A coordinator with a hand-moved clock that collects every effect, checking after each call
 /// that the state is consistent and every ticket is answered once.
 struct Harness {

@@ -57,23 +57,7 @@ impl Harness {
 
     /// The coordinator a load of the log written so far gives back.
     fn reloaded(&self) -> GroupCoordinator {
-        let mut replay = LogReplay::default();
-        for batch in &self.log {
-            if let Some(marker) = &batch.marker {
-                replay.marker(marker);
-            }
-            for record in &batch.records {
-                match batch.transaction {
-                    Some(producer) => replay.transactional(producer, record.clone()),
-                    None => replay.plain(record.clone()),
-                }
-            }
-        }
-        let coordinator = replay
-            .replay(config(), 9, self.now_ms)
-            .expect("the log reads back");
-        coordinator.check_invariants();
-        coordinator
+        replay_log(&self.log, self.now_ms)
     }
 }
 
@@ -200,6 +184,28 @@ fn a_later_plain_commit_wins_over_a_transactions_offset() {
     harness.end_transaction(marker(PRODUCER, true)).unwrap();
     assert_eq!(harness.committed(p0.clone()), Some(40));
     assert_eq!(committed_in(&harness.reloaded(), &p0), Some(40));
+}
+
+#[test]
+fn the_most_recent_transactions_offset_wins_whichever_commits_first() {
+    let mut harness = Harness::new(config());
+    let p0 = tp("t1", 0);
+    let later = TransactionProducer {
+        producer_id: 4_001,
+        producer_epoch: 0,
+    };
+    harness
+        .txn_commit(&txn_commit(PRODUCER, &[(p0.clone(), 20)]))
+        .unwrap();
+    harness
+        .txn_commit(&txn_commit(later, &[(p0.clone(), 30)]))
+        .unwrap();
+    harness.end_transaction(marker(later, true)).unwrap();
+    assert_eq!(harness.committed(p0.clone()), Some(30));
+    // The earlier offset's transaction commits last: the later offset stays, as in Kafka.
+    harness.end_transaction(marker(PRODUCER, true)).unwrap();
+    assert_eq!(harness.committed(p0.clone()), Some(30));
+    assert_eq!(committed_in(&harness.reloaded(), &p0), Some(30));
 }
 
 #[test]
