@@ -7,11 +7,12 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use engine::catalog::OFFSETS_TOPIC;
-use engine::shard::{ClientAccess, PartitionId};
+use engine::shard::PartitionId;
 use futures::future::select;
 
 use super::loaded::LoadedCoordinator;
 use super::ShardGroups;
+use crate::coordinator_log::{coordinator_term, NotServing};
 use crate::groups::GroupError;
 
 /// How often a cluster's shard compares the coordinators it runs with the leadership of their
@@ -27,17 +28,10 @@ impl ShardGroups {
         &self,
         partition: &PartitionId,
     ) -> Result<Option<u64>, GroupError> {
-        let Some(access) = self.context.client_access(partition) else {
-            return match self.context.partitions_replicated() {
-                true => Err(GroupError::NotCoordinator),
-                false => Ok(None),
-            };
-        };
-        match (self.context.leading_term(partition), access) {
-            (Some(term), _) => Ok(Some(term)),
-            (None, ClientAccess::Leader { .. }) => Err(GroupError::CoordinatorLoadInProgress),
-            (None, _) => Err(GroupError::NotCoordinator),
-        }
+        coordinator_term(&self.context, partition).map_err(|not_serving| match not_serving {
+            NotServing::NotCoordinator => GroupError::NotCoordinator,
+            NotServing::LoadInProgress => GroupError::CoordinatorLoadInProgress,
+        })
     }
 
     /// In a cluster, until shutdown: loads the coordinator of each `__consumer_offsets`

@@ -1,0 +1,132 @@
+//! What the coordinators that keep their state in a compacted internal topic share (the group
+//! coordinators in `__consumer_offsets`, the transaction coordinators in
+//! `__transaction_state`): whether this shard may run a partition's coordinator (and in which
+//! Raft term), reading the partition back at load, and the batch a change's records are
+//! appended as. Each coordinator's own driver (`groups::shard`, `transactions::shard`) keeps
+//! its state machine, its requests and its timers.
+
+use bytes::{Bytes, BytesMut};
+use engine::batch::{self, BatchHeader, PlainRecord};
+use engine::shard::{ClientAccess, PartitionId, ShardContext};
+use engine::LogError;
+
+/// Longest a read of an internal partition at load may be.
+const LOAD_READ_BYTES: usize = 1 << 20;
+
+/// Why this broker does not run a partition's coordinator right now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NotServing {
+    /// Another broker leads the partition (or none does).
+    NotCoordinator,
+    /// This broker leads it but has not committed an entry of its term yet.
+    LoadInProgress,
+}
+
+/// The term the coordinator of `partition` (owned by `context`'s shard) may run in here:
+/// `None` where it is not replicated (a broker alone); in a cluster, refused unless this broker
+/// leads it and has committed an entry of its term (so its log holds everything earlier
+/// leaders committed).
+pub fn coordinator_term(
+    context: &ShardContext,
+    partition: &PartitionId,
+) -> Result<Option<u64>, NotServing> {
+    let Some(access) = context.client_access(partition) else {
+        return match context.partitions_replicated() {
+            true => Err(NotServing::NotCoordinator),
+            false => Ok(None),
+        };
+    };
+    match (context.leading_term(partition), access) {
+        (Some(term), _) => Ok(Some(term)),
+        (None, ClientAccess::Leader { .. }) => Err(NotServing::LoadInProgress),
+        (None, _) => Err(NotServing::NotCoordinator),
+    }
+}
+
+/// Why a coordinator could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error(transparent)]
+    Log(#[from] LogError),
+    #[error("its log holds {0}")]
+    Malformed(&'static str),
+    #[error("its records do not replay: {0}")]
+    Replay(String),
+}
+
+/// One key's latest record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyedRecord {
+    pub key: Bytes,
+    pub value: Option<Bytes>,
+}
+
+/// The latest record of each key of `partition` (owned by `context`'s shard), up to its
+/// high-water mark, in the order they were written. A compacted log reads as any other (gaps
+/// and removed tombstones change nothing); control batches (Raft's own entries in a cluster)
+/// are skipped.
+pub async fn read_latest_records(
+    context: &ShardContext,
+    partition: &PartitionId,
+) -> Result<Vec<KeyedRecord>, LoadError> {
+    let log = context.partition_log(partition).await?;
+    let end = log.high_watermark();
+    let mut offset = log.log_start_offset();
+    let mut latest: std::collections::HashMap<Bytes, (u64, Option<Bytes>)> = Default::default();
+    let mut sequence = 0u64;
+    while offset < end {
+        let slice = log.read(offset, LOAD_READ_BYTES, end).await?;
+        let bytes = slice.data.to_vec()?;
+        let mut rest = &bytes[..];
+        while let Some(header) = BatchHeader::parse(rest) {
+            let size = header.size_bytes as usize;
+            let Some(batch_bytes) = rest.get(..size) else {
+                return Err(LoadError::Malformed("a truncated batch"));
+            };
+            rest = &rest[size..];
+            if header.is_control() {
+                continue;
+            }
+            for record in batch::plain_records(batch_bytes)
+                .map_err(|_| LoadError::Malformed("a batch it did not write"))?
+            {
+                let record = record.map_err(|_| LoadError::Malformed("a malformed record"))?;
+                let Some(key) = record.key else {
+                    return Err(LoadError::Malformed("a record without a key"));
+                };
+                sequence += 1;
+                latest.insert(
+                    Bytes::copy_from_slice(key),
+                    (sequence, record.value.map(Bytes::copy_from_slice)),
+                );
+            }
+        }
+        if slice.offset_next <= offset {
+            return Err(LoadError::Malformed("a read that did not advance"));
+        }
+        offset = slice.offset_next;
+    }
+    let mut records: Vec<(u64, KeyedRecord)> = latest
+        .into_iter()
+        .map(|(key, (sequence, value))| (sequence, KeyedRecord { key, value }))
+        .collect();
+    records.sort_unstable_by_key(|(sequence, _)| *sequence);
+    Ok(records.into_iter().map(|(_, record)| record).collect())
+}
+
+/// One uncompressed batch of `records` (key, value or tombstone), stamped `now_ms`.
+pub fn encode_records<'a>(
+    records: impl IntoIterator<Item = (&'a [u8], Option<&'a [u8]>)>,
+    now_ms: i64,
+) -> BytesMut {
+    let plain: Vec<PlainRecord<'_>> = records
+        .into_iter()
+        .map(|(key, value)| PlainRecord {
+            offset: 0,
+            timestamp_ms: now_ms,
+            key: Some(key),
+            value,
+        })
+        .collect();
+    BytesMut::from(&batch::encode_plain(&plain, batch::ProducerFields::NONE)[..])
+}
