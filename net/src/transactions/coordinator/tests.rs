@@ -220,12 +220,24 @@ fn an_exhausted_epoch_rotates_the_producer_id() {
         .get_mut("tx")
         .unwrap()
         .producer_epoch = i16::MAX - 1;
-    assert_eq!(init(&mut coordinator, None, 6, 1).0, Ok((6, 0)));
-    // The old producer retrying with its exhausted epoch is recognised (KIP-360).
+    // The producer names its exhausted epoch (KIP-360): a new producer id from epoch 0.
+    assert_eq!(
+        init(&mut coordinator, Some((5, i16::MAX - 1)), 6, 1).0,
+        Ok((6, 0))
+    );
+    // A retry of that call (its answer lost) is recognised by the previous producer id and
+    // gets the same answer.
     assert_eq!(
         init(&mut coordinator, Some((5, i16::MAX - 1)), 7, 2).0,
-        Ok((6, 1))
+        Ok((6, 0))
     );
+    // Without an expected epoch, exhaustion rotates as well.
+    coordinator
+        .transactions
+        .get_mut("tx")
+        .unwrap()
+        .producer_epoch = i16::MAX - 1;
+    assert_eq!(init(&mut coordinator, None, 8, 3).0, Ok((8, 0)));
 }
 
 #[test]
