@@ -1,0 +1,107 @@
+"""The transaction coordinator through real clients, in what needs no transaction markers: a
+confluent-kafka transactional producer initialises, a second one with the same
+transactional.id fences the first (whose next call fails with a fatal fenced error), a
+transaction timeout above `--transaction-max-timeout-ms` is refused, and FindCoordinator
+(TRANSACTION), DescribeTransactions and ListTransactions answer as Kafka does."""
+
+import confluent_kafka
+import confluent_kafka.admin
+import pytest
+from kafka.protocol.admin.transactions import DescribeTransactionsRequest, ListTransactionsRequest
+from kafka.protocol.metadata.find_coordinator import FindCoordinatorRequest
+
+from raw_protocol import RawConnection
+from support import CLIENT_DEADLINE_S, topic_name, wait_until
+
+TRANSACTION_KEY_TYPE = 1
+
+
+def transactional_producer(broker, transactional_id, **settings):
+    return confluent_kafka.Producer(
+        {
+            "bootstrap.servers": broker.bootstrap,
+            "transactional.id": transactional_id,
+            "transaction.timeout.ms": 30000,
+            **settings,
+        }
+    )
+
+
+def describe(connection, transactional_id):
+    answer = connection.request(DescribeTransactionsRequest(transactional_ids=[transactional_id]))
+    (state,) = answer.transaction_states
+    return state
+
+
+def test_find_coordinator_names_this_broker_for_a_transactional_id(broker):
+    connection = RawConnection(broker.bootstrap)
+    port = int(broker.bootstrap.rsplit(":", 1)[1])
+    batched = connection.request(
+        FindCoordinatorRequest(key_type=TRANSACTION_KEY_TYPE, coordinator_keys=["tx-a", "tx-b"])
+    )
+    assert [(c.key, c.error_code, c.port) for c in batched.coordinators] == [
+        ("tx-a", 0, port),
+        ("tx-b", 0, port),
+    ]
+    single = connection.request(FindCoordinatorRequest(key="tx-a", key_type=TRANSACTION_KEY_TYPE), version=3)
+    assert (single.error_code, single.port) == (0, port)
+    connection.close()
+
+
+def test_a_second_producer_fences_the_first_and_both_are_described(broker):
+    transactional_id = topic_name("fencing")
+    topic = topic_name("fencing-topic")
+    admin = confluent_kafka.admin.AdminClient({"bootstrap.servers": broker.bootstrap})
+    admin.create_topics([confluent_kafka.admin.NewTopic(topic, 1)])[topic].result(CLIENT_DEADLINE_S)
+    connection = RawConnection(broker.bootstrap)
+
+    first = transactional_producer(broker, transactional_id)
+    first.init_transactions(CLIENT_DEADLINE_S)
+    described = describe(connection, transactional_id)
+    assert (described.error_code, described.transaction_state, described.producer_epoch) == (0, "Empty", 0)
+    producer_id = described.producer_id
+
+    second = transactional_producer(broker, transactional_id)
+    second.init_transactions(CLIENT_DEADLINE_S)
+    described = describe(connection, transactional_id)
+    assert (described.producer_id, described.producer_epoch) == (producer_id, 1), "same id, next epoch"
+
+    # The zombie's next call to the coordinator (adding the partition it writes to) is fenced.
+    first.begin_transaction()
+    first.produce(topic, b"from the zombie")
+    with pytest.raises(confluent_kafka.KafkaException) as raised:
+        first.commit_transaction(CLIENT_DEADLINE_S)
+    error = raised.value.args[0]
+    assert error.fatal(), error
+    assert error.code() in (confluent_kafka.KafkaError._FENCED, confluent_kafka.KafkaError.PRODUCER_FENCED), error
+
+    # The current producer opens a transaction: its partition shows in DescribeTransactions.
+    second.begin_transaction()
+    second.produce(topic, b"from the current producer")
+    second.poll(0)
+
+    def ongoing():
+        state = describe(connection, transactional_id)
+        return state.transaction_state == "Ongoing" and [(t.topic, t.partitions) for t in state.topics] == [
+            (topic, [0])
+        ]
+
+    wait_until(ongoing, "the transaction is open with its partition")
+    listed = connection.request(ListTransactionsRequest(state_filters=["Ongoing"], producer_id_filters=[]))
+    assert listed.error_code == 0
+    assert [(t.transactional_id, t.producer_id, t.transaction_state) for t in listed.transaction_states] == [
+        (transactional_id, producer_id, "Ongoing")
+    ]
+    listed = connection.request(ListTransactionsRequest(state_filters=["Nonsense"], producer_id_filters=[]))
+    assert (listed.transaction_states, listed.unknown_state_filters) == ([], ["Nonsense"])
+    unknown = describe(connection, "never-used")
+    assert unknown.error_code == 105, "TRANSACTIONAL_ID_NOT_FOUND"
+    connection.close()
+
+
+@pytest.mark.serve_args("--transaction-max-timeout-ms", "60000")
+def test_a_timeout_above_the_maximum_is_refused(broker):
+    producer = transactional_producer(broker, topic_name("timeout"), **{"transaction.timeout.ms": 120000})
+    with pytest.raises(confluent_kafka.KafkaException) as raised:
+        producer.init_transactions(CLIENT_DEADLINE_S)
+    assert raised.value.args[0].code() == confluent_kafka.KafkaError.INVALID_TRANSACTION_TIMEOUT
