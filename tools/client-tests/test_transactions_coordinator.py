@@ -1,7 +1,8 @@
 """The transaction coordinator through real clients, in what needs no transaction markers: a
 confluent-kafka transactional producer initialises, a second one with the same
 transactional.id fences the first (whose next call fails with a fatal fenced error), a
-transaction timeout above `--transaction-max-timeout-ms` is refused, and FindCoordinator
+transaction timeout above `--transaction-max-timeout-ms` is refused, open transactions survive a
+restart and time out with an abort that fences their producer, and FindCoordinator
 (TRANSACTION), DescribeTransactions and ListTransactions answer as Kafka does."""
 
 import confluent_kafka
@@ -9,6 +10,7 @@ import confluent_kafka.admin
 import pytest
 from kafka.protocol.admin.transactions import DescribeTransactionsRequest, ListTransactionsRequest
 from kafka.protocol.metadata.find_coordinator import FindCoordinatorRequest
+from kafka.protocol.producer.transaction import AddPartitionsToTxnRequest, InitProducerIdRequest
 
 from raw_protocol import RawConnection
 from support import CLIENT_DEADLINE_S, topic_name, wait_until
@@ -105,3 +107,58 @@ def test_a_timeout_above_the_maximum_is_refused(broker):
     with pytest.raises(confluent_kafka.KafkaException) as raised:
         producer.init_transactions(CLIENT_DEADLINE_S)
     assert raised.value.args[0].code() == confluent_kafka.KafkaError.INVALID_TRANSACTION_TIMEOUT
+
+
+@pytest.mark.serve_args("--transaction-timeout-check-interval-ms", "100")
+def test_transactions_survive_a_restart_and_time_out_with_a_fencing_abort(broker):
+    """Two open transactions (added partitions, raw requests): after a restart the coordinator
+    has both from its log; the one with a short timeout is aborted by the coordinator with a
+    bumped epoch, and a new producer of the other fences it the same way."""
+    topic = topic_name("restart-topic")
+    admin = confluent_kafka.admin.AdminClient({"bootstrap.servers": broker.bootstrap})
+    admin.create_topics([confluent_kafka.admin.NewTopic(topic, 1)])[topic].result(CLIENT_DEADLINE_S)
+    long_id, short_id = topic_name("long"), topic_name("short")
+    connection = RawConnection(broker.bootstrap)
+    producers = {}
+    for transactional_id, timeout_ms in ((long_id, 60000), (short_id, 1500)):
+        init = connection.request(
+            InitProducerIdRequest(transactional_id=transactional_id, transaction_timeout_ms=timeout_ms),
+            version=2,
+        )
+        assert (init.error_code, init.producer_epoch) == (0, 0)
+        producers[transactional_id] = init.producer_id
+        added = connection.request(
+            AddPartitionsToTxnRequest(
+                v3_and_below_transactional_id=transactional_id,
+                v3_and_below_producer_id=init.producer_id,
+                v3_and_below_producer_epoch=0,
+                v3_and_below_topics=[(topic, [0])],
+            ),
+            version=3,
+        )
+        errors = [p.partition_error_code for t in added.results_by_topic_v3_and_below for p in t.results_by_partition]
+        assert errors == [0]
+    connection.close()
+    assert broker.stop() == 0
+    broker.start()
+    connection = RawConnection(broker.bootstrap)
+    described = describe(connection, long_id)
+    assert (described.transaction_state, described.producer_id, described.producer_epoch) == (
+        "Ongoing",
+        producers[long_id],
+        0,
+    )
+    assert [(t.topic, t.partitions) for t in described.topics] == [(topic, [0])]
+
+    def aborted_with_a_bump(transactional_id):
+        state = describe(connection, transactional_id)
+        return state.transaction_state in ("PrepareAbort", "CompleteAbort") and state.producer_epoch == 1
+
+    wait_until(lambda: aborted_with_a_bump(short_id), "the timed-out transaction is aborted")
+    assert describe(connection, long_id).transaction_state == "Ongoing", "the other has time left"
+    fencing = connection.request(
+        InitProducerIdRequest(transactional_id=long_id, transaction_timeout_ms=60000), version=2
+    )
+    assert fencing.error_code == 51, "CONCURRENT_TRANSACTIONS: the open transaction is aborted first"
+    assert aborted_with_a_bump(long_id)
+    connection.close()

@@ -97,6 +97,11 @@ pub struct Arguments {
     /// [default: 900000].
     #[arg(long, value_name = "MS")]
     transaction_max_timeout_ms: Option<i32>,
+    /// How often each transaction coordinator aborts the transactions that outlived their
+    /// timeout and forgets idle transactional ids (Kafka's
+    /// transaction.abort.timed.out.transaction.cleanup.interval.ms) [default: 10000].
+    #[arg(long, value_name = "MS")]
+    transaction_timeout_check_interval_ms: Option<i64>,
     /// How long the first rebalance of an empty group waits for more members to join
     /// (Kafka's group.initial.rebalance.delay.ms) [default: 3000].
     #[arg(long, value_name = "MS")]
@@ -377,6 +382,15 @@ impl Arguments {
                 return Err("--transaction-max-timeout-ms must be positive".into());
             }
             transactions.coordinator.timeout_max_ms = timeout_ms;
+        }
+        if let Some(interval_ms) = self
+            .transaction_timeout_check_interval_ms
+            .or(file.transaction_timeout_check_interval_ms)
+        {
+            if interval_ms <= 0 {
+                return Err("--transaction-timeout-check-interval-ms must be positive".into());
+            }
+            transactions.coordinator.check_interval_ms = interval_ms;
         }
         if let Some(delay_ms) = self
             .group_initial_rebalance_delay_ms
