@@ -3,7 +3,11 @@ confluent-kafka transactional producer initialises, a second one with the same
 transactional.id fences the first (whose next call fails with a fatal fenced error), a
 transaction timeout above `--transaction-max-timeout-ms` is refused, open transactions survive a
 restart and time out with an abort that fences their producer, and FindCoordinator
-(TRANSACTION), DescribeTransactions and ListTransactions answer as Kafka does."""
+(TRANSACTION), DescribeTransactions and ListTransactions answer as Kafka does (and
+`ferrite transactions describe|list`, which asks them)."""
+
+import json
+import subprocess
 
 import confluent_kafka
 import confluent_kafka.admin
@@ -12,6 +16,7 @@ from kafka.protocol.admin.transactions import DescribeTransactionsRequest, ListT
 from kafka.protocol.metadata.find_coordinator import FindCoordinatorRequest
 from kafka.protocol.producer.transaction import AddPartitionsToTxnRequest, InitProducerIdRequest
 
+from conftest import FERRITE_BIN
 from raw_protocol import RawConnection
 from support import CLIENT_DEADLINE_S, topic_name, wait_until
 
@@ -27,6 +32,18 @@ def transactional_producer(broker, transactional_id, **settings):
             **settings,
         }
     )
+
+
+def ferrite_transactions(broker, *arguments):
+    """`ferrite transactions ARGUMENTS --bootstrap BROKER`'s JSON answer."""
+    done = subprocess.run(
+        [FERRITE_BIN, "transactions", *arguments, "--bootstrap", broker.bootstrap],
+        capture_output=True,
+        text=True,
+        timeout=CLIENT_DEADLINE_S,
+    )
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
 
 
 def describe(connection, transactional_id):
@@ -149,6 +166,11 @@ def test_transactions_survive_a_restart_and_time_out_with_a_fencing_abort(broker
         0,
     )
     assert [(t.topic, t.partitions) for t in described.topics] == [(topic, [0])]
+    # The command line says the same.
+    described = ferrite_transactions(broker, "describe", long_id, "--json")
+    assert [(d["state"], d["producer_epoch"], d["partitions"]) for d in described] == [("Ongoing", 0, [[topic, 0]])]
+    listed = ferrite_transactions(broker, "list", "--state", "Ongoing", "--json")
+    assert {t["transactional_id"] for t in listed} >= {long_id}
 
     def aborted_with_a_bump(transactional_id):
         state = describe(connection, transactional_id)
