@@ -2,7 +2,9 @@
 //! coordinator. Versions 0-3 carry one transaction (from a producer); 4 and later a batch of
 //! them (from brokers, KIP-890), each of which may only ask whether its partitions are in
 //! the transaction (`verify_only`). Every partition of a transaction gets the same answer,
-//! except in a verification, as Kafka answers.
+//! except in a verification, as Kafka answers; and as Kafka, a transaction naming a partition
+//! that does not exist adds none: that partition is answered UNKNOWN_TOPIC_OR_PARTITION, the
+//! others OPERATION_NOT_ATTEMPTED.
 
 use kafka_protocol::messages::add_partitions_to_txn_request::{
     AddPartitionsToTxnTopic, AddPartitionsToTxnTransaction,
@@ -13,6 +15,8 @@ use kafka_protocol::messages::add_partitions_to_txn_response::{
 use kafka_protocol::messages::{
     AddPartitionsToTxnRequest, AddPartitionsToTxnResponse, TopicName, TransactionalId,
 };
+
+use kafka_protocol::ResponseError;
 
 use super::fields::str_bytes;
 use crate::broker::Broker;
@@ -57,22 +61,43 @@ async fn add(
         partitions: partitions.clone(),
     };
     let state_partition = broker.transactions.state_partition(&transactional_id);
-    let results: Vec<(TransactionPartition, Result<(), TransactionError>)> =
-        match transaction.verify_only {
-            true => {
-                broker
-                    .transactions
-                    .call(state_partition, VerifyPartitions(request))
-                    .await
-            }
-            false => {
-                let result = broker.transactions.call(state_partition, request).await;
-                partitions
-                    .into_iter()
-                    .map(|partition| (partition, result))
-                    .collect()
-            }
-        };
+    let topics = broker.catalog.topics();
+    let exists = |(topic, partition): &TransactionPartition| {
+        topics.get(topic).is_some_and(|topic| {
+            u32::try_from(*partition).is_ok_and(|partition| partition < topic.partitions)
+        })
+    };
+    if !transaction.verify_only && !partitions.iter().all(exists) {
+        let results = partitions
+            .into_iter()
+            .map(|partition| {
+                let error = match exists(&partition) {
+                    true => ResponseError::OperationNotAttempted,
+                    false => ResponseError::UnknownTopicOrPartition,
+                };
+                (partition, error.code())
+            })
+            .collect();
+        return AddPartitionsToTxnResult::default()
+            .with_transactional_id(TransactionalId(str_bytes(transactional_id)))
+            .with_topic_results(topic_results(results));
+    }
+    let results: Vec<(TransactionPartition, i16)> = match transaction.verify_only {
+        true => broker
+            .transactions
+            .call(state_partition, VerifyPartitions(request))
+            .await
+            .into_iter()
+            .map(|(partition, result)| (partition, error_code(result)))
+            .collect(),
+        false => {
+            let code = error_code(broker.transactions.call(state_partition, request).await);
+            partitions
+                .into_iter()
+                .map(|partition| (partition, code))
+                .collect()
+        }
+    };
     AddPartitionsToTxnResult::default()
         .with_transactional_id(TransactionalId(str_bytes(transactional_id)))
         .with_topic_results(topic_results(results))
@@ -90,15 +115,17 @@ fn partitions(topics: &[AddPartitionsToTxnTopic]) -> Vec<TransactionPartition> {
         .collect()
 }
 
+fn error_code(result: Result<(), TransactionError>) -> i16 {
+    result.err().map_or(NONE, TransactionError::code)
+}
+
 /// Results grouped by topic, in the order the topics came.
-fn topic_results(
-    results: Vec<(TransactionPartition, Result<(), TransactionError>)>,
-) -> Vec<AddPartitionsToTxnTopicResult> {
+fn topic_results(results: Vec<(TransactionPartition, i16)>) -> Vec<AddPartitionsToTxnTopicResult> {
     let mut topics: Vec<AddPartitionsToTxnTopicResult> = Vec::new();
-    for ((topic, partition), result) in results {
+    for ((topic, partition), code) in results {
         let partition_result = AddPartitionsToTxnPartitionResult::default()
             .with_partition_index(partition)
-            .with_partition_error_code(result.err().map_or(NONE, TransactionError::code));
+            .with_partition_error_code(code);
         match topics.iter_mut().find(|entry| *entry.name == *topic) {
             Some(entry) => entry.results_by_partition.push(partition_result),
             None => topics.push(

@@ -351,12 +351,10 @@ impl TransactionCoordinator {
             {
                 return (Ok(()), effects)
             }
+            // Nothing to open a transaction with.
+            _ if partitions.is_empty() => return (Ok(()), effects),
             TransactionState::Ongoing => {}
             _ => metadata.start_ms = now_ms,
-        }
-        if partitions.is_empty() && metadata.state != TransactionState::Ongoing {
-            // Nothing to open a transaction with.
-            return (Ok(()), effects);
         }
         metadata.partitions.extend(partitions.iter().cloned());
         metadata.state = TransactionState::Ongoing;

@@ -314,3 +314,174 @@ fn verify_and_list() {
     assert_eq!(coordinator.list(&any_state, &any_id, 10, 20).len(), 1);
     assert!(coordinator.list(&any_state, &any_id, 11, 20).is_empty());
 }
+
+mod property {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    #[derive(Debug, Clone)]
+    enum Step {
+        Init {
+            id: usize,
+            named: Option<bool>,
+        },
+        Add {
+            id: usize,
+            current: bool,
+            partitions: Vec<i32>,
+        },
+        End {
+            id: usize,
+            current: bool,
+            commit: bool,
+        },
+        Markers {
+            job: prop::sample::Index,
+        },
+        Tick {
+            elapsed_ms: i64,
+        },
+    }
+
+    fn step() -> impl Strategy<Value = Step> {
+        let id = 0..3usize;
+        prop_oneof![
+            (id.clone(), prop::option::of(any::<bool>()))
+                .prop_map(|(id, named)| Step::Init { id, named }),
+            (
+                id.clone(),
+                any::<bool>(),
+                prop::collection::vec(0..4i32, 0..3)
+            )
+                .prop_map(|(id, current, partitions)| Step::Add {
+                    id,
+                    current,
+                    partitions
+                }),
+            (id, any::<bool>(), any::<bool>()).prop_map(|(id, current, commit)| Step::End {
+                id,
+                current,
+                commit
+            }),
+            any::<prop::sample::Index>().prop_map(|job| Step::Markers { job }),
+            (0..3000i64).prop_map(|elapsed_ms| Step::Tick { elapsed_ms }),
+        ]
+    }
+
+    /// What a record keeps of an id (the rest is memory only, as in Kafka).
+    fn durable(metadata: &TransactionMetadata) -> TransactionMetadata {
+        TransactionMetadata {
+            previous_producer_id: -1,
+            last_producer_epoch: NO_PRODUCER_EPOCH,
+            ..metadata.clone()
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(200))]
+
+        /// After every step: the invariants hold, epochs of a producer id never go down, and
+        /// replaying every record written so far gives back every id's durable state and, as
+        /// markers to resume, exactly the transactions still waiting for theirs.
+        #[test]
+        fn random_calls_keep_the_invariants_and_replay_to_the_same_state(
+            steps in prop::collection::vec(step(), 1..60),
+        ) {
+            let config = TransactionConfig {
+                id_expiration_ms: 20_000,
+                check_interval_ms: 500,
+                ..TransactionConfig::default()
+            };
+            let mut coordinator = TransactionCoordinator::new(config.clone(), 0);
+            let mut log: Vec<TransactionRecord> = Vec::new();
+            let mut jobs: Vec<MarkerJob> = Vec::new();
+            let mut epochs: HashMap<i64, i16> = HashMap::new();
+            let mut now_ms = 0;
+            let mut next_producer_id = 1000;
+            for step in steps {
+                now_ms += 10;
+                let ids = ["a", "b", "c"];
+                let current = |coordinator: &TransactionCoordinator, id: &str| {
+                    coordinator
+                        .describe(id)
+                        .map_or((-1, -1), |m| (m.producer_id, m.producer_epoch))
+                };
+                let effects = match step {
+                    Step::Init { id, named } => {
+                        let (producer_id, epoch) = current(&coordinator, ids[id]);
+                        let expected = named.map(|fresh| match fresh {
+                            true => (producer_id, epoch),
+                            false => (producer_id, epoch.wrapping_sub(1)),
+                        }).filter(|(producer_id, _)| *producer_id >= 0);
+                        next_producer_id += 1;
+                        let request = InitProducerId {
+                            transactional_id: ids[id].into(),
+                            timeout_ms: 1000,
+                            expected,
+                            fresh_producer_id: next_producer_id,
+                        };
+                        coordinator.init_producer_id(&request, now_ms).1
+                    }
+                    Step::Add { id, current: is_current, partitions } => {
+                        let (producer_id, epoch) = current(&coordinator, ids[id]);
+                        let epoch = if is_current { epoch } else { epoch.wrapping_sub(1) };
+                        let partitions: Vec<TransactionPartition> =
+                            partitions.into_iter().map(|p| ("t".to_owned(), p)).collect();
+                        coordinator
+                            .add_partitions(ids[id], producer_id, epoch, &partitions, now_ms)
+                            .1
+                    }
+                    Step::End { id, current: is_current, commit } => {
+                        let (producer_id, epoch) = current(&coordinator, ids[id]);
+                        let epoch = if is_current { epoch } else { epoch.wrapping_sub(1) };
+                        coordinator
+                            .end_transaction(ids[id], producer_id, epoch, commit, now_ms)
+                            .1
+                    }
+                    Step::Markers { job } => {
+                        if jobs.is_empty() {
+                            Effects::default()
+                        } else {
+                            let job = jobs.remove(job.index(jobs.len()));
+                            coordinator.complete_markers(&job, now_ms)
+                        }
+                    }
+                    Step::Tick { elapsed_ms } => {
+                        now_ms += elapsed_ms;
+                        coordinator.tick(now_ms)
+                    }
+                };
+                coordinator.check_invariants();
+                log.extend(effects.records);
+                jobs.extend(effects.markers);
+                for metadata in coordinator.transactions.values() {
+                    let seen = epochs.entry(metadata.producer_id).or_insert(metadata.producer_epoch);
+                    prop_assert!(metadata.producer_epoch >= *seen, "epochs only grow");
+                    *seen = metadata.producer_epoch;
+                }
+                let (replayed, resumed) =
+                    TransactionCoordinator::replay(config.clone(), &log, now_ms).unwrap();
+                let mut expected: Vec<_> = coordinator.transactions.values().map(durable).collect();
+                let mut got: Vec<_> = replayed.transactions.values().map(durable).collect();
+                expected.sort_by(|a, b| a.transactional_id.cmp(&b.transactional_id));
+                got.sort_by(|a, b| a.transactional_id.cmp(&b.transactional_id));
+                prop_assert_eq!(got, expected);
+                let waiting = |job: &MarkerJob| {
+                    coordinator.describe(&job.transactional_id).is_ok_and(|m| {
+                        m.producer_epoch == job.producer_epoch
+                            && m.state == match job.committed {
+                                true => TransactionState::PrepareCommit,
+                                false => TransactionState::PrepareAbort,
+                            }
+                    })
+                };
+                let mut live: Vec<_> = jobs.iter().filter(|job| waiting(job)).cloned().collect();
+                let mut resumed = resumed;
+                live.sort_by(|a, b| a.transactional_id.cmp(&b.transactional_id));
+                resumed.sort_by(|a, b| a.transactional_id.cmp(&b.transactional_id));
+                prop_assert_eq!(resumed, live);
+            }
+        }
+    }
+}
