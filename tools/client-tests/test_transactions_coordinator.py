@@ -2,7 +2,9 @@
 confluent-kafka transactional producer initialises, a second one with the same
 transactional.id fences the first (whose next call fails with a fatal fenced error), a
 transaction timeout above `--transaction-max-timeout-ms` is refused, open transactions survive a
-restart and time out with an abort that fences their producer, and FindCoordinator
+restart and time out with an abort that fences their producer, a cluster coordinates an id on
+the leader of its `__transaction_state` partition and another broker takes over when it dies,
+and FindCoordinator
 (TRANSACTION), DescribeTransactions and ListTransactions answer as Kafka does (and
 `ferrite transactions describe|list`, which asks them)."""
 
@@ -16,6 +18,7 @@ from kafka.protocol.admin.transactions import DescribeTransactionsRequest, ListT
 from kafka.protocol.metadata.find_coordinator import FindCoordinatorRequest
 from kafka.protocol.producer.transaction import AddPartitionsToTxnRequest, InitProducerIdRequest
 
+from cluster_support import cluster  # noqa: F401 (a fixture)
 from conftest import FERRITE_BIN
 from raw_protocol import RawConnection
 from support import CLIENT_DEADLINE_S, topic_name, wait_until
@@ -23,10 +26,10 @@ from support import CLIENT_DEADLINE_S, topic_name, wait_until
 TRANSACTION_KEY_TYPE = 1
 
 
-def transactional_producer(broker, transactional_id, **settings):
+def transactional_producer(bootstrap, transactional_id, **settings):
     return confluent_kafka.Producer(
         {
-            "bootstrap.servers": broker.bootstrap,
+            "bootstrap.servers": bootstrap,
             "transactional.id": transactional_id,
             "transaction.timeout.ms": 30000,
             **settings,
@@ -74,13 +77,13 @@ def test_a_second_producer_fences_the_first_and_both_are_described(broker):
     admin.create_topics([confluent_kafka.admin.NewTopic(topic, 1)])[topic].result(CLIENT_DEADLINE_S)
     connection = RawConnection(broker.bootstrap)
 
-    first = transactional_producer(broker, transactional_id)
+    first = transactional_producer(broker.bootstrap, transactional_id)
     first.init_transactions(CLIENT_DEADLINE_S)
     described = describe(connection, transactional_id)
     assert (described.error_code, described.transaction_state, described.producer_epoch) == (0, "Empty", 0)
     producer_id = described.producer_id
 
-    second = transactional_producer(broker, transactional_id)
+    second = transactional_producer(broker.bootstrap, transactional_id)
     second.init_transactions(CLIENT_DEADLINE_S)
     described = describe(connection, transactional_id)
     assert (described.producer_id, described.producer_epoch) == (producer_id, 1), "same id, next epoch"
@@ -120,7 +123,7 @@ def test_a_second_producer_fences_the_first_and_both_are_described(broker):
 
 @pytest.mark.serve_args("--transaction-max-timeout-ms", "60000")
 def test_a_timeout_above_the_maximum_is_refused(broker):
-    producer = transactional_producer(broker, topic_name("timeout"), **{"transaction.timeout.ms": 120000})
+    producer = transactional_producer(broker.bootstrap, topic_name("timeout"), **{"transaction.timeout.ms": 120000})
     with pytest.raises(confluent_kafka.KafkaException) as raised:
         producer.init_transactions(CLIENT_DEADLINE_S)
     assert raised.value.args[0].code() == confluent_kafka.KafkaError.INVALID_TRANSACTION_TIMEOUT
@@ -184,3 +187,52 @@ def test_transactions_survive_a_restart_and_time_out_with_a_fencing_abort(broker
     assert fencing.error_code == 51, "CONCURRENT_TRANSACTIONS: the open transaction is aborted first"
     assert aborted_with_a_bump(long_id)
     connection.close()
+
+
+def coordinator_of(cluster, transactional_id):  # noqa: F811 (`cluster` is the fixture's value)
+    """The node every answering broker names as `transactional_id`'s coordinator, once they
+    agree on a live one."""
+
+    def agreed():
+        named = set()
+        for node in cluster.answering():
+            connection = RawConnection(cluster.brokers[node].bootstrap)
+            answer = connection.request(
+                FindCoordinatorRequest(key_type=TRANSACTION_KEY_TYPE, coordinator_keys=[transactional_id])
+            )
+            connection.close()
+            (coordinator,) = answer.coordinators
+            if coordinator.error_code != 0:
+                return None
+            named.add(coordinator.node_id)
+        (node,) = named if len(named) == 1 else (None,)
+        return node if node in cluster.answering() else None
+
+    return wait_until(agreed, f"the brokers to agree on the coordinator of {transactional_id}")
+
+
+def test_a_cluster_coordinates_an_id_on_its_leader_and_fails_over(cluster):  # noqa: F811
+    transactional_id = topic_name("cluster")
+    first = transactional_producer(cluster.bootstrap(), transactional_id)
+    first.init_transactions(CLIENT_DEADLINE_S)
+    coordinator = coordinator_of(cluster, transactional_id)
+    for node in cluster.answering():
+        connection = RawConnection(cluster.brokers[node].bootstrap)
+        described = describe(connection, transactional_id)
+        connection.close()
+        if node == coordinator:
+            assert (described.error_code, described.transaction_state, described.producer_epoch) == (0, "Empty", 0)
+            producer_id = described.producer_id
+        else:
+            assert described.error_code == 16, "NOT_COORDINATOR: the id lives on its partition's leader"
+
+    cluster.kill9(coordinator)
+    successor = coordinator_of(cluster, transactional_id)
+    assert successor != coordinator
+    second = transactional_producer(cluster.bootstrap(), transactional_id)
+    second.init_transactions(CLIENT_DEADLINE_S)
+    connection = RawConnection(cluster.brokers[successor].bootstrap)
+    described = describe(connection, transactional_id)
+    connection.close()
+    assert (described.producer_id, described.producer_epoch) == (producer_id, 1), "loaded from the replicated log"
+    cluster.restart(coordinator)
