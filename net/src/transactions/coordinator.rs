@@ -487,7 +487,7 @@ impl TransactionCoordinator {
     }
 
     /// The transactions in one of `states` (none: any), of one of `producer_ids` (none: any),
-    /// running for at least `duration_min_ms` (negative: any), by id.
+    /// running for longer than `duration_min_ms` (negative: any), by id.
     pub fn list(
         &self,
         states: &BTreeSet<TransactionState>,
@@ -502,10 +502,9 @@ impl TransactionCoordinator {
             .filter(|metadata| {
                 producer_ids.is_empty() || producer_ids.contains(&metadata.producer_id)
             })
+            // As Kafka: an id without a transaction (start -1) counts as running since ever.
             .filter(|metadata| {
-                duration_min_ms < 0
-                    || (metadata.start_ms >= 0
-                        && now_ms.saturating_sub(metadata.start_ms) >= duration_min_ms)
+                duration_min_ms < 0 || now_ms.saturating_sub(metadata.start_ms) > duration_min_ms
             })
             .map(|metadata| ListedTransaction {
                 transactional_id: metadata.transactional_id.clone(),
