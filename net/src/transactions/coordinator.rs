@@ -27,6 +27,9 @@ use super::state::{
     NO_PRODUCER_EPOCH,
 };
 
+/// The longest transactional id (its record's string has an int16 length).
+pub const TRANSACTIONAL_ID_BYTES_MAX: usize = i16::MAX as usize;
+
 /// The coordinator's settings (Kafka's names in brackets).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TransactionConfig {
@@ -216,7 +219,10 @@ impl TransactionCoordinator {
         now_ms: i64,
     ) -> (Result<ProducerIdAndEpoch, TransactionError>, Effects) {
         let mut effects = Effects::default();
-        if request.transactional_id.is_empty() {
+        // Its record holds it in an int16-length string; a flexible request's may be longer.
+        if request.transactional_id.is_empty()
+            || request.transactional_id.len() > TRANSACTIONAL_ID_BYTES_MAX
+        {
             return (Err(TransactionError::InvalidRequest), effects);
         }
         if request.timeout_ms <= 0 || request.timeout_ms > self.config.timeout_max_ms {

@@ -55,7 +55,7 @@ fn a_new_id_gets_the_fresh_producer_id_at_epoch_0_and_each_init_bumps_the_epoch(
 }
 
 #[test]
-fn timeouts_are_checked_against_the_maximum() {
+fn timeouts_and_ids_are_checked() {
     let mut coordinator = TransactionCoordinator::new(
         TransactionConfig {
             timeout_max_ms: 1000,
@@ -75,16 +75,18 @@ fn timeouts_are_checked_against_the_maximum() {
             Err(TransactionError::InvalidTransactionTimeout)
         );
     }
-    let request = InitProducerId {
-        transactional_id: String::new(),
-        timeout_ms: 10,
-        expected: None,
-        fresh_producer_id: 1,
-    };
-    assert_eq!(
-        coordinator.init_producer_id(&request, 0).0,
-        Err(TransactionError::InvalidRequest)
-    );
+    for transactional_id in [String::new(), "x".repeat(TRANSACTIONAL_ID_BYTES_MAX + 1)] {
+        let request = InitProducerId {
+            transactional_id,
+            timeout_ms: 10,
+            expected: None,
+            fresh_producer_id: 1,
+        };
+        assert_eq!(
+            coordinator.init_producer_id(&request, 0).0,
+            Err(TransactionError::InvalidRequest)
+        );
+    }
 }
 
 #[test]
