@@ -16,7 +16,7 @@ import confluent_kafka.admin
 import pytest
 from kafka.protocol.admin.transactions import DescribeTransactionsRequest, ListTransactionsRequest
 from kafka.protocol.metadata.find_coordinator import FindCoordinatorRequest
-from kafka.protocol.producer.transaction import AddPartitionsToTxnRequest, InitProducerIdRequest
+from kafka.protocol.producer.transaction import AddPartitionsToTxnRequest, EndTxnRequest, InitProducerIdRequest
 
 from cluster_support import cluster  # noqa: F401 (a fixture)
 from conftest import FERRITE_BIN
@@ -131,16 +131,17 @@ def test_a_timeout_above_the_maximum_is_refused(broker):
 
 @pytest.mark.serve_args("--transaction-timeout-check-interval-ms", "100")
 def test_transactions_survive_a_restart_and_time_out_with_a_fencing_abort(broker):
-    """Two open transactions (added partitions, raw requests): after a restart the coordinator
-    has both from its log; the one with a short timeout is aborted by the coordinator with a
-    bumped epoch, and a new producer of the other fences it the same way."""
+    """Two open transactions and a committed one (raw requests): after a restart the
+    coordinator has them from its log; the one with a short timeout is aborted by the
+    coordinator with a bumped epoch, a new producer of another fences it the same way, and the
+    commit stays a commit."""
     topic = topic_name("restart-topic")
     admin = confluent_kafka.admin.AdminClient({"bootstrap.servers": broker.bootstrap})
     admin.create_topics([confluent_kafka.admin.NewTopic(topic, 1)])[topic].result(CLIENT_DEADLINE_S)
-    long_id, short_id = topic_name("long"), topic_name("short")
+    long_id, short_id, ended_id = topic_name("long"), topic_name("short"), topic_name("ended")
     connection = RawConnection(broker.bootstrap)
     producers = {}
-    for transactional_id, timeout_ms in ((long_id, 60000), (short_id, 1500)):
+    for transactional_id, timeout_ms in ((long_id, 60000), (short_id, 1500), (ended_id, 60000)):
         init = connection.request(
             InitProducerIdRequest(transactional_id=transactional_id, transaction_timeout_ms=timeout_ms),
             version=2,
@@ -158,6 +159,17 @@ def test_transactions_survive_a_restart_and_time_out_with_a_fencing_abort(broker
         )
         errors = [p.partition_error_code for t in added.results_by_topic_v3_and_below for p in t.results_by_partition]
         assert errors == [0]
+    # EndTxn is answered once the PrepareCommit is durable; the markers follow.
+    ended = connection.request(
+        EndTxnRequest(transactional_id=ended_id, producer_id=producers[ended_id], producer_epoch=0, committed=True),
+        version=3,
+    )
+    assert ended.error_code == 0
+    aborting = connection.request(
+        EndTxnRequest(transactional_id=ended_id, producer_id=producers[ended_id], producer_epoch=0, committed=False),
+        version=3,
+    )
+    assert aborting.error_code == 48, "INVALID_TXN_STATE: it is being committed"
     connection.close()
     assert broker.stop() == 0
     broker.start()
@@ -179,6 +191,8 @@ def test_transactions_survive_a_restart_and_time_out_with_a_fencing_abort(broker
         state = describe(connection, transactional_id)
         return state.transaction_state in ("PrepareAbort", "CompleteAbort") and state.producer_epoch == 1
 
+    committing = describe(connection, ended_id)
+    assert (committing.transaction_state, committing.producer_epoch) in (("PrepareCommit", 0), ("CompleteCommit", 0))
     wait_until(lambda: aborted_with_a_bump(short_id), "the timed-out transaction is aborted")
     assert describe(connection, long_id).transaction_state == "Ongoing", "the other has time left"
     fencing = connection.request(
