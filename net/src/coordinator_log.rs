@@ -1,17 +1,51 @@
 //! What the coordinators that keep their state in a compacted internal topic share (the group
 //! coordinators in `__consumer_offsets`, the transaction coordinators in
-//! `__transaction_state`): whether this shard may run a partition's coordinator (and in which
-//! Raft term), reading the partition back at load, and the batch a change's records are
-//! appended as. Each coordinator's own driver (`groups::shard`, `transactions::shard`) keeps
+//! `__transaction_state`): running a call on the shard that owns a partition, whether this
+//! shard may run a partition's coordinator (and in which Raft term), reading the partition back
+//! at load, and the batch a change's records are appended as. Each coordinator's own driver (`groups::shard`, `transactions::shard`) keeps
 //! its state machine, its requests and its timers.
 
 use bytes::{Bytes, BytesMut};
 use engine::batch::{self, BatchHeader, PlainRecord};
 use engine::shard::{ClientAccess, PartitionId, ShardContext};
 use engine::LogError;
+use futures::future::LocalBoxFuture;
 
 /// Longest a read of an internal partition at load may be.
 const LOAD_READ_BYTES: usize = 1 << 20;
+
+/// Runs `run` on the shard that owns `partition`: here at once, or posted there with
+/// [`ShardContext::call_on`], which runs it on arrival and sends its answer back over the mesh.
+/// `call_on` counts nothing in flight (an upper layer's call may wait on other brokers); a
+/// coordinator's call is counted on both shards, as the engine counts its own forwarded calls,
+/// so that the shutdown drain waits for it. `closed`: the answer if the owner stopped without
+/// answering (only at shutdown).
+pub async fn on_owning_shard<Answer, Run>(
+    context: &ShardContext,
+    partition: &PartitionId,
+    closed: Answer,
+    run: Run,
+) -> Answer
+where
+    Answer: Send + 'static,
+    Run: FnOnce() -> LocalBoxFuture<'static, Answer> + Send + 'static,
+{
+    let owner = context.owner_of(partition);
+    if owner == context.shard_id() {
+        return run().await;
+    }
+    let _in_flight = context.work_in_flight();
+    let answer = context
+        .call_on(owner, move |context| {
+            let in_flight = context.work_in_flight();
+            Box::pin(async move {
+                let _in_flight = in_flight;
+                run().await
+            })
+        })
+        .await;
+    answer.unwrap_or(closed)
+}
 
 /// Why this broker does not run a partition's coordinator right now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -36,7 +36,9 @@ use super::markers::{write_markers, MarkerWrite};
 use super::state::{TransactionError, TransactionPartition};
 use super::topic::transaction_state_partition_for;
 use crate::broker::Broker;
-use crate::coordinator_log::{coordinator_term, encode_records, read_latest_records, NotServing};
+use crate::coordinator_log::{
+    coordinator_term, encode_records, on_owning_shard, read_latest_records, NotServing,
+};
 use crate::groups::shard::OffsetsLog;
 
 pub use super::requests::TransactionRequest;
@@ -165,26 +167,18 @@ impl ShardTransactions {
         request: Request,
     ) -> Request::Answer {
         let partition = PartitionId::new(TRANSACTION_STATE_TOPIC, state_partition);
-        let owner = self.context.owner_of(&partition);
-        if owner == self.context.shard_id() {
-            return self.run(&partition, request).await;
-        }
         let closed = request.refused(TransactionError::CoordinatorNotAvailable);
-        let _in_flight = self.context.work_in_flight();
-        let answer = self
-            .context
-            .call_on(owner, move |context| {
-                let in_flight = context.work_in_flight();
-                Box::pin(async move {
-                    let _in_flight = in_flight;
-                    match ShardTransactions::local() {
-                        Some(transactions) => transactions.run(&partition, request).await,
-                        None => request.refused(TransactionError::CoordinatorLoadInProgress),
-                    }
-                })
+        let owned = partition.clone();
+        on_owning_shard(&self.context, &owned, closed, move || {
+            Box::pin(async move {
+                match ShardTransactions::local() {
+                    Some(transactions) => transactions.run(&partition, request).await,
+                    // Only while the owner starts: the client retries.
+                    None => request.refused(TransactionError::CoordinatorLoadInProgress),
+                }
             })
-            .await;
-        answer.unwrap_or(closed)
+        })
+        .await
     }
 
     async fn run<Request: TransactionRequest>(

@@ -66,6 +66,8 @@ use futures::future::{select, Either};
 
 use loaded::{encode_records, LoadedCoordinator};
 
+use crate::coordinator_log::on_owning_shard;
+
 use super::{offsets_partition_for, Effects, GroupConfig, GroupError, GroupState, TopicPartition};
 
 /// The groups' settings on every shard.
@@ -177,31 +179,18 @@ impl ShardGroups {
         request: Request,
     ) -> Request::Answer {
         let partition = PartitionId::new(OFFSETS_TOPIC, offsets_partition);
-        let owner = self.context.owner_of(&partition);
-        if owner == self.context.shard_id() {
-            return self.run(&partition, request).await;
-        }
         let closed = request.refused(GroupError::CoordinatorNotAvailable);
-        // `call_on` counts nothing in flight (an upper layer's call may wait on other brokers);
-        // a group request is counted on both shards, as the engine counts its own forwarded
-        // calls, so that the shutdown drain waits for it as it always did.
-        let _in_flight = self.context.work_in_flight();
-        let answer = self
-            .context
-            .call_on(owner, move |context| {
-                let in_flight = context.work_in_flight();
-                Box::pin(async move {
-                    let _in_flight = in_flight;
-                    match ShardGroups::local() {
-                        Some(groups) => groups.run(&partition, request).await,
-                        // Only while the owner starts: the client retries.
-                        None => request.refused(GroupError::CoordinatorLoadInProgress),
-                    }
-                })
+        let owned = partition.clone();
+        on_owning_shard(&self.context, &owned, closed, move || {
+            Box::pin(async move {
+                match ShardGroups::local() {
+                    Some(groups) => groups.run(&partition, request).await,
+                    // Only while the owner starts: the client retries.
+                    None => request.refused(GroupError::CoordinatorLoadInProgress),
+                }
             })
-            .await;
-        // None: the owner stopped without answering (only at shutdown).
-        answer.unwrap_or(closed)
+        })
+        .await
     }
 
     /// The groups of every coordinator this shard has loaded, for the metrics endpoint.
