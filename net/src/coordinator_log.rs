@@ -1,18 +1,27 @@
 //! What the coordinators that keep their state in a compacted internal topic share (the group
 //! coordinators in `__consumer_offsets`, the transaction coordinators in
 //! `__transaction_state`): running a call on the shard that owns a partition, whether this
-//! shard may run a partition's coordinator (and in which Raft term), reading the partition back
-//! at load, and the batch a change's records are appended as. Each coordinator's own driver (`groups::shard`, `transactions::shard`) keeps
+//! shard may run a partition's coordinator (and in which Raft term), loading the coordinators
+//! of the partitions it owns (at start on a broker alone; as leadership moves in a cluster),
+//! reading a partition back at load, and the batch a change's records are appended as. Each coordinator's own driver (`groups::shard`, `transactions::shard`) keeps
 //! its state machine, its requests and its timers.
+
+use std::rc::Rc;
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use engine::batch::{self, BatchHeader, PlainRecord};
 use engine::shard::{ClientAccess, PartitionId, ShardContext};
 use engine::LogError;
-use futures::future::LocalBoxFuture;
+use futures::future::{select, LocalBoxFuture};
 
 /// Longest a read of an internal partition at load may be.
 const LOAD_READ_BYTES: usize = 1 << 20;
+
+/// How often a cluster's shard compares the coordinators it runs with the leadership of their
+/// partitions (a fifth of the shortest Raft election timeout: a takeover is noticed well
+/// within the time clients take to find the new coordinator).
+const LEADERSHIP_CHECK_INTERVAL: Duration = Duration::from_millis(100);
 
 /// Runs `run` on the shard that owns `partition`: here at once, or posted there with
 /// [`ShardContext::call_on`], which runs it on arrival and sends its answer back over the mesh.
@@ -74,6 +83,85 @@ pub fn coordinator_term(
         (Some(term), _) => Ok(Some(term)),
         (None, ClientAccess::Leader { .. }) => Err(NotServing::LoadInProgress),
         (None, _) => Err(NotServing::NotCoordinator),
+    }
+}
+
+/// One shard's coordinators of an internal topic's partitions, as [`load_owned_coordinators`]
+/// loads and unloads them.
+pub trait PartitionCoordinators: 'static {
+    /// The term the coordinator of `partition` was loaded in (`Some(None)`: not replicated),
+    /// if one is loaded and not being loaded right now.
+    fn loaded_term(&self, partition: &PartitionId) -> Option<Option<u64>>;
+
+    /// Unloads the coordinator of `partition`: its broker stopped leading it in that term, and
+    /// its waiting calls hear NOT_COORDINATOR.
+    fn unload(&self, partition: &PartitionId);
+
+    /// Loads the coordinator of `partition`; a failure is reported there (and retried at the
+    /// next check, in a cluster).
+    fn load(self: Rc<Self>, partition: PartitionId) -> LocalBoxFuture<'static, ()>;
+}
+
+/// Loads the coordinator of every partition of `topic` (of `partitions`) this shard owns, so
+/// that what they hold is known (and what they must finish resumes) from start-up rather than
+/// from a first request, as a Kafka coordinator loads its partitions when it takes them over.
+/// On a broker alone: once, skipping partitions whose directory does not exist (resolves when
+/// done). In a cluster, where this depends on leadership: starts a task that follows it until
+/// shutdown ([`follow_leadership`]) and resolves at once.
+pub async fn load_owned_coordinators<Coordinators: PartitionCoordinators>(
+    coordinators: Rc<Coordinators>,
+    context: &ShardContext,
+    topic: &'static str,
+    partitions: u32,
+) {
+    if context.partitions_replicated() {
+        glommio::spawn_local(follow_leadership(
+            coordinators,
+            context.clone(),
+            topic,
+            partitions,
+        ))
+        .detach();
+        return;
+    }
+    for index in 0..partitions {
+        let partition = PartitionId::new(topic, index);
+        if context.owner_of(&partition) != context.shard_id()
+            || context.is_shutting_down()
+            || !context.data_dir().join(partition.directory_name()).is_dir()
+        {
+            continue;
+        }
+        coordinators.clone().load(partition).await;
+    }
+}
+
+/// In a cluster, until shutdown: loads the coordinator of each partition of `topic` this shard
+/// owns as soon as its broker leads it (and is ready to), and unloads those whose broker
+/// stopped leading in the term they were loaded in.
+async fn follow_leadership<Coordinators: PartitionCoordinators>(
+    coordinators: Rc<Coordinators>,
+    context: ShardContext,
+    topic: &'static str,
+    partitions: u32,
+) {
+    while !context.is_shutting_down() {
+        for index in 0..partitions {
+            let partition = PartitionId::new(topic, index);
+            if context.owner_of(&partition) != context.shard_id() {
+                continue;
+            }
+            let term = coordinator_term(&context, &partition);
+            match (coordinators.loaded_term(&partition), term) {
+                (Some(loaded), Ok(term)) if loaded == term => {}
+                (Some(_), _) => coordinators.unload(&partition),
+                (None, Ok(Some(_))) => coordinators.clone().load(partition).await,
+                (None, _) => {}
+            }
+        }
+        let pause = std::pin::pin!(glommio::timer::sleep(LEADERSHIP_CHECK_INTERVAL));
+        let shutdown = std::pin::pin!(context.shutdown_requested());
+        select(pause, shutdown).await;
     }
 }
 

@@ -28,7 +28,7 @@ use engine::batch::TransactionMarker;
 use engine::catalog::TRANSACTION_STATE_TOPIC;
 use engine::shard::{Durability, PartitionId, ShardContext};
 use engine::LogError;
-use futures::future::select;
+use futures::future::{select, LocalBoxFuture};
 use kafka_protocol::ResponseError;
 
 use super::coordinator::{Effects, MarkerJob, TransactionConfig, TransactionCoordinator};
@@ -37,7 +37,8 @@ use super::state::{TransactionError, TransactionPartition};
 use super::topic::transaction_state_partition_for;
 use crate::broker::Broker;
 use crate::coordinator_log::{
-    coordinator_term, encode_records, on_owning_shard, read_latest_records, NotServing,
+    coordinator_term, encode_records, load_owned_coordinators, on_owning_shard,
+    read_latest_records, NotServing, PartitionCoordinators,
 };
 use crate::groups::shard::OffsetsLog;
 
@@ -46,10 +47,6 @@ pub use super::requests::TransactionRequest;
 /// How long a marker write waits before it retries the partitions that failed (Kafka's
 /// `retry.backoff.ms` for the marker channel).
 const MARKER_RETRY_BACKOFF: Duration = Duration::from_millis(100);
-
-/// How often a cluster's shard compares the coordinators it runs with the leadership of their
-/// partitions (as the group coordinators do).
-const LEADERSHIP_CHECK_INTERVAL: Duration = Duration::from_millis(100);
 
 /// The transactions' settings on every shard.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -133,8 +130,10 @@ impl ShardTransactions {
         });
         let loading = transactions.clone();
         glommio::spawn_local(async move {
-            loading.context.owned_partitions_opened().await;
-            loading.follow_leadership().await;
+            let context = loading.context.clone();
+            context.owned_partitions_opened().await;
+            let partitions = loading.config.state_partitions;
+            load_owned_coordinators(loading, &context, TRANSACTION_STATE_TOPIC, partitions).await;
         })
         .detach();
         transactions
@@ -240,7 +239,7 @@ impl ShardTransactions {
                         TransactionError::CoordinatorNotAvailable
                     }
                 };
-                self.unload(coordinator);
+                self.unload_coordinator(coordinator);
                 return Err(reason);
             }
         }
@@ -410,7 +409,7 @@ impl ShardTransactions {
         }
     }
 
-    fn unload(&self, coordinator: &Rc<LoadedTransactions>) {
+    fn unload_coordinator(&self, coordinator: &Rc<LoadedTransactions>) {
         if coordinator.unloaded.replace(true) {
             return;
         }
@@ -429,45 +428,27 @@ impl ShardTransactions {
         }
     }
 
-    /// Until shutdown: loads the coordinator of each `__transaction_state` partition this
-    /// shard owns as soon as it may run here (at once on a broker alone; in a cluster when its
-    /// broker leads it), so prepared transactions get their markers and open ones their
-    /// timeouts without waiting for a request, and unloads those whose broker stopped leading.
-    async fn follow_leadership(self: Rc<Self>) {
-        let context = &self.context;
-        while !context.is_shutting_down() {
-            for index in 0..self.config.state_partitions {
-                let partition = PartitionId::new(TRANSACTION_STATE_TOPIC, index);
-                if context.owner_of(&partition) != context.shard_id()
-                    || (!context.partitions_replicated()
-                        && !context.data_dir().join(partition.directory_name()).is_dir())
-                {
-                    continue;
-                }
-                let term = coordinator_term(context, &partition);
-                let loaded = self.loaded(&partition);
-                match (loaded, term) {
-                    (Some(loaded), Ok(term)) if loaded.term == term => {}
-                    (Some(loaded), _) => self.unload(&loaded),
-                    // A failed load is reported by `coordinator`, and retried next time.
-                    (None, Ok(_)) => drop(self.coordinator(&partition).await),
-                    (None, Err(_)) => {}
-                }
-            }
-            if !context.partitions_replicated() {
-                // Nothing moves on a broker alone.
-                return;
-            }
-            let pause = std::pin::pin!(glommio::timer::sleep(LEADERSHIP_CHECK_INTERVAL));
-            let shutdown = std::pin::pin!(context.shutdown_requested());
-            select(pause, shutdown).await;
-        }
-    }
-
     fn loaded(&self, partition: &PartitionId) -> Option<Rc<LoadedTransactions>> {
         let slot = self.slots.borrow().get(&partition.partition).cloned()?;
         let loaded = slot.try_lock()?;
         loaded.clone()
+    }
+}
+
+impl PartitionCoordinators for ShardTransactions {
+    fn loaded_term(&self, partition: &PartitionId) -> Option<Option<u64>> {
+        self.loaded(partition).map(|loaded| loaded.term)
+    }
+
+    fn unload(&self, partition: &PartitionId) {
+        if let Some(loaded) = self.loaded(partition) {
+            self.unload_coordinator(&loaded);
+        }
+    }
+
+    fn load(self: Rc<Self>, partition: PartitionId) -> LocalBoxFuture<'static, ()> {
+        // A failed load is reported by `coordinator`.
+        Box::pin(async move { drop(self.coordinator(&partition).await) })
     }
 }
 
