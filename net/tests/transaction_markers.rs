@@ -93,7 +93,14 @@ fn a_commit_marker_reaches_partitions_on_every_shard_of_a_broker_alone() {
                 return;
             }
             let groups = ShardGroups::start(&context, groups, Rc::new(LocalOffsetsLog));
-            let broker = Broker::new(context.clone(), catalog, broker_config, metrics, None, groups);
+            let broker = Broker::new(
+                context.clone(),
+                catalog,
+                broker_config,
+                metrics,
+                None,
+                groups,
+            );
             let data = batch(&[TestRecord {
                 key: None,
                 value: b"before the marker".to_vec(),
@@ -118,8 +125,10 @@ fn a_commit_marker_reaches_partitions_on_every_shard_of_a_broker_alone() {
                 partitions: partitions.clone(),
             };
             let results = write_markers(&broker, write).await;
-            let answered: Vec<(String, i32)> =
-                results.iter().map(|(partition, _)| partition.clone()).collect();
+            let answered: Vec<(String, i32)> = results
+                .iter()
+                .map(|(partition, _)| partition.clone())
+                .collect();
             assert_eq!(answered, partitions, "one result per partition, in order");
             let codes = results
                 .iter()
@@ -161,7 +170,10 @@ fn a_commit_marker_reaches_partitions_on_every_shard_of_a_broker_alone() {
     assert_eq!(here_log.len(), 1, "{here_log:?}");
     for (header, read) in [&elsewhere_log[1], &here_log[0]] {
         assert_eq!(*read, Some(marker));
-        assert!(header.is_control() && header.is_transactional(), "{header:?}");
+        assert!(
+            header.is_control() && header.is_transactional(),
+            "{header:?}"
+        );
         assert_eq!(
             (header.producer_id, header.producer_epoch),
             (marker.producer_id, marker.producer_epoch)

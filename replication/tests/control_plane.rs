@@ -3,18 +3,21 @@
 //! through a shard's `ShardCluster`. What a client would see: a topic it creates gets a
 //! replica on each broker the controller chose and a leader every broker agrees on, the
 //! first FindCoordinator has `__consumer_offsets` made (and then names its leader), refused
-//! changes come back as the controller's typed refusal, and deleted topics go from every
-//! broker.
+//! changes come back as the controller's typed refusal, deleted topics go from every broker,
+//! and a transaction's marker reaches a partition led by another broker (answered per
+//! partition: unknown partitions and brokers that do not lead refused as such).
 
 mod support;
 
 use std::collections::BTreeMap;
 use std::path::Path;
 
+use engine::batch::{read_transaction_marker, BatchHeader, TransactionMarker};
 use engine::catalog::OFFSETS_TOPIC;
 use engine::shard::listen::ListenReservation;
+use engine::shard::PartitionId;
 use ferrite_replication::cluster::{
-    ClusterBroker as Broker, ClusterChangeError, PartitionPlacement,
+    ClusterBroker as Broker, ClusterChangeError, MarkerOutcome, MarkerRefusal, PartitionPlacement,
 };
 use ferrite_replication::controller::ControllerError;
 use ferrite_replication::metadata::PlanError;
@@ -169,6 +172,114 @@ fn three_brokers_agree_on_replicas_and_leaders_of_topics_any_of_them_creates() {
         assert_eq!(named, found);
         leaders_of(broker, OFFSETS_TOPIC, OFFSETS_PARTITIONS, 3);
     }
+
+    for broker in brokers {
+        broker.stop();
+    }
+}
+
+/// The batches of `partition` on `broker` (its leader, or it refuses), with the marker each
+/// holds.
+fn batches_of(
+    broker: &ClusterBroker,
+    partition: PartitionId,
+) -> Vec<(BatchHeader, Option<TransactionMarker>)> {
+    let bytes = broker.ask_shard(move |_, context| {
+        Box::pin(async move {
+            let read = context.read(partition, 0, 1 << 20).await.unwrap();
+            read.data.to_vec().unwrap()
+        })
+    });
+    let mut batches = Vec::new();
+    let mut rest = &bytes[..];
+    while let Some(header) = BatchHeader::parse(rest) {
+        let size = header.size_bytes as usize;
+        batches.push((header, read_transaction_marker(&rest[..size]).unwrap()));
+        rest = &rest[size..];
+    }
+    batches
+}
+
+#[test]
+fn a_transaction_marker_reaches_a_partition_led_by_another_broker() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_reservations, brokers) = start_cluster(dir.path(), 3);
+    wait_until("three live brokers", || {
+        (brokers[0].look(|cluster| cluster.brokers()).len() == 3).then_some(())
+    });
+    create_topic(&brokers[0], "orders", 1).unwrap();
+    let leader = leaders_of(&brokers[0], "orders", 1, 3)[0];
+    // Asked of a broker that does not lead the partition, once it knows who does; the third
+    // broker holds a follower's replica.
+    let index = |node_id: i32| usize::try_from(node_id - 1).unwrap();
+    let asker = &brokers[index(leader % 3 + 1)];
+    let follower = (leader + 1) % 3 + 1;
+    wait_until("the asker to know the leader", || {
+        (leaders_of(asker, "orders", 1, 3)[0] == leader).then_some(())
+    });
+    let marker = TransactionMarker {
+        producer_id: 42,
+        producer_epoch: 1,
+        coordinator_epoch: 5,
+        committed: false,
+    };
+    let orders = PartitionId::new("orders", 0);
+    let asked = vec![
+        orders.clone(),
+        PartitionId::new("missing", 0),
+        PartitionId::new("orders", 7),
+    ];
+    let outcomes: Vec<MarkerOutcome> = asker
+        .ask(move |cluster| Box::pin(async move { cluster.write_markers(marker, asked).await }));
+    assert_eq!(
+        outcomes,
+        vec![
+            Ok(()),
+            Err(MarkerRefusal::UnknownPartition),
+            Err(MarkerRefusal::UnknownPartition),
+        ]
+    );
+
+    // At the leader: committed, as the leader's writer numbered it, in its term (after the
+    // leader's own first entry).
+    let term = placement(&brokers[index(leader)], "orders", 0)
+        .unwrap()
+        .leader_epoch;
+    let batches = batches_of(&brokers[index(leader)], orders.clone());
+    let markers: Vec<&(BatchHeader, Option<TransactionMarker>)> = batches
+        .iter()
+        .filter(|(_, found)| found.is_some())
+        .collect();
+    assert_eq!(markers.len(), 1, "{batches:?}");
+    let (header, found) = markers[0];
+    assert_eq!(*found, Some(marker));
+    assert!(
+        header.is_control() && header.is_transactional(),
+        "{header:?}"
+    );
+    assert_eq!(header.leader_epoch, term);
+
+    // A broker that does not lead the partition refuses it, naming the leader; one that does
+    // not know the partition says so.
+    let (at_follower, at_leader) = asker.ask(move |cluster| {
+        Box::pin(async move {
+            let follower = u64::try_from(follower).unwrap();
+            let leader = u64::try_from(leader).unwrap();
+            let at_follower = cluster
+                .write_markers_at(follower, marker, vec![orders])
+                .await;
+            let missing = vec![PartitionId::new("missing", 0)];
+            let at_leader = cluster.write_markers_at(leader, marker, missing).await;
+            (at_follower, at_leader)
+        })
+    });
+    assert_eq!(
+        at_follower,
+        vec![Err(MarkerRefusal::NotLeader {
+            leader_hint: Some(u64::try_from(leader).unwrap())
+        })]
+    );
+    assert_eq!(at_leader, vec![Err(MarkerRefusal::UnknownPartition)]);
 
     for broker in brokers {
         broker.stop();
