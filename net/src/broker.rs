@@ -119,14 +119,16 @@ impl Broker {
         cluster: Option<Rc<ShardCluster>>,
         groups: Rc<ShardGroups>,
     ) -> Rc<Broker> {
-        Rc::new(Broker {
+        let broker = Rc::new(Broker {
             context,
             catalog,
             config,
             metrics,
             cluster: cluster.map(Cluster::new),
             groups,
-        })
+        });
+        crate::transactions::markers::serve_offsets_markers(&broker);
+        broker
     }
 
     /// Starts handling one request frame. Returns once everything that must happen in

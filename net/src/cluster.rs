@@ -21,7 +21,7 @@ use std::rc::Rc;
 use bytes::BytesMut;
 use engine::batch::TransactionMarker;
 use engine::shard::{AppendPending, Durability, PartitionId};
-use ferrite_replication::cluster::{ClusterChangeError, ShardCluster};
+use ferrite_replication::cluster::{ClusterChangeError, OffsetsMarkerWriter, ShardCluster};
 use ferrite_replication::stats::ReplicationStats;
 use futures::future::LocalBoxFuture;
 
@@ -147,6 +147,11 @@ impl Cluster {
                 })
             })
             .collect()
+    }
+
+    /// See [`ShardCluster::set_offsets_marker_writer`].
+    pub fn set_offsets_marker_writer(&self, writer: OffsetsMarkerWriter) {
+        self.shard.set_offsets_marker_writer(writer)
     }
 
     /// See [`ShardCluster::replication_stats`].

@@ -5,12 +5,15 @@
 //! first FindCoordinator has `__consumer_offsets` made (and then names its leader), refused
 //! changes come back as the controller's typed refusal, deleted topics go from every broker,
 //! and a transaction's marker reaches a partition led by another broker (answered per
-//! partition: unknown partitions and brokers that do not lead refused as such).
+//! partition: unknown partitions and brokers that do not lead refused as such; a partition of
+//! `__consumer_offsets` handed to the writer the layer above gave its leader).
 
 mod support;
 
+use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::rc::Rc;
 
 use engine::batch::{read_transaction_marker, BatchHeader, TransactionMarker};
 use engine::catalog::OFFSETS_TOPIC;
@@ -280,6 +283,36 @@ fn a_transaction_marker_reaches_a_partition_led_by_another_broker() {
         })]
     );
     assert_eq!(at_leader, vec![Err(MarkerRefusal::UnknownPartition)]);
+
+    // A `__consumer_offsets` partition's marker goes to the writer the layer above gave its
+    // leader (the groups' coordinator there), which answers for it.
+    let coordinator = wait_until("a group coordinator", || coordinator(&brokers[0], 0));
+    let offsets_leader = &brokers[index(coordinator.node_id)];
+    let (outcomes, handed) = offsets_leader.ask(move |cluster| {
+        Box::pin(async move {
+            let handed = Rc::new(RefCell::new(Vec::new()));
+            let seen = handed.clone();
+            cluster.set_offsets_marker_writer(Rc::new(move |partition, marker| {
+                seen.borrow_mut().push((partition, marker));
+                Box::pin(std::future::ready(Err(MarkerRefusal::Refused {
+                    code: 14,
+                    message: "loading".into(),
+                })))
+            }));
+            let asked = vec![PartitionId::new(OFFSETS_TOPIC, 0)];
+            let outcomes = cluster.write_markers(marker, asked).await;
+            let handed = handed.borrow().clone();
+            (outcomes, handed)
+        })
+    });
+    assert_eq!(handed, vec![(0, marker)]);
+    assert_eq!(
+        outcomes,
+        vec![Err(MarkerRefusal::Refused {
+            code: 14,
+            message: "loading".into()
+        })]
+    );
 
     for broker in brokers {
         broker.stop();

@@ -39,7 +39,8 @@ use crate::shard::LeaderTable;
 use crate::NodeId;
 
 pub use markers::{
-    MarkerChannel, MarkerConfig, MarkerOutcome, MarkerRefusal, MarkerWire, WireMarker, WireOutcome,
+    MarkerChannel, MarkerConfig, MarkerOutcome, MarkerRefusal, MarkerWire, OffsetsMarkerWriter,
+    WireMarker, WireOutcome,
 };
 pub use shard_cluster::ShardCluster;
 pub use start::{new_incarnation, start_shard, ClusterStart, ControllerLeaderObserver};
