@@ -211,15 +211,22 @@ fn a_transaction_marker_reaches_a_partition_led_by_another_broker() {
         (brokers[0].look(|cluster| cluster.brokers()).len() == 3).then_some(())
     });
     create_topic(&brokers[0], "orders", 1).unwrap();
-    let leader = leaders_of(&brokers[0], "orders", 1, 3)[0];
-    // Asked of a broker that does not lead the partition, once it knows who does; the third
-    // broker holds a follower's replica.
+    // Once every broker names the same leader (a broker that knows none names a guess).
+    let leader = wait_until("every broker to agree on the leader", || {
+        let named: Vec<i32> = brokers
+            .iter()
+            .map(|broker| leaders_of(broker, "orders", 1, 3)[0])
+            .collect();
+        named
+            .iter()
+            .all(|leader| *leader == named[0])
+            .then_some(named[0])
+    });
+    // Asked of a broker that does not lead the partition; the third broker holds a
+    // follower's replica.
     let index = |node_id: i32| usize::try_from(node_id - 1).unwrap();
     let asker = &brokers[index(leader % 3 + 1)];
     let follower = (leader + 1) % 3 + 1;
-    wait_until("the asker to know the leader", || {
-        (leaders_of(asker, "orders", 1, 3)[0] == leader).then_some(())
-    });
     let marker = TransactionMarker {
         producer_id: 42,
         producer_epoch: 1,
@@ -286,7 +293,16 @@ fn a_transaction_marker_reaches_a_partition_led_by_another_broker() {
 
     // A `__consumer_offsets` partition's marker goes to the writer the layer above gave its
     // leader (the groups' coordinator there), which answers for it.
-    let coordinator = wait_until("a group coordinator", || coordinator(&brokers[0], 0));
+    let coordinator = wait_until("every broker to agree on a group coordinator", || {
+        let named: Vec<Option<Broker>> = brokers
+            .iter()
+            .map(|broker| coordinator(broker, 0))
+            .collect();
+        named
+            .iter()
+            .all(|found| *found == named[0])
+            .then_some(named[0].clone())?
+    });
     let offsets_leader = &brokers[index(coordinator.node_id)];
     let (outcomes, handed) = offsets_leader.ask(move |cluster| {
         Box::pin(async move {
