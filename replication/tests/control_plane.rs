@@ -5,8 +5,9 @@
 //! first FindCoordinator has `__consumer_offsets` made (and then names its leader), refused
 //! changes come back as the controller's typed refusal, deleted topics go from every broker,
 //! and a transaction's marker reaches a partition led by another broker (answered per
-//! partition: unknown partitions and brokers that do not lead refused as such; a partition of
-//! `__consumer_offsets` handed to the writer the layer above gave its leader).
+//! partition: unknown partitions and brokers that do not lead refused as such, a stopped broker
+//! timed out; a partition of `__consumer_offsets` handed to the writer the layer above gave its
+//! leader).
 
 mod support;
 
@@ -330,7 +331,26 @@ fn a_transaction_marker_reaches_a_partition_led_by_another_broker() {
         })]
     );
 
-    for broker in brokers {
+    // A broker that stopped answers nothing: its partitions time out, while the leader, with
+    // a majority left, still writes.
+    let mut brokers: Vec<Option<ClusterBroker>> = brokers.into_iter().map(Some).collect();
+    brokers[index(follower)].take().unwrap().stop();
+    let asker = brokers[index(leader % 3 + 1)].as_ref().unwrap();
+    let (at_stopped, at_leader) = asker.ask(move |cluster| {
+        Box::pin(async move {
+            let stopped = u64::try_from(follower).unwrap();
+            let orders = PartitionId::new("orders", 0);
+            let at_stopped = cluster
+                .write_markers_at(stopped, marker, vec![orders.clone()])
+                .await;
+            let at_leader = cluster.write_markers(marker, vec![orders]).await;
+            (at_stopped, at_leader)
+        })
+    });
+    assert_eq!(at_stopped, vec![Err(MarkerRefusal::TimedOut)]);
+    assert_eq!(at_leader, vec![Ok(())]);
+
+    for broker in brokers.into_iter().flatten() {
         broker.stop();
     }
 }

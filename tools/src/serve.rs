@@ -30,7 +30,7 @@ use engine::data_dir_lock::DataDirLock;
 use engine::shard::listen::{retry_while_in_use, ListenReservation, IN_USE_WAIT};
 use engine::shard::{Runtime, RuntimeConfig, TopicLogConfig};
 use ferrite_replication::cluster::{
-    new_incarnation, start_shard, ClusterStart, ClusterState, CLUSTER_ID,
+    new_incarnation, start_shard, ClusterStart, ClusterState, MarkerConfig, CLUSTER_ID,
 };
 use net::broker::BrokerConfig;
 use net::connection::ConnectionConfig;
@@ -300,6 +300,7 @@ pub fn run(arguments: Arguments) -> ExitCode {
             controller_leader_metrics.controller_leader_observed(leader)
         }),
         offsets_partitions: groups_config.offsets_partitions,
+        markers: MarkerConfig::default(),
     });
     let runtime = match Runtime::start(config, move |context| {
         let bound = bound.clone();

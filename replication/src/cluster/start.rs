@@ -49,6 +49,8 @@ pub struct ClusterStart {
     pub controller_leader_observed: ControllerLeaderObserver,
     /// The partitions `__consumer_offsets` is made with, and that the groups are spread over.
     pub offsets_partitions: u32,
+    /// The bounds and waits of transaction markers sent to and served for other brokers.
+    pub markers: MarkerConfig,
 }
 
 /// A number different at every start of the process, for [`ClusterStart::incarnation`]: the
@@ -119,7 +121,7 @@ pub async fn start_shard(
         .detach();
     }
     let markers = MarkerChannel::new(
-        MarkerConfig::default(),
+        start.markers.clone(),
         start.state.clone(),
         &replication,
         context.shard_id() as u32,

@@ -16,7 +16,7 @@ use engine::catalog::Catalog;
 use engine::shard::{Runtime, RuntimeConfig, ShardContext, TopicLogConfig};
 use engine::LogConfig;
 use ferrite_replication::cluster::{
-    self, ClusterSettings, ClusterStart, ClusterState, ShardCluster,
+    self, ClusterSettings, ClusterStart, ClusterState, MarkerConfig, ShardCluster,
 };
 use ferrite_replication::votes::RecoveredVotes;
 use ferrite_replication::NodeId;
@@ -65,6 +65,12 @@ impl ClusterBroker {
             broker_log_config: LogConfig::default(),
             controller_leader_observed: Arc::new(|_| {}),
             offsets_partitions,
+            // Short, so that a test sees a request to a stopped broker time out.
+            markers: MarkerConfig {
+                request_timeout: Duration::from_secs(5),
+                commit_timeout: Duration::from_secs(4),
+                ..MarkerConfig::default()
+            },
         };
         let config = RuntimeConfig {
             shard_count: SHARDS,
