@@ -60,7 +60,7 @@ pub fn marker_refusal_code(refusal: &MarkerRefusal) -> i16 {
         MarkerRefusal::Storage(_) => ResponseError::KafkaStorageError,
         MarkerRefusal::Failed(_) => ResponseError::UnknownServerError,
         // The groups' coordinator's own code, which it took from this table.
-        MarkerRefusal::Refused { code, .. } => return *code,
+        MarkerRefusal::GroupCoordinator { code, .. } => return *code,
     };
     code.code()
 }

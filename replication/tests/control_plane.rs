@@ -311,7 +311,7 @@ fn a_transaction_marker_reaches_a_partition_led_by_another_broker() {
             let seen = handed.clone();
             cluster.set_offsets_marker_writer(Rc::new(move |partition, marker| {
                 seen.borrow_mut().push((partition, marker));
-                Box::pin(std::future::ready(Err(MarkerRefusal::Refused {
+                Box::pin(std::future::ready(Err(MarkerRefusal::GroupCoordinator {
                     code: 14,
                     message: "loading".into(),
                 })))
@@ -325,7 +325,7 @@ fn a_transaction_marker_reaches_a_partition_led_by_another_broker() {
     assert_eq!(handed, vec![(0, marker)]);
     assert_eq!(
         outcomes,
-        vec![Err(MarkerRefusal::Refused {
+        vec![Err(MarkerRefusal::GroupCoordinator {
             code: 14,
             message: "loading".into()
         })]

@@ -71,7 +71,7 @@ pub fn serve_offsets_markers(broker: &Rc<Broker>) {
             };
             complete_transaction(&broker, partition, marker)
                 .await
-                .map_err(|error| MarkerRefusal::Refused {
+                .map_err(|error| MarkerRefusal::GroupCoordinator {
                     code: error.code,
                     message: error.message,
                 })

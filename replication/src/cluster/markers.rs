@@ -83,10 +83,11 @@ pub enum MarkerRefusal {
     /// Anything else, as the leader's log said it.
     #[error("{0}")]
     Failed(String),
-    /// Refused by the [`OffsetsMarkerWriter`] of a `__consumer_offsets` partition, with the
-    /// Kafka error code it gave (NOT_COORDINATOR while its groups load, say), passed on as is.
+    /// Refused by the groups' coordinator of a `__consumer_offsets` partition (its
+    /// [`OffsetsMarkerWriter`]), with the Kafka error code it gave (NOT_COORDINATOR while its
+    /// groups load, say), passed on as is.
     #[error("{message}")]
-    Refused { code: i16, message: String },
+    GroupCoordinator { code: i16, message: String },
 }
 
 impl MarkerRefusal {
