@@ -229,7 +229,7 @@ impl Default for MarkerConfig {
 
 /// One shard's marker traffic: its pending requests and what it serves (see the module
 /// documentation). The shard's [`ShardReplication`] hands it what peers send.
-pub struct MarkerChannel {
+pub(crate) struct MarkerChannel {
     config: MarkerConfig,
     state: Arc<ClusterState>,
     replication: Weak<ShardReplication>,
@@ -277,7 +277,7 @@ impl MarkerChannel {
 
     /// A peer's marker message, on the shard whose connection carried it: a request is served
     /// here, an answer completes its request on the shard that sent it.
-    pub fn receive(self: &Rc<Self>, from: NodeId, wire: MarkerWire) {
+    pub(crate) fn receive(self: &Rc<Self>, from: NodeId, wire: MarkerWire) {
         match wire {
             MarkerWire::Request {
                 request_id,

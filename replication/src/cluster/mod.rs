@@ -38,9 +38,10 @@ use crate::metadata::MetadataImage;
 use crate::shard::LeaderTable;
 use crate::NodeId;
 
+pub(crate) use markers::MarkerChannel;
 pub use markers::{
-    MarkerChannel, MarkerConfig, MarkerOutcome, MarkerRefusal, MarkerWire, OffsetsMarkerWriter,
-    WireMarker, WireOutcome,
+    MarkerConfig, MarkerOutcome, MarkerRefusal, MarkerWire, OffsetsMarkerWriter, WireMarker,
+    WireOutcome,
 };
 pub use shard_cluster::ShardCluster;
 pub use start::{new_incarnation, start_shard, ClusterStart, ControllerLeaderObserver};
