@@ -133,6 +133,7 @@ impl Broker {
             transactions,
         });
         broker.transactions.attach_broker(&broker);
+        crate::transactions::markers::serve_offsets_markers(&broker);
         broker
     }
 

@@ -9,8 +9,8 @@
 //! `Broker::cluster` holds it (`None` for a broker alone). Produce hands it the batches (the
 //! partitions' Raft replicas take them; their refusals are the engine's `LogError`s, which the
 //! handler maps as on a broker alone). Metadata, CreateTopics, DeleteTopics,
-//! CreatePartitions, the config changes, auto-creation, FindCoordinator, InitProducerId and the
-//! partition reassignments use it. The handlers check what they can before asking (a bad config
+//! CreatePartitions, the config changes, auto-creation, FindCoordinator, InitProducerId, the
+//! partition reassignments and a transaction's markers (`transactions::markers`) use it. The handlers check what they can before asking (a bad config
 //! value gets the same INVALID_CONFIG message as on a single broker); an auto-created topic is
 //! answered LEADER_NOT_AVAILABLE while the controller creates it, as Kafka does; and Metadata
 //! names the answering broker as the controller (`handlers::metadata` says why).
@@ -19,14 +19,15 @@ use std::collections::BTreeMap;
 use std::rc::Rc;
 
 use bytes::BytesMut;
+use engine::batch::TransactionMarker;
 use engine::shard::{AppendPending, Durability, PartitionId};
-use ferrite_replication::cluster::{ClusterChangeError, ShardCluster};
+use ferrite_replication::cluster::{ClusterChangeError, OffsetsMarkerWriter, ShardCluster};
 use ferrite_replication::stats::ReplicationStats;
 use futures::future::LocalBoxFuture;
 
 pub use ferrite_replication::cluster::{ClusterBroker, PartitionMove, PartitionPlacement};
 
-use crate::errors::cluster_error_code;
+use crate::errors::{cluster_error_code, marker_refusal_code};
 
 /// A refused or failed cluster change, with the Kafka error code to answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -132,6 +133,30 @@ impl Cluster {
         durability: Durability,
     ) -> Vec<AppendPending> {
         self.shard.submit_appends(appends, durability).await
+    }
+
+    /// See [`ShardCluster::write_markers`]: one outcome per partition, in order, a refusal
+    /// with its Kafka code.
+    pub async fn write_markers(
+        &self,
+        marker: TransactionMarker,
+        partitions: Vec<PartitionId>,
+    ) -> Vec<Result<(), ClusterError>> {
+        let outcomes = self.shard.write_markers(marker, partitions).await;
+        outcomes
+            .into_iter()
+            .map(|outcome| {
+                outcome.map_err(|refusal| ClusterError {
+                    code: marker_refusal_code(&refusal),
+                    message: refusal.to_string(),
+                })
+            })
+            .collect()
+    }
+
+    /// See [`ShardCluster::set_offsets_marker_writer`].
+    pub fn set_offsets_marker_writer(&self, writer: OffsetsMarkerWriter) {
+        self.shard.set_offsets_marker_writer(writer)
     }
 
     /// See [`ShardCluster::replication_stats`].

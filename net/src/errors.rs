@@ -4,7 +4,7 @@
 use engine::batch::BatchError;
 use engine::catalog::CatalogError;
 use engine::LogError;
-use ferrite_replication::cluster::ClusterChangeError;
+use ferrite_replication::cluster::{ClusterChangeError, MarkerRefusal};
 use ferrite_replication::controller::ControllerError;
 use ferrite_replication::metadata::PlanError;
 use kafka_protocol::protocol::StrBytes;
@@ -44,6 +44,23 @@ pub fn log_error_code(error: &LogError) -> i16 {
         // Only replication appends at given offsets; never a client's request. And a
         // replicated partition's batches never reach the shard's own append (a routing bug).
         LogError::BelowLogEnd { .. } | LogError::Replicated => ResponseError::UnknownServerError,
+    };
+    code.code()
+}
+
+/// The code for a transaction marker a partition leader did not write (or did not confirm in
+/// time), as Kafka's WriteTxnMarkers answers it per partition.
+pub fn marker_refusal_code(refusal: &MarkerRefusal) -> i16 {
+    let code = match refusal {
+        MarkerRefusal::NotLeader { .. } => ResponseError::NotLeaderOrFollower,
+        MarkerRefusal::UnknownPartition => ResponseError::UnknownTopicOrPartition,
+        MarkerRefusal::NotEnoughReplicas => ResponseError::NotEnoughReplicas,
+        MarkerRefusal::ProducerFenced => ResponseError::InvalidProducerEpoch,
+        MarkerRefusal::TimedOut => ResponseError::RequestTimedOut,
+        MarkerRefusal::Storage(_) => ResponseError::KafkaStorageError,
+        MarkerRefusal::Failed(_) => ResponseError::UnknownServerError,
+        // The groups' coordinator's own code, which it took from this table.
+        MarkerRefusal::GroupCoordinator { code, .. } => return *code,
     };
     code.code()
 }

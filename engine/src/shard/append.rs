@@ -1,8 +1,8 @@
-//! Producer batches: [`ShardContext::submit_appends_through`] gives each batch its place in its
-//! partition's order (here, or in the FIFO queue to the owning shard, which gives batches their
-//! places in the order it receives them) and returns the waits for their durability. A produce
-//! request's batches cost one mesh message per owning shard, not per batch, and one answer per
-//! shard.
+//! Appends, a producer's batches or the broker's own: [`ShardContext::submit_appends_through`]
+//! gives each batch its place in its partition's order (here, or in the FIFO queue to the
+//! owning shard, which gives batches their places in the order it receives them) and returns
+//! the waits for their durability. A produce request's batches cost one mesh message per
+//! owning shard, not per batch, and one answer per shard.
 //!
 //! What the owner does with its batches is the caller's [`AppendOwner`], the same for its own
 //! batches and a peer's [`AppendRequest`]: the engine routes and carries them without knowing
@@ -10,8 +10,11 @@
 //! ([`ShardContext::submit_appends`]), appends to the shard's logs of a broker alone; in a
 //! cluster replication routes producer batches with an owner of its own, which hands them to
 //! the partitions' Raft replicas, and the shard's logs refuse them (see `replicated.rs`).
-//! Either owner checks each batch once, there ([`CheckedBatch::produced`], against the
-//! partition's `max.message.bytes`), before anything numbers it.
+//! Either owner checks each batch once, there, before anything numbers it: as its
+//! [`AppendKind`] says, a producer's batch as Kafka checks a produced one
+//! ([`CheckedBatch::produced`], against the partition's `max.message.bytes`), a batch the broker
+//! writes itself (a transaction's marker, a control batch no producer may send) as a stored one
+//! ([`CheckedBatch::stored`]).
 
 use std::cell::RefCell;
 use std::future::Future;
@@ -28,6 +31,18 @@ use super::{Appended, Durability, PartitionId};
 use crate::batch::CheckedBatch;
 use crate::error::LogError;
 use crate::log::PartitionLog;
+
+/// Who wrote a batch that enters a partition through these appends, which decides how it is
+/// checked (see the module documentation).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AppendKind {
+    /// A producer's batch (or a group coordinator's records, built as a producer's):
+    /// [`CheckedBatch::produced`], control batches refused.
+    Produced,
+    /// A batch the broker writes itself, such as a transaction coordinator's COMMIT or ABORT
+    /// marker: [`CheckedBatch::stored`], control batches taken.
+    BrokerWritten,
+}
 
 /// An append that has its place in the partition's order; resolves as its durability says.
 pub type AppendPending = LocalBoxFuture<'static, Result<Appended, LogError>>;
@@ -49,6 +64,7 @@ pub trait AppendOwner: 'static {
     fn submit_owned(
         context: &ShardContext,
         appends: Vec<(PartitionId, BytesMut)>,
+        kind: AppendKind,
         durability: Durability,
     ) -> impl Future<Output = Vec<AppendPending>>;
 }
@@ -61,13 +77,14 @@ impl AppendOwner for UnreplicatedLogs {
     async fn submit_owned(
         context: &ShardContext,
         appends: Vec<(PartitionId, BytesMut)>,
+        kind: AppendKind,
         durability: Durability,
     ) -> Vec<AppendPending> {
         let mut pending = Vec::with_capacity(appends.len());
         for (partition, batch) in appends {
             pending.push(
                 context
-                    .submit_local_append(&partition, batch, durability)
+                    .submit_local_append(&partition, batch, kind, durability)
                     .await,
             );
         }
@@ -120,19 +137,21 @@ impl ShardContext {
         appends: Vec<(PartitionId, BytesMut)>,
         durability: Durability,
     ) -> Vec<AppendPending> {
-        self.submit_appends_through::<UnreplicatedLogs>(appends, durability)
+        self.submit_appends_through::<UnreplicatedLogs>(appends, AppendKind::Produced, durability)
             .await
     }
 
-    /// Routes `appends` (a produce request's batches, in its order) to the shards owning their
-    /// partitions, where `Owner` gives each batch its place: here directly, elsewhere with one
-    /// mesh message per owning shard rather than one per batch. A request's appends to one
+    /// Routes `appends` (a produce request's batches, in its order, or the broker's own, as
+    /// `kind` says) to the shards owning their partitions, where `Owner` checks each batch and
+    /// gives it its place: here directly, elsewhere with one mesh message per owning shard
+    /// rather than one per batch. A request's appends to one
     /// shard get their places there in this order, before that shard reads its next message.
     /// Returns one wait per batch, in the same order. Calls to other shards count as work in
     /// flight on both sides until answered (the shutdown drain waits for them).
     pub async fn submit_appends_through<Owner: AppendOwner>(
         &self,
         appends: Vec<(PartitionId, BytesMut)>,
+        kind: AppendKind,
         durability: Durability,
     ) -> Vec<AppendPending> {
         let shard_id = self.state.shard_id;
@@ -150,7 +169,7 @@ impl ShardContext {
                 continue;
             }
             if owner == shard_id {
-                let submitted = Owner::submit_owned(self, appends, durability).await;
+                let submitted = Owner::submit_owned(self, appends, kind, durability).await;
                 for (position, append) in positions.into_iter().zip(submitted) {
                     pending[position] = Some(append);
                 }
@@ -159,6 +178,7 @@ impl ShardContext {
             let count = appends.len();
             let request = AppendRequest::<Owner> {
                 appends,
+                kind,
                 durability,
                 owner: PhantomData,
             };
@@ -196,20 +216,26 @@ impl ShardContext {
             .collect()
     }
 
-    /// The one check of a producer's batch for `partition` (owned by this shard), wherever it
-    /// is appended: the partition's log (open, or opened now) and the batch checked against
-    /// its `max.message.bytes` ([`CheckedBatch::produced`]).
-    pub async fn check_produced(
+    /// The one check of a batch for `partition` (owned by this shard), wherever it is
+    /// appended: the partition's log (open, or opened now) and the batch checked as `kind`
+    /// says against its `max.message.bytes` ([`CheckedBatch::produced`] or
+    /// [`CheckedBatch::stored`]).
+    pub async fn check_append(
         &self,
         partition: &PartitionId,
         batch: BytesMut,
+        kind: AppendKind,
     ) -> Result<(Rc<PartitionLog>, CheckedBatch), LogError> {
         let log = self.partition_log(partition).await?;
-        let batch = CheckedBatch::produced(batch, log.config().batch_bytes_max)?;
+        let batch_bytes_max = log.config().batch_bytes_max;
+        let batch = match kind {
+            AppendKind::Produced => CheckedBatch::produced(batch, batch_bytes_max)?,
+            AppendKind::BrokerWritten => CheckedBatch::stored(batch, batch_bytes_max)?,
+        };
         Ok((log, batch))
     }
 
-    /// Checks the batch ([`ShardContext::check_produced`]), then has this shard's log number it
+    /// Checks the batch ([`ShardContext::check_append`]), then has this shard's log number it
     /// (nothing else can append in between: no await separates the sequence checks from the
     /// assignment). Returns the wait for `durability`. Serves only logs without replicas: in a
     /// cluster the batch belongs to the partition's replica, and is refused.
@@ -217,12 +243,13 @@ impl ShardContext {
         &self,
         partition: &PartitionId,
         batch: BytesMut,
+        kind: AppendKind,
         durability: Durability,
     ) -> AppendPending {
         if self.partitions_replicated() {
             return refused_append(LogError::Replicated);
         }
-        let (log, batch) = match self.check_produced(partition, batch).await {
+        let (log, batch) = match self.check_append(partition, batch, kind).await {
             Ok(checked) => checked,
             Err(error) => return refused_append(error),
         };
@@ -260,6 +287,7 @@ impl ShardContext {
 /// producer's answer waits for them all anyway), one result per append.
 pub(super) struct AppendRequest<Owner: AppendOwner> {
     appends: Vec<(PartitionId, BytesMut)>,
+    kind: AppendKind,
     durability: Durability,
     owner: PhantomData<fn() -> Owner>,
 }
@@ -272,7 +300,7 @@ impl<Owner: AppendOwner> ShardCall for AppendRequest<Owner> {
     }
 
     async fn accept(self, context: &ShardContext) -> LocalBoxFuture<'static, Self::Answer> {
-        let pending = Owner::submit_owned(context, self.appends, self.durability).await;
+        let pending = Owner::submit_owned(context, self.appends, self.kind, self.durability).await;
         Box::pin(join_all(pending))
     }
 }

@@ -52,7 +52,7 @@ use bytes::Bytes;
 use crate::error::LogError;
 use crate::resources::ReadDescriptor;
 
-pub use append::{refused_append, AppendOwner, UnreplicatedLogs};
+pub use append::{refused_append, AppendKind, AppendOwner, UnreplicatedLogs};
 pub use context::{AppendPending, InFlight, ShardContext};
 pub use placement::ReplicaPlacement;
 pub use replicated::ClientAccess;

@@ -2,7 +2,8 @@
 //! shards share about the cluster (the metadata image the controller applied, who leads each
 //! partition), each shard's view of it for the Kafka handlers ([`ShardCluster`]: brokers,
 //! partition placement and leaders, group coordinators, producers' batches (to the partitions'
-//! replicas, `crate::shard::produce`), and changes asked of the controller),
+//! replicas, `crate::shard::produce`), transaction markers (to the partitions' leaders,
+//! `markers`), and changes asked of the controller),
 //! and the task that keeps this broker in step with the metadata log
 //! (`metadata_follower`): its catalog mirrors the log's topics (ids and configs included)
 //! and its shards run a replica of every partition the log places on this broker.
@@ -18,6 +19,7 @@
 //! that many brokers are live (a topic made with fewer replicas would stay so). A group's
 //! coordinator is the leader of its partition (see `net::groups::shard`).
 
+mod markers;
 mod metadata_follower;
 mod shard_cluster;
 mod start;
@@ -36,6 +38,11 @@ use crate::metadata::MetadataImage;
 use crate::shard::LeaderTable;
 use crate::NodeId;
 
+pub(crate) use markers::MarkerChannel;
+pub use markers::{
+    MarkerConfig, MarkerOutcome, MarkerRefusal, MarkerWire, OffsetsMarkerWriter, WireMarker,
+    WireOutcome,
+};
 pub use shard_cluster::ShardCluster;
 pub use start::{new_incarnation, start_shard, ClusterStart, ControllerLeaderObserver};
 

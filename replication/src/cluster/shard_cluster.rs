@@ -21,9 +21,10 @@ use engine::catalog::{
     offsets_topic_configs, transaction_state_topic_configs, Catalog, OFFSETS_TOPIC,
     TRANSACTION_STATE_TOPIC,
 };
-use engine::shard::{AppendPending, Durability, PartitionId};
+use engine::shard::{AppendKind, AppendPending, Durability, PartitionId};
 use futures::future::LocalBoxFuture;
 
+use super::markers::MarkerChannel;
 use super::{
     kafka_node_id, ClusterBroker, ClusterChangeError, ClusterState, PartitionMove,
     PartitionPlacement,
@@ -88,6 +89,8 @@ pub struct ShardCluster {
     pub(super) internal_partitions_mismatch_reported: [Cell<bool>; 2],
     /// This broker, as clients reach it.
     pub(super) own: ClusterBroker,
+    /// The shard's transaction-marker traffic (`markers`).
+    pub(super) markers: Rc<MarkerChannel>,
 }
 
 /// Where clients reach a registered broker.
@@ -125,7 +128,9 @@ impl ShardCluster {
         appends: Vec<(PartitionId, BytesMut)>,
         durability: Durability,
     ) -> Vec<AppendPending> {
-        self.replication.submit_appends(appends, durability).await
+        self.replication
+            .submit_appends(appends, AppendKind::Produced, durability)
+            .await
     }
 
     /// What this shard's replicas sent and received so far, and how long their writes took.

@@ -16,6 +16,7 @@ use engine::catalog::Catalog;
 use engine::shard::{PartitionId, ShardContext};
 use engine::LogConfig;
 
+use super::markers::{MarkerChannel, MarkerConfig};
 use super::metadata_follower::follow_metadata;
 use super::{kafka_node_id, ClusterBroker, ClusterState, ShardCluster, CLUSTER_ID};
 use crate::controller::{Controller, ControllerConfig, METADATA_TOPIC};
@@ -50,6 +51,8 @@ pub struct ClusterStart {
     /// The partitions `__transaction_state` is made with, and that transactional ids are
     /// spread over.
     pub transaction_state_partitions: u32,
+    /// The bounds and waits of transaction markers sent to and served for other brokers.
+    pub markers: MarkerConfig,
 }
 
 /// A number different at every start of the process, for [`ClusterStart::incarnation`]: the
@@ -119,12 +122,20 @@ pub async fn start_shard(
         ))
         .detach();
     }
+    let markers = MarkerChannel::new(
+        start.markers.clone(),
+        start.state.clone(),
+        &replication,
+        context.shard_id() as u32,
+    );
+    replication.attach_marker_channel(markers.clone());
     Ok(Rc::new(ShardCluster {
         state: start.state.clone(),
         replication,
         catalog: start.catalog.clone(),
         internal_partitions: [start.offsets_partitions, start.transaction_state_partitions],
         internal_partitions_mismatch_reported: Default::default(),
+        markers,
         own: ClusterBroker {
             node_id: kafka_node_id(settings.node_id),
             host: start.kafka_host.clone(),

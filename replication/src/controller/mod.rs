@@ -476,7 +476,7 @@ impl Controller {
 }
 
 /// `future`'s output, or `None` if `duration` passes first (the future is dropped).
-async fn within<T>(duration: Duration, future: impl Future<Output = T>) -> Option<T> {
+pub(crate) async fn within<T>(duration: Duration, future: impl Future<Output = T>) -> Option<T> {
     let timer = glommio::timer::sleep(duration);
     futures::pin_mut!(future, timer);
     match select(future, timer).await {

@@ -38,7 +38,8 @@
 //!
 //! Besides partitions, controller messages and requests go to the shard that owns
 //! `__cluster_metadata-0`, where the controller runs; one wire type (`wire`) carries partition
-//! messages, controller messages and leader reports.
+//! messages, controller messages, leader reports and transaction markers (served, and their
+//! answers routed, by the cluster's `MarkerChannel`, which the shard is given at its start).
 
 mod coalescer;
 mod leaders;
@@ -64,6 +65,7 @@ use coalescer::{batch_count, message_kind, PartitionOutbox};
 use registry::{Registry, ReplicaSlot, ShardTimers};
 use wire::ControllerOutbox;
 
+use crate::cluster::{MarkerChannel, MarkerWire};
 use crate::controller::{
     Controller, ControllerError, ControllerRequest, ControllerWire, WireOutbox, METADATA_TOPIC,
 };
@@ -147,6 +149,8 @@ pub struct ShardReplication {
     votes: Option<Rc<VoteLog>>,
     /// The broker's controller, on the shard that runs it.
     controller: RefCell<Option<Controller>>,
+    /// The shard's transaction-marker traffic, once the cluster started on the shard.
+    markers: RefCell<Option<Rc<MarkerChannel>>>,
     /// The partitions whose completed move is being reported to the controller.
     completing: RefCell<HashSet<PartitionId>>,
     /// This value itself, for the tasks its handlers spawn.
@@ -241,6 +245,7 @@ impl ShardReplication {
             moving: RefCell::new(BTreeSet::new()),
             leaders,
             controller: RefCell::new(None),
+            markers: RefCell::new(None),
             completing: RefCell::new(HashSet::new()),
             this: RefCell::new(Weak::new()),
         });
@@ -370,7 +375,42 @@ impl ShardReplication {
                     }
                 }
             }
+            BrokerWire::Markers(wire) => {
+                // Before the cluster started here: dropped like a loss; the sender retries.
+                if let Some(channel) = self.marker_channel() {
+                    channel.receive(from, wire);
+                }
+            }
         }
+    }
+
+    /// Makes `channel` the shard's marker traffic, which from now on gets the marker
+    /// messages peers send here.
+    pub(crate) fn attach_marker_channel(&self, channel: Rc<MarkerChannel>) {
+        *self.markers.borrow_mut() = Some(channel);
+    }
+
+    /// The shard's marker traffic, once attached.
+    pub(crate) fn marker_channel(&self) -> Option<Rc<MarkerChannel>> {
+        self.markers.borrow().clone()
+    }
+
+    /// Sends a marker message to broker `to` (lost like any message if its queue overflows
+    /// or it is not a peer: the requester's timeout covers it).
+    pub(crate) fn send_markers(&self, to: NodeId, wire: MarkerWire) {
+        let _ = self
+            .transport
+            .send(to, &BrokerWire::Markers(wire), Bytes::new());
+    }
+
+    /// The shard this replication runs on.
+    pub(crate) fn context(&self) -> &ShardContext {
+        &self.context
+    }
+
+    /// This broker.
+    pub(crate) fn node_id(&self) -> NodeId {
+        self.config.node_id
     }
 
     /// This shard's replication, while it runs: what work that runs on a shard (a peer's
@@ -761,6 +801,7 @@ impl ShardReplication {
         if let Some(controller) = self.controller.borrow_mut().take() {
             controller.stop("the broker is shutting down");
         }
+        self.markers.borrow_mut().take();
         let replicas = self.replicas.borrow_mut().drain();
         self.leading.borrow_mut().clear();
         self.moving.borrow_mut().clear();

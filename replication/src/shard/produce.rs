@@ -8,15 +8,17 @@
 //! handler asks the cluster, which asks Raft, which appends to the log; the engine only carries
 //! the call and keeps it counted as work in flight for the shutdown drain.
 //!
-//! Each batch is checked once, on the owner, with the engine's producer check
-//! ([`ShardContext::check_produced`], against the partition's `max.message.bytes`) before the replica
-//! sees it, so a bad batch never reaches a Raft core and a leader and a follower refuse it
-//! alike; the replica's writer then checks the idempotent producer's sequence and has the core
-//! number the batch in one synchronous step (`replica::writer`).
+//! Each batch is checked once, on the owner, with the engine's check for its [`AppendKind`]
+//! ([`ShardContext::check_append`], against the partition's `max.message.bytes`: a producer's
+//! batch as Kafka checks one, a batch the broker writes itself, a transaction's marker, as a
+//! stored one) before the replica sees it, so a bad batch never reaches a Raft core and a
+//! leader and a follower refuse it alike; the replica's writer then checks the idempotent
+//! producer's sequence and has the core number the batch in one synchronous step
+//! (`replica::writer`), stamped with the leader's term, whoever wrote it.
 
 use bytes::BytesMut;
 use engine::shard::{
-    refused_append, AppendOwner, AppendPending, Durability, PartitionId, ShardContext,
+    refused_append, AppendKind, AppendOwner, AppendPending, Durability, PartitionId, ShardContext,
 };
 use engine::LogError;
 
@@ -30,30 +32,33 @@ impl AppendOwner for ReplicaAppends {
     async fn submit_owned(
         _context: &ShardContext,
         appends: Vec<(PartitionId, BytesMut)>,
+        kind: AppendKind,
         durability: Durability,
     ) -> Vec<AppendPending> {
         let mut pending = Vec::with_capacity(appends.len());
         for (partition, batch) in appends {
-            pending
-                .push(ShardReplication::submit_on_this_shard(&partition, batch, durability).await);
+            pending.push(
+                ShardReplication::submit_on_this_shard(&partition, batch, kind, durability).await,
+            );
         }
         pending
     }
 }
 
 impl ShardReplication {
-    /// Submits a produce request's batches (in its order) to their partitions' replicas,
-    /// wherever this broker's shards run them, and returns one wait per batch, in the same
-    /// order, each resolving as `durability` says (acks=all: committed by a majority). By the
-    /// time this returns, every batch has its place in its partition's order, so a
-    /// connection's pipelined requests keep theirs.
+    /// Submits a produce request's batches (in its order; or the broker's own, as `kind`
+    /// says) to their partitions' replicas, wherever this broker's shards run them, and returns
+    /// one wait per batch, in the same order, each resolving as `durability` says (acks=all:
+    /// committed by a majority). By the time this returns, every batch has its place in its
+    /// partition's order, so a connection's pipelined requests keep theirs.
     pub async fn submit_appends(
         &self,
         appends: Vec<(PartitionId, BytesMut)>,
+        kind: AppendKind,
         durability: Durability,
     ) -> Vec<AppendPending> {
         self.context
-            .submit_appends_through::<ReplicaAppends>(appends, durability)
+            .submit_appends_through::<ReplicaAppends>(appends, kind, durability)
             .await
     }
 
@@ -64,25 +69,27 @@ impl ShardReplication {
     pub async fn submit_on_this_shard(
         partition: &PartitionId,
         batch: BytesMut,
+        kind: AppendKind,
         durability: Durability,
     ) -> AppendPending {
         match ShardReplication::on_this_shard() {
             Some(replication) => {
                 replication
-                    .submit_local_append(partition, batch, durability)
+                    .submit_local_append(partition, batch, kind, durability)
                     .await
             }
             None => refused_append(LogError::NotLeader { leader: None }),
         }
     }
 
-    /// Checks a producer's batch for `partition` (owned by this shard) and queues it to the
-    /// partition's replica here; refused with NotLeader where no replica runs (yet, or any
+    /// Checks a batch for `partition` (owned by this shard) as `kind` says and queues it to
+    /// the partition's replica here; refused with NotLeader where no replica runs (yet, or any
     /// more) or this one does not lead.
     pub async fn submit_local_append(
         &self,
         partition: &PartitionId,
         batch: BytesMut,
+        kind: AppendKind,
         durability: Durability,
     ) -> AppendPending {
         let Some(replica) = self.replica(partition) else {
@@ -90,7 +97,7 @@ impl ShardReplication {
         };
         // The replica holds its log open: this only looks it up (and refuses a partition the
         // placement moved to another shard meanwhile).
-        match self.context.check_produced(partition, batch).await {
+        match self.context.check_append(partition, batch, kind).await {
             Ok((_, batch)) => replica.submit_append(batch, durability),
             Err(error) => refused_append(error),
         }

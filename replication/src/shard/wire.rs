@@ -1,10 +1,12 @@
 //! What brokers' shards say to each other over the inter-broker transport: partition
-//! messages in coalesced frames, the controller's messages, and leader reports.
+//! messages in coalesced frames, the controller's messages, leader reports, and transaction
+//! markers for partition leaders to write.
 
 use std::rc::Rc;
 
 use bytes::Bytes;
 
+use crate::cluster::MarkerWire;
 use crate::controller::{ControllerWire, WireOutbox};
 use crate::message::{Message, NodeId};
 use crate::transport::Transport;
@@ -42,6 +44,7 @@ pub enum BrokerWire {
     },
     Controller(ControllerWire),
     Leaders(Vec<LeaderReport>),
+    Markers(MarkerWire),
 }
 
 /// The controller's messages, on the shard's transport.

@@ -6,7 +6,7 @@
 //! broker starts, and goes down: net asks replication, which appends to the engine's log.
 
 use bytes::BytesMut;
-use engine::shard::{AppendPending, Durability, PartitionId, ShardContext};
+use engine::shard::{AppendKind, AppendPending, Durability, PartitionId, ShardContext};
 use ferrite_replication::shard::ShardReplication;
 use futures::future::LocalBoxFuture;
 
@@ -35,7 +35,7 @@ impl OffsetsLog for LocalOffsetsLog {
         batch: BytesMut,
         durability: Durability,
     ) -> LocalBoxFuture<'a, AppendPending> {
-        Box::pin(context.submit_local_append(partition, batch, durability))
+        Box::pin(context.submit_local_append(partition, batch, AppendKind::Produced, durability))
     }
 }
 
@@ -53,7 +53,10 @@ impl OffsetsLog for ReplicatedOffsetsLog {
         durability: Durability,
     ) -> LocalBoxFuture<'a, AppendPending> {
         Box::pin(ShardReplication::submit_on_this_shard(
-            partition, batch, durability,
+            partition,
+            batch,
+            AppendKind::Produced,
+            durability,
         ))
     }
 }
