@@ -21,7 +21,7 @@ use std::rc::Rc;
 use bytes::BytesMut;
 use engine::batch::TransactionMarker;
 use engine::shard::{AppendPending, Durability, PartitionId};
-use ferrite_replication::cluster::{ClusterChangeError, ShardCluster};
+use ferrite_replication::cluster::{ClusterChangeError, OffsetsMarkerWriter, ShardCluster};
 use ferrite_replication::stats::ReplicationStats;
 use futures::future::LocalBoxFuture;
 
@@ -75,6 +75,11 @@ impl Cluster {
     /// See [`ShardCluster::group_coordinator`].
     pub fn group_coordinator(&self, offsets_partition: u32) -> Option<ClusterBroker> {
         self.shard.group_coordinator(offsets_partition)
+    }
+
+    /// See [`ShardCluster::transaction_coordinator`].
+    pub fn transaction_coordinator(&self, state_partition: u32) -> Option<ClusterBroker> {
+        self.shard.transaction_coordinator(state_partition)
     }
 
     /// See [`ShardCluster::ensure_offsets_topic`].
@@ -147,6 +152,11 @@ impl Cluster {
                 })
             })
             .collect()
+    }
+
+    /// See [`ShardCluster::set_offsets_marker_writer`].
+    pub fn set_offsets_marker_writer(&self, writer: OffsetsMarkerWriter) {
+        self.shard.set_offsets_marker_writer(writer)
     }
 
     /// See [`ShardCluster::replication_stats`].

@@ -59,6 +59,8 @@ pub fn marker_refusal_code(refusal: &MarkerRefusal) -> i16 {
         MarkerRefusal::TimedOut => ResponseError::RequestTimedOut,
         MarkerRefusal::Storage(_) => ResponseError::KafkaStorageError,
         MarkerRefusal::Failed(_) => ResponseError::UnknownServerError,
+        // The groups' coordinator's own code, which it took from this table.
+        MarkerRefusal::GroupCoordinator { code, .. } => return *code,
     };
     code.code()
 }

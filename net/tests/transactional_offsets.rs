@@ -1,22 +1,19 @@
-//! Offsets committed inside a transaction, end to end on a broker alone of two shards:
-//! TxnOffsetCommit over the wire keeps them pending (OffsetFetch answers the previous offset,
-//! or UNSTABLE_OFFSET_COMMIT with `require_stable`); the transaction's end in the groups
-//! (`complete_transaction`, as the marker writer calls it, run on a shard of the broker)
-//! commits or drops them; `__consumer_offsets` holds them as Kafka writes them (a
-//! transactional batch of the producer, then its control batch); and a restart between the
-//! commit and the marker loads them back pending.
+//! Offsets committed inside a transaction, end to end over the wire on a broker alone of two
+//! shards, as a transactional producer sends them (InitProducerId, AddOffsetsToTxn,
+//! TxnOffsetCommit, EndTxn): pending until the transaction's marker (OffsetFetch answers the
+//! previous offset, or UNSTABLE_OFFSET_COMMIT with `require_stable`), then committed or
+//! dropped; `__consumer_offsets` holds them as Kafka writes them (a transactional batch of the
+//! producer, then its control batch); and a restart between the commit and the marker loads
+//! them back pending.
 
 mod common;
 
-use std::rc::Rc;
-use std::sync::{mpsc, Arc, Mutex};
+use std::time::{Duration, Instant};
 
-use common::{create_topic, fetch, Client, ShardHook, TestBroker, DEADLINE};
+use common::{create_topic, fetch, Client, TestBroker, DEADLINE};
 use engine::batch::{self, BatchHeader, TransactionMarker};
 use engine::catalog::OFFSETS_TOPIC;
 use engine::LogConfig;
-use futures::future::LocalBoxFuture;
-use futures::StreamExt;
 use kafka_protocol::messages::offset_commit_request::{
     OffsetCommitRequestPartition, OffsetCommitRequestTopic,
 };
@@ -26,63 +23,84 @@ use kafka_protocol::messages::txn_offset_commit_request::{
 };
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
-use net::broker::Broker;
-use net::groups::transactions::complete_transaction;
-use net::transactions::markers::MarkerError;
 
 const GROUP: &str = "transform";
 const TOPIC: &str = "input";
+const TRANSACTIONAL_ID: &str = "transform-1";
 const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
-const INVALID_PRODUCER_EPOCH: i16 = 47;
 const UNSTABLE_OFFSET_COMMIT: i16 = 88;
 
-/// Work for shard 0, with its broker.
-type Task = Box<dyn FnOnce(Rc<Broker>) -> LocalBoxFuture<'static, ()> + Send>;
-
-/// The broker, and a way into its shard 0.
-struct Harness {
-    broker: TestBroker,
-    tasks: futures::channel::mpsc::UnboundedSender<Task>,
+/// A transactional producer's identity, from InitProducerId.
+#[derive(Debug, Clone, Copy)]
+struct Producer {
+    id: i64,
+    epoch: i16,
 }
 
-impl Harness {
-    fn start(data: tempfile::TempDir) -> Harness {
-        let (tasks, received) = futures::channel::mpsc::unbounded::<Task>();
-        let received = Arc::new(Mutex::new(Some(received)));
-        let hook: ShardHook = Arc::new(move |broker: Rc<Broker>| {
-            if broker.context.shard_id() != 0 {
-                return;
-            }
-            let Some(mut received) = received.lock().unwrap().take() else {
-                return;
-            };
-            glommio::spawn_local(async move {
-                while let Some(task) = received.next().await {
-                    task(broker.clone()).await;
+fn init_producer(client: &mut Client) -> Producer {
+    let request = InitProducerIdRequest::default()
+        .with_transactional_id(Some(TransactionalId(text(TRANSACTIONAL_ID))))
+        .with_transaction_timeout_ms(60_000)
+        .with_producer_id(ProducerId(-1))
+        .with_producer_epoch(-1);
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let response: InitProducerIdResponse = client.call(ApiKey::InitProducerId, 4, &request);
+        match response.error_code {
+            0 => {
+                return Producer {
+                    id: response.producer_id.0,
+                    epoch: response.producer_epoch,
                 }
-            })
-            .detach();
-        });
-        let broker = TestBroker::start_hooked(data, 2, LogConfig::default(), Some(hook));
-        Harness { broker, tasks }
+            }
+            // The coordinator loads, or ends the id's previous transaction first.
+            14 | 15 | 51 if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(20))
+            }
+            code => panic!("InitProducerId: error {code}"),
+        }
     }
+}
 
-    fn restart(self) -> Harness {
-        Harness::start(self.broker.stop())
+fn add_offsets(client: &mut Client, producer: Producer) {
+    let request = AddOffsetsToTxnRequest::default()
+        .with_transactional_id(TransactionalId(text(TRANSACTIONAL_ID)))
+        .with_producer_id(ProducerId(producer.id))
+        .with_producer_epoch(producer.epoch)
+        .with_group_id(GroupId(text(GROUP)));
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let response: AddOffsetsToTxnResponse = client.call(ApiKey::AddOffsetsToTxn, 3, &request);
+        match response.error_code {
+            0 => return,
+            // The previous transaction's markers are still being written: clients retry.
+            51 if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(10)),
+            code => panic!("AddOffsetsToTxn: error {code}"),
+        }
     }
+}
 
-    /// The end of `marker`'s transaction in the group's `__consumer_offsets` partition, as the
-    /// marker writer asks for it.
-    fn complete(&self, marker: TransactionMarker) -> Result<(), MarkerError> {
-        let (reply, answer) = mpsc::channel();
-        let partition = offsets_partition();
-        let task: Task = Box::new(move |broker| {
-            Box::pin(async move {
-                let _ = reply.send(complete_transaction(&broker, partition, marker).await);
-            })
-        });
-        self.tasks.unbounded_send(task).unwrap();
-        answer.recv_timeout(DEADLINE).expect("an answer")
+fn end_transaction(client: &mut Client, producer: Producer, committed: bool) {
+    let request = EndTxnRequest::default()
+        .with_transactional_id(TransactionalId(text(TRANSACTIONAL_ID)))
+        .with_producer_id(ProducerId(producer.id))
+        .with_producer_epoch(producer.epoch)
+        .with_committed(committed);
+    let response: EndTxnResponse = client.call(ApiKey::EndTxn, 3, &request);
+    assert_eq!(response.error_code, 0);
+}
+
+/// Waits (up to the deadline) until OffsetFetch with `require_stable` answers `expected`:
+/// the markers are written after EndTxn is answered.
+fn wait_for_stable_offsets(client: &mut Client, expected: [(i16, i64); 2]) {
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let fetched = fetch_offsets(client, true);
+        if fetched == expected {
+            return;
+        }
+        assert!(Instant::now() < deadline, "offsets still {fetched:?}");
+        std::thread::sleep(Duration::from_millis(10));
     }
 }
 
@@ -95,21 +113,12 @@ fn offsets_partition() -> i32 {
     net::groups::offsets_partition_for(GROUP, 16) as i32
 }
 
-fn marker(producer_id: i64, producer_epoch: i16, committed: bool) -> TransactionMarker {
-    TransactionMarker {
-        producer_id,
-        producer_epoch,
-        coordinator_epoch: 0,
-        committed,
-    }
-}
-
-/// TxnOffsetCommit (`version`) of `offsets` by `producer_id`; the error code of each
-/// partition, in the request's order.
+/// TxnOffsetCommit (`version`) of `offsets` by `producer`; the error code of each partition,
+/// in the request's order.
 fn txn_commit(
     client: &mut Client,
     version: i16,
-    producer_id: i64,
+    producer: Producer,
     offsets: &[(&str, i32, i64)],
 ) -> Vec<i16> {
     let topics = offsets
@@ -124,10 +133,10 @@ fn txn_commit(
         })
         .collect();
     let request = TxnOffsetCommitRequest::default()
-        .with_transactional_id(TransactionalId(text("transform-1")))
+        .with_transactional_id(TransactionalId(text(TRANSACTIONAL_ID)))
         .with_group_id(GroupId(text(GROUP)))
-        .with_producer_id(ProducerId(producer_id))
-        .with_producer_epoch(0)
+        .with_producer_id(ProducerId(producer.id))
+        .with_producer_epoch(producer.epoch)
         .with_topics(topics);
     let response: TxnOffsetCommitResponse = client.call(ApiKey::TxnOffsetCommit, version, &request);
     response
@@ -185,15 +194,17 @@ fn offsets_log(client: &mut Client) -> Vec<(BatchHeader, Option<TransactionMarke
 
 #[test]
 fn committed_transactions_offsets_become_the_groups_offsets() {
-    let harness = Harness::start(tempfile::tempdir().unwrap());
-    let mut client = harness.broker.connect();
+    let broker = TestBroker::start(2, LogConfig::default());
+    let mut client = broker.connect();
     assert_eq!(create_topic(&mut client, TOPIC, 2), 0);
     commit(&mut client, 0, 5);
+    let producer = init_producer(&mut client);
 
+    add_offsets(&mut client, producer);
     let codes = txn_commit(
         &mut client,
         3,
-        1_000,
+        producer,
         &[
             (TOPIC, 0, 10),
             (TOPIC, 1, 20),
@@ -210,14 +221,8 @@ fn committed_transactions_offsets_become_the_groups_offsets() {
         fetch_offsets(&mut client, true),
         [(UNSTABLE_OFFSET_COMMIT, -1), (UNSTABLE_OFFSET_COMMIT, -1)]
     );
-
-    assert_eq!(
-        harness.complete(marker(1_000, -1, true)).unwrap_err().code,
-        INVALID_PRODUCER_EPOCH,
-        "a fenced epoch's marker"
-    );
-    harness.complete(marker(1_000, 0, true)).unwrap();
-    assert_eq!(fetch_offsets(&mut client, true), [(0, 10), (0, 20)]);
+    end_transaction(&mut client, producer, true);
+    wait_for_stable_offsets(&mut client, [(0, 10), (0, 20)]);
 
     // As Kafka writes them: the producer's transactional batch, then its COMMIT marker.
     let batches = offsets_log(&mut client);
@@ -225,40 +230,48 @@ fn committed_transactions_offsets_become_the_groups_offsets() {
     assert!(transactional.0.is_transactional() && !transactional.0.is_control());
     assert_eq!(
         (transactional.0.producer_id, transactional.0.records_count),
-        (1_000, 2)
+        (producer.id, 2)
     );
-    assert_eq!(marker_batch.1, Some(marker(1_000, 0, true)));
+    let marker = marker_batch.1.expect("a marker");
+    assert_eq!(
+        (marker.producer_id, marker.producer_epoch, marker.committed),
+        (producer.id, producer.epoch, true)
+    );
 
-    // Version 0 (no member), a second transaction of the same producer, then a restart.
-    assert_eq!(txn_commit(&mut client, 0, 1_000, &[(TOPIC, 0, 11)]), [0]);
-    harness.complete(marker(1_000, 0, true)).unwrap();
-    let harness = harness.restart();
-    let mut client = harness.broker.connect();
+    // Version 0 (no member), the producer's second transaction, then a restart.
+    add_offsets(&mut client, producer);
+    assert_eq!(txn_commit(&mut client, 0, producer, &[(TOPIC, 0, 11)]), [0]);
+    end_transaction(&mut client, producer, true);
+    wait_for_stable_offsets(&mut client, [(0, 11), (0, 20)]);
+    let broker = TestBroker::start_in(broker.stop(), 2, LogConfig::default());
+    let mut client = broker.connect();
     assert_eq!(fetch_offsets(&mut client, true), [(0, 11), (0, 20)]);
 }
 
 #[test]
 fn an_open_transaction_survives_a_restart_and_its_abort_drops_its_offsets() {
-    let harness = Harness::start(tempfile::tempdir().unwrap());
-    let mut client = harness.broker.connect();
+    let broker = TestBroker::start(2, LogConfig::default());
+    let mut client = broker.connect();
     assert_eq!(create_topic(&mut client, TOPIC, 2), 0);
     commit(&mut client, 0, 5);
+    let producer = init_producer(&mut client);
+    add_offsets(&mut client, producer);
     assert_eq!(
-        txn_commit(&mut client, 4, 2_000, &[(TOPIC, 0, 30), (TOPIC, 1, 40)]),
+        txn_commit(&mut client, 4, producer, &[(TOPIC, 0, 30), (TOPIC, 1, 40)]),
         [0, 0]
     );
 
-    let harness = harness.restart();
-    let mut client = harness.broker.connect();
+    let broker = TestBroker::start_in(broker.stop(), 2, LogConfig::default());
+    let mut client = broker.connect();
     assert_eq!(
         fetch_offsets(&mut client, true),
         [(UNSTABLE_OFFSET_COMMIT, -1), (UNSTABLE_OFFSET_COMMIT, -1)],
         "still pending after the load"
     );
-    harness.complete(marker(2_000, 0, false)).unwrap();
-    assert_eq!(fetch_offsets(&mut client, true), [(0, 5), (0, -1)]);
+    end_transaction(&mut client, producer, false);
+    wait_for_stable_offsets(&mut client, [(0, 5), (0, -1)]);
 
-    let harness = harness.restart();
-    let mut client = harness.broker.connect();
+    let broker = TestBroker::start_in(broker.stop(), 2, LogConfig::default());
+    let mut client = broker.connect();
     assert_eq!(fetch_offsets(&mut client, true), [(0, 5), (0, -1)]);
 }

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use bytes::BytesMut;
 use engine::batch::{self, build, BatchError};
 use engine::shard::listen::ListenReservation;
-use engine::shard::{Durability, PartitionId};
+use engine::shard::{AppendKind, Durability, PartitionId};
 use engine::LogError;
 use ferrite_replication::votes::RecoveredVotes;
 use ferrite_replication::NodeId;
@@ -78,7 +78,11 @@ fn start(node_id: NodeId, dir: PathBuf, peers: BTreeMap<NodeId, SocketAddr>) -> 
                 } => {
                     let batch = BytesMut::from(&batch[..]);
                     let mut pending = replication
-                        .submit_appends(vec![(partition(number), batch)], Durability::Durable)
+                        .submit_appends(
+                            vec![(partition(number), batch)],
+                            AppendKind::Produced,
+                            Durability::Durable,
+                        )
                         .await;
                     let appended = pending.pop().expect("one wait per batch").await;
                     let result = appended.map(|appended| appended.base_offset);

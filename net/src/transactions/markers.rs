@@ -2,14 +2,18 @@
 //! a transaction coordinator appends to every partition of a transaction, each answered once it
 //! is durable (committed, in a cluster).
 //!
-//! A `__consumer_offsets` partition ends the transaction's offset commits in its groups: its
-//! marker goes through the groups' coordinator there (`groups::transactions`). Every other
-//! partition gets the marker as a batch the broker writes itself (checked as a stored batch, not
-//! as a producer's, since no producer may send a control batch): on a broker alone, appended by
-//! the shard that owns the partition and answered after the journal's sync, as an acks=all
-//! produce; in a cluster, at each partition's leader, through its Raft replica, answered once
-//! committed (`ferrite_replication::cluster::markers`, which also carries the markers for
-//! partitions led by other brokers, one request per broker).
+//! A partition gets the marker as a batch the broker writes itself (checked as a stored batch,
+//! not as a producer's, since no producer may send a control batch): on a broker alone,
+//! appended by the shard that owns the partition and answered after the journal's sync, as an
+//! acks=all produce; in a cluster, at each partition's leader, through its Raft replica,
+//! answered once committed (`ferrite_replication::cluster::markers`, which also carries the
+//! markers for partitions led by other brokers, one request per broker).
+//!
+//! A `__consumer_offsets` partition also ends the transaction's offset commits in its groups:
+//! its marker goes through the groups' coordinator of the partition
+//! (`groups::transactions::complete_transaction`), on a broker alone directly, in a cluster at
+//! the partition's leader, which the cluster hands it to ([`serve_offsets_markers`] gives each
+//! shard's cluster the way there).
 //!
 //! Each partition's error is a Kafka code, as Kafka's `WriteTxnMarkersResponse` carries it
 //! (NOT_LEADER_OR_FOLLOWER, UNKNOWN_TOPIC_OR_PARTITION, NOT_ENOUGH_REPLICAS, REQUEST_TIMED_OUT,
@@ -22,6 +26,7 @@ use bytes::BytesMut;
 use engine::batch::{encode_transaction_marker, TransactionMarker};
 use engine::catalog::OFFSETS_TOPIC;
 use engine::shard::{AppendKind, Durability, PartitionId, UnreplicatedLogs};
+use ferrite_replication::cluster::MarkerRefusal;
 use futures::future::join_all;
 
 use crate::broker::Broker;
@@ -46,6 +51,34 @@ pub struct MarkerError {
     pub message: String,
 }
 
+/// Has this shard's cluster (if the broker is one of several) hand the markers for the
+/// `__consumer_offsets` partitions this broker leads to their groups' coordinators, here. Each
+/// shard's [`Broker`] calls it once, when made.
+pub fn serve_offsets_markers(broker: &Rc<Broker>) {
+    let Some(cluster) = &broker.cluster else {
+        return;
+    };
+    // The cluster lives in the broker: the writer must not keep it alive.
+    let weak = Rc::downgrade(broker);
+    cluster.set_offsets_marker_writer(Rc::new(move |partition, marker| {
+        let broker = weak.upgrade();
+        Box::pin(async move {
+            let Some(broker) = broker else {
+                return Err(MarkerRefusal::NotLeader { leader_hint: None });
+            };
+            let Ok(partition) = i32::try_from(partition) else {
+                return Err(MarkerRefusal::UnknownPartition);
+            };
+            complete_transaction(&broker, partition, marker)
+                .await
+                .map_err(|error| MarkerRefusal::GroupCoordinator {
+                    code: error.code,
+                    message: error.message,
+                })
+        })
+    }));
+}
+
 /// Writes `write.marker` to each of `write.partitions`; one result per partition, in order,
 /// once every marker is durable or refused.
 pub async fn write_markers(
@@ -64,7 +97,10 @@ pub async fn write_markers(
                     message: format!("no partition {partition} of {topic}"),
                 }))
             }
-            Ok(_) if topic == OFFSETS_TOPIC => offsets.push((position, *partition)),
+            // In a cluster the leader's cluster hands it over (see `serve_offsets_markers`).
+            Ok(_) if topic == OFFSETS_TOPIC && broker.cluster.is_none() => {
+                offsets.push((position, *partition))
+            }
             Ok(number) => logs.push((position, PartitionId::new(topic.clone(), number))),
         }
     }
@@ -91,8 +127,9 @@ pub async fn write_markers(
         .collect()
 }
 
-/// Writes `marker` to `partitions` (none of `__consumer_offsets`): at their leaders in a
-/// cluster, else through the shards that own them here. One result per partition, in order.
+/// Writes `marker` to `partitions`: at their leaders in a cluster, else (none of
+/// `__consumer_offsets` then) through the shards that own them here. One result per
+/// partition, in order.
 async fn write_to_logs(
     broker: &Rc<Broker>,
     marker: TransactionMarker,

@@ -26,7 +26,7 @@ use kafka_protocol::messages::{
     ResponseHeader, TopicName,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
-use net::broker::{Broker, BrokerConfig};
+use net::broker::BrokerConfig;
 use net::connection::ConnectionConfig;
 use net::connection_limits::ConnectionLimits;
 use net::groups::shard::{GroupsConfig, LocalOffsetsLog, ShardGroups};
@@ -34,11 +34,6 @@ use net::metrics::MetricsRegistry;
 use net::server::ShardSetup;
 
 pub const DEADLINE: Duration = Duration::from_secs(30);
-
-/// Run on each shard as it starts, with a handle on the shard's broker (the catalog, settings
-/// and group coordinators of the one serving connections): how a test reaches what no request
-/// of its own reaches, such as the end of a transaction in the groups.
-pub type ShardHook = Arc<dyn Fn(Rc<Broker>) + Send + Sync>;
 
 pub struct TestBroker {
     pub address: SocketAddr,
@@ -54,17 +49,7 @@ impl TestBroker {
 
     /// Starts on the data of a broker that was stopped (a restart).
     pub fn start_in(data: tempfile::TempDir, shards: usize, log_config: LogConfig) -> TestBroker {
-        TestBroker::start_hooked(data, shards, log_config, None)
-    }
-
-    /// [`TestBroker::start_in`], running `hook` on each shard as it starts.
-    pub fn start_hooked(
-        data: tempfile::TempDir,
-        shards: usize,
-        log_config: LogConfig,
-        hook: Option<ShardHook>,
-    ) -> TestBroker {
-        let (address, metrics, runtime) = start_runtime(data.path(), shards, log_config, hook);
+        let (address, metrics, runtime) = start_runtime(data.path(), shards, log_config);
         TestBroker {
             address,
             metrics,
@@ -230,7 +215,6 @@ fn start_runtime(
     data_dir: &Path,
     shards: usize,
     log_config: LogConfig,
-    hook: Option<ShardHook>,
 ) -> (SocketAddr, MetricsRegistry, Runtime) {
     // Held until every shard has bound, so no parallel test can take the port in between.
     let reservation = ListenReservation::new("127.0.0.1:0".parse().unwrap()).unwrap();
@@ -254,6 +238,9 @@ fn start_runtime(
     groups.coordinator.session_timeout_ms_min = 100;
     groups.offsets_partitions =
         net::groups::prepare_offsets_topic(&catalog, groups.offsets_partitions).unwrap();
+    let mut transactions = net::transactions::TransactionsConfig::default();
+    transactions.state_partitions =
+        net::transactions::prepare_transaction_state_topic(&catalog, 4).unwrap();
     let config = RuntimeConfig {
         shard_count: shards,
         cpus: None,
@@ -285,20 +272,11 @@ fn start_runtime(
         listen: address,
         connection: ConnectionConfig::default(),
         limits: Arc::new(ConnectionLimits::unlimited()),
+        transactions,
     };
     let runtime = Runtime::start(config, move |context| {
         let bound = bound.clone();
         let groups = ShardGroups::start(&context, groups.clone(), Rc::new(LocalOffsetsLog));
-        if let Some(hook) = &hook {
-            hook(Broker::new(
-                context.clone(),
-                setup.catalog.clone(),
-                setup.broker.clone(),
-                setup.metrics.shard(context.shard_id()),
-                None,
-                groups.clone(),
-            ));
-        }
         net::server::serve_shard(context, setup.clone(), None, groups, move |result| {
             result.unwrap();
             bound.send(()).unwrap();

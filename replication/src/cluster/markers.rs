@@ -24,6 +24,14 @@
 //! out its timeout). A leader waits for the commit for less than the sender waits for the
 //! answer, so that the answer says which partitions made it.
 //!
+//! A partition of `__consumer_offsets` is more than a log: its marker also ends the
+//! transaction's offset commits in the partition's groups, which the group coordinator above
+//! this crate does (Kafka's leader appends the marker, then has its group coordinator complete
+//! the transaction). So where `net` gave the shard an [`OffsetsMarkerWriter`], the leader of
+//! such a partition hands its marker to it instead of to the replica; a layer above supplying
+//! what this one cannot know, as `net` supplies the engine's record rewrite. Without one (a
+//! cluster without the Kafka layer, as in this crate's tests) it is appended like any other.
+//!
 //! Refusals are typed ([`MarkerRefusal`], the same on the wire); `net` turns them into Kafka
 //! error codes in its one table.
 
@@ -35,10 +43,11 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use engine::batch::{encode_transaction_marker, TransactionMarker};
+use engine::catalog::OFFSETS_TOPIC;
 use engine::shard::{AppendKind, Durability, PartitionId};
 use engine::LogError;
 use futures::channel::oneshot;
-use futures::future::join_all;
+use futures::future::{join_all, LocalBoxFuture};
 use glommio::sync::Semaphore;
 
 use super::{ClusterState, ShardCluster};
@@ -74,6 +83,11 @@ pub enum MarkerRefusal {
     /// Anything else, as the leader's log said it.
     #[error("{0}")]
     Failed(String),
+    /// Refused by the groups' coordinator of a `__consumer_offsets` partition (its
+    /// [`OffsetsMarkerWriter`]), with the Kafka error code it gave (NOT_COORDINATOR while its
+    /// groups load, say), passed on as is.
+    #[error("{message}")]
+    GroupCoordinator { code: i16, message: String },
 }
 
 impl MarkerRefusal {
@@ -101,6 +115,12 @@ impl MarkerRefusal {
 
 /// One partition's marker: written (committed by the partition's replicas), or why not.
 pub type MarkerOutcome = Result<(), MarkerRefusal>;
+
+/// Writes a marker to partition `.0` of `__consumer_offsets`, which this broker leads, and ends
+/// the transaction's offset commits in its groups (see the module documentation); called on
+/// the shard it was given to, resolves once the marker is durable.
+pub type OffsetsMarkerWriter =
+    Rc<dyn Fn(u32, TransactionMarker) -> LocalBoxFuture<'static, MarkerOutcome>>;
 
 /// A marker as it travels (engine's [`TransactionMarker`], field by field).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
@@ -209,7 +229,7 @@ impl Default for MarkerConfig {
 
 /// One shard's marker traffic: its pending requests and what it serves (see the module
 /// documentation). The shard's [`ShardReplication`] hands it what peers send.
-pub struct MarkerChannel {
+pub(crate) struct MarkerChannel {
     config: MarkerConfig,
     state: Arc<ClusterState>,
     replication: Weak<ShardReplication>,
@@ -221,6 +241,8 @@ pub struct MarkerChannel {
     /// Places for requests in flight, per peer.
     places: RefCell<BTreeMap<NodeId, Rc<Semaphore>>>,
     served_in_flight: Cell<usize>,
+    /// Where markers for `__consumer_offsets` partitions go, once `net` said.
+    offsets_writer: RefCell<Option<OffsetsMarkerWriter>>,
 }
 
 impl MarkerChannel {
@@ -249,12 +271,13 @@ impl MarkerChannel {
             pending: RefCell::new(HashMap::new()),
             places: RefCell::new(BTreeMap::new()),
             served_in_flight: Cell::new(0),
+            offsets_writer: RefCell::new(None),
         })
     }
 
     /// A peer's marker message, on the shard whose connection carried it: a request is served
     /// here, an answer completes its request on the shard that sent it.
-    pub fn receive(self: &Rc<Self>, from: NodeId, wire: MarkerWire) {
+    pub(crate) fn receive(self: &Rc<Self>, from: NodeId, wire: MarkerWire) {
         match wire {
             MarkerWire::Request {
                 request_id,
@@ -332,14 +355,7 @@ impl MarkerChannel {
         self.served_in_flight.set(self.served_in_flight.get() + 1);
         let channel = self.clone();
         glommio::spawn_local(async move {
-            let outcomes = write_led_here(
-                &channel.state,
-                &replication,
-                &channel.config,
-                marker.into(),
-                partitions,
-            )
-            .await;
+            let outcomes = write_led_here(&channel, &replication, marker.into(), partitions).await;
             channel
                 .served_in_flight
                 .set(channel.served_in_flight.get() - 1);
@@ -431,16 +447,18 @@ impl Drop for PendingRequest<'_> {
 }
 
 /// Writes `marker` to `partitions` through their replicas on this broker: unknown partitions
-/// refused at once, the others appended as broker-written batches by their leaders' writers
-/// and answered once committed (within the commit timeout), or refused as the replica refuses
-/// them (NotLeader, naming the leader this broker knows, where it does not lead).
+/// refused at once, those of `__consumer_offsets` handed to the channel's
+/// [`OffsetsMarkerWriter`] if it has one, the others appended as broker-written batches by
+/// their leaders' writers and answered once committed (within the commit timeout), or refused
+/// as the replica refuses them (NotLeader, naming the leader this broker knows, where it does
+/// not lead).
 async fn write_led_here(
-    state: &ClusterState,
+    channel: &MarkerChannel,
     replication: &ShardReplication,
-    config: &MarkerConfig,
     marker: TransactionMarker,
     partitions: Vec<PartitionId>,
 ) -> Vec<MarkerOutcome> {
+    let (state, config) = (&channel.state, &channel.config);
     let image = state.image();
     let mut outcomes: Vec<Option<MarkerOutcome>> = partitions
         .iter()
@@ -452,6 +470,23 @@ async fn write_led_here(
             (!known).then_some(Err(MarkerRefusal::UnknownPartition))
         })
         .collect();
+    let offsets_writer = channel.offsets_writer.borrow().clone();
+    let mut offsets_positions = Vec::new();
+    let mut offsets_writes = Vec::new();
+    if let Some(writer) = offsets_writer {
+        for (position, partition) in partitions.iter().enumerate() {
+            if outcomes[position].is_none() && partition.topic == OFFSETS_TOPIC {
+                offsets_positions.push(position);
+                offsets_writes.push(within(
+                    config.commit_timeout,
+                    writer(partition.partition, marker),
+                ));
+                // Its outcome comes from the writer: not appended below.
+                outcomes[position] = Some(Err(MarkerRefusal::TimedOut));
+            }
+        }
+    }
+    let offsets_written = join_all(offsets_writes);
     let now_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |since| since.as_millis() as i64);
@@ -469,8 +504,11 @@ async fn write_led_here(
         pending
             .into_iter()
             .map(|append| within(config.commit_timeout, append)),
-    )
-    .await;
+    );
+    let (offsets_written, committed) = futures::future::join(offsets_written, committed).await;
+    for (position, written) in offsets_positions.into_iter().zip(offsets_written) {
+        outcomes[position] = Some(written.unwrap_or(Err(MarkerRefusal::TimedOut)));
+    }
     for (position, result) in positions.into_iter().zip(committed) {
         let partition = &partitions[position];
         outcomes[position] = Some(match result {
@@ -549,14 +587,13 @@ impl ShardCluster {
         marker: TransactionMarker,
         partitions: Vec<PartitionId>,
     ) -> Vec<MarkerOutcome> {
-        write_led_here(
-            &self.state,
-            &self.replication,
-            &self.markers.config,
-            marker,
-            partitions,
-        )
-        .await
+        write_led_here(&self.markers, &self.replication, marker, partitions).await
+    }
+
+    /// From now on, markers for the `__consumer_offsets` partitions this broker leads, asked
+    /// of this shard (by a peer or by [`ShardCluster::write_markers`] here), go to `writer`.
+    pub fn set_offsets_marker_writer(&self, writer: OffsetsMarkerWriter) {
+        *self.markers.offsets_writer.borrow_mut() = Some(writer);
     }
 
     /// Asks broker `leader` to write `marker` to `partitions` (split into requests of at most

@@ -8,7 +8,6 @@
 //! address, heartbeats, and keeps the shared `ProducerIdPool` supplied, which every shard's
 //! [`ShardCluster::producer_id`] takes from.
 
-use std::cell::Cell;
 use std::path::PathBuf;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -49,6 +48,11 @@ pub struct ClusterStart {
     pub controller_leader_observed: ControllerLeaderObserver,
     /// The partitions `__consumer_offsets` is made with, and that the groups are spread over.
     pub offsets_partitions: u32,
+    /// The partitions `__transaction_state` is made with, and that transactional ids are
+    /// spread over.
+    pub transaction_state_partitions: u32,
+    /// The bounds and waits of transaction markers sent to and served for other brokers.
+    pub markers: MarkerConfig,
 }
 
 /// A number different at every start of the process, for [`ClusterStart::incarnation`]: the
@@ -119,7 +123,7 @@ pub async fn start_shard(
         .detach();
     }
     let markers = MarkerChannel::new(
-        MarkerConfig::default(),
+        start.markers.clone(),
         start.state.clone(),
         &replication,
         context.shard_id() as u32,
@@ -129,8 +133,8 @@ pub async fn start_shard(
         state: start.state.clone(),
         replication,
         catalog: start.catalog.clone(),
-        offsets_partitions: start.offsets_partitions,
-        offsets_partitions_mismatch_reported: Cell::new(false),
+        internal_partitions: [start.offsets_partitions, start.transaction_state_partitions],
+        internal_partitions_mismatch_reported: Default::default(),
         markers,
         own: ClusterBroker {
             node_id: kafka_node_id(settings.node_id),

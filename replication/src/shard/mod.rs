@@ -386,12 +386,12 @@ impl ShardReplication {
 
     /// Makes `channel` the shard's marker traffic, which from now on gets the marker
     /// messages peers send here.
-    pub fn attach_marker_channel(&self, channel: Rc<MarkerChannel>) {
+    pub(crate) fn attach_marker_channel(&self, channel: Rc<MarkerChannel>) {
         *self.markers.borrow_mut() = Some(channel);
     }
 
     /// The shard's marker traffic, once attached.
-    pub fn marker_channel(&self) -> Option<Rc<MarkerChannel>> {
+    pub(crate) fn marker_channel(&self) -> Option<Rc<MarkerChannel>> {
         self.markers.borrow().clone()
     }
 
@@ -404,12 +404,12 @@ impl ShardReplication {
     }
 
     /// The shard this replication runs on.
-    pub fn context(&self) -> &ShardContext {
+    pub(crate) fn context(&self) -> &ShardContext {
         &self.context
     }
 
     /// This broker.
-    pub fn node_id(&self) -> NodeId {
+    pub(crate) fn node_id(&self) -> NodeId {
         self.config.node_id
     }
 

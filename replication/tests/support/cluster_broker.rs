@@ -2,7 +2,8 @@
 //! engine runtime of [`SHARDS`] shards over its own data directory and catalog, every shard
 //! joined to the cluster with [`cluster::start_shard`] (so the metadata partition's shard runs
 //! the controller and the metadata follower). Shard 0 runs the test's questions against its
-//! [`ShardCluster`], as a Kafka handler on that shard would ask it.
+//! [`ShardCluster`] (and its `ShardContext`, for reading the broker's logs), as a Kafka handler
+//! on that shard would ask them.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -12,10 +13,10 @@ use std::sync::{mpsc, Arc, Mutex};
 use std::time::Duration;
 
 use engine::catalog::Catalog;
-use engine::shard::{Runtime, RuntimeConfig, TopicLogConfig};
+use engine::shard::{Runtime, RuntimeConfig, ShardContext, TopicLogConfig};
 use engine::LogConfig;
 use ferrite_replication::cluster::{
-    self, ClusterSettings, ClusterStart, ClusterState, ShardCluster,
+    self, ClusterSettings, ClusterStart, ClusterState, MarkerConfig, ShardCluster,
 };
 use ferrite_replication::votes::RecoveredVotes;
 use ferrite_replication::NodeId;
@@ -23,8 +24,9 @@ use futures::future::LocalBoxFuture;
 
 pub const SHARDS: usize = 2;
 
-/// A question for shard 0's cluster view; it answers through whatever it holds.
-pub type Question = Box<dyn FnOnce(Rc<ShardCluster>) -> LocalBoxFuture<'static, ()> + Send>;
+/// A question for shard 0's cluster view and context; it answers through whatever it holds.
+pub type Question =
+    Box<dyn FnOnce(Rc<ShardCluster>, ShardContext) -> LocalBoxFuture<'static, ()> + Send>;
 
 pub struct ClusterBroker {
     runtime: Option<Runtime>,
@@ -63,6 +65,13 @@ impl ClusterBroker {
             broker_log_config: LogConfig::default(),
             controller_leader_observed: Arc::new(|_| {}),
             offsets_partitions,
+            transaction_state_partitions: 1,
+            // Short, so that a test sees a request to a stopped broker time out.
+            markers: MarkerConfig {
+                request_timeout: Duration::from_secs(5),
+                commit_timeout: Duration::from_secs(4),
+                ..MarkerConfig::default()
+            },
         };
         let config = RuntimeConfig {
             shard_count: SHARDS,
@@ -96,7 +105,7 @@ impl ClusterBroker {
                     glommio::timer::sleep(Duration::from_millis(5)).await;
                     let next = received.lock().unwrap().try_recv();
                     let Ok(question) = next else { continue };
-                    glommio::spawn_local(question(view.clone())).detach();
+                    glommio::spawn_local(question(view.clone(), context.clone())).detach();
                 }
             }
         })
@@ -113,11 +122,21 @@ impl ClusterBroker {
         &self,
         question: impl FnOnce(Rc<ShardCluster>) -> LocalBoxFuture<'static, T> + Send + 'static,
     ) -> T {
+        self.ask_shard(move |view, _| question(view))
+    }
+
+    /// [`ClusterBroker::ask`], with shard 0's context beside its cluster view.
+    pub fn ask_shard<T: Send + 'static>(
+        &self,
+        question: impl FnOnce(Rc<ShardCluster>, ShardContext) -> LocalBoxFuture<'static, T>
+            + Send
+            + 'static,
+    ) -> T {
         let (reply, answer) = mpsc::channel();
         self.questions
-            .send(Box::new(move |view| {
+            .send(Box::new(move |view, context| {
                 Box::pin(async move {
-                    let _ = reply.send(question(view).await);
+                    let _ = reply.send(question(view, context).await);
                 })
             }))
             .unwrap();

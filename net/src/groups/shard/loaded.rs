@@ -2,29 +2,27 @@
 //! the requests waiting on it, and how it is rebuilt from the partition's log and written back
 //! to it.
 //!
-//! A load reads the compacted log as any other, skips control batches (Raft's own entries in a
-//! cluster) other than transaction markers, and feeds the records and markers to a
-//! [`LogReplay`] (which says what a transaction's records become). A call's records are appended as one uncompressed batch (transactional, with
-//! the producer's id and epoch, for a transaction's), a transaction's marker as its control
-//! batch.
+//! A load feeds the partition's records and transaction markers ([`read_entries`]) to a
+//! [`LogReplay`] (the latest record of every key, and what a transaction's records become); a
+//! call's records are appended as one uncompressed batch (transactional, with the producer's
+//! id and epoch, for a transaction's), a transaction's marker as its control batch.
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 
-use bytes::{Bytes, BytesMut};
-use engine::batch::{self, BatchHeader, PlainRecord, ProducerFields};
+use bytes::BytesMut;
 use engine::shard::{PartitionId, ShardContext};
 use engine::waiters::Waiters;
-use engine::LogError;
 use futures::channel::oneshot;
 
+use engine::batch::{self, ProducerFields};
+
+pub(super) use crate::coordinator_log::LoadError;
+use crate::coordinator_log::{read_entries, LogEntry};
 use crate::groups::{
     Completion, Effects, GroupConfig, GroupCoordinator, GroupError, GroupRecord, JoinResponse,
     LogReplay, SyncResponse, Ticket, TransactionProducer,
 };
-
-/// Longest a batch of group records read at load may be.
-const LOAD_READ_BYTES: usize = 1 << 20;
 
 /// One partition's coordinator and the requests waiting on it.
 pub struct LoadedCoordinator {
@@ -44,17 +42,6 @@ pub struct LoadedCoordinator {
     pub(super) unloaded: Cell<Option<GroupError>>,
 }
 
-/// Why a coordinator could not be loaded.
-#[derive(Debug, thiserror::Error)]
-pub(super) enum LoadError {
-    #[error(transparent)]
-    Log(#[from] LogError),
-    #[error("its log holds {0}")]
-    Malformed(&'static str),
-    #[error("its records do not replay: {0}")]
-    Replay(String),
-}
-
 impl LoadedCoordinator {
     /// Rebuilds the coordinator of `partition` (owned by `context`'s shard) from its log: the
     /// latest record of each key, in the order they were written.
@@ -64,56 +51,30 @@ impl LoadedCoordinator {
         term: Option<u64>,
         config: &GroupConfig,
     ) -> Result<LoadedCoordinator, LoadError> {
-        let log = context.partition_log(partition).await?;
-        let end = log.high_watermark();
-        let mut offset = log.log_start_offset();
         let mut replay = LogReplay::default();
-        while offset < end {
-            let slice = log.read(offset, LOAD_READ_BYTES, end).await?;
-            let bytes = slice.data.to_vec()?;
-            let mut rest = &bytes[..];
-            while let Some(header) = BatchHeader::parse(rest) {
-                let size = header.size_bytes as usize;
-                let Some(batch_bytes) = rest.get(..size) else {
-                    return Err(LoadError::Malformed("a truncated batch"));
+        read_entries(context, partition, |entry| match entry {
+            LogEntry::Marker(marker) => replay.marker(&marker),
+            LogEntry::Record {
+                record,
+                transaction,
+            } => {
+                let record = GroupRecord {
+                    key: record.key,
+                    value: record.value,
                 };
-                rest = &rest[size..];
-                if header.is_control() {
-                    let marker = batch::read_transaction_marker(batch_bytes)
-                        .map_err(|_| LoadError::Malformed("a malformed transaction marker"))?;
-                    // Otherwise Raft's own entries (leader changes, voter sets) in a cluster.
-                    if let Some(marker) = marker {
-                        replay.marker(&marker);
-                    }
-                    continue;
-                }
-                for record in batch::plain_records(batch_bytes)
-                    .map_err(|_| LoadError::Malformed("a batch it did not write"))?
-                {
-                    let record = record.map_err(|_| LoadError::Malformed("a malformed record"))?;
-                    let Some(key) = record.key else {
-                        return Err(LoadError::Malformed("a record without a key"));
-                    };
-                    let record = GroupRecord {
-                        key: Bytes::copy_from_slice(key),
-                        value: record.value.map(Bytes::copy_from_slice),
-                    };
-                    if header.is_transactional() {
+                match transaction {
+                    Some((producer_id, producer_epoch)) => {
                         let producer = TransactionProducer {
-                            producer_id: header.producer_id,
-                            producer_epoch: header.producer_epoch,
+                            producer_id,
+                            producer_epoch,
                         };
                         replay.transactional(producer, record);
-                    } else {
-                        replay.plain(record);
                     }
+                    None => replay.plain(record),
                 }
             }
-            if slice.offset_next <= offset {
-                return Err(LoadError::Malformed("a read that did not advance"));
-            }
-            offset = slice.offset_next;
-        }
+        })
+        .await?;
         let now_ms = context.now_ms();
         let seed = member_id_seed(partition.partition, now_ms);
         let state = replay
@@ -190,9 +151,9 @@ fn wait_for<Answer>(
     receiver
 }
 
-/// The batch that makes `effects` durable, stamped `now_ms`: its transaction's marker, or
-/// its records as one uncompressed batch (a transactional one for a transaction's offsets,
-/// with the producer's id and epoch); `None` if there is nothing to write.
+/// The batch that makes `effects` durable, stamped `now_ms`: its transaction's marker, or its
+/// records as one uncompressed batch (a transactional one for a transaction's offsets, with the
+/// producer's id and epoch); `None` if there is nothing to write.
 pub(super) fn encode_effects(effects: &Effects, now_ms: i64) -> Option<BytesMut> {
     if let Some(marker) = &effects.marker {
         assert!(effects.records.is_empty(), "a marker is appended alone");
@@ -203,16 +164,6 @@ pub(super) fn encode_effects(effects: &Effects, now_ms: i64) -> Option<BytesMut>
     if effects.records.is_empty() {
         return None;
     }
-    let plain: Vec<PlainRecord<'_>> = effects
-        .records
-        .iter()
-        .map(|record| PlainRecord {
-            offset: 0,
-            timestamp_ms: now_ms,
-            key: Some(&record.key),
-            value: record.value.as_deref(),
-        })
-        .collect();
     let producer = match effects.transaction {
         // No sequence (Kafka writes 0 and its log skips the check for a coordinator's
         // append): the coordinator's batches are not a producer's to deduplicate.
@@ -225,7 +176,13 @@ pub(super) fn encode_effects(effects: &Effects, now_ms: i64) -> Option<BytesMut>
         .with_transaction_bits(false),
         None => ProducerFields::NONE,
     };
-    Some(BytesMut::from(&batch::encode_plain(&plain, producer)[..]))
+    let records = effects
+        .records
+        .iter()
+        .map(|record| (&record.key[..], record.value.as_deref()));
+    Some(crate::coordinator_log::encode_records(
+        records, producer, now_ms,
+    ))
 }
 
 /// Member ids must not repeat across restarts: seed their generator from the clock and the
