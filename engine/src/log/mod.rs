@@ -89,6 +89,7 @@ mod recovery;
 mod replay;
 mod retention;
 mod state_files;
+pub(crate) mod transactions;
 mod truncate;
 
 use std::cell::{Cell, RefCell};
@@ -114,6 +115,7 @@ pub use epochs::{EpochRun, EpochRuns, SINGLE_BROKER_EPOCH};
 pub use read::{FileRange, OffsetAtTime, ReadData, ReadSlice};
 use replay::ReplayedLog;
 pub use replay::{replay_journals, ReplayPhases, ReplayReport, Replayed, ReplayedLogs};
+pub use transactions::AbortedTransaction;
 
 /// Present in a partition directory only after a clean close (holding the log end offset as
 /// decimal text), until the files next change; its absence on open means the last segment
@@ -539,6 +541,15 @@ impl LogState {
             })
     }
 
+    /// What `read_committed` readers may see (Kafka's last stable offset): the high-water mark,
+    /// or below it the first offset of the oldest open transaction.
+    fn last_stable_offset(&self) -> u64 {
+        let high_watermark = self.high_watermark();
+        self.producers
+            .first_open_transaction_offset()
+            .map_or(high_watermark, |first| first.min(high_watermark))
+    }
+
     fn check_in_range(&self, offset: u64) -> Result<(), LogError> {
         if offset < self.log_start_offset || offset > self.log_end_offset {
             return Err(LogError::OffsetOutOfRange {
@@ -684,6 +695,43 @@ impl PartitionLog {
     /// replicated one, the commit point replication last set (never above the written end).
     pub fn high_watermark(&self) -> u64 {
         self.shared.state.borrow().high_watermark()
+    }
+
+    /// What `read_committed` readers may see: the high-water mark, or below it the first offset
+    /// of the oldest open transaction (`transactions.rs`).
+    pub fn last_stable_offset(&self) -> u64 {
+        self.shared.state.borrow().last_stable_offset()
+    }
+
+    /// The aborted transactions a `read_committed` read of `[offset, offset_end)` reports
+    /// (Kafka's `collectAbortedTxns`): every transaction aborted by a marker at or after
+    /// `offset` that started before `offset_end`, in marker order. An entry is kept by the
+    /// segment holding its marker, so the search starts at the segment holding `offset`.
+    pub fn aborted_transactions(&self, offset: u64, offset_end: u64) -> Vec<AbortedTransaction> {
+        let state = self.shared.state.borrow();
+        let from = state
+            .segments
+            .range(..=offset)
+            .next_back()
+            .map_or(0, |(&base, _)| base);
+        state
+            .segments
+            .range(from..)
+            .flat_map(|(_, segment)| {
+                transactions::overlapping(&segment.aborted_transactions, offset, offset_end)
+            })
+            .copied()
+            .collect()
+    }
+
+    /// The open transactions, oldest first: `(producer id, first offset)`.
+    pub fn open_transactions(&self) -> Vec<(i64, u64)> {
+        self.shared
+            .state
+            .borrow()
+            .producers
+            .open_transactions()
+            .collect()
     }
 
     /// Makes this a replicated log whose high-water mark is `high_watermark` (the Raft commit
