@@ -26,16 +26,18 @@ fn batch(producer: ProducerFields, value: &str) -> Vec<u8> {
     build::batch_from(&[record], producer)
 }
 
-/// (high-water mark, last stable offset, aborted transactions as (producer, first offset),
-/// records' bytes) of partition 0's fetch from `offset`.
-#[allow(clippy::type_complexity)]
+/// What a fetch of one partition answered: high-water mark, last stable offset, aborted
+/// transactions as (producer, first offset), and the records' length in bytes.
+type Fetched = (i64, i64, Option<Vec<(i64, i64)>>, usize);
+
+/// Partition 0's fetch from `offset`.
 fn fetch(
     client: &mut Client,
     topic: &str,
     offset: i64,
     isolation_level: i8,
     max_wait_ms: i32,
-) -> (i64, i64, Option<Vec<(i64, i64)>>, usize) {
+) -> Fetched {
     let request =
         fetch_request(topic, 0, offset, max_wait_ms).with_isolation_level(isolation_level);
     let response: FetchResponse = client.call(ApiKey::Fetch, 12, &request);

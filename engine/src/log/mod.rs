@@ -542,12 +542,16 @@ impl LogState {
     }
 
     /// What `read_committed` readers may see (Kafka's last stable offset): the high-water mark,
-    /// or below it the first offset of the oldest open transaction.
+    /// or below it the first offset of the oldest open transaction, never below the log start
+    /// (as Kafka's `maybeIncrementFirstUnstableOffset`: a transaction whose start retention
+    /// deleted holds back nothing that is still there).
     fn last_stable_offset(&self) -> u64 {
         let high_watermark = self.high_watermark();
         self.producers
             .first_open_transaction_offset()
-            .map_or(high_watermark, |first| first.min(high_watermark))
+            .map_or(high_watermark, |first| {
+                first.max(self.log_start_offset).min(high_watermark)
+            })
     }
 
     fn check_in_range(&self, offset: u64) -> Result<(), LogError> {

@@ -81,7 +81,7 @@ pub(crate) fn decode_index(
     base_offset: u64,
     end_offset: u64,
 ) -> Result<Vec<AbortedTransaction>, String> {
-    if bytes.len() % INDEX_ENTRY_BYTES != 0 {
+    if !bytes.len().is_multiple_of(INDEX_ENTRY_BYTES) {
         return Err(format!(
             "{} bytes is not a whole number of entries",
             bytes.len()
