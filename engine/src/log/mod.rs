@@ -24,6 +24,14 @@
 //! A duplicate's receipt is the original's: its waits complete when the original batch is written
 //! (acks=1) or durable (acks=all), so a retry is never acknowledged before the batch it repeats.
 //!
+//! # Transactions
+//! The producer table also follows each producer's transaction from the batches placed (a
+//! transactional data batch opens it, a marker closes it); the log's last stable offset is the
+//! first offset of the oldest open transaction, capped by the high-water mark, and each ABORT
+//! marker leaves an aborted-transaction entry in its segment (Kafka's `.txnindex`). A
+//! `read_committed` read stops at the last stable offset and reports the aborted transactions
+//! of what it returns (`transactions.rs`).
+//!
 //! # Compaction
 //! [`PartitionLog::clean`] (`clean/`) rewrites sealed segments keeping each key's latest
 //! record; kept records keep their offsets, so the log may have gaps below the compacted end.
@@ -43,7 +51,7 @@
 //! `clean/` (compaction), `close.rs`, `maintenance.rs` (the exclusive hold the changes other
 //! than appends take), `state_files.rs` (the small files recovery trusts), `listing.rs`,
 //! `recovery.rs` and `replay.rs` (open after a crash), `damage.rs`, `epochs.rs`, `producers/`,
-//! `preallocate.rs`, `injected_faults.rs`.
+//! `transactions.rs`, `preallocate.rs`, `injected_faults.rs`.
 //!
 //! # Invariants
 //! - Appends are contiguous: every appended batch starts where the previous one ended. Above
