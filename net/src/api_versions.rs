@@ -63,6 +63,7 @@ const IMPLEMENTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::ListPartitionReassignments, 0, 0),
     (ApiKey::ConsumerGroupHeartbeat, 0, 1),
     (ApiKey::ConsumerGroupDescribe, 0, 1),
+    (ApiKey::DescribeProducers, 0, 0),
 ];
 
 /// Versions of message formats v0 and v1 (magic 0 and 1): answered UNSUPPORTED_VERSION on every

@@ -3,6 +3,7 @@
 //! the open transaction) while `read_uncommitted` ones see up to the high-water mark; Fetch says
 //! both offsets and lists aborted transactions only for `read_committed` (null otherwise, as
 //! Kafka answers). The markers that end transactions are the coordinator's (tested with it).
+//! DescribeProducers shows the producers and the open transaction's start.
 
 mod common;
 
@@ -125,5 +126,30 @@ fn read_committed_stops_at_the_open_transaction_and_read_uncommitted_does_not() 
     assert_eq!(
         produce(&mut client, "payments", 0, batch(during, "plain")).0,
         ResponseError::InvalidTxnState.code()
+    );
+
+    let request = DescribeProducersRequest::default().with_topics(vec![
+        describe_producers_request::TopicRequest::default()
+            .with_name(name("payments"))
+            .with_partition_indexes(vec![0, 5]),
+    ]);
+    let response: DescribeProducersResponse = client.call(ApiKey::DescribeProducers, 0, &request);
+    let partitions = &response.topics[0].partitions;
+    assert_eq!(partitions[0].error_code, 0);
+    let producers: Vec<(i64, i32, i64)> = partitions[0]
+        .active_producers
+        .iter()
+        .map(|producer| {
+            (
+                producer.producer_id.0,
+                producer.last_sequence,
+                producer.current_txn_start_offset,
+            )
+        })
+        .collect();
+    assert_eq!(producers, vec![(3, 1, -1), (7, 0, 1)]);
+    assert_eq!(
+        partitions[1].error_code,
+        ResponseError::UnknownTopicOrPartition.code()
     );
 }

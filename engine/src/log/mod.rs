@@ -120,6 +120,7 @@ pub use clean::{CleanStats, CleanStep, PartitionRecordRewrite, RecordRewrite, Re
 pub use commit::{CommitStats, Committer};
 pub use damage::{repair, DamagedRange};
 pub use epochs::{EpochRun, EpochRuns, SINGLE_BROKER_EPOCH};
+pub use producers::ActiveProducer;
 pub use read::{FileRange, OffsetAtTime, ReadData, ReadSlice};
 use replay::ReplayedLog;
 pub use replay::{replay_journals, ReplayPhases, ReplayReport, Replayed, ReplayedLogs};
@@ -734,6 +735,11 @@ impl PartitionLog {
             })
             .copied()
             .collect()
+    }
+
+    /// Every producer whose state the log remembers, by producer id (DescribeProducers).
+    pub fn active_producers(&self) -> Vec<ActiveProducer> {
+        self.shared.state.borrow().producers.active_producers()
     }
 
     /// The open transactions, oldest first: `(producer id, first offset)`.

@@ -1,6 +1,7 @@
 //! Offsets: a ListOffsets query ([`ShardContext::list_offset`]), its version-0 form
-//! ([`ShardContext::offsets_before`]), and the deletion of records below an offset
-//! ([`ShardContext::delete_records`]), with their request types.
+//! ([`ShardContext::offsets_before`]), the deletion of records below an offset
+//! ([`ShardContext::delete_records`]), and the producers a partition's log remembers
+//! ([`ShardContext::active_producers`], DescribeProducers), with their request types.
 
 use futures::future::LocalBoxFuture;
 
@@ -8,6 +9,7 @@ use super::calls::ShardCall;
 use super::context::ShardContext;
 use super::{IsolationLevel, ListedOffset, OffsetQuery, PartitionId};
 use crate::error::LogError;
+use crate::log::ActiveProducer;
 
 impl ShardContext {
     /// Answers a ListOffsets query for `partition`, as `isolation` lets the reader see it
@@ -58,6 +60,24 @@ impl ShardContext {
             DeleteRecordsRequest { partition, offset },
         )
         .await
+    }
+
+    /// The producers `partition`'s log remembers, with their open transactions' first offsets
+    /// (see [`crate::log::PartitionLog::active_producers`]); its leader answers.
+    pub async fn active_producers(
+        &self,
+        partition: PartitionId,
+    ) -> Result<Vec<ActiveProducer>, LogError> {
+        self.dispatch(&partition.clone(), ActiveProducersRequest { partition })
+            .await
+    }
+
+    async fn active_producers_local(
+        &self,
+        partition: &PartitionId,
+    ) -> Result<Vec<ActiveProducer>, LogError> {
+        self.check_leading(partition)?;
+        Ok(self.partition_log(partition).await?.active_producers())
     }
 
     async fn list_offset_local(
@@ -150,6 +170,24 @@ impl ShardCall for ListOffsetRequest {
                 .list_offset_local(&self.partition, self.query, self.isolation)
                 .await
         })
+    }
+}
+
+/// The producers a partition's log remembers.
+pub(super) struct ActiveProducersRequest {
+    partition: PartitionId,
+}
+
+impl ShardCall for ActiveProducersRequest {
+    type Answer = Result<Vec<ActiveProducer>, LogError>;
+
+    fn closed(&self) -> Self::Answer {
+        Err(LogError::Closed)
+    }
+
+    async fn accept(self, context: &ShardContext) -> LocalBoxFuture<'static, Self::Answer> {
+        let context = context.clone();
+        Box::pin(async move { context.active_producers_local(&self.partition).await })
     }
 }
 

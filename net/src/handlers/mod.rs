@@ -16,6 +16,7 @@ pub mod create_topics;
 pub mod delete_records;
 pub mod delete_topics;
 pub mod describe_configs;
+pub mod describe_producers;
 pub mod fetch;
 pub(crate) mod fields;
 pub mod find_coordinator;

@@ -147,6 +147,23 @@ impl ProducerEntry {
     }
 }
 
+/// What the table knows of one producer (Kafka's DescribeProducers answer).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ActiveProducer {
+    pub producer_id: i64,
+    pub producer_epoch: i16,
+    /// The last sequence of its last batch; -1 when it has none (only markers).
+    pub last_sequence: i32,
+    /// When it last appended, by the broker's clock (Kafka reports its last batch's
+    /// timestamp; the table keeps the append time, which is that for a producer's records
+    /// stamped on arrival).
+    pub last_append_ms: i64,
+    /// The coordinator epoch of its last marker; -1 when none.
+    pub coordinator_epoch: i32,
+    /// The first offset of its open transaction.
+    pub transaction_first_offset: Option<u64>,
+}
+
 /// What the log should do with a batch that passed the sequence checks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Verdict {
@@ -209,6 +226,24 @@ impl ProducerTable {
         self.open_transactions
             .first()
             .map(|&(first_offset, _)| first_offset)
+    }
+
+    /// Every producer the table remembers, by producer id.
+    pub fn active_producers(&self) -> Vec<ActiveProducer> {
+        let mut producers: Vec<ActiveProducer> = self
+            .producers
+            .iter()
+            .map(|(&producer_id, entry)| ActiveProducer {
+                producer_id,
+                producer_epoch: entry.epoch,
+                last_sequence: entry.batches.back().map_or(-1, |batch| batch.last_sequence),
+                last_append_ms: entry.last_append_ms,
+                coordinator_epoch: entry.coordinator_epoch,
+                transaction_first_offset: entry.transaction_first_offset,
+            })
+            .collect();
+        producers.sort_unstable_by_key(|producer| producer.producer_id);
+        producers
     }
 
     /// The open transactions, oldest first: `(producer id, first offset)`.
