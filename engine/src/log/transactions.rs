@@ -96,21 +96,31 @@ pub(crate) fn decode_index(
             return Err(format!("unknown entry version {version}"));
         }
         let (producer_id, first, last, stable) = (field(2), field(10), field(18), field(26));
-        let in_order = entries
-            .last()
-            .is_none_or(|previous| (previous.last_offset as i64) < last);
-        let inside = (base_offset as i64..end_offset as i64).contains(&last);
-        if producer_id < 0 || first < 0 || first >= last || stable < 0 || !inside || !in_order {
-            return Err(format!(
+        let impossible = || {
+            format!(
                 "impossible entry: producer {producer_id}, offsets {first}..={last}, \
                  stable {stable}"
-            ));
+            )
+        };
+        let (Ok(first_offset), Ok(last_offset), Ok(last_stable_offset)) = (
+            u64::try_from(first),
+            u64::try_from(last),
+            u64::try_from(stable),
+        ) else {
+            return Err(impossible());
+        };
+        let in_order = entries
+            .last()
+            .is_none_or(|previous| previous.last_offset < last_offset);
+        let inside = (base_offset..end_offset).contains(&last_offset);
+        if producer_id < 0 || first_offset >= last_offset || !inside || !in_order {
+            return Err(impossible());
         }
         entries.push(AbortedTransaction {
             producer_id,
-            first_offset: first as u64,
-            last_offset: last as u64,
-            last_stable_offset: stable as u64,
+            first_offset,
+            last_offset,
+            last_stable_offset,
         });
     }
     Ok(entries)
@@ -224,6 +234,7 @@ mod tests {
             let end_offset = next + 10;
             let bytes = encode_index(&entries);
             prop_assert_eq!(decode_index(&bytes, base_offset, end_offset), Ok(entries.clone()));
+            prop_assert_eq!(decode_index(&bytes, base_offset, u64::MAX), Ok(entries.clone()), "the last segment's");
             prop_assert!(decode_index(&bytes, base_offset, base_offset).is_err() || entries.is_empty());
             if !bytes.is_empty() {
                 prop_assert!(decode_index(&bytes[..bytes.len() - 1], base_offset, end_offset).is_err());
