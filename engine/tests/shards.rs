@@ -276,6 +276,8 @@ fn each_shard_opens_its_partitions_at_start_and_reports_their_offsets_and_sizes(
             healthy: true,
             damaged_offsets: 0,
             damage_found: 0,
+            last_stable_offset: 4 * batches,
+            open_transactions: 0,
         })
         .collect();
     assert_eq!(listed, wanted);

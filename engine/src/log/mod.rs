@@ -742,6 +742,15 @@ impl PartitionLog {
         self.shared.state.borrow().producers.active_producers()
     }
 
+    /// How many transactions are open (for metrics).
+    pub fn open_transaction_count(&self) -> usize {
+        self.shared
+            .state
+            .borrow()
+            .producers
+            .open_transaction_count()
+    }
+
     /// The open transactions, oldest first: `(producer id, first offset)`.
     pub fn open_transactions(&self) -> Vec<(i64, u64)> {
         self.shared

@@ -170,6 +170,10 @@ pub struct PartitionStats {
     /// Damaged ranges found since the log was opened (some may be gone since: fetched again
     /// from a leader, or truncated).
     pub damage_found: u64,
+    /// What `read_committed` consumers read up to (at most the high-water mark).
+    pub last_stable_offset: u64,
+    /// Transactions open in the partition.
+    pub open_transactions: usize,
 }
 
 /// The answer to a [`OffsetQuery`], with the partition's bounds.

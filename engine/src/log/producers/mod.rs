@@ -246,6 +246,10 @@ impl ProducerTable {
         producers
     }
 
+    pub fn open_transaction_count(&self) -> usize {
+        self.open_transactions.len()
+    }
+
     /// The open transactions, oldest first: `(producer id, first offset)`.
     pub fn open_transactions(&self) -> impl Iterator<Item = (i64, u64)> + '_ {
         self.open_transactions
