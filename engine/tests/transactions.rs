@@ -316,3 +316,37 @@ fn compaction_removes_aborted_records_and_keeps_open_transactions_whole() {
         log.close().await.unwrap();
     });
 }
+
+#[test]
+fn retention_drops_the_entries_of_deleted_segments_and_the_stable_offset_follows_the_start() {
+    run(async {
+        let dir = tempfile::tempdir().unwrap();
+        let config = LogConfig {
+            segment_bytes_max: 160,
+            ..small_config()
+        };
+        let log = open(dir.path(), config).await;
+        let end = write_history(&log).await;
+        // 9's transaction opens at 9 and stays open.
+        log.append(transactional_batch(9, 0, 1, None, "d"), 0)
+            .await
+            .unwrap();
+        for tag in 0..4 {
+            log.append(tagged_batch(tag, 1, 40, 0), 0).await.unwrap();
+        }
+        log.sync().await.unwrap();
+        assert_eq!(log.last_stable_offset(), end);
+        log.delete_up_to(end + 2).await.unwrap();
+        assert!(log.log_start_offset() > end);
+        assert_eq!(
+            log.last_stable_offset(),
+            log.log_start_offset(),
+            "an open transaction whose start is gone holds back nothing before the start"
+        );
+        assert!(
+            log.aborted_transactions(0, log.log_end_offset()).is_empty(),
+            "the entries went with their segments"
+        );
+        log.close().await.unwrap();
+    });
+}

@@ -727,14 +727,19 @@ impl PartitionLog {
             .range(..=offset)
             .next_back()
             .map_or(0, |(&base, _)| base);
-        state
-            .segments
-            .range(from..)
-            .flat_map(|(_, segment)| {
-                transactions::overlapping(&segment.aborted_transactions, offset, offset_end)
-            })
-            .copied()
-            .collect()
+        let mut found = Vec::new();
+        for (_, segment) in state.segments.range(from..) {
+            let complete = transactions::collect_overlapping(
+                &segment.aborted_transactions,
+                offset,
+                offset_end,
+                &mut found,
+            );
+            if complete {
+                break;
+            }
+        }
+        found
     }
 
     /// Every producer whose state the log remembers, by producer id (DescribeProducers).

@@ -126,17 +126,27 @@ pub(crate) fn decode_index(
     Ok(entries)
 }
 
-/// The entries of `entries` (one segment's, in marker order) that a read of `[offset,
-/// offset_end)` must report: marker at or after `offset`, transaction starting before
-/// `offset_end`.
-pub(crate) fn overlapping(
+/// Adds to `found` the entries of `entries` (one segment's, in marker order) that a read of
+/// `[offset, offset_end)` must report: marker at or after `offset`, transaction starting before
+/// `offset_end`. Returns whether the search is complete: an entry whose last stable offset
+/// reaches `offset_end` shows every transaction starting before `offset_end` had ended by its
+/// marker, so no later marker can close one (Kafka's `TxnIndexSearchResult.isComplete`), and
+/// the search need not read later segments.
+pub(crate) fn collect_overlapping(
     entries: &[AbortedTransaction],
     offset: u64,
     offset_end: u64,
-) -> impl Iterator<Item = &AbortedTransaction> {
-    entries
-        .iter()
-        .filter(move |entry| entry.last_offset >= offset && entry.first_offset < offset_end)
+    found: &mut Vec<AbortedTransaction>,
+) -> bool {
+    for entry in entries {
+        if entry.last_offset >= offset && entry.first_offset < offset_end {
+            found.push(*entry);
+        }
+        if entry.last_stable_offset >= offset_end {
+            return true;
+        }
+    }
+    false
 }
 
 /// The data of aborted transactions, by producer: what compaction ignores when it maps keys
@@ -202,17 +212,31 @@ mod tests {
     }
 
     #[test]
-    fn a_read_reports_the_transactions_it_overlaps() {
-        let entries = [entry(1, 0, 4), entry(2, 3, 9), entry(3, 12, 15)];
+    fn a_read_reports_the_transactions_it_overlaps_and_stops_once_they_all_ended() {
+        // 2's transaction was open when 1's ended: 1's entry has a last stable offset of 3.
+        let entries = [
+            AbortedTransaction {
+                last_stable_offset: 3,
+                ..entry(1, 0, 4)
+            },
+            entry(2, 3, 9),
+            entry(3, 12, 15),
+        ];
         let found = |offset, end| {
-            overlapping(&entries, offset, end)
-                .map(|entry| entry.producer_id)
-                .collect::<Vec<_>>()
+            let mut found = Vec::new();
+            let complete = collect_overlapping(&entries, offset, end, &mut found);
+            let producers: Vec<i64> = found.iter().map(|entry| entry.producer_id).collect();
+            (producers, complete)
         };
-        assert_eq!(found(0, 3), vec![1]);
-        assert_eq!(found(5, 12), vec![2], "3 starts at the read's end");
-        assert_eq!(found(10, 20), vec![3]);
-        assert_eq!(found(16, 20), Vec::<i64>::new());
+        assert_eq!(found(0, 3), (vec![1], true), "stable at 3 once 1 aborted");
+        assert_eq!(found(0, 4), (vec![1, 2], true));
+        assert_eq!(found(5, 12), (vec![2], true), "3 starts at the read's end");
+        assert_eq!(
+            found(10, 20),
+            (vec![3], false),
+            "a later segment may hold more"
+        );
+        assert_eq!(found(16, 20), (vec![], false));
     }
 
     proptest! {
