@@ -17,7 +17,9 @@
 //!
 //! A producer the table does not know (new, expired, evicted, or forgotten by a restart, see
 //! below) is accepted with any sequence, as Kafka does. Batches without a producer id, and
-//! control batches (which carry no sequence), are not tracked.
+//! control batches (which carry no sequence), are not tracked. A batch the broker writes with a
+//! producer id and no sequence (a group coordinator's transactional offsets, as Kafka writes
+//! them) has only its epoch checked, and its transaction followed.
 //!
 //! Bounds: at most five batches per producer, at most `producers_max` producers (the one that
 //! appended least recently is forgotten first), and a producer idle for longer than
@@ -272,13 +274,15 @@ impl ProducerTable {
             return Ok(Verdict::Append);
         }
         let producer_id = header.producer_id;
-        // Not negative: `CheckedBatch::produced` refused such a batch.
+        // Negative only for a batch the broker writes (`CheckedBatch::produced` refuses one):
+        // a group coordinator's transactional offsets carry no sequence, and only their epoch
+        // and transaction are checked, as Kafka checks a coordinator's append.
         let received = header.base_sequence;
         let Some(entry) = self.producers.get(&producer_id) else {
             return Ok(Verdict::Append);
         };
         let epoch = header.producer_epoch;
-        if epoch == entry.epoch {
+        if epoch == entry.epoch && received >= 0 {
             let last_sequence = header.last_sequence();
             if let Some(original) = entry
                 .batches
@@ -299,7 +303,7 @@ impl ProducerTable {
             });
         }
         let expected = entry.expected_sequence(epoch);
-        if received != expected {
+        if received >= 0 && received != expected {
             return Err(LogError::OutOfOrderSequence {
                 producer_id,
                 expected,
@@ -355,30 +359,34 @@ impl ProducerTable {
         if let Some(marker) = marker {
             return self.record_marker(header, marker, now_ms);
         }
-        if !is_tracked(header) || header.base_sequence < 0 {
+        // Without a sequence (a coordinator's batch) only a transaction is followed.
+        let sequenced = header.base_sequence >= 0;
+        if !is_tracked(header) || !(sequenced || header.is_transactional()) {
             return None;
         }
-        let batch = ProducerBatch {
-            base_sequence: header.base_sequence,
-            last_sequence: header.last_sequence(),
-            base_offset: header.base_offset as u64,
-            last_offset: header.last_offset() as u64,
-        };
+        let base_offset = header.base_offset as u64;
         let producer_id = header.producer_id;
         let entry = self.touch(producer_id, header.producer_epoch, now_ms);
-        debug_assert!(entry
-            .batches
-            .back()
-            .is_none_or(|last| last.last_offset < batch.base_offset));
-        if entry.batches.len() == BATCHES_PER_PRODUCER_MAX {
-            entry.batches.pop_front();
+        if sequenced {
+            let batch = ProducerBatch {
+                base_sequence: header.base_sequence,
+                last_sequence: header.last_sequence(),
+                base_offset,
+                last_offset: header.last_offset() as u64,
+            };
+            debug_assert!(entry
+                .batches
+                .back()
+                .is_none_or(|last| last.last_offset < batch.base_offset));
+            if entry.batches.len() == BATCHES_PER_PRODUCER_MAX {
+                entry.batches.pop_front();
+            }
+            entry.batches.push_back(batch);
         }
-        entry.batches.push_back(batch);
         let opened = header.is_transactional() && entry.transaction_first_offset.is_none();
         if opened {
-            entry.transaction_first_offset = Some(batch.base_offset);
-            self.open_transactions
-                .insert((batch.base_offset, producer_id));
+            entry.transaction_first_offset = Some(base_offset);
+            self.open_transactions.insert((base_offset, producer_id));
         }
         None
     }

@@ -446,6 +446,29 @@ fn markers_of_an_old_producer_or_coordinator_epoch_are_refused() {
 }
 
 #[test]
+fn a_coordinators_batches_without_sequence_open_a_transaction_and_are_not_sequenced() {
+    let mut table = ProducerTable::new(LIMITS);
+    let mut end = 0;
+    let offsets = transactional(7, 1, -1);
+    assert_eq!(
+        append(&mut table, &mut end, offsets, 1),
+        Ok(Verdict::Append)
+    );
+    assert_eq!(
+        append(&mut table, &mut end, offsets, 1),
+        Ok(Verdict::Append),
+        "no sequence"
+    );
+    assert_eq!(table.open_transactions().collect::<Vec<_>>(), vec![(7, 0)]);
+    assert!(matches!(
+        append(&mut table, &mut end, transactional(7, 0, -1), 1),
+        Err(LogError::InvalidProducerEpoch { current: 1, .. })
+    ));
+    end_transaction(&mut table, &mut end, marker(7, 1, 0, true)).unwrap();
+    assert_eq!(table.first_open_transaction_offset(), None);
+}
+
+#[test]
 fn a_plain_batch_during_an_open_transaction_is_refused() {
     let mut table = ProducerTable::new(LIMITS);
     let mut end = 0;
