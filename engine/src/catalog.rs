@@ -70,6 +70,22 @@ pub fn offsets_topic_configs() -> BTreeMap<String, String> {
         .collect()
 }
 
+/// The internal topic that holds the transaction coordinators' state (`net::transactions`).
+pub const TRANSACTION_STATE_TOPIC: &str = "__transaction_state";
+
+/// The configuration overrides [`TRANSACTION_STATE_TOPIC`] is created with: compacted (each
+/// transactional id's latest record is all a load needs), Kafka's
+/// `transaction.state.log.segment.bytes`.
+pub fn transaction_state_topic_configs() -> BTreeMap<String, String> {
+    [
+        ("cleanup.policy", "compact"),
+        ("segment.bytes", "104857600"),
+    ]
+    .into_iter()
+    .map(|(name, value)| (name.to_owned(), value.to_owned()))
+    .collect()
+}
+
 /// The cluster's metadata log (one partition, 0): a directory beside the partitions', but the
 /// controller's own log, not one of the shards' partitions (no retention, no cleaner, no
 /// clients).
@@ -78,7 +94,7 @@ pub const CLUSTER_METADATA_TOPIC: &str = "__cluster_metadata";
 /// Whether `name` is one of the broker's own topics, which clients may read but not write,
 /// delete, trim or grow.
 pub fn is_internal_topic(name: &str) -> bool {
-    name == OFFSETS_TOPIC
+    name == OFFSETS_TOPIC || name == TRANSACTION_STATE_TOPIC
 }
 
 /// A partition's directory under the data directory, as Kafka names it: `<topic>-<partition>`.

@@ -43,6 +43,9 @@ const IMPLEMENTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DeleteTopics, 0, 5),
     (ApiKey::DeleteRecords, 0, 2),
     (ApiKey::InitProducerId, 0, 4),
+    (ApiKey::AddPartitionsToTxn, 0, 5),
+    (ApiKey::AddOffsetsToTxn, 0, 4),
+    (ApiKey::EndTxn, 0, 4),
     (ApiKey::DescribeConfigs, 0, 4),
     (ApiKey::AlterConfigs, 0, 2),
     (ApiKey::CreatePartitions, 0, 3),
@@ -64,6 +67,8 @@ const IMPLEMENTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::ConsumerGroupHeartbeat, 0, 1),
     (ApiKey::ConsumerGroupDescribe, 0, 1),
     (ApiKey::DescribeProducers, 0, 0),
+    (ApiKey::DescribeTransactions, 0, 0),
+    (ApiKey::ListTransactions, 0, 1),
 ];
 
 /// Versions of message formats v0 and v1 (magic 0 and 1): answered UNSUPPORTED_VERSION on every
@@ -141,9 +146,9 @@ mod tests {
             assert_eq!(supported_range(*api_key), Some((*min, *max)));
         }
         assert_eq!(
-            supported_range(ApiKey::EndTxn),
+            supported_range(ApiKey::WriteTxnMarkers),
             None,
-            "transactions are not implemented"
+            "markers are written between brokers over their own transport"
         );
         assert_eq!(fallback_response().error_code, UNSUPPORTED_VERSION);
     }

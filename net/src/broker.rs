@@ -31,6 +31,7 @@ use crate::metrics::ShardMetrics;
 use crate::old_versions::{Body, RefusedRequest, VersionedResponse};
 use crate::request::{DecodedRequest, RequestError};
 use crate::response::{put_response, put_response_with};
+use crate::transactions::ShardTransactions;
 
 /// The broker's settings that the protocol exposes.
 #[derive(Debug, Clone)]
@@ -108,6 +109,8 @@ pub struct Broker {
     pub cluster: Option<Cluster>,
     /// The shard's group coordinators, and the way to every group's.
     pub groups: Rc<ShardGroups>,
+    /// The shard's transaction coordinators, and the way to every transactional id's.
+    pub transactions: Rc<ShardTransactions>,
 }
 
 impl Broker {
@@ -118,15 +121,19 @@ impl Broker {
         metrics: Arc<ShardMetrics>,
         cluster: Option<Rc<ShardCluster>>,
         groups: Rc<ShardGroups>,
+        transactions: Rc<ShardTransactions>,
     ) -> Rc<Broker> {
-        Rc::new(Broker {
+        let broker = Rc::new(Broker {
             context,
             catalog,
             config,
             metrics,
             cluster: cluster.map(Cluster::new),
             groups,
-        })
+            transactions,
+        });
+        broker.transactions.attach_broker(&broker);
+        broker
     }
 
     /// Starts handling one request frame. Returns once everything that must happen in
@@ -268,7 +275,21 @@ impl Broker {
                 header.reply(&handlers::describe_producers::handle(&self, request).await)
             }
             RequestKind::InitProducerId(request) => {
-                header.reply(&handlers::init_producer_id::handle(&self, request))
+                header.reply(&handlers::init_producer_id::handle(&self, request).await)
+            }
+            RequestKind::AddPartitionsToTxn(request) => header
+                .reply(&handlers::add_partitions_to_txn::handle(&self, version, request).await),
+            RequestKind::AddOffsetsToTxn(request) => {
+                header.reply(&handlers::add_offsets_to_txn::handle(&self, request).await)
+            }
+            RequestKind::EndTxn(request) => {
+                header.reply(&handlers::end_txn::handle(&self, request).await)
+            }
+            RequestKind::DescribeTransactions(request) => {
+                header.reply(&handlers::describe_transactions::handle(&self, request).await)
+            }
+            RequestKind::ListTransactions(request) => {
+                header.reply(&handlers::list_transactions::handle(&self, request).await)
             }
             RequestKind::FindCoordinator(request) => {
                 header.reply(&handlers::find_coordinator::handle(&self, version, request))

@@ -76,6 +76,11 @@ impl Cluster {
         self.shard.group_coordinator(offsets_partition)
     }
 
+    /// See [`ShardCluster::transaction_coordinator`].
+    pub fn transaction_coordinator(&self, state_partition: u32) -> Option<ClusterBroker> {
+        self.shard.transaction_coordinator(state_partition)
+    }
+
     /// See [`ShardCluster::ensure_offsets_topic`].
     pub fn ensure_offsets_topic(&self) {
         self.shard.ensure_offsets_topic()

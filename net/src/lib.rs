@@ -33,6 +33,7 @@ pub mod broker;
 pub mod cluster;
 pub mod connection;
 pub mod connection_limits;
+pub mod coordinator_log;
 pub mod errors;
 pub mod frame;
 pub mod groups;

@@ -35,8 +35,9 @@ use crate::broker::{Broker, BrokerConfig};
 use crate::cluster::Cluster;
 use crate::connection::{adopt_handed_over, serve_connection, ConnectionConfig};
 use crate::connection_limits::{ConnectionLimits, ConnectionSlot, Refusal};
-use crate::groups::shard::ShardGroups;
+use crate::groups::shard::{LocalOffsetsLog, OffsetsLog, ReplicatedOffsetsLog, ShardGroups};
 use crate::metrics::{MetricsRegistry, ShardSnapshot};
+use crate::transactions::{ShardTransactions, TransactionsConfig};
 
 /// What every shard's broker is built from.
 #[derive(Clone)]
@@ -51,6 +52,8 @@ pub struct ShardSetup {
     pub connection: ConnectionConfig,
     /// `max.connections` and `max.connections.per.ip`, shared by every shard.
     pub limits: Arc<ConnectionLimits>,
+    /// The transaction coordinators' settings.
+    pub transactions: TransactionsConfig,
 }
 
 /// How often a shard at `max.connections` looks again whether a connection closed (on any
@@ -69,6 +72,12 @@ pub async fn serve_shard(
     bound: impl FnOnce(std::io::Result<()>),
 ) {
     let metrics = setup.metrics.shard(context.shard_id());
+    // Their records go where the groups' do: the shard's log, or the partition's replica.
+    let state_log: Rc<dyn OffsetsLog> = match &cluster {
+        Some(_) => Rc::new(ReplicatedOffsetsLog),
+        None => Rc::new(LocalOffsetsLog),
+    };
+    let transactions = ShardTransactions::start(&context, setup.transactions, state_log);
     let broker = Broker::new(
         context,
         setup.catalog,
@@ -76,6 +85,7 @@ pub async fn serve_shard(
         metrics,
         cluster,
         groups,
+        transactions,
     );
     adopt_handed_over(&broker, setup.connection);
     match bind(setup.listen) {

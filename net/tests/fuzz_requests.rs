@@ -140,6 +140,7 @@ fn valid(api_key: ApiKey, version: i16) -> Bytes {
     }
     let topic = || TopicName(StrBytes::from_static_str("t"));
     let group = || GroupId(StrBytes::from_static_str("g"));
+    let transactional_id = || TransactionalId(StrBytes::from_static_str("tx"));
     let out = &mut bytes;
     match api_key {
         ApiKey::Produce => ProduceRequest::default()
@@ -297,6 +298,39 @@ fn valid(api_key: ApiKey, version: i16) -> Bytes {
             .encode(out, version),
         ApiKey::ConsumerGroupDescribe => ConsumerGroupDescribeRequest::default()
             .with_group_ids(vec![group()])
+            .encode(out, version),
+        ApiKey::AddPartitionsToTxn => {
+            let topics = vec![
+                add_partitions_to_txn_request::AddPartitionsToTxnTopic::default()
+                    .with_name(topic())
+                    .with_partitions(vec![0, 1]),
+            ];
+            let request = AddPartitionsToTxnRequest::default();
+            match version {
+                0..=3 => request
+                    .with_v3_and_below_transactional_id(transactional_id())
+                    .with_v3_and_below_topics(topics),
+                _ => request.with_transactions(vec![
+                    add_partitions_to_txn_request::AddPartitionsToTxnTransaction::default()
+                        .with_transactional_id(transactional_id())
+                        .with_topics(topics),
+                ]),
+            }
+            .encode(out, version)
+        }
+        ApiKey::AddOffsetsToTxn => AddOffsetsToTxnRequest::default()
+            .with_transactional_id(transactional_id())
+            .with_group_id(group())
+            .encode(out, version),
+        ApiKey::EndTxn => EndTxnRequest::default()
+            .with_transactional_id(transactional_id())
+            .with_committed(true)
+            .encode(out, version),
+        ApiKey::DescribeTransactions => DescribeTransactionsRequest::default()
+            .with_transactional_ids(vec![transactional_id()])
+            .encode(out, version),
+        ApiKey::ListTransactions => ListTransactionsRequest::default()
+            .with_state_filters(vec![StrBytes::from_static_str("Ongoing")])
             .encode(out, version),
         other => panic!("add a valid {other:?} request to the fuzz target"),
     }

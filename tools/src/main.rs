@@ -26,6 +26,7 @@ mod records;
 mod repair_log;
 mod serve;
 mod topic;
+mod transactions;
 
 use std::process::ExitCode;
 
@@ -67,6 +68,10 @@ enum Command {
     /// offsets.
     #[command(after_help = admin::EXIT_CODES_HELP)]
     Group(group::Arguments),
+    /// List and describe transactions (transactional ids, their producers, states and
+    /// partitions).
+    #[command(after_help = admin::EXIT_CODES_HELP)]
+    Transactions(transactions::Arguments),
 }
 
 fn main() -> ExitCode {
@@ -92,6 +97,10 @@ fn main() -> ExitCode {
         Command::Group(arguments) => {
             end_quietly_on_a_closed_pipe();
             group::run(arguments)
+        }
+        Command::Transactions(arguments) => {
+            end_quietly_on_a_closed_pipe();
+            transactions::run(arguments)
         }
     }
 }

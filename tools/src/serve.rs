@@ -25,7 +25,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use engine::catalog::{Catalog, OFFSETS_TOPIC};
+use engine::catalog::{Catalog, OFFSETS_TOPIC, TRANSACTION_STATE_TOPIC};
 use engine::data_dir_lock::DataDirLock;
 use engine::shard::listen::{retry_while_in_use, ListenReservation, IN_USE_WAIT};
 use engine::shard::{Runtime, RuntimeConfig, TopicLogConfig};
@@ -40,6 +40,7 @@ use net::groups::{prepare_offsets_topic, LegacyRecordConversion};
 use net::handover::HandoverRule;
 use net::metrics::MetricsRegistry;
 use net::server::ShardSetup;
+use net::transactions::prepare_transaction_state_topic;
 
 use crate::descriptors;
 use crate::metrics;
@@ -202,6 +203,23 @@ pub fn run(arguments: Arguments) -> ExitCode {
             }
         },
     }
+    let mut transactions_config = settings.transactions.clone();
+    match (
+        &settings.cluster,
+        catalog.topics().get(TRANSACTION_STATE_TOPIC),
+    ) {
+        (Some(_), Some(topic)) => transactions_config.state_partitions = topic.partitions,
+        (Some(_), None) => {}
+        (None, _) => {
+            match prepare_transaction_state_topic(&catalog, transactions_config.state_partitions) {
+                Ok(partitions) => transactions_config.state_partitions = partitions,
+                Err(error) => {
+                    eprintln!("ferrite serve: cannot create {TRANSACTION_STATE_TOPIC}: {error}");
+                    return ExitCode::from(2);
+                }
+            }
+        }
+    }
     if let Some(interval) = settings.cleaner_check_interval {
         config.cleaner_check_interval = interval;
     }
@@ -251,6 +269,7 @@ pub fn run(arguments: Arguments) -> ExitCode {
             connections_max,
             settings.connections_per_ip_max,
         )),
+        transactions: transactions_config,
     };
     // The inter-broker listener, held like the Kafka one until every shard has bound it.
     let rpc_reservation = match &settings.cluster {
@@ -300,6 +319,7 @@ pub fn run(arguments: Arguments) -> ExitCode {
             controller_leader_metrics.controller_leader_observed(leader)
         }),
         offsets_partitions: groups_config.offsets_partitions,
+        transaction_state_partitions: setup.transactions.state_partitions,
     });
     let runtime = match Runtime::start(config, move |context| {
         let bound = bound.clone();

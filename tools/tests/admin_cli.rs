@@ -143,7 +143,7 @@ fn topics_are_created_listed_described_and_deleted() {
     );
     assert_eq!(
         admin_ok(&broker, &["topic", "list", "--include-internal"], b""),
-        "__consumer_offsets\naudit\norders\n"
+        "__consumer_offsets\n__transaction_state\naudit\norders\n"
     );
     admin_fails(
         &broker,

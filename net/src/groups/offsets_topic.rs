@@ -5,14 +5,20 @@
 
 use engine::catalog::{offsets_topic_configs, Catalog, CatalogError, OFFSETS_TOPIC};
 
-/// The `__consumer_offsets` partition that holds `group_id`: Java's `String.hashCode` of the
-/// id, made non-negative, modulo the partition count, as Kafka places groups.
+/// The `__consumer_offsets` partition that holds `group_id`.
 pub fn offsets_partition_for(group_id: &str, partitions: u32) -> u32 {
+    partition_for_key(group_id, partitions)
+}
+
+/// The partition of an internal topic that holds `key` (a group id, a transactional id):
+/// Java's `String.hashCode` of the key, made non-negative, modulo the partition count, as
+/// Kafka places groups and transactional ids.
+pub fn partition_for_key(key: &str, partitions: u32) -> u32 {
     assert!(
         partitions > 0,
-        "__consumer_offsets has at least one partition"
+        "an internal topic has at least one partition"
     );
-    let hash = group_id.encode_utf16().fold(0i32, |hash, unit| {
+    let hash = key.encode_utf16().fold(0i32, |hash, unit| {
         hash.wrapping_mul(31).wrapping_add(i32::from(unit))
     });
     // Kafka's Utils.abs: Integer.MIN_VALUE maps to 0.

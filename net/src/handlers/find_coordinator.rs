@@ -1,8 +1,9 @@
-//! FindCoordinator: which broker coordinates a group. A broker alone is every group's
-//! coordinator; in a cluster, the leader of the group's `__consumer_offsets` partition is
-//! (`Cluster::group_coordinator`), the same partition the group APIs call
-//! (`handlers::groups::coordinator`), so the answer and the calls cannot disagree. Transactions are not
-//! served: their key type is answered COORDINATOR_NOT_AVAILABLE.
+//! FindCoordinator: which broker coordinates a group or a transactional id. A broker alone is
+//! every one's coordinator; in a cluster, the leader of the key's internal partition is: the
+//! group's `__consumer_offsets` partition (`Cluster::group_coordinator`), the transactional
+//! id's `__transaction_state` partition (`Cluster::transaction_coordinator`), the same
+//! partitions the group and transaction APIs call, so the answer and the calls cannot
+//! disagree.
 
 use kafka_protocol::messages::find_coordinator_response::Coordinator;
 use kafka_protocol::messages::{FindCoordinatorRequest, FindCoordinatorResponse};
@@ -25,38 +26,39 @@ pub fn handle(
 ) -> FindCoordinatorResponse {
     let answer = |key: StrBytes| {
         let coordinator = Coordinator::default().with_key(key.clone());
-        match (request.key_type, &broker.cluster) {
+        let leader = match (request.key_type, &broker.cluster) {
             (KEY_TYPE_GROUP, Some(cluster)) => {
-                match cluster.group_coordinator(offsets_partition(broker, &key)) {
-                    Some(member) => coordinator
-                        .with_node_id(member.node_id.into())
-                        .with_host(str_bytes(member.host))
-                        .with_port(member.port)
-                        .with_error_code(NONE),
-                    None => coordinator
-                        .with_node_id((-1).into())
-                        .with_port(-1)
-                        .with_error_code(code(ResponseError::CoordinatorNotAvailable))
-                        .with_error_message(Some(str_bytes(
-                            "the group's coordinator is not known yet",
-                        ))),
-                }
+                cluster.group_coordinator(offsets_partition(broker, &key))
             }
-            (KEY_TYPE_GROUP, None) => coordinator
-                .with_node_id(broker.config.node_id.into())
-                .with_host(str_bytes(broker.config.advertised_host.clone()))
-                .with_port(broker.config.advertised_port)
+            (KEY_TYPE_TRANSACTION, Some(cluster)) => {
+                cluster.transaction_coordinator(broker.transactions.state_partition(&key))
+            }
+            (KEY_TYPE_GROUP | KEY_TYPE_TRANSACTION, None) => {
+                return coordinator
+                    .with_node_id(broker.config.node_id.into())
+                    .with_host(str_bytes(broker.config.advertised_host.clone()))
+                    .with_port(broker.config.advertised_port)
+                    .with_error_code(NONE)
+            }
+            _ => {
+                return coordinator
+                    .with_node_id((-1).into())
+                    .with_port(-1)
+                    .with_error_code(code(ResponseError::InvalidRequest))
+                    .with_error_message(Some(str_bytes("unknown coordinator key type")))
+            }
+        };
+        match leader {
+            Some(member) => coordinator
+                .with_node_id(member.node_id.into())
+                .with_host(str_bytes(member.host))
+                .with_port(member.port)
                 .with_error_code(NONE),
-            (KEY_TYPE_TRANSACTION, _) => coordinator
+            None => coordinator
                 .with_node_id((-1).into())
                 .with_port(-1)
                 .with_error_code(code(ResponseError::CoordinatorNotAvailable))
-                .with_error_message(Some(str_bytes("transactions are not supported"))),
-            _ => coordinator
-                .with_node_id((-1).into())
-                .with_port(-1)
-                .with_error_code(code(ResponseError::InvalidRequest))
-                .with_error_message(Some(str_bytes("unknown coordinator key type"))),
+                .with_error_message(Some(str_bytes("the coordinator is not known yet"))),
         }
     };
     if api_version >= 4 {

@@ -1,4 +1,4 @@
-//! InitProducerId: a new producer id for an idempotent producer, with epoch 0.
+//! InitProducerId: a producer id and epoch for an idempotent or transactional producer.
 //!
 //! The id is unique for the life of the broker alone (the catalog's allocator) or of the
 //! cluster (the controller's blocks, through
@@ -12,25 +12,28 @@
 //! INVALID_REQUEST; either way the answer is a fresh id with epoch 0. A given id and epoch are
 //! never bumped: only a transaction coordinator, which knows who owns a transactional id, may
 //! bump an epoch, and a client could otherwise fence any producer whose id it guesses.
-//! Transactions are not supported yet: a transactional id is refused.
+//!
+//! With a transactional id the request goes to the id's transaction coordinator
+//! ([`crate::transactions`]), which keeps the id's producer id and bumps its epoch. A fresh
+//! producer id is allocated here for every such request (the coordinator uses it only for a
+//! new id or one whose epochs are used up): ids are 64-bit and allocated in blocks, and the
+//! pure coordinator cannot wait for one.
 
 use kafka_protocol::messages::{InitProducerIdRequest, InitProducerIdResponse, ProducerId};
 use kafka_protocol::ResponseError;
 
 use crate::broker::Broker;
 use crate::errors::{catalog_error_code, code, NONE};
+use crate::transactions::coordinator::InitProducerId;
 
 /// Kafka's "no producer id" and "no epoch" (RecordBatch.NO_PRODUCER_ID / NO_PRODUCER_EPOCH).
 const NO_PRODUCER_ID: i64 = -1;
 const NO_PRODUCER_EPOCH: i16 = -1;
 
-pub fn handle(broker: &Broker, request: InitProducerIdRequest) -> InitProducerIdResponse {
+pub async fn handle(broker: &Broker, request: InitProducerIdRequest) -> InitProducerIdResponse {
     let response = InitProducerIdResponse::default()
         .with_producer_id(ProducerId(NO_PRODUCER_ID))
         .with_producer_epoch(NO_PRODUCER_EPOCH);
-    if request.transactional_id.is_some() {
-        return response.with_error_code(code(ResponseError::TransactionalIdAuthorizationFailed));
-    }
     let named_id = request.producer_id.0 != NO_PRODUCER_ID;
     let named_epoch = request.producer_epoch != NO_PRODUCER_EPOCH;
     if named_id != named_epoch {
@@ -45,11 +48,28 @@ pub fn handle(broker: &Broker, request: InitProducerIdRequest) -> InitProducerId
             .allocate_producer_id()
             .map_err(|error| catalog_error_code(&error)),
     };
-    match allocated {
-        Ok(id) => response
+    let fresh_producer_id = match allocated {
+        Ok(id) => id,
+        Err(error_code) => return response.with_error_code(error_code),
+    };
+    let Some(transactional_id) = request.transactional_id else {
+        return response
             .with_error_code(NONE)
-            .with_producer_id(ProducerId(id))
-            .with_producer_epoch(0),
-        Err(error_code) => response.with_error_code(error_code),
+            .with_producer_id(ProducerId(fresh_producer_id))
+            .with_producer_epoch(0);
+    };
+    let init = InitProducerId {
+        transactional_id: transactional_id.to_string(),
+        timeout_ms: request.transaction_timeout_ms,
+        expected: named_id.then_some((request.producer_id.0, request.producer_epoch)),
+        fresh_producer_id,
+    };
+    let partition = broker.transactions.state_partition(&init.transactional_id);
+    match broker.transactions.call(partition, init).await {
+        Ok((producer_id, producer_epoch)) => response
+            .with_error_code(NONE)
+            .with_producer_id(ProducerId(producer_id))
+            .with_producer_epoch(producer_epoch),
+        Err(error) => response.with_error_code(error.code()),
     }
 }

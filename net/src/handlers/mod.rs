@@ -8,6 +8,8 @@
 //! DeleteRecords, DeleteTopics, CreatePartitions, AlterConfigs and IncrementalAlterConfigs with
 //! INVALID_TOPIC_EXCEPTION, as Kafka's do: their contents and settings are the broker's.
 
+pub mod add_offsets_to_txn;
+pub mod add_partitions_to_txn;
 pub mod alter_configs;
 pub mod alter_partition_reassignments;
 pub(crate) mod config_entries;
@@ -17,6 +19,8 @@ pub mod delete_records;
 pub mod delete_topics;
 pub mod describe_configs;
 pub mod describe_producers;
+pub mod describe_transactions;
+pub mod end_txn;
 pub mod fetch;
 pub(crate) mod fields;
 pub mod find_coordinator;
@@ -25,6 +29,7 @@ pub mod incremental_alter_configs;
 pub mod init_producer_id;
 pub mod list_offsets;
 pub mod list_partition_reassignments;
+pub mod list_transactions;
 pub mod metadata;
 pub mod produce;
 mod topic_overrides;

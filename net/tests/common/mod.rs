@@ -238,6 +238,9 @@ fn start_runtime(
     groups.coordinator.session_timeout_ms_min = 100;
     groups.offsets_partitions =
         net::groups::prepare_offsets_topic(&catalog, groups.offsets_partitions).unwrap();
+    let mut transactions = net::transactions::TransactionsConfig::default();
+    transactions.state_partitions =
+        net::transactions::prepare_transaction_state_topic(&catalog, 4).unwrap();
     let config = RuntimeConfig {
         shard_count: shards,
         cpus: None,
@@ -269,6 +272,7 @@ fn start_runtime(
         listen: address,
         connection: ConnectionConfig::default(),
         limits: Arc::new(ConnectionLimits::unlimited()),
+        transactions,
     };
     let runtime = Runtime::start(config, move |context| {
         let bound = bound.clone();

@@ -113,8 +113,9 @@ pub struct ClusterState {
     /// The shard of each of this broker's replicas, as the metadata log places them (the
     /// shards route by it).
     pub placement: Arc<ReplicaPlacement>,
-    /// A shard is asking the controller for `__consumer_offsets` (one request at a time).
-    offsets_topic_requested: AtomicBool,
+    /// A shard is asking the controller for an internal topic (one request at a time per
+    /// topic, by `shard_cluster::InternalTopic`).
+    internal_topic_requested: [AtomicBool; 2],
     /// This run's producer ids, from blocks the controller committed for it (its shard keeps
     /// the pool supplied).
     producer_ids: Arc<ProducerIdPool>,
@@ -127,7 +128,7 @@ impl ClusterState {
             image: ArcSwap::from_pointee(MetadataImage::default()),
             leaders: Arc::new(LeaderTable::default()),
             placement: Arc::default(),
-            offsets_topic_requested: AtomicBool::new(false),
+            internal_topic_requested: Default::default(),
             producer_ids: Arc::default(),
         })
     }

@@ -17,7 +17,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use engine::catalog::{offsets_topic_configs, Catalog, OFFSETS_TOPIC};
+use engine::catalog::{
+    offsets_topic_configs, transaction_state_topic_configs, Catalog, OFFSETS_TOPIC,
+    TRANSACTION_STATE_TOPIC,
+};
 use engine::shard::{AppendPending, Durability, PartitionId};
 use futures::future::LocalBoxFuture;
 
@@ -35,19 +38,54 @@ use crate::NodeId;
 const CATALOG_WAIT: Duration = Duration::from_secs(30);
 /// How often a change is looked for while waiting for it to show here.
 const SHOWN_POLL_INTERVAL: Duration = Duration::from_millis(20);
-/// Replicas of each `__consumer_offsets` partition (Kafka's `offsets.topic.replication.factor`),
-/// or as many as the cluster has brokers if fewer.
-const OFFSETS_REPLICATION_FACTOR: usize = 3;
+/// Replicas of each partition of an internal topic (Kafka's `offsets.topic.replication.factor`
+/// and `transaction.state.log.replication.factor`), or as many as the cluster has brokers if
+/// fewer.
+const INTERNAL_TOPIC_REPLICATION_FACTOR: usize = 3;
+
+/// The internal topics the cluster makes on first use, each with its coordinators: groups in
+/// `__consumer_offsets`, transactions in `__transaction_state`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InternalTopic {
+    Offsets = 0,
+    TransactionState = 1,
+}
+
+impl InternalTopic {
+    pub fn name(self) -> &'static str {
+        match self {
+            InternalTopic::Offsets => OFFSETS_TOPIC,
+            InternalTopic::TransactionState => TRANSACTION_STATE_TOPIC,
+        }
+    }
+
+    fn configs(self) -> BTreeMap<String, String> {
+        match self {
+            InternalTopic::Offsets => offsets_topic_configs(),
+            InternalTopic::TransactionState => transaction_state_topic_configs(),
+        }
+    }
+
+    /// The flag this broker's `--offsets-partitions` or `--transaction-state-partitions`
+    /// names the count with.
+    fn partitions_flag(self) -> &'static str {
+        match self {
+            InternalTopic::Offsets => "--offsets-partitions",
+            InternalTopic::TransactionState => "--transaction-state-partitions",
+        }
+    }
+}
 
 /// See the module documentation. One per shard.
 pub struct ShardCluster {
     pub(super) state: Arc<ClusterState>,
     pub(super) replication: Rc<ShardReplication>,
     pub(super) catalog: Arc<Catalog>,
-    /// This broker's partition count of `__consumer_offsets`, by which it places groups.
-    pub(super) offsets_partitions: u32,
-    /// Whether this shard said once that the topic's count differs from `offsets_partitions`.
-    pub(super) offsets_partitions_mismatch_reported: Cell<bool>,
+    /// This broker's partition counts of its internal topics (by [`InternalTopic`]), by which
+    /// it places groups and transactional ids.
+    pub(super) internal_partitions: [u32; 2],
+    /// Whether this shard said once that a topic's count differs from this broker's.
+    pub(super) internal_partitions_mismatch_reported: [Cell<bool>; 2],
     /// This broker, as clients reach it.
     pub(super) own: ClusterBroker,
 }
@@ -159,24 +197,36 @@ impl ShardCluster {
     /// topic is still being created, which the first call starts), which clients retry
     /// (COORDINATOR_NOT_AVAILABLE).
     pub fn group_coordinator(&self, offsets_partition: u32) -> Option<ClusterBroker> {
+        self.internal_coordinator(InternalTopic::Offsets, offsets_partition)
+    }
+
+    /// The broker that coordinates the transactional ids of `__transaction_state` partition
+    /// `state_partition`, as [`group_coordinator`](Self::group_coordinator) for groups.
+    pub fn transaction_coordinator(&self, state_partition: u32) -> Option<ClusterBroker> {
+        self.internal_coordinator(InternalTopic::TransactionState, state_partition)
+    }
+
+    fn internal_coordinator(&self, internal: InternalTopic, index: u32) -> Option<ClusterBroker> {
         let image = self.state.image();
-        let Some(topic) = image.topic(OFFSETS_TOPIC) else {
-            self.request_offsets_topic(&image);
+        let name = internal.name();
+        let Some(topic) = image.topic(name) else {
+            self.request_internal_topic(internal, &image);
             return None;
         };
-        if topic.partitions.len() != self.offsets_partitions as usize {
-            // Groups would be looked for in the wrong partitions.
-            if !self.offsets_partitions_mismatch_reported.replace(true) {
+        let partitions = self.internal_partitions[internal as usize];
+        if topic.partitions.len() != partitions as usize {
+            // Keys would be looked for in the wrong partitions.
+            if !self.internal_partitions_mismatch_reported[internal as usize].replace(true) {
                 eprintln!(
-                    "ferrite: {OFFSETS_TOPIC} has {} partitions, but this broker was started with \
-                 --offsets-partitions {}; it coordinates no groups",
+                    "ferrite: {name} has {} partitions, but this broker was started with \
+                 {} {partitions}; it coordinates none of them",
                     topic.partitions.len(),
-                    self.offsets_partitions
+                    internal.partitions_flag(),
                 );
             }
             return None;
         }
-        let partition = PartitionId::new(OFFSETS_TOPIC, offsets_partition);
+        let partition = PartitionId::new(name, index);
         let (leader, _) = self.state.leaders.leader(&partition)?;
         let coordinator = image
             .live_brokers()
@@ -358,32 +408,31 @@ impl ShardCluster {
     pub fn ensure_offsets_topic(&self) {
         let image = self.state.image();
         if image.topic(OFFSETS_TOPIC).is_none() {
-            self.request_offsets_topic(&image);
+            self.request_internal_topic(InternalTopic::Offsets, &image);
         }
     }
 
-    /// Asks the controller for `__consumer_offsets`, in the background, unless a request is
-    /// under way or too few brokers are live for its replication factor yet.
-    fn request_offsets_topic(&self, image: &MetadataImage) {
+    /// Asks the controller for an internal topic, in the background, unless a request for it
+    /// is under way or too few brokers are live for its replication factor yet.
+    fn request_internal_topic(&self, internal: InternalTopic, image: &MetadataImage) {
         let replication_factor = self
             .state
             .settings
             .peers
             .len()
-            .min(OFFSETS_REPLICATION_FACTOR);
+            .min(INTERNAL_TOPIC_REPLICATION_FACTOR);
+        let requested = &self.state.internal_topic_requested[internal as usize];
         if image.live_brokers().count() < replication_factor
-            || self
-                .state
-                .offsets_topic_requested
-                .swap(true, Ordering::AcqRel)
+            || requested.swap(true, Ordering::AcqRel)
         {
             return;
         }
+        let name = internal.name();
         let creating = self.create_topic(
-            OFFSETS_TOPIC.to_owned(),
-            self.offsets_partitions,
+            name.to_owned(),
+            self.internal_partitions[internal as usize],
             u16::try_from(replication_factor).ok(),
-            offsets_topic_configs(),
+            internal.configs(),
         );
         let state = self.state.clone();
         glommio::spawn_local(async move {
@@ -392,13 +441,9 @@ impl ShardCluster {
                 | Err(ClusterChangeError::Controller(ControllerError::Refused(
                     PlanError::TopicAlreadyExists(_),
                 ))) => {}
-                Err(error) => {
-                    engine::log_rate_limited!("ferrite: cannot create {OFFSETS_TOPIC}: {error}")
-                }
+                Err(error) => engine::log_rate_limited!("ferrite: cannot create {name}: {error}"),
             }
-            state
-                .offsets_topic_requested
-                .store(false, Ordering::Release);
+            state.internal_topic_requested[internal as usize].store(false, Ordering::Release);
         })
         .detach();
     }

@@ -8,7 +8,6 @@
 //! address, heartbeats, and keeps the shared `ProducerIdPool` supplied, which every shard's
 //! [`ShardCluster::producer_id`] takes from.
 
-use std::cell::Cell;
 use std::path::PathBuf;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -48,6 +47,9 @@ pub struct ClusterStart {
     pub controller_leader_observed: ControllerLeaderObserver,
     /// The partitions `__consumer_offsets` is made with, and that the groups are spread over.
     pub offsets_partitions: u32,
+    /// The partitions `__transaction_state` is made with, and that transactional ids are
+    /// spread over.
+    pub transaction_state_partitions: u32,
 }
 
 /// A number different at every start of the process, for [`ClusterStart::incarnation`]: the
@@ -121,8 +123,8 @@ pub async fn start_shard(
         state: start.state.clone(),
         replication,
         catalog: start.catalog.clone(),
-        offsets_partitions: start.offsets_partitions,
-        offsets_partitions_mismatch_reported: Cell::new(false),
+        internal_partitions: [start.offsets_partitions, start.transaction_state_partitions],
+        internal_partitions_mismatch_reported: Default::default(),
         own: ClusterBroker {
             node_id: kafka_node_id(settings.node_id),
             host: start.kafka_host.clone(),

@@ -63,6 +63,7 @@ impl ClusterBroker {
             broker_log_config: LogConfig::default(),
             controller_leader_observed: Arc::new(|_| {}),
             offsets_partitions,
+            transaction_state_partitions: 1,
         };
         let config = RuntimeConfig {
             shard_count: SHARDS,

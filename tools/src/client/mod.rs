@@ -28,9 +28,10 @@ use bytes::{Bytes, BytesMut};
 use kafka_protocol::messages::{
     AlterPartitionReassignmentsRequest, ApiVersionsRequest, ApiVersionsResponse,
     CreateTopicsRequest, DeleteTopicsRequest, DescribeConfigsRequest, DescribeGroupsRequest,
-    FetchRequest, FindCoordinatorRequest, IncrementalAlterConfigsRequest, ListGroupsRequest,
-    ListOffsetsRequest, ListPartitionReassignmentsRequest, MetadataRequest, OffsetCommitRequest,
-    OffsetFetchRequest, ProduceRequest, RequestHeader, ResponseHeader,
+    DescribeTransactionsRequest, FetchRequest, FindCoordinatorRequest,
+    IncrementalAlterConfigsRequest, ListGroupsRequest, ListOffsetsRequest,
+    ListPartitionReassignmentsRequest, ListTransactionsRequest, MetadataRequest,
+    OffsetCommitRequest, OffsetFetchRequest, ProduceRequest, RequestHeader, ResponseHeader,
 };
 use kafka_protocol::protocol::{
     Decodable, Encodable, HeaderVersion, Request, StrBytes, VersionRange,
@@ -88,6 +89,8 @@ client_versions! {
     DescribeGroupsRequest => "DescribeGroups", 0..=6;
     OffsetFetchRequest => "OffsetFetch", 2..=9;
     OffsetCommitRequest => "OffsetCommit", 2..=9;
+    ListTransactionsRequest => "ListTransactions", 0..=1;
+    DescribeTransactionsRequest => "DescribeTransactions", 0..=0;
 }
 
 /// Why a request got no usable answer.
@@ -421,6 +424,8 @@ mod tests {
         within_crate::<DescribeGroupsRequest>();
         within_crate::<OffsetFetchRequest>();
         within_crate::<OffsetCommitRequest>();
+        within_crate::<ListTransactionsRequest>();
+        within_crate::<DescribeTransactionsRequest>();
     }
 
     /// A one-connection broker that answers the first request (ApiVersions) with `answer`:

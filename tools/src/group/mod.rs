@@ -8,7 +8,7 @@
 
 mod assignment;
 mod describe;
-mod requests;
+pub(crate) mod requests;
 mod reset;
 
 use crate::admin::{AdminError, BrokerArguments, EXIT_CODES_HELP};
@@ -109,7 +109,7 @@ fn list(broker: &BrokerArguments, json: bool) -> Result<(), AdminError> {
 }
 
 /// Prints `value` as one line of JSON.
-fn print_json(value: &impl serde::Serialize) -> Result<(), AdminError> {
+pub(crate) fn print_json(value: &impl serde::Serialize) -> Result<(), AdminError> {
     let json = serde_json::to_string(value).map_err(|error| {
         AdminError::Stdout(std::io::Error::new(std::io::ErrorKind::InvalidData, error))
     })?;

@@ -35,9 +35,6 @@ use crate::client::Connection;
 const COORDINATOR_WAIT: Duration = Duration::from_secs(10);
 const COORDINATOR_RETRY_INTERVAL: Duration = Duration::from_millis(100);
 
-/// FindCoordinator's key type for a consumer group (1 is a transactional id).
-const GROUP_KEY_TYPE: i8 = 0;
-
 /// The state DescribeGroups reports for a group that does not exist.
 pub const DEAD_STATE: &str = "Dead";
 /// The state of a group without members (it may still hold committed offsets).
@@ -76,16 +73,32 @@ pub struct GroupMember {
 /// Committed offsets by topic and partition.
 pub type CommittedOffsets = BTreeMap<(String, i32), i64>;
 
+/// FindCoordinator's key types.
+pub const GROUP_KEY_TYPE: i8 = 0;
+pub const TRANSACTION_KEY_TYPE: i8 = 1;
+
 /// Runs `request` against the coordinator of `group`, finding it first, and again (for at most
 /// [`COORDINATOR_WAIT`]) while the answer is a retriable Kafka error.
 pub fn with_coordinator<T>(
     cluster: &mut Cluster,
     group: &str,
+    request: impl FnMut(&mut Connection) -> Result<T, AdminError>,
+) -> Result<T, AdminError> {
+    with_coordinator_of(cluster, GROUP_KEY_TYPE, group, request)
+}
+
+/// Runs `request` against the coordinator of `key` (a group or a transactional id, as
+/// `key_type` says), finding it first, and again (for at most [`COORDINATOR_WAIT`]) while the
+/// answer is a retriable Kafka error.
+pub fn with_coordinator_of<T>(
+    cluster: &mut Cluster,
+    key_type: i8,
+    key: &str,
     mut request: impl FnMut(&mut Connection) -> Result<T, AdminError>,
 ) -> Result<T, AdminError> {
     let deadline = Instant::now() + COORDINATOR_WAIT;
     loop {
-        let outcome = find_coordinator(cluster, group).and_then(|address| {
+        let outcome = find_coordinator(cluster, key_type, key).and_then(|address| {
             let connection = cluster.connection_to_address(address)?;
             request(connection)
         });
@@ -98,26 +111,30 @@ pub fn with_coordinator<T>(
     }
 }
 
-/// The address (HOST:PORT) of the coordinator of `group`.
-fn find_coordinator(cluster: &mut Cluster, group: &str) -> Result<String, AdminError> {
+/// The address (HOST:PORT) of the coordinator of `key`.
+fn find_coordinator(cluster: &mut Cluster, key_type: i8, key: &str) -> Result<String, AdminError> {
+    let subject = match key_type {
+        GROUP_KEY_TYPE => format!("group {key}"),
+        _ => format!("transactional id {key}"),
+    };
     let connection = cluster.bootstrap()?;
     let version = connection.version::<FindCoordinatorRequest>()?;
-    let key = StrBytes::from_string(group.to_string());
+    let key_bytes = StrBytes::from_string(key.to_string());
     let request = if version >= 4 {
-        FindCoordinatorRequest::default().with_coordinator_keys(vec![key])
+        FindCoordinatorRequest::default().with_coordinator_keys(vec![key_bytes])
     } else {
-        FindCoordinatorRequest::default().with_key(key)
+        FindCoordinatorRequest::default().with_key(key_bytes)
     }
-    .with_key_type(GROUP_KEY_TYPE);
+    .with_key_type(key_type);
     let response = connection.send(&request, version, Duration::ZERO)?;
     let (error_code, error_message, host, port) = if version >= 4 {
         let coordinator = response
             .coordinators
             .iter()
-            .find(|coordinator| coordinator.key.as_str() == group)
+            .find(|coordinator| coordinator.key.as_str() == key)
             .ok_or_else(|| {
                 AdminError::Cluster(format!(
-                    "the FindCoordinator response says nothing of group {group}"
+                    "the FindCoordinator response says nothing of {subject}"
                 ))
             })?;
         (
@@ -135,7 +152,7 @@ fn find_coordinator(cluster: &mut Cluster, group: &str) -> Result<String, AdminE
         )
     };
     if let Some(error) = AdminError::from_code(
-        format!("group {group}"),
+        subject,
         error_code,
         error_message.as_ref().map(StrBytes::as_str),
     ) {

@@ -16,6 +16,7 @@ use ferrite_replication::controller::VOTERS_DEFAULT_COUNT;
 use net::connection::IDLE_MAX_DEFAULT;
 use net::groups::consumer::AssignorKind;
 use net::groups::shard::GroupsConfig;
+use net::transactions::TransactionsConfig;
 use serde::Deserialize;
 
 /// The flags; every one may also come from the config file.
@@ -87,6 +88,20 @@ pub struct Arguments {
     /// (later starts keep the count it has) [default: 16].
     #[arg(long, value_name = "N")]
     offsets_partitions: Option<u32>,
+    /// Partitions of the internal `__transaction_state` topic, used when it is first created
+    /// (later starts keep the count it has) [default: 16].
+    #[arg(long, value_name = "N")]
+    transaction_state_partitions: Option<u32>,
+    /// The longest transaction timeout a transactional producer may ask for (Kafka's
+    /// transaction.max.timeout.ms; longer is refused with INVALID_TRANSACTION_TIMEOUT)
+    /// [default: 900000].
+    #[arg(long, value_name = "MS")]
+    transaction_max_timeout_ms: Option<i32>,
+    /// How often each transaction coordinator aborts the transactions that outlived their
+    /// timeout and forgets idle transactional ids (Kafka's
+    /// transaction.abort.timed.out.transaction.cleanup.interval.ms) [default: 10000].
+    #[arg(long, value_name = "MS")]
+    transaction_timeout_check_interval_ms: Option<i64>,
     /// How long the first rebalance of an empty group waits for more members to join
     /// (Kafka's group.initial.rebalance.delay.ms) [default: 3000].
     #[arg(long, value_name = "MS")]
@@ -227,6 +242,7 @@ pub(super) struct Settings {
     pub(super) auto_create_topics: bool,
     pub(super) log: LogConfig,
     pub(super) groups: GroupsConfig,
+    pub(super) transactions: TransactionsConfig,
     /// `None`: the runtime's default.
     pub(super) cleaner_check_interval: Option<Duration>,
     /// `None`: no journal (`--journal-file-bytes 0`).
@@ -344,6 +360,37 @@ impl Arguments {
                 ));
             }
             groups.offsets_partitions = partitions;
+        }
+        let mut transactions = TransactionsConfig::default();
+        if let Some(partitions) = self
+            .transaction_state_partitions
+            .or(file.transaction_state_partitions)
+        {
+            if partitions == 0 || partitions > engine::catalog::PARTITIONS_MAX {
+                return Err(format!(
+                    "--transaction-state-partitions must be between 1 and {}",
+                    engine::catalog::PARTITIONS_MAX
+                ));
+            }
+            transactions.state_partitions = partitions;
+        }
+        if let Some(timeout_ms) = self
+            .transaction_max_timeout_ms
+            .or(file.transaction_max_timeout_ms)
+        {
+            if timeout_ms <= 0 {
+                return Err("--transaction-max-timeout-ms must be positive".into());
+            }
+            transactions.coordinator.timeout_max_ms = timeout_ms;
+        }
+        if let Some(interval_ms) = self
+            .transaction_timeout_check_interval_ms
+            .or(file.transaction_timeout_check_interval_ms)
+        {
+            if interval_ms <= 0 {
+                return Err("--transaction-timeout-check-interval-ms must be positive".into());
+            }
+            transactions.coordinator.check_interval_ms = interval_ms;
         }
         if let Some(delay_ms) = self
             .group_initial_rebalance_delay_ms
@@ -533,6 +580,7 @@ impl Arguments {
                 .unwrap_or(true),
             log,
             groups,
+            transactions,
             cleaner_check_interval,
             journal,
         })

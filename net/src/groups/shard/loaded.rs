@@ -2,27 +2,23 @@
 //! the requests waiting on it, and how it is rebuilt from the partition's log and written back
 //! to it.
 //!
-//! A load reads the compacted log as any other (gaps and removed tombstones change nothing: the
-//! latest record of every key is kept, in offset order) and skips control batches (Raft's own
-//! entries in a cluster); a call's records are appended as one uncompressed batch.
+//! A load replays the latest record of every key, in offset order
+//! ([`read_latest_records`]); a call's records are appended as one uncompressed batch.
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 
-use bytes::{Bytes, BytesMut};
-use engine::batch::{self, BatchHeader, PlainRecord};
+use bytes::BytesMut;
 use engine::shard::{PartitionId, ShardContext};
 use engine::waiters::Waiters;
-use engine::LogError;
 use futures::channel::oneshot;
 
+use crate::coordinator_log::read_latest_records;
+pub(super) use crate::coordinator_log::LoadError;
 use crate::groups::{
     Completion, GroupConfig, GroupCoordinator, GroupError, GroupRecord, JoinResponse, SyncResponse,
     Ticket,
 };
-
-/// Longest a batch of group records read at load may be.
-const LOAD_READ_BYTES: usize = 1 << 20;
 
 /// One partition's coordinator and the requests waiting on it.
 pub struct LoadedCoordinator {
@@ -42,17 +38,6 @@ pub struct LoadedCoordinator {
     pub(super) unloaded: Cell<Option<GroupError>>,
 }
 
-/// Why a coordinator could not be loaded.
-#[derive(Debug, thiserror::Error)]
-pub(super) enum LoadError {
-    #[error(transparent)]
-    Log(#[from] LogError),
-    #[error("its log holds {0}")]
-    Malformed(&'static str),
-    #[error("its records do not replay: {0}")]
-    Replay(String),
-}
-
 impl LoadedCoordinator {
     /// Rebuilds the coordinator of `partition` (owned by `context`'s shard) from its log: the
     /// latest record of each key, in the order they were written.
@@ -62,58 +47,18 @@ impl LoadedCoordinator {
         term: Option<u64>,
         config: &GroupConfig,
     ) -> Result<LoadedCoordinator, LoadError> {
-        let log = context.partition_log(partition).await?;
-        let end = log.high_watermark();
-        let mut offset = log.log_start_offset();
-        let mut latest: HashMap<Bytes, (u64, Option<Bytes>)> = HashMap::new();
-        let mut sequence = 0u64;
-        while offset < end {
-            let slice = log.read(offset, LOAD_READ_BYTES, end).await?;
-            let bytes = slice.data.to_vec()?;
-            let mut rest = &bytes[..];
-            while let Some(header) = BatchHeader::parse(rest) {
-                let size = header.size_bytes as usize;
-                let Some(batch_bytes) = rest.get(..size) else {
-                    return Err(LoadError::Malformed("a truncated batch"));
-                };
-                rest = &rest[size..];
-                if header.is_control() {
-                    // Raft's own entries (leader changes, voter sets) in a cluster.
-                    continue;
-                }
-                for record in batch::plain_records(batch_bytes)
-                    .map_err(|_| LoadError::Malformed("a batch it did not write"))?
-                {
-                    let record = record.map_err(|_| LoadError::Malformed("a malformed record"))?;
-                    let Some(key) = record.key else {
-                        return Err(LoadError::Malformed("a record without a key"));
-                    };
-                    sequence += 1;
-                    latest.insert(
-                        Bytes::copy_from_slice(key),
-                        (sequence, record.value.map(Bytes::copy_from_slice)),
-                    );
-                }
-            }
-            if slice.offset_next <= offset {
-                return Err(LoadError::Malformed("a read that did not advance"));
-            }
-            offset = slice.offset_next;
-        }
-        let mut records: Vec<(u64, GroupRecord)> = latest
+        let records: Vec<GroupRecord> = read_latest_records(context, partition)
+            .await?
             .into_iter()
-            .map(|(key, (sequence, value))| (sequence, GroupRecord { key, value }))
+            .map(|record| GroupRecord {
+                key: record.key,
+                value: record.value,
+            })
             .collect();
-        records.sort_unstable_by_key(|(sequence, _)| *sequence);
         let now_ms = context.now_ms();
         let seed = member_id_seed(partition.partition, now_ms);
-        let state = GroupCoordinator::replay(
-            config.clone(),
-            seed,
-            records.iter().map(|(_, record)| record),
-            now_ms,
-        )
-        .map_err(|error| LoadError::Replay(error.to_string()))?;
+        let state = GroupCoordinator::replay(config.clone(), seed, records.iter(), now_ms)
+            .map_err(|error| LoadError::Replay(error.to_string()))?;
         Ok(LoadedCoordinator {
             partition: partition.clone(),
             term,
@@ -187,16 +132,10 @@ fn wait_for<Answer>(
 
 /// One uncompressed batch of `records`, stamped `now_ms`.
 pub(super) fn encode_records(records: &[GroupRecord], now_ms: i64) -> BytesMut {
-    let plain: Vec<PlainRecord<'_>> = records
+    let records = records
         .iter()
-        .map(|record| PlainRecord {
-            offset: 0,
-            timestamp_ms: now_ms,
-            key: Some(&record.key),
-            value: record.value.as_deref(),
-        })
-        .collect();
-    BytesMut::from(&batch::encode_plain(&plain, batch::ProducerFields::NONE)[..])
+        .map(|record| (&record.key[..], record.value.as_deref()));
+    crate::coordinator_log::encode_records(records, now_ms)
 }
 
 /// Member ids must not repeat across restarts: seed their generator from the clock and the

@@ -66,6 +66,8 @@ use futures::future::{select, Either};
 
 use loaded::{encode_records, LoadedCoordinator};
 
+use crate::coordinator_log::{load_owned_coordinators, on_owning_shard};
+
 use super::{offsets_partition_for, Effects, GroupConfig, GroupError, GroupState, TopicPartition};
 
 /// The groups' settings on every shard.
@@ -144,7 +146,9 @@ impl ShardGroups {
         let in_flight = context.work_in_flight();
         glommio::spawn_local(async move {
             loading.context.owned_partitions_opened().await;
-            loading.load_owned_coordinators().await;
+            let partitions = loading.config.offsets_partitions;
+            let context = loading.context.clone();
+            load_owned_coordinators(loading, &context, OFFSETS_TOPIC, partitions).await;
             drop(in_flight);
             // The shard's groups live as long as its executor, as the mesh readers keep the
             // shard's context: peers' requests may arrive until the very end of the drain.
@@ -177,31 +181,18 @@ impl ShardGroups {
         request: Request,
     ) -> Request::Answer {
         let partition = PartitionId::new(OFFSETS_TOPIC, offsets_partition);
-        let owner = self.context.owner_of(&partition);
-        if owner == self.context.shard_id() {
-            return self.run(&partition, request).await;
-        }
         let closed = request.refused(GroupError::CoordinatorNotAvailable);
-        // `call_on` counts nothing in flight (an upper layer's call may wait on other brokers);
-        // a group request is counted on both shards, as the engine counts its own forwarded
-        // calls, so that the shutdown drain waits for it as it always did.
-        let _in_flight = self.context.work_in_flight();
-        let answer = self
-            .context
-            .call_on(owner, move |context| {
-                let in_flight = context.work_in_flight();
-                Box::pin(async move {
-                    let _in_flight = in_flight;
-                    match ShardGroups::local() {
-                        Some(groups) => groups.run(&partition, request).await,
-                        // Only while the owner starts: the client retries.
-                        None => request.refused(GroupError::CoordinatorLoadInProgress),
-                    }
-                })
+        let owned = partition.clone();
+        on_owning_shard(&self.context, &owned, closed, move || {
+            Box::pin(async move {
+                match ShardGroups::local() {
+                    Some(groups) => groups.run(&partition, request).await,
+                    // Only while the owner starts: the client retries.
+                    None => request.refused(GroupError::CoordinatorLoadInProgress),
+                }
             })
-            .await;
-        // None: the owner stopped without answering (only at shutdown).
-        answer.unwrap_or(closed)
+        })
+        .await
     }
 
     /// The groups of every coordinator this shard has loaded, for the metrics endpoint.
@@ -235,31 +226,6 @@ impl ShardGroups {
             }
         }
         stats
-    }
-
-    /// Loads the coordinator of every `__consumer_offsets` partition this shard owns, so that
-    /// groups and their offsets are known (to metrics, ListGroups) from start-up rather than
-    /// from their first request, as a Kafka coordinator loads its partitions when it takes
-    /// them over. Partitions whose directory does not exist (no offsets topic) are skipped.
-    /// In a cluster, where this depends on leadership, starts
-    /// [`follow_offsets_leadership`](Self::follow_offsets_leadership) instead.
-    async fn load_owned_coordinators(self: &Rc<Self>) {
-        let context = &self.context;
-        if context.partitions_replicated() {
-            glommio::spawn_local(self.clone().follow_offsets_leadership()).detach();
-            return;
-        }
-        for index in 0..self.config.offsets_partitions {
-            let partition = PartitionId::new(OFFSETS_TOPIC, index);
-            if context.owner_of(&partition) != context.shard_id()
-                || context.is_shutting_down()
-                || !context.data_dir().join(partition.directory_name()).is_dir()
-            {
-                continue;
-            }
-            // A failed load is reported by `coordinator`.
-            let _ = self.coordinator(&partition).await;
-        }
     }
 
     /// Runs `request` on this shard's coordinator of `partition`.

@@ -365,3 +365,53 @@ fn advertised_addresses_are_host_and_port() {
     assert!(parse_advertised("h:0").is_err());
     assert!(parse_advertised("h:99999").is_err());
 }
+
+#[test]
+fn transaction_settings_come_from_flags_or_the_file_and_are_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("ferrite.toml");
+    std::fs::write(
+        &file,
+        "transaction-state-partitions = 8\ntransaction-max-timeout-ms = 60000\n",
+    )
+    .unwrap();
+    let settings = Arguments {
+        config: Some(file),
+        transaction_timeout_check_interval_ms: Some(250),
+        ..Arguments::default()
+    }
+    .resolve()
+    .unwrap();
+    assert_eq!(settings.transactions.state_partitions, 8);
+    assert_eq!(settings.transactions.coordinator.timeout_max_ms, 60_000);
+    assert_eq!(settings.transactions.coordinator.check_interval_ms, 250);
+    let defaults = Arguments::default().resolve().unwrap().transactions;
+    assert_eq!(defaults, net::transactions::TransactionsConfig::default());
+    assert_eq!(defaults.coordinator.timeout_max_ms, 900_000, "Kafka's");
+    for (arguments, flag) in [
+        (
+            Arguments {
+                transaction_state_partitions: Some(0),
+                ..Arguments::default()
+            },
+            "--transaction-state-partitions",
+        ),
+        (
+            Arguments {
+                transaction_max_timeout_ms: Some(0),
+                ..Arguments::default()
+            },
+            "--transaction-max-timeout-ms",
+        ),
+        (
+            Arguments {
+                transaction_timeout_check_interval_ms: Some(-1),
+                ..Arguments::default()
+            },
+            "--transaction-timeout-check-interval-ms",
+        ),
+    ] {
+        let error = arguments.resolve().unwrap_err();
+        assert!(error.contains(flag), "{error}");
+    }
+}

@@ -1,0 +1,29 @@
+//! AddOffsetsToTxn: a producer's transaction will commit offsets of a consumer group, so the
+//! group's `__consumer_offsets` partition joins the transaction (its marker ends the
+//! transaction's offset commits there), as Kafka's `TransactionCoordinator` adds it.
+
+use engine::catalog::OFFSETS_TOPIC;
+use kafka_protocol::messages::{AddOffsetsToTxnRequest, AddOffsetsToTxnResponse};
+
+use super::groups::coordinator::offsets_partition;
+use crate::broker::Broker;
+use crate::errors::NONE;
+use crate::transactions::requests::AddPartitions;
+
+pub async fn handle(broker: &Broker, request: AddOffsetsToTxnRequest) -> AddOffsetsToTxnResponse {
+    let transactional_id = request.transactional_id.to_string();
+    let group_partition = offsets_partition(broker, &request.group_id);
+    let add = AddPartitions {
+        transactional_id: transactional_id.clone(),
+        producer_id: request.producer_id.0,
+        producer_epoch: request.producer_epoch,
+        partitions: vec![(
+            OFFSETS_TOPIC.to_owned(),
+            i32::try_from(group_partition).expect("partition counts fit an int32"),
+        )],
+    };
+    let state_partition = broker.transactions.state_partition(&transactional_id);
+    let result = broker.transactions.call(state_partition, add).await;
+    AddOffsetsToTxnResponse::default()
+        .with_error_code(result.err().map_or(NONE, |error| error.code()))
+}
