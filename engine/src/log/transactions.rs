@@ -19,6 +19,12 @@
 //! read's offset and whose transaction starts before the read's end. The consumer skips a
 //! producer's batches from an entry's first offset until it meets the producer's ABORT marker.
 //!
+//! Bounds: the entries live in memory, 32 bytes per aborted transaction, for the whole log
+//! (Kafka reads its `.txnindex` files on demand instead). A marker takes at least 78 bytes of
+//! log, so they never exceed about 40% of the log's size, and a workload that aborts rarely
+//! holds next to nothing; a log of mostly aborted one-record transactions is the case that
+//! would call for reading the files on demand.
+//!
 //! On disk a segment's entries are its `.txnindex` file in Kafka's format
 //! ([`encode_index`]/[`decode_index`]: 34-byte entries, big-endian: version i16 0, producer id
 //! i64, first offset i64, last offset i64, last stable offset i64).
