@@ -23,6 +23,10 @@ pub fn log_error_code(error: &LogError) -> i16 {
         LogError::UnknownPartition(_) => ResponseError::UnknownTopicOrPartition,
         LogError::OutOfOrderSequence { .. } => ResponseError::OutOfOrderSequenceNumber,
         LogError::InvalidProducerEpoch { .. } => ResponseError::InvalidProducerEpoch,
+        LogError::InvalidTransactionState { .. } => ResponseError::InvalidTxnState,
+        LogError::TransactionCoordinatorFenced { .. } => {
+            ResponseError::TransactionCoordinatorFenced
+        }
         // Retriable for the client: space may be freed, or the log reopened.
         LogError::DiskFull { .. } | LogError::Io { .. } | LogError::Corrupt(_) => {
             ResponseError::KafkaStorageError
