@@ -60,6 +60,7 @@ pub fn marker_refusal_code(refusal: &MarkerRefusal) -> i16 {
         MarkerRefusal::UnknownPartition => ResponseError::UnknownTopicOrPartition,
         MarkerRefusal::NotEnoughReplicas => ResponseError::NotEnoughReplicas,
         MarkerRefusal::ProducerFenced => ResponseError::InvalidProducerEpoch,
+        MarkerRefusal::CoordinatorFenced => ResponseError::TransactionCoordinatorFenced,
         MarkerRefusal::TimedOut => ResponseError::RequestTimedOut,
         MarkerRefusal::Storage(_) => ResponseError::KafkaStorageError,
         MarkerRefusal::Failed(_) => ResponseError::UnknownServerError,
