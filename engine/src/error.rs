@@ -38,6 +38,25 @@ pub enum LogError {
         current: i16,
         received: i16,
     },
+    /// A producer's batch or marker does not fit its transaction's state: a non-transactional
+    /// batch while its transaction is open. Nothing was written. Kafka's INVALID_TXN_STATE.
+    #[error("producer {producer_id}: {reason}; the batch was not written")]
+    InvalidTransactionState {
+        producer_id: i64,
+        reason: &'static str,
+    },
+    /// A transaction marker from a coordinator older than the one that wrote the producer's
+    /// last marker (a deposed coordinator). Nothing was written. Kafka's
+    /// TRANSACTION_COORDINATOR_FENCED.
+    #[error(
+        "marker for producer {producer_id} from coordinator epoch {received}, older than \
+         {current}; the marker was not written"
+    )]
+    TransactionCoordinatorFenced {
+        producer_id: i64,
+        current: i32,
+        received: i32,
+    },
     /// A replicated batch starts below the log end (the follower must truncate first, or the
     /// batch is garbage). Nothing was written.
     #[error("replicated batch at offset {base_offset} is below the log end {log_end_offset}")]

@@ -38,7 +38,8 @@ pub use config::LogConfig;
 pub use error::LogError;
 pub use journal::JournalConfig;
 pub use log::{
-    AppendReceipt, CleanStats, CleanStep, CommitStats, Committer, DamagedRange, EpochRun,
-    EpochRuns, FileRange, LogStats, OffsetAtTime, PartitionLog, PartitionRecordRewrite, ReadData,
-    ReadSlice, RecordRewrite, ReplayPhases, ReplayReport, Replayed, ReplayedLogs, RewrittenRecord,
+    AbortedTransaction, ActiveProducer, AppendReceipt, CleanStats, CleanStep, CommitStats,
+    Committer, DamagedRange, EpochRun, EpochRuns, FileRange, LogStats, OffsetAtTime, PartitionLog,
+    PartitionRecordRewrite, ReadData, ReadSlice, RecordRewrite, ReplayPhases, ReplayReport,
+    Replayed, ReplayedLogs, RewrittenRecord,
 };

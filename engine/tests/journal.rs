@@ -781,3 +781,56 @@ fn a_closed_log_refuses_appends_and_its_shard_goes_on() {
         crash(shard);
     });
 }
+
+#[test]
+fn replay_rebuilds_the_transactions_of_journaled_batches() {
+    run(async {
+        let dir = tempfile::tempdir().unwrap();
+        let shard = open_shard(dir.path(), 1, small_journal()).await;
+        let log = &shard.logs[0];
+        let transactional = |producer_id: i64, sequence: i32| {
+            let fields = engine::batch::build::ProducerFields::idempotent(producer_id, 0, sequence)
+                .with_transaction_bits(false);
+            let record = engine::batch::build::TestRecord {
+                key: None,
+                value: b"v".to_vec(),
+                timestamp_ms: 0,
+            };
+            BytesMut::from(&engine::batch::build::batch_from(&[record], fields)[..])
+        };
+        let abort = engine::batch::TransactionMarker {
+            producer_id: 7,
+            producer_epoch: 0,
+            coordinator_epoch: 0,
+            committed: false,
+        };
+        log.append_durable(transactional(7, 0), 0).await.unwrap(); // 0
+        log.append_durable(transactional(8, 0), 0).await.unwrap(); // 1
+        let marker = BytesMut::from(&engine::batch::encode_transaction_marker(&abort, 0)[..]);
+        let marker = engine::batch::CheckedBatch::stored(marker, usize::MAX).unwrap();
+        let receipt = log.append_checked(marker, 0).await.unwrap(); // 2
+        log.wait_durable(&receipt).await.unwrap();
+        assert_eq!(
+            shard.committer.stats().direct_writes,
+            0,
+            "all in the journal"
+        );
+        crash(shard);
+        let replayed = replayed(dir.path()).await;
+        assert_eq!(replayed.report.batches_appended, 3, "replay appended them");
+        let shard = open_shard_after(dir.path(), 1, small_journal(), &replayed.logs).await;
+        let log = &shard.logs[0];
+        assert_eq!(log.open_transactions(), vec![(8, 1)]);
+        assert_eq!(log.last_stable_offset(), 1);
+        assert_eq!(
+            log.aborted_transactions(0, 3),
+            vec![engine::AbortedTransaction {
+                producer_id: 7,
+                first_offset: 0,
+                last_offset: 2,
+                last_stable_offset: 1,
+            }]
+        );
+        close(shard).await;
+    });
+}

@@ -259,10 +259,9 @@ fn truncation_forgets_the_batches_it_removes() {
         log.close().await.unwrap();
         let log = open(dir.path(), small_config()).await;
         assert_eq!(log.truncate(2).await.unwrap(), 2);
-        assert!(
-            !dir.path().join("producer-state").exists(),
-            "the snapshot described the truncated batches"
-        );
+        // The snapshot that described the truncated batches was replaced by one of the table
+        // as the cut left it (the retries below, after a crash too, show what it holds).
+        assert!(dir.path().join("producer-state").exists());
         append_retry(&log, producer_batch(1, 0, 1, 1), 1, 1).await;
         // Sequence 2 is gone with its batch: the retry is new data at the new end.
         assert_eq!(append_new(&log, producer_batch(1, 0, 2, 1)).await, 2);

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use common::shards::*;
 use common::*;
-use engine::shard::{owner_shard, Durability, PartitionId, Runtime};
+use engine::shard::{owner_shard, Durability, IsolationLevel, PartitionId, Runtime};
 
 /// The reads of a fetch, one per partition, from its offset with its own byte limit.
 fn fetch_reads(reads: &[(u32, u64, usize)]) -> Vec<engine::shard::PartitionRead> {
@@ -20,6 +20,7 @@ fn fetch_reads(reads: &[(u32, u64, usize)]) -> Vec<engine::shard::PartitionRead>
                 partition: PartitionId::new("many", partition),
                 offset,
                 bytes_max,
+                isolation: IsolationLevel::ReadUncommitted,
             },
         )
         .collect()
@@ -202,7 +203,11 @@ fn a_long_poll_ends_on_any_shards_data_and_cancels_its_other_waits() {
             };
             let outcome = if shard == 0 {
                 let waits = (0..SHARDS).map(|owner| (owned_by(owner), 0)).collect();
-                let wait = std::pin::pin!(context.wait_for_data(waits, 600_000));
+                let wait = std::pin::pin!(context.wait_for_data(
+                    waits,
+                    IsolationLevel::ReadUncommitted,
+                    600_000
+                ));
                 // Data for shard 2's partition, appended from shard 1 once the wait is under way.
                 let started = std::time::Instant::now();
                 wait.await;

@@ -73,7 +73,11 @@ fn forwarded_appends_and_reads_land_exactly_on_the_owning_shards_logs() {
                     if read.offset_next == offset {
                         // Nothing visible yet past `offset`: wait for the owner's flusher.
                         context
-                            .wait_for_data(vec![(id.clone(), offset)], 1_000)
+                            .wait_for_data(
+                                vec![(id.clone(), offset)],
+                                engine::shard::IsolationLevel::ReadUncommitted,
+                                1_000,
+                            )
                             .await;
                     }
                     offset = read.offset_next;
@@ -173,7 +177,11 @@ fn each_shard_applies_retention_to_its_partitions_on_a_timer() {
             let deadline = std::time::Instant::now() + Duration::from_secs(30);
             let listed = loop {
                 let listed = context
-                    .list_offset(partition.clone(), engine::shard::OffsetQuery::Earliest)
+                    .list_offset(
+                        partition.clone(),
+                        engine::shard::OffsetQuery::Earliest,
+                        engine::shard::IsolationLevel::ReadUncommitted,
+                    )
                     .await
                     .expect("offsets");
                 if listed.log_start_offset > 0 || std::time::Instant::now() > deadline {
@@ -215,7 +223,11 @@ fn each_shard_opens_its_partitions_at_start_and_reports_their_offsets_and_sizes(
                     continue;
                 }
                 context
-                    .list_offset(id.clone(), engine::shard::OffsetQuery::Latest)
+                    .list_offset(
+                        id.clone(),
+                        engine::shard::OffsetQuery::Latest,
+                        engine::shard::IsolationLevel::ReadUncommitted,
+                    )
                     .await
                     .expect("opened");
                 for _ in 0..partition {
@@ -264,6 +276,8 @@ fn each_shard_opens_its_partitions_at_start_and_reports_their_offsets_and_sizes(
             healthy: true,
             damaged_offsets: 0,
             damage_found: 0,
+            last_stable_offset: 4 * batches,
+            open_transactions: 0,
         })
         .collect();
     assert_eq!(listed, wanted);
@@ -414,7 +428,11 @@ fn a_cluster_broker_refuses_partitions_whose_replica_it_does_not_run() {
                         .await;
                     let read = context.read(orders.clone(), 0, 1024).await;
                     let listed = context
-                        .list_offset(orders, engine::shard::OffsetQuery::Latest)
+                        .list_offset(
+                            orders,
+                            engine::shard::OffsetQuery::Latest,
+                            engine::shard::IsolationLevel::ReadUncommitted,
+                        )
                         .await;
                     let offsets = context
                         .append(

@@ -272,6 +272,9 @@ impl Broker {
             RequestKind::DeleteRecords(request) => {
                 header.reply(&handlers::delete_records::handle(&self, request).await)
             }
+            RequestKind::DescribeProducers(request) => {
+                header.reply(&handlers::describe_producers::handle(&self, request).await)
+            }
             RequestKind::InitProducerId(request) => {
                 header.reply(&handlers::init_producer_id::handle(&self, request).await)
             }

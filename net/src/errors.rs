@@ -23,6 +23,10 @@ pub fn log_error_code(error: &LogError) -> i16 {
         LogError::UnknownPartition(_) => ResponseError::UnknownTopicOrPartition,
         LogError::OutOfOrderSequence { .. } => ResponseError::OutOfOrderSequenceNumber,
         LogError::InvalidProducerEpoch { .. } => ResponseError::InvalidProducerEpoch,
+        LogError::InvalidTransactionState { .. } => ResponseError::InvalidTxnState,
+        LogError::TransactionCoordinatorFenced { .. } => {
+            ResponseError::TransactionCoordinatorFenced
+        }
         // Retriable for the client: space may be freed, or the log reopened.
         LogError::DiskFull { .. } | LogError::Io { .. } | LogError::Corrupt(_) => {
             ResponseError::KafkaStorageError
@@ -56,6 +60,7 @@ pub fn marker_refusal_code(refusal: &MarkerRefusal) -> i16 {
         MarkerRefusal::UnknownPartition => ResponseError::UnknownTopicOrPartition,
         MarkerRefusal::NotEnoughReplicas => ResponseError::NotEnoughReplicas,
         MarkerRefusal::ProducerFenced => ResponseError::InvalidProducerEpoch,
+        MarkerRefusal::CoordinatorFenced => ResponseError::TransactionCoordinatorFenced,
         MarkerRefusal::TimedOut => ResponseError::RequestTimedOut,
         MarkerRefusal::Storage(_) => ResponseError::KafkaStorageError,
         MarkerRefusal::Failed(_) => ResponseError::UnknownServerError,

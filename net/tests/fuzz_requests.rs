@@ -343,6 +343,11 @@ fn valid(api_key: ApiKey, version: i16) -> Bytes {
         ApiKey::ListTransactions => ListTransactionsRequest::default()
             .with_state_filters(vec![StrBytes::from_static_str("Ongoing")])
             .encode(out, version),
+        ApiKey::DescribeProducers => DescribeProducersRequest::default()
+            .with_topics(vec![describe_producers_request::TopicRequest::default()
+                .with_name(topic())
+                .with_partition_indexes(vec![0])])
+            .encode(out, version),
         other => panic!("add a valid {other:?} request to the fuzz target"),
     }
     .unwrap();

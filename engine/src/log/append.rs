@@ -21,6 +21,7 @@
 use bytes::BytesMut;
 
 use super::producers::Verdict;
+use super::transactions;
 use super::{AppendReceipt, Attempt, LogState, PartitionLog, Shared, UnflushedBatch};
 use crate::batch::{self, BatchError, BatchHeader, CheckedBatch};
 use crate::error::LogError;
@@ -79,6 +80,7 @@ impl PartitionLog {
         if let Some(receipt) = self.check_duplicate(header)? {
             return Ok(Attempt::Appended(receipt));
         }
+        self.check_transaction_marker(header, batch)?;
         let mut state = self.shared.state.borrow_mut();
         let base_offset = state.log_end_offset;
         if state.epoch_needs_recording(leader_epoch, base_offset)? {
@@ -187,6 +189,23 @@ impl PartitionLog {
         }
     }
 
+    /// Kafka's checks of a transaction marker (`bytes`, a batch with `header`) against its
+    /// producer's state before it is numbered: not from an older producer epoch
+    /// (`InvalidProducerEpoch`) nor from an older coordinator (`TransactionCoordinatorFenced`)
+    /// than the producer's last marker. `Ok` for any other batch. [`PartitionLog::append`]
+    /// runs it; a replica's leader runs it (with [`PartitionLog::check_duplicate`]) before its
+    /// Raft core numbers a marker. Synchronous, like `check_duplicate`.
+    pub fn check_transaction_marker(
+        &self,
+        header: &BatchHeader,
+        bytes: &[u8],
+    ) -> Result<(), LogError> {
+        match transactions::marker_of(header, bytes) {
+            Some(marker) => self.shared.state.borrow().producers.check_marker(&marker),
+            None => Ok(()),
+        }
+    }
+
     /// Whether the log can take a batch of `size_bytes` at all: not beyond what it holds
     /// unwritten (`unflushed_bytes_max`, never below `batch_bytes_max`). A replica asks
     /// before its Raft core numbers a batch, since a batch numbered but not placed would leave
@@ -221,7 +240,9 @@ impl PartitionLog {
     }
 
     /// Puts a batch whose offsets and epoch are final at the log end: the active segment (rolled
-    /// first if due), the producer table, the commit cycle's queue and the tail cache.
+    /// first if due), the producer table (and the transaction a marker closes), the commit
+    /// cycle's queue and the tail cache. Every append path ends here, so every batch, however
+    /// it came, updates the transaction state.
     pub(super) fn place(
         &self,
         state: &mut LogState,
@@ -244,7 +265,13 @@ impl PartitionLog {
         active.note_batch(position, header, config.index_interval_bytes);
         let segment_base_offset = active.base_offset;
         let last_offset = header.last_offset() as u64;
-        state.producers.record(header, now_ms);
+        let marker = transactions::marker_of(header, &batch);
+        if let Some(aborted) = state.producers.record(header, marker.as_ref(), now_ms) {
+            state
+                .active_segment_mut()
+                .aborted_transactions
+                .push(aborted);
+        }
         let bytes = batch.freeze();
         state.log_end_offset = last_offset + 1;
         state.unflushed.push_back(UnflushedBatch {
@@ -304,6 +331,16 @@ impl PartitionLog {
         self.shared
             .wait_until(|state| {
                 state.high_watermark() > offset || state.closing || state.failed.is_some()
+            })
+            .await
+    }
+
+    /// Resolves once the last stable offset (what `read_committed` readers may see) is above
+    /// `offset`, or the log is closing or failed.
+    pub async fn wait_for_stable_offset_above(&self, offset: u64) {
+        self.shared
+            .wait_until(|state| {
+                state.last_stable_offset() > offset || state.closing || state.failed.is_some()
             })
             .await
     }

@@ -46,6 +46,7 @@ use glommio::io::{DmaBuffer, DmaFile};
 
 use super::commit::SegmentWork;
 use super::injected_faults::{injected, IoOperation};
+use super::transactions;
 use super::{FlushTicket, LogState, Shared, UnflushedBatch};
 use crate::config::DMA_ALIGNMENT_BYTES;
 use crate::durable_file::write_whole_file;
@@ -160,6 +161,7 @@ impl Shared {
             damaged,
             closing,
             closing_small,
+            transaction_index_bytes,
         ) = {
             let mut state = self.state.borrow_mut();
             let closing = state.closing && state.segments.keys().next_back() == Some(&base_offset);
@@ -192,6 +194,8 @@ impl Shared {
                 !segment.damaged.is_empty(),
                 closing,
                 closing_small,
+                (!segment.aborted_transactions.is_empty())
+                    .then(|| transactions::encode_index(&segment.aborted_transactions)),
             )
         };
         if let Some(files) = &files {
@@ -229,6 +233,17 @@ impl Shared {
             write_whole_file(
                 &segment::time_index_path(&self.dir, base_offset),
                 &time_index_bytes,
+            )
+            .await?;
+        }
+        if let (Some(bytes), Some(_)) = (&transaction_index_bytes, &files) {
+            // Whatever the segment's size or damage: unlike its other indexes, a scan cannot
+            // rebuild it (the transactions' starts may lie in earlier segments). Written whole
+            // at each seal and close; without entries there is no file.
+            self.state.borrow_mut().close_leftovers_may_exist = true;
+            write_whole_file(
+                &transactions::transaction_index_path(&self.dir, base_offset),
+                bytes,
             )
             .await?;
         }

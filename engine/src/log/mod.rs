@@ -24,6 +24,14 @@
 //! A duplicate's receipt is the original's: its waits complete when the original batch is written
 //! (acks=1) or durable (acks=all), so a retry is never acknowledged before the batch it repeats.
 //!
+//! # Transactions
+//! The producer table also follows each producer's transaction from the batches placed (a
+//! transactional data batch opens it, a marker closes it); the log's last stable offset is the
+//! first offset of the oldest open transaction, capped by the high-water mark, and each ABORT
+//! marker leaves an aborted-transaction entry in its segment (Kafka's `.txnindex`). A
+//! `read_committed` read stops at the last stable offset and reports the aborted transactions
+//! of what it returns (`transactions.rs`).
+//!
 //! # Compaction
 //! [`PartitionLog::clean`] (`clean/`) rewrites sealed segments keeping each key's latest
 //! record; kept records keep their offsets, so the log may have gaps below the compacted end.
@@ -43,7 +51,7 @@
 //! `clean/` (compaction), `close.rs`, `maintenance.rs` (the exclusive hold the changes other
 //! than appends take), `state_files.rs` (the small files recovery trusts), `listing.rs`,
 //! `recovery.rs` and `replay.rs` (open after a crash), `damage.rs`, `epochs.rs`, `producers/`,
-//! `preallocate.rs`, `injected_faults.rs`.
+//! `transactions.rs`, `preallocate.rs`, `injected_faults.rs`.
 //!
 //! # Invariants
 //! - Appends are contiguous: every appended batch starts where the previous one ended. Above
@@ -89,6 +97,7 @@ mod recovery;
 mod replay;
 mod retention;
 mod state_files;
+pub(crate) mod transactions;
 mod truncate;
 
 use std::cell::{Cell, RefCell};
@@ -111,9 +120,11 @@ pub use clean::{CleanStats, CleanStep, PartitionRecordRewrite, RecordRewrite, Re
 pub use commit::{CommitStats, Committer};
 pub use damage::{repair, DamagedRange};
 pub use epochs::{EpochRun, EpochRuns, SINGLE_BROKER_EPOCH};
+pub use producers::ActiveProducer;
 pub use read::{FileRange, OffsetAtTime, ReadData, ReadSlice};
 use replay::ReplayedLog;
 pub use replay::{replay_journals, ReplayPhases, ReplayReport, Replayed, ReplayedLogs};
+pub use transactions::AbortedTransaction;
 
 /// Present in a partition directory only after a clean close (holding the log end offset as
 /// decimal text), until the files next change; its absence on open means the last segment
@@ -539,6 +550,19 @@ impl LogState {
             })
     }
 
+    /// What `read_committed` readers may see (Kafka's last stable offset): the high-water mark,
+    /// or below it the first offset of the oldest open transaction, never below the log start
+    /// (as Kafka's `maybeIncrementFirstUnstableOffset`: a transaction whose start retention
+    /// deleted holds back nothing that is still there).
+    fn last_stable_offset(&self) -> u64 {
+        let high_watermark = self.high_watermark();
+        self.producers
+            .first_open_transaction_offset()
+            .map_or(high_watermark, |first| {
+                first.max(self.log_start_offset).min(high_watermark)
+            })
+    }
+
     fn check_in_range(&self, offset: u64) -> Result<(), LogError> {
         if offset < self.log_start_offset || offset > self.log_end_offset {
             return Err(LogError::OffsetOutOfRange {
@@ -684,6 +708,62 @@ impl PartitionLog {
     /// replicated one, the commit point replication last set (never above the written end).
     pub fn high_watermark(&self) -> u64 {
         self.shared.state.borrow().high_watermark()
+    }
+
+    /// What `read_committed` readers may see: the high-water mark, or below it the first offset
+    /// of the oldest open transaction (`transactions.rs`).
+    pub fn last_stable_offset(&self) -> u64 {
+        self.shared.state.borrow().last_stable_offset()
+    }
+
+    /// The aborted transactions a `read_committed` read of `[offset, offset_end)` reports
+    /// (Kafka's `collectAbortedTxns`): every transaction aborted by a marker at or after
+    /// `offset` that started before `offset_end`, in marker order. An entry is kept by the
+    /// segment holding its marker, so the search starts at the segment holding `offset`.
+    pub fn aborted_transactions(&self, offset: u64, offset_end: u64) -> Vec<AbortedTransaction> {
+        let state = self.shared.state.borrow();
+        let from = state
+            .segments
+            .range(..=offset)
+            .next_back()
+            .map_or(0, |(&base, _)| base);
+        let mut found = Vec::new();
+        for (_, segment) in state.segments.range(from..) {
+            let complete = transactions::collect_overlapping(
+                &segment.aborted_transactions,
+                offset,
+                offset_end,
+                &mut found,
+            );
+            if complete {
+                break;
+            }
+        }
+        found
+    }
+
+    /// Every producer whose state the log remembers, by producer id (DescribeProducers).
+    pub fn active_producers(&self) -> Vec<ActiveProducer> {
+        self.shared.state.borrow().producers.active_producers()
+    }
+
+    /// How many transactions are open (for metrics).
+    pub fn open_transaction_count(&self) -> usize {
+        self.shared
+            .state
+            .borrow()
+            .producers
+            .open_transaction_count()
+    }
+
+    /// The open transactions, oldest first: `(producer id, first offset)`.
+    pub fn open_transactions(&self) -> Vec<(i64, u64)> {
+        self.shared
+            .state
+            .borrow()
+            .producers
+            .open_transactions()
+            .collect()
     }
 
     /// Makes this a replicated log whose high-water mark is `high_watermark` (the Raft commit

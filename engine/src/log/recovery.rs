@@ -104,6 +104,7 @@ use super::epochs;
 use super::listing::{read_offset_file, read_producer_snapshot, segment_base_offsets, Listing};
 use super::producers::{ProducerLimits, ProducerRecovery};
 use super::state_files::{remove_producer_snapshot, remove_segment_files};
+use super::transactions::{self, AbortedTransaction};
 use super::{
     CleanMarker, FlushTicket, LogState, PartitionLog, ReplayedLog, ReplayedLogs, Shared,
     CLEAN_SHUTDOWN_FILE, COMPACTED_END_OFFSET_FILE, LOG_START_OFFSET_FILE, PRODUCER_STATE_FILE,
@@ -294,6 +295,27 @@ impl PartitionLog {
             .max(first_base_offset)
             .min(log_end_offset);
         let producers = producers.finish(log_end_offset);
+        // The active segment's aborted transactions: those its index file held (a clean close
+        // wrote it) below the log end, and those the scan met after the producer state's start.
+        {
+            let active = segments
+                .values_mut()
+                .next_back()
+                .expect("at least one segment");
+            let active_base_offset = active.base_offset;
+            let aborted = &mut active.aborted_transactions;
+            aborted.retain(|entry| entry.last_offset < log_end_offset);
+            for entry in &producers.aborted {
+                if entry.last_offset >= active_base_offset
+                    && !aborted
+                        .iter()
+                        .any(|known| known.last_offset == entry.last_offset)
+                {
+                    aborted.push(*entry);
+                }
+            }
+            aborted.sort_by_key(|entry| entry.last_offset);
+        }
         let damaged: Vec<DamagedRange> = segments
             .values()
             .flat_map(|segment| segment.damaged.iter().cloned())
@@ -505,7 +527,7 @@ async fn recover_segments(
         let trust_indexes = !is_last || (producers.enter_active_segment(base_offset) && clean);
         let mut observe = |position: u64, header: &BatchHeader, bytes: &[u8]| {
             if is_last {
-                producers.observe(header);
+                producers.observe(header, transactions::marker_of(header, bytes).as_ref());
                 if position + bytes.len() as u64 + tail.borrow().bytes_max as u64 > file_bytes {
                     tail.borrow_mut().push(header, bytes);
                 }
@@ -648,12 +670,47 @@ async fn recover_segments(
             )
             .await?;
         }
+        segment.aborted_transactions = load_transaction_index(
+            dir,
+            listing,
+            base_offset,
+            next_base_offset.unwrap_or(u64::MAX),
+        )?;
         segment.written_bytes = segment.appended_bytes;
         segment.files = Some(handle);
         segment.sealed = true;
         segments.insert(base_offset, segment);
     }
     Ok(segments)
+}
+
+/// The segment's aborted transactions from its `.txnindex` file (written when it was sealed or
+/// the log closed; none when there is no file). A file that does not check out is ignored:
+/// the entries of the last segment's scanned part are rebuilt by the scan, and an earlier
+/// segment's cannot be (the transactions' starts may lie in segments before it), which is
+/// reported.
+fn load_transaction_index(
+    dir: &Path,
+    listing: &Listing,
+    base_offset: u64,
+    end_offset: u64,
+) -> Result<Vec<AbortedTransaction>, LogError> {
+    let path = transactions::transaction_index_path(dir, base_offset);
+    let Some(name) = path.file_name().and_then(|name| name.to_str()) else {
+        return Ok(Vec::new());
+    };
+    let Some(bytes) = listing.read(dir, name, "reading a transaction index")? else {
+        return Ok(Vec::new());
+    };
+    Ok(
+        transactions::decode_index(&bytes, base_offset, end_offset).unwrap_or_else(|reason| {
+            eprintln!(
+                "ferrite: ignoring the transaction index {}: {reason}",
+                path.display()
+            );
+            Vec::new()
+        }),
+    )
 }
 
 /// The last batches of the last segment, as recovery scans them (the last `bytes_max` bytes of

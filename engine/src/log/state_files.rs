@@ -349,6 +349,7 @@ pub(super) fn remove_segment_files(dir: &Path, base_offset: u64) -> Result<bool,
             segment::log_path(dir, base_offset),
             segment::offset_index_path(dir, base_offset),
             segment::time_index_path(dir, base_offset),
+            super::transactions::transaction_index_path(dir, base_offset),
         ],
         "deleting a segment",
     )

@@ -13,10 +13,13 @@ use std::rc::Rc;
 use super::damage::DamagedRange;
 use super::epochs::EpochRuns;
 use super::read;
-use super::state_files::{remove_producer_snapshot, remove_segment_files};
+use super::state_files::{remove_existing, remove_producer_snapshot, remove_segment_files};
+use super::transactions;
 use super::{flush, PartitionLog, Shared};
+use crate::durable_file::write_synced_then_rename;
 use crate::error::LogError;
 use crate::segment::{Segment, SegmentFile, SegmentScanner};
+use std::io::Write;
 
 impl PartitionLog {
     /// Brings the log back into service after a failed write or sync, without a restart: after a
@@ -209,6 +212,32 @@ impl Shared {
             remove_segment_files(&self.dir, *base)?;
         }
         remove_producer_snapshot(&self.dir)?;
+        // The segment that becomes the active one keeps the aborted transactions whose markers
+        // are before the cut: its index file says so before the cut (replaced atomically; a
+        // scan could not rebuild the entries whose transactions began in earlier segments).
+        let (active_base, kept_aborted) = {
+            let state = self.state.borrow();
+            let (&base, segment) = state
+                .segments
+                .range(..first_doomed)
+                .next_back()
+                .expect("the first segment is never doomed");
+            let kept: Vec<_> = segment
+                .aborted_transactions
+                .iter()
+                .filter(|aborted| aborted.last_offset < new_end)
+                .copied()
+                .collect();
+            (base, kept)
+        };
+        let index_path = transactions::transaction_index_path(&self.dir, active_base);
+        if kept_aborted.is_empty() {
+            remove_existing(&[index_path], "deleting a transaction index")?;
+        } else if let Some(name) = index_path.file_name().and_then(|name| name.to_str()) {
+            let bytes = transactions::encode_index(&kept_aborted);
+            write_synced_then_rename(&self.dir, name, |file| file.write_all(&bytes))
+                .map_err(|error| LogError::io("rewriting a transaction index", error))?;
+        }
         self.sync_directory().await?;
         if !removes_whole_segment {
             files
@@ -238,6 +267,16 @@ impl Shared {
         self.reload_active_tail_page().await?;
         self.state.borrow_mut().end_at(new_end);
         self.end_moved_back_to(new_end).await?;
+        // The snapshot was deleted before the cut; a new one at the new end lets a crash
+        // before the next seal recover the producers, their open transactions above all,
+        // whose first batches may lie in segments recovery does not scan.
+        let table = {
+            let state = self.state.borrow();
+            (!state.producers.is_empty()).then(|| state.producers.clone())
+        };
+        if let Some(table) = table {
+            self.persist_producers(&table, new_end).await?;
+        }
         Ok(new_end)
     }
 

@@ -16,7 +16,7 @@ use crate::batch::BatchHeader;
 use crate::config::DMA_ALIGNMENT_BYTES;
 use crate::error::LogError;
 use crate::index::{OffsetIndex, OffsetIndexEntry, TimeIndex, TimeIndexEntry};
-use crate::log::DamagedRange;
+use crate::log::{AbortedTransaction, DamagedRange};
 mod scanner;
 
 use crate::resources::{
@@ -288,6 +288,9 @@ pub(crate) struct Segment {
     /// offsets are refused to readers. A segment with damage keeps no index files on disk, so
     /// every open scans it in full and finds the damage again.
     pub damaged: Vec<DamagedRange>,
+    /// The transactions aborted by markers in this segment, in marker order (its `.txnindex`,
+    /// `log/transactions.rs`).
+    pub aborted_transactions: Vec<AbortedTransaction>,
 }
 
 impl Segment {
@@ -307,6 +310,7 @@ impl Segment {
             files: None,
             sealed: false,
             damaged: Vec::new(),
+            aborted_transactions: Vec::new(),
         }
     }
 
@@ -367,6 +371,8 @@ impl Segment {
         self.appended_bytes = position;
         self.end_offset = offset;
         self.damaged.retain(|range| range.position < position);
+        self.aborted_transactions
+            .retain(|aborted| aborted.last_offset < offset);
     }
 
     /// Accounts for damaged bytes at the end of what was noted so far (recovery found them

@@ -254,6 +254,8 @@ impl ShardContext {
                     healthy: log.fault().is_none() && !replica_faulted,
                     damaged_offsets: log.damaged_offsets(),
                     damage_found: log.damage_found(),
+                    last_stable_offset: log.last_stable_offset(),
+                    open_transactions: log.open_transaction_count(),
                 })
             })
             .collect()

@@ -50,6 +50,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use crate::error::LogError;
+use crate::log::AbortedTransaction;
 use crate::resources::ReadDescriptor;
 
 pub use append::{refused_append, AppendKind, AppendOwner, UnreplicatedLogs};
@@ -110,20 +111,33 @@ pub enum Durability {
     Durable,
 }
 
+/// What a reader may see (Kafka's isolation level of a Fetch or ListOffsets).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum IsolationLevel {
+    /// Up to the high-water mark, open and aborted transactions included.
+    #[default]
+    ReadUncommitted,
+    /// Up to the last stable offset, with the aborted transactions of what is returned, so
+    /// the reader can skip their records.
+    ReadCommitted,
+}
+
 /// One partition of a [`ShardContext::read_many`]: whole batches from `offset`, at most
-/// `bytes_max` of them (at least one batch while the shared budget has room).
+/// `bytes_max` of them (at least one batch while the shared budget has room), as `isolation`
+/// lets the reader see them.
 #[derive(Debug, Clone)]
 pub struct PartitionRead {
     pub partition: PartitionId,
     pub offset: u64,
     pub bytes_max: usize,
+    pub isolation: IsolationLevel,
 }
 
 /// What a ListOffsets request asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OffsetQuery {
     Earliest,
-    /// The high-water mark.
+    /// The high-water mark (for `read_committed`, the last stable offset).
     Latest,
     /// The first offset whose timestamp is at or after this one (milliseconds).
     Timestamp(i64),
@@ -156,6 +170,10 @@ pub struct PartitionStats {
     /// Damaged ranges found since the log was opened (some may be gone since: fetched again
     /// from a leader, or truncated).
     pub damage_found: u64,
+    /// What `read_committed` consumers read up to (at most the high-water mark).
+    pub last_stable_offset: u64,
+    /// Transactions open in the partition.
+    pub open_transactions: usize,
 }
 
 /// The answer to a [`OffsetQuery`], with the partition's bounds.
@@ -167,6 +185,7 @@ pub struct ListedOffset {
     pub timestamp_ms: Option<i64>,
     pub log_start_offset: u64,
     pub high_watermark: u64,
+    pub last_stable_offset: u64,
 }
 
 /// An owner's part of a [`ShardContext::read_many`].
@@ -188,6 +207,11 @@ pub struct SendableRead {
     pub log_start_offset: u64,
     /// The end of what readers may see: every batch below it is in the segment file.
     pub high_watermark: u64,
+    /// The end of what `read_committed` readers may see (at most the high-water mark).
+    pub last_stable_offset: u64,
+    /// For a `read_committed` read, the aborted transactions overlapping the batches returned
+    /// (Kafka's `abortedTransactions`); `None` for `read_uncommitted`.
+    pub aborted_transactions: Option<Vec<AbortedTransaction>>,
 }
 
 #[derive(Debug)]

@@ -1,23 +1,32 @@
 //! Offsets: a ListOffsets query ([`ShardContext::list_offset`]), its version-0 form
-//! ([`ShardContext::offsets_before`]), and the deletion of records below an offset
-//! ([`ShardContext::delete_records`]), with their request types.
+//! ([`ShardContext::offsets_before`]), the deletion of records below an offset
+//! ([`ShardContext::delete_records`]), and the producers a partition's log remembers
+//! ([`ShardContext::active_producers`], DescribeProducers), with their request types.
 
 use futures::future::LocalBoxFuture;
 
 use super::calls::ShardCall;
 use super::context::ShardContext;
-use super::{ListedOffset, OffsetQuery, PartitionId};
+use super::{IsolationLevel, ListedOffset, OffsetQuery, PartitionId};
 use crate::error::LogError;
+use crate::log::ActiveProducer;
 
 impl ShardContext {
-    /// Answers a ListOffsets query for `partition`.
+    /// Answers a ListOffsets query for `partition`, as `isolation` lets the reader see it
+    /// (Kafka's `fetchOffsetForTimestamp`): LATEST is the high-water mark, for
+    /// `read_committed` the last stable offset; a timestamp's offset only below that.
     pub async fn list_offset(
         &self,
         partition: PartitionId,
         query: OffsetQuery,
+        isolation: IsolationLevel,
     ) -> Result<ListedOffset, LogError> {
-        self.dispatch(&partition.clone(), ListOffsetRequest { partition, query })
-            .await
+        let request = ListOffsetRequest {
+            partition,
+            query,
+            isolation,
+        };
+        self.dispatch(&request.partition.clone(), request).await
     }
 
     /// Answers a ListOffsets version 0 query for `partition`: up to `count_max` offsets, newest
@@ -53,21 +62,49 @@ impl ShardContext {
         .await
     }
 
+    /// The producers `partition`'s log remembers, with their open transactions' first offsets
+    /// (see [`crate::log::PartitionLog::active_producers`]); its leader answers.
+    pub async fn active_producers(
+        &self,
+        partition: PartitionId,
+    ) -> Result<Vec<ActiveProducer>, LogError> {
+        self.dispatch(&partition.clone(), ActiveProducersRequest { partition })
+            .await
+    }
+
+    async fn active_producers_local(
+        &self,
+        partition: &PartitionId,
+    ) -> Result<Vec<ActiveProducer>, LogError> {
+        self.check_leading(partition)?;
+        Ok(self.partition_log(partition).await?.active_producers())
+    }
+
     async fn list_offset_local(
         &self,
         partition: &PartitionId,
         query: OffsetQuery,
+        isolation: IsolationLevel,
     ) -> Result<ListedOffset, LogError> {
         self.check_leading(partition)?;
         let log = self.partition_log(partition).await?;
         let high_watermark = log.high_watermark();
-        let (offset, timestamp_ms) = match query {
-            OffsetQuery::Earliest => (Some(log.log_start_offset()), None),
-            OffsetQuery::Latest => (Some(high_watermark), None),
-            OffsetQuery::Timestamp(timestamp_ms) => {
+        let last_stable_offset = log.last_stable_offset();
+        let (offset, timestamp_ms) = match (query, isolation) {
+            (OffsetQuery::Earliest, _) => (Some(log.log_start_offset()), None),
+            (OffsetQuery::Latest, IsolationLevel::ReadUncommitted) => (Some(high_watermark), None),
+            (OffsetQuery::Latest, IsolationLevel::ReadCommitted) => {
+                (Some(last_stable_offset), None)
+            }
+            (OffsetQuery::Timestamp(timestamp_ms), _) => {
                 match log.offset_for_timestamp(timestamp_ms).await? {
-                    Some(found) => (Some(found.offset), Some(found.timestamp_ms)),
-                    None => (None, None),
+                    Some(found)
+                        if isolation == IsolationLevel::ReadUncommitted
+                            || found.offset < last_stable_offset =>
+                    {
+                        (Some(found.offset), Some(found.timestamp_ms))
+                    }
+                    _ => (None, None),
                 }
             }
         };
@@ -76,6 +113,7 @@ impl ShardContext {
             timestamp_ms,
             log_start_offset: log.log_start_offset(),
             high_watermark,
+            last_stable_offset,
         })
     }
 
@@ -115,6 +153,7 @@ impl ShardContext {
 pub(super) struct ListOffsetRequest {
     partition: PartitionId,
     query: OffsetQuery,
+    isolation: IsolationLevel,
 }
 
 impl ShardCall for ListOffsetRequest {
@@ -126,7 +165,29 @@ impl ShardCall for ListOffsetRequest {
 
     async fn accept(self, context: &ShardContext) -> LocalBoxFuture<'static, Self::Answer> {
         let context = context.clone();
-        Box::pin(async move { context.list_offset_local(&self.partition, self.query).await })
+        Box::pin(async move {
+            context
+                .list_offset_local(&self.partition, self.query, self.isolation)
+                .await
+        })
+    }
+}
+
+/// The producers a partition's log remembers.
+pub(super) struct ActiveProducersRequest {
+    partition: PartitionId,
+}
+
+impl ShardCall for ActiveProducersRequest {
+    type Answer = Result<Vec<ActiveProducer>, LogError>;
+
+    fn closed(&self) -> Self::Answer {
+        Err(LogError::Closed)
+    }
+
+    async fn accept(self, context: &ShardContext) -> LocalBoxFuture<'static, Self::Answer> {
+        let context = context.clone();
+        Box::pin(async move { context.active_producers_local(&self.partition).await })
     }
 }
 

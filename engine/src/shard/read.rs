@@ -2,7 +2,8 @@
 //! with one call per owning shard ([`ShardContext::read_many`]), and a fetch's long poll
 //! ([`ShardContext::wait_for_data`]), each with the request type that carries it to the owner.
 //!
-//! Reads stop at the high-water mark. For a broker alone that is the written end: a consumer
+//! Reads stop at the high-water mark, or for `read_committed` at the last stable offset (and
+//! report the aborted transactions of what they return). For a broker alone that is the written end: a consumer
 //! sees only batches already written with direct I/O to their segment or to the shard's journal
 //! (served from the tail cache until they reach the segment), which survive a broker crash; only
 //! a power loss before their `fdatasync` can take them back, as with Kafka's single replica. For
@@ -16,7 +17,7 @@ use futures::{FutureExt, StreamExt};
 
 use super::calls::ShardCall;
 use super::context::ShardContext;
-use super::{PartitionId, PartitionRead, ReadMany, SendableData, SendableRead};
+use super::{IsolationLevel, PartitionId, PartitionRead, ReadMany, SendableData, SendableRead};
 use crate::error::LogError;
 use crate::log::ReadData;
 
@@ -29,10 +30,30 @@ impl ShardContext {
         offset: u64,
         bytes_max: usize,
     ) -> Result<SendableRead, LogError> {
+        self.read_isolated(
+            partition,
+            offset,
+            bytes_max,
+            IsolationLevel::ReadUncommitted,
+        )
+        .await
+    }
+
+    /// [`ShardContext::read`] as `isolation` lets the reader see the partition: for
+    /// `read_committed`, below its last stable offset, with the aborted transactions of the
+    /// batches returned.
+    pub async fn read_isolated(
+        &self,
+        partition: PartitionId,
+        offset: u64,
+        bytes_max: usize,
+        isolation: IsolationLevel,
+    ) -> Result<SendableRead, LogError> {
         let request = ReadRequest {
             partition,
             offset,
             bytes_max,
+            isolation,
         };
         self.dispatch(&request.partition.clone(), request).await
     }
@@ -110,7 +131,7 @@ impl ShardContext {
                     // Its owner stopped reading, or had more room than the reads before this
                     // one left: read it as a read in turn would have been.
                     result = self
-                        .read(read.partition.clone(), read.offset, limit)
+                        .read_isolated(read.partition.clone(), read.offset, limit, read.isolation)
                         .await
                         .map(|again| again.within_budget(read.offset, used, limit));
                 }
@@ -123,11 +144,16 @@ impl ShardContext {
         merged
     }
 
-    /// Resolves once the high-water mark of any partition of `waits` is above its offset,
-    /// after `timeout_ms`, or at shutdown, whichever is first: a fetch's long poll, with one
-    /// wait per owning shard. The waits on other shards are cancelled when this resolves or
-    /// is dropped.
-    pub async fn wait_for_data(&self, waits: Vec<(PartitionId, u64)>, timeout_ms: u64) {
+    /// Resolves once the high-water mark (for `read_committed`, the last stable offset) of any
+    /// partition of `waits` is above its offset, after `timeout_ms`, or at shutdown, whichever
+    /// is first: a fetch's long poll, with one wait per owning shard. The waits on other
+    /// shards are cancelled when this resolves or is dropped.
+    pub async fn wait_for_data(
+        &self,
+        waits: Vec<(PartitionId, u64)>,
+        isolation: IsolationLevel,
+        timeout_ms: u64,
+    ) {
         let shard_id = self.state.shard_id;
         let mut by_owner: Vec<Vec<(PartitionId, u64)>> = vec![Vec::new(); self.state.shard_count];
         for (partition, offset) in waits {
@@ -139,12 +165,18 @@ impl ShardContext {
             if waits.is_empty() {
                 continue;
             }
-            let request = WaitForDataRequest { waits, timeout_ms };
+            let request = WaitForDataRequest {
+                waits,
+                isolation,
+                timeout_ms,
+            };
             let answer = self.forward(owner, request).await;
             pending.push(Box::pin(answer.map(drop)));
         }
         if !local.is_empty() {
-            pending.push(Box::pin(self.wait_for_data_local(local, timeout_ms)));
+            pending.push(Box::pin(
+                self.wait_for_data_local(local, isolation, timeout_ms),
+            ));
         }
         if pending.is_empty() {
             return;
@@ -157,11 +189,21 @@ impl ShardContext {
         partition: &PartitionId,
         offset: u64,
         bytes_max: usize,
+        isolation: IsolationLevel,
     ) -> Result<SendableRead, LogError> {
         self.check_leading(partition)?;
         let log = self.partition_log(partition).await?;
         let high_watermark = log.high_watermark();
-        let slice = log.read(offset, bytes_max, high_watermark).await?;
+        let last_stable_offset = log.last_stable_offset();
+        let offset_end = match isolation {
+            IsolationLevel::ReadUncommitted => high_watermark,
+            IsolationLevel::ReadCommitted => last_stable_offset,
+        };
+        let slice = log.read(offset, bytes_max, offset_end).await?;
+        // Taken after the read, whose waits may have seen more appends: the transactions
+        // aborted at or after `offset` that started before what it returned ends.
+        let aborted_transactions = (isolation == IsolationLevel::ReadCommitted)
+            .then(|| log.aborted_transactions(offset, slice.offset_next));
         let data = match slice.data {
             ReadData::Empty => SendableData::Empty,
             ReadData::Memory(batches) => SendableData::Memory(batches),
@@ -176,6 +218,8 @@ impl ShardContext {
             offset_next: slice.offset_next,
             log_start_offset: log.log_start_offset(),
             high_watermark,
+            last_stable_offset,
+            aborted_transactions,
         })
     }
 
@@ -195,10 +239,11 @@ impl ShardContext {
             let result = if used == 0 || used < bytes_max {
                 read_count += 1;
                 let limit = read_limit(read.bytes_max, bytes_max);
-                self.read_local(&read.partition, read.offset, limit).await
+                self.read_local(&read.partition, read.offset, limit, read.isolation)
+                    .await
             } else {
                 // The least a read can read, for the offsets and errors only.
-                self.read_local(&read.partition, read.offset, 1)
+                self.read_local(&read.partition, read.offset, 1, read.isolation)
                     .await
                     .map(|mut answer| {
                         answer.drop_data(read.offset);
@@ -216,7 +261,12 @@ impl ShardContext {
         }
     }
 
-    async fn wait_for_data_local(&self, waits: Vec<(PartitionId, u64)>, timeout_ms: u64) {
+    async fn wait_for_data_local(
+        &self,
+        waits: Vec<(PartitionId, u64)>,
+        isolation: IsolationLevel,
+        timeout_ms: u64,
+    ) {
         let mut logs = Vec::with_capacity(waits.len());
         for (partition, offset) in &waits {
             if self.check_leading(partition).is_err() {
@@ -230,9 +280,16 @@ impl ShardContext {
         }
         // Only the waits whose log woke the task are polled again, not all of them: a long
         // poll over thousands of partitions costs per wake-up what woke it.
-        let mut waiting: FuturesUnordered<_> = logs
+        let mut waiting: FuturesUnordered<LocalBoxFuture<'_, ()>> = logs
             .iter()
-            .map(|(log, offset)| log.wait_for_high_watermark_above(*offset))
+            .map(|(log, offset)| match isolation {
+                IsolationLevel::ReadUncommitted => {
+                    Box::pin(log.wait_for_high_watermark_above(*offset)) as LocalBoxFuture<'_, ()>
+                }
+                IsolationLevel::ReadCommitted => {
+                    Box::pin(log.wait_for_stable_offset_above(*offset))
+                }
+            })
             .collect();
         let data = waiting.next();
         let timeout = std::pin::pin!(glommio::timer::sleep(Duration::from_millis(timeout_ms)));
@@ -253,6 +310,9 @@ impl SendableRead {
     fn drop_data(&mut self, offset: u64) {
         self.data = SendableData::Empty;
         self.offset_next = offset;
+        if let Some(aborted) = &mut self.aborted_transactions {
+            aborted.clear();
+        }
     }
 
     /// This read (made with `limit`, [`read_limit`]) as a read in turn keeps it, `used` bytes
@@ -273,6 +333,7 @@ pub(super) struct ReadRequest {
     partition: PartitionId,
     offset: u64,
     bytes_max: usize,
+    isolation: IsolationLevel,
 }
 
 impl ShardCall for ReadRequest {
@@ -286,7 +347,7 @@ impl ShardCall for ReadRequest {
         let context = context.clone();
         Box::pin(async move {
             context
-                .read_local(&self.partition, self.offset, self.bytes_max)
+                .read_local(&self.partition, self.offset, self.bytes_max, self.isolation)
                 .await
         })
     }
@@ -324,6 +385,7 @@ impl ShardCall for ReadManyRequest {
 /// shard). Cancelled by the caller when it stops waiting.
 pub(super) struct WaitForDataRequest {
     waits: Vec<(PartitionId, u64)>,
+    isolation: IsolationLevel,
     timeout_ms: u64,
 }
 
@@ -338,7 +400,7 @@ impl ShardCall for WaitForDataRequest {
         let context = context.clone();
         Box::pin(async move {
             context
-                .wait_for_data_local(self.waits, self.timeout_ms)
+                .wait_for_data_local(self.waits, self.isolation, self.timeout_ms)
                 .await
         })
     }

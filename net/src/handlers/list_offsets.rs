@@ -1,8 +1,10 @@
-//! ListOffsets: a partition's earliest offset (-2), its high-water mark (-1), or the first
-//! offset whose timestamp is at or after a given one; in version 0, up to `max_num_offsets`
+//! ListOffsets: a partition's earliest offset (-2), its high-water mark (-1; for
+//! `read_committed`, version 2 on, the last stable offset), or the first offset whose timestamp
+//! is at or after a given one (for `read_committed`, only below the last stable offset); in
+//! version 0, up to `max_num_offsets`
 //! offsets before a time, newest first (Kafka's "old-style offsets", Sarama's question).
 
-use engine::shard::{OffsetQuery, PartitionId};
+use engine::shard::{IsolationLevel, OffsetQuery, PartitionId};
 use futures::StreamExt;
 use kafka_protocol::messages::list_offsets_response::{
     ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
@@ -32,6 +34,12 @@ pub async fn handle(
     request: ListOffsetsRequest,
 ) -> ListOffsetsResponse {
     let topics = broker.catalog.topics();
+    // Version 2 on; 1 is READ_COMMITTED (0 before version 2).
+    let isolation = if request.isolation_level == 1 {
+        IsolationLevel::ReadCommitted
+    } else {
+        IsolationLevel::ReadUncommitted
+    };
     let mut responses = Vec::with_capacity(request.topics.len());
     for requested in request.topics {
         let topic = topics.get(&requested.name.0);
@@ -63,7 +71,11 @@ pub async fn handle(
                     (true, None) => response.with_error_code(code(ResponseError::InvalidRequest)),
                     (true, Some(query)) => {
                         let partition = PartitionId::new(name, index as u32);
-                        match broker.context.list_offset(partition, query).await {
+                        match broker
+                            .context
+                            .list_offset(partition, query, isolation)
+                            .await
+                        {
                             Ok(listed) => response
                                 .with_error_code(NONE)
                                 // No record at or after the timestamp: offset -1, as Kafka says.

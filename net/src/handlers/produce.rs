@@ -52,7 +52,10 @@ pub async fn start(broker: Rc<Broker>, header: Header, request: ProduceRequest) 
         -1 => Some(Durability::Durable),
         _ => None,
     };
-    let transactional = transactional_id.is_some();
+    // A transactional producer's batches are appended as any other: the partition's log follows
+    // their transaction from their headers (`engine::log::transactions`). KIP-890 part 1, the
+    // check with the transaction coordinator that the partition is in `transactional_id`'s
+    // transaction before the batch is written, belongs here.
     drop(transactional_id);
     // Per topic, per partition: the answer known now, or `None` for a batch to append.
     let mut topics = Vec::with_capacity(topic_data.len());
@@ -77,10 +80,6 @@ pub async fn start(broker: Rc<Broker>, header: Header, request: ProduceRequest) 
                 (_, None) => failed(
                     code(ResponseError::InvalidRequiredAcks),
                     format!("acks={acks} is not one of 0, 1, -1 (all)"),
-                ),
-                _ if transactional => failed(
-                    code(ResponseError::TransactionalIdAuthorizationFailed),
-                    "transactions are not supported by this broker".into(),
                 ),
                 (Err(error), _) => failed(error.code(), error.to_string()),
                 (Ok(_), Some(_)) if is_internal_topic(&name) => failed(

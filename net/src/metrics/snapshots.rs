@@ -17,7 +17,7 @@ use super::shard::ShardSnapshot;
 /// The per-partition series: name, kind, help text, and the value from the owning shard's
 /// number and its statistics of the partition.
 type PartitionValue = fn(usize, &PartitionStats) -> u64;
-const PARTITION_SERIES: [(&str, &str, &str, PartitionValue); 8] = [
+const PARTITION_SERIES: [(&str, &str, &str, PartitionValue); 10] = [
     (
         "ferrite_partition_log_start_offset",
         "gauge",
@@ -69,6 +69,19 @@ const PARTITION_SERIES: [(&str, &str, &str, PartitionValue); 8] = [
         "Damaged ranges found in the partition's log since it was opened (when opened, or by a \
          read), including those since fetched again from a leader.",
         |_, p| p.damage_found,
+    ),
+    (
+        "ferrite_partition_last_stable_offset",
+        "gauge",
+        "Offset up to which read_committed consumers read: the first offset of the oldest open \
+         transaction, or the high-water mark when none is open.",
+        |_, p| p.last_stable_offset,
+    ),
+    (
+        "ferrite_partition_open_transactions",
+        "gauge",
+        "Transactions open in the partition (written, their marker not yet).",
+        |_, p| p.open_transactions as u64,
     ),
 ];
 

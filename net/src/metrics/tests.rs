@@ -427,6 +427,8 @@ fn partitions_and_group_lag_from_every_shard_are_rendered() {
         healthy: partition != 1,
         damaged_offsets: 0,
         damage_found: 0,
+        last_stable_offset: high_watermark - 1,
+        open_transactions: 1,
     };
     registry.shard(0).publish(
         ShardSnapshot {
@@ -542,6 +544,22 @@ fn partitions_and_group_lag_from_every_shard_are_rendered() {
         value(&samples, "ferrite_partition_healthy", &partition(odd, "1")),
         0.0
     );
+    assert_eq!(
+        value(
+            &samples,
+            "ferrite_partition_last_stable_offset",
+            &partition("b", "0")
+        ),
+        4.0
+    );
+    assert_eq!(
+        value(
+            &samples,
+            "ferrite_partition_open_transactions",
+            &partition("b", "0")
+        ),
+        1.0
+    );
     let order: Vec<&str> = text
         .lines()
         .filter(|line| line.starts_with("ferrite_partition_high_watermark{"))
@@ -594,6 +612,8 @@ fn the_exposition_of_a_fixed_state_is_unchanged() {
         healthy: partition == 0,
         damaged_offsets: u64::from(partition),
         damage_found: 1,
+        last_stable_offset: high_watermark,
+        open_transactions: 0,
     };
     let mut replication = ReplicationStats::default();
     replication.sent[MessageKind::Fetch as usize] = 6;

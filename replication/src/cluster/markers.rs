@@ -74,6 +74,10 @@ pub enum MarkerRefusal {
     /// The partition has seen a newer epoch of the producer. Kafka's INVALID_PRODUCER_EPOCH.
     #[error("the partition has seen a newer epoch of the producer")]
     ProducerFenced,
+    /// The partition has seen a marker of the producer from a newer coordinator (a later
+    /// leader of the transactional id's partition). Kafka's TRANSACTION_COORDINATOR_FENCED.
+    #[error("the partition has seen a marker from a newer transaction coordinator")]
+    CoordinatorFenced,
     /// Not committed (or not answered) in time: it may yet be. Kafka's REQUEST_TIMED_OUT.
     #[error("the marker was not committed in time")]
     TimedOut,
@@ -104,6 +108,7 @@ impl MarkerRefusal {
             LogError::UnknownPartition(_) => MarkerRefusal::UnknownPartition,
             LogError::NotEnoughReplicas { .. } => MarkerRefusal::NotEnoughReplicas,
             LogError::InvalidProducerEpoch { .. } => MarkerRefusal::ProducerFenced,
+            LogError::TransactionCoordinatorFenced { .. } => MarkerRefusal::CoordinatorFenced,
             LogError::DiskFull { .. }
             | LogError::Io { .. }
             | LogError::Corrupt(_)

@@ -175,6 +175,16 @@ impl PartitionReplica {
             }
             Ok(None) => {}
         }
+        // A transaction marker's epochs, against the producer's state (a broker alone checks
+        // them in its own append).
+        if let Err(error) = self
+            .inner
+            .log
+            .check_transaction_marker(&header, batch.bytes())
+        {
+            let _ = reply.send(Err(error.into()));
+            return Ok(());
+        }
         self.catch_up();
         let proposed = self
             .inner

@@ -7,13 +7,17 @@
 //!    timestamp is younger than `min_compaction_lag_ms`, and never the last segment before an
 //!    active segment that has no file yet (a sealed segment's end offset is the next segment's
 //!    base on disk; without that segment, recovery would end the log at the cleaned segment's
-//!    last kept batch and hand out offsets again), nor one that ends above the high-water mark
-//!    (a replicated log cleans committed data only).
+//!    last kept batch and hand out offsets again), nor one that ends above the last stable
+//!    offset (a replicated log cleans committed data only, and every transaction below the
+//!    last stable offset is decided).
 //! 2. Builds a map key → offset of the key's latest record over them (decompressing batches to
 //!    read keys), bounded by `cleaner_map_bytes_max`: when the keys do not fit, only the
 //!    segments that were mapped whole are cleaned (a partly mapped one names later offsets, so
 //!    records before them that it supersedes go, and the latest stays where it is). Control
-//!    batches (transaction markers) are never looked into and always kept.
+//!    batches (transaction markers) are never looked into and always kept (with the segment's
+//!    aborted-transaction index, which the output keeps); the data batches of aborted
+//!    transactions (`transactions::AbortedData`) are left out of the map and removed, so an
+//!    aborted record never hides a committed one.
 //! 3. Groups consecutive segments so that each group's input fits `segment_bytes_max`, and
 //!    rewrites each group into one segment named after its first input's base: a record stays
 //!    if it has no key, or it is its key's latest and not a tombstone (null value) whose
@@ -65,6 +69,7 @@ mod rewrite;
 pub use rewrite::{PartitionRecordRewrite, RecordRewrite, RewrittenRecord};
 
 use super::state_files::remove_segment_files;
+use super::transactions::{self, AbortedData, AbortedTransaction};
 use super::{PartitionLog, Shared};
 use crate::batch::{self, BatchHeader, StoredRecords, BATCH_HEADER_BYTES};
 use crate::codec;
@@ -115,6 +120,8 @@ struct Input {
     files: Rc<SegmentFile>,
     written_bytes: u64,
     max_timestamp_ms: Option<i64>,
+    /// The segment's aborted-transaction index, which its output keeps.
+    aborted_transactions: Vec<AbortedTransaction>,
 }
 
 impl Input {
@@ -126,6 +133,7 @@ impl Input {
             files: segment.files.clone()?,
             written_bytes: segment.written_bytes,
             max_timestamp_ms: segment.max_timestamp_ms,
+            aborted_transactions: segment.aborted_transactions.clone(),
         })
     }
 }
@@ -177,7 +185,15 @@ impl PartitionLog {
         };
         let inputs = shared.cleanable_inputs(now_ms);
         let pacer = Pacer::new(shared.config().cleaner_io_bytes_per_second_max);
-        let (keys, mapped) = shared.map_latest_offsets(&inputs, &pacer).await?;
+        let aborted = AbortedData::of(
+            shared
+                .state
+                .borrow()
+                .segments
+                .values()
+                .flat_map(|segment| segment.aborted_transactions.iter()),
+        );
+        let (keys, mapped) = shared.map_latest_offsets(&inputs, &aborted, &pacer).await?;
         let Some(last) = inputs[..mapped].last() else {
             stats.segments_after = stats.segments_before;
             return Ok(stats);
@@ -186,6 +202,7 @@ impl PartitionLog {
         shared.allow_gaps_below(last.end_offset).await?;
         let mut policy = RecordPolicy::Compact {
             keys: &keys,
+            aborted: &aborted,
             tombstone_horizon_ms: now_ms.saturating_sub(
                 i64::try_from(shared.config().delete_retention_ms).unwrap_or(i64::MAX),
             ),
@@ -251,8 +268,10 @@ impl Shared {
         let lag_ms = i64::try_from(self.config().min_compaction_lag_ms).unwrap_or(i64::MAX);
         let segments: Vec<&Segment> = state.segments.values().collect();
         // Only committed data: a replicated log's follower may still have to truncate above
-        // its high-water mark, and must do so on the batches its leader sent.
-        let high_watermark = state.high_watermark();
+        // its high-water mark, and must do so on the batches its leader sent. And only
+        // stable data: below the last stable offset every transaction is decided, so the
+        // cleaner knows which records are aborted.
+        let stable_end = state.last_stable_offset();
         let mut inputs = Vec::new();
         for pair in segments.windows(2) {
             let (segment, next) = (pair[0], pair[1]);
@@ -263,7 +282,7 @@ impl Shared {
             if !segment.sealed
                 || next.files.is_none()
                 || too_recent
-                || next.base_offset > high_watermark
+                || next.base_offset > stable_end
                 || !segment.damaged.is_empty()
             {
                 break;
@@ -281,6 +300,7 @@ impl Shared {
     async fn map_latest_offsets(
         &self,
         inputs: &[Input],
+        aborted: &AbortedData,
         pacer: &Pacer,
     ) -> Result<(HashMap<Box<[u8]>, u64>, usize), LogError> {
         let mut keys: HashMap<Box<[u8]>, u64> = HashMap::new();
@@ -290,7 +310,7 @@ impl Shared {
             let mut batches = BatchWalk::new(input, &files, pacer);
             while let Some((header, bytes)) = batches.next().await? {
                 self.check_not_stopped()?;
-                if header.is_control() {
+                if header.is_control() || aborted.holds(&header) {
                     continue;
                 }
                 let body = records_section(&header, &bytes)?;
@@ -372,6 +392,11 @@ impl Shared {
         )
         .await?;
         let mut output = Segment::new_empty(base_offset, now_ms);
+        // Markers are always kept, so their index entries stay valid in the output.
+        output.aborted_transactions = group
+            .iter()
+            .flat_map(|input| input.aborted_transactions.iter().copied())
+            .collect();
         let mut writer = OutputWriter::new(&files, self.config().write_chunk_bytes, pacer);
         let mut records_removed = 0u64;
         let mut records_rewritten = 0u64;
@@ -477,6 +502,14 @@ impl Shared {
             &segment::time_index_path(&self.dir, base_offset),
             &output.time_index.encode(),
         )
+        .await?;
+        if output.aborted_transactions.is_empty() {
+            return Ok(());
+        }
+        write_whole_file(
+            &transactions::transaction_index_path(&self.dir, base_offset),
+            &transactions::encode_index(&output.aborted_transactions),
+        )
         .await
     }
 
@@ -544,8 +577,10 @@ impl Shared {
 enum RecordPolicy<'a> {
     /// Compaction: a record stays if it has no key, or it is its key's latest (`keys`: key →
     /// offset of its latest record) and not a tombstone older than the horizon.
+    /// The data of aborted transactions (`aborted`) never stays.
     Compact {
         keys: &'a HashMap<Box<[u8]>, u64>,
+        aborted: &'a AbortedData,
         tombstone_horizon_ms: i64,
     },
     /// A one-time rewrite ([`PartitionLog::rewrite_records`]): every record stays, as the
@@ -580,6 +615,11 @@ fn filter_batch<'a>(
     if header.is_control() {
         return Ok(Some(KeptBatch::unchanged(bytes)));
     }
+    if let RecordPolicy::Compact { aborted, .. } = policy {
+        if aborted.holds(header) {
+            return Ok(None);
+        }
+    }
     let body = records_section(header, bytes)?;
     let mut kept_records = Vec::with_capacity(body.len());
     let mut kept_count = 0i32;
@@ -591,6 +631,7 @@ fn filter_batch<'a>(
             RecordPolicy::Compact {
                 keys,
                 tombstone_horizon_ms,
+                ..
             } => {
                 let keep = match record.key {
                     None => true,

@@ -17,7 +17,9 @@
 //!
 //! A producer the table does not know (new, expired, evicted, or forgotten by a restart, see
 //! below) is accepted with any sequence, as Kafka does. Batches without a producer id, and
-//! control batches (which carry no sequence), are not tracked.
+//! control batches (which carry no sequence), are not tracked. A batch the broker writes with a
+//! producer id and no sequence (a group coordinator's transactional offsets, as Kafka writes
+//! them) has only its epoch checked, and its transaction followed.
 //!
 //! Bounds: at most five batches per producer, at most `producers_max` producers (the one that
 //! appended least recently is forgotten first), and a producer idle for longer than
@@ -36,23 +38,53 @@
 //! before the log changes and by an open that finds it does not fit, so it always describes a
 //! prefix of the log. Defaults: `producer_idle_ms_max` one day (Kafka's
 //! `producer.id.expiration.ms`; recovered producers count as having appended at the time of the
-//! open), `producers_max` 10 000 per partition. Transactions are out of scope.
+//! open), `producers_max` 10 000 per partition.
+//!
+//! # Transactions
+//! The table also holds each producer's transaction state, as Kafka's `ProducerStateEntry`
+//! does: the first offset of its open transaction (opened by its first transactional data
+//! batch, closed by its next marker, `batch::read_transaction_marker`), the coordinator epoch
+//! of its last marker, and that marker's place (so a truncation that removes the marker opens
+//! the transaction again). From it the log computes its last stable offset (the first offset
+//! of the oldest open transaction, [`ProducerTable::first_open_transaction_offset`]), and an
+//! ABORT marker yields the [`AbortedTransaction`] the log indexes. The rules of Kafka's
+//! `ProducerAppendInfo`: a marker whose producer epoch is older than the producer's is refused
+//! (`InvalidProducerEpoch`), as is one whose coordinator epoch is older than the last marker's
+//! (`TransactionCoordinatorFenced`); a marker of a newer epoch makes it the producer's epoch
+//! (its next batch starts at sequence 0); a non-transactional batch from a producer with an
+//! open transaction is refused (`InvalidTransactionState`). Producers with an open transaction
+//! never expire, and are evicted for room only when every producer has one (the bound holds;
+//! the transaction's records then count as stable, which `producers_max` makes a matter of ten
+//! thousand concurrent transactions on one partition).
+//!
+//! A truncation can remove a producer's last marker (a Raft leader's uncommitted tail): the
+//! table keeps the marker's offset and the first offset of the transaction it closed, and
+//! reopens that transaction. A deeper cut (below the data of a transaction whose marker was
+//! already committed) cannot happen: the coordinator writes a marker only after the
+//! transaction's data was acknowledged, and the marker of the next transaction only after that
+//! one's data.
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 
-use crate::batch::{sequence_after, BatchHeader};
+use crate::batch::{sequence_after, BatchHeader, TransactionMarker};
 use crate::config::LogConfig;
 use crate::error::LogError;
+use crate::log::transactions::AbortedTransaction;
 
 /// Batches remembered per producer (Kafka's `ProducerStateEntry.NUM_BATCHES_TO_RETAIN`).
 pub(crate) const BATCHES_PER_PRODUCER_MAX: usize = 5;
 
-/// Version of the snapshot layout written by [`ProducerTable::encode`].
-const SNAPSHOT_VERSION: u16 = 1;
+/// Version of the snapshot layout written by [`ProducerTable::encode`] (version 1, without the
+/// transaction fields, is still read).
+const SNAPSHOT_VERSION: u16 = 2;
 /// version u16, crc u32, end offset u64, producer count u32.
 const SNAPSHOT_HEADER_BYTES: usize = 2 + 4 + 8 + 4;
-/// producer id i64, epoch i16, last append ms i64, batch count u8.
-const SNAPSHOT_PRODUCER_BYTES: usize = 8 + 2 + 8 + 1;
+/// producer id i64, epoch i16, last append ms i64, coordinator epoch i32, open transaction's
+/// first offset i64, last marker's offset i64, the first offset of the transaction it closed
+/// i64 (-1: none, each), batch count u8.
+const SNAPSHOT_PRODUCER_BYTES: usize = 8 + 2 + 8 + 4 + 8 + 8 + 8 + 1;
+/// No coordinator epoch seen yet (Kafka's `RecordBatch.NO_PARTITION_LEADER_EPOCH`).
+const NO_COORDINATOR_EPOCH: i32 = -1;
 /// base sequence i32, last sequence i32, base offset u64, last offset u64.
 const SNAPSHOT_BATCH_BYTES: usize = 4 + 4 + 8 + 8;
 
@@ -65,21 +97,73 @@ pub(crate) struct ProducerBatch {
     pub last_offset: u64,
 }
 
+/// Where a producer's last marker is, and the transaction it closed (`None`: it closed none).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct MarkerPlace {
+    offset: u64,
+    transaction_first_offset: Option<u64>,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct ProducerEntry {
     epoch: i16,
     /// The shard's clock at the producer's last append (at recovery, for scanned batches).
     last_append_ms: i64,
-    /// Oldest first; never empty, at most [`BATCHES_PER_PRODUCER_MAX`], all of `epoch`.
+    /// Oldest first; at most [`BATCHES_PER_PRODUCER_MAX`], all of `epoch`. Empty only after a
+    /// marker (a new epoch forgets the old epoch's batches); an entry always has batches, a
+    /// marker or an open transaction.
     batches: VecDeque<ProducerBatch>,
+    /// The coordinator epoch of the producer's last marker ([`NO_COORDINATOR_EPOCH`]: none).
+    coordinator_epoch: i32,
+    /// The first offset of the producer's open transaction.
+    transaction_first_offset: Option<u64>,
+    last_marker: Option<MarkerPlace>,
 }
 
 impl ProducerEntry {
-    fn last_batch(&self) -> &ProducerBatch {
-        self.batches
-            .back()
-            .expect("a producer entry holds at least one batch")
+    fn new(epoch: i16, now_ms: i64) -> ProducerEntry {
+        ProducerEntry {
+            epoch,
+            last_append_ms: now_ms,
+            batches: VecDeque::with_capacity(BATCHES_PER_PRODUCER_MAX),
+            coordinator_epoch: NO_COORDINATOR_EPOCH,
+            transaction_first_offset: None,
+            last_marker: None,
+        }
     }
+
+    /// The sequence the producer's next batch of `epoch` must start at: 0 for a new epoch or
+    /// after a marker emptied the batches, else right after the last batch.
+    fn expected_sequence(&self, epoch: i16) -> i32 {
+        match self.batches.back() {
+            Some(last) if epoch == self.epoch => sequence_after(last.last_sequence, 1),
+            _ => 0,
+        }
+    }
+
+    /// Whether the entry still says anything (see `batches`).
+    fn holds_state(&self) -> bool {
+        !self.batches.is_empty()
+            || self.last_marker.is_some()
+            || self.transaction_first_offset.is_some()
+    }
+}
+
+/// What the table knows of one producer (Kafka's DescribeProducers answer).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ActiveProducer {
+    pub producer_id: i64,
+    pub producer_epoch: i16,
+    /// The last sequence of its last batch; -1 when it has none (only markers).
+    pub last_sequence: i32,
+    /// When it last appended, by the broker's clock (Kafka reports its last batch's
+    /// timestamp; the table keeps the append time, which is that for a producer's records
+    /// stamped on arrival).
+    pub last_append_ms: i64,
+    /// The coordinator epoch of its last marker; -1 when none.
+    pub coordinator_epoch: i32,
+    /// The first offset of its open transaction.
+    pub transaction_first_offset: Option<u64>,
 }
 
 /// What the log should do with a batch that passed the sequence checks.
@@ -107,17 +191,19 @@ impl ProducerLimits {
     }
 }
 
-/// The sequence state of every producer the partition remembers.
+/// The sequence and transaction state of every producer the partition remembers.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct ProducerTable {
     producers: HashMap<i64, ProducerEntry>,
     /// `(last_append_ms, producer_id)` of every entry, least recently appended first: the
     /// order in which producers expire or are evicted.
     by_last_append: BTreeSet<(i64, i64)>,
+    /// `(first_offset, producer_id)` of every open transaction, oldest first.
+    open_transactions: BTreeSet<(u64, i64)>,
     limits: ProducerLimits,
 }
 
-/// Whether the table keeps state for this batch.
+/// Whether the table keeps sequence state for this batch (a data batch of a producer).
 fn is_tracked(header: &BatchHeader) -> bool {
     header.has_producer_id() && !header.is_control()
 }
@@ -131,8 +217,46 @@ impl ProducerTable {
         ProducerTable {
             producers: HashMap::new(),
             by_last_append: BTreeSet::new(),
+            open_transactions: BTreeSet::new(),
             limits,
         }
+    }
+
+    /// The first offset of the oldest open transaction: the log's last stable offset, unless
+    /// the high-water mark is lower.
+    pub fn first_open_transaction_offset(&self) -> Option<u64> {
+        self.open_transactions
+            .first()
+            .map(|&(first_offset, _)| first_offset)
+    }
+
+    /// Every producer the table remembers, by producer id.
+    pub fn active_producers(&self) -> Vec<ActiveProducer> {
+        let mut producers: Vec<ActiveProducer> = self
+            .producers
+            .iter()
+            .map(|(&producer_id, entry)| ActiveProducer {
+                producer_id,
+                producer_epoch: entry.epoch,
+                last_sequence: entry.batches.back().map_or(-1, |batch| batch.last_sequence),
+                last_append_ms: entry.last_append_ms,
+                coordinator_epoch: entry.coordinator_epoch,
+                transaction_first_offset: entry.transaction_first_offset,
+            })
+            .collect();
+        producers.sort_unstable_by_key(|producer| producer.producer_id);
+        producers
+    }
+
+    pub fn open_transaction_count(&self) -> usize {
+        self.open_transactions.len()
+    }
+
+    /// The open transactions, oldest first: `(producer id, first offset)`.
+    pub fn open_transactions(&self) -> impl Iterator<Item = (i64, u64)> + '_ {
+        self.open_transactions
+            .iter()
+            .map(|&(first_offset, producer_id)| (producer_id, first_offset))
     }
 
     pub fn len(&self) -> usize {
@@ -150,13 +274,15 @@ impl ProducerTable {
             return Ok(Verdict::Append);
         }
         let producer_id = header.producer_id;
-        // Not negative: `CheckedBatch::produced` refused such a batch.
+        // Negative only for a batch the broker writes (`CheckedBatch::produced` refuses one):
+        // a group coordinator's transactional offsets carry no sequence, and only their epoch
+        // and transaction are checked, as Kafka checks a coordinator's append.
         let received = header.base_sequence;
         let Some(entry) = self.producers.get(&producer_id) else {
             return Ok(Verdict::Append);
         };
         let epoch = header.producer_epoch;
-        if epoch == entry.epoch {
+        if epoch == entry.epoch && received >= 0 {
             let last_sequence = header.last_sequence();
             if let Some(original) = entry
                 .batches
@@ -176,73 +302,163 @@ impl ProducerTable {
                 received: epoch,
             });
         }
-        let expected = if epoch > entry.epoch {
-            0
-        } else {
-            sequence_after(entry.last_batch().last_sequence, 1)
-        };
-        if received != expected {
+        let expected = entry.expected_sequence(epoch);
+        if received >= 0 && received != expected {
             return Err(LogError::OutOfOrderSequence {
                 producer_id,
                 expected,
                 received,
             });
         }
+        if entry.transaction_first_offset.is_some() && !header.is_transactional() {
+            return Err(LogError::InvalidTransactionState {
+                producer_id,
+                reason: "a non-transactional batch while its transaction is open",
+            });
+        }
         Ok(Verdict::Append)
     }
 
-    /// Notes a batch placed in the log (its header carries the offsets it was given), at
-    /// `now_ms`. Recovery calls it for the batches it scans, without [`check`](Self::check):
-    /// what is in the log is the truth.
-    pub fn record(&mut self, header: &BatchHeader, now_ms: i64) {
-        if !is_tracked(header) || header.base_sequence < 0 {
-            return;
-        }
-        assert!(header.base_offset >= 0, "a placed batch has an offset");
-        self.expire_idle(now_ms);
-        let producer_id = header.producer_id;
-        let batch = ProducerBatch {
-            base_sequence: header.base_sequence,
-            last_sequence: header.last_sequence(),
-            base_offset: header.base_offset as u64,
-            last_offset: header.last_offset() as u64,
+    /// Kafka's checks of a transaction marker before it is written: not from an older
+    /// producer epoch than the producer's (`InvalidProducerEpoch`), nor from an older
+    /// coordinator than the last marker's (`TransactionCoordinatorFenced`). A marker for a
+    /// producer the table does not know is accepted.
+    pub fn check_marker(&self, marker: &TransactionMarker) -> Result<(), LogError> {
+        let producer_id = marker.producer_id;
+        let Some(entry) = self.producers.get(&producer_id) else {
+            return Ok(());
         };
-        if let Some(entry) = self.producers.get_mut(&producer_id) {
-            self.by_last_append
-                .remove(&(entry.last_append_ms, producer_id));
-            debug_assert!(entry.last_batch().last_offset < batch.base_offset);
-            if entry.epoch != header.producer_epoch {
-                entry.epoch = header.producer_epoch;
-                entry.batches.clear();
-            }
+        if marker.producer_epoch < entry.epoch {
+            return Err(LogError::InvalidProducerEpoch {
+                producer_id,
+                current: entry.epoch,
+                received: marker.producer_epoch,
+            });
+        }
+        if marker.coordinator_epoch < entry.coordinator_epoch {
+            return Err(LogError::TransactionCoordinatorFenced {
+                producer_id,
+                current: entry.coordinator_epoch,
+                received: marker.coordinator_epoch,
+            });
+        }
+        Ok(())
+    }
+
+    /// Notes a batch placed in the log (its header carries the offsets it was given), at
+    /// `now_ms`; `marker` is the transaction marker it holds, if it is one. Recovery calls it
+    /// for the batches it scans, without [`check`](Self::check): what is in the log is the
+    /// truth. Returns the transaction an ABORT marker closed, for the log's index.
+    pub fn record(
+        &mut self,
+        header: &BatchHeader,
+        marker: Option<&TransactionMarker>,
+        now_ms: i64,
+    ) -> Option<AbortedTransaction> {
+        assert!(header.base_offset >= 0, "a placed batch has an offset");
+        if let Some(marker) = marker {
+            return self.record_marker(header, marker, now_ms);
+        }
+        // Without a sequence (a coordinator's batch) only a transaction is followed.
+        let sequenced = header.base_sequence >= 0;
+        if !is_tracked(header) || !(sequenced || header.is_transactional()) {
+            return None;
+        }
+        let base_offset = header.base_offset as u64;
+        let producer_id = header.producer_id;
+        let entry = self.touch(producer_id, header.producer_epoch, now_ms);
+        if sequenced {
+            let batch = ProducerBatch {
+                base_sequence: header.base_sequence,
+                last_sequence: header.last_sequence(),
+                base_offset,
+                last_offset: header.last_offset() as u64,
+            };
+            debug_assert!(entry
+                .batches
+                .back()
+                .is_none_or(|last| last.last_offset < batch.base_offset));
             if entry.batches.len() == BATCHES_PER_PRODUCER_MAX {
                 entry.batches.pop_front();
             }
             entry.batches.push_back(batch);
-            entry.last_append_ms = now_ms;
-        } else {
-            if self.producers.len() == self.limits.producers_max {
-                self.forget_least_recent();
-            }
-            let mut batches = VecDeque::with_capacity(BATCHES_PER_PRODUCER_MAX);
-            batches.push_back(batch);
-            let entry = ProducerEntry {
-                epoch: header.producer_epoch,
-                last_append_ms: now_ms,
-                batches,
-            };
-            self.producers.insert(producer_id, entry);
         }
-        self.by_last_append.insert((now_ms, producer_id));
-        debug_assert_eq!(self.by_last_append.len(), self.producers.len());
-        assert!(self.producers.len() <= self.limits.producers_max);
+        let opened = header.is_transactional() && entry.transaction_first_offset.is_none();
+        if opened {
+            entry.transaction_first_offset = Some(base_offset);
+            self.open_transactions.insert((base_offset, producer_id));
+        }
+        None
     }
 
-    /// Forgets every batch at or after `offset` (the log was cut there), and the producers
-    /// left with no batch: they become unknown, so their next batch is accepted with any
-    /// sequence (its predecessor may be older than the five remembered batches).
+    /// [`record`](Self::record) of a marker: the producer's epoch and coordinator epoch become
+    /// the marker's, and its open transaction (if any) closes.
+    fn record_marker(
+        &mut self,
+        header: &BatchHeader,
+        marker: &TransactionMarker,
+        now_ms: i64,
+    ) -> Option<AbortedTransaction> {
+        let producer_id = marker.producer_id;
+        let offset = header.base_offset as u64;
+        let entry = self.touch(producer_id, marker.producer_epoch, now_ms);
+        entry.coordinator_epoch = marker.coordinator_epoch;
+        let closed = entry.transaction_first_offset.take();
+        entry.last_marker = Some(MarkerPlace {
+            offset,
+            transaction_first_offset: closed,
+        });
+        let first_offset = closed?;
+        self.open_transactions.remove(&(first_offset, producer_id));
+        (!marker.committed).then(|| AbortedTransaction {
+            producer_id,
+            first_offset,
+            last_offset: offset,
+            last_stable_offset: self.first_open_transaction_offset().unwrap_or(offset + 1),
+        })
+    }
+
+    /// The producer's entry, made the most recently appended at `now_ms` (created if new, its
+    /// batches forgotten if `epoch` is not its epoch).
+    fn touch(&mut self, producer_id: i64, epoch: i16, now_ms: i64) -> &mut ProducerEntry {
+        self.expire_idle(now_ms);
+        match self.producers.get(&producer_id) {
+            Some(entry) => {
+                self.by_last_append
+                    .remove(&(entry.last_append_ms, producer_id));
+            }
+            None => {
+                if self.producers.len() == self.limits.producers_max {
+                    self.evict_one();
+                }
+            }
+        }
+        self.by_last_append.insert((now_ms, producer_id));
+        self.producers
+            .entry(producer_id)
+            .or_insert_with(|| ProducerEntry::new(epoch, now_ms));
+        debug_assert_eq!(self.by_last_append.len(), self.producers.len());
+        assert!(self.producers.len() <= self.limits.producers_max);
+        let entry = self
+            .producers
+            .get_mut(&producer_id)
+            .expect("inserted above");
+        if entry.epoch != epoch {
+            entry.epoch = epoch;
+            entry.batches.clear();
+        }
+        entry.last_append_ms = now_ms;
+        entry
+    }
+
+    /// Forgets every batch and marker at or after `offset` (the log was cut there), and the
+    /// producers left with nothing: they become unknown, so their next batch is accepted with
+    /// any sequence (its predecessor may be older than the five remembered batches). A
+    /// transaction opened at or after `offset` is forgotten; one whose marker was cut opens
+    /// again.
     pub fn forget_from(&mut self, offset: u64) {
         let by_last_append = &mut self.by_last_append;
+        let open_transactions = &mut self.open_transactions;
         self.producers.retain(|&producer_id, entry| {
             while entry
                 .batches
@@ -251,7 +467,26 @@ impl ProducerTable {
             {
                 entry.batches.pop_back();
             }
-            let keep = !entry.batches.is_empty();
+            if let Some(first_offset) = entry.transaction_first_offset {
+                if first_offset >= offset {
+                    open_transactions.remove(&(first_offset, producer_id));
+                    entry.transaction_first_offset = None;
+                }
+            }
+            if let Some(marker) = entry.last_marker {
+                if marker.offset >= offset {
+                    entry.last_marker = None;
+                    let reopened = marker
+                        .transaction_first_offset
+                        .filter(|&first_offset| first_offset < offset);
+                    if let Some(first_offset) = reopened {
+                        debug_assert!(entry.transaction_first_offset.is_none());
+                        entry.transaction_first_offset = Some(first_offset);
+                        open_transactions.insert((first_offset, producer_id));
+                    }
+                }
+            }
+            let keep = entry.holds_state();
             if !keep {
                 by_last_append.remove(&(entry.last_append_ms, producer_id));
             }
@@ -262,24 +497,57 @@ impl ProducerTable {
     pub fn clear(&mut self) {
         self.producers.clear();
         self.by_last_append.clear();
+        self.open_transactions.clear();
     }
 
+    /// Forgets the producers idle for longer than `idle_ms_max`, except those with an open
+    /// transaction (the coordinator aborts it when it times out; until then its records must
+    /// stay unstable).
     fn expire_idle(&mut self, now_ms: i64) {
         let Some(idle_ms_max) = self.limits.idle_ms_max else {
             return;
         };
         let idle_ms_max = i64::try_from(idle_ms_max).unwrap_or(i64::MAX);
-        while let Some(&(last_append_ms, _)) = self.by_last_append.first() {
-            if now_ms.saturating_sub(last_append_ms) <= idle_ms_max {
-                break;
-            }
-            self.forget_least_recent();
+        let expired: Vec<(i64, i64)> = self
+            .by_last_append
+            .iter()
+            .take_while(|&&(last_append_ms, _)| now_ms.saturating_sub(last_append_ms) > idle_ms_max)
+            .filter(|(_, producer_id)| {
+                self.producers[producer_id]
+                    .transaction_first_offset
+                    .is_none()
+            })
+            .copied()
+            .collect();
+        for key in expired {
+            self.forget(key);
         }
     }
 
-    fn forget_least_recent(&mut self) {
-        if let Some((_, producer_id)) = self.by_last_append.pop_first() {
-            self.producers.remove(&producer_id);
+    /// Makes room for one producer: forgets the least recently appended one without an open
+    /// transaction, or the least recent of all when every producer has one.
+    fn evict_one(&mut self) {
+        let victim = self
+            .by_last_append
+            .iter()
+            .find(|(_, producer_id)| {
+                self.producers[producer_id]
+                    .transaction_first_offset
+                    .is_none()
+            })
+            .or_else(|| self.by_last_append.first())
+            .copied();
+        if let Some(key) = victim {
+            self.forget(key);
+        }
+    }
+
+    fn forget(&mut self, (last_append_ms, producer_id): (i64, i64)) {
+        self.by_last_append.remove(&(last_append_ms, producer_id));
+        if let Some(entry) = self.producers.remove(&producer_id) {
+            if let Some(first_offset) = entry.transaction_first_offset {
+                self.open_transactions.remove(&(first_offset, producer_id));
+            }
         }
     }
 
@@ -305,6 +573,16 @@ impl ProducerTable {
             out.extend_from_slice(&producer_id.to_be_bytes());
             out.extend_from_slice(&entry.epoch.to_be_bytes());
             out.extend_from_slice(&entry.last_append_ms.to_be_bytes());
+            out.extend_from_slice(&entry.coordinator_epoch.to_be_bytes());
+            let marker = entry.last_marker;
+            for offset in [
+                entry.transaction_first_offset,
+                marker.map(|marker| marker.offset),
+                marker.and_then(|marker| marker.transaction_first_offset),
+            ] {
+                debug_assert!(offset.is_none_or(|offset| offset < end_offset));
+                out.extend_from_slice(&offset.map_or(-1, |offset| offset as i64).to_be_bytes());
+            }
             out.push(entry.batches.len() as u8);
             for batch in &entry.batches {
                 debug_assert!(batch.last_offset < end_offset);
@@ -326,7 +604,7 @@ impl ProducerTable {
     pub fn decode(bytes: &[u8], limits: ProducerLimits) -> Result<(ProducerTable, u64), String> {
         let mut reader = SnapshotReader { bytes, at: 0 };
         let version = u16::from_be_bytes(reader.take()?);
-        if version != SNAPSHOT_VERSION {
+        if !(1..=SNAPSHOT_VERSION).contains(&version) {
             return Err(format!("unknown snapshot version {version}"));
         }
         let stored_crc = u32::from_be_bytes(reader.take()?);
@@ -343,9 +621,43 @@ impl ProducerTable {
             let producer_id = i64::from_be_bytes(reader.take()?);
             let epoch = i16::from_be_bytes(reader.take()?);
             let last_append_ms = i64::from_be_bytes(reader.take()?);
+            let mut entry = ProducerEntry::new(epoch, last_append_ms);
+            if version >= 2 {
+                entry.coordinator_epoch = i32::from_be_bytes(reader.take()?);
+                let mut offset = || -> Result<Option<u64>, String> {
+                    let offset = i64::from_be_bytes(reader.take()?);
+                    match offset {
+                        -1 => Ok(None),
+                        offset if (0..end_offset as i64).contains(&offset) => {
+                            Ok(Some(offset as u64))
+                        }
+                        offset => Err(format!(
+                            "producer {producer_id} has an impossible offset {offset}"
+                        )),
+                    }
+                };
+                entry.transaction_first_offset = offset()?;
+                let marker_offset = offset()?;
+                let closed = offset()?;
+                entry.last_marker = match (marker_offset, closed) {
+                    (Some(offset), closed) if closed.is_none_or(|first| first < offset) => {
+                        Some(MarkerPlace {
+                            offset,
+                            transaction_first_offset: closed,
+                        })
+                    }
+                    (None, None) => None,
+                    _ => {
+                        return Err(format!(
+                            "producer {producer_id} has an impossible marker {marker_offset:?}"
+                        ))
+                    }
+                };
+            }
             let [batch_count] = reader.take()?;
             let batch_count = usize::from(batch_count);
-            if producer_id < 0 || !(1..=BATCHES_PER_PRODUCER_MAX).contains(&batch_count) {
+            let batches_min = if version >= 2 { 0 } else { 1 };
+            if producer_id < 0 || !(batches_min..=BATCHES_PER_PRODUCER_MAX).contains(&batch_count) {
                 return Err(format!(
                     "producer {producer_id} with {batch_count} batches cannot be in a snapshot"
                 ));
@@ -373,11 +685,10 @@ impl ProducerTable {
                 }
                 batches.push_back(batch);
             }
-            let entry = ProducerEntry {
-                epoch,
-                last_append_ms,
-                batches,
-            };
+            entry.batches = batches;
+            if !entry.holds_state() {
+                return Err(format!("producer {producer_id} holds nothing"));
+            }
             entries.push((producer_id, entry));
         }
         if reader.at != bytes.len() {
@@ -390,11 +701,14 @@ impl ProducerTable {
         let mut table = ProducerTable::new(limits);
         for (producer_id, entry) in entries {
             if table.producers.len() == limits.producers_max {
-                table.forget_least_recent();
+                table.evict_one();
             }
             table
                 .by_last_append
                 .insert((entry.last_append_ms, producer_id));
+            if let Some(first_offset) = entry.transaction_first_offset {
+                table.open_transactions.insert((first_offset, producer_id));
+            }
             if table.producers.insert(producer_id, entry).is_some() {
                 return Err(format!("producer {producer_id} appears twice"));
             }
@@ -426,10 +740,21 @@ struct Continuation {
     table: ProducerTable,
     next_offset: u64,
     gap: bool,
+    /// The transactions aborted by the markers observed, in log order.
+    aborted: Vec<AbortedTransaction>,
 }
 
 impl Continuation {
-    fn observe(&mut self, header: &BatchHeader, now_ms: i64) {
+    fn new(table: ProducerTable, next_offset: u64) -> Continuation {
+        Continuation {
+            table,
+            next_offset,
+            gap: false,
+            aborted: Vec::new(),
+        }
+    }
+
+    fn observe(&mut self, header: &BatchHeader, marker: Option<&TransactionMarker>, now_ms: i64) {
         let base_offset = header.base_offset as u64;
         if self.gap || base_offset < self.next_offset {
             // Already recorded (a segment scanned again) or before this table's start.
@@ -439,20 +764,24 @@ impl Continuation {
             self.gap = true;
             return;
         }
-        self.table.record(header, now_ms);
+        self.aborted
+            .extend(self.table.record(header, marker, now_ms));
         self.next_offset = header.last_offset() as u64 + 1;
     }
 
-    /// The table for a log that ends at `log_end_offset`, if this one covers all of it.
-    fn finish(mut self, log_end_offset: u64) -> Option<ProducerTable> {
+    /// The table for a log that ends at `log_end_offset` and the transactions aborted in what
+    /// it observed, if this one covers all of it.
+    fn finish(mut self, log_end_offset: u64) -> Option<(ProducerTable, Vec<AbortedTransaction>)> {
         if self.gap || self.next_offset < log_end_offset {
             return None;
         }
         if self.next_offset > log_end_offset {
             // The log ends before what the table saw: as if truncated there.
             self.table.forget_from(log_end_offset);
+            self.aborted
+                .retain(|aborted| aborted.last_offset < log_end_offset);
         }
-        Some(self.table)
+        Some((self.table, self.aborted))
     }
 }
 
@@ -471,6 +800,9 @@ pub(crate) struct ProducerRecovery {
 /// What recovery decided about producer state.
 pub(crate) struct RecoveredProducers {
     pub table: ProducerTable,
+    /// The transactions aborted by the markers the scan met after the table's start, in log
+    /// order (the scanned segment's aborted-transaction index is made of them).
+    pub aborted: Vec<AbortedTransaction>,
     /// The snapshot file still describes a prefix of the log and may stay; otherwise it must
     /// be deleted before the log changes.
     pub snapshot_still_fits: bool,
@@ -489,11 +821,7 @@ impl ProducerRecovery {
             limits,
             now_ms,
             snapshot_end_offset,
-            from_snapshot: snapshot.map(|(table, end_offset)| Continuation {
-                table,
-                next_offset: end_offset,
-                gap: false,
-            }),
+            from_snapshot: snapshot.map(|(table, end_offset)| Continuation::new(table, end_offset)),
             from_active_segment: None,
         }
     }
@@ -508,42 +836,44 @@ impl ProducerRecovery {
         {
             self.from_snapshot = None;
         }
-        self.from_active_segment = Some(Continuation {
-            table: ProducerTable::new(self.limits),
-            next_offset: base_offset,
-            gap: false,
-        });
+        self.from_active_segment = Some(Continuation::new(
+            ProducerTable::new(self.limits),
+            base_offset,
+        ));
         self.from_snapshot.is_some()
     }
 
-    /// A valid batch of the last segment, in log order (a segment scanned again repeats them).
-    pub fn observe(&mut self, header: &BatchHeader) {
+    /// A valid batch of the last segment, in log order (a segment scanned again repeats them),
+    /// and the transaction marker it holds, if it is one.
+    pub fn observe(&mut self, header: &BatchHeader, marker: Option<&TransactionMarker>) {
         for continuation in [&mut self.from_snapshot, &mut self.from_active_segment]
             .into_iter()
             .flatten()
         {
-            continuation.observe(header, self.now_ms);
+            continuation.observe(header, marker, self.now_ms);
         }
     }
 
     /// The table for the recovered log, which ends at `log_end_offset`.
     pub fn finish(self, log_end_offset: u64) -> RecoveredProducers {
         let fits = |end_offset: u64| end_offset <= log_end_offset;
-        if let Some(table) = self
+        if let Some((table, aborted)) = self
             .from_snapshot
             .and_then(|snapshot| snapshot.finish(log_end_offset))
         {
             return RecoveredProducers {
                 table,
+                aborted,
                 snapshot_still_fits: self.snapshot_end_offset.is_some_and(fits),
             };
         }
-        let table = self
+        let (table, aborted) = self
             .from_active_segment
             .and_then(|segment| segment.finish(log_end_offset))
-            .unwrap_or_else(|| ProducerTable::new(self.limits));
+            .unwrap_or_else(|| (ProducerTable::new(self.limits), Vec::new()));
         RecoveredProducers {
             table,
+            aborted,
             snapshot_still_fits: false,
         }
     }

@@ -11,7 +11,7 @@ mod response;
 
 use std::time::{Duration, Instant};
 
-use engine::shard::{PartitionId, PartitionRead};
+use engine::shard::{IsolationLevel, PartitionId, PartitionRead};
 use futures::future::select;
 use kafka_protocol::messages::FetchRequest;
 use kafka_protocol::ResponseError;
@@ -79,9 +79,15 @@ pub async fn handle(
     } else {
         i32::MAX as u64
     };
+    // Versions below 4 (not served here) have no isolation level; 1 is READ_COMMITTED.
+    let isolation = if request.isolation_level == 1 {
+        IsolationLevel::ReadCommitted
+    } else {
+        IsolationLevel::ReadUncommitted
+    };
     loop {
         forget_deleted_topics(broker, &topic_names, &mut wanted);
-        let results = read_all(broker, &wanted, response_bytes_max).await;
+        let results = read_all(broker, &wanted, isolation, response_bytes_max).await;
         let total: u64 = results.iter().map(PartitionData::records_bytes).sum();
         let any_error = results.iter().any(|data| data.error_code != NONE);
         let now = Instant::now();
@@ -98,17 +104,22 @@ pub async fn handle(
         }
         // Wait until any partition gets data past what it has now (not merely past the fetch
         // offset: with min_bytes unmet, data already there must not end the wait), or the
-        // deadline: one wait per shard owning some of the partitions.
+        // deadline: one wait per shard owning some of the partitions. What "has now" means
+        // follows the isolation: the high-water mark, or the last stable offset.
         let remaining_ms = (deadline - now).as_millis() as u64 + 1;
         let waits: Vec<(PartitionId, u64)> = wanted
             .iter()
             .zip(&results)
             .filter_map(|(wanted, data)| {
                 let id = wanted.id.clone()?;
-                Some((id, wanted.fetch_offset.max(data.high_watermark) as u64))
+                let visible_end = match isolation {
+                    IsolationLevel::ReadUncommitted => data.high_watermark,
+                    IsolationLevel::ReadCommitted => data.last_stable_offset,
+                };
+                Some((id, wanted.fetch_offset.max(visible_end) as u64))
             })
             .collect();
-        let data = std::pin::pin!(broker.context.wait_for_data(waits, remaining_ms));
+        let data = std::pin::pin!(broker.context.wait_for_data(waits, isolation, remaining_ms));
         let timeout = std::pin::pin!(glommio::timer::sleep(deadline - now));
         let shutdown = std::pin::pin!(broker.context.shutdown_requested());
         let drain = std::pin::pin!(draining.started());
@@ -136,6 +147,7 @@ fn forget_deleted_topics(broker: &Broker, topic_names: &[String], wanted: &mut [
 async fn read_all(
     broker: &Broker,
     wanted: &[Wanted],
+    isolation: IsolationLevel,
     response_bytes_max: u64,
 ) -> Vec<PartitionData> {
     let reads: Vec<PartitionRead> = wanted
@@ -146,6 +158,7 @@ async fn read_all(
                 partition: wanted.id.clone()?,
                 offset: wanted.fetch_offset as u64,
                 bytes_max: wanted.partition_max_bytes.max(0) as usize,
+                isolation,
             })
         })
         .collect();
@@ -174,7 +187,9 @@ async fn read_all(
                     partition: wanted.partition,
                     error_code: NONE,
                     high_watermark: read.high_watermark as i64,
+                    last_stable_offset: read.last_stable_offset as i64,
                     log_start_offset: read.log_start_offset as i64,
+                    aborted_transactions: read.aborted_transactions,
                     records: read.data,
                 },
                 Err(error) => PartitionData::failed(wanted.partition, log_error_code(&error)),

@@ -4,6 +4,7 @@
 //! the tests.
 
 use bytes::{BufMut, BytesMut};
+use engine::log::AbortedTransaction;
 use engine::shard::SendableData;
 
 use crate::broker::{Header, Reply, ResponsePart};
@@ -14,7 +15,10 @@ pub(super) struct PartitionData {
     pub(super) partition: i32,
     pub(super) error_code: i16,
     pub(super) high_watermark: i64,
+    pub(super) last_stable_offset: i64,
     pub(super) log_start_offset: i64,
+    /// `None` (null in the response) for a `read_uncommitted` fetch, as Kafka answers.
+    pub(super) aborted_transactions: Option<Vec<AbortedTransaction>>,
     pub(super) records: SendableData,
 }
 
@@ -24,7 +28,9 @@ impl PartitionData {
             partition,
             error_code,
             high_watermark: -1,
+            last_stable_offset: -1,
             log_start_offset: -1,
+            aborted_transactions: None,
             records: SendableData::Empty,
         }
     }
@@ -68,11 +74,24 @@ pub(super) fn encode(
             head.put_i32(data.partition);
             head.put_i16(data.error_code);
             head.put_i64(data.high_watermark);
-            head.put_i64(data.high_watermark); // last_stable_offset: no transactions
+            head.put_i64(data.last_stable_offset);
             if version >= 5 {
                 head.put_i64(data.log_start_offset);
             }
-            put_array_length(head, flexible, 0); // aborted_transactions
+            match &data.aborted_transactions {
+                None if flexible => put_unsigned_varint(head, 0),
+                None => head.put_i32(-1),
+                Some(aborted) => {
+                    put_array_length(head, flexible, aborted.len());
+                    for transaction in aborted {
+                        head.put_i64(transaction.producer_id);
+                        head.put_i64(transaction.first_offset as i64);
+                        if flexible {
+                            put_unsigned_varint(head, 0); // aborted transaction tagged fields
+                        }
+                    }
+                }
+            }
             if version >= 11 {
                 head.put_i32(-1); // preferred_read_replica
             }
@@ -227,7 +246,14 @@ mod tests {
                             partition: 0,
                             error_code: NONE,
                             high_watermark: 10,
+                            last_stable_offset: 8,
                             log_start_offset: 2,
+                            aborted_transactions: Some(vec![AbortedTransaction {
+                                producer_id: 42,
+                                first_offset: 3,
+                                last_offset: 6,
+                                last_stable_offset: 7,
+                            }]),
                             records: SendableData::Memory(vec![batch_a.clone(), batch_b.clone()]),
                         },
                         PartitionData::failed(5, code(ResponseError::UnknownTopicOrPartition)),
@@ -249,6 +275,13 @@ mod tests {
             assert_eq!(&*orders.topic.0, "orders");
             let first = &orders.partitions[0];
             assert_eq!(first.high_watermark, 10);
+            assert_eq!(first.last_stable_offset, 8);
+            let aborted = first.aborted_transactions.as_ref().expect("listed");
+            assert_eq!((aborted[0].producer_id.0, aborted[0].first_offset), (42, 3));
+            assert!(
+                orders.partitions[1].aborted_transactions.is_none(),
+                "null when read_uncommitted or failed"
+            );
             if version >= 5 {
                 assert_eq!(first.log_start_offset, 2);
             }

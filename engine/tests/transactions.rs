@@ -1,0 +1,352 @@
+//! Transactions through the log's public API: the last stable offset stops at the oldest open
+//! transaction, reads report the aborted transactions of what they return, markers from fenced
+//! producers or coordinators are refused, and all of it survives a clean restart, a crash (the
+//! segments' `.txnindex` files and the producer snapshot), a truncation, retention and
+//! compaction (which removes aborted records and never cleans past the last stable offset).
+
+mod common;
+
+use std::path::Path;
+
+use bytes::BytesMut;
+use common::*;
+use engine::batch::{build, encode_transaction_marker, BatchHeader, TransactionMarker};
+use engine::{AbortedTransaction, LogConfig, LogError, PartitionLog};
+
+async fn open(dir: &Path, config: LogConfig) -> PartitionLog {
+    PartitionLog::open(dir, config, system_clock())
+        .await
+        .unwrap()
+}
+
+/// A transactional batch of `records` records of `producer_id`, values naming it and `tag`,
+/// each with its own key (or `key` for all, for compaction).
+fn transactional_batch(
+    producer_id: i64,
+    sequence: i32,
+    records: usize,
+    key: Option<&str>,
+    tag: &str,
+) -> BytesMut {
+    let records: Vec<build::TestRecord> = (0..records)
+        .map(|index| build::TestRecord {
+            key: Some(
+                key.map_or_else(|| format!("{tag}-{index}"), str::to_owned)
+                    .into_bytes(),
+            ),
+            value: format!("{tag}-{index}").into_bytes(),
+            timestamp_ms: 1_000,
+        })
+        .collect();
+    let fields =
+        build::ProducerFields::idempotent(producer_id, 0, sequence).with_transaction_bits(false);
+    BytesMut::from(&build::batch_from(&records, fields)[..])
+}
+
+/// Appends a marker as the broker writes one (a stored batch); returns its offset.
+async fn end_transaction(
+    log: &PartitionLog,
+    producer_id: i64,
+    coordinator_epoch: i32,
+    committed: bool,
+) -> Result<u64, LogError> {
+    let marker = TransactionMarker {
+        producer_id,
+        producer_epoch: 0,
+        coordinator_epoch,
+        committed,
+    };
+    let bytes = BytesMut::from(&encode_transaction_marker(&marker, 1_000)[..]);
+    let batch = engine::batch::CheckedBatch::stored(bytes, usize::MAX).unwrap();
+    Ok(log.append_checked(batch, 0).await?.base_offset)
+}
+
+/// Every batch below `offset_end`, from `offset`, as (producer id, first offset, is control).
+async fn batches_below(log: &PartitionLog, offset: u64, offset_end: u64) -> Vec<(i64, i64, bool)> {
+    let slice = log.read(offset, 1 << 20, offset_end).await.unwrap();
+    split_batches(&slice.data.to_vec().unwrap())
+        .iter()
+        .map(|bytes| {
+            let header = BatchHeader::parse(bytes).unwrap();
+            (header.producer_id, header.base_offset, header.is_control())
+        })
+        .collect()
+}
+
+/// Every batch in the log, as (producer id, first offset, is control).
+async fn all_batches(log: &PartitionLog) -> Vec<(i64, i64, bool)> {
+    read_all(log, log.log_start_offset(), 1 << 20)
+        .await
+        .iter()
+        .map(|bytes| {
+            let header = BatchHeader::parse(bytes).unwrap();
+            (header.producer_id, header.base_offset, header.is_control())
+        })
+        .collect()
+}
+
+fn aborted(
+    producer_id: i64,
+    first_offset: u64,
+    last_offset: u64,
+    stable: u64,
+) -> AbortedTransaction {
+    AbortedTransaction {
+        producer_id,
+        first_offset,
+        last_offset,
+        last_stable_offset: stable,
+    }
+}
+
+/// Producer 7 aborts [0, 2] at 4 while 8's transaction (from 3) stays open; 7's next
+/// transaction [5, 6] commits at 7; 8 aborts at 8. Returns the log end (9).
+async fn write_history(log: &PartitionLog) -> u64 {
+    log.append(transactional_batch(7, 0, 3, None, "a"), 0)
+        .await
+        .unwrap(); // 0..=2
+    log.append(transactional_batch(8, 0, 1, None, "b"), 0)
+        .await
+        .unwrap(); // 3
+    assert_eq!(log.last_stable_offset(), 0);
+    assert_eq!(end_transaction(log, 7, 0, false).await.unwrap(), 4);
+    log.append(transactional_batch(7, 3, 2, None, "c"), 0)
+        .await
+        .unwrap(); // 5..=6
+    assert_eq!(end_transaction(log, 7, 0, true).await.unwrap(), 7);
+    log.sync().await.unwrap();
+    assert_eq!(log.last_stable_offset(), 3, "8's transaction is still open");
+    assert_eq!(end_transaction(log, 8, 0, false).await.unwrap(), 8);
+    log.sync().await.unwrap();
+    log.log_end_offset()
+}
+
+fn history_aborted() -> Vec<AbortedTransaction> {
+    vec![aborted(7, 0, 4, 3), aborted(8, 3, 8, 9)]
+}
+
+#[test]
+fn read_committed_stops_at_the_oldest_open_transaction_and_lists_the_aborted_ones() {
+    run(async {
+        let dir = tempfile::tempdir().unwrap();
+        let log = open(dir.path(), small_config()).await;
+        log.append(transactional_batch(7, 0, 2, None, "a"), 0)
+            .await
+            .unwrap(); // 0..=1
+        log.append(tagged_batch(1, 1, 10, 0), 0).await.unwrap(); // 2
+        log.sync().await.unwrap();
+        assert_eq!(log.high_watermark(), 3);
+        assert_eq!(
+            log.last_stable_offset(),
+            0,
+            "the open transaction starts at 0"
+        );
+        assert!(batches_below(&log, 0, log.last_stable_offset())
+            .await
+            .is_empty());
+        assert_eq!(log.open_transactions(), vec![(7, 0)]);
+        // A read_committed waiter wakes when the marker makes the offsets stable.
+        let waiting = log.wait_for_stable_offset_above(0);
+        assert_eq!(end_transaction(&log, 7, 0, false).await.unwrap(), 3);
+        log.sync().await.unwrap();
+        waiting.await;
+        assert_eq!(log.last_stable_offset(), 4);
+        assert_eq!(
+            batches_below(&log, 0, 4).await,
+            vec![(7, 0, false), (-1, 2, false), (7, 3, true)]
+        );
+        assert_eq!(log.aborted_transactions(0, 4), vec![aborted(7, 0, 3, 4)]);
+        assert_eq!(log.aborted_transactions(2, 3), vec![aborted(7, 0, 3, 4)]);
+        assert!(
+            log.aborted_transactions(4, 10).is_empty(),
+            "after the marker"
+        );
+    });
+}
+
+#[test]
+fn markers_from_a_fenced_coordinator_are_refused_and_leave_the_log_unchanged() {
+    run(async {
+        let dir = tempfile::tempdir().unwrap();
+        let log = open(dir.path(), small_config()).await;
+        log.append(transactional_batch(7, 0, 1, None, "a"), 0)
+            .await
+            .unwrap();
+        end_transaction(&log, 7, 3, true).await.unwrap();
+        log.append(transactional_batch(7, 1, 1, None, "b"), 0)
+            .await
+            .unwrap();
+        let end = log.log_end_offset();
+        assert!(matches!(
+            end_transaction(&log, 7, 2, false).await,
+            Err(LogError::TransactionCoordinatorFenced {
+                current: 3,
+                received: 2,
+                ..
+            })
+        ));
+        assert_eq!(log.log_end_offset(), end);
+        assert_eq!(log.open_transactions(), vec![(7, 2)]);
+        // A plain batch of a producer in a transaction is refused too.
+        assert!(matches!(
+            log.append(producer_batch(7, 0, 2, 1), 0).await,
+            Err(LogError::InvalidTransactionState { .. })
+        ));
+    });
+}
+
+#[test]
+fn transactions_survive_a_clean_restart_a_crash_and_a_truncation() {
+    run(async {
+        let dir = tempfile::tempdir().unwrap();
+        // Segments of a few batches: the history spans several, its index entries too.
+        let config = LogConfig {
+            segment_bytes_max: 160,
+            ..small_config()
+        };
+        let log = open(dir.path(), config.clone()).await;
+        let end = write_history(&log).await;
+        assert!(log.segment_count() > 2, "the history spans segments");
+        assert_eq!(log.aborted_transactions(0, end), history_aborted());
+        // 9's transaction stays open across the restarts.
+        log.append(transactional_batch(9, 0, 1, None, "d"), 0)
+            .await
+            .unwrap();
+        log.sync().await.unwrap();
+        let end = log.log_end_offset();
+        log.close().await.unwrap();
+
+        let log = open(dir.path(), config.clone()).await;
+        assert_eq!(
+            log.aborted_transactions(0, end),
+            history_aborted(),
+            "clean restart"
+        );
+        assert_eq!(log.last_stable_offset(), 9);
+        // A crash (no close): the sealed segments' indexes and the scan of the last one.
+        log.append(transactional_batch(10, 0, 1, None, "e"), 0)
+            .await
+            .unwrap();
+        end_transaction(&log, 10, 0, false).await.unwrap();
+        log.sync().await.unwrap();
+        let end = log.log_end_offset();
+        drop(log);
+        let log = open(dir.path(), config.clone()).await;
+        let mut expected = history_aborted();
+        expected.push(aborted(10, 10, 11, 9));
+        assert_eq!(log.aborted_transactions(0, end), expected, "after a crash");
+        assert_eq!(log.open_transactions(), vec![(9, 9)]);
+        // A cut that removes 10's marker opens its transaction again; one that removes 7's
+        // second transaction's marker (7) reopens it from 5 and drops 8's abort entry.
+        log.truncate(11).await.unwrap();
+        assert_eq!(log.open_transactions(), vec![(9, 9), (10, 10)]);
+        assert_eq!(log.aborted_transactions(0, 20), history_aborted());
+        log.truncate(7).await.unwrap();
+        assert_eq!(log.open_transactions(), vec![(8, 3), (7, 5)]);
+        assert_eq!(log.last_stable_offset(), 3, "8's transaction is open again");
+        assert_eq!(log.aborted_transactions(0, 20), vec![aborted(7, 0, 4, 3)]);
+        // What replaces the cut is indexed afresh, and a crash keeps it.
+        assert_eq!(end_transaction(&log, 7, 0, false).await.unwrap(), 7);
+        log.sync().await.unwrap();
+        drop(log);
+        let log = open(dir.path(), config).await;
+        assert_eq!(
+            log.aborted_transactions(0, 20),
+            vec![aborted(7, 0, 4, 3), aborted(7, 5, 7, 3)]
+        );
+        assert_eq!(log.last_stable_offset(), 3);
+        log.close().await.unwrap();
+    });
+}
+
+#[test]
+fn compaction_removes_aborted_records_and_keeps_open_transactions_whole() {
+    run(async {
+        let dir = tempfile::tempdir().unwrap();
+        let config = LogConfig {
+            segment_bytes_max: 160,
+            ..small_config()
+        };
+        let log = open(dir.path(), config.clone()).await;
+        // Key k: committed "old" (0), then an aborted "new" (2) that must not shadow it.
+        log.append(transactional_batch(7, 0, 1, Some("k"), "old"), 0)
+            .await
+            .unwrap(); // 0
+        end_transaction(&log, 7, 0, true).await.unwrap(); // 1
+        log.append(transactional_batch(7, 1, 1, Some("k"), "new"), 0)
+            .await
+            .unwrap(); // 2
+        end_transaction(&log, 7, 0, false).await.unwrap(); // 3
+                                                           // An open transaction of 8 at 4: nothing from there on is cleaned.
+        log.append(transactional_batch(8, 0, 1, Some("k"), "open"), 0)
+            .await
+            .unwrap(); // 4
+        for tag in 0..6 {
+            log.append(tagged_batch(100 + tag, 1, 40, 0), 0)
+                .await
+                .unwrap();
+        }
+        log.sync().await.unwrap();
+        assert_eq!(log.last_stable_offset(), 4);
+        let segments = log.segment_base_offsets();
+        assert!(segments.len() > 3, "several segments: {segments:?}");
+        log.clean(i64::MAX / 2).await.unwrap();
+        let kept = all_batches(&log).await;
+        assert!(
+            kept.contains(&(7, 0, false)),
+            "the committed record stays: {kept:?}"
+        );
+        assert!(
+            !kept.contains(&(7, 2, false)),
+            "the aborted record goes: {kept:?}"
+        );
+        assert!(kept.contains(&(7, 3, true)), "markers stay: {kept:?}");
+        assert!(
+            kept.contains(&(8, 4, false)),
+            "the open transaction stays: {kept:?}"
+        );
+        assert_eq!(log.aborted_transactions(0, 20), vec![aborted(7, 2, 3, 4)]);
+        log.close().await.unwrap();
+        let log = open(dir.path(), config).await;
+        assert_eq!(
+            log.aborted_transactions(0, 20),
+            vec![aborted(7, 2, 3, 4)],
+            "the cleaned segment's index was written"
+        );
+        log.close().await.unwrap();
+    });
+}
+
+#[test]
+fn retention_drops_the_entries_of_deleted_segments_and_the_stable_offset_follows_the_start() {
+    run(async {
+        let dir = tempfile::tempdir().unwrap();
+        let config = LogConfig {
+            segment_bytes_max: 160,
+            ..small_config()
+        };
+        let log = open(dir.path(), config).await;
+        let end = write_history(&log).await;
+        // 9's transaction opens at 9 and stays open.
+        log.append(transactional_batch(9, 0, 1, None, "d"), 0)
+            .await
+            .unwrap();
+        for tag in 0..4 {
+            log.append(tagged_batch(tag, 1, 40, 0), 0).await.unwrap();
+        }
+        log.sync().await.unwrap();
+        assert_eq!(log.last_stable_offset(), end);
+        log.delete_up_to(end + 2).await.unwrap();
+        assert!(log.log_start_offset() > end);
+        assert_eq!(
+            log.last_stable_offset(),
+            log.log_start_offset(),
+            "an open transaction whose start is gone holds back nothing before the start"
+        );
+        assert!(
+            log.aborted_transactions(0, log.log_end_offset()).is_empty(),
+            "the entries went with their segments"
+        );
+        log.close().await.unwrap();
+    });
+}
