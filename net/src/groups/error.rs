@@ -93,6 +93,11 @@ pub enum GroupError {
     /// its open transaction has here: a fenced producer. INVALID_PRODUCER_EPOCH.
     #[error("the producer epoch is older than its transaction's")]
     InvalidProducerEpoch,
+    /// A transaction's marker from a coordinator older than the one that wrote the
+    /// producer's last marker, which the partition's producer state refuses.
+    /// TRANSACTION_COORDINATOR_FENCED.
+    #[error("the transaction coordinator is fenced")]
+    TransactionCoordinatorFenced,
     /// OffsetFetch with `require_stable`: an open transaction commits an offset of the
     /// partition. UNSTABLE_OFFSET_COMMIT.
     #[error("a transaction commits an offset of the partition")]
@@ -127,6 +132,7 @@ impl GroupError {
             GroupError::InvalidRegularExpression => 128,
             GroupError::InvalidProducerEpoch => 47,
             GroupError::UnstableOffsetCommit => 88,
+            GroupError::TransactionCoordinatorFenced => 52,
             GroupError::UnsupportedVersion => 35,
         }
     }

@@ -19,7 +19,7 @@ use crate::transactions::markers::MarkerError;
 /// committed in the groups of that partition. Refused as a partition's marker write is: a
 /// broker that does not lead the partition answers NOT_LEADER_OR_FOLLOWER, one loading it
 /// COORDINATOR_LOAD_IN_PROGRESS (the writer retries both), a marker of a fenced producer
-/// epoch INVALID_PRODUCER_EPOCH.
+/// epoch INVALID_PRODUCER_EPOCH, one of a fenced coordinator TRANSACTION_COORDINATOR_FENCED.
 pub async fn complete_transaction(
     broker: &Rc<Broker>,
     offsets_partition: i32,

@@ -276,8 +276,9 @@ impl ShardGroups {
 
     /// Makes `effects` durable (in a cluster: committed by a majority), then answers the
     /// requests they complete. Refused (and the coordinator unloaded) when the append failed:
-    /// NOT_COORDINATOR if this broker stopped leading first, INVALID_PRODUCER_EPOCH if the log
-    /// refused a fenced producer's batch.
+    /// NOT_COORDINATOR if this broker stopped leading first, INVALID_PRODUCER_EPOCH or
+    /// TRANSACTION_COORDINATOR_FENCED if the log refused a fenced producer's batch or a fenced
+    /// coordinator's marker (the transaction coordinator then stops writing it).
     async fn settle(
         &self,
         coordinator: &Rc<LoadedCoordinator>,
@@ -301,6 +302,9 @@ impl ShardGroups {
                     // A transaction's offsets or marker from a fenced producer epoch, which
                     // the partition's producer state refuses: the producer hears it is fenced.
                     LogError::InvalidProducerEpoch { .. } => GroupError::InvalidProducerEpoch,
+                    LogError::TransactionCoordinatorFenced { .. } => {
+                        GroupError::TransactionCoordinatorFenced
+                    }
                     error => {
                         engine::log_rate_limited!(
                             "ferrite: cannot persist group state to {}, unloading its \
