@@ -75,6 +75,26 @@ pub struct RunFlags {
     /// Turn on the idempotent producer (enable.idempotence; needs --acks all).
     #[arg(long)]
     pub idempotence: bool,
+    /// Produce in transactions: each producer is a transactional producer (librdkafka's
+    /// `transactional.id`: ID, or ID-p for producer p of several) that commits every
+    /// --transaction-messages of its messages; the commits' latency is reported. Needs
+    /// --acks all (the producer is idempotent).
+    #[arg(long, value_name = "ID")]
+    pub transactional_id: Option<String>,
+    /// Messages in each of a producer's transactions (its last one may hold fewer). Needs
+    /// --transactional-id.
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = 100,
+        requires = "transactional_id"
+    )]
+    pub transaction_messages: u64,
+    /// What the consumers read (librdkafka's `isolation.level`): every message
+    /// (`read_uncommitted`, Kafka's default) or only committed transactions' and plain ones
+    /// (`read_committed`).
+    #[arg(long, value_enum, default_value_t = IsolationLevel::ReadUncommitted)]
+    pub isolation_level: IsolationLevel,
     /// librdkafka linger.ms: how long a partition's batch may wait for more messages.
     #[arg(long, value_name = "MS", default_value_t = 5.0)]
     pub linger_ms: f64,
@@ -136,6 +156,30 @@ impl Acks {
         }
     }
 }
+
+/// What a consumer reads of transactions (librdkafka's `isolation.level`).
+#[derive(ValueEnum, Serialize, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IsolationLevel {
+    #[value(name = "read_uncommitted")]
+    #[serde(rename = "read_uncommitted")]
+    ReadUncommitted,
+    #[value(name = "read_committed")]
+    #[serde(rename = "read_committed")]
+    ReadCommitted,
+}
+
+impl IsolationLevel {
+    /// The value of librdkafka's `isolation.level` setting.
+    pub fn config_value(self) -> &'static str {
+        match self {
+            IsolationLevel::ReadUncommitted => "read_uncommitted",
+            IsolationLevel::ReadCommitted => "read_committed",
+        }
+    }
+}
+
+/// The most messages in one transaction (far beyond any sensible run).
+pub const TRANSACTION_MESSAGES_MAX: u64 = 1_000_000_000;
 
 /// librdkafka's `partition.assignment.strategy`: the assignor a group's leader runs.
 #[derive(ValueEnum, Serialize, Debug, Clone, Copy, PartialEq, Eq)]
@@ -213,7 +257,31 @@ impl RunFlags {
         if self.idempotence && self.acks != Acks::All {
             return fail("--idempotence needs --acks all (Kafka's rule)".into());
         }
+        if let Some(id) = &self.transactional_id {
+            if id.is_empty() {
+                return fail("--transactional-id needs an id".into());
+            }
+            if self.acks != Acks::All {
+                return fail("--transactional-id needs --acks all (Kafka's rule)".into());
+            }
+        }
+        if !(1..=TRANSACTION_MESSAGES_MAX).contains(&self.transaction_messages) {
+            return fail(format!(
+                "--transaction-messages must be between 1 and {TRANSACTION_MESSAGES_MAX}"
+            ));
+        }
         Ok(())
+    }
+
+    /// The `transactional.id` of producer `producer` of the run (`None`: not transactional):
+    /// the id itself with one producer, the id and the producer's number with several (each
+    /// producer needs its own, or they would fence each other).
+    pub fn transactional_id_of(&self, producer: u32) -> Option<String> {
+        let id = self.transactional_id.as_ref()?;
+        Some(match self.producers {
+            1 => id.clone(),
+            _ => format!("{id}-{producer}"),
+        })
     }
 }
 
@@ -332,6 +400,33 @@ mod tests {
         assert!(parse(&["--consumer-group", "g", "--consumer-groups", "0"]).is_err());
         assert!(parse(&["--consumer-group", "g", "--consumer-groups", "65"]).is_err());
         assert!(parse(&["--consumer-group", ""]).is_err());
+    }
+
+    #[test]
+    fn transaction_flags_need_an_id_and_acks_all() {
+        let flags = parse(&[]).unwrap();
+        assert_eq!(flags.transactional_id_of(0), None);
+        assert_eq!(flags.isolation_level, IsolationLevel::ReadUncommitted);
+        let flags = parse(&[
+            "--transactional-id",
+            "tx",
+            "--transaction-messages",
+            "50",
+            "--isolation-level",
+            "read_committed",
+        ])
+        .unwrap();
+        assert_eq!(flags.transaction_messages, 50);
+        assert_eq!(flags.transactional_id_of(0).as_deref(), Some("tx"));
+        assert_eq!(flags.isolation_level.config_value(), "read_committed");
+        let flags = parse(&["--transactional-id", "tx", "--producers", "3"]).unwrap();
+        assert_eq!(flags.transaction_messages, 100, "the default");
+        assert_eq!(flags.transactional_id_of(2).as_deref(), Some("tx-2"));
+        assert!(parse(&["--transaction-messages", "10"]).is_err());
+        assert!(parse(&["--transactional-id", "tx", "--transaction-messages", "0"]).is_err());
+        assert!(parse(&["--transactional-id", "tx", "--acks", "1"]).is_err());
+        assert!(parse(&["--transactional-id", ""]).is_err());
+        assert!(parse(&["--isolation-level", "read_stale"]).is_err());
     }
 
     #[test]

@@ -7,6 +7,16 @@
 //! answer arrives (acks=1/all) or when the request is sent (acks=0). The ack latency runs from
 //! the message's scheduled time to that call, and is recorded only for messages scheduled in
 //! the measurement window; the throughput counts acknowledgements that arrive in the window.
+//!
+//! With `--transactional-id` each producer is a transactional one: it begins a transaction
+//! before its first message, commits once it has sent `--transaction-messages` of them (and
+//! its last, shorter one at the end), and the commit latency runs from the call of
+//! `commit_transaction` to its return (librdkafka flushes the transaction's messages, then the
+//! coordinator answers EndTxn), for commits called inside the window. The sender waits for its
+//! commits, as a consume-transform-produce loop does, so a slow commit delays the messages
+//! after it (which their ack latency shows). A commit that fails with an abortable error is
+//! counted and its transaction aborted (its messages are then missing for `read_committed`
+//! consumers); a fatal one (the producer fenced) ends the run.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -15,7 +25,7 @@ use std::time::{Duration, Instant};
 use hdrhistogram::Histogram;
 use rdkafka::client::ClientContext;
 use rdkafka::config::RDKafkaLogLevel;
-use rdkafka::error::KafkaError;
+use rdkafka::error::{KafkaError, KafkaResult};
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::types::RDKafkaErrorCode;
 
@@ -52,6 +62,18 @@ pub struct AckTally {
     pub latency_us: Histogram<u64>,
     /// librdkafka's own split of that time, over its statistics intervals inside the window.
     pub latency_split: ProducerLatencySplit,
+    /// The transactions' commits (`--transactional-id`).
+    pub commits: CommitTally,
+}
+
+/// A transactional producer's commits.
+#[derive(Debug, Clone)]
+pub struct CommitTally {
+    pub committed: u64,
+    pub failed: u64,
+    /// From the call of `commit_transaction` to its return, for commits called inside the
+    /// window.
+    pub latency_us: Histogram<u64>,
 }
 
 impl AckTally {
@@ -65,6 +87,31 @@ impl AckTally {
             error_samples: Vec::new(),
             latency_us: latency::histogram_us(),
             latency_split: ProducerLatencySplit::default(),
+            commits: CommitTally {
+                committed: 0,
+                failed: 0,
+                latency_us: latency::histogram_us(),
+            },
+        }
+    }
+
+    /// Accounts for one transaction's commit, called at `called_ns` and returned at
+    /// `returned_ns`.
+    pub fn note_commit(&mut self, outcome: Result<(), String>, called_ns: u64, returned_ns: u64) {
+        match outcome {
+            Ok(()) => {
+                self.commits.committed += 1;
+                if self.window.contains(called_ns) {
+                    latency::record_ns(
+                        &mut self.commits.latency_us,
+                        returned_ns.saturating_sub(called_ns),
+                    );
+                }
+            }
+            Err(reason) => {
+                self.commits.failed += 1;
+                note_sample(&mut self.error_samples, format!("commit: {reason}"));
+            }
         }
     }
 
@@ -181,20 +228,24 @@ pub struct BenchProducer {
 }
 
 impl BenchProducer {
-    /// Creates the producer for a run that starts at `start`, and waits (up to `timeout`) for its
-    /// first metadata so the connection is up before the first send. Deliveries are accounted
-    /// for in `tally` and `counters` (shared by the run's producers) as they are reported.
+    /// Creates the run's producer number `number` for a run that starts at `start`, and waits
+    /// (up to `timeout`) for its first metadata so the connection is up before the first send
+    /// (and, transactional, for its producer id). Deliveries are accounted for in `tally` and
+    /// `counters` (shared by the run's producers) as they are reported.
     pub fn connect(
         flags: &RunFlags,
+        number: u32,
         start: Instant,
         tally: Arc<Mutex<AckTally>>,
         counters: Arc<RunCounters>,
         timeout: Duration,
     ) -> Result<BenchProducer, BenchError> {
         let mut config = client::config(&flags.bootstrap, &[]);
+        let transactional_id = flags.transactional_id_of(number);
+        let idempotence = flags.idempotence || transactional_id.is_some();
         config
             .set("acks", flags.acks.config_value())
-            .set("enable.idempotence", flags.idempotence.to_string())
+            .set("enable.idempotence", idempotence.to_string())
             .set("linger.ms", flags.linger_ms.to_string())
             .set("batch.size", flags.batch_bytes.to_string())
             .set("compression.type", "none");
@@ -203,6 +254,9 @@ impl BenchProducer {
                 "statistics.interval.ms",
                 flags.client_stats_interval_ms.to_string(),
             );
+        }
+        if let Some(id) = &transactional_id {
+            config.set("transactional.id", id);
         }
         for (key, value) in &flags.producer_config {
             config.set(key, value);
@@ -221,7 +275,51 @@ impl BenchProducer {
             .client()
             .fetch_metadata(Some(&flags.topic), timeout)
             .map_err(BenchError::kafka("the producer's Metadata failed"))?;
+        if transactional_id.is_some() {
+            producer
+                .init_transactions(timeout)
+                .map_err(BenchError::kafka(
+                    "cannot initialise the transactional producer",
+                ))?;
+        }
         Ok(BenchProducer { producer, start })
+    }
+
+    /// Commits the open transaction (see the module documentation); an abortable failure
+    /// aborts it and is only counted.
+    fn commit(&self, timeout: Duration) -> Result<(), BenchError> {
+        let called_ns = ns_since(self.start);
+        let committed = self.producer.commit_transaction(timeout);
+        let returned_ns = ns_since(self.start);
+        let requires_abort = matches!(
+            &committed,
+            Err(KafkaError::Transaction(error)) if error.txn_requires_abort()
+        );
+        self.producer
+            .context()
+            .tally
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .note_commit(
+                committed.as_ref().map(|_| ()).map_err(ToString::to_string),
+                called_ns,
+                returned_ns,
+            );
+        match committed {
+            Ok(()) => Ok(()),
+            Err(_) if requires_abort => self
+                .producer
+                .abort_transaction(timeout)
+                .map_err(BenchError::kafka("cannot abort a failed transaction")),
+            Err(error) => Err(BenchError::Kafka {
+                what: "cannot commit a transaction".into(),
+                source: error,
+            }),
+        }
+    }
+
+    fn begin(&self) -> KafkaResult<()> {
+        self.producer.begin_transaction()
     }
 
     /// Sends its slice of the timetable, then waits up to `flush_timeout` for the last
@@ -239,6 +337,12 @@ impl BenchProducer {
         let mut payload = PayloadWriter::new(flags.message_bytes, run_id);
         let partitions = u64::from(flags.partitions);
         let (mut sequence, mut sent, mut queue_full_waits) = (slice.first, 0u64, 0u64);
+        let transaction_messages = flags
+            .transactional_id
+            .as_ref()
+            .map(|_| flags.transaction_messages);
+        // Messages sent in the open transaction (0: none is open).
+        let mut in_transaction = 0u64;
         'sending: loop {
             let now_ns = ns_since(self.start);
             let scheduled_ns = match timetable.step(sequence, now_ns) {
@@ -249,6 +353,10 @@ impl BenchProducer {
                 }
                 Step::Send { scheduled_ns } => scheduled_ns,
             };
+            if transaction_messages.is_some() && in_transaction == 0 {
+                self.begin()
+                    .map_err(BenchError::kafka("cannot begin a transaction"))?;
+            }
             published.fetch_max(sequence + 1, Ordering::Release);
             let key = flags.key_distribution.key(run_id, sequence);
             let mut record = BaseRecord::<[u8], [u8], usize>::with_opaque_to(
@@ -290,6 +398,16 @@ impl BenchProducer {
                 .counters
                 .sent
                 .fetch_add(1, Ordering::Relaxed);
+            if let Some(limit) = transaction_messages {
+                in_transaction += 1;
+                if in_transaction == limit {
+                    self.commit(flush_timeout)?;
+                    in_transaction = 0;
+                }
+            }
+        }
+        if in_transaction > 0 {
+            self.commit(flush_timeout)?;
         }
         // A flush that times out leaves messages unaccounted for; they are reported as such.
         let _ = self.producer.flush(flush_timeout);
@@ -344,11 +462,12 @@ pub fn produce(
     let timetable = Timetable::new(flags.rate, window.end_ns);
     let tally = Arc::new(Mutex::new(AckTally::new(window)));
     let mut producers = Vec::new();
-    for _ in 0..flags.producers {
+    for number in 0..flags.producers {
         let counters = Arc::clone(counters);
         let tally = Arc::clone(&tally);
         producers.push(BenchProducer::connect(
             flags,
+            number,
             start,
             tally,
             counters,

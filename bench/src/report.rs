@@ -1,5 +1,6 @@
 //! The result of a run: the contract's fields (`produced`, `consumed`, `produce_msgs_per_s`,
-//! `produce_mb_per_s`, `ack_latency_ms`, `e2e_latency_ms` with `p50` … `max`), what else the run
+//! `produce_mb_per_s`, `ack_latency_ms`, `e2e_latency_ms` with `p50` … `max`; with
+//! `--transactional-id`, `transactions` and its `commit_latency_ms`), what else the run
 //! counted, and the context needed to compare it with another run: the machine, the time, the
 //! librdkafka version and every flag.
 //!
@@ -67,10 +68,24 @@ pub struct Report {
     /// The producer's librdkafka on where that time went: its own queue, the broker round trip.
     pub producer_latency_split: ProducerLatencySplit,
     pub e2e_latency_ms: PercentilesMs,
+    /// With `--transactional-id`: the transactions' commits; null without.
+    pub transactions: Option<TransactionsReport>,
     pub error_samples: Vec<String>,
     /// Why the run does not count as clean; empty when every message was acknowledged and
     /// consumed exactly once.
     pub problems: Vec<String>,
+}
+
+/// A transactional run's commits.
+#[derive(Serialize, Debug)]
+pub struct TransactionsReport {
+    /// Transactions committed, warm-up included.
+    pub committed: u64,
+    /// Commits that failed (their transactions aborted).
+    pub failed: u64,
+    /// From the call of `commit_transaction` to its return, for commits called inside the
+    /// measured window.
+    pub commit_latency_ms: PercentilesMs,
 }
 
 /// Where and when a run happened.
@@ -96,6 +111,7 @@ impl Report {
         let mib_per_message = flags.message_bytes as f64 / f64::from(1 << 20);
         let per_second = |count: u64| count as f64 / seconds;
         let acks = &produced.tally;
+        let flags_transactional = flags.transactional_id.is_some();
         let mut error_samples = acks.error_samples.clone();
         error_samples.extend(consumed.error_samples.iter().cloned());
         let mut report = Report {
@@ -137,6 +153,11 @@ impl Report {
             ack_latency_ms: PercentilesMs::of(&acks.latency_us),
             producer_latency_split: acks.latency_split.clone(),
             e2e_latency_ms: PercentilesMs::of(&consumed.latency_us),
+            transactions: flags_transactional.then(|| TransactionsReport {
+                committed: acks.commits.committed,
+                failed: acks.commits.failed,
+                commit_latency_ms: PercentilesMs::of(&acks.commits.latency_us),
+            }),
             error_samples,
             problems: Vec::new(),
         };
@@ -181,6 +202,14 @@ impl Report {
         }
         if self.produced > 0 && self.ack_latency_ms.count == 0 {
             problems.push("no message was acknowledged inside the measured window".into());
+        }
+        if let Some(transactions) = &self.transactions {
+            if transactions.failed > 0 {
+                problems.push(format!(
+                    "{} transactions failed to commit",
+                    transactions.failed
+                ));
+            }
         }
         problems
     }
@@ -247,6 +276,16 @@ impl Report {
         );
         text += &percentiles("ack", &self.ack_latency_ms);
         text += &percentiles("e2e", &self.e2e_latency_ms);
+        if let Some(transactions) = &self.transactions {
+            text += &format!(
+                "  transactions of {} messages: {} committed, {} failed; consumers {}\n",
+                flags.transaction_messages,
+                transactions.committed,
+                transactions.failed,
+                flags.isolation_level.config_value()
+            );
+            text += &percentiles("commit", &transactions.commit_latency_ms);
+        }
         let split = &self.producer_latency_split;
         if split.intervals > 0 {
             let side = |latency: &SideLatencyMs| {
@@ -382,6 +421,39 @@ mod tests {
         assert_eq!(json["problems"], serde_json::json!([]));
         assert_eq!(json["consumed_per_group"], serde_json::json!([3000]));
         assert!(json["group_settle_ms"].is_null(), "no consumer group");
+    }
+
+    #[test]
+    fn a_transactional_run_reports_its_commits() {
+        let plain = serde_json::to_value(report(&[], &[3000])).unwrap();
+        assert!(plain["transactions"].is_null(), "not transactional");
+        let mut run = report(&["--transactional-id", "tx"], &[3000]);
+        assert_eq!(run.transactions.as_ref().unwrap().committed, 0);
+        // 30 commits of 100 messages, 10 of them called in the warm-up, each taking 4 ms.
+        let mut acks = AckTally::new(WINDOW);
+        for commit in 0..30u64 {
+            let called_ns = commit * 100_000_000;
+            acks.note_commit(Ok(()), called_ns, called_ns + 4_000_000);
+        }
+        acks.note_commit(Err("fenced".into()), 2_000_000_000, 2_001_000_000);
+        run.transactions = Some(TransactionsReport {
+            committed: acks.commits.committed,
+            failed: acks.commits.failed,
+            commit_latency_ms: PercentilesMs::of(&acks.commits.latency_us),
+        });
+        let json = serde_json::to_value(&run).unwrap();
+        assert_eq!(json["transactions"]["committed"], 30);
+        assert_eq!(json["transactions"]["failed"], 1);
+        let latency = &json["transactions"]["commit_latency_ms"];
+        assert_eq!(latency["count"], 20, "warm-up commits excluded");
+        for quantile in ["p50", "p99", "p99.9"] {
+            let value = latency[quantile].as_f64().unwrap();
+            assert!((value - 4.0).abs() < 0.005, "{quantile} {value}: 4 ms");
+        }
+        assert_eq!(acks.error_samples, ["commit: fenced"]);
+        assert_eq!(json["flags"]["transaction_messages"], 100);
+        assert_eq!(json["flags"]["isolation_level"], "read_uncommitted");
+        assert!(run.summary().contains("commit latency ms: p50 4.00"));
     }
 
     #[test]

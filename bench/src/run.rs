@@ -38,6 +38,10 @@ pub fn run(flags: RunFlags) -> Result<Report, BenchError> {
             Some(name) => group::member_settings(name, flags.assignment_strategy),
             None => assigned_settings(run_id),
         };
+        settings.push((
+            "isolation.level".to_string(),
+            flags.isolation_level.config_value().to_string(),
+        ));
         settings.extend(flags.consumer_config.iter().cloned());
         let members = (0..flags.consumers)
             .map(|_| {

@@ -342,3 +342,33 @@ fn an_unreachable_broker_is_reported_with_exit_status_2() {
         "{stderr}"
     );
 }
+
+#[test]
+fn transactional_producers_commit_every_n_messages_and_read_committed_consumers_get_them_all() {
+    let broker = Broker::start();
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("transactions.json");
+    let mut arguments = paced_run(&broker, "bench-transactions", "2", "400", "1", &json);
+    arguments.extend([
+        "--producers",
+        "2",
+        "--transactional-id",
+        "bench-tx",
+        "--transaction-messages",
+        "50",
+        "--isolation-level",
+        "read_committed",
+    ]);
+    let (result, stderr) = run_to_json(&arguments, &json);
+    // 600 messages, 300 per producer: 6 transactions of 50 each, all committed, and the
+    // read_committed consumer sees every message once.
+    assert_eq!(result["produced"], 600, "{stderr}");
+    assert_eq!(result["consumed"], 600, "{stderr}");
+    assert_eq!(result["problems"], serde_json::json!([]), "{stderr}");
+    let transactions = &result["transactions"];
+    assert_eq!(transactions["committed"], 12, "{stderr}");
+    assert_eq!(transactions["failed"], 0);
+    assert!(transactions["commit_latency_ms"]["count"].as_u64().unwrap() > 0);
+    assert!(transactions["commit_latency_ms"]["p99.9"].as_f64().unwrap() > 0.0);
+    assert_eq!(result["flags"]["isolation_level"], "read_committed");
+}

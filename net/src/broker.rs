@@ -324,6 +324,9 @@ impl Broker {
             RequestKind::OffsetDelete(request) => {
                 header.reply(&groups::offset_delete::handle(&self, request).await)
             }
+            RequestKind::TxnOffsetCommit(request) => {
+                header.reply(&groups::txn_offset_commit::handle(&self, request).await)
+            }
             RequestKind::ConsumerGroupHeartbeat(request) => header
                 .reply(&groups::consumer_group_heartbeat::handle(&self, &client, request).await),
             RequestKind::ConsumerGroupDescribe(request) => {

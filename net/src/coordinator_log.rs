@@ -10,7 +10,7 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use engine::batch::{self, BatchHeader, PlainRecord};
+use engine::batch::{self, BatchHeader, PlainRecord, ProducerFields, TransactionMarker};
 use engine::shard::{ClientAccess, PartitionId, ShardContext};
 use engine::LogError;
 use futures::future::{select, LocalBoxFuture};
@@ -183,19 +183,30 @@ pub struct KeyedRecord {
     pub value: Option<Bytes>,
 }
 
-/// The latest record of each key of `partition` (owned by `context`'s shard), up to its
-/// high-water mark, in the order they were written. A compacted log reads as any other (gaps
-/// and removed tombstones change nothing); control batches (Raft's own entries in a cluster)
-/// are skipped.
-pub async fn read_latest_records(
+/// What a load reads of an internal partition, in the log's order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LogEntry {
+    /// A record, with the producer (id, epoch) of the transactional batch it is in, if it is.
+    Record {
+        record: KeyedRecord,
+        transaction: Option<(i64, i16)>,
+    },
+    /// A transaction's marker.
+    Marker(TransactionMarker),
+}
+
+/// Every record and transaction marker of `partition` (owned by `context`'s shard) up to its
+/// high-water mark, oldest first, handed to `visit`. A compacted log reads as any other (gaps
+/// and removed tombstones change nothing); other control batches (Raft's own entries in a
+/// cluster) are skipped.
+pub async fn read_entries(
     context: &ShardContext,
     partition: &PartitionId,
-) -> Result<Vec<KeyedRecord>, LoadError> {
+    mut visit: impl FnMut(LogEntry),
+) -> Result<(), LoadError> {
     let log = context.partition_log(partition).await?;
     let end = log.high_watermark();
     let mut offset = log.log_start_offset();
-    let mut latest: std::collections::HashMap<Bytes, (u64, Option<Bytes>)> = Default::default();
-    let mut sequence = 0u64;
     while offset < end {
         let slice = log.read(offset, LOAD_READ_BYTES, end).await?;
         let bytes = slice.data.to_vec()?;
@@ -207,8 +218,16 @@ pub async fn read_latest_records(
             };
             rest = &rest[size..];
             if header.is_control() {
+                let marker = batch::read_transaction_marker(batch_bytes)
+                    .map_err(|_| LoadError::Malformed("a malformed transaction marker"))?;
+                if let Some(marker) = marker {
+                    visit(LogEntry::Marker(marker));
+                }
                 continue;
             }
+            let transaction = header
+                .is_transactional()
+                .then_some((header.producer_id, header.producer_epoch));
             for record in batch::plain_records(batch_bytes)
                 .map_err(|_| LoadError::Malformed("a batch it did not write"))?
             {
@@ -216,11 +235,14 @@ pub async fn read_latest_records(
                 let Some(key) = record.key else {
                     return Err(LoadError::Malformed("a record without a key"));
                 };
-                sequence += 1;
-                latest.insert(
-                    Bytes::copy_from_slice(key),
-                    (sequence, record.value.map(Bytes::copy_from_slice)),
-                );
+                let record = KeyedRecord {
+                    key: Bytes::copy_from_slice(key),
+                    value: record.value.map(Bytes::copy_from_slice),
+                };
+                visit(LogEntry::Record {
+                    record,
+                    transaction,
+                });
             }
         }
         if slice.offset_next <= offset {
@@ -228,6 +250,25 @@ pub async fn read_latest_records(
         }
         offset = slice.offset_next;
     }
+    Ok(())
+}
+
+/// The latest record of each key of `partition` (owned by `context`'s shard), up to its
+/// high-water mark, in the order they were written ([`read_entries`]; this coordinator writes
+/// no transactions).
+pub async fn read_latest_records(
+    context: &ShardContext,
+    partition: &PartitionId,
+) -> Result<Vec<KeyedRecord>, LoadError> {
+    let mut latest: std::collections::HashMap<Bytes, (u64, Option<Bytes>)> = Default::default();
+    let mut sequence = 0u64;
+    read_entries(context, partition, |entry| {
+        if let LogEntry::Record { record, .. } = entry {
+            sequence += 1;
+            latest.insert(record.key, (sequence, record.value));
+        }
+    })
+    .await?;
     let mut records: Vec<(u64, KeyedRecord)> = latest
         .into_iter()
         .map(|(key, (sequence, value))| (sequence, KeyedRecord { key, value }))
@@ -236,9 +277,11 @@ pub async fn read_latest_records(
     Ok(records.into_iter().map(|(_, record)| record).collect())
 }
 
-/// One uncompressed batch of `records` (key, value or tombstone), stamped `now_ms`.
+/// One uncompressed batch of `records` (key, value or tombstone), stamped `now_ms`, with the
+/// producer fields `producer` (`ProducerFields::NONE` but for a transaction's records).
 pub fn encode_records<'a>(
     records: impl IntoIterator<Item = (&'a [u8], Option<&'a [u8]>)>,
+    producer: ProducerFields,
     now_ms: i64,
 ) -> BytesMut {
     let plain: Vec<PlainRecord<'_>> = records
@@ -250,5 +293,5 @@ pub fn encode_records<'a>(
             value,
         })
         .collect();
-    BytesMut::from(&batch::encode_plain(&plain, batch::ProducerFields::NONE)[..])
+    BytesMut::from(&batch::encode_plain(&plain, producer)[..])
 }

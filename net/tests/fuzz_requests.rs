@@ -299,6 +299,17 @@ fn valid(api_key: ApiKey, version: i16) -> Bytes {
         ApiKey::ConsumerGroupDescribe => ConsumerGroupDescribeRequest::default()
             .with_group_ids(vec![group()])
             .encode(out, version),
+        ApiKey::TxnOffsetCommit => TxnOffsetCommitRequest::default()
+            .with_transactional_id(TransactionalId(StrBytes::from_static_str("txn")))
+            .with_group_id(group())
+            .with_topics(vec![
+                txn_offset_commit_request::TxnOffsetCommitRequestTopic::default()
+                    .with_name(topic())
+                    .with_partitions(vec![
+                        txn_offset_commit_request::TxnOffsetCommitRequestPartition::default(),
+                    ]),
+            ])
+            .encode(out, version),
         ApiKey::AddPartitionsToTxn => {
             let topics = vec![
                 add_partitions_to_txn_request::AddPartitionsToTxnTopic::default()

@@ -79,9 +79,10 @@ fn a_group_commit_refused_for_a_full_disk_is_not_remembered() {
         group_id: "billing".into(),
         partitions: Some(vec![partition.clone()]),
         member: None,
+        require_stable: false,
     };
     fn committed(answer: <FetchOffsets as GroupRequest>::Answer) -> Option<i64> {
-        answer.unwrap()[0].1.as_ref().map(|c| c.offset)
+        answer.unwrap()[0].1.clone().unwrap().map(|c| c.offset)
     }
     fn accepted(answer: &PartitionResults) -> Result<(), GroupError> {
         match answer {

@@ -133,6 +133,7 @@ fn fetch(group_id: &str) -> FetchOffsets {
         group_id: group_id.into(),
         partitions: Some(vec![topic_partition()]),
         member: None,
+        require_stable: false,
     }
 }
 
@@ -168,7 +169,7 @@ fn committed(
     answer.map(|offsets| {
         offsets
             .into_iter()
-            .find_map(|(_, committed)| committed.map(|committed| committed.offset))
+            .find_map(|(_, committed)| committed.ok().flatten().map(|committed| committed.offset))
     })
 }
 

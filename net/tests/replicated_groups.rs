@@ -2,7 +2,8 @@
 //! three brokers (each an engine runtime of two shards with its own data directory) run the
 //! partition's Raft group over the real transport. Only the leader's broker coordinates: the
 //! others refuse group calls with NOT_COORDINATOR; a commit is answered once a majority has it,
-//! so when the leader's broker stops, the broker that leads next has it and answers with it.
+//! so when the leader's broker stops, the broker that leads next has it and answers with it,
+//! a transaction's offsets and markers included.
 
 // Replication's multi-broker test support: brokers of engine shards running replication.
 #[path = "../../replication/tests/support/mod.rs"]
@@ -14,14 +15,17 @@ use std::path::PathBuf;
 use std::rc::Rc;
 use std::sync::mpsc;
 
+use engine::batch::TransactionMarker;
 use engine::catalog::OFFSETS_TOPIC;
 use engine::shard::PartitionId;
 use ferrite_replication::NodeId;
 use net::groups::shard::{
-    FetchOffsets, GroupRequest, GroupsConfig, ReplicatedOffsetsLog, ShardGroups,
+    CompleteTransaction, FetchOffsets, GroupRequest, GroupsConfig, ReplicatedOffsetsLog,
+    ShardGroups,
 };
 use net::groups::{
     GroupError, OffsetCommit, OffsetCommitPartition, PartitionResults, TopicPartition,
+    TransactionProducer, TxnOffsetCommit,
 };
 use support::shard_broker::ShardBroker;
 use support::{loopback_peers, wait_until, DEADLINE};
@@ -33,6 +37,8 @@ type FetchAnswer = <FetchOffsets as GroupRequest>::Answer;
 /// A group call for the test's broker, and where its answer goes.
 enum Command {
     Commit(OffsetCommit, mpsc::Sender<PartitionResults>),
+    TxnCommit(TxnOffsetCommit, mpsc::Sender<PartitionResults>),
+    Complete(CompleteTransaction, mpsc::Sender<Result<(), GroupError>>),
     Fetch(FetchOffsets, mpsc::Sender<FetchAnswer>),
 }
 
@@ -64,6 +70,12 @@ fn start(node_id: NodeId, dir: PathBuf, peers: BTreeMap<NodeId, SocketAddr>) -> 
             match command {
                 Command::Commit(commit, reply) => {
                     let _ = reply.send(groups.call(0, commit).await);
+                }
+                Command::TxnCommit(commit, reply) => {
+                    let _ = reply.send(groups.call(0, commit).await);
+                }
+                Command::Complete(complete, reply) => {
+                    let _ = reply.send(groups.call(0, complete).await);
                 }
                 Command::Fetch(fetch, reply) => {
                     let _ = reply.send(groups.call(0, fetch).await);
@@ -113,11 +125,61 @@ impl Broker {
             group_id: GROUP.into(),
             partitions: Some(vec![topic_partition()]),
             member: None,
+            require_stable: false,
         };
         Ok(self
             .fetch_offsets(fetch)?
             .into_iter()
-            .find_map(|(_, committed)| committed.map(|c| c.offset)))
+            .find_map(|(_, committed)| committed.ok().flatten().map(|c| c.offset)))
+    }
+
+    /// Whether an open transaction commits an offset of the group's partition (OffsetFetch with
+    /// `require_stable` is refused for it).
+    fn pending(&self) -> Result<bool, GroupError> {
+        let fetch = FetchOffsets {
+            group_id: GROUP.into(),
+            partitions: Some(vec![topic_partition()]),
+            member: None,
+            require_stable: true,
+        };
+        let fetched = self.fetch_offsets(fetch)?;
+        Ok(fetched[0].1 == Err(GroupError::UnstableOffsetCommit))
+    }
+
+    /// `producer`'s transaction commits `offset` for the group's partition.
+    fn txn_commit(&self, producer: TransactionProducer, offset: i64) -> Result<(), GroupError> {
+        let commit = TxnOffsetCommit {
+            group_id: GROUP.into(),
+            producer,
+            generation_id: -1,
+            member_id: String::new(),
+            group_instance_id: None,
+            partitions: vec![OffsetCommitPartition {
+                partition: topic_partition(),
+                offset,
+                leader_epoch: -1,
+                metadata: None,
+            }],
+        };
+        let (reply, answer) = mpsc::channel();
+        self.send(Command::TxnCommit(commit, reply));
+        for (_, result) in answer.recv_timeout(DEADLINE).expect("an answer")? {
+            result?;
+        }
+        Ok(())
+    }
+
+    /// `producer`'s transaction ends in the partition's groups.
+    fn complete(&self, producer: TransactionProducer, committed: bool) -> Result<(), GroupError> {
+        let marker = TransactionMarker {
+            producer_id: producer.producer_id,
+            producer_epoch: producer.producer_epoch,
+            coordinator_epoch: 1,
+            committed,
+        };
+        let (reply, answer) = mpsc::channel();
+        self.send(Command::Complete(CompleteTransaction { marker }, reply));
+        answer.recv_timeout(DEADLINE).expect("an answer")
     }
 }
 
@@ -200,6 +262,69 @@ fn only_the_leader_coordinates_and_the_next_leader_has_its_commits() {
     );
     let latest = commit_anywhere(&brokers, 44);
     assert_eq!(brokers[&latest].committed(), Ok(Some(44)));
+    for broker in brokers.into_values() {
+        broker.stop();
+    }
+    drop(reservations);
+}
+
+#[test]
+fn a_transactions_offsets_and_marker_are_replicated_with_the_groups() {
+    let dirs: BTreeMap<NodeId, tempfile::TempDir> = (1..=3)
+        .map(|id| (id, tempfile::tempdir().unwrap()))
+        .collect();
+    let (reservations, peers) = loopback_peers(3);
+    let mut brokers: BTreeMap<NodeId, Broker> = (1..=3)
+        .map(|id| (id, start(id, dirs[&id].path().into(), peers.clone())))
+        .collect();
+    let committed_first = TransactionProducer {
+        producer_id: 7,
+        producer_epoch: 0,
+    };
+    let open_at_stop = TransactionProducer {
+        producer_id: 8,
+        producer_epoch: 0,
+    };
+
+    let coordinator = commit_anywhere(&brokers, 42);
+    let leader = &brokers[&coordinator];
+    leader.txn_commit(committed_first, 50).unwrap();
+    assert_eq!(leader.committed(), Ok(Some(42)), "pending until the marker");
+    assert_eq!(leader.pending(), Ok(true));
+    leader.complete(committed_first, true).unwrap();
+    assert_eq!(leader.committed(), Ok(Some(50)));
+    leader.txn_commit(open_at_stop, 60).unwrap();
+    for (id, broker) in &brokers {
+        if *id != coordinator {
+            assert_eq!(
+                broker.complete(open_at_stop, true),
+                Err(GroupError::NotCoordinator),
+                "broker {id} follows: the marker goes to the leader"
+            );
+        }
+    }
+
+    // The next leader has the committed transaction's offset, and the open one still pending.
+    brokers.remove(&coordinator).unwrap().stop();
+    let successor = wait_until("another broker to coordinate the group", || {
+        brokers
+            .iter()
+            .find_map(|(id, broker)| match broker.committed() {
+                Ok(committed) => Some((*id, committed)),
+                Err(error) if not_coordinating(error) => None,
+                Err(error) => panic!("broker {id} refused an offset fetch: {error}"),
+            })
+    });
+    assert_eq!(successor.1, Some(50));
+    let successor = &brokers[&successor.0];
+    assert_eq!(successor.pending(), Ok(true));
+    successor.complete(open_at_stop, false).unwrap();
+    assert_eq!(successor.pending(), Ok(false));
+    assert_eq!(
+        successor.committed(),
+        Ok(Some(50)),
+        "the aborted offset is dropped"
+    );
     for broker in brokers.into_values() {
         broker.stop();
     }

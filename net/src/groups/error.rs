@@ -89,6 +89,19 @@ pub enum GroupError {
     /// INVALID_REGULAR_EXPRESSION.
     #[error("the regular expression is not valid")]
     InvalidRegularExpression,
+    /// A transaction's offset commit or marker from a producer epoch older than the one
+    /// its open transaction has here: a fenced producer. INVALID_PRODUCER_EPOCH.
+    #[error("the producer epoch is older than its transaction's")]
+    InvalidProducerEpoch,
+    /// A transaction's marker from a coordinator older than the one that wrote the
+    /// producer's last marker, which the partition's producer state refuses.
+    /// TRANSACTION_COORDINATOR_FENCED.
+    #[error("the transaction coordinator is fenced")]
+    TransactionCoordinatorFenced,
+    /// OffsetFetch with `require_stable`: an open transaction commits an offset of the
+    /// partition. UNSTABLE_OFFSET_COMMIT.
+    #[error("a transaction commits an offset of the partition")]
+    UnstableOffsetCommit,
 }
 
 impl GroupError {
@@ -117,6 +130,9 @@ impl GroupError {
             GroupError::UnsupportedAssignor => 112,
             GroupError::StaleMemberEpoch => 113,
             GroupError::InvalidRegularExpression => 128,
+            GroupError::InvalidProducerEpoch => 47,
+            GroupError::UnstableOffsetCommit => 88,
+            GroupError::TransactionCoordinatorFenced => 52,
             GroupError::UnsupportedVersion => 35,
         }
     }

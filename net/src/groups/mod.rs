@@ -15,7 +15,9 @@
 //! Modules: `group` (one group's bookkeeping), `rebalance` (JoinGroup, SyncGroup, Heartbeat,
 //! LeaveGroup and the timeouts; `rebalance/transitions.rs` moves a group through a rebalance),
 //! `offsets` (OffsetCommit, OffsetFetch, OffsetDelete, retention of empty groups' offsets),
-//! `record` (the records and `replay`), `error` (`GroupError`, carrying its Kafka code). Member ids
+//! `transactional` (TxnOffsetCommit: offsets pending in a transaction until its marker),
+//! `record` (the records, `replay`, and `LogReplay`, the fold of a log's batches and markers a
+//! load feeds it), `error` (`GroupError`, carrying its Kafka code). Member ids
 //! come from a seeded SplitMix64, time is an argument. Beside the state machine, and the only
 //! modules here that do I/O: `offsets_topic` (which `__consumer_offsets` partition holds a group,
 //! and the topic's creation on a broker alone) and [`shard`] (the driver on each shard: routing,
@@ -35,7 +37,7 @@
 //! JoinGroup or SyncGroup superseded by a newer one from the same member is answered
 //! REBALANCE_IN_PROGRESS instead of being dropped; dead groups are not kept (DescribeGroups reports
 //! Dead for unknown ids). Not implemented: KIP-496 (expiring offsets of unsubscribed topics in
-//! non-empty groups), the new-member join timeout, transactional offset commits.
+//! non-empty groups), the new-member join timeout.
 //!
 //! The consumer protocol of Kafka 4 (KIP-848) runs in the same coordinator, beside the classic
 //! one: [`consumer`] (its groups, assignors, reconciliation and records).
@@ -54,12 +56,14 @@ mod record;
 pub mod shard;
 #[cfg(test)]
 mod tests;
+mod transactional;
 pub mod transactions;
 
 use std::collections::BTreeMap;
 
 use bytes::Bytes;
 
+use engine::batch::TransactionMarker;
 use engine::random::SplitMix64;
 
 pub use error::GroupError;
@@ -72,10 +76,12 @@ pub use rebalance::{
     JoinGroup, JoinOutcome, JoinResponse, JoinedMember, LeaveResults, LeavingMember, SyncGroup,
     SyncOutcome, SyncResponse,
 };
-pub use record::{GroupRecord, LegacyRecordConversion, RecordError};
+pub use record::{GroupRecord, LegacyRecordConversion, LogReplay, RecordError};
+pub use transactional::{TransactionProducer, TxnOffsetCommit};
 
 use consumer::{ConsumerGroup, ConsumerGroupConfig};
 use group::ClassicGroup;
+use transactional::OpenTransactions;
 
 /// The coordinator's bounds and timeouts; Kafka's broker settings of the same names.
 #[derive(Debug, Clone)]
@@ -134,17 +140,24 @@ impl Completion {
     }
 }
 
-/// What a call changed beyond its own answer. Records first, then completions.
+/// What a call changed beyond its own answer. Records (or the marker) first, then
+/// completions.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 #[must_use = "records must be persisted and completions answered"]
 pub struct Effects {
     pub completions: Vec<Completion>,
     pub records: Vec<GroupRecord>,
+    /// Set when `records` are offsets committed inside this producer's transaction: they are
+    /// appended as its transactional batch (TxnOffsetCommit).
+    pub transaction: Option<TransactionProducer>,
+    /// A transaction's marker to append (it ends the transaction's offsets in the log); never
+    /// with records.
+    pub marker: Option<TransactionMarker>,
 }
 
 impl Effects {
     pub fn is_empty(&self) -> bool {
-        self.completions.is_empty() && self.records.is_empty()
+        self.completions.is_empty() && self.records.is_empty() && self.marker.is_none()
     }
 }
 
@@ -189,6 +202,8 @@ pub struct GroupCoordinator {
     groups: BTreeMap<String, ClassicGroup>,
     /// Groups of the consumer protocol; a group id is in `groups` or here, never both.
     consumer_groups: BTreeMap<String, ConsumerGroup>,
+    /// Offsets committed inside transactions whose marker has not come yet.
+    open_transactions: OpenTransactions,
     ids: IdSource,
     offsets_check_next_ms: i64,
 }
@@ -207,6 +222,7 @@ impl GroupCoordinator {
             config,
             groups: BTreeMap::new(),
             consumer_groups: BTreeMap::new(),
+            open_transactions: OpenTransactions::default(),
             ids: IdSource {
                 ticket_last: 0,
                 member_ids_random: SplitMix64::new(seed),
@@ -246,10 +262,19 @@ impl GroupCoordinator {
             &mut effects,
         );
         if now_ms >= self.offsets_check_next_ms {
-            offsets::expire(&self.config, &mut self.groups, now_ms, &mut effects);
+            // A group an open transaction commits offsets in keeps them (Kafka's rule).
+            let open = &self.open_transactions;
+            offsets::expire(
+                &self.config,
+                &mut self.groups,
+                |group_id| open.involves(group_id),
+                now_ms,
+                &mut effects,
+            );
             consumer::expire_offsets(
                 self.config.offsets_retention_ms,
                 &mut self.consumer_groups,
+                |group_id| open.involves(group_id),
                 now_ms,
                 &mut effects,
             );
@@ -317,32 +342,48 @@ impl GroupCoordinator {
         }
     }
 
-    /// DeleteGroups: each empty group is removed with its offsets; a group with members is
-    /// refused with NON_EMPTY_GROUP, an unknown one with GROUP_ID_NOT_FOUND.
+    /// DeleteGroups: each empty group is removed with its offsets, and the offsets open
+    /// transactions commit in it are superseded (with tombstones, as Kafka writes them); a
+    /// group with members is refused with NON_EMPTY_GROUP, an unknown one with
+    /// GROUP_ID_NOT_FOUND.
     pub fn delete_groups(&mut self, group_ids: &[String]) -> (Vec<GroupResult>, Effects) {
         let mut effects = Effects::default();
         let results = group_ids
             .iter()
             .map(|group_id| {
-                if let Some(result) =
-                    consumer::delete(&mut self.consumer_groups, group_id, &mut effects)
-                {
-                    return (group_id.clone(), result);
+                let result =
+                    match consumer::delete(&mut self.consumer_groups, group_id, &mut effects) {
+                        Some(result) => result,
+                        None => match self.groups.get(group_id) {
+                            None => Err(GroupError::GroupIdNotFound),
+                            Some(group) if group.state != GroupState::Empty => {
+                                Err(GroupError::NonEmptyGroup)
+                            }
+                            Some(_) => {
+                                remove_group(&mut self.groups, group_id, &mut effects);
+                                Ok(())
+                            }
+                        },
+                    };
+                if result.is_ok() {
+                    self.supersede_pending_offsets(group_id, &mut effects);
                 }
-                let result = match self.groups.get(group_id) {
-                    None => Err(GroupError::GroupIdNotFound),
-                    Some(group) if group.state != GroupState::Empty => {
-                        Err(GroupError::NonEmptyGroup)
-                    }
-                    Some(_) => {
-                        remove_group(&mut self.groups, group_id, &mut effects);
-                        Ok(())
-                    }
-                };
                 (group_id.clone(), result)
             })
             .collect();
         (results, effects)
+    }
+
+    /// A removed group's offsets that open transactions commit are superseded, with a
+    /// tombstone for each the removal did not write one for.
+    fn supersede_pending_offsets(&mut self, group_id: &str, effects: &mut Effects) {
+        for partition in self.open_transactions.partitions_of(group_id) {
+            let tombstone = GroupRecord::offset_tombstone(group_id, &partition);
+            if !effects.records.contains(&tombstone) {
+                effects.records.push(tombstone);
+            }
+            self.open_transactions.supersede(group_id, &partition);
+        }
     }
 
     /// Panics if any group's bookkeeping contradicts itself (tests call this after each step).
@@ -358,6 +399,12 @@ impl GroupCoordinator {
                 "a group has one protocol"
             );
             group.check_invariants();
+        }
+        for group_id in self.open_transactions.committing_groups() {
+            assert!(
+                self.groups.contains_key(group_id) || self.consumer_groups.contains_key(group_id),
+                "a group an open transaction commits offsets in exists"
+            );
         }
     }
 

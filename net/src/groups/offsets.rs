@@ -64,60 +64,98 @@ impl GroupCoordinator {
         if request.group_id.is_empty() {
             return Err(GroupError::InvalidGroupId);
         }
-        if let Some(group) = self.consumer_groups.get_mut(&request.group_id) {
-            // A consumer-protocol group: `generation_id` is the member epoch.
-            consumer::validate_commit(
-                group,
-                &request.member_id,
-                request.generation_id,
-                request.api_version,
-            )?;
-            return Ok(store_commits(
-                &self.config,
-                &request.group_id,
-                &mut group.offsets,
-                &request.partitions,
-                now_ms,
-                effects,
-            ));
-        }
-        let simple = request.generation_id < 0;
-        if !simple && !self.groups.contains_key(&request.group_id) {
-            return Err(
-                if request.api_version >= OFFSET_COMMIT_MEMBER_EPOCH_VERSION {
-                    GroupError::GroupIdNotFound
-                } else {
-                    GroupError::IllegalGeneration
-                },
-            );
-        }
-        let group = self
-            .groups
-            .entry(request.group_id.clone())
-            .or_insert_with(|| ClassicGroup::new(request.group_id.clone()));
-        if !(simple && group.state == GroupState::Empty) {
-            let index = validate_member(
-                group,
-                &request.member_id,
-                request.group_instance_id.as_deref(),
-            )?;
-            if request.generation_id != group.generation_id {
-                return Err(GroupError::IllegalGeneration);
+        self.check_committing_member(
+            &request.group_id,
+            request.generation_id,
+            &request.member_id,
+            request.group_instance_id.as_deref(),
+            Some(request.api_version),
+            now_ms,
+        )?;
+        let offsets = match self.consumer_groups.get_mut(&request.group_id) {
+            Some(group) => &mut group.offsets,
+            None => {
+                &mut self
+                    .groups
+                    .get_mut(&request.group_id)
+                    .expect("the check passes only for a group that exists, or that it created")
+                    .offsets
             }
-            if group.state == GroupState::CompletingRebalance {
-                return Err(GroupError::RebalanceInProgress);
-            }
-            let member = &mut group.members[index];
-            member.session_deadline_ms = now_ms + i64::from(member.session_timeout_ms);
-        }
-        Ok(store_commits(
+        };
+        let results = store_commits(
             &self.config,
             &request.group_id,
-            &mut group.offsets,
+            offsets,
             &request.partitions,
             now_ms,
             effects,
-        ))
+        );
+        // The most recent commit of a partition is kept, whatever open transactions do.
+        for (partition, result) in &results {
+            if result.is_ok() {
+                self.open_transactions
+                    .supersede(&request.group_id, partition);
+            }
+        }
+        Ok(results)
+    }
+
+    /// Checks that the member of an OffsetCommit (`api_version`) or a TxnOffsetCommit
+    /// (`None`) may commit the offsets of `group_id`, as Kafka's `validateOffsetCommit` does
+    /// (refreshing a classic member's session on a plain commit). A commit without
+    /// generation (-1) to a group that does not exist creates it (empty); otherwise an unknown
+    /// group is refused with ILLEGAL_GENERATION, or GROUP_ID_NOT_FOUND from OffsetCommit
+    /// version 9 on. A consumer-protocol member must commit plainly with version 9 or later
+    /// (UNSUPPORTED_VERSION otherwise). A transaction's commit without generation and member
+    /// (TxnOffsetCommit before version 3) is accepted in any state, and a transaction's commit
+    /// is not refused while a rebalance completes.
+    pub(super) fn check_committing_member(
+        &mut self,
+        group_id: &str,
+        generation_id: i32,
+        member_id: &str,
+        group_instance_id: Option<&str>,
+        api_version: Option<i16>,
+        now_ms: i64,
+    ) -> Result<(), GroupError> {
+        let transactional = api_version.is_none();
+        if let Some(group) = self.consumer_groups.get(group_id) {
+            // A consumer-protocol group: `generation_id` is the member epoch.
+            return consumer::validate_commit(group, member_id, generation_id, api_version);
+        }
+        let simple = generation_id < 0;
+        if !simple && !self.groups.contains_key(group_id) {
+            let member_epoch_version =
+                api_version.is_some_and(|version| version >= OFFSET_COMMIT_MEMBER_EPOCH_VERSION);
+            return Err(if member_epoch_version {
+                GroupError::GroupIdNotFound
+            } else {
+                GroupError::IllegalGeneration
+            });
+        }
+        let group = self
+            .groups
+            .entry(group_id.to_owned())
+            .or_insert_with(|| ClassicGroup::new(group_id.to_owned()));
+        if simple && group.state == GroupState::Empty {
+            return Ok(());
+        }
+        if transactional && simple && member_id.is_empty() && group_instance_id.is_none() {
+            return Ok(());
+        }
+        let index = validate_member(group, member_id, group_instance_id)?;
+        if generation_id != group.generation_id {
+            return Err(GroupError::IllegalGeneration);
+        }
+        if transactional {
+            return Ok(());
+        }
+        if group.state == GroupState::CompletingRebalance {
+            return Err(GroupError::RebalanceInProgress);
+        }
+        let member = &mut group.members[index];
+        member.session_deadline_ms = now_ms + i64::from(member.session_timeout_ms);
+        Ok(())
     }
 
     /// OffsetFetch (version 9) from a member of a consumer-protocol group: the member must be
@@ -193,11 +231,14 @@ impl GroupCoordinator {
                 if subscribed.contains(&partition.topic) {
                     return (partition.clone(), Err(GroupError::GroupSubscribedToTopic));
                 }
-                if offsets.remove(partition).is_some() {
+                // A tombstone where an offset is committed or pending, as Kafka writes one.
+                let pending = self.open_transactions.is_pending(group_id, partition);
+                if offsets.remove(partition).is_some() || pending {
                     effects
                         .records
                         .push(GroupRecord::offset_tombstone(group_id, partition));
                 }
+                self.open_transactions.supersede(group_id, partition);
                 (partition.clone(), Ok(()))
             })
             .collect();
@@ -207,7 +248,7 @@ impl GroupCoordinator {
 
 /// Stores the commits of one request in `offsets`, each with its record; a commit whose
 /// metadata is too long is refused alone.
-fn store_commits(
+pub(super) fn store_commits(
     config: &GroupConfig,
     group_id: &str,
     offsets: &mut BTreeMap<TopicPartition, CommittedOffset>,
@@ -246,11 +287,12 @@ fn store_commits(
 pub(super) fn expire(
     config: &GroupConfig,
     groups: &mut BTreeMap<String, ClassicGroup>,
+    in_transaction: impl Fn(&str) -> bool,
     now_ms: i64,
     effects: &mut Effects,
 ) {
     for group in groups.values_mut() {
-        if group.state != GroupState::Empty {
+        if group.state != GroupState::Empty || in_transaction(&group.group_id) {
             continue;
         }
         let empty_since_ms = group
@@ -274,6 +316,7 @@ pub(super) fn expire(
             group.state == GroupState::Empty
                 && group.offsets.is_empty()
                 && group.pending_members.is_empty()
+                && !in_transaction(&group.group_id)
         })
         .map(|group| group.group_id.clone())
         .collect();

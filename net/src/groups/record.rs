@@ -10,14 +10,19 @@
 //! data directory's partitions once, when they are opened (see there). The replay reads Kafka's
 //! records only.
 //!
+//! `log` ([`LogReplay`]) folds a log's batches into what the replay takes: the latest record of
+//! each key, and a transaction's records held until its marker.
+//!
 //! Record types are told apart by the key's version: the classic ones in
 //! [`RecordKey::decode`], the consumer-group records of KIP-848 (key versions 3 to 8) by
 //! `consumer::records` (in [`GroupCoordinator::replay`], before the classic ones).
 
 mod kafka;
 mod legacy;
+mod log;
 
 pub use legacy::LegacyRecordConversion;
+pub use log::LogReplay;
 
 use std::collections::BTreeMap;
 
@@ -184,6 +189,26 @@ impl GroupCoordinator {
         coordinator.check_invariants();
         Ok(coordinator)
     }
+}
+
+/// The group, partition and offset of a transaction's offset record (a TxnOffsetCommit's: an
+/// offset key with a value); anything else in a transactional batch is malformed.
+pub(super) fn decode_transactional_offset(
+    record: &GroupRecord,
+) -> Result<(String, TopicPartition, CommittedOffset), RecordError> {
+    let RecordKey::Offset {
+        group_id,
+        partition,
+    } = RecordKey::decode(&record.key)?
+    else {
+        return Err(RecordError::Malformed(
+            "a transaction's record is not an offset".into(),
+        ));
+    };
+    let value = record.value.as_ref().ok_or_else(|| {
+        RecordError::Malformed("a transaction's offset record has no value".into())
+    })?;
+    Ok((group_id, partition, decode_offset_value(value)?))
 }
 
 fn offset_key(group_id: &str, partition: &TopicPartition) -> Bytes {

@@ -215,6 +215,7 @@ impl ShardTransactions {
                     .records
                     .iter()
                     .map(|record| (&record.key[..], record.value.as_deref())),
+                engine::batch::ProducerFields::NONE,
                 self.context.now_ms(),
             );
             let appended = self

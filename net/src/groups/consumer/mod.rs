@@ -1024,6 +1024,7 @@ pub(super) fn next_deadline_ms(groups: &BTreeMap<String, ConsumerGroup>) -> Opti
 pub(super) fn expire_offsets(
     retention_ms: i64,
     groups: &mut BTreeMap<String, ConsumerGroup>,
+    in_transaction: impl Fn(&str) -> bool,
     now_ms: i64,
     effects: &mut Effects,
 ) {
@@ -1032,6 +1033,7 @@ pub(super) fn expire_offsets(
         .filter(|g| {
             g.empty_since_ms
                 .is_some_and(|since| now_ms - since >= retention_ms)
+                && !in_transaction(&g.group_id)
         })
         .map(|g| g.group_id.clone())
         .collect();
@@ -1064,7 +1066,7 @@ pub(super) fn validate_commit(
     group: &ConsumerGroup,
     member_id: &str,
     member_epoch: i32,
-    api_version: i16,
+    api_version: Option<i16>,
 ) -> Result<(), GroupError> {
     if member_epoch < 0 && group.members.is_empty() {
         return Ok(());
@@ -1073,7 +1075,10 @@ pub(super) fn validate_commit(
         .members
         .get(member_id)
         .ok_or(GroupError::UnknownMemberId)?;
-    if api_version < super::offsets::OFFSET_COMMIT_MEMBER_EPOCH_VERSION {
+    // `None`: a transaction's commit (TxnOffsetCommit), which any version may make.
+    if api_version
+        .is_some_and(|version| version < super::offsets::OFFSET_COMMIT_MEMBER_EPOCH_VERSION)
+    {
         return Err(GroupError::UnsupportedVersion);
     }
     let expected = member.assignment.member_epoch;

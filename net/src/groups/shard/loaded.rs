@@ -2,8 +2,10 @@
 //! the requests waiting on it, and how it is rebuilt from the partition's log and written back
 //! to it.
 //!
-//! A load replays the latest record of every key, in offset order
-//! ([`read_latest_records`]); a call's records are appended as one uncompressed batch.
+//! A load feeds the partition's records and transaction markers ([`read_entries`]) to a
+//! [`LogReplay`] (the latest record of every key, and what a transaction's records become); a
+//! call's records are appended as one uncompressed batch (transactional, with the producer's
+//! id and epoch, for a transaction's), a transaction's marker as its control batch.
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -13,11 +15,13 @@ use engine::shard::{PartitionId, ShardContext};
 use engine::waiters::Waiters;
 use futures::channel::oneshot;
 
-use crate::coordinator_log::read_latest_records;
+use engine::batch::{self, ProducerFields};
+
 pub(super) use crate::coordinator_log::LoadError;
+use crate::coordinator_log::{read_entries, LogEntry};
 use crate::groups::{
-    Completion, GroupConfig, GroupCoordinator, GroupError, GroupRecord, JoinResponse, SyncResponse,
-    Ticket,
+    Completion, Effects, GroupConfig, GroupCoordinator, GroupError, GroupRecord, JoinResponse,
+    LogReplay, SyncResponse, Ticket, TransactionProducer,
 };
 
 /// One partition's coordinator and the requests waiting on it.
@@ -47,17 +51,34 @@ impl LoadedCoordinator {
         term: Option<u64>,
         config: &GroupConfig,
     ) -> Result<LoadedCoordinator, LoadError> {
-        let records: Vec<GroupRecord> = read_latest_records(context, partition)
-            .await?
-            .into_iter()
-            .map(|record| GroupRecord {
-                key: record.key,
-                value: record.value,
-            })
-            .collect();
+        let mut replay = LogReplay::default();
+        read_entries(context, partition, |entry| match entry {
+            LogEntry::Marker(marker) => replay.marker(&marker),
+            LogEntry::Record {
+                record,
+                transaction,
+            } => {
+                let record = GroupRecord {
+                    key: record.key,
+                    value: record.value,
+                };
+                match transaction {
+                    Some((producer_id, producer_epoch)) => {
+                        let producer = TransactionProducer {
+                            producer_id,
+                            producer_epoch,
+                        };
+                        replay.transactional(producer, record);
+                    }
+                    None => replay.plain(record),
+                }
+            }
+        })
+        .await?;
         let now_ms = context.now_ms();
         let seed = member_id_seed(partition.partition, now_ms);
-        let state = GroupCoordinator::replay(config.clone(), seed, records.iter(), now_ms)
+        let state = replay
+            .replay(config.clone(), seed, now_ms)
             .map_err(|error| LoadError::Replay(error.to_string()))?;
         Ok(LoadedCoordinator {
             partition: partition.clone(),
@@ -130,12 +151,38 @@ fn wait_for<Answer>(
     receiver
 }
 
-/// One uncompressed batch of `records`, stamped `now_ms`.
-pub(super) fn encode_records(records: &[GroupRecord], now_ms: i64) -> BytesMut {
-    let records = records
+/// The batch that makes `effects` durable, stamped `now_ms`: its transaction's marker, or its
+/// records as one uncompressed batch (a transactional one for a transaction's offsets, with the
+/// producer's id and epoch); `None` if there is nothing to write.
+pub(super) fn encode_effects(effects: &Effects, now_ms: i64) -> Option<BytesMut> {
+    if let Some(marker) = &effects.marker {
+        assert!(effects.records.is_empty(), "a marker is appended alone");
+        return Some(BytesMut::from(
+            &batch::encode_transaction_marker(marker, now_ms)[..],
+        ));
+    }
+    if effects.records.is_empty() {
+        return None;
+    }
+    let producer = match effects.transaction {
+        // No sequence (Kafka writes 0 and its log skips the check for a coordinator's
+        // append): the coordinator's batches are not a producer's to deduplicate.
+        Some(producer) => ProducerFields {
+            producer_id: producer.producer_id,
+            producer_epoch: producer.producer_epoch,
+            base_sequence: -1,
+            attributes: 0,
+        }
+        .with_transaction_bits(false),
+        None => ProducerFields::NONE,
+    };
+    let records = effects
+        .records
         .iter()
         .map(|record| (&record.key[..], record.value.as_deref()));
-    crate::coordinator_log::encode_records(records, now_ms)
+    Some(crate::coordinator_log::encode_records(
+        records, producer, now_ms,
+    ))
 }
 
 /// Member ids must not repeat across restarts: seed their generator from the clock and the

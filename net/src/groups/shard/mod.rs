@@ -49,8 +49,9 @@ mod requests;
 pub use offsets_log::{LocalOffsetsLog, OffsetsLog, ReplicatedOffsetsLog};
 
 pub use requests::{
-    ConsumerGroupHeartbeat, DeleteGroup, DeleteOffsets, DescribeConsumerGroup, DescribeGroup,
-    FetchOffsets, GroupRequest, Heartbeat, LeaveGroup, ListGroups, Outcome,
+    CompleteTransaction, ConsumerGroupHeartbeat, DeleteGroup, DeleteOffsets, DescribeConsumerGroup,
+    DescribeGroup, FetchOffsets, FetchedOffsets, GroupRequest, Heartbeat, LeaveGroup, ListGroups,
+    Outcome,
 };
 
 use std::cell::RefCell;
@@ -64,7 +65,7 @@ use engine::LogError;
 use futures::channel::oneshot;
 use futures::future::{select, Either};
 
-use loaded::{encode_records, LoadedCoordinator};
+use loaded::{encode_effects, LoadedCoordinator};
 
 use crate::coordinator_log::{load_owned_coordinators, on_owning_shard};
 
@@ -275,14 +276,15 @@ impl ShardGroups {
 
     /// Makes `effects` durable (in a cluster: committed by a majority), then answers the
     /// requests they complete. Refused (and the coordinator unloaded) when the append failed:
-    /// NOT_COORDINATOR if this broker stopped leading first.
+    /// NOT_COORDINATOR if this broker stopped leading first, INVALID_PRODUCER_EPOCH or
+    /// TRANSACTION_COORDINATOR_FENCED if the log refused a fenced producer's batch or a fenced
+    /// coordinator's marker (the transaction coordinator then stops writing it).
     async fn settle(
         &self,
         coordinator: &Rc<LoadedCoordinator>,
         effects: Effects,
     ) -> Result<(), GroupError> {
-        if !effects.records.is_empty() {
-            let batch = encode_records(&effects.records, self.context.now_ms());
+        if let Some(batch) = encode_effects(&effects, self.context.now_ms()) {
             // On the partition's own shard: through its replica in a cluster.
             let appended = self
                 .log
@@ -297,6 +299,12 @@ impl ShardGroups {
             if let Err(error) = appended {
                 let reason = match error {
                     LogError::NotLeader { .. } => GroupError::NotCoordinator,
+                    // A transaction's offsets or marker from a fenced producer epoch, which
+                    // the partition's producer state refuses: the producer hears it is fenced.
+                    LogError::InvalidProducerEpoch { .. } => GroupError::InvalidProducerEpoch,
+                    LogError::TransactionCoordinatorFenced { .. } => {
+                        GroupError::TransactionCoordinatorFenced
+                    }
                     error => {
                         engine::log_rate_limited!(
                             "ferrite: cannot persist group state to {}, unloading its \

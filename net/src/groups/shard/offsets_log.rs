@@ -14,7 +14,9 @@ use futures::future::LocalBoxFuture;
 pub trait OffsetsLog {
     /// Places `batch` in `partition`'s order before it resolves, and returns the wait until it
     /// is durable as `durability` says; refused with `LogError::NotLeader` where this broker
-    /// does not lead the partition.
+    /// does not lead the partition. The batch is the broker's own (`AppendKind::BrokerWritten`,
+    /// Kafka's coordinator appends): records, a transaction's offsets (transactional, without
+    /// a sequence), or a transaction's marker (a control batch).
     fn submit<'a>(
         &'a self,
         context: &'a ShardContext,
@@ -35,7 +37,12 @@ impl OffsetsLog for LocalOffsetsLog {
         batch: BytesMut,
         durability: Durability,
     ) -> LocalBoxFuture<'a, AppendPending> {
-        Box::pin(context.submit_local_append(partition, batch, AppendKind::Produced, durability))
+        Box::pin(context.submit_local_append(
+            partition,
+            batch,
+            AppendKind::BrokerWritten,
+            durability,
+        ))
     }
 }
 
@@ -55,7 +62,7 @@ impl OffsetsLog for ReplicatedOffsetsLog {
         Box::pin(ShardReplication::submit_on_this_shard(
             partition,
             batch,
-            AppendKind::Produced,
+            AppendKind::BrokerWritten,
             durability,
         ))
     }

@@ -5,6 +5,7 @@
 
 use std::sync::Arc;
 
+use engine::batch::TransactionMarker;
 use engine::catalog::{is_internal_topic, TopicTable};
 use futures::channel::oneshot;
 
@@ -16,7 +17,7 @@ use crate::groups::consumer::{
 use crate::groups::{
     CommittedOffset, Effects, GroupCoordinator, GroupDescription, GroupError, GroupState,
     JoinGroup, JoinOutcome, JoinResponse, LeaveResults, LeavingMember, ListedGroup, OffsetCommit,
-    PartitionResults, SyncGroup, SyncOutcome, SyncResponse, TopicPartition,
+    PartitionResults, SyncGroup, SyncOutcome, SyncResponse, TopicPartition, TxnOffsetCommit,
 };
 
 /// One kind of request for the coordinator of a `__consumer_offsets` partition.
@@ -167,6 +168,52 @@ impl GroupRequest for OffsetCommit {
     }
 }
 
+impl GroupRequest for TxnOffsetCommit {
+    type Answer = PartitionResults;
+
+    fn refused(&self, error: GroupError) -> PartitionResults {
+        Err(error)
+    }
+
+    fn apply(
+        self,
+        _: &LoadedCoordinator,
+        state: &mut GroupCoordinator,
+        now_ms: i64,
+    ) -> (Outcome<PartitionResults>, Effects) {
+        let (results, effects) = state.commit_transactional_offsets(&self, now_ms);
+        (Outcome::Now(results), effects)
+    }
+}
+
+/// A transaction ends in the groups of the partition: its marker is appended, and the offsets
+/// it committed there become committed or are dropped (see
+/// [`GroupCoordinator::complete_transaction`]).
+#[derive(Debug)]
+pub struct CompleteTransaction {
+    pub marker: TransactionMarker,
+}
+
+impl GroupRequest for CompleteTransaction {
+    type Answer = Result<(), GroupError>;
+
+    fn refused(&self, error: GroupError) -> Self::Answer {
+        Err(error)
+    }
+
+    fn apply(
+        self,
+        _: &LoadedCoordinator,
+        state: &mut GroupCoordinator,
+        _: i64,
+    ) -> (Outcome<Self::Answer>, Effects) {
+        match state.complete_transaction(self.marker) {
+            Ok(effects) => (Outcome::Now(Ok(())), effects),
+            Err(error) => now(Err(error)),
+        }
+    }
+}
+
 /// A group's committed offsets of `partitions`; `None`: of every partition it committed.
 #[derive(Debug)]
 pub struct FetchOffsets {
@@ -175,10 +222,16 @@ pub struct FetchOffsets {
     /// The member id and member epoch of a consumer-protocol member (OffsetFetch v9), checked
     /// before the offsets are given.
     pub member: Option<(String, i32)>,
+    /// OffsetFetch's `require_stable` (version 7 on): a partition an open transaction commits
+    /// an offset of is answered UNSTABLE_OFFSET_COMMIT instead of its offset.
+    pub require_stable: bool,
 }
 
+/// Each partition's committed offset (`None`: none), or why it is not given.
+pub type FetchedOffsets = Vec<(TopicPartition, Result<Option<CommittedOffset>, GroupError>)>;
+
 impl GroupRequest for FetchOffsets {
-    type Answer = Result<Vec<(TopicPartition, Option<CommittedOffset>)>, GroupError>;
+    type Answer = Result<FetchedOffsets, GroupError>;
 
     fn refused(&self, error: GroupError) -> Self::Answer {
         Err(error)
@@ -197,9 +250,20 @@ impl GroupRequest for FetchOffsets {
                 return now(Err(error));
             }
         }
-        now(Ok(
-            state.fetch_offsets(&self.group_id, self.partitions.as_deref())
-        ))
+        let offsets = state.fetch_offsets(&self.group_id, self.partitions.as_deref());
+        let fetched = offsets
+            .into_iter()
+            .map(|(partition, committed)| {
+                let unstable =
+                    self.require_stable && state.is_offset_pending(&self.group_id, &partition);
+                let committed = match unstable {
+                    true => Err(GroupError::UnstableOffsetCommit),
+                    false => Ok(committed),
+                };
+                (partition, committed)
+            })
+            .collect();
+        now(Ok(fetched))
     }
 }
 

@@ -12,6 +12,7 @@ use super::*;
 
 mod flows;
 mod property;
+mod transactions;
 
 const SESSION_MS: i32 = 10_000;
 const REBALANCE_MS: i32 = 30_000;
@@ -71,6 +72,27 @@ fn tp(topic: &str, partition: i32) -> TopicPartition {
     }
 }
 
+/// The coordinator a load of `log` (every effect's batch, in order) gives back, checked.
+fn replay_log(log: &[Effects], now_ms: i64) -> GroupCoordinator {
+    let mut replay = LogReplay::default();
+    for batch in log {
+        if let Some(marker) = &batch.marker {
+            replay.marker(marker);
+        }
+        for record in &batch.records {
+            match batch.transaction {
+                Some(producer) => replay.transactional(producer, record.clone()),
+                None => replay.plain(record.clone()),
+            }
+        }
+    }
+    let coordinator = replay
+        .replay(config(), 9, now_ms)
+        .expect("the log reads back");
+    coordinator.check_invariants();
+    coordinator
+}
+
 /// A coordinator with a hand-moved clock that collects every effect, checking after each call
 /// that the state is consistent and every ticket is answered once.
 struct Harness {
@@ -78,6 +100,8 @@ struct Harness {
     now_ms: i64,
     answers: BTreeMap<Ticket, Completion>,
     records: Vec<GroupRecord>,
+    /// Every effect's batch as the log holds it, in order (what a load reads back).
+    log: Vec<Effects>,
 }
 
 impl Harness {
@@ -87,10 +111,15 @@ impl Harness {
             now_ms: 0,
             answers: BTreeMap::new(),
             records: Vec::new(),
+            log: Vec::new(),
         }
     }
 
     fn absorb(&mut self, effects: Effects) {
+        self.log.push(Effects {
+            completions: Vec::new(),
+            ..effects.clone()
+        });
         self.records.extend(effects.records);
         for completion in effects.completions {
             let previous = self.answers.insert(completion.ticket(), completion);

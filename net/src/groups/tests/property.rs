@@ -1,5 +1,6 @@
-//! Random request sequences from well-behaved and misbehaving clients: the invariants after
-//! every step, and the replay of the run's records at the end.
+//! Random request sequences from well-behaved and misbehaving clients, and transactions
+//! committing offsets beside them: the invariants after every step, and the load of the run's
+//! log at the end.
 
 use super::*;
 
@@ -39,6 +40,18 @@ enum Step {
         advance_ms: i64,
     },
     DeleteGroup,
+    /// A producer's transaction commits an offset (without membership, as TxnOffsetCommit
+    /// before version 3), of the partitions the members commit too.
+    TxnCommit {
+        producer: i64,
+        partition: i32,
+        offset: i64,
+    },
+    /// A producer's transaction ends.
+    EndTxn {
+        producer: i64,
+        committed: bool,
+    },
     /// The client does what a well-behaved consumer does next: join, sync or heartbeat.
     Act {
         client: usize,
@@ -59,6 +72,9 @@ fn step() -> impl Strategy<Value = Step> {
         4 => (0..6_000i64).prop_map(|advance_ms| Step::Tick { advance_ms }),
         1 => (0..40_000i64).prop_map(|advance_ms| Step::Tick { advance_ms }),
         1 => Just(Step::DeleteGroup),
+        2 => (0..2i64, 0..3i32, 0..1_000i64)
+            .prop_map(|(producer, partition, offset)| Step::TxnCommit { producer, partition, offset }),
+        1 => (0..2i64, any::<bool>()).prop_map(|(producer, committed)| Step::EndTxn { producer, committed }),
         12 => (0..CLIENTS).prop_map(|client| Step::Act { client }),
     ]
 }
@@ -116,7 +132,8 @@ struct Run {
     clients: Vec<Client>,
     /// Tickets handed out and not yet answered, with the client they belong to.
     waiting: BTreeMap<Ticket, usize>,
-    records: Vec<GroupRecord>,
+    /// Every effect's batch, in order: the log a load reads.
+    log: Vec<Effects>,
     generation_last: Option<i32>,
     /// The leader every member was told of, per generation of the current incarnation.
     leaders: BTreeMap<i32, String>,
@@ -140,7 +157,7 @@ impl Run {
             now_ms: 0,
             clients,
             waiting: BTreeMap::new(),
-            records: Vec::new(),
+            log: Vec::new(),
             generation_last: None,
             leaders: BTreeMap::new(),
         }
@@ -154,7 +171,10 @@ impl Run {
     }
 
     fn absorb(&mut self, effects: Effects) {
-        self.records.extend(effects.records);
+        self.log.push(Effects {
+            completions: Vec::new(),
+            ..effects.clone()
+        });
         for completion in effects.completions {
             let client = self
                 .waiting
@@ -352,6 +372,48 @@ impl Run {
                 let (_, effects) = self.coordinator.delete_groups(&[GROUP.to_owned()]);
                 self.absorb(effects);
             }
+            Step::TxnCommit {
+                producer,
+                partition,
+                offset,
+            } => {
+                let request = TxnOffsetCommit {
+                    group_id: GROUP.to_owned(),
+                    producer: TransactionProducer {
+                        producer_id: producer,
+                        producer_epoch: 0,
+                    },
+                    generation_id: -1,
+                    member_id: String::new(),
+                    group_instance_id: None,
+                    partitions: vec![OffsetCommitPartition {
+                        partition: tp("t1", partition),
+                        offset,
+                        leader_epoch: -1,
+                        metadata: None,
+                    }],
+                };
+                let (_, effects) = self
+                    .coordinator
+                    .commit_transactional_offsets(&request, now_ms);
+                self.absorb(effects);
+            }
+            Step::EndTxn {
+                producer,
+                committed,
+            } => {
+                let marker = engine::batch::TransactionMarker {
+                    producer_id: producer,
+                    producer_epoch: 0,
+                    coordinator_epoch: 0,
+                    committed,
+                };
+                let effects = self
+                    .coordinator
+                    .complete_transaction(marker)
+                    .expect("one epoch: never fenced");
+                self.absorb(effects);
+            }
         }
     }
 
@@ -361,14 +423,22 @@ impl Run {
         self.absorb(effects);
     }
 
-    /// Replaying the records gives back the committed offsets and the stable group.
+    /// Loading the log gives back the committed offsets, the offsets open transactions
+    /// commit, and the stable group.
     fn check_replay(&self) {
-        let replayed = GroupCoordinator::replay(config(), 12, &self.records, self.now_ms)
-            .expect("the records read back");
+        let replayed = replay_log(&self.log, self.now_ms);
         assert_eq!(
             replayed.fetch_offsets(GROUP, None),
             self.coordinator.fetch_offsets(GROUP, None)
         );
+        for partition in (0..3).map(|partition| tp("t1", partition)) {
+            assert_eq!(
+                replayed.is_offset_pending(GROUP, &partition),
+                self.coordinator.is_offset_pending(GROUP, &partition),
+                "{partition:?} pending"
+            );
+        }
+
         let description = self.coordinator.describe_group(GROUP);
         if description.state == GroupState::Stable {
             assert_eq!(replayed.describe_group(GROUP), description);
@@ -431,6 +501,11 @@ proptest! {
             );
         }
         prop_assert!(run.waiting.is_empty(), "requests still waiting: {:?}", run.waiting);
+        run.check_replay();
+        // The open transactions commit: what they leave is the same, live and loaded.
+        for producer in 0..2 {
+            run.apply(&Step::EndTxn { producer, committed: true });
+        }
         run.check_replay();
     }
 }

@@ -1,7 +1,7 @@
 //! The consumer-group APIs, one module each: Kafka's classic protocol (JoinGroup, SyncGroup,
 //! Heartbeat, LeaveGroup), the consumer protocol of KIP-848 (ConsumerGroupHeartbeat,
 //! ConsumerGroupDescribe), and both's OffsetCommit, OffsetFetch, ListGroups, DescribeGroups,
-//! DeleteGroups and OffsetDelete.
+//! DeleteGroups and OffsetDelete, and a transaction's offsets (TxnOffsetCommit).
 //!
 //! Each turns a Kafka request into [`GroupRequest`](crate::groups::shard::GroupRequest)s for
 //! the coordinator of the group's `__consumer_offsets` partition ([`coordinator`]) and their
@@ -25,3 +25,4 @@ pub mod offset_delete;
 pub mod offset_fetch;
 mod partition_results;
 pub mod sync_group;
+pub mod txn_offset_commit;

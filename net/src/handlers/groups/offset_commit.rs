@@ -1,7 +1,8 @@
 //! OffsetCommit: a member stores the group's offsets. Partitions of topics that do not exist
 //! are answered UNKNOWN_TOPIC_OR_PARTITION here, as in Kafka; the rest go to the coordinator,
 //! which checks the member and generation (not the member's assignment, which the broker
-//! cannot read in general, as in Kafka's classic protocol).
+//! cannot read in general, as in Kafka's classic protocol). TxnOffsetCommit shares this
+//! ([`commit_partitions`]).
 
 use std::collections::BTreeMap;
 
@@ -15,7 +16,8 @@ use super::coordinator::{call, error_code};
 use super::partition_results::answer_partitions;
 use crate::broker::Broker;
 use crate::errors::code;
-use crate::groups::{OffsetCommit, OffsetCommitPartition, TopicPartition};
+use crate::groups::shard::GroupRequest;
+use crate::groups::{OffsetCommit, OffsetCommitPartition, PartitionResults, TopicPartition};
 use crate::handlers::fields::optional_string;
 
 pub async fn handle(
@@ -24,59 +26,26 @@ pub async fn handle(
     request: OffsetCommitRequest,
 ) -> OffsetCommitResponse {
     let group_id = request.group_id.0.to_string();
-    let topics = broker.catalog.topics();
-    // Partitions of topics that do not exist are answered here; the rest go to the group.
-    let mut unknown: Vec<TopicPartition> = Vec::new();
-    let mut partitions: Vec<OffsetCommitPartition> = Vec::new();
-    for topic in &request.topics {
-        let known = topics.get(topic.name.0.as_str());
-        for partition in &topic.partitions {
-            let topic_partition = TopicPartition {
-                topic: topic.name.0.to_string(),
-                partition: partition.partition_index,
-            };
-            if !known.is_some_and(|known| known.has_partition(partition.partition_index)) {
-                unknown.push(topic_partition);
-                continue;
-            }
-            partitions.push(OffsetCommitPartition {
-                partition: topic_partition,
-                offset: partition.committed_offset,
-                leader_epoch: partition.committed_leader_epoch,
-                metadata: optional_string(partition.committed_metadata.clone()),
-            });
-        }
-    }
-    let mut codes: BTreeMap<TopicPartition, i16> = unknown
-        .into_iter()
-        .map(|partition| (partition, code(ResponseError::UnknownTopicOrPartition)))
-        .collect();
-    let requested: Vec<TopicPartition> = partitions
-        .iter()
-        .map(|commit| commit.partition.clone())
-        .collect();
-    if !partitions.is_empty() {
-        let commit = OffsetCommit {
-            api_version: version,
-            group_id: group_id.clone(),
-            generation_id: request.generation_id_or_member_epoch,
-            member_id: request.member_id.to_string(),
-            group_instance_id: optional_string(request.group_instance_id.clone()),
-            partitions,
-        };
-        match call(broker, &group_id, commit).await {
-            Ok(results) => {
-                for (partition, result) in results {
-                    codes.insert(partition, error_code(&result));
-                }
-            }
-            Err(error) => {
-                for partition in requested {
-                    codes.insert(partition, error.code());
-                }
-            }
-        }
-    }
+    let commits = request.topics.iter().map(|topic| {
+        let partitions = topic.partitions.iter().map(|partition| {
+            (
+                partition.partition_index,
+                partition.committed_offset,
+                partition.committed_leader_epoch,
+                optional_string(partition.committed_metadata.clone()),
+            )
+        });
+        (topic.name.0.as_str(), partitions.collect())
+    });
+    let codes = commit_partitions(broker, &group_id, commits, |partitions| OffsetCommit {
+        api_version: version,
+        group_id: group_id.clone(),
+        generation_id: request.generation_id_or_member_epoch,
+        member_id: request.member_id.to_string(),
+        group_instance_id: optional_string(request.group_instance_id.clone()),
+        partitions,
+    })
+    .await;
     let topics = request.topics.into_iter().map(|topic| {
         let partitions = topic.partitions.iter().map(|p| p.partition_index).collect();
         (topic.name, partitions)
@@ -95,4 +64,67 @@ pub async fn handle(
                 .with_partitions(partitions)
         },
     ))
+}
+
+/// One partition's commit as a request carries it: index, offset, leader epoch, metadata.
+pub(super) type RequestedCommit = (i32, i64, i32, Option<String>);
+
+/// The commits of an OffsetCommit or a TxnOffsetCommit, by topic: those of topics or
+/// partitions that do not exist are answered UNKNOWN_TOPIC_OR_PARTITION here, the rest go to
+/// the group's coordinator as the request `request` makes of them. Returns each partition's
+/// code.
+pub(super) async fn commit_partitions<'a, Request>(
+    broker: &Broker,
+    group_id: &str,
+    commits: impl Iterator<Item = (&'a str, Vec<RequestedCommit>)>,
+    request: impl FnOnce(Vec<OffsetCommitPartition>) -> Request,
+) -> BTreeMap<TopicPartition, i16>
+where
+    Request: GroupRequest<Answer = PartitionResults>,
+{
+    let topics = broker.catalog.topics();
+    let mut codes: BTreeMap<TopicPartition, i16> = BTreeMap::new();
+    let mut partitions: Vec<OffsetCommitPartition> = Vec::new();
+    for (topic, commits) in commits {
+        let known = topics.get(topic);
+        for (index, offset, leader_epoch, metadata) in commits {
+            let topic_partition = TopicPartition {
+                topic: topic.to_owned(),
+                partition: index,
+            };
+            if !known.is_some_and(|known| known.has_partition(index)) {
+                codes.insert(
+                    topic_partition,
+                    code(ResponseError::UnknownTopicOrPartition),
+                );
+                continue;
+            }
+            partitions.push(OffsetCommitPartition {
+                partition: topic_partition,
+                offset,
+                leader_epoch,
+                metadata,
+            });
+        }
+    }
+    if partitions.is_empty() {
+        return codes;
+    }
+    let requested: Vec<TopicPartition> = partitions
+        .iter()
+        .map(|commit| commit.partition.clone())
+        .collect();
+    match call(broker, group_id, request(partitions)).await {
+        Ok(results) => {
+            for (partition, result) in results {
+                codes.insert(partition, error_code(&result));
+            }
+        }
+        Err(error) => {
+            for partition in requested {
+                codes.insert(partition, error.code());
+            }
+        }
+    }
+    codes
 }

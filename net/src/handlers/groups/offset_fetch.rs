@@ -1,6 +1,8 @@
 //! OffsetFetch: a group's committed offsets, of the partitions asked or of every one. Version
 //! 8 asks for several groups at once in its own types; version 1 has no top-level error code,
-//! so a group's error goes on every partition.
+//! so a group's error goes on every partition. From version 7 `require_stable` asks that a
+//! partition an open transaction commits an offset of be answered UNSTABLE_OFFSET_COMMIT (the
+//! consumer retries until the transaction ends) rather than with its last stable offset.
 
 use kafka_protocol::messages::offset_fetch_response::{
     OffsetFetchResponseGroup, OffsetFetchResponsePartition, OffsetFetchResponsePartitions,
@@ -29,6 +31,7 @@ struct FetchedOffset {
     offset: i64,
     leader_epoch: i32,
     metadata: String,
+    error_code: i16,
 }
 
 impl FetchedOffsets {
@@ -53,6 +56,7 @@ async fn fetch_group_offsets(
     group_id: &str,
     asked: Option<Vec<(String, Vec<i32>)>>,
     member: Option<(String, i32)>,
+    require_stable: bool,
 ) -> FetchedOffsets {
     let partitions = asked.as_ref().map(|topics| {
         topics
@@ -69,6 +73,7 @@ async fn fetch_group_offsets(
         group_id: group_id.to_owned(),
         partitions,
         member,
+        require_stable,
     };
     let offsets = match call(broker, group_id, fetch).await {
         Ok(offsets) => offsets,
@@ -81,6 +86,10 @@ async fn fetch_group_offsets(
     };
     let mut topics: Vec<(String, Vec<FetchedOffset>)> = Vec::new();
     for (partition, committed) in offsets {
+        let (committed, error_code) = match committed {
+            Ok(committed) => (committed, NONE),
+            Err(error) => (None, error.code()),
+        };
         let fetched = FetchedOffset {
             partition: partition.partition,
             offset: committed.as_ref().map_or(-1, |committed| committed.offset),
@@ -90,6 +99,7 @@ async fn fetch_group_offsets(
             metadata: committed
                 .map(|committed| committed.metadata)
                 .unwrap_or_default(),
+            error_code,
         };
         match topics.last_mut() {
             Some((topic, fetched_offsets)) if *topic == partition.topic => {
@@ -122,7 +132,14 @@ pub async fn handle(
             let member = group
                 .member_id
                 .map(|member_id| (member_id.to_string(), group.member_epoch));
-            let fetched = fetch_group_offsets(broker, &group.group_id.0, asked, member).await;
+            let fetched = fetch_group_offsets(
+                broker,
+                &group.group_id.0,
+                asked,
+                member,
+                request.require_stable,
+            )
+            .await;
             let error_code = fetched.error_code;
             let topics = fetched.into_topics(
                 |name, partitions| {
@@ -136,7 +153,7 @@ pub async fn handle(
                         .with_committed_offset(fetched.offset)
                         .with_committed_leader_epoch(fetched.leader_epoch)
                         .with_metadata(Some(str_bytes(fetched.metadata)))
-                        .with_error_code(NONE)
+                        .with_error_code(fetched.error_code)
                 },
             );
             groups.push(
@@ -154,7 +171,14 @@ pub async fn handle(
             .map(|topic| (topic.name.0.to_string(), topic.partition_indexes))
             .collect()
     });
-    let fetched = fetch_group_offsets(broker, &request.group_id.0, asked, None).await;
+    let fetched = fetch_group_offsets(
+        broker,
+        &request.group_id.0,
+        asked,
+        None,
+        request.require_stable,
+    )
+    .await;
     // Version 1 has no top-level error code: a group-level error goes on every partition.
     let partition_error = if api_version < 2 {
         fetched.error_code
@@ -174,7 +198,10 @@ pub async fn handle(
                 .with_committed_offset(fetched.offset)
                 .with_committed_leader_epoch(fetched.leader_epoch)
                 .with_metadata(Some(str_bytes(fetched.metadata)))
-                .with_error_code(partition_error)
+                .with_error_code(match fetched.error_code {
+                    NONE => partition_error,
+                    code => code,
+                })
         },
     );
     OffsetFetchResponse::default()
