@@ -22,19 +22,10 @@ from cluster_support import cluster  # noqa: F401 (a fixture)
 from conftest import FERRITE_BIN
 from raw_protocol import RawConnection
 from support import CLIENT_DEADLINE_S, topic_name, wait_until
+from transactions_support import transactional_producer
 
 TRANSACTION_KEY_TYPE = 1
-
-
-def transactional_producer(bootstrap, transactional_id, **settings):
-    return confluent_kafka.Producer(
-        {
-            "bootstrap.servers": bootstrap,
-            "transactional.id": transactional_id,
-            "transaction.timeout.ms": 30000,
-            **settings,
-        }
-    )
+COORDINATOR_LOAD_IN_PROGRESS = 14
 
 
 def ferrite_transactions(broker, *arguments):
@@ -50,9 +41,14 @@ def ferrite_transactions(broker, *arguments):
 
 
 def describe(connection, transactional_id):
-    answer = connection.request(DescribeTransactionsRequest(transactional_ids=[transactional_id]))
-    (state,) = answer.transaction_states
-    return state
+    """The id's state as DescribeTransactions gives it, once the coordinator has loaded its
+    partition (COORDINATOR_LOAD_IN_PROGRESS, which clients retry, until then: after a start)."""
+
+    def answered():
+        (state,) = connection.request(DescribeTransactionsRequest(transactional_ids=[transactional_id])).transaction_states
+        return state if state.error_code != COORDINATOR_LOAD_IN_PROGRESS else None
+
+    return wait_until(answered, f"the coordinator of {transactional_id} to load")
 
 
 def test_find_coordinator_names_this_broker_for_a_transactional_id(broker):
@@ -78,13 +74,11 @@ def test_a_second_producer_fences_the_first_and_both_are_described(broker):
     connection = RawConnection(broker.bootstrap)
 
     first = transactional_producer(broker.bootstrap, transactional_id)
-    first.init_transactions(CLIENT_DEADLINE_S)
     described = describe(connection, transactional_id)
     assert (described.error_code, described.transaction_state, described.producer_epoch) == (0, "Empty", 0)
     producer_id = described.producer_id
 
     second = transactional_producer(broker.bootstrap, transactional_id)
-    second.init_transactions(CLIENT_DEADLINE_S)
     described = describe(connection, transactional_id)
     assert (described.producer_id, described.producer_epoch) == (producer_id, 1), "same id, next epoch"
 
@@ -123,7 +117,9 @@ def test_a_second_producer_fences_the_first_and_both_are_described(broker):
 
 @pytest.mark.serve_args("--transaction-max-timeout-ms", "60000")
 def test_a_timeout_above_the_maximum_is_refused(broker):
-    producer = transactional_producer(broker.bootstrap, topic_name("timeout"), **{"transaction.timeout.ms": 120000})
+    producer = transactional_producer(
+        broker.bootstrap, topic_name("timeout"), initialised=False, **{"transaction.timeout.ms": 120000}
+    )
     with pytest.raises(confluent_kafka.KafkaException) as raised:
         producer.init_transactions(CLIENT_DEADLINE_S)
     assert raised.value.args[0].code() == confluent_kafka.KafkaError.INVALID_TRANSACTION_TIMEOUT
@@ -228,7 +224,6 @@ def coordinator_of(cluster, transactional_id):  # noqa: F811 (`cluster` is the f
 def test_a_cluster_coordinates_an_id_on_its_leader_and_fails_over(cluster):  # noqa: F811
     transactional_id = topic_name("cluster")
     first = transactional_producer(cluster.bootstrap(), transactional_id)
-    first.init_transactions(CLIENT_DEADLINE_S)
     coordinator = coordinator_of(cluster, transactional_id)
     for node in cluster.answering():
         connection = RawConnection(cluster.brokers[node].bootstrap)
@@ -244,7 +239,6 @@ def test_a_cluster_coordinates_an_id_on_its_leader_and_fails_over(cluster):  # n
     successor = coordinator_of(cluster, transactional_id)
     assert successor != coordinator
     second = transactional_producer(cluster.bootstrap(), transactional_id)
-    second.init_transactions(CLIENT_DEADLINE_S)
     connection = RawConnection(cluster.brokers[successor].bootstrap)
     described = describe(connection, transactional_id)
     connection.close()
