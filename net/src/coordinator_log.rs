@@ -1,16 +1,20 @@
 //! What the coordinators that keep their state in a compacted internal topic share (the group
 //! coordinators in `__consumer_offsets`, the transaction coordinators in
-//! `__transaction_state`): running a call on the shard that owns a partition, whether this
-//! shard may run a partition's coordinator (and in which Raft term), loading the coordinators
-//! of the partitions it owns (at start on a broker alone; as leadership moves in a cluster),
-//! reading a partition back at load, and the batch a change's records are appended as. Each coordinator's own driver (`groups::shard`, `transactions::shard`) keeps
-//! its state machine, its requests and its timers.
+//! `__transaction_state`): which partition holds a key, the topic's creation on a broker
+//! alone, running a call on the shard that owns a partition, whether this shard may run a
+//! partition's coordinator (and in which Raft term), loading the coordinators of the
+//! partitions it owns (at start on a broker alone; as leadership moves in a cluster), reading a
+//! partition back at load, and the batch a change's records are appended as. Each
+//! coordinator's own driver (`groups::shard`, `transactions::shard`) keeps its state machine,
+//! its requests and its timers.
 
+use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use engine::batch::{self, BatchHeader, PlainRecord, ProducerFields, TransactionMarker};
+use engine::catalog::{Catalog, CatalogError};
 use engine::shard::{ClientAccess, PartitionId, ShardContext};
 use engine::LogError;
 use futures::future::{select, LocalBoxFuture};
@@ -22,6 +26,39 @@ const LOAD_READ_BYTES: usize = 1 << 20;
 /// partitions (a fifth of the shortest Raft election timeout: a takeover is noticed well
 /// within the time clients take to find the new coordinator).
 const LEADERSHIP_CHECK_INTERVAL: Duration = Duration::from_millis(100);
+
+/// The partition of an internal topic that holds `key` (a group id, a transactional id):
+/// Java's `String.hashCode` of the key, made non-negative, modulo the partition count, as
+/// Kafka places groups and transactional ids.
+pub fn partition_for_key(key: &str, partitions: u32) -> u32 {
+    assert!(
+        partitions > 0,
+        "an internal topic has at least one partition"
+    );
+    let hash = key.encode_utf16().fold(0i32, |hash, unit| {
+        hash.wrapping_mul(31).wrapping_add(i32::from(unit))
+    });
+    // Kafka's Utils.abs: Integer.MIN_VALUE maps to 0.
+    let hash = if hash == i32::MIN { 0 } else { hash.abs() };
+    hash as u32 % partitions
+}
+
+/// Creates internal topic `name` with `partitions` partitions and `configs` unless it exists,
+/// and returns the partition count the topic has: if it existed, its own (changing it would
+/// move every key away from its records). On a broker alone; in a cluster the controller
+/// creates the internal topics.
+pub fn prepare_internal_topic(
+    catalog: &Catalog,
+    name: &str,
+    partitions: u32,
+    configs: BTreeMap<String, String>,
+) -> Result<u32, CatalogError> {
+    if let Some(topic) = catalog.topics().get(name) {
+        return Ok(topic.partitions);
+    }
+    catalog.create_topic(name, i64::from(partitions), configs, false)?;
+    Ok(partitions)
+}
 
 /// Runs `run` on the shard that owns `partition`: here at once, or posted there with
 /// [`ShardContext::call_on`], which runs it on arrival and sends its answer back over the mesh.

@@ -71,7 +71,7 @@ pub use group::{CommittedOffset, GroupProtocol, GroupState, TopicPartition};
 pub use offsets::{
     OffsetCommit, OffsetCommitPartition, PartitionResults, OFFSET_COMMIT_MEMBER_EPOCH_VERSION,
 };
-pub use offsets_topic::{offsets_partition_for, partition_for_key, prepare_offsets_topic};
+pub use offsets_topic::{offsets_partition_for, prepare_offsets_topic};
 pub use rebalance::{
     JoinGroup, JoinOutcome, JoinResponse, JoinedMember, LeaveResults, LeavingMember, SyncGroup,
     SyncOutcome, SyncResponse,

@@ -5,25 +5,11 @@
 
 use engine::catalog::{offsets_topic_configs, Catalog, CatalogError, OFFSETS_TOPIC};
 
+use crate::coordinator_log::{partition_for_key, prepare_internal_topic};
+
 /// The `__consumer_offsets` partition that holds `group_id`.
 pub fn offsets_partition_for(group_id: &str, partitions: u32) -> u32 {
     partition_for_key(group_id, partitions)
-}
-
-/// The partition of an internal topic that holds `key` (a group id, a transactional id):
-/// Java's `String.hashCode` of the key, made non-negative, modulo the partition count, as
-/// Kafka places groups and transactional ids.
-pub fn partition_for_key(key: &str, partitions: u32) -> u32 {
-    assert!(
-        partitions > 0,
-        "an internal topic has at least one partition"
-    );
-    let hash = key.encode_utf16().fold(0i32, |hash, unit| {
-        hash.wrapping_mul(31).wrapping_add(i32::from(unit))
-    });
-    // Kafka's Utils.abs: Integer.MIN_VALUE maps to 0.
-    let hash = if hash == i32::MIN { 0 } else { hash.abs() };
-    hash as u32 % partitions
 }
 
 /// Creates `__consumer_offsets` with `partitions` partitions and
@@ -44,15 +30,8 @@ pub fn prepare_offsets_topic(catalog: &Catalog, partitions: u32) -> Result<u32, 
                 Ok(configs)
             })?;
         }
-        return Ok(topic.partitions);
     }
-    catalog.create_topic(
-        OFFSETS_TOPIC,
-        i64::from(partitions),
-        offsets_topic_configs(),
-        false,
-    )?;
-    Ok(partitions)
+    prepare_internal_topic(catalog, OFFSETS_TOPIC, partitions, offsets_topic_configs())
 }
 
 #[cfg(test)]

@@ -291,15 +291,13 @@ mod tests {
     use proptest::prelude::*;
 
     fn metadata_strategy() -> impl Strategy<Value = TransactionMetadata> {
-        let states = prop::sample::select(vec![
-            TransactionState::Empty,
-            TransactionState::Ongoing,
-            TransactionState::PrepareCommit,
-            TransactionState::PrepareAbort,
-            TransactionState::CompleteCommit,
-            TransactionState::CompleteAbort,
-            TransactionState::Dead,
-        ]);
+        // Every state a record holds (PrepareEpochFence is never written).
+        let states = prop::sample::select(
+            TransactionState::ALL
+                .into_iter()
+                .filter(|state| *state != TransactionState::PrepareEpochFence)
+                .collect::<Vec<_>>(),
+        );
         let partitions = prop::collection::btree_set(("[a-z.ü]{1,12}", 0..1000i32), 0..8);
         (
             "[a-zA-Z0-9-]{1,20}",

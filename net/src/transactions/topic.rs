@@ -8,7 +8,7 @@ use engine::catalog::{
     transaction_state_topic_configs, Catalog, CatalogError, TRANSACTION_STATE_TOPIC,
 };
 
-use crate::groups::partition_for_key;
+use crate::coordinator_log::{partition_for_key, prepare_internal_topic};
 
 /// The `__transaction_state` partition that holds `transactional_id`.
 pub fn transaction_state_partition_for(transactional_id: &str, partitions: u32) -> u32 {
@@ -22,16 +22,12 @@ pub fn prepare_transaction_state_topic(
     catalog: &Catalog,
     partitions: u32,
 ) -> Result<u32, CatalogError> {
-    if let Some(topic) = catalog.topics().get(TRANSACTION_STATE_TOPIC) {
-        return Ok(topic.partitions);
-    }
-    catalog.create_topic(
+    prepare_internal_topic(
+        catalog,
         TRANSACTION_STATE_TOPIC,
-        i64::from(partitions),
+        partitions,
         transaction_state_topic_configs(),
-        false,
-    )?;
-    Ok(partitions)
+    )
 }
 
 #[cfg(test)]
