@@ -331,6 +331,47 @@ fn a_crash_keeps_every_acknowledged_batch_and_replay_writes_it_once() {
     });
 }
 
+/// A shutdown closes a log another task still holds (a long poll, a coordinator's task that
+/// outlived the drain) like any other: its batches reach its synced segments and its later
+/// appends are refused, so the journal, released whole once every log closed, needs none of its
+/// records, whether the holder lets go before the release or after it. The shutdown once only
+/// synced such a log: when the holder let go before the release, the release took the only copy
+/// of its acknowledged batches (a transaction coordinator's records, lost across a clean
+/// restart).
+#[test]
+fn a_log_still_held_at_shutdown_keeps_every_acknowledged_batch_whenever_its_holder_lets_go() {
+    run(async {
+        let dir = tempfile::tempdir().unwrap();
+        let shard = open_shard(dir.path(), 2, small_journal()).await;
+        let acknowledged = append_round_robin(&shard, 10, 2, 100).await;
+        let Shard { committer, logs } = shard;
+        let held: Vec<Rc<PartitionLog>> = logs.clone();
+        for log in &logs {
+            log.close_at_shutdown().await.unwrap();
+        }
+        drop(logs);
+        assert!(matches!(
+            held[1].append_durable(tagged_batch(99, 1, 10, 0), 0).await,
+            Err(LogError::Closed)
+        ));
+        let mut held = held.into_iter();
+        let (let_go_before, let_go_after) = (held.next(), held.next());
+        drop(let_go_before);
+        committer.close().await.unwrap();
+        drop(let_go_after);
+        let report = replay(dir.path()).await;
+        assert_eq!(
+            report.batches_appended + report.batches_present,
+            0,
+            "released"
+        );
+        assert_eq!(markers(dir.path(), 2), vec![Some(10), Some(10)]);
+        for (partition, expected) in acknowledged.iter().enumerate() {
+            assert_eq!(&contents(dir.path(), partition).await, expected);
+        }
+    });
+}
+
 /// Polls `future` at most `polls` times, then drops it where it stands, as a kill would stop
 /// it: `None` unless it finished first.
 async fn poll_at_most<F: std::future::Future>(future: F, polls: usize) -> Option<F::Output> {

@@ -23,9 +23,18 @@ impl PartitionLog {
     }
 
     /// [`PartitionLog::close`] at the shard's shutdown: the journal is released whole after
-    /// every log closed, so no log's close writes a Forget record to it.
-    pub async fn close_at_shutdown(self) -> Result<(), LogError> {
-        self.close_as(true).await
+    /// every log closed, so no log's close writes a Forget record to it; instead the log leaves
+    /// the commit cycle, which needs none of its records any more (they are in its synced
+    /// segments). Takes `&self` because another task may still hold the log (a long poll, a
+    /// coordinator's task that outlived the drain): it is closed all the same, its later appends
+    /// refused. Only syncing such a log lost data: when its holder let go of it before the
+    /// journal's release, the release took the only copy of its journaled batches (a
+    /// transaction coordinator's records, gone across a clean restart). A close that fails
+    /// leaves the log registered, so the journal is kept for the next start's replay.
+    pub async fn close_at_shutdown(&self) -> Result<(), LogError> {
+        self.close_as(true).await?;
+        self.shared.commit.unregister(self.shared.commit_id.get());
+        Ok(())
     }
 
     /// [`PartitionLog::close`] of a log other tasks may still hold (a long poll), before its

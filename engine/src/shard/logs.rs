@@ -392,12 +392,10 @@ impl ShardContext {
                 let first_error = &first_error;
                 async move {
                     let mut opened = slot.lock().await;
-                    let result = match opened.take().map(Rc::try_unwrap) {
+                    // A log a task that outlived the drain still holds is closed as well.
+                    let result = match opened.take() {
                         None => Ok(()),
-                        Some(Ok(log)) => log.close_at_shutdown().await,
-                        // Still referenced by a task that outlived the shutdown's drain: make it
-                        // durable at least.
-                        Some(Err(log)) => log.sync().await,
+                        Some(log) => log.close_at_shutdown().await,
                     };
                     self.forget_slot(&partition, &slot);
                     drop(opened);
@@ -411,7 +409,7 @@ impl ShardContext {
     }
 
     /// After every partition log closed: the shard's journal holds nothing (its clean
-    /// shutdown). Logs still open (a task outlived the drain) keep their journal records.
+    /// shutdown). A log whose close failed keeps its journal records for the next replay.
     pub(super) async fn close_committer(&self) -> Result<(), LogError> {
         self.state.committer.close().await
     }
