@@ -315,6 +315,9 @@ impl ShardTransactions {
         if coordinator.unloaded.get() {
             return;
         }
+        // Counted, so that a shutdown's drain waits for this one append instead of closing the
+        // log under it (the next coordinator would write the markers again).
+        let _in_flight = self.context.work_in_flight();
         let effects = coordinator
             .state
             .borrow_mut()
