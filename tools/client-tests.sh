@@ -47,4 +47,7 @@ export FERRITE_RELEASE_BIN="$(cd "$target_dir" && pwd)/release/ferrite"
 
 # No __pycache__ or .pytest_cache in the source tree.
 export PYTHONDONTWRITEBYTECODE=1
-"$venv/bin/python" -m pytest tools/client-tests -p no:cacheprovider "$@"
+# Python's output is captured per test; the file descriptors are not (`--capture=sys`): a client
+# library's C code (librdkafka's assertions) writes to them before an abort takes the whole run
+# down, and pytest's capture of them is lost with it. Costs a few librdkafka log lines.
+"$venv/bin/python" -m pytest tools/client-tests -p no:cacheprovider --capture=sys "$@"
