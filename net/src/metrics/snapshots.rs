@@ -17,7 +17,7 @@ use super::shard::ShardSnapshot;
 /// The per-partition series: name, kind, help text, and the value from the owning shard's
 /// number and its statistics of the partition.
 type PartitionValue = fn(usize, &PartitionStats) -> u64;
-const PARTITION_SERIES: [(&str, &str, &str, PartitionValue); 10] = [
+const PARTITION_SERIES: [(&str, &str, &str, PartitionValue); 11] = [
     (
         "ferrite_partition_log_start_offset",
         "gauge",
@@ -76,6 +76,13 @@ const PARTITION_SERIES: [(&str, &str, &str, PartitionValue); 10] = [
         "Offset up to which read_committed consumers read: the first offset of the oldest open \
          transaction, or the high-water mark when none is open.",
         |_, p| p.last_stable_offset,
+    ),
+    (
+        "ferrite_partition_last_stable_offset_lag",
+        "gauge",
+        "High-water mark minus last stable offset: records written that read_committed \
+         consumers cannot read yet, because a transaction before them is still open.",
+        |_, p| p.high_watermark.saturating_sub(p.last_stable_offset),
     ),
     (
         "ferrite_partition_open_transactions",

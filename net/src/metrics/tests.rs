@@ -555,6 +555,14 @@ fn partitions_and_group_lag_from_every_shard_are_rendered() {
     assert_eq!(
         value(
             &samples,
+            "ferrite_partition_last_stable_offset_lag",
+            &partition("b", "0")
+        ),
+        1.0
+    );
+    assert_eq!(
+        value(
+            &samples,
             "ferrite_partition_open_transactions",
             &partition("b", "0")
         ),
