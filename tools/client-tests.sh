@@ -6,8 +6,9 @@
 # debug build with the engine's `fault-injection` feature (which cannot exist in release). The
 # Python clients live in a venv under the cargo target directory, created on first use and
 # brought up to date with requirements.txt.
-# Needs kcat, python3 with venv, and for the Burrow test burrow, libzookeeper-java and a JRE
-# (tools/setup-debian.sh installs them all).
+# Needs kcat, python3 with venv, for the Burrow test burrow, libzookeeper-java and a JRE, and for
+# the kafkajs test node and npm (tools/setup-debian.sh installs them all); kafkajs itself is
+# installed under the cargo target directory, pinned by tools/client-tests/kafkajs/package-lock.json.
 # Extra arguments go to pytest, e.g. `bash tools/client-tests.sh -k kcat -x`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -27,6 +28,17 @@ fi
 if [ ! -x "$venv/bin/python" ]; then
     python3 -m venv "$venv"
 fi
+if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+    echo "client-tests: node or npm is missing (bash tools/setup-debian.sh installs them)" >&2
+    exit 2
+fi
+node_dir="$target_dir/client-node"
+if ! cmp -s tools/client-tests/kafkajs/package-lock.json "$node_dir/package-lock.json" || [ ! -d "$node_dir/node_modules" ]; then
+    mkdir -p "$node_dir"
+    cp tools/client-tests/kafkajs/package.json tools/client-tests/kafkajs/package-lock.json "$node_dir/"
+    (cd "$node_dir" && npm ci --no-audit --no-fund --silent)
+fi
+export NODE_PATH="$(cd "$node_dir" && pwd)/node_modules"
 # pip is slow even when there is nothing to do: install only when the requirements changed.
 if ! cmp -s "$requirements" "$venv/requirements.installed"; then
     "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r "$requirements"

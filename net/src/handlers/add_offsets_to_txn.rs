@@ -10,7 +10,14 @@ use crate::broker::Broker;
 use crate::errors::NONE;
 use crate::transactions::requests::AddPartitions;
 
-pub async fn handle(broker: &Broker, request: AddOffsetsToTxnRequest) -> AddOffsetsToTxnResponse {
+/// The first version whose answer may carry PRODUCER_FENCED.
+const PRODUCER_FENCED_SINCE: i16 = 2;
+
+pub async fn handle(
+    broker: &Broker,
+    api_version: i16,
+    request: AddOffsetsToTxnRequest,
+) -> AddOffsetsToTxnResponse {
     let transactional_id = request.transactional_id.to_string();
     let group_partition = offsets_partition(broker, &request.group_id);
     let add = AddPartitions {
@@ -24,6 +31,7 @@ pub async fn handle(broker: &Broker, request: AddOffsetsToTxnRequest) -> AddOffs
     };
     let state_partition = broker.transactions.state_partition(&transactional_id);
     let result = broker.transactions.call(state_partition, add).await;
-    AddOffsetsToTxnResponse::default()
-        .with_error_code(result.err().map_or(NONE, |error| error.code()))
+    AddOffsetsToTxnResponse::default().with_error_code(result.err().map_or(NONE, |error| {
+        error.code_at(api_version, PRODUCER_FENCED_SINCE)
+    }))
 }

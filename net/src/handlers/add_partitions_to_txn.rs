@@ -35,13 +35,13 @@ pub async fn handle(
             .with_producer_id(request.v3_and_below_producer_id)
             .with_producer_epoch(request.v3_and_below_producer_epoch)
             .with_topics(request.v3_and_below_topics);
-        let result = add(broker, transaction).await;
+        let result = add(broker, api_version, transaction).await;
         return AddPartitionsToTxnResponse::default()
             .with_results_by_topic_v3_and_below(result.topic_results);
     }
     let mut results = Vec::with_capacity(request.transactions.len());
     for transaction in request.transactions {
-        results.push(add(broker, transaction).await);
+        results.push(add(broker, api_version, transaction).await);
     }
     AddPartitionsToTxnResponse::default()
         .with_error_code(NONE)
@@ -50,6 +50,7 @@ pub async fn handle(
 
 async fn add(
     broker: &Broker,
+    api_version: i16,
     transaction: AddPartitionsToTxnTransaction,
 ) -> AddPartitionsToTxnResult {
     let transactional_id = transaction.transactional_id.to_string();
@@ -88,10 +89,11 @@ async fn add(
             .call(state_partition, VerifyPartitions(request))
             .await
             .into_iter()
-            .map(|(partition, result)| (partition, error_code(result)))
+            .map(|(partition, result)| (partition, error_code(result, api_version)))
             .collect(),
         false => {
-            let code = error_code(broker.transactions.call(state_partition, request).await);
+            let result = broker.transactions.call(state_partition, request).await;
+            let code = error_code(result, api_version);
             partitions
                 .into_iter()
                 .map(|partition| (partition, code))
@@ -115,8 +117,13 @@ fn partitions(topics: &[AddPartitionsToTxnTopic]) -> Vec<TransactionPartition> {
         .collect()
 }
 
-fn error_code(result: Result<(), TransactionError>) -> i16 {
-    result.err().map_or(NONE, TransactionError::code)
+/// The first version whose answer may carry PRODUCER_FENCED.
+const PRODUCER_FENCED_SINCE: i16 = 2;
+
+fn error_code(result: Result<(), TransactionError>, api_version: i16) -> i16 {
+    result.err().map_or(NONE, |error| {
+        error.code_at(api_version, PRODUCER_FENCED_SINCE)
+    })
 }
 
 /// Results grouped by topic, in the order the topics came.

@@ -9,7 +9,10 @@ use crate::broker::Broker;
 use crate::errors::NONE;
 use crate::transactions::requests::EndTransaction;
 
-pub async fn handle(broker: &Broker, request: EndTxnRequest) -> EndTxnResponse {
+/// The first version whose answer may carry PRODUCER_FENCED.
+const PRODUCER_FENCED_SINCE: i16 = 2;
+
+pub async fn handle(broker: &Broker, api_version: i16, request: EndTxnRequest) -> EndTxnResponse {
     let transactional_id = request.transactional_id.to_string();
     let end = EndTransaction {
         transactional_id: transactional_id.clone(),
@@ -25,7 +28,7 @@ pub async fn handle(broker: &Broker, request: EndTxnRequest) -> EndTxnResponse {
             .with_producer_id(request.producer_id)
             .with_producer_epoch(request.producer_epoch),
         Err(error) => response
-            .with_error_code(error.code())
+            .with_error_code(error.code_at(api_version, PRODUCER_FENCED_SINCE))
             .with_producer_id(ProducerId(-1))
             .with_producer_epoch(-1),
     }

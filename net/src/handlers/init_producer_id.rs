@@ -30,7 +30,14 @@ use crate::transactions::coordinator::InitProducerId;
 const NO_PRODUCER_ID: i64 = -1;
 const NO_PRODUCER_EPOCH: i16 = -1;
 
-pub async fn handle(broker: &Broker, request: InitProducerIdRequest) -> InitProducerIdResponse {
+/// The first version whose answer may carry PRODUCER_FENCED.
+const PRODUCER_FENCED_SINCE: i16 = 4;
+
+pub async fn handle(
+    broker: &Broker,
+    api_version: i16,
+    request: InitProducerIdRequest,
+) -> InitProducerIdResponse {
     let response = InitProducerIdResponse::default()
         .with_producer_id(ProducerId(NO_PRODUCER_ID))
         .with_producer_epoch(NO_PRODUCER_EPOCH);
@@ -70,6 +77,6 @@ pub async fn handle(broker: &Broker, request: InitProducerIdRequest) -> InitProd
             .with_error_code(NONE)
             .with_producer_id(ProducerId(producer_id))
             .with_producer_epoch(producer_epoch),
-        Err(error) => response.with_error_code(error.code()),
+        Err(error) => response.with_error_code(error.code_at(api_version, PRODUCER_FENCED_SINCE)),
     }
 }

@@ -184,4 +184,18 @@ impl TransactionError {
         };
         error.code()
     }
+
+    /// [`TransactionError::code`] in the answer to `api_version` of an API whose versions
+    /// from `fenced_since` on may carry PRODUCER_FENCED (KIP-588, Kafka 2.7): older versions get
+    /// INVALID_PRODUCER_EPOCH instead, the code their clients know for the same case, as Kafka
+    /// answers them (kafkajs, older Sarama and librdkafka send the older versions; an unknown
+    /// code leaves them without the fencing error they handle).
+    pub fn code_at(self, api_version: i16, fenced_since: i16) -> i16 {
+        match self {
+            TransactionError::ProducerFenced if api_version < fenced_since => {
+                ResponseError::InvalidProducerEpoch.code()
+            }
+            _ => self.code(),
+        }
+    }
 }

@@ -1,4 +1,5 @@
 use super::*;
+use kafka_protocol::ResponseError;
 
 const TIMEOUT_MS: i32 = 60_000;
 
@@ -489,4 +490,23 @@ mod property {
             }
         }
     }
+}
+
+#[test]
+fn versions_before_producer_fenced_existed_are_answered_invalid_producer_epoch() {
+    let (fenced, invalid_epoch) = (
+        ResponseError::ProducerFenced.code(),
+        ResponseError::InvalidProducerEpoch.code(),
+    );
+    // EndTxn, AddPartitionsToTxn and AddOffsetsToTxn know PRODUCER_FENCED from version 2.
+    assert_eq!(
+        TransactionError::ProducerFenced.code_at(1, 2),
+        invalid_epoch
+    );
+    assert_eq!(TransactionError::ProducerFenced.code_at(2, 2), fenced);
+    // Other errors are the same at every version.
+    assert_eq!(
+        TransactionError::ConcurrentTransactions.code_at(0, 2),
+        ResponseError::ConcurrentTransactions.code()
+    );
 }
