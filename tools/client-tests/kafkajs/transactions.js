@@ -42,7 +42,7 @@ async function abortOne (producer) {
 // Until every input went through: each batch of a partition becomes one transaction holding its
 // outputs (same partition) and the group's next offset for that partition.
 async function transformAll (producer) {
-  const consumer = kafka.consumer({ groupId: config.group, readUncommitted: false })
+  const consumer = kafka.consumer({ groupId: config.group, readUncommitted: false, heartbeatInterval: 500 })
   await consumer.connect()
   await consumer.subscribe({ topics: [config.source], fromBeginning: true })
   let transformed = 0
@@ -103,7 +103,7 @@ async function fencedError (zombie) {
 // records: the aborted ones come first in every partition, so a consumer that showed them would
 // show them before reaching the count.
 async function readCommitted (count) {
-  const consumer = kafka.consumer({ groupId: `${config.group}-reader`, readUncommitted: false })
+  const consumer = kafka.consumer({ groupId: `${config.group}-reader`, readUncommitted: false, heartbeatInterval: 500 })
   await consumer.connect()
   await consumer.subscribe({ topics: [config.sink], fromBeginning: true })
   const values = []
