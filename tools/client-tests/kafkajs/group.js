@@ -11,6 +11,8 @@ const fs = require('fs')
 const { Kafka, logLevel } = require('kafkajs')
 
 const config = JSON.parse(process.argv[2])
+// Consumers poll with short fetch waits and heartbeats: kafkajs heartbeats (and so learns of a
+// rebalance) and stops only between fetches, which wait up to 5 s for data by default.
 const kafka = new Kafka({
   clientId: 'ferrite-kafkajs-group',
   brokers: [config.bootstrap],
@@ -43,7 +45,7 @@ async function produceAll () {
 async function consumeWithTwoMembers () {
   const consumed = []
   const assignments = {}
-  const members = ['a', 'b'].map((name) => ({ name, consumer: kafka.consumer({ groupId: config.group, heartbeatInterval: 500 }) }))
+  const members = ['a', 'b'].map((name) => ({ name, consumer: kafka.consumer({ groupId: config.group, heartbeatInterval: 500, maxWaitTimeInMs: 200 }) }))
   for (const { name, consumer } of members) {
     assignments[name] = []
     consumer.on(consumer.events.GROUP_JOIN, (event) => {

@@ -14,6 +14,8 @@ const fs = require('fs')
 const { Kafka, logLevel } = require('kafkajs')
 
 const config = JSON.parse(process.argv[2])
+// Consumers poll with short fetch waits and heartbeats: kafkajs heartbeats (and so learns of a
+// rebalance) and stops only between fetches, which wait up to 5 s for data by default.
 const kafka = new Kafka({
   clientId: 'ferrite-kafkajs-transactions',
   brokers: [config.bootstrap],
@@ -42,7 +44,7 @@ async function abortOne (producer) {
 // Until every input went through: each batch of a partition becomes one transaction holding its
 // outputs (same partition) and the group's next offset for that partition.
 async function transformAll (producer) {
-  const consumer = kafka.consumer({ groupId: config.group, readUncommitted: false, heartbeatInterval: 500 })
+  const consumer = kafka.consumer({ groupId: config.group, readUncommitted: false, heartbeatInterval: 500, maxWaitTimeInMs: 200 })
   await consumer.connect()
   await consumer.subscribe({ topics: [config.source], fromBeginning: true })
   let transformed = 0
@@ -103,7 +105,7 @@ async function fencedError (zombie) {
 // records: the aborted ones come first in every partition, so a consumer that showed them would
 // show them before reaching the count.
 async function readCommitted (count) {
-  const consumer = kafka.consumer({ groupId: `${config.group}-reader`, readUncommitted: false, heartbeatInterval: 500 })
+  const consumer = kafka.consumer({ groupId: `${config.group}-reader`, readUncommitted: false, heartbeatInterval: 500, maxWaitTimeInMs: 200 })
   await consumer.connect()
   await consumer.subscribe({ topics: [config.sink], fromBeginning: true })
   const values = []
