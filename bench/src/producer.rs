@@ -14,11 +14,10 @@
 //! `rd_kafka_commit_transaction` to its return (librdkafka waits for the delivery reports of the
 //! transaction's messages, which the polling thread serves, then the coordinator answers EndTxn;
 //! see `commit` for why not rust-rdkafka's `commit_transaction`), for commits called inside the
-//! window. The sender waits for its
-//! commits, as a consume-transform-produce loop does, so a slow commit delays the messages
-//! after it (which their ack latency shows). A commit that fails with an abortable error is
-//! counted and its transaction aborted (its messages are then missing for `read_committed`
-//! consumers); a fatal one (the producer fenced) ends the run.
+//! window. The sender waits for its commits, as a consume-transform-produce loop does, so a
+//! slow commit delays the messages after it (which their ack latency shows). A commit that
+//! fails with an abortable error is counted and its transaction aborted (its messages are then
+//! missing for `read_committed` consumers); a fatal one (the producer fenced) ends the run.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
