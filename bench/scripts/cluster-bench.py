@@ -15,8 +15,13 @@ each, pinned round-robin to the CPUs), replication factor 3, acks=all, 1 KiB mes
      live leader for every partition, and until an acks=all produce was acknowledged on every
      partition (one message per partition, sent right after the kill, retried by librdkafka),
      with the times at which 50, 90 and 99 % of the partitions got there (where the time goes).
+  4. transactions (issue 19): at the fixed rate, on the first of --partitions, --repeats pairs
+     of runs, each a transactional producer (--transaction-messages a transaction, commit
+     latency reported) and beside it the same workload from an idempotent producer without
+     transactions; both read by a read_committed consumer; --producers of each kind, sharing
+     the rate.
 
---runs picks which (default: peak,fixed,failover; add idle). --ferrite and --bench pick the
+--runs picks which (default: peak,fixed,failover; add idle, transactions). --ferrite and --bench pick the
 binaries (e.g. a baseline build to compare with); --kafka-port-base and --rpc-port-base put
 the brokers on fixed ports (base + node id; metrics on the Kafka base + 100 + node id; default:
 free ones).
@@ -27,6 +32,7 @@ client tests' venv):
     target/client-venv/bin/python bench/scripts/cluster-bench.py [--kills 20] [--duration-s 15]
         [--rate 20480] [--partitions 3,16,256] [--runs peak,fixed,failover,idle]
         [--idle-partitions 3000] [--idle-s 30] [--segment-bytes 4194304] [--dir ./bench-data]
+        [--transaction-messages 100] [--producers 1] [--repeats 1]
 Prints one JSON line per result; figures depend on the machine (noted in the first line, with
 the load average).
 """
@@ -144,20 +150,50 @@ class Cluster:
             pass
         return None
 
+    def request_totals(self, apis):
+        """Requests answered and their summed latency in seconds, per API in `apis`, over
+        every broker, since each started (its metrics' ferrite_request_latency_seconds)."""
+        totals = {api: [0, 0.0] for api in apis}
+        for i in self.ids:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics[i]}/metrics",
+                                        timeout=5) as response:
+                for line in response.read().decode().splitlines():
+                    for api in apis:
+                        for field, index in (("_count", 0), ("_sum", 1)):
+                            if line.startswith(f'ferrite_request_latency_seconds{field}'
+                                               f'{{api="{api}"}} '):
+                                totals[api][index] += float(line.split()[-1])
+        return totals
+
     def leader(self, topic, partition=0):
         info = self.metadata(topic).topics[topic].partitions[partition]
         return info.leader if info.leader in self.kafka else None
 
 
+# The APIs whose broker-side latency a transactions run reports (where a commit's time goes).
+TRANSACTION_APIS = ("Produce", "AddPartitionsToTxn", "EndTxn", "InitProducerId")
+
+
 def bench(cluster, bench_binary, name, args, results):
     path = os.path.join(cluster.root, f"{name}.json")
+    before = cluster.request_totals(TRANSACTION_APIS)
     command = [bench_binary, "--bootstrap", cluster.bootstrap(), "--topic", name,
                "--replication-factor", "3", "--message-bytes", "1024", "--acks", "all",
                "--json", path, "--delete-topic"] + args
     subprocess.run(command, check=True, stdout=subprocess.DEVNULL,
                    stderr=open(os.path.join(cluster.root, f"{name}.log"), "w"))
+    after = cluster.request_totals(TRANSACTION_APIS)
     with open(path) as result:
         summary = json.load(result)
+    # Requests answered during the run (set-up and drain included), and their mean time from
+    # decoding to the reply being ready, in ms, over every broker.
+    broker_requests = {}
+    for api in TRANSACTION_APIS:
+        count = after[api][0] - before[api][0]
+        if count:
+            broker_requests[api] = {
+                "count": int(count),
+                "mean_ms": round(1000 * (after[api][1] - before[api][1]) / count, 3)}
     line = {"run": name, "produce_msgs_per_s": summary["produce_msgs_per_s"],
             "produce_mb_per_s": summary["produce_mb_per_s"],
             "ack_latency_ms": summary["ack_latency_ms"],
@@ -166,6 +202,9 @@ def bench(cluster, bench_binary, name, args, results):
             # The client's own queue against the round trip to the brokers (ferrite-bench's
             # reading of librdkafka's statistics; absent from older ferrite-bench builds).
             "producer_latency_split": summary.get("producer_latency_split"),
+            # With --transactional-id: commits and their latency (null without).
+            "transactions": summary.get("transactions"), "problems": summary.get("problems"),
+            "broker_requests": broker_requests,
             "load": os.getloadavg()}
     print(json.dumps(line), flush=True)
     results.append(line)
@@ -350,6 +389,11 @@ def main():
     parser.add_argument("--segment-bytes", type=int, default=4 << 20,
                         help="the brokers' --segment-bytes (bounds the disk reserved per "
                         "partition)")
+    parser.add_argument("--transaction-messages", type=int, default=100)
+    parser.add_argument("--producers", type=int, default=1,
+                        help="producers of each transactions run, sharing the rate")
+    parser.add_argument("--repeats", type=int, default=1,
+                        help="pairs of runs (transactional, then without) for transactions")
     parser.add_argument("--idle-partitions", type=int, default=3000)
     parser.add_argument("--idle-s", type=int, default=30)
     parser.add_argument("--ferrite", default=FERRITE)
@@ -397,6 +441,18 @@ def main():
                 bench(cluster, arguments.bench, f"fixed-rf3-acksall-{count}p",
                       ["--partitions", str(count), "--rate", str(arguments.rate)] + timing,
                       results)
+        if "transactions" in runs:
+            fixed = ["--partitions", str(counts[0]), "--rate", str(arguments.rate),
+                     "--isolation-level", "read_committed",
+                     "--producers", str(arguments.producers)] + timing
+            kind = f"rf3-p{counts[0]}-producers{arguments.producers}"
+            for repeat in range(1, arguments.repeats + 1):
+                bench(cluster, arguments.bench, f"txn-{kind}-r{repeat}",
+                      fixed + ["--transactional-id", f"txn-bench-{repeat}",
+                               "--transaction-messages", str(arguments.transaction_messages)],
+                      results)
+                bench(cluster, arguments.bench, f"idempotent-{kind}-r{repeat}",
+                      fixed + ["--idempotence"], results)
         if "failover" in runs:
             times = failovers(cluster, arguments.kills)
             line = {"run": "failover", "kills": len(times),

@@ -5,6 +5,8 @@ use std::path::PathBuf;
 
 use rdkafka::error::KafkaError;
 
+use crate::commit::CommitError;
+
 #[derive(Debug, thiserror::Error)]
 pub enum BenchError {
     #[error("{0}")]
@@ -15,6 +17,8 @@ pub enum BenchError {
         #[source]
         source: KafkaError,
     },
+    #[error("cannot commit a transaction: {0}")]
+    Commit(#[source] CommitError),
     #[error("topic {topic:?}: {reason}")]
     Topic { topic: String, reason: String },
     #[error("consumer groups: {0}")]

@@ -12,7 +12,8 @@
 //! each message's scheduled time, so stalls are not hidden by coordinated omission), `payload`
 //! (the 24-byte header every message carries: run id, sequence number, scheduled time),
 //! `producer` and `consumer` (the clients and their exact accounting: every sequence number once
-//! per consumer group, duplicates and foreign messages apart), `topic` (set-up before the clock
+//! per consumer group, duplicates and foreign messages apart), `commit` (a transaction's commit
+//! through librdkafka itself, without rust-rdkafka's 100 ms flush), `topic` (set-up before the clock
 //! starts), `group` (`--consumer-group`: the group's start offsets committed before it is
 //! joined, and the wait until every partition is assigned, so rebalancing stays out of the
 //! measured window), `latency` (the one HdrHistogram configuration and percentile read-out,
@@ -24,6 +25,7 @@
 
 pub mod client;
 pub mod client_stats;
+pub mod commit;
 pub mod compare;
 pub mod consumer;
 pub mod error;

@@ -10,13 +10,14 @@
 //!
 //! With `--transactional-id` each producer is a transactional one: it begins a transaction
 //! before its first message, commits once it has sent `--transaction-messages` of them (and
-//! its last, shorter one at the end), and the commit latency runs from the call of
-//! `commit_transaction` to its return (librdkafka flushes the transaction's messages, then the
-//! coordinator answers EndTxn), for commits called inside the window. The sender waits for its
-//! commits, as a consume-transform-produce loop does, so a slow commit delays the messages
-//! after it (which their ack latency shows). A commit that fails with an abortable error is
-//! counted and its transaction aborted (its messages are then missing for `read_committed`
-//! consumers); a fatal one (the producer fenced) ends the run.
+//! its last, shorter one at the end), and the commit latency runs from the call of librdkafka's
+//! `rd_kafka_commit_transaction` to its return (librdkafka waits for the delivery reports of the
+//! transaction's messages, which the polling thread serves, then the coordinator answers EndTxn;
+//! see `commit` for why not rust-rdkafka's `commit_transaction`), for commits called inside the
+//! window. The sender waits for its commits, as a consume-transform-produce loop does, so a
+//! slow commit delays the messages after it (which their ack latency shows). A commit that
+//! fails with an abortable error is counted and its transaction aborted (its messages are then
+//! missing for `read_committed` consumers); a fatal one (the producer fenced) ends the run.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -31,6 +32,7 @@ use rdkafka::types::RDKafkaErrorCode;
 
 use crate::client::{self, Diagnostics};
 use crate::client_stats::ProducerLatencySplit;
+use crate::commit::{self, CommitError};
 use crate::error::BenchError;
 use crate::flags::RunFlags;
 use crate::latency;
@@ -289,12 +291,8 @@ impl BenchProducer {
     /// aborts it and is only counted.
     fn commit(&self, timeout: Duration) -> Result<(), BenchError> {
         let called_ns = ns_since(self.start);
-        let committed = self.producer.commit_transaction(timeout);
+        let committed = commit::commit_transaction(self.producer.client(), timeout);
         let returned_ns = ns_since(self.start);
-        let requires_abort = matches!(
-            &committed,
-            Err(KafkaError::Transaction(error)) if error.txn_requires_abort()
-        );
         self.producer
             .context()
             .tally
@@ -307,14 +305,14 @@ impl BenchProducer {
             );
         match committed {
             Ok(()) => Ok(()),
-            Err(_) if requires_abort => self
+            Err(CommitError {
+                requires_abort: true,
+                ..
+            }) => self
                 .producer
                 .abort_transaction(timeout)
                 .map_err(BenchError::kafka("cannot abort a failed transaction")),
-            Err(error) => Err(BenchError::Kafka {
-                what: "cannot commit a transaction".into(),
-                source: error,
-            }),
+            Err(error) => Err(BenchError::Commit(error)),
         }
     }
 
