@@ -350,3 +350,86 @@ fn retention_drops_the_entries_of_deleted_segments_and_the_stable_offset_follows
         log.close().await.unwrap();
     });
 }
+
+/// Kafka's rule for markers under compaction (KIP-534): a marker goes `delete_retention_ms`
+/// after no record of its transaction is left, never while one is; an ABORT marker's index
+/// entry goes with its data, so no entry outlives its marker.
+#[test]
+fn compaction_removes_a_marker_once_its_transaction_has_no_data_and_the_horizon_passed() {
+    run(async {
+        let dir = tempfile::tempdir().unwrap();
+        let retention_ms = 1_000;
+        let config = LogConfig {
+            segment_bytes_max: 160,
+            delete_retention_ms: retention_ms,
+            ..small_config()
+        };
+        let log = open(dir.path(), config.clone()).await;
+        log.append(transactional_batch(7, 0, 1, Some("k"), "v1"), 0)
+            .await
+            .unwrap(); // 0
+        assert_eq!(end_transaction(&log, 7, 0, true).await.unwrap(), 1);
+        log.append(transactional_batch(7, 1, 1, Some("k"), "aborted"), 0)
+            .await
+            .unwrap(); // 2
+        assert_eq!(end_transaction(&log, 7, 0, false).await.unwrap(), 3);
+        log.append(transactional_batch(8, 0, 1, Some("k"), "v2"), 0)
+            .await
+            .unwrap(); // 4: supersedes 0
+        assert_eq!(end_transaction(&log, 8, 0, true).await.unwrap(), 5);
+        for tag in 0..6 {
+            log.append(tagged_batch(100 + tag, 1, 40, 0), 0)
+                .await
+                .unwrap();
+        }
+        log.sync().await.unwrap();
+        let control_batches = |batches: Vec<(i64, i64, bool)>| -> Vec<i64> {
+            batches
+                .into_iter()
+                .filter(|&(_, _, control)| control)
+                .map(|(_, offset, _)| offset)
+                .collect()
+        };
+        let now_ms = 1_000_000;
+        // First cleaning: 0 (superseded) and 2 (aborted) go. Their markers stay: this cleaning
+        // met their transactions' records (Kafka's rule), and 3 keeps its index entry.
+        log.clean(now_ms).await.unwrap();
+        let kept = all_batches(&log).await;
+        assert!(!kept.contains(&(7, 0, false)) && !kept.contains(&(7, 2, false)));
+        assert!(kept.contains(&(8, 4, false)), "{kept:?}");
+        assert_eq!(control_batches(kept), vec![1, 3, 5]);
+        assert_eq!(log.aborted_transactions(0, 20), vec![aborted(7, 2, 3, 4)]);
+        let horizon_of = |offset: i64, batches: Vec<Vec<u8>>| {
+            batches
+                .iter()
+                .map(|bytes| BatchHeader::parse(bytes).unwrap())
+                .find(|header| header.base_offset == offset)
+                .and_then(|header| header.delete_horizon_ms())
+        };
+        assert_eq!(horizon_of(1, read_all(&log, 0, 1 << 20).await), None);
+        // Second: 1's and 3's transactions have no data left: stamped with the delete horizon,
+        // not removed; 3's entry goes (nothing to skip). 5's record (4) is still there.
+        log.clean(now_ms + 1).await.unwrap();
+        assert_eq!(control_batches(all_batches(&log).await), vec![1, 3, 5]);
+        assert!(log.aborted_transactions(0, 20).is_empty());
+        let horizon_ms = now_ms + 1 + retention_ms as i64;
+        for offset in [1, 3] {
+            let batches = read_all(&log, 0, 1 << 20).await;
+            assert_eq!(horizon_of(offset, batches), Some(horizon_ms));
+        }
+        assert_eq!(horizon_of(5, read_all(&log, 0, 1 << 20).await), None);
+        // Before the horizon they stay; at it they go, and 5 stays with its record.
+        log.clean(horizon_ms - 1).await.unwrap();
+        assert_eq!(control_batches(all_batches(&log).await), vec![1, 3, 5]);
+        log.clean(horizon_ms).await.unwrap();
+        let kept = all_batches(&log).await;
+        assert_eq!(control_batches(kept.clone()), vec![5]);
+        assert!(kept.contains(&(8, 4, false)), "{kept:?}");
+        log.close().await.unwrap();
+        let log = open(dir.path(), config).await;
+        assert_eq!(control_batches(all_batches(&log).await), vec![5]);
+        assert!(log.aborted_transactions(0, 20).is_empty());
+        assert_eq!(log.last_stable_offset(), log.high_watermark());
+        log.close().await.unwrap();
+    });
+}
