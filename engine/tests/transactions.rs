@@ -50,12 +50,19 @@ async fn end_transaction(
     coordinator_epoch: i32,
     committed: bool,
 ) -> Result<u64, LogError> {
-    let marker = TransactionMarker {
-        producer_id,
-        producer_epoch: 0,
-        coordinator_epoch,
-        committed,
-    };
+    write_marker(
+        log,
+        TransactionMarker {
+            producer_id,
+            producer_epoch: 0,
+            coordinator_epoch,
+            committed,
+        },
+    )
+    .await
+}
+
+async fn write_marker(log: &PartitionLog, marker: TransactionMarker) -> Result<u64, LogError> {
     let bytes = BytesMut::from(&encode_transaction_marker(&marker, 1_000)[..]);
     let batch = engine::batch::CheckedBatch::stored(bytes, usize::MAX).unwrap();
     Ok(log.append_checked(batch, 0).await?.base_offset)
@@ -430,6 +437,52 @@ fn compaction_removes_a_marker_once_its_transaction_has_no_data_and_the_horizon_
         assert_eq!(control_batches(all_batches(&log).await), vec![5]);
         assert!(log.aborted_transactions(0, 20).is_empty());
         assert_eq!(log.last_stable_offset(), log.high_watermark());
+        log.close().await.unwrap();
+    });
+}
+
+/// Kafka's `truncateAndReload`: a cut takes back what the cut batches did to the producers, an
+/// epoch they raised (by a batch or a marker) included, so a retry of a kept batch is still a
+/// duplicate and the producer's next batch is not fenced by an epoch that is gone.
+#[test]
+fn truncation_rolls_back_the_epochs_and_sequences_the_cut_batches_gave() {
+    run(async {
+        let dir = tempfile::tempdir().unwrap();
+        let log = open(dir.path(), small_config()).await;
+        log.append(producer_batch(5, 0, 0, 1), 0).await.unwrap(); // 0
+        log.append(producer_batch(5, 0, 1, 1), 0).await.unwrap(); // 1
+        log.append(transactional_batch(6, 0, 1, None, "t"), 0)
+            .await
+            .unwrap(); // 2
+        log.append(producer_batch(5, 1, 0, 1), 0).await.unwrap(); // 3: a new epoch
+                                                                  // The coordinator fences 6 with a bumped epoch: its ABORT marker.
+        let marker = TransactionMarker {
+            producer_id: 6,
+            producer_epoch: 1,
+            coordinator_epoch: 0,
+            committed: false,
+        };
+        assert_eq!(write_marker(&log, marker).await.unwrap(), 4);
+        log.sync().await.unwrap();
+        assert_eq!(log.truncate(3).await.unwrap(), 3);
+        // 5 is back at epoch 0: its retry of the batch at 1 is a duplicate.
+        let retry = log.append(producer_batch(5, 0, 1, 1), 0).await.unwrap();
+        assert!(retry.duplicate, "{retry:?}");
+        assert_eq!(retry.base_offset, 1);
+        // 6 is back at epoch 0 in its open transaction: its next batch goes in.
+        assert_eq!(log.open_transactions(), vec![(6, 2)]);
+        let next = log
+            .append(transactional_batch(6, 1, 1, None, "u"), 0)
+            .await
+            .unwrap();
+        assert_eq!((next.base_offset, next.duplicate), (3, false));
+        log.sync().await.unwrap();
+        // And the state survives a crash (the snapshot written at the cut, then the scan).
+        drop(log);
+        let log = open(dir.path(), small_config()).await;
+        let retry = log.append(producer_batch(5, 0, 1, 1), 0).await.unwrap();
+        assert_eq!((retry.base_offset, retry.duplicate), (1, true));
+        assert_eq!(log.open_transactions(), vec![(6, 2)]);
         log.close().await.unwrap();
     });
 }

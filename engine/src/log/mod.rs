@@ -51,6 +51,7 @@
 //! `clean/` (compaction), `close.rs`, `maintenance.rs` (the exclusive hold the changes other
 //! than appends take), `state_files.rs` (the small files recovery trusts), `listing.rs`,
 //! `recovery.rs` and `replay.rs` (open after a crash), `damage.rs`, `epochs.rs`, `producers/`,
+//! `producer_replay.rs` (the producer table read back from the segments),
 //! `transactions.rs`, `preallocate.rs`, `injected_faults.rs`.
 //!
 //! # Invariants
@@ -91,6 +92,7 @@ pub mod injected_faults;
 mod listing;
 mod maintenance;
 mod preallocate;
+mod producer_replay;
 mod producers;
 mod read;
 mod recovery;

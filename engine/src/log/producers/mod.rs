@@ -57,12 +57,13 @@
 //! the transaction's records then count as stable, which `producers_max` makes a matter of ten
 //! thousand concurrent transactions on one partition).
 //!
-//! A truncation can remove a producer's last marker (a Raft leader's uncommitted tail): the
-//! table keeps the marker's offset and the first offset of the transaction it closed, and
-//! reopens that transaction. A deeper cut (below the data of a transaction whose marker was
-//! already committed) cannot happen: the coordinator writes a marker only after the
-//! transaction's data was acknowledged, and the marker of the next transaction only after that
-//! one's data.
+//! A truncation (a Raft follower overruled by its leader) reloads the table as Kafka's
+//! `truncateAndReload` does: the latest snapshot at or below the new end, with the batches after
+//! it replayed (`producer_replay.rs`), so an epoch, sequence or transaction only the cut batches
+//! gave is gone. [`ProducerTable::forget_from`] serves the one cut that has no snapshot to
+//! reload: recovery's table that saw past where the log now ends. For it the table keeps each
+//! producer's last marker offset and the first offset of the transaction it closed, and reopens
+//! that transaction when the marker is cut.
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 
