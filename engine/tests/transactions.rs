@@ -486,3 +486,133 @@ fn truncation_rolls_back_the_epochs_and_sequences_the_cut_batches_gave() {
         log.close().await.unwrap();
     });
 }
+
+/// The `.txnindex` files of `dir`, by name, with their sizes.
+fn transaction_indexes(dir: &Path) -> Vec<(std::path::PathBuf, u64)> {
+    let mut found: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| path.extension().is_some_and(|ext| ext == "txnindex"))
+        .map(|path| {
+            let size = std::fs::metadata(&path).unwrap().len();
+            (path, size)
+        })
+        .collect();
+    found.sort();
+    found
+}
+
+/// Kafka's recovery of a segment whose indexes are lost: a sealed segment's `.txnindex` that a
+/// crash or an operator removed, or that was cut short, is rebuilt from the segment's markers
+/// with the transactions' starts from the segments before (here: data and markers in
+/// different segments), and written back.
+#[test]
+fn a_lost_or_cut_transaction_index_is_rebuilt_by_recovery() {
+    run(async {
+        let dir = tempfile::tempdir().unwrap();
+        let config = LogConfig {
+            segment_bytes_max: 160,
+            ..small_config()
+        };
+        let log = open(dir.path(), config.clone()).await;
+        let end = write_history(&log).await;
+        for tag in 0..2 {
+            log.append(tagged_batch(tag, 1, 40, 0), 0).await.unwrap();
+        }
+        log.sync().await.unwrap();
+        log.close().await.unwrap();
+        let with_entries: Vec<_> = transaction_indexes(dir.path())
+            .into_iter()
+            .filter(|(_, size)| *size > 0)
+            .collect();
+        assert_eq!(with_entries.len(), 2, "{with_entries:?}");
+        std::fs::remove_file(&with_entries[0].0).unwrap();
+        let cut = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&with_entries[1].0)
+            .unwrap();
+        cut.set_len(20).unwrap();
+        drop(cut);
+        let log = open(dir.path(), config.clone()).await;
+        assert_eq!(log.aborted_transactions(0, end), history_aborted());
+        // Rebuilt on disk: the next open reads them.
+        log.close().await.unwrap();
+        for (path, size) in &with_entries {
+            assert_eq!(
+                std::fs::metadata(path).unwrap().len(),
+                34,
+                "{path:?} {size}"
+            );
+        }
+        // Lost with the segment's other indexes (a crash between a seal's data and its index
+        // files): rebuilt too.
+        let (first, _) = &with_entries[0];
+        for extension in ["txnindex", "index", "timeindex"] {
+            std::fs::remove_file(first.with_extension(extension)).unwrap();
+        }
+        let log = open(dir.path(), config).await;
+        assert_eq!(log.aborted_transactions(0, end), history_aborted());
+        log.close().await.unwrap();
+    });
+}
+
+/// A crash in the middle of the cleaner's swap: recovery finishes the swap and rebuilds the
+/// swapped segment's `.txnindex` rather than keep the replaced segments' one, whose entry
+/// would outlive its marker (removed by the swap) and make a read_committed consumer skip the
+/// producer's later, committed transactions.
+#[test]
+fn a_crash_in_the_cleaners_swap_leaves_no_stale_transaction_index_entry() {
+    run(async {
+        let dir = tempfile::tempdir().unwrap();
+        let retention_ms = 1_000;
+        let config = LogConfig {
+            segment_bytes_max: 400,
+            delete_retention_ms: retention_ms,
+            ..small_config()
+        };
+        let mut log = open(dir.path(), config.clone()).await;
+        log.append(transactional_batch(7, 0, 1, Some("k"), "aborted"), 0)
+            .await
+            .unwrap(); // 0
+        assert_eq!(end_transaction(&log, 7, 0, false).await.unwrap(), 1);
+        for tag in 0..8 {
+            log.append(tagged_batch(100 + tag, 1, 40, 0), 0)
+                .await
+                .unwrap();
+        }
+        log.sync().await.unwrap();
+        let now_ms = 1_000_000;
+        // The aborted record goes, its marker stays with its entry; the entry is on disk.
+        log.clean(now_ms).await.unwrap();
+        assert_eq!(log.aborted_transactions(0, 20), vec![aborted(7, 0, 1, 2)]);
+        // A crash in each of the next two cleanings (stamp the marker, then remove it), right
+        // after the swap's commit point.
+        for clean_ms in [now_ms + 1, now_ms + 1 + retention_ms as i64] {
+            log.inject_clean_fault(Some(engine::CleanStep::SwapCommitted));
+            assert!(log.clean(clean_ms).await.is_err());
+            drop(log);
+            log = open(dir.path(), config.clone()).await;
+            assert!(
+                log.aborted_transactions(0, 20).is_empty(),
+                "no entry without data to skip"
+            );
+        }
+        assert!(
+            !all_batches(&log)
+                .await
+                .iter()
+                .any(|&(_, _, control)| control),
+            "the marker went"
+        );
+        // 7's next transaction commits: nothing tells a consumer to skip it.
+        log.append(transactional_batch(7, 1, 1, Some("k"), "committed"), 0)
+            .await
+            .unwrap();
+        end_transaction(&log, 7, 0, true).await.unwrap();
+        log.sync().await.unwrap();
+        assert!(log
+            .aborted_transactions(0, log.last_stable_offset())
+            .is_empty());
+        log.close().await.unwrap();
+    });
+}

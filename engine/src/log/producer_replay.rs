@@ -77,10 +77,14 @@ pub(super) async fn replay(
                 continue;
             }
             let Some(header) = scanner.header_at(position).await? else {
-                return Err(LogError::Corrupt(format!(
-                    "segment {}: no batch at byte {position}, inside its written bytes",
+                // Damage nobody found yet (a sealed segment is checked only after its last
+                // index entry at an open): what it hides cannot be replayed, the rest can.
+                eprintln!(
+                    "ferrite: segment {} has no batch at byte {position}: its batches from \
+                     there on are left out of the producer state",
                     segment.base_offset
-                )));
+                );
+                break;
             };
             let base_offset = header.base_offset as u64;
             if base_offset >= offset_end {

@@ -102,7 +102,8 @@ use super::commit::Committer;
 use super::damage::{self, DamagedRange};
 use super::epochs;
 use super::listing::{read_offset_file, read_producer_snapshot, segment_base_offsets, Listing};
-use super::producers::{ProducerLimits, ProducerRecovery};
+use super::producer_replay::{self, ReplayedSegment};
+use super::producers::{ProducerLimits, ProducerRecovery, ProducerTable};
 use super::state_files::{remove_producer_snapshot, remove_segment_files};
 use super::transactions::{self, AbortedTransaction};
 use super::{
@@ -510,6 +511,7 @@ async fn recover_segments(
     let last_base_offset = base_offsets.last().copied().unwrap_or(0);
     let recovery_point = recovery_point.unwrap_or(0).max(last_base_offset);
     let mut segments = Segments::default();
+    let mut transaction_indexes_lost = Vec::new();
     for (index, &base_offset) in base_offsets.iter().enumerate() {
         let is_last = index + 1 == base_offsets.len();
         let next_base_offset = base_offsets.get(index + 1).copied();
@@ -670,47 +672,136 @@ async fn recover_segments(
             )
             .await?;
         }
-        segment.aborted_transactions = load_transaction_index(
+        let loaded = load_transaction_index(
             dir,
             listing,
             base_offset,
             next_base_offset.unwrap_or(u64::MAX),
         )?;
+        // A sealed segment's `.txnindex` is rebuilt when it is lost (every seal writes one) or
+        // does not check out, or when the segment's other indexes were (a crash between the
+        // segment and its indexes, or a cleaner's swap finished here): Kafka's recovery of a
+        // segment. The last segment's entries come from its file and the scan, unless the file
+        // is damaged.
+        match loaded {
+            TransactionIndex::Loaded(entries) => {
+                segment.aborted_transactions = entries;
+                if rebuilt && !is_last {
+                    transaction_indexes_lost.push(base_offset);
+                }
+            }
+            TransactionIndex::Missing if is_last => {}
+            TransactionIndex::Missing | TransactionIndex::Damaged => {
+                transaction_indexes_lost.push(base_offset);
+            }
+        }
         segment.written_bytes = segment.appended_bytes;
         segment.files = Some(handle);
         segment.sealed = true;
         segments.insert(base_offset, segment);
     }
+    rebuild_transaction_indexes(
+        dir,
+        &mut segments,
+        &transaction_indexes_lost,
+        ProducerLimits::of(config),
+        now_ms,
+    )
+    .await?;
+    *directory_changed |= !transaction_indexes_lost.is_empty();
     Ok(segments)
 }
 
+/// What a segment's `.txnindex` file held at the open.
+enum TransactionIndex {
+    Loaded(Vec<AbortedTransaction>),
+    Missing,
+    /// It does not check out (reported): it is rebuilt.
+    Damaged,
+}
+
 /// The segment's aborted transactions from its `.txnindex` file (written when it was sealed or
-/// the log closed; none when there is no file). A file that does not check out is ignored:
-/// the entries of the last segment's scanned part are rebuilt by the scan, and an earlier
-/// segment's cannot be (the transactions' starts may lie in segments before it), which is
-/// reported.
+/// the log closed).
 fn load_transaction_index(
     dir: &Path,
     listing: &Listing,
     base_offset: u64,
     end_offset: u64,
-) -> Result<Vec<AbortedTransaction>, LogError> {
+) -> Result<TransactionIndex, LogError> {
     let path = transactions::transaction_index_path(dir, base_offset);
     let Some(name) = path.file_name().and_then(|name| name.to_str()) else {
-        return Ok(Vec::new());
+        return Ok(TransactionIndex::Missing);
     };
     let Some(bytes) = listing.read(dir, name, "reading a transaction index")? else {
-        return Ok(Vec::new());
+        return Ok(TransactionIndex::Missing);
     };
     Ok(
-        transactions::decode_index(&bytes, base_offset, end_offset).unwrap_or_else(|reason| {
-            eprintln!(
-                "ferrite: ignoring the transaction index {}: {reason}",
-                path.display()
-            );
-            Vec::new()
-        }),
+        match transactions::decode_index(&bytes, base_offset, end_offset) {
+            Ok(entries) => TransactionIndex::Loaded(entries),
+            Err(reason) => {
+                eprintln!(
+                    "ferrite: rebuilding the transaction index {}: {reason}",
+                    path.display()
+                );
+                TransactionIndex::Damaged
+            }
+        },
     )
+}
+
+/// Rebuilds the `.txnindex` of the segments in `lost` (base offsets, in order) from their
+/// markers, with the producer state at each one's start: a replay of the log from its first
+/// segment up to the last of them (`producer_replay.rs`), written back whole.
+async fn rebuild_transaction_indexes(
+    dir: &Path,
+    segments: &mut Segments,
+    lost: &[u64],
+    limits: ProducerLimits,
+    now_ms: i64,
+) -> Result<(), LogError> {
+    let Some(&last_lost) = lost.last() else {
+        return Ok(());
+    };
+    let Some(&first_base) = segments.keys().next() else {
+        return Ok(());
+    };
+    let (replayed, offset_end) = {
+        let replayed: Vec<ReplayedSegment> = segments
+            .range(..=last_lost)
+            .filter_map(|(_, segment)| ReplayedSegment::of(segment, first_base))
+            .collect();
+        let offset_end = segments
+            .range(last_lost..)
+            .next()
+            .map_or(u64::MAX, |(_, segment)| segment.end_offset);
+        (replayed, offset_end)
+    };
+    let mut table = ProducerTable::new(limits);
+    let aborted = producer_replay::replay(
+        &replayed,
+        first_base,
+        offset_end,
+        &mut table,
+        now_ms,
+        RECOVERY_WINDOW_BYTES,
+    )
+    .await?;
+    for &base_offset in lost {
+        let entries: Vec<AbortedTransaction> = aborted
+            .iter()
+            .filter(|(segment_base, _)| *segment_base == base_offset)
+            .map(|(_, entry)| *entry)
+            .collect();
+        write_whole_file(
+            &transactions::transaction_index_path(dir, base_offset),
+            &transactions::encode_index(&entries),
+        )
+        .await?;
+        if let Some(segment) = segments.get_mut(&base_offset) {
+            segment.aborted_transactions = entries;
+        }
+    }
+    Ok(())
 }
 
 /// The last batches of the last segment, as recovery scans them (the last `bytes_max` bytes of

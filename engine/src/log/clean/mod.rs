@@ -523,9 +523,7 @@ impl Shared {
             &output.time_index.encode(),
         )
         .await?;
-        if output.aborted_transactions.is_empty() {
-            return Ok(());
-        }
+        // Even empty: a sealed segment without one lost it (recovery rebuilds it then).
         write_whole_file(
             &transactions::transaction_index_path(&self.dir, base_offset),
             &transactions::encode_index(&output.aborted_transactions),
@@ -772,8 +770,11 @@ fn remove_file_if_present(path: &Path) -> Result<(), LogError> {
 
 /// Finishes or forgets a cleaning that a crash interrupted, before recovery lists the
 /// segments: `.cleaned` files (not committed) are deleted; a `.swap` file (committed) replaces
-/// every segment whose base is in its range. `names` are the directory's entries (listed once
-/// by the open). Returns whether it changed the directory (the open then lists it again).
+/// every segment whose base is in its range, index files included: recovery rebuilds the
+/// swapped segment's indexes, its `.txnindex` by a replay of the log (as Kafka's `LogLoader`
+/// recovers a swap segment), so no entry of the replaced segments is lost or left stale.
+/// `names` are the directory's entries (listed once by the open). Returns whether it changed
+/// the directory (the open then lists it again).
 pub(super) fn finish_interrupted<'a>(
     dir: &Path,
     names: impl Iterator<Item = &'a str>,
@@ -792,7 +793,7 @@ pub(super) fn finish_interrupted<'a>(
             if let Some((base_offset, end_offset)) = parsed {
                 swaps.push((base_offset, end_offset, dir.join(name)));
             }
-        } else if let Some(base_offset) = [".log", ".index", ".timeindex"]
+        } else if let Some(base_offset) = [".log", ".index", ".timeindex", ".txnindex"]
             .iter()
             .find_map(|suffix| name.strip_suffix(suffix)?.parse::<u64>().ok())
         {
