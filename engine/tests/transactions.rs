@@ -616,3 +616,55 @@ fn a_crash_in_the_cleaners_swap_leaves_no_stale_transaction_index_entry() {
         log.close().await.unwrap();
     });
 }
+
+/// An open transaction whose first batch is segments before the producer snapshot: after a
+/// crash or a clean close, with the snapshot as it was written or damaged, the last stable
+/// offset comes back at the transaction's start, never past it.
+#[test]
+fn an_open_transaction_from_an_older_segment_holds_the_stable_offset_after_a_crash() {
+    run(async {
+        let dir = tempfile::tempdir().unwrap();
+        let config = LogConfig {
+            segment_bytes_max: 160,
+            ..small_config()
+        };
+        let mut log = open(dir.path(), config.clone()).await;
+        log.append(tagged_batch(1, 1, 10, 0), 0).await.unwrap(); // 0
+        log.append(transactional_batch(9, 0, 1, None, "open"), 0)
+            .await
+            .unwrap(); // 1
+        for tag in 0..6 {
+            log.append(tagged_batch(10 + tag, 1, 40, 0), 0)
+                .await
+                .unwrap();
+        }
+        log.sync().await.unwrap();
+        assert!(log.segment_base_offsets().len() > 3);
+        assert_eq!(log.last_stable_offset(), 1);
+        let snapshot = dir.path().join("producer-state");
+        for (damage, clean) in [("none", false), ("cut", false), ("cut", true)] {
+            if clean {
+                log.close().await.unwrap();
+            } else {
+                drop(log);
+            }
+            if damage == "cut" {
+                let bytes = std::fs::read(&snapshot).unwrap();
+                std::fs::write(&snapshot, &bytes[..bytes.len() / 2]).unwrap();
+            }
+            log = open(dir.path(), config.clone()).await;
+            assert_eq!(log.last_stable_offset(), 1, "snapshot damage: {damage}");
+            assert_eq!(log.open_transactions(), vec![(9, 1)], "{damage}");
+            // A later write in the active segment, so the next crash scans something.
+            log.append(tagged_batch(20, 1, 10, 0), 0).await.unwrap();
+            log.sync().await.unwrap();
+        }
+        assert_eq!(
+            end_transaction(&log, 9, 0, true).await.unwrap(),
+            log.log_end_offset() - 1
+        );
+        log.sync().await.unwrap();
+        assert_eq!(log.last_stable_offset(), log.high_watermark());
+        log.close().await.unwrap();
+    });
+}

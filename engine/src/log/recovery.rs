@@ -27,9 +27,14 @@
 //!   otherwise from every batch of the last segment, which is then scanned in full even after
 //!   a clean close. Producers whose last batch is older than both are forgotten (accepted
 //!   with any sequence next time, as Kafka treats unknown producers). A segment's snapshot is
-//!   durable before the next segment gets data, so after a crash that happens only when the
-//!   log was truncated since the last seal or close (truncation deletes the snapshot) or the
-//!   snapshot is damaged.
+//!   durable before the next segment gets data (and a truncation writes one at its new end), so
+//!   that happens only to a table that was empty, unless the snapshot is damaged: then, as
+//!   Kafka does, the state at the last segment's start is rebuilt by a replay of the log from
+//!   its start (`producer_replay.rs`), since an open transaction may have begun in any segment.
+//! - A sealed segment's aborted-transaction index (`.txnindex`; every seal writes one) that is
+//!   missing or does not check out, or whose segment's other indexes were (a crash between the
+//!   segment and its indexes, or a cleaner's swap finished here), is rebuilt from its markers
+//!   with the producer state at its start, by the same replay (Kafka's `recoverSegment`).
 //! - Recovery seeds the tail cache with the last batches it read of the last segment (a 64th of the
 //!   shard's tail budget each, kept only if they end at the log end and follow any damage), so
 //!   consumers that followed the tail still read from memory after a restart.
@@ -234,11 +239,20 @@ impl PartitionLog {
         let log_start_checkpoint = read_offset_file(&dir, &listing, LOG_START_OFFSET_FILE)?;
         let now_ms = clock.now_ms();
         let producer_limits = ProducerLimits::of(&config);
-        let mut producers = ProducerRecovery::new(
-            read_producer_snapshot(&dir, &listing, producer_limits)?,
-            producer_limits,
-            now_ms,
-        );
+        let snapshot = read_producer_snapshot(&dir, &listing, producer_limits)?;
+        let snapshot_damaged = match &snapshot {
+            Some(Err(reason)) => {
+                eprintln!(
+                    "ferrite: {}: rebuilding the producer state from the log: its snapshot \
+                     does not check out: {reason}",
+                    dir.display()
+                );
+                true
+            }
+            _ => false,
+        };
+        let mut producers =
+            ProducerRecovery::new(snapshot.and_then(Result::ok), producer_limits, now_ms);
         let compacted_end_offset =
             read_offset_file(&dir, &listing, COMPACTED_END_OFFSET_FILE)?.unwrap_or(0);
         // After a clean close everything up to its log end was durable. A recovery point file
@@ -272,6 +286,7 @@ impl PartitionLog {
             compacted_end_offset,
             recovery_point_checkpoint,
             &mut producers,
+            snapshot_damaged,
             &tail_seed,
             syncs_deferred,
         )
@@ -497,6 +512,7 @@ async fn recover_segments(
     gaps_end_offset: u64,
     recovery_point: Option<u64>,
     producers: &mut ProducerRecovery,
+    snapshot_damaged: bool,
     tail: &RefCell<TailSeed>,
     syncs_deferred: bool,
 ) -> Result<Segments, LogError> {
@@ -524,9 +540,20 @@ async fn recover_segments(
         let mut scanner = SegmentScanner::new(&files.dma, file_bytes, RECOVERY_WINDOW_BYTES);
         let mut segment = Segment::new_empty(base_offset, now_ms);
         let mut checked = false;
+        let state_rebuilt = is_last && snapshot_damaged && !segments.is_empty();
+        if state_rebuilt {
+            // Without a usable snapshot, the state at the last segment's start is rebuilt
+            // from the log start, as Kafka does: an open transaction may have begun in any
+            // earlier segment, and would otherwise count as stable.
+            let limits = ProducerLimits::of(config);
+            let (table, _) = replay_from_log_start(&segments, base_offset, limits, now_ms).await?;
+            producers.resume_from(table, base_offset);
+        }
         // Sealed segments are checked cheaply; the last one only after a clean close, and only
-        // when the producer snapshot covers what precedes its unscanned tail.
-        let trust_indexes = !is_last || (producers.enter_active_segment(base_offset) && clean);
+        // when the producer snapshot covers what precedes its unscanned tail (a rebuilt state
+        // ends at its start).
+        let trust_indexes =
+            !is_last || (producers.enter_active_segment(base_offset) && clean && !state_rebuilt);
         let mut observe = |position: u64, header: &BatchHeader, bytes: &[u8]| {
             if is_last {
                 producers.observe(header, transactions::marker_of(header, bytes).as_ref());
@@ -762,30 +789,11 @@ async fn rebuild_transaction_indexes(
     let Some(&last_lost) = lost.last() else {
         return Ok(());
     };
-    let Some(&first_base) = segments.keys().next() else {
-        return Ok(());
-    };
-    let (replayed, offset_end) = {
-        let replayed: Vec<ReplayedSegment> = segments
-            .range(..=last_lost)
-            .filter_map(|(_, segment)| ReplayedSegment::of(segment, first_base))
-            .collect();
-        let offset_end = segments
-            .range(last_lost..)
-            .next()
-            .map_or(u64::MAX, |(_, segment)| segment.end_offset);
-        (replayed, offset_end)
-    };
-    let mut table = ProducerTable::new(limits);
-    let aborted = producer_replay::replay(
-        &replayed,
-        first_base,
-        offset_end,
-        &mut table,
-        now_ms,
-        RECOVERY_WINDOW_BYTES,
-    )
-    .await?;
+    let offset_end = segments
+        .range(last_lost..)
+        .next()
+        .map_or(u64::MAX, |(_, segment)| segment.end_offset);
+    let (_, aborted) = replay_from_log_start(segments, offset_end, limits, now_ms).await?;
     for &base_offset in lost {
         let entries: Vec<AbortedTransaction> = aborted
             .iter()
@@ -802,6 +810,34 @@ async fn rebuild_transaction_indexes(
         }
     }
     Ok(())
+}
+
+/// The producer table and the aborted transactions of every batch of `segments` below
+/// `offset_end`, replayed from the first segment (`producer_replay.rs`).
+async fn replay_from_log_start(
+    segments: &Segments,
+    offset_end: u64,
+    limits: ProducerLimits,
+    now_ms: i64,
+) -> Result<(ProducerTable, Vec<(u64, AbortedTransaction)>), LogError> {
+    let mut table = ProducerTable::new(limits);
+    let Some(&first_base) = segments.keys().next() else {
+        return Ok((table, Vec::new()));
+    };
+    let replayed: Vec<ReplayedSegment> = segments
+        .range(..offset_end)
+        .filter_map(|(_, segment)| ReplayedSegment::of(segment, first_base))
+        .collect();
+    let aborted = producer_replay::replay(
+        &replayed,
+        first_base,
+        offset_end,
+        &mut table,
+        now_ms,
+        RECOVERY_WINDOW_BYTES,
+    )
+    .await?;
+    Ok((table, aborted))
 }
 
 /// The last batches of the last segment, as recovery scans them (the last `bytes_max` bytes of

@@ -827,6 +827,12 @@ impl ProducerRecovery {
         }
     }
 
+    /// Continues from `table`, the state of the log up to `end_offset` that recovery rebuilt
+    /// itself (the snapshot did not check out), instead of a snapshot.
+    pub fn resume_from(&mut self, table: ProducerTable, end_offset: u64) {
+        self.from_snapshot = Some(Continuation::new(table, end_offset));
+    }
+
     /// Recovery is about to scan the last segment, which starts at `base_offset`. Returns
     /// whether the snapshot reaches into it; if not, the whole segment must be scanned.
     pub fn enter_active_segment(&mut self, base_offset: u64) -> bool {
