@@ -135,13 +135,17 @@ pub(super) fn segment_base_offsets(dir: &Path, listing: &Listing) -> Result<Vec<
     Ok(logs)
 }
 
-/// The producer snapshot and the log end it covers if the file exists, or why it does not check
-/// out (recovery then rebuilds the table by a replay of the log from its start).
+/// A producer snapshot file as read: the table and the log end it covers, or why it does not
+/// check out.
+pub(super) type SnapshotRead = Result<(ProducerTable, u64), String>;
+
+/// The producer snapshot if the file exists (recovery rebuilds the table by a replay of the
+/// log from its start when it does not check out).
 pub(super) fn read_producer_snapshot(
     dir: &Path,
     listing: &Listing,
     limits: ProducerLimits,
-) -> Result<Option<Result<(ProducerTable, u64), String>>, LogError> {
+) -> Result<Option<SnapshotRead>, LogError> {
     let bytes = listing.read(
         dir,
         PRODUCER_STATE_FILE,
