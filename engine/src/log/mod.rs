@@ -423,6 +423,10 @@ struct LogState {
     /// The table as it was when the segment ending at this offset was rolled away from, to be
     /// written as the snapshot when that segment is sealed.
     producer_snapshot_due: Option<(u64, ProducerTable)>,
+    /// The producer table was empty when the log ended here (a roll or a cut to an empty table
+    /// since the open, or recovery's start): a state a truncation may reload from at no cost
+    /// (no snapshot is written for an empty table).
+    producers_empty_at: Option<u64>,
     /// Which epoch wrote which offsets (`epochs.rs`), persisted before an epoch's first batch.
     epochs: EpochRuns,
     /// The epochs file was there at the open, or a write of it was started since: only while
@@ -607,6 +611,9 @@ impl LogState {
         // new segment does not (an older snapshot cannot reach into it), so skip its syncs.
         self.producer_snapshot_due =
             (!self.producers.is_empty()).then(|| (log_end_offset, self.producers.clone()));
+        if self.producers.is_empty() {
+            self.producers_empty_at = Some(log_end_offset);
+        }
     }
 
     /// A ticket that completes once every offset below `end_offset` is written, and is durable
@@ -663,6 +670,12 @@ impl LogState {
             .is_some_and(|(snapshot_end, _)| *snapshot_end > end_offset)
         {
             self.producer_snapshot_due = None;
+        }
+        if self
+            .producers_empty_at
+            .is_some_and(|empty_at| empty_at > end_offset)
+        {
+            self.producers_empty_at = None;
         }
     }
 }

@@ -407,6 +407,7 @@ impl PartitionLog {
             stats: Default::default(),
             producers: producers.table,
             producer_snapshot_due: None,
+            producers_empty_at: producers.empty_at,
             epochs,
             epochs_file_may_exist: epochs_file.exists,
             close_leftovers_may_exist: listing.has(PRODUCER_STATE_FILE)
@@ -713,7 +714,9 @@ async fn recover_segments(
         match loaded {
             TransactionIndex::Loaded(entries) => {
                 segment.aborted_transactions = entries;
-                if rebuilt && !is_last {
+                // Not for damage: a damaged segment keeps no other indexes, so it is scanned
+                // in full at every open; its `.txnindex` is there all the same.
+                if rebuilt && !is_last && segment.damaged.is_empty() {
                     transaction_indexes_lost.push(base_offset);
                 }
             }

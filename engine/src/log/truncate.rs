@@ -370,6 +370,7 @@ impl Shared {
             state.tail_cache.truncate_from(0);
             state.producers.clear();
             state.producer_snapshot_due = None;
+            state.producers_empty_at = Some(offset);
             state.epochs.trim_before(offset);
         }
         self.end_moved_back_to(offset).await?;
@@ -377,20 +378,23 @@ impl Shared {
     }
 
     /// The latest producer snapshot describing the log up to an end at or below `end_offset`,
-    /// and that end: the file's, or the table kept for the next seal. What a truncation to
-    /// `end_offset` reloads (read before the cut deletes the file).
+    /// and that end: the file's, the table kept for the next seal, or an empty table where the
+    /// log knows it was empty. What a truncation to `end_offset` reloads (read before the cut
+    /// deletes the file).
     fn producer_snapshot_at_or_below(&self, end_offset: u64) -> Option<(ProducerTable, u64)> {
         let limits = ProducerLimits::of(&self.config());
         let file = std::fs::read(self.dir.join(PRODUCER_STATE_FILE))
             .ok()
             .and_then(|bytes| ProducerTable::decode(&bytes, limits).ok());
-        let due = self
-            .state
-            .borrow()
+        let state = self.state.borrow();
+        let due = state
             .producer_snapshot_due
             .clone()
             .map(|(snapshot_end, table)| (table, snapshot_end));
-        [file, due]
+        let empty = state
+            .producers_empty_at
+            .map(|empty_at| (ProducerTable::new(limits), empty_at));
+        [file, due, empty]
             .into_iter()
             .flatten()
             .filter(|(_, snapshot_end)| *snapshot_end <= end_offset)

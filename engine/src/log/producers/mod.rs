@@ -739,6 +739,8 @@ impl SnapshotReader<'_> {
 /// `next_offset`, as long as no batch was skipped (`gap`).
 struct Continuation {
     table: ProducerTable,
+    /// Where the table stood when the continuation began.
+    start_offset: u64,
     next_offset: u64,
     gap: bool,
     /// The transactions aborted by the markers observed, in log order.
@@ -749,6 +751,7 @@ impl Continuation {
     fn new(table: ProducerTable, next_offset: u64) -> Continuation {
         Continuation {
             table,
+            start_offset: next_offset,
             next_offset,
             gap: false,
             aborted: Vec::new(),
@@ -807,6 +810,9 @@ pub(crate) struct RecoveredProducers {
     /// The snapshot file still describes a prefix of the log and may stay; otherwise it must
     /// be deleted before the log changes.
     pub snapshot_still_fits: bool,
+    /// Where the table was taken to be empty, when it was not continued from a snapshot: the
+    /// state a truncation at or after it may reload from.
+    pub empty_at: Option<u64>,
 }
 
 impl ProducerRecovery {
@@ -872,16 +878,29 @@ impl ProducerRecovery {
                 table,
                 aborted,
                 snapshot_still_fits: self.snapshot_end_offset.is_some_and(fits),
+                empty_at: None,
             };
         }
-        let (table, aborted) = self
+        let active_base_offset = self
+            .from_active_segment
+            .as_ref()
+            .map(|segment| segment.start_offset);
+        match self
             .from_active_segment
             .and_then(|segment| segment.finish(log_end_offset))
-            .unwrap_or_else(|| (ProducerTable::new(self.limits), Vec::new()));
-        RecoveredProducers {
-            table,
-            aborted,
-            snapshot_still_fits: false,
+        {
+            Some((table, aborted)) => RecoveredProducers {
+                table,
+                aborted,
+                snapshot_still_fits: false,
+                empty_at: active_base_offset,
+            },
+            None => RecoveredProducers {
+                table: ProducerTable::new(self.limits),
+                aborted: Vec::new(),
+                snapshot_still_fits: false,
+                empty_at: Some(log_end_offset),
+            },
         }
     }
 }
