@@ -618,8 +618,8 @@ fn a_crash_in_the_cleaners_swap_leaves_no_stale_transaction_index_entry() {
 }
 
 /// An open transaction whose first batch is segments before the producer snapshot: after a
-/// crash or a clean close, with the snapshot as it was written or damaged, the last stable
-/// offset comes back at the transaction's start, never past it.
+/// crash or a clean close, with the snapshot as it was written, damaged or lost, the last
+/// stable offset comes back at the transaction's start, never past it.
 #[test]
 fn an_open_transaction_from_an_older_segment_holds_the_stable_offset_after_a_crash() {
     run(async {
@@ -642,15 +642,25 @@ fn an_open_transaction_from_an_older_segment_holds_the_stable_offset_after_a_cra
         assert!(log.segment_base_offsets().len() > 3);
         assert_eq!(log.last_stable_offset(), 1);
         let snapshot = dir.path().join("producer-state");
-        for (damage, clean) in [("none", false), ("cut", false), ("cut", true)] {
+        for (damage, clean) in [
+            ("none", false),
+            ("cut", false),
+            ("cut", true),
+            ("gone", false),
+            ("gone", true),
+        ] {
             if clean {
                 log.close().await.unwrap();
             } else {
                 drop(log);
             }
-            if damage == "cut" {
-                let bytes = std::fs::read(&snapshot).unwrap();
-                std::fs::write(&snapshot, &bytes[..bytes.len() / 2]).unwrap();
+            match damage {
+                "cut" => {
+                    let bytes = std::fs::read(&snapshot).unwrap();
+                    std::fs::write(&snapshot, &bytes[..bytes.len() / 2]).unwrap();
+                }
+                "gone" => std::fs::remove_file(&snapshot).unwrap(),
+                _ => {}
             }
             log = open(dir.path(), config.clone()).await;
             assert_eq!(log.last_stable_offset(), 1, "snapshot damage: {damage}");

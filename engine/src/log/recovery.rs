@@ -26,11 +26,13 @@
 //!   into the last segment, continued with the batches of that segment the scan shows;
 //!   otherwise from every batch of the last segment, which is then scanned in full even after
 //!   a clean close. Producers whose last batch is older than both are forgotten (accepted
-//!   with any sequence next time, as Kafka treats unknown producers). A segment's snapshot is
-//!   durable before the next segment gets data (and a truncation writes one at its new end), so
-//!   that happens only to a table that was empty, unless the snapshot is damaged: then, as
-//!   Kafka does, the state at the last segment's start is rebuilt by a replay of the log from
-//!   its start (`producer_replay.rs`), since an open transaction may have begun in any segment.
+//!   with any sequence next time, as Kafka treats unknown producers). Every seal writes a
+//!   snapshot (even of no producer) durably before the next segment gets data, and a
+//!   truncation replaces it atomically with one at its new end, so a log with sealed segments
+//!   always has one that reaches the last segment; when it is lost or damaged, the state at the
+//!   last segment's start is rebuilt, as Kafka does, by a replay of the log from its start
+//!   (`producer_replay.rs`: an open transaction may have begun in any segment) and written as
+//!   the snapshot.
 //! - A sealed segment's aborted-transaction index (`.txnindex`; every seal writes one) that is
 //!   missing or does not check out, or whose segment's other indexes were (a crash between the
 //!   segment and its indexes, or a cleaner's swap finished here), is rebuilt from its markers
@@ -116,8 +118,9 @@ use super::{
     CLEAN_SHUTDOWN_FILE, COMPACTED_END_OFFSET_FILE, LOG_START_OFFSET_FILE, PRODUCER_STATE_FILE,
     RECOVERY_POINT_FILE,
 };
-use crate::durable_file::write_whole_file;
+use crate::durable_file::{write_synced_then_rename, write_whole_file};
 use bytes::Bytes;
+use std::io::Write;
 
 use crate::batch::BatchHeader;
 use crate::clock::Clock;
@@ -240,16 +243,12 @@ impl PartitionLog {
         let now_ms = clock.now_ms();
         let producer_limits = ProducerLimits::of(&config);
         let snapshot = read_producer_snapshot(&dir, &listing, producer_limits)?;
-        let snapshot_damaged = match &snapshot {
-            Some(Err(reason)) => {
-                eprintln!(
-                    "ferrite: {}: rebuilding the producer state from the log: its snapshot \
-                     does not check out: {reason}",
-                    dir.display()
-                );
-                true
-            }
-            _ => false,
+        // Unusable: damaged, or lost (a log with sealed segments always has one; the state
+        // is then rebuilt from the log start, see `recover_segments`).
+        let snapshot_unusable = match &snapshot {
+            Some(Err(reason)) => Some(format!("it does not check out: {reason}")),
+            Some(Ok(_)) => None,
+            None => Some("it is missing".to_owned()),
         };
         let mut producers =
             ProducerRecovery::new(snapshot.and_then(Result::ok), producer_limits, now_ms);
@@ -286,7 +285,7 @@ impl PartitionLog {
             compacted_end_offset,
             recovery_point_checkpoint,
             &mut producers,
-            snapshot_damaged,
+            snapshot_unusable.as_deref(),
             &tail_seed,
             syncs_deferred,
         )
@@ -407,7 +406,6 @@ impl PartitionLog {
             stats: Default::default(),
             producers: producers.table,
             producer_snapshot_due: None,
-            producers_empty_at: producers.empty_at,
             epochs,
             epochs_file_may_exist: epochs_file.exists,
             close_leftovers_may_exist: listing.has(PRODUCER_STATE_FILE)
@@ -513,7 +511,7 @@ async fn recover_segments(
     gaps_end_offset: u64,
     recovery_point: Option<u64>,
     producers: &mut ProducerRecovery,
-    snapshot_damaged: bool,
+    snapshot_unusable: Option<&str>,
     tail: &RefCell<TailSeed>,
     syncs_deferred: bool,
 ) -> Result<Segments, LogError> {
@@ -541,15 +539,28 @@ async fn recover_segments(
         let mut scanner = SegmentScanner::new(&files.dma, file_bytes, RECOVERY_WINDOW_BYTES);
         let mut segment = Segment::new_empty(base_offset, now_ms);
         let mut checked = false;
-        let state_rebuilt = is_last && snapshot_damaged && !segments.is_empty();
-        if state_rebuilt {
-            // Without a usable snapshot, the state at the last segment's start is rebuilt
-            // from the log start, as Kafka does: an open transaction may have begun in any
-            // earlier segment, and would otherwise count as stable.
-            let limits = ProducerLimits::of(config);
-            let (table, _) = replay_from_log_start(&segments, base_offset, limits, now_ms).await?;
-            producers.resume_from(table, base_offset);
-        }
+        let state_rebuilt = match snapshot_unusable {
+            Some(reason) if is_last && !segments.is_empty() => {
+                // Without a usable snapshot, the state at the last segment's start is rebuilt
+                // from the log start, as Kafka does (an open transaction may have begun in
+                // any earlier segment, and would otherwise count as stable), and written as
+                // the snapshot, so the next open need not.
+                eprintln!(
+                    "ferrite: {}: rebuilding the producer state from the log: its snapshot {reason}",
+                    dir.display()
+                );
+                let limits = ProducerLimits::of(config);
+                let (table, _) =
+                    replay_from_log_start(&segments, base_offset, limits, now_ms).await?;
+                let bytes = table.encode(base_offset);
+                write_synced_then_rename(dir, PRODUCER_STATE_FILE, |file| file.write_all(&bytes))
+                    .map_err(|error| LogError::io("writing the producer state snapshot", error))?;
+                *directory_changed = true;
+                producers.resume_from(table, base_offset);
+                true
+            }
+            _ => false,
+        };
         // Sealed segments are checked cheaply; the last one only after a clean close, and only
         // when the producer snapshot covers what precedes its unscanned tail (a rebuilt state
         // ends at its start).

@@ -6,7 +6,7 @@
 //!
 //! The producer table after a cut is reloaded (Kafka's `truncateAndReload`): the latest snapshot
 //! at or below the new end, or an empty table at the log start, with the batches after it read
-//! back from the segments (`producer_replay.rs`).
+//! back from the segments (`producer_replay.rs`); it replaces the snapshot before the cut.
 //!
 //! Truncation deletes the segments after the cut, last first, before it cuts the one that holds it:
 //! a crash midway leaves a prefix of the log, never a segment that does not follow on (which would
@@ -218,8 +218,13 @@ impl Shared {
         for base in doomed.iter().rev() {
             remove_segment_files(&self.dir, *base)?;
         }
-        let producers_reloaded_from = self.producer_snapshot_at_or_below(new_end);
-        remove_producer_snapshot(&self.dir)?;
+        // The producer table at the new end, reloaded before the cut (the replay reads below
+        // the new end only) and made the snapshot, replaced atomically: it describes a prefix
+        // of the log before the cut and after it, so a crash at any step finds one (without
+        // it, an open transaction whose first batch is in an older segment would be lost).
+        let reloaded_from = self.producer_snapshot_at_or_below(new_end);
+        let producers = self.reload_producers(new_end, reloaded_from).await?;
+        self.persist_producers(&producers, new_end).await?;
         // The segment that becomes the active one keeps the aborted transactions whose markers
         // are before the cut: its index file says so before the cut (replaced atomically; a
         // scan could not rebuild the entries whose transactions began in earlier segments).
@@ -273,22 +278,12 @@ impl Shared {
             state.close_leftovers_may_exist = true;
         }
         self.reload_active_tail_page().await?;
-        self.state.borrow_mut().end_at(new_end);
-        let producers = self
-            .reload_producers(new_end, producers_reloaded_from)
-            .await?;
-        self.state.borrow_mut().producers = producers;
-        self.end_moved_back_to(new_end).await?;
-        // The snapshot was deleted before the cut; a new one at the new end lets a crash
-        // before the next seal recover the producers, their open transactions above all,
-        // whose first batches may lie in segments recovery does not scan.
-        let table = {
-            let state = self.state.borrow();
-            (!state.producers.is_empty()).then(|| state.producers.clone())
-        };
-        if let Some(table) = table {
-            self.persist_producers(&table, new_end).await?;
+        {
+            let mut state = self.state.borrow_mut();
+            state.end_at(new_end);
+            state.producers = producers;
         }
+        self.end_moved_back_to(new_end).await?;
         Ok(new_end)
     }
 
@@ -370,7 +365,6 @@ impl Shared {
             state.tail_cache.truncate_from(0);
             state.producers.clear();
             state.producer_snapshot_due = None;
-            state.producers_empty_at = Some(offset);
             state.epochs.trim_before(offset);
         }
         self.end_moved_back_to(offset).await?;
@@ -378,23 +372,20 @@ impl Shared {
     }
 
     /// The latest producer snapshot describing the log up to an end at or below `end_offset`,
-    /// and that end: the file's, the table kept for the next seal, or an empty table where the
-    /// log knows it was empty. What a truncation to `end_offset` reloads (read before the cut
-    /// deletes the file).
+    /// and that end: the file's, or the table kept for the next seal. What a truncation to
+    /// `end_offset` reloads.
     fn producer_snapshot_at_or_below(&self, end_offset: u64) -> Option<(ProducerTable, u64)> {
         let limits = ProducerLimits::of(&self.config());
         let file = std::fs::read(self.dir.join(PRODUCER_STATE_FILE))
             .ok()
             .and_then(|bytes| ProducerTable::decode(&bytes, limits).ok());
-        let state = self.state.borrow();
-        let due = state
+        let due = self
+            .state
+            .borrow()
             .producer_snapshot_due
             .clone()
             .map(|(snapshot_end, table)| (table, snapshot_end));
-        let empty = state
-            .producers_empty_at
-            .map(|empty_at| (ProducerTable::new(limits), empty_at));
-        [file, due, empty]
+        [file, due]
             .into_iter()
             .flatten()
             .filter(|(_, snapshot_end)| *snapshot_end <= end_offset)

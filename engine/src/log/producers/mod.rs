@@ -34,9 +34,11 @@
 //! checksum; written to a temporary file, synced, renamed, directory synced) holds the log end
 //! offset it covers and, per producer, its id, epoch, last append time and up to five batches
 //! (sequence range and offsets). It is written when a segment is sealed (the state at that
-//! segment's end; skipped while no producer is known) and at close, and deleted by truncation
-//! before the log changes and by an open that finds it does not fit, so it always describes a
-//! prefix of the log. Defaults: `producer_idle_ms_max` one day (Kafka's
+//! segment's end, even of no producer, so that a log with sealed segments always has one and
+//! recovery can tell a lost one) and at close (unless it would be empty and the active segment
+//! is small), replaced by a truncation before it cuts (with the table reloaded at the new end),
+//! and deleted by an open that finds it does not fit, so it always describes a prefix of the
+//! log. Defaults: `producer_idle_ms_max` one day (Kafka's
 //! `producer.id.expiration.ms`; recovered producers count as having appended at the time of the
 //! open), `producers_max` 10 000 per partition.
 //!
@@ -739,8 +741,6 @@ impl SnapshotReader<'_> {
 /// `next_offset`, as long as no batch was skipped (`gap`).
 struct Continuation {
     table: ProducerTable,
-    /// Where the table stood when the continuation began.
-    start_offset: u64,
     next_offset: u64,
     gap: bool,
     /// The transactions aborted by the markers observed, in log order.
@@ -751,7 +751,6 @@ impl Continuation {
     fn new(table: ProducerTable, next_offset: u64) -> Continuation {
         Continuation {
             table,
-            start_offset: next_offset,
             next_offset,
             gap: false,
             aborted: Vec::new(),
@@ -810,9 +809,6 @@ pub(crate) struct RecoveredProducers {
     /// The snapshot file still describes a prefix of the log and may stay; otherwise it must
     /// be deleted before the log changes.
     pub snapshot_still_fits: bool,
-    /// Where the table was taken to be empty, when it was not continued from a snapshot: the
-    /// state a truncation at or after it may reload from.
-    pub empty_at: Option<u64>,
 }
 
 impl ProducerRecovery {
@@ -834,8 +830,9 @@ impl ProducerRecovery {
     }
 
     /// Continues from `table`, the state of the log up to `end_offset` that recovery rebuilt
-    /// itself (the snapshot did not check out), instead of a snapshot.
+    /// itself (the snapshot was lost or did not check out) and wrote as the snapshot.
     pub fn resume_from(&mut self, table: ProducerTable, end_offset: u64) {
+        self.snapshot_end_offset = Some(end_offset);
         self.from_snapshot = Some(Continuation::new(table, end_offset));
     }
 
@@ -878,29 +875,16 @@ impl ProducerRecovery {
                 table,
                 aborted,
                 snapshot_still_fits: self.snapshot_end_offset.is_some_and(fits),
-                empty_at: None,
             };
         }
-        let active_base_offset = self
-            .from_active_segment
-            .as_ref()
-            .map(|segment| segment.start_offset);
-        match self
+        let (table, aborted) = self
             .from_active_segment
             .and_then(|segment| segment.finish(log_end_offset))
-        {
-            Some((table, aborted)) => RecoveredProducers {
-                table,
-                aborted,
-                snapshot_still_fits: false,
-                empty_at: active_base_offset,
-            },
-            None => RecoveredProducers {
-                table: ProducerTable::new(self.limits),
-                aborted: Vec::new(),
-                snapshot_still_fits: false,
-                empty_at: Some(log_end_offset),
-            },
+            .unwrap_or_else(|| (ProducerTable::new(self.limits), Vec::new()));
+        RecoveredProducers {
+            table,
+            aborted,
+            snapshot_still_fits: false,
         }
     }
 }
