@@ -50,12 +50,19 @@ async fn end_transaction(
     coordinator_epoch: i32,
     committed: bool,
 ) -> Result<u64, LogError> {
-    let marker = TransactionMarker {
-        producer_id,
-        producer_epoch: 0,
-        coordinator_epoch,
-        committed,
-    };
+    write_marker(
+        log,
+        TransactionMarker {
+            producer_id,
+            producer_epoch: 0,
+            coordinator_epoch,
+            committed,
+        },
+    )
+    .await
+}
+
+async fn write_marker(log: &PartitionLog, marker: TransactionMarker) -> Result<u64, LogError> {
     let bytes = BytesMut::from(&encode_transaction_marker(&marker, 1_000)[..]);
     let batch = engine::batch::CheckedBatch::stored(bytes, usize::MAX).unwrap();
     Ok(log.append_checked(batch, 0).await?.base_offset)
@@ -347,6 +354,327 @@ fn retention_drops_the_entries_of_deleted_segments_and_the_stable_offset_follows
             log.aborted_transactions(0, log.log_end_offset()).is_empty(),
             "the entries went with their segments"
         );
+        log.close().await.unwrap();
+    });
+}
+
+/// Kafka's rule for markers under compaction (KIP-534): a marker goes `delete_retention_ms`
+/// after no record of its transaction is left, never while one is; an ABORT marker's index
+/// entry goes with its data, so no entry outlives its marker.
+#[test]
+fn compaction_removes_a_marker_once_its_transaction_has_no_data_and_the_horizon_passed() {
+    run(async {
+        let dir = tempfile::tempdir().unwrap();
+        let retention_ms = 1_000;
+        let config = LogConfig {
+            segment_bytes_max: 160,
+            delete_retention_ms: retention_ms,
+            ..small_config()
+        };
+        let log = open(dir.path(), config.clone()).await;
+        log.append(transactional_batch(7, 0, 1, Some("k"), "v1"), 0)
+            .await
+            .unwrap(); // 0
+        assert_eq!(end_transaction(&log, 7, 0, true).await.unwrap(), 1);
+        log.append(transactional_batch(7, 1, 1, Some("k"), "aborted"), 0)
+            .await
+            .unwrap(); // 2
+        assert_eq!(end_transaction(&log, 7, 0, false).await.unwrap(), 3);
+        log.append(transactional_batch(8, 0, 1, Some("k"), "v2"), 0)
+            .await
+            .unwrap(); // 4: supersedes 0
+        assert_eq!(end_transaction(&log, 8, 0, true).await.unwrap(), 5);
+        for tag in 0..6 {
+            log.append(tagged_batch(100 + tag, 1, 40, 0), 0)
+                .await
+                .unwrap();
+        }
+        log.sync().await.unwrap();
+        let control_batches = |batches: Vec<(i64, i64, bool)>| -> Vec<i64> {
+            batches
+                .into_iter()
+                .filter(|&(_, _, control)| control)
+                .map(|(_, offset, _)| offset)
+                .collect()
+        };
+        let now_ms = 1_000_000;
+        // First cleaning: 0 (superseded) and 2 (aborted) go. Their markers stay: this cleaning
+        // met their transactions' records (Kafka's rule), and 3 keeps its index entry.
+        log.clean(now_ms).await.unwrap();
+        let kept = all_batches(&log).await;
+        assert!(!kept.contains(&(7, 0, false)) && !kept.contains(&(7, 2, false)));
+        assert!(kept.contains(&(8, 4, false)), "{kept:?}");
+        assert_eq!(control_batches(kept), vec![1, 3, 5]);
+        assert_eq!(log.aborted_transactions(0, 20), vec![aborted(7, 2, 3, 4)]);
+        let horizon_of = |offset: i64, batches: Vec<Vec<u8>>| {
+            batches
+                .iter()
+                .map(|bytes| BatchHeader::parse(bytes).unwrap())
+                .find(|header| header.base_offset == offset)
+                .and_then(|header| header.delete_horizon_ms())
+        };
+        assert_eq!(horizon_of(1, read_all(&log, 0, 1 << 20).await), None);
+        // Second: 1's and 3's transactions have no data left: stamped with the delete horizon,
+        // not removed; 3's entry goes (nothing to skip). 5's record (4) is still there.
+        log.clean(now_ms + 1).await.unwrap();
+        assert_eq!(control_batches(all_batches(&log).await), vec![1, 3, 5]);
+        assert!(log.aborted_transactions(0, 20).is_empty());
+        let horizon_ms = now_ms + 1 + retention_ms as i64;
+        for offset in [1, 3] {
+            let batches = read_all(&log, 0, 1 << 20).await;
+            assert_eq!(horizon_of(offset, batches), Some(horizon_ms));
+        }
+        assert_eq!(horizon_of(5, read_all(&log, 0, 1 << 20).await), None);
+        // Before the horizon they stay; at it they go, and 5 stays with its record.
+        log.clean(horizon_ms - 1).await.unwrap();
+        assert_eq!(control_batches(all_batches(&log).await), vec![1, 3, 5]);
+        log.clean(horizon_ms).await.unwrap();
+        let kept = all_batches(&log).await;
+        assert_eq!(control_batches(kept.clone()), vec![5]);
+        assert!(kept.contains(&(8, 4, false)), "{kept:?}");
+        log.close().await.unwrap();
+        let log = open(dir.path(), config).await;
+        assert_eq!(control_batches(all_batches(&log).await), vec![5]);
+        assert!(log.aborted_transactions(0, 20).is_empty());
+        assert_eq!(log.last_stable_offset(), log.high_watermark());
+        log.close().await.unwrap();
+    });
+}
+
+/// Kafka's `truncateAndReload`: a cut takes back what the cut batches did to the producers, an
+/// epoch they raised (by a batch or a marker) included, so a retry of a kept batch is still a
+/// duplicate and the producer's next batch is not fenced by an epoch that is gone.
+#[test]
+fn truncation_rolls_back_the_epochs_and_sequences_the_cut_batches_gave() {
+    run(async {
+        let dir = tempfile::tempdir().unwrap();
+        let log = open(dir.path(), small_config()).await;
+        log.append(producer_batch(5, 0, 0, 1), 0).await.unwrap(); // 0
+        log.append(producer_batch(5, 0, 1, 1), 0).await.unwrap(); // 1
+        log.append(transactional_batch(6, 0, 1, None, "t"), 0)
+            .await
+            .unwrap(); // 2
+        log.append(producer_batch(5, 1, 0, 1), 0).await.unwrap(); // 3: a new epoch
+                                                                  // The coordinator fences 6 with a bumped epoch: its ABORT marker.
+        let marker = TransactionMarker {
+            producer_id: 6,
+            producer_epoch: 1,
+            coordinator_epoch: 0,
+            committed: false,
+        };
+        assert_eq!(write_marker(&log, marker).await.unwrap(), 4);
+        log.sync().await.unwrap();
+        assert_eq!(log.truncate(3).await.unwrap(), 3);
+        // 5 is back at epoch 0: its retry of the batch at 1 is a duplicate.
+        let retry = log.append(producer_batch(5, 0, 1, 1), 0).await.unwrap();
+        assert!(retry.duplicate, "{retry:?}");
+        assert_eq!(retry.base_offset, 1);
+        // 6 is back at epoch 0 in its open transaction: its next batch goes in.
+        assert_eq!(log.open_transactions(), vec![(6, 2)]);
+        let next = log
+            .append(transactional_batch(6, 1, 1, None, "u"), 0)
+            .await
+            .unwrap();
+        assert_eq!((next.base_offset, next.duplicate), (3, false));
+        log.sync().await.unwrap();
+        // And the state survives a crash (the snapshot written at the cut, then the scan).
+        drop(log);
+        let log = open(dir.path(), small_config()).await;
+        let retry = log.append(producer_batch(5, 0, 1, 1), 0).await.unwrap();
+        assert_eq!((retry.base_offset, retry.duplicate), (1, true));
+        assert_eq!(log.open_transactions(), vec![(6, 2)]);
+        log.close().await.unwrap();
+    });
+}
+
+/// The `.txnindex` files of `dir`, by name, with their sizes.
+fn transaction_indexes(dir: &Path) -> Vec<(std::path::PathBuf, u64)> {
+    let mut found: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| path.extension().is_some_and(|ext| ext == "txnindex"))
+        .map(|path| {
+            let size = std::fs::metadata(&path).unwrap().len();
+            (path, size)
+        })
+        .collect();
+    found.sort();
+    found
+}
+
+/// Kafka's recovery of a segment whose indexes are lost: a sealed segment's `.txnindex` that a
+/// crash or an operator removed, or that was cut short, is rebuilt from the segment's markers
+/// with the transactions' starts from the segments before (here: data and markers in
+/// different segments), and written back.
+#[test]
+fn a_lost_or_cut_transaction_index_is_rebuilt_by_recovery() {
+    run(async {
+        let dir = tempfile::tempdir().unwrap();
+        let config = LogConfig {
+            segment_bytes_max: 160,
+            ..small_config()
+        };
+        let log = open(dir.path(), config.clone()).await;
+        let end = write_history(&log).await;
+        for tag in 0..2 {
+            log.append(tagged_batch(tag, 1, 40, 0), 0).await.unwrap();
+        }
+        log.sync().await.unwrap();
+        log.close().await.unwrap();
+        let with_entries: Vec<_> = transaction_indexes(dir.path())
+            .into_iter()
+            .filter(|(_, size)| *size > 0)
+            .collect();
+        assert_eq!(with_entries.len(), 2, "{with_entries:?}");
+        std::fs::remove_file(&with_entries[0].0).unwrap();
+        let cut = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&with_entries[1].0)
+            .unwrap();
+        cut.set_len(20).unwrap();
+        drop(cut);
+        let log = open(dir.path(), config.clone()).await;
+        assert_eq!(log.aborted_transactions(0, end), history_aborted());
+        // Rebuilt on disk: the next open reads them.
+        log.close().await.unwrap();
+        for (path, size) in &with_entries {
+            assert_eq!(
+                std::fs::metadata(path).unwrap().len(),
+                34,
+                "{path:?} {size}"
+            );
+        }
+        // Lost with the segment's other indexes (a crash between a seal's data and its index
+        // files): rebuilt too.
+        let (first, _) = &with_entries[0];
+        for extension in ["txnindex", "index", "timeindex"] {
+            std::fs::remove_file(first.with_extension(extension)).unwrap();
+        }
+        let log = open(dir.path(), config).await;
+        assert_eq!(log.aborted_transactions(0, end), history_aborted());
+        log.close().await.unwrap();
+    });
+}
+
+/// A crash in the middle of the cleaner's swap: recovery finishes the swap and rebuilds the
+/// swapped segment's `.txnindex` rather than keep the replaced segments' one, whose entry
+/// would outlive its marker (removed by the swap) and make a read_committed consumer skip the
+/// producer's later, committed transactions.
+#[test]
+fn a_crash_in_the_cleaners_swap_leaves_no_stale_transaction_index_entry() {
+    run(async {
+        let dir = tempfile::tempdir().unwrap();
+        let retention_ms = 1_000;
+        let config = LogConfig {
+            segment_bytes_max: 400,
+            delete_retention_ms: retention_ms,
+            ..small_config()
+        };
+        let mut log = open(dir.path(), config.clone()).await;
+        log.append(transactional_batch(7, 0, 1, Some("k"), "aborted"), 0)
+            .await
+            .unwrap(); // 0
+        assert_eq!(end_transaction(&log, 7, 0, false).await.unwrap(), 1);
+        for tag in 0..8 {
+            log.append(tagged_batch(100 + tag, 1, 40, 0), 0)
+                .await
+                .unwrap();
+        }
+        log.sync().await.unwrap();
+        let now_ms = 1_000_000;
+        // The aborted record goes, its marker stays with its entry; the entry is on disk.
+        log.clean(now_ms).await.unwrap();
+        assert_eq!(log.aborted_transactions(0, 20), vec![aborted(7, 0, 1, 2)]);
+        // A crash in each of the next two cleanings (stamp the marker, then remove it), right
+        // after the swap's commit point.
+        for clean_ms in [now_ms + 1, now_ms + 1 + retention_ms as i64] {
+            log.inject_clean_fault(Some(engine::CleanStep::SwapCommitted));
+            assert!(log.clean(clean_ms).await.is_err());
+            drop(log);
+            log = open(dir.path(), config.clone()).await;
+            assert!(
+                log.aborted_transactions(0, 20).is_empty(),
+                "no entry without data to skip"
+            );
+        }
+        assert!(
+            !all_batches(&log)
+                .await
+                .iter()
+                .any(|&(_, _, control)| control),
+            "the marker went"
+        );
+        // 7's next transaction commits: nothing tells a consumer to skip it.
+        log.append(transactional_batch(7, 1, 1, Some("k"), "committed"), 0)
+            .await
+            .unwrap();
+        end_transaction(&log, 7, 0, true).await.unwrap();
+        log.sync().await.unwrap();
+        assert!(log
+            .aborted_transactions(0, log.last_stable_offset())
+            .is_empty());
+        log.close().await.unwrap();
+    });
+}
+
+/// An open transaction whose first batch is segments before the producer snapshot: after a
+/// crash or a clean close, with the snapshot as it was written, damaged or lost, the last
+/// stable offset comes back at the transaction's start, never past it.
+#[test]
+fn an_open_transaction_from_an_older_segment_holds_the_stable_offset_after_a_crash() {
+    run(async {
+        let dir = tempfile::tempdir().unwrap();
+        let config = LogConfig {
+            segment_bytes_max: 160,
+            ..small_config()
+        };
+        let mut log = open(dir.path(), config.clone()).await;
+        log.append(tagged_batch(1, 1, 10, 0), 0).await.unwrap(); // 0
+        log.append(transactional_batch(9, 0, 1, None, "open"), 0)
+            .await
+            .unwrap(); // 1
+        for tag in 0..6 {
+            log.append(tagged_batch(10 + tag, 1, 40, 0), 0)
+                .await
+                .unwrap();
+        }
+        log.sync().await.unwrap();
+        assert!(log.segment_base_offsets().len() > 3);
+        assert_eq!(log.last_stable_offset(), 1);
+        let snapshot = dir.path().join("producer-state");
+        for (damage, clean) in [
+            ("none", false),
+            ("cut", false),
+            ("cut", true),
+            ("gone", false),
+            ("gone", true),
+        ] {
+            if clean {
+                log.close().await.unwrap();
+            } else {
+                drop(log);
+            }
+            match damage {
+                "cut" => {
+                    let bytes = std::fs::read(&snapshot).unwrap();
+                    std::fs::write(&snapshot, &bytes[..bytes.len() / 2]).unwrap();
+                }
+                "gone" => std::fs::remove_file(&snapshot).unwrap(),
+                _ => {}
+            }
+            log = open(dir.path(), config.clone()).await;
+            assert_eq!(log.last_stable_offset(), 1, "snapshot damage: {damage}");
+            assert_eq!(log.open_transactions(), vec![(9, 1)], "{damage}");
+            // A later write in the active segment, so the next crash scans something.
+            log.append(tagged_batch(20, 1, 10, 0), 0).await.unwrap();
+            log.sync().await.unwrap();
+        }
+        assert_eq!(
+            end_transaction(&log, 9, 0, true).await.unwrap(),
+            log.log_end_offset() - 1
+        );
+        log.sync().await.unwrap();
+        assert_eq!(log.last_stable_offset(), log.high_watermark());
         log.close().await.unwrap();
     });
 }

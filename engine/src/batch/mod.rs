@@ -78,6 +78,10 @@ const ATTRIBUTE_LOG_APPEND_TIME: i16 = 0x08;
 const ATTRIBUTE_TRANSACTIONAL: i16 = 0x10;
 /// Attribute bit 5: the batch is a control batch (transaction markers).
 const ATTRIBUTE_CONTROL: i16 = 0x20;
+/// Attribute bit 6: the base timestamp is the batch's delete horizon (KIP-534), the time after
+/// which the cleaner may remove it; the cleaner sets it on a transaction marker whose
+/// transaction has no data left.
+const ATTRIBUTE_DELETE_HORIZON: i16 = 0x40;
 
 /// The producer id of a batch written by a producer that is not idempotent.
 pub const NO_PRODUCER_ID: i64 = -1;
@@ -193,6 +197,11 @@ impl BatchHeader {
 
     pub fn is_control(&self) -> bool {
         self.attributes & ATTRIBUTE_CONTROL != 0
+    }
+
+    /// When the cleaner may remove the batch (KIP-534's delete horizon), if it set one.
+    pub fn delete_horizon_ms(&self) -> Option<i64> {
+        (self.attributes & ATTRIBUTE_DELETE_HORIZON != 0).then_some(self.base_timestamp)
     }
 
     pub fn is_log_append_time(&self) -> bool {
@@ -739,6 +748,23 @@ pub fn encode_batch(header: &BatchHeader, body: &[u8]) -> Vec<u8> {
     let crc = crc32c::crc32c(&out[OFFSET_ATTRIBUTES..]);
     out[OFFSET_CRC..OFFSET_CRC + 4].copy_from_slice(&crc.to_be_bytes());
     out
+}
+
+/// The batch `bytes` (whole, as stored) with its delete horizon set to `horizon_ms`, as Kafka's
+/// cleaner sets one (KIP-534: attribute bit 6, the base timestamp), its records as they were.
+/// Kafka also re-encodes the records' timestamp deltas against the new base; the cleaner sets
+/// a horizon only on a transaction marker, whose record's timestamp no reader looks at, so the
+/// record keeps its bytes (and reads as stamped at the horizon).
+pub fn with_delete_horizon(bytes: &[u8], horizon_ms: i64) -> Vec<u8> {
+    let header = BatchHeader::parse(bytes).expect("a stored batch has a header");
+    encode_batch(
+        &BatchHeader {
+            attributes: header.attributes | ATTRIBUTE_DELETE_HORIZON,
+            base_timestamp: horizon_ms,
+            ..header
+        },
+        &bytes[BATCH_HEADER_BYTES..header.size_bytes as usize],
+    )
 }
 
 /// A stored record (`encoded`: as [`StoredRecord::encoded`], length prefix included) with

@@ -61,6 +61,30 @@ fn a_transaction_marker_reads_back_as_written_and_is_a_transactional_control_bat
 }
 
 #[test]
+fn a_delete_horizon_is_kafkas_attribute_bit_and_base_timestamp_and_keeps_the_crc_valid() {
+    let marker = TransactionMarker {
+        producer_id: 9,
+        producer_epoch: 2,
+        coordinator_epoch: 3,
+        committed: false,
+    };
+    let bytes = encode_transaction_marker(&marker, 1_000);
+    assert_eq!(
+        validate_stored(&bytes, usize::MAX)
+            .unwrap()
+            .delete_horizon_ms(),
+        None
+    );
+    let stamped = with_delete_horizon(&bytes, 5_000);
+    let header = validate_stored(&stamped, usize::MAX).unwrap();
+    assert_eq!(header.delete_horizon_ms(), Some(5_000));
+    assert_eq!(header.attributes & 0x40, 0x40, "KIP-534's bit 6");
+    assert_eq!(header.max_timestamp, 1_000);
+    assert_eq!(read_transaction_marker(&stamped).unwrap(), Some(marker));
+    assert_eq!(stamped[BATCH_HEADER_BYTES..], bytes[BATCH_HEADER_BYTES..]);
+}
+
+#[test]
 fn a_built_batch_validates_and_reports_its_header() {
     let bytes = batch_of(3, 10, 1_000);
     let header = validate(&bytes, 1 << 20).expect("valid");

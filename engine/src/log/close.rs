@@ -7,7 +7,6 @@ use std::path::PathBuf;
 
 use super::damage;
 use super::replay::ReplayedLog;
-use super::state_files::remove_producer_snapshot;
 use super::{
     CleanMarker, PartitionLog, CLEAN_SHUTDOWN_FILE, PRODUCER_STATE_FILE, SMALL_SEGMENT_BYTES_MAX,
 };
@@ -114,8 +113,10 @@ impl PartitionLog {
             )
         };
         // One directory sync covers the snapshot's rename and the active segment's index
-        // files. A small active segment keeps neither indexes nor an empty snapshot: the next
-        // open scans it whole in one read and finds the same.
+        // files. A small active segment keeps no indexes and writes no empty snapshot: the
+        // next open scans it whole in one read and finds the same. A snapshot already there
+        // stays (it describes a prefix of the log): a log with sealed segments always has
+        // one, so that recovery can tell a lost one.
         match producers {
             Some(producers) => {
                 self.shared
@@ -133,9 +134,8 @@ impl PartitionLog {
                         state.close_leftovers_may_exist,
                     )
                 };
-                let stale = leftovers
-                    && (remove_producer_snapshot(&self.shared.dir)?
-                        | damage::remove_index_files(&self.shared.dir, active_base_offset)?);
+                let stale =
+                    leftovers && damage::remove_index_files(&self.shared.dir, active_base_offset)?;
                 if stale {
                     self.shared.sync_directory().await?;
                 }

@@ -194,7 +194,9 @@ impl Shared {
                 !segment.damaged.is_empty(),
                 closing,
                 closing_small,
-                (!segment.aborted_transactions.is_empty())
+                // A sealed segment always has one (empty without entries), so recovery
+                // can tell a lost one; the active segment's at a close only with entries.
+                (!segment.aborted_transactions.is_empty() || !closing)
                     .then(|| transactions::encode_index(&segment.aborted_transactions)),
             )
         };
@@ -237,9 +239,10 @@ impl Shared {
             .await?;
         }
         if let (Some(bytes), Some(_)) = (&transaction_index_bytes, &files) {
-            // Whatever the segment's size or damage: unlike its other indexes, a scan cannot
-            // rebuild it (the transactions' starts may lie in earlier segments). Written whole
-            // at each seal and close; without entries there is no file.
+            // Whatever the segment's size or damage: unlike its other indexes, a scan of the
+            // segment alone cannot rebuild it (the transactions' starts may lie in earlier
+            // segments; recovery replays the log from its start to rebuild a lost one, see
+            // `producer_replay.rs`). Written whole at each seal and close.
             self.state.borrow_mut().close_leftovers_may_exist = true;
             write_whole_file(
                 &transactions::transaction_index_path(&self.dir, base_offset),

@@ -135,19 +135,23 @@ pub(super) fn segment_base_offsets(dir: &Path, listing: &Listing) -> Result<Vec<
     Ok(logs)
 }
 
-/// The producer snapshot and the log end it covers, if the file exists and checks out. A
-/// damaged or unknown snapshot is ignored (recovery then rebuilds from the last segment).
+/// A producer snapshot file as read: the table and the log end it covers, or why it does not
+/// check out.
+pub(super) type SnapshotRead = Result<(ProducerTable, u64), String>;
+
+/// The producer snapshot if the file exists (recovery rebuilds the table by a replay of the
+/// log from its start when it does not check out).
 pub(super) fn read_producer_snapshot(
     dir: &Path,
     listing: &Listing,
     limits: ProducerLimits,
-) -> Result<Option<(ProducerTable, u64)>, LogError> {
+) -> Result<Option<SnapshotRead>, LogError> {
     let bytes = listing.read(
         dir,
         PRODUCER_STATE_FILE,
         "reading the producer state snapshot",
     )?;
-    Ok(bytes.and_then(|bytes| ProducerTable::decode(&bytes, limits).ok()))
+    Ok(bytes.map(|bytes| ProducerTable::decode(&bytes, limits)))
 }
 
 /// The offset kept as decimal text in the file `name`, if it exists.

@@ -51,6 +51,7 @@
 //! `clean/` (compaction), `close.rs`, `maintenance.rs` (the exclusive hold the changes other
 //! than appends take), `state_files.rs` (the small files recovery trusts), `listing.rs`,
 //! `recovery.rs` and `replay.rs` (open after a crash), `damage.rs`, `epochs.rs`, `producers/`,
+//! `producer_replay.rs` (the producer table read back from the segments),
 //! `transactions.rs`, `preallocate.rs`, `injected_faults.rs`.
 //!
 //! # Invariants
@@ -60,7 +61,7 @@
 //! - A sealed segment's offsets end at the next segment's base, whatever its last batch.
 //! - The producer table records no batch at or above the log end (truncation and a failed
 //!   flush forget them), and the snapshot file describes a prefix of the log (truncation
-//!   deletes it).
+//!   replaces it with the table at its new end before it cuts).
 //! - `log_start_offset <= durable_end_offset <= written_end_offset <= log_end_offset` (the
 //!   durable end can lag the start after `delete_up_to` of unsynced data; it is only a bound).
 //!   Written and durable mean in a segment or in the shard's journal; the batches from
@@ -91,6 +92,7 @@ pub mod injected_faults;
 mod listing;
 mod maintenance;
 mod preallocate;
+mod producer_replay;
 mod producers;
 mod read;
 mod recovery;
@@ -137,7 +139,7 @@ const LOG_START_OFFSET_FILE: &str = "log-start-offset";
 /// recovery accepts gaps between batches, above it a gap is damage.
 const COMPACTED_END_OFFSET_FILE: &str = "compacted-end-offset";
 /// The snapshot of the idempotent producers' state and the log end it covers, replaced
-/// atomically when a segment is sealed and on close; deleted by truncation.
+/// atomically when a segment is sealed, on close and by truncation (before its cut).
 const PRODUCER_STATE_FILE: &str = "producer-state";
 /// An active segment this small keeps no index files and no empty producer snapshot over a
 /// clean close (the next open reads it whole in one read, `RECOVERY_WINDOW_BYTES`): a close
@@ -601,10 +603,9 @@ impl LogState {
         );
         self.segments
             .insert(log_end_offset, Segment::new_empty(log_end_offset, now_ms));
-        // With no producer to remember, the snapshot would say nothing a rebuild from the
-        // new segment does not (an older snapshot cannot reach into it), so skip its syncs.
-        self.producer_snapshot_due =
-            (!self.producers.is_empty()).then(|| (log_end_offset, self.producers.clone()));
+        // Even with no producer: a log with sealed segments always has a snapshot, so
+        // recovery can tell a lost one (and rebuilds the state from the log start then).
+        self.producer_snapshot_due = Some((log_end_offset, self.producers.clone()));
     }
 
     /// A ticket that completes once every offset below `end_offset` is written, and is durable

@@ -26,10 +26,17 @@
 //!   into the last segment, continued with the batches of that segment the scan shows;
 //!   otherwise from every batch of the last segment, which is then scanned in full even after
 //!   a clean close. Producers whose last batch is older than both are forgotten (accepted
-//!   with any sequence next time, as Kafka treats unknown producers). A segment's snapshot is
-//!   durable before the next segment gets data, so after a crash that happens only when the
-//!   log was truncated since the last seal or close (truncation deletes the snapshot) or the
-//!   snapshot is damaged.
+//!   with any sequence next time, as Kafka treats unknown producers). Every seal writes a
+//!   snapshot (even of no producer) durably before the next segment gets data, and a
+//!   truncation replaces it atomically with one at its new end, so a log with sealed segments
+//!   always has one that reaches the last segment; when it is lost or damaged, the state at the
+//!   last segment's start is rebuilt, as Kafka does, by a replay of the log from its start
+//!   (`producer_replay.rs`: an open transaction may have begun in any segment) and written as
+//!   the snapshot.
+//! - A sealed segment's aborted-transaction index (`.txnindex`; every seal writes one) that is
+//!   missing or does not check out, or whose segment's other indexes were (a crash between the
+//!   segment and its indexes, or a cleaner's swap finished here), is rebuilt from its markers
+//!   with the producer state at its start, by the same replay (Kafka's `recoverSegment`).
 //! - Recovery seeds the tail cache with the last batches it read of the last segment (a 64th of the
 //!   shard's tail budget each, kept only if they end at the log end and follow any damage), so
 //!   consumers that followed the tail still read from memory after a restart.
@@ -102,7 +109,8 @@ use super::commit::Committer;
 use super::damage::{self, DamagedRange};
 use super::epochs;
 use super::listing::{read_offset_file, read_producer_snapshot, segment_base_offsets, Listing};
-use super::producers::{ProducerLimits, ProducerRecovery};
+use super::producer_replay::{self, ReplayedSegment};
+use super::producers::{ProducerLimits, ProducerRecovery, ProducerTable};
 use super::state_files::{remove_producer_snapshot, remove_segment_files};
 use super::transactions::{self, AbortedTransaction};
 use super::{
@@ -110,8 +118,9 @@ use super::{
     CLEAN_SHUTDOWN_FILE, COMPACTED_END_OFFSET_FILE, LOG_START_OFFSET_FILE, PRODUCER_STATE_FILE,
     RECOVERY_POINT_FILE,
 };
-use crate::durable_file::write_whole_file;
+use crate::durable_file::{write_synced_then_rename, write_whole_file};
 use bytes::Bytes;
+use std::io::Write;
 
 use crate::batch::BatchHeader;
 use crate::clock::Clock;
@@ -233,11 +242,16 @@ impl PartitionLog {
         let log_start_checkpoint = read_offset_file(&dir, &listing, LOG_START_OFFSET_FILE)?;
         let now_ms = clock.now_ms();
         let producer_limits = ProducerLimits::of(&config);
-        let mut producers = ProducerRecovery::new(
-            read_producer_snapshot(&dir, &listing, producer_limits)?,
-            producer_limits,
-            now_ms,
-        );
+        let snapshot = read_producer_snapshot(&dir, &listing, producer_limits)?;
+        // Unusable: damaged, or lost (a log with sealed segments always has one; the state
+        // is then rebuilt from the log start, see `recover_segments`).
+        let snapshot_unusable = match &snapshot {
+            Some(Err(reason)) => Some(format!("it does not check out: {reason}")),
+            Some(Ok(_)) => None,
+            None => Some("it is missing".to_owned()),
+        };
+        let mut producers =
+            ProducerRecovery::new(snapshot.and_then(Result::ok), producer_limits, now_ms);
         let compacted_end_offset =
             read_offset_file(&dir, &listing, COMPACTED_END_OFFSET_FILE)?.unwrap_or(0);
         // After a clean close everything up to its log end was durable. A recovery point file
@@ -271,6 +285,7 @@ impl PartitionLog {
             compacted_end_offset,
             recovery_point_checkpoint,
             &mut producers,
+            snapshot_unusable.as_deref(),
             &tail_seed,
             syncs_deferred,
         )
@@ -496,6 +511,7 @@ async fn recover_segments(
     gaps_end_offset: u64,
     recovery_point: Option<u64>,
     producers: &mut ProducerRecovery,
+    snapshot_unusable: Option<&str>,
     tail: &RefCell<TailSeed>,
     syncs_deferred: bool,
 ) -> Result<Segments, LogError> {
@@ -510,6 +526,7 @@ async fn recover_segments(
     let last_base_offset = base_offsets.last().copied().unwrap_or(0);
     let recovery_point = recovery_point.unwrap_or(0).max(last_base_offset);
     let mut segments = Segments::default();
+    let mut transaction_indexes_lost = Vec::new();
     for (index, &base_offset) in base_offsets.iter().enumerate() {
         let is_last = index + 1 == base_offsets.len();
         let next_base_offset = base_offsets.get(index + 1).copied();
@@ -522,9 +539,33 @@ async fn recover_segments(
         let mut scanner = SegmentScanner::new(&files.dma, file_bytes, RECOVERY_WINDOW_BYTES);
         let mut segment = Segment::new_empty(base_offset, now_ms);
         let mut checked = false;
+        let state_rebuilt = match snapshot_unusable {
+            Some(reason) if is_last && !segments.is_empty() => {
+                // Without a usable snapshot, the state at the last segment's start is rebuilt
+                // from the log start, as Kafka does (an open transaction may have begun in
+                // any earlier segment, and would otherwise count as stable), and written as
+                // the snapshot, so the next open need not.
+                eprintln!(
+                    "ferrite: {}: rebuilding the producer state from the log: its snapshot {reason}",
+                    dir.display()
+                );
+                let limits = ProducerLimits::of(config);
+                let (table, _) =
+                    replay_from_log_start(&segments, base_offset, limits, now_ms).await?;
+                let bytes = table.encode(base_offset);
+                write_synced_then_rename(dir, PRODUCER_STATE_FILE, |file| file.write_all(&bytes))
+                    .map_err(|error| LogError::io("writing the producer state snapshot", error))?;
+                *directory_changed = true;
+                producers.resume_from(table, base_offset);
+                true
+            }
+            _ => false,
+        };
         // Sealed segments are checked cheaply; the last one only after a clean close, and only
-        // when the producer snapshot covers what precedes its unscanned tail.
-        let trust_indexes = !is_last || (producers.enter_active_segment(base_offset) && clean);
+        // when the producer snapshot covers what precedes its unscanned tail (a rebuilt state
+        // ends at its start).
+        let trust_indexes =
+            !is_last || (producers.enter_active_segment(base_offset) && clean && !state_rebuilt);
         let mut observe = |position: u64, header: &BatchHeader, bytes: &[u8]| {
             if is_last {
                 producers.observe(header, transactions::marker_of(header, bytes).as_ref());
@@ -670,47 +711,147 @@ async fn recover_segments(
             )
             .await?;
         }
-        segment.aborted_transactions = load_transaction_index(
+        let loaded = load_transaction_index(
             dir,
             listing,
             base_offset,
             next_base_offset.unwrap_or(u64::MAX),
         )?;
+        // A sealed segment's `.txnindex` is rebuilt when it is lost (every seal writes one) or
+        // does not check out, or when the segment's other indexes were (a crash between the
+        // segment and its indexes, or a cleaner's swap finished here): Kafka's recovery of a
+        // segment. The last segment's entries come from its file and the scan, unless the file
+        // is damaged.
+        match loaded {
+            TransactionIndex::Loaded(entries) => {
+                segment.aborted_transactions = entries;
+                // Not for damage: a damaged segment keeps no other indexes, so it is scanned
+                // in full at every open; its `.txnindex` is there all the same.
+                if rebuilt && !is_last && segment.damaged.is_empty() {
+                    transaction_indexes_lost.push(base_offset);
+                }
+            }
+            TransactionIndex::Missing if is_last => {}
+            TransactionIndex::Missing | TransactionIndex::Damaged => {
+                transaction_indexes_lost.push(base_offset);
+            }
+        }
         segment.written_bytes = segment.appended_bytes;
         segment.files = Some(handle);
         segment.sealed = true;
         segments.insert(base_offset, segment);
     }
+    rebuild_transaction_indexes(
+        dir,
+        &mut segments,
+        &transaction_indexes_lost,
+        ProducerLimits::of(config),
+        now_ms,
+    )
+    .await?;
+    *directory_changed |= !transaction_indexes_lost.is_empty();
     Ok(segments)
 }
 
+/// What a segment's `.txnindex` file held at the open.
+enum TransactionIndex {
+    Loaded(Vec<AbortedTransaction>),
+    Missing,
+    /// It does not check out (reported): it is rebuilt.
+    Damaged,
+}
+
 /// The segment's aborted transactions from its `.txnindex` file (written when it was sealed or
-/// the log closed; none when there is no file). A file that does not check out is ignored:
-/// the entries of the last segment's scanned part are rebuilt by the scan, and an earlier
-/// segment's cannot be (the transactions' starts may lie in segments before it), which is
-/// reported.
+/// the log closed).
 fn load_transaction_index(
     dir: &Path,
     listing: &Listing,
     base_offset: u64,
     end_offset: u64,
-) -> Result<Vec<AbortedTransaction>, LogError> {
+) -> Result<TransactionIndex, LogError> {
     let path = transactions::transaction_index_path(dir, base_offset);
     let Some(name) = path.file_name().and_then(|name| name.to_str()) else {
-        return Ok(Vec::new());
+        return Ok(TransactionIndex::Missing);
     };
     let Some(bytes) = listing.read(dir, name, "reading a transaction index")? else {
-        return Ok(Vec::new());
+        return Ok(TransactionIndex::Missing);
     };
     Ok(
-        transactions::decode_index(&bytes, base_offset, end_offset).unwrap_or_else(|reason| {
-            eprintln!(
-                "ferrite: ignoring the transaction index {}: {reason}",
-                path.display()
-            );
-            Vec::new()
-        }),
+        match transactions::decode_index(&bytes, base_offset, end_offset) {
+            Ok(entries) => TransactionIndex::Loaded(entries),
+            Err(reason) => {
+                eprintln!(
+                    "ferrite: rebuilding the transaction index {}: {reason}",
+                    path.display()
+                );
+                TransactionIndex::Damaged
+            }
+        },
     )
+}
+
+/// Rebuilds the `.txnindex` of the segments in `lost` (base offsets, in order) from their
+/// markers, with the producer state at each one's start: a replay of the log from its first
+/// segment up to the last of them (`producer_replay.rs`), written back whole.
+async fn rebuild_transaction_indexes(
+    dir: &Path,
+    segments: &mut Segments,
+    lost: &[u64],
+    limits: ProducerLimits,
+    now_ms: i64,
+) -> Result<(), LogError> {
+    let Some(&last_lost) = lost.last() else {
+        return Ok(());
+    };
+    let offset_end = segments
+        .range(last_lost..)
+        .next()
+        .map_or(u64::MAX, |(_, segment)| segment.end_offset);
+    let (_, aborted) = replay_from_log_start(segments, offset_end, limits, now_ms).await?;
+    for &base_offset in lost {
+        let entries: Vec<AbortedTransaction> = aborted
+            .iter()
+            .filter(|(segment_base, _)| *segment_base == base_offset)
+            .map(|(_, entry)| *entry)
+            .collect();
+        write_whole_file(
+            &transactions::transaction_index_path(dir, base_offset),
+            &transactions::encode_index(&entries),
+        )
+        .await?;
+        if let Some(segment) = segments.get_mut(&base_offset) {
+            segment.aborted_transactions = entries;
+        }
+    }
+    Ok(())
+}
+
+/// The producer table and the aborted transactions of every batch of `segments` below
+/// `offset_end`, replayed from the first segment (`producer_replay.rs`).
+async fn replay_from_log_start(
+    segments: &Segments,
+    offset_end: u64,
+    limits: ProducerLimits,
+    now_ms: i64,
+) -> Result<(ProducerTable, Vec<(u64, AbortedTransaction)>), LogError> {
+    let mut table = ProducerTable::new(limits);
+    let Some(&first_base) = segments.keys().next() else {
+        return Ok((table, Vec::new()));
+    };
+    let replayed: Vec<ReplayedSegment> = segments
+        .range(..offset_end)
+        .filter_map(|(_, segment)| ReplayedSegment::of(segment, first_base))
+        .collect();
+    let aborted = producer_replay::replay(
+        &replayed,
+        first_base,
+        offset_end,
+        &mut table,
+        now_ms,
+        RECOVERY_WINDOW_BYTES,
+    )
+    .await?;
+    Ok((table, aborted))
 }
 
 /// The last batches of the last segment, as recovery scans them (the last `bytes_max` bytes of

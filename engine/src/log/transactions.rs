@@ -29,7 +29,7 @@
 //! ([`encode_index`]/[`decode_index`]: 34-byte entries, big-endian: version i16 0, producer id
 //! i64, first offset i64, last offset i64, last stable offset i64).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use crate::batch::{read_transaction_marker, BatchHeader, TransactionMarker};
@@ -155,40 +155,107 @@ pub(crate) fn collect_overlapping(
     false
 }
 
-/// The data of aborted transactions, by producer: what compaction ignores when it maps keys
-/// and removes when it rewrites (Kafka's cleaner with `CleanedTransactionMetadata`), so an
-/// aborted record never shadows a committed one and nothing aborted survives a cleaning.
-/// Markers stay (with their index entries): a consumer skips a marker's batch anyway.
-pub(crate) struct AbortedData {
-    by_producer: HashMap<i64, Vec<(u64, u64)>>,
+/// The cleaner's view of the transactions as it walks the log from its start, in offset order
+/// (Kafka's `CleanedTransactionMetadata`): which data batches belong to aborted transactions
+/// (left out of the key map and removed, so an aborted record never shadows a committed one
+/// and nothing aborted survives a cleaning), and which markers may go.
+///
+/// A marker may go once no record of its transaction is left: a COMMIT when the walk met no
+/// batch of its transaction, an ABORT when it met none of its aborted data (this walk removes
+/// what it meets, so the next one meets none). It then goes after `delete.retention.ms`, so a
+/// consumer that read the transaction's data before it went still finds the marker: the first
+/// cleaning that finds it may go stamps it with a delete horizon (KIP-534, `batch::
+/// with_delete_horizon`), a later one past that time removes it. An ABORT marker that stays
+/// because its data was met keeps its index entry; the entry of one that may go is dropped at
+/// once (no data is left to skip), so no entry ever outlives its marker: a consumer that met an
+/// entry without the marker would skip its producer's later transactions. A control batch that
+/// is no transaction marker (Raft's own) always stays.
+pub(crate) struct CleanedTransactions {
+    /// The aborted transactions not yet reached, by first offset.
+    pending: std::collections::VecDeque<AbortedTransaction>,
+    /// The aborted transactions the walk is inside, by producer, and whether it met their data.
+    ongoing_aborted: HashMap<i64, (AbortedTransaction, bool)>,
+    /// The producers whose transaction the walk is inside and is not aborted.
+    ongoing_committed: HashSet<i64>,
 }
 
-impl AbortedData {
-    pub fn of<'a>(entries: impl Iterator<Item = &'a AbortedTransaction>) -> AbortedData {
-        let mut by_producer: HashMap<i64, Vec<(u64, u64)>> = HashMap::new();
-        for entry in entries {
-            by_producer
-                .entry(entry.producer_id)
-                .or_default()
-                .push((entry.first_offset, entry.last_offset));
+/// What a cleaning does with a control batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ControlFate {
+    /// It stays; an ABORT marker whose data was met keeps its index entry.
+    Keep(Option<AbortedTransaction>),
+    /// Its transaction has no data left: it goes once its delete horizon has passed.
+    Discardable,
+}
+
+impl CleanedTransactions {
+    /// For a walk of a log whose aborted-transaction entries are `entries`.
+    pub fn of<'a>(entries: impl Iterator<Item = &'a AbortedTransaction>) -> CleanedTransactions {
+        let mut pending: Vec<AbortedTransaction> = entries.copied().collect();
+        pending.sort_by_key(|entry| entry.first_offset);
+        CleanedTransactions {
+            pending: pending.into(),
+            ongoing_aborted: HashMap::new(),
+            ongoing_committed: HashSet::new(),
         }
-        AbortedData { by_producer }
     }
 
-    /// Whether the batch is data of an aborted transaction: a transactional data batch of a
-    /// producer inside one of its aborted transactions' offsets.
-    pub fn holds(&self, header: &BatchHeader) -> bool {
-        if !header.is_transactional() || header.is_control() {
+    /// The walk reached a batch ending at `last_offset`: the aborted transactions begun by
+    /// then are under way.
+    fn reach(&mut self, last_offset: u64) {
+        while let Some(entry) = self
+            .pending
+            .front()
+            .filter(|entry| entry.first_offset <= last_offset)
+            .copied()
+        {
+            self.pending.pop_front();
+            self.ongoing_aborted
+                .insert(entry.producer_id, (entry, false));
+        }
+    }
+
+    /// The next data batch of the walk: whether it is data of an aborted transaction.
+    pub fn on_data_batch(&mut self, header: &BatchHeader) -> bool {
+        debug_assert!(!header.is_control());
+        self.reach(header.last_offset() as u64);
+        if !header.is_transactional() {
             return false;
         }
-        let offset = header.base_offset as u64;
-        self.by_producer
-            .get(&header.producer_id)
-            .is_some_and(|ranges| {
-                ranges
-                    .iter()
-                    .any(|&(first, last)| (first..=last).contains(&offset))
-            })
+        match self.ongoing_aborted.get_mut(&header.producer_id) {
+            Some((_, met)) => {
+                *met = true;
+                true
+            }
+            None => {
+                self.ongoing_committed.insert(header.producer_id);
+                false
+            }
+        }
+    }
+
+    /// The next control batch of the walk, and the transaction marker it holds, if it is one.
+    pub fn on_control_batch(
+        &mut self,
+        header: &BatchHeader,
+        marker: Option<&TransactionMarker>,
+    ) -> ControlFate {
+        debug_assert!(header.is_control());
+        self.reach(header.last_offset() as u64);
+        let Some(marker) = marker else {
+            return ControlFate::Keep(None);
+        };
+        let producer_id = marker.producer_id;
+        if marker.committed {
+            return match self.ongoing_committed.remove(&producer_id) {
+                true => ControlFate::Keep(None),
+                false => ControlFate::Discardable,
+            };
+        }
+        match self.ongoing_aborted.remove(&producer_id) {
+            Some((entry, true)) => ControlFate::Keep(Some(entry)),
+            _ => ControlFate::Discardable,
+        }
     }
 }
 
@@ -245,7 +312,96 @@ mod tests {
         assert_eq!(found(16, 20), (vec![], false));
     }
 
+    /// A one-offset batch header of `producer_id` at `offset`: transactional data, or a
+    /// marker (control) batch.
+    fn header_at(producer_id: i64, offset: u64, control: bool) -> BatchHeader {
+        let bytes = crate::batch::encode_plain(
+            &[crate::batch::PlainRecord {
+                offset: 0,
+                timestamp_ms: 0,
+                key: None,
+                value: Some(b"v"),
+            }],
+            crate::batch::ProducerFields {
+                producer_id,
+                producer_epoch: 0,
+                base_sequence: -1,
+                attributes: 0,
+            }
+            .with_transaction_bits(control),
+        );
+        BatchHeader {
+            base_offset: offset as i64,
+            ..BatchHeader::parse(&bytes).unwrap()
+        }
+    }
+
     proptest! {
+        /// Against a model of transactions: over any history of which a cleaning already
+        /// removed some data batches, the walk flags exactly the aborted transactions' data,
+        /// keeps exactly the markers whose transaction still has a batch (an ABORT with its
+        /// index entry), and lets every other marker go.
+        #[test]
+        fn the_cleaner_keeps_exactly_the_markers_whose_transaction_has_data_left(
+            events in proptest::collection::vec((0i64..3, 0u8..4, any::<bool>()), 1..60),
+        ) {
+            // (offset, producer, Some(committed) for a marker, whether still in the log)
+            let mut history: Vec<(u64, i64, Option<bool>, bool)> = Vec::new();
+            let mut open: HashMap<i64, u64> = HashMap::new();
+            let mut entries = Vec::new();
+            for (offset, &(producer_id, kind, present)) in events.iter().enumerate() {
+                let offset = offset as u64;
+                match kind {
+                    0 | 1 => {
+                        open.entry(producer_id).or_insert(offset);
+                        history.push((offset, producer_id, None, present));
+                    }
+                    kind => {
+                        let committed = kind == 2;
+                        if let Some(first_offset) = open.remove(&producer_id) {
+                            if !committed {
+                                entries.push(entry(producer_id, first_offset, offset));
+                            }
+                        }
+                        history.push((offset, producer_id, Some(committed), true));
+                    }
+                }
+            }
+            let mut walk = CleanedTransactions::of(entries.iter());
+            for (index, &(offset, producer_id, marker, present)) in history.iter().enumerate() {
+                if !present {
+                    continue;
+                }
+                match marker {
+                    None => {
+                        // A data batch belongs to the transaction its producer's next marker ends.
+                        let aborted = history[index..]
+                            .iter()
+                            .find(|&&(_, producer, marker, _)| producer == producer_id && marker.is_some())
+                            .is_some_and(|&(_, _, marker, _)| marker == Some(false));
+                        prop_assert_eq!(walk.on_data_batch(&header_at(producer_id, offset, false)), aborted);
+                    }
+                    Some(committed) => {
+                        let data_left = history[..index]
+                            .iter()
+                            .rev()
+                            .take_while(|&&(_, producer, marker, _)| producer != producer_id || marker.is_none())
+                            .any(|&(_, producer, _, present)| producer == producer_id && present);
+                        let marker = TransactionMarker { producer_id, producer_epoch: 0, coordinator_epoch: 0, committed };
+                        let fate = walk.on_control_batch(&header_at(producer_id, offset, true), Some(&marker));
+                        let expected = match (data_left, committed) {
+                            (false, _) => ControlFate::Discardable,
+                            (true, true) => ControlFate::Keep(None),
+                            (true, false) => ControlFate::Keep(
+                                entries.iter().find(|entry| entry.last_offset == offset).copied(),
+                            ),
+                        };
+                        prop_assert_eq!(fate, expected, "marker at {}", offset);
+                    }
+                }
+            }
+        }
+
         #[test]
         fn the_index_round_trips_and_damage_is_refused(
             spans in proptest::collection::vec((0i64..1000, 1u64..50, 1u64..50), 0..20),

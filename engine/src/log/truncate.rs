@@ -4,6 +4,10 @@
 //! change that moves the log end backwards, which the journal, the producer table, the epochs
 //! and the recovery point must all follow (see the log's invariants).
 //!
+//! The producer table after a cut is reloaded (Kafka's `truncateAndReload`): the latest snapshot
+//! at or below the new end, or an empty table at the log start, with the batches after it read
+//! back from the segments (`producer_replay.rs`); it replaces the snapshot before the cut.
+//!
 //! Truncation deletes the segments after the cut, last first, before it cuts the one that holds it:
 //! a crash midway leaves a prefix of the log, never a segment that does not follow on (which would
 //! then read as damage).
@@ -12,9 +16,12 @@ use std::rc::Rc;
 
 use super::damage::DamagedRange;
 use super::epochs::EpochRuns;
+use super::producer_replay::{self, ReplayedSegment};
+use super::producers::{ProducerLimits, ProducerTable};
 use super::read;
 use super::state_files::{remove_existing, remove_producer_snapshot, remove_segment_files};
 use super::transactions;
+use super::PRODUCER_STATE_FILE;
 use super::{flush, PartitionLog, Shared};
 use crate::durable_file::write_synced_then_rename;
 use crate::error::LogError;
@@ -211,7 +218,13 @@ impl Shared {
         for base in doomed.iter().rev() {
             remove_segment_files(&self.dir, *base)?;
         }
-        remove_producer_snapshot(&self.dir)?;
+        // The producer table at the new end, reloaded before the cut (the replay reads below
+        // the new end only) and made the snapshot, replaced atomically: it describes a prefix
+        // of the log before the cut and after it, so a crash at any step finds one (without
+        // it, an open transaction whose first batch is in an older segment would be lost).
+        let reloaded_from = self.producer_snapshot_at_or_below(new_end);
+        let producers = self.reload_producers(new_end, reloaded_from).await?;
+        self.persist_producers(&producers, new_end).await?;
         // The segment that becomes the active one keeps the aborted transactions whose markers
         // are before the cut: its index file says so before the cut (replaced atomically; a
         // scan could not rebuild the entries whose transactions began in earlier segments).
@@ -265,18 +278,12 @@ impl Shared {
             state.close_leftovers_may_exist = true;
         }
         self.reload_active_tail_page().await?;
-        self.state.borrow_mut().end_at(new_end);
-        self.end_moved_back_to(new_end).await?;
-        // The snapshot was deleted before the cut; a new one at the new end lets a crash
-        // before the next seal recover the producers, their open transactions above all,
-        // whose first batches may lie in segments recovery does not scan.
-        let table = {
-            let state = self.state.borrow();
-            (!state.producers.is_empty()).then(|| state.producers.clone())
-        };
-        if let Some(table) = table {
-            self.persist_producers(&table, new_end).await?;
+        {
+            let mut state = self.state.borrow_mut();
+            state.end_at(new_end);
+            state.producers = producers;
         }
+        self.end_moved_back_to(new_end).await?;
         Ok(new_end)
     }
 
@@ -362,6 +369,69 @@ impl Shared {
         }
         self.end_moved_back_to(offset).await?;
         Ok(offset)
+    }
+
+    /// The latest producer snapshot describing the log up to an end at or below `end_offset`,
+    /// and that end: the file's, or the table kept for the next seal. What a truncation to
+    /// `end_offset` reloads.
+    fn producer_snapshot_at_or_below(&self, end_offset: u64) -> Option<(ProducerTable, u64)> {
+        let limits = ProducerLimits::of(&self.config());
+        let file = std::fs::read(self.dir.join(PRODUCER_STATE_FILE))
+            .ok()
+            .and_then(|bytes| ProducerTable::decode(&bytes, limits).ok());
+        let due = self
+            .state
+            .borrow()
+            .producer_snapshot_due
+            .clone()
+            .map(|(snapshot_end, table)| (table, snapshot_end));
+        [file, due]
+            .into_iter()
+            .flatten()
+            .filter(|(_, snapshot_end)| *snapshot_end <= end_offset)
+            .max_by_key(|(_, snapshot_end)| *snapshot_end)
+    }
+
+    /// The producer table of the log as it ends at `end_offset` after a cut (Kafka's
+    /// `truncateAndReload`): `snapshot` (or an empty table at the log start) with the batches
+    /// after it replayed (`producer_replay.rs`).
+    async fn reload_producers(
+        &self,
+        end_offset: u64,
+        snapshot: Option<(ProducerTable, u64)>,
+    ) -> Result<ProducerTable, LogError> {
+        let (mut table, offset_from) = match snapshot {
+            Some(snapshot) => snapshot,
+            None => (
+                ProducerTable::new(ProducerLimits::of(&self.config())),
+                self.state.borrow().log_start_offset,
+            ),
+        };
+        let segments: Vec<ReplayedSegment> = {
+            let state = self.state.borrow();
+            let first_base = state
+                .segments
+                .range(..=offset_from)
+                .next_back()
+                .map_or(0, |(&base, _)| base);
+            state
+                .segments
+                .range(first_base..)
+                .take_while(|(&base, _)| base < end_offset)
+                .filter_map(|(_, segment)| ReplayedSegment::of(segment, offset_from))
+                .collect()
+        };
+        let now_ms = self.clock.now_ms();
+        producer_replay::replay(
+            &segments,
+            offset_from,
+            end_offset,
+            &mut table,
+            now_ms,
+            self.scan_window(),
+        )
+        .await?;
+        Ok(table)
     }
 
     pub(super) async fn reload_active_tail_page(&self) -> Result<(), LogError> {

@@ -14,10 +14,12 @@
 //!    read keys), bounded by `cleaner_map_bytes_max`: when the keys do not fit, only the
 //!    segments that were mapped whole are cleaned (a partly mapped one names later offsets, so
 //!    records before them that it supersedes go, and the latest stays where it is). Control
-//!    batches (transaction markers) are never looked into and always kept (with the segment's
-//!    aborted-transaction index, which the output keeps); the data batches of aborted
-//!    transactions (`transactions::AbortedData`) are left out of the map and removed, so an
-//!    aborted record never hides a committed one.
+//!    batches hold no keys; the data batches of aborted transactions are left out of the map
+//!    and removed, so an aborted record never hides a committed one, and a transaction marker
+//!    goes `delete_retention_ms` after no record of its transaction is left, stamped with that
+//!    delete horizon first (Kafka's rules with KIP-534: `transactions::CleanedTransactions`).
+//!    The output's aborted-transaction index holds the entries of the ABORT markers that stay
+//!    with data to skip.
 //! 3. Groups consecutive segments so that each group's input fits `segment_bytes_max`, and
 //!    rewrites each group into one segment named after its first input's base: a record stays
 //!    if it has no key, or it is its key's latest and not a tombstone (null value) whose
@@ -69,7 +71,7 @@ mod rewrite;
 pub use rewrite::{PartitionRecordRewrite, RecordRewrite, RewrittenRecord};
 
 use super::state_files::remove_segment_files;
-use super::transactions::{self, AbortedData, AbortedTransaction};
+use super::transactions::{self, AbortedTransaction, CleanedTransactions, ControlFate};
 use super::{PartitionLog, Shared};
 use crate::batch::{self, BatchHeader, StoredRecords, BATCH_HEADER_BYTES};
 use crate::codec;
@@ -185,27 +187,34 @@ impl PartitionLog {
         };
         let inputs = shared.cleanable_inputs(now_ms);
         let pacer = Pacer::new(shared.config().cleaner_io_bytes_per_second_max);
-        let aborted = AbortedData::of(
-            shared
-                .state
-                .borrow()
-                .segments
-                .values()
-                .flat_map(|segment| segment.aborted_transactions.iter()),
-        );
-        let (keys, mapped) = shared.map_latest_offsets(&inputs, &aborted, &pacer).await?;
+        let transactions = || {
+            CleanedTransactions::of(
+                shared
+                    .state
+                    .borrow()
+                    .segments
+                    .values()
+                    .flat_map(|segment| segment.aborted_transactions.iter()),
+            )
+        };
+        let (keys, mapped) = shared
+            .map_latest_offsets(&inputs, transactions(), &pacer)
+            .await?;
         let Some(last) = inputs[..mapped].last() else {
             stats.segments_after = stats.segments_before;
             return Ok(stats);
         };
         // Recovery must accept the gaps before any swap can commit.
         shared.allow_gaps_below(last.end_offset).await?;
+        let delete_retention_ms =
+            i64::try_from(shared.config().delete_retention_ms).unwrap_or(i64::MAX);
         let mut policy = RecordPolicy::Compact {
             keys: &keys,
-            aborted: &aborted,
-            tombstone_horizon_ms: now_ms.saturating_sub(
-                i64::try_from(shared.config().delete_retention_ms).unwrap_or(i64::MAX),
-            ),
+            transactions: transactions(),
+            kept_entries: Vec::new(),
+            now_ms,
+            tombstone_horizon_ms: now_ms.saturating_sub(delete_retention_ms),
+            marker_horizon_ms: now_ms.saturating_add(delete_retention_ms),
         };
         for group in shared.group(&inputs[..mapped]) {
             shared.check_not_stopped()?;
@@ -300,7 +309,7 @@ impl Shared {
     async fn map_latest_offsets(
         &self,
         inputs: &[Input],
-        aborted: &AbortedData,
+        mut cleaned: CleanedTransactions,
         pacer: &Pacer,
     ) -> Result<(HashMap<Box<[u8]>, u64>, usize), LogError> {
         let mut keys: HashMap<Box<[u8]>, u64> = HashMap::new();
@@ -310,7 +319,12 @@ impl Shared {
             let mut batches = BatchWalk::new(input, &files, pacer);
             while let Some((header, bytes)) = batches.next().await? {
                 self.check_not_stopped()?;
-                if header.is_control() || aborted.holds(&header) {
+                if header.is_control() {
+                    let marker = transactions::marker_of(&header, &bytes);
+                    cleaned.on_control_batch(&header, marker.as_ref());
+                    continue;
+                }
+                if cleaned.on_data_batch(&header) {
                     continue;
                 }
                 let body = records_section(&header, &bytes)?;
@@ -392,14 +406,10 @@ impl Shared {
         )
         .await?;
         let mut output = Segment::new_empty(base_offset, now_ms);
-        // Markers are always kept, so their index entries stay valid in the output.
-        output.aborted_transactions = group
-            .iter()
-            .flat_map(|input| input.aborted_transactions.iter().copied())
-            .collect();
         let mut writer = OutputWriter::new(&files, self.config().write_chunk_bytes, pacer);
         let mut records_removed = 0u64;
         let mut records_rewritten = 0u64;
+        let mut batches_changed = 0u64;
         let mut bytes_read = 0u64;
         let written = async {
             for (input, input_files) in group.iter().zip(&inputs_open) {
@@ -413,6 +423,7 @@ impl Shared {
                     };
                     records_rewritten += kept.records_rewritten;
                     let kept = kept.bytes;
+                    batches_changed += u64::from(matches!(kept, Cow::Owned(_)));
                     let kept_header =
                         BatchHeader::parse(&kept).expect("the filtered batch has a header");
                     records_removed += (header.records_count - kept_header.records_count) as u64;
@@ -429,10 +440,19 @@ impl Shared {
             remove_file_if_present(&cleaned_path)?;
             return Err(error);
         }
+        output.aborted_transactions = match policy {
+            // The entries of the ABORT markers kept with data to skip, in marker order.
+            RecordPolicy::Compact { kept_entries, .. } => std::mem::take(kept_entries),
+            // Every batch stays where it was, and so does every entry.
+            RecordPolicy::Rewrite(_) => group
+                .iter()
+                .flat_map(|input| input.aborted_transactions.iter().copied())
+                .collect(),
+        };
         // Only compaction makes a segment clean: a rewrite leaves superseded records for the
         // cleaner, which then finds the rewritten segments as dirty as before.
         let compacted = matches!(policy, RecordPolicy::Compact { .. });
-        if group.len() == 1 && records_removed == 0 && records_rewritten == 0 {
+        if group.len() == 1 && records_removed == 0 && batches_changed == 0 {
             // Nothing to gain: the segment stays as it is (and, compacted, counts as clean).
             drop((files, handle));
             remove_file_if_present(&cleaned_path)?;
@@ -503,9 +523,7 @@ impl Shared {
             &output.time_index.encode(),
         )
         .await?;
-        if output.aborted_transactions.is_empty() {
-            return Ok(());
-        }
+        // Even empty: a sealed segment without one lost it (recovery rebuilds it then).
         write_whole_file(
             &transactions::transaction_index_path(&self.dir, base_offset),
             &transactions::encode_index(&output.aborted_transactions),
@@ -577,11 +595,17 @@ impl Shared {
 enum RecordPolicy<'a> {
     /// Compaction: a record stays if it has no key, or it is its key's latest (`keys`: key →
     /// offset of its latest record) and not a tombstone older than the horizon.
-    /// The data of aborted transactions (`aborted`) never stays.
+    /// The data of aborted transactions never stays, a marker whose transaction has no data
+    /// left goes once its delete horizon has passed (`transactions`); `kept_entries` collects
+    /// the index entries of the group being written.
     Compact {
         keys: &'a HashMap<Box<[u8]>, u64>,
-        aborted: &'a AbortedData,
+        transactions: CleanedTransactions,
+        kept_entries: Vec<AbortedTransaction>,
+        now_ms: i64,
         tombstone_horizon_ms: i64,
+        /// The delete horizon a marker that may go is stamped with.
+        marker_horizon_ms: i64,
     },
     /// A one-time rewrite ([`PartitionLog::rewrite_records`]): every record stays, as the
     /// transform makes it.
@@ -612,13 +636,37 @@ fn filter_batch<'a>(
     bytes: &'a [u8],
     policy: &mut RecordPolicy<'_>,
 ) -> Result<Option<KeptBatch<'a>>, LogError> {
-    if header.is_control() {
-        return Ok(Some(KeptBatch::unchanged(bytes)));
-    }
-    if let RecordPolicy::Compact { aborted, .. } = policy {
-        if aborted.holds(header) {
+    if let RecordPolicy::Compact {
+        transactions: cleaned,
+        kept_entries,
+        now_ms,
+        marker_horizon_ms,
+        ..
+    } = policy
+    {
+        if header.is_control() {
+            let marker = transactions::marker_of(header, bytes);
+            return Ok(match cleaned.on_control_batch(header, marker.as_ref()) {
+                ControlFate::Keep(entry) => {
+                    kept_entries.extend(entry);
+                    Some(KeptBatch::unchanged(bytes))
+                }
+                ControlFate::Discardable => match header.delete_horizon_ms() {
+                    Some(horizon_ms) if horizon_ms <= *now_ms => None,
+                    Some(_) => Some(KeptBatch::unchanged(bytes)),
+                    None => Some(KeptBatch {
+                        bytes: Cow::Owned(batch::with_delete_horizon(bytes, *marker_horizon_ms)),
+                        records_rewritten: 0,
+                    }),
+                },
+            });
+        }
+        if cleaned.on_data_batch(header) {
             return Ok(None);
         }
+    }
+    if header.is_control() {
+        return Ok(Some(KeptBatch::unchanged(bytes)));
     }
     let body = records_section(header, bytes)?;
     let mut kept_records = Vec::with_capacity(body.len());
@@ -722,8 +770,11 @@ fn remove_file_if_present(path: &Path) -> Result<(), LogError> {
 
 /// Finishes or forgets a cleaning that a crash interrupted, before recovery lists the
 /// segments: `.cleaned` files (not committed) are deleted; a `.swap` file (committed) replaces
-/// every segment whose base is in its range. `names` are the directory's entries (listed once
-/// by the open). Returns whether it changed the directory (the open then lists it again).
+/// every segment whose base is in its range, index files included: recovery rebuilds the
+/// swapped segment's indexes, its `.txnindex` by a replay of the log (as Kafka's `LogLoader`
+/// recovers a swap segment), so no entry of the replaced segments is lost or left stale.
+/// `names` are the directory's entries (listed once by the open). Returns whether it changed
+/// the directory (the open then lists it again).
 pub(super) fn finish_interrupted<'a>(
     dir: &Path,
     names: impl Iterator<Item = &'a str>,
@@ -742,7 +793,7 @@ pub(super) fn finish_interrupted<'a>(
             if let Some((base_offset, end_offset)) = parsed {
                 swaps.push((base_offset, end_offset, dir.join(name)));
             }
-        } else if let Some(base_offset) = [".log", ".index", ".timeindex"]
+        } else if let Some(base_offset) = [".log", ".index", ".timeindex", ".txnindex"]
             .iter()
             .find_map(|suffix| name.strip_suffix(suffix)?.parse::<u64>().ok())
         {

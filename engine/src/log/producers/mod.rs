@@ -34,9 +34,11 @@
 //! checksum; written to a temporary file, synced, renamed, directory synced) holds the log end
 //! offset it covers and, per producer, its id, epoch, last append time and up to five batches
 //! (sequence range and offsets). It is written when a segment is sealed (the state at that
-//! segment's end; skipped while no producer is known) and at close, and deleted by truncation
-//! before the log changes and by an open that finds it does not fit, so it always describes a
-//! prefix of the log. Defaults: `producer_idle_ms_max` one day (Kafka's
+//! segment's end, even of no producer, so that a log with sealed segments always has one and
+//! recovery can tell a lost one) and at close (unless it would be empty and the active segment
+//! is small), replaced by a truncation before it cuts (with the table reloaded at the new end),
+//! and deleted by an open that finds it does not fit, so it always describes a prefix of the
+//! log. Defaults: `producer_idle_ms_max` one day (Kafka's
 //! `producer.id.expiration.ms`; recovered producers count as having appended at the time of the
 //! open), `producers_max` 10 000 per partition.
 //!
@@ -57,12 +59,13 @@
 //! the transaction's records then count as stable, which `producers_max` makes a matter of ten
 //! thousand concurrent transactions on one partition).
 //!
-//! A truncation can remove a producer's last marker (a Raft leader's uncommitted tail): the
-//! table keeps the marker's offset and the first offset of the transaction it closed, and
-//! reopens that transaction. A deeper cut (below the data of a transaction whose marker was
-//! already committed) cannot happen: the coordinator writes a marker only after the
-//! transaction's data was acknowledged, and the marker of the next transaction only after that
-//! one's data.
+//! A truncation (a Raft follower overruled by its leader) reloads the table as Kafka's
+//! `truncateAndReload` does: the latest snapshot at or below the new end, with the batches after
+//! it replayed (`producer_replay.rs`), so an epoch, sequence or transaction only the cut batches
+//! gave is gone. [`ProducerTable::forget_from`] serves the one cut that has no snapshot to
+//! reload: recovery's table that saw past where the log now ends. For it the table keeps each
+//! producer's last marker offset and the first offset of the transaction it closed, and reopens
+//! that transaction when the marker is cut.
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 
@@ -824,6 +827,13 @@ impl ProducerRecovery {
             from_snapshot: snapshot.map(|(table, end_offset)| Continuation::new(table, end_offset)),
             from_active_segment: None,
         }
+    }
+
+    /// Continues from `table`, the state of the log up to `end_offset` that recovery rebuilt
+    /// itself (the snapshot was lost or did not check out) and wrote as the snapshot.
+    pub fn resume_from(&mut self, table: ProducerTable, end_offset: u64) {
+        self.snapshot_end_offset = Some(end_offset);
+        self.from_snapshot = Some(Continuation::new(table, end_offset));
     }
 
     /// Recovery is about to scan the last segment, which starts at `base_offset`. Returns
