@@ -224,8 +224,20 @@ fn committed_transactions_offsets_become_the_groups_offsets() {
     end_transaction(&mut client, producer, true);
     wait_for_stable_offsets(&mut client, [(0, 10), (0, 20)]);
 
-    // As Kafka writes them: the producer's transactional batch, then its COMMIT marker.
-    let batches = offsets_log(&mut client);
+    // As Kafka writes them: the producer's transactional batch, then its COMMIT marker. The
+    // group's offsets may become stable before the marker is readable (durable): waited for.
+    let deadline = Instant::now() + DEADLINE;
+    let batches = loop {
+        let batches = offsets_log(&mut client);
+        if batches
+            .last()
+            .is_some_and(|(header, _)| header.is_control())
+        {
+            break batches;
+        }
+        assert!(Instant::now() < deadline, "no marker ends {batches:?}");
+        std::thread::sleep(Duration::from_millis(10));
+    };
     let (transactional, marker_batch) = (&batches[batches.len() - 2], &batches[batches.len() - 1]);
     assert!(transactional.0.is_transactional() && !transactional.0.is_control());
     assert_eq!(
