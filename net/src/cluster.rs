@@ -20,7 +20,7 @@ use std::rc::Rc;
 
 use bytes::BytesMut;
 use engine::batch::TransactionMarker;
-use engine::shard::{AppendPending, Durability, PartitionId};
+use engine::shard::{AppendKind, AppendPending, Durability, PartitionId};
 use ferrite_replication::cluster::{ClusterChangeError, OffsetsMarkerWriter, ShardCluster};
 use ferrite_replication::stats::ReplicationStats;
 use futures::future::LocalBoxFuture;
@@ -130,9 +130,10 @@ impl Cluster {
     pub async fn submit_appends(
         &self,
         appends: Vec<(PartitionId, BytesMut)>,
+        kind: AppendKind,
         durability: Durability,
     ) -> Vec<AppendPending> {
-        self.shard.submit_appends(appends, durability).await
+        self.shard.submit_appends(appends, kind, durability).await
     }
 
     /// See [`ShardCluster::write_markers`]: one outcome per partition, in order, a refusal

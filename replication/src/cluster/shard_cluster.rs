@@ -120,16 +120,18 @@ impl ShardCluster {
         &self.state
     }
 
-    /// Submits a produce request's batches to their partitions' Raft replicas (see
+    /// Submits a produce request's batches (checked as `kind` says: a producer's, verified or
+    /// not) to their partitions' Raft replicas (see
     /// [`ShardReplication::submit_appends`]): one wait per batch, in the request's order, each
     /// with its place in its partition's order by the time this returns.
     pub async fn submit_appends(
         &self,
         appends: Vec<(PartitionId, BytesMut)>,
+        kind: AppendKind,
         durability: Durability,
     ) -> Vec<AppendPending> {
         self.replication
-            .submit_appends(appends, AppendKind::Produced, durability)
+            .submit_appends(appends, kind, durability)
             .await
     }
 
