@@ -334,21 +334,10 @@ async fn verify(
         partitions,
     )
     .await;
-    match answers {
-        Some(answers) => {
-            for ((index, guard), answer) in to_verify.into_iter().zip(answers) {
-                match answer {
-                    Ok(()) => sorting.append(Some(guard), index),
-                    Err(error) => sorting.refuse(index, error),
-                }
-            }
-        }
-        // Coordinated by another broker of the cluster: appended unverified (see
-        // `transactions::verification`).
-        None => {
-            for (index, _) in to_verify {
-                sorting.append(None, index);
-            }
+    for ((index, guard), answer) in to_verify.into_iter().zip(answers) {
+        match answer {
+            Ok(()) => sorting.append(Some(guard), index),
+            Err(error) => sorting.refuse(index, error),
         }
     }
     sorting.finish()

@@ -11,8 +11,12 @@
 //!    open there already (nothing to ask) or hands out a guard
 //!    (`ShardContext::start_transaction_verifications`, `engine::log::VerificationGuard`);
 //! 2. the coordinator of the transactional id is asked about the partitions that need it, in
-//!    one call (`VerifyPartitions`, the coordinator's `verify_partitions`; on whichever shard
-//!    owns its `__transaction_state` partition, `coordinator_log::on_owning_shard`);
+//!    one call (`VerifyPartitions`, the coordinator's `verify_partitions`): on a broker alone,
+//!    on whichever shard owns its `__transaction_state` partition
+//!    (`coordinator_log::on_owning_shard`); in a cluster, at the partition's leader, through
+//!    the cluster (`ferrite_replication::cluster::verification`: one request at a time per
+//!    coordinator's broker, the verifications that wait meanwhile batched into the next),
+//!    which that broker answers with its own coordinator ([`serve_verifications`]);
 //! 3. the batches are appended with their guard (`AppendKind::Verified`): the log refuses a
 //!    batch that would open a transaction if a marker came in between (the transaction ended
 //!    while the coordinator was asked), so the answer cannot be stale.
@@ -28,6 +32,9 @@
 //! wait holds the connection's next requests (as Kafka, which handles a connection's requests
 //! one at a time), so a producer's batches keep their order.
 
+use std::rc::Rc;
+
+use ferrite_replication::cluster::{TransactionVerification, VerificationRefusal};
 use kafka_protocol::ResponseError;
 
 use super::requests::{AddPartitions, VerifyPartitions};
@@ -42,62 +49,151 @@ pub struct VerificationRefused {
     pub message: String,
 }
 
-/// The coordinator's answer for partitions of a transaction, one per partition in order;
-/// `None` where no coordinator of the id runs on this broker (in a cluster, another broker
-/// coordinates it).
+/// Has this shard's cluster (if the broker is one of several) answer the verifications for the
+/// transaction coordinators this broker runs, asked here or by other brokers, with them. Each
+/// shard's [`Broker`] calls it once, when made.
+pub fn serve_verifications(broker: &Rc<Broker>) {
+    let Some(cluster) = &broker.cluster else {
+        return;
+    };
+    // The cluster lives in the broker: the verifier must not keep it alive.
+    let weak = Rc::downgrade(broker);
+    cluster.set_transaction_verifier(Rc::new(move |verification| {
+        let broker = weak.upgrade();
+        Box::pin(async move {
+            let count = verification.partitions.len();
+            let Some(broker) = broker else {
+                return vec![Err(VerificationRefusal::NoCoordinator); count];
+            };
+            let TransactionVerification {
+                transactional_id,
+                producer_id,
+                producer_epoch,
+                partitions,
+            } = verification;
+            ask_coordinator_here(
+                &broker,
+                transactional_id,
+                producer_id,
+                producer_epoch,
+                partitions,
+            )
+            .await
+            .into_iter()
+            .map(|answer| {
+                answer.map_err(|error| VerificationRefusal::Coordinator { code: error.code() })
+            })
+            .collect()
+        })
+    }));
+}
+
+/// The coordinator's answer for `partitions` of a transaction, one per partition in order, as
+/// Produce answers a refusal: asked here on a broker alone, at the broker that coordinates
+/// the transactional id in a cluster.
 pub async fn verify_with_coordinator(
     broker: &Broker,
     transactional_id: &str,
     producer_id: i64,
     producer_epoch: i16,
     partitions: Vec<TransactionPartition>,
-) -> Option<Vec<Result<(), VerificationRefused>>> {
+) -> Vec<Result<(), VerificationRefused>> {
+    let Some(cluster) = &broker.cluster else {
+        let answers = ask_coordinator_here(
+            broker,
+            transactional_id.to_owned(),
+            producer_id,
+            producer_epoch,
+            partitions,
+        )
+        .await;
+        return answers
+            .into_iter()
+            .map(|answer| answer.map_err(|error| produce_error(error.code(), &error.to_string())))
+            .collect();
+    };
     let state_partition = broker.transactions.state_partition(transactional_id);
-    let request = VerifyPartitions(AddPartitions {
+    let verification = TransactionVerification {
         transactional_id: transactional_id.to_owned(),
+        producer_id,
+        producer_epoch,
+        partitions,
+    };
+    let outcomes = cluster
+        .verify_transaction(state_partition, verification)
+        .await;
+    outcomes
+        .into_iter()
+        .map(|outcome| {
+            outcome.map_err(|refusal| match refusal {
+                VerificationRefusal::Coordinator { code } => {
+                    produce_error(code, &format!("error code {code}"))
+                }
+                VerificationRefusal::NoCoordinator => produce_error(
+                    ResponseError::CoordinatorNotAvailable.code(),
+                    &refusal.to_string(),
+                ),
+                VerificationRefusal::TimedOut => {
+                    produce_error(ResponseError::NetworkException.code(), &refusal.to_string())
+                }
+            })
+        })
+        .collect()
+}
+
+/// Asks the coordinator of `transactional_id`, on whichever shard of this broker owns its
+/// `__transaction_state` partition; one answer per partition, in order.
+async fn ask_coordinator_here(
+    broker: &Broker,
+    transactional_id: String,
+    producer_id: i64,
+    producer_epoch: i16,
+    partitions: Vec<TransactionPartition>,
+) -> Vec<Result<(), TransactionError>> {
+    let state_partition = broker.transactions.state_partition(&transactional_id);
+    let request = VerifyPartitions(AddPartitions {
+        transactional_id,
         producer_id,
         producer_epoch,
         partitions,
     });
     let answers = broker.transactions.call(state_partition, request).await;
-    let elsewhere = broker.cluster.is_some()
-        && answers
-            .iter()
-            .any(|(_, answer)| *answer == Err(TransactionError::NotCoordinator));
-    if elsewhere {
-        return None;
-    }
-    Some(
-        answers
-            .into_iter()
-            .map(|(_, answer)| answer.map_err(produce_error))
-            .collect(),
-    )
+    answers.into_iter().map(|(_, answer)| answer).collect()
 }
 
-/// A coordinator's refusal of a verification as Produce answers it (Kafka's
-/// `AddPartitionsToTxnManager` and `ReplicaManager.handleProduceAppend`).
-pub fn produce_error(error: TransactionError) -> VerificationRefused {
-    let (code, message) = match error {
-        TransactionError::ProducerFenced => (
+/// A refusal of a verification (the coordinator's Kafka error `code`, described by `cause`)
+/// as Produce answers it (Kafka's `AddPartitionsToTxnManager` and
+/// `ReplicaManager.handleProduceAppend`).
+fn produce_error(code: i16, cause: &str) -> VerificationRefused {
+    let retriable = [
+        ResponseError::ConcurrentTransactions,
+        ResponseError::NetworkException,
+        ResponseError::CoordinatorLoadInProgress,
+        ResponseError::CoordinatorNotAvailable,
+        ResponseError::NotCoordinator,
+    ];
+    let (code, message) = if code == ResponseError::ProducerFenced.code() {
+        (
             ResponseError::InvalidProducerEpoch.code(),
             "a newer producer with the same transactional id exists".to_owned(),
-        ),
-        TransactionError::TransactionAbortable | TransactionError::InvalidTxnState => (
+        )
+    } else if code == ResponseError::TransactionAbortable.code()
+        || code == ResponseError::InvalidTxnState.code()
+    {
+        (
             ResponseError::InvalidTxnState.code(),
             "Partition was not added to the transaction".to_owned(),
-        ),
-        TransactionError::ConcurrentTransactions
-        | TransactionError::NotCoordinator
-        | TransactionError::CoordinatorLoadInProgress
-        | TransactionError::CoordinatorNotAvailable => (
+        )
+    } else if retriable.iter().any(|error| error.code() == code) {
+        (
             ResponseError::NotEnoughReplicas.code(),
             format!(
                 "Unable to verify the partition has been added to the transaction. Underlying \
-                 error: {error}"
+                 error: {cause}"
             ),
-        ),
-        error => (error.code(), error.to_string()),
+        )
+    } else {
+        (code, cause.to_owned())
     };
     VerificationRefused { code, message }
 }

@@ -24,7 +24,7 @@ use engine::catalog::{
 use engine::shard::{AppendKind, AppendPending, Durability, PartitionId};
 use futures::future::LocalBoxFuture;
 
-use super::markers::MarkerChannel;
+use super::peer_calls::PeerCalls;
 use super::{
     kafka_node_id, ClusterBroker, ClusterChangeError, ClusterState, PartitionMove,
     PartitionPlacement,
@@ -89,8 +89,8 @@ pub struct ShardCluster {
     pub(super) internal_partitions_mismatch_reported: [Cell<bool>; 2],
     /// This broker, as clients reach it.
     pub(super) own: ClusterBroker,
-    /// The shard's transaction-marker traffic (`markers`).
-    pub(super) markers: Rc<MarkerChannel>,
+    /// The shard's calls to and from other brokers: markers, verifications (`peer_calls`).
+    pub(super) calls: Rc<PeerCalls>,
 }
 
 /// Where clients reach a registered broker.
