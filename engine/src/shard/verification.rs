@@ -15,6 +15,9 @@ use super::{PartitionId, ShardContext};
 use crate::error::LogError;
 use crate::log::VerificationGuard;
 
+/// A partition whose batch is to be verified, and that batch's base sequence.
+type Verifying = (PartitionId, i32);
+
 impl ShardContext {
     /// Starts the verification of producer `producer_id`'s (at `producer_epoch`) batches for
     /// `partitions`, each with its batch's base sequence, on the shards owning them. One result
@@ -27,7 +30,7 @@ impl ShardContext {
         producer_id: i64,
         producer_epoch: i16,
     ) -> Vec<Result<VerificationGuard, LogError>> {
-        let mut by_owner: Vec<(Vec<usize>, Vec<(PartitionId, i32)>)> = (0..self.shard_count())
+        let mut by_owner: Vec<(Vec<usize>, Vec<Verifying>)> = (0..self.shard_count())
             .map(|_| Default::default())
             .collect();
         let count = partitions.len();
