@@ -139,18 +139,19 @@ fn ends(client: &mut Client, partition: i32) -> (i64, i64) {
     (log_end, answer.offset)
 }
 
-/// Waits until the partition's last stable offset reaches its end: no transaction is open
-/// there (its markers, written after EndTxn is answered, are in).
-fn wait_stable(client: &mut Client, partition: i32) -> i64 {
+/// Waits until the partition ends at `end` with its last stable offset there too: no
+/// transaction is open (the markers, written after EndTxn is answered, are in). Both offsets
+/// are asked for, one after the other, so only the expected end tells the wait is over.
+fn wait_stable_at(client: &mut Client, partition: i32, end: i64) {
     let deadline = Instant::now() + DEADLINE;
     loop {
         let (log_end, stable) = ends(client, partition);
-        if log_end == stable {
-            return log_end;
+        if (log_end, stable) == (end, end) {
+            return;
         }
         assert!(
             Instant::now() < deadline,
-            "a transaction stays open: {log_end} {stable}"
+            "partition {partition} ends at {log_end}, stable {stable}, not {end}"
         );
         std::thread::sleep(Duration::from_millis(10));
     }
@@ -189,11 +190,8 @@ fn a_batch_for_a_partition_outside_the_transaction_is_refused_and_one_added_is_t
         "open: held back from read_committed"
     );
     end_transaction(&mut client, producer, true);
-    assert_eq!(
-        wait_stable(&mut client, 0),
-        3,
-        "two batches and the COMMIT marker"
-    );
+    // Two batches and the COMMIT marker.
+    wait_stable_at(&mut client, 0, 3);
     broker.stop();
 }
 
@@ -208,8 +206,9 @@ fn a_late_batch_of_an_aborted_transaction_is_refused_and_leaves_nothing_open() {
     add_partition(&mut client, producer, 0);
     assert_eq!(produce_transactional(&mut client, producer, 0, 0), (0, 0));
     end_transaction(&mut client, producer, false);
-    let aborted_end = wait_stable(&mut client, 0);
-    assert_eq!(aborted_end, 2, "the batch and the ABORT marker");
+    // The batch and the ABORT marker.
+    let aborted_end = 2;
+    wait_stable_at(&mut client, 0, aborted_end);
     assert_eq!(
         produce_transactional(&mut client, producer, 0, 1).0,
         ResponseError::InvalidTxnState.code(),
@@ -227,8 +226,8 @@ fn a_late_batch_of_an_aborted_transaction_is_refused_and_leaves_nothing_open() {
     assert_eq!(produce_transactional(&mut client, producer, 1, 0), (0, 0));
     let next = init_producer(&mut client);
     assert!(next.epoch > producer.epoch);
-    let fenced_end = wait_stable(&mut client, 1);
-    assert_eq!(fenced_end, 2, "the batch and the ABORT marker");
+    let fenced_end = 2;
+    wait_stable_at(&mut client, 1, fenced_end);
     assert_eq!(
         produce_transactional(&mut client, producer, 1, 1).0,
         ResponseError::InvalidProducerEpoch.code()
@@ -246,6 +245,6 @@ fn a_late_batch_of_an_aborted_transaction_is_refused_and_leaves_nothing_open() {
         (0, aborted_end)
     );
     end_transaction(&mut client, next, true);
-    assert_eq!(wait_stable(&mut client, 0), aborted_end + 2);
+    wait_stable_at(&mut client, 0, aborted_end + 2);
     broker.stop();
 }
