@@ -200,16 +200,16 @@ impl PeerCalls {
         let Some(replication) = self.replication.upgrade() else {
             return;
         };
+        let answer_with = move |replication: &ShardReplication, answer| {
+            let response = PeerWire::Response {
+                request_id,
+                reply_shard,
+                answer,
+            };
+            replication.send_calls(from, response);
+        };
         if self.served_in_flight.get() >= self.markers.served_requests_max {
-            let answer = PeerAnswer::Busy;
-            replication.send_calls(
-                from,
-                PeerWire::Response {
-                    request_id,
-                    reply_shard,
-                    answer,
-                },
-            );
+            answer_with(&replication, PeerAnswer::Busy);
             return;
         }
         self.served_in_flight.set(self.served_in_flight.get() + 1);
@@ -224,14 +224,7 @@ impl PeerCalls {
                 }
             };
             calls.served_in_flight.set(calls.served_in_flight.get() - 1);
-            replication.send_calls(
-                from,
-                PeerWire::Response {
-                    request_id,
-                    reply_shard,
-                    answer,
-                },
-            );
+            answer_with(&replication, answer);
         })
         .detach();
     }
