@@ -366,15 +366,18 @@ fn a_leader_recognises_a_producers_retry_before_appending_it() {
             .unwrap();
         let first = producer_batch(7, 0, 0, 3);
         let header = engine::batch::validate(&first, usize::MAX).unwrap();
-        assert!(log.check_duplicate(&header).unwrap().is_none());
+        assert!(log.check_duplicate(&header, None).unwrap().is_none());
         log.append(first.clone(), 1).await.unwrap();
-        let retry = log.check_duplicate(&header).unwrap().expect("a retry");
+        let retry = log
+            .check_duplicate(&header, None)
+            .unwrap()
+            .expect("a retry");
         assert_eq!((retry.base_offset, retry.last_offset), (0, 2));
         assert!(retry.duplicate);
         let gap = producer_batch(7, 0, 10, 1);
         let header = engine::batch::validate(&gap, usize::MAX).unwrap();
         assert!(matches!(
-            log.check_duplicate(&header),
+            log.check_duplicate(&header, None),
             Err(LogError::OutOfOrderSequence { .. })
         ));
         log.close().await.unwrap();

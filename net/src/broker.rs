@@ -134,6 +134,7 @@ impl Broker {
         });
         broker.transactions.attach_broker(&broker);
         crate::transactions::markers::serve_offsets_markers(&broker);
+        crate::transactions::verification::serve_verifications(&broker);
         broker
     }
 

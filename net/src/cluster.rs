@@ -20,8 +20,11 @@ use std::rc::Rc;
 
 use bytes::BytesMut;
 use engine::batch::TransactionMarker;
-use engine::shard::{AppendPending, Durability, PartitionId};
-use ferrite_replication::cluster::{ClusterChangeError, OffsetsMarkerWriter, ShardCluster};
+use engine::shard::{AppendKind, AppendPending, Durability, PartitionId};
+use ferrite_replication::cluster::{
+    ClusterChangeError, OffsetsMarkerWriter, ShardCluster, TransactionVerification,
+    TransactionVerifier, VerificationOutcome,
+};
 use ferrite_replication::stats::ReplicationStats;
 use futures::future::LocalBoxFuture;
 
@@ -130,9 +133,10 @@ impl Cluster {
     pub async fn submit_appends(
         &self,
         appends: Vec<(PartitionId, BytesMut)>,
+        kind: AppendKind,
         durability: Durability,
     ) -> Vec<AppendPending> {
-        self.shard.submit_appends(appends, durability).await
+        self.shard.submit_appends(appends, kind, durability).await
     }
 
     /// See [`ShardCluster::write_markers`]: one outcome per partition, in order, a refusal
@@ -157,6 +161,22 @@ impl Cluster {
     /// See [`ShardCluster::set_offsets_marker_writer`].
     pub fn set_offsets_marker_writer(&self, writer: OffsetsMarkerWriter) {
         self.shard.set_offsets_marker_writer(writer)
+    }
+
+    /// See [`ShardCluster::verify_transaction`].
+    pub async fn verify_transaction(
+        &self,
+        state_partition: u32,
+        verification: TransactionVerification,
+    ) -> Vec<VerificationOutcome> {
+        self.shard
+            .verify_transaction(state_partition, verification)
+            .await
+    }
+
+    /// See [`ShardCluster::set_transaction_verifier`].
+    pub fn set_transaction_verifier(&self, verifier: TransactionVerifier) {
+        self.shard.set_transaction_verifier(verifier)
     }
 
     /// See [`ShardCluster::replication_stats`].

@@ -30,7 +30,8 @@ use engine::data_dir_lock::DataDirLock;
 use engine::shard::listen::{retry_while_in_use, ListenReservation, IN_USE_WAIT};
 use engine::shard::{Runtime, RuntimeConfig, TopicLogConfig};
 use ferrite_replication::cluster::{
-    new_incarnation, start_shard, ClusterStart, ClusterState, MarkerConfig, CLUSTER_ID,
+    new_incarnation, start_shard, ClusterStart, ClusterState, MarkerConfig, VerificationConfig,
+    CLUSTER_ID,
 };
 use net::broker::BrokerConfig;
 use net::connection::ConnectionConfig;
@@ -321,6 +322,7 @@ pub fn run(arguments: Arguments) -> ExitCode {
         offsets_partitions: groups_config.offsets_partitions,
         transaction_state_partitions: setup.transactions.state_partitions,
         markers: MarkerConfig::default(),
+        verification: VerificationConfig::default(),
     });
     let runtime = match Runtime::start(config, move |context| {
         let bound = bound.clone();

@@ -46,6 +46,8 @@
 use bytes::BytesMut;
 use thiserror::Error;
 
+use crate::log::VerificationGuard;
+
 /// Size of the fixed batch header; the smallest well-formed batch is this plus one record.
 pub const BATCH_HEADER_BYTES: usize = 61;
 /// Bytes before `batchLength`'s coverage starts (base offset + the length field itself).
@@ -301,6 +303,9 @@ pub fn validate_stored(bytes: &[u8], batch_bytes_max: usize) -> Result<BatchHead
 pub struct CheckedBatch {
     bytes: BytesMut,
     header: BatchHeader,
+    /// The guard a transactional producer's request was given for its partition (KIP-890:
+    /// `log::VerificationGuard`); `None` where no verification is asked for.
+    verification: Option<VerificationGuard>,
 }
 
 impl CheckedBatch {
@@ -330,14 +335,35 @@ impl CheckedBatch {
                 base_sequence: header.base_sequence,
             });
         }
-        Ok(CheckedBatch { bytes, header })
+        Ok(CheckedBatch {
+            bytes,
+            header,
+            verification: None,
+        })
     }
 
     /// A batch as another replica's log holds it, or as the broker writes its own (control
     /// batches and compaction's sparse batches included): [`validate_stored`].
     pub fn stored(bytes: BytesMut, batch_bytes_max: usize) -> Result<CheckedBatch, BatchError> {
         let header = validate_stored(&bytes, batch_bytes_max)?;
-        Ok(CheckedBatch { bytes, header })
+        Ok(CheckedBatch {
+            bytes,
+            header,
+            verification: None,
+        })
+    }
+
+    /// The batch appended under a transaction verification: a transactional batch that
+    /// would open its producer's transaction must show `guard` (see `log::VerificationGuard`).
+    pub fn with_verification(self, guard: VerificationGuard) -> CheckedBatch {
+        CheckedBatch {
+            verification: Some(guard),
+            ..self
+        }
+    }
+
+    pub fn verification(&self) -> Option<VerificationGuard> {
+        self.verification
     }
 
     pub fn header(&self) -> &BatchHeader {

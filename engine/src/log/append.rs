@@ -20,7 +20,7 @@
 
 use bytes::BytesMut;
 
-use super::producers::Verdict;
+use super::producers::{Verdict, VerificationGuard};
 use super::transactions;
 use super::{AppendReceipt, Attempt, LogState, PartitionLog, Shared, UnflushedBatch};
 use crate::batch::{self, BatchError, BatchHeader, CheckedBatch};
@@ -54,10 +54,11 @@ impl PartitionLog {
         leader_epoch: i32,
     ) -> Result<AppendReceipt, LogError> {
         let header = *batch.header();
+        let verification = batch.verification();
         let mut batch = batch.into_bytes();
         loop {
             self.wait_for_room(batch.len()).await?;
-            match self.try_append(&mut batch, &header, leader_epoch)? {
+            match self.try_append(&mut batch, &header, verification, leader_epoch)? {
                 Attempt::Appended(receipt) => {
                     self.shared.resources.tail_budget().trim();
                     return Ok(receipt);
@@ -75,9 +76,10 @@ impl PartitionLog {
         &self,
         batch: &mut BytesMut,
         header: &BatchHeader,
+        verification: Option<VerificationGuard>,
         leader_epoch: i32,
     ) -> Result<Attempt, LogError> {
-        if let Some(receipt) = self.check_duplicate(header)? {
+        if let Some(receipt) = self.check_duplicate(header, verification)? {
             return Ok(Attempt::Appended(receipt));
         }
         self.check_transaction_marker(header, batch)?;
@@ -167,12 +169,17 @@ impl PartitionLog {
     /// An idempotent producer's retry of a batch the log already holds: its receipt (offsets and
     /// flush handle of the original), so a leader answers it without replicating it again.
     /// `None` for a new batch; an error for one the producer table refuses (sequence gap, old
-    /// producer epoch). Synchronous, so a caller that appends right after, with no await in
-    /// between, appends exactly what this checked.
-    pub fn check_duplicate(&self, header: &BatchHeader) -> Result<Option<AppendReceipt>, LogError> {
+    /// producer epoch, a transaction not verified with `verification`'s guard). Synchronous,
+    /// so a caller that appends right after, with no await in between, appends exactly what
+    /// this checked.
+    pub fn check_duplicate(
+        &self,
+        header: &BatchHeader,
+        verification: Option<VerificationGuard>,
+    ) -> Result<Option<AppendReceipt>, LogError> {
         let mut state = self.shared.state.borrow_mut();
         state.check_open()?;
-        match state.producers.check(header)? {
+        match state.producers.check(header, verification)? {
             Verdict::Duplicate {
                 base_offset,
                 last_offset,
@@ -187,6 +194,24 @@ impl PartitionLog {
             }
             _ => Ok(None),
         }
+    }
+
+    /// Starts the verification of a transactional producer's request (KIP-890; Kafka's
+    /// `UnifiedLog.maybeStartTransactionVerification`): the guard its batch must show to open
+    /// the producer's transaction here, [`VerificationGuard::SENTINEL`] if it is open already
+    /// (no need to ask the coordinator).
+    pub fn start_transaction_verification(
+        &self,
+        producer_id: i64,
+        producer_epoch: i16,
+        base_sequence: i32,
+    ) -> Result<VerificationGuard, LogError> {
+        let now_ms = self.shared.clock.now_ms();
+        let mut state = self.shared.state.borrow_mut();
+        state.check_open()?;
+        Ok(state
+            .producers
+            .start_verification(producer_id, producer_epoch, base_sequence, now_ms))
     }
 
     /// Kafka's checks of a transaction marker (`bytes`, a batch with `header`) against its

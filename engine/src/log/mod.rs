@@ -122,7 +122,7 @@ pub use clean::{CleanStats, CleanStep, PartitionRecordRewrite, RecordRewrite, Re
 pub use commit::{CommitStats, Committer};
 pub use damage::{repair, DamagedRange};
 pub use epochs::{EpochRun, EpochRuns, SINGLE_BROKER_EPOCH};
-pub use producers::ActiveProducer;
+pub use producers::{ActiveProducer, VerificationGuard};
 pub use read::{FileRange, OffsetAtTime, ReadData, ReadSlice};
 use replay::ReplayedLog;
 pub use replay::{replay_journals, ReplayPhases, ReplayReport, Replayed, ReplayedLogs};

@@ -30,7 +30,7 @@ use super::context::ShardContext;
 use super::{Appended, Durability, PartitionId};
 use crate::batch::CheckedBatch;
 use crate::error::LogError;
-use crate::log::PartitionLog;
+use crate::log::{PartitionLog, VerificationGuard};
 
 /// Who wrote a batch that enters a partition through these appends, which decides how it is
 /// checked (see the module documentation).
@@ -39,6 +39,12 @@ pub enum AppendKind {
     /// A producer's batch (or a group coordinator's records, built as a producer's):
     /// [`CheckedBatch::produced`], control batches refused.
     Produced,
+    /// A transactional producer's batch under KIP-890's verification: as `Produced`, and a
+    /// transactional batch that would open its producer's transaction is refused unless the
+    /// partition's log still holds this guard, the one it handed out for the request
+    /// ([`ShardContext::start_transaction_verifications`]) before the transaction
+    /// coordinator confirmed the partition is in the transaction.
+    Verified(VerificationGuard),
     /// A batch the broker writes itself, such as a transaction coordinator's COMMIT or ABORT
     /// marker: [`CheckedBatch::stored`], control batches taken.
     BrokerWritten,
@@ -230,6 +236,9 @@ impl ShardContext {
         let batch_bytes_max = log.config().batch_bytes_max;
         let batch = match kind {
             AppendKind::Produced => CheckedBatch::produced(batch, batch_bytes_max)?,
+            AppendKind::Verified(guard) => {
+                CheckedBatch::produced(batch, batch_bytes_max)?.with_verification(guard)
+            }
             AppendKind::BrokerWritten => CheckedBatch::stored(batch, batch_bytes_max)?,
         };
         Ok((log, batch))

@@ -44,6 +44,7 @@ mod read;
 mod replicated;
 mod runtime;
 mod shutdown;
+mod verification;
 
 use std::sync::Arc;
 

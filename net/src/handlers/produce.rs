@@ -14,12 +14,21 @@
 //! (`ShardContext::submit_appends`); in a cluster to the partitions' Raft replicas, through the
 //! cluster ([`crate::cluster::Cluster::submit_appends`]), which routes them to the owning shards
 //! over the same mesh, one message per owning shard.
+//!
+//! A transactional producer's batches (with `transactional_id`) are first verified with the
+//! transaction coordinator where they would open the producer's transaction on their partition
+//! (KIP-890 part 1, `transactions::verification`, unless
+//! `--transaction-partition-verification-enable false`); a batch the coordinator does not
+//! confirm is answered its error and not appended.
 
+use std::collections::BTreeMap;
 use std::rc::Rc;
 
 use bytes::{Bytes, BytesMut};
+use engine::batch::BatchHeader;
 use engine::catalog::is_internal_topic;
-use engine::shard::{AppendPending, Durability, PartitionId};
+use engine::log::VerificationGuard;
+use engine::shard::{AppendKind, AppendPending, Durability, PartitionId, UnreplicatedLogs};
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 use kafka_protocol::ResponseError;
@@ -28,6 +37,7 @@ use super::fields::str_bytes;
 use crate::broker::{Broker, Header, PendingReply, Reply};
 use crate::errors::{code, log_error_code, NONE};
 use crate::metrics::ShardMetrics;
+use crate::transactions::verification::{verify_with_coordinator, VerificationRefused};
 
 /// Where one partition's answer comes from.
 enum Outcome {
@@ -52,11 +62,11 @@ pub async fn start(broker: Rc<Broker>, header: Header, request: ProduceRequest) 
         -1 => Some(Durability::Durable),
         _ => None,
     };
-    // A transactional producer's batches are appended as any other: the partition's log follows
-    // their transaction from their headers (`engine::log::transactions`). KIP-890 part 1, the
-    // check with the transaction coordinator that the partition is in `transactional_id`'s
-    // transaction before the batch is written, belongs here.
-    drop(transactional_id);
+    // The partition's log follows a transaction from its batches' headers
+    // (`engine::log::transactions`); whether a batch may open one is verified first.
+    let verified_for = transactional_id
+        .filter(|_| broker.transactions.config().partition_verification)
+        .map(|id| id.to_string());
     // Per topic, per partition: the answer known now, or `None` for a batch to append.
     let mut topics = Vec::with_capacity(topic_data.len());
     // The batches to append, in request order, each with its (topic, partition) position.
@@ -104,14 +114,45 @@ pub async fn start(broker: Rc<Broker>, header: Header, request: ProduceRequest) 
     }
     let appends = owned_batches(&broker.metrics, appends);
     if let Some(durability) = durability {
-        // In a cluster the partitions' Raft replicas take the batches; on a broker alone the
-        // shards' own logs.
-        let submitted = match &broker.cluster {
-            Some(cluster) => cluster.submit_appends(appends, durability).await,
-            None => broker.context.submit_appends(appends, durability).await,
+        let submissions = match &verified_for {
+            Some(transactional_id) => verify(&broker, transactional_id, appends).await,
+            None => vec![Submission::all(AppendKind::Produced, appends)],
         };
-        for ((topic, partition, size), append) in positions.into_iter().zip(submitted) {
-            topics[topic].1[partition].1 = Some(Outcome::Appending(size, append));
+        // Each kind of append (one per guard) in its own submission, in turn: a partition has
+        // one batch in a request, so the order between them does not matter.
+        for submission in submissions {
+            let Submission {
+                kind,
+                positions: indexes,
+                appends,
+            } = submission;
+            let submitted = match (kind, &broker.cluster) {
+                (Err(refused), _) => {
+                    for index in indexes {
+                        let (topic, partition, _) = positions[index];
+                        topics[topic].1[partition].1 = Some(Outcome::Failed {
+                            error_code: refused.code,
+                            message: refused.message.clone(),
+                        });
+                    }
+                    continue;
+                }
+                // In a cluster the partitions' Raft replicas take the batches; on a broker
+                // alone the shards' own logs.
+                (Ok(kind), Some(cluster)) => {
+                    cluster.submit_appends(appends, kind, durability).await
+                }
+                (Ok(kind), None) => {
+                    broker
+                        .context
+                        .submit_appends_through::<UnreplicatedLogs>(appends, kind, durability)
+                        .await
+                }
+            };
+            for (index, append) in indexes.into_iter().zip(submitted) {
+                let (topic, partition, size) = positions[index];
+                topics[topic].1[partition].1 = Some(Outcome::Appending(size, append));
+            }
         }
     }
     Box::pin(async move {
@@ -134,6 +175,172 @@ pub async fn start(broker: Rc<Broker>, header: Header, request: ProduceRequest) 
         }
         header.reply(&ProduceResponse::default().with_responses(responses))
     })
+}
+
+/// Some of a request's batches, to append as one kind (or refused, all with one error), each
+/// with its index among the request's appends.
+struct Submission {
+    kind: Result<AppendKind, VerificationRefused>,
+    positions: Vec<usize>,
+    appends: Vec<(PartitionId, BytesMut)>,
+}
+
+impl Submission {
+    fn all(kind: AppendKind, appends: Vec<(PartitionId, BytesMut)>) -> Submission {
+        Submission {
+            kind: Ok(kind),
+            positions: (0..appends.len()).collect(),
+            appends,
+        }
+    }
+}
+
+/// A request's batches being sorted into [`Submission`]s, each once.
+struct Sorting {
+    appends: Vec<Option<(PartitionId, BytesMut)>>,
+    /// By guard (`None`: appended as `Produced`).
+    by_guard: BTreeMap<Option<VerificationGuard>, Submission>,
+    refused: Vec<Submission>,
+}
+
+impl Sorting {
+    fn partition(&self, index: usize) -> &PartitionId {
+        &self.appends[index].as_ref().expect("not sorted yet").0
+    }
+
+    fn take(&mut self, index: usize) -> (PartitionId, BytesMut) {
+        self.appends[index]
+            .take()
+            .expect("each batch is sorted once")
+    }
+
+    fn append(&mut self, guard: Option<VerificationGuard>, index: usize) {
+        let append = self.take(index);
+        let submission = self.by_guard.entry(guard).or_insert_with(|| Submission {
+            kind: Ok(guard.map_or(AppendKind::Produced, AppendKind::Verified)),
+            positions: Vec::new(),
+            appends: Vec::new(),
+        });
+        submission.positions.push(index);
+        submission.appends.push(append);
+    }
+
+    fn refuse(&mut self, index: usize, error: VerificationRefused) {
+        let append = self.take(index);
+        self.refused.push(Submission {
+            kind: Err(error),
+            positions: vec![index],
+            appends: vec![append],
+        });
+    }
+
+    fn finish(self) -> Vec<Submission> {
+        debug_assert!(self.appends.iter().all(Option::is_none));
+        self.by_guard.into_values().chain(self.refused).collect()
+    }
+}
+
+/// The request's batches sorted by how they may be appended (see
+/// `transactions::verification`): those that are not a transactional producer's as
+/// `Produced`; a transactional producer's whose partition the coordinator confirmed (or whose
+/// transaction is open there already) as `Verified` with their partition's guard; the others
+/// refused, each with its error. All the transactional batches of a request must be one
+/// producer's (else INVALID_PRODUCER_ID_MAPPING, as Kafka).
+async fn verify(
+    broker: &Broker,
+    transactional_id: &str,
+    appends: Vec<(PartitionId, BytesMut)>,
+) -> Vec<Submission> {
+    let headers: Vec<Option<BatchHeader>> = appends
+        .iter()
+        .map(|(_, batch)| {
+            BatchHeader::parse(batch).filter(|header| {
+                header.has_producer_id() && header.is_transactional() && !header.is_control()
+            })
+        })
+        .collect();
+    let mut sorting = Sorting {
+        appends: appends.into_iter().map(Some).collect(),
+        by_guard: BTreeMap::new(),
+        refused: Vec::new(),
+    };
+    let mut transactional = Vec::new();
+    for (index, header) in headers.iter().enumerate() {
+        match header {
+            Some(header) => transactional.push((index, *header)),
+            None => sorting.append(None, index),
+        }
+    }
+    let mut producers: Vec<(i64, i16)> = transactional
+        .iter()
+        .map(|(_, header)| (header.producer_id, header.producer_epoch))
+        .collect();
+    producers.sort_unstable();
+    producers.dedup();
+    let (producer_id, producer_epoch) = match producers[..] {
+        [] => return sorting.finish(),
+        [producer] => producer,
+        _ => {
+            for (index, _) in transactional {
+                let error = VerificationRefused {
+                    code: ResponseError::InvalidProducerIdMapping.code(),
+                    message: "Transactional records contained more than one producer ID".into(),
+                };
+                sorting.refuse(index, error);
+            }
+            return sorting.finish();
+        }
+    };
+    let partitions = transactional
+        .iter()
+        .map(|(index, header)| (sorting.partition(*index).clone(), header.base_sequence))
+        .collect();
+    let started = broker
+        .context
+        .start_transaction_verifications(partitions, producer_id, producer_epoch)
+        .await;
+    // The partitions that need the coordinator's word, with their guard.
+    let mut to_verify: Vec<(usize, VerificationGuard)> = Vec::new();
+    for ((index, _), started) in transactional.into_iter().zip(started) {
+        match started {
+            Ok(VerificationGuard::SENTINEL) => {
+                sorting.append(Some(VerificationGuard::SENTINEL), index)
+            }
+            Ok(guard) => to_verify.push((index, guard)),
+            Err(error) => {
+                let error = VerificationRefused {
+                    code: log_error_code(&error),
+                    message: error.to_string(),
+                };
+                sorting.refuse(index, error);
+            }
+        }
+    }
+    if to_verify.is_empty() {
+        return sorting.finish();
+    }
+    let partitions = to_verify
+        .iter()
+        .map(|(index, _)| {
+            let partition = sorting.partition(*index);
+            (partition.topic.clone(), partition.partition as i32)
+        })
+        .collect();
+    let answers = verify_with_coordinator(
+        broker,
+        transactional_id,
+        producer_id,
+        producer_epoch,
+        partitions,
+    )
+    .await;
+    for ((index, guard), answer) in to_verify.into_iter().zip(answers) {
+        match answer {
+            Ok(()) => sorting.append(Some(guard), index),
+            Err(error) => sorting.refuse(index, error),
+        }
+    }
+    sorting.finish()
 }
 
 /// A batch at least this large that is its request's only one goes to the engine in the

@@ -8,7 +8,9 @@
 //! (the driver on each shard: routing, load, durable appends, markers, timers, leadership),
 //! `topic` (which partition holds an id; the topic's creation on a broker alone), `markers`
 //! (how a coordinator writes a transaction's COMMIT or ABORT marker to every partition it
-//! touched, on this broker or on the partitions' leaders elsewhere).
+//! touched, on this broker or on the partitions' leaders elsewhere), `verification` (KIP-890:
+//! a transactional produce's partitions confirmed with the coordinator before a batch opens a
+//! transaction on them).
 
 pub mod coordinator;
 pub mod markers;
@@ -17,6 +19,7 @@ pub mod requests;
 pub mod shard;
 pub mod state;
 pub mod topic;
+pub mod verification;
 
 pub use coordinator::{TransactionConfig, TransactionCoordinator};
 pub use shard::{ShardTransactions, TransactionsConfig};

@@ -54,6 +54,9 @@ pub struct TransactionsConfig {
     /// Partitions of `__transaction_state` (fixed once the topic exists).
     pub state_partitions: u32,
     pub coordinator: TransactionConfig,
+    /// Whether a transactional produce that would open its producer's transaction on a
+    /// partition is verified with the coordinator first (KIP-890; `super::verification`).
+    pub partition_verification: bool,
 }
 
 impl Default for TransactionsConfig {
@@ -62,6 +65,8 @@ impl Default for TransactionsConfig {
             // As our `__consumer_offsets`; Kafka's is 50.
             state_partitions: 16,
             coordinator: TransactionConfig::default(),
+            // Kafka's transaction.partition.verification.enable.
+            partition_verification: true,
         }
     }
 }

@@ -13,16 +13,11 @@
 //! metadata cache has lost: its topic is gone), one without a known leader
 //! [`MarkerRefusal::NotLeader`] (the coordinator retries).
 //!
-//! The request and its answer follow the controller's forwarding (`controller/forward.rs`): a
-//! fresh request id per request, a pending answer slot per id, a timeout after which the slot
-//! is dropped and a late answer finds nothing. Each shard has its own transport, so an answer
-//! may arrive on another shard of the requesting broker than the one waiting: the request
-//! names its shard and the answer is posted there. Bounds: requests in flight per peer
-//! ([`MarkerConfig::requests_in_flight_per_peer_max`], waited for within the request timeout),
-//! partitions per request (more are split over several requests), requests served at once
-//! (beyond it a request is answered `TimedOut` at once, so its sender retries without waiting
-//! out its timeout). A leader waits for the commit for less than the sender waits for the
-//! answer, so that the answer says which partitions made it.
+//! The requests travel as calls between brokers (`peer_calls`: request ids, answers routed to
+//! the asking shard, a timeout, requests in flight per peer and served at once bounded), with
+//! bounds of their own: partitions per request (more are split over several requests). A
+//! leader waits for the commit for less than the sender waits for the answer
+//! ([`MarkerConfig::commit_timeout`]), so that the answer says which partitions made it.
 //!
 //! A partition of `__consumer_offsets` is more than a log: its marker also ends the
 //! transaction's offset commits in the partition's groups, which the group coordinator above
@@ -35,10 +30,8 @@
 //! Refusals are typed ([`MarkerRefusal`], the same on the wire); `net` turns them into Kafka
 //! error codes in its one table.
 
-use std::cell::{Cell, RefCell};
-use std::collections::{BTreeMap, HashMap};
-use std::rc::{Rc, Weak};
-use std::sync::Arc;
+use std::collections::BTreeMap;
+use std::rc::Rc;
 use std::time::Duration;
 
 use bytes::BytesMut;
@@ -46,11 +39,10 @@ use engine::batch::{encode_transaction_marker, TransactionMarker};
 use engine::catalog::OFFSETS_TOPIC;
 use engine::shard::{AppendKind, Durability, PartitionId};
 use engine::LogError;
-use futures::channel::oneshot;
 use futures::future::{join_all, LocalBoxFuture};
-use glommio::sync::Semaphore;
 
-use super::{ClusterState, ShardCluster};
+use super::peer_calls::{PeerAnswer, PeerCall, PeerCalls};
+use super::ShardCluster;
 use crate::controller::within;
 use crate::message::NodeId;
 use crate::shard::ShardReplication;
@@ -158,26 +150,6 @@ impl From<WireMarker> for TransactionMarker {
     }
 }
 
-/// What brokers say to each other about markers.
-#[derive(Debug, Clone, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
-pub enum MarkerWire {
-    /// Write `marker` to these partitions, which the sender believes the receiver leads;
-    /// answered with a [`MarkerWire::Response`] of the same id for the sender's shard
-    /// `reply_shard`.
-    Request {
-        request_id: u64,
-        reply_shard: u32,
-        marker: WireMarker,
-        partitions: Vec<(String, u32)>,
-    },
-    /// One outcome per partition of the request, in its order.
-    Response {
-        request_id: u64,
-        reply_shard: u32,
-        outcomes: Vec<WireOutcome>,
-    },
-}
-
 /// [`MarkerOutcome`] on the wire.
 #[derive(Debug, Clone, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub enum WireOutcome {
@@ -216,7 +188,8 @@ pub struct MarkerConfig {
     pub requests_in_flight_per_peer_max: usize,
     /// Partitions in one request; a leader's share of a larger transaction goes in several.
     pub partitions_per_request_max: usize,
-    /// Peers' requests this shard serves at once.
+    /// Peers' requests this shard serves at once (markers and transaction verifications
+    /// together, `peer_calls`).
     pub served_requests_max: usize,
 }
 
@@ -232,222 +205,49 @@ impl Default for MarkerConfig {
     }
 }
 
-/// One shard's marker traffic: its pending requests and what it serves (see the module
-/// documentation). The shard's [`ShardReplication`] hands it what peers send.
-pub(crate) struct MarkerChannel {
-    config: MarkerConfig,
-    state: Arc<ClusterState>,
-    replication: Weak<ShardReplication>,
-    /// This shard, as answers name it.
-    shard: u32,
-    request_id_next: Cell<u64>,
-    /// Requests sent and not yet answered, by id.
-    pending: RefCell<HashMap<u64, oneshot::Sender<Vec<WireOutcome>>>>,
-    /// Places for requests in flight, per peer.
-    places: RefCell<BTreeMap<NodeId, Rc<Semaphore>>>,
-    served_in_flight: Cell<usize>,
-    /// Where markers for `__consumer_offsets` partitions go, once `net` said.
-    offsets_writer: RefCell<Option<OffsetsMarkerWriter>>,
+/// Serves a peer's request to write `marker` to `partitions` (which this broker is believed
+/// to lead): [`write_led_here`], one outcome per partition, as they travel.
+pub(super) async fn serve_markers(
+    calls: &PeerCalls,
+    replication: &ShardReplication,
+    marker: WireMarker,
+    partitions: Vec<(String, u32)>,
+) -> Vec<WireOutcome> {
+    let partitions = partitions
+        .into_iter()
+        .map(|(topic, partition)| PartitionId::new(topic, partition))
+        .collect();
+    write_led_here(calls, replication, marker.into(), partitions)
+        .await
+        .into_iter()
+        .map(WireOutcome::from)
+        .collect()
 }
 
-impl MarkerChannel {
-    pub(super) fn new(
-        config: MarkerConfig,
-        state: Arc<ClusterState>,
-        replication: &Rc<ShardReplication>,
-        shard: u32,
-    ) -> Rc<MarkerChannel> {
-        assert!(
-            config.commit_timeout < config.request_timeout,
-            "a leader answers before its requester stops waiting"
-        );
-        assert!(
-            config.requests_in_flight_per_peer_max > 0
-                && config.partitions_per_request_max > 0
-                && config.served_requests_max > 0,
-            "marker bounds allow some traffic"
-        );
-        Rc::new(MarkerChannel {
-            config,
-            state,
-            replication: Rc::downgrade(replication),
-            shard,
-            request_id_next: Cell::new(0),
-            pending: RefCell::new(HashMap::new()),
-            places: RefCell::new(BTreeMap::new()),
-            served_in_flight: Cell::new(0),
-            offsets_writer: RefCell::new(None),
-        })
-    }
-
-    /// A peer's marker message, on the shard whose connection carried it: a request is served
-    /// here, an answer completes its request on the shard that sent it.
-    pub(crate) fn receive(self: &Rc<Self>, from: NodeId, wire: MarkerWire) {
-        match wire {
-            MarkerWire::Request {
-                request_id,
-                reply_shard,
-                marker,
-                partitions,
-            } => self.serve(from, request_id, reply_shard, marker, partitions),
-            MarkerWire::Response {
-                request_id,
-                reply_shard,
-                outcomes,
-            } => {
-                if reply_shard == self.shard {
-                    self.complete(request_id, outcomes);
-                    return;
-                }
-                let Some(replication) = self.replication.upgrade() else {
-                    return;
-                };
-                let context = replication.context();
-                if reply_shard as usize >= context.shard_count() {
-                    return; // a peer's garbage, dropped like a loss
-                }
-                context.post(reply_shard as usize, move |_| {
-                    if let Some(channel) = ShardReplication::on_this_shard()
-                        .and_then(|replication| replication.marker_channel())
-                    {
-                        channel.complete(request_id, outcomes);
-                    }
-                });
-            }
-        }
-    }
-
-    /// An answer to one of this shard's requests; dropped if nobody waits any more.
-    fn complete(&self, request_id: u64, outcomes: Vec<WireOutcome>) {
-        if let Some(answer) = self.pending.borrow_mut().remove(&request_id) {
-            let _ = answer.send(outcomes);
-        }
-    }
-
-    /// Writes `marker` to `partitions` (which this broker is believed to lead) for peer
-    /// `from`, and answers it; beyond [`MarkerConfig::served_requests_max`] at once, answers
-    /// every partition `TimedOut` at once.
-    fn serve(
-        self: &Rc<Self>,
-        from: NodeId,
-        request_id: u64,
-        reply_shard: u32,
-        marker: WireMarker,
-        partitions: Vec<(String, u32)>,
-    ) {
-        let Some(replication) = self.replication.upgrade() else {
-            return;
-        };
-        let partitions: Vec<PartitionId> = partitions
+/// Asks `leader` to write `marker` to `partitions` (at most
+/// [`MarkerConfig::partitions_per_request_max`]); every partition `TimedOut` if no answer came
+/// within the request timeout (or the leader was too busy to take it).
+async fn request_markers(
+    calls: &PeerCalls,
+    leader: NodeId,
+    marker: TransactionMarker,
+    partitions: Vec<PartitionId>,
+) -> Vec<MarkerOutcome> {
+    debug_assert!(partitions.len() <= calls.markers.partitions_per_request_max);
+    let count = partitions.len();
+    let call = PeerCall::Markers {
+        marker: marker.into(),
+        partitions: partitions
             .into_iter()
-            .map(|(topic, partition)| PartitionId::new(topic, partition))
-            .collect();
-        if self.served_in_flight.get() >= self.config.served_requests_max {
-            let outcomes = partitions
-                .iter()
-                .map(|_| WireOutcome::Refused(MarkerRefusal::TimedOut))
-                .collect();
-            replication.send_markers(
-                from,
-                MarkerWire::Response {
-                    request_id,
-                    reply_shard,
-                    outcomes,
-                },
-            );
-            return;
+            .map(|partition| (partition.topic, partition.partition))
+            .collect(),
+    };
+    match calls.request(leader, call).await {
+        // A leader answers for every partition it was asked about.
+        Some(PeerAnswer::Markers(outcomes)) if outcomes.len() == count => {
+            outcomes.into_iter().map(MarkerOutcome::from).collect()
         }
-        self.served_in_flight.set(self.served_in_flight.get() + 1);
-        let channel = self.clone();
-        glommio::spawn_local(async move {
-            let outcomes = write_led_here(&channel, &replication, marker.into(), partitions).await;
-            channel
-                .served_in_flight
-                .set(channel.served_in_flight.get() - 1);
-            let outcomes = outcomes.into_iter().map(WireOutcome::from).collect();
-            replication.send_markers(
-                from,
-                MarkerWire::Response {
-                    request_id,
-                    reply_shard,
-                    outcomes,
-                },
-            );
-        })
-        .detach();
-    }
-
-    /// Asks `leader` to write `marker` to `partitions` (at most
-    /// [`MarkerConfig::partitions_per_request_max`]), once a place among the requests in
-    /// flight to it is free; every partition `TimedOut` if no answer came within the request
-    /// timeout.
-    async fn request(
-        &self,
-        leader: NodeId,
-        marker: TransactionMarker,
-        partitions: Vec<PartitionId>,
-    ) -> Vec<MarkerOutcome> {
-        debug_assert!(partitions.len() <= self.config.partitions_per_request_max);
-        let count = partitions.len();
-        let timed_out = || vec![Err(MarkerRefusal::TimedOut); count];
-        let Some(replication) = self.replication.upgrade() else {
-            return vec![Err(MarkerRefusal::NotLeader { leader_hint: None }); count];
-        };
-        let places = self
-            .places
-            .borrow_mut()
-            .entry(leader)
-            .or_insert_with(|| {
-                Rc::new(Semaphore::new(
-                    self.config.requests_in_flight_per_peer_max as u64,
-                ))
-            })
-            .clone();
-        let asked = async {
-            // The semaphore is never closed.
-            let _place = places.acquire_permit(1).await.ok()?;
-            let request_id = self.request_id_next.get();
-            self.request_id_next.set(request_id.wrapping_add(1));
-            let (answer, answered) = oneshot::channel();
-            self.pending.borrow_mut().insert(request_id, answer);
-            let request = MarkerWire::Request {
-                request_id,
-                reply_shard: self.shard,
-                marker: marker.into(),
-                partitions: partitions
-                    .into_iter()
-                    .map(|partition| (partition.topic, partition.partition))
-                    .collect(),
-            };
-            replication.send_markers(leader, request);
-            let pending = PendingRequest {
-                channel: self,
-                request_id,
-            };
-            let outcomes = answered.await.ok();
-            drop(pending);
-            outcomes
-        };
-        match within(self.config.request_timeout, asked).await {
-            // A leader answers for every partition it was asked about.
-            Some(Some(outcomes)) if outcomes.len() == count => {
-                outcomes.into_iter().map(MarkerOutcome::from).collect()
-            }
-            _ => timed_out(),
-        }
-    }
-}
-
-/// A request's pending slot, removed however the wait for its answer ends (answered, or
-/// dropped at the timeout): a late answer then finds nothing.
-struct PendingRequest<'a> {
-    channel: &'a MarkerChannel,
-    request_id: u64,
-}
-
-impl Drop for PendingRequest<'_> {
-    fn drop(&mut self) {
-        self.channel.pending.borrow_mut().remove(&self.request_id);
+        _ => vec![Err(MarkerRefusal::TimedOut); count],
     }
 }
 
@@ -458,12 +258,12 @@ impl Drop for PendingRequest<'_> {
 /// as the replica refuses them (NotLeader, naming the leader this broker knows, where it does
 /// not lead).
 async fn write_led_here(
-    channel: &MarkerChannel,
+    calls: &PeerCalls,
     replication: &ShardReplication,
     marker: TransactionMarker,
     partitions: Vec<PartitionId>,
 ) -> Vec<MarkerOutcome> {
-    let (state, config) = (&channel.state, &channel.config);
+    let (state, config) = (&calls.state, &calls.markers);
     let image = state.image();
     let mut outcomes: Vec<Option<MarkerOutcome>> = partitions
         .iter()
@@ -475,7 +275,7 @@ async fn write_led_here(
             (!known).then_some(Err(MarkerRefusal::UnknownPartition))
         })
         .collect();
-    let offsets_writer = channel.offsets_writer.borrow().clone();
+    let offsets_writer = calls.offsets_writer.borrow().clone();
     let mut offsets_positions = Vec::new();
     let mut offsets_writes = Vec::new();
     if let Some(writer) = offsets_writer {
@@ -592,13 +392,13 @@ impl ShardCluster {
         marker: TransactionMarker,
         partitions: Vec<PartitionId>,
     ) -> Vec<MarkerOutcome> {
-        write_led_here(&self.markers, &self.replication, marker, partitions).await
+        write_led_here(&self.calls, &self.replication, marker, partitions).await
     }
 
     /// From now on, markers for the `__consumer_offsets` partitions this broker leads, asked
     /// of this shard (by a peer or by [`ShardCluster::write_markers`] here), go to `writer`.
     pub fn set_offsets_marker_writer(&self, writer: OffsetsMarkerWriter) {
-        *self.markers.offsets_writer.borrow_mut() = Some(writer);
+        *self.calls.offsets_writer.borrow_mut() = Some(writer);
     }
 
     /// Asks broker `leader` to write `marker` to `partitions` (split into requests of at most
@@ -613,10 +413,10 @@ impl ShardCluster {
         if leader == self.state.settings.node_id {
             return self.write_markers_here(marker, partitions).await;
         }
-        let chunk = self.markers.config.partitions_per_request_max;
+        let chunk = self.calls.markers.partitions_per_request_max;
         let requests = partitions
             .chunks(chunk)
-            .map(|partitions| self.markers.request(leader, marker, partitions.to_vec()));
+            .map(|partitions| request_markers(&self.calls, leader, marker, partitions.to_vec()));
         join_all(requests).await.into_iter().flatten().collect()
     }
 }

@@ -3,7 +3,8 @@
 //! partition), each shard's view of it for the Kafka handlers ([`ShardCluster`]: brokers,
 //! partition placement and leaders, group coordinators, producers' batches (to the partitions'
 //! replicas, `crate::shard::produce`), transaction markers (to the partitions' leaders,
-//! `markers`), and changes asked of the controller),
+//! `markers`), transactional produces verified with their coordinator (`verification`), both
+//! carried between brokers as calls (`peer_calls`), and changes asked of the controller),
 //! and the task that keeps this broker in step with the metadata log
 //! (`metadata_follower`): its catalog mirrors the log's topics (ids and configs included)
 //! and its shards run a replica of every partition the log places on this broker.
@@ -21,8 +22,10 @@
 
 mod markers;
 mod metadata_follower;
+mod peer_calls;
 mod shard_cluster;
 mod start;
+mod verification;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -38,13 +41,17 @@ use crate::metadata::MetadataImage;
 use crate::shard::LeaderTable;
 use crate::NodeId;
 
-pub(crate) use markers::MarkerChannel;
 pub use markers::{
-    MarkerConfig, MarkerOutcome, MarkerRefusal, MarkerWire, OffsetsMarkerWriter, WireMarker,
-    WireOutcome,
+    MarkerConfig, MarkerOutcome, MarkerRefusal, OffsetsMarkerWriter, WireMarker, WireOutcome,
 };
+pub(crate) use peer_calls::PeerCalls;
+pub use peer_calls::{PeerAnswer, PeerCall, PeerWire};
 pub use shard_cluster::ShardCluster;
 pub use start::{new_incarnation, start_shard, ClusterStart, ControllerLeaderObserver};
+pub use verification::{
+    TransactionVerification, TransactionVerifier, VerificationConfig, VerificationOutcome,
+    VerificationRefusal, WireVerified,
+};
 
 /// The cluster's id: brokers of another cluster are refused on the inter-broker listener, and
 /// clients see it in Metadata.

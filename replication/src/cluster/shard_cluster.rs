@@ -24,7 +24,7 @@ use engine::catalog::{
 use engine::shard::{AppendKind, AppendPending, Durability, PartitionId};
 use futures::future::LocalBoxFuture;
 
-use super::markers::MarkerChannel;
+use super::peer_calls::PeerCalls;
 use super::{
     kafka_node_id, ClusterBroker, ClusterChangeError, ClusterState, PartitionMove,
     PartitionPlacement,
@@ -89,8 +89,8 @@ pub struct ShardCluster {
     pub(super) internal_partitions_mismatch_reported: [Cell<bool>; 2],
     /// This broker, as clients reach it.
     pub(super) own: ClusterBroker,
-    /// The shard's transaction-marker traffic (`markers`).
-    pub(super) markers: Rc<MarkerChannel>,
+    /// The shard's calls to and from other brokers: markers, verifications (`peer_calls`).
+    pub(super) calls: Rc<PeerCalls>,
 }
 
 /// Where clients reach a registered broker.
@@ -120,16 +120,18 @@ impl ShardCluster {
         &self.state
     }
 
-    /// Submits a produce request's batches to their partitions' Raft replicas (see
+    /// Submits a produce request's batches (checked as `kind` says: a producer's, verified or
+    /// not) to their partitions' Raft replicas (see
     /// [`ShardReplication::submit_appends`]): one wait per batch, in the request's order, each
     /// with its place in its partition's order by the time this returns.
     pub async fn submit_appends(
         &self,
         appends: Vec<(PartitionId, BytesMut)>,
+        kind: AppendKind,
         durability: Durability,
     ) -> Vec<AppendPending> {
         self.replication
-            .submit_appends(appends, AppendKind::Produced, durability)
+            .submit_appends(appends, kind, durability)
             .await
     }
 

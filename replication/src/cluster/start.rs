@@ -16,8 +16,10 @@ use engine::catalog::Catalog;
 use engine::shard::{PartitionId, ShardContext};
 use engine::LogConfig;
 
-use super::markers::{MarkerChannel, MarkerConfig};
+use super::markers::MarkerConfig;
 use super::metadata_follower::follow_metadata;
+use super::peer_calls::PeerCalls;
+use super::verification::VerificationConfig;
 use super::{kafka_node_id, ClusterBroker, ClusterState, ShardCluster, CLUSTER_ID};
 use crate::controller::{Controller, ControllerConfig, METADATA_TOPIC};
 use crate::metadata::BrokerRegistration;
@@ -51,8 +53,11 @@ pub struct ClusterStart {
     /// The partitions `__transaction_state` is made with, and that transactional ids are
     /// spread over.
     pub transaction_state_partitions: u32,
-    /// The bounds and waits of transaction markers sent to and served for other brokers.
+    /// The bounds and waits of transaction markers sent to and served for other brokers (the
+    /// waits, and the bound on calls served, hold for verifications too).
     pub markers: MarkerConfig,
+    /// The bounds of transactional produces' verifications sent to other brokers.
+    pub verification: VerificationConfig,
 }
 
 /// A number different at every start of the process, for [`ClusterStart::incarnation`]: the
@@ -122,20 +127,21 @@ pub async fn start_shard(
         ))
         .detach();
     }
-    let markers = MarkerChannel::new(
+    let calls = PeerCalls::new(
         start.markers.clone(),
+        start.verification.clone(),
         start.state.clone(),
         &replication,
         context.shard_id() as u32,
     );
-    replication.attach_marker_channel(markers.clone());
+    replication.attach_peer_calls(calls.clone());
     Ok(Rc::new(ShardCluster {
         state: start.state.clone(),
         replication,
         catalog: start.catalog.clone(),
         internal_partitions: [start.offsets_partitions, start.transaction_state_partitions],
         internal_partitions_mismatch_reported: Default::default(),
-        markers,
+        calls,
         own: ClusterBroker {
             node_id: kafka_node_id(settings.node_id),
             host: start.kafka_host.clone(),

@@ -164,7 +164,11 @@ impl PartitionReplica {
             let _ = reply.send(Err(error.into()));
             return Ok(());
         }
-        match self.inner.log.check_duplicate(&header) {
+        match self
+            .inner
+            .log
+            .check_duplicate(&header, batch.verification())
+        {
             Ok(Some(original)) => {
                 let _ = reply.send(Ok(original));
                 return Ok(());

@@ -38,8 +38,9 @@
 //!
 //! Besides partitions, controller messages and requests go to the shard that owns
 //! `__cluster_metadata-0`, where the controller runs; one wire type (`wire`) carries partition
-//! messages, controller messages, leader reports and transaction markers (served, and their
-//! answers routed, by the cluster's `MarkerChannel`, which the shard is given at its start).
+//! messages, controller messages, leader reports and calls between brokers (transaction
+//! markers, transactional produces' verifications: served, and their answers routed, by the
+//! cluster's `PeerCalls`, which the shard is given at its start).
 
 mod coalescer;
 mod leaders;
@@ -65,7 +66,7 @@ use coalescer::{batch_count, message_kind, PartitionOutbox};
 use registry::{Registry, ReplicaSlot, ShardTimers};
 use wire::ControllerOutbox;
 
-use crate::cluster::{MarkerChannel, MarkerWire};
+use crate::cluster::{PeerCalls, PeerWire};
 use crate::controller::{
     Controller, ControllerError, ControllerRequest, ControllerWire, WireOutbox, METADATA_TOPIC,
 };
@@ -150,7 +151,7 @@ pub struct ShardReplication {
     /// The broker's controller, on the shard that runs it.
     controller: RefCell<Option<Controller>>,
     /// The shard's transaction-marker traffic, once the cluster started on the shard.
-    markers: RefCell<Option<Rc<MarkerChannel>>>,
+    calls: RefCell<Option<Rc<PeerCalls>>>,
     /// The partitions whose completed move is being reported to the controller.
     completing: RefCell<HashSet<PartitionId>>,
     /// This value itself, for the tasks its handlers spawn.
@@ -245,7 +246,7 @@ impl ShardReplication {
             moving: RefCell::new(BTreeSet::new()),
             leaders,
             controller: RefCell::new(None),
-            markers: RefCell::new(None),
+            calls: RefCell::new(None),
             completing: RefCell::new(HashSet::new()),
             this: RefCell::new(Weak::new()),
         });
@@ -375,32 +376,32 @@ impl ShardReplication {
                     }
                 }
             }
-            BrokerWire::Markers(wire) => {
+            BrokerWire::Calls(wire) => {
                 // Before the cluster started here: dropped like a loss; the sender retries.
-                if let Some(channel) = self.marker_channel() {
-                    channel.receive(from, wire);
+                if let Some(calls) = self.peer_calls() {
+                    calls.receive(from, wire);
                 }
             }
         }
     }
 
-    /// Makes `channel` the shard's marker traffic, which from now on gets the marker
+    /// Makes `calls` the shard's calls between brokers, which from now on get the call
     /// messages peers send here.
-    pub(crate) fn attach_marker_channel(&self, channel: Rc<MarkerChannel>) {
-        *self.markers.borrow_mut() = Some(channel);
+    pub(crate) fn attach_peer_calls(&self, calls: Rc<PeerCalls>) {
+        *self.calls.borrow_mut() = Some(calls);
     }
 
-    /// The shard's marker traffic, once attached.
-    pub(crate) fn marker_channel(&self) -> Option<Rc<MarkerChannel>> {
-        self.markers.borrow().clone()
+    /// The shard's calls between brokers, once attached.
+    pub(crate) fn peer_calls(&self) -> Option<Rc<PeerCalls>> {
+        self.calls.borrow().clone()
     }
 
-    /// Sends a marker message to broker `to` (lost like any message if its queue overflows
-    /// or it is not a peer: the requester's timeout covers it).
-    pub(crate) fn send_markers(&self, to: NodeId, wire: MarkerWire) {
+    /// Sends a call message to broker `to` (lost like any message if its queue overflows or
+    /// it is not a peer: the requester's timeout covers it).
+    pub(crate) fn send_calls(&self, to: NodeId, wire: PeerWire) {
         let _ = self
             .transport
-            .send(to, &BrokerWire::Markers(wire), Bytes::new());
+            .send(to, &BrokerWire::Calls(wire), Bytes::new());
     }
 
     /// The shard this replication runs on.
@@ -801,7 +802,7 @@ impl ShardReplication {
         if let Some(controller) = self.controller.borrow_mut().take() {
             controller.stop("the broker is shutting down");
         }
-        self.markers.borrow_mut().take();
+        self.calls.borrow_mut().take();
         let replicas = self.replicas.borrow_mut().drain();
         self.leading.borrow_mut().clear();
         self.moving.borrow_mut().clear();

@@ -1,12 +1,13 @@
 //! What brokers' shards say to each other over the inter-broker transport: partition
-//! messages in coalesced frames, the controller's messages, leader reports, and transaction
-//! markers for partition leaders to write.
+//! messages in coalesced frames, the controller's messages, leader reports, and calls between
+//! brokers (transaction markers for partition leaders to write, transactional produces to
+//! verify with their coordinator).
 
 use std::rc::Rc;
 
 use bytes::Bytes;
 
-use crate::cluster::MarkerWire;
+use crate::cluster::PeerWire;
 use crate::controller::{ControllerWire, WireOutbox};
 use crate::message::{Message, NodeId};
 use crate::transport::Transport;
@@ -44,7 +45,7 @@ pub enum BrokerWire {
     },
     Controller(ControllerWire),
     Leaders(Vec<LeaderReport>),
-    Markers(MarkerWire),
+    Calls(PeerWire),
 }
 
 /// The controller's messages, on the shard's transport.

@@ -72,6 +72,7 @@ impl ClusterBroker {
                 commit_timeout: Duration::from_secs(4),
                 ..MarkerConfig::default()
             },
+            verification: Default::default(),
         };
         let config = RuntimeConfig {
             shard_count: SHARDS,

@@ -102,6 +102,12 @@ pub struct Arguments {
     /// transaction.abort.timed.out.transaction.cleanup.interval.ms) [default: 10000].
     #[arg(long, value_name = "MS")]
     transaction_timeout_check_interval_ms: Option<i64>,
+    /// Before a transactional producer's batch opens its transaction on a partition, ask the
+    /// transaction coordinator that the partition is in the transaction, so that a late batch
+    /// of a hung producer is refused (KIP-890; Kafka's
+    /// transaction.partition.verification.enable) [default: true].
+    #[arg(long, value_name = "BOOL")]
+    transaction_partition_verification_enable: Option<bool>,
     /// How long the first rebalance of an empty group waits for more members to join
     /// (Kafka's group.initial.rebalance.delay.ms) [default: 3000].
     #[arg(long, value_name = "MS")]
@@ -391,6 +397,12 @@ impl Arguments {
                 return Err("--transaction-timeout-check-interval-ms must be positive".into());
             }
             transactions.coordinator.check_interval_ms = interval_ms;
+        }
+        if let Some(enable) = self
+            .transaction_partition_verification_enable
+            .or(file.transaction_partition_verification_enable)
+        {
+            transactions.partition_verification = enable;
         }
         if let Some(delay_ms) = self
             .group_initial_rebalance_delay_ms

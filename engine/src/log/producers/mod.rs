@@ -59,6 +59,11 @@
 //! the transaction's records then count as stable, which `producers_max` makes a matter of ten
 //! thousand concurrent transactions on one partition).
 //!
+//! Before a transactional batch opens its producer's transaction, the producer's request must
+//! have been verified with the transaction coordinator (KIP-890 part 1, `verification`): the
+//! table hands out the guard such a request shows ([`ProducerTable::start_verification`]) and
+//! [`ProducerTable::check`] asks for it.
+//!
 //! A truncation (a Raft follower overruled by its leader) reloads the table as Kafka's
 //! `truncateAndReload` does: the latest snapshot at or below the new end, with the batches after
 //! it replayed (`producer_replay.rs`), so an epoch, sequence or transaction only the cut batches
@@ -73,6 +78,11 @@ use crate::batch::{sequence_after, BatchHeader, TransactionMarker};
 use crate::config::LogConfig;
 use crate::error::LogError;
 use crate::log::transactions::AbortedTransaction;
+
+mod verification;
+
+pub use verification::VerificationGuard;
+use verification::Verifications;
 
 /// Batches remembered per producer (Kafka's `ProducerStateEntry.NUM_BATCHES_TO_RETAIN`).
 pub(crate) const BATCHES_PER_PRODUCER_MAX: usize = 5;
@@ -144,6 +154,23 @@ impl ProducerEntry {
         }
     }
 
+    /// The verdict on a retry of one of the remembered batches (same epoch, same sequence
+    /// range): its offsets.
+    fn duplicate_of(&self, header: &BatchHeader) -> Option<Verdict> {
+        let received = header.base_sequence;
+        if header.producer_epoch != self.epoch || received < 0 {
+            return None;
+        }
+        let last_sequence = header.last_sequence();
+        self.batches
+            .iter()
+            .find(|b| b.base_sequence == received && b.last_sequence == last_sequence)
+            .map(|original| Verdict::Duplicate {
+                base_offset: original.base_offset,
+                last_offset: original.last_offset,
+            })
+    }
+
     /// Whether the entry still says anything (see `batches`).
     fn holds_state(&self) -> bool {
         !self.batches.is_empty()
@@ -203,6 +230,8 @@ pub(crate) struct ProducerTable {
     by_last_append: BTreeSet<(i64, i64)>,
     /// `(first_offset, producer_id)` of every open transaction, oldest first.
     open_transactions: BTreeSet<(u64, i64)>,
+    /// The producers whose requests are being verified (pure memory, not in the snapshot).
+    verifications: Verifications,
     limits: ProducerLimits,
 }
 
@@ -221,6 +250,7 @@ impl ProducerTable {
             producers: HashMap::new(),
             by_last_append: BTreeSet::new(),
             open_transactions: BTreeSet::new(),
+            verifications: Verifications::default(),
             limits,
         }
     }
@@ -271,8 +301,15 @@ impl ProducerTable {
     }
 
     /// Decides what to do with `header`'s batch before it is given offsets. Changes nothing:
-    /// the caller [`record`](Self::record)s the batch once it is placed in the log.
-    pub fn check(&self, header: &BatchHeader) -> Result<Verdict, LogError> {
+    /// the caller [`record`](Self::record)s the batch once it is placed in the log. With
+    /// `verification` (a producer's request under KIP-890, with the guard it was given), a
+    /// transactional batch that would open a transaction is refused unless the guard still
+    /// holds (see `verification`).
+    pub fn check(
+        &self,
+        header: &BatchHeader,
+        verification: Option<VerificationGuard>,
+    ) -> Result<Verdict, LogError> {
         if !is_tracked(header) {
             return Ok(Verdict::Append);
         }
@@ -281,23 +318,19 @@ impl ProducerTable {
         // a group coordinator's transactional offsets carry no sequence, and only their epoch
         // and transaction are checked, as Kafka checks a coordinator's append.
         let received = header.base_sequence;
-        let Some(entry) = self.producers.get(&producer_id) else {
+        let known = self.producers.get(&producer_id);
+        let epoch = header.producer_epoch;
+        if let Some(original) = known.and_then(|entry| entry.duplicate_of(header)) {
+            return Ok(original);
+        }
+        if let Some(guard) = verification {
+            let transaction_open =
+                known.is_some_and(|entry| entry.transaction_first_offset.is_some());
+            self.verifications.check(header, transaction_open, guard)?;
+        }
+        let Some(entry) = known else {
             return Ok(Verdict::Append);
         };
-        let epoch = header.producer_epoch;
-        if epoch == entry.epoch && received >= 0 {
-            let last_sequence = header.last_sequence();
-            if let Some(original) = entry
-                .batches
-                .iter()
-                .find(|b| b.base_sequence == received && b.last_sequence == last_sequence)
-            {
-                return Ok(Verdict::Duplicate {
-                    base_offset: original.base_offset,
-                    last_offset: original.last_offset,
-                });
-            }
-        }
         if epoch < entry.epoch {
             return Err(LogError::InvalidProducerEpoch {
                 producer_id,
@@ -359,6 +392,10 @@ impl ProducerTable {
         now_ms: i64,
     ) -> Option<AbortedTransaction> {
         assert!(header.base_offset >= 0, "a placed batch has an offset");
+        if header.has_producer_id() && header.is_transactional() {
+            // Its transaction is open here now, or over: either way verified no longer.
+            self.verifications.remove(header.producer_id);
+        }
         if let Some(marker) = marker {
             return self.record_marker(header, marker, now_ms);
         }
@@ -497,7 +534,35 @@ impl ProducerTable {
         });
     }
 
+    /// The guard a request of the producer must show to open a transaction here (see
+    /// `verification`); [`VerificationGuard::SENTINEL`] while its transaction is open here,
+    /// when none is needed.
+    pub fn start_verification(
+        &mut self,
+        producer_id: i64,
+        epoch: i16,
+        sequence: i32,
+        now_ms: i64,
+    ) -> VerificationGuard {
+        let open = self
+            .producers
+            .get(&producer_id)
+            .is_some_and(|entry| entry.transaction_first_offset.is_some());
+        if open {
+            return VerificationGuard::SENTINEL;
+        }
+        self.verifications.start(
+            producer_id,
+            epoch,
+            sequence,
+            now_ms,
+            self.limits.producers_max,
+            self.limits.idle_ms_max,
+        )
+    }
+
     pub fn clear(&mut self) {
+        self.verifications.clear();
         self.producers.clear();
         self.by_last_append.clear();
         self.open_transactions.clear();

@@ -35,7 +35,7 @@ fn append(
     records: usize,
 ) -> Result<Verdict, LogError> {
     let probe = header(producer, records, 0);
-    let verdict = table.check(&probe)?;
+    let verdict = table.check(&probe, None)?;
     if verdict == Verdict::Append {
         table.record(&header(producer, records, *log_end), None, 0);
         *log_end += records as u64;

@@ -372,7 +372,8 @@ fn transaction_settings_come_from_flags_or_the_file_and_are_checked() {
     let file = dir.path().join("ferrite.toml");
     std::fs::write(
         &file,
-        "transaction-state-partitions = 8\ntransaction-max-timeout-ms = 60000\n",
+        "transaction-state-partitions = 8\ntransaction-max-timeout-ms = 60000\n\
+         transaction-partition-verification-enable = false\n",
     )
     .unwrap();
     let settings = Arguments {
@@ -385,9 +386,11 @@ fn transaction_settings_come_from_flags_or_the_file_and_are_checked() {
     assert_eq!(settings.transactions.state_partitions, 8);
     assert_eq!(settings.transactions.coordinator.timeout_max_ms, 60_000);
     assert_eq!(settings.transactions.coordinator.check_interval_ms, 250);
+    assert!(!settings.transactions.partition_verification);
     let defaults = Arguments::default().resolve().unwrap().transactions;
     assert_eq!(defaults, net::transactions::TransactionsConfig::default());
     assert_eq!(defaults.coordinator.timeout_max_ms, 900_000, "Kafka's");
+    assert!(defaults.partition_verification, "Kafka's default");
     for (arguments, flag) in [
         (
             Arguments {
