@@ -468,9 +468,11 @@ impl Controller {
             node_id: self.node_id(),
         };
         while self.stopped().is_none() {
-            glommio::timer::sleep(self.inner.config.heartbeat_interval).await;
-            // A missed heartbeat is retried at the next interval.
+            // The first at once: a new run is fenced (left out of every broker's Metadata
+            // answers) until the leader hears from it. A missed heartbeat is retried at the
+            // next interval.
             let _ = self.request(heartbeat.clone()).await;
+            glommio::timer::sleep(self.inner.config.heartbeat_interval).await;
         }
     }
 }
