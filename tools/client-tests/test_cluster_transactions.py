@@ -51,10 +51,12 @@ WORKER_PROGRAM = Path(__file__).with_name("transform_worker.py")
 INPUTS_PER_PARTITION = 300
 # Committed transactions between one kill and the next.
 TRANSACTIONS_BETWEEN_KILLS = 8
-# Longer than a transaction may legitimately take to end: the coordinator sends a commit's
-# markers to a leader killed meanwhile until the inter-broker request timeout (30 s) before it
-# asks the new leader, and answers CONCURRENT_TRANSACTIONS to the worker until then (the
-# worker's calls time out after 10 s and it starts over with a new producer).
+# Longer than a transaction can now take to end, so that the supervisor only ends hangs: a
+# commit's markers in flight to a leader killed meanwhile are only sent again (to the new
+# leader) after the inter-broker request timeout, 30 s (replication's cluster/markers.rs waits
+# out its pending answer; Kafka's marker channel fails in-flight requests when the connection
+# drops), and until then the coordinator answers CONCURRENT_TRANSACTIONS, the worker's calls
+# time out after 10 s and it starts over with a new producer. Such a run takes about 60 s.
 PROGRESS_DEADLINE_S = 45.0
 RUN_DEADLINE_S = 150.0
 # How often the supervisor looks at the worker and at the group's committed offsets.
