@@ -66,7 +66,7 @@ impl Cluster {
     }
 
     /// See [`ShardCluster::brokers`].
-    pub fn brokers(&self) -> Vec<ClusterBroker> {
+    pub fn brokers(&self) -> Option<Vec<ClusterBroker>> {
         self.shard.brokers()
     }
 

@@ -94,11 +94,11 @@ fn a_single_broker_creates_topics_leads_them_and_refuses_what_the_controller_ref
     assert_eq!(leaders_of(broker, "orders", 3, 1), vec![1, 1, 1]);
     assert_eq!(
         broker.look(|cluster| cluster.brokers()),
-        vec![Broker {
+        Some(vec![Broker {
             node_id: 1,
             host: "127.0.0.1".into(),
             port: 9001
-        }]
+        }])
     );
 
     // The controller's refusals, as they are (net turns them into Kafka codes).
@@ -142,7 +142,10 @@ fn three_brokers_agree_on_replicas_and_leaders_of_topics_any_of_them_creates() {
     let dir = tempfile::tempdir().unwrap();
     let (_reservations, brokers) = start_cluster(dir.path(), 3);
     wait_until("three live brokers", || {
-        (brokers[1].look(|cluster| cluster.brokers()).len() == 3).then_some(())
+        (brokers[1]
+            .look(|cluster| cluster.brokers())
+            .is_some_and(|live| live.len() == 3))
+        .then_some(())
     });
 
     // Asked of broker 2, whichever broker leads the controller; three replicas each (the
@@ -209,7 +212,10 @@ fn a_transaction_marker_reaches_a_partition_led_by_another_broker() {
     let dir = tempfile::tempdir().unwrap();
     let (_reservations, brokers) = start_cluster(dir.path(), 3);
     wait_until("three live brokers", || {
-        (brokers[0].look(|cluster| cluster.brokers()).len() == 3).then_some(())
+        (brokers[0]
+            .look(|cluster| cluster.brokers())
+            .is_some_and(|live| live.len() == 3))
+        .then_some(())
     });
     create_topic(&brokers[0], "orders", 1).unwrap();
     // Once every broker names the same leader (a broker that knows none names a guess).

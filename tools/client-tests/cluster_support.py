@@ -158,28 +158,40 @@ class Cluster:
         broker it is connected to, and it connects to others it learnt of (seen with a topic
         named, on five brokers): an answer from another broker is asked again, so that the
         answer is `node`'s (brokers that do not host a partition learn its leader a moment
-        after those that do)."""
+        after those that do). A broker that has just started answers without brokers until it
+        is live in its own metadata (librdkafka reports that as _PARTIAL): it is asked again."""
 
         def ask(asked):
             admin = confluent_kafka.admin.AdminClient({"bootstrap.servers": self.bootstrap([asked])})
-            return admin.list_topics(topic, timeout=METADATA_TIMEOUT_S)
+            try:
+                return admin.list_topics(topic, timeout=METADATA_TIMEOUT_S)
+            except confluent_kafka.KafkaException as error:
+                if error.args[0].code() == confluent_kafka.KafkaError._PARTIAL:
+                    return None
+                raise
 
         if node is not None:
             address = self.bootstrap([node])
 
             def answered_by_node():
                 answer = ask(node)
-                return answer if answer.orig_broker_name.split("/")[0] == address else None
+                return answer if answer is not None and answer.orig_broker_name.split("/")[0] == address else None
 
-            return wait_until(
-                answered_by_node, f"broker {node} to answer Metadata itself", deadline_s=METADATA_TIMEOUT_S
-            )
-        for asked in self.answering():
-            try:
-                return ask(asked)
-            except confluent_kafka.KafkaException:
-                pass
-        raise AssertionError(f"no broker answered a Metadata request (answering: {self.answering()})")
+            return wait_until(answered_by_node, f"broker {node} to answer Metadata itself", deadline_s=FAILOVER_DEADLINE_S)
+
+        def answered_by_any():
+            for asked in self.answering():
+                try:
+                    answer = ask(asked)
+                except confluent_kafka.KafkaException:
+                    continue
+                if answer is not None:
+                    return answer
+            return None
+
+        return wait_until(
+            answered_by_any, f"a broker to answer Metadata (answering: {self.answering()})", deadline_s=FAILOVER_DEADLINE_S
+        )
 
     def controller_leader(self, node):
         """The node whose controller leads the metadata log as broker `node` knows it (from its

@@ -1,10 +1,13 @@
 //! Metadata: the brokers (this one, at its advertised address), and each topic's partitions with
 //! this broker as leader and only replica, for a broker alone. In a cluster the answer comes from
-//! `Cluster`: the image's live brokers (or, before any registration is applied, the answering
-//! broker alone, since clients refuse an answer without brokers), each partition's replicas from
-//! the image, its leader and epoch from the broker's `LeaderTable`, ISR the leader's in-sync
-//! voters; the answering broker is named as the controller. Names of topics that do not exist are
-//! created when auto-creation is on and the request allows it (always, before version 4, as Kafka).
+//! `Cluster`: the image's live brokers, each partition's replicas from the image, its leader and
+//! epoch from the broker's `LeaderTable`, ISR the leader's in-sync voters; the answering broker
+//! is named as the controller. Until this run of the broker is live in its own image (see
+//! `ShardCluster::brokers`: an older image would leave out live brokers, which clients then
+//! forget) the answer has no brokers and no topics, which every client ignores and asks again
+//! (librdkafka, the Java client and kafka-python alike), as they would a broker whose listener
+//! is not open yet. Names of topics that do not exist are created when auto-creation is on and
+//! the request allows it (always, before version 4, as Kafka).
 
 use engine::catalog::{is_internal_topic, Topic};
 use kafka_protocol::messages::metadata_response::{
@@ -23,6 +26,24 @@ const AUTHORIZED_OPERATIONS_OMITTED: i32 = i32::MIN;
 
 pub fn handle(broker: &Broker, api_version: i16, request: MetadataRequest) -> MetadataResponse {
     let config = &broker.config;
+    let brokers = match &broker.cluster {
+        Some(cluster) => match cluster.brokers() {
+            Some(live) => live
+                .into_iter()
+                .map(|member| {
+                    MetadataResponseBroker::default()
+                        .with_node_id(BrokerId(member.node_id))
+                        .with_host(str_bytes(member.host))
+                        .with_port(member.port)
+                })
+                .collect(),
+            None => return answer(broker, api_version, Vec::new(), Vec::new()),
+        },
+        None => vec![MetadataResponseBroker::default()
+            .with_node_id(BrokerId(config.node_id))
+            .with_host(str_bytes(config.advertised_host.clone()))
+            .with_port(config.advertised_port)],
+    };
     // Version 0 says "all topics" with an empty list; later versions with a null one.
     let all_topics = match &request.topics {
         None => true,
@@ -59,22 +80,17 @@ pub fn handle(broker: &Broker, api_version: i16, request: MetadataRequest) -> Me
             })
             .collect()
     };
-    let brokers = match &broker.cluster {
-        Some(cluster) => cluster
-            .brokers()
-            .into_iter()
-            .map(|member| {
-                MetadataResponseBroker::default()
-                    .with_node_id(BrokerId(member.node_id))
-                    .with_host(str_bytes(member.host))
-                    .with_port(member.port)
-            })
-            .collect(),
-        None => vec![MetadataResponseBroker::default()
-            .with_node_id(BrokerId(config.node_id))
-            .with_host(str_bytes(config.advertised_host.clone()))
-            .with_port(config.advertised_port)],
-    };
+    answer(broker, api_version, brokers, topics)
+}
+
+/// The response of `brokers` and `topics`, with the fields `api_version` has.
+fn answer(
+    broker: &Broker,
+    api_version: i16,
+    brokers: Vec<MetadataResponseBroker>,
+    topics: Vec<MetadataResponseTopic>,
+) -> MetadataResponse {
+    let config = &broker.config;
     // Clients send controller requests (CreateTopics, ...) to the broker named here. Every
     // broker forwards them to the controller that leads, so each names itself, as KRaft's
     // brokers name a live broker: naming the leader would send clients to a dead one for the

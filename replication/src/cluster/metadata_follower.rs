@@ -90,9 +90,7 @@ impl Hosted {
     /// broker partitions since moved away, or the reverse: copies are deleted or made again
     /// only from an image that has everything committed before this run began.
     fn is_current(&self, image: &MetadataImage, node_id: NodeId) -> bool {
-        image
-            .broker(node_id)
-            .is_some_and(|broker| broker.registration.incarnation == self.incarnation)
+        image.has_run(node_id, self.incarnation)
     }
 }
 /// Makes the catalog and the hosted replicas match `image`.

@@ -87,8 +87,8 @@ pub struct ShardCluster {
     pub(super) internal_partitions: [u32; 2],
     /// Whether this shard said once that a topic's count differs from this broker's.
     pub(super) internal_partitions_mismatch_reported: [Cell<bool>; 2],
-    /// This broker, as clients reach it.
-    pub(super) own: ClusterBroker,
+    /// This run of the broker, as it registered (see [`ShardCluster::brokers`]).
+    pub(super) incarnation: u64,
     /// The shard's calls to and from other brokers: markers, verifications (`peer_calls`).
     pub(super) calls: Rc<PeerCalls>,
 }
@@ -140,23 +140,22 @@ impl ShardCluster {
         self.replication.replication_stats()
     }
 
-    /// The live brokers.
-    pub fn brokers(&self) -> Vec<ClusterBroker> {
-        let mut brokers: Vec<ClusterBroker> = self
-            .state
-            .image()
-            .live_brokers()
-            .map(client_address)
-            .collect();
-        // Before any registration is applied here (just started) the broker answers clients
-        // all the same: they must see at least the one they talk to (librdkafka refuses a
-        // Metadata answer without brokers or topics). Otherwise the list is the live brokers
-        // of the image, those a topic's replicas may go to: a client that waits for N brokers
-        // to be listed may then create a topic of N replicas.
-        if brokers.is_empty() {
-            brokers.push(self.own.clone());
+    /// The live brokers, once this run of the broker is live in its image; `None` before.
+    /// A restarted broker applies its metadata log again from the start, through images where
+    /// live brokers are missing (not yet registered, or fenced by an earlier failure), and
+    /// until its own registration is applied it cannot tell a current image from an old one.
+    /// Clients take a broker missing from a Metadata answer for one removed from the cluster
+    /// (librdkafka 2.11+ destroys its handle, and a coordinator request waiting on that handle
+    /// never completes), so an answer from such an image would mislead them: Kafka's brokers
+    /// open their listeners only once caught up. From then on the list is the live brokers of
+    /// the image, those a topic's replicas may go to: a client that waits for N brokers to be
+    /// listed may then create a topic of N replicas.
+    pub fn brokers(&self) -> Option<Vec<ClusterBroker>> {
+        let image = self.state.image();
+        if !image.is_live_run(self.state.settings.node_id, self.incarnation) {
+            return None;
         }
-        brokers
+        Some(image.live_brokers().map(client_address).collect())
     }
 
     /// Where a partition lives; `None` if the metadata has no such partition.

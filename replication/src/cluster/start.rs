@@ -20,7 +20,7 @@ use super::markers::MarkerConfig;
 use super::metadata_follower::follow_metadata;
 use super::peer_calls::PeerCalls;
 use super::verification::VerificationConfig;
-use super::{kafka_node_id, ClusterBroker, ClusterState, ShardCluster, CLUSTER_ID};
+use super::{ClusterState, ShardCluster, CLUSTER_ID};
 use crate::controller::{Controller, ControllerConfig, METADATA_TOPIC};
 use crate::metadata::BrokerRegistration;
 use crate::shard::{ReplicationConfig, ShardReplication};
@@ -142,10 +142,6 @@ pub async fn start_shard(
         internal_partitions: [start.offsets_partitions, start.transaction_state_partitions],
         internal_partitions_mismatch_reported: Default::default(),
         calls,
-        own: ClusterBroker {
-            node_id: kafka_node_id(settings.node_id),
-            host: start.kafka_host.clone(),
-            port: i32::from(start.kafka_port),
-        },
+        incarnation: start.incarnation,
     }))
 }

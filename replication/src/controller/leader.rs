@@ -27,13 +27,24 @@ impl Controller {
     /// Decides `request` if this broker leads: the answer is `NotLeader` otherwise.
     pub(super) async fn lead(&self, request: ControllerRequest) -> Outcome {
         if let ControllerRequest::Heartbeat { node_id } = request {
-            // Noted, not proposed: only changes of liveness are (by the liveness check).
-            return match self.leading_replica() {
-                Ok(_) => {
-                    self.note_heard_from(node_id);
-                    Outcome::Applied(self.applied_index())
-                }
-                Err(not_leader) => not_leader,
+            // Noted; only changes of liveness are proposed. A fenced broker heard from is
+            // unfenced at once, as Kafka's controller does on a heartbeat (a restarted broker is
+            // left out of every Metadata answer until then, and clients forget brokers left
+            // out); the others by the periodic check.
+            if let Err(not_leader) = self.leading_replica() {
+                return not_leader;
+            }
+            self.note_heard_from(node_id);
+            let fenced = self
+                .inner
+                .image
+                .borrow()
+                .broker(node_id)
+                .is_some_and(|broker| broker.fenced);
+            return if fenced {
+                self.check_liveness().await
+            } else {
+                Outcome::Applied(self.applied_index())
             };
         }
         self.decide(|controller, image| controller.plan(image, request))
@@ -44,25 +55,31 @@ impl Controller {
     /// from again, if this broker leads.
     pub(super) async fn run_liveness_checks(self) {
         let config = &self.inner.config;
-        let session_timeout_ms =
-            u64::try_from(config.session_timeout.as_millis()).unwrap_or(u64::MAX);
         while self.stopped().is_none() {
             glommio::timer::sleep(config.liveness_check_interval).await;
             if !self.is_leader() {
                 continue;
             }
-            let check = self.decide(|controller, image| {
-                let heartbeats_ms = controller.inner.heartbeats_ms.borrow();
-                Ok(plan_liveness(
-                    image,
-                    &heartbeats_ms,
-                    controller.now_ms(),
-                    session_timeout_ms,
-                ))
-            });
             // A check that cannot commit (leadership lost meanwhile) is simply not done.
-            let _ = within(config.request_timeout, check).await;
+            let _ = within(config.request_timeout, self.check_liveness()).await;
         }
+    }
+
+    /// One liveness check: fences the brokers not heard from within the session timeout and
+    /// unfences those heard from since they were fenced.
+    async fn check_liveness(&self) -> Outcome {
+        let session_timeout_ms =
+            u64::try_from(self.inner.config.session_timeout.as_millis()).unwrap_or(u64::MAX);
+        self.decide(|controller, image| {
+            let heartbeats_ms = controller.inner.heartbeats_ms.borrow();
+            Ok(plan_liveness(
+                image,
+                &heartbeats_ms,
+                controller.now_ms(),
+                session_timeout_ms,
+            ))
+        })
+        .await
     }
 
     /// Plans with `plan` against an image that has applied the whole log, proposes the records

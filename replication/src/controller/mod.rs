@@ -25,8 +25,9 @@
 //!   entry's index once committed and applied. A retry after a lost answer is decided again
 //!   (a topic created by the first attempt makes the retry TOPIC_ALREADY_EXISTS, as in Kafka).
 //! - **Liveness**: every broker registers at start (a new incarnation, fenced until heard
-//!   from) and heartbeats every `heartbeat_interval`; the leader notes heartbeats in memory
-//!   and runs [`crate::metadata::plan_liveness`] every `liveness_check_interval`. A new leader
+//!   from) and heartbeats at once, then every `heartbeat_interval`; the leader notes heartbeats
+//!   in memory, runs [`crate::metadata::plan_liveness`] at once on a fenced broker's heartbeat
+//!   and every `liveness_check_interval`. A new leader
 //!   counts every broker of its image as heard from when it takes over, so none is fenced for
 //!   the silence of the election.
 //!
@@ -468,9 +469,11 @@ impl Controller {
             node_id: self.node_id(),
         };
         while self.stopped().is_none() {
-            glommio::timer::sleep(self.inner.config.heartbeat_interval).await;
-            // A missed heartbeat is retried at the next interval.
+            // The first at once: a new run is fenced (left out of every broker's Metadata
+            // answers) until the leader hears from it. A missed heartbeat is retried at the
+            // next interval.
             let _ = self.request(heartbeat.clone()).await;
+            glommio::timer::sleep(self.inner.config.heartbeat_interval).await;
         }
     }
 }

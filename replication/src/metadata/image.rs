@@ -312,6 +312,21 @@ impl MetadataImage {
         self.brokers.get(&node_id)
     }
 
+    /// Whether this image has the run `incarnation` of broker `node_id` registered (fenced or
+    /// not): it then holds everything committed before that run began. A restarted broker
+    /// applies its metadata log again from the start, through older images.
+    pub fn has_run(&self, node_id: NodeId, incarnation: u64) -> bool {
+        self.broker(node_id)
+            .is_some_and(|broker| broker.registration.incarnation == incarnation)
+    }
+
+    /// Whether the run `incarnation` of broker `node_id` is registered and unfenced here: the
+    /// image is current for that run, and lists it among the live brokers.
+    pub fn is_live_run(&self, node_id: NodeId, incarnation: u64) -> bool {
+        self.broker(node_id)
+            .is_some_and(|broker| broker.registration.incarnation == incarnation && !broker.fenced)
+    }
+
     /// Every registered broker, fenced or not, by node id.
     pub fn brokers(&self) -> impl Iterator<Item = &BrokerState> {
         self.brokers.values()

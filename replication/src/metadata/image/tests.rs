@@ -41,22 +41,30 @@ fn brokers_register_fenced_and_fencing_follows_their_runs() {
     assert_eq!(image.apply(1, &register), Applied::Changed);
     assert!(image.broker(1).is_some_and(|broker| broker.fenced));
     assert_eq!(image.live_brokers().count(), 0);
+    assert!(image.has_run(1, 10) && !image.is_live_run(1, 10));
 
     let unfence = MetadataRecord::UnfenceBroker { node_id: 1 };
     assert_eq!(image.apply(2, &unfence), Applied::Changed);
     assert_eq!(image.live_brokers().collect::<Vec<_>>(), vec![&first_run]);
+    assert!(image.is_live_run(1, 10));
     assert!(matches!(image.apply(2, &unfence), Applied::Stale(_)));
     // The same run registering again stays live; a new run starts fenced.
     assert_eq!(image.apply(3, &register), Applied::Changed);
     assert_eq!(image.live_brokers().count(), 1);
     let restarted = MetadataRecord::RegisterBroker(registration(1, 11));
+    assert!(!image.has_run(1, 11) && !image.is_live_run(1, 11));
     assert_eq!(image.apply(4, &restarted), Applied::Changed);
     assert_eq!(image.live_brokers().count(), 0);
+    // The new run is registered but fenced until heard from; the old one is gone.
+    assert!(image.has_run(1, 11) && !image.is_live_run(1, 11));
+    assert!(!image.has_run(1, 10) && !image.is_live_run(1, 10));
 
     assert_eq!(image.apply(5, &unfence), Applied::Changed);
+    assert!(image.is_live_run(1, 11));
     let fence = MetadataRecord::FenceBroker { node_id: 1 };
     assert_eq!(image.apply(6, &fence), Applied::Changed);
     assert_eq!(image.live_brokers().count(), 0);
+    assert!(image.has_run(1, 11) && !image.is_live_run(1, 11));
     assert!(matches!(
         image.apply(7, &MetadataRecord::FenceBroker { node_id: 9 }),
         Applied::Stale(_)
