@@ -19,8 +19,10 @@ use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, HashMap};
 use std::rc::{Rc, Weak};
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures::channel::oneshot;
+use futures::future::{select, Either};
 use glommio::sync::Semaphore;
 
 use super::markers::{serve_markers, MarkerConfig, OffsetsMarkerWriter, WireMarker, WireOutcome};
@@ -230,10 +232,28 @@ impl PeerCalls {
     }
 
     /// Sends `call` to `peer` once a place among the requests of its kind in flight to it is
-    /// free, and waits for the answer; `None` if none came within the request timeout (or this
-    /// shard's replication stopped).
+    /// free, and waits for the answer; `None` if none came within the request timeout, or the
+    /// run of `peer` that was live when it was asked is gone (fenced by the controller, or
+    /// registered again after a restart: its requests died with it, as Kafka's channels fail
+    /// their requests when the connection drops; a transaction's markers sent to a partition
+    /// leader killed just then once held its transactional id in PrepareCommit for the whole
+    /// 30 s), or this shard's replication stopped.
     pub(super) async fn request(&self, peer: NodeId, call: PeerCall) -> Option<PeerAnswer> {
         let replication = self.replication.upgrade()?;
+        let live_run = self
+            .state
+            .image()
+            .broker(peer)
+            .filter(|broker| !broker.fenced)
+            .map(|broker| broker.registration.incarnation);
+        let peer_gone = async {
+            let Some(incarnation) = live_run else {
+                return std::future::pending().await;
+            };
+            while self.state.image().is_live_run(peer, incarnation) {
+                glommio::timer::sleep(PEER_LIVENESS_CHECK_INTERVAL).await;
+            }
+        };
         let kind = call.kind();
         let places_max = match kind {
             CallKind::Markers => self.markers.requests_in_flight_per_peer_max,
@@ -267,9 +287,20 @@ impl PeerCalls {
             drop(pending);
             answer
         };
-        within(self.markers.request_timeout, asked).await.flatten()
+        let answered_or_gone = async {
+            match select(std::pin::pin!(asked), std::pin::pin!(peer_gone)).await {
+                Either::Left((answer, _)) => answer,
+                Either::Right(((), _)) => None,
+            }
+        };
+        within(self.markers.request_timeout, answered_or_gone)
+            .await
+            .flatten()
     }
 }
+
+/// How often a request's wait looks whether its peer's run is still live.
+const PEER_LIVENESS_CHECK_INTERVAL: Duration = Duration::from_millis(100);
 
 /// A request's pending slot, removed however the wait for its answer ends (answered, or
 /// dropped at the timeout): a late answer then finds nothing.
