@@ -136,8 +136,11 @@ impl Cluster {
     }
 
     /// Metadata for `topics` (all topics when `None`), never asking the broker to create them.
-    /// Remembers the brokers it names.
+    /// Remembers the brokers it names. An answer that names no broker (a cluster broker that
+    /// just started and is not yet live in its own image) is asked again, up to
+    /// [`LEADER_WAIT`], as Kafka's clients do.
     pub fn metadata(&mut self, topics: Option<&[String]>) -> Result<MetadataResponse, AdminError> {
+        let deadline = Instant::now() + LEADER_WAIT;
         let connection = self.bootstrap()?;
         let version = connection.version::<MetadataRequest>()?;
         let request = MetadataRequest::default()
@@ -149,7 +152,13 @@ impl Cluster {
             }))
             // Versions before 4 cannot say no (the broker's auto-creation setting decides).
             .with_allow_auto_topic_creation(version < 4);
-        let response = connection.send(&request, version, Duration::ZERO)?;
+        let response = loop {
+            let response = connection.send(&request, version, Duration::ZERO)?;
+            if !response.brokers.is_empty() || Instant::now() >= deadline {
+                break response;
+            }
+            std::thread::sleep(LEADER_RETRY_INTERVAL);
+        };
         if let Some(error) = AdminError::from_code("metadata", response.error_code, None) {
             return Err(error);
         }
