@@ -3,7 +3,8 @@
 //! AddPartitionsToTxn added the partition, it is taken; and a late batch of a transaction that
 //! was aborted (by EndTxn, or by a new producer instance's fence, as a timeout does) is refused,
 //! never visible to read_committed, and opens no transaction that would hold the last stable
-//! offset back.
+//! offset back. Also: the next transaction's AddPartitionsToTxn, sent while the markers of the
+//! previous one are written, waits for them instead of being refused.
 
 mod common;
 
@@ -246,5 +247,50 @@ fn a_late_batch_of_an_aborted_transaction_is_refused_and_leaves_nothing_open() {
     );
     end_transaction(&mut client, next, true);
     wait_stable_at(&mut client, 0, aborted_end + 2);
+    broker.stop();
+}
+
+/// The next transaction's AddPartitionsToTxn, sent right after EndTxn while the markers of the
+/// one that ended are still being written, is held until they are and then answered, not
+/// refused with CONCURRENT_TRANSACTIONS (which librdkafka answers by waiting 20 ms: in a
+/// cluster, most transactions paid that).
+#[test]
+fn the_next_transactions_partitions_are_added_once_the_markers_are_written_not_refused() {
+    let broker = TestBroker::start(2, LogConfig::default());
+    let mut client = broker.connect();
+    assert_eq!(create_topic(&mut client, TOPIC, 2), 0);
+    let producer = init_producer(&mut client);
+    let add_both = AddPartitionsToTxnRequest::default()
+        .with_v3_and_below_transactional_id(TransactionalId(text(TRANSACTIONAL_ID)))
+        .with_v3_and_below_producer_id(ProducerId(producer.id))
+        .with_v3_and_below_producer_epoch(producer.epoch)
+        .with_v3_and_below_topics(vec![AddPartitionsToTxnTopic::default()
+            .with_name(name(TOPIC))
+            .with_partitions(vec![0, 1])]);
+    add_partition(&mut client, producer, 0);
+    add_partition(&mut client, producer, 1);
+    for round in 0..20 {
+        for partition in [0, 1] {
+            assert_eq!(
+                produce_transactional(&mut client, producer, partition, round).0,
+                0,
+                "round {round}"
+            );
+        }
+        end_transaction(&mut client, producer, true);
+        let response: AddPartitionsToTxnResponse =
+            client.call(ApiKey::AddPartitionsToTxn, 3, &add_both);
+        let codes: Vec<i16> = response.results_by_topic_v3_and_below[0]
+            .results_by_partition
+            .iter()
+            .map(|partition| partition.partition_error_code)
+            .collect();
+        assert_eq!(
+            codes,
+            [0, 0],
+            "round {round}: the next transaction's partitions"
+        );
+    }
+    end_transaction(&mut client, producer, false);
     broker.stop();
 }

@@ -17,6 +17,22 @@ pub trait TransactionRequest: Send + 'static {
 
     /// Runs the request against `state` at `now_ms`.
     fn apply(self, state: &mut TransactionCoordinator, now_ms: i64) -> (Self::Answer, Effects);
+
+    /// A copy to apply again if this one is answered CONCURRENT_TRANSACTIONS (the id's previous
+    /// transaction is still being ended) without effects: the driver then holds the request
+    /// until the markers are written and applies the copy (`shard::CONCURRENT_HOLD_MAX`).
+    /// `None` (the default): answered as it is.
+    fn to_apply_again(&self) -> Option<Self>
+    where
+        Self: Sized,
+    {
+        None
+    }
+
+    /// Whether `answer` is CONCURRENT_TRANSACTIONS, for [`TransactionRequest::to_apply_again`].
+    fn is_concurrent(_answer: &Self::Answer) -> bool {
+        false
+    }
 }
 
 impl TransactionRequest for InitProducerId {
@@ -29,10 +45,18 @@ impl TransactionRequest for InitProducerId {
     fn apply(self, state: &mut TransactionCoordinator, now_ms: i64) -> (Self::Answer, Effects) {
         state.init_producer_id(&self, now_ms)
     }
+
+    fn to_apply_again(&self) -> Option<Self> {
+        Some(self.clone())
+    }
+
+    fn is_concurrent(answer: &Self::Answer) -> bool {
+        matches!(answer, Err(TransactionError::ConcurrentTransactions))
+    }
 }
 
 /// Partitions join a transaction (AddPartitionsToTxn, AddOffsetsToTxn).
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct AddPartitions {
     pub transactional_id: String,
     pub producer_id: i64,
@@ -55,6 +79,14 @@ impl TransactionRequest for AddPartitions {
             &self.partitions,
             now_ms,
         )
+    }
+
+    fn to_apply_again(&self) -> Option<Self> {
+        Some(self.clone())
+    }
+
+    fn is_concurrent(answer: &Self::Answer) -> bool {
+        matches!(answer, Err(TransactionError::ConcurrentTransactions))
     }
 }
 
