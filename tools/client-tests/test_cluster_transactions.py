@@ -45,7 +45,7 @@ import confluent_kafka
 
 from cluster_support import NODE_IDS, PARTITIONS, cluster, created_topic  # noqa: F401 (a fixture)
 from support import CLIENT_DEADLINE_S, wait_until
-from transactions_support import end_offsets, isolated_consumer, read_to_end
+from transactions_support import committed_offsets, end_offsets, read_to_end
 
 WORKER_PROGRAM = Path(__file__).with_name("transform_worker.py")
 INPUTS_PER_PARTITION = 300
@@ -134,17 +134,6 @@ class SupervisedWorker:
         return "\n".join(lines)
 
 
-def committed_offsets(bootstrap, group, topic):
-    reader = isolated_consumer(bootstrap, "read_committed", group=group)
-    try:
-        offsets = reader.committed(
-            [confluent_kafka.TopicPartition(topic, p) for p in range(PARTITIONS)], timeout=CLIENT_DEADLINE_S
-        )
-    finally:
-        reader.close()
-    return {tp.partition: tp.offset for tp in offsets}
-
-
 def test_consume_transform_produce_is_exactly_once_through_broker_kills(cluster, request, tmp_path):
     source = created_topic(cluster, "txn-source")
     sink = created_topic(cluster, "txn-sink")
@@ -204,7 +193,7 @@ def test_consume_transform_produce_is_exactly_once_through_broker_kills(cluster,
         if fault_thread.is_alive():
             return False
         try:
-            last_seen[0] = committed_offsets(cluster.bootstrap(), group, source)
+            last_seen[0] = committed_offsets(cluster.bootstrap(), group, source, PARTITIONS)
             ends = end_offsets(cluster.bootstrap(), source, "read_committed", PARTITIONS)
         except confluent_kafka.KafkaException as error:  # a leader moving after a kill
             last_seen[0] = str(error)

@@ -19,7 +19,7 @@ import confluent_kafka
 
 from clients import Confluent, created_topic
 from support import CLIENT_DEADLINE_S, wait_until
-from transactions_support import isolated_consumer, read_to_end
+from transactions_support import committed_offsets, read_to_end
 
 SCRIPTS = Path(__file__).with_name("kafkajs")
 PARTITIONS = 3
@@ -40,18 +40,6 @@ def run_kafkajs(script, config, tmp_path):
     )
     assert completed.returncode == 0, f"kafkajs failed:\n{completed.stdout[-3000:]}\n{completed.stderr[-3000:]}"
     return json.loads(result_path.read_text())
-
-
-def committed_offsets(bootstrap, group, topic):
-    """partition -> the offset `group` committed on `topic`."""
-    reader = isolated_consumer(bootstrap, "read_committed", group=group)
-    try:
-        offsets = reader.committed(
-            [confluent_kafka.TopicPartition(topic, p) for p in range(PARTITIONS)], timeout=CLIENT_DEADLINE_S
-        )
-    finally:
-        reader.close()
-    return {tp.partition: tp.offset for tp in offsets}
 
 
 def test_kafkajs_produces_keyed_messages_and_a_group_of_two_splits_and_commits_them(broker, tmp_path):
@@ -82,7 +70,7 @@ def test_kafkajs_produces_keyed_messages_and_a_group_of_two_splits_and_commits_t
     last = {name: set(assigned[-1]) for name, assigned in result["assignments"].items()}
     assert last["a"] | last["b"] == set(range(PARTITIONS)) and not last["a"] & last["b"], last
     ends = {p: sum(1 for m in consumed if m["partition"] == p) for p in range(PARTITIONS)}
-    wait_until(lambda: committed_offsets(broker.bootstrap, group, topic) == ends, "the group's commits")
+    wait_until(lambda: committed_offsets(broker.bootstrap, group, topic, PARTITIONS) == ends, "the group's commits")
 
 
 def test_kafkajs_transactions_commit_abort_fence_and_read_committed(broker, tmp_path):
@@ -123,4 +111,4 @@ def test_kafkajs_transactions_commit_abort_fence_and_read_committed(broker, tmp_
         expected + aborted
     ), "the aborted records are in the log, hidden only from read_committed"
 
-    assert committed_offsets(broker.bootstrap, group, source) == {p: INPUTS // PARTITIONS for p in range(PARTITIONS)}
+    assert committed_offsets(broker.bootstrap, group, source, PARTITIONS) == {p: INPUTS // PARTITIONS for p in range(PARTITIONS)}

@@ -245,14 +245,9 @@ def test_consume_transform_produce_commits_offsets_with_its_output(broker):
 
     outputs = all_values(read_to_end(broker.bootstrap, sink, "read_committed"))
     assert outputs == sorted(b"out-" + value for value in inputs), "not every input exactly once in the output"
-    committed = isolated_consumer(broker.bootstrap, "read_committed", group=group)
-    try:
-        offsets = committed.committed(
-            [confluent_kafka.TopicPartition(source, p) for p in range(PARTITIONS)], timeout=CLIENT_DEADLINE_S
-        )
-    finally:
-        committed.close()
-    assert {tp.partition: tp.offset for tp in offsets} == {p: 30 for p in range(PARTITIONS)}
+    assert transactions_support.committed_offsets(broker.bootstrap, group, source, PARTITIONS) == {
+        p: 30 for p in range(PARTITIONS)
+    }
 
 
 def test_kafka_python_commits_and_aborts_transactions(broker):

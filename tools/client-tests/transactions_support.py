@@ -83,3 +83,16 @@ def end_offsets(bootstrap, topic, isolation, partition_count):
         }
     finally:
         reader.close()
+
+
+def committed_offsets(bootstrap, group, topic, partition_count):
+    """partition -> the offset `group` committed on `topic` (read_committed: a transaction's
+    offsets count once it committed)."""
+    reader = isolated_consumer(bootstrap, "read_committed", group=group)
+    try:
+        offsets = reader.committed(
+            [confluent_kafka.TopicPartition(topic, p) for p in range(partition_count)], timeout=CLIENT_DEADLINE_S
+        )
+    finally:
+        reader.close()
+    return {tp.partition: tp.offset for tp in offsets}

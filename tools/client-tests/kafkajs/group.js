@@ -8,25 +8,11 @@
 // messages (how many to produce), keys, deadlineMs and resultPath (where the JSON result goes).
 
 const fs = require('fs')
-const { Kafka, logLevel } = require('kafkajs')
+const { CONSUMER_POLLING, kafkaOf, run, waitUntil: waitFor } = require('./support')
 
 const config = JSON.parse(process.argv[2])
-// Consumers poll with short fetch waits and heartbeats: kafkajs heartbeats (and so learns of a
-// rebalance) and stops only between fetches, which wait up to 5 s for data by default.
-const kafka = new Kafka({
-  clientId: 'ferrite-kafkajs-group',
-  brokers: [config.bootstrap],
-  logLevel: logLevel.ERROR,
-  retry: { retries: 10 },
-})
-
-async function waitUntil (condition, what) {
-  const deadline = Date.now() + config.deadlineMs
-  while (!condition()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`)
-    await new Promise((resolve) => setTimeout(resolve, 20))
-  }
-}
+const kafka = kafkaOf(config, 'ferrite-kafkajs-group')
+const waitUntil = (condition, what) => waitFor(condition, what, config.deadlineMs)
 
 // Produces every message with acks=all, 50 per request, in order.
 async function produceAll () {
@@ -45,7 +31,7 @@ async function produceAll () {
 async function consumeWithTwoMembers () {
   const consumed = []
   const assignments = {}
-  const members = ['a', 'b'].map((name) => ({ name, consumer: kafka.consumer({ groupId: config.group, heartbeatInterval: 500, maxWaitTimeInMs: 200 }) }))
+  const members = ['a', 'b'].map((name) => ({ name, consumer: kafka.consumer({ groupId: config.group, ...CONSUMER_POLLING }) }))
   for (const { name, consumer } of members) {
     assignments[name] = []
     consumer.on(consumer.events.GROUP_JOIN, (event) => {
@@ -84,10 +70,4 @@ async function main () {
   fs.writeFileSync(config.resultPath, JSON.stringify({ consumed, assignments }))
 }
 
-main().then(
-  () => process.exit(0),
-  (error) => {
-    console.error(error)
-    process.exit(1)
-  },
-)
+run(main)

@@ -11,26 +11,11 @@
 // stdout may carry kafkajs's log lines).
 
 const fs = require('fs')
-const { Kafka, logLevel } = require('kafkajs')
+const { CONSUMER_POLLING, kafkaOf, run, waitUntil: waitFor } = require('./support')
 
 const config = JSON.parse(process.argv[2])
-// Consumers poll with short fetch waits and heartbeats: kafkajs heartbeats (and so learns of a
-// rebalance) and stops only between fetches, which wait up to 5 s for data by default.
-const kafka = new Kafka({
-  clientId: 'ferrite-kafkajs-transactions',
-  brokers: [config.bootstrap],
-  logLevel: logLevel.ERROR,
-  retry: { retries: 10 },
-})
-
-// Resolves once `condition()` holds; rejects with `what` after the deadline.
-async function waitUntil (condition, what) {
-  const deadline = Date.now() + config.deadlineMs
-  while (!condition()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`)
-    await new Promise((resolve) => setTimeout(resolve, 20))
-  }
-}
+const kafka = kafkaOf(config, 'ferrite-kafkajs-transactions')
+const waitUntil = (condition, what) => waitFor(condition, what, config.deadlineMs)
 
 async function abortOne (producer) {
   const transaction = await producer.transaction()
@@ -44,7 +29,7 @@ async function abortOne (producer) {
 // Until every input went through: each batch of a partition becomes one transaction holding its
 // outputs (same partition) and the group's next offset for that partition.
 async function transformAll (producer) {
-  const consumer = kafka.consumer({ groupId: config.group, readUncommitted: false, heartbeatInterval: 500, maxWaitTimeInMs: 200 })
+  const consumer = kafka.consumer({ groupId: config.group, readUncommitted: false, ...CONSUMER_POLLING })
   await consumer.connect()
   await consumer.subscribe({ topics: [config.source], fromBeginning: true })
   let transformed = 0
@@ -105,7 +90,7 @@ async function fencedError (zombie) {
 // records: the aborted ones come first in every partition, so a consumer that showed them would
 // show them before reaching the count.
 async function readCommitted (count) {
-  const consumer = kafka.consumer({ groupId: `${config.group}-reader`, readUncommitted: false, heartbeatInterval: 500, maxWaitTimeInMs: 200 })
+  const consumer = kafka.consumer({ groupId: `${config.group}-reader`, readUncommitted: false, ...CONSUMER_POLLING })
   await consumer.connect()
   await consumer.subscribe({ topics: [config.sink], fromBeginning: true })
   const values = []
@@ -131,10 +116,4 @@ async function main () {
   fs.writeFileSync(config.resultPath, JSON.stringify({ transformed, transactions, fenced, read }))
 }
 
-main().then(
-  () => process.exit(0),
-  (error) => {
-    console.error(error)
-    process.exit(1)
-  },
-)
+run(main)
