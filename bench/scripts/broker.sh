@@ -1,5 +1,26 @@
 # Shared by the benchmark scripts that run a `ferrite serve` of their own (sourced, not run):
-# waiting for it to listen, reading its metrics, and what CPU a process used.
+# starting and stopping it, waiting for it to listen, reading its metrics, and what CPU a
+# process used.
+
+# Starts `FERRITE serve` on loopback ports (CORES shards when set), its data in
+# DIR/ferrite-data-PID and its stdout and stderr in RESULTS/ferrite.out and .err; sets `broker`
+# (its pid), `address` and `metrics` once it listens. It is stopped, and its data removed, by
+# `stop_broker` or at exit.
+start_broker() { # FERRITE DIR RESULTS
+  data=$2/ferrite-data-$$
+  local serve_args=(serve --listen 127.0.0.1:0 --metrics-listen 127.0.0.1:0 --data-dir "$data")
+  [[ -n ${CORES:-} ]] && serve_args+=(--cores "$CORES")
+  "$1" "${serve_args[@]}" >"$3/ferrite.out" 2>"$3/ferrite.err" &
+  broker=$!
+  trap stop_broker EXIT
+  wait_for_listening "$broker" "$3/ferrite.out" "$3/ferrite.err"
+}
+
+stop_broker() {
+  kill "$broker" 2>/dev/null || true
+  wait "$broker" 2>/dev/null || true
+  rm -rf "$data"
+}
 
 # Waits until the broker `PID`, whose stdout and stderr go to OUT and ERR, listens, and sets
 # `address` (its Kafka address) and `metrics` (its metrics URL; empty without

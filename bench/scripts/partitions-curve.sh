@@ -51,18 +51,7 @@ fio --output-format=json --name=sync --filename="$dir/fio.sync" --rw=write --bs=
   --fdatasync=1 --size=64M --runtime=10 --time_based=1 >"$results/fio-sync.json"
 rm -f "$dir/fio.seq" "$dir/fio.sync"
 
-data=$dir/ferrite-data-$$
-serve_args=(serve --listen 127.0.0.1:0 --metrics-listen 127.0.0.1:0 --data-dir "$data")
-[[ -n ${CORES:-} ]] && serve_args+=(--cores "$CORES")
-"$ferrite" "${serve_args[@]}" >"$results/ferrite.out" 2>"$results/ferrite.err" &
-broker=$!
-stop_broker() {
-  kill "$broker" 2>/dev/null || true
-  wait "$broker" 2>/dev/null || true
-  rm -rf "$data"
-}
-trap stop_broker EXIT
-wait_for_listening "$broker" "$results/ferrite.out" "$results/ferrite.err"
+start_broker "$ferrite" "$dir" "$results"
 
 ticks_per_s=$(getconf CLK_TCK)
 # The broker's Produce latency sum (s) and count since it started.

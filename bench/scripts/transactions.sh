@@ -52,18 +52,7 @@ fio --output-format=json --name=seq --filename="$dir/fio.seq" --rw=write --bs=1M
   --ioengine=io_uring --iodepth=8 --size=2G --runtime=15 >"$results/fio-seq.json"
 rm -f "$dir/fio.seq" "$dir/fio.sync"
 
-data=$dir/ferrite-data-$$
-serve_args=(serve --listen 127.0.0.1:0 --metrics-listen 127.0.0.1:0 --data-dir "$data")
-[[ -n ${CORES:-} ]] && serve_args+=(--cores "$CORES")
-"$release/ferrite" "${serve_args[@]}" >"$results/ferrite.out" 2>"$results/ferrite.err" &
-broker=$!
-stop_broker() {
-  kill "$broker" 2>/dev/null || true
-  wait "$broker" 2>/dev/null || true
-  rm -rf "$data"
-}
-trap stop_broker EXIT
-wait_for_listening "$broker" "$results/ferrite.out" "$results/ferrite.err"
+start_broker "$release/ferrite" "$dir" "$results"
 
 run() { # NAME EXTRA-FLAGS...
   local name=$1
