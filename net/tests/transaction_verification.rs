@@ -10,7 +10,10 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{create_topic, list_offset, name, produce_request, Client, TestBroker, DEADLINE};
+use common::{
+    create_topic, init_producer, list_offset, name, produce_request, Client, Producer, TestBroker,
+    DEADLINE,
+};
 use engine::batch::build::{self, ProducerFields, TestRecord};
 use engine::LogConfig;
 use kafka_protocol::messages::add_partitions_to_txn_request::AddPartitionsToTxnTopic;
@@ -25,13 +28,6 @@ const READ_COMMITTED: i8 = 1;
 
 fn text(value: &str) -> StrBytes {
     StrBytes::from_string(value.to_owned())
-}
-
-/// A transactional producer's identity, from InitProducerId.
-#[derive(Debug, Clone, Copy)]
-struct Producer {
-    id: i64,
-    epoch: i16,
 }
 
 /// Calls `call` until it answers something other than the errors clients retry (the
@@ -50,25 +46,6 @@ fn retried(mut call: impl FnMut() -> i16) -> i16 {
         }
         std::thread::sleep(Duration::from_millis(10));
     }
-}
-
-fn init_producer(client: &mut Client) -> Producer {
-    let request = InitProducerIdRequest::default()
-        .with_transactional_id(Some(TransactionalId(text(TRANSACTIONAL_ID))))
-        .with_transaction_timeout_ms(60_000)
-        .with_producer_id(ProducerId(-1))
-        .with_producer_epoch(-1);
-    let mut producer = None;
-    let code = retried(|| {
-        let response: InitProducerIdResponse = client.call(ApiKey::InitProducerId, 4, &request);
-        producer = Some(Producer {
-            id: response.producer_id.0,
-            epoch: response.producer_epoch,
-        });
-        response.error_code
-    });
-    assert_eq!(code, 0, "InitProducerId");
-    producer.expect("answered")
 }
 
 fn add_partition(client: &mut Client, producer: Producer, partition: i32) {
@@ -163,7 +140,7 @@ fn a_batch_for_a_partition_outside_the_transaction_is_refused_and_one_added_is_t
     let broker = TestBroker::start(2, LogConfig::default());
     let mut client = broker.connect();
     assert_eq!(create_topic(&mut client, TOPIC, 2), 0);
-    let producer = init_producer(&mut client);
+    let producer = init_producer(&mut client, TRANSACTIONAL_ID);
 
     // No AddPartitionsToTxn: the producer has no transaction, let alone on this partition.
     assert_eq!(
@@ -203,7 +180,7 @@ fn a_late_batch_of_an_aborted_transaction_is_refused_and_leaves_nothing_open() {
     assert_eq!(create_topic(&mut client, TOPIC, 2), 0);
 
     // Aborted by EndTxn: the batch that was still on its way arrives after the markers.
-    let producer = init_producer(&mut client);
+    let producer = init_producer(&mut client, TRANSACTIONAL_ID);
     add_partition(&mut client, producer, 0);
     assert_eq!(produce_transactional(&mut client, producer, 0, 0), (0, 0));
     end_transaction(&mut client, producer, false);
@@ -225,7 +202,7 @@ fn a_late_batch_of_an_aborted_transaction_is_refused_and_leaves_nothing_open() {
     // timeout does): the hung instance's late batch is fenced.
     add_partition(&mut client, producer, 1);
     assert_eq!(produce_transactional(&mut client, producer, 1, 0), (0, 0));
-    let next = init_producer(&mut client);
+    let next = init_producer(&mut client, TRANSACTIONAL_ID);
     assert!(next.epoch > producer.epoch);
     let fenced_end = 2;
     wait_stable_at(&mut client, 1, fenced_end);
@@ -259,7 +236,7 @@ fn the_next_transactions_partitions_are_added_once_the_markers_are_written_not_r
     let broker = TestBroker::start(2, LogConfig::default());
     let mut client = broker.connect();
     assert_eq!(create_topic(&mut client, TOPIC, 2), 0);
-    let producer = init_producer(&mut client);
+    let producer = init_producer(&mut client, TRANSACTIONAL_ID);
     let add_both = AddPartitionsToTxnRequest::default()
         .with_v3_and_below_transactional_id(TransactionalId(text(TRANSACTIONAL_ID)))
         .with_v3_and_below_producer_id(ProducerId(producer.id))

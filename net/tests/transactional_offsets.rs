@@ -10,7 +10,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{create_topic, fetch, Client, TestBroker, DEADLINE};
+use common::{create_topic, fetch, init_producer, Client, Producer, TestBroker, DEADLINE};
 use engine::batch::{self, BatchHeader, TransactionMarker};
 use engine::catalog::OFFSETS_TOPIC;
 use engine::LogConfig;
@@ -29,38 +29,6 @@ const TOPIC: &str = "input";
 const TRANSACTIONAL_ID: &str = "transform-1";
 const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
 const UNSTABLE_OFFSET_COMMIT: i16 = 88;
-
-/// A transactional producer's identity, from InitProducerId.
-#[derive(Debug, Clone, Copy)]
-struct Producer {
-    id: i64,
-    epoch: i16,
-}
-
-fn init_producer(client: &mut Client) -> Producer {
-    let request = InitProducerIdRequest::default()
-        .with_transactional_id(Some(TransactionalId(text(TRANSACTIONAL_ID))))
-        .with_transaction_timeout_ms(60_000)
-        .with_producer_id(ProducerId(-1))
-        .with_producer_epoch(-1);
-    let deadline = Instant::now() + DEADLINE;
-    loop {
-        let response: InitProducerIdResponse = client.call(ApiKey::InitProducerId, 4, &request);
-        match response.error_code {
-            0 => {
-                return Producer {
-                    id: response.producer_id.0,
-                    epoch: response.producer_epoch,
-                }
-            }
-            // The coordinator loads, or ends the id's previous transaction first.
-            14 | 15 | 51 if Instant::now() < deadline => {
-                std::thread::sleep(Duration::from_millis(20))
-            }
-            code => panic!("InitProducerId: error {code}"),
-        }
-    }
-}
 
 fn add_offsets(client: &mut Client, producer: Producer) {
     let request = AddOffsetsToTxnRequest::default()
@@ -198,7 +166,7 @@ fn committed_transactions_offsets_become_the_groups_offsets() {
     let mut client = broker.connect();
     assert_eq!(create_topic(&mut client, TOPIC, 2), 0);
     commit(&mut client, 0, 5);
-    let producer = init_producer(&mut client);
+    let producer = init_producer(&mut client, TRANSACTIONAL_ID);
 
     add_offsets(&mut client, producer);
     let codes = txn_commit(
@@ -266,7 +234,7 @@ fn an_open_transaction_survives_a_restart_and_its_abort_drops_its_offsets() {
     let mut client = broker.connect();
     assert_eq!(create_topic(&mut client, TOPIC, 2), 0);
     commit(&mut client, 0, 5);
-    let producer = init_producer(&mut client);
+    let producer = init_producer(&mut client, TRANSACTIONAL_ID);
     add_offsets(&mut client, producer);
     assert_eq!(
         txn_commit(&mut client, 4, producer, &[(TOPIC, 0, 30), (TOPIC, 1, 40)]),

@@ -442,3 +442,42 @@ pub fn create_topic_with(
     let response: CreateTopicsResponse = client.call(ApiKey::CreateTopics, 7, &request);
     response.topics[0].error_code
 }
+
+/// A transactional producer's identity, from InitProducerId.
+#[derive(Debug, Clone, Copy)]
+pub struct Producer {
+    pub id: i64,
+    pub epoch: i16,
+}
+
+/// InitProducerId (v4) for `transactional_id`, asked again (up to [`DEADLINE`]) while the
+/// coordinator loads or ends the id's previous transaction, as clients do.
+pub fn init_producer(client: &mut Client, transactional_id: &str) -> Producer {
+    use kafka_protocol::messages::{
+        InitProducerIdRequest, InitProducerIdResponse, ProducerId, TransactionalId,
+    };
+    let request = InitProducerIdRequest::default()
+        .with_transactional_id(Some(TransactionalId(StrBytes::from_string(
+            transactional_id.to_owned(),
+        ))))
+        .with_transaction_timeout_ms(60_000)
+        .with_producer_id(ProducerId(-1))
+        .with_producer_epoch(-1);
+    let deadline = std::time::Instant::now() + DEADLINE;
+    loop {
+        let response: InitProducerIdResponse = client.call(ApiKey::InitProducerId, 4, &request);
+        match response.error_code {
+            0 => {
+                return Producer {
+                    id: response.producer_id.0,
+                    epoch: response.producer_epoch,
+                }
+            }
+            // COORDINATOR_LOAD_IN_PROGRESS, COORDINATOR_NOT_AVAILABLE, CONCURRENT_TRANSACTIONS.
+            14 | 15 | 51 if std::time::Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(20))
+            }
+            code => panic!("InitProducerId: error {code}"),
+        }
+    }
+}
