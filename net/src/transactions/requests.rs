@@ -16,20 +16,12 @@ pub trait TransactionRequest: Send + 'static {
     fn refused(&self, error: TransactionError) -> Self::Answer;
 
     /// Runs the request against `state` at `now_ms`.
-    fn apply(self, state: &mut TransactionCoordinator, now_ms: i64) -> (Self::Answer, Effects);
+    fn apply(&self, state: &mut TransactionCoordinator, now_ms: i64) -> (Self::Answer, Effects);
 
-    /// A copy to apply again if this one is answered CONCURRENT_TRANSACTIONS (the id's previous
-    /// transaction is still being ended) without effects: the driver then holds the request
-    /// until the markers are written and applies the copy (`shard::CONCURRENT_HOLD_MAX`).
-    /// `None` (the default): answered as it is.
-    fn to_apply_again(&self) -> Option<Self>
-    where
-        Self: Sized,
-    {
-        None
-    }
-
-    /// Whether `answer` is CONCURRENT_TRANSACTIONS, for [`TransactionRequest::to_apply_again`].
+    /// Whether `answer` is a CONCURRENT_TRANSACTIONS the driver may hold (the id's previous
+    /// transaction is still being ended): it then waits for the markers to be written and
+    /// applies the request again (`shard::CONCURRENT_HOLD_MAX`). False (the default): answered
+    /// as it is.
     fn is_concurrent(_answer: &Self::Answer) -> bool {
         false
     }
@@ -42,12 +34,8 @@ impl TransactionRequest for InitProducerId {
         Err(error)
     }
 
-    fn apply(self, state: &mut TransactionCoordinator, now_ms: i64) -> (Self::Answer, Effects) {
-        state.init_producer_id(&self, now_ms)
-    }
-
-    fn to_apply_again(&self) -> Option<Self> {
-        Some(self.clone())
+    fn apply(&self, state: &mut TransactionCoordinator, now_ms: i64) -> (Self::Answer, Effects) {
+        state.init_producer_id(self, now_ms)
     }
 
     fn is_concurrent(answer: &Self::Answer) -> bool {
@@ -56,7 +44,7 @@ impl TransactionRequest for InitProducerId {
 }
 
 /// Partitions join a transaction (AddPartitionsToTxn, AddOffsetsToTxn).
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct AddPartitions {
     pub transactional_id: String,
     pub producer_id: i64,
@@ -71,7 +59,7 @@ impl TransactionRequest for AddPartitions {
         Err(error)
     }
 
-    fn apply(self, state: &mut TransactionCoordinator, now_ms: i64) -> (Self::Answer, Effects) {
+    fn apply(&self, state: &mut TransactionCoordinator, now_ms: i64) -> (Self::Answer, Effects) {
         state.add_partitions(
             &self.transactional_id,
             self.producer_id,
@@ -79,10 +67,6 @@ impl TransactionRequest for AddPartitions {
             &self.partitions,
             now_ms,
         )
-    }
-
-    fn to_apply_again(&self) -> Option<Self> {
-        Some(self.clone())
     }
 
     fn is_concurrent(answer: &Self::Answer) -> bool {
@@ -105,8 +89,8 @@ impl TransactionRequest for VerifyPartitions {
             .collect()
     }
 
-    fn apply(self, state: &mut TransactionCoordinator, _: i64) -> (Self::Answer, Effects) {
-        let request = self.0;
+    fn apply(&self, state: &mut TransactionCoordinator, _: i64) -> (Self::Answer, Effects) {
+        let request = &self.0;
         let answer = state.verify_partitions(
             &request.transactional_id,
             request.producer_id,
@@ -133,7 +117,7 @@ impl TransactionRequest for EndTransaction {
         Err(error)
     }
 
-    fn apply(self, state: &mut TransactionCoordinator, now_ms: i64) -> (Self::Answer, Effects) {
+    fn apply(&self, state: &mut TransactionCoordinator, now_ms: i64) -> (Self::Answer, Effects) {
         state.end_transaction(
             &self.transactional_id,
             self.producer_id,
@@ -157,7 +141,7 @@ impl TransactionRequest for DescribeTransaction {
         Err(error)
     }
 
-    fn apply(self, state: &mut TransactionCoordinator, _: i64) -> (Self::Answer, Effects) {
+    fn apply(&self, state: &mut TransactionCoordinator, _: i64) -> (Self::Answer, Effects) {
         (state.describe(&self.transactional_id), Effects::default())
     }
 }
@@ -177,7 +161,7 @@ impl TransactionRequest for ListTransactions {
         Err(error)
     }
 
-    fn apply(self, state: &mut TransactionCoordinator, now_ms: i64) -> (Self::Answer, Effects) {
+    fn apply(&self, state: &mut TransactionCoordinator, now_ms: i64) -> (Self::Answer, Effects) {
         let listed = state.list(
             &self.states,
             &self.producer_ids,

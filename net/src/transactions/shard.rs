@@ -247,27 +247,22 @@ impl ShardTransactions {
         let not_available = request.refused(TransactionError::CoordinatorNotAvailable);
         let not_coordinator = request.refused(TransactionError::NotCoordinator);
         let hold_until = Instant::now() + CONCURRENT_HOLD_MAX;
-        let mut request = request;
         let (answer, effects) = loop {
-            let again = request.to_apply_again();
             let completions = coordinator.completions.get();
             let (answer, effects) = {
                 let mut state = coordinator.state.borrow_mut();
                 request.apply(&mut state, self.context.now_ms())
             };
-            let hold = again.filter(|_| {
-                Request::is_concurrent(&answer)
-                    && effects == Effects::default()
-                    && Instant::now() < hold_until
-                    && coordinator.held.get() < CONCURRENT_HELD_MAX
-                    && !coordinator.unloaded.get()
-            });
-            let Some(again) = hold else {
+            let hold = Request::is_concurrent(&answer)
+                && effects == Effects::default()
+                && Instant::now() < hold_until
+                && coordinator.held.get() < CONCURRENT_HELD_MAX
+                && !coordinator.unloaded.get();
+            if !hold {
                 break (answer, effects);
-            };
+            }
             let _held = HeldRequest::enter(&coordinator);
             coordinator.completion_after(completions, hold_until).await;
-            request = again;
         };
         match self.settle(&coordinator, effects).await {
             Ok(()) => answer,
