@@ -26,7 +26,7 @@ use futures::future::{join_all, LocalBoxFuture, Shared};
 use futures::FutureExt;
 
 use super::calls::ShardCall;
-use super::context::ShardContext;
+use super::context::{OwnedPart, ShardContext};
 use super::{Appended, Durability, PartitionId};
 use crate::batch::CheckedBatch;
 use crate::error::LogError;
@@ -98,14 +98,6 @@ impl AppendOwner for UnreplicatedLogs {
     }
 }
 
-/// One owning shard's part of [`ShardContext::submit_appends_through`]: the batches' positions
-/// in the request, and the batches, in the request's order.
-#[derive(Default)]
-struct OwnedAppends {
-    positions: Vec<usize>,
-    appends: Vec<(PartitionId, BytesMut)>,
-}
-
 impl ShardContext {
     /// Appends `batch` to `partition` (opening its log on first use) and waits as `durability`
     /// says, forwarding to the owning shard when that is another one.
@@ -162,15 +154,15 @@ impl ShardContext {
     ) -> Vec<AppendPending> {
         let shard_id = self.state.shard_id;
         let mut pending: Vec<Option<AppendPending>> = appends.iter().map(|_| None).collect();
-        let mut by_owner: Vec<OwnedAppends> = (0..self.state.shard_count)
-            .map(|_| OwnedAppends::default())
-            .collect();
-        for (position, (partition, batch)) in appends.into_iter().enumerate() {
-            let owner = &mut by_owner[self.owner_of(&partition)];
-            owner.positions.push(position);
-            owner.appends.push((partition, batch));
-        }
-        for (owner, OwnedAppends { positions, appends }) in by_owner.into_iter().enumerate() {
+        let by_owner = self.split_by_owner(appends, |(partition, _)| partition);
+        for (
+            owner,
+            OwnedPart {
+                positions,
+                items: appends,
+            },
+        ) in by_owner.into_iter().enumerate()
+        {
             if appends.is_empty() {
                 continue;
             }

@@ -147,6 +147,28 @@ impl ShardContext {
             .unwrap_or_else(|| owner_shard(partition, self.state.shard_count))
     }
 
+    /// `items` split by the shard that owns each one's partition (`partition` says which it
+    /// is): one part per shard, by shard id, each holding its items in their order with their
+    /// positions among `items`.
+    pub(super) fn split_by_owner<T>(
+        &self,
+        items: Vec<T>,
+        partition: impl Fn(&T) -> &PartitionId,
+    ) -> Vec<OwnedPart<T>> {
+        let mut parts: Vec<OwnedPart<T>> = (0..self.state.shard_count)
+            .map(|_| OwnedPart {
+                positions: Vec::new(),
+                items: Vec::new(),
+            })
+            .collect();
+        for (position, item) in items.into_iter().enumerate() {
+            let part = &mut parts[self.owner_of(partition(&item))];
+            part.positions.push(position);
+            part.items.push(item);
+        }
+        parts
+    }
+
     fn placed_shard(&self, partition: &PartitionId) -> Option<usize> {
         self.state
             .replicated_partitions
@@ -183,4 +205,11 @@ impl ShardContext {
     pub fn commit_stats(&self) -> crate::log::CommitStats {
         self.state.committer.stats()
     }
+}
+
+/// One owning shard's part of a call's items ([`ShardContext::split_by_owner`]): their positions
+/// among the call's items, and the items, in the call's order.
+pub(super) struct OwnedPart<T> {
+    pub(super) positions: Vec<usize>,
+    pub(super) items: Vec<T>,
 }

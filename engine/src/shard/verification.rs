@@ -11,12 +11,10 @@
 
 use futures::future::join_all;
 
+use super::context::OwnedPart;
 use super::{PartitionId, ShardContext};
 use crate::error::LogError;
 use crate::log::VerificationGuard;
-
-/// A partition whose batch is to be verified, and that batch's base sequence.
-type Verifying = (PartitionId, i32);
 
 impl ShardContext {
     /// Starts the verification of producer `producer_id`'s (at `producer_epoch`) batches for
@@ -30,28 +28,22 @@ impl ShardContext {
         producer_id: i64,
         producer_epoch: i16,
     ) -> Vec<Result<VerificationGuard, LogError>> {
-        let mut by_owner: Vec<(Vec<usize>, Vec<Verifying>)> = (0..self.shard_count())
-            .map(|_| Default::default())
-            .collect();
         let count = partitions.len();
-        for (position, partition) in partitions.into_iter().enumerate() {
-            let (positions, owned) = &mut by_owner[self.owner_of(&partition.0)];
-            positions.push(position);
-            owned.push(partition);
-        }
+        let by_owner = self.split_by_owner(partitions, |(partition, _)| partition);
         let calls = by_owner
             .into_iter()
             .enumerate()
-            .filter(|(_, (positions, _))| !positions.is_empty())
-            .map(|(owner, (positions, owned))| {
-                let closed: Vec<_> = owned.iter().map(|_| Err(LogError::Closed)).collect();
+            .filter(|(_, part)| !part.positions.is_empty())
+            .map(|(owner, part)| {
+                let OwnedPart { positions, items } = part;
+                let closed: Vec<_> = items.iter().map(|_| Err(LogError::Closed)).collect();
                 async move {
                     let started = self
                         .call_on(owner, move |context| {
                             let context = context.clone();
                             Box::pin(async move {
-                                let mut guards = Vec::with_capacity(owned.len());
-                                for (partition, base_sequence) in owned {
+                                let mut guards = Vec::with_capacity(items.len());
+                                for (partition, base_sequence) in items {
                                     guards.push(
                                         context
                                             .start_owned_verification(
