@@ -99,6 +99,14 @@ impl TransactionRequest for VerifyPartitions {
         );
         (answer, Effects::default())
     }
+
+    /// Held like AddPartitionsToTxn while the transaction's markers are written, so the
+    /// produce it verifies gets the transaction's outcome, not a retriable refusal.
+    fn is_concurrent(answer: &Self::Answer) -> bool {
+        answer
+            .iter()
+            .any(|(_, result)| matches!(result, Err(TransactionError::ConcurrentTransactions)))
+    }
 }
 
 /// EndTxn.

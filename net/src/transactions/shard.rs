@@ -51,7 +51,7 @@ const MARKER_RETRY_BACKOFF: Duration = Duration::from_millis(100);
 
 /// How long a request answered CONCURRENT_TRANSACTIONS (its id's previous transaction is still
 /// being ended: the next transaction's AddPartitionsToTxn, an InitProducerId while an abort
-/// completes) is held for the markers to be written, then tried again, instead of answered at
+/// completes, a Produce's verification) is held for the markers to be written, then tried again, instead of answered at
 /// once. Kafka answers at once; librdkafka then waits a fixed 20 ms before it retries, which in
 /// a cluster (markers committed by Raft at each partition's leader) cost a transactional
 /// producer 20 ms in most transactions and capped it near 3.5 MiB/s at 100 messages per
