@@ -149,7 +149,7 @@ fn segment_bytes_on_disk(dir: &Path) -> u64 {
 }
 
 #[test]
-fn small_appends_of_many_partitions_share_journal_writes_and_syncs() {
+fn small_appends_of_many_partitions_share_one_durable_journal_write() {
     run(async {
         let dir = tempfile::tempdir().unwrap();
         let shard = open_shard(dir.path(), 16, small_journal()).await;
@@ -180,10 +180,12 @@ fn small_appends_of_many_partitions_share_journal_writes_and_syncs() {
         assert_eq!(
             (
                 stats.journal_writes - first_round.journal_writes,
+                stats.journal_durable_writes - first_round.journal_durable_writes,
                 stats.journal_syncs - first_round.journal_syncs
             ),
-            (4, 4),
-            "one journal write and one sync for 16 partitions' appends: {stats:?}"
+            (4, 4, 0),
+            "one durable journal write (RWF_DSYNC) and no fdatasync for 16 partitions' appends: \
+             {stats:?}"
         );
         assert_eq!(stats.direct_writes, 0);
         for log in &shard.logs {
@@ -220,6 +222,42 @@ fn acks_one_appends_are_written_to_the_journal_without_a_sync() {
         }
         assert!(shard.committer.stats().journal_syncs >= 1);
         assert!(shard.committer.stats().journal_syncs <= 4);
+        crash(shard);
+    });
+}
+
+/// A durable append whose journal write comes after an acks=1 write still unsynced gets a
+/// write and an `fdatasync`, which makes both durable; a write that was its own sync would have
+/// promised nothing of the earlier one.
+#[test]
+fn a_durable_append_behind_an_unsynced_journal_write_is_synced_with_it() {
+    run(async {
+        let dir = tempfile::tempdir().unwrap();
+        let shard = open_shard(dir.path(), 2, small_journal()).await;
+        let (unsynced, durable) = (&shard.logs[0], &shard.logs[1]);
+        let receipt = unsynced.append(tagged_batch(0, 1, 30, 0), 0).await.unwrap();
+        unsynced.wait_written(&receipt).await.unwrap();
+        assert_eq!(
+            unsynced.durable_end_offset(),
+            0,
+            "acks=1: written, not synced"
+        );
+        let before = shard.committer.stats();
+
+        let receipt = durable.append(tagged_batch(1, 1, 30, 0), 0).await.unwrap();
+        durable.wait_durable(&receipt).await.unwrap();
+        let stats = shard.committer.stats();
+        assert_eq!(
+            (
+                stats.journal_writes - before.journal_writes,
+                stats.journal_durable_writes - before.journal_durable_writes,
+                stats.journal_syncs - before.journal_syncs,
+            ),
+            (1, 0, 1),
+            "a plain write and an fdatasync: {stats:?}"
+        );
+        assert_eq!(durable.durable_end_offset(), 1);
+        assert_eq!(unsynced.durable_end_offset(), 1, "the sync covered it too");
         crash(shard);
     });
 }

@@ -80,6 +80,7 @@ struct Report {
 struct CommitReport {
     journal_writes: u64,
     journal_syncs: u64,
+    journal_durable_writes: u64,
     journal_batches: u64,
     direct_writes: u64,
     segment_writes: u64,
@@ -91,6 +92,7 @@ impl From<CommitStats> for CommitReport {
         CommitReport {
             journal_writes: stats.journal_writes,
             journal_syncs: stats.journal_syncs,
+            journal_durable_writes: stats.journal_durable_writes,
             journal_batches: stats.journal_batches,
             direct_writes: stats.direct_writes,
             segment_writes: stats.segment_writes,

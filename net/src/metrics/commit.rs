@@ -11,13 +11,18 @@ use super::shard::ShardSnapshot;
 /// The commit cycles' counters, per shard.
 pub(super) fn render_commit(out: &mut String, snapshots: &[ShardSnapshot]) {
     type CommitValue = fn(&CommitStats) -> u64;
-    const SERIES: [(&str, &str, CommitValue); 10] = [
+    const SERIES: [(&str, &str, CommitValue); 11] = [
         ("ferrite_journal_writes_total", "Journal writes.", |s| {
             s.journal_writes
         }),
         ("ferrite_journal_syncs_total", "Journal fdatasyncs.", |s| {
             s.journal_syncs
         }),
+        (
+            "ferrite_journal_durable_writes_total",
+            "Journal writes that were their own sync (RWF_DSYNC), no fdatasync after them.",
+            |s| s.journal_durable_writes,
+        ),
         (
             "ferrite_journal_bytes_total",
             "Bytes of journal records written.",

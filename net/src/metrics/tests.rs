@@ -636,6 +636,7 @@ fn the_exposition_of_a_fixed_state_is_unchanged() {
     let commit = CommitStats {
         journal_writes: 9,
         journal_syncs: 8,
+        journal_durable_writes: 1,
         journal_bytes: 70_000,
         journal_batches: 60,
         direct_writes: 5,

@@ -95,6 +95,9 @@ pub struct CommitStats {
     pub journal_writes: u64,
     /// `fdatasync`s of journal files.
     pub journal_syncs: u64,
+    /// Journal writes that were their own sync (`RWF_DSYNC`), counted in `journal_writes`
+    /// too; their time is in `journal_write_micros`.
+    pub journal_durable_writes: u64,
     /// Bytes of journal records written.
     pub journal_bytes: u64,
     /// Batches that went into the journal.

@@ -36,7 +36,10 @@ pub(super) fn fail_journal_write(
 }
 
 /// One journal operation: the write of this cycle's records and the release of the oldest
-/// file, concurrently, then the sync, then what they mean for each log.
+/// file, concurrently, then the sync, then what they mean for each log. When a sync is already
+/// wanted as the write starts and nothing else in the journal is unsynced, the write is its
+/// own sync (`RWF_DSYNC`, see [`crate::dma::write_whole_durably_at`]): an acknowledgement
+/// waits for one disk operation, not a write and then an `fdatasync`.
 pub(super) async fn journal_operation(commit: Rc<CommitShared>, work: JournalWork) {
     let JournalWork {
         write,
@@ -49,6 +52,12 @@ pub(super) async fn journal_operation(commit: Rc<CommitShared>, work: JournalWor
         .journal
         .as_ref()
         .expect("journal operations need one");
+    let durable_write = write.is_some()
+        && !journal.borrow().has_unsynced()
+        && (sync
+            || !forgets.is_empty()
+            || parts.iter().any(|part| part.ticket.durable_wanted.get())
+            || commit.journal_sync_wanted.get());
     let write_future = async {
         let Some((slot, buffer)) = write else {
             return Ok(None);
@@ -56,14 +65,28 @@ pub(super) async fn journal_operation(commit: Rc<CommitShared>, work: JournalWor
         let length = buffer.len();
         let file = journal.borrow().file(slot.file);
         let started = std::time::Instant::now();
-        let result = crate::dma::write_whole_at(
-            &file,
-            buffer,
-            slot.position,
-            "writing the journal",
-            "writing the journal (short write)",
-        )
-        .await;
+        let result = match durable_write {
+            true => {
+                crate::dma::write_whole_durably_at(
+                    &file,
+                    buffer,
+                    slot.position,
+                    "writing the journal",
+                    "writing the journal (short write)",
+                )
+                .await
+            }
+            false => {
+                crate::dma::write_whole_at(
+                    &file,
+                    buffer,
+                    slot.position,
+                    "writing the journal",
+                    "writing the journal (short write)",
+                )
+                .await
+            }
+        };
         let took_micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
         commit.count(|stats| stats.journal_write_micros += took_micros);
         // The write is done first and its result replaced, as a real failure may have
@@ -144,18 +167,27 @@ pub(super) async fn journal_operation(commit: Rc<CommitShared>, work: JournalWor
         || !forgets.is_empty()
         || parts.iter().any(|part| part.ticket.durable_wanted.get())
         || commit.journal_sync_wanted.replace(false);
-    if wants_sync && journal.borrow().has_unsynced() {
+    if durable_write || (wants_sync && journal.borrow().has_unsynced()) {
         let files = journal.borrow_mut().take_unsynced();
-        commit.count(|stats| stats.journal_syncs += files.len() as u64);
-        let started = std::time::Instant::now();
-        let synced = futures::future::try_join_all(files.iter().map(|file| async move {
-            file.fdatasync()
-                .await
-                .map_err(|error| LogError::glommio("syncing the journal", error))
-        }))
-        .await;
-        let took_micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
-        commit.count(|stats| stats.journal_sync_micros += took_micros);
+        let synced = if durable_write {
+            // What the write put there is all that was unsynced, and it is durable.
+            debug_assert_eq!(files.len(), 1, "a durable write covers its own file alone");
+            commit.journal_sync_wanted.set(false);
+            commit.count(|stats| stats.journal_durable_writes += 1);
+            Ok(Vec::new())
+        } else {
+            commit.count(|stats| stats.journal_syncs += files.len() as u64);
+            let started = std::time::Instant::now();
+            let synced = futures::future::try_join_all(files.iter().map(|file| async move {
+                file.fdatasync()
+                    .await
+                    .map_err(|error| LogError::glommio("syncing the journal", error))
+            }))
+            .await;
+            let took_micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+            commit.count(|stats| stats.journal_sync_micros += took_micros);
+            synced
+        };
         let injected_error = {
             let logs = commit.logs.borrow();
             let unsynced = commit.journal_unsynced.borrow();

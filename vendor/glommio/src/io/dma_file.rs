@@ -308,6 +308,21 @@ impl DmaFile {
             DmaSource::Owned(buf),
             pos,
             self.pollable,
+            0,
+        );
+        enhanced_try!(source.collect_rw().await, "Writing", self.file).map_err(Into::into)
+    }
+
+    /// FERRITE PATCH: [`DmaFile::write_at`] with `RWF_DSYNC`: when it completes, the bytes
+    /// written are durable as after an `fdatasync` of this range (one operation instead of a
+    /// write and a sync). Bytes written before it by other writes are not promised durable.
+    pub async fn write_at_dsync(&self, buf: DmaBuffer, pos: u64) -> Result<usize> {
+        let source = self.file.reactor.upgrade().unwrap().write_dma(
+            self.as_raw_fd(),
+            DmaSource::Owned(buf),
+            pos,
+            self.pollable,
+            libc::RWF_DSYNC,
         );
         enhanced_try!(source.collect_rw().await, "Writing", self.file).map_err(Into::into)
     }
@@ -368,6 +383,7 @@ impl DmaFile {
             DmaSource::Shared(buf),
             pos,
             self.pollable,
+            0,
         );
         enhanced_try!(source.collect_rw().await, "Writing", self.file).map_err(Into::into)
     }

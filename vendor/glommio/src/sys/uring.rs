@@ -59,8 +59,9 @@ enum UringOpDescriptor {
     PollAdd(PollFlags),
     PollRemove(*const u8),
     Cancel(u64),
-    Write(*const u8, usize, u64),
-    WriteFixed(*const u8, usize, u64, u32),
+    // FERRITE PATCH: the last field of both writes is the write's `rw_flags` (`RWF_*`).
+    Write(*const u8, usize, u64, libc::c_int),
+    WriteFixed(*const u8, usize, u64, u32, libc::c_int),
     ReadFixed(u64, usize),
     Read(u64, usize),
     Open(*const u8, libc::c_int, u32),
@@ -283,9 +284,10 @@ fn fill_sqe<F>(
                 user_data = 0;
                 sqe.prep_cancel(to_remove, 0);
             }
-            UringOpDescriptor::Write(ptr, len, pos) => {
+            UringOpDescriptor::Write(ptr, len, pos, rw_flags) => {
                 let buf = std::slice::from_raw_parts(ptr, len);
                 sqe.prep_write(op.fd, buf, pos);
+                sqe.raw_mut().cmd_flags.rw_flags = rw_flags; // FERRITE PATCH
             }
             UringOpDescriptor::Read(pos, len) => {
                 source_map.peek_source_mut(from_user_data(op.user_data), |mut x| {
@@ -374,9 +376,10 @@ fn fill_sqe<F>(
                 });
             }
 
-            UringOpDescriptor::WriteFixed(ptr, len, pos, buf_index) => {
+            UringOpDescriptor::WriteFixed(ptr, len, pos, buf_index, rw_flags) => {
                 let buf = std::slice::from_raw_parts(ptr, len);
                 sqe.prep_write_fixed(op.fd, buf, pos, buf_index as _);
+                sqe.raw_mut().cmd_flags.rw_flags = rw_flags; // FERRITE PATCH
             }
 
             UringOpDescriptor::SockSend(ptr, len, flags) => {
@@ -974,7 +977,7 @@ impl SleepableRing {
             fd: event_fd,
             flags: SubmissionFlags::empty(),
             user_data: 0,
-            args: UringOpDescriptor::Write(EVENTFD_WAKEUP as *const u64 as _, 8, 0),
+            args: UringOpDescriptor::Write(EVENTFD_WAKEUP as *const u64 as _, 8, 0, 0),
         };
 
         let op = match &*timer_source.source_type() {
@@ -1392,15 +1395,19 @@ impl Reactor {
         poll_ring.alloc_dma_buffer(size)
     }
 
-    pub(crate) fn write_dma(&self, source: &Source, pos: u64) {
+    /// FERRITE PATCH: `rw_flags` are the write's `RWF_*` flags (`RWF_DSYNC`: durable when it
+    /// completes, one operation instead of a write and an `fdatasync`).
+    pub(crate) fn write_dma(&self, source: &Source, pos: u64, rw_flags: libc::c_int) {
         let op = match &*source.source_type() {
             SourceType::Write(
                 PollableStatus::NonPollable(DirectIo::Disabled),
                 IoBuffer::DmaSource(buf),
-            ) => UringOpDescriptor::Write(buf.as_ptr(), buf.len(), pos),
+            ) => UringOpDescriptor::Write(buf.as_ptr(), buf.len(), pos, rw_flags),
             SourceType::Write(_, IoBuffer::DmaSource(buf)) => match buf.uring_buffer_id() {
-                Some(id) => UringOpDescriptor::WriteFixed(buf.as_ptr(), buf.len(), pos, id),
-                None => UringOpDescriptor::Write(buf.as_ptr(), buf.len(), pos),
+                Some(id) => {
+                    UringOpDescriptor::WriteFixed(buf.as_ptr(), buf.len(), pos, id, rw_flags)
+                }
+                None => UringOpDescriptor::Write(buf.as_ptr(), buf.len(), pos, rw_flags),
             },
             x => panic!("Unexpected source type for write: {:?}", x),
         };
@@ -1417,7 +1424,7 @@ impl Reactor {
             SourceType::Write(
                 PollableStatus::NonPollable(DirectIo::Disabled),
                 IoBuffer::Buffered(buf),
-            ) => UringOpDescriptor::Write(buf.as_ptr(), buf.len(), pos),
+            ) => UringOpDescriptor::Write(buf.as_ptr(), buf.len(), pos, 0),
             x => panic!("Unexpected source type for write: {:?}", x),
         };
         queue_request_into_ring(
