@@ -9,11 +9,15 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{create_topic, fetch_request, list_offset, name, produce, Client, TestBroker};
+use common::{
+    add_partition_to_transaction, create_topic, fetch_request, init_producer, list_offset, name,
+    produce, produce_request, Client, TestBroker,
+};
 use engine::batch::build::{self, ProducerFields, TestRecord};
 use engine::LogConfig;
 use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
 use kafka_protocol::messages::*;
+use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 
 const READ_COMMITTED: i8 = 1;
@@ -82,9 +86,19 @@ fn read_committed_stops_at_the_open_transaction_and_read_uncommitted_does_not() 
         produce(&mut client, "payments", 0, batch(plain, "before")),
         (0, 0)
     );
-    let transactional = ProducerFields::idempotent(7, 0, 0).with_transaction_bits(false);
+    // A transactional producer's batch, its partition added to its transaction first.
+    let producer = init_producer(&mut client, "payments-writer");
+    add_partition_to_transaction(&mut client, "payments-writer", producer, "payments", 0);
+    let transactional =
+        ProducerFields::idempotent(producer.id, producer.epoch, 0).with_transaction_bits(false);
+    let request = produce_request("payments", 0, batch(transactional, "open"), -1)
+        .with_transactional_id(Some(TransactionalId(StrBytes::from_static_str(
+            "payments-writer",
+        ))));
+    let response: ProduceResponse = client.call(ApiKey::Produce, 9, &request);
+    let answer = &response.responses[0].partition_responses[0];
     assert_eq!(
-        produce(&mut client, "payments", 0, batch(transactional, "open")),
+        (answer.error_code, answer.base_offset),
         (0, 1),
         "a transactional batch is taken"
     );
@@ -122,7 +136,7 @@ fn read_committed_stops_at_the_open_transaction_and_read_uncommitted_does_not() 
     assert_eq!(list_offset(&mut client, "payments", 0, -1), (0, 3));
 
     // The producer's plain batch while its transaction is open: INVALID_TXN_STATE.
-    let during = ProducerFields::idempotent(7, 0, 1);
+    let during = ProducerFields::idempotent(producer.id, producer.epoch, 1);
     assert_eq!(
         produce(&mut client, "payments", 0, batch(during, "plain")).0,
         ResponseError::InvalidTxnState.code()
@@ -147,7 +161,11 @@ fn read_committed_stops_at_the_open_transaction_and_read_uncommitted_does_not() 
             )
         })
         .collect();
-    assert_eq!(producers, vec![(3, 1, -1), (7, 0, 1)]);
+    let mut expected = vec![(3, 1, -1), (producer.id, 0, 1)];
+    expected.sort_unstable();
+    let mut producers = producers;
+    producers.sort_unstable();
+    assert_eq!(producers, expected);
     assert_eq!(
         partitions[1].error_code,
         ResponseError::UnknownTopicOrPartition.code()

@@ -11,8 +11,8 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{
-    create_topic, init_producer, list_offset, name, produce_request, Client, Producer, TestBroker,
-    DEADLINE,
+    add_partition_to_transaction, create_topic, init_producer, list_offset, name, produce_request,
+    retried_by_transactional_clients, Client, Producer, TestBroker, DEADLINE,
 };
 use engine::batch::build::{self, ProducerFields, TestRecord};
 use engine::LogConfig;
@@ -30,38 +30,8 @@ fn text(value: &str) -> StrBytes {
     StrBytes::from_string(value.to_owned())
 }
 
-/// Calls `call` until it answers something other than the errors clients retry (the
-/// coordinator loading, or ending the previous transaction), within the deadline.
-fn retried(mut call: impl FnMut() -> i16) -> i16 {
-    let deadline = Instant::now() + DEADLINE;
-    loop {
-        let code = call();
-        let retriable = [
-            ResponseError::CoordinatorLoadInProgress.code(),
-            ResponseError::CoordinatorNotAvailable.code(),
-            ResponseError::ConcurrentTransactions.code(),
-        ];
-        if !retriable.contains(&code) || Instant::now() >= deadline {
-            return code;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
 fn add_partition(client: &mut Client, producer: Producer, partition: i32) {
-    let request = AddPartitionsToTxnRequest::default()
-        .with_v3_and_below_transactional_id(TransactionalId(text(TRANSACTIONAL_ID)))
-        .with_v3_and_below_producer_id(ProducerId(producer.id))
-        .with_v3_and_below_producer_epoch(producer.epoch)
-        .with_v3_and_below_topics(vec![AddPartitionsToTxnTopic::default()
-            .with_name(name(TOPIC))
-            .with_partitions(vec![partition])]);
-    let code = retried(|| {
-        let response: AddPartitionsToTxnResponse =
-            client.call(ApiKey::AddPartitionsToTxn, 3, &request);
-        response.results_by_topic_v3_and_below[0].results_by_partition[0].partition_error_code
-    });
-    assert_eq!(code, 0, "AddPartitionsToTxn");
+    add_partition_to_transaction(client, TRANSACTIONAL_ID, producer, TOPIC, partition);
 }
 
 fn end_transaction(client: &mut Client, producer: Producer, committed: bool) {
@@ -70,7 +40,7 @@ fn end_transaction(client: &mut Client, producer: Producer, committed: bool) {
         .with_producer_id(ProducerId(producer.id))
         .with_producer_epoch(producer.epoch)
         .with_committed(committed);
-    let code = retried(|| {
+    let code = retried_by_transactional_clients(|| {
         let response: EndTxnResponse = client.call(ApiKey::EndTxn, 3, &request);
         response.error_code
     });
@@ -85,6 +55,24 @@ fn produce_transactional(
     partition: i32,
     sequence: i32,
 ) -> (i16, i64) {
+    produce_as(
+        client,
+        producer,
+        partition,
+        sequence,
+        Some(TRANSACTIONAL_ID),
+    )
+}
+
+/// A transactional batch of `producer`, in a Produce request naming `transactional_id` (or
+/// none); its answer's error code and base offset.
+fn produce_as(
+    client: &mut Client,
+    producer: Producer,
+    partition: i32,
+    sequence: i32,
+    transactional_id: Option<&str>,
+) -> (i16, i64) {
     let fields = ProducerFields::idempotent(producer.id, producer.epoch, sequence)
         .with_transaction_bits(false);
     let record = TestRecord {
@@ -93,7 +81,7 @@ fn produce_transactional(
         timestamp_ms: 1_000,
     };
     let request = produce_request(TOPIC, partition, build::batch_from(&[record], fields), -1)
-        .with_transactional_id(Some(TransactionalId(text(TRANSACTIONAL_ID))));
+        .with_transactional_id(transactional_id.map(|id| TransactionalId(text(id))));
     let response: ProduceResponse = client.call(ApiKey::Produce, 9, &request);
     let answer = &response.responses[0].partition_responses[0];
     (answer.error_code, answer.base_offset)
@@ -170,6 +158,31 @@ fn a_batch_for_a_partition_outside_the_transaction_is_refused_and_one_added_is_t
     end_transaction(&mut client, producer, true);
     // Two batches and the COMMIT marker.
     wait_stable_at(&mut client, 0, 3);
+    broker.stop();
+}
+
+/// Kafka refuses a Produce carrying transactional batches without the producer's transactional
+/// id (TRANSACTIONAL_ID_AUTHORIZATION_FAILED): no coordinator could verify them, and none would
+/// ever end the transaction they would open, which would hold read_committed consumers back.
+#[test]
+fn transactional_batches_without_the_transactional_id_are_refused() {
+    let broker = TestBroker::start(2, LogConfig::default());
+    let mut client = broker.connect();
+    assert_eq!(create_topic(&mut client, TOPIC, 2), 0);
+    let producer = init_producer(&mut client, TRANSACTIONAL_ID);
+    add_partition(&mut client, producer, 0);
+    assert_eq!(
+        produce_as(&mut client, producer, 0, 0, None).0,
+        ResponseError::TransactionalIdAuthorizationFailed.code()
+    );
+    assert_eq!(ends(&mut client, 0), (0, 0), "nothing was written");
+    // The same batch naming its transactional id is taken.
+    assert_eq!(
+        produce_as(&mut client, producer, 0, 0, Some(TRANSACTIONAL_ID)),
+        (0, 0)
+    );
+    end_transaction(&mut client, producer, true);
+    wait_stable_at(&mut client, 0, 2);
     broker.stop();
 }
 

@@ -19,7 +19,9 @@
 //! transaction coordinator where they would open the producer's transaction on their partition
 //! (KIP-890 part 1, `transactions::verification`, unless
 //! `--transaction-partition-verification-enable false`); a batch the coordinator does not
-//! confirm is answered its error and not appended.
+//! confirm is answered its error and not appended. Transactional batches in a request without a
+//! `transactional_id` are refused with TRANSACTIONAL_ID_AUTHORIZATION_FAILED, as Kafka refuses
+//! them: nobody could verify them, and no coordinator would ever end their transaction.
 
 use std::collections::BTreeMap;
 use std::rc::Rc;
@@ -64,6 +66,7 @@ pub async fn start(broker: Rc<Broker>, header: Header, request: ProduceRequest) 
     };
     // The partition's log follows a transaction from its batches' headers
     // (`engine::log::transactions`); whether a batch may open one is verified first.
+    let names_transactional_id = transactional_id.is_some();
     let verified_for = transactional_id
         .filter(|_| broker.transactions.config().partition_verification)
         .map(|id| id.to_string());
@@ -116,7 +119,18 @@ pub async fn start(broker: Rc<Broker>, header: Header, request: ProduceRequest) 
     if let Some(durability) = durability {
         let submissions = match &verified_for {
             Some(transactional_id) => verify(&broker, transactional_id, appends).await,
-            None => vec![Submission::all(AppendKind::Produced, appends)],
+            None if !names_transactional_id
+                && appends
+                    .iter()
+                    .any(|(_, batch)| transactional_header(batch).is_some()) =>
+            {
+                let refused = VerificationRefused {
+                    code: ResponseError::TransactionalIdAuthorizationFailed.code(),
+                    message: "transactional records need the producer's transactional id".into(),
+                };
+                vec![Submission::all(Err(refused), appends)]
+            }
+            None => vec![Submission::all(Ok(AppendKind::Produced), appends)],
         };
         // Each kind of append (one per guard) in its own submission, in turn: a partition has
         // one batch in a request, so the order between them does not matter.
@@ -186,9 +200,12 @@ struct Submission {
 }
 
 impl Submission {
-    fn all(kind: AppendKind, appends: Vec<(PartitionId, BytesMut)>) -> Submission {
+    fn all(
+        kind: Result<AppendKind, VerificationRefused>,
+        appends: Vec<(PartitionId, BytesMut)>,
+    ) -> Submission {
         Submission {
-            kind: Ok(kind),
+            kind,
             positions: (0..appends.len()).collect(),
             appends,
         }
@@ -240,6 +257,13 @@ impl Sorting {
     }
 }
 
+/// The header of `batch` if it is a transactional producer's data (not a control batch).
+fn transactional_header(batch: &[u8]) -> Option<BatchHeader> {
+    BatchHeader::parse(batch).filter(|header| {
+        header.has_producer_id() && header.is_transactional() && !header.is_control()
+    })
+}
+
 /// The request's batches sorted by how they may be appended (see
 /// `transactions::verification`): those that are not a transactional producer's as
 /// `Produced`; a transactional producer's whose partition the coordinator confirmed (or whose
@@ -253,11 +277,7 @@ async fn verify(
 ) -> Vec<Submission> {
     let headers: Vec<Option<BatchHeader>> = appends
         .iter()
-        .map(|(_, batch)| {
-            BatchHeader::parse(batch).filter(|header| {
-                header.has_producer_id() && header.is_transactional() && !header.is_control()
-            })
-        })
+        .map(|(_, batch)| transactional_header(batch))
         .collect();
     let mut sorting = Sorting {
         appends: appends.into_iter().map(Some).collect(),

@@ -481,3 +481,51 @@ pub fn init_producer(client: &mut Client, transactional_id: &str) -> Producer {
         }
     }
 }
+
+/// Calls `call` until it answers something other than the errors clients retry (the
+/// coordinator loading, or ending the previous transaction), within [`DEADLINE`].
+pub fn retried_by_transactional_clients(mut call: impl FnMut() -> i16) -> i16 {
+    let deadline = std::time::Instant::now() + DEADLINE;
+    loop {
+        let code = call();
+        let retriable = [
+            kafka_protocol::ResponseError::CoordinatorLoadInProgress.code(),
+            kafka_protocol::ResponseError::CoordinatorNotAvailable.code(),
+            kafka_protocol::ResponseError::ConcurrentTransactions.code(),
+        ];
+        if !retriable.contains(&code) || std::time::Instant::now() >= deadline {
+            return code;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// AddPartitionsToTxn (v3) of `topic`'s `partition` to `producer`'s transaction, retried as
+/// clients do; panics unless it is added.
+pub fn add_partition_to_transaction(
+    client: &mut Client,
+    transactional_id: &str,
+    producer: Producer,
+    topic: &str,
+    partition: i32,
+) {
+    use kafka_protocol::messages::add_partitions_to_txn_request::AddPartitionsToTxnTopic;
+    use kafka_protocol::messages::{
+        AddPartitionsToTxnRequest, AddPartitionsToTxnResponse, ProducerId, TransactionalId,
+    };
+    let request = AddPartitionsToTxnRequest::default()
+        .with_v3_and_below_transactional_id(TransactionalId(StrBytes::from_string(
+            transactional_id.to_owned(),
+        )))
+        .with_v3_and_below_producer_id(ProducerId(producer.id))
+        .with_v3_and_below_producer_epoch(producer.epoch)
+        .with_v3_and_below_topics(vec![AddPartitionsToTxnTopic::default()
+            .with_name(name(topic))
+            .with_partitions(vec![partition])]);
+    let code = retried_by_transactional_clients(|| {
+        let response: AddPartitionsToTxnResponse =
+            client.call(ApiKey::AddPartitionsToTxn, 3, &request);
+        response.results_by_topic_v3_and_below[0].results_by_partition[0].partition_error_code
+    });
+    assert_eq!(code, 0, "AddPartitionsToTxn");
+}
