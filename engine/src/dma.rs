@@ -18,53 +18,35 @@ use glommio::io::{DmaBuffer, DmaFile};
 
 use crate::error::LogError;
 
-/// Writes all of `buffer` at `position` of `file`. Linux returns a short direct write only when
-/// it ran out of room (ENOSPC, or the file size limit) part way, so that is
-/// [`LogError::DiskFull`] naming `short_write`; an error of the write names `operation`.
+/// Whether a direct write is its own sync.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum WriteSync {
+    /// A plain write: its bytes are durable only after a later `fdatasync` of the file.
+    Later,
+    /// `RWF_DSYNC`: when the write succeeds its bytes are durable (the device's cache flushed
+    /// after them) without an `fdatasync`: one operation and one completion instead of two, and
+    /// no trip through io_uring's worker threads, where every `fdatasync` goes. Nothing is
+    /// promised of bytes other writes left unsynced. On a file overwritten in place (no size or
+    /// extent change) that is all an `fdatasync` would have made durable.
+    Dsync,
+}
+
+/// Writes all of `buffer` at `position` of `file`, synced as `sync` says. Linux returns a short
+/// direct write only when it ran out of room (ENOSPC, or the file size limit) part way, so that
+/// is [`LogError::DiskFull`] naming `short_write`; an error of the write names `operation`.
 pub(crate) async fn write_whole_at(
     file: &DmaFile,
     buffer: DmaBuffer,
     position: u64,
+    sync: WriteSync,
     operation: &'static str,
     short_write: &'static str,
 ) -> Result<(), LogError> {
     let length = buffer.len();
-    whole(
-        file.write_at(buffer, position).await,
-        length,
-        operation,
-        short_write,
-    )
-}
-
-/// [`write_whole_at`] with `RWF_DSYNC`: when it succeeds, the bytes written are durable (the
-/// device's cache flushed after them) without an `fdatasync`: one operation and one completion
-/// instead of two, and no trip through io_uring's worker threads, where every `fdatasync` goes.
-/// Nothing is promised of bytes other writes left unsynced. On a file overwritten in place (no
-/// size or extent change) that is all an `fdatasync` would have made durable.
-pub(crate) async fn write_whole_durably_at(
-    file: &DmaFile,
-    buffer: DmaBuffer,
-    position: u64,
-    operation: &'static str,
-    short_write: &'static str,
-) -> Result<(), LogError> {
-    let length = buffer.len();
-    whole(
-        file.write_at_dsync(buffer, position).await,
-        length,
-        operation,
-        short_write,
-    )
-}
-
-/// A direct write's result, `written` bytes of `length`: see [`write_whole_at`].
-fn whole(
-    written: glommio::Result<usize, ()>,
-    length: usize,
-    operation: &'static str,
-    short_write: &'static str,
-) -> Result<(), LogError> {
+    let written = match sync {
+        WriteSync::Later => file.write_at(buffer, position).await,
+        WriteSync::Dsync => file.write_at_dsync(buffer, position).await,
+    };
     let written = written.map_err(|error| LogError::glommio(operation, error))?;
     if written < length {
         return Err(LogError::DiskFull {

@@ -11,8 +11,8 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{
-    add_partition_to_transaction, create_topic, init_producer, list_offset, name, produce_request,
-    retried_by_transactional_clients, Client, Producer, TestBroker, DEADLINE,
+    add_partition_to_transaction, create_topic, end_transaction, init_producer, list_offset, name,
+    produce_request, Client, Producer, TestBroker, DEADLINE,
 };
 use engine::batch::build::{self, ProducerFields, TestRecord};
 use engine::LogConfig;
@@ -32,19 +32,6 @@ fn text(value: &str) -> StrBytes {
 
 fn add_partition(client: &mut Client, producer: Producer, partition: i32) {
     add_partition_to_transaction(client, TRANSACTIONAL_ID, producer, TOPIC, partition);
-}
-
-fn end_transaction(client: &mut Client, producer: Producer, committed: bool) {
-    let request = EndTxnRequest::default()
-        .with_transactional_id(TransactionalId(text(TRANSACTIONAL_ID)))
-        .with_producer_id(ProducerId(producer.id))
-        .with_producer_epoch(producer.epoch)
-        .with_committed(committed);
-    let code = retried_by_transactional_clients(|| {
-        let response: EndTxnResponse = client.call(ApiKey::EndTxn, 3, &request);
-        response.error_code
-    });
-    assert_eq!(code, 0, "EndTxn");
 }
 
 /// Produces `producer`'s transactional batch (`sequence`) to `partition` as its transactional
@@ -155,7 +142,7 @@ fn a_batch_for_a_partition_outside_the_transaction_is_refused_and_one_added_is_t
         (2, 0),
         "open: held back from read_committed"
     );
-    end_transaction(&mut client, producer, true);
+    end_transaction(&mut client, TRANSACTIONAL_ID, producer, true);
     // Two batches and the COMMIT marker.
     wait_stable_at(&mut client, 0, 3);
     broker.stop();
@@ -181,7 +168,7 @@ fn transactional_batches_without_the_transactional_id_are_refused() {
         produce_as(&mut client, producer, 0, 0, Some(TRANSACTIONAL_ID)),
         (0, 0)
     );
-    end_transaction(&mut client, producer, true);
+    end_transaction(&mut client, TRANSACTIONAL_ID, producer, true);
     wait_stable_at(&mut client, 0, 2);
     broker.stop();
 }
@@ -196,7 +183,7 @@ fn a_late_batch_of_an_aborted_transaction_is_refused_and_leaves_nothing_open() {
     let producer = init_producer(&mut client, TRANSACTIONAL_ID);
     add_partition(&mut client, producer, 0);
     assert_eq!(produce_transactional(&mut client, producer, 0, 0), (0, 0));
-    end_transaction(&mut client, producer, false);
+    end_transaction(&mut client, TRANSACTIONAL_ID, producer, false);
     // The batch and the ABORT marker.
     let aborted_end = 2;
     wait_stable_at(&mut client, 0, aborted_end);
@@ -235,7 +222,7 @@ fn a_late_batch_of_an_aborted_transaction_is_refused_and_leaves_nothing_open() {
         produce_transactional(&mut client, next, 0, 0),
         (0, aborted_end)
     );
-    end_transaction(&mut client, next, true);
+    end_transaction(&mut client, TRANSACTIONAL_ID, next, true);
     wait_stable_at(&mut client, 0, aborted_end + 2);
     broker.stop();
 }
@@ -267,7 +254,7 @@ fn the_next_transactions_partitions_are_added_once_the_markers_are_written_not_r
                 "round {round}"
             );
         }
-        end_transaction(&mut client, producer, true);
+        end_transaction(&mut client, TRANSACTIONAL_ID, producer, true);
         let response: AddPartitionsToTxnResponse =
             client.call(ApiKey::AddPartitionsToTxn, 3, &add_both);
         let codes: Vec<i16> = response.results_by_topic_v3_and_below[0]
@@ -281,6 +268,6 @@ fn the_next_transactions_partitions_are_added_once_the_markers_are_written_not_r
             "round {round}: the next transaction's partitions"
         );
     }
-    end_transaction(&mut client, producer, false);
+    end_transaction(&mut client, TRANSACTIONAL_ID, producer, false);
     broker.stop();
 }

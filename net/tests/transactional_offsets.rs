@@ -10,7 +10,10 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{create_topic, fetch, init_producer, Client, Producer, TestBroker, DEADLINE};
+use common::{
+    create_topic, end_transaction, fetch, init_producer, retried_by_transactional_clients, Client,
+    Producer, TestBroker, DEADLINE,
+};
 use engine::batch::{self, BatchHeader, TransactionMarker};
 use engine::catalog::OFFSETS_TOPIC;
 use engine::LogConfig;
@@ -36,26 +39,11 @@ fn add_offsets(client: &mut Client, producer: Producer) {
         .with_producer_id(ProducerId(producer.id))
         .with_producer_epoch(producer.epoch)
         .with_group_id(GroupId(text(GROUP)));
-    let deadline = Instant::now() + DEADLINE;
-    loop {
+    let code = retried_by_transactional_clients(|| {
         let response: AddOffsetsToTxnResponse = client.call(ApiKey::AddOffsetsToTxn, 3, &request);
-        match response.error_code {
-            0 => return,
-            // The previous transaction's markers are still being written: clients retry.
-            51 if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(10)),
-            code => panic!("AddOffsetsToTxn: error {code}"),
-        }
-    }
-}
-
-fn end_transaction(client: &mut Client, producer: Producer, committed: bool) {
-    let request = EndTxnRequest::default()
-        .with_transactional_id(TransactionalId(text(TRANSACTIONAL_ID)))
-        .with_producer_id(ProducerId(producer.id))
-        .with_producer_epoch(producer.epoch)
-        .with_committed(committed);
-    let response: EndTxnResponse = client.call(ApiKey::EndTxn, 3, &request);
-    assert_eq!(response.error_code, 0);
+        response.error_code
+    });
+    assert_eq!(code, 0, "AddOffsetsToTxn");
 }
 
 /// Waits (up to the deadline) until OffsetFetch with `require_stable` answers `expected`:
@@ -189,7 +177,7 @@ fn committed_transactions_offsets_become_the_groups_offsets() {
         fetch_offsets(&mut client, true),
         [(UNSTABLE_OFFSET_COMMIT, -1), (UNSTABLE_OFFSET_COMMIT, -1)]
     );
-    end_transaction(&mut client, producer, true);
+    end_transaction(&mut client, TRANSACTIONAL_ID, producer, true);
     wait_for_stable_offsets(&mut client, [(0, 10), (0, 20)]);
 
     // As Kafka writes them: the producer's transactional batch, then its COMMIT marker. The
@@ -221,7 +209,7 @@ fn committed_transactions_offsets_become_the_groups_offsets() {
     // Version 0 (no member), the producer's second transaction, then a restart.
     add_offsets(&mut client, producer);
     assert_eq!(txn_commit(&mut client, 0, producer, &[(TOPIC, 0, 11)]), [0]);
-    end_transaction(&mut client, producer, true);
+    end_transaction(&mut client, TRANSACTIONAL_ID, producer, true);
     wait_for_stable_offsets(&mut client, [(0, 11), (0, 20)]);
     let broker = TestBroker::start_in(broker.stop(), 2, LogConfig::default());
     let mut client = broker.connect();
@@ -248,7 +236,7 @@ fn an_open_transaction_survives_a_restart_and_its_abort_drops_its_offsets() {
         [(UNSTABLE_OFFSET_COMMIT, -1), (UNSTABLE_OFFSET_COMMIT, -1)],
         "still pending after the load"
     );
-    end_transaction(&mut client, producer, false);
+    end_transaction(&mut client, TRANSACTIONAL_ID, producer, false);
     wait_for_stable_offsets(&mut client, [(0, 5), (0, -1)]);
 
     let broker = TestBroker::start_in(broker.stop(), 2, LogConfig::default());

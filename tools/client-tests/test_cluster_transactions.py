@@ -51,12 +51,14 @@ WORKER_PROGRAM = Path(__file__).with_name("transform_worker.py")
 INPUTS_PER_PARTITION = 300
 # Committed transactions between one kill and the next.
 TRANSACTIONS_BETWEEN_KILLS = 8
-# Longer than a transaction can now take to end, so that the supervisor only ends hangs: a
-# commit's markers in flight to a leader killed meanwhile are only sent again (to the new
-# leader) after the inter-broker request timeout, 30 s (replication's cluster/markers.rs waits
-# out its pending answer; Kafka's marker channel fails in-flight requests when the connection
-# drops), and until then the coordinator answers CONCURRENT_TRANSACTIONS, the worker's calls
-# time out after 10 s and it starts over with a new producer. Such a run takes about 60 s.
+# Longer than a transaction can take to end, so that the supervisor only ends hangs: a
+# commit's markers in flight to a leader killed meanwhile are sent again (to the new leader)
+# once the controller fences the killed broker's run or it registers again (replication's
+# cluster/peer_calls.rs, as Kafka's marker channel fails in-flight requests when the connection
+# drops), and only after the inter-broker request timeout, 30 s, if neither happens (a broker
+# that stopped answering but still heartbeats); until then the coordinator holds or answers
+# CONCURRENT_TRANSACTIONS, and the worker's calls time out after 10 s and it starts over with
+# a new producer.
 PROGRESS_DEADLINE_S = 45.0
 RUN_DEADLINE_S = 150.0
 # How often the supervisor looks at the worker and at the group's committed offsets.

@@ -432,6 +432,7 @@ pub(crate) async fn zero_range(
         file,
         buffer,
         position,
+        crate::dma::WriteSync::Later,
         "zeroing journal bytes",
         "zeroing journal bytes (short write)",
     )

@@ -350,6 +350,7 @@ impl Shared {
                     &files.dma,
                     buffer,
                     at,
+                    crate::dma::WriteSync::Later,
                     "writing a segment",
                     "writing a segment (short write)",
                 )

@@ -529,3 +529,26 @@ pub fn add_partition_to_transaction(
     });
     assert_eq!(code, 0, "AddPartitionsToTxn");
 }
+
+/// EndTxn (v3) of `producer`'s transaction, committing or aborting it, retried as clients do;
+/// panics unless it is accepted.
+pub fn end_transaction(
+    client: &mut Client,
+    transactional_id: &str,
+    producer: Producer,
+    committed: bool,
+) {
+    use kafka_protocol::messages::{EndTxnRequest, EndTxnResponse, ProducerId, TransactionalId};
+    let request = EndTxnRequest::default()
+        .with_transactional_id(TransactionalId(StrBytes::from_string(
+            transactional_id.to_owned(),
+        )))
+        .with_producer_id(ProducerId(producer.id))
+        .with_producer_epoch(producer.epoch)
+        .with_committed(committed);
+    let code = retried_by_transactional_clients(|| {
+        let response: EndTxnResponse = client.call(ApiKey::EndTxn, 3, &request);
+        response.error_code
+    });
+    assert_eq!(code, 0, "EndTxn");
+}

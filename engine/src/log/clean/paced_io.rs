@@ -178,6 +178,7 @@ impl<'a> OutputWriter<'a> {
                 &self.files.dma,
                 buffer,
                 at,
+                crate::dma::WriteSync::Later,
                 "writing a cleaned segment",
                 "writing a cleaned segment (short write)",
             )

@@ -38,7 +38,7 @@ pub(super) fn fail_journal_write(
 /// One journal operation: the write of this cycle's records and the release of the oldest
 /// file, concurrently, then the sync, then what they mean for each log. When a sync is already
 /// wanted as the write starts and nothing else in the journal is unsynced, the write is its
-/// own sync (`RWF_DSYNC`, see [`crate::dma::write_whole_durably_at`]): an acknowledgement
+/// own sync (`RWF_DSYNC`, see [`crate::dma::WriteSync::Dsync`]): an acknowledgement
 /// waits for one disk operation, not a write and then an `fdatasync`.
 pub(super) async fn journal_operation(commit: Rc<CommitShared>, work: JournalWork) {
     let JournalWork {
@@ -65,28 +65,19 @@ pub(super) async fn journal_operation(commit: Rc<CommitShared>, work: JournalWor
         let length = buffer.len();
         let file = journal.borrow().file(slot.file);
         let started = std::time::Instant::now();
-        let result = match durable_write {
-            true => {
-                crate::dma::write_whole_durably_at(
-                    &file,
-                    buffer,
-                    slot.position,
-                    "writing the journal",
-                    "writing the journal (short write)",
-                )
-                .await
-            }
-            false => {
-                crate::dma::write_whole_at(
-                    &file,
-                    buffer,
-                    slot.position,
-                    "writing the journal",
-                    "writing the journal (short write)",
-                )
-                .await
-            }
+        let sync = match durable_write {
+            true => crate::dma::WriteSync::Dsync,
+            false => crate::dma::WriteSync::Later,
         };
+        let result = crate::dma::write_whole_at(
+            &file,
+            buffer,
+            slot.position,
+            sync,
+            "writing the journal",
+            "writing the journal (short write)",
+        )
+        .await;
         let took_micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
         commit.count(|stats| stats.journal_write_micros += took_micros);
         // The write is done first and its result replaced, as a real failure may have
