@@ -165,6 +165,24 @@ class Cluster:
                                 totals[api][index] += float(line.split()[-1])
         return totals
 
+    def election_counters(self, i):
+        """Broker i's election messages sent and received, by kind, and the messages its
+        transport dropped, since it started (its metrics)."""
+        counters = {}
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics[i]}/metrics",
+                                    timeout=5) as response:
+            for line in response.read().decode().splitlines():
+                for family, direction in (("ferrite_replication_messages_sent_total", "sent"),
+                                          ("ferrite_replication_messages_received_total",
+                                           "received")):
+                    if line.startswith(family + '{kind="'):
+                        kind = line.split('"')[1]
+                        if "vote" in kind or kind in ("begin_epoch", "timeout_now"):
+                            counters[f"{direction}_{kind}"] = int(float(line.split()[-1]))
+                if line.startswith("ferrite_transport_messages_dropped_total "):
+                    counters["transport_dropped"] = int(float(line.split()[-1]))
+        return counters
+
     def leader(self, topic, partition=0):
         info = self.metadata(topic).topics[topic].partitions[partition]
         return info.leader if info.leader in self.kafka else None
@@ -338,6 +356,7 @@ def idle_then_kill(cluster, partitions, idle_s):
             with lock:
                 acked.setdefault(message.partition(), time.monotonic())
 
+    elections_before = {i: cluster.election_counters(i) for i in survivors}
     killed_at = time.monotonic()
     cluster.kill(victim)
     for partition in range(partitions):
@@ -364,6 +383,14 @@ def idle_then_kill(cluster, partitions, idle_s):
             if live == partitions:
                 moved_ms = (time.monotonic() - killed_at) * 1000
     producer.flush(10)
+    # The survivors' campaigns: each sends a pre-vote to each other voter (two here), so
+    # pre-votes sent beyond twice the leaderships a survivor won are campaigns that timed out
+    # or lost; drops are messages the transport gave up on (most to the killed broker).
+    elections = {}
+    for i in survivors:
+        after = cluster.election_counters(i)
+        elections[i] = {kind: after[kind] - elections_before[i].get(kind, 0) for kind in after
+                        if after[kind] != elections_before[i].get(kind, 0)}
     acked_ms = (max(acked.values()) - killed_at) * 1000 if len(acked) == partitions else None
     print(json.dumps({"run": "kill-one", "partitions": partitions, "victim": victim,
                       "leaderships_moved": led[victim],
@@ -371,7 +398,8 @@ def idle_then_kill(cluster, partitions, idle_s):
                       "acked_every_partition_ms": acked_ms and round(acked_ms),
                       "metadata_live_share_ms": {str(k): v for k, v in live_at.items()},
                       "acked_share_ms": {str(k): v for k, v in acked_at.items()},
-                      "acked": len(acked), "load": os.getloadavg()}), flush=True)
+                      "acked": len(acked), "elections": elections,
+                      "load": os.getloadavg()}), flush=True)
     cluster.start(victim)
     cluster.wait_listed(3)
 

@@ -18,7 +18,9 @@
 //! [`SegmentFiles`], or a fetch in flight holds its [`ReadDescriptor`], possibly on another
 //! shard) is never closed under its user: the cache exceeds its bound only by files in use, and
 //! counts them (the count is atomic because a fetch answered from another shard drops its
-//! descriptor there). Index files and small state files written by an open, a seal or a close
+//! descriptor there). Files let go of after that are closed at the next open, or once the
+//! shard's commit cycle has been idle for a moment ([`FileCache::restore_bound`]), so a shard
+//! at rest is within its bound. Index files and small state files written by an open, a seal or a close
 //! are opened and closed around the write, outside the cache: at most a few per partition
 //! being opened or closed at once.
 //!
@@ -432,6 +434,13 @@ impl FileCache {
         }
     }
 
+    /// Closes least recently used files while the bound is exceeded: files in use when
+    /// [`FileCache::make_room`] last ran may have been let go since, and nothing else closes
+    /// them before the next open. Nothing to do (one comparison) within the bound.
+    pub fn restore_bound(&self) {
+        self.make_room(0);
+    }
+
     /// Marks the handle with stamp `old` (0: not listed) as just used; returns its new stamp.
     fn touch(&self, old: u64, handle: Weak<dyn Evictable>) -> u64 {
         self.recency.touch(old, handle)
@@ -676,6 +685,14 @@ mod tests {
             assert!(handles[0].open.borrow().is_some() && handles[1].open.borrow().is_some());
             drop(third);
             drop(held);
+            assert_eq!(cache.open_descriptors(), 3, "released, not closed yet");
+            cache.restore_bound();
+            assert_eq!(
+                cache.open_descriptors(),
+                2,
+                "the least recently used closed once let go"
+            );
+            assert!(handles[0].open.borrow().is_none());
             drop(handles[3].get().await.unwrap());
             assert_eq!(
                 cache.open_descriptors(),

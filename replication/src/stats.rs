@@ -26,9 +26,15 @@ pub struct ReplicationStats {
     pub fetch_floor_waits: u64,
     /// Stage durations, by [`Stage`].
     pub stages: [StageHistogram; Stage::COUNT],
+    /// Messages of any kind (partition frames, leader reports, controller and peer calls) the
+    /// shard's transport dropped unsent: the oldest of a full queue to a slow or unreachable
+    /// peer, or those being written when a connection failed. Raft and the callers resend.
+    pub transport_messages_dropped: u64,
 }
 
-/// The kinds of partition message [`ReplicationStats`] counts.
+/// The kinds of partition message [`ReplicationStats`] counts. Elections have their own, so
+/// that a failover's campaigns can be read off the counters: each campaign sends a pre-vote to
+/// every other voter, and a campaign that timed out sends them again.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MessageKind {
     Fetch,
@@ -37,18 +43,33 @@ pub enum MessageKind {
     /// A fetch answer carrying none (the commit index, a divergence, a snapshot point).
     FetchAnswer,
     Durable,
-    /// Elections and the rest.
-    Other,
+    PreVote,
+    PreVoteGranted,
+    PreVoteRefused,
+    Vote,
+    VoteGranted,
+    VoteRefused,
+    /// A new leader's announcement.
+    BeginEpoch,
+    /// A leadership transfer's "start an election now".
+    TimeoutNow,
 }
 
 impl MessageKind {
-    pub const COUNT: usize = 5;
+    pub const COUNT: usize = 12;
     pub const ALL: [MessageKind; MessageKind::COUNT] = [
         MessageKind::Fetch,
         MessageKind::FetchEntries,
         MessageKind::FetchAnswer,
         MessageKind::Durable,
-        MessageKind::Other,
+        MessageKind::PreVote,
+        MessageKind::PreVoteGranted,
+        MessageKind::PreVoteRefused,
+        MessageKind::Vote,
+        MessageKind::VoteGranted,
+        MessageKind::VoteRefused,
+        MessageKind::BeginEpoch,
+        MessageKind::TimeoutNow,
     ];
 
     pub fn name(self) -> &'static str {
@@ -57,7 +78,14 @@ impl MessageKind {
             MessageKind::FetchEntries => "fetch_entries",
             MessageKind::FetchAnswer => "fetch_answer",
             MessageKind::Durable => "durable",
-            MessageKind::Other => "other",
+            MessageKind::PreVote => "pre_vote",
+            MessageKind::PreVoteGranted => "pre_vote_granted",
+            MessageKind::PreVoteRefused => "pre_vote_refused",
+            MessageKind::Vote => "vote",
+            MessageKind::VoteGranted => "vote_granted",
+            MessageKind::VoteRefused => "vote_refused",
+            MessageKind::BeginEpoch => "begin_epoch",
+            MessageKind::TimeoutNow => "timeout_now",
         }
     }
 }
@@ -155,6 +183,7 @@ impl ReplicationStats {
         self.frames_sent += other.frames_sent;
         self.fetches_held += other.fetches_held;
         self.fetch_floor_waits += other.fetch_floor_waits;
+        self.transport_messages_dropped += other.transport_messages_dropped;
         for (mine, theirs) in self.stages.iter_mut().zip(&other.stages) {
             mine.merge(theirs);
         }

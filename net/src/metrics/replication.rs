@@ -67,6 +67,12 @@ pub(super) fn render_replication(out: &mut String, snapshots: &[ShardSnapshot]) 
              fetching again.",
             total.fetch_floor_waits,
         ),
+        (
+            "ferrite_transport_messages_dropped_total",
+            "Messages to peer brokers dropped unsent: the oldest of a full queue to a slow or \
+             unreachable peer, or those being written when a connection failed.",
+            total.transport_messages_dropped,
+        ),
     ] {
         write_family(out, name, "counter", help);
         let _ = writeln!(out, "{name} {value}");

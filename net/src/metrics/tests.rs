@@ -139,6 +139,9 @@ fn replication_counts_and_stage_histograms_are_summed_over_the_shards() {
     let mut second = ReplicationStats::default();
     second.sent[MessageKind::Fetch as usize] = 4;
     second.fetch_floor_waits = 1;
+    second.sent[MessageKind::PreVote as usize] = 2;
+    second.received[MessageKind::PreVoteRefused as usize] = 1;
+    second.transport_messages_dropped = 9;
     second.observe(Stage::Commit, Duration::from_secs(60));
     for (shard, replication) in [first, second].into_iter().enumerate() {
         let snapshot = ShardSnapshot {
@@ -153,6 +156,13 @@ fn replication_counts_and_stage_histograms_are_summed_over_the_shards() {
     assert_eq!(value(&samples, sent, &[("kind", "durable")]), 0.0);
     let received = "ferrite_replication_messages_received_total";
     assert_eq!(value(&samples, received, &[("kind", "fetch_entries")]), 2.0);
+    assert_eq!(value(&samples, sent, &[("kind", "pre_vote")]), 2.0);
+    assert_eq!(
+        value(&samples, received, &[("kind", "pre_vote_refused")]),
+        1.0
+    );
+    let dropped = "ferrite_transport_messages_dropped_total";
+    assert_eq!(value(&samples, dropped, &[]), 9.0);
     let batches = "ferrite_replication_batches_received_total";
     assert_eq!(value(&samples, batches, &[]), 5.0);
     let floor = "ferrite_replication_fetch_floor_waits_total";

@@ -186,7 +186,14 @@ pub(super) fn message_kind(message: &Message, payload: &Bytes) -> MessageKind {
         Message::FetchResponse { .. } if !payload.is_empty() => MessageKind::FetchEntries,
         Message::FetchResponse { .. } => MessageKind::FetchAnswer,
         Message::Durable { .. } => MessageKind::Durable,
-        _ => MessageKind::Other,
+        Message::PreVote { .. } => MessageKind::PreVote,
+        Message::PreVoteResponse { granted: true, .. } => MessageKind::PreVoteGranted,
+        Message::PreVoteResponse { granted: false, .. } => MessageKind::PreVoteRefused,
+        Message::RequestVote { .. } => MessageKind::Vote,
+        Message::RequestVoteResponse { granted: true, .. } => MessageKind::VoteGranted,
+        Message::RequestVoteResponse { granted: false, .. } => MessageKind::VoteRefused,
+        Message::BeginEpoch { .. } => MessageKind::BeginEpoch,
+        Message::TimeoutNow { .. } => MessageKind::TimeoutNow,
     }
 }
 

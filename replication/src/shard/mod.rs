@@ -715,7 +715,10 @@ impl ShardReplication {
 
     /// What the shard's replicas sent and received so far, and how long their writes took.
     pub fn replication_stats(&self) -> ReplicationStats {
-        self.coalescer.counts.borrow().clone()
+        ReplicationStats {
+            transport_messages_dropped: self.transport.stats().messages_dropped,
+            ..self.coalescer.counts.borrow().clone()
+        }
     }
 
     /// How many partition messages this shard sent, in how many frames.

@@ -70,7 +70,7 @@ use std::path::Path;
 use std::rc::Rc;
 use std::task::{Poll, Waker};
 
-use futures::future::LocalBoxFuture;
+use futures::future::{select, Either, LocalBoxFuture};
 use futures::stream::{FuturesUnordered, StreamExt};
 
 mod operations;
@@ -410,7 +410,8 @@ async fn run(commit: Rc<CommitShared>) {
     loop {
         commit.woken.set(false);
         plan(&commit, &mut running);
-        poll_fn(|context| {
+        let idle = running.is_empty();
+        let turn = poll_fn(|context| {
             let mut progressed = false;
             while let Poll::Ready(Some(())) = running.poll_next_unpin(context) {
                 progressed = true;
@@ -420,7 +421,22 @@ async fn run(commit: Rc<CommitShared>) {
             }
             *commit.waker.borrow_mut() = Some(context.waker().clone());
             Poll::Pending
-        })
-        .await;
+        });
+        if !idle {
+            turn.await;
+            continue;
+        }
+        let mut turn = std::pin::pin!(turn);
+        let quiet = glommio::timer::sleep(BOUND_RESTORED_AFTER_IDLE);
+        if let Either::Right(((), _)) = select(turn.as_mut(), std::pin::pin!(quiet)).await {
+            crate::resources::current().files().restore_bound();
+            turn.await;
+        }
     }
 }
+
+/// How long the cycle has nothing to do before the file cache closes the files its operations
+/// let go of beyond the bound (they were in use when it last made room). Not at once: the
+/// segment writes of a journal release come in bursts a few milliseconds apart, which would
+/// reopen what it closed in between.
+const BOUND_RESTORED_AFTER_IDLE: std::time::Duration = std::time::Duration::from_millis(500);
