@@ -191,8 +191,9 @@ pub struct RaftNode {
     /// or since the last check-quorum (leader).
     elapsed_ticks: u64,
     election_timeout_ticks: u64,
-    /// Campaigns in a row that ended without a leader (the timeout ran out again): each
-    /// doubles the next election timeout, up to [`ELECTION_BACKOFF_SHIFT_MAX`] doublings.
+    /// Elections in a row that ended without a leader (the timeout ran out again after the
+    /// pre-vote was won): each doubles the next election timeout, up to
+    /// [`ELECTION_BACKOFF_SHIFT_MAX`] doublings.
     campaigns_failed: u32,
     /// Fetches an observer sent while it knew no leader: which voter it asks next.
     leaderless_fetches: u64,
@@ -353,7 +354,13 @@ impl RaftNode {
             Role::PreCandidate { .. } | Role::Candidate { .. } => {
                 if is_voter && self.elapsed_ticks >= self.election_timeout_ticks && !self.abstains()
                 {
-                    self.campaigns_failed = self.campaigns_failed.saturating_add(1);
+                    // Only an election backs off (see `reset_election_timeout`): a pre-vote
+                    // writes nothing and moves no term, and the usual reason it is refused is a
+                    // voter that heard from the dead leader a little later than this node; doubling
+                    // the wait for that stretched a 3 000-partition failover by seconds.
+                    if matches!(self.role, Role::Candidate { .. }) {
+                        self.campaigns_failed = self.campaigns_failed.saturating_add(1);
+                    }
                     self.start_pre_vote();
                 }
             }
@@ -485,8 +492,16 @@ impl RaftNode {
                 }
             }
             // A hint naming this node is stale: it does not lead this term.
-            Message::BeginEpoch { leader, .. } if leader != self.config.id => {
+            Message::BeginEpoch { leader, .. } if leader != self.config.id && leader == from => {
                 self.follow(leader);
+            }
+            // Another voter naming the leader it follows (with its refusal of our pre-vote) is
+            // no sign of that leader's life: a node that did not know the leader fetches from
+            // it, but nobody's election clock starts over. Taken as a sign, each of a dead
+            // leader's followers refused the other's pre-vote and sent it back to wait for the
+            // dead leader again, and a 3 000-partition failover took seconds more.
+            Message::BeginEpoch { leader, .. } if leader != self.config.id => {
+                self.learn_leader(leader);
             }
             Message::BeginEpoch { .. } => {}
             Message::Fetch {
@@ -595,8 +610,9 @@ impl RaftNode {
     /// first replica over partitions, the new leaderships spread over the survivors.
     /// Observers (no rank) draw from the whole window.
     ///
-    /// After campaigns that ended without a leader the timeout doubles per failed campaign
-    /// (as KRaft's election backoff): a vote is only counted once the voter's vote log holds
+    /// After elections that ended without a leader the timeout doubles per failed election
+    /// (as KRaft's election backoff; a pre-vote that was not won does not count, since it
+    /// writes nothing): a vote is only counted once the voter's vote log holds
     /// it, and when a dead broker's thousand groups elect at once those writes can take longer
     /// than a timeout; without the backoff every candidate gave up before its votes arrived,
     /// campaigned again with a new term to write, and the groups churned through terms
@@ -657,6 +673,22 @@ impl RaftNode {
         self.elapsed_ticks = 0;
         self.campaigns_failed = 0;
         true
+    }
+
+    /// A current-term leader named by another member: a follower that knew none fetches from
+    /// it, without restarting its election clock (the leader's own answers will, if it lives);
+    /// a campaign goes on.
+    fn learn_leader(&mut self, leader: NodeId) {
+        if let Role::Follower {
+            leader: known @ None,
+            fetch,
+            ..
+        } = &mut self.role
+        {
+            *known = Some(leader);
+            *fetch = None;
+            self.send_fetch();
+        }
     }
 
     /// Ok if we lead and take requests (no transfer under way).
