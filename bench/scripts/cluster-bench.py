@@ -150,11 +150,12 @@ class Cluster:
             pass
         return None
 
-    def request_totals(self, apis):
+    def request_totals(self, apis, brokers=None):
         """Requests answered and their summed latency in seconds, per API in `apis`, over
-        every broker, since each started (its metrics' ferrite_request_latency_seconds)."""
+        `brokers` (default: every broker), since each started (its metrics'
+        ferrite_request_latency_seconds)."""
         totals = {api: [0, 0.0] for api in apis}
-        for i in self.ids:
+        for i in brokers or self.ids:
             with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics[i]}/metrics",
                                         timeout=5) as response:
                 for line in response.read().decode().splitlines():
@@ -187,6 +188,9 @@ class Cluster:
         info = self.metadata(topic).topics[topic].partitions[partition]
         return info.leader if info.leader in self.kafka else None
 
+
+# The APIs whose broker-side latency a kill-one run reports (where a failover's time goes).
+FAILOVER_APIS = ("Produce", "Metadata")
 
 # The APIs whose broker-side latency a transactions run reports (where a commit's time goes).
 TRANSACTION_APIS = ("Produce", "AddPartitionsToTxn", "EndTxn", "InitProducerId")
@@ -357,6 +361,7 @@ def idle_then_kill(cluster, partitions, idle_s):
                 acked.setdefault(message.partition(), time.monotonic())
 
     elections_before = {i: cluster.election_counters(i) for i in survivors}
+    requests_before = cluster.request_totals(FAILOVER_APIS, survivors)
     killed_at = time.monotonic()
     cluster.kill(victim)
     for partition in range(partitions):
@@ -391,6 +396,13 @@ def idle_then_kill(cluster, partitions, idle_s):
         after = cluster.election_counters(i)
         elections[i] = {kind: after[kind] - elections_before[i].get(kind, 0) for kind in after
                         if after[kind] != elections_before[i].get(kind, 0)}
+    requests_after = cluster.request_totals(FAILOVER_APIS, survivors)
+    # The survivors' answers during the failover: their count and mean time at the broker.
+    requests = {api: {"count": int(requests_after[api][0] - requests_before[api][0]),
+                      "mean_ms": round(1000 * (requests_after[api][1] - requests_before[api][1])
+                                       / max(1, requests_after[api][0] - requests_before[api][0]),
+                                       2)}
+                for api in FAILOVER_APIS}
     acked_ms = (max(acked.values()) - killed_at) * 1000 if len(acked) == partitions else None
     print(json.dumps({"run": "kill-one", "partitions": partitions, "victim": victim,
                       "leaderships_moved": led[victim],
@@ -399,6 +411,7 @@ def idle_then_kill(cluster, partitions, idle_s):
                       "metadata_live_share_ms": {str(k): v for k, v in live_at.items()},
                       "acked_share_ms": {str(k): v for k, v in acked_at.items()},
                       "acked": len(acked), "elections": elections,
+                      "survivors_requests": requests,
                       "load": os.getloadavg()}), flush=True)
     cluster.start(victim)
     cluster.wait_listed(3)
