@@ -34,7 +34,11 @@ client tests' venv):
         [--idle-partitions 3000] [--idle-s 30] [--segment-bytes 4194304] [--dir ./bench-data]
         [--transaction-messages 100] [--producers 1] [--repeats 1]
 Prints one JSON line per result; figures depend on the machine (noted in the first line, with
-the load average).
+the load average). A run's line also says where the brokers' time went over it (their metrics,
+summed over the brokers): each stage of a replicated write and how late the shards' replication
+clocks ticked (`replication`: count, mean, and the bucket bounds holding the median and the
+99th percentile), each broker's CPU in cores, and the busy share of the machine's CPU (the
+client's included): a machine near 1.0 makes every broker wait for its core.
 """
 
 import argparse
@@ -150,39 +154,39 @@ class Cluster:
             pass
         return None
 
-    def request_totals(self, apis, brokers=None):
-        """Requests answered and their summed latency in seconds, per API in `apis`, over
-        `brokers` (default: every broker), since each started (its metrics'
-        ferrite_request_latency_seconds)."""
-        totals = {api: [0, 0.0] for api in apis}
+    def samples(self, brokers=None):
+        """The metrics of `brokers` (default: every broker) summed: {"name{labels}": value}."""
+        totals = {}
         for i in brokers or self.ids:
             with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics[i]}/metrics",
                                         timeout=5) as response:
                 for line in response.read().decode().splitlines():
-                    for api in apis:
-                        for field, index in (("_count", 0), ("_sum", 1)):
-                            if line.startswith(f'ferrite_request_latency_seconds{field}'
-                                               f'{{api="{api}"}} '):
-                                totals[api][index] += float(line.split()[-1])
+                    if line and not line.startswith("#"):
+                        sample, value = line.rsplit(" ", 1)
+                        totals[sample] = totals.get(sample, 0.0) + float(value)
         return totals
 
     def election_counters(self, i):
         """Broker i's election messages sent and received, by kind, and the messages its
         transport dropped, since it started (its metrics)."""
         counters = {}
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics[i]}/metrics",
-                                    timeout=5) as response:
-            for line in response.read().decode().splitlines():
-                for family, direction in (("ferrite_replication_messages_sent_total", "sent"),
-                                          ("ferrite_replication_messages_received_total",
-                                           "received")):
-                    if line.startswith(family + '{kind="'):
-                        kind = line.split('"')[1]
-                        if "vote" in kind or kind in ("begin_epoch", "timeout_now"):
-                            counters[f"{direction}_{kind}"] = int(float(line.split()[-1]))
-                if line.startswith("ferrite_transport_messages_dropped_total "):
-                    counters["transport_dropped"] = int(float(line.split()[-1]))
+        for sample, value in self.samples([i]).items():
+            for family, direction in (("ferrite_replication_messages_sent_total", "sent"),
+                                      ("ferrite_replication_messages_received_total", "received")):
+                if sample.startswith(family + '{kind="'):
+                    kind = sample.split('"')[1]
+                    if "vote" in kind or kind in ("begin_epoch", "timeout_now"):
+                        counters[f"{direction}_{kind}"] = int(value)
+            if sample == "ferrite_transport_messages_dropped_total":
+                counters["transport_dropped"] = int(value)
         return counters
+
+    def request_totals(self, apis, samples):
+        """Requests answered and their summed latency in seconds, per API in `apis`, over
+        every broker, since each started (its metrics' ferrite_request_latency_seconds), from
+        `samples` (`Cluster.samples`)."""
+        return {api: [samples.get(f'ferrite_request_latency_seconds{field}{{api="{api}"}}', 0.0)
+                      for field in ("_count", "_sum")] for api in apis}
 
     def leader(self, topic, partition=0):
         info = self.metadata(topic).topics[topic].partitions[partition]
@@ -196,26 +200,79 @@ FAILOVER_APIS = ("Produce", "Metadata")
 TRANSACTION_APIS = ("Produce", "AddPartitionsToTxn", "EndTxn", "InitProducerId")
 
 
+def machine_ticks():
+    """The machine's CPU time so far, in clock ticks: (all, idle or waiting for I/O)."""
+    with open("/proc/stat") as stat:
+        ticks = [int(field) for field in stat.readline().split()[1:]]
+    return sum(ticks), ticks[3] + ticks[4]
+
+
+def histogram_summary(before, after, name, labels=""):
+    """One histogram's observations between two `Cluster.samples`: count, mean and the upper
+    bounds of the buckets holding the median and the 99th percentile, in ms."""
+    separator = "," if labels else ""
+    buckets = []
+    for sample, value in after.items():
+        prefix = f"{name}_bucket{{{labels}{separator}le=\""
+        if sample.startswith(prefix):
+            bound = sample[len(prefix):-2]
+            bound = float("inf") if bound == "+Inf" else float(bound)
+            buckets.append((bound, value - before.get(sample, 0.0)))
+    buckets.sort()
+    count = buckets[-1][1] if buckets else 0
+    if not count:
+        return None
+    key = f"{{{labels}}}" if labels else ""
+    total = after.get(f"{name}_sum{key}", 0.0) - before.get(f"{name}_sum{key}", 0.0)
+
+    def bound_ms(share):
+        return next(bound for bound, seen in buckets if seen >= share * count) * 1000
+
+    return {"count": int(count), "mean_ms": round(1000 * total / count, 2),
+            "p50_at_most_ms": bound_ms(0.5), "p99_at_most_ms": bound_ms(0.99)}
+
+
+# Where an acks=all produce's time goes in the brokers (ferrite_replication_stage_seconds).
+STAGES = ("place", "leader_durable", "commit", "follower_round", "follower_durable")
+
+
 def bench(cluster, bench_binary, name, args, results):
     path = os.path.join(cluster.root, f"{name}.json")
-    before = cluster.request_totals(TRANSACTION_APIS)
+    before = cluster.samples()
+    cpu_before = {i: cluster.cpu_s(i) for i in cluster.ids}
+    machine_before, started = machine_ticks(), time.monotonic()
     command = [bench_binary, "--bootstrap", cluster.bootstrap(), "--topic", name,
                "--replication-factor", "3", "--message-bytes", "1024", "--acks", "all",
                "--json", path, "--delete-topic"] + args
     subprocess.run(command, check=True, stdout=subprocess.DEVNULL,
                    stderr=open(os.path.join(cluster.root, f"{name}.log"), "w"))
-    after = cluster.request_totals(TRANSACTION_APIS)
+    elapsed = time.monotonic() - started
+    machine_after = machine_ticks()
+    cpu = {i: round((cluster.cpu_s(i) - cpu_before[i]) / elapsed, 3) for i in cluster.ids}
+    after = cluster.samples()
     with open(path) as result:
         summary = json.load(result)
     # Requests answered during the run (set-up and drain included), and their mean time from
     # decoding to the reply being ready, in ms, over every broker.
     broker_requests = {}
+    requests_before = cluster.request_totals(TRANSACTION_APIS, before)
+    requests_after = cluster.request_totals(TRANSACTION_APIS, after)
     for api in TRANSACTION_APIS:
-        count = after[api][0] - before[api][0]
+        count = requests_after[api][0] - requests_before[api][0]
         if count:
             broker_requests[api] = {
                 "count": int(count),
-                "mean_ms": round(1000 * (after[api][1] - before[api][1]) / count, 3)}
+                "mean_ms": round(1000 * (requests_after[api][1] - requests_before[api][1])
+                                 / count, 3)}
+    # Where the brokers' time went over the run: each stage of a replicated write, how late
+    # the shards' replication clocks ticked (the wait for a shard's turn), each broker's CPU in
+    # cores, and the share of the machine's CPU time that was busy (the client's included).
+    replication = {stage: histogram_summary(before, after, "ferrite_replication_stage_seconds",
+                                            f'stage="{stage}"') for stage in STAGES}
+    replication["tick_lateness"] = histogram_summary(
+        before, after, "ferrite_replication_tick_lateness_seconds")
+    machine_busy = 1 - (machine_after[1] - machine_before[1]) / max(
+        1, machine_after[0] - machine_before[0])
     line = {"run": name, "produce_msgs_per_s": summary["produce_msgs_per_s"],
             "produce_mb_per_s": summary["produce_mb_per_s"],
             "ack_latency_ms": summary["ack_latency_ms"],
@@ -226,7 +283,8 @@ def bench(cluster, bench_binary, name, args, results):
             "producer_latency_split": summary.get("producer_latency_split"),
             # With --transactional-id: commits and their latency (null without).
             "transactions": summary.get("transactions"), "problems": summary.get("problems"),
-            "broker_requests": broker_requests,
+            "broker_requests": broker_requests, "replication": replication,
+            "broker_cores": cpu, "machine_busy_share": round(machine_busy, 3),
             "load": os.getloadavg()}
     print(json.dumps(line), flush=True)
     results.append(line)
@@ -361,7 +419,7 @@ def idle_then_kill(cluster, partitions, idle_s):
                 acked.setdefault(message.partition(), time.monotonic())
 
     elections_before = {i: cluster.election_counters(i) for i in survivors}
-    requests_before = cluster.request_totals(FAILOVER_APIS, survivors)
+    requests_before = cluster.request_totals(FAILOVER_APIS, cluster.samples(survivors))
     killed_at = time.monotonic()
     cluster.kill(victim)
     for partition in range(partitions):
@@ -396,7 +454,7 @@ def idle_then_kill(cluster, partitions, idle_s):
         after = cluster.election_counters(i)
         elections[i] = {kind: after[kind] - elections_before[i].get(kind, 0) for kind in after
                         if after[kind] != elections_before[i].get(kind, 0)}
-    requests_after = cluster.request_totals(FAILOVER_APIS, survivors)
+    requests_after = cluster.request_totals(FAILOVER_APIS, cluster.samples(survivors))
     # The survivors' answers during the failover: their count and mean time at the broker.
     requests = {api: {"count": int(requests_after[api][0] - requests_before[api][0]),
                       "mean_ms": round(1000 * (requests_after[api][1] - requests_before[api][1])

@@ -1,8 +1,8 @@
 //! What a shard's replication did, for `/metrics` (`ferrite_replication_*`): the partition
-//! messages its replicas sent and received, by kind, and how long each stage of a replicated
-//! write took. Counted here, where the work happens; `net` reads them with the shard's other
-//! figures when it publishes the shard's metrics snapshot
-//! ([`crate::cluster::ShardCluster::replication_stats`]) and renders them.
+//! messages its replicas sent and received, by kind, how long each stage of a replicated
+//! write took, and how late the shard's replication clock ticked. Counted here, where the work
+//! happens; `net` reads them with the shard's other figures when it publishes the shard's
+//! metrics snapshot ([`crate::cluster::ShardCluster::replication_stats`]) and renders them.
 
 /// Where a replicated write's time goes, for `/metrics` (`ferrite_replication_*`): what the
 /// shard's replicas sent and received, by kind, and how long each stage of an acks=all write
@@ -30,6 +30,12 @@ pub struct ReplicationStats {
     /// shard's transport dropped unsent: the oldest of a full queue to a slow or unreachable
     /// peer, or those being written when a connection failed. Raft and the callers resend.
     pub transport_messages_dropped: u64,
+    /// How late each tick of the shard's replication clock ran after its timer was due: the
+    /// wait for the shard's turn (the work queued ahead of it on the shard, and the time the
+    /// operating system gave the core to other threads), which every message, completion and
+    /// request the shard handles waits too: what tells a shard starved of its core from one
+    /// waiting for its disk or its peers when the stages above take long.
+    pub tick_lateness: StageHistogram,
 }
 
 /// The kinds of partition message [`ReplicationStats`] counts. Elections have their own, so
@@ -187,5 +193,6 @@ impl ReplicationStats {
         for (mine, theirs) in self.stages.iter_mut().zip(&other.stages) {
             mine.merge(theirs);
         }
+        self.tick_lateness.merge(&other.tick_lateness);
     }
 }

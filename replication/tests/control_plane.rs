@@ -92,6 +92,11 @@ fn a_single_broker_creates_topics_leads_them_and_refuses_what_the_controller_ref
     let topic = broker.catalog.topics().get("orders").cloned().unwrap();
     assert_eq!(topic.partitions, 3);
     assert_eq!(leaders_of(broker, "orders", 3, 1), vec![1, 1, 1]);
+    // The shard times its replication clock's ticks (`/metrics` shows how late they ran).
+    wait_until("the clock's ticks timed", || {
+        let timed = broker.look(|cluster| cluster.replication_stats().tick_lateness.count);
+        (timed > 0).then_some(())
+    });
     assert_eq!(
         broker.look(|cluster| cluster.brokers()),
         Some(vec![Broker {

@@ -1,5 +1,5 @@
-//! What the shards' replicas sent, received and waited for, summed over the shards; nothing on
-//! a broker without replication.
+//! What the shards' replicas sent, received and waited for, and how late their clocks ticked,
+//! summed over the shards; nothing on a broker without replication.
 
 use std::fmt::Write;
 
@@ -87,24 +87,45 @@ pub(super) fn render_replication(out: &mut String, snapshots: &[ShardSnapshot]) 
          (entries sent until the follower reports them durable), follower_durable.",
     );
     for stage in Stage::ALL {
-        let histogram = &total.stages[stage as usize];
-        let stage = stage.name();
-        let mut cumulative = 0;
-        for (bound, count) in StageHistogram::BOUNDS_MICROS.iter().zip(histogram.buckets) {
-            cumulative += count;
-            let le = *bound as f64 / 1e6;
-            let _ = writeln!(
-                out,
-                "{name}_bucket{{stage=\"{stage}\",le=\"{le}\"}} {cumulative}"
-            );
-        }
+        let label = format!("stage=\"{}\"", stage.name());
+        write_histogram(out, name, &label, &total.stages[stage as usize]);
+    }
+    let name = "ferrite_replication_tick_lateness_seconds";
+    write_family(
+        out,
+        name,
+        "histogram",
+        "How late each tick of a shard's replication clock ran after it was due: the wait for \
+         the shard's turn (work queued ahead of it, and the core given to other threads), which \
+         every message and request the shard handles waits too.",
+    );
+    write_histogram(out, name, "", &total.tick_lateness);
+}
+
+/// One histogram's buckets (cumulative), sum and count, each sample with `label` (`key="value"`,
+/// or nothing).
+fn write_histogram(out: &mut String, name: &str, label: &str, histogram: &StageHistogram) {
+    let separator = if label.is_empty() { "" } else { "," };
+    let mut cumulative = 0;
+    for (bound, count) in StageHistogram::BOUNDS_MICROS.iter().zip(histogram.buckets) {
+        cumulative += count;
+        let le = *bound as f64 / 1e6;
         let _ = writeln!(
             out,
-            "{name}_bucket{{stage=\"{stage}\",le=\"+Inf\"}} {}",
-            histogram.count
+            "{name}_bucket{{{label}{separator}le=\"{le}\"}} {cumulative}"
         );
-        let sum = histogram.sum_micros as f64 / 1e6;
-        let _ = writeln!(out, "{name}_sum{{stage=\"{stage}\"}} {sum}");
-        let _ = writeln!(out, "{name}_count{{stage=\"{stage}\"}} {}", histogram.count);
     }
+    let _ = writeln!(
+        out,
+        "{name}_bucket{{{label}{separator}le=\"+Inf\"}} {}",
+        histogram.count
+    );
+    let sum = histogram.sum_micros as f64 / 1e6;
+    let labels = if label.is_empty() {
+        String::new()
+    } else {
+        format!("{{{label}}}")
+    };
+    let _ = writeln!(out, "{name}_sum{labels} {sum}");
+    let _ = writeln!(out, "{name}_count{labels} {}", histogram.count);
 }

@@ -143,6 +143,8 @@ fn replication_counts_and_stage_histograms_are_summed_over_the_shards() {
     second.received[MessageKind::PreVoteRefused as usize] = 1;
     second.transport_messages_dropped = 9;
     second.observe(Stage::Commit, Duration::from_secs(60));
+    first.tick_lateness.observe(Duration::from_micros(300));
+    second.tick_lateness.observe(Duration::from_millis(30));
     for (shard, replication) in [first, second].into_iter().enumerate() {
         let snapshot = ShardSnapshot {
             replication,
@@ -190,6 +192,26 @@ fn replication_counts_and_stage_histograms_are_summed_over_the_shards() {
         &[("stage", "commit")],
     );
     assert!((sum - 60.0308).abs() < 1e-9, "{sum}");
+    // The shards' clocks: one tick 0.3 ms late, one 30 ms (the shard waited for its turn).
+    let lateness = |le: &'static str| {
+        value(
+            &samples,
+            "ferrite_replication_tick_lateness_seconds_bucket",
+            &[("le", le)],
+        )
+    };
+    assert_eq!(lateness("0.0005"), 1.0);
+    assert_eq!(lateness("0.02"), 1.0);
+    assert_eq!(lateness("0.05"), 2.0);
+    assert_eq!(lateness("+Inf"), 2.0);
+    let count = "ferrite_replication_tick_lateness_seconds_count";
+    assert_eq!(value(&samples, count, &[]), 2.0);
+    let sum = value(
+        &samples,
+        "ferrite_replication_tick_lateness_seconds_sum",
+        &[],
+    );
+    assert!((sum - 0.0303).abs() < 1e-9, "{sum}");
 }
 
 #[test]
@@ -643,6 +665,7 @@ fn the_exposition_of_a_fixed_state_is_unchanged() {
     replication.fetch_floor_waits = 1;
     replication.observe(Stage::Place, Duration::from_micros(200));
     replication.observe(Stage::Commit, Duration::from_millis(7));
+    replication.tick_lateness.observe(Duration::from_millis(3));
     let commit = CommitStats {
         journal_writes: 9,
         journal_syncs: 8,

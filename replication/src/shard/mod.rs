@@ -57,7 +57,7 @@ use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::net::SocketAddr;
 use std::rc::{Rc, Weak};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use engine::shard::{PartitionId, ShardContext};
@@ -264,9 +264,13 @@ impl ShardReplication {
             async move {
                 let tick = replication.config.tick;
                 let ticking = replication.clone();
+                // `every` sleeps a tick after each run of the work: the next run is due then.
+                let mut due = Instant::now() + tick;
                 context
                     .every(tick, move || {
+                        ticking.note_tick_lateness(due.elapsed());
                         ticking.tick();
+                        due = Instant::now() + tick;
                         std::future::ready(())
                     })
                     .await;
@@ -713,7 +717,18 @@ impl ShardReplication {
         }
     }
 
-    /// What the shard's replicas sent and received so far, and how long their writes took.
+    /// A tick of the clock ran `lateness` after it was due (see
+    /// [`ReplicationStats::tick_lateness`]).
+    fn note_tick_lateness(&self, lateness: Duration) {
+        self.coalescer
+            .counts
+            .borrow_mut()
+            .tick_lateness
+            .observe(lateness);
+    }
+
+    /// What the shard's replicas sent and received so far, how long their writes took, and how
+    /// late the shard's clock ticked.
     pub fn replication_stats(&self) -> ReplicationStats {
         ReplicationStats {
             transport_messages_dropped: self.transport.stats().messages_dropped,
