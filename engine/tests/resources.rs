@@ -208,9 +208,12 @@ fn a_released_journal_file_reopens_only_the_segments_beyond_the_file_caches_room
         let after = committer.stats();
         let released = after.files_released - before.files_released;
         let opened = after.files_opened - before.files_opened;
-        assert_eq!(
-            after.direct_writes, 0,
-            "every append went through the journal"
+        // Appends mostly go through the journal; on a loaded machine a release may lag and a
+        // full journal send a few straight to their segments (`direct_writes`), which open
+        // files the same way, so the bound below holds either way.
+        assert!(
+            after.direct_writes < after.journal_writes,
+            "appends went through the journal: {after:?}"
         );
         // A segment only written needs one descriptor: a release must reopen the 16 segments
         // beyond the cache's room, and no more (give or take a few), not all 64.
