@@ -63,6 +63,7 @@ use crate::node::{RaftNode, RoleKind};
 use crate::stats::Stage;
 use crate::votes::{Vote, VoteLog};
 pub use entries::EntryError;
+use preferred::EarlyCheck;
 pub(crate) use state_file::STATE_FILE;
 use state_file::{ReplicaState, StateFile};
 
@@ -247,6 +248,10 @@ struct Inner {
     target_voters: RefCell<Option<Vec<NodeId>>>,
     /// The replica that should lead when it can (see `preferred`).
     preferred_leader: Cell<Option<NodeId>>,
+    /// While this replica leads a new group in the group's first term without being its
+    /// preferred replica: the tick of the next early preferred-leader check and the wait
+    /// after it (see `preferred`).
+    early_preferred_check: Cell<Option<EarlyCheck>>,
     /// The first damaged offset this replica gave up, until the writer has truncated it away
     /// (see `damage`).
     damage_given_up: Cell<Option<u64>>,
@@ -361,6 +366,7 @@ impl PartitionReplica {
                 generation: Cell::new(0),
                 target_voters: RefCell::new(None),
                 preferred_leader: Cell::new(None),
+                early_preferred_check: Cell::new(None),
                 damage_given_up: Cell::new(None),
             }),
         };
@@ -522,13 +528,7 @@ impl PartitionReplica {
                 } else {
                     NEVER
                 };
-                let every = self.inner.config.preferred_leader_check_ticks;
-                let preferred = match self.inner.preferred_leader.get() {
-                    Some(preferred) if leading && every > 0 && preferred != node.id() => {
-                        (now / every + 1) * every
-                    }
-                    _ => NEVER,
-                };
+                let preferred = self.next_preferred_check(now, &node);
                 core.min(parked)
                     .min(target)
                     .min(preferred)
@@ -548,6 +548,7 @@ impl PartitionReplica {
         let leadership = (self.role(), self.term(), self.leader());
         if leadership != self.inner.leadership.get() {
             self.inner.leadership.set(leadership);
+            self.plan_early_preferred_checks();
             self.inner.changes.wake_all();
             self.inner.schedule.leadership_changed();
         }
