@@ -14,7 +14,8 @@ each, pinned round-robin to the CPUs), replication factor 3, acks=all, 1 KiB mes
      the most killed with SIGKILL and the time until every surviving broker's Metadata names a
      live leader for every partition, and until an acks=all produce was acknowledged on every
      partition (one message per partition, sent right after the kill, retried by librdkafka),
-     with the times at which 50, 90 and 99 % of the partitions got there (where the time goes).
+     with the times at which 50, 90 and 99 % of the partitions got there (where the time goes),
+     then the survivors' CPU over --idle-s while the killed broker is still down;
   4. transactions (issue 19): at the fixed rate, on the first of --partitions, --repeats pairs
      of runs, each a transactional producer (--transaction-messages a transaction, commit
      latency reported) and beside it the same workload from an idempotent producer without
@@ -369,6 +370,16 @@ def live_leaders(admin, topic, count, alive):
         else 0
 
 
+def idle_cpu(cluster, ids, idle_s):
+    """Each of brokers `ids`'s CPU (user + system) over `idle_s`, in percent of one core, and
+    the seconds it was measured over."""
+    before = {i: cluster.cpu_s(i) for i in ids}
+    started = time.monotonic()
+    time.sleep(idle_s)
+    elapsed = time.monotonic() - started
+    return elapsed, {i: round(100 * (cluster.cpu_s(i) - before[i]) / elapsed, 2) for i in ids}
+
+
 def idle_then_kill(cluster, partitions, idle_s):
     """The idle CPU of each broker hosting `partitions` RF3 partitions, then the time until a
     killed broker's leaderships have moved (see the module documentation)."""
@@ -389,18 +400,15 @@ def idle_then_kill(cluster, partitions, idle_s):
             raise RuntimeError(f"not every partition of {topic} has a leader after 300 s")
         time.sleep(1)
     time.sleep(5)  # the creation's own work settles
-    before = {i: cluster.cpu_s(i) for i in cluster.ids}
-    started = time.monotonic()
-    time.sleep(idle_s)
-    elapsed = time.monotonic() - started
-    cpu = {i: round(100 * (cluster.cpu_s(i) - before[i]) / elapsed, 2) for i in cluster.ids}
-    print(json.dumps({"run": "idle", "partitions": partitions, "seconds": round(elapsed, 1),
-                      "cpu_percent_of_one_core": cpu, "load": os.getloadavg()}), flush=True)
-
-    # The broker leading the most partitions goes (the controller leader, ids being equal).
+    elapsed, cpu = idle_cpu(cluster, cluster.ids, idle_s)
     led = {i: 0 for i in cluster.ids}
     for p in admin.list_topics(topic=topic, timeout=10).topics[topic].partitions.values():
         led[p.leader] = led.get(p.leader, 0) + 1
+    print(json.dumps({"run": "idle", "partitions": partitions, "seconds": round(elapsed, 1),
+                      "cpu_percent_of_one_core": cpu, "leaderships": led,
+                      "load": os.getloadavg()}), flush=True)
+
+    # The broker leading the most partitions goes (the controller leader, ids being equal).
     victim = max(cluster.ids, key=lambda i: led[i])
     survivors = [i for i in cluster.ids if i != victim]
     acked = {}
@@ -470,6 +478,11 @@ def idle_then_kill(cluster, partitions, idle_s):
                       "acked_share_ms": {str(k): v for k, v in acked_at.items()},
                       "acked": len(acked), "elections": elections,
                       "survivors_requests": requests,
+                      "load": os.getloadavg()}), flush=True)
+    # The survivors idle with their peer still down: what its absence costs them.
+    elapsed, cpu = idle_cpu(cluster, survivors, idle_s)
+    print(json.dumps({"run": "idle-one-down", "partitions": partitions, "down": victim,
+                      "seconds": round(elapsed, 1), "cpu_percent_of_one_core": cpu,
                       "load": os.getloadavg()}), flush=True)
     cluster.start(victim)
     cluster.wait_listed(3)
