@@ -44,7 +44,8 @@ pub struct RaftConfig {
     /// leader that no majority fetched from for `election_timeout_ticks_min` steps down; a
     /// leadership transfer not done in `election_timeout_ticks_min` is abandoned.
     pub election_timeout_ticks_min: u64,
-    /// How often a leader repeats `BeginEpoch` to members that have not fetched yet.
+    /// How soon a leader repeats `BeginEpoch` to members that have not fetched yet (the wait
+    /// doubles while they stay silent, see `RaftNode::announce_again`).
     pub begin_epoch_interval_ticks: u64,
     /// A follower whose fetch went unanswered this long sends it again (it was lost).
     pub fetch_timeout_ticks: u64,
@@ -159,6 +160,11 @@ struct LeaderState {
     /// Our leader-change entry: committing it means every earlier entry is committed.
     term_start_index: Index,
     begin_epoch_elapsed_ticks: u64,
+    /// The wait between announcements to members that have not fetched: the configured
+    /// interval, doubled after each announcement up to `ANNOUNCE_INTERVAL_MAX_TIMEOUTS`
+    /// election timeouts, and back to the interval when a member that fetched falls silent
+    /// (see `RaftNode::announce`).
+    begin_epoch_wait_ticks: u64,
     transfer: Option<Transfer>,
 }
 
@@ -314,9 +320,9 @@ impl RaftNode {
         match &mut self.role {
             Role::Leader(state) => {
                 state.begin_epoch_elapsed_ticks += 1;
-                if state.begin_epoch_elapsed_ticks >= self.config.begin_epoch_interval_ticks {
+                if state.begin_epoch_elapsed_ticks >= state.begin_epoch_wait_ticks {
                     state.begin_epoch_elapsed_ticks = 0;
-                    self.announce();
+                    self.announce_again();
                 }
                 self.tick_transfer();
                 if self.elapsed_ticks >= self.config.election_timeout_ticks_min {

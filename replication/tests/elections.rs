@@ -8,7 +8,7 @@ mod common;
 
 use common::faultless::*;
 use common::{Batch, Cluster};
-use ferrite_replication::{NodeId, Refusal, RoleKind, FETCH_ANSWERS_AHEAD_MAX};
+use ferrite_replication::{Message, NodeId, Refusal, RoleKind, FETCH_ANSWERS_AHEAD_MAX};
 
 #[test]
 fn a_cluster_elects_one_leader_and_commits_its_proposals_everywhere() {
@@ -235,6 +235,54 @@ fn a_pre_vote_refused_with_the_leaders_name_does_not_send_the_node_back_to_wait(
         elected.is_some(),
         "a new leader within {window} ticks of the leader's death"
     );
+}
+
+#[test]
+fn a_leader_announces_itself_to_a_dead_member_less_and_less_often_and_finds_it_again() {
+    let mut cluster = cluster(3);
+    let leader = tick_until_leader(&mut cluster);
+    commit_one(&mut cluster);
+    let dead = *cluster
+        .ids()
+        .iter()
+        .find(|id| **id != leader)
+        .expect("three nodes");
+    cluster.crash(dead);
+    // Every message leaves at one tick and is delivered (here: dropped) at the next, so each
+    // is counted once.
+    let timeouts = 20;
+    let window = timeouts * cluster.election_timeout_ticks_min;
+    let mut announcements = 0;
+    for _ in 0..window {
+        cluster.tick_synced();
+        announcements += cluster
+            .network
+            .iter()
+            .filter(|sent| {
+                sent.from == leader
+                    && sent.to == dead
+                    && matches!(sent.message, Message::BeginEpoch { .. })
+            })
+            .count();
+    }
+    // At first every 3 ticks, doubling up to two election timeouts: a few at the start, then
+    // one per two timeouts (every 3 ticks throughout was 66).
+    let most = timeouts / 2 + 4;
+    assert!(
+        (timeouts as usize / 2..=most as usize).contains(&announcements),
+        "{announcements} announcements to the dead member in {timeouts} election timeouts \
+         (expected {} to {most})",
+        timeouts / 2
+    );
+    // Back, it follows the leader within the election timeouts its campaign and the answers
+    // take.
+    cluster.restart(dead);
+    tick_until(
+        &mut cluster,
+        "the restarted member follows the leader",
+        |cluster| cluster.node(dead).and_then(|node| node.leader()) == Some(leader),
+    );
+    assert_eq!(cluster.leader(), Some(leader), "the leader kept its lease");
 }
 
 #[test]

@@ -11,6 +11,10 @@ use std::collections::BTreeSet;
 use super::{LeaderState, Progress, RaftNode, Role};
 use crate::message::{EntryKind, Index, Message, NodeId, Term, TermLimit, TERM_MAX};
 
+/// The longest wait between announcements to a member that does not fetch, in election
+/// timeouts (see `RaftNode::announce_again`).
+const ANNOUNCE_INTERVAL_MAX_TIMEOUTS: u64 = 2;
+
 impl RaftNode {
     /// Whether an election's term (ours plus one) is within [`TERM_MAX`]; if not, the node
     /// waits another election timeout and says so (the group cannot elect anyone any more,
@@ -101,12 +105,29 @@ impl RaftNode {
             learners: BTreeSet::new(),
             term_start_index: self.log.last_index() + 1,
             begin_epoch_elapsed_ticks: 0,
+            begin_epoch_wait_ticks: self.config.begin_epoch_interval_ticks,
             transfer: None,
         });
         self.elapsed_ticks = 0;
         self.campaigns_failed = 0;
         // Entries of earlier terms commit only under an entry of ours (Raft §5.4.2).
         self.append_own(1, EntryKind::LeaderChange);
+        self.announce();
+    }
+
+    /// `BeginEpoch` again to the members that have not fetched from us yet, and a longer wait
+    /// before the next time. Why the wait grows: a dead broker never fetches, and every group
+    /// its peers took over from it announced to it every interval (100 ms), waking thousands
+    /// of leaders ten times a second for as long as it stayed down; a live member that lost
+    /// an announcement finds the leader anyway (its pre-vote is refused with the leader's
+    /// name).
+    pub(super) fn announce_again(&mut self) {
+        let wait_max = ANNOUNCE_INTERVAL_MAX_TIMEOUTS * self.config.election_timeout_ticks_min;
+        if let Role::Leader(state) = &mut self.role {
+            if state.progress.values().any(|peer| !peer.has_fetched) {
+                state.begin_epoch_wait_ticks = (2 * state.begin_epoch_wait_ticks).min(wait_max);
+            }
+        }
         self.announce();
     }
 
@@ -148,10 +169,17 @@ impl RaftNode {
                         .is_some_and(|peer| peer.recently_active)
                 })
                 .count();
+        let mut fell_silent = false;
         for peer in state.progress.values_mut() {
-            // Silent for a whole period (restarted, or lost our BeginEpoch): announce again.
+            // Silent for a whole period (restarted, or lost our BeginEpoch): announce again,
+            // soon.
+            fell_silent |= peer.has_fetched && !peer.recently_active;
             peer.has_fetched &= peer.recently_active;
             peer.recently_active = false;
+        }
+        if fell_silent {
+            state.begin_epoch_wait_ticks = self.config.begin_epoch_interval_ticks;
+            state.begin_epoch_elapsed_ticks = 0;
         }
         if !self.is_quorum(active) {
             self.become_follower(self.hard_state.term, None);

@@ -40,7 +40,7 @@ impl RaftNode {
                 let announce = if state.progress.values().any(|peer| !peer.has_fetched) {
                     until(
                         state.begin_epoch_elapsed_ticks,
-                        self.config.begin_epoch_interval_ticks,
+                        state.begin_epoch_wait_ticks,
                     )
                 } else {
                     NEVER
@@ -103,12 +103,11 @@ impl RaftNode {
         }
         debug_assert!(ticks < self.ticks_until_due());
         self.elapsed_ticks += ticks;
-        let begin_epoch_interval_ticks = self.config.begin_epoch_interval_ticks;
         match &mut self.role {
             Role::Leader(state) => {
                 // The announcement counter wraps whether or not anyone needs announcing to.
                 state.begin_epoch_elapsed_ticks =
-                    (state.begin_epoch_elapsed_ticks + ticks) % begin_epoch_interval_ticks;
+                    (state.begin_epoch_elapsed_ticks + ticks) % state.begin_epoch_wait_ticks;
                 if let Some(transfer) = &mut state.transfer {
                     transfer.elapsed_ticks += ticks;
                 }
