@@ -12,10 +12,11 @@ import os
 import subprocess
 
 import confluent_kafka
-import confluent_kafka.admin
 import pytest
 
+import group_admin
 from clients import Confluent
+from group_admin import AdminCallFailed, described_group
 from members import (
     GroupMember,
     check_group_log,
@@ -79,14 +80,13 @@ def produced(cluster, topic, label, acked):  # noqa: F811
 
 def coordinator(cluster, group):  # noqa: F811
     """The node id of the broker coordinating `group`, as the admin client's DescribeGroups
-    reports it (found with FindCoordinator), once it is one that answers."""
+    reports it (found with FindCoordinator), once it is one that answers. Each call in a process
+    of its own (group_admin.py: librdkafka can abort one made while the coordinator moves)."""
 
     def current():
-        admin = confluent_kafka.admin.AdminClient({"bootstrap.servers": cluster.bootstrap()})
-        future = admin.describe_consumer_groups([group], request_timeout=5)[group]
         try:
-            node = future.result(timeout=CLIENT_DEADLINE_S).coordinator.id
-        except confluent_kafka.KafkaException:
+            node = described_group(cluster.bootstrap(), group, request_timeout_s=5).coordinator_id
+        except AdminCallFailed:
             return None
         return node if node in cluster.answering() else None
 
@@ -95,21 +95,13 @@ def coordinator(cluster, group):  # noqa: F811
 
 def committed_offsets(cluster, group, topic):  # noqa: F811
     """partition -> offset the group has committed, through the admin client's OffsetFetch
-    (retried while the coordinator moves)."""
+    (retried while the coordinator moves; each call in a process of its own, as above)."""
 
     def current():
-        admin = confluent_kafka.admin.AdminClient({"bootstrap.servers": cluster.bootstrap()})
-        request = confluent_kafka.ConsumerGroupTopicPartitions(
-            group, [confluent_kafka.TopicPartition(topic, partition) for partition in range(PARTITIONS)]
-        )
-        future = admin.list_consumer_group_offsets([request], request_timeout=5)[group]
         try:
-            answer = future.result(timeout=CLIENT_DEADLINE_S)
-        except confluent_kafka.KafkaException:
+            return group_admin.committed_offsets(cluster.bootstrap(), group, topic, PARTITIONS, request_timeout_s=5)
+        except AdminCallFailed:
             return None
-        if any(each.error is not None for each in answer.topic_partitions):
-            return None
-        return {each.partition: each.offset for each in answer.topic_partitions}
 
     return wait_until(current, f"the committed offsets of group {group}")
 
