@@ -217,6 +217,10 @@ pub struct RaftNode {
     effects: Effects,
 }
 
+/// How much longer than usual the voters other than the first wait before a new group's first
+/// election, in election timeouts (see `RaftNode::time_first_election`).
+const FIRST_ELECTION_GRACE_TIMEOUTS: u64 = 3;
+
 impl RaftNode {
     /// A node (re)starting from what storage holds; it starts as a follower without a leader.
     pub fn new(config: RaftConfig, persisted: PersistedState) -> RaftNode {
@@ -252,7 +256,35 @@ impl RaftNode {
             effects: Effects::default(),
         };
         node.reset_election_timeout();
+        node.time_first_election();
         node
+    }
+
+    /// In a group that never had a term (a new partition), the first voter listed (the
+    /// preferred leader, where the controller spread leaderships evenly) campaigns at its
+    /// first tick and the others wait `FIRST_ELECTION_GRACE_TIMEOUTS` election timeouts more
+    /// than usual, so that the preferred replica becomes the first leader, as Kafka makes it,
+    /// even when the brokers host the group a moment apart. Without it whichever broker
+    /// hosted a new topic's partitions first led most of them. A preferred replica that
+    /// hosts the group later than that is handed the leadership once it has caught up (the
+    /// driver's preferred-leader check).
+    fn time_first_election(&mut self) {
+        if self.hard_state.term != 0 || self.log.last_index() != 0 {
+            return;
+        }
+        match self
+            .log
+            .voters()
+            .iter()
+            .position(|id| *id == self.config.id)
+        {
+            Some(0) => self.election_timeout_ticks = 1,
+            Some(_) => {
+                self.election_timeout_ticks +=
+                    FIRST_ELECTION_GRACE_TIMEOUTS * self.config.election_timeout_ticks_min
+            }
+            None => {}
+        }
     }
 
     pub fn id(&self) -> NodeId {

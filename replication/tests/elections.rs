@@ -35,6 +35,29 @@ fn a_cluster_elects_one_leader_and_commits_its_proposals_everywhere() {
     }
 }
 
+#[test]
+fn a_new_groups_first_leader_is_its_first_voter_even_when_it_starts_late() {
+    // Node 1, first in the voter set (the preferred leader), starts two election timeouts
+    // after the others: they wait for it, and it is elected at its first tick.
+    let mut late = cluster(3);
+    late.crash(1);
+    let timeout = late.election_timeout_ticks_min;
+    ticks(&mut late, 2 * timeout);
+    assert_eq!(late.leader(), None, "the others wait for the first voter");
+    late.restart(1);
+    assert_eq!(tick_until_leader(&mut late), 1);
+    // Without it, they elect one of themselves a few election timeouts later.
+    let mut without = cluster(3);
+    without.crash(1);
+    let leader = tick_until_leader(&mut without);
+    assert_ne!(leader, 1);
+    assert!(
+        without.now <= 6 * without.election_timeout_ticks_min,
+        "elected at tick {}",
+        without.now
+    );
+}
+
 /// One trip of every message under way (each arrives one tick after it left), with the
 /// leader's disk syncing everything and the others' syncing nothing.
 fn trip_with_only_the_leader_syncing(cluster: &mut Cluster, leader: NodeId) {

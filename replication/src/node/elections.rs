@@ -4,7 +4,8 @@
 //! for who may lead read in one place; the lease that makes voters refuse pre-votes is
 //! `RaftNode::in_leader_lease`. Election timeouts are staggered by the voter's place in the
 //! voter set and doubled after each campaign that ended without a leader (the timeout's item
-//! doc in `node.rs` says why); a node at [`TERM_MAX`] does not campaign.
+//! doc in `node.rs` says why); a new group's first voter campaigns first
+//! (`RaftNode::time_first_election`); a node at [`TERM_MAX`] does not campaign.
 
 use std::collections::BTreeSet;
 

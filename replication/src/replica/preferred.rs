@@ -10,10 +10,11 @@
 //! timeout. Not while a reassignment runs: its leader has a move to finish.
 //!
 //! A new group checks early. Kafka makes a new partition's preferred replica its leader; here
-//! the first election is won by whichever voter's timer fires first, and the brokers host a
-//! new topic's partitions seconds apart (3 000 partitions take a while to create), so the
-//! broker that hosted first won most of them: one broker of three led 2 500 of a new 3 000,
-//! took every produce of them, and a failover of it moved them all. A replica that wins the
+//! the preferred replica campaigns first and the others wait longer for it
+//! (`RaftNode::time_first_election`), but the brokers may host a new topic's partitions
+//! seconds apart (3 000 partitions take a while to create), and before either rule the broker
+//! that hosted first won most of them: one broker of three led 2 500 of a new 3 000, took every
+//! produce of them, and a failover of it moved them all. A replica that wins the
 //! first term of a group (its own leader-change entry is the log's first) without being the
 //! preferred replica checks again an election timeout later, then twice as late each time, until
 //! the wait reaches the regular interval: the preferred replica gets the leadership as soon as
