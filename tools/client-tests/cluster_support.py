@@ -11,6 +11,7 @@ import signal
 import socket
 import subprocess
 import urllib.request
+from typing import NamedTuple
 
 import confluent_kafka
 import confluent_kafka.admin
@@ -19,6 +20,7 @@ import kafka.errors
 import pytest
 
 from conftest import FERRITE_RELEASE_BIN, STOP_DEADLINE_S, Broker
+from raw_protocol import RawConnection
 from support import CLIENT_DEADLINE_S, topic_name, wait_until
 
 NODE_IDS = (1, 2, 3)
@@ -41,6 +43,62 @@ OVERSIZE_VALUE_BYTES = 2 << 20
 MESSAGE_TOO_LARGE = kafka.errors.MessageSizeTooLargeError.errno
 CORRUPT_MESSAGE = kafka.errors.CorruptRecordError.errno
 NOT_LEADER_OR_FOLLOWER = kafka.errors.NotLeaderForPartitionError.errno
+
+
+class PartitionMetadata(NamedTuple):
+    leader: int
+    replicas: list
+    isrs: list
+
+
+class TopicMetadata(NamedTuple):
+    error: int
+    partitions: dict  # index -> PartitionMetadata
+
+
+class ClusterMetadata(NamedTuple):
+    brokers: dict  # node id -> (host, port)
+    controller_id: int
+    topics: dict  # name -> TopicMetadata
+
+
+def metadata_from(address, topic=None):
+    """Metadata (of `topic`, or of every topic) as the broker at `address` answers it, read
+    the way confluent-kafka's ClusterMetadata is (brokers and topics by key, partitions by
+    index with leader, replicas and isrs); None while it answers without brokers (it has just
+    started and is not yet live in its own metadata). On a plain socket (raw_protocol), not
+    through a confluent-kafka AdminClient: the waits here ask many times a second, and a
+    client made and destroyed per question once hung a whole run in librdkafka's destroy
+    (its main thread waiting forever for a broker thread, under the GIL, where pytest-timeout
+    cannot interrupt it)."""
+    from kafka.protocol.metadata.metadata import MetadataRequest
+
+    connection = RawConnection(address, deadline_s=METADATA_TIMEOUT_S)
+    try:
+        topics = None if topic is None else [MetadataRequest.MetadataRequestTopic(name=topic)]
+        answer = connection.request(MetadataRequest(topics=topics, allow_auto_topic_creation=False))
+    finally:
+        connection.close()
+    if not answer.brokers:
+        return None
+    return ClusterMetadata(
+        brokers={broker.node_id: (broker.host, broker.port) for broker in answer.brokers},
+        controller_id=answer.controller_id,
+        topics={
+            listed.name: TopicMetadata(
+                error=listed.error_code,
+                partitions={
+                    partition.partition_index: PartitionMetadata(
+                        leader=partition.leader_id,
+                        replicas=list(partition.replica_nodes),
+                        isrs=list(partition.isr_nodes),
+                    )
+                    for partition in listed.partitions
+                },
+            )
+            for listed in answer.topics
+        },
+    )
 
 
 def rdkafka_debug_config():
@@ -153,37 +211,29 @@ class Cluster:
         self.cut_off.discard(node)
 
     def metadata(self, topic=None, node=None):
-        """Metadata as one broker (`node`, or the first that answers) gives it, through a fresh
-        AdminClient bootstrapped from that broker alone. librdkafka sends list_topics to any
-        broker it is connected to, and it connects to others it learnt of (seen with a topic
-        named, on five brokers): an answer from another broker is asked again, so that the
-        answer is `node`'s (brokers that do not host a partition learn its leader a moment
-        after those that do). A broker that has just started answers without brokers until it
-        is live in its own metadata (librdkafka reports that as _PARTIAL): it is asked again."""
-
-        def ask(asked):
-            admin = confluent_kafka.admin.AdminClient({"bootstrap.servers": self.bootstrap([asked])})
-            try:
-                return admin.list_topics(topic, timeout=METADATA_TIMEOUT_S)
-            except confluent_kafka.KafkaException as error:
-                if error.args[0].code() == confluent_kafka.KafkaError._PARTIAL:
-                    return None
-                raise
+        """Metadata as one broker (`node`, or the first that answers) gives it (see
+        `metadata_from`). A broker that has just started answers without brokers until it is
+        live in its own metadata: it is asked again."""
 
         if node is not None:
-            address = self.bootstrap([node])
 
             def answered_by_node():
-                answer = ask(node)
-                return answer if answer is not None and answer.orig_broker_name.split("/")[0] == address else None
+                try:
+                    return metadata_from(self.brokers[node].bootstrap, topic)
+                except ConnectionError:  # restarting: not listening yet
+                    return None
 
-            return wait_until(answered_by_node, f"broker {node} to answer Metadata itself", deadline_s=FAILOVER_DEADLINE_S)
+            return wait_until(
+                answered_by_node,
+                f"broker {node} to answer Metadata itself",
+                deadline_s=FAILOVER_DEADLINE_S,
+            )
 
         def answered_by_any():
             for asked in self.answering():
                 try:
-                    answer = ask(asked)
-                except confluent_kafka.KafkaException:
+                    answer = metadata_from(self.brokers[asked].bootstrap, topic)
+                except (OSError, AssertionError):  # stopping, restarting or frozen
                     continue
                 if answer is not None:
                     return answer
