@@ -431,7 +431,9 @@ def watch_leaders(cluster, topic, partitions, watch_s):
     - once a leader named itself (a broker names itself only when its replica leads; a broker
       whose replica knows a term but no leader names another replica as a guess, see
       `ShardCluster::placement`), it no longer does so in that term, or another broker
-      names itself: the partition was between leaders;
+      names itself: the partition was between leaders (but for the handover of a new
+      partition to its preferred replica, in a later epoch, when another replica won its first
+      election);
     and, per partition, how many rounds after the last broker with a replica of it the last
     broker without one named its leader (None if one never did)."""
     from kafka.protocol.metadata.metadata import MetadataRequest
@@ -470,8 +472,14 @@ def watch_leaders(cluster, topic, partitions, watch_s):
                             continue
                         established[index] = seen
                     leader = established[index]
+                    preferred = partition.replica_nodes[0]
                     if seen == leader:
                         known[index].setdefault(node, rounds)
+                    elif partition.leader_id == node == preferred != leader[0] and seen[1] > leader[1]:
+                        # The one move a new partition may make: to its preferred replica,
+                        # when another won the first election (see replica/preferred.rs).
+                        established[index] = seen
+                        known[index] = {node: rounds}
                     elif node == leader[0] or partition.leader_id == node:
                         lapses.append((at_s, node, index, leader, seen))
             time.sleep(LEADER_POLL_S)
@@ -498,8 +506,9 @@ def test_a_new_topics_leaders_are_known_at_once_and_kept(request, brokers):
     another, and every broker's Metadata is watched closely for seconds after each creation.
     Once a broker names a leader for a partition it never answers LEADER_NOT_AVAILABLE for it
     again, no second election moves the leadership (a client would see produce errors and an
-    election timeout's stall), and brokers without a replica name the leader about when those
-    with one do (a client bootstrapped from one waits for nothing)."""
+    election timeout's stall) but a handover to the partition's preferred replica, and brokers
+    without a replica name the leader about when those with one do (a client bootstrapped from
+    one waits for nothing)."""
     cluster = request.getfixturevalue(brokers)
     partitions = 10
     admin = confluent_kafka.admin.AdminClient({"bootstrap.servers": cluster.bootstrap()})
