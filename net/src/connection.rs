@@ -61,6 +61,7 @@ use crate::broker::{Broker, Reply, ResponsePart};
 use crate::connection_limits::ConnectionSlot;
 use crate::frame::{frame_bytes, take_frame, FRAME_LENGTH_BYTES};
 use crate::handover::{self, Carried, HandoverRule, Routing};
+use crate::listener::ConnectionSecurity;
 use crate::send_file::Splicer;
 use crate::send_gathered::send_all;
 
@@ -139,10 +140,12 @@ struct Admission {
 type LastActivity = Rc<std::cell::Cell<Instant>>;
 
 /// Serves `stream`, accepted on this shard, until it ends, and logs why if it was not the
-/// client closing it. `slot` counts it against the broker's connection limits until then.
+/// client closing it. `slot` counts it against the broker's connection limits until then;
+/// `security` says which listener accepted it.
 pub async fn serve_connection(
     stream: TcpStream,
     peer: SocketAddr,
+    security: ConnectionSecurity,
     broker: Rc<Broker>,
     config: ConnectionConfig,
     slot: ConnectionSlot,
@@ -152,6 +155,7 @@ pub async fn serve_connection(
     let carried = Carried {
         peer,
         slot,
+        security,
         unread: BytesMut::new(),
         last_activity: Instant::now(),
         moved_at: None,
@@ -286,6 +290,7 @@ async fn serve_here(
     let read_end = read_requests(
         &mut reader,
         &mut carried.unread,
+        &mut carried.security,
         pipeline,
         &activity,
         &mut routing,
@@ -349,6 +354,7 @@ async fn stop_reading(
 async fn read_requests<R: AsyncRead + Unpin>(
     reader: &mut R,
     received: &mut BytesMut,
+    security: &mut ConnectionSecurity,
     pipeline: Pipeline<'_>,
     activity: &LastActivity,
     routing: &mut Routing,
@@ -368,7 +374,7 @@ async fn read_requests<R: AsyncRead + Unpin>(
                 Ok(None) => break,
                 Err(error) => return ReadEnd::Ended(ConnectionEnd::BadInput(error.to_string())),
             };
-            if let Err(end) = pipeline.start(frame, routing).await {
+            if let Err(end) = pipeline.start(frame, security, routing).await {
                 return ReadEnd::Ended(end);
             }
         }
@@ -390,7 +396,7 @@ async fn read_requests<R: AsyncRead + Unpin>(
                     Ok(frame) => frame,
                     Err(end) => return ReadEnd::Ended(end),
                 };
-                if let Err(end) = pipeline.start(frame, routing).await {
+                if let Err(end) = pipeline.start(frame, security, routing).await {
                     return ReadEnd::Ended(end);
                 }
                 continue;
@@ -499,7 +505,12 @@ enum Drain {
 impl Pipeline<'_> {
     /// Starts one request (in arrival order) once the connection's bounds admit it, and queues
     /// the rest of its handling for the writer.
-    async fn start(&self, frame: Bytes, routing: &mut Routing) -> Result<(), ConnectionEnd> {
+    async fn start(
+        &self,
+        frame: Bytes,
+        security: &mut ConnectionSecurity,
+        routing: &mut Routing,
+    ) -> Result<(), ConnectionEnd> {
         let bytes = frame.len().min(self.config.pipeline_bytes_max) as u64;
         let Ok(place) = self.places.acquire_static_permit(1).await else {
             return Err(ConnectionEnd::Closed);
@@ -513,7 +524,7 @@ impl Pipeline<'_> {
         };
         let pending = self
             .broker
-            .start(frame, self.peer, routing)
+            .start(frame, self.peer, security, routing)
             .await
             .map_err(ConnectionEnd::BadInput)?;
         let started = glommio::spawn_local(pending).detach();
