@@ -47,4 +47,5 @@ pub mod response;
 pub mod send_file;
 pub mod send_gathered;
 pub mod server;
+pub mod tls;
 pub mod transactions;

@@ -33,11 +33,14 @@ use glommio::net::TcpListener;
 
 use crate::broker::{Broker, BrokerConfig};
 use crate::cluster::Cluster;
-use crate::connection::{adopt_handed_over, serve_connection, ConnectionConfig};
+use crate::connection::{
+    adopt_handed_over, serve_connection, serve_tls_connection, ConnectionConfig,
+};
 use crate::connection_limits::{ConnectionLimits, ConnectionSlot, Refusal};
 use crate::groups::shard::{LocalOffsetsLog, OffsetsLog, ReplicatedOffsetsLog, ShardGroups};
 use crate::listener::{ConnectionSecurity, ListenerAddress, ListenerName};
 use crate::metrics::{MetricsRegistry, ShardSnapshot};
+use crate::tls::{principal_of, TlsServer};
 use crate::transactions::{ShardTransactions, TransactionsConfig};
 
 /// What every shard's broker is built from.
@@ -51,6 +54,8 @@ pub struct ShardSetup {
     pub metrics_snapshot_interval: Duration,
     /// The listeners every shard binds, each at an address reserved for it.
     pub listeners: Vec<ListenerAddress>,
+    /// What the SSL and SASL_SSL listeners handshake with (required when there is one).
+    pub tls: Option<Arc<TlsServer>>,
     pub connection: ConnectionConfig,
     /// `max.connections` and `max.connections.per.ip`, shared by every shard.
     pub limits: Arc<ConnectionLimits>,
@@ -118,10 +123,15 @@ pub async fn serve_shard(
         .iter()
         .zip(sockets)
         .map(|(listener, socket)| {
+            let tls = match listener.name.protocol().uses_tls() {
+                true => setup.tls.clone(),
+                false => None,
+            };
             accept_until_shutdown(
                 broker.clone(),
                 socket,
                 listener.name.clone(),
+                tls,
                 setup.connection,
                 setup.limits.clone(),
             )
@@ -130,11 +140,13 @@ pub async fn serve_shard(
 }
 
 /// Accepts connections on `listener`, the socket of the listener named `name`, until shutdown
-/// is requested, serving each on this shard within `limits`.
+/// is requested, serving each on this shard within `limits` (after a TLS handshake with `tls`
+/// when given).
 async fn accept_until_shutdown(
     broker: Rc<Broker>,
     listener: TcpListener,
     name: ListenerName,
+    tls: Option<Arc<TlsServer>>,
     config: ConnectionConfig,
     limits: Arc<ConnectionLimits>,
 ) {
@@ -181,16 +193,73 @@ async fn accept_until_shutdown(
         };
         let _ = stream.set_nodelay(true);
         let security = ConnectionSecurity::anonymous(name.clone());
-        glommio::spawn_local(serve_connection(
-            stream,
-            peer,
-            security,
-            broker.clone(),
-            config,
-            slot,
-        ))
-        .detach();
+        match &tls {
+            None => glommio::spawn_local(serve_connection(
+                stream,
+                peer,
+                security,
+                broker.clone(),
+                config,
+                slot,
+            ))
+            .detach(),
+            Some(tls) => glommio::spawn_local(handshake_then_serve(
+                tls.acceptor(),
+                stream,
+                peer,
+                security,
+                broker.clone(),
+                config,
+                slot,
+            ))
+            .detach(),
+        };
     }
+}
+
+/// Longest a TLS handshake may take before the connection is closed: a client that connects and
+/// says nothing holds a connection slot only this long.
+const TLS_HANDSHAKE_MAX: Duration = Duration::from_secs(10);
+
+/// Makes the TLS handshake on `stream` (a connection slot held meanwhile), then serves the
+/// connection as the client certificate's principal, if it gave one. A failed handshake (a
+/// plaintext client, an untrusted or missing certificate where one is required, a timeout)
+/// closes the connection with a rate-limited log line.
+async fn handshake_then_serve(
+    acceptor: futures_rustls::TlsAcceptor,
+    stream: glommio::net::TcpStream,
+    peer: SocketAddr,
+    mut security: ConnectionSecurity,
+    broker: Rc<Broker>,
+    config: ConnectionConfig,
+    slot: ConnectionSlot,
+) {
+    let handshake = std::pin::pin!(acceptor.accept(stream));
+    let timeout = std::pin::pin!(glommio::timer::sleep(TLS_HANDSHAKE_MAX));
+    let failure = match unless_shutdown(&broker, select(handshake, timeout)).await {
+        None => return,
+        Some(Either::Left((Ok(stream), _))) => {
+            let certificate = stream
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(|chain| chain.first());
+            if let Some(principal) = certificate.and_then(|der| principal_of(der)) {
+                security.principal = principal;
+            }
+            serve_tls_connection(stream, peer, security, broker, config, slot).await;
+            return;
+        }
+        Some(Either::Left((Err(error), _))) => error.to_string(),
+        Some(Either::Right(_)) => {
+            format!("no TLS handshake within {} s", TLS_HANDSHAKE_MAX.as_secs())
+        }
+    };
+    broker.metrics.tls_handshake_failed();
+    log_rate_limited!(
+        "ferrite: TLS handshake with {peer} on listener {} failed: {failure}",
+        security.listener
+    );
 }
 
 /// Counts the connection from `peer` against the broker's limits: waits while

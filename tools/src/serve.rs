@@ -42,6 +42,7 @@ use net::handover::HandoverRule;
 use net::listener::{Endpoint, ListenerAddress};
 use net::metrics::MetricsRegistry;
 use net::server::ShardSetup;
+use net::tls::TlsServer;
 use net::transactions::prepare_transaction_state_topic;
 
 use crate::descriptors;
@@ -129,6 +130,13 @@ pub fn run(arguments: Arguments) -> ExitCode {
         Ok(advertised) => advertised,
         Err(message) => {
             eprintln!("ferrite serve: {message}");
+            return ExitCode::from(2);
+        }
+    };
+    let tls = match settings.tls.clone().map(TlsServer::load).transpose() {
+        Ok(tls) => tls.map(Arc::new),
+        Err(error) => {
+            eprintln!("ferrite serve: TLS: {error}");
             return ExitCode::from(2);
         }
     };
@@ -245,6 +253,7 @@ pub fn run(arguments: Arguments) -> ExitCode {
             .iter()
             .map(|(listener, _)| listener.clone())
             .collect(),
+        tls: tls.clone(),
         connection: ConnectionConfig {
             idle_max: settings.connection_idle_max,
             handover: settings.connection_handover.then(HandoverRule::default),
@@ -365,6 +374,12 @@ pub fn run(arguments: Arguments) -> ExitCode {
         eprintln!("ferrite serve: {error}");
         return ExitCode::from(2);
     }
+    if let Some(tls) = tls {
+        if let Err(error) = reload_tls_on_sighup(tls) {
+            eprintln!("ferrite serve: cannot handle SIGHUP: {error}");
+            return ExitCode::from(2);
+        }
+    }
     let metrics_note = metrics_address
         .map(|address| format!(", metrics on http://{address}/metrics"))
         .unwrap_or_default();
@@ -396,6 +411,28 @@ pub fn run(arguments: Arguments) -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+/// Reads the TLS files again on every SIGHUP (a thread of its own): new handshakes use them,
+/// open connections keep theirs; a file that does not load leaves the configuration as it was.
+fn reload_tls_on_sighup(tls: Arc<TlsServer>) -> std::io::Result<()> {
+    let mut signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGHUP])?;
+    std::thread::Builder::new()
+        .name("tls-reload".into())
+        .spawn(move || {
+            for _ in signals.forever() {
+                match tls.reload() {
+                    Ok(()) => eprintln!(
+                        "ferrite: SIGHUP: TLS certificates reloaded; new connections use them"
+                    ),
+                    Err(error) => eprintln!(
+                        "ferrite: SIGHUP: TLS certificates not reloaded, the previous ones stay \
+                         in use: {error}"
+                    ),
+                }
+            }
+        })?;
+    Ok(())
 }
 
 /// Reserves the address of every listener (see `ListenReservation`): the listener as the shards

@@ -277,6 +277,7 @@ fn start_runtime(
             name: ListenerName::plaintext(),
             address,
         }],
+        tls: None,
         connection: ConnectionConfig::default(),
         limits: Arc::new(ConnectionLimits::unlimited()),
         transactions,

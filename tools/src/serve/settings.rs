@@ -17,6 +17,7 @@ use net::connection::IDLE_MAX_DEFAULT;
 use net::groups::consumer::AssignorKind;
 use net::groups::shard::GroupsConfig;
 use net::listener::{parse_endpoints, Endpoint, ListenerName};
+use net::tls::{ClientAuth, TlsFiles};
 use net::transactions::TransactionsConfig;
 use serde::Deserialize;
 
@@ -49,6 +50,21 @@ pub struct Arguments {
     /// is told those of the listener it came in on [default: each listener's own address].
     #[arg(long, value_name = "NAME://HOST:PORT,...")]
     advertised_listeners: Option<String>,
+    /// PEM file of the SSL and SASL_SSL listeners' certificate, then its chain; read again on
+    /// SIGHUP.
+    #[arg(long, value_name = "FILE")]
+    tls_cert: Option<PathBuf>,
+    /// PEM file of the certificate's private key; read again on SIGHUP.
+    #[arg(long, value_name = "FILE")]
+    tls_key: Option<PathBuf>,
+    /// PEM file of the CA certificates client certificates must chain to (mutual TLS).
+    #[arg(long, value_name = "FILE")]
+    tls_ca: Option<PathBuf>,
+    /// Whether TLS clients must present a certificate signed by --tls-ca: none, requested
+    /// (served as User:ANONYMOUS without one) or required [default: none]. A client
+    /// certificate's principal is `User:` and its subject (`User:CN=client,O=example`).
+    #[arg(long, value_name = "none|requested|required")]
+    tls_client_auth: Option<String>,
     /// Where partitions are stored [default: ./ferrite-data].
     #[arg(long, value_name = "DIR")]
     data_dir: Option<PathBuf>,
@@ -257,6 +273,8 @@ pub(super) struct Settings {
     /// The advertised addresses given, each of a listener; a listener without one advertises
     /// where it listens.
     pub(super) advertised: Vec<Endpoint>,
+    /// What the TLS listeners handshake with; `Some` exactly when there is one.
+    pub(super) tls: Option<TlsFiles>,
     pub(super) data_dir: PathBuf,
     pub(super) cores: Option<usize>,
     /// Empty: CPUs 0 up to the shard count.
@@ -592,7 +610,15 @@ impl Arguments {
                 advertised_listeners: file.advertised_listeners,
             },
         )?;
+        let tls = resolve_tls(
+            &listeners,
+            self.tls_cert.or(file.tls_cert),
+            self.tls_key.or(file.tls_key),
+            self.tls_ca.or(file.tls_ca),
+            self.tls_client_auth.or(file.tls_client_auth),
+        )?;
         Ok(Settings {
+            tls,
             resources,
             cluster,
             connections_max,
@@ -736,6 +762,43 @@ fn resolve_listeners(flags: Given, file: Given) -> Result<(Vec<Endpoint>, Vec<En
         ));
     }
     Ok((listeners, advertised))
+}
+
+/// The TLS files: required (certificate and key) when a listener uses TLS, refused when none
+/// does (they would be ignored).
+fn resolve_tls(
+    listeners: &[Endpoint],
+    certificate: Option<PathBuf>,
+    key: Option<PathBuf>,
+    client_ca: Option<PathBuf>,
+    client_auth: Option<String>,
+) -> Result<Option<TlsFiles>, String> {
+    let client_auth = client_auth
+        .map(|text| text.parse::<ClientAuth>())
+        .transpose()
+        .map_err(|message| format!("--tls-client-auth {message}"))?
+        .unwrap_or_default();
+    let tls_listener = listeners
+        .iter()
+        .find(|listener| listener.protocol().uses_tls());
+    match (tls_listener, certificate, key) {
+        (Some(_), Some(certificate), Some(key)) => Ok(Some(TlsFiles {
+            certificate,
+            key,
+            client_ca,
+            client_auth,
+        })),
+        (Some(listener), _, _) => Err(format!(
+            "the listener {listener} uses TLS: give its certificate and key with --tls-cert FILE \
+             --tls-key FILE"
+        )),
+        (None, None, None) if client_ca.is_none() && client_auth == ClientAuth::None => Ok(None),
+        (None, _, _) => Err(
+            "--tls-cert, --tls-key, --tls-ca and --tls-client-auth are for SSL and SASL_SSL \
+             listeners, and --listeners names none"
+                .into(),
+        ),
+    }
 }
 
 fn plaintext_endpoint(host: String, port: u16) -> Endpoint {

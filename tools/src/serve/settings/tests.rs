@@ -426,7 +426,9 @@ fn listeners_come_from_the_flags_or_the_file_and_advertise_only_their_names() {
     std::fs::write(
         &file,
         "listeners = \"PLAINTEXT://127.0.0.1:9092,SSL://:9093\"\n\
-         advertised-listeners = \"SSL://broker.example:19093\"\n",
+         advertised-listeners = \"SSL://broker.example:19093\"\n\
+         tls-cert = \"server.pem\"\ntls-key = \"server.key\"\ntls-ca = \"ca.pem\"\n\
+         tls-client-auth = \"required\"\n",
     )
     .unwrap();
     let from_file = Arguments {
@@ -442,6 +444,15 @@ fn listeners_come_from_the_flags_or_the_file_and_advertise_only_their_names() {
     assert_eq!(
         from_file.advertised,
         parse_endpoints("SSL://broker.example:19093").unwrap()
+    );
+    assert_eq!(
+        from_file.tls,
+        Some(TlsFiles {
+            certificate: "server.pem".into(),
+            key: "server.key".into(),
+            client_ca: Some("ca.pem".into()),
+            client_auth: ClientAuth::Required,
+        })
     );
     let shorthand = Arguments {
         config: Some(file),
@@ -468,6 +479,30 @@ fn listeners_come_from_the_flags_or_the_file_and_advertise_only_their_names() {
                 ..Arguments::default()
             },
             "--advertise and --advertised-listeners",
+        ),
+        (
+            Arguments {
+                listeners: Some("PLAINTEXT://:1,SSL://:2".into()),
+                ..Arguments::default()
+            },
+            "uses TLS: give its certificate and key",
+        ),
+        (
+            Arguments {
+                tls_cert: Some("server.pem".into()),
+                ..Arguments::default()
+            },
+            "--listeners names none",
+        ),
+        (
+            Arguments {
+                listeners: Some("SSL://:2".into()),
+                tls_cert: Some("server.pem".into()),
+                tls_key: Some("server.key".into()),
+                tls_client_auth: Some("always".into()),
+                ..Arguments::default()
+            },
+            "--tls-client-auth 'always'",
         ),
         (
             Arguments {
