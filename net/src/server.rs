@@ -1,9 +1,11 @@
 //! The Kafka listeners of one shard. Every shard binds every listener's address
-//! (`crate::listener`: PLAINTEXT, SSL, …; `engine::shard::listen::bind` sets SO_REUSEPORT, and SO_REUSEADDR so a restarted broker binds
-//! at once while its old connections linger in TIME-WAIT), so the kernel spreads connections over
+//! (`crate::listener`: PLAINTEXT, SSL, …; `engine::shard::listen::bind` sets SO_REUSEPORT, and
+//! SO_REUSEADDR so a restarted broker binds at once while its old connections linger in
+//! TIME-WAIT), so the kernel spreads connections over
 //! the shards; each connection is served on the shard that accepted it, unless its data requests go
 //! to another shard, which it then moves to (`crate::handover`; each shard serves those handed to
-//! it). The accept loop ends when shutdown is requested, which is how the broker stops accepting
+//! it; a TLS connection, after its handshake in the accept loop, stays where it was accepted).
+//! The accept loop ends when shutdown is requested, which is how the broker stops accepting
 //! before it drains. It holds to the broker's connection limits ([`ConnectionLimits`]: at
 //! `max.connections` it stops accepting until a connection closes, over `max.connections.per.ip` it
 //! closes the new connection, as Kafka's acceptor does) and pauses while descriptors run out

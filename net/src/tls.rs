@@ -249,6 +249,19 @@ mod tests {
     }
 
     #[test]
+    fn a_certificate_subject_is_the_principal_kafka_would_name() {
+        // Made with `openssl req -x509 ... -subj "/C=GB/O=Example, Ltd./OU=eng/CN=client"`,
+        // which `openssl x509 -nameopt RFC2253` shows as below, as Java's X500Principal does.
+        let pem = include_bytes!("../testdata/tls/client.pem");
+        let certificate = CertificateDer::from_pem_slice(pem).unwrap();
+        assert_eq!(
+            principal_of(&certificate).as_deref(),
+            Some("User:CN=client,OU=eng,O=Example\\, Ltd.,C=GB")
+        );
+        assert_eq!(principal_of(b"not a certificate"), None);
+    }
+
+    #[test]
     fn a_missing_file_is_named() {
         let error = TlsServer::load(TlsFiles {
             certificate: "/nonexistent/cert.pem".into(),
