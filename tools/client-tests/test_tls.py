@@ -1,7 +1,8 @@
 """TLS listeners as a user secures a broker: a certificate authority and certificates made with
 openssl, a broker with a PLAINTEXT and an SSL listener (`--listeners`), and kcat, confluent-kafka
 and kafka-python over SSL; mutual TLS; a certificate replaced on SIGHUP; Metadata naming the
-addresses of the listener a client came in on; a plaintext client on the SSL port refused."""
+addresses of the listener a client came in on; a plaintext client on the SSL port refused; a
+cluster whose brokers listen on SSL only."""
 
 import re
 import signal
@@ -13,6 +14,7 @@ import confluent_kafka
 import kafka
 import pytest
 
+from cluster_support import Cluster, Loopback
 from conftest import FERRITE_BIN, Broker
 from support import CLIENT_DEADLINE_S, topic_name
 
@@ -250,3 +252,35 @@ def test_sighup_serves_a_new_certificate_to_new_connections_and_keeps_open_ones(
         assert listed_brokers(listing) == [secure]
     finally:
         assert broker.stop() == 0
+
+
+def test_a_cluster_over_ssl_tells_clients_every_brokers_ssl_address(request, tmp_path, certificates):
+    """Three brokers whose one Kafka listener is SSL: each registers its SSL address, so Metadata
+    from any of them names the others' SSL addresses, and records go through the cluster."""
+    cluster = Cluster(
+        tmp_path, Loopback(),
+        broker_args=(*tls_flags(certificates)[2:], "--listeners", "SSL://127.0.0.1:0"),
+    )
+    try:
+        try:
+            cluster.start()
+        finally:
+            request.node.ferrite_brokers = cluster.brokers
+        ssl = kcat_ssl(certificates, client_certificate=False)
+        addresses = sorted(broker.bootstrap for broker in cluster.brokers.values())
+        deadline = time.monotonic() + CLIENT_DEADLINE_S
+        while True:
+            code, listing, _ = kcat(cluster.bootstrap(), *ssl, "-L", check=False)
+            if code == 0 and sorted(listed_brokers(listing)) == addresses:
+                break
+            assert time.monotonic() < deadline, f"not every broker's SSL address is listed:\n{listing}"
+            time.sleep(0.5)
+        topic = topic_name("tls-cluster")
+        lines = "".join(f"value-{n}\n" for n in range(20))
+        kcat(cluster.bootstrap(), *ssl, "-t", topic, "-P", "-X", "acks=all", stdin=lines.encode())
+        _, consumed, _ = kcat(cluster.bootstrap(), *ssl, "-t", topic, "-C", "-e", "-o", "beginning")
+        assert consumed == lines
+    except BaseException:
+        cluster.shut_down(check_exit=False)
+        raise
+    cluster.shut_down()
