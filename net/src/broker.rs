@@ -27,6 +27,7 @@ use crate::cluster::Cluster;
 use crate::groups::shard::ShardGroups;
 use crate::handlers;
 use crate::handover::{Draining, Routing};
+use crate::listener::{ConnectionSecurity, Endpoint, ListenerName};
 use crate::metrics::ShardMetrics;
 use crate::old_versions::{Body, RefusedRequest, VersionedResponse};
 use crate::request::{DecodedRequest, RequestError};
@@ -37,9 +38,9 @@ use crate::transactions::ShardTransactions;
 #[derive(Debug, Clone)]
 pub struct BrokerConfig {
     pub node_id: i32,
-    /// The address clients are told to connect to (Metadata).
-    pub advertised_host: String,
-    pub advertised_port: i32,
+    /// The addresses clients are told to connect to (Metadata, FindCoordinator), one per
+    /// listener: a client is told the one of the listener it came in on.
+    pub advertised: Vec<Endpoint>,
     pub cluster_id: String,
     /// Create a topic on the first Metadata or Produce request that names it.
     pub auto_create_topics: bool,
@@ -49,6 +50,15 @@ pub struct BrokerConfig {
     pub fetch_wait_ms_max: u64,
     /// The logs' settings: the broker-wide topic defaults, and the largest batch accepted.
     pub log: LogConfig,
+}
+
+impl BrokerConfig {
+    /// The advertised address of `listener` (every listener of a broker has one).
+    pub fn advertised_on(&self, listener: &ListenerName) -> Option<&Endpoint> {
+        self.advertised
+            .iter()
+            .find(|endpoint| endpoint.name == *listener)
+    }
 }
 
 /// Why a topic a request names cannot be used (yet).
@@ -97,6 +107,8 @@ pub struct Client {
     pub id: String,
     /// The peer's address as Kafka shows it: `/` and the IP.
     pub host: String,
+    /// The listener the connection came in on (which addresses it is told), and who it is.
+    pub security: ConnectionSecurity,
 }
 
 /// One shard's broker: cheap to share between the shard's connections (`Rc`).
@@ -141,10 +153,16 @@ impl Broker {
     /// Starts handling one request frame. Returns once everything that must happen in
     /// request order has happened; `Err` is a reason to close the connection. `routing` counts
     /// where the connection's data requests go (the connection handover's rule).
+    ///
+    /// Every request of a connection passes here, in order, with the connection's `security`
+    /// (its listener and principal, `crate::listener`), right after its header is decoded and
+    /// before it is dispatched: the place for an authentication gate, which may also change the
+    /// principal.
     pub async fn start(
         self: &Rc<Self>,
         frame: Bytes,
         peer: SocketAddr,
+        security: &mut ConnectionSecurity,
         routing: &mut Routing,
     ) -> Result<PendingReply, String> {
         let request = match DecodedRequest::decode(frame) {
@@ -205,6 +223,7 @@ impl Broker {
                                 .map(|id| id.to_string())
                                 .unwrap_or_default(),
                             host: format!("/{}", peer.ip()),
+                            security: security.clone(),
                         };
                         Box::pin(
                             async move { broker.answer(header, client, body, &draining).await },
@@ -238,6 +257,7 @@ impl Broker {
             RequestKind::Metadata(request) => header.reply(&handlers::metadata::handle(
                 &self,
                 header.api_version,
+                &client.security.listener,
                 request,
             )),
             RequestKind::Fetch(request) => {
@@ -294,7 +314,12 @@ impl Broker {
                 header.reply(&handlers::list_transactions::handle(&self, request).await)
             }
             RequestKind::FindCoordinator(request) => {
-                header.reply(&handlers::find_coordinator::handle(&self, version, request))
+                header.reply(&handlers::find_coordinator::handle(
+                    &self,
+                    version,
+                    &client.security.listener,
+                    request,
+                ))
             }
             RequestKind::JoinGroup(request) => {
                 header.reply(&groups::join_group::handle(&self, version, &client, request).await)

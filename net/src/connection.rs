@@ -48,7 +48,7 @@ use std::time::{Duration, Instant};
 
 use bytes::{Buf, Bytes, BytesMut};
 use futures::future::{select, Either};
-use futures::{AsyncRead, AsyncReadExt, AsyncWrite, FutureExt};
+use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, FutureExt};
 use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
 use glommio::net::TcpStream;
 use glommio::sync::{Semaphore, StaticPermit};
@@ -61,6 +61,7 @@ use crate::broker::{Broker, Reply, ResponsePart};
 use crate::connection_limits::ConnectionSlot;
 use crate::frame::{frame_bytes, take_frame, FRAME_LENGTH_BYTES};
 use crate::handover::{self, Carried, HandoverRule, Routing};
+use crate::listener::ConnectionSecurity;
 use crate::send_file::Splicer;
 use crate::send_gathered::send_all;
 
@@ -139,10 +140,12 @@ struct Admission {
 type LastActivity = Rc<std::cell::Cell<Instant>>;
 
 /// Serves `stream`, accepted on this shard, until it ends, and logs why if it was not the
-/// client closing it. `slot` counts it against the broker's connection limits until then.
+/// client closing it. `slot` counts it against the broker's connection limits until then;
+/// `security` says which listener accepted it.
 pub async fn serve_connection(
     stream: TcpStream,
     peer: SocketAddr,
+    security: ConnectionSecurity,
     broker: Rc<Broker>,
     config: ConnectionConfig,
     slot: ConnectionSlot,
@@ -152,6 +155,7 @@ pub async fn serve_connection(
     let carried = Carried {
         peer,
         slot,
+        security,
         unread: BytesMut::new(),
         last_activity: Instant::now(),
         moved_at: None,
@@ -223,6 +227,50 @@ async fn serve(
             }
         }
     };
+    report_ends(&broker, peer, ends);
+}
+
+/// Serves `stream`, a TLS connection accepted on this shard whose handshake is done, until it
+/// ends, as [`serve_connection`] serves a plaintext one. It stays on this shard (a TLS
+/// session's state lives in this process's memory, not in the socket the handover moves), and
+/// its file ranges are read into memory and encrypted rather than spliced.
+pub async fn serve_tls_connection(
+    stream: futures_rustls::server::TlsStream<TcpStream>,
+    peer: SocketAddr,
+    security: ConnectionSecurity,
+    broker: Rc<Broker>,
+    config: ConnectionConfig,
+    slot: ConnectionSlot,
+) {
+    let _in_flight = broker.context.work_in_flight();
+    broker.metrics.connection_accepted();
+    let _open = broker.metrics.connection_tls_open();
+    let mut carried = Carried {
+        peer,
+        slot,
+        security,
+        unread: BytesMut::new(),
+        last_activity: Instant::now(),
+        moved_at: None,
+    };
+    let (reader, writer) = AsyncReadExt::split(stream);
+    let config = ConnectionConfig {
+        handover: None,
+        ..config
+    };
+    let (read_end, write_end, _) =
+        run_connection(reader, writer, Wire::Tls, &mut carried, &broker, config).await;
+    let read_end = match read_end {
+        ReadEnd::Ended(end) => end,
+        ReadEnd::Moving(_) => ConnectionEnd::Closed,
+    };
+    let write_end = write_end.map_or(ConnectionEnd::Closed, |(end, _)| end);
+    report_ends(&broker, peer, [read_end, write_end]);
+}
+
+/// Counts and logs (rate-limited) why a connection from `peer` ended, unless the client closed
+/// it.
+fn report_ends(broker: &Broker, peer: SocketAddr, ends: [ConnectionEnd; 2]) {
     for end in ends {
         match end {
             ConnectionEnd::Closed => {}
@@ -254,8 +302,9 @@ enum ReadEnd {
     Moving(usize),
 }
 
-/// Runs the connection's reader and writer on this shard, from `carried.unread` on, and keeps
-/// `carried` up to date (what it read but did not start, its idle clock, its last move).
+/// Runs the plaintext connection's reader and writer on this shard, from `carried.unread` on,
+/// and keeps `carried` up to date (what it read but did not start, its idle clock, its last
+/// move).
 async fn serve_here(
     stream: TcpStream,
     carried: &mut Carried,
@@ -263,39 +312,16 @@ async fn serve_here(
     config: ConnectionConfig,
 ) -> Served {
     let socket_fd = stream.as_raw_fd();
-    let (mut reader, writer) = stream.split();
-    let (queue, queued) = local_channel::new_unbounded();
-    let activity: LastActivity = Rc::new(std::cell::Cell::new(carried.last_activity));
-    let writing = glommio::spawn_local(write_replies(
-        queued,
+    let (reader, writer) = stream.split();
+    let (read_end, write_end, reader) = run_connection(
+        reader,
         writer,
-        socket_fd,
-        broker.clone(),
-        activity.clone(),
-    ))
-    .detach();
-    let mut routing = Routing::new(config.handover, &broker.context, carried.moved_at);
-    let pipeline = Pipeline {
-        peer: carried.peer,
-        queue,
+        Wire::Socket(socket_fd),
+        carried,
         broker,
         config,
-        places: Rc::new(Semaphore::new(config.pipeline_depth as u64)),
-        budget: Rc::new(Semaphore::new(config.pipeline_bytes_max as u64)),
-    };
-    let read_end = read_requests(
-        &mut reader,
-        &mut carried.unread,
-        pipeline,
-        &activity,
-        &mut routing,
     )
     .await;
-    carried.moved_at = routing.moved_at();
-    // The queue's sender went with the pipeline: the writer finishes what was started, then
-    // returns.
-    let write_end = writing.await;
-    carried.last_activity = activity.get();
     match (read_end, write_end) {
         (ReadEnd::Moving(to), Some((ConnectionEnd::Closed, writer))) => Served::Moving {
             to,
@@ -312,6 +338,64 @@ async fn serve_here(
             write_end.map_or(ConnectionEnd::Closed, |(end, _)| end),
         ]),
     }
+}
+
+/// How a connection's replies reach its socket.
+#[derive(Debug, Clone, Copy)]
+enum Wire {
+    /// Plaintext on the socket with this descriptor: memory parts in gathered `sendmsg` calls,
+    /// file ranges spliced.
+    Socket(RawFd),
+    /// Through rustls: every byte is written through the writer, file ranges read into memory
+    /// first.
+    Tls,
+}
+
+/// Runs a connection's reader (on `reader`) and writer (a task writing to `writer` over
+/// `wire`) until the reader stops; returns why it stopped, the writer's end (with the writer
+/// back) and the reader.
+async fn run_connection<R: AsyncRead + Unpin, W: AsyncWrite + Unpin + 'static>(
+    mut reader: R,
+    writer: W,
+    wire: Wire,
+    carried: &mut Carried,
+    broker: &Rc<Broker>,
+    config: ConnectionConfig,
+) -> (ReadEnd, Option<(ConnectionEnd, W)>, R) {
+    let (queue, queued) = local_channel::new_unbounded();
+    let activity: LastActivity = Rc::new(std::cell::Cell::new(carried.last_activity));
+    let writing = glommio::spawn_local(write_replies(
+        queued,
+        writer,
+        wire,
+        broker.clone(),
+        activity.clone(),
+    ))
+    .detach();
+    let mut routing = Routing::new(config.handover, &broker.context, carried.moved_at);
+    let pipeline = Pipeline {
+        peer: carried.peer,
+        queue,
+        broker,
+        config,
+        places: Rc::new(Semaphore::new(config.pipeline_depth as u64)),
+        budget: Rc::new(Semaphore::new(config.pipeline_bytes_max as u64)),
+    };
+    let read_end = read_requests(
+        &mut reader,
+        &mut carried.unread,
+        &mut carried.security,
+        pipeline,
+        &activity,
+        &mut routing,
+    )
+    .await;
+    carried.moved_at = routing.moved_at();
+    // The queue's sender went with the pipeline: the writer finishes what was started, then
+    // returns.
+    let write_end = writing.await;
+    carried.last_activity = activity.get();
+    (read_end, write_end, reader)
 }
 
 /// Resolves when the reader must stop waiting for bytes: shutdown (`Closed`), or `idle_max`
@@ -349,6 +433,7 @@ async fn stop_reading(
 async fn read_requests<R: AsyncRead + Unpin>(
     reader: &mut R,
     received: &mut BytesMut,
+    security: &mut ConnectionSecurity,
     pipeline: Pipeline<'_>,
     activity: &LastActivity,
     routing: &mut Routing,
@@ -368,7 +453,7 @@ async fn read_requests<R: AsyncRead + Unpin>(
                 Ok(None) => break,
                 Err(error) => return ReadEnd::Ended(ConnectionEnd::BadInput(error.to_string())),
             };
-            if let Err(end) = pipeline.start(frame, routing).await {
+            if let Err(end) = pipeline.start(frame, security, routing).await {
                 return ReadEnd::Ended(end);
             }
         }
@@ -390,7 +475,7 @@ async fn read_requests<R: AsyncRead + Unpin>(
                     Ok(frame) => frame,
                     Err(end) => return ReadEnd::Ended(end),
                 };
-                if let Err(end) = pipeline.start(frame, routing).await {
+                if let Err(end) = pipeline.start(frame, security, routing).await {
                     return ReadEnd::Ended(end);
                 }
                 continue;
@@ -499,7 +584,12 @@ enum Drain {
 impl Pipeline<'_> {
     /// Starts one request (in arrival order) once the connection's bounds admit it, and queues
     /// the rest of its handling for the writer.
-    async fn start(&self, frame: Bytes, routing: &mut Routing) -> Result<(), ConnectionEnd> {
+    async fn start(
+        &self,
+        frame: Bytes,
+        security: &mut ConnectionSecurity,
+        routing: &mut Routing,
+    ) -> Result<(), ConnectionEnd> {
         let bytes = frame.len().min(self.config.pipeline_bytes_max) as u64;
         let Ok(place) = self.places.acquire_static_permit(1).await else {
             return Err(ConnectionEnd::Closed);
@@ -513,7 +603,7 @@ impl Pipeline<'_> {
         };
         let pending = self
             .broker
-            .start(frame, self.peer, routing)
+            .start(frame, self.peer, security, routing)
             .await
             .map_err(ConnectionEnd::BadInput)?;
         let started = glommio::spawn_local(pending).detach();
@@ -559,23 +649,23 @@ const COALESCED_REPLY_BYTES_MAX: usize = 1 << 20;
 async fn write_replies<W: AsyncWrite + Unpin>(
     queued: LocalReceiver<Started>,
     mut writer: W,
-    socket_fd: RawFd,
+    wire: Wire,
     broker: Rc<Broker>,
     activity: LastActivity,
 ) -> (ConnectionEnd, W) {
-    let end = write_replies_to(queued, &mut writer, socket_fd, broker, activity).await;
+    let end = write_replies_to(queued, &mut writer, wire, broker, activity).await;
     (end, writer)
 }
 
 async fn write_replies_to<W: AsyncWrite + Unpin>(
     queued: LocalReceiver<Started>,
     writer: &mut W,
-    socket_fd: RawFd,
+    wire: Wire,
     broker: Rc<Broker>,
     activity: LastActivity,
 ) -> ConnectionEnd {
     let mut sending = Sending {
-        socket_fd,
+        wire,
         splicer: None,
         memory: Vec::new(),
         memory_bytes: 0,
@@ -638,11 +728,12 @@ async fn write_replies_to<W: AsyncWrite + Unpin>(
     }
 }
 
-/// How a connection's writer sends replies: each run of memory parts (of one reply or of
-/// several ready together) in one gathered call (`send_gathered`), each file range spliced
-/// from its segment file (`send_file`).
+/// How a connection's writer sends replies: on a plaintext socket, each run of memory parts (of
+/// one reply or of several ready together) in one gathered call (`send_gathered`), each file
+/// range spliced from its segment file (`send_file`); through TLS, the memory parts written
+/// and flushed together, each file range read and written a chunk at a time.
 struct Sending {
-    socket_fd: RawFd,
+    wire: Wire,
     /// Made on the first file range the connection sends.
     splicer: Option<Splicer>,
     /// The run of memory parts not yet sent.
@@ -674,13 +765,21 @@ impl Sending {
                     length,
                 } => {
                     self.send_memory(writer, broker).await?;
+                    let socket_fd = match self.wire {
+                        Wire::Socket(socket_fd) => socket_fd,
+                        Wire::Tls => {
+                            broker.metrics.bytes_sent(length, false);
+                            copy_file_range(writer, file.file(), position, length).await?;
+                            continue;
+                        }
+                    };
                     broker.metrics.bytes_sent(length, true);
                     let splicer = match &mut self.splicer {
                         Some(splicer) => splicer,
                         None => self.splicer.insert(Splicer::new()?),
                     };
                     splicer
-                        .send(self.socket_fd, writer, &file, position, length)
+                        .send(socket_fd, writer, &file, position, length)
                         .await?;
                 }
             }
@@ -697,9 +796,51 @@ impl Sending {
             return Ok(());
         }
         broker.metrics.bytes_sent(self.memory_bytes as u64, false);
-        let sent = send_all(self.socket_fd, writer, &self.memory, &mut self.io_vectors).await;
+        let sent = match self.wire {
+            Wire::Socket(socket_fd) => {
+                send_all(socket_fd, writer, &self.memory, &mut self.io_vectors).await
+            }
+            Wire::Tls => write_and_flush(writer, &self.memory).await,
+        };
         self.memory.clear();
         self.memory_bytes = 0;
         sent
     }
+}
+
+/// Bytes of a file range read into memory at a time on a TLS connection (rustls cuts them into
+/// records of 16 KiB).
+const FILE_COPY_CHUNK_BYTES: usize = 256 << 10;
+
+/// Writes `buffers` through `writer` (rustls: it encrypts them into records) and flushes them
+/// onto the socket.
+async fn write_and_flush<W: AsyncWrite + Unpin>(
+    writer: &mut W,
+    buffers: &[Bytes],
+) -> std::io::Result<()> {
+    for buffer in buffers {
+        writer.write_all(buffer).await?;
+    }
+    writer.flush().await
+}
+
+/// Writes `length` bytes of `file` from `position` through `writer`, a chunk at a time: what a
+/// TLS connection does instead of a splice. The reads are from the page cache, where a fetch's
+/// recent data is, as the splice's are.
+async fn copy_file_range<W: AsyncWrite + Unpin>(
+    writer: &mut W,
+    file: &std::fs::File,
+    position: u64,
+    length: u64,
+) -> std::io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    let mut chunk = vec![0u8; FILE_COPY_CHUNK_BYTES.min(length as usize)];
+    let mut copied = 0u64;
+    while copied < length {
+        let wanted = chunk.len().min((length - copied) as usize);
+        file.read_exact_at(&mut chunk[..wanted], position + copied)?;
+        writer.write_all(&chunk[..wanted]).await?;
+        copied += wanted as u64;
+    }
+    writer.flush().await
 }

@@ -48,6 +48,7 @@ use glommio::net::TcpStream;
 use kafka_protocol::messages::RequestKind;
 
 use crate::connection_limits::ConnectionSlot;
+use crate::listener::ConnectionSecurity;
 
 /// When a connection moves to another shard.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -226,6 +227,8 @@ pub struct Carried {
     pub peer: SocketAddr,
     /// The connection's place in the broker's connection limits (shared by every shard).
     pub slot: ConnectionSlot,
+    /// Its listener and principal.
+    pub security: ConnectionSecurity,
     /// Bytes read from the socket and not yet started as requests: the rest of a frame, or
     /// whole frames read together with the last one started.
     pub unread: BytesMut,

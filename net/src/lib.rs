@@ -9,8 +9,9 @@
 //! (`api_versions`) and the versions older than the generated codec reads (`old_versions`), the dispatch of a request to its handler (`broker`), one module per API
 //! handler (`handlers`), as Redpanda lays them out, the one mapping of errors to Kafka codes
 //! (`errors`), the connection loop and its writes (`connection`, `send_gathered`,
-//! `send_file`), connections moving between shards (`handover`), the listener (`server`,
-//! `connection_limits`), the cluster as the handlers see it (`cluster`), the consumer-group
+//! `send_file`), connections moving between shards (`handover`), the listeners (`server`,
+//! `connection_limits`; `listener`: Kafka's named listeners and each connection's security;
+//! `tls`: rustls for the SSL ones), the cluster as the handlers see it (`cluster`), the consumer-group
 //! coordinator (`groups`: Kafka's group protocol as a state machine, and its driver on the shards
 //! that own `__consumer_offsets`) and the metrics (`metrics`).
 //!
@@ -39,6 +40,7 @@ pub mod frame;
 pub mod groups;
 pub mod handlers;
 pub mod handover;
+pub mod listener;
 pub mod metrics;
 pub mod old_versions;
 pub mod request;
@@ -46,4 +48,5 @@ pub mod response;
 pub mod send_file;
 pub mod send_gathered;
 pub mod server;
+pub mod tls;
 pub mod transactions;

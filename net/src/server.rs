@@ -1,9 +1,11 @@
-//! The Kafka listener of one shard. Every shard binds the same address
-//! (`engine::shard::listen::bind` sets SO_REUSEPORT, and SO_REUSEADDR so a restarted broker binds
-//! at once while its old connections linger in TIME-WAIT), so the kernel spreads connections over
+//! The Kafka listeners of one shard. Every shard binds every listener's address
+//! (`crate::listener`: PLAINTEXT, SSL, …; `engine::shard::listen::bind` sets SO_REUSEPORT, and
+//! SO_REUSEADDR so a restarted broker binds at once while its old connections linger in
+//! TIME-WAIT), so the kernel spreads connections over
 //! the shards; each connection is served on the shard that accepted it, unless its data requests go
 //! to another shard, which it then moves to (`crate::handover`; each shard serves those handed to
-//! it). The accept loop ends when shutdown is requested, which is how the broker stops accepting
+//! it; a TLS connection, after its handshake in the accept loop, stays where it was accepted).
+//! The accept loop ends when shutdown is requested, which is how the broker stops accepting
 //! before it drains. It holds to the broker's connection limits ([`ConnectionLimits`]: at
 //! `max.connections` it stops accepting until a connection closes, over `max.connections.per.ip` it
 //! closes the new connection, as Kafka's acceptor does) and pauses while descriptors run out
@@ -33,10 +35,14 @@ use glommio::net::TcpListener;
 
 use crate::broker::{Broker, BrokerConfig};
 use crate::cluster::Cluster;
-use crate::connection::{adopt_handed_over, serve_connection, ConnectionConfig};
+use crate::connection::{
+    adopt_handed_over, serve_connection, serve_tls_connection, ConnectionConfig,
+};
 use crate::connection_limits::{ConnectionLimits, ConnectionSlot, Refusal};
 use crate::groups::shard::{LocalOffsetsLog, OffsetsLog, ReplicatedOffsetsLog, ShardGroups};
+use crate::listener::{ConnectionSecurity, ListenerAddress, ListenerName};
 use crate::metrics::{MetricsRegistry, ShardSnapshot};
+use crate::tls::{principal_of, TlsServer};
 use crate::transactions::{ShardTransactions, TransactionsConfig};
 
 /// What every shard's broker is built from.
@@ -48,7 +54,10 @@ pub struct ShardSetup {
     /// How often each shard publishes its [`ShardSnapshot`] (how stale the partition metrics
     /// may be).
     pub metrics_snapshot_interval: Duration,
-    pub listen: SocketAddr,
+    /// The listeners every shard binds, each at an address reserved for it.
+    pub listeners: Vec<ListenerAddress>,
+    /// What the SSL and SASL_SSL listeners handshake with (required when there is one).
+    pub tls: Option<Arc<TlsServer>>,
     pub connection: ConnectionConfig,
     /// `max.connections` and `max.connections.per.ip`, shared by every shard.
     pub limits: Arc<ConnectionLimits>,
@@ -61,9 +70,10 @@ pub struct ShardSetup {
 const SLOT_RECHECK_INTERVAL: Duration = Duration::from_millis(10);
 
 /// One shard's part of the broker: builds its [`Broker`] (one of a cluster when `cluster` is
-/// given; `groups`, the shard's group coordinators, started first), binds `setup.listen`, says how that
-/// went through `bound` (the caller prints "listening" only once every shard has bound), then
-/// serves connections until shutdown is requested. Returns at once if the bind failed.
+/// given; `groups`, the shard's group coordinators, started first), binds every one of
+/// `setup.listeners`, says how that went through `bound` (the caller prints "listening" only once
+/// every shard has bound), then serves connections on each until shutdown is requested. Returns
+/// at once if a bind failed.
 pub async fn serve_shard(
     context: ShardContext,
     setup: ShardSetup,
@@ -88,25 +98,57 @@ pub async fn serve_shard(
         transactions,
     );
     adopt_handed_over(&broker, setup.connection);
-    match bind(setup.listen) {
-        Ok(listener) => {
-            bound(Ok(()));
-            glommio::spawn_local(publish_snapshots(
+    let sockets = setup
+        .listeners
+        .iter()
+        .map(|listener| {
+            bind(listener.address).map_err(|error| {
+                std::io::Error::new(
+                    error.kind(),
+                    format!("listener {}, {}: {error}", listener.name, listener.address),
+                )
+            })
+        })
+        .collect::<std::io::Result<Vec<_>>>();
+    let sockets = match sockets {
+        Ok(sockets) => sockets,
+        Err(error) => return bound(Err(error)),
+    };
+    bound(Ok(()));
+    glommio::spawn_local(publish_snapshots(
+        broker.clone(),
+        setup.metrics_snapshot_interval,
+    ))
+    .detach();
+    let accepting = setup
+        .listeners
+        .iter()
+        .zip(sockets)
+        .map(|(listener, socket)| {
+            let tls = match listener.name.protocol().uses_tls() {
+                true => setup.tls.clone(),
+                false => None,
+            };
+            accept_until_shutdown(
                 broker.clone(),
-                setup.metrics_snapshot_interval,
-            ))
-            .detach();
-            accept_until_shutdown(broker, listener, setup.connection, setup.limits).await
-        }
-        Err(error) => bound(Err(error)),
-    }
+                socket,
+                listener.name.clone(),
+                tls,
+                setup.connection,
+                setup.limits.clone(),
+            )
+        });
+    futures::future::join_all(accepting).await;
 }
 
-/// Accepts connections on `listener` until shutdown is requested, serving each on this shard
-/// within `limits`.
-pub async fn accept_until_shutdown(
+/// Accepts connections on `listener`, the socket of the listener named `name`, until shutdown
+/// is requested, serving each on this shard within `limits` (after a TLS handshake with `tls`
+/// when given).
+async fn accept_until_shutdown(
     broker: Rc<Broker>,
     listener: TcpListener,
+    name: ListenerName,
+    tls: Option<Arc<TlsServer>>,
     config: ConnectionConfig,
     limits: Arc<ConnectionLimits>,
 ) {
@@ -152,8 +194,74 @@ pub async fn accept_until_shutdown(
             continue;
         };
         let _ = stream.set_nodelay(true);
-        glommio::spawn_local(serve_connection(stream, peer, broker.clone(), config, slot)).detach();
+        let security = ConnectionSecurity::anonymous(name.clone());
+        match &tls {
+            None => glommio::spawn_local(serve_connection(
+                stream,
+                peer,
+                security,
+                broker.clone(),
+                config,
+                slot,
+            ))
+            .detach(),
+            Some(tls) => glommio::spawn_local(handshake_then_serve(
+                tls.acceptor(),
+                stream,
+                peer,
+                security,
+                broker.clone(),
+                config,
+                slot,
+            ))
+            .detach(),
+        };
     }
+}
+
+/// Longest a TLS handshake may take before the connection is closed: a client that connects and
+/// says nothing holds a connection slot only this long.
+const TLS_HANDSHAKE_MAX: Duration = Duration::from_secs(10);
+
+/// Makes the TLS handshake on `stream` (a connection slot held meanwhile), then serves the
+/// connection as the client certificate's principal, if it gave one. A failed handshake (a
+/// plaintext client, an untrusted or missing certificate where one is required, a timeout)
+/// closes the connection with a rate-limited log line.
+async fn handshake_then_serve(
+    acceptor: futures_rustls::TlsAcceptor,
+    stream: glommio::net::TcpStream,
+    peer: SocketAddr,
+    mut security: ConnectionSecurity,
+    broker: Rc<Broker>,
+    config: ConnectionConfig,
+    slot: ConnectionSlot,
+) {
+    let handshake = std::pin::pin!(acceptor.accept(stream));
+    let timeout = std::pin::pin!(glommio::timer::sleep(TLS_HANDSHAKE_MAX));
+    let failure = match unless_shutdown(&broker, select(handshake, timeout)).await {
+        None => return,
+        Some(Either::Left((Ok(stream), _))) => {
+            let certificate = stream
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(|chain| chain.first());
+            if let Some(principal) = certificate.and_then(|der| principal_of(der)) {
+                security.principal = principal;
+            }
+            serve_tls_connection(stream, peer, security, broker, config, slot).await;
+            return;
+        }
+        Some(Either::Left((Err(error), _))) => error.to_string(),
+        Some(Either::Right(_)) => {
+            format!("no TLS handshake within {} s", TLS_HANDSHAKE_MAX.as_secs())
+        }
+    };
+    broker.metrics.tls_handshake_failed();
+    log_rate_limited!(
+        "ferrite: TLS handshake with {peer} on listener {} failed: {failure}",
+        security.listener
+    );
 }
 
 /// Counts the connection from `peer` against the broker's limits: waits while

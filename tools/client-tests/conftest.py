@@ -49,6 +49,7 @@ class Broker:
         self.cores = cores
         self.process = None
         self.bootstrap = None  # "127.0.0.1:PORT" once the first start printed it
+        self.listening_line = None  # the whole start-up line (every listener's address)
         self.metrics_url = None  # "http://127.0.0.1:PORT/metrics" of the running broker
         self.starts = 0
         self.stderr_paths = []
@@ -62,6 +63,10 @@ class Broker:
         returns once it says it accepts connections."""
         assert not self.running, "the broker is already running"
         listen = self.bootstrap or "127.0.0.1:0"
+        # A broker given its listeners (`--listeners`, or a config file, whose listeners a
+        # `--listen` flag would override) is not given `--listen` too.
+        given_listeners = {"--listeners", "--config"} & set(self.extra_args)
+        listen_args = [] if given_listeners else ["--listen", listen]
         # Several brokers may run at once (other tests, other checkouts): a free port.
         metrics_listen = self.metrics_url.split("/")[2] if self.metrics_url else "127.0.0.1:0"
         self.starts += 1
@@ -72,8 +77,7 @@ class Broker:
                 [
                     self.binary,
                     "serve",
-                    "--listen",
-                    listen,
+                    *listen_args,
                     "--data-dir",
                     str(self.data_dir),
                     "--cores",
@@ -113,6 +117,7 @@ class Broker:
                     assert address == self.bootstrap, f"restarted on {address}, not on {self.bootstrap}"
                 assert not address.endswith(":0"), f"the printed address has no port: {line}"
                 self.bootstrap = address
+                self.listening_line = line
                 self.metrics_url = "http://" + line.split("metrics on http://", 1)[1].split(";")[0].strip()
                 return
 

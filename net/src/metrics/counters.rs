@@ -12,7 +12,7 @@ use super::shard::{ShardMetrics, TopicTraffic};
 
 /// A metric that is one number per shard: name, type, help text, and where a shard keeps it.
 type ShardValue = fn(&ShardMetrics) -> &AtomicU64;
-const SHARD_VALUES: [(&str, &str, &str, ShardValue); 12] = [
+const SHARD_VALUES: [(&str, &str, &str, ShardValue); 14] = [
     (
         "ferrite_connections_accepted_total",
         "counter",
@@ -24,6 +24,21 @@ const SHARD_VALUES: [(&str, &str, &str, ShardValue); 12] = [
         "gauge",
         "Client connections open now.",
         |m| &m.connections_open,
+    ),
+    (
+        "ferrite_connections_tls_open",
+        "gauge",
+        "Client connections open now that use TLS, encrypted in userspace by rustls (their file \
+         ranges are read and copied, not spliced; kTLS is not used); the rest of \
+         ferrite_connections_open are plaintext.",
+        |m| &m.connections_tls_open,
+    ),
+    (
+        "ferrite_tls_handshakes_failed_total",
+        "counter",
+        "TLS handshakes that failed: a client speaking plaintext to a TLS listener, a client \
+         certificate missing or not signed by --tls-ca, no common protocol, a timeout.",
+        |m| &m.tls_handshakes_failed,
     ),
     (
         "ferrite_connections_moved_total",

@@ -46,6 +46,8 @@ pub struct ShardMetrics {
     pub(super) apis: Vec<Mutex<ApiLatency>>,
     pub(super) connections_accepted: AtomicU64,
     pub(super) connections_open: AtomicU64,
+    pub(super) connections_tls_open: AtomicU64,
+    pub(super) tls_handshakes_failed: AtomicU64,
     pub(super) connections_closed_for_bad_input: AtomicU64,
     pub(super) connections_closed_idle: AtomicU64,
     pub(super) connections_refused: AtomicU64,
@@ -68,6 +70,8 @@ impl Default for ShardMetrics {
             apis: (0..API_KEYS).map(|_| Mutex::default()).collect(),
             connections_accepted: AtomicU64::new(0),
             connections_open: AtomicU64::new(0),
+            connections_tls_open: AtomicU64::new(0),
+            tls_handshakes_failed: AtomicU64::new(0),
             connections_closed_for_bad_input: AtomicU64::new(0),
             connections_closed_idle: AtomicU64::new(0),
             connections_refused: AtomicU64::new(0),
@@ -92,6 +96,7 @@ fn add(counter: &AtomicU64, amount: u64) {
 #[must_use = "the connection counts as open only while this lives"]
 pub struct OpenConnection<'a> {
     metrics: &'a ShardMetrics,
+    tls: bool,
 }
 
 impl Drop for OpenConnection<'_> {
@@ -99,6 +104,11 @@ impl Drop for OpenConnection<'_> {
         self.metrics
             .connections_open
             .fetch_sub(1, Ordering::Relaxed);
+        if self.tls {
+            self.metrics
+                .connections_tls_open
+                .fetch_sub(1, Ordering::Relaxed);
+        }
     }
 }
 
@@ -127,7 +137,25 @@ impl ShardMetrics {
     /// until the returned guard is dropped.
     pub fn connection_open(&self) -> OpenConnection<'_> {
         add(&self.connections_open, 1);
-        OpenConnection { metrics: self }
+        OpenConnection {
+            metrics: self,
+            tls: false,
+        }
+    }
+
+    /// A TLS connection is served on this shard until the returned guard is dropped.
+    pub fn connection_tls_open(&self) -> OpenConnection<'_> {
+        add(&self.connections_open, 1);
+        add(&self.connections_tls_open, 1);
+        OpenConnection {
+            metrics: self,
+            tls: true,
+        }
+    }
+
+    /// A TLS handshake failed (a plaintext client on a TLS listener, an untrusted certificate).
+    pub fn tls_handshake_failed(&self) {
+        add(&self.tls_handshakes_failed, 1);
     }
 
     /// A connection was handed over to another shard.
