@@ -251,6 +251,19 @@ pub fn write_file(data_dir: &Path, table: &CredentialTable) -> Result<(), Creden
     })
 }
 
+/// Removes the credentials file of `data_dir` durably (a cluster's broker, once the metadata
+/// log holds what `ferrite user set` wrote there before the first start).
+pub fn remove_file(data_dir: &Path) -> Result<(), CredentialsError> {
+    let io_error = |error| CredentialsError::Io {
+        path: data_dir.join(CREDENTIALS_FILE),
+        error,
+    };
+    std::fs::remove_file(data_dir.join(CREDENTIALS_FILE)).map_err(io_error)?;
+    std::fs::File::open(data_dir)
+        .and_then(|directory| directory.sync_all())
+        .map_err(io_error)
+}
+
 /// Bytes as lower-case hexadecimal in the file.
 mod hex_bytes {
     use serde::{Deserialize, Deserializer, Serializer};

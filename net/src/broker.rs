@@ -14,6 +14,7 @@ use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 use engine::catalog::{Catalog, CatalogError, Topic, OFFSETS_TOPIC};
+use engine::credentials::{CredentialChange, Credentials};
 use engine::resources::ReadDescriptor;
 use engine::shard::ShardContext;
 use engine::LogConfig;
@@ -31,6 +32,7 @@ use crate::metrics::ShardMetrics;
 use crate::old_versions::{Body, RefusedRequest, VersionedResponse};
 use crate::request::{DecodedRequest, RequestError};
 use crate::response::{put_response, put_response_with};
+use crate::sasl::{self, Authentication, SaslConfig};
 use crate::transactions::ShardTransactions;
 
 /// The broker's settings that the protocol exposes.
@@ -49,6 +51,8 @@ pub struct BrokerConfig {
     pub fetch_wait_ms_max: u64,
     /// The logs' settings: the broker-wide topic defaults, and the largest batch accepted.
     pub log: LogConfig,
+    /// What SASL listeners accept.
+    pub sasl: SaslConfig,
 }
 
 /// Why a topic a request names cannot be used (yet).
@@ -103,6 +107,8 @@ pub struct Client {
 pub struct Broker {
     pub context: ShardContext,
     pub catalog: Arc<Catalog>,
+    /// The users' SCRAM credentials, which SASL checks (shared by every shard).
+    pub credentials: Arc<Credentials>,
     pub config: BrokerConfig,
     pub metrics: Arc<ShardMetrics>,
     /// The other brokers and the controller, when this broker is one of several.
@@ -114,9 +120,11 @@ pub struct Broker {
 }
 
 impl Broker {
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         context: ShardContext,
         catalog: Arc<Catalog>,
+        credentials: Arc<Credentials>,
         config: BrokerConfig,
         metrics: Arc<ShardMetrics>,
         cluster: Option<Rc<ShardCluster>>,
@@ -126,6 +134,7 @@ impl Broker {
         let broker = Rc::new(Broker {
             context,
             catalog,
+            credentials,
             config,
             metrics,
             cluster: cluster.map(Cluster::new),
@@ -140,13 +149,20 @@ impl Broker {
 
     /// Starts handling one request frame. Returns once everything that must happen in
     /// request order has happened; `Err` is a reason to close the connection. `routing` counts
-    /// where the connection's data requests go (the connection handover's rule).
+    /// where the connection's data requests go (the connection handover's rule);
+    /// `authentication` is the connection's, which SaslHandshake and SaslAuthenticate change and
+    /// which admits every other request (or closes the connection).
     pub async fn start(
         self: &Rc<Self>,
         frame: Bytes,
         peer: SocketAddr,
         routing: &mut Routing,
+        authentication: &mut Authentication,
     ) -> Result<PendingReply, String> {
+        if authentication.expects_raw_token() {
+            let reply = self.raw_sasl_token(&frame, authentication);
+            return Ok(Box::pin(async move { Ok(reply) }));
+        }
         let request = match DecodedRequest::decode(frame) {
             Ok(request) => request,
             Err(RequestError::UnsupportedVersion {
@@ -164,6 +180,7 @@ impl Broker {
             }
             Err(error) => return Err(error.to_string()),
         };
+        authentication.admit(request.api_key, Instant::now())?;
         let header = Header {
             api_key: request.api_key,
             api_version: request.api_version,
@@ -187,6 +204,26 @@ impl Broker {
             Body::Current(body) => {
                 routing.count_request(&self.context, &body);
                 match body {
+                    // The connection's authentication changes in request order.
+                    RequestKind::SaslHandshake(handshake) => {
+                        let response = authentication.handshake(
+                            header.api_version,
+                            &handshake.mechanism,
+                            &self.config.sasl,
+                        );
+                        let reply = header.reply(&response);
+                        Box::pin(async move { reply })
+                    }
+                    RequestKind::SaslAuthenticate(request) => {
+                        let answered = authentication.authenticate(
+                            &request.auth_bytes,
+                            &self.config.sasl,
+                            &self.credentials,
+                            Instant::now(),
+                        );
+                        let reply = header.reply(&sasl::authenticate_response(answered));
+                        Box::pin(async move { reply })
+                    }
                     // The only API with work that must happen in request order.
                     RequestKind::Produce(produce) => {
                         // The frame's last holder besides the batches: with it gone, a large
@@ -221,6 +258,26 @@ impl Broker {
                 .request_answered(header.api_key, now - started_at, now);
             reply
         }))
+    }
+
+    /// Answers a SASL token sent without a Kafka header (after SaslHandshake v0) with the
+    /// mechanism's answer, length-prefixed as it came; a failure is answered with nothing (the
+    /// connection closes, as Kafka's does).
+    fn raw_sasl_token(&self, token: &[u8], authentication: &mut Authentication) -> Reply {
+        match authentication.authenticate(
+            token,
+            &self.config.sasl,
+            &self.credentials,
+            Instant::now(),
+        ) {
+            Ok(answer) => {
+                let mut framed = BytesMut::with_capacity(4 + answer.auth_bytes.len());
+                framed.extend_from_slice(&(answer.auth_bytes.len() as u32).to_be_bytes());
+                framed.extend_from_slice(&answer.auth_bytes);
+                vec![ResponsePart::Memory(framed.freeze())]
+            }
+            Err(_) => Vec::new(),
+        }
     }
 
     /// `draining`: the connection's, which a long poll watches (see [`Draining`]).
@@ -330,11 +387,42 @@ impl Broker {
             }
             RequestKind::ConsumerGroupHeartbeat(request) => header
                 .reply(&groups::consumer_group_heartbeat::handle(&self, &client, request).await),
+            RequestKind::AlterUserScramCredentials(request) => {
+                header.reply(&handlers::alter_user_scram_credentials::handle(&self, request).await)
+            }
+            RequestKind::DescribeUserScramCredentials(request) => header.reply(
+                &handlers::describe_user_scram_credentials::handle(&self, request),
+            ),
             RequestKind::ConsumerGroupDescribe(request) => {
                 header.reply(&groups::consumer_group_describe::handle(&self, request).await)
             }
             // Decoding succeeds only for APIs in the implemented table, each handled above.
             other => Err(format!("no handler for {:?}", other)),
+        }
+    }
+
+    /// Makes `changes` to the users' credentials: durably in the data directory on a broker
+    /// alone, through the controller in a cluster; resolves once this broker authenticates
+    /// with them. `Err`: the Kafka error to answer every user concerned.
+    pub async fn alter_credentials(
+        &self,
+        changes: Vec<CredentialChange>,
+    ) -> Result<(), (kafka_protocol::ResponseError, String)> {
+        match &self.cluster {
+            Some(cluster) => cluster.alter_credentials(changes).await.map_err(|error| {
+                (
+                    kafka_protocol::ResponseError::try_from_code(error.code)
+                        .unwrap_or(kafka_protocol::ResponseError::UnknownServerError),
+                    error.message,
+                )
+            }),
+            None => self.credentials.alter(&changes).map_err(|error| {
+                engine::log_rate_limited!("ferrite: altering SCRAM credentials: {error}");
+                (
+                    kafka_protocol::ResponseError::UnknownServerError,
+                    format!("the broker could not write its credentials: {error}"),
+                )
+            }),
         }
     }
 

@@ -61,6 +61,7 @@ use crate::broker::{Broker, Reply, ResponsePart};
 use crate::connection_limits::ConnectionSlot;
 use crate::frame::{frame_bytes, take_frame, FRAME_LENGTH_BYTES};
 use crate::handover::{self, Carried, HandoverRule, Routing};
+use crate::sasl::Authentication;
 use crate::send_file::Splicer;
 use crate::send_gathered::send_all;
 
@@ -139,13 +140,15 @@ struct Admission {
 type LastActivity = Rc<std::cell::Cell<Instant>>;
 
 /// Serves `stream`, accepted on this shard, until it ends, and logs why if it was not the
-/// client closing it. `slot` counts it against the broker's connection limits until then.
+/// client closing it. `slot` counts it against the broker's connection limits until then;
+/// `sasl_required`: it came in on a SASL listener.
 pub async fn serve_connection(
     stream: TcpStream,
     peer: SocketAddr,
     broker: Rc<Broker>,
     config: ConnectionConfig,
     slot: ConnectionSlot,
+    sasl_required: bool,
 ) {
     let in_flight = broker.context.work_in_flight();
     broker.metrics.connection_accepted();
@@ -155,6 +158,7 @@ pub async fn serve_connection(
         unread: BytesMut::new(),
         last_activity: Instant::now(),
         moved_at: None,
+        authentication: Authentication::new(sasl_required),
     };
     serve(stream, carried, broker, config, in_flight).await
 }
@@ -289,6 +293,7 @@ async fn serve_here(
         pipeline,
         &activity,
         &mut routing,
+        &mut carried.authentication,
     )
     .await;
     carried.moved_at = routing.moved_at();
@@ -345,13 +350,15 @@ async fn stop_reading(
 }
 
 /// Reads and starts requests from `received` (bytes read before, the start of a frame or
-/// whole ones) on, until the connection ends or moves to another shard.
+/// whole ones) on, until the connection ends or moves to another shard. Frames are bounded by
+/// `frame_bytes_max`, or far less before SASL authentication on a SASL listener.
 async fn read_requests<R: AsyncRead + Unpin>(
     reader: &mut R,
     received: &mut BytesMut,
     pipeline: Pipeline<'_>,
     activity: &LastActivity,
     routing: &mut Routing,
+    authentication: &mut Authentication,
 ) -> ReadEnd {
     let config = pipeline.config;
     let mut chunk = vec![0u8; config.read_chunk_bytes];
@@ -362,16 +369,18 @@ async fn read_requests<R: AsyncRead + Unpin>(
         budget: &pipeline.budget,
     };
     loop {
-        loop {
-            let frame = match take_frame(received, config.frame_bytes_max) {
+        let frame_bytes_max = loop {
+            let frame_bytes_max =
+                authentication.frame_bytes_max(config.frame_bytes_max, Instant::now());
+            let frame = match take_frame(received, frame_bytes_max) {
                 Ok(Some(frame)) => frame.freeze(),
-                Ok(None) => break,
+                Ok(None) => break frame_bytes_max,
                 Err(error) => return ReadEnd::Ended(ConnectionEnd::BadInput(error.to_string())),
             };
-            if let Err(end) = pipeline.start(frame, routing).await {
+            if let Err(end) = pipeline.start(frame, routing, authentication).await {
                 return ReadEnd::Ended(end);
             }
-        }
+        };
         // A request boundary with every request read so far started: where the connection may
         // move to the shard its requests go to.
         if let Some(to) = routing.destination(Instant::now()) {
@@ -384,13 +393,13 @@ async fn read_requests<R: AsyncRead + Unpin>(
         // A frame longer than a read chunk (a produce request of large batches) is read
         // straight into a buffer of its own, sized once: no copy out of `chunk`, no regrowth,
         // and its batches own their bytes (the produce handler hands them on without a copy).
-        match frame_bytes(received, config.frame_bytes_max) {
+        match frame_bytes(received, frame_bytes_max) {
             Ok(Some(frame_end)) if frame_end > config.read_chunk_bytes => {
                 let frame = match read_own_frame(reader, &waiting, received, frame_end).await {
                     Ok(frame) => frame,
                     Err(end) => return ReadEnd::Ended(end),
                 };
-                if let Err(end) = pipeline.start(frame, routing).await {
+                if let Err(end) = pipeline.start(frame, routing, authentication).await {
                     return ReadEnd::Ended(end);
                 }
                 continue;
@@ -498,8 +507,14 @@ enum Drain {
 
 impl Pipeline<'_> {
     /// Starts one request (in arrival order) once the connection's bounds admit it, and queues
-    /// the rest of its handling for the writer.
-    async fn start(&self, frame: Bytes, routing: &mut Routing) -> Result<(), ConnectionEnd> {
+    /// the rest of its handling for the writer; ends the connection after it if its
+    /// authentication failed (the writer still sends its answer).
+    async fn start(
+        &self,
+        frame: Bytes,
+        routing: &mut Routing,
+        authentication: &mut Authentication,
+    ) -> Result<(), ConnectionEnd> {
         let bytes = frame.len().min(self.config.pipeline_bytes_max) as u64;
         let Ok(place) = self.places.acquire_static_permit(1).await else {
             return Err(ConnectionEnd::Closed);
@@ -513,13 +528,16 @@ impl Pipeline<'_> {
         };
         let pending = self
             .broker
-            .start(frame, self.peer, routing)
+            .start(frame, self.peer, routing, authentication)
             .await
             .map_err(ConnectionEnd::BadInput)?;
         let started = glommio::spawn_local(pending).detach();
         if self.queue.send((started, admission)).await.is_err() {
             // The writer stopped (the socket failed); it says why.
             return Err(ConnectionEnd::Closed);
+        }
+        if let Some(reason) = authentication.take_closing() {
+            return Err(ConnectionEnd::BadInput(reason));
         }
         // A backlog of a thousand requests starts without awaiting anything: give the shard's
         // other work (replication, commits, other connections) its turn once the time slice is

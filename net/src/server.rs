@@ -23,6 +23,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use engine::catalog::Catalog;
+use engine::credentials::Credentials;
 use engine::log_rate_limited;
 use engine::shard::listen::{bind, AcceptPacing};
 use engine::shard::ShardContext;
@@ -43,6 +44,8 @@ use crate::transactions::{ShardTransactions, TransactionsConfig};
 #[derive(Clone)]
 pub struct ShardSetup {
     pub catalog: Arc<Catalog>,
+    /// The users' SCRAM credentials (the data directory's, or the cluster image's).
+    pub credentials: Arc<Credentials>,
     pub broker: BrokerConfig,
     pub metrics: MetricsRegistry,
     /// How often each shard publishes its [`ShardSnapshot`] (how stale the partition metrics
@@ -81,6 +84,7 @@ pub async fn serve_shard(
     let broker = Broker::new(
         context,
         setup.catalog,
+        setup.credentials,
         setup.broker,
         metrics,
         cluster,
@@ -96,19 +100,20 @@ pub async fn serve_shard(
                 setup.metrics_snapshot_interval,
             ))
             .detach();
-            accept_until_shutdown(broker, listener, setup.connection, setup.limits).await
+            accept_until_shutdown(broker, listener, setup.connection, setup.limits, false).await
         }
         Err(error) => bound(Err(error)),
     }
 }
 
 /// Accepts connections on `listener` until shutdown is requested, serving each on this shard
-/// within `limits`.
+/// within `limits`; `sasl_required`: it is a SASL listener.
 pub async fn accept_until_shutdown(
     broker: Rc<Broker>,
     listener: TcpListener,
     config: ConnectionConfig,
     limits: Arc<ConnectionLimits>,
+    sasl_required: bool,
 ) {
     let mut pacing = AcceptPacing::default();
     loop {
@@ -152,7 +157,15 @@ pub async fn accept_until_shutdown(
             continue;
         };
         let _ = stream.set_nodelay(true);
-        glommio::spawn_local(serve_connection(stream, peer, broker.clone(), config, slot)).detach();
+        glommio::spawn_local(serve_connection(
+            stream,
+            peer,
+            broker.clone(),
+            config,
+            slot,
+            sasl_required,
+        ))
+        .detach();
     }
 }
 
