@@ -28,20 +28,21 @@ use crate::cluster::Cluster;
 use crate::groups::shard::ShardGroups;
 use crate::handlers;
 use crate::handover::{Draining, Routing};
+use crate::listener::{ConnectionSecurity, Endpoint, ListenerName};
 use crate::metrics::ShardMetrics;
 use crate::old_versions::{Body, RefusedRequest, VersionedResponse};
 use crate::request::{DecodedRequest, RequestError};
 use crate::response::{put_response, put_response_with};
-use crate::sasl::{self, Authentication, SaslConfig};
+use crate::sasl::{self, SaslConfig};
 use crate::transactions::ShardTransactions;
 
 /// The broker's settings that the protocol exposes.
 #[derive(Debug, Clone)]
 pub struct BrokerConfig {
     pub node_id: i32,
-    /// The address clients are told to connect to (Metadata).
-    pub advertised_host: String,
-    pub advertised_port: i32,
+    /// The addresses clients are told to connect to (Metadata, FindCoordinator), one per
+    /// listener: a client is told the one of the listener it came in on.
+    pub advertised: Vec<Endpoint>,
     pub cluster_id: String,
     /// Create a topic on the first Metadata or Produce request that names it.
     pub auto_create_topics: bool,
@@ -53,6 +54,15 @@ pub struct BrokerConfig {
     pub log: LogConfig,
     /// What SASL listeners accept.
     pub sasl: SaslConfig,
+}
+
+impl BrokerConfig {
+    /// The advertised address of `listener` (every listener of a broker has one).
+    pub fn advertised_on(&self, listener: &ListenerName) -> Option<&Endpoint> {
+        self.advertised
+            .iter()
+            .find(|endpoint| endpoint.name == *listener)
+    }
 }
 
 /// Why a topic a request names cannot be used (yet).
@@ -101,6 +111,8 @@ pub struct Client {
     pub id: String,
     /// The peer's address as Kafka shows it: `/` and the IP.
     pub host: String,
+    /// The listener the connection came in on (which addresses it is told), and who it is.
+    pub security: ConnectionSecurity,
 }
 
 /// One shard's broker: cheap to share between the shard's connections (`Rc`).
@@ -149,18 +161,22 @@ impl Broker {
 
     /// Starts handling one request frame. Returns once everything that must happen in
     /// request order has happened; `Err` is a reason to close the connection. `routing` counts
-    /// where the connection's data requests go (the connection handover's rule);
-    /// `authentication` is the connection's, which SaslHandshake and SaslAuthenticate change and
-    /// which admits every other request (or closes the connection).
+    /// where the connection's data requests go (the connection handover's rule).
+    ///
+    /// Every request of a connection passes here, in order, with the connection's `security`
+    /// (its listener and principal, `crate::listener`), right after its header is decoded and
+    /// before it is dispatched: SaslHandshake and SaslAuthenticate change its authentication
+    /// (`crate::sasl`) and principal here, and its authentication admits every other request or
+    /// closes the connection.
     pub async fn start(
         self: &Rc<Self>,
         frame: Bytes,
         peer: SocketAddr,
+        security: &mut ConnectionSecurity,
         routing: &mut Routing,
-        authentication: &mut Authentication,
     ) -> Result<PendingReply, String> {
-        if authentication.expects_raw_token() {
-            let reply = self.raw_sasl_token(&frame, authentication);
+        if security.authentication.expects_raw_token() {
+            let reply = self.raw_sasl_token(&frame, security);
             return Ok(Box::pin(async move { Ok(reply) }));
         }
         let request = match DecodedRequest::decode(frame) {
@@ -180,7 +196,9 @@ impl Broker {
             }
             Err(error) => return Err(error.to_string()),
         };
-        authentication.admit(request.api_key, Instant::now())?;
+        security
+            .authentication
+            .admit(request.api_key, Instant::now())?;
         let header = Header {
             api_key: request.api_key,
             api_version: request.api_version,
@@ -206,7 +224,7 @@ impl Broker {
                 match body {
                     // The connection's authentication changes in request order.
                     RequestKind::SaslHandshake(handshake) => {
-                        let response = authentication.handshake(
+                        let response = security.authentication.handshake(
                             header.api_version,
                             &handshake.mechanism,
                             &self.config.sasl,
@@ -215,12 +233,7 @@ impl Broker {
                         Box::pin(async move { reply })
                     }
                     RequestKind::SaslAuthenticate(request) => {
-                        let answered = authentication.authenticate(
-                            &request.auth_bytes,
-                            &self.config.sasl,
-                            &self.credentials,
-                            Instant::now(),
-                        );
+                        let answered = self.authenticate(&request.auth_bytes, security);
                         let reply = header.reply(&sasl::authenticate_response(answered));
                         Box::pin(async move { reply })
                     }
@@ -242,6 +255,7 @@ impl Broker {
                                 .map(|id| id.to_string())
                                 .unwrap_or_default(),
                             host: format!("/{}", peer.ip()),
+                            security: security.clone(),
                         };
                         Box::pin(
                             async move { broker.answer(header, client, body, &draining).await },
@@ -263,13 +277,8 @@ impl Broker {
     /// Answers a SASL token sent without a Kafka header (after SaslHandshake v0) with the
     /// mechanism's answer, length-prefixed as it came; a failure is answered with nothing (the
     /// connection closes, as Kafka's does).
-    fn raw_sasl_token(&self, token: &[u8], authentication: &mut Authentication) -> Reply {
-        match authentication.authenticate(
-            token,
-            &self.config.sasl,
-            &self.credentials,
-            Instant::now(),
-        ) {
+    fn raw_sasl_token(&self, token: &[u8], security: &mut ConnectionSecurity) -> Reply {
+        match self.authenticate(token, security) {
             Ok(answer) => {
                 let mut framed = BytesMut::with_capacity(4 + answer.auth_bytes.len());
                 framed.extend_from_slice(&(answer.auth_bytes.len() as u32).to_be_bytes());
@@ -278,6 +287,25 @@ impl Broker {
             }
             Err(_) => Vec::new(),
         }
+    }
+
+    /// Takes one SASL token of the connection's authentication; a session opened makes its
+    /// user the connection's principal.
+    fn authenticate(
+        &self,
+        token: &[u8],
+        security: &mut ConnectionSecurity,
+    ) -> Result<sasl::Authenticated, sasl::AuthenticationFailure> {
+        let answered = security.authentication.authenticate(
+            token,
+            &self.config.sasl,
+            &self.credentials,
+            Instant::now(),
+        );
+        if let Some(principal) = security.authentication.principal() {
+            security.principal = principal.to_string();
+        }
+        answered
     }
 
     /// `draining`: the connection's, which a long poll watches (see [`Draining`]).
@@ -295,6 +323,7 @@ impl Broker {
             RequestKind::Metadata(request) => header.reply(&handlers::metadata::handle(
                 &self,
                 header.api_version,
+                &client.security.listener,
                 request,
             )),
             RequestKind::Fetch(request) => {
@@ -351,7 +380,12 @@ impl Broker {
                 header.reply(&handlers::list_transactions::handle(&self, request).await)
             }
             RequestKind::FindCoordinator(request) => {
-                header.reply(&handlers::find_coordinator::handle(&self, version, request))
+                header.reply(&handlers::find_coordinator::handle(
+                    &self,
+                    version,
+                    &client.security.listener,
+                    request,
+                ))
             }
             RequestKind::JoinGroup(request) => {
                 header.reply(&groups::join_group::handle(&self, version, &client, request).await)

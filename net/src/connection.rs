@@ -61,7 +61,7 @@ use crate::broker::{Broker, Reply, ResponsePart};
 use crate::connection_limits::ConnectionSlot;
 use crate::frame::{frame_bytes, take_frame, FRAME_LENGTH_BYTES};
 use crate::handover::{self, Carried, HandoverRule, Routing};
-use crate::sasl::Authentication;
+use crate::listener::ConnectionSecurity;
 use crate::send_file::Splicer;
 use crate::send_gathered::send_all;
 
@@ -141,24 +141,24 @@ type LastActivity = Rc<std::cell::Cell<Instant>>;
 
 /// Serves `stream`, accepted on this shard, until it ends, and logs why if it was not the
 /// client closing it. `slot` counts it against the broker's connection limits until then;
-/// `sasl_required`: it came in on a SASL listener.
+/// `security` says which listener accepted it.
 pub async fn serve_connection(
     stream: TcpStream,
     peer: SocketAddr,
+    security: ConnectionSecurity,
     broker: Rc<Broker>,
     config: ConnectionConfig,
     slot: ConnectionSlot,
-    sasl_required: bool,
 ) {
     let in_flight = broker.context.work_in_flight();
     broker.metrics.connection_accepted();
     let carried = Carried {
         peer,
         slot,
+        security,
         unread: BytesMut::new(),
         last_activity: Instant::now(),
         moved_at: None,
-        authentication: Authentication::new(sasl_required),
     };
     serve(stream, carried, broker, config, in_flight).await
 }
@@ -290,10 +290,10 @@ async fn serve_here(
     let read_end = read_requests(
         &mut reader,
         &mut carried.unread,
+        &mut carried.security,
         pipeline,
         &activity,
         &mut routing,
-        &mut carried.authentication,
     )
     .await;
     carried.moved_at = routing.moved_at();
@@ -355,10 +355,10 @@ async fn stop_reading(
 async fn read_requests<R: AsyncRead + Unpin>(
     reader: &mut R,
     received: &mut BytesMut,
+    security: &mut ConnectionSecurity,
     pipeline: Pipeline<'_>,
     activity: &LastActivity,
     routing: &mut Routing,
-    authentication: &mut Authentication,
 ) -> ReadEnd {
     let config = pipeline.config;
     let mut chunk = vec![0u8; config.read_chunk_bytes];
@@ -370,14 +370,15 @@ async fn read_requests<R: AsyncRead + Unpin>(
     };
     loop {
         let frame_bytes_max = loop {
-            let frame_bytes_max =
-                authentication.frame_bytes_max(config.frame_bytes_max, Instant::now());
+            let frame_bytes_max = security
+                .authentication
+                .frame_bytes_max(config.frame_bytes_max, Instant::now());
             let frame = match take_frame(received, frame_bytes_max) {
                 Ok(Some(frame)) => frame.freeze(),
                 Ok(None) => break frame_bytes_max,
                 Err(error) => return ReadEnd::Ended(ConnectionEnd::BadInput(error.to_string())),
             };
-            if let Err(end) = pipeline.start(frame, routing, authentication).await {
+            if let Err(end) = pipeline.start(frame, security, routing).await {
                 return ReadEnd::Ended(end);
             }
         };
@@ -399,7 +400,7 @@ async fn read_requests<R: AsyncRead + Unpin>(
                     Ok(frame) => frame,
                     Err(end) => return ReadEnd::Ended(end),
                 };
-                if let Err(end) = pipeline.start(frame, routing, authentication).await {
+                if let Err(end) = pipeline.start(frame, security, routing).await {
                     return ReadEnd::Ended(end);
                 }
                 continue;
@@ -507,13 +508,13 @@ enum Drain {
 
 impl Pipeline<'_> {
     /// Starts one request (in arrival order) once the connection's bounds admit it, and queues
-    /// the rest of its handling for the writer; ends the connection after it if its
-    /// authentication failed (the writer still sends its answer).
+    /// the rest of its handling for the writer; ends the connection after it if its SASL
+    /// authentication failed (the writer still sends the answer).
     async fn start(
         &self,
         frame: Bytes,
+        security: &mut ConnectionSecurity,
         routing: &mut Routing,
-        authentication: &mut Authentication,
     ) -> Result<(), ConnectionEnd> {
         let bytes = frame.len().min(self.config.pipeline_bytes_max) as u64;
         let Ok(place) = self.places.acquire_static_permit(1).await else {
@@ -528,7 +529,7 @@ impl Pipeline<'_> {
         };
         let pending = self
             .broker
-            .start(frame, self.peer, routing, authentication)
+            .start(frame, self.peer, security, routing)
             .await
             .map_err(ConnectionEnd::BadInput)?;
         let started = glommio::spawn_local(pending).detach();
@@ -536,7 +537,7 @@ impl Pipeline<'_> {
             // The writer stopped (the socket failed); it says why.
             return Err(ConnectionEnd::Closed);
         }
-        if let Some(reason) = authentication.take_closing() {
+        if let Some(reason) = security.authentication.take_closing() {
             return Err(ConnectionEnd::BadInput(reason));
         }
         // A backlog of a thousand requests starts without awaiting anything: give the shard's

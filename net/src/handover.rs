@@ -20,8 +20,8 @@
 //! How it moves, at a request boundary (`connection.rs`): the reader stops starting requests;
 //! the connection's long polls are answered at once with what they have ([`Draining`]), as at
 //! shutdown; once every request it started was answered and its reply written, the socket, the
-//! bytes read but not yet started, the connection's limits slot, its idle clock and its SASL
-//! authentication ([`Carried`])
+//! bytes read but not yet started, the connection's limits slot, its idle clock and its security
+//! (listener, principal, SASL authentication) ([`Carried`])
 //! go to the other shard over the mesh ([`hand_over`]), which serves the connection from then
 //! on (`connection::adopt`). Requests are started in order on one shard, then in order on the other,
 //! none twice: their replies leave in order, and a partition's appends keep the order they were
@@ -49,7 +49,7 @@ use glommio::net::TcpStream;
 use kafka_protocol::messages::RequestKind;
 
 use crate::connection_limits::ConnectionSlot;
-use crate::sasl::Authentication;
+use crate::listener::ConnectionSecurity;
 
 /// When a connection moves to another shard.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -228,6 +228,8 @@ pub struct Carried {
     pub peer: SocketAddr,
     /// The connection's place in the broker's connection limits (shared by every shard).
     pub slot: ConnectionSlot,
+    /// Its listener and principal.
+    pub security: ConnectionSecurity,
     /// Bytes read from the socket and not yet started as requests: the rest of a frame, or
     /// whole frames read together with the last one started.
     pub unread: BytesMut,
@@ -235,8 +237,6 @@ pub struct Carried {
     pub last_activity: Instant,
     /// When it last moved or tried to.
     pub moved_at: Option<Instant>,
-    /// Its SASL authentication: a session, or one under way, goes with it.
-    pub authentication: Authentication,
 }
 
 /// A connection on its way to another shard.

@@ -39,6 +39,7 @@ pub mod frame;
 pub mod groups;
 pub mod handlers;
 pub mod handover;
+pub mod listener;
 pub mod metrics;
 pub mod old_versions;
 pub mod request;

@@ -1,5 +1,5 @@
-//! The Kafka listener of one shard. Every shard binds the same address
-//! (`engine::shard::listen::bind` sets SO_REUSEPORT, and SO_REUSEADDR so a restarted broker binds
+//! The Kafka listeners of one shard. Every shard binds every listener's address
+//! (`crate::listener`: PLAINTEXT, SSL, …; `engine::shard::listen::bind` sets SO_REUSEPORT, and SO_REUSEADDR so a restarted broker binds
 //! at once while its old connections linger in TIME-WAIT), so the kernel spreads connections over
 //! the shards; each connection is served on the shard that accepted it, unless its data requests go
 //! to another shard, which it then moves to (`crate::handover`; each shard serves those handed to
@@ -37,6 +37,7 @@ use crate::cluster::Cluster;
 use crate::connection::{adopt_handed_over, serve_connection, ConnectionConfig};
 use crate::connection_limits::{ConnectionLimits, ConnectionSlot, Refusal};
 use crate::groups::shard::{LocalOffsetsLog, OffsetsLog, ReplicatedOffsetsLog, ShardGroups};
+use crate::listener::{ConnectionSecurity, ListenerAddress, ListenerName};
 use crate::metrics::{MetricsRegistry, ShardSnapshot};
 use crate::transactions::{ShardTransactions, TransactionsConfig};
 
@@ -51,7 +52,8 @@ pub struct ShardSetup {
     /// How often each shard publishes its [`ShardSnapshot`] (how stale the partition metrics
     /// may be).
     pub metrics_snapshot_interval: Duration,
-    pub listen: SocketAddr,
+    /// The listeners every shard binds, each at an address reserved for it.
+    pub listeners: Vec<ListenerAddress>,
     pub connection: ConnectionConfig,
     /// `max.connections` and `max.connections.per.ip`, shared by every shard.
     pub limits: Arc<ConnectionLimits>,
@@ -64,9 +66,10 @@ pub struct ShardSetup {
 const SLOT_RECHECK_INTERVAL: Duration = Duration::from_millis(10);
 
 /// One shard's part of the broker: builds its [`Broker`] (one of a cluster when `cluster` is
-/// given; `groups`, the shard's group coordinators, started first), binds `setup.listen`, says how that
-/// went through `bound` (the caller prints "listening" only once every shard has bound), then
-/// serves connections until shutdown is requested. Returns at once if the bind failed.
+/// given; `groups`, the shard's group coordinators, started first), binds every one of
+/// `setup.listeners`, says how that went through `bound` (the caller prints "listening" only once
+/// every shard has bound), then serves connections on each until shutdown is requested. Returns
+/// at once if a bind failed.
 pub async fn serve_shard(
     context: ShardContext,
     setup: ShardSetup,
@@ -92,28 +95,52 @@ pub async fn serve_shard(
         transactions,
     );
     adopt_handed_over(&broker, setup.connection);
-    match bind(setup.listen) {
-        Ok(listener) => {
-            bound(Ok(()));
-            glommio::spawn_local(publish_snapshots(
+    let sockets = setup
+        .listeners
+        .iter()
+        .map(|listener| {
+            bind(listener.address).map_err(|error| {
+                std::io::Error::new(
+                    error.kind(),
+                    format!("listener {}, {}: {error}", listener.name, listener.address),
+                )
+            })
+        })
+        .collect::<std::io::Result<Vec<_>>>();
+    let sockets = match sockets {
+        Ok(sockets) => sockets,
+        Err(error) => return bound(Err(error)),
+    };
+    bound(Ok(()));
+    glommio::spawn_local(publish_snapshots(
+        broker.clone(),
+        setup.metrics_snapshot_interval,
+    ))
+    .detach();
+    let accepting = setup
+        .listeners
+        .iter()
+        .zip(sockets)
+        .map(|(listener, socket)| {
+            accept_until_shutdown(
                 broker.clone(),
-                setup.metrics_snapshot_interval,
-            ))
-            .detach();
-            accept_until_shutdown(broker, listener, setup.connection, setup.limits, false).await
-        }
-        Err(error) => bound(Err(error)),
-    }
+                socket,
+                listener.name.clone(),
+                setup.connection,
+                setup.limits.clone(),
+            )
+        });
+    futures::future::join_all(accepting).await;
 }
 
-/// Accepts connections on `listener` until shutdown is requested, serving each on this shard
-/// within `limits`; `sasl_required`: it is a SASL listener.
-pub async fn accept_until_shutdown(
+/// Accepts connections on `listener`, the socket of the listener named `name`, until shutdown
+/// is requested, serving each on this shard within `limits`.
+async fn accept_until_shutdown(
     broker: Rc<Broker>,
     listener: TcpListener,
+    name: ListenerName,
     config: ConnectionConfig,
     limits: Arc<ConnectionLimits>,
-    sasl_required: bool,
 ) {
     let mut pacing = AcceptPacing::default();
     loop {
@@ -157,13 +184,14 @@ pub async fn accept_until_shutdown(
             continue;
         };
         let _ = stream.set_nodelay(true);
+        let security = ConnectionSecurity::anonymous(name.clone());
         glommio::spawn_local(serve_connection(
             stream,
             peer,
+            security,
             broker.clone(),
             config,
             slot,
-            sasl_required,
         ))
         .detach();
     }

@@ -75,8 +75,11 @@ fn a_commit_marker_reaches_partitions_on_every_shard_of_a_broker_alone() {
     let metrics = MetricsRegistry::new(SHARDS);
     let broker_config = BrokerConfig {
         node_id: 0,
-        advertised_host: "127.0.0.1".into(),
-        advertised_port: 9092,
+        advertised: vec![net::listener::Endpoint {
+            name: net::listener::ListenerName::plaintext(),
+            host: "127.0.0.1".into(),
+            port: 9092,
+        }],
         cluster_id: "test".into(),
         auto_create_topics: false,
         default_partitions: 1,

@@ -40,13 +40,13 @@ use net::connection_limits::ConnectionLimits;
 use net::groups::shard::{LocalOffsetsLog, OffsetsLog, ReplicatedOffsetsLog, ShardGroups};
 use net::groups::{prepare_offsets_topic, LegacyRecordConversion};
 use net::handover::HandoverRule;
+use net::listener::{Endpoint, ListenerAddress};
 use net::metrics::MetricsRegistry;
 use net::server::ShardSetup;
 use net::transactions::prepare_transaction_state_topic;
 
 use crate::descriptors;
 use crate::metrics;
-use settings::parse_advertised;
 pub use settings::Arguments;
 
 /// Where metrics are served unless told otherwise (the design's command-line contract).
@@ -113,44 +113,26 @@ pub fn run(arguments: Arguments) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    // Every shard binds with SO_REUSEPORT; reserve the address first, so that a taken port is
-    // a clear start-up error rather than a shard failing later, and port 0 (tests use it)
-    // becomes one free port that stays ours until every shard has bound it.
+    // Every shard binds with SO_REUSEPORT; reserve each listener's address first, so that a
+    // taken port is a clear start-up error rather than a shard failing later, and port 0 (tests
+    // use it) becomes one free port that stays ours until every shard has bound it.
     // A broker killed a moment ago may still hold these addresses (see `listen`): every bind
     // of the start-up waits for them, together at most this long.
     let in_use_deadline = Instant::now() + IN_USE_WAIT;
-    let reservation =
-        match retry_while_in_use(settings.listen, "Kafka listener", in_use_deadline, || {
-            ListenReservation::new(settings.listen)
-        }) {
-            Ok(reservation) => reservation,
-            Err(error) => {
-                eprintln!(
-                    "ferrite serve: cannot listen on {}: {error}",
-                    settings.listen
-                );
-                return ExitCode::from(2);
-            }
-        };
-    let listen = reservation.address();
-    let advertised = settings
-        .advertise
-        .clone()
-        .unwrap_or_else(|| listen.to_string());
-    let (advertised_host, advertised_port) = match parse_advertised(&advertised) {
-        Ok(parts) => parts,
+    let listeners = match reserve_listeners(&settings.listeners, in_use_deadline) {
+        Ok(listeners) => listeners,
         Err(message) => {
             eprintln!("ferrite serve: {message}");
             return ExitCode::from(2);
         }
     };
-    if advertised_host == "0.0.0.0" || advertised_host == "::" {
-        eprintln!(
-            "ferrite serve: listening on {listen} but clients cannot connect to that address; \
-             say where they can with --advertise HOST:PORT"
-        );
-        return ExitCode::from(2);
-    }
+    let advertised = match advertised_endpoints(&listeners, &settings.advertised) {
+        Ok(advertised) => advertised,
+        Err(message) => {
+            eprintln!("ferrite serve: {message}");
+            return ExitCode::from(2);
+        }
+    };
     let catalog = match Catalog::open(&settings.data_dir) {
         Ok(catalog) => Arc::new(catalog),
         Err(error) => {
@@ -256,8 +238,7 @@ pub fn run(arguments: Arguments) -> ExitCode {
             .cluster
             .as_ref()
             .map_or(0, |cluster| cluster.node_id as i32),
-        advertised_host,
-        advertised_port,
+        advertised: advertised.clone(),
         cluster_id: CLUSTER_ID.into(),
         auto_create_topics: settings.auto_create_topics,
         default_partitions: settings.default_partitions,
@@ -274,7 +255,10 @@ pub fn run(arguments: Arguments) -> ExitCode {
         broker: broker_config,
         metrics: registry,
         metrics_snapshot_interval: Duration::from_secs(1),
-        listen,
+        listeners: listeners
+            .iter()
+            .map(|(listener, _)| listener.clone())
+            .collect(),
         connection: ConnectionConfig {
             idle_max: settings.connection_idle_max,
             handover: settings.connection_handover.then(HandoverRule::default),
@@ -325,8 +309,8 @@ pub fn run(arguments: Arguments) -> ExitCode {
         votes,
         catalog: setup.catalog.clone(),
         data_dir: settings.data_dir.clone(),
-        kafka_host: setup.broker.advertised_host.clone(),
-        kafka_port: u16::try_from(setup.broker.advertised_port).unwrap_or(0),
+        kafka_host: advertised[0].host.clone(),
+        kafka_port: advertised[0].port,
         shard_count: cores as u32,
         incarnation: new_incarnation(),
         broker_log_config: settings.log.clone(),
@@ -362,7 +346,7 @@ pub fn run(arguments: Arguments) -> ExitCode {
             };
             net::server::serve_shard(context, setup, cluster, groups, move |result| {
                 if let Err(error) = result {
-                    eprintln!("ferrite serve: cannot listen on {listen}: {error}");
+                    eprintln!("ferrite serve: cannot listen: {error}");
                     std::process::exit(2);
                 }
                 let _ = bound.send(());
@@ -388,7 +372,8 @@ pub fn run(arguments: Arguments) -> ExitCode {
             return ExitCode::from(1);
         }
     }
-    drop(reservation);
+    let listening = listening_note(&listeners, &advertised);
+    drop(listeners);
     drop(rpc_reservation);
     if let Err(error) = runtime.shutdown_handle().install_signal_handlers() {
         eprintln!("ferrite serve: {error}");
@@ -411,7 +396,7 @@ pub fn run(arguments: Arguments) -> ExitCode {
         },
     );
     println!(
-        "ferrite: listening on {listen} (Kafka, advertised as {advertised}), data in {}, \
+        "ferrite: listening on {listening}, data in {}, \
          {cores} shard(s){metrics_note}{descriptors_note}",
         settings.data_dir.display()
     );
@@ -424,6 +409,87 @@ pub fn run(arguments: Arguments) -> ExitCode {
             eprintln!("ferrite serve: {error}");
             ExitCode::from(1)
         }
+    }
+}
+
+/// Reserves the address of every listener (see `ListenReservation`): the listener as the shards
+/// bind it, with its reservation, held until they have.
+fn reserve_listeners(
+    endpoints: &[Endpoint],
+    in_use_deadline: Instant,
+) -> Result<Vec<(ListenerAddress, ListenReservation)>, String> {
+    endpoints
+        .iter()
+        .map(|endpoint| {
+            let address = endpoint
+                .bind_address()
+                .map_err(|error| format!("--listeners {error}"))?;
+            let what = format!("Kafka listener {}", endpoint.name);
+            let reservation = retry_while_in_use(address, &what, in_use_deadline, || {
+                ListenReservation::new(address)
+            })
+            .map_err(|error| format!("cannot listen on {endpoint}: {error}"))?;
+            let listener = ListenerAddress {
+                name: endpoint.name.clone(),
+                address: reservation.address(),
+            };
+            Ok((listener, reservation))
+        })
+        .collect()
+}
+
+/// Every listener's advertised address: the one given, else where it listens (which must then
+/// be an address clients can connect to).
+fn advertised_endpoints<R>(
+    listeners: &[(ListenerAddress, R)],
+    given: &[Endpoint],
+) -> Result<Vec<Endpoint>, String> {
+    listeners
+        .iter()
+        .map(|(listener, _)| {
+            if let Some(endpoint) = given.iter().find(|endpoint| endpoint.name == listener.name) {
+                return Ok(endpoint.clone());
+            }
+            if listener.address.ip().is_unspecified() {
+                return Err(format!(
+                    "listening on {} ({}) but clients cannot connect to that address; say \
+                     where they can with --advertised-listeners {}://HOST:PORT (or --advertise \
+                     HOST:PORT for --listen)",
+                    listener.address, listener.name, listener.name
+                ));
+            }
+            Ok(Endpoint {
+                name: listener.name.clone(),
+                host: listener.address.ip().to_string(),
+                port: listener.address.port(),
+            })
+        })
+        .collect()
+}
+
+/// What the start-up line says of the listeners: the first one's address first (scripts and
+/// tests read it there), then its name and advertised address, then each other listener's.
+fn listening_note<R>(listeners: &[(ListenerAddress, R)], advertised: &[Endpoint]) -> String {
+    let describe = |(listener, _): &(ListenerAddress, R), endpoint: &Endpoint| {
+        let host = match endpoint.host.contains(':') {
+            true => format!("[{}]", endpoint.host),
+            false => endpoint.host.clone(),
+        };
+        format!(
+            "{} (Kafka {}, advertised as {host}:{})",
+            listener.address, listener.name, endpoint.port
+        )
+    };
+    let mut described = listeners
+        .iter()
+        .zip(advertised)
+        .map(|(listener, endpoint)| describe(listener, endpoint));
+    let first = described.next().unwrap_or_default();
+    let others: Vec<String> = described.collect();
+    if others.is_empty() {
+        first
+    } else {
+        format!("{first}, and on {}", others.join(", "))
     }
 }
 

@@ -14,6 +14,7 @@ use super::fields::str_bytes;
 use super::groups::coordinator::offsets_partition;
 use crate::broker::Broker;
 use crate::errors::{code, NONE};
+use crate::listener::ListenerName;
 
 /// FindCoordinator's key types.
 const KEY_TYPE_GROUP: i8 = 0;
@@ -22,6 +23,7 @@ const KEY_TYPE_TRANSACTION: i8 = 1;
 pub fn handle(
     broker: &Broker,
     api_version: i16,
+    listener: &ListenerName,
     request: FindCoordinatorRequest,
 ) -> FindCoordinatorResponse {
     let answer = |key: StrBytes| {
@@ -34,11 +36,17 @@ pub fn handle(
                 cluster.transaction_coordinator(broker.transactions.state_partition(&key))
             }
             (KEY_TYPE_GROUP | KEY_TYPE_TRANSACTION, None) => {
-                return coordinator
-                    .with_node_id(broker.config.node_id.into())
-                    .with_host(str_bytes(broker.config.advertised_host.clone()))
-                    .with_port(broker.config.advertised_port)
-                    .with_error_code(NONE)
+                return match broker.config.advertised_on(listener) {
+                    Some(endpoint) => coordinator
+                        .with_node_id(broker.config.node_id.into())
+                        .with_host(str_bytes(endpoint.host.clone()))
+                        .with_port(i32::from(endpoint.port))
+                        .with_error_code(NONE),
+                    None => coordinator
+                        .with_node_id((-1).into())
+                        .with_port(-1)
+                        .with_error_code(code(ResponseError::CoordinatorNotAvailable)),
+                }
             }
             _ => {
                 return coordinator

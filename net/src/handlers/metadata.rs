@@ -1,4 +1,5 @@
-//! Metadata: the brokers (this one, at its advertised address), and each topic's partitions with
+//! Metadata: the brokers (this one, at the advertised address of the listener the request came
+//! in on), and each topic's partitions with
 //! this broker as leader and only replica, for a broker alone. In a cluster the answer comes from
 //! `Cluster`: the image's live brokers, each partition's replicas from the image, its leader and
 //! epoch from the broker's `LeaderTable`, ISR the leader's in-sync voters; the answering broker
@@ -20,11 +21,18 @@ use super::fields::{str_bytes, uuid};
 use crate::broker::Broker;
 use crate::cluster::PartitionPlacement;
 use crate::errors::{code, NONE};
+use crate::listener::ListenerName;
 
 /// Kafka's "not sent" value for authorized-operations fields.
 const AUTHORIZED_OPERATIONS_OMITTED: i32 = i32::MIN;
 
-pub fn handle(broker: &Broker, api_version: i16, request: MetadataRequest) -> MetadataResponse {
+/// `listener`: the one the request came in on, whose addresses the client is told.
+pub fn handle(
+    broker: &Broker,
+    api_version: i16,
+    listener: &ListenerName,
+    request: MetadataRequest,
+) -> MetadataResponse {
     let config = &broker.config;
     let brokers = match &broker.cluster {
         Some(cluster) => match cluster.brokers() {
@@ -39,10 +47,16 @@ pub fn handle(broker: &Broker, api_version: i16, request: MetadataRequest) -> Me
                 .collect(),
             None => return answer(broker, api_version, Vec::new(), Vec::new()),
         },
-        None => vec![MetadataResponseBroker::default()
-            .with_node_id(BrokerId(config.node_id))
-            .with_host(str_bytes(config.advertised_host.clone()))
-            .with_port(config.advertised_port)],
+        None => config
+            .advertised_on(listener)
+            .map(|endpoint| {
+                MetadataResponseBroker::default()
+                    .with_node_id(BrokerId(config.node_id))
+                    .with_host(str_bytes(endpoint.host.clone()))
+                    .with_port(i32::from(endpoint.port))
+            })
+            .into_iter()
+            .collect(),
     };
     // Version 0 says "all topics" with an empty list; later versions with a null one.
     let all_topics = match &request.topics {

@@ -99,7 +99,7 @@ impl fmt::Display for Principal {
 }
 
 /// An authenticated session.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 struct Session {
     principal: Principal,
     mechanism: SaslMechanism,
@@ -108,7 +108,7 @@ struct Session {
 }
 
 /// Where a connection is in an authentication.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 enum Exchange {
     None,
     /// SaslHandshake accepted `mechanism`; tokens follow (raw frames after handshake v0).
@@ -124,7 +124,7 @@ enum Exchange {
 }
 
 /// One connection's authentication: plain data, moved with the connection between shards.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Authentication {
     /// The listener requires SASL (SASL_PLAINTEXT, SASL_SSL).
     required: bool,

@@ -226,7 +226,7 @@ fn decode_sasl_name(name: &str) -> Result<String, ScramError> {
 }
 
 /// The server's side of one SCRAM exchange, after the client's first message.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ScramExchange {
     mechanism: ScramMechanism,
     client_first: ClientFirst,

@@ -31,6 +31,7 @@ use net::broker::BrokerConfig;
 use net::connection::ConnectionConfig;
 use net::connection_limits::ConnectionLimits;
 use net::groups::shard::{GroupsConfig, LocalOffsetsLog, ShardGroups};
+use net::listener::{Endpoint, ListenerAddress, ListenerName};
 use net::metrics::MetricsRegistry;
 use net::server::ShardSetup;
 
@@ -224,8 +225,11 @@ fn start_runtime(
     let metrics = MetricsRegistry::new(shards);
     let broker_config = BrokerConfig {
         node_id: 0,
-        advertised_host: "127.0.0.1".into(),
-        advertised_port: i32::from(address.port()),
+        advertised: vec![Endpoint {
+            name: ListenerName::plaintext(),
+            host: "127.0.0.1".into(),
+            port: address.port(),
+        }],
         cluster_id: "test".into(),
         auto_create_topics: true,
         default_partitions: 2,
@@ -272,7 +276,10 @@ fn start_runtime(
         metrics: metrics.clone(),
         // Short, so that tests see the partition metrics soon.
         metrics_snapshot_interval: std::time::Duration::from_millis(50),
-        listen: address,
+        listeners: vec![ListenerAddress {
+            name: ListenerName::plaintext(),
+            address,
+        }],
         connection: ConnectionConfig::default(),
         limits: Arc::new(ConnectionLimits::unlimited()),
         transactions,

@@ -1,5 +1,5 @@
 //! `ferrite serve`'s settings: every one has an embedded default, can be set in a TOML file
-//! (`--config FILE`, keys named as the flags: `listen = "127.0.0.1:9092"`,
+//! (`--config FILE`, keys named as the flags: `listeners = "PLAINTEXT://127.0.0.1:9092"`,
 //! `default-partitions = 3`), and can be set on the command line, which wins over the file.
 //! [`Arguments::resolve`] checks them all before anything starts, so a bad flag is an exit
 //! code 2 with a message, never a half-started broker.
@@ -16,6 +16,7 @@ use ferrite_replication::controller::VOTERS_DEFAULT_COUNT;
 use net::connection::IDLE_MAX_DEFAULT;
 use net::groups::consumer::AssignorKind;
 use net::groups::shard::GroupsConfig;
+use net::listener::{parse_endpoints, Endpoint, ListenerName};
 use net::sasl::{SaslConfig, SaslMechanism};
 use net::transactions::TransactionsConfig;
 use serde::Deserialize;
@@ -28,12 +29,27 @@ pub struct Arguments {
     #[arg(long, value_name = "FILE")]
     #[serde(skip)]
     config: Option<PathBuf>,
-    /// Kafka listener address [default: 127.0.0.1:9092]. Port 0 picks a free port.
-    #[arg(long, value_name = "HOST:PORT")]
+    /// Kafka listener address, a shorthand for `--listeners PLAINTEXT://HOST:PORT`
+    /// [default: 127.0.0.1:9092]. Port 0 picks a free port.
+    #[arg(long, value_name = "HOST:PORT", conflicts_with = "listeners")]
     listen: Option<SocketAddr>,
-    /// The address clients are told to connect to (Metadata) [default: the listen address].
-    #[arg(long, value_name = "HOST:PORT")]
+    /// The address clients are told to connect to (Metadata), a shorthand for
+    /// `--advertised-listeners PLAINTEXT://HOST:PORT` [default: the listen address].
+    #[arg(
+        long,
+        value_name = "HOST:PORT",
+        conflicts_with = "advertised_listeners"
+    )]
     advertise: Option<String>,
+    /// Kafka listeners, Kafka's way: `NAME://HOST:PORT,...`, each name a security protocol
+    /// (PLAINTEXT, SSL, SASL_PLAINTEXT, SASL_SSL); an empty HOST is every interface, port 0 a
+    /// free port [default: PLAINTEXT://127.0.0.1:9092].
+    #[arg(long, value_name = "NAME://HOST:PORT,...")]
+    listeners: Option<String>,
+    /// The addresses clients are told to connect to, per listener, in the same form; a client
+    /// is told those of the listener it came in on [default: each listener's own address].
+    #[arg(long, value_name = "NAME://HOST:PORT,...")]
+    advertised_listeners: Option<String>,
     /// Where partitions are stored [default: ./ferrite-data].
     #[arg(long, value_name = "DIR")]
     data_dir: Option<PathBuf>,
@@ -247,8 +263,11 @@ fn parse_peers(peers: &str) -> Result<BTreeMap<u64, SocketAddr>, String> {
 /// Every setting resolved: flags over file over defaults.
 #[derive(Debug)]
 pub(super) struct Settings {
-    pub(super) listen: SocketAddr,
-    pub(super) advertise: Option<String>,
+    /// The Kafka listeners, each name once.
+    pub(super) listeners: Vec<Endpoint>,
+    /// The advertised addresses given, each of a listener; a listener without one advertises
+    /// where it listens.
+    pub(super) advertised: Vec<Endpoint>,
     pub(super) data_dir: PathBuf,
     pub(super) cores: Option<usize>,
     /// Empty: CPUs 0 up to the shard count.
@@ -597,6 +616,20 @@ impl Arguments {
                 .or(file.tail_cache_bytes_max)
                 .unwrap_or(defaults.tail_cache_bytes_max),
         };
+        let (listeners, advertised) = resolve_listeners(
+            Given {
+                listen: self.listen,
+                advertise: self.advertise,
+                listeners: self.listeners,
+                advertised_listeners: self.advertised_listeners,
+            },
+            Given {
+                listen: file.listen,
+                advertise: file.advertise,
+                listeners: file.listeners,
+                advertised_listeners: file.advertised_listeners,
+            },
+        )?;
         Ok(Settings {
             resources,
             cluster,
@@ -608,11 +641,8 @@ impl Arguments {
                 .connection_handover
                 .or(file.connection_handover)
                 .unwrap_or(true),
-            listen: self
-                .listen
-                .or(file.listen)
-                .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 9092))),
-            advertise: self.advertise.or(file.advertise),
+            listeners,
+            advertised,
             data_dir: self
                 .data_dir
                 .or(file.data_dir)
@@ -672,7 +702,7 @@ fn read_config_file(path: &Path) -> Result<Arguments, String> {
 }
 
 /// Splits `host:port` into its parts (the host is kept as written: clients resolve it).
-pub(super) fn parse_advertised(advertise: &str) -> Result<(String, i32), String> {
+fn parse_advertised(advertise: &str) -> Result<(String, u16), String> {
     let (host, port) = advertise
         .rsplit_once(':')
         .ok_or_else(|| format!("--advertise {advertise}: expected HOST:PORT"))?;
@@ -682,7 +712,77 @@ pub(super) fn parse_advertised(advertise: &str) -> Result<(String, i32), String>
     if host.is_empty() || port == 0 {
         return Err(format!("--advertise {advertise}: expected HOST:PORT"));
     }
-    Ok((host.trim_matches(['[', ']']).to_owned(), i32::from(port)))
+    Ok((host.trim_matches(['[', ']']).to_owned(), port))
+}
+
+/// The listener settings of one source (the flags, or the file).
+struct Given {
+    listen: Option<SocketAddr>,
+    advertise: Option<String>,
+    listeners: Option<String>,
+    advertised_listeners: Option<String>,
+}
+
+/// The listeners and the advertised addresses given: from the flags if they name any, else from
+/// the file. `--listen`/`--advertise` are the shorthands of one PLAINTEXT listener and cannot be
+/// mixed with the lists; every advertised name must be a listener's.
+fn resolve_listeners(flags: Given, file: Given) -> Result<(Vec<Endpoint>, Vec<Endpoint>), String> {
+    let from_flags = flags.listen.is_some() || flags.listeners.is_some();
+    let listeners_given = if from_flags { &flags } else { &file };
+    let listeners = match (listeners_given.listen, &listeners_given.listeners) {
+        (Some(_), Some(_)) => return Err("--listen and --listeners: give one of them".into()),
+        (Some(address), None) => vec![plaintext_endpoint(address.ip().to_string(), address.port())],
+        (None, Some(list)) => {
+            parse_endpoints(list).map_err(|error| format!("--listeners {error}"))?
+        }
+        (None, None) => vec![plaintext_endpoint("127.0.0.1".into(), 9092)],
+    };
+    let advertise = flags.advertise.or(file.advertise);
+    let advertised_listeners = flags.advertised_listeners.or(file.advertised_listeners);
+    let advertised = match (advertise, advertised_listeners) {
+        (Some(_), Some(_)) => {
+            return Err("--advertise and --advertised-listeners: give one of them".into())
+        }
+        (Some(address), None) => {
+            let (host, port) = parse_advertised(&address)?;
+            vec![plaintext_endpoint(host, port)]
+        }
+        (None, Some(list)) => {
+            parse_endpoints(&list).map_err(|error| format!("--advertised-listeners {error}"))?
+        }
+        (None, None) => Vec::new(),
+    };
+    if let Some(stray) = advertised.iter().find(|endpoint| {
+        !listeners
+            .iter()
+            .any(|listener| listener.name == endpoint.name)
+    }) {
+        return Err(format!(
+            "the advertised listener {stray} is not one of the listeners ({})",
+            listeners
+                .iter()
+                .map(|listener| listener.to_string())
+                .collect::<Vec<_>>()
+                .join(",")
+        ));
+    }
+    if let Some(unroutable) = advertised
+        .iter()
+        .find(|endpoint| endpoint.host.is_empty() || endpoint.port == 0)
+    {
+        return Err(format!(
+            "--advertised-listeners {unroutable}: clients need a host and a port"
+        ));
+    }
+    Ok((listeners, advertised))
+}
+
+fn plaintext_endpoint(host: String, port: u16) -> Endpoint {
+    Endpoint {
+        name: ListenerName::plaintext(),
+        host,
+        port,
+    }
 }
 
 #[cfg(test)]

@@ -130,8 +130,8 @@ fn flags_win_over_the_file_which_wins_over_defaults() {
     };
     let settings = arguments.resolve().unwrap();
     assert_eq!(
-        settings.listen,
-        "127.0.0.1:9000".parse::<SocketAddr>().unwrap()
+        settings.listeners,
+        parse_endpoints("PLAINTEXT://127.0.0.1:9000").unwrap()
     );
     assert_eq!(settings.default_partitions, 6, "the flag wins");
     assert!(!settings.auto_create_topics, "from the file");
@@ -416,6 +416,77 @@ fn transaction_settings_come_from_flags_or_the_file_and_are_checked() {
     ] {
         let error = arguments.resolve().unwrap_err();
         assert!(error.contains(flag), "{error}");
+    }
+}
+
+#[test]
+fn listeners_come_from_the_flags_or_the_file_and_advertise_only_their_names() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("ferrite.toml");
+    std::fs::write(
+        &file,
+        "listeners = \"PLAINTEXT://127.0.0.1:9092,SSL://:9093\"\n\
+         advertised-listeners = \"SSL://broker.example:19093\"\n",
+    )
+    .unwrap();
+    let from_file = Arguments {
+        config: Some(file.clone()),
+        ..Arguments::default()
+    }
+    .resolve()
+    .unwrap();
+    assert_eq!(
+        from_file.listeners,
+        parse_endpoints("PLAINTEXT://127.0.0.1:9092,SSL://:9093").unwrap()
+    );
+    assert_eq!(
+        from_file.advertised,
+        parse_endpoints("SSL://broker.example:19093").unwrap()
+    );
+    let shorthand = Arguments {
+        config: Some(file),
+        listen: Some("127.0.0.1:9000".parse().unwrap()),
+        ..Arguments::default()
+    }
+    .resolve();
+    assert!(
+        shorthand.is_err_and(|error| error.contains("SSL://broker.example:19093")),
+        "the file's advertised SSL listener is not one of --listen's"
+    );
+    let defaults = Arguments::default().resolve().unwrap();
+    assert_eq!(
+        defaults.listeners,
+        parse_endpoints("PLAINTEXT://127.0.0.1:9092").unwrap()
+    );
+    assert!(defaults.advertised.is_empty());
+    for (arguments, wanted) in [
+        (
+            Arguments {
+                listeners: Some("PLAINTEXT://:1".into()),
+                advertise: Some("h:2".into()),
+                advertised_listeners: Some("PLAINTEXT://h:2".into()),
+                ..Arguments::default()
+            },
+            "--advertise and --advertised-listeners",
+        ),
+        (
+            Arguments {
+                listeners: Some("TLS://:1".into()),
+                ..Arguments::default()
+            },
+            "must be a security protocol",
+        ),
+        (
+            Arguments {
+                listeners: Some("PLAINTEXT://:1".into()),
+                advertised_listeners: Some("PLAINTEXT://:2".into()),
+                ..Arguments::default()
+            },
+            "clients need a host and a port",
+        ),
+    ] {
+        let error = arguments.resolve().unwrap_err();
+        assert!(error.contains(wanted), "{error}");
     }
 }
 
