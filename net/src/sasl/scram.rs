@@ -9,6 +9,9 @@
 //! checked by recomputing `StoredKey` from it and comparing in constant time; PLAIN's password
 //! is checked the same way against the same credential ([`check_password`]).
 //!
+//! As Kafka's `ScramSaslServer`, the final message's nonce need only end with the one the server
+//! sent: librdkafka up to 2.1 (Debian 12's kcat) repeats its own nonce in front of it.
+//!
 //! The exchange is a state machine fed the client's messages ([`ScramExchange`]); the server's
 //! nonce comes in from outside (the caller's CSPRNG), so the RFC's test vector replays exactly.
 
@@ -297,7 +300,9 @@ impl ScramExchange {
             .next()
             .and_then(|attribute| attribute.strip_prefix("r="))
             .ok_or(ScramError::InvalidEncoding("no nonce (r=)"))?;
-        if nonce != self.nonce {
+        // Kafka accepts a nonce that ends with the one it sent (`endsWith`), and librdkafka
+        // before 2.2 sends its own nonce twice; the server's fresh part still guards replays.
+        if !nonce.ends_with(&self.nonce) {
             return Err(ScramError::NonceMismatch);
         }
         let proof = BASE64
@@ -333,11 +338,29 @@ impl ScramExchange {
     }
 }
 
-/// A server nonce: 24 bytes of the operating system's CSPRNG, base64 (printable, no comma).
+/// Characters of a server nonce made here: letters and digits only, as Kafka's
+/// (`ScramFormatter.secureRandomString`); librdkafka 2.0 refused nonces with base64's `+` and `/`.
+const NONCE_ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
+const NONCE_CHARACTERS: usize = 32;
+
+/// A server nonce: 32 letters and digits from the operating system's CSPRNG (about 190 bits).
 pub fn server_nonce() -> Result<String, getrandom::Error> {
-    let mut bytes = [0u8; 24];
-    getrandom::getrandom(&mut bytes)?;
-    Ok(BASE64.encode(bytes))
+    let mut nonce = String::with_capacity(NONCE_CHARACTERS);
+    // Bytes at or above the largest multiple of the alphabet's size are drawn again, so every
+    // character is equally likely.
+    let unbiased_below = (256 / NONCE_ALPHABET.len() * NONCE_ALPHABET.len()) as u8;
+    let mut bytes = [0u8; 64];
+    while nonce.len() < NONCE_CHARACTERS {
+        getrandom::getrandom(&mut bytes)?;
+        nonce.extend(
+            bytes
+                .iter()
+                .filter(|&&byte| byte < unbiased_below)
+                .map(|&byte| char::from(NONCE_ALPHABET[usize::from(byte) % NONCE_ALPHABET.len()]))
+                .take(NONCE_CHARACTERS - nonce.len()),
+        );
+    }
+    Ok(nonce)
 }
 
 /// A new salt from the operating system's CSPRNG.
@@ -458,6 +481,13 @@ mod tests {
             exchange.finish(wrong_nonce.as_bytes()),
             Err(ScramError::NonceMismatch)
         );
+        // The server's part of the nonce must be there: a final message of the client's nonce
+        // alone is a replay's.
+        let clients_alone = CLIENT_FINAL.replace("%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0", "");
+        assert_eq!(
+            exchange.finish(clients_alone.as_bytes()),
+            Err(ScramError::NonceMismatch)
+        );
         // `eSws` is `y,,`: the client claims to support channel binding it did not announce.
         let wrong_binding = CLIENT_FINAL.replace("c=biws", "c=eSws");
         assert_eq!(
@@ -526,6 +556,17 @@ mod tests {
                 .unwrap();
         let (client_final, expected) = client.finish(&server_first);
         assert_eq!(exchange.finish(&client_final).unwrap(), expected);
+    }
+
+    #[test]
+    fn server_nonces_are_letters_and_digits_and_differ() {
+        let nonce = server_nonce().unwrap();
+        assert_eq!(nonce.len(), NONCE_CHARACTERS);
+        assert!(
+            nonce.bytes().all(|byte| byte.is_ascii_alphanumeric()),
+            "{nonce}"
+        );
+        assert_ne!(nonce, server_nonce().unwrap());
     }
 
     #[test]
