@@ -65,7 +65,7 @@ fn check(
     request: &AlterUserScramCredentialsRequest,
 ) -> (
     BTreeMap<String, Vec<CredentialChange>>,
-    BTreeMap<String, (ResponseError, String)>,
+    BTreeMap<String, Refusal>,
 ) {
     let table = broker.credentials.table();
     let mut changes: BTreeMap<String, Vec<CredentialChange>> = BTreeMap::new();
