@@ -10,6 +10,7 @@ authorizes requests yet, as Kafka without an authorizer). kafka-python speaks SA
 SASL_PLAINTEXT: TLS listeners are the `tls` work's.
 """
 
+import struct
 import subprocess
 import time
 
@@ -203,6 +204,19 @@ def test_a_request_before_authentication_closes_the_connection(broker):
     plaintext = RawConnection(broker.addresses["PLAINTEXT"])
     plaintext.request(MetadataRequest(topics=[]), version=1)
     plaintext.close()
+
+
+@pytest.mark.listeners(*LISTENERS)
+def test_handshake_v0_takes_raw_tokens_as_old_clients_send_them(broker):
+    set_user(broker.addresses["PLAINTEXT"], "old", "old-secret", mechanisms=("SCRAM-SHA-256",))
+    connection = RawConnection(broker.addresses["SASL_PLAINTEXT"])
+    assert connection.request(SaslHandshakeRequest(mechanism="PLAIN"), version=0).error_code == 0
+    # The PLAIN token as a frame of its own, no Kafka header; the answer likewise (empty).
+    token = b"\0old\0old-secret"
+    connection.socket.sendall(struct.pack(">i", len(token)) + token)
+    assert connection._receive(4) == b"\0\0\0\0"
+    connection.request(MetadataRequest(topics=[]), version=1)
+    connection.close()
 
 
 @pytest.mark.listeners(*LISTENERS)
