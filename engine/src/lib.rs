@@ -14,6 +14,7 @@ pub mod catalog;
 pub mod clock;
 pub mod codec;
 pub mod config;
+pub mod credentials;
 pub mod data_dir_lock;
 mod dma;
 pub mod durable_file;

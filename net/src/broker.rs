@@ -14,6 +14,7 @@ use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 use engine::catalog::{Catalog, CatalogError, Topic, OFFSETS_TOPIC};
+use engine::credentials::{CredentialChange, Credentials};
 use engine::resources::ReadDescriptor;
 use engine::shard::ShardContext;
 use engine::LogConfig;
@@ -32,6 +33,7 @@ use crate::metrics::ShardMetrics;
 use crate::old_versions::{Body, RefusedRequest, VersionedResponse};
 use crate::request::{DecodedRequest, RequestError};
 use crate::response::{put_response, put_response_with};
+use crate::sasl::{self, SaslConfig};
 use crate::transactions::ShardTransactions;
 
 /// The broker's settings that the protocol exposes.
@@ -50,6 +52,8 @@ pub struct BrokerConfig {
     pub fetch_wait_ms_max: u64,
     /// The logs' settings: the broker-wide topic defaults, and the largest batch accepted.
     pub log: LogConfig,
+    /// What SASL listeners accept.
+    pub sasl: SaslConfig,
 }
 
 impl BrokerConfig {
@@ -115,6 +119,8 @@ pub struct Client {
 pub struct Broker {
     pub context: ShardContext,
     pub catalog: Arc<Catalog>,
+    /// The users' SCRAM credentials, which SASL checks (shared by every shard).
+    pub credentials: Arc<Credentials>,
     pub config: BrokerConfig,
     pub metrics: Arc<ShardMetrics>,
     /// The other brokers and the controller, when this broker is one of several.
@@ -126,9 +132,11 @@ pub struct Broker {
 }
 
 impl Broker {
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         context: ShardContext,
         catalog: Arc<Catalog>,
+        credentials: Arc<Credentials>,
         config: BrokerConfig,
         metrics: Arc<ShardMetrics>,
         cluster: Option<Rc<ShardCluster>>,
@@ -138,6 +146,7 @@ impl Broker {
         let broker = Rc::new(Broker {
             context,
             catalog,
+            credentials,
             config,
             metrics,
             cluster: cluster.map(Cluster::new),
@@ -156,8 +165,9 @@ impl Broker {
     ///
     /// Every request of a connection passes here, in order, with the connection's `security`
     /// (its listener and principal, `crate::listener`), right after its header is decoded and
-    /// before it is dispatched: the place for an authentication gate, which may also change the
-    /// principal.
+    /// before it is dispatched: SaslHandshake and SaslAuthenticate change its authentication
+    /// (`crate::sasl`) and principal here, and its authentication admits every other request or
+    /// closes the connection.
     pub async fn start(
         self: &Rc<Self>,
         frame: Bytes,
@@ -165,6 +175,10 @@ impl Broker {
         security: &mut ConnectionSecurity,
         routing: &mut Routing,
     ) -> Result<PendingReply, String> {
+        if security.authentication.expects_raw_token() {
+            let reply = self.raw_sasl_token(&frame, security);
+            return Ok(Box::pin(async move { Ok(reply) }));
+        }
         let request = match DecodedRequest::decode(frame) {
             Ok(request) => request,
             Err(RequestError::UnsupportedVersion {
@@ -182,6 +196,9 @@ impl Broker {
             }
             Err(error) => return Err(error.to_string()),
         };
+        security
+            .authentication
+            .admit(request.api_key, Instant::now())?;
         let header = Header {
             api_key: request.api_key,
             api_version: request.api_version,
@@ -205,6 +222,21 @@ impl Broker {
             Body::Current(body) => {
                 routing.count_request(&self.context, &body);
                 match body {
+                    // The connection's authentication changes in request order.
+                    RequestKind::SaslHandshake(handshake) => {
+                        let response = security.authentication.handshake(
+                            header.api_version,
+                            &handshake.mechanism,
+                            &self.config.sasl,
+                        );
+                        let reply = header.reply(&response);
+                        Box::pin(async move { reply })
+                    }
+                    RequestKind::SaslAuthenticate(request) => {
+                        let answered = self.authenticate(&request.auth_bytes, security);
+                        let reply = header.reply(&sasl::authenticate_response(answered));
+                        Box::pin(async move { reply })
+                    }
                     // The only API with work that must happen in request order.
                     RequestKind::Produce(produce) => {
                         // The frame's last holder besides the batches: with it gone, a large
@@ -240,6 +272,40 @@ impl Broker {
                 .request_answered(header.api_key, now - started_at, now);
             reply
         }))
+    }
+
+    /// Answers a SASL token sent without a Kafka header (after SaslHandshake v0) with the
+    /// mechanism's answer, length-prefixed as it came; a failure is answered with nothing (the
+    /// connection closes, as Kafka's does).
+    fn raw_sasl_token(&self, token: &[u8], security: &mut ConnectionSecurity) -> Reply {
+        match self.authenticate(token, security) {
+            Ok(answer) => {
+                let mut framed = BytesMut::with_capacity(4 + answer.auth_bytes.len());
+                framed.extend_from_slice(&(answer.auth_bytes.len() as u32).to_be_bytes());
+                framed.extend_from_slice(&answer.auth_bytes);
+                vec![ResponsePart::Memory(framed.freeze())]
+            }
+            Err(_) => Vec::new(),
+        }
+    }
+
+    /// Takes one SASL token of the connection's authentication; a session opened makes its
+    /// user the connection's principal.
+    fn authenticate(
+        &self,
+        token: &[u8],
+        security: &mut ConnectionSecurity,
+    ) -> Result<sasl::Authenticated, sasl::AuthenticationFailure> {
+        let answered = security.authentication.authenticate(
+            token,
+            &self.config.sasl,
+            &self.credentials,
+            Instant::now(),
+        );
+        if let Some(principal) = security.authentication.principal() {
+            security.principal = principal.to_string();
+        }
+        answered
     }
 
     /// `draining`: the connection's, which a long poll watches (see [`Draining`]).
@@ -355,11 +421,42 @@ impl Broker {
             }
             RequestKind::ConsumerGroupHeartbeat(request) => header
                 .reply(&groups::consumer_group_heartbeat::handle(&self, &client, request).await),
+            RequestKind::AlterUserScramCredentials(request) => {
+                header.reply(&handlers::alter_user_scram_credentials::handle(&self, request).await)
+            }
+            RequestKind::DescribeUserScramCredentials(request) => header.reply(
+                &handlers::describe_user_scram_credentials::handle(&self, request),
+            ),
             RequestKind::ConsumerGroupDescribe(request) => {
                 header.reply(&groups::consumer_group_describe::handle(&self, request).await)
             }
             // Decoding succeeds only for APIs in the implemented table, each handled above.
             other => Err(format!("no handler for {:?}", other)),
+        }
+    }
+
+    /// Makes `changes` to the users' credentials: durably in the data directory on a broker
+    /// alone, through the controller in a cluster; resolves once this broker authenticates
+    /// with them. `Err`: the Kafka error to answer every user concerned.
+    pub async fn alter_credentials(
+        &self,
+        changes: Vec<CredentialChange>,
+    ) -> Result<(), (kafka_protocol::ResponseError, String)> {
+        match &self.cluster {
+            Some(cluster) => cluster.alter_credentials(changes).await.map_err(|error| {
+                (
+                    kafka_protocol::ResponseError::try_from_code(error.code)
+                        .unwrap_or(kafka_protocol::ResponseError::UnknownServerError),
+                    error.message,
+                )
+            }),
+            None => self.credentials.alter(&changes).map_err(|error| {
+                engine::log_rate_limited!("ferrite: altering SCRAM credentials: {error}");
+                (
+                    kafka_protocol::ResponseError::UnknownServerError,
+                    format!("the broker could not write its credentials: {error}"),
+                )
+            }),
         }
     }
 

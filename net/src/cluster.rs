@@ -20,6 +20,7 @@ use std::rc::Rc;
 
 use bytes::BytesMut;
 use engine::batch::TransactionMarker;
+use engine::credentials::CredentialChange;
 use engine::shard::{AppendKind, AppendPending, Durability, PartitionId};
 use ferrite_replication::cluster::{
     ClusterChangeError, OffsetsMarkerWriter, ShardCluster, TransactionVerification,
@@ -127,6 +128,11 @@ impl Cluster {
     /// See [`ShardCluster::alter_topic_configs`].
     pub fn alter_topic_configs(&self, name: String, configs: BTreeMap<String, String>) -> Change {
         answered(self.shard.alter_topic_configs(name, configs))
+    }
+
+    /// See [`ShardCluster::alter_credentials`].
+    pub fn alter_credentials(&self, changes: Vec<CredentialChange>) -> Change {
+        answered(self.shard.alter_credentials(changes))
     }
 
     /// See [`ShardCluster::submit_appends`].

@@ -429,7 +429,8 @@ async fn stop_reading(
 }
 
 /// Reads and starts requests from `received` (bytes read before, the start of a frame or
-/// whole ones) on, until the connection ends or moves to another shard.
+/// whole ones) on, until the connection ends or moves to another shard. Frames are bounded by
+/// `frame_bytes_max`, or far less before SASL authentication on a SASL listener.
 async fn read_requests<R: AsyncRead + Unpin>(
     reader: &mut R,
     received: &mut BytesMut,
@@ -447,16 +448,19 @@ async fn read_requests<R: AsyncRead + Unpin>(
         budget: &pipeline.budget,
     };
     loop {
-        loop {
-            let frame = match take_frame(received, config.frame_bytes_max) {
+        let frame_bytes_max = loop {
+            let frame_bytes_max = security
+                .authentication
+                .frame_bytes_max(config.frame_bytes_max, Instant::now());
+            let frame = match take_frame(received, frame_bytes_max) {
                 Ok(Some(frame)) => frame.freeze(),
-                Ok(None) => break,
+                Ok(None) => break frame_bytes_max,
                 Err(error) => return ReadEnd::Ended(ConnectionEnd::BadInput(error.to_string())),
             };
             if let Err(end) = pipeline.start(frame, security, routing).await {
                 return ReadEnd::Ended(end);
             }
-        }
+        };
         // A request boundary with every request read so far started: where the connection may
         // move to the shard its requests go to.
         if let Some(to) = routing.destination(Instant::now()) {
@@ -469,7 +473,7 @@ async fn read_requests<R: AsyncRead + Unpin>(
         // A frame longer than a read chunk (a produce request of large batches) is read
         // straight into a buffer of its own, sized once: no copy out of `chunk`, no regrowth,
         // and its batches own their bytes (the produce handler hands them on without a copy).
-        match frame_bytes(received, config.frame_bytes_max) {
+        match frame_bytes(received, frame_bytes_max) {
             Ok(Some(frame_end)) if frame_end > config.read_chunk_bytes => {
                 let frame = match read_own_frame(reader, &waiting, received, frame_end).await {
                     Ok(frame) => frame,
@@ -583,7 +587,8 @@ enum Drain {
 
 impl Pipeline<'_> {
     /// Starts one request (in arrival order) once the connection's bounds admit it, and queues
-    /// the rest of its handling for the writer.
+    /// the rest of its handling for the writer; ends the connection after it if its SASL
+    /// authentication failed (the writer still sends the answer).
     async fn start(
         &self,
         frame: Bytes,
@@ -610,6 +615,9 @@ impl Pipeline<'_> {
         if self.queue.send((started, admission)).await.is_err() {
             // The writer stopped (the socket failed); it says why.
             return Err(ConnectionEnd::Closed);
+        }
+        if let Some(reason) = security.authentication.take_closing() {
+            return Err(ConnectionEnd::BadInput(reason));
         }
         // A backlog of a thousand requests starts without awaiting anything: give the shard's
         // other work (replication, commits, other connections) its turn once the time slice is

@@ -167,6 +167,7 @@ pub fn cluster_error_code(error: &ClusterChangeError) -> i16 {
             PlanError::InvalidReplicationFactor { .. } => ResponseError::InvalidReplicationFactor,
             PlanError::InvalidReplicaAssignment(_) => ResponseError::InvalidReplicaAssignment,
             PlanError::InvalidConfig(_) => ResponseError::InvalidConfig,
+            PlanError::UnacceptableCredential(_) => ResponseError::UnacceptableCredential,
             PlanError::NoReassignmentInProgress { .. } => ResponseError::NoReassignmentInProgress,
         },
         ClusterChangeError::Controller(ControllerError::Timeout(_))

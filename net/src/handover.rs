@@ -20,7 +20,8 @@
 //! How it moves, at a request boundary (`connection.rs`): the reader stops starting requests;
 //! the connection's long polls are answered at once with what they have ([`Draining`]), as at
 //! shutdown; once every request it started was answered and its reply written, the socket, the
-//! bytes read but not yet started, the connection's limits slot and its idle clock ([`Carried`])
+//! bytes read but not yet started, the connection's limits slot, its idle clock and its security
+//! (listener, principal, SASL authentication) ([`Carried`])
 //! go to the other shard over the mesh ([`hand_over`]), which serves the connection from then
 //! on (`connection::adopt`). Requests are started in order on one shard, then in order on the other,
 //! none twice: their replies leave in order, and a partition's appends keep the order they were

@@ -45,6 +45,7 @@ pub mod metrics;
 pub mod old_versions;
 pub mod request;
 pub mod response;
+pub mod sasl;
 pub mod send_file;
 pub mod send_gathered;
 pub mod server;

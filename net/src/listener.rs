@@ -18,6 +18,8 @@ use std::sync::Arc;
 
 use thiserror::Error;
 
+use crate::sasl::Authentication;
+
 /// Kafka's security protocols: how a listener's connections are protected and authenticated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum SecurityProtocol {
@@ -224,6 +226,8 @@ pub struct ConnectionSecurity {
     /// Kafka's `KafkaPrincipal` as text (`User:CN=client,O=example`): [`ANONYMOUS`] until a
     /// TLS client certificate or a SASL exchange authenticates the client.
     pub principal: String,
+    /// Its SASL authentication (required on SASL_PLAINTEXT and SASL_SSL listeners).
+    pub authentication: Authentication,
 }
 
 impl ConnectionSecurity {
@@ -231,6 +235,7 @@ impl ConnectionSecurity {
     pub fn anonymous(listener: ListenerName) -> ConnectionSecurity {
         ConnectionSecurity {
             protocol: listener.protocol(),
+            authentication: Authentication::new(listener.protocol().uses_sasl()),
             listener,
             principal: ANONYMOUS.to_owned(),
         }

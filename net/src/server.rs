@@ -25,6 +25,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use engine::catalog::Catalog;
+use engine::credentials::Credentials;
 use engine::log_rate_limited;
 use engine::shard::listen::{bind, AcceptPacing};
 use engine::shard::ShardContext;
@@ -49,6 +50,8 @@ use crate::transactions::{ShardTransactions, TransactionsConfig};
 #[derive(Clone)]
 pub struct ShardSetup {
     pub catalog: Arc<Catalog>,
+    /// The users' SCRAM credentials (the data directory's, or the cluster image's).
+    pub credentials: Arc<Credentials>,
     pub broker: BrokerConfig,
     pub metrics: MetricsRegistry,
     /// How often each shard publishes its [`ShardSnapshot`] (how stale the partition metrics
@@ -91,6 +94,7 @@ pub async fn serve_shard(
     let broker = Broker::new(
         context,
         setup.catalog,
+        setup.credentials,
         setup.broker,
         metrics,
         cluster,

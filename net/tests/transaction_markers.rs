@@ -12,6 +12,7 @@ use bytes::BytesMut;
 use engine::batch::build::{batch, TestRecord};
 use engine::batch::{read_transaction_marker, BatchHeader, TransactionMarker};
 use engine::catalog::Catalog;
+use engine::credentials::Credentials;
 use engine::shard::{owner_shard, Durability, PartitionId, Runtime, RuntimeConfig, TopicLogConfig};
 use engine::LogConfig;
 use kafka_protocol::ResponseError;
@@ -84,6 +85,7 @@ fn a_commit_marker_reaches_partitions_on_every_shard_of_a_broker_alone() {
         default_partitions: 1,
         fetch_wait_ms_max: 1_000,
         log: log_config,
+        sasl: Default::default(),
     };
     let (report, reports) = mpsc::channel::<Seen>();
     let runtime = Runtime::start(config, move |context| {
@@ -105,6 +107,7 @@ fn a_commit_marker_reaches_partitions_on_every_shard_of_a_broker_alone() {
             let broker = Broker::new(
                 context.clone(),
                 catalog,
+                Arc::new(Credentials::in_memory(Default::default())),
                 broker_config,
                 metrics,
                 None,

@@ -16,6 +16,7 @@ release build (see `FERRITE_BIN` below). Python packages are pinned in `requirem
 
 import os
 import queue
+import re
 import signal
 import subprocess
 import threading
@@ -41,8 +42,12 @@ class Broker:
     """One `ferrite serve` on one data directory; it can be killed and restarted on the same
     data directory and port, as an operator restarts a crashed broker."""
 
-    def __init__(self, binary, data_dir, log_dir, cores=2, extra_args=()):
+    def __init__(self, binary, data_dir, log_dir, cores=2, extra_args=(), listeners=()):
         self.binary = binary
+        # Security protocols of listeners on loopback (`--listeners`), the first the bootstrap;
+        # none: one PLAINTEXT listener (`--listen`).
+        self.listeners = list(listeners)
+        self.addresses = {}  # listener name -> "127.0.0.1:PORT" once the first start printed it
         self.extra_args = list(extra_args)  # further `ferrite serve` flags, e.g. intervals
         self.data_dir = Path(data_dir)
         self.log_dir = Path(log_dir)
@@ -62,11 +67,17 @@ class Broker:
         """Starts the broker (on free ports the first time, on the same ports afterwards) and
         returns once it says it accepts connections."""
         assert not self.running, "the broker is already running"
-        listen = self.bootstrap or "127.0.0.1:0"
-        # A broker given its listeners (`--listeners`, or a config file, whose listeners a
-        # `--listen` flag would override) is not given `--listen` too.
-        given_listeners = {"--listeners", "--config"} & set(self.extra_args)
-        listen_args = [] if given_listeners else ["--listen", listen]
+        if self.listeners:
+            listen_flags = [
+                "--listeners",
+                ",".join(f"{name}://{self.addresses.get(name, '127.0.0.1:0')}" for name in self.listeners),
+            ]
+        elif {"--listeners", "--config"} & set(self.extra_args):
+            # Given its listeners in its flags or a config file (whose listeners `--listen`
+            # would override): no `--listen` too.
+            listen_flags = []
+        else:
+            listen_flags = ["--listen", self.bootstrap or "127.0.0.1:0"]
         # Several brokers may run at once (other tests, other checkouts): a free port.
         metrics_listen = self.metrics_url.split("/")[2] if self.metrics_url else "127.0.0.1:0"
         self.starts += 1
@@ -77,7 +88,7 @@ class Broker:
                 [
                     self.binary,
                     "serve",
-                    *listen_args,
+                    *listen_flags,
                     "--data-dir",
                     str(self.data_dir),
                     "--cores",
@@ -118,6 +129,9 @@ class Broker:
                 assert not address.endswith(":0"), f"the printed address has no port: {line}"
                 self.bootstrap = address
                 self.listening_line = line
+                self.addresses = dict(
+                    (name, found) for found, name in re.findall(r"(\S+) \(Kafka (\w+),", line)
+                )
                 self.metrics_url = "http://" + line.split("metrics on http://", 1)[1].split(";")[0].strip()
                 return
 
@@ -167,6 +181,11 @@ def pytest_configure(config):
     config.addinivalue_line(
         "markers", "serve_args(*flags): further `ferrite serve` flags for the test's broker"
     )
+    config.addinivalue_line(
+        "markers",
+        "listeners(*protocols): the test's broker listens on loopback with these security "
+        "protocols (`--listeners`), the first its bootstrap",
+    )
 
 
 @pytest.fixture
@@ -176,7 +195,14 @@ def broker(request, tmp_path):
     assert FERRITE_BIN, "FERRITE_BIN is not set: run the tests with tools/client-tests.sh"
     marker = request.node.get_closest_marker("serve_args")
     extra_args = marker.args if marker is not None else ()
-    instance = Broker(FERRITE_BIN, tmp_path / "data", tmp_path, extra_args=extra_args)
+    listeners = request.node.get_closest_marker("listeners")
+    instance = Broker(
+        FERRITE_BIN,
+        tmp_path / "data",
+        tmp_path,
+        extra_args=extra_args,
+        listeners=listeners.args if listeners is not None else (),
+    )
     request.node.ferrite_broker = instance
     instance.start()
     yield instance

@@ -10,7 +10,9 @@
 //! Invariant: the admin commands are Kafka clients and nothing else: they use only the wire
 //! protocol, never `net` nor any of the broker's state (of `engine` only `engine::batch`, the
 //! record batch format's header layout), so they work against any Kafka-compatible broker and
-//! test Ferrite as a client would.
+//! test Ferrite as a client would. One exception: `user` derives SCRAM credentials with
+//! `net::sasl::scram` (pure functions, the client's half of SCRAM as much as the broker's), and
+//! `user set --data-dir` writes `engine::credentials`' file of a stopped broker.
 
 mod admin;
 mod allocator;
@@ -27,6 +29,7 @@ mod repair_log;
 mod serve;
 mod topic;
 mod transactions;
+mod user;
 
 use std::process::ExitCode;
 
@@ -72,6 +75,10 @@ enum Command {
     /// partitions).
     #[command(after_help = admin::EXIT_CODES_HELP)]
     Transactions(transactions::Arguments),
+    /// Set, delete and list the users SASL authenticates (SCRAM credentials), online or (set)
+    /// in a stopped broker's data directory.
+    #[command(after_help = admin::EXIT_CODES_HELP)]
+    User(user::Arguments),
 }
 
 fn main() -> ExitCode {
@@ -101,6 +108,10 @@ fn main() -> ExitCode {
         Command::Transactions(arguments) => {
             end_quietly_on_a_closed_pipe();
             transactions::run(arguments)
+        }
+        Command::User(arguments) => {
+            end_quietly_on_a_closed_pipe();
+            user::run(arguments)
         }
     }
 }

@@ -26,6 +26,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use engine::catalog::{Catalog, OFFSETS_TOPIC, TRANSACTION_STATE_TOPIC};
+use engine::credentials::Credentials;
 use engine::data_dir_lock::DataDirLock;
 use engine::shard::listen::{retry_while_in_use, ListenReservation, IN_USE_WAIT};
 use engine::shard::{Runtime, RuntimeConfig, TopicLogConfig};
@@ -218,6 +219,17 @@ pub fn run(arguments: Arguments) -> ExitCode {
     config.journal = settings.journal.clone();
     let cluster_state = settings.cluster.clone().map(ClusterState::new);
     config.replicated_partitions = cluster_state.as_ref().map(|state| state.placement.clone());
+    // A broker alone keeps them in its data directory; a cluster's follow the metadata log.
+    let credentials = match &cluster_state {
+        Some(state) => state.credentials.clone(),
+        None => match Credentials::open(&settings.data_dir) {
+            Ok(credentials) => Arc::new(credentials),
+            Err(error) => {
+                eprintln!("ferrite serve: {error}");
+                return ExitCode::from(2);
+            }
+        },
+    };
     config.cpus = Some(if settings.cpuset.is_empty() {
         (0..cores).collect()
     } else {
@@ -240,12 +252,14 @@ pub fn run(arguments: Arguments) -> ExitCode {
         default_partitions: settings.default_partitions,
         fetch_wait_ms_max: 30_000,
         log: settings.log.clone(),
+        sasl: settings.sasl.clone(),
     };
     // Each shard reports once its listener is bound, so "listening" is printed only when
     // every shard accepts connections.
     let (bound, bound_shards) = std::sync::mpsc::channel::<()>();
     let setup = ShardSetup {
         catalog,
+        credentials,
         broker: broker_config,
         metrics: registry,
         metrics_snapshot_interval: Duration::from_secs(1),

@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
 use engine::catalog::Catalog;
+use engine::credentials::Credentials;
 use engine::shard::listen::ListenReservation;
 use engine::shard::{Runtime, RuntimeConfig, TopicLogConfig};
 use engine::LogConfig;
@@ -234,6 +235,7 @@ fn start_runtime(
         default_partitions: 2,
         fetch_wait_ms_max: 30_000,
         log: log_config.clone(),
+        sasl: Default::default(),
     };
     let mut groups = GroupsConfig::default();
     // Tests need not wait for more members before a group's first rebalance, and may use
@@ -269,6 +271,7 @@ fn start_runtime(
     let (bound, bound_shards) = std::sync::mpsc::channel();
     let setup = ShardSetup {
         catalog,
+        credentials: Arc::new(Credentials::open(data_dir).unwrap()),
         broker: broker_config,
         metrics: metrics.clone(),
         // Short, so that tests see the partition metrics soon.

@@ -53,6 +53,11 @@ pub(super) async fn follow_metadata(
         if controller.applied_index() != applied {
             applied = controller.applied_index();
             let image = Arc::new(controller.image().borrow().clone());
+            // Before the image: whoever waits for an index to be applied here authenticates
+            // with its credentials.
+            if *state.credentials.table() != *image.credentials() {
+                state.credentials.replace_all(image.credentials().clone());
+            }
             state.image.store(image.clone());
             if let Err(error) = mirror(
                 &context,

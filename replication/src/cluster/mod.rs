@@ -34,6 +34,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
+use engine::credentials::{CredentialTable, Credentials};
 use engine::shard::ReplicaPlacement;
 
 use crate::controller::{ControllerError, ProducerIdPool};
@@ -133,6 +134,9 @@ pub struct ClusterState {
     /// This run's producer ids, from blocks the controller committed for it (its shard keeps
     /// the pool supplied).
     producer_ids: Arc<ProducerIdPool>,
+    /// The users' SCRAM credentials as the image last applied has them (the metadata follower
+    /// publishes them before the image), which SASL authenticates against.
+    pub credentials: Arc<Credentials>,
 }
 
 impl ClusterState {
@@ -144,6 +148,7 @@ impl ClusterState {
             placement: Arc::default(),
             internal_topic_requested: Default::default(),
             producer_ids: Arc::default(),
+            credentials: Arc::new(Credentials::in_memory(CredentialTable::new())),
         })
     }
 

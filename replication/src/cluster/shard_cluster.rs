@@ -21,6 +21,7 @@ use engine::catalog::{
     offsets_topic_configs, transaction_state_topic_configs, Catalog, OFFSETS_TOPIC,
     TRANSACTION_STATE_TOPIC,
 };
+use engine::credentials::CredentialChange;
 use engine::shard::{AppendKind, AppendPending, Durability, PartitionId};
 use futures::future::LocalBoxFuture;
 
@@ -30,7 +31,7 @@ use super::{
     PartitionPlacement,
 };
 use crate::controller::{ConfigChange, ConfigOperation, ControllerError, ControllerRequest};
-use crate::metadata::{BrokerRegistration, MetadataImage, PlanError, Replica};
+use crate::metadata::{BrokerRegistration, MetadataImage, MetadataRecord, PlanError, Replica};
 use crate::shard::ShardReplication;
 use crate::stats::ReplicationStats;
 use crate::NodeId;
@@ -396,6 +397,26 @@ impl ShardCluster {
                 .topics()
                 .get(&name)
                 .is_some_and(|topic| topic.configs == configs)
+        })
+    }
+
+    /// Asks the controller to make `changes` to the users' SCRAM credentials; resolves once
+    /// this broker authenticates with them.
+    pub fn alter_credentials(
+        &self,
+        changes: Vec<CredentialChange>,
+    ) -> LocalBoxFuture<'static, Result<(), ClusterChangeError>> {
+        let request = ControllerRequest::AlterCredentials {
+            records: changes
+                .iter()
+                .map(MetadataRecord::of_credential_change)
+                .collect(),
+        };
+        let replication = self.replication.clone();
+        let state = self.state.clone();
+        Box::pin(async move {
+            let index = replication.ask_controller(request).await?;
+            shown_here(|| state.image().last_applied_index() >= index).await
         })
     }
 

@@ -11,8 +11,10 @@
 use std::path::PathBuf;
 use std::rc::Rc;
 use std::sync::Arc;
+use std::time::Duration;
 
 use engine::catalog::Catalog;
+use engine::credentials::{CredentialChange, Credentials};
 use engine::shard::{PartitionId, ShardContext};
 use engine::LogConfig;
 
@@ -21,8 +23,8 @@ use super::metadata_follower::follow_metadata;
 use super::peer_calls::PeerCalls;
 use super::verification::VerificationConfig;
 use super::{ClusterState, ShardCluster, CLUSTER_ID};
-use crate::controller::{Controller, ControllerConfig, METADATA_TOPIC};
-use crate::metadata::BrokerRegistration;
+use crate::controller::{Controller, ControllerConfig, ControllerRequest, METADATA_TOPIC};
+use crate::metadata::{BrokerRegistration, MetadataRecord};
 use crate::shard::{ReplicationConfig, ShardReplication};
 use crate::votes::RecoveredVotes;
 use crate::NodeId;
@@ -67,6 +69,83 @@ pub fn new_incarnation() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |since| since.as_nanos() as u64);
     nanos ^ (u64::from(std::process::id()) << 48)
+}
+
+/// How long a broker keeps offering the credentials written offline in its data directory to
+/// the controller (it retries while no controller leader is elected).
+const BOOTSTRAP_CREDENTIALS_ATTEMPTS_MAX: u32 = 300;
+const BOOTSTRAP_CREDENTIALS_RETRY: Duration = Duration::from_secs(1);
+
+/// Proposes the users' credentials that `ferrite user set --data-dir` wrote in this broker's
+/// data directory before it joined the cluster (as `kafka-storage format --add-scram`), those
+/// of a user and mechanism the metadata log does not have yet, then deletes the file: from
+/// then on the log is their only home, so a credential deleted or changed online never comes
+/// back from the file at a restart.
+async fn propose_bootstrapped_credentials(
+    context: ShardContext,
+    controller: Controller,
+    data_dir: PathBuf,
+) {
+    let table = match Credentials::read_file(&data_dir) {
+        Ok(table) if table.is_empty() => return,
+        Ok(table) => table,
+        Err(error) => {
+            eprintln!("ferrite: the credentials written offline are not proposed: {error}");
+            return;
+        }
+    };
+    for _ in 0..BOOTSTRAP_CREDENTIALS_ATTEMPTS_MAX {
+        if context.is_shutting_down() {
+            return;
+        }
+        let records: Vec<MetadataRecord> = {
+            let image = controller.image();
+            let image = image.borrow();
+            table
+                .iter()
+                .flat_map(|(user, credentials)| {
+                    credentials
+                        .iter()
+                        .map(move |(&mechanism, credential)| (user, mechanism, credential))
+                })
+                .filter(|(user, mechanism, _)| {
+                    !image
+                        .credentials()
+                        .get(*user)
+                        .is_some_and(|present| present.contains_key(mechanism))
+                })
+                .map(|(user, mechanism, credential)| {
+                    MetadataRecord::of_credential_change(&CredentialChange::Upsert {
+                        user: user.clone(),
+                        mechanism,
+                        credential: credential.clone(),
+                    })
+                })
+                .collect()
+        };
+        let proposed = match records.is_empty() {
+            true => Ok(0),
+            false => {
+                controller
+                    .request(ControllerRequest::AlterCredentials { records })
+                    .await
+            }
+        };
+        match proposed {
+            Ok(_) => {
+                if let Err(error) = engine::credentials::remove_file(&data_dir) {
+                    eprintln!("ferrite: the credentials written offline are in the metadata log, but their file stays: {error}");
+                }
+                return;
+            }
+            Err(_) => glommio::timer::sleep(BOOTSTRAP_CREDENTIALS_RETRY).await,
+        }
+    }
+    eprintln!(
+        "ferrite: the controller did not take the credentials written offline in {}; they \
+         are offered again at the next start",
+        data_dir.display()
+    );
 }
 
 /// Joins the cluster on this shard (see the module documentation). Returns the shard's view
@@ -116,6 +195,12 @@ pub async fn start_shard(
         .await
         .map_err(|error| format!("cannot start the controller: {error}"))?;
         replication.attach_controller(controller.clone());
+        glommio::spawn_local(propose_bootstrapped_credentials(
+            context.clone(),
+            controller.clone(),
+            start.data_dir.clone(),
+        ))
+        .detach();
         glommio::spawn_local(follow_metadata(
             context.clone(),
             start.state.clone(),

@@ -6,7 +6,7 @@
 //! image on the wire, converted both ways here and nowhere else.
 
 use crate::message::{Index, Message, NodeId};
-use crate::metadata::{BrokerRegistration, PlanError};
+use crate::metadata::{BrokerRegistration, MetadataRecord, PlanError};
 
 /// One message of the controller protocol.
 #[derive(Debug, Clone, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
@@ -74,6 +74,11 @@ pub enum ControllerRequest {
         node_id: NodeId,
         incarnation: u64,
     },
+    /// AlterUserScramCredentials: credential records (`UserScramCredential`,
+    /// `RemoveUserScramCredential`) the broker that took the request checked.
+    AlterCredentials {
+        records: Vec<MetadataRecord>,
+    },
 }
 
 /// One IncrementalAlterConfigs operation on one key.
@@ -136,6 +141,7 @@ pub enum WirePlanError {
     TopicIdInUse([u8; 16]),
     StaleBrokerEpoch { node_id: NodeId, incarnation: u64 },
     ProducerIdsExhausted,
+    UnacceptableCredential(String),
 }
 
 impl From<PlanError> for WirePlanError {
@@ -171,6 +177,9 @@ impl From<PlanError> for WirePlanError {
                 incarnation,
             },
             PlanError::ProducerIdsExhausted => WirePlanError::ProducerIdsExhausted,
+            PlanError::UnacceptableCredential(reason) => {
+                WirePlanError::UnacceptableCredential(reason)
+            }
         }
     }
 }
@@ -208,6 +217,9 @@ impl From<WirePlanError> for PlanError {
                 incarnation,
             },
             WirePlanError::ProducerIdsExhausted => PlanError::ProducerIdsExhausted,
+            WirePlanError::UnacceptableCredential(reason) => {
+                PlanError::UnacceptableCredential(reason)
+            }
         }
     }
 }

@@ -18,6 +18,8 @@
 
 use std::collections::BTreeMap;
 
+use engine::credentials::{self, CredentialChange, CredentialTable};
+
 use super::records::{
     BrokerRegistration, MetadataRecord, PartitionAssignment, ProducerIdBlock, Replica,
 };
@@ -104,6 +106,8 @@ pub struct MetadataImage {
     producer_id_next: i64,
     /// The latest block of producer ids handed to each broker.
     producer_id_blocks: BTreeMap<NodeId, ProducerIdBlock>,
+    /// The users' SCRAM credentials, which every broker authenticates clients against.
+    credentials: CredentialTable,
 }
 
 impl MetadataImage {
@@ -218,6 +222,16 @@ impl MetadataImage {
                 Applied::Changed
             }
             MetadataRecord::AllocateProducerIds(block) => self.allocate_producer_ids(block),
+            MetadataRecord::UserScramCredential(_)
+            | MetadataRecord::RemoveUserScramCredential { .. } => {
+                match record.credential_change() {
+                    Some(change) => {
+                        credentials::apply(&mut self.credentials, std::slice::from_ref(&change));
+                        Applied::Changed
+                    }
+                    None => Applied::Stale("a SCRAM mechanism this broker does not know"),
+                }
+            }
         }
     }
 
@@ -350,6 +364,11 @@ impl MetadataImage {
     }
 
     /// Every topic, by name.
+    /// The users' SCRAM credentials.
+    pub fn credentials(&self) -> &CredentialTable {
+        &self.credentials
+    }
+
     pub fn topics(&self) -> impl Iterator<Item = (&str, &TopicImage)> {
         self.topics
             .iter()
@@ -431,6 +450,15 @@ impl MetadataImage {
         let mut blocks: Vec<ProducerIdBlock> = self.producer_id_blocks.values().copied().collect();
         blocks.sort_by_key(|block| block.first_id);
         records.extend(blocks.into_iter().map(MetadataRecord::AllocateProducerIds));
+        for (user, credentials) in &self.credentials {
+            records.extend(credentials.iter().map(|(&mechanism, credential)| {
+                MetadataRecord::of_credential_change(&CredentialChange::Upsert {
+                    user: user.clone(),
+                    mechanism,
+                    credential: credential.clone(),
+                })
+            }));
+        }
         records
     }
 }

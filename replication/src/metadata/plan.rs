@@ -59,6 +59,9 @@ pub enum PlanError {
     /// UNKNOWN_SERVER_ERROR: no block of producer ids fits below `i64::MAX` any more.
     #[error("every producer id has been handed out")]
     ProducerIdsExhausted,
+    /// UNACCEPTABLE_CREDENTIAL
+    #[error("{0}")]
+    UnacceptableCredential(String),
 }
 
 /// A CreateTopics request for one topic, its defaults (-1) already resolved by the caller.
@@ -374,3 +377,31 @@ fn changeable_topic<'image>(
 
 #[cfg(test)]
 mod tests;
+
+/// Changes the users' SCRAM credentials (AlterUserScramCredentials, checked as Kafka checks it
+/// by the broker that took the request): `records` must all be credential records of a known
+/// mechanism; removing a credential that is not there changes nothing.
+pub fn plan_alter_credentials(
+    image: &MetadataImage,
+    records: Vec<MetadataRecord>,
+) -> Result<Vec<MetadataRecord>, PlanError> {
+    let mut planned = Vec::with_capacity(records.len());
+    for record in records {
+        let Some(change) = record.credential_change() else {
+            return Err(PlanError::UnacceptableCredential(format!(
+                "not a credential of a known SCRAM mechanism: {record:?}"
+            )));
+        };
+        if let engine::credentials::CredentialChange::Delete { user, mechanism } = &change {
+            let present = image
+                .credentials()
+                .get(user)
+                .is_some_and(|credentials| credentials.contains_key(mechanism));
+            if !present {
+                continue;
+            }
+        }
+        planned.push(record);
+    }
+    Ok(planned)
+}

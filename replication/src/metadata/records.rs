@@ -7,6 +7,7 @@
 //! before any field is read, and garbage is an error, never a panic; the version lets a later
 //! release read the batches an older one wrote.
 
+use engine::credentials::{CredentialChange, ScramCredential, ScramMechanism};
 use rkyv::rancor;
 use rkyv::util::AlignedVec;
 use thiserror::Error;
@@ -136,6 +137,78 @@ pub enum MetadataRecord {
     /// Hands a block of producer ids to a broker run; it starts at or after the end of every
     /// block handed out before.
     AllocateProducerIds(ProducerIdBlock),
+    /// Adds or replaces a user's SCRAM credential for one mechanism (Kafka's
+    /// UserScramCredentialRecord).
+    UserScramCredential(ScramCredentialRecord),
+    /// Removes a user's SCRAM credential for one mechanism (Kafka's
+    /// RemoveUserScramCredentialRecord).
+    RemoveUserScramCredential {
+        user: String,
+        mechanism: i8,
+    },
+}
+
+/// A user's SCRAM credential for one mechanism (Kafka's number for it: 1 SCRAM-SHA-256, 2
+/// SCRAM-SHA-512): what `engine::credentials` keeps, the keys derived from the password and
+/// never the password.
+#[derive(Debug, Clone, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub struct ScramCredentialRecord {
+    pub user: String,
+    pub mechanism: i8,
+    pub salt: Vec<u8>,
+    pub iterations: u32,
+    pub stored_key: Vec<u8>,
+    pub server_key: Vec<u8>,
+}
+
+impl MetadataRecord {
+    /// The record of a change to the users' credentials.
+    pub fn of_credential_change(change: &CredentialChange) -> MetadataRecord {
+        match change {
+            CredentialChange::Upsert {
+                user,
+                mechanism,
+                credential,
+            } => MetadataRecord::UserScramCredential(ScramCredentialRecord {
+                user: user.clone(),
+                mechanism: mechanism.kafka_type(),
+                salt: credential.salt.clone(),
+                iterations: credential.iterations,
+                stored_key: credential.stored_key.clone(),
+                server_key: credential.server_key.clone(),
+            }),
+            CredentialChange::Delete { user, mechanism } => {
+                MetadataRecord::RemoveUserScramCredential {
+                    user: user.clone(),
+                    mechanism: mechanism.kafka_type(),
+                }
+            }
+        }
+    }
+
+    /// The change to the users' credentials this record makes, if it is one of theirs with a
+    /// mechanism this broker knows.
+    pub fn credential_change(&self) -> Option<CredentialChange> {
+        match self {
+            MetadataRecord::UserScramCredential(record) => Some(CredentialChange::Upsert {
+                user: record.user.clone(),
+                mechanism: ScramMechanism::from_kafka_type(record.mechanism)?,
+                credential: ScramCredential {
+                    salt: record.salt.clone(),
+                    iterations: record.iterations,
+                    stored_key: record.stored_key.clone(),
+                    server_key: record.server_key.clone(),
+                },
+            }),
+            MetadataRecord::RemoveUserScramCredential { user, mechanism } => {
+                Some(CredentialChange::Delete {
+                    user: user.clone(),
+                    mechanism: ScramMechanism::from_kafka_type(*mechanism)?,
+                })
+            }
+            _ => None,
+        }
+    }
 }
 
 /// Why bytes are not a batch of metadata records.
@@ -239,6 +312,18 @@ mod tests {
                 first_id: 3_000,
                 size: 1_000,
             }),
+            MetadataRecord::UserScramCredential(ScramCredentialRecord {
+                user: "alice".to_owned(),
+                mechanism: 2,
+                salt: vec![1; 32],
+                iterations: 4096,
+                stored_key: vec![2; 64],
+                server_key: vec![3; 64],
+            }),
+            MetadataRecord::RemoveUserScramCredential {
+                user: "alice".to_owned(),
+                mechanism: 1,
+            },
         ]
     }
 

@@ -26,12 +26,13 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::messages::{
-    AlterPartitionReassignmentsRequest, ApiVersionsRequest, ApiVersionsResponse,
-    CreateTopicsRequest, DeleteTopicsRequest, DescribeConfigsRequest, DescribeGroupsRequest,
-    DescribeTransactionsRequest, FetchRequest, FindCoordinatorRequest,
-    IncrementalAlterConfigsRequest, ListGroupsRequest, ListOffsetsRequest,
-    ListPartitionReassignmentsRequest, ListTransactionsRequest, MetadataRequest,
-    OffsetCommitRequest, OffsetFetchRequest, ProduceRequest, RequestHeader, ResponseHeader,
+    AlterPartitionReassignmentsRequest, AlterUserScramCredentialsRequest, ApiVersionsRequest,
+    ApiVersionsResponse, CreateTopicsRequest, DeleteTopicsRequest, DescribeConfigsRequest,
+    DescribeGroupsRequest, DescribeTransactionsRequest, DescribeUserScramCredentialsRequest,
+    FetchRequest, FindCoordinatorRequest, IncrementalAlterConfigsRequest, ListGroupsRequest,
+    ListOffsetsRequest, ListPartitionReassignmentsRequest, ListTransactionsRequest,
+    MetadataRequest, OffsetCommitRequest, OffsetFetchRequest, ProduceRequest, RequestHeader,
+    ResponseHeader,
 };
 use kafka_protocol::protocol::{
     Decodable, Encodable, HeaderVersion, Request, StrBytes, VersionRange,
@@ -91,6 +92,8 @@ client_versions! {
     OffsetCommitRequest => "OffsetCommit", 2..=9;
     ListTransactionsRequest => "ListTransactions", 0..=1;
     DescribeTransactionsRequest => "DescribeTransactions", 0..=0;
+    AlterUserScramCredentialsRequest => "AlterUserScramCredentials", 0..=0;
+    DescribeUserScramCredentialsRequest => "DescribeUserScramCredentials", 0..=0;
 }
 
 /// Why a request got no usable answer.

@@ -17,6 +17,7 @@ use net::connection::IDLE_MAX_DEFAULT;
 use net::groups::consumer::AssignorKind;
 use net::groups::shard::GroupsConfig;
 use net::listener::{parse_endpoints, Endpoint, ListenerName};
+use net::sasl::{SaslConfig, SaslMechanism};
 use net::tls::{ClientAuth, TlsFiles};
 use net::transactions::TransactionsConfig;
 use serde::Deserialize;
@@ -205,6 +206,16 @@ pub struct Arguments {
     /// that accepted it [default: true].
     #[arg(long, value_name = "BOOL")]
     connection_handover: Option<bool>,
+    /// The SASL mechanisms SASL listeners accept, of PLAIN, SCRAM-SHA-256 and SCRAM-SHA-512
+    /// (Kafka's sasl.enabled.mechanisms) [default: SCRAM-SHA-256,SCRAM-SHA-512,PLAIN].
+    #[arg(long, value_name = "NAMES", value_delimiter = ',')]
+    #[serde(default)]
+    sasl_mechanisms: Vec<String>,
+    /// How long a SASL session lasts before the client must re-authenticate on its
+    /// connection (KIP-368, Kafka's connections.max.reauth.ms); 0 for the connection's life
+    /// [default: 0].
+    #[arg(long, value_name = "MS")]
+    connections_max_reauth_ms: Option<u64>,
     /// This broker's id in a cluster (with --peers).
     #[arg(long, value_name = "N")]
     node_id: Option<u64>,
@@ -300,6 +311,8 @@ pub(super) struct Settings {
     pub(super) connection_idle_max: Option<Duration>,
     /// Whether connections move to the shard their data requests go to.
     pub(super) connection_handover: bool,
+    /// What SASL listeners accept.
+    pub(super) sasl: SaslConfig,
     /// The resource bounds of the whole broker, shared out among the shards.
     pub(super) resources: BrokerResources,
 }
@@ -581,6 +594,31 @@ impl Arguments {
                 return Err("--connections-max-idle-ms must be -1 (never) or at least 1".into())
             }
         };
+        let sasl_mechanisms = if self.sasl_mechanisms.is_empty() {
+            file.sasl_mechanisms
+        } else {
+            self.sasl_mechanisms
+        };
+        let mut sasl = SaslConfig::default();
+        if !sasl_mechanisms.is_empty() {
+            sasl.mechanisms = Vec::with_capacity(sasl_mechanisms.len());
+            for name in &sasl_mechanisms {
+                let mechanism = SaslMechanism::from_name(name.trim()).ok_or_else(|| {
+                    format!(
+                        "--sasl-mechanisms: unknown mechanism '{name}' (PLAIN, SCRAM-SHA-256, \
+                         SCRAM-SHA-512)"
+                    )
+                })?;
+                if !sasl.mechanisms.contains(&mechanism) {
+                    sasl.mechanisms.push(mechanism);
+                }
+            }
+        }
+        sasl.reauthentication_max = self
+            .connections_max_reauth_ms
+            .or(file.connections_max_reauth_ms)
+            .filter(|&ms| ms > 0)
+            .map(Duration::from_millis);
         let defaults = BrokerResources::default();
         let resources = BrokerResources {
             open_files_max: self
@@ -633,6 +671,7 @@ impl Arguments {
             connections_max,
             connections_per_ip_max,
             connection_idle_max,
+            sasl,
             connection_handover: self
                 .connection_handover
                 .or(file.connection_handover)

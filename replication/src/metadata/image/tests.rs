@@ -397,3 +397,56 @@ fn entries_are_applied_in_log_order() {
     image.apply(5, &MetadataRecord::FenceBroker { node_id: 1 });
     image.apply(4, &MetadataRecord::FenceBroker { node_id: 1 });
 }
+
+fn credential(user: &str, mechanism: i8, seed: u8) -> MetadataRecord {
+    MetadataRecord::UserScramCredential(super::super::records::ScramCredentialRecord {
+        user: user.to_owned(),
+        mechanism,
+        salt: vec![seed; 32],
+        iterations: 4096,
+        stored_key: vec![seed; 32],
+        server_key: vec![seed.wrapping_add(1); 32],
+    })
+}
+
+#[test]
+fn users_credentials_are_set_replaced_removed_and_kept_in_a_snapshot() {
+    let mut image = MetadataImage::default();
+    assert!(matches!(
+        image.apply(1, &credential("alice", 1, 1)),
+        Applied::Changed
+    ));
+    assert!(matches!(
+        image.apply(2, &credential("alice", 2, 2)),
+        Applied::Changed
+    ));
+    assert!(matches!(
+        image.apply(3, &credential("bob", 1, 3)),
+        Applied::Changed
+    ));
+    assert!(matches!(
+        image.apply(4, &credential("alice", 1, 4)),
+        Applied::Changed
+    ));
+    let remove = MetadataRecord::RemoveUserScramCredential {
+        user: "bob".to_owned(),
+        mechanism: 1,
+    };
+    assert!(matches!(image.apply(5, &remove), Applied::Changed));
+    // A mechanism this broker does not know changes nothing, the same on every broker.
+    assert!(matches!(
+        image.apply(6, &credential("carol", 3, 5)),
+        Applied::Stale(_)
+    ));
+    let users: Vec<&String> = image.credentials().keys().collect();
+    assert_eq!(users, ["alice"], "bob went with his last credential");
+    let alice = &image.credentials()["alice"];
+    assert_eq!(alice.len(), 2);
+    assert_eq!(
+        alice[&engine::credentials::ScramMechanism::Sha256].salt,
+        vec![4; 32],
+        "replaced"
+    );
+    let rebuilt = MetadataImage::from_snapshot(6, &image.to_records());
+    assert_eq!(rebuilt.credentials(), image.credentials());
+}

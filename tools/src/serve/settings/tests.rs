@@ -534,3 +534,57 @@ fn listeners_come_from_the_flags_or_the_file_and_advertise_only_their_names() {
         assert!(error.contains(wanted), "{error}");
     }
 }
+
+#[test]
+fn sasl_settings_come_from_flags_or_the_file() {
+    use net::sasl::{SaslMechanism, DEFAULT_MECHANISMS};
+    let defaults = Arguments::default().resolve().unwrap();
+    assert_eq!(defaults.sasl.mechanisms, DEFAULT_MECHANISMS.to_vec());
+    assert_eq!(
+        defaults.sasl.reauthentication_max, None,
+        "0: Kafka's default"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("ferrite.toml");
+    std::fs::write(
+        &file,
+        "sasl-mechanisms = [\"PLAIN\"]\nconnections-max-reauth-ms = 60000\n",
+    )
+    .unwrap();
+    let settings = Arguments {
+        config: Some(file.clone()),
+        ..Arguments::default()
+    }
+    .resolve()
+    .unwrap();
+    assert_eq!(settings.sasl.mechanisms, vec![SaslMechanism::Plain]);
+    assert_eq!(
+        settings.sasl.reauthentication_max,
+        Some(Duration::from_secs(60))
+    );
+    let settings = Arguments {
+        config: Some(file),
+        sasl_mechanisms: vec!["SCRAM-SHA-512".into()],
+        connections_max_reauth_ms: Some(0),
+        ..Arguments::default()
+    }
+    .resolve()
+    .unwrap();
+    assert_eq!(
+        settings.sasl.mechanisms,
+        vec![SaslMechanism::Scram(
+            engine::credentials::ScramMechanism::Sha512
+        )],
+        "the flag wins"
+    );
+    assert_eq!(settings.sasl.reauthentication_max, None);
+
+    let error = Arguments {
+        sasl_mechanisms: vec!["GSSAPI".into()],
+        ..Arguments::default()
+    }
+    .resolve()
+    .unwrap_err();
+    assert!(error.contains("--sasl-mechanisms"), "{error}");
+}
