@@ -160,15 +160,18 @@ fn three_brokers_agree_on_replicas_and_leaders_of_topics_any_of_them_creates() {
     // broker that hosted the partition sooner won it meanwhile (a loaded machine).
     create_topic(&brokers[1], "orders", 2).unwrap();
     for broker in &brokers {
-        wait_until("every broker to name the preferred replicas as leaders", || {
-            let led_by_preferred = (0..2).all(|partition| {
-                placement(broker, "orders", partition).is_some_and(|placement| {
-                    assert_eq!(placement.replicas.len(), 3, "{placement:?}");
-                    placement.leader == placement.replicas.first().copied()
-                })
-            });
-            led_by_preferred.then_some(())
-        });
+        wait_until(
+            "every broker to name the preferred replicas as leaders",
+            || {
+                let led_by_preferred = (0..2).all(|partition| {
+                    placement(broker, "orders", partition).is_some_and(|placement| {
+                        assert_eq!(placement.replicas.len(), 3, "{placement:?}");
+                        placement.leader == placement.replicas.first().copied()
+                    })
+                });
+                led_by_preferred.then_some(())
+            },
+        );
         let topic = broker.catalog.topics().get("orders").cloned();
         assert_eq!(topic.map(|topic| topic.partitions), Some(2));
     }
