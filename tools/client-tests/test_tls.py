@@ -2,7 +2,7 @@
 openssl, a broker with a PLAINTEXT and an SSL listener (`--listeners`), and kcat, confluent-kafka
 and kafka-python over SSL; mutual TLS; a certificate replaced on SIGHUP; Metadata naming the
 addresses of the listener a client came in on; a plaintext client on the SSL port refused; a
-cluster whose brokers listen on SSL only."""
+cluster whose brokers listen on SSL only; SASL over SSL (SASL_SSL)."""
 
 import re
 import signal
@@ -16,7 +16,8 @@ import pytest
 
 from cluster_support import Cluster, Loopback
 from conftest import FERRITE_BIN, Broker
-from support import CLIENT_DEADLINE_S, topic_name
+from support import CLIENT_DEADLINE_S, topic_name, wait_until
+from test_sasl import set_user
 
 SSL_LISTENERS = ("--listeners", "PLAINTEXT://127.0.0.1:0,SSL://127.0.0.1:0")
 
@@ -183,6 +184,63 @@ def test_confluent_kafka_and_kafka_python_over_ssl(tmp_path, certificates):
                 seen.append(message.value().decode())
         confluent_consumer.close()
         assert seen == values
+    finally:
+        assert broker.stop() == 0
+
+
+def test_sasl_over_ssl_with_kafka_python_plain_and_confluent_kafka_scram(tmp_path, certificates):
+    """SASL_SSL: kafka-python produces with SASL PLAIN over SSL, confluent-kafka reads it back
+    with SCRAM-SHA-512 over SSL, and Metadata through that listener names its address; a wrong
+    password over SSL is refused."""
+    broker = start_broker(
+        tmp_path,
+        "--listeners", "PLAINTEXT://127.0.0.1:0,SASL_SSL://127.0.0.1:0",
+        "--tls-cert", str(certificates / "server.pem"), "--tls-key", str(certificates / "server.key"),
+    )
+    try:
+        secure = broker.addresses["SASL_SSL"]
+        set_user(broker.addresses["PLAINTEXT"], "alice", "alice-secret", mechanisms=("SCRAM-SHA-512",))
+        topic = topic_name("sasl-ssl")
+        producer = kafka.KafkaProducer(
+            bootstrap_servers=secure, security_protocol="SASL_SSL", ssl_cafile=str(certificates / "ca.pem"),
+            sasl_mechanism="PLAIN", sasl_plain_username="alice", sasl_plain_password="alice-secret",
+        )
+        for n in range(50):
+            producer.send(topic, value=f"v{n}".encode()).get(timeout=CLIENT_DEADLINE_S)
+        producer.close()
+
+        def settings(password):
+            return {
+                "bootstrap.servers": secure, "security.protocol": "SASL_SSL",
+                "ssl.ca.location": str(certificates / "ca.pem"), "sasl.mechanism": "SCRAM-SHA-512",
+                "sasl.username": "alice", "sasl.password": password,
+            }
+
+        consumer = confluent_kafka.Consumer(
+            {**settings("alice-secret"), "group.id": "sasl-ssl", "auto.offset.reset": "earliest"}
+        )
+        consumer.subscribe([topic])
+        seen = []
+        deadline = time.monotonic() + CLIENT_DEADLINE_S
+        while len(seen) < 50 and time.monotonic() < deadline:
+            message = consumer.poll(1.0)
+            if message is not None and message.error() is None:
+                seen.append(message.value().decode())
+        listed = consumer.list_topics(timeout=CLIENT_DEADLINE_S)
+        consumer.close()
+        assert seen == [f"v{n}" for n in range(50)]
+        assert [f"{b.host}:{b.port}" for b in listed.brokers.values()] == [secure]
+
+        errors = []
+        refused = confluent_kafka.Producer({**settings("wrong"), "error_cb": errors.append})
+        with pytest.raises(confluent_kafka.KafkaException):
+            refused.list_topics(timeout=5)
+
+        def authentication_refused():
+            refused.poll(0.1)  # errors reach error_cb only through poll
+            return any(error.code() == confluent_kafka.KafkaError._AUTHENTICATION for error in errors)
+
+        wait_until(authentication_refused, f"an authentication error (reported: {errors})")
     finally:
         assert broker.stop() == 0
 
