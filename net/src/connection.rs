@@ -152,14 +152,7 @@ pub async fn serve_connection(
 ) {
     let in_flight = broker.context.work_in_flight();
     broker.metrics.connection_accepted();
-    let carried = Carried {
-        peer,
-        slot,
-        security,
-        unread: BytesMut::new(),
-        last_activity: Instant::now(),
-        moved_at: None,
-    };
+    let carried = Carried::accepted(peer, slot, security);
     serve(stream, carried, broker, config, in_flight).await
 }
 
@@ -245,14 +238,7 @@ pub async fn serve_tls_connection(
     let _in_flight = broker.context.work_in_flight();
     broker.metrics.connection_accepted();
     let _open = broker.metrics.connection_tls_open();
-    let mut carried = Carried {
-        peer,
-        slot,
-        security,
-        unread: BytesMut::new(),
-        last_activity: Instant::now(),
-        moved_at: None,
-    };
+    let mut carried = Carried::accepted(peer, slot, security);
     let (reader, writer) = AsyncReadExt::split(stream);
     let config = ConnectionConfig {
         handover: None,

@@ -239,6 +239,24 @@ pub struct Carried {
     pub moved_at: Option<Instant>,
 }
 
+impl Carried {
+    /// A connection just accepted from `peer`: nothing read yet, never moved.
+    pub fn accepted(
+        peer: SocketAddr,
+        slot: ConnectionSlot,
+        security: ConnectionSecurity,
+    ) -> Carried {
+        Carried {
+            peer,
+            slot,
+            security,
+            unread: BytesMut::new(),
+            last_activity: Instant::now(),
+            moved_at: None,
+        }
+    }
+}
+
 /// A connection on its way to another shard.
 struct Moving {
     /// A duplicate of the socket's descriptor, the only one left once the sender dropped its

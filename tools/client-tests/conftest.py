@@ -54,7 +54,6 @@ class Broker:
         self.cores = cores
         self.process = None
         self.bootstrap = None  # "127.0.0.1:PORT" once the first start printed it
-        self.listening_line = None  # the whole start-up line (every listener's address)
         self.metrics_url = None  # "http://127.0.0.1:PORT/metrics" of the running broker
         self.starts = 0
         self.stderr_paths = []
@@ -128,7 +127,6 @@ class Broker:
                     assert address == self.bootstrap, f"restarted on {address}, not on {self.bootstrap}"
                 assert not address.endswith(":0"), f"the printed address has no port: {line}"
                 self.bootstrap = address
-                self.listening_line = line
                 self.addresses = dict(
                     (name, found) for found, name in re.findall(r"(\S+) \(Kafka (\w+),", line)
                 )

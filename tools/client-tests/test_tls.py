@@ -64,13 +64,6 @@ def certificates(tmp_path):
     return directory
 
 
-def ssl_address(broker):
-    """The SSL listener's address, from the start-up line."""
-    found = re.search(r"and on (\S+) \(Kafka SSL", broker.listening_line)
-    assert found, broker.listening_line
-    return found[1]
-
-
 def start_broker(tmp_path, *flags):
     instance = Broker(FERRITE_BIN, tmp_path / "data", tmp_path, extra_args=flags)
     instance.start()
@@ -117,7 +110,7 @@ def metric(broker, name):
 def test_kcat_over_ssl_and_metadata_names_the_listener_the_client_came_in_on(tmp_path, certificates):
     broker = start_broker(tmp_path, *tls_flags(certificates))
     try:
-        secure = ssl_address(broker)
+        secure = broker.addresses["SSL"]
         ssl = kcat_ssl(certificates, client_certificate=False)
         topic = topic_name("tls")
         lines = "".join(f"key-{n}:value-{n}\n" for n in range(50))
@@ -143,7 +136,7 @@ def test_kcat_over_ssl_and_metadata_names_the_listener_the_client_came_in_on(tmp
 def test_confluent_kafka_and_kafka_python_over_ssl(tmp_path, certificates):
     broker = start_broker(tmp_path, *tls_flags(certificates))
     try:
-        secure = ssl_address(broker)
+        secure = broker.addresses["SSL"]
         topic = topic_name("tls-clients")
         ssl = {"security.protocol": "SSL", "ssl.ca.location": str(certificates / "ca.pem")}
         producer = confluent_kafka.Producer({"bootstrap.servers": secure, **ssl})
@@ -256,7 +249,7 @@ def test_mutual_tls_from_the_config_file_refuses_a_client_without_a_certificate(
     )
     broker = start_broker(tmp_path, "--config", str(config))
     try:
-        secure = ssl_address(broker)
+        secure = broker.addresses["SSL"]
         code, _, stderr = kcat(secure, *kcat_ssl(certificates, client_certificate=False), "-L", "-m", "3", check=False)
         assert code != 0, "a client without a certificate is refused"
         _, listing, _ = kcat(secure, *kcat_ssl(certificates), "-L")
@@ -268,7 +261,7 @@ def test_mutual_tls_from_the_config_file_refuses_a_client_without_a_certificate(
 def test_sighup_serves_a_new_certificate_to_new_connections_and_keeps_open_ones(tmp_path, certificates):
     broker = start_broker(tmp_path, *tls_flags(certificates))
     try:
-        secure = ssl_address(broker)
+        secure = broker.addresses["SSL"]
         topic = topic_name("tls-reload")
         producer = confluent_kafka.Producer(
             {"bootstrap.servers": secure, "security.protocol": "SSL",
