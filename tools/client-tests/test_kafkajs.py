@@ -67,8 +67,9 @@ def test_kafkajs_produces_keyed_messages_and_a_group_of_two_splits_and_commits_t
         in_order = [int(m["value"].split("-")[1]) for m in consumed if m["partition"] == partition]
         offsets = [int(m["offset"]) for m in consumed if m["partition"] == partition]
         assert in_order == sorted(in_order) and offsets == list(range(len(offsets))), f"partition {partition}"
-    last = {name: set(assigned[-1]) for name, assigned in result["assignments"].items()}
-    assert last["a"] | last["b"] == set(range(PARTITIONS)) and not last["a"] & last["b"], last
+    split = {name: set(partitions) for name, partitions in result["split"].items()}
+    assert split["a"] | split["b"] == set(range(PARTITIONS)) and not split["a"] & split["b"], split
+    assert result["splitOnceConsumed"] == result["split"], "no rebalance while the members consumed"
     ends = {p: sum(1 for m in consumed if m["partition"] == p) for p in range(PARTITIONS)}
     wait_until(lambda: committed_offsets(broker.bootstrap, group, topic, PARTITIONS) == ends, "the group's commits")
 

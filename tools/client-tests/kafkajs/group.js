@@ -59,15 +59,20 @@ async function consumeWithTwoMembers () {
     return a.length > 0 && b.length > 0 && all.size === a.length + b.length && all.size === config.partitions
   }
   await waitUntil(settled, 'the two members to split the partitions')
+  // The split as it stood when settled, and as it stood once everything was consumed: read
+  // before the members leave, since the first to leave hands its partitions to the other.
+  const current = () => Object.fromEntries(members.map(({ name }) => [name, assignments[name].at(-1)]))
+  const split = current()
   await produceAll()
   await waitUntil(() => consumed.length >= config.messages, `${config.messages} messages consumed`)
+  const splitOnceConsumed = current()
   for (const { consumer } of members) await consumer.disconnect()
-  return { consumed, assignments }
+  return { consumed, split, splitOnceConsumed }
 }
 
 async function main () {
-  const { consumed, assignments } = await consumeWithTwoMembers()
-  fs.writeFileSync(config.resultPath, JSON.stringify({ consumed, assignments }))
+  const result = await consumeWithTwoMembers()
+  fs.writeFileSync(config.resultPath, JSON.stringify(result))
 }
 
 run(main)
