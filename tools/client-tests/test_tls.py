@@ -6,6 +6,7 @@ cluster whose brokers listen on SSL only; SASL over SSL (SASL_SSL)."""
 
 import re
 import signal
+import socket
 import subprocess
 import time
 import urllib.request
@@ -88,12 +89,13 @@ def kcat(address, *arguments, stdin=None, check=True):
     return completed.returncode, completed.stdout.decode(), stderr
 
 
-def kcat_ssl(certs, client_certificate=True, ca="ca"):
+def kcat_ssl(certs, client_certificate=True, ca="ca", client="client"):
+    """kcat's flags for SSL trusting `ca`, with the certificate `client` unless told not to."""
     flags = ["-X", "security.protocol=ssl", "-X", f"ssl.ca.location={certs / (ca + '.pem')}"]
     if client_certificate:
         flags += [
-            "-X", f"ssl.certificate.location={certs / 'client.pem'}",
-            "-X", f"ssl.key.location={certs / 'client.key'}",
+            "-X", f"ssl.certificate.location={certs / (client + '.pem')}",
+            "-X", f"ssl.key.location={certs / (client + '.key')}",
         ]
     return flags
 
@@ -254,6 +256,46 @@ def test_mutual_tls_from_the_config_file_refuses_a_client_without_a_certificate(
         assert code != 0, "a client without a certificate is refused"
         _, listing, _ = kcat(secure, *kcat_ssl(certificates), "-L")
         assert listed_brokers(listing) == [secure]
+    finally:
+        assert broker.stop() == 0
+
+
+def test_requested_client_auth_serves_clients_with_or_without_a_certificate_but_not_an_untrusted_one(
+    tmp_path, certificates
+):
+    make_ca(certificates, "rogue")
+    make_certificate(certificates, "rogue", "rogue-client", "/CN=rogue", "clientAuth")
+    broker = start_broker(
+        tmp_path, *tls_flags(certificates, "--tls-ca", str(certificates / "ca.pem"), "--tls-client-auth", "requested")
+    )
+    try:
+        secure = broker.addresses["SSL"]
+        for client_certificate in (True, False):
+            _, listing, _ = kcat(secure, *kcat_ssl(certificates, client_certificate=client_certificate), "-L")
+            assert listed_brokers(listing) == [secure], f"client certificate {client_certificate}: {listing}"
+        failures_before = metric(broker, "ferrite_tls_handshakes_failed_total")
+        code, _, _ = kcat(secure, *kcat_ssl(certificates, client="rogue-client"), "-L", "-m", "3", check=False)
+        assert code != 0, "a certificate the broker's CA did not sign is refused, though none is required"
+        assert metric(broker, "ferrite_tls_handshakes_failed_total") > failures_before
+    finally:
+        assert broker.stop() == 0
+
+
+def test_a_client_that_never_handshakes_is_closed_and_does_not_hold_up_others(tmp_path, certificates):
+    broker = start_broker(tmp_path, *tls_flags(certificates))
+    try:
+        secure = broker.addresses["SSL"]
+        host, port = secure.rsplit(":", 1)
+        silent = socket.create_connection((host, int(port)), timeout=CLIENT_DEADLINE_S)
+        try:
+            _, listing, _ = kcat(secure, *kcat_ssl(certificates, client_certificate=False), "-L")
+            assert listed_brokers(listing) == [secure], "served while another connection says nothing"
+            silent.settimeout(CLIENT_DEADLINE_S + 10)
+            assert silent.recv(1) == b"", "the broker closes a connection that never starts its handshake"
+        finally:
+            silent.close()
+        wait_until(lambda: metric(broker, "ferrite_tls_handshakes_failed_total") >= 1, "the timeout counted")
+        assert "no TLS handshake within" in broker.stderr_tail()
     finally:
         assert broker.stop() == 0
 
