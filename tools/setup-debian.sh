@@ -3,7 +3,8 @@
 # (run as root). The Rust toolchain itself comes from rustup (see README).
 # kcat and a Python venv are for the real-client tests (tools/client-tests.sh); python3-venv
 # makes `python3 -m venv` work when python3 is Debian's own interpreter (pyenv's already can).
-# openssl makes the TLS tests' certificate authority and certificates (test_tls.py).
+# openssl makes the TLS tests' certificate authority and certificates (test_tls.py); libssl-dev
+# is what ferrite-bench's librdkafka speaks TLS and SASL (SCRAM) with.
 # burrow (LinkedIn's lag monitor) is for the Burrow test; it keeps its own state in ZooKeeper,
 # which the test runs on loopback from libzookeeper-java's jars on a headless JRE (the
 # `zookeeper` package would add a system service and a full JRE with X11, neither needed).
@@ -11,7 +12,7 @@
 # nodejs package carries its own and conflicts with Debian's).
 set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
-packages=(build-essential pkg-config fio kcat openssl python3-venv burrow libzookeeper-java default-jre-headless nodejs)
+packages=(build-essential pkg-config fio kcat openssl libssl-dev python3-venv burrow libzookeeper-java default-jre-headless nodejs)
 missing=()
 for package in "${packages[@]}"; do
     dpkg -s "$package" >/dev/null 2>&1 || missing+=("$package")

@@ -2,13 +2,15 @@
 # starting and stopping it, waiting for it to listen, reading its metrics, and what CPU a
 # process used.
 
-# Starts `FERRITE serve` on loopback ports (CORES shards when set), its data in
-# DIR/ferrite-data-PID and its stdout and stderr in RESULTS/ferrite.out and .err; sets `broker`
-# (its pid), `address` and `metrics` once it listens. It is stopped, and its data removed, by
-# `stop_broker` or at exit.
-start_broker() { # FERRITE DIR RESULTS
+# Starts `FERRITE serve` on loopback ports (CORES shards when set; LISTENERS, when set, its
+# `--listeners` instead of one PLAINTEXT listener; any further arguments added to `serve`'s),
+# its data in DIR/ferrite-data-PID and its stdout and stderr in RESULTS/ferrite.out and .err;
+# sets `broker` (its pid), `address` (its first listener's) and `metrics` once it listens. It is
+# stopped, and its data removed, by `stop_broker` or at exit.
+start_broker() { # FERRITE DIR RESULTS [SERVE_ARGUMENT...]
   data=$2/ferrite-data-$$
-  local serve_args=(serve --listen 127.0.0.1:0 --metrics-listen 127.0.0.1:0 --data-dir "$data")
+  local serve_args=(serve --listeners "${LISTENERS:-PLAINTEXT://127.0.0.1:0}"
+    --metrics-listen 127.0.0.1:0 --data-dir "$data" "${@:4}")
   [[ -n ${CORES:-} ]] && serve_args+=(--cores "$CORES")
   "$1" "${serve_args[@]}" >"$3/ferrite.out" 2>"$3/ferrite.err" &
   broker=$!

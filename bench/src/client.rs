@@ -10,12 +10,15 @@ use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
 use rdkafka::consumer::ConsumerContext;
 use rdkafka::error::KafkaError;
 
-/// A client configuration for `bootstrap`, with `extra` settings applied last.
-pub fn config(bootstrap: &str, extra: &[(String, String)]) -> ClientConfig {
+use crate::flags::RunFlags;
+
+/// A client configuration for the run's broker: its bootstrap address, then the settings every
+/// client of the run shares (`--client-config`: security, for one), then `extra` (the role's).
+pub fn config(flags: &RunFlags, extra: &[(String, String)]) -> ClientConfig {
     let mut config = ClientConfig::new();
-    config.set("bootstrap.servers", bootstrap);
+    config.set("bootstrap.servers", &flags.bootstrap);
     config.set("client.id", "ferrite-bench");
-    for (key, value) in extra {
+    for (key, value) in flags.client_config.iter().chain(extra) {
         config.set(key, value);
     }
     config

@@ -106,12 +106,19 @@ pub struct RunFlags {
     /// round trip (`producer_latency_split`); 0: not asked.
     #[arg(long, value_name = "MS", default_value_t = 1000)]
     pub client_stats_interval_ms: u64,
+    /// A librdkafka setting for every client of the run (admin, producers, consumers), e.g.
+    /// `security.protocol=sasl_ssl` (repeatable; the producer and consumer settings come after).
+    #[arg(long, value_name = "KEY=VALUE", value_parser = key_value)]
+    #[serde(serialize_with = "serialize_redacted")]
+    pub client_config: Vec<(String, String)>,
     /// Any other librdkafka producer setting, e.g. `compression.type=lz4` (repeatable; applied
     /// last, so it overrides the flags above).
     #[arg(long, value_name = "KEY=VALUE", value_parser = key_value)]
+    #[serde(serialize_with = "serialize_redacted")]
     pub producer_config: Vec<(String, String)>,
     /// Any librdkafka consumer setting, e.g. `fetch.wait.max.ms=100` (repeatable).
     #[arg(long, value_name = "KEY=VALUE", value_parser = key_value)]
+    #[serde(serialize_with = "serialize_redacted")]
     pub consumer_config: Vec<(String, String)>,
     /// Once every message is acknowledged, how long the consumer may go without receiving a new
     /// one before the run ends with whatever it has (missing messages are then reported).
@@ -292,6 +299,27 @@ fn key_value(argument: &str) -> Result<(String, String), String> {
     }
 }
 
+/// librdkafka settings as a result file shows them: a secret's value (a password, a private
+/// key) replaced, since results are shared and kept.
+fn serialize_redacted<S: serde::Serializer>(
+    settings: &[(String, String)],
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    let is_secret = |key: &str| {
+        ["password", "secret", "key.pem", "jaas"]
+            .iter()
+            .any(|word| key.contains(word))
+    };
+    serializer.collect_seq(settings.iter().map(|(key, value)| {
+        let shown = if is_secret(key) {
+            "(redacted)"
+        } else {
+            value.as_str()
+        };
+        (key.as_str(), shown)
+    }))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -427,6 +455,26 @@ mod tests {
         assert!(parse(&["--transactional-id", "tx", "--acks", "1"]).is_err());
         assert!(parse(&["--transactional-id", ""]).is_err());
         assert!(parse(&["--isolation-level", "read_stale"]).is_err());
+    }
+
+    #[test]
+    fn a_result_shows_every_setting_but_the_secrets() {
+        let flags = parse(&[
+            "--client-config",
+            "security.protocol=sasl_ssl",
+            "--client-config",
+            "sasl.password=hunter2",
+            "--producer-config",
+            "ssl.key.password=hunter3",
+        ])
+        .unwrap();
+        let shown = serde_json::to_string(&flags).unwrap();
+        assert!(shown.contains("sasl_ssl"), "{shown}");
+        assert!(!shown.contains("hunter"), "{shown}");
+        assert_eq!(
+            flags.client_config[1].1, "hunter2",
+            "the client gets the real value"
+        );
     }
 
     #[test]

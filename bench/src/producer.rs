@@ -242,7 +242,7 @@ impl BenchProducer {
         counters: Arc<RunCounters>,
         timeout: Duration,
     ) -> Result<BenchProducer, BenchError> {
-        let mut config = client::config(&flags.bootstrap, &[]);
+        let mut config = client::config(flags, &[]);
         let transactional_id = flags.transactional_id_of(number);
         let idempotence = flags.idempotence || transactional_id.is_some();
         config

@@ -45,7 +45,7 @@ pub fn run(flags: RunFlags) -> Result<Report, BenchError> {
         settings.extend(flags.consumer_config.iter().cloned());
         let members = (0..flags.consumers)
             .map(|_| {
-                client::config(&flags.bootstrap, &settings)
+                client::config(&flags, &settings)
                     .create_with_context(PlainContext(Diagnostics::new("consumer")))
                     .map_err(BenchError::kafka("cannot create the consumer"))
             })

@@ -19,7 +19,7 @@ use crate::flags::RunFlags;
 const METADATA_RETRY: Duration = Duration::from_millis(100);
 
 fn admin_client(flags: &RunFlags) -> Result<AdminClient<PlainContext>, BenchError> {
-    client::config(&flags.bootstrap, &[])
+    client::config(flags, &[])
         .create_with_context(PlainContext(Diagnostics::new("admin")))
         .map_err(BenchError::kafka("cannot create the admin client"))
 }
