@@ -32,6 +32,7 @@ use futures::future::LocalBoxFuture;
 pub use ferrite_replication::cluster::{ClusterBroker, PartitionMove, PartitionPlacement};
 
 use crate::errors::{cluster_error_code, marker_refusal_code};
+use crate::listener::ListenerName;
 
 /// A refused or failed cluster change, with the Kafka error code to answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -67,8 +68,8 @@ impl Cluster {
     }
 
     /// See [`ShardCluster::brokers`].
-    pub fn brokers(&self) -> Option<Vec<ClusterBroker>> {
-        self.shard.brokers()
+    pub fn brokers(&self, listener: &ListenerName) -> Option<Vec<ClusterBroker>> {
+        self.shard.brokers(listener.as_str())
     }
 
     /// See [`ShardCluster::placement`].
@@ -77,13 +78,23 @@ impl Cluster {
     }
 
     /// See [`ShardCluster::group_coordinator`].
-    pub fn group_coordinator(&self, offsets_partition: u32) -> Option<ClusterBroker> {
-        self.shard.group_coordinator(offsets_partition)
+    pub fn group_coordinator(
+        &self,
+        offsets_partition: u32,
+        listener: &ListenerName,
+    ) -> Option<ClusterBroker> {
+        self.shard
+            .group_coordinator(offsets_partition, listener.as_str())
     }
 
     /// See [`ShardCluster::transaction_coordinator`].
-    pub fn transaction_coordinator(&self, state_partition: u32) -> Option<ClusterBroker> {
-        self.shard.transaction_coordinator(state_partition)
+    pub fn transaction_coordinator(
+        &self,
+        state_partition: u32,
+        listener: &ListenerName,
+    ) -> Option<ClusterBroker> {
+        self.shard
+            .transaction_coordinator(state_partition, listener.as_str())
     }
 
     /// See [`ShardCluster::ensure_offsets_topic`].

@@ -73,7 +73,7 @@ fn create_topic(
 }
 
 fn coordinator(broker: &ClusterBroker, offsets_partition: u32) -> Option<Broker> {
-    broker.look(move |cluster| cluster.group_coordinator(offsets_partition))
+    broker.look(move |cluster| cluster.group_coordinator(offsets_partition, "PLAINTEXT"))
 }
 
 #[test]
@@ -98,7 +98,7 @@ fn a_single_broker_creates_topics_leads_them_and_refuses_what_the_controller_ref
         (timed > 0).then_some(())
     });
     assert_eq!(
-        broker.look(|cluster| cluster.brokers()),
+        broker.look(|cluster| cluster.brokers("PLAINTEXT")),
         Some(vec![Broker {
             node_id: 1,
             host: "127.0.0.1".into(),
@@ -148,7 +148,7 @@ fn three_brokers_agree_on_replicas_and_leaders_of_topics_any_of_them_creates() {
     let (_reservations, brokers) = start_cluster(dir.path(), 3);
     wait_until("three live brokers", || {
         (brokers[1]
-            .look(|cluster| cluster.brokers())
+            .look(|cluster| cluster.brokers("PLAINTEXT"))
             .is_some_and(|live| live.len() == 3))
         .then_some(())
     });
@@ -229,7 +229,7 @@ fn a_transaction_marker_reaches_a_partition_led_by_another_broker() {
     let (_reservations, brokers) = start_cluster(dir.path(), 3);
     wait_until("three live brokers", || {
         (brokers[0]
-            .look(|cluster| cluster.brokers())
+            .look(|cluster| cluster.brokers("PLAINTEXT"))
             .is_some_and(|live| live.len() == 3))
         .then_some(())
     });

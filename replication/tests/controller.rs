@@ -24,7 +24,9 @@ use ferrite_replication::controller::{
     ConfigChange, ConfigOperation, Controller, ControllerConfig, ControllerError,
     ControllerRequest, ControllerWire, ProducerIdPool, WireOutbox, VOTERS_DEFAULT_COUNT,
 };
-use ferrite_replication::metadata::{BrokerRegistration, MetadataImage, PlanError};
+use ferrite_replication::metadata::{
+    BrokerRegistration, ListenerEndpoint, MetadataImage, PlanError,
+};
 use ferrite_replication::transport::{Received, Transport, TransportConfig};
 use ferrite_replication::{Index, NodeId};
 use support::{loopback_peers, wait_until, DEADLINE};
@@ -122,8 +124,11 @@ fn config(node_id: NodeId, dir: PathBuf, peers: &BTreeMap<NodeId, SocketAddr>) -
     let registration = BrokerRegistration {
         node_id,
         incarnation: start,
-        kafka_host: "127.0.0.1".to_owned(),
-        kafka_port: 9000 + node_id as u16,
+        endpoints: vec![ListenerEndpoint {
+            listener: Some("PLAINTEXT".to_owned()),
+            host: "127.0.0.1".to_owned(),
+            port: 9000 + node_id as u16,
+        }],
         rpc_address: peers[&node_id].to_string(),
         shard_count: SHARDS,
     };

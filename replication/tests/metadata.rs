@@ -7,7 +7,8 @@ use std::collections::BTreeMap;
 use engine::LogConfig;
 use ferrite_replication::metadata::{
     decode, encode, plan_create_partitions, plan_create_topic, Applied, BrokerRegistration,
-    MetadataImage, MetadataRecord, NewTopic, PartitionAssignment, ProducerIdBlock, Replica,
+    ListenerEndpoint, MetadataImage, MetadataRecord, NewTopic, PartitionAssignment,
+    ProducerIdBlock, Replica,
 };
 use ferrite_replication::NodeId;
 use proptest::prelude::*;
@@ -58,8 +59,11 @@ fn record() -> impl Strategy<Value = MetadataRecord> {
                     node_id,
                     incarnation,
                     rpc_address: format!("{host}:{}", kafka_port.wrapping_add(1)),
-                    kafka_host: host,
-                    kafka_port,
+                    endpoints: vec![ListenerEndpoint {
+                        listener: Some("PLAINTEXT".to_owned()),
+                        host,
+                        port: kafka_port,
+                    }],
                     shard_count,
                 })
             }
@@ -241,8 +245,11 @@ fn registration(node_id: NodeId, shard_count: u32) -> BrokerRegistration {
     BrokerRegistration {
         node_id,
         incarnation: 1,
-        kafka_host: format!("broker-{node_id}"),
-        kafka_port: 9092,
+        endpoints: vec![ListenerEndpoint {
+            listener: Some("PLAINTEXT".to_owned()),
+            host: format!("broker-{node_id}"),
+            port: 9092,
+        }],
         rpc_address: format!("broker-{node_id}:9093"),
         shard_count,
     }

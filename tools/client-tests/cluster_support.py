@@ -120,13 +120,20 @@ class Cluster:
     """`node_count` brokers, ids 1 up (`--cores N` each, 1 by default; own data directory) on a `network`
     (Loopback or Namespaces); the controller voters are the first three. Each can be stopped,
     killed, frozen and restarted on the same addresses and data directory, and, on Namespaces,
-    cut off from the other brokers."""
+    cut off from the other brokers. `listeners`, on Loopback: each broker's security protocols
+    (`--listeners`), the first the one these helpers speak; `before_first_start(node, data_dir)`
+    prepares a broker's data directory before it first starts."""
 
-    def __init__(self, tmp_path, network, node_count=len(NODE_IDS), cores=1, broker_args=()):
+    def __init__(
+        self, tmp_path, network, node_count=len(NODE_IDS), cores=1, broker_args=(), listeners=(),
+        before_first_start=None,
+    ):
         self.tmp_path = tmp_path
         self.network = network
         self.cores = cores
         self.broker_args = list(broker_args)  # more `ferrite serve` flags for every broker
+        self.listeners = list(listeners)
+        self.before_first_start = before_first_start
         self.node_ids = tuple(range(1, node_count + 1))
         self.brokers = {}  # node id -> Broker
         self.rpc_addresses = {}  # node id -> (host, port) of its inter-broker listener
@@ -155,7 +162,10 @@ class Cluster:
                         *("--peers", peers),
                         *self.broker_args,
                     ],
+                    listeners=self.listeners,
                 )
+                if self.before_first_start is not None:
+                    self.before_first_start(node, broker.data_dir)
                 broker.bootstrap = kafka_listen  # None: a free port, chosen at the first start
                 self.brokers[node] = broker
             try:
@@ -413,11 +423,12 @@ def _ip(*arguments):
     assert completed.returncode == 0, f"ip {' '.join(arguments)} failed: {completed.stderr.strip()}"
 
 
-def running_cluster(request, tmp_path, network, node_count=len(NODE_IDS), cores=1, broker_args=()):
-    """`node_count` running brokers of `cores` shards (and `broker_args`) on `network` that list
-    each other; all stopped with SIGTERM at the end, each of which must exit 0."""
+def running_cluster(request, tmp_path, network, node_count=len(NODE_IDS), cores=1, broker_args=(), **cluster_args):
+    """`node_count` running brokers of `cores` shards (and `broker_args`, and `Cluster`'s other
+    arguments) on `network` that list each other; all stopped with SIGTERM at the end, each of
+    which must exit 0."""
     assert FERRITE_RELEASE_BIN, "FERRITE_RELEASE_BIN is not set: run the tests with tools/client-tests.sh"
-    instance = Cluster(tmp_path, network, node_count, cores, broker_args)
+    instance = Cluster(tmp_path, network, node_count, cores, broker_args, **cluster_args)
     try:
         try:
             instance.start()

@@ -2,8 +2,10 @@
 a SASL_PLAINTEXT listener (confluent-kafka, kafka-python, kcat), a wrong password refused, an
 unauthenticated request closing the connection, users set and deleted online with `ferrite
 user` (or offline before the first start) and usable or refused at once, sessions that expire
-and are renewed (KIP-368), the settings in the TOML file, and a user set through one broker of
-a cluster known to the others.
+and are renewed (KIP-368), the settings in the TOML file, a user set through one broker of
+a cluster known to the others, and a cluster whose brokers have a PLAINTEXT and a SASL listener
+each (every client told the addresses of the listener it came in on) with a user set in one
+broker's data directory before the cluster first started.
 
 Every broker here also has a PLAINTEXT listener, where the tests administer users (nothing
 authorizes requests yet, as Kafka without an authorizer). kafka-python speaks SASL PLAIN over
@@ -20,7 +22,7 @@ from kafka import KafkaConsumer, KafkaProducer
 from kafka.protocol.metadata import MetadataRequest
 from kafka.protocol.sasl import SaslAuthenticateRequest, SaslHandshakeRequest
 
-from cluster_support import cluster  # noqa: F401 (a fixture)
+from cluster_support import Loopback, cluster, metadata_from, running_cluster  # noqa: F401 (cluster: a fixture)
 from conftest import FERRITE_BIN, Broker
 from raw_protocol import RawConnection
 from support import CLIENT_DEADLINE_S, topic_name, wait_until
@@ -324,3 +326,77 @@ def test_a_user_set_through_one_broker_is_known_to_the_others(cluster):  # noqa:
     ferrite_user("delete", "dave", "--bootstrap", two, "--mechanism", "SCRAM-SHA-256")
     for bootstrap in (one, two, three):
         wait_until(lambda: listed(bootstrap) == expected[1:], f"dave's deletion at {bootstrap}")
+
+
+@pytest.fixture
+def two_listener_cluster(request, tmp_path):
+    """Three brokers with a PLAINTEXT and a SASL_PLAINTEXT listener each; broker 1's data
+    directory got frank's SCRAM-SHA-512 credential before its first start."""
+
+    def user_before_first_start(node, data_dir):
+        if node == 1:
+            ferrite_user(
+                "set", "frank", "--data-dir", str(data_dir), "--password-stdin", "--mechanism", "SCRAM-SHA-512",
+                password="frank-secret",
+            )
+
+    yield from running_cluster(
+        request, tmp_path, Loopback(), listeners=LISTENERS, before_first_start=user_before_first_start
+    )
+
+
+def listed_over_sasl(broker, user, password):
+    """node id -> "host:port" of the brokers a SASL client of `broker` is told about."""
+    producer = Producer(sasl_config(broker, "SCRAM-SHA-512", user, password))
+    try:
+        listed = producer.list_topics(timeout=CLIENT_DEADLINE_S).brokers
+    finally:
+        producer.flush(0)
+    return {node: f"{each.host}:{each.port}" for node, each in listed.items()}
+
+
+def test_a_cluster_of_two_listeners_names_each_clients_listener_and_knows_a_user_set_before_it_started(
+    two_listener_cluster,
+):
+    cluster = two_listener_cluster
+    brokers = [cluster.brokers[node] for node in cluster.node_ids]
+    plaintext = {node: cluster.brokers[node].addresses["PLAINTEXT"] for node in cluster.node_ids}
+    sasl = {node: cluster.brokers[node].addresses["SASL_PLAINTEXT"] for node in cluster.node_ids}
+    assert not set(plaintext.values()) & set(sasl.values())
+
+    # The user set offline in broker 1's directory reached every broker through the metadata log.
+    for broker in brokers:
+        wait_until(
+            lambda broker=broker: authenticates(broker, "SCRAM-SHA-512", "frank", "frank-secret") is True,
+            f"frank authenticating at {broker.addresses['SASL_PLAINTEXT']}",
+        )
+    assert authenticates(brokers[1], "SCRAM-SHA-512", "frank", "wrong") is not True
+
+    for broker in brokers:
+        listed = metadata_from(broker.addresses["PLAINTEXT"]).brokers
+        assert {node: f"{host}:{port}" for node, (host, port) in listed.items()} == plaintext
+        assert listed_over_sasl(broker, "frank", "frank-secret") == sasl
+
+    # Produced with acks=all through broker 3's SASL listener, read in a group (its coordinator
+    # found through broker 2's SASL listener): only SASL addresses are ever given to the client.
+    topic = topic_name("two-listeners")
+    config = sasl_config(brokers[2], "SCRAM-SHA-512", "frank", "frank-secret", acks="all")
+    values = [f"value-{index}" for index in range(30)]
+    assert produce(config, topic, values) == [None] * len(values)
+    consumer = Consumer({
+        **sasl_config(brokers[1], "SCRAM-SHA-512", "frank", "frank-secret"),
+        "group.id": f"{topic}-group", "auto.offset.reset": "earliest",
+    })
+    consumer.subscribe([topic])
+    read = []
+    deadline = time.monotonic() + CLIENT_DEADLINE_S
+    try:
+        while len(read) < len(values) and time.monotonic() < deadline:
+            message = consumer.poll(0.5)
+            if message is not None:
+                assert message.error() is None, message.error()
+                read.append(message.value().decode())
+        consumer.commit(asynchronous=False)
+    finally:
+        consumer.close()
+    assert read == values

@@ -34,6 +34,7 @@ use ferrite_replication::cluster::{
     new_incarnation, start_shard, ClusterStart, ClusterState, MarkerConfig, VerificationConfig,
     CLUSTER_ID,
 };
+use ferrite_replication::metadata::ListenerEndpoint;
 use net::broker::BrokerConfig;
 use net::connection::ConnectionConfig;
 use net::connection_limits::ConnectionLimits;
@@ -318,8 +319,14 @@ pub fn run(arguments: Arguments) -> ExitCode {
         votes,
         catalog: setup.catalog.clone(),
         data_dir: settings.data_dir.clone(),
-        kafka_host: advertised[0].host.clone(),
-        kafka_port: advertised[0].port,
+        endpoints: advertised
+            .iter()
+            .map(|endpoint| ListenerEndpoint {
+                listener: Some(endpoint.name.as_str().to_owned()),
+                host: endpoint.host.clone(),
+                port: endpoint.port,
+            })
+            .collect(),
         shard_count: cores as u32,
         incarnation: new_incarnation(),
         broker_log_config: settings.log.clone(),

@@ -30,10 +30,10 @@ pub fn handle(
         let coordinator = Coordinator::default().with_key(key.clone());
         let leader = match (request.key_type, &broker.cluster) {
             (KEY_TYPE_GROUP, Some(cluster)) => {
-                cluster.group_coordinator(offsets_partition(broker, &key))
+                cluster.group_coordinator(offsets_partition(broker, &key), listener)
             }
             (KEY_TYPE_TRANSACTION, Some(cluster)) => {
-                cluster.transaction_coordinator(broker.transactions.state_partition(&key))
+                cluster.transaction_coordinator(broker.transactions.state_partition(&key), listener)
             }
             (KEY_TYPE_GROUP | KEY_TYPE_TRANSACTION, None) => {
                 return match broker.config.advertised_on(listener) {

@@ -35,7 +35,7 @@ pub fn handle(
 ) -> MetadataResponse {
     let config = &broker.config;
     let brokers = match &broker.cluster {
-        Some(cluster) => match cluster.brokers() {
+        Some(cluster) => match cluster.brokers(listener) {
             Some(live) => live
                 .into_iter()
                 .map(|member| {

@@ -94,13 +94,15 @@ pub struct ShardCluster {
     pub(super) calls: Rc<PeerCalls>,
 }
 
-/// Where clients reach a registered broker.
-fn client_address(broker: &BrokerRegistration) -> ClusterBroker {
-    ClusterBroker {
+/// Where clients of the listener named `listener` reach a registered broker; `None` if it has
+/// no such listener (Kafka leaves such a broker out of their answers too).
+fn client_address(broker: &BrokerRegistration, listener: &str) -> Option<ClusterBroker> {
+    let endpoint = broker.endpoint_for(listener)?;
+    Some(ClusterBroker {
         node_id: kafka_node_id(broker.node_id),
-        host: broker.kafka_host.clone(),
-        port: i32::from(broker.kafka_port),
-    }
+        host: endpoint.host.clone(),
+        port: i32::from(endpoint.port),
+    })
 }
 
 /// Waits until this broker shows a committed change (`shown`), for up to [`CATALOG_WAIT`].
@@ -151,12 +153,18 @@ impl ShardCluster {
     /// open their listeners only once caught up. From then on the list is the live brokers of
     /// the image, those a topic's replicas may go to: a client that waits for N brokers to be
     /// listed may then create a topic of N replicas.
-    pub fn brokers(&self) -> Option<Vec<ClusterBroker>> {
+    /// `listener`: the name of the listener whose addresses the client is told.
+    pub fn brokers(&self, listener: &str) -> Option<Vec<ClusterBroker>> {
         let image = self.state.image();
         if !image.is_live_run(self.state.settings.node_id, self.incarnation) {
             return None;
         }
-        Some(image.live_brokers().map(client_address).collect())
+        Some(
+            image
+                .live_brokers()
+                .filter_map(|broker| client_address(broker, listener))
+                .collect(),
+        )
     }
 
     /// Where a partition lives; `None` if the metadata has no such partition.
@@ -203,17 +211,30 @@ impl ShardCluster {
     /// `offsets_partition`: the partition's leader; `None` while it has none known (or the
     /// topic is still being created, which the first call starts), which clients retry
     /// (COORDINATOR_NOT_AVAILABLE).
-    pub fn group_coordinator(&self, offsets_partition: u32) -> Option<ClusterBroker> {
-        self.internal_coordinator(InternalTopic::Offsets, offsets_partition)
+    pub fn group_coordinator(
+        &self,
+        offsets_partition: u32,
+        listener: &str,
+    ) -> Option<ClusterBroker> {
+        self.internal_coordinator(InternalTopic::Offsets, offsets_partition, listener)
     }
 
     /// The broker that coordinates the transactional ids of `__transaction_state` partition
     /// `state_partition`, as [`group_coordinator`](Self::group_coordinator) for groups.
-    pub fn transaction_coordinator(&self, state_partition: u32) -> Option<ClusterBroker> {
-        self.internal_coordinator(InternalTopic::TransactionState, state_partition)
+    pub fn transaction_coordinator(
+        &self,
+        state_partition: u32,
+        listener: &str,
+    ) -> Option<ClusterBroker> {
+        self.internal_coordinator(InternalTopic::TransactionState, state_partition, listener)
     }
 
-    fn internal_coordinator(&self, internal: InternalTopic, index: u32) -> Option<ClusterBroker> {
+    fn internal_coordinator(
+        &self,
+        internal: InternalTopic,
+        index: u32,
+        listener: &str,
+    ) -> Option<ClusterBroker> {
         let image = self.state.image();
         let name = internal.name();
         let Some(topic) = image.topic(name) else {
@@ -237,9 +258,8 @@ impl ShardCluster {
         let (leader, _) = self.state.leaders.leader(&partition)?;
         let coordinator = image
             .live_brokers()
-            .find(|broker| broker.node_id == leader)
-            .map(client_address);
-        coordinator
+            .find(|broker| broker.node_id == leader)?;
+        client_address(coordinator, listener)
     }
 
     /// Asks the controller for a topic; resolves once this broker's catalog holds it.

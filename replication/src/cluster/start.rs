@@ -24,7 +24,7 @@ use super::peer_calls::PeerCalls;
 use super::verification::VerificationConfig;
 use super::{ClusterState, ShardCluster, CLUSTER_ID};
 use crate::controller::{Controller, ControllerConfig, ControllerRequest, METADATA_TOPIC};
-use crate::metadata::{BrokerRegistration, MetadataRecord};
+use crate::metadata::{BrokerRegistration, ListenerEndpoint, MetadataRecord};
 use crate::shard::{ReplicationConfig, ShardReplication};
 use crate::votes::RecoveredVotes;
 use crate::NodeId;
@@ -42,9 +42,8 @@ pub struct ClusterStart {
     /// The Raft votes earlier runs recorded (each shard keeps its replicas' votes in a vote
     /// log of its own).
     pub votes: Arc<RecoveredVotes>,
-    /// Where clients reach this broker, as it registers.
-    pub kafka_host: String,
-    pub kafka_port: u16,
+    /// Where clients reach this broker, an address per listener, as it registers.
+    pub endpoints: Vec<ListenerEndpoint>,
     pub shard_count: u32,
     /// Different at every start of the process (the controller tells restarts apart by it).
     pub incarnation: u64,
@@ -174,8 +173,7 @@ pub async fn start_shard(
         let registration = BrokerRegistration {
             node_id: settings.node_id,
             incarnation: start.incarnation,
-            kafka_host: start.kafka_host.clone(),
-            kafka_port: start.kafka_port,
+            endpoints: start.endpoints.clone(),
             rpc_address: settings.rpc_listen.to_string(),
             shard_count: start.shard_count,
         };

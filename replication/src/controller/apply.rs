@@ -120,7 +120,7 @@ fn apply_entry(entry: &[u8], image: &RefCell<MetadataImage>) -> Result<(), Entry
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::metadata::BrokerRegistration;
+    use crate::metadata::{BrokerRegistration, ListenerEndpoint};
 
     #[test]
     fn an_entry_batch_carries_its_records() {
@@ -128,8 +128,11 @@ mod tests {
             MetadataRecord::RegisterBroker(BrokerRegistration {
                 node_id: 1,
                 incarnation: 2,
-                kafka_host: "h".into(),
-                kafka_port: 9092,
+                endpoints: vec![ListenerEndpoint {
+                    listener: Some("PLAINTEXT".to_owned()),
+                    host: "h".into(),
+                    port: 9092,
+                }],
                 rpc_address: "h:9093".into(),
                 shard_count: 1,
             }),

@@ -195,7 +195,7 @@ impl Placement {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::metadata::records::{BrokerRegistration, MetadataRecord};
+    use crate::metadata::records::{BrokerRegistration, ListenerEndpoint, MetadataRecord};
 
     /// Beyond the three controller voters: ten partitions of three replicas over five brokers
     /// of two shards put six replicas and two leaderships on each broker, three replicas on
@@ -207,8 +207,11 @@ mod tests {
             let registration = BrokerRegistration {
                 node_id,
                 incarnation: 1,
-                kafka_host: "127.0.0.1".to_owned(),
-                kafka_port: 9092,
+                endpoints: vec![ListenerEndpoint {
+                    listener: Some("PLAINTEXT".to_owned()),
+                    host: "127.0.0.1".to_owned(),
+                    port: 9092,
+                }],
                 rpc_address: "127.0.0.1:9192".to_owned(),
                 shard_count: 2,
             };

@@ -139,6 +139,9 @@ impl MetadataImage {
         self.last_applied_index = index;
         match record {
             MetadataRecord::RegisterBroker(registration) => self.register(registration),
+            MetadataRecord::RegisterBrokerAtOneAddress(registration) => {
+                self.register(&registration.with_listeners())
+            }
             MetadataRecord::FenceBroker { node_id } => self.set_fenced(*node_id, true),
             MetadataRecord::UnfenceBroker { node_id } => self.set_fenced(*node_id, false),
             MetadataRecord::CreateTopic {

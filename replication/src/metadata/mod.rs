@@ -36,6 +36,6 @@ pub use plan::{
     plan_create_topic, plan_delete_topic, plan_liveness, plan_reassign, NewTopic, PlanError,
 };
 pub use records::{
-    decode, encode, BrokerRegistration, MetadataError, MetadataRecord, PartitionAssignment,
-    ProducerIdBlock, Replica, ScramCredentialRecord,
+    decode, encode, BrokerRegistration, ListenerEndpoint, MetadataError, MetadataRecord,
+    OneAddressRegistration, PartitionAssignment, ProducerIdBlock, Replica, ScramCredentialRecord,
 };

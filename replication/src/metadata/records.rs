@@ -51,13 +51,65 @@ pub struct BrokerRegistration {
     /// Different at every start of the broker process, so the controller tells a restarted
     /// broker (which must be fenced until it has caught up) from a repeated registration.
     pub incarnation: u64,
-    /// Where Kafka clients reach it (what Metadata advertises).
-    pub kafka_host: String,
-    pub kafka_port: u16,
+    /// Where Kafka clients reach it, one address per listener (what Metadata and
+    /// FindCoordinator advertise to a client of that listener).
+    pub endpoints: Vec<ListenerEndpoint>,
     /// Where other brokers reach it (`host:port` of the inter-broker listener).
     pub rpc_address: String,
     /// How many shards it runs: replicas are placed on shards `0..shard_count`.
     pub shard_count: u32,
+}
+
+impl BrokerRegistration {
+    /// Its address for clients of the listener named `listener`: the endpoint of that name, or
+    /// the one address of a registration that named none (an earlier build's).
+    pub fn endpoint_for(&self, listener: &str) -> Option<&ListenerEndpoint> {
+        self.endpoints.iter().find(|endpoint| {
+            endpoint
+                .listener
+                .as_deref()
+                .is_none_or(|name| name == listener)
+        })
+    }
+}
+
+/// A broker's advertised address on one of its listeners.
+#[derive(Debug, Clone, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub struct ListenerEndpoint {
+    /// The listener's name (`PLAINTEXT`, `SASL_SSL`, ...); `None` in a registration an earlier
+    /// build wrote, whose one address clients of every listener were given.
+    pub listener: Option<String>,
+    pub host: String,
+    pub port: u16,
+}
+
+/// A registration as builds before 2026-12-08 wrote it: one Kafka address, whatever the
+/// listener. Read from metadata logs they wrote, never written again.
+#[derive(Debug, Clone, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub struct OneAddressRegistration {
+    pub node_id: NodeId,
+    pub incarnation: u64,
+    pub kafka_host: String,
+    pub kafka_port: u16,
+    pub rpc_address: String,
+    pub shard_count: u32,
+}
+
+impl OneAddressRegistration {
+    /// The registration it stands for: its one address for every listener.
+    pub fn with_listeners(&self) -> BrokerRegistration {
+        BrokerRegistration {
+            node_id: self.node_id,
+            incarnation: self.incarnation,
+            endpoints: vec![ListenerEndpoint {
+                listener: None,
+                host: self.kafka_host.clone(),
+                port: self.kafka_port,
+            }],
+            rpc_address: self.rpc_address.clone(),
+            shard_count: self.shard_count,
+        }
+    }
 }
 
 /// A block of producer ids the controller handed to one run of a broker (Kafka's
@@ -81,10 +133,14 @@ impl ProducerIdBlock {
 
 /// One change to the cluster's metadata. Applying a record is total: one that no longer fits
 /// the image (a stale or repeated proposal) changes nothing, the same way on every broker.
+///
+/// rkyv tells variants apart by their order: a new record goes at the end, and a record's
+/// fields never change (`a_batch_an_earlier_build_wrote_still_decodes`).
 #[derive(Debug, Clone, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub enum MetadataRecord {
-    /// A broker (re-)registered; a new incarnation starts fenced.
-    RegisterBroker(BrokerRegistration),
+    /// A broker (re-)registered, as earlier builds wrote it; applied as
+    /// [`RegisterBroker`](MetadataRecord::RegisterBroker) of its one address.
+    RegisterBrokerAtOneAddress(OneAddressRegistration),
     /// The broker is considered down: Metadata no longer lists it, nothing new is placed on it.
     FenceBroker {
         node_id: NodeId,
@@ -146,6 +202,9 @@ pub enum MetadataRecord {
         user: String,
         mechanism: i8,
     },
+    /// A broker (re-)registered, with an address per listener; a new incarnation starts
+    /// fenced.
+    RegisterBroker(BrokerRegistration),
 }
 
 /// A user's SCRAM credential for one mechanism (Kafka's number for it: 1 SCRAM-SHA-256, 2
@@ -250,7 +309,8 @@ pub fn decode(bytes: &[u8]) -> Result<Vec<MetadataRecord>, MetadataError> {
 mod tests {
     use super::*;
 
-    fn every_kind_of_record() -> Vec<MetadataRecord> {
+    /// Every kind of record 584c9d2 wrote (the fixture's contents).
+    fn every_kind_of_record_of_584c9d2() -> Vec<MetadataRecord> {
         let replicas = vec![
             Replica {
                 node_id: 2,
@@ -262,7 +322,7 @@ mod tests {
             },
         ];
         vec![
-            MetadataRecord::RegisterBroker(BrokerRegistration {
+            MetadataRecord::RegisterBrokerAtOneAddress(OneAddressRegistration {
                 node_id: 2,
                 incarnation: 77,
                 kafka_host: "10.0.0.2".to_owned(),
@@ -327,6 +387,29 @@ mod tests {
         ]
     }
 
+    fn every_kind_of_record() -> Vec<MetadataRecord> {
+        let mut records = every_kind_of_record_of_584c9d2();
+        records.push(MetadataRecord::RegisterBroker(BrokerRegistration {
+            node_id: 3,
+            incarnation: 78,
+            endpoints: vec![
+                ListenerEndpoint {
+                    listener: Some("PLAINTEXT".to_owned()),
+                    host: "10.0.0.3".to_owned(),
+                    port: 9092,
+                },
+                ListenerEndpoint {
+                    listener: Some("SASL_SSL".to_owned()),
+                    host: "broker-3.example.com".to_owned(),
+                    port: 9094,
+                },
+            ],
+            rpc_address: "10.0.0.3:9093".to_owned(),
+            shard_count: 2,
+        }));
+        records
+    }
+
     #[test]
     fn every_record_survives_encoding() {
         let records = every_kind_of_record();
@@ -339,13 +422,38 @@ mod tests {
     }
 
     /// A metadata log outlives the build that wrote it: the batch in `testdata/records-v1.bin`
-    /// is `every_kind_of_record()` as 584c9d2 encoded it (rkyv lays an enum out by its
+    /// is `every_kind_of_record_of_584c9d2()` as that build encoded it (rkyv lays an enum out by its
     /// variants' order and sizes, so a variant inserted before others, or a field added to a
     /// record, would make it undecodable). New records go at the end of the enum.
     #[test]
     fn a_batch_an_earlier_build_wrote_still_decodes() {
         let written_by_584c9d2 = include_bytes!("testdata/records-v1.bin");
-        assert_eq!(decode(written_by_584c9d2), Ok(every_kind_of_record()));
+        assert_eq!(
+            decode(written_by_584c9d2),
+            Ok(every_kind_of_record_of_584c9d2())
+        );
+    }
+
+    #[test]
+    fn a_registration_gives_each_listener_its_address_and_an_old_one_its_only_one() {
+        let records = every_kind_of_record();
+        let MetadataRecord::RegisterBroker(registration) = records.last().unwrap() else {
+            panic!("the last record is a registration");
+        };
+        let port_for = |registration: &BrokerRegistration, listener| {
+            registration
+                .endpoint_for(listener)
+                .map(|endpoint| endpoint.port)
+        };
+        assert_eq!(port_for(registration, "PLAINTEXT"), Some(9092));
+        assert_eq!(port_for(registration, "SASL_SSL"), Some(9094));
+        assert_eq!(port_for(registration, "SSL"), None, "no such listener");
+        let MetadataRecord::RegisterBrokerAtOneAddress(old) = &records[0] else {
+            panic!("the first record is an old registration");
+        };
+        for listener in ["PLAINTEXT", "SSL"] {
+            assert_eq!(port_for(&old.with_listeners(), listener), Some(9092));
+        }
     }
 
     #[test]

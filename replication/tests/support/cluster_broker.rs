@@ -18,6 +18,7 @@ use engine::LogConfig;
 use ferrite_replication::cluster::{
     self, ClusterSettings, ClusterStart, ClusterState, MarkerConfig, ShardCluster,
 };
+use ferrite_replication::metadata::ListenerEndpoint;
 use ferrite_replication::votes::RecoveredVotes;
 use ferrite_replication::NodeId;
 use futures::future::LocalBoxFuture;
@@ -58,8 +59,11 @@ impl ClusterBroker {
             catalog: catalog.clone(),
             data_dir: dir.clone(),
             votes: RecoveredVotes::recover(&dir).unwrap(),
-            kafka_host: "127.0.0.1".into(),
-            kafka_port: 9000 + u16::try_from(node_id).unwrap(),
+            endpoints: vec![ListenerEndpoint {
+                listener: Some("PLAINTEXT".to_owned()),
+                host: "127.0.0.1".into(),
+                port: 9000 + u16::try_from(node_id).unwrap(),
+            }],
             shard_count: SHARDS as u32,
             incarnation: node_id,
             broker_log_config: LogConfig::default(),

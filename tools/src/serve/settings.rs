@@ -655,15 +655,6 @@ impl Arguments {
             self.tls_ca.or(file.tls_ca),
             self.tls_client_auth.or(file.tls_client_auth),
         )?;
-        // A broker registers one Kafka address with the controller (`BrokerRegistration`), so the
-        // others could tell a client of a second listener only the first one's addresses.
-        if cluster.is_some() && listeners.len() > 1 {
-            return Err(format!(
-                "--peers: a broker of a cluster has one Kafka listener for now (its registration \
-                 carries one address), --listeners names {}",
-                listeners.len()
-            ));
-        }
         Ok(Settings {
             tls,
             resources,

@@ -2,13 +2,17 @@
 //! snapshot rebuilding the same image.
 
 use super::*;
+use crate::metadata::records::ListenerEndpoint;
 
 fn registration(node_id: NodeId, incarnation: u64) -> BrokerRegistration {
     BrokerRegistration {
         node_id,
         incarnation,
-        kafka_host: format!("broker-{node_id}"),
-        kafka_port: 9092,
+        endpoints: vec![ListenerEndpoint {
+            listener: Some("PLAINTEXT".to_owned()),
+            host: format!("broker-{node_id}"),
+            port: 9092,
+        }],
         rpc_address: format!("broker-{node_id}:9093"),
         shard_count: 2,
     }

@@ -2,7 +2,7 @@
 //! Kafka checks it, and its records applied to see what every broker would end up with.
 
 use super::*;
-use crate::metadata::records::BrokerRegistration;
+use crate::metadata::records::{BrokerRegistration, ListenerEndpoint};
 
 /// Brokers 1..=count, live, with `shards` shards each.
 fn cluster(count: u64, shards: u32) -> MetadataImage {
@@ -11,8 +11,11 @@ fn cluster(count: u64, shards: u32) -> MetadataImage {
         let registration = BrokerRegistration {
             node_id,
             incarnation: 1,
-            kafka_host: "localhost".to_owned(),
-            kafka_port: 9000 + node_id as u16,
+            endpoints: vec![ListenerEndpoint {
+                listener: Some("PLAINTEXT".to_owned()),
+                host: "localhost".to_owned(),
+                port: 9000 + node_id as u16,
+            }],
             rpc_address: format!("localhost:{}", 9100 + node_id),
             shard_count: shards,
         };

@@ -506,16 +506,6 @@ fn listeners_come_from_the_flags_or_the_file_and_advertise_only_their_names() {
         ),
         (
             Arguments {
-                listeners: Some("PLAINTEXT://:1,SASL_PLAINTEXT://:2".into()),
-                advertised_listeners: Some("PLAINTEXT://h:1,SASL_PLAINTEXT://h:2".into()),
-                node_id: Some(1),
-                peers: Some("1@127.0.0.1:9192".into()),
-                ..Arguments::default()
-            },
-            "a broker of a cluster has one Kafka listener for now",
-        ),
-        (
-            Arguments {
                 listeners: Some("TLS://:1".into()),
                 ..Arguments::default()
             },
