@@ -12,7 +12,20 @@ use super::shard::{ShardMetrics, TopicTraffic};
 
 /// A metric that is one number per shard: name, type, help text, and where a shard keeps it.
 type ShardValue = fn(&ShardMetrics) -> &AtomicU64;
-const SHARD_VALUES: [(&str, &str, &str, ShardValue); 14] = [
+const SHARD_VALUES: [(&str, &str, &str, ShardValue); 16] = [
+    (
+        "ferrite_quota_throttled_requests_total",
+        "counter",
+        "Requests after which a client over its quota (producer_byte_rate, consumer_byte_rate, \
+         request_percentage) was throttled: told throttle_time_ms and its connection muted.",
+        |m| &m.requests_throttled,
+    ),
+    (
+        "ferrite_quota_throttle_time_ms_total",
+        "counter",
+        "Milliseconds of throttle time given to clients over their quotas.",
+        |m| &m.throttle_time_ms,
+    ),
     (
         "ferrite_connections_accepted_total",
         "counter",
