@@ -10,7 +10,7 @@
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use engine::catalog::{Catalog, CatalogError, Topic, OFFSETS_TOPIC};
@@ -31,11 +31,12 @@ use crate::handover::{Draining, Routing};
 use crate::listener::{ConnectionSecurity, Endpoint, ListenerName};
 use crate::metrics::ShardMetrics;
 use crate::old_versions::{Body, RefusedRequest, VersionedResponse};
-use crate::quotas::{self, ConnectionThrottle, QuotaUsage, RequestUsage};
+use crate::quotas::{self, ConnectionThrottle, QuotaUsage};
 use crate::request::{DecodedRequest, RequestError};
 use crate::response::{put_response, put_response_with};
 use crate::sasl::{self, SaslConfig};
 use crate::transactions::ShardTransactions;
+use engine::quotas::QuotaKey;
 
 /// The broker's settings that the protocol exposes.
 #[derive(Debug, Clone)]
@@ -222,6 +223,22 @@ impl Broker {
                 client_id.to_owned(),
             )
         });
+        // A produce request's bytes count as it starts: the mute then holds back the next one.
+        let produce_throttle = match (&quota_client, header.api_key) {
+            (Some((user, client_id)), ApiKey::Produce) => {
+                let now = Instant::now();
+                let throttled = self.quotas.record(
+                    QuotaKey::ProducerByteRate,
+                    user,
+                    client_id,
+                    request_bytes as f64,
+                    now,
+                );
+                throttle.mute_until(now + throttled);
+                throttled
+            }
+            _ => Duration::ZERO,
+        };
         let broker = self.clone();
         let pending: PendingReply = match request
             .decode_body()
@@ -289,13 +306,17 @@ impl Broker {
                 .metrics
                 .request_answered(header.api_key, now - started_at, now);
             if let (Some((user, client_id)), Ok(reply)) = (quota_client, reply.as_mut()) {
-                let usage = RequestUsage {
-                    api_key: header.api_key,
-                    request_bytes,
-                    response_bytes: quotas::reply_bytes(reply),
-                    handling,
+                let record = |key, value| broker.quotas.record(key, &user, &client_id, value, now);
+                let fetch_throttle = match header.api_key {
+                    ApiKey::Fetch => record(
+                        QuotaKey::ConsumerByteRate,
+                        quotas::reply_bytes(reply) as f64,
+                    ),
+                    _ => Duration::ZERO,
                 };
-                let throttled = broker.quotas.record(&user, &client_id, usage, now);
+                let handling_throttle =
+                    record(QuotaKey::RequestPercentage, handling.as_nanos() as f64);
+                let throttled = produce_throttle.max(fetch_throttle).max(handling_throttle);
                 if !throttled.is_zero() {
                     let throttle_ms = throttled.as_millis().min(i32::MAX as u128) as i32;
                     quotas::set_throttle_time(

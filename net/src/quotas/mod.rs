@@ -9,7 +9,9 @@
 //! not a share of the quota per shard). It is touched only when some quota is set; each record
 //! takes one lock of one of [`STRIPES`] maps, so shards contend only over the same stripe.
 //!
-//! What is measured, as Kafka measures it: Produce, the request's bytes; Fetch, the response's
+//! What is measured, as Kafka measures it: Produce, the request's bytes, recorded as the request
+//! starts (so the mute holds back the very next request: librdkafka pipelines hundreds of
+//! produce requests, which would all start before the first answer); Fetch, the response's
 //! bytes; every request, the time the shard spent handling it (the time its handling future
 //! was being polled), against `request_percentage` of one shard's time.
 
@@ -54,18 +56,6 @@ pub struct QuotaUsage {
     stripes: Box<[Mutex<HashMap<UsageKey, RateWindow>>]>,
 }
 
-/// One request's usage, recorded when it is answered.
-#[derive(Debug, Clone, Copy)]
-pub struct RequestUsage {
-    pub api_key: ApiKey,
-    /// The request's bytes (Produce's usage).
-    pub request_bytes: u64,
-    /// The response's bytes (Fetch's usage).
-    pub response_bytes: u64,
-    /// The shard's time spent handling it.
-    pub handling: Duration,
-}
-
 impl QuotaUsage {
     pub fn new(quotas: Arc<ClientQuotas>) -> QuotaUsage {
         QuotaUsage {
@@ -79,33 +69,10 @@ impl QuotaUsage {
         !self.quotas.is_empty()
     }
 
-    /// Records `usage` of `user`'s client `client_id` and returns how long it is throttled: the
-    /// longest of the byte rate's and the request time's throttles.
+    /// Records `value` of quota `key` (bytes, or nanoseconds of a shard's time) for `user`'s
+    /// client `client_id` and returns how long the client is throttled for it (zero when no
+    /// quota of that kind applies to it, or it is within it).
     pub fn record(
-        &self,
-        user: &str,
-        client_id: &str,
-        usage: RequestUsage,
-        now: Instant,
-    ) -> Duration {
-        let byte_rate = match usage.api_key {
-            ApiKey::Produce => Some((QuotaKey::ProducerByteRate, usage.request_bytes as f64)),
-            ApiKey::Fetch => Some((QuotaKey::ConsumerByteRate, usage.response_bytes as f64)),
-            _ => None,
-        };
-        let handling = (
-            QuotaKey::RequestPercentage,
-            usage.handling.as_nanos() as f64,
-        );
-        byte_rate
-            .into_iter()
-            .chain([handling])
-            .map(|(key, value)| self.record_one(key, user, client_id, value, now))
-            .max()
-            .unwrap_or(Duration::ZERO)
-    }
-
-    fn record_one(
         &self,
         key: QuotaKey,
         user: &str,

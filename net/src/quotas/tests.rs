@@ -79,13 +79,14 @@ fn usage_with(changes: &[QuotaChange]) -> QuotaUsage {
     QuotaUsage::new(Arc::new(quotas))
 }
 
-fn produce(bytes: u64) -> RequestUsage {
-    RequestUsage {
-        api_key: ApiKey::Produce,
-        request_bytes: bytes,
-        response_bytes: 100,
-        handling: Duration::from_micros(10),
-    }
+fn produce(usage: &QuotaUsage, user: &str, client_id: &str, bytes: u64, now: Instant) -> Duration {
+    usage.record(
+        QuotaKey::ProducerByteRate,
+        user,
+        client_id,
+        bytes as f64,
+        now,
+    )
 }
 
 #[test]
@@ -97,18 +98,16 @@ fn a_users_connections_share_one_usage_and_others_are_not_throttled() {
     }]);
     let now = Instant::now();
     // Two clients of alice (different shards, different client ids) together go over.
-    assert_eq!(
-        usage.record("alice", "a", produce(6000), now),
-        Duration::ZERO
-    );
-    let throttle = usage.record("alice", "b", produce(6000), now);
+    assert_eq!(produce(&usage, "alice", "a", 6000, now), Duration::ZERO);
+    let throttle = produce(&usage, "alice", "b", 6000, now);
     assert!(throttle > Duration::ZERO, "{throttle:?}");
     // bob has no quota: recorded nowhere.
+    assert_eq!(produce(&usage, "bob", "a", 1 << 30, now), Duration::ZERO);
     assert_eq!(
-        usage.record("bob", "a", produce(1 << 30), now),
-        Duration::ZERO
+        usage.tracked(),
+        1,
+        "alice's bytes (no request time quota is set)"
     );
-    assert_eq!(usage.tracked(), 1, "alice's bytes (no request time quota is set)");
 }
 
 #[test]
@@ -119,18 +118,15 @@ fn request_percentage_is_a_share_of_one_shards_second() {
         value: Some(10.0),
     }]);
     let now = Instant::now();
-    let handling = |millis| RequestUsage {
-        api_key: ApiKey::Metadata,
-        request_bytes: 0,
-        response_bytes: 0,
-        handling: Duration::from_millis(millis),
-    };
+    let handling = |millis: u64| Duration::from_millis(millis).as_nanos() as f64;
     // 10 % of a second over the first (padded) ten seconds is one second.
     assert_eq!(
-        usage.record("u", "busy", handling(900), now),
+        usage.record(QuotaKey::RequestPercentage, "u", "busy", handling(900), now),
         Duration::ZERO
     );
-    assert!(usage.record("u", "busy", handling(300), now) > Duration::ZERO);
+    assert!(
+        usage.record(QuotaKey::RequestPercentage, "u", "busy", handling(300), now) > Duration::ZERO
+    );
 }
 
 #[test]
@@ -146,14 +142,14 @@ fn the_usage_kept_is_bounded_and_idle_clients_go_first() {
     let start = Instant::now();
     let clients = STRIPES * TRACKED_PER_STRIPE_MAX;
     for client in 0..clients {
-        usage.record("u", &client.to_string(), produce(1), start);
+        produce(&usage, "u", &client.to_string(), 1, start);
     }
     let tracked = usage.tracked();
     assert!(tracked <= clients && tracked > clients / 2, "{tracked}");
     // Later, new clients push out the idle ones: never more than the bound.
     let later = start + IDLE_MAX + Duration::from_secs(1);
     for client in 0..clients {
-        usage.record("u", &format!("new-{client}"), produce(1), later);
+        produce(&usage, "u", &format!("new-{client}"), 1, later);
     }
     assert!(usage.tracked() <= STRIPES * TRACKED_PER_STRIPE_MAX);
 }
