@@ -286,6 +286,15 @@ impl ClientQuotas {
         self.table.store(Arc::new(table));
         Ok(())
     }
+
+    /// Publishes `table` as every entity's limits (a cluster's image, replayed or changed).
+    pub fn replace_all(&self, table: QuotaTable) {
+        let _writing = self
+            .writing
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        self.table.store(Arc::new(table));
+    }
 }
 
 fn write_file(data_dir: &Path, table: &QuotaTable) -> Result<(), QuotasError> {

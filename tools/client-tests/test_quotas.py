@@ -2,8 +2,8 @@
 (AlterClientQuotas and DescribeClientQuotas; neither confluent-kafka nor kafka-python has an
 admin call for them), a confluent-kafka producer and consumer over their byte rate slowed to it
 and told so (librdkafka's throttle callback, from the responses' throttle_time_ms), a client id
-without a quota not slowed, full speed back once the quota is deleted, and quotas that survive
-a restart.
+without a quota not slowed, full speed back once the quota is deleted, quotas that survive a
+restart, and in a cluster a quota set through one broker listed and enforced by every broker.
 
 Rates are bounded from above only where the broker must slow a client (a loaded machine can
 only make a client slower); the one lower bound, for the client without a quota, is a small
@@ -18,6 +18,7 @@ import urllib.request
 
 from confluent_kafka import Consumer, Producer
 
+from cluster_support import cluster, created_topic  # noqa: F401 (a fixture)
 from conftest import FERRITE_BIN
 from support import CLIENT_DEADLINE_S, topic_name, wait_until
 
@@ -237,3 +238,42 @@ def test_quotas_are_described_by_entity_refused_when_invalid_and_survive_a_resta
     ferrite_quota("delete", "--bootstrap", broker.bootstrap, "--user", "alice", "--client-id", "app")
     assert "user alice client-id app consumer_byte_rate 2000" not in listed(broker.bootstrap)
     wait_until(lambda: len(listed(broker.bootstrap)) == 4, "four entities left")
+
+
+def test_a_quota_set_through_one_broker_of_a_cluster_binds_on_the_others(cluster):  # noqa: F811
+    one, two, three = (cluster.brokers[node].bootstrap for node in cluster.node_ids)
+    quota = 64 * KIB
+    ferrite_quota("set", "--bootstrap", one, "--client-id", "slow", "--producer-byte-rate", str(quota))
+    for bootstrap in (one, two, three):
+        wait_until(
+            lambda: listed(bootstrap) == [f"client-id slow producer_byte_rate {quota}"],
+            f"the quota listed by {bootstrap}",
+        )
+    # Every broker leads some of the partitions; each throttles the producer on its own.
+    topic = created_topic(cluster, "quota-cluster")
+    throttles = Throttles()
+    broker_ids = set()
+
+    def throttled(event):
+        throttles(event)
+        broker_ids.add(event.broker_id)
+
+    producer = Producer(
+        {"bootstrap.servers": one, "client.id": "slow", "linger.ms": 5, "batch.size": 16 * KIB, "throttle_cb": throttled}
+    )
+    value = b"c" * VALUE_BYTES
+    deadline = time.monotonic() + 2 * CLIENT_DEADLINE_S
+    while len(broker_ids) < len(cluster.node_ids):
+        assert time.monotonic() < deadline, f"throttled only by brokers {sorted(broker_ids)}"
+        try:
+            producer.produce(topic, value)
+        except BufferError:
+            producer.poll(0.05)
+        producer.poll(0)
+    producer.purge()
+    producer.flush(CLIENT_DEADLINE_S)
+    assert broker_ids == set(cluster.node_ids)
+
+    ferrite_quota("delete", "--bootstrap", three, "--client-id", "slow")
+    for bootstrap in (one, two, three):
+        wait_until(lambda: listed(bootstrap) == [], f"the quota gone from {bootstrap}")

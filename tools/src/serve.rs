@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 use engine::catalog::{Catalog, OFFSETS_TOPIC, TRANSACTION_STATE_TOPIC};
 use engine::credentials::Credentials;
 use engine::data_dir_lock::DataDirLock;
-use engine::quotas::{ClientQuotas, QuotaTable};
+use engine::quotas::ClientQuotas;
 use engine::shard::listen::{retry_while_in_use, ListenReservation, IN_USE_WAIT};
 use engine::shard::{Runtime, RuntimeConfig, TopicLogConfig};
 use ferrite_replication::cluster::{
@@ -232,12 +232,11 @@ pub fn run(arguments: Arguments) -> ExitCode {
             }
         },
     };
-    // A broker alone keeps them in its data directory; a cluster's are not kept yet (its
-    // brokers refuse AlterClientQuotas rather than set them on one broker only).
+    // A broker alone keeps them in its data directory; a cluster's follow the metadata log.
     let quotas = match &cluster_state {
-        Some(_) => ClientQuotas::in_memory(QuotaTable::new()),
+        Some(state) => state.quotas.clone(),
         None => match ClientQuotas::open(&settings.data_dir) {
-            Ok(quotas) => quotas,
+            Ok(quotas) => Arc::new(quotas),
             Err(error) => {
                 eprintln!("ferrite serve: {error}");
                 return ExitCode::from(2);
@@ -274,7 +273,7 @@ pub fn run(arguments: Arguments) -> ExitCode {
     let setup = ShardSetup {
         catalog,
         credentials,
-        quotas: Arc::new(QuotaUsage::new(Arc::new(quotas))),
+        quotas: Arc::new(QuotaUsage::new(quotas)),
         broker: broker_config,
         metrics: registry,
         metrics_snapshot_interval: Duration::from_secs(1),

@@ -30,17 +30,8 @@ pub async fn handle(
     broker: &Broker,
     request: AlterClientQuotasRequest,
 ) -> AlterClientQuotasResponse {
-    let checked: Vec<Result<Vec<QuotaChange>, Refusal>> = request
-        .entries
-        .iter()
-        .map(|entry| match broker.cluster.is_some() {
-            // The metadata log holds no quotas yet: set on one broker they would bind there only.
-            true => Err(invalid(
-                "client quotas are kept by a broker alone; a cluster's brokers do not keep them yet",
-            )),
-            false => check_entry(entry),
-        })
-        .collect();
+    let checked: Vec<Result<Vec<QuotaChange>, Refusal>> =
+        request.entries.iter().map(check_entry).collect();
     let changes: Vec<QuotaChange> = checked
         .iter()
         .filter_map(|checked| checked.as_ref().ok())
@@ -49,13 +40,7 @@ pub async fn handle(
         .collect();
     let applied_failed = match request.validate_only || changes.is_empty() {
         true => None,
-        false => broker.quotas.quotas.alter(&changes).err().map(|error| {
-            engine::log_rate_limited!("ferrite: altering client quotas: {error}");
-            (
-                ResponseError::UnknownServerError,
-                format!("the broker could not write its quotas: {error}"),
-            )
-        }),
+        false => alter(broker, changes).await.err(),
     };
     let entries = request
         .entries
@@ -82,6 +67,27 @@ pub async fn handle(
         })
         .collect();
     AlterClientQuotasResponse::default().with_entries(entries)
+}
+
+/// Makes `changes` to the client quotas: durably in the data directory on a broker alone,
+/// through the controller in a cluster; resolves once this broker enforces them.
+async fn alter(broker: &Broker, changes: Vec<QuotaChange>) -> Result<(), Refusal> {
+    match &broker.cluster {
+        Some(cluster) => cluster.alter_client_quotas(changes).await.map_err(|error| {
+            (
+                ResponseError::try_from_code(error.code)
+                    .unwrap_or(ResponseError::UnknownServerError),
+                error.message,
+            )
+        }),
+        None => broker.quotas.quotas.alter(&changes).map_err(|error| {
+            engine::log_rate_limited!("ferrite: altering client quotas: {error}");
+            (
+                ResponseError::UnknownServerError,
+                format!("the broker could not write its quotas: {error}"),
+            )
+        }),
+    }
 }
 
 /// The entity an entry names, checked.
