@@ -7,7 +7,9 @@
 //! Every request of a connection that some quota may concern reads them, and a writer replaces
 //! them whole (AlterClientQuotas), so they are published through an [`ArcSwap`] as the
 //! credentials are: a read takes no lock. On a broker alone they live in `quotas.json` in the
-//! data directory, replaced atomically and durably before a change is published.
+//! data directory, replaced atomically and durably before a change is published; in a cluster
+//! the metadata log is their home and this table only follows it ([`ClientQuotas::in_memory`],
+//! [`ClientQuotas::replace_all`]).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -224,18 +226,13 @@ impl ClientQuotas {
         })
     }
 
-    /// Quotas kept in memory only, starting with `table`.
+    /// Quotas kept elsewhere (a cluster's metadata log), starting with `table`.
     pub fn in_memory(table: QuotaTable) -> ClientQuotas {
         ClientQuotas {
             table: ArcSwap::from_pointee(table),
             directory: None,
             writing: Mutex::new(()),
         }
-    }
-
-    /// Whether changes are kept in a data directory (a broker alone).
-    pub fn is_durable(&self) -> bool {
-        self.directory.is_some()
     }
 
     fn read_file(data_dir: &Path) -> Result<QuotaTable, QuotasError> {

@@ -3,7 +3,8 @@
 //! default, alone or together), keys `producer_byte_rate` and `consumer_byte_rate` (whole
 //! bytes per second) and `request_percentage`, each value above zero. Each entry is answered on
 //! its own; the valid ones are applied together (durable in the data directory before the
-//! answer on a broker alone), or only checked with `validate_only`.
+//! answer on a broker alone, committed in the metadata log and applied here in a cluster), or
+//! only checked with `validate_only`.
 
 use engine::quotas::{EntityName, QuotaChange, QuotaEntity, QuotaKey};
 use kafka_protocol::messages::alter_client_quotas_request::{EntityData, EntryData};

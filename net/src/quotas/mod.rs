@@ -110,8 +110,9 @@ impl QuotaUsage {
         window.throttle(limit_per_second, now)
     }
 
-    /// Clients whose usage is kept now (for tests and metrics).
-    pub fn tracked(&self) -> usize {
+    /// Clients whose usage is kept now.
+    #[cfg(test)]
+    fn tracked(&self) -> usize {
         self.stripes
             .iter()
             .map(|stripe| stripe.lock().unwrap_or_else(|p| p.into_inner()).len())
