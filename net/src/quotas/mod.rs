@@ -36,7 +36,8 @@ pub use window::RateWindow;
 /// Locks (and maps) the usage is spread over, by a hash of the client's tags.
 pub const STRIPES: usize = 16;
 /// Clients whose usage one stripe keeps at most (`STRIPES` times this in all): past it idle
-/// ones go, then the least recently used.
+/// ones go, then the least recently used. Idle ones also go whenever a new client comes to a
+/// stripe not swept for [`IDLE_MAX`].
 pub const TRACKED_PER_STRIPE_MAX: usize = 4096;
 /// A window not recorded in for this long holds nothing any more (every sample is older than
 /// the whole window), so dropping it loses nothing.
@@ -53,14 +54,27 @@ struct UsageKey {
 /// The quotas and every client's usage of them on this broker (shared by the shards, `Arc`).
 pub struct QuotaUsage {
     pub quotas: Arc<ClientQuotas>,
-    stripes: Box<[Mutex<HashMap<UsageKey, RateWindow>>]>,
+    stripes: Box<[Mutex<Stripe>]>,
+}
+
+/// One lock's share of the usage.
+struct Stripe {
+    windows: HashMap<UsageKey, RateWindow>,
+    swept_at: Instant,
 }
 
 impl QuotaUsage {
     pub fn new(quotas: Arc<ClientQuotas>) -> QuotaUsage {
         QuotaUsage {
             quotas,
-            stripes: (0..STRIPES).map(|_| Mutex::default()).collect(),
+            stripes: (0..STRIPES)
+                .map(|_| {
+                    Mutex::new(Stripe {
+                        windows: HashMap::new(),
+                        swept_at: Instant::now(),
+                    })
+                })
+                .collect(),
         }
     }
 
@@ -97,13 +111,14 @@ impl QuotaUsage {
         let mut hasher = DefaultHasher::new();
         usage_key.hash(&mut hasher);
         let stripe = &self.stripes[(hasher.finish() % STRIPES as u64) as usize];
-        let mut windows = stripe
+        let mut stripe = stripe
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        if !windows.contains_key(&usage_key) && windows.len() >= TRACKED_PER_STRIPE_MAX {
-            make_room(&mut windows, now);
+        if !stripe.windows.contains_key(&usage_key) {
+            stripe.make_room(now);
         }
-        let window = windows
+        let window = stripe
+            .windows
             .entry(usage_key)
             .or_insert_with(|| RateWindow::new(now));
         window.record(value, now);
@@ -115,23 +130,38 @@ impl QuotaUsage {
     fn tracked(&self) -> usize {
         self.stripes
             .iter()
-            .map(|stripe| stripe.lock().unwrap_or_else(|p| p.into_inner()).len())
+            .map(|stripe| {
+                stripe
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .windows
+                    .len()
+            })
             .sum()
     }
 }
 
-/// Drops the idle windows of a full stripe, or else its least recently used one.
-fn make_room(windows: &mut HashMap<UsageKey, RateWindow>, now: Instant) {
-    windows.retain(|_, window| now.saturating_duration_since(window.last_used()) < IDLE_MAX);
-    if windows.len() < TRACKED_PER_STRIPE_MAX {
-        return;
-    }
-    let oldest = windows
-        .iter()
-        .min_by_key(|(_, window)| window.last_used())
-        .map(|(key, _)| key.clone());
-    if let Some(oldest) = oldest {
-        windows.remove(&oldest);
+impl Stripe {
+    /// Before a new client's window goes in: drops the idle windows if the stripe is full or
+    /// was not swept for [`IDLE_MAX`], and the least recently used one if it is still full.
+    fn make_room(&mut self, now: Instant) {
+        let full = self.windows.len() >= TRACKED_PER_STRIPE_MAX;
+        if full || now.saturating_duration_since(self.swept_at) >= IDLE_MAX {
+            self.windows
+                .retain(|_, window| now.saturating_duration_since(window.last_used()) < IDLE_MAX);
+            self.swept_at = now;
+        }
+        if self.windows.len() < TRACKED_PER_STRIPE_MAX {
+            return;
+        }
+        let oldest = self
+            .windows
+            .iter()
+            .min_by_key(|(_, window)| window.last_used())
+            .map(|(key, _)| key.clone());
+        if let Some(oldest) = oldest {
+            self.windows.remove(&oldest);
+        }
     }
 }
 
