@@ -149,7 +149,11 @@ fn the_usage_kept_is_bounded_and_idle_clients_go_first() {
     // A new client after the idle time sweeps the idle ones of its stripe away.
     let later = start + IDLE_MAX + Duration::from_secs(1);
     produce(&usage, "u", "newcomer", 1, later);
-    assert!(usage.tracked() < tracked, "{} of {tracked}", usage.tracked());
+    assert!(
+        usage.tracked() < tracked,
+        "{} of {tracked}",
+        usage.tracked()
+    );
     // Later, new clients push out the idle ones: never more than the bound.
     for client in 0..clients {
         produce(&usage, "u", &format!("new-{client}"), 1, later);
