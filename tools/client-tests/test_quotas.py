@@ -1,7 +1,8 @@
 """Client quotas as users meet them: quotas set, listed and deleted with `ferrite quota`
 (AlterClientQuotas and DescribeClientQuotas; neither confluent-kafka nor kafka-python has an
 admin call for them), a confluent-kafka producer and consumer over their byte rate slowed to it
-and told so (librdkafka's throttle callback, from the responses' throttle_time_ms), a client id
+and told so (librdkafka's throttle callback, from the responses' throttle_time_ms), a client
+over its request percentage told so, a client id
 without a quota not slowed, full speed back once the quota is deleted, quotas that survive a
 restart, and in a cluster a quota set through one broker listed and enforced by every broker.
 
@@ -196,6 +197,27 @@ def test_a_consumer_over_its_byte_rate_is_slowed_to_it(broker):
     finally:
         consumer.close()
     assert rate <= BAND * FETCH_QUOTA, f"{rate:.0f} B/s with a quota of {FETCH_QUOTA} B/s"
+
+
+def test_a_client_over_its_request_percentage_is_throttled(broker):
+    topic = topic_name("quota-requests")
+    # A thousandth of a percent of a core: 10 µs of the broker's time per second.
+    ferrite_quota("set", "--bootstrap", broker.bootstrap, "--client-id", "busy", "--request-percentage", "0.001")
+
+    def throttled_after_sending(client_id, messages):
+        throttles = Throttles()
+        producer = Producer({"bootstrap.servers": broker.bootstrap, "client.id": client_id, "throttle_cb": throttles})
+        for _ in range(messages):
+            producer.produce(topic, b"r")
+            assert producer.flush(CLIENT_DEADLINE_S) == 0 or throttles.events
+            if throttles.events:
+                break
+        producer.poll(0)
+        producer.purge()
+        return throttles.events
+
+    assert throttled_after_sending("busy", 50), "the busy client was never told it is throttled"
+    assert throttled_after_sending("idle", 20) == []
 
 
 def test_quotas_are_described_by_entity_refused_when_invalid_and_survive_a_restart(broker):
