@@ -23,6 +23,7 @@ pub mod index;
 pub mod journal;
 pub mod log;
 pub mod mesh;
+pub mod quotas;
 pub mod random;
 pub mod rate_limited_log;
 pub mod resources;

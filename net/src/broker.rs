@@ -10,7 +10,7 @@
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use engine::catalog::{Catalog, CatalogError, Topic, OFFSETS_TOPIC};
@@ -31,10 +31,12 @@ use crate::handover::{Draining, Routing};
 use crate::listener::{ConnectionSecurity, Endpoint, ListenerName};
 use crate::metrics::ShardMetrics;
 use crate::old_versions::{Body, RefusedRequest, VersionedResponse};
+use crate::quotas::{self, ConnectionThrottle, QuotaUsage};
 use crate::request::{DecodedRequest, RequestError};
 use crate::response::{put_response, put_response_with};
 use crate::sasl::{self, SaslConfig};
 use crate::transactions::ShardTransactions;
+use engine::quotas::QuotaKey;
 
 /// The broker's settings that the protocol exposes.
 #[derive(Debug, Clone)]
@@ -121,6 +123,8 @@ pub struct Broker {
     pub catalog: Arc<Catalog>,
     /// The users' SCRAM credentials, which SASL checks (shared by every shard).
     pub credentials: Arc<Credentials>,
+    /// The client quotas and every client's usage of them (shared by every shard).
+    pub quotas: Arc<QuotaUsage>,
     pub config: BrokerConfig,
     pub metrics: Arc<ShardMetrics>,
     /// The other brokers and the controller, when this broker is one of several.
@@ -137,6 +141,7 @@ impl Broker {
         context: ShardContext,
         catalog: Arc<Catalog>,
         credentials: Arc<Credentials>,
+        quotas: Arc<QuotaUsage>,
         config: BrokerConfig,
         metrics: Arc<ShardMetrics>,
         cluster: Option<Rc<ShardCluster>>,
@@ -147,6 +152,7 @@ impl Broker {
             context,
             catalog,
             credentials,
+            quotas,
             config,
             metrics,
             cluster: cluster.map(Cluster::new),
@@ -167,14 +173,18 @@ impl Broker {
     /// (its listener and principal, `crate::listener`), right after its header is decoded and
     /// before it is dispatched: SaslHandshake and SaslAuthenticate change its authentication
     /// (`crate::sasl`) and principal here, and its authentication admits every other request or
-    /// closes the connection.
+    /// closes the connection. Once answered, the request's usage counts against the client's
+    /// quotas (`crate::quotas`): a client over one is told so in the response and `throttle`,
+    /// the connection's, is muted.
     pub async fn start(
         self: &Rc<Self>,
         frame: Bytes,
         peer: SocketAddr,
         security: &mut ConnectionSecurity,
         routing: &mut Routing,
+        throttle: &Rc<ConnectionThrottle>,
     ) -> Result<PendingReply, String> {
+        let request_bytes = frame.len() as u64;
         if security.authentication.expects_raw_token() {
             let reply = self.raw_sasl_token(&frame, security);
             return Ok(Box::pin(async move { Ok(reply) }));
@@ -205,6 +215,30 @@ impl Broker {
             correlation_id: request.correlation_id(),
         };
         let started_at = Instant::now();
+        // Who the quotas know the client as, when some quota is set.
+        let quota_client = self.quotas.is_active().then(|| {
+            let client_id = request.header.client_id.as_deref().unwrap_or_default();
+            (
+                quotas::quota_user(&security.principal).to_owned(),
+                client_id.to_owned(),
+            )
+        });
+        // A produce request's bytes count as it starts: the mute then holds back the next one.
+        let produce_throttle = match (&quota_client, header.api_key) {
+            (Some((user, client_id)), ApiKey::Produce) => {
+                let now = Instant::now();
+                let throttled = self.quotas.record(
+                    QuotaKey::ProducerByteRate,
+                    user,
+                    client_id,
+                    request_bytes as f64,
+                    now,
+                );
+                throttle.mute_until(now + throttled);
+                throttled
+            }
+            _ => Duration::ZERO,
+        };
         let broker = self.clone();
         let pending: PendingReply = match request
             .decode_body()
@@ -264,12 +298,37 @@ impl Broker {
                 }
             }
         };
+        let throttle = throttle.clone();
         Ok(Box::pin(async move {
-            let reply = pending.await;
+            let (mut reply, handling) = quotas::PollTimed::new(pending).await;
             let now = Instant::now();
             broker
                 .metrics
                 .request_answered(header.api_key, now - started_at, now);
+            if let (Some((user, client_id)), Ok(reply)) = (quota_client, reply.as_mut()) {
+                let record = |key, value| broker.quotas.record(key, &user, &client_id, value, now);
+                let fetch_throttle = match header.api_key {
+                    ApiKey::Fetch => record(
+                        QuotaKey::ConsumerByteRate,
+                        quotas::reply_bytes(reply) as f64,
+                    ),
+                    _ => Duration::ZERO,
+                };
+                let handling_throttle =
+                    record(QuotaKey::RequestPercentage, handling.as_nanos() as f64);
+                let throttled = produce_throttle.max(fetch_throttle).max(handling_throttle);
+                if !throttled.is_zero() {
+                    let throttle_ms = throttled.as_millis().min(i32::MAX as u128) as i32;
+                    quotas::set_throttle_time(
+                        reply,
+                        header.api_key,
+                        header.api_version,
+                        throttle_ms,
+                    );
+                    throttle.mute_until(now + throttled);
+                    broker.metrics.request_throttled(throttled);
+                }
+            }
             reply
         }))
     }
@@ -427,6 +486,12 @@ impl Broker {
             RequestKind::DescribeUserScramCredentials(request) => header.reply(
                 &handlers::describe_user_scram_credentials::handle(&self, request),
             ),
+            RequestKind::AlterClientQuotas(request) => {
+                header.reply(&handlers::alter_client_quotas::handle(&self, request).await)
+            }
+            RequestKind::DescribeClientQuotas(request) => {
+                header.reply(&handlers::describe_client_quotas::handle(&self, request))
+            }
             RequestKind::ConsumerGroupDescribe(request) => {
                 header.reply(&groups::consumer_group_describe::handle(&self, request).await)
             }

@@ -21,6 +21,7 @@ use std::rc::Rc;
 use bytes::BytesMut;
 use engine::batch::TransactionMarker;
 use engine::credentials::CredentialChange;
+use engine::quotas::QuotaChange;
 use engine::shard::{AppendKind, AppendPending, Durability, PartitionId};
 use ferrite_replication::cluster::{
     ClusterChangeError, OffsetsMarkerWriter, ShardCluster, TransactionVerification,
@@ -144,6 +145,11 @@ impl Cluster {
     /// See [`ShardCluster::alter_credentials`].
     pub fn alter_credentials(&self, changes: Vec<CredentialChange>) -> Change {
         answered(self.shard.alter_credentials(changes))
+    }
+
+    /// See [`ShardCluster::alter_client_quotas`].
+    pub fn alter_client_quotas(&self, changes: Vec<QuotaChange>) -> Change {
+        answered(self.shard.alter_client_quotas(changes))
     }
 
     /// See [`ShardCluster::submit_appends`].

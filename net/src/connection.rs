@@ -62,6 +62,7 @@ use crate::connection_limits::ConnectionSlot;
 use crate::frame::{frame_bytes, take_frame, FRAME_LENGTH_BYTES};
 use crate::handover::{self, Carried, HandoverRule, Routing};
 use crate::listener::ConnectionSecurity;
+use crate::quotas::ConnectionThrottle;
 use crate::send_file::Splicer;
 use crate::send_gathered::send_all;
 
@@ -366,6 +367,7 @@ async fn run_connection<R: AsyncRead + Unpin, W: AsyncWrite + Unpin + 'static>(
         config,
         places: Rc::new(Semaphore::new(config.pipeline_depth as u64)),
         budget: Rc::new(Semaphore::new(config.pipeline_bytes_max as u64)),
+        throttle: Rc::default(),
     };
     let read_end = read_requests(
         &mut reader,
@@ -560,6 +562,8 @@ struct Pipeline<'a> {
     places: Rc<Semaphore>,
     /// The bytes of those requests (`pipeline_bytes_max`).
     budget: Rc<Semaphore>,
+    /// The connection's mute while its client is over a quota (KIP-219).
+    throttle: Rc<ConnectionThrottle>,
 }
 
 /// How a drain before a move ended.
@@ -581,6 +585,7 @@ impl Pipeline<'_> {
         security: &mut ConnectionSecurity,
         routing: &mut Routing,
     ) -> Result<(), ConnectionEnd> {
+        self.wait_out_throttle().await?;
         let bytes = frame.len().min(self.config.pipeline_bytes_max) as u64;
         let Ok(place) = self.places.acquire_static_permit(1).await else {
             return Err(ConnectionEnd::Closed);
@@ -594,7 +599,7 @@ impl Pipeline<'_> {
         };
         let pending = self
             .broker
-            .start(frame, self.peer, security, routing)
+            .start(frame, self.peer, security, routing, &self.throttle)
             .await
             .map_err(ConnectionEnd::BadInput)?;
         let started = glommio::spawn_local(pending).detach();
@@ -610,6 +615,21 @@ impl Pipeline<'_> {
         // over.
         glommio::yield_if_needed().await;
         Ok(())
+    }
+
+    /// Starts no request while the connection is muted for its client's quota (KIP-219: the
+    /// broker reads nothing more from it until the throttle time has passed).
+    async fn wait_out_throttle(&self) -> Result<(), ConnectionEnd> {
+        let remaining = self.throttle.remaining(Instant::now());
+        if remaining.is_zero() {
+            return Ok(());
+        }
+        let waited = std::pin::pin!(glommio::timer::sleep(remaining));
+        let shutdown = std::pin::pin!(self.broker.context.shutdown_requested());
+        match select(waited, shutdown).await {
+            Either::Left(_) => Ok(()),
+            Either::Right(_) => Err(ConnectionEnd::Closed),
+        }
     }
 
     /// Waits until every request started was answered and its reply written (every place

@@ -43,6 +43,7 @@ pub mod handover;
 pub mod listener;
 pub mod metrics;
 pub mod old_versions;
+pub mod quotas;
 pub mod request;
 pub mod response;
 pub mod sasl;

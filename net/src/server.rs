@@ -43,6 +43,7 @@ use crate::connection_limits::{ConnectionLimits, ConnectionSlot, Refusal};
 use crate::groups::shard::{LocalOffsetsLog, OffsetsLog, ReplicatedOffsetsLog, ShardGroups};
 use crate::listener::{ConnectionSecurity, ListenerAddress, ListenerName};
 use crate::metrics::{MetricsRegistry, ShardSnapshot};
+use crate::quotas::QuotaUsage;
 use crate::tls::{principal_of, TlsServer};
 use crate::transactions::{ShardTransactions, TransactionsConfig};
 
@@ -52,6 +53,8 @@ pub struct ShardSetup {
     pub catalog: Arc<Catalog>,
     /// The users' SCRAM credentials (the data directory's, or the cluster image's).
     pub credentials: Arc<Credentials>,
+    /// The client quotas and their usage, shared by every shard.
+    pub quotas: Arc<QuotaUsage>,
     pub broker: BrokerConfig,
     pub metrics: MetricsRegistry,
     /// How often each shard publishes its [`ShardSnapshot`] (how stale the partition metrics
@@ -95,6 +98,7 @@ pub async fn serve_shard(
         context,
         setup.catalog,
         setup.credentials,
+        setup.quotas,
         setup.broker,
         metrics,
         cluster,

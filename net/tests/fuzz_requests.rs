@@ -375,6 +375,28 @@ fn valid(api_key: ApiKey, version: i16) -> Bytes {
                     .with_name(StrBytes::from_static_str("alice")),
             ]))
             .encode(out, version),
+        ApiKey::AlterClientQuotas => AlterClientQuotasRequest::default()
+            .with_entries(vec![alter_client_quotas_request::EntryData::default()
+                .with_entity(vec![
+                    alter_client_quotas_request::EntityData::default()
+                        .with_entity_type(StrBytes::from_static_str("user"))
+                        .with_entity_name(Some(StrBytes::from_static_str("alice"))),
+                    alter_client_quotas_request::EntityData::default()
+                        .with_entity_type(StrBytes::from_static_str("client-id")),
+                ])
+                .with_ops(vec![alter_client_quotas_request::OpData::default()
+                    .with_key(StrBytes::from_static_str("producer_byte_rate"))
+                    .with_value(1024.0)])])
+            .encode(out, version),
+        ApiKey::DescribeClientQuotas => DescribeClientQuotasRequest::default()
+            .with_components(vec![
+                describe_client_quotas_request::ComponentData::default()
+                    .with_entity_type(StrBytes::from_static_str("user"))
+                    .with_match_type(0)
+                    .with_match(Some(StrBytes::from_static_str("alice"))),
+            ])
+            .with_strict(true)
+            .encode(out, version),
         other => panic!("add a valid {other:?} request to the fuzz target"),
     }
     .unwrap();

@@ -13,12 +13,14 @@ use engine::batch::build::{batch, TestRecord};
 use engine::batch::{read_transaction_marker, BatchHeader, TransactionMarker};
 use engine::catalog::Catalog;
 use engine::credentials::Credentials;
+use engine::quotas::ClientQuotas;
 use engine::shard::{owner_shard, Durability, PartitionId, Runtime, RuntimeConfig, TopicLogConfig};
 use engine::LogConfig;
 use kafka_protocol::ResponseError;
 use net::broker::{Broker, BrokerConfig};
 use net::groups::shard::{GroupsConfig, LocalOffsetsLog, ShardGroups};
 use net::metrics::MetricsRegistry;
+use net::quotas::QuotaUsage;
 use net::transactions::markers::{write_markers, MarkerWrite};
 use net::transactions::{ShardTransactions, TransactionsConfig};
 
@@ -108,6 +110,9 @@ fn a_commit_marker_reaches_partitions_on_every_shard_of_a_broker_alone() {
                 context.clone(),
                 catalog,
                 Arc::new(Credentials::in_memory(Default::default())),
+                Arc::new(QuotaUsage::new(Arc::new(ClientQuotas::in_memory(
+                    Default::default(),
+                )))),
                 broker_config,
                 metrics,
                 None,

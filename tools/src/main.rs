@@ -24,6 +24,7 @@ mod group;
 mod metrics;
 mod partitioner;
 mod produce;
+mod quota;
 mod records;
 mod repair_log;
 mod serve;
@@ -75,6 +76,10 @@ enum Command {
     /// partitions).
     #[command(after_help = admin::EXIT_CODES_HELP)]
     Transactions(transactions::Arguments),
+    /// Set, delete and list client quotas (producer and consumer byte rates, request
+    /// percentage) per user and client id, on a running broker.
+    #[command(after_help = admin::EXIT_CODES_HELP)]
+    Quota(quota::Arguments),
     /// Set, delete and list the users SASL authenticates (SCRAM credentials), online or (set)
     /// in a stopped broker's data directory.
     #[command(after_help = admin::EXIT_CODES_HELP)]
@@ -108,6 +113,10 @@ fn main() -> ExitCode {
         Command::Transactions(arguments) => {
             end_quietly_on_a_closed_pipe();
             transactions::run(arguments)
+        }
+        Command::Quota(arguments) => {
+            end_quietly_on_a_closed_pipe();
+            quota::run(arguments)
         }
         Command::User(arguments) => {
             end_quietly_on_a_closed_pipe();

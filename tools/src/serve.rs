@@ -28,6 +28,7 @@ use std::time::{Duration, Instant};
 use engine::catalog::{Catalog, OFFSETS_TOPIC, TRANSACTION_STATE_TOPIC};
 use engine::credentials::Credentials;
 use engine::data_dir_lock::DataDirLock;
+use engine::quotas::ClientQuotas;
 use engine::shard::listen::{retry_while_in_use, ListenReservation, IN_USE_WAIT};
 use engine::shard::{Runtime, RuntimeConfig, TopicLogConfig};
 use ferrite_replication::cluster::{
@@ -43,6 +44,7 @@ use net::groups::{prepare_offsets_topic, LegacyRecordConversion};
 use net::handover::HandoverRule;
 use net::listener::{Endpoint, ListenerAddress};
 use net::metrics::MetricsRegistry;
+use net::quotas::QuotaUsage;
 use net::server::ShardSetup;
 use net::tls::TlsServer;
 use net::transactions::prepare_transaction_state_topic;
@@ -231,6 +233,17 @@ pub fn run(arguments: Arguments) -> ExitCode {
             }
         },
     };
+    // A broker alone keeps them in its data directory; a cluster's follow the metadata log.
+    let quotas = match &cluster_state {
+        Some(state) => state.quotas.clone(),
+        None => match ClientQuotas::open(&settings.data_dir) {
+            Ok(quotas) => Arc::new(quotas),
+            Err(error) => {
+                eprintln!("ferrite serve: {error}");
+                return ExitCode::from(2);
+            }
+        },
+    };
     config.cpus = Some(if settings.cpuset.is_empty() {
         (0..cores).collect()
     } else {
@@ -261,6 +274,7 @@ pub fn run(arguments: Arguments) -> ExitCode {
     let setup = ShardSetup {
         catalog,
         credentials,
+        quotas: Arc::new(QuotaUsage::new(quotas)),
         broker: broker_config,
         metrics: registry,
         metrics_snapshot_interval: Duration::from_secs(1),

@@ -12,7 +12,7 @@ use super::shard::{ShardMetrics, TopicTraffic};
 
 /// A metric that is one number per shard: name, type, help text, and where a shard keeps it.
 type ShardValue = fn(&ShardMetrics) -> &AtomicU64;
-const SHARD_VALUES: [(&str, &str, &str, ShardValue); 14] = [
+const SHARD_VALUES: [(&str, &str, &str, ShardValue); 16] = [
     (
         "ferrite_connections_accepted_total",
         "counter",
@@ -100,6 +100,19 @@ const SHARD_VALUES: [(&str, &str, &str, ShardValue); 14] = [
         "counter",
         "Produced record batch bytes copied out of their request's buffer before the append.",
         |m| &m.produce_bytes_copied,
+    ),
+    (
+        "ferrite_quota_throttled_requests_total",
+        "counter",
+        "Requests after which a client over its quota (producer_byte_rate, consumer_byte_rate, \
+         request_percentage) was throttled: told throttle_time_ms and its connection muted.",
+        |m| &m.requests_throttled,
+    ),
+    (
+        "ferrite_quota_throttle_time_ms_total",
+        "counter",
+        "Milliseconds of throttle time given to clients over their quotas.",
+        |m| &m.throttle_time_ms,
     ),
 ];
 

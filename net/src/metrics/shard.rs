@@ -58,6 +58,8 @@ pub struct ShardMetrics {
     pub(super) bytes_sent: AtomicU64,
     pub(super) bytes_spliced: AtomicU64,
     pub(super) produce_bytes_copied: AtomicU64,
+    pub(super) requests_throttled: AtomicU64,
+    pub(super) throttle_time_ms: AtomicU64,
     /// Topics this shard's clients produced to or fetched from; topics that no longer exist
     /// are forgotten when the next snapshot is published, so this is bounded by the catalog.
     pub(super) topics: Mutex<HashMap<String, TopicTraffic>>,
@@ -82,6 +84,8 @@ impl Default for ShardMetrics {
             bytes_sent: AtomicU64::new(0),
             bytes_spliced: AtomicU64::new(0),
             produce_bytes_copied: AtomicU64::new(0),
+            requests_throttled: AtomicU64::new(0),
+            throttle_time_ms: AtomicU64::new(0),
             topics: Mutex::default(),
             snapshot: Mutex::default(),
         }
@@ -126,6 +130,15 @@ impl ShardMetrics {
         let recent = api.recent.get_or_insert_with(|| RecentLatencies::new(now));
         recent.rotate(now);
         recent.current.saturating_record(micros);
+    }
+
+    /// A client over its quota was throttled for `throttle` after a request.
+    pub fn request_throttled(&self, throttle: Duration) {
+        add(&self.requests_throttled, 1);
+        add(
+            &self.throttle_time_ms,
+            throttle.as_millis().min(u128::from(u64::MAX)) as u64,
+        );
     }
 
     /// A connection was accepted.

@@ -636,6 +636,7 @@ fn the_exposition_of_a_fixed_state_is_unchanged() {
     zero.bytes_sent(1_000, true);
     one.bytes_sent(24, false);
     one.produce_bytes_copied(512);
+    one.request_throttled(Duration::from_millis(250));
     zero.batch_produced("orders", 1_000, 10);
     one.batch_produced("a \"quoted\"\\topic\n", 70, 1);
     one.records_fetched("orders", 900);

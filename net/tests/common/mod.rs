@@ -14,6 +14,7 @@ use std::time::Duration;
 use bytes::{Buf, Bytes, BytesMut};
 use engine::catalog::Catalog;
 use engine::credentials::Credentials;
+use engine::quotas::ClientQuotas;
 use engine::shard::listen::ListenReservation;
 use engine::shard::{Runtime, RuntimeConfig, TopicLogConfig};
 use engine::LogConfig;
@@ -33,6 +34,7 @@ use net::connection_limits::ConnectionLimits;
 use net::groups::shard::{GroupsConfig, LocalOffsetsLog, ShardGroups};
 use net::listener::{Endpoint, ListenerAddress, ListenerName};
 use net::metrics::MetricsRegistry;
+use net::quotas::QuotaUsage;
 use net::server::ShardSetup;
 
 pub const DEADLINE: Duration = Duration::from_secs(30);
@@ -272,6 +274,9 @@ fn start_runtime(
     let setup = ShardSetup {
         catalog,
         credentials: Arc::new(Credentials::open(data_dir).unwrap()),
+        quotas: Arc::new(QuotaUsage::new(Arc::new(
+            ClientQuotas::open(data_dir).unwrap(),
+        ))),
         broker: broker_config,
         metrics: metrics.clone(),
         // Short, so that tests see the partition metrics soon.

@@ -58,6 +58,9 @@ pub(super) async fn follow_metadata(
             if *state.credentials.table() != *image.credentials() {
                 state.credentials.replace_all(image.credentials().clone());
             }
+            if *state.quotas.table() != *image.quotas() {
+                state.quotas.replace_all(image.quotas().clone());
+            }
             state.image.store(image.clone());
             if let Err(error) = mirror(
                 &context,

@@ -35,6 +35,7 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use engine::credentials::{CredentialTable, Credentials};
+use engine::quotas::{ClientQuotas, QuotaTable};
 use engine::shard::ReplicaPlacement;
 
 use crate::controller::{ControllerError, ProducerIdPool};
@@ -137,6 +138,9 @@ pub struct ClusterState {
     /// The users' SCRAM credentials as the image last applied has them (the metadata follower
     /// publishes them before the image), which SASL authenticates against.
     pub credentials: Arc<Credentials>,
+    /// The client quotas as the image last applied has them (the metadata follower publishes
+    /// them before the image), which every shard enforces.
+    pub quotas: Arc<ClientQuotas>,
 }
 
 impl ClusterState {
@@ -149,6 +153,7 @@ impl ClusterState {
             internal_topic_requested: Default::default(),
             producer_ids: Arc::default(),
             credentials: Arc::new(Credentials::in_memory(CredentialTable::new())),
+            quotas: Arc::new(ClientQuotas::in_memory(QuotaTable::new())),
         })
     }
 

@@ -22,6 +22,7 @@ use engine::catalog::{
     TRANSACTION_STATE_TOPIC,
 };
 use engine::credentials::CredentialChange;
+use engine::quotas::QuotaChange;
 use engine::shard::{AppendKind, AppendPending, Durability, PartitionId};
 use futures::future::LocalBoxFuture;
 
@@ -430,6 +431,26 @@ impl ShardCluster {
             records: changes
                 .iter()
                 .map(MetadataRecord::of_credential_change)
+                .collect(),
+        };
+        let replication = self.replication.clone();
+        let state = self.state.clone();
+        Box::pin(async move {
+            let index = replication.ask_controller(request).await?;
+            shown_here(|| state.image().last_applied_index() >= index).await
+        })
+    }
+
+    /// Asks the controller to make `changes` to the client quotas; resolves once this broker
+    /// enforces them.
+    pub fn alter_client_quotas(
+        &self,
+        changes: Vec<QuotaChange>,
+    ) -> LocalBoxFuture<'static, Result<(), ClusterChangeError>> {
+        let request = ControllerRequest::AlterClientQuotas {
+            records: changes
+                .iter()
+                .map(MetadataRecord::of_quota_change)
                 .collect(),
         };
         let replication = self.replication.clone();

@@ -13,10 +13,10 @@ use engine::topic_config;
 use super::wire::{ControllerRequest, Outcome};
 use super::{apply, random_uuid, within, Controller, Planned};
 use crate::metadata::{
-    plan_allocate_producer_ids, plan_alter_configs, plan_alter_credentials,
-    plan_cancel_reassignment, plan_complete_reassignment, plan_create_partitions,
-    plan_create_topic, plan_delete_topic, plan_liveness, plan_reassign, MetadataImage,
-    MetadataRecord, NewTopic, PlanError,
+    plan_allocate_producer_ids, plan_alter_client_quotas, plan_alter_configs,
+    plan_alter_credentials, plan_cancel_reassignment, plan_complete_reassignment,
+    plan_create_partitions, plan_create_topic, plan_delete_topic, plan_liveness, plan_reassign,
+    MetadataImage, MetadataRecord, NewTopic, PlanError,
 };
 use crate::replica::{Acks, PartitionReplica, ProduceError};
 use crate::RoleKind;
@@ -224,6 +224,9 @@ impl Controller {
             } => plan_allocate_producer_ids(image, node_id, incarnation, PRODUCER_ID_BLOCK),
             ControllerRequest::AlterCredentials { records } => {
                 plan_alter_credentials(image, records)
+            }
+            ControllerRequest::AlterClientQuotas { records } => {
+                Ok(plan_alter_client_quotas(records))
             }
         }
     }

@@ -79,6 +79,11 @@ pub enum ControllerRequest {
     AlterCredentials {
         records: Vec<MetadataRecord>,
     },
+    /// AlterClientQuotas: client quota records (`ClientQuota`) the broker that took the
+    /// request checked.
+    AlterClientQuotas {
+        records: Vec<MetadataRecord>,
+    },
 }
 
 /// One IncrementalAlterConfigs operation on one key.

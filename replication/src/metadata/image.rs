@@ -19,6 +19,7 @@
 use std::collections::BTreeMap;
 
 use engine::credentials::{self, CredentialChange, CredentialTable};
+use engine::quotas::{self, QuotaChange, QuotaTable};
 
 use super::records::{
     BrokerRegistration, MetadataRecord, PartitionAssignment, ProducerIdBlock, Replica,
@@ -97,7 +98,7 @@ pub enum Applied {
 }
 
 /// The metadata as of an index of the metadata log.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct MetadataImage {
     last_applied_index: Index,
     brokers: BTreeMap<NodeId, BrokerState>,
@@ -108,6 +109,8 @@ pub struct MetadataImage {
     producer_id_blocks: BTreeMap<NodeId, ProducerIdBlock>,
     /// The users' SCRAM credentials, which every broker authenticates clients against.
     credentials: CredentialTable,
+    /// The client quotas every broker enforces.
+    quotas: QuotaTable,
 }
 
 impl MetadataImage {
@@ -235,6 +238,13 @@ impl MetadataImage {
                     None => Applied::Stale("a SCRAM mechanism this broker does not know"),
                 }
             }
+            MetadataRecord::ClientQuota(_) => match record.quota_change() {
+                Some(change) => {
+                    quotas::apply(&mut self.quotas, std::slice::from_ref(&change));
+                    Applied::Changed
+                }
+                None => Applied::Stale("a client quota this broker does not know"),
+            },
         }
     }
 
@@ -372,6 +382,11 @@ impl MetadataImage {
         &self.credentials
     }
 
+    /// The client quotas.
+    pub fn quotas(&self) -> &QuotaTable {
+        &self.quotas
+    }
+
     pub fn topics(&self) -> impl Iterator<Item = (&str, &TopicImage)> {
         self.topics
             .iter()
@@ -459,6 +474,15 @@ impl MetadataImage {
                     user: user.clone(),
                     mechanism,
                     credential: credential.clone(),
+                })
+            }));
+        }
+        for (entity, values) in &self.quotas {
+            records.extend(values.iter().map(|(&key, &value)| {
+                MetadataRecord::of_quota_change(&QuotaChange {
+                    entity: entity.clone(),
+                    key,
+                    value: Some(value),
                 })
             }));
         }

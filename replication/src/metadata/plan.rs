@@ -378,6 +378,15 @@ fn changeable_topic<'image>(
 #[cfg(test)]
 mod tests;
 
+/// Changes the client quotas (AlterClientQuotas, checked as Kafka checks it by the broker that
+/// took the request): only client quota records of a key this broker knows are kept.
+pub fn plan_alter_client_quotas(records: Vec<MetadataRecord>) -> Vec<MetadataRecord> {
+    records
+        .into_iter()
+        .filter(|record| record.quota_change().is_some())
+        .collect()
+}
+
 /// Changes the users' SCRAM credentials (AlterUserScramCredentials, checked as Kafka checks it
 /// by the broker that took the request): `records` must all be credential records of a known
 /// mechanism; removing a credential that is not there changes nothing.

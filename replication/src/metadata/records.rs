@@ -8,6 +8,7 @@
 //! release read the batches an older one wrote.
 
 use engine::credentials::{CredentialChange, ScramCredential, ScramMechanism};
+use engine::quotas::{EntityName, QuotaChange, QuotaEntity, QuotaKey};
 use rkyv::rancor;
 use rkyv::util::AlignedVec;
 use thiserror::Error;
@@ -205,6 +206,19 @@ pub enum MetadataRecord {
     /// A broker (re-)registered, with an address per listener; a new incarnation starts
     /// fenced.
     RegisterBroker(BrokerRegistration),
+    /// Sets or removes one client quota of one entity (Kafka's ClientQuotaRecord).
+    ClientQuota(ClientQuotaRecord),
+}
+
+/// One client quota of one entity: each part of the entity absent (`None`), the default of its
+/// type (`Some(None)`) or named; the value as the bits of Kafka's double.
+#[derive(Debug, Clone, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub struct ClientQuotaRecord {
+    pub user: Option<Option<String>>,
+    pub client_id: Option<Option<String>>,
+    pub key: String,
+    pub value_bits: u64,
+    pub remove: bool,
 }
 
 /// A user's SCRAM credential for one mechanism (Kafka's number for it: 1 SCRAM-SHA-256, 2
@@ -243,6 +257,43 @@ impl MetadataRecord {
                 }
             }
         }
+    }
+
+    /// The record of a change to the client quotas.
+    pub fn of_quota_change(change: &QuotaChange) -> MetadataRecord {
+        let part =
+            |name: &Option<EntityName>| name.as_ref().map(|name| name.to_wire().map(str::to_owned));
+        MetadataRecord::ClientQuota(ClientQuotaRecord {
+            user: part(&change.entity.user),
+            client_id: part(&change.entity.client_id),
+            key: change.key.name().to_owned(),
+            value_bits: change.value.unwrap_or(0.0).to_bits(),
+            remove: change.value.is_none(),
+        })
+    }
+
+    /// The change to the client quotas this record makes, if it is one of a key this broker
+    /// knows for an entity of a user, a client id or both.
+    pub fn quota_change(&self) -> Option<QuotaChange> {
+        let MetadataRecord::ClientQuota(record) = self else {
+            return None;
+        };
+        let part = |name: &Option<Option<String>>| {
+            name.as_ref()
+                .map(|name| EntityName::from_wire(name.as_deref()))
+        };
+        let entity = QuotaEntity {
+            user: part(&record.user),
+            client_id: part(&record.client_id),
+        };
+        if entity.user.is_none() && entity.client_id.is_none() {
+            return None;
+        }
+        Some(QuotaChange {
+            entity,
+            key: QuotaKey::from_name(&record.key)?,
+            value: (!record.remove).then(|| f64::from_bits(record.value_bits)),
+        })
     }
 
     /// The change to the users' credentials this record makes, if it is one of theirs with a
@@ -406,6 +457,13 @@ mod tests {
             ],
             rpc_address: "10.0.0.3:9093".to_owned(),
             shard_count: 2,
+        }));
+        records.push(MetadataRecord::ClientQuota(ClientQuotaRecord {
+            user: Some(None),
+            client_id: Some(Some("app".to_owned())),
+            key: "producer_byte_rate".to_owned(),
+            value_bits: 1024f64.to_bits(),
+            remove: false,
         }));
         records
     }

@@ -26,13 +26,13 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::messages::{
-    AlterPartitionReassignmentsRequest, AlterUserScramCredentialsRequest, ApiVersionsRequest,
-    ApiVersionsResponse, CreateTopicsRequest, DeleteTopicsRequest, DescribeConfigsRequest,
-    DescribeGroupsRequest, DescribeTransactionsRequest, DescribeUserScramCredentialsRequest,
-    FetchRequest, FindCoordinatorRequest, IncrementalAlterConfigsRequest, ListGroupsRequest,
-    ListOffsetsRequest, ListPartitionReassignmentsRequest, ListTransactionsRequest,
-    MetadataRequest, OffsetCommitRequest, OffsetFetchRequest, ProduceRequest, RequestHeader,
-    ResponseHeader,
+    AlterClientQuotasRequest, AlterPartitionReassignmentsRequest, AlterUserScramCredentialsRequest,
+    ApiVersionsRequest, ApiVersionsResponse, CreateTopicsRequest, DeleteTopicsRequest,
+    DescribeClientQuotasRequest, DescribeConfigsRequest, DescribeGroupsRequest,
+    DescribeTransactionsRequest, DescribeUserScramCredentialsRequest, FetchRequest,
+    FindCoordinatorRequest, IncrementalAlterConfigsRequest, ListGroupsRequest, ListOffsetsRequest,
+    ListPartitionReassignmentsRequest, ListTransactionsRequest, MetadataRequest,
+    OffsetCommitRequest, OffsetFetchRequest, ProduceRequest, RequestHeader, ResponseHeader,
 };
 use kafka_protocol::protocol::{
     Decodable, Encodable, HeaderVersion, Request, StrBytes, VersionRange,
@@ -94,6 +94,8 @@ client_versions! {
     DescribeTransactionsRequest => "DescribeTransactions", 0..=0;
     AlterUserScramCredentialsRequest => "AlterUserScramCredentials", 0..=0;
     DescribeUserScramCredentialsRequest => "DescribeUserScramCredentials", 0..=0;
+    AlterClientQuotasRequest => "AlterClientQuotas", 0..=1;
+    DescribeClientQuotasRequest => "DescribeClientQuotas", 0..=1;
 }
 
 /// Why a request got no usable answer.

@@ -454,3 +454,59 @@ fn users_credentials_are_set_replaced_removed_and_kept_in_a_snapshot() {
     let rebuilt = MetadataImage::from_snapshot(6, &image.to_records());
     assert_eq!(rebuilt.credentials(), image.credentials());
 }
+
+fn quota(user: Option<Option<&str>>, key: &str, value: Option<f64>) -> MetadataRecord {
+    MetadataRecord::ClientQuota(super::super::records::ClientQuotaRecord {
+        user: user.map(|name| name.map(str::to_owned)),
+        client_id: None,
+        key: key.to_owned(),
+        value_bits: value.unwrap_or(0.0).to_bits(),
+        remove: value.is_none(),
+    })
+}
+
+#[test]
+fn client_quotas_are_set_removed_and_kept_in_a_snapshot() {
+    use engine::quotas::{EntityName, QuotaEntity, QuotaKey};
+    let mut image = MetadataImage::default();
+    let alice = QuotaEntity {
+        user: Some(EntityName::Named("alice".to_owned())),
+        client_id: None,
+    };
+    let default_user = QuotaEntity {
+        user: Some(EntityName::Default),
+        client_id: None,
+    };
+    for (index, record) in [
+        quota(Some(Some("alice")), "producer_byte_rate", Some(1024.0)),
+        quota(Some(Some("alice")), "consumer_byte_rate", Some(2048.0)),
+        quota(Some(None), "request_percentage", Some(12.5)),
+        quota(Some(Some("alice")), "consumer_byte_rate", None),
+    ]
+    .iter()
+    .enumerate()
+    {
+        assert!(matches!(
+            image.apply(index as u64 + 1, record),
+            Applied::Changed
+        ));
+    }
+    // A key this broker does not know, or an entity of nothing, changes nothing anywhere.
+    assert!(matches!(
+        image.apply(5, &quota(Some(Some("alice")), "bogus", Some(1.0))),
+        Applied::Stale(_)
+    ));
+    assert!(matches!(
+        image.apply(6, &quota(None, "producer_byte_rate", Some(1.0))),
+        Applied::Stale(_)
+    ));
+    assert_eq!(image.quotas().len(), 2);
+    assert_eq!(image.quotas()[&alice].len(), 1);
+    assert_eq!(image.quotas()[&alice][&QuotaKey::ProducerByteRate], 1024.0);
+    assert_eq!(
+        image.quotas()[&default_user][&QuotaKey::RequestPercentage],
+        12.5
+    );
+    let rebuilt = MetadataImage::from_snapshot(6, &image.to_records());
+    assert_eq!(rebuilt.quotas(), image.quotas());
+}
