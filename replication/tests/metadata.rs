@@ -55,7 +55,7 @@ fn record() -> impl Strategy<Value = MetadataRecord> {
     prop_oneof![
         (node_id(), 0u64..3, "[a-z.]{0,8}", any::<u16>(), 0u32..4).prop_map(
             |(node_id, incarnation, host, kafka_port, shard_count)| {
-                MetadataRecord::RegisterBroker(BrokerRegistration {
+                MetadataRecord::RegisterBroker(Box::new(BrokerRegistration {
                     node_id,
                     incarnation,
                     rpc_address: format!("{host}:{}", kafka_port.wrapping_add(1)),
@@ -65,7 +65,7 @@ fn record() -> impl Strategy<Value = MetadataRecord> {
                         port: kafka_port,
                     }],
                     shard_count,
-                })
+                }))
             }
         ),
         node_id().prop_map(|node_id| MetadataRecord::FenceBroker { node_id }),
@@ -299,7 +299,7 @@ proptest! {
         // Node ids with gaps, so that nothing depends on their being 0..B.
         for (node_id, &shard_count) in (1u64..).step_by(3).zip(&shard_counts) {
             apply(&mut image, vec![
-                MetadataRecord::RegisterBroker(registration(node_id, shard_count)),
+                MetadataRecord::RegisterBroker(Box::new(registration(node_id, shard_count))),
                 MetadataRecord::UnfenceBroker { node_id },
             ]);
         }

@@ -125,7 +125,7 @@ mod tests {
     #[test]
     fn an_entry_batch_carries_its_records() {
         let records = vec![
-            MetadataRecord::RegisterBroker(BrokerRegistration {
+            MetadataRecord::RegisterBroker(Box::new(BrokerRegistration {
                 node_id: 1,
                 incarnation: 2,
                 endpoints: vec![ListenerEndpoint {
@@ -135,7 +135,7 @@ mod tests {
                 }],
                 rpc_address: "h:9093".into(),
                 shard_count: 1,
-            }),
+            })),
             MetadataRecord::UnfenceBroker { node_id: 1 },
         ];
         let mut bytes = entry_batch(&records, 5);

@@ -158,7 +158,7 @@ impl Controller {
                 Ok(if known {
                     vec![]
                 } else {
-                    vec![MetadataRecord::RegisterBroker(registration)]
+                    vec![MetadataRecord::RegisterBroker(Box::new(registration))]
                 })
             }
             ControllerRequest::CreateTopic {

@@ -215,7 +215,10 @@ mod tests {
                 rpc_address: "127.0.0.1:9192".to_owned(),
                 shard_count: 2,
             };
-            image.apply(node_id, &MetadataRecord::RegisterBroker(registration));
+            image.apply(
+                node_id,
+                &MetadataRecord::RegisterBroker(Box::new(registration)),
+            );
             image.apply(node_id, &MetadataRecord::UnfenceBroker { node_id });
         }
         let assignments = Placement::of(&image).assign(0..10, 3);

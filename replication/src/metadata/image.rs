@@ -430,7 +430,9 @@ impl MetadataImage {
     pub fn to_records(&self) -> Vec<MetadataRecord> {
         let mut records = Vec::new();
         for broker in self.brokers.values() {
-            records.push(MetadataRecord::RegisterBroker(broker.registration.clone()));
+            records.push(MetadataRecord::RegisterBroker(Box::new(
+                broker.registration.clone(),
+            )));
             if !broker.fenced {
                 records.push(MetadataRecord::UnfenceBroker {
                     node_id: broker.registration.node_id,

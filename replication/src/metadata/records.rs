@@ -135,8 +135,10 @@ impl ProducerIdBlock {
 /// One change to the cluster's metadata. Applying a record is total: one that no longer fits
 /// the image (a stale or repeated proposal) changes nothing, the same way on every broker.
 ///
-/// rkyv tells variants apart by their order: a new record goes at the end, and a record's
-/// fields never change (`a_batch_an_earlier_build_wrote_still_decodes`).
+/// rkyv tells variants apart by their order and lays a batch's records out at the stride of the
+/// largest variant: a new record goes at the end with its fields in a `Box` (archived as one
+/// relative pointer, so the stride never grows), and a record's fields never change
+/// (`a_batch_an_earlier_build_wrote_still_decodes`).
 #[derive(Debug, Clone, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub enum MetadataRecord {
     /// A broker (re-)registered, as earlier builds wrote it; applied as
@@ -205,9 +207,9 @@ pub enum MetadataRecord {
     },
     /// A broker (re-)registered, with an address per listener; a new incarnation starts
     /// fenced.
-    RegisterBroker(BrokerRegistration),
+    RegisterBroker(Box<BrokerRegistration>),
     /// Sets or removes one client quota of one entity (Kafka's ClientQuotaRecord).
-    ClientQuota(ClientQuotaRecord),
+    ClientQuota(Box<ClientQuotaRecord>),
 }
 
 /// One client quota of one entity: each part of the entity absent (`None`), the default of its
@@ -263,13 +265,13 @@ impl MetadataRecord {
     pub fn of_quota_change(change: &QuotaChange) -> MetadataRecord {
         let part =
             |name: &Option<EntityName>| name.as_ref().map(|name| name.to_wire().map(str::to_owned));
-        MetadataRecord::ClientQuota(ClientQuotaRecord {
+        MetadataRecord::ClientQuota(Box::new(ClientQuotaRecord {
             user: part(&change.entity.user),
             client_id: part(&change.entity.client_id),
             key: change.key.name().to_owned(),
             value_bits: change.value.unwrap_or(0.0).to_bits(),
             remove: change.value.is_none(),
-        })
+        }))
     }
 
     /// The change to the client quotas this record makes, if it is one of a key this broker
@@ -440,31 +442,33 @@ mod tests {
 
     fn every_kind_of_record() -> Vec<MetadataRecord> {
         let mut records = every_kind_of_record_of_584c9d2();
-        records.push(MetadataRecord::RegisterBroker(BrokerRegistration {
-            node_id: 3,
-            incarnation: 78,
-            endpoints: vec![
-                ListenerEndpoint {
-                    listener: Some("PLAINTEXT".to_owned()),
-                    host: "10.0.0.3".to_owned(),
-                    port: 9092,
-                },
-                ListenerEndpoint {
-                    listener: Some("SASL_SSL".to_owned()),
-                    host: "broker-3.example.com".to_owned(),
-                    port: 9094,
-                },
-            ],
-            rpc_address: "10.0.0.3:9093".to_owned(),
-            shard_count: 2,
-        }));
-        records.push(MetadataRecord::ClientQuota(ClientQuotaRecord {
+        records.push(MetadataRecord::RegisterBroker(Box::new(
+            BrokerRegistration {
+                node_id: 3,
+                incarnation: 78,
+                endpoints: vec![
+                    ListenerEndpoint {
+                        listener: Some("PLAINTEXT".to_owned()),
+                        host: "10.0.0.3".to_owned(),
+                        port: 9092,
+                    },
+                    ListenerEndpoint {
+                        listener: Some("SASL_SSL".to_owned()),
+                        host: "broker-3.example.com".to_owned(),
+                        port: 9094,
+                    },
+                ],
+                rpc_address: "10.0.0.3:9093".to_owned(),
+                shard_count: 2,
+            },
+        )));
+        records.push(MetadataRecord::ClientQuota(Box::new(ClientQuotaRecord {
             user: Some(None),
             client_id: Some(Some("app".to_owned())),
             key: "producer_byte_rate".to_owned(),
             value_bits: 1024f64.to_bits(),
             remove: false,
-        }));
+        })));
         records
     }
 
@@ -495,8 +499,11 @@ mod tests {
     #[test]
     fn a_registration_gives_each_listener_its_address_and_an_old_one_its_only_one() {
         let records = every_kind_of_record();
-        let MetadataRecord::RegisterBroker(registration) = records.last().unwrap() else {
-            panic!("the last record is a registration");
+        let Some(MetadataRecord::RegisterBroker(registration)) = records
+            .iter()
+            .find(|record| matches!(record, MetadataRecord::RegisterBroker(_)))
+        else {
+            panic!("a registration is among every kind of record");
         };
         let port_for = |registration: &BrokerRegistration, listener| {
             registration

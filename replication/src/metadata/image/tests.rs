@@ -41,7 +41,7 @@ fn create(name: &str, id: u8, partitions: Vec<Vec<Replica>>) -> MetadataRecord {
 fn brokers_register_fenced_and_fencing_follows_their_runs() {
     let mut image = MetadataImage::default();
     let first_run = registration(1, 10);
-    let register = MetadataRecord::RegisterBroker(first_run.clone());
+    let register = MetadataRecord::RegisterBroker(Box::new(first_run.clone()));
     assert_eq!(image.apply(1, &register), Applied::Changed);
     assert!(image.broker(1).is_some_and(|broker| broker.fenced));
     assert_eq!(image.live_brokers().count(), 0);
@@ -55,7 +55,7 @@ fn brokers_register_fenced_and_fencing_follows_their_runs() {
     // The same run registering again stays live; a new run starts fenced.
     assert_eq!(image.apply(3, &register), Applied::Changed);
     assert_eq!(image.live_brokers().count(), 1);
-    let restarted = MetadataRecord::RegisterBroker(registration(1, 11));
+    let restarted = MetadataRecord::RegisterBroker(Box::new(registration(1, 11)));
     assert!(!image.has_run(1, 11) && !image.is_live_run(1, 11));
     assert_eq!(image.apply(4, &restarted), Applied::Changed);
     assert_eq!(image.live_brokers().count(), 0);
@@ -78,7 +78,7 @@ fn brokers_register_fenced_and_fencing_follows_their_runs() {
         ..registration(2, 1)
     };
     assert!(matches!(
-        image.apply(8, &MetadataRecord::RegisterBroker(shardless)),
+        image.apply(8, &MetadataRecord::RegisterBroker(Box::new(shardless))),
         Applied::Stale(_)
     ));
     assert!(image.broker(2).is_none());
@@ -302,8 +302,14 @@ fn a_move_involves_old_and_new_replicas_until_it_completes() {
 #[test]
 fn a_snapshot_rebuilds_the_image() {
     let mut image = MetadataImage::default();
-    image.apply(1, &MetadataRecord::RegisterBroker(registration(1, 1)));
-    image.apply(1, &MetadataRecord::RegisterBroker(registration(2, 1)));
+    image.apply(
+        1,
+        &MetadataRecord::RegisterBroker(Box::new(registration(1, 1))),
+    );
+    image.apply(
+        1,
+        &MetadataRecord::RegisterBroker(Box::new(registration(2, 1))),
+    );
     image.apply(2, &MetadataRecord::UnfenceBroker { node_id: 2 });
     image.apply(
         3,
@@ -370,8 +376,14 @@ fn producer_id_blocks_are_handed_out_once_in_increasing_order() {
 #[test]
 fn a_snapshot_keeps_the_next_producer_id_and_each_brokers_block() {
     let mut image = MetadataImage::default();
-    image.apply(1, &MetadataRecord::RegisterBroker(registration(1, 1)));
-    image.apply(1, &MetadataRecord::RegisterBroker(registration(2, 1)));
+    image.apply(
+        1,
+        &MetadataRecord::RegisterBroker(Box::new(registration(1, 1))),
+    );
+    image.apply(
+        1,
+        &MetadataRecord::RegisterBroker(Box::new(registration(2, 1))),
+    );
     // Interleaved: broker 1's latest block is past broker 2's, and broker 3 got one but is
     // not registered (yet, as the image says).
     image.apply(2, &block(1, 1, 0, 1_000));
@@ -456,13 +468,13 @@ fn users_credentials_are_set_replaced_removed_and_kept_in_a_snapshot() {
 }
 
 fn quota(user: Option<Option<&str>>, key: &str, value: Option<f64>) -> MetadataRecord {
-    MetadataRecord::ClientQuota(super::super::records::ClientQuotaRecord {
+    MetadataRecord::ClientQuota(Box::new(super::super::records::ClientQuotaRecord {
         user: user.map(|name| name.map(str::to_owned)),
         client_id: None,
         key: key.to_owned(),
         value_bits: value.unwrap_or(0.0).to_bits(),
         remove: value.is_none(),
-    })
+    }))
 }
 
 #[test]

@@ -19,7 +19,7 @@ fn cluster(count: u64, shards: u32) -> MetadataImage {
             rpc_address: format!("localhost:{}", 9100 + node_id),
             shard_count: shards,
         };
-        image.apply(1, &MetadataRecord::RegisterBroker(registration));
+        image.apply(1, &MetadataRecord::RegisterBroker(Box::new(registration)));
         image.apply(1, &MetadataRecord::UnfenceBroker { node_id });
     }
     image
