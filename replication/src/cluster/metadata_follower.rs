@@ -14,6 +14,7 @@
 //! completed move leaves it out (after a restart, of every partition placed elsewhere).
 
 use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
@@ -41,8 +42,10 @@ pub(super) async fn follow_metadata(
     catalog: Arc<Catalog>,
     controller_leader_observed: ControllerLeaderObserver,
     incarnation: u64,
+    data_dir: PathBuf,
 ) {
     let mut applied = 0;
+    let mut cluster_id_settled = false;
     let mut hosted = Hosted {
         replicas: BTreeMap::new(),
         incarnation,
@@ -59,6 +62,9 @@ pub(super) async fn follow_metadata(
                 state.credentials.replace_all(image.credentials().clone());
             }
             state.image.store(image.clone());
+            if !cluster_id_settled {
+                cluster_id_settled = adopt_cluster_id(&state, &image, &data_dir);
+            }
             if let Err(error) = mirror(
                 &context,
                 &state,
@@ -187,6 +193,30 @@ async fn mirror(
 }
 
 /// The shard of each replica `image` places on broker `node_id`.
+/// Takes the cluster id the log holds if this broker has none yet, and stores it in the data
+/// directory (see `crate::cluster_id`); returns whether there is nothing more to do about it
+/// (the id was taken, or this broker's own differs, which is said once).
+fn adopt_cluster_id(state: &ClusterState, image: &MetadataImage, data_dir: &Path) -> bool {
+    let Some(id) = image.cluster_id() else {
+        return false;
+    };
+    if state.cluster_id.adopt(id) {
+        match crate::cluster_id::store(data_dir, id) {
+            Ok(()) => eprintln!("ferrite: this broker joined cluster {id}"),
+            Err(error) => {
+                eprintln!("ferrite: joined cluster {id}, but cannot store its id: {error}")
+            }
+        }
+    } else if *state.cluster_id.get() != id {
+        eprintln!(
+            "ferrite: the metadata log names cluster {id}, but this broker's data directory \
+             belongs to cluster {}; its peers of cluster {id} refuse it",
+            state.cluster_id.get()
+        );
+    }
+    true
+}
+
 fn placement_on(image: &MetadataImage, node_id: NodeId) -> HashMap<PartitionId, usize> {
     image
         .topics()

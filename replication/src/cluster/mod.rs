@@ -40,6 +40,7 @@ use engine::shard::ReplicaPlacement;
 use crate::controller::{ControllerError, ProducerIdPool};
 use crate::metadata::MetadataImage;
 use crate::shard::LeaderTable;
+use crate::transport::peer_auth::{ClusterIdentity, ClusterSecret};
 use crate::NodeId;
 
 pub use markers::{
@@ -54,10 +55,6 @@ pub use verification::{
     VerificationRefusal, WireVerified,
 };
 
-/// The cluster's id: brokers of another cluster are refused on the inter-broker listener, and
-/// clients see it in Metadata.
-pub const CLUSTER_ID: &str = "ferrite";
-
 /// How this broker takes part in a cluster (from `ferrite serve`'s flags).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClusterSettings {
@@ -70,6 +67,9 @@ pub struct ClusterSettings {
     /// How often a partition leader hands leadership back to its preferred replica; `None`:
     /// never.
     pub leader_imbalance_check_interval: Option<Duration>,
+    /// The secret every peer must prove it holds (`--cluster-secret-file`); `None`: the
+    /// inter-broker port believes any caller.
+    pub secret: Option<ClusterSecret>,
 }
 
 /// A broker as clients see it in Metadata (Kafka's broker ids are `i32`; `ferrite serve`
@@ -137,6 +137,9 @@ pub struct ClusterState {
     /// The users' SCRAM credentials as the image last applied has them (the metadata follower
     /// publishes them before the image), which SASL authenticates against.
     pub credentials: Arc<Credentials>,
+    /// The cluster's id as this broker knows it (empty until stored or adopted; see
+    /// `crate::cluster_id`): said in its hellos, checked in its peers', answered in Metadata.
+    pub cluster_id: ClusterIdentity,
 }
 
 impl ClusterState {
@@ -149,6 +152,7 @@ impl ClusterState {
             internal_topic_requested: Default::default(),
             producer_ids: Arc::default(),
             credentials: Arc::new(Credentials::in_memory(CredentialTable::new())),
+            cluster_id: ClusterIdentity::new(""),
         })
     }
 

@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 
 use engine::batch::CheckedBatch;
 use engine::catalog::PRODUCER_ID_BLOCK;
+use engine::log_rate_limited;
 use engine::topic_config;
 
 use super::wire::{ControllerRequest, Outcome};
@@ -18,6 +19,7 @@ use crate::metadata::{
     plan_create_topic, plan_delete_topic, plan_liveness, plan_reassign, MetadataImage,
     MetadataRecord, NewTopic, PlanError,
 };
+use crate::cluster_id;
 use crate::replica::{Acks, PartitionReplica, ProduceError};
 use crate::RoleKind;
 
@@ -73,12 +75,21 @@ impl Controller {
             u64::try_from(self.inner.config.session_timeout.as_millis()).unwrap_or(u64::MAX);
         self.decide(|controller, image| {
             let heartbeats_ms = controller.inner.heartbeats_ms.borrow();
-            Ok(plan_liveness(
+            let mut records = plan_liveness(
                 image,
                 &heartbeats_ms,
                 controller.now_ms(),
                 session_timeout_ms,
-            ))
+            );
+            // A new cluster (or one from before cluster ids) gets its id from its first
+            // leader's first check (see `crate::cluster_id`).
+            if image.cluster_id().is_none() {
+                match cluster_id::generate() {
+                    Ok(id) => records.push(MetadataRecord::ClusterId { id }),
+                    Err(error) => log_rate_limited!("ferrite: controller: {error}"),
+                }
+            }
+            Ok(records)
         })
         .await
     }

@@ -108,6 +108,8 @@ pub struct MetadataImage {
     producer_id_blocks: BTreeMap<NodeId, ProducerIdBlock>,
     /// The users' SCRAM credentials, which every broker authenticates clients against.
     credentials: CredentialTable,
+    /// The cluster's id, once a controller leader proposed it (see `crate::cluster_id`).
+    cluster_id: Option<String>,
 }
 
 impl MetadataImage {
@@ -230,6 +232,16 @@ impl MetadataImage {
                         Applied::Changed
                     }
                     None => Applied::Stale("a SCRAM mechanism this broker does not know"),
+                }
+            }
+            MetadataRecord::ClusterId { id } => {
+                if self.cluster_id.is_some() {
+                    Applied::Stale("the cluster has an id already")
+                } else if !crate::cluster_id::is_valid(id) {
+                    Applied::Stale("not a cluster id")
+                } else {
+                    self.cluster_id = Some(id.clone());
+                    Applied::Changed
                 }
             }
         }
@@ -369,6 +381,11 @@ impl MetadataImage {
         &self.credentials
     }
 
+    /// The cluster's id, once the log holds one.
+    pub fn cluster_id(&self) -> Option<&str> {
+        self.cluster_id.as_deref()
+    }
+
     pub fn topics(&self) -> impl Iterator<Item = (&str, &TopicImage)> {
         self.topics
             .iter()
@@ -411,6 +428,9 @@ impl MetadataImage {
     /// id again.
     pub fn to_records(&self) -> Vec<MetadataRecord> {
         let mut records = Vec::new();
+        if let Some(id) = &self.cluster_id {
+            records.push(MetadataRecord::ClusterId { id: id.clone() });
+        }
         for broker in self.brokers.values() {
             records.push(MetadataRecord::RegisterBroker(broker.registration.clone()));
             if !broker.fenced {

@@ -146,6 +146,11 @@ pub enum MetadataRecord {
         user: String,
         mechanism: i8,
     },
+    /// The cluster's id (see `crate::cluster_id`), proposed by the first controller leader
+    /// that finds none; the first committed stays.
+    ClusterId {
+        id: String,
+    },
 }
 
 /// A user's SCRAM credential for one mechanism (Kafka's number for it: 1 SCRAM-SHA-256, 2

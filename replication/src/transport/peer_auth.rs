@@ -82,6 +82,15 @@ pub enum SecretError {
     TooShort { path: String, bytes: usize },
 }
 
+/// Secrets compare in constant time, as proofs do.
+impl PartialEq for ClusterSecret {
+    fn eq(&self, other: &ClusterSecret) -> bool {
+        bool::from(self.0.ct_eq(&other.0))
+    }
+}
+
+impl Eq for ClusterSecret {}
+
 impl ClusterSecret {
     /// The secret in `bytes` (tests; brokers read it with [`ClusterSecret::read_file`]).
     pub fn new(bytes: &[u8]) -> ClusterSecret {

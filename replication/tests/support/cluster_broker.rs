@@ -50,6 +50,7 @@ impl ClusterBroker {
             default_replication_factor: u16::try_from(peers.len()).unwrap(),
             controller_voters: peers.len(),
             leader_imbalance_check_interval: None,
+            secret: None,
             peers,
         };
         let state = ClusterState::new(settings);
