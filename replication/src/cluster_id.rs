@@ -31,11 +31,17 @@ pub const CLUSTER_ID_CHARS: usize = 22;
 #[derive(Debug, thiserror::Error)]
 pub enum ClusterIdError {
     #[error("cannot read {path}: {error}")]
-    Read { path: PathBuf, error: std::io::Error },
+    Read {
+        path: PathBuf,
+        error: std::io::Error,
+    },
     #[error("{path} holds {found:?}, not a cluster id (22 characters of URL-safe base64)")]
     Invalid { path: PathBuf, found: String },
     #[error("cannot write {path}: {error}")]
-    Write { path: PathBuf, error: std::io::Error },
+    Write {
+        path: PathBuf,
+        error: std::io::Error,
+    },
     #[error("no randomness for a cluster id: {0}")]
     Random(getrandom::Error),
 }

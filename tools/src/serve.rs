@@ -239,16 +239,15 @@ pub fn run(arguments: Arguments) -> ExitCode {
             }
             state.cluster_id.clone()
         }
-        (None, Ok(stored)) => match stored.map_or_else(
-            || cluster_id::stored_or_new(&settings.data_dir),
-            Ok,
-        ) {
-            Ok(id) => ClusterIdentity::new(id),
-            Err(error) => {
-                eprintln!("ferrite serve: {error}");
-                return ExitCode::from(2);
+        (None, Ok(stored)) => {
+            match stored.map_or_else(|| cluster_id::stored_or_new(&settings.data_dir), Ok) {
+                Ok(id) => ClusterIdentity::new(id),
+                Err(error) => {
+                    eprintln!("ferrite serve: {error}");
+                    return ExitCode::from(2);
+                }
             }
-        },
+        }
     };
     config.replicated_partitions = cluster_state.as_ref().map(|state| state.placement.clone());
     // A broker alone keeps them in its data directory; a cluster's follow the metadata log.

@@ -122,7 +122,8 @@ fn answer(
     };
     if api_version >= 2 {
         let cluster_id = config.cluster_id.get();
-        response.with_cluster_id((!cluster_id.is_empty()).then(|| str_bytes(cluster_id.to_string())))
+        response
+            .with_cluster_id((!cluster_id.is_empty()).then(|| str_bytes(cluster_id.to_string())))
     } else {
         response
     }

@@ -13,13 +13,13 @@ use engine::topic_config;
 
 use super::wire::{ControllerRequest, Outcome};
 use super::{apply, random_uuid, within, Controller, Planned};
+use crate::cluster_id;
 use crate::metadata::{
     plan_allocate_producer_ids, plan_alter_configs, plan_alter_credentials,
     plan_cancel_reassignment, plan_complete_reassignment, plan_create_partitions,
     plan_create_topic, plan_delete_topic, plan_liveness, plan_reassign, MetadataImage,
     MetadataRecord, NewTopic, PlanError,
 };
-use crate::cluster_id;
 use crate::replica::{Acks, PartitionReplica, ProduceError};
 use crate::RoleKind;
 

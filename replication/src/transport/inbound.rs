@@ -297,6 +297,15 @@ async fn handshake(
     }
     let frame = match reader.next_frame(stream, lifecycle).await {
         Ok(Some(frame)) => frame,
+        // A peer that finds our proof wrong closes here: with a secret, that is a peer
+        // that does not hold ours.
+        Ok(None) if config.secret.is_some() => {
+            return Some(InboundEnd::Unauthenticated(
+                "it closed the connection instead of proving it holds the cluster secret (it \
+                 may hold another, or refuse our cluster id)"
+                    .to_string(),
+            ))
+        }
         Ok(None) => {
             return Some(InboundEnd::Refused(
                 "closed before proving itself (it may have refused our challenge)".to_string(),
