@@ -122,11 +122,18 @@ class Cluster:
     killed, frozen and restarted on the same addresses and data directory, and, on Namespaces,
     cut off from the other brokers."""
 
-    def __init__(self, tmp_path, network, node_count=len(NODE_IDS), cores=1, broker_args=()):
+    def __init__(self, tmp_path, network, node_count=len(NODE_IDS), cores=1, broker_args=(), secret=True):
         self.tmp_path = tmp_path
         self.network = network
         self.cores = cores
         self.broker_args = list(broker_args)  # more `ferrite serve` flags for every broker
+        # The brokers authenticate each other with a shared secret (`--cluster-secret-file`)
+        # unless `secret` is False: the cluster as it should be run, under every fault test.
+        self.secret_file = None
+        if secret:
+            self.secret_file = tmp_path / "cluster.secret"
+            self.secret_file.write_text(os.urandom(36).hex() + "\n")
+            self.broker_args += ["--cluster-secret-file", str(self.secret_file)]
         self.node_ids = tuple(range(1, node_count + 1))
         self.brokers = {}  # node id -> Broker
         self.rpc_addresses = {}  # node id -> (host, port) of its inter-broker listener
@@ -413,11 +420,12 @@ def _ip(*arguments):
     assert completed.returncode == 0, f"ip {' '.join(arguments)} failed: {completed.stderr.strip()}"
 
 
-def running_cluster(request, tmp_path, network, node_count=len(NODE_IDS), cores=1, broker_args=()):
+def running_cluster(request, tmp_path, network, node_count=len(NODE_IDS), cores=1, broker_args=(), secret=True):
     """`node_count` running brokers of `cores` shards (and `broker_args`) on `network` that list
-    each other; all stopped with SIGTERM at the end, each of which must exit 0."""
+    each other and share a secret (none if not `secret`); all stopped with SIGTERM at the end,
+    each of which must exit 0."""
     assert FERRITE_RELEASE_BIN, "FERRITE_RELEASE_BIN is not set: run the tests with tools/client-tests.sh"
-    instance = Cluster(tmp_path, network, node_count, cores, broker_args)
+    instance = Cluster(tmp_path, network, node_count, cores, broker_args, secret)
     try:
         try:
             instance.start()
@@ -434,6 +442,13 @@ def running_cluster(request, tmp_path, network, node_count=len(NODE_IDS), cores=
 @pytest.fixture
 def cluster(request, tmp_path):
     yield from running_cluster(request, tmp_path, Loopback())
+
+
+@pytest.fixture
+def unauthenticated_cluster(request, tmp_path):
+    """Three brokers without a cluster secret: the inter-broker port believes anyone (as
+    before secrets)."""
+    yield from running_cluster(request, tmp_path, Loopback(), secret=False)
 
 
 @pytest.fixture
