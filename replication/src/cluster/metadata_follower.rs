@@ -14,7 +14,7 @@
 //! completed move leaves it out (after a restart, of every partition placed elsewhere).
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,7 +22,7 @@ use std::time::Duration;
 use engine::catalog::{is_internal_topic, Catalog, CatalogError};
 use engine::shard::{PartitionId, ShardContext};
 
-use super::start::ControllerLeaderObserver;
+use super::start::ClusterStart;
 use super::ClusterState;
 use crate::controller::Controller;
 use crate::metadata::{MetadataImage, Replica, TopicImage};
@@ -32,18 +32,22 @@ use crate::NodeId;
 /// How often the controller's shard looks for newly applied metadata.
 const SYNC_INTERVAL: Duration = Duration::from_millis(20);
 
-/// Follows the metadata log until shutdown (see the module documentation). `incarnation` is
-/// this run's, as the broker registered.
+/// Follows the metadata log until shutdown (see the module documentation), for the broker
+/// `start` describes (its incarnation is this run's, as the broker registered).
 pub(super) async fn follow_metadata(
     context: ShardContext,
-    state: Arc<ClusterState>,
+    start: ClusterStart,
     controller: Controller,
     replication: Rc<ShardReplication>,
-    catalog: Arc<Catalog>,
-    controller_leader_observed: ControllerLeaderObserver,
-    incarnation: u64,
-    data_dir: PathBuf,
 ) {
+    let ClusterStart {
+        state,
+        catalog,
+        data_dir,
+        incarnation,
+        controller_leader_observed,
+        ..
+    } = start;
     let mut applied = 0;
     let mut cluster_id_settled = false;
     let mut hosted = Hosted {

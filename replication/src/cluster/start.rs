@@ -204,13 +204,9 @@ pub async fn start_shard(
         .detach();
         glommio::spawn_local(follow_metadata(
             context.clone(),
-            start.state.clone(),
+            start.clone(),
             controller,
             replication.clone(),
-            start.catalog.clone(),
-            start.controller_leader_observed.clone(),
-            start.incarnation,
-            start.data_dir.clone(),
         ))
         .detach();
     }
