@@ -1,7 +1,10 @@
 //! The inter-broker transport on loopback, with real glommio executors: messages with payloads
 //! both ways between two brokers, reconnection to a peer that starts late and restarts, bad
-//! input refused per connection, and several shards on one address. Every wait is for a
-//! condition, with a deadline.
+//! input refused per connection, and several shards on one address; and the handshake: an
+//! impostor without the cluster secret (none, a wrong one, a replayed proof) refused before its
+//! message is handled, a broker of a wrong secret or another cluster never connecting while a
+//! fresh one with the secret does, a claimed node id from another address refused. Every wait
+//! is for a condition, with a deadline.
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -732,6 +735,35 @@ fn only_a_broker_of_our_secret_and_cluster_connects() {
             .iter()
             .all(|received| received.from_node == 1));
         sender.close().await;
+        receiver.close().await;
+    })
+    .join()
+    .unwrap();
+}
+
+#[test]
+fn a_hello_from_another_address_than_the_claimed_nodes_is_refused() {
+    let reservation = reserve();
+    // Node 1 is configured on another machine; the hello claiming it comes from loopback.
+    let peers: BTreeMap<u64, SocketAddr> = BTreeMap::from([
+        (1, "192.0.2.1:9192".parse().unwrap()),
+        (2, reservation.address()),
+    ]);
+    run("claimed-address", move || async move {
+        let (receiver, inbox) = start(config(2, 0, &peers));
+        let message =
+            wire(frame::encode(FrameKind::Message, &note(0), payload(0), 1 << 20).unwrap());
+        refused(
+            receiver.local_address(),
+            &then(handshake_without_secret(), &message),
+            false,
+        )
+        .await;
+        wait_for("the refusal counted", || {
+            receiver.stats().connections_refused == 1
+        })
+        .await;
+        assert!(inbox.borrow().is_empty());
         receiver.close().await;
     })
     .join()
