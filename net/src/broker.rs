@@ -7,6 +7,7 @@
 //! each partition's order) and returns the rest as a future, which the connection awaits
 //! concurrently with later requests while it writes responses strictly in request order.
 
+use ferrite_replication::transport::peer_auth::ClusterIdentity;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -45,7 +46,9 @@ pub struct BrokerConfig {
     /// The addresses clients are told to connect to (Metadata, FindCoordinator), one per
     /// listener: a client is told the one of the listener it came in on.
     pub advertised: Vec<Endpoint>,
-    pub cluster_id: String,
+    /// The cluster's id as this broker knows it (Metadata answers null while a new cluster's
+    /// brokers have not agreed on it yet).
+    pub cluster_id: ClusterIdentity,
     /// Create a topic on the first Metadata or Produce request that names it.
     pub auto_create_topics: bool,
     /// Partitions of an auto-created topic, and of CreateTopics with -1.

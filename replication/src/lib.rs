@@ -46,6 +46,7 @@
 //! beyond the driver's byte budget.
 
 pub mod cluster;
+pub mod cluster_id;
 pub mod controller;
 mod log;
 mod message;

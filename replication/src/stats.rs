@@ -30,6 +30,12 @@ pub struct ReplicationStats {
     /// shard's transport dropped unsent: the oldest of a full queue to a slow or unreachable
     /// peer, or those being written when a connection failed. Raft and the callers resend.
     pub transport_messages_dropped: u64,
+    /// Inbound inter-broker connections the shard's transport closed in their handshake or
+    /// for a bad frame (another cluster or version, a node not in `--peers`, a failed proof).
+    pub transport_connections_refused: u64,
+    /// Inter-broker connections, either way, whose peer failed to prove it holds the
+    /// cluster's secret (or has none while this broker has one).
+    pub transport_authentication_failures: u64,
     /// How late each tick of the shard's replication clock ran after its timer was due: the
     /// wait for the shard's turn (the work queued ahead of it on the shard, and the time the
     /// operating system gave the core to other threads), which every message, completion and
@@ -190,6 +196,8 @@ impl ReplicationStats {
         self.fetches_held += other.fetches_held;
         self.fetch_floor_waits += other.fetch_floor_waits;
         self.transport_messages_dropped += other.transport_messages_dropped;
+        self.transport_connections_refused += other.transport_connections_refused;
+        self.transport_authentication_failures += other.transport_authentication_failures;
         for (mine, theirs) in self.stages.iter_mut().zip(&other.stages) {
             mine.merge(theirs);
         }

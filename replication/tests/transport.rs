@@ -1,7 +1,10 @@
 //! The inter-broker transport on loopback, with real glommio executors: messages with payloads
 //! both ways between two brokers, reconnection to a peer that starts late and restarts, bad
-//! input refused per connection, and several shards on one address. Every wait is for a
-//! condition, with a deadline.
+//! input refused per connection, and several shards on one address; and the handshake: an
+//! impostor without the cluster secret (none, a wrong one, a replayed proof) refused before its
+//! message is handled, a broker of a wrong secret or another cluster never connecting while a
+//! fresh one with the secret does, a claimed node id from another address refused. Every wait
+//! is for a condition, with a deadline.
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -20,7 +23,10 @@ use glommio::net::TcpStream;
 use glommio::LocalExecutorBuilder;
 
 use ferrite_replication::transport::frame::{self, FrameKind};
-use ferrite_replication::transport::handshake::{self, Hello, PROTOCOL_VERSION};
+use ferrite_replication::transport::handshake::{self, Challenge, Hello, Proof, PROTOCOL_VERSION};
+use ferrite_replication::transport::peer_auth::{
+    ClusterIdentity, ClusterSecret, Role, Transcript, NONCE_BYTES,
+};
 use ferrite_replication::transport::{Received, Transport, TransportConfig};
 
 const CLUSTER: &str = "test-cluster";
@@ -237,15 +243,41 @@ async fn refused(to: SocketAddr, bytes: &[u8], end_writes: bool) {
     if end_writes {
         stream.shutdown(std::net::Shutdown::Write).await.unwrap();
     }
-    let mut buffer = [0u8; 16];
-    let read = std::pin::pin!(stream.read(&mut buffer));
-    let deadline = std::pin::pin!(glommio::timer::sleep(DEADLINE));
-    match select(read, deadline).await {
-        // The transport never writes: a read ends with the close (EOF, or a reset if it
-        // closed with our bytes unread).
-        Either::Left((Ok(0) | Err(_), _)) => {}
-        Either::Left((Ok(read), _)) => panic!("the transport wrote {read} bytes"),
-        Either::Right(_) => panic!("the connection was not closed"),
+    wait_closed(&mut stream).await;
+}
+
+/// Reads `stream` until the transport closes it (EOF, or a reset if it closed with our bytes
+/// unread); what it wrote before (a challenge) is dropped. Returns the bytes read.
+async fn wait_closed(stream: &mut TcpStream) -> usize {
+    let mut total = 0;
+    let mut buffer = [0u8; 4096];
+    let started = Instant::now();
+    loop {
+        let read = std::pin::pin!(stream.read(&mut buffer));
+        let deadline = std::pin::pin!(glommio::timer::sleep(DEADLINE));
+        match select(read, deadline).await {
+            Either::Left((Ok(0) | Err(_), _)) => return total,
+            Either::Left((Ok(read), _)) => total += read,
+            Either::Right(_) => panic!("the connection was not closed"),
+        }
+        assert!(
+            started.elapsed() < DEADLINE,
+            "the connection was not closed"
+        );
+    }
+}
+
+/// Reads one frame (a challenge) off `stream`.
+async fn read_frame(stream: &mut TcpStream) -> frame::Frame {
+    let mut received = BytesMut::new();
+    let mut buffer = [0u8; 4096];
+    loop {
+        if let Some(frame) = frame::take_frame(&mut received, 1 << 20).unwrap() {
+            return frame;
+        }
+        let read = stream.read(&mut buffer).await.unwrap();
+        assert!(read > 0, "closed before a whole frame");
+        received.extend_from_slice(&buffer[..read]);
     }
 }
 
@@ -255,13 +287,33 @@ fn wire(frame: frame::OutboundFrame) -> Vec<u8> {
     wire
 }
 
-fn hello(cluster_id: &str, version: u32) -> Vec<u8> {
+/// A hello from node `node_id` of `cluster_id` speaking `version`.
+fn hello_from(node_id: u64, cluster_id: &str, version: u32) -> Vec<u8> {
     let hello = Hello {
         cluster_id: cluster_id.to_string(),
-        node_id: 9,
+        node_id,
         shard: 0,
+        nonce: [9; NONCE_BYTES],
     };
     wire(handshake::encode_with_version(&hello, version, 1 << 20).unwrap())
+}
+
+/// A hello from node 1 of `cluster_id` speaking `version`.
+fn hello(cluster_id: &str, version: u32) -> Vec<u8> {
+    hello_from(1, cluster_id, version)
+}
+
+/// A proof frame carrying `proof` (empty: what a broker without a secret sends).
+fn proof(proof: &[u8]) -> Vec<u8> {
+    let proof = Proof {
+        proof: proof.to_vec(),
+    };
+    wire(handshake::encode_frame(FrameKind::Proof, &proof, 1 << 20).unwrap())
+}
+
+/// A hello from node 1 and its proof, as a broker without a secret sends them.
+fn handshake_without_secret() -> Vec<u8> {
+    then(hello(CLUSTER, PROTOCOL_VERSION), &proof(&[]))
 }
 
 fn then(mut first: Vec<u8>, second: &[u8]) -> Vec<u8> {
@@ -283,7 +335,7 @@ fn bad_input_closes_only_its_own_connection() {
         let (receiver, inbox) = start(receiver_config);
         let receiver_address = receiver.local_address();
         let frame_bytes_max = config(2, 0, &peers).frame_bytes_max;
-        let good = hello(CLUSTER, PROTOCOL_VERSION);
+        let good = handshake_without_secret();
         let message =
             wire(frame::encode(FrameKind::Message, &note(1), payload(1), 1 << 20).unwrap());
 
@@ -328,6 +380,16 @@ fn bad_input_closes_only_its_own_connection() {
                 false,
             ),
             ("a message before the hello", message.clone(), false),
+            (
+                "a message instead of the proof",
+                then(hello(CLUSTER, PROTOCOL_VERSION), &message),
+                false,
+            ),
+            (
+                "a hello from a node not in --peers",
+                then(hello_from(9, CLUSTER, PROTOCOL_VERSION), &proof(&[])),
+                false,
+            ),
             ("a second hello", then(good.clone(), &good), false),
             ("silence instead of a hello", Vec::new(), false),
         ];
@@ -448,11 +510,8 @@ fn connections_over_the_limit_are_closed_at_once() {
         let mut config = config(2, 0, &peers);
         config.inbound_connections_max = 1;
         let (receiver, _) = start(config);
-        let mut first = TcpStream::connect(receiver.local_address()).await.unwrap();
-        first
-            .write_all(&hello(CLUSTER, PROTOCOL_VERSION))
-            .await
-            .unwrap();
+        // Open, saying nothing yet (a hello from a node not in --peers would close it).
+        let first = TcpStream::connect(receiver.local_address()).await.unwrap();
         refused(
             receiver.local_address(),
             &hello(CLUSTER, PROTOCOL_VERSION),
@@ -475,7 +534,7 @@ fn closing_does_not_wait_for_a_peer_that_stopped_reading() {
         (2, reservations[1].address()),
     ]);
     run("stalled-peer", move || async move {
-        // Node 2 accepts and never reads (a stopped process).
+        // Node 2 accepts, answers the handshake, and then never reads (a stopped process).
         let listener = glommio::net::TcpListener::bind(peers[&2]).unwrap();
         let (sender, _) = start(config(1, 0, &peers));
         let large = Bytes::from(vec![7u8; 512 << 10]);
@@ -483,7 +542,21 @@ fn closing_does_not_wait_for_a_peer_that_stopped_reading() {
         for sequence in 0..64 {
             sender.send(2, &note(sequence), large.clone()).unwrap();
         }
-        let _accepted = listener.accept().await.unwrap();
+        let mut accepted = listener.accept().await.unwrap();
+        let hello = read_frame(&mut accepted).await;
+        assert_eq!(hello.kind, FrameKind::Hello);
+        let challenge = Challenge {
+            cluster_id: CLUSTER.to_string(),
+            node_id: 2,
+            nonce: [2; NONCE_BYTES],
+            proof: Vec::new(),
+        };
+        accepted
+            .write_all(&wire(
+                handshake::encode_frame(FrameKind::Challenge, &challenge, 1 << 20).unwrap(),
+            ))
+            .await
+            .unwrap();
         wait_for("the writer to start writing", || {
             sender.stats().messages_sent > 0
         })
@@ -494,6 +567,204 @@ fn closing_does_not_wait_for_a_peer_that_stopped_reading() {
             matches!(select(close, deadline).await, Either::Left(_)),
             "close waited for the stalled peer"
         );
+    })
+    .join()
+    .unwrap();
+}
+
+/// Node 1's proof for the challenge in `frame`, made with `secret`, after a hello of
+/// [`hello`]'s nonce.
+fn proof_for(secret: &ClusterSecret, frame: &frame::Frame) -> Vec<u8> {
+    assert_eq!(frame.kind, FrameKind::Challenge);
+    let challenge: Challenge =
+        frame::decode_header(&frame.header, &mut rkyv::util::AlignedVec::new()).unwrap();
+    let transcript = Transcript {
+        connector_nonce: &[9; NONCE_BYTES],
+        acceptor_nonce: &challenge.nonce,
+        connector_cluster_id: CLUSTER,
+        acceptor_cluster_id: &challenge.cluster_id,
+    };
+    secret.prove(Role::Connector, 1, &transcript).to_vec()
+}
+
+/// Says hello as node 1 on a raw connection, answers the challenge with the proof `prove`
+/// makes of it, sends a message, and returns the connection.
+async fn raw_peer(
+    to: SocketAddr,
+    prove: impl FnOnce(&frame::Frame) -> Vec<u8>,
+    sequence: u64,
+) -> TcpStream {
+    let mut stream = TcpStream::connect(to).await.unwrap();
+    stream
+        .write_all(&hello(CLUSTER, PROTOCOL_VERSION))
+        .await
+        .unwrap();
+    let challenge = read_frame(&mut stream).await;
+    let message = wire(
+        frame::encode(
+            FrameKind::Message,
+            &note(sequence),
+            payload(sequence),
+            1 << 20,
+        )
+        .unwrap(),
+    );
+    // Whatever the transport does with the proof, the message is already on its way.
+    let _ = stream
+        .write_all(&then(proof(&prove(&challenge)), &message))
+        .await;
+    stream
+}
+
+#[test]
+fn an_impostor_without_the_secret_is_refused_before_its_message_is_handled() {
+    let reservations = [reserve(), reserve()];
+    let peers: BTreeMap<u64, SocketAddr> = BTreeMap::from([
+        (1, reservations[0].address()),
+        (2, reservations[1].address()),
+    ]);
+    run("impostor", move || async move {
+        let secret = ClusterSecret::new(&[42; 32]);
+        let mut receiver_config = config(2, 0, &peers);
+        receiver_config.secret = Some(secret.clone());
+        let (receiver, inbox) = start(receiver_config);
+        let address = receiver.local_address();
+
+        // No secret: an empty proof, and a message right behind it.
+        let mut impostor = raw_peer(address, |_| Vec::new(), 0).await;
+        wait_closed(&mut impostor).await;
+        // A wrong secret.
+        let wrong = ClusterSecret::new(&[43; 32]);
+        let mut impostor = raw_peer(address, |frame| proof_for(&wrong, frame), 1).await;
+        wait_closed(&mut impostor).await;
+        // A proof made with the secret, but replayed from another connection's challenge (its
+        // nonce differs from this one's).
+        let replayed = secret.prove(
+            Role::Connector,
+            1,
+            &Transcript {
+                connector_nonce: &[9; NONCE_BYTES],
+                acceptor_nonce: &[0; NONCE_BYTES],
+                connector_cluster_id: CLUSTER,
+                acceptor_cluster_id: CLUSTER,
+            },
+        );
+        let mut impostor = raw_peer(address, |_| replayed.to_vec(), 2).await;
+        wait_closed(&mut impostor).await;
+        assert_eq!(receiver.stats().authentication_failures, 3);
+        assert_eq!(receiver.stats().messages_received, 0);
+        assert!(
+            inbox.borrow().is_empty(),
+            "no impostor's message was handled"
+        );
+
+        // The same steps with the secret: the message is handled, from node 1.
+        let _peer = raw_peer(address, |frame| proof_for(&secret, frame), 3).await;
+        wait_for("the authenticated peer's message", || {
+            inbox.borrow().len() == 1
+        })
+        .await;
+        assert_eq!(inbox.borrow()[0].from_node, 1);
+        assert_eq!(inbox.borrow()[0].message, note(3));
+        receiver.close().await;
+    })
+    .join()
+    .unwrap();
+}
+
+#[test]
+fn only_a_broker_of_our_secret_and_cluster_connects() {
+    let reservations = [reserve(), reserve()];
+    let peers: BTreeMap<u64, SocketAddr> = BTreeMap::from([
+        (1, reservations[0].address()),
+        (2, reservations[1].address()),
+    ]);
+    run("secret-and-cluster", move || async move {
+        let secret = ClusterSecret::new(&[42; 32]);
+        let mut receiver_config = config(2, 0, &peers);
+        receiver_config.secret = Some(secret.clone());
+        let (receiver, inbox) = start(receiver_config);
+
+        // A wrong secret, none, another cluster: each sender keeps trying and never gets a
+        // message through.
+        let senders: [(&str, Option<ClusterSecret>, &str); 3] = [
+            (
+                "a wrong secret",
+                Some(ClusterSecret::new(&[43; 32])),
+                CLUSTER,
+            ),
+            ("no secret", None, CLUSTER),
+            ("another cluster", Some(secret.clone()), "other-cluster"),
+        ];
+        for (case, sender_secret, cluster_id) in senders {
+            let mut sender_config = config(1, 0, &peers);
+            sender_config.secret = sender_secret;
+            sender_config.cluster_id = ClusterIdentity::new(cluster_id);
+            let (sender, _) = start(sender_config);
+            let refused_before = receiver.stats().connections_refused;
+            let mut sequence = 0;
+            // Until the receiver refused it twice (a reconnection was refused too).
+            while receiver.stats().connections_refused < refused_before + 2 {
+                sender.send(2, &note(sequence), payload(sequence)).unwrap();
+                sequence += 1;
+                glommio::timer::sleep(Duration::from_millis(5)).await;
+                assert!(sequence < 4000, "{case}: not refused");
+            }
+            sender.close().await;
+            assert!(inbox.borrow().is_empty(), "{case}: a message got through");
+            if case != "another cluster" {
+                assert!(
+                    sender.stats().authentication_failures > 0
+                        || receiver.stats().authentication_failures > 0,
+                    "{case}: counted as an authentication failure"
+                );
+            }
+        }
+
+        // The secret, and no cluster id yet (a fresh broker): it joins.
+        let mut sender_config = config(1, 0, &peers);
+        sender_config.secret = Some(secret.clone());
+        sender_config.cluster_id = ClusterIdentity::new("");
+        let (sender, _) = start(sender_config);
+        send_until(&sender, 2, 0, "the fresh broker's messages", || {
+            !inbox.borrow().is_empty()
+        })
+        .await;
+        assert!(inbox
+            .borrow()
+            .iter()
+            .all(|received| received.from_node == 1));
+        sender.close().await;
+        receiver.close().await;
+    })
+    .join()
+    .unwrap();
+}
+
+#[test]
+fn a_hello_from_another_address_than_the_claimed_nodes_is_refused() {
+    let reservation = reserve();
+    // Node 1 is configured on another machine; the hello claiming it comes from loopback.
+    let peers: BTreeMap<u64, SocketAddr> = BTreeMap::from([
+        (1, "192.0.2.1:9192".parse().unwrap()),
+        (2, reservation.address()),
+    ]);
+    run("claimed-address", move || async move {
+        let (receiver, inbox) = start(config(2, 0, &peers));
+        let message =
+            wire(frame::encode(FrameKind::Message, &note(0), payload(0), 1 << 20).unwrap());
+        refused(
+            receiver.local_address(),
+            &then(handshake_without_secret(), &message),
+            false,
+        )
+        .await;
+        wait_for("the refusal counted", || {
+            receiver.stats().connections_refused == 1
+        })
+        .await;
+        assert!(inbox.borrow().is_empty());
+        receiver.close().await;
     })
     .join()
     .unwrap();

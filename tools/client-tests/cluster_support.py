@@ -125,7 +125,7 @@ class Cluster:
     prepares a broker's data directory before it first starts."""
 
     def __init__(
-        self, tmp_path, network, node_count=len(NODE_IDS), cores=1, broker_args=(), listeners=(),
+        self, tmp_path, network, node_count=len(NODE_IDS), cores=1, broker_args=(), secret=True, listeners=(),
         before_first_start=None,
     ):
         self.tmp_path = tmp_path
@@ -134,6 +134,13 @@ class Cluster:
         self.broker_args = list(broker_args)  # more `ferrite serve` flags for every broker
         self.listeners = list(listeners)
         self.before_first_start = before_first_start
+        # The brokers authenticate each other with a shared secret (`--cluster-secret-file`)
+        # unless `secret` is False: the cluster as it should be run, under every fault test.
+        self.secret_file = None
+        if secret:
+            self.secret_file = tmp_path / "cluster.secret"
+            self.secret_file.write_text(os.urandom(36).hex() + "\n")
+            self.broker_args += ["--cluster-secret-file", str(self.secret_file)]
         self.node_ids = tuple(range(1, node_count + 1))
         self.brokers = {}  # node id -> Broker
         self.rpc_addresses = {}  # node id -> (host, port) of its inter-broker listener
@@ -425,8 +432,9 @@ def _ip(*arguments):
 
 def running_cluster(request, tmp_path, network, node_count=len(NODE_IDS), cores=1, broker_args=(), **cluster_args):
     """`node_count` running brokers of `cores` shards (and `broker_args`, and `Cluster`'s other
-    arguments) on `network` that list each other; all stopped with SIGTERM at the end, each of
-    which must exit 0."""
+    arguments: `secret`, `listeners`, `before_first_start`) on `network` that list each other and
+    share a secret (none if `secret=False`); all stopped with SIGTERM at the end, each of which
+    must exit 0."""
     assert FERRITE_RELEASE_BIN, "FERRITE_RELEASE_BIN is not set: run the tests with tools/client-tests.sh"
     instance = Cluster(tmp_path, network, node_count, cores, broker_args, **cluster_args)
     try:
@@ -445,6 +453,13 @@ def running_cluster(request, tmp_path, network, node_count=len(NODE_IDS), cores=
 @pytest.fixture
 def cluster(request, tmp_path):
     yield from running_cluster(request, tmp_path, Loopback())
+
+
+@pytest.fixture
+def unauthenticated_cluster(request, tmp_path):
+    """Three brokers without a cluster secret: the inter-broker port believes anyone (as
+    before secrets)."""
+    yield from running_cluster(request, tmp_path, Loopback(), secret=False)
 
 
 @pytest.fixture

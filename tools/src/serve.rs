@@ -33,9 +33,10 @@ use engine::shard::listen::{retry_while_in_use, ListenReservation, IN_USE_WAIT};
 use engine::shard::{Runtime, RuntimeConfig, TopicLogConfig};
 use ferrite_replication::cluster::{
     new_incarnation, start_shard, ClusterStart, ClusterState, MarkerConfig, VerificationConfig,
-    CLUSTER_ID,
 };
+use ferrite_replication::cluster_id;
 use ferrite_replication::metadata::ListenerEndpoint;
+use ferrite_replication::transport::peer_auth::ClusterIdentity;
 use net::broker::BrokerConfig;
 use net::connection::ConnectionConfig;
 use net::connection_limits::ConnectionLimits;
@@ -221,6 +222,36 @@ pub fn run(arguments: Arguments) -> ExitCode {
     config.shard_count = cores;
     config.journal = settings.journal.clone();
     let cluster_state = settings.cluster.clone().map(ClusterState::new);
+    let cluster_id = match (&cluster_state, cluster_id::read_stored(&settings.data_dir)) {
+        (_, Err(error)) => {
+            eprintln!("ferrite serve: {error}");
+            return ExitCode::from(2);
+        }
+        // A cluster's brokers take its id from the metadata log until they have stored it
+        // (see `ferrite_replication::cluster_id`).
+        (Some(state), Ok(stored)) => {
+            if let Some(stored) = stored {
+                state.cluster_id.adopt(&stored);
+            }
+            if state.settings.secret.is_none() {
+                eprintln!(
+                    "ferrite serve: warning: no --cluster-secret-file: the inter-broker port \
+                     {} believes anyone who reaches it; see the README's \"Securing a cluster\"",
+                    state.settings.rpc_listen
+                );
+            }
+            state.cluster_id.clone()
+        }
+        (None, Ok(stored)) => {
+            match stored.map_or_else(|| cluster_id::stored_or_new(&settings.data_dir), Ok) {
+                Ok(id) => ClusterIdentity::new(id),
+                Err(error) => {
+                    eprintln!("ferrite serve: {error}");
+                    return ExitCode::from(2);
+                }
+            }
+        }
+    };
     config.replicated_partitions = cluster_state.as_ref().map(|state| state.placement.clone());
     // A broker alone keeps them in its data directory; a cluster's follow the metadata log.
     let credentials = match &cluster_state {
@@ -261,7 +292,7 @@ pub fn run(arguments: Arguments) -> ExitCode {
             .as_ref()
             .map_or(0, |cluster| cluster.node_id as i32),
         advertised: advertised.clone(),
-        cluster_id: CLUSTER_ID.into(),
+        cluster_id,
         auto_create_topics: settings.auto_create_topics,
         default_partitions: settings.default_partitions,
         fetch_wait_ms_max: 30_000,

@@ -121,7 +121,9 @@ fn answer(
         response
     };
     if api_version >= 2 {
-        response.with_cluster_id(Some(str_bytes(config.cluster_id.clone())))
+        let cluster_id = config.cluster_id.get();
+        response
+            .with_cluster_id((!cluster_id.is_empty()).then(|| str_bytes(cluster_id.to_string())))
     } else {
         response
     }

@@ -73,6 +73,18 @@ pub(super) fn render_replication(out: &mut String, snapshots: &[ShardSnapshot]) 
              unreachable peer, or those being written when a connection failed.",
             total.transport_messages_dropped,
         ),
+        (
+            "ferrite_transport_connections_refused_total",
+            "Inbound inter-broker connections closed in their handshake or for a bad frame: \
+             another cluster or protocol version, a node not in --peers, a failed proof.",
+            total.transport_connections_refused,
+        ),
+        (
+            "ferrite_transport_authentication_failures_total",
+            "Inter-broker connections, either way, whose peer failed to prove it holds the \
+             cluster secret.",
+            total.transport_authentication_failures,
+        ),
     ] {
         write_family(out, name, "counter", help);
         let _ = writeln!(out, "{name} {value}");

@@ -142,6 +142,7 @@ fn replication_counts_and_stage_histograms_are_summed_over_the_shards() {
     second.sent[MessageKind::PreVote as usize] = 2;
     second.received[MessageKind::PreVoteRefused as usize] = 1;
     second.transport_messages_dropped = 9;
+    second.transport_authentication_failures = 2;
     second.observe(Stage::Commit, Duration::from_secs(60));
     first.tick_lateness.observe(Duration::from_micros(300));
     second.tick_lateness.observe(Duration::from_millis(30));
@@ -165,6 +166,8 @@ fn replication_counts_and_stage_histograms_are_summed_over_the_shards() {
     );
     let dropped = "ferrite_transport_messages_dropped_total";
     assert_eq!(value(&samples, dropped, &[]), 9.0);
+    let unauthenticated = "ferrite_transport_authentication_failures_total";
+    assert_eq!(value(&samples, unauthenticated, &[]), 2.0);
     let batches = "ferrite_replication_batches_received_total";
     assert_eq!(value(&samples, batches, &[]), 5.0);
     let floor = "ferrite_replication_fetch_floor_waits_total";

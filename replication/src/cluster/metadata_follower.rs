@@ -14,6 +14,7 @@
 //! completed move leaves it out (after a restart, of every partition placed elsewhere).
 
 use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,7 +22,7 @@ use std::time::Duration;
 use engine::catalog::{is_internal_topic, Catalog, CatalogError};
 use engine::shard::{PartitionId, ShardContext};
 
-use super::start::ControllerLeaderObserver;
+use super::start::ClusterStart;
 use super::ClusterState;
 use crate::controller::Controller;
 use crate::metadata::{MetadataImage, Replica, TopicImage};
@@ -31,18 +32,24 @@ use crate::NodeId;
 /// How often the controller's shard looks for newly applied metadata.
 const SYNC_INTERVAL: Duration = Duration::from_millis(20);
 
-/// Follows the metadata log until shutdown (see the module documentation). `incarnation` is
-/// this run's, as the broker registered.
+/// Follows the metadata log until shutdown (see the module documentation), for the broker
+/// `start` describes (its incarnation is this run's, as the broker registered).
 pub(super) async fn follow_metadata(
     context: ShardContext,
-    state: Arc<ClusterState>,
+    start: ClusterStart,
     controller: Controller,
     replication: Rc<ShardReplication>,
-    catalog: Arc<Catalog>,
-    controller_leader_observed: ControllerLeaderObserver,
-    incarnation: u64,
 ) {
+    let ClusterStart {
+        state,
+        catalog,
+        data_dir,
+        incarnation,
+        controller_leader_observed,
+        ..
+    } = start;
     let mut applied = 0;
+    let mut cluster_id_settled = false;
     let mut hosted = Hosted {
         replicas: BTreeMap::new(),
         incarnation,
@@ -62,6 +69,9 @@ pub(super) async fn follow_metadata(
                 state.quotas.replace_all(image.quotas().clone());
             }
             state.image.store(image.clone());
+            if !cluster_id_settled {
+                cluster_id_settled = adopt_cluster_id(&state, &image, &data_dir);
+            }
             if let Err(error) = mirror(
                 &context,
                 &state,
@@ -190,6 +200,30 @@ async fn mirror(
 }
 
 /// The shard of each replica `image` places on broker `node_id`.
+/// Takes the cluster id the log holds if this broker has none yet, and stores it in the data
+/// directory (see `crate::cluster_id`); returns whether there is nothing more to do about it
+/// (the id was taken, or this broker's own differs, which is said once).
+fn adopt_cluster_id(state: &ClusterState, image: &MetadataImage, data_dir: &Path) -> bool {
+    let Some(id) = image.cluster_id() else {
+        return false;
+    };
+    if state.cluster_id.adopt(id) {
+        match crate::cluster_id::store(data_dir, id) {
+            Ok(()) => eprintln!("ferrite: this broker joined cluster {id}"),
+            Err(error) => {
+                eprintln!("ferrite: joined cluster {id}, but cannot store its id: {error}")
+            }
+        }
+    } else if *state.cluster_id.get() != id {
+        eprintln!(
+            "ferrite: the metadata log names cluster {id}, but this broker's data directory \
+             belongs to cluster {}; its peers of cluster {id} refuse it",
+            state.cluster_id.get()
+        );
+    }
+    true
+}
+
 fn placement_on(image: &MetadataImage, node_id: NodeId) -> HashMap<PartitionId, usize> {
     image
         .topics()

@@ -41,6 +41,7 @@ use engine::shard::ReplicaPlacement;
 use crate::controller::{ControllerError, ProducerIdPool};
 use crate::metadata::MetadataImage;
 use crate::shard::LeaderTable;
+use crate::transport::peer_auth::{ClusterIdentity, ClusterSecret};
 use crate::NodeId;
 
 pub use markers::{
@@ -55,10 +56,6 @@ pub use verification::{
     VerificationRefusal, WireVerified,
 };
 
-/// The cluster's id: brokers of another cluster are refused on the inter-broker listener, and
-/// clients see it in Metadata.
-pub const CLUSTER_ID: &str = "ferrite";
-
 /// How this broker takes part in a cluster (from `ferrite serve`'s flags).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClusterSettings {
@@ -71,6 +68,9 @@ pub struct ClusterSettings {
     /// How often a partition leader hands leadership back to its preferred replica; `None`:
     /// never.
     pub leader_imbalance_check_interval: Option<Duration>,
+    /// The secret every peer must prove it holds (`--cluster-secret-file`); `None`: the
+    /// inter-broker port believes any caller.
+    pub secret: Option<ClusterSecret>,
 }
 
 /// A broker as clients see it in Metadata (Kafka's broker ids are `i32`; `ferrite serve`
@@ -141,6 +141,9 @@ pub struct ClusterState {
     /// The client quotas as the image last applied has them (the metadata follower publishes
     /// them before the image), which every shard enforces.
     pub quotas: Arc<ClientQuotas>,
+    /// The cluster's id as this broker knows it (empty until stored or adopted; see
+    /// `crate::cluster_id`): said in its hellos, checked in its peers', answered in Metadata.
+    pub cluster_id: ClusterIdentity,
 }
 
 impl ClusterState {
@@ -154,6 +157,7 @@ impl ClusterState {
             producer_ids: Arc::default(),
             credentials: Arc::new(Credentials::in_memory(CredentialTable::new())),
             quotas: Arc::new(ClientQuotas::in_memory(QuotaTable::new())),
+            cluster_id: ClusterIdentity::new(""),
         })
     }
 

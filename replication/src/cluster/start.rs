@@ -22,7 +22,7 @@ use super::markers::MarkerConfig;
 use super::metadata_follower::follow_metadata;
 use super::peer_calls::PeerCalls;
 use super::verification::VerificationConfig;
-use super::{ClusterState, ShardCluster, CLUSTER_ID};
+use super::{ClusterState, ShardCluster};
 use crate::controller::{Controller, ControllerConfig, ControllerRequest, METADATA_TOPIC};
 use crate::metadata::{BrokerRegistration, ListenerEndpoint, MetadataRecord};
 use crate::shard::{ReplicationConfig, ShardReplication};
@@ -155,12 +155,13 @@ pub async fn start_shard(
 ) -> Result<Rc<ShardCluster>, String> {
     let settings = &start.state.settings;
     let mut config = ReplicationConfig::new(
-        CLUSTER_ID,
+        start.state.cluster_id.clone(),
         settings.node_id,
         settings.rpc_listen,
         settings.peers.clone(),
     );
     config.votes = Some(start.votes.clone());
+    config.secret = settings.secret.clone();
     config.preferred_leader_check_ticks = settings
         .leader_imbalance_check_interval
         .map_or(0, |interval| {
@@ -201,12 +202,9 @@ pub async fn start_shard(
         .detach();
         glommio::spawn_local(follow_metadata(
             context.clone(),
-            start.state.clone(),
+            start.clone(),
             controller,
             replication.clone(),
-            start.catalog.clone(),
-            start.controller_leader_observed.clone(),
-            start.incarnation,
         ))
         .detach();
     }

@@ -8,10 +8,12 @@ use std::collections::BTreeMap;
 
 use engine::batch::CheckedBatch;
 use engine::catalog::PRODUCER_ID_BLOCK;
+use engine::log_rate_limited;
 use engine::topic_config;
 
 use super::wire::{ControllerRequest, Outcome};
 use super::{apply, random_uuid, within, Controller, Planned};
+use crate::cluster_id;
 use crate::metadata::{
     plan_allocate_producer_ids, plan_alter_client_quotas, plan_alter_configs,
     plan_alter_credentials, plan_cancel_reassignment, plan_complete_reassignment,
@@ -73,12 +75,21 @@ impl Controller {
             u64::try_from(self.inner.config.session_timeout.as_millis()).unwrap_or(u64::MAX);
         self.decide(|controller, image| {
             let heartbeats_ms = controller.inner.heartbeats_ms.borrow();
-            Ok(plan_liveness(
+            let mut records = plan_liveness(
                 image,
                 &heartbeats_ms,
                 controller.now_ms(),
                 session_timeout_ms,
-            ))
+            );
+            // A new cluster (or one from before cluster ids) gets its id from its first
+            // leader's first check (see `crate::cluster_id`).
+            if image.cluster_id().is_none() {
+                match cluster_id::generate() {
+                    Ok(id) => records.push(MetadataRecord::ClusterId { id }),
+                    Err(error) => log_rate_limited!("ferrite: controller: {error}"),
+                }
+            }
+            Ok(records)
         })
         .await
     }

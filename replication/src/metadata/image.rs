@@ -111,6 +111,8 @@ pub struct MetadataImage {
     credentials: CredentialTable,
     /// The client quotas every broker enforces.
     quotas: QuotaTable,
+    /// The cluster's id, once a controller leader proposed it (see `crate::cluster_id`).
+    cluster_id: Option<String>,
 }
 
 impl MetadataImage {
@@ -245,6 +247,16 @@ impl MetadataImage {
                 }
                 None => Applied::Stale("a client quota this broker does not know"),
             },
+            MetadataRecord::ClusterId { id } => {
+                if self.cluster_id.is_some() {
+                    Applied::Stale("the cluster has an id already")
+                } else if !crate::cluster_id::is_valid(id) {
+                    Applied::Stale("not a cluster id")
+                } else {
+                    self.cluster_id = Some(id.clone());
+                    Applied::Changed
+                }
+            }
         }
     }
 
@@ -387,6 +399,11 @@ impl MetadataImage {
         &self.quotas
     }
 
+    /// The cluster's id, once the log holds one.
+    pub fn cluster_id(&self) -> Option<&str> {
+        self.cluster_id.as_deref()
+    }
+
     pub fn topics(&self) -> impl Iterator<Item = (&str, &TopicImage)> {
         self.topics
             .iter()
@@ -429,6 +446,9 @@ impl MetadataImage {
     /// id again.
     pub fn to_records(&self) -> Vec<MetadataRecord> {
         let mut records = Vec::new();
+        if let Some(id) = &self.cluster_id {
+            records.push(MetadataRecord::ClusterId { id: id.clone() });
+        }
         for broker in self.brokers.values() {
             records.push(MetadataRecord::RegisterBroker(Box::new(
                 broker.registration.clone(),

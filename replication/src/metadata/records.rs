@@ -136,8 +136,9 @@ impl ProducerIdBlock {
 /// the image (a stale or repeated proposal) changes nothing, the same way on every broker.
 ///
 /// rkyv tells variants apart by their order and lays a batch's records out at the stride of the
-/// largest variant: a new record goes at the end with its fields in a `Box` (archived as one
-/// relative pointer, so the stride never grows), and a record's fields never change
+/// largest variant: a new record goes at the end and must not widen that stride (fields of more
+/// than a word or two go in a `Box`, archived as one relative pointer; the fixture test fails
+/// if the stride grows), and a record's fields never change
 /// (`a_batch_an_earlier_build_wrote_still_decodes`).
 #[derive(Debug, Clone, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub enum MetadataRecord {
@@ -210,6 +211,11 @@ pub enum MetadataRecord {
     RegisterBroker(Box<BrokerRegistration>),
     /// Sets or removes one client quota of one entity (Kafka's ClientQuotaRecord).
     ClientQuota(Box<ClientQuotaRecord>),
+    /// The cluster's id (see `crate::cluster_id`), proposed by the first controller leader
+    /// that finds none; the first committed stays.
+    ClusterId {
+        id: String,
+    },
 }
 
 /// One client quota of one entity: each part of the entity absent (`None`), the default of its
@@ -469,6 +475,9 @@ mod tests {
             value_bits: 1024f64.to_bits(),
             remove: false,
         })));
+        records.push(MetadataRecord::ClusterId {
+            id: "MkU3OEVBNTcwNTJENDM2Qg".to_owned(),
+        });
         records
     }
 

@@ -74,6 +74,7 @@ use crate::message::{Index, Message, NodeId};
 use crate::node::RoleKind;
 use crate::replica::{report_term_limit, PartitionReplica, ReplicaConfig, ReplicaError};
 use crate::stats::{MessageKind, ReplicationStats};
+use crate::transport::peer_auth::{ClusterIdentity, ClusterSecret};
 use crate::transport::{Received, Transport, TransportConfig, TransportError};
 use crate::votes::{RecoveredVotes, VoteLog};
 use crate::wheel::TimerWheel;
@@ -81,7 +82,12 @@ use crate::wheel::TimerWheel;
 /// What every shard of a broker is configured with.
 #[derive(Debug, Clone)]
 pub struct ReplicationConfig {
-    pub cluster_id: String,
+    /// The cluster's id, shared by the broker's shards (empty until known; see
+    /// `transport::peer_auth`).
+    pub cluster_id: ClusterIdentity,
+    /// The cluster's shared secret every peer must prove it holds; `None`: the inter-broker
+    /// port believes any caller.
+    pub secret: Option<ClusterSecret>,
     pub node_id: NodeId,
     /// The inter-broker listener every shard binds (already resolved if it was port 0).
     pub rpc_listen: SocketAddr,
@@ -107,13 +113,14 @@ impl ReplicationConfig {
     /// Settings for a broker: ticks of 10 ms, elections after 0.5-1 s of silence (Redpanda's
     /// default is 1.5 s, Kafka KRaft's 1 s), fetches held up to 200 ms.
     pub fn new(
-        cluster_id: impl Into<String>,
+        cluster_id: impl Into<ClusterIdentity>,
         node_id: NodeId,
         rpc_listen: SocketAddr,
         peers: BTreeMap<NodeId, SocketAddr>,
     ) -> ReplicationConfig {
         ReplicationConfig {
             cluster_id: cluster_id.into(),
+            secret: None,
             node_id,
             rpc_listen,
             peers,
@@ -199,13 +206,14 @@ impl ShardReplication {
         config: ReplicationConfig,
         leaders: Arc<LeaderTable>,
     ) -> Result<Rc<ShardReplication>, TransportError> {
-        let transport_config = TransportConfig::new(
+        let mut transport_config = TransportConfig::new(
             config.cluster_id.clone(),
             config.node_id,
             context.shard_id() as u32,
             config.rpc_listen,
             config.peers.clone(),
         );
+        transport_config.secret = config.secret.clone();
         // The transport starts first (its listener may fail); it reaches the replication it
         // feeds through this slot, filled once that exists.
         let slot: Rc<RefCell<Weak<ShardReplication>>> = Default::default();
@@ -730,8 +738,11 @@ impl ShardReplication {
     /// What the shard's replicas sent and received so far, how long their writes took, and how
     /// late the shard's clock ticked.
     pub fn replication_stats(&self) -> ReplicationStats {
+        let transport = self.transport.stats();
         ReplicationStats {
-            transport_messages_dropped: self.transport.stats().messages_dropped,
+            transport_messages_dropped: transport.messages_dropped,
+            transport_connections_refused: transport.connections_refused,
+            transport_authentication_failures: transport.authentication_failures,
             ..self.coalescer.counts.borrow().clone()
         }
     }

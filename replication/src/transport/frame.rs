@@ -32,6 +32,10 @@ pub enum FrameKind {
     Hello = 1,
     /// A message of the transport's message type, with its payload.
     Message = 2,
+    /// The acceptor's answer to a hello: its identity, nonce and proof (see `handshake`).
+    Challenge = 3,
+    /// The connector's proof, the last frame of the handshake.
+    Proof = 4,
 }
 
 impl FrameKind {
@@ -39,6 +43,8 @@ impl FrameKind {
         match byte {
             1 => Some(FrameKind::Hello),
             2 => Some(FrameKind::Message),
+            3 => Some(FrameKind::Challenge),
+            4 => Some(FrameKind::Proof),
             _ => None,
         }
     }

@@ -114,6 +114,9 @@ pub struct TransportStats {
     /// Inbound connections closed for a protocol error (bad frame, header or hello), or
     /// refused for being over the limit.
     pub connections_refused: u64,
+    /// Connections (either way) whose peer failed to prove the cluster's secret; counted in
+    /// `connections_refused` too when inbound.
+    pub authentication_failures: u64,
 }
 
 #[derive(Default)]

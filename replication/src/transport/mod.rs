@@ -9,8 +9,9 @@
 //!
 //! Generic over the message type `M`: any rkyv-archivable type ([`WireMessage`]), validated on
 //! receive before any field is trusted, with an optional raw payload beside it (record batches
-//! travel as stored, never re-encoded). The framing is in [`frame`], the hello that opens each
-//! connection in [`handshake`].
+//! travel as stored, never re-encoded). The framing is in [`frame`], the handshake that opens
+//! each connection (who calls, and the proof that it holds the cluster's secret) in
+//! [`handshake`], the secret, the proofs and the cluster id in [`peer_auth`].
 //!
 //! [`Transport::send`] never waits: a message is encoded and queued for its peer's writer task,
 //! and a peer that is down or slow costs the oldest queued messages (counted), never memory
@@ -31,6 +32,7 @@ pub mod handshake;
 mod inbound;
 mod lifecycle;
 mod outbound;
+pub mod peer_auth;
 
 use std::collections::BTreeMap;
 use std::marker::PhantomData;
@@ -47,15 +49,19 @@ pub use inbound::{Handler, Received};
 pub use lifecycle::TransportStats;
 
 use frame::{FrameKind, FRAME_LENGTH_BYTES};
-use handshake::Hello;
 use lifecycle::Lifecycle;
 use outbound::PeerQueue;
+use peer_auth::{ClusterIdentity, ClusterSecret};
 
 /// One shard's transport settings.
 #[derive(Debug, Clone)]
 pub struct TransportConfig {
-    /// Connections from brokers of another cluster are refused.
-    pub cluster_id: String,
+    /// Connections from brokers of another cluster are refused (either side may not know the
+    /// id yet: see `peer_auth`).
+    pub cluster_id: ClusterIdentity,
+    /// With a secret, every connection's peer must prove it holds it; without, any peer is
+    /// believed.
+    pub secret: Option<ClusterSecret>,
     /// This broker.
     pub node_id: u64,
     /// This shard of the broker (said in each hello, so receivers know the sending shard).
@@ -97,7 +103,7 @@ impl TransportConfig {
     /// The settings for shard `shard` of broker `node_id`, with the default bounds: frames
     /// of a 64 MiB batch plus its header, 4096 messages or 128 MiB queued per peer.
     pub fn new(
-        cluster_id: impl Into<String>,
+        cluster_id: impl Into<ClusterIdentity>,
         node_id: u64,
         shard: u32,
         listen: SocketAddr,
@@ -105,6 +111,7 @@ impl TransportConfig {
     ) -> TransportConfig {
         TransportConfig {
             cluster_id: cluster_id.into(),
+            secret: None,
             node_id,
             shard,
             listen,
@@ -188,14 +195,6 @@ impl<M: WireMessage> Transport<M> {
                 address: config.listen,
                 error: error.into(),
             })?;
-        let hello = Hello {
-            cluster_id: config.cluster_id.clone(),
-            node_id: config.node_id,
-            shard: config.shard,
-        };
-        let hello = handshake::encode(&hello, config.frame_bytes_max).map_err(|_| {
-            TransportError::Config("the cluster id does not fit a frame of frame_bytes_max")
-        })?;
         let config = Rc::new(config);
         let lifecycle = Lifecycle::new();
         let handler: Handler<M> = Rc::new(handler);
@@ -218,7 +217,6 @@ impl<M: WireMessage> Transport<M> {
                 node,
                 address,
                 queue.clone(),
-                hello.clone(),
                 config.clone(),
                 lifecycle.clone(),
             ));

@@ -3,8 +3,11 @@
 //! unreachable the queue keeps the newest frames and drops the oldest (Raft resends what
 //! matters, and a stale heartbeat is worth less than a fresh one), counting each drop.
 //!
-//! The writer connects when it first has something to send, says hello, then writes whatever
-//! has queued up, several frames per write. It notices a connection is gone when a write fails
+//! The writer connects when it first has something to send, runs the connector's side of the
+//! handshake (hello, then the acceptor's challenge checked and our proof sent, all within
+//! `handshake_timeout`; an acceptor that fails to prove it holds the cluster's secret is
+//! dropped as any broken connection), then writes whatever has queued up, several frames per
+//! write. It notices a connection is gone when a write fails
 //! or the peer closes its end (the peer never writes to us, so anything the socket reads is an
 //! end), and then reconnects, waiting per [`Backoff`] before each attempt: a peer that accepts
 //! and at once refuses us is redialled ever more slowly too. The back-off starts over once a
@@ -20,12 +23,18 @@ use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use engine::log_rate_limited;
+use futures::future::{select, Either};
 use futures::{AsyncReadExt, AsyncWriteExt, FutureExt};
 use glommio::net::TcpStream;
 
+use rkyv::util::AlignedVec;
+
 use super::backoff::Backoff;
-use super::frame::OutboundFrame;
+use super::frame::{FrameKind, OutboundFrame};
+use super::handshake::{self, Hello, Own};
+use super::inbound::FrameReader;
 use super::lifecycle::Lifecycle;
+use super::peer_auth::new_nonce;
 use super::TransportConfig;
 
 /// Payloads up to this size are copied beside their frame's head into the one buffer a write
@@ -149,7 +158,6 @@ pub async fn drive_peer(
     peer_node: u64,
     address: SocketAddr,
     queue: Rc<PeerQueue>,
-    hello: OutboundFrame,
     config: Rc<TransportConfig>,
     lifecycle: Rc<Lifecycle>,
 ) {
@@ -200,7 +208,7 @@ pub async fn drive_peer(
         let _ = socket2::SockRef::from(&stream)
             .set_tcp_user_timeout(Some(config.unacknowledged_timeout));
         let opened = Instant::now();
-        match write_connection(stream, &queue, &hello, &config, &lifecycle).await {
+        match write_connection(stream, peer_node, &queue, &config, &lifecycle).await {
             ConnectionEnd::Closing => return,
             ConnectionEnd::Broken(reason) => {
                 if opened.elapsed() >= config.backoff_max {
@@ -219,12 +227,12 @@ pub async fn drive_peer(
     }
 }
 
-/// Says hello on `stream`, then writes queued frames until the connection ends or the
-/// transport closes.
+/// Runs the handshake on `stream` to `peer_node`, then writes queued frames until the
+/// connection ends or the transport closes.
 async fn write_connection(
     stream: TcpStream,
+    peer_node: u64,
     queue: &PeerQueue,
-    hello: &OutboundFrame,
     config: &TransportConfig,
     lifecycle: &Lifecycle,
 ) -> ConnectionEnd {
@@ -233,13 +241,27 @@ async fn write_connection(
         return ConnectionEnd::Broken(format!("cannot set TCP_NODELAY: {error}"));
     }
     let (mut reader, mut writer) = stream.split();
-    match lifecycle
-        .unless_closed(write_frames(&mut writer, vec![hello.clone()]))
-        .await
-    {
-        None => return ConnectionEnd::Closing,
-        Some(Ok(())) => {}
-        Some(Err(error)) => return ConnectionEnd::Broken(error.to_string()),
+    let handshake_end = {
+        let handshake = std::pin::pin!(lifecycle.unless_closed(handshake(
+            &mut reader,
+            &mut writer,
+            peer_node,
+            config,
+            lifecycle
+        )));
+        let deadline = std::pin::pin!(glommio::timer::sleep(config.handshake_timeout));
+        match select(handshake, deadline).await {
+            Either::Left((None, _)) => Some(ConnectionEnd::Closing),
+            Either::Left((Some(Ok(())), _)) => None,
+            Either::Left((Some(Err(reason)), _)) => Some(ConnectionEnd::Broken(reason)),
+            Either::Right(((), _)) => Some(ConnectionEnd::Broken(format!(
+                "no answer to our hello within {:?}",
+                config.handshake_timeout
+            ))),
+        }
+    };
+    if let Some(end) = handshake_end {
+        return end;
     }
     let mut probe = [0u8; 1];
     let mut peer_end = reader.read(&mut probe);
@@ -272,6 +294,59 @@ async fn write_connection(
             }
         }
     }
+}
+
+/// The connector's side of the handshake: hello, the acceptor's challenge checked, our proof.
+async fn handshake<Read: futures::AsyncRead + Unpin, Write: futures::AsyncWrite + Unpin>(
+    reader: &mut Read,
+    writer: &mut Write,
+    peer_node: u64,
+    config: &TransportConfig,
+    lifecycle: &Lifecycle,
+) -> Result<(), String> {
+    let nonce = new_nonce().map_err(|error| format!("no random nonce: {error}"))?;
+    let cluster_id = config.cluster_id.get();
+    let own = Own {
+        node_id: config.node_id,
+        cluster_id: &cluster_id,
+        secret: config.secret.as_ref(),
+        nonce,
+    };
+    let hello = Hello {
+        cluster_id: cluster_id.to_string(),
+        node_id: config.node_id,
+        shard: config.shard,
+        nonce,
+    };
+    let frame =
+        handshake::encode(&hello, config.frame_bytes_max).map_err(|error| error.to_string())?;
+    write_frames(writer, vec![frame])
+        .await
+        .map_err(|error| error.to_string())?;
+    let mut frames = FrameReader::new(config);
+    let challenge = match frames.next_frame(reader, lifecycle).await {
+        Ok(Some(frame)) => frame,
+        Ok(None) => return Err("closed by the peer before its challenge".to_string()),
+        Err(end) => return Err(end.reason()),
+    };
+    if frames.has_buffered() {
+        return Err("the peer wrote more than its challenge".to_string());
+    }
+    let mut aligned = AlignedVec::new();
+    let proof =
+        handshake::answer(&own, &hello, peer_node, &challenge, &mut aligned).map_err(|error| {
+            if error.is_authentication() {
+                lifecycle
+                    .counters
+                    .update(|stats| stats.authentication_failures += 1);
+            }
+            error.to_string()
+        })?;
+    let frame = handshake::encode_frame(FrameKind::Proof, &proof, config.frame_bytes_max)
+        .map_err(|error| error.to_string())?;
+    write_frames(writer, vec![frame])
+        .await
+        .map_err(|error| error.to_string())
 }
 
 /// Writes `frames` in order, gathering heads and small payloads into as few writes as fit.

@@ -18,7 +18,9 @@ use engine::LogConfig;
 use ferrite_replication::cluster::{
     self, ClusterSettings, ClusterStart, ClusterState, MarkerConfig, ShardCluster,
 };
+use ferrite_replication::cluster_id;
 use ferrite_replication::metadata::ListenerEndpoint;
+use ferrite_replication::transport::peer_auth::ClusterSecret;
 use ferrite_replication::votes::RecoveredVotes;
 use ferrite_replication::NodeId;
 use futures::future::LocalBoxFuture;
@@ -44,6 +46,18 @@ impl ClusterBroker {
         peers: BTreeMap<NodeId, SocketAddr>,
         offsets_partitions: u32,
     ) -> ClusterBroker {
+        ClusterBroker::start_with_secret(node_id, dir, peers, offsets_partitions, None)
+    }
+
+    /// [`ClusterBroker::start`] with the cluster's shared secret (`--cluster-secret-file`), and
+    /// the cluster id its data directory holds, as `ferrite serve` starts one.
+    pub fn start_with_secret(
+        node_id: NodeId,
+        dir: PathBuf,
+        peers: BTreeMap<NodeId, SocketAddr>,
+        offsets_partitions: u32,
+        secret: Option<ClusterSecret>,
+    ) -> ClusterBroker {
         let catalog = Arc::new(Catalog::open(&dir).unwrap());
         let settings = ClusterSettings {
             node_id,
@@ -51,9 +65,13 @@ impl ClusterBroker {
             default_replication_factor: u16::try_from(peers.len()).unwrap(),
             controller_voters: peers.len(),
             leader_imbalance_check_interval: None,
+            secret,
             peers,
         };
         let state = ClusterState::new(settings);
+        if let Some(stored) = cluster_id::read_stored(&dir).unwrap() {
+            state.cluster_id.adopt(&stored);
+        }
         let start = ClusterStart {
             state: state.clone(),
             catalog: catalog.clone(),

@@ -13,6 +13,7 @@ use engine::resources::{ResourceLimits, OPEN_FILES_MIN};
 use engine::{JournalConfig, LogConfig};
 use ferrite_replication::cluster::ClusterSettings;
 use ferrite_replication::controller::VOTERS_DEFAULT_COUNT;
+use ferrite_replication::transport::peer_auth::ClusterSecret;
 use net::connection::IDLE_MAX_DEFAULT;
 use net::groups::consumer::AssignorKind;
 use net::groups::shard::GroupsConfig;
@@ -242,6 +243,12 @@ pub struct Arguments {
     /// [default: 300].
     #[arg(long, value_name = "S")]
     leader_imbalance_check_interval_s: Option<u64>,
+    /// A file holding the cluster's shared secret (at least 32 bytes, e.g. `openssl rand
+    /// -base64 48`), the same on every broker: brokers prove to each other that they hold it
+    /// before anything else crosses the inter-broker port, and refuse a peer that does not.
+    /// Without it that port believes any caller (a warning says so at start).
+    #[arg(long, value_name = "FILE")]
+    cluster_secret_file: Option<PathBuf>,
 }
 
 /// Kafka's leader.imbalance.check.interval.seconds.
@@ -565,7 +572,15 @@ impl Arguments {
                     0 => None,
                     seconds => Some(Duration::from_secs(seconds)),
                 };
+                let secret = match self.cluster_secret_file.or(file.cluster_secret_file) {
+                    None => None,
+                    Some(path) => Some(
+                        ClusterSecret::read_file(&path)
+                            .map_err(|error| format!("--cluster-secret-file: {error}"))?,
+                    ),
+                };
                 Some(ClusterSettings {
+                    secret,
                     node_id,
                     rpc_listen: self.rpc_listen.or(file.rpc_listen).unwrap_or(own),
                     peers,

@@ -578,3 +578,43 @@ fn sasl_settings_come_from_flags_or_the_file() {
     .unwrap_err();
     assert!(error.contains("--sasl-mechanisms"), "{error}");
 }
+
+#[test]
+fn the_cluster_secret_comes_from_a_file_named_by_flag_or_config_and_is_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("cluster.secret");
+    std::fs::write(&secret, "0123456789abcdef0123456789abcdef0123\n").unwrap();
+    let peers = "1@127.0.0.1:9192,2@127.0.0.1:9193";
+    let resolve = |flag: Option<PathBuf>, config: Option<PathBuf>| {
+        Arguments {
+            node_id: Some(1),
+            peers: Some(peers.to_string()),
+            cluster_secret_file: flag,
+            config,
+            ..Arguments::default()
+        }
+        .resolve()
+        .map(|settings| settings.cluster.unwrap().secret)
+    };
+    let expected = ClusterSecret::new(b"0123456789abcdef0123456789abcdef0123");
+    assert_eq!(
+        resolve(Some(secret.clone()), None).unwrap(),
+        Some(expected.clone())
+    );
+    assert_eq!(resolve(None, None).unwrap(), None);
+
+    let file = dir.path().join("ferrite.toml");
+    std::fs::write(
+        &file,
+        format!("cluster-secret-file = \"{}\"\n", secret.display()),
+    )
+    .unwrap();
+    assert_eq!(resolve(None, Some(file)).unwrap(), Some(expected));
+
+    let short = dir.path().join("short.secret");
+    std::fs::write(&short, "too short\n").unwrap();
+    let error = resolve(Some(short), None).unwrap_err();
+    assert!(error.contains("--cluster-secret-file"), "{error}");
+    let error = resolve(Some(dir.path().join("missing")), None).unwrap_err();
+    assert!(error.contains("cannot read"), "{error}");
+}
