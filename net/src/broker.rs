@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
+use engine::acls::Acls;
 use engine::catalog::{Catalog, CatalogError, Topic, OFFSETS_TOPIC};
 use engine::credentials::{CredentialChange, Credentials};
 use engine::resources::ReadDescriptor;
@@ -24,6 +25,7 @@ use kafka_protocol::messages::{ApiKey, RequestKind};
 use kafka_protocol::protocol::Encodable;
 
 use crate::api_versions;
+use crate::authorizer::AuthorizerConfig;
 use crate::cluster::Cluster;
 use crate::groups::shard::ShardGroups;
 use crate::handlers;
@@ -54,6 +56,8 @@ pub struct BrokerConfig {
     pub log: LogConfig,
     /// What SASL listeners accept.
     pub sasl: SaslConfig,
+    /// How requests are authorized (`crate::authorizer`).
+    pub authorizer: AuthorizerConfig,
 }
 
 impl BrokerConfig {
@@ -121,6 +125,8 @@ pub struct Broker {
     pub catalog: Arc<Catalog>,
     /// The users' SCRAM credentials, which SASL checks (shared by every shard).
     pub credentials: Arc<Credentials>,
+    /// The ACLs requests are authorized against (shared by every shard).
+    pub acls: Arc<Acls>,
     pub config: BrokerConfig,
     pub metrics: Arc<ShardMetrics>,
     /// The other brokers and the controller, when this broker is one of several.
@@ -137,6 +143,7 @@ impl Broker {
         context: ShardContext,
         catalog: Arc<Catalog>,
         credentials: Arc<Credentials>,
+        acls: Arc<Acls>,
         config: BrokerConfig,
         metrics: Arc<ShardMetrics>,
         cluster: Option<Rc<ShardCluster>>,
@@ -147,6 +154,7 @@ impl Broker {
             context,
             catalog,
             credentials,
+            acls,
             config,
             metrics,
             cluster: cluster.map(Cluster::new),
@@ -221,6 +229,16 @@ impl Broker {
             }
             Body::Current(body) => {
                 routing.count_request(&self.context, &body);
+                let client = Client {
+                    id: request
+                        .header
+                        .client_id
+                        .as_ref()
+                        .map(|id| id.to_string())
+                        .unwrap_or_default(),
+                    host: format!("/{}", peer.ip()),
+                    security: security.clone(),
+                };
                 match body {
                     // The connection's authentication changes in request order.
                     RequestKind::SaslHandshake(handshake) => {
@@ -242,21 +260,11 @@ impl Broker {
                         // The frame's last holder besides the batches: with it gone, a large
                         // batch owns its bytes and goes to the engine without a copy.
                         drop(request);
-                        handlers::produce::start(broker.clone(), header, produce).await
+                        handlers::produce::start(broker.clone(), header, &client, produce).await
                     }
                     body => {
                         let broker = broker.clone();
                         let draining = routing.draining();
-                        let client = Client {
-                            id: request
-                                .header
-                                .client_id
-                                .as_ref()
-                                .map(|id| id.to_string())
-                                .unwrap_or_default(),
-                            host: format!("/{}", peer.ip()),
-                            security: security.clone(),
-                        };
                         Box::pin(
                             async move { broker.answer(header, client, body, &draining).await },
                         )
@@ -323,20 +331,20 @@ impl Broker {
             RequestKind::Metadata(request) => header.reply(&handlers::metadata::handle(
                 &self,
                 header.api_version,
-                &client.security.listener,
+                &client,
                 request,
             )),
             RequestKind::Fetch(request) => {
-                handlers::fetch::handle(&self, header, request, draining).await
+                handlers::fetch::handle(&self, header, &client, request, draining).await
             }
             RequestKind::ListOffsets(request) => header.reply_versioned(
                 &handlers::list_offsets::handle(&self, header.api_version, request).await,
             ),
             RequestKind::CreateTopics(request) => header.reply_versioned(
-                &handlers::create_topics::handle(&self, header.api_version, request).await,
+                &handlers::create_topics::handle(&self, header.api_version, &client, request).await,
             ),
             RequestKind::DeleteTopics(request) => header.reply_versioned(
-                &handlers::delete_topics::handle(&self, header.api_version, request).await,
+                &handlers::delete_topics::handle(&self, header.api_version, &client, request).await,
             ),
             RequestKind::CreatePartitions(request) => {
                 header.reply(&handlers::create_partitions::handle(&self, request).await)
@@ -379,31 +387,27 @@ impl Broker {
             RequestKind::ListTransactions(request) => {
                 header.reply(&handlers::list_transactions::handle(&self, request).await)
             }
-            RequestKind::FindCoordinator(request) => {
-                header.reply(&handlers::find_coordinator::handle(
-                    &self,
-                    version,
-                    &client.security.listener,
-                    request,
-                ))
-            }
+            RequestKind::FindCoordinator(request) => header.reply(
+                &handlers::find_coordinator::handle(&self, version, &client, request),
+            ),
             RequestKind::JoinGroup(request) => {
                 header.reply(&groups::join_group::handle(&self, version, &client, request).await)
             }
             RequestKind::SyncGroup(request) => {
-                header.reply(&groups::sync_group::handle(&self, request).await)
+                header.reply(&groups::sync_group::handle(&self, &client, request).await)
             }
             RequestKind::Heartbeat(request) => {
-                header.reply(&groups::heartbeat::handle(&self, request).await)
+                header.reply(&groups::heartbeat::handle(&self, &client, request).await)
             }
             RequestKind::LeaveGroup(request) => {
-                header.reply(&groups::leave_group::handle(&self, version, request).await)
+                header.reply(&groups::leave_group::handle(&self, version, &client, request).await)
             }
-            RequestKind::OffsetCommit(request) => header
-                .reply_versioned(&groups::offset_commit::handle(&self, version, request).await),
-            RequestKind::OffsetFetch(request) => {
-                header.reply_versioned(&groups::offset_fetch::handle(&self, version, request).await)
-            }
+            RequestKind::OffsetCommit(request) => header.reply_versioned(
+                &groups::offset_commit::handle(&self, version, &client, request).await,
+            ),
+            RequestKind::OffsetFetch(request) => header.reply_versioned(
+                &groups::offset_fetch::handle(&self, version, &client, request).await,
+            ),
             RequestKind::ListGroups(request) => {
                 header.reply(&groups::list_groups::handle(&self, request).await)
             }
@@ -417,7 +421,7 @@ impl Broker {
                 header.reply(&groups::offset_delete::handle(&self, request).await)
             }
             RequestKind::TxnOffsetCommit(request) => {
-                header.reply(&groups::txn_offset_commit::handle(&self, request).await)
+                header.reply(&groups::txn_offset_commit::handle(&self, &client, request).await)
             }
             RequestKind::ConsumerGroupHeartbeat(request) => header
                 .reply(&groups::consumer_group_heartbeat::handle(&self, &client, request).await),
@@ -427,6 +431,15 @@ impl Broker {
             RequestKind::DescribeUserScramCredentials(request) => header.reply(
                 &handlers::describe_user_scram_credentials::handle(&self, request),
             ),
+            RequestKind::CreateAcls(request) => {
+                header.reply(&handlers::acls::create_acls::handle(&self, &client, request).await)
+            }
+            RequestKind::DescribeAcls(request) => header.reply(
+                &handlers::acls::describe_acls::handle(&self, &client, request),
+            ),
+            RequestKind::DeleteAcls(request) => {
+                header.reply(&handlers::acls::delete_acls::handle(&self, &client, request).await)
+            }
             RequestKind::ConsumerGroupDescribe(request) => {
                 header.reply(&groups::consumer_group_describe::handle(&self, request).await)
             }

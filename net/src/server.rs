@@ -24,6 +24,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
+use engine::acls::Acls;
 use engine::catalog::Catalog;
 use engine::credentials::Credentials;
 use engine::log_rate_limited;
@@ -52,6 +53,8 @@ pub struct ShardSetup {
     pub catalog: Arc<Catalog>,
     /// The users' SCRAM credentials (the data directory's, or the cluster image's).
     pub credentials: Arc<Credentials>,
+    /// The ACLs (the data directory's, or the cluster image's).
+    pub acls: Arc<Acls>,
     pub broker: BrokerConfig,
     pub metrics: MetricsRegistry,
     /// How often each shard publishes its [`ShardSnapshot`] (how stale the partition metrics
@@ -95,6 +98,7 @@ pub async fn serve_shard(
         context,
         setup.catalog,
         setup.credentials,
+        setup.acls,
         setup.broker,
         metrics,
         cluster,

@@ -86,6 +86,7 @@ fn a_commit_marker_reaches_partitions_on_every_shard_of_a_broker_alone() {
         fetch_wait_ms_max: 1_000,
         log: log_config,
         sasl: Default::default(),
+        authorizer: Default::default(),
     };
     let (report, reports) = mpsc::channel::<Seen>();
     let runtime = Runtime::start(config, move |context| {
@@ -108,6 +109,7 @@ fn a_commit_marker_reaches_partitions_on_every_shard_of_a_broker_alone() {
                 context.clone(),
                 catalog,
                 Arc::new(Credentials::in_memory(Default::default())),
+                Arc::new(engine::acls::Acls::in_memory(Default::default())),
                 broker_config,
                 metrics,
                 None,

@@ -34,6 +34,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
+use engine::acls::{AclTable, Acls};
 use engine::credentials::{CredentialTable, Credentials};
 use engine::shard::ReplicaPlacement;
 
@@ -137,6 +138,9 @@ pub struct ClusterState {
     /// The users' SCRAM credentials as the image last applied has them (the metadata follower
     /// publishes them before the image), which SASL authenticates against.
     pub credentials: Arc<Credentials>,
+    /// The ACLs as the image last applied has them (published as the credentials are), which
+    /// requests are authorized against.
+    pub acls: Arc<Acls>,
 }
 
 impl ClusterState {
@@ -149,6 +153,7 @@ impl ClusterState {
             internal_topic_requested: Default::default(),
             producer_ids: Arc::default(),
             credentials: Arc::new(Credentials::in_memory(CredentialTable::new())),
+            acls: Arc::new(Acls::in_memory(AclTable::new())),
         })
     }
 
