@@ -75,15 +75,18 @@ impl Broker {
         )
     }
 
-    /// Makes `changes` to the ACLs: durably in the data directory on a broker alone; resolves
-    /// once this broker authorizes with them. `Err`: the Kafka error to answer every ACL
-    /// concerned.
+    /// Makes `changes` to the ACLs: durably in the data directory on a broker alone, through
+    /// the controller (the metadata log) in a cluster; resolves once this broker authorizes
+    /// with them. `Err`: the Kafka error to answer every ACL concerned.
     pub async fn alter_acls(&self, changes: Vec<AclChange>) -> Result<(), (ResponseError, String)> {
-        if self.cluster.is_some() {
-            return Err((
-                ResponseError::UnsupportedVersion,
-                "ACLs are not kept in a cluster's metadata log yet".to_owned(),
-            ));
+        if let Some(cluster) = &self.cluster {
+            return cluster.alter_acls(changes).await.map_err(|error| {
+                (
+                    ResponseError::try_from_code(error.code)
+                        .unwrap_or(ResponseError::UnknownServerError),
+                    error.message,
+                )
+            });
         }
         self.acls.alter(&changes).map_err(|error| {
             engine::log_rate_limited!("ferrite: altering ACLs: {error}");

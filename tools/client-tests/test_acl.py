@@ -2,7 +2,7 @@
 describes and deletes ACLs with confluent-kafka's AdminClient; SASL users produce, consume in a
 group and see topics as the ACLs say, with Kafka's *_AUTHORIZATION_FAILED errors otherwise; a
 DENY beats an ALLOW; a deleted ACL stops applying at once; ACLs survive a restart; the flags in
-the TOML file; and no ACL API without an authorizer (SECURITY_DISABLED, as Kafka).
+the TOML file; an ACL created through one broker of a cluster enforced by every broker; and no ACL API without an authorizer (SECURITY_DISABLED, as Kafka).
 
 The users are written offline before the first start (`ferrite user set --data-dir`): with the
 authorizer on, only a principal allowed to ALTER the cluster may add them online.
@@ -25,10 +25,12 @@ from confluent_kafka.admin import (
 )
 
 from kafka.protocol.admin import DescribeAclsRequest
+from kafka.protocol.metadata import MetadataRequest
 
+from cluster_support import Loopback, running_cluster
 from conftest import FERRITE_BIN, Broker
 from raw_protocol import RawConnection
-from support import CLIENT_DEADLINE_S, topic_name
+from support import CLIENT_DEADLINE_S, topic_name, wait_until
 
 LISTENERS = ("SASL_PLAINTEXT", "PLAINTEXT")
 PASSWORDS = {"admin": "admin-secret", "alice": "alice-secret", "bob": "bob-secret"}
@@ -200,20 +202,7 @@ def test_acls_decide_who_produces_consumes_and_sees_what(start_broker):
     assert caught.value.args[0].code() == KafkaError.CLUSTER_AUTHORIZATION_FAILED, caught.value
     # librdkafka drops DescribeAcls' top-level error (it shows bob nothing); the answer has it.
     assert bob_admin.describe_acls(everything(), request_timeout=CLIENT_DEADLINE_S).result() == []
-    anonymous = RawConnection(broker.addresses["PLAINTEXT"])
-    answer = anonymous.request(
-        DescribeAclsRequest(
-            resource_type_filter=1,
-            resource_name_filter=None,
-            pattern_type_filter=1,
-            principal_filter=None,
-            host_filter=None,
-            operation=1,
-            permission_type=1,
-        ),
-        version=1,
-    )
-    anonymous.close()
+    answer = raw_describe_acls(broker.addresses["PLAINTEXT"])
     assert (answer.error_code, answer.resources) == (KafkaError.CLUSTER_AUTHORIZATION_FAILED, []), answer
 
     # The ACLs survive a restart.
@@ -258,3 +247,77 @@ def test_super_users_need_an_authorizer(tmp_path):
         timeout=CLIENT_DEADLINE_S,
     )
     assert done.returncode == 2 and "--authorizer acl" in done.stderr, done.stderr
+
+
+def raw_describe_acls(bootstrap):
+    connection = RawConnection(bootstrap)
+    try:
+        return connection.request(
+            DescribeAclsRequest(
+                resource_type_filter=1,
+                resource_name_filter=None,
+                pattern_type_filter=1,
+                principal_filter=None,
+                host_filter=None,
+                operation=1,
+                permission_type=1,
+            ),
+            version=1,
+        )
+    finally:
+        connection.close()
+
+
+def raw_topics_listed(bootstrap):
+    connection = RawConnection(bootstrap)
+    try:
+        return {topic[1] for topic in connection.request(MetadataRequest(topics=None), version=1).topics}
+    finally:
+        connection.close()
+
+
+@pytest.fixture
+def open_cluster(request, tmp_path):
+    """Three brokers authorizing with ACLs, which allow everyone where there is none (the
+    cluster's PLAINTEXT clients are all User:ANONYMOUS)."""
+    yield from running_cluster(
+        request,
+        tmp_path,
+        Loopback(),
+        broker_args=("--authorizer", "acl", "--allow-everyone-if-no-acl-found", "true"),
+    )
+
+
+def test_an_acl_created_through_one_broker_is_enforced_by_all(open_cluster):
+    one, two, three = (open_cluster.brokers[node].bootstrap for node in open_cluster.node_ids)
+    admin = AdminClient({"bootstrap.servers": one})
+    hidden, shown = topic_name("hidden"), topic_name("shown")
+    for future in admin.create_topics([NewTopic(hidden, 1, 3), NewTopic(shown, 1, 3)]).values():
+        future.result(timeout=CLIENT_DEADLINE_S)
+    for bootstrap in (one, two, three):
+        wait_until(lambda: {hidden, shown} <= raw_topics_listed(bootstrap), f"both topics at {bootstrap}")
+    denied = acl(ResourceType.TOPIC, hidden, "User:ANONYMOUS", AclOperation.ALL, AclPermissionType.DENY)
+    create_acls(admin, [denied])
+    for bootstrap in (one, two, three):
+        wait_until(lambda: len(raw_describe_acls(bootstrap).resources) == 1, f"the ACL at {bootstrap}")
+        listed = raw_topics_listed(bootstrap)
+        assert shown in listed and hidden not in listed, (bootstrap, listed)
+    refused = produce_anonymously(two, hidden)
+    assert refused is not None and refused.code() == KafkaError.TOPIC_AUTHORIZATION_FAILED, refused
+    # Deleted through another broker, it goes everywhere.
+    other_admin = AdminClient({"bootstrap.servers": three})
+    deleted = other_admin.delete_acls([everything()], request_timeout=CLIENT_DEADLINE_S)
+    assert [list(future.result()) for future in deleted.values()] == [[denied]]
+    for bootstrap in (one, two, three):
+        wait_until(lambda: hidden in raw_topics_listed(bootstrap), f"the topic listed again at {bootstrap}")
+    assert produce_anonymously(two, hidden) is None
+
+
+def produce_anonymously(bootstrap, topic):
+    """The delivery error of one message produced over PLAINTEXT (None when delivered)."""
+    reports = []
+    producer = Producer({"bootstrap.servers": bootstrap, "message.timeout.ms": 10_000})
+    producer.produce(topic, value=b"x", on_delivery=lambda error, _: reports.append(error))
+    producer.flush(CLIENT_DEADLINE_S)
+    assert len(reports) == 1, "the delivery report is missing"
+    return reports[0]

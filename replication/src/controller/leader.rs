@@ -13,7 +13,7 @@ use engine::topic_config;
 use super::wire::{ControllerRequest, Outcome};
 use super::{apply, random_uuid, within, Controller, Planned};
 use crate::metadata::{
-    plan_allocate_producer_ids, plan_alter_configs, plan_alter_credentials,
+    plan_allocate_producer_ids, plan_alter_acls, plan_alter_configs, plan_alter_credentials,
     plan_cancel_reassignment, plan_complete_reassignment, plan_create_partitions,
     plan_create_topic, plan_delete_topic, plan_liveness, plan_reassign, MetadataImage,
     MetadataRecord, NewTopic, PlanError,
@@ -225,6 +225,7 @@ impl Controller {
             ControllerRequest::AlterCredentials { records } => {
                 plan_alter_credentials(image, records)
             }
+            ControllerRequest::AlterAcls { records } => plan_alter_acls(image, records),
         }
     }
 

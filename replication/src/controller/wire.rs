@@ -79,6 +79,11 @@ pub enum ControllerRequest {
     AlterCredentials {
         records: Vec<MetadataRecord>,
     },
+    /// CreateAcls, DeleteAcls: ACL records (`AccessControlEntry`, `RemoveAccessControlEntry`)
+    /// the broker that took the request checked.
+    AlterAcls {
+        records: Vec<MetadataRecord>,
+    },
 }
 
 /// One IncrementalAlterConfigs operation on one key.
@@ -142,6 +147,7 @@ pub enum WirePlanError {
     StaleBrokerEpoch { node_id: NodeId, incarnation: u64 },
     ProducerIdsExhausted,
     UnacceptableCredential(String),
+    InvalidRequest(String),
 }
 
 impl From<PlanError> for WirePlanError {
@@ -180,6 +186,7 @@ impl From<PlanError> for WirePlanError {
             PlanError::UnacceptableCredential(reason) => {
                 WirePlanError::UnacceptableCredential(reason)
             }
+            PlanError::InvalidRequest(reason) => WirePlanError::InvalidRequest(reason),
         }
     }
 }
@@ -220,6 +227,7 @@ impl From<WirePlanError> for PlanError {
             WirePlanError::UnacceptableCredential(reason) => {
                 PlanError::UnacceptableCredential(reason)
             }
+            WirePlanError::InvalidRequest(reason) => PlanError::InvalidRequest(reason),
         }
     }
 }
@@ -257,6 +265,7 @@ mod tests {
                 incarnation: 5,
             },
             PlanError::ProducerIdsExhausted,
+            PlanError::InvalidRequest("not an ACL".into()),
         ];
         for error in errors {
             let wire = ControllerWire::Response {

@@ -18,6 +18,7 @@
 
 use std::collections::BTreeMap;
 
+use engine::acls::{self, AclChange, AclTable};
 use engine::credentials::{self, CredentialChange, CredentialTable};
 
 use super::records::{
@@ -108,6 +109,8 @@ pub struct MetadataImage {
     producer_id_blocks: BTreeMap<NodeId, ProducerIdBlock>,
     /// The users' SCRAM credentials, which every broker authenticates clients against.
     credentials: CredentialTable,
+    /// The ACLs, which every broker authorizes requests against.
+    acls: AclTable,
 }
 
 impl MetadataImage {
@@ -230,6 +233,15 @@ impl MetadataImage {
                         Applied::Changed
                     }
                     None => Applied::Stale("a SCRAM mechanism this broker does not know"),
+                }
+            }
+            MetadataRecord::AccessControlEntry(_) | MetadataRecord::RemoveAccessControlEntry(_) => {
+                match record.acl_change() {
+                    Some(change) => {
+                        acls::apply(&mut self.acls, std::slice::from_ref(&change));
+                        Applied::Changed
+                    }
+                    None => Applied::Stale("an ACL code this broker does not know"),
                 }
             }
         }
@@ -369,6 +381,11 @@ impl MetadataImage {
         &self.credentials
     }
 
+    /// The ACLs.
+    pub fn acls(&self) -> &AclTable {
+        &self.acls
+    }
+
     pub fn topics(&self) -> impl Iterator<Item = (&str, &TopicImage)> {
         self.topics
             .iter()
@@ -459,6 +476,11 @@ impl MetadataImage {
                 })
             }));
         }
+        records.extend(
+            self.acls
+                .iter()
+                .map(|binding| MetadataRecord::of_acl_change(&AclChange::Create(binding.clone()))),
+        );
         records
     }
 }

@@ -7,6 +7,7 @@
 //! before any field is read, and garbage is an error, never a panic; the version lets a later
 //! release read the batches an older one wrote.
 
+use engine::acls::{AclBinding, AclChange, Operation, PatternType, Permission, ResourceType};
 use engine::credentials::{CredentialChange, ScramCredential, ScramMechanism};
 use rkyv::rancor;
 use rkyv::util::AlignedVec;
@@ -146,6 +147,50 @@ pub enum MetadataRecord {
         user: String,
         mechanism: i8,
     },
+    /// Adds an ACL (Kafka's AccessControlEntryRecord).
+    AccessControlEntry(AclRecord),
+    /// Removes an ACL (Kafka's RemoveAccessControlEntryRecord, which names it by its fields
+    /// here rather than by an id).
+    RemoveAccessControlEntry(AclRecord),
+}
+
+/// One ACL, in Kafka's codes (`engine::acls`).
+#[derive(Debug, Clone, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub struct AclRecord {
+    pub resource_type: i8,
+    pub resource_name: String,
+    pub pattern_type: i8,
+    pub principal: String,
+    pub host: String,
+    pub operation: i8,
+    pub permission: i8,
+}
+
+impl AclRecord {
+    fn of(binding: &AclBinding) -> AclRecord {
+        AclRecord {
+            resource_type: binding.resource_type.code(),
+            resource_name: binding.resource_name.clone(),
+            pattern_type: binding.pattern_type.code(),
+            principal: binding.principal.clone(),
+            host: binding.host.clone(),
+            operation: binding.operation.code(),
+            permission: binding.permission.code(),
+        }
+    }
+
+    /// The ACL, if every code is one this broker knows.
+    fn binding(&self) -> Option<AclBinding> {
+        Some(AclBinding {
+            resource_type: ResourceType::from_code(self.resource_type)?,
+            resource_name: self.resource_name.clone(),
+            pattern_type: PatternType::from_code(self.pattern_type)?,
+            principal: self.principal.clone(),
+            host: self.host.clone(),
+            operation: Operation::from_code(self.operation)?,
+            permission: Permission::from_code(self.permission)?,
+        })
+    }
 }
 
 /// A user's SCRAM credential for one mechanism (Kafka's number for it: 1 SCRAM-SHA-256, 2
@@ -183,6 +228,30 @@ impl MetadataRecord {
                     mechanism: mechanism.kafka_type(),
                 }
             }
+        }
+    }
+
+    /// The record of a change to the ACLs.
+    pub fn of_acl_change(change: &AclChange) -> MetadataRecord {
+        match change {
+            AclChange::Create(binding) => {
+                MetadataRecord::AccessControlEntry(AclRecord::of(binding))
+            }
+            AclChange::Delete(binding) => {
+                MetadataRecord::RemoveAccessControlEntry(AclRecord::of(binding))
+            }
+        }
+    }
+
+    /// The change to the ACLs this record makes, if it is one of theirs with codes this broker
+    /// knows.
+    pub fn acl_change(&self) -> Option<AclChange> {
+        match self {
+            MetadataRecord::AccessControlEntry(record) => record.binding().map(AclChange::Create),
+            MetadataRecord::RemoveAccessControlEntry(record) => {
+                record.binding().map(AclChange::Delete)
+            }
+            _ => None,
         }
     }
 
@@ -324,6 +393,24 @@ mod tests {
                 user: "alice".to_owned(),
                 mechanism: 1,
             },
+            MetadataRecord::AccessControlEntry(AclRecord {
+                resource_type: 2,
+                resource_name: "orders-".to_owned(),
+                pattern_type: 4,
+                principal: "User:alice".to_owned(),
+                host: "*".to_owned(),
+                operation: 4,
+                permission: 3,
+            }),
+            MetadataRecord::RemoveAccessControlEntry(AclRecord {
+                resource_type: 3,
+                resource_name: "group".to_owned(),
+                pattern_type: 3,
+                principal: "User:*".to_owned(),
+                host: "10.0.0.1".to_owned(),
+                operation: 3,
+                permission: 2,
+            }),
         ]
     }
 
