@@ -12,6 +12,8 @@ use engine::acls::{AccessRequest, AclChange, Operation, ResourceType, CLUSTER_NA
 use kafka_protocol::ResponseError;
 
 use crate::broker::{Broker, Client};
+use crate::errors::Failure;
+use crate::handlers::config_entries::RESOURCE_TOPIC;
 
 /// Kafka's principal type of users.
 const USER_PRINCIPAL_PREFIX: &str = "User:";
@@ -93,6 +95,37 @@ impl Broker {
             (
                 ResponseError::UnknownServerError,
                 format!("the broker could not write its ACLs: {error}"),
+            )
+        })
+    }
+
+    /// The refusal of `operation` (DESCRIBE_CONFIGS, ALTER_CONFIGS) on the config resource
+    /// `name` of Kafka's `resource_type` (a topic, or a broker: the cluster), if refused.
+    pub fn config_refusal(
+        &self,
+        client: &Client,
+        operation: Operation,
+        resource_type: i8,
+        name: &str,
+    ) -> Option<Failure> {
+        let (authorized, error) = match resource_type {
+            RESOURCE_TOPIC => (
+                self.authorized_on_topic(client, operation, name),
+                ResponseError::TopicAuthorizationFailed,
+            ),
+            _ => (
+                self.authorized_on_cluster(client, operation),
+                ResponseError::ClusterAuthorizationFailed,
+            ),
+        };
+        (!authorized).then(|| {
+            Failure::new(
+                error.code(),
+                format!(
+                    "{} may not {} {name}",
+                    client.security.principal,
+                    operation.name()
+                ),
             )
         })
     }

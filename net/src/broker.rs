@@ -214,64 +214,67 @@ impl Broker {
         };
         let started_at = Instant::now();
         let broker = self.clone();
-        let pending: PendingReply = match request
-            .decode_body()
-            .map_err(|error| error.to_string())?
-        {
-            Body::ListOffsetsV0(list) => {
-                let broker = broker.clone();
-                Box::pin(async move {
-                    header.reply_versioned(&handlers::list_offsets::handle_v0(&broker, list).await)
-                })
-            }
-            Body::MessageFormatV0V1(refused) => {
-                refuse_message_format_v0_v1(header, &refused, peer)?
-            }
-            Body::Current(body) => {
-                routing.count_request(&self.context, &body);
-                let client = Client {
-                    id: request
-                        .header
-                        .client_id
-                        .as_ref()
-                        .map(|id| id.to_string())
-                        .unwrap_or_default(),
-                    host: format!("/{}", peer.ip()),
-                    security: security.clone(),
-                };
-                match body {
-                    // The connection's authentication changes in request order.
-                    RequestKind::SaslHandshake(handshake) => {
-                        let response = security.authentication.handshake(
-                            header.api_version,
-                            &handshake.mechanism,
-                            &self.config.sasl,
-                        );
-                        let reply = header.reply(&response);
-                        Box::pin(async move { reply })
-                    }
-                    RequestKind::SaslAuthenticate(request) => {
-                        let answered = self.authenticate(&request.auth_bytes, security);
-                        let reply = header.reply(&sasl::authenticate_response(answered));
-                        Box::pin(async move { reply })
-                    }
-                    // The only API with work that must happen in request order.
-                    RequestKind::Produce(produce) => {
-                        // The frame's last holder besides the batches: with it gone, a large
-                        // batch owns its bytes and goes to the engine without a copy.
-                        drop(request);
-                        handlers::produce::start(broker.clone(), header, &client, produce).await
-                    }
-                    body => {
-                        let broker = broker.clone();
-                        let draining = routing.draining();
-                        Box::pin(
-                            async move { broker.answer(header, client, body, &draining).await },
+        // Who asks, as the handlers authorize it (`crate::authorizer`) and the group
+        // coordinator records its members.
+        let client = Client {
+            id: request
+                .header
+                .client_id
+                .as_ref()
+                .map(|id| id.to_string())
+                .unwrap_or_default(),
+            host: format!("/{}", peer.ip()),
+            security: security.clone(),
+        };
+        let pending: PendingReply =
+            match request.decode_body().map_err(|error| error.to_string())? {
+                Body::ListOffsetsV0(list) => {
+                    let broker = broker.clone();
+                    Box::pin(async move {
+                        header.reply_versioned(
+                            &handlers::list_offsets::handle_v0(&broker, &client, list).await,
                         )
+                    })
+                }
+                Body::MessageFormatV0V1(refused) => {
+                    refuse_message_format_v0_v1(header, &refused, peer)?
+                }
+                Body::Current(body) => {
+                    routing.count_request(&self.context, &body);
+
+                    match body {
+                        // The connection's authentication changes in request order.
+                        RequestKind::SaslHandshake(handshake) => {
+                            let response = security.authentication.handshake(
+                                header.api_version,
+                                &handshake.mechanism,
+                                &self.config.sasl,
+                            );
+                            let reply = header.reply(&response);
+                            Box::pin(async move { reply })
+                        }
+                        RequestKind::SaslAuthenticate(request) => {
+                            let answered = self.authenticate(&request.auth_bytes, security);
+                            let reply = header.reply(&sasl::authenticate_response(answered));
+                            Box::pin(async move { reply })
+                        }
+                        // The only API with work that must happen in request order.
+                        RequestKind::Produce(produce) => {
+                            // The frame's last holder besides the batches: with it gone, a large
+                            // batch owns its bytes and goes to the engine without a copy.
+                            drop(request);
+                            handlers::produce::start(broker.clone(), header, &client, produce).await
+                        }
+                        body => {
+                            let broker = broker.clone();
+                            let draining = routing.draining();
+                            Box::pin(
+                                async move { broker.answer(header, client, body, &draining).await },
+                            )
+                        }
                     }
                 }
-            }
-        };
+            };
         Ok(Box::pin(async move {
             let reply = pending.await;
             let now = Instant::now();
@@ -338,7 +341,7 @@ impl Broker {
                 handlers::fetch::handle(&self, header, &client, request, draining).await
             }
             RequestKind::ListOffsets(request) => header.reply_versioned(
-                &handlers::list_offsets::handle(&self, header.api_version, request).await,
+                &handlers::list_offsets::handle(&self, header.api_version, &client, request).await,
             ),
             RequestKind::CreateTopics(request) => header.reply_versioned(
                 &handlers::create_topics::handle(&self, header.api_version, &client, request).await,
@@ -347,25 +350,24 @@ impl Broker {
                 &handlers::delete_topics::handle(&self, header.api_version, &client, request).await,
             ),
             RequestKind::CreatePartitions(request) => {
-                header.reply(&handlers::create_partitions::handle(&self, request).await)
+                header.reply(&handlers::create_partitions::handle(&self, &client, request).await)
             }
             RequestKind::DescribeConfigs(request) => header.reply_versioned(
-                &handlers::describe_configs::handle(&self, header.api_version, request),
+                &handlers::describe_configs::handle(&self, header.api_version, &client, request),
             ),
             RequestKind::AlterConfigs(request) => {
-                header.reply(&handlers::alter_configs::handle(&self, request).await)
+                header.reply(&handlers::alter_configs::handle(&self, &client, request).await)
             }
-            RequestKind::AlterPartitionReassignments(request) => {
-                header.reply(&handlers::alter_partition_reassignments::handle(&self, request).await)
-            }
-            RequestKind::ListPartitionReassignments(request) => header.reply(
-                &handlers::list_partition_reassignments::handle(&self, request),
+            RequestKind::AlterPartitionReassignments(request) => header.reply(
+                &handlers::alter_partition_reassignments::handle(&self, &client, request).await,
             ),
-            RequestKind::IncrementalAlterConfigs(request) => {
-                header.reply(&handlers::incremental_alter_configs::handle(&self, request).await)
-            }
+            RequestKind::ListPartitionReassignments(request) => header.reply(
+                &handlers::list_partition_reassignments::handle(&self, &client, request),
+            ),
+            RequestKind::IncrementalAlterConfigs(request) => header
+                .reply(&handlers::incremental_alter_configs::handle(&self, &client, request).await),
             RequestKind::DeleteRecords(request) => {
-                header.reply(&handlers::delete_records::handle(&self, request).await)
+                header.reply(&handlers::delete_records::handle(&self, &client, request).await)
             }
             RequestKind::DescribeProducers(request) => {
                 header.reply(&handlers::describe_producers::handle(&self, request).await)
@@ -411,11 +413,10 @@ impl Broker {
             RequestKind::ListGroups(request) => {
                 header.reply(&groups::list_groups::handle(&self, request).await)
             }
-            RequestKind::DescribeGroups(request) => {
-                header.reply(&groups::describe_groups::handle(&self, version, request).await)
-            }
+            RequestKind::DescribeGroups(request) => header
+                .reply(&groups::describe_groups::handle(&self, version, &client, request).await),
             RequestKind::DeleteGroups(request) => {
-                header.reply(&groups::delete_groups::handle(&self, request).await)
+                header.reply(&groups::delete_groups::handle(&self, &client, request).await)
             }
             RequestKind::OffsetDelete(request) => {
                 header.reply(&groups::offset_delete::handle(&self, request).await)
@@ -425,11 +426,11 @@ impl Broker {
             }
             RequestKind::ConsumerGroupHeartbeat(request) => header
                 .reply(&groups::consumer_group_heartbeat::handle(&self, &client, request).await),
-            RequestKind::AlterUserScramCredentials(request) => {
-                header.reply(&handlers::alter_user_scram_credentials::handle(&self, request).await)
-            }
+            RequestKind::AlterUserScramCredentials(request) => header.reply(
+                &handlers::alter_user_scram_credentials::handle(&self, &client, request).await,
+            ),
             RequestKind::DescribeUserScramCredentials(request) => header.reply(
-                &handlers::describe_user_scram_credentials::handle(&self, request),
+                &handlers::describe_user_scram_credentials::handle(&self, &client, request),
             ),
             RequestKind::CreateAcls(request) => {
                 header.reply(&handlers::acls::create_acls::handle(&self, &client, request).await)
