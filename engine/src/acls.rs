@@ -277,6 +277,56 @@ pub fn authorize(table: &AclTable, request: &AccessRequest, allow_if_no_acl: boo
     allowed || (!any_acl && allow_if_no_acl)
 }
 
+/// Kafka's `authorizeByResourceType` past its first step (the caller's: the request on a
+/// resource of the type no ACL names, which lets super users and the no-ACL fallback through):
+/// whether some resource of `resource_type` would allow `principal` from `host` to do
+/// `operation`, that is an ALLOW of it (or of ALL) not cancelled by a DENY of a wildcard, of the
+/// same literal name, or of a prefix of the allowed name. Implied operations do not count here,
+/// as in Kafka.
+pub fn authorize_by_resource_type(
+    table: &AclTable,
+    principal: &str,
+    host: &str,
+    operation: Operation,
+    resource_type: ResourceType,
+) -> bool {
+    let applying = table.iter().filter(|binding| {
+        binding.resource_type == resource_type
+            && (binding.host == host || binding.host == WILDCARD)
+            && (binding.principal == principal || binding.principal == WILDCARD_PRINCIPAL)
+            && (binding.operation == operation || binding.operation == Operation::All)
+    });
+    let mut denied: BTreeSet<(PatternType, &str)> = BTreeSet::new();
+    let mut allowed: Vec<&AclBinding> = Vec::new();
+    for binding in applying {
+        match binding.permission {
+            Permission::Deny
+                if binding.pattern_type == PatternType::Literal
+                    && binding.resource_name == WILDCARD =>
+            {
+                return false
+            }
+            Permission::Deny => {
+                denied.insert((binding.pattern_type, binding.resource_name.as_str()));
+            }
+            Permission::Allow => allowed.push(binding),
+        }
+    }
+    allowed.iter().any(|binding| {
+        let name = binding.resource_name.as_str();
+        if binding.pattern_type == PatternType::Literal && name == WILDCARD {
+            return true;
+        }
+        let literal_denied = binding.pattern_type == PatternType::Literal
+            && denied.contains(&(PatternType::Literal, name));
+        let prefix_denied = name
+            .char_indices()
+            .map(|(at, character)| &name[..at + character.len_utf8()])
+            .any(|prefix| denied.contains(&(PatternType::Prefixed, prefix)));
+        !literal_denied && !prefix_denied
+    })
+}
+
 #[derive(Debug, Error)]
 pub enum AclsError {
     #[error("{path}: {error}")]
@@ -358,6 +408,23 @@ impl Acls {
     /// Every ACL as last published.
     pub fn table(&self) -> Arc<AclTable> {
         self.table.load_full()
+    }
+
+    /// See [`authorize_by_resource_type`].
+    pub fn authorize_by_resource_type(
+        &self,
+        principal: &str,
+        host: &str,
+        operation: Operation,
+        resource_type: ResourceType,
+    ) -> bool {
+        authorize_by_resource_type(
+            &self.table.load(),
+            principal,
+            host,
+            operation,
+            resource_type,
+        )
     }
 
     /// Kafka's decision for `request` (see [`authorize`]).

@@ -130,6 +130,26 @@ impl Broker {
         })
     }
 
+    /// Whether `client` may do `operation` on some resource of `resource_type` (Kafka's
+    /// `authorizeByResourceType`: InitProducerId without a transactional id needs WRITE on
+    /// some topic, if not IDEMPOTENT_WRITE on the cluster).
+    pub fn authorized_by_resource_type(
+        &self,
+        client: &Client,
+        operation: Operation,
+        resource_type: ResourceType,
+    ) -> bool {
+        // As Kafka: a resource no ACL names first, which lets super users and the no-ACL
+        // fallback through whatever the DENY ACLs say.
+        self.authorized(client, operation, resource_type, "hardcode")
+            || self.acls.authorize_by_resource_type(
+                &client.security.principal,
+                client.host.trim_start_matches('/'),
+                operation,
+                resource_type,
+            )
+    }
+
     /// Whether `client` may do `operation` on the cluster.
     pub fn authorized_on_cluster(&self, client: &Client, operation: Operation) -> bool {
         self.authorized(client, operation, ResourceType::Cluster, CLUSTER_NAME)

@@ -372,16 +372,16 @@ impl Broker {
             RequestKind::DescribeProducers(request) => {
                 header.reply(&handlers::describe_producers::handle(&self, request).await)
             }
-            RequestKind::InitProducerId(request) => {
-                header.reply(&handlers::init_producer_id::handle(&self, version, request).await)
-            }
-            RequestKind::AddPartitionsToTxn(request) => header
-                .reply(&handlers::add_partitions_to_txn::handle(&self, version, request).await),
-            RequestKind::AddOffsetsToTxn(request) => {
-                header.reply(&handlers::add_offsets_to_txn::handle(&self, version, request).await)
-            }
+            RequestKind::InitProducerId(request) => header
+                .reply(&handlers::init_producer_id::handle(&self, version, &client, request).await),
+            RequestKind::AddPartitionsToTxn(request) => header.reply(
+                &handlers::add_partitions_to_txn::handle(&self, version, &client, request).await,
+            ),
+            RequestKind::AddOffsetsToTxn(request) => header.reply(
+                &handlers::add_offsets_to_txn::handle(&self, version, &client, request).await,
+            ),
             RequestKind::EndTxn(request) => {
-                header.reply(&handlers::end_txn::handle(&self, version, request).await)
+                header.reply(&handlers::end_txn::handle(&self, version, &client, request).await)
             }
             RequestKind::DescribeTransactions(request) => {
                 header.reply(&handlers::describe_transactions::handle(&self, request).await)

@@ -373,3 +373,61 @@ fn a_damaged_file_is_an_error_not_an_empty_table() {
         Err(AclsError::Format { .. })
     ));
 }
+
+#[test]
+fn by_resource_type_as_kafkas_authorize_by_resource_type() {
+    let by_type = |acls: &[AclBinding]| {
+        authorize_by_resource_type(
+            &table(acls),
+            "User:a",
+            "10.0.0.1",
+            Write,
+            ResourceType::Topic,
+        )
+    };
+    assert!(!by_type(&[]));
+    assert!(by_type(&[topic_acl(
+        "orders", Literal, "User:a", Write, Allow
+    )]));
+    assert!(by_type(&[topic_acl(
+        "orders", Literal, "User:*", All, Allow
+    )]));
+    // READ does not count, nor another principal, nor another type.
+    assert!(!by_type(&[topic_acl(
+        "orders", Literal, "User:a", Read, Allow
+    )]));
+    assert!(!by_type(&[topic_acl(
+        "orders", Literal, "User:b", Write, Allow
+    )]));
+    assert!(!by_type(&[acl(
+        ResourceType::Group,
+        "g",
+        Literal,
+        "User:a",
+        "*",
+        Write,
+        Allow
+    )]));
+    // A DENY of the same literal, or of a prefix of it, cancels an ALLOW; a wildcard DENY all.
+    assert!(!by_type(&[
+        topic_acl("orders", Literal, "User:a", Write, Allow),
+        topic_acl("orders", Literal, "User:a", Write, Deny),
+    ]));
+    assert!(!by_type(&[
+        topic_acl("orders", Prefixed, "User:a", Write, Allow),
+        topic_acl("ord", Prefixed, "User:a", Write, Deny),
+    ]));
+    assert!(by_type(&[
+        topic_acl("orders", Prefixed, "User:a", Write, Allow),
+        topic_acl("orders-eu", Prefixed, "User:a", Write, Deny),
+    ]));
+    assert!(!by_type(&[
+        topic_acl("*", Literal, "User:a", Write, Allow),
+        topic_acl("*", Literal, "User:a", Write, Deny),
+    ]));
+    assert!(by_type(&[
+        topic_acl("orders", Literal, "User:a", Write, Allow),
+        topic_acl("payments", Literal, "User:a", Write, Allow),
+        topic_acl("orders", Literal, "User:a", Write, Deny),
+    ]));
+}
