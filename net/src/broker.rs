@@ -411,7 +411,7 @@ impl Broker {
                 &groups::offset_fetch::handle(&self, version, &client, request).await,
             ),
             RequestKind::ListGroups(request) => {
-                header.reply(&groups::list_groups::handle(&self, request).await)
+                header.reply(&groups::list_groups::handle(&self, &client, request).await)
             }
             RequestKind::DescribeGroups(request) => header
                 .reply(&groups::describe_groups::handle(&self, version, &client, request).await),
@@ -419,7 +419,7 @@ impl Broker {
                 header.reply(&groups::delete_groups::handle(&self, &client, request).await)
             }
             RequestKind::OffsetDelete(request) => {
-                header.reply(&groups::offset_delete::handle(&self, request).await)
+                header.reply(&groups::offset_delete::handle(&self, &client, request).await)
             }
             RequestKind::TxnOffsetCommit(request) => {
                 header.reply(&groups::txn_offset_commit::handle(&self, &client, request).await)
