@@ -370,7 +370,7 @@ impl Broker {
                 header.reply(&handlers::delete_records::handle(&self, &client, request).await)
             }
             RequestKind::DescribeProducers(request) => {
-                header.reply(&handlers::describe_producers::handle(&self, request).await)
+                header.reply(&handlers::describe_producers::handle(&self, &client, request).await)
             }
             RequestKind::InitProducerId(request) => header
                 .reply(&handlers::init_producer_id::handle(&self, version, &client, request).await),
@@ -383,11 +383,10 @@ impl Broker {
             RequestKind::EndTxn(request) => {
                 header.reply(&handlers::end_txn::handle(&self, version, &client, request).await)
             }
-            RequestKind::DescribeTransactions(request) => {
-                header.reply(&handlers::describe_transactions::handle(&self, request).await)
-            }
+            RequestKind::DescribeTransactions(request) => header
+                .reply(&handlers::describe_transactions::handle(&self, &client, request).await),
             RequestKind::ListTransactions(request) => {
-                header.reply(&handlers::list_transactions::handle(&self, request).await)
+                header.reply(&handlers::list_transactions::handle(&self, &client, request).await)
             }
             RequestKind::FindCoordinator(request) => header.reply(
                 &handlers::find_coordinator::handle(&self, version, &client, request),
@@ -441,9 +440,8 @@ impl Broker {
             RequestKind::DeleteAcls(request) => {
                 header.reply(&handlers::acls::delete_acls::handle(&self, &client, request).await)
             }
-            RequestKind::ConsumerGroupDescribe(request) => {
-                header.reply(&groups::consumer_group_describe::handle(&self, request).await)
-            }
+            RequestKind::ConsumerGroupDescribe(request) => header
+                .reply(&groups::consumer_group_describe::handle(&self, &client, request).await),
             // Decoding succeeds only for APIs in the implemented table, each handled above.
             other => Err(format!("no handler for {:?}", other)),
         }
