@@ -321,3 +321,54 @@ def produce_anonymously(bootstrap, topic):
     producer.flush(CLIENT_DEADLINE_S)
     assert len(reports) == 1, "the delivery report is missing"
     return reports[0]
+
+
+def ferrite_acl(*arguments, check=True):
+    done = subprocess.run(
+        [FERRITE_BIN, "acl", *arguments], capture_output=True, text=True, timeout=CLIENT_DEADLINE_S
+    )
+    if check:
+        assert done.returncode == 0, f"ferrite acl {' '.join(arguments)}: {done.stderr}"
+    return done
+
+
+def test_the_ferrite_acl_command_round_trip(start_broker):
+    broker = start_broker()
+    plaintext = broker.addresses["PLAINTEXT"]
+    # The command connects as User:ANONYMOUS: refused until an ACL lets it manage ACLs.
+    refused = ferrite_acl("list", "--bootstrap", plaintext, check=False)
+    assert refused.returncode != 0 and "CLUSTER_AUTHORIZATION_FAILED" in refused.stderr, refused.stderr
+    admin = admin_of(broker)
+    create_acls(
+        admin,
+        [
+            AclBinding(ResourceType.BROKER, "kafka-cluster", ResourcePatternType.LITERAL, "User:ANONYMOUS", "127.0.0.1", operation, AclPermissionType.ALLOW)
+            for operation in (AclOperation.ALTER, AclOperation.DESCRIBE)
+        ],
+    )
+    added = ferrite_acl(
+        "add", "--bootstrap", plaintext, "--topic", "cli-", "--pattern", "prefixed",
+        "--principal", "User:alice", "--operation", "write,describe",
+    ).stdout.splitlines()
+    assert added == [
+        "added acl TOPIC cli- pattern PREFIXED principal User:alice host * operation WRITE permission ALLOW",
+        "added acl TOPIC cli- pattern PREFIXED principal User:alice host * operation DESCRIBE permission ALLOW",
+    ]
+    ferrite_acl("add", "--bootstrap", plaintext, "--group", "g", "--principal", "User:bob", "--operation", "READ", "--deny")
+    # What a client sees: alice writes to the prefixed topics.
+    topic = topic_name("cli-orders")
+    admin.create_topics([NewTopic(topic, 1, 1)])[topic].result(timeout=CLIENT_DEADLINE_S)
+    assert produce(broker, "alice", topic, ["via the CLI"]) == [None]
+    listed = ferrite_acl("list", "--bootstrap", plaintext, "--principal", "User:alice").stdout.splitlines()
+    assert listed == sorted(line.removeprefix("added ") for line in added)
+    # MATCH: every ACL that applies to the topic named.
+    matching = ferrite_acl("list", "--bootstrap", plaintext, "--topic", topic, "--pattern", "match").stdout
+    assert matching.splitlines() == listed
+    removed = ferrite_acl("remove", "--bootstrap", plaintext, "--topic", "cli-", "--pattern", "prefixed").stdout
+    assert sorted(removed.splitlines()) == sorted(line.replace("added", "removed") for line in added)
+    assert ferrite_acl("list", "--bootstrap", plaintext, "--principal", "User:alice").stdout == ""
+    assert ferrite_acl("list", "--bootstrap", plaintext, "--group", "g").stdout.splitlines() == [
+        "acl GROUP g pattern LITERAL principal User:bob host * operation READ permission DENY"
+    ]
+    refused = produce(broker, "alice", topic, ["no"])
+    assert refused[0] is not None and refused[0].code() == KafkaError.TOPIC_AUTHORIZATION_FAILED, refused

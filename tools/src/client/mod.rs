@@ -27,12 +27,12 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::messages::{
     AlterPartitionReassignmentsRequest, AlterUserScramCredentialsRequest, ApiVersionsRequest,
-    ApiVersionsResponse, CreateTopicsRequest, DeleteTopicsRequest, DescribeConfigsRequest,
-    DescribeGroupsRequest, DescribeTransactionsRequest, DescribeUserScramCredentialsRequest,
-    FetchRequest, FindCoordinatorRequest, IncrementalAlterConfigsRequest, ListGroupsRequest,
-    ListOffsetsRequest, ListPartitionReassignmentsRequest, ListTransactionsRequest,
-    MetadataRequest, OffsetCommitRequest, OffsetFetchRequest, ProduceRequest, RequestHeader,
-    ResponseHeader,
+    ApiVersionsResponse, CreateAclsRequest, CreateTopicsRequest, DeleteAclsRequest,
+    DeleteTopicsRequest, DescribeAclsRequest, DescribeConfigsRequest, DescribeGroupsRequest,
+    DescribeTransactionsRequest, DescribeUserScramCredentialsRequest, FetchRequest,
+    FindCoordinatorRequest, IncrementalAlterConfigsRequest, ListGroupsRequest, ListOffsetsRequest,
+    ListPartitionReassignmentsRequest, ListTransactionsRequest, MetadataRequest,
+    OffsetCommitRequest, OffsetFetchRequest, ProduceRequest, RequestHeader, ResponseHeader,
 };
 use kafka_protocol::protocol::{
     Decodable, Encodable, HeaderVersion, Request, StrBytes, VersionRange,
@@ -94,6 +94,9 @@ client_versions! {
     DescribeTransactionsRequest => "DescribeTransactions", 0..=0;
     AlterUserScramCredentialsRequest => "AlterUserScramCredentials", 0..=0;
     DescribeUserScramCredentialsRequest => "DescribeUserScramCredentials", 0..=0;
+    CreateAclsRequest => "CreateAcls", 1..=3;
+    DescribeAclsRequest => "DescribeAcls", 1..=3;
+    DeleteAclsRequest => "DeleteAcls", 1..=3;
 }
 
 /// Why a request got no usable answer.
