@@ -4,9 +4,10 @@
 //! The table is the only place versions are declared, and a version goes in only once its
 //! handler implements it fully, so what we advertise is what we serve. Every API in it is served
 //! down to the oldest version Kafka 3.9 serves (0 for all of them but CreateAcls, DescribeAcls
-//! and DeleteAcls, served from Kafka 4's floor of 1: their version 0, ACLs without a pattern type
-//! from before KIP-290, is gone from Kafka 4 (KIP-896) and no client since Kafka 2.0 sends it; versions older than the
-//! generated codec reads are decoded and encoded in `old_versions`), except Produce v0–2 and
+//! and DeleteAcls, served from Kafka 4's floor of 1: their version 0, ACLs without a pattern
+//! type from before KIP-290, is gone from Kafka 4 (KIP-896) and no client since Kafka 2.0 sends
+//! it; versions older than the generated codec reads are decoded and encoded in
+//! `old_versions`), except Produce v0–2 and
 //! Fetch v0–3: those carry message formats v0 and v1 (magic 0 and 1), which Ferrite does not
 //! store. They are [`MESSAGE_FORMAT_V0_V1`]: each partition of such a request is answered
 //! UNSUPPORTED_VERSION in a response of the request's own version, so the client is told why
