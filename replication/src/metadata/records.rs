@@ -429,10 +429,16 @@ mod tests {
     /// is `every_kind_of_record()` as 584c9d2 encoded it (rkyv lays an enum out by its
     /// variants' order and sizes, so a variant inserted before others, or a field added to a
     /// record, would make it undecodable). New records go at the end of the enum.
+    /// The records at the end of `every_kind_of_record()` of kinds 584c9d2 did not have.
+    const RECORD_KINDS_ADDED_SINCE_584C9D2: usize = 2;
+
     #[test]
     fn a_batch_an_earlier_build_wrote_still_decodes() {
         let written_by_584c9d2 = include_bytes!("testdata/records-v1.bin");
-        assert_eq!(decode(written_by_584c9d2), Ok(every_kind_of_record()));
+        // The kinds of record added since (ACLs) come after those it had.
+        let mut its_kinds = every_kind_of_record();
+        its_kinds.truncate(its_kinds.len() - RECORD_KINDS_ADDED_SINCE_584C9D2);
+        assert_eq!(decode(written_by_584c9d2), Ok(its_kinds));
     }
 
     #[test]
