@@ -9,6 +9,7 @@
 //! coordinator in `net`, Raft in `replication`) keeps its per-shard state itself and reaches
 //! other shards through [`shard::ShardContext::post`] and [`shard::ShardContext::call_on`].
 
+pub mod acls;
 pub mod batch;
 pub mod catalog;
 pub mod clock;

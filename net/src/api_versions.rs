@@ -3,8 +3,11 @@
 //!
 //! The table is the only place versions are declared, and a version goes in only once its
 //! handler implements it fully, so what we advertise is what we serve. Every API in it is served
-//! down to the oldest version Kafka 3.9 serves (0 for all of them; versions older than the
-//! generated codec reads are decoded and encoded in `old_versions`), except Produce v0–2 and
+//! down to the oldest version Kafka 3.9 serves (0 for all of them but CreateAcls, DescribeAcls
+//! and DeleteAcls, served from Kafka 4's floor of 1: their version 0, ACLs without a pattern
+//! type from before KIP-290, is gone from Kafka 4 (KIP-896) and no client since Kafka 2.0 sends
+//! it; versions older than the generated codec reads are decoded and encoded in
+//! `old_versions`), except Produce v0–2 and
 //! Fetch v0–3: those carry message formats v0 and v1 (magic 0 and 1), which Ferrite does not
 //! store. They are [`MESSAGE_FORMAT_V0_V1`]: each partition of such a request is answered
 //! UNSUPPORTED_VERSION in a response of the request's own version, so the client is told why
@@ -77,6 +80,10 @@ const IMPLEMENTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::AlterUserScramCredentials, 0, 0),
     (ApiKey::DescribeClientQuotas, 0, 1),
     (ApiKey::AlterClientQuotas, 0, 1),
+    // From 1, Kafka 4's floor (see the module doc).
+    (ApiKey::CreateAcls, 1, 3),
+    (ApiKey::DescribeAcls, 1, 3),
+    (ApiKey::DeleteAcls, 1, 3),
 ];
 
 /// Versions of message formats v0 and v1 (magic 0 and 1): answered UNSUPPORTED_VERSION on every
@@ -161,6 +168,10 @@ mod tests {
         assert_eq!(fallback_response().error_code, UNSUPPORTED_VERSION);
     }
 
+    /// Served from Kafka 4's floor rather than 3.9's (see the module doc).
+    const SERVED_FROM_KAFKA_4S_FLOOR: &[ApiKey] =
+        &[ApiKey::CreateAcls, ApiKey::DescribeAcls, ApiKey::DeleteAcls];
+
     #[test]
     fn every_api_is_served_down_to_kafka_3_9s_floor_or_refused_in_words() {
         for &(api_key, served_min, _) in IMPLEMENTED {
@@ -169,6 +180,9 @@ mod tests {
                 .iter()
                 .find(|(key, _, _)| *key == api_key);
             match refused {
+                None if SERVED_FROM_KAFKA_4S_FLOOR.contains(&api_key) => {
+                    assert_eq!(served_min, 1, "{api_key:?}")
+                }
                 None => assert_eq!(served_min, 0, "{api_key:?}"),
                 Some(&(_, refused_min, refused_max)) => {
                     assert_eq!(

@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
+use engine::acls::Acls;
 use engine::catalog::{Catalog, CatalogError, Topic, OFFSETS_TOPIC};
 use engine::credentials::{CredentialChange, Credentials};
 use engine::resources::ReadDescriptor;
@@ -25,6 +26,7 @@ use kafka_protocol::messages::{ApiKey, RequestKind};
 use kafka_protocol::protocol::Encodable;
 
 use crate::api_versions;
+use crate::authorizer::AuthorizerConfig;
 use crate::cluster::Cluster;
 use crate::groups::shard::ShardGroups;
 use crate::handlers;
@@ -59,6 +61,8 @@ pub struct BrokerConfig {
     pub log: LogConfig,
     /// What SASL listeners accept.
     pub sasl: SaslConfig,
+    /// How requests are authorized (`crate::authorizer`).
+    pub authorizer: AuthorizerConfig,
 }
 
 impl BrokerConfig {
@@ -128,6 +132,8 @@ pub struct Broker {
     pub credentials: Arc<Credentials>,
     /// The client quotas and every client's usage of them (shared by every shard).
     pub quotas: Arc<QuotaUsage>,
+    /// The ACLs requests are authorized against (shared by every shard).
+    pub acls: Arc<Acls>,
     pub config: BrokerConfig,
     pub metrics: Arc<ShardMetrics>,
     /// The other brokers and the controller, when this broker is one of several.
@@ -145,6 +151,7 @@ impl Broker {
         catalog: Arc<Catalog>,
         credentials: Arc<Credentials>,
         quotas: Arc<QuotaUsage>,
+        acls: Arc<Acls>,
         config: BrokerConfig,
         metrics: Arc<ShardMetrics>,
         cluster: Option<Rc<ShardCluster>>,
@@ -156,6 +163,7 @@ impl Broker {
             catalog,
             credentials,
             quotas,
+            acls,
             config,
             metrics,
             cluster: cluster.map(Cluster::new),
@@ -243,64 +251,67 @@ impl Broker {
             _ => Duration::ZERO,
         };
         let broker = self.clone();
-        let pending: PendingReply = match request
-            .decode_body()
-            .map_err(|error| error.to_string())?
-        {
-            Body::ListOffsetsV0(list) => {
-                let broker = broker.clone();
-                Box::pin(async move {
-                    header.reply_versioned(&handlers::list_offsets::handle_v0(&broker, list).await)
-                })
-            }
-            Body::MessageFormatV0V1(refused) => {
-                refuse_message_format_v0_v1(header, &refused, peer)?
-            }
-            Body::Current(body) => {
-                routing.count_request(&self.context, &body);
-                match body {
-                    // The connection's authentication changes in request order.
-                    RequestKind::SaslHandshake(handshake) => {
-                        let response = security.authentication.handshake(
-                            header.api_version,
-                            &handshake.mechanism,
-                            &self.config.sasl,
-                        );
-                        let reply = header.reply(&response);
-                        Box::pin(async move { reply })
-                    }
-                    RequestKind::SaslAuthenticate(request) => {
-                        let answered = self.authenticate(&request.auth_bytes, security);
-                        let reply = header.reply(&sasl::authenticate_response(answered));
-                        Box::pin(async move { reply })
-                    }
-                    // The only API with work that must happen in request order.
-                    RequestKind::Produce(produce) => {
-                        // The frame's last holder besides the batches: with it gone, a large
-                        // batch owns its bytes and goes to the engine without a copy.
-                        drop(request);
-                        handlers::produce::start(broker.clone(), header, produce).await
-                    }
-                    body => {
-                        let broker = broker.clone();
-                        let draining = routing.draining();
-                        let client = Client {
-                            id: request
-                                .header
-                                .client_id
-                                .as_ref()
-                                .map(|id| id.to_string())
-                                .unwrap_or_default(),
-                            host: format!("/{}", peer.ip()),
-                            security: security.clone(),
-                        };
-                        Box::pin(
-                            async move { broker.answer(header, client, body, &draining).await },
+        // Who asks, as the handlers authorize it (`crate::authorizer`) and the group
+        // coordinator records its members.
+        let client = Client {
+            id: request
+                .header
+                .client_id
+                .as_ref()
+                .map(|id| id.to_string())
+                .unwrap_or_default(),
+            host: format!("/{}", peer.ip()),
+            security: security.clone(),
+        };
+        let pending: PendingReply =
+            match request.decode_body().map_err(|error| error.to_string())? {
+                Body::ListOffsetsV0(list) => {
+                    let broker = broker.clone();
+                    Box::pin(async move {
+                        header.reply_versioned(
+                            &handlers::list_offsets::handle_v0(&broker, &client, list).await,
                         )
+                    })
+                }
+                Body::MessageFormatV0V1(refused) => {
+                    refuse_message_format_v0_v1(header, &refused, peer)?
+                }
+                Body::Current(body) => {
+                    routing.count_request(&self.context, &body);
+
+                    match body {
+                        // The connection's authentication changes in request order.
+                        RequestKind::SaslHandshake(handshake) => {
+                            let response = security.authentication.handshake(
+                                header.api_version,
+                                &handshake.mechanism,
+                                &self.config.sasl,
+                            );
+                            let reply = header.reply(&response);
+                            Box::pin(async move { reply })
+                        }
+                        RequestKind::SaslAuthenticate(request) => {
+                            let answered = self.authenticate(&request.auth_bytes, security);
+                            let reply = header.reply(&sasl::authenticate_response(answered));
+                            Box::pin(async move { reply })
+                        }
+                        // The only API with work that must happen in request order.
+                        RequestKind::Produce(produce) => {
+                            // The frame's last holder besides the batches: with it gone, a large
+                            // batch owns its bytes and goes to the engine without a copy.
+                            drop(request);
+                            handlers::produce::start(broker.clone(), header, &client, produce).await
+                        }
+                        body => {
+                            let broker = broker.clone();
+                            let draining = routing.draining();
+                            Box::pin(
+                                async move { broker.answer(header, client, body, &draining).await },
+                            )
+                        }
                     }
                 }
-            }
-        };
+            };
         let throttle = throttle.clone();
         Ok(Box::pin(async move {
             let (mut reply, handling) = quotas::PollTimed::new(pending).await;
@@ -385,109 +396,99 @@ impl Broker {
             RequestKind::Metadata(request) => header.reply(&handlers::metadata::handle(
                 &self,
                 header.api_version,
-                &client.security.listener,
+                &client,
                 request,
             )),
             RequestKind::Fetch(request) => {
-                handlers::fetch::handle(&self, header, request, draining).await
+                handlers::fetch::handle(&self, header, &client, request, draining).await
             }
             RequestKind::ListOffsets(request) => header.reply_versioned(
-                &handlers::list_offsets::handle(&self, header.api_version, request).await,
+                &handlers::list_offsets::handle(&self, header.api_version, &client, request).await,
             ),
             RequestKind::CreateTopics(request) => header.reply_versioned(
-                &handlers::create_topics::handle(&self, header.api_version, request).await,
+                &handlers::create_topics::handle(&self, header.api_version, &client, request).await,
             ),
             RequestKind::DeleteTopics(request) => header.reply_versioned(
-                &handlers::delete_topics::handle(&self, header.api_version, request).await,
+                &handlers::delete_topics::handle(&self, header.api_version, &client, request).await,
             ),
             RequestKind::CreatePartitions(request) => {
-                header.reply(&handlers::create_partitions::handle(&self, request).await)
+                header.reply(&handlers::create_partitions::handle(&self, &client, request).await)
             }
             RequestKind::DescribeConfigs(request) => header.reply_versioned(
-                &handlers::describe_configs::handle(&self, header.api_version, request),
+                &handlers::describe_configs::handle(&self, header.api_version, &client, request),
             ),
             RequestKind::AlterConfigs(request) => {
-                header.reply(&handlers::alter_configs::handle(&self, request).await)
+                header.reply(&handlers::alter_configs::handle(&self, &client, request).await)
             }
-            RequestKind::AlterPartitionReassignments(request) => {
-                header.reply(&handlers::alter_partition_reassignments::handle(&self, request).await)
-            }
-            RequestKind::ListPartitionReassignments(request) => header.reply(
-                &handlers::list_partition_reassignments::handle(&self, request),
+            RequestKind::AlterPartitionReassignments(request) => header.reply(
+                &handlers::alter_partition_reassignments::handle(&self, &client, request).await,
             ),
-            RequestKind::IncrementalAlterConfigs(request) => {
-                header.reply(&handlers::incremental_alter_configs::handle(&self, request).await)
-            }
+            RequestKind::ListPartitionReassignments(request) => header.reply(
+                &handlers::list_partition_reassignments::handle(&self, &client, request),
+            ),
+            RequestKind::IncrementalAlterConfigs(request) => header
+                .reply(&handlers::incremental_alter_configs::handle(&self, &client, request).await),
             RequestKind::DeleteRecords(request) => {
-                header.reply(&handlers::delete_records::handle(&self, request).await)
+                header.reply(&handlers::delete_records::handle(&self, &client, request).await)
             }
             RequestKind::DescribeProducers(request) => {
-                header.reply(&handlers::describe_producers::handle(&self, request).await)
+                header.reply(&handlers::describe_producers::handle(&self, &client, request).await)
             }
-            RequestKind::InitProducerId(request) => {
-                header.reply(&handlers::init_producer_id::handle(&self, version, request).await)
-            }
-            RequestKind::AddPartitionsToTxn(request) => header
-                .reply(&handlers::add_partitions_to_txn::handle(&self, version, request).await),
-            RequestKind::AddOffsetsToTxn(request) => {
-                header.reply(&handlers::add_offsets_to_txn::handle(&self, version, request).await)
-            }
+            RequestKind::InitProducerId(request) => header
+                .reply(&handlers::init_producer_id::handle(&self, version, &client, request).await),
+            RequestKind::AddPartitionsToTxn(request) => header.reply(
+                &handlers::add_partitions_to_txn::handle(&self, version, &client, request).await,
+            ),
+            RequestKind::AddOffsetsToTxn(request) => header.reply(
+                &handlers::add_offsets_to_txn::handle(&self, version, &client, request).await,
+            ),
             RequestKind::EndTxn(request) => {
-                header.reply(&handlers::end_txn::handle(&self, version, request).await)
+                header.reply(&handlers::end_txn::handle(&self, version, &client, request).await)
             }
-            RequestKind::DescribeTransactions(request) => {
-                header.reply(&handlers::describe_transactions::handle(&self, request).await)
-            }
+            RequestKind::DescribeTransactions(request) => header
+                .reply(&handlers::describe_transactions::handle(&self, &client, request).await),
             RequestKind::ListTransactions(request) => {
-                header.reply(&handlers::list_transactions::handle(&self, request).await)
+                header.reply(&handlers::list_transactions::handle(&self, &client, request).await)
             }
-            RequestKind::FindCoordinator(request) => {
-                header.reply(&handlers::find_coordinator::handle(
-                    &self,
-                    version,
-                    &client.security.listener,
-                    request,
-                ))
-            }
+            RequestKind::FindCoordinator(request) => header.reply(
+                &handlers::find_coordinator::handle(&self, version, &client, request),
+            ),
             RequestKind::JoinGroup(request) => {
                 header.reply(&groups::join_group::handle(&self, version, &client, request).await)
             }
             RequestKind::SyncGroup(request) => {
-                header.reply(&groups::sync_group::handle(&self, request).await)
+                header.reply(&groups::sync_group::handle(&self, &client, request).await)
             }
             RequestKind::Heartbeat(request) => {
-                header.reply(&groups::heartbeat::handle(&self, request).await)
+                header.reply(&groups::heartbeat::handle(&self, &client, request).await)
             }
             RequestKind::LeaveGroup(request) => {
-                header.reply(&groups::leave_group::handle(&self, version, request).await)
+                header.reply(&groups::leave_group::handle(&self, version, &client, request).await)
             }
-            RequestKind::OffsetCommit(request) => header
-                .reply_versioned(&groups::offset_commit::handle(&self, version, request).await),
-            RequestKind::OffsetFetch(request) => {
-                header.reply_versioned(&groups::offset_fetch::handle(&self, version, request).await)
-            }
+            RequestKind::OffsetCommit(request) => header.reply_versioned(
+                &groups::offset_commit::handle(&self, version, &client, request).await,
+            ),
+            RequestKind::OffsetFetch(request) => header.reply_versioned(
+                &groups::offset_fetch::handle(&self, version, &client, request).await,
+            ),
             RequestKind::ListGroups(request) => {
-                header.reply(&groups::list_groups::handle(&self, request).await)
+                header.reply(&groups::list_groups::handle(&self, &client, request).await)
             }
-            RequestKind::DescribeGroups(request) => {
-                header.reply(&groups::describe_groups::handle(&self, version, request).await)
-            }
+            RequestKind::DescribeGroups(request) => header
+                .reply(&groups::describe_groups::handle(&self, version, &client, request).await),
             RequestKind::DeleteGroups(request) => {
-                header.reply(&groups::delete_groups::handle(&self, request).await)
+                header.reply(&groups::delete_groups::handle(&self, &client, request).await)
             }
             RequestKind::OffsetDelete(request) => {
-                header.reply(&groups::offset_delete::handle(&self, request).await)
+                header.reply(&groups::offset_delete::handle(&self, &client, request).await)
             }
             RequestKind::TxnOffsetCommit(request) => {
-                header.reply(&groups::txn_offset_commit::handle(&self, request).await)
+                header.reply(&groups::txn_offset_commit::handle(&self, &client, request).await)
             }
             RequestKind::ConsumerGroupHeartbeat(request) => header
                 .reply(&groups::consumer_group_heartbeat::handle(&self, &client, request).await),
-            RequestKind::AlterUserScramCredentials(request) => {
-                header.reply(&handlers::alter_user_scram_credentials::handle(&self, request).await)
-            }
-            RequestKind::DescribeUserScramCredentials(request) => header.reply(
-                &handlers::describe_user_scram_credentials::handle(&self, request),
+            RequestKind::AlterUserScramCredentials(request) => header.reply(
+                &handlers::alter_user_scram_credentials::handle(&self, &client, request).await,
             ),
             RequestKind::AlterClientQuotas(request) => {
                 header.reply(&handlers::alter_client_quotas::handle(&self, request).await)
@@ -495,9 +496,20 @@ impl Broker {
             RequestKind::DescribeClientQuotas(request) => {
                 header.reply(&handlers::describe_client_quotas::handle(&self, request))
             }
-            RequestKind::ConsumerGroupDescribe(request) => {
-                header.reply(&groups::consumer_group_describe::handle(&self, request).await)
+            RequestKind::DescribeUserScramCredentials(request) => header.reply(
+                &handlers::describe_user_scram_credentials::handle(&self, &client, request),
+            ),
+            RequestKind::CreateAcls(request) => {
+                header.reply(&handlers::acls::create_acls::handle(&self, &client, request).await)
             }
+            RequestKind::DescribeAcls(request) => header.reply(
+                &handlers::acls::describe_acls::handle(&self, &client, request),
+            ),
+            RequestKind::DeleteAcls(request) => {
+                header.reply(&handlers::acls::delete_acls::handle(&self, &client, request).await)
+            }
+            RequestKind::ConsumerGroupDescribe(request) => header
+                .reply(&groups::consumer_group_describe::handle(&self, &client, request).await),
             // Decoding succeeds only for APIs in the implemented table, each handled above.
             other => Err(format!("no handler for {:?}", other)),
         }

@@ -152,6 +152,11 @@ impl Cluster {
         answered(self.shard.alter_client_quotas(changes))
     }
 
+    /// See [`ShardCluster::alter_acls`].
+    pub fn alter_acls(&self, changes: Vec<engine::acls::AclChange>) -> Change {
+        answered(self.shard.alter_acls(changes))
+    }
+
     /// See [`ShardCluster::submit_appends`].
     pub async fn submit_appends(
         &self,

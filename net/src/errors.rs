@@ -168,6 +168,7 @@ pub fn cluster_error_code(error: &ClusterChangeError) -> i16 {
             PlanError::InvalidReplicaAssignment(_) => ResponseError::InvalidReplicaAssignment,
             PlanError::InvalidConfig(_) => ResponseError::InvalidConfig,
             PlanError::UnacceptableCredential(_) => ResponseError::UnacceptableCredential,
+            PlanError::InvalidRequest(_) => ResponseError::InvalidRequest,
             PlanError::NoReassignmentInProgress { .. } => ResponseError::NoReassignmentInProgress,
         },
         ClusterChangeError::Controller(ControllerError::Timeout(_))

@@ -30,6 +30,7 @@
 //! - `net` never touches segment files itself: it gets batches and file ranges from `engine`.
 
 pub mod api_versions;
+pub mod authorizer;
 pub mod broker;
 pub mod cluster;
 pub mod connection;

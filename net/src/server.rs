@@ -24,6 +24,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
+use engine::acls::Acls;
 use engine::catalog::Catalog;
 use engine::credentials::Credentials;
 use engine::log_rate_limited;
@@ -55,6 +56,8 @@ pub struct ShardSetup {
     pub credentials: Arc<Credentials>,
     /// The client quotas and their usage, shared by every shard.
     pub quotas: Arc<QuotaUsage>,
+    /// The ACLs (the data directory's, or the cluster image's).
+    pub acls: Arc<Acls>,
     pub broker: BrokerConfig,
     pub metrics: MetricsRegistry,
     /// How often each shard publishes its [`ShardSnapshot`] (how stale the partition metrics
@@ -99,6 +102,7 @@ pub async fn serve_shard(
         setup.catalog,
         setup.credentials,
         setup.quotas,
+        setup.acls,
         setup.broker,
         metrics,
         cluster,

@@ -397,6 +397,32 @@ fn valid(api_key: ApiKey, version: i16) -> Bytes {
             ])
             .with_strict(true)
             .encode(out, version),
+        ApiKey::CreateAcls => CreateAclsRequest::default()
+            .with_creations(vec![create_acls_request::AclCreation::default()
+                .with_resource_type(2)
+                .with_resource_name(StrBytes::from_static_str("orders-"))
+                .with_resource_pattern_type(4)
+                .with_principal(StrBytes::from_static_str("User:alice"))
+                .with_host(StrBytes::from_static_str("*"))
+                .with_operation(4)
+                .with_permission_type(3)])
+            .encode(out, version),
+        ApiKey::DescribeAcls => DescribeAclsRequest::default()
+            .with_resource_type_filter(1)
+            .with_resource_name_filter(Some(StrBytes::from_static_str("orders")))
+            .with_pattern_type_filter(2)
+            .with_principal_filter(Some(StrBytes::from_static_str("User:alice")))
+            .with_operation(1)
+            .with_permission_type(1)
+            .encode(out, version),
+        ApiKey::DeleteAcls => DeleteAclsRequest::default()
+            .with_filters(vec![delete_acls_request::DeleteAclsFilter::default()
+                .with_resource_type_filter(2)
+                .with_pattern_type_filter(1)
+                .with_host_filter(Some(StrBytes::from_static_str("*")))
+                .with_operation(1)
+                .with_permission_type(2)])
+            .encode(out, version),
         other => panic!("add a valid {other:?} request to the fuzz target"),
     }
     .unwrap();

@@ -88,6 +88,7 @@ fn a_commit_marker_reaches_partitions_on_every_shard_of_a_broker_alone() {
         fetch_wait_ms_max: 1_000,
         log: log_config,
         sasl: Default::default(),
+        authorizer: Default::default(),
     };
     let (report, reports) = mpsc::channel::<Seen>();
     let runtime = Runtime::start(config, move |context| {
@@ -113,6 +114,7 @@ fn a_commit_marker_reaches_partitions_on_every_shard_of_a_broker_alone() {
                 Arc::new(QuotaUsage::new(Arc::new(ClientQuotas::in_memory(
                     Default::default(),
                 )))),
+                Arc::new(engine::acls::Acls::in_memory(Default::default())),
                 broker_config,
                 metrics,
                 None,

@@ -14,6 +14,7 @@
 //! `net::sasl::scram` (pure functions, the client's half of SCRAM as much as the broker's), and
 //! `user set --data-dir` writes `engine::credentials`' file of a stopped broker.
 
+mod acl;
 mod admin;
 mod allocator;
 mod client;
@@ -84,6 +85,9 @@ enum Command {
     /// in a stopped broker's data directory.
     #[command(after_help = admin::EXIT_CODES_HELP)]
     User(user::Arguments),
+    /// Add, remove and list the ACLs `--authorizer acl` checks.
+    #[command(after_help = admin::EXIT_CODES_HELP)]
+    Acl(acl::Arguments),
 }
 
 fn main() -> ExitCode {
@@ -121,6 +125,10 @@ fn main() -> ExitCode {
         Command::User(arguments) => {
             end_quietly_on_a_closed_pipe();
             user::run(arguments)
+        }
+        Command::Acl(arguments) => {
+            end_quietly_on_a_closed_pipe();
+            acl::run(arguments)
         }
     }
 }

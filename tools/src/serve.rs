@@ -25,6 +25,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use engine::acls::Acls;
 use engine::catalog::{Catalog, OFFSETS_TOPIC, TRANSACTION_STATE_TOPIC};
 use engine::credentials::Credentials;
 use engine::data_dir_lock::DataDirLock;
@@ -275,6 +276,16 @@ pub fn run(arguments: Arguments) -> ExitCode {
             }
         },
     };
+    let acls = match &cluster_state {
+        Some(state) => state.acls.clone(),
+        None => match Acls::open(&settings.data_dir) {
+            Ok(acls) => Arc::new(acls),
+            Err(error) => {
+                eprintln!("ferrite serve: {error}");
+                return ExitCode::from(2);
+            }
+        },
+    };
     config.cpus = Some(if settings.cpuset.is_empty() {
         (0..cores).collect()
     } else {
@@ -298,6 +309,7 @@ pub fn run(arguments: Arguments) -> ExitCode {
         fetch_wait_ms_max: 30_000,
         log: settings.log.clone(),
         sasl: settings.sasl.clone(),
+        authorizer: settings.authorizer.clone(),
     };
     // Each shard reports once its listener is bound, so "listening" is printed only when
     // every shard accepts connections.
@@ -306,6 +318,7 @@ pub fn run(arguments: Arguments) -> ExitCode {
         catalog,
         credentials,
         quotas: Arc::new(QuotaUsage::new(quotas)),
+        acls,
         broker: broker_config,
         metrics: registry,
         metrics_snapshot_interval: Duration::from_secs(1),

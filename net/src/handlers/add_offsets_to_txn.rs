@@ -2,11 +2,12 @@
 //! group's `__consumer_offsets` partition joins the transaction (its marker ends the
 //! transaction's offset commits there), as Kafka's `TransactionCoordinator` adds it.
 
+use engine::acls::{Operation, ResourceType};
 use engine::catalog::OFFSETS_TOPIC;
 use kafka_protocol::messages::{AddOffsetsToTxnRequest, AddOffsetsToTxnResponse};
 
 use super::groups::coordinator::offsets_partition;
-use crate::broker::Broker;
+use crate::broker::{Broker, Client};
 use crate::errors::NONE;
 use crate::transactions::requests::AddPartitions;
 
@@ -16,9 +17,26 @@ const PRODUCER_FENCED_SINCE: i16 = 2;
 pub async fn handle(
     broker: &Broker,
     api_version: i16,
+    client: &Client,
     request: AddOffsetsToTxnRequest,
 ) -> AddOffsetsToTxnResponse {
     let transactional_id = request.transactional_id.to_string();
+    // Kafka's checks: WRITE on the transactional id, READ on the group.
+    let refused = if !broker.authorized(
+        client,
+        Operation::Write,
+        ResourceType::TransactionalId,
+        &transactional_id,
+    ) {
+        Some(kafka_protocol::ResponseError::TransactionalIdAuthorizationFailed)
+    } else if !broker.authorized_on_group(client, Operation::Read, &request.group_id) {
+        Some(kafka_protocol::ResponseError::GroupAuthorizationFailed)
+    } else {
+        None
+    };
+    if let Some(refused) = refused {
+        return AddOffsetsToTxnResponse::default().with_error_code(refused.code());
+    }
     let group_partition = offsets_partition(broker, &request.group_id);
     let add = AddPartitions {
         transactional_id: transactional_id.clone(),

@@ -6,6 +6,7 @@
 //! that does not exist adds none: that partition is answered UNKNOWN_TOPIC_OR_PARTITION, the
 //! others OPERATION_NOT_ATTEMPTED.
 
+use engine::acls::{Operation, ResourceType};
 use kafka_protocol::messages::add_partitions_to_txn_request::{
     AddPartitionsToTxnTopic, AddPartitionsToTxnTransaction,
 };
@@ -19,7 +20,7 @@ use kafka_protocol::messages::{
 use kafka_protocol::ResponseError;
 
 use super::fields::str_bytes;
-use crate::broker::Broker;
+use crate::broker::{Broker, Client};
 use crate::errors::NONE;
 use crate::transactions::requests::{AddPartitions, VerifyPartitions};
 use crate::transactions::state::{TransactionError, TransactionPartition};
@@ -27,6 +28,7 @@ use crate::transactions::state::{TransactionError, TransactionPartition};
 pub async fn handle(
     broker: &Broker,
     api_version: i16,
+    client: &Client,
     request: AddPartitionsToTxnRequest,
 ) -> AddPartitionsToTxnResponse {
     if api_version <= 3 {
@@ -35,22 +37,25 @@ pub async fn handle(
             .with_producer_id(request.v3_and_below_producer_id)
             .with_producer_epoch(request.v3_and_below_producer_epoch)
             .with_topics(request.v3_and_below_topics);
-        let result = add(broker, api_version, transaction).await;
+        let result = add(broker, api_version, client, transaction).await;
         return AddPartitionsToTxnResponse::default()
             .with_results_by_topic_v3_and_below(result.topic_results);
     }
     let mut results = Vec::with_capacity(request.transactions.len());
     for transaction in request.transactions {
-        results.push(add(broker, api_version, transaction).await);
+        results.push(add(broker, api_version, client, transaction).await);
     }
     AddPartitionsToTxnResponse::default()
         .with_error_code(NONE)
         .with_results_by_transaction(results)
 }
 
+/// Kafka's checks first: WRITE on the transactional id, then on each topic; a partition refused
+/// leaves the others OPERATION_NOT_ATTEMPTED.
 async fn add(
     broker: &Broker,
     api_version: i16,
+    client: &Client,
     transaction: AddPartitionsToTxnTransaction,
 ) -> AddPartitionsToTxnResult {
     let transactional_id = transaction.transactional_id.to_string();
@@ -68,14 +73,30 @@ async fn add(
             u32::try_from(*partition).is_ok_and(|partition| partition < topic.partitions)
         })
     };
-    if !transaction.verify_only && !partitions.iter().all(exists) {
+    let id_authorized = broker.authorized(
+        client,
+        Operation::Write,
+        ResourceType::TransactionalId,
+        &transactional_id,
+    );
+    let refused = |(topic, partition): &TransactionPartition| match id_authorized {
+        false => Some(ResponseError::TransactionalIdAuthorizationFailed),
+        true if !broker.authorized_on_topic(client, Operation::Write, topic) => {
+            Some(ResponseError::TopicAuthorizationFailed)
+        }
+        true if !transaction.verify_only && !exists(&(topic.clone(), *partition)) => {
+            Some(ResponseError::UnknownTopicOrPartition)
+        }
+        true => None,
+    };
+    if partitions
+        .iter()
+        .any(|partition| refused(partition).is_some())
+    {
         let results = partitions
             .into_iter()
             .map(|partition| {
-                let error = match exists(&partition) {
-                    true => ResponseError::OperationNotAttempted,
-                    false => ResponseError::UnknownTopicOrPartition,
-                };
+                let error = refused(&partition).unwrap_or(ResponseError::OperationNotAttempted);
                 (partition, error.code())
             })
             .collect();

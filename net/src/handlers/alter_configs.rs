@@ -1,15 +1,20 @@
 //! AlterConfigs: replaces a topic's whole set of configuration overrides (a key given without
 //! a value is not set, as in Kafka); the change itself is `topic_overrides`.
 
+use engine::acls::Operation;
 use std::collections::BTreeMap;
 
 use kafka_protocol::messages::{alter_configs_response, AlterConfigsRequest, AlterConfigsResponse};
 
 use super::topic_overrides::alter_topic;
-use crate::broker::Broker;
+use crate::broker::{Broker, Client};
 use crate::errors::Failure;
 
-pub async fn handle(broker: &Broker, request: AlterConfigsRequest) -> AlterConfigsResponse {
+pub async fn handle(
+    broker: &Broker,
+    client: &Client,
+    request: AlterConfigsRequest,
+) -> AlterConfigsResponse {
     let mut responses = Vec::with_capacity(request.resources.len());
     for resource in request.resources {
         let names: Vec<&str> = resource
@@ -25,15 +30,25 @@ pub async fn handle(broker: &Broker, request: AlterConfigsRequest) -> AlterConfi
                 Some((config.name.to_string(), config.value.as_ref()?.to_string()))
             })
             .collect();
-        let outcome = alter_topic(
-            broker,
+        let outcome = match broker.config_refusal(
+            client,
+            Operation::AlterConfigs,
             resource.resource_type,
             &resource.resource_name,
-            &names,
-            request.validate_only,
-            |_| Ok(replacement),
-        )
-        .await;
+        ) {
+            Some(refusal) => Err(refusal),
+            None => {
+                alter_topic(
+                    broker,
+                    resource.resource_type,
+                    &resource.resource_name,
+                    &names,
+                    request.validate_only,
+                    |_| Ok(replacement),
+                )
+                .await
+            }
+        };
         let (error_code, error_message) = Failure::fields(outcome);
         responses.push(
             alter_configs_response::AlterConfigsResourceResponse::default()

@@ -6,6 +6,7 @@
 //! A broker running alone has one broker to place replicas on: a move to itself changes
 //! nothing, any other is INVALID_REPLICA_ASSIGNMENT.
 
+use engine::acls::Operation;
 use kafka_protocol::messages::alter_partition_reassignments_response::{
     ReassignablePartitionResponse, ReassignableTopicResponse,
 };
@@ -14,13 +15,18 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::ResponseError;
 
-use crate::broker::Broker;
+use crate::broker::{Broker, Client};
 use crate::errors::{code, Failure, NONE};
 
 pub async fn handle(
     broker: &Broker,
+    client: &Client,
     request: AlterPartitionReassignmentsRequest,
 ) -> AlterPartitionReassignmentsResponse {
+    if !broker.authorized_on_cluster(client, Operation::Alter) {
+        return AlterPartitionReassignmentsResponse::default()
+            .with_error_code(code(ResponseError::ClusterAuthorizationFailed));
+    }
     let mut responses = Vec::with_capacity(request.topics.len());
     for topic in request.topics {
         let mut partitions = Vec::with_capacity(topic.partitions.len());

@@ -5,6 +5,7 @@
 //! durable in the data directory before the answer, in a cluster committed in the metadata log
 //! and applied here (so a client authenticates with them at once, on this broker).
 
+use engine::acls::Operation;
 use std::collections::BTreeMap;
 
 use engine::credentials::{CredentialChange, ScramMechanism};
@@ -15,7 +16,7 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 
-use crate::broker::Broker;
+use crate::broker::{Broker, Client};
 use crate::sasl::scram::{self, ITERATIONS_MAX, ITERATIONS_MIN};
 
 /// Why one user's changes are refused: a Kafka code and its message.
@@ -23,9 +24,20 @@ type Refusal = (ResponseError, String);
 
 pub async fn handle(
     broker: &Broker,
+    client: &Client,
     request: AlterUserScramCredentialsRequest,
 ) -> AlterUserScramCredentialsResponse {
-    let (changes, mut refused) = check(broker, &request);
+    let authorized = broker.authorized_on_cluster(client, Operation::Alter);
+    let (changes, mut refused) = match authorized {
+        true => check(broker, &request),
+        false => (BTreeMap::new(), BTreeMap::new()),
+    };
+    let unauthorized = (!authorized).then(|| {
+        (
+            ResponseError::ClusterAuthorizationFailed,
+            format!("{} may not ALTER the cluster", client.security.principal),
+        )
+    });
     let changes: Vec<CredentialChange> = changes.into_values().flatten().collect();
     // Every user whose changes were sent shares their fate.
     let applied_failed = match changes.is_empty() {
@@ -44,7 +56,10 @@ pub async fn handle(
         if answered.contains(&user) {
             continue;
         }
-        let refusal = refused.remove(&user).or_else(|| applied_failed.clone());
+        let refusal = unauthorized
+            .clone()
+            .or_else(|| refused.remove(&user))
+            .or_else(|| applied_failed.clone());
         let result = AlterUserScramCredentialsResult::default()
             .with_user(StrBytes::from_string(user.clone()));
         results.push(match refusal {

@@ -1,18 +1,28 @@
 //! CreatePartitions: grows topics (in a cluster, through the controller, after the same checks
 //! here); new partitions are placed by the broker, never by the client.
 
+use engine::acls::Operation;
 use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
 use kafka_protocol::messages::{CreatePartitionsRequest, CreatePartitionsResponse};
 use kafka_protocol::ResponseError;
 
-use crate::broker::Broker;
+use crate::broker::{Broker, Client};
 use crate::errors::{code, Failure};
 
-pub async fn handle(broker: &Broker, request: CreatePartitionsRequest) -> CreatePartitionsResponse {
+pub async fn handle(
+    broker: &Broker,
+    client: &Client,
+    request: CreatePartitionsRequest,
+) -> CreatePartitionsResponse {
     let mut results = Vec::with_capacity(request.topics.len());
     for topic in request.topics {
         let result = CreatePartitionsTopicResult::default().with_name(topic.name.clone());
-        let outcome = if topic.assignments.is_some() {
+        let outcome = if !broker.authorized_on_topic(client, Operation::Alter, &topic.name) {
+            Err(Failure::new(
+                code(ResponseError::TopicAuthorizationFailed),
+                format!("not authorized to alter topic '{}'", topic.name.as_str()),
+            ))
+        } else if topic.assignments.is_some() {
             Err(Failure::new(
                 code(ResponseError::InvalidReplicaAssignment),
                 "manual replica assignments are not supported; new partitions are placed by the \

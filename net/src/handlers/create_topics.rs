@@ -4,6 +4,8 @@
 
 use std::collections::BTreeMap;
 
+use engine::acls::Operation;
+
 use kafka_protocol::messages::create_topics_response::{
     CreatableTopicConfigs, CreatableTopicResult,
 };
@@ -12,15 +14,18 @@ use kafka_protocol::ResponseError;
 
 use super::config_entries::topic_entries;
 use super::fields::{str_bytes, uuid};
-use crate::broker::Broker;
+use crate::broker::{Broker, Client};
 use crate::errors::{code, Failure, NONE};
 
 pub async fn handle(
     broker: &Broker,
     api_version: i16,
+    client: &Client,
     request: CreateTopicsRequest,
 ) -> CreateTopicsResponse {
     let log = &broker.config.log;
+    // Kafka's check: CREATE on the cluster, or else on each topic.
+    let cluster_authorized = broker.authorized_on_cluster(client, Operation::Create);
     let mut results = Vec::with_capacity(request.topics.len());
     for topic in request.topics {
         let result = CreatableTopicResult::default().with_name(topic.name.clone());
@@ -35,6 +40,15 @@ pub async fn handle(
                 failed
             }
         };
+        if !(cluster_authorized
+            || broker.authorized_on_topic(client, Operation::Create, &topic.name))
+        {
+            results.push(failed(Failure::new(
+                code(ResponseError::TopicAuthorizationFailed),
+                format!("not authorized to create topic '{}'", topic.name.as_str()),
+            )));
+            continue;
+        }
         let replication_factor = match (&broker.cluster, topic.replication_factor) {
             (_, _) if !topic.assignments.is_empty() => {
                 results.push(failed(Failure::new(

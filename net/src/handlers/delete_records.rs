@@ -1,6 +1,7 @@
 //! DeleteRecords: moves partitions' log start offsets up (-1: to the high-water mark);
 //! whole segments below the new start are deleted.
 
+use engine::acls::Operation;
 use engine::catalog::is_internal_topic;
 use engine::shard::PartitionId;
 use kafka_protocol::messages::delete_records_response::{
@@ -9,13 +10,18 @@ use kafka_protocol::messages::delete_records_response::{
 use kafka_protocol::messages::{DeleteRecordsRequest, DeleteRecordsResponse};
 use kafka_protocol::ResponseError;
 
-use crate::broker::Broker;
+use crate::broker::{Broker, Client};
 use crate::errors::{code, log_error_code, NONE};
 
-pub async fn handle(broker: &Broker, request: DeleteRecordsRequest) -> DeleteRecordsResponse {
+pub async fn handle(
+    broker: &Broker,
+    client: &Client,
+    request: DeleteRecordsRequest,
+) -> DeleteRecordsResponse {
     let topics = broker.catalog.topics();
     let mut results = Vec::with_capacity(request.topics.len());
     for requested in request.topics {
+        let authorized = broker.authorized_on_topic(client, Operation::Delete, &requested.name.0);
         let topic = topics.get(&requested.name.0);
         let mut partitions = Vec::with_capacity(requested.partitions.len());
         for wanted in requested.partitions {
@@ -24,7 +30,9 @@ pub async fn handle(broker: &Broker, request: DeleteRecordsRequest) -> DeleteRec
                 .with_partition_index(index)
                 .with_low_watermark(-1);
             let exists = topic.is_some_and(|topic| topic.has_partition(index));
-            let result = if !exists {
+            let result = if !authorized {
+                result.with_error_code(code(ResponseError::TopicAuthorizationFailed))
+            } else if !exists {
                 result.with_error_code(code(ResponseError::UnknownTopicOrPartition))
             } else if is_internal_topic(&requested.name.0) {
                 result.with_error_code(code(ResponseError::InvalidTopicException))

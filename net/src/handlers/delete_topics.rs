@@ -2,16 +2,19 @@
 //! broker alone also closes the topic's partition logs on their owning shards and deletes their
 //! directories before answering, so a topic re-created under the same name starts empty.
 
+use engine::acls::Operation;
 use engine::shard::PartitionId;
 use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
 use kafka_protocol::messages::{DeleteTopicsRequest, DeleteTopicsResponse};
+use kafka_protocol::ResponseError;
 
-use crate::broker::Broker;
-use crate::errors::Failure;
+use crate::broker::{Broker, Client};
+use crate::errors::{code, Failure};
 
 pub async fn handle(
     broker: &Broker,
     api_version: i16,
+    client: &Client,
     request: DeleteTopicsRequest,
 ) -> DeleteTopicsResponse {
     // Versions up to 5 name the topics in `topic_names`; 6 in `topics` (we serve up to 5).
@@ -19,6 +22,12 @@ pub async fn handle(
     for name in request.topic_names {
         let result = DeletableTopicResult::default().with_name(Some(name.clone()));
         let outcome = match &broker.cluster {
+            _ if !broker.authorized_on_topic(client, Operation::Delete, &name) => {
+                Err(Failure::new(
+                    code(ResponseError::TopicAuthorizationFailed),
+                    format!("not authorized to delete topic '{}'", name.as_str()),
+                ))
+            }
             // The controller deletes it everywhere; this broker's part is done when it answers.
             Some(cluster) => match engine::catalog::refuse_internal(&name) {
                 Err(error) => Err(Failure::from(error)),

@@ -2,6 +2,7 @@
 //! their effective values and sources (set on the topic, or the broker's default), and a few
 //! broker keys.
 
+use engine::acls::Operation;
 use kafka_protocol::messages::describe_configs_response::{
     DescribeConfigsResourceResult, DescribeConfigsResult,
 };
@@ -10,12 +11,13 @@ use kafka_protocol::ResponseError;
 
 use super::config_entries::{topic_entries, RESOURCE_BROKER, RESOURCE_TOPIC, SOURCE_STATIC_BROKER};
 use super::fields::str_bytes;
-use crate::broker::Broker;
+use crate::broker::{Broker, Client};
 use crate::errors::{code, NONE};
 
 pub fn handle(
     broker: &Broker,
     api_version: i16,
+    client: &Client,
     request: DescribeConfigsRequest,
 ) -> DescribeConfigsResponse {
     let log = &broker.config.log;
@@ -26,6 +28,16 @@ pub fn handle(
             let result = DescribeConfigsResult::default()
                 .with_resource_type(resource.resource_type)
                 .with_resource_name(resource.resource_name.clone());
+            if let Some(refusal) = broker.config_refusal(
+                client,
+                Operation::DescribeConfigs,
+                resource.resource_type,
+                &resource.resource_name,
+            ) {
+                return result
+                    .with_error_code(refusal.code)
+                    .with_error_message(Some(str_bytes(refusal.message)));
+            }
             let entries = match resource.resource_type {
                 RESOURCE_TOPIC => match broker.catalog.topics().get(&resource.resource_name) {
                     Some(topic) => topic_entries(log, &topic.configs),

@@ -3,6 +3,7 @@
 //! answered by its leader from the producer table; what `kafka-transactions.sh
 //! describe-producers` shows to find a hanging transaction.
 
+use engine::acls::Operation;
 use engine::shard::PartitionId;
 use kafka_protocol::messages::describe_producers_response::{
     PartitionResponse, ProducerState, TopicResponse,
@@ -10,20 +11,27 @@ use kafka_protocol::messages::describe_producers_response::{
 use kafka_protocol::messages::{DescribeProducersRequest, DescribeProducersResponse, ProducerId};
 use kafka_protocol::ResponseError;
 
-use crate::broker::Broker;
+use crate::broker::{Broker, Client};
 use crate::errors::{code, log_error_code, NONE};
 
 pub async fn handle(
     broker: &Broker,
+    client: &Client,
     request: DescribeProducersRequest,
 ) -> DescribeProducersResponse {
     let topics = broker.catalog.topics();
     let mut results = Vec::with_capacity(request.topics.len());
     for requested in request.topics {
         let topic = topics.get(&requested.name.0);
+        let authorized = broker.authorized_on_topic(client, Operation::Read, &requested.name.0);
         let mut partitions = Vec::with_capacity(requested.partition_indexes.len());
         for index in requested.partition_indexes {
             let result = PartitionResponse::default().with_partition_index(index);
+            if !authorized {
+                partitions
+                    .push(result.with_error_code(code(ResponseError::TopicAuthorizationFailed)));
+                continue;
+            }
             if !topic.is_some_and(|topic| topic.has_partition(index)) {
                 partitions
                     .push(result.with_error_code(code(ResponseError::UnknownTopicOrPartition)));

@@ -2,6 +2,7 @@
 //! partitions, from its coordinator (NOT_COORDINATOR where another broker has it, so admin
 //! clients look it up first, as with Kafka).
 
+use engine::acls::{Operation, ResourceType};
 use kafka_protocol::messages::describe_transactions_response::{TopicData, TransactionState};
 use kafka_protocol::messages::{
     DescribeTransactionsRequest, DescribeTransactionsResponse, ProducerId, TopicName,
@@ -9,12 +10,13 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::StrBytes;
 
 use super::fields::str_bytes;
-use crate::broker::Broker;
+use crate::broker::{Broker, Client};
 use crate::errors::NONE;
 use crate::transactions::requests::DescribeTransaction;
 
 pub async fn handle(
     broker: &Broker,
+    client: &Client,
     request: DescribeTransactionsRequest,
 ) -> DescribeTransactionsResponse {
     let mut states = Vec::with_capacity(request.transactional_ids.len());
@@ -24,6 +26,17 @@ pub async fn handle(
         let describe = DescribeTransaction {
             transactional_id: id.clone(),
         };
+        if !broker.authorized(
+            client,
+            Operation::Describe,
+            ResourceType::TransactionalId,
+            &id,
+        ) {
+            states.push(state.with_error_code(
+                kafka_protocol::ResponseError::TransactionalIdAuthorizationFailed.code(),
+            ));
+            continue;
+        }
         let state_partition = broker.transactions.state_partition(&id);
         let state = match broker.transactions.call(state_partition, describe).await {
             Ok(metadata) => {

@@ -1,6 +1,7 @@
 //! DescribeUserScramCredentials (v0): which SCRAM mechanisms (and iterations) each user has,
 //! never a salt or a key; every user when the request names none, as Kafka answers.
 
+use engine::acls::Operation;
 use engine::credentials::UserCredentials;
 use kafka_protocol::messages::describe_user_scram_credentials_response::{
     CredentialInfo, DescribeUserScramCredentialsResult,
@@ -11,12 +12,17 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 
-use crate::broker::Broker;
+use crate::broker::{Broker, Client};
 
 pub fn handle(
     broker: &Broker,
+    client: &Client,
     request: DescribeUserScramCredentialsRequest,
 ) -> DescribeUserScramCredentialsResponse {
+    if !broker.authorized_on_cluster(client, Operation::Describe) {
+        return DescribeUserScramCredentialsResponse::default()
+            .with_error_code(ResponseError::ClusterAuthorizationFailed.code());
+    }
     let table = broker.credentials.table();
     let described = |user: &str, credentials: &UserCredentials| {
         DescribeUserScramCredentialsResult::default()

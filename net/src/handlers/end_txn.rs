@@ -3,17 +3,33 @@
 //! [`crate::transactions::shard`]), as Kafka answers. Versions 0-4 (transaction version 1: the
 //! epoch stays); version 5's epoch bump per transaction (KIP-890 part 2) is not served.
 
+use engine::acls::{Operation, ResourceType};
 use kafka_protocol::messages::{EndTxnRequest, EndTxnResponse, ProducerId};
 
-use crate::broker::Broker;
+use crate::broker::{Broker, Client};
 use crate::errors::NONE;
 use crate::transactions::requests::EndTransaction;
 
 /// The first version whose answer may carry PRODUCER_FENCED.
 const PRODUCER_FENCED_SINCE: i16 = 2;
 
-pub async fn handle(broker: &Broker, api_version: i16, request: EndTxnRequest) -> EndTxnResponse {
+pub async fn handle(
+    broker: &Broker,
+    api_version: i16,
+    client: &Client,
+    request: EndTxnRequest,
+) -> EndTxnResponse {
     let transactional_id = request.transactional_id.to_string();
+    if !broker.authorized(
+        client,
+        Operation::Write,
+        ResourceType::TransactionalId,
+        &transactional_id,
+    ) {
+        return EndTxnResponse::default().with_error_code(
+            kafka_protocol::ResponseError::TransactionalIdAuthorizationFailed.code(),
+        );
+    }
     let end = EndTransaction {
         transactional_id: transactional_id.clone(),
         producer_id: request.producer_id.0,

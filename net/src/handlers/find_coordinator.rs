@@ -5,6 +5,7 @@
 //! partitions the group and transaction APIs call, so the answer and the calls cannot
 //! disagree.
 
+use engine::acls::{Operation, ResourceType};
 use kafka_protocol::messages::find_coordinator_response::Coordinator;
 use kafka_protocol::messages::{FindCoordinatorRequest, FindCoordinatorResponse};
 use kafka_protocol::protocol::StrBytes;
@@ -12,9 +13,8 @@ use kafka_protocol::ResponseError;
 
 use super::fields::str_bytes;
 use super::groups::coordinator::offsets_partition;
-use crate::broker::Broker;
+use crate::broker::{Broker, Client};
 use crate::errors::{code, NONE};
-use crate::listener::ListenerName;
 
 /// FindCoordinator's key types.
 const KEY_TYPE_GROUP: i8 = 0;
@@ -23,11 +23,31 @@ const KEY_TYPE_TRANSACTION: i8 = 1;
 pub fn handle(
     broker: &Broker,
     api_version: i16,
-    listener: &ListenerName,
+    client: &Client,
     request: FindCoordinatorRequest,
 ) -> FindCoordinatorResponse {
+    let listener = &client.security.listener;
     let answer = |key: StrBytes| {
         let coordinator = Coordinator::default().with_key(key.clone());
+        // Kafka's check: DESCRIBE on the group or the transactional id.
+        let refused = match request.key_type {
+            KEY_TYPE_GROUP => (!broker.authorized_on_group(client, Operation::Describe, &key))
+                .then_some(ResponseError::GroupAuthorizationFailed),
+            KEY_TYPE_TRANSACTION => (!broker.authorized(
+                client,
+                Operation::Describe,
+                ResourceType::TransactionalId,
+                &key,
+            ))
+            .then_some(ResponseError::TransactionalIdAuthorizationFailed),
+            _ => None,
+        };
+        if let Some(refused) = refused {
+            return coordinator
+                .with_node_id((-1).into())
+                .with_port(-1)
+                .with_error_code(code(refused));
+        }
         let leader = match (request.key_type, &broker.cluster) {
             (KEY_TYPE_GROUP, Some(cluster)) => {
                 cluster.group_coordinator(offsets_partition(broker, &key), listener)

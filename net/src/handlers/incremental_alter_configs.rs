@@ -1,6 +1,7 @@
 //! IncrementalAlterConfigs: changes a topic's configuration overrides key by key (SET, DELETE,
 //! APPEND, SUBTRACT); the change itself is `topic_overrides`.
 
+use engine::acls::Operation as AclOperation;
 use engine::topic_config::{self, Operation};
 use kafka_protocol::messages::incremental_alter_configs_request::AlterableConfig;
 use kafka_protocol::messages::{
@@ -10,7 +11,7 @@ use kafka_protocol::messages::{
 use kafka_protocol::ResponseError;
 
 use super::topic_overrides::alter_topic;
-use crate::broker::Broker;
+use crate::broker::{Broker, Client};
 use crate::errors::{code, Failure};
 
 /// One IncrementalAlterConfigs change: the key, the operation, the value.
@@ -18,6 +19,7 @@ type Change<'a> = (&'a str, Operation, Option<&'a str>);
 
 pub async fn handle(
     broker: &Broker,
+    client: &Client,
     request: IncrementalAlterConfigsRequest,
 ) -> IncrementalAlterConfigsResponse {
     let log = &broker.config.log;
@@ -28,7 +30,14 @@ pub async fn handle(
             .iter()
             .map(|config| &*config.name)
             .collect();
+        let refusal = broker.config_refusal(
+            client,
+            AclOperation::AlterConfigs,
+            resource.resource_type,
+            &resource.resource_name,
+        );
         let outcome = match operations(&resource.configs) {
+            _ if refusal.is_some() => Err(refusal.expect("just matched")),
             Ok(operations) => {
                 alter_topic(
                     broker,

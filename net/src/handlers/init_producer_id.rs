@@ -19,10 +19,11 @@
 //! new id or one whose epochs are used up): ids are 64-bit and allocated in blocks, and the
 //! pure coordinator cannot wait for one.
 
+use engine::acls::{Operation, ResourceType};
 use kafka_protocol::messages::{InitProducerIdRequest, InitProducerIdResponse, ProducerId};
 use kafka_protocol::ResponseError;
 
-use crate::broker::Broker;
+use crate::broker::{Broker, Client};
 use crate::errors::{catalog_error_code, code, NONE};
 use crate::transactions::coordinator::InitProducerId;
 
@@ -36,11 +37,35 @@ const PRODUCER_FENCED_SINCE: i16 = 4;
 pub async fn handle(
     broker: &Broker,
     api_version: i16,
+    client: &Client,
     request: InitProducerIdRequest,
 ) -> InitProducerIdResponse {
     let response = InitProducerIdResponse::default()
         .with_producer_id(ProducerId(NO_PRODUCER_ID))
         .with_producer_epoch(NO_PRODUCER_EPOCH);
+    // Kafka's checks: WRITE on the transactional id; without one, IDEMPOTENT_WRITE on the
+    // cluster or WRITE on some topic.
+    let refused = match &request.transactional_id {
+        Some(id)
+            if !broker.authorized(client, Operation::Write, ResourceType::TransactionalId, id) =>
+        {
+            Some(ResponseError::TransactionalIdAuthorizationFailed)
+        }
+        Some(_) => None,
+        None if !(broker.authorized_on_cluster(client, Operation::IdempotentWrite)
+            || broker.authorized_by_resource_type(
+                client,
+                Operation::Write,
+                ResourceType::Topic,
+            )) =>
+        {
+            Some(ResponseError::ClusterAuthorizationFailed)
+        }
+        None => None,
+    };
+    if let Some(refused) = refused {
+        return response.with_error_code(code(refused));
+    }
     let named_id = request.producer_id.0 != NO_PRODUCER_ID;
     let named_epoch = request.producer_epoch != NO_PRODUCER_EPOCH;
     if named_id != named_epoch {

@@ -4,6 +4,7 @@
 //! version 0, up to `max_num_offsets`
 //! offsets before a time, newest first (Kafka's "old-style offsets", Sarama's question).
 
+use engine::acls::Operation;
 use engine::shard::{IsolationLevel, OffsetQuery, PartitionId};
 use futures::StreamExt;
 use kafka_protocol::messages::list_offsets_response::{
@@ -13,7 +14,7 @@ use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
 use kafka_protocol::ResponseError;
 
 use crate::api_versions::UNSUPPORTED_VERSION;
-use crate::broker::Broker;
+use crate::broker::{Broker, Client};
 use crate::errors::{code, log_error_code, NONE};
 use crate::old_versions::{
     ListOffsetsV0Partition, ListOffsetsV0PartitionResponse, ListOffsetsV0Request,
@@ -31,6 +32,7 @@ const PARTITIONS_IN_FLIGHT_MAX: usize = 64;
 pub async fn handle(
     broker: &Broker,
     api_version: i16,
+    client: &Client,
     request: ListOffsetsRequest,
 ) -> ListOffsetsResponse {
     let topics = broker.catalog.topics();
@@ -42,6 +44,7 @@ pub async fn handle(
     };
     let mut responses = Vec::with_capacity(request.topics.len());
     for requested in request.topics {
+        let authorized = broker.authorized_on_topic(client, Operation::Describe, &requested.name.0);
         let topic = topics.get(&requested.name.0);
         let name = requested.name.0.as_str();
         let partitions = futures::stream::iter(requested.partitions)
@@ -65,6 +68,9 @@ pub async fn handle(
                     _ => None,
                 };
                 match (exists, query) {
+                    _ if !authorized => {
+                        response.with_error_code(code(ResponseError::TopicAuthorizationFailed))
+                    }
                     (false, _) => {
                         response.with_error_code(code(ResponseError::UnknownTopicOrPartition))
                     }
@@ -103,10 +109,15 @@ pub async fn handle(
 /// and the log end, written at or before the timestamp, newest first (see
 /// `engine::log::PartitionLog::offsets_before`). A negative timestamp other than -1 and -2 is
 /// answered UNSUPPORTED_VERSION, as Kafka answers it in this version.
-pub async fn handle_v0(broker: &Broker, request: ListOffsetsV0Request) -> ListOffsetsV0Response {
+pub async fn handle_v0(
+    broker: &Broker,
+    client: &Client,
+    request: ListOffsetsV0Request,
+) -> ListOffsetsV0Response {
     let topics = broker.catalog.topics();
     let mut responses = Vec::with_capacity(request.topics.len());
     for (name, partitions) in request.topics {
+        let authorized = broker.authorized_on_topic(client, Operation::Describe, &name.0);
         let topic = topics.get(name.0.as_str());
         let topic_name = name.0.as_str();
         let answered = futures::stream::iter(partitions)
@@ -117,6 +128,9 @@ pub async fn handle_v0(broker: &Broker, request: ListOffsetsV0Request) -> ListOf
                     error_code,
                     old_style_offsets,
                 };
+                if !authorized {
+                    return answer(code(ResponseError::TopicAuthorizationFailed), Vec::new());
+                }
                 if !topic.is_some_and(|topic| topic.has_partition(index)) {
                     return answer(code(ResponseError::UnknownTopicOrPartition), Vec::new());
                 }

@@ -1,6 +1,7 @@
 //! ListPartitionReassignments (KIP-455): the partitions being moved, as the controller records
 //! them (`Cluster::reassignments`); on a broker alone nothing is ever moving.
 
+use engine::acls::Operation;
 use kafka_protocol::messages::list_partition_reassignments_response::{
     OngoingPartitionReassignment, OngoingTopicReassignment,
 };
@@ -9,13 +10,18 @@ use kafka_protocol::messages::{
 };
 
 use super::fields::str_bytes;
-use crate::broker::Broker;
+use crate::broker::{Broker, Client};
 use crate::errors::NONE;
 
 pub fn handle(
     broker: &Broker,
+    client: &Client,
     request: ListPartitionReassignmentsRequest,
 ) -> ListPartitionReassignmentsResponse {
+    if !broker.authorized_on_cluster(client, Operation::Describe) {
+        return ListPartitionReassignmentsResponse::default()
+            .with_error_code(kafka_protocol::ResponseError::ClusterAuthorizationFailed.code());
+    }
     let moves = broker
         .cluster
         .as_ref()

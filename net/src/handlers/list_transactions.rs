@@ -4,6 +4,7 @@
 //! transaction can have are returned as unknown, as Kafka does. Version 2's id pattern is not
 //! served.
 
+use engine::acls::{Operation, ResourceType};
 use std::collections::BTreeSet;
 
 use kafka_protocol::messages::list_transactions_response::TransactionState as ListedState;
@@ -13,12 +14,17 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::StrBytes;
 
 use super::fields::str_bytes;
-use crate::broker::Broker;
+use crate::broker::{Broker, Client};
 use crate::errors::NONE;
 use crate::transactions::requests::ListTransactions;
 use crate::transactions::{TransactionError, TransactionState};
 
-pub async fn handle(broker: &Broker, request: ListTransactionsRequest) -> ListTransactionsResponse {
+/// Lists the transactional ids the client may DESCRIBE, as Kafka does.
+pub async fn handle(
+    broker: &Broker,
+    client: &Client,
+    request: ListTransactionsRequest,
+) -> ListTransactionsResponse {
     let mut states = BTreeSet::new();
     let mut unknown = Vec::new();
     for name in request.state_filters {
@@ -52,6 +58,14 @@ pub async fn handle(broker: &Broker, request: ListTransactionsRequest) -> ListTr
     response.with_error_code(error).with_transaction_states(
         listed
             .into_iter()
+            .filter(|transaction| {
+                broker.authorized(
+                    client,
+                    Operation::Describe,
+                    ResourceType::TransactionalId,
+                    &transaction.transactional_id,
+                )
+            })
             .map(|transaction| {
                 ListedState::default()
                     .with_transactional_id(TransactionalId(str_bytes(transaction.transactional_id)))

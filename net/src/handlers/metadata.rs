@@ -8,8 +8,9 @@
 //! forget) the answer has no brokers and no topics, which every client ignores and asks again
 //! (librdkafka, the Java client and kafka-python alike), as they would a broker whose listener
 //! is not open yet. Names of topics that do not exist are created when auto-creation is on and
-//! the request allows it (always, before version 4, as Kafka).
+//! the request allows it (always, before version 4, as Kafka) and the client may CREATE them.
 
+use engine::acls::Operation;
 use engine::catalog::{is_internal_topic, Topic};
 use kafka_protocol::messages::metadata_response::{
     MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
@@ -18,21 +19,22 @@ use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse, Topi
 use kafka_protocol::ResponseError;
 
 use super::fields::{str_bytes, uuid};
-use crate::broker::Broker;
+use crate::broker::{Broker, Client};
 use crate::cluster::PartitionPlacement;
 use crate::errors::{code, NONE};
-use crate::listener::ListenerName;
 
 /// Kafka's "not sent" value for authorized-operations fields.
 const AUTHORIZED_OPERATIONS_OMITTED: i32 = i32::MIN;
 
-/// `listener`: the one the request came in on, whose addresses the client is told.
+/// The client is told the addresses of the listener it came in on, and only the topics it may
+/// DESCRIBE (the others it names are answered TOPIC_AUTHORIZATION_FAILED, as Kafka answers).
 pub fn handle(
     broker: &Broker,
     api_version: i16,
-    listener: &ListenerName,
+    client: &Client,
     request: MetadataRequest,
 ) -> MetadataResponse {
+    let listener = &client.security.listener;
     let config = &broker.config;
     let brokers = match &broker.cluster {
         Some(cluster) => match cluster.brokers(listener) {
@@ -69,14 +71,34 @@ pub fn handle(
             .catalog
             .topics()
             .iter()
+            .filter(|topic| broker.authorized_on_topic(client, Operation::Describe, &topic.name))
             .map(|topic| described(broker, api_version, topic))
             .collect()
     } else {
+        let refused = |name: Option<TopicName>, topic_id| {
+            MetadataResponseTopic::default()
+                .with_name(name)
+                .with_topic_id(topic_id)
+                .with_error_code(code(ResponseError::TopicAuthorizationFailed))
+                .with_topic_authorized_operations(AUTHORIZED_OPERATIONS_OMITTED)
+        };
         request
             .topics
             .unwrap_or_default()
             .into_iter()
             .map(|wanted| match wanted.name {
+                Some(name) if !broker.authorized_on_topic(client, Operation::Describe, &name) => {
+                    refused(Some(name), Default::default())
+                }
+                // Kafka creates a topic only for a client that may CREATE it.
+                Some(name)
+                    if allow_auto_create
+                        && broker.catalog.topics().get(&name).is_none()
+                        && !(broker.authorized_on_cluster(client, Operation::Create)
+                            || broker.authorized_on_topic(client, Operation::Create, &name)) =>
+                {
+                    refused(Some(name), Default::default())
+                }
                 Some(name) => match broker.topic_or_create(&name, allow_auto_create) {
                     Ok(topic) => described(broker, api_version, &topic),
                     Err(error) => MetadataResponseTopic::default()
@@ -85,6 +107,15 @@ pub fn handle(
                         .with_topic_authorized_operations(AUTHORIZED_OPERATIONS_OMITTED),
                 },
                 None => match broker.catalog.topics().by_id(wanted.topic_id.as_bytes()) {
+                    Some(topic)
+                        if !broker.authorized_on_topic(
+                            client,
+                            Operation::Describe,
+                            &topic.name,
+                        ) =>
+                    {
+                        refused(None, wanted.topic_id)
+                    }
                     Some(topic) => described(broker, api_version, topic),
                     None => MetadataResponseTopic::default()
                         .with_topic_id(wanted.topic_id)

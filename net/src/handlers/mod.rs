@@ -8,6 +8,7 @@
 //! DeleteRecords, DeleteTopics, CreatePartitions, AlterConfigs and IncrementalAlterConfigs with
 //! INVALID_TOPIC_EXCEPTION, as Kafka's do: their contents and settings are the broker's.
 
+pub mod acls;
 pub mod add_offsets_to_txn;
 pub mod add_partitions_to_txn;
 pub mod alter_client_quotas;

@@ -27,6 +27,7 @@ use std::collections::BTreeMap;
 use std::rc::Rc;
 
 use bytes::{Bytes, BytesMut};
+use engine::acls::{Operation, ResourceType};
 use engine::batch::BatchHeader;
 use engine::catalog::is_internal_topic;
 use engine::log::VerificationGuard;
@@ -36,7 +37,7 @@ use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 use kafka_protocol::ResponseError;
 
 use super::fields::str_bytes;
-use crate::broker::{Broker, Header, PendingReply, Reply};
+use crate::broker::{Broker, Client, Header, PendingReply, Reply};
 use crate::errors::{code, log_error_code, NONE};
 use crate::metrics::ShardMetrics;
 use crate::transactions::verification::{verify_with_coordinator, VerificationRefused};
@@ -51,7 +52,12 @@ enum Outcome {
     Appending(usize, AppendPending),
 }
 
-pub async fn start(broker: Rc<Broker>, header: Header, request: ProduceRequest) -> PendingReply {
+pub async fn start(
+    broker: Rc<Broker>,
+    header: Header,
+    client: &Client,
+    request: ProduceRequest,
+) -> PendingReply {
     let ProduceRequest {
         acks,
         transactional_id,
@@ -67,6 +73,10 @@ pub async fn start(broker: Rc<Broker>, header: Header, request: ProduceRequest) 
     // The partition's log follows a transaction from its batches' headers
     // (`engine::log::transactions`); whether a batch may open one is verified first.
     let names_transactional_id = transactional_id.is_some();
+    // Kafka refuses the whole request when the producer may not WRITE its transactional id.
+    let transactional_id_refused = transactional_id.as_ref().is_some_and(|id| {
+        !broker.authorized(client, Operation::Write, ResourceType::TransactionalId, id)
+    });
     let verified_for = transactional_id
         .filter(|_| broker.transactions.config().partition_verification)
         .map(|id| id.to_string());
@@ -79,7 +89,11 @@ pub async fn start(broker: Rc<Broker>, header: Header, request: ProduceRequest) 
         // An owned copy: the request's strings are slices of its frame, which a batch handed
         // on without a copy must hold alone (see `owned_batches`).
         let name = str_bytes(topic_data.name.0.to_string());
-        let topic = broker.topic_or_create(&name, true);
+        // An unauthorized topic is neither created nor looked at (Kafka answers it the same
+        // whether it exists or not).
+        let topic = broker
+            .authorized_on_topic(client, Operation::Write, &name)
+            .then(|| broker.topic_or_create(&name, true));
         let mut partitions = Vec::with_capacity(topic_data.partition_data.len());
         for partition_data in topic_data.partition_data {
             let index = partition_data.index;
@@ -94,16 +108,24 @@ pub async fn start(broker: Rc<Broker>, header: Header, request: ProduceRequest) 
                     code(ResponseError::InvalidRequiredAcks),
                     format!("acks={acks} is not one of 0, 1, -1 (all)"),
                 ),
-                (Err(error), _) => failed(error.code(), error.to_string()),
-                (Ok(_), Some(_)) if is_internal_topic(&name) => failed(
+                (_, Some(_)) if transactional_id_refused => failed(
+                    code(ResponseError::TransactionalIdAuthorizationFailed),
+                    "the producer may not write its transactional id".to_owned(),
+                ),
+                (None, Some(_)) => failed(
+                    code(ResponseError::TopicAuthorizationFailed),
+                    format!("not authorized to write topic '{name}'"),
+                ),
+                (Some(Err(error)), _) => failed(error.code(), error.to_string()),
+                (Some(Ok(_)), Some(_)) if is_internal_topic(&name) => failed(
                     code(ResponseError::InvalidTopicException),
                     format!("topic '{name}' is internal to the broker: clients cannot write it"),
                 ),
-                (Ok(topic), Some(_)) if !topic.has_partition(index) => failed(
+                (Some(Ok(topic)), Some(_)) if !topic.has_partition(index) => failed(
                     code(ResponseError::UnknownTopicOrPartition),
                     format!("topic '{name}' has no partition {index}"),
                 ),
-                (Ok(_), Some(_)) => {
+                (Some(Ok(_)), Some(_)) => {
                     let partition = PartitionId::new(name.as_str(), index as u32);
                     let batch = partition_data.records.unwrap_or_default();
                     positions.push((topics.len(), partitions.len(), batch.len()));

@@ -238,6 +238,7 @@ fn start_runtime(
         fetch_wait_ms_max: 30_000,
         log: log_config.clone(),
         sasl: Default::default(),
+        authorizer: Default::default(),
     };
     let mut groups = GroupsConfig::default();
     // Tests need not wait for more members before a group's first rebalance, and may use
@@ -277,6 +278,7 @@ fn start_runtime(
         quotas: Arc::new(QuotaUsage::new(Arc::new(
             ClientQuotas::open(data_dir).unwrap(),
         ))),
+        acls: Arc::new(engine::acls::Acls::open(data_dir).unwrap()),
         broker: broker_config,
         metrics: metrics.clone(),
         // Short, so that tests see the partition metrics soon.

@@ -61,12 +61,15 @@ pub(super) async fn follow_metadata(
             applied = controller.applied_index();
             let image = Arc::new(controller.image().borrow().clone());
             // Before the image: whoever waits for an index to be applied here authenticates
-            // with its credentials.
+            // with its credentials and is authorized with its ACLs.
             if *state.credentials.table() != *image.credentials() {
                 state.credentials.replace_all(image.credentials().clone());
             }
             if *state.quotas.table() != *image.quotas() {
                 state.quotas.replace_all(image.quotas().clone());
+            }
+            if *state.acls.table() != *image.acls() {
+                state.acls.replace_all(image.acls().clone());
             }
             state.image.store(image.clone());
             if !cluster_id_settled {

@@ -34,6 +34,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
+use engine::acls::{AclTable, Acls};
 use engine::credentials::{CredentialTable, Credentials};
 use engine::quotas::{ClientQuotas, QuotaTable};
 use engine::shard::ReplicaPlacement;
@@ -144,6 +145,9 @@ pub struct ClusterState {
     /// The cluster's id as this broker knows it (empty until stored or adopted; see
     /// `crate::cluster_id`): said in its hellos, checked in its peers', answered in Metadata.
     pub cluster_id: ClusterIdentity,
+    /// The ACLs as the image last applied has them (published as the credentials are), which
+    /// requests are authorized against.
+    pub acls: Arc<Acls>,
 }
 
 impl ClusterState {
@@ -158,6 +162,7 @@ impl ClusterState {
             credentials: Arc::new(Credentials::in_memory(CredentialTable::new())),
             quotas: Arc::new(ClientQuotas::in_memory(QuotaTable::new())),
             cluster_id: ClusterIdentity::new(""),
+            acls: Arc::new(Acls::in_memory(AclTable::new())),
         })
     }
 

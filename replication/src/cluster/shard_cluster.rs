@@ -17,6 +17,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
+use engine::acls::AclChange;
 use engine::catalog::{
     offsets_topic_configs, transaction_state_topic_configs, Catalog, OFFSETS_TOPIC,
     TRANSACTION_STATE_TOPIC,
@@ -452,6 +453,23 @@ impl ShardCluster {
                 .iter()
                 .map(MetadataRecord::of_quota_change)
                 .collect(),
+        };
+        let replication = self.replication.clone();
+        let state = self.state.clone();
+        Box::pin(async move {
+            let index = replication.ask_controller(request).await?;
+            shown_here(|| state.image().last_applied_index() >= index).await
+        })
+    }
+
+    /// Asks the controller to make `changes` to the ACLs; resolves once this broker authorizes
+    /// with them.
+    pub fn alter_acls(
+        &self,
+        changes: Vec<AclChange>,
+    ) -> LocalBoxFuture<'static, Result<(), ClusterChangeError>> {
+        let request = ControllerRequest::AlterAcls {
+            records: changes.iter().map(MetadataRecord::of_acl_change).collect(),
         };
         let replication = self.replication.clone();
         let state = self.state.clone();

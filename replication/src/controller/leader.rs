@@ -15,7 +15,7 @@ use super::wire::{ControllerRequest, Outcome};
 use super::{apply, random_uuid, within, Controller, Planned};
 use crate::cluster_id;
 use crate::metadata::{
-    plan_allocate_producer_ids, plan_alter_client_quotas, plan_alter_configs,
+    plan_allocate_producer_ids, plan_alter_acls, plan_alter_client_quotas, plan_alter_configs,
     plan_alter_credentials, plan_cancel_reassignment, plan_complete_reassignment,
     plan_create_partitions, plan_create_topic, plan_delete_topic, plan_liveness, plan_reassign,
     MetadataImage, MetadataRecord, NewTopic, PlanError,
@@ -239,6 +239,7 @@ impl Controller {
             ControllerRequest::AlterClientQuotas { records } => {
                 Ok(plan_alter_client_quotas(records))
             }
+            ControllerRequest::AlterAcls { records } => plan_alter_acls(image, records),
         }
     }
 

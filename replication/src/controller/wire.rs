@@ -84,6 +84,11 @@ pub enum ControllerRequest {
     AlterClientQuotas {
         records: Vec<MetadataRecord>,
     },
+    /// CreateAcls, DeleteAcls: ACL records (`AccessControlEntry`, `RemoveAccessControlEntry`)
+    /// the broker that took the request checked.
+    AlterAcls {
+        records: Vec<MetadataRecord>,
+    },
 }
 
 /// One IncrementalAlterConfigs operation on one key.
@@ -147,6 +152,7 @@ pub enum WirePlanError {
     StaleBrokerEpoch { node_id: NodeId, incarnation: u64 },
     ProducerIdsExhausted,
     UnacceptableCredential(String),
+    InvalidRequest(String),
 }
 
 impl From<PlanError> for WirePlanError {
@@ -185,6 +191,7 @@ impl From<PlanError> for WirePlanError {
             PlanError::UnacceptableCredential(reason) => {
                 WirePlanError::UnacceptableCredential(reason)
             }
+            PlanError::InvalidRequest(reason) => WirePlanError::InvalidRequest(reason),
         }
     }
 }
@@ -225,6 +232,7 @@ impl From<WirePlanError> for PlanError {
             WirePlanError::UnacceptableCredential(reason) => {
                 PlanError::UnacceptableCredential(reason)
             }
+            WirePlanError::InvalidRequest(reason) => PlanError::InvalidRequest(reason),
         }
     }
 }
@@ -262,6 +270,7 @@ mod tests {
                 incarnation: 5,
             },
             PlanError::ProducerIdsExhausted,
+            PlanError::InvalidRequest("not an ACL".into()),
         ];
         for error in errors {
             let wire = ControllerWire::Response {

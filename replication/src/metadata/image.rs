@@ -18,6 +18,7 @@
 
 use std::collections::BTreeMap;
 
+use engine::acls::{self, AclChange, AclTable};
 use engine::credentials::{self, CredentialChange, CredentialTable};
 use engine::quotas::{self, QuotaChange, QuotaTable};
 
@@ -113,6 +114,8 @@ pub struct MetadataImage {
     quotas: QuotaTable,
     /// The cluster's id, once a controller leader proposed it (see `crate::cluster_id`).
     cluster_id: Option<String>,
+    /// The ACLs, which every broker authorizes requests against.
+    acls: AclTable,
 }
 
 impl MetadataImage {
@@ -255,6 +258,15 @@ impl MetadataImage {
                 } else {
                     self.cluster_id = Some(id.clone());
                     Applied::Changed
+                }
+            }
+            MetadataRecord::AccessControlEntry(_) | MetadataRecord::RemoveAccessControlEntry(_) => {
+                match record.acl_change() {
+                    Some(change) => {
+                        acls::apply(&mut self.acls, std::slice::from_ref(&change));
+                        Applied::Changed
+                    }
+                    None => Applied::Stale("an ACL code this broker does not know"),
                 }
             }
         }
@@ -404,6 +416,11 @@ impl MetadataImage {
         self.cluster_id.as_deref()
     }
 
+    /// The ACLs.
+    pub fn acls(&self) -> &AclTable {
+        &self.acls
+    }
+
     pub fn topics(&self) -> impl Iterator<Item = (&str, &TopicImage)> {
         self.topics
             .iter()
@@ -508,6 +525,11 @@ impl MetadataImage {
                 })
             }));
         }
+        records.extend(
+            self.acls
+                .iter()
+                .map(|binding| MetadataRecord::of_acl_change(&AclChange::Create(binding.clone()))),
+        );
         records
     }
 }

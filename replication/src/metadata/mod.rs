@@ -31,7 +31,7 @@ mod records;
 
 pub use image::{Applied, BrokerState, MetadataImage, Reassignment, TopicImage};
 pub use plan::{
-    plan_allocate_producer_ids, plan_alter_client_quotas, plan_alter_configs,
+    plan_allocate_producer_ids, plan_alter_acls, plan_alter_client_quotas, plan_alter_configs,
     plan_alter_credentials, plan_cancel_reassignment, plan_complete_reassignment,
     plan_create_partitions, plan_create_topic, plan_delete_topic, plan_liveness, plan_reassign,
     NewTopic, PlanError,

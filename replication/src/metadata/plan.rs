@@ -62,6 +62,9 @@ pub enum PlanError {
     /// UNACCEPTABLE_CREDENTIAL
     #[error("{0}")]
     UnacceptableCredential(String),
+    /// INVALID_REQUEST: records that are not what the request carries (a broker's bug).
+    #[error("{0}")]
+    InvalidRequest(String),
 }
 
 /// A CreateTopics request for one topic, its defaults (-1) already resolved by the caller.
@@ -385,6 +388,33 @@ pub fn plan_alter_client_quotas(records: Vec<MetadataRecord>) -> Vec<MetadataRec
         .into_iter()
         .filter(|record| record.quota_change().is_some())
         .collect()
+}
+
+/// Changes the ACLs (CreateAcls, DeleteAcls, checked as Kafka checks them by the broker that
+/// took the request): `records` must all be ACL records of known codes; creating an ACL that is
+/// there, or removing one that is not, changes nothing and is left out.
+pub fn plan_alter_acls(
+    image: &MetadataImage,
+    records: Vec<MetadataRecord>,
+) -> Result<Vec<MetadataRecord>, PlanError> {
+    let mut planned = Vec::with_capacity(records.len());
+    let mut acls = image.acls().clone();
+    for record in records {
+        let Some(change) = record.acl_change() else {
+            return Err(PlanError::InvalidRequest(format!(
+                "not an ACL of known codes: {record:?}"
+            )));
+        };
+        let changes = match &change {
+            engine::acls::AclChange::Create(binding) => !acls.contains(binding),
+            engine::acls::AclChange::Delete(binding) => acls.contains(binding),
+        };
+        if changes {
+            engine::acls::apply(&mut acls, std::slice::from_ref(&change));
+            planned.push(record);
+        }
+    }
+    Ok(planned)
 }
 
 /// Changes the users' SCRAM credentials (AlterUserScramCredentials, checked as Kafka checks it

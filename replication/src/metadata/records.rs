@@ -7,6 +7,7 @@
 //! before any field is read, and garbage is an error, never a panic; the version lets a later
 //! release read the batches an older one wrote.
 
+use engine::acls::{AclBinding, AclChange, Operation, PatternType, Permission, ResourceType};
 use engine::credentials::{CredentialChange, ScramCredential, ScramMechanism};
 use engine::quotas::{EntityName, QuotaChange, QuotaEntity, QuotaKey};
 use rkyv::rancor;
@@ -216,6 +217,11 @@ pub enum MetadataRecord {
     ClusterId {
         id: String,
     },
+    /// Adds an ACL (Kafka's AccessControlEntryRecord).
+    AccessControlEntry(Box<AclRecord>),
+    /// Removes an ACL (Kafka's RemoveAccessControlEntryRecord, which names it by its fields
+    /// here rather than by an id).
+    RemoveAccessControlEntry(Box<AclRecord>),
 }
 
 /// One client quota of one entity: each part of the entity absent (`None`), the default of its
@@ -227,6 +233,45 @@ pub struct ClientQuotaRecord {
     pub key: String,
     pub value_bits: u64,
     pub remove: bool,
+}
+
+/// One ACL, in Kafka's codes (`engine::acls`).
+#[derive(Debug, Clone, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub struct AclRecord {
+    pub resource_type: i8,
+    pub resource_name: String,
+    pub pattern_type: i8,
+    pub principal: String,
+    pub host: String,
+    pub operation: i8,
+    pub permission: i8,
+}
+
+impl AclRecord {
+    fn of(binding: &AclBinding) -> AclRecord {
+        AclRecord {
+            resource_type: binding.resource_type.code(),
+            resource_name: binding.resource_name.clone(),
+            pattern_type: binding.pattern_type.code(),
+            principal: binding.principal.clone(),
+            host: binding.host.clone(),
+            operation: binding.operation.code(),
+            permission: binding.permission.code(),
+        }
+    }
+
+    /// The ACL, if every code is one this broker knows.
+    fn binding(&self) -> Option<AclBinding> {
+        Some(AclBinding {
+            resource_type: ResourceType::from_code(self.resource_type)?,
+            resource_name: self.resource_name.clone(),
+            pattern_type: PatternType::from_code(self.pattern_type)?,
+            principal: self.principal.clone(),
+            host: self.host.clone(),
+            operation: Operation::from_code(self.operation)?,
+            permission: Permission::from_code(self.permission)?,
+        })
+    }
 }
 
 /// A user's SCRAM credential for one mechanism (Kafka's number for it: 1 SCRAM-SHA-256, 2
@@ -302,6 +347,30 @@ impl MetadataRecord {
             key: QuotaKey::from_name(&record.key)?,
             value: (!record.remove).then(|| f64::from_bits(record.value_bits)),
         })
+    }
+
+    /// The record of a change to the ACLs.
+    pub fn of_acl_change(change: &AclChange) -> MetadataRecord {
+        match change {
+            AclChange::Create(binding) => {
+                MetadataRecord::AccessControlEntry(Box::new(AclRecord::of(binding)))
+            }
+            AclChange::Delete(binding) => {
+                MetadataRecord::RemoveAccessControlEntry(Box::new(AclRecord::of(binding)))
+            }
+        }
+    }
+
+    /// The change to the ACLs this record makes, if it is one of theirs with codes this broker
+    /// knows.
+    pub fn acl_change(&self) -> Option<AclChange> {
+        match self {
+            MetadataRecord::AccessControlEntry(record) => record.binding().map(AclChange::Create),
+            MetadataRecord::RemoveAccessControlEntry(record) => {
+                record.binding().map(AclChange::Delete)
+            }
+            _ => None,
+        }
     }
 
     /// The change to the users' credentials this record makes, if it is one of theirs with a
@@ -478,6 +547,26 @@ mod tests {
         records.push(MetadataRecord::ClusterId {
             id: "MkU3OEVBNTcwNTJENDM2Qg".to_owned(),
         });
+        records.push(MetadataRecord::AccessControlEntry(Box::new(AclRecord {
+            resource_type: 2,
+            resource_name: "orders-".to_owned(),
+            pattern_type: 4,
+            principal: "User:alice".to_owned(),
+            host: "*".to_owned(),
+            operation: 4,
+            permission: 3,
+        })));
+        records.push(MetadataRecord::RemoveAccessControlEntry(Box::new(
+            AclRecord {
+                resource_type: 3,
+                resource_name: "group".to_owned(),
+                pattern_type: 3,
+                principal: "User:*".to_owned(),
+                host: "10.0.0.1".to_owned(),
+                operation: 3,
+                permission: 2,
+            },
+        )));
         records
     }
 
@@ -493,9 +582,9 @@ mod tests {
     }
 
     /// A metadata log outlives the build that wrote it: the batch in `testdata/records-v1.bin`
-    /// is `every_kind_of_record_of_584c9d2()` as that build encoded it (rkyv lays an enum out by its
-    /// variants' order and sizes, so a variant inserted before others, or a field added to a
-    /// record, would make it undecodable). New records go at the end of the enum.
+    /// is `every_kind_of_record_of_584c9d2()` as that build encoded it (rkyv lays an enum out by
+    /// its variants' order and the largest one's size, so a variant inserted before others, a
+    /// wider new one, or a field added to a record, would make it undecodable).
     #[test]
     fn a_batch_an_earlier_build_wrote_still_decodes() {
         let written_by_584c9d2 = include_bytes!("testdata/records-v1.bin");

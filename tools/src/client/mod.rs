@@ -27,10 +27,11 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::messages::{
     AlterClientQuotasRequest, AlterPartitionReassignmentsRequest, AlterUserScramCredentialsRequest,
-    ApiVersionsRequest, ApiVersionsResponse, CreateTopicsRequest, DeleteTopicsRequest,
-    DescribeClientQuotasRequest, DescribeConfigsRequest, DescribeGroupsRequest,
-    DescribeTransactionsRequest, DescribeUserScramCredentialsRequest, FetchRequest,
-    FindCoordinatorRequest, IncrementalAlterConfigsRequest, ListGroupsRequest, ListOffsetsRequest,
+    ApiVersionsRequest, ApiVersionsResponse, CreateAclsRequest, CreateTopicsRequest,
+    DeleteAclsRequest, DeleteTopicsRequest, DescribeAclsRequest, DescribeClientQuotasRequest,
+    DescribeConfigsRequest, DescribeGroupsRequest, DescribeTransactionsRequest,
+    DescribeUserScramCredentialsRequest, FetchRequest, FindCoordinatorRequest,
+    IncrementalAlterConfigsRequest, ListGroupsRequest, ListOffsetsRequest,
     ListPartitionReassignmentsRequest, ListTransactionsRequest, MetadataRequest,
     OffsetCommitRequest, OffsetFetchRequest, ProduceRequest, RequestHeader, ResponseHeader,
 };
@@ -96,6 +97,9 @@ client_versions! {
     DescribeUserScramCredentialsRequest => "DescribeUserScramCredentials", 0..=0;
     AlterClientQuotasRequest => "AlterClientQuotas", 0..=1;
     DescribeClientQuotasRequest => "DescribeClientQuotas", 0..=1;
+    CreateAclsRequest => "CreateAcls", 1..=3;
+    DescribeAclsRequest => "DescribeAcls", 1..=3;
+    DeleteAclsRequest => "DeleteAcls", 1..=3;
 }
 
 /// Why a request got no usable answer.

@@ -14,6 +14,7 @@ use engine::{JournalConfig, LogConfig};
 use ferrite_replication::cluster::ClusterSettings;
 use ferrite_replication::controller::VOTERS_DEFAULT_COUNT;
 use ferrite_replication::transport::peer_auth::ClusterSecret;
+use net::authorizer::{parse_super_users, AuthorizerConfig};
 use net::connection::IDLE_MAX_DEFAULT;
 use net::groups::consumer::AssignorKind;
 use net::groups::shard::GroupsConfig;
@@ -217,6 +218,19 @@ pub struct Arguments {
     /// [default: 0].
     #[arg(long, value_name = "MS")]
     connections_max_reauth_ms: Option<u64>,
+    /// `acl`: authorize every request against the ACLs (CreateAcls, `ferrite acl`), as Kafka's
+    /// StandardAuthorizer does; `none`: allow everything, as Kafka without an authorizer
+    /// [default: none].
+    #[arg(long, value_name = "NAME")]
+    authorizer: Option<String>,
+    /// Principals allowed everything with `--authorizer acl`, e.g. `User:admin,User:ops`
+    /// (Kafka's super.users).
+    #[arg(long, value_name = "PRINCIPALS")]
+    super_users: Option<String>,
+    /// With `--authorizer acl`, allow everyone on a resource no ACL names (Kafka's
+    /// allow.everyone.if.no.acl.found) [default: false].
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    allow_everyone_if_no_acl_found: Option<bool>,
     /// This broker's id in a cluster (with --peers).
     #[arg(long, value_name = "N")]
     node_id: Option<u64>,
@@ -249,6 +263,34 @@ pub struct Arguments {
     /// Without it that port believes any caller (a warning says so at start).
     #[arg(long, value_name = "FILE")]
     cluster_secret_file: Option<PathBuf>,
+}
+
+/// Checks `--authorizer`, `--super-users` and `--allow-everyone-if-no-acl-found`.
+fn resolve_authorizer(
+    name: Option<String>,
+    super_users: Option<String>,
+    allow_everyone_if_no_acl_found: Option<bool>,
+) -> Result<AuthorizerConfig, String> {
+    let enabled = match name.as_deref().map(str::trim) {
+        None | Some("none") => false,
+        Some("acl") => true,
+        Some(other) => {
+            return Err(format!(
+                "--authorizer: unknown authorizer '{other}' (acl, none)"
+            ))
+        }
+    };
+    let super_users = parse_super_users(super_users.as_deref().unwrap_or_default())?;
+    if !enabled && (!super_users.is_empty() || allow_everyone_if_no_acl_found.is_some()) {
+        return Err(
+            "--super-users and --allow-everyone-if-no-acl-found need --authorizer acl".into(),
+        );
+    }
+    Ok(AuthorizerConfig {
+        enabled,
+        super_users,
+        allow_everyone_if_no_acl_found: allow_everyone_if_no_acl_found.unwrap_or(false),
+    })
 }
 
 /// Kafka's leader.imbalance.check.interval.seconds.
@@ -320,6 +362,8 @@ pub(super) struct Settings {
     pub(super) connection_handover: bool,
     /// What SASL listeners accept.
     pub(super) sasl: SaslConfig,
+    /// How requests are authorized.
+    pub(super) authorizer: AuthorizerConfig,
     /// The resource bounds of the whole broker, shared out among the shards.
     pub(super) resources: BrokerResources,
 }
@@ -634,6 +678,12 @@ impl Arguments {
             .or(file.connections_max_reauth_ms)
             .filter(|&ms| ms > 0)
             .map(Duration::from_millis);
+        let authorizer = resolve_authorizer(
+            self.authorizer.or(file.authorizer),
+            self.super_users.or(file.super_users),
+            self.allow_everyone_if_no_acl_found
+                .or(file.allow_everyone_if_no_acl_found),
+        )?;
         let defaults = BrokerResources::default();
         let resources = BrokerResources {
             open_files_max: self
@@ -678,6 +728,7 @@ impl Arguments {
             connections_per_ip_max,
             connection_idle_max,
             sasl,
+            authorizer,
             connection_handover: self
                 .connection_handover
                 .or(file.connection_handover)

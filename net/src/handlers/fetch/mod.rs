@@ -3,6 +3,9 @@
 //! a timer loop. Batches still in the tail cache are sent from memory; older ones as ranges of
 //! the segment file, which the connection splices to the socket without copying them.
 //!
+//! A topic the client may not READ is answered TOPIC_AUTHORIZATION_FAILED on each of its
+//! partitions, as Kafka answers a consumer's fetch.
+//!
 //! The response is encoded by hand (`response`). Fetch sessions (KIP-227) are not kept: every
 //! response says session 0, which tells the client to keep sending full requests, as the
 //! protocol allows.
@@ -11,12 +14,13 @@ mod response;
 
 use std::time::{Duration, Instant};
 
+use engine::acls::Operation;
 use engine::shard::{IsolationLevel, PartitionId, PartitionRead};
 use futures::future::select;
 use kafka_protocol::messages::FetchRequest;
 use kafka_protocol::ResponseError;
 
-use crate::broker::{Broker, Header, Reply};
+use crate::broker::{Broker, Client, Header, Reply};
 use crate::errors::{code, log_error_code, NONE};
 use crate::handover::Draining;
 use response::{encode, PartitionData};
@@ -25,8 +29,11 @@ use response::{encode, PartitionData};
 struct Wanted {
     topic: usize,
     partition: i32,
-    /// `Some` while the topic and partition exist.
+    /// `Some` while the topic and partition exist (and the client may READ the topic).
     id: Option<PartitionId>,
+    /// Whether the client may READ the topic (Kafka answers TOPIC_AUTHORIZATION_FAILED
+    /// otherwise, whether it exists or not).
+    authorized: bool,
     /// The topic's id when the fetch started: a topic deleted (and perhaps re-created)
     /// while the fetch waits is not read again.
     topic_id: Option<[u8; 16]>,
@@ -39,6 +46,7 @@ struct Wanted {
 pub async fn handle(
     broker: &Broker,
     header: Header,
+    client: &Client,
     request: FetchRequest,
     draining: &Draining,
 ) -> Result<Reply, String> {
@@ -56,7 +64,8 @@ pub async fn handle(
     let mut wanted = Vec::new();
     for fetch_topic in &request.topics {
         let name = fetch_topic.topic.0.to_string();
-        let topic = topics_table.get(&name);
+        let authorized = broker.authorized_on_topic(client, Operation::Read, &name);
+        let topic = topics_table.get(&name).filter(|_| authorized);
         for fetch_partition in &fetch_topic.partitions {
             let partition = fetch_partition.partition;
             let exists = topic.is_some_and(|topic| topic.has_partition(partition));
@@ -64,6 +73,7 @@ pub async fn handle(
                 topic: topic_names.len(),
                 partition,
                 id: exists.then(|| PartitionId::new(name.as_str(), partition as u32)),
+                authorized,
                 topic_id: topic.map(|topic| topic.id),
                 fetch_offset: fetch_partition.fetch_offset,
                 partition_max_bytes: fetch_partition.partition_max_bytes,
@@ -170,6 +180,12 @@ async fn read_all(
     wanted
         .iter()
         .map(|wanted| {
+            if !wanted.authorized {
+                return PartitionData::failed(
+                    wanted.partition,
+                    code(ResponseError::TopicAuthorizationFailed),
+                );
+            }
             if wanted.id.is_none() {
                 return PartitionData::failed(
                     wanted.partition,

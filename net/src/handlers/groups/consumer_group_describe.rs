@@ -2,6 +2,7 @@
 //! with their current and target assignments. A classic group, or none, is answered
 //! GROUP_ID_NOT_FOUND, as Kafka does.
 
+use engine::acls::Operation;
 use kafka_protocol::messages::consumer_group_describe_response::{
     Assignment, DescribedGroup, Member, TopicPartitions,
 };
@@ -11,7 +12,7 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::StrBytes;
 
 use super::coordinator::call;
-use crate::broker::Broker;
+use crate::broker::{Broker, Client};
 use crate::errors::NONE;
 use crate::groups::consumer::TopicId;
 use crate::groups::shard::DescribeConsumerGroup;
@@ -39,6 +40,7 @@ fn assignment(partitions: Vec<(TopicId, String, Vec<i32>)>) -> Assignment {
 
 pub async fn handle(
     broker: &Broker,
+    client: &Client,
     request: ConsumerGroupDescribeRequest,
 ) -> ConsumerGroupDescribeResponse {
     let mut groups = Vec::with_capacity(request.group_ids.len());
@@ -49,6 +51,14 @@ pub async fn handle(
         let group = DescribedGroup::default()
             .with_group_id(group_id.clone())
             .with_authorized_operations(AUTHORIZED_OPERATIONS_OMITTED);
+        if !broker.authorized_on_group(client, Operation::Describe, &group_id.0) {
+            groups.push(
+                group.with_error_code(
+                    kafka_protocol::ResponseError::GroupAuthorizationFailed.code(),
+                ),
+            );
+            continue;
+        }
         let described = match call(broker, &group_id.0, describe).await {
             Ok(Some(description)) => description,
             Ok(None) => {

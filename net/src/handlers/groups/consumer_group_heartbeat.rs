@@ -7,6 +7,8 @@
 use kafka_protocol::messages::consumer_group_heartbeat_response::{Assignment, TopicPartitions};
 use kafka_protocol::messages::{ConsumerGroupHeartbeatRequest, ConsumerGroupHeartbeatResponse};
 
+use engine::acls::Operation;
+
 use super::coordinator::call;
 use crate::broker::{Broker, Client};
 use crate::errors::NONE;
@@ -20,6 +22,10 @@ pub async fn handle(
     request: ConsumerGroupHeartbeatRequest,
 ) -> ConsumerGroupHeartbeatResponse {
     let group_id = request.group_id.0.to_string();
+    if !broker.authorized_on_group(client, Operation::Read, &group_id) {
+        return ConsumerGroupHeartbeatResponse::default()
+            .with_error_code(kafka_protocol::ResponseError::GroupAuthorizationFailed.code());
+    }
     let owned = request.topic_partitions.map(|topics| {
         let mut owned = consumer::Assignment::new();
         for topic in topics {

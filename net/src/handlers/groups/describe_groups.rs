@@ -1,12 +1,13 @@
 //! DescribeGroups: each group's state, protocol and members (with their metadata and
 //! assignments); a group that does not exist is described as Dead, as Kafka does.
 
+use engine::acls::Operation;
 use kafka_protocol::messages::describe_groups_response::{DescribedGroup, DescribedGroupMember};
 use kafka_protocol::messages::{DescribeGroupsRequest, DescribeGroupsResponse};
 use kafka_protocol::protocol::StrBytes;
 
 use super::coordinator::call;
-use crate::broker::Broker;
+use crate::broker::{Broker, Client};
 use crate::errors::NONE;
 use crate::groups::shard::DescribeGroup;
 use crate::groups::GroupState;
@@ -18,6 +19,7 @@ const AUTHORIZED_OPERATIONS_OMITTED: i32 = i32::MIN;
 pub async fn handle(
     broker: &Broker,
     api_version: i16,
+    client: &Client,
     request: DescribeGroupsRequest,
 ) -> DescribeGroupsResponse {
     let mut described = Vec::with_capacity(request.groups.len());
@@ -28,6 +30,14 @@ pub async fn handle(
         let group = DescribedGroup::default()
             .with_authorized_operations(AUTHORIZED_OPERATIONS_OMITTED)
             .with_group_id(group_id.clone());
+        if !broker.authorized_on_group(client, Operation::Describe, &group_id.0) {
+            described.push(
+                group.with_error_code(
+                    kafka_protocol::ResponseError::GroupAuthorizationFailed.code(),
+                ),
+            );
+            continue;
+        }
         let group = match call(broker, &group_id.0, describe).await {
             Ok(description) => group
                 .with_error_code(NONE)

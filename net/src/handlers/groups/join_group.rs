@@ -5,6 +5,8 @@
 use kafka_protocol::messages::join_group_response::JoinGroupResponseMember;
 use kafka_protocol::messages::{JoinGroupRequest, JoinGroupResponse};
 
+use engine::acls::Operation;
+
 use super::coordinator::call;
 use crate::broker::{Broker, Client};
 use crate::errors::NONE;
@@ -18,6 +20,10 @@ pub async fn handle(
     request: JoinGroupRequest,
 ) -> JoinGroupResponse {
     let group_id = request.group_id.0.to_string();
+    if !broker.authorized_on_group(client, Operation::Read, &group_id) {
+        return JoinGroupResponse::default()
+            .with_error_code(kafka_protocol::ResponseError::GroupAuthorizationFailed.code());
+    }
     let join = JoinGroup {
         group_id: group_id.clone(),
         member_id: request.member_id.to_string(),

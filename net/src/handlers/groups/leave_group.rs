@@ -4,8 +4,10 @@
 use kafka_protocol::messages::leave_group_response::MemberResponse;
 use kafka_protocol::messages::{LeaveGroupRequest, LeaveGroupResponse};
 
+use engine::acls::Operation;
+
 use super::coordinator::{call, error_code};
-use crate::broker::Broker;
+use crate::broker::{Broker, Client};
 use crate::errors::NONE;
 use crate::groups::shard::LeaveGroup;
 use crate::groups::LeavingMember;
@@ -14,9 +16,14 @@ use crate::handlers::fields::{optional_string, str_bytes};
 pub async fn handle(
     broker: &Broker,
     api_version: i16,
+    client: &Client,
     request: LeaveGroupRequest,
 ) -> LeaveGroupResponse {
     let group_id = request.group_id.0.to_string();
+    if !broker.authorized_on_group(client, Operation::Read, &group_id) {
+        return LeaveGroupResponse::default()
+            .with_error_code(kafka_protocol::ResponseError::GroupAuthorizationFailed.code());
+    }
     // Before version 3 a request names one member; from 3 on, a batch.
     let members: Vec<LeavingMember> = if api_version >= 3 {
         request

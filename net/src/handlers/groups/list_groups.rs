@@ -2,11 +2,12 @@
 //! holds, filtered by state (v4) and type (v5: "classic" or "consumer", KIP-848). In a cluster
 //! the partitions another broker coordinates are skipped, as each broker lists its own.
 
+use engine::acls::Operation;
 use kafka_protocol::messages::list_groups_response::ListedGroup;
 use kafka_protocol::messages::{GroupId, ListGroupsRequest, ListGroupsResponse};
 use kafka_protocol::protocol::StrBytes;
 
-use crate::broker::Broker;
+use crate::broker::{Broker, Client};
 use crate::errors::NONE;
 use crate::groups::shard::ListGroups;
 use crate::groups::{GroupError, GroupState};
@@ -24,7 +25,17 @@ fn group_type(consumer_protocol: bool) -> &'static str {
     }
 }
 
-pub async fn handle(broker: &Broker, request: ListGroupsRequest) -> ListGroupsResponse {
+pub async fn handle(
+    broker: &Broker,
+    client: &Client,
+    request: ListGroupsRequest,
+) -> ListGroupsResponse {
+    // Kafka lists every group to a client that may DESCRIBE the cluster, else those it may
+    // DESCRIBE.
+    let every_group = broker.authorized_on_cluster(client, Operation::Describe);
+    let may_describe = |group_id: &str| {
+        every_group || broker.authorized_on_group(client, Operation::Describe, group_id)
+    };
     let wanted_types = &request.types_filter;
     let wanted_type = |consumer_protocol: bool| {
         wanted_types.is_empty()
@@ -66,7 +77,8 @@ pub async fn handle(broker: &Broker, request: ListGroupsRequest) -> ListGroupsRe
             Ok(listed) => groups.extend(
                 listed
                     .into_iter()
-                    .filter(|group| wanted_type(group.consumer_protocol)),
+                    .filter(|group| wanted_type(group.consumer_protocol))
+                    .filter(|group| may_describe(&group.group_id)),
             ),
             // In a cluster: another broker coordinates this partition's groups.
             Err(GroupError::NotCoordinator) => {}

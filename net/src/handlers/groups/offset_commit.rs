@@ -12,9 +12,11 @@ use kafka_protocol::messages::offset_commit_response::{
 use kafka_protocol::messages::{OffsetCommitRequest, OffsetCommitResponse};
 use kafka_protocol::ResponseError;
 
+use engine::acls::Operation;
+
 use super::coordinator::{call, error_code};
 use super::partition_results::answer_partitions;
-use crate::broker::Broker;
+use crate::broker::{Broker, Client};
 use crate::errors::code;
 use crate::groups::shard::GroupRequest;
 use crate::groups::{OffsetCommit, OffsetCommitPartition, PartitionResults, TopicPartition};
@@ -23,6 +25,7 @@ use crate::handlers::fields::optional_string;
 pub async fn handle(
     broker: &Broker,
     version: i16,
+    client: &Client,
     request: OffsetCommitRequest,
 ) -> OffsetCommitResponse {
     let group_id = request.group_id.0.to_string();
@@ -37,13 +40,15 @@ pub async fn handle(
         });
         (topic.name.0.as_str(), partitions.collect())
     });
-    let codes = commit_partitions(broker, &group_id, commits, |partitions| OffsetCommit {
-        api_version: version,
-        group_id: group_id.clone(),
-        generation_id: request.generation_id_or_member_epoch,
-        member_id: request.member_id.to_string(),
-        group_instance_id: optional_string(request.group_instance_id.clone()),
-        partitions,
+    let codes = commit_partitions(broker, client, &group_id, commits, |partitions| {
+        OffsetCommit {
+            api_version: version,
+            group_id: group_id.clone(),
+            generation_id: request.generation_id_or_member_epoch,
+            member_id: request.member_id.to_string(),
+            group_instance_id: optional_string(request.group_instance_id.clone()),
+            partitions,
+        }
     })
     .await;
     let topics = request.topics.into_iter().map(|topic| {
@@ -75,6 +80,7 @@ pub(super) type RequestedCommit = (i32, i64, i32, Option<String>);
 /// code.
 pub(super) async fn commit_partitions<'a, Request>(
     broker: &Broker,
+    client: &Client,
     group_id: &str,
     commits: impl Iterator<Item = (&'a str, Vec<RequestedCommit>)>,
     request: impl FnOnce(Vec<OffsetCommitPartition>) -> Request,
@@ -85,13 +91,25 @@ where
     let topics = broker.catalog.topics();
     let mut codes: BTreeMap<TopicPartition, i16> = BTreeMap::new();
     let mut partitions: Vec<OffsetCommitPartition> = Vec::new();
+    // Kafka's order: the group's READ, then each topic's.
+    let group_authorized = broker.authorized_on_group(client, Operation::Read, group_id);
     for (topic, commits) in commits {
         let known = topics.get(topic);
+        let topic_authorized = broker.authorized_on_topic(client, Operation::Read, topic);
         for (index, offset, leader_epoch, metadata) in commits {
             let topic_partition = TopicPartition {
                 topic: topic.to_owned(),
                 partition: index,
             };
+            let refused = match (group_authorized, topic_authorized) {
+                (false, _) => Some(ResponseError::GroupAuthorizationFailed),
+                (true, false) => Some(ResponseError::TopicAuthorizationFailed),
+                (true, true) => None,
+            };
+            if let Some(refused) = refused {
+                codes.insert(topic_partition, code(refused));
+                continue;
+            }
             if !known.is_some_and(|known| known.has_partition(index)) {
                 codes.insert(
                     topic_partition,

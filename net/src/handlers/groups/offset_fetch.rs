@@ -10,8 +10,12 @@ use kafka_protocol::messages::offset_fetch_response::{
 };
 use kafka_protocol::messages::{OffsetFetchRequest, OffsetFetchResponse, TopicName};
 
+use kafka_protocol::ResponseError;
+
+use engine::acls::Operation;
+
 use super::coordinator::call;
-use crate::broker::Broker;
+use crate::broker::{Broker, Client};
 use crate::errors::NONE;
 use crate::groups::shard::FetchOffsets;
 use crate::groups::TopicPartition;
@@ -51,13 +55,26 @@ impl FetchedOffsets {
     }
 }
 
+/// A group the client may not DESCRIBE is answered GROUP_AUTHORIZATION_FAILED; of the topics
+/// asked, those it may not DESCRIBE are answered TOPIC_AUTHORIZATION_FAILED, and they are left
+/// out when every committed partition is reported (as Kafka does).
 async fn fetch_group_offsets(
     broker: &Broker,
+    client: &Client,
     group_id: &str,
     asked: Option<Vec<(String, Vec<i32>)>>,
     member: Option<(String, i32)>,
     require_stable: bool,
 ) -> FetchedOffsets {
+    if !broker.authorized_on_group(client, Operation::Describe, group_id) {
+        return FetchedOffsets {
+            error_code: ResponseError::GroupAuthorizationFailed.code(),
+            topics: Vec::new(),
+        };
+    }
+    let topic_authorized =
+        |topic: &str| broker.authorized_on_topic(client, Operation::Describe, topic);
+    let every_partition = asked.is_none();
     let partitions = asked.as_ref().map(|topics| {
         topics
             .iter()
@@ -86,7 +103,12 @@ async fn fetch_group_offsets(
     };
     let mut topics: Vec<(String, Vec<FetchedOffset>)> = Vec::new();
     for (partition, committed) in offsets {
+        let authorized = topic_authorized(&partition.topic);
+        if !authorized && every_partition {
+            continue;
+        }
         let (committed, error_code) = match committed {
+            _ if !authorized => (None, ResponseError::TopicAuthorizationFailed.code()),
             Ok(committed) => (committed, NONE),
             Err(error) => (None, error.code()),
         };
@@ -117,6 +139,7 @@ async fn fetch_group_offsets(
 pub async fn handle(
     broker: &Broker,
     api_version: i16,
+    client: &Client,
     request: OffsetFetchRequest,
 ) -> OffsetFetchResponse {
     if api_version >= 8 {
@@ -134,6 +157,7 @@ pub async fn handle(
                 .map(|member_id| (member_id.to_string(), group.member_epoch));
             let fetched = fetch_group_offsets(
                 broker,
+                client,
                 &group.group_id.0,
                 asked,
                 member,
@@ -173,6 +197,7 @@ pub async fn handle(
     });
     let fetched = fetch_group_offsets(
         broker,
+        client,
         &request.group_id.0,
         asked,
         None,

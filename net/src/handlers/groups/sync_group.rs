@@ -2,14 +2,24 @@
 
 use kafka_protocol::messages::{SyncGroupRequest, SyncGroupResponse};
 
+use engine::acls::Operation;
+
 use super::coordinator::call;
-use crate::broker::Broker;
+use crate::broker::{Broker, Client};
 use crate::errors::NONE;
 use crate::groups::{GroupError, SyncGroup};
 use crate::handlers::fields::{optional_string, str_bytes};
 
-pub async fn handle(broker: &Broker, request: SyncGroupRequest) -> SyncGroupResponse {
+pub async fn handle(
+    broker: &Broker,
+    client: &Client,
+    request: SyncGroupRequest,
+) -> SyncGroupResponse {
     let group_id = request.group_id.0.to_string();
+    if !broker.authorized_on_group(client, Operation::Read, &group_id) {
+        return SyncGroupResponse::default()
+            .with_error_code(kafka_protocol::ResponseError::GroupAuthorizationFailed.code());
+    }
     let sync = SyncGroup {
         group_id: group_id.clone(),
         generation_id: request.generation_id,

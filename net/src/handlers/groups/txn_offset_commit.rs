@@ -13,11 +13,15 @@ use kafka_protocol::messages::{TxnOffsetCommitRequest, TxnOffsetCommitResponse};
 
 use super::offset_commit::commit_partitions;
 use super::partition_results::answer_partitions;
-use crate::broker::Broker;
+use crate::broker::{Broker, Client};
 use crate::groups::{TransactionProducer, TxnOffsetCommit};
 use crate::handlers::fields::optional_string;
 
-pub async fn handle(broker: &Broker, request: TxnOffsetCommitRequest) -> TxnOffsetCommitResponse {
+pub async fn handle(
+    broker: &Broker,
+    client: &Client,
+    request: TxnOffsetCommitRequest,
+) -> TxnOffsetCommitResponse {
     let group_id = request.group_id.0.to_string();
     let commits = request.topics.iter().map(|topic| {
         let partitions = topic.partitions.iter().map(|partition| {
@@ -34,13 +38,15 @@ pub async fn handle(broker: &Broker, request: TxnOffsetCommitRequest) -> TxnOffs
         producer_id: request.producer_id.0,
         producer_epoch: request.producer_epoch,
     };
-    let codes = commit_partitions(broker, &group_id, commits, |partitions| TxnOffsetCommit {
-        group_id: group_id.clone(),
-        producer,
-        generation_id: request.generation_id,
-        member_id: request.member_id.to_string(),
-        group_instance_id: optional_string(request.group_instance_id.clone()),
-        partitions,
+    let codes = commit_partitions(broker, client, &group_id, commits, |partitions| {
+        TxnOffsetCommit {
+            group_id: group_id.clone(),
+            producer,
+            generation_id: request.generation_id,
+            member_id: request.member_id.to_string(),
+            group_instance_id: optional_string(request.group_instance_id.clone()),
+            partitions,
+        }
     })
     .await;
     let topics = request.topics.into_iter().map(|topic| {

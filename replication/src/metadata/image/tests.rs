@@ -522,3 +522,37 @@ fn client_quotas_are_set_removed_and_kept_in_a_snapshot() {
     let rebuilt = MetadataImage::from_snapshot(6, &image.to_records());
     assert_eq!(rebuilt.quotas(), image.quotas());
 }
+
+fn acl_record(principal: &str, operation: i8) -> Box<super::super::records::AclRecord> {
+    Box::new(super::super::records::AclRecord {
+        resource_type: 2,
+        resource_name: "orders-".to_owned(),
+        pattern_type: 4,
+        principal: principal.to_owned(),
+        host: "*".to_owned(),
+        operation,
+        permission: 3,
+    })
+}
+
+#[test]
+fn acls_are_added_removed_and_kept_in_a_snapshot() {
+    let mut image = MetadataImage::default();
+    let alice = MetadataRecord::AccessControlEntry(acl_record("User:alice", 4));
+    let bob = MetadataRecord::AccessControlEntry(acl_record("User:bob", 3));
+    assert!(matches!(image.apply(1, &alice), Applied::Changed));
+    assert!(matches!(image.apply(2, &bob), Applied::Changed));
+    let remove = MetadataRecord::RemoveAccessControlEntry(acl_record("User:bob", 3));
+    assert!(matches!(image.apply(3, &remove), Applied::Changed));
+    // An operation this broker does not know changes nothing, the same on every broker.
+    let unknown = MetadataRecord::AccessControlEntry(acl_record("User:carol", 13));
+    assert!(matches!(image.apply(4, &unknown), Applied::Stale(_)));
+    let principals: Vec<&str> = image
+        .acls()
+        .iter()
+        .map(|binding| binding.principal.as_str())
+        .collect();
+    assert_eq!(principals, ["User:alice"]);
+    let rebuilt = MetadataImage::from_snapshot(4, &image.to_records());
+    assert_eq!(rebuilt.acls(), image.acls());
+}

@@ -618,3 +618,67 @@ fn the_cluster_secret_comes_from_a_file_named_by_flag_or_config_and_is_checked()
     let error = resolve(Some(dir.path().join("missing")), None).unwrap_err();
     assert!(error.contains("cannot read"), "{error}");
 }
+
+#[test]
+fn the_authorizer_from_flags_and_file() {
+    use net::authorizer::AuthorizerConfig;
+    let defaults = Arguments::default().resolve().unwrap();
+    assert_eq!(
+        defaults.authorizer,
+        AuthorizerConfig::default(),
+        "off: allow all"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("ferrite.toml");
+    std::fs::write(
+        &file,
+        "authorizer = \"acl\"\nsuper-users = \"User:admin,User:ops\"\nallow-everyone-if-no-acl-found = true\n",
+    )
+    .unwrap();
+    let settings = Arguments {
+        config: Some(file.clone()),
+        ..Arguments::default()
+    }
+    .resolve()
+    .unwrap();
+    assert_eq!(
+        settings.authorizer,
+        AuthorizerConfig {
+            enabled: true,
+            super_users: vec!["User:admin".into(), "User:ops".into()],
+            allow_everyone_if_no_acl_found: true,
+        }
+    );
+    let settings = Arguments {
+        config: Some(file),
+        super_users: Some("User:root".into()),
+        allow_everyone_if_no_acl_found: Some(false),
+        ..Arguments::default()
+    }
+    .resolve()
+    .unwrap();
+    assert_eq!(
+        settings.authorizer.super_users,
+        vec!["User:root".to_owned()]
+    );
+    assert!(
+        !settings.authorizer.allow_everyone_if_no_acl_found,
+        "the flag wins"
+    );
+
+    for (authorizer, super_users, expected) in [
+        (Some("ranger"), None, "--authorizer"),
+        (Some("acl"), Some("admin"), "--super-users"),
+        (None, Some("User:admin"), "--authorizer acl"),
+    ] {
+        let error = Arguments {
+            authorizer: authorizer.map(str::to_owned),
+            super_users: super_users.map(str::to_owned),
+            ..Arguments::default()
+        }
+        .resolve()
+        .unwrap_err();
+        assert!(error.contains(expected), "{error}");
+    }
+}

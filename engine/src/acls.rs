@@ -1,0 +1,490 @@
+//! Kafka's access control lists: the model (principal, host, resource pattern, operation,
+//! ALLOW/DENY), the filters of DescribeAcls and DeleteAcls, the decision Kafka's
+//! `StandardAuthorizer` makes for one request on one resource, and their storage.
+//!
+//! Numbers are Kafka's on-the-wire codes (`ResourceType`, `PatternType`, `AclOperation`,
+//! `AclPermissionType` in Kafka's clients), so the protocol layer maps nothing. The decision
+//! ([`AclTable::authorize`]) follows `StandardAuthorizerData`: an ACL applies to a resource if
+//! it is LITERAL with the resource's name or `*`, or PREFIXED with a prefix of the name; to a
+//! principal if it names it or `User:*`; to a host if it names it or `*`. A DENY that applies
+//! wins over every ALLOW; an ALLOW of ALL allows everything, and one of READ, WRITE, DELETE or
+//! ALTER also allows DESCRIBE, one of ALTER_CONFIGS also DESCRIBE_CONFIGS. Without any ACL on
+//! the resource the caller's `allow_if_no_acl` decides.
+//!
+//! Every request of every shard reads them and a writer replaces them whole (CreateAcls,
+//! DeleteAcls, the cluster's metadata log), so they are published through an [`ArcSwap`] as the
+//! credentials are (`crate::credentials`): a read takes no lock. On a broker alone they live in
+//! `acls.json` in the data directory, replaced atomically and durably before a change is
+//! published. A check scans the ACLs of the resource's type: a broker holds a few hundred
+//! ACLs, not millions, and the scan allocates nothing.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use arc_swap::ArcSwap;
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+use crate::durable_file;
+
+const ACLS_FILE: &str = "acls.json";
+const ACLS_FORMAT_VERSION: u32 = 1;
+
+/// The principal every ACL naming it applies to (Kafka's `User:*`).
+pub const WILDCARD_PRINCIPAL: &str = "User:*";
+/// The host or resource name every ACL naming it applies to.
+pub const WILDCARD: &str = "*";
+/// The one name of the CLUSTER resource.
+pub const CLUSTER_NAME: &str = "kafka-cluster";
+
+macro_rules! kafka_enum {
+    ($(#[$doc:meta])* $name:ident { $($variant:ident = $code:literal, $text:literal;)* }) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+        pub enum $name {
+            $(#[serde(rename = $text)] $variant,)*
+        }
+
+        impl $name {
+            pub const ALL_VALUES: &'static [$name] = &[$($name::$variant,)*];
+
+            /// Kafka's code on the wire.
+            pub fn code(self) -> i8 {
+                match self {
+                    $($name::$variant => $code,)*
+                }
+            }
+
+            pub fn from_code(code: i8) -> Option<$name> {
+                Self::ALL_VALUES.iter().copied().find(|value| value.code() == code)
+            }
+
+            /// Kafka's name (`TOPIC`, `PREFIXED`, `DESCRIBE_CONFIGS`, `ALLOW`).
+            pub fn name(self) -> &'static str {
+                match self {
+                    $($name::$variant => $text,)*
+                }
+            }
+
+            /// The value of Kafka's name, in any case (`topic`, `Prefixed`).
+            pub fn from_name(name: &str) -> Option<$name> {
+                Self::ALL_VALUES
+                    .iter()
+                    .copied()
+                    .find(|value| value.name().eq_ignore_ascii_case(name))
+            }
+        }
+    };
+}
+
+kafka_enum!(
+    /// What an ACL is about (DELEGATION_TOKEN and USER are not kept).
+    ResourceType {
+        Topic = 2, "TOPIC";
+        Group = 3, "GROUP";
+        Cluster = 4, "CLUSTER";
+        TransactionalId = 5, "TRANSACTIONAL_ID";
+    }
+);
+
+kafka_enum!(
+    /// How an ACL's resource name is matched.
+    PatternType {
+        Literal = 3, "LITERAL";
+        Prefixed = 4, "PREFIXED";
+    }
+);
+
+kafka_enum!(
+    /// What an ACL allows or denies.
+    Operation {
+        All = 2, "ALL";
+        Read = 3, "READ";
+        Write = 4, "WRITE";
+        Create = 5, "CREATE";
+        Delete = 6, "DELETE";
+        Alter = 7, "ALTER";
+        Describe = 8, "DESCRIBE";
+        ClusterAction = 9, "CLUSTER_ACTION";
+        DescribeConfigs = 10, "DESCRIBE_CONFIGS";
+        AlterConfigs = 11, "ALTER_CONFIGS";
+        IdempotentWrite = 12, "IDEMPOTENT_WRITE";
+    }
+);
+
+kafka_enum!(
+    /// Whether an ACL allows or denies.
+    Permission {
+        Deny = 2, "DENY";
+        Allow = 3, "ALLOW";
+    }
+);
+
+/// Kafka's code of "any value" in a filter (`ANY` of each enum).
+pub const ANY_CODE: i8 = 1;
+/// Kafka's code of the MATCH pattern filter.
+pub const MATCH_CODE: i8 = 2;
+
+impl Operation {
+    /// Whether an ALLOW of `self` allows `requested` (Kafka's implied operations).
+    fn allows(self, requested: Operation) -> bool {
+        self == requested
+            || self == Operation::All
+            || (requested == Operation::Describe
+                && matches!(
+                    self,
+                    Operation::Read | Operation::Write | Operation::Delete | Operation::Alter
+                ))
+            || (requested == Operation::DescribeConfigs && self == Operation::AlterConfigs)
+    }
+}
+
+/// One ACL: Kafka's `AclBinding`, a resource pattern and an access control entry.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct AclBinding {
+    pub resource_type: ResourceType,
+    pub resource_name: String,
+    pub pattern_type: PatternType,
+    /// `User:NAME` or `User:*`.
+    pub principal: String,
+    /// An IP address or `*`.
+    pub host: String,
+    pub operation: Operation,
+    pub permission: Permission,
+}
+
+impl AclBinding {
+    /// Whether the binding's pattern covers the resource `name` of its type.
+    fn covers(&self, resource_type: ResourceType, name: &str) -> bool {
+        self.resource_type == resource_type
+            && match self.pattern_type {
+                PatternType::Literal => {
+                    self.resource_name == name || self.resource_name == WILDCARD
+                }
+                PatternType::Prefixed => name.starts_with(self.resource_name.as_str()),
+            }
+    }
+}
+
+/// How a filter matches resource patterns (Kafka's `PatternType` in a filter).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PatternFilter {
+    /// Every pattern type; a name given must be the pattern's name.
+    Any,
+    /// The patterns that would apply to the resource named: LITERAL of the name or `*`,
+    /// PREFIXED of a prefix of it.
+    Match,
+    /// Patterns of this type; a name given must be the pattern's name.
+    Exactly(PatternType),
+}
+
+impl PatternFilter {
+    pub fn from_code(code: i8) -> Option<PatternFilter> {
+        match code {
+            ANY_CODE => Some(PatternFilter::Any),
+            MATCH_CODE => Some(PatternFilter::Match),
+            code => PatternType::from_code(code).map(PatternFilter::Exactly),
+        }
+    }
+}
+
+/// Kafka's `AclBindingFilter`: `None` is "any".
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AclFilter {
+    pub resource_type: Option<ResourceType>,
+    pub resource_name: Option<String>,
+    pub pattern: PatternFilter,
+    pub principal: Option<String>,
+    pub host: Option<String>,
+    pub operation: Option<Operation>,
+    pub permission: Option<Permission>,
+}
+
+impl AclFilter {
+    /// Kafka's `AclBindingFilter.matches`.
+    pub fn matches(&self, binding: &AclBinding) -> bool {
+        let equal_or_any = |filter: &Option<String>, value: &str| {
+            filter.as_deref().is_none_or(|filter| filter == value)
+        };
+        let pattern_matches = match (&self.pattern, &self.resource_name) {
+            (PatternFilter::Exactly(pattern), _) if *pattern != binding.pattern_type => false,
+            (_, None) => true,
+            (PatternFilter::Match, Some(name)) => match binding.pattern_type {
+                PatternType::Literal => {
+                    binding.resource_name == *name || binding.resource_name == WILDCARD
+                }
+                PatternType::Prefixed => name.starts_with(binding.resource_name.as_str()),
+            },
+            (_, Some(name)) => binding.resource_name == *name,
+        };
+        self.resource_type
+            .is_none_or(|resource_type| resource_type == binding.resource_type)
+            && pattern_matches
+            && equal_or_any(&self.principal, &binding.principal)
+            && equal_or_any(&self.host, &binding.host)
+            && self
+                .operation
+                .is_none_or(|operation| operation == binding.operation)
+            && self
+                .permission
+                .is_none_or(|permission| permission == binding.permission)
+    }
+}
+
+/// Every ACL of the broker or cluster.
+pub type AclTable = BTreeSet<AclBinding>;
+
+/// Who asks, from where, to do what on which resource.
+#[derive(Debug, Clone, Copy)]
+pub struct AccessRequest<'a> {
+    /// `User:NAME`.
+    pub principal: &'a str,
+    /// The client's IP address, as text.
+    pub host: &'a str,
+    pub operation: Operation,
+    pub resource_type: ResourceType,
+    pub resource_name: &'a str,
+}
+
+/// Kafka's decision for `request` under `table` (see the module doc); super users are the
+/// caller's.
+pub fn authorize(table: &AclTable, request: &AccessRequest, allow_if_no_acl: bool) -> bool {
+    let mut any_acl = false;
+    let mut allowed = false;
+    for binding in table
+        .iter()
+        .filter(|binding| binding.covers(request.resource_type, request.resource_name))
+    {
+        any_acl = true;
+        let applies = (binding.principal == request.principal
+            || binding.principal == WILDCARD_PRINCIPAL)
+            && (binding.host == request.host || binding.host == WILDCARD);
+        if !applies {
+            continue;
+        }
+        match binding.permission {
+            Permission::Deny
+                if binding.operation == request.operation
+                    || binding.operation == Operation::All =>
+            {
+                return false
+            }
+            Permission::Deny => {}
+            Permission::Allow => allowed |= binding.operation.allows(request.operation),
+        }
+    }
+    allowed || (!any_acl && allow_if_no_acl)
+}
+
+/// Kafka's `authorizeByResourceType` past its first step (the caller's: the request on a
+/// resource of the type no ACL names, which lets super users and the no-ACL fallback through):
+/// whether some resource of `resource_type` would allow `principal` from `host` to do
+/// `operation`, that is an ALLOW of it (or of ALL) not cancelled by a DENY of a wildcard, of the
+/// same literal name, or of a prefix of the allowed name. Implied operations do not count here,
+/// as in Kafka.
+pub fn authorize_by_resource_type(
+    table: &AclTable,
+    principal: &str,
+    host: &str,
+    operation: Operation,
+    resource_type: ResourceType,
+) -> bool {
+    let applying = table.iter().filter(|binding| {
+        binding.resource_type == resource_type
+            && (binding.host == host || binding.host == WILDCARD)
+            && (binding.principal == principal || binding.principal == WILDCARD_PRINCIPAL)
+            && (binding.operation == operation || binding.operation == Operation::All)
+    });
+    let mut denied: BTreeSet<(PatternType, &str)> = BTreeSet::new();
+    let mut allowed: Vec<&AclBinding> = Vec::new();
+    for binding in applying {
+        match binding.permission {
+            Permission::Deny
+                if binding.pattern_type == PatternType::Literal
+                    && binding.resource_name == WILDCARD =>
+            {
+                return false
+            }
+            Permission::Deny => {
+                denied.insert((binding.pattern_type, binding.resource_name.as_str()));
+            }
+            Permission::Allow => allowed.push(binding),
+        }
+    }
+    allowed.iter().any(|binding| {
+        let name = binding.resource_name.as_str();
+        if binding.pattern_type == PatternType::Literal && name == WILDCARD {
+            return true;
+        }
+        let literal_denied = binding.pattern_type == PatternType::Literal
+            && denied.contains(&(PatternType::Literal, name));
+        let prefix_denied = name
+            .char_indices()
+            .map(|(at, character)| &name[..at + character.len_utf8()])
+            .any(|prefix| denied.contains(&(PatternType::Prefixed, prefix)));
+        !literal_denied && !prefix_denied
+    })
+}
+
+#[derive(Debug, Error)]
+pub enum AclsError {
+    #[error("{path}: {error}")]
+    Io {
+        path: PathBuf,
+        error: std::io::Error,
+    },
+    #[error("{path}: not an ACL file of this version: {reason}")]
+    Format { path: PathBuf, reason: String },
+}
+
+/// The ACLs every shard authorizes against (shared by the shards, `Arc`).
+pub struct Acls {
+    table: ArcSwap<AclTable>,
+    /// The data directory whose file holds them (a broker alone); `None`: kept by someone else
+    /// (the metadata log), in memory here.
+    directory: Option<PathBuf>,
+    /// Serializes writers: each change is a read, a file write and a publish.
+    writing: Mutex<()>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct AclsFile {
+    version: u32,
+    acls: AclTable,
+}
+
+/// One change of [`Acls::alter`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AclChange {
+    Create(AclBinding),
+    Delete(AclBinding),
+}
+
+impl Acls {
+    /// The ACLs of the broker alone whose data directory is `data_dir` (none if it has no ACL
+    /// file yet).
+    pub fn open(data_dir: &Path) -> Result<Acls, AclsError> {
+        let table = Self::read_file(data_dir)?;
+        Ok(Acls {
+            table: ArcSwap::from_pointee(table),
+            directory: Some(data_dir.to_owned()),
+            writing: Mutex::new(()),
+        })
+    }
+
+    /// ACLs kept elsewhere (a cluster's metadata log), starting with `table`.
+    pub fn in_memory(table: AclTable) -> Acls {
+        Acls {
+            table: ArcSwap::from_pointee(table),
+            directory: None,
+            writing: Mutex::new(()),
+        }
+    }
+
+    /// The ACLs written in `data_dir` (none if there is no file).
+    pub fn read_file(data_dir: &Path) -> Result<AclTable, AclsError> {
+        let path = data_dir.join(ACLS_FILE);
+        let bytes = match std::fs::read(&path) {
+            Ok(bytes) => bytes,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+                return Ok(AclTable::new())
+            }
+            Err(error) => return Err(AclsError::Io { path, error }),
+        };
+        let file: AclsFile = serde_json::from_slice(&bytes).map_err(|error| AclsError::Format {
+            path: path.clone(),
+            reason: error.to_string(),
+        })?;
+        if file.version != ACLS_FORMAT_VERSION {
+            return Err(AclsError::Format {
+                path,
+                reason: format!("format version {}", file.version),
+            });
+        }
+        Ok(file.acls)
+    }
+
+    /// Every ACL as last published.
+    pub fn table(&self) -> Arc<AclTable> {
+        self.table.load_full()
+    }
+
+    /// See [`authorize_by_resource_type`].
+    pub fn authorize_by_resource_type(
+        &self,
+        principal: &str,
+        host: &str,
+        operation: Operation,
+        resource_type: ResourceType,
+    ) -> bool {
+        authorize_by_resource_type(
+            &self.table.load(),
+            principal,
+            host,
+            operation,
+            resource_type,
+        )
+    }
+
+    /// Kafka's decision for `request` (see [`authorize`]).
+    pub fn authorize(&self, request: &AccessRequest, allow_if_no_acl: bool) -> bool {
+        authorize(&self.table.load(), request, allow_if_no_acl)
+    }
+
+    /// Applies `changes` in order (creating one that is there, or deleting one that is not,
+    /// changes nothing), durably on a broker alone, and publishes the result; a failed write
+    /// publishes nothing.
+    pub fn alter(&self, changes: &[AclChange]) -> Result<(), AclsError> {
+        let _writing = self
+            .writing
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut table = AclTable::clone(&self.table.load());
+        apply(&mut table, changes);
+        if let Some(directory) = &self.directory {
+            write_file(directory, &table)?;
+        }
+        self.table.store(Arc::new(table));
+        Ok(())
+    }
+
+    /// Publishes `table` as every ACL (a cluster's image, replayed or changed).
+    pub fn replace_all(&self, table: AclTable) {
+        let _writing = self
+            .writing
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        self.table.store(Arc::new(table));
+    }
+}
+
+/// Applies `changes` to `table`, in order.
+pub fn apply(table: &mut AclTable, changes: &[AclChange]) {
+    for change in changes {
+        match change {
+            AclChange::Create(binding) => {
+                table.insert(binding.clone());
+            }
+            AclChange::Delete(binding) => {
+                table.remove(binding);
+            }
+        }
+    }
+}
+
+/// Writes `table` as the ACL file of `data_dir`, atomically and durably.
+pub fn write_file(data_dir: &Path, table: &AclTable) -> Result<(), AclsError> {
+    let file = AclsFile {
+        version: ACLS_FORMAT_VERSION,
+        acls: table.clone(),
+    };
+    let bytes = serde_json::to_vec_pretty(&file).expect("ACLs serialize to JSON");
+    durable_file::replace_file_durably(data_dir, ACLS_FILE, &bytes).map_err(|error| AclsError::Io {
+        path: data_dir.join(ACLS_FILE),
+        error,
+    })
+}
+
+#[cfg(test)]
+mod tests;
