@@ -12,24 +12,15 @@
 //! the resource the caller's `allow_if_no_acl` decides.
 //!
 //! Every request of every shard reads them and a writer replaces them whole (CreateAcls,
-//! DeleteAcls, the cluster's metadata log), so they are published through an [`ArcSwap`] as the
-//! credentials are (`crate::credentials`): a read takes no lock. On a broker alone they live in
-//! `acls.json` in the data directory, replaced atomically and durably before a change is
-//! published. A check scans the ACLs of the resource's type: a broker holds a few hundred
-//! ACLs, not millions, and the scan allocates nothing.
+//! DeleteAcls, the cluster's metadata log): a `crate::published_table`, as the credentials are,
+//! kept in `acls.json` on a broker alone. A check scans the ACLs of the resource's type: a
+//! broker holds a few hundred ACLs, not millions, and the scan allocates nothing.
 
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
 
-use arc_swap::ArcSwap;
 use serde::{Deserialize, Serialize};
-use thiserror::Error;
 
-use crate::durable_file;
-
-const ACLS_FILE: &str = "acls.json";
-const ACLS_FORMAT_VERSION: u32 = 1;
+use crate::published_table::{PublishedTable, TableKind};
 
 /// The principal every ACL naming it applies to (Kafka's `User:*`).
 pub const WILDCARD_PRINCIPAL: &str = "User:*";
@@ -327,33 +318,6 @@ pub fn authorize_by_resource_type(
     })
 }
 
-#[derive(Debug, Error)]
-pub enum AclsError {
-    #[error("{path}: {error}")]
-    Io {
-        path: PathBuf,
-        error: std::io::Error,
-    },
-    #[error("{path}: not an ACL file of this version: {reason}")]
-    Format { path: PathBuf, reason: String },
-}
-
-/// The ACLs every shard authorizes against (shared by the shards, `Arc`).
-pub struct Acls {
-    table: ArcSwap<AclTable>,
-    /// The data directory whose file holds them (a broker alone); `None`: kept by someone else
-    /// (the metadata log), in memory here.
-    directory: Option<PathBuf>,
-    /// Serializes writers: each change is a read, a file write and a publish.
-    writing: Mutex<()>,
-}
-
-#[derive(Serialize, Deserialize)]
-struct AclsFile {
-    version: u32,
-    acls: AclTable,
-}
-
 /// One change of [`Acls::alter`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AclChange {
@@ -361,55 +325,41 @@ pub enum AclChange {
     Delete(AclBinding),
 }
 
-impl Acls {
-    /// The ACLs of the broker alone whose data directory is `data_dir` (none if it has no ACL
-    /// file yet).
-    pub fn open(data_dir: &Path) -> Result<Acls, AclsError> {
-        let table = Self::read_file(data_dir)?;
-        Ok(Acls {
-            table: ArcSwap::from_pointee(table),
-            directory: Some(data_dir.to_owned()),
-            writing: Mutex::new(()),
-        })
-    }
+/// The ACLs' table kind (`crate::published_table`): `acls.json`.
+pub struct AclsKind;
 
-    /// ACLs kept elsewhere (a cluster's metadata log), starting with `table`.
-    pub fn in_memory(table: AclTable) -> Acls {
-        Acls {
-            table: ArcSwap::from_pointee(table),
-            directory: None,
-            writing: Mutex::new(()),
+/// The ACL file's contents besides its version.
+#[derive(Serialize, Deserialize)]
+pub struct AclsFile {
+    acls: AclTable,
+}
+
+impl TableKind for AclsKind {
+    type Table = AclTable;
+    type Change = AclChange;
+    type File = AclsFile;
+    const FILE_NAME: &'static str = "acls.json";
+    const WHAT: &'static str = "an ACL";
+
+    fn to_file(table: &AclTable) -> AclsFile {
+        AclsFile {
+            acls: table.clone(),
         }
     }
 
-    /// The ACLs written in `data_dir` (none if there is no file).
-    pub fn read_file(data_dir: &Path) -> Result<AclTable, AclsError> {
-        let path = data_dir.join(ACLS_FILE);
-        let bytes = match std::fs::read(&path) {
-            Ok(bytes) => bytes,
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
-                return Ok(AclTable::new())
-            }
-            Err(error) => return Err(AclsError::Io { path, error }),
-        };
-        let file: AclsFile = serde_json::from_slice(&bytes).map_err(|error| AclsError::Format {
-            path: path.clone(),
-            reason: error.to_string(),
-        })?;
-        if file.version != ACLS_FORMAT_VERSION {
-            return Err(AclsError::Format {
-                path,
-                reason: format!("format version {}", file.version),
-            });
-        }
-        Ok(file.acls)
+    fn from_file(file: AclsFile) -> AclTable {
+        file.acls
     }
 
-    /// Every ACL as last published.
-    pub fn table(&self) -> Arc<AclTable> {
-        self.table.load_full()
+    fn apply(table: &mut AclTable, changes: &[AclChange]) {
+        apply(table, changes)
     }
+}
 
+/// The ACLs every shard authorizes against (shared by the shards, `Arc`).
+pub type Acls = PublishedTable<AclsKind>;
+
+impl PublishedTable<AclsKind> {
     /// See [`authorize_by_resource_type`].
     pub fn authorize_by_resource_type(
         &self,
@@ -418,44 +368,12 @@ impl Acls {
         operation: Operation,
         resource_type: ResourceType,
     ) -> bool {
-        authorize_by_resource_type(
-            &self.table.load(),
-            principal,
-            host,
-            operation,
-            resource_type,
-        )
+        authorize_by_resource_type(&self.load(), principal, host, operation, resource_type)
     }
 
     /// Kafka's decision for `request` (see [`authorize`]).
     pub fn authorize(&self, request: &AccessRequest, allow_if_no_acl: bool) -> bool {
-        authorize(&self.table.load(), request, allow_if_no_acl)
-    }
-
-    /// Applies `changes` in order (creating one that is there, or deleting one that is not,
-    /// changes nothing), durably on a broker alone, and publishes the result; a failed write
-    /// publishes nothing.
-    pub fn alter(&self, changes: &[AclChange]) -> Result<(), AclsError> {
-        let _writing = self
-            .writing
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let mut table = AclTable::clone(&self.table.load());
-        apply(&mut table, changes);
-        if let Some(directory) = &self.directory {
-            write_file(directory, &table)?;
-        }
-        self.table.store(Arc::new(table));
-        Ok(())
-    }
-
-    /// Publishes `table` as every ACL (a cluster's image, replayed or changed).
-    pub fn replace_all(&self, table: AclTable) {
-        let _writing = self
-            .writing
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        self.table.store(Arc::new(table));
+        authorize(&self.load(), request, allow_if_no_acl)
     }
 }
 
@@ -471,19 +389,6 @@ pub fn apply(table: &mut AclTable, changes: &[AclChange]) {
             }
         }
     }
-}
-
-/// Writes `table` as the ACL file of `data_dir`, atomically and durably.
-pub fn write_file(data_dir: &Path, table: &AclTable) -> Result<(), AclsError> {
-    let file = AclsFile {
-        version: ACLS_FORMAT_VERSION,
-        acls: table.clone(),
-    };
-    let bytes = serde_json::to_vec_pretty(&file).expect("ACLs serialize to JSON");
-    durable_file::replace_file_durably(data_dir, ACLS_FILE, &bytes).map_err(|error| AclsError::Io {
-        path: data_dir.join(ACLS_FILE),
-        error,
-    })
 }
 
 #[cfg(test)]

@@ -3,24 +3,14 @@
 //! they are checked is `net::sasl`'s; here they are data to keep and to publish.
 //!
 //! Every shard reads them on every authentication and a writer replaces them whole (an
-//! AlterUserScramCredentials, the cluster's metadata log), so they are published through an
-//! [`ArcSwap`], as the catalog's topics are: a read takes no lock. On a broker alone they live
-//! in `credentials.json` in the data directory, replaced atomically and durably
-//! (`durable_file`) before a change is published; in a cluster the metadata log is their home
-//! and this table only follows it ([`Credentials::in_memory`], [`Credentials::replace_all`]).
+//! AlterUserScramCredentials, the cluster's metadata log): a `crate::published_table`, kept in
+//! `credentials.json` on a broker alone.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
 
-use arc_swap::ArcSwap;
 use serde::{Deserialize, Serialize};
-use thiserror::Error;
 
-use crate::durable_file;
-
-const CREDENTIALS_FILE: &str = "credentials.json";
-const CREDENTIALS_FORMAT_VERSION: u32 = 1;
+use crate::published_table::{PublishedTable, TableKind};
 
 /// The hash a SCRAM credential is made with, as Kafka names and numbers them
 /// (`org.apache.kafka.clients.admin.ScramMechanism`).
@@ -96,116 +86,47 @@ pub enum CredentialChange {
     },
 }
 
-#[derive(Debug, Error)]
-pub enum CredentialsError {
-    #[error("{path}: {error}")]
-    Io {
-        path: PathBuf,
-        error: std::io::Error,
-    },
-    #[error("{path}: not a credentials file of this version: {reason}")]
-    Format { path: PathBuf, reason: String },
-}
+/// The credentials' table kind (`crate::published_table`): `credentials.json`.
+pub struct CredentialsKind;
 
-/// The credentials every shard authenticates against (shared by the shards, `Arc`).
-pub struct Credentials {
-    table: ArcSwap<CredentialTable>,
-    /// The data directory whose file holds them (a broker alone); `None`: kept by someone else
-    /// (the metadata log), in memory here.
-    directory: Option<PathBuf>,
-    /// Serializes writers: each change is a read, a file write and a publish.
-    writing: Mutex<()>,
-}
-
+/// The credentials file's contents besides its version.
 #[derive(Serialize, Deserialize)]
-struct CredentialsFile {
-    version: u32,
+pub struct CredentialsFile {
     users: CredentialTable,
 }
 
-impl Credentials {
-    /// The credentials of the broker alone whose data directory is `data_dir` (none if it has
-    /// no credentials file yet).
-    pub fn open(data_dir: &Path) -> Result<Credentials, CredentialsError> {
-        let table = Self::read_file(data_dir)?;
-        Ok(Credentials {
-            table: ArcSwap::from_pointee(table),
-            directory: Some(data_dir.to_owned()),
-            writing: Mutex::new(()),
-        })
-    }
+impl TableKind for CredentialsKind {
+    type Table = CredentialTable;
+    type Change = CredentialChange;
+    type File = CredentialsFile;
+    const FILE_NAME: &'static str = "credentials.json";
+    const WHAT: &'static str = "a credentials";
 
-    /// Credentials kept elsewhere (a cluster's metadata log), starting with `table`.
-    pub fn in_memory(table: CredentialTable) -> Credentials {
-        Credentials {
-            table: ArcSwap::from_pointee(table),
-            directory: None,
-            writing: Mutex::new(()),
+    fn to_file(table: &CredentialTable) -> CredentialsFile {
+        CredentialsFile {
+            users: table.clone(),
         }
     }
 
-    /// The credentials written in `data_dir` (empty if there are none).
-    pub fn read_file(data_dir: &Path) -> Result<CredentialTable, CredentialsError> {
-        let path = data_dir.join(CREDENTIALS_FILE);
-        let bytes = match std::fs::read(&path) {
-            Ok(bytes) => bytes,
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
-                return Ok(CredentialTable::new())
-            }
-            Err(error) => return Err(CredentialsError::Io { path, error }),
-        };
-        let file: CredentialsFile =
-            serde_json::from_slice(&bytes).map_err(|error| CredentialsError::Format {
-                path: path.clone(),
-                reason: error.to_string(),
-            })?;
-        if file.version != CREDENTIALS_FORMAT_VERSION {
-            return Err(CredentialsError::Format {
-                path,
-                reason: format!("format version {}", file.version),
-            });
-        }
-        Ok(file.users)
+    fn from_file(file: CredentialsFile) -> CredentialTable {
+        file.users
     }
 
-    /// Every user's credentials as last published.
-    pub fn table(&self) -> Arc<CredentialTable> {
-        self.table.load_full()
+    fn apply(table: &mut CredentialTable, changes: &[CredentialChange]) {
+        apply(table, changes)
     }
+}
 
+/// The credentials every shard authenticates against (shared by the shards, `Arc`).
+pub type Credentials = PublishedTable<CredentialsKind>;
+
+impl PublishedTable<CredentialsKind> {
     /// `user`'s credential for `mechanism`.
     pub fn get(&self, user: &str, mechanism: ScramMechanism) -> Option<ScramCredential> {
-        self.table
-            .load()
+        self.load()
             .get(user)
             .and_then(|credentials| credentials.get(&mechanism))
             .cloned()
-    }
-
-    /// Applies `changes` in order (a delete of a credential that is not there changes nothing),
-    /// durably on a broker alone, and publishes the result. The caller checks them first; a
-    /// failed write publishes nothing.
-    pub fn alter(&self, changes: &[CredentialChange]) -> Result<(), CredentialsError> {
-        let _writing = self
-            .writing
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let mut table = CredentialTable::clone(&self.table.load());
-        apply(&mut table, changes);
-        if let Some(directory) = &self.directory {
-            write_file(directory, &table)?;
-        }
-        self.table.store(Arc::new(table));
-        Ok(())
-    }
-
-    /// Publishes `table` as every user's credentials (a cluster's image, replayed or changed).
-    pub fn replace_all(&self, table: CredentialTable) {
-        let _writing = self
-            .writing
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        self.table.store(Arc::new(table));
     }
 }
 
@@ -233,35 +154,6 @@ pub fn apply(table: &mut CredentialTable, changes: &[CredentialChange]) {
             }
         }
     }
-}
-
-/// Writes `table` as the credentials file of `data_dir`, atomically and durably (also the
-/// offline `ferrite user set`, before a broker starts).
-pub fn write_file(data_dir: &Path, table: &CredentialTable) -> Result<(), CredentialsError> {
-    let file = CredentialsFile {
-        version: CREDENTIALS_FORMAT_VERSION,
-        users: table.clone(),
-    };
-    let bytes = serde_json::to_vec_pretty(&file).expect("credentials serialize to JSON");
-    durable_file::replace_file_durably(data_dir, CREDENTIALS_FILE, &bytes).map_err(|error| {
-        CredentialsError::Io {
-            path: data_dir.join(CREDENTIALS_FILE),
-            error,
-        }
-    })
-}
-
-/// Removes the credentials file of `data_dir` durably (a cluster's broker, once the metadata
-/// log holds what `ferrite user set` wrote there before the first start).
-pub fn remove_file(data_dir: &Path) -> Result<(), CredentialsError> {
-    let io_error = |error| CredentialsError::Io {
-        path: data_dir.join(CREDENTIALS_FILE),
-        error,
-    };
-    std::fs::remove_file(data_dir.join(CREDENTIALS_FILE)).map_err(io_error)?;
-    std::fs::File::open(data_dir)
-        .and_then(|directory| directory.sync_all())
-        .map_err(io_error)
 }
 
 /// Bytes as lower-case hexadecimal in the file.
@@ -292,6 +184,7 @@ mod hex_bytes {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::published_table::TableFileError;
 
     fn credential(seed: u8) -> ScramCredential {
         ScramCredential {
@@ -339,17 +232,21 @@ mod tests {
             Some(credential(2))
         );
         assert!(!reopened.table().contains_key("bob"));
-        let text = std::fs::read_to_string(dir.path().join(CREDENTIALS_FILE)).unwrap();
+        let text = std::fs::read_to_string(dir.path().join(CredentialsKind::FILE_NAME)).unwrap();
         assert!(text.contains("SCRAM-SHA-512"), "{text}");
     }
 
     #[test]
     fn a_damaged_file_is_an_error_not_an_empty_table() {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join(CREDENTIALS_FILE), b"{\"version\":1,\"us").unwrap();
+        std::fs::write(
+            dir.path().join(CredentialsKind::FILE_NAME),
+            b"{\"version\":1,\"us",
+        )
+        .unwrap();
         assert!(matches!(
             Credentials::open(dir.path()),
-            Err(CredentialsError::Format { .. })
+            Err(TableFileError::Format { .. })
         ));
     }
 }

@@ -24,6 +24,7 @@ pub mod index;
 pub mod journal;
 pub mod log;
 pub mod mesh;
+pub mod published_table;
 pub mod quotas;
 pub mod random;
 pub mod rate_limited_log;

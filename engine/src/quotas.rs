@@ -5,24 +5,14 @@
 //! data to keep, publish, and resolve to the entry that applies to a client.
 //!
 //! Every request of a connection that some quota may concern reads them, and a writer replaces
-//! them whole (AlterClientQuotas), so they are published through an [`ArcSwap`] as the
-//! credentials are: a read takes no lock. On a broker alone they live in `quotas.json` in the
-//! data directory, replaced atomically and durably before a change is published; in a cluster
-//! the metadata log is their home and this table only follows it ([`ClientQuotas::in_memory`],
-//! [`ClientQuotas::replace_all`]).
+//! them whole (AlterClientQuotas, the cluster's metadata log): a `crate::published_table`, as
+//! the credentials are, kept in `quotas.json` on a broker alone.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
 
-use arc_swap::ArcSwap;
 use serde::{Deserialize, Serialize};
-use thiserror::Error;
 
-use crate::durable_file;
-
-const QUOTAS_FILE: &str = "quotas.json";
-const QUOTAS_FORMAT_VERSION: u32 = 1;
+use crate::published_table::{PublishedTable, TableKind};
 
 /// A quota's kind, as Kafka names its configuration key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -188,132 +178,55 @@ pub fn apply(table: &mut QuotaTable, changes: &[QuotaChange]) {
     }
 }
 
-#[derive(Debug, Error)]
-pub enum QuotasError {
-    #[error("{path}: {error}")]
-    Io {
-        path: PathBuf,
-        error: std::io::Error,
-    },
-    #[error("{path}: not a quotas file of this version: {reason}")]
-    Format { path: PathBuf, reason: String },
-}
+/// The quotas' table kind (`crate::published_table`): `quotas.json`.
+pub struct QuotasKind;
 
-/// The client quotas every shard enforces (shared by the shards, `Arc`).
-pub struct ClientQuotas {
-    table: ArcSwap<QuotaTable>,
-    /// The data directory whose file holds them (a broker alone); `None`: in memory only.
-    directory: Option<PathBuf>,
-    /// Serializes writers: each change is a read, a file write and a publish.
-    writing: Mutex<()>,
-}
-
+/// The quotas file's contents besides its version: the entries as a list (an entity is not a
+/// JSON object key).
 #[derive(Serialize, Deserialize)]
-struct QuotasFile {
-    version: u32,
+pub struct QuotasFile {
     entries: Vec<(QuotaEntity, QuotaValues)>,
 }
 
-impl ClientQuotas {
-    /// The quotas of the broker alone whose data directory is `data_dir` (none if it has no
-    /// quotas file yet).
-    pub fn open(data_dir: &Path) -> Result<ClientQuotas, QuotasError> {
-        let table = Self::read_file(data_dir)?;
-        Ok(ClientQuotas {
-            table: ArcSwap::from_pointee(table),
-            directory: Some(data_dir.to_owned()),
-            writing: Mutex::new(()),
-        })
-    }
+impl TableKind for QuotasKind {
+    type Table = QuotaTable;
+    type Change = QuotaChange;
+    type File = QuotasFile;
+    const FILE_NAME: &'static str = "quotas.json";
+    const WHAT: &'static str = "a quotas";
 
-    /// Quotas kept elsewhere (a cluster's metadata log), starting with `table`.
-    pub fn in_memory(table: QuotaTable) -> ClientQuotas {
-        ClientQuotas {
-            table: ArcSwap::from_pointee(table),
-            directory: None,
-            writing: Mutex::new(()),
+    fn to_file(table: &QuotaTable) -> QuotasFile {
+        QuotasFile {
+            entries: table
+                .iter()
+                .map(|(entity, values)| (entity.clone(), values.clone()))
+                .collect(),
         }
     }
 
-    fn read_file(data_dir: &Path) -> Result<QuotaTable, QuotasError> {
-        let path = data_dir.join(QUOTAS_FILE);
-        let bytes = match std::fs::read(&path) {
-            Ok(bytes) => bytes,
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
-                return Ok(QuotaTable::new())
-            }
-            Err(error) => return Err(QuotasError::Io { path, error }),
-        };
-        let file: QuotasFile =
-            serde_json::from_slice(&bytes).map_err(|error| QuotasError::Format {
-                path: path.clone(),
-                reason: error.to_string(),
-            })?;
-        if file.version != QUOTAS_FORMAT_VERSION {
-            return Err(QuotasError::Format {
-                path,
-                reason: format!("format version {}", file.version),
-            });
-        }
-        Ok(file.entries.into_iter().collect())
+    fn from_file(file: QuotasFile) -> QuotaTable {
+        file.entries.into_iter().collect()
     }
 
-    /// Every entity's limits as last published.
-    pub fn table(&self) -> Arc<QuotaTable> {
-        self.table.load_full()
-    }
-
-    /// Whether no quota is set at all (the request path's shortcut: nothing to measure).
-    pub fn is_empty(&self) -> bool {
-        self.table.load().is_empty()
-    }
-
-    /// Applies `changes` in order, durably on a broker alone, and publishes the result. The
-    /// caller checks them first; a failed write publishes nothing.
-    pub fn alter(&self, changes: &[QuotaChange]) -> Result<(), QuotasError> {
-        let _writing = self
-            .writing
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let mut table = QuotaTable::clone(&self.table.load());
-        apply(&mut table, changes);
-        if let Some(directory) = &self.directory {
-            write_file(directory, &table)?;
-        }
-        self.table.store(Arc::new(table));
-        Ok(())
-    }
-
-    /// Publishes `table` as every entity's limits (a cluster's image, replayed or changed).
-    pub fn replace_all(&self, table: QuotaTable) {
-        let _writing = self
-            .writing
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        self.table.store(Arc::new(table));
+    fn apply(table: &mut QuotaTable, changes: &[QuotaChange]) {
+        apply(table, changes)
     }
 }
 
-fn write_file(data_dir: &Path, table: &QuotaTable) -> Result<(), QuotasError> {
-    let file = QuotasFile {
-        version: QUOTAS_FORMAT_VERSION,
-        entries: table
-            .iter()
-            .map(|(entity, values)| (entity.clone(), values.clone()))
-            .collect(),
-    };
-    let bytes = serde_json::to_vec_pretty(&file).expect("quotas serialize to JSON");
-    durable_file::replace_file_durably(data_dir, QUOTAS_FILE, &bytes).map_err(|error| {
-        QuotasError::Io {
-            path: data_dir.join(QUOTAS_FILE),
-            error,
-        }
-    })
+/// The client quotas every shard enforces (shared by the shards, `Arc`).
+pub type ClientQuotas = PublishedTable<QuotasKind>;
+
+impl PublishedTable<QuotasKind> {
+    /// Whether no quota is set at all (the request path's shortcut: nothing to measure).
+    pub fn is_empty(&self) -> bool {
+        self.load().is_empty()
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::published_table::TableFileError;
 
     fn entity(user: Option<Option<&str>>, client_id: Option<Option<&str>>) -> QuotaEntity {
         QuotaEntity {
@@ -428,10 +341,14 @@ mod tests {
     #[test]
     fn a_damaged_file_is_an_error_not_an_empty_table() {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join(QUOTAS_FILE), b"{\"version\":1,\"ent").unwrap();
+        std::fs::write(
+            dir.path().join(QuotasKind::FILE_NAME),
+            b"{\"version\":1,\"ent",
+        )
+        .unwrap();
         assert!(matches!(
             ClientQuotas::open(dir.path()),
-            Err(QuotasError::Format { .. })
+            Err(TableFileError::Format { .. })
         ));
     }
 }

@@ -2,6 +2,7 @@
 //! `AclAuthorizerTest`, and the file's round trip.
 
 use super::*;
+use crate::published_table::TableFileError;
 
 fn acl(
     resource_type: ResourceType,
@@ -360,17 +361,17 @@ fn changes_survive_a_reopen() {
     acls.alter(&[AclChange::Delete(read.clone())]).unwrap();
     let reopened = Acls::open(dir.path()).unwrap();
     assert_eq!(*reopened.table(), table(&[write]));
-    let text = std::fs::read_to_string(dir.path().join(ACLS_FILE)).unwrap();
+    let text = std::fs::read_to_string(dir.path().join(AclsKind::FILE_NAME)).unwrap();
     assert!(text.contains("PREFIXED") && text.contains("DENY"), "{text}");
 }
 
 #[test]
 fn a_damaged_file_is_an_error_not_an_empty_table() {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join(ACLS_FILE), b"{\"version\":1,\"ac").unwrap();
+    std::fs::write(dir.path().join(AclsKind::FILE_NAME), b"{\"version\":1,\"ac").unwrap();
     assert!(matches!(
         Acls::open(dir.path()),
-        Err(AclsError::Format { .. })
+        Err(TableFileError::Format { .. })
     ));
 }
 

@@ -132,7 +132,10 @@ async fn propose_bootstrapped_credentials(
         };
         match proposed {
             Ok(_) => {
-                if let Err(error) = engine::credentials::remove_file(&data_dir) {
+                if let Err(error) = engine::published_table::remove_file::<
+                    engine::credentials::CredentialsKind,
+                >(&data_dir)
+                {
                     eprintln!("ferrite: the credentials written offline are in the metadata log, but their file stays: {error}");
                 }
                 return;
