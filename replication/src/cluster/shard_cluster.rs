@@ -371,14 +371,9 @@ impl ShardCluster {
             partition,
             replicas,
         };
-        let replication = self.replication.clone();
-        let state = self.state.clone();
-        Box::pin(async move {
-            let index = replication.ask_controller(request).await?;
-            // Answered once this broker's image has it, so that a ListPartitionReassignments
-            // sent here next shows the move.
-            shown_here(|| state.image().last_applied_index() >= index).await
-        })
+        // Answered once this broker's image has it, so that a ListPartitionReassignments sent
+        // here next shows the move.
+        self.applied_here(request)
     }
 
     /// Asks the controller to make `configs` a topic's whole set of overrides; resolves once
@@ -434,12 +429,7 @@ impl ShardCluster {
                 .map(MetadataRecord::of_credential_change)
                 .collect(),
         };
-        let replication = self.replication.clone();
-        let state = self.state.clone();
-        Box::pin(async move {
-            let index = replication.ask_controller(request).await?;
-            shown_here(|| state.image().last_applied_index() >= index).await
-        })
+        self.applied_here(request)
     }
 
     /// Asks the controller to make `changes` to the client quotas; resolves once this broker
@@ -454,12 +444,7 @@ impl ShardCluster {
                 .map(MetadataRecord::of_quota_change)
                 .collect(),
         };
-        let replication = self.replication.clone();
-        let state = self.state.clone();
-        Box::pin(async move {
-            let index = replication.ask_controller(request).await?;
-            shown_here(|| state.image().last_applied_index() >= index).await
-        })
+        self.applied_here(request)
     }
 
     /// Asks the controller to make `changes` to the ACLs; resolves once this broker authorizes
@@ -471,6 +456,15 @@ impl ShardCluster {
         let request = ControllerRequest::AlterAcls {
             records: changes.iter().map(MetadataRecord::of_acl_change).collect(),
         };
+        self.applied_here(request)
+    }
+
+    /// Asks the controller to apply `request`; resolves once this broker's image holds what it
+    /// committed (so the broker that answered acts on it from then on).
+    fn applied_here(
+        &self,
+        request: ControllerRequest,
+    ) -> LocalBoxFuture<'static, Result<(), ClusterChangeError>> {
         let replication = self.replication.clone();
         let state = self.state.clone();
         Box::pin(async move {
