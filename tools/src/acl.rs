@@ -20,11 +20,8 @@ use kafka_protocol::messages::delete_acls_request::DeleteAclsFilter;
 use kafka_protocol::messages::{CreateAclsRequest, DeleteAclsRequest, DescribeAclsRequest};
 use kafka_protocol::protocol::StrBytes;
 
-use crate::admin::{AdminError, BrokerArguments, EXIT_CODES_HELP};
+use crate::admin::{AdminError, BrokerArguments, ADMIN_TIMEOUT, EXIT_CODES_HELP};
 use crate::client::cluster::Cluster;
-
-/// How long an ACL change may take the broker (a cluster's controller commit).
-const ADMIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 #[derive(clap::Args)]
 pub struct Arguments {

@@ -14,6 +14,9 @@ use kafka_protocol::error::ResponseError;
 
 use crate::client::ClientError;
 
+/// How long an admin change may take the broker (in a cluster, the controller's commit).
+pub const ADMIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// The end of every admin command's `--help`.
 pub const EXIT_CODES_HELP: &str = "Exit codes: 0 success; 1 the broker could not be reached or \
     answered with an error (the message names the topic or partition, Kafka's name for the \

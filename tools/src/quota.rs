@@ -14,11 +14,8 @@ use kafka_protocol::messages::describe_client_quotas_request::ComponentData;
 use kafka_protocol::messages::{AlterClientQuotasRequest, DescribeClientQuotasRequest};
 use kafka_protocol::protocol::StrBytes;
 
-use crate::admin::{AdminError, BrokerArguments, EXIT_CODES_HELP};
+use crate::admin::{AdminError, BrokerArguments, ADMIN_TIMEOUT, EXIT_CODES_HELP};
 use crate::client::cluster::Cluster;
-
-/// How long a quota change may take the broker.
-const ADMIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Kafka's quota keys, in the order `list` prints them.
 const KEYS: [&str; 3] = [

@@ -24,13 +24,10 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::StrBytes;
 
-use crate::admin::{AdminError, BrokerArguments, EXIT_CODES_HELP};
+use crate::admin::{AdminError, BrokerArguments, ADMIN_TIMEOUT, EXIT_CODES_HELP};
 use crate::client::cluster::{
     topic_name, Cluster, TopicMetadata, EARLIEST_TIMESTAMP, LATEST_TIMESTAMP,
 };
-
-/// How long the broker may take to create or delete topics before it answers REQUEST_TIMED_OUT.
-const ADMIN_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// DescribeConfigs' and IncrementalAlterConfigs' resource type for a topic.
 const TOPIC_RESOURCE_TYPE: i8 = 2;

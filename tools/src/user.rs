@@ -29,11 +29,8 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::StrBytes;
 use net::sasl::scram;
 
-use crate::admin::{AdminError, BrokerArguments, EXIT_CODES_HELP};
+use crate::admin::{AdminError, BrokerArguments, ADMIN_TIMEOUT, EXIT_CODES_HELP};
 use crate::client::cluster::Cluster;
-
-/// How long a credential change may take the broker (a cluster's controller commit).
-const ADMIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 #[derive(clap::Args)]
 pub struct Arguments {
